@@ -1,0 +1,86 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { secureHeaders } from "hono/secure-headers";
+import { BEARER_AUTH } from "./lib/openapi.ts";
+import { requireJsonBody, limitBodySize } from "./middleware/body.ts";
+import { cors } from "./middleware/cors.ts";
+import { environment } from "./middleware/environment.ts";
+import { notFoundHandler, onError, validationHook } from "./middleware/errors.ts";
+import { requestContext } from "./middleware/request-context.ts";
+import { registerDebugRoutes } from "./routes/debug.ts";
+import { registerDocsRoutes } from "./routes/docs.ts";
+import { registerHealthRoutes } from "./routes/health.ts";
+import type { HonoEnv } from "./types.ts";
+
+export const OPENAPI_INFO = {
+  title: "MGX-AI Edge API",
+  version: "1.0.0",
+  description:
+    "Runs AI agents on software tasks (code generation, refactoring, testing, documentation) for many workspaces. " +
+    "Errors are RFC 9457 problem+json; every response carries X-Request-Id and X-API-Version.",
+  license: { name: "Apache 2.0", identifier: "Apache-2.0" },
+  contact: { name: "MGX-AI Edge team" },
+};
+
+export const OPENAPI_TAGS = [
+  { name: "Health", description: "Liveness and readiness probes." },
+  { name: "Docs", description: "The API document, its reference page, and problem types." },
+];
+
+function newApp(): OpenAPIHono<HonoEnv> {
+  return new OpenAPIHono<HonoEnv>({ defaultHook: validationHook });
+}
+
+/** The Worker's HTTP app: middleware in request order, then every resource's routes. */
+export function createApp(): OpenAPIHono<HonoEnv> {
+  const app = newApp();
+
+  app.use("*", requestContext);
+  app.use("*", environment);
+  app.use(
+    "*",
+    secureHeaders({
+      contentSecurityPolicy: {
+        defaultSrc: ["'self'"],
+        frameAncestors: ["'none'"],
+        baseUri: ["'none'"],
+        formAction: ["'none'"],
+      },
+      strictTransportSecurity: "max-age=31536000; includeSubDomains",
+    }),
+  );
+  app.use("*", cors);
+  app.use("*", requireJsonBody);
+  app.use("*", limitBodySize);
+
+  registerHealthRoutes(app);
+  registerDocsRoutes(app);
+  registerDebugRoutes(app);
+
+  app.openAPIRegistry.registerComponent("securitySchemes", BEARER_AUTH, {
+    type: "http",
+    scheme: "bearer",
+    description: "A workspace API key (`mgx_…`), an OAuth2 JWT access token, or the operator's ADMIN_TOKEN.",
+  });
+  app.doc31("/openapi.json", (c) => ({
+    openapi: "3.1.0",
+    info: OPENAPI_INFO,
+    servers: [{ url: new URL(c.req.url).origin, description: "This server" }],
+    tags: OPENAPI_TAGS,
+    security: [{ [BEARER_AUTH]: [] }],
+  }));
+
+  app.onError(onError);
+  app.notFound(notFoundHandler(app));
+  return app;
+}
+
+/** The OpenAPI document without serving a request, for lint and the SDK generator. */
+export function openApiDocument(serverUrl = "http://127.0.0.1:8787") {
+  return createApp().getOpenAPI31Document({
+    openapi: "3.1.0",
+    info: OPENAPI_INFO,
+    servers: [{ url: serverUrl, description: "Local development (wrangler dev)" }],
+    tags: OPENAPI_TAGS,
+    security: [{ [BEARER_AUTH]: [] }],
+  });
+}

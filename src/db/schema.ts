@@ -1,0 +1,276 @@
+import { sql } from "drizzle-orm";
+import { index, integer, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+/**
+ * The D1 schema. Timestamps are ISO 8601 UTC strings with milliseconds
+ * (fixed width, so they sort and compare as text). Ids are prefixed ULIDs
+ * (src/lib/ids.ts). Every tenant-owned row carries `workspace_id`, and every
+ * list index starts with it: queries are always scoped to one workspace.
+ * Change this file, then `npm run db:generate` for a new migration; never edit
+ * an applied one.
+ */
+
+const now = sql`(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))`;
+const createdAt = () => text("created_at").notNull().default(now);
+const updatedAt = () => text("updated_at").notNull().default(now);
+
+export type Plan = "free" | "team" | "enterprise";
+export interface WorkspaceLimits {
+  requests_per_second: number;
+  burst: number;
+  max_running_tasks: number;
+  max_pending_tasks: number;
+}
+export interface WorkspaceBudgets {
+  daily_tokens: number | null;
+  monthly_tokens: number | null;
+  daily_cost_usd: number | null;
+  monthly_cost_usd: number | null;
+}
+export interface LlmRouting {
+  strategy: "fallback" | "cost" | "latency" | "weighted";
+  chain: { provider: string; model: string; weight?: number }[];
+}
+
+export const workspaces = sqliteTable("workspaces", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  plan: text("plan").$type<Plan>().notNull().default("free"),
+  limits: text("limits", { mode: "json" }).$type<WorkspaceLimits>().notNull(),
+  budgets: text("budgets", { mode: "json" }).$type<WorkspaceBudgets>(),
+  llm: text("llm", { mode: "json" }).$type<LlmRouting>(),
+  auditRetentionDays: integer("audit_retention_days").notNull().default(365),
+  createdAt: createdAt(),
+  updatedAt: updatedAt(),
+});
+
+export type ApiKeyScope = "tasks:read" | "tasks:write" | "events:read" | "audit:read" | "admin";
+
+export const apiKeys = sqliteTable(
+  "api_keys",
+  {
+    id: text("id").primaryKey(),
+    workspaceId: text("workspace_id")
+      .notNull()
+      .references(() => workspaces.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    /** SHA-256 of the whole key, hex. The key itself is shown once and never stored. */
+    keyHash: text("key_hash").notNull(),
+    /** The first characters of the key, so people can tell keys apart. */
+    displayPrefix: text("display_prefix").notNull(),
+    scopes: text("scopes", { mode: "json" }).$type<ApiKeyScope[]>().notNull(),
+    createdBy: text("created_by"),
+    createdAt: createdAt(),
+    lastUsedAt: text("last_used_at"),
+    expiresAt: text("expires_at"),
+    revokedAt: text("revoked_at"),
+  },
+  (table) => [
+    uniqueIndex("api_keys_key_hash_unique").on(table.keyHash),
+    index("api_keys_workspace_created_idx").on(table.workspaceId, table.createdAt),
+  ],
+);
+
+export const TASK_TYPES = ["code_generation", "refactoring", "testing", "documentation"] as const;
+export const TASK_PRIORITIES = ["low", "medium", "high", "critical"] as const;
+export const TASK_STATUSES = [
+  "pending",
+  "queued",
+  "running",
+  "completed",
+  "failed",
+  "cancelled",
+  "dead_lettered",
+] as const;
+export type TaskType = (typeof TASK_TYPES)[number];
+export type TaskPriority = (typeof TASK_PRIORITIES)[number];
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+export const tasks = sqliteTable(
+  "tasks",
+  {
+    id: text("id").primaryKey(),
+    workspaceId: text("workspace_id")
+      .notNull()
+      .references(() => workspaces.id, { onDelete: "cascade" }),
+    title: text("title").notNull(),
+    description: text("description"),
+    type: text("type").$type<TaskType>().notNull(),
+    priority: text("priority").$type<TaskPriority>().notNull().default("medium"),
+    status: text("status").$type<TaskStatus>().notNull().default("pending"),
+    projectId: text("project_id"),
+    agentConfig: text("agent_config", { mode: "json" }).$type<Record<string, unknown>>(),
+    estimatedTokens: integer("estimated_tokens"),
+    idempotencyKey: text("idempotency_key"),
+    /** SHA-256 of the create request's body, to tell a replay from a conflicting reuse of the key. */
+    requestHash: text("request_hash"),
+    maxRetries: integer("max_retries").notNull().default(3),
+    attempts: integer("attempts").notNull().default(0),
+    createdBy: text("created_by"),
+    promptTokens: integer("prompt_tokens").notNull().default(0),
+    completionTokens: integer("completion_tokens").notNull().default(0),
+    costUsd: real("cost_usd").notNull().default(0),
+    result: text("result", { mode: "json" }).$type<Record<string, unknown>>(),
+    error: text("error", { mode: "json" }).$type<{ type: string; message: string }>(),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+    queuedAt: text("queued_at"),
+    startedAt: text("started_at"),
+    finishedAt: text("finished_at"),
+    cancelRequestedAt: text("cancel_requested_at"),
+  },
+  (table) => [
+    index("tasks_workspace_created_idx").on(table.workspaceId, table.createdAt),
+    index("tasks_workspace_status_created_idx").on(table.workspaceId, table.status, table.createdAt),
+    index("tasks_workspace_type_created_idx").on(table.workspaceId, table.type, table.createdAt),
+    index("tasks_workspace_priority_created_idx").on(table.workspaceId, table.priority, table.createdAt),
+    uniqueIndex("tasks_workspace_idempotency_unique").on(table.workspaceId, table.idempotencyKey),
+  ],
+);
+
+export const RUN_STATUSES = ["running", "succeeded", "failed", "cancelled", "timed_out"] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export const taskRuns = sqliteTable(
+  "task_runs",
+  {
+    id: text("id").primaryKey(),
+    workspaceId: text("workspace_id").notNull(),
+    taskId: text("task_id")
+      .notNull()
+      .references(() => tasks.id, { onDelete: "cascade" }),
+    attempt: integer("attempt").notNull(),
+    /** The queue message that started this attempt: a redelivery finds its run and does not start another. */
+    messageId: text("message_id").notNull(),
+    status: text("status").$type<RunStatus>().notNull().default("running"),
+    agentId: text("agent_id"),
+    provider: text("provider"),
+    model: text("model"),
+    promptTokens: integer("prompt_tokens").notNull().default(0),
+    completionTokens: integer("completion_tokens").notNull().default(0),
+    costUsd: real("cost_usd").notNull().default(0),
+    error: text("error", { mode: "json" }).$type<{ type: string; message: string; retryable: boolean }>(),
+    startedAt: text("started_at").notNull().default(now),
+    finishedAt: text("finished_at"),
+  },
+  (table) => [
+    uniqueIndex("task_runs_task_attempt_unique").on(table.taskId, table.attempt),
+    index("task_runs_message_idx").on(table.messageId),
+    index("task_runs_workspace_started_idx").on(table.workspaceId, table.startedAt),
+  ],
+);
+
+export const artifacts = sqliteTable(
+  "artifacts",
+  {
+    id: text("id").primaryKey(),
+    workspaceId: text("workspace_id").notNull(),
+    taskId: text("task_id")
+      .notNull()
+      .references(() => tasks.id, { onDelete: "cascade" }),
+    runId: text("run_id"),
+    /** Sanitised, relative path inside the task's file space. */
+    path: text("path").notNull(),
+    r2Key: text("r2_key").notNull(),
+    sizeBytes: integer("size_bytes").notNull(),
+    mimeType: text("mime_type").notNull(),
+    sha256: text("sha256").notNull(),
+    version: integer("version").notNull().default(1),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (table) => [
+    uniqueIndex("artifacts_task_path_unique").on(table.taskId, table.path),
+    index("artifacts_workspace_task_idx").on(table.workspaceId, table.taskId, table.createdAt),
+  ],
+);
+
+export const deadLetters = sqliteTable(
+  "dead_letters",
+  {
+    id: text("id").primaryKey(),
+    workspaceId: text("workspace_id").notNull(),
+    taskId: text("task_id").notNull(),
+    /** The dead-lettered message; unique so a redelivered DLQ message records one row. */
+    messageId: text("message_id").notNull(),
+    queue: text("queue").notNull(),
+    attempts: integer("attempts").notNull(),
+    errorType: text("error_type"),
+    errorMessage: text("error_message"),
+    payload: text("payload", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    createdAt: createdAt(),
+    replayedAt: text("replayed_at"),
+    replayCount: integer("replay_count").notNull().default(0),
+  },
+  (table) => [
+    uniqueIndex("dead_letters_message_unique").on(table.messageId),
+    index("dead_letters_workspace_created_idx").on(table.workspaceId, table.createdAt),
+    index("dead_letters_workspace_task_idx").on(table.workspaceId, table.taskId),
+  ],
+);
+
+export const ACTOR_TYPES = ["user", "api_key", "operator", "system"] as const;
+export type ActorType = (typeof ACTOR_TYPES)[number];
+
+export const auditLogs = sqliteTable(
+  "audit_logs",
+  {
+    id: text("id").primaryKey(),
+    workspaceId: text("workspace_id").notNull(),
+    /** Position in the workspace's hash chain, from 1. */
+    seq: integer("seq").notNull(),
+    actorType: text("actor_type").$type<ActorType>().notNull(),
+    actorId: text("actor_id").notNull(),
+    actorDisplay: text("actor_display"),
+    action: text("action").notNull(),
+    resourceType: text("resource_type").notNull(),
+    resourceId: text("resource_id"),
+    requestId: text("request_id"),
+    traceId: text("trace_id"),
+    ip: text("ip"),
+    userAgent: text("user_agent"),
+    /** Redacted before/after summary of an update. */
+    changes: text("changes", { mode: "json" }).$type<{ before?: unknown; after?: unknown }>(),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, unknown>>(),
+    createdAt: createdAt(),
+    prevHash: text("prev_hash").notNull(),
+    hash: text("hash").notNull(),
+  },
+  (table) => [
+    uniqueIndex("audit_logs_workspace_seq_unique").on(table.workspaceId, table.seq),
+    index("audit_logs_workspace_created_idx").on(table.workspaceId, table.createdAt),
+    index("audit_logs_workspace_action_created_idx").on(table.workspaceId, table.action, table.createdAt),
+    index("audit_logs_workspace_actor_created_idx").on(table.workspaceId, table.actorId, table.createdAt),
+    index("audit_logs_workspace_resource_idx").on(table.workspaceId, table.resourceType, table.resourceId),
+    index("audit_logs_workspace_request_idx").on(table.workspaceId, table.requestId),
+  ],
+);
+
+export const usageRecords = sqliteTable(
+  "usage_records",
+  {
+    id: text("id").primaryKey(),
+    workspaceId: text("workspace_id").notNull(),
+    /** Charges are written once: the caller's key for this charge (run + call number, or request id). */
+    chargeKey: text("charge_key").notNull(),
+    taskId: text("task_id"),
+    runId: text("run_id"),
+    provider: text("provider").notNull(),
+    model: text("model").notNull(),
+    promptTokens: integer("prompt_tokens").notNull(),
+    completionTokens: integer("completion_tokens").notNull(),
+    totalTokens: integer("total_tokens").notNull(),
+    costUsd: real("cost_usd").notNull(),
+    /** True for the offline `simulated` provider, so its usage is never mistaken for real spend. */
+    simulated: integer("simulated", { mode: "boolean" }).notNull().default(false),
+    /** UTC day (YYYY-MM-DD) for per-day aggregation without date functions in the query. */
+    day: text("day").notNull(),
+    requestId: text("request_id"),
+    createdAt: createdAt(),
+  },
+  (table) => [
+    uniqueIndex("usage_records_workspace_charge_unique").on(table.workspaceId, table.chargeKey),
+    index("usage_records_workspace_day_idx").on(table.workspaceId, table.day, table.provider, table.model),
+    index("usage_records_workspace_task_idx").on(table.workspaceId, table.taskId),
+  ],
+);

@@ -1,0 +1,101 @@
+import { z } from "zod";
+import type { EventHub } from "../durable-objects/event-hub.ts";
+import type { WorkspaceLimiter } from "../durable-objects/workspace-limiter.ts";
+
+/**
+ * The Worker's environment, checked once per isolate at the door so a
+ * misconfigured deployment answers a clear `BAD_ENVIRONMENT` problem instead of
+ * failing somewhere deep inside a request.
+ */
+
+const binding = <T>(name: string) =>
+  z.custom<T>((value) => typeof value === "object" && value !== null, {
+    message: `binding ${name} is missing`,
+  });
+
+const optionalUrl = z.preprocess(
+  (value) => (value === "" ? undefined : value),
+  z.url({ protocol: /^https?$/ }).optional(),
+);
+
+const optionalSecret = z.preprocess(
+  (value) => (value === "" ? undefined : value),
+  z.string().optional(),
+);
+
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const EnvSchema = z
+  .object({
+    DB: binding<D1Database>("DB"),
+    WORKSPACE_LIMITER: binding<DurableObjectNamespace<WorkspaceLimiter>>("WORKSPACE_LIMITER"),
+    EVENT_HUB: binding<DurableObjectNamespace<EventHub>>("EVENT_HUB"),
+    TASKS_QUEUE: binding<Queue>("TASKS_QUEUE"),
+    TASKS_DLQ: binding<Queue>("TASKS_DLQ"),
+    ARTIFACTS: binding<R2Bucket>("ARTIFACTS"),
+    METRICS: binding<AnalyticsEngineDataset>("METRICS").optional(),
+
+    ENVIRONMENT: z.enum(["development", "test", "staging", "production"]).default("development"),
+    LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+    LOG_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
+    MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+    CORS_ORIGINS: z.string().default(""),
+    ADMIN_TOKEN: optionalSecret,
+
+    OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl,
+    OTEL_EXPORTER_OTLP_HEADERS: optionalSecret,
+    OTEL_SERVICE_NAME: z.string().min(1).default("mgx-ai-edge"),
+
+    SENTRY_DSN: optionalUrl,
+    SENTRY_ENVIRONMENT: optionalSecret,
+    SENTRY_RELEASE: optionalSecret,
+
+    LLM_DEFAULT_CHAIN: z.string().default("simulated"),
+
+    /** Registers `/__debug/*` routes that fail on purpose; refused in production. */
+    ENABLE_DEBUG_ROUTES: z
+      .enum(["true", "false", ""])
+      .default("false")
+      .transform((value) => value === "true"),
+  })
+  .superRefine((env, ctx) => {
+    if (env.ENVIRONMENT === "production" && env.ENABLE_DEBUG_ROUTES) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["ENABLE_DEBUG_ROUTES"],
+        message: "debug routes cannot be enabled in production",
+      });
+    }
+    if (env.ENVIRONMENT === "production" && !env.ADMIN_TOKEN) {
+      ctx.addIssue({ code: "custom", path: ["ADMIN_TOKEN"], message: "ADMIN_TOKEN secret is required in production" });
+    }
+  });
+
+export type AppConfig = z.output<typeof EnvSchema>;
+
+/** What the Worker receives: bindings plus string vars and secrets. */
+export type WorkerEnv = z.input<typeof EnvSchema> & Record<string, unknown>;
+
+export type EnvCheck = { ok: true; config: AppConfig } | { ok: false; problems: { path: string; message: string }[] };
+
+// The env object is stable for an isolate's lifetime, so parse it once.
+const parsedByEnv = new WeakMap<object, EnvCheck>();
+
+export function checkEnv(env: WorkerEnv): EnvCheck {
+  const cached = parsedByEnv.get(env);
+  if (cached) return cached;
+  const parsed = EnvSchema.safeParse(env);
+  const result: EnvCheck = parsed.success
+    ? { ok: true, config: parsed.data }
+    : {
+        ok: false,
+        // Names and reasons only: a bad value may be a secret.
+        problems: parsed.error.issues.map((issue) => ({
+          path: issue.path.join("."),
+          message: issue.message,
+        })),
+      };
+  parsedByEnv.set(env, result);
+  return result;
+}

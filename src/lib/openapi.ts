@@ -1,0 +1,37 @@
+import { z } from "@hono/zod-openapi";
+import { PROBLEMS, type ProblemCode } from "./problem.ts";
+
+/** Shared OpenAPI pieces: the problem schema and the standard error responses. */
+
+export const ProblemSchema = z
+  .object({
+    type: z.string().openapi({ example: "/problems/validation-failed" }),
+    title: z.string().openapi({ example: "Validation failed" }),
+    status: z.number().int().openapi({ example: 422 }),
+    detail: z.string().openapi({ example: "The request body is invalid." }),
+    code: z.enum(Object.keys(PROBLEMS) as [ProblemCode, ...ProblemCode[]]),
+    request_id: z.string().openapi({ example: "req_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    errors: z
+      .array(z.object({ path: z.string(), message: z.string() }))
+      .optional()
+      .openapi({ description: "Field errors, for 422 responses." }),
+  })
+  .openapi("Problem", { description: "RFC 9457 problem details." });
+
+const PROBLEM_CONTENT = { "application/problem+json": { schema: ProblemSchema } };
+
+/** Problem responses keyed by status, for a route's `responses`. */
+export function problemResponses(...codes: ProblemCode[]) {
+  const responses: Record<number, { description: string; content: typeof PROBLEM_CONTENT }> = {};
+  for (const code of codes) {
+    const { status, title } = PROBLEMS[code];
+    const existing = responses[status];
+    responses[status] = {
+      description: existing ? `${existing.description}; ${title}` : title,
+      content: PROBLEM_CONTENT,
+    };
+  }
+  return responses;
+}
+
+export const BEARER_AUTH = "bearerAuth";

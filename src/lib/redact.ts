@@ -1,0 +1,41 @@
+/** Keeps secrets out of logs and error reports. */
+
+const SECRET_KEY = /authorization|api[-_]?key|secret|token|password|passwd|cookie|dsn|signature|credential/i;
+const SECRET_IN_TEXT = [
+  /\bBearer\s+[A-Za-z0-9._~+/=-]+/gi,
+  /\bmgx_[A-Za-z0-9_-]{8,}/g,
+  // JWTs: three base64url segments, the first one a JSON header.
+  /\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g,
+];
+export const REDACTED = "[REDACTED]";
+const MAX_DEPTH = 6;
+
+export function redactText(text: string): string {
+  let result = text;
+  for (const pattern of SECRET_IN_TEXT) result = result.replace(pattern, REDACTED);
+  return result;
+}
+
+export function redact(value: unknown, depth = 0): unknown {
+  if (typeof value === "string") return redactText(value);
+  if (value === null || typeof value !== "object") return value;
+  if (depth >= MAX_DEPTH) return "[TRUNCATED]";
+  if (value instanceof Error) return serializeError(value);
+  if (Array.isArray(value)) return value.map((item) => redact(item, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [key, inner] of Object.entries(value)) {
+    out[key] = SECRET_KEY.test(key) ? REDACTED : redact(inner, depth + 1);
+  }
+  return out;
+}
+
+export function serializeError(error: unknown): Record<string, unknown> {
+  if (error instanceof Error) {
+    return {
+      name: error.name,
+      message: redactText(error.message),
+      ...(error.stack ? { stack: redactText(error.stack) } : {}),
+    };
+  }
+  return { message: redactText(String(error)) };
+}

@@ -1,0 +1,41 @@
+import type { MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { ApiError } from "../lib/problem.ts";
+import type { HonoEnv } from "../types.ts";
+
+const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
+const METHODS_WITH_BODY = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+function hasBody(request: Request): boolean {
+  const length = request.headers.get("content-length");
+  if (length !== null) return Number(length) > 0;
+  return request.headers.has("transfer-encoding");
+}
+
+/** Bodies are JSON: anything else is a 415 before any handler parses it. */
+export const requireJsonBody: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  if (METHODS_WITH_BODY.has(c.req.method) && hasBody(c.req.raw)) {
+    const contentType = c.req.header("Content-Type") ?? "";
+    const mediaType = contentType.split(";")[0].trim();
+    if (!JSON_MEDIA_TYPE.test(mediaType)) {
+      throw new ApiError(
+        "UNSUPPORTED_MEDIA_TYPE",
+        mediaType ? `Content-Type ${mediaType} is not supported; send application/json.` : "Content-Type is missing; send application/json.",
+      );
+    }
+  }
+  await next();
+};
+
+/** Refuses bodies over MAX_BODY_BYTES, whether or not the client declared a length. */
+export const limitBodySize: MiddlewareHandler<HonoEnv> = (c, next) => {
+  const maxBytes = c.get("config").MAX_BODY_BYTES;
+  return bodyLimit({
+    maxSize: maxBytes,
+    onError: () => {
+      throw new ApiError("PAYLOAD_TOO_LARGE", `The body exceeds ${maxBytes} bytes.`, {
+        extensions: { max_bytes: maxBytes },
+      });
+    },
+  })(c, next);
+};

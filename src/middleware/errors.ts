@@ -1,0 +1,101 @@
+import type { Context, ErrorHandler, Hono, NotFoundHandler } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ZodError } from "zod";
+import { ApiError, type FieldError, problemResponse } from "../lib/problem.ts";
+import { reportError } from "../observability/sentry.ts";
+import type { HonoEnv } from "../types.ts";
+
+/** Zod issues as `{path, message}` pairs, the `errors` member of a 422. */
+export function fieldErrors(error: ZodError): FieldError[] {
+  return error.issues.map((issue) => ({
+    path: issue.path.length ? issue.path.map(String).join(".") : "(root)",
+    message: issue.message,
+  }));
+}
+
+/** `defaultHook` of the OpenAPI app: a failed zod check becomes a 422 problem. */
+export function validationHook(
+  result: { success: true } | { success: false; error: ZodError; target: string },
+  _c: Context<HonoEnv>,
+): void {
+  if (!result.success) {
+    const where = result.target === "json" ? "body" : result.target;
+    throw new ApiError("VALIDATION_FAILED", `The request ${where} is invalid.`, {
+      errors: fieldErrors(result.error),
+    });
+  }
+}
+
+function fromHttpException(error: HTTPException): ApiError {
+  if (error.status === 400 && /json/i.test(error.message)) return new ApiError("MALFORMED_JSON");
+  if (error.status === 413) return new ApiError("PAYLOAD_TOO_LARGE");
+  if (error.status === 401) return new ApiError("UNAUTHENTICATED");
+  if (error.status === 403) return new ApiError("FORBIDDEN");
+  if (error.status === 404) return new ApiError("NOT_FOUND");
+  if (error.status < 500) return new ApiError("BAD_REQUEST", error.message || undefined);
+  return new ApiError("INTERNAL");
+}
+
+/** The one place a thrown error becomes a response. Unknown errors are logged, reported, and hidden. */
+export const onError: ErrorHandler<HonoEnv> = (error, c) => {
+  const requestId = c.get("requestId") ?? "unknown";
+  let apiError: ApiError;
+  if (error instanceof ApiError) {
+    apiError = error;
+  } else if (error instanceof HTTPException) {
+    apiError = fromHttpException(error);
+  } else {
+    c.get("logger")?.error("unhandled error", { error });
+    reportError(c.env, c.executionCtx, error, {
+      request: c.req.raw,
+      tags: { request_id: requestId, workspace_id: c.get("workspaceId"), trace_id: c.get("trace")?.traceId },
+    });
+    apiError = new ApiError("INTERNAL", "An unexpected error occurred; it has been reported.");
+  }
+  return problemResponse(apiError, requestId);
+};
+
+interface RoutePattern {
+  method: string;
+  matcher: RegExp;
+}
+
+function toMatcher(path: string): RegExp {
+  const pattern = path
+    .split("/")
+    .map((segment) => {
+      if (segment === "*") return ".*";
+      if (segment.startsWith(":")) return "[^/]+";
+      return segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    })
+    .join("/");
+  return new RegExp(`^${pattern}/?$`);
+}
+
+/**
+ * Unknown path → 404; known path with another method → 405 with `Allow`.
+ * Hono has no 405 of its own, so the registered routes are matched here.
+ */
+export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
+  let patterns: RoutePattern[] | undefined;
+  return (c) => {
+    patterns ??= app.routes
+      .filter((route) => route.method !== "ALL")
+      .map((route) => ({ method: route.method, matcher: toMatcher(route.path) }));
+    const allowed = new Set<string>();
+    for (const pattern of patterns) if (pattern.matcher.test(c.req.path)) allowed.add(pattern.method);
+    const requestId = c.get("requestId") ?? "unknown";
+    if (allowed.size > 0) {
+      if (allowed.has("GET")) allowed.add("HEAD");
+      allowed.add("OPTIONS");
+      const allow = [...allowed].sort().join(", ");
+      return problemResponse(
+        new ApiError("METHOD_NOT_ALLOWED", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow}.`, {
+          headers: { Allow: allow },
+        }),
+        requestId,
+      );
+    }
+    return problemResponse(new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`), requestId);
+  };
+}

@@ -1,0 +1,40 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { ApiError } from "../lib/problem.ts";
+import type { HonoEnv } from "../types.ts";
+
+/**
+ * Routes that fail on purpose, so error tracking can be checked end to end.
+ * Present only when ENABLE_DEBUG_ROUTES=true (refused in production); left
+ * out of the OpenAPI document.
+ */
+export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.use("/__debug/*", async (c, next) => {
+    if (!c.get("config").ENABLE_DEBUG_ROUTES) throw new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`);
+    await next();
+  });
+  app.get("/__debug/error", () => {
+    throw new Error("Deliberate failure from /__debug/error");
+  });
+  // A validated JSON route for exercising the body middleware and the 422 path.
+  app.openapi(echoRoute, (c) => c.json({ echoed: c.req.valid("json") }, 200));
+}
+
+const echoRoute = createRoute({
+  method: "post",
+  path: "/__debug/echo",
+  hide: true,
+  request: {
+    body: {
+      required: true,
+      content: {
+        "application/json": {
+          schema: z.object({
+            message: z.string().min(1).max(1_000),
+            count: z.number().int().min(0).optional(),
+          }),
+        },
+      },
+    },
+  },
+  responses: { 200: { description: "The body, as validated." } },
+});

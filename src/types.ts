@@ -1,0 +1,17 @@
+import type { AppConfig, WorkerEnv } from "./env.ts";
+import type { Logger } from "./lib/logger.ts";
+import type { TraceIds } from "./lib/trace-context.ts";
+
+/** What every handler finds on the Hono context, typed once. */
+export interface HonoEnv {
+  Bindings: WorkerEnv;
+  Variables: {
+    requestId: string;
+    trace: TraceIds;
+    logger: Logger;
+    /** The checked environment; set by the environment middleware. */
+    config: AppConfig;
+    /** Set by authentication once the caller's workspace is known. */
+    workspaceId?: string;
+  };
+}

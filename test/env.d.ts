@@ -1,0 +1,11 @@
+import type { D1Migration } from "cloudflare:test";
+import type { WorkerEnv } from "../src/env.ts";
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends WorkerEnv {
+      /** Migrations read by vitest.config.ts, applied by test/apply-migrations.ts. */
+      TEST_MIGRATIONS: D1Migration[];
+    }
+  }
+}

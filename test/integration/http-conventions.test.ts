@@ -1,0 +1,184 @@
+import { exports } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+
+const BASE = "http://edge.test";
+
+function call(path: string, init?: RequestInit) {
+  return exports.default.fetch(new Request(`${BASE}${path}`, init));
+}
+
+async function expectProblem(response: Response, status: number, code: string) {
+  expect(response.status).toBe(status);
+  expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+  const body = (await response.json()) as Record<string, unknown>;
+  expect(body).toMatchObject({ status, code, type: expect.stringMatching(/^\/problems\//) });
+  expect(body.request_id).toBe(response.headers.get("X-Request-Id"));
+  expect(typeof body.title).toBe("string");
+  expect(typeof body.detail).toBe("string");
+  return body;
+}
+
+describe("conventions every response follows", () => {
+  it("GET /health answers 200 with version headers and a request id", async () => {
+    const response = await call("/health");
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ status: "ok" });
+    expect(response.headers.get("X-API-Version")).toBe("1.0");
+    expect(response.headers.get("X-Request-Id")).toMatch(/^req_[0-9A-Z]{26}$/);
+    expect(response.headers.get("X-Content-Type-Options")).toBe("nosniff");
+    expect(response.headers.get("Content-Security-Policy")).toContain("frame-ancestors 'none'");
+  });
+
+  it("echoes a sane caller request id and replaces an unsafe one", async () => {
+    const sane = await call("/health", { headers: { "X-Request-Id": "client-abc-12345" } });
+    expect(sane.headers.get("X-Request-Id")).toBe("client-abc-12345");
+    const unsafe = await call("/health", { headers: { "X-Request-Id": "bad id\twith spaces" } });
+    expect(unsafe.headers.get("X-Request-Id")).toMatch(/^req_/);
+  });
+
+  it("GET /ready checks D1, a Durable Object, the queue and R2", async () => {
+    const response = await call("/ready");
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { status: string; checks: Record<string, { ok: boolean }> };
+    expect(body.status).toBe("ready");
+    expect(Object.keys(body.checks).sort()).toEqual(["d1", "durable_objects", "queue", "r2"]);
+    for (const check of Object.values(body.checks)) expect(check.ok).toBe(true);
+  });
+});
+
+describe("bad input is a 4xx problem, never a 5xx", () => {
+  it("unknown route → 404", async () => {
+    const body = await expectProblem(await call("/api/v1/nope"), 404, "NOT_FOUND");
+    expect(body.detail).toContain("/api/v1/nope");
+  });
+
+  it("wrong method → 405 with Allow", async () => {
+    const response = await call("/health", { method: "DELETE" });
+    await expectProblem(response, 405, "METHOD_NOT_ALLOWED");
+    expect(response.headers.get("Allow")).toBe("GET, HEAD, OPTIONS");
+  });
+
+  it("malformed JSON → 400", async () => {
+    const response = await call("/__debug/echo", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: '{"message": "unterminated',
+    });
+    await expectProblem(response, 400, "MALFORMED_JSON");
+  });
+
+  it("wrong content type → 415", async () => {
+    const response = await call("/__debug/echo", {
+      method: "POST",
+      headers: { "Content-Type": "text/plain" },
+      body: "message=hi",
+    });
+    const body = await expectProblem(response, 415, "UNSUPPORTED_MEDIA_TYPE");
+    expect(body.detail).toContain("text/plain");
+  });
+
+  it("oversized body → 413, declared or streamed", async () => {
+    const big = JSON.stringify({ message: "x".repeat(1024 * 1024 + 10) });
+    const declared = await call("/__debug/echo", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: big,
+    });
+    await expectProblem(declared, 413, "PAYLOAD_TOO_LARGE");
+
+    const bytes = new TextEncoder().encode(big);
+    const streamed = await call("/__debug/echo", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Transfer-Encoding": "chunked" },
+      body: new ReadableStream({
+        start(controller) {
+          for (let offset = 0; offset < bytes.length; offset += 64 * 1024) {
+            controller.enqueue(bytes.slice(offset, offset + 64 * 1024));
+          }
+          controller.close();
+        },
+      }),
+      // @ts-expect-error duplex is required by the fetch spec for streamed bodies
+      duplex: "half",
+    });
+    await expectProblem(streamed, 413, "PAYLOAD_TOO_LARGE");
+  });
+
+  it("invalid fields → 422 with field errors", async () => {
+    const response = await call("/__debug/echo", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ message: "", count: -1.5 }),
+    });
+    const body = await expectProblem(response, 422, "VALIDATION_FAILED");
+    const paths = (body.errors as { path: string }[]).map((error) => error.path).sort();
+    expect(paths).toEqual(["count", "message"]);
+  });
+
+  it("a valid body passes every check", async () => {
+    const response = await call("/__debug/echo", {
+      method: "POST",
+      headers: { "Content-Type": "application/json; charset=utf-8" },
+      body: JSON.stringify({ message: "hello", count: 2 }),
+    });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ echoed: { message: "hello", count: 2 } });
+  });
+
+  it("an unexpected error → 500 problem that hides the cause", async () => {
+    const response = await call("/__debug/error");
+    const body = await expectProblem(response, 500, "INTERNAL");
+    expect(JSON.stringify(body)).not.toContain("Deliberate failure");
+  });
+
+  it("problem types resolve", async () => {
+    const response = await call("/problems/payload-too-large");
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ code: "PAYLOAD_TOO_LARGE", status: 413 });
+    await expectProblem(await call("/problems/nonsense"), 404, "NOT_FOUND");
+  });
+});
+
+describe("CORS", () => {
+  it("allows listed origins only", async () => {
+    const allowed = await call("/health", { headers: { Origin: "http://localhost:8787" } });
+    expect(allowed.headers.get("Access-Control-Allow-Origin")).toBe("http://localhost:8787");
+    expect(allowed.headers.get("Access-Control-Expose-Headers")).toContain("X-Request-Id");
+    const other = await call("/health", { headers: { Origin: "https://evil.example" } });
+    expect(other.headers.get("Access-Control-Allow-Origin")).toBeNull();
+  });
+
+  it("answers preflight for listed origins", async () => {
+    const response = await call("/__debug/echo", {
+      method: "OPTIONS",
+      headers: {
+        Origin: "http://127.0.0.1:8787",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, authorization",
+      },
+    });
+    expect(response.status).toBe(204);
+    expect(response.headers.get("Access-Control-Allow-Origin")).toBe("http://127.0.0.1:8787");
+  });
+});
+
+describe("OpenAPI document and reference page", () => {
+  it("serves an OpenAPI 3.1 document generated from the routes", async () => {
+    const response = await call("/openapi.json");
+    expect(response.status).toBe(200);
+    const doc = (await response.json()) as { openapi: string; paths: Record<string, unknown>; components: any };
+    expect(doc.openapi).toBe("3.1.0");
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(["/health", "/ready", "/problems/{slug}"]));
+    expect(Object.keys(doc.paths).some((path) => path.startsWith("/__debug"))).toBe(false);
+    expect(doc.components.schemas.Problem).toBeDefined();
+  });
+
+  it("serves the reference page and its assets", async () => {
+    const page = await call("/docs");
+    expect(page.status).toBe(200);
+    expect(page.headers.get("Content-Type")).toContain("text/html");
+    expect(await page.text()).toContain('src="/docs/reference.js"');
+    const script = await call("/docs/reference.js");
+    expect(script.headers.get("Content-Type")).toContain("text/javascript");
+  });
+});
