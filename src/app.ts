@@ -1,7 +1,7 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { secureHeaders } from "hono/secure-headers";
 import { BEARER_AUTH } from "./lib/openapi.ts";
-import { requireJsonBody, limitBodySize } from "./middleware/body.ts";
+import { limitBodySize, requireJsonBody } from "./middleware/body.ts";
 import { cors } from "./middleware/cors.ts";
 import { environment } from "./middleware/environment.ts";
 import { notFoundHandler, onError, validationHook } from "./middleware/errors.ts";

@@ -18,10 +18,7 @@ const optionalUrl = z.preprocess(
   z.url({ protocol: /^https?$/ }).optional(),
 );
 
-const optionalSecret = z.preprocess(
-  (value) => (value === "" ? undefined : value),
-  z.string().optional(),
-);
+const optionalSecret = z.preprocess((value) => (value === "" ? undefined : value), z.string().optional());
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -39,7 +36,11 @@ export const EnvSchema = z
     ENVIRONMENT: z.enum(["development", "test", "staging", "production"]).default("development"),
     LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     LOG_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
-    MAX_BODY_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+    MAX_BODY_BYTES: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(1024 * 1024),
     CORS_ORIGINS: z.string().default(""),
     ADMIN_TOKEN: optionalSecret,
 

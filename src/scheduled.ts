@@ -10,7 +10,11 @@ export const SCHEDULED_JOBS: Record<string, ScheduledJob[]> = {
   "17 3 * * *": [],
 };
 
-export async function handleScheduled(controller: ScheduledController, env: WorkerEnv, ctx: ExecutionContext): Promise<void> {
+export async function handleScheduled(
+  controller: ScheduledController,
+  env: WorkerEnv,
+  ctx: ExecutionContext,
+): Promise<void> {
   const logger = backgroundLogger(env, { cron: controller.cron });
   const jobs = SCHEDULED_JOBS[controller.cron] ?? [];
   logger.info("scheduled run started", { jobs: jobs.length });

@@ -3,6 +3,10 @@ import type { WorkerEnv } from "../src/env.ts";
 
 declare global {
   namespace Cloudflare {
+    interface GlobalProps {
+      mainModule: typeof import("../src/index.ts");
+      durableNamespaces: "WorkspaceLimiter" | "EventHub";
+    }
     interface Env extends WorkerEnv {
       /** Migrations read by vitest.config.ts, applied by test/apply-migrations.ts. */
       TEST_MIGRATIONS: D1Migration[];

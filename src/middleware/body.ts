@@ -20,7 +20,9 @@ export const requireJsonBody: MiddlewareHandler<HonoEnv> = async (c, next) => {
     if (!JSON_MEDIA_TYPE.test(mediaType)) {
       throw new ApiError(
         "UNSUPPORTED_MEDIA_TYPE",
-        mediaType ? `Content-Type ${mediaType} is not supported; send application/json.` : "Content-Type is missing; send application/json.",
+        mediaType
+          ? `Content-Type ${mediaType} is not supported; send application/json.`
+          : "Content-Type is missing; send application/json.",
       );
     }
   }

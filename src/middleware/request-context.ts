@@ -1,5 +1,6 @@
 import { trace } from "@opentelemetry/api";
 import type { MiddlewareHandler } from "hono";
+import { routePath } from "hono/route";
 import { checkEnv } from "../env.ts";
 import { ulid } from "../lib/ids.ts";
 import { Logger } from "../lib/logger.ts";
@@ -48,12 +49,25 @@ export const requestContext: MiddlewareHandler<HonoEnv> = async (c, next) => {
   c.header("X-Request-Id", requestId);
   c.header("X-API-Version", API_VERSION);
   const status = c.res.status;
+  // The matched route template ("/api/v1/tasks/:id"), or "*" when nothing matched.
+  const route = routePath(c, -1);
+  const workspaceId = c.get("workspaceId");
+  const span = trace.getActiveSpan();
+  if (span) {
+    span.updateName(`${c.req.method} ${route}`);
+    span.setAttributes({
+      "http.route": route,
+      "mgx.request_id": requestId,
+      ...(workspaceId ? { "mgx.workspace_id": workspaceId } : {}),
+    });
+  }
   const fields = {
     method: c.req.method,
     path: c.req.path,
+    route,
     status,
     duration_ms: Date.now() - startedAtMs,
-    ...(c.get("workspaceId") ? { workspace_id: c.get("workspaceId") } : {}),
+    ...(workspaceId ? { workspace_id: workspaceId } : {}),
   };
   if (status >= 500) logger.error("request failed", fields);
   else if (status >= 400) logger.warn("request rejected", fields);

@@ -1,6 +1,6 @@
 import type { WorkerEnv } from "../env.ts";
-import { backgroundLogger } from "../observability/worker-logger.ts";
 import { reportError } from "../observability/sentry.ts";
+import { backgroundLogger } from "../observability/worker-logger.ts";
 
 /**
  * Entry for every queue this Worker consumes. Until a consumer is registered

@@ -9,7 +9,8 @@ import type { HonoEnv } from "../types.ts";
  */
 export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.use("/__debug/*", async (c, next) => {
-    if (!c.get("config").ENABLE_DEBUG_ROUTES) throw new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`);
+    if (!c.get("config").ENABLE_DEBUG_ROUTES)
+      throw new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`);
     await next();
   });
   app.get("/__debug/error", () => {

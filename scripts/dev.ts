@@ -1,0 +1,107 @@
+/**
+ * `npm run dev`: migrate the local D1, seed a demo workspace and API key
+ * (idempotently), start `wrangler dev` on 127.0.0.1:8787, and print where
+ * everything is once /health answers.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { displayPrefix, generateApiKey, hashApiKey, isApiKeyFormat } from "../src/lib/api-key-format.ts";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
+const HOST = process.env.HOST ?? "127.0.0.1";
+const PORT = Number(process.env.PORT ?? 8787);
+const DEMO_WORKSPACE_ID = "ws_demo";
+const DEMO_KEY_ID = "key_demo";
+const DEMO_KEY_FILE = join(ROOT, ".wrangler", "demo-api-key");
+const HEALTH_TIMEOUT_MS = 90_000;
+const DEMO_LIMITS = { requests_per_second: 50, burst: 100, max_running_tasks: 4, max_pending_tasks: 1000 };
+const DEMO_SCOPES = ["tasks:read", "tasks:write", "events:read", "audit:read", "admin"];
+
+function wrangler(args: string[]): void {
+  const result = spawnSync(process.execPath, [WRANGLER, ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    encoding: "utf8",
+  });
+  if (result.status !== 0) {
+    process.stderr.write(result.stdout + result.stderr);
+    throw new Error(`wrangler ${args.slice(0, 3).join(" ")} failed (exit ${result.status})`);
+  }
+}
+
+function sqlString(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** The demo key survives restarts in .wrangler/ (git-ignored); the row is upserted to match it. */
+async function seedDemo(): Promise<string> {
+  mkdirSync(join(ROOT, ".wrangler"), { recursive: true });
+  let key = existsSync(DEMO_KEY_FILE) ? readFileSync(DEMO_KEY_FILE, "utf8").trim() : "";
+  if (!isApiKeyFormat(key)) {
+    key = generateApiKey();
+    writeFileSync(DEMO_KEY_FILE, `${key}\n`, { mode: 0o600 });
+  }
+  const sql = [
+    `INSERT INTO workspaces (id, name, plan, limits) VALUES (${sqlString(DEMO_WORKSPACE_ID)}, 'Demo workspace', 'team', ${sqlString(JSON.stringify(DEMO_LIMITS))}) ON CONFLICT(id) DO NOTHING;`,
+    `INSERT INTO api_keys (id, workspace_id, name, key_hash, display_prefix, scopes, created_by) VALUES (${sqlString(DEMO_KEY_ID)}, ${sqlString(DEMO_WORKSPACE_ID)}, 'Demo key', ${sqlString(await hashApiKey(key))}, ${sqlString(displayPrefix(key))}, ${sqlString(JSON.stringify(DEMO_SCOPES))}, 'npm run dev') ON CONFLICT(id) DO UPDATE SET key_hash = excluded.key_hash, display_prefix = excluded.display_prefix, revoked_at = NULL;`,
+  ].join(" ");
+  wrangler(["d1", "execute", "DB", "--local", "--command", sql]);
+  return key;
+}
+
+async function waitForHealth(baseUrl: string): Promise<boolean> {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(`${baseUrl}/health`)).ok) return true;
+    } catch {
+      // Not up yet.
+    }
+    await new Promise((wake) => setTimeout(wake, 300));
+  }
+  return false;
+}
+
+async function main(): Promise<void> {
+  console.log("Applying local D1 migrations…");
+  wrangler(["d1", "migrations", "apply", "DB", "--local"]);
+  console.log("Seeding the demo workspace…");
+  const key = await seedDemo();
+
+  const child = spawn(
+    process.execPath,
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), ...process.argv.slice(2)],
+    {
+      cwd: ROOT,
+      stdio: "inherit",
+    },
+  );
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => child.kill(signal));
+  child.on("exit", (code) => process.exit(code ?? 0));
+
+  const baseUrl = `http://${HOST}:${PORT}`;
+  if (await waitForHealth(baseUrl)) {
+    console.log(
+      [
+        "",
+        "MGX-AI Edge is running.",
+        `  API        ${baseUrl}/api/v1`,
+        `  Health     ${baseUrl}/health`,
+        `  Docs       ${baseUrl}/docs  (OpenAPI: ${baseUrl}/openapi.json)`,
+        `  Workspace  ${DEMO_WORKSPACE_ID}`,
+        `  API key    ${key}`,
+        `  Try        curl -H "Authorization: Bearer ${key}" ${baseUrl}/api/v1/workspace`,
+        "",
+      ].join("\n"),
+    );
+  } else {
+    console.error(`wrangler dev did not answer ${baseUrl}/health within ${HEALTH_TIMEOUT_MS / 1000} s`);
+  }
+}
+
+main().catch((error) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});

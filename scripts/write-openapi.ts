@@ -1,0 +1,7 @@
+/** Writes the OpenAPI document generated from the route schemas to a file (default ./openapi.json). */
+import { writeFileSync } from "node:fs";
+import { openApiDocument } from "../src/app.ts";
+
+const outPath = process.argv[2] ?? "openapi.json";
+writeFileSync(outPath, `${JSON.stringify(openApiDocument(), null, 2)}\n`);
+console.log(`wrote ${outPath}`);

@@ -1,0 +1,85 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startWorker, type WorkerProcess } from "./harness.ts";
+
+let worker: WorkerProcess;
+
+beforeAll(async () => {
+  worker = await startWorker({ vars: { ENABLE_DEBUG_ROUTES: "true" } });
+});
+afterAll(async () => {
+  await worker?.stop();
+});
+
+async function expectProblem(response: Response, status: number, code: string) {
+  expect(response.status).toBe(status);
+  expect(response.headers.get("content-type")).toBe("application/problem+json");
+  const body = (await response.json()) as Record<string, unknown>;
+  expect(body).toMatchObject({ status, code });
+  expect(body.request_id).toBe(response.headers.get("x-request-id"));
+}
+
+describe("wrangler dev serves the API", () => {
+  it("GET /health and /ready", async () => {
+    const health = await fetch(`${worker.baseUrl}/health`);
+    expect(health.status).toBe(200);
+    expect(health.headers.get("x-api-version")).toBe("1.0");
+    const ready = await fetch(`${worker.baseUrl}/ready`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: "ready" });
+  });
+
+  it("GET /openapi.json is OpenAPI 3.1 with this server's URL", async () => {
+    const response = await fetch(`${worker.baseUrl}/openapi.json`);
+    const doc = (await response.json()) as { openapi: string; servers: { url: string }[] };
+    expect(doc.openapi).toBe("3.1.0");
+    expect(doc.servers[0].url).toBe(worker.baseUrl);
+  });
+
+  it("bad input over real HTTP is a 4xx problem", async () => {
+    const post = (body: BodyInit, contentType: string) =>
+      fetch(`${worker.baseUrl}/__debug/echo`, { method: "POST", headers: { "Content-Type": contentType }, body });
+    await expectProblem(await post("{not json", "application/json"), 400, "MALFORMED_JSON");
+    await expectProblem(await post("<a/>", "application/xml"), 415, "UNSUPPORTED_MEDIA_TYPE");
+    await expectProblem(
+      await post(JSON.stringify({ message: "x".repeat(1_100_000) }), "application/json"),
+      413,
+      "PAYLOAD_TOO_LARGE",
+    );
+    await expectProblem(await post(JSON.stringify({ count: "many" }), "application/json"), 422, "VALIDATION_FAILED");
+    await expectProblem(await fetch(`${worker.baseUrl}/no/such/route`), 404, "NOT_FOUND");
+    const wrongMethod = await fetch(`${worker.baseUrl}/ready`, { method: "POST" });
+    await expectProblem(wrongMethod, 405, "METHOD_NOT_ALLOWED");
+    expect(wrongMethod.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
+  });
+});
+
+describe("logs", () => {
+  it("are one JSON object per line, and a request's lines share its request_id and trace_id", async () => {
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const requestId = "e2e-log-check-0001";
+    const response = await fetch(`${worker.baseUrl}/__debug/error`, {
+      headers: { "X-Request-Id": requestId, traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
+    });
+    expect(response.status).toBe(500);
+
+    await worker.waitForLog((line) => line.request_id === requestId && line.msg === "request failed");
+    const lines = worker.jsonLogs().filter((line) => line.request_id === requestId);
+    expect(lines.map((line) => line.msg)).toEqual(["unhandled error", "request failed"]);
+    for (const line of lines) {
+      expect(line).toMatchObject({ trace_id: traceId, level: "error" });
+      expect(line.span_id).toMatch(/^[0-9a-f]{16}$/);
+      expect(typeof line.time).toBe("string");
+    }
+
+    // Every line the application printed (they all carry a level and msg) is whole JSON.
+    const appLines = worker.output().filter((line) => line.includes('"msg":'));
+    expect(appLines.length).toBeGreaterThan(0);
+    for (const line of appLines) expect(() => JSON.parse(line.trim())).not.toThrow();
+  });
+
+  it("never print the Authorization header", async () => {
+    await fetch(`${worker.baseUrl}/health`, { headers: { Authorization: "Bearer mgx_supersecretvalue123456" } });
+    await worker.waitForLog((line) => line.path === "/health");
+    expect(worker.output().join("\n")).not.toContain("supersecretvalue");
+  });
+});

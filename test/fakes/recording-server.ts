@@ -1,0 +1,69 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+
+/**
+ * A real HTTP server on 127.0.0.1 that records what it receives and answers
+ * as its handler says: the base of the fake OTLP collector, Sentry and LLM
+ * providers. Fault injection is the handler's job.
+ */
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: IncomingMessage["headers"];
+  body: Buffer;
+}
+
+export type FakeHandler = (request: RecordedRequest, response: ServerResponse) => void | Promise<void>;
+
+export interface RecordingServer {
+  url: string;
+  port: number;
+  requests: RecordedRequest[];
+  waitFor(match: (request: RecordedRequest) => boolean, timeoutMs?: number): Promise<RecordedRequest>;
+  close(): Promise<void>;
+}
+
+export async function startRecordingServer(handler: FakeHandler): Promise<RecordingServer> {
+  const requests: RecordedRequest[] = [];
+  const server: Server = createServer((incoming, response) => {
+    const chunks: Buffer[] = [];
+    incoming.on("data", (chunk: Buffer) => chunks.push(chunk));
+    incoming.on("end", async () => {
+      const recorded: RecordedRequest = {
+        method: incoming.method ?? "GET",
+        path: incoming.url ?? "/",
+        headers: incoming.headers,
+        body: Buffer.concat(chunks),
+      };
+      requests.push(recorded);
+      try {
+        await handler(recorded, response);
+      } catch (error) {
+        response.writeHead(500).end(String(error));
+      }
+    });
+  });
+  await new Promise<void>((ready) => server.listen(0, "127.0.0.1", ready));
+  const address = server.address();
+  if (!address || typeof address !== "object") throw new Error("fake server has no address");
+  const url = `http://127.0.0.1:${address.port}`;
+  return {
+    url,
+    port: address.port,
+    requests,
+    async waitFor(match, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const found = requests.find(match);
+        if (found) return found;
+        await new Promise((wake) => setTimeout(wake, 50));
+      }
+      throw new Error(`no matching request within ${timeoutMs} ms (received ${requests.length})`);
+    },
+    close: () =>
+      new Promise<void>((closed) => {
+        server.closeAllConnections();
+        server.close(() => closed());
+      }),
+  };
+}

@@ -1,0 +1,41 @@
+import { createExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { createApp } from "../../src/app.ts";
+
+describe("environment checked at the door", () => {
+  it("answers 500 BAD_ENVIRONMENT naming the bad settings, not their values", async () => {
+    const { DB: _missing, ...withoutDb } = env;
+    const broken = { ...withoutDb, LOG_SAMPLE_RATE: "2", SENTRY_DSN: "not a url" };
+    const response = await createApp().fetch(new Request("http://edge.test/health"), broken, createExecutionContext());
+    expect(response.status).toBe(500);
+    expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+    const body = (await response.json()) as { code: string; errors: { path: string }[]; request_id: string };
+    expect(body.code).toBe("BAD_ENVIRONMENT");
+    expect(body.errors.map((error) => error.path).sort()).toEqual(["DB", "LOG_SAMPLE_RATE", "SENTRY_DSN"]);
+    expect(JSON.stringify(body)).not.toContain("not a url");
+    expect(body.request_id).toBe(response.headers.get("X-Request-Id"));
+  });
+
+  it("refuses debug routes in production", async () => {
+    const production = { ...env, ENVIRONMENT: "production", ENABLE_DEBUG_ROUTES: "true" };
+    const response = await createApp().fetch(
+      new Request("http://edge.test/health"),
+      production,
+      createExecutionContext(),
+    );
+    const body = (await response.json()) as { code: string; errors: { path: string }[] };
+    expect(body.code).toBe("BAD_ENVIRONMENT");
+    expect(body.errors.map((error) => error.path)).toEqual(["ENABLE_DEBUG_ROUTES"]);
+  });
+
+  it("hides debug routes when they are not enabled", async () => {
+    const plain = { ...env, ENABLE_DEBUG_ROUTES: "false" };
+    const response = await createApp().fetch(
+      new Request("http://edge.test/__debug/error"),
+      plain,
+      createExecutionContext(),
+    );
+    expect(response.status).toBe(404);
+  });
+});
