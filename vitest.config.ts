@@ -23,7 +23,6 @@ export default defineConfig({
           name: "workers",
           include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts"],
           setupFiles: ["./test/apply-migrations.ts"],
-          silent: "passed-only",
         },
       },
       {
