@@ -1,3 +1,4 @@
+import type { Principal } from "./auth/principal.ts";
 import type { AppConfig, WorkerEnv } from "./env.ts";
 import type { Logger } from "./lib/logger.ts";
 import type { TraceIds } from "./lib/trace-context.ts";
@@ -13,5 +14,7 @@ export interface HonoEnv {
     config: AppConfig;
     /** Set by authentication once the caller's workspace is known. */
     workspaceId?: string;
+    /** Set by authentication (src/middleware/auth.ts). */
+    principal?: Principal;
   };
 }
