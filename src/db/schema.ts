@@ -212,12 +212,21 @@ export const deadLetters = sqliteTable(
 export const ACTOR_TYPES = ["user", "api_key", "operator", "system"] as const;
 export type ActorType = (typeof ACTOR_TYPES)[number];
 
+/**
+ * The audit log (src/audit). `seq` is assigned inside the writing batch and
+ * `hash` is filled in afterwards by the sealer (src/audit/chain.ts), so rows
+ * are written in the same transaction as their mutation without serialising
+ * writers on the previous hash. Lists order by `seq`; every list index ends
+ * with it so a filtered page is one index range, however long the log.
+ * `created_at` never decreases along `seq` (the insert takes the later of now
+ * and the previous entry's time), which lets a time range become a seq range.
+ */
 export const auditLogs = sqliteTable(
   "audit_logs",
   {
     id: text("id").primaryKey(),
     workspaceId: text("workspace_id").notNull(),
-    /** Position in the workspace's hash chain, from 1. */
+    /** Position in the workspace's hash chain, from 1, without gaps. */
     seq: integer("seq").notNull(),
     actorType: text("actor_type").$type<ActorType>().notNull(),
     actorId: text("actor_id").notNull(),
@@ -229,22 +238,49 @@ export const auditLogs = sqliteTable(
     traceId: text("trace_id"),
     ip: text("ip"),
     userAgent: text("user_agent"),
-    /** Redacted before/after summary of an update. */
-    changes: text("changes", { mode: "json" }).$type<{ before?: unknown; after?: unknown }>(),
-    metadata: text("metadata", { mode: "json" }).$type<Record<string, unknown>>(),
+    /** Redacted before/after summary of an update, canonical JSON. */
+    changes: text("changes"),
+    /** Canonical JSON object. */
+    metadata: text("metadata"),
     createdAt: createdAt(),
-    prevHash: text("prev_hash").notNull(),
-    hash: text("hash").notNull(),
+    /** Null until sealed: the previous entry's hash (or the anchor's, or the genesis value). */
+    prevHash: text("prev_hash"),
+    /** Null until sealed: SHA-256 of the canonical entry and prev_hash. */
+    hash: text("hash"),
   },
   (table) => [
     uniqueIndex("audit_logs_workspace_seq_unique").on(table.workspaceId, table.seq),
-    index("audit_logs_workspace_created_idx").on(table.workspaceId, table.createdAt),
-    index("audit_logs_workspace_action_created_idx").on(table.workspaceId, table.action, table.createdAt),
-    index("audit_logs_workspace_actor_created_idx").on(table.workspaceId, table.actorId, table.createdAt),
-    index("audit_logs_workspace_resource_idx").on(table.workspaceId, table.resourceType, table.resourceId),
-    index("audit_logs_workspace_request_idx").on(table.workspaceId, table.requestId),
+    index("audit_logs_workspace_created_seq_idx").on(table.workspaceId, table.createdAt, table.seq),
+    index("audit_logs_workspace_action_seq_idx").on(table.workspaceId, table.action, table.seq),
+    index("audit_logs_workspace_actor_seq_idx").on(table.workspaceId, table.actorId, table.seq),
+    index("audit_logs_workspace_resource_seq_idx").on(
+      table.workspaceId,
+      table.resourceType,
+      table.resourceId,
+      table.seq,
+    ),
+    index("audit_logs_workspace_request_seq_idx").on(table.workspaceId, table.requestId, table.seq),
+    // Only rows still waiting for the sealer: small, so finding them costs nothing.
+    index("audit_logs_unsealed_idx")
+      .on(table.workspaceId, table.seq)
+      .where(sql`hash IS NULL`),
   ],
 );
+
+/**
+ * Per workspace: where the chain starts after retention cut its older part
+ * (the anchor: last archived seq and its hash), and the last sealed entry (the
+ * head), so deleting the newest entries is noticed as well.
+ */
+export const auditChains = sqliteTable("audit_chains", {
+  workspaceId: text("workspace_id").primaryKey(),
+  anchorSeq: integer("anchor_seq").notNull().default(0),
+  anchorHash: text("anchor_hash"),
+  headSeq: integer("head_seq").notNull().default(0),
+  headHash: text("head_hash"),
+  archivedCount: integer("archived_count").notNull().default(0),
+  updatedAt: updatedAt(),
+});
 
 export const usageRecords = sqliteTable(
   "usage_records",
