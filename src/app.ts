@@ -6,6 +6,7 @@ import { cors } from "./middleware/cors.ts";
 import { environment } from "./middleware/environment.ts";
 import { notFoundHandler, onError, validationHook } from "./middleware/errors.ts";
 import { requestContext } from "./middleware/request-context.ts";
+import { registerAuditLogRoutes } from "./routes/audit-logs.ts";
 import { registerDebugRoutes } from "./routes/debug.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
@@ -24,6 +25,7 @@ export const OPENAPI_INFO = {
 export const OPENAPI_TAGS = [
   { name: "Health", description: "Liveness and readiness probes." },
   { name: "Docs", description: "The API document, its reference page, and problem types." },
+  { name: "Audit", description: "The tamper-evident audit log: query, export, statistics, chain verification." },
 ];
 
 function newApp(): OpenAPIHono<HonoEnv> {
@@ -52,6 +54,8 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   app.use("*", requireJsonBody);
   app.use("*", limitBodySize);
 
+  // First among /api/v1 routes: it also mounts the middleware that seals audit entries after each write.
+  registerAuditLogRoutes(app);
   registerHealthRoutes(app);
   registerDocsRoutes(app);
   registerDebugRoutes(app);

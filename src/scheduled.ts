@@ -1,3 +1,4 @@
+import { runAuditRetention } from "./audit/retention.ts";
 import type { WorkerEnv } from "./env.ts";
 import { reportError } from "./observability/sentry.ts";
 import { backgroundLogger } from "./observability/worker-logger.ts";
@@ -7,7 +8,7 @@ export type ScheduledJob = (env: WorkerEnv, logger: ReturnType<typeof background
 /** Jobs per cron expression (wrangler.toml [triggers]); later work registers retention and budget jobs here. */
 export const SCHEDULED_JOBS: Record<string, ScheduledJob[]> = {
   "*/5 * * * *": [],
-  "17 3 * * *": [],
+  "17 3 * * *": [(env, logger) => runAuditRetention(env, logger)],
 };
 
 export async function handleScheduled(

@@ -1,0 +1,169 @@
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Context, MiddlewareHandler } from "hono";
+import { actorOf } from "../auth/principal.ts";
+import type { Database } from "../db/client.ts";
+import { createDb } from "../db/client.ts";
+import { auditLogs } from "../db/schema.ts";
+import { newId } from "../lib/ids.ts";
+import { REDACTED, redact, redactText } from "../lib/redact.ts";
+import type { HonoEnv } from "../types.ts";
+import { type AuditAction, isAuditAction } from "./actions.ts";
+import { canonicalJson } from "./canonical.ts";
+import { sealChain } from "./chain.ts";
+import { nextCreatedAtSql, nextSeqSql } from "./sql.ts";
+
+/**
+ * The AuditLogger: how the rest of the API records what happened.
+ *
+ * - `auditInsert(db, entry)` returns a drizzle query for the SAME
+ *   `db.batch([...])` as the mutation it records. A D1 batch is one
+ *   transaction, so the change and its entry commit or fail together.
+ * - `recordAudit(db, entry)` is for events with no mutation (auth failures,
+ *   security blocks).
+ * - `auditContext(c)` takes actor, request id, trace id, IP and user agent
+ *   from the request.
+ *
+ * Tamper evidence (src/audit/chain.ts): the insert assigns the entry's `seq`
+ * with a subquery (`MAX(seq)+1` for the workspace) inside the batch, and
+ * leaves `hash` null. Writers never read the previous hash, so 200 concurrent
+ * mutations neither race nor serialise on it: D1 runs each batch as one
+ * transaction, so the seqs form one gap-free line, and the unique
+ * (workspace_id, seq) index would refuse a fork. The sealer then hashes
+ * unsealed entries in seq order from the last sealed hash; sealers that run
+ * at the same time compute identical values, so sealing is idempotent. It
+ * runs after the response (`sealAfterResponse` below), on verify, and in the
+ * daily cron.
+ */
+
+export type AuditActorType = "user" | "api_key" | "operator" | "system";
+
+export interface AuditActor {
+  type: AuditActorType;
+  id: string;
+  display?: string;
+}
+
+export interface AuditEntryInput {
+  workspaceId: string;
+  actor: AuditActor;
+  action: AuditAction;
+  resourceType: string;
+  resourceId?: string | null;
+  requestId?: string;
+  traceId?: string;
+  ip?: string;
+  userAgent?: string;
+  /** A before/after summary of an update; secrets are redacted before storing. */
+  changes?: { before?: unknown; after?: unknown };
+  metadata?: Record<string, unknown>;
+}
+
+/** Who an unauthenticated request is, for entries such as `auth.failed`. */
+export const ANONYMOUS_ACTOR: AuditActor = { type: "system", id: "anonymous", display: "unauthenticated caller" };
+
+// Bounds that keep one entry small however large the request was.
+const MAX_TEXT_CHARS = 512;
+const MAX_JSON_CHARS = 16_384;
+
+function clip(value: string | null | undefined): string | null {
+  if (value === undefined || value === null || value === "") return null;
+  const clean = redactText(value);
+  return clean.length > MAX_TEXT_CHARS ? `${clean.slice(0, MAX_TEXT_CHARS - 1)}…` : clean;
+}
+
+/** Redacted canonical JSON, or a note of its size when it is too large to keep. */
+function jsonColumn(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  const text = canonicalJson(redact(value));
+  if (text.length <= MAX_JSON_CHARS) return text;
+  return canonicalJson({ truncated: true, original_chars: text.length });
+}
+
+/** The redacted row an entry becomes, without seq, time and hashes (the insert and the sealer set those). */
+export function entryRow(entry: AuditEntryInput) {
+  if (!isAuditAction(entry.action)) throw new Error(`unknown audit action ${String(entry.action)}`);
+  if (!entry.workspaceId) throw new Error("an audit entry needs a workspace");
+  if (!entry.resourceType) throw new Error("an audit entry needs a resource type");
+  const changes =
+    entry.changes && (entry.changes.before !== undefined || entry.changes.after !== undefined)
+      ? { before: entry.changes.before ?? null, after: entry.changes.after ?? null }
+      : null;
+  return {
+    id: newId("auditLog"),
+    workspaceId: entry.workspaceId,
+    actorType: entry.actor.type,
+    // An actor id is never a secret, but a careless caller might pass a raw key.
+    actorId: clip(entry.actor.id) ?? REDACTED,
+    actorDisplay: clip(entry.actor.display),
+    action: entry.action,
+    resourceType: clip(entry.resourceType) ?? "unknown",
+    resourceId: clip(entry.resourceId),
+    requestId: clip(entry.requestId),
+    traceId: clip(entry.traceId),
+    ip: clip(entry.ip),
+    userAgent: clip(entry.userAgent),
+    changes: jsonColumn(changes),
+    metadata: jsonColumn(entry.metadata),
+  };
+}
+
+/** A drizzle query to put in the SAME `db.batch([...])` as the mutation it records. */
+export function auditInsert(db: Database, entry: AuditEntryInput): BatchItem<"sqlite"> {
+  const row = entryRow(entry);
+  return db.insert(auditLogs).values({
+    ...row,
+    seq: nextSeqSql(row.workspaceId),
+    createdAt: nextCreatedAtSql(row.workspaceId),
+  });
+}
+
+/** For events with no mutation (auth failures, security blocks). Seals the chain too, best effort. */
+export async function recordAudit(db: Database, entry: AuditEntryInput): Promise<void> {
+  await auditInsert(db, entry);
+  try {
+    await sealChain(db, entry.workspaceId);
+  } catch {
+    // Sealing again later (next write, verify, cron) gives the same hashes.
+  }
+}
+
+/** Requests that prepared an audit entry: their workspace's chain is sealed after the response. */
+const auditedRequests = new WeakSet<Request>();
+
+/** Fields taken from a Hono request context: actor, request id, trace id, IP and user agent. */
+export function auditContext(
+  c: Context<HonoEnv>,
+): Pick<AuditEntryInput, "actor" | "requestId" | "traceId" | "ip" | "userAgent"> {
+  auditedRequests.add(c.req.raw);
+  const principal = c.get("principal");
+  return {
+    actor: principal ? actorOf(principal) : ANONYMOUS_ACTOR,
+    requestId: c.get("requestId"),
+    traceId: c.get("trace")?.traceId,
+    ip: c.req.header("CF-Connecting-IP") ?? undefined,
+    userAgent: c.req.header("User-Agent") ?? undefined,
+  };
+}
+
+const READ_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * Middleware: once a request that wrote (or prepared) an audit entry has its
+ * response, seal its workspace's chain in the background, so entries are
+ * hashed within moments rather than at the next verify or cron run.
+ */
+export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  await next();
+  const workspaceId = c.get("workspaceId");
+  if (!workspaceId || c.res.status >= 500) return;
+  if (READ_METHODS.has(c.req.method) && !auditedRequests.has(c.req.raw)) return;
+  const logger = c.get("logger");
+  const work = sealChain(createDb(c.get("config").DB), workspaceId).catch((error: unknown) =>
+    logger.warn("audit chain sealing failed; the next run seals it", { error }),
+  );
+  try {
+    c.executionCtx.waitUntil(work);
+  } catch {
+    // No execution context (a plain app.request in a test): let it run unawaited.
+  }
+};

@@ -1,0 +1,283 @@
+import { and, asc, eq, gte, isNotNull, isNull, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Database } from "../db/client.ts";
+import { auditChains, auditLogs } from "../db/schema.ts";
+import { type ChainedRow, entryHash, GENESIS_HASH } from "./canonical.ts";
+
+/**
+ * The per-workspace hash chain: sealing (hashing entries the writers left
+ * unsealed) and verification. See src/audit/audit-logger.ts for why writers
+ * do not hash.
+ */
+
+/** The columns the hash covers, selected under their stored names. */
+export const CHAINED_COLUMNS = {
+  id: auditLogs.id,
+  workspace_id: auditLogs.workspaceId,
+  seq: auditLogs.seq,
+  actor_type: auditLogs.actorType,
+  actor_id: auditLogs.actorId,
+  actor_display: auditLogs.actorDisplay,
+  action: auditLogs.action,
+  resource_type: auditLogs.resourceType,
+  resource_id: auditLogs.resourceId,
+  request_id: auditLogs.requestId,
+  trace_id: auditLogs.traceId,
+  ip: auditLogs.ip,
+  user_agent: auditLogs.userAgent,
+  changes: auditLogs.changes,
+  metadata: auditLogs.metadata,
+  created_at: auditLogs.createdAt,
+};
+
+export const STORED_COLUMNS = { ...CHAINED_COLUMNS, prev_hash: auditLogs.prevHash, hash: auditLogs.hash };
+export type StoredRow = ChainedRow & { prev_hash: string | null; hash: string | null };
+
+/** Rows hashed per D1 batch: one round trip each, well under D1's statement limits. */
+const SEAL_PAGE_ROWS = 200;
+/** One call seals at most this many; the rest waits for the next call. */
+const SEAL_MAX_ROWS_PER_CALL = 5_000;
+const VERIFY_PAGE_ROWS = 500;
+
+export interface ChainState {
+  anchorSeq: number;
+  anchorHash: string;
+  headSeq: number;
+  headHash: string | null;
+}
+
+export async function chainState(db: Database, workspaceId: string): Promise<ChainState> {
+  const rows = await db.select().from(auditChains).where(eq(auditChains.workspaceId, workspaceId)).limit(1);
+  const row = rows[0];
+  return {
+    anchorSeq: row?.anchorSeq ?? 0,
+    anchorHash: row?.anchorHash ?? GENESIS_HASH,
+    headSeq: row?.headSeq ?? 0,
+    headHash: row?.headHash ?? null,
+  };
+}
+
+/** The hash an entry at `seq` chains from, or null when its predecessor is gone (the chain is broken). */
+async function predecessorHash(db: Database, workspaceId: string, seq: number): Promise<string | null> {
+  if (seq === 1) return GENESIS_HASH;
+  const rows = await db
+    .select({ hash: auditLogs.hash })
+    .from(auditLogs)
+    .where(and(eq(auditLogs.workspaceId, workspaceId), eq(auditLogs.seq, seq - 1)))
+    .limit(1);
+  if (rows.length > 0) return rows[0].hash;
+  const state = await chainState(db, workspaceId);
+  return state.anchorSeq === seq - 1 ? state.anchorHash : null;
+}
+
+/** Moves the recorded head forward only: concurrent sealers may finish in any order. */
+function advanceHead(db: Database, workspaceId: string, seq: number, hash: string): BatchItem<"sqlite"> {
+  return db
+    .insert(auditChains)
+    .values({ workspaceId, headSeq: seq, headHash: hash })
+    .onConflictDoUpdate({
+      target: auditChains.workspaceId,
+      set: {
+        headSeq: sql`excluded.head_seq`,
+        headHash: sql`excluded.head_hash`,
+        updatedAt: sql`(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))`,
+      },
+      setWhere: sql`excluded.head_seq > ${auditChains.headSeq}`,
+    });
+}
+
+/**
+ * Hashes a workspace's unsealed entries in seq order, from the last sealed
+ * hash. Idempotent: every sealer computes the same hashes, and an update only
+ * applies to a row that is still unsealed. Stops at a gap (a deleted entry),
+ * which verify then reports. Returns how many entries it sealed.
+ */
+export async function sealChain(db: Database, workspaceId: string): Promise<number> {
+  let sealed = 0;
+  while (sealed < SEAL_MAX_ROWS_PER_CALL) {
+    const pending: ChainedRow[] = await db
+      .select(CHAINED_COLUMNS)
+      .from(auditLogs)
+      .where(and(eq(auditLogs.workspaceId, workspaceId), isNull(auditLogs.hash)))
+      .orderBy(asc(auditLogs.seq))
+      .limit(SEAL_PAGE_ROWS);
+    if (pending.length === 0) return sealed;
+    let prevHash = await predecessorHash(db, workspaceId, pending[0].seq);
+    if (prevHash === null) return sealed;
+
+    const updates: BatchItem<"sqlite">[] = [];
+    let expectedSeq = pending[0].seq;
+    let gap = false;
+    for (const row of pending) {
+      if (row.seq !== expectedSeq) {
+        gap = true;
+        break;
+      }
+      const hash = await entryHash(prevHash, row);
+      updates.push(
+        db
+          .update(auditLogs)
+          .set({ prevHash, hash })
+          .where(and(eq(auditLogs.id, row.id), isNull(auditLogs.hash))),
+      );
+      prevHash = hash;
+      expectedSeq += 1;
+    }
+    updates.push(advanceHead(db, workspaceId, expectedSeq - 1, prevHash));
+    await db.batch(updates as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+    sealed += updates.length - 1;
+    if (gap || pending.length < SEAL_PAGE_ROWS) return sealed;
+  }
+  return sealed;
+}
+
+export type BreakReason =
+  /** The entry with this seq is gone. */
+  | "missing"
+  /** The entry's content no longer matches its hash: it was edited. */
+  | "hash_mismatch"
+  /** The entry's prev_hash is not its predecessor's hash: one of the two was rewritten. */
+  | "link_mismatch"
+  /** A sealed entry lost its hash while later entries kept theirs. */
+  | "unsealed";
+
+export interface ChainBreak {
+  seq: number;
+  id: string | null;
+  reason: BreakReason;
+  detail: string;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  checked_entries: number;
+  first_seq: number | null;
+  last_seq: number | null;
+  pending_entries: number;
+  anchor: { seq: number; hash: string } | null;
+  head: { seq: number; hash: string | null };
+  first_broken: ChainBreak | null;
+}
+
+/**
+ * Walks a workspace's chain from the retention anchor (or genesis) and names
+ * the first broken entry: a deletion shows as a missing seq (or a head that is
+ * no longer there), an edit as a hash mismatch.
+ */
+export async function verifyChain(db: Database, workspaceId: string): Promise<VerifyReport> {
+  await sealChain(db, workspaceId);
+  const state = await chainState(db, workspaceId);
+  let prevHash = state.anchorHash;
+  let expectedSeq = state.anchorSeq + 1;
+  let checked = 0;
+  let firstSeq: number | null = null;
+  let pending = 0;
+  let broken: ChainBreak | null = null;
+
+  walk: while (true) {
+    const rows: StoredRow[] = await db
+      .select(STORED_COLUMNS)
+      .from(auditLogs)
+      .where(and(eq(auditLogs.workspaceId, workspaceId), gte(auditLogs.seq, expectedSeq)))
+      .orderBy(asc(auditLogs.seq))
+      .limit(VERIFY_PAGE_ROWS);
+    for (const row of rows) {
+      if (row.seq !== expectedSeq) {
+        broken = {
+          seq: expectedSeq,
+          id: null,
+          reason: "missing",
+          detail: `Entries ${expectedSeq}..${row.seq - 1} are missing before entry ${row.seq} (${row.id}).`,
+        };
+        break walk;
+      }
+      if (row.hash === null) {
+        pending = await countFrom(db, workspaceId, row.seq);
+        const laterSealed = await db
+          .select({ seq: auditLogs.seq })
+          .from(auditLogs)
+          .where(and(eq(auditLogs.workspaceId, workspaceId), gte(auditLogs.seq, row.seq), isNotNull(auditLogs.hash)))
+          .limit(1);
+        if (laterSealed.length > 0) {
+          broken = {
+            seq: row.seq,
+            id: row.id,
+            reason: "unsealed",
+            detail: `Entry ${row.seq} has no hash but entry ${laterSealed[0].seq} after it does.`,
+          };
+        }
+        break walk;
+      }
+      if (row.prev_hash !== prevHash) {
+        broken = {
+          seq: row.seq,
+          id: row.id,
+          reason: "link_mismatch",
+          detail: `Entry ${row.seq} does not chain from entry ${row.seq - 1}: one of them was rewritten.`,
+        };
+        break walk;
+      }
+      if ((await entryHash(prevHash, row)) !== row.hash) {
+        broken = {
+          seq: row.seq,
+          id: row.id,
+          reason: "hash_mismatch",
+          detail: `Entry ${row.seq} was changed after it was sealed.`,
+        };
+        break walk;
+      }
+      firstSeq ??= row.seq;
+      prevHash = row.hash;
+      expectedSeq += 1;
+      checked += 1;
+    }
+    if (rows.length < VERIFY_PAGE_ROWS) break;
+  }
+
+  const lastSeq = checked > 0 ? expectedSeq - 1 : null;
+  if (!broken && state.headSeq > state.anchorSeq) {
+    // The newest sealed entries were deleted: nothing after them to notice, but the head remembers.
+    if (state.headSeq > expectedSeq - 1) {
+      broken = {
+        seq: expectedSeq,
+        id: null,
+        reason: "missing",
+        detail: `Entries ${expectedSeq}..${state.headSeq} were sealed and are gone.`,
+      };
+    } else if (state.headHash !== null && (await hashAt(db, workspaceId, state.headSeq)) !== state.headHash) {
+      broken = {
+        seq: state.headSeq,
+        id: null,
+        reason: "link_mismatch",
+        detail: `Entry ${state.headSeq} is not the entry that was sealed at that position.`,
+      };
+    }
+  }
+  return {
+    ok: broken === null,
+    checked_entries: checked,
+    first_seq: firstSeq,
+    last_seq: lastSeq,
+    pending_entries: pending,
+    anchor: state.anchorSeq > 0 ? { seq: state.anchorSeq, hash: state.anchorHash } : null,
+    head: { seq: state.headSeq, hash: state.headHash },
+    first_broken: broken,
+  };
+}
+
+async function hashAt(db: Database, workspaceId: string, seq: number): Promise<string | null> {
+  const rows = await db
+    .select({ hash: auditLogs.hash })
+    .from(auditLogs)
+    .where(and(eq(auditLogs.workspaceId, workspaceId), eq(auditLogs.seq, seq)))
+    .limit(1);
+  return rows[0]?.hash ?? null;
+}
+
+async function countFrom(db: Database, workspaceId: string, seq: number): Promise<number> {
+  const rows = await db
+    .select({ count: sql<number>`count(*)` })
+    .from(auditLogs)
+    .where(and(eq(auditLogs.workspaceId, workspaceId), gte(auditLogs.seq, seq)));
+  return rows[0]?.count ?? 0;
+}

@@ -1,0 +1,21 @@
+/** The audit log: see src/audit/audit-logger.ts for how entries are written and chained. */
+export {
+  AUDIT_ACTION_EXTENSION,
+  AUDIT_ACTION_NAMES,
+  AUDIT_ACTIONS,
+  type AuditAction,
+  isAuditAction,
+} from "./actions.ts";
+export {
+  ANONYMOUS_ACTOR,
+  type AuditActor,
+  type AuditActorType,
+  type AuditEntryInput,
+  auditContext,
+  auditInsert,
+  recordAudit,
+  sealAfterResponse,
+} from "./audit-logger.ts";
+export { sealChain, type VerifyReport, verifyChain } from "./chain.ts";
+export { auditCoverageGaps } from "./coverage.ts";
+export { runAuditRetention } from "./retention.ts";

@@ -1,0 +1,43 @@
+import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
+import { describe, expect, it } from "vitest";
+import { openApiDocument } from "../../../src/app.ts";
+import { AUDIT_ACTION_EXTENSION, auditCoverageGaps } from "../../../src/audit/index.ts";
+
+describe("audit coverage of mutating routes", () => {
+  it("every POST/PUT/PATCH/DELETE operation of the API declares a catalogued x-audit-action", () => {
+    const document = openApiDocument();
+    const gaps = auditCoverageGaps(document as { paths?: Record<string, unknown> });
+    expect(
+      gaps,
+      `routes without audit coverage:\n${gaps.map((g) => `${g.method} ${g.path}: ${g.problem}`).join("\n")}`,
+    ).toEqual([]);
+  });
+
+  it("@hono/zod-openapi copies the x-audit-action extension into the operation", () => {
+    const app = new OpenAPIHono();
+    const route = createRoute({
+      method: "post",
+      path: "/things",
+      [AUDIT_ACTION_EXTENSION]: "task.create",
+      responses: { 201: { description: "made" } },
+    });
+    app.openapi(route, (c) => c.body(null, 201));
+    const document = app.getOpenAPI31Document({ openapi: "3.1.0", info: { title: "t", version: "1" } });
+    const operation = document.paths?.["/things"]?.post as Record<string, unknown> | undefined;
+    expect(operation?.[AUDIT_ACTION_EXTENSION]).toBe("task.create");
+  });
+
+  it("reports a mutating operation without the extension, or with an action outside the catalogue", () => {
+    const document = {
+      paths: {
+        "/api/v1/tasks": { get: {}, post: { [AUDIT_ACTION_EXTENSION]: "task.create" } },
+        "/api/v1/things/{id}": { delete: {}, patch: { [AUDIT_ACTION_EXTENSION]: "thing.update" } },
+        "/__debug/echo": { post: {} },
+      },
+    };
+    expect(auditCoverageGaps(document)).toEqual([
+      { method: "PATCH", path: "/api/v1/things/{id}", problem: 'unknown audit action "thing.update"' },
+      { method: "DELETE", path: "/api/v1/things/{id}", problem: "no x-audit-action" },
+    ]);
+  });
+});
