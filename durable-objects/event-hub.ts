@@ -1,11 +1,90 @@
 import { DurableObject } from "cloudflare:workers";
+import type { EventEnvelope, PublishedEvent } from "../src/events/catalog.ts";
+import { PING_FRAME, PONG_FRAME } from "../src/events/frames.ts";
+import {
+  CONNECT_HEADER,
+  EventHubCore,
+  type HistoryQuery,
+  type HistoryResult,
+  type HubConnectRequest,
+  type HubHost,
+  type HubSocket,
+} from "../src/events/hub.ts";
 
 /**
- * One per workspace. It will hold the workspace's hibernating WebSockets and
- * its seq-numbered event log (replay window) in SQLite; today it answers probes.
+ * One per workspace (addressed by workspace id): its hibernatable WebSockets
+ * and its seq-numbered event log. A thin shell over EventHubCore.
  */
 export class EventHub extends DurableObject {
+  private readonly core: EventHubCore;
+
+  constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
+    super(ctx, env);
+    // Pings are answered by the runtime: a hibernating hub is not woken for keepalives.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
+    const host: HubHost = {
+      accept: (socket, tags) => ctx.acceptWebSocket(socket as WebSocket, tags),
+      sockets: () => ctx.getWebSockets(),
+      getAlarm: () => ctx.storage.getAlarm(),
+      setAlarm: (timeMs) => ctx.storage.setAlarm(timeMs),
+    };
+    this.core = new EventHubCore(ctx.storage.sql, host);
+  }
+
   async ping(): Promise<{ ok: true; object: "EventHub"; time: string }> {
     return { ok: true, object: "EventHub", time: new Date().toISOString() };
+  }
+
+  publish(event: EventEnvelope): Promise<PublishedEvent> {
+    return this.core.publish(event);
+  }
+
+  history(query: HistoryQuery): HistoryResult {
+    return this.core.history(query);
+  }
+
+  issueTicket(holder: string): Promise<{ secret: string; expiresAtMs: number }> {
+    return this.core.issueTicket(holder);
+  }
+
+  connectionCount(): number {
+    return this.core.connectionCount();
+  }
+
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket")
+      return new Response("expected a WebSocket upgrade", { status: 426 });
+    const connect = JSON.parse(request.headers.get(CONNECT_HEADER) ?? "null") as HubConnectRequest | null;
+    if (!connect) return new Response("missing connect parameters", { status: 400 });
+    if (connect.ticketSecret !== null) {
+      const holder = await this.core.redeemTicket(connect.ticketSecret);
+      if (holder === null) return new Response("ticket unknown, used or expired", { status: 401 });
+      connect.holder = holder;
+    }
+    const pair = new WebSocketPair();
+    this.core.connect(pair[1] as HubSocket, connect);
+    return new Response(null, { status: 101, webSocket: pair[0] });
+  }
+
+  override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.core.onMessage(socket as HubSocket, message);
+  }
+
+  override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
+    this.core.onClose(socket as HubSocket);
+    try {
+      // Completes the closing handshake where the runtime does not do it for us.
+      socket.close(code === 1005 || code === 1006 ? 1000 : code, reason);
+    } catch {
+      // Already closed.
+    }
+  }
+
+  override async webSocketError(socket: WebSocket): Promise<void> {
+    this.core.onClose(socket as HubSocket);
+  }
+
+  override async alarm(): Promise<void> {
+    await this.core.alarm();
   }
 }

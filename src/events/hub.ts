@@ -1,0 +1,337 @@
+import { sha256Hex, toBase64Url } from "../lib/crypto.ts";
+import type { EventEnvelope, PublishedEvent } from "./catalog.ts";
+import {
+  CLOSE_TRY_AGAIN_LATER,
+  ClientFrameSchema,
+  ERROR_CODES,
+  errorFrame,
+  eventFrame,
+  replayFrame,
+} from "./frames.ts";
+import { EventLog, type LogRow } from "./log.ts";
+import {
+  addTo,
+  channelsOf,
+  checkChannels,
+  checkTypePatterns,
+  initialSubscription,
+  Matcher,
+  removeFrom,
+  type Subscription,
+} from "./subscription.ts";
+import { upcast } from "./versioning.ts";
+
+/**
+ * The workspace's event hub, as a plain class: the Durable Object in
+ * durable-objects/event-hub.ts is a thin shell that hands it its SQLite
+ * storage, its hibernatable sockets and its alarm. Everything that must not
+ * interleave (seq assignment, append, fan-out, replay) runs synchronously in
+ * one turn, so a resuming client sees the replay and then live events with no
+ * gap and no duplicate at the boundary.
+ */
+
+export interface HubLimits {
+  /** Events older than this are trimmed by the alarm. */
+  retentionMs: number;
+  /** How often the alarm trims while the log is not empty. */
+  trimIntervalMs: number;
+  /** A resume further behind than this gets `recovered: false` and reloads over HTTP. */
+  replayMaxEvents: number;
+  /** Bytes queued on one socket before it counts as a slow consumer and is closed with 1013. */
+  maxBacklogBytes: number;
+  maxConnections: number;
+  ticketTtlMs: number;
+}
+
+export const DEFAULT_LIMITS: HubLimits = {
+  retentionMs: 7 * 24 * 60 * 60 * 1000,
+  trimIntervalMs: 60 * 60 * 1000,
+  replayMaxEvents: 1_000,
+  maxBacklogBytes: 1024 * 1024,
+  maxConnections: 1_000,
+  ticketTtlMs: 60_000,
+};
+
+/** What the hub needs of a WebSocket: the standard API plus the runtime's attachment. */
+export interface HubSocket {
+  send(message: string): void;
+  close(code?: number, reason?: string): void;
+  serializeAttachment(value: unknown): void;
+  deserializeAttachment(): unknown;
+  readonly readyState: number;
+  readonly bufferedAmount?: number;
+}
+
+/** What the hub needs of its Durable Object. */
+export interface HubHost {
+  accept(socket: HubSocket, tags: string[]): void;
+  sockets(): HubSocket[];
+  getAlarm(): Promise<number | null>;
+  setAlarm(timeMs: number): Promise<void>;
+}
+
+export interface ConnectRequest {
+  types: string[];
+  channels: string[];
+  /** The version the client asked for; null = events as stored. */
+  version: string | null;
+  lastEventId: string | null;
+  /** Who connects, for logs: a key's display name, "ticket", … */
+  holder: string;
+}
+
+/** Set by the events route on the upgrade it forwards to the hub: the checked connect parameters. */
+export const CONNECT_HEADER = "X-Mgx-Event-Connect";
+
+export interface HubConnectRequest extends ConnectRequest {
+  /** The ticket's secret when the client authenticated with `?ticket=`; the hub redeems it, once. */
+  ticketSecret: string | null;
+}
+
+export interface HistoryQuery {
+  afterEventId?: string | null;
+  afterSeq?: number;
+  limit: number;
+  types: string[];
+  channels: string[];
+  version: string | null;
+}
+
+export type HistoryResult =
+  | { ok: true; events: PublishedEvent[]; nextSeq: number | null }
+  | { ok: false; reason: "unknown_after" };
+
+/** Kept in the socket's attachment, so it survives hibernation. */
+interface Attachment {
+  subscription: Subscription;
+  version: string | null;
+  holder: string;
+}
+
+interface SocketState extends Attachment {
+  matcher: Matcher;
+  closing: boolean;
+}
+
+const OPEN = 1;
+const HISTORY_SCAN_ROWS = 2_000;
+const TICKET_BYTES = 24;
+const MAX_TAGS = 10;
+
+export class EventHubCore {
+  readonly log: EventLog;
+  private readonly host: HubHost;
+  private readonly limits: HubLimits;
+  private readonly now: () => number;
+  private readonly states = new WeakMap<HubSocket, SocketState>();
+  private alarmSet = false;
+
+  constructor(sql: SqlStorage, host: HubHost, limits: HubLimits = DEFAULT_LIMITS, now: () => number = Date.now) {
+    this.log = new EventLog(sql);
+    this.host = host;
+    this.limits = limits;
+    this.now = now;
+  }
+
+  /** Assigns the next seq, appends, and fans out to matching sockets. Publishing an event_id twice is a no-op. */
+  async publish(event: EventEnvelope): Promise<PublishedEvent> {
+    const { row, duplicate } = this.log.append(event.event_id, event.event_type, channelsOf(event), this.now(), (seq) =>
+      JSON.stringify({ ...event, seq }),
+    );
+    if (!duplicate) this.fanOut(row);
+    await this.ensureAlarm();
+    return JSON.parse(row.body) as PublishedEvent;
+  }
+
+  private fanOut(row: LogRow): void {
+    const frame = eventFrame(row.body);
+    const channels = row.channels ? row.channels.split(",") : [];
+    let upcastFrames: Map<string, string> | undefined;
+    for (const socket of this.host.sockets()) {
+      const state = this.stateOf(socket);
+      if (!state || state.closing || socket.readyState !== OPEN) continue;
+      if (!state.matcher.matches(row.event_type, channels)) continue;
+      let out = frame;
+      if (state.version) {
+        upcastFrames ??= new Map();
+        out = upcastFrames.get(state.version) ?? versionedFrame(row.body, state.version);
+        upcastFrames.set(state.version, out);
+      }
+      this.sendLive(socket, state, out);
+    }
+  }
+
+  /** A socket whose queue outgrows the limit is not read fast enough: cut it off rather than grow memory. */
+  private sendLive(socket: HubSocket, state: SocketState, frame: string): void {
+    try {
+      socket.send(frame);
+    } catch {
+      state.closing = true;
+      return;
+    }
+    if ((socket.bufferedAmount ?? 0) > this.limits.maxBacklogBytes) {
+      state.closing = true;
+      try {
+        socket.send(
+          errorFrame(ERROR_CODES.SLOW_CONSUMER, "Too many undelivered events; reconnect with last_event_id."),
+        );
+        socket.close(CLOSE_TRY_AGAIN_LATER, "slow consumer: resume with last_event_id");
+      } catch {
+        // Already closing.
+      }
+    }
+  }
+
+  /** A new socket: accepted (or refused with a frame), then replayed from `lastEventId`, all in one turn. */
+  connect(socket: HubSocket, request: ConnectRequest): void {
+    const open = this.host.sockets().filter((other) => other.readyState === OPEN).length;
+    const subscription = initialSubscription(request.types, request.channels);
+    const tags = subscription.channels.slice(0, MAX_TAGS).map((channel) => channel.slice(0, 256));
+    this.host.accept(socket, tags);
+    if (open >= this.limits.maxConnections) {
+      socket.send(
+        errorFrame(
+          ERROR_CODES.CONNECTION_LIMIT,
+          `This workspace already has ${open} event connections (limit ${this.limits.maxConnections}).`,
+        ),
+      );
+      socket.close(CLOSE_TRY_AGAIN_LATER, "connection limit");
+      return;
+    }
+    const attachment: Attachment = { subscription, version: request.version, holder: request.holder };
+    socket.serializeAttachment(attachment);
+    const state: SocketState = { ...attachment, matcher: new Matcher(subscription), closing: false };
+    this.states.set(socket, state);
+    if (request.lastEventId !== null) this.replay(socket, state, request.lastEventId);
+  }
+
+  private replay(socket: HubSocket, state: SocketState, lastEventId: string): void {
+    const from = this.log.byEventId(lastEventId);
+    if (!from || this.log.lastSeq() - from.seq > this.limits.replayMaxEvents) {
+      socket.send(replayFrame(false, 0));
+      return;
+    }
+    const frames: string[] = [];
+    for (const row of this.log.after(from.seq, this.limits.replayMaxEvents)) {
+      if (!state.matcher.matches(row.event_type, row.channels ? row.channels.split(",") : [])) continue;
+      frames.push(state.version ? versionedFrame(row.body, state.version) : eventFrame(row.body));
+    }
+    socket.send(replayFrame(true, frames.length));
+    // Bounded by replayMaxEvents, so the backlog check applies to live events only.
+    for (const frame of frames) socket.send(frame);
+  }
+
+  onMessage(socket: HubSocket, message: string | ArrayBuffer): void {
+    const state = this.stateOf(socket);
+    if (!state) return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(typeof message === "string" ? message : new TextDecoder().decode(message));
+    } catch {
+      socket.send(errorFrame(ERROR_CODES.BAD_FRAME, "Frames are JSON objects."));
+      return;
+    }
+    const frame = ClientFrameSchema.safeParse(parsed);
+    if (!frame.success) {
+      socket.send(errorFrame(ERROR_CODES.BAD_FRAME, "Expected a subscribe, unsubscribe or ping frame."));
+      return;
+    }
+    if (frame.data.type === "ping") {
+      socket.send('{"type":"pong"}');
+      return;
+    }
+    const types = checkTypePatterns(frame.data.types);
+    const channels = checkChannels(frame.data.channels);
+    if (!types.ok || !channels.ok) {
+      socket.send(
+        errorFrame(ERROR_CODES.BAD_FRAME, types.ok ? (channels as { message: string }).message : types.message),
+      );
+      return;
+    }
+    const change = frame.data.type === "subscribe" ? addTo : removeFrom;
+    const subscription = change(state.subscription, types.values, channels.values);
+    const attachment: Attachment = { subscription, version: state.version, holder: state.holder };
+    socket.serializeAttachment(attachment);
+    this.states.set(socket, { ...attachment, matcher: new Matcher(subscription), closing: state.closing });
+    socket.send(JSON.stringify({ type: "subscribed", ...subscription }));
+  }
+
+  onClose(socket: HubSocket): void {
+    this.states.delete(socket);
+  }
+
+  /** After hibernation the in-memory map is empty: the attachment rebuilds the state. */
+  private stateOf(socket: HubSocket): SocketState | undefined {
+    const known = this.states.get(socket);
+    if (known) return known;
+    const attachment = socket.deserializeAttachment() as Attachment | null;
+    if (!attachment?.subscription) return undefined;
+    const state: SocketState = { ...attachment, matcher: new Matcher(attachment.subscription), closing: false };
+    this.states.set(socket, state);
+    return state;
+  }
+
+  /** A page of the log, filtered, for `GET /api/v1/events`. */
+  history(query: HistoryQuery): HistoryResult {
+    let afterSeq = query.afterSeq ?? 0;
+    if (query.afterEventId) {
+      const row = this.log.byEventId(query.afterEventId);
+      if (!row) return { ok: false, reason: "unknown_after" };
+      afterSeq = row.seq;
+    }
+    const matcher = new Matcher(initialSubscription(query.types, query.channels));
+    const events: PublishedEvent[] = [];
+    const rows = this.log.after(afterSeq, HISTORY_SCAN_ROWS);
+    let lastScanned = afterSeq;
+    for (const row of rows) {
+      lastScanned = row.seq;
+      if (!matcher.matches(row.event_type, row.channels ? row.channels.split(",") : [])) continue;
+      const event = JSON.parse(row.body) as PublishedEvent;
+      events.push(query.version ? upcast(event, query.version) : event);
+      if (events.length === query.limit) break;
+    }
+    const more =
+      lastScanned < this.log.lastSeq() && (events.length === query.limit || rows.length === HISTORY_SCAN_ROWS);
+    return { ok: true, events, nextSeq: more ? lastScanned : null };
+  }
+
+  /** A single-use secret for a browser WebSocket; only its hash is stored. */
+  async issueTicket(holder: string): Promise<{ secret: string; expiresAtMs: number }> {
+    const secret = toBase64Url(crypto.getRandomValues(new Uint8Array(TICKET_BYTES)));
+    const expiresAtMs = this.now() + this.limits.ticketTtlMs;
+    this.log.saveTicket(await sha256Hex(secret), holder, expiresAtMs);
+    await this.ensureAlarm();
+    return { secret, expiresAtMs };
+  }
+
+  async redeemTicket(secret: string): Promise<string | null> {
+    return this.log.takeTicket(await sha256Hex(secret), this.now());
+  }
+
+  /** Trims events past the retention window and expired tickets; keeps itself scheduled while there is data. */
+  async alarm(): Promise<{ trimmedEvents: number; trimmedTickets: number }> {
+    const nowMs = this.now();
+    const trimmedEvents = this.log.trimBefore(nowMs - this.limits.retentionMs);
+    const trimmedTickets = this.log.trimTickets(nowMs);
+    this.alarmSet = false;
+    if (this.log.count() > 0 || this.log.ticketCount() > 0) {
+      await this.host.setAlarm(nowMs + this.limits.trimIntervalMs);
+      this.alarmSet = true;
+    }
+    return { trimmedEvents, trimmedTickets };
+  }
+
+  private async ensureAlarm(): Promise<void> {
+    if (this.alarmSet) return;
+    this.alarmSet = true;
+    if ((await this.host.getAlarm()) === null) await this.host.setAlarm(this.now() + this.limits.trimIntervalMs);
+  }
+
+  connectionCount(): number {
+    return this.host.sockets().filter((socket) => socket.readyState === OPEN).length;
+  }
+}
+
+function versionedFrame(body: string, version: string): string {
+  return eventFrame(JSON.stringify(upcast(JSON.parse(body) as EventEnvelope, version)));
+}

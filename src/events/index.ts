@@ -1,0 +1,11 @@
+/** What other domains use from events: the one publish path and the contract's types. */
+export {
+  EVENT_TYPES,
+  type EventDataMap,
+  type EventType,
+  type MgxEvent,
+  type PublishedEvent,
+  validateEvent,
+} from "./catalog.ts";
+export { InvalidEventError, type PublishContext, type PublishInput, publish } from "./publish.ts";
+export { isTicketAuthenticatedRequest } from "./tickets.ts";

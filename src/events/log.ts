@@ -1,0 +1,138 @@
+/**
+ * The hub's storage: the workspace's event log (seq-numbered, in the Durable
+ * Object's SQLite) and its pending WebSocket tickets. Tables are namespaced
+ * `evh_` so nothing else in the object's database collides with them.
+ */
+
+export type LogRow = {
+  seq: number;
+  event_id: string;
+  event_type: string;
+  /** Comma-separated, e.g. `task:task_1,run:run_2`; empty when the event has none. */
+  channels: string;
+  created_at_ms: number;
+  /** The event as JSON, `seq` included: replay sends it without re-serializing. */
+  body: string;
+};
+
+const SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS evh_events (
+     seq INTEGER PRIMARY KEY,
+     event_id TEXT NOT NULL UNIQUE,
+     event_type TEXT NOT NULL,
+     channels TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL,
+     body TEXT NOT NULL
+   )`,
+  "CREATE INDEX IF NOT EXISTS evh_events_created ON evh_events (created_at_ms)",
+  "CREATE TABLE IF NOT EXISTS evh_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+  `CREATE TABLE IF NOT EXISTS evh_tickets (
+     ticket_hash TEXT PRIMARY KEY,
+     holder TEXT NOT NULL,
+     expires_at_ms INTEGER NOT NULL
+   )`,
+];
+
+export class EventLog {
+  private readonly sql: SqlStorage;
+  private last: number;
+
+  constructor(sql: SqlStorage) {
+    this.sql = sql;
+    for (const statement of SCHEMA) sql.exec(statement);
+    // The high-water mark survives trimming every row, so seq never goes back.
+    const stored = sql.exec<{ value: number }>("SELECT value FROM evh_meta WHERE key = 'last_seq'").toArray()[0];
+    const max = sql.exec<{ seq: number | null }>("SELECT MAX(seq) AS seq FROM evh_events").one().seq;
+    this.last = Math.max(stored?.value ?? 0, max ?? 0);
+  }
+
+  lastSeq(): number {
+    return this.last;
+  }
+
+  /** Appends an event; an `event_id` already in the log is not written twice. */
+  append(
+    eventId: string,
+    eventType: string,
+    channels: readonly string[],
+    createdAtMs: number,
+    bodyOf: (seq: number) => string,
+  ): { row: LogRow; duplicate: boolean } {
+    const existing = this.byEventId(eventId);
+    if (existing) return { row: existing, duplicate: true };
+    const seq = this.last + 1;
+    const row: LogRow = {
+      seq,
+      event_id: eventId,
+      event_type: eventType,
+      channels: channels.join(","),
+      created_at_ms: createdAtMs,
+      body: bodyOf(seq),
+    };
+    this.sql.exec(
+      "INSERT INTO evh_events (seq, event_id, event_type, channels, created_at_ms, body) VALUES (?, ?, ?, ?, ?, ?)",
+      row.seq,
+      row.event_id,
+      row.event_type,
+      row.channels,
+      row.created_at_ms,
+      row.body,
+    );
+    this.last = seq;
+    return { row, duplicate: false };
+  }
+
+  byEventId(eventId: string): LogRow | null {
+    return this.sql.exec<LogRow>("SELECT * FROM evh_events WHERE event_id = ?", eventId).toArray()[0] ?? null;
+  }
+
+  /** Up to `limit` rows with seq > afterSeq, in seq order. */
+  after(afterSeq: number, limit: number): LogRow[] {
+    return this.sql
+      .exec<LogRow>("SELECT * FROM evh_events WHERE seq > ? ORDER BY seq LIMIT ?", afterSeq, limit)
+      .toArray();
+  }
+
+  count(): number {
+    return this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM evh_events").one().n;
+  }
+
+  /** Deletes events created before `cutoffMs`; returns how many went. */
+  trimBefore(cutoffMs: number): number {
+    this.sql.exec(
+      "INSERT INTO evh_meta (key, value) VALUES ('last_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      this.last,
+    );
+    return this.sql.exec("DELETE FROM evh_events WHERE created_at_ms < ?", cutoffMs).rowsWritten;
+  }
+
+  saveTicket(ticketHash: string, holder: string, expiresAtMs: number): void {
+    this.sql.exec(
+      "INSERT INTO evh_tickets (ticket_hash, holder, expires_at_ms) VALUES (?, ?, ?)",
+      ticketHash,
+      holder,
+      expiresAtMs,
+    );
+  }
+
+  /** Removes the ticket and returns its holder if it existed and had not expired: a ticket works once. */
+  takeTicket(ticketHash: string, nowMs: number): string | null {
+    const row = this.sql
+      .exec<{ holder: string; expires_at_ms: number }>(
+        "SELECT holder, expires_at_ms FROM evh_tickets WHERE ticket_hash = ?",
+        ticketHash,
+      )
+      .toArray()[0];
+    if (!row) return null;
+    this.sql.exec("DELETE FROM evh_tickets WHERE ticket_hash = ?", ticketHash);
+    return row.expires_at_ms > nowMs ? row.holder : null;
+  }
+
+  trimTickets(nowMs: number): number {
+    return this.sql.exec("DELETE FROM evh_tickets WHERE expires_at_ms <= ?", nowMs).rowsWritten;
+  }
+
+  ticketCount(): number {
+    return this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM evh_tickets").one().n;
+  }
+}

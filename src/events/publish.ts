@@ -1,0 +1,85 @@
+import { env as workerEnv } from "cloudflare:workers";
+import { trace } from "@opentelemetry/api";
+import type { AppConfig, WorkerEnv } from "../env.ts";
+import { newId } from "../lib/ids.ts";
+import { Logger } from "../lib/logger.ts";
+import { reportError } from "../observability/sentry.ts";
+import { CURRENT_VERSION, type EventDataMap, type EventType, type PublishedEvent, validateEvent } from "./catalog.ts";
+
+/**
+ * The one way an event enters the system. Domain code names the type, the
+ * workspace and the data; this stamps `event_id`, `timestamp`, `version` and
+ * `correlation_id` (the current trace id), validates the whole event against
+ * the contract, and hands it to the workspace's EventHub, which assigns `seq`.
+ */
+
+export interface PublishInput<K extends EventType = EventType> {
+  event_type: K;
+  workspace_id: string;
+  data: EventDataMap[K];
+  task_id?: string | null;
+  run_id?: string | null;
+  agent_id?: string | null;
+  /** Defaults to the active trace id. */
+  correlation_id?: string;
+}
+
+export interface PublishContext {
+  logger?: Logger;
+  /** Keeps the Sentry report alive after the response (a request's or a queue batch's ExecutionContext). */
+  executionCtx?: Pick<ExecutionContext, "waitUntil">;
+}
+
+/** An event that does not satisfy the contract: a producer bug. It was logged and reported, and not sent. */
+export class InvalidEventError extends Error {
+  readonly issues: { path: string; message: string }[];
+  constructor(eventType: string, issues: { path: string; message: string }[]) {
+    super(`invalid ${eventType} event: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join("; ")}`);
+    this.name = "InvalidEventError";
+    this.issues = issues;
+  }
+}
+
+export async function publish<K extends EventType>(
+  env: Pick<AppConfig, "EVENT_HUB">,
+  input: PublishInput<K>,
+  context: PublishContext = {},
+): Promise<PublishedEvent<K>> {
+  const event = {
+    event_id: newId("event"),
+    event_type: input.event_type,
+    timestamp: new Date().toISOString(),
+    correlation_id: input.correlation_id ?? activeTraceId(context.logger),
+    workspace_id: input.workspace_id,
+    ...(input.agent_id != null ? { agent_id: input.agent_id } : {}),
+    ...(input.task_id != null ? { task_id: input.task_id } : {}),
+    ...(input.run_id != null ? { run_id: input.run_id } : {}),
+    data: input.data,
+    version: CURRENT_VERSION,
+  };
+  if (event.correlation_id === undefined) delete event.correlation_id;
+  const check = validateEvent(event, { exactVersion: true });
+  if (!check.ok) {
+    const error = new InvalidEventError(input.event_type, check.issues);
+    const logger = context.logger ?? new Logger({ level: "info", sampleRate: 1 });
+    logger.error("invalid event not published", {
+      event_type: input.event_type,
+      workspace_id: input.workspace_id,
+      issues: check.issues,
+    });
+    reportError(workerEnv as WorkerEnv, context.executionCtx, error, {
+      tags: { event_type: input.event_type, workspace_id: input.workspace_id },
+      extra: { issues: check.issues },
+    });
+    throw error;
+  }
+  const published = await env.EVENT_HUB.getByName(input.workspace_id).publish(event);
+  return published as PublishedEvent<K>;
+}
+
+function activeTraceId(logger: Logger | undefined): string | undefined {
+  const span = trace.getActiveSpan()?.spanContext();
+  if (span && trace.isSpanContextValid(span)) return span.traceId;
+  const fromLogger = logger?.context.trace_id;
+  return typeof fromLogger === "string" ? fromLogger : undefined;
+}
