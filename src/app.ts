@@ -8,7 +8,9 @@ import { notFoundHandler, onError, validationHook } from "./middleware/errors.ts
 import { requestContext } from "./middleware/request-context.ts";
 import { registerAuditLogRoutes } from "./routes/audit-logs.ts";
 import { registerDebugRoutes } from "./routes/debug.ts";
+import { registerDebugEventRoutes } from "./routes/debug-events.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
+import { registerEventRoutes } from "./routes/events.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import type { HonoEnv } from "./types.ts";
 
@@ -25,6 +27,7 @@ export const OPENAPI_INFO = {
 export const OPENAPI_TAGS = [
   { name: "Health", description: "Liveness and readiness probes." },
   { name: "Docs", description: "The API document, its reference page, and problem types." },
+  { name: "Events", description: "The event contract: history, JSON Schema, and the WebSocket stream with replay." },
   { name: "Audit", description: "The tamper-evident audit log: query, export, statistics, chain verification." },
 ];
 
@@ -58,7 +61,9 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   registerAuditLogRoutes(app);
   registerHealthRoutes(app);
   registerDocsRoutes(app);
+  registerEventRoutes(app);
   registerDebugRoutes(app);
+  registerDebugEventRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", BEARER_AUTH, {
     type: "http",
