@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import type { EventEnvelope, PublishedEvent } from "../src/events/catalog.ts";
+import type { EventEnvelope } from "../src/events/catalog.ts";
 import { PING_FRAME, PONG_FRAME } from "../src/events/frames.ts";
 import {
   CONNECT_HEADER,
@@ -35,7 +35,7 @@ export class EventHub extends DurableObject {
     return { ok: true, object: "EventHub", time: new Date().toISOString() };
   }
 
-  publish(event: EventEnvelope): Promise<PublishedEvent> {
+  publish(event: EventEnvelope): Promise<{ seq: number; duplicate: boolean }> {
     return this.core.publish(event);
   }
 

@@ -1,5 +1,5 @@
 import { sha256Hex, toBase64Url } from "../lib/crypto.ts";
-import type { EventEnvelope, PublishedEvent } from "./catalog.ts";
+import type { EventEnvelope } from "./catalog.ts";
 import {
   CLOSE_TRY_AGAIN_LATER,
   ClientFrameSchema,
@@ -97,8 +97,9 @@ export interface HistoryQuery {
   version: string | null;
 }
 
+/** Events as JSON text: stored that way, and plain strings cross the RPC boundary cheaply. */
 export type HistoryResult =
-  | { ok: true; events: PublishedEvent[]; nextSeq: number | null }
+  | { ok: true; events: string[]; nextSeq: number | null }
   | { ok: false; reason: "unknown_after" };
 
 /** Kept in the socket's attachment, so it survives hibernation. */
@@ -134,13 +135,13 @@ export class EventHubCore {
   }
 
   /** Assigns the next seq, appends, and fans out to matching sockets. Publishing an event_id twice is a no-op. */
-  async publish(event: EventEnvelope): Promise<PublishedEvent> {
+  async publish(event: EventEnvelope): Promise<{ seq: number; duplicate: boolean }> {
     const { row, duplicate } = this.log.append(event.event_id, event.event_type, channelsOf(event), this.now(), (seq) =>
       JSON.stringify({ ...event, seq }),
     );
     if (!duplicate) this.fanOut(row);
     await this.ensureAlarm();
-    return JSON.parse(row.body) as PublishedEvent;
+    return { seq: row.seq, duplicate };
   }
 
   private fanOut(row: LogRow): void {
@@ -280,14 +281,15 @@ export class EventHubCore {
       afterSeq = row.seq;
     }
     const matcher = new Matcher(initialSubscription(query.types, query.channels));
-    const events: PublishedEvent[] = [];
+    const events: string[] = [];
     const rows = this.log.after(afterSeq, HISTORY_SCAN_ROWS);
     let lastScanned = afterSeq;
     for (const row of rows) {
       lastScanned = row.seq;
       if (!matcher.matches(row.event_type, row.channels ? row.channels.split(",") : [])) continue;
-      const event = JSON.parse(row.body) as PublishedEvent;
-      events.push(query.version ? upcast(event, query.version) : event);
+      events.push(
+        query.version ? JSON.stringify(upcast(JSON.parse(row.body) as EventEnvelope, query.version)) : row.body,
+      );
       if (events.length === query.limit) break;
     }
     const more =

@@ -73,8 +73,8 @@ export async function publish<K extends EventType>(
     });
     throw error;
   }
-  const published = await env.EVENT_HUB.getByName(input.workspace_id).publish(event);
-  return published as PublishedEvent<K>;
+  const { seq } = await env.EVENT_HUB.getByName(input.workspace_id).publish(event);
+  return { ...event, seq } as PublishedEvent<K>;
 }
 
 function activeTraceId(logger: Logger | undefined): string | undefined {

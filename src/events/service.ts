@@ -2,7 +2,7 @@ import type { Principal } from "../auth/principal.ts";
 import type { AppConfig } from "../env.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { PublishedEvent } from "./catalog.ts";
-import { CONNECT_HEADER, type HistoryResult, type HubConnectRequest } from "./hub.ts";
+import { CONNECT_HEADER, type HubConnectRequest } from "./hub.ts";
 import { checkChannels, checkTypePatterns, splitList } from "./subscription.ts";
 import { formatTicket, parseTicket } from "./tickets.ts";
 import { checkRequestedVersion } from "./versioning.ts";
@@ -70,21 +70,23 @@ export async function listEvents(
   workspaceId: string,
   query: { after?: string; cursor?: string; limit: number } & Filters,
 ): Promise<{ data: PublishedEvent[]; next_cursor: string | null }> {
-  // Cast: RPC's serializable-type mapping cannot see through the events' `unknown` data.
-  const result = (await config.EVENT_HUB.getByName(workspaceId).history({
+  const result = await config.EVENT_HUB.getByName(workspaceId).history({
     afterEventId: query.cursor ? null : (query.after ?? null),
     afterSeq: query.cursor ? decodeCursor(query.cursor) : 0,
     limit: query.limit,
     types: query.types,
     channels: query.channels,
     version: query.version,
-  })) as HistoryResult;
+  });
   if (!result.ok)
     throw new ApiError(
       "NOT_FOUND",
       `Event ${query.after} is not in this workspace's log (unknown, or older than the retention window); reload state instead.`,
     );
-  return { data: result.events, next_cursor: result.nextSeq === null ? null : encodeCursor(result.nextSeq) };
+  return {
+    data: result.events.map((json) => JSON.parse(json) as PublishedEvent),
+    next_cursor: result.nextSeq === null ? null : encodeCursor(result.nextSeq),
+  };
 }
 
 export async function createTicket(

@@ -61,7 +61,7 @@ describe("the 21 event types of seed §9", () => {
   });
 
   it("knows task.created 2.0, where estimated_cost is required", () => {
-    const v2 = { ...clone(SEED_EXAMPLES["task.created"]), version: "2.0" };
+    const v2: Record<string, unknown> = { ...clone(SEED_EXAMPLES["task.created"]), version: "2.0" };
     expect(validateEvent(v2, { exactVersion: true }).ok).toBe(true);
     delete (v2.data as { task: Record<string, unknown> }).task.estimated_cost;
     expect(validateEvent(v2)).toMatchObject({ ok: false, issues: [{ path: "data.task.estimated_cost" }] });

@@ -1,0 +1,170 @@
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { EventHub } from "../../durable-objects/event-hub.ts";
+import type { EventEnvelope } from "../../src/events/catalog.ts";
+import { DEFAULT_LIMITS, EventHubCore, type HubHost, type HubLimits, type HubSocket } from "../../src/events/hub.ts";
+import { newId } from "../../src/lib/ids.ts";
+import { uniqueWorkspace } from "../unit/events/hub-client.ts";
+
+/**
+ * EventHubCore driven directly, on a real DO SQLite database, with sockets
+ * whose send queue the test controls: what the runtime cannot easily fake.
+ */
+
+class FakeSocket implements HubSocket {
+  readyState = 1;
+  bufferedAmount = 0;
+  /** Bytes this client drains per send; 0 = never reads. */
+  drainBytes: number;
+  sent: string[] = [];
+  closedWith: { code?: number; reason?: string } | null = null;
+  private attachment: unknown = null;
+  constructor(drainBytes = Number.POSITIVE_INFINITY) {
+    this.drainBytes = drainBytes;
+  }
+  send(message: string): void {
+    if (this.readyState !== 1) throw new Error("closed");
+    this.sent.push(message);
+    this.bufferedAmount = Math.max(0, this.bufferedAmount + message.length - this.drainBytes);
+  }
+  close(code?: number, reason?: string): void {
+    this.closedWith = { code, reason };
+    this.readyState = 2;
+  }
+  serializeAttachment(value: unknown): void {
+    this.attachment = structuredClone(value);
+  }
+  deserializeAttachment(): unknown {
+    return this.attachment;
+  }
+  frames(): { type: string; [key: string]: any }[] {
+    return this.sent.map((message) => JSON.parse(message));
+  }
+}
+
+function fakeHost(): HubHost & { all: FakeSocket[]; alarmAtMs: number | null } {
+  const host = {
+    all: [] as FakeSocket[],
+    alarmAtMs: null as number | null,
+    accept: (socket: HubSocket) => {
+      host.all.push(socket as FakeSocket);
+    },
+    sockets: () => host.all,
+    getAlarm: async () => host.alarmAtMs,
+    setAlarm: async (timeMs: number) => {
+      host.alarmAtMs = timeMs;
+    },
+  };
+  return host;
+}
+
+function toolCall(workspaceId: string, size = 10): EventEnvelope {
+  return {
+    event_id: newId("event"),
+    event_type: "tool.call",
+    timestamp: new Date().toISOString(),
+    workspace_id: workspaceId,
+    data: { tool_id: "c", tool_name: "write_file", arguments: { text: "x".repeat(size) }, task_id: "t", agent_id: "a" },
+    version: "1.0",
+  };
+}
+
+async function withCore<R>(
+  limits: Partial<HubLimits>,
+  run: (core: EventHubCore, host: ReturnType<typeof fakeHost>, clock: { nowMs: number }, sql: SqlStorage) => Promise<R>,
+): Promise<R> {
+  const workspace = uniqueWorkspace("core");
+  return runInDurableObject(env.EVENT_HUB.getByName(workspace), async (_instance: EventHub, state) => {
+    const host = fakeHost();
+    const clock = { nowMs: Date.now() };
+    const core = new EventHubCore(state.storage.sql, host, { ...DEFAULT_LIMITS, ...limits }, () => clock.nowMs);
+    return run(core, host, clock, state.storage.sql);
+  });
+}
+
+const connectAll = { types: [], channels: [], version: null, lastEventId: null, holder: "test" };
+
+describe("slow consumers", () => {
+  it("a socket whose backlog passes the limit gets an error frame and close 1013; the others keep every event", async () => {
+    await withCore({ maxBacklogBytes: 20_000 }, async (core, host) => {
+      const reader = new FakeSocket();
+      const stalled = new FakeSocket(0);
+      const slowReader = new FakeSocket(500);
+      for (const socket of [reader, stalled, slowReader]) core.connect(socket, connectAll);
+      for (let i = 0; i < 100; i++) await core.publish(toolCall("ws_core", 1_000));
+
+      expect(stalled.closedWith).toEqual({ code: 1013, reason: "slow consumer: resume with last_event_id" });
+      const stalledFrames = stalled.frames();
+      expect(stalledFrames.at(-1)).toMatchObject({ type: "error", code: "SLOW_CONSUMER" });
+      // Cut off near the limit: memory is bounded by the limit, not by the stream.
+      expect(stalledFrames.filter((frame) => frame.type === "event").length).toBeLessThan(25);
+      expect(slowReader.closedWith?.code).toBe(1013);
+      expect(reader.closedWith).toBeNull();
+      expect(reader.frames().map((frame) => frame.event.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      expect(host.all).toHaveLength(3);
+    });
+  });
+});
+
+describe("connection cap", () => {
+  it("refuses the socket over the cap with a CONNECTION_LIMIT frame and 1013", async () => {
+    await withCore({ maxConnections: 2 }, async (core) => {
+      const [first, second, third] = [new FakeSocket(), new FakeSocket(), new FakeSocket()];
+      for (const socket of [first, second, third]) core.connect(socket, connectAll);
+      expect(third.frames()).toEqual([
+        { type: "error", code: "CONNECTION_LIMIT", message: expect.stringContaining("limit 2") },
+      ]);
+      expect(third.closedWith?.code).toBe(1013);
+      await core.publish(toolCall("ws_core"));
+      expect(first.frames()).toHaveLength(1);
+      expect(third.frames()).toHaveLength(1);
+      // A closed socket frees its place.
+      first.close(1000);
+      const fourth = new FakeSocket();
+      core.connect(fourth, connectAll);
+      expect(fourth.closedWith).toBeNull();
+    });
+  });
+});
+
+describe("tickets", () => {
+  it("work once, and only within 60 s", async () => {
+    await withCore({}, async (core, host, clock) => {
+      const { secret, expiresAtMs } = await core.issueTicket("key test");
+      expect(expiresAtMs).toBe(clock.nowMs + 60_000);
+      expect(host.alarmAtMs).not.toBeNull();
+      expect(await core.redeemTicket(secret)).toBe("key test");
+      expect(await core.redeemTicket(secret)).toBeNull();
+
+      const late = await core.issueTicket("key test");
+      clock.nowMs += 60_001;
+      expect(await core.redeemTicket(late.secret)).toBeNull();
+      expect(await core.redeemTicket("not-a-ticket")).toBeNull();
+
+      await core.issueTicket("expires unused");
+      clock.nowMs += 61_000;
+      expect(await core.alarm()).toMatchObject({ trimmedTickets: 1 });
+      expect(core.log.ticketCount()).toBe(0);
+    });
+  });
+});
+
+describe("state after hibernation", () => {
+  it("is rebuilt from the socket attachment", async () => {
+    await withCore({}, async (core, host, _clock, sql) => {
+      const socket = new FakeSocket();
+      core.connect(socket, { ...connectAll, types: ["agent.*"] });
+      // A fresh core over the same storage and sockets: what the runtime does after waking the object.
+      const woken = new EventHubCore(sql, host);
+      await woken.publish(toolCall("ws_core"));
+      expect(socket.sent).toHaveLength(0);
+      await woken.publish({
+        ...toolCall("ws_core"),
+        event_type: "agent.message",
+        data: { task_id: "t", agent_id: "a", role: "user", message: "hi", tokens: 1 },
+      });
+      expect(socket.frames().map((frame) => frame.event.seq)).toEqual([2]);
+    });
+  });
+});
