@@ -1,17 +1,23 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { secureHeaders } from "hono/secure-headers";
 import { BEARER_AUTH } from "./lib/openapi.ts";
+import { authenticateApi } from "./middleware/auth.ts";
 import { limitBodySize, requireJsonBody } from "./middleware/body.ts";
 import { cors } from "./middleware/cors.ts";
 import { environment } from "./middleware/environment.ts";
 import { notFoundHandler, onError, validationHook } from "./middleware/errors.ts";
+import { rateLimit } from "./middleware/rate-limit.ts";
 import { requestContext } from "./middleware/request-context.ts";
+import { registerApiKeyRoutes } from "./routes/api-keys.ts";
 import { registerAuditLogRoutes } from "./routes/audit-logs.ts";
 import { registerDebugRoutes } from "./routes/debug.ts";
 import { registerDebugEventRoutes } from "./routes/debug-events.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
 import { registerEventRoutes } from "./routes/events.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
+import { registerWhoamiRoutes } from "./routes/whoami.ts";
+import { registerOwnWorkspaceRoutes } from "./routes/workspace.ts";
+import { registerWorkspaceRoutes } from "./routes/workspaces.ts";
 import type { HonoEnv } from "./types.ts";
 
 export const OPENAPI_INFO = {
@@ -27,8 +33,13 @@ export const OPENAPI_INFO = {
 export const OPENAPI_TAGS = [
   { name: "Health", description: "Liveness and readiness probes." },
   { name: "Docs", description: "The API document, its reference page, and problem types." },
-  { name: "Events", description: "The event contract: history, JSON Schema, and the WebSocket stream with replay." },
   { name: "Audit", description: "The tamper-evident audit log: query, export, statistics, chain verification." },
+  { name: "Events", description: "The event contract: history, JSON Schema, and the WebSocket stream with replay." },
+  {
+    name: "Workspaces",
+    description: "Workspaces: plan, limits, budgets, LLM routing. Operator routes use ADMIN_TOKEN.",
+  },
+  { name: "API keys", description: "A workspace's API keys: scopes, last use, revocation." },
 ];
 
 function newApp(): OpenAPIHono<HonoEnv> {
@@ -56,6 +67,8 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   app.use("*", cors);
   app.use("*", requireJsonBody);
   app.use("*", limitBodySize);
+  app.use("/api/v1/*", authenticateApi);
+  app.use("/api/v1/*", rateLimit);
 
   // First among /api/v1 routes: it also mounts the middleware that seals audit entries after each write.
   registerAuditLogRoutes(app);
@@ -64,6 +77,10 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   registerEventRoutes(app);
   registerDebugRoutes(app);
   registerDebugEventRoutes(app);
+  registerWorkspaceRoutes(app);
+  registerOwnWorkspaceRoutes(app);
+  registerApiKeyRoutes(app);
+  registerWhoamiRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", BEARER_AUTH, {
     type: "http",

@@ -43,6 +43,10 @@ export const EnvSchema = z
       .default(1024 * 1024),
     CORS_ORIGINS: z.string().default(""),
     ADMIN_TOKEN: optionalSecret,
+    JWT_JWKS_URL: optionalUrl,
+    JWT_SECRET: optionalSecret,
+    JWT_ISSUER: optionalSecret,
+    JWT_AUDIENCE: optionalSecret,
 
     OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl,
     OTEL_EXPORTER_OTLP_HEADERS: optionalSecret,
@@ -66,6 +70,19 @@ export const EnvSchema = z
         code: "custom",
         path: ["ENABLE_DEBUG_ROUTES"],
         message: "debug routes cannot be enabled in production",
+      });
+    }
+    if (env.ADMIN_TOKEN !== undefined && env.ADMIN_TOKEN.length < 16) {
+      ctx.addIssue({ code: "custom", path: ["ADMIN_TOKEN"], message: "ADMIN_TOKEN must be at least 16 characters" });
+    }
+    if (env.JWT_SECRET !== undefined && env.JWT_SECRET.length < 32) {
+      ctx.addIssue({ code: "custom", path: ["JWT_SECRET"], message: "JWT_SECRET must be at least 32 characters" });
+    }
+    if ((env.JWT_JWKS_URL || env.JWT_SECRET) && (!env.JWT_ISSUER || !env.JWT_AUDIENCE)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["JWT_ISSUER"],
+        message: "JWT_ISSUER and JWT_AUDIENCE are required when JWT verification is configured",
       });
     }
     if (env.ENVIRONMENT === "production" && !env.ADMIN_TOKEN) {

@@ -1,4 +1,5 @@
 import type { Principal } from "./auth/principal.ts";
+import type { WorkspaceLimits } from "./db/schema.ts";
 import type { AppConfig, WorkerEnv } from "./env.ts";
 import type { Logger } from "./lib/logger.ts";
 import type { TraceIds } from "./lib/trace-context.ts";
@@ -16,5 +17,7 @@ export interface HonoEnv {
     workspaceId?: string;
     /** Set by authentication (src/middleware/auth.ts). */
     principal?: Principal;
+    /** The caller's workspace limits (null for the operator); set by authentication. */
+    limits?: WorkspaceLimits | null;
   };
 }

@@ -20,6 +20,9 @@ export interface WorkspaceLimits {
   burst: number;
   max_running_tasks: number;
   max_pending_tasks: number;
+  /** A single key's (or user's) own bucket; defaults to the workspace's rate and burst. */
+  key_requests_per_second?: number;
+  key_burst?: number;
 }
 export interface WorkspaceBudgets {
   daily_tokens: number | null;

@@ -48,8 +48,8 @@ describe("conventions every response follows", () => {
 
 describe("bad input is a 4xx problem, never a 5xx", () => {
   it("unknown route → 404", async () => {
-    const body = await expectProblem(await call("/api/v1/nope"), 404, "NOT_FOUND");
-    expect(body.detail).toContain("/api/v1/nope");
+    const body = await expectProblem(await call("/nope"), 404, "NOT_FOUND");
+    expect(body.detail).toContain("/nope");
   });
 
   it("wrong method → 405 with Allow", async () => {

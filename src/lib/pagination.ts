@@ -1,0 +1,55 @@
+import { z } from "@hono/zod-openapi";
+import { toBase64Url } from "./crypto.ts";
+import { ApiError } from "./problem.ts";
+
+/**
+ * Keyset pagination: lists are newest first by (created_at, id); the cursor is
+ * the last row's keys, base64url-encoded so clients treat it as opaque.
+ */
+
+export const PageQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ description: "Page size, 1..100." }),
+  cursor: z.string().max(512).optional().openapi({ description: "`next_cursor` of the previous page." }),
+});
+
+export interface PageKey {
+  createdAt: string;
+  id: string;
+}
+
+export function encodeCursor(key: PageKey): string {
+  return toBase64Url(new TextEncoder().encode(JSON.stringify([key.createdAt, key.id])));
+}
+
+export function decodeCursor(cursor: string | undefined): PageKey | undefined {
+  if (cursor === undefined) return undefined;
+  try {
+    const json = atob(cursor.replaceAll("-", "+").replaceAll("_", "/"));
+    const [createdAt, id] = JSON.parse(json) as unknown[];
+    if (typeof createdAt === "string" && typeof id === "string") return { createdAt, id };
+  } catch {
+    // Fall through to the 422.
+  }
+  throw new ApiError("VALIDATION_FAILED", "The cursor is not one this API issued.", {
+    errors: [{ path: "cursor", message: "invalid cursor" }],
+  });
+}
+
+/** Rows fetched with limit + 1 → the page and the cursor of the next one. */
+export function toPage<Row, Item>(
+  rows: Row[],
+  limit: number,
+  keyOf: (row: Row) => PageKey,
+  view: (row: Row) => Item,
+): { data: Item[]; next_cursor: string | null } {
+  const page = rows.slice(0, limit);
+  const hasMore = rows.length > limit;
+  return {
+    data: page.map(view),
+    next_cursor: hasMore && page.length > 0 ? encodeCursor(keyOf(page[page.length - 1])) : null,
+  };
+}
+
+export function pageSchema<T extends z.ZodType>(item: T, name: string) {
+  return z.object({ data: z.array(item), next_cursor: z.string().nullable() }).openapi(name);
+}

@@ -1,0 +1,82 @@
+import type { MiddlewareHandler } from "hono";
+import { touchLastUsed } from "../auth/api-keys.ts";
+import { authenticate } from "../auth/authenticate.ts";
+import type { Scope } from "../auth/principal.ts";
+import { clientIp, securityMonitor } from "../auth/security.ts";
+import { createDb } from "../db/client.ts";
+import { ApiError } from "../lib/problem.ts";
+import type { HonoEnv } from "../types.ts";
+
+const INVALID_CREDENTIALS = "Invalid credentials.";
+const UNAUTHENTICATED_HEADERS = { "WWW-Authenticate": 'Bearer realm="mgx-ai-edge"' };
+/** `last_used_at` is written at most this often per key and isolate, after the response. */
+const LAST_USED_WRITE_INTERVAL_MS = 60_000;
+const lastUsedWrittenAtMs = new Map<string, number>();
+
+/**
+ * Authenticates every /api/v1 request (API key, JWT or operator token). A
+ * failure says only "invalid credentials"; the reason goes to the logs and the
+ * security monitor, which blocks clients that keep failing.
+ */
+export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  const config = c.get("config");
+  const ip = clientIp(c.req.raw);
+  const monitor = securityMonitor(c);
+  await monitor.refuseIfBlocked(ip);
+
+  const result = await authenticate(config, c.req.header("Authorization"));
+  if (!result.ok) {
+    c.get("logger").warn("authentication failed", { reason: result.reason, ip, workspace_id: result.workspaceId });
+    await monitor.authenticationFailed(ip, result);
+    throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
+  }
+
+  const { principal } = result;
+  c.set("principal", principal);
+  c.set("limits", result.limits);
+  if (principal.workspaceId) c.set("workspaceId", principal.workspaceId);
+  c.set(
+    "logger",
+    c.get("logger").child({
+      workspace_id: principal.workspaceId ?? undefined,
+      ...(principal.kind === "user" ? { user_id: principal.userId } : {}),
+      ...(principal.kind === "api_key" ? { key_id: principal.keyId } : {}),
+    }),
+  );
+  if (principal.kind === "api_key") {
+    const nowMs = Date.now();
+    if (nowMs - (lastUsedWrittenAtMs.get(principal.keyId) ?? 0) >= LAST_USED_WRITE_INTERVAL_MS) {
+      lastUsedWrittenAtMs.set(principal.keyId, nowMs);
+      const update = touchLastUsed(createDb(config.DB), principal.keyId, new Date(nowMs).toISOString());
+      c.executionCtx.waitUntil(
+        update.run().catch((error: unknown) => c.get("logger").warn("last_used_at update failed", { error })),
+      );
+    }
+  }
+  await next();
+};
+
+/** Workspace routes: a key or user token of a workspace, holding `scope` (or `admin`). */
+export function requireScope(scope: Scope): MiddlewareHandler<HonoEnv> {
+  return async (c, next) => {
+    const principal = c.get("principal");
+    if (!principal) throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
+    if (principal.kind === "operator") {
+      throw new ApiError("FORBIDDEN", "The operator token manages workspaces; use a workspace key for this route.");
+    }
+    if (!principal.scopes.has(scope) && !principal.scopes.has("admin")) {
+      throw new ApiError("FORBIDDEN", `This credential lacks the ${scope} scope.`, {
+        extensions: { required_scope: scope },
+      });
+    }
+    await next();
+  };
+}
+
+/** Operator routes: bearer = ADMIN_TOKEN. */
+export const requireOperator: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  const principal = c.get("principal");
+  if (!principal) throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
+  if (principal.kind !== "operator") throw new ApiError("FORBIDDEN", "This route is for the operator.");
+  await next();
+};

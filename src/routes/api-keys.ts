@@ -1,0 +1,120 @@
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import { auditContext, auditInsert } from "../audit/index.ts";
+import { listApiKeys, newApiKey, revokeStatement, toApiKeyView } from "../auth/api-keys.ts";
+import { actorOf } from "../auth/principal.ts";
+import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
+import { apiKeys } from "../db/schema.ts";
+import { problemResponses } from "../lib/openapi.ts";
+import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
+import { requireScope } from "../middleware/auth.ts";
+import type { HonoEnv } from "../types.ts";
+import { ApiKeySchema, CreatedApiKeySchema, IdParamSchema, NewApiKeySchema } from "../workspaces/schemas.ts";
+
+/** The workspace's API keys. Managing keys needs the `admin` scope; revocation is effective within 5 s. */
+
+const KeyIdParam = IdParamSchema("key", "key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3");
+const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED");
+
+const createKeyRoute = createRoute({
+  method: "post",
+  path: "/api/v1/api-keys",
+  operationId: "createApiKey",
+  tags: ["API keys"],
+  summary: "Create an API key",
+  description: "The secret `key` is in this response only. Stored as a SHA-256 hash.",
+  "x-audit-action": "api_key.create",
+  middleware: [requireScope("admin")] as const,
+  request: { body: { required: true, content: { "application/json": { schema: NewApiKeySchema } } } },
+  responses: {
+    201: { description: "Created.", content: { "application/json": { schema: CreatedApiKeySchema } } },
+    ...PROBLEMS,
+    ...problemResponses("VALIDATION_FAILED"),
+  },
+});
+
+const listKeysRoute = createRoute({
+  method: "get",
+  path: "/api/v1/api-keys",
+  operationId: "listApiKeys",
+  tags: ["API keys"],
+  summary: "List API keys",
+  description: "Newest first, including revoked keys (with `revoked_at`). Secrets are never shown again.",
+  middleware: [requireScope("admin")] as const,
+  request: { query: PageQuerySchema },
+  responses: {
+    200: {
+      description: "A page of keys.",
+      content: { "application/json": { schema: pageSchema(ApiKeySchema, "ApiKeyPage") } },
+    },
+    ...PROBLEMS,
+    ...problemResponses("VALIDATION_FAILED"),
+  },
+});
+
+const revokeKeyRoute = createRoute({
+  method: "delete",
+  path: "/api/v1/api-keys/{id}",
+  operationId: "revokeApiKey",
+  tags: ["API keys"],
+  summary: "Revoke an API key",
+  description: "Every isolate refuses the key within 5 s. Revoking a revoked key changes nothing.",
+  "x-audit-action": "api_key.revoke",
+  middleware: [requireScope("admin")] as const,
+  request: { params: KeyIdParam },
+  responses: {
+    200: { description: "The revoked key.", content: { "application/json": { schema: ApiKeySchema } } },
+    ...PROBLEMS,
+    ...problemResponses("NOT_FOUND"),
+  },
+});
+
+export function registerApiKeyRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(createKeyRoute, async (c) => {
+    const { db, workspaceId } = tenantDb(c);
+    const body = c.req.valid("json");
+    const principal = c.get("principal")!;
+    const created = await newApiKey({ workspaceId, ...body, createdBy: actorOf(principal).id });
+    await db.batch([
+      db.insert(apiKeys).values(created.row),
+      auditInsert(db, {
+        ...auditContext(c),
+        workspaceId,
+        action: "api_key.create",
+        resourceType: "api_key",
+        resourceId: created.row.id,
+        changes: { after: { name: created.row.name, scopes: created.row.scopes, expires_at: created.row.expiresAt } },
+      }),
+    ]);
+    return c.json({ ...toApiKeyView(created.row), key: created.key }, 201);
+  });
+
+  app.openapi(listKeysRoute, async (c) => {
+    const { db, workspaceId } = tenantDb(c);
+    const { limit, cursor } = c.req.valid("query");
+    const rows = await listApiKeys(db, workspaceId, { limit, after: decodeCursor(cursor) });
+    return c.json(
+      toPage(rows, limit, (row) => ({ createdAt: row.createdAt, id: row.id }), toApiKeyView),
+      200,
+    );
+  });
+
+  app.openapi(revokeKeyRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const row = await findOwnedOr404(c, apiKeys, id, "api_key");
+    if (row.revokedAt) return c.json(toApiKeyView(row), 200);
+    const { db, workspaceId } = tenantDb(c);
+    const revokedAt = new Date().toISOString();
+    await db.batch([
+      revokeStatement(db, workspaceId, id, revokedAt),
+      auditInsert(db, {
+        ...auditContext(c),
+        workspaceId,
+        action: "api_key.revoke",
+        resourceType: "api_key",
+        resourceId: id,
+        changes: { before: { revoked_at: null }, after: { revoked_at: revokedAt } },
+      }),
+    ]);
+    return c.json(toApiKeyView({ ...row, revokedAt }), 200);
+  });
+}

@@ -1,0 +1,90 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { auditContext, auditInsert } from "../audit/index.ts";
+import { tenantDb } from "../auth/tenant-access.ts";
+import { problemResponses } from "../lib/openapi.ts";
+import { ApiError } from "../lib/problem.ts";
+import { requireScope } from "../middleware/auth.ts";
+import type { HonoEnv } from "../types.ts";
+import { LlmRoutingSchema, WorkspaceSchema } from "../workspaces/schemas.ts";
+import {
+  applyWorkspaceChanges,
+  findWorkspace,
+  queueDepth,
+  toWorkspaceView,
+  updateWorkspaceStatement,
+} from "../workspaces/service.ts";
+
+/** The caller's own workspace: limits, budgets, queue depth and LLM routing. */
+
+const getRoute = createRoute({
+  method: "get",
+  path: "/api/v1/workspace",
+  operationId: "getWorkspace",
+  tags: ["Workspaces"],
+  summary: "Read your workspace",
+  description: "Limits, budgets, queue depth (pending, queued, running tasks) and LLM routing.",
+  middleware: [requireScope("tasks:read")] as const,
+  responses: {
+    200: { description: "Your workspace.", content: { "application/json": { schema: WorkspaceSchema } } },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"),
+  },
+});
+
+const patchRoute = createRoute({
+  method: "patch",
+  path: "/api/v1/workspace",
+  operationId: "updateWorkspace",
+  tags: ["Workspaces"],
+  summary: "Change your workspace's name or LLM routing",
+  description: "Plan and limits are the operator's; budgets are under /api/v1/budgets.",
+  "x-audit-action": "workspace.update",
+  middleware: [requireScope("admin")] as const,
+  request: {
+    body: {
+      required: true,
+      content: {
+        "application/json": {
+          schema: z
+            .object({
+              name: z.string().trim().min(1).max(100).optional(),
+              llm: LlmRoutingSchema.nullable().optional(),
+            })
+            .strict()
+            .openapi("WorkspacePatch"),
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: "The changed workspace.", content: { "application/json": { schema: WorkspaceSchema } } },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
+  },
+});
+
+export function registerOwnWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(getRoute, async (c) => {
+    const { db, workspaceId } = tenantDb(c);
+    const [row, queue] = await Promise.all([findWorkspace(db, workspaceId), queueDepth(db, workspaceId)]);
+    if (!row) throw new ApiError("NOT_FOUND", "Your workspace no longer exists.");
+    return c.json(toWorkspaceView(row, queue), 200);
+  });
+
+  app.openapi(patchRoute, async (c) => {
+    const { db, workspaceId } = tenantDb(c);
+    const row = await findWorkspace(db, workspaceId);
+    if (!row) throw new ApiError("NOT_FOUND", "Your workspace no longer exists.");
+    const next = applyWorkspaceChanges(row, c.req.valid("json"));
+    await db.batch([
+      updateWorkspaceStatement(db, next),
+      auditInsert(db, {
+        ...auditContext(c),
+        workspaceId,
+        action: "workspace.update",
+        resourceType: "workspace",
+        resourceId: workspaceId,
+        changes: { before: { name: row.name, llm: row.llm }, after: { name: next.name, llm: next.llm } },
+      }),
+    ]);
+    return c.json(toWorkspaceView(next, await queueDepth(db, workspaceId)), 200);
+  });
+}

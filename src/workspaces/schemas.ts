@@ -1,0 +1,103 @@
+import { z } from "@hono/zod-openapi";
+import { SCOPES } from "../auth/principal.ts";
+import { PLANS } from "./plans.ts";
+
+/** Request and response schemas shared by the operator and workspace routes. */
+
+export const LimitsSchema = z
+  .object({
+    requests_per_second: z.number().positive().max(100_000),
+    burst: z.number().int().min(1).max(1_000_000),
+    max_running_tasks: z.number().int().min(1).max(10_000),
+    max_pending_tasks: z.number().int().min(0).max(1_000_000),
+    key_requests_per_second: z.number().positive().max(100_000).optional(),
+    key_burst: z.number().int().min(1).max(1_000_000).optional(),
+  })
+  .openapi("WorkspaceLimits", {
+    description:
+      "Rate limit (token bucket: rate and burst) and task caps. `key_*` bound one key or user; default: the workspace's.",
+  });
+
+export const LimitsPatchSchema = LimitsSchema.partial().strict();
+
+export const BudgetsSchema = z
+  .object({
+    daily_tokens: z.number().int().min(0).nullable(),
+    monthly_tokens: z.number().int().min(0).nullable(),
+    daily_cost_usd: z.number().min(0).nullable(),
+    monthly_cost_usd: z.number().min(0).nullable(),
+  })
+  .openapi("Budgets", { description: "Token and cost budgets; null means none." });
+
+export const LlmRoutingSchema = z
+  .object({
+    strategy: z.enum(["fallback", "cost", "latency", "weighted"]),
+    chain: z
+      .array(
+        z.object({
+          provider: z.string().min(1).max(64),
+          model: z.string().min(1).max(128),
+          weight: z.number().min(0).max(1000).optional(),
+        }),
+      )
+      .min(1)
+      .max(10),
+  })
+  .openapi("LlmRouting", { description: "How the workspace's LLM calls are routed." });
+
+export const WorkspaceSchema = z
+  .object({
+    id: z.string().openapi({ example: "ws_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    name: z.string(),
+    plan: z.enum(PLANS),
+    limits: LimitsSchema,
+    budgets: BudgetsSchema,
+    llm: LlmRoutingSchema.nullable(),
+    audit_retention_days: z.number().int(),
+    created_at: z.string(),
+    updated_at: z.string(),
+    queue: z
+      .object({ pending: z.number().int(), queued: z.number().int(), running: z.number().int() })
+      .optional()
+      .openapi({ description: "Tasks waiting for a slot, in the queue, and running." }),
+  })
+  .openapi("Workspace");
+
+export const ScopeSchema = z.enum(SCOPES);
+
+export const ApiKeySchema = z
+  .object({
+    id: z.string().openapi({ example: "key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    name: z.string(),
+    prefix: z
+      .string()
+      .openapi({ description: "The key's first characters, to tell keys apart.", example: "mgx_Ab3dE6gH" }),
+    scopes: z.array(ScopeSchema),
+    created_at: z.string(),
+    created_by: z.string().nullable(),
+    last_used_at: z.string().nullable(),
+    expires_at: z.string().nullable(),
+    revoked_at: z.string().nullable(),
+  })
+  .openapi("ApiKey");
+
+export const CreatedApiKeySchema = ApiKeySchema.extend({
+  key: z.string().openapi({ description: "The secret key. Shown once; store it now.", example: "mgx_…" }),
+}).openapi("CreatedApiKey");
+
+export const NewApiKeySchema = z
+  .object({
+    name: z.string().trim().min(1).max(100),
+    scopes: z.array(ScopeSchema).min(1).default(["tasks:read", "tasks:write", "events:read"]),
+    expires_at: z.iso.datetime().optional(),
+  })
+  .strict()
+  .openapi("NewApiKey");
+
+export const IdParamSchema = (prefix: string, example: string) =>
+  z.object({
+    id: z
+      .string()
+      .max(64)
+      .openapi({ param: { name: "id", in: "path" }, example, description: `A \`${prefix}_\` id.` }),
+  });

@@ -1,0 +1,108 @@
+import { exports } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { CACHE_TTL_MS } from "../../src/auth/authenticate.ts";
+import { bearer, createTestKey, createTestWorkspace } from "../support/workspaces.ts";
+
+const BASE = "http://edge.test";
+const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
+
+describe("API keys", () => {
+  it("are listed newest first with cursor pagination and no secrets", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const made = [];
+    for (let index = 0; index < 4; index++)
+      made.push(await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]));
+
+    const first = await fetcher(`${BASE}/api/v1/api-keys?limit=3`, { headers: workspace.headers });
+    const page1 = (await first.json()) as { data: { id: string }[]; next_cursor: string | null };
+    expect(page1.data.map((key) => key.id)).toEqual([made[3].id, made[2].id, made[1].id]);
+    expect(page1.next_cursor).toEqual(expect.any(String));
+
+    const second = await fetcher(`${BASE}/api/v1/api-keys?limit=3&cursor=${page1.next_cursor}`, {
+      headers: workspace.headers,
+    });
+    const page2 = (await second.json()) as { data: { id: string }[]; next_cursor: string | null };
+    expect(page2.data.map((key) => key.id)).toEqual([made[0].id, workspace.keyId]);
+    expect(page2.next_cursor).toBeNull();
+
+    const badCursor = await fetcher(`${BASE}/api/v1/api-keys?cursor=garbage`, { headers: workspace.headers });
+    expect(badCursor.status).toBe(422);
+    const badLimit = await fetcher(`${BASE}/api/v1/api-keys?limit=1000`, { headers: workspace.headers });
+    expect(badLimit.status).toBe(422);
+  });
+
+  it("record when they were last used", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const key = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    expect((await fetcher(`${BASE}/api/v1/workspace`, { headers: key.headers })).status).toBe(200);
+    let lastUsedAt: string | null = null;
+    for (let attempt = 0; attempt < 50 && !lastUsedAt; attempt++) {
+      const list = (await (await fetcher(`${BASE}/api/v1/api-keys`, { headers: workspace.headers })).json()) as {
+        data: { id: string; last_used_at: string | null }[];
+      };
+      lastUsedAt = list.data.find((row) => row.id === key.id)?.last_used_at ?? null;
+      if (!lastUsedAt) await new Promise((wake) => setTimeout(wake, 20));
+    }
+    expect(lastUsedAt).toEqual(expect.stringMatching(/^\d{4}-\d\d-\d\dT/));
+  });
+
+  it("stop working within 5 s of revocation, even where they were cached", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const victim = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    // Use it once so this isolate caches it.
+    expect((await fetcher(`${BASE}/api/v1/workspace`, { headers: victim.headers })).status).toBe(200);
+
+    const revoke = await fetcher(`${BASE}/api/v1/api-keys/${victim.id}`, {
+      method: "DELETE",
+      headers: workspace.headers,
+    });
+    expect(revoke.status).toBe(200);
+    const revokedAtMs = Date.now();
+    expect(await revoke.json()).toMatchObject({ id: victim.id, revoked_at: expect.any(String) });
+
+    let refusedAfterMs = Number.POSITIVE_INFINITY;
+    while (Date.now() - revokedAtMs < 6_000) {
+      const response = await fetcher(`${BASE}/api/v1/workspace`, { headers: victim.headers });
+      if (response.status === 401) {
+        refusedAfterMs = Date.now() - revokedAtMs;
+        expect(await response.json()).toMatchObject({ code: "UNAUTHENTICATED", detail: "Invalid credentials." });
+        break;
+      }
+      await new Promise((wake) => setTimeout(wake, 200));
+    }
+    expect(refusedAfterMs).toBeLessThanOrEqual(5_000);
+    expect(CACHE_TTL_MS).toBeLessThan(5_000);
+
+    // Revoking again is a no-op; an unknown id is a 404.
+    expect(
+      (await fetcher(`${BASE}/api/v1/api-keys/${victim.id}`, { method: "DELETE", headers: workspace.headers })).status,
+    ).toBe(200);
+    const missing = await fetcher(`${BASE}/api/v1/api-keys/key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3`, {
+      method: "DELETE",
+      headers: workspace.headers,
+    });
+    expect(missing.status).toBe(404);
+  });
+});
+
+describe("bad credentials are 401 problems that say nothing more", () => {
+  const cases: [string, Record<string, string>][] = [
+    ["no header", {}],
+    ["not a bearer", { Authorization: "Basic dXNlcjpwYXNz" }],
+    ["empty bearer", { Authorization: "Bearer " }],
+    ["key of the wrong form", bearer("mgx_short")],
+    ["unknown key", bearer(`mgx_${"A".repeat(43)}`)],
+    ["garbage token", bearer("not-a-token")],
+    ["wrong operator token", bearer("test-admin-token-0123456789abcdeX")],
+  ];
+  for (const [name, headers] of cases) {
+    it(name, async () => {
+      const response = await fetcher(`${BASE}/api/v1/workspace`, {
+        headers: { ...headers, "CF-Connecting-IP": `198.51.100.${name.length}` },
+      });
+      expect(response.status).toBe(401);
+      expect(response.headers.get("WWW-Authenticate")).toContain("Bearer");
+      expect(await response.json()).toMatchObject({ code: "UNAUTHENTICATED", detail: "Invalid credentials." });
+    });
+  }
+});

@@ -1,0 +1,86 @@
+import { exports } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { AUTH_FAILURE_POLICY } from "../../src/auth/security.ts";
+import { bearer, createTestKey, createTestWorkspace } from "../support/workspaces.ts";
+
+const BASE = "http://edge.test";
+const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
+
+async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 3_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((wake) => setTimeout(wake, 50));
+  }
+  throw new Error("condition not met in time");
+}
+
+describe("security monitor", () => {
+  it("blocks a client after repeated authentication failures, with a Retry-After", async () => {
+    const ip = "203.0.113.77";
+    const statuses: number[] = [];
+    for (let attempt = 0; attempt < AUTH_FAILURE_POLICY.threshold + 2; attempt++) {
+      const response = await fetcher(`${BASE}/api/v1/whoami`, {
+        headers: { ...bearer(`mgx_${String(attempt).padStart(43, "x")}`), "CF-Connecting-IP": ip },
+      });
+      statuses.push(response.status);
+      if (response.status === 429) {
+        expect(Number(response.headers.get("Retry-After"))).toBeGreaterThan(60);
+        expect(await response.json()).toMatchObject({ code: "RATE_LIMITED", blocked: true });
+      }
+    }
+    expect(statuses.slice(0, AUTH_FAILURE_POLICY.threshold - 1).every((status) => status === 401)).toBe(true);
+    expect(statuses.slice(AUTH_FAILURE_POLICY.threshold - 1)).toEqual([429, 429, 429]);
+
+    // Even a valid key from that address is refused while the block lasts (in an isolate that saw it).
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const blocked = await fetcher(`${BASE}/api/v1/whoami`, {
+      headers: { ...workspace.headers, "CF-Connecting-IP": ip },
+    });
+    expect(blocked.status).toBe(429);
+    // Other clients are unaffected.
+    const fine = await fetcher(`${BASE}/api/v1/whoami`, {
+      headers: { ...workspace.headers, "CF-Connecting-IP": "203.0.113.78" },
+    });
+    expect(fine.status).toBe(200);
+  });
+
+  it("reports a revoked key in use with a security event and an audit entry, once", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { scopes: ["admin"] });
+    const victim = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    await fetcher(`${BASE}/api/v1/api-keys/${victim.id}`, { method: "DELETE", headers: workspace.headers });
+    // Wait out the key cache, then use the revoked key twice.
+    await eventually(async () => {
+      const response = await fetcher(`${BASE}/api/v1/whoami`, {
+        headers: { ...victim.headers, "CF-Connecting-IP": "192.0.2.10" },
+      });
+      return response.status === 401 ? true : undefined;
+    }, 6_000);
+    await fetcher(`${BASE}/api/v1/whoami`, { headers: { ...victim.headers, "CF-Connecting-IP": "192.0.2.10" } });
+
+    const events = await eventually(async () => {
+      const response = await fetcher(`${BASE}/api/v1/events?types=security.suspicious_activity`, {
+        headers: workspace.headers,
+      });
+      const body = (await response.json()) as { data: { event_type: string; data: Record<string, unknown> }[] };
+      return body.data?.length ? body.data : undefined;
+    });
+    expect(events).toHaveLength(1);
+    expect(events[0].data).toMatchObject({
+      event_type: "revoked_key",
+      severity: "high",
+      user_id: victim.id,
+      ip_address: "192.0.2.10",
+      blocked: false,
+    });
+
+    const audit = await eventually(async () => {
+      const response = await fetcher(`${BASE}/api/v1/audit-logs?action=auth.failed`, { headers: workspace.headers });
+      const body = (await response.json()) as { data: Record<string, unknown>[] };
+      return body.data?.length ? body.data : undefined;
+    });
+    expect(audit).toHaveLength(1);
+    expect(audit[0]).toMatchObject({ action: "auth.failed", ip: "192.0.2.10" });
+  });
+});

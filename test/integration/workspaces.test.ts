@@ -1,0 +1,104 @@
+import { exports } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { bearer, createTestKey, createTestWorkspace, TEST_ADMIN_TOKEN } from "../support/workspaces.ts";
+
+const BASE = "http://edge.test";
+const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
+
+function send(path: string, token: string | null, method = "GET", body?: unknown) {
+  const headers: Record<string, string> = token ? bearer(token) : {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  return fetcher(`${BASE}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+}
+
+describe("operator workspace routes", () => {
+  it("creates a workspace on a plan with its first key, shown once", async () => {
+    const response = await send("/api/v1/workspaces", TEST_ADMIN_TOKEN, "POST", {
+      name: "Acme",
+      plan: "team",
+      limits: { burst: 7 },
+    });
+    expect(response.status).toBe(201);
+    const body = (await response.json()) as any;
+    expect(body.workspace).toMatchObject({
+      id: expect.stringMatching(/^ws_[0-9A-Z]{26}$/),
+      name: "Acme",
+      plan: "team",
+      limits: { requests_per_second: 50, burst: 7, max_running_tasks: 10, max_pending_tasks: 1000 },
+    });
+    expect(body.api_key).toMatchObject({ id: expect.stringMatching(/^key_/), scopes: ["admin"], revoked_at: null });
+    expect(body.api_key.key).toMatch(/^mgx_[A-Za-z0-9_-]{43}$/);
+    expect(body.api_key.prefix).toBe(body.api_key.key.slice(0, 12));
+
+    // The key works; listing never shows the secret again.
+    const list = await send("/api/v1/api-keys", body.api_key.key);
+    expect(list.status).toBe(200);
+    const keys = (await list.json()) as any;
+    expect(keys.data).toHaveLength(1);
+    expect(JSON.stringify(keys)).not.toContain(body.api_key.key);
+  });
+
+  it("reads and changes any workspace; a new plan resets limits before overrides", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { plan: "free" });
+    const read = await send(`/api/v1/workspaces/${workspace.id}`, TEST_ADMIN_TOKEN);
+    expect(read.status).toBe(200);
+    expect(await read.json()).toMatchObject({ plan: "free", queue: { pending: 0, queued: 0, running: 0 } });
+
+    const patched = await send(`/api/v1/workspaces/${workspace.id}`, TEST_ADMIN_TOKEN, "PATCH", {
+      plan: "team",
+      limits: { max_running_tasks: 3 },
+    });
+    expect(patched.status).toBe(200);
+    expect(await patched.json()).toMatchObject({
+      plan: "team",
+      limits: { requests_per_second: 50, burst: 100, max_running_tasks: 3, max_pending_tasks: 1000 },
+    });
+  });
+
+  it("refuses workspace keys on operator routes and the operator on workspace routes", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    expect((await send("/api/v1/workspaces", workspace.key, "POST", { name: "x" })).status).toBe(403);
+    expect((await send(`/api/v1/workspaces/${workspace.id}`, workspace.key)).status).toBe(403);
+    expect((await send("/api/v1/workspace", TEST_ADMIN_TOKEN)).status).toBe(403);
+  });
+
+  it("answers 404 for an unknown workspace and 422 for bad fields", async () => {
+    expect((await send("/api/v1/workspaces/ws_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3", TEST_ADMIN_TOKEN)).status).toBe(404);
+    const invalid = await send("/api/v1/workspaces", TEST_ADMIN_TOKEN, "POST", { name: "", plan: "gold", extra: 1 });
+    expect(invalid.status).toBe(422);
+    const body = (await invalid.json()) as { errors: { path: string }[] };
+    expect(body.errors.map((error) => error.path).sort()).toEqual(["(root)", "name", "plan"]);
+  });
+});
+
+describe("the caller's workspace", () => {
+  it("shows limits, budgets and queue depth, and lets an admin key change name and LLM routing", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { plan: "team" });
+    const read = await send("/api/v1/workspace", workspace.key);
+    expect(read.status).toBe(200);
+    expect(await read.json()).toMatchObject({
+      id: workspace.id,
+      budgets: { daily_tokens: null, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
+      queue: { pending: 0, queued: 0, running: 0 },
+      llm: null,
+    });
+
+    const llm = { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] };
+    const patched = await send("/api/v1/workspace", workspace.key, "PATCH", { name: "Renamed", llm });
+    expect(patched.status).toBe(200);
+    expect(await patched.json()).toMatchObject({ name: "Renamed", llm });
+
+    // Plan and limits are the operator's.
+    expect((await send("/api/v1/workspace", workspace.key, "PATCH", { plan: "enterprise" })).status).toBe(422);
+  });
+
+  it("needs the admin scope to change settings or manage keys", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const reader = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    expect((await send("/api/v1/workspace", reader.key)).status).toBe(200);
+    const forbidden = await send("/api/v1/workspace", reader.key, "PATCH", { name: "nope" });
+    expect(forbidden.status).toBe(403);
+    expect(await forbidden.json()).toMatchObject({ code: "FORBIDDEN", required_scope: "admin" });
+    expect((await send("/api/v1/api-keys", reader.key)).status).toBe(403);
+  });
+});
