@@ -1,0 +1,95 @@
+/**
+ * The LLM router's contract, shared by the agent runtime (tasks), the
+ * OpenAI-compatible endpoint and the provider adapters. Messages and tools use
+ * the OpenAI chat-completions shape, which every adapter maps to and from.
+ */
+
+export type ChatRole = "system" | "user" | "assistant" | "tool";
+
+export interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; /** JSON text, as providers send it. */ arguments: string };
+}
+
+export interface ChatMessage {
+  role: ChatRole;
+  content: string | null;
+  tool_calls?: ToolCall[];
+  /** For role "tool": the call this answers. */
+  tool_call_id?: string;
+  name?: string;
+}
+
+export interface ToolDefinition {
+  type: "function";
+  function: { name: string; description?: string; parameters: Record<string, unknown> };
+}
+
+export interface TokenUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatRequest {
+  messages: ChatMessage[];
+  tools?: ToolDefinition[];
+  /** A model name or "provider:model"; absent → the workspace's routing chain decides. */
+  model?: string;
+  max_tokens?: number;
+  temperature?: number;
+}
+
+export interface ChatResult {
+  /** The assistant's message, possibly with tool calls. */
+  message: ChatMessage;
+  finish_reason: "stop" | "length" | "tool_calls" | "content_filter";
+  usage: TokenUsage;
+  cost_usd: number;
+  provider: string;
+  model: string;
+  /** True for the offline `simulated` provider: labelled in every event, usage row and metric. */
+  simulated: boolean;
+  /** Attempts made across providers (1 when the first call succeeded). */
+  attempts: number;
+}
+
+/** Who a call is for, so it is metered, budgeted and attributed. */
+export interface CallContext {
+  workspaceId: string;
+  taskId?: string;
+  runId?: string;
+  agentId?: string;
+  requestId?: string;
+  correlationId?: string;
+  /** Unique per billable call (e.g. `${runId}:${step}`), so a retried consumer never charges twice. */
+  chargeKey: string;
+  signal?: AbortSignal;
+  /** Absolute deadline (epoch ms) for the whole call, retries included. */
+  deadlineMs?: number;
+}
+
+/** Errors the router throws; `retryable` tells a task consumer whether to try the task again later. */
+export type LlmErrorKind =
+  | "budget_exhausted"
+  | "all_providers_failed"
+  | "invalid_request"
+  | "cancelled"
+  | "timeout"
+  | "authentication";
+
+export class LlmError extends Error {
+  readonly kind: LlmErrorKind;
+  readonly retryable: boolean;
+  constructor(kind: LlmErrorKind, message: string, retryable: boolean) {
+    super(message);
+    this.name = "LlmError";
+    this.kind = kind;
+    this.retryable = retryable;
+  }
+}
+
+export interface LlmRouter {
+  chat(request: ChatRequest, context: CallContext): Promise<ChatResult>;
+}
