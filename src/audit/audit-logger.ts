@@ -110,6 +110,7 @@ export function entryRow(entry: AuditEntryInput) {
 /** A drizzle query to put in the SAME `db.batch([...])` as the mutation it records. */
 export function auditInsert(db: Database, entry: AuditEntryInput): BatchItem<"sqlite"> {
   const row = entryRow(entry);
+  notePendingSeal(row.workspaceId);
   return db.insert(auditLogs).values({
     ...row,
     seq: nextSeqSql(row.workspaceId),
@@ -127,14 +128,23 @@ export async function recordAudit(db: Database, entry: AuditEntryInput): Promise
   }
 }
 
-/** Requests that prepared an audit entry: their workspace's chain is sealed after the response. */
-const auditedRequests = new WeakSet<Request>();
+/**
+ * Workspaces this isolate wrote entries for since the last seal. Sealing is
+ * idempotent, so sealing one too many (a batch that then failed, or another
+ * request's workspace) costs one indexed query and is never wrong.
+ */
+const pendingSeal = new Set<string>();
+const MAX_PENDING_WORKSPACES = 1_000;
+
+function notePendingSeal(workspaceId: string): void {
+  // Past the bound the cron and verify still seal; this only makes sealing prompt.
+  if (pendingSeal.size < MAX_PENDING_WORKSPACES) pendingSeal.add(workspaceId);
+}
 
 /** Fields taken from a Hono request context: actor, request id, trace id, IP and user agent. */
 export function auditContext(
   c: Context<HonoEnv>,
 ): Pick<AuditEntryInput, "actor" | "requestId" | "traceId" | "ip" | "userAgent"> {
-  auditedRequests.add(c.req.raw);
   const principal = c.get("principal");
   return {
     actor: principal ? actorOf(principal) : ANONYMOUS_ACTOR,
@@ -145,21 +155,27 @@ export function auditContext(
   };
 }
 
-const READ_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
-
 /**
- * Middleware: once a request that wrote (or prepared) an audit entry has its
- * response, seal its workspace's chain in the background, so entries are
+ * Middleware: once a request has its response, seal the chains of the
+ * workspaces entries were written for, in the background, so entries are
  * hashed within moments rather than at the next verify or cron run.
  */
 export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => {
   await next();
-  const workspaceId = c.get("workspaceId");
-  if (!workspaceId || c.res.status >= 500) return;
-  if (READ_METHODS.has(c.req.method) && !auditedRequests.has(c.req.raw)) return;
+  // The caller's own workspace too: another request may have drained its id before this one's batch committed.
+  const own = c.req.method !== "GET" && c.req.method !== "HEAD" ? c.get("workspaceId") : undefined;
+  if (own) pendingSeal.add(own);
+  if (pendingSeal.size === 0) return;
+  const workspaceIds = [...pendingSeal];
+  pendingSeal.clear();
+  const db = createDb(c.get("config").DB);
   const logger = c.get("logger");
-  const work = sealChain(createDb(c.get("config").DB), workspaceId).catch((error: unknown) =>
-    logger.warn("audit chain sealing failed; the next run seals it", { error }),
+  const work = Promise.all(
+    workspaceIds.map((workspaceId) =>
+      sealChain(db, workspaceId).catch((error: unknown) =>
+        logger.warn("audit chain sealing failed; the next run seals it", { error, workspace_id: workspaceId }),
+      ),
+    ),
   );
   try {
     c.executionCtx.waitUntil(work);

@@ -1,6 +1,7 @@
 import { and, count, desc, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { type ActorType, auditLogs } from "../db/schema.ts";
+import type { AuditAction } from "./actions.ts";
 import { STORED_COLUMNS, type StoredRow } from "./chain.ts";
 import {
   type AuditFilters,
@@ -19,7 +20,7 @@ export interface AuditLogItem {
   workspace_id: string;
   created_at: string;
   actor: { type: ActorType; id: string; display: string | null };
-  action: string;
+  action: AuditAction;
   resource_type: string;
   resource_id: string | null;
   request_id: string | null;
@@ -48,7 +49,7 @@ export function toItem(row: StoredRow): AuditLogItem {
     workspace_id: row.workspace_id,
     created_at: row.created_at,
     actor: { type: row.actor_type as ActorType, id: row.actor_id, display: row.actor_display },
-    action: row.action,
+    action: row.action as AuditAction,
     resource_type: row.resource_type,
     resource_id: row.resource_id,
     request_id: row.request_id,

@@ -184,7 +184,7 @@ export function registerAuditLogRoutes(app: OpenAPIHono<HonoEnv>): void {
 
   app.openapi(listRoute, async (c) => {
     const page = await listAuditLogs(createDb(c.get("config").DB), workspaceOf(c), c.req.valid("query"));
-    return c.json(page as z.infer<(typeof listRoute.responses)[200]["content"]["application/json"]["schema"]>, 200);
+    return c.json(page, 200);
   });
 
   app.openapi(exportRoute, async (c) => {

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { eq, sql } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
+import { type ChainedRow, entryHash } from "../../src/audit/canonical.ts";
 import { type AuditEntryInput, auditInsert, recordAudit, sealChain, verifyChain } from "../../src/audit/index.ts";
 import { runAuditRetention } from "../../src/audit/retention.ts";
 import { createDb } from "../../src/db/client.ts";
@@ -125,12 +126,11 @@ describe("hash chain", () => {
     const report = await verifyChain(db, ws);
     expect(report.first_broken?.seq).toBe(2);
     // Forge the hash properly: the next entry's prev_hash no longer matches.
-    const { entryHash } = await import("../../src/audit/canonical.ts");
     const [first, second] = await env.DB.prepare(
       "SELECT * FROM audit_logs WHERE workspace_id = ? AND seq <= 2 ORDER BY seq",
     )
       .bind(ws)
-      .all<Record<string, never>>()
+      .all<ChainedRow & { hash: string }>()
       .then((result) => result.results);
     const forged = await entryHash(first.hash, second);
     await env.DB.prepare("UPDATE audit_logs SET hash = ? WHERE id = ?").bind(forged, second.id).run();
