@@ -35,3 +35,13 @@ export function problemResponses(...codes: ProblemCode[]) {
 }
 
 export const BEARER_AUTH = "bearerAuth";
+
+/** A required JSON request body, for a route's `request.body`. */
+export function jsonBody<T extends z.ZodType>(schema: T) {
+  return { required: true, content: { "application/json": { schema } } };
+}
+
+/** A JSON response, for a route's `responses`. */
+export function jsonResponse<T extends z.ZodType>(description: string, schema: T) {
+  return { description, content: { "application/json": { schema } } };
+}

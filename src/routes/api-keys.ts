@@ -4,7 +4,7 @@ import { listApiKeys, newApiKey, revokeStatement, toApiKeyView } from "../auth/a
 import { actorOf } from "../auth/principal.ts";
 import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
 import { apiKeys } from "../db/schema.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -24,9 +24,9 @@ const createKeyRoute = createRoute({
   description: "The secret `key` is in this response only. Stored as a SHA-256 hash.",
   "x-audit-action": "api_key.create",
   middleware: [requireScope("admin")] as const,
-  request: { body: { required: true, content: { "application/json": { schema: NewApiKeySchema } } } },
+  request: { body: jsonBody(NewApiKeySchema) },
   responses: {
-    201: { description: "Created.", content: { "application/json": { schema: CreatedApiKeySchema } } },
+    201: jsonResponse("Created.", CreatedApiKeySchema),
     ...PROBLEMS,
     ...problemResponses("VALIDATION_FAILED"),
   },
@@ -62,7 +62,7 @@ const revokeKeyRoute = createRoute({
   middleware: [requireScope("admin")] as const,
   request: { params: KeyIdParam },
   responses: {
-    200: { description: "The revoked key.", content: { "application/json": { schema: ApiKeySchema } } },
+    200: jsonResponse("The revoked key.", ApiKeySchema),
     ...PROBLEMS,
     ...problemResponses("NOT_FOUND"),
   },

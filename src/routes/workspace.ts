@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { auditContext, auditInsert } from "../audit/index.ts";
 import { tenantDb } from "../auth/tenant-access.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -25,7 +25,7 @@ const getRoute = createRoute({
   description: "Limits, budgets, queue depth (pending, queued, running tasks) and LLM routing.",
   middleware: [requireScope("tasks:read")] as const,
   responses: {
-    200: { description: "Your workspace.", content: { "application/json": { schema: WorkspaceSchema } } },
+    200: jsonResponse("Your workspace.", WorkspaceSchema),
     ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"),
   },
 });
@@ -40,23 +40,18 @@ const patchRoute = createRoute({
   "x-audit-action": "workspace.update",
   middleware: [requireScope("admin")] as const,
   request: {
-    body: {
-      required: true,
-      content: {
-        "application/json": {
-          schema: z
-            .object({
-              name: z.string().trim().min(1).max(100).optional(),
-              llm: LlmRoutingSchema.nullable().optional(),
-            })
-            .strict()
-            .openapi("WorkspacePatch"),
-        },
-      },
-    },
+    body: jsonBody(
+      z
+        .object({
+          name: z.string().trim().min(1).max(100).optional(),
+          llm: LlmRoutingSchema.nullable().optional(),
+        })
+        .strict()
+        .openapi("WorkspacePatch"),
+    ),
   },
   responses: {
-    200: { description: "The changed workspace.", content: { "application/json": { schema: WorkspaceSchema } } },
+    200: jsonResponse("The changed workspace.", WorkspaceSchema),
     ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
   },
 });

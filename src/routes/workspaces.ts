@@ -3,7 +3,7 @@ import { auditContext, auditInsert } from "../audit/index.ts";
 import { newApiKey, toApiKeyView } from "../auth/api-keys.ts";
 import { createDb } from "../db/client.ts";
 import { apiKeys, workspaces } from "../db/schema.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireOperator } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -39,32 +39,23 @@ const createWorkspaceRoute = createRoute({
   "x-audit-action": "workspace.create",
   middleware: [requireOperator] as const,
   request: {
-    body: {
-      required: true,
-      content: {
-        "application/json": {
-          schema: z
-            .object({
-              name: z.string().trim().min(1).max(100),
-              plan: z.enum(PLANS).default("free"),
-              limits: LimitsPatchSchema.optional(),
-              api_key: NewApiKeySchema.optional().openapi({ description: "The first key; default: an admin key." }),
-            })
-            .strict()
-            .openapi("NewWorkspace"),
-        },
-      },
-    },
+    body: jsonBody(
+      z
+        .object({
+          name: z.string().trim().min(1).max(100),
+          plan: z.enum(PLANS).default("free"),
+          limits: LimitsPatchSchema.optional(),
+          api_key: NewApiKeySchema.optional().openapi({ description: "The first key; default: an admin key." }),
+        })
+        .strict()
+        .openapi("NewWorkspace"),
+    ),
   },
   responses: {
-    201: {
-      description: "Created.",
-      content: {
-        "application/json": {
-          schema: z.object({ workspace: WorkspaceSchema, api_key: CreatedApiKeySchema }).openapi("CreatedWorkspace"),
-        },
-      },
-    },
+    201: jsonResponse(
+      "Created.",
+      z.object({ workspace: WorkspaceSchema, api_key: CreatedApiKeySchema }).openapi("CreatedWorkspace"),
+    ),
     ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
   },
 });
@@ -78,7 +69,7 @@ const getWorkspaceRoute = createRoute({
   middleware: [requireOperator] as const,
   request: { params: WorkspaceIdParam },
   responses: {
-    200: { description: "The workspace.", content: { "application/json": { schema: WorkspaceSchema } } },
+    200: jsonResponse("The workspace.", WorkspaceSchema),
     ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED"),
   },
 });
@@ -94,24 +85,19 @@ const patchWorkspaceRoute = createRoute({
   middleware: [requireOperator] as const,
   request: {
     params: WorkspaceIdParam,
-    body: {
-      required: true,
-      content: {
-        "application/json": {
-          schema: z
-            .object({
-              name: z.string().trim().min(1).max(100).optional(),
-              plan: z.enum(PLANS).optional(),
-              limits: LimitsPatchSchema.optional(),
-            })
-            .strict()
-            .openapi("WorkspaceOperatorPatch"),
-        },
-      },
-    },
+    body: jsonBody(
+      z
+        .object({
+          name: z.string().trim().min(1).max(100).optional(),
+          plan: z.enum(PLANS).optional(),
+          limits: LimitsPatchSchema.optional(),
+        })
+        .strict()
+        .openapi("WorkspaceOperatorPatch"),
+    ),
   },
   responses: {
-    200: { description: "The changed workspace.", content: { "application/json": { schema: WorkspaceSchema } } },
+    200: jsonResponse("The changed workspace.", WorkspaceSchema),
     ...OPERATOR_PROBLEMS,
     ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
