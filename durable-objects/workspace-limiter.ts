@@ -1,4 +1,11 @@
 import { DurableObject } from "cloudflare:workers";
+import {
+  type AdmissionSnapshot,
+  type Dispatch,
+  type SubmitInput,
+  type SubmitResult,
+  TaskAdmission,
+} from "../src/limits/admission.ts";
 import { LimiterCore } from "../src/limits/limiter-core.ts";
 import type {
   AcquireInput,
@@ -11,8 +18,9 @@ import type {
 
 /**
  * One per workspace (addressed by workspace id): its token buckets and client
- * strikes today; task concurrency slots, the priority admission queue and
- * token budgets later. A thin RPC shell over LimiterCore, which the tests
+ * strikes, its task admission (running slots as leases, the pending line by
+ * priority then age; src/limits/admission.ts) and, later, token budgets. A
+ * thin RPC shell over LimiterCore and TaskAdmission, which the tests
  * drive directly. State lives in this object's SQLite storage.
  *
  * Buckets run on the object's own clock, never the caller's: isolates on
@@ -22,10 +30,62 @@ import type {
  */
 export class WorkspaceLimiter extends DurableObject {
   readonly #core: LimiterCore;
+  readonly #admission: TaskAdmission;
+  /** The alarm this object last set (epoch ms), so calls do not reset it needlessly. */
+  #alarmAtMs: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
+    // LimiterCore runs the schema migrations, so it is built first.
     this.#core = new LimiterCore(ctx.storage);
+    this.#admission = new TaskAdmission(ctx.storage);
+  }
+
+  /** Admission of a new task: a slot now (the caller sends `dispatch`), a place in line, or a refusal. */
+  async submitTask(input: SubmitInput): Promise<SubmitResult> {
+    const result = this.#admission.submit({ ...input, nowMs: Date.now() });
+    await this.#scheduleExpiry();
+    return result;
+  }
+
+  /** Ended tasks give back their slots; the caller sends the pending tasks released into them. */
+  async finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number }> {
+    const result = this.#admission.finish({ taskIds, nowMs: Date.now() });
+    await this.#scheduleExpiry();
+    return result;
+  }
+
+  /** A consumer keeps these slots for `leaseMs` more (a task started, or its retry is scheduled). */
+  async renewTasks(taskIds: string[], leaseMs: number): Promise<{ renewed: string[] }> {
+    const result = this.#admission.renew({ taskIds, leaseMs, nowMs: Date.now() });
+    await this.#scheduleExpiry();
+    return result;
+  }
+
+  async admissionSnapshot(): Promise<AdmissionSnapshot> {
+    return this.#admission.snapshot();
+  }
+
+  /** Lapsed leases: sent again to the task queue, or given up to the dead-letter queue. */
+  override async alarm(): Promise<void> {
+    this.#alarmAtMs = null;
+    const { redispatch, abandoned, dispatch } = this.#admission.expire({ nowMs: Date.now() });
+    const env = this.env as Cloudflare.Env & { TASKS_QUEUE: Queue; TASKS_DLQ: Queue };
+    const toQueue = [...redispatch, ...dispatch].map((item) => ({ body: item.message }));
+    if (toQueue.length > 0) await env.TASKS_QUEUE.sendBatch(toQueue);
+    if (abandoned.length > 0) {
+      await env.TASKS_DLQ.sendBatch(
+        abandoned.map((item) => ({ body: { ...(item.message as object), reason: "lease_expired" } })),
+      );
+    }
+    await this.#scheduleExpiry();
+  }
+
+  async #scheduleExpiry(): Promise<void> {
+    const nextMs = this.#admission.nextExpiryMs();
+    if (nextMs === null || (this.#alarmAtMs !== null && this.#alarmAtMs <= nextMs)) return;
+    this.#alarmAtMs = nextMs;
+    await this.ctx.storage.setAlarm(nextMs);
   }
 
   async acquire(input: AcquireInput): Promise<AcquireResult> {

@@ -1,3 +1,4 @@
+import { ADMISSION_MIGRATION } from "./admission-store.ts";
 import type { StrikeState } from "./strikes.ts";
 import type { BucketState } from "./token-bucket.ts";
 
@@ -31,6 +32,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
      )`,
     "CREATE INDEX limiter_strikes_expires_at ON limiter_strikes (expires_at_ms)",
   ],
+  // 1 → 2: task admission (pending line and leased slots), src/limits/admission-store.ts.
+  ADMISSION_MIGRATION,
 ];
 
 export const LIMITER_SCHEMA_VERSION = MIGRATIONS.length;

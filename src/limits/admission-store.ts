@@ -1,0 +1,158 @@
+import type { LimiterStorage } from "./limiter-store.ts";
+
+/**
+ * SQLite access for task admission inside the WorkspaceLimiter: the tables
+ * `limiter_tasks` (pending tasks and leased slots) and `limiter_admission`
+ * (the caps last seen). Created by step 2 of limiter-store.ts MIGRATIONS.
+ */
+
+export const ADMISSION_MIGRATION: readonly string[] = [
+  `CREATE TABLE limiter_tasks (
+     task_id TEXT PRIMARY KEY,
+     state TEXT NOT NULL,
+     priority INTEGER NOT NULL,
+     submitted_at_ms INTEGER NOT NULL,
+     order_ms INTEGER NOT NULL,
+     lease_expires_at_ms INTEGER,
+     lease_expiries INTEGER NOT NULL DEFAULT 0,
+     message TEXT NOT NULL
+   )`,
+  "CREATE INDEX limiter_tasks_pending_order ON limiter_tasks (state, order_ms, task_id)",
+  "CREATE INDEX limiter_tasks_lease_expiry ON limiter_tasks (state, lease_expires_at_ms)",
+  "CREATE TABLE limiter_admission (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+];
+
+export type SlotState = "pending" | "leased";
+
+export interface AdmissionRow {
+  taskId: string;
+  state: SlotState;
+  priority: number;
+  submittedAtMs: number;
+  orderMs: number;
+  leaseExpiresAtMs: number | null;
+  leaseExpiries: number;
+  message: string;
+}
+
+type Row = {
+  task_id: string;
+  state: SlotState;
+  priority: number;
+  submitted_at_ms: number;
+  order_ms: number;
+  lease_expires_at_ms: number | null;
+  lease_expiries: number;
+  message: string;
+};
+
+const COLUMNS = "task_id, state, priority, submitted_at_ms, order_ms, lease_expires_at_ms, lease_expiries, message";
+
+function fromRow(row: Row): AdmissionRow {
+  return {
+    taskId: row.task_id,
+    state: row.state,
+    priority: row.priority,
+    submittedAtMs: row.submitted_at_ms,
+    orderMs: row.order_ms,
+    leaseExpiresAtMs: row.lease_expires_at_ms,
+    leaseExpiries: row.lease_expiries,
+    message: row.message,
+  };
+}
+
+export class AdmissionStore {
+  readonly #storage: LimiterStorage;
+
+  constructor(storage: LimiterStorage) {
+    this.#storage = storage;
+  }
+
+  atomically<T>(write: () => T): T {
+    return this.#storage.transactionSync(write);
+  }
+
+  get(taskId: string): AdmissionRow | null {
+    const row = this.#storage.sql
+      .exec<Row>(`SELECT ${COLUMNS} FROM limiter_tasks WHERE task_id = ?`, taskId)
+      .toArray()[0];
+    return row ? fromRow(row) : null;
+  }
+
+  count(state: SlotState): number {
+    return this.#storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM limiter_tasks WHERE state = ?", state).one()
+      .n;
+  }
+
+  insert(row: AdmissionRow): void {
+    this.#storage.sql.exec(
+      `INSERT INTO limiter_tasks (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      row.taskId,
+      row.state,
+      row.priority,
+      row.submittedAtMs,
+      row.orderMs,
+      row.leaseExpiresAtMs,
+      row.leaseExpiries,
+      row.message,
+    );
+  }
+
+  /** The first `limit` pending tasks: lowest effective order (priority-adjusted age) first. */
+  nextPending(limit: number): AdmissionRow[] {
+    return this.#storage.sql
+      .exec<Row>(
+        `SELECT ${COLUMNS} FROM limiter_tasks WHERE state = 'pending' ORDER BY order_ms, task_id LIMIT ?`,
+        limit,
+      )
+      .toArray()
+      .map(fromRow);
+  }
+
+  lease(taskId: string, expiresAtMs: number, expiries?: number): void {
+    this.#storage.sql.exec(
+      `UPDATE limiter_tasks SET state = 'leased', lease_expires_at_ms = ?, lease_expiries = coalesce(?, lease_expiries)
+       WHERE task_id = ?`,
+      expiresAtMs,
+      expiries ?? null,
+      taskId,
+    );
+  }
+
+  delete(taskId: string): boolean {
+    return this.#storage.sql.exec("DELETE FROM limiter_tasks WHERE task_id = ?", taskId).rowsWritten > 0;
+  }
+
+  expiredLeases(nowMs: number): AdmissionRow[] {
+    return this.#storage.sql
+      .exec<Row>(
+        `SELECT ${COLUMNS} FROM limiter_tasks WHERE state = 'leased' AND lease_expires_at_ms <= ? ORDER BY lease_expires_at_ms`,
+        nowMs,
+      )
+      .toArray()
+      .map(fromRow);
+  }
+
+  earliestLeaseExpiry(): number | null {
+    return (
+      this.#storage.sql
+        .exec<{ at: number | null }>("SELECT min(lease_expires_at_ms) AS at FROM limiter_tasks WHERE state = 'leased'")
+        .one().at ?? null
+    );
+  }
+
+  setting(key: string): number | null {
+    const row = this.#storage.sql
+      .exec<{ value: number }>("SELECT value FROM limiter_admission WHERE key = ?", key)
+      .toArray()[0];
+    return row?.value ?? null;
+  }
+
+  saveSetting(key: string, value: number): void {
+    this.#storage.sql.exec(
+      "INSERT INTO limiter_admission (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      key,
+      value,
+    );
+  }
+}
