@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { EventHub } from "../durable-objects/event-hub.ts";
+import type { ProviderBreaker } from "../durable-objects/provider-breaker.ts";
 import type { WorkspaceLimiter } from "../durable-objects/workspace-limiter.ts";
 
 /**
@@ -32,6 +33,9 @@ export const EnvSchema = z
     TASKS_DLQ: binding<Queue>("TASKS_DLQ"),
     ARTIFACTS: binding<R2Bucket>("ARTIFACTS"),
     METRICS: binding<AnalyticsEngineDataset>("METRICS").optional(),
+    PROVIDER_BREAKER: binding<DurableObjectNamespace<ProviderBreaker>>("PROVIDER_BREAKER"),
+    /** Workers AI. Not bound in wrangler.toml: under `wrangler dev` it needs a Cloudflare account (src/llm/adapters/workers-ai.ts). */
+    AI: binding<Ai>("AI").optional(),
 
     ENVIRONMENT: z.enum(["development", "test", "staging", "production"]).default("development"),
     LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
@@ -57,6 +61,14 @@ export const EnvSchema = z
     SENTRY_RELEASE: optionalSecret,
 
     LLM_DEFAULT_CHAIN: z.string().default("simulated"),
+    OPENAI_API_KEY: optionalSecret,
+    OPENAI_BASE_URL: optionalUrl,
+    ANTHROPIC_API_KEY: optionalSecret,
+    ANTHROPIC_BASE_URL: optionalUrl,
+    AZURE_OPENAI_API_KEY: optionalSecret,
+    AZURE_OPENAI_ENDPOINT: optionalUrl,
+    AZURE_OPENAI_API_VERSION: optionalSecret,
+    LOCAL_LLM_BASE_URL: optionalUrl,
 
     /** Registers `/__debug/*` routes that fail on purpose; refused in production. */
     ENABLE_DEBUG_ROUTES: z

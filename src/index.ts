@@ -6,6 +6,7 @@ import { handleQueueBatch } from "./queues/consumer.ts";
 import { handleScheduled } from "./scheduled.ts";
 
 export { EventHub } from "../durable-objects/event-hub.ts";
+export { ProviderBreaker } from "../durable-objects/provider-breaker.ts";
 export { WorkspaceLimiter } from "../durable-objects/workspace-limiter.ts";
 
 const app = createApp();

@@ -5,7 +5,7 @@ declare global {
   namespace Cloudflare {
     interface GlobalProps {
       mainModule: typeof import("../src/index.ts");
-      durableNamespaces: "WorkspaceLimiter" | "EventHub";
+      durableNamespaces: "WorkspaceLimiter" | "EventHub" | "ProviderBreaker";
     }
     interface Env extends WorkerEnv {
       /** Migrations read by vitest.config.ts, applied by test/apply-migrations.ts. */

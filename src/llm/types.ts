@@ -9,7 +9,7 @@ export type ChatRole = "system" | "user" | "assistant" | "tool";
 export interface ToolCall {
   id: string;
   type: "function";
-  function: { name: string; /** JSON text, as providers send it. */ arguments: string };
+  function: { name: string /** JSON text, as providers send it. */; arguments: string };
 }
 
 export interface ChatMessage {

@@ -1,0 +1,214 @@
+import type { AdapterCall, AdapterResult, ProviderAdapter, StreamEvent } from "../provider.ts";
+import { ProviderError } from "../provider.ts";
+import { estimatePromptTokens } from "../tokens.ts";
+import type { ChatMessage, ToolCall } from "../types.ts";
+
+/**
+ * The offline provider: deterministic answers with configurable latency,
+ * token counts, tool calls and failure rate. It is what `npm run dev` and the
+ * benchmarks run on, and everything it produces is labelled `simulated`.
+ *
+ * Settings come from the adapter's options, overridden per call by the model
+ * name's query string, e.g. `sim-1?latency_ms=200&completion_tokens=50&failure_rate=0.1&tool_calls=1`,
+ * so a workspace's routing chain can describe the behaviour it wants.
+ */
+
+export interface SimulatedOptions {
+  latencyMs: number;
+  completionTokens: number;
+  /** Tool calls made when the request offers tools and the last message is not a tool result. */
+  toolCalls: number;
+  /** Share of calls (0..1) answered with `failureStatus`, decided by a seeded generator. */
+  failureRate: number;
+  failureStatus: number;
+  /** Deltas per streamed answer (one word each at most). */
+  streamChunks: number;
+}
+
+export const SIMULATED_DEFAULTS: SimulatedOptions = {
+  latencyMs: 0,
+  completionTokens: 24,
+  toolCalls: 1,
+  failureRate: 0,
+  failureStatus: 503,
+  streamChunks: 8,
+};
+
+const QUERY_KEYS: Record<string, keyof SimulatedOptions> = {
+  latency_ms: "latencyMs",
+  completion_tokens: "completionTokens",
+  tool_calls: "toolCalls",
+  failure_rate: "failureRate",
+  failure_status: "failureStatus",
+  stream_chunks: "streamChunks",
+};
+
+export function simulatedSettings(model: string, base: SimulatedOptions): SimulatedOptions {
+  const query = model.indexOf("?");
+  if (query === -1) return base;
+  const settings = { ...base };
+  for (const [key, value] of new URLSearchParams(model.slice(query + 1))) {
+    const field = QUERY_KEYS[key];
+    const number = Number(value);
+    if (field && Number.isFinite(number) && number >= 0) settings[field] = number;
+  }
+  return settings;
+}
+
+/** FNV-1a: a stable seed from the request, so the same conversation gets the same answer. */
+function hash(text: string): number {
+  let value = 0x811c9dc5;
+  for (let index = 0; index < text.length; index++) {
+    value ^= text.charCodeAt(index);
+    value = Math.imul(value, 0x01000193);
+  }
+  return value >>> 0;
+}
+
+/** mulberry32: a small seeded generator, enough for deterministic failure draws. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+const WORDS = [
+  "the",
+  "change",
+  "keeps",
+  "each",
+  "test",
+  "green",
+  "and",
+  "the",
+  "code",
+  "small",
+  "so",
+  "review",
+  "is",
+  "easy",
+];
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0) return signal.aborted ? Promise.reject(signal.reason) : Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+export class SimulatedAdapter implements ProviderAdapter {
+  readonly name = "simulated";
+  readonly simulated = true;
+  readonly #options: SimulatedOptions;
+  /** Calls so far: part of the failure seed, so retries of one request can draw differently. */
+  #calls = 0;
+
+  constructor(options: Partial<SimulatedOptions> = {}) {
+    this.#options = { ...SIMULATED_DEFAULTS, ...options };
+  }
+
+  async complete(call: AdapterCall): Promise<AdapterResult> {
+    const settings = simulatedSettings(call.model, this.#options);
+    await this.#wait(call, settings);
+    return this.#answer(call, settings);
+  }
+
+  async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
+    const settings = simulatedSettings(call.model, this.#options);
+    await this.#wait(call, settings);
+    const result = this.#answer(call, settings);
+    if (result.message.tool_calls) {
+      yield {
+        type: "delta",
+        tool_calls: result.message.tool_calls.map((toolCall, index) => ({
+          index,
+          id: toolCall.id,
+          type: "function" as const,
+          function: { name: toolCall.function.name, arguments: toolCall.function.arguments },
+        })),
+      };
+    } else {
+      for (const piece of splitInto(result.message.content ?? "", settings.streamChunks)) {
+        if (call.signal.aborted) throw new ProviderError("cancelled", "the call was cancelled");
+        yield { type: "delta", content: piece };
+      }
+    }
+    yield { type: "done", result };
+  }
+
+  async #wait(call: AdapterCall, settings: SimulatedOptions): Promise<void> {
+    const seed = hash(`${call.model}\u0000${JSON.stringify(call.messages)}`) ^ this.#calls++;
+    try {
+      await sleep(settings.latencyMs, call.signal);
+    } catch {
+      const reason = call.signal.reason;
+      throw reason instanceof Error && reason.name === "TimeoutError"
+        ? new ProviderError("timeout", "simulated provider timed out")
+        : new ProviderError("cancelled", "the call was cancelled");
+    }
+    if (settings.failureRate > 0 && seeded(seed)() < settings.failureRate) {
+      throw new ProviderError("http", `simulated failure ${settings.failureStatus}`, {
+        status: settings.failureStatus,
+      });
+    }
+  }
+
+  #answer(call: AdapterCall, settings: SimulatedOptions): AdapterResult {
+    const promptTokens = estimatePromptTokens(call.messages, call.tools);
+    const last = call.messages.at(-1);
+    const tools = call.tools ?? [];
+    if (tools.length > 0 && settings.toolCalls > 0 && last?.role !== "tool") {
+      const seed = hash(JSON.stringify(call.messages));
+      const toolCalls: ToolCall[] = Array.from({ length: settings.toolCalls }, (_, index) => ({
+        id: `call_sim_${(seed + index).toString(36)}`,
+        type: "function",
+        function: { name: tools[index % tools.length].function.name, arguments: "{}" },
+      }));
+      const completion = Math.min(settings.completionTokens, 10 * toolCalls.length);
+      return {
+        message: { role: "assistant", content: null, tool_calls: toolCalls },
+        finish_reason: "tool_calls",
+        usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion },
+      };
+    }
+    const limit =
+      call.max_tokens !== undefined ? Math.min(call.max_tokens, settings.completionTokens) : settings.completionTokens;
+    const text = answerText(last, limit);
+    return {
+      message: { role: "assistant", content: text },
+      finish_reason: limit < settings.completionTokens ? "length" : "stop",
+      usage: { prompt_tokens: promptTokens, completion_tokens: limit, total_tokens: promptTokens + limit },
+    };
+  }
+}
+
+/** `tokens` words: "[simulated]" then words picked by the last message's hash. */
+function answerText(last: ChatMessage | undefined, tokens: number): string {
+  if (tokens <= 0) return "";
+  const seed = hash(last?.content ?? "");
+  const words = ["[simulated]"];
+  for (let index = 1; index < tokens; index++) words.push(WORDS[(seed + index * 7) % WORDS.length]);
+  return words.join(" ");
+}
+
+function splitInto(text: string, pieces: number): string[] {
+  const words = text.split(/(?<= )/);
+  const count = Math.max(1, Math.min(pieces, words.length));
+  const size = Math.ceil(words.length / count);
+  const out: string[] = [];
+  for (let index = 0; index < words.length; index += size) out.push(words.slice(index, index + size).join(""));
+  return out;
+}

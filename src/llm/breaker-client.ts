@@ -1,0 +1,150 @@
+import {
+  acquireTrial,
+  type BreakerPolicy,
+  type BreakerState,
+  type BreakerStateName,
+  type BreakerView,
+  CLOSED,
+  DEFAULT_BREAKER_POLICY,
+  recordOutcomes,
+  viewOf,
+} from "./breaker-core.ts";
+import type { BreakerGate } from "./router.ts";
+
+/**
+ * The isolate's side of the circuit breakers. The shared state lives in the
+ * ProviderBreaker Durable Object (one per provider); each isolate keeps a copy
+ * per (provider, model) that answers `state()` with no round trip. Its own
+ * outcomes apply to the copy at once (so five failures here open it here
+ * immediately) and go to the object: failures right away, successes batched
+ * into the next sync. A copy older than `SYNC_INTERVAL_MS` is refreshed in the
+ * background, so another isolate's opening shows here within about that long.
+ * Only the half-open trial waits for the object, which grants it to one caller.
+ */
+
+export interface BreakerRemote {
+  sync(provider: string, model: string, outcomes: Outcome[]): Promise<BreakerState>;
+  tryTrial(provider: string, model: string): Promise<{ granted: boolean; state: BreakerState }>;
+}
+
+export interface Outcome {
+  atMs: number;
+  ok: boolean;
+  error?: string;
+}
+
+const SYNC_INTERVAL_MS = 1_000;
+const MAX_PENDING_OUTCOMES = 200;
+
+interface Entry {
+  state: BreakerState;
+  syncedAtMs: number;
+  pending: Outcome[];
+  syncing: boolean;
+}
+
+function split(key: string): [string, string] {
+  const colon = key.indexOf(":");
+  return [key.slice(0, colon), key.slice(colon + 1)];
+}
+
+export class BreakerClient {
+  readonly #remote: BreakerRemote | undefined;
+  readonly #policy: BreakerPolicy;
+  readonly #now: () => number;
+  readonly #entries = new Map<string, Entry>();
+
+  constructor(remote?: BreakerRemote, options: { policy?: BreakerPolicy; now?: () => number } = {}) {
+    this.#remote = remote;
+    this.#policy = options.policy ?? DEFAULT_BREAKER_POLICY;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** A gate for one request or batch: background syncs are kept alive by its waitUntil. */
+  gate(waitUntil?: (promise: Promise<unknown>) => void): BreakerGate {
+    const background = (work: Promise<unknown>) => (waitUntil ? waitUntil(work) : undefined);
+    return {
+      state: (key) => this.state(key, background),
+      tryTrial: (key) => this.tryTrial(key),
+      record: (key, ok, error) => this.record(key, ok, error, background),
+    };
+  }
+
+  view(key: string): BreakerView {
+    return viewOf(this.#entry(key).state, this.#now(), this.#policy);
+  }
+
+  state(key: string, background: (work: Promise<unknown>) => void = () => {}): BreakerStateName {
+    const entry = this.#entry(key);
+    if (this.#remote && this.#now() - entry.syncedAtMs >= SYNC_INTERVAL_MS) background(this.#sync(key, entry));
+    return viewOf(entry.state, this.#now(), this.#policy).state;
+  }
+
+  async tryTrial(key: string): Promise<boolean> {
+    const entry = this.#entry(key);
+    if (!this.#remote) {
+      const outcome = acquireTrial(entry.state, this.#now(), this.#policy);
+      entry.state = outcome.state;
+      return outcome.granted;
+    }
+    try {
+      const [provider, model] = split(key);
+      const answer = await this.#remote.tryTrial(provider, model);
+      entry.state = answer.state;
+      entry.syncedAtMs = this.#now();
+      return answer.granted;
+    } catch {
+      // The shared breaker is unreachable: decide locally rather than block the call.
+      const outcome = acquireTrial(entry.state, this.#now(), this.#policy);
+      entry.state = outcome.state;
+      return outcome.granted;
+    }
+  }
+
+  record(key: string, ok: boolean, error?: string, background: (work: Promise<unknown>) => void = () => {}): void {
+    const entry = this.#entry(key);
+    const nowMs = this.#now();
+    const outcome: Outcome = { atMs: nowMs, ok, ...(error ? { error } : {}) };
+    const before = viewOf(entry.state, nowMs, this.#policy).state;
+    entry.state = recordOutcomes(entry.state, [outcome], nowMs, this.#policy);
+    if (!this.#remote) return;
+    if (entry.pending.length < MAX_PENDING_OUTCOMES) entry.pending.push(outcome);
+    // Failures and any change of state travel at once; steady successes ride the next periodic sync.
+    if (!ok || before !== "closed" || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS) background(this.#sync(key, entry));
+  }
+
+  /** Waits for outstanding outcomes to reach the shared breaker (tests, and before a snapshot). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.#entries].map(([key, entry]) => this.#sync(key, entry)));
+  }
+
+  #entry(key: string): Entry {
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      entry = { state: CLOSED, syncedAtMs: Number.NEGATIVE_INFINITY, pending: [], syncing: false };
+      this.#entries.set(key, entry);
+    }
+    return entry;
+  }
+
+  async #sync(key: string, entry: Entry): Promise<void> {
+    if (!this.#remote || entry.syncing) return;
+    entry.syncing = true;
+    const outcomes = entry.pending;
+    entry.pending = [];
+    try {
+      const [provider, model] = split(key);
+      const shared = await this.#remote.sync(provider, model, outcomes);
+      // Outcomes recorded while the call was out are not in the object's answer yet: replay them on top.
+      entry.state =
+        entry.pending.length > 0 ? recordOutcomes(shared, entry.pending, this.#now(), this.#policy) : shared;
+      entry.syncedAtMs = this.#now();
+    } catch {
+      // Keep them for the next sync; meanwhile the local copy still decides.
+      entry.pending = [...outcomes, ...entry.pending].slice(-MAX_PENDING_OUTCOMES);
+      entry.syncedAtMs = this.#now();
+    } finally {
+      entry.syncing = false;
+    }
+  }
+}

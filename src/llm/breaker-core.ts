@@ -1,0 +1,147 @@
+/**
+ * Circuit-breaker state per (provider, model), as plain data and functions so
+ * the Durable Object, the isolate's cache and the tests share one definition.
+ *
+ * Opens after 5 consecutive failures, or at ≥50% failures over ≥10 calls in
+ * the last 60 s. After 30 s it is half-open: one trial call is let through;
+ * its success closes the breaker, its failure opens it for another 30 s.
+ * Outcomes that say nothing about the provider's health (400, 401, 404) are
+ * never recorded.
+ */
+
+export type BreakerStateName = "closed" | "open" | "half_open";
+
+export interface BreakerPolicy {
+  consecutiveFailures: number;
+  minCalls: number;
+  failureRatio: number;
+  windowMs: number;
+  openMs: number;
+  /** A trial that never reports back (its isolate died) frees the slot after this long. */
+  trialTimeoutMs: number;
+}
+
+export const DEFAULT_BREAKER_POLICY: BreakerPolicy = {
+  consecutiveFailures: 5,
+  minCalls: 10,
+  failureRatio: 0.5,
+  windowMs: 60_000,
+  openMs: 30_000,
+  trialTimeoutMs: 60_000,
+};
+
+/** The window keeps at most this many outcomes: enough for the ratio, bounded under load. */
+const MAX_OUTCOMES = 200;
+
+export interface BreakerState {
+  /** "open" is stored; "half_open" is derived from the time (see `viewOf`). */
+  open: boolean;
+  openedAtMs: number | null;
+  consecutiveFailures: number;
+  /** [epoch ms, 1 = success | 0 = failure], oldest first, within the window. */
+  outcomes: [number, 0 | 1][];
+  trialStartedAtMs: number | null;
+  lastError: string | null;
+}
+
+export interface BreakerView {
+  state: BreakerStateName;
+  /** Failures / calls within the window (0 without calls). */
+  errorRate: number;
+  calls: number;
+  consecutiveFailures: number;
+  openedAtMs: number | null;
+  /** When a half-open trial becomes possible (open only). */
+  retryAtMs: number | null;
+  lastError: string | null;
+}
+
+export const CLOSED: BreakerState = {
+  open: false,
+  openedAtMs: null,
+  consecutiveFailures: 0,
+  outcomes: [],
+  trialStartedAtMs: null,
+  lastError: null,
+};
+
+function prune(outcomes: [number, 0 | 1][], nowMs: number, policy: BreakerPolicy): [number, 0 | 1][] {
+  const since = nowMs - policy.windowMs;
+  let start = 0;
+  while (start < outcomes.length && outcomes[start][0] <= since) start++;
+  const kept = start > 0 ? outcomes.slice(start) : outcomes;
+  return kept.length > MAX_OUTCOMES ? kept.slice(kept.length - MAX_OUTCOMES) : kept;
+}
+
+export function viewOf(
+  state: BreakerState,
+  nowMs: number,
+  policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
+): BreakerView {
+  const outcomes = prune(state.outcomes, nowMs, policy);
+  const failures = outcomes.reduce((sum, [, ok]) => sum + (ok ? 0 : 1), 0);
+  const retryAtMs = state.open && state.openedAtMs !== null ? state.openedAtMs + policy.openMs : null;
+  return {
+    state: !state.open ? "closed" : retryAtMs !== null && nowMs >= retryAtMs ? "half_open" : "open",
+    errorRate: outcomes.length === 0 ? 0 : failures / outcomes.length,
+    calls: outcomes.length,
+    consecutiveFailures: state.consecutiveFailures,
+    openedAtMs: state.openedAtMs,
+    retryAtMs,
+    lastError: state.lastError,
+  };
+}
+
+/** Applies outcomes (oldest first). */
+export function recordOutcomes(
+  state: BreakerState,
+  outcomes: { atMs: number; ok: boolean; error?: string }[],
+  nowMs: number,
+  policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
+): BreakerState {
+  let next: BreakerState = { ...state, outcomes: [...state.outcomes] };
+  for (const outcome of outcomes) {
+    next.outcomes.push([outcome.atMs, outcome.ok ? 1 : 0]);
+    if (outcome.ok) {
+      // Any success (a trial, or a call tried while every target was open) proves the target works.
+      next = { ...next, open: false, openedAtMs: null, consecutiveFailures: 0, trialStartedAtMs: null };
+      continue;
+    }
+    next.consecutiveFailures += 1;
+    next.lastError = outcome.error ?? next.lastError;
+    const halfOpenTrialFailed = next.open && next.trialStartedAtMs !== null;
+    if (halfOpenTrialFailed) {
+      next = { ...next, openedAtMs: outcome.atMs, trialStartedAtMs: null };
+      continue;
+    }
+    if (!next.open && shouldOpen(next, outcome.atMs, policy)) {
+      next = { ...next, open: true, openedAtMs: outcome.atMs, trialStartedAtMs: null };
+    }
+  }
+  next.outcomes = prune(next.outcomes, nowMs, policy);
+  // The ratio rule looks at the whole window, which outcomes from other isolates may complete late.
+  if (!next.open && shouldOpen(next, nowMs, policy)) next = { ...next, open: true, openedAtMs: nowMs };
+  return next;
+}
+
+function shouldOpen(state: BreakerState, nowMs: number, policy: BreakerPolicy): boolean {
+  if (state.consecutiveFailures >= policy.consecutiveFailures) return true;
+  const window = prune(state.outcomes, nowMs, policy);
+  if (window.length < policy.minCalls) return false;
+  const failures = window.reduce((sum, [, ok]) => sum + (ok ? 0 : 1), 0);
+  return failures / window.length >= policy.failureRatio;
+}
+
+/** Half-open: grants the one trial call, unless another is in flight. */
+export function acquireTrial(
+  state: BreakerState,
+  nowMs: number,
+  policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
+): { granted: boolean; state: BreakerState } {
+  const view = viewOf(state, nowMs, policy);
+  if (view.state === "closed") return { granted: true, state };
+  if (view.state === "open") return { granted: false, state };
+  const trialBusy = state.trialStartedAtMs !== null && nowMs - state.trialStartedAtMs < policy.trialTimeoutMs;
+  if (trialBusy) return { granted: false, state };
+  return { granted: true, state: { ...state, trialStartedAtMs: nowMs } };
+}

@@ -1,0 +1,68 @@
+import type { ProviderError } from "./provider.ts";
+import { RETRYABLE_STATUSES } from "./retry.ts";
+import { LlmError } from "./types.ts";
+
+/** How the router treats a failed attempt, and how it is reported in `llm.provider.error`. */
+
+export interface FailureClass {
+  /** Worth another attempt at the same target. */
+  retryable: boolean;
+  /** Says something about the provider's health (400/401/404 and other request faults do not). */
+  countsForBreaker: boolean;
+  /** Why the attempt failed, for the final error when every target failed. */
+  cause: "request" | "authentication" | "provider";
+  eventType: "timeout" | "rate_limit" | "authentication" | "quota_exceeded" | "connection_error";
+}
+
+export function classifyFailure(error: ProviderError): FailureClass {
+  if (error.failure === "timeout") {
+    return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "timeout" };
+  }
+  if (error.failure === "connection" || error.failure === "protocol" || error.status === undefined) {
+    return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "connection_error" };
+  }
+  const status = error.status;
+  if (status === 402 || error.code === "insufficient_quota") {
+    return { retryable: false, countsForBreaker: false, cause: "provider", eventType: "quota_exceeded" };
+  }
+  if (status === 429) return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "rate_limit" };
+  if (RETRYABLE_STATUSES.has(status)) {
+    return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "connection_error" };
+  }
+  if (status === 401 || status === 403) {
+    return { retryable: false, countsForBreaker: false, cause: "authentication", eventType: "authentication" };
+  }
+  if (status >= 400 && status < 500) {
+    return { retryable: false, countsForBreaker: false, cause: "request", eventType: "connection_error" };
+  }
+  // Other 5xx (501, 505, …): the provider is unwell but another attempt will not change that.
+  return { retryable: false, countsForBreaker: true, cause: "provider", eventType: "connection_error" };
+}
+
+/** Budget refusals also say when the period resets, for a 429's Retry-After. */
+export class BudgetExhaustedError extends LlmError {
+  readonly retryAfterSeconds: number;
+  readonly period: "daily" | "monthly";
+  readonly metric: "tokens" | "cost_usd";
+  constructor(
+    message: string,
+    details: { retryAfterSeconds: number; period: "daily" | "monthly"; metric: "tokens" | "cost_usd" },
+  ) {
+    super("budget_exhausted", message, false);
+    this.retryAfterSeconds = details.retryAfterSeconds;
+    this.period = details.period;
+    this.metric = details.metric;
+  }
+}
+
+/** The error after every target failed: the most telling cause wins. */
+export function finalError(causes: FailureClass["cause"][], lastMessage: string, timedOut: boolean): LlmError {
+  if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${lastMessage}`, true);
+  if (causes.length > 0 && causes.every((cause) => cause === "request")) {
+    return new LlmError("invalid_request", `every provider refused the request: ${lastMessage}`, false);
+  }
+  if (causes.length > 0 && causes.every((cause) => cause === "authentication")) {
+    return new LlmError("authentication", `every provider refused our credentials: ${lastMessage}`, false);
+  }
+  return new LlmError("all_providers_failed", `every provider failed: ${lastMessage}`, true);
+}

@@ -1,0 +1,89 @@
+import type { TokenUsage } from "./types.ts";
+
+/**
+ * The price table: USD per million input and output tokens, per (provider,
+ * model), with what the router needs to pick a model that fits a request
+ * (context window, tool support). Versioned: a price change is a new version
+ * with its own `effectiveFrom`, never an edit of an old one, so a usage row's
+ * cost can be recomputed from the version that was in force.
+ */
+
+export interface ModelPrice {
+  inputPerMillionUsd: number;
+  outputPerMillionUsd: number;
+  contextTokens: number;
+  tools: boolean;
+}
+
+export interface PriceTableVersion {
+  version: string;
+  /** ISO date from which this version applies. */
+  effectiveFrom: string;
+  /** Keyed by `provider:model`; `provider:*` is the provider's fallback row. */
+  models: Record<string, ModelPrice>;
+}
+
+const price = (input: number, output: number, contextTokens: number, tools = true): ModelPrice => ({
+  inputPerMillionUsd: input,
+  outputPerMillionUsd: output,
+  contextTokens,
+  tools,
+});
+
+export const PRICE_TABLE_VERSIONS: readonly PriceTableVersion[] = [
+  {
+    version: "2026-11-01",
+    effectiveFrom: "2026-11-01",
+    models: {
+      "openai:gpt-4o": price(2.5, 10, 128_000),
+      "openai:gpt-4o-mini": price(0.15, 0.6, 128_000),
+      "openai:gpt-4.1": price(2, 8, 1_000_000),
+      "openai:gpt-4.1-mini": price(0.4, 1.6, 1_000_000),
+      "openai:gpt-4.1-nano": price(0.1, 0.4, 1_000_000),
+      "openai:o3-mini": price(1.1, 4.4, 200_000),
+      "azure:gpt-4o": price(2.5, 10, 128_000),
+      "azure:gpt-4o-mini": price(0.165, 0.66, 128_000),
+      "anthropic:claude-3-5-haiku-latest": price(0.8, 4, 200_000),
+      "anthropic:claude-3-5-sonnet-latest": price(3, 15, 200_000),
+      "anthropic:claude-3-7-sonnet-latest": price(3, 15, 200_000),
+      "anthropic:claude-sonnet-4-0": price(3, 15, 200_000),
+      "anthropic:claude-opus-4-0": price(15, 75, 200_000),
+      "workers-ai:@cf/meta/llama-3.1-8b-instruct": price(0.28, 0.83, 128_000),
+      "workers-ai:@cf/meta/llama-3.3-70b-instruct-fp8-fast": price(0.29, 2.25, 24_000),
+      // Self-hosted and offline providers cost nothing per token.
+      "local:*": price(0, 0, 32_768),
+      "simulated:*": price(0, 0, 1_000_000),
+    },
+  },
+];
+
+/** Unknown models of a paid provider are priced at this conservative rate rather than as free. */
+const UNKNOWN_MODEL_PRICE = price(5, 15, 128_000);
+
+export function currentPriceTable(nowMs: number = Date.now()): PriceTableVersion {
+  const today = new Date(nowMs).toISOString().slice(0, 10);
+  let chosen = PRICE_TABLE_VERSIONS[0];
+  for (const version of PRICE_TABLE_VERSIONS) if (version.effectiveFrom <= today) chosen = version;
+  return chosen;
+}
+
+export function priceOf(provider: string, model: string, table = currentPriceTable()): ModelPrice & { known: boolean } {
+  const exact = table.models[`${provider}:${model}`] ?? table.models[`${provider}:*`];
+  // Azure deployments are often named after the model they serve.
+  const viaOpenAi = provider === "azure" || provider === "local" ? undefined : table.models[`openai:${model}`];
+  const found = exact ?? viaOpenAi;
+  return found ? { ...found, known: true } : { ...UNKNOWN_MODEL_PRICE, known: false };
+}
+
+/** Dollars for a call's usage, rounded to a millionth of a cent so sums stay exact enough. */
+export function costUsd(
+  provider: string,
+  model: string,
+  usage: Pick<TokenUsage, "prompt_tokens" | "completion_tokens">,
+  table = currentPriceTable(),
+): number {
+  const row = priceOf(provider, model, table);
+  const raw =
+    (usage.prompt_tokens * row.inputPerMillionUsd + usage.completion_tokens * row.outputPerMillionUsd) / 1_000_000;
+  return Math.round(raw * 1e8) / 1e8;
+}

@@ -1,0 +1,132 @@
+import type { ChatMessage, ChatResult, TokenUsage, ToolDefinition } from "./types.ts";
+
+/** What every provider adapter implements; the router knows nothing else about a provider. */
+
+export interface AdapterCall {
+  model: string;
+  messages: ChatMessage[];
+  tools?: ToolDefinition[];
+  max_tokens?: number;
+  temperature?: number;
+  /** Aborts on the per-attempt timeout, the overall deadline, or the caller's cancellation. */
+  signal: AbortSignal;
+}
+
+export interface AdapterResult {
+  message: ChatMessage;
+  finish_reason: ChatResult["finish_reason"];
+  usage: TokenUsage;
+}
+
+/** A streamed tool-call fragment, in the OpenAI chunk shape every adapter maps to. */
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: "function";
+  function?: { name?: string; arguments?: string };
+}
+
+export type StreamEvent =
+  | { type: "delta"; content?: string; tool_calls?: ToolCallDelta[] }
+  /** Last event of a stream: the whole message and the provider's own usage figures. */
+  | { type: "done"; result: AdapterResult };
+
+export interface ProviderAdapter {
+  /** `openai`, `azure`, `local`, `anthropic`, `workers-ai` or `simulated`. */
+  readonly name: string;
+  readonly simulated: boolean;
+  complete(call: AdapterCall): Promise<AdapterResult>;
+  stream(call: AdapterCall): AsyncIterable<StreamEvent>;
+}
+
+export type ProviderFailure = "http" | "timeout" | "connection" | "protocol" | "cancelled";
+
+/** A failed attempt, with what the router needs to decide: retry, fail over, or give up. */
+export class ProviderError extends Error {
+  readonly failure: ProviderFailure;
+  readonly status?: number;
+  readonly retryAfterMs?: number;
+  /** The provider's error code (e.g. `rate_limit_exceeded`, `insufficient_quota`) or `http_<status>`. */
+  readonly code: string;
+  constructor(
+    failure: ProviderFailure,
+    message: string,
+    options: { status?: number; retryAfterMs?: number; code?: string } = {},
+  ) {
+    super(message);
+    this.name = "ProviderError";
+    this.failure = failure;
+    this.status = options.status;
+    this.retryAfterMs = options.retryAfterMs;
+    this.code = options.code ?? (options.status !== undefined ? `http_${options.status}` : failure);
+  }
+}
+
+/** Turns a fetch failure into a ProviderError: an abort is a timeout or a cancellation, anything else the connection. */
+export function fetchFailure(error: unknown, signal: AbortSignal): ProviderError {
+  if (error instanceof ProviderError) return error;
+  if (signal.aborted) {
+    const reason = signal.reason;
+    const timedOut = reason instanceof Error && reason.name === "TimeoutError";
+    return timedOut
+      ? new ProviderError("timeout", "the provider did not answer in time")
+      : new ProviderError("cancelled", "the call was cancelled");
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new ProviderError("connection", `connection to the provider failed: ${message}`);
+}
+
+/** Accumulates streamed deltas into the final message, for adapters whose stream does not repeat it. */
+export class MessageAssembler {
+  content = "";
+  readonly toolCalls: { id: string; name: string; arguments: string }[] = [];
+
+  add(delta: { content?: string; tool_calls?: ToolCallDelta[] }): void {
+    if (delta.content) this.content += delta.content;
+    for (const part of delta.tool_calls ?? []) {
+      if (!this.toolCalls[part.index]) this.toolCalls[part.index] = { id: "", name: "", arguments: "" };
+      const call = this.toolCalls[part.index];
+      if (part.id) call.id = part.id;
+      if (part.function?.name) call.name += part.function.name;
+      if (part.function?.arguments) call.arguments += part.function.arguments;
+    }
+  }
+
+  message(): ChatMessage {
+    const calls = this.toolCalls.filter(Boolean);
+    return {
+      role: "assistant",
+      content: this.content === "" && calls.length > 0 ? null : this.content,
+      ...(calls.length > 0
+        ? {
+            tool_calls: calls.map((call) => ({
+              id: call.id,
+              type: "function" as const,
+              function: { name: call.name, arguments: call.arguments },
+            })),
+          }
+        : {}),
+    };
+  }
+}
+
+/** Reads an error body for its code and message without trusting its shape. */
+export async function errorFromResponse(response: Response, retryAfterMs: number | undefined): Promise<ProviderError> {
+  let code = `http_${response.status}`;
+  let detail = response.statusText;
+  try {
+    const text = await response.text();
+    const body = JSON.parse(text) as { error?: { code?: unknown; type?: unknown; message?: unknown } | string };
+    const error = typeof body.error === "object" && body.error !== null ? body.error : undefined;
+    if (error && typeof error.code === "string") code = error.code;
+    else if (error && typeof error.type === "string") code = error.type;
+    if (error && typeof error.message === "string") detail = error.message;
+  } catch {
+    // Not JSON: the status says enough.
+  }
+  return new ProviderError("http", `provider answered ${response.status}: ${detail.slice(0, 300)}`, {
+    status: response.status,
+    retryAfterMs,
+    code,
+  });
+}

@@ -1,0 +1,557 @@
+import type { AuditEntryInput } from "../audit/index.ts";
+import type { WorkspaceBudgets } from "../db/schema.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { BreakerStateName } from "./breaker-core.ts";
+import { BudgetExhaustedError, classifyFailure, type FailureClass, finalError } from "./errors.ts";
+import { costUsd } from "./prices.ts";
+import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapter, ProviderError } from "./provider.ts";
+import { backoffDelayMs } from "./retry.ts";
+import { LatencyTracker, planTargets, type RouteTarget, type Strategy, stripQuery, targetKey } from "./routing.ts";
+import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, estimatePromptTokens } from "./tokens.ts";
+import {
+  type CallContext,
+  type ChatRequest,
+  type ChatResult,
+  LlmError,
+  type LlmRouter,
+  type TokenUsage,
+} from "./types.ts";
+
+/**
+ * The provider router: plans the targets for a call, then tries them in
+ * order with retries (backoff with full jitter, or the provider's own
+ * Retry-After), per-attempt timeouts, an overall deadline and cancellation,
+ * skipping targets whose circuit breaker is open. Before the call it reserves
+ * the estimate against the workspace's budgets; after, it charges what the
+ * provider reported, once per `chargeKey`. Storage, events and the breaker's
+ * shared state are behind the small interfaces below, so tests drive the
+ * router with fakes or with the real bindings alike.
+ */
+
+export interface WorkspaceSettings {
+  strategy: Strategy;
+  chain: RouteTarget[];
+  budgets: WorkspaceBudgets | null;
+}
+
+export interface BreakerGate {
+  /** From a local cache: no round trip. */
+  state(key: string): BreakerStateName;
+  /** Half-open: asks the shared breaker for the single trial call. */
+  tryTrial(key: string): Promise<boolean>;
+  record(key: string, ok: boolean, error?: string): void;
+}
+
+export interface BudgetAmounts {
+  workspaceId: string;
+  chargeKey: string;
+  budgets: WorkspaceBudgets | null;
+  tokens: number;
+  costUsd: number;
+}
+
+export interface BudgetGate {
+  /** Throws BudgetExhaustedError when a budget has nothing left. */
+  reserve(amounts: BudgetAmounts, context: CallContext): Promise<void>;
+  /** Charges the actual amounts (0 releases the reservation) and reports threshold crossings. */
+  settle(amounts: BudgetAmounts, context: CallContext): Promise<void>;
+}
+
+export interface UsageRecord {
+  workspaceId: string;
+  chargeKey: string;
+  taskId: string | null;
+  runId: string | null;
+  requestId: string | null;
+  provider: string;
+  model: string;
+  usage: TokenUsage;
+  costUsd: number;
+  simulated: boolean;
+  latencyMs: number;
+}
+
+export interface UsageSink {
+  /** Writes the usage row once per (workspace, chargeKey), with `audit` in the same batch when given. */
+  record(row: UsageRecord, audit?: AuditEntryInput): Promise<void>;
+}
+
+export interface EventSink {
+  providerError(context: CallContext, data: ProviderErrorData): void;
+  fallback(context: CallContext, data: FallbackData): void;
+}
+
+export interface ProviderErrorData {
+  provider: string;
+  model: string;
+  error_type: FailureClass["eventType"];
+  error_code: string;
+  retry_count: number;
+  fallback_triggered: boolean;
+  simulated: boolean;
+}
+
+export interface FallbackData {
+  from_provider: string;
+  to_provider: string;
+  from_model: string;
+  to_model: string;
+  reason: "rate_limit" | "error_rate" | "cost" | "performance";
+  simulated: boolean;
+}
+
+export interface RouterDeps {
+  adapters: ReadonlyMap<string, ProviderAdapter>;
+  settings(workspaceId: string): Promise<WorkspaceSettings>;
+  breaker: BreakerGate;
+  budgets: BudgetGate;
+  usage: UsageSink;
+  events: EventSink;
+  logger: Logger;
+  waitUntil?: (promise: Promise<unknown>) => void;
+  latency?: LatencyTracker;
+  now?: () => number;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  random?: () => number;
+  /** Each attempt's limit (for a stream: until its first event, then between events). */
+  attemptTimeoutMs?: number;
+  /** The whole call's limit when the caller sets no deadline. */
+  defaultDeadlineMs?: number;
+  maxAttemptsPerTarget?: number;
+}
+
+export interface CallOptions {
+  /** An audit entry written in the same batch as the usage row (the OpenAI-compatible endpoint's). */
+  audit?: AuditEntryInput;
+}
+
+export interface RoutedStream {
+  provider: string;
+  model: string;
+  simulated: boolean;
+  attempts: number;
+  /** Content and tool-call deltas as they arrive. */
+  deltas: AsyncIterable<import("./provider.ts").StreamEvent>;
+  /** Settles after the last delta: the whole result, charged. */
+  result: Promise<ChatResult>;
+}
+
+const DEFAULT_ATTEMPT_TIMEOUT_MS = 60_000;
+const DEFAULT_DEADLINE_MS = 180_000;
+const DEFAULT_MAX_ATTEMPTS_PER_TARGET = 3;
+/** A retry is not worth starting with less time than this left. */
+const MIN_ATTEMPT_MS = 250;
+
+const sharedLatency = new LatencyTracker();
+
+export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+interface Served<T> {
+  value: T;
+  target: RouteTarget;
+  adapter: ProviderAdapter;
+  attempts: number;
+  /** Ends the attempt's timer; streams call it at their last event. */
+  finish: () => void;
+  touch: () => void;
+}
+
+export class Router implements LlmRouter {
+  readonly #deps: RouterDeps;
+  readonly #now: () => number;
+  readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+  readonly #latency: LatencyTracker;
+
+  constructor(deps: RouterDeps) {
+    this.#deps = deps;
+    this.#now = deps.now ?? Date.now;
+    this.#sleep = deps.sleep ?? sleepMs;
+    this.#latency = deps.latency ?? sharedLatency;
+  }
+
+  async chat(request: ChatRequest, context: CallContext, options: CallOptions = {}): Promise<ChatResult> {
+    const call = await this.#prepare(request, context);
+    const startedMs = this.#now();
+    try {
+      const served = await this.#serve(
+        call.targets,
+        request,
+        context,
+        call.deadlineMs,
+        async (adapter, payload, clock) => {
+          const value = await adapter.complete(payload);
+          clock.finish();
+          return value;
+        },
+      );
+      return await this.#charge(
+        served.target,
+        served.adapter,
+        served.value,
+        served.attempts,
+        context,
+        call.budgets,
+        startedMs,
+        options,
+      );
+    } catch (error) {
+      await this.#release(context, call.budgets);
+      throw error;
+    }
+  }
+
+  /** Like chat, streamed: retries and fallback happen until the first delta; after that a failure ends the stream. */
+  async chatStream(request: ChatRequest, context: CallContext, options: CallOptions = {}): Promise<RoutedStream> {
+    const call = await this.#prepare(request, context);
+    const startedMs = this.#now();
+    let served: Served<{
+      iterator: AsyncIterator<import("./provider.ts").StreamEvent>;
+      first: IteratorResult<import("./provider.ts").StreamEvent>;
+    }>;
+    try {
+      served = await this.#serve(call.targets, request, context, call.deadlineMs, async (adapter, payload) => {
+        const iterator = adapter.stream(payload)[Symbol.asyncIterator]();
+        const first = await iterator.next();
+        return { iterator, first };
+      });
+    } catch (error) {
+      await this.#release(context, call.budgets);
+      throw error;
+    }
+    let resolveResult!: (result: ChatResult) => void;
+    let rejectResult!: (error: unknown) => void;
+    const result = new Promise<ChatResult>((resolve, reject) => {
+      resolveResult = resolve;
+      rejectResult = reject;
+    });
+    result.catch(() => {});
+    const router = this;
+    const { target, adapter, attempts } = served;
+    async function* deltas() {
+      let next = served.value.first;
+      let final: AdapterResult | undefined;
+      try {
+        while (!next.done) {
+          served.touch();
+          const event = next.value;
+          if (event.type === "done") final = event.result;
+          else yield event;
+          next = await served.value.iterator.next();
+        }
+        served.finish();
+        if (!final) throw new ProviderError("protocol", "the stream ended without usage");
+        resolveResult(
+          await router.#charge(target, adapter, final, attempts, context, call.budgets, startedMs, options),
+        );
+      } catch (error) {
+        served.finish();
+        const failure = error instanceof ProviderError ? error : fetchFailure(error, new AbortController().signal);
+        router.#deps.breaker.record(targetKey(target), false, failure.code);
+        await router.#release(context, call.budgets);
+        rejectResult(failure);
+        throw failure;
+      } finally {
+        served.finish();
+        // A consumer that stops early (client went away) still frees the reservation.
+        if (!final) await served.value.iterator.return?.().catch(() => {});
+      }
+    }
+    return {
+      provider: target.provider,
+      model: stripQuery(target.model),
+      simulated: adapter.simulated,
+      attempts,
+      deltas: deltas(),
+      result,
+    };
+  }
+
+  async #prepare(request: ChatRequest, context: CallContext) {
+    if (!Array.isArray(request.messages) || request.messages.length === 0) {
+      throw new LlmError("invalid_request", "a chat needs at least one message", false);
+    }
+    if (!context.workspaceId || !context.chargeKey) {
+      throw new LlmError("invalid_request", "a call needs a workspace and a charge key", false);
+    }
+    if (context.signal?.aborted) throw new LlmError("cancelled", "the call was cancelled before it started", false);
+    const settings = await this.#deps.settings(context.workspaceId);
+    const promptTokens = estimatePromptTokens(request.messages, request.tools);
+    const planned = planTargets({
+      strategy: settings.strategy,
+      chain: settings.chain,
+      request,
+      estimatedPromptTokens: promptTokens,
+      latency: this.#latency,
+      random: this.#deps.random,
+    });
+    const targets = planned.filter((target) => this.#deps.adapters.has(target.provider));
+    if (targets.length < planned.length) {
+      const missing = planned.filter((target) => !this.#deps.adapters.has(target.provider)).map(targetKey);
+      this.#deps.logger.warn("routing chain names providers that are not configured; skipped", { skipped: missing });
+    }
+    if (targets.length === 0) {
+      throw new LlmError("invalid_request", "no configured provider in this workspace's routing chain", false);
+    }
+    const completionTokens = request.max_tokens ?? DEFAULT_COMPLETION_ESTIMATE_TOKENS;
+    const tokens = promptTokens + completionTokens;
+    // Reserve for the dearest target the call may end up on.
+    const cost = Math.max(
+      ...targets.map((target) =>
+        costUsd(target.provider, stripQuery(target.model), {
+          prompt_tokens: promptTokens,
+          completion_tokens: completionTokens,
+        }),
+      ),
+    );
+    await this.#deps.budgets.reserve(
+      {
+        workspaceId: context.workspaceId,
+        chargeKey: context.chargeKey,
+        budgets: settings.budgets,
+        tokens,
+        costUsd: cost,
+      },
+      context,
+    );
+    return {
+      targets,
+      budgets: settings.budgets,
+      deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
+    };
+  }
+
+  async #serve<T>(
+    targets: RouteTarget[],
+    request: ChatRequest,
+    context: CallContext,
+    deadlineMs: number,
+    run: (adapter: ProviderAdapter, call: AdapterCall, clock: AttemptClock) => Promise<T>,
+  ): Promise<Served<T>> {
+    const { breaker, events } = this.#deps;
+    const maxAttempts = this.#deps.maxAttemptsPerTarget ?? DEFAULT_MAX_ATTEMPTS_PER_TARGET;
+    const states = new Map(targets.map((target) => [targetKey(target), breaker.state(targetKey(target))]));
+    const usable = targets.filter((target) => states.get(targetKey(target)) !== "open");
+    // Every target open: try them anyway; failing without a single call helps nobody.
+    const allOpen = usable.length === 0;
+    const candidates = allOpen ? targets : usable;
+    const causes: FailureClass["cause"][] = [];
+    let attempts = 0;
+    let lastMessage = "no attempt was made";
+    let previous: { target: RouteTarget; failure: FailureClass } | undefined;
+
+    for (const [index, target] of candidates.entries()) {
+      const key = targetKey(target);
+      const adapter = this.#deps.adapters.get(target.provider)!;
+      if (!allOpen && states.get(key) === "half_open" && !(await breaker.tryTrial(key))) continue;
+      if (previous) {
+        events.fallback(context, {
+          from_provider: previous.target.provider,
+          from_model: stripQuery(previous.target.model),
+          to_provider: target.provider,
+          to_model: stripQuery(target.model),
+          reason: previous.failure.eventType === "rate_limit" ? "rate_limit" : "error_rate",
+          simulated: adapter.simulated,
+        });
+      }
+      for (let retry = 0; retry < maxAttempts; retry++) {
+        this.#checkCancelled(context);
+        if (this.#now() >= deadlineMs) throw finalError(causes, lastMessage, true);
+        attempts++;
+        const clock = new AttemptClock(
+          Math.min(this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, deadlineMs - this.#now()),
+          context.signal,
+        );
+        const attemptStartedMs = this.#now();
+        try {
+          const value = await run(adapter, { ...this.#payload(request, target), signal: clock.signal }, clock);
+          breaker.record(key, true);
+          this.#latency.observe(key, this.#now() - attemptStartedMs);
+          return { value, target, adapter, attempts, finish: () => clock.finish(), touch: () => clock.touch() };
+        } catch (caught) {
+          clock.finish();
+          const error = fetchFailure(caught, clock.signal);
+          if (error.failure === "cancelled") throw new LlmError("cancelled", "the call was cancelled", false);
+          const failure = classifyFailure(error);
+          if (failure.countsForBreaker) breaker.record(key, false, error.code);
+          causes.push(failure.cause);
+          lastMessage = `${key}: ${error.message}`;
+          const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
+          const timeLeftMs = deadlineMs - this.#now();
+          // Sleeping past the deadline (or through a long Retry-After) is worse than trying the next target now.
+          const retryHere =
+            failure.retryable &&
+            retry + 1 < maxAttempts &&
+            waitMs + MIN_ATTEMPT_MS <= timeLeftMs &&
+            breaker.state(key) !== "open";
+          const hasNext = index < candidates.length - 1;
+          this.#deps.logger.warn("llm attempt failed", {
+            provider: target.provider,
+            model: stripQuery(target.model),
+            status: error.status,
+            code: error.code,
+            retry,
+            retry_in_ms: retryHere ? waitMs : null,
+          });
+          events.providerError(context, {
+            provider: target.provider,
+            model: stripQuery(target.model),
+            error_type: failure.eventType,
+            error_code: error.code,
+            retry_count: retry,
+            fallback_triggered: !retryHere && hasNext,
+            simulated: adapter.simulated,
+          });
+          if (!retryHere) {
+            previous = { target, failure };
+            break;
+          }
+          try {
+            await this.#sleep(waitMs, context.signal);
+          } catch {
+            throw new LlmError("cancelled", "the call was cancelled", false);
+          }
+        }
+      }
+    }
+    throw finalError(causes, lastMessage, this.#now() >= deadlineMs);
+  }
+
+  #payload(request: ChatRequest, target: RouteTarget): Omit<AdapterCall, "signal"> {
+    return {
+      model: target.model,
+      messages: request.messages,
+      ...(request.tools && request.tools.length > 0 ? { tools: request.tools } : {}),
+      ...(request.max_tokens !== undefined ? { max_tokens: request.max_tokens } : {}),
+      ...(request.temperature !== undefined ? { temperature: request.temperature } : {}),
+    };
+  }
+
+  #checkCancelled(context: CallContext): void {
+    if (context.signal?.aborted) throw new LlmError("cancelled", "the call was cancelled", false);
+  }
+
+  async #charge(
+    target: RouteTarget,
+    adapter: ProviderAdapter,
+    value: AdapterResult,
+    attempts: number,
+    context: CallContext,
+    budgets: WorkspaceBudgets | null,
+    startedMs: number,
+    options: CallOptions,
+  ): Promise<ChatResult> {
+    const model = stripQuery(target.model);
+    const usage = normaliseUsage(value.usage);
+    const cost = costUsd(target.provider, model, usage);
+    const result: ChatResult = {
+      message: value.message,
+      finish_reason: value.finish_reason,
+      usage,
+      cost_usd: cost,
+      provider: target.provider,
+      model,
+      simulated: adapter.simulated,
+      attempts,
+    };
+    const amounts = {
+      workspaceId: context.workspaceId,
+      chargeKey: context.chargeKey,
+      budgets,
+      tokens: usage.total_tokens,
+      costUsd: cost,
+    };
+    const settle = this.#deps.budgets.settle(amounts, context);
+    const record = this.#deps.usage.record(
+      {
+        workspaceId: context.workspaceId,
+        chargeKey: context.chargeKey,
+        taskId: context.taskId ?? null,
+        runId: context.runId ?? null,
+        requestId: context.requestId ?? null,
+        provider: target.provider,
+        model,
+        usage,
+        costUsd: cost,
+        simulated: adapter.simulated,
+        latencyMs: this.#now() - startedMs,
+      },
+      options.audit,
+    );
+    const logged = (what: string) => (error: unknown) =>
+      this.#deps.logger.error(`${what} failed`, { error, charge_key: context.chargeKey });
+    const background = Promise.all([settle.catch(logged("budget settlement")), record.catch(logged("usage record"))]);
+    // With budgets the next call's reservation must see this charge; without, nothing waits on it.
+    if (budgets && hasAnyBudget(budgets)) await settle.catch(logged("budget settlement"));
+    if (this.#deps.waitUntil) this.#deps.waitUntil(background);
+    else await background;
+    return result;
+  }
+
+  async #release(context: CallContext, budgets: WorkspaceBudgets | null): Promise<void> {
+    await this.#deps.budgets
+      .settle(
+        { workspaceId: context.workspaceId, chargeKey: context.chargeKey, budgets, tokens: 0, costUsd: 0 },
+        context,
+      )
+      .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));
+  }
+}
+
+export function hasAnyBudget(budgets: WorkspaceBudgets): boolean {
+  return Object.values(budgets).some((value) => value !== null && value !== undefined);
+}
+
+function normaliseUsage(usage: TokenUsage): TokenUsage {
+  const prompt = Math.max(0, Math.round(usage.prompt_tokens || 0));
+  const completion = Math.max(0, Math.round(usage.completion_tokens || 0));
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/** An attempt's timer: aborts its signal on timeout or when the caller cancels; streams reset it per event. */
+export class AttemptClock {
+  readonly #controller = new AbortController();
+  readonly #timeoutMs: number;
+  readonly #parent?: AbortSignal;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #onParentAbort = () => this.#controller.abort(this.#parent?.reason);
+
+  constructor(timeoutMs: number, parent?: AbortSignal) {
+    this.#timeoutMs = Math.max(1, timeoutMs);
+    this.#parent = parent;
+    parent?.addEventListener("abort", this.#onParentAbort, { once: true });
+    this.touch();
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  touch(): void {
+    if (this.#controller.signal.aborted) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(
+      () => this.#controller.abort(new DOMException("the provider did not answer in time", "TimeoutError")),
+      this.#timeoutMs,
+    );
+  }
+
+  finish(): void {
+    clearTimeout(this.#timer);
+    this.#parent?.removeEventListener("abort", this.#onParentAbort);
+  }
+}
+
+export { BudgetExhaustedError };

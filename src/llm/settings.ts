@@ -1,0 +1,44 @@
+import { eq } from "drizzle-orm";
+import { createDb } from "../db/client.ts";
+import { workspaces } from "../db/schema.ts";
+import type { AppConfig } from "../env.ts";
+import type { WorkspaceSettings } from "./router.ts";
+import { parseChain } from "./routing.ts";
+
+/**
+ * A workspace's routing and budgets, read from D1 and kept in the isolate for
+ * a few seconds so the hot path does not read the row on every call. The
+ * budgets route forgets its workspace's entry at once; elsewhere a change
+ * shows within `SETTINGS_TTL_MS`.
+ */
+
+const SETTINGS_TTL_MS = 5_000;
+const MAX_CACHED_WORKSPACES = 5_000;
+const cache = new Map<string, { settings: WorkspaceSettings; fetchedAtMs: number }>();
+
+export function forgetWorkspaceSettings(workspaceId: string): void {
+  cache.delete(workspaceId);
+}
+
+export function settingsLoader(config: Pick<AppConfig, "DB" | "LLM_DEFAULT_CHAIN">) {
+  const defaultChain = parseChain(config.LLM_DEFAULT_CHAIN);
+  return async (workspaceId: string): Promise<WorkspaceSettings> => {
+    const nowMs = Date.now();
+    const cached = cache.get(workspaceId);
+    if (cached && nowMs - cached.fetchedAtMs < SETTINGS_TTL_MS) return cached.settings;
+    const rows = await createDb(config.DB)
+      .select({ llm: workspaces.llm, budgets: workspaces.budgets })
+      .from(workspaces)
+      .where(eq(workspaces.id, workspaceId))
+      .limit(1);
+    const row = rows[0];
+    const settings: WorkspaceSettings = {
+      strategy: row?.llm?.strategy ?? "fallback",
+      chain: row?.llm?.chain?.length ? row.llm.chain : defaultChain,
+      budgets: row?.budgets ?? null,
+    };
+    if (cache.size >= MAX_CACHED_WORKSPACES) cache.clear();
+    cache.set(workspaceId, { settings, fetchedAtMs: nowMs });
+    return settings;
+  };
+}

@@ -1,0 +1,53 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { checkEnv } from "../../src/env.ts";
+import { Logger } from "../../src/lib/logger.ts";
+import { createLlmRouter } from "../../src/llm/index.ts";
+import { findCharge } from "../../src/llm/usage.ts";
+import { createDb } from "../../src/db/client.ts";
+
+/** The default path: no provider secrets, the `simulated` provider, a usage row per charge key. */
+
+const config = (() => {
+  const checked = checkEnv(env);
+  if (!checked.ok) throw new Error(JSON.stringify(checked.problems));
+  return checked.config;
+})();
+const logger = new Logger({ level: "error", sampleRate: 1 });
+
+describe("createLlmRouter with the default chain", () => {
+  it("answers from the simulated provider, labelled, with usage and a zero cost", async () => {
+    const router = createLlmRouter(config, { logger });
+    const workspaceId = `ws_sim_${crypto.randomUUID().slice(0, 8)}`;
+    const result = await router.chat(
+      { messages: [{ role: "user", content: "Write a test for the parser." }] },
+      { workspaceId, chargeKey: "run_1:0" },
+    );
+    expect(result).toMatchObject({ provider: "simulated", model: "sim-1", simulated: true, attempts: 1, cost_usd: 0 });
+    expect(result.finish_reason).toBe("stop");
+    expect(result.message.content).toMatch(/^\[simulated\]/);
+    expect(result.usage.total_tokens).toBe(result.usage.prompt_tokens + result.usage.completion_tokens);
+    const row = await findCharge(createDb(env.DB), workspaceId, "run_1:0");
+    expect(row).toMatchObject({ provider: "simulated", simulated: true, totalTokens: result.usage.total_tokens });
+  });
+
+  it("is deterministic and answers tool calls while tools are offered and no tool result came back", async () => {
+    const router = createLlmRouter(config, { logger });
+    const tools = [{ type: "function" as const, function: { name: "write_file", parameters: { type: "object" } } }];
+    const messages = [{ role: "user" as const, content: "Create README.md" }];
+    const context = (key: string) => ({ workspaceId: "ws_sim_tools", chargeKey: key });
+    const first = await router.chat({ messages, tools }, context("a"));
+    const again = await router.chat({ messages, tools }, context("b"));
+    expect(first.finish_reason).toBe("tool_calls");
+    expect(first.message.tool_calls?.[0].function.name).toBe("write_file");
+    expect(again.message).toEqual(first.message);
+    const answered = await router.chat(
+      {
+        messages: [...messages, first.message, { role: "tool", content: "ok", tool_call_id: first.message.tool_calls![0].id }],
+        tools,
+      },
+      context("c"),
+    );
+    expect(answered.finish_reason).toBe("stop");
+  });
+});
