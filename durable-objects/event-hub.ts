@@ -3,13 +3,14 @@ import type { EventEnvelope } from "../src/events/catalog.ts";
 import { PING_FRAME, PONG_FRAME } from "../src/events/frames.ts";
 import {
   CONNECT_HEADER,
+  decodeConnect,
   EventHubCore,
   type HistoryQuery,
   type HistoryResult,
-  type HubConnectRequest,
   type HubHost,
   type HubSocket,
 } from "../src/events/hub.ts";
+import { Logger } from "../src/lib/logger.ts";
 
 /**
  * One per workspace (addressed by workspace id): its hibernatable WebSockets
@@ -20,6 +21,7 @@ export class EventHub extends DurableObject {
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
+    const logger = new Logger({ level: "info", sampleRate: 1 }, { object: "EventHub" });
     // Pings are answered by the runtime: a hibernating hub is not woken for keepalives.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
     const host: HubHost = {
@@ -27,6 +29,7 @@ export class EventHub extends DurableObject {
       sockets: () => ctx.getWebSockets(),
       getAlarm: () => ctx.storage.getAlarm(),
       setAlarm: (timeMs) => ctx.storage.setAlarm(timeMs),
+      warn: (msg, fields) => logger.warn(msg, fields),
     };
     this.core = new EventHubCore(ctx.storage.sql, host);
   }
@@ -54,7 +57,7 @@ export class EventHub extends DurableObject {
   override async fetch(request: Request): Promise<Response> {
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket")
       return new Response("expected a WebSocket upgrade", { status: 426 });
-    const connect = JSON.parse(request.headers.get(CONNECT_HEADER) ?? "null") as HubConnectRequest | null;
+    const connect = decodeConnect(request.headers.get(CONNECT_HEADER));
     if (!connect) return new Response("missing connect parameters", { status: 400 });
     if (connect.ticketSecret !== null) {
       const holder = await this.core.redeemTicket(connect.ticketSecret);

@@ -39,7 +39,11 @@ export const ClientFrameSchema = z.discriminatedUnion("type", [
     types: z.array(z.string()).max(50).default([]),
     channels: z.array(z.string()).max(50).default([]),
   }),
-  z.object({ type: z.literal("ping") }),
+  z.object({
+    type: z.literal("ping"),
+    /** Acknowledges every event up to this seq: how a client shows it keeps up (see backlog.ts). */
+    last_seq: z.number().int().min(0).optional(),
+  }),
 ]);
 
 export type ClientFrame = z.input<typeof ClientFrameSchema>;

@@ -1,4 +1,5 @@
 import { sha256Hex, toBase64Url } from "../lib/crypto.ts";
+import { Backlog } from "./backlog.ts";
 import type { EventEnvelope } from "./catalog.ts";
 import {
   CLOSE_TRY_AGAIN_LATER,
@@ -6,6 +7,7 @@ import {
   ERROR_CODES,
   errorFrame,
   eventFrame,
+  PONG_FRAME,
   replayFrame,
 } from "./frames.ts";
 import { EventLog, type LogRow } from "./log.ts";
@@ -37,8 +39,8 @@ export interface HubLimits {
   trimIntervalMs: number;
   /** A resume further behind than this gets `recovered: false` and reloads over HTTP. */
   replayMaxEvents: number;
-  /** Bytes queued on one socket before it counts as a slow consumer and is closed with 1013. */
-  maxBacklogBytes: number;
+  /** Bytes sent to one socket and not yet acknowledged before it counts as a slow consumer (close 1013). */
+  maxUnackedBytes: number;
   maxConnections: number;
   ticketTtlMs: number;
 }
@@ -47,7 +49,7 @@ export const DEFAULT_LIMITS: HubLimits = {
   retentionMs: 7 * 24 * 60 * 60 * 1000,
   trimIntervalMs: 60 * 60 * 1000,
   replayMaxEvents: 1_000,
-  maxBacklogBytes: 1024 * 1024,
+  maxUnackedBytes: 4 * 1024 * 1024,
   maxConnections: 1_000,
   ticketTtlMs: 60_000,
 };
@@ -59,7 +61,6 @@ export interface HubSocket {
   serializeAttachment(value: unknown): void;
   deserializeAttachment(): unknown;
   readonly readyState: number;
-  readonly bufferedAmount?: number;
 }
 
 /** What the hub needs of its Durable Object. */
@@ -68,6 +69,8 @@ export interface HubHost {
   sockets(): HubSocket[];
   getAlarm(): Promise<number | null>;
   setAlarm(timeMs: number): Promise<void>;
+  /** Operational warnings (a slow consumer cut off, a full hub). */
+  warn?(msg: string, fields: Record<string, unknown>): void;
 }
 
 export interface ConnectRequest {
@@ -86,6 +89,20 @@ export const CONNECT_HEADER = "X-Mgx-Event-Connect";
 export interface HubConnectRequest extends ConnectRequest {
   /** The ticket's secret when the client authenticated with `?ticket=`; the hub redeems it, once. */
   ticketSecret: string | null;
+}
+
+/** Header-safe (ASCII) encoding: a key's display name may hold any character. */
+export function encodeConnect(request: HubConnectRequest): string {
+  return encodeURIComponent(JSON.stringify(request));
+}
+
+export function decodeConnect(header: string | null): HubConnectRequest | null {
+  if (!header) return null;
+  try {
+    return JSON.parse(decodeURIComponent(header)) as HubConnectRequest;
+  } catch {
+    return null;
+  }
 }
 
 export interface HistoryQuery {
@@ -111,6 +128,7 @@ interface Attachment {
 
 interface SocketState extends Attachment {
   matcher: Matcher;
+  backlog: Backlog;
   closing: boolean;
 }
 
@@ -158,20 +176,23 @@ export class EventHubCore {
         out = upcastFrames.get(state.version) ?? versionedFrame(row.body, state.version);
         upcastFrames.set(state.version, out);
       }
-      this.sendLive(socket, state, out);
+      this.sendLive(socket, state, row.seq, out);
     }
   }
 
-  /** A socket whose queue outgrows the limit is not read fast enough: cut it off rather than grow memory. */
-  private sendLive(socket: HubSocket, state: SocketState, frame: string): void {
+  /** A socket too far behind is not read fast enough: cut it off rather than queue without bound. */
+  private sendLive(socket: HubSocket, state: SocketState, seq: number, frame: string): void {
     try {
       socket.send(frame);
     } catch {
       state.closing = true;
       return;
     }
-    if ((socket.bufferedAmount ?? 0) > this.limits.maxBacklogBytes) {
+    state.backlog.sent(seq, frame.length);
+    const unackedBytes = state.backlog.bytes();
+    if (unackedBytes > this.limits.maxUnackedBytes) {
       state.closing = true;
+      this.host.warn?.("slow event consumer disconnected", { unacked_bytes: unackedBytes, holder: state.holder });
       try {
         socket.send(
           errorFrame(ERROR_CODES.SLOW_CONSUMER, "Too many undelivered events; reconnect with last_event_id."),
@@ -190,6 +211,7 @@ export class EventHubCore {
     const tags = subscription.channels.slice(0, MAX_TAGS).map((channel) => channel.slice(0, 256));
     this.host.accept(socket, tags);
     if (open >= this.limits.maxConnections) {
+      this.host.warn?.("event connection refused: hub full", { connections: open, holder: request.holder });
       socket.send(
         errorFrame(
           ERROR_CODES.CONNECTION_LIMIT,
@@ -201,7 +223,12 @@ export class EventHubCore {
     }
     const attachment: Attachment = { subscription, version: request.version, holder: request.holder };
     socket.serializeAttachment(attachment);
-    const state: SocketState = { ...attachment, matcher: new Matcher(subscription), closing: false };
+    const state: SocketState = {
+      ...attachment,
+      matcher: new Matcher(subscription),
+      backlog: new Backlog(),
+      closing: false,
+    };
     this.states.set(socket, state);
     if (request.lastEventId !== null) this.replay(socket, state, request.lastEventId);
   }
@@ -212,14 +239,20 @@ export class EventHubCore {
       socket.send(replayFrame(false, 0));
       return;
     }
-    const frames: string[] = [];
+    const frames: { seq: number; frame: string }[] = [];
     for (const row of this.log.after(from.seq, this.limits.replayMaxEvents)) {
       if (!state.matcher.matches(row.event_type, row.channels ? row.channels.split(",") : [])) continue;
-      frames.push(state.version ? versionedFrame(row.body, state.version) : eventFrame(row.body));
+      frames.push({
+        seq: row.seq,
+        frame: state.version ? versionedFrame(row.body, state.version) : eventFrame(row.body),
+      });
     }
     socket.send(replayFrame(true, frames.length));
-    // Bounded by replayMaxEvents, so the backlog check applies to live events only.
-    for (const frame of frames) socket.send(frame);
+    // Bounded by replayMaxEvents: counted in the backlog, but only live sends can cut the socket off.
+    for (const { seq, frame } of frames) {
+      socket.send(frame);
+      state.backlog.sent(seq, frame.length);
+    }
   }
 
   onMessage(socket: HubSocket, message: string | ArrayBuffer): void {
@@ -238,7 +271,9 @@ export class EventHubCore {
       return;
     }
     if (frame.data.type === "ping") {
-      socket.send('{"type":"pong"}');
+      // The exact `{"type":"ping"}` never gets here (the runtime answers it); one with last_seq acknowledges.
+      if (frame.data.last_seq !== undefined) state.backlog.ack(frame.data.last_seq);
+      socket.send(PONG_FRAME);
       return;
     }
     const types = checkTypePatterns(frame.data.types);
@@ -251,9 +286,9 @@ export class EventHubCore {
     }
     const change = frame.data.type === "subscribe" ? addTo : removeFrom;
     const subscription = change(state.subscription, types.values, channels.values);
-    const attachment: Attachment = { subscription, version: state.version, holder: state.holder };
-    socket.serializeAttachment(attachment);
-    this.states.set(socket, { ...attachment, matcher: new Matcher(subscription), closing: state.closing });
+    socket.serializeAttachment({ subscription, version: state.version, holder: state.holder } satisfies Attachment);
+    state.subscription = subscription;
+    state.matcher = new Matcher(subscription);
     socket.send(JSON.stringify({ type: "subscribed", ...subscription }));
   }
 
@@ -267,7 +302,13 @@ export class EventHubCore {
     if (known) return known;
     const attachment = socket.deserializeAttachment() as Attachment | null;
     if (!attachment?.subscription) return undefined;
-    const state: SocketState = { ...attachment, matcher: new Matcher(attachment.subscription), closing: false };
+    // Unacknowledged bytes are not carried over: a hub only hibernates once nothing is in flight.
+    const state: SocketState = {
+      ...attachment,
+      matcher: new Matcher(attachment.subscription),
+      backlog: new Backlog(),
+      closing: false,
+    };
     this.states.set(socket, state);
     return state;
   }

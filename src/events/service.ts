@@ -2,7 +2,7 @@ import type { Principal } from "../auth/principal.ts";
 import type { AppConfig } from "../env.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { PublishedEvent } from "./catalog.ts";
-import { CONNECT_HEADER, type HubConnectRequest } from "./hub.ts";
+import { CONNECT_HEADER, encodeConnect, type HubConnectRequest } from "./hub.ts";
 import { checkChannels, checkTypePatterns, splitList } from "./subscription.ts";
 import { formatTicket, parseTicket } from "./tickets.ts";
 import { checkRequestedVersion } from "./versioning.ts";
@@ -139,7 +139,7 @@ export async function openEventStream(
     holder,
     ticketSecret,
   };
-  const headers = new Headers({ Upgrade: "websocket", [CONNECT_HEADER]: JSON.stringify(connect) });
+  const headers = new Headers({ Upgrade: "websocket", [CONNECT_HEADER]: encodeConnect(connect) });
   const response = await config.EVENT_HUB.getByName(workspaceId).fetch("https://event-hub/connect", { headers });
   if (response.status === 401) throw new ApiError("UNAUTHENTICATED", "The ticket is unknown, used or expired.");
   if (response.status !== 101 || !response.webSocket)

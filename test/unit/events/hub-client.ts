@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import type { PublishedEvent } from "../../../src/events/catalog.ts";
-import { CONNECT_HEADER, type HubConnectRequest } from "../../../src/events/hub.ts";
+import { CONNECT_HEADER, encodeConnect, type HubConnectRequest } from "../../../src/events/hub.ts";
 import { publish } from "../../../src/events/publish.ts";
 
 /** Helpers for the workerd event tests: a WebSocket client on the hub, and a publisher. */
@@ -60,7 +60,7 @@ export async function connectHub(workspaceId: string, options: Partial<HubConnec
     ...options,
   };
   const response = await env.EVENT_HUB.getByName(workspaceId).fetch("https://event-hub/connect", {
-    headers: { Upgrade: "websocket", [CONNECT_HEADER]: JSON.stringify(connect) },
+    headers: { Upgrade: "websocket", [CONNECT_HEADER]: encodeConnect(connect) },
   });
   if (response.status !== 101 || !response.webSocket) throw new Error(`upgrade answered ${response.status}`);
   return watch(response.webSocket);

@@ -1,0 +1,139 @@
+import { env, exports } from "cloudflare:workers";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { PublishedEvent } from "../../src/events/catalog.ts";
+import { openEventStream } from "../../src/events/service.ts";
+import { isTicketAuthenticatedRequest } from "../../src/events/tickets.ts";
+import { ApiError } from "../../src/lib/problem.ts";
+import { createTestKey, createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
+import { publishMessage, publishToolCall, watch } from "../unit/events/hub-client.ts";
+
+const BASE = "http://edge.test";
+const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
+
+let workspace: TestWorkspace;
+let reader: { headers: Record<string, string> };
+let published: PublishedEvent[];
+
+beforeAll(async () => {
+  workspace = await createTestWorkspace(fetcher, BASE);
+  reader = await createTestKey(fetcher, BASE, workspace.key, ["events:read"]);
+  published = [];
+  for (let i = 0; i < 25; i++) {
+    published.push(i % 5 === 0 ? await publishToolCall(workspace.id, "task_x") : await publishMessage(workspace.id));
+  }
+});
+
+async function getJson(path: string, headers: Record<string, string> = reader.headers) {
+  const response = await fetcher(`${BASE}${path}`, { headers });
+  return { status: response.status, body: (await response.json()) as any };
+}
+
+describe("GET /api/v1/events", () => {
+  it("pages through the history in seq order with an opaque cursor", async () => {
+    const first = await getJson("/api/v1/events?limit=10");
+    expect(first.status).toBe(200);
+    expect(first.body.data.map((event: PublishedEvent) => event.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const second = await getJson(`/api/v1/events?limit=10&cursor=${first.body.next_cursor}`);
+    expect(second.body.data[0].seq).toBe(11);
+    const third = await getJson(`/api/v1/events?limit=10&cursor=${second.body.next_cursor}`);
+    expect(third.body.data).toHaveLength(5);
+    expect(third.body.next_cursor).toBeNull();
+  });
+
+  it("starts after ?after= and filters by type and channel", async () => {
+    const after = await getJson(`/api/v1/events?after=${published[19].event_id}`);
+    expect(after.body.data.map((event: PublishedEvent) => event.seq)).toEqual([21, 22, 23, 24, 25]);
+    const tools = await getJson("/api/v1/events?types=tool.*&limit=100");
+    expect(tools.body.data.map((event: PublishedEvent) => event.seq)).toEqual([1, 6, 11, 16, 21]);
+    const channel = await getJson("/api/v1/events?channels=task:task_x&types=agent.message");
+    expect(channel.body.data).toEqual([]);
+  });
+
+  it("refuses what it cannot answer: unknown after, bad filters, unknown major", async () => {
+    const unknown = await getJson("/api/v1/events?after=evt_01HNYZQXQHJ9E1T5VZJQKZGJRM");
+    expect(unknown).toMatchObject({ status: 404, body: { code: "NOT_FOUND" } });
+    const badType = await getJson("/api/v1/events?types=task.exploded");
+    expect(badType).toMatchObject({ status: 422, body: { errors: [{ path: "types" }] } });
+    const badMajor = await getJson("/api/v1/events?version=3.0");
+    expect(badMajor).toMatchObject({
+      status: 422,
+      body: { errors: [{ path: "version", message: "unknown major version 3; supported majors: 1, 2" }] },
+    });
+    const badCursor = await getJson("/api/v1/events?cursor=nonsense");
+    expect(badCursor.status).toBe(422);
+  });
+
+  it("needs credentials with events:read", async () => {
+    expect((await getJson("/api/v1/events", {})).status).toBe(401);
+    const tasksOnly = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    expect((await getJson("/api/v1/events", tasksOnly.headers)).body).toMatchObject({ status: 403 });
+    // Another workspace sees only its own log.
+    const other = await createTestWorkspace(fetcher, BASE);
+    expect((await getJson("/api/v1/events", other.headers)).body.data).toEqual([]);
+  });
+});
+
+describe("GET /api/v1/events/schema", () => {
+  it("serves the JSON Schema, and the OpenAPI document references the Event schema", async () => {
+    const schema = await getJson("/api/v1/events/schema");
+    expect(schema.status).toBe(200);
+    expect(Object.keys(schema.body.$defs)).toContain("llm.provider.fallback@1.0");
+    const doc = (await (await fetcher(`${BASE}/openapi.json`)).json()) as any;
+    expect(doc.components.schemas.Event).toBeDefined();
+    expect(doc.paths["/api/v1/events/ws"].get.operationId).toBe("streamEvents");
+  });
+});
+
+describe("WebSocket stream and tickets", () => {
+  it("upgrades with a bearer header and resumes from last_event_id", async () => {
+    const response = await fetcher(`${BASE}/api/v1/events/ws?last_event_id=${published[22].event_id}`, {
+      headers: { ...reader.headers, Upgrade: "websocket" },
+    });
+    expect(response.status).toBe(101);
+    const client = watch(response.webSocket!);
+    await publishMessage(workspace.id);
+    const events = await client.waitForEvents(3);
+    expect(client.frames[0]).toEqual({ type: "replay", recovered: true, count: 2 });
+    expect(events.map((event) => event.seq)).toEqual([24, 25, 26]);
+    client.socket.close(1000);
+  });
+
+  it("answers a plain GET with a 400 problem, and an unknown major with 422", async () => {
+    expect((await getJson("/api/v1/events/ws")).status).toBe(400);
+    const response = await fetcher(`${BASE}/api/v1/events/ws?version=9.0`, {
+      headers: { ...reader.headers, Upgrade: "websocket" },
+    });
+    expect(response.status).toBe(422);
+  });
+
+  it("issues single-use tickets that open the stream without an API key", async () => {
+    const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: reader.headers });
+    expect(response.status).toBe(201);
+    const { ticket, expires_at } = (await response.json()) as { ticket: string; expires_at: string };
+    expect(ticket).toMatch(new RegExp(`^tkt_[A-Za-z0-9_-]{32}\\.${workspace.id}$`));
+    expect(Date.parse(expires_at) - Date.now()).toBeGreaterThan(50_000);
+
+    const url = `${BASE}/api/v1/events/ws?ticket=${ticket}&types=tool.*`;
+    const request = new Request(url, { headers: { Upgrade: "websocket" } });
+    // The global auth middleware lets exactly this request through to the route.
+    expect(isTicketAuthenticatedRequest(request)).toBe(true);
+    expect(isTicketAuthenticatedRequest(new Request(`${BASE}/api/v1/events?ticket=${ticket}`))).toBe(false);
+
+    const opened = await openEventStream(env, request, undefined, { ticket, types: "tool.*" });
+    const client = watch(opened.webSocket!);
+    await publishMessage(workspace.id);
+    const tool = await publishToolCall(workspace.id, "task_y");
+    expect((await client.waitForEvents(1)).map((event) => event.seq)).toEqual([tool.seq]);
+
+    const again = openEventStream(env, request, undefined, { ticket });
+    await expect(again).rejects.toMatchObject({ code: "UNAUTHENTICATED" });
+    const forged = openEventStream(env, request, undefined, { ticket: `${ticket.slice(0, -3)}abc` });
+    await expect(forged).rejects.toBeInstanceOf(ApiError);
+  });
+
+  it("does not let a principal without events:read take a ticket", async () => {
+    const tasksOnly = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: tasksOnly.headers });
+    expect(response.status).toBe(403);
+  });
+});
