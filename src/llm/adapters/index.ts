@@ -1,6 +1,9 @@
 import type { AppConfig } from "../../env.ts";
 import type { ProviderAdapter } from "../provider.ts";
+import { AnthropicAdapter } from "./anthropic.ts";
+import { OpenAiCompatibleAdapter } from "./openai.ts";
 import { SimulatedAdapter } from "./simulated.ts";
+import { WorkersAiAdapter } from "./workers-ai.ts";
 
 /**
  * The providers this deployment can call, from its configuration: a provider
@@ -15,6 +18,42 @@ export function buildAdapters(config: AppConfig): ReadonlyMap<string, ProviderAd
   if (cached) return cached;
   const adapters = new Map<string, ProviderAdapter>();
   adapters.set("simulated", new SimulatedAdapter());
+  if (config.OPENAI_API_KEY || config.OPENAI_BASE_URL) {
+    adapters.set(
+      "openai",
+      new OpenAiCompatibleAdapter({
+        name: "openai",
+        baseUrl: config.OPENAI_BASE_URL ?? "https://api.openai.com/v1",
+        apiKey: config.OPENAI_API_KEY,
+      }),
+    );
+  }
+  if (config.AZURE_OPENAI_API_KEY && config.AZURE_OPENAI_ENDPOINT) {
+    adapters.set(
+      "azure",
+      new OpenAiCompatibleAdapter({
+        name: "azure",
+        baseUrl: config.AZURE_OPENAI_ENDPOINT,
+        apiKey: config.AZURE_OPENAI_API_KEY,
+        apiVersion: config.AZURE_OPENAI_API_VERSION,
+      }),
+    );
+  }
+  if (config.LOCAL_LLM_BASE_URL) {
+    adapters.set("local", new OpenAiCompatibleAdapter({ name: "local", baseUrl: config.LOCAL_LLM_BASE_URL }));
+  }
+  if (config.ANTHROPIC_API_KEY) {
+    adapters.set(
+      "anthropic",
+      new AnthropicAdapter({ apiKey: config.ANTHROPIC_API_KEY, baseUrl: config.ANTHROPIC_BASE_URL }),
+    );
+  }
+  if (config.AI) adapters.set("workers-ai", new WorkersAiAdapter(config.AI as never));
   built.set(config, adapters);
   return adapters;
+}
+
+/** Names of the providers configured here, for GET /api/v1/providers. */
+export function configuredProviders(config: AppConfig): string[] {
+  return [...buildAdapters(config).keys()];
 }

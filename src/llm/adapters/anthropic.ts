@@ -1,0 +1,267 @@
+import {
+  type AdapterCall,
+  type AdapterResult,
+  errorFromResponse,
+  fetchFailure,
+  MessageAssembler,
+  type ProviderAdapter,
+  ProviderError,
+  type StreamEvent,
+} from "../provider.ts";
+import { retryAfterMs } from "../retry.ts";
+import { readSse } from "../sse.ts";
+import type { ChatMessage, ChatResult, TokenUsage } from "../types.ts";
+
+/**
+ * Anthropic's Messages API, mapped to and from the OpenAI chat shape: system
+ * messages become `system`, tool calls `tool_use` blocks, tool results
+ * `tool_result` blocks in a user turn. Usage is input + cache tokens as the
+ * prompt, output tokens as the completion.
+ */
+
+export interface AnthropicOptions {
+  apiKey: string;
+  baseUrl?: string;
+  fetch?: typeof fetch;
+}
+
+const API_VERSION = "2023-06-01";
+/** Anthropic requires max_tokens; this is used when the request sets none. */
+const DEFAULT_MAX_TOKENS = 4_096;
+
+type Block =
+  | { type: "text"; text: string }
+  | { type: "tool_use"; id: string; name: string; input: unknown }
+  | { type: "tool_result"; tool_use_id: string; content: string };
+
+interface AnthropicUsage {
+  input_tokens?: number;
+  output_tokens?: number;
+  cache_creation_input_tokens?: number | null;
+  cache_read_input_tokens?: number | null;
+}
+
+interface AnthropicEvent {
+  type?: string;
+  index?: number;
+  message?: { usage?: AnthropicUsage };
+  content_block?: { type?: string; id?: string; name?: string };
+  delta?: { type?: string; text?: string; partial_json?: string; stop_reason?: string };
+  usage?: AnthropicUsage;
+  error?: { type?: string; message?: string };
+}
+
+export function toAnthropic(call: AdapterCall) {
+  const system = call.messages
+    .filter((message) => message.role === "system")
+    .map((message) => message.content ?? "")
+    .join("\n\n");
+  const turns: { role: "user" | "assistant"; content: Block[] }[] = [];
+  const push = (role: "user" | "assistant", blocks: Block[]) => {
+    const last = turns.at(-1);
+    // The API wants alternating turns: consecutive same-role messages merge.
+    if (last && last.role === role) last.content.push(...blocks);
+    else turns.push({ role, content: blocks });
+  };
+  for (const message of call.messages) {
+    if (message.role === "system") continue;
+    if (message.role === "tool") {
+      push("user", [{ type: "tool_result", tool_use_id: message.tool_call_id ?? "", content: message.content ?? "" }]);
+      continue;
+    }
+    const blocks: Block[] = message.content ? [{ type: "text", text: message.content }] : [];
+    for (const toolCall of message.tool_calls ?? []) {
+      blocks.push({
+        type: "tool_use",
+        id: toolCall.id,
+        name: toolCall.function.name,
+        input: parseArguments(toolCall.function.arguments),
+      });
+    }
+    if (blocks.length > 0) push(message.role === "assistant" ? "assistant" : "user", blocks);
+  }
+  return {
+    model: call.model,
+    max_tokens: call.max_tokens ?? DEFAULT_MAX_TOKENS,
+    ...(system ? { system } : {}),
+    messages: turns,
+    ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
+    ...(call.tools
+      ? {
+          tools: call.tools.map((tool) => ({
+            name: tool.function.name,
+            ...(tool.function.description ? { description: tool.function.description } : {}),
+            input_schema: tool.function.parameters,
+          })),
+        }
+      : {}),
+  };
+}
+
+function parseArguments(text: string): unknown {
+  try {
+    return JSON.parse(text || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function stopReason(value: string | null | undefined): ChatResult["finish_reason"] {
+  if (value === "max_tokens") return "length";
+  if (value === "tool_use") return "tool_calls";
+  if (value === "refusal") return "content_filter";
+  return "stop";
+}
+
+function usageOf(usage: AnthropicUsage): TokenUsage {
+  const prompt =
+    (usage.input_tokens ?? 0) + (usage.cache_creation_input_tokens ?? 0) + (usage.cache_read_input_tokens ?? 0);
+  const completion = usage.output_tokens ?? 0;
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+export class AnthropicAdapter implements ProviderAdapter {
+  readonly name = "anthropic";
+  readonly simulated = false;
+  readonly #options: AnthropicOptions;
+
+  constructor(options: AnthropicOptions) {
+    this.#options = options;
+  }
+
+  async complete(call: AdapterCall): Promise<AdapterResult> {
+    const response = await this.#post(call, false);
+    let body: { content?: Block[]; stop_reason?: string; usage?: AnthropicUsage };
+    try {
+      body = (await response.json()) as typeof body;
+    } catch (error) {
+      throw call.signal.aborted
+        ? fetchFailure(error, call.signal)
+        : new ProviderError("protocol", "the provider's answer is not JSON");
+    }
+    if (!body.content || !body.usage)
+      throw new ProviderError("protocol", "the provider's answer lacks content or usage");
+    const text = body.content.flatMap((block) => (block.type === "text" ? [block.text] : [])).join("");
+    const toolCalls = body.content.flatMap((block) =>
+      block.type === "tool_use"
+        ? [
+            {
+              id: block.id,
+              type: "function" as const,
+              function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) },
+            },
+          ]
+        : [],
+    );
+    const message: ChatMessage = {
+      role: "assistant",
+      content: text === "" && toolCalls.length > 0 ? null : text,
+      ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+    };
+    return { message, finish_reason: stopReason(body.stop_reason), usage: usageOf(body.usage) };
+  }
+
+  async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
+    const response = await this.#post(call, true);
+    if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
+    const assembler = new MessageAssembler();
+    const usage: AnthropicUsage = {};
+    let stop: string | undefined;
+    let toolIndex = -1;
+    const toolIndexByBlock = new Map<number, number>();
+    let stopped = false;
+    try {
+      for await (const message of readSse(response.body)) {
+        const data = JSON.parse(message.data) as AnthropicEvent;
+        switch (data.type) {
+          case "message_start":
+            Object.assign(usage, data.message?.usage ?? {});
+            break;
+          case "content_block_start":
+            if (data.content_block?.type === "tool_use") {
+              toolIndex++;
+              toolIndexByBlock.set(data.index ?? 0, toolIndex);
+              const event = {
+                type: "delta" as const,
+                tool_calls: [
+                  {
+                    index: toolIndex,
+                    id: data.content_block.id,
+                    type: "function" as const,
+                    function: { name: data.content_block.name, arguments: "" },
+                  },
+                ],
+              };
+              assembler.add(event);
+              yield event;
+            }
+            break;
+          case "content_block_delta":
+            if (data.delta?.type === "text_delta" && data.delta.text) {
+              const event = { type: "delta" as const, content: data.delta.text as string };
+              assembler.add(event);
+              yield event;
+            } else if (data.delta?.type === "input_json_delta" && data.delta.partial_json) {
+              const event = {
+                type: "delta" as const,
+                tool_calls: [
+                  {
+                    index: toolIndexByBlock.get(data.index ?? 0) ?? 0,
+                    function: { arguments: data.delta.partial_json as string },
+                  },
+                ],
+              };
+              assembler.add(event);
+              yield event;
+            }
+            break;
+          case "message_delta":
+            if (data.delta?.stop_reason) stop = data.delta.stop_reason;
+            Object.assign(usage, data.usage ?? {});
+            break;
+          case "message_stop":
+            stopped = true;
+            break;
+          case "error":
+            throw new ProviderError("http", data.error?.message ?? "error in stream", {
+              status: data.error?.type === "overloaded_error" ? 529 : 500,
+              code: data.error?.type,
+            });
+        }
+        if (stopped) break;
+      }
+    } catch (error) {
+      if (error instanceof SyntaxError)
+        throw new ProviderError("protocol", "the provider sent an event that is not JSON");
+      throw fetchFailure(error, call.signal);
+    }
+    if (usage.input_tokens === undefined || usage.output_tokens === undefined) {
+      throw new ProviderError("protocol", "the stream ended without usage");
+    }
+    yield {
+      type: "done",
+      result: { message: assembler.message(), finish_reason: stopReason(stop), usage: usageOf(usage) },
+    };
+  }
+
+  async #post(call: AdapterCall, stream: boolean): Promise<Response> {
+    const base = (this.#options.baseUrl ?? "https://api.anthropic.com").replace(/\/+$/, "");
+    let response: Response;
+    try {
+      response = await (this.#options.fetch ?? fetch)(`${base}/v1/messages`, {
+        method: "POST",
+        headers: {
+          "Content-Type": "application/json",
+          "x-api-key": this.#options.apiKey,
+          "anthropic-version": API_VERSION,
+        },
+        body: JSON.stringify({ ...toAnthropic(call), ...(stream ? { stream: true } : {}) }),
+        signal: call.signal,
+      });
+    } catch (error) {
+      throw fetchFailure(error, call.signal);
+    }
+    if (!response.ok) throw await errorFromResponse(response, retryAfterMs(response.headers));
+    return response;
+  }
+}

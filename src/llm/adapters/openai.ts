@@ -1,0 +1,177 @@
+import {
+  type AdapterCall,
+  type AdapterResult,
+  errorFromResponse,
+  fetchFailure,
+  MessageAssembler,
+  type ProviderAdapter,
+  ProviderError,
+  type StreamEvent,
+  type ToolCallDelta,
+} from "../provider.ts";
+import { retryAfterMs } from "../retry.ts";
+import { readSse } from "../sse.ts";
+import type { ChatMessage, ChatResult, TokenUsage } from "../types.ts";
+
+/**
+ * OpenAI-compatible chat completions: OpenAI itself, Azure OpenAI (the model
+ * is the deployment name, plus `api-version`), and `local` servers (Ollama,
+ * vLLM, LM Studio) by base URL. Streams ask for `stream_options.include_usage`
+ * so the charge comes from the provider's own usage figures.
+ */
+
+export interface OpenAiCompatibleOptions {
+  name: "openai" | "azure" | "local";
+  /** OpenAI and local: up to `/v1`; Azure: the resource endpoint. */
+  baseUrl: string;
+  apiKey?: string;
+  /** Azure only. */
+  apiVersion?: string;
+  fetch?: typeof fetch;
+}
+
+interface CompletionBody {
+  choices?: { message?: ChatMessage; finish_reason?: string | null }[];
+  usage?: Partial<TokenUsage> | null;
+}
+
+interface ChunkBody {
+  choices?: { delta?: { content?: string | null; tool_calls?: ToolCallDelta[] }; finish_reason?: string | null }[];
+  usage?: Partial<TokenUsage> | null;
+  error?: { message?: string; code?: string };
+}
+
+const FINISH_REASONS = new Set<ChatResult["finish_reason"]>(["stop", "length", "tool_calls", "content_filter"]);
+
+export function finishReason(value: string | null | undefined): ChatResult["finish_reason"] {
+  if (value === "function_call") return "tool_calls";
+  return value && FINISH_REASONS.has(value as ChatResult["finish_reason"])
+    ? (value as ChatResult["finish_reason"])
+    : "stop";
+}
+
+export function usageOf(usage: Partial<TokenUsage> | null | undefined): TokenUsage | undefined {
+  if (!usage || typeof usage.prompt_tokens !== "number" || typeof usage.completion_tokens !== "number")
+    return undefined;
+  return {
+    prompt_tokens: usage.prompt_tokens,
+    completion_tokens: usage.completion_tokens,
+    total_tokens: usage.total_tokens ?? usage.prompt_tokens + usage.completion_tokens,
+  };
+}
+
+export class OpenAiCompatibleAdapter implements ProviderAdapter {
+  readonly name: string;
+  readonly simulated = false;
+  readonly #options: OpenAiCompatibleOptions;
+
+  constructor(options: OpenAiCompatibleOptions) {
+    this.name = options.name;
+    this.#options = options;
+  }
+
+  async complete(call: AdapterCall): Promise<AdapterResult> {
+    const response = await this.#post(call, false);
+    let body: CompletionBody;
+    try {
+      body = (await response.json()) as CompletionBody;
+    } catch (error) {
+      throw call.signal.aborted
+        ? fetchFailure(error, call.signal)
+        : new ProviderError("protocol", "the provider's answer is not JSON");
+    }
+    const choice = body.choices?.[0];
+    const usage = usageOf(body.usage);
+    if (!choice?.message || !usage)
+      throw new ProviderError("protocol", "the provider's answer lacks a message or usage");
+    const message: ChatMessage = {
+      role: "assistant",
+      content: choice.message.content ?? null,
+      ...(choice.message.tool_calls?.length ? { tool_calls: choice.message.tool_calls } : {}),
+    };
+    return { message, finish_reason: finishReason(choice.finish_reason), usage };
+  }
+
+  async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
+    const response = await this.#post(call, true);
+    if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
+    const assembler = new MessageAssembler();
+    let finish: string | null | undefined;
+    let usage: TokenUsage | undefined;
+    try {
+      for await (const message of readSse(response.body)) {
+        if (message.data === "[DONE]") break;
+        let chunk: ChunkBody;
+        try {
+          chunk = JSON.parse(message.data) as ChunkBody;
+        } catch {
+          throw new ProviderError("protocol", "the provider sent a chunk that is not JSON");
+        }
+        if (chunk.error)
+          throw new ProviderError("http", chunk.error.message ?? "error in stream", {
+            status: 500,
+            code: chunk.error.code,
+          });
+        usage = usageOf(chunk.usage) ?? usage;
+        const choice = chunk.choices?.[0];
+        if (!choice) continue;
+        if (choice.finish_reason) finish = choice.finish_reason;
+        const delta = choice.delta;
+        if (!delta || (!delta.content && !delta.tool_calls?.length)) continue;
+        const event = {
+          type: "delta" as const,
+          ...(delta.content ? { content: delta.content } : {}),
+          ...(delta.tool_calls?.length ? { tool_calls: delta.tool_calls } : {}),
+        };
+        assembler.add(event);
+        yield event;
+      }
+    } catch (error) {
+      throw fetchFailure(error, call.signal);
+    }
+    if (!usage) throw new ProviderError("protocol", "the stream ended without usage");
+    yield { type: "done", result: { message: assembler.message(), finish_reason: finishReason(finish), usage } };
+  }
+
+  #url(model: string): string {
+    const base = this.#options.baseUrl.replace(/\/+$/, "");
+    if (this.#options.name === "azure") {
+      const version = encodeURIComponent(this.#options.apiVersion ?? "2024-10-21");
+      return `${base}/openai/deployments/${encodeURIComponent(model)}/chat/completions?api-version=${version}`;
+    }
+    return `${base}/chat/completions`;
+  }
+
+  async #post(call: AdapterCall, stream: boolean): Promise<Response> {
+    const headers: Record<string, string> = {
+      "Content-Type": "application/json",
+      Accept: stream ? "text/event-stream" : "application/json",
+    };
+    if (this.#options.apiKey) {
+      if (this.#options.name === "azure") headers["api-key"] = this.#options.apiKey;
+      else headers.Authorization = `Bearer ${this.#options.apiKey}`;
+    }
+    const body = {
+      // Azure names the deployment in the URL; the others read it here.
+      ...(this.#options.name === "azure" ? {} : { model: call.model }),
+      messages: call.messages,
+      ...(call.tools ? { tools: call.tools } : {}),
+      ...(call.max_tokens !== undefined ? { max_tokens: call.max_tokens } : {}),
+      ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
+      ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
+    };
+    let response: Response;
+    try {
+      response = await (this.#options.fetch ?? fetch)(this.#url(call.model), {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body),
+        signal: call.signal,
+      });
+    } catch (error) {
+      throw fetchFailure(error, call.signal);
+    }
+    if (!response.ok) throw await errorFromResponse(response, retryAfterMs(response.headers));
+    return response;
+  }
+}
