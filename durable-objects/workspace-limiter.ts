@@ -6,6 +6,13 @@ import {
   type SubmitResult,
   TaskAdmission,
 } from "../src/limits/admission.ts";
+import {
+  type BudgetAmountsInput,
+  BudgetBook,
+  type PeriodStatus,
+  type ReserveResult,
+  type SettleResult,
+} from "../src/limits/budgets.ts";
 import { LimiterCore } from "../src/limits/limiter-core.ts";
 import type {
   AcquireInput,
@@ -31,6 +38,7 @@ import type {
 export class WorkspaceLimiter extends DurableObject {
   readonly #core: LimiterCore;
   readonly #admission: TaskAdmission;
+  readonly #budgets: BudgetBook;
   /** The alarm this object last set (epoch ms), so calls do not reset it needlessly. */
   #alarmAtMs: number | null = null;
 
@@ -39,6 +47,21 @@ export class WorkspaceLimiter extends DurableObject {
     // LimiterCore runs the schema migrations, so it is built first.
     this.#core = new LimiterCore(ctx.storage);
     this.#admission = new TaskAdmission(ctx.storage);
+    this.#budgets = new BudgetBook(ctx.storage);
+  }
+
+  /** Budgets: reserve a call's estimate; refused when a daily or monthly budget has nothing left. */
+  async reserveBudget(input: BudgetAmountsInput): Promise<ReserveResult> {
+    return this.#budgets.reserve({ ...input, nowMs: Date.now() });
+  }
+
+  /** Budgets: charge the actual amounts once per charge key; reports thresholds newly reached. */
+  async settleBudget(input: BudgetAmountsInput): Promise<SettleResult> {
+    return this.#budgets.settle({ ...input, nowMs: Date.now() });
+  }
+
+  async budgetStatus(): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {
+    return this.#budgets.status(Date.now());
   }
 
   /** Admission of a new task: a slot now (the caller sends `dispatch`), a place in line, or a refusal. */

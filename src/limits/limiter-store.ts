@@ -1,4 +1,5 @@
 import { ADMISSION_MIGRATION } from "./admission-store.ts";
+import { BUDGET_MIGRATION } from "./budget-store.ts";
 import type { StrikeState } from "./strikes.ts";
 import type { BucketState } from "./token-bucket.ts";
 
@@ -34,6 +35,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   ],
   // 1 → 2: task admission (pending line and leased slots), src/limits/admission-store.ts.
   ADMISSION_MIGRATION,
+  // 2 → 3: token and cost budgets (periods, charges, reported thresholds), src/limits/budget-store.ts.
+  BUDGET_MIGRATION,
 ];
 
 export const LIMITER_SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,0 +1,141 @@
+import type { LimiterStorage } from "./limiter-store.ts";
+
+/**
+ * SQLite access for token and cost budgets inside the WorkspaceLimiter:
+ * counters per period (`day:YYYY-MM-DD`, `month:YYYY-MM`), one row per charge
+ * key (so a retried call is charged once), and the thresholds already
+ * reported per period. Created by the budgets step of limiter-store.ts MIGRATIONS.
+ */
+
+export const BUDGET_MIGRATION: readonly string[] = [
+  `CREATE TABLE limiter_budget_periods (
+     period TEXT PRIMARY KEY,
+     tokens INTEGER NOT NULL,
+     cost_usd REAL NOT NULL,
+     reserved_tokens INTEGER NOT NULL,
+     reserved_cost_usd REAL NOT NULL,
+     expires_at_ms INTEGER NOT NULL
+   )`,
+  `CREATE TABLE limiter_budget_charges (
+     charge_key TEXT PRIMARY KEY,
+     day TEXT NOT NULL,
+     month TEXT NOT NULL,
+     tokens INTEGER NOT NULL,
+     cost_usd REAL NOT NULL,
+     settled INTEGER NOT NULL,
+     expires_at_ms INTEGER NOT NULL
+   )`,
+  "CREATE INDEX limiter_budget_charges_expires ON limiter_budget_charges (expires_at_ms)",
+  `CREATE TABLE limiter_budget_alerts (
+     period TEXT NOT NULL,
+     metric TEXT NOT NULL,
+     threshold INTEGER NOT NULL,
+     reached_at_ms INTEGER NOT NULL,
+     expires_at_ms INTEGER NOT NULL,
+     PRIMARY KEY (period, metric, threshold)
+   )`,
+];
+
+export interface PeriodCounters {
+  tokens: number;
+  costUsd: number;
+  reservedTokens: number;
+  reservedCostUsd: number;
+}
+
+export interface ChargeRow {
+  day: string;
+  month: string;
+  tokens: number;
+  costUsd: number;
+  settled: boolean;
+}
+
+const ZERO: PeriodCounters = { tokens: 0, costUsd: 0, reservedTokens: 0, reservedCostUsd: 0 };
+
+export class BudgetStore {
+  readonly #sql: SqlStorage;
+
+  constructor(storage: LimiterStorage) {
+    this.#sql = storage.sql;
+  }
+
+  period(period: string): PeriodCounters {
+    const row = this.#sql
+      .exec<{ tokens: number; cost_usd: number; reserved_tokens: number; reserved_cost_usd: number }>(
+        "SELECT tokens, cost_usd, reserved_tokens, reserved_cost_usd FROM limiter_budget_periods WHERE period = ?",
+        period,
+      )
+      .toArray()[0];
+    return row
+      ? {
+          tokens: row.tokens,
+          costUsd: row.cost_usd,
+          reservedTokens: row.reserved_tokens,
+          reservedCostUsd: row.reserved_cost_usd,
+        }
+      : ZERO;
+  }
+
+  writePeriod(period: string, counters: PeriodCounters, expiresAtMs: number): void {
+    this.#sql.exec(
+      `INSERT INTO limiter_budget_periods (period, tokens, cost_usd, reserved_tokens, reserved_cost_usd, expires_at_ms)
+       VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (period) DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd,
+         reserved_tokens = excluded.reserved_tokens, reserved_cost_usd = excluded.reserved_cost_usd`,
+      period,
+      counters.tokens,
+      counters.costUsd,
+      counters.reservedTokens,
+      counters.reservedCostUsd,
+      expiresAtMs,
+    );
+  }
+
+  charge(chargeKey: string): ChargeRow | null {
+    const row = this.#sql
+      .exec<{ day: string; month: string; tokens: number; cost_usd: number; settled: number }>(
+        "SELECT day, month, tokens, cost_usd, settled FROM limiter_budget_charges WHERE charge_key = ?",
+        chargeKey,
+      )
+      .toArray()[0];
+    return row
+      ? { day: row.day, month: row.month, tokens: row.tokens, costUsd: row.cost_usd, settled: row.settled === 1 }
+      : null;
+  }
+
+  writeCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): void {
+    this.#sql.exec(
+      `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
+       VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (charge_key) DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd, settled = excluded.settled`,
+      chargeKey,
+      charge.day,
+      charge.month,
+      charge.tokens,
+      charge.costUsd,
+      charge.settled ? 1 : 0,
+      expiresAtMs,
+    );
+  }
+
+  /** Records a threshold as reported; false when it already was this period. */
+  markAlert(period: string, metric: string, threshold: number, nowMs: number, expiresAtMs: number): boolean {
+    const cursor = this.#sql.exec(
+      `INSERT INTO limiter_budget_alerts (period, metric, threshold, reached_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT DO NOTHING`,
+      period,
+      metric,
+      threshold,
+      nowMs,
+      expiresAtMs,
+    );
+    return cursor.rowsWritten > 0;
+  }
+
+  prune(nowMs: number): void {
+    this.#sql.exec("DELETE FROM limiter_budget_periods WHERE expires_at_ms <= ?", nowMs);
+    this.#sql.exec("DELETE FROM limiter_budget_charges WHERE expires_at_ms <= ?", nowMs);
+    this.#sql.exec("DELETE FROM limiter_budget_alerts WHERE expires_at_ms <= ?", nowMs);
+  }
+}

@@ -1,0 +1,228 @@
+import { BudgetStore, type PeriodCounters } from "./budget-store.ts";
+import type { LimiterStorage } from "./limiter-store.ts";
+
+/**
+ * A workspace's token and cost budgets, per UTC day and month, held in the
+ * WorkspaceLimiter. A call reserves its estimate first (refused when a budget
+ * has nothing left) and settles the provider's actual figures after; the
+ * charge key makes both idempotent, so a retried consumer is charged once.
+ * Crossing 50, 80 or 100% of a budget is reported once per period.
+ */
+
+export interface BudgetLimits {
+  daily_tokens: number | null;
+  monthly_tokens: number | null;
+  daily_cost_usd: number | null;
+  monthly_cost_usd: number | null;
+}
+
+export interface BudgetAmountsInput {
+  chargeKey: string;
+  limits: BudgetLimits | null;
+  tokens: number;
+  costUsd: number;
+}
+
+export type ReserveResult =
+  | { ok: true }
+  | {
+      ok: false;
+      period: "daily" | "monthly";
+      metric: "tokens" | "cost_usd";
+      limit: number;
+      used: number;
+      /** Until the period resets. */
+      retryAfterMs: number;
+    };
+
+export interface ThresholdCrossing {
+  period: "daily" | "monthly";
+  metric: "tokens" | "cost_usd";
+  /** 50, 80 or 100. */
+  thresholdPercent: number;
+  limit: number;
+  used: number;
+  percentage: number;
+}
+
+export interface SettleResult {
+  /** The charge key was settled before: nothing changed. */
+  duplicate: boolean;
+  crossings: ThresholdCrossing[];
+}
+
+export interface PeriodStatus {
+  period: string;
+  tokens: number;
+  cost_usd: number;
+  reserved_tokens: number;
+  reserved_cost_usd: number;
+  resets_at: string;
+}
+
+export const BUDGET_THRESHOLDS_PERCENT = [50, 80, 100] as const;
+const DAY_MS = 86_400_000;
+/** Charge keys are remembered this long: longer than any queue retry or replay of a task. */
+const CHARGE_KEEP_MS = 40 * DAY_MS;
+const PRUNE_INTERVAL_MS = 60_000;
+
+const RULES = [
+  { period: "daily", metric: "tokens", field: "daily_tokens" },
+  { period: "daily", metric: "cost_usd", field: "daily_cost_usd" },
+  { period: "monthly", metric: "tokens", field: "monthly_tokens" },
+  { period: "monthly", metric: "cost_usd", field: "monthly_cost_usd" },
+] as const;
+
+export function periodKeys(nowMs: number): { day: string; month: string } {
+  const iso = new Date(nowMs).toISOString();
+  return { day: `day:${iso.slice(0, 10)}`, month: `month:${iso.slice(0, 7)}` };
+}
+
+/** Epoch ms when the period that contains nowMs ends (UTC). */
+export function periodEndMs(period: "daily" | "monthly", nowMs: number): number {
+  const date = new Date(nowMs);
+  return period === "daily"
+    ? Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate() + 1)
+    : Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1);
+}
+
+function used(counters: PeriodCounters, metric: "tokens" | "cost_usd", withReserved: boolean): number {
+  if (metric === "tokens") return counters.tokens + (withReserved ? counters.reservedTokens : 0);
+  return counters.costUsd + (withReserved ? counters.reservedCostUsd : 0);
+}
+
+const round = (value: number) => Math.round(value * 1e8) / 1e8;
+
+export class BudgetBook {
+  readonly #store: BudgetStore;
+  readonly #atomically: <T>(write: () => T) => T;
+  #lastPruneMs = Number.NEGATIVE_INFINITY;
+
+  constructor(storage: LimiterStorage) {
+    this.#store = new BudgetStore(storage);
+    this.#atomically = (write) => storage.transactionSync(write);
+  }
+
+  reserve(input: BudgetAmountsInput & { nowMs: number }): ReserveResult {
+    const { nowMs } = input;
+    this.#maybePrune(nowMs);
+    return this.#atomically(() => {
+      const existing = this.#store.charge(input.chargeKey);
+      if (existing) return { ok: true } as const;
+      const keys = periodKeys(nowMs);
+      const counters = { daily: this.#store.period(keys.day), monthly: this.#store.period(keys.month) };
+      for (const rule of RULES) {
+        const limit = input.limits?.[rule.field];
+        if (limit === null || limit === undefined) continue;
+        const current = used(counters[rule.period], rule.metric, true);
+        if (current >= limit) {
+          return {
+            ok: false,
+            period: rule.period,
+            metric: rule.metric,
+            limit,
+            used: round(current),
+            retryAfterMs: periodEndMs(rule.period, nowMs) - nowMs,
+          } as const;
+        }
+      }
+      this.#store.writeCharge(
+        input.chargeKey,
+        { day: keys.day, month: keys.month, tokens: input.tokens, costUsd: input.costUsd, settled: false },
+        nowMs + CHARGE_KEEP_MS,
+      );
+      this.#adjust(keys.day, "daily", nowMs, { reservedTokens: input.tokens, reservedCostUsd: input.costUsd });
+      this.#adjust(keys.month, "monthly", nowMs, { reservedTokens: input.tokens, reservedCostUsd: input.costUsd });
+      return { ok: true } as const;
+    });
+  }
+
+  /** Charges the actual amounts (0 and 0 releases a reservation) and reports thresholds newly reached. */
+  settle(input: BudgetAmountsInput & { nowMs: number }): SettleResult {
+    const { nowMs } = input;
+    return this.#atomically(() => {
+      const existing = this.#store.charge(input.chargeKey);
+      if (existing?.settled) return { duplicate: true, crossings: [] };
+      const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
+      const reservedTokens = existing?.tokens ?? 0;
+      const reservedCost = existing?.costUsd ?? 0;
+      const delta = {
+        tokens: input.tokens,
+        costUsd: input.costUsd,
+        reservedTokens: -reservedTokens,
+        reservedCostUsd: -reservedCost,
+      };
+      this.#adjust(keys.day, "daily", nowMs, delta);
+      this.#adjust(keys.month, "monthly", nowMs, delta);
+      this.#store.writeCharge(
+        input.chargeKey,
+        { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },
+        nowMs + CHARGE_KEEP_MS,
+      );
+      return { duplicate: false, crossings: this.#crossings(keys, input.limits, nowMs) };
+    });
+  }
+
+  status(nowMs: number): { daily: PeriodStatus; monthly: PeriodStatus } {
+    const keys = periodKeys(nowMs);
+    const view = (period: string, counters: PeriodCounters, endMs: number): PeriodStatus => ({
+      period: period.slice(period.indexOf(":") + 1),
+      tokens: counters.tokens,
+      cost_usd: round(counters.costUsd),
+      reserved_tokens: counters.reservedTokens,
+      reserved_cost_usd: round(counters.reservedCostUsd),
+      resets_at: new Date(endMs).toISOString(),
+    });
+    return {
+      daily: view(keys.day, this.#store.period(keys.day), periodEndMs("daily", nowMs)),
+      monthly: view(keys.month, this.#store.period(keys.month), periodEndMs("monthly", nowMs)),
+    };
+  }
+
+  /** Every threshold at or below the current use that this period has not reported yet (covers budgets lowered meanwhile). */
+  #crossings(keys: { day: string; month: string }, limits: BudgetLimits | null, nowMs: number): ThresholdCrossing[] {
+    const out: ThresholdCrossing[] = [];
+    if (!limits) return out;
+    for (const rule of RULES) {
+      const limit = limits[rule.field];
+      if (limit === null || limit === undefined || limit <= 0) continue;
+      const period = rule.period === "daily" ? keys.day : keys.month;
+      const current = used(this.#store.period(period), rule.metric, false);
+      const percentage = (current / limit) * 100;
+      for (const threshold of BUDGET_THRESHOLDS_PERCENT) {
+        if (percentage < threshold) break;
+        const expiresAtMs = periodEndMs(rule.period, nowMs) + DAY_MS;
+        if (!this.#store.markAlert(period, rule.metric, threshold, nowMs, expiresAtMs)) continue;
+        out.push({
+          period: rule.period,
+          metric: rule.metric,
+          thresholdPercent: threshold,
+          limit,
+          used: round(current),
+          percentage: Math.round(percentage * 100) / 100,
+        });
+      }
+    }
+    return out;
+  }
+
+  #adjust(period: string, kind: "daily" | "monthly", nowMs: number, delta: Partial<PeriodCounters>): void {
+    const current = this.#store.period(period);
+    this.#store.writePeriod(
+      period,
+      {
+        tokens: current.tokens + (delta.tokens ?? 0),
+        costUsd: round(current.costUsd + (delta.costUsd ?? 0)),
+        reservedTokens: Math.max(0, current.reservedTokens + (delta.reservedTokens ?? 0)),
+        reservedCostUsd: Math.max(0, round(current.reservedCostUsd + (delta.reservedCostUsd ?? 0))),
+      },
+      periodEndMs(kind, nowMs) + 2 * DAY_MS,
+    );
+  }
+
+  #maybePrune(nowMs: number): void {
+    if (nowMs - this.#lastPruneMs < PRUNE_INTERVAL_MS) return;
+    this.#lastPruneMs = nowMs;
+    this.#store.prune(nowMs);
+  }
+}
