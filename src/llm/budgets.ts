@@ -1,12 +1,152 @@
+import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
+import { publish } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { BudgetGate } from "./router.ts";
+import { type PeriodStatus, periodEndMs, type ThresholdCrossing } from "../limits/budgets.ts";
+import { BudgetExhaustedError } from "./errors.ts";
+import { type BudgetGate, hasAnyBudget } from "./router.ts";
+import { type CallContext, LlmError } from "./types.ts";
 
-/** Budgets: reserve before a call, settle after (WorkspaceLimiter). */
+/**
+ * The isolate's side of budgets: reservations and settlements go to the
+ * workspace's WorkspaceLimiter, and thresholds it reports become
+ * `billing.threshold.reached` and `billing.usage_alert` events. A workspace
+ * without budgets skips the reservation (nothing can run out) but its usage
+ * is still counted, so budgets set later start from the real figures.
+ */
+
+type Config = Pick<AppConfig, "WORKSPACE_LIMITER" | "EVENT_HUB">;
+
+const ALERT_LEVELS: Record<number, "info" | "warning" | "critical"> = { 50: "info", 80: "warning", 100: "critical" };
+
 export function budgetGate(
-  _config: Pick<AppConfig, "WORKSPACE_LIMITER" | "EVENT_HUB">,
-  _logger: Logger,
-  _waitUntil?: (promise: Promise<unknown>) => void,
+  config: Config,
+  logger: Logger,
+  waitUntil?: (promise: Promise<unknown>) => void,
 ): BudgetGate {
-  return { reserve: async () => {}, settle: async () => {} };
+  return {
+    async reserve(amounts) {
+      if (!amounts.budgets || !hasAnyBudget(amounts.budgets)) return;
+      let result: Awaited<ReturnType<ReturnType<Config["WORKSPACE_LIMITER"]["getByName"]>["reserveBudget"]>>;
+      try {
+        result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).reserveBudget({
+          chargeKey: amounts.chargeKey,
+          limits: amounts.budgets,
+          tokens: amounts.tokens,
+          costUsd: amounts.costUsd,
+        });
+      } catch (error) {
+        // Spending without a working counter could overrun a budget: refuse, but as something to retry.
+        logger.error("budget reservation failed", { error, workspace_id: amounts.workspaceId });
+        throw new LlmError("all_providers_failed", "the budget counter is unavailable; retry shortly", true);
+      }
+      if (!result.ok) {
+        const unit = result.metric === "tokens" ? "tokens" : "USD";
+        throw new BudgetExhaustedError(
+          `The ${result.period} ${result.metric === "tokens" ? "token" : "cost"} budget is exhausted (${result.used} of ${result.limit} ${unit} used); it resets in ${Math.ceil(result.retryAfterMs / 1000)} s.`,
+          {
+            retryAfterSeconds: Math.max(1, Math.ceil(result.retryAfterMs / 1000)),
+            period: result.period,
+            metric: result.metric,
+          },
+        );
+      }
+    },
+
+    async settle(amounts, context) {
+      const limited = amounts.budgets !== null && hasAnyBudget(amounts.budgets);
+      // Releasing a reservation that was never made: nothing to do.
+      if (!limited && amounts.tokens === 0 && amounts.costUsd === 0) return;
+      const result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
+        chargeKey: amounts.chargeKey,
+        limits: amounts.budgets,
+        tokens: amounts.tokens,
+        costUsd: amounts.costUsd,
+      });
+      if (result.crossings.length === 0) return;
+      const work = Promise.all(result.crossings.map((crossing) => publishCrossing(config, logger, context, crossing)));
+      if (waitUntil) waitUntil(work);
+      await work;
+    },
+  };
+}
+
+async function publishCrossing(config: Config, logger: Logger, context: CallContext, crossing: ThresholdCrossing) {
+  const data = {
+    workspace_id: context.workspaceId,
+    threshold_type: crossing.period,
+    current_usage: crossing.used,
+    threshold: crossing.limit,
+    percentage: crossing.percentage,
+    alert_level: ALERT_LEVELS[crossing.thresholdPercent] ?? "info",
+    // Beyond the seed's fields (the data objects are open): which budget and which step.
+    metric: crossing.metric,
+    threshold_percent: crossing.thresholdPercent,
+  };
+  const common = {
+    workspace_id: context.workspaceId,
+    task_id: context.taskId,
+    run_id: context.runId,
+    agent_id: context.agentId,
+    ...(context.correlationId ? { correlation_id: context.correlationId } : {}),
+  };
+  logger.warn("budget threshold reached", { ...data });
+  for (const eventType of ["billing.threshold.reached", "billing.usage_alert"] as const) {
+    await publish(config, { ...common, event_type: eventType, data }, { logger }).catch((error: unknown) =>
+      logger.warn("billing event not published", { error, event_type: eventType }),
+    );
+  }
+}
+
+export interface BudgetStatus {
+  budgets: WorkspaceBudgets;
+  daily: PeriodStatus;
+  monthly: PeriodStatus;
+  /** True when some budget has nothing left: new work would be refused. */
+  exhausted: boolean;
+  /** With `exhausted`: seconds until the exhausted period resets. */
+  retry_after_seconds: number | null;
+}
+
+export const NO_BUDGETS: WorkspaceBudgets = {
+  daily_tokens: null,
+  monthly_tokens: null,
+  daily_cost_usd: null,
+  monthly_cost_usd: null,
+};
+
+/**
+ * Where a workspace stands against its budgets: for GET /api/v1/budgets, and
+ * for task submission, which answers 429 when nothing is left.
+ */
+export async function budgetStatus(
+  config: Pick<AppConfig, "WORKSPACE_LIMITER">,
+  workspaceId: string,
+  budgets: WorkspaceBudgets | null,
+): Promise<BudgetStatus> {
+  const limits = budgets ?? NO_BUDGETS;
+  const status = await config.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
+  const nowMs = Date.now();
+  const checks = [
+    { period: "daily", used: status.daily.tokens + status.daily.reserved_tokens, limit: limits.daily_tokens },
+    { period: "daily", used: status.daily.cost_usd + status.daily.reserved_cost_usd, limit: limits.daily_cost_usd },
+    { period: "monthly", used: status.monthly.tokens + status.monthly.reserved_tokens, limit: limits.monthly_tokens },
+    {
+      period: "monthly",
+      used: status.monthly.cost_usd + status.monthly.reserved_cost_usd,
+      limit: limits.monthly_cost_usd,
+    },
+  ] as const;
+  const exhausted = checks.filter((check) => check.limit !== null && check.used >= check.limit);
+  const retryAfterSeconds =
+    exhausted.length === 0
+      ? null
+      : Math.max(...exhausted.map((check) => Math.ceil((periodEndMs(check.period, nowMs) - nowMs) / 1000)));
+  return {
+    budgets: limits,
+    daily: status.daily,
+    monthly: status.monthly,
+    exhausted: exhausted.length > 0,
+    retry_after_seconds: retryAfterSeconds,
+  };
 }
