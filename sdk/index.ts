@@ -1,0 +1,30 @@
+/**
+ * The MGX-AI Edge client SDK: `import { MgxClient, EventClient } from "mgx-ai-edge/sdk"`.
+ * Browsers and Node 22 (standard fetch and WebSocket); no dependency beyond zod.
+ */
+export {
+  EVENT_TYPES,
+  type EventDataMap,
+  type EventType,
+  type MgxEvent,
+  type PublishedEvent,
+  validateEvent,
+} from "../src/events/catalog.ts";
+export { upcast } from "../src/events/versioning.ts";
+export { type BackoffOptions, backoffDelayMs, DEFAULT_BACKOFF } from "./backoff.ts";
+export { RecentIds } from "./dedupe.ts";
+export {
+  type ConnectionState,
+  EventClient,
+  type EventClientOptions,
+  type GapInfo,
+  type WebSocketFactory,
+} from "./event-client.ts";
+export {
+  type EventListQuery,
+  MgxApiError,
+  MgxClient,
+  type MgxClientOptions,
+  type Page,
+  type Problem,
+} from "./rest.ts";
