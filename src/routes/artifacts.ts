@@ -1,0 +1,133 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { findOwnedOr404 } from "../auth/tenant-access.ts";
+import { createDb } from "../db/client.ts";
+import { artifacts, tasks } from "../db/schema.ts";
+import { TenantDb } from "../db/tenant.ts";
+import { jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { ApiError } from "../lib/problem.ts";
+import { requireScope } from "../middleware/auth.ts";
+import { ArtifactError, artifactUpserts, putArtifactStream } from "../tasks/artifacts.ts";
+import { ArtifactIdParam, ArtifactSchema } from "../tasks/schemas.ts";
+import { toArtifactView } from "../tasks/views.ts";
+import type { HonoEnv } from "../types.ts";
+
+/** Artifacts: metadata, and content streamed from R2 with its type and length (never buffered whole). */
+
+const TAG = "Artifacts";
+
+const getArtifactRoute = createRoute({
+  method: "get",
+  path: "/api/v1/artifacts/{id}",
+  operationId: "getArtifact",
+  tags: [TAG],
+  summary: "Read an artifact's metadata",
+  middleware: [requireScope("tasks:read")] as const,
+  request: { params: ArtifactIdParam },
+  responses: {
+    200: jsonResponse("The artifact.", ArtifactSchema),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED"),
+  },
+});
+
+const contentRoute = createRoute({
+  method: "get",
+  path: "/api/v1/artifacts/{id}/content",
+  operationId: "getArtifactContent",
+  tags: [TAG],
+  summary: "Download an artifact's content",
+  description: "Streamed from storage with the artifact's `Content-Type` and `Content-Length`; `ETag` is its SHA-256.",
+  middleware: [requireScope("tasks:read")] as const,
+  request: { params: ArtifactIdParam },
+  responses: {
+    200: {
+      description: "The content.",
+      content: { "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) } },
+    },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+  },
+});
+
+export function registerArtifactRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(getArtifactRoute, async (c) => {
+    const row = await findOwnedOr404(c, artifacts, c.req.valid("param").id, "artifact");
+    return c.json(toArtifactView(row), 200);
+  });
+
+  app.openapi(contentRoute, async (c) => {
+    const row = await findOwnedOr404(c, artifacts, c.req.valid("param").id, "artifact");
+    const object = await c.get("config").ARTIFACTS.get(row.r2Key);
+    if (!object) throw new ApiError("DEPENDENCY_UNAVAILABLE", `The content of ${row.id} is not available right now.`);
+    const name = row.path.slice(row.path.lastIndexOf("/") + 1).replaceAll('"', "");
+    return c.body(object.body, 200, {
+      "Content-Type": row.mimeType,
+      "Content-Length": String(object.size),
+      ETag: `"${row.sha256}"`,
+      "Content-Disposition": `inline; filename="${name}"`,
+      "Cache-Control": "private, max-age=0",
+    });
+  });
+
+  registerDebugArtifactRoute(app);
+}
+
+/**
+ * Tests only (ENABLE_DEBUG_ROUTES): writes a generated artifact of any size
+ * straight from a stream, so a large file can round-trip through R2 and the
+ * content route without a model writing it. Not in the OpenAPI document.
+ */
+function registerDebugArtifactRoute(app: OpenAPIHono<HonoEnv>): void {
+  app.post("/__debug/tasks/:id/artifacts", async (c) => {
+    const config = c.get("config");
+    if (!config.ENABLE_DEBUG_ROUTES) throw new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`);
+    const body = z
+      .object({
+        workspace_id: z.string(),
+        path: z.string(),
+        size_bytes: z
+          .number()
+          .int()
+          .min(1)
+          .max(1024 ** 3),
+      })
+      .parse(await c.req.json());
+    const tenant = new TenantDb(createDb(config.DB), body.workspace_id);
+    const task = await tenant.findById(tasks, c.req.param("id"));
+    if (!task) throw new ApiError("NOT_FOUND", "No such task.");
+    try {
+      const row = await putArtifactStream({
+        bucket: config.ARTIFACTS,
+        workspaceId: task.workspaceId,
+        taskId: task.id,
+        path: body.path,
+        body: patternStream(body.size_bytes),
+        sizeBytes: body.size_bytes,
+        mimeType: "application/octet-stream",
+      });
+      await config.DB.batch(artifactUpserts(config.DB, [row]));
+      return c.json(toArtifactView(row), 201);
+    } catch (error) {
+      if (error instanceof ArtifactError)
+        throw new ApiError(error.status === 413 ? "PAYLOAD_TOO_LARGE" : "BAD_REQUEST", error.message);
+      throw error;
+    }
+  });
+}
+
+/** `size` bytes of a repeating pattern (byte i = i mod 251), produced 64 KiB at a time on demand. */
+export function patternStream(size: number): ReadableStream<Uint8Array> {
+  const CHUNK_BYTES = 64 * 1024;
+  let offset = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (offset >= size) {
+        controller.close();
+        return;
+      }
+      const length = Math.min(CHUNK_BYTES, size - offset);
+      const chunk = new Uint8Array(length);
+      for (let index = 0; index < length; index++) chunk[index] = (offset + index) % 251;
+      offset += length;
+      controller.enqueue(chunk);
+    },
+  });
+}

@@ -1,0 +1,203 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { auditContext } from "../audit/index.ts";
+import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
+import { tasks } from "../db/schema.ts";
+import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
+import { ApiError } from "../lib/problem.ts";
+import { requireScope } from "../middleware/auth.ts";
+import {
+  ArtifactSchema,
+  NewTaskSchema,
+  RunSchema,
+  TaskIdParam,
+  TaskListQuerySchema,
+  TaskSchema,
+} from "../tasks/schemas.ts";
+import { cancelTask, createTask, listArtifacts, listRuns, listTasks, type TaskContext } from "../tasks/service.ts";
+import { toArtifactView, toRunView, toTaskView } from "../tasks/views.ts";
+import type { HonoEnv } from "../types.ts";
+
+/** Tasks: submit (admitted by the workspace's limiter), list, read, cancel, runs and artifacts. */
+
+const TAG = "Tasks";
+const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED");
+
+const IdempotencyHeader = z.object({
+  "idempotency-key": z
+    .string()
+    .min(1)
+    .max(255)
+    .optional()
+    .openapi({
+      param: { name: "Idempotency-Key", in: "header" },
+      description: "A repeat with the same key and body returns the first result; a different body is 409.",
+    }),
+});
+
+const createTaskRoute = createRoute({
+  method: "post",
+  path: "/api/v1/tasks",
+  operationId: "createTask",
+  tags: [TAG],
+  summary: "Submit a task",
+  description:
+    "Admitted by the workspace's limiter: `queued` when a running slot is free, else `pending` in line by priority " +
+    "then age. When `max_pending_tasks` are already waiting: 429 with `Retry-After` estimated from the drain rate.",
+  "x-audit-action": "task.create",
+  middleware: [requireScope("tasks:write")] as const,
+  request: { headers: IdempotencyHeader, body: jsonBody(NewTaskSchema) },
+  responses: {
+    202: jsonResponse("Accepted: queued or pending.", TaskSchema),
+    ...PROBLEMS,
+    ...problemResponses("CONFLICT", "VALIDATION_FAILED", "DEPENDENCY_UNAVAILABLE"),
+  },
+});
+
+const listTasksRoute = createRoute({
+  method: "get",
+  path: "/api/v1/tasks",
+  operationId: "listTasks",
+  tags: [TAG],
+  summary: "List tasks",
+  description: "Newest first, filtered by status, type and priority.",
+  middleware: [requireScope("tasks:read")] as const,
+  request: { query: TaskListQuerySchema },
+  responses: {
+    200: jsonResponse("A page of tasks.", pageSchema(TaskSchema, "TaskPage")),
+    ...PROBLEMS,
+    ...problemResponses("VALIDATION_FAILED"),
+  },
+});
+
+const getTaskRoute = createRoute({
+  method: "get",
+  path: "/api/v1/tasks/{id}",
+  operationId: "getTask",
+  tags: [TAG],
+  summary: "Read a task",
+  middleware: [requireScope("tasks:read")] as const,
+  request: { params: TaskIdParam },
+  responses: { 200: jsonResponse("The task.", TaskSchema), ...PROBLEMS, ...problemResponses("NOT_FOUND") },
+});
+
+const cancelTaskRoute = createRoute({
+  method: "post",
+  path: "/api/v1/tasks/{id}/cancel",
+  operationId: "cancelTask",
+  tags: [TAG],
+  summary: "Cancel a task",
+  description:
+    "A pending or queued task is cancelled at once (200). A running one stops before its agent's next step, and an " +
+    "LLM call in flight is aborted (202, `cancel_requested_at` set). An ended task is 409.",
+  "x-audit-action": "task.cancel",
+  middleware: [requireScope("tasks:write")] as const,
+  request: { params: TaskIdParam },
+  responses: {
+    200: jsonResponse("Cancelled.", TaskSchema),
+    202: jsonResponse("Cancellation requested; the running agent stops shortly.", TaskSchema),
+    ...PROBLEMS,
+    ...problemResponses("NOT_FOUND", "CONFLICT"),
+  },
+});
+
+const listRunsRoute = createRoute({
+  method: "get",
+  path: "/api/v1/tasks/{id}/runs",
+  operationId: "listTaskRuns",
+  tags: [TAG],
+  summary: "List a task's runs",
+  description: "One per attempt, oldest first: status, timings, tokens, cost and error.",
+  middleware: [requireScope("tasks:read")] as const,
+  request: { params: TaskIdParam, query: PageQuerySchema },
+  responses: {
+    200: jsonResponse("A page of runs.", pageSchema(RunSchema, "TaskRunPage")),
+    ...PROBLEMS,
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
+  },
+});
+
+const listArtifactsRoute = createRoute({
+  method: "get",
+  path: "/api/v1/tasks/{id}/artifacts",
+  operationId: "listTaskArtifacts",
+  tags: [TAG],
+  summary: "List a task's artifacts",
+  description: "Files the agent wrote, oldest first, with size, MIME type and SHA-256; content via `content_url`.",
+  middleware: [requireScope("tasks:read")] as const,
+  request: { params: TaskIdParam, query: PageQuerySchema },
+  responses: {
+    200: jsonResponse("A page of artifacts.", pageSchema(ArtifactSchema, "ArtifactPage")),
+    ...PROBLEMS,
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
+  },
+});
+
+function taskContext(c: Parameters<Parameters<OpenAPIHono<HonoEnv>["openapi"]>[1]>[0]): TaskContext {
+  const { db, workspaceId } = tenantDb(c);
+  return {
+    config: c.get("config"),
+    db,
+    workspaceId,
+    logger: c.get("logger"),
+    principal: c.get("principal"),
+    audit: auditContext(c),
+  };
+}
+
+export function registerTaskRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(createTaskRoute, async (c) => {
+    const limits = c.get("limits");
+    if (!limits) throw new ApiError("FORBIDDEN", "This route needs a workspace credential.");
+    const { task, replayed } = await createTask(
+      taskContext(c),
+      limits,
+      c.req.valid("json"),
+      c.req.valid("header")["idempotency-key"],
+    );
+    if (replayed) c.header("Idempotent-Replayed", "true");
+    c.header("Location", `/api/v1/tasks/${task.id}`);
+    return c.json(toTaskView(task), 202);
+  });
+
+  app.openapi(listTasksRoute, async (c) => {
+    const { db, workspaceId } = tenantDb(c);
+    const { limit, cursor, status, type, priority } = c.req.valid("query");
+    const rows = await listTasks(db, workspaceId, { status, type, priority }, { limit, after: decodeCursor(cursor) });
+    return c.json(
+      toPage(rows, limit, (row) => ({ createdAt: row.createdAt, id: row.id }), toTaskView),
+      200,
+    );
+  });
+
+  app.openapi(getTaskRoute, async (c) => {
+    const row = await findOwnedOr404(c, tasks, c.req.valid("param").id, "task");
+    return c.json(toTaskView(row), 200);
+  });
+
+  app.openapi(cancelTaskRoute, async (c) => {
+    const row = await findOwnedOr404(c, tasks, c.req.valid("param").id, "task");
+    const { task, immediate } = await cancelTask(taskContext(c), row);
+    return c.json(toTaskView(task), immediate ? 200 : 202);
+  });
+
+  app.openapi(listRunsRoute, async (c) => {
+    const row = await findOwnedOr404(c, tasks, c.req.valid("param").id, "task");
+    const { limit, cursor } = c.req.valid("query");
+    const runs = await listRuns(tenantDb(c).db, row.workspaceId, row.id, { limit, after: decodeCursor(cursor) });
+    return c.json(
+      toPage(runs, limit, (run) => ({ createdAt: run.startedAt, id: run.id }), toRunView),
+      200,
+    );
+  });
+
+  app.openapi(listArtifactsRoute, async (c) => {
+    const row = await findOwnedOr404(c, tasks, c.req.valid("param").id, "task");
+    const { limit, cursor } = c.req.valid("query");
+    const rows = await listArtifacts(tenantDb(c).db, row.workspaceId, row.id, { limit, after: decodeCursor(cursor) });
+    return c.json(
+      toPage(rows, limit, (artifact) => ({ createdAt: artifact.createdAt, id: artifact.id }), toArtifactView),
+      200,
+    );
+  });
+}

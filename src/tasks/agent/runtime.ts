@@ -1,0 +1,225 @@
+import type { Logger } from "../../lib/logger.ts";
+import type { ChatMessage, LlmRouter } from "../../llm/types.ts";
+import type { TaskFiles } from "../artifacts.ts";
+import { CancelledError } from "../cancellation.ts";
+import { DEFAULT_MAX_STEPS, MAX_STEPS_CAP } from "../config.ts";
+import type { EventChain } from "../events.ts";
+import type { TaskRow } from "../views.ts";
+import { systemPrompt, taskPrompt } from "./prompts.ts";
+import { runTool, TOOL_DEFINITIONS, type ToolEnv, writeFile } from "./tools.ts";
+
+/**
+ * The agent loop: LLM turn → tool calls → LLM turn … until `finish`, a final
+ * answer without tool calls, or the step limit. Cancellation is checked
+ * before every turn (and aborts a call in flight through `signal`); the
+ * deadline bounds the whole run. Usage is tallied as it goes, so a run that
+ * fails still reports what it spent.
+ */
+
+/** Where the agent's final report goes, so every run leaves a readable result. */
+export const REPORT_PATH = "REPORT.md";
+
+export class TaskTimeoutError extends Error {
+  constructor(seconds: number) {
+    super(`The run exceeded its ${seconds} s timeout.`);
+    this.name = "TaskTimeoutError";
+  }
+}
+
+export interface AgentRunInput {
+  task: Pick<TaskRow, "id" | "workspaceId" | "type" | "title" | "description" | "projectId" | "agentConfig">;
+  runId: string;
+  agentId: string;
+  router: LlmRouter;
+  files: TaskFiles;
+  events: EventChain;
+  signal: AbortSignal;
+  deadlineMs: number;
+  timeoutSeconds: number;
+  /** Has a cancel been requested elsewhere? Polled before each turn (the caller throttles it). */
+  cancelRequested: () => Promise<boolean>;
+  logger: Logger;
+}
+
+export interface AgentOutcome {
+  status: "success" | "partial_success";
+  summary: string;
+  steps: number;
+  artifactIds: string[];
+}
+
+export class AgentRun {
+  promptTokens = 0;
+  completionTokens = 0;
+  costUsd = 0;
+  provider: string | null = null;
+  model: string | null = null;
+  simulated = false;
+  steps = 0;
+  readonly #input: AgentRunInput;
+
+  constructor(input: AgentRunInput) {
+    this.#input = input;
+  }
+
+  async run(): Promise<AgentOutcome> {
+    const { task, runId, agentId, router, events } = this.#input;
+    const config = task.agentConfig ?? {};
+    const maxSteps = Math.min(MAX_STEPS_CAP, positiveInt(config.max_steps) ?? DEFAULT_MAX_STEPS);
+    const toolEnv: ToolEnv = {
+      files: this.#input.files,
+      events,
+      workspaceId: task.workspaceId,
+      taskId: task.id,
+      runId,
+      agentId,
+    };
+    const messages: ChatMessage[] = [
+      { role: "system", content: systemPrompt(task.type) },
+      { role: "user", content: taskPrompt(task) },
+    ];
+
+    while (this.steps < maxSteps) {
+      await this.#checkpoint();
+      this.steps++;
+      const result = await router.chat(
+        {
+          messages,
+          tools: TOOL_DEFINITIONS,
+          ...(typeof config.model === "string" ? { model: config.model } : {}),
+          ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
+          ...(positiveInt(config.max_tokens) ? { max_tokens: positiveInt(config.max_tokens) } : {}),
+        },
+        {
+          workspaceId: task.workspaceId,
+          taskId: task.id,
+          runId,
+          agentId,
+          chargeKey: `${runId}:${this.steps}`,
+          signal: this.#input.signal,
+          deadlineMs: this.#input.deadlineMs,
+        },
+      );
+      this.promptTokens += result.usage.prompt_tokens;
+      this.completionTokens += result.usage.completion_tokens;
+      this.costUsd += result.cost_usd;
+      this.provider = result.provider;
+      this.model = result.model;
+      this.simulated ||= result.simulated;
+      messages.push(result.message);
+      const toolCalls = result.message.tool_calls ?? [];
+      events.emit({
+        event_type: "agent.message",
+        workspace_id: task.workspaceId,
+        task_id: task.id,
+        run_id: runId,
+        agent_id: agentId,
+        data: {
+          task_id: task.id,
+          agent_id: agentId,
+          role: "assistant",
+          message: result.message.content ?? "",
+          tokens: result.usage.completion_tokens,
+          ...(toolCalls.length > 0 ? { metadata: { tools_called: toolCalls.map((call) => call.function.name) } } : {}),
+          step: this.steps,
+          provider: result.provider,
+          model: result.model,
+          simulated: result.simulated,
+        },
+      });
+
+      if (toolCalls.length === 0) return this.#finish(result.message.content ?? "", "success");
+      for (const call of toolCalls) {
+        await this.#checkpoint();
+        let args: Record<string, unknown> = {};
+        try {
+          const parsed = JSON.parse(call.function.arguments || "{}");
+          if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) args = parsed;
+        } catch {
+          args = { raw: call.function.arguments };
+        }
+        events.emit({
+          event_type: "tool.call",
+          workspace_id: task.workspaceId,
+          task_id: task.id,
+          run_id: runId,
+          agent_id: agentId,
+          data: {
+            tool_id: call.id,
+            tool_name: call.function.name,
+            arguments: redactContent(args),
+            task_id: task.id,
+            agent_id: agentId,
+          },
+        });
+        const startedAt = performance.now();
+        const outcome = await runTool(call.function.name, call.function.arguments, toolEnv);
+        const durationMs = Math.max(0, performance.now() - startedAt);
+        events.emit({
+          event_type: "tool.result",
+          workspace_id: task.workspaceId,
+          task_id: task.id,
+          run_id: runId,
+          agent_id: agentId,
+          data: {
+            tool_id: call.id,
+            tool_name: call.function.name,
+            status: outcome.status,
+            ...(outcome.status === "success"
+              ? { result: summariseResult(outcome.result) }
+              : { error: outcome.error, code: outcome.code }),
+            duration_ms: durationMs,
+            task_id: task.id,
+          },
+        });
+        messages.push({
+          role: "tool",
+          tool_call_id: call.id,
+          name: call.function.name,
+          content: JSON.stringify(
+            outcome.status === "success" ? outcome.result : { error: outcome.error, status: outcome.code },
+          ),
+        });
+        if (outcome.status === "success" && outcome.finish)
+          return this.#finish(outcome.finish.summary, outcome.finish.status);
+      }
+    }
+    return this.#finish(`Stopped after ${maxSteps} steps without finishing.`, "partial_success");
+  }
+
+  async #checkpoint(): Promise<void> {
+    const { signal, deadlineMs, timeoutSeconds } = this.#input;
+    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledError();
+    if (Date.now() >= deadlineMs) throw new TaskTimeoutError(timeoutSeconds);
+    if (await this.#input.cancelRequested()) throw new CancelledError();
+  }
+
+  async #finish(summary: string, status: AgentOutcome["status"]): Promise<AgentOutcome> {
+    const { task, runId, agentId, files, events } = this.#input;
+    const report = `# ${task.title}\n\n${summary.trim() || "(no summary)"}\n`;
+    try {
+      await writeFile(
+        { path: REPORT_PATH, content: report },
+        { files, events, workspaceId: task.workspaceId, taskId: task.id, runId, agentId },
+      );
+    } catch (error) {
+      this.#input.logger.warn("the run's report could not be saved", { error });
+    }
+    return { status, summary, steps: this.steps, artifactIds: files.ids() };
+  }
+}
+
+function positiveInt(value: unknown): number | undefined {
+  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : undefined;
+}
+
+/** File content can be large: events carry its size, not the content itself. */
+function redactContent(args: Record<string, unknown>): Record<string, unknown> {
+  if (typeof args.content !== "string") return args;
+  return { ...args, content: `<${new TextEncoder().encode(args.content).byteLength} bytes>` };
+}
+
+function summariseResult(result: Record<string, unknown>): Record<string, unknown> {
+  if (typeof result.content !== "string") return result;
+  return { ...result, content: `<${result.content.length} characters>` };
+}

@@ -1,0 +1,291 @@
+import { toHex } from "../lib/crypto.ts";
+import { newId } from "../lib/ids.ts";
+import { ARTIFACT_LIMITS, type ArtifactLimits } from "./config.ts";
+import type { ArtifactRow } from "./views.ts";
+
+/**
+ * A task's files: content in R2 (one object per artifact, replaced in place
+ * on update), metadata in D1 (path, size, MIME type, SHA-256, version). Paths
+ * are relative and sanitised; limits per artifact and per task answer the
+ * agent with a 413-style tool error instead of failing the run.
+ */
+
+export class ArtifactError extends Error {
+  /** HTTP-style status the agent sees: 400 bad path, 404 missing, 413 too large. */
+  readonly status: 400 | 404 | 413;
+  constructor(status: 400 | 404 | 413, message: string) {
+    super(message);
+    this.name = "ArtifactError";
+    this.status = status;
+  }
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what is refused.
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** `src/./a.ts` → `src/a.ts`; refuses absolute paths, `..`, backslashes, control characters, empty names. */
+export function sanitizePath(raw: unknown, limits: Pick<ArtifactLimits, "maxPathChars"> = ARTIFACT_LIMITS): string {
+  if (typeof raw !== "string" || raw.trim() === "") throw new ArtifactError(400, "path is required");
+  if (raw.length > limits.maxPathChars)
+    throw new ArtifactError(400, `path is longer than ${limits.maxPathChars} characters`);
+  if (CONTROL_CHARS.test(raw)) throw new ArtifactError(400, "path contains control characters");
+  if (raw.includes("\\")) throw new ArtifactError(400, "path must use / as separator");
+  if (raw.startsWith("/") || raw.startsWith("~") || /^[a-zA-Z]:/.test(raw)) {
+    throw new ArtifactError(400, "path must be relative to the task's files");
+  }
+  const parts = raw.split("/").filter((part) => part !== "" && part !== ".");
+  if (parts.some((part) => part === "..")) throw new ArtifactError(400, "path must not contain ..");
+  if (parts.length === 0 || raw.endsWith("/")) throw new ArtifactError(400, "path must name a file");
+  return parts.join("/");
+}
+
+const MIME_BY_EXTENSION: Record<string, string> = {
+  ts: "text/typescript",
+  tsx: "text/typescript",
+  js: "text/javascript",
+  mjs: "text/javascript",
+  jsx: "text/javascript",
+  json: "application/json",
+  md: "text/markdown",
+  txt: "text/plain",
+  py: "text/x-python",
+  rs: "text/x-rust",
+  go: "text/x-go",
+  java: "text/x-java",
+  html: "text/html",
+  css: "text/css",
+  yaml: "application/yaml",
+  yml: "application/yaml",
+  toml: "application/toml",
+  xml: "application/xml",
+  sql: "application/sql",
+  sh: "text/x-shellscript",
+  csv: "text/csv",
+  svg: "image/svg+xml",
+  png: "image/png",
+  jpg: "image/jpeg",
+  jpeg: "image/jpeg",
+  gif: "image/gif",
+  pdf: "application/pdf",
+  zip: "application/zip",
+  bin: "application/octet-stream",
+};
+
+/** From the extension; text types carry `charset=utf-8`. Unknown extensions of written text are text/plain. */
+export function mimeTypeFor(path: string): string {
+  const dot = path.lastIndexOf(".");
+  const type = (dot > path.lastIndexOf("/") && MIME_BY_EXTENSION[path.slice(dot + 1).toLowerCase()]) || "text/plain";
+  const isText =
+    type.startsWith("text/") ||
+    type === "application/json" ||
+    type.endsWith("+xml") ||
+    type.includes("yaml") ||
+    type.includes("toml") ||
+    type === "application/xml" ||
+    type === "application/sql";
+  return isText ? `${type}; charset=utf-8` : type;
+}
+
+export function r2KeyOf(workspaceId: string, taskId: string, artifactId: string): string {
+  return `tasks/${workspaceId}/${taskId}/${artifactId}`;
+}
+
+export interface WrittenArtifact {
+  row: ArtifactRow;
+  created: boolean;
+}
+
+/** What the agent's file tools work on: this task's files, loaded once per run, written through to R2. */
+export class TaskFiles {
+  readonly #bucket: R2Bucket;
+  readonly #limits: ArtifactLimits;
+  readonly #workspaceId: string;
+  readonly #taskId: string;
+  readonly #runId: string;
+  readonly #byPath = new Map<string, ArtifactRow>();
+  /** Rows written this run, for the run's final D1 batch. */
+  readonly #dirty = new Map<string, ArtifactRow>();
+
+  constructor(input: {
+    bucket: R2Bucket;
+    workspaceId: string;
+    taskId: string;
+    runId: string;
+    existing: ArtifactRow[];
+    limits?: ArtifactLimits;
+  }) {
+    this.#bucket = input.bucket;
+    this.#limits = input.limits ?? ARTIFACT_LIMITS;
+    this.#workspaceId = input.workspaceId;
+    this.#taskId = input.taskId;
+    this.#runId = input.runId;
+    for (const row of input.existing) this.#byPath.set(row.path, row);
+  }
+
+  totalBytes(): number {
+    let total = 0;
+    for (const row of this.#byPath.values()) total += row.sizeBytes;
+    return total;
+  }
+
+  list(): { path: string; size_bytes: number; mime_type: string }[] {
+    return [...this.#byPath.values()]
+      .sort((a, b) => a.path.localeCompare(b.path))
+      .map((row) => ({ path: row.path, size_bytes: row.sizeBytes, mime_type: row.mimeType }));
+  }
+
+  async read(rawPath: unknown, maxChars: number): Promise<{ path: string; content: string; truncated: boolean }> {
+    const path = sanitizePath(rawPath, this.#limits);
+    const row = this.#byPath.get(path);
+    if (!row) throw new ArtifactError(404, `no file ${path}`);
+    const object = await this.#bucket.get(row.r2Key, { range: { offset: 0, length: maxChars * 4 } });
+    if (!object) throw new ArtifactError(404, `no content for ${path}`);
+    const text = await object.text();
+    return { path, content: text.slice(0, maxChars), truncated: row.sizeBytes > text.length || text.length > maxChars };
+  }
+
+  async write(rawPath: unknown, content: unknown, mimeType?: unknown): Promise<WrittenArtifact> {
+    const path = sanitizePath(rawPath, this.#limits);
+    if (typeof content !== "string") throw new ArtifactError(400, "content must be a string");
+    const bytes = new TextEncoder().encode(content);
+    const previous = this.#byPath.get(path);
+    if (bytes.byteLength > this.#limits.maxArtifactBytes) {
+      throw new ArtifactError(
+        413,
+        `${path} is ${bytes.byteLength} bytes; one file may hold ${this.#limits.maxArtifactBytes}`,
+      );
+    }
+    const after = this.totalBytes() - (previous?.sizeBytes ?? 0) + bytes.byteLength;
+    if (after > this.#limits.maxTaskBytes) {
+      throw new ArtifactError(
+        413,
+        `the task's files would total ${after} bytes; the limit is ${this.#limits.maxTaskBytes}`,
+      );
+    }
+    if (!previous && this.#byPath.size >= this.#limits.maxFilesPerTask) {
+      throw new ArtifactError(413, `a task may hold ${this.#limits.maxFilesPerTask} files`);
+    }
+    const digest = await crypto.subtle.digest("SHA-256", bytes);
+    const sha256 = toHex(digest);
+    const id = previous?.id ?? newId("artifact");
+    const r2Key = previous?.r2Key ?? r2KeyOf(this.#workspaceId, this.#taskId, id);
+    const type =
+      typeof mimeType === "string" && /^[\w.+-]+\/[\w.+-]+(;.*)?$/.test(mimeType) ? mimeType : mimeTypeFor(path);
+    await this.#bucket.put(r2Key, bytes, {
+      sha256: digest,
+      httpMetadata: { contentType: type },
+      customMetadata: { task_id: this.#taskId, path, sha256 },
+    });
+    const nowIso = new Date().toISOString();
+    const row: ArtifactRow = {
+      id,
+      workspaceId: this.#workspaceId,
+      taskId: this.#taskId,
+      runId: this.#runId,
+      path,
+      r2Key,
+      sizeBytes: bytes.byteLength,
+      mimeType: type,
+      sha256,
+      version: (previous?.version ?? 0) + 1,
+      createdAt: previous?.createdAt ?? nowIso,
+      updatedAt: nowIso,
+    };
+    this.#byPath.set(path, row);
+    this.#dirty.set(path, row);
+    return { row, created: !previous };
+  }
+
+  /** Rows written this run. */
+  written(): ArtifactRow[] {
+    return [...this.#dirty.values()];
+  }
+
+  ids(): string[] {
+    return [...this.#byPath.values()].map((row) => row.id);
+  }
+}
+
+/** Upserts for the run's final batch: a path keeps its artifact id; version and content move on. */
+export function artifactUpserts(d1: D1Database, rows: ArtifactRow[]): D1PreparedStatement[] {
+  return rows.map((row) =>
+    d1
+      .prepare(
+        `INSERT INTO artifacts (id, workspace_id, task_id, run_id, path, r2_key, size_bytes, mime_type, sha256, version, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (task_id, path) DO UPDATE SET run_id = excluded.run_id, r2_key = excluded.r2_key,
+           size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, sha256 = excluded.sha256,
+           version = max(artifacts.version + 1, excluded.version), updated_at = excluded.updated_at`,
+      )
+      .bind(
+        row.id,
+        row.workspaceId,
+        row.taskId,
+        row.runId,
+        row.path,
+        row.r2Key,
+        row.sizeBytes,
+        row.mimeType,
+        row.sha256,
+        row.version,
+        row.createdAt,
+        row.updatedAt,
+      ),
+  );
+}
+
+/**
+ * Streams a body of known length into R2 as one of the task's artifacts,
+ * hashing it on the way (never holding it whole), for large uploads.
+ */
+export async function putArtifactStream(input: {
+  bucket: R2Bucket;
+  workspaceId: string;
+  taskId: string;
+  path: string;
+  body: ReadableStream<Uint8Array>;
+  sizeBytes: number;
+  mimeType?: string;
+  limits?: ArtifactLimits;
+}): Promise<ArtifactRow> {
+  const limits = input.limits ?? ARTIFACT_LIMITS;
+  const path = sanitizePath(input.path, limits);
+  if (input.sizeBytes > limits.maxArtifactBytes) {
+    throw new ArtifactError(413, `${path} is ${input.sizeBytes} bytes; one file may hold ${limits.maxArtifactBytes}`);
+  }
+  const id = newId("artifact");
+  const r2Key = r2KeyOf(input.workspaceId, input.taskId, id);
+  const digest = new crypto.DigestStream("SHA-256");
+  const hashWriter = digest.getWriter();
+  // Each chunk is hashed before it moves on, so R2's pace sets the pace and nothing piles up.
+  const hashing = new TransformStream<Uint8Array, Uint8Array>({
+    async transform(chunk, controller) {
+      await hashWriter.write(chunk);
+      controller.enqueue(chunk);
+    },
+    async flush() {
+      await hashWriter.close();
+    },
+  });
+  const type = input.mimeType ?? mimeTypeFor(path);
+  const object = await input.bucket.put(
+    r2Key,
+    input.body.pipeThrough(hashing).pipeThrough(new FixedLengthStream(input.sizeBytes)),
+    { httpMetadata: { contentType: type } },
+  );
+  const nowIso = new Date().toISOString();
+  return {
+    id,
+    workspaceId: input.workspaceId,
+    taskId: input.taskId,
+    runId: null,
+    path,
+    r2Key,
+    sizeBytes: object?.size ?? input.sizeBytes,
+    mimeType: type,
+    sha256: toHex(await digest.digest),
+    version: 1,
+    createdAt: nowIso,
+    updatedAt: nowIso,
+  };
+}

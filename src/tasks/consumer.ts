@@ -1,0 +1,366 @@
+import { createDb } from "../db/client.ts";
+import type { AppConfig } from "../env.ts";
+import { newId } from "../lib/ids.ts";
+import type { Logger } from "../lib/logger.ts";
+import { DISPATCH_LEASE_MS } from "../limits/admission.ts";
+import type { LlmRouter } from "../llm/types.ts";
+import { artifactUpserts } from "./artifacts.ts";
+import {
+  type ClaimInput,
+  claimRuns,
+  closeUnstartedStatement,
+  type EndInput,
+  endStatements,
+  loadArtifacts,
+  loadRunningRuns,
+  loadTasks,
+} from "./claims.ts";
+import {
+  type ArtifactLimits,
+  QUEUE_MAX_RETRIES,
+  retryDelaySeconds,
+  STALE_RUN_GRACE_MS,
+  TASK_TIMEOUT_SECONDS,
+} from "./config.ts";
+import { limiterOf, sendDispatches } from "./dispatch.ts";
+import { EventChain, eventProvider } from "./events.ts";
+import { type Executed, executeRun } from "./execute.ts";
+import { parseTaskMessage, type TaskMessage } from "./messages.ts";
+import { isTerminal, type TaskRow } from "./views.ts";
+
+/**
+ * The `tasks` queue consumer. Per batch: read every task in one query, claim
+ * the runnable ones in one D1 batch, run their agents concurrently, record
+ * every end in one D1 batch, then ack or retry each message and give slots
+ * back per workspace in one limiter call each.
+ *
+ * Idempotent per message: a message whose task already ended is acked
+ * without running; one whose task is running elsewhere is retried later; a
+ * claim is a compare-and-set (src/tasks/claims.ts), so no task runs twice.
+ */
+
+export interface ConsumerDeps {
+  router: LlmRouter;
+  logger: Logger;
+  artifactLimits?: ArtifactLimits;
+  /** Jitter source for retry delays (tests pin it). */
+  random?: () => number;
+}
+
+type Work = { message: Message<unknown>; body: TaskMessage; task: TaskRow };
+
+export function agentIdOf(task: Pick<TaskRow, "type">): string {
+  return `agent_${task.type}`;
+}
+
+export async function consumeTaskBatch(
+  batch: MessageBatch<unknown>,
+  config: AppConfig,
+  deps: ConsumerDeps,
+): Promise<void> {
+  const { logger } = deps;
+  const db = createDb(config.DB);
+  const nowMs = Date.now();
+  const nowIso = new Date(nowMs).toISOString();
+
+  const parsed: { message: Message<unknown>; body: TaskMessage }[] = [];
+  for (const message of batch.messages) {
+    const body = parseTaskMessage(message.body);
+    if (!body) {
+      logger.warn("unreadable task message acknowledged", { message_id: message.id });
+      message.ack();
+    } else parsed.push({ message, body });
+  }
+  const rows = await loadTasks(db, [...new Set(parsed.map((item) => item.body.task_id))]);
+
+  const release = new Map<string, Set<string>>(); // workspace → task ids whose slot is given back
+  const renew = new Map<string, { ids: string[]; leaseMs: number }[]>();
+  const releaseSlot = (workspaceId: string, taskId: string) => {
+    const set = release.get(workspaceId) ?? new Set<string>();
+    set.add(taskId);
+    release.set(workspaceId, set);
+  };
+  const renewSlot = (workspaceId: string, taskId: string, leaseMs: number) => {
+    const list = renew.get(workspaceId) ?? [];
+    list.push({ ids: [taskId], leaseMs });
+    renew.set(workspaceId, list);
+  };
+  const closing: D1PreparedStatement[] = [];
+  const chains = new Map<string, EventChain>();
+  const chainOf = (taskId: string) => {
+    let chain = chains.get(taskId);
+    if (!chain) {
+      chain = new EventChain(config, logger.child({ task_id: taskId }));
+      chains.set(taskId, chain);
+    }
+    return chain;
+  };
+
+  const seen = new Set<string>();
+  const runnable: Work[] = [];
+  const running: Work[] = [];
+  for (const { message, body } of parsed) {
+    const task = rows.get(body.task_id);
+    if (!task || task.workspaceId !== body.workspace_id) {
+      logger.warn("message for an unknown task acknowledged", { task_id: body.task_id, message_id: message.id });
+      message.ack();
+      releaseSlot(body.workspace_id, body.task_id);
+      continue;
+    }
+    if (seen.has(task.id)) {
+      // The same task twice in one batch (a redelivery next to a redispatch): one message is enough.
+      message.ack();
+      continue;
+    }
+    seen.add(task.id);
+    if (isTerminal(task.status)) {
+      message.ack();
+      releaseSlot(task.workspaceId, task.id);
+    } else if (task.cancelRequestedAt && task.status !== "running") {
+      closing.push(
+        closeUnstartedStatement(
+          config.DB,
+          task.id,
+          "cancelled",
+          { type: "cancelled", message: "Cancelled before it started." },
+          nowIso,
+        ),
+      );
+      chainOf(task.id).emit(cancelledEvent(task));
+      message.ack();
+      releaseSlot(task.workspaceId, task.id);
+    } else if (task.status === "running") running.push({ message, body, task });
+    else runnable.push({ message, body, task });
+  }
+
+  // Running: alive elsewhere (try again later) or left behind by a consumer that died (take over).
+  const live = await loadRunningRuns(
+    db,
+    running.map((work) => work.task.id),
+  );
+  const claims: ClaimInput[] = [];
+  const byTask = new Map<string, Work>();
+  for (const work of running) {
+    const run = live.get(work.task.id);
+    const staleAtMs = run
+      ? Date.parse(run.startedAt) + TASK_TIMEOUT_SECONDS[work.task.type] * 1000 + STALE_RUN_GRACE_MS
+      : 0;
+    if (run && staleAtMs > nowMs) {
+      work.message.retry({ delaySeconds: Math.min(900, Math.max(5, Math.ceil((staleAtMs - nowMs) / 1000))) });
+      continue;
+    }
+    claims.push({
+      task: work.task,
+      runId: newId("run"),
+      messageId: work.message.id,
+      agentId: agentIdOf(work.task),
+      staleRunId: run?.id,
+    });
+    byTask.set(work.task.id, work);
+  }
+  for (const work of runnable) {
+    claims.push({ task: work.task, runId: newId("run"), messageId: work.message.id, agentId: agentIdOf(work.task) });
+    byTask.set(work.task.id, work);
+  }
+
+  const [claimed] = await Promise.all([
+    claimRuns(config.DB, claims, nowIso),
+    closing.length > 0 ? config.DB.batch(closing) : Promise.resolve([]),
+  ]);
+  const started = claims.filter((claim) => claimed.has(claim.task.id));
+  for (const claim of claims) {
+    // Lost the race (another consumer, or a cancel in between): the next delivery sees the truth.
+    if (!claimed.has(claim.task.id)) byTask.get(claim.task.id)?.message.retry({ delaySeconds: 5 });
+  }
+  for (const claim of started) {
+    renewSlot(claim.task.workspaceId, claim.task.id, TASK_TIMEOUT_SECONDS[claim.task.type] * 1000 + STALE_RUN_GRACE_MS);
+    chainOf(claim.task.id).emit(startedEvent(claim, config));
+  }
+  // Renewals go out while the agents run; a failed renewal only means an early redispatch, which is harmless.
+  const renewals = flushRenewals(config, renew, logger);
+  renew.clear();
+
+  const existing = await loadArtifacts(
+    db,
+    started.filter((claim) => claim.task.attempts > 0).map((claim) => claim.task.id),
+  );
+  const executed = await Promise.all(
+    started.map(async (claim) => ({
+      claim,
+      result: await executeRun({
+        config,
+        task: claim.task,
+        runId: claim.runId,
+        agentId: claim.agentId,
+        router: deps.router,
+        existingArtifacts: existing.get(claim.task.id) ?? [],
+        events: chainOf(claim.task.id),
+        logger: logger.child({ task_id: claim.task.id, run_id: claim.runId, workspace_id: claim.task.workspaceId }),
+        artifactLimits: deps.artifactLimits,
+      }),
+    })),
+  );
+
+  const endNowIso = new Date().toISOString();
+  const statements: D1PreparedStatement[] = [];
+  for (const { claim, result } of executed) {
+    statements.push(...artifactUpserts(config.DB, result.files.written()));
+    statements.push(...endStatements(config.DB, endInput(claim, result), endNowIso));
+  }
+  if (statements.length > 0) await config.DB.batch(statements);
+
+  for (const { claim, result } of executed) {
+    const work = byTask.get(claim.task.id)!;
+    const { end } = result;
+    const chain = chainOf(claim.task.id);
+    if (end.kind === "retry") {
+      const attempt = work.message.attempts;
+      const last = attempt > QUEUE_MAX_RETRIES;
+      const delaySeconds = retryDelaySeconds(attempt, deps.random);
+      // The last retry() moves the message to the dead-letter queue, whose consumer emits the fatal error.
+      if (!last) chain.emit(errorEvent(claim, end.error, attempt, false));
+      work.message.retry({ delaySeconds });
+      renewSlot(claim.task.workspaceId, claim.task.id, delaySeconds * 1000 + DISPATCH_LEASE_MS);
+      continue;
+    }
+    work.message.ack();
+    releaseSlot(claim.task.workspaceId, claim.task.id);
+    if (end.kind === "completed") chain.emit(completedEvent(claim, result));
+    else chain.emit(errorEvent(claim, end.error, work.message.attempts - 1, true));
+  }
+
+  await Promise.all([
+    renewals,
+    flushRenewals(config, renew, logger),
+    ...[...release].map(async ([workspaceId, ids]) => {
+      try {
+        const { dispatch } = await limiterOf(config, workspaceId).finishTasks([...ids]);
+        await sendDispatches(config, db, workspaceId, dispatch, logger);
+      } catch (error) {
+        // The leases lapse and the limiter frees the slots itself.
+        logger.error("giving task slots back failed", { error, workspace_id: workspaceId });
+      }
+    }),
+    ...[...chains.values()].map((chain) => chain.flush()),
+  ]);
+}
+
+async function flushRenewals(
+  config: AppConfig,
+  renew: Map<string, { ids: string[]; leaseMs: number }[]>,
+  logger: Logger,
+) {
+  const calls: Promise<unknown>[] = [];
+  for (const [workspaceId, entries] of renew) {
+    const byLease = new Map<number, string[]>();
+    for (const entry of entries) byLease.set(entry.leaseMs, [...(byLease.get(entry.leaseMs) ?? []), ...entry.ids]);
+    for (const [leaseMs, ids] of byLease) {
+      calls.push(
+        limiterOf(config, workspaceId)
+          .renewTasks(ids, leaseMs)
+          .catch((error: unknown) => logger.warn("renewing task slots failed", { error, workspace_id: workspaceId })),
+      );
+    }
+  }
+  await Promise.all(calls);
+}
+
+function endInput(claim: ClaimInput, result: Executed): EndInput {
+  return {
+    taskId: claim.task.id,
+    runId: claim.runId,
+    end: result.end,
+    provider: result.run.provider,
+    model: result.run.model,
+    promptTokens: result.run.promptTokens,
+    completionTokens: result.run.completionTokens,
+    costUsd: result.run.costUsd,
+  };
+}
+
+function startedEvent(claim: ClaimInput, config: AppConfig) {
+  const first =
+    (claim.task.agentConfig?.model as string | undefined) ??
+    config.LLM_DEFAULT_CHAIN.split(",")[0]?.trim() ??
+    "simulated";
+  const [provider, model] = first.includes(":")
+    ? [first.slice(0, first.indexOf(":")), first.slice(first.indexOf(":") + 1)]
+    : [first, first];
+  return {
+    event_type: "task.started" as const,
+    workspace_id: claim.task.workspaceId,
+    task_id: claim.task.id,
+    run_id: claim.runId,
+    agent_id: claim.agentId,
+    data: {
+      task_id: claim.task.id,
+      agent_id: claim.agentId,
+      resources: {
+        estimated_tokens: claim.task.estimatedTokens ?? 0,
+        model: model || "default",
+        provider: eventProvider(provider),
+        provider_name: provider,
+      },
+      attempt: claim.task.attempts + 1,
+      run_id: claim.runId,
+    },
+  };
+}
+
+function completedEvent(claim: ClaimInput, result: Executed) {
+  const prompt = claim.task.promptTokens + result.run.promptTokens;
+  const completion = claim.task.completionTokens + result.run.completionTokens;
+  const outcome = result.end.kind === "completed" ? result.end.result : {};
+  return {
+    event_type: "task.completed" as const,
+    workspace_id: claim.task.workspaceId,
+    task_id: claim.task.id,
+    run_id: claim.runId,
+    agent_id: claim.agentId,
+    data: {
+      task_id: claim.task.id,
+      duration_seconds: result.durationMs / 1000,
+      tokens_used: { prompt, completion, total: prompt + completion },
+      cost_usd: claim.task.costUsd + result.run.costUsd,
+      result: {
+        status: (outcome.status as "success" | "partial_success") ?? "success",
+        artifacts: result.files.ids(),
+      },
+      simulated: result.run.simulated,
+    },
+  };
+}
+
+function errorEvent(claim: ClaimInput, error: { type: string; message: string }, retryCount: number, fatal: boolean) {
+  return {
+    event_type: "task.error" as const,
+    workspace_id: claim.task.workspaceId,
+    task_id: claim.task.id,
+    run_id: claim.runId,
+    agent_id: claim.agentId,
+    data: {
+      task_id: claim.task.id,
+      error_type: error.type,
+      error_message: error.message,
+      retry_count: Math.max(0, retryCount),
+      max_retries: QUEUE_MAX_RETRIES,
+      fatal,
+    },
+  };
+}
+
+function cancelledEvent(task: TaskRow) {
+  return {
+    event_type: "task.error" as const,
+    workspace_id: task.workspaceId,
+    task_id: task.id,
+    data: {
+      task_id: task.id,
+      error_type: "cancelled",
+      error_message: "Cancelled before it started.",
+      retry_count: task.attempts,
+      max_retries: QUEUE_MAX_RETRIES,
+      fatal: true,
+    },
+  };
+}

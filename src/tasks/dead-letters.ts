@@ -1,0 +1,324 @@
+import { and, asc, desc, eq, gt, inArray, isNotNull, isNull, lt, or, type SQL } from "drizzle-orm";
+import { auditInsert, sealChain } from "../audit/index.ts";
+import { createDb } from "../db/client.ts";
+import { deadLetters, type TaskType, tasks, type WorkspaceLimits } from "../db/schema.ts";
+import type { AppConfig } from "../env.ts";
+import { newId } from "../lib/ids.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { PageKey } from "../lib/pagination.ts";
+import { loadRunningRuns, loadTasks } from "./claims.ts";
+import { QUEUE_MAX_RETRIES, STALE_RUN_GRACE_MS, TASK_TIMEOUT_SECONDS } from "./config.ts";
+import { limiterOf, sendDispatches } from "./dispatch.ts";
+import { EventChain } from "./events.ts";
+import { parseTaskMessage, taskMessage } from "./messages.ts";
+import type { TaskContext } from "./service.ts";
+import { type DeadLetterRow, isTerminal } from "./views.ts";
+
+/**
+ * The `tasks-dlq` consumer and the dead-letter API. A message lands here
+ * after max_retries (or when the limiter gave up a lapsed lease): its task
+ * becomes `dead_lettered`, one `dead_letters` row records it (unique per
+ * message, so a redelivered DLQ message records nothing twice), and a fatal
+ * `task.error` is published. Replay sends the task through admission again.
+ */
+
+const SYSTEM_ACTOR = { type: "system" as const, id: "tasks-dlq", display: "dead-letter consumer" };
+
+export async function consumeDeadLetterBatch(
+  batch: MessageBatch<unknown>,
+  config: AppConfig,
+  logger: Logger,
+): Promise<void> {
+  const db = createDb(config.DB);
+  const nowIso = new Date().toISOString();
+  const sourceQueue = batch.queue.replace("-dlq", "");
+  const messages = batch.messages.flatMap((message) => {
+    const body = parseTaskMessage(message.body);
+    if (!body) {
+      logger.warn("unreadable dead letter acknowledged", { message_id: message.id });
+      message.ack();
+      return [];
+    }
+    return [{ message, body }];
+  });
+  const rows = await loadTasks(
+    db,
+    messages.map((item) => item.body.task_id),
+  );
+  const live = await loadRunningRuns(
+    db,
+    [...rows.values()].filter((task) => task.status === "running").map((task) => task.id),
+  );
+
+  const release = new Map<string, string[]>();
+  const recorded: {
+    deadLetterId: string;
+    task: NonNullable<ReturnType<typeof rows.get>>;
+    error: { type: string; message: string };
+    index: number;
+  }[] = [];
+  const statements: D1PreparedStatement[] = [];
+  for (const { message, body } of messages) {
+    const task = rows.get(body.task_id);
+    if (!task || task.workspaceId !== body.workspace_id || isTerminal(task.status)) {
+      message.ack();
+      release.set(body.workspace_id, [...(release.get(body.workspace_id) ?? []), body.task_id]);
+      continue;
+    }
+    const run = live.get(task.id);
+    if (run && Date.parse(run.startedAt) + TASK_TIMEOUT_SECONDS[task.type] * 1000 + STALE_RUN_GRACE_MS > Date.now()) {
+      // A consumer is still running it: that consumer ends it.
+      message.ack();
+      continue;
+    }
+    const error =
+      body.reason === "lease_expired"
+        ? { type: "lease_expired", message: "No consumer kept the task's slot; it was given up." }
+        : (task.error ?? { type: "retries_exhausted", message: `Failed ${message.attempts} deliveries.` });
+    const deadLetterId = newId("deadLetter");
+    statements.push(
+      config.DB.prepare(
+        `INSERT INTO dead_letters (id, workspace_id, task_id, message_id, queue, attempts, error_type, error_message, payload, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`,
+      ).bind(
+        deadLetterId,
+        task.workspaceId,
+        task.id,
+        message.id,
+        sourceQueue,
+        task.attempts,
+        error.type,
+        error.message,
+        JSON.stringify(body),
+        nowIso,
+      ),
+    );
+    recorded.push({ deadLetterId, task, error, index: statements.length - 1 });
+    statements.push(
+      config.DB.prepare(
+        `UPDATE tasks SET status = 'dead_lettered', error = ?, finished_at = ?, updated_at = ?
+         WHERE id = ? AND status IN ('pending', 'queued', 'running')`,
+      ).bind(JSON.stringify(error), nowIso, nowIso, task.id),
+    );
+    const audit = auditInsert(db, {
+      actor: SYSTEM_ACTOR,
+      workspaceId: task.workspaceId,
+      action: "task.dead_lettered",
+      resourceType: "task",
+      resourceId: task.id,
+      changes: { before: { status: task.status }, after: { status: "dead_lettered" } },
+      metadata: { dead_letter_id: deadLetterId, message_id: message.id, error_type: error.type },
+    });
+    const { sql, params } = (audit as unknown as { toSQL(): { sql: string; params: unknown[] } }).toSQL();
+    statements.push(config.DB.prepare(sql).bind(...params));
+    message.ack();
+    release.set(task.workspaceId, [...(release.get(task.workspaceId) ?? []), task.id]);
+  }
+  const results = statements.length > 0 ? await config.DB.batch(statements) : [];
+
+  const chains: EventChain[] = [];
+  for (const entry of recorded) {
+    if ((results[entry.index]?.meta.changes ?? 0) === 0) continue; // recorded by an earlier delivery
+    const chain = new EventChain(config, logger);
+    const { error } = entry;
+    chain.emit({
+      event_type: "task.error",
+      workspace_id: entry.task.workspaceId,
+      task_id: entry.task.id,
+      data: {
+        task_id: entry.task.id,
+        error_type: error.type,
+        error_message: error.message,
+        retry_count: QUEUE_MAX_RETRIES,
+        max_retries: QUEUE_MAX_RETRIES,
+        fatal: true,
+        context: { dead_letter_id: entry.deadLetterId, attempts: entry.task.attempts },
+      },
+    });
+    chains.push(chain);
+  }
+  await Promise.all([
+    ...chains.map((chain) => chain.flush()),
+    ...[...release].map(async ([workspaceId, ids]) => {
+      try {
+        const { dispatch } = await limiterOf(config, workspaceId).finishTasks(ids);
+        await sendDispatches(config, db, workspaceId, dispatch, logger);
+      } catch (error) {
+        logger.error("giving task slots back failed", { error, workspace_id: workspaceId });
+      }
+    }),
+    ...[...new Set(recorded.map((entry) => entry.task.workspaceId))].map((workspaceId) =>
+      sealChain(db, workspaceId).catch(() => undefined),
+    ),
+  ]);
+}
+
+export interface DeadLetterFilters {
+  replayed?: boolean;
+  errorType?: string;
+  taskId?: string;
+}
+
+/** Newest first. */
+export function listDeadLetters(
+  db: ReturnType<typeof createDb>,
+  workspaceId: string,
+  filters: DeadLetterFilters,
+  page: { limit: number; after?: PageKey },
+): Promise<DeadLetterRow[]> {
+  const after = page.after;
+  return db
+    .select()
+    .from(deadLetters)
+    .where(
+      and(
+        eq(deadLetters.workspaceId, workspaceId),
+        filters.replayed === undefined
+          ? undefined
+          : filters.replayed
+            ? isNotNull(deadLetters.replayedAt)
+            : isNull(deadLetters.replayedAt),
+        filters.errorType ? eq(deadLetters.errorType, filters.errorType) : undefined,
+        filters.taskId ? eq(deadLetters.taskId, filters.taskId) : undefined,
+        after
+          ? or(
+              lt(deadLetters.createdAt, after.createdAt),
+              and(eq(deadLetters.createdAt, after.createdAt), lt(deadLetters.id, after.id)),
+            )
+          : undefined,
+      ),
+    )
+    .orderBy(desc(deadLetters.createdAt), desc(deadLetters.id))
+    .limit(page.limit + 1);
+}
+
+export interface ReplaySelection {
+  ids?: string[];
+  filter?: {
+    error_type?: string;
+    task_type?: TaskType;
+    created_after?: string;
+    created_before?: string;
+    include_replayed: boolean;
+  };
+  limit: number;
+}
+
+export interface ReplayOutcome {
+  replayed: { dead_letter_id: string; task_id: string; status: "queued" | "pending" }[];
+  skipped: { dead_letter_id: string; task_id: string | null; reason: string }[];
+}
+
+/** Selected dead letters of the caller's workspace, oldest first. */
+async function selectForReplay(ctx: TaskContext, selection: ReplaySelection): Promise<DeadLetterRow[]> {
+  const { db, workspaceId } = ctx;
+  const conditions: (SQL | undefined)[] = [eq(deadLetters.workspaceId, workspaceId)];
+  if (selection.ids) conditions.push(inArray(deadLetters.id, selection.ids));
+  const filter = selection.filter;
+  if (filter) {
+    if (!filter.include_replayed) conditions.push(isNull(deadLetters.replayedAt));
+    if (filter.error_type) conditions.push(eq(deadLetters.errorType, filter.error_type));
+    if (filter.created_after) conditions.push(gt(deadLetters.createdAt, filter.created_after));
+    if (filter.created_before) conditions.push(lt(deadLetters.createdAt, filter.created_before));
+    if (filter.task_type) {
+      conditions.push(
+        inArray(
+          deadLetters.taskId,
+          db
+            .select({ id: tasks.id })
+            .from(tasks)
+            .where(and(eq(tasks.workspaceId, workspaceId), eq(tasks.type, filter.task_type))),
+        ),
+      );
+    }
+  }
+  return db
+    .select()
+    .from(deadLetters)
+    .where(and(...conditions))
+    .orderBy(asc(deadLetters.createdAt), asc(deadLetters.id))
+    .limit(selection.limit);
+}
+
+/**
+ * Replays dead letters: each task goes through admission again (a refusal
+ * skips it, nothing changes), then its row returns to pending/queued and the
+ * dead letter is marked replayed, with one audit entry for the replay.
+ */
+export async function replayDeadLetters(
+  ctx: TaskContext,
+  limits: WorkspaceLimits,
+  selection: ReplaySelection,
+): Promise<ReplayOutcome> {
+  const { db, workspaceId, config } = ctx;
+  const selected = await selectForReplay(ctx, selection);
+  const outcome: ReplayOutcome = { replayed: [], skipped: [] };
+  for (const id of selection.ids ?? []) {
+    if (!selected.some((row) => row.id === id))
+      outcome.skipped.push({ dead_letter_id: id, task_id: null, reason: "not_found" });
+  }
+  const taskRows = await loadTasks(db, [...new Set(selected.map((row) => row.taskId))]);
+  const limiter = limiterOf(config, workspaceId);
+  const dispatch: { taskId: string; message: unknown }[] = [];
+  const nowIso = new Date().toISOString();
+  for (const letter of selected) {
+    const task = taskRows.get(letter.taskId);
+    if (!task || task.workspaceId !== workspaceId) {
+      outcome.skipped.push({ dead_letter_id: letter.id, task_id: letter.taskId, reason: "task_missing" });
+      continue;
+    }
+    if (task.status !== "dead_lettered") {
+      outcome.skipped.push({ dead_letter_id: letter.id, task_id: task.id, reason: `task_${task.status}` });
+      continue;
+    }
+    const admission = await limiter.submitTask({
+      taskId: task.id,
+      priority: task.priority,
+      message: taskMessage(workspaceId, task.id),
+      maxRunning: limits.max_running_tasks,
+      maxPending: limits.max_pending_tasks,
+    });
+    if (admission.status === "refused") {
+      outcome.skipped.push({ dead_letter_id: letter.id, task_id: task.id, reason: "pending_cap_reached" });
+      continue;
+    }
+    const [reset] = await db.batch([
+      db
+        .update(tasks)
+        .set({
+          status: "pending",
+          error: null,
+          finishedAt: null,
+          cancelRequestedAt: null,
+          queuedAt: null,
+          updatedAt: nowIso,
+        })
+        .where(and(eq(tasks.workspaceId, workspaceId), eq(tasks.id, task.id), eq(tasks.status, "dead_lettered")))
+        .returning({ id: tasks.id }),
+      db
+        .update(deadLetters)
+        .set({ replayedAt: nowIso, replayCount: letter.replayCount + 1 })
+        .where(and(eq(deadLetters.workspaceId, workspaceId), eq(deadLetters.id, letter.id))),
+      auditInsert(db, {
+        ...ctx.audit,
+        workspaceId,
+        action: "dead_letter.replay",
+        resourceType: "dead_letter",
+        resourceId: letter.id,
+        metadata: { task_id: task.id, replay_count: letter.replayCount + 1 },
+      }),
+    ]);
+    if ((reset as { id: string }[]).length === 0) {
+      await limiter.finishTasks([task.id]);
+      outcome.skipped.push({ dead_letter_id: letter.id, task_id: task.id, reason: "task_changed" });
+      continue;
+    }
+    dispatch.push(...admission.dispatch);
+    outcome.replayed.push({ dead_letter_id: letter.id, task_id: task.id, status: admission.status });
+  }
+  await sendDispatches(config, db, workspaceId, dispatch, ctx.logger);
+  for (const entry of outcome.replayed) {
+    if (dispatch.some((item) => item.taskId === entry.task_id)) entry.status = "queued";
+  }
+  return outcome;
+}

@@ -1,0 +1,65 @@
+import type { Principal } from "../auth/principal.ts";
+import type { AppConfig } from "../env.ts";
+import { type EventType, type PublishInput, publish } from "../events/index.ts";
+import type { Logger } from "../lib/logger.ts";
+
+/**
+ * Task events. A task's events are published one after another (so its
+ * `tool.call` always precedes its `tool.result` in seq order) while different
+ * tasks publish concurrently, and the agent never waits on the hub between
+ * steps. A failed publish is logged, never fails the task.
+ */
+export class EventChain {
+  readonly #config: Pick<AppConfig, "EVENT_HUB">;
+  readonly #logger: Logger;
+  #tail: Promise<void> = Promise.resolve();
+  #published = 0;
+
+  constructor(config: Pick<AppConfig, "EVENT_HUB">, logger: Logger) {
+    this.#config = config;
+    this.#logger = logger;
+  }
+
+  emit<K extends EventType>(input: PublishInput<K>): void {
+    this.#tail = this.#tail.then(async () => {
+      try {
+        await publish(this.#config, input, { logger: this.#logger });
+        this.#published++;
+      } catch (error) {
+        this.#logger.warn("task event not published", { error, event_type: input.event_type });
+      }
+    });
+  }
+
+  /** Resolves once everything emitted so far was published (or given up). */
+  async flush(): Promise<number> {
+    await this.#tail;
+    return this.#published;
+  }
+}
+
+/**
+ * The seed's `task.created` names a user with an email. API keys and tokens
+ * whose subject is not an address get a stable, non-deliverable one under the
+ * reserved `.invalid` domain (RFC 2606), so the contract holds without
+ * inventing a mailbox.
+ */
+export function eventUser(principal: Principal | undefined): { id: string; email: string } {
+  if (!principal || principal.kind === "operator") return { id: "operator", email: "operator@mgx-edge.invalid" };
+  if (principal.kind === "api_key")
+    return { id: principal.keyId, email: `${principal.keyId}@api-keys.mgx-edge.invalid` };
+  const sub = principal.userId;
+  return {
+    id: sub,
+    email: /^[^@\s]+@[^@\s]+\.[a-z]{2,}$/i.test(sub) ? sub : `${safeLocal(sub)}@users.mgx-edge.invalid`,
+  };
+}
+
+function safeLocal(value: string): string {
+  return value.replaceAll(/[^a-zA-Z0-9._+-]/g, "_").slice(0, 64) || "user";
+}
+
+/** The seed's `task.started` knows four providers; others (the offline `simulated` one) run locally. */
+export function eventProvider(provider: string): "openai" | "anthropic" | "azure" | "local" {
+  return provider === "openai" || provider === "anthropic" || provider === "azure" ? provider : "local";
+}

@@ -1,0 +1,133 @@
+import type { AppConfig } from "../env.ts";
+import type { Logger } from "../lib/logger.ts";
+import { LlmError, type LlmRouter } from "../llm/types.ts";
+import { AgentRun, TaskTimeoutError } from "./agent/runtime.ts";
+import { TaskFiles } from "./artifacts.ts";
+import { CancelledError, registerRun } from "./cancellation.ts";
+import type { RunEnd } from "./claims.ts";
+import { ARTIFACT_LIMITS, type ArtifactLimits, CANCEL_POLL_INTERVAL_MS, TASK_TIMEOUT_SECONDS } from "./config.ts";
+import type { EventChain } from "./events.ts";
+import type { ArtifactRow, TaskRow } from "./views.ts";
+
+/**
+ * Runs one claimed attempt: the agent under a timeout and a cancel switch,
+ * and the classification of how it ended (completed, retry, failed,
+ * cancelled). Never throws: every failure becomes a RunEnd.
+ */
+
+export interface ExecuteInput {
+  config: Pick<AppConfig, "ARTIFACTS" | "DB">;
+  task: TaskRow;
+  runId: string;
+  agentId: string;
+  router: LlmRouter;
+  existingArtifacts: ArtifactRow[];
+  events: EventChain;
+  logger: Logger;
+  artifactLimits?: ArtifactLimits;
+}
+
+export interface Executed {
+  end: RunEnd;
+  run: AgentRun;
+  files: TaskFiles;
+  durationMs: number;
+}
+
+export async function executeRun(input: ExecuteInput): Promise<Executed> {
+  const { task, runId, config } = input;
+  const timeoutSeconds = TASK_TIMEOUT_SECONDS[task.type];
+  const startedAtMs = Date.now();
+  const deadlineMs = startedAtMs + timeoutSeconds * 1000;
+  const controller = new AbortController();
+  const unregister = registerRun(task.id, controller);
+  const timer = setTimeout(() => controller.abort(new TaskTimeoutError(timeoutSeconds)), timeoutSeconds * 1000);
+  const files = new TaskFiles({
+    bucket: config.ARTIFACTS,
+    workspaceId: task.workspaceId,
+    taskId: task.id,
+    runId,
+    existing: input.existingArtifacts,
+    limits: input.artifactLimits ?? ARTIFACT_LIMITS,
+  });
+  // The claim checked cancel_requested_at a moment ago, so the first poll waits an interval.
+  let lastPollMs = startedAtMs;
+  const cancelRequested = async () => {
+    if (Date.now() - lastPollMs < CANCEL_POLL_INTERVAL_MS) return false;
+    lastPollMs = Date.now();
+    const row = await config.DB.prepare("SELECT cancel_requested_at AS at FROM tasks WHERE id = ?")
+      .bind(task.id)
+      .first<{ at: string | null }>();
+    return row?.at != null;
+  };
+  const run = new AgentRun({
+    task,
+    runId,
+    agentId: input.agentId,
+    router: input.router,
+    files,
+    events: input.events,
+    signal: controller.signal,
+    deadlineMs,
+    timeoutSeconds,
+    cancelRequested,
+    logger: input.logger,
+  });
+  let end: RunEnd;
+  try {
+    const outcome = await run.run();
+    end = {
+      kind: "completed",
+      result: {
+        status: outcome.status,
+        summary: outcome.summary.slice(0, 4_000),
+        steps: outcome.steps,
+        artifacts: outcome.artifactIds,
+        simulated: run.simulated,
+      },
+    };
+  } catch (error) {
+    end = classify(error, controller.signal);
+    if (end.kind !== "cancelled") input.logger.warn("run ended with an error", { error, end: end.kind });
+  } finally {
+    clearTimeout(timer);
+    unregister();
+  }
+  return { end, run, files, durationMs: Date.now() - startedAtMs };
+}
+
+/** Retryable: timeouts, provider outages, storage hiccups. Not: bad input, exhausted budget, cancellation. */
+export function classify(error: unknown, signal: AbortSignal): RunEnd {
+  const reason = signal.aborted ? signal.reason : undefined;
+  if (error instanceof CancelledError || reason instanceof CancelledError) {
+    return {
+      kind: "cancelled",
+      runStatus: "cancelled",
+      error: { type: "cancelled", message: "Cancelled while running." },
+    };
+  }
+  if (error instanceof TaskTimeoutError || reason instanceof TaskTimeoutError) {
+    const message = (reason instanceof TaskTimeoutError ? reason : (error as Error)).message;
+    return { kind: "retry", runStatus: "timed_out", error: { type: "timeout", message } };
+  }
+  if (error instanceof LlmError) {
+    if (error.kind === "cancelled") {
+      return { kind: "cancelled", runStatus: "cancelled", error: { type: "cancelled", message: error.message } };
+    }
+    const type =
+      error.kind === "invalid_request"
+        ? "validation_error"
+        : error.kind === "timeout"
+          ? "timeout"
+          : `llm_${error.kind}`;
+    return error.retryable
+      ? {
+          kind: "retry",
+          runStatus: error.kind === "timeout" ? "timed_out" : "failed",
+          error: { type, message: error.message },
+        }
+      : { kind: "failed", runStatus: "failed", error: { type, message: error.message } };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return { kind: "retry", runStatus: "failed", error: { type: "internal_error", message: message.slice(0, 1_000) } };
+}

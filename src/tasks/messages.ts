@@ -1,0 +1,25 @@
+/** The body of a message on the `tasks` queue (and, after max_retries, on `tasks-dlq`). */
+export interface TaskMessage {
+  v: 1;
+  task_id: string;
+  workspace_id: string;
+  /** Set when the WorkspaceLimiter gave the task up after its lease lapsed too often. */
+  reason?: "lease_expired";
+}
+
+export function taskMessage(workspaceId: string, taskId: string): TaskMessage {
+  return { v: 1, task_id: taskId, workspace_id: workspaceId };
+}
+
+/** A body we can act on, or null (a foreign or corrupt message is acknowledged and logged, never retried). */
+export function parseTaskMessage(body: unknown): TaskMessage | null {
+  if (typeof body !== "object" || body === null) return null;
+  const value = body as Record<string, unknown>;
+  if (value.v !== 1 || typeof value.task_id !== "string" || typeof value.workspace_id !== "string") return null;
+  return {
+    v: 1,
+    task_id: value.task_id,
+    workspace_id: value.workspace_id,
+    ...(value.reason === "lease_expired" ? { reason: "lease_expired" as const } : {}),
+  };
+}

@@ -1,0 +1,177 @@
+import { z } from "@hono/zod-openapi";
+import { TASK_PRIORITIES, TASK_STATUSES, TASK_TYPES } from "../db/schema.ts";
+import { PageQuerySchema } from "../lib/pagination.ts";
+
+/** Request and response schemas of the tasks, artifacts and dead-letter routes. */
+
+const Tokens = z.object({ prompt: z.number().int(), completion: z.number().int(), total: z.number().int() });
+
+export const AgentConfigSchema = z
+  .looseObject({
+    max_steps: z.number().int().min(1).max(50).optional().openapi({ description: "LLM turns at most (default 12)." }),
+    model: z
+      .string()
+      .min(1)
+      .max(256)
+      .optional()
+      .openapi({ description: "A model or `provider:model`; default: the workspace's routing chain." }),
+    temperature: z.number().min(0).max(2).optional(),
+    max_tokens: z.number().int().min(1).max(200_000).optional(),
+  })
+  .openapi("AgentConfig", { description: "How the agent runs; unknown keys are kept for the agent." });
+
+export const NewTaskSchema = z
+  .object({
+    title: z.string().trim().min(1).max(255),
+    description: z.string().max(5000).optional(),
+    type: z.enum(TASK_TYPES),
+    priority: z.enum(TASK_PRIORITIES).default("medium"),
+    project_id: z.string().min(1).max(128).optional(),
+    agent_config: AgentConfigSchema.optional(),
+    estimated_tokens: z.number().int().min(0).max(100_000_000).optional(),
+  })
+  .strict()
+  .openapi("NewTask");
+export type NewTask = z.output<typeof NewTaskSchema>;
+
+export const TaskSchema = z
+  .object({
+    id: z.string().openapi({ example: "task_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    title: z.string(),
+    description: z.string().nullable(),
+    type: z.enum(TASK_TYPES),
+    priority: z.enum(TASK_PRIORITIES),
+    status: z.enum(TASK_STATUSES),
+    project_id: z.string().nullable(),
+    agent_config: z.record(z.string(), z.unknown()).nullable(),
+    estimated_tokens: z.number().int().nullable(),
+    attempts: z.number().int().openapi({ description: "Runs started so far." }),
+    max_retries: z.number().int(),
+    tokens: Tokens,
+    cost_usd: z.number(),
+    result: z.record(z.string(), z.unknown()).nullable(),
+    error: z.object({ type: z.string(), message: z.string() }).nullable(),
+    created_by: z.string().nullable(),
+    created_at: z.string(),
+    updated_at: z.string(),
+    queued_at: z.string().nullable(),
+    started_at: z.string().nullable(),
+    finished_at: z.string().nullable(),
+    cancel_requested_at: z.string().nullable(),
+  })
+  .openapi("Task");
+
+export const TaskListQuerySchema = PageQuerySchema.extend({
+  status: z.enum(TASK_STATUSES).optional(),
+  type: z.enum(TASK_TYPES).optional(),
+  priority: z.enum(TASK_PRIORITIES).optional(),
+});
+
+export const RunSchema = z
+  .object({
+    id: z.string().openapi({ example: "run_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    task_id: z.string(),
+    attempt: z.number().int(),
+    status: z.enum(["running", "succeeded", "failed", "cancelled", "timed_out"]),
+    agent_id: z.string().nullable(),
+    provider: z.string().nullable(),
+    model: z.string().nullable(),
+    tokens: Tokens,
+    cost_usd: z.number(),
+    error: z.object({ type: z.string(), message: z.string(), retryable: z.boolean() }).nullable(),
+    started_at: z.string(),
+    finished_at: z.string().nullable(),
+    duration_ms: z.number().int().nullable(),
+  })
+  .openapi("TaskRun");
+
+export const ArtifactSchema = z
+  .object({
+    id: z.string().openapi({ example: "art_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    task_id: z.string(),
+    run_id: z.string().nullable(),
+    path: z.string(),
+    size_bytes: z.number().int(),
+    mime_type: z.string(),
+    sha256: z.string(),
+    version: z.number().int(),
+    content_url: z.string().openapi({ description: "Where the content streams from." }),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .openapi("Artifact");
+
+export const DeadLetterSchema = z
+  .object({
+    id: z.string().openapi({ example: "dlq_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    task_id: z.string(),
+    message_id: z.string(),
+    queue: z.string(),
+    attempts: z.number().int(),
+    error_type: z.string().nullable(),
+    error_message: z.string().nullable(),
+    created_at: z.string(),
+    replayed_at: z.string().nullable(),
+    replay_count: z.number().int(),
+  })
+  .openapi("DeadLetter");
+
+export const DeadLetterListQuerySchema = PageQuerySchema.extend({
+  replayed: z.enum(["true", "false"]).optional().openapi({ description: "Only replayed, or only not yet replayed." }),
+  error_type: z.string().max(64).optional(),
+  task_id: z.string().max(64).optional(),
+});
+
+export const ReplayRequestSchema = z
+  .object({
+    ids: z.array(z.string().max(64)).min(1).max(100).optional().openapi({ description: "Dead letters to replay." }),
+    filter: z
+      .object({
+        error_type: z.string().max(64).optional(),
+        task_type: z.enum(TASK_TYPES).optional(),
+        created_after: z.iso.datetime().optional(),
+        created_before: z.iso.datetime().optional(),
+        include_replayed: z.boolean().default(false),
+      })
+      .strict()
+      .optional()
+      .openapi({ description: "Or: every dead letter matching this (up to `limit`), oldest first." }),
+    limit: z.number().int().min(1).max(100).default(100),
+  })
+  .strict()
+  .refine((body) => (body.ids === undefined) !== (body.filter === undefined), {
+    message: "give either ids or filter",
+    path: ["ids"],
+  })
+  .openapi("DeadLetterReplay");
+
+export const ReplayResultSchema = z
+  .object({
+    replayed: z.array(
+      z.object({ dead_letter_id: z.string(), task_id: z.string(), status: z.enum(["queued", "pending"]) }),
+    ),
+    skipped: z.array(z.object({ dead_letter_id: z.string(), task_id: z.string().nullable(), reason: z.string() })),
+  })
+  .openapi("DeadLetterReplayResult");
+
+export const TaskIdParam = z.object({
+  id: z
+    .string()
+    .max(64)
+    .openapi({
+      param: { name: "id", in: "path" },
+      example: "task_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
+      description: "A `task_` id.",
+    }),
+});
+
+export const ArtifactIdParam = z.object({
+  id: z
+    .string()
+    .max(64)
+    .openapi({
+      param: { name: "id", in: "path" },
+      example: "art_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
+      description: "An `art_` id.",
+    }),
+});
