@@ -121,8 +121,8 @@ export interface RouterDeps {
 }
 
 export interface CallOptions {
-  /** An audit entry written in the same batch as the usage row (the OpenAI-compatible endpoint's). */
-  audit?: AuditEntryInput;
+  /** An audit entry, from the result, written in the same batch as the usage row (the OpenAI-compatible endpoint's). */
+  audit?: (result: ChatResult) => AuditEntryInput;
 }
 
 export interface RoutedStream {
@@ -488,7 +488,7 @@ export class Router implements LlmRouter {
         simulated: adapter.simulated,
         latencyMs: this.#now() - startedMs,
       },
-      options.audit,
+      options.audit?.(result),
     );
     const logged = (what: string) => (error: unknown) =>
       this.#deps.logger.error(`${what} failed`, { error, charge_key: context.chargeKey });

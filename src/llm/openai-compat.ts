@@ -1,0 +1,241 @@
+import { z } from "@hono/zod-openapi";
+import { ulid } from "../lib/ids.ts";
+import type { StreamEvent } from "./provider.ts";
+import type { ChatMessage, ChatRequest, ChatResult } from "./types.ts";
+
+/**
+ * The OpenAI chat-completions wire format of POST /api/v1/llm/chat/completions:
+ * request and response schemas (loose, so fields the official SDKs add pass
+ * through), the mapping to the router's ChatRequest, and the SSE chunks of a
+ * streamed answer. Our own figures ride along under `x_mgx`.
+ */
+
+const TextPart = z.object({ type: z.literal("text"), text: z.string() }).loose();
+
+const MessageSchema = z
+  .object({
+    role: z.enum(["system", "developer", "user", "assistant", "tool"]),
+    content: z.union([z.string(), z.array(TextPart), z.null()]).optional(),
+    name: z.string().max(256).optional(),
+    tool_call_id: z.string().max(256).optional(),
+    tool_calls: z
+      .array(
+        z.object({
+          id: z.string().max(256),
+          type: z.literal("function"),
+          function: z.object({ name: z.string().max(256), arguments: z.string() }),
+        }),
+      )
+      .optional(),
+  })
+  .loose();
+
+const ToolSchema = z
+  .object({
+    type: z.literal("function"),
+    function: z
+      .object({
+        name: z.string().min(1).max(64),
+        description: z.string().max(4096).optional(),
+        parameters: z.record(z.string(), z.unknown()).optional(),
+      })
+      .loose(),
+  })
+  .loose();
+
+const maxTokens = z.number().int().min(1).max(1_000_000).nullable().optional();
+
+export const ChatCompletionRequestSchema = z
+  .object({
+    model: z
+      .string()
+      .max(256)
+      .optional()
+      .openapi({ description: "`provider:model`, a model of the workspace's chain, or `auto` (the chain decides)." }),
+    messages: z.array(MessageSchema).min(1).max(2_000),
+    tools: z.array(ToolSchema).max(128).optional(),
+    tool_choice: z.unknown().optional(),
+    max_tokens: maxTokens,
+    max_completion_tokens: maxTokens,
+    temperature: z.number().min(0).max(2).nullable().optional(),
+    stream: z.boolean().nullable().optional(),
+    stream_options: z.object({ include_usage: z.boolean().optional() }).loose().nullable().optional(),
+    user: z.string().max(256).optional(),
+  })
+  .loose()
+  .openapi("ChatCompletionRequest", { description: "OpenAI chat-completions request." });
+
+export type ChatCompletionRequest = z.output<typeof ChatCompletionRequestSchema>;
+
+export const ChatCompletionSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal("chat.completion"),
+    created: z.number().int(),
+    model: z.string(),
+    choices: z.array(
+      z.object({
+        index: z.number().int(),
+        message: z.object({
+          role: z.literal("assistant"),
+          content: z.string().nullable(),
+          tool_calls: z.array(z.unknown()).optional(),
+        }),
+        finish_reason: z.string(),
+        logprobs: z.null(),
+      }),
+    ),
+    usage: z.object({
+      prompt_tokens: z.number().int(),
+      completion_tokens: z.number().int(),
+      total_tokens: z.number().int(),
+    }),
+    x_mgx: z.object({
+      provider: z.string(),
+      simulated: z.boolean(),
+      cost_usd: z.number(),
+      attempts: z.number().int(),
+    }),
+  })
+  .openapi("ChatCompletion", {
+    description: "OpenAI chat-completions response, plus the router's figures in `x_mgx`.",
+  });
+
+function textOf(content: ChatCompletionRequest["messages"][number]["content"]): string | null {
+  if (content === undefined || content === null) return null;
+  if (typeof content === "string") return content;
+  return content.map((part) => part.text).join("");
+}
+
+export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
+  const messages: ChatMessage[] = body.messages.map((message) => ({
+    // `developer` is OpenAI's newer name for the system role.
+    role: message.role === "developer" ? "system" : message.role,
+    content: textOf(message.content),
+    ...(message.tool_calls ? { tool_calls: message.tool_calls } : {}),
+    ...(message.tool_call_id ? { tool_call_id: message.tool_call_id } : {}),
+    ...(message.name ? { name: message.name } : {}),
+  }));
+  const maxTokensValue = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+  return {
+    messages,
+    ...(body.model ? { model: body.model } : {}),
+    ...(body.tools?.length
+      ? {
+          tools: body.tools.map((tool) => ({
+            type: "function" as const,
+            function: {
+              name: tool.function.name,
+              ...(tool.function.description ? { description: tool.function.description } : {}),
+              parameters: tool.function.parameters ?? { type: "object", properties: {} },
+            },
+          })),
+        }
+      : {}),
+    ...(maxTokensValue !== undefined ? { max_tokens: maxTokensValue } : {}),
+    ...(body.temperature !== undefined && body.temperature !== null ? { temperature: body.temperature } : {}),
+  };
+}
+
+export function completionId(): string {
+  return `chatcmpl-${ulid()}`;
+}
+
+export function toCompletion(id: string, result: ChatResult) {
+  return {
+    id,
+    object: "chat.completion" as const,
+    created: Math.floor(Date.now() / 1000),
+    model: result.model,
+    choices: [
+      {
+        index: 0,
+        message: {
+          role: "assistant" as const,
+          content: result.message.content,
+          ...(result.message.tool_calls ? { tool_calls: result.message.tool_calls } : {}),
+        },
+        finish_reason: result.finish_reason,
+        logprobs: null,
+      },
+    ],
+    usage: result.usage,
+    x_mgx: {
+      provider: result.provider,
+      simulated: result.simulated,
+      cost_usd: result.cost_usd,
+      attempts: result.attempts,
+    },
+  };
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The SSE body of a streamed answer: a chunk per delta as it arrives, then
+ * the finish reason, the usage chunk (when asked for, as OpenAI does), and
+ * `[DONE]`. A failure after the first byte can only be reported in-stream.
+ */
+export function completionStream(
+  id: string,
+  model: string,
+  deltas: AsyncIterable<StreamEvent>,
+  result: Promise<ChatResult>,
+  includeUsage: boolean,
+  onError: (error: unknown) => void,
+): ReadableStream<Uint8Array> {
+  const created = Math.floor(Date.now() / 1000);
+  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+    encoder.encode(
+      `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices, ...extra })}\n\n`,
+    );
+  const iterator = deltas[Symbol.asyncIterator]();
+  let first = true;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const next = await iterator.next();
+        if (!next.done) {
+          const event = next.value;
+          if (event.type !== "delta") return;
+          const delta = {
+            ...(first ? { role: "assistant" } : {}),
+            ...(event.content !== undefined ? { content: event.content } : {}),
+            ...(event.tool_calls ? { tool_calls: event.tool_calls } : {}),
+          };
+          first = false;
+          controller.enqueue(chunk([{ index: 0, delta, finish_reason: null, logprobs: null }]));
+          return;
+        }
+        const final = await result;
+        controller.enqueue(chunk([{ index: 0, delta: {}, finish_reason: final.finish_reason, logprobs: null }]));
+        if (includeUsage) {
+          controller.enqueue(
+            chunk([], {
+              usage: final.usage,
+              x_mgx: {
+                provider: final.provider,
+                simulated: final.simulated,
+                cost_usd: final.cost_usd,
+                attempts: final.attempts,
+              },
+            }),
+          );
+        }
+        controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+        controller.close();
+      } catch (error) {
+        onError(error);
+        const message = error instanceof Error ? error.message : "the stream failed";
+        controller.enqueue(
+          encoder.encode(`data: ${JSON.stringify({ error: { message, type: "provider_error" } })}\n\n`),
+        );
+        controller.close();
+      }
+    },
+    async cancel() {
+      // The client went away: stop reading the provider (the router releases the reservation).
+      await iterator.return?.();
+    },
+  });
+}

@@ -1,0 +1,81 @@
+import type { AppConfig } from "../env.ts";
+import { buildAdapters } from "./adapters/index.ts";
+import type { BreakerView } from "./breaker-core.ts";
+import { DEFAULT_MODELS, type RouteTarget, stripQuery } from "./routing.ts";
+
+/** What GET /api/v1/providers shows: each provider, whether it is configured, and its models' breakers. */
+
+export interface ModelHealth {
+  model: string;
+  in_chain: boolean;
+  state: BreakerView["state"];
+  error_rate: number;
+  calls_last_minute: number;
+  consecutive_failures: number;
+  opened_at: string | null;
+  retry_at: string | null;
+  last_error: string | null;
+}
+
+export interface ProviderHealth {
+  provider: string;
+  configured: boolean;
+  simulated: boolean;
+  models: ModelHealth[];
+}
+
+const CLOSED_VIEW: BreakerView = {
+  state: "closed",
+  errorRate: 0,
+  calls: 0,
+  consecutiveFailures: 0,
+  openedAtMs: null,
+  retryAtMs: null,
+  lastError: null,
+};
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export async function providerOverview(config: AppConfig, chain: RouteTarget[]): Promise<ProviderHealth[]> {
+  const adapters = buildAdapters(config);
+  const names = [
+    ...new Set([...Object.keys(DEFAULT_MODELS), ...adapters.keys(), ...chain.map((target) => target.provider)]),
+  ];
+  return Promise.all(
+    names.map(async (provider) => {
+      const adapter = adapters.get(provider);
+      const chainModels = chain
+        .filter((target) => target.provider === provider)
+        .map((target) => stripQuery(target.model));
+      let snapshot: { model: string; view: BreakerView }[] = [];
+      if (adapter) {
+        try {
+          snapshot = (await config.PROVIDER_BREAKER.getByName(provider).snapshot()) as typeof snapshot;
+        } catch {
+          // The breaker object is unreachable: show the chain's models without breaker figures.
+        }
+      }
+      const views = new Map(snapshot.map((entry) => [stripQuery(entry.model), entry.view]));
+      const models = [...new Set([...chainModels, ...views.keys()])].sort().map((model) => {
+        const view = views.get(model) ?? CLOSED_VIEW;
+        return {
+          model,
+          in_chain: chainModels.includes(model),
+          state: view.state,
+          error_rate: Math.round(view.errorRate * 1000) / 1000,
+          calls_last_minute: view.calls,
+          consecutive_failures: view.consecutiveFailures,
+          opened_at: iso(view.openedAtMs),
+          retry_at: iso(view.retryAtMs),
+          last_error: view.lastError,
+        };
+      });
+      return {
+        provider,
+        configured: adapter !== undefined,
+        simulated: adapter?.simulated ?? provider === "simulated",
+        models,
+      };
+    }),
+  );
+}

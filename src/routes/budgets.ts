@@ -1,0 +1,95 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { eq } from "drizzle-orm";
+import { auditContext, auditInsert } from "../audit/index.ts";
+import { tenantDb } from "../auth/tenant-access.ts";
+import { workspaces } from "../db/schema.ts";
+import { problemResponses } from "../lib/openapi.ts";
+import { ApiError } from "../lib/problem.ts";
+import { budgetStatus, forgetWorkspaceSettings } from "../llm/index.ts";
+import { requireScope } from "../middleware/auth.ts";
+import type { HonoEnv } from "../types.ts";
+import { BudgetsSchema } from "../workspaces/schemas.ts";
+import { findWorkspace } from "../workspaces/service.ts";
+
+/** The workspace's daily and monthly token and cost budgets, and where it stands against them. */
+
+const PeriodSchema = z.object({
+  period: z.string().openapi({ example: "2026-11-25" }),
+  tokens: z.number().int(),
+  cost_usd: z.number(),
+  reserved_tokens: z.number().int().openapi({ description: "Held by calls in flight." }),
+  reserved_cost_usd: z.number(),
+  resets_at: z.string(),
+});
+
+const BudgetStatusSchema = z
+  .object({
+    budgets: BudgetsSchema,
+    daily: PeriodSchema,
+    monthly: PeriodSchema,
+    exhausted: z
+      .boolean()
+      .openapi({ description: "Some budget has nothing left: LLM calls and new tasks are refused." }),
+    retry_after_seconds: z.number().int().nullable(),
+  })
+  .openapi("BudgetStatus");
+
+const getRoute = createRoute({
+  method: "get",
+  path: "/api/v1/budgets",
+  operationId: "getBudgets",
+  tags: ["LLM"],
+  summary: "Read budgets and current use",
+  description: "Budgets (null = none) and this UTC day's and month's tokens and cost, counted by the router.",
+  middleware: [requireScope("tasks:read")] as const,
+  responses: {
+    200: { description: "Budgets and use.", content: { "application/json": { schema: BudgetStatusSchema } } },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED"),
+  },
+});
+
+const putRoute = createRoute({
+  method: "put",
+  path: "/api/v1/budgets",
+  operationId: "putBudgets",
+  tags: ["LLM"],
+  summary: "Set budgets",
+  description:
+    "Replaces all four budgets (null = none). Thresholds at 50, 80 and 100% are reported once per period as `billing.threshold.reached` and `billing.usage_alert`.",
+  "x-audit-action": "budget.update",
+  middleware: [requireScope("admin")] as const,
+  request: { body: { required: true, content: { "application/json": { schema: BudgetsSchema.strict() } } } },
+  responses: {
+    200: { description: "Budgets and use.", content: { "application/json": { schema: BudgetStatusSchema } } },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "VALIDATION_FAILED", "RATE_LIMITED"),
+  },
+});
+
+export function registerBudgetRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(getRoute, async (c) => {
+    const { db, workspaceId } = tenantDb(c);
+    const row = await findWorkspace(db, workspaceId);
+    if (!row) throw new ApiError("NOT_FOUND", "Your workspace no longer exists.");
+    return c.json(await budgetStatus(c.get("config"), workspaceId, row.budgets), 200);
+  });
+
+  app.openapi(putRoute, async (c) => {
+    const { db, workspaceId } = tenantDb(c);
+    const row = await findWorkspace(db, workspaceId);
+    if (!row) throw new ApiError("NOT_FOUND", "Your workspace no longer exists.");
+    const budgets = c.req.valid("json");
+    await db.batch([
+      db.update(workspaces).set({ budgets, updatedAt: new Date().toISOString() }).where(eq(workspaces.id, workspaceId)),
+      auditInsert(db, {
+        ...auditContext(c),
+        workspaceId,
+        action: "budget.update",
+        resourceType: "workspace",
+        resourceId: workspaceId,
+        changes: { before: row.budgets, after: budgets },
+      }),
+    ]);
+    forgetWorkspaceSettings(workspaceId);
+    return c.json(await budgetStatus(c.get("config"), workspaceId, budgets), 200);
+  });
+}

@@ -1,0 +1,129 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { auditContext } from "../audit/index.ts";
+import { ulid } from "../lib/ids.ts";
+import { problemResponses } from "../lib/openapi.ts";
+import { llmErrorToApiError } from "../llm/http-errors.ts";
+import { createLlmRouter } from "../llm/index.ts";
+import {
+  ChatCompletionRequestSchema,
+  ChatCompletionSchema,
+  completionId,
+  completionStream,
+  toChatRequest,
+  toCompletion,
+} from "../llm/openai-compat.ts";
+import { requireScope } from "../middleware/auth.ts";
+import type { HonoEnv } from "../types.ts";
+
+/**
+ * OpenAI-compatible chat completions through the router, metered and
+ * budgeted like agent calls: the official SDKs work with `baseURL` set to
+ * `<origin>/api/v1/llm` and a workspace key as the API key.
+ */
+
+const chatRoute = createRoute({
+  method: "post",
+  path: "/api/v1/llm/chat/completions",
+  operationId: "createChatCompletion",
+  tags: ["LLM"],
+  summary: "Create a chat completion (OpenAI-compatible)",
+  description:
+    "Routed by the workspace's chain with retries, fallback and circuit breakers; charged against its budgets. `stream: true` answers Server-Sent Events in OpenAI's chunk format, with a usage chunk when `stream_options.include_usage` is set.",
+  "x-audit-action": "llm.completion",
+  middleware: [requireScope("tasks:write")] as const,
+  request: {
+    body: { required: true, content: { "application/json": { schema: ChatCompletionRequestSchema } } },
+  },
+  responses: {
+    200: {
+      description:
+        "The completion, or with `stream: true` an SSE stream of `chat.completion.chunk` objects ending in `[DONE]`.",
+      content: {
+        "application/json": { schema: ChatCompletionSchema },
+        "text/event-stream": {
+          schema: z.string().openapi({ description: "`data: {chunk}` lines, then `data: [DONE]`." }),
+        },
+      },
+    },
+    ...problemResponses(
+      "BAD_REQUEST",
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "VALIDATION_FAILED",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
+  },
+});
+
+export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(chatRoute, async (c) => {
+    const body = c.req.valid("json");
+    const logger = c.get("logger");
+    const requestId = c.get("requestId");
+    const workspaceId = c.get("workspaceId")!;
+    const router = createLlmRouter(c.get("config"), { logger, waitUntil: (work) => c.executionCtx.waitUntil(work) });
+    const context = {
+      workspaceId,
+      requestId,
+      correlationId: c.get("trace")?.traceId,
+      // Unique per request: a client reusing its X-Request-Id must not get a call for free.
+      chargeKey: `api:${requestId}:${ulid()}`,
+      signal: c.req.raw.signal,
+    };
+    const audit = auditContext(c);
+    const options = {
+      audit: (result: {
+        provider: string;
+        model: string;
+        usage: { total_tokens: number };
+        cost_usd: number;
+        simulated: boolean;
+      }) => ({
+        ...audit,
+        workspaceId,
+        action: "llm.completion" as const,
+        resourceType: "llm_completion",
+        resourceId: context.chargeKey,
+        metadata: {
+          provider: result.provider,
+          model: result.model,
+          total_tokens: result.usage.total_tokens,
+          cost_usd: result.cost_usd,
+          simulated: result.simulated,
+          stream: body.stream === true,
+        },
+      }),
+    };
+    const request = toChatRequest(body);
+    const id = completionId();
+    try {
+      if (body.stream) {
+        const routed = await router.chatStream(request, context, options);
+        const stream = completionStream(
+          id,
+          routed.model,
+          routed.deltas,
+          routed.result,
+          body.stream_options?.include_usage === true,
+          (error) => logger.warn("llm stream failed after it started", { error }),
+        );
+        return new Response(stream, {
+          status: 200,
+          headers: {
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-LLM-Provider": routed.provider,
+            "X-LLM-Simulated": String(routed.simulated),
+          },
+        }) as never;
+      }
+      const result = await router.chat(request, context, options);
+      c.header("X-LLM-Provider", result.provider);
+      c.header("X-LLM-Simulated", String(result.simulated));
+      return c.json(toCompletion(id, result), 200);
+    } catch (error) {
+      throw llmErrorToApiError(error);
+    }
+  });
+}

@@ -1,0 +1,61 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { problemResponses } from "../lib/openapi.ts";
+import { providerOverview } from "../llm/providers.ts";
+import { settingsLoader } from "../llm/settings.ts";
+import { requireScope } from "../middleware/auth.ts";
+import type { HonoEnv } from "../types.ts";
+
+/** The LLM providers this deployment can call, with each model's circuit-breaker state. */
+
+const ModelHealthSchema = z.object({
+  model: z.string(),
+  in_chain: z.boolean().openapi({ description: "Named by this workspace's routing chain." }),
+  state: z.enum(["closed", "open", "half_open"]),
+  error_rate: z.number().openapi({ description: "Failures / calls over the last 60 s, 0..1." }),
+  calls_last_minute: z.number().int(),
+  consecutive_failures: z.number().int(),
+  opened_at: z.string().nullable(),
+  retry_at: z.string().nullable().openapi({ description: "When an open breaker lets one trial call through." }),
+  last_error: z.string().nullable(),
+});
+
+const listRoute = createRoute({
+  method: "get",
+  path: "/api/v1/providers",
+  operationId: "listProviders",
+  tags: ["LLM"],
+  summary: "List LLM providers and their circuit breakers",
+  description:
+    "Every provider the router knows, whether this deployment has it configured, and per model the breaker state and recent error rate. `simulated` is the offline provider.",
+  middleware: [requireScope("tasks:read")] as const,
+  responses: {
+    200: {
+      description: "Providers.",
+      content: {
+        "application/json": {
+          schema: z
+            .object({
+              data: z.array(
+                z.object({
+                  provider: z.string(),
+                  configured: z.boolean(),
+                  simulated: z.boolean(),
+                  models: z.array(ModelHealthSchema),
+                }),
+              ),
+            })
+            .openapi("Providers"),
+        },
+      },
+    },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"),
+  },
+});
+
+export function registerProviderRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(listRoute, async (c) => {
+    const config = c.get("config");
+    const settings = await settingsLoader(config)(c.get("workspaceId")!);
+    return c.json({ data: await providerOverview(config, settings.chain) }, 200);
+  });
+}

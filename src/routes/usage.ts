@@ -1,0 +1,87 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { tenantDb } from "../auth/tenant-access.ts";
+import { problemResponses } from "../lib/openapi.ts";
+import { ApiError } from "../lib/problem.ts";
+import { usageSummary } from "../llm/usage.ts";
+import { requireScope } from "../middleware/auth.ts";
+import type { HonoEnv } from "../types.ts";
+
+/** Tokens and cost by day, provider and model. */
+
+const DAY = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "must be YYYY-MM-DD");
+const DAY_MS = 86_400_000;
+const DEFAULT_DAYS = 30;
+const MAX_DAYS = 366;
+
+const UsageRowSchema = z.object({
+  day: z.string(),
+  provider: z.string(),
+  model: z.string(),
+  simulated: z.boolean().openapi({ description: "From the offline `simulated` provider: not real spend." }),
+  calls: z.number().int(),
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+  cost_usd: z.number(),
+});
+
+const usageRoute = createRoute({
+  method: "get",
+  path: "/api/v1/usage",
+  operationId: "getUsage",
+  tags: ["LLM"],
+  summary: "Read token usage and cost",
+  description: `Per UTC day, provider and model, between \`from\` and \`to\` (inclusive; default the last ${DEFAULT_DAYS} days, at most ${MAX_DAYS}).`,
+  middleware: [requireScope("tasks:read")] as const,
+  request: {
+    query: z.object({
+      from: DAY.optional().openapi({ description: "First day, YYYY-MM-DD." }),
+      to: DAY.optional().openapi({ description: "Last day, YYYY-MM-DD (default today)." }),
+    }),
+  },
+  responses: {
+    200: {
+      description: "Usage.",
+      content: {
+        "application/json": {
+          schema: z
+            .object({
+              from: z.string(),
+              to: z.string(),
+              data: z.array(UsageRowSchema),
+              totals: UsageRowSchema.omit({ day: true, provider: true, model: true, simulated: true }),
+            })
+            .openapi("Usage"),
+        },
+      },
+    },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
+  },
+});
+
+export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
+  app.openapi(usageRoute, async (c) => {
+    const query = c.req.valid("query");
+    const to = query.to ?? new Date().toISOString().slice(0, 10);
+    const from = query.from ?? new Date(Date.parse(to) - (DEFAULT_DAYS - 1) * DAY_MS).toISOString().slice(0, 10);
+    const spanDays = (Date.parse(to) - Date.parse(from)) / DAY_MS + 1;
+    if (Number.isNaN(spanDays) || spanDays < 1 || spanDays > MAX_DAYS) {
+      throw new ApiError("VALIDATION_FAILED", "Invalid date range.", {
+        errors: [
+          { path: "from", message: `must be a valid day on or before \`to\`, at most ${MAX_DAYS} days earlier` },
+        ],
+      });
+    }
+    const data = await usageSummary(tenantDb(c), from, to);
+    const totals = { calls: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost_usd: 0 };
+    for (const row of data) {
+      totals.calls += row.calls;
+      totals.prompt_tokens += row.prompt_tokens;
+      totals.completion_tokens += row.completion_tokens;
+      totals.total_tokens += row.total_tokens;
+      totals.cost_usd += row.cost_usd;
+    }
+    totals.cost_usd = Math.round(totals.cost_usd * 1e8) / 1e8;
+    return c.json({ from, to, data, totals }, 200);
+  });
+}
