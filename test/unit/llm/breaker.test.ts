@@ -1,0 +1,39 @@
+import { describe, expect, it } from "vitest";
+import { acquireTrial, CLOSED, DEFAULT_BREAKER_POLICY, recordOutcomes, viewOf } from "../../../src/llm/breaker-core.ts";
+
+const fail = (atMs: number) => ({ atMs, ok: false, error: "http_503" });
+const ok = (atMs: number) => ({ atMs, ok: true });
+
+describe("circuit breaker", () => {
+  it("opens after 5 consecutive failures, not 4", () => {
+    const four = recordOutcomes(CLOSED, [1, 2, 3, 4].map(fail), 4);
+    expect(viewOf(four, 4).state).toBe("closed");
+    const five = recordOutcomes(four, [fail(5)], 5);
+    expect(viewOf(five, 5)).toMatchObject({ state: "open", consecutiveFailures: 5, retryAtMs: 30_005 });
+  });
+
+  it("opens at ≥50% failures over ≥10 calls within 60 s, without 5 in a row", () => {
+    const outcomes = Array.from({ length: 10 }, (_, index) => (index % 2 === 0 ? fail(index) : ok(index)));
+    expect(viewOf(recordOutcomes(CLOSED, outcomes.slice(0, 9), 9), 9).state).toBe("closed");
+    const state = recordOutcomes(CLOSED, outcomes, 10);
+    expect(viewOf(state, 10)).toMatchObject({ state: "open", errorRate: 0.5, calls: 10 });
+    // The same calls spread over more than 60 s do not open it.
+    const spread = Array.from({ length: 10 }, (_, index) =>
+      index % 2 === 0 ? fail(index * 10_000) : ok(index * 10_000),
+    );
+    expect(viewOf(recordOutcomes(CLOSED, spread, 90_000), 90_000).state).toBe("closed");
+  });
+
+  it("is half-open after 30 s with exactly one trial; a success closes it, a failure re-opens it", () => {
+    const open = recordOutcomes(CLOSED, [1, 2, 3, 4, 5].map(fail), 5);
+    expect(acquireTrial(open, 29_000).granted).toBe(false);
+    const trial = acquireTrial(open, 30_005);
+    expect(trial.granted).toBe(true);
+    expect(acquireTrial(trial.state, 30_006).granted).toBe(false);
+    expect(viewOf(recordOutcomes(trial.state, [ok(30_100)], 30_100), 30_100).state).toBe("closed");
+    const reopened = recordOutcomes(trial.state, [fail(30_100)], 30_100);
+    expect(viewOf(reopened, 30_200)).toMatchObject({ state: "open", retryAtMs: 60_100 });
+    // A trial that never reports back frees the slot after its timeout.
+    expect(acquireTrial(trial.state, 30_005 + DEFAULT_BREAKER_POLICY.trialTimeoutMs).granted).toBe(true);
+  });
+});

@@ -1,0 +1,91 @@
+import { describe, expect, it } from "vitest";
+import { costUsd, PRICE_TABLE_VERSIONS, priceOf } from "../../../src/llm/prices.ts";
+import { LatencyTracker, parseChain, planTargets } from "../../../src/llm/routing.ts";
+
+const chain = [
+  { provider: "openai", model: "gpt-4o" },
+  { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+  { provider: "openai", model: "gpt-4o-mini" },
+];
+const request = { messages: [{ role: "user" as const, content: "hi" }] };
+
+describe("routing", () => {
+  it("parses LLM_DEFAULT_CHAIN, defaulting to simulated", () => {
+    expect(parseChain("openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest")).toEqual([
+      { provider: "openai", model: "gpt-4o-mini" },
+      { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+    ]);
+    expect(parseChain(undefined)).toEqual([{ provider: "simulated", model: "sim-1" }]);
+    expect(parseChain("simulated")).toEqual([{ provider: "simulated", model: "sim-1" }]);
+  });
+
+  it("cost: the cheapest model that fits goes first", () => {
+    const planned = planTargets({
+      strategy: "cost",
+      chain,
+      request,
+      estimatedPromptTokens: 10,
+      latency: new LatencyTracker(),
+    });
+    expect(planned.map((target) => target.model)).toEqual(["gpt-4o-mini", "claude-3-5-haiku-latest", "gpt-4o"]);
+    // A prompt beyond 128k tokens only fits Claude's 200k window.
+    const big = planTargets({
+      strategy: "cost",
+      chain,
+      request,
+      estimatedPromptTokens: 150_000,
+      latency: new LatencyTracker(),
+    });
+    expect(big[0].model).toBe("claude-3-5-haiku-latest");
+  });
+
+  it("latency: lowest moving average first, unmeasured targets before measured ones", () => {
+    const latency = new LatencyTracker();
+    latency.observe("openai:gpt-4o", 300);
+    latency.observe("anthropic:claude-3-5-haiku-latest", 100);
+    const planned = planTargets({ strategy: "latency", chain, request, estimatedPromptTokens: 10, latency });
+    expect(planned.map((target) => target.model)).toEqual(["gpt-4o-mini", "claude-3-5-haiku-latest", "gpt-4o"]);
+    latency.observe("anthropic:claude-3-5-haiku-latest", 1_100);
+    expect(latency.averageMs("anthropic:claude-3-5-haiku-latest")).toBeCloseTo(300);
+  });
+
+  it("weighted: the first pick follows the weights; a named provider:model goes first", () => {
+    const weighted = [
+      { provider: "openai", model: "a", weight: 3 },
+      { provider: "openai", model: "b", weight: 1 },
+    ];
+    const first = (draw: number) =>
+      planTargets({
+        strategy: "weighted",
+        chain: weighted,
+        request,
+        estimatedPromptTokens: 1,
+        latency: new LatencyTracker(),
+        random: () => draw,
+      })[0].model;
+    expect(first(0.7)).toBe("a");
+    expect(first(0.8)).toBe("b");
+    const named = planTargets({
+      strategy: "fallback",
+      chain,
+      request: { ...request, model: "anthropic:claude-3-5-haiku-latest" },
+      estimatedPromptTokens: 1,
+      latency: new LatencyTracker(),
+    });
+    expect(named.map((target) => target.model)).toEqual(["claude-3-5-haiku-latest", "gpt-4o", "gpt-4o-mini"]);
+  });
+});
+
+describe("prices", () => {
+  it("cost is input and output tokens at the model's price per million", () => {
+    expect(PRICE_TABLE_VERSIONS[0].version).toBe("2026-11-01");
+    expect(costUsd("openai", "gpt-4o-mini", { prompt_tokens: 1_000_000, completion_tokens: 1_000_000 })).toBe(0.75);
+    expect(costUsd("anthropic", "claude-3-5-haiku-latest", { prompt_tokens: 1_200, completion_tokens: 350 })).toBe(
+      0.00236,
+    );
+    expect(costUsd("simulated", "sim-1", { prompt_tokens: 5_000, completion_tokens: 5_000 })).toBe(0);
+    // An unknown paid model is priced high, never as free.
+    expect(priceOf("openai", "gpt-9").known).toBe(false);
+    expect(costUsd("openai", "gpt-9", { prompt_tokens: 1_000_000, completion_tokens: 0 })).toBe(5);
+  });
+});
