@@ -1,16 +1,9 @@
 import type { AppConfig } from "../env.ts";
 import type { Logger } from "../lib/logger.ts";
-import { LlmError, type LlmRouter } from "../llm/types.ts";
+import { createLlmRouter } from "../llm/index.ts";
+import type { LlmRouter } from "../llm/types.ts";
 
-/**
- * The LLM router the agent runs on. Until src/llm/index.ts exports
- * createLlmRouter this answers a retryable error, so tasks wait in retries
- * instead of failing.
- */
-export function taskRouter(_config: AppConfig, _logger: Logger, _ctx: Pick<ExecutionContext, "waitUntil">): LlmRouter {
-  return {
-    async chat() {
-      throw new LlmError("all_providers_failed", "the LLM router is not available yet", true);
-    },
-  };
+/** The LLM router one queue batch's agents share (metering, budgets, breakers and fallback live inside it). */
+export function taskRouter(config: AppConfig, logger: Logger, ctx: Pick<ExecutionContext, "waitUntil">): LlmRouter {
+  return createLlmRouter(config, { logger, waitUntil: (promise) => ctx.waitUntil(promise) });
 }

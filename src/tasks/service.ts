@@ -5,7 +5,7 @@ import { auditInsert } from "../audit/index.ts";
 import type { Principal } from "../auth/principal.ts";
 import { actorOf } from "../auth/principal.ts";
 import type { Database } from "../db/client.ts";
-import { artifacts, taskRuns, tasks, type WorkspaceLimits } from "../db/schema.ts";
+import { artifacts, taskRuns, tasks, type WorkspaceBudgets, type WorkspaceLimits } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
 import { sha256Hex } from "../lib/crypto.ts";
 import { newId } from "../lib/ids.ts";
@@ -13,6 +13,8 @@ import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { SubmitResult } from "../limits/admission.ts";
+import { budgetStatus } from "../llm/index.ts";
+import { findWorkspace } from "../workspaces/service.ts";
 import { cancelLocally } from "./cancellation.ts";
 import { QUEUE_MAX_RETRIES } from "./config.ts";
 import { limiterOf, sendDispatches } from "./dispatch.ts";
@@ -65,10 +67,12 @@ export async function createTask(
 ): Promise<{ task: TaskRow; replayed: boolean }> {
   const { db, workspaceId, config } = ctx;
   const requestHash = await sha256Hex(canonicalJson(body));
-  if (idempotencyKey) {
-    const existing = await findByIdempotencyKey(db, workspaceId, idempotencyKey);
-    if (existing) return replayOf(existing, requestHash);
-  }
+  const [existing, workspace] = await Promise.all([
+    idempotencyKey ? findByIdempotencyKey(db, workspaceId, idempotencyKey) : null,
+    findWorkspace(db, workspaceId),
+  ]);
+  if (existing) return replayOf(existing, requestHash);
+  await refuseIfBudgetExhausted(config, workspaceId, workspace?.budgets ?? null);
 
   const taskId = newId("task");
   const limiter = limiterOf(config, workspaceId);
@@ -182,6 +186,18 @@ export async function createTask(
   const mine = admission.dispatch.filter((item) => item.taskId === taskId);
   await sendDispatches(config, db, workspaceId, [...mine, ...others], ctx.logger);
   return { task: row, replayed: false };
+}
+
+/** A workspace with nothing left to spend gets 429 now rather than a task that fails later. */
+async function refuseIfBudgetExhausted(config: AppConfig, workspaceId: string, budgets: WorkspaceBudgets | null) {
+  if (!budgets || Object.values(budgets).every((limit) => limit === null)) return;
+  const status = await budgetStatus(config, workspaceId, budgets);
+  if (!status.exhausted) return;
+  const retryAfterSeconds = Math.max(1, status.retry_after_seconds ?? 60);
+  throw new ApiError("RATE_LIMITED", `The workspace's LLM budget is exhausted; retry after ${retryAfterSeconds} s.`, {
+    headers: { "Retry-After": String(retryAfterSeconds) },
+    extensions: { reason: "budget_exhausted", retry_after_seconds: retryAfterSeconds },
+  });
 }
 
 export interface TaskFilters {

@@ -1,0 +1,311 @@
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { createDb } from "../../src/db/client.ts";
+import { artifacts, deadLetters, taskRuns, tasks } from "../../src/db/schema.ts";
+import { LlmError } from "../../src/llm/types.ts";
+import { queueKind } from "../../src/queues/consumer.ts";
+import { ARTIFACT_LIMITS } from "../../src/tasks/config.ts";
+import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
+import { consumeDeadLetterBatch } from "../../src/tasks/dead-letters.ts";
+import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
+import {
+  answer,
+  appConfig,
+  BASE,
+  eventsOf,
+  fetcher,
+  insertTask,
+  quietLogger,
+  type ScriptedRouter,
+  scriptedRouter,
+  taskBody,
+  toolCalls,
+} from "../unit/tasks/fakes.ts";
+
+/** The `tasks` and `tasks-dlq` consumers driven with createMessageBatch / getQueueResult. */
+
+const db = createDb(env.DB);
+let workspace: TestWorkspace;
+beforeAll(async () => {
+  workspace = await createTestWorkspace(fetcher, BASE, { name: "consumer" });
+});
+
+async function deliver(
+  router: ScriptedRouter,
+  messages: { id: string; taskId: string; attempts?: number }[],
+  options: { random?: () => number; limits?: typeof ARTIFACT_LIMITS } = {},
+) {
+  const batch = createMessageBatch(
+    "tasks",
+    messages.map((message) => ({
+      id: message.id,
+      timestamp: new Date(),
+      attempts: message.attempts ?? 1,
+      body: taskBody(workspace.id, message.taskId),
+    })),
+  );
+  // getQueueResult reports which messages were retried, not their delays: record those here.
+  const delays: Record<string, number | undefined> = {};
+  for (const message of batch.messages) {
+    const retry = message.retry.bind(message);
+    vi.spyOn(message, "retry").mockImplementation((options) => {
+      delays[message.id] = options?.delaySeconds;
+      retry(options);
+    });
+  }
+  await consumeTaskBatch(batch, appConfig(), {
+    router,
+    logger: quietLogger,
+    random: options.random ?? (() => 0.5),
+    artifactLimits: options.limits,
+  });
+  return { ...(await getQueueResult(batch, createExecutionContext())), delays };
+}
+
+const task = (id: string) =>
+  db
+    .select()
+    .from(tasks)
+    .where(eq(tasks.id, id))
+    .then((rows) => rows[0]);
+const runs = (id: string) => db.select().from(taskRuns).where(eq(taskRuns.taskId, id));
+
+describe("the tasks consumer", () => {
+  it("routes queues by name, with environment suffixes", () => {
+    expect(["tasks", "tasks-staging", "tasks-dlq", "tasks-dlq-production", "other"].map(queueKind)).toEqual([
+      "tasks",
+      "tasks",
+      "tasks-dlq",
+      "tasks-dlq",
+      null,
+    ]);
+  });
+
+  it("runs the agent, stores its file in R2, acks, and publishes the lifecycle in order", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(
+      toolCalls({ name: "write_file", args: { path: "src/hello.ts", content: 'console.log("hello");\n' } }),
+      toolCalls({ name: "finish", args: { summary: "Wrote src/hello.ts" } }),
+    );
+    const result = await deliver(router, [{ id: "msg-ok", taskId: row.id }]);
+    expect(result.explicitAcks).toEqual(["msg-ok"]);
+    expect(result.retryMessages).toEqual([]);
+
+    const done = await task(row.id);
+    expect(done).toMatchObject({ status: "completed", attempts: 1, promptTokens: 200, completionTokens: 40 });
+    expect(done.result).toMatchObject({ status: "success", summary: "Wrote src/hello.ts" });
+    expect(await runs(row.id)).toMatchObject([
+      { attempt: 1, status: "succeeded", messageId: "msg-ok", provider: "simulated" },
+    ]);
+    expect(router.calls.map((call) => call.context.chargeKey)).toEqual([
+      `${(await runs(row.id))[0].id}:1`,
+      `${(await runs(row.id))[0].id}:2`,
+    ]);
+
+    const files = await db.select().from(artifacts).where(eq(artifacts.taskId, row.id));
+    const hello = files.find((file) => file.path === "src/hello.ts")!;
+    expect(hello).toMatchObject({ sizeBytes: 22, mimeType: "text/typescript; charset=utf-8", version: 1 });
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode('console.log("hello");\n'));
+    expect(hello.sha256).toBe([...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join(""));
+    expect(await (await env.ARTIFACTS.get(hello.r2Key))!.text()).toBe('console.log("hello");\n');
+    expect(files.map((file) => file.path).sort()).toEqual(["REPORT.md", "src/hello.ts"]);
+
+    const events = await eventsOf(workspace.headers, row.id);
+    expect(events.map((event) => event.event_type)).toEqual([
+      "task.started",
+      "agent.message",
+      "tool.call",
+      "artifact.created",
+      "tool.result",
+      "agent.message",
+      "tool.call",
+      "tool.result",
+      "artifact.created",
+      "task.completed",
+    ]);
+    const completed = events.at(-1)!.data;
+    expect(completed).toMatchObject({
+      task_id: row.id,
+      tokens_used: { prompt: 200, completion: 40, total: 240 },
+      result: { status: "success" },
+    });
+    expect((completed.result as { artifacts: string[] }).artifacts.sort()).toEqual(files.map((file) => file.id).sort());
+    expect(events.find((event) => event.event_type === "tool.result")!.data.duration_ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it("never runs a task twice when its message is delivered again after it completed", async () => {
+    const row = await insertTask(workspace.id);
+    const first = scriptedRouter(answer("done"));
+    await deliver(first, [{ id: "msg-redeliver", taskId: row.id }]);
+    const again = scriptedRouter(answer("again"));
+    const result = await deliver(again, [{ id: "msg-redeliver", taskId: row.id, attempts: 2 }]);
+    expect(result.explicitAcks).toEqual(["msg-redeliver"]);
+    expect(again.calls).toHaveLength(0);
+    expect(await runs(row.id)).toHaveLength(1);
+  });
+
+  it("starts one run when two deliveries of a task race", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(answer("done"));
+    const [a, b] = await Promise.all([
+      deliver(router, [{ id: "race-a", taskId: row.id }]),
+      deliver(router, [{ id: "race-b", taskId: row.id }]),
+    ]);
+    expect(await runs(row.id)).toHaveLength(1);
+    expect(router.calls).toHaveLength(1);
+    // The loser is acked (the task ended) or retried later (it was running): never run.
+    expect([
+      ...a.explicitAcks,
+      ...b.explicitAcks,
+      ...[...a.retryMessages, ...b.retryMessages].map((m) => m.msgId),
+    ]).toHaveLength(2);
+  });
+
+  it("retries a retryable failure with backoff and full jitter, and records the attempt", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(() => {
+      throw new LlmError("all_providers_failed", "every provider failed", true);
+    });
+    const result = await deliver(router, [{ id: "msg-retry", taskId: row.id, attempts: 2 }], { random: () => 0.5 });
+    // Second delivery: ceiling 2·2¹ = 4 s, half of it.
+    expect(result.retryMessages).toEqual([{ msgId: "msg-retry" }]);
+    expect(result.delays).toEqual({ "msg-retry": 2 });
+    expect(result.explicitAcks).toEqual([]);
+    expect(await task(row.id)).toMatchObject({ status: "queued", attempts: 1 });
+    expect(await runs(row.id)).toMatchObject([
+      { status: "failed", error: { type: "llm_all_providers_failed", retryable: true } },
+    ]);
+    const error = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.error")!;
+    expect(error.data).toMatchObject({
+      fatal: false,
+      retry_count: 2,
+      max_retries: 3,
+      error_type: "llm_all_providers_failed",
+    });
+
+    // The next delivery is attempt 2 of the task.
+    await deliver(scriptedRouter(answer("ok")), [{ id: "msg-retry", taskId: row.id, attempts: 3 }]);
+    expect(await task(row.id)).toMatchObject({ status: "completed", attempts: 2 });
+    expect((await runs(row.id)).map((run) => run.status).sort()).toEqual(["failed", "succeeded"]);
+  });
+
+  it("ends a non-retryable failure at once with a fatal task.error", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(() => {
+      throw new LlmError("budget_exhausted", "the daily token budget is spent", false);
+    });
+    const result = await deliver(router, [{ id: "msg-fatal", taskId: row.id }]);
+    expect(result.explicitAcks).toEqual(["msg-fatal"]);
+    expect(result.retryMessages).toEqual([]);
+    expect(await task(row.id)).toMatchObject({ status: "failed", error: { type: "llm_budget_exhausted" } });
+    const error = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.error")!;
+    expect(error.data).toMatchObject({ fatal: true, error_type: "llm_budget_exhausted" });
+  });
+
+  it("answers bad paths and oversized files with 4xx tool errors, not a crash", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(
+      toolCalls(
+        { name: "write_file", args: { path: "../etc/passwd", content: "x" } },
+        { name: "write_file", args: { path: "/abs.txt", content: "x" } },
+        { name: "write_file", args: { path: "ok\u0007.txt", content: "x" } },
+        { name: "write_file", args: { path: "big.bin", content: "x".repeat(2_000) } },
+        { name: "read_file", args: { path: "missing.txt" } },
+      ),
+      answer("gave up on those"),
+    );
+    await deliver(router, [{ id: "msg-limits", taskId: row.id }], {
+      limits: { ...ARTIFACT_LIMITS, maxArtifactBytes: 1_000 },
+    });
+    expect(await task(row.id)).toMatchObject({ status: "completed" });
+    const results = (await eventsOf(workspace.headers, row.id)).filter((event) => event.event_type === "tool.result");
+    expect(results.map((event) => [event.data.status, event.data.code])).toEqual([
+      ["error", 400],
+      ["error", 400],
+      ["error", 400],
+      ["error", 413],
+      ["error", 404],
+    ]);
+    const toolMessages = router.calls[1].request.messages.filter((message) => message.role === "tool");
+    expect(JSON.parse(toolMessages[3].content!)).toMatchObject({ status: 413 });
+  });
+
+  it("stops a running agent that is cancelled, aborting the call in flight", async () => {
+    const row = await insertTask(workspace.id);
+    let cancelResponse: Response | undefined;
+    const router = scriptedRouter(toolCalls({ name: "list_files", args: {} }), async (_request, context) => {
+      cancelResponse = await fetcher(`${BASE}/api/v1/tasks/${row.id}/cancel`, {
+        method: "POST",
+        headers: workspace.headers,
+      });
+      await new Promise((resolve, reject) => {
+        if (context.signal?.aborted) reject(context.signal.reason);
+        context.signal?.addEventListener("abort", () => reject(context.signal?.reason));
+        setTimeout(resolve, 5_000);
+      });
+      return answer("should not get here")(_request, context, 2);
+    });
+    const result = await deliver(router, [{ id: "msg-cancel", taskId: row.id }]);
+    expect(cancelResponse?.status).toBe(202);
+    expect(result.explicitAcks).toEqual(["msg-cancel"]);
+    expect(await task(row.id)).toMatchObject({ status: "cancelled" });
+    expect(await runs(row.id)).toMatchObject([{ status: "cancelled" }]);
+    const error = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.error")!;
+    expect(error.data).toMatchObject({ error_type: "cancelled", fatal: true });
+  });
+});
+
+describe("the dead-letter path", () => {
+  it("sends the last failed delivery on, then records one dead letter and a fatal task.error", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(() => {
+      throw new LlmError("all_providers_failed", "still down", true);
+    });
+    const last = await deliver(router, [{ id: "msg-poison", taskId: row.id, attempts: 4 }]);
+    expect(last.retryMessages.map((message) => message.msgId)).toEqual(["msg-poison"]);
+    expect((await eventsOf(workspace.headers, row.id)).filter((event) => event.event_type === "task.error")).toEqual(
+      [],
+    );
+
+    const dlq = () =>
+      createMessageBatch("tasks-dlq", [
+        { id: "msg-poison", timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+      ]);
+    const batch = dlq();
+    await consumeDeadLetterBatch(batch, appConfig(), quietLogger);
+    expect((await getQueueResult(batch, createExecutionContext())).explicitAcks).toEqual(["msg-poison"]);
+    // Delivered again: nothing recorded twice.
+    await consumeDeadLetterBatch(dlq(), appConfig(), quietLogger);
+
+    expect(await task(row.id)).toMatchObject({ status: "dead_lettered", error: { type: "llm_all_providers_failed" } });
+    const letters = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
+    expect(letters).toMatchObject([{ messageId: "msg-poison", queue: "tasks", errorType: "llm_all_providers_failed" }]);
+    const fatal = (await eventsOf(workspace.headers, row.id)).filter((event) => event.event_type === "task.error");
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0].data).toMatchObject({ fatal: true, retry_count: 3, max_retries: 3 });
+
+    const list = await fetcher(`${BASE}/api/v1/dead-letters?replayed=false`, { headers: workspace.headers });
+    expect(((await list.json()) as { data: { id: string }[] }).data.map((letter) => letter.id)).toContain(
+      letters[0].id,
+    );
+
+    const replay = await fetcher(`${BASE}/api/v1/dead-letters/replay`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ ids: [letters[0].id, "dlq_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3"] }),
+    });
+    expect(replay.status).toBe(200);
+    const replayed = (await replay.json()) as {
+      replayed: { task_id: string; status: string }[];
+      skipped: { reason: string }[];
+    };
+    expect(replayed.replayed).toEqual([expect.objectContaining({ task_id: row.id, status: "queued" })]);
+    expect(replayed.skipped).toEqual([expect.objectContaining({ reason: "not_found" })]);
+    expect((await task(row.id)).status).toMatch(/^(queued|running|completed)$/);
+    const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
+    expect(letter).toMatchObject({ replayCount: 1 });
+    expect(letter.replayedAt).not.toBeNull();
+  });
+});

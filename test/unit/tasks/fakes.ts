@@ -1,0 +1,107 @@
+import { env, exports } from "cloudflare:workers";
+import { createDb } from "../../../src/db/client.ts";
+import { tasks } from "../../../src/db/schema.ts";
+import { checkEnv } from "../../../src/env.ts";
+import { newId } from "../../../src/lib/ids.ts";
+import { Logger } from "../../../src/lib/logger.ts";
+import type { CallContext, ChatRequest, ChatResult, LlmRouter } from "../../../src/llm/types.ts";
+import type { TaskRow } from "../../../src/tasks/views.ts";
+
+/** Test doubles for the task consumer: a scripted LLM router and tasks written straight to D1. */
+
+export const BASE = "http://edge.test";
+export const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
+
+export function appConfig() {
+  const checked = checkEnv(env);
+  if (!checked.ok) throw new Error("test environment is invalid");
+  return checked.config;
+}
+
+export const quietLogger = new Logger({ level: "error", sampleRate: 1 }, {}, true);
+
+export type Step = (request: ChatRequest, context: CallContext, call: number) => ChatResult | Promise<ChatResult>;
+
+export interface ScriptedRouter extends LlmRouter {
+  calls: { request: ChatRequest; context: CallContext }[];
+}
+
+/** Answers each call with the next step (the last step repeats). */
+export function scriptedRouter(...steps: Step[]): ScriptedRouter {
+  const calls: ScriptedRouter["calls"] = [];
+  return {
+    calls,
+    async chat(request, context) {
+      calls.push({ request, context });
+      const step = steps[Math.min(calls.length - 1, steps.length - 1)];
+      return step(request, context, calls.length);
+    },
+  };
+}
+
+const usage = { prompt_tokens: 100, completion_tokens: 20, total_tokens: 120 };
+
+export function toolCalls(...calls: { name: string; args: Record<string, unknown> }[]): Step {
+  return () => ({
+    message: {
+      role: "assistant",
+      content: null,
+      tool_calls: calls.map((call, index) => ({
+        id: `call_${index}_${crypto.randomUUID().slice(0, 8)}`,
+        type: "function" as const,
+        function: { name: call.name, arguments: JSON.stringify(call.args) },
+      })),
+    },
+    finish_reason: "tool_calls",
+    usage,
+    cost_usd: 0.001,
+    provider: "simulated",
+    model: "sim-test",
+    simulated: true,
+    attempts: 1,
+  });
+}
+
+export function answer(text: string): Step {
+  return () => ({
+    message: { role: "assistant", content: text },
+    finish_reason: "stop",
+    usage,
+    cost_usd: 0.001,
+    provider: "simulated",
+    model: "sim-test",
+    simulated: true,
+    attempts: 1,
+  });
+}
+
+/** A task row as admission would leave it, without sending it anywhere (the test delivers it). */
+export async function insertTask(workspaceId: string, overrides: Partial<TaskRow> = {}): Promise<TaskRow> {
+  const db = createDb(env.DB);
+  const nowIso = new Date().toISOString();
+  const row = {
+    id: newId("task"),
+    workspaceId,
+    title: "Write a hello world",
+    description: "A small program.",
+    type: "code_generation" as const,
+    priority: "medium" as const,
+    status: "queued" as const,
+    queuedAt: nowIso,
+    createdAt: nowIso,
+    updatedAt: nowIso,
+    ...overrides,
+  };
+  const [inserted] = await db.insert(tasks).values(row).returning();
+  return inserted;
+}
+
+export function taskBody(workspaceId: string, taskId: string) {
+  return { v: 1, task_id: taskId, workspace_id: workspaceId };
+}
+
+export async function eventsOf(headers: Record<string, string>, taskId: string) {
+  const response = await fetcher(`${BASE}/api/v1/events?channels=task:${taskId}&limit=100`, { headers });
+  const body = (await response.json()) as { data: { event_type: string; data: Record<string, unknown> }[] };
+  return body.data;
+}
