@@ -48,7 +48,8 @@ export async function providerOverview(config: AppConfig, chain: RouteTarget[]):
         .filter((target) => target.provider === provider)
         .map((target) => stripQuery(target.model));
       let snapshot: { model: string; view: BreakerView }[] = [];
-      if (adapter) {
+      // Chain entries are shown even when this deployment lacks the provider's secrets: another may have them.
+      if (adapter || chainModels.length > 0) {
         try {
           snapshot = (await config.PROVIDER_BREAKER.getByName(provider).snapshot()) as typeof snapshot;
         } catch {

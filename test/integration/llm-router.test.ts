@@ -1,0 +1,345 @@
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { createDb } from "../../src/db/client.ts";
+import { breakerClientFor, createLlmRouter, LlmError } from "../../src/llm/index.ts";
+import { costUsd } from "../../src/llm/prices.ts";
+import { findCharge } from "../../src/llm/usage.ts";
+import {
+  anthropicMessage,
+  BASE,
+  eventsOf,
+  fakeUpstreams,
+  fetcher,
+  hang,
+  llmConfig,
+  openAiCompletion,
+  problem,
+  quietLogger,
+  workspaceWith,
+} from "../support/llm.ts";
+
+/**
+ * The router against fake OpenAI and Anthropic upstreams (global fetch
+ * intercepted inside workerd), with the real D1, EventHub, WorkspaceLimiter
+ * and ProviderBreaker bindings.
+ */
+
+afterEach(() => vi.restoreAllMocks());
+
+const messages = [{ role: "user" as const, content: "Refactor the parser." }];
+const OPENAI = "openai.test";
+const ANTHROPIC = "anthropic.test";
+
+describe("retries", () => {
+  it("a 429 with Retry-After: 1 is retried after about a second and succeeds", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
+    });
+    const fake = fakeUpstreams({
+      [OPENAI]: (_request, call) => (call === 1 ? problem(429, { "Retry-After": "1" }) : openAiCompletion("done")),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const startedMs = Date.now();
+    const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "retry-after" });
+    const elapsedMs = Date.now() - startedMs;
+    expect(result).toMatchObject({ provider: "openai", model: "gpt-4o-mini", attempts: 2, simulated: false });
+    expect(fake.count(OPENAI)).toBe(2);
+    // The provider's wait, not a jittered backoff: at least 1 s, and not much more.
+    expect(elapsedMs).toBeGreaterThanOrEqual(1_000);
+    expect(elapsedMs).toBeLessThan(1_600);
+    const [event] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(event.data).toMatchObject({
+      provider: "openai",
+      model: "gpt-4o-mini",
+      error_type: "rate_limit",
+      error_code: "server_error",
+      retry_count: 0,
+      fallback_triggered: false,
+    });
+  });
+
+  it("three 500s fail over to the next provider, with backoff between and a fallback event", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini-failover" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    const fake = fakeUpstreams({ [OPENAI]: () => problem(500), [ANTHROPIC]: () => anthropicMessage("from claude") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const waits: number[] = [];
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { sleep: async (ms) => void waits.push(ms) },
+    });
+    const result = await router.chat(
+      { messages },
+      { workspaceId: workspace.id, chargeKey: "failover", taskId: "task_x" },
+    );
+    expect(result).toMatchObject({ provider: "anthropic", model: "claude-3-5-haiku-latest", attempts: 4 });
+    expect(result.message.content).toBe("from claude");
+    expect(fake.count(OPENAI)).toBe(3);
+    expect(waits).toHaveLength(2);
+    expect(waits[0]).toBeLessThan(500);
+    expect(waits[1]).toBeLessThan(1_000);
+    const fallbacks = await eventsOf(workspace, "llm.provider.fallback", 1);
+    expect(fallbacks).toHaveLength(1);
+    expect(fallbacks[0]).toMatchObject({
+      task_id: "task_x",
+      data: {
+        from_provider: "openai",
+        to_provider: "anthropic",
+        from_model: "gpt-4o-mini-failover",
+        to_model: "claude-3-5-haiku-latest",
+        reason: "error_rate",
+      },
+    });
+    const errors = await eventsOf(workspace, "llm.provider.error", 3);
+    expect(errors.map((event) => [event.data.retry_count, event.data.fallback_triggered])).toEqual([
+      [0, false],
+      [1, false],
+      [2, true],
+    ]);
+  });
+
+  it("a hung upstream times out and is retried", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
+    });
+    const fake = fakeUpstreams({
+      [OPENAI]: (request, call) => (call === 1 ? hang(request) : openAiCompletion("late but fine")),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger, overrides: { attemptTimeoutMs: 300 } });
+    const startedMs = Date.now();
+    const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "hung" });
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(300);
+    expect(result).toMatchObject({ attempts: 2, message: { content: "late but fine" } });
+    const [event] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(event.data).toMatchObject({ error_type: "timeout", retry_count: 0 });
+  });
+
+  it("does not retry a 400, and a caller's AbortSignal cancels a call in flight", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
+    });
+    const fake = fakeUpstreams({ [OPENAI]: (request, call) => (call === 1 ? problem(400) : hang(request)) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const refused = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "bad" }).catch((e) => e);
+    expect(refused).toBeInstanceOf(LlmError);
+    expect(refused).toMatchObject({ kind: "invalid_request", retryable: false });
+    expect(fake.count(OPENAI)).toBe(1);
+
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 100);
+    const cancelled = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "cancel", signal: controller.signal })
+      .catch((e) => e);
+    expect(cancelled).toMatchObject({ kind: "cancelled", retryable: false });
+  });
+
+  it("gives up at the overall deadline instead of sleeping through a long Retry-After", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini-deadline" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    const fake = fakeUpstreams({
+      [OPENAI]: () => problem(429, { "Retry-After": "30" }),
+      [ANTHROPIC]: () => anthropicMessage("now"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const startedMs = Date.now();
+    const result = await router.chat(
+      { messages },
+      { workspaceId: workspace.id, chargeKey: "long-wait", deadlineMs: Date.now() + 5_000 },
+    );
+    // 30 s exceeds the 5 s left: straight to the next provider, no sleep.
+    expect(Date.now() - startedMs).toBeLessThan(1_000);
+    expect(result.provider).toBe("anthropic");
+    expect(fake.count(OPENAI)).toBe(1);
+    const [fallback] = await eventsOf(workspace, "llm.provider.fallback", 1);
+    expect(fallback.data.reason).toBe("rate_limit");
+  });
+});
+
+describe("circuit breaker", () => {
+  it("five failures open it; later calls skip that provider until the half-open trial, whose success closes it", async () => {
+    const model = `gpt-4o-mini-breaker-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    let openaiHealthy = false;
+    const fake = fakeUpstreams({
+      [OPENAI]: () => (openaiHealthy ? openAiCompletion("openai is back") : problem(503)),
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const breakerPolicy = {
+      consecutiveFailures: 5,
+      minCalls: 10,
+      failureRatio: 0.5,
+      windowMs: 60_000,
+      openMs: 800,
+      trialTimeoutMs: 5_000,
+    };
+    const config = llmConfig();
+    const router = createLlmRouter(config, {
+      logger: quietLogger,
+      overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
+    });
+    for (let call = 0; call < 5; call++) {
+      const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `b${call}` });
+      expect(result.provider).toBe("anthropic");
+    }
+    expect(fake.count(OPENAI)).toBe(5);
+    // Open: the next calls go straight to the fallback without touching openai.
+    for (let call = 5; call < 8; call++) {
+      const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `b${call}` });
+      expect(result).toMatchObject({ provider: "anthropic", attempts: 1 });
+    }
+    expect(fake.count(OPENAI)).toBe(5);
+    // The shared breaker (the Durable Object) has the state, for other isolates and GET /providers.
+    const snapshot = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
+    expect(snapshot.find((entry) => entry.model === model)?.view.state).toBe("open");
+    const providers = (await (await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers })).json()) as {
+      data: { provider: string; models: { model: string; state: string; error_rate: number }[] }[];
+    };
+    const openai = providers.data.find((entry) => entry.provider === "openai");
+    expect(openai?.models.find((entry) => entry.model === model)).toMatchObject({ state: "open", error_rate: 1 });
+
+    await new Promise((wake) => setTimeout(wake, 900));
+    openaiHealthy = true;
+    const trial = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "trial" });
+    expect(trial.provider).toBe("openai");
+    expect(fake.count(OPENAI)).toBe(6);
+    await breakerClientFor(config).flush();
+    const after = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
+    expect(after.find((entry) => entry.model === model)?.view.state).toBe("closed");
+  });
+
+  it("when every target is open it still tries them rather than fail without a call", async () => {
+    const model = `gpt-4o-mini-allopen-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] });
+    let healthy = false;
+    const fake = fakeUpstreams({ [OPENAI]: () => (healthy ? openAiCompletion("ok") : problem(503)) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger, overrides: { maxAttemptsPerTarget: 1 } });
+    for (let call = 0; call < 5; call++) {
+      await expect(
+        router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `o${call}` }),
+      ).rejects.toMatchObject({
+        kind: "all_providers_failed",
+        retryable: true,
+      });
+    }
+    healthy = true;
+    const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "o5" });
+    expect(result.message.content).toBe("ok");
+    expect(fake.count(OPENAI)).toBe(6);
+  });
+});
+
+describe("streams, tokens and cost", () => {
+  it("a stream of 10,000 chunks is parsed exactly, and usage comes from the stream's usage chunk", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
+    });
+    const encoder = new TextEncoder();
+    const fake = fakeUpstreams({
+      [OPENAI]: async (request) => {
+        const body = (await request.json()) as { stream?: boolean; stream_options?: { include_usage?: boolean } };
+        expect(body.stream_options?.include_usage).toBe(true);
+        let index = 0;
+        const stream = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            // Many frames per network chunk, split at odd places.
+            let text = "";
+            for (let n = 0; n < 250 && index < 10_000; n++, index++) {
+              text += `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: `${index},` }, finish_reason: null }] })}\n\n`;
+            }
+            if (index >= 10_000 && text.length === 0) {
+              controller.enqueue(
+                encoder.encode(
+                  `data: ${JSON.stringify({ choices: [{ index: 0, delta: {}, finish_reason: "length" }] })}\n\ndata: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 30, completion_tokens: 10_000, total_tokens: 10_030 } })}\n\ndata: [DONE]\n\n`,
+                ),
+              );
+              controller.close();
+              return;
+            }
+            const cut = Math.floor(text.length / 3);
+            controller.enqueue(encoder.encode(text.slice(0, cut)));
+            controller.enqueue(encoder.encode(text.slice(cut)));
+          },
+        });
+        return new Response(stream, { headers: { "Content-Type": "text/event-stream" } });
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "long-stream" });
+    let deltas = 0;
+    let text = "";
+    for await (const event of routed.deltas) {
+      if (event.type !== "delta") continue;
+      deltas++;
+      text += event.content ?? "";
+    }
+    const result = await routed.result;
+    expect(deltas).toBe(10_000);
+    expect(text).toBe(Array.from({ length: 10_000 }, (_, index) => `${index},`).join(""));
+    expect(result.message.content).toBe(text);
+    expect(result.finish_reason).toBe("length");
+    expect(result.usage).toEqual({ prompt_tokens: 30, completion_tokens: 10_000, total_tokens: 10_030 });
+    expect(result.cost_usd).toBe(costUsd("openai", "gpt-4o-mini", result.usage));
+    expect(result.cost_usd).toBe(0.0060045);
+  });
+
+  it("tokens and cost_usd equal what the upstream's usage implies, and a charge key is charged once", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const fake = fakeUpstreams({
+      [ANTHROPIC]: () => anthropicMessage("hello", { input_tokens: 1_200, output_tokens: 350 }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const context = { workspaceId: workspace.id, chargeKey: "run_1:0", taskId: "task_1", runId: "run_1" };
+    const result = await router.chat({ messages }, context);
+    // Haiku: $0.80 in, $4 out per million → 1200·0.8e-6 + 350·4e-6.
+    expect(result.usage).toEqual({ prompt_tokens: 1_200, completion_tokens: 350, total_tokens: 1_550 });
+    expect(result.cost_usd).toBe(0.00236);
+    await router.chat({ messages }, context);
+    const row = await findCharge(createDb(env.DB), workspace.id, "run_1:0");
+    expect(row).toMatchObject({
+      provider: "anthropic",
+      promptTokens: 1_200,
+      completionTokens: 350,
+      costUsd: 0.00236,
+      simulated: false,
+      taskId: "task_1",
+    });
+    const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as {
+      data: { calls: number; total_tokens: number; cost_usd: number }[];
+    };
+    expect(usage.data).toHaveLength(1);
+    expect(usage.data[0]).toMatchObject({ calls: 1, total_tokens: 1_550, cost_usd: 0.00236 });
+    const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+    expect(status.daily).toMatchObject({ tokens: 1_550, cost_usd: 0.00236, reserved_tokens: 0 });
+  });
+});

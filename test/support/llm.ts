@@ -1,0 +1,113 @@
+import { env, exports } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
+import { createDb } from "../../src/db/client.ts";
+import { type LlmRouting, type WorkspaceBudgets, workspaces } from "../../src/db/schema.ts";
+import { type AppConfig, checkEnv } from "../../src/env.ts";
+import { Logger } from "../../src/lib/logger.ts";
+import { createTestWorkspace, type TestWorkspace } from "./workspaces.ts";
+
+/** Helpers for the router's workerd tests: a config with fake provider URLs, workspaces with a chain, events. */
+
+export const BASE = "http://edge.test";
+export const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
+export const quietLogger = new Logger({ level: "error", sampleRate: 1 });
+
+export const OPENAI_URL = "https://openai.test/v1";
+export const ANTHROPIC_URL = "https://anthropic.test";
+
+export function llmConfig(extra: Record<string, unknown> = {}): AppConfig {
+  const checked = checkEnv({
+    ...env,
+    OPENAI_API_KEY: "sk-test",
+    OPENAI_BASE_URL: OPENAI_URL,
+    ANTHROPIC_API_KEY: "ak-test",
+    ANTHROPIC_BASE_URL: ANTHROPIC_URL,
+    ...extra,
+  });
+  if (!checked.ok) throw new Error(JSON.stringify(checked.problems));
+  return checked.config;
+}
+
+export async function workspaceWith(llm: LlmRouting | null, budgets?: WorkspaceBudgets): Promise<TestWorkspace> {
+  const workspace = await createTestWorkspace(fetcher, BASE);
+  await createDb(env.DB)
+    .update(workspaces)
+    .set({ llm, ...(budgets ? { budgets } : {}) })
+    .where(eq(workspaces.id, workspace.id));
+  return workspace;
+}
+
+export interface SeenEvent {
+  event_type: string;
+  task_id?: string;
+  data: Record<string, unknown>;
+}
+
+/** The workspace's events of the given types, waiting until at least `atLeast` arrived (they are published in the background). */
+export async function eventsOf(
+  workspace: TestWorkspace,
+  types: string,
+  atLeast = 0,
+  timeoutMs = 5_000,
+): Promise<SeenEvent[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const response = await fetcher(`${BASE}/api/v1/events?types=${encodeURIComponent(types)}&limit=100`, {
+      headers: workspace.headers,
+    });
+    const body = (await response.json()) as { data: SeenEvent[] };
+    if (body.data.length >= atLeast || Date.now() > deadline) return body.data;
+    await new Promise((wake) => setTimeout(wake, 50));
+  }
+}
+
+export function openAiCompletion(content: string, usage = { prompt_tokens: 12, completion_tokens: 5 }, status = 200) {
+  return Response.json(
+    {
+      id: "chatcmpl-fake",
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
+      usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
+    },
+    { status },
+  );
+}
+
+export function anthropicMessage(text: string, usage = { input_tokens: 1_200, output_tokens: 350 }) {
+  return Response.json({
+    id: "msg_fake",
+    type: "message",
+    role: "assistant",
+    content: [{ type: "text", text }],
+    stop_reason: "end_turn",
+    usage,
+  });
+}
+
+export const problem = (status: number, headers: Record<string, string> = {}) =>
+  Response.json({ error: { message: `fake ${status}`, type: "server_error" } }, { status, headers });
+
+/** Fake upstreams for `vi.spyOn(globalThis, "fetch")`: each host answers from its handler; calls are recorded. */
+export function fakeUpstreams(
+  handlers: Record<string, (request: Request, call: number) => Response | Promise<Response>>,
+) {
+  const calls: Record<string, Request[]> = {};
+  const original = globalThis.fetch;
+  const impl = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const request = new Request(input, init);
+    const host = new URL(request.url).host;
+    const handler = handlers[host];
+    if (!handler) return original(input, init);
+    calls[host] ??= [];
+    calls[host].push(request);
+    return handler(request, calls[host].length);
+  };
+  return { impl, calls, count: (host: string) => calls[host]?.length ?? 0 };
+}
+
+/** A response that never comes, until the request is aborted. */
+export function hang(request: Request): Promise<Response> {
+  return new Promise((_, reject) => {
+    request.signal.addEventListener("abort", () => reject(request.signal.reason), { once: true });
+  });
+}
