@@ -1,0 +1,205 @@
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { BudgetBook } from "../../src/limits/budgets.ts";
+import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
+import { BASE, eventsOf, fetcher, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
+import { createTestKey } from "../support/workspaces.ts";
+
+/** Budgets: the WorkspaceLimiter's counters, the router's reserve/settle, the HTTP routes. */
+
+const NONE = { daily_tokens: null, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null };
+
+function inLimiter(body: (book: BudgetBook) => void): Promise<void> {
+  const stub = env.WORKSPACE_LIMITER.getByName(`budget-test:${crypto.randomUUID()}`);
+  return runInDurableObject(stub, (_instance, state) => body(new BudgetBook(state.storage)));
+}
+
+const NOW = Date.parse("2026-11-25T10:00:00Z");
+
+describe("BudgetBook", () => {
+  it("reserves, settles once per charge key, and frees what a call did not use", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 1_000 };
+      expect(book.reserve({ chargeKey: "a", limits, tokens: 900, costUsd: 0, nowMs: NOW })).toEqual({ ok: true });
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 0, reserved_tokens: 900 });
+      book.settle({ chargeKey: "a", limits, tokens: 100, costUsd: 0.5, nowMs: NOW });
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 100, reserved_tokens: 0, cost_usd: 0.5 });
+      // A retried consumer settling the same charge again changes nothing.
+      expect(book.settle({ chargeKey: "a", limits, tokens: 100, costUsd: 0.5, nowMs: NOW })).toEqual({
+        duplicate: true,
+        crossings: [],
+      });
+      expect(book.status(NOW).monthly).toMatchObject({ period: "2026-11", tokens: 100 });
+    }));
+
+  it("refuses when a budget has nothing left, until the period resets", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_cost_usd: 1 };
+      book.settle({ chargeKey: "spent", limits, tokens: 10, costUsd: 1, nowMs: NOW });
+      const refused = book.reserve({ chargeKey: "next", limits, tokens: 10, costUsd: 0.01, nowMs: NOW });
+      expect(refused).toEqual({
+        ok: false,
+        period: "daily",
+        metric: "cost_usd",
+        limit: 1,
+        used: 1,
+        retryAfterMs: 14 * 3_600_000,
+      });
+      const tomorrow = Date.parse("2026-11-26T00:00:01Z");
+      expect(book.reserve({ chargeKey: "next", limits, tokens: 10, costUsd: 0.01, nowMs: tomorrow })).toEqual({
+        ok: true,
+      });
+    }));
+
+  it("reports 50, 80 and 100% once per period, including steps passed when a budget was lowered", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 100 };
+      const steps = (crossings: { thresholdPercent: number }[]) => crossings.map((c) => c.thresholdPercent);
+      expect(steps(book.settle({ chargeKey: "1", limits, tokens: 40, costUsd: 0, nowMs: NOW }).crossings)).toEqual([]);
+      expect(steps(book.settle({ chargeKey: "2", limits, tokens: 45, costUsd: 0, nowMs: NOW }).crossings)).toEqual([
+        50, 80,
+      ]);
+      expect(steps(book.settle({ chargeKey: "3", limits, tokens: 1, costUsd: 0, nowMs: NOW }).crossings)).toEqual([]);
+      const full = book.settle({ chargeKey: "4", limits, tokens: 20, costUsd: 0, nowMs: NOW }).crossings;
+      expect(full).toEqual([
+        { period: "daily", metric: "tokens", thresholdPercent: 100, limit: 100, used: 106, percentage: 106 },
+      ]);
+      expect(steps(book.settle({ chargeKey: "5", limits, tokens: 20, costUsd: 0, nowMs: NOW }).crossings)).toEqual([]);
+      // A new day starts over.
+      const nextDay = NOW + 86_400_000;
+      expect(steps(book.settle({ chargeKey: "6", limits, tokens: 60, costUsd: 0, nowMs: nextDay }).crossings)).toEqual([
+        50,
+      ]);
+      // The month's budget set later: every step already passed is reported once.
+      const monthly = { ...limits, monthly_tokens: 150 };
+      expect(
+        book
+          .settle({ chargeKey: "7", limits: monthly, tokens: 1, costUsd: 0, nowMs: nextDay })
+          .crossings.map((c) => [c.period, c.thresholdPercent]),
+      ).toEqual([
+        ["monthly", 50],
+        ["monthly", 80],
+        ["monthly", 100],
+      ]);
+    }));
+});
+
+describe("budget exhaustion mid-task", () => {
+  it("ends the task's calls with a non-retryable budget error and emits the 100% threshold event once", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1?completion_tokens=40" }] },
+      { ...NONE, daily_tokens: 100 },
+    );
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const messages = [{ role: "user" as const, content: "Write the docs." }];
+    const context = (step: number) => ({
+      workspaceId: workspace.id,
+      taskId: "task_budget",
+      runId: "run_budget",
+      chargeKey: `run_budget:${step}`,
+    });
+    const outcomes: string[] = [];
+    let error: unknown;
+    for (let step = 0; step < 6; step++) {
+      try {
+        const result = await router.chat({ messages }, context(step));
+        outcomes.push(`ok:${result.usage.total_tokens}`);
+      } catch (caught) {
+        error = caught;
+        outcomes.push("refused");
+        break;
+      }
+    }
+    // 48 tokens a call: 48, 96 (≥50, ≥80), 144 (≥100), then nothing is left.
+    expect(outcomes).toEqual(["ok:48", "ok:48", "ok:48", "refused"]);
+    expect(error).toBeInstanceOf(BudgetExhaustedError);
+    expect(error).toMatchObject({ kind: "budget_exhausted", retryable: false, period: "daily", metric: "tokens" });
+    // Later calls are refused too, and report nothing new.
+    await expect(router.chat({ messages }, context(9))).rejects.toBeInstanceOf(BudgetExhaustedError);
+
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 3);
+    expect(reached.map((event) => event.data.threshold_percent)).toEqual([50, 80, 100]);
+    const full = reached.filter((event) => event.data.threshold_percent === 100);
+    expect(full).toHaveLength(1);
+    expect(full[0]).toMatchObject({
+      task_id: "task_budget",
+      data: {
+        workspace_id: workspace.id,
+        threshold_type: "daily",
+        current_usage: 144,
+        threshold: 100,
+        percentage: 144,
+        alert_level: "critical",
+      },
+    });
+    const alerts = await eventsOf(workspace, "billing.usage_alert", 3);
+    expect(alerts.map((event) => event.data.alert_level)).toEqual(["info", "warning", "critical"]);
+  });
+});
+
+describe("budget routes", () => {
+  it("PUT replaces the budgets (audited), GET shows them with the period's use, and the chat endpoint answers 429 when nothing is left", async () => {
+    const workspace = await workspaceWith(null);
+    const put = await fetcher(`${BASE}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ daily_tokens: 60, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: 25 }),
+    });
+    expect(put.status).toBe(200);
+    expect(await put.json()).toMatchObject({
+      budgets: { daily_tokens: 60, monthly_cost_usd: 25 },
+      daily: { tokens: 0 },
+      exhausted: false,
+      retry_after_seconds: null,
+    });
+    const audit = (await (
+      await fetcher(`${BASE}/api/v1/audit-logs?action=budget.update`, { headers: workspace.headers })
+    ).json()) as {
+      data: { action: string; changes: unknown }[];
+    };
+    expect(audit.data).toHaveLength(1);
+
+    const chat = () =>
+      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
+      });
+    expect((await chat()).status).toBe(200);
+    expect((await chat()).status).toBe(200);
+    const refused = await chat();
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get("Retry-After"))).toBeGreaterThan(0);
+    expect(await refused.json()).toMatchObject({
+      code: "RATE_LIMITED",
+      reason: "budget_exhausted",
+      period: "daily",
+      metric: "tokens",
+    });
+    const status = (await (await fetcher(`${BASE}/api/v1/budgets`, { headers: workspace.headers })).json()) as Record<
+      string,
+      unknown
+    >;
+    expect(status).toMatchObject({ exhausted: true, daily: { reserved_tokens: 0 } });
+    expect(status.retry_after_seconds).toBeGreaterThan(0);
+  });
+
+  it("validates the body and needs the admin scope to change budgets", async () => {
+    const workspace = await workspaceWith(null);
+    const invalid = await fetcher(`${BASE}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ daily_tokens: -1, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
+    });
+    expect(invalid.status).toBe(422);
+    const reader = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    expect((await fetcher(`${BASE}/api/v1/budgets`, { headers: reader.headers })).status).toBe(200);
+    const forbidden = await fetcher(`${BASE}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...reader.headers, "Content-Type": "application/json" },
+      body: JSON.stringify(NONE),
+    });
+    expect(forbidden.status).toBe(403);
+  });
+});
