@@ -1,0 +1,159 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
+import { createTestKey } from "../support/workspaces.ts";
+
+/** POST /api/v1/llm/chat/completions, GET /api/v1/providers and GET /api/v1/usage over HTTP, on the simulated provider. */
+
+afterEach(() => vi.restoreAllMocks());
+
+function chat(headers: Record<string, string>, body: unknown) {
+  return fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+    method: "POST",
+    headers: { ...headers, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+describe("OpenAI-compatible chat completions", () => {
+  it("answers a chat.completion with usage, the router's figures, and an audited usage row", async () => {
+    const workspace = await workspaceWith(null);
+    const response = await chat(workspace.headers, {
+      model: "gpt-4o-mini",
+      messages: [
+        { role: "developer", content: "Be brief." },
+        { role: "user", content: [{ type: "text", text: "Say hi" }] },
+      ],
+      max_tokens: 10,
+      temperature: 0.2,
+      user: "someone",
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("X-LLM-Provider")).toBe("simulated");
+    expect(response.headers.get("X-LLM-Simulated")).toBe("true");
+    const body = (await response.json()) as Record<string, any>;
+    expect(body).toMatchObject({
+      object: "chat.completion",
+      model: "sim-1",
+      choices: [{ index: 0, message: { role: "assistant" }, finish_reason: "length" }],
+      x_mgx: { provider: "simulated", simulated: true, cost_usd: 0, attempts: 1 },
+    });
+    expect(body.id).toMatch(/^chatcmpl-/);
+    expect(body.usage.completion_tokens).toBe(10);
+
+    const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
+      string,
+      any
+    >;
+    expect(usage.data).toEqual([
+      expect.objectContaining({ provider: "simulated", model: "sim-1", simulated: true, calls: 1 }),
+    ]);
+    expect(usage.totals.total_tokens).toBe(body.usage.total_tokens);
+    const audit = (await (
+      await fetcher(`${BASE}/api/v1/audit-logs?action=llm.completion`, { headers: workspace.headers })
+    ).json()) as {
+      data: { metadata: Record<string, unknown> }[];
+    };
+    expect(audit.data).toHaveLength(1);
+    expect(audit.data[0].metadata).toMatchObject({ provider: "simulated", simulated: true, stream: false });
+  });
+
+  it("streams chat.completion.chunk events, then the finish reason, the usage chunk and [DONE]", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?stream_chunks=5" }],
+    });
+    const response = await chat(workspace.headers, {
+      messages: [{ role: "user", content: "Stream please" }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("Content-Type")).toContain("text/event-stream");
+    const frames = (await response.text())
+      .split("\n\n")
+      .filter(Boolean)
+      .map((frame) => frame.replace(/^data: /, ""));
+    expect(frames.at(-1)).toBe("[DONE]");
+    const chunks = frames.slice(0, -1).map((frame) => JSON.parse(frame) as Record<string, any>);
+    const contentChunks = chunks.filter((chunk) => chunk.choices[0]?.delta?.content !== undefined);
+    expect(contentChunks).toHaveLength(5);
+    expect(contentChunks[0].choices[0].delta.role).toBe("assistant");
+    expect(chunks.at(-2)?.choices[0]).toMatchObject({ finish_reason: "stop", delta: {} });
+    const last = chunks.at(-1)!;
+    expect(last.choices).toEqual([]);
+    expect(last.usage.total_tokens).toBe(last.usage.prompt_tokens + 24);
+    expect(last.x_mgx).toMatchObject({ provider: "simulated", simulated: true });
+    const text = contentChunks.map((chunk) => chunk.choices[0].delta.content).join("");
+    expect(text.split(" ")).toHaveLength(24);
+  });
+
+  it("answers tool calls in OpenAI's shape", async () => {
+    const workspace = await workspaceWith(null);
+    const response = await chat(workspace.headers, {
+      messages: [{ role: "user", content: "Read the file" }],
+      tools: [{ type: "function", function: { name: "read_file", parameters: { type: "object", properties: {} } } }],
+      tool_choice: "auto",
+    });
+    const body = (await response.json()) as Record<string, any>;
+    expect(body.choices[0].finish_reason).toBe("tool_calls");
+    expect(body.choices[0].message).toMatchObject({
+      content: null,
+      tool_calls: [{ type: "function", function: { name: "read_file", arguments: "{}" } }],
+    });
+  });
+
+  it("refuses bad bodies with 422, keys without tasks:write with 403, and no credentials with 401", async () => {
+    const workspace = await workspaceWith(null);
+    const invalid = await chat(workspace.headers, { messages: [] });
+    expect(invalid.status).toBe(422);
+    expect((await invalid.json()) as Record<string, unknown>).toMatchObject({ code: "VALIDATION_FAILED" });
+    const reader = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    expect((await chat(reader.headers, { messages: [{ role: "user", content: "x" }] })).status).toBe(403);
+    expect((await chat({}, { messages: [{ role: "user", content: "x" }] })).status).toBe(401);
+  });
+
+  it("answers 503 with Retry-After when every provider fails", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?failure_rate=1&failure_status=503" }],
+    });
+    const response = await chat(workspace.headers, { messages: [{ role: "user", content: "x" }] });
+    expect(response.status).toBe(503);
+    expect(response.headers.get("Retry-After")).toBe("1");
+    expect(await response.json()).toMatchObject({
+      code: "DEPENDENCY_UNAVAILABLE",
+      reason: "all_providers_failed",
+      retryable: true,
+    });
+  });
+});
+
+describe("GET /api/v1/providers", () => {
+  it("lists every known provider, which are configured here, and the chain's models", async () => {
+    const workspace = await workspaceWith({
+      strategy: "cost",
+      chain: [
+        { provider: "simulated", model: "sim-1" },
+        { provider: "openai", model: "gpt-4o-mini" },
+      ],
+    });
+    const response = await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as {
+      data: { provider: string; configured: boolean; simulated: boolean; models: unknown[] }[];
+    };
+    const byName = Object.fromEntries(body.data.map((entry) => [entry.provider, entry]));
+    expect(Object.keys(byName).sort()).toEqual(["anthropic", "azure", "local", "openai", "simulated", "workers-ai"]);
+    expect(byName.simulated).toMatchObject({
+      configured: true,
+      simulated: true,
+      models: [{ model: "sim-1", in_chain: true, state: "closed" }],
+    });
+    // No OPENAI_API_KEY in the test environment: known, in the chain, not configured.
+    expect(byName.openai).toMatchObject({
+      configured: false,
+      simulated: false,
+      models: [{ model: "gpt-4o-mini", in_chain: true }],
+    });
+  });
+});
