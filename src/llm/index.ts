@@ -74,6 +74,7 @@ export function createLlmRouter(config: AppConfig, deps: LlmRouterDeps): Router 
     events: hubEventSink(config, logger, waitUntil),
     logger,
     waitUntil,
+    attemptTimeoutMs: config.LLM_ATTEMPT_TIMEOUT_MS,
     ...routerOverrides,
   });
 }
