@@ -30,7 +30,7 @@ const IdempotencyHeader = z.object({
     .max(255)
     .optional()
     .openapi({
-      param: { name: "Idempotency-Key", in: "header" },
+      param: { name: "idempotency-key", in: "header" },
       description: "A repeat with the same key and body returns the first result; a different body is 409.",
     }),
 });

@@ -152,7 +152,9 @@ describe("WorkspaceLimiter admission RPC", () => {
       (await stub.submitTask({ taskId: "c", priority: "low", message: {}, maxRunning: 1, maxPending: 1 })).status,
     ).toBe("refused");
     expect((await stub.renewTasks(["a", "b"], 60_000)).renewed).toEqual(["a"]);
-    expect((await stub.finishTasks(["a"])).dispatch).toEqual([{ taskId: "b", message: { n: 2 } }]);
+    expect(((await stub.finishTasks(["a"])) as { dispatch: unknown }).dispatch).toEqual([
+      { taskId: "b", message: { n: 2 } },
+    ]);
     expect(await stub.admissionSnapshot()).toMatchObject({ pending: 0, leased: 1 });
   });
 });

@@ -2,6 +2,7 @@ import { exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { openApiDocument } from "../../src/app.ts";
 import { createTestKey, createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
+import { insertArtifact, submitTask } from "../unit/tasks/fakes.ts";
 
 /**
  * Every workspace route that takes an id, called with another workspace's id,
@@ -12,7 +13,11 @@ import { createTestKey, createTestWorkspace, type TestWorkspace } from "../suppo
 const BASE = "http://edge.test";
 const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
 const OPERATOR_PATHS = new Set(["/api/v1/workspaces/{id}"]);
-const MISSING_IDS: Record<string, string> = { key: "key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" };
+const MISSING_IDS: Record<string, string> = {
+  key: "key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
+  task: "task_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
+  art: "art_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
+};
 
 type Fixture = { prefix: string; create: (owner: TestWorkspace) => Promise<string> };
 const FIXTURES: Record<string, Fixture> = {
@@ -20,6 +25,17 @@ const FIXTURES: Record<string, Fixture> = {
     prefix: "key",
     create: async (owner) => (await createTestKey(fetcher, BASE, owner.key, ["tasks:read"])).id,
   },
+  ...Object.fromEntries(
+    ["/api/v1/tasks/{id}", "/api/v1/tasks/{id}/cancel", "/api/v1/tasks/{id}/runs", "/api/v1/tasks/{id}/artifacts"].map(
+      (path) => [path, { prefix: "task", create: (owner: TestWorkspace) => submitTask(owner.headers) }],
+    ),
+  ),
+  ...Object.fromEntries(
+    ["/api/v1/artifacts/{id}", "/api/v1/artifacts/{id}/content"].map((path) => [
+      path,
+      { prefix: "art", create: (owner: TestWorkspace) => insertArtifact(owner.id) },
+    ]),
+  ),
 };
 
 let mine: TestWorkspace;
@@ -68,6 +84,10 @@ describe("tenant isolation", () => {
         data: { id: string; revoked_at: string | null }[];
       };
       if (fixture.prefix === "key") expect(list.data.find((key) => key.id === foreignId)?.revoked_at).toBeNull();
+      if (fixture.prefix === "task") {
+        const task = await fetcher(`${BASE}/api/v1/tasks/${foreignId}`, { headers: theirs.headers });
+        expect(((await task.json()) as { status: string }).status).not.toBe("cancelled");
+      }
     });
   }
 });

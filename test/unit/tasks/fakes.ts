@@ -5,6 +5,7 @@ import { checkEnv } from "../../../src/env.ts";
 import { newId } from "../../../src/lib/ids.ts";
 import { Logger } from "../../../src/lib/logger.ts";
 import type { CallContext, ChatRequest, ChatResult, LlmRouter } from "../../../src/llm/types.ts";
+import { artifactUpserts, TaskFiles } from "../../../src/tasks/artifacts.ts";
 import type { TaskRow } from "../../../src/tasks/views.ts";
 
 /** Test doubles for the task consumer: a scripted LLM router and tasks written straight to D1. */
@@ -104,4 +105,34 @@ export async function eventsOf(headers: Record<string, string>, taskId: string) 
   const response = await fetcher(`${BASE}/api/v1/events?channels=task:${taskId}&limit=100`, { headers });
   const body = (await response.json()) as { data: { event_type: string; data: Record<string, unknown> }[] };
   return body.data;
+}
+
+/** A task submitted through the API (slow, so it stays pending, queued or running for a while). */
+export async function submitTask(headers: Record<string, string>): Promise<string> {
+  const response = await fetcher(`${BASE}/api/v1/tasks`, {
+    method: "POST",
+    headers: { ...headers, "Content-Type": "application/json" },
+    body: JSON.stringify({
+      title: "Fixture task",
+      type: "documentation",
+      agent_config: { model: "simulated:sim-1?latency_ms=5000" },
+    }),
+  });
+  if (response.status !== 202) throw new Error(`submitting a task answered ${response.status}`);
+  return ((await response.json()) as { id: string }).id;
+}
+
+/** A task with one stored artifact, written as the consumer would. */
+export async function insertArtifact(workspaceId: string): Promise<string> {
+  const task = await insertTask(workspaceId, { status: "completed" });
+  const files = new TaskFiles({
+    bucket: env.ARTIFACTS,
+    workspaceId,
+    taskId: task.id,
+    runId: "run_fixture",
+    existing: [],
+  });
+  const { row } = await files.write("notes/readme.md", "# hello\n");
+  await env.DB.batch(artifactUpserts(env.DB, [row]));
+  return row.id;
 }
