@@ -1,0 +1,244 @@
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type FakeAnthropic, startFakeAnthropic } from "../fakes/anthropic.ts";
+import { type FakeOpenAi, startFakeOpenAi } from "../fakes/openai.ts";
+import { createTestWorkspace, TEST_ADMIN_TOKEN, type TestWorkspace } from "../support/workspaces.ts";
+import { startWorker, type WorkerProcess } from "./harness.ts";
+
+/**
+ * The router end to end: `wrangler dev` with fake OpenAI and Anthropic
+ * servers on loopback, driven by the official `openai` npm client through
+ * /api/v1/llm/chat/completions.
+ */
+
+let worker: WorkerProcess;
+let openaiFake: FakeOpenAi;
+let anthropicFake: FakeAnthropic;
+let workspace: TestWorkspace;
+let client: OpenAI;
+
+const ATTEMPT_TIMEOUT_MS = 1_500;
+
+beforeAll(async () => {
+  openaiFake = await startFakeOpenAi();
+  anthropicFake = await startFakeAnthropic();
+  worker = await startWorker({
+    vars: {
+      ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+      OPENAI_API_KEY: "sk-fake",
+      OPENAI_BASE_URL: `${openaiFake.url}/v1`,
+      ANTHROPIC_API_KEY: "ak-fake",
+      ANTHROPIC_BASE_URL: anthropicFake.url,
+      LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini,anthropic:claude-3-5-haiku-latest",
+      LLM_ATTEMPT_TIMEOUT_MS: String(ATTEMPT_TIMEOUT_MS),
+      LOG_LEVEL: "warn",
+    },
+  });
+  workspace = await createTestWorkspace(fetch, worker.baseUrl);
+  // The SDK's own retries are off so every retry seen here is the router's.
+  client = new OpenAI({ apiKey: workspace.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 });
+});
+afterAll(async () => {
+  await worker?.stop();
+  await openaiFake?.close();
+  await anthropicFake?.close();
+});
+
+async function events(
+  types: string,
+  atLeast: number,
+): Promise<{ event_type: string; data: Record<string, unknown> }[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const response = await fetch(`${worker.baseUrl}/api/v1/events?types=${types}&limit=100`, {
+      headers: workspace.headers,
+    });
+    const body = (await response.json()) as { data: { event_type: string; data: Record<string, unknown> }[] };
+    if (body.data.length >= atLeast || Date.now() > deadline) return body.data;
+    await new Promise((wake) => setTimeout(wake, 100));
+  }
+}
+
+describe("the official openai client", () => {
+  it("completes a chat; tokens and cost_usd are what the upstream's usage implies", async () => {
+    openaiFake.faults.plan([{ ok: true, content: "Hello from the fake", usage: { prompt: 1_000, completion: 500 } }]);
+    const completion = await client.chat.completions.create({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "Say hello" }],
+    });
+    expect(completion.choices[0].message.content).toBe("Hello from the fake");
+    expect(completion.usage).toMatchObject({ prompt_tokens: 1_000, completion_tokens: 500, total_tokens: 1_500 });
+    // gpt-4o-mini: $0.15 in, $0.60 out per million.
+    expect((completion as unknown as { x_mgx: { cost_usd: number; provider: string } }).x_mgx).toMatchObject({
+      provider: "openai",
+      cost_usd: 0.00045,
+    });
+    const sent = JSON.parse(openaiFake.requests.at(-1)!.body.toString()) as { model: string };
+    expect(sent.model).toBe("gpt-4o-mini");
+    expect(openaiFake.requests.at(-1)!.headers.authorization).toBe("Bearer sk-fake");
+  });
+
+  it("streams a chat, with the usage chunk the upstream reported", async () => {
+    openaiFake.faults.plan([{ ok: true, chunks: 12, usage: { prompt: 40, completion: 12 } }]);
+    const stream = await client.chat.completions.create({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "Stream it" }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = "";
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe(Array(12).fill("chunk").join(" "));
+    expect(finish).toBe("stop");
+    expect(usage).toMatchObject({ prompt_tokens: 40, completion_tokens: 12, total_tokens: 52 });
+    const upstream = JSON.parse(openaiFake.requests.at(-1)!.body.toString()) as Record<string, unknown>;
+    expect(upstream).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+  });
+
+  it("parses a 10,000-chunk upstream stream exactly, relayed chunk by chunk", async () => {
+    openaiFake.faults.plan([{ ok: true, chunks: 10_000, usage: { prompt: 10, completion: 10_000 } }]);
+    const stream = await client.chat.completions.create({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "long" }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let contentChunks = 0;
+    let words = 0;
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    for await (const chunk of stream) {
+      const content = chunk.choices[0]?.delta?.content;
+      if (content) {
+        contentChunks++;
+        words += content.trim() === "chunk" ? 1 : 0;
+      }
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(contentChunks).toBe(10_000);
+    expect(words).toBe(10_000);
+    expect(usage?.completion_tokens).toBe(10_000);
+  });
+});
+
+describe("fault injection", () => {
+  it("a 429 with Retry-After: 1 is retried after about a second and succeeds", async () => {
+    openaiFake.faults.plan([
+      { status: 429, headers: { "Retry-After": "1" } },
+      { ok: true, content: "second time" },
+    ]);
+    const before = openaiFake.arrivals.length;
+    const completion = await client.chat.completions.create({
+      model: "openai:gpt-4o-mini-429",
+      messages: [{ role: "user", content: "retry me" }],
+    });
+    expect(completion.choices[0].message.content).toBe("second time");
+    const [first, second] = openaiFake.arrivals.slice(before);
+    expect(second - first).toBeGreaterThanOrEqual(1_000);
+    expect(second - first).toBeLessThan(1_700);
+  });
+
+  it("three 500s fail over to Anthropic with an llm.provider.fallback event", async () => {
+    // Its own workspace, routed openai → anthropic, so the fallback is the next provider.
+    const routed = await createTestWorkspace(fetch, worker.baseUrl);
+    const patch = await fetch(`${worker.baseUrl}/api/v1/workspace`, {
+      method: "PATCH",
+      headers: { ...routed.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({
+        llm: {
+          strategy: "fallback",
+          chain: [
+            { provider: "openai", model: "gpt-4o-mini-500" },
+            { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+          ],
+        },
+      }),
+    });
+    expect(patch.status).toBe(200);
+    const routedClient = new OpenAI({ apiKey: routed.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 });
+    openaiFake.faults.plan([{ status: 500 }, { status: 500 }, { status: 500 }]);
+    anthropicFake.faults.plan([{ ok: true, content: "Claude answers", usage: { prompt: 1_200, completion: 350 } }]);
+    const before = openaiFake.arrivals.length;
+    const completion = await routedClient.chat.completions.create({
+      model: "auto",
+      messages: [{ role: "user", content: "fail over" }],
+    });
+    expect(openaiFake.arrivals.length - before).toBe(3);
+    expect(completion.choices[0].message.content).toBe("Claude answers");
+    expect(completion.model).toBe("claude-3-5-haiku-latest");
+    expect((completion as unknown as { x_mgx: { cost_usd: number; attempts: number } }).x_mgx).toMatchObject({
+      cost_usd: 0.00236,
+      attempts: 4,
+    });
+    const deadline = Date.now() + 10_000;
+    let fallback: { data: Record<string, unknown> }[] = [];
+    while (fallback.length === 0 && Date.now() < deadline) {
+      const response = await fetch(`${worker.baseUrl}/api/v1/events?types=llm.provider.fallback`, {
+        headers: routed.headers,
+      });
+      fallback = ((await response.json()) as { data: { data: Record<string, unknown> }[] }).data;
+      if (fallback.length === 0) await new Promise((wake) => setTimeout(wake, 100));
+    }
+    expect(fallback).toHaveLength(1);
+    expect(fallback[0].data).toMatchObject({
+      from_provider: "openai",
+      from_model: "gpt-4o-mini-500",
+      to_provider: "anthropic",
+      to_model: "claude-3-5-haiku-latest",
+      reason: "error_rate",
+    });
+    const sent = anthropicFake.requests.at(-1)!;
+    expect(sent.headers["x-api-key"]).toBe("ak-fake");
+    expect(sent.headers["anthropic-version"]).toBe("2023-06-01");
+  });
+
+  it("a hung upstream times out and is retried; a reset connection is retried too", async () => {
+    openaiFake.faults.plan([{ hang: true }, { reset: true }, { ok: true, content: "third time lucky" }]);
+    const startedMs = Date.now();
+    const completion = await client.chat.completions.create({
+      model: "openai:gpt-4o-mini-hang",
+      messages: [{ role: "user", content: "hang then reset" }],
+    });
+    expect(completion.choices[0].message.content).toBe("third time lucky");
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(ATTEMPT_TIMEOUT_MS);
+    const errors = await events("llm.provider.error", 1);
+    const mine = errors.filter((event) => event.data.model === "gpt-4o-mini-hang");
+    expect(mine.map((event) => event.data.error_type)).toEqual(["timeout", "connection_error"]);
+  });
+
+  it("streams from Anthropic when it is asked for by name", async () => {
+    anthropicFake.faults.plan([{ ok: true, chunks: 6, usage: { prompt: 9, completion: 6 } }]);
+    const stream = await client.chat.completions.create({
+      model: "anthropic:claude-3-5-haiku-latest",
+      messages: [
+        { role: "system", content: "terse" },
+        { role: "user", content: "hi" },
+      ],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = "";
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? "";
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe(Array(6).fill("claude").join(" "));
+    expect(usage).toMatchObject({ prompt_tokens: 9, completion_tokens: 6 });
+    const sent = JSON.parse(anthropicFake.requests.at(-1)!.body.toString()) as Record<string, unknown>;
+    expect(sent).toMatchObject({ system: "terse", stream: true, messages: [{ role: "user" }] });
+  });
+
+  it("usage by day, provider and model adds up what was charged", async () => {
+    const response = await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: workspace.headers });
+    const body = (await response.json()) as { data: { provider: string; model: string; calls: number }[] };
+    const anthropic = body.data.find((row) => row.provider === "anthropic");
+    expect(anthropic?.calls).toBe(1);
+    expect(body.data.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(3);
+  });
+});

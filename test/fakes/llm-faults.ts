@@ -1,0 +1,64 @@
+import type { ServerResponse } from "node:http";
+
+/**
+ * Fault injection shared by the fake LLM upstreams: each request takes the
+ * next step of the plan (then `fallback`), so a test scripts exactly what the
+ * provider does: `[{ status: 429, headers: { "Retry-After": "1" } }, { ok: true }]`.
+ */
+
+export type FaultStep =
+  | { ok: true; content?: string; usage?: { prompt: number; completion: number }; chunks?: number; latencyMs?: number }
+  | { status: number; headers?: Record<string, string>; body?: unknown }
+  /** Never answers; the connection stays open until the client gives up. */
+  | { hang: true }
+  /** Accepts the request, then destroys the socket without a response. */
+  | { reset: true };
+
+export class FaultPlan {
+  #steps: FaultStep[] = [];
+  #fallback: FaultStep;
+
+  constructor(fallback: FaultStep = { ok: true }) {
+    this.#fallback = fallback;
+  }
+
+  /** Replaces the script; requests beyond it get `fallback`. */
+  plan(steps: FaultStep[], fallback?: FaultStep): void {
+    this.#steps = [...steps];
+    if (fallback) this.#fallback = fallback;
+  }
+
+  next(): FaultStep {
+    return this.#steps.shift() ?? this.#fallback;
+  }
+}
+
+/** Applies a failure step; returns false for `ok` steps, which the provider's fake renders itself. */
+export function applyFault(step: FaultStep, response: ServerResponse, errorBody: (status: number) => unknown): boolean {
+  if ("hang" in step) return true;
+  if ("reset" in step) {
+    response.socket?.destroy();
+    return true;
+  }
+  if ("status" in step) {
+    response.writeHead(step.status, { "Content-Type": "application/json", ...step.headers });
+    response.end(JSON.stringify(step.body ?? errorBody(step.status)));
+    return true;
+  }
+  return false;
+}
+
+/** Writes SSE frames in batches, waiting for the socket to drain, so a 10,000-chunk stream is never held whole. */
+export async function writeFrames(response: ServerResponse, frames: Iterable<string>): Promise<void> {
+  let batch = "";
+  for (const frame of frames) {
+    batch += frame;
+    if (batch.length >= 16_384) {
+      if (!response.write(batch)) await new Promise((drained) => response.once("drain", drained));
+      batch = "";
+    }
+  }
+  response.end(batch);
+}
+
+export const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms));
