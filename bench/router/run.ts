@@ -1,0 +1,286 @@
+/**
+ * bench/router: what the LLM router costs per call, next to the Portkey gateway.
+ * All in one run, against one zero-latency fake OpenAI upstream on loopback:
+ *   (a) straight to the upstream
+ *   (b) POST /api/v1/llm/chat/completions under `wrangler dev` (auth, rate limit,
+ *       budgets, routing, breaker, metering: usage row + audit entry per call)
+ *   (c) the Portkey gateway (`npx @portkey-ai/gateway --headless`), custom host = the upstream
+ *   (d) a bare Hono route (GET /health) under the same `wrangler dev`
+ * Each case: 10 s at 20 connections (autocannon), twice, alternating; then a
+ * sequential pass (one request at a time). Prints req/s and p50/p97.5/p99, the
+ * latency Portkey adds over (a), and the latency our route adds over (d).
+ * Goal: our router adds no more p50 latency than Portkey adds.
+ */
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { join, resolve } from "node:path";
+import autocannon from "autocannon";
+import { freePort, startWorker, type WorkerProcess } from "../../test/e2e/harness.ts";
+import { type FakeOpenAi, startFakeOpenAi } from "../../test/fakes/openai.ts";
+import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../../test/support/workspaces.ts";
+
+const CONNECTIONS = 20;
+const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const ROUNDS = 2;
+const SEQUENTIAL_REQUESTS = Number(process.env.BENCH_SEQUENTIAL ?? 300);
+const PORTKEY_VERSION = process.env.PORTKEY_VERSION ?? "1.15.2";
+const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
+
+interface Case {
+  name: string;
+  url: string;
+  method: "GET" | "POST";
+  headers: Record<string, string>;
+  body?: string;
+}
+
+interface Figures {
+  name: string;
+  requestsPerSecond: number;
+  p50Ms: number;
+  p97Ms: number;
+  p99Ms: number;
+  errors: number;
+  non2xx: number;
+}
+
+const CHAT_BODY = JSON.stringify({
+  model: "gpt-4o-mini",
+  messages: [{ role: "user", content: "Write a haiku about retries." }],
+  max_tokens: 16,
+});
+
+async function load(testCase: Case, connections: number, seconds: number): Promise<Figures> {
+  const result = await autocannon({
+    url: testCase.url,
+    method: testCase.method,
+    headers: testCase.headers,
+    body: testCase.body,
+    connections,
+    duration: seconds,
+  });
+  return {
+    name: testCase.name,
+    requestsPerSecond: result.requests.average,
+    p50Ms: result.latency.p50,
+    p97Ms: result.latency.p97_5,
+    p99Ms: result.latency.p99,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+  };
+}
+
+function percentile(sorted: number[], share: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(share * sorted.length))];
+}
+
+async function sequential(testCase: Case, count: number): Promise<Figures> {
+  const times: number[] = [];
+  let errors = 0;
+  const startedMs = performance.now();
+  for (let index = 0; index < count; index++) {
+    const t0 = performance.now();
+    try {
+      const response = await fetch(testCase.url, {
+        method: testCase.method,
+        headers: testCase.headers,
+        body: testCase.body,
+      });
+      await response.arrayBuffer();
+      if (!response.ok) errors++;
+    } catch {
+      errors++;
+    }
+    times.push(performance.now() - t0);
+  }
+  const elapsedSeconds = (performance.now() - startedMs) / 1000;
+  times.sort((a, b) => a - b);
+  return {
+    name: testCase.name,
+    requestsPerSecond: count / elapsedSeconds,
+    p50Ms: percentile(times, 0.5),
+    p97Ms: percentile(times, 0.975),
+    p99Ms: percentile(times, 0.99),
+    errors,
+    non2xx: errors,
+  };
+}
+
+function format(figures: Figures): string {
+  const ms = (value: number) => value.toFixed(1).padStart(6);
+  return `${figures.name.padEnd(34)} ${figures.requestsPerSecond.toFixed(0).padStart(6)} req/s  p50 ${ms(figures.p50Ms)} ms  p97.5 ${ms(figures.p97Ms)} ms  p99 ${ms(figures.p99Ms)} ms  errors ${figures.errors}  non-2xx ${figures.non2xx}`;
+}
+
+async function startPortkey(
+  upstreamUrl: string,
+): Promise<{ url: string; headers: Record<string, string>; stop: () => void }> {
+  const port = await freePort();
+  const npx = join(PROJECT_ROOT, "node_modules/.bin/npx");
+  const child: ChildProcess = spawn(
+    npx,
+    ["-y", `@portkey-ai/gateway@${PORTKEY_VERSION}`, `--port=${port}`, "--headless"],
+    {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, PATH: `${join(PROJECT_ROOT, "node_modules/.bin")}:${process.env.PATH}` },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    },
+  );
+  let output = "";
+  child.stdout?.on("data", (chunk) => (output += chunk));
+  child.stderr?.on("data", (chunk) => (output += chunk));
+  const stop = () => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, "SIGTERM");
+    } catch {
+      // Already gone.
+    }
+  };
+  process.once("exit", stop);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 180_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) break;
+    try {
+      if ((await fetch(`${url}/`)).ok) {
+        return {
+          url: `${url}/v1/chat/completions`,
+          headers: {
+            "Content-Type": "application/json",
+            Authorization: "Bearer sk-fake",
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": `${upstreamUrl}/v1`,
+          },
+          stop,
+        };
+      }
+    } catch {
+      // Not up yet.
+    }
+    await new Promise((wake) => setTimeout(wake, 500));
+  }
+  stop();
+  throw new Error(`Portkey gateway did not start:\n${output.slice(-2_000)}`);
+}
+
+async function main(): Promise<void> {
+  const upstream: FakeOpenAi = await startFakeOpenAi();
+  let worker: WorkerProcess | undefined;
+  let portkey: Awaited<ReturnType<typeof startPortkey>> | undefined;
+  try {
+    worker = await startWorker({
+      vars: {
+        ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+        LOG_LEVEL: "warn",
+        OPENAI_API_KEY: "sk-fake",
+        OPENAI_BASE_URL: `${upstream.url}/v1`,
+        LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini",
+      },
+    });
+    try {
+      portkey = await startPortkey(upstream.url);
+    } catch (error) {
+      console.log(`(c) Portkey unavailable: ${(error as Error).message.split("\n")[0]}`);
+    }
+    const workspace = await createTestWorkspace(fetch, worker.baseUrl, {
+      limits: { requests_per_second: 100_000, burst: 100_000 },
+    });
+    const json = { "Content-Type": "application/json" };
+    const cases: Case[] = [
+      {
+        name: "(a) upstream direct",
+        url: `${upstream.url}/v1/chat/completions`,
+        method: "POST",
+        headers: { ...json, Authorization: "Bearer sk-fake" },
+        body: CHAT_BODY,
+      },
+      {
+        name: "(b) our router /llm/chat/completions",
+        url: `${worker.baseUrl}/api/v1/llm/chat/completions`,
+        method: "POST",
+        headers: { ...json, ...workspace.headers },
+        body: CHAT_BODY,
+      },
+      ...(portkey
+        ? [
+            {
+              name: "(c) Portkey gateway",
+              url: portkey.url,
+              method: "POST" as const,
+              headers: portkey.headers,
+              body: CHAT_BODY,
+            },
+          ]
+        : []),
+      { name: "(d) bare Hono route /health", url: `${worker.baseUrl}/health`, method: "GET", headers: {} },
+    ];
+    // Correctness before speed: every path answers 200 with a completion.
+    for (const testCase of cases) {
+      const response = await fetch(testCase.url, {
+        method: testCase.method,
+        headers: testCase.headers,
+        body: testCase.body,
+      });
+      const text = await response.text();
+      if (response.status !== 200)
+        throw new Error(`${testCase.name} answered ${response.status}: ${text.slice(0, 300)}`);
+    }
+    for (const testCase of cases) await load(testCase, 10, 2);
+
+    const byCase = new Map<string, Figures[]>();
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const testCase of cases) {
+        const figures = await load(testCase, CONNECTIONS, DURATION_SECONDS);
+        figures.name = `${testCase.name} #${round}`;
+        console.log(format(figures));
+        byCase.set(testCase.name, [...(byCase.get(testCase.name) ?? []), figures]);
+      }
+    }
+    console.log(`sequential pass (${SEQUENTIAL_REQUESTS} requests each, one at a time):`);
+    const seq = new Map<string, Figures>();
+    for (const testCase of cases) {
+      const figures = await sequential(testCase, SEQUENTIAL_REQUESTS);
+      figures.name = `${testCase.name} seq`;
+      console.log(format(figures));
+      seq.set(testCase.name, figures);
+    }
+
+    const median = (name: string) => {
+      const runs = byCase.get(name) ?? [];
+      return runs.reduce((sum, run) => sum + run.p50Ms, 0) / Math.max(1, runs.length);
+    };
+    const [a, b, c, d] = [
+      "(a) upstream direct",
+      "(b) our router /llm/chat/completions",
+      "(c) Portkey gateway",
+      "(d) bare Hono route /health",
+    ];
+    const report = (label: string, p50: (name: string) => number) => {
+      const ours = p50(b) - p50(d);
+      const ownOnly = ours - p50(a);
+      if (!portkey) {
+        console.log(
+          `${label}: our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream hop); Portkey not measured`,
+        );
+        return;
+      }
+      const theirs = p50(c) - p50(a);
+      const verdict = ours <= theirs ? "goal met" : "goal NOT met";
+      console.log(
+        `${label}: Portkey adds ${theirs.toFixed(1)} ms p50 over (a); our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream hop) → ${verdict} (ours ≤ Portkey's)`,
+      );
+    };
+    report(`20 connections (mean of ${ROUNDS} rounds)`, median);
+    report("sequential", (name) => seq.get(name)?.p50Ms ?? Number.NaN);
+    console.log(`upstream saw ${upstream.requests.length} requests`);
+  } finally {
+    portkey?.stop();
+    await worker?.stop();
+    await upstream.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
