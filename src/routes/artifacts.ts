@@ -113,9 +113,13 @@ function registerDebugArtifactRoute(app: OpenAPIHono<HonoEnv>): void {
   });
 }
 
-/** `size` bytes of a repeating pattern (byte i = i mod 251), produced 64 KiB at a time on demand. */
+/** `size` bytes of a repeating pattern (byte i = i mod 251), 64 KiB at a time on demand. */
 export function patternStream(size: number): ReadableStream<Uint8Array> {
   const CHUNK_BYTES = 64 * 1024;
+  const PERIOD = 251;
+  // Every chunk is a window on one pattern buffer, so generating the file allocates nothing per chunk.
+  const pattern = new Uint8Array(CHUNK_BYTES + PERIOD);
+  for (let index = 0; index < pattern.length; index++) pattern[index] = index % PERIOD;
   let offset = 0;
   return new ReadableStream<Uint8Array>({
     pull(controller) {
@@ -124,10 +128,9 @@ export function patternStream(size: number): ReadableStream<Uint8Array> {
         return;
       }
       const length = Math.min(CHUNK_BYTES, size - offset);
-      const chunk = new Uint8Array(length);
-      for (let index = 0; index < length; index++) chunk[index] = (offset + index) % 251;
+      const start = offset % PERIOD;
+      controller.enqueue(pattern.subarray(start, start + length));
       offset += length;
-      controller.enqueue(chunk);
     },
   });
 }

@@ -234,9 +234,18 @@ export function artifactUpserts(d1: D1Database, rows: ArtifactRow[]): D1Prepared
   );
 }
 
+/** Multipart part size: R2's minimum for all but the last part, and what a large upload holds in memory at once. */
+const PART_BYTES = 5 * 1024 * 1024;
+
+type DigestStreamLike = WritableStream<ArrayBufferView> & { readonly digest: Promise<ArrayBuffer> };
+const DigestStreamClass = (crypto as unknown as { DigestStream: new (algorithm: string) => DigestStreamLike })
+  .DigestStream;
+
 /**
- * Streams a body of known length into R2 as one of the task's artifacts,
- * hashing it on the way (never holding it whole), for large uploads.
+ * Streams a body into R2 as one of the task's artifacts, hashing it on the
+ * way: a multipart upload of PART_BYTES parts, so at most one part is held
+ * whatever the file's size (a single streamed put may be buffered whole by
+ * the storage layer).
  */
 export async function putArtifactStream(input: {
   bucket: R2Bucket;
@@ -255,24 +264,47 @@ export async function putArtifactStream(input: {
   }
   const id = newId("artifact");
   const r2Key = r2KeyOf(input.workspaceId, input.taskId, id);
-  const digest = new crypto.DigestStream("SHA-256");
-  const hashWriter = digest.getWriter();
-  // Each chunk is hashed before it moves on, so R2's pace sets the pace and nothing piles up.
-  const hashing = new TransformStream<Uint8Array, Uint8Array>({
-    async transform(chunk, controller) {
-      await hashWriter.write(chunk);
-      controller.enqueue(chunk);
-    },
-    async flush() {
-      await hashWriter.close();
-    },
-  });
   const type = input.mimeType ?? mimeTypeFor(path);
-  const object = await input.bucket.put(
-    r2Key,
-    input.body.pipeThrough(hashing).pipeThrough(new FixedLengthStream(input.sizeBytes)),
-    { httpMetadata: { contentType: type } },
-  );
+  const digest = new DigestStreamClass("SHA-256");
+  const hashWriter = digest.getWriter();
+  const upload = await input.bucket.createMultipartUpload(r2Key, { httpMetadata: { contentType: type } });
+  const parts: R2UploadedPart[] = [];
+  // One buffer for every part: each upload is awaited before the buffer is filled again.
+  const part = new Uint8Array(PART_BYTES);
+  let filled = 0;
+  let total = 0;
+  const flush = async () => {
+    if (filled === 0) return;
+    parts.push(await upload.uploadPart(parts.length + 1, part.subarray(0, filled)));
+    filled = 0;
+  };
+  try {
+    const reader = input.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > input.sizeBytes)
+        throw new ArtifactError(400, `${path} is longer than the ${input.sizeBytes} bytes announced`);
+      await hashWriter.write(value);
+      let offset = 0;
+      while (offset < value.byteLength) {
+        const take = Math.min(PART_BYTES - filled, value.byteLength - offset);
+        part.set(value.subarray(offset, offset + take), filled);
+        filled += take;
+        offset += take;
+        if (filled === PART_BYTES) await flush();
+      }
+    }
+    if (total !== input.sizeBytes)
+      throw new ArtifactError(400, `${path} has ${total} bytes, not the ${input.sizeBytes} announced`);
+    await flush();
+    await hashWriter.close();
+    await upload.complete(parts);
+  } catch (error) {
+    await upload.abort().catch(() => undefined);
+    throw error;
+  }
   const nowIso = new Date().toISOString();
   return {
     id,
@@ -281,7 +313,7 @@ export async function putArtifactStream(input: {
     runId: null,
     path,
     r2Key,
-    sizeBytes: object?.size ?? input.sizeBytes,
+    sizeBytes: total,
     mimeType: type,
     sha256: toHex(await digest.digest),
     version: 1,

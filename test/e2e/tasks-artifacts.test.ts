@@ -1,0 +1,154 @@
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../support/workspaces.ts";
+import { startWorker, type WorkerProcess } from "./harness.ts";
+
+/**
+ * A 50 MB artifact through R2 and the content route under `wrangler dev`,
+ * with workerd's anonymous RSS sampled throughout: both the write (a stream
+ * hashed on the way into R2) and the download must not hold the file.
+ */
+
+const SIZE_BYTES = 50 * 1024 * 1024;
+const RSS_SAMPLE_MS = 20;
+/** Flat: bounded by a few 5 MiB upload parts and stream buffers, not by the file (half of it at most). */
+const MAX_RSS_GROWTH_BYTES = 25 * 1024 * 1024;
+
+let worker: WorkerProcess;
+beforeAll(async () => {
+  worker = await startWorker({ vars: { ADMIN_TOKEN: TEST_ADMIN_TOKEN, ENABLE_DEBUG_ROUTES: "true" } });
+});
+afterAll(async () => {
+  await worker?.stop();
+});
+
+/** workerd processes in wrangler dev's process group (the harness starts it as a group leader). */
+async function workerdPids(port: number): Promise<number[]> {
+  let leader: number | null = null;
+  const stats = new Map<number, { comm: string; pgid: number }>();
+  for (const pid of (await readdir("/proc")).filter((name) => /^\d+$/.test(name))) {
+    try {
+      const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0");
+      if (
+        cmdline.some((arg) => arg.endsWith("wrangler.js")) &&
+        cmdline.includes("dev") &&
+        cmdline.includes(String(port))
+      ) {
+        leader = Number(pid);
+      }
+      const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).replace(/^.*\) /, "").split(" ");
+      stats.set(Number(pid), { comm: (await readFile(`/proc/${pid}/comm`, "utf8")).trim(), pgid: Number(fields[2]) });
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return [...stats].filter(([, stat]) => stat.pgid === leader && stat.comm.startsWith("workerd")).map(([pid]) => pid);
+}
+
+async function rssAnonBytes(pids: number[]): Promise<number> {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const match = /RssAnon:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"));
+      if (match) total += Number(match[1]) * 1024;
+    } catch {
+      // Gone.
+    }
+  }
+  return total;
+}
+
+/** Runs `work` while sampling RSS; returns its result and the peak growth over the starting RSS. */
+async function measured<T>(pids: number[], work: () => Promise<T>): Promise<{ result: T; growthBytes: number }> {
+  const before = await rssAnonBytes(pids);
+  let peak = before;
+  const timer = setInterval(async () => {
+    peak = Math.max(peak, await rssAnonBytes(pids));
+  }, RSS_SAMPLE_MS);
+  try {
+    const result = await work();
+    peak = Math.max(peak, await rssAnonBytes(pids));
+    return { result, growthBytes: peak - before };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** The debug route's content: byte i is i mod 251. */
+function expectedSha256(size: number): string {
+  const hash = createHash("sha256");
+  const chunk = 1024 * 1024;
+  for (let offset = 0; offset < size; offset += chunk) {
+    const length = Math.min(chunk, size - offset);
+    const bytes = new Uint8Array(length);
+    for (let index = 0; index < length; index++) bytes[index] = (offset + index) % 251;
+    hash.update(bytes);
+  }
+  return hash.digest("hex");
+}
+
+describe("large artifacts", () => {
+  it("round-trips 50 MB through R2 and the content route with flat memory", async () => {
+    const workspace = await createTestWorkspace(fetch, worker.baseUrl, { name: "big files" });
+    const submitted = await fetch(`${worker.baseUrl}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ title: "holds a big file", type: "documentation" }),
+    });
+    const task = (await submitted.json()) as { id: string };
+    const pids = await workerdPids(worker.port);
+    expect(pids.length).toBeGreaterThan(0);
+
+    // Warm the routes once so first-use allocations do not count as growth.
+    await fetch(`${worker.baseUrl}/__debug/tasks/${task.id}/artifacts`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ workspace_id: workspace.id, path: "warm.bin", size_bytes: 1024 * 1024 }),
+    });
+
+    const write = await measured(pids, async () => {
+      const response = await fetch(`${worker.baseUrl}/__debug/tasks/${task.id}/artifacts`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ workspace_id: workspace.id, path: "data/big.bin", size_bytes: SIZE_BYTES }),
+      });
+      expect(response.status).toBe(201);
+      return (await response.json()) as { id: string; size_bytes: number; sha256: string; content_url: string };
+    });
+    const artifact = write.result;
+    expect(artifact.size_bytes).toBe(SIZE_BYTES);
+    expect(artifact.sha256).toBe(expectedSha256(SIZE_BYTES));
+
+    const read = await measured(pids, async () => {
+      const response = await fetch(`${worker.baseUrl}${artifact.content_url}`, { headers: workspace.headers });
+      expect(response.status).toBe(200);
+      expect(response.headers.get("Content-Type")).toBe("application/octet-stream");
+      expect(response.headers.get("Content-Length")).toBe(String(SIZE_BYTES));
+      expect(response.headers.get("ETag")).toBe(`"${artifact.sha256}"`);
+      const hash = createHash("sha256");
+      let bytes = 0;
+      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+        hash.update(chunk);
+        bytes += chunk.byteLength;
+        // A slow reader: the Worker must wait for us rather than buffer ahead.
+        if (bytes % (8 * 1024 * 1024) < chunk.byteLength) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return { bytes, sha256: hash.digest("hex") };
+    });
+    expect(read.result).toEqual({ bytes: SIZE_BYTES, sha256: artifact.sha256 });
+
+    const listed = (await (
+      await fetch(`${worker.baseUrl}/api/v1/tasks/${task.id}/artifacts`, { headers: workspace.headers })
+    ).json()) as {
+      data: { path: string; size_bytes: number }[];
+    };
+    expect(listed.data.find((file) => file.path === "data/big.bin")?.size_bytes).toBe(SIZE_BYTES);
+
+    console.log(
+      `50 MB artifact: workerd anonymous RSS growth write +${(write.growthBytes / 2 ** 20).toFixed(1)} MB, read +${(read.growthBytes / 2 ** 20).toFixed(1)} MB`,
+    );
+    expect(write.growthBytes).toBeLessThan(MAX_RSS_GROWTH_BYTES);
+    expect(read.growthBytes).toBeLessThan(MAX_RSS_GROWTH_BYTES);
+  }, 180_000);
+});
