@@ -60,6 +60,12 @@ export class WorkspaceLimiter extends DurableObject {
     return this.#budgets.settle({ ...input, nowMs: Date.now() });
   }
 
+  /** Many settlements in one call (isolates coalesce the charges of workspaces without budgets). */
+  async settleBudgetMany(inputs: BudgetAmountsInput[]): Promise<SettleResult[]> {
+    const nowMs = Date.now();
+    return inputs.map((input) => this.#budgets.settle({ ...input, nowMs }));
+  }
+
   async budgetStatus(): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {
     return this.#budgets.status(Date.now());
   }

@@ -2,7 +2,8 @@ import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
 import { publish } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
-import { type PeriodStatus, periodEndMs, type ThresholdCrossing } from "../limits/budgets.ts";
+import { type BudgetAmountsInput, type PeriodStatus, periodEndMs, type ThresholdCrossing } from "../limits/budgets.ts";
+import { Coalescer } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
 import { type BudgetGate, hasAnyBudget } from "./router.ts";
 import { type CallContext, LlmError } from "./types.ts";
@@ -57,6 +58,14 @@ export function budgetGate(
       const limited = amounts.budgets !== null && hasAnyBudget(amounts.budgets);
       // Releasing a reservation that was never made: nothing to do.
       if (!limited && amounts.tokens === 0 && amounts.costUsd === 0) return;
+      const input = {
+        chargeKey: amounts.chargeKey,
+        limits: amounts.budgets,
+        tokens: amounts.tokens,
+        costUsd: amounts.costUsd,
+      };
+      // Without budgets nothing waits on the counters and no threshold can be crossed: charges share one call.
+      if (!limited) return unlimitedSettler(config, amounts.workspaceId).add(input);
       const result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
         chargeKey: amounts.chargeKey,
         limits: amounts.budgets,
@@ -69,6 +78,33 @@ export function budgetGate(
       await work;
     },
   };
+}
+
+/** Charges of workspaces without budgets written within this long share one WorkspaceLimiter call. */
+const SETTLE_FLUSH_DELAY_MS = 20;
+const SETTLE_MAX_PER_CALL = 100;
+const MAX_SETTLERS = 1_000;
+const settlers = new WeakMap<object, Map<string, Coalescer<BudgetAmountsInput>>>();
+
+function unlimitedSettler(config: Config, workspaceId: string): Coalescer<BudgetAmountsInput> {
+  let byWorkspace = settlers.get(config.WORKSPACE_LIMITER);
+  if (!byWorkspace) {
+    byWorkspace = new Map();
+    settlers.set(config.WORKSPACE_LIMITER, byWorkspace);
+  }
+  let settler = byWorkspace.get(workspaceId);
+  if (!settler) {
+    // Dropping the map loses nothing: a batch in flight holds its own items.
+    if (byWorkspace.size >= MAX_SETTLERS) byWorkspace.clear();
+    settler = new Coalescer<BudgetAmountsInput>(
+      async (inputs) => {
+        await config.WORKSPACE_LIMITER.getByName(workspaceId).settleBudgetMany(inputs);
+      },
+      { delayMs: SETTLE_FLUSH_DELAY_MS, maxItems: SETTLE_MAX_PER_CALL },
+    );
+    byWorkspace.set(workspaceId, settler);
+  }
+  return settler;
 }
 
 async function publishCrossing(config: Config, logger: Logger, context: CallContext, crossing: ThresholdCrossing) {

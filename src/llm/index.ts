@@ -1,4 +1,3 @@
-import { createDb } from "../db/client.ts";
 import type { AppConfig } from "../env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { buildAdapters } from "./adapters/index.ts";
@@ -70,7 +69,7 @@ export function createLlmRouter(config: AppConfig, deps: LlmRouterDeps): Router 
     settings: settingsLoader(config),
     breaker: breakerClientFor(config, breakerPolicy).gate(waitUntil),
     budgets: budgetGate(config, logger, waitUntil),
-    usage: d1UsageSink(createDb(config.DB), config.METRICS),
+    usage: d1UsageSink(config.DB, config.METRICS),
     events: hubEventSink(config, logger, waitUntil),
     logger,
     waitUntil,

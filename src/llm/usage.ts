@@ -1,17 +1,48 @@
 import { and, eq, gte, lte, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
 import { type AuditEntryInput, auditInsert } from "../audit/index.ts";
-import type { Database } from "../db/client.ts";
+import { createDb, type Database } from "../db/client.ts";
 import { usageRecords } from "../db/schema.ts";
 import type { TenantDb } from "../db/tenant.ts";
 import { newId } from "../lib/ids.ts";
+import { Coalescer } from "./coalesce.ts";
 import type { UsageRecord, UsageSink } from "./router.ts";
 
 /** Usage rows in D1: one per (workspace, chargeKey), so a retried consumer never charges twice. */
 
-export function d1UsageSink(db: Database, metrics?: AnalyticsEngineDataset): UsageSink {
-  return {
-    async record(row: UsageRecord, audit?: AuditEntryInput): Promise<void> {
-      const insert = db
+/** Rows written within this long of each other share one D1 batch. */
+const USAGE_FLUSH_DELAY_MS = 20;
+/** Two statements a row (usage and audit): well under D1's per-batch limits. */
+const USAGE_MAX_ROWS_PER_BATCH = 50;
+
+interface PendingRow {
+  row: UsageRecord;
+  audit?: AuditEntryInput;
+}
+
+const coalescers = new WeakMap<object, Coalescer<PendingRow>>();
+
+export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): UsageSink {
+  let coalescer = coalescers.get(d1);
+  if (!coalescer) {
+    const db = createDb(d1);
+    coalescer = new Coalescer<PendingRow>((items) => writeRows(db, items, metrics), {
+      delayMs: USAGE_FLUSH_DELAY_MS,
+      maxItems: USAGE_MAX_ROWS_PER_BATCH,
+    });
+    coalescers.set(d1, coalescer);
+  }
+  const sink = coalescer;
+  return { record: (row, audit) => sink.add({ row, audit }) };
+}
+
+/** One batch: each usage row (skipped if its charge key was written before) with its audit entry. */
+async function writeRows(db: Database, items: PendingRow[], metrics?: AnalyticsEngineDataset): Promise<void> {
+  const day = new Date().toISOString().slice(0, 10);
+  const statements: BatchItem<"sqlite">[] = [];
+  for (const { row, audit } of items) {
+    statements.push(
+      db
         .insert(usageRecords)
         .values({
           id: newId("usage"),
@@ -26,20 +57,22 @@ export function d1UsageSink(db: Database, metrics?: AnalyticsEngineDataset): Usa
           totalTokens: row.usage.total_tokens,
           costUsd: row.costUsd,
           simulated: row.simulated,
-          day: new Date().toISOString().slice(0, 10),
+          day,
           requestId: row.requestId,
         })
-        .onConflictDoNothing({ target: [usageRecords.workspaceId, usageRecords.chargeKey] });
-      if (audit) await db.batch([insert, auditInsert(db, audit)]);
-      else await insert;
-      // Raw points for dashboards; the `simulated` label travels with every point.
-      metrics?.writeDataPoint({
-        indexes: [row.workspaceId],
-        blobs: ["llm.call", row.provider, row.model, row.simulated ? "simulated" : "real"],
-        doubles: [row.latencyMs, row.usage.prompt_tokens, row.usage.completion_tokens, row.costUsd],
-      });
-    },
-  };
+        .onConflictDoNothing({ target: [usageRecords.workspaceId, usageRecords.chargeKey] }),
+    );
+    if (audit) statements.push(auditInsert(db, audit));
+  }
+  await db.batch(statements as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+  for (const { row } of items) {
+    // Raw points for dashboards; the `simulated` label travels with every point.
+    metrics?.writeDataPoint({
+      indexes: [row.workspaceId],
+      blobs: ["llm.call", row.provider, row.model, row.simulated ? "simulated" : "real"],
+      doubles: [row.latencyMs, row.usage.prompt_tokens, row.usage.completion_tokens, row.costUsd],
+    });
+  }
 }
 
 export interface UsageSummaryRow {

@@ -40,10 +40,15 @@ describe("OpenAI-compatible chat completions", () => {
     expect(body.id).toMatch(/^chatcmpl-/);
     expect(body.usage.completion_tokens).toBe(10);
 
-    const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
-      string,
-      any
-    >;
+    // The usage row and its audit entry are written just after the response (coalesced per isolate).
+    let usage: Record<string, any> = { data: [] };
+    for (let tries = 0; tries < 50 && usage.data.length === 0; tries++) {
+      await new Promise((wake) => setTimeout(wake, 20));
+      usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
+        string,
+        any
+      >;
+    }
     expect(usage.data).toEqual([
       expect.objectContaining({ provider: "simulated", model: "sim-1", simulated: true, calls: 1 }),
     ]);
