@@ -284,8 +284,11 @@ export class EventClient {
         this.scheduleReconnect();
         return;
       }
-      if (socket.readyState === OPEN)
-        socket.send(this.sinceAck > 0 ? JSON.stringify({ type: "ping", last_seq: this.lastSeq }) : PING_FRAME);
+      if (socket.readyState !== OPEN) return;
+      // Acknowledgements get no answer; the plain ping does (from the runtime, without waking the hub).
+      if (this.sinceAck > 0) socket.send(JSON.stringify({ type: "ping", last_seq: this.lastSeq }));
+      this.sinceAck = 0;
+      socket.send(PING_FRAME);
     }, intervalMs);
   }
 

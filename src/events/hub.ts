@@ -265,14 +265,19 @@ export class EventHubCore {
       socket.send(errorFrame(ERROR_CODES.BAD_FRAME, "Frames are JSON objects."));
       return;
     }
+    // Acknowledgements are the frequent frame: handled before the schema, and not answered.
+    const ack = parsed as { type?: unknown; last_seq?: unknown };
+    if (ack?.type === "ping" && Number.isSafeInteger(ack.last_seq)) {
+      state.backlog.ack(ack.last_seq as number);
+      return;
+    }
     const frame = ClientFrameSchema.safeParse(parsed);
     if (!frame.success) {
       socket.send(errorFrame(ERROR_CODES.BAD_FRAME, "Expected a subscribe, unsubscribe or ping frame."));
       return;
     }
     if (frame.data.type === "ping") {
-      // The exact `{"type":"ping"}` never gets here (the runtime answers it); one with last_seq acknowledges.
-      if (frame.data.last_seq !== undefined) state.backlog.ack(frame.data.last_seq);
+      // The exact `{"type":"ping"}` never gets here (the runtime answers it); other spellings do.
       socket.send(PONG_FRAME);
       return;
     }

@@ -58,8 +58,6 @@ export class EventLog {
     createdAtMs: number,
     bodyOf: (seq: number) => string,
   ): { row: LogRow; duplicate: boolean } {
-    const existing = this.byEventId(eventId);
-    if (existing) return { row: existing, duplicate: true };
     const seq = this.last + 1;
     const row: LogRow = {
       seq,
@@ -69,15 +67,21 @@ export class EventLog {
       created_at_ms: createdAtMs,
       body: bodyOf(seq),
     };
-    this.sql.exec(
-      "INSERT INTO evh_events (seq, event_id, event_type, channels, created_at_ms, body) VALUES (?, ?, ?, ?, ?, ?)",
+    // One statement on the hot path; the lookup happens only for a repeated event_id.
+    const written = this.sql.exec(
+      `INSERT INTO evh_events (seq, event_id, event_type, channels, created_at_ms, body) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (event_id) DO NOTHING`,
       row.seq,
       row.event_id,
       row.event_type,
       row.channels,
       row.created_at_ms,
       row.body,
-    );
+    ).rowsWritten;
+    if (written === 0) {
+      const existing = this.byEventId(eventId);
+      if (existing) return { row: existing, duplicate: true };
+    }
     this.last = seq;
     return { row, duplicate: false };
   }

@@ -111,8 +111,10 @@ const streamRoute = createRoute({
     '`{"type":"event","event":{…}}`; after a resume (`?last_event_id=`) first `{"type":"replay","recovered":true,"count":N}` ' +
     'then the N missed events, or `{"type":"replay","recovered":false,"count":0}` when the gap is beyond the window ' +
     '(reload over HTTP); `{"type":"error","code":…,"message":…}`; `{"type":"subscribed",…}` acknowledges a subscription change. ' +
-    'Client frames: `{"type":"subscribe"|"unsubscribe","types":[…],"channels":[…]}`, `{"type":"ping"}` (answered `{"type":"pong"}`). ' +
-    "A slow consumer is closed with 1013 and resumes from its last event; a full hub sends `CONNECTION_LIMIT` and closes with 1013.",
+    'Client frames: `{"type":"subscribe"|"unsubscribe","types":[…],"channels":[…]}`, `{"type":"ping"}` (answered `{"type":"pong"}`), ' +
+    'and `{"type":"ping","last_seq":N}`, which acknowledges every event up to seq N (not answered). ' +
+    "A client with more than 4 MiB of unacknowledged events is a slow consumer: it gets `SLOW_CONSUMER`, is closed with 1013 " +
+    "and resumes from its last event. A full hub sends `CONNECTION_LIMIT` and closes with 1013.",
   security: [{ [BEARER_AUTH]: [] }, {}] as { [name: string]: string[] }[],
   request: {
     query: z.object({
