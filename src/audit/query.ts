@@ -63,22 +63,26 @@ export function toItem(row: StoredRow): AuditLogItem {
   };
 }
 
-/** One page, newest first. */
-export async function listAuditLogs(
-  db: Database,
-  workspaceId: string,
-  query: AuditListQuery,
-): Promise<{ data: AuditLogItem[]; next_cursor: string | null }> {
+/** The query for one page, newest first (one row more than the page, to know whether another follows). */
+export function listQuery(db: Database, workspaceId: string, query: AuditListQuery) {
   const cursorSeq = query.cursor ? decodeCursor(query.cursor) : null;
   const where = cursorSeq
     ? and(filterConditions(workspaceId, query), belowSeq(cursorSeq))
     : filterConditions(workspaceId, query);
-  const rows: StoredRow[] = await db
+  return db
     .select(STORED_COLUMNS)
     .from(auditLogs)
     .where(where)
     .orderBy(desc(auditLogs.seq))
     .limit(query.limit + 1);
+}
+
+export async function listAuditLogs(
+  db: Database,
+  workspaceId: string,
+  query: AuditListQuery,
+): Promise<{ data: AuditLogItem[]; next_cursor: string | null }> {
+  const rows: StoredRow[] = await listQuery(db, workspaceId, query);
   const page = rows.slice(0, query.limit);
   const more = rows.length > query.limit;
   return { data: page.map(toItem), next_cursor: more ? encodeCursor(page[page.length - 1].seq) : null };
