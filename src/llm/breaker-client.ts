@@ -40,7 +40,8 @@ interface Entry {
   state: BreakerState;
   syncedAtMs: number;
   pending: Outcome[];
-  syncing: boolean;
+  /** The sync in flight, which later callers join rather than start another. */
+  inflight: Promise<void> | null;
 }
 
 function split(key: string): [string, string] {
@@ -113,28 +114,40 @@ export class BreakerClient {
     if (!ok || before !== "closed" || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS) background(this.#sync(key, entry));
   }
 
-  /** Waits for outstanding outcomes to reach the shared breaker (tests, and before a snapshot). */
+  /** Waits for outstanding outcomes to reach the shared breaker and for fresh copies (tests, snapshots). */
   async flush(): Promise<void> {
-    await Promise.all([...this.#entries].map(([key, entry]) => this.#sync(key, entry)));
+    await Promise.all(
+      [...this.#entries].map(async ([key, entry]) => {
+        await this.#sync(key, entry);
+        // The sync joined above may have left before the latest outcomes arrived.
+        if (entry.pending.length > 0) await this.#sync(key, entry);
+      }),
+    );
   }
 
   #entry(key: string): Entry {
     let entry = this.#entries.get(key);
     if (!entry) {
-      entry = { state: CLOSED, syncedAtMs: Number.NEGATIVE_INFINITY, pending: [], syncing: false };
+      entry = { state: CLOSED, syncedAtMs: Number.NEGATIVE_INFINITY, pending: [], inflight: null };
       this.#entries.set(key, entry);
     }
     return entry;
   }
 
-  async #sync(key: string, entry: Entry): Promise<void> {
-    if (!this.#remote || entry.syncing) return;
-    entry.syncing = true;
+  #sync(key: string, entry: Entry): Promise<void> {
+    if (!this.#remote) return Promise.resolve();
+    entry.inflight ??= this.#exchange(this.#remote, key, entry).finally(() => {
+      entry.inflight = null;
+    });
+    return entry.inflight;
+  }
+
+  async #exchange(remote: BreakerRemote, key: string, entry: Entry): Promise<void> {
     const outcomes = entry.pending;
     entry.pending = [];
     try {
       const [provider, model] = split(key);
-      const shared = await this.#remote.sync(provider, model, outcomes);
+      const shared = await remote.sync(provider, model, outcomes);
       // Outcomes recorded while the call was out are not in the object's answer yet: replay them on top.
       entry.state =
         entry.pending.length > 0 ? recordOutcomes(shared, entry.pending, this.#now(), this.#policy) : shared;
@@ -143,8 +156,6 @@ export class BreakerClient {
       // Keep them for the next sync; meanwhile the local copy still decides.
       entry.pending = [...outcomes, ...entry.pending].slice(-MAX_PENDING_OUTCOMES);
       entry.syncedAtMs = this.#now();
-    } finally {
-      entry.syncing = false;
     }
   }
 }

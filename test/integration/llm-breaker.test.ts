@@ -1,0 +1,77 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { BreakerClient, type BreakerRemote } from "../../src/llm/breaker-client.ts";
+import type { BreakerState } from "../../src/llm/breaker-core.ts";
+
+/**
+ * The breaker's state is shared across isolates through the ProviderBreaker
+ * Durable Object: two BreakerClients stand in for two isolates, each with its
+ * own local copy, both talking to the real object.
+ */
+
+function remote(): BreakerRemote {
+  return {
+    sync: async (provider, model, outcomes) =>
+      (await env.PROVIDER_BREAKER.getByName(provider).sync(model, outcomes)) as unknown as BreakerState,
+    tryTrial: async (provider, model) =>
+      (await env.PROVIDER_BREAKER.getByName(provider).tryTrial(model)) as unknown as {
+        granted: boolean;
+        state: BreakerState;
+      },
+  };
+}
+
+describe("breaker shared across isolates", () => {
+  it("five failures in one isolate open it there at once, and in another after its next sync; the hot path makes no call", async () => {
+    const key = `openai:shared-${crypto.randomUUID().slice(0, 8)}`;
+    let calls = 0;
+    const counting = (inner: BreakerRemote): BreakerRemote => ({
+      sync: (...args) => {
+        calls++;
+        return inner.sync(...args);
+      },
+      tryTrial: (...args) => {
+        calls++;
+        return inner.tryTrial(...args);
+      },
+    });
+    let nowMs = Date.now();
+    const isolateA = new BreakerClient(remote(), { now: () => nowMs });
+    const isolateB = new BreakerClient(counting(remote()), { now: () => nowMs });
+    expect(isolateB.state(key)).toBe("closed");
+    await isolateB.flush();
+    const before = calls;
+    // Within the sync interval B answers from its copy, with no call.
+    for (let index = 0; index < 100; index++) expect(isolateB.state(key)).toBe("closed");
+    expect(calls).toBe(before);
+
+    for (let index = 0; index < 5; index++) isolateA.record(key, false, "http_503");
+    expect(isolateA.state(key)).toBe("open");
+    await isolateA.flush();
+    // B still has its copy until the sync interval passes, then refreshes in the background.
+    nowMs += 1_100;
+    isolateB.state(key);
+    await isolateB.flush();
+    expect(isolateB.state(key)).toBe("open");
+    expect(isolateB.view(key)).toMatchObject({ consecutiveFailures: 5, lastError: "http_503" });
+  });
+
+  it("grants the half-open trial to one isolate only", async () => {
+    const key = `anthropic:trial-${crypto.randomUUID().slice(0, 8)}`;
+    const [provider, model] = key.split(":");
+    const opened = Date.now() - 31_000;
+    await env.PROVIDER_BREAKER.getByName(provider).sync(
+      model,
+      [1, 2, 3, 4, 5].map((index) => ({ atMs: opened + index, ok: false })),
+    );
+    const isolateA = new BreakerClient(remote());
+    const isolateB = new BreakerClient(remote());
+    await Promise.all([isolateA.flush(), isolateB.flush()]);
+    isolateA.state(key);
+    isolateB.state(key);
+    await Promise.all([isolateA.flush(), isolateB.flush()]);
+    expect(isolateA.state(key)).toBe("half_open");
+    const granted = await Promise.all([isolateA.tryTrial(key), isolateB.tryTrial(key)]);
+    expect(granted.filter(Boolean)).toHaveLength(1);
+  });
+});

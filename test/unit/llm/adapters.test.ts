@@ -1,0 +1,162 @@
+import { describe, expect, it } from "vitest";
+import { AnthropicAdapter, toAnthropic } from "../../../src/llm/adapters/anthropic.ts";
+import { OpenAiCompatibleAdapter } from "../../../src/llm/adapters/openai.ts";
+import { SimulatedAdapter } from "../../../src/llm/adapters/simulated.ts";
+import { ProviderError } from "../../../src/llm/provider.ts";
+
+const signal = new AbortController().signal;
+
+function recordingFetch(answer: () => Response) {
+  const seen: { url: string; headers: Headers; body: Record<string, unknown> }[] = [];
+  const fetchImpl = (async (input: RequestInfo | URL, init?: RequestInit) => {
+    const request = new Request(input, init);
+    seen.push({ url: request.url, headers: request.headers, body: (await request.json()) as Record<string, unknown> });
+    return answer();
+  }) as typeof fetch;
+  return { fetchImpl, seen };
+}
+
+const completion = () =>
+  Response.json({
+    choices: [{ message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+    usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 },
+  });
+
+describe("OpenAI-compatible adapter", () => {
+  it("calls Azure's deployment URL with api-version and the api-key header, without a model in the body", async () => {
+    const { fetchImpl, seen } = recordingFetch(completion);
+    const adapter = new OpenAiCompatibleAdapter({
+      name: "azure",
+      baseUrl: "https://contoso.openai.azure.com/",
+      apiKey: "az-key",
+      apiVersion: "2024-10-21",
+      fetch: fetchImpl,
+    });
+    const result = await adapter.complete({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "hi" }],
+      signal,
+    });
+    expect(seen[0].url).toBe(
+      "https://contoso.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21",
+    );
+    expect(seen[0].headers.get("api-key")).toBe("az-key");
+    expect(seen[0].headers.get("authorization")).toBeNull();
+    expect(seen[0].body.model).toBeUndefined();
+    expect(result.usage).toEqual({ prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 });
+  });
+
+  it("calls a local server by base URL without credentials, and reads the error code and Retry-After of a failure", async () => {
+    const { fetchImpl, seen } = recordingFetch(() =>
+      Response.json(
+        { error: { code: "rate_limit_exceeded", message: "slow down" } },
+        { status: 429, headers: { "retry-after-ms": "250" } },
+      ),
+    );
+    const adapter = new OpenAiCompatibleAdapter({
+      name: "local",
+      baseUrl: "http://127.0.0.1:11434/v1",
+      fetch: fetchImpl,
+    });
+    const error = await adapter
+      .complete({ model: "llama3.1", messages: [{ role: "user", content: "hi" }], signal })
+      .catch((e) => e);
+    expect(seen[0].url).toBe("http://127.0.0.1:11434/v1/chat/completions");
+    expect(seen[0].headers.get("authorization")).toBeNull();
+    expect(error).toBeInstanceOf(ProviderError);
+    expect(error).toMatchObject({ status: 429, code: "rate_limit_exceeded", retryAfterMs: 250 });
+  });
+});
+
+describe("Anthropic adapter", () => {
+  it("maps system messages, tool calls and tool results to the Messages API shape", () => {
+    const body = toAnthropic({
+      model: "claude-3-5-haiku-latest",
+      signal,
+      messages: [
+        { role: "system", content: "You write code." },
+        { role: "user", content: "Read a.ts" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            { id: "call_1", type: "function", function: { name: "read_file", arguments: '{"path":"a.ts"}' } },
+          ],
+        },
+        { role: "tool", tool_call_id: "call_1", content: "export {}" },
+      ],
+      tools: [
+        { type: "function", function: { name: "read_file", description: "Reads", parameters: { type: "object" } } },
+      ],
+    });
+    expect(body).toEqual({
+      model: "claude-3-5-haiku-latest",
+      max_tokens: 4_096,
+      system: "You write code.",
+      messages: [
+        { role: "user", content: [{ type: "text", text: "Read a.ts" }] },
+        {
+          role: "assistant",
+          content: [{ type: "tool_use", id: "call_1", name: "read_file", input: { path: "a.ts" } }],
+        },
+        { role: "user", content: [{ type: "tool_result", tool_use_id: "call_1", content: "export {}" }] },
+      ],
+      tools: [{ name: "read_file", description: "Reads", input_schema: { type: "object" } }],
+    });
+  });
+
+  it("maps tool_use answers back to tool calls and counts cache tokens as prompt", async () => {
+    const { fetchImpl, seen } = recordingFetch(() =>
+      Response.json({
+        content: [{ type: "tool_use", id: "toolu_1", name: "write_file", input: { path: "b.ts" } }],
+        stop_reason: "tool_use",
+        usage: { input_tokens: 100, cache_read_input_tokens: 50, output_tokens: 20 },
+      }),
+    );
+    const adapter = new AnthropicAdapter({ apiKey: "ak", baseUrl: "https://anthropic.test", fetch: fetchImpl });
+    const result = await adapter.complete({
+      model: "claude-3-5-haiku-latest",
+      messages: [{ role: "user", content: "go" }],
+      signal,
+    });
+    expect(seen[0].url).toBe("https://anthropic.test/v1/messages");
+    expect(seen[0].headers.get("x-api-key")).toBe("ak");
+    expect(result).toEqual({
+      message: {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          { id: "toolu_1", type: "function", function: { name: "write_file", arguments: '{"path":"b.ts"}' } },
+        ],
+      },
+      finish_reason: "tool_calls",
+      usage: { prompt_tokens: 150, completion_tokens: 20, total_tokens: 170 },
+    });
+  });
+});
+
+describe("simulated adapter", () => {
+  it("fails at the configured rate, deterministically for the same sequence of calls", async () => {
+    const outcomes = async () => {
+      const adapter = new SimulatedAdapter();
+      const results: string[] = [];
+      for (let index = 0; index < 40; index++) {
+        const outcome = await adapter
+          .complete({
+            model: "sim-1?failure_rate=0.5&failure_status=429",
+            messages: [{ role: "user", content: "x" }],
+            signal,
+          })
+          .then(() => "ok")
+          .catch((error: ProviderError) => String(error.status));
+        results.push(outcome);
+      }
+      return results;
+    };
+    const first = await outcomes();
+    expect(await outcomes()).toEqual(first);
+    const failures = first.filter((outcome) => outcome === "429").length;
+    expect(failures).toBeGreaterThan(8);
+    expect(failures).toBeLessThan(32);
+  });
+});
