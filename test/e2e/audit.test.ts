@@ -83,7 +83,13 @@ describe("the audit trail of a scripted session, under wrangler dev", () => {
     expected.push({ action: "api_key.revoke", actor: ws.keyId, resource: writer.id });
 
     // The revoked key is refused; the failure names the workspace, so it is audited (once).
-    expect((await call("/api/v1/whoami", { headers: writer.headers })).status).toBe(401);
+    // Revocation reaches every isolate within seconds (keys are cached briefly): wait for the refusal.
+    let refused = false;
+    for (const startedMs = Date.now(); !refused && Date.now() - startedMs < 8_000; ) {
+      refused = (await call("/api/v1/whoami", { headers: writer.headers })).status === 401;
+      if (!refused) await new Promise((wake) => setTimeout(wake, 200));
+    }
+    expect(refused).toBe(true);
     expect((await call("/api/v1/whoami", { headers: bearer("mgx_not_a_real_key_0000000000") })).status).toBe(401);
     expected.push({ action: "auth.failed", actor: writer.id, resource: null });
 
