@@ -7,6 +7,7 @@ import { runAuditRetention } from "../../src/audit/retention.ts";
 import { createDb } from "../../src/db/client.ts";
 import { auditLogs, tasks, workspaces } from "../../src/db/schema.ts";
 import { newId } from "../../src/lib/ids.ts";
+import { handleScheduled } from "../../src/scheduled.ts";
 
 const db = createDb(env.DB);
 const silent = { info() {}, warn() {}, error() {} };
@@ -229,6 +230,24 @@ describe("retention", () => {
     await writeEntries(ws, 2);
     expect((await rows(ws)).map((row) => row.seq)).toEqual([4, 5]);
     expect(await verifyChain(db, ws)).toMatchObject({ ok: true, anchor: { seq: 3 }, first_seq: 4, last_seq: 5 });
+  });
+
+  it("runs from the daily cron trigger", async () => {
+    const ws = await newWorkspace(30);
+    await writeEntries(ws, 3);
+    await backdate(ws, 2, Date.now() - 45 * DAY_MS);
+    const waits: Promise<unknown>[] = [];
+    const ctx = { waitUntil: (work: Promise<unknown>) => waits.push(work), passThroughOnException() {} };
+    await handleScheduled(
+      { cron: "17 3 * * *", scheduledTime: Date.now(), noRetry() {} } as ScheduledController,
+      env,
+      ctx as unknown as ExecutionContext,
+    );
+    await Promise.all(waits);
+    expect((await rows(ws)).map((row) => [row.seq, row.action])).toEqual([
+      [3, "task.create"],
+      [4, "audit.archive"],
+    ]);
   });
 
   it("does not archive past a broken link", async () => {
