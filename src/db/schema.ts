@@ -264,9 +264,7 @@ export const auditLogs = sqliteTable(
     ),
     index("audit_logs_workspace_request_seq_idx").on(table.workspaceId, table.requestId, table.seq),
     // Only rows still waiting for the sealer: small, so finding them costs nothing.
-    index("audit_logs_unsealed_idx")
-      .on(table.workspaceId, table.seq)
-      .where(sql`hash IS NULL`),
+    index("audit_logs_unsealed_idx").on(table.workspaceId, table.seq).where(sql`hash IS NULL`),
   ],
 );
 

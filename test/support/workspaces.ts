@@ -43,7 +43,8 @@ export async function createTestWorkspace(
       api_key: { name: "test key", scopes: options.scopes ?? ["admin"] },
     }),
   });
-  if (response.status !== 201) throw new Error(`creating a workspace answered ${response.status}: ${await response.text()}`);
+  if (response.status !== 201)
+    throw new Error(`creating a workspace answered ${response.status}: ${await response.text()}`);
   const body = (await response.json()) as { workspace: { id: string }; api_key: { id: string; key: string } };
   return { id: body.workspace.id, key: body.api_key.key, keyId: body.api_key.id, headers: bearer(body.api_key.key) };
 }
