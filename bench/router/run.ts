@@ -6,6 +6,9 @@
  *       budgets, routing, breaker, metering: usage row + audit entry per call)
  *   (c) the Portkey gateway (`npx @portkey-ai/gateway --headless`), custom host = the upstream
  *   (d) a bare Hono route (GET /health) under the same `wrangler dev`
+ * and, to tell the parts of (b) apart: (d2) a bare POST route with a validated
+ * JSON body (/__debug/echo), and (e) authentication + rate limit alone
+ * (GET /api/v1/whoami).
  * Each case: 10 s at 20 connections (autocannon), twice, alternating; then a
  * sequential pass (one request at a time). Prints req/s and p50/p97.5/p99, the
  * latency Portkey adds over (a), and the latency our route adds over (d).
@@ -115,7 +118,8 @@ async function startPortkey(
   upstreamUrl: string,
 ): Promise<{ url: string; headers: Record<string, string>; stop: () => void }> {
   const port = await freePort();
-  const npx = join(PROJECT_ROOT, "node_modules/.bin/npx");
+  // npx from PATH (npm's own client), run under the project's Node 22 first in PATH.
+  const npx = "npx";
   const child: ChildProcess = spawn(
     npx,
     ["-y", `@portkey-ai/gateway@${PORTKEY_VERSION}`, `--port=${port}`, "--headless"],
@@ -127,6 +131,7 @@ async function startPortkey(
     },
   );
   let output = "";
+  child.on("error", (error) => (output += `spawn failed: ${error.message}`));
   child.stdout?.on("data", (chunk) => (output += chunk));
   child.stderr?.on("data", (chunk) => (output += chunk));
   const stop = () => {
@@ -175,6 +180,7 @@ async function main(): Promise<void> {
         OPENAI_API_KEY: "sk-fake",
         OPENAI_BASE_URL: `${upstream.url}/v1`,
         LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini",
+        ENABLE_DEBUG_ROUTES: "true",
       },
     });
     try {
@@ -213,6 +219,19 @@ async function main(): Promise<void> {
           ]
         : []),
       { name: "(d) bare Hono route /health", url: `${worker.baseUrl}/health`, method: "GET", headers: {} },
+      {
+        name: "(d2) bare POST /__debug/echo",
+        url: `${worker.baseUrl}/__debug/echo`,
+        method: "POST",
+        headers: json,
+        body: JSON.stringify({ message: "Write a haiku about retries.", count: 16 }),
+      },
+      {
+        name: "(e) auth+limit /whoami",
+        url: `${worker.baseUrl}/api/v1/whoami`,
+        method: "GET",
+        headers: workspace.headers,
+      },
     ];
     // Correctness before speed: every path answers 200 with a completion.
     for (const testCase of cases) {
