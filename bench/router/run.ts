@@ -268,6 +268,7 @@ async function main(): Promise<void> {
       const runs = byCase.get(name) ?? [];
       return runs.reduce((sum, run) => sum + run.p50Ms, 0) / Math.max(1, runs.length);
     };
+    const [d2, e] = ["(d2) bare POST /__debug/echo", "(e) auth+limit /whoami"];
     const [a, b, c, d] = [
       "(a) upstream direct",
       "(b) our router /llm/chat/completions",
@@ -277,6 +278,9 @@ async function main(): Promise<void> {
     const report = (label: string, p50: (name: string) => number) => {
       const ours = p50(b) - p50(d);
       const ownOnly = ours - p50(a);
+      console.log(
+        `${label}: parts of (b): auth+limit (e)−(d) ${(p50(e) - p50(d)).toFixed(1)} ms; POST body (d2)−(d) ${(p50(d2) - p50(d)).toFixed(1)} ms; (b) over (d2) ${(p50(b) - p50(d2)).toFixed(1)} ms`,
+      );
       if (!portkey) {
         console.log(
           `${label}: our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream hop); Portkey not measured`,
