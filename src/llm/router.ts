@@ -1,21 +1,13 @@
-import type { AuditEntryInput } from "../audit/index.ts";
 import type { WorkspaceBudgets } from "../db/schema.ts";
-import type { Logger } from "../lib/logger.ts";
-import type { BreakerStateName } from "./breaker-core.ts";
+import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
 import { BudgetExhaustedError, classifyFailure, type FailureClass, finalError } from "./errors.ts";
 import { costUsd } from "./prices.ts";
 import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapter, ProviderError } from "./provider.ts";
 import { backoffDelayMs } from "./retry.ts";
-import { LatencyTracker, planTargets, type RouteTarget, type Strategy, stripQuery, targetKey } from "./routing.ts";
+import type { CallOptions, RoutedStream, RouterDeps } from "./router-deps.ts";
+import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
 import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, estimatePromptTokens } from "./tokens.ts";
-import {
-  type CallContext,
-  type ChatRequest,
-  type ChatResult,
-  LlmError,
-  type LlmRouter,
-  type TokenUsage,
-} from "./types.ts";
+import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
 
 /**
  * The provider router: plans the targets for a call, then tries them in
@@ -24,117 +16,9 @@ import {
  * skipping targets whose circuit breaker is open. Before the call it reserves
  * the estimate against the workspace's budgets; after, it charges what the
  * provider reported, once per `chargeKey`. Storage, events and the breaker's
- * shared state are behind the small interfaces below, so tests drive the
+ * shared state are behind the small interfaces of router-deps.ts, so tests drive the
  * router with fakes or with the real bindings alike.
  */
-
-export interface WorkspaceSettings {
-  strategy: Strategy;
-  chain: RouteTarget[];
-  budgets: WorkspaceBudgets | null;
-}
-
-export interface BreakerGate {
-  /** From a local cache: no round trip. */
-  state(key: string): BreakerStateName;
-  /** Half-open: asks the shared breaker for the single trial call. */
-  tryTrial(key: string): Promise<boolean>;
-  record(key: string, ok: boolean, error?: string): void;
-}
-
-export interface BudgetAmounts {
-  workspaceId: string;
-  chargeKey: string;
-  budgets: WorkspaceBudgets | null;
-  tokens: number;
-  costUsd: number;
-}
-
-export interface BudgetGate {
-  /** Throws BudgetExhaustedError when a budget has nothing left. */
-  reserve(amounts: BudgetAmounts, context: CallContext): Promise<void>;
-  /** Charges the actual amounts (0 releases the reservation) and reports threshold crossings. */
-  settle(amounts: BudgetAmounts, context: CallContext): Promise<void>;
-}
-
-export interface UsageRecord {
-  workspaceId: string;
-  chargeKey: string;
-  taskId: string | null;
-  runId: string | null;
-  requestId: string | null;
-  provider: string;
-  model: string;
-  usage: TokenUsage;
-  costUsd: number;
-  simulated: boolean;
-  latencyMs: number;
-}
-
-export interface UsageSink {
-  /** Writes the usage row once per (workspace, chargeKey), with `audit` in the same batch when given. */
-  record(row: UsageRecord, audit?: AuditEntryInput): Promise<void>;
-}
-
-export interface EventSink {
-  providerError(context: CallContext, data: ProviderErrorData): void;
-  fallback(context: CallContext, data: FallbackData): void;
-}
-
-export interface ProviderErrorData {
-  provider: string;
-  model: string;
-  error_type: FailureClass["eventType"];
-  error_code: string;
-  retry_count: number;
-  fallback_triggered: boolean;
-  simulated: boolean;
-}
-
-export interface FallbackData {
-  from_provider: string;
-  to_provider: string;
-  from_model: string;
-  to_model: string;
-  reason: "rate_limit" | "error_rate" | "cost" | "performance";
-  simulated: boolean;
-}
-
-export interface RouterDeps {
-  adapters: ReadonlyMap<string, ProviderAdapter>;
-  settings(workspaceId: string): Promise<WorkspaceSettings>;
-  breaker: BreakerGate;
-  budgets: BudgetGate;
-  usage: UsageSink;
-  events: EventSink;
-  logger: Logger;
-  waitUntil?: (promise: Promise<unknown>) => void;
-  latency?: LatencyTracker;
-  now?: () => number;
-  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
-  random?: () => number;
-  /** Each attempt's limit (for a stream: until its first event, then between events). */
-  attemptTimeoutMs?: number;
-  /** The whole call's limit when the caller sets no deadline. */
-  defaultDeadlineMs?: number;
-  maxAttemptsPerTarget?: number;
-}
-
-export interface CallOptions {
-  /** An audit entry, from the result, written in the same batch as the usage row (the OpenAI-compatible endpoint's). */
-  audit?: (result: ChatResult) => AuditEntryInput;
-}
-
-export interface RoutedStream {
-  provider: string;
-  model: string;
-  simulated: boolean;
-  attempts: number;
-  /** Content and tool-call deltas as they arrive. */
-  deltas: AsyncIterable<import("./provider.ts").StreamEvent>;
-  /** Settles after the last delta: the whole result, charged. */
-  result: Promise<ChatResult>;
-}
 
 const DEFAULT_ATTEMPT_TIMEOUT_MS = 60_000;
 const DEFAULT_DEADLINE_MS = 180_000;
@@ -143,21 +27,6 @@ const DEFAULT_MAX_ATTEMPTS_PER_TARGET = 3;
 const MIN_ATTEMPT_MS = 250;
 
 const sharedLatency = new LatencyTracker();
-
-export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
 
 interface Served<T> {
   value: T;
@@ -243,6 +112,7 @@ export class Router implements LlmRouter {
     async function* deltas() {
       let next = served.value.first;
       let final: AdapterResult | undefined;
+      let failed = false;
       try {
         while (!next.done) {
           served.touch();
@@ -257,6 +127,7 @@ export class Router implements LlmRouter {
           await router.#charge(target, adapter, final, attempts, context, call.budgets, startedMs, options),
         );
       } catch (error) {
+        failed = true;
         served.finish();
         const failure = error instanceof ProviderError ? error : fetchFailure(error, new AbortController().signal);
         router.#deps.breaker.record(targetKey(target), false, failure.code);
@@ -265,8 +136,12 @@ export class Router implements LlmRouter {
         throw failure;
       } finally {
         served.finish();
-        // A consumer that stops early (client went away) still frees the reservation.
-        if (!final) await served.value.iterator.return?.().catch(() => {});
+        if (!final && !failed) {
+          // The consumer stopped early (the client went away): stop the provider and free the reservation.
+          await served.value.iterator.return?.().catch(() => {});
+          await router.#release(context, call.budgets);
+          rejectResult(new LlmError("cancelled", "the stream was abandoned before it ended", false));
+        }
       }
     }
     return {
@@ -510,48 +385,6 @@ export class Router implements LlmRouter {
   }
 }
 
-export function hasAnyBudget(budgets: WorkspaceBudgets): boolean {
-  return Object.values(budgets).some((value) => value !== null && value !== undefined);
-}
-
-function normaliseUsage(usage: TokenUsage): TokenUsage {
-  const prompt = Math.max(0, Math.round(usage.prompt_tokens || 0));
-  const completion = Math.max(0, Math.round(usage.completion_tokens || 0));
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
-}
-
-/** An attempt's timer: aborts its signal on timeout or when the caller cancels; streams reset it per event. */
-export class AttemptClock {
-  readonly #controller = new AbortController();
-  readonly #timeoutMs: number;
-  readonly #parent?: AbortSignal;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  readonly #onParentAbort = () => this.#controller.abort(this.#parent?.reason);
-
-  constructor(timeoutMs: number, parent?: AbortSignal) {
-    this.#timeoutMs = Math.max(1, timeoutMs);
-    this.#parent = parent;
-    parent?.addEventListener("abort", this.#onParentAbort, { once: true });
-    this.touch();
-  }
-
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  touch(): void {
-    if (this.#controller.signal.aborted) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(
-      () => this.#controller.abort(new DOMException("the provider did not answer in time", "TimeoutError")),
-      this.#timeoutMs,
-    );
-  }
-
-  finish(): void {
-    clearTimeout(this.#timer);
-    this.#parent?.removeEventListener("abort", this.#onParentAbort);
-  }
-}
-
+export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
+export type * from "./router-deps.ts";
 export { BudgetExhaustedError };

@@ -1,0 +1,63 @@
+import type { WorkspaceBudgets } from "../db/schema.ts";
+import type { TokenUsage } from "./types.ts";
+
+/** Small pieces of a router attempt: its timer, the sleep between attempts, usage clean-up. */
+
+export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+export function hasAnyBudget(budgets: WorkspaceBudgets): boolean {
+  return Object.values(budgets).some((value) => value !== null && value !== undefined);
+}
+
+export function normaliseUsage(usage: TokenUsage): TokenUsage {
+  const prompt = Math.max(0, Math.round(usage.prompt_tokens || 0));
+  const completion = Math.max(0, Math.round(usage.completion_tokens || 0));
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/** An attempt's timer: aborts its signal on timeout or when the caller cancels; streams reset it per event. */
+export class AttemptClock {
+  readonly #controller = new AbortController();
+  readonly #timeoutMs: number;
+  readonly #parent?: AbortSignal;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #onParentAbort = () => this.#controller.abort(this.#parent?.reason);
+
+  constructor(timeoutMs: number, parent?: AbortSignal) {
+    this.#timeoutMs = Math.max(1, timeoutMs);
+    this.#parent = parent;
+    parent?.addEventListener("abort", this.#onParentAbort, { once: true });
+    this.touch();
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  touch(): void {
+    if (this.#controller.signal.aborted) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(
+      () => this.#controller.abort(new DOMException("the provider did not answer in time", "TimeoutError")),
+      this.#timeoutMs,
+    );
+  }
+
+  finish(): void {
+    clearTimeout(this.#timer);
+    this.#parent?.removeEventListener("abort", this.#onParentAbort);
+  }
+}

@@ -1,0 +1,122 @@
+import type { AuditEntryInput } from "../audit/index.ts";
+import type { WorkspaceBudgets } from "../db/schema.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { BreakerStateName } from "./breaker-core.ts";
+import type { FailureClass } from "./errors.ts";
+import type { ProviderAdapter, StreamEvent } from "./provider.ts";
+import type { LatencyTracker, RouteTarget, Strategy } from "./routing.ts";
+import type { CallContext, ChatResult, TokenUsage } from "./types.ts";
+
+/**
+ * What the router needs from the rest of the Worker, as small interfaces:
+ * storage, events and the breaker's shared state. createLlmRouter wires the
+ * real bindings; tests may wire fakes.
+ */
+
+export interface WorkspaceSettings {
+  strategy: Strategy;
+  chain: RouteTarget[];
+  budgets: WorkspaceBudgets | null;
+}
+
+export interface BreakerGate {
+  /** From a local cache: no round trip. */
+  state(key: string): BreakerStateName;
+  /** Half-open: asks the shared breaker for the single trial call. */
+  tryTrial(key: string): Promise<boolean>;
+  record(key: string, ok: boolean, error?: string): void;
+}
+
+export interface BudgetAmounts {
+  workspaceId: string;
+  chargeKey: string;
+  budgets: WorkspaceBudgets | null;
+  tokens: number;
+  costUsd: number;
+}
+
+export interface BudgetGate {
+  /** Throws BudgetExhaustedError when a budget has nothing left. */
+  reserve(amounts: BudgetAmounts, context: CallContext): Promise<void>;
+  /** Charges the actual amounts (0 releases the reservation) and reports threshold crossings. */
+  settle(amounts: BudgetAmounts, context: CallContext): Promise<void>;
+}
+
+export interface UsageRecord {
+  workspaceId: string;
+  chargeKey: string;
+  taskId: string | null;
+  runId: string | null;
+  requestId: string | null;
+  provider: string;
+  model: string;
+  usage: TokenUsage;
+  costUsd: number;
+  simulated: boolean;
+  latencyMs: number;
+}
+
+export interface UsageSink {
+  /** Writes the usage row once per (workspace, chargeKey), with `audit` in the same batch when given. */
+  record(row: UsageRecord, audit?: AuditEntryInput): Promise<void>;
+}
+
+export interface EventSink {
+  providerError(context: CallContext, data: ProviderErrorData): void;
+  fallback(context: CallContext, data: FallbackData): void;
+}
+
+export interface ProviderErrorData {
+  provider: string;
+  model: string;
+  error_type: FailureClass["eventType"];
+  error_code: string;
+  retry_count: number;
+  fallback_triggered: boolean;
+  simulated: boolean;
+}
+
+export interface FallbackData {
+  from_provider: string;
+  to_provider: string;
+  from_model: string;
+  to_model: string;
+  reason: "rate_limit" | "error_rate" | "cost" | "performance";
+  simulated: boolean;
+}
+
+export interface RouterDeps {
+  adapters: ReadonlyMap<string, ProviderAdapter>;
+  settings(workspaceId: string): Promise<WorkspaceSettings>;
+  breaker: BreakerGate;
+  budgets: BudgetGate;
+  usage: UsageSink;
+  events: EventSink;
+  logger: Logger;
+  waitUntil?: (promise: Promise<unknown>) => void;
+  latency?: LatencyTracker;
+  now?: () => number;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  random?: () => number;
+  /** Each attempt's limit (for a stream: until its first event, then between events). */
+  attemptTimeoutMs?: number;
+  /** The whole call's limit when the caller sets no deadline. */
+  defaultDeadlineMs?: number;
+  maxAttemptsPerTarget?: number;
+}
+
+export interface CallOptions {
+  /** An audit entry, from the result, written in the same batch as the usage row (the OpenAI-compatible endpoint's). */
+  audit?: (result: ChatResult) => AuditEntryInput;
+}
+
+export interface RoutedStream {
+  provider: string;
+  model: string;
+  simulated: boolean;
+  attempts: number;
+  /** Content and tool-call deltas as they arrive. */
+  deltas: AsyncIterable<StreamEvent>;
+  /** Settles after the last delta: the whole result, charged. */
+  result: Promise<ChatResult>;
+}
