@@ -25,7 +25,7 @@ import {
 import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain, eventProvider } from "./events.ts";
 import { type Executed, executeRun } from "./execute.ts";
-import { parseTaskMessage, type TaskMessage } from "./messages.ts";
+import { isNoopMessage, parseTaskMessage, type TaskMessage } from "./messages.ts";
 import { isTerminal, type TaskRow } from "./views.ts";
 
 /**
@@ -64,13 +64,21 @@ export async function consumeTaskBatch(
   const nowIso = new Date(nowMs).toISOString();
 
   const parsed: { message: Message<unknown>; body: TaskMessage }[] = [];
+  let noops = 0;
   for (const message of batch.messages) {
+    if (isNoopMessage(message.body)) {
+      message.ack();
+      noops++;
+      continue;
+    }
     const body = parseTaskMessage(message.body);
     if (!body) {
       logger.warn("unreadable task message acknowledged", { message_id: message.id });
       message.ack();
     } else parsed.push({ message, body });
   }
+  if (noops > 0) logger.info("no-op messages acknowledged", { count: noops });
+  if (parsed.length === 0) return;
   const rows = await loadTasks(db, [...new Set(parsed.map((item) => item.body.task_id))]);
 
   const release = new Map<string, Set<string>>(); // workspace → task ids whose slot is given back
@@ -145,7 +153,8 @@ export async function consumeTaskBatch(
     const staleAtMs = run
       ? Date.parse(run.startedAt) + TASK_TIMEOUT_SECONDS[work.task.type] * 1000 + STALE_RUN_GRACE_MS
       : 0;
-    if (run && staleAtMs > nowMs) {
+    // The same message again means the invocation that claimed it is gone (a live one holds its message).
+    if (run && run.messageId !== work.message.id && staleAtMs > nowMs) {
       work.message.retry({ delaySeconds: Math.min(900, Math.max(5, Math.ceil((staleAtMs - nowMs) / 1000))) });
       continue;
     }

@@ -66,7 +66,11 @@ export async function consumeDeadLetterBatch(
       continue;
     }
     const run = live.get(task.id);
-    if (run && Date.parse(run.startedAt) + TASK_TIMEOUT_SECONDS[task.type] * 1000 + STALE_RUN_GRACE_MS > Date.now()) {
+    if (
+      run &&
+      run.messageId !== message.id &&
+      Date.parse(run.startedAt) + TASK_TIMEOUT_SECONDS[task.type] * 1000 + STALE_RUN_GRACE_MS > Date.now()
+    ) {
       // A consumer is still running it: that consumer ends it.
       message.ack();
       continue;

@@ -23,3 +23,11 @@ export function parseTaskMessage(body: unknown): TaskMessage | null {
     ...(value.reason === "lease_expired" ? { reason: "lease_expired" as const } : {}),
   };
 }
+
+/**
+ * A message that asks for nothing: the benchmark measures the raw queue's
+ * throughput with these, through the same consumer entry, in the same run.
+ */
+export function isNoopMessage(body: unknown): boolean {
+  return typeof body === "object" && body !== null && (body as Record<string, unknown>).noop === true;
+}
