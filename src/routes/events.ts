@@ -7,7 +7,9 @@ import type { HonoEnv } from "../types.ts";
 
 const TAG = "Events";
 
-const EventSchema = EventEnvelopeSchema.extend({ seq: z.number().int().positive() });
+const EventSchema = z
+  .looseObject({ ...EventEnvelopeSchema.shape, seq: z.number().int().positive() })
+  .openapi("Event", { description: "An event: the envelope; `data` per type is in `GET /api/v1/events/schema`." });
 
 const FilterQuery = {
   types: z
@@ -132,8 +134,6 @@ const streamRoute = createRoute({
 });
 
 export function registerEventRoutes(app: OpenAPIHono<HonoEnv>): void {
-  app.openAPIRegistry.register("Event", EventSchema);
-
   app.openapi(listRoute, async (c) => {
     const workspaceId = eventsReaderWorkspace(c.get("principal"));
     const query = c.req.valid("query");
