@@ -21,7 +21,7 @@ export class EventHub extends DurableObject {
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
-    const logger = new Logger({ level: "info", sampleRate: 1 }, { object: "EventHub" });
+    const logger = new Logger({ level: "info", sampleRate: 1 }, { object: "EventHub", workspace_id: ctx.id.name });
     // Pings are answered by the runtime: a hibernating hub is not woken for keepalives.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
     const host: HubHost = {

@@ -319,7 +319,7 @@ async function main(): Promise<void> {
       );
       console.log(lines.slice(-4).join("\n"));
     }
-    const worst = (values: number[], pick: (a: number, b: number) => number) => values.reduce(pick);
+    const worst = (values: number[], pick: (a: number, b: number) => number) => values.reduce((a, b) => pick(a, b));
     console.log(
       `hub / bare throughput = ${throughputRatios.map((ratio) => ratio.toFixed(2)).join(", ")} ` +
         `(goal ≥ ${GOAL_THROUGHPUT_RATIO}) → ${worst(throughputRatios, Math.min) >= GOAL_THROUGHPUT_RATIO ? "met" : "NOT met"}`,

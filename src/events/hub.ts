@@ -132,6 +132,12 @@ interface SocketState extends Attachment {
   closing: boolean;
 }
 
+interface PendingPublish {
+  event: EventEnvelope;
+  resolve(result: { seq: number; duplicate: boolean }): void;
+  reject(error: unknown): void;
+}
+
 const OPEN = 1;
 const HISTORY_SCAN_ROWS = 2_000;
 const TICKET_BYTES = 24;
@@ -144,6 +150,8 @@ export class EventHubCore {
   private readonly now: () => number;
   private readonly states = new WeakMap<HubSocket, SocketState>();
   private alarmSet = false;
+  private pending: PendingPublish[] = [];
+  private flushScheduled = false;
 
   constructor(sql: SqlStorage, host: HubHost, limits: HubLimits = DEFAULT_LIMITS, now: () => number = Date.now) {
     this.log = new EventLog(sql);
@@ -152,14 +160,39 @@ export class EventHubCore {
     this.now = now;
   }
 
-  /** Assigns the next seq, appends, and fans out to matching sockets. Publishing an event_id twice is a no-op. */
-  async publish(event: EventEnvelope): Promise<{ seq: number; duplicate: boolean }> {
-    const { row, duplicate } = this.log.append(event.event_id, event.event_type, channelsOf(event), this.now(), (seq) =>
-      JSON.stringify({ ...event, seq }),
+  /**
+   * Assigns the next seq, appends, and fans out to matching sockets. Publishing an event_id twice is a no-op.
+   * Publishes that arrive together are appended in one turn (group commit): one storage commit for the
+   * batch instead of one per event, while sends still wait for that commit (the output gate).
+   */
+  publish(event: EventEnvelope): Promise<{ seq: number; duplicate: boolean }> {
+    const published = new Promise<{ seq: number; duplicate: boolean }>((resolve, reject) =>
+      this.pending.push({ event, resolve, reject }),
     );
-    if (!duplicate) this.fanOut(row);
-    await this.ensureAlarm();
-    return { seq: row.seq, duplicate };
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setTimeout(() => this.flush(), 0);
+    }
+    return this.ensureAlarm().then(() => published);
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    for (const { event, resolve, reject } of this.pending.splice(0)) {
+      try {
+        const { row, duplicate } = this.log.append(
+          event.event_id,
+          event.event_type,
+          channelsOf(event),
+          this.now(),
+          (seq) => JSON.stringify({ ...event, seq }),
+        );
+        if (!duplicate) this.fanOut(row);
+        resolve({ seq: row.seq, duplicate });
+      } catch (error) {
+        reject(error);
+      }
+    }
   }
 
   private fanOut(row: LogRow): void {
