@@ -235,10 +235,17 @@ describe("fault injection", () => {
   });
 
   it("usage by day, provider and model adds up what was charged", async () => {
-    const response = await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: workspace.headers });
-    const body = (await response.json()) as { data: { provider: string; model: string; calls: number }[] };
-    const anthropic = body.data.find((row) => row.provider === "anthropic");
-    expect(anthropic?.calls).toBe(1);
-    expect(body.data.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(3);
+    type Row = { provider: string; model: string; calls: number };
+    // Usage rows land just after each response (coalesced per isolate): wait for the last one.
+    let rows: Row[] = [];
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      const response = await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: workspace.headers });
+      rows = ((await response.json()) as { data: Row[] }).data;
+      if (rows.some((row) => row.provider === "anthropic")) break;
+      await new Promise((wake) => setTimeout(wake, 100));
+    }
+    expect(rows.find((row) => row.provider === "anthropic")?.calls).toBe(1);
+    expect(rows.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(3);
   });
 });
