@@ -1,10 +1,10 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { createDb } from "../../src/db/client.ts";
 import { checkEnv } from "../../src/env.ts";
 import { Logger } from "../../src/lib/logger.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import { findCharge } from "../../src/llm/usage.ts";
-import { createDb } from "../../src/db/client.ts";
 
 /** The default path: no provider secrets, the `simulated` provider, a usage row per charge key. */
 
@@ -43,7 +43,11 @@ describe("createLlmRouter with the default chain", () => {
     expect(again.message).toEqual(first.message);
     const answered = await router.chat(
       {
-        messages: [...messages, first.message, { role: "tool", content: "ok", tool_call_id: first.message.tool_calls![0].id }],
+        messages: [
+          ...messages,
+          first.message,
+          { role: "tool", content: "ok", tool_call_id: first.message.tool_calls![0].id },
+        ],
         tools,
       },
       context("c"),
