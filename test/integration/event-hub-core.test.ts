@@ -120,6 +120,22 @@ describe("slow consumers", () => {
   });
 });
 
+describe("group commit", () => {
+  it("publishes that arrive together are appended in call order and sent once each", async () => {
+    await withCore({}, async (core) => {
+      const socket = new FakeSocket();
+      core.connect(socket, connectAll);
+      const events = Array.from({ length: 25 }, () => toolCall("ws_core"));
+      const results = await Promise.all(events.map((event) => core.publish(event)));
+      expect(results.map((result) => result.seq)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+      expect(socket.frames().map((frame) => frame.event.event_id)).toEqual(events.map((event) => event.event_id));
+      // The same event again, in another batch: not written, not sent.
+      expect(await core.publish(events[3])).toEqual({ seq: 4, duplicate: true });
+      expect(socket.sent).toHaveLength(25);
+    });
+  });
+});
+
 describe("connection cap", () => {
   it("refuses the socket over the cap with a CONNECTION_LIMIT frame and 1013", async () => {
     await withCore({ maxConnections: 2 }, async (core) => {
