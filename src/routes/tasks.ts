@@ -6,6 +6,7 @@ import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
+import { noopAcks } from "../tasks/messages.ts";
 import {
   ArtifactSchema,
   NewTaskSchema,
@@ -164,6 +165,12 @@ function registerDebugQueueRoute(app: OpenAPIHono<HonoEnv>): void {
       );
     }
     return c.json({ sent: count, sent_at_ms: sentAtMs }, 200);
+  });
+  // How many no-op messages this isolate acknowledged, and when the last one was (wrangler dev runs one isolate).
+  app.get("/__debug/queues/tasks/noop", (c) => {
+    if (!c.get("config").ENABLE_DEBUG_ROUTES)
+      throw new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`);
+    return c.json({ acked: noopAcks.count, last_acked_at_ms: noopAcks.lastAtMs }, 200);
   });
 }
 

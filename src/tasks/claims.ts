@@ -202,3 +202,16 @@ export function closeUnstartedStatement(
     )
     .bind(status, JSON.stringify(error), nowIso, nowIso, taskId);
 }
+
+/** Closes a run left `running` by a consumer that is gone. */
+export function closeRunStatement(
+  d1: D1Database,
+  runId: string,
+  status: "cancelled" | "timed_out",
+  error: { type: string; message: string },
+  nowIso: string,
+): D1PreparedStatement {
+  return d1
+    .prepare("UPDATE task_runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'")
+    .bind(status, JSON.stringify({ ...error, retryable: false }), nowIso, runId);
+}

@@ -8,6 +8,7 @@ import { artifactUpserts } from "./artifacts.ts";
 import {
   type ClaimInput,
   claimRuns,
+  closeRunStatement,
   closeUnstartedStatement,
   type EndInput,
   endStatements,
@@ -25,7 +26,7 @@ import {
 import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain, eventProvider } from "./events.ts";
 import { type Executed, executeRun } from "./execute.ts";
-import { isNoopMessage, parseTaskMessage, type TaskMessage } from "./messages.ts";
+import { isNoopMessage, noopAcks, parseTaskMessage, type TaskMessage } from "./messages.ts";
 import { isTerminal, type TaskRow } from "./views.ts";
 
 /**
@@ -77,7 +78,10 @@ export async function consumeTaskBatch(
       message.ack();
     } else parsed.push({ message, body });
   }
-  if (noops > 0) logger.info("no-op messages acknowledged", { count: noops });
+  if (noops > 0) {
+    noopAcks.count += noops;
+    noopAcks.lastAtMs = Date.now();
+  }
   if (parsed.length === 0) return;
   const rows = await loadTasks(db, [...new Set(parsed.map((item) => item.body.task_id))]);
 
@@ -156,6 +160,16 @@ export async function consumeTaskBatch(
     // The same message again means the invocation that claimed it is gone (a live one holds its message).
     if (run && run.messageId !== work.message.id && staleAtMs > nowMs) {
       work.message.retry({ delaySeconds: Math.min(900, Math.max(5, Math.ceil((staleAtMs - nowMs) / 1000))) });
+      continue;
+    }
+    if (work.task.cancelRequestedAt) {
+      // Its run died after a cancel was asked for: end it as cancelled rather than start it again.
+      const cancelled = { type: "cancelled", message: "Cancelled while running." };
+      closing.push(closeUnstartedStatement(config.DB, work.task.id, "cancelled", cancelled, nowIso));
+      if (run) closing.push(closeRunStatement(config.DB, run.id, "cancelled", cancelled, nowIso));
+      chainOf(work.task.id).emit(cancelledEvent(work.task, cancelled.message));
+      work.message.ack();
+      releaseSlot(work.task.workspaceId, work.task.id);
       continue;
     }
     claims.push({
@@ -358,7 +372,7 @@ function errorEvent(claim: ClaimInput, error: { type: string; message: string },
   };
 }
 
-function cancelledEvent(task: TaskRow) {
+function cancelledEvent(task: TaskRow, message = "Cancelled before it started.") {
   return {
     event_type: "task.error" as const,
     workspace_id: task.workspaceId,
@@ -366,7 +380,7 @@ function cancelledEvent(task: TaskRow) {
     data: {
       task_id: task.id,
       error_type: "cancelled",
-      error_message: "Cancelled before it started.",
+      error_message: message,
       retry_count: task.attempts,
       max_retries: QUEUE_MAX_RETRIES,
       fatal: true,

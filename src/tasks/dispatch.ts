@@ -68,3 +68,16 @@ export async function sendDispatches(
     });
   }
 }
+
+/** Only the queue send, for tasks whose rows already say `queued`; a failure is left to the lease. */
+export async function sendMessages(config: Pick<AppConfig, "TASKS_QUEUE">, dispatch: Dispatch[], logger: Logger) {
+  if (dispatch.length === 0) return;
+  try {
+    await config.TASKS_QUEUE.sendBatch(dispatch.map((item) => ({ body: item.message, contentType: "json" as const })));
+  } catch (error) {
+    logger.error("sending a task failed; the limiter will send it again", {
+      error,
+      task_ids: dispatch.map((item) => item.taskId),
+    });
+  }
+}

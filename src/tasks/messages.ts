@@ -31,3 +31,6 @@ export function parseTaskMessage(body: unknown): TaskMessage | null {
 export function isNoopMessage(body: unknown): boolean {
   return typeof body === "object" && body !== null && (body as Record<string, unknown>).noop === true;
 }
+
+/** No-op messages acknowledged by this isolate, and when the last was: read by the benchmark's debug route. */
+export const noopAcks = { count: 0, lastAtMs: 0 };

@@ -14,10 +14,10 @@ import type { PageKey } from "../lib/pagination.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { SubmitResult } from "../limits/admission.ts";
 import { budgetStatus } from "../llm/index.ts";
-import { findWorkspace } from "../workspaces/service.ts";
+import { settingsLoader } from "../llm/settings.ts";
 import { cancelLocally } from "./cancellation.ts";
 import { QUEUE_MAX_RETRIES } from "./config.ts";
-import { limiterOf, sendDispatches } from "./dispatch.ts";
+import { limiterOf, sendDispatches, sendMessages } from "./dispatch.ts";
 import { EventChain, eventUser } from "./events.ts";
 import { taskMessage } from "./messages.ts";
 import type { NewTask } from "./schemas.ts";
@@ -67,12 +67,13 @@ export async function createTask(
 ): Promise<{ task: TaskRow; replayed: boolean }> {
   const { db, workspaceId, config } = ctx;
   const requestHash = await sha256Hex(canonicalJson(body));
-  const [existing, workspace] = await Promise.all([
+  const [existing, settings] = await Promise.all([
     idempotencyKey ? findByIdempotencyKey(db, workspaceId, idempotencyKey) : null,
-    findWorkspace(db, workspaceId),
+    // The router's own cached copy of the workspace's budgets (a few seconds old at most).
+    settingsLoader(config)(workspaceId),
   ]);
   if (existing) return replayOf(existing, requestHash);
-  await refuseIfBudgetExhausted(config, workspaceId, workspace?.budgets ?? null);
+  await refuseIfBudgetExhausted(config, workspaceId, settings.budgets);
 
   const taskId = newId("task");
   const limiter = limiterOf(config, workspaceId);
@@ -181,10 +182,13 @@ export async function createTask(
     },
   });
   await events.flush();
-  // Our own task is sent with any others released in the same call (none, usually).
-  const others = admission.dispatch.filter((item) => item.taskId !== taskId);
+  // Our own row is already `queued`; others released in the same call (rare) are marked as they go.
   const mine = admission.dispatch.filter((item) => item.taskId === taskId);
-  await sendDispatches(config, db, workspaceId, [...mine, ...others], ctx.logger);
+  const others = admission.dispatch.filter((item) => item.taskId !== taskId);
+  await Promise.all([
+    sendMessages(config, mine, ctx.logger),
+    sendDispatches(config, db, workspaceId, others, ctx.logger),
+  ]);
   return { task: row, replayed: false };
 }
 

@@ -257,6 +257,54 @@ describe("the tasks consumer", () => {
   });
 });
 
+describe("recovery from a consumer that died mid-run", () => {
+  async function crashedRun(overrides: Parameters<typeof insertTask>[1] = {}) {
+    const row = await insertTask(workspace.id, { status: "running", attempts: 1, ...overrides });
+    await db.insert(taskRuns).values({
+      id: `run_${crypto.randomUUID().replaceAll("-", "").slice(0, 26).toUpperCase()}`,
+      workspaceId: workspace.id,
+      taskId: row.id,
+      attempt: 1,
+      messageId: `msg-crash-${row.id}`,
+      status: "running",
+    });
+    return row;
+  }
+
+  it("takes over when the run's own message comes back, closing the dead run", async () => {
+    const row = await crashedRun();
+    const result = await deliver(scriptedRouter(answer("recovered")), [
+      { id: `msg-crash-${row.id}`, taskId: row.id, attempts: 2 },
+    ]);
+    expect(result.explicitAcks).toEqual([`msg-crash-${row.id}`]);
+    expect(await task(row.id)).toMatchObject({ status: "completed", attempts: 2 });
+    expect((await runs(row.id)).map((run) => [run.attempt, run.status])).toEqual([
+      [1, "timed_out"],
+      [2, "succeeded"],
+    ]);
+  });
+
+  it("leaves a live run alone when another message for its task arrives", async () => {
+    const row = await crashedRun();
+    const router = scriptedRouter(answer("should not run"));
+    const result = await deliver(router, [{ id: "msg-other", taskId: row.id }]);
+    expect(result.retryMessages.map((message) => message.msgId)).toEqual(["msg-other"]);
+    expect(result.delays["msg-other"]).toBeGreaterThan(60);
+    expect(router.calls).toHaveLength(0);
+    expect(await runs(row.id)).toHaveLength(1);
+  });
+
+  it("ends a dead run whose task was cancelled as cancelled", async () => {
+    const row = await crashedRun({ cancelRequestedAt: new Date().toISOString() });
+    const result = await deliver(scriptedRouter(answer("no")), [
+      { id: `msg-crash-${row.id}`, taskId: row.id, attempts: 2 },
+    ]);
+    expect(result.explicitAcks).toEqual([`msg-crash-${row.id}`]);
+    expect(await task(row.id)).toMatchObject({ status: "cancelled" });
+    expect((await runs(row.id)).map((run) => run.status)).toEqual(["cancelled"]);
+  });
+});
+
 describe("the dead-letter path", () => {
   it("sends the last failed delivery on, then records one dead letter and a fatal task.error", async () => {
     const row = await insertTask(workspace.id);
