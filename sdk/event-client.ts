@@ -51,7 +51,9 @@ export interface GapInfo {
 
 type Handler<T> = (value: T) => void;
 
-const DEFAULT_ACK_EVERY = 20;
+const DEFAULT_ACK_EVERY = 100;
+/** Well under the server's 4 MiB allowance of unacknowledged events, whatever their size. */
+const ACK_AFTER_BYTES = 512 * 1024;
 const DEFAULT_PING_INTERVAL_MS = 25_000;
 const DEFAULT_MAX_BUFFERED_FRAMES = 1_000;
 const OPEN = 1;
@@ -71,6 +73,7 @@ export class EventClient {
   private channels: string[];
   private attempt = 0;
   private sinceAck = 0;
+  private sinceAckBytes = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private lastMessageAtMs = 0;
@@ -177,6 +180,7 @@ export class EventClient {
     const socket = factory(url);
     this.socket = socket;
     this.sinceAck = 0;
+    this.sinceAckBytes = 0;
     socket.addEventListener("open", () => {
       if (socket !== this.socket) return;
       this.attempt = 0;
@@ -227,7 +231,7 @@ export class EventClient {
     }
     switch (frame.type) {
       case "event":
-        this.onEvent(socket, frame.event);
+        this.onEvent(socket, frame.event, text.length);
         return;
       case "replay":
         if (frame.recovered === false)
@@ -241,7 +245,7 @@ export class EventClient {
     }
   }
 
-  private onEvent(socket: SocketLike, raw: unknown): void {
+  private onEvent(socket: SocketLike, raw: unknown, frameBytes: number): void {
     const check = validateEvent(raw);
     const candidate = raw as { event_id?: unknown; seq?: unknown };
     const eventId = typeof candidate.event_id === "string" ? candidate.event_id : null;
@@ -266,8 +270,11 @@ export class EventClient {
       for (const handler of this.handlers.get("*") ?? []) this.safely(handler, event);
     }
     this.sinceAck += 1;
-    if (this.sinceAck >= (this.options.ackEvery ?? DEFAULT_ACK_EVERY) && socket.readyState === OPEN) {
+    this.sinceAckBytes += frameBytes;
+    const due = this.sinceAck >= (this.options.ackEvery ?? DEFAULT_ACK_EVERY) || this.sinceAckBytes >= ACK_AFTER_BYTES;
+    if (due && socket.readyState === OPEN) {
       this.sinceAck = 0;
+      this.sinceAckBytes = 0;
       socket.send(JSON.stringify({ type: "ping", last_seq: seq }));
     }
   }
@@ -288,6 +295,7 @@ export class EventClient {
       // Acknowledgements get no answer; the plain ping does (from the runtime, without waking the hub).
       if (this.sinceAck > 0) socket.send(JSON.stringify({ type: "ping", last_seq: this.lastSeq }));
       this.sinceAck = 0;
+      this.sinceAckBytes = 0;
       socket.send(PING_FRAME);
     }, intervalMs);
   }

@@ -20,7 +20,8 @@ const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? 100);
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000);
 const PUBLISH_CONCURRENCY = 8;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
-const ACK_EVERY = 20;
+/** As the SDK does by default. */
+const ACK_EVERY = 100;
 const CASE_TIMEOUT_MS = 180_000;
 const GOAL_THROUGHPUT_RATIO = 0.8;
 const GOAL_REPLAY_RATIO = 2;
