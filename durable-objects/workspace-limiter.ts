@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import {
   type AdmissionSnapshot,
+  type Depth,
   type Dispatch,
   type SubmitInput,
   type SubmitResult,
@@ -78,7 +79,7 @@ export class WorkspaceLimiter extends DurableObject {
   }
 
   /** Ended tasks give back their slots; the caller sends the pending tasks released into them. */
-  async finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number }> {
+  async finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number; depth: Depth }> {
     const result = this.#admission.finish({ taskIds, nowMs: Date.now() });
     await this.#scheduleExpiry();
     return result;

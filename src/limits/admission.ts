@@ -47,8 +47,14 @@ export interface SubmitInput {
   maxPending: number;
 }
 
+/** The line after a call: tasks waiting and slots held (queued or running), for queue-depth metrics. */
+export interface Depth {
+  pending: number;
+  leased: number;
+}
+
 export type SubmitResult =
-  | { status: "queued" | "pending"; duplicate: boolean; dispatch: Dispatch[] }
+  | { status: "queued" | "pending"; duplicate: boolean; dispatch: Dispatch[]; depth?: Depth }
   | { status: "refused"; retryAfterMs: number; pending: number; maxPending: number };
 
 export interface AdmissionSnapshot {
@@ -108,12 +114,12 @@ export class TaskAdmission {
       });
       const dispatch = this.#fill(nowMs);
       const mine = dispatch.some((item) => item.taskId === input.taskId);
-      return { status: mine ? "queued" : "pending", duplicate: false, dispatch };
+      return { status: mine ? "queued" : "pending", duplicate: false, dispatch, depth: this.#depth() };
     });
   }
 
   /** Tasks that ended (or were cancelled or never existed): their slots or places are freed. */
-  finish(input: { taskIds: string[] } & Clock): { dispatch: Dispatch[]; released: number } {
+  finish(input: { taskIds: string[] } & Clock): { dispatch: Dispatch[]; released: number; depth: Depth } {
     return this.#store.atomically(() => {
       let released = 0;
       for (const taskId of input.taskIds) {
@@ -122,7 +128,8 @@ export class TaskAdmission {
           this.#noteFinish(input.nowMs);
         }
       }
-      return { dispatch: this.#fill(input.nowMs), released };
+      const dispatch = this.#fill(input.nowMs);
+      return { dispatch, released, depth: this.#depth() };
     });
   }
 
@@ -172,6 +179,10 @@ export class TaskAdmission {
       maxPending: this.#store.setting("max_pending"),
       line: this.#store.nextPending(1_000).map((row) => row.taskId),
     };
+  }
+
+  #depth(): Depth {
+    return { pending: this.#store.count("pending"), leased: this.#store.count("leased") };
   }
 
   /** Leases the best pending tasks while slots are free. */

@@ -27,6 +27,7 @@ import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain, eventProvider } from "./events.ts";
 import { type Executed, executeRun } from "./execute.ts";
 import { isNoopMessage, noopAcks, parseTaskMessage, type TaskMessage } from "./messages.ts";
+import { recordQueueDepth, recordRun } from "./metrics.ts";
 import { isTerminal, type TaskRow } from "./views.ts";
 
 /**
@@ -233,6 +234,17 @@ export async function consumeTaskBatch(
   if (statements.length > 0) await config.DB.batch(statements);
 
   for (const { claim, result } of executed) {
+    recordRun(
+      config.METRICS,
+      {
+        workspaceId: claim.task.workspaceId,
+        type: claim.task.type,
+        end: result.end,
+        durationMs: result.durationMs,
+        simulated: result.run.simulated,
+      },
+      result.run,
+    );
     const work = byTask.get(claim.task.id)!;
     const { end } = result;
     const chain = chainOf(claim.task.id);
@@ -257,7 +269,8 @@ export async function consumeTaskBatch(
     flushRenewals(config, renew, logger),
     ...[...release].map(async ([workspaceId, ids]) => {
       try {
-        const { dispatch } = await limiterOf(config, workspaceId).finishTasks([...ids]);
+        const { dispatch, depth } = await limiterOf(config, workspaceId).finishTasks([...ids]);
+        recordQueueDepth(config.METRICS, workspaceId, depth);
         await sendDispatches(config, db, workspaceId, dispatch, logger);
       } catch (error) {
         // The leases lapse and the limiter frees the slots itself.

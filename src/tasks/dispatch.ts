@@ -3,7 +3,7 @@ import type { Database } from "../db/client.ts";
 import { tasks } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { AdmissionSnapshot, Dispatch, SubmitInput, SubmitResult } from "../limits/admission.ts";
+import type { AdmissionSnapshot, Depth, Dispatch, SubmitInput, SubmitResult } from "../limits/admission.ts";
 
 /**
  * Sending tasks the WorkspaceLimiter released into free slots: one queue
@@ -18,7 +18,7 @@ const CHUNK_SIZE = 90;
 /** The workspace's admission, as plain promises (RPC results are structured clones of these shapes). */
 export interface Admission {
   submitTask(input: SubmitInput): Promise<SubmitResult>;
-  finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number }>;
+  finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number; depth: Depth }>;
   renewTasks(taskIds: string[], leaseMs: number): Promise<{ renewed: string[] }>;
   admissionSnapshot(): Promise<AdmissionSnapshot>;
 }
@@ -27,7 +27,8 @@ export function limiterOf(config: Pick<AppConfig, "WORKSPACE_LIMITER">, workspac
   const stub = config.WORKSPACE_LIMITER.getByName(workspaceId);
   return {
     submitTask: async (input) => (await stub.submitTask(input)) as SubmitResult,
-    finishTasks: async (taskIds) => (await stub.finishTasks(taskIds)) as { dispatch: Dispatch[]; released: number },
+    finishTasks: async (taskIds) =>
+      (await stub.finishTasks(taskIds)) as { dispatch: Dispatch[]; released: number; depth: Depth },
     renewTasks: async (taskIds, leaseMs) => (await stub.renewTasks(taskIds, leaseMs)) as { renewed: string[] },
     admissionSnapshot: async () => (await stub.admissionSnapshot()) as AdmissionSnapshot,
   };

@@ -20,6 +20,7 @@ import { QUEUE_MAX_RETRIES } from "./config.ts";
 import { limiterOf, sendDispatches, sendMessages } from "./dispatch.ts";
 import { EventChain, eventUser } from "./events.ts";
 import { taskMessage } from "./messages.ts";
+import { recordQueueDepth, recordRefusal } from "./metrics.ts";
 import type { NewTask } from "./schemas.ts";
 import type { ArtifactRow, RunRow, TaskRow } from "./views.ts";
 
@@ -93,6 +94,7 @@ export async function createTask(
     });
   }
   if (admission.status === "refused") {
+    recordRefusal(config.METRICS, workspaceId, admission.pending, admission.retryAfterMs);
     const retryAfterSeconds = Math.max(1, Math.ceil(admission.retryAfterMs / 1000));
     throw new ApiError(
       "RATE_LIMITED",
@@ -108,6 +110,7 @@ export async function createTask(
     );
   }
 
+  recordQueueDepth(config.METRICS, workspaceId, admission.depth);
   const nowIso = new Date().toISOString();
   const row: TaskRow = {
     id: taskId,

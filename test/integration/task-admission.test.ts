@@ -28,6 +28,7 @@ describe("task admission", () => {
         status: "queued",
         duplicate: false,
         dispatch: [{ taskId: "t0", message: { task_id: "t0" } }],
+        depth: { pending: 0, leased: 1 },
       });
       expect(submit(admission, "low", "low", 1).status).toBe("pending");
       expect(submit(admission, "medium", "medium", 2).status).toBe("pending");
