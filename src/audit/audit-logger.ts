@@ -5,6 +5,7 @@ import type { Database } from "../db/client.ts";
 import { createDb } from "../db/client.ts";
 import { auditLogs } from "../db/schema.ts";
 import { newId } from "../lib/ids.ts";
+import type { Logger } from "../lib/logger.ts";
 import { REDACTED, redact, redactText } from "../lib/redact.ts";
 import type { HonoEnv } from "../types.ts";
 import { type AuditAction, isAuditAction } from "./actions.ts";
@@ -170,16 +171,43 @@ export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => 
   pendingSeal.clear();
   const db = createDb(c.get("config").DB);
   const logger = c.get("logger");
-  const work = Promise.all(
-    workspaceIds.map((workspaceId) =>
-      sealChain(db, workspaceId).catch((error: unknown) =>
-        logger.warn("audit chain sealing failed; the next run seals it", { error, workspace_id: workspaceId }),
-      ),
-    ),
-  );
+  const work = Promise.all(workspaceIds.map((workspaceId) => scheduleSeal(db, workspaceId, logger)));
   try {
     c.executionCtx.waitUntil(work);
   } catch {
     // No execution context (a plain app.request in a test): let it run unawaited.
   }
 };
+
+/**
+ * Sealing reads and rewrites a workspace's unsealed tail, so running it once
+ * per write would cost more than the writes. Per isolate and workspace, one
+ * seal runs at a time; writes that land meanwhile ask for one more pass, which
+ * starts after SEAL_COALESCE_MS so a burst is sealed in a few batches.
+ */
+const SEAL_COALESCE_MS = 200;
+const sealsInFlight = new Map<string, { rerun: boolean; done: Promise<void> }>();
+
+function scheduleSeal(db: Database, workspaceId: string, logger: Logger): Promise<void> {
+  const inFlight = sealsInFlight.get(workspaceId);
+  if (inFlight) {
+    inFlight.rerun = true;
+    return inFlight.done;
+  }
+  const state = { rerun: false, done: Promise.resolve() };
+  state.done = (async () => {
+    try {
+      do {
+        state.rerun = false;
+        await sealChain(db, workspaceId).catch((error: unknown) =>
+          logger.warn("audit chain sealing failed; the next run seals it", { error, workspace_id: workspaceId }),
+        );
+        if (state.rerun) await new Promise((wake) => setTimeout(wake, SEAL_COALESCE_MS));
+      } while (state.rerun);
+    } finally {
+      sealsInFlight.delete(workspaceId);
+    }
+  })();
+  sealsInFlight.set(workspaceId, state);
+  return state.done;
+}
