@@ -4,6 +4,7 @@ import { authenticate } from "../auth/authenticate.ts";
 import type { Scope } from "../auth/principal.ts";
 import { clientIp, securityMonitor } from "../auth/security.ts";
 import { createDb } from "../db/client.ts";
+import { isTicketAuthenticatedRequest } from "../events/tickets.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { HonoEnv } from "../types.ts";
 
@@ -19,6 +20,8 @@ const lastUsedWrittenAtMs = new Map<string, number>();
  * security monitor, which blocks clients that keep failing.
  */
 export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  // A browser's WebSocket carries a single-use ticket instead of a header; the events route redeems it.
+  if (isTicketAuthenticatedRequest(c.req.raw)) return next();
   const config = c.get("config");
   const ip = clientIp(c.req.raw);
   const monitor = securityMonitor(c);

@@ -1,4 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { auditContext, recordAudit } from "../audit/index.ts";
+import { createDb } from "../db/client.ts";
 import { EVENT_ID_PATTERN, EVENT_TYPES, EventEnvelopeSchema } from "../events/catalog.ts";
 import { eventsJsonSchema } from "../events/json-schema.ts";
 import { createTicket, eventsReaderWorkspace, listEvents, openEventStream, parseFilters } from "../events/service.ts";
@@ -84,6 +86,7 @@ const ticketRoute = createRoute({
   summary: "WebSocket ticket",
   description:
     "A single-use ticket valid for 60 seconds, for `GET /api/v1/events/ws?ticket=…`, so browsers never put an API key in a URL.",
+  "x-audit-action": "event_ticket.create",
   responses: {
     201: {
       description: "The ticket.",
@@ -150,7 +153,16 @@ export function registerEventRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(ticketRoute, async (c) => {
     const principal = c.get("principal");
     const workspaceId = eventsReaderWorkspace(principal);
-    return c.json(await createTicket(c.get("config"), workspaceId, principal?.display ?? "unknown"), 201);
+    const ticket = await createTicket(c.get("config"), workspaceId, principal?.display ?? "unknown");
+    // The ticket lives in the hub, not D1, so its audit entry follows rather than sharing a batch.
+    await recordAudit(createDb(c.get("config").DB), {
+      ...auditContext(c),
+      workspaceId,
+      action: "event_ticket.create",
+      resourceType: "event_ticket",
+      metadata: { expires_at: ticket.expires_at },
+    });
+    return c.json(ticket, 201);
   });
 
   app.openapi(streamRoute, async (c) => {

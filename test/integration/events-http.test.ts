@@ -119,14 +119,17 @@ describe("WebSocket stream and tickets", () => {
     expect(isTicketAuthenticatedRequest(request)).toBe(true);
     expect(isTicketAuthenticatedRequest(new Request(`${BASE}/api/v1/events?ticket=${ticket}`))).toBe(false);
 
-    const opened = await openEventStream(env, request, undefined, { ticket, types: "tool.*" });
+    // Through the whole app: no Authorization header, only the ticket.
+    const opened = await fetcher(url, { headers: { Upgrade: "websocket" } });
+    expect(opened.status).toBe(101);
     const client = watch(opened.webSocket!);
     await publishMessage(workspace.id);
     const tool = await publishToolCall(workspace.id, "task_y");
     expect((await client.waitForEvents(1)).map((event) => event.seq)).toEqual([tool.seq]);
 
-    const again = openEventStream(env, request, undefined, { ticket });
-    await expect(again).rejects.toMatchObject({ code: "UNAUTHENTICATED" });
+    const again = await fetcher(url, { headers: { Upgrade: "websocket" } });
+    expect(again.status).toBe(401);
+    expect(await again.json()).toMatchObject({ code: "UNAUTHENTICATED" });
     const forged = openEventStream(env, request, undefined, { ticket: `${ticket.slice(0, -3)}abc` });
     await expect(forged).rejects.toBeInstanceOf(ApiError);
   });
