@@ -112,6 +112,20 @@ async function submitAll(
   return failed;
 }
 
+async function submitOne(
+  worker: WorkerProcess,
+  workspace: TestWorkspace,
+  body: Record<string, unknown>,
+): Promise<string> {
+  const response = await fetch(`${worker.baseUrl}/api/v1/tasks`, {
+    method: "POST",
+    headers: { ...workspace.headers, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (response.status !== 202) throw new Error(`submit answered ${response.status}: ${await response.text()}`);
+  return ((await response.json()) as TaskRow).id;
+}
+
 async function drained(worker: WorkerProcess, workspace: TestWorkspace, leftRunning = 0): Promise<void> {
   await waitFor(
     "every task to finish",
@@ -166,9 +180,9 @@ async function measureEndToEnd(worker: WorkerProcess, count: number) {
 
 /**
  * A backlog released at once: `count` tasks wait behind a running cap of 1
- * (a slow task holds the slot); then the operator raises the cap to the
- * enterprise plan's 100 and one more submission lets the limiter release the
- * line. Measured from that submission to the last completion: what the
+ * (a slow task holds the slot); the operator raises the cap to the enterprise
+ * plan's 100, the slow task is cancelled, and one more submission lets the
+ * limiter release the line. Measured from that submission to the last completion: what the
  * consumer does with tasks, against what it does with no-op messages.
  */
 async function measureBacklog(worker: WorkerProcess, count: number) {
@@ -176,11 +190,11 @@ async function measureBacklog(worker: WorkerProcess, count: number) {
     name: "bench backlog",
     limits: { requests_per_second: 100_000, burst: 100_000, max_running_tasks: 1, max_pending_tasks: 10_000 },
   });
-  await submitAll(worker, workspace, 1, () => ({
+  const blockerId = await submitOne(worker, workspace, {
     title: "holds the slot",
     type: "documentation",
     agent_config: { model: "simulated:sim-1?latency_ms=600000" },
-  }));
+  });
   const failed = await submitAll(worker, workspace, count - 1, (index) => ({
     title: `backlog ${index}`,
     type: "code_generation",
@@ -192,10 +206,21 @@ async function measureBacklog(worker: WorkerProcess, count: number) {
   });
   if (!raised.ok) throw new Error(`raising the cap answered ${raised.status}`);
   await new Promise((resolve) => setTimeout(resolve, 6_000)); // authentication caches a key's limits for a few seconds
+  // Cancelling the blocker ends its consumer invocation (local queues run one batch at a time) and frees its slot.
+  await fetch(`${worker.baseUrl}/api/v1/tasks/${blockerId}/cancel`, { method: "POST", headers: workspace.headers });
+  await waitFor(
+    "the blocker to stop",
+    async () => {
+      const response = await fetch(`${worker.baseUrl}/api/v1/tasks/${blockerId}`, { headers: workspace.headers });
+      return ((await response.json()) as TaskRow).status === "cancelled" ? true : null;
+    },
+    60_000,
+  );
+  // Its slot went to the next in line under the old cap; this submission brings the new cap and releases the line.
   const releasedAtMs = Date.now();
-  await submitAll(worker, workspace, 1, () => ({ title: "releases the line", type: "code_generation" }));
-  await drained(worker, workspace, 1);
-  const rows = (await listAll(worker, workspace)).filter((row) => row.status !== "running");
+  await submitOne(worker, workspace, { title: "releases the line", type: "code_generation" });
+  await drained(worker, workspace);
+  const rows = (await listAll(worker, workspace)).filter((row) => row.id !== blockerId);
   return { count, ...figures(rows, releasedAtMs, failed) };
 }
 
