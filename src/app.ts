@@ -9,8 +9,10 @@ import { notFoundHandler, onError, validationHook } from "./middleware/errors.ts
 import { rateLimit } from "./middleware/rate-limit.ts";
 import { requestContext } from "./middleware/request-context.ts";
 import { registerApiKeyRoutes } from "./routes/api-keys.ts";
+import { registerArtifactRoutes } from "./routes/artifacts.ts";
 import { registerAuditLogRoutes } from "./routes/audit-logs.ts";
 import { registerBudgetRoutes } from "./routes/budgets.ts";
+import { registerDeadLetterRoutes } from "./routes/dead-letters.ts";
 import { registerDebugRoutes } from "./routes/debug.ts";
 import { registerDebugEventRoutes } from "./routes/debug-events.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
@@ -18,6 +20,7 @@ import { registerEventRoutes } from "./routes/events.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerLlmRoutes } from "./routes/llm.ts";
 import { registerProviderRoutes } from "./routes/providers.ts";
+import { registerTaskRoutes } from "./routes/tasks.ts";
 import { registerUsageRoutes } from "./routes/usage.ts";
 import { registerWhoamiRoutes } from "./routes/whoami.ts";
 import { registerOwnWorkspaceRoutes } from "./routes/workspace.ts";
@@ -48,6 +51,12 @@ export const OPENAPI_TAGS = [
     name: "LLM",
     description: "The provider router: OpenAI-compatible chat completions, providers and breakers, usage, budgets.",
   },
+  {
+    name: "Tasks",
+    description: "Submit tasks (admitted by priority with backpressure), follow their runs, cancel them.",
+  },
+  { name: "Artifacts", description: "Files agents wrote: metadata and streamed content." },
+  { name: "Dead letters", description: "Tasks that exhausted their retries, and replaying them." },
 ];
 
 function newApp(): OpenAPIHono<HonoEnv> {
@@ -93,6 +102,9 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   registerUsageRoutes(app);
   registerBudgetRoutes(app);
   registerLlmRoutes(app);
+  registerTaskRoutes(app);
+  registerArtifactRoutes(app);
+  registerDeadLetterRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", BEARER_AUTH, {
     type: "http",
