@@ -42,6 +42,11 @@ export class EventHub extends DurableObject {
     return this.core.publish(event);
   }
 
+  /** Several events in one call, appended in order (see src/events/batcher.ts). */
+  publishMany(events: EventEnvelope[]): Promise<{ seq: number; duplicate: boolean }[]> {
+    return Promise.all(events.map((event) => this.core.publish(event)));
+  }
+
   history(query: HistoryQuery): HistoryResult {
     return this.core.history(query);
   }

@@ -4,7 +4,14 @@ import type { AppConfig, WorkerEnv } from "../env.ts";
 import { newId } from "../lib/ids.ts";
 import { Logger } from "../lib/logger.ts";
 import { reportError } from "../observability/sentry.ts";
-import { CURRENT_VERSION, type EventDataMap, type EventType, type PublishedEvent, validateEvent } from "./catalog.ts";
+import {
+  CURRENT_VERSION,
+  type EventDataMap,
+  type EventEnvelope,
+  type EventType,
+  type PublishedEvent,
+  validateEvent,
+} from "./catalog.ts";
 
 /**
  * The one way an event enters the system. Domain code names the type, the
@@ -40,11 +47,14 @@ export class InvalidEventError extends Error {
   }
 }
 
-export async function publish<K extends EventType>(
-  env: Pick<AppConfig, "EVENT_HUB">,
+/**
+ * Stamps and validates an event without sending it. An invalid event is a
+ * producer bug: logged, reported, and thrown as InvalidEventError.
+ */
+export function stampEvent<K extends EventType>(
   input: PublishInput<K>,
   context: PublishContext = {},
-): Promise<PublishedEvent<K>> {
+): Omit<PublishedEvent<K>, "seq"> {
   const event = {
     event_id: newId("event"),
     event_type: input.event_type,
@@ -73,7 +83,16 @@ export async function publish<K extends EventType>(
     });
     throw error;
   }
-  const { seq } = await env.EVENT_HUB.getByName(input.workspace_id).publish(event);
+  return event as unknown as Omit<PublishedEvent<K>, "seq">;
+}
+
+export async function publish<K extends EventType>(
+  env: Pick<AppConfig, "EVENT_HUB">,
+  input: PublishInput<K>,
+  context: PublishContext = {},
+): Promise<PublishedEvent<K>> {
+  const event = stampEvent(input, context);
+  const { seq } = await env.EVENT_HUB.getByName(input.workspace_id).publish(event as EventEnvelope);
   return { ...event, seq } as PublishedEvent<K>;
 }
 

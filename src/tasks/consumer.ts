@@ -1,5 +1,6 @@
 import { createDb } from "../db/client.ts";
 import type { AppConfig } from "../env.ts";
+import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import { DISPATCH_LEASE_MS } from "../limits/admission.ts";
@@ -100,10 +101,11 @@ export async function consumeTaskBatch(
   };
   const closing: D1PreparedStatement[] = [];
   const chains = new Map<string, EventChain>();
+  const batcher = new EventBatcher(config, { logger });
   const chainOf = (taskId: string) => {
     let chain = chains.get(taskId);
     if (!chain) {
-      chain = new EventChain(config, logger.child({ task_id: taskId }));
+      chain = new EventChain(config, logger.child({ task_id: taskId }), batcher);
       chains.set(taskId, chain);
     }
     return chain;

@@ -1,5 +1,6 @@
 import type { Principal } from "../auth/principal.ts";
 import type { AppConfig } from "../env.ts";
+import type { EventBatcher } from "../events/batcher.ts";
 import { type EventType, type PublishInput, publish } from "../events/index.ts";
 import type { Logger } from "../lib/logger.ts";
 
@@ -12,18 +13,22 @@ import type { Logger } from "../lib/logger.ts";
 export class EventChain {
   readonly #config: Pick<AppConfig, "EVENT_HUB">;
   readonly #logger: Logger;
+  readonly #batcher: EventBatcher | undefined;
   #tail: Promise<void> = Promise.resolve();
   #published = 0;
 
-  constructor(config: Pick<AppConfig, "EVENT_HUB">, logger: Logger) {
+  /** With a batcher (one per queue batch), many tasks' events share hub round trips. */
+  constructor(config: Pick<AppConfig, "EVENT_HUB">, logger: Logger, batcher?: EventBatcher) {
     this.#config = config;
     this.#logger = logger;
+    this.#batcher = batcher;
   }
 
   emit<K extends EventType>(input: PublishInput<K>): void {
     this.#tail = this.#tail.then(async () => {
       try {
-        await publish(this.#config, input, { logger: this.#logger });
+        if (this.#batcher) await this.#batcher.publish(input);
+        else await publish(this.#config, input, { logger: this.#logger });
         this.#published++;
       } catch (error) {
         this.#logger.warn("task event not published", { error, event_type: input.event_type });

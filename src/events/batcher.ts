@@ -1,0 +1,57 @@
+import type { AppConfig } from "../env.ts";
+import type { EventEnvelope, EventType, PublishedEvent } from "./catalog.ts";
+import { type PublishContext, type PublishInput, stampEvent } from "./publish.ts";
+
+/**
+ * Publishes like `publish()`, but events issued in the same turn of the event
+ * loop go to each workspace's hub in one RPC. For work that emits many events
+ * at once inside one invocation (a queue batch of agents): without it, each
+ * event is its own Durable Object round trip. Use one batcher per invocation;
+ * stubs must not outlive the invocation that made them.
+ */
+export class EventBatcher {
+  readonly #env: Pick<AppConfig, "EVENT_HUB">;
+  readonly #context: PublishContext;
+  #pending = new Map<
+    string,
+    { event: EventEnvelope; resolve: (seq: number) => void; reject: (error: unknown) => void }[]
+  >();
+  #flushScheduled = false;
+
+  constructor(env: Pick<AppConfig, "EVENT_HUB">, context: PublishContext = {}) {
+    this.#env = env;
+    this.#context = context;
+  }
+
+  publish<K extends EventType>(input: PublishInput<K>): Promise<PublishedEvent<K>> {
+    const event = stampEvent(input, this.#context);
+    const sent = new Promise<number>((resolve, reject) => {
+      const queue = this.#pending.get(input.workspace_id) ?? [];
+      queue.push({ event: event as EventEnvelope, resolve, reject });
+      this.#pending.set(input.workspace_id, queue);
+    });
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setTimeout(() => this.#flush(), 0);
+    }
+    return sent.then((seq) => ({ ...event, seq }) as PublishedEvent<K>);
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const batches = this.#pending;
+    this.#pending = new Map();
+    for (const [workspaceId, entries] of batches) {
+      this.#env.EVENT_HUB.getByName(workspaceId)
+        .publishMany(entries.map((entry) => entry.event))
+        .then(
+          (results) => {
+            for (const [index, entry] of entries.entries()) entry.resolve(results[index].seq);
+          },
+          (error: unknown) => {
+            for (const entry of entries) entry.reject(error);
+          },
+        );
+    }
+  }
+}

@@ -1,0 +1,56 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { EventBatcher } from "../../src/events/batcher.ts";
+import type { PublishedEvent } from "../../src/events/catalog.ts";
+import { InvalidEventError } from "../../src/events/publish.ts";
+import { uniqueWorkspace } from "../unit/events/hub-client.ts";
+
+async function history(workspace: string): Promise<PublishedEvent[]> {
+  const page = await env.EVENT_HUB.getByName(workspace).history({ limit: 100, types: [], channels: [], version: null });
+  if (!page.ok) throw new Error(page.reason);
+  return page.events.map((json) => JSON.parse(json) as PublishedEvent);
+}
+
+function message(workspaceId: string, index: number) {
+  return {
+    event_type: "agent.message" as const,
+    workspace_id: workspaceId,
+    task_id: `task_${index}`,
+    data: {
+      task_id: `task_${index}`,
+      agent_id: "agent_1",
+      role: "assistant" as const,
+      message: `step ${index}`,
+      tokens: 1,
+    },
+  };
+}
+
+describe("EventBatcher", () => {
+  it("publishes a turn's events per workspace in one call, in issue order, each with its seq", async () => {
+    const first = uniqueWorkspace("batch-a");
+    const second = uniqueWorkspace("batch-b");
+    const batcher = new EventBatcher(env);
+    const published = await Promise.all([
+      ...Array.from({ length: 30 }, (_, index) => batcher.publish(message(first, index))),
+      ...Array.from({ length: 5 }, (_, index) => batcher.publish(message(second, index))),
+    ]);
+    expect(published.slice(0, 30).map((event) => event.seq)).toEqual(
+      Array.from({ length: 30 }, (_, index) => index + 1),
+    );
+    expect(published.slice(30).map((event) => event.seq)).toEqual([1, 2, 3, 4, 5]);
+
+    expect((await history(first)).map((event) => (event.data as { message: string }).message)).toEqual(
+      Array.from({ length: 30 }, (_, index) => `step ${index}`),
+    );
+  });
+
+  it("refuses an invalid event before anything is sent", async () => {
+    const workspace = uniqueWorkspace("batch-invalid");
+    const batcher = new EventBatcher(env);
+    const bad = { ...message(workspace, 1), data: { ...message(workspace, 1).data, role: "robot" } };
+    expect(() => batcher.publish(bad as never)).toThrow(InvalidEventError);
+    await batcher.publish(message(workspace, 2));
+    expect((await history(workspace)).map((event) => event.seq)).toEqual([1]);
+  });
+});
