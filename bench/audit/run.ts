@@ -1,8 +1,9 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { startWorker, type WorkerProcess } from "../../test/e2e/harness.ts";
+import { rssAnonBytes, workerdPids } from "../../test/support/workerd-memory.ts";
 import { createTestWorkspace, TEST_ADMIN_TOKEN, type TestWorkspace } from "../../test/support/workspaces.ts";
 
 /**
@@ -165,48 +166,9 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-/** workerd processes in wrangler dev's process group (the harness starts it as a group leader). */
-async function workerdPids(port: number): Promise<number[]> {
-  const pids = (await readdir("/proc")).filter((name) => /^\d+$/.test(name));
-  let leader: number | null = null;
-  const stats = new Map<number, { comm: string; pgid: number }>();
-  for (const pid of pids) {
-    try {
-      const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0");
-      if (
-        cmdline.some((arg) => arg.endsWith("wrangler.js")) &&
-        cmdline.includes("dev") &&
-        cmdline.includes(String(port))
-      ) {
-        leader = Number(pid);
-      }
-      const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).replace(/^.*\) /, "").split(" ");
-      stats.set(Number(pid), { comm: (await readFile(`/proc/${pid}/comm`, "utf8")).trim(), pgid: Number(fields[2]) });
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  if (leader === null) return [];
-  return [...stats].filter(([, s]) => s.pgid === leader && s.comm.startsWith("workerd")).map(([pid]) => pid);
-}
-
-async function rssBytes(pids: number[]): Promise<number> {
-  let total = 0;
-  for (const pid of pids) {
-    try {
-      // Anonymous pages only: SQLite reads the D1 file through the page cache, and file pages say nothing about what the export holds.
-      const match = /RssAnon:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"));
-      if (match) total += Number(match[1]) * 1024;
-    } catch {
-      // Gone.
-    }
-  }
-  return total;
-}
-
 async function measureExport(target: Target, format: "json" | "csv") {
   const pids = await workerdPids(target.worker.port);
-  const before = await rssBytes(pids);
+  const before = await rssAnonBytes(pids);
   const expectedRows = target.rowsPerWorkspace;
   let rows = 0;
   // RSS once the first tenth of the rows has streamed (buffers, caches and allocator warm), and the peak after it.
@@ -214,7 +176,7 @@ async function measureExport(target: Target, format: "json" | "csv") {
   let peak = before;
   let peakAfterTenth = 0;
   const sampler = setInterval(async () => {
-    const rss = await rssBytes(pids);
+    const rss = await rssAnonBytes(pids);
     peak = Math.max(peak, rss);
     if (atTenth === null && rows >= expectedRows / 10) atTenth = rss;
     if (atTenth !== null) peakAfterTenth = Math.max(peakAfterTenth, rss);

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rssAnonBytes, workerdPids } from "../support/workerd-memory.ts";
 import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../support/workspaces.ts";
 import { startWorker, type WorkerProcess } from "./harness.ts";
 
@@ -26,42 +26,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
 });
-
-/** workerd processes in wrangler dev's process group (the harness starts it as a group leader). */
-async function workerdPids(port: number): Promise<number[]> {
-  let leader: number | null = null;
-  const stats = new Map<number, { comm: string; pgid: number }>();
-  for (const pid of (await readdir("/proc")).filter((name) => /^\d+$/.test(name))) {
-    try {
-      const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0");
-      if (
-        cmdline.some((arg) => arg.endsWith("wrangler.js")) &&
-        cmdline.includes("dev") &&
-        cmdline.includes(String(port))
-      ) {
-        leader = Number(pid);
-      }
-      const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).replace(/^.*\) /, "").split(" ");
-      stats.set(Number(pid), { comm: (await readFile(`/proc/${pid}/comm`, "utf8")).trim(), pgid: Number(fields[2]) });
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return [...stats].filter(([, stat]) => stat.pgid === leader && stat.comm.startsWith("workerd")).map(([pid]) => pid);
-}
-
-async function rssAnonBytes(pids: number[]): Promise<number> {
-  let total = 0;
-  for (const pid of pids) {
-    try {
-      const match = /RssAnon:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"));
-      if (match) total += Number(match[1]) * 1024;
-    } catch {
-      // Gone.
-    }
-  }
-  return total;
-}
 
 /** Runs `work` while sampling RSS; returns its result and the peak growth over the starting RSS. */
 async function measured<T>(pids: number[], work: () => Promise<T>): Promise<{ result: T; growthBytes: number }> {
