@@ -4,6 +4,7 @@ import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import { DISPATCH_LEASE_MS } from "../limits/admission.ts";
+import { parseChain } from "../llm/routing.ts";
 import type { LlmRouter } from "../llm/types.ts";
 import { artifactUpserts } from "./artifacts.ts";
 import {
@@ -316,20 +317,23 @@ function endInput(claim: ClaimInput, result: Executed): EndInput {
   };
 }
 
-function startedEvent(claim: ClaimInput, config: AppConfig) {
-  const first =
-    (claim.task.agentConfig?.model as string | undefined) ??
-    config.LLM_DEFAULT_CHAIN.split(",")[0]?.trim() ??
-    "simulated";
-  const [provider, model] = first.includes(":")
-    ? [first.slice(0, first.indexOf(":")), first.slice(first.indexOf(":") + 1)]
-    : [first, first];
+/** The envelope fields every event of a claimed run carries. */
+function runEnvelope(claim: ClaimInput) {
   return {
-    event_type: "task.started" as const,
     workspace_id: claim.task.workspaceId,
     task_id: claim.task.id,
     run_id: claim.runId,
     agent_id: claim.agentId,
+  };
+}
+
+function startedEvent(claim: ClaimInput, config: AppConfig) {
+  const requested = claim.task.agentConfig?.model as string | undefined;
+  // The first target the router will try: the task's own model, else the default chain's head.
+  const [{ provider, model }] = parseChain(requested ?? config.LLM_DEFAULT_CHAIN);
+  return {
+    event_type: "task.started" as const,
+    ...runEnvelope(claim),
     data: {
       task_id: claim.task.id,
       agent_id: claim.agentId,
@@ -351,10 +355,7 @@ function completedEvent(claim: ClaimInput, result: Executed) {
   const outcome = result.end.kind === "completed" ? result.end.result : {};
   return {
     event_type: "task.completed" as const,
-    workspace_id: claim.task.workspaceId,
-    task_id: claim.task.id,
-    run_id: claim.runId,
-    agent_id: claim.agentId,
+    ...runEnvelope(claim),
     data: {
       task_id: claim.task.id,
       duration_seconds: result.durationMs / 1000,
@@ -372,10 +373,7 @@ function completedEvent(claim: ClaimInput, result: Executed) {
 function errorEvent(claim: ClaimInput, error: { type: string; message: string }, retryCount: number, fatal: boolean) {
   return {
     event_type: "task.error" as const,
-    workspace_id: claim.task.workspaceId,
-    task_id: claim.task.id,
-    run_id: claim.runId,
-    agent_id: claim.agentId,
+    ...runEnvelope(claim),
     data: {
       task_id: claim.task.id,
       error_type: error.type,
