@@ -63,8 +63,7 @@ export class WorkspaceLimiter extends DurableObject {
 
   /** Many settlements in one call (isolates coalesce the charges of workspaces without budgets). */
   async settleBudgetMany(inputs: BudgetAmountsInput[]): Promise<SettleResult[]> {
-    const nowMs = Date.now();
-    return inputs.map((input) => this.#budgets.settle({ ...input, nowMs }));
+    return this.#budgets.settleMany(inputs, Date.now());
   }
 
   async budgetStatus(): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {

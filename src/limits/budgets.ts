@@ -131,35 +131,49 @@ export class BudgetBook {
         { day: keys.day, month: keys.month, tokens: input.tokens, costUsd: input.costUsd, settled: false },
         nowMs + CHARGE_KEEP_MS,
       );
-      this.#adjust(keys.day, "daily", nowMs, { reservedTokens: input.tokens, reservedCostUsd: input.costUsd });
-      this.#adjust(keys.month, "monthly", nowMs, { reservedTokens: input.tokens, reservedCostUsd: input.costUsd });
+      const periods = new PeriodCache(this.#store);
+      const reserved = { reservedTokens: input.tokens, reservedCostUsd: input.costUsd };
+      periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, reserved);
+      periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, reserved);
+      periods.write();
       return { ok: true } as const;
     });
   }
 
   /** Charges the actual amounts (0 and 0 releases a reservation) and reports thresholds newly reached. */
   settle(input: BudgetAmountsInput & { nowMs: number }): SettleResult {
-    const { nowMs } = input;
+    return this.settleMany([input], input.nowMs)[0];
+  }
+
+  /**
+   * Settles many charges in one transaction. Period counters are read once
+   * and written once for the whole batch (the batcher's common case is many
+   * charges of one day), so the cost per charge is its own row.
+   */
+  settleMany(inputs: BudgetAmountsInput[], nowMs: number): SettleResult[] {
     return this.#atomically(() => {
-      const existing = this.#store.charge(input.chargeKey);
-      if (existing?.settled) return { duplicate: true, crossings: [] };
-      const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
-      const reservedTokens = existing?.tokens ?? 0;
-      const reservedCost = existing?.costUsd ?? 0;
-      const delta = {
-        tokens: input.tokens,
-        costUsd: input.costUsd,
-        reservedTokens: -reservedTokens,
-        reservedCostUsd: -reservedCost,
-      };
-      this.#adjust(keys.day, "daily", nowMs, delta);
-      this.#adjust(keys.month, "monthly", nowMs, delta);
-      this.#store.writeCharge(
-        input.chargeKey,
-        { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },
-        nowMs + CHARGE_KEEP_MS,
-      );
-      return { duplicate: false, crossings: this.#crossings(keys, input.limits, nowMs) };
+      const periods = new PeriodCache(this.#store);
+      const results = inputs.map((input): SettleResult => {
+        const existing = this.#store.charge(input.chargeKey);
+        if (existing?.settled) return { duplicate: true, crossings: [] };
+        const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
+        const delta = {
+          tokens: input.tokens,
+          costUsd: input.costUsd,
+          reservedTokens: -(existing?.tokens ?? 0),
+          reservedCostUsd: -(existing?.costUsd ?? 0),
+        };
+        periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
+        periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
+        this.#store.writeCharge(
+          input.chargeKey,
+          { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },
+          nowMs + CHARGE_KEEP_MS,
+        );
+        return { duplicate: false, crossings: this.#crossings(keys, input.limits, nowMs, periods) };
+      });
+      periods.write();
+      return results;
     });
   }
 
@@ -180,14 +194,19 @@ export class BudgetBook {
   }
 
   /** Every threshold at or below the current use that this period has not reported yet (covers budgets lowered meanwhile). */
-  #crossings(keys: { day: string; month: string }, limits: BudgetLimits | null, nowMs: number): ThresholdCrossing[] {
+  #crossings(
+    keys: { day: string; month: string },
+    limits: BudgetLimits | null,
+    nowMs: number,
+    periods: PeriodCache,
+  ): ThresholdCrossing[] {
     const out: ThresholdCrossing[] = [];
     if (!limits) return out;
     for (const rule of RULES) {
       const limit = limits[rule.field];
       if (limit === null || limit === undefined || limit <= 0) continue;
       const period = rule.period === "daily" ? keys.day : keys.month;
-      const current = used(this.#store.period(period), rule.metric, false);
+      const current = used(periods.get(period), rule.metric, false);
       const percentage = (current / limit) * 100;
       for (const threshold of BUDGET_THRESHOLDS_PERCENT) {
         if (percentage < threshold) break;
@@ -206,23 +225,41 @@ export class BudgetBook {
     return out;
   }
 
-  #adjust(period: string, kind: "daily" | "monthly", nowMs: number, delta: Partial<PeriodCounters>): void {
-    const current = this.#store.period(period);
-    this.#store.writePeriod(
-      period,
-      {
+  #maybePrune(nowMs: number): void {
+    if (nowMs - this.#lastPruneMs < PRUNE_INTERVAL_MS) return;
+    this.#lastPruneMs = nowMs;
+    this.#store.prune(nowMs);
+  }
+}
+
+/** Period counters read once and written once per transaction, however many charges touch them. */
+class PeriodCache {
+  readonly #store: BudgetStore;
+  readonly #counters = new Map<string, { counters: PeriodCounters; expiresAtMs: number }>();
+
+  constructor(store: BudgetStore) {
+    this.#store = store;
+  }
+
+  get(period: string): PeriodCounters {
+    return this.#counters.get(period)?.counters ?? this.#store.period(period);
+  }
+
+  adjust(period: string, expiresAtMs: number, delta: Partial<PeriodCounters>): void {
+    const current = this.get(period);
+    this.#counters.set(period, {
+      counters: {
         tokens: current.tokens + (delta.tokens ?? 0),
         costUsd: round(current.costUsd + (delta.costUsd ?? 0)),
         reservedTokens: Math.max(0, current.reservedTokens + (delta.reservedTokens ?? 0)),
         reservedCostUsd: Math.max(0, round(current.reservedCostUsd + (delta.reservedCostUsd ?? 0))),
       },
-      periodEndMs(kind, nowMs) + 2 * DAY_MS,
-    );
+      expiresAtMs,
+    });
   }
 
-  #maybePrune(nowMs: number): void {
-    if (nowMs - this.#lastPruneMs < PRUNE_INTERVAL_MS) return;
-    this.#lastPruneMs = nowMs;
-    this.#store.prune(nowMs);
+  write(): void {
+    for (const [period, { counters, expiresAtMs }] of this.#counters)
+      this.#store.writePeriod(period, counters, expiresAtMs);
   }
 }
