@@ -318,6 +318,21 @@ export type EventCheck = { ok: true; event: MgxEvent } | { ok: false; issues: { 
  * against the newest known minor of the same major (minors only add fields).
  */
 export function validateEvent(value: unknown, options: { exactVersion?: boolean } = {}): EventCheck {
+  // A known type at a known version (every event we produce): its full schema checks the envelope too, in one pass.
+  const claimed = value as { event_type?: unknown; version?: unknown } | null;
+  if (
+    typeof claimed?.event_type === "string" &&
+    typeof claimed.version === "string" &&
+    isEventType(claimed.event_type)
+  ) {
+    const exact = eventSchema(claimed.event_type, claimed.version);
+    if (exact) {
+      const parsed = exact.safeParse(value);
+      return parsed.success
+        ? { ok: true, event: parsed.data as MgxEvent }
+        : { ok: false, issues: toIssues(parsed.error) };
+    }
+  }
   const envelope = EventEnvelopeSchema.safeParse(value);
   if (!envelope.success) return { ok: false, issues: toIssues(envelope.error) };
   const { event_type: type, version } = envelope.data;
