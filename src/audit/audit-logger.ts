@@ -119,6 +119,14 @@ export function auditInsert(db: Database, entry: AuditEntryInput): BatchItem<"sq
   });
 }
 
+/** auditInsert as a plain D1 statement, for batches built from prepared statements rather than the query builder. */
+export function auditStatement(d1: D1Database, db: Database, entry: AuditEntryInput): D1PreparedStatement {
+  const { sql, params } = (
+    auditInsert(db, entry) as unknown as { toSQL(): { sql: string; params: unknown[] } }
+  ).toSQL();
+  return d1.prepare(sql).bind(...params);
+}
+
 /** For events with no mutation (auth failures, security blocks). Seals the chain too, best effort. */
 export async function recordAudit(db: Database, entry: AuditEntryInput): Promise<void> {
   await auditInsert(db, entry);

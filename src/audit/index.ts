@@ -13,6 +13,7 @@ export {
   type AuditEntryInput,
   auditContext,
   auditInsert,
+  auditStatement,
   recordAudit,
   sealAfterResponse,
 } from "./audit-logger.ts";

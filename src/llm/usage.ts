@@ -1,6 +1,5 @@
 import { and, eq, gte, lte, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
-import { type AuditEntryInput, auditInsert } from "../audit/index.ts";
+import { type AuditEntryInput, auditStatement } from "../audit/index.ts";
 import { createDb, type Database } from "../db/client.ts";
 import { usageRecords } from "../db/schema.ts";
 import type { TenantDb } from "../db/tenant.ts";
@@ -26,7 +25,7 @@ export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): U
   let coalescer = coalescers.get(d1);
   if (!coalescer) {
     const db = createDb(d1);
-    coalescer = new Coalescer<PendingRow>((items) => writeRows(db, items, metrics), {
+    coalescer = new Coalescer<PendingRow>((items) => writeRows(d1, db, items, metrics), {
       delayMs: USAGE_FLUSH_DELAY_MS,
       maxItems: USAGE_MAX_ROWS_PER_BATCH,
     });
@@ -36,35 +35,45 @@ export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): U
   return { record: (row, audit) => sink.add({ row, audit }) };
 }
 
+// A fixed statement bound per row: building each insert through the query builder cost more CPU than the write.
+const INSERT_USAGE_SQL = `INSERT INTO usage_records
+  (id, workspace_id, charge_key, task_id, run_id, provider, model, prompt_tokens, completion_tokens, total_tokens,
+   cost_usd, simulated, day, request_id)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (workspace_id, charge_key) DO NOTHING`;
+
 /** One batch: each usage row (skipped if its charge key was written before) with its audit entry. */
-async function writeRows(db: Database, items: PendingRow[], metrics?: AnalyticsEngineDataset): Promise<void> {
+async function writeRows(
+  d1: D1Database,
+  db: Database,
+  items: PendingRow[],
+  metrics?: AnalyticsEngineDataset,
+): Promise<void> {
   const day = new Date().toISOString().slice(0, 10);
-  const statements: BatchItem<"sqlite">[] = [];
+  const insertUsage = d1.prepare(INSERT_USAGE_SQL);
+  const statements: D1PreparedStatement[] = [];
   for (const { row, audit } of items) {
     statements.push(
-      db
-        .insert(usageRecords)
-        .values({
-          id: newId("usage"),
-          workspaceId: row.workspaceId,
-          chargeKey: row.chargeKey,
-          taskId: row.taskId,
-          runId: row.runId,
-          provider: row.provider,
-          model: row.model,
-          promptTokens: row.usage.prompt_tokens,
-          completionTokens: row.usage.completion_tokens,
-          totalTokens: row.usage.total_tokens,
-          costUsd: row.costUsd,
-          simulated: row.simulated,
-          day,
-          requestId: row.requestId,
-        })
-        .onConflictDoNothing({ target: [usageRecords.workspaceId, usageRecords.chargeKey] }),
+      insertUsage.bind(
+        newId("usage"),
+        row.workspaceId,
+        row.chargeKey,
+        row.taskId,
+        row.runId,
+        row.provider,
+        row.model,
+        row.usage.prompt_tokens,
+        row.usage.completion_tokens,
+        row.usage.total_tokens,
+        row.costUsd,
+        row.simulated ? 1 : 0,
+        day,
+        row.requestId,
+      ),
     );
-    if (audit) statements.push(auditInsert(db, audit));
+    if (audit) statements.push(auditStatement(d1, db, audit));
   }
-  await db.batch(statements as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+  await d1.batch(statements);
   for (const { row } of items) {
     // Raw points for dashboards; the `simulated` label travels with every point.
     metrics?.writeDataPoint({

@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, gt, inArray, isNotNull, isNull, lt, or, type SQL } from "drizzle-orm";
-import { auditInsert, sealChain } from "../audit/index.ts";
+import { auditInsert, auditStatement, sealChain } from "../audit/index.ts";
 import { createDb } from "../db/client.ts";
 import { deadLetters, type TaskType, tasks, type WorkspaceLimits } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
@@ -104,17 +104,17 @@ export async function consumeDeadLetterBatch(
          WHERE id = ? AND status IN ('pending', 'queued', 'running')`,
       ).bind(JSON.stringify(error), nowIso, nowIso, task.id),
     );
-    const audit = auditInsert(db, {
-      actor: SYSTEM_ACTOR,
-      workspaceId: task.workspaceId,
-      action: "task.dead_lettered",
-      resourceType: "task",
-      resourceId: task.id,
-      changes: { before: { status: task.status }, after: { status: "dead_lettered" } },
-      metadata: { dead_letter_id: deadLetterId, message_id: message.id, error_type: error.type },
-    });
-    const { sql, params } = (audit as unknown as { toSQL(): { sql: string; params: unknown[] } }).toSQL();
-    statements.push(config.DB.prepare(sql).bind(...params));
+    statements.push(
+      auditStatement(config.DB, db, {
+        actor: SYSTEM_ACTOR,
+        workspaceId: task.workspaceId,
+        action: "task.dead_lettered",
+        resourceType: "task",
+        resourceId: task.id,
+        changes: { before: { status: task.status }, after: { status: "dead_lettered" } },
+        metadata: { dead_letter_id: deadLetterId, message_id: message.id, error_type: error.type },
+      }),
+    );
     message.ack();
     release.set(task.workspaceId, [...(release.get(task.workspaceId) ?? []), task.id]);
   }
