@@ -108,7 +108,8 @@ export async function startWorker(options: StartOptions = {}): Promise<WorkerPro
       "--port",
       String(port),
       "--inspector-port",
-      "0",
+      // A fixed port lets a profiler attach (Chrome DevTools or a CDP script); tests use any free one.
+      process.env.WRANGLER_INSPECTOR_PORT ?? "0",
       "--persist-to",
       persistDir,
       "--show-interactive-dev-session=false",
