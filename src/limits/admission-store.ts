@@ -119,6 +119,17 @@ export class AdmissionStore {
     );
   }
 
+  /** Extends a held slot (resetting its expiry count) in one statement; false when the task holds none. */
+  renewLease(taskId: string, expiresAtMs: number): boolean {
+    return (
+      this.#storage.sql.exec(
+        `UPDATE limiter_tasks SET lease_expires_at_ms = ?, lease_expiries = 0 WHERE task_id = ? AND state = 'leased'`,
+        expiresAtMs,
+        taskId,
+      ).rowsWritten > 0
+    );
+  }
+
   delete(taskId: string): boolean {
     return this.#storage.sql.exec("DELETE FROM limiter_tasks WHERE task_id = ?", taskId).rowsWritten > 0;
   }

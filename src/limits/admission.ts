@@ -137,13 +137,8 @@ export class TaskAdmission {
   renew(input: { taskIds: string[]; leaseMs: number } & Clock): { renewed: string[] } {
     if (!(input.leaseMs > 0)) throw new RangeError("leaseMs must be positive");
     return this.#store.atomically(() => {
-      const renewed: string[] = [];
-      for (const taskId of input.taskIds) {
-        // Only a held slot is renewed: a pending task has no slot to extend, a finished one none to revive.
-        if (this.#store.get(taskId)?.state !== "leased") continue;
-        this.#store.lease(taskId, input.nowMs + input.leaseMs, 0);
-        renewed.push(taskId);
-      }
+      // Only a held slot is renewed: a pending task has no slot to extend, a finished one none to revive.
+      const renewed = input.taskIds.filter((taskId) => this.#store.renewLease(taskId, input.nowMs + input.leaseMs));
       return { renewed };
     });
   }
