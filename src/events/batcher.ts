@@ -8,6 +8,10 @@ import { type PublishContext, type PublishInput, stampEvent } from "./publish.ts
  * at once inside one invocation (a queue batch of agents): without it, each
  * event is its own Durable Object round trip. Use one batcher per invocation;
  * stubs must not outlive the invocation that made them.
+ *
+ * A workspace has at most one RPC out at a time; what is issued meanwhile
+ * goes in the next one. So events get their seq in the order they were
+ * issued, and callers need not wait for one event before issuing the next.
  */
 export class EventBatcher {
   readonly #env: Pick<AppConfig, "EVENT_HUB">;
@@ -17,6 +21,8 @@ export class EventBatcher {
     { event: EventEnvelope; resolve: (seq: number) => void; reject: (error: unknown) => void }[]
   >();
   #flushScheduled = false;
+  /** Workspaces with a publishMany out: their next events wait for it. */
+  readonly #inFlight = new Set<string>();
 
   constructor(env: Pick<AppConfig, "EVENT_HUB">, context: PublishContext = {}) {
     this.#env = env;
@@ -39,19 +45,29 @@ export class EventBatcher {
 
   #flush(): void {
     this.#flushScheduled = false;
-    const batches = this.#pending;
-    this.#pending = new Map();
-    for (const [workspaceId, entries] of batches) {
-      this.#env.EVENT_HUB.getByName(workspaceId)
-        .publishMany(entries.map((entry) => entry.event))
-        .then(
-          (results) => {
-            for (const [index, entry] of entries.entries()) entry.resolve(results[index].seq);
-          },
-          (error: unknown) => {
-            for (const entry of entries) entry.reject(error);
-          },
-        );
+    for (const workspaceId of this.#pending.keys()) {
+      if (!this.#inFlight.has(workspaceId)) this.#send(workspaceId);
     }
+  }
+
+  #send(workspaceId: string): void {
+    const entries = this.#pending.get(workspaceId);
+    if (!entries) return;
+    this.#pending.delete(workspaceId);
+    this.#inFlight.add(workspaceId);
+    this.#env.EVENT_HUB.getByName(workspaceId)
+      .publishMany(entries.map((entry) => entry.event))
+      .then(
+        (results) => {
+          for (const [index, entry] of entries.entries()) entry.resolve(results[index].seq);
+        },
+        (error: unknown) => {
+          for (const entry of entries) entry.reject(error);
+        },
+      )
+      .finally(() => {
+        this.#inFlight.delete(workspaceId);
+        this.#send(workspaceId);
+      });
   }
 }

@@ -5,8 +5,9 @@ import { type EventType, type PublishInput, publish } from "../events/index.ts";
 import type { Logger } from "../lib/logger.ts";
 
 /**
- * Task events. A task's events are published one after another (so its
- * `tool.call` always precedes its `tool.result` in seq order) while different
+ * Task events. A task's events get their seq in the order they were emitted
+ * (so its `tool.call` always precedes its `tool.result`): through a batcher,
+ * which keeps issue order per workspace, or else one after another. Different
  * tasks publish concurrently, and the agent never waits on the hub between
  * steps. A failed publish is logged, never fails the task.
  */
@@ -25,6 +26,24 @@ export class EventChain {
   }
 
   emit<K extends EventType>(input: PublishInput<K>): void {
+    if (this.#batcher) {
+      // The batcher keeps a workspace's events in issue order, so there is no need to wait for the previous one.
+      let sent: Promise<unknown>;
+      try {
+        sent = this.#batcher.publish(input);
+      } catch (error) {
+        this.#logger.warn("task event not published", { error, event_type: input.event_type });
+        return;
+      }
+      const settled = sent.then(
+        () => {
+          this.#published++;
+        },
+        (error: unknown) => this.#logger.warn("task event not published", { error, event_type: input.event_type }),
+      );
+      this.#tail = Promise.all([this.#tail, settled]).then(() => {});
+      return;
+    }
     this.#tail = this.#tail.then(async () => {
       try {
         if (this.#batcher) await this.#batcher.publish(input);

@@ -45,6 +45,45 @@ describe("EventBatcher", () => {
     );
   });
 
+  it("keeps one call per workspace in flight, so events issued meanwhile follow in issue order", async () => {
+    const workspace = uniqueWorkspace("batch-inflight");
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const sizes: number[] = [];
+    const hub = {
+      getByName: (name: string) => {
+        const stub = env.EVENT_HUB.getByName(name);
+        return {
+          publishMany: async (events: never[]) => {
+            inFlight++;
+            maxInFlight = Math.max(maxInFlight, inFlight);
+            sizes.push(events.length);
+            try {
+              await new Promise((resolve) => setTimeout(resolve, 20)); // a hub some distance away
+              return await stub.publishMany(events);
+            } finally {
+              inFlight--;
+            }
+          },
+        };
+      },
+    };
+    const batcher = new EventBatcher({ EVENT_HUB: hub as unknown as typeof env.EVENT_HUB });
+    const published: Promise<PublishedEvent>[] = [];
+    for (let turn = 0; turn < 4; turn++) {
+      for (let index = 0; index < 5; index++) published.push(batcher.publish(message(workspace, turn * 5 + index)));
+      await new Promise((resolve) => setTimeout(resolve, 0)); // the first call is out while the next turn issues
+    }
+    const seqs = (await Promise.all(published)).map((event) => event.seq);
+    expect(seqs).toEqual(Array.from({ length: 20 }, (_, index) => index + 1));
+    expect(maxInFlight).toBe(1);
+    expect(sizes.reduce((sum, size) => sum + size, 0)).toBe(20);
+    expect(sizes).toEqual([5, 15]); // the turns issued while the first call was out shared the next one
+    expect((await history(workspace)).map((event) => (event.data as { message: string }).message)).toEqual(
+      Array.from({ length: 20 }, (_, index) => `step ${index}`),
+    );
+  });
+
   it("refuses an invalid event before anything is sent", async () => {
     const workspace = uniqueWorkspace("batch-invalid");
     const batcher = new EventBatcher(env);
