@@ -63,13 +63,25 @@ function fromRow(row: Row): AdmissionRow {
 
 export class AdmissionStore {
   readonly #storage: LimiterStorage;
+  /**
+   * Rows per state, kept in step with every write: counting through the index
+   * on each submit would cost O(pending) per call. Null until first needed,
+   * and again after a transaction rolled back (so `atomically` must be the
+   * outermost transaction, as it is in the WorkspaceLimiter).
+   */
+  #counts: Record<SlotState, number> | null = null;
 
   constructor(storage: LimiterStorage) {
     this.#storage = storage;
   }
 
   atomically<T>(write: () => T): T {
-    return this.#storage.transactionSync(write);
+    try {
+      return this.#storage.transactionSync(write);
+    } catch (error) {
+      this.#counts = null;
+      throw error;
+    }
   }
 
   get(taskId: string): AdmissionRow | null {
@@ -80,8 +92,18 @@ export class AdmissionStore {
   }
 
   count(state: SlotState): number {
-    return this.#storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM limiter_tasks WHERE state = ?", state).one()
-      .n;
+    if (!this.#counts) {
+      this.#counts = { pending: 0, leased: 0 };
+      const rows = this.#storage.sql.exec<{ state: SlotState; n: number }>(
+        "SELECT state, count(*) AS n FROM limiter_tasks GROUP BY state",
+      );
+      for (const row of rows) this.#counts[row.state] = row.n;
+    }
+    return this.#counts[state];
+  }
+
+  #counted(state: SlotState, change: number): void {
+    if (this.#counts) this.#counts[state] += change;
   }
 
   insert(row: AdmissionRow): void {
@@ -96,6 +118,7 @@ export class AdmissionStore {
       row.leaseExpiries,
       row.message,
     );
+    this.#counted(row.state, 1);
   }
 
   /** The first `limit` pending tasks: lowest effective order (priority-adjusted age) first. */
@@ -109,14 +132,20 @@ export class AdmissionStore {
       .map(fromRow);
   }
 
-  lease(taskId: string, expiresAtMs: number, expiries?: number): void {
-    this.#storage.sql.exec(
+  /** Leases a pending task's slot, or extends a held one (`from` says which, for the counts). */
+  lease(taskId: string, from: SlotState, expiresAtMs: number, expiries?: number): void {
+    const written = this.#storage.sql.exec(
       `UPDATE limiter_tasks SET state = 'leased', lease_expires_at_ms = ?, lease_expiries = coalesce(?, lease_expiries)
-       WHERE task_id = ?`,
+       WHERE task_id = ? AND state = ?`,
       expiresAtMs,
       expiries ?? null,
       taskId,
-    );
+      from,
+    ).rowsWritten;
+    if (written > 0 && from === "pending") {
+      this.#counted("pending", -1);
+      this.#counted("leased", 1);
+    }
   }
 
   /** Extends a held slot (resetting its expiry count) in one statement; false when the task holds none. */
@@ -131,7 +160,11 @@ export class AdmissionStore {
   }
 
   delete(taskId: string): boolean {
-    return this.#storage.sql.exec("DELETE FROM limiter_tasks WHERE task_id = ?", taskId).rowsWritten > 0;
+    const removed = this.#storage.sql
+      .exec<{ state: SlotState }>("DELETE FROM limiter_tasks WHERE task_id = ? RETURNING state", taskId)
+      .toArray()[0];
+    if (removed) this.#counted(removed.state, -1);
+    return removed !== undefined;
   }
 
   expiredLeases(nowMs: number): AdmissionRow[] {

@@ -153,7 +153,7 @@ export class TaskAdmission {
           this.#store.delete(row.taskId);
           abandoned.push(toDispatch(row));
         } else {
-          this.#store.lease(row.taskId, input.nowMs + DISPATCH_LEASE_MS, row.leaseExpiries + 1);
+          this.#store.lease(row.taskId, "leased", input.nowMs + DISPATCH_LEASE_MS, row.leaseExpiries + 1);
           redispatch.push(toDispatch(row));
         }
       }
@@ -186,7 +186,7 @@ export class TaskAdmission {
     const free = maxRunning - this.#store.count("leased");
     if (free <= 0) return [];
     const next = this.#store.nextPending(free);
-    for (const row of next) this.#store.lease(row.taskId, nowMs + DISPATCH_LEASE_MS, 0);
+    for (const row of next) this.#store.lease(row.taskId, "pending", nowMs + DISPATCH_LEASE_MS, 0);
     return next.map(toDispatch);
   }
 

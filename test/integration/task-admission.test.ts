@@ -8,6 +8,7 @@ import {
   MAX_LEASE_EXPIRIES,
   TaskAdmission,
 } from "../../src/limits/admission.ts";
+import { AdmissionStore } from "../../src/limits/admission-store.ts";
 
 /** TaskAdmission over a real Durable Object's SQLite, with an injected clock. */
 
@@ -47,6 +48,54 @@ describe("task admission", () => {
         expect(admission.snapshot().leased).toBe(1);
       }
       expect(order).toEqual(["critical", "critical2", "high", "medium", "low"]);
+    }));
+
+  it("keeps its pending and leased counts equal to the rows through submits, finishes, expiries and a rollback", () =>
+    inObject("counts", (storage) => {
+      const admission = new TaskAdmission(storage);
+      const rows = () => {
+        const counts = { pending: 0, leased: 0 };
+        for (const row of storage.sql.exec<{ state: "pending" | "leased"; n: number }>(
+          "SELECT state, count(*) AS n FROM limiter_tasks GROUP BY state",
+        ))
+          counts[row.state] = row.n;
+        return counts;
+      };
+      const counted = () => {
+        const { pending, leased } = admission.snapshot();
+        return { pending, leased };
+      };
+      for (let index = 0; index < 8; index++) submit(admission, `t${index}`, "medium", index, { maxRunning: 3 });
+      submit(admission, "t1", "medium", 9, { maxRunning: 3 }); // a duplicate changes nothing
+      expect(counted()).toEqual({ pending: 5, leased: 3 });
+      expect(counted()).toEqual(rows());
+      admission.finish({ taskIds: ["t0", "t5", "unknown"], nowMs: 10 }); // one leased, one pending, one never seen
+      expect(counted()).toEqual({ pending: 3, leased: 3 });
+      expect(counted()).toEqual(rows());
+      admission.expire({ nowMs: 10 + DISPATCH_LEASE_MS }); // lapsed leases stay leased (sent again)
+      expect(counted()).toEqual(rows());
+      expect(() => submit(admission, "bad", "urgent" as AdmissionPriority, 11)).toThrow(RangeError);
+      expect(() => admission.renew({ taskIds: ["t1"], leaseMs: 0, nowMs: 12 })).toThrow(RangeError);
+      expect(counted()).toEqual(rows());
+      // A transaction that fails after a counted write rolls the row back; the counts follow.
+      const store = new AdmissionStore(storage);
+      expect(store.count("pending")).toBe(rows().pending);
+      expect(() =>
+        store.atomically(() => {
+          store.insert({
+            taskId: "rolled-back",
+            state: "pending",
+            priority: 2,
+            submittedAtMs: 13,
+            orderMs: 13,
+            leaseExpiresAtMs: null,
+            leaseExpiries: 0,
+            message: "{}",
+          });
+          throw new Error("the write around it failed");
+        }),
+      ).toThrow("the write around it failed");
+      expect(store.count("pending")).toBe(rows().pending);
     }));
 
   it("ages waiting tasks: a low task that waited long enough goes before a fresh critical one", () =>
