@@ -6,6 +6,24 @@
  * Under load this turns hundreds of small writes a second into a few dozen.
  */
 export class Coalescer<T> {
+  /** Coalescers holding a batch that waits for its timer. */
+  static readonly #waiting = new Set<Coalescer<unknown>>();
+
+  /**
+   * Sends every waiting batch now. For the end of a unit of work whose runtime
+   * waits for its writes anyway (a queue batch): waiting out the delay there
+   * only keeps the next unit from starting.
+   */
+  static flushAll(): Promise<void> {
+    const done = [...Coalescer.#waiting].map((coalescer) => {
+      const batch = coalescer.#batch;
+      if (!batch) return Promise.resolve();
+      coalescer.#flush(batch.items);
+      return batch.done.catch(() => {});
+    });
+    return Promise.all(done).then(() => {});
+  }
+
   readonly #write: (items: T[]) => Promise<void>;
   readonly #delayMs: number;
   readonly #maxItems: number;
@@ -30,6 +48,7 @@ export class Coalescer<T> {
       done.catch(() => {});
       batch = { items, done, start, timer: setTimeout(() => this.#flush(items), this.#delayMs) };
       this.#batch = batch;
+      Coalescer.#waiting.add(this as Coalescer<unknown>);
     }
     batch.items.push(item);
     const done = batch.done;
@@ -42,6 +61,7 @@ export class Coalescer<T> {
     if (!batch || batch.items !== items) return;
     clearTimeout(batch.timer);
     this.#batch = null;
+    Coalescer.#waiting.delete(this as Coalescer<unknown>);
     batch.start();
   }
 }

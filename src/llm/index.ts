@@ -17,6 +17,7 @@ import { d1UsageSink } from "./usage.ts";
 
 export type { BreakerView } from "./breaker-core.ts";
 export { type BudgetStatus, budgetStatus } from "./budgets.ts";
+export { Coalescer } from "./coalesce.ts";
 export { BudgetExhaustedError } from "./errors.ts";
 export { type RoutedStream, Router } from "./router.ts";
 export { forgetWorkspaceSettings } from "./settings.ts";
