@@ -4,6 +4,7 @@ import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import { DISPATCH_LEASE_MS } from "../limits/admission.ts";
+import { Coalescer } from "../llm/index.ts";
 import { parseChain } from "../llm/routing.ts";
 import type { LlmRouter } from "../llm/types.ts";
 import { artifactUpserts } from "./artifacts.ts";
@@ -268,6 +269,8 @@ export async function consumeTaskBatch(
   }
 
   await Promise.all([
+    // Usage rows and budget charges of this batch's LLM calls: the invocation waits for them, so send them now.
+    Coalescer.flushAll(),
     renewals,
     flushRenewals(config, renew, logger),
     ...[...release].map(async ([workspaceId, ids]) => {
