@@ -7,7 +7,7 @@
  *       the `simulated` provider at zero latency: admission, queue, claims,
  *       LLM turns, tool calls, an R2 artifact, events and slot release each.
  *
- * Alternating, each twice. Prints msg/s and tasks/s end to end (first submit →
+ * Alternating, each twice (BENCH_ROUNDS). Prints msg/s and tasks/s end to end (first submit →
  * last completion), the submit and execution phases, p50/p95 of
  * submit→started and submit→completed (server timestamps), and last the
  * ratio tasks/s ÷ no-op msg/s against the goal (≥ 0.25).
@@ -19,7 +19,7 @@ import { createTestWorkspace, TEST_ADMIN_TOKEN, type TestWorkspace } from "../..
 const TASKS = Number(process.env.BENCH_TASKS ?? 1_000);
 const NOOP_MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1_000);
 const SUBMIT_CONCURRENCY = 32;
-const ROUNDS = 2;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const GOAL_RATIO = 0.25;
 
 interface TaskRow {
