@@ -2,6 +2,7 @@ import { z } from "zod";
 import type { EventHub } from "../durable-objects/event-hub.ts";
 import type { ProviderBreaker } from "../durable-objects/provider-breaker.ts";
 import type { WorkspaceLimiter } from "../durable-objects/workspace-limiter.ts";
+import { TASK_TYPES, type TaskType } from "./db/schema.ts";
 
 /**
  * The Worker's environment, checked once per isolate at the door so a
@@ -72,6 +73,22 @@ export const EnvSchema = z
     /** Each provider attempt's limit (a stream's: until its first event, then between events). */
     LLM_ATTEMPT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(60_000),
 
+    /**
+     * Run timeouts per task type, overriding the defaults (src/tasks/config.ts):
+     * `code_generation=900,testing=840`. At most 900 s, a queue consumer's wall-clock limit.
+     */
+    TASK_TIMEOUT_SECONDS: z
+      .string()
+      .default("")
+      .transform((value, ctx) => {
+        const parsed = parseTaskTimeouts(value);
+        if (typeof parsed === "string") {
+          ctx.addIssue({ code: "custom", message: parsed });
+          return z.NEVER;
+        }
+        return parsed;
+      }),
+
     /** Registers `/__debug/*` routes that fail on purpose; refused in production. */
     ENABLE_DEBUG_ROUTES: z
       .enum(["true", "false", ""])
@@ -105,6 +122,24 @@ export const EnvSchema = z
   });
 
 export type AppConfig = z.output<typeof EnvSchema>;
+
+const MAX_TASK_TIMEOUT_SECONDS = 900;
+
+/** `type=seconds,…` → the overrides, or what is wrong with it (never the whole value). */
+function parseTaskTimeouts(value: string): Partial<Record<TaskType, number>> | string {
+  const overrides: Partial<Record<TaskType, number>> = {};
+  for (const part of value.split(",").map((item) => item.trim())) {
+    if (part === "") continue;
+    const [type, seconds] = part.split("=").map((item) => item.trim());
+    if (!(TASK_TYPES as readonly string[]).includes(type)) return `unknown task type; known: ${TASK_TYPES.join(", ")}`;
+    const number = Number(seconds);
+    if (!Number.isInteger(number) || number < 1 || number > MAX_TASK_TIMEOUT_SECONDS) {
+      return `${type}: seconds must be an integer from 1 to ${MAX_TASK_TIMEOUT_SECONDS}`;
+    }
+    overrides[type as TaskType] = number;
+  }
+  return overrides;
+}
 
 /** What the Worker receives: bindings plus string vars and secrets. */
 export type WorkerEnv = z.input<typeof EnvSchema> & Record<string, unknown>;

@@ -1,14 +1,20 @@
 import type { TaskType } from "../db/schema.ts";
+import type { AppConfig } from "../env.ts";
 
 /** Execution settings for tasks: timeouts, retries, steps and artifact limits. */
 
 /** A run is stopped after this long; per task type, since documentation runs are short and test runs are not. */
-export const TASK_TIMEOUT_SECONDS: Record<TaskType, number> = {
+export const DEFAULT_TASK_TIMEOUT_SECONDS: Record<TaskType, number> = {
   code_generation: 600,
   refactoring: 600,
   testing: 600,
   documentation: 300,
 };
+
+/** The run timeout of a task type: the deployment's `TASK_TIMEOUT_SECONDS` override, else the default. */
+export function taskTimeoutSeconds(config: Pick<AppConfig, "TASK_TIMEOUT_SECONDS">, type: TaskType): number {
+  return config.TASK_TIMEOUT_SECONDS[type] ?? DEFAULT_TASK_TIMEOUT_SECONDS[type];
+}
 
 /** Deliveries after the first before the queue moves a message to the dead-letter queue (wrangler.toml `max_retries`). */
 export const QUEUE_MAX_RETRIES = 3;

@@ -24,7 +24,7 @@ import {
   QUEUE_MAX_RETRIES,
   retryDelaySeconds,
   STALE_RUN_GRACE_MS,
-  TASK_TIMEOUT_SECONDS,
+  taskTimeoutSeconds,
 } from "./config.ts";
 import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain, eventProvider } from "./events.ts";
@@ -160,7 +160,7 @@ export async function consumeTaskBatch(
   for (const work of running) {
     const run = live.get(work.task.id);
     const staleAtMs = run
-      ? Date.parse(run.startedAt) + TASK_TIMEOUT_SECONDS[work.task.type] * 1000 + STALE_RUN_GRACE_MS
+      ? Date.parse(run.startedAt) + taskTimeoutSeconds(config, work.task.type) * 1000 + STALE_RUN_GRACE_MS
       : 0;
     // The same message again means the invocation that claimed it is gone (a live one holds its message).
     if (run && run.messageId !== work.message.id && staleAtMs > nowMs) {
@@ -201,7 +201,11 @@ export async function consumeTaskBatch(
     if (!claimed.has(claim.task.id)) byTask.get(claim.task.id)?.message.retry({ delaySeconds: 5 });
   }
   for (const claim of started) {
-    renewSlot(claim.task.workspaceId, claim.task.id, TASK_TIMEOUT_SECONDS[claim.task.type] * 1000 + STALE_RUN_GRACE_MS);
+    renewSlot(
+      claim.task.workspaceId,
+      claim.task.id,
+      taskTimeoutSeconds(config, claim.task.type) * 1000 + STALE_RUN_GRACE_MS,
+    );
     chainOf(claim.task.id).emit(startedEvent(claim, config));
   }
   // Renewals go out while the agents run; a failed renewal only means an early redispatch, which is harmless.

@@ -7,7 +7,7 @@ import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
 import { loadRunningRuns, loadTasks } from "./claims.ts";
-import { QUEUE_MAX_RETRIES, STALE_RUN_GRACE_MS, TASK_TIMEOUT_SECONDS } from "./config.ts";
+import { QUEUE_MAX_RETRIES, STALE_RUN_GRACE_MS, taskTimeoutSeconds } from "./config.ts";
 import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain } from "./events.ts";
 import { parseTaskMessage, taskMessage } from "./messages.ts";
@@ -69,7 +69,7 @@ export async function consumeDeadLetterBatch(
     if (
       run &&
       run.messageId !== message.id &&
-      Date.parse(run.startedAt) + TASK_TIMEOUT_SECONDS[task.type] * 1000 + STALE_RUN_GRACE_MS > Date.now()
+      Date.parse(run.startedAt) + taskTimeoutSeconds(config, task.type) * 1000 + STALE_RUN_GRACE_MS > Date.now()
     ) {
       // A consumer is still running it: that consumer ends it.
       message.ack();

@@ -5,7 +5,7 @@ import { AgentRun, TaskTimeoutError } from "./agent/runtime.ts";
 import { TaskFiles } from "./artifacts.ts";
 import { CancelledError, registerRun } from "./cancellation.ts";
 import type { RunEnd } from "./claims.ts";
-import { ARTIFACT_LIMITS, type ArtifactLimits, CANCEL_POLL_INTERVAL_MS, TASK_TIMEOUT_SECONDS } from "./config.ts";
+import { ARTIFACT_LIMITS, type ArtifactLimits, CANCEL_POLL_INTERVAL_MS, taskTimeoutSeconds } from "./config.ts";
 import type { EventChain } from "./events.ts";
 import type { ArtifactRow, TaskRow } from "./views.ts";
 
@@ -16,7 +16,7 @@ import type { ArtifactRow, TaskRow } from "./views.ts";
  */
 
 export interface ExecuteInput {
-  config: Pick<AppConfig, "ARTIFACTS" | "DB">;
+  config: Pick<AppConfig, "ARTIFACTS" | "DB" | "TASK_TIMEOUT_SECONDS">;
   task: TaskRow;
   runId: string;
   agentId: string;
@@ -36,7 +36,7 @@ export interface Executed {
 
 export async function executeRun(input: ExecuteInput): Promise<Executed> {
   const { task, runId, config } = input;
-  const timeoutSeconds = TASK_TIMEOUT_SECONDS[task.type];
+  const timeoutSeconds = taskTimeoutSeconds(config, task.type);
   const startedAtMs = Date.now();
   const deadlineMs = startedAtMs + timeoutSeconds * 1000;
   const controller = new AbortController();

@@ -2,6 +2,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
+import { checkEnv } from "../../src/env.ts";
 
 describe("environment checked at the door", () => {
   it("answers 500 BAD_ENVIRONMENT naming the bad settings, not their values", async () => {
@@ -15,6 +16,24 @@ describe("environment checked at the door", () => {
     expect(body.errors.map((error) => error.path).sort()).toEqual(["DB", "LOG_SAMPLE_RATE", "SENTRY_DSN"]);
     expect(JSON.stringify(body)).not.toContain("not a url");
     expect(body.request_id).toBe(response.headers.get("X-Request-Id"));
+  });
+
+  it("takes run timeouts per task type from TASK_TIMEOUT_SECONDS, and refuses a bad one", async () => {
+    expect(checkEnv({ ...env, TASK_TIMEOUT_SECONDS: "testing=840, documentation=60" })).toMatchObject({
+      ok: true,
+      config: { TASK_TIMEOUT_SECONDS: { testing: 840, documentation: 60 } },
+    });
+    for (const bad of ["testing=0", "testing=901", "testing=ten", "deploying=60"]) {
+      const response = await createApp().fetch(
+        new Request("http://edge.test/health"),
+        { ...env, TASK_TIMEOUT_SECONDS: bad },
+        createExecutionContext(),
+      );
+      const body = (await response.json()) as { code: string; errors: { path: string }[] };
+      expect(response.status).toBe(500);
+      expect(body.code).toBe("BAD_ENVIRONMENT");
+      expect(body.errors.map((error) => error.path)).toEqual(["TASK_TIMEOUT_SECONDS"]);
+    }
   });
 
   it("refuses debug routes in production", async () => {

@@ -35,7 +35,11 @@ beforeAll(async () => {
 async function deliver(
   router: ScriptedRouter,
   messages: { id: string; taskId: string; attempts?: number }[],
-  options: { random?: () => number; limits?: typeof ARTIFACT_LIMITS } = {},
+  options: {
+    random?: () => number;
+    limits?: typeof ARTIFACT_LIMITS;
+    config?: Partial<ReturnType<typeof appConfig>>;
+  } = {},
 ) {
   const batch = createMessageBatch(
     "tasks",
@@ -55,12 +59,16 @@ async function deliver(
       retry(options);
     });
   }
-  await consumeTaskBatch(batch, appConfig(), {
-    router,
-    logger: quietLogger,
-    random: options.random ?? (() => 0.5),
-    artifactLimits: options.limits,
-  });
+  await consumeTaskBatch(
+    batch,
+    { ...appConfig(), ...options.config },
+    {
+      router,
+      logger: quietLogger,
+      random: options.random ?? (() => 0.5),
+      artifactLimits: options.limits,
+    },
+  );
   return { ...(await getQueueResult(batch, createExecutionContext())), delays };
 }
 
@@ -202,6 +210,29 @@ describe("the tasks consumer", () => {
     expect(await task(row.id)).toMatchObject({ status: "failed", error: { type: "llm_budget_exhausted" } });
     const error = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.error")!;
     expect(error.data).toMatchObject({ fatal: true, error_type: "llm_budget_exhausted" });
+  });
+
+  it("stops a run at its task type's timeout from TASK_TIMEOUT_SECONDS and retries it", async () => {
+    const row = await insertTask(workspace.id);
+    let aborted: unknown;
+    const router = scriptedRouter(async (_request, context) => {
+      await new Promise((_resolve, reject) => {
+        context.signal?.addEventListener("abort", () => {
+          aborted = context.signal?.reason;
+          reject(context.signal?.reason);
+        });
+      });
+      return answer("never")(_request, context, 1);
+    });
+    const result = await deliver(router, [{ id: "msg-timeout", taskId: row.id }], {
+      config: { TASK_TIMEOUT_SECONDS: { [row.type]: 1 } },
+    });
+    expect(aborted).toBeInstanceOf(Error);
+    expect(result.retryMessages).toEqual([{ msgId: "msg-timeout" }]);
+    expect(await runs(row.id)).toMatchObject([{ status: "timed_out", error: { type: "timeout" } }]);
+    const error = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.error")!;
+    expect(error.data).toMatchObject({ error_type: "timeout", fatal: false });
+    expect(String(error.data.error_message)).toContain("1 s timeout");
   });
 
   it("answers bad paths and oversized files with 4xx tool errors, not a crash", async () => {
