@@ -11,16 +11,21 @@
  * last completion), the submit and execution phases, p50/p95 of
  * submit→started and submit→completed (server timestamps), and last the
  * ratio tasks/s ÷ no-op msg/s against the goal (≥ 0.25).
+ *
+ * BENCH_PROFILE=<file.cpuprofile> also records a CPU profile of the Worker
+ * during the first backlog drain and prints where its time went.
  */
 
-import { startWorker, type WorkerProcess } from "../../test/e2e/harness.ts";
+import { freePort, startWorker, type WorkerProcess } from "../../test/e2e/harness.ts";
 import { createTestWorkspace, TEST_ADMIN_TOKEN, type TestWorkspace } from "../../test/support/workspaces.ts";
+import { attachProfiler, type Profiler, summarize } from "../lib/cpu-profile.ts";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 1_000);
 const NOOP_MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1_000);
 const SUBMIT_CONCURRENCY = 32;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const GOAL_RATIO = 0.25;
+const PROFILE_PATH = process.env.BENCH_PROFILE;
 
 interface TaskRow {
   id: string;
@@ -185,7 +190,7 @@ async function measureEndToEnd(worker: WorkerProcess, count: number) {
  * limiter release the line. Measured from that submission to the last completion: what the
  * consumer does with tasks, against what it does with no-op messages.
  */
-async function measureBacklog(worker: WorkerProcess, count: number) {
+async function measureBacklog(worker: WorkerProcess, count: number, profiler?: Profiler) {
   const workspace = await createTestWorkspace(fetch, worker.baseUrl, {
     name: "bench backlog",
     limits: { requests_per_second: 100_000, burst: 100_000, max_running_tasks: 1, max_pending_tasks: 10_000 },
@@ -217,19 +222,26 @@ async function measureBacklog(worker: WorkerProcess, count: number) {
     60_000,
   );
   // Its slot went to the next in line under the old cap; this submission brings the new cap and releases the line.
+  await profiler?.start();
   const releasedAtMs = Date.now();
   await submitOne(worker, workspace, { title: "releases the line", type: "code_generation" });
   await drained(worker, workspace);
+  if (profiler && PROFILE_PATH) {
+    const profile = await profiler.stop(PROFILE_PATH);
+    console.log(`CPU profile of the backlog drain → ${PROFILE_PATH}\n${summarize(profile)}`);
+  }
   const rows = (await listAll(worker, workspace)).filter((row) => row.id !== blockerId);
   return { count, ...figures(rows, releasedAtMs, failed) };
 }
 
 async function main(): Promise<void> {
+  if (PROFILE_PATH) process.env.WRANGLER_INSPECTOR_PORT = String(await freePort());
   const worker = await startWorker({
     vars: { ADMIN_TOKEN: TEST_ADMIN_TOKEN, ENABLE_DEBUG_ROUTES: "true", LOG_LEVEL: "warn" },
   });
+  const profiler = PROFILE_PATH ? await attachProfiler(Number(process.env.WRANGLER_INSPECTOR_PORT)) : undefined;
   try {
-    await rounds(worker);
+    await rounds(worker, profiler);
   } catch (error) {
     const troubles = worker.jsonLogs().filter((line) => line.level === "warn" || line.level === "error");
     console.error(
@@ -240,11 +252,12 @@ async function main(): Promise<void> {
     );
     throw error;
   } finally {
+    profiler?.close();
     await worker.stop();
   }
 }
 
-async function rounds(worker: WorkerProcess): Promise<void> {
+async function rounds(worker: WorkerProcess, profiler?: Profiler): Promise<void> {
   // Warm-up: every path once, small.
   await measureNoop(worker, 200);
   await measureEndToEnd(worker, 50);
@@ -259,7 +272,7 @@ async function rounds(worker: WorkerProcess): Promise<void> {
     console.log(
       `(a) no-op queue #${round}     ${noop.perSecond.toFixed(0).padStart(6)} msg/s   (${noop.count} in ${noop.seconds.toFixed(2)} s)`,
     );
-    const backlog = await measureBacklog(worker, TASKS);
+    const backlog = await measureBacklog(worker, TASKS, round === 1 ? profiler : undefined);
     console.log(
       `(b) task backlog #${round}    ${backlog.perSecond.toFixed(0).padStart(6)} tasks/s  (${backlog.completed}/${backlog.count} completed in ${backlog.seconds.toFixed(2)} s after release, ${backlog.failed} not)`,
     );
