@@ -7,6 +7,7 @@ import {
   CLOSED,
   DEFAULT_BREAKER_POLICY,
   recordOutcomes,
+  stateNameOf,
   viewOf,
 } from "./breaker-core.ts";
 import type { BreakerGate } from "./router.ts";
@@ -78,7 +79,7 @@ export class BreakerClient {
   state(key: string, background: (work: Promise<unknown>) => void = () => {}): BreakerStateName {
     const entry = this.#entry(key);
     if (this.#remote && this.#now() - entry.syncedAtMs >= SYNC_INTERVAL_MS) background(this.#sync(key, entry));
-    return viewOf(entry.state, this.#now(), this.#policy).state;
+    return stateNameOf(entry.state, this.#now(), this.#policy);
   }
 
   async tryTrial(key: string): Promise<boolean> {
@@ -106,7 +107,7 @@ export class BreakerClient {
     const entry = this.#entry(key);
     const nowMs = this.#now();
     const outcome: Outcome = { atMs: nowMs, ok, ...(error ? { error } : {}) };
-    const before = viewOf(entry.state, nowMs, this.#policy).state;
+    const before = stateNameOf(entry.state, nowMs, this.#policy);
     entry.state = recordOutcomes(entry.state, [outcome], nowMs, this.#policy);
     if (!this.#remote) return;
     if (entry.pending.length < MAX_PENDING_OUTCOMES) entry.pending.push(outcome);

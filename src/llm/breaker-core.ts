@@ -73,6 +73,16 @@ function prune(outcomes: [number, 0 | 1][], nowMs: number, policy: BreakerPolicy
   return kept.length > MAX_OUTCOMES ? kept.slice(kept.length - MAX_OUTCOMES) : kept;
 }
 
+/** Just the state's name: what the hot path asks on every call, without looking at the window. */
+export function stateNameOf(
+  state: BreakerState,
+  nowMs: number,
+  policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
+): BreakerStateName {
+  if (!state.open) return "closed";
+  return state.openedAtMs !== null && nowMs >= state.openedAtMs + policy.openMs ? "half_open" : "open";
+}
+
 export function viewOf(
   state: BreakerState,
   nowMs: number,
@@ -82,7 +92,7 @@ export function viewOf(
   const failures = outcomes.reduce((sum, [, ok]) => sum + (ok ? 0 : 1), 0);
   const retryAtMs = state.open && state.openedAtMs !== null ? state.openedAtMs + policy.openMs : null;
   return {
-    state: !state.open ? "closed" : retryAtMs !== null && nowMs >= retryAtMs ? "half_open" : "open",
+    state: stateNameOf(state, nowMs, policy),
     errorRate: outcomes.length === 0 ? 0 : failures / outcomes.length,
     calls: outcomes.length,
     consecutiveFailures: state.consecutiveFailures,
@@ -120,15 +130,20 @@ export function recordOutcomes(
   }
   next.outcomes = prune(next.outcomes, nowMs, policy);
   // The ratio rule looks at the whole window, which outcomes from other isolates may complete late.
-  if (!next.open && shouldOpen(next, nowMs, policy)) next = { ...next, open: true, openedAtMs: nowMs };
+  if (!next.open && windowSaysOpen(next, next.outcomes, policy)) next = { ...next, open: true, openedAtMs: nowMs };
   return next;
 }
 
 function shouldOpen(state: BreakerState, nowMs: number, policy: BreakerPolicy): boolean {
+  return windowSaysOpen(state, prune(state.outcomes, nowMs, policy), policy);
+}
+
+/** The opening rules over an already pruned window. */
+function windowSaysOpen(state: BreakerState, window: [number, 0 | 1][], policy: BreakerPolicy): boolean {
   if (state.consecutiveFailures >= policy.consecutiveFailures) return true;
-  const window = prune(state.outcomes, nowMs, policy);
   if (window.length < policy.minCalls) return false;
-  const failures = window.reduce((sum, [, ok]) => sum + (ok ? 0 : 1), 0);
+  let failures = 0;
+  for (const [, ok] of window) if (!ok) failures++;
   return failures / window.length >= policy.failureRatio;
 }
 

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { acquireTrial, CLOSED, DEFAULT_BREAKER_POLICY, recordOutcomes, viewOf } from "../../../src/llm/breaker-core.ts";
+import {
+  acquireTrial,
+  CLOSED,
+  DEFAULT_BREAKER_POLICY,
+  recordOutcomes,
+  stateNameOf,
+  viewOf,
+} from "../../../src/llm/breaker-core.ts";
 
 const fail = (atMs: number) => ({ atMs, ok: false, error: "http_503" });
 const ok = (atMs: number) => ({ atMs, ok: true });
@@ -22,6 +29,20 @@ describe("circuit breaker", () => {
       index % 2 === 0 ? fail(index * 10_000) : ok(index * 10_000),
     );
     expect(viewOf(recordOutcomes(CLOSED, spread, 90_000), 90_000).state).toBe("closed");
+  });
+
+  it("names the state on the hot path exactly as the full view does", () => {
+    const open = recordOutcomes(CLOSED, [1, 2, 3, 4, 5].map(fail), 5);
+    const cases: [typeof CLOSED, number, string][] = [
+      [CLOSED, 0, "closed"],
+      [recordOutcomes(CLOSED, [1, 2, 3, 4].map(fail), 4), 4, "closed"],
+      [open, 29_000, "open"],
+      [open, 30_005, "half_open"],
+    ];
+    for (const [state, nowMs, expected] of cases) {
+      expect(stateNameOf(state, nowMs)).toBe(expected);
+      expect(viewOf(state, nowMs).state).toBe(expected);
+    }
   });
 
   it("is half-open after 30 s with exactly one trial; a success closes it, a failure re-opens it", () => {
