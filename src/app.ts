@@ -14,6 +14,7 @@ import { registerAuditLogRoutes } from "./routes/audit-logs.ts";
 import { registerBudgetRoutes } from "./routes/budgets.ts";
 import { registerDeadLetterRoutes } from "./routes/dead-letters.ts";
 import { registerDebugRoutes } from "./routes/debug.ts";
+import { registerDebugAuditRoutes } from "./routes/debug-audit.ts";
 import { registerDebugEventRoutes } from "./routes/debug-events.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
 import { registerEventRoutes } from "./routes/events.ts";
@@ -94,6 +95,7 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   registerEventRoutes(app);
   registerDebugRoutes(app);
   registerDebugEventRoutes(app);
+  registerDebugAuditRoutes(app);
   registerWorkspaceRoutes(app);
   registerOwnWorkspaceRoutes(app);
   registerApiKeyRoutes(app);

@@ -63,6 +63,21 @@ function ndjsonRow(row: StoredRow): string {
   return `${JSON.stringify(toItem(row))}\n`;
 }
 
+/** Up to `limit` entries with seq above `afterSeq`, in seq order. */
+export type ExportPageReader = (afterSeq: number, limit: number) => Promise<StoredRow[]>;
+
+/** The keyset page query of an export: the filters, then seq above the last page's. */
+export function exportPageReader(db: Database, workspaceId: string, filters: AuditFilters): ExportPageReader {
+  const where = filterConditions(workspaceId, filters);
+  return (afterSeq, limit) =>
+    db
+      .select(STORED_COLUMNS)
+      .from(auditLogs)
+      .where(and(where, gt(auditLogs.seq, afterSeq)))
+      .orderBy(asc(auditLogs.seq))
+      .limit(limit);
+}
+
 export function exportStream(
   db: Database,
   workspaceId: string,
@@ -70,9 +85,17 @@ export function exportStream(
   format: ExportFormat,
   onError: (error: unknown) => void,
 ): ReadableStream<Uint8Array> {
+  return encodeExport(exportPageReader(db, workspaceId, filters), format, onError);
+}
+
+/** The stream of an export over any page source (the export's D1 query; synthetic rows in the benchmark). */
+export function encodeExport(
+  readPage: ExportPageReader,
+  format: ExportFormat,
+  onError: (error: unknown) => void,
+): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
   const encodeRow = format === "csv" ? csvRow : ndjsonRow;
-  const where = filterConditions(workspaceId, filters);
   let afterSeq = 0;
   let headerSent = format !== "csv";
 
@@ -85,12 +108,7 @@ export function exportStream(
             controller.enqueue(encoder.encode(csvRecord([...CSV_COLUMNS])));
             return;
           }
-          const rows: StoredRow[] = await db
-            .select(STORED_COLUMNS)
-            .from(auditLogs)
-            .where(and(where, gt(auditLogs.seq, afterSeq)))
-            .orderBy(asc(auditLogs.seq))
-            .limit(EXPORT_PAGE_ROWS);
+          const rows = await readPage(afterSeq, EXPORT_PAGE_ROWS);
           if (rows.length > 0) {
             afterSeq = rows[rows.length - 1].seq;
             let chunk = "";
