@@ -149,7 +149,11 @@ export interface ChainBreak {
 }
 
 export interface VerifyReport {
+  /** No broken entry among those checked (and, once `complete`, none in the whole chain). */
   ok: boolean;
+  /** The walk reached the head. Otherwise it stopped at the entry budget: continue from `next`. */
+  complete: boolean;
+  next: VerifyCheckpoint | null;
   checked_entries: number;
   first_seq: number | null;
   last_seq: number | null;
@@ -159,12 +163,28 @@ export interface VerifyReport {
   first_broken: ChainBreak | null;
 }
 
+/** Where a walk stopped: the last entry it verified and that entry's hash. */
+export interface VerifyCheckpoint {
+  after_seq: number;
+  after_hash: string;
+}
+
+/** Entries one call verifies at most: a long chain is walked in several calls, each within a request's CPU budget. */
+export const DEFAULT_VERIFY_ENTRIES = 50_000;
+export const MAX_VERIFY_ENTRIES = 200_000;
+
 /**
- * Walks a workspace's chain from the retention anchor (or genesis) and names
- * the first broken entry: a deletion shows as a missing seq (or a head that is
- * no longer there), an edit as a hash mismatch.
+ * Walks a workspace's chain from the retention anchor (or genesis), or from a
+ * checkpoint an earlier call returned, and names the first broken entry: a
+ * deletion shows as a missing seq (or a head that is no longer there), an edit
+ * as a hash mismatch. Stops after `maxEntries` with a checkpoint to go on from.
  */
-export async function verifyChain(db: Database, workspaceId: string): Promise<VerifyReport> {
+export async function verifyChain(
+  db: Database,
+  workspaceId: string,
+  options: { from?: VerifyCheckpoint; maxEntries?: number } = {},
+): Promise<VerifyReport> {
+  const maxEntries = Math.min(MAX_VERIFY_ENTRIES, Math.max(1, options.maxEntries ?? DEFAULT_VERIFY_ENTRIES));
   await sealChain(db, workspaceId);
   const state = await chainState(db, workspaceId);
   let prevHash = state.anchorHash;
@@ -173,14 +193,36 @@ export async function verifyChain(db: Database, workspaceId: string): Promise<Ve
   let firstSeq: number | null = null;
   let pending = 0;
   let broken: ChainBreak | null = null;
+  let complete = true;
 
-  walk: while (true) {
+  if (options.from && options.from.after_seq > state.anchorSeq) {
+    // Going on from a checkpoint: the entry there must still be the one verified then.
+    const { after_seq: afterSeq, after_hash: afterHash } = options.from;
+    const stored = await hashAt(db, workspaceId, afterSeq);
+    if (stored !== afterHash) {
+      broken = {
+        seq: afterSeq,
+        id: null,
+        reason: stored === null ? "missing" : "link_mismatch",
+        detail: `Entry ${afterSeq} is not the entry verified at that position before.`,
+      };
+    }
+    prevHash = afterHash;
+    expectedSeq = afterSeq + 1;
+  }
+
+  walk: while (!broken) {
+    const pageRows = Math.min(VERIFY_PAGE_ROWS, maxEntries - checked);
+    if (pageRows === 0) {
+      complete = !(await existsFrom(db, workspaceId, expectedSeq));
+      break;
+    }
     const rows: StoredRow[] = await db
       .select(STORED_COLUMNS)
       .from(auditLogs)
       .where(and(eq(auditLogs.workspaceId, workspaceId), gte(auditLogs.seq, expectedSeq)))
       .orderBy(asc(auditLogs.seq))
-      .limit(VERIFY_PAGE_ROWS);
+      .limit(pageRows);
     for (const row of rows) {
       if (row.seq !== expectedSeq) {
         broken = {
@@ -231,11 +273,11 @@ export async function verifyChain(db: Database, workspaceId: string): Promise<Ve
       expectedSeq += 1;
       checked += 1;
     }
-    if (rows.length < VERIFY_PAGE_ROWS) break;
+    if (rows.length < pageRows) break;
   }
 
   const lastSeq = checked > 0 ? expectedSeq - 1 : null;
-  if (!broken && state.headSeq > state.anchorSeq) {
+  if (!broken && complete && state.headSeq > state.anchorSeq) {
     // The newest sealed entries were deleted: nothing after them to notice, but the head remembers.
     if (state.headSeq > expectedSeq - 1) {
       broken = {
@@ -255,6 +297,8 @@ export async function verifyChain(db: Database, workspaceId: string): Promise<Ve
   }
   return {
     ok: broken === null,
+    complete: complete || broken !== null,
+    next: complete || broken !== null ? null : { after_seq: expectedSeq - 1, after_hash: prevHash },
     checked_entries: checked,
     first_seq: firstSeq,
     last_seq: lastSeq,
@@ -272,6 +316,15 @@ async function hashAt(db: Database, workspaceId: string, seq: number): Promise<s
     .where(and(eq(auditLogs.workspaceId, workspaceId), eq(auditLogs.seq, seq)))
     .limit(1);
   return rows[0]?.hash ?? null;
+}
+
+async function existsFrom(db: Database, workspaceId: string, seq: number): Promise<boolean> {
+  const rows = await db
+    .select({ seq: auditLogs.seq })
+    .from(auditLogs)
+    .where(and(eq(auditLogs.workspaceId, workspaceId), gte(auditLogs.seq, seq)))
+    .limit(1);
+  return rows.length > 0;
 }
 
 async function countFrom(db: Database, workspaceId: string, seq: number): Promise<number> {

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { AUDIT_ACTION_NAMES } from "../audit/actions.ts";
 import { auditContext, recordAudit, sealAfterResponse } from "../audit/audit-logger.ts";
-import { verifyChain } from "../audit/chain.ts";
+import { DEFAULT_VERIFY_ENTRIES, MAX_VERIFY_ENTRIES, verifyChain } from "../audit/chain.ts";
 import { EXPORT_CONTENT_TYPES, exportStream } from "../audit/export.ts";
 import { AuditExportQuerySchema, AuditFilterSchema, AuditListQuerySchema } from "../audit/filters.ts";
 import { auditStats, listAuditLogs } from "../audit/query.ts";
@@ -138,6 +138,37 @@ const BreakSchema = z.object({
   detail: z.string(),
 });
 
+const CheckpointSchema = z.object({
+  after_seq: z.number().int(),
+  after_hash: z.string(),
+});
+
+const VerifyQuerySchema = z
+  .object({
+    after_seq: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .openapi({ description: "Go on from this entry: `next.after_seq` of the previous call." }),
+    after_hash: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, "a SHA-256 hash in lowercase hex")
+      .optional()
+      .openapi({ description: "`next.after_hash` of the previous call: the hash verified at `after_seq`." }),
+    limit: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_VERIFY_ENTRIES)
+      .default(DEFAULT_VERIFY_ENTRIES)
+      .openapi({ description: "Entries to verify in this call at most." }),
+  })
+  .refine((query) => (query.after_seq === undefined) === (query.after_hash === undefined), {
+    message: "after_seq and after_hash go together",
+    path: ["after_hash"],
+  });
+
 const verifyRoute = createRoute({
   method: "get",
   path: "/api/v1/audit-logs/verify",
@@ -146,8 +177,11 @@ const verifyRoute = createRoute({
   summary: "Verify the audit hash chain",
   description:
     "Seals pending entries, then walks the workspace's hash chain from the retention anchor and names the first " +
-    "broken entry: an edited entry (`hash_mismatch`), a deleted one (`missing`), or a rewritten link. Needs `audit:read`.",
+    "broken entry: an edited entry (`hash_mismatch`), a deleted one (`missing`), or a rewritten link. A long chain " +
+    "is walked in several calls: while `complete` is false, call again with `next`'s `after_seq` and `after_hash`. " +
+    "Needs `audit:read`.",
   middleware: [requireScope("audit:read")] as const,
+  request: { query: VerifyQuerySchema },
   responses: {
     200: {
       description: "The verdict (`ok: false` with `first_broken` when the chain is broken).",
@@ -156,6 +190,8 @@ const verifyRoute = createRoute({
           schema: z
             .object({
               ok: z.boolean(),
+              complete: z.boolean().openapi({ description: "The walk reached the head of the chain." }),
+              next: CheckpointSchema.nullable().openapi({ description: "Where to go on from while not complete." }),
               checked_entries: CountSchema,
               first_seq: z.number().int().nullable(),
               last_seq: z.number().int().nullable(),
@@ -168,7 +204,7 @@ const verifyRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
   },
 });
 
@@ -214,5 +250,10 @@ export function registerAuditLogRoutes(app: OpenAPIHono<HonoEnv>): void {
     c.json(await auditStats(createDb(c.get("config").DB), workspaceOf(c), c.req.valid("query")), 200),
   );
 
-  app.openapi(verifyRoute, async (c) => c.json(await verifyChain(createDb(c.get("config").DB), workspaceOf(c)), 200));
+  app.openapi(verifyRoute, async (c) => {
+    const { after_seq: afterSeq, after_hash: afterHash, limit } = c.req.valid("query");
+    const from =
+      afterSeq !== undefined && afterHash !== undefined ? { after_seq: afterSeq, after_hash: afterHash } : undefined;
+    return c.json(await verifyChain(createDb(c.get("config").DB), workspaceOf(c), { from, maxEntries: limit }), 200);
+  });
 }

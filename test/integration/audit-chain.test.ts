@@ -138,6 +138,35 @@ describe("hash chain", () => {
     expect((await verifyChain(db, ws)).first_broken).toMatchObject({ seq: 3, reason: "link_mismatch" });
   });
 
+  it("walks a long chain in several calls from checkpoints, and notices what changed between them", async () => {
+    const ws = await newWorkspace();
+    await writeEntries(ws, 12);
+    const first = await verifyChain(db, ws, { maxEntries: 5 });
+    expect(first).toMatchObject({ ok: true, complete: false, checked_entries: 5, first_seq: 1, last_seq: 5 });
+    const stored = await rows(ws);
+    expect(first.next).toEqual({ after_seq: 5, after_hash: stored[4].hash });
+    const second = await verifyChain(db, ws, { from: first.next!, maxEntries: 5 });
+    expect(second).toMatchObject({ ok: true, complete: false, first_seq: 6, last_seq: 10 });
+    // Exactly what is left: the walk knows it reached the head.
+    const third = await verifyChain(db, ws, { from: second.next!, maxEntries: 2 });
+    expect(third).toMatchObject({ ok: true, complete: true, next: null, first_seq: 11, last_seq: 12 });
+
+    // The checkpoint's entry rewritten after it was verified: the next call says so.
+    await env.DB.prepare("UPDATE audit_logs SET hash = 'f' || substr(hash, 2) WHERE workspace_id = ? AND seq = 10")
+      .bind(ws)
+      .run();
+    expect(await verifyChain(db, ws, { from: second.next!, maxEntries: 5 })).toMatchObject({
+      ok: false,
+      complete: true,
+      first_broken: { seq: 10, reason: "link_mismatch" },
+    });
+    await env.DB.prepare("DELETE FROM audit_logs WHERE workspace_id = ? AND seq = 5").bind(ws).run();
+    expect((await verifyChain(db, ws, { from: first.next!, maxEntries: 5 })).first_broken).toMatchObject({
+      seq: 5,
+      reason: "missing",
+    });
+  });
+
   it("entries of different workspaces are separate chains", async () => {
     const [a, b] = [await newWorkspace(), await newWorkspace()];
     await db.batch([auditInsert(db, entry(a)), auditInsert(db, entry(b)), auditInsert(db, entry(a))]);

@@ -192,6 +192,20 @@ describe("export, stats and verify", () => {
     expect(bad).toMatchObject({ ok: false, first_broken: { seq: 5, reason: "hash_mismatch" } });
   });
 
+  it("verifies in steps with limit and the checkpoint it returns, and refuses half a checkpoint", async () => {
+    const ws = await workspaceWithEntries(5);
+    const first = await json(await get("/api/v1/audit-logs/verify?limit=4", ws.headers));
+    expect(first).toMatchObject({ ok: true, complete: false, checked_entries: 4, last_seq: 4 });
+    const { after_seq, after_hash } = first.next;
+    const rest = await json(
+      await get(`/api/v1/audit-logs/verify?after_seq=${after_seq}&after_hash=${after_hash}`, ws.headers),
+    );
+    expect(rest).toMatchObject({ ok: true, complete: true, next: null, first_seq: 5, last_seq: 7 });
+    for (const bad of ["after_seq=4", `after_hash=${after_hash}`, "after_seq=4&after_hash=nothex", "limit=0"]) {
+      await json(await get(`/api/v1/audit-logs/verify?${bad}`, ws.headers), 422);
+    }
+  });
+
   it("entries written by a request are sealed after its response", async () => {
     const ws = await createTestWorkspace(fetcher, BASE);
     await createTestKey(fetcher, BASE, ws.key, ["tasks:read"]);
