@@ -7,6 +7,7 @@ import {
   type SubmitResult,
   TaskAdmission,
 } from "../src/limits/admission.ts";
+import { type AuditAnchor, AuditAnchorStore } from "../src/limits/audit-anchor-store.ts";
 import {
   type BudgetAmountsInput,
   BudgetBook,
@@ -27,9 +28,10 @@ import type {
 /**
  * One per workspace (addressed by workspace id): its token buckets and client
  * strikes, its task admission (running slots as leases, the pending line by
- * priority then age; src/limits/admission.ts) and, later, token budgets. A
- * thin RPC shell over LimiterCore and TaskAdmission, which the tests
- * drive directly. State lives in this object's SQLite storage.
+ * priority then age; src/limits/admission.ts), token budgets, and the audit
+ * chain's anchor outside D1. A thin RPC shell over LimiterCore,
+ * TaskAdmission, BudgetBook and AuditAnchorStore, which the tests drive
+ * directly. State lives in this object's SQLite storage.
  *
  * Buckets run on the object's own clock, never the caller's: isolates on
  * other machines may be skewed, and a clock running ahead would refill a bucket
@@ -40,6 +42,7 @@ export class WorkspaceLimiter extends DurableObject {
   readonly #core: LimiterCore;
   readonly #admission: TaskAdmission;
   readonly #budgets: BudgetBook;
+  readonly #auditAnchor: AuditAnchorStore;
   /** The alarm this object last set (epoch ms), so calls do not reset it needlessly. */
   #alarmAtMs: number | null = null;
 
@@ -49,6 +52,17 @@ export class WorkspaceLimiter extends DurableObject {
     this.#core = new LimiterCore(ctx.storage);
     this.#admission = new TaskAdmission(ctx.storage);
     this.#budgets = new BudgetBook(ctx.storage);
+    this.#auditAnchor = new AuditAnchorStore(ctx.storage);
+  }
+
+  /** The audit chain's anchor outside D1 (src/limits/audit-anchor-store.ts). */
+  async auditAnchor(): Promise<AuditAnchor | null> {
+    return this.#auditAnchor.get();
+  }
+
+  /** Moves the audit anchor to a later sealed entry; never back. */
+  async advanceAuditAnchor(seq: number, hash: string): Promise<AuditAnchor> {
+    return this.#auditAnchor.advance(seq, hash, Date.now());
   }
 
   /** Budgets: reserve a call's estimate; refused when a daily or monthly budget has nothing left. */

@@ -1,15 +1,22 @@
+import { anchorRecentChains } from "./audit/anchor.ts";
 import { runAuditRetention } from "./audit/retention.ts";
-import type { WorkerEnv } from "./env.ts";
+import { type AppConfig, checkEnv, type WorkerEnv } from "./env.ts";
 import { reportError } from "./observability/sentry.ts";
 import { backgroundLogger } from "./observability/worker-logger.ts";
 
 export type ScheduledJob = (env: WorkerEnv, logger: ReturnType<typeof backgroundLogger>) => Promise<void>;
 
-/** Jobs per cron expression (wrangler.toml [triggers]); later work registers retention and budget jobs here. */
+/** Jobs per cron expression (wrangler.toml [triggers]). */
 export const SCHEDULED_JOBS: Record<string, ScheduledJob[]> = {
-  "*/5 * * * *": [],
+  "*/5 * * * *": [(env, logger) => anchorRecentChains(checkedConfig(env), logger)],
   "17 3 * * *": [(env, logger) => runAuditRetention(env, logger)],
 };
+
+function checkedConfig(env: WorkerEnv): AppConfig {
+  const checked = checkEnv(env);
+  if (!checked.ok) throw new Error(`bad environment: ${checked.problems.map((problem) => problem.path).join(", ")}`);
+  return checked.config;
+}
 
 export async function handleScheduled(
   controller: ScheduledController,

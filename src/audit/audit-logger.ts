@@ -9,6 +9,7 @@ import type { Logger } from "../lib/logger.ts";
 import { REDACTED, redact, redactText } from "../lib/redact.ts";
 import type { HonoEnv } from "../types.ts";
 import { type AuditAction, isAuditAction } from "./actions.ts";
+import { type AnchorBook, anchorBookOf, anchorChain } from "./anchor.ts";
 import { canonicalJson } from "./canonical.ts";
 import { sealChain } from "./chain.ts";
 import { nextCreatedAtSql, nextSeqSql } from "./sql.ts";
@@ -167,7 +168,8 @@ export function auditContext(
 /**
  * Middleware: once a request has its response, seal the chains of the
  * workspaces entries were written for, in the background, so entries are
- * hashed within moments rather than at the next verify or cron run.
+ * hashed within moments rather than at the next verify or cron run, and
+ * anchor their new heads outside D1 (src/audit/anchor.ts).
  */
 export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => {
   await next();
@@ -177,9 +179,12 @@ export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => 
   if (pendingSeal.size === 0) return;
   const workspaceIds = [...pendingSeal];
   pendingSeal.clear();
-  const db = createDb(c.get("config").DB);
+  const config = c.get("config");
+  const db = createDb(config.DB);
   const logger = c.get("logger");
-  const work = Promise.all(workspaceIds.map((workspaceId) => scheduleSeal(db, workspaceId, logger)));
+  const work = Promise.all(
+    workspaceIds.map((workspaceId) => scheduleSeal(db, workspaceId, logger, anchorBookOf(config, workspaceId))),
+  );
   try {
     c.executionCtx.waitUntil(work);
   } catch {
@@ -196,7 +201,7 @@ export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => 
 const SEAL_COALESCE_MS = 200;
 const sealsInFlight = new Map<string, { rerun: boolean; done: Promise<void> }>();
 
-function scheduleSeal(db: Database, workspaceId: string, logger: Logger): Promise<void> {
+function scheduleSeal(db: Database, workspaceId: string, logger: Logger, anchor: AnchorBook): Promise<void> {
   const inFlight = sealsInFlight.get(workspaceId);
   if (inFlight) {
     inFlight.rerun = true;
@@ -210,6 +215,13 @@ function scheduleSeal(db: Database, workspaceId: string, logger: Logger): Promis
         await sealChain(db, workspaceId).catch((error: unknown) =>
           logger.warn("audit chain sealing failed; the next run seals it", { error, workspace_id: workspaceId }),
         );
+        await anchorChain(db, workspaceId, anchor, logger).catch((error: unknown) =>
+          logger.warn("audit chain anchoring failed; the next seal or the cron anchors it", {
+            error,
+            workspace_id: workspaceId,
+          }),
+        );
+        // Writes that asked for a pass meanwhile (while sealing or anchoring) get one.
         if (state.rerun) await new Promise((wake) => setTimeout(wake, SEAL_COALESCE_MS));
       } while (state.rerun);
     } finally {

@@ -139,7 +139,9 @@ export type BreakReason =
   /** The entry's prev_hash is not its predecessor's hash: one of the two was rewritten. */
   | "link_mismatch"
   /** A sealed entry lost its hash while later entries kept theirs. */
-  | "unsealed";
+  | "unsealed"
+  /** The entry anchored outside D1 (src/audit/anchor.ts) no longer has the anchored hash: D1 was rewritten. */
+  | "anchor_mismatch";
 
 export interface ChainBreak {
   seq: number;
@@ -160,6 +162,8 @@ export interface VerifyReport {
   pending_entries: number;
   anchor: { seq: number; hash: string } | null;
   head: { seq: number; hash: string | null };
+  /** The chain's anchor outside D1 the walk checked against, if there is one. */
+  external_anchor: { seq: number; hash: string } | null;
   first_broken: ChainBreak | null;
 }
 
@@ -182,7 +186,7 @@ export const MAX_VERIFY_ENTRIES = 200_000;
 export async function verifyChain(
   db: Database,
   workspaceId: string,
-  options: { from?: VerifyCheckpoint; maxEntries?: number } = {},
+  options: { from?: VerifyCheckpoint; maxEntries?: number; externalAnchor?: { seq: number; hash: string } | null } = {},
 ): Promise<VerifyReport> {
   const maxEntries = Math.min(MAX_VERIFY_ENTRIES, Math.max(1, options.maxEntries ?? DEFAULT_VERIFY_ENTRIES));
   await sealChain(db, workspaceId);
@@ -209,6 +213,13 @@ export async function verifyChain(
     }
     prevHash = afterHash;
     expectedSeq = afterSeq + 1;
+  }
+
+  const external = options.externalAnchor ?? null;
+  // Checked where the walk passes it; one at or before where it starts was checked already (or archived).
+  let externalPending = external !== null && external.seq >= expectedSeq;
+  if (!broken && external && external.seq === state.anchorSeq && external.hash !== state.anchorHash) {
+    broken = anchorBreak(external.seq, null);
   }
 
   walk: while (!broken) {
@@ -268,6 +279,13 @@ export async function verifyChain(
         };
         break walk;
       }
+      if (externalPending && external && row.seq === external.seq) {
+        if (row.hash !== external.hash) {
+          broken = anchorBreak(row.seq, row.id);
+          break walk;
+        }
+        externalPending = false;
+      }
       firstSeq ??= row.seq;
       prevHash = row.hash;
       expectedSeq += 1;
@@ -277,6 +295,15 @@ export async function verifyChain(
   }
 
   const lastSeq = checked > 0 ? expectedSeq - 1 : null;
+  if (!broken && complete && externalPending && external) {
+    // The walk ended before the anchored entry: it is gone, with everything after it (head row included).
+    broken = {
+      seq: external.seq,
+      id: null,
+      reason: "missing",
+      detail: `Entry ${external.seq} was sealed and anchored outside D1, and is gone.`,
+    };
+  }
   if (!broken && complete && state.headSeq > state.anchorSeq) {
     // The newest sealed entries were deleted: nothing after them to notice, but the head remembers.
     if (state.headSeq > expectedSeq - 1) {
@@ -305,11 +332,21 @@ export async function verifyChain(
     pending_entries: pending,
     anchor: state.anchorSeq > 0 ? { seq: state.anchorSeq, hash: state.anchorHash } : null,
     head: { seq: state.headSeq, hash: state.headHash },
+    external_anchor: external ? { seq: external.seq, hash: external.hash } : null,
     first_broken: broken,
   };
 }
 
-async function hashAt(db: Database, workspaceId: string, seq: number): Promise<string | null> {
+function anchorBreak(seq: number, id: string | null): ChainBreak {
+  return {
+    seq,
+    id,
+    reason: "anchor_mismatch",
+    detail: `Entry ${seq} does not have the hash anchored outside D1 when it was sealed: the log was rewritten.`,
+  };
+}
+
+export async function hashAt(db: Database, workspaceId: string, seq: number): Promise<string | null> {
   const rows = await db
     .select({ hash: auditLogs.hash })
     .from(auditLogs)

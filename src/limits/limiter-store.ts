@@ -1,4 +1,5 @@
 import { ADMISSION_MIGRATION } from "./admission-store.ts";
+import { AUDIT_ANCHOR_MIGRATION } from "./audit-anchor-store.ts";
 import { BUDGET_MIGRATION } from "./budget-store.ts";
 import type { StrikeState } from "./strikes.ts";
 import type { BucketState } from "./token-bucket.ts";
@@ -37,6 +38,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   ADMISSION_MIGRATION,
   // 2 → 3: token and cost budgets (periods, charges, reported thresholds), src/limits/budget-store.ts.
   BUDGET_MIGRATION,
+  // 3 → 4: the audit chain's anchor outside D1, src/limits/audit-anchor-store.ts.
+  AUDIT_ANCHOR_MIGRATION,
 ];
 
 export const LIMITER_SCHEMA_VERSION = MIGRATIONS.length;

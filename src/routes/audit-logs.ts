@@ -1,5 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { AUDIT_ACTION_NAMES } from "../audit/actions.ts";
+import { anchorBookOf } from "../audit/anchor.ts";
 import { auditContext, recordAudit, sealAfterResponse } from "../audit/audit-logger.ts";
 import { DEFAULT_VERIFY_ENTRIES, MAX_VERIFY_ENTRIES, verifyChain } from "../audit/chain.ts";
 import { EXPORT_CONTENT_TYPES, exportStream } from "../audit/export.ts";
@@ -134,7 +135,7 @@ const statsRoute = createRoute({
 const BreakSchema = z.object({
   seq: z.number().int(),
   id: z.string().nullable(),
-  reason: z.enum(["missing", "hash_mismatch", "link_mismatch", "unsealed"]),
+  reason: z.enum(["missing", "hash_mismatch", "link_mismatch", "unsealed", "anchor_mismatch"]),
   detail: z.string(),
 });
 
@@ -198,6 +199,10 @@ const verifyRoute = createRoute({
               pending_entries: CountSchema.openapi({ description: "Entries written since sealing began." }),
               anchor: z.object({ seq: z.number().int(), hash: z.string() }).nullable(),
               head: z.object({ seq: z.number().int(), hash: z.string().nullable() }),
+              external_anchor: z.object({ seq: z.number().int(), hash: z.string() }).nullable().openapi({
+                description:
+                  "The newest sealed entry as recorded outside D1 (in the workspace's Durable Object); the walk checks the chain still passes through it. Null when none is recorded yet or it could not be read.",
+              }),
               first_broken: BreakSchema.nullable(),
             })
             .openapi("AuditVerification"),
@@ -254,6 +259,16 @@ export function registerAuditLogRoutes(app: OpenAPIHono<HonoEnv>): void {
     const { after_seq: afterSeq, after_hash: afterHash, limit } = c.req.valid("query");
     const from =
       afterSeq !== undefined && afterHash !== undefined ? { after_seq: afterSeq, after_hash: afterHash } : undefined;
-    return c.json(await verifyChain(createDb(c.get("config").DB), workspaceOf(c), { from, maxEntries: limit }), 200);
+    const workspaceId = workspaceOf(c);
+    const config = c.get("config");
+    const externalAnchor = await anchorBookOf(config, workspaceId)
+      .get()
+      .catch((error: unknown) => {
+        // Verify still walks D1; the report's `external_anchor: null` says the outside check was not made.
+        c.get("logger").error("audit anchor unavailable for verify", { error });
+        return null;
+      });
+    const report = await verifyChain(createDb(config.DB), workspaceId, { from, maxEntries: limit, externalAnchor });
+    return c.json(report, 200);
   });
 }
