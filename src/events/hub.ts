@@ -178,20 +178,27 @@ export class EventHubCore {
 
   private flush(): void {
     this.flushScheduled = false;
-    for (const { event, resolve, reject } of this.pending.splice(0)) {
-      try {
-        const { row, duplicate } = this.log.append(
-          event.event_id,
-          event.event_type,
-          channelsOf(event),
-          this.now(),
-          (seq) => JSON.stringify({ ...event, seq }),
-        );
-        if (!duplicate) this.fanOut(row);
-        resolve({ seq: row.seq, duplicate });
-      } catch (error) {
-        reject(error);
-      }
+    const batch = this.pending.splice(0);
+    const nowMs = this.now();
+    let results: { row: LogRow; duplicate: boolean }[];
+    try {
+      results = this.log.appendMany(
+        batch.map(({ event }) => ({
+          eventId: event.event_id,
+          eventType: event.event_type,
+          channels: channelsOf(event),
+          createdAtMs: nowMs,
+          bodyOf: (seq: number) => JSON.stringify({ ...event, seq }),
+        })),
+      );
+    } catch (error) {
+      for (const { reject } of batch) reject(error);
+      return;
+    }
+    for (const [index, { resolve }] of batch.entries()) {
+      const { row, duplicate } = results[index];
+      if (!duplicate) this.fanOut(row);
+      resolve({ seq: row.seq, duplicate });
     }
   }
 

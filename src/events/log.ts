@@ -33,6 +33,17 @@ const SCHEMA = [
    )`,
 ];
 
+export interface AppendInput {
+  eventId: string;
+  eventType: string;
+  channels: readonly string[];
+  createdAtMs: number;
+  bodyOf: (seq: number) => string;
+}
+
+/** Six bound parameters a row: within a Durable Object query's 100. */
+const APPEND_CHUNK = 16;
+
 export class EventLog {
   private readonly sql: SqlStorage;
   private last: number;
@@ -50,40 +61,54 @@ export class EventLog {
     return this.last;
   }
 
-  /** Appends an event; an `event_id` already in the log is not written twice. */
-  append(
-    eventId: string,
-    eventType: string,
-    channels: readonly string[],
-    createdAtMs: number,
-    bodyOf: (seq: number) => string,
-  ): { row: LogRow; duplicate: boolean } {
-    const seq = this.last + 1;
-    const row: LogRow = {
-      seq,
-      event_id: eventId,
-      event_type: eventType,
-      channels: channels.join(","),
-      created_at_ms: createdAtMs,
-      body: bodyOf(seq),
-    };
-    // One statement on the hot path; the lookup happens only for a repeated event_id.
-    const written = this.sql.exec(
-      `INSERT INTO evh_events (seq, event_id, event_type, channels, created_at_ms, body) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (event_id) DO NOTHING`,
-      row.seq,
-      row.event_id,
-      row.event_type,
-      row.channels,
-      row.created_at_ms,
-      row.body,
-    ).rowsWritten;
-    if (written === 0) {
-      const existing = this.byEventId(eventId);
-      if (existing) return { row: existing, duplicate: true };
+  /**
+   * Appends events in order, each with the next seq; an `event_id` already in
+   * the log (or earlier in the same call) is not written again and answers
+   * with its row. Two statements per chunk (a lookup of repeated event_ids,
+   * then one multi-row insert) rather than one per event: a queue batch
+   * publishes hundreds at once.
+   */
+  appendMany(entries: readonly AppendInput[]): { row: LogRow; duplicate: boolean }[] {
+    const results: { row: LogRow; duplicate: boolean }[] = [];
+    for (let start = 0; start < entries.length; start += APPEND_CHUNK) {
+      results.push(...this.#appendChunk(entries.slice(start, start + APPEND_CHUNK)));
     }
-    this.last = seq;
-    return { row, duplicate: false };
+    return results;
+  }
+
+  #appendChunk(entries: readonly AppendInput[]): { row: LogRow; duplicate: boolean }[] {
+    const ids = entries.map((entry) => entry.eventId);
+    const known = new Map(
+      this.sql
+        .exec<LogRow>(`SELECT * FROM evh_events WHERE event_id IN (${ids.map(() => "?").join(", ")})`, ...ids)
+        .toArray()
+        .map((row) => [row.event_id, row]),
+    );
+    const fresh: LogRow[] = [];
+    const results = entries.map((entry) => {
+      const existing = known.get(entry.eventId);
+      if (existing) return { row: existing, duplicate: true };
+      const seq = this.last + fresh.length + 1;
+      const row: LogRow = {
+        seq,
+        event_id: entry.eventId,
+        event_type: entry.eventType,
+        channels: entry.channels.join(","),
+        created_at_ms: entry.createdAtMs,
+        body: entry.bodyOf(seq),
+      };
+      fresh.push(row);
+      known.set(entry.eventId, row); // the same event twice in one call is written once
+      return { row, duplicate: false };
+    });
+    if (fresh.length > 0) {
+      this.sql.exec(
+        `INSERT INTO evh_events (seq, event_id, event_type, channels, created_at_ms, body) VALUES ${fresh.map(() => "(?, ?, ?, ?, ?, ?)").join(", ")}`,
+        ...fresh.flatMap((row) => [row.seq, row.event_id, row.event_type, row.channels, row.created_at_ms, row.body]),
+      );
+      this.last += fresh.length;
+    }
+    return results;
   }
 
   byEventId(eventId: string): LogRow | null {

@@ -136,6 +136,32 @@ describe("group commit", () => {
   });
 });
 
+describe("group commit across chunks", () => {
+  it("keeps seq contiguous past chunk boundaries, with repeats (earlier or in the same call) written once", async () => {
+    await withCore({}, async (core) => {
+      const socket = new FakeSocket();
+      core.connect(socket, connectAll);
+      const earlier = toolCall("ws_core");
+      expect(await core.publish(earlier)).toEqual({ seq: 1, duplicate: false });
+      const events = Array.from({ length: 40 }, () => toolCall("ws_core"));
+      // 45 publishes in one turn: 40 new, the earlier one twice, and three repeats of this call's own.
+      const batch = [...events.slice(0, 20), earlier, events[5], ...events.slice(20), earlier, events[30], events[39]];
+      const results = await Promise.all(batch.map((event) => core.publish(event)));
+      const bySeq = (index: number) => results[batch.indexOf(events[index])].seq;
+      expect(events.map((_, index) => bySeq(index))).toEqual(Array.from({ length: 40 }, (_, i) => i + 2));
+      expect(results.filter((result) => result.duplicate)).toEqual([
+        { seq: 1, duplicate: true },
+        { seq: 7, duplicate: true },
+        { seq: 1, duplicate: true },
+        { seq: 32, duplicate: true },
+        { seq: 41, duplicate: true },
+      ]);
+      // Sent once each, in seq order.
+      expect(socket.frames().map((frame) => frame.event.seq)).toEqual(Array.from({ length: 41 }, (_, i) => i + 1));
+    });
+  });
+});
+
 describe("connection cap", () => {
   it("refuses the socket over the cap with a CONNECTION_LIMIT frame and 1013", async () => {
     await withCore({ maxConnections: 2 }, async (core) => {
