@@ -19,5 +19,7 @@ export interface HonoEnv {
     principal?: Principal;
     /** The caller's workspace limits (null for the operator); set by authentication. */
     limits?: WorkspaceLimits | null;
+    /** Set by `writesNoAudit` on routes declared `x-audit-exempt`: nothing to seal after them. */
+    auditExempt?: boolean;
   };
 }

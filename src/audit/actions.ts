@@ -21,6 +21,7 @@ export const AUDIT_ACTIONS = {
   "workflow.execute": "A workflow execution was started (by a caller or a webhook).",
   "webhook.receive": "A signed webhook was accepted.",
   "event_ticket.create": "A single-use WebSocket ticket was issued.",
+  // No longer written (completions are usage rows; the route is x-audit-exempt): kept so older entries stay queryable.
   "llm.completion": "A chat completion was requested through the router.",
   "audit.export": "The audit log was exported.",
   "audit.archive": "Retention archived expired entries to R2 and cut them from the log.",
@@ -43,3 +44,11 @@ export function isAuditAction(value: string): value is AuditAction {
  * @hono/zod-openapi copies `x-` keys of a route config into the operation.
  */
 export const AUDIT_ACTION_EXTENSION = "x-audit-action";
+
+/**
+ * The extension a mutating route declares instead when it records no audit
+ * entry on purpose, with the reason: `"x-audit-exempt": "why"`. For calls
+ * that change no configuration and are recorded elsewhere per call (a chat
+ * completion is a usage row). The coverage test lists every exemption.
+ */
+export const AUDIT_EXEMPT_EXTENSION = "x-audit-exempt";

@@ -174,7 +174,8 @@ export function auditContext(
 export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => {
   await next();
   // The caller's own workspace too: another request may have drained its id before this one's batch committed.
-  const own = c.req.method !== "GET" && c.req.method !== "HEAD" ? c.get("workspaceId") : undefined;
+  const writes = c.req.method !== "GET" && c.req.method !== "HEAD" && !c.get("auditExempt");
+  const own = writes ? c.get("workspaceId") : undefined;
   if (own) pendingSeal.add(own);
   if (pendingSeal.size === 0) return;
   const workspaceIds = [...pendingSeal];
@@ -190,6 +191,12 @@ export const sealAfterResponse: MiddlewareHandler<HonoEnv> = async (c, next) => 
   } catch {
     // No execution context (a plain app.request in a test): let it run unawaited.
   }
+};
+
+/** Route middleware of operations declared `x-audit-exempt`: they write no entry, so there is nothing to seal. */
+export const writesNoAudit: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  c.set("auditExempt", true);
+  await next();
 };
 
 /**

@@ -3,6 +3,7 @@ export {
   AUDIT_ACTION_EXTENSION,
   AUDIT_ACTION_NAMES,
   AUDIT_ACTIONS,
+  AUDIT_EXEMPT_EXTENSION,
   type AuditAction,
   isAuditAction,
 } from "./actions.ts";
@@ -16,7 +17,8 @@ export {
   auditStatement,
   recordAudit,
   sealAfterResponse,
+  writesNoAudit,
 } from "./audit-logger.ts";
 export { sealChain, type VerifyReport, verifyChain } from "./chain.ts";
-export { auditCoverageGaps } from "./coverage.ts";
+export { auditCoverageGaps, auditExemptions } from "./coverage.ts";
 export { runAuditRetention } from "./retention.ts";

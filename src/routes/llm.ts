@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { auditContext } from "../audit/index.ts";
+import { writesNoAudit } from "../audit/index.ts";
 import { ulid } from "../lib/ids.ts";
 import { problemResponses } from "../lib/openapi.ts";
 import { llmErrorToApiError } from "../llm/http-errors.ts";
@@ -19,6 +19,11 @@ import type { HonoEnv } from "../types.ts";
  * OpenAI-compatible chat completions through the router, metered and
  * budgeted like agent calls: the official SDKs work with `baseURL` set to
  * `<origin>/api/v1/llm` and a workspace key as the API key.
+ *
+ * Metered, not audited: a completion changes no configuration, and each one is
+ * already a usage row (provider, model, tokens, cost, request id) written once
+ * per call. An audit entry per call as well doubled the writes of the hot path
+ * and grew the workspace's hash chain by one entry per call to seal.
  */
 
 const chatRoute = createRoute({
@@ -29,8 +34,9 @@ const chatRoute = createRoute({
   summary: "Create a chat completion (OpenAI-compatible)",
   description:
     "Routed by the workspace's chain with retries, fallback and circuit breakers; charged against its budgets. `stream: true` answers Server-Sent Events in OpenAI's chunk format, with a usage chunk when `stream_options.include_usage` is set.",
-  "x-audit-action": "llm.completion",
-  middleware: [requireScope("tasks:write")] as const,
+  "x-audit-exempt":
+    "A completion changes no configuration; each call is recorded once as a usage row (GET /api/v1/usage) with its request id.",
+  middleware: [requireScope("tasks:write"), writesNoAudit] as const,
   request: {
     body: { required: true, content: { "application/json": { schema: ChatCompletionRequestSchema } } },
   },
@@ -71,35 +77,11 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
       chargeKey: `api:${requestId}:${ulid()}`,
       signal: c.req.raw.signal,
     };
-    const audit = auditContext(c);
-    const options = {
-      audit: (result: {
-        provider: string;
-        model: string;
-        usage: { total_tokens: number };
-        cost_usd: number;
-        simulated: boolean;
-      }) => ({
-        ...audit,
-        workspaceId,
-        action: "llm.completion" as const,
-        resourceType: "llm_completion",
-        resourceId: context.chargeKey,
-        metadata: {
-          provider: result.provider,
-          model: result.model,
-          total_tokens: result.usage.total_tokens,
-          cost_usd: result.cost_usd,
-          simulated: result.simulated,
-          stream: body.stream === true,
-        },
-      }),
-    };
     const request = toChatRequest(body);
     const id = completionId();
     try {
       if (body.stream) {
-        const routed = await router.chatStream(request, context, options);
+        const routed = await router.chatStream(request, context);
         const stream = completionStream(
           id,
           routed.model,
@@ -118,7 +100,7 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
           },
         }) as never;
       }
-      const result = await router.chat(request, context, options);
+      const result = await router.chat(request, context);
       c.header("X-LLM-Provider", result.provider);
       c.header("X-LLM-Simulated", String(result.simulated));
       return c.json(toCompletion(id, result), 200);
