@@ -70,6 +70,8 @@ export class AdmissionStore {
    * outermost transaction, as it is in the WorkspaceLimiter).
    */
   #counts: Record<SlotState, number> | null = null;
+  /** The caps as stored (same lifetime rules as the counts). */
+  readonly #settings = new Map<string, number | null>();
 
   constructor(storage: LimiterStorage) {
     this.#storage = storage;
@@ -80,6 +82,7 @@ export class AdmissionStore {
       return this.#storage.transactionSync(write);
     } catch (error) {
       this.#counts = null;
+      this.#settings.clear();
       throw error;
     }
   }
@@ -186,17 +189,23 @@ export class AdmissionStore {
   }
 
   setting(key: string): number | null {
-    const row = this.#storage.sql
-      .exec<{ value: number }>("SELECT value FROM limiter_admission WHERE key = ?", key)
-      .toArray()[0];
-    return row?.value ?? null;
+    if (!this.#settings.has(key)) {
+      const row = this.#storage.sql
+        .exec<{ value: number }>("SELECT value FROM limiter_admission WHERE key = ?", key)
+        .toArray()[0];
+      this.#settings.set(key, row?.value ?? null);
+    }
+    return this.#settings.get(key) ?? null;
   }
 
+  /** Every submit carries the caps; only a change is written. */
   saveSetting(key: string, value: number): void {
+    if (this.setting(key) === value) return;
     this.#storage.sql.exec(
       "INSERT INTO limiter_admission (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
       key,
       value,
     );
+    this.#settings.set(key, value);
   }
 }
