@@ -1,5 +1,4 @@
 import { and, asc, eq, gte, isNotNull, isNull, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import type { Database } from "../db/client.ts";
 import { auditChains, auditLogs } from "../db/schema.ts";
 import { type ChainedRow, entryHash, GENESIS_HASH } from "./canonical.ts";
@@ -71,20 +70,13 @@ async function predecessorHash(db: Database, workspaceId: string, seq: number): 
 }
 
 /** Moves the recorded head forward only: concurrent sealers may finish in any order. */
-function advanceHead(db: Database, workspaceId: string, seq: number, hash: string): BatchItem<"sqlite"> {
-  return db
-    .insert(auditChains)
-    .values({ workspaceId, headSeq: seq, headHash: hash })
-    .onConflictDoUpdate({
-      target: auditChains.workspaceId,
-      set: {
-        headSeq: sql`excluded.head_seq`,
-        headHash: sql`excluded.head_hash`,
-        updatedAt: sql`(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))`,
-      },
-      setWhere: sql`excluded.head_seq > ${auditChains.headSeq}`,
-    });
-}
+const ADVANCE_HEAD_SQL = `INSERT INTO audit_chains (workspace_id, head_seq, head_hash) VALUES (?, ?, ?)
+  ON CONFLICT (workspace_id) DO UPDATE SET head_seq = excluded.head_seq, head_hash = excluded.head_hash,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+  WHERE excluded.head_seq > audit_chains.head_seq`;
+
+/** Seals one entry, unless another sealer got there first. */
+const SEAL_ENTRY_SQL = "UPDATE audit_logs SET prev_hash = ?, hash = ? WHERE id = ? AND hash IS NULL";
 
 /**
  * Hashes a workspace's unsealed entries in seq order, from the last sealed
@@ -105,7 +97,10 @@ export async function sealChain(db: Database, workspaceId: string): Promise<numb
     let prevHash = await predecessorHash(db, workspaceId, pending[0].seq);
     if (prevHash === null) return sealed;
 
-    const updates: BatchItem<"sqlite">[] = [];
+    // Prepared statements bound per row: building each update through the query builder cost more than the write.
+    const d1 = db.$client;
+    const sealEntry = d1.prepare(SEAL_ENTRY_SQL);
+    const updates: D1PreparedStatement[] = [];
     let expectedSeq = pending[0].seq;
     let gap = false;
     for (const row of pending) {
@@ -114,17 +109,12 @@ export async function sealChain(db: Database, workspaceId: string): Promise<numb
         break;
       }
       const hash = await entryHash(prevHash, row);
-      updates.push(
-        db
-          .update(auditLogs)
-          .set({ prevHash, hash })
-          .where(and(eq(auditLogs.id, row.id), isNull(auditLogs.hash))),
-      );
+      updates.push(sealEntry.bind(prevHash, hash, row.id));
       prevHash = hash;
       expectedSeq += 1;
     }
-    updates.push(advanceHead(db, workspaceId, expectedSeq - 1, prevHash));
-    await db.batch(updates as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+    updates.push(d1.prepare(ADVANCE_HEAD_SQL).bind(workspaceId, expectedSeq - 1, prevHash));
+    await d1.batch(updates);
     sealed += updates.length - 1;
     if (gap || pending.length < SEAL_PAGE_ROWS) return sealed;
   }
