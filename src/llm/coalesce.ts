@@ -1,9 +1,16 @@
 /**
  * Per-isolate write coalescing: items added within `delayMs` of the first go
  * out in one write (one D1 batch, one Durable Object call) instead of one
- * each. Every caller gets the promise of the write that carries its item and
- * hands it to its own waitUntil, so the isolate stays up until it lands.
- * Under load this turns hundreds of small writes a second into a few dozen.
+ * each. Under load this turns hundreds of small writes a second into a few
+ * dozen.
+ *
+ * Only the caller that opened a batch gets the write's promise (to hand to
+ * its waitUntil, which keeps the isolate up until the write lands, or to
+ * await). The others get a settled promise: in Workers a promise belongs to
+ * the request that made it, and a request left waiting on another request's
+ * I/O is cancelled as hung ("your Worker's code had hung") once it has nothing
+ * else to do, which under load meant one runtime error per call. Their items
+ * ride the opener's write; a failure is reported once, to the opener.
  */
 export class Coalescer<T> {
   /** Coalescers holding a batch that waits for its timer. */
@@ -37,6 +44,7 @@ export class Coalescer<T> {
 
   add(item: T): Promise<void> {
     let batch = this.#batch;
+    const opens = !batch;
     if (!batch) {
       let start!: () => void;
       const gate = new Promise<void>((resolve) => {
@@ -53,7 +61,7 @@ export class Coalescer<T> {
     batch.items.push(item);
     const done = batch.done;
     if (batch.items.length >= this.#maxItems) this.#flush(batch.items);
-    return done;
+    return opens ? done : Promise.resolve();
   }
 
   #flush(items: T[]): void {
