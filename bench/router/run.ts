@@ -275,6 +275,9 @@ async function main(): Promise<void> {
       "(c) Portkey gateway",
       "(d) bare Hono route /health",
     ];
+    const failures = [...[...byCase.values()].flat(), ...seq.values()]
+      .filter((figures) => figures.errors > 0 || figures.non2xx > 0)
+      .map((figures) => figures.name);
     const report = (label: string, p50: (name: string) => number) => {
       const ours = p50(b) - p50(d);
       const ownOnly = ours - p50(a);
@@ -288,7 +291,13 @@ async function main(): Promise<void> {
         return;
       }
       const theirs = p50(c) - p50(a);
-      const verdict = ours <= theirs ? "goal met" : "goal NOT met";
+      // A case that failed has no latency worth comparing (a dead server answers fast).
+      const verdict =
+        failures.length > 0
+          ? `no verdict: errors in ${failures.join(", ")}`
+          : ours <= theirs
+            ? "goal met"
+            : "goal NOT met";
       console.log(
         `${label}: Portkey adds ${theirs.toFixed(1)} ms p50 over (a); our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream hop) → ${verdict} (ours ≤ Portkey's)`,
       );
