@@ -75,9 +75,9 @@ export class WorkspaceLimiter extends DurableObject {
     return this.#budgets.settle({ ...input, nowMs: Date.now() });
   }
 
-  /** Many settlements in one call (isolates coalesce the charges of workspaces without budgets). */
-  async settleBudgetMany(inputs: BudgetAmountsInput[]): Promise<SettleResult[]> {
-    return this.#budgets.settleMany(inputs, Date.now());
+  /** Calls of a workspace without budgets, counted in one call (isolates coalesce them; no reservation was made). */
+  async countUnbudgeted(charges: { chargeKey: string; tokens: number; costUsd: number }[]): Promise<void> {
+    this.#budgets.countUnbudgeted(charges, Date.now());
   }
 
   async budgetStatus(): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {

@@ -119,6 +119,23 @@ export class BudgetStore {
     );
   }
 
+  /** Records a charge key not seen before; false (and nothing written) when it was. */
+  insertCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): boolean {
+    return (
+      this.#sql.exec(
+        `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (charge_key) DO NOTHING`,
+        chargeKey,
+        charge.day,
+        charge.month,
+        charge.tokens,
+        charge.costUsd,
+        charge.settled ? 1 : 0,
+        expiresAtMs,
+      ).rowsWritten > 0
+    );
+  }
+
   /** Records a threshold as reported; false when it already was this period. */
   markAlert(period: string, metric: string, threshold: number, nowMs: number, expiresAtMs: number): boolean {
     const cursor = this.#sql.exec(

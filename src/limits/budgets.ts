@@ -64,6 +64,8 @@ export const BUDGET_THRESHOLDS_PERCENT = [50, 80, 100] as const;
 const DAY_MS = 86_400_000;
 /** Charge keys are remembered this long: longer than any queue retry or replay of a task. */
 const CHARGE_KEEP_MS = 40 * DAY_MS;
+/** Charge keys of workspaces without budgets: they only guard against a settlement sent twice. */
+const UNBUDGETED_KEEP_MS = 2 * DAY_MS;
 const PRUNE_INTERVAL_MS = 60_000;
 
 const RULES = [
@@ -142,38 +144,57 @@ export class BudgetBook {
 
   /** Charges the actual amounts (0 and 0 releases a reservation) and reports thresholds newly reached. */
   settle(input: BudgetAmountsInput & { nowMs: number }): SettleResult {
-    return this.settleMany([input], input.nowMs)[0];
+    const { nowMs } = input;
+    return this.#atomically(() => {
+      const existing = this.#store.charge(input.chargeKey);
+      if (existing?.settled) return { duplicate: true, crossings: [] };
+      const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
+      const delta = {
+        tokens: input.tokens,
+        costUsd: input.costUsd,
+        reservedTokens: -(existing?.tokens ?? 0),
+        reservedCostUsd: -(existing?.costUsd ?? 0),
+      };
+      const periods = new PeriodCache(this.#store);
+      periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
+      periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
+      periods.write();
+      this.#store.writeCharge(
+        input.chargeKey,
+        { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },
+        nowMs + CHARGE_KEEP_MS,
+      );
+      return { duplicate: false, crossings: this.#crossings(keys, input.limits, nowMs, periods) };
+    });
   }
 
   /**
-   * Settles many charges in one transaction. Period counters are read once
-   * and written once for the whole batch (the batcher's common case is many
-   * charges of one day), so the cost per charge is its own row.
+   * Counts calls of a workspace without budgets: nothing was reserved and no
+   * threshold can be crossed, so each charge key costs one insert (which
+   * skips a key counted before) and the period counters move once for the
+   * whole batch. Those keys are kept for UNBUDGETED_KEEP_MS only: long enough
+   * to catch a retried settlement, without a row per call for weeks. The
+   * counts are there when budgets are set later.
    */
-  settleMany(inputs: BudgetAmountsInput[], nowMs: number): SettleResult[] {
-    return this.#atomically(() => {
-      const periods = new PeriodCache(this.#store);
-      const results = inputs.map((input): SettleResult => {
-        const existing = this.#store.charge(input.chargeKey);
-        if (existing?.settled) return { duplicate: true, crossings: [] };
-        const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
-        const delta = {
-          tokens: input.tokens,
-          costUsd: input.costUsd,
-          reservedTokens: -(existing?.tokens ?? 0),
-          reservedCostUsd: -(existing?.costUsd ?? 0),
-        };
-        periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
-        periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
-        this.#store.writeCharge(
-          input.chargeKey,
-          { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },
-          nowMs + CHARGE_KEEP_MS,
+  countUnbudgeted(charges: { chargeKey: string; tokens: number; costUsd: number }[], nowMs: number): void {
+    if (charges.length === 0) return;
+    const keys = periodKeys(nowMs);
+    this.#atomically(() => {
+      const total = { tokens: 0, costUsd: 0 };
+      for (const charge of charges) {
+        const fresh = this.#store.insertCharge(
+          charge.chargeKey,
+          { ...keys, tokens: charge.tokens, costUsd: charge.costUsd, settled: true },
+          nowMs + UNBUDGETED_KEEP_MS,
         );
-        return { duplicate: false, crossings: this.#crossings(keys, input.limits, nowMs, periods) };
-      });
+        if (!fresh) continue;
+        total.tokens += charge.tokens;
+        total.costUsd += charge.costUsd;
+      }
+      const periods = new PeriodCache(this.#store);
+      periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, total);
+      periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, total);
       periods.write();
-      return results;
     });
   }
 

@@ -2,7 +2,7 @@ import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
 import { publish } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
-import { type BudgetAmountsInput, type PeriodStatus, periodEndMs, type ThresholdCrossing } from "../limits/budgets.ts";
+import { type PeriodStatus, periodEndMs, type ThresholdCrossing } from "../limits/budgets.ts";
 import { Coalescer } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
 import { type BudgetGate, hasAnyBudget } from "./router.ts";
@@ -58,14 +58,15 @@ export function budgetGate(
       const limited = amounts.budgets !== null && hasAnyBudget(amounts.budgets);
       // Releasing a reservation that was never made: nothing to do.
       if (!limited && amounts.tokens === 0 && amounts.costUsd === 0) return;
-      const input = {
-        chargeKey: amounts.chargeKey,
-        limits: amounts.budgets,
-        tokens: amounts.tokens,
-        costUsd: amounts.costUsd,
-      };
-      // Without budgets nothing waits on the counters and no threshold can be crossed: charges share one call.
-      if (!limited) return unlimitedSettler(config, amounts.workspaceId).add(input);
+      // Without budgets nothing was reserved, nothing waits on the counters and no threshold can be crossed:
+      // charges share one call and are only counted.
+      if (!limited) {
+        return unbudgetedCounter(config, amounts.workspaceId).add({
+          chargeKey: amounts.chargeKey,
+          tokens: amounts.tokens,
+          costUsd: amounts.costUsd,
+        });
+      }
       const result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
         chargeKey: amounts.chargeKey,
         limits: amounts.budgets,
@@ -88,9 +89,10 @@ export function budgetGate(
 const SETTLE_FLUSH_DELAY_MS = 100;
 const SETTLE_MAX_PER_CALL = 100;
 const MAX_SETTLERS = 1_000;
-const settlers = new WeakMap<object, Map<string, Coalescer<BudgetAmountsInput>>>();
+type Amount = { chargeKey: string; tokens: number; costUsd: number };
+const settlers = new WeakMap<object, Map<string, Coalescer<Amount>>>();
 
-function unlimitedSettler(config: Config, workspaceId: string): Coalescer<BudgetAmountsInput> {
+function unbudgetedCounter(config: Config, workspaceId: string): Coalescer<Amount> {
   let byWorkspace = settlers.get(config.WORKSPACE_LIMITER);
   if (!byWorkspace) {
     byWorkspace = new Map();
@@ -100,9 +102,9 @@ function unlimitedSettler(config: Config, workspaceId: string): Coalescer<Budget
   if (!settler) {
     // Dropping the map loses nothing: a batch in flight holds its own items.
     if (byWorkspace.size >= MAX_SETTLERS) byWorkspace.clear();
-    settler = new Coalescer<BudgetAmountsInput>(
-      async (inputs) => {
-        await config.WORKSPACE_LIMITER.getByName(workspaceId).settleBudgetMany(inputs);
+    settler = new Coalescer<Amount>(
+      async (amounts) => {
+        await config.WORKSPACE_LIMITER.getByName(workspaceId).countUnbudgeted(amounts);
       },
       { delayMs: SETTLE_FLUSH_DELAY_MS, maxItems: SETTLE_MAX_PER_CALL },
     );

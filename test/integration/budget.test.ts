@@ -33,6 +33,38 @@ describe("BudgetBook", () => {
       expect(book.status(NOW).monthly).toMatchObject({ period: "2026-11", tokens: 100 });
     }));
 
+  it("counts calls of a workspace without budgets once per charge key, with short-lived keys", () =>
+    runInDurableObject(env.WORKSPACE_LIMITER.getByName(`budget-test:${crypto.randomUUID()}`), (_instance, state) => {
+      const book = new BudgetBook(state.storage);
+      book.countUnbudgeted(
+        Array.from({ length: 50 }, (_, index) => ({ chargeKey: `call-${index}`, tokens: 120, costUsd: 0.001 })),
+        NOW,
+      );
+      // A settlement sent again (and a new call with it) counts the new call only.
+      book.countUnbudgeted(
+        [
+          { chargeKey: "call-7", tokens: 120, costUsd: 0.001 },
+          { chargeKey: "call-50", tokens: 30, costUsd: 0.0005 },
+        ],
+        NOW,
+      );
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 6_030, cost_usd: 0.0505, reserved_tokens: 0 });
+      expect(book.status(NOW).monthly).toMatchObject({ tokens: 6_030 });
+      // Their keys are kept for two days, not the 40 of budgeted charges.
+      const kept = state.storage.sql
+        .exec<{ n: number; until: number }>(
+          "SELECT count(*) AS n, max(expires_at_ms) AS until FROM limiter_budget_charges",
+        )
+        .one();
+      expect(kept).toEqual({ n: 51, until: NOW + 2 * 86_400_000 });
+      // Budgets set later start from these figures.
+      const limits = { ...NONE, daily_tokens: 6_000 };
+      expect(book.reserve({ chargeKey: "later", limits, tokens: 10, costUsd: 0, nowMs: NOW })).toMatchObject({
+        ok: false,
+        used: 6_030,
+      });
+    }));
+
   it("refuses when a budget has nothing left, until the period resets", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_cost_usd: 1 };
