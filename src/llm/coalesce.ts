@@ -17,18 +17,16 @@ export class Coalescer<T> {
   static readonly #waiting = new Set<Coalescer<unknown>>();
 
   /**
-   * Sends every waiting batch now. For the end of a unit of work whose runtime
+   * Starts every waiting batch now. For the end of a unit of work whose runtime
    * waits for its writes anyway (a queue batch): waiting out the delay there
-   * only keeps the next unit from starting.
+   * only keeps the next unit from starting. It returns nothing to await on
+   * purpose: a batch another request opened belongs to that request (see above).
    */
-  static flushAll(): Promise<void> {
-    const done = [...Coalescer.#waiting].map((coalescer) => {
+  static flushAll(): void {
+    for (const coalescer of [...Coalescer.#waiting]) {
       const batch = coalescer.#batch;
-      if (!batch) return Promise.resolve();
-      coalescer.#flush(batch.items);
-      return batch.done.catch(() => {});
-    });
-    return Promise.all(done).then(() => {});
+      if (batch) coalescer.#flush(batch.items);
+    }
   }
 
   readonly #write: (items: T[]) => Promise<void>;

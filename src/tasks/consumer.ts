@@ -272,9 +272,10 @@ export async function consumeTaskBatch(
     else chain.emit(errorEvent(claim, end.error, work.message.attempts - 1, true));
   }
 
+  // Usage rows and budget charges of this batch's LLM calls: the invocation waits for them (its waitUntil holds
+  // the writes it opened), so send them now rather than after the coalescing delay.
+  Coalescer.flushAll();
   await Promise.all([
-    // Usage rows and budget charges of this batch's LLM calls: the invocation waits for them, so send them now.
-    Coalescer.flushAll(),
     renewals,
     flushRenewals(config, renew, logger),
     ...[...release].map(async ([workspaceId, ids]) => {
