@@ -60,10 +60,17 @@ export const PRICE_TABLE_VERSIONS: readonly PriceTableVersion[] = [
 /** Unknown models of a paid provider are priced at this conservative rate rather than as free. */
 const UNKNOWN_MODEL_PRICE = price(5, 15, 128_000);
 
+const DAY_MS = 86_400_000;
+// Every call prices several targets; the table only changes at midnight UTC.
+let tableOfDay: { day: number; table: PriceTableVersion } | null = null;
+
 export function currentPriceTable(nowMs: number = Date.now()): PriceTableVersion {
+  const day = Math.floor(nowMs / DAY_MS);
+  if (tableOfDay?.day === day) return tableOfDay.table;
   const today = new Date(nowMs).toISOString().slice(0, 10);
   let chosen = PRICE_TABLE_VERSIONS[0];
   for (const version of PRICE_TABLE_VERSIONS) if (version.effectiveFrom <= today) chosen = version;
+  tableOfDay = { day, table: chosen };
   return chosen;
 }
 
