@@ -104,11 +104,25 @@ export class BudgetStore {
       : null;
   }
 
+  /** Writes a charge, replacing its amounts if the key exists (a reservation being settled). */
   writeCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): void {
-    this.#sql.exec(
+    this.#insertCharge(
+      chargeKey,
+      charge,
+      expiresAtMs,
+      "DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd, settled = excluded.settled",
+    );
+  }
+
+  /** Records a charge key not seen before; false (and nothing written) when it was. */
+  insertCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): boolean {
+    return this.#insertCharge(chargeKey, charge, expiresAtMs, "DO NOTHING") > 0;
+  }
+
+  #insertCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number, onConflict: string): number {
+    return this.#sql.exec(
       `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
-       VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (charge_key) DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd, settled = excluded.settled`,
+       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (charge_key) ${onConflict}`,
       chargeKey,
       charge.day,
       charge.month,
@@ -116,24 +130,7 @@ export class BudgetStore {
       charge.costUsd,
       charge.settled ? 1 : 0,
       expiresAtMs,
-    );
-  }
-
-  /** Records a charge key not seen before; false (and nothing written) when it was. */
-  insertCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): boolean {
-    return (
-      this.#sql.exec(
-        `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (charge_key) DO NOTHING`,
-        chargeKey,
-        charge.day,
-        charge.month,
-        charge.tokens,
-        charge.costUsd,
-        charge.settled ? 1 : 0,
-        expiresAtMs,
-      ).rowsWritten > 0
-    );
+    ).rowsWritten;
   }
 
   /** Records a threshold as reported; false when it already was this period. */
