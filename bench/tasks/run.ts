@@ -3,6 +3,9 @@
  *
  *   (a) baseline: 1,000 no-op messages on the `tasks` queue, acknowledged by
  *       the same consumer entry without work (batches of 100, as configured);
+ *   (a2) the floor: the same messages, each making the one R2 put a task makes
+ *       for its report (same size and options), concurrently per batch: what
+ *       the local runtime charges for that single write, before any task code;
  *   (b) 1,000 tasks submitted over HTTP (32 at a time) and run by the agent on
  *       the `simulated` provider at zero latency: admission, queue, claims,
  *       LLM turns, tool calls, an R2 artifact, events and slot release each.
@@ -10,7 +13,8 @@
  * Alternating, each twice (BENCH_ROUNDS). Prints msg/s and tasks/s end to end (first submit →
  * last completion), the submit and execution phases, p50/p95 of
  * submit→started and submit→completed (server timestamps), and last the
- * ratio tasks/s ÷ no-op msg/s against the goal (≥ 0.25).
+ * ratio tasks/s ÷ no-op msg/s against the goal (≥ 0.25), next to the floor's own ratio (a2 ÷ a):
+ * a task cannot go faster than its one R2 put alone.
  *
  * BENCH_PROFILE=<file.cpuprofile> also records a CPU profile of the Worker
  * during the first backlog drain and prints where its time went.
@@ -54,13 +58,13 @@ async function noopAcked(worker: WorkerProcess): Promise<{ acked: number; last_a
   return (await response.json()) as { acked: number; last_acked_at_ms: number };
 }
 
-async function measureNoop(worker: WorkerProcess, count: number) {
+async function measureNoop(worker: WorkerProcess, count: number, work: "none" | "r2_put" = "none") {
   const before = (await noopAcked(worker)).acked;
   const startedAtMs = Date.now();
   const response = await fetch(`${worker.baseUrl}/__debug/queues/tasks/noop`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ count }),
+    body: JSON.stringify({ count, work }),
   });
   if (!response.ok) throw new Error(`enqueueing no-ops answered ${response.status}`);
   const lastAtMs = await waitFor(
@@ -260,9 +264,11 @@ async function main(): Promise<void> {
 async function rounds(worker: WorkerProcess, profiler?: Profiler): Promise<void> {
   // Warm-up: every path once, small.
   await measureNoop(worker, 200);
+  await measureNoop(worker, 200, "r2_put");
   await measureEndToEnd(worker, 50);
 
   const drainRatios: number[] = [];
+  const floorRatios: number[] = [];
   const endToEndRatios: number[] = [];
   console.log(
     `\nbench/tasks: ${TASKS} tasks (simulated provider, zero latency) vs ${NOOP_MESSAGES} no-op messages, wrangler dev`,
@@ -272,6 +278,11 @@ async function rounds(worker: WorkerProcess, profiler?: Profiler): Promise<void>
     console.log(
       `(a) no-op queue #${round}     ${noop.perSecond.toFixed(0).padStart(6)} msg/s   (${noop.count} in ${noop.seconds.toFixed(2)} s)`,
     );
+    const floor = await measureNoop(worker, NOOP_MESSAGES, "r2_put");
+    console.log(
+      `(a2) one R2 put each #${round} ${floor.perSecond.toFixed(0).padStart(6)} msg/s   (${floor.count} in ${floor.seconds.toFixed(2)} s; ${(floor.perSecond / noop.perSecond).toFixed(2)} of no-op)`,
+    );
+    floorRatios.push(floor.perSecond / noop.perSecond);
     const backlog = await measureBacklog(worker, TASKS, round === 1 ? profiler : undefined);
     console.log(
       `(b) task backlog #${round}    ${backlog.perSecond.toFixed(0).padStart(6)} tasks/s  (${backlog.completed}/${backlog.count} completed in ${backlog.seconds.toFixed(2)} s after release, ${backlog.failed} not)`,
@@ -290,6 +301,9 @@ async function rounds(worker: WorkerProcess, profiler?: Profiler): Promise<void>
   );
   console.log(
     `task backlog ÷ no-op msg/s = ${drainRatios.map((ratio) => ratio.toFixed(2)).join(", ")} (worst ${Math.min(...drainRatios).toFixed(2)}; goal ≥ ${GOAL_RATIO})`,
+  );
+  console.log(
+    `floor: one R2 put per message ÷ no-op = ${floorRatios.map((ratio) => ratio.toFixed(2)).join(", ")}; task backlog ÷ that floor = ${drainRatios.map((ratio, index) => (ratio / floorRatios[index]).toFixed(2)).join(", ")}`,
   );
 }
 

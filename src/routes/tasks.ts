@@ -148,20 +148,22 @@ function taskContext(c: Parameters<Parameters<OpenAPIHono<HonoEnv>["openapi"]>[1
 
 /**
  * Tests and benchmarks only (ENABLE_DEBUG_ROUTES): puts `count` no-op messages
- * on the tasks queue, whose consumer acknowledges them and logs each batch, so
- * the raw queue throughput is measured beside task throughput. Not in the
- * OpenAPI document.
+ * on the tasks queue, whose consumer acknowledges them (after one R2 put each
+ * with `work: "r2_put"`, see src/tasks/probes.ts), so the raw queue
+ * throughput is measured beside task throughput. Not in the OpenAPI document.
  */
 function registerDebugQueueRoute(app: OpenAPIHono<HonoEnv>): void {
   app.post("/__debug/queues/tasks/noop", async (c) => {
     const config = c.get("config");
     if (!config.ENABLE_DEBUG_ROUTES) throw new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`);
-    const { count } = z.object({ count: z.number().int().min(1).max(100_000) }).parse(await c.req.json());
+    const { count, work } = z
+      .object({ count: z.number().int().min(1).max(100_000), work: z.enum(["none", "r2_put"]).default("none") })
+      .parse(await c.req.json());
     const sentAtMs = Date.now();
     for (let sent = 0; sent < count; sent += 100) {
       const size = Math.min(100, count - sent);
       await config.TASKS_QUEUE.sendBatch(
-        Array.from({ length: size }, () => ({ body: { v: 1, noop: true, sent_at_ms: sentAtMs } })),
+        Array.from({ length: size }, () => ({ body: { v: 1, noop: true, work, sent_at_ms: sentAtMs } })),
       );
     }
     return c.json({ sent: count, sent_at_ms: sentAtMs }, 200);

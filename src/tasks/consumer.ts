@@ -29,8 +29,9 @@ import {
 import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain, eventProvider } from "./events.ts";
 import { type Executed, executeRun } from "./execute.ts";
-import { isNoopMessage, noopAcks, parseTaskMessage, type TaskMessage } from "./messages.ts";
+import { isNoopMessage, noopAcks, noopWorkOf, parseTaskMessage, type TaskMessage } from "./messages.ts";
 import { recordQueueDepth, recordRun } from "./metrics.ts";
+import { putProbeObjects } from "./probes.ts";
 import { isTerminal, type TaskRow } from "./views.ts";
 
 /**
@@ -69,10 +70,12 @@ export async function consumeTaskBatch(
   const nowIso = new Date(nowMs).toISOString();
 
   const parsed: { message: Message<unknown>; body: TaskMessage }[] = [];
+  const probes: Message<unknown>[] = [];
   let noops = 0;
   for (const message of batch.messages) {
     if (isNoopMessage(message.body)) {
-      message.ack();
+      if (config.ENABLE_DEBUG_ROUTES && noopWorkOf(message.body) === "r2_put") probes.push(message);
+      else message.ack();
       noops++;
       continue;
     }
@@ -82,6 +85,7 @@ export async function consumeTaskBatch(
       message.ack();
     } else parsed.push({ message, body });
   }
+  if (probes.length > 0) await putProbeObjects(config, probes);
   if (noops > 0) {
     noopAcks.count += noops;
     noopAcks.lastAtMs = Date.now();

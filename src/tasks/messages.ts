@@ -32,5 +32,16 @@ export function isNoopMessage(body: unknown): boolean {
   return typeof body === "object" && body !== null && (body as Record<string, unknown>).noop === true;
 }
 
+/**
+ * What a no-op message asks the consumer to do before its ack, to measure a
+ * floor: `none`, or `r2_put` — the one R2 put that every task writing a file
+ * makes, alone (honoured only with ENABLE_DEBUG_ROUTES).
+ */
+export type NoopWork = "none" | "r2_put";
+
+export function noopWorkOf(body: unknown): NoopWork {
+  return (body as Record<string, unknown>).work === "r2_put" ? "r2_put" : "none";
+}
+
 /** No-op messages acknowledged by this isolate, and when the last was: read by the benchmark's debug route. */
 export const noopAcks = { count: 0, lastAtMs: 0 };

@@ -388,3 +388,46 @@ describe("the dead-letter path", () => {
     expect(letter.replayedAt).not.toBeNull();
   });
 });
+
+describe("benchmark no-op messages", () => {
+  const noopBatch = (work: string) =>
+    createMessageBatch(
+      "tasks",
+      ["noop-1", "noop-2"].map((id) => ({
+        id: `${id}-${work}-${crypto.randomUUID()}`,
+        timestamp: new Date(),
+        attempts: 1,
+        body: { v: 1, noop: true, work },
+      })),
+    );
+  const probeKeys = async () => (await env.ARTIFACTS.list({ prefix: "__bench/probes/" })).objects.map((o) => o.key);
+
+  it("acks plain no-ops without touching storage, and makes one R2 put each for the r2_put floor", async () => {
+    const before = (await probeKeys()).length;
+    const plain = noopBatch("none");
+    await consumeTaskBatch(plain, appConfig(), { router: scriptedRouter(), logger: quietLogger });
+    expect((await getQueueResult(plain, createExecutionContext())).explicitAcks.sort()).toEqual(
+      plain.messages.map((message) => message.id).sort(),
+    );
+    expect((await probeKeys()).length).toBe(before);
+
+    const probes = noopBatch("r2_put");
+    await consumeTaskBatch(probes, appConfig(), { router: scriptedRouter(), logger: quietLogger });
+    expect((await getQueueResult(probes, createExecutionContext())).explicitAcks.sort()).toEqual(
+      probes.messages.map((message) => message.id).sort(),
+    );
+    expect((await probeKeys()).length).toBe(before + 2);
+  });
+
+  it("ignores the r2_put floor without ENABLE_DEBUG_ROUTES: an ack and no write", async () => {
+    const before = (await probeKeys()).length;
+    const probes = noopBatch("r2_put");
+    await consumeTaskBatch(
+      probes,
+      { ...appConfig(), ENABLE_DEBUG_ROUTES: false },
+      { router: scriptedRouter(), logger: quietLogger },
+    );
+    expect((await getQueueResult(probes, createExecutionContext())).explicitAcks).toHaveLength(2);
+    expect((await probeKeys()).length).toBe(before);
+  });
+});
