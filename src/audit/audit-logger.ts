@@ -1,3 +1,4 @@
+import { getTableColumns } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Context, MiddlewareHandler } from "hono";
 import { actorOf } from "../auth/principal.ts";
@@ -12,7 +13,7 @@ import { type AuditAction, isAuditAction } from "./actions.ts";
 import { type AnchorBook, anchorBookOf, anchorChain } from "./anchor.ts";
 import { canonicalJson } from "./canonical.ts";
 import { sealChain } from "./chain.ts";
-import { nextCreatedAtSql, nextSeqSql } from "./sql.ts";
+import { nextCreatedAtSql, nextCreatedAtText, nextSeqSql, nextSeqText } from "./sql.ts";
 
 /**
  * The AuditLogger: how the rest of the API records what happened.
@@ -120,12 +121,27 @@ export function auditInsert(db: Database, entry: AuditEntryInput): BatchItem<"sq
   });
 }
 
-/** auditInsert as a plain D1 statement, for batches built from prepared statements rather than the query builder. */
-export function auditStatement(d1: D1Database, db: Database, entry: AuditEntryInput): D1PreparedStatement {
-  const { sql, params } = (
-    auditInsert(db, entry) as unknown as { toSQL(): { sql: string; params: unknown[] } }
-  ).toSQL();
-  return d1.prepare(sql).bind(...params);
+/**
+ * auditInsert as a plain D1 statement, for batches built from prepared
+ * statements rather than the query builder (hot paths: rendering the drizzle
+ * query cost more than running it). Same columns, same seq and time expressions.
+ */
+export function auditStatement(d1: D1Database, entry: AuditEntryInput): D1PreparedStatement {
+  const row = entryRow(entry);
+  notePendingSeal(row.workspaceId);
+  const keys = Object.keys(row) as (keyof typeof row)[];
+  auditInsertSql ??= renderAuditInsert(keys);
+  return d1.prepare(auditInsertSql).bind(...keys.map((key) => row[key]));
+}
+
+let auditInsertSql: string | undefined;
+
+function renderAuditInsert(keys: string[]): string {
+  const columns = getTableColumns(auditLogs) as Record<string, { name: string }>;
+  const workspaceParam = `?${keys.indexOf("workspaceId") + 1}`;
+  const names = keys.map((key) => `"${columns[key].name}"`).join(", ");
+  const marks = keys.map((_, index) => `?${index + 1}`).join(", ");
+  return `INSERT INTO audit_logs (${names}, "seq", "created_at") VALUES (${marks}, ${nextSeqText(workspaceParam)}, ${nextCreatedAtText(workspaceParam)})`;
 }
 
 /** For events with no mutation (auth failures, security blocks). Seals the chain too, best effort. */

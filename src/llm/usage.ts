@@ -1,6 +1,6 @@
 import { and, eq, gte, lte, sql } from "drizzle-orm";
 import { type AuditEntryInput, auditStatement } from "../audit/index.ts";
-import { createDb, type Database } from "../db/client.ts";
+import type { Database } from "../db/client.ts";
 import { usageRecords } from "../db/schema.ts";
 import type { TenantDb } from "../db/tenant.ts";
 import { newId } from "../lib/ids.ts";
@@ -29,8 +29,7 @@ const coalescers = new WeakMap<object, Coalescer<PendingRow>>();
 export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): UsageSink {
   let coalescer = coalescers.get(d1);
   if (!coalescer) {
-    const db = createDb(d1);
-    coalescer = new Coalescer<PendingRow>((items) => writeRows(d1, db, items, metrics), {
+    coalescer = new Coalescer<PendingRow>((items) => writeRows(d1, items, metrics), {
       delayMs: USAGE_FLUSH_DELAY_MS,
       maxItems: USAGE_MAX_ROWS_PER_BATCH,
     });
@@ -50,7 +49,6 @@ const INSERT_USAGE_SQL = `INSERT INTO usage_records
 /** One batch: each usage row (skipped if its charge key was written before) with its audit entry. */
 async function writeRows(
   d1: D1Database,
-  db: Database,
   items: PendingRow[],
   metrics?: AnalyticsEngineDataset,
 ): Promise<void> {
@@ -76,7 +74,7 @@ async function writeRows(
         row.requestId,
       ),
     );
-    if (audit) statements.push(auditStatement(d1, db, audit));
+    if (audit) statements.push(auditStatement(d1, audit));
   }
   await d1.batch(statements);
   for (const { row } of items) {

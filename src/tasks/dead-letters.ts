@@ -105,7 +105,7 @@ export async function consumeDeadLetterBatch(
       ).bind(JSON.stringify(error), nowIso, nowIso, task.id),
     );
     statements.push(
-      auditStatement(config.DB, db, {
+      auditStatement(config.DB, {
         actor: SYSTEM_ACTOR,
         workspaceId: task.workspaceId,
         action: "task.dead_lettered",
