@@ -44,7 +44,7 @@ export class EventHub extends DurableObject {
 
   /** Several events in one call, appended in order (see src/events/batcher.ts). */
   publishMany(events: EventEnvelope[]): Promise<{ seq: number; duplicate: boolean }[]> {
-    return Promise.all(events.map((event) => this.core.publish(event)));
+    return this.core.publishMany(events);
   }
 
   history(query: HistoryQuery): HistoryResult {

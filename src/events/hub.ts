@@ -176,37 +176,58 @@ export class EventHubCore {
     return this.ensureAlarm().then(() => published);
   }
 
+  /**
+   * Several events in one call (src/events/batcher.ts), appended in one turn
+   * after any single publishes already waiting, so seq follows arrival.
+   */
+  publishMany(events: readonly EventEnvelope[]): Promise<{ seq: number; duplicate: boolean }[]> {
+    if (this.pending.length > 0) this.flush();
+    let results: { seq: number; duplicate: boolean }[];
+    try {
+      results = this.append(events);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.ensureAlarm().then(() => results);
+  }
+
   private flush(): void {
     this.flushScheduled = false;
     const batch = this.pending.splice(0);
-    const nowMs = this.now();
-    let results: { row: LogRow; duplicate: boolean }[];
+    let results: { seq: number; duplicate: boolean }[];
     try {
-      results = this.log.appendMany(
-        batch.map(({ event }) => ({
-          eventId: event.event_id,
-          eventType: event.event_type,
-          channels: channelsOf(event),
-          createdAtMs: nowMs,
-          bodyOf: (seq: number) => JSON.stringify({ ...event, seq }),
-        })),
-      );
+      results = this.append(batch.map(({ event }) => event));
     } catch (error) {
       for (const { reject } of batch) reject(error);
       return;
     }
-    for (const [index, { resolve }] of batch.entries()) {
-      const { row, duplicate } = results[index];
-      if (!duplicate) this.fanOut(row);
-      resolve({ seq: row.seq, duplicate });
-    }
+    for (const [index, { resolve }] of batch.entries()) resolve(results[index]);
   }
 
-  private fanOut(row: LogRow): void {
+  /** Appends in order and sends each new event to the sockets that match it (looked up once per call). */
+  private append(events: readonly EventEnvelope[]): { seq: number; duplicate: boolean }[] {
+    const nowMs = this.now();
+    const results = this.log.appendMany(
+      events.map((event) => ({
+        eventId: event.event_id,
+        eventType: event.event_type,
+        channels: channelsOf(event),
+        createdAtMs: nowMs,
+        bodyOf: (seq: number) => JSON.stringify({ ...event, seq }),
+      })),
+    );
+    const sockets = this.host.sockets().filter((socket) => socket.readyState === OPEN);
+    if (sockets.length > 0) {
+      for (const { row, duplicate } of results) if (!duplicate) this.fanOut(row, sockets);
+    }
+    return results.map(({ row, duplicate }) => ({ seq: row.seq, duplicate }));
+  }
+
+  private fanOut(row: LogRow, sockets: readonly HubSocket[]): void {
     const frame = eventFrame(row.body);
     const channels = row.channels ? row.channels.split(",") : [];
     let upcastFrames: Map<string, string> | undefined;
-    for (const socket of this.host.sockets()) {
+    for (const socket of sockets) {
       const state = this.stateOf(socket);
       if (!state || state.closing || socket.readyState !== OPEN) continue;
       if (!state.matcher.matches(row.event_type, channels)) continue;

@@ -162,6 +162,30 @@ describe("group commit across chunks", () => {
   });
 });
 
+describe("publishMany", () => {
+  it("appends a large call after the single publishes waiting before it, repeats once, bodies byte for byte", async () => {
+    await withCore({}, async (core, _host, _clock, sql) => {
+      const socket = new FakeSocket();
+      core.connect(socket, connectAll);
+      const waiting = core.publish(toolCall("ws_core"));
+      const tricky = toolCall("ws_core");
+      tricky.data = { ...tricky.data, arguments: { text: 'quote " backslash \\ newline \n emoji 😀 lone \ud800 é' } };
+      const events = [tricky, ...Array.from({ length: 299 }, () => toolCall("ws_core", 200))];
+      const results = await core.publishMany([...events, events[10], tricky]);
+      expect((await waiting).seq).toBe(1);
+      expect(results.slice(0, 300).map((result) => result.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 2));
+      expect(results.slice(300)).toEqual([
+        { seq: 12, duplicate: true },
+        { seq: 2, duplicate: true },
+      ]);
+      const stored = sql.exec<{ body: string }>("SELECT body FROM evh_events WHERE seq = 2").one().body;
+      expect(stored).toBe(JSON.stringify({ ...tricky, seq: 2 }));
+      expect(socket.frames().map((frame) => frame.event.seq)).toEqual(Array.from({ length: 301 }, (_, i) => i + 1));
+      expect(core.log.lastSeq()).toBe(301);
+    });
+  });
+});
+
 describe("connection cap", () => {
   it("refuses the socket over the cap with a CONNECTION_LIMIT frame and 1013", async () => {
     await withCore({ maxConnections: 2 }, async (core) => {
