@@ -151,15 +151,53 @@ export class AdmissionStore {
     }
   }
 
-  /** Extends a held slot (resetting its expiry count) in one statement; false when the task holds none. */
-  renewLease(taskId: string, expiresAtMs: number): boolean {
-    return (
-      this.#storage.sql.exec(
-        `UPDATE limiter_tasks SET lease_expires_at_ms = ?, lease_expiries = 0 WHERE task_id = ? AND state = 'leased'`,
+  /**
+   * The set-based forms below take the task ids as one JSON parameter
+   * (SQLite's json_each): a queue batch finishes or renews a hundred tasks at
+   * once, and one statement each beat a hundred.
+   */
+
+  /** Leases the slots of these pending tasks until `expiresAtMs`. */
+  leasePending(taskIds: readonly string[], expiresAtMs: number): void {
+    if (taskIds.length === 0) return;
+    // Counted from RETURNING: rowsWritten also counts index entries.
+    const leased = this.#storage.sql
+      .exec(
+        `UPDATE limiter_tasks SET state = 'leased', lease_expires_at_ms = ?, lease_expiries = 0
+         WHERE task_id IN (SELECT value FROM json_each(?)) AND state = 'pending' RETURNING task_id`,
         expiresAtMs,
-        taskId,
-      ).rowsWritten > 0
-    );
+        JSON.stringify(taskIds),
+      )
+      .toArray().length;
+    this.#counted("pending", -leased);
+    this.#counted("leased", leased);
+  }
+
+  /** Extends the held slots among these tasks (resetting their expiry counts); answers the ids renewed. */
+  renewLeases(taskIds: readonly string[], expiresAtMs: number): Set<string> {
+    if (taskIds.length === 0) return new Set();
+    const rows = this.#storage.sql
+      .exec<{ task_id: string }>(
+        `UPDATE limiter_tasks SET lease_expires_at_ms = ?, lease_expiries = 0
+         WHERE task_id IN (SELECT value FROM json_each(?)) AND state = 'leased' RETURNING task_id`,
+        expiresAtMs,
+        JSON.stringify(taskIds),
+      )
+      .toArray();
+    return new Set(rows.map((row) => row.task_id));
+  }
+
+  /** Removes these tasks' rows; answers how many there were. */
+  deleteMany(taskIds: readonly string[]): number {
+    if (taskIds.length === 0) return 0;
+    const removed = this.#storage.sql
+      .exec<{ state: SlotState }>(
+        "DELETE FROM limiter_tasks WHERE task_id IN (SELECT value FROM json_each(?)) RETURNING state",
+        JSON.stringify(taskIds),
+      )
+      .toArray();
+    for (const row of removed) this.#counted(row.state, -1);
+    return removed.length;
   }
 
   delete(taskId: string): boolean {

@@ -121,13 +121,8 @@ export class TaskAdmission {
   /** Tasks that ended (or were cancelled or never existed): their slots or places are freed. */
   finish(input: { taskIds: string[] } & Clock): { dispatch: Dispatch[]; released: number; depth: Depth } {
     return this.#store.atomically(() => {
-      let released = 0;
-      for (const taskId of input.taskIds) {
-        if (this.#store.delete(taskId)) {
-          released++;
-          this.#noteFinish(input.nowMs);
-        }
-      }
+      const released = this.#store.deleteMany(input.taskIds);
+      for (let index = 0; index < released; index++) this.#noteFinish(input.nowMs);
       const dispatch = this.#fill(input.nowMs);
       return { dispatch, released, depth: this.#depth() };
     });
@@ -138,8 +133,8 @@ export class TaskAdmission {
     if (!(input.leaseMs > 0)) throw new RangeError("leaseMs must be positive");
     return this.#store.atomically(() => {
       // Only a held slot is renewed: a pending task has no slot to extend, a finished one none to revive.
-      const renewed = input.taskIds.filter((taskId) => this.#store.renewLease(taskId, input.nowMs + input.leaseMs));
-      return { renewed };
+      const held = this.#store.renewLeases(input.taskIds, input.nowMs + input.leaseMs);
+      return { renewed: input.taskIds.filter((taskId) => held.has(taskId)) };
     });
   }
 
@@ -186,7 +181,10 @@ export class TaskAdmission {
     const free = maxRunning - this.#store.count("leased");
     if (free <= 0) return [];
     const next = this.#store.nextPending(free);
-    for (const row of next) this.#store.lease(row.taskId, "pending", nowMs + DISPATCH_LEASE_MS, 0);
+    this.#store.leasePending(
+      next.map((row) => row.taskId),
+      nowMs + DISPATCH_LEASE_MS,
+    );
     return next.map(toDispatch);
   }
 
