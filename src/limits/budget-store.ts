@@ -106,23 +106,10 @@ export class BudgetStore {
 
   /** Writes a charge, replacing its amounts if the key exists (a reservation being settled). */
   writeCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): void {
-    this.#insertCharge(
-      chargeKey,
-      charge,
-      expiresAtMs,
-      "DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd, settled = excluded.settled",
-    );
-  }
-
-  /** Records a charge key not seen before; false (and nothing written) when it was. */
-  insertCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): boolean {
-    return this.#insertCharge(chargeKey, charge, expiresAtMs, "DO NOTHING") > 0;
-  }
-
-  #insertCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number, onConflict: string): number {
-    return this.#sql.exec(
+    this.#sql.exec(
       `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
-       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (charge_key) ${onConflict}`,
+       VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (charge_key) DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd, settled = excluded.settled`,
       chargeKey,
       charge.day,
       charge.month,
@@ -130,7 +117,33 @@ export class BudgetStore {
       charge.costUsd,
       charge.settled ? 1 : 0,
       expiresAtMs,
-    ).rowsWritten;
+    );
+  }
+
+  /**
+   * Records many settled charges of one day and month at once (their keys and
+   * figures as one JSON parameter through json_each); answers the keys not
+   * seen before. A key repeated in the call is recorded once.
+   */
+  insertSettledCharges(
+    charges: readonly { chargeKey: string; tokens: number; costUsd: number }[],
+    periods: { day: string; month: string },
+    expiresAtMs: number,
+  ): Set<string> {
+    if (charges.length === 0) return new Set();
+    const rows = this.#sql
+      .exec<{ charge_key: string }>(
+        `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
+         SELECT json_extract(value, '$[0]'), ?, ?, json_extract(value, '$[1]'), json_extract(value, '$[2]'), 1, ?
+         FROM json_each(?) WHERE true
+         ON CONFLICT (charge_key) DO NOTHING RETURNING charge_key`,
+        periods.day,
+        periods.month,
+        expiresAtMs,
+        JSON.stringify(charges.map((charge) => [charge.chargeKey, charge.tokens, charge.costUsd])),
+      )
+      .toArray();
+    return new Set(rows.map((row) => row.charge_key));
   }
 
   /** Records a threshold as reported; false when it already was this period. */

@@ -181,13 +181,10 @@ export class BudgetBook {
     const keys = periodKeys(nowMs);
     this.#atomically(() => {
       const total = { tokens: 0, costUsd: 0 };
+      const fresh = this.#store.insertSettledCharges(charges, keys, nowMs + UNBUDGETED_KEEP_MS);
       for (const charge of charges) {
-        const fresh = this.#store.insertCharge(
-          charge.chargeKey,
-          { ...keys, tokens: charge.tokens, costUsd: charge.costUsd, settled: true },
-          nowMs + UNBUDGETED_KEEP_MS,
-        );
-        if (!fresh) continue;
+        // delete: a key repeated in the call counts once, as it was recorded once.
+        if (!fresh.delete(charge.chargeKey)) continue;
         total.tokens += charge.tokens;
         total.costUsd += charge.costUsd;
       }

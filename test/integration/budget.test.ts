@@ -40,10 +40,11 @@ describe("BudgetBook", () => {
         Array.from({ length: 50 }, (_, index) => ({ chargeKey: `call-${index}`, tokens: 120, costUsd: 0.001 })),
         NOW,
       );
-      // A settlement sent again (and a new call with it) counts the new call only.
+      // A settlement sent again (and a new call with it, itself twice in the call) counts the new call once.
       book.countUnbudgeted(
         [
           { chargeKey: "call-7", tokens: 120, costUsd: 0.001 },
+          { chargeKey: "call-50", tokens: 30, costUsd: 0.0005 },
           { chargeKey: "call-50", tokens: 30, costUsd: 0.0005 },
         ],
         NOW,
