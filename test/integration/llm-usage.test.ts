@@ -1,0 +1,74 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { createDb } from "../../src/db/client.ts";
+import type { UsageRecord } from "../../src/llm/router.ts";
+import { d1UsageSink, findCharge } from "../../src/llm/usage.ts";
+
+/** The usage sink's batched write against the real D1: every field of every row lands, once per charge key. */
+
+function record(workspaceId: string, chargeKey: string, overrides: Partial<UsageRecord> = {}): UsageRecord {
+  return {
+    workspaceId,
+    chargeKey,
+    taskId: null,
+    runId: null,
+    requestId: null,
+    provider: "openai",
+    model: "gpt-4o-mini",
+    usage: { prompt_tokens: 21, completion_tokens: 2, total_tokens: 23 },
+    costUsd: 0.000004350000000000001,
+    simulated: false,
+    latencyMs: 3,
+    ...overrides,
+  };
+}
+
+describe("d1UsageSink", () => {
+  it("writes a batch of rows with their nulls, numbers and flags as given, skipping charge keys already written", async () => {
+    const workspaceId = `ws_usage_${crypto.randomUUID()}`;
+    const sink = d1UsageSink(env.DB);
+    await sink.record(record(workspaceId, "earlier", { costUsd: 1 }));
+
+    // Added together, these share one batch: the first add gets the batch's write to wait on.
+    const written = sink.record(
+      record(workspaceId, "a", { taskId: "task_1", runId: "run_1", requestId: "req_1", simulated: true }),
+    );
+    void sink.record(
+      record(workspaceId, "b", { provider: "anthropic", model: "claude-3-5-haiku", costUsd: 0.1 + 0.2 }),
+    );
+    void sink.record(record(workspaceId, "a", { costUsd: 99 }));
+    void sink.record(record(workspaceId, "earlier", { costUsd: 99 }));
+    await written;
+
+    const db = createDb(env.DB);
+    const a = await findCharge(db, workspaceId, "a");
+    expect(a).toMatchObject({
+      taskId: "task_1",
+      runId: "run_1",
+      requestId: "req_1",
+      provider: "openai",
+      model: "gpt-4o-mini",
+      promptTokens: 21,
+      completionTokens: 2,
+      totalTokens: 23,
+      costUsd: 0.000004350000000000001,
+      simulated: true,
+      day: new Date().toISOString().slice(0, 10),
+    });
+    expect(a?.id).toMatch(/^use_/);
+    const b = await findCharge(db, workspaceId, "b");
+    expect(b).toMatchObject({ taskId: null, runId: null, requestId: null, provider: "anthropic", simulated: false });
+    expect(b?.costUsd).toBe(0.1 + 0.2);
+    expect((await findCharge(db, workspaceId, "earlier"))?.costUsd).toBe(1);
+    const { results } = await env.DB.prepare(
+      "SELECT charge_key, count(*) AS n FROM usage_records WHERE workspace_id = ? GROUP BY charge_key ORDER BY charge_key",
+    )
+      .bind(workspaceId)
+      .all<{ charge_key: string; n: number }>();
+    expect(results).toEqual([
+      { charge_key: "a", n: 1 },
+      { charge_key: "b", n: 1 },
+      { charge_key: "earlier", n: 1 },
+    ]);
+  });
+});
