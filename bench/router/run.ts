@@ -7,11 +7,14 @@
  *   (c) the Portkey gateway (`npx @portkey-ai/gateway --headless`), custom host = the upstream
  *   (d) a bare Hono route (GET /health) under the same `wrangler dev`
  * and, to tell the parts of (b) apart: (d2) a bare POST route with a validated
- * JSON body (/__debug/echo), and (e) authentication + rate limit alone
- * (GET /api/v1/whoami).
+ * JSON body (/__debug/echo), (d3) the bare upstream hop (/__debug/upstream-hop:
+ * one plain fetch to the same upstream, its JSON answered back), and (e)
+ * authentication + rate limit alone (GET /api/v1/whoami).
  * Each case: 10 s at 20 connections (autocannon), twice, alternating; then a
  * sequential pass (one request at a time). Prints req/s and p50/p97.5/p99, the
- * latency Portkey adds over (a), and the latency our route adds over (d).
+ * latency Portkey adds over (a), and the latency our route adds over (d); then
+ * (b) over (d3), the router's own cost beyond the hop, and (d3) over (d), what
+ * the runtime's outbound fetch costs by itself.
  * Goal: our router adds no more p50 latency than Portkey adds.
  */
 
@@ -227,6 +230,13 @@ async function main(): Promise<void> {
         body: JSON.stringify({ message: "Write a haiku about retries.", count: 16 }),
       },
       {
+        name: "(d3) bare upstream hop",
+        url: `${worker.baseUrl}/__debug/upstream-hop`,
+        method: "POST",
+        headers: json,
+        body: CHAT_BODY,
+      },
+      {
         name: "(e) auth+limit /whoami",
         url: `${worker.baseUrl}/api/v1/whoami`,
         method: "GET",
@@ -268,7 +278,7 @@ async function main(): Promise<void> {
       const runs = byCase.get(name) ?? [];
       return runs.reduce((sum, run) => sum + run.p50Ms, 0) / Math.max(1, runs.length);
     };
-    const [d2, e] = ["(d2) bare POST /__debug/echo", "(e) auth+limit /whoami"];
+    const [d2, d3, e] = ["(d2) bare POST /__debug/echo", "(d3) bare upstream hop", "(e) auth+limit /whoami"];
     const [a, b, c, d] = [
       "(a) upstream direct",
       "(b) our router /llm/chat/completions",
@@ -283,6 +293,9 @@ async function main(): Promise<void> {
       const ownOnly = ours - p50(a);
       console.log(
         `${label}: parts of (b): auth+limit (e)−(d) ${(p50(e) - p50(d)).toFixed(1)} ms; POST body (d2)−(d) ${(p50(d2) - p50(d)).toFixed(1)} ms; (b) over (d2) ${(p50(b) - p50(d2)).toFixed(1)} ms`,
+      );
+      console.log(
+        `${label}: the runtime's outbound hop (d3)−(d) ${(p50(d3) - p50(d)).toFixed(1)} ms; the router's own cost (b)−(d3) ${(p50(b) - p50(d3)).toFixed(1)} ms`,
       );
       if (!portkey) {
         console.log(

@@ -3,9 +3,9 @@ import { ApiError } from "../lib/problem.ts";
 import type { HonoEnv } from "../types.ts";
 
 /**
- * Routes that fail on purpose, so error tracking can be checked end to end.
- * Present only when ENABLE_DEBUG_ROUTES=true (refused in production); left
- * out of the OpenAPI document.
+ * Routes that fail on purpose, so error tracking can be checked end to end,
+ * and floors for the benchmarks. Present only when ENABLE_DEBUG_ROUTES=true
+ * (refused in production); left out of the OpenAPI document.
  */
 export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.use("/__debug/*", async (c, next) => {
@@ -18,6 +18,21 @@ export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
   });
   // A validated JSON route for exercising the body middleware and the 422 path.
   app.openapi(echoRoute, (c) => c.json({ echoed: c.req.valid("json") }, 200));
+  // The runtime's own outbound hop, for bench/router's (d3): the body goes to the OpenAI upstream in one
+  // plain fetch and its JSON answer comes back re-serialised, as any router must, with nothing else around it.
+  app.post("/__debug/upstream-hop", async (c) => {
+    const { OPENAI_BASE_URL, OPENAI_API_KEY } = c.get("config");
+    if (!OPENAI_BASE_URL) throw new ApiError("NOT_FOUND", "/__debug/upstream-hop needs OPENAI_BASE_URL.");
+    const upstream = await fetch(`${OPENAI_BASE_URL.replace(/\/+$/, "")}/chat/completions`, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        ...(OPENAI_API_KEY ? { Authorization: `Bearer ${OPENAI_API_KEY}` } : {}),
+      },
+      body: await c.req.text(),
+    });
+    return c.json(await upstream.json(), upstream.ok ? 200 : 502);
+  });
 }
 
 const echoRoute = createRoute({

@@ -1,0 +1,45 @@
+import { createExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { createApp, openApiDocument } from "../../src/app.ts";
+
+/** POST /__debug/upstream-hop: bench/router's floor for the runtime's own outbound hop. */
+
+afterEach(() => vi.restoreAllMocks());
+
+const BODY = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+const COMPLETION = { id: "x", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant" } }] };
+
+function post(vars: Record<string, string>) {
+  return createApp().fetch(
+    new Request("http://edge.test/__debug/upstream-hop", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: BODY,
+    }),
+    { ...env, ...vars },
+    createExecutionContext(),
+  );
+}
+
+describe("POST /__debug/upstream-hop", () => {
+  it("sends the body unchanged to OPENAI_BASE_URL/chat/completions and answers the upstream's JSON", async () => {
+    const upstream = vi.spyOn(globalThis, "fetch").mockImplementation(async () => Response.json(COMPLETION));
+    const response = await post({ OPENAI_BASE_URL: "https://openai.test/v1/", OPENAI_API_KEY: "sk-test" });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual(COMPLETION);
+    expect(upstream).toHaveBeenCalledTimes(1);
+    const [url, init] = upstream.mock.calls[0] as [string, RequestInit];
+    expect(url).toBe("https://openai.test/v1/chat/completions");
+    expect(init.body).toBe(BODY);
+    expect(new Headers(init.headers).get("Authorization")).toBe("Bearer sk-test");
+  });
+
+  it("is absent when debug routes are off, and never in the API document", async () => {
+    const upstream = vi.spyOn(globalThis, "fetch");
+    const response = await post({ ENABLE_DEBUG_ROUTES: "false", OPENAI_BASE_URL: "https://openai.test/v1" });
+    expect(response.status).toBe(404);
+    expect(upstream).not.toHaveBeenCalled();
+    expect(Object.keys(openApiDocument().paths ?? {}).filter((path) => path.startsWith("/__debug"))).toEqual([]);
+  });
+});
