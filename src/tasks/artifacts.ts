@@ -206,32 +206,54 @@ export class TaskFiles {
   }
 }
 
-/** Upserts for the run's final batch: a path keeps its artifact id; version and content move on. */
-export function artifactUpserts(d1: D1Database, rows: ArtifactRow[]): D1PreparedStatement[] {
-  return rows.map((row) =>
+const ARTIFACT_COLUMNS = [
+  "id",
+  "workspace_id",
+  "task_id",
+  "run_id",
+  "path",
+  "r2_key",
+  "size_bytes",
+  "mime_type",
+  "sha256",
+  "version",
+  "created_at",
+  "updated_at",
+];
+
+/**
+ * Upserts for the runs' final batch, one statement however many rows (as one
+ * JSON parameter through json_each): a path keeps its artifact id; version
+ * and content move on.
+ */
+export function artifactUpserts(d1: D1Database, rows: readonly ArtifactRow[]): D1PreparedStatement[] {
+  if (rows.length === 0) return [];
+  const values = rows.map((row) => [
+    row.id,
+    row.workspaceId,
+    row.taskId,
+    row.runId,
+    row.path,
+    row.r2Key,
+    row.sizeBytes,
+    row.mimeType,
+    row.sha256,
+    row.version,
+    row.createdAt,
+    row.updatedAt,
+  ]);
+  const columns = ARTIFACT_COLUMNS.map((_, index) => `json_extract(value, '$[${index}]')`).join(", ");
+  return [
     d1
       .prepare(
-        `INSERT INTO artifacts (id, workspace_id, task_id, run_id, path, r2_key, size_bytes, mime_type, sha256, version, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO artifacts (${ARTIFACT_COLUMNS.join(", ")})
+         SELECT ${columns} FROM json_each(?) WHERE true
          ON CONFLICT (task_id, path) DO UPDATE SET run_id = excluded.run_id, r2_key = excluded.r2_key,
            size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, sha256 = excluded.sha256,
            version = max(artifacts.version + 1, excluded.version), updated_at = excluded.updated_at`,
       )
-      .bind(
-        row.id,
-        row.workspaceId,
-        row.taskId,
-        row.runId,
-        row.path,
-        row.r2Key,
-        row.sizeBytes,
-        row.mimeType,
-        row.sha256,
-        row.version,
-        row.createdAt,
-        row.updatedAt,
-      ),
-  );
+      .bind(JSON.stringify(values)),
+  ];
 }
 
 /** Multipart part size: R2's minimum for all but the last part, and what a large upload holds in memory at once. */

@@ -64,61 +64,68 @@ export interface ClaimInput {
   staleRunId?: string;
 }
 
-/** One batch for all claims; returns the task ids actually claimed. */
+/**
+ * Rows as one JSON parameter, read back column by column with json_each: a
+ * batch's hundred claims or ends are one statement each, not one per task
+ * (D1 allows 100 bound parameters, and every statement of a batch costs a
+ * round of work on both sides).
+ */
+function jsonColumns(names: readonly string[]): string {
+  return names.map((name, index) => `json_extract(value, '$[${index}]') AS ${name}`).join(", ");
+}
+
+const CLAIM_COLUMNS = ["run_id", "workspace_id", "task_id", "expected_attempts", "message_id", "agent_id"];
+
+/** One batch for all claims (three statements whatever their number); returns the task ids actually claimed. */
 export async function claimRuns(d1: D1Database, claims: ClaimInput[], nowIso: string): Promise<Set<string>> {
   if (claims.length === 0) return new Set();
+  const rows = JSON.stringify(
+    claims.map((claim) => [
+      claim.runId,
+      claim.task.workspaceId,
+      claim.task.id,
+      claim.task.attempts,
+      claim.messageId,
+      claim.agentId,
+    ]),
+  );
+  const staleRunIds = claims.flatMap((claim) => (claim.staleRunId ? [claim.staleRunId] : []));
   const statements: D1PreparedStatement[] = [];
-  const updateIndexes: number[] = [];
-  for (const claim of claims) {
-    const { task } = claim;
-    if (claim.staleRunId) {
-      statements.push(
-        d1
-          .prepare(
-            `UPDATE task_runs SET status = 'timed_out', finished_at = ?,
-               error = json_object('type', 'lost', 'message', 'The consumer running this attempt stopped answering.', 'retryable', json('true'))
-             WHERE id = ? AND status = 'running'`,
-          )
-          .bind(nowIso, claim.staleRunId),
-      );
-    }
+  if (staleRunIds.length > 0) {
     statements.push(
       d1
         .prepare(
-          `INSERT INTO task_runs (id, workspace_id, task_id, attempt, message_id, status, agent_id, started_at)
-           SELECT ?, ?, ?, ?, ?, 'running', ?, ?
-           WHERE EXISTS (SELECT 1 FROM tasks WHERE id = ? AND attempts = ? AND cancel_requested_at IS NULL
-                           AND status IN ('pending', 'queued', 'running'))
-           ON CONFLICT (task_id, attempt) DO NOTHING`,
+          `UPDATE task_runs SET status = 'timed_out', finished_at = ?,
+             error = json_object('type', 'lost', 'message', 'The consumer running this attempt stopped answering.', 'retryable', json('true'))
+           WHERE id IN (SELECT value FROM json_each(?)) AND status = 'running'`,
         )
-        .bind(
-          claim.runId,
-          task.workspaceId,
-          task.id,
-          task.attempts + 1,
-          claim.messageId,
-          claim.agentId,
-          nowIso,
-          task.id,
-          task.attempts,
-        ),
-    );
-    updateIndexes.push(statements.length);
-    statements.push(
-      d1
-        .prepare(
-          `UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?),
-             queued_at = coalesce(queued_at, ?), updated_at = ?, error = NULL
-           WHERE id = ? AND attempts = ? AND EXISTS (SELECT 1 FROM task_runs WHERE id = ?)
-           RETURNING id`,
-        )
-        .bind(nowIso, nowIso, nowIso, task.id, task.attempts, claim.runId),
+        .bind(nowIso, JSON.stringify(staleRunIds)),
     );
   }
+  statements.push(
+    d1
+      .prepare(
+        `INSERT INTO task_runs (id, workspace_id, task_id, attempt, message_id, status, agent_id, started_at)
+         SELECT c.run_id, c.workspace_id, c.task_id, c.expected_attempts + 1, c.message_id, 'running', c.agent_id, ?1
+         FROM (SELECT ${jsonColumns(CLAIM_COLUMNS)} FROM json_each(?2)) AS c
+         WHERE EXISTS (SELECT 1 FROM tasks WHERE id = c.task_id AND attempts = c.expected_attempts
+                         AND cancel_requested_at IS NULL AND status IN ('pending', 'queued', 'running'))
+         ON CONFLICT (task_id, attempt) DO NOTHING`,
+      )
+      .bind(nowIso, rows),
+    d1
+      .prepare(
+        `UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, started_at = coalesce(started_at, ?1),
+           queued_at = coalesce(queued_at, ?1), updated_at = ?1, error = NULL
+         FROM (SELECT ${jsonColumns(CLAIM_COLUMNS)} FROM json_each(?2)) AS c
+         WHERE tasks.id = c.task_id AND tasks.attempts = c.expected_attempts
+           AND EXISTS (SELECT 1 FROM task_runs WHERE task_runs.id = c.run_id)
+         RETURNING tasks.id AS id`,
+      )
+      .bind(nowIso, rows),
+  );
   const results = await d1.batch<{ id: string }>(statements);
-  const claimed = new Set<string>();
-  for (const index of updateIndexes) for (const row of results[index].results ?? []) claimed.add(row.id);
-  return claimed;
+  return new Set((results.at(-1)?.results ?? []).map((row) => row.id));
 }
 
 export type RunEnd =
@@ -141,49 +148,64 @@ export interface EndInput {
   costUsd: number;
 }
 
-/** The statements recording one run's end: its run row and its task row (same batch as the artifacts). */
-export function endStatements(d1: D1Database, input: EndInput, nowIso: string): D1PreparedStatement[] {
-  const { end } = input;
-  const runStatus = end.kind === "completed" ? "succeeded" : end.runStatus;
-  const runError = end.kind === "completed" ? null : JSON.stringify({ ...end.error, retryable: end.kind === "retry" });
-  const taskStatus = end.kind === "retry" ? "queued" : end.kind;
-  const finishedAt = end.kind === "retry" ? null : nowIso;
-  const taskResult = end.kind === "completed" ? JSON.stringify(end.result) : null;
-  const taskError = end.kind === "completed" ? null : JSON.stringify(end.error);
-  return [
-    d1
-      .prepare(
-        `UPDATE task_runs SET status = ?, provider = ?, model = ?, prompt_tokens = ?, completion_tokens = ?,
-           cost_usd = ?, error = ?, finished_at = ? WHERE id = ?`,
-      )
-      .bind(
-        runStatus,
+const END_COLUMNS = [
+  "run_id",
+  "task_id",
+  "run_status",
+  "task_status",
+  "provider",
+  "model",
+  "prompt_tokens",
+  "completion_tokens",
+  "cost_usd",
+  "run_error",
+  "task_error",
+  "task_result",
+  "finished_at",
+];
+
+/** The statements recording runs' ends, two whatever their number: the run rows, then the task rows. */
+export function endStatements(d1: D1Database, inputs: readonly EndInput[], nowIso: string): D1PreparedStatement[] {
+  if (inputs.length === 0) return [];
+  const rows = JSON.stringify(
+    inputs.map((input) => {
+      const { end } = input;
+      return [
+        input.runId,
+        input.taskId,
+        end.kind === "completed" ? "succeeded" : end.runStatus,
+        end.kind === "retry" ? "queued" : end.kind,
         input.provider,
         input.model,
         input.promptTokens,
         input.completionTokens,
         input.costUsd,
-        runError,
-        nowIso,
-        input.runId,
-      ),
+        end.kind === "completed" ? null : JSON.stringify({ ...end.error, retryable: end.kind === "retry" }),
+        end.kind === "completed" ? null : JSON.stringify(end.error),
+        end.kind === "completed" ? JSON.stringify(end.result) : null,
+        end.kind === "retry" ? null : nowIso,
+      ];
+    }),
+  );
+  const ends = `(SELECT ${jsonColumns(END_COLUMNS)} FROM json_each(?2)) AS e`;
+  return [
     d1
       .prepare(
-        `UPDATE tasks SET status = ?, prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?,
-           cost_usd = cost_usd + ?, result = coalesce(?, result), error = ?, finished_at = ?, updated_at = ?
-         WHERE id = ? AND status = 'running'`,
+        `UPDATE task_runs SET status = e.run_status, provider = e.provider, model = e.model,
+           prompt_tokens = e.prompt_tokens, completion_tokens = e.completion_tokens, cost_usd = e.cost_usd,
+           error = e.run_error, finished_at = ?1
+         FROM ${ends} WHERE task_runs.id = e.run_id`,
       )
-      .bind(
-        taskStatus,
-        input.promptTokens,
-        input.completionTokens,
-        input.costUsd,
-        taskResult,
-        taskError,
-        finishedAt,
-        nowIso,
-        input.taskId,
-      ),
+      .bind(nowIso, rows),
+    d1
+      .prepare(
+        `UPDATE tasks SET status = e.task_status, prompt_tokens = tasks.prompt_tokens + e.prompt_tokens,
+           completion_tokens = tasks.completion_tokens + e.completion_tokens, cost_usd = tasks.cost_usd + e.cost_usd,
+           result = coalesce(e.task_result, tasks.result), error = e.task_error, finished_at = e.finished_at,
+           updated_at = ?1
+         FROM ${ends} WHERE tasks.id = e.task_id AND tasks.status = 'running'`,
+      )
+      .bind(nowIso, rows),
   ];
 }
 

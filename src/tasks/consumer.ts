@@ -238,11 +238,17 @@ export async function consumeTaskBatch(
   );
 
   const endNowIso = new Date().toISOString();
-  const statements: D1PreparedStatement[] = [];
-  for (const { claim, result } of executed) {
-    statements.push(...artifactUpserts(config.DB, result.files.written()));
-    statements.push(...endStatements(config.DB, endInput(claim, result), endNowIso));
-  }
+  const statements = [
+    ...artifactUpserts(
+      config.DB,
+      executed.flatMap(({ result }) => result.files.written()),
+    ),
+    ...endStatements(
+      config.DB,
+      executed.map(({ claim, result }) => endInput(claim, result)),
+      endNowIso,
+    ),
+  ];
   if (statements.length > 0) await config.DB.batch(statements);
 
   for (const { claim, result } of executed) {

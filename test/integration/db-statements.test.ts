@@ -3,9 +3,10 @@ import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { type AuditEntryInput, auditInsert, auditStatement, sealChain, verifyChain } from "../../src/audit/index.ts";
 import { createDb } from "../../src/db/client.ts";
-import { auditLogs, tasks, workspaces } from "../../src/db/schema.ts";
+import { auditLogs, taskRuns, tasks, workspaces } from "../../src/db/schema.ts";
 import { insertStatement } from "../../src/db/statements.ts";
 import { newId } from "../../src/lib/ids.ts";
+import { claimRuns, endStatements } from "../../src/tasks/claims.ts";
 
 /** The plain-statement inserts of hot paths write exactly what drizzle's builder writes. */
 
@@ -103,5 +104,75 @@ describe("auditStatement", () => {
     expect(comparable(plain)).toEqual(comparable(viaBuilder));
     expect(plain.createdAt >= viaBuilder.createdAt).toBe(true);
     expect((await verifyChain(db, workspaceId)).ok).toBe(true);
+  });
+});
+
+describe("claims and ends as JSON parameters", () => {
+  it("claims a hundred tasks in one batch and records their ends with costs and nulls exactly as given", async () => {
+    const workspaceId = await newWorkspace();
+    const ids = Array.from({ length: 100 }, () => newId("task"));
+    await env.DB.batch(
+      ids.map((id) =>
+        insertStatement(env.DB, tasks, { id, workspaceId, title: "claim", type: "testing", status: "queued" }),
+      ),
+    );
+    const rows = await Promise.all(ids.map(readTask));
+    const claims = rows.map((task) => ({
+      task,
+      runId: newId("run"),
+      messageId: `m-${task.id}`,
+      agentId: "agent_testing",
+    }));
+    const nowIso = new Date().toISOString();
+    // One of them was claimed meanwhile by someone else (its attempts moved on): not claimed here.
+    await env.DB.prepare("UPDATE tasks SET attempts = 1 WHERE id = ?").bind(ids[0]).run();
+    const claimed = await claimRuns(env.DB, claims, nowIso);
+    expect(claimed.size).toBe(99);
+    expect(claimed.has(ids[0])).toBe(false);
+    expect(await readTask(ids[1])).toMatchObject({ status: "running", attempts: 1, startedAt: nowIso });
+
+    // Costs that are not short decimals, and every kind of end.
+    const costs = claims.map((_, index) => (index + 1) * 0.1 + 0.2 + index * 1e-9);
+    const ends = claims.slice(1).map((claim, index) => ({
+      taskId: claim.task.id,
+      runId: claim.runId,
+      end:
+        index % 3 === 0
+          ? ({ kind: "completed", result: { status: "success", note: 'quote " é' } } as const)
+          : index % 3 === 1
+            ? ({ kind: "retry", runStatus: "failed", error: { type: "llm_rate_limited", message: "later" } } as const)
+            : ({ kind: "failed", runStatus: "failed", error: { type: "validation_error", message: "bad" } } as const),
+      provider: index % 2 === 0 ? "simulated" : null,
+      model: "sim-1",
+      promptTokens: 100 + index,
+      completionTokens: 7,
+      costUsd: costs[index + 1],
+    }));
+    await env.DB.batch(endStatements(env.DB, ends, nowIso));
+
+    const completed = await readTask(ends[0].taskId);
+    expect(completed).toMatchObject({
+      status: "completed",
+      result: { status: "success", note: 'quote " é' },
+      error: null,
+      finishedAt: nowIso,
+      promptTokens: 100,
+      completionTokens: 7,
+    });
+    expect(completed.costUsd).toBe(costs[1]);
+    expect(await readTask(ends[1].taskId)).toMatchObject({
+      status: "queued",
+      finishedAt: null,
+      error: { type: "llm_rate_limited", message: "later" },
+    });
+    expect(await readTask(ends[2].taskId)).toMatchObject({ status: "failed", error: { type: "validation_error" } });
+    const runs = await db.select().from(taskRuns).where(eq(taskRuns.workspaceId, workspaceId));
+    expect(runs).toHaveLength(99);
+    for (const [index, end] of ends.entries()) {
+      const run = runs.find((row) => row.id === end.runId);
+      expect(run?.costUsd).toBe(end.costUsd);
+      expect(run?.provider).toBe(end.provider);
+      expect(run?.status).toBe(index % 3 === 0 ? "succeeded" : "failed");
+    }
   });
 });
