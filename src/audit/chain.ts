@@ -75,8 +75,14 @@ const ADVANCE_HEAD_SQL = `INSERT INTO audit_chains (workspace_id, head_seq, head
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
   WHERE excluded.head_seq > audit_chains.head_seq`;
 
-/** Seals one entry, unless another sealer got there first. */
-const SEAL_ENTRY_SQL = "UPDATE audit_logs SET prev_hash = ?, hash = ? WHERE id = ? AND hash IS NULL";
+/**
+ * Seals a page of entries in one statement (id, prev_hash, hash triples as one
+ * JSON parameter through json_each), each unless another sealer got there first.
+ */
+const SEAL_ENTRIES_SQL = `UPDATE audit_logs SET prev_hash = s.prev_hash, hash = s.hash
+  FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS prev_hash,
+               json_extract(value, '$[2]') AS hash FROM json_each(?)) AS s
+  WHERE audit_logs.id = s.id AND audit_logs.hash IS NULL`;
 
 /**
  * Hashes a workspace's unsealed entries in seq order, from the last sealed
@@ -97,10 +103,8 @@ export async function sealChain(db: Database, workspaceId: string): Promise<numb
     let prevHash = await predecessorHash(db, workspaceId, pending[0].seq);
     if (prevHash === null) return sealed;
 
-    // Prepared statements bound per row: building each update through the query builder cost more than the write.
     const d1 = db.$client;
-    const sealEntry = d1.prepare(SEAL_ENTRY_SQL);
-    const updates: D1PreparedStatement[] = [];
+    const seals: [string, string, string][] = [];
     let expectedSeq = pending[0].seq;
     let gap = false;
     for (const row of pending) {
@@ -109,13 +113,15 @@ export async function sealChain(db: Database, workspaceId: string): Promise<numb
         break;
       }
       const hash = await entryHash(prevHash, row);
-      updates.push(sealEntry.bind(prevHash, hash, row.id));
+      seals.push([row.id, prevHash, hash]);
       prevHash = hash;
       expectedSeq += 1;
     }
-    updates.push(d1.prepare(ADVANCE_HEAD_SQL).bind(workspaceId, expectedSeq - 1, prevHash));
-    await d1.batch(updates);
-    sealed += updates.length - 1;
+    await d1.batch([
+      d1.prepare(SEAL_ENTRIES_SQL).bind(JSON.stringify(seals)),
+      d1.prepare(ADVANCE_HEAD_SQL).bind(workspaceId, expectedSeq - 1, prevHash),
+    ]);
+    sealed += seals.length;
     if (gap || pending.length < SEAL_PAGE_ROWS) return sealed;
   }
   return sealed;

@@ -152,7 +152,11 @@ describe("hash chain", () => {
     expect(third).toMatchObject({ ok: true, complete: true, next: null, first_seq: 11, last_seq: 12 });
 
     // The checkpoint's entry rewritten after it was verified: the next call says so.
-    await env.DB.prepare("UPDATE audit_logs SET hash = 'f' || substr(hash, 2) WHERE workspace_id = ? AND seq = 10")
+    // A first hex digit that differs from the stored one ('f' || … alone was a no-op one time in sixteen).
+    await env.DB.prepare(
+      `UPDATE audit_logs SET hash = (CASE WHEN substr(hash, 1, 1) = 'f' THEN '0' ELSE 'f' END) || substr(hash, 2)
+       WHERE workspace_id = ? AND seq = 10`,
+    )
       .bind(ws)
       .run();
     expect(await verifyChain(db, ws, { from: second.next!, maxEntries: 5 })).toMatchObject({
