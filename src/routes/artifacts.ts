@@ -73,7 +73,10 @@ export function registerArtifactRoutes(app: OpenAPIHono<HonoEnv>): void {
 /**
  * Tests only (ENABLE_DEBUG_ROUTES): writes a generated artifact of any size
  * straight from a stream, so a large file can round-trip through R2 and the
- * content route without a model writing it. Not in the OpenAPI document.
+ * content route without a model writing it. With `discard_uploads` the parts
+ * go nowhere (nothing is stored or recorded): the local R2 simulator keeps
+ * uploaded parts in memory, so that is how a test measures the write path's
+ * own memory (chunking and hashing). Not in the OpenAPI document.
  */
 function registerDebugArtifactRoute(app: OpenAPIHono<HonoEnv>): void {
   app.post("/__debug/tasks/:id/artifacts", async (c) => {
@@ -88,6 +91,7 @@ function registerDebugArtifactRoute(app: OpenAPIHono<HonoEnv>): void {
           .int()
           .min(1)
           .max(1024 ** 3),
+        discard_uploads: z.boolean().default(false),
       })
       .parse(await c.req.json());
     const tenant = new TenantDb(createDb(config.DB), body.workspace_id);
@@ -95,7 +99,7 @@ function registerDebugArtifactRoute(app: OpenAPIHono<HonoEnv>): void {
     if (!task) throw new ApiError("NOT_FOUND", "No such task.");
     try {
       const row = await putArtifactStream({
-        bucket: config.ARTIFACTS,
+        bucket: body.discard_uploads ? discardingBucket() : config.ARTIFACTS,
         workspaceId: task.workspaceId,
         taskId: task.id,
         path: body.path,
@@ -103,6 +107,7 @@ function registerDebugArtifactRoute(app: OpenAPIHono<HonoEnv>): void {
         sizeBytes: body.size_bytes,
         mimeType: "application/octet-stream",
       });
+      if (body.discard_uploads) return c.json({ size_bytes: row.sizeBytes, sha256: row.sha256, stored: false }, 200);
       await config.DB.batch(artifactUpserts(config.DB, [row]));
       return c.json(toArtifactView(row), 201);
     } catch (error) {
@@ -111,6 +116,16 @@ function registerDebugArtifactRoute(app: OpenAPIHono<HonoEnv>): void {
       throw error;
     }
   });
+}
+
+/** A bucket whose multipart uploads accept every part and keep none (the debug route's `discard_uploads`). */
+function discardingBucket(): R2Bucket {
+  const upload = {
+    uploadPart: async (partNumber: number) => ({ partNumber, etag: `discarded-${partNumber}` }),
+    complete: async () => ({}) as R2Object,
+    abort: async () => {},
+  };
+  return { createMultipartUpload: async () => upload } as unknown as R2Bucket;
 }
 
 /** `size` bytes of a repeating pattern (byte i = i mod 251), 64 KiB at a time on demand. */
