@@ -43,6 +43,8 @@ interface Entry {
   pending: Outcome[];
   /** The sync in flight, which later callers join rather than start another. */
   inflight: Promise<void> | null;
+  /** Outcomes arrived while a sync was out: it goes round once more (in the context that started it). */
+  again: boolean;
 }
 
 function split(key: string): [string, string] {
@@ -78,7 +80,8 @@ export class BreakerClient {
 
   state(key: string, background: (work: Promise<unknown>) => void = () => {}): BreakerStateName {
     const entry = this.#entry(key);
-    if (this.#remote && this.#now() - entry.syncedAtMs >= SYNC_INTERVAL_MS) background(this.#sync(key, entry));
+    if (this.#remote && this.#now() - entry.syncedAtMs >= SYNC_INTERVAL_MS)
+      this.#syncInBackground(key, entry, background);
     return stateNameOf(entry.state, this.#now(), this.#policy);
   }
 
@@ -112,7 +115,24 @@ export class BreakerClient {
     if (!this.#remote) return;
     if (entry.pending.length < MAX_PENDING_OUTCOMES) entry.pending.push(outcome);
     // Failures and any change of state travel at once; steady successes ride the next periodic sync.
-    if (!ok || before !== "closed" || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS) background(this.#sync(key, entry));
+    if (!ok || before !== "closed" || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS)
+      this.#syncInBackground(key, entry, background);
+  }
+
+  /**
+   * Only the request that starts a sync holds it (in its waitUntil). A later
+   * one must not: in Workers a promise belongs to the request that made it,
+   * and its continuations run there, so holding another request's sync could
+   * leave this one waiting on I/O it does not own (cancelled as hung). It asks
+   * the running sync to go round once more instead.
+   */
+  #syncInBackground(key: string, entry: Entry, background: (work: Promise<unknown>) => void): void {
+    if (!this.#remote) return;
+    if (entry.inflight) {
+      entry.again = true;
+      return;
+    }
+    background(this.#sync(key, entry));
   }
 
   /** Waits for outstanding outcomes to reach the shared breaker and for fresh copies (tests, snapshots). */
@@ -129,7 +149,7 @@ export class BreakerClient {
   #entry(key: string): Entry {
     let entry = this.#entries.get(key);
     if (!entry) {
-      entry = { state: CLOSED, syncedAtMs: Number.NEGATIVE_INFINITY, pending: [], inflight: null };
+      entry = { state: CLOSED, syncedAtMs: Number.NEGATIVE_INFINITY, pending: [], inflight: null, again: false };
       this.#entries.set(key, entry);
     }
     return entry;
@@ -137,13 +157,24 @@ export class BreakerClient {
 
   #sync(key: string, entry: Entry): Promise<void> {
     if (!this.#remote) return Promise.resolve();
-    entry.inflight ??= this.#exchange(this.#remote, key, entry).finally(() => {
-      entry.inflight = null;
-    });
+    const remote = this.#remote;
+    entry.inflight ??= (async () => {
+      try {
+        let reached: boolean;
+        do {
+          entry.again = false;
+          reached = await this.#exchange(remote, key, entry);
+          // An unreachable object is not asked again at once: the next call's sync tries.
+        } while (reached && entry.again && entry.pending.length > 0);
+      } finally {
+        entry.inflight = null;
+      }
+    })();
     return entry.inflight;
   }
 
-  async #exchange(remote: BreakerRemote, key: string, entry: Entry): Promise<void> {
+  /** One round trip; false when the object could not be reached. */
+  async #exchange(remote: BreakerRemote, key: string, entry: Entry): Promise<boolean> {
     const outcomes = entry.pending;
     entry.pending = [];
     try {
@@ -153,10 +184,12 @@ export class BreakerClient {
       entry.state =
         entry.pending.length > 0 ? recordOutcomes(shared, entry.pending, this.#now(), this.#policy) : shared;
       entry.syncedAtMs = this.#now();
+      return true;
     } catch {
       // Keep them for the next sync; meanwhile the local copy still decides.
       entry.pending = [...outcomes, ...entry.pending].slice(-MAX_PENDING_OUTCOMES);
       entry.syncedAtMs = this.#now();
+      return false;
     }
   }
 }

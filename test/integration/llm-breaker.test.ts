@@ -75,3 +75,38 @@ describe("breaker shared across isolates", () => {
     expect(granted.filter(Boolean)).toHaveLength(1);
   });
 });
+
+describe("background syncs and request ownership", () => {
+  it("hands a running sync to no second request; outcomes recorded meanwhile go in the same sync's next round", async () => {
+    const key = `openai:owner-${crypto.randomUUID().slice(0, 8)}`;
+    const sent: number[] = [];
+    let release!: () => void;
+    const gateOpen = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const inner = remote();
+    const slow: BreakerRemote = {
+      sync: async (provider, model, outcomes) => {
+        sent.push(outcomes.length);
+        await gateOpen;
+        return inner.sync(provider, model, outcomes);
+      },
+      tryTrial: inner.tryTrial,
+    };
+    const client = new BreakerClient(slow);
+    const heldByFirst: Promise<unknown>[] = [];
+    const heldBySecond: Promise<unknown>[] = [];
+    client.gate((work) => heldByFirst.push(work)).record(key, false, "http_500");
+    client.gate((work) => heldBySecond.push(work)).record(key, false, "http_502");
+    client.gate((work) => heldBySecond.push(work)).record(key, false, "http_503");
+    expect(heldByFirst).toHaveLength(1);
+    expect(heldBySecond).toHaveLength(0);
+    release();
+    await Promise.all(heldByFirst);
+    // The first round carried the first failure; the second round (same sync) the two recorded meanwhile.
+    expect(sent).toEqual([1, 2]);
+    const [provider, model] = key.split(":");
+    const shared = (await env.PROVIDER_BREAKER.getByName(provider).sync(model, [])) as unknown as BreakerState;
+    expect(shared).toMatchObject({ consecutiveFailures: 3, lastError: "http_503" });
+  });
+});
