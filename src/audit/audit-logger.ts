@@ -219,7 +219,10 @@ export const writesNoAudit: MiddlewareHandler<HonoEnv> = async (c, next) => {
  * Sealing reads and rewrites a workspace's unsealed tail, so running it once
  * per write would cost more than the writes. Per isolate and workspace, one
  * seal runs at a time; writes that land meanwhile ask for one more pass, which
- * starts after SEAL_COALESCE_MS so a burst is sealed in a few batches.
+ * starts after SEAL_COALESCE_MS so a burst is sealed in a few batches. Only
+ * the request that started the seal holds it: a promise belongs to the
+ * request that made it (its continuations run there), so another request
+ * holding it in its waitUntil could be left waiting on I/O it does not own.
  */
 const SEAL_COALESCE_MS = 200;
 const sealsInFlight = new Map<string, { rerun: boolean; done: Promise<void> }>();
@@ -228,7 +231,7 @@ function scheduleSeal(db: Database, workspaceId: string, logger: Logger, anchor:
   const inFlight = sealsInFlight.get(workspaceId);
   if (inFlight) {
     inFlight.rerun = true;
-    return inFlight.done;
+    return Promise.resolve();
   }
   const state = { rerun: false, done: Promise.resolve() };
   state.done = (async () => {
