@@ -47,6 +47,22 @@ const IDLE_LEASE_MS = 60_000;
  */
 const MIN_REFUSAL_HOLD_MS = 50;
 
+/**
+ * A lease call in flight. Waiters neither await the caller's promise nor get
+ * woken by it: in Workers a promise belongs to the request that made it (its
+ * continuations run there, and another request may not even resolve it), so
+ * a waiter resuming on another request's promise would do its own I/O on
+ * behalf of that request. Waiters poll with timers of their own instead.
+ */
+interface Refill {
+  startedAtMs: number;
+}
+
+/** How often a waiting request looks whether the lease call came back (a local call takes about a millisecond). */
+const REFILL_POLL_MS = 2;
+/** A call out for longer than this is presumed lost with its request: the next waiter makes its own. */
+const STALE_REFILL_MS = 2_000;
+
 interface Lease {
   workspaceId: string;
   rules: RateLimitRule[];
@@ -58,8 +74,8 @@ interface Lease {
   /** The object's view of the buckets at its last answer, for headers. */
   buckets: BucketSnapshot[];
   bucketsAtMs: number;
-  /** The one call in flight for this lease; concurrent requests wait for it. */
-  refill: Promise<void> | null;
+  /** The one call in flight for this lease; concurrent requests wait for it (see `#awaitRefill`). */
+  refill: Refill | null;
   /** Requests waiting for `refill`, and tokens spent since the last one: local demand sizes the next lease. */
   waiting: number;
   spentSinceRefill: number;
@@ -96,14 +112,30 @@ export class RateLimiter {
       this.#returnExpired(lease, nowMs);
       // Counted before the refill starts, so the lease it asks for covers this request too.
       lease.waiting += 1;
-      lease.refill ??= this.#refill(lease).finally(() => {
-        lease.refill = null;
-      });
       try {
-        await lease.refill;
+        const running = lease.refill;
+        if (running && nowMs - running.startedAtMs < STALE_REFILL_MS) await this.#awaitRefill(lease, running);
+        else await this.#runRefill(lease, nowMs);
       } finally {
         lease.waiting -= 1;
       }
+    }
+  }
+
+  async #runRefill(lease: Lease, nowMs: number): Promise<void> {
+    const refill: Refill = { startedAtMs: nowMs };
+    lease.refill = refill;
+    try {
+      await this.#refill(lease);
+    } finally {
+      if (lease.refill === refill) lease.refill = null;
+    }
+  }
+
+  /** Until the call comes back (or is presumed lost), on this request's own timer. */
+  async #awaitRefill(lease: Lease, refill: Refill): Promise<void> {
+    while (lease.refill === refill && this.#now() - refill.startedAtMs < STALE_REFILL_MS) {
+      await new Promise((wake) => setTimeout(wake, REFILL_POLL_MS));
     }
   }
 
