@@ -4,6 +4,7 @@ import { ApiError } from "../lib/problem.ts";
 import { type RateLimitDecision, RateLimiter, rateLimitHeaders } from "../limits/rate-limiter.ts";
 import type { HonoEnv } from "../types.ts";
 import { rateLimitRules } from "../workspaces/plans.ts";
+import { setResponseHeaders } from "./response-headers.ts";
 
 /**
  * Per-workspace and per-key (or per-user) token buckets, held by the
@@ -54,5 +55,5 @@ export const rateLimit: MiddlewareHandler<HonoEnv> = async (c, next) => {
     );
   }
   await next();
-  for (const [name, value] of Object.entries(headers)) c.header(name, value);
+  setResponseHeaders(c, headers);
 };

@@ -6,6 +6,7 @@ import { ulid } from "../lib/ids.ts";
 import { Logger } from "../lib/logger.ts";
 import { continueOrStartTrace, type TraceIds } from "../lib/trace-context.ts";
 import type { HonoEnv } from "../types.ts";
+import { setResponseHeaders } from "./response-headers.ts";
 
 export const API_VERSION = "1.0";
 // Accept the caller's id only if it is short and plain, so it is safe in logs and headers.
@@ -46,8 +47,7 @@ export const requestContext: MiddlewareHandler<HonoEnv> = async (c, next) => {
 
   await next();
 
-  c.header("X-Request-Id", requestId);
-  c.header("X-API-Version", API_VERSION);
+  setResponseHeaders(c, { "X-Request-Id": requestId, "X-API-Version": API_VERSION });
   const status = c.res.status;
   // The matched route template ("/api/v1/tasks/:id"), or "*" when nothing matched.
   const route = routePath(c, -1);
