@@ -1,5 +1,6 @@
 import { and, asc, eq, gte, isNotNull, isNull, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { jsonRowsSql } from "../db/json-rows.ts";
 import { auditChains, auditLogs } from "../db/schema.ts";
 import { type ChainedRow, entryHash, GENESIS_HASH } from "./canonical.ts";
 
@@ -77,11 +78,10 @@ const ADVANCE_HEAD_SQL = `INSERT INTO audit_chains (workspace_id, head_seq, head
 
 /**
  * Seals a page of entries in one statement (id, prev_hash, hash triples as one
- * JSON parameter through json_each), each unless another sealer got there first.
+ * JSON parameter, src/db/json-rows.ts), each unless another sealer got there first.
  */
 const SEAL_ENTRIES_SQL = `UPDATE audit_logs SET prev_hash = s.prev_hash, hash = s.hash
-  FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS prev_hash,
-               json_extract(value, '$[2]') AS hash FROM json_each(?)) AS s
+  FROM ${jsonRowsSql(["id", "prev_hash", "hash"])} AS s
   WHERE audit_logs.id = s.id AND audit_logs.hash IS NULL`;
 
 /**

@@ -1,3 +1,5 @@
+import { insertJsonRowsSql } from "../db/json-rows.ts";
+
 /**
  * The hub's storage: the workspace's event log (seq-numbered, in the Durable
  * Object's SQLite) and its pending WebSocket tickets. Tables are namespaced
@@ -41,6 +43,15 @@ export interface AppendInput {
   bodyOf: (seq: number) => string;
 }
 
+const INSERT_EVENTS_SQL = insertJsonRowsSql("evh_events", [
+  "seq",
+  "event_id",
+  "event_type",
+  "channels",
+  "created_at_ms",
+  "body",
+]);
+
 export class EventLog {
   private readonly sql: SqlStorage;
   private last: number;
@@ -63,8 +74,7 @@ export class EventLog {
    * the log (or earlier in the same call) is not written again and answers
    * with its row. Two statements however many events (a queue batch publishes
    * hundreds at once): the ids to look up and the rows to insert each travel
-   * as one JSON parameter, unpacked by SQLite's json_each, instead of six
-   * bound parameters a row in chunks under the 100-parameter limit.
+   * as one JSON parameter (src/db/json-rows.ts).
    */
   appendMany(entries: readonly AppendInput[]): { row: LogRow; duplicate: boolean }[] {
     if (entries.length === 0) return [];
@@ -96,10 +106,7 @@ export class EventLog {
     });
     if (fresh.length > 0) {
       this.sql.exec(
-        `INSERT INTO evh_events (seq, event_id, event_type, channels, created_at_ms, body)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
-         FROM json_each(?)`,
+        INSERT_EVENTS_SQL,
         JSON.stringify(
           fresh.map((row) => [row.seq, row.event_id, row.event_type, row.channels, row.created_at_ms, row.body]),
         ),

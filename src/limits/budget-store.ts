@@ -1,3 +1,4 @@
+import { jsonRowsSql } from "../db/json-rows.ts";
 import type { LimiterStorage } from "./limiter-store.ts";
 
 /**
@@ -122,7 +123,7 @@ export class BudgetStore {
 
   /**
    * Records many settled charges of one day and month at once (their keys and
-   * figures as one JSON parameter through json_each); answers the keys not
+   * figures as one JSON parameter, src/db/json-rows.ts); answers the keys not
    * seen before. A key repeated in the call is recorded once.
    */
   insertSettledCharges(
@@ -134,9 +135,8 @@ export class BudgetStore {
     const rows = this.#sql
       .exec<{ charge_key: string }>(
         `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
-         SELECT json_extract(value, '$[0]'), ?, ?, json_extract(value, '$[1]'), json_extract(value, '$[2]'), 1, ?
-         FROM json_each(?) WHERE true
-         ON CONFLICT (charge_key) DO NOTHING RETURNING charge_key`,
+         SELECT c.charge_key, ?, ?, c.tokens, c.cost_usd, 1, ? FROM ${jsonRowsSql(["charge_key", "tokens", "cost_usd"])} AS c
+         WHERE true ON CONFLICT (charge_key) DO NOTHING RETURNING charge_key`,
         periods.day,
         periods.month,
         expiresAtMs,

@@ -1,6 +1,7 @@
 import { and, eq, gte, lte, sql } from "drizzle-orm";
 import { type AuditEntryInput, auditStatement } from "../audit/index.ts";
 import type { Database } from "../db/client.ts";
+import { insertJsonRowsSql } from "../db/json-rows.ts";
 import { usageRecords } from "../db/schema.ts";
 import type { TenantDb } from "../db/tenant.ts";
 import { newId } from "../lib/ids.ts";
@@ -39,21 +40,27 @@ export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): U
   return { record: (row, audit) => sink.add({ row, audit }) };
 }
 
-/**
- * Every row of a batch in one statement: the rows travel as one JSON array
- * (one bound parameter) and json_each turns them back into rows. A statement
- * per row cost the database a prepare, a step and a result each; one
- * statement for up to USAGE_MAX_ROWS_PER_BATCH rows costs about one.
- * `WHERE true` is SQLite's required disambiguation of INSERT … SELECT … ON CONFLICT.
- * A duplicate charge key, in the table or within the batch, is skipped.
- */
-const INSERT_USAGE_ROWS_SQL = `INSERT INTO usage_records
-  (id, workspace_id, charge_key, task_id, run_id, provider, model, prompt_tokens, completion_tokens, total_tokens,
-   cost_usd, simulated, day, request_id)
-  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7,
-    value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, value ->> 13
-  FROM json_each(?) WHERE true
-  ON CONFLICT (workspace_id, charge_key) DO NOTHING`;
+/** Every row of a batch in one statement (src/db/json-rows.ts); a duplicate charge key, in the table or within the batch, is skipped. */
+const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
+  "usage_records",
+  [
+    "id",
+    "workspace_id",
+    "charge_key",
+    "task_id",
+    "run_id",
+    "provider",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "simulated",
+    "day",
+    "request_id",
+  ],
+  "ON CONFLICT (workspace_id, charge_key) DO NOTHING",
+);
 
 /** One batch: the usage rows (each skipped if its charge key was written before), then the rows' audit entries. */
 async function writeRows(d1: D1Database, items: PendingRow[], metrics?: AnalyticsEngineDataset): Promise<void> {

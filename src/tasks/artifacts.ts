@@ -1,3 +1,4 @@
+import { insertJsonRowsSql } from "../db/json-rows.ts";
 import { toHex } from "../lib/crypto.ts";
 import { newId } from "../lib/ids.ts";
 import { ARTIFACT_LIMITS, type ArtifactLimits } from "./config.ts";
@@ -221,10 +222,17 @@ const ARTIFACT_COLUMNS = [
   "updated_at",
 ];
 
+const UPSERT_ARTIFACTS_SQL = insertJsonRowsSql(
+  "artifacts",
+  ARTIFACT_COLUMNS,
+  `ON CONFLICT (task_id, path) DO UPDATE SET run_id = excluded.run_id, r2_key = excluded.r2_key,
+     size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, sha256 = excluded.sha256,
+     version = max(artifacts.version + 1, excluded.version), updated_at = excluded.updated_at`,
+);
+
 /**
- * Upserts for the runs' final batch, one statement however many rows (as one
- * JSON parameter through json_each): a path keeps its artifact id; version
- * and content move on.
+ * Upserts for the runs' final batch, one statement however many rows
+ * (src/db/json-rows.ts): a path keeps its artifact id; version and content move on.
  */
 export function artifactUpserts(d1: D1Database, rows: readonly ArtifactRow[]): D1PreparedStatement[] {
   if (rows.length === 0) return [];
@@ -242,18 +250,7 @@ export function artifactUpserts(d1: D1Database, rows: readonly ArtifactRow[]): D
     row.createdAt,
     row.updatedAt,
   ]);
-  const columns = ARTIFACT_COLUMNS.map((_, index) => `json_extract(value, '$[${index}]')`).join(", ");
-  return [
-    d1
-      .prepare(
-        `INSERT INTO artifacts (${ARTIFACT_COLUMNS.join(", ")})
-         SELECT ${columns} FROM json_each(?) WHERE true
-         ON CONFLICT (task_id, path) DO UPDATE SET run_id = excluded.run_id, r2_key = excluded.r2_key,
-           size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, sha256 = excluded.sha256,
-           version = max(artifacts.version + 1, excluded.version), updated_at = excluded.updated_at`,
-      )
-      .bind(JSON.stringify(values)),
-  ];
+  return [d1.prepare(UPSERT_ARTIFACTS_SQL).bind(JSON.stringify(values))];
 }
 
 /** Multipart part size: R2's minimum for all but the last part, and what a large upload holds in memory at once. */

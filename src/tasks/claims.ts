@@ -1,5 +1,6 @@
 import { and, eq, inArray } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { jsonRowsSql } from "../db/json-rows.ts";
 import { artifacts, taskRuns, tasks } from "../db/schema.ts";
 import type { ArtifactRow, RunRow, TaskRow } from "./views.ts";
 
@@ -64,19 +65,9 @@ export interface ClaimInput {
   staleRunId?: string;
 }
 
-/**
- * Rows as one JSON parameter, read back column by column with json_each: a
- * batch's hundred claims or ends are one statement each, not one per task
- * (D1 allows 100 bound parameters, and every statement of a batch costs a
- * round of work on both sides).
- */
-function jsonColumns(names: readonly string[]): string {
-  return names.map((name, index) => `json_extract(value, '$[${index}]') AS ${name}`).join(", ");
-}
-
 const CLAIM_COLUMNS = ["run_id", "workspace_id", "task_id", "expected_attempts", "message_id", "agent_id"];
 
-/** One batch for all claims (three statements whatever their number); returns the task ids actually claimed. */
+/** One batch for all claims (three statements whatever their number, src/db/json-rows.ts); returns the task ids actually claimed. */
 export async function claimRuns(d1: D1Database, claims: ClaimInput[], nowIso: string): Promise<Set<string>> {
   if (claims.length === 0) return new Set();
   const rows = JSON.stringify(
@@ -107,7 +98,7 @@ export async function claimRuns(d1: D1Database, claims: ClaimInput[], nowIso: st
       .prepare(
         `INSERT INTO task_runs (id, workspace_id, task_id, attempt, message_id, status, agent_id, started_at)
          SELECT c.run_id, c.workspace_id, c.task_id, c.expected_attempts + 1, c.message_id, 'running', c.agent_id, ?1
-         FROM (SELECT ${jsonColumns(CLAIM_COLUMNS)} FROM json_each(?2)) AS c
+         FROM ${jsonRowsSql(CLAIM_COLUMNS, "?2")} AS c
          WHERE EXISTS (SELECT 1 FROM tasks WHERE id = c.task_id AND attempts = c.expected_attempts
                          AND cancel_requested_at IS NULL AND status IN ('pending', 'queued', 'running'))
          ON CONFLICT (task_id, attempt) DO NOTHING`,
@@ -117,7 +108,7 @@ export async function claimRuns(d1: D1Database, claims: ClaimInput[], nowIso: st
       .prepare(
         `UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, started_at = coalesce(started_at, ?1),
            queued_at = coalesce(queued_at, ?1), updated_at = ?1, error = NULL
-         FROM (SELECT ${jsonColumns(CLAIM_COLUMNS)} FROM json_each(?2)) AS c
+         FROM ${jsonRowsSql(CLAIM_COLUMNS, "?2")} AS c
          WHERE tasks.id = c.task_id AND tasks.attempts = c.expected_attempts
            AND EXISTS (SELECT 1 FROM task_runs WHERE task_runs.id = c.run_id)
          RETURNING tasks.id AS id`,
@@ -187,7 +178,7 @@ export function endStatements(d1: D1Database, inputs: readonly EndInput[], nowIs
       ];
     }),
   );
-  const ends = `(SELECT ${jsonColumns(END_COLUMNS)} FROM json_each(?2)) AS e`;
+  const ends = `${jsonRowsSql(END_COLUMNS, "?2")} AS e`;
   return [
     d1
       .prepare(
