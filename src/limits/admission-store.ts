@@ -135,20 +135,14 @@ export class AdmissionStore {
       .map(fromRow);
   }
 
-  /** Leases a pending task's slot, or extends a held one (`from` says which, for the counts). */
-  lease(taskId: string, from: SlotState, expiresAtMs: number, expiries?: number): void {
-    const written = this.#storage.sql.exec(
-      `UPDATE limiter_tasks SET state = 'leased', lease_expires_at_ms = ?, lease_expiries = coalesce(?, lease_expiries)
-       WHERE task_id = ? AND state = ?`,
+  /** A lapsed lease sent again: held until `expiresAtMs`, with its lapses counted. */
+  redispatch(taskId: string, expiresAtMs: number, expiries: number): void {
+    this.#storage.sql.exec(
+      "UPDATE limiter_tasks SET lease_expires_at_ms = ?, lease_expiries = ? WHERE task_id = ? AND state = 'leased'",
       expiresAtMs,
-      expiries ?? null,
+      expiries,
       taskId,
-      from,
-    ).rowsWritten;
-    if (written > 0 && from === "pending") {
-      this.#counted("pending", -1);
-      this.#counted("leased", 1);
-    }
+    );
   }
 
   /**
@@ -198,14 +192,6 @@ export class AdmissionStore {
       .toArray();
     for (const row of removed) this.#counted(row.state, -1);
     return removed.length;
-  }
-
-  delete(taskId: string): boolean {
-    const removed = this.#storage.sql
-      .exec<{ state: SlotState }>("DELETE FROM limiter_tasks WHERE task_id = ? RETURNING state", taskId)
-      .toArray()[0];
-    if (removed) this.#counted(removed.state, -1);
-    return removed !== undefined;
   }
 
   expiredLeases(nowMs: number): AdmissionRow[] {

@@ -145,13 +145,13 @@ export class TaskAdmission {
       const abandoned: Dispatch[] = [];
       for (const row of this.#store.expiredLeases(input.nowMs)) {
         if (row.leaseExpiries + 1 >= MAX_LEASE_EXPIRIES) {
-          this.#store.delete(row.taskId);
           abandoned.push(toDispatch(row));
         } else {
-          this.#store.lease(row.taskId, "leased", input.nowMs + DISPATCH_LEASE_MS, row.leaseExpiries + 1);
+          this.#store.redispatch(row.taskId, input.nowMs + DISPATCH_LEASE_MS, row.leaseExpiries + 1);
           redispatch.push(toDispatch(row));
         }
       }
+      this.#store.deleteMany(abandoned.map((item) => item.taskId));
       return { redispatch, abandoned, dispatch: abandoned.length > 0 ? this.#fill(input.nowMs) : [] };
     });
   }
