@@ -16,6 +16,11 @@
  * (b) over (d3), the router's own cost beyond the hop, and (d3) over (d), what
  * the runtime's outbound fetch costs by itself.
  * Goal: our router adds no more p50 latency than Portkey adds.
+ *
+ * wrangler dev runs with its local trace explorer off (X_LOCAL_OBSERVABILITY=false,
+ * see the harness): it records every span of every invocation inside the
+ * Worker's own process, so it charged (b), which makes a subrequest and Durable
+ * Object calls, more than (d). BENCH_LOCAL_OBSERVABILITY=true measures with it on.
  */
 
 import { type ChildProcess, spawn } from "node:child_process";
@@ -31,6 +36,7 @@ const ROUNDS = 2;
 const SEQUENTIAL_REQUESTS = Number(process.env.BENCH_SEQUENTIAL ?? 300);
 const PORTKEY_VERSION = process.env.PORTKEY_VERSION ?? "1.15.2";
 const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
+const LOCAL_OBSERVABILITY = process.env.BENCH_LOCAL_OBSERVABILITY === "true";
 
 interface Case {
   name: string;
@@ -176,7 +182,11 @@ async function main(): Promise<void> {
   let worker: WorkerProcess | undefined;
   let portkey: Awaited<ReturnType<typeof startPortkey>> | undefined;
   try {
+    console.log(
+      `wrangler dev's local trace explorer: ${LOCAL_OBSERVABILITY ? "on" : "off"} (BENCH_LOCAL_OBSERVABILITY)`,
+    );
     worker = await startWorker({
+      localObservability: LOCAL_OBSERVABILITY,
       vars: {
         ADMIN_TOKEN: TEST_ADMIN_TOKEN,
         LOG_LEVEL: "warn",

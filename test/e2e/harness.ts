@@ -29,6 +29,15 @@ export interface WorkerProcess {
 export interface StartOptions {
   /** Extra vars, passed as `--var NAME:VALUE`. */
   vars?: Record<string, string>;
+  /**
+   * wrangler dev's local trace explorer (on unless `X_LOCAL_OBSERVABILITY=false`):
+   * a streaming tail worker in the Worker's own workerd process that stores
+   * every invocation's spans (each request, subrequest and Durable Object call)
+   * in SQLite. Benchmarks turn it off: it cost about 40 % of the Worker's CPU
+   * per request, more the more calls a route makes, and production Workers do
+   * not pay for their traces in their own thread.
+   */
+  localObservability?: boolean;
 }
 
 const running = new Set<ChildProcess>();
@@ -93,6 +102,7 @@ export async function startWorker(options: StartOptions = {}): Promise<WorkerPro
     WRANGLER_SEND_METRICS: "false",
     NO_COLOR: "1",
     FORCE_COLOR: "0",
+    ...(options.localObservability === false ? { X_LOCAL_OBSERVABILITY: "false" } : {}),
   };
   await run(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistDir], env);
 
