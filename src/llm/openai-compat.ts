@@ -137,8 +137,9 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
   };
 }
 
-export function completionId(): string {
-  return `chatcmpl-${ulid()}`;
+/** The completion's id; the endpoint passes the call's own ulid, which also keys its charge. */
+export function completionId(callId: string = ulid()): string {
+  return `chatcmpl-${callId}`;
 }
 
 export function toCompletion(id: string, result: ChatResult) {

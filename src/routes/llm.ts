@@ -69,16 +69,17 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
     const requestId = c.get("requestId");
     const workspaceId = c.get("workspaceId")!;
     const router = createLlmRouter(c.get("config"), { logger, waitUntil: (work) => c.executionCtx.waitUntil(work) });
+    const callId = ulid();
     const context = {
       workspaceId,
       requestId,
       correlationId: c.get("trace")?.traceId,
       // Unique per request: a client reusing its X-Request-Id must not get a call for free.
-      chargeKey: `api:${requestId}:${ulid()}`,
+      chargeKey: `api:${requestId}:${callId}`,
       signal: c.req.raw.signal,
     };
     const request = toChatRequest(body);
-    const id = completionId();
+    const id = completionId(callId);
     try {
       if (body.stream) {
         const routed = await router.chatStream(request, context);
