@@ -51,13 +51,23 @@ function nextRandom(timeMs: number): Uint8Array {
   return bytes;
 }
 
-export function ulid(timeMs: number = Date.now()): string {
-  let time = "";
+let lastTimePart = { timeMs: -1, text: "" };
+
+/** The ULID's time characters; Workers' clock stands still within a request, so one request's ids share them. */
+function timePart(timeMs: number): string {
+  if (timeMs === lastTimePart.timeMs) return lastTimePart.text;
+  let text = "";
   let remaining = timeMs;
   for (let i = 0; i < TIME_CHARS; i++) {
-    time = CROCKFORD[remaining % 32] + time;
+    text = CROCKFORD[remaining % 32] + text;
     remaining = Math.floor(remaining / 32);
   }
+  lastTimePart = { timeMs, text };
+  return text;
+}
+
+export function ulid(timeMs: number = Date.now()): string {
+  const time = timePart(timeMs);
   let random = "";
   for (const digit of nextRandom(timeMs)) random += CROCKFORD[digit];
   return time + random;

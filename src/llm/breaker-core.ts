@@ -65,12 +65,17 @@ export const CLOSED: BreakerState = {
   lastError: null,
 };
 
-function prune(outcomes: [number, 0 | 1][], nowMs: number, policy: BreakerPolicy): [number, 0 | 1][] {
+/** Where the kept part of a window starts: within windowMs of now, and at most MAX_OUTCOMES long. */
+function keptFrom(outcomes: [number, 0 | 1][], nowMs: number, policy: BreakerPolicy): number {
   const since = nowMs - policy.windowMs;
-  let start = 0;
+  let start = Math.max(0, outcomes.length - MAX_OUTCOMES);
   while (start < outcomes.length && outcomes[start][0] <= since) start++;
-  const kept = start > 0 ? outcomes.slice(start) : outcomes;
-  return kept.length > MAX_OUTCOMES ? kept.slice(kept.length - MAX_OUTCOMES) : kept;
+  return start;
+}
+
+function prune(outcomes: [number, 0 | 1][], nowMs: number, policy: BreakerPolicy): [number, 0 | 1][] {
+  const start = keptFrom(outcomes, nowMs, policy);
+  return start > 0 ? outcomes.slice(start) : outcomes;
 }
 
 /** Just the state's name: what the hot path asks on every call, without looking at the window. */
@@ -128,7 +133,8 @@ export function recordOutcomes(
       next = { ...next, open: true, openedAtMs: outcome.atMs, trialStartedAtMs: null };
     }
   }
-  next.outcomes = prune(next.outcomes, nowMs, policy);
+  // next.outcomes is this call's own copy: pruned in place (the hot path records one success per call).
+  next.outcomes.splice(0, keptFrom(next.outcomes, nowMs, policy));
   // The ratio rule looks at the whole window, which outcomes from other isolates may complete late.
   if (!next.open && windowSaysOpen(next, next.outcomes, policy)) next = { ...next, open: true, openedAtMs: nowMs };
   return next;
@@ -143,7 +149,7 @@ function windowSaysOpen(state: BreakerState, window: [number, 0 | 1][], policy: 
   if (state.consecutiveFailures >= policy.consecutiveFailures) return true;
   if (window.length < policy.minCalls) return false;
   let failures = 0;
-  for (const [, ok] of window) if (!ok) failures++;
+  for (let index = 0; index < window.length; index++) if (window[index][1] === 0) failures++;
   return failures / window.length >= policy.failureRatio;
 }
 

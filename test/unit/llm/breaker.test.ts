@@ -57,4 +57,29 @@ describe("circuit breaker", () => {
     // A trial that never reports back frees the slot after its timeout.
     expect(acquireTrial(trial.state, 30_005 + DEFAULT_BREAKER_POLICY.trialTimeoutMs).granted).toBe(true);
   });
+
+  it("keeps the newest 200 outcomes of the last 60 s and leaves the state it was given untouched", () => {
+    // 150 old successes (outside the window), then 250 recent ones one at a time, as the hot path records them.
+    let state = recordOutcomes(
+      CLOSED,
+      Array.from({ length: 150 }, (_, index) => ok(index)),
+      150,
+    );
+    for (let atMs = 100_000; atMs < 100_250; atMs++) {
+      const before = state;
+      const kept = before.outcomes.length;
+      state = recordOutcomes(before, [ok(atMs)], atMs);
+      expect(before.outcomes).toHaveLength(kept);
+    }
+    expect(state.outcomes).toHaveLength(200);
+    expect(state.outcomes[0]).toEqual([100_050, 1]);
+    expect(state.outcomes.at(-1)).toEqual([100_249, 1]);
+    // 25 failures in the next 100 calls: the ratio counts them over the bounded 200, 12.5 %, so it stays closed.
+    const failing = recordOutcomes(
+      state,
+      Array.from({ length: 100 }, (_, index) => (index % 4 === 0 ? fail(100_300 + index) : ok(100_300 + index))),
+      100_400,
+    );
+    expect(viewOf(failing, 100_400)).toMatchObject({ state: "closed", calls: 200, errorRate: 0.125 });
+  });
 });
