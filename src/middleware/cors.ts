@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { cors as honoCors } from "hono/cors";
 import type { HonoEnv } from "../types.ts";
+import { appendResponseHeader } from "./response-headers.ts";
 
 const OPTIONS = {
   allowMethods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -35,5 +36,19 @@ function corsFor(csv: string): MiddlewareHandler {
   return middleware;
 }
 
-/** CORS for the origins in CORS_ORIGINS only; other origins get no CORS headers. */
-export const cors: MiddlewareHandler<HonoEnv> = (c, next) => corsFor(c.get("config").CORS_ORIGINS)(c, next);
+/**
+ * CORS for the origins in CORS_ORIGINS only; other origins get no CORS headers.
+ * A request without Origin is not a CORS request (browsers send it on every
+ * cross-origin request and preflight): it gets only `Vary: Origin`, and the
+ * handler's response is left alone. Hono's middleware writes its headers to
+ * `c.res` before the handler runs, which makes Hono copy the handler's
+ * response and its headers once more.
+ */
+export const cors: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  if (c.req.method !== "OPTIONS" && c.req.header("Origin") === undefined) {
+    await next();
+    appendResponseHeader(c, "Vary", "Origin");
+    return;
+  }
+  return corsFor(c.get("config").CORS_ORIGINS)(c, next);
+};

@@ -21,3 +21,18 @@ export function setResponseHeaders(c: Context, headers: Record<string, string>):
     c.res = copy;
   }
 }
+
+/** Appends to a header (e.g. `Vary`) of the handler's response, in place like setResponseHeaders. */
+export function appendResponseHeader(c: Context, name: string, value: string): void {
+  if (!c.finalized) {
+    c.header(name, value, { append: true });
+    return;
+  }
+  try {
+    c.res.headers.append(name, value);
+  } catch {
+    const copy = new Response(c.res.body, c.res);
+    copy.headers.append(name, value);
+    c.res = copy;
+  }
+}

@@ -146,6 +146,11 @@ describe("CORS", () => {
     expect(allowed.headers.get("Access-Control-Expose-Headers")).toContain("X-Request-Id");
     const other = await call("/health", { headers: { Origin: "https://evil.example" } });
     expect(other.headers.get("Access-Control-Allow-Origin")).toBeNull();
+    // No Origin: not a CORS request. No Access-Control-* headers, but caches still learn the answer varies by Origin.
+    const plain = await call("/health");
+    expect([...plain.headers.keys()].filter((name) => name.startsWith("access-control-"))).toEqual([]);
+    expect(plain.headers.get("Vary")).toBe("Origin");
+    expect(allowed.headers.get("Vary")).toBe("Origin");
   });
 
   it("answers preflight for listed origins", async () => {
