@@ -3,15 +3,17 @@
  * All in one run, against one zero-latency fake OpenAI upstream on loopback:
  *   (a) straight to the upstream
  *   (b) POST /api/v1/llm/chat/completions under `wrangler dev` (auth, rate limit,
- *       budgets, routing, breaker, metering: usage row + audit entry per call)
+ *       budgets, routing, breaker, metering: a usage row per call)
  *   (c) the Portkey gateway (`npx @portkey-ai/gateway --headless`), custom host = the upstream
  *   (d) a bare Hono route (GET /health) under the same `wrangler dev`
  * and, to tell the parts of (b) apart: (d2) a bare POST route with a validated
  * JSON body (/__debug/echo), (d3) the bare upstream hop (/__debug/upstream-hop:
  * one plain fetch to the same upstream, its JSON answered back), and (e)
  * authentication + rate limit alone (GET /api/v1/whoami).
- * Each case: 10 s at 20 connections (autocannon), twice, alternating; then a
- * sequential pass (one request at a time). Prints req/s and p50/p97.5/p99, the
+ * Each case: 5 s at 20 connections (autocannon), four rounds, alternating; then a
+ * sequential pass (one request at a time). Prints req/s, p50/p97.5/p99 and the
+ * CPU each request cost each process (from /proc: wrangler dev's workerd, wrangler,
+ * Portkey, and this process, which runs autocannon and the upstream), the
  * latency Portkey adds over (a), and the latency our route adds over (d); then
  * (b) over (d3), the router's own cost beyond the hop, and (d3) over (d), what
  * the runtime's outbound fetch costs by itself.
@@ -29,10 +31,13 @@ import autocannon from "autocannon";
 import { freePort, startWorker, type WorkerProcess } from "../../test/e2e/harness.ts";
 import { type FakeOpenAi, startFakeOpenAi } from "../../test/fakes/openai.ts";
 import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../../test/support/workspaces.ts";
+import { cpuSpent, groupCpu, ownCpuMs } from "../lib/process-cpu.ts";
 
 const CONNECTIONS = 20;
-const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
-const ROUNDS = 2;
+// Four short rounds, alternating the cases, rather than two long ones: drift of the machine's speed
+// during a run then falls on every case alike.
+const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
 const SEQUENTIAL_REQUESTS = Number(process.env.BENCH_SEQUENTIAL ?? 300);
 const PORTKEY_VERSION = process.env.PORTKEY_VERSION ?? "1.15.2";
 const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
@@ -54,7 +59,22 @@ interface Figures {
   p99Ms: number;
   errors: number;
   non2xx: number;
+  cpu?: CpuPerRequest;
 }
+
+/** CPU per request (ms) by who spent it. */
+interface CpuPerRequest {
+  /** wrangler dev's workerd processes: the dev proxy and the Worker itself. */
+  workerd: number;
+  /** wrangler's own Node process (it logs each request the dev proxy serves). */
+  wrangler: number;
+  portkey: number;
+  /** This process: autocannon and the fake upstream. */
+  bench: number;
+}
+
+/** Process groups whose CPU each case reads: wrangler dev's and Portkey's (set once they run). */
+const watched = { wrangler: -1, portkey: -1 };
 
 const CHAT_BODY = JSON.stringify({
   model: "gpt-4o-mini",
@@ -62,16 +82,38 @@ const CHAT_BODY = JSON.stringify({
   max_tokens: 16,
 });
 
+async function measuringCpu(run: () => Promise<number>): Promise<CpuPerRequest> {
+  const groups = [watched.wrangler, watched.portkey];
+  const before = groupCpu(groups);
+  const benchBefore = ownCpuMs();
+  const requests = Math.max(1, await run());
+  const benchMs = ownCpuMs() - benchBefore;
+  const spent = [...cpuSpent(before, groupCpu(groups)).values()];
+  const perRequest = (keep: (process: (typeof spent)[number]) => boolean) =>
+    spent.filter(keep).reduce((sum, process) => sum + process.cpuMs, 0) / requests;
+  return {
+    workerd: perRequest((process) => process.group === watched.wrangler && process.command.startsWith("workerd")),
+    wrangler: perRequest((process) => process.group === watched.wrangler && !process.command.startsWith("workerd")),
+    portkey: perRequest((process) => process.group === watched.portkey),
+    bench: benchMs / requests,
+  };
+}
+
 async function load(testCase: Case, connections: number, seconds: number): Promise<Figures> {
-  const result = await autocannon({
-    url: testCase.url,
-    method: testCase.method,
-    headers: testCase.headers,
-    body: testCase.body,
-    connections,
-    duration: seconds,
+  let result!: autocannon.Result;
+  const cpu = await measuringCpu(async () => {
+    result = await autocannon({
+      url: testCase.url,
+      method: testCase.method,
+      headers: testCase.headers,
+      body: testCase.body,
+      connections,
+      duration: seconds,
+    });
+    return result.requests.total;
   });
   return {
+    cpu,
     name: testCase.name,
     requestsPerSecond: result.requests.average,
     p50Ms: result.latency.p50,
@@ -120,12 +162,15 @@ async function sequential(testCase: Case, count: number): Promise<Figures> {
 
 function format(figures: Figures): string {
   const ms = (value: number) => value.toFixed(1).padStart(6);
-  return `${figures.name.padEnd(34)} ${figures.requestsPerSecond.toFixed(0).padStart(6)} req/s  p50 ${ms(figures.p50Ms)} ms  p97.5 ${ms(figures.p97Ms)} ms  p99 ${ms(figures.p99Ms)} ms  errors ${figures.errors}  non-2xx ${figures.non2xx}`;
+  const cpu = figures.cpu
+    ? `  CPU/req ms: workerd ${figures.cpu.workerd.toFixed(2)}, wrangler ${figures.cpu.wrangler.toFixed(2)}, portkey ${figures.cpu.portkey.toFixed(2)}, bench ${figures.cpu.bench.toFixed(2)}`
+    : "";
+  return `${figures.name.padEnd(34)} ${figures.requestsPerSecond.toFixed(0).padStart(6)} req/s  p50 ${ms(figures.p50Ms)} ms  p97.5 ${ms(figures.p97Ms)} ms  p99 ${ms(figures.p99Ms)} ms  errors ${figures.errors}  non-2xx ${figures.non2xx}${cpu}`;
 }
 
 async function startPortkey(
   upstreamUrl: string,
-): Promise<{ url: string; headers: Record<string, string>; stop: () => void }> {
+): Promise<{ url: string; headers: Record<string, string>; processGroup: number; stop: () => void }> {
   const port = await freePort();
   // npx from PATH (npm's own client), run under the project's Node 22 first in PATH.
   const npx = "npx";
@@ -165,6 +210,7 @@ async function startPortkey(
             "x-portkey-provider": "openai",
             "x-portkey-custom-host": `${upstreamUrl}/v1`,
           },
+          processGroup: child.pid ?? -1,
           stop,
         };
       }
@@ -196,8 +242,10 @@ async function main(): Promise<void> {
         ENABLE_DEBUG_ROUTES: "true",
       },
     });
+    watched.wrangler = worker.processGroup;
     try {
       portkey = await startPortkey(upstream.url);
+      watched.portkey = portkey.processGroup;
     } catch (error) {
       console.log(`(c) Portkey unavailable: ${(error as Error).message.split("\n")[0]}`);
     }
@@ -284,10 +332,11 @@ async function main(): Promise<void> {
       seq.set(testCase.name, figures);
     }
 
-    const median = (name: string) => {
+    const meanOf = (name: string, value: (figures: Figures) => number) => {
       const runs = byCase.get(name) ?? [];
-      return runs.reduce((sum, run) => sum + run.p50Ms, 0) / Math.max(1, runs.length);
+      return runs.reduce((sum, run) => sum + value(run), 0) / Math.max(1, runs.length);
     };
+    const median = (name: string) => meanOf(name, (figures) => figures.p50Ms);
     const [d2, d3, e] = ["(d2) bare POST /__debug/echo", "(d3) bare upstream hop", "(e) auth+limit /whoami"];
     const [a, b, c, d] = [
       "(a) upstream direct",
@@ -300,6 +349,7 @@ async function main(): Promise<void> {
       .map((figures) => figures.name);
     const report = (label: string, p50: (name: string) => number) => {
       const ours = p50(b) - p50(d);
+      // Our route's added latency less the upstream's own (a): what routing adds beyond serving the call.
       const ownOnly = ours - p50(a);
       console.log(
         `${label}: parts of (b): auth+limit (e)−(d) ${(p50(e) - p50(d)).toFixed(1)} ms; POST body (d2)−(d) ${(p50(d2) - p50(d)).toFixed(1)} ms; (b) over (d2) ${(p50(b) - p50(d2)).toFixed(1)} ms`,
@@ -309,7 +359,7 @@ async function main(): Promise<void> {
       );
       if (!portkey) {
         console.log(
-          `${label}: our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream hop); Portkey not measured`,
+          `${label}: our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream's own p50); Portkey not measured`,
         );
         return;
       }
@@ -322,10 +372,17 @@ async function main(): Promise<void> {
             ? "goal met"
             : "goal NOT met";
       console.log(
-        `${label}: Portkey adds ${theirs.toFixed(1)} ms p50 over (a); our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream hop) → ${verdict} (ours ≤ Portkey's)`,
+        `${label}: Portkey adds ${theirs.toFixed(1)} ms p50 over (a); our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream's own p50) → ${verdict} (ours ≤ Portkey's)`,
       );
     };
     report(`20 connections (mean of ${ROUNDS} rounds)`, median);
+    const workerdMs = (name: string) => meanOf(name, (figures) => figures.cpu?.workerd ?? 0);
+    console.log(
+      `CPU per request at 20 connections (mean of ${ROUNDS} rounds): wrangler dev's workerd processes (the dev proxy and the Worker) spend ${workerdMs(d).toFixed(2)} ms on (d), ${workerdMs(d3).toFixed(2)} on (d3), ${workerdMs(b).toFixed(2)} on (b): (b) over (d) ${(workerdMs(b) - workerdMs(d)).toFixed(2)} ms, of which the hop (d3)−(d) ${(workerdMs(d3) - workerdMs(d)).toFixed(2)} and the router (b)−(d3) ${(workerdMs(b) - workerdMs(d3)).toFixed(2)}` +
+        (portkey
+          ? `; Portkey's process spends ${meanOf(c, (figures) => figures.cpu?.portkey ?? 0).toFixed(2)} ms on (c)`
+          : ""),
+    );
     report("sequential", (name) => seq.get(name)?.p50Ms ?? Number.NaN);
     console.log(`upstream saw ${upstream.requests.length} requests`);
   } finally {

@@ -17,6 +17,8 @@ const READY_TIMEOUT_MS = 90_000;
 export interface WorkerProcess {
   baseUrl: string;
   port: number;
+  /** wrangler's process group: it and its workerd processes (benchmarks read their CPU). */
+  processGroup: number;
   /** Every line wrangler dev printed so far (stdout and stderr). */
   output(): string[];
   /** Application log lines: the JSON objects among the output lines. */
@@ -143,6 +145,7 @@ export async function startWorker(options: StartOptions = {}): Promise<WorkerPro
   const worker: WorkerProcess = {
     baseUrl,
     port,
+    processGroup: child.pid ?? -1,
     output: () => [...lines],
     jsonLogs: () => lines.map(parseJsonLine).filter((line): line is Record<string, unknown> => line !== null),
     async waitForLog(match, timeoutMs = 10_000) {
