@@ -197,8 +197,12 @@ describe("circuit breaker", () => {
       trialTimeoutMs: 5_000,
     };
     const config = llmConfig();
+    // As in the Worker, usage rows go to waitUntil: a call does not wait out their coalescing delay,
+    // which over these 8 calls would outlast the 800 ms the breaker stays open.
+    const background: Promise<unknown>[] = [];
     const router = createLlmRouter(config, {
       logger: quietLogger,
+      waitUntil: (work) => background.push(work),
       overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
     });
     for (let call = 0; call < 5; call++) {
@@ -213,6 +217,7 @@ describe("circuit breaker", () => {
     }
     expect(fake.count(OPENAI)).toBe(5);
     // The shared breaker (the Durable Object) has the state, for other isolates and GET /providers.
+    await breakerClientFor(config).flush();
     const snapshot = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(snapshot.find((entry) => entry.model === model)?.view.state).toBe("open");
     const providers = (await (await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers })).json()) as {
@@ -229,6 +234,7 @@ describe("circuit breaker", () => {
     await breakerClientFor(config).flush();
     const after = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(after.find((entry) => entry.model === model)?.view.state).toBe("closed");
+    await Promise.all(background);
   });
 
   it("when every target is open it still tries them rather than fail without a call", async () => {
