@@ -84,9 +84,11 @@ export function budgetGate(
 /**
  * Charges of workspaces without budgets written within this long share one
  * WorkspaceLimiter call: nothing waits on them (no budget can run out), so
- * fewer, larger calls cost the isolate less per charge.
+ * fewer, larger calls cost the isolate less per charge (the cost is per call,
+ * as for usage rows: see USAGE_FLUSH_DELAY_MS). GET /api/v1/budgets shows them
+ * within about this long.
  */
-const SETTLE_FLUSH_DELAY_MS = 100;
+const SETTLE_FLUSH_DELAY_MS = 250;
 const SETTLE_MAX_PER_CALL = 100;
 const MAX_SETTLERS = 1_000;
 type Amount = { chargeKey: string; tokens: number; costUsd: number };
