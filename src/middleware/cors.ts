@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { cors as honoCors } from "hono/cors";
 import type { HonoEnv } from "../types.ts";
-import { appendResponseHeader } from "./response-headers.ts";
+import { setResponseHeaders } from "./response-headers.ts";
 
 const OPTIONS = {
   allowMethods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -47,7 +47,7 @@ function corsFor(csv: string): MiddlewareHandler {
 export const cors: MiddlewareHandler<HonoEnv> = async (c, next) => {
   if (c.req.method !== "OPTIONS" && c.req.header("Origin") === undefined) {
     await next();
-    appendResponseHeader(c, "Vary", "Origin");
+    setResponseHeaders(c, { Vary: "Origin" }, { append: true });
     return;
   }
   return corsFor(c.get("config").CORS_ORIGINS)(c, next);

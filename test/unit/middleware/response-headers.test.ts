@@ -41,4 +41,22 @@ describe("setResponseHeaders", () => {
     expect(response.headers.get("Location")).toBe("https://example.com/next");
     expect(response.headers.get("X-Two")).toBe("2");
   });
+
+  it("appends with `append`, in place and on an immutable response alike", async () => {
+    const cases: [() => Response, string][] = [
+      [() => new Response("body", { headers: { Vary: "Accept" } }), "Accept, Origin"],
+      [() => Response.redirect("https://example.com/next", 302), "Origin"],
+    ];
+    for (const [handler, vary] of cases) {
+      const app = new Hono();
+      app.use("*", async (c, next) => {
+        await next();
+        setResponseHeaders(c, { Vary: "Origin" }, { append: true });
+      });
+      app.get("/", handler);
+      const response = await app.request("/");
+      expect(response.headers.get("Vary")).toBe(vary);
+      expect(response.status).toBe(handler().status);
+    }
+  });
 });
