@@ -1,4 +1,3 @@
-import type { AuditEntryInput } from "../audit/index.ts";
 import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { BreakerStateName } from "./breaker-core.ts";
@@ -57,8 +56,8 @@ export interface UsageRecord {
 }
 
 export interface UsageSink {
-  /** Writes the usage row once per (workspace, chargeKey), with `audit` in the same batch when given. */
-  record(row: UsageRecord, audit?: AuditEntryInput): Promise<void>;
+  /** Writes the usage row once per (workspace, chargeKey). */
+  record(row: UsageRecord): Promise<void>;
 }
 
 export interface EventSink {
@@ -103,11 +102,6 @@ export interface RouterDeps {
   /** The whole call's limit when the caller sets no deadline. */
   defaultDeadlineMs?: number;
   maxAttemptsPerTarget?: number;
-}
-
-export interface CallOptions {
-  /** An audit entry, from the result, written in the same batch as the usage row (the OpenAI-compatible endpoint's). */
-  audit?: (result: ChatResult) => AuditEntryInput;
 }
 
 export interface RoutedStream {

@@ -4,7 +4,7 @@ import { BudgetExhaustedError, classifyFailure, type FailureClass, finalError } 
 import { costUsd } from "./prices.ts";
 import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapter, ProviderError } from "./provider.ts";
 import { backoffDelayMs } from "./retry.ts";
-import type { CallOptions, RoutedStream, RouterDeps } from "./router-deps.ts";
+import type { RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
 import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, estimatePromptTokens } from "./tokens.ts";
 import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
@@ -51,7 +51,7 @@ export class Router implements LlmRouter {
     this.#latency = deps.latency ?? sharedLatency;
   }
 
-  async chat(request: ChatRequest, context: CallContext, options: CallOptions = {}): Promise<ChatResult> {
+  async chat(request: ChatRequest, context: CallContext): Promise<ChatResult> {
     const call = await this.#prepare(request, context);
     const startedMs = this.#now();
     try {
@@ -74,7 +74,6 @@ export class Router implements LlmRouter {
         context,
         call.budgets,
         startedMs,
-        options,
       );
     } catch (error) {
       await this.#release(context, call.budgets);
@@ -83,7 +82,7 @@ export class Router implements LlmRouter {
   }
 
   /** Like chat, streamed: retries and fallback happen until the first delta; after that a failure ends the stream. */
-  async chatStream(request: ChatRequest, context: CallContext, options: CallOptions = {}): Promise<RoutedStream> {
+  async chatStream(request: ChatRequest, context: CallContext): Promise<RoutedStream> {
     const call = await this.#prepare(request, context);
     const startedMs = this.#now();
     let served: Served<{
@@ -123,9 +122,7 @@ export class Router implements LlmRouter {
         }
         served.finish();
         if (!final) throw new ProviderError("protocol", "the stream ended without usage");
-        resolveResult(
-          await router.#charge(target, adapter, final, attempts, context, call.budgets, startedMs, options),
-        );
+        resolveResult(await router.#charge(target, adapter, final, attempts, context, call.budgets, startedMs));
       } catch (error) {
         failed = true;
         served.finish();
@@ -326,7 +323,6 @@ export class Router implements LlmRouter {
     context: CallContext,
     budgets: WorkspaceBudgets | null,
     startedMs: number,
-    options: CallOptions,
   ): Promise<ChatResult> {
     const model = stripQuery(target.model);
     const usage = normaliseUsage(value.usage);
@@ -349,22 +345,19 @@ export class Router implements LlmRouter {
       costUsd: cost,
     };
     const settle = this.#deps.budgets.settle(amounts, context);
-    const record = this.#deps.usage.record(
-      {
-        workspaceId: context.workspaceId,
-        chargeKey: context.chargeKey,
-        taskId: context.taskId ?? null,
-        runId: context.runId ?? null,
-        requestId: context.requestId ?? null,
-        provider: target.provider,
-        model,
-        usage,
-        costUsd: cost,
-        simulated: adapter.simulated,
-        latencyMs: this.#now() - startedMs,
-      },
-      options.audit?.(result),
-    );
+    const record = this.#deps.usage.record({
+      workspaceId: context.workspaceId,
+      chargeKey: context.chargeKey,
+      taskId: context.taskId ?? null,
+      runId: context.runId ?? null,
+      requestId: context.requestId ?? null,
+      provider: target.provider,
+      model,
+      usage,
+      costUsd: cost,
+      simulated: adapter.simulated,
+      latencyMs: this.#now() - startedMs,
+    });
     const logged = (what: string) => (error: unknown) =>
       this.#deps.logger.error(`${what} failed`, { error, charge_key: context.chargeKey });
     const background = Promise.all([settle.catch(logged("budget settlement")), record.catch(logged("usage record"))]);

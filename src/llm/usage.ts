@@ -1,5 +1,4 @@
 import { and, eq, gte, lte, sql } from "drizzle-orm";
-import { type AuditEntryInput, auditStatement } from "../audit/index.ts";
 import type { Database } from "../db/client.ts";
 import { insertJsonRowsSql } from "../db/json-rows.ts";
 import { usageRecords } from "../db/schema.ts";
@@ -19,27 +18,22 @@ import type { UsageRecord, UsageSink } from "./router.ts";
  * of ~100 every 250 ms too little to measure. A row lands within about this long.
  */
 const USAGE_FLUSH_DELAY_MS = 250;
-/** One statement for all the rows (one JSON parameter), plus one per audit entry if a caller adds them. */
+/** All the rows go as one statement (one JSON parameter). */
 const USAGE_MAX_ROWS_PER_BATCH = 100;
 
-interface PendingRow {
-  row: UsageRecord;
-  audit?: AuditEntryInput;
-}
-
-const coalescers = new WeakMap<object, Coalescer<PendingRow>>();
+const coalescers = new WeakMap<object, Coalescer<UsageRecord>>();
 
 export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): UsageSink {
   let coalescer = coalescers.get(d1);
   if (!coalescer) {
-    coalescer = new Coalescer<PendingRow>((items) => writeRows(d1, items, metrics), {
+    coalescer = new Coalescer<UsageRecord>((rows) => writeRows(d1, rows, metrics), {
       delayMs: USAGE_FLUSH_DELAY_MS,
       maxItems: USAGE_MAX_ROWS_PER_BATCH,
     });
     coalescers.set(d1, coalescer);
   }
   const sink = coalescer;
-  return { record: (row, audit) => sink.add({ row, audit }) };
+  return { record: (row) => sink.add(row) };
 }
 
 /** Every row of a batch in one statement (src/db/json-rows.ts); a duplicate charge key, in the table or within the batch, is skipped. */
@@ -64,10 +58,10 @@ const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
   "ON CONFLICT (workspace_id, charge_key) DO NOTHING",
 );
 
-/** One batch: the usage rows (each skipped if its charge key was written before), then the rows' audit entries. */
-async function writeRows(d1: D1Database, items: PendingRow[], metrics?: AnalyticsEngineDataset): Promise<void> {
+/** One statement for the batch's usage rows, each skipped if its charge key was written before. */
+async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: AnalyticsEngineDataset): Promise<void> {
   const day = new Date().toISOString().slice(0, 10);
-  const rows = items.map(({ row }) => [
+  const values = rows.map((row) => [
     newId("usage"),
     row.workspaceId,
     row.chargeKey,
@@ -83,10 +77,8 @@ async function writeRows(d1: D1Database, items: PendingRow[], metrics?: Analytic
     day,
     row.requestId,
   ]);
-  const statements: D1PreparedStatement[] = [d1.prepare(INSERT_USAGE_ROWS_SQL).bind(JSON.stringify(rows))];
-  for (const { audit } of items) if (audit) statements.push(auditStatement(d1, audit));
-  await d1.batch(statements);
-  for (const { row } of items) {
+  await d1.prepare(INSERT_USAGE_ROWS_SQL).bind(JSON.stringify(values)).run();
+  for (const row of rows) {
     // Raw points for dashboards; the `simulated` label travels with every point.
     metrics?.writeDataPoint({
       indexes: [row.workspaceId],
