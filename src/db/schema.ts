@@ -308,6 +308,10 @@ export const usageRecords = sqliteTable(
   (table) => [
     uniqueIndex("usage_records_workspace_charge_unique").on(table.workspaceId, table.chargeKey),
     index("usage_records_workspace_day_idx").on(table.workspaceId, table.day, table.provider, table.model),
-    index("usage_records_workspace_task_idx").on(table.workspaceId, table.taskId),
+    // Only task calls' rows: most rows are OpenAI-compatible calls without a task, and each indexed row is a
+    // write on the hot path (and a billed row written in D1). `task_id = ?` implies `IS NOT NULL`, so lookups use it.
+    index("usage_records_workspace_task_idx")
+      .on(table.workspaceId, table.taskId)
+      .where(sql`${table.taskId} IS NOT NULL`),
   ],
 );

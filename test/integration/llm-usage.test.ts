@@ -72,3 +72,21 @@ describe("d1UsageSink", () => {
     ]);
   });
 });
+
+describe("usage_records indexes", () => {
+  it("a task's usage is one range of the task index, which holds only rows that have a task", async () => {
+    const plan = await env.DB.prepare(
+      "EXPLAIN QUERY PLAN SELECT charge_key FROM usage_records WHERE workspace_id = ? AND task_id = ?",
+    )
+      .bind("ws_plan", "task_1")
+      .all<{ detail: string }>();
+    expect(plan.results.map((step) => step.detail).join("\n")).toContain(
+      "USING INDEX usage_records_workspace_task_idx (workspace_id=? AND task_id=?)",
+    );
+    // Partial: a call without a task (an OpenAI-compatible completion) adds no entry to it.
+    const index = await env.DB.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?")
+      .bind("usage_records_workspace_task_idx")
+      .first<{ sql: string }>();
+    expect(index?.sql).toMatch(/WHERE "usage_records"\."task_id" IS NOT NULL$/);
+  });
+});

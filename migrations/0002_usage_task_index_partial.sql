@@ -1,0 +1,2 @@
+DROP INDEX `usage_records_workspace_task_idx`;--> statement-breakpoint
+CREATE INDEX `usage_records_workspace_task_idx` ON `usage_records` (`workspace_id`,`task_id`) WHERE "usage_records"."task_id" IS NOT NULL;
