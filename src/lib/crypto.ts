@@ -2,10 +2,12 @@
 
 const encoder = new TextEncoder();
 
+const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
+
 export function toHex(bytes: ArrayBuffer | Uint8Array): string {
   const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   let hex = "";
-  for (const byte of view) hex += byte.toString(16).padStart(2, "0");
+  for (let index = 0; index < view.length; index++) hex += HEX_BYTES[view[index]];
   return hex;
 }
 
@@ -19,13 +21,15 @@ export async function sha256Hex(text: string): Promise<string> {
   return toHex(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
 }
 
-/** Compares two strings in time that depends only on their lengths. */
+/**
+ * Compares two strings in time that depends only on their lengths. UTF-16
+ * code units compare as well as UTF-8 bytes for equality, without encoding
+ * both strings on every authenticated request.
+ */
 export function timingSafeEqual(a: string, b: string): boolean {
-  const left = encoder.encode(a);
-  const right = encoder.encode(b);
-  let difference = left.length ^ right.length;
-  const length = Math.max(left.length, right.length);
+  let difference = a.length ^ b.length;
+  const length = Math.max(a.length, b.length);
   for (let i = 0; i < length; i++)
-    difference |= (left[i % (left.length || 1)] ?? 0) ^ (right[i % (right.length || 1)] ?? 0);
-  return difference === 0 && left.length === right.length;
+    difference |= (a.charCodeAt(i % (a.length || 1)) | 0) ^ (b.charCodeAt(i % (b.length || 1)) | 0);
+  return difference === 0;
 }

@@ -28,35 +28,48 @@ export function normaliseUsage(usage: TokenUsage): TokenUsage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
-/** An attempt's timer: aborts its signal on timeout or when the caller cancels; streams reset it per event. */
+/**
+ * An attempt's timer: aborts its signal on timeout or when the caller cancels.
+ * A stream's clock is resettable (each event restarts it); a non-streamed
+ * call's is one native `AbortSignal.timeout`, which needs no clearing and
+ * costs the hot path no timer object of its own (under nodejs_compat the
+ * global setTimeout wraps each timer in a Node-style Timeout).
+ */
 export class AttemptClock {
-  readonly #controller = new AbortController();
+  readonly signal: AbortSignal;
+  readonly #controller: AbortController | undefined;
   readonly #timeoutMs: number;
   readonly #parent?: AbortSignal;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  readonly #onParentAbort = () => this.#controller.abort(this.#parent?.reason);
+  readonly #onParentAbort = () => this.#controller?.abort(this.#parent?.reason);
 
-  constructor(timeoutMs: number, parent?: AbortSignal) {
+  constructor(timeoutMs: number, parent?: AbortSignal, options: { resettable?: boolean } = {}) {
     this.#timeoutMs = Math.max(1, timeoutMs);
     this.#parent = parent;
+    if (!options.resettable) {
+      const timeout = AbortSignal.timeout(this.#timeoutMs);
+      this.signal = parent ? AbortSignal.any([parent, timeout]) : timeout;
+      return;
+    }
+    this.#controller = new AbortController();
+    this.signal = this.#controller.signal;
     parent?.addEventListener("abort", this.#onParentAbort, { once: true });
     this.touch();
   }
 
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
+  /** Restarts a resettable clock (a stream's next event); nothing for a one-shot clock. */
   touch(): void {
-    if (this.#controller.signal.aborted) return;
+    const controller = this.#controller;
+    if (!controller || controller.signal.aborted) return;
     clearTimeout(this.#timer);
     this.#timer = setTimeout(
-      () => this.#controller.abort(new DOMException("the provider did not answer in time", "TimeoutError")),
+      () => controller.abort(new DOMException("the provider did not answer in time", "TimeoutError")),
       this.#timeoutMs,
     );
   }
 
   finish(): void {
+    if (!this.#controller) return;
     clearTimeout(this.#timer);
     this.#parent?.removeEventListener("abort", this.#onParentAbort);
   }

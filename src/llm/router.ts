@@ -60,11 +60,8 @@ export class Router implements LlmRouter {
         request,
         context,
         call.deadlineMs,
-        async (adapter, payload, clock) => {
-          const value = await adapter.complete(payload);
-          clock.finish();
-          return value;
-        },
+        async (adapter, payload) => adapter.complete(payload),
+        { resettable: false },
       );
       return await this.#charge(
         served.target,
@@ -90,11 +87,19 @@ export class Router implements LlmRouter {
       first: IteratorResult<import("./provider.ts").StreamEvent>;
     }>;
     try {
-      served = await this.#serve(call.targets, request, context, call.deadlineMs, async (adapter, payload) => {
-        const iterator = adapter.stream(payload)[Symbol.asyncIterator]();
-        const first = await iterator.next();
-        return { iterator, first };
-      });
+      served = await this.#serve(
+        call.targets,
+        request,
+        context,
+        call.deadlineMs,
+        async (adapter, payload) => {
+          const iterator = adapter.stream(payload)[Symbol.asyncIterator]();
+          const first = await iterator.next();
+          return { iterator, first };
+        },
+        // Each event restarts the clock: a stream may run long, but not stall.
+        { resettable: true },
+      );
     } catch (error) {
       await this.#release(context, call.budgets);
       throw error;
@@ -210,7 +215,8 @@ export class Router implements LlmRouter {
     request: ChatRequest,
     context: CallContext,
     deadlineMs: number,
-    run: (adapter: ProviderAdapter, call: AdapterCall, clock: AttemptClock) => Promise<T>,
+    run: (adapter: ProviderAdapter, call: AdapterCall) => Promise<T>,
+    clockOptions: { resettable: boolean },
   ): Promise<Served<T>> {
     const { breaker, events } = this.#deps;
     const maxAttempts = this.#deps.maxAttemptsPerTarget ?? DEFAULT_MAX_ATTEMPTS_PER_TARGET;
@@ -245,10 +251,11 @@ export class Router implements LlmRouter {
         const clock = new AttemptClock(
           Math.min(this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, deadlineMs - this.#now()),
           context.signal,
+          clockOptions,
         );
         const attemptStartedMs = this.#now();
         try {
-          const value = await run(adapter, { ...this.#payload(request, target), signal: clock.signal }, clock);
+          const value = await run(adapter, { ...this.#payload(request, target), signal: clock.signal });
           breaker.record(key, true);
           this.#latency.observe(key, this.#now() - attemptStartedMs);
           return { value, target, adapter, attempts, finish: () => clock.finish(), touch: () => clock.touch() };
@@ -340,6 +347,7 @@ export class Router implements LlmRouter {
     const amounts = {
       workspaceId: context.workspaceId,
       chargeKey: context.chargeKey,
+      once: context.chargeOnce,
       budgets,
       tokens: usage.total_tokens,
       costUsd: cost,

@@ -22,5 +22,9 @@ describe("API key format", () => {
     expect(timingSafeEqual("same-secret", "same-secreT")).toBe(false);
     expect(timingSafeEqual("short", "longer-value")).toBe(false);
     expect(timingSafeEqual("", "")).toBe(true);
+    expect(timingSafeEqual("", "a")).toBe(false);
+    expect(timingSafeEqual("secret", "secret-and-more")).toBe(false);
+    expect(timingSafeEqual("clé-ü-€", "clé-ü-€")).toBe(true);
+    expect(timingSafeEqual("clé-ü-€", "clé-ü-$")).toBe(false);
   });
 });
