@@ -14,6 +14,7 @@ import {
   type PeriodStatus,
   type ReserveResult,
   type SettleResult,
+  type UnbudgetedCharge,
 } from "../src/limits/budgets.ts";
 import { LimiterCore } from "../src/limits/limiter-core.ts";
 import type {
@@ -76,7 +77,7 @@ export class WorkspaceLimiter extends DurableObject {
   }
 
   /** Calls of a workspace without budgets, counted in one call (isolates coalesce them; no reservation was made). */
-  async countUnbudgeted(charges: { chargeKey: string; tokens: number; costUsd: number }[]): Promise<void> {
+  async countUnbudgeted(charges: UnbudgetedCharge[]): Promise<void> {
     this.#budgets.countUnbudgeted(charges, Date.now());
   }
 

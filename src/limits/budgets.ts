@@ -23,6 +23,14 @@ export interface BudgetAmountsInput {
   costUsd: number;
 }
 
+/** A call of a workspace without budgets; `once`: its key is settled once by construction (CallContext.chargeOnce). */
+export interface UnbudgetedCharge {
+  chargeKey: string;
+  tokens: number;
+  costUsd: number;
+  once?: boolean;
+}
+
 export type ReserveResult =
   | { ok: true }
   | {
@@ -176,15 +184,17 @@ export class BudgetBook {
    * to catch a retried settlement, without a row per call for weeks. The
    * counts are there when budgets are set later.
    */
-  countUnbudgeted(charges: { chargeKey: string; tokens: number; costUsd: number }[], nowMs: number): void {
+  countUnbudgeted(charges: UnbudgetedCharge[], nowMs: number): void {
     if (charges.length === 0) return;
     const keys = periodKeys(nowMs);
     this.#atomically(() => {
       const total = { tokens: 0, costUsd: 0 };
-      const fresh = this.#store.insertSettledCharges(charges, keys, nowMs + UNBUDGETED_KEEP_MS);
+      // A key settled once by construction cannot come back: keeping it would be a row written (and deleted) per call.
+      const repeatable = charges.filter((charge) => !charge.once);
+      const fresh = this.#store.insertSettledCharges(repeatable, keys, nowMs + UNBUDGETED_KEEP_MS);
       for (const charge of charges) {
         // delete: a key repeated in the call counts once, as it was recorded once.
-        if (!fresh.delete(charge.chargeKey)) continue;
+        if (!charge.once && !fresh.delete(charge.chargeKey)) continue;
         total.tokens += charge.tokens;
         total.costUsd += charge.costUsd;
       }

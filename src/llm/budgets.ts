@@ -2,7 +2,7 @@ import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
 import { publish } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
-import { type PeriodStatus, periodEndMs, type ThresholdCrossing } from "../limits/budgets.ts";
+import { type PeriodStatus, periodEndMs, type ThresholdCrossing, type UnbudgetedCharge } from "../limits/budgets.ts";
 import { Coalescer } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
 import { type BudgetGate, hasAnyBudget } from "./router.ts";
@@ -65,6 +65,7 @@ export function budgetGate(
           chargeKey: amounts.chargeKey,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
+          ...(amounts.once ? { once: true } : {}),
         });
       }
       const result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
@@ -91,7 +92,7 @@ export function budgetGate(
 const SETTLE_FLUSH_DELAY_MS = 250;
 const SETTLE_MAX_PER_CALL = 100;
 const MAX_SETTLERS = 1_000;
-type Amount = { chargeKey: string; tokens: number; costUsd: number };
+type Amount = UnbudgetedCharge;
 const settlers = new WeakMap<object, Map<string, Coalescer<Amount>>>();
 
 function unbudgetedCounter(config: Config, workspaceId: string): Coalescer<Amount> {

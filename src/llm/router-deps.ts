@@ -29,6 +29,8 @@ export interface BreakerGate {
 export interface BudgetAmounts {
   workspaceId: string;
   chargeKey: string;
+  /** See CallContext.chargeOnce. */
+  once?: boolean;
   budgets: WorkspaceBudgets | null;
   tokens: number;
   costUsd: number;

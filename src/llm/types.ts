@@ -65,6 +65,11 @@ export interface CallContext {
   correlationId?: string;
   /** Unique per billable call (e.g. `${runId}:${step}`), so a retried consumer never charges twice. */
   chargeKey: string;
+  /**
+   * The key was minted for this call alone and is settled once (the OpenAI-compatible endpoint's):
+   * nothing needs keeping to catch a repeated settlement.
+   */
+  chargeOnce?: boolean;
   signal?: AbortSignal;
   /** Absolute deadline (epoch ms) for the whole call, retries included. */
   deadlineMs?: number;

@@ -76,6 +76,7 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
       correlationId: c.get("trace")?.traceId,
       // Unique per request: a client reusing its X-Request-Id must not get a call for free.
       chargeKey: `api:${requestId}:${callId}`,
+      chargeOnce: true,
       signal: c.req.raw.signal,
     };
     const request = toChatRequest(body);

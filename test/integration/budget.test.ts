@@ -66,6 +66,26 @@ describe("BudgetBook", () => {
       });
     }));
 
+  it("counts charges settled once by construction without keeping their keys", () =>
+    runInDurableObject(env.WORKSPACE_LIMITER.getByName(`budget-test:${crypto.randomUUID()}`), (_instance, state) => {
+      const book = new BudgetBook(state.storage);
+      book.countUnbudgeted(
+        [
+          { chargeKey: "api:req_1:01A", tokens: 100, costUsd: 0.001, once: true },
+          { chargeKey: "api:req_2:01B", tokens: 50, costUsd: 0.0005, once: true },
+          { chargeKey: "run_1:1", tokens: 10, costUsd: 0.0001 },
+        ],
+        NOW,
+      );
+      // The task's key is kept (a retried consumer may settle it again), the endpoint's are not.
+      book.countUnbudgeted([{ chargeKey: "run_1:1", tokens: 10, costUsd: 0.0001 }], NOW);
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 160, cost_usd: 0.0016 });
+      const keys = state.storage.sql
+        .exec<{ charge_key: string }>("SELECT charge_key FROM limiter_budget_charges ORDER BY charge_key")
+        .toArray();
+      expect(keys).toEqual([{ charge_key: "run_1:1" }]);
+    }));
+
   it("refuses when a budget has nothing left, until the period resets", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_cost_usd: 1 };

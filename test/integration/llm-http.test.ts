@@ -1,3 +1,5 @@
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
 import { createTestKey } from "../support/workspaces.ts";
@@ -60,6 +62,19 @@ describe("OpenAI-compatible chat completions", () => {
     };
     // The route is x-audit-exempt: the usage row is the call's record, not an audit entry per call.
     expect(audit.data).toEqual([]);
+
+    // Counted against the workspace's budgets (none set), without a charge key kept per call in its limiter.
+    let countedTokens = 0;
+    for (let tries = 0; tries < 50 && countedTokens === 0; tries++) {
+      await new Promise((wake) => setTimeout(wake, 20));
+      const budgets = await fetcher(`${BASE}/api/v1/budgets`, { headers: workspace.headers });
+      countedTokens = ((await budgets.json()) as { daily: { tokens: number } }).daily.tokens;
+    }
+    expect(countedTokens).toBe(body.usage.total_tokens);
+    const keptKeys = await runInDurableObject(env.WORKSPACE_LIMITER.getByName(workspace.id), (_instance, state) =>
+      state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM limiter_budget_charges").one(),
+    );
+    expect(keptKeys.n).toBe(0);
   });
 
   it("streams chat.completion.chunk events, then the finish reason, the usage chunk and [DONE]", async () => {
