@@ -10,13 +10,14 @@
  * JSON body (/__debug/echo), (d3) the bare upstream hop (/__debug/upstream-hop:
  * one plain fetch to the same upstream, its JSON answered back), and (e)
  * authentication + rate limit alone (GET /api/v1/whoami).
- * Each case: 5 s at 20 connections (autocannon), four rounds, alternating; then a
- * sequential pass (one request at a time). Prints req/s, p50/p97.5/p99 and the
- * CPU each request cost each process (from /proc: wrangler dev's workerd, wrangler,
- * Portkey, and this process, which runs autocannon and the upstream), the
- * latency Portkey adds over (a), and the latency our route adds over (d); then
- * (b) over (d3), the router's own cost beyond the hop, and (d3) over (d), what
- * the runtime's outbound fetch costs by itself.
+ * Each case: 5 s at 20 connections (autocannon), four rounds, each compared pair
+ * back to back (see roundOrder); then a sequential pass (one request at a time).
+ * Prints req/s, p50/p97.5/p99 and the CPU each request cost each process (from
+ * /proc: wrangler dev's workerd, wrangler, Portkey, and this process, which runs
+ * autocannon and the upstream), the latency Portkey adds over (a), and the
+ * latency our route adds over (d), as means and round by round; then (b) over
+ * (d3), the router's own cost beyond the hop, and (d3) over (d), what the
+ * runtime's outbound fetch costs by itself.
  * Goal: our router adds no more p50 latency than Portkey adds.
  *
  * wrangler dev runs with its local trace explorer off (X_LOCAL_OBSERVABILITY=false,
@@ -223,8 +224,25 @@ async function startPortkey(
   throw new Error(`Portkey gateway did not start:\n${output.slice(-2_000)}`);
 }
 
+/**
+ * Each compared pair runs back to back, (a) with (c) and (d) with (b), so a
+ * change in the machine's speed during the run falls on both sides of a
+ * difference; every other round swaps each pair, so neither side always runs
+ * first. The parts of (b) follow.
+ */
+function roundOrder(cases: Case[], round: number): Case[] {
+  const byPrefix = (prefix: string) => cases.filter((testCase) => testCase.name.startsWith(prefix));
+  const pairs = [
+    [...byPrefix("(a)"), ...byPrefix("(c)")],
+    [...byPrefix("(d)"), ...byPrefix("(b)")],
+  ].map((pair) => (round % 2 === 0 ? pair.reverse() : pair));
+  const paired = new Set(pairs.flat());
+  return [...pairs.flat(), ...cases.filter((testCase) => !paired.has(testCase))];
+}
+
 async function main(): Promise<void> {
-  const upstream: FakeOpenAi = await startFakeOpenAi();
+  // Not keeping each request: hundreds of thousands of them grew this process's heap, and its GC stalled the upstream.
+  const upstream: FakeOpenAi = await startFakeOpenAi({ keepRequests: false });
   let worker: WorkerProcess | undefined;
   let portkey: Awaited<ReturnType<typeof startPortkey>> | undefined;
   try {
@@ -316,7 +334,7 @@ async function main(): Promise<void> {
 
     const byCase = new Map<string, Figures[]>();
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const testCase of cases) {
+      for (const testCase of roundOrder(cases, round)) {
         const figures = await load(testCase, CONNECTIONS, DURATION_SECONDS);
         figures.name = `${testCase.name} #${round}`;
         console.log(format(figures));
@@ -376,6 +394,17 @@ async function main(): Promise<void> {
       );
     };
     report(`20 connections (mean of ${ROUNDS} rounds)`, median);
+    if (portkey) {
+      // The pairs ran back to back (roundOrder), so each round's two differences saw the same machine.
+      const p50s = (name: string) => (byCase.get(name) ?? []).map((figures) => figures.p50Ms);
+      const added = (over: string, name: string) => p50s(name).map((p50, round) => p50 - p50s(over)[round]);
+      const [theirs, ours] = [added(a, c), added(d, b)];
+      const list = (values: number[]) => values.map((value) => value.toFixed(1)).join(", ");
+      const met = ours.filter((value, round) => value <= theirs[round]).length;
+      console.log(
+        `20 connections, round by round: Portkey adds ${list(theirs)} ms; our route adds ${list(ours)} ms; ours ≤ Portkey's in ${met} of ${ours.length} rounds`,
+      );
+    }
     const workerdMs = (name: string) => meanOf(name, (figures) => figures.cpu?.workerd ?? 0);
     console.log(
       `CPU per request at 20 connections (mean of ${ROUNDS} rounds): wrangler dev's workerd processes (the dev proxy and the Worker) spend ${workerdMs(d).toFixed(2)} ms on (d), ${workerdMs(d3).toFixed(2)} on (d3), ${workerdMs(b).toFixed(2)} on (b): (b) over (d) ${(workerdMs(b) - workerdMs(d)).toFixed(2)} ms, of which the hop (d3)−(d) ${(workerdMs(d3) - workerdMs(d)).toFixed(2)} and the router (b)−(d3) ${(workerdMs(b) - workerdMs(d3)).toFixed(2)}` +
@@ -384,7 +413,7 @@ async function main(): Promise<void> {
           : ""),
     );
     report("sequential", (name) => seq.get(name)?.p50Ms ?? Number.NaN);
-    console.log(`upstream saw ${upstream.requests.length} requests`);
+    console.log(`upstream saw ${upstream.received} requests`);
   } finally {
     portkey?.stop();
     await worker?.stop();

@@ -14,7 +14,9 @@ export interface FakeOpenAi extends RecordingServer {
   arrivals: number[];
 }
 
-export async function startFakeOpenAi(options: { latencyMs?: number } = {}): Promise<FakeOpenAi> {
+export async function startFakeOpenAi(
+  options: { latencyMs?: number; keepRequests?: boolean } = {},
+): Promise<FakeOpenAi> {
   const faults = new Plan();
   const arrivals: number[] = [];
   const server = await startRecordingServer(async (request, response) => {
@@ -22,7 +24,7 @@ export async function startFakeOpenAi(options: { latencyMs?: number } = {}): Pro
       response.writeHead(404, { "Content-Type": "application/json" }).end('{"error":{"message":"not found"}}');
       return;
     }
-    arrivals.push(Date.now());
+    if (options.keepRequests !== false) arrivals.push(Date.now());
     const step = faults.next();
     if (
       applyFault(step, response, (status) => ({
@@ -87,6 +89,6 @@ export async function startFakeOpenAi(options: { latencyMs?: number } = {}): Pro
       yield "data: [DONE]\n\n";
     }
     await writeFrames(response, frames());
-  });
+  }, options);
   return Object.assign(server, { faults, arrivals });
 }

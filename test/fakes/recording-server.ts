@@ -18,13 +18,26 @@ export type FakeHandler = (request: RecordedRequest, response: ServerResponse) =
 export interface RecordingServer {
   url: string;
   port: number;
+  /** Every request, in order (empty when started with `keepRequests: false`). */
   requests: RecordedRequest[];
+  /** How many requests arrived, kept or not. */
+  readonly received: number;
   waitFor(match: (request: RecordedRequest) => boolean, timeoutMs?: number): Promise<RecordedRequest>;
   close(): Promise<void>;
 }
 
-export async function startRecordingServer(handler: FakeHandler): Promise<RecordingServer> {
+/**
+ * `keepRequests: false` is for load: a benchmark's hundreds of thousands of
+ * requests, each kept with its headers and body, grew this process's heap by
+ * hundreds of MB, and its garbage collection stalled the fake mid-run.
+ */
+export async function startRecordingServer(
+  handler: FakeHandler,
+  options: { keepRequests?: boolean } = {},
+): Promise<RecordingServer> {
+  const keepRequests = options.keepRequests ?? true;
   const requests: RecordedRequest[] = [];
+  let received = 0;
   const server: Server = createServer((incoming, response) => {
     const chunks: Buffer[] = [];
     incoming.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -35,7 +48,8 @@ export async function startRecordingServer(handler: FakeHandler): Promise<Record
         headers: incoming.headers,
         body: Buffer.concat(chunks),
       };
-      requests.push(recorded);
+      received++;
+      if (keepRequests) requests.push(recorded);
       try {
         await handler(recorded, response);
       } catch (error) {
@@ -51,6 +65,9 @@ export async function startRecordingServer(handler: FakeHandler): Promise<Record
     url,
     port: address.port,
     requests,
+    get received() {
+      return received;
+    },
     async waitFor(match, timeoutMs = 15_000) {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
