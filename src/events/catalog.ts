@@ -211,6 +211,9 @@ export const EVENT_DATA_V1 = {
     error_code: z.string(),
     retry_count: count,
     fallback_triggered: z.boolean(),
+    // Beyond the seed's fields: the seed's error_type has no server error, so a 5xx is a connection_error;
+    // the provider's HTTP status (null when none came: a timeout or a failed connection) tells them apart.
+    http_status: z.number().int().min(100).max(599).nullable().optional(),
   }),
   "llm.provider.fallback": z.looseObject({
     from_provider: z.string().min(1),

@@ -74,6 +74,8 @@ export interface ProviderErrorData {
   error_code: string;
   retry_count: number;
   fallback_triggered: boolean;
+  /** The provider's HTTP status; null when no answer came (a timeout, a failed connection). */
+  http_status: number | null;
   simulated: boolean;
 }
 

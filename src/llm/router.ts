@@ -291,6 +291,7 @@ export class Router implements LlmRouter {
             error_code: error.code,
             retry_count: retry,
             fallback_triggered: !retryHere && hasNext,
+            http_status: error.status ?? null,
             simulated: adapter.simulated,
           });
           if (!retryHere) {

@@ -57,6 +57,7 @@ describe("retries", () => {
       error_code: "server_error",
       retry_count: 0,
       fallback_triggered: false,
+      http_status: 429,
     });
   });
 
@@ -98,10 +99,18 @@ describe("retries", () => {
       },
     });
     const errors = await eventsOf(workspace, "llm.provider.error", 3);
-    expect(errors.map((event) => [event.data.retry_count, event.data.fallback_triggered])).toEqual([
-      [0, false],
-      [1, false],
-      [2, true],
+    // A 500 is a connection_error in the seed's terms; its status says it was the server's answer.
+    expect(
+      errors.map((event) => [
+        event.data.retry_count,
+        event.data.fallback_triggered,
+        event.data.error_type,
+        event.data.http_status,
+      ]),
+    ).toEqual([
+      [0, false, "connection_error", 500],
+      [1, false, "connection_error", 500],
+      [2, true, "connection_error", 500],
     ]);
   });
 
@@ -120,7 +129,7 @@ describe("retries", () => {
     expect(Date.now() - startedMs).toBeGreaterThanOrEqual(300);
     expect(result).toMatchObject({ attempts: 2, message: { content: "late but fine" } });
     const [event] = await eventsOf(workspace, "llm.provider.error", 1);
-    expect(event.data).toMatchObject({ error_type: "timeout", retry_count: 0 });
+    expect(event.data).toMatchObject({ error_type: "timeout", retry_count: 0, http_status: null });
   });
 
   it("does not retry a 400, and a caller's AbortSignal cancels a call in flight", async () => {
