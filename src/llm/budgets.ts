@@ -65,7 +65,7 @@ export function budgetGate(
           chargeKey: amounts.chargeKey,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
-          ...(amounts.once ? { once: true } : {}),
+          once: amounts.once,
         });
       }
       const result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
@@ -92,10 +92,9 @@ export function budgetGate(
 const SETTLE_FLUSH_DELAY_MS = 250;
 const SETTLE_MAX_PER_CALL = 100;
 const MAX_SETTLERS = 1_000;
-type Amount = UnbudgetedCharge;
-const settlers = new WeakMap<object, Map<string, Coalescer<Amount>>>();
+const settlers = new WeakMap<object, Map<string, Coalescer<UnbudgetedCharge>>>();
 
-function unbudgetedCounter(config: Config, workspaceId: string): Coalescer<Amount> {
+function unbudgetedCounter(config: Config, workspaceId: string): Coalescer<UnbudgetedCharge> {
   let byWorkspace = settlers.get(config.WORKSPACE_LIMITER);
   if (!byWorkspace) {
     byWorkspace = new Map();
@@ -105,7 +104,7 @@ function unbudgetedCounter(config: Config, workspaceId: string): Coalescer<Amoun
   if (!settler) {
     // Dropping the map loses nothing: a batch in flight holds its own items.
     if (byWorkspace.size >= MAX_SETTLERS) byWorkspace.clear();
-    settler = new Coalescer<Amount>(
+    settler = new Coalescer<UnbudgetedCharge>(
       async (amounts) => {
         await config.WORKSPACE_LIMITER.getByName(workspaceId).countUnbudgeted(amounts);
       },

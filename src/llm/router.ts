@@ -60,7 +60,7 @@ export class Router implements LlmRouter {
         request,
         context,
         call.deadlineMs,
-        async (adapter, payload) => adapter.complete(payload),
+        (adapter, payload) => adapter.complete(payload),
         { resettable: false },
       );
       return await this.#charge(
