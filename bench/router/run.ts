@@ -11,7 +11,8 @@
  * one plain fetch to the same upstream, its JSON answered back), and (e)
  * authentication + rate limit alone (GET /api/v1/whoami).
  * Each case: 5 s at 20 connections (autocannon), four rounds, each compared pair
- * back to back (see roundOrder); then a sequential pass (one request at a time).
+ * back to back (see roundOrder); then a sequential pass (one request at a time,
+ * in blocks ordered the same way).
  * Prints req/s, p50/p97.5/p99 and the CPU each request cost each process (from
  * /proc: wrangler dev's workerd, wrangler, Portkey, and this process, which runs
  * autocannon and the upstream), the latency Portkey adds over (a), and the
@@ -40,6 +41,8 @@ const CONNECTIONS = 20;
 const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
 const SEQUENTIAL_REQUESTS = Number(process.env.BENCH_SEQUENTIAL ?? 300);
+/** The sequential pass runs in blocks, interleaved like the rounds, so drift falls on every case alike. */
+const SEQUENTIAL_BLOCKS = 3;
 const PORTKEY_VERSION = process.env.PORTKEY_VERSION ?? "1.15.2";
 const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
 const LOCAL_OBSERVABILITY = process.env.BENCH_LOCAL_OBSERVABILITY === "true";
@@ -129,9 +132,14 @@ function percentile(sorted: number[], share: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(share * sorted.length))];
 }
 
-async function sequential(testCase: Case, count: number): Promise<Figures> {
-  const times: number[] = [];
-  let errors = 0;
+/** A case's sequential requests so far: their times, failures and the time they took together. */
+interface Samples {
+  times: number[];
+  errors: number;
+  elapsedMs: number;
+}
+
+async function sequential(testCase: Case, count: number, into: Samples): Promise<void> {
   const startedMs = performance.now();
   for (let index = 0; index < count; index++) {
     const t0 = performance.now();
@@ -142,22 +150,25 @@ async function sequential(testCase: Case, count: number): Promise<Figures> {
         body: testCase.body,
       });
       await response.arrayBuffer();
-      if (!response.ok) errors++;
+      if (!response.ok) into.errors++;
     } catch {
-      errors++;
+      into.errors++;
     }
-    times.push(performance.now() - t0);
+    into.times.push(performance.now() - t0);
   }
-  const elapsedSeconds = (performance.now() - startedMs) / 1000;
-  times.sort((a, b) => a - b);
+  into.elapsedMs += performance.now() - startedMs;
+}
+
+function sequentialFigures(name: string, samples: Samples): Figures {
+  const times = [...samples.times].sort((a, b) => a - b);
   return {
-    name: testCase.name,
-    requestsPerSecond: count / elapsedSeconds,
+    name,
+    requestsPerSecond: times.length / (samples.elapsedMs / 1000),
     p50Ms: percentile(times, 0.5),
     p97Ms: percentile(times, 0.975),
     p99Ms: percentile(times, 0.99),
-    errors,
-    non2xx: errors,
+    errors: samples.errors,
+    non2xx: samples.errors,
   };
 }
 
@@ -230,7 +241,7 @@ async function startPortkey(
  * difference; every other round swaps each pair, so neither side always runs
  * first. The parts of (b) follow.
  */
-function roundOrder(cases: Case[], round: number): Case[] {
+function roundOrder<T extends { name: string }>(cases: T[], round: number): T[] {
   const byPrefix = (prefix: string) => cases.filter((testCase) => testCase.name.startsWith(prefix));
   const pairs = [
     [...byPrefix("(a)"), ...byPrefix("(c)")],
@@ -341,13 +352,23 @@ async function main(): Promise<void> {
         byCase.set(testCase.name, [...(byCase.get(testCase.name) ?? []), figures]);
       }
     }
-    console.log(`sequential pass (${SEQUENTIAL_REQUESTS} requests each, one at a time):`);
+    console.log(
+      `sequential pass (${SEQUENTIAL_REQUESTS} requests each, one at a time, in ${SEQUENTIAL_BLOCKS} blocks ordered like the rounds):`,
+    );
+    const passes = cases.map((testCase) => {
+      const samples: Samples = { times: [], errors: 0, elapsedMs: 0 };
+      return { name: testCase.name, testCase, samples };
+    });
+    for (let block = 1; block <= SEQUENTIAL_BLOCKS; block++) {
+      for (const pass of roundOrder(passes, block)) {
+        await sequential(pass.testCase, Math.ceil(SEQUENTIAL_REQUESTS / SEQUENTIAL_BLOCKS), pass.samples);
+      }
+    }
     const seq = new Map<string, Figures>();
-    for (const testCase of cases) {
-      const figures = await sequential(testCase, SEQUENTIAL_REQUESTS);
-      figures.name = `${testCase.name} seq`;
+    for (const pass of passes) {
+      const figures = sequentialFigures(`${pass.name} seq`, pass.samples);
       console.log(format(figures));
-      seq.set(testCase.name, figures);
+      seq.set(pass.name, figures);
     }
 
     const meanOf = (name: string, value: (figures: Figures) => number) => {
