@@ -1,5 +1,4 @@
 import { z } from "@hono/zod-openapi";
-import { ulid } from "../lib/ids.ts";
 import type { StreamEvent } from "./provider.ts";
 import type { ChatMessage, ChatRequest, ChatResult } from "./types.ts";
 
@@ -137,8 +136,8 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
   };
 }
 
-/** The completion's id; the endpoint passes the call's own ulid, which also keys its charge. */
-export function completionId(callId: string = ulid()): string {
+/** The completion's id, from the call's own ulid (which also keys its charge). */
+export function completionId(callId: string): string {
   return `chatcmpl-${callId}`;
 }
 
