@@ -2,6 +2,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { writesNoAudit } from "../audit/index.ts";
 import { ulid } from "../lib/ids.ts";
 import { problemResponses } from "../lib/openapi.ts";
+import { liveRequestSignal } from "../lib/request-signal.ts";
 import { llmErrorToApiError } from "../llm/http-errors.ts";
 import { createLlmRouter } from "../llm/index.ts";
 import {
@@ -77,7 +78,7 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
       // Unique per request: a client reusing its X-Request-Id must not get a call for free.
       chargeKey: `api:${requestId}:${callId}`,
       chargeOnce: true,
-      signal: c.req.raw.signal,
+      signal: liveRequestSignal(c.req.raw),
     };
     const request = toChatRequest(body);
     const id = completionId(callId);
