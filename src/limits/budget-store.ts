@@ -37,6 +37,19 @@ export const BUDGET_MIGRATION: readonly string[] = [
    )`,
 ];
 
+/**
+ * A reservation holds budget only until `reserved_until_ms`: a call whose
+ * request was cancelled (its client went away) or whose isolate died never
+ * settles, and its estimate would count against the budget until the period
+ * ends. Reservations made before this step are released at the first sweep;
+ * a call still running settles its actual amounts all the same.
+ */
+export const RESERVATION_EXPIRY_MIGRATION: readonly string[] = [
+  "ALTER TABLE limiter_budget_charges ADD COLUMN reserved_until_ms INTEGER",
+  "UPDATE limiter_budget_charges SET reserved_until_ms = 0 WHERE settled = 0",
+  "CREATE INDEX limiter_budget_charges_reserved_until ON limiter_budget_charges (reserved_until_ms) WHERE settled = 0",
+];
+
 export interface PeriodCounters {
   tokens: number;
   costUsd: number;
@@ -50,6 +63,14 @@ export interface ChargeRow {
   tokens: number;
   costUsd: number;
   settled: boolean;
+}
+
+/** A reservation past its time, with the amounts it still holds. */
+export interface AbandonedReservation {
+  day: string;
+  month: string;
+  tokens: number;
+  costUsd: number;
 }
 
 const ZERO: PeriodCounters = { tokens: 0, costUsd: 0, reservedTokens: 0, reservedCostUsd: 0 };
@@ -105,12 +126,16 @@ export class BudgetStore {
       : null;
   }
 
-  /** Writes a charge, replacing its amounts if the key exists (a reservation being settled). */
-  writeCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number): void {
+  /**
+   * Writes a charge, replacing its amounts if the key exists (a reservation
+   * being settled). An unsettled charge holds its amounts until `reservedUntilMs`.
+   */
+  writeCharge(chargeKey: string, charge: ChargeRow, expiresAtMs: number, reservedUntilMs: number | null = null): void {
     this.#sql.exec(
-      `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms)
-       VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (charge_key) DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd, settled = excluded.settled`,
+      `INSERT INTO limiter_budget_charges (charge_key, day, month, tokens, cost_usd, settled, expires_at_ms, reserved_until_ms)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (charge_key) DO UPDATE SET tokens = excluded.tokens, cost_usd = excluded.cost_usd,
+         settled = excluded.settled, reserved_until_ms = excluded.reserved_until_ms`,
       chargeKey,
       charge.day,
       charge.month,
@@ -118,7 +143,30 @@ export class BudgetStore {
       charge.costUsd,
       charge.settled ? 1 : 0,
       expiresAtMs,
+      reservedUntilMs,
     );
+  }
+
+  /**
+   * Empties the reservations past their time and answers what they held. The
+   * charge rows stay, unsettled and holding nothing: a call that does finish
+   * late is charged its actual amounts and releases nothing twice.
+   */
+  releaseAbandoned(nowMs: number): AbandonedReservation[] {
+    const rows = this.#sql
+      .exec<{ day: string; month: string; tokens: number; cost_usd: number }>(
+        `SELECT day, month, tokens, cost_usd FROM limiter_budget_charges
+         WHERE settled = 0 AND reserved_until_ms <= ?`,
+        nowMs,
+      )
+      .toArray();
+    if (rows.length === 0) return [];
+    this.#sql.exec(
+      `UPDATE limiter_budget_charges SET tokens = 0, cost_usd = 0, reserved_until_ms = NULL
+       WHERE settled = 0 AND reserved_until_ms <= ?`,
+      nowMs,
+    );
+    return rows.map((row) => ({ day: row.day, month: row.month, tokens: row.tokens, costUsd: row.cost_usd }));
   }
 
   /**

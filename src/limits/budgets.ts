@@ -74,6 +74,13 @@ const DAY_MS = 86_400_000;
 const CHARGE_KEEP_MS = 40 * DAY_MS;
 /** Charge keys of workspaces without budgets: they only guard against a settlement sent twice. */
 const UNBUDGETED_KEEP_MS = 2 * DAY_MS;
+/**
+ * An unsettled reservation is released after this long: its call was
+ * abandoned (the runtime cancelled the request when its client went away, or
+ * the isolate died), since no call runs longer. A Worker's queue consumer
+ * gets 15 minutes of wall time and a call's default deadline is 3 minutes.
+ */
+const RESERVATION_TTL_MS = 30 * 60_000;
 const PRUNE_INTERVAL_MS = 60_000;
 
 const RULES = [
@@ -140,6 +147,7 @@ export class BudgetBook {
         input.chargeKey,
         { day: keys.day, month: keys.month, tokens: input.tokens, costUsd: input.costUsd, settled: false },
         nowMs + CHARGE_KEEP_MS,
+        nowMs + RESERVATION_TTL_MS,
       );
       const periods = new PeriodCache(this.#store);
       const reserved = { reservedTokens: input.tokens, reservedCostUsd: input.costUsd };
@@ -206,6 +214,7 @@ export class BudgetBook {
   }
 
   status(nowMs: number): { daily: PeriodStatus; monthly: PeriodStatus } {
+    this.#maybePrune(nowMs);
     const keys = periodKeys(nowMs);
     const view = (period: string, counters: PeriodCounters, endMs: number): PeriodStatus => ({
       period: period.slice(period.indexOf(":") + 1),
@@ -256,7 +265,23 @@ export class BudgetBook {
   #maybePrune(nowMs: number): void {
     if (nowMs - this.#lastPruneMs < PRUNE_INTERVAL_MS) return;
     this.#lastPruneMs = nowMs;
-    this.#store.prune(nowMs);
+    this.#atomically(() => {
+      this.#releaseAbandoned(nowMs);
+      this.#store.prune(nowMs);
+    });
+  }
+
+  /** Gives back what abandoned reservations held (see RESERVATION_TTL_MS). */
+  #releaseAbandoned(nowMs: number): void {
+    const released = this.#store.releaseAbandoned(nowMs);
+    if (released.length === 0) return;
+    const periods = new PeriodCache(this.#store);
+    for (const reservation of released) {
+      const delta = { reservedTokens: -reservation.tokens, reservedCostUsd: -reservation.costUsd };
+      periods.adjust(reservation.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
+      periods.adjust(reservation.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
+    }
+    periods.write();
   }
 }
 

@@ -1,6 +1,6 @@
 import { ADMISSION_MIGRATION } from "./admission-store.ts";
 import { AUDIT_ANCHOR_MIGRATION } from "./audit-anchor-store.ts";
-import { BUDGET_MIGRATION } from "./budget-store.ts";
+import { BUDGET_MIGRATION, RESERVATION_EXPIRY_MIGRATION } from "./budget-store.ts";
 import type { StrikeState } from "./strikes.ts";
 import type { BucketState } from "./token-bucket.ts";
 
@@ -40,6 +40,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   BUDGET_MIGRATION,
   // 3 → 4: the audit chain's anchor outside D1, src/limits/audit-anchor-store.ts.
   AUDIT_ANCHOR_MIGRATION,
+  // 4 → 5: budget reservations expire, src/limits/budget-store.ts.
+  RESERVATION_EXPIRY_MIGRATION,
 ];
 
 export const LIMITER_SCHEMA_VERSION = MIGRATIONS.length;

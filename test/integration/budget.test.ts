@@ -33,6 +33,28 @@ describe("BudgetBook", () => {
       expect(book.status(NOW).monthly).toMatchObject({ period: "2026-11", tokens: 100 });
     }));
 
+  it("releases a reservation its call never settled after 30 minutes (at the next sweep), and still charges the call if it ends later", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 1_000 };
+      // A call whose client went away: the runtime cancelled its request before it could settle or release.
+      book.reserve({ chargeKey: "abandoned", limits, tokens: 1_000, costUsd: 0.2, nowMs: NOW });
+      const stillHeld = NOW + 30 * 60_000 - 1;
+      expect(book.reserve({ chargeKey: "next", limits, tokens: 10, costUsd: 0, nowMs: stillHeld })).toMatchObject({
+        ok: false,
+        used: 1_000,
+      });
+      // Sweeps run at most once a minute.
+      const released = NOW + 31 * 60_000;
+      expect(book.reserve({ chargeKey: "next", limits, tokens: 10, costUsd: 0, nowMs: released })).toEqual({
+        ok: true,
+      });
+      expect(book.status(released).daily).toMatchObject({ tokens: 0, reserved_tokens: 10, reserved_cost_usd: 0 });
+      expect(book.status(released).monthly).toMatchObject({ reserved_tokens: 10, reserved_cost_usd: 0 });
+      // The abandoned call did end after all: its actual use counts, and nothing is released twice.
+      book.settle({ chargeKey: "abandoned", limits, tokens: 300, costUsd: 0.05, nowMs: released });
+      expect(book.status(released).daily).toMatchObject({ tokens: 300, cost_usd: 0.05, reserved_tokens: 10 });
+    }));
+
   it("counts calls of a workspace without budgets once per charge key, with short-lived keys", () =>
     runInDurableObject(env.WORKSPACE_LIMITER.getByName(`budget-test:${crypto.randomUUID()}`), (_instance, state) => {
       const book = new BudgetBook(state.storage);
