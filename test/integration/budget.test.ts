@@ -2,6 +2,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { BudgetBook } from "../../src/limits/budgets.ts";
+import { LimiterCore } from "../../src/limits/limiter-core.ts";
 import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
 import { BASE, eventsOf, fetcher, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
 import { createTestKey } from "../support/workspaces.ts";
@@ -53,6 +54,23 @@ describe("BudgetBook", () => {
       // The abandoned call did end after all: its actual use counts, and nothing is released twice.
       book.settle({ chargeKey: "abandoned", limits, tokens: 300, costUsd: 0.05, nowMs: released });
       expect(book.status(released).daily).toMatchObject({ tokens: 300, cost_usd: 0.05, reserved_tokens: 10 });
+    }));
+
+  it("releases reservations made before they could expire at the first sweep after the upgrade", () =>
+    runInDurableObject(env.WORKSPACE_LIMITER.getByName(`budget-test:${crypto.randomUUID()}`), (_instance, state) => {
+      const { storage } = state;
+      const limits = { ...NONE, daily_tokens: 1_000 };
+      new BudgetBook(storage).reserve({ chargeKey: "before", limits, tokens: 1_000, costUsd: 0, nowMs: NOW });
+      // Back to the schema of step 4, which had no expiry, and up again.
+      storage.sql.exec("DROP INDEX limiter_budget_charges_reserved_until");
+      storage.sql.exec("ALTER TABLE limiter_budget_charges DROP COLUMN reserved_until_ms");
+      storage.sql.exec("UPDATE limiter_meta SET value = 4 WHERE key = 'schema_version'");
+      new LimiterCore(storage);
+      const book = new BudgetBook(storage);
+      expect(book.status(NOW + 1_000).daily).toMatchObject({ reserved_tokens: 0 });
+      expect(book.reserve({ chargeKey: "after", limits, tokens: 10, costUsd: 0, nowMs: NOW + 1_000 })).toEqual({
+        ok: true,
+      });
     }));
 
   it("counts calls of a workspace without budgets once per charge key, with short-lived keys", () =>
