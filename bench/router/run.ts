@@ -375,7 +375,7 @@ async function main(): Promise<void> {
       const runs = byCase.get(name) ?? [];
       return runs.reduce((sum, run) => sum + value(run), 0) / Math.max(1, runs.length);
     };
-    const median = (name: string) => meanOf(name, (figures) => figures.p50Ms);
+    const meanP50 = (name: string) => meanOf(name, (figures) => figures.p50Ms);
     const [d2, d3, e] = ["(d2) bare POST /__debug/echo", "(d3) bare upstream hop", "(e) auth+limit /whoami"];
     const [a, b, c, d] = [
       "(a) upstream direct",
@@ -386,19 +386,21 @@ async function main(): Promise<void> {
     const failures = [...[...byCase.values()].flat(), ...seq.values()]
       .filter((figures) => figures.errors > 0 || figures.non2xx > 0)
       .map((figures) => figures.name);
-    const report = (label: string, p50: (name: string) => number) => {
+    // Sequential p50s are fractions of a millisecond apart: shown to 0.01 ms, so a verdict never contradicts its figures.
+    const report = (label: string, p50: (name: string) => number, digits = 1) => {
+      const ms = (value: number) => value.toFixed(digits);
       const ours = p50(b) - p50(d);
       // Our route's added latency less the upstream's own (a): what routing adds beyond serving the call.
       const ownOnly = ours - p50(a);
       console.log(
-        `${label}: parts of (b): auth+limit (e)−(d) ${(p50(e) - p50(d)).toFixed(1)} ms; POST body (d2)−(d) ${(p50(d2) - p50(d)).toFixed(1)} ms; (b) over (d2) ${(p50(b) - p50(d2)).toFixed(1)} ms`,
+        `${label}: parts of (b): auth+limit (e)−(d) ${ms(p50(e) - p50(d))} ms; POST body (d2)−(d) ${ms(p50(d2) - p50(d))} ms; (b) over (d2) ${ms(p50(b) - p50(d2))} ms`,
       );
       console.log(
-        `${label}: the runtime's outbound hop (d3)−(d) ${(p50(d3) - p50(d)).toFixed(1)} ms; the router's own cost (b)−(d3) ${(p50(b) - p50(d3)).toFixed(1)} ms`,
+        `${label}: the runtime's outbound hop (d3)−(d) ${ms(p50(d3) - p50(d))} ms; the router's own cost (b)−(d3) ${ms(p50(b) - p50(d3))} ms`,
       );
       if (!portkey) {
         console.log(
-          `${label}: our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream's own p50); Portkey not measured`,
+          `${label}: our route adds ${ms(ours)} ms p50 over (d) (${ms(ownOnly)} ms beyond the upstream's own p50); Portkey not measured`,
         );
         return;
       }
@@ -411,10 +413,10 @@ async function main(): Promise<void> {
             ? "goal met"
             : "goal NOT met";
       console.log(
-        `${label}: Portkey adds ${theirs.toFixed(1)} ms p50 over (a); our route adds ${ours.toFixed(1)} ms p50 over (d) (${ownOnly.toFixed(1)} ms beyond the upstream's own p50) → ${verdict} (ours ≤ Portkey's)`,
+        `${label}: Portkey adds ${ms(theirs)} ms p50 over (a); our route adds ${ms(ours)} ms p50 over (d) (${ms(ownOnly)} ms beyond the upstream's own p50) → ${verdict} (ours ≤ Portkey's)`,
       );
     };
-    report(`20 connections (mean of ${ROUNDS} rounds)`, median);
+    report(`20 connections (mean of ${ROUNDS} rounds)`, meanP50);
     if (portkey) {
       // The pairs ran back to back (roundOrder), so each round's two differences saw the same machine.
       const p50s = (name: string) => (byCase.get(name) ?? []).map((figures) => figures.p50Ms);
@@ -433,7 +435,7 @@ async function main(): Promise<void> {
           ? `; Portkey's process spends ${meanOf(c, (figures) => figures.cpu?.portkey ?? 0).toFixed(2)} ms on (c)`
           : ""),
     );
-    report("sequential", (name) => seq.get(name)?.p50Ms ?? Number.NaN);
+    report("sequential", (name) => seq.get(name)?.p50Ms ?? Number.NaN, 2);
     console.log(`upstream saw ${upstream.received} requests`);
   } finally {
     portkey?.stop();
