@@ -1,10 +1,11 @@
 import { sql } from "drizzle-orm";
-import { index, integer, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /**
  * The D1 schema. Timestamps are ISO 8601 UTC strings with milliseconds
  * (fixed width, so they sort and compare as text). Ids are prefixed ULIDs
- * (src/lib/ids.ts). Every tenant-owned row carries `workspace_id`, and every
+ * (src/lib/ids.ts); usage rows, written once per LLM call, are keyed by
+ * their natural key instead (see usageRecords). Every tenant-owned row carries `workspace_id`, and every
  * list index starts with it: queries are always scoped to one workspace.
  * Change this file, then `npm run db:generate` for a new migration; never edit
  * an applied one.
@@ -283,10 +284,15 @@ export const auditChains = sqliteTable("audit_chains", {
   updatedAt: updatedAt(),
 });
 
+/**
+ * One row per charged LLM call. Keyed by (workspace, charge key), which makes
+ * a retried settlement a no-op, and without an id of its own: in D1 each index
+ * entry is a row written, and an id's index was a fourth write per call that
+ * no query read.
+ */
 export const usageRecords = sqliteTable(
   "usage_records",
   {
-    id: text("id").primaryKey(),
     workspaceId: text("workspace_id").notNull(),
     /** Charges are written once: the caller's key for this charge (run + call number, or request id). */
     chargeKey: text("charge_key").notNull(),
@@ -306,7 +312,7 @@ export const usageRecords = sqliteTable(
     createdAt: createdAt(),
   },
   (table) => [
-    uniqueIndex("usage_records_workspace_charge_unique").on(table.workspaceId, table.chargeKey),
+    primaryKey({ columns: [table.workspaceId, table.chargeKey] }),
     index("usage_records_workspace_day_idx").on(table.workspaceId, table.day, table.provider, table.model),
     // Only task calls' rows: most rows are OpenAI-compatible calls without a task, and each indexed row is a
     // write on the hot path (and a billed row written in D1). `task_id = ?` implies `IS NOT NULL`, so lookups use it.

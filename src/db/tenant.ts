@@ -10,6 +10,8 @@ import type { Database } from "./client.ts";
  */
 
 export type TenantTable = SQLiteTable & { id: SQLiteColumn; workspaceId: SQLiteColumn };
+/** Any tenant-owned table, with or without an id of its own (usage rows have a natural key). */
+type OwnedTable = { workspaceId: SQLiteColumn };
 
 export class TenantDb {
   readonly db: Database;
@@ -21,7 +23,7 @@ export class TenantDb {
   }
 
   /** `workspace_id = <caller's>` AND the given conditions. */
-  owns(table: TenantTable, ...conditions: (SQL | undefined)[]): SQL {
+  owns(table: OwnedTable, ...conditions: (SQL | undefined)[]): SQL {
     return and(eq(table.workspaceId, this.workspaceId), ...conditions) as SQL;
   }
 

@@ -15,7 +15,6 @@ export const ID_PREFIXES = {
   workflowExecution: "wfx",
   deadLetter: "dlq",
   auditLog: "aud",
-  usage: "use",
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

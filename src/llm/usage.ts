@@ -3,7 +3,6 @@ import type { Database } from "../db/client.ts";
 import { insertJsonRowsSql } from "../db/json-rows.ts";
 import { usageRecords } from "../db/schema.ts";
 import type { TenantDb } from "../db/tenant.ts";
-import { newId } from "../lib/ids.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { UsageRecord, UsageSink } from "./router.ts";
 
@@ -40,7 +39,6 @@ export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): U
 const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
   "usage_records",
   [
-    "id",
     "workspace_id",
     "charge_key",
     "task_id",
@@ -62,7 +60,6 @@ const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
 async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: AnalyticsEngineDataset): Promise<void> {
   const day = new Date().toISOString().slice(0, 10);
   const values = rows.map((row) => [
-    newId("usage"),
     row.workspaceId,
     row.chargeKey,
     row.taskId,

@@ -55,7 +55,6 @@ describe("d1UsageSink", () => {
       simulated: true,
       day: new Date().toISOString().slice(0, 10),
     });
-    expect(a?.id).toMatch(/^use_/);
     const b = await findCharge(db, workspaceId, "b");
     expect(b).toMatchObject({ taskId: null, runId: null, requestId: null, provider: "anthropic", simulated: false });
     expect(b?.costUsd).toBe(0.1 + 0.2);
@@ -88,5 +87,21 @@ describe("usage_records indexes", () => {
       .bind("usage_records_workspace_task_idx")
       .first<{ sql: string }>();
     expect(index?.sql).toMatch(/WHERE "usage_records"\."task_id" IS NOT NULL$/);
+  });
+
+  it("a call's row is written to its table and two indexes: the (workspace, charge key) key and the day index", async () => {
+    // Each index entry is a row written (and billed) in D1; the partial task index is skipped for calls without a task.
+    const { results } = await env.DB.prepare(
+      "SELECT name, origin, partial FROM pragma_index_list('usage_records') ORDER BY name",
+    ).all<{ name: string; origin: string; partial: number }>();
+    expect(results).toEqual([
+      { name: "sqlite_autoindex_usage_records_1", origin: "pk", partial: 0 },
+      { name: "usage_records_workspace_day_idx", origin: "c", partial: 0 },
+      { name: "usage_records_workspace_task_idx", origin: "c", partial: 1 },
+    ]);
+    const key = await env.DB.prepare("SELECT name FROM pragma_index_info('sqlite_autoindex_usage_records_1')").all<{
+      name: string;
+    }>();
+    expect(key.results.map((column) => column.name)).toEqual(["workspace_id", "charge_key"]);
   });
 });
