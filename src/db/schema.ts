@@ -5,8 +5,9 @@ import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from
  * The D1 schema. Timestamps are ISO 8601 UTC strings with milliseconds
  * (fixed width, so they sort and compare as text). Ids are prefixed ULIDs
  * (src/lib/ids.ts); usage rows, written once per LLM call, are keyed by
- * their natural key instead (see usageRecords). Every tenant-owned row carries `workspace_id`, and every
- * list index starts with it: queries are always scoped to one workspace.
+ * their natural key instead (see usageRecords). Every tenant-owned row
+ * carries `workspace_id`, and every list index starts with it: queries are
+ * always scoped to one workspace.
  * Change this file, then `npm run db:generate` for a new migration; never edit
  * an applied one.
  */
