@@ -86,7 +86,7 @@ export function budgetGate(
  * Charges of workspaces without budgets written within this long share one
  * WorkspaceLimiter call: nothing waits on them (no budget can run out), so
  * fewer, larger calls cost the isolate less per charge (the cost is per call,
- * as for usage rows: see USAGE_FLUSH_DELAY_MS). GET /api/v1/budgets shows them
+ * as for usage rows: see USAGE_FLUSH_DELAY_MS in usage.ts). GET /api/v1/budgets shows them
  * within about this long.
  */
 const SETTLE_FLUSH_DELAY_MS = 250;

@@ -44,7 +44,7 @@ describe("OpenAI-compatible chat completions", () => {
 
     // The usage row is written just after the response (coalesced per isolate).
     let usage: Record<string, any> = { data: [] };
-    for (let tries = 0; tries < 50 && usage.data.length === 0; tries++) {
+    for (let tries = 0; tries < 100 && usage.data.length === 0; tries++) {
       await new Promise((wake) => setTimeout(wake, 20));
       usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
         string,
