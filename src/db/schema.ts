@@ -314,11 +314,34 @@ export const usageRecords = sqliteTable(
   },
   (table) => [
     primaryKey({ columns: [table.workspaceId, table.chargeKey] }),
-    index("usage_records_workspace_day_idx").on(table.workspaceId, table.day, table.provider, table.model),
     // Only task calls' rows: most rows are OpenAI-compatible calls without a task, and each indexed row is a
     // write on the hot path (and a billed row written in D1). `task_id = ?` implies `IS NOT NULL`, so lookups use it.
     index("usage_records_workspace_task_idx")
       .on(table.workspaceId, table.taskId)
       .where(sql`${table.taskId} IS NOT NULL`),
   ],
+);
+
+/**
+ * Usage summed per (workspace, day, provider, model, simulated): what
+ * GET /api/v1/usage reads, a row per group instead of one per call (D1 bills
+ * rows read). Each batch of usage rows adds what it newly writes, in the same
+ * transaction (src/llm/usage.ts).
+ */
+export const usageDaily = sqliteTable(
+  "usage_daily",
+  {
+    workspaceId: text("workspace_id").notNull(),
+    /** UTC day (YYYY-MM-DD). */
+    day: text("day").notNull(),
+    provider: text("provider").notNull(),
+    model: text("model").notNull(),
+    simulated: integer("simulated", { mode: "boolean" }).notNull(),
+    calls: integer("calls").notNull(),
+    promptTokens: integer("prompt_tokens").notNull(),
+    completionTokens: integer("completion_tokens").notNull(),
+    totalTokens: integer("total_tokens").notNull(),
+    costUsd: real("cost_usd").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.workspaceId, table.day, table.provider, table.model, table.simulated] })],
 );

@@ -1,7 +1,7 @@
-import { and, eq, gte, lte, sql } from "drizzle-orm";
+import { and, eq, gte, lte } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
-import { insertJsonRowsSql } from "../db/json-rows.ts";
-import { usageRecords } from "../db/schema.ts";
+import { insertJsonRowsSql, jsonRowsSql } from "../db/json-rows.ts";
+import { usageDaily, usageRecords } from "../db/schema.ts";
 import type { TenantDb } from "../db/tenant.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { UsageRecord, UsageSink } from "./router.ts";
@@ -37,28 +37,55 @@ export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): U
   return { record: (row) => sink.add(row) };
 }
 
+const USAGE_COLUMNS = [
+  "workspace_id",
+  "charge_key",
+  "task_id",
+  "run_id",
+  "provider",
+  "model",
+  "prompt_tokens",
+  "completion_tokens",
+  "total_tokens",
+  "cost_usd",
+  "simulated",
+  "day",
+  "request_id",
+] as const;
+
 /** Every row of a batch in one statement (src/db/json-rows.ts); a duplicate charge key, in the table or within the batch, is skipped. */
 const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
   "usage_records",
-  [
-    "workspace_id",
-    "charge_key",
-    "task_id",
-    "run_id",
-    "provider",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost_usd",
-    "simulated",
-    "day",
-    "request_id",
-  ],
+  USAGE_COLUMNS,
   "ON CONFLICT (workspace_id, charge_key) DO NOTHING",
 );
 
-/** One statement for the batch's usage rows, each skipped if its charge key was written before. */
+/**
+ * The same rows added to the daily sums, before they are inserted: only those
+ * whose charge key is not in the table yet, each key once.
+ */
+const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
+    (workspace_id, day, provider, model, simulated, calls, prompt_tokens, completion_tokens, total_tokens, cost_usd)
+  SELECT workspace_id, day, provider, model, simulated,
+    count(*), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd)
+  FROM (
+    SELECT * FROM ${jsonRowsSql(USAGE_COLUMNS)} AS row
+    WHERE NOT EXISTS (
+      SELECT 1 FROM usage_records AS written
+      WHERE written.workspace_id = row.workspace_id AND written.charge_key = row.charge_key
+    )
+    GROUP BY row.workspace_id, row.charge_key
+  )
+  WHERE true
+  GROUP BY workspace_id, day, provider, model, simulated
+  ON CONFLICT (workspace_id, day, provider, model, simulated) DO UPDATE SET
+    calls = calls + excluded.calls,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    total_tokens = total_tokens + excluded.total_tokens,
+    cost_usd = cost_usd + excluded.cost_usd`;
+
+/** One transaction for the batch: its new rows' sums, then the rows, each skipped if its charge key was written before. */
 async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: AnalyticsEngineDataset): Promise<void> {
   const day = new Date().toISOString().slice(0, 10);
   const values = rows.map((row) => [
@@ -76,7 +103,8 @@ async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: Analytic
     day,
     row.requestId,
   ]);
-  await d1.prepare(INSERT_USAGE_ROWS_SQL).bind(JSON.stringify(values)).run();
+  const json = JSON.stringify(values);
+  await d1.batch([d1.prepare(ADD_TO_DAILY_SQL).bind(json), d1.prepare(INSERT_USAGE_ROWS_SQL).bind(json)]);
   for (const row of rows) {
     // Raw points for dashboards; the `simulated` label travels with every point.
     metrics?.writeDataPoint({
@@ -99,34 +127,23 @@ export interface UsageSummaryRow {
   cost_usd: number;
 }
 
-/** Tokens and cost by day, provider and model over [fromDay, toDay], from the (workspace, day, provider, model) index. */
+/** Tokens and cost by day, provider and model over [fromDay, toDay]: a range of the workspace's daily sums. */
 export async function usageSummary(tenant: TenantDb, fromDay: string, toDay: string): Promise<UsageSummaryRow[]> {
   const rows = await tenant.db
-    .select({
-      day: usageRecords.day,
-      provider: usageRecords.provider,
-      model: usageRecords.model,
-      simulated: usageRecords.simulated,
-      calls: sql<number>`count(*)`,
-      promptTokens: sql<number>`sum(${usageRecords.promptTokens})`,
-      completionTokens: sql<number>`sum(${usageRecords.completionTokens})`,
-      totalTokens: sql<number>`sum(${usageRecords.totalTokens})`,
-      costUsd: sql<number>`sum(${usageRecords.costUsd})`,
-    })
-    .from(usageRecords)
-    .where(tenant.owns(usageRecords, gte(usageRecords.day, fromDay), lte(usageRecords.day, toDay)))
-    .groupBy(usageRecords.day, usageRecords.provider, usageRecords.model, usageRecords.simulated)
-    .orderBy(usageRecords.day, usageRecords.provider, usageRecords.model);
+    .select()
+    .from(usageDaily)
+    .where(tenant.owns(usageDaily, gte(usageDaily.day, fromDay), lte(usageDaily.day, toDay)))
+    .orderBy(usageDaily.day, usageDaily.provider, usageDaily.model, usageDaily.simulated);
   return rows.map((row) => ({
     day: row.day,
     provider: row.provider,
     model: row.model,
-    simulated: Boolean(row.simulated),
-    calls: Number(row.calls),
-    prompt_tokens: Number(row.promptTokens),
-    completion_tokens: Number(row.completionTokens),
-    total_tokens: Number(row.totalTokens),
-    cost_usd: Math.round(Number(row.costUsd) * 1e8) / 1e8,
+    simulated: row.simulated,
+    calls: row.calls,
+    prompt_tokens: row.promptTokens,
+    completion_tokens: row.completionTokens,
+    total_tokens: row.totalTokens,
+    cost_usd: Math.round(row.costUsd * 1e8) / 1e8,
   }));
 }
 

@@ -1,8 +1,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client.ts";
+import { TenantDb } from "../../src/db/tenant.ts";
 import type { UsageRecord } from "../../src/llm/router.ts";
-import { d1UsageSink, findCharge } from "../../src/llm/usage.ts";
+import { d1UsageSink, findCharge, usageSummary } from "../../src/llm/usage.ts";
 
 /** The usage sink's batched write against the real D1: every field of every row lands, once per charge key. */
 
@@ -69,6 +70,18 @@ describe("d1UsageSink", () => {
       { charge_key: "b", n: 1 },
       { charge_key: "earlier", n: 1 },
     ]);
+
+    // The daily sums count each charge once too: the repeated keys added nothing.
+    const day = new Date().toISOString().slice(0, 10);
+    const tokens = { prompt_tokens: 21, completion_tokens: 2, total_tokens: 23 };
+    expect(await usageSummary(new TenantDb(db, workspaceId), day, day)).toEqual([
+      { day, provider: "anthropic", model: "claude-3-5-haiku", simulated: false, calls: 1, ...tokens, cost_usd: 0.3 },
+      { day, provider: "openai", model: "gpt-4o-mini", simulated: false, calls: 1, ...tokens, cost_usd: 1 },
+      { day, provider: "openai", model: "gpt-4o-mini", simulated: true, calls: 1, ...tokens, cost_usd: 0.00000435 },
+    ]);
+    await sink.record(record(workspaceId, "c", { costUsd: 0.5 }));
+    const [, openai] = await usageSummary(new TenantDb(db, workspaceId), day, day);
+    expect(openai).toMatchObject({ simulated: false, calls: 2, total_tokens: 46, cost_usd: 1.5 });
   });
 });
 
@@ -89,19 +102,32 @@ describe("usage_records indexes", () => {
     expect(index?.sql).toMatch(/WHERE "usage_records"\."task_id" IS NOT NULL$/);
   });
 
-  it("a call's row is written to its table and two indexes: the (workspace, charge key) key and the day index", async () => {
+  it("a call's row is written to its table and its (workspace, charge key) key, nothing else", async () => {
     // Each index entry is a row written (and billed) in D1; the partial task index is skipped for calls without a task.
     const { results } = await env.DB.prepare(
       "SELECT name, origin, partial FROM pragma_index_list('usage_records') ORDER BY name",
     ).all<{ name: string; origin: string; partial: number }>();
     expect(results).toEqual([
       { name: "sqlite_autoindex_usage_records_1", origin: "pk", partial: 0 },
-      { name: "usage_records_workspace_day_idx", origin: "c", partial: 0 },
       { name: "usage_records_workspace_task_idx", origin: "c", partial: 1 },
     ]);
     const key = await env.DB.prepare("SELECT name FROM pragma_index_info('sqlite_autoindex_usage_records_1')").all<{
       name: string;
     }>();
     expect(key.results.map((column) => column.name)).toEqual(["workspace_id", "charge_key"]);
+  });
+
+  it("the usage summary reads a range of the workspace's daily sums, not its calls", async () => {
+    const plan = await env.DB.prepare(
+      "EXPLAIN QUERY PLAN SELECT * FROM usage_daily WHERE workspace_id = ? AND day >= ? AND day <= ? ORDER BY day, provider, model, simulated",
+    )
+      .bind("ws_plan", "2026-11-01", "2026-11-30")
+      .all<{ detail: string }>();
+    const steps = plan.results.map((step) => step.detail).join("\n");
+    expect(steps).toContain(
+      "SEARCH usage_daily USING INDEX sqlite_autoindex_usage_daily_1 (workspace_id=? AND day>? AND day<?)",
+    );
+    expect(steps).not.toContain("usage_records");
+    expect(steps).not.toContain("TEMP B-TREE");
   });
 });
