@@ -4,6 +4,8 @@
  * this is the fallback that keeps log correlation working when it is off.
  */
 
+import { toHex } from "./crypto.ts";
+
 export interface TraceIds {
   traceId: string;
   spanId: string;
@@ -25,17 +27,16 @@ export function parseTraceparent(header: string | null | undefined): Omit<TraceI
 }
 
 export function randomHex(bytes: number): string {
-  const buffer = crypto.getRandomValues(new Uint8Array(bytes));
-  let hex = "";
-  for (const byte of buffer) hex += byte.toString(16).padStart(2, "0");
-  return hex;
+  return toHex(crypto.getRandomValues(new Uint8Array(bytes)));
 }
 
 /** Continue the caller's trace if it sent a valid traceparent, else start one. */
 export function continueOrStartTrace(traceparent: string | null | undefined): TraceIds {
   const parent = parseTraceparent(traceparent);
   if (parent) return { ...parent, spanId: randomHex(8) };
-  return { traceId: randomHex(16), spanId: randomHex(8), sampled: true };
+  // A new trace's two ids from one draw of random bytes: one per request that starts a trace.
+  const ids = randomHex(24);
+  return { traceId: ids.slice(0, 32), spanId: ids.slice(32), sampled: true };
 }
 
 export function formatTraceparent(ids: TraceIds): string {

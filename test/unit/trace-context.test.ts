@@ -22,8 +22,14 @@ describe("W3C traceparent", () => {
       expect(parseTraceparent(header)).toBeNull();
       const ids = continueOrStartTrace(header);
       expect(ids.traceId).toMatch(/^[0-9a-f]{32}$/);
+      expect(ids.spanId).toMatch(/^[0-9a-f]{16}$/);
       expect(ids.traceId).not.toBe("4bf92f3577b34da6a3ce929d0e0e4736");
     }
+    // Both ids are fresh for every new trace.
+    const [first, second] = [continueOrStartTrace(undefined), continueOrStartTrace(undefined)];
+    expect(second.traceId).not.toBe(first.traceId);
+    expect(second.spanId).not.toBe(first.spanId);
+    expect(first.traceId.slice(16)).not.toBe(first.spanId);
   });
 });
 
