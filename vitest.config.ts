@@ -19,6 +19,8 @@ export default defineConfig({
                 JWT_AUDIENCE: "mgx-edge-api",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
               },
+              // An empty database for tests that migrate step by step (test/integration/migrations.test.ts).
+              d1Databases: ["MIGRATIONS_TEST_DB"],
             },
           })),
         ],

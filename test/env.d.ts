@@ -10,6 +10,8 @@ declare global {
     interface Env extends WorkerEnv {
       /** Migrations read by vitest.config.ts, applied by test/apply-migrations.ts. */
       TEST_MIGRATIONS: D1Migration[];
+      /** An empty D1 database that no setup file migrates. */
+      MIGRATIONS_TEST_DB: D1Database;
     }
   }
 }
