@@ -424,8 +424,13 @@ async function main(): Promise<void> {
       const [theirs, ours] = [added(a, c), added(d, b)];
       const list = (values: number[]) => values.map((value) => value.toFixed(1)).join(", ");
       const met = ours.filter((value, round) => value <= theirs[round]).length;
+      // How sure the mean verdict is: the paired differences' mean and its standard error (this VM's rounds swing by ms).
+      const differences = ours.map((value, round) => value - theirs[round]);
+      const mean = differences.reduce((sum, value) => sum + value, 0) / differences.length;
+      const variance =
+        differences.reduce((sum, value) => sum + (value - mean) ** 2, 0) / Math.max(1, differences.length - 1);
       console.log(
-        `20 connections, round by round: Portkey adds ${list(theirs)} ms; our route adds ${list(ours)} ms; ours ≤ Portkey's in ${met} of ${ours.length} rounds`,
+        `20 connections, round by round: Portkey adds ${list(theirs)} ms; our route adds ${list(ours)} ms; ours ≤ Portkey's in ${met} of ${ours.length} rounds; ours − Portkey's: mean ${mean.toFixed(1)} ms, standard error ${Math.sqrt(variance / differences.length).toFixed(1)} ms`,
       );
     }
     const workerdMs = (name: string) => meanOf(name, (figures) => figures.cpu?.workerd ?? 0);
