@@ -6,7 +6,11 @@ import type { TenantDb } from "../db/tenant.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { UsageRecord, UsageSink } from "./router.ts";
 
-/** Usage rows in D1: one per (workspace, chargeKey), so a retried consumer never charges twice. */
+/**
+ * Usage in D1: a row per (workspace, chargeKey), so a retried consumer never
+ * charges twice, and the daily sums GET /api/v1/usage reads (usage_daily),
+ * written together per batch.
+ */
 
 /**
  * Rows written within this long of each other share one D1 batch. Nothing
