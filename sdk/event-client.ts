@@ -25,7 +25,7 @@ export interface EventClientOptions {
   getTicket?: () => Promise<string>;
   types?: string[];
   channels?: string[];
-  /** Ask the server to upcast events to this `major.minor`. */
+  /** Ask the server for events at this `major.minor` (see atVersion). */
   version?: string;
   /** Resume after this event on the first connection. */
   lastEventId?: string;

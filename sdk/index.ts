@@ -10,7 +10,7 @@ export {
   type PublishedEvent,
   validateEvent,
 } from "../src/events/catalog.ts";
-export { upcast } from "../src/events/versioning.ts";
+export { atVersion, upcast } from "../src/events/versioning.ts";
 export { type BackoffOptions, backoffDelayMs, DEFAULT_BACKOFF } from "./backoff.ts";
 export { RecentIds } from "./dedupe.ts";
 export {

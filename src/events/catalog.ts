@@ -92,6 +92,25 @@ const BillingData = z.looseObject({
   alert_level: z.enum(["info", "warning", "critical"]),
 });
 
+const LlmProviderErrorData = z.looseObject({
+  provider: z.string().min(1),
+  model: z.string().min(1),
+  error_type: z.enum(["timeout", "rate_limit", "authentication", "quota_exceeded", "connection_error"]),
+  error_code: z.string(),
+  retry_count: count,
+  fallback_triggered: z.boolean(),
+});
+
+/**
+ * 1.1 adds an optional field (a minor step, seed §9.3). The seed's error_type
+ * has no server error, so a 5xx is a connection_error; `http_status`, the
+ * provider's HTTP status, tells them apart: null when no answer came (a
+ * timeout, a failed connection), absent on events published before 1.1.
+ */
+const LlmProviderErrorDataV1_1 = LlmProviderErrorData.extend({
+  http_status: z.number().int().min(100).max(599).nullable().optional(),
+});
+
 /** `data` of each type at version 1.0. */
 export const EVENT_DATA_V1 = {
   "task.created": TaskCreatedData,
@@ -204,17 +223,7 @@ export const EVENT_DATA_V1 = {
   "security.breach_detected": SecurityData,
   "billing.threshold.reached": BillingData,
   "billing.usage_alert": BillingData,
-  "llm.provider.error": z.looseObject({
-    provider: z.string().min(1),
-    model: z.string().min(1),
-    error_type: z.enum(["timeout", "rate_limit", "authentication", "quota_exceeded", "connection_error"]),
-    error_code: z.string(),
-    retry_count: count,
-    fallback_triggered: z.boolean(),
-    // Beyond the seed's fields: the seed's error_type has no server error, so a 5xx is a connection_error;
-    // the provider's HTTP status (null when none came: a timeout or a failed connection) tells them apart.
-    http_status: z.number().int().min(100).max(599).nullable().optional(),
-  }),
+  "llm.provider.error": LlmProviderErrorData,
   "llm.provider.fallback": z.looseObject({
     from_provider: z.string().min(1),
     to_provider: z.string().min(1),
@@ -224,20 +233,35 @@ export const EVENT_DATA_V1 = {
   }),
 } satisfies Record<EventType, z.ZodType>;
 
-export type EventDataMap = { [K in EventType]: z.output<(typeof EVENT_DATA_V1)[K]> };
-
-/** Every (type, version) the contract knows, oldest first. Producers publish `CURRENT_VERSION`. */
+/** Every (type, version) the contract knows. */
 export const EVENT_DATA_VERSIONS: Record<EventType, Record<string, z.ZodType>> = Object.fromEntries(
   EVENT_TYPES.map((type) => [type, { "1.0": EVENT_DATA_V1[type] as z.ZodType }]),
 ) as unknown as Record<EventType, Record<string, z.ZodType>>;
 EVENT_DATA_VERSIONS["task.created"]["2.0"] = TaskCreatedDataV2;
+EVENT_DATA_VERSIONS["llm.provider.error"]["1.1"] = LlmProviderErrorDataV1_1;
 
 /**
- * What `publish()` stamps on new events. task.created 2.0 exists for consumers
- * who opt in (`?version=2.0`); producers stay on 1.0 until they all fill
- * `estimated_cost`, so no 1.0 consumer is broken by a major bump.
+ * The version `publish()` stamps on each type, and its data shape: 1.0 unless
+ * listed. task.created 2.0 exists for consumers who opt in (`?version=2.0`);
+ * producers stay on 1.0 until they all fill `estimated_cost`, so no 1.0
+ * consumer is broken by a major bump. A minor (llm.provider.error 1.1) only
+ * adds optional fields, so producers move to it at once: a consumer that asks
+ * for 1.0 gets the event without them (see versioning.ts).
  */
-export const CURRENT_VERSION = "1.0";
+const PUBLISHED = {
+  "llm.provider.error": { version: "1.1", data: LlmProviderErrorDataV1_1 },
+} as const satisfies Partial<Record<EventType, { version: string; data: z.ZodType }>>;
+
+type PublishedData = Omit<typeof EVENT_DATA_V1, keyof typeof PUBLISHED> & {
+  [K in keyof typeof PUBLISHED]: (typeof PUBLISHED)[K]["data"];
+};
+
+/** The data each type is published with. */
+export type EventDataMap = { [K in EventType]: z.output<PublishedData[K]> };
+
+export function publishedVersion(type: EventType): string {
+  return (PUBLISHED as Partial<Record<EventType, { version: string }>>)[type]?.version ?? "1.0";
+}
 
 const optionalId = z.string().min(1).max(256).nullable().optional();
 

@@ -21,7 +21,7 @@ import {
   removeFrom,
   type Subscription,
 } from "./subscription.ts";
-import { upcast } from "./versioning.ts";
+import { atVersion } from "./versioning.ts";
 
 /**
  * The workspace's event hub, as a plain class: the Durable Object in
@@ -226,16 +226,16 @@ export class EventHubCore {
   private fanOut(row: LogRow, sockets: readonly HubSocket[]): void {
     const frame = eventFrame(row.body);
     const channels = row.channels ? row.channels.split(",") : [];
-    let upcastFrames: Map<string, string> | undefined;
+    let versionedFrames: Map<string, string> | undefined;
     for (const socket of sockets) {
       const state = this.stateOf(socket);
       if (!state || state.closing || socket.readyState !== OPEN) continue;
       if (!state.matcher.matches(row.event_type, channels)) continue;
       let out = frame;
       if (state.version) {
-        upcastFrames ??= new Map();
-        out = upcastFrames.get(state.version) ?? versionedFrame(row.body, state.version);
-        upcastFrames.set(state.version, out);
+        versionedFrames ??= new Map();
+        out = versionedFrames.get(state.version) ?? versionedFrame(row.body, state.version);
+        versionedFrames.set(state.version, out);
       }
       this.sendLive(socket, state, row.seq, out);
     }
@@ -395,7 +395,7 @@ export class EventHubCore {
       lastScanned = row.seq;
       if (!matcher.matches(row.event_type, row.channels ? row.channels.split(",") : [])) continue;
       events.push(
-        query.version ? JSON.stringify(upcast(JSON.parse(row.body) as EventEnvelope, query.version)) : row.body,
+        query.version ? JSON.stringify(atVersion(JSON.parse(row.body) as EventEnvelope, query.version)) : row.body,
       );
       if (events.length === query.limit) break;
     }
@@ -442,5 +442,5 @@ export class EventHubCore {
 }
 
 function versionedFrame(body: string, version: string): string {
-  return eventFrame(JSON.stringify(upcast(JSON.parse(body) as EventEnvelope, version)));
+  return eventFrame(JSON.stringify(atVersion(JSON.parse(body) as EventEnvelope, version)));
 }

@@ -5,11 +5,11 @@ import { newId } from "../lib/ids.ts";
 import { Logger } from "../lib/logger.ts";
 import { reportError } from "../observability/sentry.ts";
 import {
-  CURRENT_VERSION,
   type EventDataMap,
   type EventEnvelope,
   type EventType,
   type PublishedEvent,
+  publishedVersion,
   validateEvent,
 } from "./catalog.ts";
 
@@ -65,7 +65,7 @@ export function stampEvent<K extends EventType>(
     ...(input.task_id != null ? { task_id: input.task_id } : {}),
     ...(input.run_id != null ? { run_id: input.run_id } : {}),
     data: input.data,
-    version: CURRENT_VERSION,
+    version: publishedVersion(input.event_type),
   };
   if (event.correlation_id === undefined) delete event.correlation_id;
   const check = validateEvent(event, { exactVersion: true });

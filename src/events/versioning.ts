@@ -8,20 +8,25 @@ import {
 } from "./catalog.ts";
 
 /**
- * Versioning (seed §9.3): `version` is `major.minor`. Old events are migrated
- * forward by a chain of upcasters, one step per version; nothing is ever
- * downcast. A consumer asking for `?version=2.0` receives every event at the
- * newest version of its type that is not above 2.0.
+ * Versioning (seed §9.3): `version` is `major.minor`. A consumer that asks for
+ * a version gets each event at the newest version of its type not above it:
+ *   - older events are migrated forward by a chain of upcasters, one step per version;
+ *   - a newer minor of the same major is taken back down: minors only add
+ *     optional fields, so dropping them gives exactly the older shape;
+ *   - a newer major is never downcast (it may have removed or changed fields),
+ *     so it is delivered as it is.
  */
 
-export interface Upcaster {
+export interface VersionStep {
   type: EventType;
   from: string;
   to: string;
   up(event: EventEnvelope): EventEnvelope;
+  /** Only for a minor step: back from `to` to `from`. */
+  down?(event: EventEnvelope): EventEnvelope;
 }
 
-export const UPCASTERS: readonly Upcaster[] = [
+export const VERSION_STEPS: readonly VersionStep[] = [
   {
     // Seed §9.3: 2.0 requires `estimated_cost`; 1.0 events without it cost 0.
     type: "task.created",
@@ -35,20 +40,40 @@ export const UPCASTERS: readonly Upcaster[] = [
       };
     },
   },
+  {
+    // 1.1 adds the optional `http_status`: a 1.0 event simply lacks it (unknown, which is not null: no answer).
+    type: "llm.provider.error",
+    from: "1.0",
+    to: "1.1",
+    up: (event) => event,
+    down(event) {
+      const { http_status: _httpStatus, ...data } = event.data;
+      return { ...event, data };
+    },
+  },
 ];
 
-const byTypeAndFrom = new Map(UPCASTERS.map((upcaster) => [`${upcaster.type}@${upcaster.from}`, upcaster]));
+const byTypeAndFrom = new Map(VERSION_STEPS.map((step) => [`${step.type}@${step.from}`, step]));
+const byTypeAndTo = new Map(VERSION_STEPS.filter((step) => step.down).map((step) => [`${step.type}@${step.to}`, step]));
 
-/** The event at the newest version of its type not above `target`; unchanged when none applies. */
-export function upcast<T extends EventEnvelope>(event: T, target: string): T {
+/** The event at the newest version of its type not above `target`, where a step leads there; else unchanged. */
+export function atVersion<T extends EventEnvelope>(event: T, target: string): T {
   let current: EventEnvelope = event;
   for (;;) {
-    const step = byTypeAndFrom.get(`${current.event_type}@${current.version}`);
-    if (!step || compareVersions(step.to, target) > 0) break;
-    current = { ...step.up(current), version: step.to };
+    const down = byTypeAndTo.get(`${current.event_type}@${current.version}`);
+    if (!down || compareVersions(current.version, target) <= 0) break;
+    current = { ...down.down!(current), version: down.from };
+  }
+  for (;;) {
+    const up = byTypeAndFrom.get(`${current.event_type}@${current.version}`);
+    if (!up || compareVersions(up.to, target) > 0) break;
+    current = { ...up.up(current), version: up.to };
   }
   return current as T;
 }
+
+/** @deprecated The SDK's earlier name for atVersion, which now also takes a newer minor back down. */
+export const upcast = atVersion;
 
 /** Majors some event type has: a consumer may ask for any of them. */
 export function supportedMajors(): number[] {

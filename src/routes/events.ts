@@ -26,7 +26,8 @@ const FilterQuery = {
     example: "task:task_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
   }),
   version: z.string().optional().openapi({
-    description: "Deliver events upcast to this `major.minor` (e.g. `2.0`); an unknown major is refused.",
+    description:
+      "Deliver each event at the newest version of its type not above this `major.minor` (e.g. `2.0`): older events are upcast, a newer minor loses the optional fields it added, a newer major is sent as it is. An unknown major is refused.",
     example: "1.0",
   }),
 };

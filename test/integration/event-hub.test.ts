@@ -229,4 +229,38 @@ describe("subscriptions", () => {
     expect(v2.frames[0]).toEqual({ type: "replay", recovered: true, count: 1 });
     expect(created).toMatchObject({ version: "2.0", data: { task: { estimated_cost: 0 } } });
   });
+
+  it("gives a client that asks for 1.0 a 1.1 event without the field 1.1 added, live and in history", async () => {
+    const workspace = uniqueWorkspace("minor");
+    const start = await publishMessage(workspace);
+    const providerError = {
+      provider: "openai",
+      model: "gpt-4o-mini",
+      error_type: "connection_error",
+      error_code: "server_error",
+      retry_count: 0,
+      fallback_triggered: false,
+      http_status: 503,
+    } as const;
+    await publish(env, { event_type: "llm.provider.error", workspace_id: workspace, data: providerError });
+    const { http_status: _httpStatus, ...withoutStatus } = providerError;
+
+    const stored = (await history(workspace)).find((event) => event.event_type === "llm.provider.error");
+    expect(stored).toMatchObject({ version: "1.1", data: providerError });
+
+    const v10 = await connectHub(workspace, { types: ["llm.*"], version: "1.0", lastEventId: start.event_id });
+    const [replayed] = await v10.waitForEvents(1);
+    expect(replayed.version).toBe("1.0");
+    expect(replayed.data).toEqual(withoutStatus);
+
+    const page = await env.EVENT_HUB.getByName(workspace).history({
+      limit: 100,
+      types: ["llm.*"],
+      channels: [],
+      version: "1.0",
+    });
+    if (!page.ok) throw new Error(page.reason);
+    expect(page.events.map((json) => JSON.parse(json))).toMatchObject([{ version: "1.0", data: withoutStatus }]);
+    expect(JSON.parse(page.events[0]).data).not.toHaveProperty("http_status");
+  });
 });

@@ -99,6 +99,7 @@ describe("retries", () => {
       },
     });
     const errors = await eventsOf(workspace, "llm.provider.error", 3);
+    expect(errors.map((event) => event.version)).toEqual(["1.1", "1.1", "1.1"]);
     // A 500 is a connection_error in the seed's terms; its status says it was the server's answer.
     expect(
       errors.map((event) => [

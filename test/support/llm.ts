@@ -39,6 +39,7 @@ export async function workspaceWith(llm: LlmRouting | null, budgets?: WorkspaceB
 
 export interface SeenEvent {
   event_type: string;
+  version: string;
   task_id?: string;
   data: Record<string, unknown>;
 }

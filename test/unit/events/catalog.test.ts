@@ -86,8 +86,11 @@ describe("the JSON Schema export", () => {
   it("has the envelope and one definition per type and version", () => {
     const schema = eventsJsonSchema() as { $defs: Record<string, any>; oneOf: { $ref: string }[]; $schema: string };
     expect(schema.$schema).toBe("https://json-schema.org/draft/2020-12/schema");
-    expect(schema.oneOf).toHaveLength(22);
-    expect(Object.keys(schema.$defs)).toContain("task.created@2.0");
+    // 21 types at 1.0, plus task.created 2.0 and llm.provider.error 1.1.
+    expect(schema.oneOf).toHaveLength(23);
+    expect(Object.keys(schema.$defs)).toEqual(expect.arrayContaining(["task.created@2.0", "llm.provider.error@1.1"]));
+    expect(schema.$defs["llm.provider.error@1.1"].properties.data.properties).toHaveProperty("http_status");
+    expect(schema.$defs["llm.provider.error@1.0"].properties.data.properties).not.toHaveProperty("http_status");
     expect(schema.$defs.envelope.properties.event_id.pattern).toBe("^evt_[a-zA-Z0-9_]+$");
     expect(schema.$defs.envelope.required).toEqual(
       expect.arrayContaining(["event_id", "event_type", "timestamp", "workspace_id", "data", "version"]),

@@ -263,7 +263,6 @@ export const SEED_EXAMPLES: Record<EventType, Record<string, unknown>> = {
       error_code: "429",
       retry_count: 2,
       fallback_triggered: true,
-      http_status: 429,
     },
   },
   "llm.provider.fallback": {
