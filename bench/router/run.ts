@@ -10,9 +10,9 @@
  * JSON body (/__debug/echo), (d3) the bare upstream hop (/__debug/upstream-hop:
  * one plain fetch to the same upstream, its JSON answered back), and (e)
  * authentication + rate limit alone (GET /api/v1/whoami).
- * Each case: 5 s at 20 connections (autocannon), four rounds, each compared pair
+ * Each case: 3 s at 20 connections (autocannon), eight rounds, each compared pair
  * back to back (see roundOrder); then a sequential pass (one request at a time,
- * in blocks ordered the same way).
+ * in 15 short blocks ordered the same way).
  * Prints req/s, p50/p97.5/p99 and the CPU each request cost each process (from
  * /proc: wrangler dev's workerd, wrangler, Portkey, and this process, which runs
  * autocannon and the upstream), the latency Portkey adds over (a), and the
@@ -36,13 +36,18 @@ import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../../test/support/worksp
 import { cpuSpent, groupCpu, ownCpuMs } from "../lib/process-cpu.ts";
 
 const CONNECTIONS = 20;
-// Four short rounds, alternating the cases, rather than two long ones: drift of the machine's speed
-// during a run then falls on every case alike.
-const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
-const SEQUENTIAL_REQUESTS = Number(process.env.BENCH_SEQUENTIAL ?? 300);
-/** The sequential pass runs in blocks, interleaved like the rounds, so drift falls on every case alike. */
-const SEQUENTIAL_BLOCKS = 3;
+// Many short rounds, alternating the cases, rather than a few long ones: this VM's speed drifts by tens
+// of percent within minutes, and the shorter the time between the two sides of a difference, the less
+// of that drift it carries. The standard error of the mean paired difference was 1.1–2.3 ms over two
+// runs of eight 3 s rounds, 2.1–3.5 ms over three runs of four 5 s rounds.
+const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
+const SEQUENTIAL_REQUESTS = Number(process.env.BENCH_SEQUENTIAL ?? 600);
+/**
+ * The sequential pass runs in blocks, interleaved like the rounds, so drift falls on every case alike;
+ * short blocks keep the two sides of each difference seconds apart rather than a minute.
+ */
+const SEQUENTIAL_BLOCKS = 15;
 const PORTKEY_VERSION = process.env.PORTKEY_VERSION ?? "1.15.2";
 const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
 const LOCAL_OBSERVABILITY = process.env.BENCH_LOCAL_OBSERVABILITY === "true";
