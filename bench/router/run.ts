@@ -38,8 +38,8 @@ import { cpuSpent, groupCpu, ownCpuMs } from "../lib/process-cpu.ts";
 const CONNECTIONS = 20;
 // Many short rounds, alternating the cases, rather than a few long ones: this VM's speed drifts by tens
 // of percent within minutes, and the shorter the time between the two sides of a difference, the less
-// of that drift it carries. The standard error of the mean paired difference was 1.1–2.3 ms over two
-// runs of eight 3 s rounds, 2.1–3.5 ms over three runs of four 5 s rounds.
+// of that drift it carries. The standard error of the mean paired difference averaged 2.3 ms over five
+// runs of eight 3 s rounds (1.1–3.7), 2.9 ms over three runs of four 5 s rounds (2.1–3.5): a modest gain.
 const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
 const SEQUENTIAL_REQUESTS = Number(process.env.BENCH_SEQUENTIAL ?? 600);
