@@ -233,13 +233,6 @@ export const EVENT_DATA_V1 = {
   }),
 } satisfies Record<EventType, z.ZodType>;
 
-/** Every (type, version) the contract knows. */
-export const EVENT_DATA_VERSIONS: Record<EventType, Record<string, z.ZodType>> = Object.fromEntries(
-  EVENT_TYPES.map((type) => [type, { "1.0": EVENT_DATA_V1[type] as z.ZodType }]),
-) as unknown as Record<EventType, Record<string, z.ZodType>>;
-EVENT_DATA_VERSIONS["task.created"]["2.0"] = TaskCreatedDataV2;
-EVENT_DATA_VERSIONS["llm.provider.error"]["1.1"] = LlmProviderErrorDataV1_1;
-
 /**
  * The version `publish()` stamps on each type, and its data shape: 1.0 unless
  * listed. task.created 2.0 exists for consumers who opt in (`?version=2.0`);
@@ -251,6 +244,15 @@ EVENT_DATA_VERSIONS["llm.provider.error"]["1.1"] = LlmProviderErrorDataV1_1;
 const PUBLISHED = {
   "llm.provider.error": { version: "1.1", data: LlmProviderErrorDataV1_1 },
 } as const satisfies Partial<Record<EventType, { version: string; data: z.ZodType }>>;
+
+/** Every (type, version) the contract knows: 1.0, each published version, and task.created 2.0. */
+export const EVENT_DATA_VERSIONS: Record<EventType, Record<string, z.ZodType>> = Object.fromEntries(
+  EVENT_TYPES.map((type) => [type, { "1.0": EVENT_DATA_V1[type] as z.ZodType }]),
+) as unknown as Record<EventType, Record<string, z.ZodType>>;
+for (const [type, { version, data }] of Object.entries(PUBLISHED)) {
+  EVENT_DATA_VERSIONS[type as EventType][version] = data;
+}
+EVENT_DATA_VERSIONS["task.created"]["2.0"] = TaskCreatedDataV2;
 
 type PublishedData = Omit<typeof EVENT_DATA_V1, keyof typeof PUBLISHED> & {
   [K in keyof typeof PUBLISHED]: (typeof PUBLISHED)[K]["data"];
