@@ -5,18 +5,26 @@
  *   (b) POST /api/v1/llm/chat/completions under `wrangler dev` (auth, rate limit,
  *       budgets, routing, breaker, metering: a usage row per call)
  *   (c) the Portkey gateway (`npx @portkey-ai/gateway --headless`), custom host = the upstream
- *   (d) a bare Hono route (GET /health) under the same `wrangler dev`
- * and, to tell the parts of (b) apart: (d2) a bare POST route with a validated
- * JSON body (/__debug/echo), (d3) the bare upstream hop (/__debug/upstream-hop:
- * one plain fetch to the same upstream, its JSON answered back), and (e)
- * authentication + rate limit alone (GET /api/v1/whoami).
+ *   (d) a bare Hono route under the same `wrangler dev`, sent the same request as
+ *       (b), which answers its body back (POST /__debug/bare)
+ * and, to tell the parts of (b) apart: (d1) the bare GET /health, (d3) the bare
+ * upstream hop (/__debug/upstream-hop: one plain fetch to the same upstream, its
+ * JSON answered back), and (e) authentication + rate limit alone (GET /api/v1/whoami).
+ *
+ * Why (d) is a POST of the same body: Portkey's added latency is (c) over (a), two
+ * identical requests, so the cost of carrying the request's body into a server is
+ * on both sides and cancels. wrangler dev relays a body through two workerd
+ * processes (its proxy, then the Worker's), about 0.6 ms sequentially on this VM;
+ * over a GET floor that runtime cost would count as the router's. The verdict
+ * against (d1) is printed too.
  * Each case: 3 s at 20 connections (autocannon), eight rounds, each compared pair
  * back to back (see roundOrder); then a sequential pass (one request at a time,
  * in 15 short blocks ordered the same way).
  * Prints req/s, p50/p97.5/p99 and the CPU each request cost each process (from
  * /proc: wrangler dev's workerd, wrangler, Portkey, and this process, which runs
  * autocannon and the upstream), the latency Portkey adds over (a), and the
- * latency our route adds over (d), as means and round by round; then (b) over
+ * latency our route adds over (d), as means and round by round (block by block
+ * for the sequential pass, whose blocks hold 40 requests per case); then (b) over
  * (d3), the router's own cost beyond the hop, and (d3) over (d), what the
  * runtime's outbound fetch costs by itself.
  * Goal: our router adds no more p50 latency than Portkey adds.
@@ -137,15 +145,17 @@ function percentile(sorted: number[], share: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(share * sorted.length))];
 }
 
-/** A case's sequential requests so far: their times, failures and the time they took together. */
+/** A case's sequential requests so far: their times, each block's p50, failures and the time they took together. */
 interface Samples {
   times: number[];
+  blockP50sMs: number[];
   errors: number;
   elapsedMs: number;
 }
 
 async function sequential(testCase: Case, count: number, into: Samples): Promise<void> {
   const startedMs = performance.now();
+  const blockStart = into.times.length;
   for (let index = 0; index < count; index++) {
     const t0 = performance.now();
     try {
@@ -162,6 +172,25 @@ async function sequential(testCase: Case, count: number, into: Samples): Promise
     into.times.push(performance.now() - t0);
   }
   into.elapsedMs += performance.now() - startedMs;
+  const block = into.times.slice(blockStart).sort((a, b) => a - b);
+  into.blockP50sMs.push(percentile(block, 0.5));
+}
+
+/**
+ * Paired differences, (ours − theirs) for each round or block: two pairs that ran back to back saw the
+ * same machine, so their difference carries less of its drift than the difference of two means.
+ */
+function pairedDifference(theirs: number[], ours: number[]) {
+  const differences = ours.map((value, index) => value - theirs[index]);
+  const mean = differences.reduce((sum, value) => sum + value, 0) / differences.length;
+  const variance =
+    differences.reduce((sum, value) => sum + (value - mean) ** 2, 0) / Math.max(1, differences.length - 1);
+  return {
+    met: differences.filter((difference) => difference <= 0).length,
+    count: differences.length,
+    meanMs: mean,
+    standardErrorMs: Math.sqrt(variance / differences.length),
+  };
 }
 
 function sequentialFigures(name: string, samples: Samples): Figures {
@@ -313,14 +342,14 @@ async function main(): Promise<void> {
             },
           ]
         : []),
-      { name: "(d) bare Hono route /health", url: `${worker.baseUrl}/health`, method: "GET", headers: {} },
       {
-        name: "(d2) bare POST /__debug/echo",
-        url: `${worker.baseUrl}/__debug/echo`,
+        name: "(d) bare Hono route POST /__debug/bare",
+        url: `${worker.baseUrl}/__debug/bare`,
         method: "POST",
         headers: json,
-        body: JSON.stringify({ message: "Write a haiku about retries.", count: 16 }),
+        body: CHAT_BODY,
       },
+      { name: "(d1) bare GET /health", url: `${worker.baseUrl}/health`, method: "GET", headers: {} },
       {
         name: "(d3) bare upstream hop",
         url: `${worker.baseUrl}/__debug/upstream-hop`,
@@ -361,7 +390,7 @@ async function main(): Promise<void> {
       `sequential pass (${SEQUENTIAL_REQUESTS} requests each, one at a time, in ${SEQUENTIAL_BLOCKS} blocks ordered like the rounds):`,
     );
     const passes = cases.map((testCase) => {
-      const samples: Samples = { times: [], errors: 0, elapsedMs: 0 };
+      const samples: Samples = { times: [], blockP50sMs: [], errors: 0, elapsedMs: 0 };
       return { name: testCase.name, testCase, samples };
     });
     for (let block = 1; block <= SEQUENTIAL_BLOCKS; block++) {
@@ -381,12 +410,12 @@ async function main(): Promise<void> {
       return runs.reduce((sum, run) => sum + value(run), 0) / Math.max(1, runs.length);
     };
     const meanP50 = (name: string) => meanOf(name, (figures) => figures.p50Ms);
-    const [d2, d3, e] = ["(d2) bare POST /__debug/echo", "(d3) bare upstream hop", "(e) auth+limit /whoami"];
+    const [d1, d3, e] = ["(d1) bare GET /health", "(d3) bare upstream hop", "(e) auth+limit /whoami"];
     const [a, b, c, d] = [
       "(a) upstream direct",
       "(b) our router /llm/chat/completions",
       "(c) Portkey gateway",
-      "(d) bare Hono route /health",
+      "(d) bare Hono route POST /__debug/bare",
     ];
     const failures = [...[...byCase.values()].flat(), ...seq.values()]
       .filter((figures) => figures.errors > 0 || figures.non2xx > 0)
@@ -398,10 +427,7 @@ async function main(): Promise<void> {
       // Our route's added latency less the upstream's own (a): what routing adds beyond serving the call.
       const ownOnly = ours - p50(a);
       console.log(
-        `${label}: parts of (b): auth+limit (e)−(d) ${ms(p50(e) - p50(d))} ms; POST body (d2)−(d) ${ms(p50(d2) - p50(d))} ms; (b) over (d2) ${ms(p50(b) - p50(d2))} ms`,
-      );
-      console.log(
-        `${label}: the runtime's outbound hop (d3)−(d) ${ms(p50(d3) - p50(d))} ms; the router's own cost (b)−(d3) ${ms(p50(b) - p50(d3))} ms`,
+        `${label}: parts: the runtime carrying the body (d)−(d1) ${ms(p50(d) - p50(d1))} ms; auth+limit (e)−(d1) ${ms(p50(e) - p50(d1))} ms; the runtime's outbound hop (d3)−(d) ${ms(p50(d3) - p50(d))} ms; the router's own cost (b)−(d3) ${ms(p50(b) - p50(d3))} ms`,
       );
       if (!portkey) {
         console.log(
@@ -411,41 +437,52 @@ async function main(): Promise<void> {
       }
       const theirs = p50(c) - p50(a);
       // A case that failed has no latency worth comparing (a dead server answers fast).
-      const verdict =
+      const verdict = (added: number) =>
         failures.length > 0
           ? `no verdict: errors in ${failures.join(", ")}`
-          : ours <= theirs
+          : added <= theirs
             ? "goal met"
             : "goal NOT met";
       console.log(
-        `${label}: Portkey adds ${ms(theirs)} ms p50 over (a); our route adds ${ms(ours)} ms p50 over (d) (${ms(ownOnly)} ms beyond the upstream's own p50) → ${verdict} (ours ≤ Portkey's)`,
+        `${label}: Portkey adds ${ms(theirs)} ms p50 over (a); our route adds ${ms(ours)} ms p50 over (d) (${ms(ownOnly)} ms beyond the upstream's own p50) → ${verdict(ours)} (ours ≤ Portkey's)`,
       );
+      const overGet = p50(b) - p50(d1);
+      console.log(
+        `${label}: over the GET floor (d1) instead, which leaves the body's carriage on our side: our route adds ${ms(overGet)} ms → ${verdict(overGet)}`,
+      );
+    };
+    /** Each round's or block's added latencies, Portkey's and ours (over (d), and over (d1)), paired. */
+    const pairedLine = (unit: string, p50s: (name: string) => number[], digits: number) => {
+      const added = (over: string, name: string) => p50s(name).map((p50, index) => p50 - p50s(over)[index]);
+      const theirs = added(a, c);
+      const [overBare, overGet] = [pairedDifference(theirs, added(d, b)), pairedDifference(theirs, added(d1, b))];
+      const ms = (value: number) => value.toFixed(digits);
+      return `ours ≤ Portkey's in ${overBare.met} of ${overBare.count} ${unit}; ours − Portkey's: mean ${ms(overBare.meanMs)} ms, standard error ${ms(overBare.standardErrorMs)} ms (over (d1): mean ${ms(overGet.meanMs)}, standard error ${ms(overGet.standardErrorMs)})`;
     };
     report(`20 connections (mean of ${ROUNDS} rounds)`, meanP50);
     if (portkey) {
       // The pairs ran back to back (roundOrder), so each round's two differences saw the same machine.
       const p50s = (name: string) => (byCase.get(name) ?? []).map((figures) => figures.p50Ms);
       const added = (over: string, name: string) => p50s(name).map((p50, round) => p50 - p50s(over)[round]);
-      const [theirs, ours] = [added(a, c), added(d, b)];
       const list = (values: number[]) => values.map((value) => value.toFixed(1)).join(", ");
-      const met = ours.filter((value, round) => value <= theirs[round]).length;
       // How sure the mean verdict is: the paired differences' mean and its standard error (this VM's rounds swing by ms).
-      const differences = ours.map((value, round) => value - theirs[round]);
-      const mean = differences.reduce((sum, value) => sum + value, 0) / differences.length;
-      const variance =
-        differences.reduce((sum, value) => sum + (value - mean) ** 2, 0) / Math.max(1, differences.length - 1);
       console.log(
-        `20 connections, round by round: Portkey adds ${list(theirs)} ms; our route adds ${list(ours)} ms; ours ≤ Portkey's in ${met} of ${ours.length} rounds; ours − Portkey's: mean ${mean.toFixed(1)} ms, standard error ${Math.sqrt(variance / differences.length).toFixed(1)} ms`,
+        `20 connections, round by round: Portkey adds ${list(added(a, c))} ms; our route adds ${list(added(d, b))} ms; ${pairedLine("rounds", p50s, 1)}`,
       );
     }
     const workerdMs = (name: string) => meanOf(name, (figures) => figures.cpu?.workerd ?? 0);
     console.log(
-      `CPU per request at 20 connections (mean of ${ROUNDS} rounds): wrangler dev's workerd processes (the dev proxy and the Worker) spend ${workerdMs(d).toFixed(2)} ms on (d), ${workerdMs(d3).toFixed(2)} on (d3), ${workerdMs(b).toFixed(2)} on (b): (b) over (d) ${(workerdMs(b) - workerdMs(d)).toFixed(2)} ms, of which the hop (d3)−(d) ${(workerdMs(d3) - workerdMs(d)).toFixed(2)} and the router (b)−(d3) ${(workerdMs(b) - workerdMs(d3)).toFixed(2)}` +
+      `CPU per request at 20 connections (mean of ${ROUNDS} rounds): wrangler dev's workerd processes (the dev proxy and the Worker) spend ${workerdMs(d1).toFixed(2)} ms on (d1), ${workerdMs(d).toFixed(2)} on (d), ${workerdMs(d3).toFixed(2)} on (d3), ${workerdMs(b).toFixed(2)} on (b): (b) over (d) ${(workerdMs(b) - workerdMs(d)).toFixed(2)} ms, of which the hop (d3)−(d) ${(workerdMs(d3) - workerdMs(d)).toFixed(2)} and the router (b)−(d3) ${(workerdMs(b) - workerdMs(d3)).toFixed(2)}` +
         (portkey
           ? `; Portkey's process spends ${meanOf(c, (figures) => figures.cpu?.portkey ?? 0).toFixed(2)} ms on (c)`
           : ""),
     );
     report("sequential", (name) => seq.get(name)?.p50Ms ?? Number.NaN, 2);
+    if (portkey) {
+      // The whole pass's p50s above pool blocks minutes apart; these pair each block's, as for the rounds.
+      const blockP50s = (name: string) => passes.find((pass) => pass.name === name)?.samples.blockP50sMs ?? [];
+      console.log(`sequential, block by block: ${pairedLine("blocks", blockP50s, 2)}`);
+    }
     console.log(`upstream saw ${upstream.received} requests`);
   } finally {
     portkey?.stop();

@@ -3,16 +3,19 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp, openApiDocument } from "../../src/app.ts";
 
-/** POST /__debug/upstream-hop: bench/router's floor for the runtime's own outbound hop. */
+/**
+ * bench/router's floors: POST /__debug/bare (what the runtime costs to carry the call's body in and an
+ * answer out) and POST /__debug/upstream-hop (the runtime's own outbound hop).
+ */
 
 afterEach(() => vi.restoreAllMocks());
 
 const BODY = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
 const COMPLETION = { id: "x", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant" } }] };
 
-function post(vars: Record<string, string>) {
+function post(vars: Record<string, string>, path = "/__debug/upstream-hop") {
   return createApp().fetch(
-    new Request("http://edge.test/__debug/upstream-hop", {
+    new Request(`http://edge.test${path}`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: BODY,
@@ -41,5 +44,23 @@ describe("POST /__debug/upstream-hop", () => {
     expect(response.status).toBe(404);
     expect(upstream).not.toHaveBeenCalled();
     expect(Object.keys(openApiDocument().paths ?? {}).filter((path) => path.startsWith("/__debug"))).toEqual([]);
+  });
+});
+
+describe("POST /__debug/bare", () => {
+  it("answers the body back byte for byte, with its content type, and calls nothing", async () => {
+    const outbound = vi.spyOn(globalThis, "fetch");
+    const response = await post({}, "/__debug/bare");
+    expect(response.status).toBe(200);
+    expect(response.headers.get("Content-Type")).toBe("application/json");
+    expect(response.headers.get("X-Request-Id")).toMatch(/^req_/);
+    expect(await response.text()).toBe(BODY);
+    expect(outbound).not.toHaveBeenCalled();
+  });
+
+  it("is absent when debug routes are off", async () => {
+    const response = await post({ ENABLE_DEBUG_ROUTES: "false" }, "/__debug/bare");
+    expect(response.status).toBe(404);
+    expect(response.headers.get("Content-Type")).toBe("application/problem+json");
   });
 });
