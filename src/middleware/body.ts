@@ -9,7 +9,8 @@ const METHODS_WITH_BODY = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 function hasBody(request: Request): boolean {
   const length = request.headers.get("content-length");
   if (length !== null) return Number(length) > 0;
-  return request.headers.has("transfer-encoding");
+  // Neither header (an HTTP/2 body, or a Request built in code, as a service binding may send): is there a stream?
+  return request.headers.has("transfer-encoding") || request.body !== null;
 }
 
 /** Bodies are JSON: anything else is a 415 before any handler parses it. */

@@ -21,8 +21,9 @@ export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
   // bench/router's bare baseline for a POST: the call's JSON body answered back as it came, unparsed. Carrying a
   // body costs the runtime something of its own (wrangler dev relays it through two processes), and a GET floor
   // would count that as the router's.
+  // (requireJsonBody has already refused anything but JSON.)
   app.post("/__debug/bare", async (c) =>
-    c.body(await c.req.arrayBuffer(), 200, { "Content-Type": c.req.header("Content-Type") ?? "application/json" }),
+    c.body(await c.req.arrayBuffer(), 200, { "Content-Type": "application/json" }),
   );
   // The runtime's own outbound hop, for bench/router's (d3): the body goes to the OpenAI upstream in one
   // plain fetch and its JSON answer comes back re-serialised, as any router must, with nothing else around it.

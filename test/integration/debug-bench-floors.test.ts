@@ -48,7 +48,7 @@ describe("POST /__debug/upstream-hop", () => {
 });
 
 describe("POST /__debug/bare", () => {
-  it("answers the body back byte for byte, with its content type, and calls nothing", async () => {
+  it("answers the body back byte for byte, as JSON, and calls nothing", async () => {
     const outbound = vi.spyOn(globalThis, "fetch");
     const response = await post({}, "/__debug/bare");
     expect(response.status).toBe(200);
@@ -61,6 +61,20 @@ describe("POST /__debug/bare", () => {
   it("is absent when debug routes are off", async () => {
     const response = await post({ ENABLE_DEBUG_ROUTES: "false" }, "/__debug/bare");
     expect(response.status).toBe(404);
+    expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+  });
+
+  it("refuses a body that is not JSON, even from a Request built in code (no Content-Length)", async () => {
+    const response = await createApp().fetch(
+      new Request("http://edge.test/__debug/bare", {
+        method: "POST",
+        headers: { "Content-Type": "text/html" },
+        body: "<b>",
+      }),
+      env,
+      createExecutionContext(),
+    );
+    expect(response.status).toBe(415);
     expect(response.headers.get("Content-Type")).toBe("application/problem+json");
   });
 });
