@@ -193,6 +193,11 @@ function pairedDifference(theirs: number[], ours: number[]) {
   };
 }
 
+/** Each round's (or block's) p50 of `name` less that of `over` in the same round. */
+function addedOver(p50s: (name: string) => number[]) {
+  return (over: string, name: string) => p50s(name).map((p50, index) => p50 - p50s(over)[index]);
+}
+
 function sequentialFigures(name: string, samples: Samples): Figures {
   const times = [...samples.times].sort((a, b) => a - b);
   return {
@@ -453,7 +458,7 @@ async function main(): Promise<void> {
     };
     /** Each round's or block's added latencies, Portkey's and ours (over (d), and over (d1)), paired. */
     const pairedLine = (unit: string, p50s: (name: string) => number[], digits: number) => {
-      const added = (over: string, name: string) => p50s(name).map((p50, index) => p50 - p50s(over)[index]);
+      const added = addedOver(p50s);
       const theirs = added(a, c);
       const [overBare, overGet] = [pairedDifference(theirs, added(d, b)), pairedDifference(theirs, added(d1, b))];
       const ms = (value: number) => value.toFixed(digits);
@@ -463,7 +468,7 @@ async function main(): Promise<void> {
     if (portkey) {
       // The pairs ran back to back (roundOrder), so each round's two differences saw the same machine.
       const p50s = (name: string) => (byCase.get(name) ?? []).map((figures) => figures.p50Ms);
-      const added = (over: string, name: string) => p50s(name).map((p50, round) => p50 - p50s(over)[round]);
+      const added = addedOver(p50s);
       const list = (values: number[]) => values.map((value) => value.toFixed(1)).join(", ");
       // How sure the mean verdict is: the paired differences' mean and its standard error (this VM's rounds swing by ms).
       console.log(
