@@ -11,9 +11,11 @@ import { type AuditAnchor, AuditAnchorStore } from "../src/limits/audit-anchor-s
 import {
   type BudgetAmountsInput,
   BudgetBook,
+  type LeasedSettleInput,
   type PeriodStatus,
   type ReserveResult,
   type SettleResult,
+  type ThresholdCrossing,
   type UnbudgetedCharge,
 } from "../src/limits/budgets.ts";
 import { LimiterCore } from "../src/limits/limiter-core.ts";
@@ -66,14 +68,22 @@ export class WorkspaceLimiter extends DurableObject {
     return this.#auditAnchor.advance(seq, hash, Date.now());
   }
 
-  /** Budgets: reserve a call's estimate; refused when a daily or monthly budget has nothing left. */
-  async reserveBudget(input: BudgetAmountsInput): Promise<ReserveResult> {
+  /**
+   * Budgets: reserve a call's estimate; refused when a daily or monthly budget has nothing left.
+   * With `leaseKey`, may also lend the isolate budget for its next calls.
+   */
+  async reserveBudget(input: BudgetAmountsInput & { leaseKey?: string }): Promise<ReserveResult> {
     return this.#budgets.reserve({ ...input, nowMs: Date.now() });
   }
 
   /** Budgets: charge the actual amounts once per charge key; reports thresholds newly reached. */
   async settleBudget(input: BudgetAmountsInput): Promise<SettleResult> {
     return this.#budgets.settle({ ...input, nowMs: Date.now() });
+  }
+
+  /** Budgets: calls charged against a lease, in one call; reports thresholds newly reached. */
+  async settleLeasedBudget(input: LeasedSettleInput): Promise<{ crossings: ThresholdCrossing[] }> {
+    return this.#budgets.settleLeased({ ...input, nowMs: Date.now() });
   }
 
   /** Calls of a workspace without budgets, counted in one call (isolates coalesce them; no reservation was made). */

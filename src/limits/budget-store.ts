@@ -147,6 +147,17 @@ export class BudgetStore {
     );
   }
 
+  /** Sets what an unsettled charge (a lease) still holds; `settled` ends it. */
+  holdCharge(chargeKey: string, tokens: number, costUsd: number, settled: boolean): void {
+    this.#sql.exec(
+      "UPDATE limiter_budget_charges SET tokens = ?, cost_usd = ?, settled = ? WHERE charge_key = ?",
+      tokens,
+      costUsd,
+      settled ? 1 : 0,
+      chargeKey,
+    );
+  }
+
   /**
    * Empties the reservations past their time and answers what they held. The
    * charge rows stay, unsettled and holding nothing: a call that does finish

@@ -1,4 +1,4 @@
-import { BudgetStore, type PeriodCounters } from "./budget-store.ts";
+import { BudgetStore, type ChargeRow, type PeriodCounters } from "./budget-store.ts";
 import type { LimiterStorage } from "./limiter-store.ts";
 
 /**
@@ -31,8 +31,38 @@ export interface UnbudgetedCharge {
   once?: boolean;
 }
 
+/**
+ * Budget lent to one isolate with a reservation, for its calls to spend
+ * without a round trip each (src/llm/budget-leases.ts). Held here like a
+ * reservation under its own key: the charges reported against it draw it
+ * down, and what is left goes back when the isolate closes it, or at the
+ * sweep after LEASE_HOLD_MS if the isolate is gone.
+ */
+export interface BudgetLease {
+  key: string;
+  /** Null: the workspace has no budget of that kind, so the lease does not limit it. */
+  tokens: number | null;
+  costUsd: number | null;
+}
+
+/** A call charged against a lease; `once` as in UnbudgetedCharge. */
+export interface LeasedCharge {
+  chargeKey: string;
+  tokens: number;
+  costUsd: number;
+  once?: boolean;
+}
+
+export interface LeasedSettleInput {
+  leaseKey: string;
+  limits: BudgetLimits | null;
+  charges: LeasedCharge[];
+  /** The isolate is done with the lease: what it still holds goes back. */
+  close: boolean;
+}
+
 export type ReserveResult =
-  | { ok: true }
+  | { ok: true; lease: BudgetLease | null }
   | {
       ok: false;
       period: "daily" | "monthly";
@@ -81,6 +111,18 @@ const UNBUDGETED_KEEP_MS = 2 * DAY_MS;
  * gets 15 minutes of wall time and a call's default deadline is 3 minutes.
  */
 const RESERVATION_TTL_MS = 30 * 60_000;
+/**
+ * Leases. One is granted only while, after the call's own reservation, the
+ * budgets have room for LEASE_MIN_ROOM_CALLS more calls like it; it covers
+ * at most LEASE_CALLS of them and a quarter of that room, so isolates leasing
+ * at once cannot take it all. Near a limit no lease is granted: every call
+ * then reserves by itself, and refusals stay exact.
+ */
+const LEASE_CALLS = 100;
+const LEASE_MIN_ROOM_CALLS = 20;
+const LEASE_MAX_SHARE_OF_ROOM = 0.25;
+/** An isolate spends a lease for seconds (src/llm/budget-leases.ts); past this it is presumed gone. */
+export const LEASE_HOLD_MS = 60_000;
 const PRUNE_INTERVAL_MS = 60_000;
 
 const RULES = [
@@ -110,6 +152,22 @@ function used(counters: PeriodCounters, metric: "tokens" | "cost_usd", withReser
 
 const round = (value: number) => Math.round(value * 1e8) / 1e8;
 
+/** What the budgets have left, counting what is reserved: the tightest of each kind, null for a kind without a budget. */
+function headroom(
+  limits: BudgetLimits | null,
+  counters: Record<"daily" | "monthly", PeriodCounters>,
+): { tokens: number | null; costUsd: number | null } {
+  const left: { tokens: number | null; costUsd: number | null } = { tokens: null, costUsd: null };
+  for (const rule of RULES) {
+    const limit = limits?.[rule.field];
+    if (limit === null || limit === undefined) continue;
+    const remaining = Math.max(0, round(limit - used(counters[rule.period], rule.metric, true)));
+    if (rule.metric === "tokens") left.tokens = Math.min(left.tokens ?? remaining, remaining);
+    else left.costUsd = Math.min(left.costUsd ?? remaining, remaining);
+  }
+  return left;
+}
+
 export class BudgetBook {
   readonly #store: BudgetStore;
   readonly #atomically: <T>(write: () => T) => T;
@@ -120,12 +178,13 @@ export class BudgetBook {
     this.#atomically = (write) => storage.transactionSync(write);
   }
 
-  reserve(input: BudgetAmountsInput & { nowMs: number }): ReserveResult {
+  /** With `leaseKey`, also lends the isolate budget for its next calls when there is ample room (see LEASE_CALLS). */
+  reserve(input: BudgetAmountsInput & { nowMs: number; leaseKey?: string }): ReserveResult {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
       const existing = this.#store.charge(input.chargeKey);
-      if (existing) return { ok: true } as const;
+      if (existing) return { ok: true, lease: null } as const;
       const keys = periodKeys(nowMs);
       const counters = { daily: this.#store.period(keys.day), monthly: this.#store.period(keys.month) };
       for (const rule of RULES) {
@@ -153,8 +212,94 @@ export class BudgetBook {
       const reserved = { reservedTokens: input.tokens, reservedCostUsd: input.costUsd };
       periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, reserved);
       periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, reserved);
+      const lease = input.leaseKey ? this.#grantLease(input.leaseKey, input, keys, periods, nowMs) : null;
       periods.write();
-      return { ok: true } as const;
+      return { ok: true, lease } as const;
+    });
+  }
+
+  #grantLease(
+    leaseKey: string,
+    call: BudgetAmountsInput,
+    keys: { day: string; month: string },
+    periods: PeriodCache,
+    nowMs: number,
+  ): BudgetLease | null {
+    const room = headroom(call.limits, { daily: periods.get(keys.day), monthly: periods.get(keys.month) });
+    const size = (left: number | null, perCall: number) => {
+      if (left === null) return null;
+      if (perCall * LEASE_MIN_ROOM_CALLS > left) return undefined;
+      return Math.min(perCall * LEASE_CALLS, left * LEASE_MAX_SHARE_OF_ROOM);
+    };
+    const tokens = size(room.tokens, call.tokens);
+    const costUsd = size(room.costUsd, call.costUsd);
+    if (tokens === undefined || costUsd === undefined || (tokens === null && costUsd === null)) return null;
+    const lease = {
+      key: leaseKey,
+      tokens: tokens === null ? null : Math.floor(tokens),
+      costUsd: costUsd === null ? null : round(costUsd),
+    };
+    const held = { tokens: lease.tokens ?? 0, costUsd: lease.costUsd ?? 0 };
+    this.#store.writeCharge(
+      leaseKey,
+      { ...keys, ...held, settled: false },
+      nowMs + UNBUDGETED_KEEP_MS,
+      nowMs + LEASE_HOLD_MS,
+    );
+    const reserved = { reservedTokens: held.tokens, reservedCostUsd: held.costUsd };
+    periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, reserved);
+    periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, reserved);
+    return lease;
+  }
+
+  /**
+   * Charges calls an isolate made against its lease, in one transaction: each
+   * key once (a key that had reserved by itself is settled as such), the
+   * lease drawn down by what they cost, and with `close` what it still holds
+   * given back. Reports thresholds newly reached.
+   */
+  settleLeased(input: LeasedSettleInput & { nowMs: number }): { crossings: ThresholdCrossing[] } {
+    const { nowMs } = input;
+    const keys = periodKeys(nowMs);
+    return this.#atomically(() => {
+      const periods = new PeriodCache(this.#store);
+      const fresh = this.#store.insertSettledCharges(
+        input.charges.filter((charge) => !charge.once),
+        keys,
+        nowMs + CHARGE_KEEP_MS,
+      );
+      const spent = { tokens: 0, costUsd: 0 };
+      for (const charge of input.charges) {
+        if (charge.once || fresh.delete(charge.chargeKey)) {
+          spent.tokens += charge.tokens;
+          spent.costUsd += charge.costUsd;
+          continue;
+        }
+        // Seen before: charged already, or reserved by itself on an earlier attempt (settle that reservation).
+        const existing = this.#store.charge(charge.chargeKey);
+        if (existing && !existing.settled)
+          this.#settleCharge({ ...charge, limits: input.limits }, existing, periods, nowMs);
+      }
+      periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, spent);
+      periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, spent);
+      const lease = this.#store.charge(input.leaseKey);
+      if (lease && !lease.settled) {
+        const drawn = {
+          tokens: input.close ? lease.tokens : Math.min(lease.tokens, spent.tokens),
+          costUsd: input.close ? lease.costUsd : Math.min(lease.costUsd, round(spent.costUsd)),
+        };
+        const delta = { reservedTokens: -drawn.tokens, reservedCostUsd: -drawn.costUsd };
+        periods.adjust(lease.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
+        periods.adjust(lease.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
+        this.#store.holdCharge(
+          input.leaseKey,
+          lease.tokens - drawn.tokens,
+          round(lease.costUsd - drawn.costUsd),
+          input.close,
+        );
+      }
+      periods.write();
+      return { crossings: this.#crossings(keys, input.limits, nowMs, periods) };
     });
   }
 
@@ -164,24 +309,35 @@ export class BudgetBook {
     return this.#atomically(() => {
       const existing = this.#store.charge(input.chargeKey);
       if (existing?.settled) return { duplicate: true, crossings: [] };
-      const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
-      const delta = {
-        tokens: input.tokens,
-        costUsd: input.costUsd,
-        reservedTokens: -(existing?.tokens ?? 0),
-        reservedCostUsd: -(existing?.costUsd ?? 0),
-      };
       const periods = new PeriodCache(this.#store);
-      periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
-      periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
+      const keys = this.#settleCharge(input, existing, periods, nowMs);
       periods.write();
-      this.#store.writeCharge(
-        input.chargeKey,
-        { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },
-        nowMs + CHARGE_KEEP_MS,
-      );
       return { duplicate: false, crossings: this.#crossings(keys, input.limits, nowMs, periods) };
     });
+  }
+
+  /** One charge, settled: its reservation (if any) released, its actual amounts counted. Answers its periods. */
+  #settleCharge(
+    input: BudgetAmountsInput,
+    existing: ChargeRow | null,
+    periods: PeriodCache,
+    nowMs: number,
+  ): { day: string; month: string } {
+    const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
+    const delta = {
+      tokens: input.tokens,
+      costUsd: input.costUsd,
+      reservedTokens: -(existing?.tokens ?? 0),
+      reservedCostUsd: -(existing?.costUsd ?? 0),
+    };
+    periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
+    periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
+    this.#store.writeCharge(
+      input.chargeKey,
+      { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },
+      nowMs + CHARGE_KEEP_MS,
+    );
+    return keys;
   }
 
   /**

@@ -22,7 +22,10 @@ describe("BudgetBook", () => {
   it("reserves, settles once per charge key, and frees what a call did not use", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_tokens: 1_000 };
-      expect(book.reserve({ chargeKey: "a", limits, tokens: 900, costUsd: 0, nowMs: NOW })).toEqual({ ok: true });
+      expect(book.reserve({ chargeKey: "a", limits, tokens: 900, costUsd: 0, nowMs: NOW })).toEqual({
+        ok: true,
+        lease: null,
+      });
       expect(book.status(NOW).daily).toMatchObject({ tokens: 0, reserved_tokens: 900 });
       book.settle({ chargeKey: "a", limits, tokens: 100, costUsd: 0.5, nowMs: NOW });
       expect(book.status(NOW).daily).toMatchObject({ tokens: 100, reserved_tokens: 0, cost_usd: 0.5 });
@@ -48,6 +51,7 @@ describe("BudgetBook", () => {
       const released = NOW + 31 * 60_000;
       expect(book.reserve({ chargeKey: "next", limits, tokens: 10, costUsd: 0, nowMs: released })).toEqual({
         ok: true,
+        lease: null,
       });
       expect(book.status(released).daily).toMatchObject({ tokens: 0, reserved_tokens: 10, reserved_cost_usd: 0 });
       expect(book.status(released).monthly).toMatchObject({ reserved_tokens: 10, reserved_cost_usd: 0 });
@@ -70,6 +74,7 @@ describe("BudgetBook", () => {
       expect(book.status(NOW + 1_000).daily).toMatchObject({ reserved_tokens: 0 });
       expect(book.reserve({ chargeKey: "after", limits, tokens: 10, costUsd: 0, nowMs: NOW + 1_000 })).toEqual({
         ok: true,
+        lease: null,
       });
     }));
 
@@ -142,6 +147,7 @@ describe("BudgetBook", () => {
       const tomorrow = Date.parse("2026-11-26T00:00:01Z");
       expect(book.reserve({ chargeKey: "next", limits, tokens: 10, costUsd: 0.01, nowMs: tomorrow })).toEqual({
         ok: true,
+        lease: null,
       });
     }));
 
@@ -175,6 +181,74 @@ describe("BudgetBook", () => {
         ["monthly", 80],
         ["monthly", 100],
       ]);
+    }));
+
+  it("lends a lease with a reservation only while there is ample room, and holds it like one", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 100_000, monthly_cost_usd: 10 };
+      const call = { limits, tokens: 100, costUsd: 0.01, nowMs: NOW };
+      // At most 100 calls like this one, and at most a quarter of the room (24,975 tokens, 2.4975 USD).
+      expect(book.reserve({ ...call, chargeKey: "a", leaseKey: "lease:1" })).toEqual({
+        ok: true,
+        lease: { key: "lease:1", tokens: 10_000, costUsd: 1 },
+      });
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 0, reserved_tokens: 10_100 });
+      // Calls charged against it draw it down, each key once.
+      const charges = [
+        { chargeKey: "b", tokens: 60, costUsd: 0.002 },
+        { chargeKey: "c", tokens: 70, costUsd: 0.003 },
+      ];
+      book.settleLeased({ leaseKey: "lease:1", limits, charges, close: false, nowMs: NOW });
+      book.settleLeased({ leaseKey: "lease:1", limits, charges: charges.slice(0, 1), close: false, nowMs: NOW });
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 130, reserved_tokens: 10_100 - 130 });
+      expect(book.status(NOW).monthly).toMatchObject({ cost_usd: 0.005, reserved_cost_usd: 1.005 });
+      // Closed, it gives back what it still holds; the call's own reservation stays until it settles.
+      book.settleLeased({ leaseKey: "lease:1", limits, charges: [], close: true, nowMs: NOW });
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 130, reserved_tokens: 100 });
+      expect(book.status(NOW).monthly).toMatchObject({ reserved_cost_usd: 0.01 });
+
+      // Near the limit no lease is lent: 20 more calls like this one would not fit.
+      const tight = { ...NONE, daily_tokens: 2_000 };
+      expect(
+        book.reserve({ limits: tight, tokens: 100, costUsd: 0, nowMs: NOW, chargeKey: "d", leaseKey: "lease:2" }),
+      ).toEqual({ ok: true, lease: null });
+    }));
+
+  it("gives back a lease its isolate never closed at the sweep after a minute, and still counts its late charges", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 1_000_000 };
+      book.reserve({ chargeKey: "a", limits, tokens: 1_000, costUsd: 0, nowMs: NOW, leaseKey: "lease:gone" });
+      book.settle({ chargeKey: "a", limits, tokens: 900, costUsd: 0, nowMs: NOW });
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 900, reserved_tokens: 100_000 });
+      const later = NOW + 61_000;
+      expect(book.status(later).daily).toMatchObject({ tokens: 900, reserved_tokens: 0 });
+      book.settleLeased({
+        leaseKey: "lease:gone",
+        limits,
+        charges: [{ chargeKey: "b", tokens: 50, costUsd: 0 }],
+        close: true,
+        nowMs: later,
+      });
+      expect(book.status(later).daily).toMatchObject({ tokens: 950, reserved_tokens: 0 });
+    }));
+
+  it("charges a key that had reserved by itself as that reservation's settlement, and reports thresholds its batch crosses", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 10_000 };
+      book.reserve({ chargeKey: "lease-grantor", limits, tokens: 10, costUsd: 0, nowMs: NOW, leaseKey: "lease:1" });
+      book.reserve({ chargeKey: "retried", limits, tokens: 500, costUsd: 0, nowMs: NOW });
+      const { crossings } = book.settleLeased({
+        leaseKey: "lease:1",
+        limits,
+        charges: [
+          { chargeKey: "retried", tokens: 400, costUsd: 0 },
+          { chargeKey: "big", tokens: 4_700, costUsd: 0, once: true },
+        ],
+        close: true,
+        nowMs: NOW,
+      });
+      expect(crossings.map((crossing) => crossing.thresholdPercent)).toEqual([50]);
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 5_100, reserved_tokens: 10 });
     }));
 });
 
