@@ -3,6 +3,7 @@ import type { AppConfig } from "../env.ts";
 import { publish } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
 import { type PeriodStatus, periodEndMs, type ThresholdCrossing, type UnbudgetedCharge } from "../limits/budgets.ts";
+import { type Keep, type Lease, type LeaseBatchItem, LeaseBook, LeaseHold } from "./budget-leases.ts";
 import { Coalescer } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
 import { type BudgetGate, hasAnyBudget } from "./router.ts";
@@ -25,16 +26,23 @@ export function budgetGate(
   logger: Logger,
   waitUntil?: (promise: Promise<unknown>) => void,
 ): BudgetGate {
+  const leases = leaseBookFor(config);
+  const keep: Keep = waitUntil ?? ((work) => void work.catch(() => {}));
+  const writeLeased = (lease: Lease, items: LeaseBatchItem[]) => writeLeaseBatch(config, logger, lease, items);
   return {
     async reserve(amounts) {
-      if (!amounts.budgets || !hasAnyBudget(amounts.budgets)) return;
+      const budgets = amounts.budgets;
+      if (!budgets || !hasAnyBudget(budgets)) return undefined;
+      const leased = leases.take(amounts.workspaceId, budgets, amounts, keep);
+      if (leased) return leased;
       let result: Awaited<ReturnType<ReturnType<Config["WORKSPACE_LIMITER"]["getByName"]>["reserveBudget"]>>;
       try {
         result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).reserveBudget({
           chargeKey: amounts.chargeKey,
-          limits: amounts.budgets,
+          limits: budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
+          leaseKey: `lease:${crypto.randomUUID()}`,
         });
       } catch (error) {
         // Spending without a working counter could overrun a budget: refuse, but as something to retry.
@@ -52,9 +60,24 @@ export function budgetGate(
           },
         );
       }
+      if (result.lease) leases.install(result.lease, amounts.workspaceId, budgets, writeLeased, keep);
+      return undefined;
     },
 
     async settle(amounts, context) {
+      if (amounts.hold instanceof LeaseHold) {
+        const charge = {
+          chargeKey: amounts.chargeKey,
+          tokens: amounts.tokens,
+          costUsd: amounts.costUsd,
+          once: amounts.once,
+        };
+        const written = amounts.hold.lease.settle(amounts.hold, charge, context);
+        // The lease took the charge at once; only the batch's write is left, and nothing waits on it.
+        if (waitUntil) waitUntil(written);
+        else await written;
+        return;
+      }
       const limited = amounts.budgets !== null && hasAnyBudget(amounts.budgets);
       // Releasing a reservation that was never made: nothing to do.
       if (!limited && amounts.tokens === 0 && amounts.costUsd === 0) return;
@@ -113,6 +136,30 @@ function unbudgetedCounter(config: Config, workspaceId: string): Coalescer<Unbud
     byWorkspace.set(workspaceId, settler);
   }
   return settler;
+}
+
+const leaseBooks = new WeakMap<object, LeaseBook>();
+
+function leaseBookFor(config: Config): LeaseBook {
+  let book = leaseBooks.get(config.WORKSPACE_LIMITER);
+  if (!book) {
+    book = new LeaseBook();
+    leaseBooks.set(config.WORKSPACE_LIMITER, book);
+  }
+  return book;
+}
+
+/** One limiter call for a lease's batch of charges (and its close); thresholds crossed are reported with the last call's context. */
+async function writeLeaseBatch(config: Config, logger: Logger, lease: Lease, items: LeaseBatchItem[]): Promise<void> {
+  const charged = items.flatMap((item) => ("charge" in item ? [item] : []));
+  const result = await config.WORKSPACE_LIMITER.getByName(lease.workspaceId).settleLeasedBudget({
+    leaseKey: lease.key,
+    limits: lease.budgets,
+    charges: charged.map((item) => item.charge),
+    close: items.some((item) => "close" in item),
+  });
+  const context = charged.at(-1)?.context ?? { workspaceId: lease.workspaceId, chargeKey: lease.key };
+  await Promise.all(result.crossings.map((crossing) => publishCrossing(config, logger, context, crossing)));
 }
 
 async function publishCrossing(config: Config, logger: Logger, context: CallContext, crossing: ThresholdCrossing) {

@@ -32,13 +32,18 @@ export interface BudgetAmounts {
   /** See CallContext.chargeOnce. */
   once?: boolean;
   budgets: WorkspaceBudgets | null;
+  /** What reserve answered for this call, handed back to settle. */
+  hold?: BudgetHold;
   tokens: number;
   costUsd: number;
 }
 
+/** The gate's own record of how a call was reserved (for instance, against a lease); the router only hands it back. */
+export type BudgetHold = object | undefined;
+
 export interface BudgetGate {
   /** Throws BudgetExhaustedError when a budget has nothing left. */
-  reserve(amounts: BudgetAmounts, context: CallContext): Promise<void>;
+  reserve(amounts: BudgetAmounts, context: CallContext): Promise<BudgetHold>;
   /** Charges the actual amounts (0 releases the reservation) and reports threshold crossings. */
   settle(amounts: BudgetAmounts, context: CallContext): Promise<void>;
 }

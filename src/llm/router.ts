@@ -1,10 +1,9 @@
-import type { WorkspaceBudgets } from "../db/schema.ts";
 import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
 import { BudgetExhaustedError, classifyFailure, type FailureClass, finalError } from "./errors.ts";
 import { costUsd } from "./prices.ts";
 import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapter, ProviderError } from "./provider.ts";
 import { backoffDelayMs } from "./retry.ts";
-import type { RoutedStream, RouterDeps } from "./router-deps.ts";
+import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
 import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, estimatePromptTokens } from "./tokens.ts";
 import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
@@ -28,6 +27,9 @@ const MIN_ATTEMPT_MS = 250;
 
 const sharedLatency = new LatencyTracker();
 
+/** What a call's reservation left for its settlement. */
+type Reserved = Pick<BudgetAmounts, "budgets" | "hold">;
+
 interface Served<T> {
   value: T;
   target: RouteTarget;
@@ -43,6 +45,14 @@ export class Router implements LlmRouter {
   readonly #now: () => number;
   readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly #latency: LatencyTracker;
+  /**
+   * Budget settlements still on their way to the limiter, by workspace. A
+   * call's answer does not wait for its settlement; the next call this router
+   * makes for the workspace does, before it reserves, so a task's calls see
+   * each other's charges in order. A router serves one request (or one queue
+   * batch), so these promises never cross into another request.
+   */
+  readonly #settling = new Map<string, Promise<unknown>>();
 
   constructor(deps: RouterDeps) {
     this.#deps = deps;
@@ -63,17 +73,9 @@ export class Router implements LlmRouter {
         (adapter, payload) => adapter.complete(payload),
         { resettable: false },
       );
-      return await this.#charge(
-        served.target,
-        served.adapter,
-        served.value,
-        served.attempts,
-        context,
-        call.budgets,
-        startedMs,
-      );
+      return await this.#charge(served.target, served.adapter, served.value, served.attempts, context, call, startedMs);
     } catch (error) {
-      await this.#release(context, call.budgets);
+      await this.#release(context, call);
       throw error;
     }
   }
@@ -101,7 +103,7 @@ export class Router implements LlmRouter {
         { resettable: true },
       );
     } catch (error) {
-      await this.#release(context, call.budgets);
+      await this.#release(context, call);
       throw error;
     }
     let resolveResult!: (result: ChatResult) => void;
@@ -127,13 +129,13 @@ export class Router implements LlmRouter {
         }
         served.finish();
         if (!final) throw new ProviderError("protocol", "the stream ended without usage");
-        resolveResult(await router.#charge(target, adapter, final, attempts, context, call.budgets, startedMs));
+        resolveResult(await router.#charge(target, adapter, final, attempts, context, call, startedMs));
       } catch (error) {
         failed = true;
         served.finish();
         const failure = error instanceof ProviderError ? error : fetchFailure(error, new AbortController().signal);
         router.#deps.breaker.record(targetKey(target), false, failure.code);
-        await router.#release(context, call.budgets);
+        await router.#release(context, call);
         rejectResult(failure);
         throw failure;
       } finally {
@@ -141,7 +143,7 @@ export class Router implements LlmRouter {
         if (!final && !failed) {
           // The consumer stopped early (the client went away): stop the provider and free the reservation.
           await served.value.iterator.return?.().catch(() => {});
-          await router.#release(context, call.budgets);
+          await router.#release(context, call);
           rejectResult(new LlmError("cancelled", "the stream was abandoned before it ended", false));
         }
       }
@@ -184,6 +186,11 @@ export class Router implements LlmRouter {
     }
     const completionTokens = request.max_tokens ?? DEFAULT_COMPLETION_ESTIMATE_TOKENS;
     const tokens = promptTokens + completionTokens;
+    const settling = this.#settling.get(context.workspaceId);
+    if (settling) {
+      await settling;
+      if (this.#settling.get(context.workspaceId) === settling) this.#settling.delete(context.workspaceId);
+    }
     // Reserve for the dearest target the call may end up on.
     const cost = Math.max(
       ...targets.map((target) =>
@@ -193,7 +200,7 @@ export class Router implements LlmRouter {
         }),
       ),
     );
-    await this.#deps.budgets.reserve(
+    const hold = await this.#deps.budgets.reserve(
       {
         workspaceId: context.workspaceId,
         chargeKey: context.chargeKey,
@@ -206,6 +213,7 @@ export class Router implements LlmRouter {
     return {
       targets,
       budgets: settings.budgets,
+      hold,
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
     };
   }
@@ -329,7 +337,7 @@ export class Router implements LlmRouter {
     value: AdapterResult,
     attempts: number,
     context: CallContext,
-    budgets: WorkspaceBudgets | null,
+    { budgets, hold }: Reserved,
     startedMs: number,
   ): Promise<ChatResult> {
     const model = stripQuery(target.model);
@@ -350,6 +358,7 @@ export class Router implements LlmRouter {
       chargeKey: context.chargeKey,
       once: context.chargeOnce,
       budgets,
+      hold,
       tokens: usage.total_tokens,
       costUsd: cost,
     };
@@ -369,18 +378,19 @@ export class Router implements LlmRouter {
     });
     const logged = (what: string) => (error: unknown) =>
       this.#deps.logger.error(`${what} failed`, { error, charge_key: context.chargeKey });
-    const background = Promise.all([settle.catch(logged("budget settlement")), record.catch(logged("usage record"))]);
-    // With budgets the next call's reservation must see this charge; without, nothing waits on it.
-    if (budgets && hasAnyBudget(budgets)) await settle.catch(logged("budget settlement"));
+    const settled = settle.catch(logged("budget settlement"));
+    const background = Promise.all([settled, record.catch(logged("usage record"))]);
+    // With budgets this router's next reservation for the workspace must see this charge (see #settling).
+    if (budgets && hasAnyBudget(budgets)) this.#settling.set(context.workspaceId, settled);
     if (this.#deps.waitUntil) this.#deps.waitUntil(background);
     else await background;
     return result;
   }
 
-  async #release(context: CallContext, budgets: WorkspaceBudgets | null): Promise<void> {
+  async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {
     await this.#deps.budgets
       .settle(
-        { workspaceId: context.workspaceId, chargeKey: context.chargeKey, budgets, tokens: 0, costUsd: 0 },
+        { workspaceId: context.workspaceId, chargeKey: context.chargeKey, budgets, hold, tokens: 0, costUsd: 0 },
         context,
       )
       .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));

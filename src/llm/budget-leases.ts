@@ -1,0 +1,163 @@
+import type { WorkspaceBudgets } from "../db/schema.ts";
+import type { BudgetLease, LeasedCharge } from "../limits/budgets.ts";
+import { Coalescer } from "./coalesce.ts";
+import type { CallContext } from "./types.ts";
+
+/**
+ * The isolate's side of budget leases (BudgetLease in src/limits/budgets.ts).
+ * While a workspace's lease lasts and has room, its calls reserve against it
+ * here, with no Durable Object call, and their charges go to the limiter in
+ * batches. The limiter grants a lease only with ample room left, so near a
+ * limit every call reserves by itself and refusals stay exact.
+ *
+ * A lease is spent for LEASE_SPEND_MS at most, well inside the time the
+ * limiter holds it, then retired (also when a newer one replaces it or the
+ * budgets change); once its last call has settled it is closed, and what it
+ * still holds goes back to the workspace.
+ */
+
+const LEASE_SPEND_MS = 5_000;
+/** Charges against a lease written within this long share one limiter call, as unbudgeted ones do. */
+const LEASE_FLUSH_DELAY_MS = 250;
+const LEASE_MAX_CHARGES_PER_CALL = 100;
+/** Past this many workspaces the map is dropped: the limiter gives back leases nobody closes (LEASE_HOLD_MS). */
+const MAX_LEASED_WORKSPACES = 5_000;
+
+export type LeaseBatchItem = { charge: LeasedCharge; context: CallContext } | { close: true };
+export type LeaseBatchWriter = (lease: Lease, items: LeaseBatchItem[]) => Promise<void>;
+/** Keeps a write alive past the request that started it (the request's waitUntil). */
+export type Keep = (work: Promise<unknown>) => void;
+
+/** A call reserved against a lease: what it took, to give back what it did not use. */
+export class LeaseHold {
+  readonly lease: Lease;
+  readonly tokens: number;
+  readonly costUsd: number;
+
+  constructor(lease: Lease, tokens: number, costUsd: number) {
+    this.lease = lease;
+    this.tokens = tokens;
+    this.costUsd = costUsd;
+  }
+}
+
+export class Lease {
+  readonly key: string;
+  readonly workspaceId: string;
+  readonly budgets: WorkspaceBudgets;
+  /** Left to spend here; null where the workspace has no budget of that kind. */
+  tokens: number | null;
+  costUsd: number | null;
+  readonly spendUntilMs: number;
+  readonly #batches: Coalescer<LeaseBatchItem>;
+  #inFlight = 0;
+  #retired = false;
+  #closed = false;
+
+  constructor(
+    grant: BudgetLease,
+    workspaceId: string,
+    budgets: WorkspaceBudgets,
+    nowMs: number,
+    write: LeaseBatchWriter,
+  ) {
+    this.key = grant.key;
+    this.workspaceId = workspaceId;
+    this.budgets = budgets;
+    this.tokens = grant.tokens;
+    this.costUsd = grant.costUsd;
+    this.spendUntilMs = nowMs + LEASE_SPEND_MS;
+    this.#batches = new Coalescer((items) => write(this, items), {
+      delayMs: LEASE_FLUSH_DELAY_MS,
+      maxItems: LEASE_MAX_CHARGES_PER_CALL,
+    });
+  }
+
+  /** Takes a call's estimate, or null when the lease cannot cover it. */
+  take(tokens: number, costUsd: number, nowMs: number): LeaseHold | null {
+    if (this.#retired || nowMs >= this.spendUntilMs) return null;
+    if ((this.tokens !== null && tokens > this.tokens) || (this.costUsd !== null && costUsd > this.costUsd)) {
+      return null;
+    }
+    if (this.tokens !== null) this.tokens -= tokens;
+    if (this.costUsd !== null) this.costUsd -= costUsd;
+    this.#inFlight++;
+    return new LeaseHold(this, tokens, costUsd);
+  }
+
+  /**
+   * A call's actual amounts (zeros release it): what it did not use is
+   * spendable again at once; the charge joins the next batch. Answers the
+   * batch's write for the call that opened it (see Coalescer).
+   */
+  settle(hold: LeaseHold, charge: LeasedCharge, context: CallContext): Promise<unknown> {
+    if (this.tokens !== null) this.tokens += hold.tokens - charge.tokens;
+    if (this.costUsd !== null) this.costUsd += hold.costUsd - charge.costUsd;
+    this.#inFlight--;
+    const charged = charge.tokens > 0 || charge.costUsd > 0 ? this.#batches.add({ charge, context }) : undefined;
+    return Promise.all([charged, this.#closeWhenDone()]);
+  }
+
+  /** No new calls; closed once the last one settles. */
+  retire(): Promise<unknown> {
+    this.#retired = true;
+    return this.#closeWhenDone();
+  }
+
+  #closeWhenDone(): Promise<unknown> {
+    if (!this.#retired || this.#inFlight > 0 || this.#closed) return Promise.resolve();
+    this.#closed = true;
+    return this.#batches.add({ close: true });
+  }
+}
+
+/** The isolate's current lease per workspace. */
+export class LeaseBook {
+  readonly #active = new Map<string, Lease>();
+  readonly #now: () => number;
+
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** A hold on the workspace's lease for this call, or null: then the call reserves at the limiter. */
+  take(
+    workspaceId: string,
+    budgets: WorkspaceBudgets,
+    amounts: { tokens: number; costUsd: number },
+    keep: Keep,
+  ): LeaseHold | null {
+    const lease = this.#active.get(workspaceId);
+    if (!lease) return null;
+    const nowMs = this.#now();
+    if (nowMs >= lease.spendUntilMs || !sameBudgets(lease.budgets, budgets)) {
+      this.#active.delete(workspaceId);
+      keep(lease.retire());
+      return null;
+    }
+    return lease.take(amounts.tokens, amounts.costUsd, nowMs);
+  }
+
+  /** A lease the limiter granted: it replaces the workspace's current one, which is retired. */
+  install(
+    grant: BudgetLease,
+    workspaceId: string,
+    budgets: WorkspaceBudgets,
+    write: LeaseBatchWriter,
+    keep: Keep,
+  ): void {
+    const previous = this.#active.get(workspaceId);
+    if (previous) keep(previous.retire());
+    else if (this.#active.size >= MAX_LEASED_WORKSPACES) this.#active.clear();
+    this.#active.set(workspaceId, new Lease(grant, workspaceId, budgets, this.#now(), write));
+  }
+}
+
+function sameBudgets(a: WorkspaceBudgets, b: WorkspaceBudgets): boolean {
+  return (
+    a.daily_tokens === b.daily_tokens &&
+    a.monthly_tokens === b.monthly_tokens &&
+    a.daily_cost_usd === b.daily_cost_usd &&
+    a.monthly_cost_usd === b.monthly_cost_usd
+  );
+}

@@ -1,0 +1,122 @@
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import type { WorkspaceLimiter } from "../../durable-objects/workspace-limiter.ts";
+import type { WorkspaceBudgets } from "../../src/db/schema.ts";
+import type { BudgetAmountsInput, LeasedSettleInput } from "../../src/limits/budgets.ts";
+import { Coalescer } from "../../src/llm/coalesce.ts";
+import { createLlmRouter } from "../../src/llm/index.ts";
+import {
+  BASE,
+  eventsOf,
+  fakeUpstreams,
+  fetcher,
+  llmConfig,
+  openAiCompletion,
+  quietLogger,
+  workspaceWith,
+} from "../support/llm.ts";
+
+/**
+ * Budget leases through the router, against the real WorkspaceLimiter: with
+ * ample room a workspace's calls reserve against the isolate's lease instead
+ * of one limiter round trip each, and are still charged exactly and reported
+ * at thresholds. The limiter is wrapped only to count the calls it gets.
+ */
+
+afterEach(() => vi.restoreAllMocks());
+
+const OPENAI = "openai.test";
+const NONE: WorkspaceBudgets = {
+  daily_tokens: null,
+  monthly_tokens: null,
+  daily_cost_usd: null,
+  monthly_cost_usd: null,
+};
+const messages = [{ role: "user" as const, content: "Summarise the changelog." }];
+
+function countingLimiter() {
+  const calls: string[] = [];
+  const namespace = {
+    getByName(name: string) {
+      const stub = env.WORKSPACE_LIMITER.getByName(name);
+      return {
+        reserveBudget: (input: BudgetAmountsInput & { leaseKey?: string }) => {
+          calls.push("reserve");
+          return stub.reserveBudget(input);
+        },
+        settleBudget: (input: BudgetAmountsInput) => {
+          calls.push("settle");
+          return stub.settleBudget(input);
+        },
+        settleLeasedBudget: (input: LeasedSettleInput) => {
+          calls.push(`settleLeased:${input.charges.length}${input.close ? "+close" : ""}`);
+          return stub.settleLeasedBudget(input);
+        },
+      };
+    },
+  } as unknown as DurableObjectNamespace<WorkspaceLimiter>;
+  return { namespace, calls };
+}
+
+async function setup(budgets: WorkspaceBudgets, usage?: { prompt_tokens: number; completion_tokens: number }) {
+  const workspace = await workspaceWith(
+    { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+    budgets,
+  );
+  vi.spyOn(globalThis, "fetch").mockImplementation(
+    fakeUpstreams({ [OPENAI]: () => openAiCompletion("done", usage) }).impl,
+  );
+  const limiter = countingLimiter();
+  const background: Promise<unknown>[] = [];
+  const router = createLlmRouter(llmConfig({ WORKSPACE_LIMITER: limiter.namespace }), {
+    logger: quietLogger,
+    waitUntil: (work) => background.push(work),
+  });
+  const call = (step: number) =>
+    router.chat({ messages }, { workspaceId: workspace.id, taskId: `task_${step}`, chargeKey: `run_lease:${step}` });
+  /** Sends the batches waiting for their timer, and waits for every write. */
+  const drained = async () => {
+    Coalescer.flushAll();
+    while (background.length > 0) await Promise.all(background.splice(0));
+  };
+  const status = () => env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+  return { workspace, limiter, call, drained, status };
+}
+
+describe("budget leases through the router", () => {
+  it("with ample room, many calls make one reservation at the limiter and are each charged once, in one batch", async () => {
+    const { workspace, limiter, call, drained, status } = await setup({ ...NONE, daily_tokens: 1_000_000 });
+    for (let step = 1; step <= 6; step++) {
+      expect(await call(step)).toMatchObject({ usage: { total_tokens: 17 } });
+    }
+    await drained();
+    // The first call reserved by itself and got the lease; the other five drew on it.
+    expect(limiter.calls).toEqual(["reserve", "settle", "settleLeased:5"]);
+    // The lease: 100 calls of this estimate (10 prompt + 1,024 completion tokens), drawn down by the five.
+    expect((await status()).daily).toMatchObject({ tokens: 102, reserved_tokens: 103_400 - 85 });
+    const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as {
+      data: { calls: number; total_tokens: number }[];
+    };
+    expect(usage.data[0]).toMatchObject({ calls: 6, total_tokens: 102 });
+  });
+
+  it("a threshold a leased call crosses is reported, with that call's task", async () => {
+    const { workspace, call, drained, status } = await setup(
+      { ...NONE, daily_tokens: 1_000_000 },
+      { prompt_tokens: 300_000, completion_tokens: 0 },
+    );
+    // 300,000 tokens a call, far over the estimate: the first reserves by itself (30 %), the second draws on
+    // the lease (60 %: the 50 % step, reported when its batch reaches the limiter), the third finds the lease
+    // spent and reserves by itself again (90 %: the 80 % step).
+    for (let step = 1; step <= 3; step++) {
+      await call(step);
+      await drained();
+    }
+    expect((await status()).daily).toMatchObject({ tokens: 900_000 });
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 2);
+    expect(reached.map((event) => [event.data.threshold_percent, event.task_id])).toEqual([
+      [50, "task_2"],
+      [80, "task_3"],
+    ]);
+  });
+});

@@ -1,0 +1,107 @@
+import { describe, expect, it } from "vitest";
+import type { WorkspaceBudgets } from "../../../src/db/schema.ts";
+import { type LeaseBatchItem, LeaseBook, LeaseHold } from "../../../src/llm/budget-leases.ts";
+import { Coalescer } from "../../../src/llm/coalesce.ts";
+
+/** The isolate's budget leases without a limiter: what calls take and give back, and when a lease is closed. */
+
+const BUDGETS: WorkspaceBudgets = {
+  daily_tokens: 100_000,
+  monthly_tokens: null,
+  daily_cost_usd: 5,
+  monthly_cost_usd: null,
+};
+const WORKSPACE = "ws_lease";
+
+function setup() {
+  let nowMs = 1_000_000;
+  const writes: { lease: string; items: LeaseBatchItem[] }[] = [];
+  const kept: Promise<unknown>[] = [];
+  const book = new LeaseBook({ now: () => nowMs });
+  const write = async (lease: { key: string }, items: LeaseBatchItem[]) => {
+    writes.push({ lease: lease.key, items: [...items] });
+  };
+  const keep = (work: Promise<unknown>) => kept.push(work);
+  const grant = (key: string, tokens: number | null, costUsd: number | null, budgets = BUDGETS) =>
+    book.install({ key, tokens, costUsd }, WORKSPACE, budgets, write, keep);
+  const take = (tokens: number, costUsd = 0, budgets = BUDGETS) =>
+    book.take(WORKSPACE, budgets, { tokens, costUsd }, keep);
+  const flushed = async () => {
+    Coalescer.flushAll();
+    await Promise.all(kept);
+    await new Promise((wake) => setTimeout(wake, 0));
+  };
+  return { book, writes, grant, take, flushed, advance: (ms: number) => (nowMs += ms) };
+}
+
+const context = (chargeKey: string) => ({ workspaceId: WORKSPACE, chargeKey });
+
+describe("budget leases in the isolate", () => {
+  it("covers calls while it has room, and what a call did not use is spendable again at once", async () => {
+    const { writes, grant, take, flushed } = setup();
+    expect(take(100)).toBeNull();
+    grant("lease:1", 1_000, 1);
+    const first = take(600, 0.4);
+    expect(first).toBeInstanceOf(LeaseHold);
+    expect(first?.lease).toMatchObject({ tokens: 400, costUsd: 0.6 });
+    // 600 more tokens do not fit in the 400 left: that call reserves at the limiter.
+    expect(take(600)).toBeNull();
+    const settling = first!.lease.settle(first!, { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context("a"));
+    expect(first?.lease).toMatchObject({ tokens: 850, costUsd: 0.9 });
+    expect(take(600)).toBeInstanceOf(LeaseHold);
+    await flushed();
+    await settling;
+    expect(writes).toEqual([
+      { lease: "lease:1", items: [{ charge: { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context: context("a") }] },
+    ]);
+  });
+
+  it("a kind without a budget is not limited by the lease", () => {
+    const { grant, take } = setup();
+    grant("lease:1", null, 0.5);
+    expect(take(10_000_000, 0.2)).toBeInstanceOf(LeaseHold);
+    expect(take(1, 0.4)).toBeNull();
+  });
+
+  it("is retired when its time is up, its budgets change or a newer one replaces it, and closed once its last call settles", async () => {
+    const { writes, grant, take, flushed, advance } = setup();
+    grant("lease:1", 1_000, null);
+    const running = take(100)!;
+    advance(5_000);
+    // Time is up: no new calls on it, but it stays open for the call still running.
+    expect(take(100)).toBeNull();
+    await flushed();
+    expect(writes).toEqual([]);
+    running.lease.settle(running, { chargeKey: "late", tokens: 80, costUsd: 0 }, context("late"));
+    await flushed();
+    expect(writes).toEqual([
+      {
+        lease: "lease:1",
+        items: [{ charge: { chargeKey: "late", tokens: 80, costUsd: 0 }, context: context("late") }, { close: true }],
+      },
+    ]);
+
+    writes.length = 0;
+    grant("lease:2", 1_000, null);
+    // Budgets changed: the lease was measured against the old ones, so it is closed (no call was running).
+    expect(take(100, 0, { ...BUDGETS, daily_tokens: 50_000 })).toBeNull();
+    grant("lease:3", 1_000, null);
+    grant("lease:4", 1_000, null);
+    await flushed();
+    expect(writes).toEqual([
+      { lease: "lease:2", items: [{ close: true }] },
+      { lease: "lease:3", items: [{ close: true }] },
+    ]);
+    expect(take(100)?.lease.key).toBe("lease:4");
+  });
+
+  it("a released call (zeros) gives back its whole estimate and sends no charge", async () => {
+    const { writes, grant, take, flushed } = setup();
+    grant("lease:1", 1_000, null);
+    const hold = take(700)!;
+    hold.lease.settle(hold, { chargeKey: "failed", tokens: 0, costUsd: 0 }, context("failed"));
+    expect(hold.lease.tokens).toBe(1_000);
+    await flushed();
+    expect(writes).toEqual([]);
+  });
+});
