@@ -11,6 +11,7 @@ import { type AuditAnchor, AuditAnchorStore } from "../src/limits/audit-anchor-s
 import {
   type BudgetAmountsInput,
   BudgetBook,
+  type BudgetLease,
   type LeasedSettleInput,
   type PeriodStatus,
   type ReserveResult,
@@ -79,6 +80,11 @@ export class WorkspaceLimiter extends DurableObject {
   /** Budgets: charge the actual amounts once per charge key; reports thresholds newly reached. */
   async settleBudget(input: BudgetAmountsInput): Promise<SettleResult> {
     return this.#budgets.settle({ ...input, nowMs: Date.now() });
+  }
+
+  /** Budgets: a lease alone, sized for calls of the given estimate; null near a limit. */
+  async lendBudget(input: Omit<BudgetAmountsInput, "chargeKey"> & { leaseKey: string }): Promise<BudgetLease | null> {
+    return this.#budgets.lend({ ...input, nowMs: Date.now() });
   }
 
   /** Budgets: calls charged against a lease, in one call; reports thresholds newly reached. */

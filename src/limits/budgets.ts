@@ -218,9 +218,26 @@ export class BudgetBook {
     });
   }
 
+  /**
+   * A lease alone, sized for calls like `tokens` and `costUsd`: an isolate
+   * renews its lease in the background before the one it spends runs out,
+   * so its calls need not wait for a reservation at all.
+   */
+  lend(input: Omit<BudgetAmountsInput, "chargeKey"> & { leaseKey: string; nowMs: number }): BudgetLease | null {
+    const { nowMs } = input;
+    this.#maybePrune(nowMs);
+    return this.#atomically(() => {
+      const keys = periodKeys(nowMs);
+      const periods = new PeriodCache(this.#store);
+      const lease = this.#grantLease(input.leaseKey, input, keys, periods, nowMs);
+      periods.write();
+      return lease;
+    });
+  }
+
   #grantLease(
     leaseKey: string,
-    call: BudgetAmountsInput,
+    call: Omit<BudgetAmountsInput, "chargeKey">,
     keys: { day: string; month: string },
     periods: PeriodCache,
     nowMs: number,

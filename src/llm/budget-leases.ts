@@ -13,10 +13,19 @@ import type { CallContext } from "./types.ts";
  * A lease is spent for LEASE_SPEND_MS at most, well inside the time the
  * limiter holds it, then retired (also when a newer one replaces it or the
  * budgets change); once its last call has settled it is closed, and what it
- * still holds goes back to the workspace.
+ * still holds goes back to the workspace. Before it runs out of time or
+ * room, the call that notices asks for the next one in the background, so
+ * under steady load no call waits for the limiter. One request for a lease
+ * is out per workspace at a time: concurrent calls that find no lease
+ * reserve by themselves, rather than each take a lease that the next replaces.
  */
 
 const LEASE_SPEND_MS = 5_000;
+/** Renewal starts once this share of the spending time has passed, or less than this share of the room is left. */
+const RENEW_AFTER_TIME_SHARE = 0.6;
+const RENEW_BELOW_ROOM_SHARE = 0.3;
+/** A lease request out this long is presumed lost with its request: another may start. */
+const STALE_LEASE_REQUEST_MS = 2_000;
 /** Charges against a lease written within this long share one limiter call, as unbudgeted ones do. */
 const LEASE_FLUSH_DELAY_MS = 250;
 const LEASE_MAX_CHARGES_PER_CALL = 100;
@@ -48,6 +57,8 @@ export class Lease {
   /** Left to spend here; null where the workspace has no budget of that kind. */
   tokens: number | null;
   costUsd: number | null;
+  readonly granted: { tokens: number | null; costUsd: number | null };
+  readonly renewFromMs: number;
   readonly spendUntilMs: number;
   readonly #batches: Coalescer<LeaseBatchItem>;
   #inFlight = 0;
@@ -66,6 +77,8 @@ export class Lease {
     this.budgets = budgets;
     this.tokens = grant.tokens;
     this.costUsd = grant.costUsd;
+    this.granted = { tokens: grant.tokens, costUsd: grant.costUsd };
+    this.renewFromMs = nowMs + LEASE_SPEND_MS * RENEW_AFTER_TIME_SHARE;
     this.spendUntilMs = nowMs + LEASE_SPEND_MS;
     this.#batches = new Coalescer((items) => write(this, items), {
       delayMs: LEASE_FLUSH_DELAY_MS,
@@ -98,6 +111,15 @@ export class Lease {
     return Promise.all([charged, this.#closeWhenDone()]);
   }
 
+  /** Time or room is running low: the next lease should be asked for now. */
+  dueForRenewal(nowMs: number): boolean {
+    const low = (left: number | null, granted: number | null) =>
+      left !== null && granted !== null && left < granted * RENEW_BELOW_ROOM_SHARE;
+    return (
+      nowMs >= this.renewFromMs || low(this.tokens, this.granted.tokens) || low(this.costUsd, this.granted.costUsd)
+    );
+  }
+
   /** No new calls; closed once the last one settles. */
   retire(): Promise<unknown> {
     this.#retired = true;
@@ -114,6 +136,8 @@ export class Lease {
 /** The isolate's current lease per workspace. */
 export class LeaseBook {
   readonly #active = new Map<string, Lease>();
+  /** When each workspace's request for a lease went out, while it is out. */
+  readonly #asking = new Map<string, number>();
   readonly #now: () => number;
 
   constructor(options: { now?: () => number } = {}) {
@@ -136,6 +160,28 @@ export class LeaseBook {
       return null;
     }
     return lease.take(amounts.tokens, amounts.costUsd, nowMs);
+  }
+
+  /**
+   * Whether this call should ask for a lease (with its reservation, or in the
+   * background when the current one is due for renewal); if so, the request
+   * counts as out until `doneAsking`.
+   */
+  startAsking(workspaceId: string, reason: "reserve" | "renew"): boolean {
+    const nowMs = this.#now();
+    if (reason === "renew") {
+      const lease = this.#active.get(workspaceId);
+      if (!lease?.dueForRenewal(nowMs)) return false;
+    }
+    const askedAtMs = this.#asking.get(workspaceId);
+    if (askedAtMs !== undefined && nowMs - askedAtMs < STALE_LEASE_REQUEST_MS) return false;
+    if (this.#asking.size >= MAX_LEASED_WORKSPACES) this.#asking.clear();
+    this.#asking.set(workspaceId, nowMs);
+    return true;
+  }
+
+  doneAsking(workspaceId: string): void {
+    this.#asking.delete(workspaceId);
   }
 
   /** A lease the limiter granted: it replaces the workspace's current one, which is retired. */

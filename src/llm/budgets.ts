@@ -6,7 +6,7 @@ import { type PeriodStatus, periodEndMs, type ThresholdCrossing, type Unbudgeted
 import { type Keep, type Lease, type LeaseBatchItem, LeaseBook, LeaseHold } from "./budget-leases.ts";
 import { Coalescer } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
-import { type BudgetGate, hasAnyBudget } from "./router.ts";
+import { type BudgetAmounts, type BudgetGate, hasAnyBudget } from "./router.ts";
 import { type CallContext, LlmError } from "./types.ts";
 
 /**
@@ -29,12 +29,33 @@ export function budgetGate(
   const leases = leaseBookFor(config);
   const keep: Keep = waitUntil ?? ((work) => void work.catch(() => {}));
   const writeLeased = (lease: Lease, items: LeaseBatchItem[]) => writeLeaseBatch(config, logger, lease, items);
+  /** The next lease, asked for in the background while calls still spend the current one. */
+  const renewLease = async (amounts: BudgetAmounts, budgets: WorkspaceBudgets) => {
+    try {
+      const grant = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).lendBudget({
+        limits: budgets,
+        tokens: amounts.tokens,
+        costUsd: amounts.costUsd,
+        leaseKey: `lease:${crypto.randomUUID()}`,
+      });
+      if (grant) leases.install(grant, amounts.workspaceId, budgets, writeLeased, keep);
+    } catch (error) {
+      // Calls go on with the current lease, then reserve by themselves.
+      logger.warn("budget lease renewal failed", { error, workspace_id: amounts.workspaceId });
+    } finally {
+      leases.doneAsking(amounts.workspaceId);
+    }
+  };
   return {
     async reserve(amounts) {
       const budgets = amounts.budgets;
       if (!budgets || !hasAnyBudget(budgets)) return undefined;
       const leased = leases.take(amounts.workspaceId, budgets, amounts, keep);
-      if (leased) return leased;
+      if (leased) {
+        if (leases.startAsking(amounts.workspaceId, "renew")) keep(renewLease(amounts, budgets));
+        return leased;
+      }
+      const asks = leases.startAsking(amounts.workspaceId, "reserve");
       let result: Awaited<ReturnType<ReturnType<Config["WORKSPACE_LIMITER"]["getByName"]>["reserveBudget"]>>;
       try {
         result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).reserveBudget({
@@ -42,13 +63,15 @@ export function budgetGate(
           limits: budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
-          leaseKey: `lease:${crypto.randomUUID()}`,
+          ...(asks ? { leaseKey: `lease:${crypto.randomUUID()}` } : {}),
         });
       } catch (error) {
+        if (asks) leases.doneAsking(amounts.workspaceId);
         // Spending without a working counter could overrun a budget: refuse, but as something to retry.
         logger.error("budget reservation failed", { error, workspace_id: amounts.workspaceId });
         throw new LlmError("all_providers_failed", "the budget counter is unavailable; retry shortly", true);
       }
+      if (asks) leases.doneAsking(amounts.workspaceId);
       if (!result.ok) {
         const unit = result.metric === "tokens" ? "tokens" : "USD";
         throw new BudgetExhaustedError(

@@ -48,6 +48,10 @@ function countingLimiter() {
           calls.push("settle");
           return stub.settleBudget(input);
         },
+        lendBudget: (input: Omit<BudgetAmountsInput, "chargeKey"> & { leaseKey: string }) => {
+          calls.push("lend");
+          return stub.lendBudget(input);
+        },
         settleLeasedBudget: (input: LeasedSettleInput) => {
           calls.push(`settleLeased:${input.charges.length}${input.close ? "+close" : ""}`);
           return stub.settleLeasedBudget(input);
@@ -98,6 +102,24 @@ describe("budget leases through the router", () => {
       data: { calls: number; total_tokens: number }[];
     };
     expect(usage.data[0]).toMatchObject({ calls: 6, total_tokens: 102 });
+  });
+
+  it("renews the lease in the background before it runs out, so no call after the first waits for the limiter", async () => {
+    // Room for about 40 calls of this estimate: the lease is a quarter of it, 10,081 tokens. At 500 tokens
+    // a call it falls under 30 % after the 15th call on it, which asks for the next one in the background.
+    const { limiter, call, drained, status } = await setup(
+      { ...NONE, daily_tokens: 40 * 1_034 },
+      { prompt_tokens: 500, completion_tokens: 0 },
+    );
+    for (let step = 1; step <= 20; step++) await call(step);
+    await drained();
+    expect(limiter.calls.filter((name) => name === "reserve")).toHaveLength(1);
+    expect(limiter.calls.filter((name) => name === "lend").length).toBeGreaterThanOrEqual(1);
+    // Every call charged once; the replaced lease closed, so only the current one is held.
+    const daily = (await status()).daily;
+    expect(daily.tokens).toBe(20 * 500);
+    expect(daily.reserved_tokens).toBeLessThan(40 * 1_034 * 0.25);
+    expect(limiter.calls.some((name) => name.endsWith("+close"))).toBe(true);
   });
 
   it("a threshold a leased call crosses is reported, with that call's task", async () => {

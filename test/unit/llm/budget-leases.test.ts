@@ -95,6 +95,30 @@ describe("budget leases in the isolate", () => {
     expect(take(100)?.lease.key).toBe("lease:4");
   });
 
+  it("asks for the next lease once time or room runs low, one request at a time", () => {
+    const { book, grant, take, advance } = setup();
+    // No lease: the call that reserves asks for one; concurrent ones reserve without asking.
+    expect(book.startAsking(WORKSPACE, "reserve")).toBe(true);
+    expect(book.startAsking(WORKSPACE, "reserve")).toBe(false);
+    book.doneAsking(WORKSPACE);
+    grant("lease:1", 1_000, null);
+    take(600);
+    expect(book.startAsking(WORKSPACE, "renew")).toBe(false);
+    // Less than 30 % of the room left.
+    take(150);
+    expect(book.startAsking(WORKSPACE, "renew")).toBe(true);
+    expect(book.startAsking(WORKSPACE, "renew")).toBe(false);
+    // A request out for 2 s is presumed lost.
+    advance(2_000);
+    expect(book.startAsking(WORKSPACE, "renew")).toBe(true);
+    book.doneAsking(WORKSPACE);
+    grant("lease:2", 1_000, null);
+    expect(book.startAsking(WORKSPACE, "renew")).toBe(false);
+    // 60 % of its 5 s spent.
+    advance(3_000);
+    expect(book.startAsking(WORKSPACE, "renew")).toBe(true);
+  });
+
   it("a released call (zeros) gives back its whole estimate and sends no charge", async () => {
     const { writes, grant, take, flushed } = setup();
     grant("lease:1", 1_000, null);
