@@ -3,11 +3,14 @@
  * All in one run, against one zero-latency fake OpenAI upstream on loopback:
  *   (a) straight to the upstream
  *   (b) POST /api/v1/llm/chat/completions under `wrangler dev` (auth, rate limit,
- *       budgets, routing, breaker, metering: a usage row per call)
+ *       budgets, routing, breaker, metering: a usage row per call), for a
+ *       workspace with daily token and monthly cost budgets
+ *       (reservations against the isolate's budget lease, charges batched)
  *   (c) the Portkey gateway (`npx @portkey-ai/gateway --headless`), custom host = the upstream
  *   (d) a bare Hono route under the same `wrangler dev`, sent the same request as
  *       (b), which answers its body back (POST /__debug/bare)
- * and, to tell the parts of (b) apart: (d1) the bare GET /health, (d3) the bare
+ * and, to tell the parts of (b) apart: (b1) the same route for a workspace
+ * without budgets (its calls only counted), (d1) the bare GET /health, (d3) the bare
  * upstream hop (/__debug/upstream-hop: one plain fetch to the same upstream, its
  * JSON answered back), and (e) authentication + rate limit alone (GET /api/v1/whoami).
  *
@@ -317,10 +320,22 @@ async function main(): Promise<void> {
     } catch (error) {
       console.log(`(c) Portkey unavailable: ${(error as Error).message.split("\n")[0]}`);
     }
-    const workspace = await createTestWorkspace(fetch, worker.baseUrl, {
-      limits: { requests_per_second: 100_000, burst: 100_000 },
-    });
+    const limits = { requests_per_second: 100_000, burst: 100_000 };
+    const workspace = await createTestWorkspace(fetch, worker.baseUrl, { limits });
     const json = { "Content-Type": "application/json" };
+    // Far above what the run spends (about 30 tokens and $0.00001 a call), so nothing is refused.
+    const budgets = await fetch(`${worker.baseUrl}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...json, ...workspace.headers },
+      body: JSON.stringify({
+        daily_tokens: 1_000_000_000,
+        monthly_tokens: null,
+        daily_cost_usd: null,
+        monthly_cost_usd: 1_000_000,
+      }),
+    });
+    if (budgets.status !== 200) throw new Error(`PUT /api/v1/budgets answered ${budgets.status}`);
+    const unbudgeted = await createTestWorkspace(fetch, worker.baseUrl, { limits });
     const cases: Case[] = [
       {
         name: "(a) upstream direct",
@@ -334,6 +349,13 @@ async function main(): Promise<void> {
         url: `${worker.baseUrl}/api/v1/llm/chat/completions`,
         method: "POST",
         headers: { ...json, ...workspace.headers },
+        body: CHAT_BODY,
+      },
+      {
+        name: "(b1) our router, no budgets",
+        url: `${worker.baseUrl}/api/v1/llm/chat/completions`,
+        method: "POST",
+        headers: { ...json, ...unbudgeted.headers },
         body: CHAT_BODY,
       },
       ...(portkey
@@ -415,7 +437,12 @@ async function main(): Promise<void> {
       return runs.reduce((sum, run) => sum + value(run), 0) / Math.max(1, runs.length);
     };
     const meanP50 = (name: string) => meanOf(name, (figures) => figures.p50Ms);
-    const [d1, d3, e] = ["(d1) bare GET /health", "(d3) bare upstream hop", "(e) auth+limit /whoami"];
+    const [b1, d1, d3, e] = [
+      "(b1) our router, no budgets",
+      "(d1) bare GET /health",
+      "(d3) bare upstream hop",
+      "(e) auth+limit /whoami",
+    ];
     const [a, b, c, d] = [
       "(a) upstream direct",
       "(b) our router /llm/chat/completions",
@@ -432,7 +459,7 @@ async function main(): Promise<void> {
       // Our route's added latency less the upstream's own (a): what routing adds beyond serving the call.
       const ownOnly = ours - p50(a);
       console.log(
-        `${label}: parts: the runtime carrying the body (d)−(d1) ${ms(p50(d) - p50(d1))} ms; auth+limit (e)−(d1) ${ms(p50(e) - p50(d1))} ms; the runtime's outbound hop (d3)−(d) ${ms(p50(d3) - p50(d))} ms; the router's own cost (b)−(d3) ${ms(p50(b) - p50(d3))} ms`,
+        `${label}: parts: the runtime carrying the body (d)−(d1) ${ms(p50(d) - p50(d1))} ms; auth+limit (e)−(d1) ${ms(p50(e) - p50(d1))} ms; the runtime's outbound hop (d3)−(d) ${ms(p50(d3) - p50(d))} ms; the router's own cost (b)−(d3) ${ms(p50(b) - p50(d3))} ms, of which budgets (b)−(b1) ${ms(p50(b) - p50(b1))} ms`,
       );
       if (!portkey) {
         console.log(
