@@ -123,6 +123,12 @@ const LEASE_MIN_ROOM_CALLS = 20;
 const LEASE_MAX_SHARE_OF_ROOM = 0.25;
 /** An isolate spends a lease for seconds (src/llm/budget-leases.ts); past this it is presumed gone. */
 export const LEASE_HOLD_MS = 60_000;
+/**
+ * A busy isolate takes a lease every few seconds, so its rows go soon: the
+ * sweep that deletes one has released it first (LEASE_HOLD_MS is shorter),
+ * and a charge that comes later still counts, only without drawing on it.
+ */
+const LEASE_ROW_KEEP_MS = 10 * 60_000;
 const PRUNE_INTERVAL_MS = 60_000;
 
 const RULES = [
@@ -260,7 +266,7 @@ export class BudgetBook {
     this.#store.writeCharge(
       leaseKey,
       { ...keys, ...held, settled: false },
-      nowMs + UNBUDGETED_KEEP_MS,
+      nowMs + LEASE_ROW_KEEP_MS,
       nowMs + LEASE_HOLD_MS,
     );
     const reserved = { reservedTokens: held.tokens, reservedCostUsd: held.costUsd };

@@ -11,9 +11,9 @@ import { createTestKey } from "../support/workspaces.ts";
 
 const NONE = { daily_tokens: null, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null };
 
-function inLimiter(body: (book: BudgetBook) => void): Promise<void> {
+function inLimiter(body: (book: BudgetBook, sql: SqlStorage) => void): Promise<void> {
   const stub = env.WORKSPACE_LIMITER.getByName(`budget-test:${crypto.randomUUID()}`);
-  return runInDurableObject(stub, (_instance, state) => body(new BudgetBook(state.storage)));
+  return runInDurableObject(stub, (_instance, state) => body(new BudgetBook(state.storage), state.storage.sql));
 }
 
 const NOW = Date.parse("2026-11-25T10:00:00Z");
@@ -215,7 +215,7 @@ describe("BudgetBook", () => {
     }));
 
   it("gives back a lease its isolate never closed at the sweep after a minute, and still counts its late charges", () =>
-    inLimiter((book) => {
+    inLimiter((book, sql) => {
       const limits = { ...NONE, daily_tokens: 1_000_000 };
       book.reserve({ chargeKey: "a", limits, tokens: 1_000, costUsd: 0, nowMs: NOW, leaseKey: "lease:gone" });
       book.settle({ chargeKey: "a", limits, tokens: 900, costUsd: 0, nowMs: NOW });
@@ -230,6 +230,21 @@ describe("BudgetBook", () => {
         nowMs: later,
       });
       expect(book.status(later).daily).toMatchObject({ tokens: 950, reserved_tokens: 0 });
+      // Its row goes after ten minutes, not with the charge keys' weeks; a charge after that still counts.
+      const leaseRows = () =>
+        sql.exec("SELECT count(*) AS n FROM limiter_budget_charges WHERE charge_key = 'lease:gone'").one().n;
+      expect(leaseRows()).toBe(1);
+      const muchLater = NOW + 11 * 60_000;
+      book.status(muchLater);
+      expect(leaseRows()).toBe(0);
+      book.settleLeased({
+        leaseKey: "lease:gone",
+        limits,
+        charges: [{ chargeKey: "c", tokens: 5, costUsd: 0 }],
+        close: true,
+        nowMs: muchLater,
+      });
+      expect(book.status(muchLater).daily).toMatchObject({ tokens: 955, reserved_tokens: 0 });
     }));
 
   it("charges a key that had reserved by itself as that reservation's settlement, and reports thresholds its batch crosses", () =>
