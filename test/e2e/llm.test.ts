@@ -249,3 +249,41 @@ describe("fault injection", () => {
     expect(rows.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(3);
   });
 });
+
+describe("budgets under wrangler dev", () => {
+  it("charges every call exactly while calls draw on the isolate's lease, and answers 429 once a budget is spent", async () => {
+    const budgeted = await createTestWorkspace(fetch, worker.baseUrl);
+    const put = (daily_tokens: number) =>
+      fetch(`${worker.baseUrl}/api/v1/budgets`, {
+        method: "PUT",
+        headers: { ...budgeted.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ daily_tokens, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
+      });
+    expect((await put(1_000_000)).status).toBe(200);
+    const chat = () =>
+      fetch(`${worker.baseUrl}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...budgeted.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], max_tokens: 20 }),
+      });
+    // 29 tokens a call (the fake's default usage: 21 prompt, 8 completion).
+    for (let call = 0; call < 30; call++) expect((await chat()).status).toBe(200);
+    type Status = { daily: { tokens: number; reserved_tokens: number }; exhausted: boolean };
+    const status = async () =>
+      (await (await fetch(`${worker.baseUrl}/api/v1/budgets`, { headers: budgeted.headers })).json()) as Status;
+    // Leased charges reach the limiter in batches, within about 250 ms.
+    const deadline = Date.now() + 5_000;
+    let seen = await status();
+    while (seen.daily.tokens < 30 * 29 && Date.now() < deadline) {
+      await new Promise((wake) => setTimeout(wake, 100));
+      seen = await status();
+    }
+    expect(seen.daily.tokens).toBe(30 * 29);
+
+    // Lowered under what is used: the next call is refused, as a budget error.
+    expect((await put(800)).status).toBe(200);
+    const refused = await chat();
+    expect(refused.status).toBe(429);
+    expect(await refused.json()).toMatchObject({ reason: "budget_exhausted", period: "daily", metric: "tokens" });
+  });
+});
