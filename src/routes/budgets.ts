@@ -15,9 +15,15 @@ import { findWorkspace } from "../workspaces/service.ts";
 
 const PeriodSchema = z.object({
   period: z.string().openapi({ example: "2026-11-25" }),
-  tokens: z.number().int(),
+  tokens: z
+    .number()
+    .int()
+    .openapi({ description: "Charged so far. A call that drew on a budget lease is counted within about 250 ms." }),
   cost_usd: z.number(),
-  reserved_tokens: z.number().int().openapi({ description: "Held by calls in flight." }),
+  reserved_tokens: z.number().int().openapi({
+    description:
+      "Held by calls in flight and by the budget leases lent to isolates; a lease gives back what it did not use when it closes, or within two minutes.",
+  }),
   reserved_cost_usd: z.number(),
   resets_at: z.string(),
 });
