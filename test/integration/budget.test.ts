@@ -222,13 +222,15 @@ describe("BudgetBook", () => {
       expect(book.status(NOW).daily).toMatchObject({ tokens: 900, reserved_tokens: 100_000 });
       const later = NOW + 61_000;
       expect(book.status(later).daily).toMatchObject({ tokens: 900, reserved_tokens: 0 });
-      book.settleLeased({
-        leaseKey: "lease:gone",
-        limits,
-        charges: [{ chargeKey: "b", tokens: 50, costUsd: 0 }],
-        close: true,
-        nowMs: later,
-      });
+      const lateCharge = (chargeKey: string, tokens: number, nowMs: number) =>
+        book.settleLeased({
+          leaseKey: "lease:gone",
+          limits,
+          charges: [{ chargeKey, tokens, costUsd: 0 }],
+          close: true,
+          nowMs,
+        });
+      lateCharge("b", 50, later);
       expect(book.status(later).daily).toMatchObject({ tokens: 950, reserved_tokens: 0 });
       // Its row goes after ten minutes, not with the charge keys' weeks; a charge after that still counts.
       const leaseRows = () =>
@@ -237,13 +239,7 @@ describe("BudgetBook", () => {
       const muchLater = NOW + 11 * 60_000;
       book.status(muchLater);
       expect(leaseRows()).toBe(0);
-      book.settleLeased({
-        leaseKey: "lease:gone",
-        limits,
-        charges: [{ chargeKey: "c", tokens: 5, costUsd: 0 }],
-        close: true,
-        nowMs: muchLater,
-      });
+      lateCharge("c", 5, muchLater);
       expect(book.status(muchLater).daily).toMatchObject({ tokens: 955, reserved_tokens: 0 });
     }));
 
