@@ -13,6 +13,7 @@ import {
   BudgetBook,
   type BudgetLease,
   type LeasedSettleInput,
+  type LeaseRequest,
   type PeriodStatus,
   type ReserveResult,
   type SettleResult,
@@ -73,7 +74,7 @@ export class WorkspaceLimiter extends DurableObject {
    * Budgets: reserve a call's estimate; refused when a daily or monthly budget has nothing left.
    * With `leaseKey`, may also lend the isolate budget for its next calls.
    */
-  async reserveBudget(input: BudgetAmountsInput & { leaseKey?: string }): Promise<ReserveResult> {
+  async reserveBudget(input: BudgetAmountsInput & Partial<LeaseRequest>): Promise<ReserveResult> {
     return this.#budgets.reserve({ ...input, nowMs: Date.now() });
   }
 
@@ -83,7 +84,7 @@ export class WorkspaceLimiter extends DurableObject {
   }
 
   /** Budgets: a lease alone, sized for calls of the given estimate; null near a limit. */
-  async lendBudget(input: Omit<BudgetAmountsInput, "chargeKey"> & { leaseKey: string }): Promise<BudgetLease | null> {
+  async lendBudget(input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest): Promise<BudgetLease | null> {
     return this.#budgets.lend({ ...input, nowMs: Date.now() });
   }
 

@@ -53,6 +53,12 @@ export interface LeasedCharge {
   once?: boolean;
 }
 
+/** An isolate's request for a lease: its key, and how many calls like the one at hand it should cover. */
+export interface LeaseRequest {
+  leaseKey: string;
+  leaseCalls?: number;
+}
+
 export interface LeasedSettleInput {
   leaseKey: string;
   limits: BudgetLimits | null;
@@ -114,11 +120,13 @@ const RESERVATION_TTL_MS = 30 * 60_000;
 /**
  * Leases. One is granted only while, after the call's own reservation, the
  * budgets have room for LEASE_MIN_ROOM_CALLS more calls like it; it covers
- * at most LEASE_CALLS of them and a quarter of that room, so isolates leasing
- * at once cannot take it all. Near a limit no lease is granted: every call
- * then reserves by itself, and refusals stay exact.
+ * as many of them as the isolate asks for (its recent pace; LEASE_CALLS when
+ * it does not say, never more than MAX_LEASE_CALLS) and at most a quarter of
+ * that room, so isolates leasing at once cannot take it all. Near a limit no
+ * lease is granted: every call then reserves by itself, and refusals stay exact.
  */
 const LEASE_CALLS = 100;
+const MAX_LEASE_CALLS = 10_000;
 const LEASE_MIN_ROOM_CALLS = 20;
 const LEASE_MAX_SHARE_OF_ROOM = 0.25;
 /** An isolate spends a lease for seconds (src/llm/budget-leases.ts); past this it is presumed gone. */
@@ -185,7 +193,7 @@ export class BudgetBook {
   }
 
   /** With `leaseKey`, also lends the isolate budget for its next calls when there is ample room (see LEASE_CALLS). */
-  reserve(input: BudgetAmountsInput & { nowMs: number; leaseKey?: string }): ReserveResult {
+  reserve(input: BudgetAmountsInput & Partial<LeaseRequest> & { nowMs: number }): ReserveResult {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
@@ -218,7 +226,9 @@ export class BudgetBook {
       const reserved = { reservedTokens: input.tokens, reservedCostUsd: input.costUsd };
       periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, reserved);
       periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, reserved);
-      const lease = input.leaseKey ? this.#grantLease(input.leaseKey, input, keys, periods, nowMs) : null;
+      const lease = input.leaseKey
+        ? this.#grantLease({ ...input, leaseKey: input.leaseKey }, keys, periods, nowMs)
+        : null;
       periods.write();
       return { ok: true, lease } as const;
     });
@@ -229,30 +239,31 @@ export class BudgetBook {
    * renews its lease in the background before the one it spends runs out,
    * so its calls need not wait for a reservation at all.
    */
-  lend(input: Omit<BudgetAmountsInput, "chargeKey"> & { leaseKey: string; nowMs: number }): BudgetLease | null {
+  lend(input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { nowMs: number }): BudgetLease | null {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
       const keys = periodKeys(nowMs);
       const periods = new PeriodCache(this.#store);
-      const lease = this.#grantLease(input.leaseKey, input, keys, periods, nowMs);
+      const lease = this.#grantLease(input, keys, periods, nowMs);
       periods.write();
       return lease;
     });
   }
 
   #grantLease(
-    leaseKey: string,
-    call: Omit<BudgetAmountsInput, "chargeKey">,
+    call: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest,
     keys: { day: string; month: string },
     periods: PeriodCache,
     nowMs: number,
   ): BudgetLease | null {
+    const { leaseKey } = call;
     const room = headroom(call.limits, { daily: periods.get(keys.day), monthly: periods.get(keys.month) });
+    const calls = Math.min(MAX_LEASE_CALLS, Math.max(1, Math.floor(call.leaseCalls ?? LEASE_CALLS)));
     const size = (left: number | null, perCall: number) => {
       if (left === null) return null;
       if (perCall * LEASE_MIN_ROOM_CALLS > left) return undefined;
-      return Math.min(perCall * LEASE_CALLS, left * LEASE_MAX_SHARE_OF_ROOM);
+      return Math.min(perCall * calls, left * LEASE_MAX_SHARE_OF_ROOM);
     };
     const tokens = size(room.tokens, call.tokens);
     const costUsd = size(room.costUsd, call.costUsd);

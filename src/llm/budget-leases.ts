@@ -24,6 +24,16 @@ const LEASE_SPEND_MS = 5_000;
 /** Renewal starts once this share of the spending time has passed, or less than this share of the room is left. */
 const RENEW_AFTER_TIME_SHARE = 0.6;
 const RENEW_BELOW_ROOM_SHARE = 0.3;
+/**
+ * A lease is sized to this isolate's pace: the calls its last lease took per
+ * millisecond, over a whole spending time, doubled so demand can grow (the
+ * limiter caps it by the room). A busy isolate then renews about once per
+ * spending time rather than every hundred calls, and a quiet one holds little.
+ */
+const MIN_LEASE_CALLS = 10;
+const LEASE_DEMAND_HEADROOM = 2;
+/** Below this a lease's age says little about its pace. */
+const MIN_PACE_WINDOW_MS = 250;
 /** A lease request out this long is presumed lost with its request: another may start. */
 const STALE_LEASE_REQUEST_MS = 2_000;
 /** Charges against a lease written within this long share one limiter call, as unbudgeted ones do. */
@@ -58,9 +68,11 @@ export class Lease {
   tokens: number | null;
   costUsd: number | null;
   readonly granted: { tokens: number | null; costUsd: number | null };
+  readonly grantedAtMs: number;
   readonly renewFromMs: number;
   readonly spendUntilMs: number;
   readonly #batches: Coalescer<LeaseBatchItem>;
+  #taken = 0;
   #inFlight = 0;
   #retired = false;
   #closed = false;
@@ -78,6 +90,7 @@ export class Lease {
     this.tokens = grant.tokens;
     this.costUsd = grant.costUsd;
     this.granted = { tokens: grant.tokens, costUsd: grant.costUsd };
+    this.grantedAtMs = nowMs;
     this.renewFromMs = nowMs + LEASE_SPEND_MS * RENEW_AFTER_TIME_SHARE;
     this.spendUntilMs = nowMs + LEASE_SPEND_MS;
     this.#batches = new Coalescer((items) => write(this, items), {
@@ -94,6 +107,7 @@ export class Lease {
     }
     if (this.tokens !== null) this.tokens -= tokens;
     if (this.costUsd !== null) this.costUsd -= costUsd;
+    this.#taken++;
     this.#inFlight++;
     return new LeaseHold(this, tokens, costUsd);
   }
@@ -109,6 +123,13 @@ export class Lease {
     this.#inFlight--;
     const charged = charge.tokens > 0 || charge.costUsd > 0 ? this.#batches.add({ charge, context }) : undefined;
     return Promise.all([charged, this.#closeWhenDone()]);
+  }
+
+  /** How many calls the next lease should cover, from this one's pace (see MIN_LEASE_CALLS). */
+  nextLeaseCalls(nowMs: number): number {
+    const elapsedMs = Math.max(MIN_PACE_WINDOW_MS, nowMs - this.grantedAtMs);
+    const calls = Math.ceil((this.#taken / elapsedMs) * LEASE_SPEND_MS * LEASE_DEMAND_HEADROOM);
+    return Math.max(MIN_LEASE_CALLS, calls);
   }
 
   /** Time or room is running low: the next lease should be asked for now. */
@@ -138,6 +159,8 @@ export class LeaseBook {
   readonly #active = new Map<string, Lease>();
   /** When each workspace's request for a lease went out, while it is out. */
   readonly #asking = new Map<string, number>();
+  /** The size a workspace's next lease should have, from the last one that ended (see MIN_LEASE_CALLS). */
+  readonly #nextCalls = new Map<string, number>();
   readonly #now: () => number;
 
   constructor(options: { now?: () => number } = {}) {
@@ -156,10 +179,18 @@ export class LeaseBook {
     const nowMs = this.#now();
     if (nowMs >= lease.spendUntilMs || !sameBudgets(lease.budgets, budgets)) {
       this.#active.delete(workspaceId);
+      if (this.#nextCalls.size >= MAX_LEASED_WORKSPACES) this.#nextCalls.clear();
+      this.#nextCalls.set(workspaceId, lease.nextLeaseCalls(nowMs));
       keep(lease.retire());
       return null;
     }
     return lease.take(amounts.tokens, amounts.costUsd, nowMs);
+  }
+
+  /** How many calls like the one at hand the workspace's next lease should cover. */
+  leaseCallsFor(workspaceId: string): number {
+    const lease = this.#active.get(workspaceId);
+    return lease ? lease.nextLeaseCalls(this.#now()) : (this.#nextCalls.get(workspaceId) ?? MIN_LEASE_CALLS);
   }
 
   /**

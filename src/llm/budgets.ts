@@ -37,6 +37,7 @@ export function budgetGate(
         tokens: amounts.tokens,
         costUsd: amounts.costUsd,
         leaseKey: `lease:${crypto.randomUUID()}`,
+        leaseCalls: leases.leaseCallsFor(amounts.workspaceId),
       });
       if (grant) leases.install(grant, amounts.workspaceId, budgets, writeLeased, keep);
     } catch (error) {
@@ -63,7 +64,9 @@ export function budgetGate(
           limits: budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
-          ...(asks ? { leaseKey: `lease:${crypto.randomUUID()}` } : {}),
+          ...(asks
+            ? { leaseKey: `lease:${crypto.randomUUID()}`, leaseCalls: leases.leaseCallsFor(amounts.workspaceId) }
+            : {}),
         });
       } catch (error) {
         if (asks) leases.doneAsking(amounts.workspaceId);

@@ -96,8 +96,9 @@ describe("budget leases through the router", () => {
     await drained();
     // The first call reserved by itself and got the lease; the other five drew on it.
     expect(limiter.calls).toEqual(["reserve", "settle", "settleLeased:5"]);
-    // The lease: 100 calls of this estimate (10 prompt + 1,024 completion tokens), drawn down by the five.
-    expect((await status()).daily).toMatchObject({ tokens: 102, reserved_tokens: 103_400 - 85 });
+    // The first lease covers 10 calls of this estimate (10 prompt + 1,024 completion tokens): an isolate
+    // with no pace yet asks for the least. The five drew it down by what they used.
+    expect((await status()).daily).toMatchObject({ tokens: 102, reserved_tokens: 10_340 - 85 });
     const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as {
       data: { calls: number; total_tokens: number }[];
     };

@@ -212,6 +212,21 @@ describe("BudgetBook", () => {
       expect(
         book.reserve({ limits: tight, tokens: 100, costUsd: 0, nowMs: NOW, chargeKey: "d", leaseKey: "lease:2" }),
       ).toEqual({ ok: true, lease: null });
+
+      // The isolate says how many calls the lease should cover; the limiter caps that at 10,000 and by the room.
+      const asked = (leaseCalls: number, chargeKey: string, dailyTokens: number) =>
+        book.reserve({
+          ...call,
+          limits: { ...NONE, daily_tokens: dailyTokens },
+          chargeKey,
+          leaseKey: chargeKey,
+          leaseCalls,
+        });
+      expect(asked(30, "lease:30", 10_000_000)).toMatchObject({ lease: { tokens: 3_000, costUsd: null } });
+      expect(asked(1e9, "lease:max", 10_000_000)).toMatchObject({ lease: { tokens: 1_000_000 } });
+      const before = book.status(NOW).daily;
+      const roomAfterCall = 2_000_000 - before.tokens - before.reserved_tokens - 100;
+      expect(asked(1e9, "lease:room", 2_000_000)).toMatchObject({ lease: { tokens: Math.floor(roomAfterCall / 4) } });
     }));
 
   it("gives back a lease its isolate never closed at the sweep after a minute, and still counts its late charges", () =>

@@ -119,6 +119,20 @@ describe("budget leases in the isolate", () => {
     expect(book.startAsking(WORKSPACE, "renew")).toBe(true);
   });
 
+  it("sizes the next lease to the pace of the calls on this one, doubled, and no less than 10 calls", () => {
+    const { book, grant, take, advance } = setup();
+    expect(book.leaseCallsFor(WORKSPACE)).toBe(10);
+    grant("lease:1", 1_000_000, null);
+    // 200 calls in its first second: 200 a second over a 5 s lease, doubled.
+    for (let call = 0; call < 200; call++) take(10);
+    advance(1_000);
+    expect(book.leaseCallsFor(WORKSPACE)).toBe(2_000);
+    // Ended (its time is up), it still tells the next one's size: 200 calls over 5 s, doubled.
+    advance(4_000);
+    expect(take(10)).toBeNull();
+    expect(book.leaseCallsFor(WORKSPACE)).toBe(400);
+  });
+
   it("a released call (zeros) gives back its whole estimate and sends no charge", async () => {
     const { writes, grant, take, flushed } = setup();
     grant("lease:1", 1_000, null);
