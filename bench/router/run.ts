@@ -278,16 +278,16 @@ async function startPortkey(
 }
 
 /**
- * Each compared pair runs back to back, (a) with (c) and (d) with (b), so a
- * change in the machine's speed during the run falls on both sides of a
- * difference; every other round swaps each pair, so neither side always runs
- * first. The parts of (b) follow.
+ * Each compared pair runs back to back, (a) with (c), (d) with (b) and (b)
+ * with (b1), so a change in the machine's speed during the run falls on both
+ * sides of a difference; every other round reverses each group, so neither
+ * side always runs first. The other parts of (b) follow.
  */
 function roundOrder<T extends { name: string }>(cases: T[], round: number): T[] {
   const byPrefix = (prefix: string) => cases.filter((testCase) => testCase.name.startsWith(prefix));
   const pairs = [
     [...byPrefix("(a)"), ...byPrefix("(c)")],
-    [...byPrefix("(d)"), ...byPrefix("(b)")],
+    [...byPrefix("(d)"), ...byPrefix("(b)"), ...byPrefix("(b1)")],
   ].map((pair) => (round % 2 === 0 ? pair.reverse() : pair));
   const paired = new Set(pairs.flat());
   return [...pairs.flat(), ...cases.filter((testCase) => !paired.has(testCase))];
@@ -502,6 +502,14 @@ async function main(): Promise<void> {
         `20 connections, round by round: Portkey adds ${list(added(a, c))} ms; our route adds ${list(added(d, b))} ms; ${pairedLine("rounds", p50s, 1)}`,
       );
     }
+    // Budgets' own cost, paired like the rest: (b) and (b1) run back to back in every round and block.
+    const budgetsLine = (unit: string, p50s: (name: string) => number[], digits: number) => {
+      const paired = pairedDifference(p50s(b1), p50s(b));
+      return `budgets (b)−(b1), ${unit} paired: mean ${paired.meanMs.toFixed(digits)} ms, standard error ${paired.standardErrorMs.toFixed(digits)} ms`;
+    };
+    console.log(
+      `20 connections: ${budgetsLine("rounds", (name) => (byCase.get(name) ?? []).map((figures) => figures.p50Ms), 1)}`,
+    );
     const workerdMs = (name: string) => meanOf(name, (figures) => figures.cpu?.workerd ?? 0);
     console.log(
       `CPU per request at 20 connections (mean of ${ROUNDS} rounds): wrangler dev's workerd processes (the dev proxy and the Worker) spend ${workerdMs(d1).toFixed(2)} ms on (d1), ${workerdMs(d).toFixed(2)} on (d), ${workerdMs(d3).toFixed(2)} on (d3), ${workerdMs(b).toFixed(2)} on (b): (b) over (d) ${(workerdMs(b) - workerdMs(d)).toFixed(2)} ms, of which the hop (d3)−(d) ${(workerdMs(d3) - workerdMs(d)).toFixed(2)} and the router (b)−(d3) ${(workerdMs(b) - workerdMs(d3)).toFixed(2)}` +
@@ -515,6 +523,9 @@ async function main(): Promise<void> {
       const blockP50s = (name: string) => passes.find((pass) => pass.name === name)?.samples.blockP50sMs ?? [];
       console.log(`sequential, block by block: ${pairedLine("blocks", blockP50s, 2)}`);
     }
+    console.log(
+      `sequential: ${budgetsLine("blocks", (name) => passes.find((pass) => pass.name === name)?.samples.blockP50sMs ?? [], 2)}`,
+    );
     console.log(`upstream saw ${upstream.received} requests`);
   } finally {
     portkey?.stop();
