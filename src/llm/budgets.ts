@@ -69,12 +69,12 @@ export function budgetGate(
             : {}),
         });
       } catch (error) {
-        if (asks) leases.doneAsking(amounts.workspaceId);
         // Spending without a working counter could overrun a budget: refuse, but as something to retry.
         logger.error("budget reservation failed", { error, workspace_id: amounts.workspaceId });
         throw new LlmError("all_providers_failed", "the budget counter is unavailable; retry shortly", true);
+      } finally {
+        if (asks) leases.doneAsking(amounts.workspaceId);
       }
-      if (asks) leases.doneAsking(amounts.workspaceId);
       if (!result.ok) {
         const unit = result.metric === "tokens" ? "tokens" : "USD";
         throw new BudgetExhaustedError(
