@@ -94,8 +94,8 @@ export class WorkspaceLimiter extends DurableObject {
   }
 
   /** Calls of a workspace without budgets, counted in one call (isolates coalesce them; no reservation was made). */
-  async countUnbudgeted(charges: UnbudgetedCharge[]): Promise<void> {
-    this.#budgets.countUnbudgeted(charges, Date.now());
+  async countUnbudgeted(charges: UnbudgetedCharge[], batchKey?: string): Promise<void> {
+    this.#budgets.countUnbudgeted(charges, Date.now(), batchKey);
   }
 
   async budgetStatus(): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {

@@ -65,6 +65,8 @@ export interface LeasedSettleInput {
   charges: LeasedCharge[];
   /** The isolate is done with the lease: what it still holds goes back. */
   close: boolean;
+  /** The same on each try of one batch (see Coalescer): a batch that landed before is not counted again. */
+  batchKey?: string;
 }
 
 export type ReserveResult =
@@ -137,6 +139,8 @@ export const LEASE_HOLD_MS = 60_000;
  * and a charge that comes later still counts, only without drawing on it.
  */
 const LEASE_ROW_KEEP_MS = 10 * 60_000;
+/** A batch's key outlives its retries (seconds: WRITE_RETRY_DELAYS_MS) by far. */
+const BATCH_KEY_KEEP_MS = 10 * 60_000;
 const PRUNE_INTERVAL_MS = 60_000;
 
 const RULES = [
@@ -296,6 +300,7 @@ export class BudgetBook {
     const { nowMs } = input;
     const keys = periodKeys(nowMs);
     return this.#atomically(() => {
+      if (!this.#isNewBatch(input.batchKey, keys, nowMs)) return { crossings: [] };
       const periods = new PeriodCache(this.#store);
       const fresh = this.#store.insertSettledCharges(
         input.charges.filter((charge) => !charge.once),
@@ -335,6 +340,17 @@ export class BudgetBook {
       periods.write();
       return { crossings: this.#crossings(keys, input.limits, nowMs, periods) };
     });
+  }
+
+  /**
+   * False when a batch under this key was counted before: its write landed but
+   * the isolate did not hear so, and tried again. (Thresholds that batch
+   * crossed were reported to the try that was lost; the alert stays marked.)
+   */
+  #isNewBatch(batchKey: string | undefined, keys: { day: string; month: string }, nowMs: number): boolean {
+    if (batchKey === undefined) return true;
+    const marker = { chargeKey: batchKey, tokens: 0, costUsd: 0 };
+    return this.#store.insertSettledCharges([marker], keys, nowMs + BATCH_KEY_KEEP_MS).has(batchKey);
   }
 
   /** Charges the actual amounts (0 and 0 releases a reservation) and reports thresholds newly reached. */
@@ -382,10 +398,11 @@ export class BudgetBook {
    * to catch a retried settlement, without a row per call for weeks. The
    * counts are there when budgets are set later.
    */
-  countUnbudgeted(charges: UnbudgetedCharge[], nowMs: number): void {
+  countUnbudgeted(charges: UnbudgetedCharge[], nowMs: number, batchKey?: string): void {
     if (charges.length === 0) return;
     const keys = periodKeys(nowMs);
     this.#atomically(() => {
+      if (!this.#isNewBatch(batchKey, keys, nowMs)) return;
       const total = { tokens: 0, costUsd: 0 };
       // A key settled once by construction cannot come back: keeping it would be a row written (and deleted) per call.
       const repeatable = charges.filter((charge) => !charge.once);

@@ -43,7 +43,7 @@ const LEASE_MAX_CHARGES_PER_CALL = 100;
 const MAX_LEASED_WORKSPACES = 5_000;
 
 export type LeaseBatchItem = { charge: LeasedCharge; context: CallContext } | { close: true };
-export type LeaseBatchWriter = (lease: Lease, items: LeaseBatchItem[]) => Promise<void>;
+export type LeaseBatchWriter = (lease: Lease, items: LeaseBatchItem[], batchKey: string) => Promise<void>;
 /** Keeps a write alive past the request that started it (the request's waitUntil). */
 export type Keep = (work: Promise<unknown>) => void;
 
@@ -93,7 +93,7 @@ export class Lease {
     this.grantedAtMs = nowMs;
     this.renewFromMs = nowMs + LEASE_SPEND_MS * RENEW_AFTER_TIME_SHARE;
     this.spendUntilMs = nowMs + LEASE_SPEND_MS;
-    this.#batches = new Coalescer((items) => write(this, items), {
+    this.#batches = new Coalescer((items, batchKey) => write(this, items, batchKey), {
       delayMs: LEASE_FLUSH_DELAY_MS,
       maxItems: LEASE_MAX_CHARGES_PER_CALL,
     });

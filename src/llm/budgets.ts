@@ -4,7 +4,7 @@ import { publish } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
 import { type PeriodStatus, periodEndMs, type ThresholdCrossing, type UnbudgetedCharge } from "../limits/budgets.ts";
 import { type Keep, type Lease, type LeaseBatchItem, LeaseBook, LeaseHold } from "./budget-leases.ts";
-import { Coalescer } from "./coalesce.ts";
+import { Coalescer, withWriteRetries } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
 import { type BudgetAmounts, type BudgetGate, hasAnyBudget } from "./router.ts";
 import { type CallContext, LlmError } from "./types.ts";
@@ -28,7 +28,8 @@ export function budgetGate(
 ): BudgetGate {
   const leases = leaseBookFor(config);
   const keep: Keep = waitUntil ?? ((work) => void work.catch(() => {}));
-  const writeLeased = (lease: Lease, items: LeaseBatchItem[]) => writeLeaseBatch(config, logger, lease, items);
+  const writeLeased = (lease: Lease, items: LeaseBatchItem[], batchKey: string) =>
+    writeLeaseBatch(config, logger, lease, items, batchKey);
   /** The next lease, asked for in the background while calls still spend the current one. */
   const renewLease = async (amounts: BudgetAmounts, budgets: WorkspaceBudgets) => {
     try {
@@ -117,12 +118,15 @@ export function budgetGate(
           once: amounts.once,
         });
       }
-      const result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
-        chargeKey: amounts.chargeKey,
-        limits: amounts.budgets,
-        tokens: amounts.tokens,
-        costUsd: amounts.costUsd,
-      });
+      // Settling a key twice counts it once, so a settlement whose answer was lost can be tried again.
+      const result = await withWriteRetries(() =>
+        config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
+          chargeKey: amounts.chargeKey,
+          limits: amounts.budgets,
+          tokens: amounts.tokens,
+          costUsd: amounts.costUsd,
+        }),
+      );
       if (result.crossings.length === 0) return;
       const work = Promise.all(result.crossings.map((crossing) => publishCrossing(config, logger, context, crossing)));
       if (waitUntil) waitUntil(work);
@@ -154,8 +158,8 @@ function unbudgetedCounter(config: Config, workspaceId: string): Coalescer<Unbud
     // Dropping the map loses nothing: a batch in flight holds its own items.
     if (byWorkspace.size >= MAX_SETTLERS) byWorkspace.clear();
     settler = new Coalescer<UnbudgetedCharge>(
-      async (amounts) => {
-        await config.WORKSPACE_LIMITER.getByName(workspaceId).countUnbudgeted(amounts);
+      async (amounts, batchKey) => {
+        await config.WORKSPACE_LIMITER.getByName(workspaceId).countUnbudgeted(amounts, batchKey);
       },
       { delayMs: SETTLE_FLUSH_DELAY_MS, maxItems: SETTLE_MAX_PER_CALL },
     );
@@ -176,10 +180,17 @@ function leaseBookFor(config: Config): LeaseBook {
 }
 
 /** One limiter call for a lease's batch of charges (and its close); thresholds crossed are reported with the last call's context. */
-async function writeLeaseBatch(config: Config, logger: Logger, lease: Lease, items: LeaseBatchItem[]): Promise<void> {
+async function writeLeaseBatch(
+  config: Config,
+  logger: Logger,
+  lease: Lease,
+  items: LeaseBatchItem[],
+  batchKey: string,
+): Promise<void> {
   const charged = items.flatMap((item) => ("charge" in item ? [item] : []));
   const result = await config.WORKSPACE_LIMITER.getByName(lease.workspaceId).settleLeasedBudget({
     leaseKey: lease.key,
+    batchKey,
     limits: lease.budgets,
     charges: charged.map((item) => item.charge),
     close: items.some((item) => "close" in item),

@@ -11,7 +11,43 @@
  * I/O is cancelled as hung ("your Worker's code had hung") once it has nothing
  * else to do, which under load meant one runtime error per call. Their items
  * ride the opener's write; a failure is reported once, to the opener.
+ *
+ * Nothing waits on these writes, so a passing failure (a Durable Object
+ * restarting or overloaded, a D1 hiccup) must not lose them: a failed write
+ * is tried again after about WRITE_RETRY_DELAYS_MS, then its error goes to
+ * the opener. A write may have landed although its answer was lost, so each
+ * batch carries a key that stays the same across its tries (`batchKey`):
+ * the write must use it (or keys of its own) to land once.
  */
+
+/** Waits before each retry of a failed batch (with jitter: half to all of each); about 5 s in all, well inside waitUntil's time. */
+export const WRITE_RETRY_DELAYS_MS: readonly number[] = [250, 1_000, 4_000];
+
+/** A background write tried again after each of `delaysMs` (see WRITE_RETRY_DELAYS_MS); the last failure is thrown. */
+export async function withWriteRetries<R>(
+  write: () => Promise<R>,
+  delaysMs: readonly number[] = WRITE_RETRY_DELAYS_MS,
+): Promise<R> {
+  for (let retry = 0; ; retry++) {
+    try {
+      return await write();
+    } catch (error) {
+      const delayMs = delaysMs[retry];
+      if (delayMs === undefined) throw error;
+      await new Promise((wake) => setTimeout(wake, delayMs * (0.5 + Math.random() / 2)));
+    }
+  }
+}
+
+export type BatchWrite<T> = (items: T[], batchKey: string) => Promise<void>;
+
+export interface CoalescerOptions {
+  delayMs: number;
+  maxItems: number;
+  /** Tests: no waiting between tries. */
+  retryDelaysMs?: readonly number[];
+}
+
 export class Coalescer<T> {
   /** Coalescers holding a batch that waits for its timer. */
   static readonly #waiting = new Set<Coalescer<unknown>>();
@@ -29,15 +65,17 @@ export class Coalescer<T> {
     }
   }
 
-  readonly #write: (items: T[]) => Promise<void>;
+  readonly #write: BatchWrite<T>;
   readonly #delayMs: number;
   readonly #maxItems: number;
+  readonly #retryDelaysMs: readonly number[];
   #batch: { items: T[]; done: Promise<void>; start: () => void; timer: ReturnType<typeof setTimeout> } | null = null;
 
-  constructor(write: (items: T[]) => Promise<void>, options: { delayMs: number; maxItems: number }) {
+  constructor(write: BatchWrite<T>, options: CoalescerOptions) {
     this.#write = write;
     this.#delayMs = options.delayMs;
     this.#maxItems = options.maxItems;
+    this.#retryDelaysMs = options.retryDelaysMs ?? WRITE_RETRY_DELAYS_MS;
   }
 
   add(item: T): Promise<void> {
@@ -49,7 +87,7 @@ export class Coalescer<T> {
         start = resolve;
       });
       const items: T[] = [];
-      const done = gate.then(() => this.#write(items));
+      const done = gate.then(() => this.#writeWithRetries(items));
       // Every caller awaits or hands on `done`; an unobserved rejection must not crash the isolate.
       done.catch(() => {});
       batch = { items, done, start, timer: setTimeout(() => this.#flush(items), this.#delayMs) };
@@ -60,6 +98,11 @@ export class Coalescer<T> {
     const done = batch.done;
     if (batch.items.length >= this.#maxItems) this.#flush(batch.items);
     return opens ? done : Promise.resolve();
+  }
+
+  #writeWithRetries(items: T[]): Promise<void> {
+    const batchKey = `batch:${crypto.randomUUID()}`;
+    return withWriteRetries(() => this.#write(items, batchKey), this.#retryDelaysMs);
   }
 
   #flush(items: T[]): void {

@@ -34,7 +34,16 @@ const NONE: WorkspaceBudgets = {
 };
 const messages = [{ role: "user" as const, content: "Summarise the changelog." }];
 
-function countingLimiter() {
+/**
+ * Faults for lease batches: the first `refused` fail before they reach the limiter; the next `lostAnswers`
+ * land there, but their callers hear an error.
+ */
+interface BatchFaults {
+  refused?: number;
+  lostAnswers?: number;
+}
+
+function countingLimiter({ refused = 0, lostAnswers = 0 }: BatchFaults = {}) {
   const calls: string[] = [];
   const namespace = {
     getByName(name: string) {
@@ -52,9 +61,12 @@ function countingLimiter() {
           calls.push("lend");
           return stub.lendBudget(input);
         },
-        settleLeasedBudget: (input: LeasedSettleInput) => {
+        settleLeasedBudget: async (input: LeasedSettleInput) => {
           calls.push(`settleLeased:${input.charges.length}${input.close ? "+close" : ""}`);
-          return stub.settleLeasedBudget(input);
+          if (refused-- > 0) throw new Error("Durable Object is overloaded.");
+          const result = await stub.settleLeasedBudget(input);
+          if (lostAnswers-- > 0) throw new Error("Network connection lost.");
+          return result;
         },
       };
     },
@@ -62,7 +74,11 @@ function countingLimiter() {
   return { namespace, calls };
 }
 
-async function setup(budgets: WorkspaceBudgets, usage?: { prompt_tokens: number; completion_tokens: number }) {
+async function setup(
+  budgets: WorkspaceBudgets,
+  usage?: { prompt_tokens: number; completion_tokens: number },
+  faults: BatchFaults = {},
+) {
   const workspace = await workspaceWith(
     { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
     budgets,
@@ -70,14 +86,18 @@ async function setup(budgets: WorkspaceBudgets, usage?: { prompt_tokens: number;
   vi.spyOn(globalThis, "fetch").mockImplementation(
     fakeUpstreams({ [OPENAI]: () => openAiCompletion("done", usage) }).impl,
   );
-  const limiter = countingLimiter();
+  const limiter = countingLimiter(faults);
   const background: Promise<unknown>[] = [];
   const router = createLlmRouter(llmConfig({ WORKSPACE_LIMITER: limiter.namespace }), {
     logger: quietLogger,
     waitUntil: (work) => background.push(work),
   });
-  const call = (step: number) =>
-    router.chat({ messages }, { workspaceId: workspace.id, taskId: `task_${step}`, chargeKey: `run_lease:${step}` });
+  /** `chargeOnce`: keyed as the chat endpoint's calls are, unique by construction and not kept by the limiter. */
+  const call = (step: number, chargeOnce = false) =>
+    router.chat(
+      { messages },
+      { workspaceId: workspace.id, taskId: `task_${step}`, chargeKey: `run_lease:${step}`, chargeOnce },
+    );
   /** Sends the batches waiting for their timer, and waits for every write. */
   const drained = async () => {
     Coalescer.flushAll();
@@ -103,6 +123,18 @@ describe("budget leases through the router", () => {
       data: { calls: number; total_tokens: number }[];
     };
     expect(usage.data[0]).toMatchObject({ calls: 6, total_tokens: 102 });
+  });
+
+  it.each([
+    ["refused twice, then lands", { refused: 2 }, 3],
+    ["lands, but its answer is lost, and is skipped when sent again", { lostAnswers: 1 }, 2],
+  ])("a lease batch that fails is sent again and counted once: %s", async (_case, faults, tries) => {
+    const { limiter, call, drained, status } = await setup({ ...NONE, daily_tokens: 1_000_000 }, undefined, faults);
+    // Keyed like the chat endpoint's calls: the limiter keeps no key of theirs, only the batch's.
+    for (let step = 1; step <= 4; step++) await call(step, true);
+    await drained();
+    expect(limiter.calls).toEqual(["reserve", "settle", ...Array(tries).fill("settleLeased:3")]);
+    expect((await status()).daily).toMatchObject({ tokens: 4 * 17, reserved_tokens: 10_340 - 3 * 17 });
   });
 
   it("renews the lease in the background before it runs out, so no call after the first waits for the limiter", async () => {

@@ -276,6 +276,41 @@ describe("BudgetBook", () => {
       expect(crossings.map((crossing) => crossing.thresholdPercent)).toEqual([50]);
       expect(book.status(NOW).daily).toMatchObject({ tokens: 5_100, reserved_tokens: 10 });
     }));
+
+  it("counts a batch tried again under the same key once, though its charges are settled once by construction", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 100_000 };
+      const { lease } = book.reserve({
+        chargeKey: "grantor",
+        limits,
+        tokens: 100,
+        costUsd: 0,
+        nowMs: NOW,
+        leaseKey: "lease:1",
+      }) as { lease: { tokens: number } };
+      // The isolate's write landed but its answer was lost: it sends the same batch again, under the same key.
+      const leased = {
+        leaseKey: "lease:1",
+        limits,
+        charges: [{ chargeKey: "api:req_1:01A", tokens: 40, costUsd: 0.01, once: true }],
+        close: false,
+        batchKey: "batch:1",
+        nowMs: NOW,
+      };
+      book.settleLeased(leased);
+      expect(book.settleLeased(leased)).toEqual({ crossings: [] });
+      const unbudgeted = [{ chargeKey: "api:req_2:01B", tokens: 7, costUsd: 0.001, once: true }];
+      book.countUnbudgeted(unbudgeted, NOW, "batch:2");
+      book.countUnbudgeted(unbudgeted, NOW, "batch:2");
+      expect(book.status(NOW).daily).toMatchObject({
+        tokens: 47,
+        cost_usd: 0.011,
+        reserved_tokens: 100 + lease.tokens - 40,
+      });
+      // Another batch with the same charges is new work (these keys are unique by construction).
+      book.countUnbudgeted(unbudgeted, NOW, "batch:3");
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 54 });
+    }));
 });
 
 describe("budget exhaustion mid-task", () => {

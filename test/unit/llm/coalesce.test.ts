@@ -40,4 +40,40 @@ describe("Coalescer", () => {
     await new Promise((resolve) => setTimeout(resolve, 0));
     expect(writes).toHaveLength(2);
   });
+
+  it("tries a failed write again under the same batch key, and gives the opener the last error when every try fails", async () => {
+    const tries: { items: number[]; batchKey: string }[] = [];
+    let failuresLeft = 2;
+    const flaky = new Coalescer<number>(
+      async (items, batchKey) => {
+        tries.push({ items: [...items], batchKey });
+        if (failuresLeft-- > 0) throw new Error("limiter restarting");
+      },
+      { delayMs: 1, maxItems: 10, retryDelaysMs: [1, 1, 1] },
+    );
+    await Promise.all([flaky.add(1), flaky.add(2)]);
+    expect(tries).toHaveLength(3);
+    expect(new Set(tries.map((attempt) => attempt.batchKey)).size).toBe(1);
+    expect(tries.every((attempt) => attempt.items.join() === "1,2")).toBe(true);
+    expect(tries[0].batchKey).toMatch(/^batch:[0-9a-f-]{36}$/);
+
+    let calls = 0;
+    const broken = new Coalescer<number>(
+      async () => {
+        calls++;
+        throw new Error(`down (${calls})`);
+      },
+      { delayMs: 1, maxItems: 10, retryDelaysMs: [1, 1] },
+    );
+    await expect(broken.add(1)).rejects.toThrow("down (3)");
+    // The next batch gets a key of its own.
+    const keys: string[] = [];
+    const fresh = new Coalescer<number>(async (_items, batchKey) => void keys.push(batchKey), {
+      delayMs: 1,
+      maxItems: 1,
+    });
+    await fresh.add(1);
+    await fresh.add(2);
+    expect(keys[0]).not.toBe(keys[1]);
+  });
 });
