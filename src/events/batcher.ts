@@ -1,4 +1,5 @@
 import type { AppConfig } from "../env.ts";
+import { WRITE_RETRY_DELAYS_MS, withWriteRetries } from "../lib/retry-write.ts";
 import type { EventEnvelope, EventType, PublishedEvent } from "./catalog.ts";
 import { type PublishContext, type PublishInput, stampEvent } from "./publish.ts";
 
@@ -24,9 +25,16 @@ export class EventBatcher {
   /** Workspaces with a publishMany out: their next events wait for it. */
   readonly #inFlight = new Set<string>();
 
-  constructor(env: Pick<AppConfig, "EVENT_HUB">, context: PublishContext = {}) {
+  readonly #retryDelaysMs: readonly number[];
+
+  constructor(
+    env: Pick<AppConfig, "EVENT_HUB">,
+    context: PublishContext = {},
+    options: { retryDelaysMs?: readonly number[] } = {},
+  ) {
     this.#env = env;
     this.#context = context;
+    this.#retryDelaysMs = options.retryDelaysMs ?? WRITE_RETRY_DELAYS_MS;
   }
 
   publish<K extends EventType>(input: PublishInput<K>): Promise<PublishedEvent<K>> {
@@ -55,8 +63,11 @@ export class EventBatcher {
     if (!entries) return;
     this.#pending.delete(workspaceId);
     this.#inFlight.add(workspaceId);
-    this.#env.EVENT_HUB.getByName(workspaceId)
-      .publishMany(entries.map((entry) => entry.event))
+    // Events keep their ids across tries, and the hub writes an id once: a batch sent again lands once.
+    withWriteRetries(
+      () => this.#env.EVENT_HUB.getByName(workspaceId).publishMany(entries.map((entry) => entry.event)),
+      this.#retryDelaysMs,
+    )
       .then(
         (results) => {
           for (const [index, entry] of entries.entries()) entry.resolve(results[index].seq);

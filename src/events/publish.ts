@@ -3,6 +3,7 @@ import { trace } from "@opentelemetry/api";
 import type { AppConfig, WorkerEnv } from "../env.ts";
 import { newId } from "../lib/ids.ts";
 import { Logger } from "../lib/logger.ts";
+import { withWriteRetries } from "../lib/retry-write.ts";
 import { reportError } from "../observability/sentry.ts";
 import {
   type EventDataMap,
@@ -92,7 +93,10 @@ export async function publish<K extends EventType>(
   context: PublishContext = {},
 ): Promise<PublishedEvent<K>> {
   const event = stampEvent(input, context);
-  const { seq } = await env.EVENT_HUB.getByName(input.workspace_id).publish(event as EventEnvelope);
+  // The hub writes an event_id once, so an event whose answer was lost can be sent again.
+  const { seq } = await withWriteRetries(() =>
+    env.EVENT_HUB.getByName(input.workspace_id).publish(event as EventEnvelope),
+  );
   return { ...event, seq } as PublishedEvent<K>;
 }
 

@@ -1,3 +1,5 @@
+import { WRITE_RETRY_DELAYS_MS, withWriteRetries } from "../lib/retry-write.ts";
+
 /**
  * Per-isolate write coalescing: items added within `delayMs` of the first go
  * out in one write (one D1 batch, one Durable Object call) instead of one
@@ -14,30 +16,11 @@
  *
  * Nothing waits on these writes, so a passing failure (a Durable Object
  * restarting or overloaded, a D1 hiccup) must not lose them: a failed write
- * is tried again after about WRITE_RETRY_DELAYS_MS, then its error goes to
- * the opener. A write may have landed although its answer was lost, so each
+ * is tried again (src/lib/retry-write.ts), then its error goes to the
+ * opener. A write may have landed although its answer was lost, so each
  * batch carries a key that stays the same across its tries (`batchKey`):
  * the write must use it (or keys of its own) to land once.
  */
-
-/** Waits before each retry of a failed batch (with jitter: half to all of each); about 5 s in all, well inside waitUntil's time. */
-export const WRITE_RETRY_DELAYS_MS: readonly number[] = [250, 1_000, 4_000];
-
-/** A background write tried again after each of `delaysMs` (see WRITE_RETRY_DELAYS_MS); the last failure is thrown. */
-export async function withWriteRetries<R>(
-  write: () => Promise<R>,
-  delaysMs: readonly number[] = WRITE_RETRY_DELAYS_MS,
-): Promise<R> {
-  for (let retry = 0; ; retry++) {
-    try {
-      return await write();
-    } catch (error) {
-      const delayMs = delaysMs[retry];
-      if (delayMs === undefined) throw error;
-      await new Promise((wake) => setTimeout(wake, delayMs * (0.5 + Math.random() / 2)));
-    }
-  }
-}
 
 export type BatchWrite<T> = (items: T[], batchKey: string) => Promise<void>;
 

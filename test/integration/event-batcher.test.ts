@@ -84,6 +84,48 @@ describe("EventBatcher", () => {
     );
   });
 
+  it("sends a batch again when the hub fails or its answer is lost, and each event lands once, in order", async () => {
+    const workspace = uniqueWorkspace("batch-retry");
+    const faults = ["refused", "answer lost"];
+    const tries: number[] = [];
+    const hub = {
+      getByName: (name: string) => {
+        const stub = env.EVENT_HUB.getByName(name);
+        return {
+          publishMany: async (events: never[]) => {
+            tries.push(events.length);
+            const fault = faults.shift();
+            if (fault === "refused") throw new Error("Durable Object is overloaded.");
+            const results = await stub.publishMany(events);
+            if (fault === "answer lost") throw new Error("Network connection lost.");
+            return results;
+          },
+        };
+      },
+    };
+    const batcher = new EventBatcher(
+      { EVENT_HUB: hub as unknown as typeof env.EVENT_HUB },
+      {},
+      { retryDelaysMs: [1, 1] },
+    );
+    const published = await Promise.all(
+      Array.from({ length: 3 }, (_, index) => batcher.publish(message(workspace, index))),
+    );
+    expect(tries).toEqual([3, 3, 3]);
+    expect(published.map((event) => event.seq)).toEqual([1, 2, 3]);
+    expect((await history(workspace)).map((event) => [event.seq, event.event_id])).toEqual(
+      published.map((event) => [event.seq, event.event_id]),
+    );
+
+    // Past its retries the batch's callers hear the error.
+    const down = new EventBatcher(
+      { EVENT_HUB: { getByName: () => ({ publishMany: async () => Promise.reject(new Error("down")) }) } as never },
+      {},
+      { retryDelaysMs: [1] },
+    );
+    await expect(down.publish(message(workspace, 9))).rejects.toThrow("down");
+  });
+
   it("refuses an invalid event before anything is sent", async () => {
     const workspace = uniqueWorkspace("batch-invalid");
     const batcher = new EventBatcher(env);
