@@ -100,10 +100,14 @@ export function budgetGate(
           costUsd: amounts.costUsd,
           once: amounts.once,
         };
-        const written = amounts.hold.lease.settle(amounts.hold, charge, context);
-        // The lease took the charge at once; only the batch's write is left, and nothing waits on it.
-        if (waitUntil) waitUntil(written);
-        else await written;
+        const { lease } = amounts.hold;
+        const written = lease.settle(amounts.hold, charge, context);
+        if (!waitUntil) return void (await written);
+        // The lease took the charge at once; only the batch's write is left (tried again when it fails), and
+        // nothing waits on it: a batch still failing after its retries is logged here, once, by its opener.
+        const failed = (error: unknown) =>
+          logger.error("budget charges not counted", { error, workspace_id: lease.workspaceId, lease_key: lease.key });
+        waitUntil(written.catch(failed));
         return;
       }
       const limited = amounts.budgets !== null && hasAnyBudget(amounts.budgets);
