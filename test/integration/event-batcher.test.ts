@@ -26,6 +26,17 @@ function message(workspaceId: string, index: number) {
   };
 }
 
+type PublishMany = (events: never[]) => Promise<{ seq: number; duplicate: boolean }[]>;
+
+/** The real hubs, with every publishMany going through `around` (handed the real one as `send`). */
+function hubsAround(around: (events: never[], send: PublishMany) => ReturnType<PublishMany>) {
+  const getByName = (name: string) => {
+    const stub = env.EVENT_HUB.getByName(name);
+    return { publishMany: (events: never[]) => around(events, async (sent) => await stub.publishMany(sent)) };
+  };
+  return { EVENT_HUB: { getByName } as unknown as typeof env.EVENT_HUB };
+}
+
 describe("EventBatcher", () => {
   it("publishes a turn's events per workspace in one call, in issue order, each with its seq", async () => {
     const first = uniqueWorkspace("batch-a");
@@ -50,25 +61,19 @@ describe("EventBatcher", () => {
     let inFlight = 0;
     let maxInFlight = 0;
     const sizes: number[] = [];
-    const hub = {
-      getByName: (name: string) => {
-        const stub = env.EVENT_HUB.getByName(name);
-        return {
-          publishMany: async (events: never[]) => {
-            inFlight++;
-            maxInFlight = Math.max(maxInFlight, inFlight);
-            sizes.push(events.length);
-            try {
-              await new Promise((resolve) => setTimeout(resolve, 20)); // a hub some distance away
-              return await stub.publishMany(events);
-            } finally {
-              inFlight--;
-            }
-          },
-        };
-      },
-    };
-    const batcher = new EventBatcher({ EVENT_HUB: hub as unknown as typeof env.EVENT_HUB });
+    const batcher = new EventBatcher(
+      hubsAround(async (events, send) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        sizes.push(events.length);
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 20)); // a hub some distance away
+          return await send(events);
+        } finally {
+          inFlight--;
+        }
+      }),
+    );
     const published: Promise<PublishedEvent>[] = [];
     for (let turn = 0; turn < 4; turn++) {
       for (let index = 0; index < 5; index++) published.push(batcher.publish(message(workspace, turn * 5 + index)));
@@ -88,23 +93,15 @@ describe("EventBatcher", () => {
     const workspace = uniqueWorkspace("batch-retry");
     const faults = ["refused", "answer lost"];
     const tries: number[] = [];
-    const hub = {
-      getByName: (name: string) => {
-        const stub = env.EVENT_HUB.getByName(name);
-        return {
-          publishMany: async (events: never[]) => {
-            tries.push(events.length);
-            const fault = faults.shift();
-            if (fault === "refused") throw new Error("Durable Object is overloaded.");
-            const results = await stub.publishMany(events);
-            if (fault === "answer lost") throw new Error("Network connection lost.");
-            return results;
-          },
-        };
-      },
-    };
     const batcher = new EventBatcher(
-      { EVENT_HUB: hub as unknown as typeof env.EVENT_HUB },
+      hubsAround(async (events, send) => {
+        tries.push(events.length);
+        const fault = faults.shift();
+        if (fault === "refused") throw new Error("Durable Object is overloaded.");
+        const results = await send(events);
+        if (fault === "answer lost") throw new Error("Network connection lost.");
+        return results;
+      }),
       {},
       { retryDelaysMs: [1, 1] },
     );
@@ -119,7 +116,7 @@ describe("EventBatcher", () => {
 
     // Past its retries the batch's callers hear the error.
     const down = new EventBatcher(
-      { EVENT_HUB: { getByName: () => ({ publishMany: async () => Promise.reject(new Error("down")) }) } as never },
+      hubsAround(async () => Promise.reject(new Error("down"))),
       {},
       { retryDelaysMs: [1] },
     );
