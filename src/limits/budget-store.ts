@@ -50,6 +50,17 @@ export const RESERVATION_EXPIRY_MIGRATION: readonly string[] = [
   "CREATE INDEX limiter_budget_charges_reserved_until ON limiter_budget_charges (reserved_until_ms) WHERE settled = 0",
 ];
 
+/**
+ * A threshold remembers what reported it (a lease batch's key) and the
+ * crossing as reported: a batch sent again because its answer was lost gets
+ * the same crossings back, so they are still published, once.
+ */
+export const ALERT_REPORTER_MIGRATION: readonly string[] = [
+  "ALTER TABLE limiter_budget_alerts ADD COLUMN reported_by TEXT",
+  "ALTER TABLE limiter_budget_alerts ADD COLUMN crossing TEXT",
+  "CREATE INDEX limiter_budget_alerts_reported_by ON limiter_budget_alerts (reported_by) WHERE reported_by IS NOT NULL",
+];
+
 export interface PeriodCounters {
   tokens: number;
   costUsd: number;
@@ -205,18 +216,38 @@ export class BudgetStore {
     return new Set(rows.map((row) => row.charge_key));
   }
 
-  /** Records a threshold as reported; false when it already was this period. */
-  markAlert(period: string, metric: string, threshold: number, nowMs: number, expiresAtMs: number): boolean {
+  /**
+   * Records a threshold as reported (by `reportedBy`, with the crossing as
+   * reported); false when it already was this period.
+   */
+  markAlert(
+    alert: { period: string; metric: string; threshold: number; reportedBy: string | null; crossing: unknown },
+    nowMs: number,
+    expiresAtMs: number,
+  ): boolean {
     const cursor = this.#sql.exec(
-      `INSERT INTO limiter_budget_alerts (period, metric, threshold, reached_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT DO NOTHING`,
-      period,
-      metric,
-      threshold,
+      `INSERT INTO limiter_budget_alerts (period, metric, threshold, reached_at_ms, expires_at_ms, reported_by, crossing)
+       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      alert.period,
+      alert.metric,
+      alert.threshold,
       nowMs,
       expiresAtMs,
+      alert.reportedBy,
+      JSON.stringify(alert.crossing),
     );
     return cursor.rowsWritten > 0;
+  }
+
+  /** The crossings `reportedBy` reported, as it reported them, in that order. */
+  crossingsReportedBy<T>(reportedBy: string): T[] {
+    return this.#sql
+      .exec<{ crossing: string }>(
+        "SELECT crossing FROM limiter_budget_alerts WHERE reported_by = ? AND crossing IS NOT NULL ORDER BY rowid",
+        reportedBy,
+      )
+      .toArray()
+      .map((row) => JSON.parse(row.crossing) as T);
   }
 
   prune(nowMs: number): void {

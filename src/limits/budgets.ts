@@ -300,7 +300,10 @@ export class BudgetBook {
     const { nowMs } = input;
     const keys = periodKeys(nowMs);
     return this.#atomically(() => {
-      if (!this.#isNewBatch(input.batchKey, keys, nowMs)) return { crossings: [] };
+      if (input.batchKey !== undefined && !this.#isNewBatch(input.batchKey, keys, nowMs)) {
+        // Sent again because its answer was lost: what it crossed was never published.
+        return { crossings: this.#store.crossingsReportedBy<ThresholdCrossing>(input.batchKey) };
+      }
       const periods = new PeriodCache(this.#store);
       const fresh = this.#store.insertSettledCharges(
         input.charges.filter((charge) => !charge.once),
@@ -338,15 +341,11 @@ export class BudgetBook {
         );
       }
       periods.write();
-      return { crossings: this.#crossings(keys, input.limits, nowMs, periods) };
+      return { crossings: this.#crossings(keys, input.limits, nowMs, periods, input.batchKey ?? null) };
     });
   }
 
-  /**
-   * False when a batch under this key was counted before: its write landed but
-   * the isolate did not hear so, and tried again. (Thresholds that batch
-   * crossed were reported to the try that was lost; the alert stays marked.)
-   */
+  /** False when a batch under this key was counted before: its write landed but the isolate did not hear so, and tried again. */
   #isNewBatch(batchKey: string | undefined, keys: { day: string; month: string }, nowMs: number): boolean {
     if (batchKey === undefined) return true;
     const marker = { chargeKey: batchKey, tokens: 0, costUsd: 0 };
@@ -443,6 +442,7 @@ export class BudgetBook {
     limits: BudgetLimits | null,
     nowMs: number,
     periods: PeriodCache,
+    reportedBy: string | null = null,
   ): ThresholdCrossing[] {
     const out: ThresholdCrossing[] = [];
     if (!limits) return out;
@@ -455,15 +455,16 @@ export class BudgetBook {
       for (const threshold of BUDGET_THRESHOLDS_PERCENT) {
         if (percentage < threshold) break;
         const expiresAtMs = periodEndMs(rule.period, nowMs) + DAY_MS;
-        if (!this.#store.markAlert(period, rule.metric, threshold, nowMs, expiresAtMs)) continue;
-        out.push({
+        const crossing: ThresholdCrossing = {
           period: rule.period,
           metric: rule.metric,
           thresholdPercent: threshold,
           limit,
           used: round(current),
           percentage: Math.round(percentage * 100) / 100,
-        });
+        };
+        const alert = { period, metric: rule.metric, threshold, reportedBy, crossing };
+        if (this.#store.markAlert(alert, nowMs, expiresAtMs)) out.push(crossing);
       }
     }
     return out;

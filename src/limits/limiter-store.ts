@@ -1,6 +1,6 @@
 import { ADMISSION_MIGRATION } from "./admission-store.ts";
 import { AUDIT_ANCHOR_MIGRATION } from "./audit-anchor-store.ts";
-import { BUDGET_MIGRATION, RESERVATION_EXPIRY_MIGRATION } from "./budget-store.ts";
+import { ALERT_REPORTER_MIGRATION, BUDGET_MIGRATION, RESERVATION_EXPIRY_MIGRATION } from "./budget-store.ts";
 import type { StrikeState } from "./strikes.ts";
 import type { BucketState } from "./token-bucket.ts";
 
@@ -42,6 +42,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   AUDIT_ANCHOR_MIGRATION,
   // 4 → 5: budget reservations expire, src/limits/budget-store.ts.
   RESERVATION_EXPIRY_MIGRATION,
+  // 5 → 6: a threshold remembers the batch that reported it, src/limits/budget-store.ts.
+  ALERT_REPORTER_MIGRATION,
 ];
 
 export const LIMITER_SCHEMA_VERSION = MIGRATIONS.length;

@@ -137,6 +137,22 @@ describe("budget leases through the router", () => {
     expect((await status()).daily).toMatchObject({ tokens: 4 * 17, reserved_tokens: 10_340 - 3 * 17 });
   });
 
+  it("a threshold crossed by a batch whose answer was lost is published once, by the resend", async () => {
+    const { workspace, call, drained, status } = await setup(
+      { ...NONE, daily_tokens: 1_000_000 },
+      { prompt_tokens: 300_000, completion_tokens: 0 },
+      { lostAnswers: 1 },
+    );
+    // As in the threshold case below: the second call draws on the lease and its batch crosses 50 %.
+    for (let step = 1; step <= 2; step++) {
+      await call(step, true);
+      await drained();
+    }
+    expect((await status()).daily).toMatchObject({ tokens: 600_000 });
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 1);
+    expect(reached.map((event) => [event.data.threshold_percent, event.task_id])).toEqual([[50, "task_2"]]);
+  });
+
   it("renews the lease in the background before it runs out, so no call after the first waits for the limiter", async () => {
     // Room for about 40 calls of this estimate: the lease is a quarter of it, 10,081 tokens. At 500 tokens
     // a call it falls under 30 % after the 15th call on it, which asks for the next one in the background.

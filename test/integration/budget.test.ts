@@ -65,7 +65,10 @@ describe("BudgetBook", () => {
       const { storage } = state;
       const limits = { ...NONE, daily_tokens: 1_000 };
       new BudgetBook(storage).reserve({ chargeKey: "before", limits, tokens: 1_000, costUsd: 0, nowMs: NOW });
-      // Back to the schema of step 4, which had no expiry, and up again.
+      // Back to the schema of step 4, which had no expiry (nor step 6's alert reporters), and up again.
+      storage.sql.exec("DROP INDEX limiter_budget_alerts_reported_by");
+      storage.sql.exec("ALTER TABLE limiter_budget_alerts DROP COLUMN reported_by");
+      storage.sql.exec("ALTER TABLE limiter_budget_alerts DROP COLUMN crossing");
       storage.sql.exec("DROP INDEX limiter_budget_charges_reserved_until");
       storage.sql.exec("ALTER TABLE limiter_budget_charges DROP COLUMN reserved_until_ms");
       storage.sql.exec("UPDATE limiter_meta SET value = 4 WHERE key = 'schema_version'");
@@ -310,6 +313,31 @@ describe("BudgetBook", () => {
       // Another batch with the same charges is new work (these keys are unique by construction).
       book.countUnbudgeted(unbudgeted, NOW, "batch:3");
       expect(book.status(NOW).daily).toMatchObject({ tokens: 54 });
+    }));
+
+  it("gives a batch sent again the thresholds it crossed the first time, so they are still published, and only to it", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 10_000 };
+      book.reserve({ chargeKey: "grantor", limits, tokens: 10, costUsd: 0, nowMs: NOW, leaseKey: "lease:1" });
+      const batch = (batchKey: string, tokens: number) => ({
+        leaseKey: "lease:1",
+        limits,
+        charges: [{ chargeKey: `api:${batchKey}`, tokens, costUsd: 0, once: true }],
+        close: false,
+        batchKey,
+        nowMs: NOW,
+      });
+      const first = book.settleLeased(batch("batch:1", 5_500));
+      expect(first.crossings.map((crossing) => crossing.thresholdPercent)).toEqual([50]);
+      // Its answer was lost: the resend is not counted again, and gets the same crossing to publish.
+      expect(book.settleLeased(batch("batch:1", 5_500))).toEqual(first);
+      expect(book.status(NOW).daily).toMatchObject({ tokens: 5_500 });
+      // Another batch crossing nothing new reports nothing; 80 % goes to the batch that reaches it.
+      expect(book.settleLeased(batch("batch:2", 100)).crossings).toEqual([]);
+      expect(book.settleLeased(batch("batch:3", 2_500)).crossings.map((crossing) => crossing.thresholdPercent)).toEqual(
+        [80],
+      );
+      expect(book.settleLeased(batch("batch:2", 100)).crossings).toEqual([]);
     }));
 });
 
