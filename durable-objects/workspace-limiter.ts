@@ -1,4 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
+import type { AppConfig } from "../src/env.ts";
+import { EventOutbox } from "../src/events/outbox.ts";
+import { Logger } from "../src/lib/logger.ts";
 import {
   type AdmissionSnapshot,
   type Depth,
@@ -8,6 +11,7 @@ import {
   TaskAdmission,
 } from "../src/limits/admission.ts";
 import { type AuditAnchor, AuditAnchorStore } from "../src/limits/audit-anchor-store.ts";
+import { stampedThresholdEvents } from "../src/limits/budget-events.ts";
 import {
   type BudgetAmountsInput,
   BudgetBook,
@@ -16,11 +20,13 @@ import {
   type LeaseRequest,
   type PeriodStatus,
   type ReserveResult,
+  type SettleInput,
   type SettleResult,
   type ThresholdCrossing,
   type UnbudgetedCharge,
 } from "../src/limits/budgets.ts";
 import { LimiterCore } from "../src/limits/limiter-core.ts";
+import { LIMITER_EVENT_OUTBOX } from "../src/limits/limiter-store.ts";
 import type {
   AcquireInput,
   AcquireResult,
@@ -35,8 +41,12 @@ import type {
  * strikes, its task admission (running slots as leases, the pending line by
  * priority then age; src/limits/admission.ts), token budgets, and the audit
  * chain's anchor outside D1. A thin RPC shell over LimiterCore,
- * TaskAdmission, BudgetBook and AuditAnchorStore, which the tests drive
- * directly. State lives in this object's SQLite storage.
+ * TaskAdmission, BudgetBook, AuditAnchorStore and EventOutbox, which the
+ * tests drive directly. State lives in this object's SQLite storage.
+ *
+ * Budget thresholds are published from here, not by the caller: their events
+ * are queued in the transaction that crossed them, and the alarm delivers
+ * them to the workspace's EventHub until it has them (src/events/outbox.ts).
  *
  * Buckets run on the object's own clock, never the caller's: isolates on
  * other machines may be skewed, and a clock running ahead would refill a bucket
@@ -48,6 +58,8 @@ export class WorkspaceLimiter extends DurableObject {
   readonly #admission: TaskAdmission;
   readonly #budgets: BudgetBook;
   readonly #auditAnchor: AuditAnchorStore;
+  readonly #outbox: EventOutbox;
+  readonly #logger = new Logger({ level: "info", sampleRate: 1 }, { object: "WorkspaceLimiter" });
   /** The alarm this object last set (epoch ms), so calls do not reset it needlessly. */
   #alarmAtMs: number | null = null;
 
@@ -56,7 +68,11 @@ export class WorkspaceLimiter extends DurableObject {
     // LimiterCore runs the schema migrations, so it is built first.
     this.#core = new LimiterCore(ctx.storage);
     this.#admission = new TaskAdmission(ctx.storage);
-    this.#budgets = new BudgetBook(ctx.storage);
+    this.#outbox = new EventOutbox(ctx.storage.sql, LIMITER_EVENT_OUTBOX);
+    this.#budgets = new BudgetBook(ctx.storage, {
+      onCrossings: (crossings, context, nowMs) =>
+        this.#outbox.add(stampedThresholdEvents(crossings, context, this.#logger), nowMs),
+    });
     this.#auditAnchor = new AuditAnchorStore(ctx.storage);
   }
 
@@ -78,9 +94,11 @@ export class WorkspaceLimiter extends DurableObject {
     return this.#budgets.reserve({ ...input, nowMs: Date.now() });
   }
 
-  /** Budgets: charge the actual amounts once per charge key; reports thresholds newly reached. */
-  async settleBudget(input: BudgetAmountsInput): Promise<SettleResult> {
-    return this.#budgets.settle({ ...input, nowMs: Date.now() });
+  /** Budgets: charge the actual amounts once per charge key; reports thresholds newly reached (and publishes them). */
+  async settleBudget(input: SettleInput): Promise<SettleResult> {
+    const result = this.#budgets.settle({ ...input, nowMs: Date.now() });
+    if (result.crossings.length > 0) await this.#scheduleAlarm();
+    return result;
   }
 
   /** Budgets: a lease alone, sized for calls of the given estimate; null near a limit. */
@@ -88,9 +106,11 @@ export class WorkspaceLimiter extends DurableObject {
     return this.#budgets.lend({ ...input, nowMs: Date.now() });
   }
 
-  /** Budgets: calls charged against a lease, in one call; reports thresholds newly reached. */
+  /** Budgets: calls charged against a lease, in one call; reports thresholds newly reached (and publishes them). */
   async settleLeasedBudget(input: LeasedSettleInput): Promise<{ crossings: ThresholdCrossing[] }> {
-    return this.#budgets.settleLeased({ ...input, nowMs: Date.now() });
+    const result = this.#budgets.settleLeased({ ...input, nowMs: Date.now() });
+    if (result.crossings.length > 0) await this.#scheduleAlarm();
+    return result;
   }
 
   /** Calls of a workspace without budgets, counted in one call (isolates coalesce them; no reservation was made). */
@@ -105,21 +125,21 @@ export class WorkspaceLimiter extends DurableObject {
   /** Admission of a new task: a slot now (the caller sends `dispatch`), a place in line, or a refusal. */
   async submitTask(input: SubmitInput): Promise<SubmitResult> {
     const result = this.#admission.submit({ ...input, nowMs: Date.now() });
-    await this.#scheduleExpiry();
+    await this.#scheduleAlarm();
     return result;
   }
 
   /** Ended tasks give back their slots; the caller sends the pending tasks released into them. */
   async finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number; depth: Depth }> {
     const result = this.#admission.finish({ taskIds, nowMs: Date.now() });
-    await this.#scheduleExpiry();
+    await this.#scheduleAlarm();
     return result;
   }
 
   /** A consumer keeps these slots for `leaseMs` more (a task started, or its retry is scheduled). */
   async renewTasks(taskIds: string[], leaseMs: number): Promise<{ renewed: string[] }> {
     const result = this.#admission.renew({ taskIds, leaseMs, nowMs: Date.now() });
-    await this.#scheduleExpiry();
+    await this.#scheduleAlarm();
     return result;
   }
 
@@ -127,9 +147,15 @@ export class WorkspaceLimiter extends DurableObject {
     return this.#admission.snapshot();
   }
 
-  /** Lapsed leases: sent again to the task queue, or given up to the dead-letter queue. */
+  /** Queued events delivered; lapsed leases sent again to the task queue, or given up to the dead-letter queue. */
   override async alarm(): Promise<void> {
     this.#alarmAtMs = null;
+    // Alongside the leases' work, not before it: a slow hub must not hold up tasks.
+    const delivered = this.#outbox.deliver(
+      this.env as unknown as Pick<AppConfig, "EVENT_HUB">,
+      Date.now(),
+      this.#logger,
+    );
     const { redispatch, abandoned, dispatch } = this.#admission.expire({ nowMs: Date.now() });
     const env = this.env as Cloudflare.Env & { TASKS_QUEUE: Queue; TASKS_DLQ: Queue };
     const toQueue = [...redispatch, ...dispatch].map((item) => ({ body: item.message }));
@@ -139,12 +165,16 @@ export class WorkspaceLimiter extends DurableObject {
         abandoned.map((item) => ({ body: { ...(item.message as object), reason: "lease_expired" } })),
       );
     }
-    await this.#scheduleExpiry();
+    await delivered;
+    await this.#scheduleAlarm();
   }
 
-  async #scheduleExpiry(): Promise<void> {
-    const nextMs = this.#admission.nextExpiryMs();
-    if (nextMs === null || (this.#alarmAtMs !== null && this.#alarmAtMs <= nextMs)) return;
+  /** One alarm serves both: the earlier of the next lease expiry and the next event delivery. */
+  async #scheduleAlarm(): Promise<void> {
+    const due = [this.#admission.nextExpiryMs(), this.#outbox.nextDueMs()].filter((ms) => ms !== null);
+    if (due.length === 0) return;
+    const nextMs = Math.min(...due);
+    if (this.#alarmAtMs !== null && this.#alarmAtMs <= nextMs) return;
     this.#alarmAtMs = nextMs;
     await this.ctx.storage.setAlarm(nextMs);
   }

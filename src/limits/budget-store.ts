@@ -53,7 +53,8 @@ export const RESERVATION_EXPIRY_MIGRATION: readonly string[] = [
 /**
  * A threshold remembers what reported it (a lease batch's key) and the
  * crossing as reported: a batch sent again because its answer was lost gets
- * the same crossings back, so they are still published, once.
+ * the same crossings back, the answer it missed. (Its events do not depend on
+ * that answer since step 7: the limiter queues them in its own outbox.)
  */
 export const ALERT_REPORTER_MIGRATION: readonly string[] = [
   "ALTER TABLE limiter_budget_alerts ADD COLUMN reported_by TEXT",

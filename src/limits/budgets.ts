@@ -1,3 +1,4 @@
+import type { BudgetEventContext } from "./budget-events.ts";
 import { BudgetStore, type ChargeRow, type PeriodCounters } from "./budget-store.ts";
 import type { LimiterStorage } from "./limiter-store.ts";
 
@@ -6,7 +7,9 @@ import type { LimiterStorage } from "./limiter-store.ts";
  * WorkspaceLimiter. A call reserves its estimate first (refused when a budget
  * has nothing left) and settles the provider's actual figures after; the
  * charge key makes both idempotent, so a retried consumer is charged once.
- * Crossing 50, 80 or 100% of a budget is reported once per period.
+ * Crossing 50, 80 or 100% of a budget is reported once per period: to the
+ * caller, and (given the call's event context) to `onCrossings` inside the
+ * same transaction, where the WorkspaceLimiter queues the events.
  */
 
 export interface BudgetLimits {
@@ -21,6 +24,11 @@ export interface BudgetAmountsInput {
   limits: BudgetLimits | null;
   tokens: number;
   costUsd: number;
+}
+
+export interface SettleInput extends BudgetAmountsInput {
+  /** Whose charge this is: thresholds it crosses are announced as events with this envelope. */
+  events?: BudgetEventContext;
 }
 
 /** A call of a workspace without budgets; `once`: its key is settled once by construction (CallContext.chargeOnce). */
@@ -67,6 +75,8 @@ export interface LeasedSettleInput {
   close: boolean;
   /** The same on each try of one batch (see Coalescer): a batch that landed before is not counted again. */
   batchKey?: string;
+  /** As in SettleInput: the batch's last call. */
+  events?: BudgetEventContext;
 }
 
 export type ReserveResult =
@@ -186,14 +196,19 @@ function headroom(
   return left;
 }
 
+/** Called inside the transaction that crossed the thresholds, so what it writes lands with the charge or not at all. */
+export type OnCrossings = (crossings: ThresholdCrossing[], context: BudgetEventContext, nowMs: number) => void;
+
 export class BudgetBook {
   readonly #store: BudgetStore;
   readonly #atomically: <T>(write: () => T) => T;
+  readonly #onCrossings: OnCrossings;
   #lastPruneMs = Number.NEGATIVE_INFINITY;
 
-  constructor(storage: LimiterStorage) {
+  constructor(storage: LimiterStorage, options: { onCrossings?: OnCrossings } = {}) {
     this.#store = new BudgetStore(storage);
     this.#atomically = (write) => storage.transactionSync(write);
+    this.#onCrossings = options.onCrossings ?? (() => {});
   }
 
   /** With `leaseKey`, also lends the isolate budget for its next calls when there is ample room (see LEASE_CALLS). */
@@ -301,7 +316,7 @@ export class BudgetBook {
     const keys = periodKeys(nowMs);
     return this.#atomically(() => {
       if (input.batchKey !== undefined && !this.#isNewBatch(input.batchKey, keys, nowMs)) {
-        // Sent again because its answer was lost: what it crossed was never published.
+        // Sent again because its answer was lost: it gets the same answer (its events were queued the first time).
         return { crossings: this.#store.crossingsReportedBy<ThresholdCrossing>(input.batchKey) };
       }
       const periods = new PeriodCache(this.#store);
@@ -341,7 +356,9 @@ export class BudgetBook {
         );
       }
       periods.write();
-      return { crossings: this.#crossings(keys, input.limits, nowMs, periods, input.batchKey ?? null) };
+      const crossings = this.#crossings(keys, input.limits, nowMs, periods, input.batchKey ?? null);
+      this.#announce(crossings, input.events, nowMs);
+      return { crossings };
     });
   }
 
@@ -353,7 +370,7 @@ export class BudgetBook {
   }
 
   /** Charges the actual amounts (0 and 0 releases a reservation) and reports thresholds newly reached. */
-  settle(input: BudgetAmountsInput & { nowMs: number }): SettleResult {
+  settle(input: SettleInput & { nowMs: number }): SettleResult {
     const { nowMs } = input;
     return this.#atomically(() => {
       const existing = this.#store.charge(input.chargeKey);
@@ -361,8 +378,14 @@ export class BudgetBook {
       const periods = new PeriodCache(this.#store);
       const keys = this.#settleCharge(input, existing, periods, nowMs);
       periods.write();
-      return { duplicate: false, crossings: this.#crossings(keys, input.limits, nowMs, periods) };
+      const crossings = this.#crossings(keys, input.limits, nowMs, periods);
+      this.#announce(crossings, input.events, nowMs);
+      return { duplicate: false, crossings };
     });
+  }
+
+  #announce(crossings: ThresholdCrossing[], context: BudgetEventContext | undefined, nowMs: number): void {
+    if (crossings.length > 0 && context) this.#onCrossings(crossings, context, nowMs);
   }
 
   /** One charge, settled: its reservation (if any) released, its actual amounts counted. Answers its periods. */

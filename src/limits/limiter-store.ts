@@ -1,3 +1,4 @@
+import { outboxMigration } from "../events/outbox.ts";
 import { ADMISSION_MIGRATION } from "./admission-store.ts";
 import { AUDIT_ANCHOR_MIGRATION } from "./audit-anchor-store.ts";
 import { ALERT_REPORTER_MIGRATION, BUDGET_MIGRATION, RESERVATION_EXPIRY_MIGRATION } from "./budget-store.ts";
@@ -10,6 +11,9 @@ import type { BucketState } from "./token-bucket.ts";
  * Schema changes are append-only steps in MIGRATIONS; the applied version is
  * kept in `limiter_meta`.
  */
+
+/** The limiter's event outbox table (src/events/outbox.ts). */
+export const LIMITER_EVENT_OUTBOX = "limiter_event_outbox";
 
 export type LimiterStorage = Pick<DurableObjectStorage, "sql" | "transactionSync">;
 
@@ -44,6 +48,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   RESERVATION_EXPIRY_MIGRATION,
   // 5 → 6: a threshold remembers the batch that reported it, src/limits/budget-store.ts.
   ALERT_REPORTER_MIGRATION,
+  // 6 → 7: events the limiter decides (budget thresholds), queued until the hub has them, src/events/outbox.ts.
+  outboxMigration(LIMITER_EVENT_OUTBOX),
 ];
 
 export const LIMITER_SCHEMA_VERSION = MIGRATIONS.length;

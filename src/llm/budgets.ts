@@ -1,9 +1,9 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
-import { publish } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
 import { withWriteRetries } from "../lib/retry-write.ts";
-import { type PeriodStatus, periodEndMs, type ThresholdCrossing, type UnbudgetedCharge } from "../limits/budgets.ts";
+import type { BudgetEventContext } from "../limits/budget-events.ts";
+import { type PeriodStatus, periodEndMs, type UnbudgetedCharge } from "../limits/budgets.ts";
 import { type Keep, type Lease, type LeaseBatchItem, LeaseBook, LeaseHold } from "./budget-leases.ts";
 import { Coalescer } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
@@ -12,15 +12,15 @@ import { type CallContext, LlmError } from "./types.ts";
 
 /**
  * The isolate's side of budgets: reservations and settlements go to the
- * workspace's WorkspaceLimiter, and thresholds it reports become
- * `billing.threshold.reached` and `billing.usage_alert` events. A workspace
+ * workspace's WorkspaceLimiter, with each call's event context, so that the
+ * thresholds a settlement crosses are published by the limiter itself
+ * (`billing.threshold.reached` and `billing.usage_alert`, from its outbox:
+ * src/limits/budget-events.ts), not lost with this isolate. A workspace
  * without budgets skips the reservation (nothing can run out) but its usage
  * is still counted, so budgets set later start from the real figures.
  */
 
-type Config = Pick<AppConfig, "WORKSPACE_LIMITER" | "EVENT_HUB">;
-
-const ALERT_LEVELS: Record<number, "info" | "warning" | "critical"> = { 50: "info", 80: "warning", 100: "critical" };
+type Config = Pick<AppConfig, "WORKSPACE_LIMITER">;
 
 export function budgetGate(
   config: Config,
@@ -30,7 +30,7 @@ export function budgetGate(
   const leases = leaseBookFor(config);
   const keep: Keep = waitUntil ?? ((work) => void work.catch(() => {}));
   const writeLeased = (lease: Lease, items: LeaseBatchItem[], batchKey: string) =>
-    writeLeaseBatch(config, logger, lease, items, batchKey);
+    writeLeaseBatch(config, lease, items, batchKey);
   /** The next lease, asked for in the background while calls still spend the current one. */
   const renewLease = async (amounts: BudgetAmounts, budgets: WorkspaceBudgets) => {
     try {
@@ -124,18 +124,15 @@ export function budgetGate(
         });
       }
       // Settling a key twice counts it once, so a settlement whose answer was lost can be tried again.
-      const result = await withWriteRetries(() =>
+      await withWriteRetries(() =>
         config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
           chargeKey: amounts.chargeKey,
           limits: amounts.budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
+          events: eventContext(context),
         }),
       );
-      if (result.crossings.length === 0) return;
-      const work = Promise.all(result.crossings.map((crossing) => publishCrossing(config, logger, context, crossing)));
-      if (waitUntil) waitUntil(work);
-      await work;
     },
   };
 }
@@ -184,51 +181,29 @@ function leaseBookFor(config: Config): LeaseBook {
   return book;
 }
 
-/** One limiter call for a lease's batch of charges (and its close); thresholds crossed are reported with the last call's context. */
-async function writeLeaseBatch(
-  config: Config,
-  logger: Logger,
-  lease: Lease,
-  items: LeaseBatchItem[],
-  batchKey: string,
-): Promise<void> {
+/** One limiter call for a lease's batch of charges (and its close); thresholds crossed are announced with the last call's context. */
+async function writeLeaseBatch(config: Config, lease: Lease, items: LeaseBatchItem[], batchKey: string): Promise<void> {
   const charged = items.flatMap((item) => ("charge" in item ? [item] : []));
-  const result = await config.WORKSPACE_LIMITER.getByName(lease.workspaceId).settleLeasedBudget({
+  const last = charged.at(-1)?.context;
+  await config.WORKSPACE_LIMITER.getByName(lease.workspaceId).settleLeasedBudget({
     leaseKey: lease.key,
     batchKey,
     limits: lease.budgets,
     charges: charged.map((item) => item.charge),
     close: items.some((item) => "close" in item),
+    events: last ? eventContext(last) : { workspaceId: lease.workspaceId },
   });
-  const context = charged.at(-1)?.context ?? { workspaceId: lease.workspaceId, chargeKey: lease.key };
-  await Promise.all(result.crossings.map((crossing) => publishCrossing(config, logger, context, crossing)));
 }
 
-async function publishCrossing(config: Config, logger: Logger, context: CallContext, crossing: ThresholdCrossing) {
-  const data = {
-    workspace_id: context.workspaceId,
-    threshold_type: crossing.period,
-    current_usage: crossing.used,
-    threshold: crossing.limit,
-    percentage: crossing.percentage,
-    alert_level: ALERT_LEVELS[crossing.thresholdPercent] ?? "info",
-    // Beyond the seed's fields (the data objects are open): which budget and which step.
-    metric: crossing.metric,
-    threshold_percent: crossing.thresholdPercent,
+/** The envelope of the events a call's charge may cause: its workspace, task, run, agent and trace. */
+function eventContext(context: CallContext): BudgetEventContext {
+  return {
+    workspaceId: context.workspaceId,
+    ...(context.taskId ? { taskId: context.taskId } : {}),
+    ...(context.runId ? { runId: context.runId } : {}),
+    ...(context.agentId ? { agentId: context.agentId } : {}),
+    ...(context.correlationId ? { correlationId: context.correlationId } : {}),
   };
-  const common = {
-    workspace_id: context.workspaceId,
-    task_id: context.taskId,
-    run_id: context.runId,
-    agent_id: context.agentId,
-    ...(context.correlationId ? { correlation_id: context.correlationId } : {}),
-  };
-  logger.warn("budget threshold reached", { ...data });
-  for (const eventType of ["billing.threshold.reached", "billing.usage_alert"] as const) {
-    await publish(config, { ...common, event_type: eventType, data }, { logger }).catch((error: unknown) =>
-      logger.warn("billing event not published", { error, event_type: eventType }),
-    );
-  }
 }
 
 export interface BudgetStatus {

@@ -65,7 +65,8 @@ describe("BudgetBook", () => {
       const { storage } = state;
       const limits = { ...NONE, daily_tokens: 1_000 };
       new BudgetBook(storage).reserve({ chargeKey: "before", limits, tokens: 1_000, costUsd: 0, nowMs: NOW });
-      // Back to the schema of step 4, which had no expiry (nor step 6's alert reporters), and up again.
+      // Back to the schema of step 4, which had no expiry (nor step 6's alert reporters, nor step 7's outbox), and up again.
+      storage.sql.exec("DROP TABLE limiter_event_outbox");
       storage.sql.exec("DROP INDEX limiter_budget_alerts_reported_by");
       storage.sql.exec("ALTER TABLE limiter_budget_alerts DROP COLUMN reported_by");
       storage.sql.exec("ALTER TABLE limiter_budget_alerts DROP COLUMN crossing");

@@ -1,9 +1,11 @@
+import { runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { createDb } from "../../src/db/client.ts";
 import { type LlmRouting, type WorkspaceBudgets, workspaces } from "../../src/db/schema.ts";
 import { type AppConfig, checkEnv } from "../../src/env.ts";
 import { Logger } from "../../src/lib/logger.ts";
+import { LIMITER_EVENT_OUTBOX } from "../../src/limits/limiter-store.ts";
 import { createTestWorkspace, type TestWorkspace } from "./workspaces.ts";
 
 /** Helpers for the router's workerd tests: a config with fake provider URLs, workspaces with a chain, events. */
@@ -59,6 +61,21 @@ export async function eventsOf(
     const body = (await response.json()) as { data: SeenEvent[] };
     if (body.data.length >= atLeast || Date.now() > deadline) return body.data;
     await new Promise((wake) => setTimeout(wake, 50));
+  }
+}
+
+/** Waits until the workspace's WorkspaceLimiter has delivered every event it queued (src/events/outbox.ts). */
+export async function limiterOutboxDrained(workspaceId: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const waiting = () =>
+    runInDurableObject(
+      env.WORKSPACE_LIMITER.getByName(workspaceId),
+      (_instance, state) =>
+        state.storage.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${LIMITER_EVENT_OUTBOX}`).one().n,
+    );
+  while ((await waiting()) > 0) {
+    if (Date.now() > deadline) throw new Error(`the limiter of ${workspaceId} still holds undelivered events`);
+    await new Promise((wake) => setTimeout(wake, 20));
   }
 }
 
