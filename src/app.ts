@@ -20,6 +20,7 @@ import { registerDocsRoutes } from "./routes/docs.ts";
 import { registerEventRoutes } from "./routes/events.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerLlmRoutes } from "./routes/llm.ts";
+import { registerLlmModelRoutes } from "./routes/llm-models.ts";
 import { registerProviderRoutes } from "./routes/providers.ts";
 import { registerTaskRoutes } from "./routes/tasks.ts";
 import { registerUsageRoutes } from "./routes/usage.ts";
@@ -104,6 +105,7 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   registerUsageRoutes(app);
   registerBudgetRoutes(app);
   registerLlmRoutes(app);
+  registerLlmModelRoutes(app);
   registerTaskRoutes(app);
   registerArtifactRoutes(app);
   registerDeadLetterRoutes(app);

@@ -60,6 +60,16 @@ async function events(
 }
 
 describe("the official openai client", () => {
+  it("lists the models a completion can name, and retrieves one", async () => {
+    const ids: string[] = [];
+    for await (const model of client.models.list()) ids.push(model.id);
+    expect(ids.slice(0, 3)).toEqual(["auto", "openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"]);
+    expect(ids).toContain("openai:gpt-4.1");
+    const model = await client.models.retrieve("anthropic:claude-3-5-haiku-latest");
+    expect(model).toMatchObject({ id: "anthropic:claude-3-5-haiku-latest", object: "model", owned_by: "anthropic" });
+    await expect(client.models.retrieve("gpt-5-imaginary")).rejects.toMatchObject({ status: 404 });
+  });
+
   it("completes a chat; tokens and cost_usd are what the upstream's usage implies", async () => {
     openaiFake.faults.plan([{ ok: true, content: "Hello from the fake", usage: { prompt: 1_000, completion: 500 } }]);
     const completion = await client.chat.completions.create({

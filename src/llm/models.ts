@@ -1,0 +1,103 @@
+import type { AppConfig } from "../env.ts";
+import { buildAdapters } from "./adapters/index.ts";
+import { currentPriceTable, priceOf } from "./prices.ts";
+import { DEFAULT_MODELS, type RouteTarget, stripQuery } from "./routing.ts";
+
+/**
+ * The models a workspace can name in `model` of a chat completion, in the
+ * shape of OpenAI's Models API (`GET /v1/models`), so `client.models.list()`
+ * of the official SDKs works against the router: `auto` (its chain decides),
+ * the chain's models first, in chain order, then the priced models of every
+ * provider this deployment has configured. Our figures ride along under `x_mgx`.
+ */
+
+export interface ModelEntry {
+  id: string;
+  object: "model";
+  /** Unix seconds: when the price table in force took effect. */
+  created: number;
+  owned_by: string;
+  x_mgx: {
+    provider: string | null;
+    model: string | null;
+    in_chain: boolean;
+    /** This deployment has the provider's settings (another deployment may, for a chain entry it lacks). */
+    configured: boolean;
+    simulated: boolean;
+    input_per_million_usd: number | null;
+    output_per_million_usd: number | null;
+    context_tokens: number | null;
+    tools: boolean | null;
+    price_version: string;
+  };
+}
+
+export const AUTO_MODEL = "auto";
+
+export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], nowMs = Date.now()): ModelEntry[] {
+  const adapters = buildAdapters(config);
+  const table = currentPriceTable(nowMs);
+  const created = Math.floor(Date.parse(table.effectiveFrom) / 1000);
+  const inChain = new Set(chain.map((target) => `${target.provider}:${target.model}`));
+  const entry = (provider: string, model: string): ModelEntry => {
+    const price = priceOf(provider, stripQuery(model), table);
+    return {
+      id: `${provider}:${model}`,
+      object: "model",
+      created,
+      owned_by: provider,
+      x_mgx: {
+        provider,
+        model: stripQuery(model),
+        in_chain: inChain.has(`${provider}:${model}`),
+        configured: adapters.has(provider),
+        simulated: adapters.get(provider)?.simulated ?? provider === "simulated",
+        input_per_million_usd: price.inputPerMillionUsd,
+        output_per_million_usd: price.outputPerMillionUsd,
+        context_tokens: price.contextTokens,
+        tools: price.tools,
+        price_version: table.version,
+      },
+    };
+  };
+  const auto: ModelEntry = {
+    id: AUTO_MODEL,
+    object: "model",
+    created,
+    owned_by: "mgx-edge",
+    x_mgx: {
+      provider: null,
+      model: null,
+      in_chain: true,
+      configured: true,
+      simulated: false,
+      input_per_million_usd: null,
+      output_per_million_usd: null,
+      context_tokens: null,
+      tools: null,
+      price_version: table.version,
+    },
+  };
+  const offered = Object.keys(table.models)
+    .map((key) => [key.slice(0, key.indexOf(":")), key.slice(key.indexOf(":") + 1)] as const)
+    .filter(([provider, model]) => model !== "*" && adapters.has(provider));
+  const defaults = [...adapters.keys()].map((provider) => [provider, DEFAULT_MODELS[provider] ?? "default"] as const);
+  const seen = new Set<string>();
+  const entries: ModelEntry[] = [auto];
+  for (const [provider, model] of [
+    ...chain.map((target) => [target.provider, target.model] as const),
+    ...offered,
+    ...defaults,
+  ]) {
+    const id = `${provider}:${model}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    entries.push(entry(provider, model));
+  }
+  return entries;
+}
+
+/** One model by id (`provider:model` or `auto`), or a bare model name the catalog offers; null when unknown. */
+export function findModel(catalog: readonly ModelEntry[], id: string): ModelEntry | null {
+  return catalog.find((model) => model.id === id) ?? catalog.find((model) => model.x_mgx.model === id) ?? null;
+}

@@ -1,0 +1,101 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { problemResponses } from "../lib/openapi.ts";
+import { ApiError } from "../lib/problem.ts";
+import { findModel, modelCatalog } from "../llm/models.ts";
+import { settingsLoader } from "../llm/settings.ts";
+import { requireScope } from "../middleware/auth.ts";
+import type { HonoEnv } from "../types.ts";
+
+/**
+ * OpenAI-compatible models: what a workspace can name in a chat completion's
+ * `model`, so the official SDKs' `models.list()` and `models.retrieve()` work
+ * with `baseURL` set to `<origin>/api/v1/llm`. Read-only, from the
+ * workspace's routing chain, this deployment's providers and the price table.
+ */
+
+const ModelSchema = z
+  .object({
+    id: z.string().openapi({ description: "`provider:model`, or `auto` (the workspace's chain decides)." }),
+    object: z.literal("model"),
+    created: z.number().int().openapi({ description: "Unix seconds: when the price table in force took effect." }),
+    owned_by: z.string().openapi({ description: "The provider; `mgx-edge` for `auto`." }),
+    x_mgx: z.object({
+      provider: z.string().nullable(),
+      model: z.string().nullable(),
+      in_chain: z.boolean().openapi({ description: "Named by this workspace's routing chain (`auto`: always)." }),
+      configured: z.boolean().openapi({ description: "This deployment has the provider's settings." }),
+      simulated: z.boolean(),
+      input_per_million_usd: z.number().nullable(),
+      output_per_million_usd: z.number().nullable(),
+      context_tokens: z.number().int().nullable(),
+      tools: z.boolean().nullable(),
+      price_version: z.string(),
+    }),
+  })
+  .openapi("Model", { description: "OpenAI's Model object, with the router's figures under `x_mgx`." });
+
+const listRoute = createRoute({
+  method: "get",
+  path: "/api/v1/llm/models",
+  operationId: "listModels",
+  tags: ["LLM"],
+  summary: "List the models a chat completion can name (OpenAI-compatible)",
+  description:
+    "`auto`, then the workspace's chain in order, then the priced models of every provider this deployment has configured. A model outside the chain is tried first and the chain follows as fallbacks.",
+  middleware: [requireScope("tasks:read")] as const,
+  responses: {
+    200: {
+      description: "The models, as OpenAI's list object.",
+      content: {
+        "application/json": {
+          schema: z.object({ object: z.literal("list"), data: z.array(ModelSchema) }).openapi("ModelList"),
+        },
+      },
+    },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"),
+  },
+});
+
+const getRoute = createRoute({
+  method: "get",
+  path: "/api/v1/llm/models/{model}",
+  operationId: "getModel",
+  tags: ["LLM"],
+  summary: "Get one model (OpenAI-compatible)",
+  description: "One entry of the list, by id; a bare model name finds the first entry serving it.",
+  middleware: [requireScope("tasks:read")] as const,
+  request: {
+    params: z.object({
+      model: z
+        .string()
+        .min(1)
+        .max(256)
+        .openapi({ description: "A model's id, or a bare model name the list offers; `/` as `%2F`." }),
+    }),
+  },
+  responses: {
+    200: { description: "The model.", content: { "application/json": { schema: ModelSchema } } },
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED"),
+  },
+});
+
+export function registerLlmModelRoutes(app: OpenAPIHono<HonoEnv>): void {
+  const catalog = async (config: HonoEnv["Variables"]["config"], workspaceId: string) =>
+    modelCatalog(config, (await settingsLoader(config)(workspaceId)).chain);
+
+  app.openapi(listRoute, async (c) => {
+    return c.json({ object: "list" as const, data: await catalog(c.get("config"), c.get("workspaceId")!) }, 200);
+  });
+
+  app.openapi(getRoute, async (c) => {
+    const { model } = c.req.valid("param");
+    const found = findModel(await catalog(c.get("config"), c.get("workspaceId")!), model);
+    if (!found) {
+      throw new ApiError(
+        "NOT_FOUND",
+        `No model "${model}" is offered to this workspace; GET /api/v1/llm/models lists them.`,
+      );
+    }
+    return c.json(found, 200);
+  });
+}

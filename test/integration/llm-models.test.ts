@@ -1,0 +1,93 @@
+import { describe, expect, it } from "vitest";
+import { findModel, modelCatalog } from "../../src/llm/models.ts";
+import { BASE, fetcher, llmConfig, workspaceWith } from "../support/llm.ts";
+
+/** GET /api/v1/llm/models: what a chat completion can name, in OpenAI's Models API shape. */
+
+describe("the model catalog", () => {
+  it("offers auto, the chain in order, then each configured provider's priced models, priced from the table", () => {
+    const config = llmConfig({ LOCAL_LLM_BASE_URL: "http://127.0.0.1:11434/v1" });
+    const chain = [
+      { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      { provider: "simulated", model: "sim-1?latency_ms=5" },
+    ];
+    const catalog = modelCatalog(config, chain, Date.parse("2026-11-26T12:00:00Z"));
+    const ids = catalog.map((model) => model.id);
+    expect(ids.slice(0, 3)).toEqual(["auto", "anthropic:claude-3-5-haiku-latest", "simulated:sim-1?latency_ms=5"]);
+    // Configured here: openai and anthropic (keys), local (base URL), simulated (always); Workers AI is not bound.
+    expect(ids).toEqual(expect.arrayContaining(["openai:gpt-4o-mini", "openai:gpt-4.1", "anthropic:claude-opus-4-0"]));
+    expect(ids).toEqual(expect.arrayContaining(["local:llama3.1", "simulated:sim-1"]));
+    expect(ids.some((id) => id.startsWith("workers-ai:") || id.startsWith("azure:"))).toBe(false);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(findModel(catalog, "openai:gpt-4o-mini")).toEqual({
+      id: "openai:gpt-4o-mini",
+      object: "model",
+      created: Date.parse("2026-11-01") / 1000,
+      owned_by: "openai",
+      x_mgx: {
+        provider: "openai",
+        model: "gpt-4o-mini",
+        in_chain: false,
+        configured: true,
+        simulated: false,
+        input_per_million_usd: 0.15,
+        output_per_million_usd: 0.6,
+        context_tokens: 128_000,
+        tools: true,
+        price_version: "2026-11-01",
+      },
+    });
+    expect(findModel(catalog, "simulated:sim-1?latency_ms=5")?.x_mgx).toMatchObject({
+      model: "sim-1",
+      in_chain: true,
+      simulated: true,
+      input_per_million_usd: 0,
+    });
+    // A bare name finds the first entry serving it: the chain's, when the chain has it.
+    expect(findModel(catalog, "claude-3-5-haiku-latest")?.id).toBe("anthropic:claude-3-5-haiku-latest");
+    expect(findModel(catalog, "gpt-5-imaginary")).toBeNull();
+  });
+});
+
+describe("GET /api/v1/llm/models", () => {
+  it("lists the workspace's models as OpenAI's list object, and gets one by id (a slash as %2F) or bare name", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "workers-ai", model: "@cf/meta/llama-3.1-8b-instruct" },
+        { provider: "simulated", model: "sim-1" },
+      ],
+    });
+    const get = (path: string) => fetcher(`${BASE}/api/v1/llm/models${path}`, { headers: workspace.headers });
+    const list = await get("");
+    expect(list.status).toBe(200);
+    const body = (await list.json()) as { object: string; data: { id: string; x_mgx: Record<string, unknown> }[] };
+    expect(body.object).toBe("list");
+    // This test worker configures only the offline provider; the chain's Workers AI model is listed all the same.
+    expect(body.data.map((model) => model.id)).toEqual([
+      "auto",
+      "workers-ai:@cf/meta/llama-3.1-8b-instruct",
+      "simulated:sim-1",
+    ]);
+    expect(body.data[1].x_mgx).toMatchObject({ in_chain: true, configured: false, input_per_million_usd: 0.28 });
+
+    const bySlashedId = await get(`/${encodeURIComponent("workers-ai:@cf/meta/llama-3.1-8b-instruct")}`);
+    expect(bySlashedId.status).toBe(200);
+    expect(await bySlashedId.json()).toMatchObject({
+      id: "workers-ai:@cf/meta/llama-3.1-8b-instruct",
+      owned_by: "workers-ai",
+    });
+    expect(await (await get("/sim-1")).json()).toMatchObject({ id: "simulated:sim-1" });
+
+    const unknown = await get("/openai:gpt-4o");
+    expect(unknown.status).toBe(404);
+    expect(unknown.headers.get("content-type")).toContain("application/problem+json");
+    expect(await unknown.json()).toMatchObject({
+      status: 404,
+      detail: expect.stringContaining("GET /api/v1/llm/models"),
+    });
+
+    const anonymous = await fetcher(`${BASE}/api/v1/llm/models`);
+    expect(anonymous.status).toBe(401);
+  });
+});
