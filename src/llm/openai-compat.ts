@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { StreamEvent } from "./provider.ts";
-import type { ChatMessage, ChatRequest, ChatResult } from "./types.ts";
+import type { ChatMessage, ChatRequest, ChatResult, ResponseFormat } from "./types.ts";
 
 /**
  * The OpenAI chat-completions wire format of POST /api/v1/llm/chat/completions:
@@ -43,6 +43,28 @@ const ToolSchema = z
   .loose();
 
 const maxTokens = z.number().int().min(1).max(1_000_000).nullable().optional();
+const penalty = z.number().min(-2).max(2).nullable().optional();
+
+const ToolChoiceSchema = z.union([
+  z.enum(["auto", "none", "required"]),
+  z.object({ type: z.literal("function"), function: z.object({ name: z.string().min(1).max(64) }) }).loose(),
+]);
+
+const ResponseFormatSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }),
+  z.object({ type: z.literal("json_object") }),
+  z.object({
+    type: z.literal("json_schema"),
+    json_schema: z
+      .object({
+        name: z.string().min(1).max(64),
+        description: z.string().max(4096).optional(),
+        schema: z.record(z.string(), z.unknown()).optional(),
+        strict: z.boolean().nullable().optional(),
+      })
+      .loose(),
+  }),
+]);
 
 export const ChatCompletionRequestSchema = z
   .object({
@@ -53,15 +75,45 @@ export const ChatCompletionRequestSchema = z
       .openapi({ description: "`provider:model`, a model of the workspace's chain, or `auto` (the chain decides)." }),
     messages: z.array(MessageSchema).min(1).max(2_000),
     tools: z.array(ToolSchema).max(128).optional(),
-    tool_choice: z.unknown().optional(),
+    tool_choice: ToolChoiceSchema.nullable().optional(),
     max_tokens: maxTokens,
     max_completion_tokens: maxTokens,
     temperature: z.number().min(0).max(2).nullable().optional(),
+    top_p: z.number().min(0).max(1).nullable().optional(),
+    stop: z
+      .union([z.string().min(1), z.array(z.string().min(1)).max(4)])
+      .nullable()
+      .optional(),
+    seed: z.number().int().nullable().optional(),
+    presence_penalty: penalty,
+    frequency_penalty: penalty,
+    response_format: ResponseFormatSchema.nullable().optional(),
+    n: z
+      .number()
+      .int()
+      .min(1)
+      .max(1)
+      .nullable()
+      .optional()
+      .openapi({ description: "One choice per call: only 1 (the default) is supported." }),
     stream: z.boolean().nullable().optional(),
     stream_options: z.object({ include_usage: z.boolean().optional() }).loose().nullable().optional(),
     user: z.string().max(256).optional(),
   })
   .loose()
+  .superRefine((body, issues) => {
+    // A choice that forces a tool needs that tool: the provider would refuse it, after the call was charged for.
+    const choice = body.tool_choice;
+    if (choice === "required" && !body.tools?.length) {
+      issues.addIssue({ code: "custom", path: ["tool_choice"], message: '"required" needs tools' });
+    }
+    if (typeof choice === "object" && choice !== null) {
+      const named = choice.function.name;
+      if (!body.tools?.some((tool) => tool.function.name === named)) {
+        issues.addIssue({ code: "custom", path: ["tool_choice"], message: `no tool named "${named}" in tools` });
+      }
+    }
+  })
   .openapi("ChatCompletionRequest", { description: "OpenAI chat-completions request." });
 
 export type ChatCompletionRequest = z.output<typeof ChatCompletionRequestSchema>;
@@ -132,7 +184,19 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
         }
       : {}),
     ...(maxTokensValue !== undefined ? { max_tokens: maxTokensValue } : {}),
-    ...(body.temperature !== undefined && body.temperature !== null ? { temperature: body.temperature } : {}),
+    ...(body.temperature != null ? { temperature: body.temperature } : {}),
+    ...(body.top_p != null ? { top_p: body.top_p } : {}),
+    ...(body.stop != null ? { stop: typeof body.stop === "string" ? [body.stop] : body.stop } : {}),
+    ...(body.seed != null ? { seed: body.seed } : {}),
+    ...(body.presence_penalty != null ? { presence_penalty: body.presence_penalty } : {}),
+    ...(body.frequency_penalty != null ? { frequency_penalty: body.frequency_penalty } : {}),
+    ...(body.response_format != null ? { response_format: body.response_format as ResponseFormat } : {}),
+    ...(body.tool_choice != null
+      ? {
+          tool_choice:
+            typeof body.tool_choice === "string" ? body.tool_choice : { name: body.tool_choice.function.name },
+        }
+      : {}),
   };
 }
 

@@ -1,13 +1,11 @@
-import type { ChatMessage, ChatResult, TokenUsage, ToolDefinition } from "./types.ts";
+import type { ChatMessage, ChatResult, GenerationSettings, TokenUsage, ToolDefinition } from "./types.ts";
 
 /** What every provider adapter implements; the router knows nothing else about a provider. */
 
-export interface AdapterCall {
+export interface AdapterCall extends GenerationSettings {
   model: string;
   messages: ChatMessage[];
   tools?: ToolDefinition[];
-  max_tokens?: number;
-  temperature?: number;
   /** Aborts on the per-attempt timeout, the overall deadline, or the caller's cancellation. */
   signal: AbortSignal;
 }

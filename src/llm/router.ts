@@ -318,12 +318,13 @@ export class Router implements LlmRouter {
   }
 
   #payload(request: ChatRequest, target: RouteTarget): Omit<AdapterCall, "signal"> {
+    const { model: _requested, tools, tool_choice, ...settings } = request;
+    const withTools = tools !== undefined && tools.length > 0;
     return {
+      ...settings,
       model: target.model,
-      messages: request.messages,
-      ...(request.tools && request.tools.length > 0 ? { tools: request.tools } : {}),
-      ...(request.max_tokens !== undefined ? { max_tokens: request.max_tokens } : {}),
-      ...(request.temperature !== undefined ? { temperature: request.temperature } : {}),
+      // Providers refuse a tool choice without tools.
+      ...(withTools ? { tools, ...(tool_choice !== undefined ? { tool_choice } : {}) } : {}),
     };
   }
 

@@ -32,13 +32,40 @@ export interface TokenUsage {
   total_tokens: number;
 }
 
-export interface ChatRequest {
+/** OpenAI's values; `{ name }` makes the model call that tool. */
+export type ToolChoice = "auto" | "none" | "required" | { name: string };
+
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object" }
+  | {
+      type: "json_schema";
+      json_schema: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null };
+    };
+
+/**
+ * How to generate, beyond the messages: each adapter passes on what its
+ * provider takes (src/llm/adapters/), in that provider's own terms.
+ */
+export interface GenerationSettings {
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  /** Up to 4 sequences that end the answer. */
+  stop?: string[];
+  seed?: number;
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  /** Only with tools. */
+  tool_choice?: ToolChoice;
+  response_format?: ResponseFormat;
+}
+
+export interface ChatRequest extends GenerationSettings {
   messages: ChatMessage[];
   tools?: ToolDefinition[];
   /** A model name or "provider:model"; absent → the workspace's routing chain decides. */
   model?: string;
-  max_tokens?: number;
-  temperature?: number;
 }
 
 export interface ChatResult {

@@ -60,6 +60,31 @@ async function events(
 }
 
 describe("the official openai client", () => {
+  it("passes the client's generation settings on to the provider", async () => {
+    openaiFake.faults.plan([{ ok: true, content: '{"ok":true}', usage: { prompt: 10, completion: 4 } }]);
+    const tools = [{ type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } }];
+    await client.chat.completions.create({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "Answer in JSON" }],
+      tools,
+      tool_choice: { type: "function", function: { name: "read_file" } },
+      response_format: { type: "json_object" },
+      top_p: 0.5,
+      stop: "END",
+      seed: 42,
+      frequency_penalty: 0.25,
+    });
+    const sent = JSON.parse(openaiFake.requests.at(-1)!.body.toString()) as Record<string, unknown>;
+    expect(sent).toMatchObject({
+      tool_choice: { type: "function", function: { name: "read_file" } },
+      response_format: { type: "json_object" },
+      top_p: 0.5,
+      stop: ["END"],
+      seed: 42,
+      frequency_penalty: 0.25,
+    });
+  });
+
   it("lists the models a completion can name, and retrieves one", async () => {
     const ids: string[] = [];
     for await (const model of client.models.list()) ids.push(model.id);
@@ -256,7 +281,7 @@ describe("fault injection", () => {
       await new Promise((wake) => setTimeout(wake, 100));
     }
     expect(rows.find((row) => row.provider === "anthropic")?.calls).toBe(1);
-    expect(rows.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(3);
+    expect(rows.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(4);
   });
 });
 

@@ -123,6 +123,45 @@ describe("OpenAI-compatible chat completions", () => {
     });
   });
 
+  it("honours tool_choice: none calls no tool, a named tool is the one called", async () => {
+    const workspace = await workspaceWith(null);
+    const tools = ["read_file", "write_file"].map((name) => ({
+      type: "function",
+      function: { name, parameters: { type: "object", properties: {} } },
+    }));
+    const ask = async (tool_choice: unknown) =>
+      (await (
+        await chat(workspace.headers, { messages: [{ role: "user", content: "Edit the file" }], tools, tool_choice })
+      ).json()) as Record<string, any>;
+    const none = await ask("none");
+    expect(none.choices[0].finish_reason).not.toBe("tool_calls");
+    expect(none.choices[0].message.tool_calls).toBeUndefined();
+    const named = await ask({ type: "function", function: { name: "write_file" } });
+    expect(named.choices[0].message.tool_calls.map((call: any) => call.function.name)).toEqual(["write_file"]);
+  });
+
+  it("refuses with 422 what it cannot honour: more than one choice, a tool choice naming no offered tool", async () => {
+    const workspace = await workspaceWith(null);
+    const messages = [{ role: "user", content: "x" }];
+    const refused = async (body: Record<string, unknown>) => {
+      const response = await chat(workspace.headers, { messages, ...body });
+      expect(response.status).toBe(422);
+      return ((await response.json()) as { errors: { path: string; message: string }[] }).errors;
+    };
+    expect(await refused({ n: 2 })).toEqual([expect.objectContaining({ path: "n" })]);
+    expect(await refused({ tool_choice: "required" })).toEqual([
+      expect.objectContaining({ path: "tool_choice", message: '"required" needs tools' }),
+    ]);
+    const tools = [{ type: "function", function: { name: "read_file" } }];
+    expect(await refused({ tools, tool_choice: { type: "function", function: { name: "rm_rf" } } })).toEqual([
+      expect.objectContaining({ path: "tool_choice", message: 'no tool named "rm_rf" in tools' }),
+    ]);
+    expect(await refused({ response_format: { type: "xml" } })).toEqual([
+      expect.objectContaining({ path: "response_format.type" }),
+    ]);
+    expect(await refused({ stop: ["a", "b", "c", "d", "e"] })).toEqual([expect.objectContaining({ path: "stop" })]);
+  });
+
   it("refuses bad bodies with 422, keys without tasks:write with 403, and no credentials with 401", async () => {
     const workspace = await workspaceWith(null);
     const invalid = await chat(workspace.headers, { messages: [] });

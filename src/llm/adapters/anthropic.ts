@@ -10,7 +10,7 @@ import {
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
-import type { ChatMessage, ChatResult, TokenUsage } from "../types.ts";
+import type { ChatMessage, ChatResult, ResponseFormat, TokenUsage, ToolChoice } from "../types.ts";
 
 /**
  * Anthropic's Messages API, mapped to and from the OpenAI chat shape: system
@@ -51,11 +51,18 @@ interface AnthropicEvent {
   error?: { type?: string; message?: string };
 }
 
+/**
+ * A request in the Messages API's terms. OpenAI's settings map where
+ * Anthropic has them (`stop` → `stop_sequences`, `required` → `any`); it has
+ * no seed or penalties, and no JSON mode, so a `response_format` asking for
+ * JSON becomes an instruction at the end of the system prompt.
+ */
 export function toAnthropic(call: AdapterCall) {
-  const system = call.messages
+  const instructions = call.messages
     .filter((message) => message.role === "system")
-    .map((message) => message.content ?? "")
-    .join("\n\n");
+    .map((message) => message.content ?? "");
+  const json = jsonInstruction(call.response_format);
+  const system = (json ? [...instructions, json] : instructions).join("\n\n");
   const turns: { role: "user" | "assistant"; content: Block[] }[] = [];
   const push = (role: "user" | "assistant", blocks: Block[]) => {
     const last = turns.at(-1);
@@ -86,6 +93,9 @@ export function toAnthropic(call: AdapterCall) {
     ...(system ? { system } : {}),
     messages: turns,
     ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
+    ...(call.top_p !== undefined ? { top_p: call.top_p } : {}),
+    ...(call.stop?.length ? { stop_sequences: call.stop } : {}),
+    ...(call.tools && call.tool_choice !== undefined ? { tool_choice: anthropicToolChoice(call.tool_choice) } : {}),
     ...(call.tools
       ? {
           tools: call.tools.map((tool) => ({
@@ -96,6 +106,18 @@ export function toAnthropic(call: AdapterCall) {
         }
       : {}),
   };
+}
+
+function anthropicToolChoice(choice: ToolChoice) {
+  if (typeof choice !== "string") return { type: "tool" as const, name: choice.name };
+  return { type: choice === "required" ? ("any" as const) : choice };
+}
+
+function jsonInstruction(format: ResponseFormat | undefined): string | null {
+  if (!format || format.type === "text") return null;
+  const answer = "Answer with a single JSON object and nothing else: no prose, no code fences.";
+  if (format.type === "json_object" || !format.json_schema.schema) return answer;
+  return `${answer} It must match this JSON Schema (${format.json_schema.name}): ${JSON.stringify(format.json_schema.schema)}`;
 }
 
 function parseArguments(text: string): unknown {

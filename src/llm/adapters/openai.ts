@@ -11,7 +11,7 @@ import {
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
-import type { ChatMessage, ChatResult, TokenUsage } from "../types.ts";
+import type { ChatMessage, ChatResult, TokenUsage, ToolChoice } from "../types.ts";
 
 /**
  * OpenAI-compatible chat completions: OpenAI itself, Azure OpenAI (the model
@@ -58,6 +58,30 @@ export function usageOf(usage: Partial<TokenUsage> | null | undefined): TokenUsa
     completion_tokens: usage.completion_tokens,
     total_tokens: usage.total_tokens ?? usage.prompt_tokens + usage.completion_tokens,
   };
+}
+
+/** The settings OpenAI takes under the same names, those that are set. */
+function definedSettings(call: AdapterCall): Partial<AdapterCall> {
+  const settings: Partial<AdapterCall> = {};
+  for (const key of SAME_NAMED_SETTINGS) {
+    if (call[key] !== undefined) (settings as Record<string, unknown>)[key] = call[key];
+  }
+  return settings;
+}
+
+const SAME_NAMED_SETTINGS = [
+  "max_tokens",
+  "temperature",
+  "top_p",
+  "stop",
+  "seed",
+  "presence_penalty",
+  "frequency_penalty",
+  "response_format",
+] as const satisfies readonly (keyof AdapterCall)[];
+
+function openAiToolChoice(choice: ToolChoice) {
+  return typeof choice === "string" ? choice : { type: "function" as const, function: { name: choice.name } };
 }
 
 export class OpenAiCompatibleAdapter implements ProviderAdapter {
@@ -156,8 +180,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       ...(this.#options.name === "azure" ? {} : { model: call.model }),
       messages: call.messages,
       ...(call.tools ? { tools: call.tools } : {}),
-      ...(call.max_tokens !== undefined ? { max_tokens: call.max_tokens } : {}),
-      ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
+      ...(call.tool_choice !== undefined ? { tool_choice: openAiToolChoice(call.tool_choice) } : {}),
+      ...definedSettings(call),
       ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
     };
     let response: Response;

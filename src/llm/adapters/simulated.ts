@@ -169,7 +169,10 @@ export class SimulatedAdapter implements ProviderAdapter {
   #answer(call: AdapterCall, settings: SimulatedOptions): AdapterResult {
     const promptTokens = estimatePromptTokens(call.messages, call.tools);
     const last = call.messages.at(-1);
-    const tools = call.tools ?? [];
+    // tool_choice as a provider reads it: "none" calls nothing, `{ name }` calls that tool.
+    const choice = call.tool_choice;
+    const offered = choice === "none" ? [] : (call.tools ?? []);
+    const tools = typeof choice === "object" ? offered.filter((tool) => tool.function.name === choice.name) : offered;
     if (tools.length > 0 && settings.toolCalls > 0 && last?.role !== "tool") {
       const seed = hash(JSON.stringify(call.messages));
       const toolCalls: ToolCall[] = Array.from({ length: settings.toolCalls }, (_, index) => ({

@@ -9,7 +9,7 @@ import {
 } from "../provider.ts";
 import { readSse } from "../sse.ts";
 import { estimatePromptTokens } from "../tokens.ts";
-import type { ChatMessage, TokenUsage } from "../types.ts";
+import type { ChatMessage, ResponseFormat, TokenUsage } from "../types.ts";
 
 /**
  * Workers AI through the `AI` binding. The binding is optional and is not
@@ -20,7 +20,8 @@ import type { ChatMessage, TokenUsage } from "../types.ts";
  */
 
 interface AiOutput {
-  response?: string | null;
+  /** An object in JSON mode (`response_format`). */
+  response?: string | Record<string, unknown> | null;
   tool_calls?: { name: string; arguments: unknown }[];
   usage?: Partial<TokenUsage>;
 }
@@ -28,6 +29,18 @@ interface AiOutput {
 type AiRunner = {
   run(model: string, input: Record<string, unknown>, options?: Record<string, unknown>): Promise<unknown>;
 };
+
+/** JSON mode answers an object; the chat format carries it as JSON text. */
+function responseText(response: AiOutput["response"]): string | null | undefined {
+  return typeof response === "object" && response !== null ? JSON.stringify(response) : response;
+}
+
+/** Workers AI's JSON mode takes the JSON Schema itself as `json_schema`, not OpenAI's `{ name, schema }` wrapper. */
+function workersAiResponseFormat(format: ResponseFormat | undefined) {
+  if (!format || format.type === "text") return {};
+  if (format.type === "json_object") return { response_format: { type: "json_object" } };
+  return { response_format: { type: "json_schema", json_schema: format.json_schema.schema ?? { type: "object" } } };
+}
 
 export class WorkersAiAdapter implements ProviderAdapter {
   readonly name = "workers-ai";
@@ -49,9 +62,10 @@ export class WorkersAiAdapter implements ProviderAdapter {
           typeof toolCall.arguments === "string" ? toolCall.arguments : JSON.stringify(toolCall.arguments ?? {}),
       },
     }));
+    const text = responseText(output.response);
     const message: ChatMessage = {
       role: "assistant",
-      content: toolCalls.length > 0 && !output.response ? null : (output.response ?? ""),
+      content: toolCalls.length > 0 && !text ? null : (text ?? ""),
       ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
     };
     return {
@@ -70,8 +84,9 @@ export class WorkersAiAdapter implements ProviderAdapter {
       if (message.data === "[DONE]") break;
       const chunk = JSON.parse(message.data) as AiOutput;
       if (chunk.usage) usage = chunk.usage;
-      if (chunk.response) {
-        const event = { type: "delta" as const, content: chunk.response };
+      const text = responseText(chunk.response);
+      if (text) {
+        const event = { type: "delta" as const, content: text };
         assembler.add(event);
         yield event;
       }
@@ -89,6 +104,12 @@ export class WorkersAiAdapter implements ProviderAdapter {
           ...(call.tools ? { tools: call.tools } : {}),
           ...(call.max_tokens !== undefined ? { max_tokens: call.max_tokens } : {}),
           ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
+          // What Workers AI's text-generation models take of OpenAI's settings (no stop, no tool choice).
+          ...(call.top_p !== undefined ? { top_p: call.top_p } : {}),
+          ...(call.seed !== undefined ? { seed: call.seed } : {}),
+          ...(call.presence_penalty !== undefined ? { presence_penalty: call.presence_penalty } : {}),
+          ...(call.frequency_penalty !== undefined ? { frequency_penalty: call.frequency_penalty } : {}),
+          ...workersAiResponseFormat(call.response_format),
           ...(stream ? { stream: true } : {}),
         },
         { signal: call.signal },

@@ -68,7 +68,81 @@ describe("OpenAI-compatible adapter", () => {
   });
 });
 
+describe("OpenAI-compatible adapter's settings", () => {
+  it("passes OpenAI's generation settings on under their names, and a forced tool in OpenAI's shape", async () => {
+    const { fetchImpl, seen } = recordingFetch(completion);
+    const adapter = new OpenAiCompatibleAdapter({ name: "openai", baseUrl: "https://api.test/v1", fetch: fetchImpl });
+    const tools = [{ type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } }];
+    const responseFormat = {
+      type: "json_schema" as const,
+      json_schema: { name: "answer", schema: { type: "object" }, strict: true },
+    };
+    await adapter.complete({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "hi" }],
+      tools,
+      tool_choice: { name: "read_file" },
+      max_tokens: 50,
+      top_p: 0.9,
+      stop: ["END"],
+      seed: 7,
+      presence_penalty: 0.5,
+      frequency_penalty: -0.5,
+      response_format: responseFormat,
+      signal,
+    });
+    expect(seen[0].body).toEqual({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "hi" }],
+      tools,
+      tool_choice: { type: "function", function: { name: "read_file" } },
+      max_tokens: 50,
+      top_p: 0.9,
+      stop: ["END"],
+      seed: 7,
+      presence_penalty: 0.5,
+      frequency_penalty: -0.5,
+      response_format: responseFormat,
+    });
+  });
+});
+
 describe("Anthropic adapter", () => {
+  it("maps stop, top_p and tool_choice to Anthropic's terms, and asks for JSON in the system prompt", () => {
+    const tools = [{ type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } }];
+    const call = {
+      model: "claude-3-5-haiku-latest",
+      signal,
+      messages: [
+        { role: "system" as const, content: "You extract data." },
+        { role: "user" as const, content: "Alice, 30" },
+      ],
+      tools,
+      top_p: 0.8,
+      stop: ["END"],
+      seed: 7,
+      frequency_penalty: 1,
+      response_format: {
+        type: "json_schema" as const,
+        json_schema: { name: "person", schema: { type: "object", required: ["name"] } },
+      },
+    };
+    const body = toAnthropic({ ...call, tool_choice: "required" });
+    expect(body).toMatchObject({ top_p: 0.8, stop_sequences: ["END"], tool_choice: { type: "any" } });
+    // Anthropic has no seed and no penalties: they are not sent.
+    expect(body).not.toHaveProperty("seed");
+    expect(body).not.toHaveProperty("frequency_penalty");
+    expect(body.system).toBe(
+      'You extract data.\n\nAnswer with a single JSON object and nothing else: no prose, no code fences. It must match this JSON Schema (person): {"type":"object","required":["name"]}',
+    );
+    expect(toAnthropic({ ...call, tool_choice: { name: "read_file" } }).tool_choice).toEqual({
+      type: "tool",
+      name: "read_file",
+    });
+    expect(toAnthropic({ ...call, tool_choice: "none" }).tool_choice).toEqual({ type: "none" });
+    expect(toAnthropic({ ...call, tool_choice: "auto", tools: undefined })).not.toHaveProperty("tool_choice");
+  });
+
   it("maps system messages, tool calls and tool results to the Messages API shape", () => {
     const body = toAnthropic({
       model: "claude-3-5-haiku-latest",
