@@ -77,11 +77,7 @@ describe("OpenAI-compatible adapter's settings", () => {
       type: "json_schema" as const,
       json_schema: { name: "answer", schema: { type: "object" }, strict: true },
     };
-    await adapter.complete({
-      model: "gpt-4o-mini",
-      messages: [{ role: "user", content: "hi" }],
-      tools,
-      tool_choice: { name: "read_file" },
+    const settings = {
       max_tokens: 50,
       top_p: 0.9,
       stop: ["END"],
@@ -89,20 +85,22 @@ describe("OpenAI-compatible adapter's settings", () => {
       presence_penalty: 0.5,
       frequency_penalty: -0.5,
       response_format: responseFormat,
+    };
+    const messages = [{ role: "user" as const, content: "hi" }];
+    await adapter.complete({
+      model: "gpt-4o-mini",
+      messages,
+      tools,
+      tool_choice: { name: "read_file" },
+      ...settings,
       signal,
     });
     expect(seen[0].body).toEqual({
       model: "gpt-4o-mini",
-      messages: [{ role: "user", content: "hi" }],
+      messages,
       tools,
       tool_choice: { type: "function", function: { name: "read_file" } },
-      max_tokens: 50,
-      top_p: 0.9,
-      stop: ["END"],
-      seed: 7,
-      presence_penalty: 0.5,
-      frequency_penalty: -0.5,
-      response_format: responseFormat,
+      ...settings,
     });
   });
 });
