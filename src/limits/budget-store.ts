@@ -251,6 +251,17 @@ export class BudgetStore {
       .map((row) => JSON.parse(row.crossing) as T);
   }
 
+  /** The thresholds this period has reported, in the order they were reached. */
+  alertsOf(period: string): { metric: string; threshold: number; reachedAtMs: number }[] {
+    return this.#sql
+      .exec<{ metric: string; threshold: number; reached_at_ms: number }>(
+        "SELECT metric, threshold, reached_at_ms FROM limiter_budget_alerts WHERE period = ? ORDER BY reached_at_ms, metric, threshold",
+        period,
+      )
+      .toArray()
+      .map((row) => ({ metric: row.metric, threshold: row.threshold, reachedAtMs: row.reached_at_ms }));
+  }
+
   prune(nowMs: number): void {
     this.#sql.exec("DELETE FROM limiter_budget_periods WHERE expires_at_ms <= ?", nowMs);
     this.#sql.exec("DELETE FROM limiter_budget_charges WHERE expires_at_ms <= ?", nowMs);

@@ -114,6 +114,8 @@ export interface PeriodStatus {
   reserved_tokens: number;
   reserved_cost_usd: number;
   resets_at: string;
+  /** Thresholds reported this period (each once: `billing.threshold.reached`), in the order they were reached. */
+  thresholds_reached: { metric: "tokens" | "cost_usd"; threshold_percent: number; reached_at: string }[];
 }
 
 export const BUDGET_THRESHOLDS_PERCENT = [50, 80, 100] as const;
@@ -452,6 +454,11 @@ export class BudgetBook {
       reserved_tokens: counters.reservedTokens,
       reserved_cost_usd: round(counters.reservedCostUsd),
       resets_at: new Date(endMs).toISOString(),
+      thresholds_reached: this.#store.alertsOf(period).map((alert) => ({
+        metric: alert.metric as "tokens" | "cost_usd",
+        threshold_percent: alert.threshold,
+        reached_at: new Date(alert.reachedAtMs).toISOString(),
+      })),
     });
     return {
       daily: view(keys.day, this.#store.period(keys.day), periodEndMs("daily", nowMs)),

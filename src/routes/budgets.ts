@@ -26,6 +26,18 @@ const PeriodSchema = z.object({
   }),
   reserved_cost_usd: z.number(),
   resets_at: z.string(),
+  thresholds_reached: z
+    .array(
+      z.object({
+        metric: z.enum(["tokens", "cost_usd"]),
+        threshold_percent: z.number().int().openapi({ example: 80 }),
+        reached_at: z.string(),
+      }),
+    )
+    .openapi({
+      description:
+        "The 50/80/100% steps this period has reported (each once, as `billing.threshold.reached`), in the order they were reached.",
+    }),
 });
 
 const BudgetStatusSchema = z

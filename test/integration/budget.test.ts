@@ -169,6 +169,14 @@ describe("BudgetBook", () => {
         { period: "daily", metric: "tokens", thresholdPercent: 100, limit: 100, used: 106, percentage: 106 },
       ]);
       expect(steps(book.settle({ chargeKey: "5", limits, tokens: 20, costUsd: 0, nowMs: NOW }).crossings)).toEqual([]);
+      const reachedAt = new Date(NOW).toISOString();
+      expect(book.status(NOW).daily.thresholds_reached).toEqual(
+        [50, 80, 100].map((threshold_percent) => ({
+          metric: "tokens",
+          threshold_percent,
+          reached_at: reachedAt,
+        })),
+      );
       // A new day starts over.
       const nextDay = NOW + 86_400_000;
       expect(steps(book.settle({ chargeKey: "6", limits, tokens: 60, costUsd: 0, nowMs: nextDay }).crossings)).toEqual([
@@ -185,6 +193,9 @@ describe("BudgetBook", () => {
         ["monthly", 80],
         ["monthly", 100],
       ]);
+      const status = book.status(nextDay);
+      expect(status.daily.thresholds_reached.map((alert) => alert.threshold_percent)).toEqual([50]);
+      expect(status.monthly.thresholds_reached.map((alert) => alert.threshold_percent)).toEqual([50, 80, 100]);
     }));
 
   it("lends a lease with a reservation only while there is ample room, and holds it like one", () =>
@@ -406,7 +417,7 @@ describe("budget routes", () => {
     expect(put.status).toBe(200);
     expect(await put.json()).toMatchObject({
       budgets: { daily_tokens: 60, monthly_cost_usd: 25 },
-      daily: { tokens: 0 },
+      daily: { tokens: 0, thresholds_reached: [] },
       exhausted: false,
       retry_after_seconds: null,
     });
@@ -439,6 +450,10 @@ describe("budget routes", () => {
       unknown
     >;
     expect(status).toMatchObject({ exhausted: true, daily: { reserved_tokens: 0 } });
+    // Two calls spent the 60-token day: every step of it is listed, once.
+    expect((status.daily as { thresholds_reached: { threshold_percent: number }[] }).thresholds_reached).toEqual(
+      [50, 80, 100].map((threshold_percent) => expect.objectContaining({ metric: "tokens", threshold_percent })),
+    );
     expect(status.retry_after_seconds).toBeGreaterThan(0);
   });
 
