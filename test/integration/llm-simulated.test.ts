@@ -54,4 +54,37 @@ describe("createLlmRouter with the default chain", () => {
     );
     expect(answered.finish_reason).toBe("stop");
   });
+
+  it("answers JSON when the request asks for it, also streamed, so code that parses it works offline", async () => {
+    const router = createLlmRouter(config, { logger });
+    const messages = [{ role: "user" as const, content: "Rate this change." }];
+    const context = (key: string) => ({ workspaceId: "ws_sim_json", chargeKey: key });
+    const object = await router.chat({ messages, response_format: { type: "json_object" } }, context("a"));
+    expect(JSON.parse(object.message.content!).answer).toMatch(/^\[simulated\]/);
+    const schema = {
+      type: "object",
+      properties: {
+        summary: { type: "string" },
+        score: { type: "integer", minimum: 1 },
+        verdict: { enum: ["approve", "reject"] },
+        tags: { type: "array", items: { type: "string" } },
+        risky: { type: ["boolean", "null"] },
+        owner: { type: "object", properties: { team: { type: "string" } } },
+      },
+    };
+    const response_format = { type: "json_schema" as const, json_schema: { name: "review", schema } };
+    const shaped = JSON.parse((await router.chat({ messages, response_format }, context("b"))).message.content!);
+    expect(shaped).toEqual({
+      summary: expect.stringMatching(/^\[simulated\]/),
+      score: 1,
+      verdict: "approve",
+      tags: [],
+      risky: false,
+      owner: { team: expect.stringMatching(/^\[simulated\]/) },
+    });
+    const streamed = await router.chatStream({ messages, response_format }, context("c"));
+    let text = "";
+    for await (const delta of streamed.deltas) if (delta.type === "delta") text += delta.content ?? "";
+    expect(JSON.parse(text)).toEqual(shaped);
+  });
 });

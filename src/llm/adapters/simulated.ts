@@ -1,7 +1,7 @@
 import type { AdapterCall, AdapterResult, ProviderAdapter, StreamEvent } from "../provider.ts";
 import { ProviderError } from "../provider.ts";
 import { estimatePromptTokens } from "../tokens.ts";
-import type { ChatMessage, ToolCall } from "../types.ts";
+import type { ChatMessage, ResponseFormat, ToolCall } from "../types.ts";
 
 /**
  * The offline provider: deterministic answers with configurable latency,
@@ -10,7 +10,9 @@ import type { ChatMessage, ToolCall } from "../types.ts";
  *
  * Settings come from the adapter's options, overridden per call by the model
  * name's query string, e.g. `sim-1?latency_ms=200&completion_tokens=50&failure_rate=0.1&tool_calls=1`,
- * so a workspace's routing chain can describe the behaviour it wants.
+ * so a workspace's routing chain can describe the behaviour it wants. Like a
+ * real provider it honours `tool_choice`, and answers JSON when
+ * `response_format` asks for it.
  */
 
 export interface SimulatedOptions {
@@ -189,7 +191,10 @@ export class SimulatedAdapter implements ProviderAdapter {
     }
     const limit =
       call.max_tokens !== undefined ? Math.min(call.max_tokens, settings.completionTokens) : settings.completionTokens;
-    const text = answerText(last, limit);
+    const words = answerText(last, limit);
+    // JSON asked for: a JSON answer, so code that parses it works offline too.
+    const text =
+      call.response_format && call.response_format.type !== "text" ? jsonAnswer(call.response_format, words) : words;
     return {
       message: { role: "assistant", content: text },
       finish_reason: limit < settings.completionTokens ? "length" : "stop",
@@ -205,6 +210,40 @@ function answerText(last: ChatMessage | undefined, tokens: number): string {
   const words = ["[simulated]"];
   for (let index = 1; index < tokens; index++) words.push(WORDS[(seed + index * 7) % WORDS.length]);
   return words.join(" ");
+}
+
+/** `{"answer": …}`, or for a JSON Schema the plainest value it allows (first enum, empty array, zero, false). */
+function jsonAnswer(format: Exclude<ResponseFormat, { type: "text" }>, words: string): string {
+  if (format.type === "json_object" || !format.json_schema.schema) return JSON.stringify({ answer: words });
+  return JSON.stringify(exampleOf(format.json_schema.schema, words, 0));
+}
+
+function exampleOf(schema: Record<string, unknown>, words: string, depth: number): unknown {
+  if (Array.isArray(schema.enum)) return schema.enum[0];
+  if ("const" in schema) return schema.const;
+  const alternatives = (schema.anyOf ?? schema.oneOf) as Record<string, unknown>[] | undefined;
+  if (Array.isArray(alternatives) && alternatives.length > 0) return exampleOf(alternatives[0], words, depth + 1);
+  const type = Array.isArray(schema.type) ? schema.type.find((name) => name !== "null") : schema.type;
+  switch (type) {
+    case "string":
+      return words;
+    case "number":
+    case "integer":
+      return typeof schema.minimum === "number" ? schema.minimum : 0;
+    case "boolean":
+      return false;
+    case "array":
+      return [];
+    case "null":
+      return null;
+    default: {
+      if (depth > 8) return {};
+      const properties = (schema.properties ?? {}) as Record<string, Record<string, unknown>>;
+      return Object.fromEntries(
+        Object.entries(properties).map(([name, property]) => [name, exampleOf(property, words, depth + 1)]),
+      );
+    }
+  }
 }
 
 function splitInto(text: string, pieces: number): string[] {
