@@ -186,7 +186,10 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
     ...(maxTokensValue !== undefined ? { max_tokens: maxTokensValue } : {}),
     ...(body.temperature != null ? { temperature: body.temperature } : {}),
     ...(body.top_p != null ? { top_p: body.top_p } : {}),
-    ...(body.stop != null ? { stop: typeof body.stop === "string" ? [body.stop] : body.stop } : {}),
+    // An empty list stops nothing: not sent, as some providers refuse it.
+    ...(body.stop != null && body.stop.length > 0
+      ? { stop: typeof body.stop === "string" ? [body.stop] : body.stop }
+      : {}),
     ...(body.seed != null ? { seed: body.seed } : {}),
     ...(body.presence_penalty != null ? { presence_penalty: body.presence_penalty } : {}),
     ...(body.frequency_penalty != null ? { frequency_penalty: body.frequency_penalty } : {}),
