@@ -269,6 +269,43 @@ describe("fault injection", () => {
     expect(sent).toMatchObject({ system: "terse", stream: true, messages: [{ role: "user" }] });
   });
 
+  it("gets JSON that fits the schema from Anthropic, through a forced answer tool, whole and streamed", async () => {
+    const schema = {
+      type: "object",
+      properties: { name: { type: "string" }, age: { type: "integer" } },
+      required: ["name", "age"],
+    };
+    const answer = '{"name":"Alice","age":30}';
+    const responseFormat = { type: "json_schema" as const, json_schema: { name: "person", schema } };
+    const ask = {
+      model: "anthropic:claude-3-5-haiku-latest",
+      messages: [{ role: "user" as const, content: "Alice, 30" }],
+    };
+    anthropicFake.faults.plan([
+      { ok: true, content: answer },
+      { ok: true, content: answer, chunks: 5 },
+    ]);
+    const completion = await client.chat.completions.create({ ...ask, response_format: responseFormat });
+    expect(completion.choices[0]).toMatchObject({ message: { content: answer }, finish_reason: "stop" });
+    expect(completion.choices[0].message.tool_calls ?? []).toEqual([]);
+    const sent = JSON.parse(anthropicFake.requests.at(-1)!.body.toString()) as Record<string, unknown>;
+    expect(sent).toMatchObject({
+      tools: [{ name: "person", input_schema: schema }],
+      tool_choice: { type: "tool", name: "person" },
+    });
+
+    const stream = await client.chat.completions.create({ ...ask, response_format: responseFormat, stream: true });
+    const pieces: string[] = [];
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta?.content) pieces.push(chunk.choices[0].delta.content);
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(pieces.length).toBe(5);
+    expect(JSON.parse(pieces.join(""))).toEqual({ name: "Alice", age: 30 });
+    expect(finish).toBe("stop");
+  });
+
   it("usage by day, provider and model adds up what was charged", async () => {
     type Row = { provider: string; model: string; calls: number };
     // Usage rows land just after each response (coalesced per isolate): wait for the last one.
@@ -277,10 +314,11 @@ describe("fault injection", () => {
     while (Date.now() < deadline) {
       const response = await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: workspace.headers });
       rows = ((await response.json()) as { data: Row[] }).data;
-      if (rows.some((row) => row.provider === "anthropic")) break;
+      if (rows.find((row) => row.provider === "anthropic")?.calls === 3) break;
       await new Promise((wake) => setTimeout(wake, 100));
     }
-    expect(rows.find((row) => row.provider === "anthropic")?.calls).toBe(1);
+    // Streamed by name once, then the JSON answer whole and streamed.
+    expect(rows.find((row) => row.provider === "anthropic")?.calls).toBe(3);
     expect(rows.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(4);
   });
 });

@@ -4,7 +4,10 @@ import { type RecordingServer, startRecordingServer } from "./recording-server.t
 /**
  * A fake Anthropic Messages server on 127.0.0.1: `POST /v1/messages`, JSON or
  * the event stream (message_start … message_stop), following a FaultPlan.
- * A 529 `overloaded_error` is Anthropic's own busy signal.
+ * A 529 `overloaded_error` is Anthropic's own busy signal. A request that
+ * forces a tool (`tool_choice: {type: "tool"}`) is answered with that tool's
+ * call, its input the step's `content` parsed as JSON, streamed as
+ * `input_json_delta` pieces.
  */
 
 export interface FakeAnthropic extends RecordingServer {
@@ -29,10 +32,17 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
     if (applyFault(step, response, errorBody)) return;
     if (!("ok" in step)) return;
     if (step.latencyMs) await sleep(step.latencyMs);
-    const body = JSON.parse(request.body.toString("utf8") || "{}") as { model?: string; stream?: boolean };
+    const body = JSON.parse(request.body.toString("utf8") || "{}") as {
+      model?: string;
+      stream?: boolean;
+      tool_choice?: { type: string; name?: string };
+    };
     const chunks = step.chunks ?? 4;
     const usage = step.usage ?? { prompt: 30, completion: chunks };
     const text = step.content ?? "claude ".repeat(chunks).trim();
+    const forcedTool = body.tool_choice?.type === "tool" ? body.tool_choice.name : undefined;
+    const toolInput = step.content ?? "{}";
+    const stopReason = forcedTool ? "tool_use" : "end_turn";
     if (!body.stream) {
       response.writeHead(200, { "Content-Type": "application/json" });
       response.end(
@@ -41,8 +51,10 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
           type: "message",
           role: "assistant",
           model: body.model,
-          content: [{ type: "text", text }],
-          stop_reason: "end_turn",
+          content: forcedTool
+            ? [{ type: "tool_use", id: "toolu_fake", name: forcedTool, input: JSON.parse(toolInput) }]
+            : [{ type: "text", text }],
+          stop_reason: stopReason,
           usage: { input_tokens: usage.prompt, output_tokens: usage.completion },
         }),
       );
@@ -55,15 +67,29 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
       yield event("message_start", {
         message: { id: "msg_fake", usage: { input_tokens: usage.prompt, output_tokens: 1 } },
       });
-      yield event("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
-      for (let index = 0; index < chunks; index++) {
-        yield event("content_block_delta", {
+      if (forcedTool) {
+        yield event("content_block_start", {
           index: 0,
-          delta: { type: "text_delta", text: index === 0 ? "claude" : " claude" },
+          content_block: { type: "tool_use", id: "toolu_fake", name: forcedTool, input: {} },
         });
+        const size = Math.ceil(toolInput.length / chunks);
+        for (let offset = 0; offset < toolInput.length; offset += size) {
+          yield event("content_block_delta", {
+            index: 0,
+            delta: { type: "input_json_delta", partial_json: toolInput.slice(offset, offset + size) },
+          });
+        }
+      } else {
+        yield event("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
+        for (let index = 0; index < chunks; index++) {
+          yield event("content_block_delta", {
+            index: 0,
+            delta: { type: "text_delta", text: index === 0 ? "claude" : " claude" },
+          });
+        }
       }
       yield event("content_block_stop", { index: 0 });
-      yield event("message_delta", { delta: { stop_reason: "end_turn" }, usage: { output_tokens: usage.completion } });
+      yield event("message_delta", { delta: { stop_reason: stopReason }, usage: { output_tokens: usage.completion } });
       yield event("message_stop", {});
     }
     await writeFrames(response, frames());

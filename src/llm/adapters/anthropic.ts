@@ -11,6 +11,7 @@ import {
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
 import type { ChatMessage, ChatResult, ResponseFormat, TokenUsage, ToolChoice } from "../types.ts";
+import { answerText, type JsonAnswerTool, jsonAnswerTool } from "./anthropic-json.ts";
 
 /**
  * Anthropic's Messages API, mapped to and from the OpenAI chat shape: system
@@ -54,14 +55,16 @@ interface AnthropicEvent {
 /**
  * A request in the Messages API's terms. OpenAI's settings map where
  * Anthropic has them (`stop` → `stop_sequences`, `required` → `any`); it has
- * no seed or penalties, and no JSON mode, so a `response_format` asking for
- * JSON becomes an instruction at the end of the system prompt.
+ * no seed or penalties. It has no JSON mode either: a `response_format` asking
+ * for JSON becomes a forced answer tool (anthropic-json.ts), or, while the
+ * caller's own tools may be called, an instruction at the end of the system prompt.
  */
 export function toAnthropic(call: AdapterCall) {
   const instructions = call.messages
     .filter((message) => message.role === "system")
     .map((message) => message.content ?? "");
-  const json = jsonInstruction(call.response_format);
+  const answerTool = jsonAnswerTool(call);
+  const json = answerTool ? null : jsonInstruction(call.response_format);
   const system = (json ? [...instructions, json] : instructions).join("\n\n");
   const turns: { role: "user" | "assistant"; content: Block[] }[] = [];
   const push = (role: "user" | "assistant", blocks: Block[]) => {
@@ -95,17 +98,27 @@ export function toAnthropic(call: AdapterCall) {
     ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
     ...(call.top_p !== undefined ? { top_p: call.top_p } : {}),
     ...(call.stop?.length ? { stop_sequences: call.stop } : {}),
-    ...(call.tools && call.tool_choice !== undefined ? { tool_choice: anthropicToolChoice(call.tool_choice) } : {}),
-    ...(call.tools
-      ? {
-          tools: call.tools.map((tool) => ({
-            name: tool.function.name,
-            ...(tool.function.description ? { description: tool.function.description } : {}),
-            input_schema: tool.function.parameters,
-          })),
-        }
-      : {}),
+    ...toolsOf(call, answerTool),
   };
+}
+
+interface AnthropicTools {
+  tools?: { name: string; description?: string; input_schema: Record<string, unknown> }[];
+  tool_choice?: ReturnType<typeof anthropicToolChoice>;
+}
+
+function toolsOf(call: AdapterCall, answerTool: JsonAnswerTool | null): AnthropicTools {
+  const tools = (call.tools ?? []).map((tool) => ({
+    name: tool.function.name,
+    ...(tool.function.description ? { description: tool.function.description } : {}),
+    input_schema: tool.function.parameters,
+  }));
+  if (answerTool) {
+    const { name, description, input_schema } = answerTool;
+    return { tools: [...tools, { name, description, input_schema }], tool_choice: { type: "tool", name } };
+  }
+  if (!call.tools) return {};
+  return { tools, ...(call.tool_choice !== undefined ? { tool_choice: anthropicToolChoice(call.tool_choice) } : {}) };
 }
 
 function anthropicToolChoice(choice: ToolChoice) {
@@ -133,6 +146,11 @@ function stopReason(value: string | null | undefined): ChatResult["finish_reason
   if (value === "tool_use") return "tool_calls";
   if (value === "refusal") return "content_filter";
   return "stop";
+}
+
+/** The forced answer tool ends the turn with `tool_use`: to the caller that is a plain stop. */
+function answerStopReason(value: string | null | undefined): ChatResult["finish_reason"] {
+  return value === "tool_use" ? "stop" : stopReason(value);
 }
 
 function usageOf(usage: AnthropicUsage): TokenUsage {
@@ -163,6 +181,15 @@ export class AnthropicAdapter implements ProviderAdapter {
     }
     if (!body.content || !body.usage)
       throw new ProviderError("protocol", "the provider's answer lacks content or usage");
+    const answerTool = jsonAnswerTool(call);
+    const answer = body.content.find((block) => block.type === "tool_use" && block.name === answerTool?.name);
+    if (answerTool && answer?.type === "tool_use") {
+      return {
+        message: { role: "assistant", content: answerText(answerTool, answer.input) },
+        finish_reason: answerStopReason(body.stop_reason),
+        usage: usageOf(body.usage),
+      };
+    }
     const text = body.content.flatMap((block) => (block.type === "text" ? [block.text] : [])).join("");
     const toolCalls = body.content.flatMap((block) =>
       block.type === "tool_use"
@@ -191,6 +218,11 @@ export class AnthropicAdapter implements ProviderAdapter {
     let stop: string | undefined;
     let toolIndex = -1;
     const toolIndexByBlock = new Map<number, number>();
+    const answerTool = jsonAnswerTool(call);
+    /** The content block that carries the answer tool's input, if the model began it. */
+    let answerBlock: number | undefined;
+    /** A wrapped answer is unwrapped whole, at the block's end; an object streams as it comes. */
+    let wrappedAnswer = "";
     let stopped = false;
     try {
       for await (const message of readSse(response.body)) {
@@ -200,7 +232,9 @@ export class AnthropicAdapter implements ProviderAdapter {
             Object.assign(usage, data.message?.usage ?? {});
             break;
           case "content_block_start":
-            if (data.content_block?.type === "tool_use") {
+            if (data.content_block?.type === "tool_use" && data.content_block.name === answerTool?.name) {
+              answerBlock = data.index ?? 0;
+            } else if (data.content_block?.type === "tool_use") {
               toolIndex++;
               toolIndexByBlock.set(data.index ?? 0, toolIndex);
               const event = {
@@ -223,6 +257,13 @@ export class AnthropicAdapter implements ProviderAdapter {
               const event = { type: "delta" as const, content: data.delta.text as string };
               assembler.add(event);
               yield event;
+            } else if (data.delta?.type === "input_json_delta" && answerBlock === (data.index ?? 0)) {
+              if (answerTool?.wrapped) wrappedAnswer += data.delta.partial_json ?? "";
+              else if (data.delta.partial_json) {
+                const event = { type: "delta" as const, content: data.delta.partial_json };
+                assembler.add(event);
+                yield event;
+              }
             } else if (data.delta?.type === "input_json_delta" && data.delta.partial_json) {
               const event = {
                 type: "delta" as const,
@@ -232,6 +273,16 @@ export class AnthropicAdapter implements ProviderAdapter {
                     function: { arguments: data.delta.partial_json as string },
                   },
                 ],
+              };
+              assembler.add(event);
+              yield event;
+            }
+            break;
+          case "content_block_stop":
+            if (answerTool?.wrapped && answerBlock === (data.index ?? 0)) {
+              const event = {
+                type: "delta" as const,
+                content: answerText(answerTool, JSON.parse(wrappedAnswer || "{}")),
               };
               assembler.add(event);
               yield event;
@@ -262,7 +313,11 @@ export class AnthropicAdapter implements ProviderAdapter {
     }
     yield {
       type: "done",
-      result: { message: assembler.message(), finish_reason: stopReason(stop), usage: usageOf(usage) },
+      result: {
+        message: assembler.message(),
+        finish_reason: answerBlock === undefined ? stopReason(stop) : answerStopReason(stop),
+        usage: usageOf(usage),
+      },
     };
   }
 

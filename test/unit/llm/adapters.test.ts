@@ -3,6 +3,7 @@ import { AnthropicAdapter, toAnthropic } from "../../../src/llm/adapters/anthrop
 import { OpenAiCompatibleAdapter } from "../../../src/llm/adapters/openai.ts";
 import { SimulatedAdapter } from "../../../src/llm/adapters/simulated.ts";
 import { ProviderError } from "../../../src/llm/provider.ts";
+import type { ResponseFormat } from "../../../src/llm/types.ts";
 
 const signal = new AbortController().signal;
 
@@ -137,8 +138,115 @@ describe("Anthropic adapter", () => {
       type: "tool",
       name: "read_file",
     });
-    expect(toAnthropic({ ...call, tool_choice: "none" }).tool_choice).toEqual({ type: "none" });
-    expect(toAnthropic({ ...call, tool_choice: "auto", tools: undefined })).not.toHaveProperty("tool_choice");
+    const plain = { ...call, response_format: undefined };
+    expect(toAnthropic({ ...plain, tool_choice: "none" }).tool_choice).toEqual({ type: "none" });
+    expect(toAnthropic({ ...plain, tool_choice: "auto", tools: undefined })).not.toHaveProperty("tool_choice");
+  });
+
+  describe("JSON answers through a forced answer tool", () => {
+    const person = { type: "object", properties: { name: { type: "string" } }, required: ["name"] };
+    const jsonCall = {
+      model: "claude-3-5-haiku-latest",
+      signal,
+      messages: [
+        { role: "system" as const, content: "You extract data." },
+        { role: "user" as const, content: "Alice" },
+      ],
+      response_format: {
+        type: "json_schema" as const,
+        json_schema: { name: "person", description: "The person named", schema: person },
+      },
+    };
+
+    it("sends the schema as a tool the model must call, instead of asking in the prompt", () => {
+      const body = toAnthropic(jsonCall);
+      expect(body.system).toBe("You extract data.");
+      expect(body.tools).toEqual([{ name: "person", description: "The person named", input_schema: person }]);
+      expect(body.tool_choice).toEqual({ type: "tool", name: "person" });
+      // json_object has no schema: any object will do.
+      expect(toAnthropic({ ...jsonCall, response_format: { type: "json_object" } })).toMatchObject({
+        tools: [{ name: "json_answer", input_schema: { type: "object" } }],
+        tool_choice: { type: "tool", name: "json_answer" },
+      });
+      // A tool's input is an object: an array schema is wrapped as {value}.
+      const list = { type: "array", items: { type: "string" } };
+      const wrapped = toAnthropic({
+        ...jsonCall,
+        response_format: { type: "json_schema", json_schema: { name: "names", schema: list } },
+      });
+      expect(wrapped.tools?.[0].input_schema).toEqual({
+        type: "object",
+        properties: { value: list },
+        required: ["value"],
+      });
+    });
+
+    it("forces the answer tool past the caller's tools only when they may not be called", () => {
+      const tools = [{ type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } }];
+      const none = toAnthropic({ ...jsonCall, tools, tool_choice: "none" });
+      expect(none.tools?.map((tool) => tool.name)).toEqual(["read_file", "person"]);
+      expect(none.tool_choice).toEqual({ type: "tool", name: "person" });
+      const auto = toAnthropic({ ...jsonCall, tools, tool_choice: "auto" });
+      expect(auto.tools?.map((tool) => tool.name)).toEqual(["read_file"]);
+      expect(auto.tool_choice).toEqual({ type: "auto" });
+      expect(auto.system).toContain("It must match this JSON Schema (person)");
+    });
+
+    it("answers the tool's input as the message's JSON text, whole and streamed", async () => {
+      const { fetchImpl } = recordingFetch(() =>
+        Response.json({
+          content: [{ type: "tool_use", id: "toolu_1", name: "person", input: { name: "Alice" } }],
+          stop_reason: "tool_use",
+          usage: { input_tokens: 10, output_tokens: 5 },
+        }),
+      );
+      const adapter = new AnthropicAdapter({ apiKey: "ak", baseUrl: "https://anthropic.test", fetch: fetchImpl });
+      expect(await adapter.complete(jsonCall)).toEqual({
+        message: { role: "assistant", content: '{"name":"Alice"}' },
+        finish_reason: "stop",
+        usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+      });
+
+      const streamed = async (name: string, pieces: string[], format: ResponseFormat = jsonCall.response_format) => {
+        const frames = [
+          { type: "message_start", message: { usage: { input_tokens: 10, output_tokens: 1 } } },
+          { type: "content_block_start", index: 0, content_block: { type: "tool_use", id: "toolu_1", name } },
+          ...pieces.map((partial_json) => ({
+            type: "content_block_delta",
+            index: 0,
+            delta: { type: "input_json_delta", partial_json },
+          })),
+          { type: "content_block_stop", index: 0 },
+          { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 5 } },
+          { type: "message_stop" },
+        ];
+        const sse = frames.map((frame) => `event: ${frame.type}\ndata: ${JSON.stringify(frame)}\n\n`).join("");
+        const streaming = new AnthropicAdapter({
+          apiKey: "ak",
+          baseUrl: "https://anthropic.test",
+          fetch: recordingFetch(() => new Response(sse, { headers: { "Content-Type": "text/event-stream" } }))
+            .fetchImpl,
+        });
+        const events = [];
+        for await (const event of streaming.stream({ ...jsonCall, response_format: format })) events.push(event);
+        return events;
+      };
+      const events = await streamed("person", ['{"na', 'me": "Al', 'ice"}']);
+      expect(events.slice(0, 3)).toEqual([
+        { type: "delta", content: '{"na' },
+        { type: "delta", content: 'me": "Al' },
+        { type: "delta", content: 'ice"}' },
+      ]);
+      expect(events[3]).toMatchObject({
+        type: "done",
+        result: { message: { role: "assistant", content: '{"name": "Alice"}' }, finish_reason: "stop" },
+      });
+      // A wrapped answer comes unwrapped, in one piece at the block's end.
+      const list = { type: "json_schema" as const, json_schema: { name: "names", schema: { type: "array" } } };
+      const unwrapped = await streamed("names", ['{"value": ["a",', ' "b"]}'], list);
+      expect(unwrapped[0]).toEqual({ type: "delta", content: '["a","b"]' });
+      expect(unwrapped[1]).toMatchObject({ result: { message: { content: '["a","b"]' }, finish_reason: "stop" } });
+    });
   });
 
   it("maps system messages, tool calls and tool results to the Messages API shape", () => {
