@@ -148,6 +148,15 @@ function stopReason(value: string | null | undefined): ChatResult["finish_reason
   return "stop";
 }
 
+/** A wrapped answer cut short (max_tokens) does not parse: it is passed on as it came, with finish_reason `length`. */
+function unwrappedAnswer(tool: JsonAnswerTool, json: string): string {
+  try {
+    return answerText(tool, JSON.parse(json || "{}"));
+  } catch {
+    return json;
+  }
+}
+
 /** The forced answer tool ends the turn with `tool_use`: to the caller that is a plain stop. */
 function answerStopReason(value: string | null | undefined): ChatResult["finish_reason"] {
   return value === "tool_use" ? "stop" : stopReason(value);
@@ -282,7 +291,7 @@ export class AnthropicAdapter implements ProviderAdapter {
             if (answerTool?.wrapped && answerBlock === (data.index ?? 0)) {
               const event = {
                 type: "delta" as const,
-                content: answerText(answerTool, JSON.parse(wrappedAnswer || "{}")),
+                content: unwrappedAnswer(answerTool, wrappedAnswer),
               };
               assembler.add(event);
               yield event;

@@ -246,6 +246,11 @@ describe("Anthropic adapter", () => {
       const unwrapped = await streamed("names", ['{"value": ["a",', ' "b"]}'], list);
       expect(unwrapped[0]).toEqual({ type: "delta", content: '["a","b"]' });
       expect(unwrapped[1]).toMatchObject({ result: { message: { content: '["a","b"]' }, finish_reason: "stop" } });
+      // Cut short, it does not parse: passed on as it came rather than failing the stream.
+      expect((await streamed("names", ['{"value": ["a",'], list))[0]).toEqual({
+        type: "delta",
+        content: '{"value": ["a",',
+      });
     });
   });
 
