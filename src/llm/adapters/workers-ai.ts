@@ -19,10 +19,30 @@ import type { ChatMessage, ResponseFormat, TokenUsage } from "../types.ts";
  * wants it adds `[ai] binding = "AI"` and names `workers-ai:<model>` in a chain.
  */
 
+/**
+ * What a text-generation model answers. Older models answer Workers AI's own
+ * shape (`response`, flat `tool_calls` of `{name, arguments}`); newer ones
+ * (Llama 4, gpt-oss, Qwen…) answer OpenAI's `choices`. A stream's chunks are
+ * the same shapes, `choices[0].delta` for the OpenAI one.
+ */
+interface AiToolCall {
+  index?: number;
+  id?: string;
+  name?: string;
+  arguments?: unknown;
+  function?: { name?: string; arguments?: unknown };
+}
+
+interface AiChoicePart {
+  content?: string | null;
+  tool_calls?: AiToolCall[];
+}
+
 interface AiOutput {
-  /** An object in JSON mode (`response_format`). */
-  response?: string | Record<string, unknown> | null;
-  tool_calls?: { name: string; arguments: unknown }[];
+  /** An object in JSON mode (`response_format`); a number from some models. */
+  response?: string | number | Record<string, unknown> | null;
+  tool_calls?: AiToolCall[];
+  choices?: { message?: AiChoicePart; delta?: AiChoicePart }[];
   usage?: Partial<TokenUsage>;
 }
 
@@ -30,9 +50,41 @@ type AiRunner = {
   run(model: string, input: Record<string, unknown>, options?: Record<string, unknown>): Promise<unknown>;
 };
 
-/** JSON mode answers an object; the chat format carries it as JSON text. */
-function responseText(response: AiOutput["response"]): string | null | undefined {
-  return typeof response === "object" && response !== null ? JSON.stringify(response) : response;
+/** The answer's text in any of the shapes; JSON mode's object comes back as JSON text. */
+function textOf(output: AiOutput): string | undefined {
+  const choice = output.choices?.[0];
+  const fromChoice = choice?.message?.content ?? choice?.delta?.content;
+  if (fromChoice) return fromChoice;
+  const response = output.response;
+  if (response === null || response === undefined) return undefined;
+  return typeof response === "object" ? JSON.stringify(response) : String(response);
+}
+
+function toolCallsOf(output: AiOutput): AiToolCall[] {
+  const choice = output.choices?.[0];
+  return output.tool_calls ?? choice?.message?.tool_calls ?? choice?.delta?.tool_calls ?? [];
+}
+
+/** Arguments arrive as JSON text (OpenAI's shape, or a streamed piece of it) or as the object itself. */
+function argumentsText(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value ?? {});
+}
+
+/** The binding's schema refuses `content: null` (an assistant turn that only called tools). */
+function bindingMessages(messages: ChatMessage[]) {
+  return messages.map((message) => (message.content === null ? { ...message, content: "" } : message));
+}
+
+/**
+ * Workers AI takes `auto`, `none` and `required`; a named tool becomes
+ * `required` with only that tool offered, the nearest it has.
+ */
+function workersAiTools(call: AdapterCall) {
+  if (!call.tools) return {};
+  const choice = call.tool_choice;
+  if (choice === undefined) return { tools: call.tools };
+  if (typeof choice === "string") return { tools: call.tools, tool_choice: choice };
+  return { tools: call.tools.filter((tool) => tool.function.name === choice.name), tool_choice: "required" };
 }
 
 /** Workers AI's JSON mode takes the JSON Schema itself as `json_schema`, not OpenAI's `{ name, schema }` wrapper. */
@@ -53,16 +105,15 @@ export class WorkersAiAdapter implements ProviderAdapter {
 
   async complete(call: AdapterCall): Promise<AdapterResult> {
     const output = (await this.#run(call, false)) as AiOutput;
-    const toolCalls = (output.tool_calls ?? []).map((toolCall, index) => ({
-      id: `call_wai_${index}`,
+    const toolCalls = toolCallsOf(output).map((toolCall, index) => ({
+      id: toolCall.id || `call_wai_${index}`,
       type: "function" as const,
       function: {
-        name: toolCall.name,
-        arguments:
-          typeof toolCall.arguments === "string" ? toolCall.arguments : JSON.stringify(toolCall.arguments ?? {}),
+        name: toolCall.function?.name ?? toolCall.name ?? "",
+        arguments: argumentsText(toolCall.function?.arguments ?? toolCall.arguments),
       },
     }));
-    const text = responseText(output.response);
+    const text = textOf(output);
     const message: ChatMessage = {
       role: "assistant",
       content: toolCalls.length > 0 && !text ? null : (text ?? ""),
@@ -80,19 +131,46 @@ export class WorkersAiAdapter implements ProviderAdapter {
     if (!(body instanceof ReadableStream)) throw new ProviderError("protocol", "Workers AI sent no stream");
     const assembler = new MessageAssembler();
     let usage: Partial<TokenUsage> | undefined;
-    for await (const message of readSse(body as ReadableStream<Uint8Array>)) {
-      if (message.data === "[DONE]") break;
-      const chunk = JSON.parse(message.data) as AiOutput;
-      if (chunk.usage) usage = chunk.usage;
-      const text = responseText(chunk.response);
-      if (text) {
-        const event = { type: "delta" as const, content: text };
+    /** Tool calls begun so far, by index: a call's id and name are sent once, with its first piece. */
+    const toolCallsBegun = new Set<number>();
+    try {
+      for await (const message of readSse(body as ReadableStream<Uint8Array>)) {
+        if (message.data === "[DONE]") break;
+        const chunk = JSON.parse(message.data) as AiOutput;
+        if (chunk.usage) usage = chunk.usage;
+        const text = textOf(chunk);
+        const toolCalls = toolCallsOf(chunk).map((part, position) => {
+          // Pieces without an index belong to the call at their place in the chunk, as Cloudflare's own provider reads them.
+          const index = part.index ?? position;
+          const first = !toolCallsBegun.has(index);
+          toolCallsBegun.add(index);
+          const name = part.function?.name ?? part.name;
+          const pieces = part.function?.arguments ?? part.arguments;
+          return {
+            index,
+            ...(first ? { id: part.id || `call_wai_${index}`, type: "function" as const } : {}),
+            function: {
+              ...(first && name ? { name } : {}),
+              ...(pieces !== undefined ? { arguments: argumentsText(pieces) } : {}),
+            },
+          };
+        });
+        if (!text && toolCalls.length === 0) continue;
+        const event = {
+          type: "delta" as const,
+          ...(text ? { content: text } : {}),
+          ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+        };
         assembler.add(event);
         yield event;
       }
+    } catch (error) {
+      if (error instanceof SyntaxError) throw new ProviderError("protocol", "Workers AI sent a chunk that is not JSON");
+      throw fetchFailure(error, call.signal);
     }
     const message = assembler.message();
-    yield { type: "done", result: { message, finish_reason: "stop", usage: this.#usage(call, usage, message) } };
+    const finish = message.tool_calls ? "tool_calls" : "stop";
+    yield { type: "done", result: { message, finish_reason: finish, usage: this.#usage(call, usage, message) } };
   }
 
   async #run(call: AdapterCall, stream: boolean): Promise<unknown> {
@@ -100,11 +178,11 @@ export class WorkersAiAdapter implements ProviderAdapter {
       return await this.#ai.run(
         call.model,
         {
-          messages: call.messages,
-          ...(call.tools ? { tools: call.tools } : {}),
+          messages: bindingMessages(call.messages),
+          ...workersAiTools(call),
           ...(call.max_tokens !== undefined ? { max_tokens: call.max_tokens } : {}),
           ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
-          // What Workers AI's text-generation models take of OpenAI's settings (no stop, no tool choice).
+          // What Workers AI's text-generation models take of OpenAI's settings (no stop sequences).
           ...(call.top_p !== undefined ? { top_p: call.top_p } : {}),
           ...(call.seed !== undefined ? { seed: call.seed } : {}),
           ...(call.presence_penalty !== undefined ? { presence_penalty: call.presence_penalty } : {}),

@@ -1,0 +1,205 @@
+import { describe, expect, it } from "vitest";
+import { WorkersAiAdapter } from "../../../src/llm/adapters/workers-ai.ts";
+import type { AdapterCall, StreamEvent } from "../../../src/llm/provider.ts";
+import { ProviderError } from "../../../src/llm/provider.ts";
+
+/**
+ * The Workers AI adapter at the `AI` binding's interface, `run(model, inputs,
+ * options)`. The binding itself only runs remotely (a Cloudflare account and
+ * login), so these tests stand in for it with a runner that records what it was
+ * given and answers in the shapes Workers AI's models answer.
+ */
+
+const signal = new AbortController().signal;
+
+function recordingRunner(answer: (inputs: Record<string, unknown>) => unknown) {
+  const runs: { model: string; inputs: Record<string, unknown>; options?: Record<string, unknown> }[] = [];
+  return {
+    runs,
+    runner: {
+      async run(model: string, inputs: Record<string, unknown>, options?: Record<string, unknown>) {
+        runs.push({ model, inputs, options });
+        return answer(inputs);
+      },
+    },
+  };
+}
+
+function sse(chunks: unknown[]): ReadableStream<Uint8Array> {
+  const text = [...chunks.map((chunk) => `data: ${JSON.stringify(chunk)}\n\n`), "data: [DONE]\n\n"].join("");
+  return new Response(text).body!;
+}
+
+async function collect(events: AsyncIterable<StreamEvent>) {
+  const seen: StreamEvent[] = [];
+  for await (const event of events) seen.push(event);
+  return seen;
+}
+
+const call: AdapterCall = {
+  model: "@cf/meta/llama-3.1-8b-instruct",
+  signal,
+  messages: [
+    { role: "user", content: "Read a.ts" },
+    {
+      role: "assistant",
+      content: null,
+      tool_calls: [{ id: "call_1", type: "function", function: { name: "read_file", arguments: '{"path":"a.ts"}' } }],
+    },
+    { role: "tool", tool_call_id: "call_1", content: "export {}" },
+  ],
+};
+
+describe("Workers AI adapter", () => {
+  it("passes the settings Workers AI takes, JSON mode with the schema itself, and the caller's signal", async () => {
+    const { runs, runner } = recordingRunner(() => ({
+      response: { name: "Alice" },
+      usage: { prompt_tokens: 12, completion_tokens: 4 },
+    }));
+    const schema = { type: "object", properties: { name: { type: "string" } } };
+    const result = await new WorkersAiAdapter(runner).complete({
+      ...call,
+      max_tokens: 64,
+      temperature: 0.2,
+      top_p: 0.9,
+      seed: 7,
+      presence_penalty: 0.5,
+      frequency_penalty: 0.25,
+      stop: ["END"],
+      response_format: { type: "json_schema", json_schema: { name: "person", schema } },
+    });
+    expect(runs[0].model).toBe("@cf/meta/llama-3.1-8b-instruct");
+    expect(runs[0].inputs).toEqual({
+      // The binding refuses content: null.
+      messages: [call.messages[0], { ...call.messages[1], content: "" }, call.messages[2]],
+      max_tokens: 64,
+      temperature: 0.2,
+      top_p: 0.9,
+      seed: 7,
+      presence_penalty: 0.5,
+      frequency_penalty: 0.25,
+      response_format: { type: "json_schema", json_schema: schema },
+    });
+    expect(runs[0].options).toEqual({ signal });
+    // JSON mode answers an object: the chat format carries it as JSON text.
+    expect(result).toEqual({
+      message: { role: "assistant", content: '{"name":"Alice"}' },
+      finish_reason: "stop",
+      usage: { prompt_tokens: 12, completion_tokens: 4, total_tokens: 16 },
+    });
+  });
+
+  it("offers tools with the tool choice; a named tool is the only one offered, and required", async () => {
+    const tools = ["read_file", "write_file"].map((name) => ({
+      type: "function" as const,
+      function: { name, parameters: { type: "object" } },
+    }));
+    const { runs, runner } = recordingRunner(() => ({ response: "ok" }));
+    const adapter = new WorkersAiAdapter(runner);
+    await adapter.complete({ ...call, tools, tool_choice: "none" });
+    await adapter.complete({ ...call, tools, tool_choice: { name: "write_file" } });
+    await adapter.complete({ ...call, tools });
+    expect(runs.map((run) => [run.inputs.tool_choice, (run.inputs.tools as typeof tools).length])).toEqual([
+      ["none", 2],
+      ["required", 1],
+      [undefined, 2],
+    ]);
+    expect((runs[1].inputs.tools as typeof tools)[0].function.name).toBe("write_file");
+  });
+
+  it("reads tool calls in Workers AI's flat shape and in OpenAI's, and estimates usage a model did not report", async () => {
+    const flat = await new WorkersAiAdapter(
+      recordingRunner(() => ({ response: null, tool_calls: [{ name: "read_file", arguments: { path: "b.ts" } }] }))
+        .runner,
+    ).complete(call);
+    expect(flat.message).toEqual({
+      role: "assistant",
+      content: null,
+      tool_calls: [
+        { id: "call_wai_0", type: "function", function: { name: "read_file", arguments: '{"path":"b.ts"}' } },
+      ],
+    });
+    expect(flat.finish_reason).toBe("tool_calls");
+    expect(flat.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(flat.usage.total_tokens).toBe(flat.usage.prompt_tokens + flat.usage.completion_tokens);
+
+    const openAiShaped = await new WorkersAiAdapter(
+      recordingRunner(() => ({
+        choices: [
+          {
+            message: {
+              content: null,
+              tool_calls: [
+                { id: "chatcmpl-tool-1", type: "function", function: { name: "grep", arguments: '{"q":"x"}' } },
+              ],
+            },
+          },
+        ],
+        usage: { prompt_tokens: 30, completion_tokens: 9 },
+      })).runner,
+    ).complete(call);
+    expect(openAiShaped).toEqual({
+      message: {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "chatcmpl-tool-1", type: "function", function: { name: "grep", arguments: '{"q":"x"}' } }],
+      },
+      finish_reason: "tool_calls",
+      usage: { prompt_tokens: 30, completion_tokens: 9, total_tokens: 39 },
+    });
+    const numeric = await new WorkersAiAdapter(recordingRunner(() => ({ response: 42 })).runner).complete(call);
+    expect(numeric.message.content).toBe("42");
+  });
+
+  it("streams text in either shape, assembles streamed tool calls, and keeps the usage chunk", async () => {
+    const { runs, runner } = recordingRunner(() =>
+      sse([
+        { response: "Hel" },
+        { choices: [{ delta: { content: "lo" } }] },
+        { tool_calls: [{ index: 0, id: "tc1", function: { name: "read_file", arguments: '{"pa' } }] },
+        { tool_calls: [{ index: 0, function: { name: "read_file", arguments: 'th":"c.ts"}' } }] },
+        { response: "", usage: { prompt_tokens: 20, completion_tokens: 6, total_tokens: 26 } },
+      ]),
+    );
+    const events = await collect(new WorkersAiAdapter(runner).stream(call));
+    expect(runs[0].inputs.stream).toBe(true);
+    expect(events.slice(0, 4)).toEqual([
+      { type: "delta", content: "Hel" },
+      { type: "delta", content: "lo" },
+      {
+        type: "delta",
+        tool_calls: [{ index: 0, id: "tc1", type: "function", function: { name: "read_file", arguments: '{"pa' } }],
+      },
+      // The name is not sent again: a client appending names would read "read_fileread_file".
+      { type: "delta", tool_calls: [{ index: 0, function: { arguments: 'th":"c.ts"}' } }] },
+    ]);
+    expect(events[4]).toEqual({
+      type: "done",
+      result: {
+        message: {
+          role: "assistant",
+          content: "Hello",
+          tool_calls: [{ id: "tc1", type: "function", function: { name: "read_file", arguments: '{"path":"c.ts"}' } }],
+        },
+        finish_reason: "tool_calls",
+        usage: { prompt_tokens: 20, completion_tokens: 6, total_tokens: 26 },
+      },
+    });
+  });
+
+  it("turns the binding's errors into provider errors the router can judge", async () => {
+    const failing = (error: unknown) =>
+      new WorkersAiAdapter({
+        run: async () => {
+          throw error;
+        },
+      });
+    const busy = Object.assign(new Error("capacity"), { status: 429 });
+    await expect(failing(busy).complete(call)).rejects.toMatchObject({ failure: "http", status: 429 });
+    await expect(failing(new TypeError("network lost")).complete(call)).rejects.toBeInstanceOf(ProviderError);
+    const garbled = new WorkersAiAdapter(recordingRunner(() => new Response("data: {oops\n\n").body).runner);
+    await expect(collect(garbled.stream(call))).rejects.toMatchObject({ failure: "protocol" });
+    const notAStream = new WorkersAiAdapter(recordingRunner(() => ({ response: "whole" })).runner);
+    await expect(collect(notAStream.stream(call))).rejects.toMatchObject({ failure: "protocol" });
+  });
+});
