@@ -73,6 +73,7 @@ describe("the official openai client", () => {
       stop: "END",
       seed: 42,
       frequency_penalty: 0.25,
+      max_completion_tokens: 30,
     });
     const sent = JSON.parse(openaiFake.requests.at(-1)!.body.toString()) as Record<string, unknown>;
     expect(sent).toMatchObject({
@@ -82,7 +83,9 @@ describe("the official openai client", () => {
       stop: ["END"],
       seed: 42,
       frequency_penalty: 0.25,
+      max_completion_tokens: 30,
     });
+    expect(sent).not.toHaveProperty("max_tokens");
   });
 
   it("lists the models a completion can name, and retrieves one", async () => {

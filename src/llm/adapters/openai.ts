@@ -60,17 +60,44 @@ export function usageOf(usage: Partial<TokenUsage> | null | undefined): TokenUsa
   };
 }
 
-/** The settings OpenAI takes under the same names, those that are set. */
-function definedSettings(call: AdapterCall): Partial<AdapterCall> {
-  const settings: Partial<AdapterCall> = {};
+/**
+ * OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 but not gpt-5-chat)
+ * refuse the sampling settings and `stop` with a 400, and `max_tokens` too:
+ * their limit, `max_completion_tokens`, counts the reasoning tokens as well.
+ * An Azure deployment is recognised only when it is named after its model.
+ */
+const REASONING_MODEL = /^(o\d|gpt-5(?!-chat))/i;
+const SETTINGS_REASONING_MODELS_REFUSE: ReadonlySet<string> = new Set([
+  "temperature",
+  "top_p",
+  "presence_penalty",
+  "frequency_penalty",
+  "stop",
+]);
+
+/**
+ * The settings as this provider takes them, those that are set. OpenAI itself
+ * gets `max_completion_tokens` for every model (`max_tokens` is deprecated
+ * there); Azure's older API versions and local servers know only `max_tokens`,
+ * so they keep it unless the model is a reasoning one. A reasoning model's
+ * sampling settings are left out rather than failing the call: the agent
+ * runtime sets a temperature on every call, whichever model the router picks.
+ */
+function providerSettings(provider: OpenAiCompatibleOptions["name"], call: AdapterCall): Record<string, unknown> {
+  const reasoning = provider !== "local" && REASONING_MODEL.test(call.model);
+  const settings: Record<string, unknown> = {};
   for (const key of SAME_NAMED_SETTINGS) {
-    if (call[key] !== undefined) (settings as Record<string, unknown>)[key] = call[key];
+    if (call[key] === undefined || (reasoning && SETTINGS_REASONING_MODELS_REFUSE.has(key))) continue;
+    settings[key] = call[key];
+  }
+  if (call.max_tokens !== undefined) {
+    const limitName = provider === "openai" || reasoning ? "max_completion_tokens" : "max_tokens";
+    settings[limitName] = call.max_tokens;
   }
   return settings;
 }
 
 const SAME_NAMED_SETTINGS = [
-  "max_tokens",
   "temperature",
   "top_p",
   "stop",
@@ -181,7 +208,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       messages: call.messages,
       ...(call.tools ? { tools: call.tools } : {}),
       ...(call.tool_choice !== undefined ? { tool_choice: openAiToolChoice(call.tool_choice) } : {}),
-      ...definedSettings(call),
+      ...providerSettings(this.#options.name, call),
       ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
     };
     let response: Response;

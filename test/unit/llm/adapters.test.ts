@@ -96,13 +96,42 @@ describe("OpenAI-compatible adapter's settings", () => {
       ...settings,
       signal,
     });
+    const { max_tokens, ...sameNamed } = settings;
     expect(seen[0].body).toEqual({
       model: "gpt-4o-mini",
       messages,
       tools,
       tool_choice: { type: "function", function: { name: "read_file" } },
-      ...settings,
+      // OpenAI's current name for the limit (max_tokens is deprecated there).
+      max_completion_tokens: max_tokens,
+      ...sameNamed,
     });
+  });
+
+  it("sends a reasoning model what it takes, and Azure and local servers the limit they know", async () => {
+    const sampling = { temperature: 0.2, top_p: 0.9, presence_penalty: 0.5, frequency_penalty: 0.5, stop: ["END"] };
+    const call = { messages: [{ role: "user" as const, content: "hi" }], max_tokens: 64, seed: 3, ...sampling, signal };
+    const sent = async (name: "openai" | "azure" | "local", model: string) => {
+      const { fetchImpl, seen } = recordingFetch(completion);
+      await new OpenAiCompatibleAdapter({ name, baseUrl: "https://api.test/v1", fetch: fetchImpl }).complete({
+        ...call,
+        model,
+      });
+      return seen[0].body;
+    };
+    // o-series and gpt-5 refuse the sampling settings, stop and max_tokens with a 400.
+    for (const model of ["o3-mini", "o4-mini", "gpt-5"]) {
+      const body = await sent("openai", model);
+      expect(body).toMatchObject({ max_completion_tokens: 64, seed: 3 });
+      for (const refused of ["max_tokens", ...Object.keys(sampling)]) expect(body).not.toHaveProperty(refused);
+    }
+    expect(await sent("azure", "o3-mini")).toMatchObject({ max_completion_tokens: 64 });
+    expect(await sent("openai", "gpt-5-chat-latest")).toMatchObject({ ...sampling, max_completion_tokens: 64 });
+    // Older Azure API versions and local servers know only max_tokens.
+    expect(await sent("azure", "gpt-4o")).toMatchObject({ ...sampling, max_tokens: 64 });
+    const local = await sent("local", "o3-distilled");
+    expect(local).toMatchObject({ ...sampling, max_tokens: 64 });
+    expect(local).not.toHaveProperty("max_completion_tokens");
   });
 });
 
