@@ -1,6 +1,12 @@
 import { z } from "@hono/zod-openapi";
 import type { StreamEvent } from "./provider.ts";
-import type { ChatMessage, ChatRequest, ChatResult, ResponseFormat } from "./types.ts";
+import {
+  type ChatMessage,
+  type ChatRequest,
+  type ChatResult,
+  REASONING_EFFORTS,
+  type ResponseFormat,
+} from "./types.ts";
 
 /**
  * The OpenAI chat-completions wire format of POST /api/v1/llm/chat/completions:
@@ -88,6 +94,16 @@ export const ChatCompletionRequestSchema = z
     presence_penalty: penalty,
     frequency_penalty: penalty,
     response_format: ResponseFormatSchema.nullable().optional(),
+    parallel_tool_calls: z
+      .boolean()
+      .nullable()
+      .optional()
+      .openapi({ description: "With tools: false asks for at most one tool call per answer." }),
+    reasoning_effort: z
+      .enum(REASONING_EFFORTS)
+      .nullable()
+      .optional()
+      .openapi({ description: "For reasoning models (OpenAI's o-series and gpt-5); other models are not sent it." }),
     n: z
       .number()
       .int()
@@ -194,6 +210,8 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
     ...(body.presence_penalty != null ? { presence_penalty: body.presence_penalty } : {}),
     ...(body.frequency_penalty != null ? { frequency_penalty: body.frequency_penalty } : {}),
     ...(body.response_format != null ? { response_format: body.response_format as ResponseFormat } : {}),
+    ...(body.parallel_tool_calls != null ? { parallel_tool_calls: body.parallel_tool_calls } : {}),
+    ...(body.reasoning_effort != null ? { reasoning_effort: body.reasoning_effort } : {}),
     ...(body.tool_choice != null
       ? {
           tool_choice:

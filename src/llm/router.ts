@@ -318,13 +318,19 @@ export class Router implements LlmRouter {
   }
 
   #payload(request: ChatRequest, target: RouteTarget): Omit<AdapterCall, "signal"> {
-    const { model: _requested, tools, tool_choice, ...settings } = request;
+    const { model: _requested, tools, tool_choice, parallel_tool_calls, ...settings } = request;
     const withTools = tools !== undefined && tools.length > 0;
     return {
       ...settings,
       model: target.model,
-      // Providers refuse a tool choice without tools.
-      ...(withTools ? { tools, ...(tool_choice !== undefined ? { tool_choice } : {}) } : {}),
+      // Providers refuse a tool choice (or parallel_tool_calls) without tools.
+      ...(withTools
+        ? {
+            tools,
+            ...(tool_choice !== undefined ? { tool_choice } : {}),
+            ...(parallel_tool_calls !== undefined ? { parallel_tool_calls } : {}),
+          }
+        : {}),
     };
   }
 

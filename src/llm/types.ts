@@ -58,8 +58,15 @@ export interface GenerationSettings {
   frequency_penalty?: number;
   /** Only with tools. */
   tool_choice?: ToolChoice;
+  /** Only with tools; false: at most one tool call per answer. */
+  parallel_tool_calls?: boolean;
   response_format?: ResponseFormat;
+  /** For reasoning models (OpenAI's o-series and gpt-5); others are not sent it. */
+  reasoning_effort?: ReasoningEffort;
 }
+
+export const REASONING_EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh"] as const;
+export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 
 export interface ChatRequest extends GenerationSettings {
   messages: ChatMessage[];

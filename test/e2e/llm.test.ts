@@ -74,6 +74,7 @@ describe("the official openai client", () => {
       seed: 42,
       frequency_penalty: 0.25,
       max_completion_tokens: 30,
+      parallel_tool_calls: false,
     });
     const sent = JSON.parse(openaiFake.requests.at(-1)!.body.toString()) as Record<string, unknown>;
     expect(sent).toMatchObject({
@@ -84,6 +85,7 @@ describe("the official openai client", () => {
       seed: 42,
       frequency_penalty: 0.25,
       max_completion_tokens: 30,
+      parallel_tool_calls: false,
     });
     expect(sent).not.toHaveProperty("max_tokens");
   });

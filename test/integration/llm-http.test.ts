@@ -140,6 +140,22 @@ describe("OpenAI-compatible chat completions", () => {
     expect(named.choices[0].message.tool_calls.map((call: any) => call.function.name)).toEqual(["write_file"]);
   });
 
+  it("honours parallel_tool_calls: false, one tool call per answer", async () => {
+    const workspace = await workspaceWith(null);
+    const tools = [{ type: "function", function: { name: "read_file", parameters: { type: "object" } } }];
+    const calls = async (extra: Record<string, unknown>) => {
+      const response = await chat(workspace.headers, {
+        model: "simulated:sim-1?tool_calls=3",
+        messages: [{ role: "user", content: "Read three files" }],
+        tools,
+        ...extra,
+      });
+      return ((await response.json()) as Record<string, any>).choices[0].message.tool_calls.length;
+    };
+    expect(await calls({})).toBe(3);
+    expect(await calls({ parallel_tool_calls: false })).toBe(1);
+  });
+
   it("refuses with 422 what it cannot honour: more than one choice, a tool choice naming no offered tool", async () => {
     const workspace = await workspaceWith(null);
     const messages = [{ role: "user", content: "x" }];
@@ -160,6 +176,9 @@ describe("OpenAI-compatible chat completions", () => {
       expect.objectContaining({ path: "response_format.type" }),
     ]);
     expect(await refused({ stop: ["a", "b", "c", "d", "e"] })).toEqual([expect.objectContaining({ path: "stop" })]);
+    expect(await refused({ reasoning_effort: "extreme" })).toEqual([
+      expect.objectContaining({ path: "reasoning_effort" }),
+    ]);
   });
 
   it("refuses bad bodies with 422, keys without tasks:write with 403, and no credentials with 401", async () => {

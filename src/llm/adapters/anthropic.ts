@@ -102,9 +102,13 @@ export function toAnthropic(call: AdapterCall) {
   };
 }
 
+type AnthropicToolChoice = ({ type: "tool"; name: string } | { type: "any" | "auto" | "none" }) & {
+  disable_parallel_tool_use?: boolean;
+};
+
 interface AnthropicTools {
   tools?: { name: string; description?: string; input_schema: Record<string, unknown> }[];
-  tool_choice?: ReturnType<typeof anthropicToolChoice>;
+  tool_choice?: AnthropicToolChoice;
 }
 
 function toolsOf(call: AdapterCall, answerTool: JsonAnswerTool | null): AnthropicTools {
@@ -118,12 +122,17 @@ function toolsOf(call: AdapterCall, answerTool: JsonAnswerTool | null): Anthropi
     return { tools: [...tools, { name, description, input_schema }], tool_choice: { type: "tool", name } };
   }
   if (!call.tools) return {};
-  return { tools, ...(call.tool_choice !== undefined ? { tool_choice: anthropicToolChoice(call.tool_choice) } : {}) };
+  const choice = call.tool_choice !== undefined ? anthropicToolChoice(call.tool_choice) : undefined;
+  // OpenAI's parallel_tool_calls: false is a flag on Anthropic's tool choice (auto when none was asked for); `none` calls nothing anyway.
+  if (call.parallel_tool_calls === false && choice?.type !== "none") {
+    return { tools, tool_choice: { ...(choice ?? { type: "auto" }), disable_parallel_tool_use: true } };
+  }
+  return { tools, ...(choice ? { tool_choice: choice } : {}) };
 }
 
-function anthropicToolChoice(choice: ToolChoice) {
-  if (typeof choice !== "string") return { type: "tool" as const, name: choice.name };
-  return { type: choice === "required" ? ("any" as const) : choice };
+function anthropicToolChoice(choice: ToolChoice): AnthropicToolChoice {
+  if (typeof choice !== "string") return { type: "tool", name: choice.name };
+  return { type: choice === "required" ? "any" : choice };
 }
 
 function jsonInstruction(format: ResponseFormat | undefined): string | null {

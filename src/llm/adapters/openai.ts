@@ -90,6 +90,8 @@ function providerSettings(provider: OpenAiCompatibleOptions["name"], call: Adapt
     if (call[key] === undefined || (reasoning && SETTINGS_REASONING_MODELS_REFUSE.has(key))) continue;
     settings[key] = call[key];
   }
+  // Other models refuse it with a 400.
+  if (reasoning && call.reasoning_effort !== undefined) settings.reasoning_effort = call.reasoning_effort;
   if (call.max_tokens !== undefined) {
     const limitName = provider === "openai" || reasoning ? "max_completion_tokens" : "max_tokens";
     settings[limitName] = call.max_tokens;
@@ -105,6 +107,7 @@ const SAME_NAMED_SETTINGS = [
   "presence_penalty",
   "frequency_penalty",
   "response_format",
+  "parallel_tool_calls",
 ] as const satisfies readonly (keyof AdapterCall)[];
 
 function openAiToolChoice(choice: ToolChoice) {

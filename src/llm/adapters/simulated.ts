@@ -171,13 +171,14 @@ export class SimulatedAdapter implements ProviderAdapter {
   #answer(call: AdapterCall, settings: SimulatedOptions): AdapterResult {
     const promptTokens = estimatePromptTokens(call.messages, call.tools);
     const last = call.messages.at(-1);
-    // tool_choice as a provider reads it: "none" calls nothing, `{ name }` calls that tool.
+    // tool_choice as a provider reads it: "none" calls nothing, `{ name }` calls that tool; parallel_tool_calls: false, one at most.
     const choice = call.tool_choice;
     const offered = choice === "none" ? [] : (call.tools ?? []);
     const tools = typeof choice === "object" ? offered.filter((tool) => tool.function.name === choice.name) : offered;
     if (tools.length > 0 && settings.toolCalls > 0 && last?.role !== "tool") {
       const seed = hash(JSON.stringify(call.messages));
-      const toolCalls: ToolCall[] = Array.from({ length: settings.toolCalls }, (_, index) => ({
+      const count = call.parallel_tool_calls === false ? 1 : settings.toolCalls;
+      const toolCalls: ToolCall[] = Array.from({ length: count }, (_, index) => ({
         id: `call_sim_${(seed + index).toString(36)}`,
         type: "function",
         function: { name: tools[index % tools.length].function.name, arguments: "{}" },

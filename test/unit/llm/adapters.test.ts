@@ -86,6 +86,9 @@ describe("OpenAI-compatible adapter's settings", () => {
       presence_penalty: 0.5,
       frequency_penalty: -0.5,
       response_format: responseFormat,
+      parallel_tool_calls: false,
+      // Not a reasoning model: not sent (it would refuse it).
+      reasoning_effort: "low" as const,
     };
     const messages = [{ role: "user" as const, content: "hi" }];
     await adapter.complete({
@@ -96,7 +99,7 @@ describe("OpenAI-compatible adapter's settings", () => {
       ...settings,
       signal,
     });
-    const { max_tokens, ...sameNamed } = settings;
+    const { max_tokens, reasoning_effort: _notSent, ...sameNamed } = settings;
     expect(seen[0].body).toEqual({
       model: "gpt-4o-mini",
       messages,
@@ -110,7 +113,14 @@ describe("OpenAI-compatible adapter's settings", () => {
 
   it("sends a reasoning model what it takes, and Azure and local servers the limit they know", async () => {
     const sampling = { temperature: 0.2, top_p: 0.9, presence_penalty: 0.5, frequency_penalty: 0.5, stop: ["END"] };
-    const call = { messages: [{ role: "user" as const, content: "hi" }], max_tokens: 64, seed: 3, ...sampling, signal };
+    const call = {
+      messages: [{ role: "user" as const, content: "hi" }],
+      max_tokens: 64,
+      seed: 3,
+      reasoning_effort: "high" as const,
+      ...sampling,
+      signal,
+    };
     const sent = async (name: "openai" | "azure" | "local", model: string) => {
       const { fetchImpl, seen } = recordingFetch(completion);
       await new OpenAiCompatibleAdapter({ name, baseUrl: "https://api.test/v1", fetch: fetchImpl }).complete({
@@ -122,7 +132,7 @@ describe("OpenAI-compatible adapter's settings", () => {
     // o-series and gpt-5 refuse the sampling settings, stop and max_tokens with a 400.
     for (const model of ["o3-mini", "o4-mini", "gpt-5"]) {
       const body = await sent("openai", model);
-      expect(body).toMatchObject({ max_completion_tokens: 64, seed: 3 });
+      expect(body).toMatchObject({ max_completion_tokens: 64, seed: 3, reasoning_effort: "high" });
       for (const refused of ["max_tokens", ...Object.keys(sampling)]) expect(body).not.toHaveProperty(refused);
     }
     expect(await sent("azure", "o3-mini")).toMatchObject({ max_completion_tokens: 64 });
@@ -170,6 +180,18 @@ describe("Anthropic adapter", () => {
     const plain = { ...call, response_format: undefined };
     expect(toAnthropic({ ...plain, tool_choice: "none" }).tool_choice).toEqual({ type: "none" });
     expect(toAnthropic({ ...plain, tool_choice: "auto", tools: undefined })).not.toHaveProperty("tool_choice");
+    // parallel_tool_calls: false is Anthropic's disable_parallel_tool_use, on whichever choice applies.
+    expect(toAnthropic({ ...plain, tool_choice: "required", parallel_tool_calls: false }).tool_choice).toEqual({
+      type: "any",
+      disable_parallel_tool_use: true,
+    });
+    expect(toAnthropic({ ...plain, parallel_tool_calls: false }).tool_choice).toEqual({
+      type: "auto",
+      disable_parallel_tool_use: true,
+    });
+    expect(toAnthropic({ ...plain, tool_choice: "none", parallel_tool_calls: false }).tool_choice).toEqual({
+      type: "none",
+    });
   });
 
   describe("JSON answers through a forced answer tool", () => {

@@ -30,6 +30,8 @@ describe("toChatRequest", () => {
         tools: [{ type: "function", function: { name: "read_file" } }],
         tool_choice: { type: "function", function: { name: "read_file" } },
         response_format: { type: "json_object" },
+        parallel_tool_calls: false,
+        reasoning_effort: "low",
       }),
     ).toEqual({
       messages: [
@@ -44,6 +46,11 @@ describe("toChatRequest", () => {
       seed: 3,
       tool_choice: { name: "read_file" },
       response_format: { type: "json_object" },
+      parallel_tool_calls: false,
+      reasoning_effort: "low",
+    });
+    expect(parse({ parallel_tool_calls: null, reasoning_effort: null })).toEqual({
+      messages: [{ role: "user", content: "hi" }],
     });
     expect(parse({ stop: [] })).not.toHaveProperty("stop");
     expect(parse({ tool_choice: "auto" })).toMatchObject({ tool_choice: "auto" });
