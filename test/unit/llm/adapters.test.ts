@@ -146,15 +146,20 @@ describe("OpenAI-compatible adapter's settings", () => {
 });
 
 describe("Anthropic adapter", () => {
+  /** An extraction call: a system prompt and the text to extract from. */
+  const extraction = (text: string) => ({
+    model: "claude-3-5-haiku-latest",
+    signal,
+    messages: [
+      { role: "system" as const, content: "You extract data." },
+      { role: "user" as const, content: text },
+    ],
+  });
+
   it("maps stop, top_p and tool_choice to Anthropic's terms, and asks for JSON in the system prompt", () => {
     const tools = [{ type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } }];
     const call = {
-      model: "claude-3-5-haiku-latest",
-      signal,
-      messages: [
-        { role: "system" as const, content: "You extract data." },
-        { role: "user" as const, content: "Alice, 30" },
-      ],
+      ...extraction("Alice, 30"),
       tools,
       top_p: 0.8,
       stop: ["END"],
@@ -197,12 +202,7 @@ describe("Anthropic adapter", () => {
   describe("JSON answers through a forced answer tool", () => {
     const person = { type: "object", properties: { name: { type: "string" } }, required: ["name"] };
     const jsonCall = {
-      model: "claude-3-5-haiku-latest",
-      signal,
-      messages: [
-        { role: "system" as const, content: "You extract data." },
-        { role: "user" as const, content: "Alice" },
-      ],
+      ...extraction("Alice"),
       response_format: {
         type: "json_schema" as const,
         json_schema: { name: "person", description: "The person named", schema: person },

@@ -57,14 +57,18 @@ describe("Workers AI adapter", () => {
       usage: { prompt_tokens: 12, completion_tokens: 4 },
     }));
     const schema = { type: "object", properties: { name: { type: "string" } } };
-    const result = await new WorkersAiAdapter(runner).complete({
-      ...call,
+    // Passed on under the same names.
+    const taken = {
       max_tokens: 64,
       temperature: 0.2,
       top_p: 0.9,
       seed: 7,
       presence_penalty: 0.5,
       frequency_penalty: 0.25,
+    };
+    const result = await new WorkersAiAdapter(runner).complete({
+      ...call,
+      ...taken,
       stop: ["END"],
       response_format: { type: "json_schema", json_schema: { name: "person", schema } },
     });
@@ -72,12 +76,7 @@ describe("Workers AI adapter", () => {
     expect(runs[0].inputs).toEqual({
       // The binding refuses content: null.
       messages: [call.messages[0], { ...call.messages[1], content: "" }, call.messages[2]],
-      max_tokens: 64,
-      temperature: 0.2,
-      top_p: 0.9,
-      seed: 7,
-      presence_penalty: 0.5,
-      frequency_penalty: 0.25,
+      ...taken,
       response_format: { type: "json_schema", json_schema: schema },
     });
     expect(runs[0].options).toEqual({ signal });
