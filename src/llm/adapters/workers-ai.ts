@@ -94,6 +94,38 @@ function workersAiResponseFormat(format: ResponseFormat | undefined) {
   return { response_format: { type: "json_schema", json_schema: format.json_schema.schema ?? { type: "object" } } };
 }
 
+/**
+ * Workers AI's documented error codes and the HTTP status each stands for
+ * (developers.cloudflare.com/workers-ai/platform/errors). The binding throws
+ * them in its message ("3040: …"), mostly without a status of its own, and the
+ * router's choice (retry, fail over, count for the breaker) rests on the status.
+ */
+const STATUS_BY_ERROR_CODE: Readonly<Record<string, number>> = {
+  "3003": 400,
+  "3039": 400,
+  "5004": 400,
+  "5007": 400,
+  "3023": 403,
+  "3041": 403,
+  "5016": 403,
+  "5018": 403,
+  "3042": 404,
+  "5005": 405,
+  "5019": 405,
+  "3007": 408,
+  "3008": 408,
+  "3006": 413,
+  "3036": 429,
+  "3040": 429,
+};
+
+function bindingFailure(error: unknown): { status?: number; code?: string } {
+  const code = /\b([35]\d{3}):/.exec(String((error as { message?: unknown } | null)?.message ?? error))?.[1];
+  const ownStatus = Number((error as { status?: unknown } | null)?.status);
+  const status = Number.isInteger(ownStatus) && ownStatus >= 400 ? ownStatus : code && STATUS_BY_ERROR_CODE[code];
+  return { ...(status ? { status } : {}), ...(code ? { code: `workers_ai_${code}` } : {}) };
+}
+
 export class WorkersAiAdapter implements ProviderAdapter {
   readonly name = "workers-ai";
   readonly simulated = false;
@@ -127,6 +159,13 @@ export class WorkersAiAdapter implements ProviderAdapter {
   }
 
   async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
+    if (call.response_format && call.response_format.type !== "text") {
+      // "JSON Mode currently doesn't support streaming" (Cloudflare's docs): the whole answer, as one piece.
+      const result = await this.complete(call);
+      if (result.message.content) yield { type: "delta", content: result.message.content };
+      yield { type: "done", result };
+      return;
+    }
     const body = await this.#run(call, true);
     if (!(body instanceof ReadableStream)) throw new ProviderError("protocol", "Workers AI sent no stream");
     const assembler = new MessageAssembler();
@@ -193,10 +232,10 @@ export class WorkersAiAdapter implements ProviderAdapter {
         { signal: call.signal },
       );
     } catch (error) {
-      const status = Number((error as { status?: unknown }).status);
-      if (Number.isInteger(status) && status >= 400) {
-        throw new ProviderError("http", `Workers AI failed: ${String(error)}`, { status });
-      }
+      if (call.signal.aborted) throw fetchFailure(error, call.signal);
+      const { status, code } = bindingFailure(error);
+      if (status !== undefined)
+        throw new ProviderError("http", `Workers AI failed: ${String(error)}`, { status, code });
       throw fetchFailure(error, call.signal);
     }
   }

@@ -186,6 +186,28 @@ describe("Workers AI adapter", () => {
     });
   });
 
+  it("answers a streamed call in JSON mode whole, in one piece, since JSON mode does not stream", async () => {
+    const { runs, runner } = recordingRunner(() => ({
+      response: { ok: true },
+      usage: { prompt_tokens: 5, completion_tokens: 3 },
+    }));
+    const events = await collect(
+      new WorkersAiAdapter(runner).stream({ ...call, response_format: { type: "json_object" } }),
+    );
+    expect(runs[0].inputs).not.toHaveProperty("stream");
+    expect(events).toEqual([
+      { type: "delta", content: '{"ok":true}' },
+      {
+        type: "done",
+        result: {
+          message: { role: "assistant", content: '{"ok":true}' },
+          finish_reason: "stop",
+          usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 },
+        },
+      },
+    ]);
+  });
+
   it("turns the binding's errors into provider errors the router can judge", async () => {
     const failing = (error: unknown) =>
       new WorkersAiAdapter({
@@ -195,6 +217,17 @@ describe("Workers AI adapter", () => {
       });
     const busy = Object.assign(new Error("capacity"), { status: 429 });
     await expect(failing(busy).complete(call)).rejects.toMatchObject({ failure: "http", status: 429 });
+    // Mostly the binding names its documented error code in the message, without a status.
+    const outOfCapacity = new Error("InferenceUpstreamError: 3040: Capacity temporarily exceeded, please try again.");
+    await expect(failing(outOfCapacity).complete(call)).rejects.toMatchObject({
+      failure: "http",
+      status: 429,
+      code: "workers_ai_3040",
+    });
+    await expect(failing(new Error("5007: No such model @cf/x or task")).complete(call)).rejects.toMatchObject({
+      status: 400,
+      code: "workers_ai_5007",
+    });
     await expect(failing(new TypeError("network lost")).complete(call)).rejects.toBeInstanceOf(ProviderError);
     const garbled = new WorkersAiAdapter(recordingRunner(() => new Response("data: {oops\n\n").body).runner);
     await expect(collect(garbled.stream(call))).rejects.toMatchObject({ failure: "protocol" });
