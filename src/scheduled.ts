@@ -1,6 +1,7 @@
 import { anchorRecentChains } from "./audit/anchor.ts";
 import { runAuditRetention } from "./audit/retention.ts";
 import { type AppConfig, checkEnv, type WorkerEnv } from "./env.ts";
+import { deliverParkedEvents } from "./events/parked.ts";
 import { reportError } from "./observability/sentry.ts";
 import { backgroundLogger } from "./observability/worker-logger.ts";
 
@@ -8,7 +9,12 @@ export type ScheduledJob = (env: WorkerEnv, logger: ReturnType<typeof background
 
 /** Jobs per cron expression (wrangler.toml [triggers]). */
 export const SCHEDULED_JOBS: Record<string, ScheduledJob[]> = {
-  "*/5 * * * *": [(env, logger) => anchorRecentChains(checkedConfig(env), logger)],
+  "*/5 * * * *": [
+    (env, logger) => anchorRecentChains(checkedConfig(env), logger),
+    async (env, logger) => {
+      await deliverParkedEvents(checkedConfig(env), logger);
+    },
+  ],
   "17 3 * * *": [(env, logger) => runAuditRetention(env, logger)],
 };
 

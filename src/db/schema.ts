@@ -345,3 +345,26 @@ export const usageDaily = sqliteTable(
   },
   (table) => [primaryKey({ columns: [table.workspaceId, table.day, table.provider, table.model, table.simulated] })],
 );
+
+/**
+ * Events the workspace's EventHub could not take, after publish()'s retries
+ * (about 5 s): kept here rather than lost, and delivered by the 5-minute cron
+ * (src/events/parked.ts) in the order they were parked. Each keeps its
+ * event_id and timestamp; the hub gives it a seq when it lands, and writes an
+ * event_id once, so a delivery whose answer was lost does not land twice.
+ */
+export const parkedEvents = sqliteTable(
+  "parked_events",
+  {
+    /** Parking order: delivery follows it. */
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    eventId: text("event_id").notNull(),
+    workspaceId: text("workspace_id").notNull(),
+    /** The whole stamped event (JSON), as publish() would have sent it. */
+    event: text("event").notNull(),
+    parkedAt: text("parked_at").notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    lastError: text("last_error"),
+  },
+  (table) => [uniqueIndex("parked_events_event_id_idx").on(table.eventId)],
+);

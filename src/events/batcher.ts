@@ -1,7 +1,7 @@
-import type { AppConfig } from "../env.ts";
 import { WRITE_RETRY_DELAYS_MS, withWriteRetries } from "../lib/retry-write.ts";
 import type { EventEnvelope, EventType, PublishedEvent } from "./catalog.ts";
-import { type PublishContext, type PublishInput, stampEvent } from "./publish.ts";
+import { parkRefusedEvents } from "./parked.ts";
+import { type PublishContext, type PublishEnv, type PublishInput, stampEvent } from "./publish.ts";
 
 /**
  * Publishes like `publish()`, but events issued in the same turn of the event
@@ -13,9 +13,10 @@ import { type PublishContext, type PublishInput, stampEvent } from "./publish.ts
  * A workspace has at most one RPC out at a time; what is issued meanwhile
  * goes in the next one. So events get their seq in the order they were
  * issued, and callers need not wait for one event before issuing the next.
+ * What the hub will not take is parked like publish()'s (src/events/parked.ts).
  */
 export class EventBatcher {
-  readonly #env: Pick<AppConfig, "EVENT_HUB">;
+  readonly #env: PublishEnv;
   readonly #context: PublishContext;
   #pending = new Map<
     string,
@@ -27,11 +28,7 @@ export class EventBatcher {
 
   readonly #retryDelaysMs: readonly number[];
 
-  constructor(
-    env: Pick<AppConfig, "EVENT_HUB">,
-    context: PublishContext = {},
-    options: { retryDelaysMs?: readonly number[] } = {},
-  ) {
+  constructor(env: PublishEnv, context: PublishContext = {}, options: { retryDelaysMs?: readonly number[] } = {}) {
     this.#env = env;
     this.#context = context;
     this.#retryDelaysMs = options.retryDelaysMs ?? WRITE_RETRY_DELAYS_MS;
@@ -72,8 +69,14 @@ export class EventBatcher {
         (results) => {
           for (const [index, entry] of entries.entries()) entry.resolve(results[index].seq);
         },
-        (error: unknown) => {
-          for (const entry of entries) entry.reject(error);
+        async (error: unknown) => {
+          const outcome = await parkRefusedEvents(
+            this.#env,
+            entries.map((entry) => entry.event),
+            error,
+            this.#context.logger,
+          );
+          for (const entry of entries) entry.reject(outcome);
         },
       )
       .finally(() => {

@@ -7,5 +7,6 @@ export {
   type PublishedEvent,
   validateEvent,
 } from "./catalog.ts";
-export { InvalidEventError, type PublishContext, type PublishInput, publish } from "./publish.ts";
+export { EventParkedError, logUndelivered } from "./parked.ts";
+export { InvalidEventError, type PublishContext, type PublishEnv, type PublishInput, publish } from "./publish.ts";
 export { isTicketAuthenticatedRequest } from "./tickets.ts";

@@ -13,6 +13,7 @@ import {
   publishedVersion,
   validateEvent,
 } from "./catalog.ts";
+import { parkRefusedEvents } from "./parked.ts";
 
 /**
  * The one way an event enters the system. Domain code names the type, the
@@ -36,7 +37,12 @@ export interface PublishContext {
   logger?: Logger;
   /** Keeps the Sentry report alive after the response (a request's or a queue batch's ExecutionContext). */
   executionCtx?: Pick<ExecutionContext, "waitUntil">;
+  /** Tests: shorter waits between tries of the hub. */
+  retryDelaysMs?: readonly number[];
 }
+
+/** The hub, and D1 to park in what the hub will not take (src/events/parked.ts); without D1 such events are lost. */
+export type PublishEnv = Pick<AppConfig, "EVENT_HUB"> & Partial<Pick<AppConfig, "DB">>;
 
 /** An event that does not satisfy the contract: a producer bug. It was logged and reported, and not sent. */
 export class InvalidEventError extends Error {
@@ -87,17 +93,27 @@ export function stampEvent<K extends EventType>(
   return event as unknown as Omit<PublishedEvent<K>, "seq">;
 }
 
+/**
+ * Sends an event to its workspace's hub, trying for about 5 s. Past that it is
+ * parked in D1 for the cron to deliver, and EventParkedError is thrown: the
+ * event is kept but has no seq yet.
+ */
 export async function publish<K extends EventType>(
-  env: Pick<AppConfig, "EVENT_HUB">,
+  env: PublishEnv,
   input: PublishInput<K>,
   context: PublishContext = {},
 ): Promise<PublishedEvent<K>> {
   const event = stampEvent(input, context);
-  // The hub writes an event_id once, so an event whose answer was lost can be sent again.
-  const { seq } = await withWriteRetries(() =>
-    env.EVENT_HUB.getByName(input.workspace_id).publish(event as EventEnvelope),
-  );
-  return { ...event, seq } as PublishedEvent<K>;
+  try {
+    // The hub writes an event_id once, so an event whose answer was lost can be sent again.
+    const { seq } = await withWriteRetries(
+      () => env.EVENT_HUB.getByName(input.workspace_id).publish(event as EventEnvelope),
+      context.retryDelaysMs,
+    );
+    return { ...event, seq } as PublishedEvent<K>;
+  } catch (error) {
+    throw await parkRefusedEvents(env, [event as EventEnvelope], error, context.logger);
+  }
 }
 
 function activeTraceId(logger: Logger | undefined): string | undefined {

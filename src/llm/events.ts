@@ -1,5 +1,4 @@
-import type { AppConfig } from "../env.ts";
-import { publish } from "../events/publish.ts";
+import { logUndelivered, type PublishEnv, publish } from "../events/index.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { EventSink } from "./router.ts";
 import type { CallContext } from "./types.ts";
@@ -8,11 +7,11 @@ import type { CallContext } from "./types.ts";
  * `llm.provider.error` and `llm.provider.fallback` through the workspace's
  * EventHub, in the seed's shapes plus `simulated` (the data objects are open
  * to additions). Publishing never delays or fails the call: it runs in the
- * background and a failure is only logged.
+ * background, and what the hub will not take is parked (src/events/parked.ts).
  */
 
 export function hubEventSink(
-  config: Pick<AppConfig, "EVENT_HUB">,
+  config: PublishEnv,
   logger: Logger,
   waitUntil?: (promise: Promise<unknown>) => void,
 ): EventSink {
@@ -33,7 +32,7 @@ export function hubEventSink(
         data: data as never,
       },
       { logger },
-    ).catch((error: unknown) => logger.warn("llm event not published", { error, event_type: eventType }));
+    ).catch((error: unknown) => logUndelivered(logger, error, { event_type: eventType }));
     if (waitUntil) waitUntil(work);
   };
   return {

@@ -1,7 +1,6 @@
 import type { Principal } from "../auth/principal.ts";
-import type { AppConfig } from "../env.ts";
 import type { EventBatcher } from "../events/batcher.ts";
-import { type EventType, type PublishInput, publish } from "../events/index.ts";
+import { type EventType, logUndelivered, type PublishEnv, type PublishInput, publish } from "../events/index.ts";
 import type { Logger } from "../lib/logger.ts";
 
 /**
@@ -9,17 +8,17 @@ import type { Logger } from "../lib/logger.ts";
  * (so its `tool.call` always precedes its `tool.result`): through a batcher,
  * which keeps issue order per workspace, or else one after another. Different
  * tasks publish concurrently, and the agent never waits on the hub between
- * steps. A failed publish is logged, never fails the task.
+ * steps. A failed publish is logged (and the event parked, src/events/parked.ts), never fails the task.
  */
 export class EventChain {
-  readonly #config: Pick<AppConfig, "EVENT_HUB">;
+  readonly #config: PublishEnv;
   readonly #logger: Logger;
   readonly #batcher: EventBatcher | undefined;
   #tail: Promise<void> = Promise.resolve();
   #published = 0;
 
   /** With a batcher (one per queue batch), many tasks' events share hub round trips. */
-  constructor(config: Pick<AppConfig, "EVENT_HUB">, logger: Logger, batcher?: EventBatcher) {
+  constructor(config: PublishEnv, logger: Logger, batcher?: EventBatcher) {
     this.#config = config;
     this.#logger = logger;
     this.#batcher = batcher;
@@ -39,7 +38,7 @@ export class EventChain {
         () => {
           this.#published++;
         },
-        (error: unknown) => this.#logger.warn("task event not published", { error, event_type: input.event_type }),
+        (error: unknown) => logUndelivered(this.#logger, error, { event_type: input.event_type }),
       );
       this.#tail = Promise.all([this.#tail, settled]).then(() => {});
       return;
@@ -50,7 +49,7 @@ export class EventChain {
         else await publish(this.#config, input, { logger: this.#logger });
         this.#published++;
       } catch (error) {
-        this.#logger.warn("task event not published", { error, event_type: input.event_type });
+        logUndelivered(this.#logger, error, { event_type: input.event_type });
       }
     });
   }
