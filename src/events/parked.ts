@@ -114,7 +114,11 @@ export async function deliverParkedEvents(
     .bind(DELIVERY_MAX_ROWS)
     .all<ParkedRow>();
   const byWorkspace = new Map<string, ParkedRow[]>();
-  for (const row of results) byWorkspace.set(row.workspace_id, [...(byWorkspace.get(row.workspace_id) ?? []), row]);
+  for (const row of results) {
+    const rows = byWorkspace.get(row.workspace_id);
+    if (rows) rows.push(row);
+    else byWorkspace.set(row.workspace_id, [row]);
+  }
 
   const outcome: ParkedDelivery = { delivered: 0, refused: 0, givenUp: 0 };
   const giveUpBefore = new Date(nowMs - PARKED_EVENT_GIVE_UP_DAYS * DAY_MS).toISOString();
