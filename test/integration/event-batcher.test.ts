@@ -3,28 +3,7 @@ import { describe, expect, it } from "vitest";
 import { EventBatcher } from "../../src/events/batcher.ts";
 import type { PublishedEvent } from "../../src/events/catalog.ts";
 import { InvalidEventError } from "../../src/events/publish.ts";
-import { uniqueWorkspace } from "../unit/events/hub-client.ts";
-
-async function history(workspace: string): Promise<PublishedEvent[]> {
-  const page = await env.EVENT_HUB.getByName(workspace).history({ limit: 100, types: [], channels: [], version: null });
-  if (!page.ok) throw new Error(page.reason);
-  return page.events.map((json) => JSON.parse(json) as PublishedEvent);
-}
-
-function message(workspaceId: string, index: number) {
-  return {
-    event_type: "agent.message" as const,
-    workspace_id: workspaceId,
-    task_id: `task_${index}`,
-    data: {
-      task_id: `task_${index}`,
-      agent_id: "agent_1",
-      role: "assistant" as const,
-      message: `step ${index}`,
-      tokens: 1,
-    },
-  };
-}
+import { hubHistory, stepMessage, uniqueWorkspace } from "../unit/events/hub-client.ts";
 
 type PublishMany = (events: never[]) => Promise<{ seq: number; duplicate: boolean }[]>;
 
@@ -43,15 +22,15 @@ describe("EventBatcher", () => {
     const second = uniqueWorkspace("batch-b");
     const batcher = new EventBatcher(env);
     const published = await Promise.all([
-      ...Array.from({ length: 30 }, (_, index) => batcher.publish(message(first, index))),
-      ...Array.from({ length: 5 }, (_, index) => batcher.publish(message(second, index))),
+      ...Array.from({ length: 30 }, (_, index) => batcher.publish(stepMessage(first, index))),
+      ...Array.from({ length: 5 }, (_, index) => batcher.publish(stepMessage(second, index))),
     ]);
     expect(published.slice(0, 30).map((event) => event.seq)).toEqual(
       Array.from({ length: 30 }, (_, index) => index + 1),
     );
     expect(published.slice(30).map((event) => event.seq)).toEqual([1, 2, 3, 4, 5]);
 
-    expect((await history(first)).map((event) => (event.data as { message: string }).message)).toEqual(
+    expect((await hubHistory(first)).map((event) => (event.data as { message: string }).message)).toEqual(
       Array.from({ length: 30 }, (_, index) => `step ${index}`),
     );
   });
@@ -76,7 +55,7 @@ describe("EventBatcher", () => {
     );
     const published: Promise<PublishedEvent>[] = [];
     for (let turn = 0; turn < 4; turn++) {
-      for (let index = 0; index < 5; index++) published.push(batcher.publish(message(workspace, turn * 5 + index)));
+      for (let index = 0; index < 5; index++) published.push(batcher.publish(stepMessage(workspace, turn * 5 + index)));
       await new Promise((resolve) => setTimeout(resolve, 0)); // the first call is out while the next turn issues
     }
     const seqs = (await Promise.all(published)).map((event) => event.seq);
@@ -84,7 +63,7 @@ describe("EventBatcher", () => {
     expect(maxInFlight).toBe(1);
     expect(sizes.reduce((sum, size) => sum + size, 0)).toBe(20);
     expect(sizes).toEqual([5, 15]); // the turns issued while the first call was out shared the next one
-    expect((await history(workspace)).map((event) => (event.data as { message: string }).message)).toEqual(
+    expect((await hubHistory(workspace)).map((event) => (event.data as { message: string }).message)).toEqual(
       Array.from({ length: 20 }, (_, index) => `step ${index}`),
     );
   });
@@ -106,11 +85,11 @@ describe("EventBatcher", () => {
       { retryDelaysMs: [1, 1] },
     );
     const published = await Promise.all(
-      Array.from({ length: 3 }, (_, index) => batcher.publish(message(workspace, index))),
+      Array.from({ length: 3 }, (_, index) => batcher.publish(stepMessage(workspace, index))),
     );
     expect(tries).toEqual([3, 3, 3]);
     expect(published.map((event) => event.seq)).toEqual([1, 2, 3]);
-    expect((await history(workspace)).map((event) => [event.seq, event.event_id])).toEqual(
+    expect((await hubHistory(workspace)).map((event) => [event.seq, event.event_id])).toEqual(
       published.map((event) => [event.seq, event.event_id]),
     );
 
@@ -120,15 +99,15 @@ describe("EventBatcher", () => {
       {},
       { retryDelaysMs: [1] },
     );
-    await expect(down.publish(message(workspace, 9))).rejects.toThrow("down");
+    await expect(down.publish(stepMessage(workspace, 9))).rejects.toThrow("down");
   });
 
   it("refuses an invalid event before anything is sent", async () => {
     const workspace = uniqueWorkspace("batch-invalid");
     const batcher = new EventBatcher(env);
-    const bad = { ...message(workspace, 1), data: { ...message(workspace, 1).data, role: "robot" } };
+    const bad = { ...stepMessage(workspace, 1), data: { ...stepMessage(workspace, 1).data, role: "robot" } };
     expect(() => batcher.publish(bad as never)).toThrow(InvalidEventError);
-    await batcher.publish(message(workspace, 2));
-    expect((await history(workspace)).map((event) => event.seq)).toEqual([1]);
+    await batcher.publish(stepMessage(workspace, 2));
+    expect((await hubHistory(workspace)).map((event) => event.seq)).toEqual([1]);
   });
 });

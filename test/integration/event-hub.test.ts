@@ -4,15 +4,9 @@ import { describe, expect, it } from "vitest";
 import type { EventHub } from "../../durable-objects/event-hub.ts";
 import type { PublishedEvent } from "../../src/events/catalog.ts";
 import { InvalidEventError, publish } from "../../src/events/publish.ts";
-import { connectHub, publishMessage, publishToolCall, uniqueWorkspace } from "../unit/events/hub-client.ts";
+import { connectHub, hubHistory, publishMessage, publishToolCall, uniqueWorkspace } from "../unit/events/hub-client.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
-
-async function history(workspace: string): Promise<PublishedEvent[]> {
-  const page = await env.EVENT_HUB.getByName(workspace).history({ limit: 100, types: [], channels: [], version: null });
-  if (!page.ok) throw new Error(page.reason);
-  return page.events.map((json) => JSON.parse(json) as PublishedEvent);
-}
 
 function seqs(events: PublishedEvent[]): number[] {
   return events.map((event) => event.seq);
@@ -36,8 +30,8 @@ describe("publish → EventHub", () => {
       expect(Date.parse(event.timestamp)).not.toBeNaN();
     }
     // The log is in seq order, and seq order is publish order.
-    expect(seqs(await history(workspace))).toEqual(range(1, 40));
-    expect(seqs(await history(other))).toEqual([1]);
+    expect(seqs(await hubHistory(workspace))).toEqual(range(1, 40));
+    expect(seqs(await hubHistory(other))).toEqual([1]);
   });
 
   it("refuses an invalid event: nothing reaches the hub", async () => {
@@ -48,7 +42,7 @@ describe("publish → EventHub", () => {
       data: { tool_id: "t", tool_name: "x", status: "exploded", duration_ms: 1, task_id: "task_1" } as never,
     });
     await expect(attempt).rejects.toBeInstanceOf(InvalidEventError);
-    expect(await history(workspace)).toEqual([]);
+    expect(await hubHistory(workspace)).toEqual([]);
   });
 
   it("writes an event_id once, even if published twice", async () => {
@@ -59,7 +53,7 @@ describe("publish → EventHub", () => {
     const second = await stub.publish(again);
     expect(second.seq).toBe(first.seq);
     await publishMessage(workspace);
-    expect(seqs(await history(workspace))).toEqual([1, 2]);
+    expect(seqs(await hubHistory(workspace))).toEqual([1, 2]);
   });
 });
 
@@ -78,7 +72,7 @@ describe("retention", () => {
       );
     });
     expect(await runDurableObjectAlarm(stub)).toBe(true);
-    expect(seqs(await history(workspace))).toEqual([recent.seq]);
+    expect(seqs(await hubHistory(workspace))).toEqual([recent.seq]);
     // Still scheduled while events remain.
     await runInDurableObject(stub, async (_instance: EventHub, state) => {
       expect(await state.storage.getAlarm()).toBeGreaterThan(Date.now());
@@ -245,7 +239,7 @@ describe("subscriptions", () => {
     await publish(env, { event_type: "llm.provider.error", workspace_id: workspace, data: providerError });
     const { http_status: _httpStatus, ...withoutStatus } = providerError;
 
-    const stored = (await history(workspace)).find((event) => event.event_type === "llm.provider.error");
+    const stored = (await hubHistory(workspace)).find((event) => event.event_type === "llm.provider.error");
     expect(stored).toMatchObject({ version: "1.1", data: providerError });
 
     const v10 = await connectHub(workspace, { types: ["llm.*"], version: "1.0", lastEventId: start.event_id });

@@ -1,13 +1,13 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { EventEnvelope, PublishedEvent } from "../../src/events/catalog.ts";
+import type { EventEnvelope } from "../../src/events/catalog.ts";
 import { EventOutbox, OUTBOX_GIVE_UP_MS } from "../../src/events/outbox.ts";
 import { stampEvent } from "../../src/events/publish.ts";
 import { Logger } from "../../src/lib/logger.ts";
 import { LIMITER_EVENT_OUTBOX } from "../../src/limits/limiter-store.ts";
 import { eventsOf, limiterOutboxDrained, workspaceWith } from "../support/llm.ts";
-import { uniqueWorkspace } from "../unit/events/hub-client.ts";
+import { hubHistory, stepMessage, uniqueWorkspace } from "../unit/events/hub-client.ts";
 
 /**
  * The WorkspaceLimiter's event outbox: events queued with the state change
@@ -16,19 +16,8 @@ import { uniqueWorkspace } from "../unit/events/hub-client.ts";
 
 const NOW = Date.parse("2026-11-26T10:00:00Z");
 
-async function history(workspace: string): Promise<PublishedEvent[]> {
-  const page = await env.EVENT_HUB.getByName(workspace).history({ limit: 100, types: [], channels: [], version: null });
-  if (!page.ok) throw new Error(page.reason);
-  return page.events.map((json) => JSON.parse(json) as PublishedEvent);
-}
-
 function message(workspaceId: string, step: number): EventEnvelope {
-  return stampEvent({
-    event_type: "agent.message",
-    workspace_id: workspaceId,
-    task_id: `task_${step}`,
-    data: { task_id: `task_${step}`, agent_id: "agent_1", role: "assistant", message: `step ${step}`, tokens: 1 },
-  }) as EventEnvelope;
+  return stampEvent(stepMessage(workspaceId, step)) as EventEnvelope;
 }
 
 type Hub = "up" | "down" | "answer lost";
@@ -68,7 +57,7 @@ describe("EventOutbox", () => {
       expect(await outbox.deliver(env, NOW, logger)).toEqual({ sent: 3, retrying: 0, dropped: 0 });
       expect(outbox.nextDueMs()).toBeNull();
       expect(await outbox.deliver(env, NOW + 1, logger)).toEqual({ sent: 0, retrying: 0, dropped: 0 });
-      const seen = await history(workspace);
+      const seen = await hubHistory(workspace);
       expect(seen.map((event) => [event.event_id, event.seq])).toEqual(
         events.map((event, index) => [event.event_id, index + 1]),
       );
@@ -91,14 +80,14 @@ describe("EventOutbox", () => {
       ]);
       state.hub = "up";
       expect(await outbox.deliver(hubs(state), NOW + 999, logger)).toEqual({ sent: 0, retrying: 0, dropped: 0 });
-      expect(await history(workspace)).toEqual([]);
+      expect(await hubHistory(workspace)).toEqual([]);
       // The hub takes them but its answer is lost: they stay queued, and the next delivery is 5 s later.
       state.hub = "answer lost";
       expect(await outbox.deliver(hubs(state), NOW + 1_000, logger)).toEqual({ sent: 0, retrying: 3, dropped: 0 });
       expect(outbox.nextDueMs()).toBe(NOW + 6_000);
       state.hub = "up";
       expect(await outbox.deliver(hubs(state), NOW + 6_000, logger)).toEqual({ sent: 3, retrying: 0, dropped: 0 });
-      const seen = await history(workspace);
+      const seen = await hubHistory(workspace);
       expect(seen.map((event) => [event.event_id, event.seq])).toEqual([
         [first.event_id, 1],
         [second.event_id, 2],

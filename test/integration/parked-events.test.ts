@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { EventBatcher } from "../../src/events/batcher.ts";
-import type { EventEnvelope, PublishedEvent } from "../../src/events/catalog.ts";
+import type { EventEnvelope } from "../../src/events/catalog.ts";
 import {
   deliverParkedEvents,
   EventParkedError,
@@ -11,7 +11,7 @@ import {
 import { publish, stampEvent } from "../../src/events/publish.ts";
 import { Logger } from "../../src/lib/logger.ts";
 import { handleScheduled } from "../../src/scheduled.ts";
-import { uniqueWorkspace } from "../unit/events/hub-client.ts";
+import { hubHistory, stepMessage, uniqueWorkspace } from "../unit/events/hub-client.ts";
 
 /**
  * Events the hub will not take are parked in D1 instead of lost, and the
@@ -19,27 +19,6 @@ import { uniqueWorkspace } from "../unit/events/hub-client.ts";
  */
 
 const DAY_MS = 86_400_000;
-
-async function history(workspace: string): Promise<PublishedEvent[]> {
-  const page = await env.EVENT_HUB.getByName(workspace).history({ limit: 100, types: [], channels: [], version: null });
-  if (!page.ok) throw new Error(page.reason);
-  return page.events.map((json) => JSON.parse(json) as PublishedEvent);
-}
-
-function message(workspaceId: string, step: number) {
-  return {
-    event_type: "agent.message" as const,
-    workspace_id: workspaceId,
-    task_id: `task_${step}`,
-    data: {
-      task_id: `task_${step}`,
-      agent_id: "agent_1",
-      role: "assistant" as const,
-      message: `step ${step}`,
-      tokens: 1,
-    },
-  };
-}
 
 /** Hubs that refuse every call, with D1 to park in. */
 const refusingHubs = {
@@ -74,28 +53,28 @@ describe("parked events", () => {
   it("publish() parks an event its hub refuses, and delivery lands it later with its own id and timestamp", async () => {
     const workspace = uniqueWorkspace("parked");
     const { logger } = capturingLogger();
-    const failure = await publish(refusingHubs, message(workspace, 1), { retryDelaysMs: [0] }).catch((e) => e);
+    const failure = await publish(refusingHubs, stepMessage(workspace, 1), { retryDelaysMs: [0] }).catch((e) => e);
     expect(failure).toBeInstanceOf(EventParkedError);
     const [eventId] = (failure as EventParkedError).eventIds;
     expect(await parkedRows(workspace)).toEqual([
       { event_id: eventId, attempts: 0, last_error: "Durable Object is overloaded." },
     ]);
-    expect(await history(workspace)).toEqual([]);
+    expect(await hubHistory(workspace)).toEqual([]);
 
     const delivery = await deliverParkedEvents(env, logger);
     expect(delivery.delivered).toBeGreaterThanOrEqual(1);
-    const [landed] = await history(workspace);
+    const [landed] = await hubHistory(workspace);
     expect(landed).toMatchObject({ event_id: eventId, seq: 1, data: { message: "step 1" } });
     expect(Date.now() - Date.parse(landed.timestamp)).toBeLessThan(60_000);
     expect(await parkedRows(workspace)).toEqual([]);
     // Delivered once: another run finds nothing of it.
     await deliverParkedEvents(env, logger);
-    expect((await history(workspace)).map((event) => event.event_id)).toEqual([eventId]);
+    expect((await hubHistory(workspace)).map((event) => event.event_id)).toEqual([eventId]);
   });
 
   it("without D1 there is nowhere to park: publish() throws the hub's own error", async () => {
     const workspace = uniqueWorkspace("parked-no-db");
-    const failure = await publish({ EVENT_HUB: refusingHubs.EVENT_HUB }, message(workspace, 1), {
+    const failure = await publish({ EVENT_HUB: refusingHubs.EVENT_HUB }, stepMessage(workspace, 1), {
       retryDelaysMs: [],
     }).catch((e) => e);
     expect(failure).not.toBeInstanceOf(EventParkedError);
@@ -108,8 +87,8 @@ describe("parked events", () => {
     const second = uniqueWorkspace("parked-batch-b");
     const batcher = new EventBatcher(refusingHubs, {}, { retryDelaysMs: [] });
     const outcomes = await Promise.allSettled([
-      ...[1, 2, 3].map((step) => batcher.publish(message(first, step))),
-      batcher.publish(message(second, 1)),
+      ...[1, 2, 3].map((step) => batcher.publish(stepMessage(first, step))),
+      batcher.publish(stepMessage(second, 1)),
     ]);
     for (const outcome of outcomes) {
       expect(outcome).toMatchObject({ status: "rejected", reason: expect.any(EventParkedError) });
@@ -118,18 +97,18 @@ describe("parked events", () => {
 
     const { logger } = capturingLogger();
     await deliverParkedEvents(env, logger);
-    expect((await history(first)).map((event) => [event.seq, (event.data as { message: string }).message])).toEqual([
+    expect((await hubHistory(first)).map((event) => [event.seq, (event.data as { message: string }).message])).toEqual([
       [1, "step 1"],
       [2, "step 2"],
       [3, "step 3"],
     ]);
-    expect(await history(second)).toHaveLength(1);
+    expect(await hubHistory(second)).toHaveLength(1);
   });
 
   it("keeps what its hub still refuses, counting the tries, and gives up after days with each id logged", async () => {
     const workspace = uniqueWorkspace("parked-refused");
     const nowMs = Date.now();
-    const [old, recent] = [1, 2].map((step) => stampEvent(message(workspace, step)) as EventEnvelope);
+    const [old, recent] = [1, 2].map((step) => stampEvent(stepMessage(workspace, step)) as EventEnvelope);
     await parkEvents(env.DB, [old], "hub down", nowMs - (PARKED_EVENT_GIVE_UP_DAYS + 1) * DAY_MS);
     await parkEvents(env.DB, [recent], "hub down", nowMs);
     const { logger, logs } = capturingLogger();
@@ -156,7 +135,7 @@ describe("parked events", () => {
       ctx as unknown as ExecutionContext,
     );
     await Promise.all(waits);
-    expect((await history(workspace)).map((event) => event.event_id)).toEqual([recent.event_id]);
+    expect((await hubHistory(workspace)).map((event) => event.event_id)).toEqual([recent.event_id]);
     expect(await parkedRows(workspace)).toEqual([]);
   });
 });

@@ -99,6 +99,29 @@ export function publishToolCall(workspaceId: string, taskId: string): Promise<Pu
   });
 }
 
+/** The workspace's stored events, oldest first (up to 100). */
+export async function hubHistory(workspace: string): Promise<PublishedEvent[]> {
+  const page = await env.EVENT_HUB.getByName(workspace).history({ limit: 100, types: [], channels: [], version: null });
+  if (!page.ok) throw new Error(page.reason);
+  return page.events.map((json) => JSON.parse(json) as PublishedEvent);
+}
+
+/** The input of an agent.message numbered `step` (its task `task_<step>`, its text `step <step>`). */
+export function stepMessage(workspaceId: string, step: number) {
+  return {
+    event_type: "agent.message" as const,
+    workspace_id: workspaceId,
+    task_id: `task_${step}`,
+    data: {
+      task_id: `task_${step}`,
+      agent_id: "agent_1",
+      role: "assistant" as const,
+      message: `step ${step}`,
+      tokens: 1,
+    },
+  };
+}
+
 export function uniqueWorkspace(label: string): string {
   return `ws_${label}_${crypto.randomUUID().slice(0, 8)}`;
 }
