@@ -44,10 +44,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 import autocannon from "autocannon";
-import { freePort, startWorker, type WorkerProcess } from "../../test/e2e/harness.ts";
+import { freePort, type WorkerProcess } from "../../test/e2e/harness.ts";
 import { type FakeOpenAi, startFakeOpenAi } from "../../test/fakes/openai.ts";
-import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../../test/support/workspaces.ts";
 import { cpuSpent, groupCpu, ownCpuMs } from "../lib/process-cpu.ts";
+import { type Case, CHAT_BODY, checkCases, send, startRouterWorker, workerCases } from "./setup.ts";
 
 const CONNECTIONS = 20;
 // Many short rounds, alternating the cases, rather than a few long ones: this VM's speed drifts by tens
@@ -65,14 +65,6 @@ const SEQUENTIAL_BLOCKS = 15;
 const PORTKEY_VERSION = process.env.PORTKEY_VERSION ?? "1.15.2";
 const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
 const LOCAL_OBSERVABILITY = process.env.BENCH_LOCAL_OBSERVABILITY === "true";
-
-interface Case {
-  name: string;
-  url: string;
-  method: "GET" | "POST";
-  headers: Record<string, string>;
-  body?: string;
-}
 
 interface Figures {
   name: string;
@@ -98,12 +90,6 @@ interface CpuPerRequest {
 
 /** Process groups whose CPU each case reads: wrangler dev's and Portkey's (set once they run). */
 const watched = { wrangler: -1, portkey: -1 };
-
-const CHAT_BODY = JSON.stringify({
-  model: "gpt-4o-mini",
-  messages: [{ role: "user", content: "Write a haiku about retries." }],
-  max_tokens: 16,
-});
 
 async function measuringCpu(run: () => Promise<number>): Promise<CpuPerRequest> {
   const groups = [watched.wrangler, watched.portkey];
@@ -165,11 +151,7 @@ async function sequential(testCase: Case, count: number, into: Samples): Promise
   for (let index = 0; index < count; index++) {
     const t0 = performance.now();
     try {
-      const response = await fetch(testCase.url, {
-        method: testCase.method,
-        headers: testCase.headers,
-        body: testCase.body,
-      });
+      const response = await send(testCase);
       await response.arrayBuffer();
       if (!response.ok) into.errors++;
     } catch {
@@ -305,17 +287,7 @@ async function main(): Promise<void> {
     console.log(
       `wrangler dev's local trace explorer: ${LOCAL_OBSERVABILITY ? "on" : "off"} (BENCH_LOCAL_OBSERVABILITY)`,
     );
-    worker = await startWorker({
-      localObservability: LOCAL_OBSERVABILITY,
-      vars: {
-        ADMIN_TOKEN: TEST_ADMIN_TOKEN,
-        LOG_LEVEL: "warn",
-        OPENAI_API_KEY: "sk-fake",
-        OPENAI_BASE_URL: `${upstream.url}/v1`,
-        LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini",
-        ENABLE_DEBUG_ROUTES: "true",
-      },
-    });
+    worker = await startRouterWorker(upstream.url, { localObservability: LOCAL_OBSERVABILITY });
     watched.wrangler = worker.processGroup;
     try {
       portkey = await startPortkey(upstream.url);
@@ -323,44 +295,17 @@ async function main(): Promise<void> {
     } catch (error) {
       console.log(`(c) Portkey unavailable: ${(error as Error).message.split("\n")[0]}`);
     }
-    const limits = { requests_per_second: 100_000, burst: 100_000 };
-    const workspace = await createTestWorkspace(fetch, worker.baseUrl, { limits });
-    const json = { "Content-Type": "application/json" };
-    // Far above what the run spends (about 30 tokens and $0.00001 a call), so nothing is refused.
-    const budgets = await fetch(`${worker.baseUrl}/api/v1/budgets`, {
-      method: "PUT",
-      headers: { ...json, ...workspace.headers },
-      body: JSON.stringify({
-        daily_tokens: 1_000_000_000,
-        monthly_tokens: null,
-        daily_cost_usd: null,
-        monthly_cost_usd: 1_000_000,
-      }),
-    });
-    if (budgets.status !== 200) throw new Error(`PUT /api/v1/budgets answered ${budgets.status}`);
-    const unbudgeted = await createTestWorkspace(fetch, worker.baseUrl, { limits });
+    const [budgeted, unbudgeted, ...bare] = await workerCases(worker.baseUrl);
     const cases: Case[] = [
       {
         name: "(a) upstream direct",
         url: `${upstream.url}/v1/chat/completions`,
         method: "POST",
-        headers: { ...json, Authorization: "Bearer sk-fake" },
+        headers: { "Content-Type": "application/json", Authorization: "Bearer sk-fake" },
         body: CHAT_BODY,
       },
-      {
-        name: "(b) our router /llm/chat/completions",
-        url: `${worker.baseUrl}/api/v1/llm/chat/completions`,
-        method: "POST",
-        headers: { ...json, ...workspace.headers },
-        body: CHAT_BODY,
-      },
-      {
-        name: "(b1) our router, no budgets",
-        url: `${worker.baseUrl}/api/v1/llm/chat/completions`,
-        method: "POST",
-        headers: { ...json, ...unbudgeted.headers },
-        body: CHAT_BODY,
-      },
+      budgeted,
+      unbudgeted,
       ...(portkey
         ? [
             {
@@ -372,39 +317,9 @@ async function main(): Promise<void> {
             },
           ]
         : []),
-      {
-        name: "(d) bare Hono route POST /__debug/bare",
-        url: `${worker.baseUrl}/__debug/bare`,
-        method: "POST",
-        headers: json,
-        body: CHAT_BODY,
-      },
-      { name: "(d1) bare GET /health", url: `${worker.baseUrl}/health`, method: "GET", headers: {} },
-      {
-        name: "(d3) bare upstream hop",
-        url: `${worker.baseUrl}/__debug/upstream-hop`,
-        method: "POST",
-        headers: json,
-        body: CHAT_BODY,
-      },
-      {
-        name: "(e) auth+limit /whoami",
-        url: `${worker.baseUrl}/api/v1/whoami`,
-        method: "GET",
-        headers: workspace.headers,
-      },
+      ...bare,
     ];
-    // Correctness before speed: every path answers 200 with a completion.
-    for (const testCase of cases) {
-      const response = await fetch(testCase.url, {
-        method: testCase.method,
-        headers: testCase.headers,
-        body: testCase.body,
-      });
-      const text = await response.text();
-      if (response.status !== 200)
-        throw new Error(`${testCase.name} answered ${response.status}: ${text.slice(0, 300)}`);
-    }
+    await checkCases(cases);
     for (const testCase of cases) await load(testCase, 10, 2);
 
     const byCase = new Map<string, Figures[]>();
