@@ -1,0 +1,191 @@
+/**
+ * bench/router/attribute.ts: where the router's sequential latency goes, by
+ * JavaScript function. One request at a time through `wrangler dev` is bound
+ * by CPU: the dev proxy's workerd and the Worker's workerd work in turn, and
+ * their CPU per request adds up to about the request's latency. So what (b)
+ * adds over (d3), the same upstream fetch from a bare route, is CPU, and this
+ * says whose.
+ *
+ * It samples both workerd processes with Linux `perf` (cpu-clock, call
+ * graphs) while each case runs sequentially, with V8 writing its perf map
+ * (MINIFLARE_WORKERD_V8_FLAGS="--perf-basic-prof …", which miniflare passes
+ * to workerd), so JIT frames are named `JS:<tier>function file:line`. Each
+ * sample is charged to the innermost JavaScript frame on its stack (the
+ * function itself plus the runtime calls it makes: fetch, Headers, crypto);
+ * samples with none are the runtime's own (event loop, promise reactions,
+ * I/O, GC). Prints each process's CPU per request and the functions whose
+ * share differs most between (b) and (d3).
+ *
+ * Needs `perf` (Debian: linux-perf) and root or perf_event_paranoid ≤ 1.
+ * Not part of CI. Line numbers refer to the bundle wrangler dev built,
+ * copied to ATTRIBUTE_BUNDLE (default /tmp/mgx-attribute-bundle.js).
+ *   node bench/router/attribute.ts        (ATTRIBUTE_REQUESTS, default 4000)
+ */
+
+import { execFileSync, spawn } from "node:child_process";
+import { copyFileSync, readdirSync, statSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { startFakeOpenAi } from "../../test/fakes/openai.ts";
+import { type Case, checkCases, send, startRouterWorker, workerCases } from "./setup.ts";
+
+const REQUESTS = Number(process.env.ATTRIBUTE_REQUESTS ?? 4_000);
+const WARMUP_REQUESTS = 1_500;
+const SAMPLES_PER_SECOND = 4_000;
+const SAMPLE_MS = 1_000 / SAMPLES_PER_SECOND;
+const TOP_FUNCTIONS = Number(process.env.ATTRIBUTE_TOP ?? 30);
+const BUNDLE_COPY = process.env.ATTRIBUTE_BUNDLE ?? "/tmp/mgx-attribute-bundle.js";
+const PROJECT_ROOT = resolve(import.meta.dirname, "../..");
+const RUNTIME_OWN = "(runtime: event loop, promises, I/O, GC)";
+
+/** CPU ms per request, by process and, within each, by innermost JavaScript function. */
+type Attribution = Map<number, Map<string, number>>;
+
+async function sequentialP50(testCase: Case, count: number): Promise<number> {
+  const times: number[] = [];
+  for (let index = 0; index < count; index++) {
+    const startedMs = performance.now();
+    const response = await send(testCase);
+    await response.arrayBuffer();
+    if (!response.ok) throw new Error(`${testCase.name} answered ${response.status}`);
+    times.push(performance.now() - startedMs);
+  }
+  return times.sort((x, y) => x - y)[Math.floor(count / 2)];
+}
+
+/** "JS:*chat index.js:50805:13" → "chat index.js:50805:13": V8's tier marks (~ ^ + * ') differ run to run. */
+function jsFrame(frame: string): string | undefined {
+  const at = frame.indexOf("JS:");
+  return at < 0 ? undefined : frame.slice(at + 3).replace(/^[~^+*']+/, "");
+}
+
+/**
+ * Reads `perf script -F pid,tid,ip,sym` as it streams (hundreds of MB for a run): a "pid/tid" line,
+ * then one frame per line, leaf first, then a blank line.
+ */
+async function attribute(perfData: string, requests: number): Promise<Attribution> {
+  const byProcess: Attribution = new Map();
+  const script = spawn("perf", ["script", "-i", perfData, "-F", "pid,tid,ip,sym"], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  let pid: number | undefined;
+  let owner: string | undefined;
+  const charge = () => {
+    if (pid === undefined) return;
+    const functions = byProcess.get(pid) ?? new Map<string, number>();
+    const name = owner ?? RUNTIME_OWN;
+    functions.set(name, (functions.get(name) ?? 0) + SAMPLE_MS / requests);
+    byProcess.set(pid, functions);
+    pid = owner = undefined;
+  };
+  for await (const line of createInterface({ input: script.stdout })) {
+    if (line.trim() === "") charge();
+    else if (/^\s*\d+\/\d+/.test(line)) pid = Number(line.trim().split("/")[0]);
+    else owner ??= jsFrame(line);
+  }
+  charge();
+  return byProcess;
+}
+
+async function profile(
+  testCase: Case,
+  pids: number[],
+  directory: string,
+): Promise<{ p50Ms: number; cpu: Attribution }> {
+  const output = join(directory, "perf.data");
+  const recorder = spawn(
+    "perf",
+    ["record", "-e", "cpu-clock", "-F", String(SAMPLES_PER_SECOND), "-g", "-p", pids.join(","), "-o", output],
+    { stdio: "ignore" },
+  );
+  await new Promise((wake) => setTimeout(wake, 500));
+  const p50Ms = await sequentialP50(testCase, REQUESTS);
+  recorder.kill("SIGINT");
+  await new Promise((done) => recorder.once("exit", done));
+  return { p50Ms, cpu: await attribute(output, REQUESTS) };
+}
+
+const total = (functions: Map<string, number> | undefined) =>
+  [...(functions ?? new Map()).values()].reduce((sum, value) => sum + value, 0);
+
+/** The process running our bundle (index.js) is the Worker's; the other one is wrangler dev's proxy. */
+function workerProcess(cpu: Attribution): number {
+  const ours = (functions: Map<string, number>) =>
+    [...functions].filter(([name]) => name.includes(" index.js:")).reduce((sum, [, ms]) => sum + ms, 0);
+  return [...cpu].sort(([, x], [, y]) => ours(y) - ours(x))[0][0];
+}
+
+function newestBundle(): string {
+  const tmp = join(PROJECT_ROOT, ".wrangler/tmp");
+  const builds = readdirSync(tmp)
+    .filter((name) => name.startsWith("dev-"))
+    .map((name) => join(tmp, name, "index.js"))
+    .sort((x, y) => statSync(y).mtimeMs - statSync(x).mtimeMs);
+  return builds[0];
+}
+
+const perfMaps = () => readdirSync("/tmp").filter((name) => /^perf-\d+\.map$/.test(name));
+
+async function main(): Promise<void> {
+  const mapsBefore = new Set(perfMaps());
+  process.env.MINIFLARE_WORKERD_V8_FLAGS = "--perf-basic-prof --interpreted-frames-native-stack";
+  const upstream = await startFakeOpenAi({ keepRequests: false });
+  const worker = await startRouterWorker(upstream.url, { localObservability: false });
+  const directory = await mkdtemp(join(tmpdir(), "mgx-attribute-"));
+  try {
+    const cases = await workerCases(worker.baseUrl);
+    const [routed, hop] = [cases[0], cases.find((testCase) => testCase.name.startsWith("(d3)"))!];
+    await checkCases([routed, hop]);
+    copyFileSync(newestBundle(), BUNDLE_COPY);
+    const pids = execFileSync("pgrep", ["-g", String(worker.processGroup), "workerd"])
+      .toString()
+      .trim()
+      .split("\n")
+      .map(Number);
+    for (const testCase of [routed, hop]) await sequentialP50(testCase, WARMUP_REQUESTS);
+    const ours = await profile(routed, pids, directory);
+    const theirs = await profile(hop, pids, directory);
+    const workerPid = workerProcess(ours.cpu);
+    const proxyPid = pids.find((pid) => pid !== workerPid && ours.cpu.has(pid));
+    console.log(`${REQUESTS} sequential requests each; bundle copied to ${BUNDLE_COPY}`);
+    for (const [label, run] of [
+      [routed.name, ours],
+      [hop.name, theirs],
+    ] as const) {
+      console.log(
+        `${label}: p50 ${run.p50Ms.toFixed(2)} ms; CPU per request: the Worker's workerd ${total(run.cpu.get(workerPid)).toFixed(3)} ms, the dev proxy's ${total(proxyPid === undefined ? undefined : run.cpu.get(proxyPid)).toFixed(3)} ms`,
+      );
+    }
+    const [mine, bare] = [ours.cpu.get(workerPid) ?? new Map(), theirs.cpu.get(workerPid) ?? new Map()];
+    const rows = [...new Set([...mine.keys(), ...bare.keys()])]
+      .map((name) => ({ name, ours: mine.get(name) ?? 0, theirs: bare.get(name) ?? 0 }))
+      .sort((x, y) => y.ours - y.theirs - (x.ours - x.theirs));
+    console.log(
+      `the Worker's CPU per request, (b) − (d3) = ${(total(mine) - total(bare)).toFixed(3)} ms; by innermost JavaScript function, the ${TOP_FUNCTIONS} largest differences (ms):`,
+    );
+    for (const row of rows.slice(0, TOP_FUNCTIONS)) {
+      console.log(
+        `  ${(row.ours - row.theirs >= 0 ? "+" : "") + (row.ours - row.theirs).toFixed(3)}  (b) ${row.ours.toFixed(3)}  (d3) ${row.theirs.toFixed(3)}  ${row.name}`,
+      );
+    }
+    const dearer = rows.filter((row) => row.name !== RUNTIME_OWN && row.ours > row.theirs);
+    const dearerMs = dearer.reduce((sum, row) => sum + row.ours - row.theirs, 0);
+    console.log(
+      `${dearer.length} JavaScript functions cost (b) more than (d3), ${dearerMs.toFixed(3)} ms together; the runtime's own share grew ${((mine.get(RUNTIME_OWN) ?? 0) - (bare.get(RUNTIME_OWN) ?? 0)).toFixed(3)} ms`,
+    );
+  } finally {
+    await worker.stop();
+    await upstream.close();
+    await rm(directory, { recursive: true, force: true });
+    // V8 writes a perf map per process into /tmp, megabytes each: the runtime's, and those of the
+    // workerd that applied the migrations.
+    for (const name of perfMaps()) if (!mapsBefore.has(name)) await rm(join("/tmp", name), { force: true });
+  }
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
