@@ -366,5 +366,9 @@ export const parkedEvents = sqliteTable(
     attempts: integer("attempts").notNull().default(0),
     lastError: text("last_error"),
   },
-  (table) => [uniqueIndex("parked_events_event_id_idx").on(table.eventId)],
+  (table) => [
+    uniqueIndex("parked_events_event_id_idx").on(table.eventId),
+    // The queue consumer asks whether a batch's workspaces have events parked, to land those first.
+    index("parked_events_workspace_idx").on(table.workspaceId, table.id),
+  ],
 );

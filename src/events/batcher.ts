@@ -1,6 +1,7 @@
+import { Logger } from "../lib/logger.ts";
 import { WRITE_RETRY_DELAYS_MS, withWriteRetries } from "../lib/retry-write.ts";
 import type { EventEnvelope, EventType, PublishedEvent } from "./catalog.ts";
-import { parkRefusedEvents } from "./parked.ts";
+import { deliverParkedEventsOf, EventParkedError, parkEvents, parkRefusedEvents } from "./parked.ts";
 import { type PublishContext, type PublishEnv, type PublishInput, stampEvent } from "./publish.ts";
 
 /**
@@ -13,7 +14,9 @@ import { type PublishContext, type PublishEnv, type PublishInput, stampEvent } f
  * A workspace has at most one RPC out at a time; what is issued meanwhile
  * goes in the next one. So events get their seq in the order they were
  * issued, and callers need not wait for one event before issuing the next.
- * What the hub will not take is parked like publish()'s (src/events/parked.ts).
+ * What the hub will not take is parked like publish()'s (src/events/parked.ts);
+ * from then on that workspace's events here are parked behind it rather than
+ * sent past it, so they still land in issue order.
  */
 export class EventBatcher {
   readonly #env: PublishEnv;
@@ -25,6 +28,8 @@ export class EventBatcher {
   #flushScheduled = false;
   /** Workspaces with a publishMany out: their next events wait for it. */
   readonly #inFlight = new Set<string>();
+  /** Workspaces with events parked that the hub has not taken: their next events are parked behind them. */
+  readonly #parkedBehind = new Set<string>();
 
   readonly #retryDelaysMs: readonly number[];
 
@@ -55,33 +60,68 @@ export class EventBatcher {
     }
   }
 
+  /**
+   * Lands what these workspaces have parked before this batcher's first
+   * events for them, so a parked `task.created` still comes before its
+   * `task.started`; a workspace whose parked events the hub refuses again has
+   * its events here parked behind them.
+   */
+  async deliverParkedFirst(workspaceIds: readonly string[]): Promise<void> {
+    const { DB, EVENT_HUB } = this.#env;
+    if (!DB) return;
+    const logger = this.#context.logger ?? new Logger({ level: "info", sampleRate: 1 });
+    const stillParked = await deliverParkedEventsOf({ DB, EVENT_HUB }, logger, workspaceIds);
+    for (const workspaceId of stillParked) this.#parkedBehind.add(workspaceId);
+  }
+
   #send(workspaceId: string): void {
     const entries = this.#pending.get(workspaceId);
     if (!entries) return;
     this.#pending.delete(workspaceId);
     this.#inFlight.add(workspaceId);
-    // Events keep their ids across tries, and the hub writes an id once: a batch sent again lands once.
-    withWriteRetries(
-      () => this.#env.EVENT_HUB.getByName(workspaceId).publishMany(entries.map((entry) => entry.event)),
-      this.#retryDelaysMs,
+    this.#deliver(
+      workspaceId,
+      entries.map((entry) => entry.event),
     )
       .then(
-        (results) => {
-          for (const [index, entry] of entries.entries()) entry.resolve(results[index].seq);
+        (seqs) => {
+          for (const [index, entry] of entries.entries()) entry.resolve(seqs[index]);
         },
-        async (error: unknown) => {
-          const outcome = await parkRefusedEvents(
-            this.#env,
-            entries.map((entry) => entry.event),
-            error,
-            this.#context.logger,
-          );
-          for (const entry of entries) entry.reject(outcome);
+        (error: unknown) => {
+          for (const entry of entries) entry.reject(error);
         },
       )
       .finally(() => {
         this.#inFlight.delete(workspaceId);
         this.#send(workspaceId);
       });
+  }
+
+  /** The events' seqs, or the error to reject them with: EventParkedError once they are kept in D1. */
+  async #deliver(workspaceId: string, events: EventEnvelope[]): Promise<number[]> {
+    if (this.#parkedBehind.has(workspaceId) && this.#env.DB) {
+      const reason = "the workspace has earlier events parked";
+      const parked = await parkEvents(this.#env.DB, events, reason).then(
+        () => true,
+        () => false, // D1 will not keep them either: the hub is their last chance.
+      );
+      if (parked)
+        throw new EventParkedError(
+          events.map((event) => event.event_id),
+          new Error(reason),
+        );
+    }
+    try {
+      // Events keep their ids across tries, and the hub writes an id once: a batch sent again lands once.
+      const results = await withWriteRetries(
+        () => this.#env.EVENT_HUB.getByName(workspaceId).publishMany(events),
+        this.#retryDelaysMs,
+      );
+      return results.map((result) => result.seq);
+    } catch (error) {
+      const outcome = await parkRefusedEvents(this.#env, events, error, this.#context.logger);
+      if (outcome instanceof EventParkedError) this.#parkedBehind.add(workspaceId);
+      throw outcome;
+    }
   }
 }

@@ -9,9 +9,11 @@ import type { EventEnvelope } from "./catalog.ts";
  * and the 5-minute cron delivers what is parked, each workspace's events in
  * the order they were parked. An event keeps its event_id and timestamp; its
  * seq is given when it lands, so it follows what the hub took in the
- * meantime (a parked `task.created` may come after its `task.started`; its
- * timestamp still says when it happened). The hub writes an event_id once, so
- * a delivery whose answer was lost does not land twice.
+ * meantime. A task's own events keep their order all the same: the queue
+ * consumer lands its workspaces' parked events before publishing a batch's
+ * (a parked `task.created` before its `task.started`), and its EventBatcher
+ * parks a workspace's later events behind any still refused. The hub writes
+ * an event_id once, so a delivery whose answer was lost does not land twice.
  */
 
 /** Past this, an event the hub still refuses is dropped and logged with its id: a hub down this long is an incident. */
@@ -113,14 +115,52 @@ export async function deliverParkedEvents(
   )
     .bind(DELIVERY_MAX_ROWS)
     .all<ParkedRow>();
+  const { outcome } = await deliverRows(config, logger, results, nowMs);
+  if (results.length > 0) logger.info("parked events delivered", { ...outcome });
+  return outcome;
+}
+
+/**
+ * Delivers what these workspaces have parked, ahead of events about to be
+ * published for them, and answers the workspaces that still have events
+ * parked (refused again, or more than one delivery takes): their new events
+ * must be parked behind, not sent past them. One indexed read when nothing
+ * is parked, the usual case.
+ */
+export async function deliverParkedEventsOf(
+  config: Pick<AppConfig, "DB" | "EVENT_HUB">,
+  logger: Logger,
+  workspaceIds: readonly string[],
+): Promise<Set<string>> {
+  if (workspaceIds.length === 0) return new Set();
+  const { results } = await config.DB.prepare(
+    `SELECT id, event_id, workspace_id, event, parked_at FROM parked_events
+     WHERE workspace_id IN (SELECT value FROM json_each(?1)) ORDER BY id LIMIT ?2`,
+  )
+    .bind(JSON.stringify(workspaceIds), DELIVERY_MAX_ROWS)
+    .all<ParkedRow>();
+  if (results.length === 0) return new Set();
+  const { outcome, refused } = await deliverRows(config, logger, results, Date.now());
+  logger.info("parked events delivered ahead of new ones", { ...outcome });
+  // A full page may have left older events of these workspaces parked.
+  return results.length === DELIVERY_MAX_ROWS ? new Set(results.map((row) => row.workspace_id)) : refused;
+}
+
+async function deliverRows(
+  config: Pick<AppConfig, "DB" | "EVENT_HUB">,
+  logger: Logger,
+  rows: readonly ParkedRow[],
+  nowMs: number,
+): Promise<{ outcome: ParkedDelivery; refused: Set<string> }> {
   const byWorkspace = new Map<string, ParkedRow[]>();
-  for (const row of results) {
-    const rows = byWorkspace.get(row.workspace_id);
-    if (rows) rows.push(row);
+  for (const row of rows) {
+    const list = byWorkspace.get(row.workspace_id);
+    if (list) list.push(row);
     else byWorkspace.set(row.workspace_id, [row]);
   }
 
   const outcome: ParkedDelivery = { delivered: 0, refused: 0, givenUp: 0 };
+  const refused = new Set<string>();
   const giveUpBefore = new Date(nowMs - PARKED_EVENT_GIVE_UP_DAYS * DAY_MS).toISOString();
   await Promise.all(
     [...byWorkspace].map(async ([workspaceId, rows]) => {
@@ -144,6 +184,7 @@ export async function deliverParkedEvents(
             error,
           });
         }
+        if (kept.length > 0) refused.add(workspaceId);
         outcome.refused += kept.length;
         outcome.givenUp += expired.length;
         return;
@@ -152,8 +193,7 @@ export async function deliverParkedEvents(
       outcome.delivered += rows.length;
     }),
   );
-  if (results.length > 0) logger.info("parked events delivered", { ...outcome });
-  return outcome;
+  return { outcome, refused };
 }
 
 function forget(db: D1Database, rows: readonly ParkedRow[]): Promise<void> {

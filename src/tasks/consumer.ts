@@ -91,7 +91,12 @@ export async function consumeTaskBatch(
     noopAcks.lastAtMs = Date.now();
   }
   if (parsed.length === 0) return;
-  const rows = await loadTasks(db, [...new Set(parsed.map((item) => item.body.task_id))]);
+  const batcher = new EventBatcher(config, { logger });
+  const [rows] = await Promise.all([
+    loadTasks(db, [...new Set(parsed.map((item) => item.body.task_id))]),
+    // A task.created the hub refused at submission lands before this batch's task.started.
+    batcher.deliverParkedFirst([...new Set(parsed.map((item) => item.body.workspace_id))]),
+  ]);
 
   const release = new Map<string, Set<string>>(); // workspace → task ids whose slot is given back
   const renew = new Map<string, { ids: string[]; leaseMs: number }[]>();
@@ -107,7 +112,6 @@ export async function consumeTaskBatch(
   };
   const closing: D1PreparedStatement[] = [];
   const chains = new Map<string, EventChain>();
-  const batcher = new EventBatcher(config, { logger });
   const chainOf = (taskId: string) => {
     let chain = chains.get(taskId);
     if (!chain) {

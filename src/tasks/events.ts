@@ -1,5 +1,5 @@
 import type { Principal } from "../auth/principal.ts";
-import type { EventBatcher } from "../events/batcher.ts";
+import { EventBatcher } from "../events/batcher.ts";
 import { type EventType, logUndelivered, type PublishEnv, type PublishInput, publish } from "../events/index.ts";
 import type { Logger } from "../lib/logger.ts";
 
@@ -58,6 +58,36 @@ export class EventChain {
   async flush(): Promise<number> {
     await this.#tail;
     return this.#published;
+  }
+}
+
+/** A request's own task event gets about half a second of the hub before it is parked: the caller is waiting. */
+export const REQUEST_EVENT_RETRY_DELAYS_MS: readonly number[] = [250];
+
+/**
+ * Publishes the task event a request answers after (task.created, a cancel's
+ * task.error), parking it if the hub will not take it within
+ * REQUEST_EVENT_RETRY_DELAYS_MS rather than holding the caller for the ~5 s
+ * background writes get. `afterParked`: first land what the workspace has
+ * parked, which may hold this task's earlier events, and park behind it if
+ * the hub still refuses that.
+ */
+export async function publishForRequest<K extends EventType>(
+  config: PublishEnv,
+  logger: Logger,
+  input: PublishInput<K>,
+  options: { afterParked?: boolean } = {},
+): Promise<void> {
+  const batcher = new EventBatcher(config, { logger }, { retryDelaysMs: REQUEST_EVENT_RETRY_DELAYS_MS });
+  if (options.afterParked) {
+    await batcher
+      .deliverParkedFirst([input.workspace_id])
+      .catch((error: unknown) => logger.warn("parked events not delivered first", { error }));
+  }
+  try {
+    await batcher.publish(input);
+  } catch (error) {
+    logUndelivered(logger, error, { event_type: input.event_type });
   }
 }
 

@@ -19,7 +19,7 @@ import { settingsLoader } from "../llm/settings.ts";
 import { cancelLocally } from "./cancellation.ts";
 import { QUEUE_MAX_RETRIES } from "./config.ts";
 import { limiterOf, sendDispatches, sendMessages } from "./dispatch.ts";
-import { EventChain, eventUser } from "./events.ts";
+import { eventUser, publishForRequest } from "./events.ts";
 import { taskMessage } from "./messages.ts";
 import { recordQueueDepth, recordRefusal } from "./metrics.ts";
 import type { NewTask } from "./schemas.ts";
@@ -59,6 +59,7 @@ function replayOf(existing: TaskRow, requestHash: string): { task: TaskRow; repl
  * Submits a task: the workspace's limiter admits it (a slot now → queued, a
  * place in line → pending) or refuses it (429 with Retry-After); the row and
  * its audit entry are written in one batch; then `task.created` is published
+ * (or parked within about 0.5 s if the hub will not take it, src/tasks/events.ts)
  * and the released tasks are sent to the queue, in that order.
  */
 export async function createTask(
@@ -166,8 +167,7 @@ export async function createTask(
     throw error;
   }
 
-  const events = new EventChain(config, ctx.logger);
-  events.emit({
+  await publishForRequest(config, ctx.logger, {
     event_type: "task.created",
     workspace_id: workspaceId,
     task_id: taskId,
@@ -186,7 +186,6 @@ export async function createTask(
       status: row.status,
     },
   });
-  await events.flush();
   // Our own row is already `queued`; others released in the same call (rare) are marked as they go.
   const mine = admission.dispatch.filter((item) => item.taskId === taskId);
   const others = admission.dispatch.filter((item) => item.taskId !== taskId);
@@ -342,21 +341,25 @@ export async function cancelTask(ctx: TaskContext, task: TaskRow): Promise<{ tas
   const cancelled = (stopped as TaskRow[])[0];
   if (cancelled) {
     const { dispatch } = await limiterOf(config, workspaceId).finishTasks([task.id]);
-    const events = new EventChain(config, ctx.logger);
-    events.emit({
-      event_type: "task.error",
-      workspace_id: workspaceId,
-      task_id: task.id,
-      data: {
+    // After anything of this task still parked (its task.created, if the hub refused it).
+    await publishForRequest(
+      config,
+      ctx.logger,
+      {
+        event_type: "task.error",
+        workspace_id: workspaceId,
         task_id: task.id,
-        error_type: "cancelled",
-        error_message: "Cancelled before it started.",
-        retry_count: cancelled.attempts,
-        max_retries: cancelled.maxRetries,
-        fatal: true,
+        data: {
+          task_id: task.id,
+          error_type: "cancelled",
+          error_message: "Cancelled before it started.",
+          retry_count: cancelled.attempts,
+          max_retries: cancelled.maxRetries,
+          fatal: true,
+        },
       },
-    });
-    await events.flush();
+      { afterParked: true },
+    );
     await sendDispatches(config, db, workspaceId, dispatch, ctx.logger);
     return { task: cancelled, immediate: true };
   }

@@ -105,6 +105,38 @@ describe("parked events", () => {
     expect(await hubHistory(second)).toHaveLength(1);
   });
 
+  it("once the batcher has parked a workspace's events, it parks its later ones behind them, not past them", async () => {
+    const workspace = uniqueWorkspace("parked-behind");
+    let refusals = 1;
+    const sent: number[] = [];
+    const flakyHubs = {
+      DB: env.DB,
+      EVENT_HUB: {
+        getByName: (name: string) => ({
+          publishMany: async (events: never[]) => {
+            sent.push(events.length);
+            if (refusals-- > 0) throw new Error("Durable Object is overloaded.");
+            return await env.EVENT_HUB.getByName(name).publishMany(events);
+          },
+        }),
+      } as unknown as typeof env.EVENT_HUB,
+    };
+    const batcher = new EventBatcher(flakyHubs, {}, { retryDelaysMs: [] });
+    const first = await batcher.publish(stepMessage(workspace, 1)).catch((error) => error);
+    expect(first).toBeInstanceOf(EventParkedError);
+    // The hub would take this one, but it would land before step 1.
+    const second = await batcher.publish(stepMessage(workspace, 2)).catch((error) => error);
+    expect(second).toBeInstanceOf(EventParkedError);
+    expect(sent).toEqual([1]);
+    expect(await parkedRows(workspace)).toHaveLength(2);
+
+    await deliverParkedEvents(env, capturingLogger().logger);
+    expect((await hubHistory(workspace)).map((event) => (event.data as { message: string }).message)).toEqual([
+      "step 1",
+      "step 2",
+    ]);
+  });
+
   it("keeps what its hub still refuses, counting the tries, and gives up after days with each id logged", async () => {
     const workspace = uniqueWorkspace("parked-refused");
     const nowMs = Date.now();

@@ -4,11 +4,14 @@ import { eq } from "drizzle-orm";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { artifacts, deadLetters, taskRuns, tasks } from "../../src/db/schema.ts";
+import { deliverParkedEvents } from "../../src/events/parked.ts";
 import { LlmError } from "../../src/llm/types.ts";
 import { queueKind } from "../../src/queues/consumer.ts";
 import { ARTIFACT_LIMITS } from "../../src/tasks/config.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
 import { consumeDeadLetterBatch } from "../../src/tasks/dead-letters.ts";
+import { REQUEST_EVENT_RETRY_DELAYS_MS } from "../../src/tasks/events.ts";
+import { cancelTask, createTask } from "../../src/tasks/service.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
 import {
   answer,
@@ -285,6 +288,119 @@ describe("the tasks consumer", () => {
     expect(await runs(row.id)).toMatchObject([{ status: "cancelled" }]);
     const error = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.error")!;
     expect(error.data).toMatchObject({ error_type: "cancelled", fatal: true });
+  });
+});
+
+describe("a task.created its hub refused at submission", () => {
+  /** Hubs that refuse everything, counting the tries. */
+  function refusingHubs() {
+    const tries = { count: 0 };
+    const refuse = async () => {
+      tries.count++;
+      throw new Error("Durable Object is overloaded.");
+    };
+    const hubs = { getByName: () => ({ publish: refuse, publishMany: refuse }) };
+    return { tries, EVENT_HUB: hubs as unknown as typeof env.EVENT_HUB };
+  }
+
+  async function submitWithHubDown(sent: unknown[]) {
+    const { tries, EVENT_HUB } = refusingHubs();
+    // The queue is recorded, not sent: this test delivers the message itself.
+    const TASKS_QUEUE = {
+      sendBatch: async (messages: { body: unknown }[]) => sent.push(...messages.map((message) => message.body)),
+    };
+    const config = { ...appConfig(), EVENT_HUB, TASKS_QUEUE: TASKS_QUEUE as unknown as Queue };
+    const limits = { requests_per_second: 100, burst: 100, max_running_tasks: 100, max_pending_tasks: 100 };
+    const { task: submitted } = await createTask(
+      { config, db, workspaceId: workspace.id, logger: quietLogger, audit: { actor: { type: "system", id: "test" } } },
+      limits,
+      { title: "Parked at submission", type: "code_generation", priority: "medium" },
+      undefined,
+    );
+    return { submitted, tries };
+  }
+
+  it("is parked after one retry, not ~5 s of them, and lands before the task's own events", async () => {
+    const sent: unknown[] = [];
+    const { submitted, tries } = await submitWithHubDown(sent);
+    expect(tries.count).toBe(1 + REQUEST_EVENT_RETRY_DELAYS_MS.length);
+    expect(sent).toEqual([taskBody(workspace.id, submitted.id)]);
+    const parked = await env.DB.prepare("SELECT event FROM parked_events WHERE workspace_id = ?")
+      .bind(workspace.id)
+      .all<{ event: string }>();
+    expect(parked.results.map((row) => JSON.parse(row.event))).toMatchObject([
+      { event_type: "task.created", task_id: submitted.id },
+    ]);
+
+    // The hub is back before the cron: the consumer lands the parked event first.
+    await deliver(scriptedRouter(toolCalls({ name: "finish", args: { summary: "done" } })), [
+      { id: `msg-${submitted.id}`, taskId: submitted.id },
+    ]);
+    const events = await eventsOf(workspace.headers, submitted.id);
+    expect(events.map((event) => event.event_type)).toEqual([
+      "task.created",
+      "task.started",
+      "agent.message",
+      "tool.call",
+      "tool.result",
+      "artifact.created",
+      "task.completed",
+    ]);
+    const remaining = await env.DB.prepare("SELECT count(*) AS n FROM parked_events WHERE workspace_id = ?")
+      .bind(workspace.id)
+      .first<{ n: number }>();
+    expect(remaining?.n).toBe(0);
+  });
+
+  it("a cancel before the run lands it first, then its task.error", async () => {
+    const { submitted } = await submitWithHubDown([]);
+    const context = {
+      config: appConfig(),
+      db,
+      workspaceId: workspace.id,
+      logger: quietLogger,
+      audit: { actor: { type: "system" as const, id: "test" } },
+    };
+    expect(await cancelTask(context, submitted)).toMatchObject({ immediate: true });
+    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
+      "task.created",
+      "task.error",
+    ]);
+  });
+
+  it("when the hub still refuses it, the run's events are parked behind it and land in order", async () => {
+    const { submitted } = await submitWithHubDown([]);
+    // Only the parked event's delivery is refused; the run's own events would be taken.
+    let refusals = 1;
+    const flaky = {
+      getByName: (name: string) => {
+        const stub = env.EVENT_HUB.getByName(name);
+        return {
+          publishMany: async (events: never[]) => {
+            if (refusals-- > 0) throw new Error("Durable Object is overloaded.");
+            return await stub.publishMany(events);
+          },
+        };
+      },
+    };
+    await deliver(
+      scriptedRouter(toolCalls({ name: "finish", args: { summary: "done" } })),
+      [{ id: `msg-${submitted.id}`, taskId: submitted.id }],
+      { config: { EVENT_HUB: flaky as unknown as typeof env.EVENT_HUB } },
+    );
+    expect(await task(submitted.id)).toMatchObject({ status: "completed" });
+    expect(await eventsOf(workspace.headers, submitted.id)).toEqual([]);
+
+    await deliverParkedEvents(env, quietLogger);
+    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
+      "task.created",
+      "task.started",
+      "agent.message",
+      "tool.call",
+      "tool.result",
+      "artifact.created",
+      "task.completed",
+    ]);
   });
 });
 

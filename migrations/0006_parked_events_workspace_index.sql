@@ -1,0 +1,1 @@
+CREATE INDEX `parked_events_workspace_idx` ON `parked_events` (`workspace_id`,`id`);
