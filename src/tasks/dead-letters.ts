@@ -3,6 +3,7 @@ import { auditInsert, auditStatement, sealChain } from "../audit/index.ts";
 import { createDb } from "../db/client.ts";
 import { deadLetters, type TaskType, tasks, type WorkspaceLimits } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
+import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
@@ -120,10 +121,18 @@ export async function consumeDeadLetterBatch(
   }
   const results = statements.length > 0 ? await config.DB.batch(statements) : [];
 
+  // Those recorded by an earlier delivery were announced then.
+  const announced = recorded.filter((entry) => (results[entry.index]?.meta.changes ?? 0) > 0);
+  const batcher = new EventBatcher(config, { logger });
+  if (announced.length > 0) {
+    // The task's earlier events, if the hub refused them, land before its fatal task.error.
+    await batcher
+      .deliverParkedFirst([...new Set(announced.map((entry) => entry.task.workspaceId))])
+      .catch((error: unknown) => logger.warn("parked events not delivered first", { error }));
+  }
   const chains: EventChain[] = [];
-  for (const entry of recorded) {
-    if ((results[entry.index]?.meta.changes ?? 0) === 0) continue; // recorded by an earlier delivery
-    const chain = new EventChain(config, logger);
+  for (const entry of announced) {
+    const chain = new EventChain(config, logger, batcher);
     const { error } = entry;
     chain.emit({
       event_type: "task.error",

@@ -368,6 +368,19 @@ describe("a task.created its hub refused at submission", () => {
     ]);
   });
 
+  it("a dead letter lands it first, then the fatal task.error", async () => {
+    const { submitted } = await submitWithHubDown([]);
+    const batch = createMessageBatch("tasks-dlq", [
+      { id: `msg-dlq-${submitted.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, submitted.id) },
+    ]);
+    await consumeDeadLetterBatch(batch, appConfig(), quietLogger);
+    expect(await task(submitted.id)).toMatchObject({ status: "dead_lettered" });
+    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
+      "task.created",
+      "task.error",
+    ]);
+  });
+
   it("when the hub still refuses it, the run's events are parked behind it and land in order", async () => {
     const { submitted } = await submitWithHubDown([]);
     // Only the parked event's delivery is refused; the run's own events would be taken.
