@@ -146,6 +146,29 @@ export async function deliverParkedEventsOf(
   return results.length === DELIVERY_MAX_ROWS ? new Set(results.map((row) => row.workspace_id)) : refused;
 }
 
+/** After a request parks an event: tries of the workspace's parked events in the background, a second and then four apart. */
+const REDELIVERY_DELAYS_MS: readonly number[] = [1_000, 4_000];
+
+/**
+ * Tries the workspace's parked events again over the next few seconds (for
+ * a request's waitUntil), so a hub back within seconds gets them then rather
+ * than at the next cron run. Parking order holds: each try delivers them all.
+ */
+export async function redeliverParkedSoon(
+  config: Pick<AppConfig, "DB" | "EVENT_HUB">,
+  logger: Logger,
+  workspaceId: string,
+): Promise<void> {
+  for (const delayMs of REDELIVERY_DELAYS_MS) {
+    await new Promise((wake) => setTimeout(wake, delayMs));
+    try {
+      if (!(await deliverParkedEventsOf(config, logger, [workspaceId])).has(workspaceId)) return;
+    } catch (error) {
+      logger.warn("parked events not redelivered", { error, workspace_id: workspaceId });
+    }
+  }
+}
+
 async function deliverRows(
   config: Pick<AppConfig, "DB" | "EVENT_HUB">,
   logger: Logger,

@@ -143,6 +143,7 @@ function taskContext(c: Parameters<Parameters<OpenAPIHono<HonoEnv>["openapi"]>[1
     logger: c.get("logger"),
     principal: c.get("principal"),
     audit: auditContext(c),
+    waitUntil: (work) => c.executionCtx.waitUntil(work),
   };
 }
 

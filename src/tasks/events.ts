@@ -1,6 +1,14 @@
 import type { Principal } from "../auth/principal.ts";
 import { EventBatcher } from "../events/batcher.ts";
-import { type EventType, logUndelivered, type PublishEnv, type PublishInput, publish } from "../events/index.ts";
+import {
+  EventParkedError,
+  type EventType,
+  logUndelivered,
+  type PublishEnv,
+  type PublishInput,
+  publish,
+} from "../events/index.ts";
+import { redeliverParkedSoon } from "../events/parked.ts";
 import type { Logger } from "../lib/logger.ts";
 
 /**
@@ -68,7 +76,8 @@ export const REQUEST_EVENT_RETRY_DELAYS_MS: readonly number[] = [250];
  * Publishes the task event a request answers after (task.created, a cancel's
  * task.error), parking it if the hub will not take it within
  * REQUEST_EVENT_RETRY_DELAYS_MS rather than holding the caller for the ~5 s
- * background writes get. `afterParked`: first land what the workspace has
+ * background writes get; with `waitUntil`, a parked event is tried again
+ * over the next few seconds. `afterParked`: first land what the workspace has
  * parked, which may hold this task's earlier events, and park behind it if
  * the hub still refuses that.
  */
@@ -76,7 +85,7 @@ export async function publishForRequest<K extends EventType>(
   config: PublishEnv,
   logger: Logger,
   input: PublishInput<K>,
-  options: { afterParked?: boolean } = {},
+  options: { afterParked?: boolean; waitUntil?: (work: Promise<unknown>) => void } = {},
 ): Promise<void> {
   const batcher = new EventBatcher(config, { logger }, { retryDelaysMs: REQUEST_EVENT_RETRY_DELAYS_MS });
   if (options.afterParked) {
@@ -88,6 +97,10 @@ export async function publishForRequest<K extends EventType>(
     await batcher.publish(input);
   } catch (error) {
     logUndelivered(logger, error, { event_type: input.event_type });
+    const { DB, EVENT_HUB } = config;
+    if (error instanceof EventParkedError && DB && options.waitUntil) {
+      options.waitUntil(redeliverParkedSoon({ DB, EVENT_HUB }, logger, input.workspace_id));
+    }
   }
 }
 

@@ -35,6 +35,8 @@ export interface TaskContext {
   principal?: Principal;
   /** Actor, request id, trace, IP and user agent for audit entries. */
   audit: Pick<AuditEntryInput, "actor" | "requestId" | "traceId" | "ip" | "userAgent">;
+  /** The request's, for work after the answer (another try of a parked event). */
+  waitUntil?: (work: Promise<unknown>) => void;
 }
 
 export async function findByIdempotencyKey(db: Database, workspaceId: string, key: string): Promise<TaskRow | null> {
@@ -167,25 +169,30 @@ export async function createTask(
     throw error;
   }
 
-  await publishForRequest(config, ctx.logger, {
-    event_type: "task.created",
-    workspace_id: workspaceId,
-    task_id: taskId,
-    data: {
-      task: {
-        id: taskId,
-        title: row.title,
-        ...(row.description !== null ? { description: row.description } : {}),
-        type: row.type,
-        priority: row.priority,
-        ...(row.projectId !== null ? { project_id: row.projectId } : {}),
-        ...(row.agentConfig !== null ? { agent_config: row.agentConfig } : {}),
-        ...(row.estimatedTokens !== null ? { estimated_tokens: row.estimatedTokens } : {}),
+  await publishForRequest(
+    config,
+    ctx.logger,
+    {
+      event_type: "task.created",
+      workspace_id: workspaceId,
+      task_id: taskId,
+      data: {
+        task: {
+          id: taskId,
+          title: row.title,
+          ...(row.description !== null ? { description: row.description } : {}),
+          type: row.type,
+          priority: row.priority,
+          ...(row.projectId !== null ? { project_id: row.projectId } : {}),
+          ...(row.agentConfig !== null ? { agent_config: row.agentConfig } : {}),
+          ...(row.estimatedTokens !== null ? { estimated_tokens: row.estimatedTokens } : {}),
+        },
+        user: eventUser(ctx.principal),
+        status: row.status,
       },
-      user: eventUser(ctx.principal),
-      status: row.status,
     },
-  });
+    { waitUntil: ctx.waitUntil },
+  );
   // Our own row is already `queued`; others released in the same call (rare) are marked as they go.
   const mine = admission.dispatch.filter((item) => item.taskId === taskId);
   const others = admission.dispatch.filter((item) => item.taskId !== taskId);
@@ -358,7 +365,7 @@ export async function cancelTask(ctx: TaskContext, task: TaskRow): Promise<{ tas
           fatal: true,
         },
       },
-      { afterParked: true },
+      { afterParked: true, waitUntil: ctx.waitUntil },
     );
     await sendDispatches(config, db, workspaceId, dispatch, ctx.logger);
     return { task: cancelled, immediate: true };

@@ -292,19 +292,29 @@ describe("the tasks consumer", () => {
 });
 
 describe("a task.created its hub refused at submission", () => {
-  /** Hubs that refuse everything, counting the tries. */
-  function refusingHubs() {
+  /** Hubs that refuse their first `refusals` calls (all by default), counting the tries, then pass calls on. */
+  function refusingHubs(refusals = Number.POSITIVE_INFINITY) {
     const tries = { count: 0 };
-    const refuse = async () => {
-      tries.count++;
-      throw new Error("Durable Object is overloaded.");
+    const hubs = {
+      getByName: (name: string) => {
+        const stub = env.EVENT_HUB.getByName(name);
+        const refuseFirst =
+          <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
+          async (...args: A) => {
+            if (++tries.count <= refusals) throw new Error("Durable Object is overloaded.");
+            return await call(...args);
+          };
+        return {
+          publish: refuseFirst((event: never) => stub.publish(event)),
+          publishMany: refuseFirst((events: never[]) => stub.publishMany(events)),
+        };
+      },
     };
-    const hubs = { getByName: () => ({ publish: refuse, publishMany: refuse }) };
     return { tries, EVENT_HUB: hubs as unknown as typeof env.EVENT_HUB };
   }
 
-  async function submitWithHubDown(sent: unknown[]) {
-    const { tries, EVENT_HUB } = refusingHubs();
+  async function submitWithHubDown(sent: unknown[], options: { refusals?: number; waits?: Promise<unknown>[] } = {}) {
+    const { tries, EVENT_HUB } = refusingHubs(options.refusals);
     // The queue is recorded, not sent: this test delivers the message itself.
     const TASKS_QUEUE = {
       sendBatch: async (messages: { body: unknown }[]) => sent.push(...messages.map((message) => message.body)),
@@ -312,7 +322,14 @@ describe("a task.created its hub refused at submission", () => {
     const config = { ...appConfig(), EVENT_HUB, TASKS_QUEUE: TASKS_QUEUE as unknown as Queue };
     const limits = { requests_per_second: 100, burst: 100, max_running_tasks: 100, max_pending_tasks: 100 };
     const { task: submitted } = await createTask(
-      { config, db, workspaceId: workspace.id, logger: quietLogger, audit: { actor: { type: "system", id: "test" } } },
+      {
+        config,
+        db,
+        workspaceId: workspace.id,
+        logger: quietLogger,
+        audit: { actor: { type: "system", id: "test" } },
+        waitUntil: options.waits ? (work) => options.waits?.push(work) : undefined,
+      },
       limits,
       { title: "Parked at submission", type: "code_generation", priority: "medium" },
       undefined,
@@ -350,6 +367,21 @@ describe("a task.created its hub refused at submission", () => {
       .bind(workspace.id)
       .first<{ n: number }>();
     expect(remaining?.n).toBe(0);
+  });
+
+  it("is tried again in the background a second later, so a hub back by then has it before the cron", async () => {
+    const waits: Promise<unknown>[] = [];
+    const { submitted } = await submitWithHubDown([], { refusals: 1 + REQUEST_EVENT_RETRY_DELAYS_MS.length, waits });
+    expect(await eventsOf(workspace.headers, submitted.id)).toEqual([]);
+    expect(waits).toHaveLength(1);
+    await Promise.all(waits);
+    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
+      "task.created",
+    ]);
+    const parked = await env.DB.prepare("SELECT count(*) AS n FROM parked_events WHERE workspace_id = ?")
+      .bind(workspace.id)
+      .first<{ n: number }>();
+    expect(parked?.n).toBe(0);
   });
 
   it("a cancel before the run lands it first, then its task.error", async () => {
