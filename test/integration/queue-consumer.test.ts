@@ -337,6 +337,26 @@ describe("a task.created its hub refused at submission", () => {
     return { submitted, tries };
   }
 
+  const finishAtOnce = () => scriptedRouter(toolCalls({ name: "finish", args: { summary: "done" } }));
+  /** What a run that finishes at once publishes, after its task.created. */
+  const CREATED_AND_RUN = [
+    "task.created",
+    "task.started",
+    "agent.message",
+    "tool.call",
+    "tool.result",
+    "artifact.created",
+    "task.completed",
+  ];
+  const eventTypes = async (taskId: string) =>
+    (await eventsOf(workspace.headers, taskId)).map((event) => event.event_type);
+  const parkedCount = async () =>
+    (
+      await env.DB.prepare("SELECT count(*) AS n FROM parked_events WHERE workspace_id = ?")
+        .bind(workspace.id)
+        .first<{ n: number }>()
+    )?.n;
+
   it("is parked after one retry, not ~5 s of them, and lands before the task's own events", async () => {
     const sent: unknown[] = [];
     const { submitted, tries } = await submitWithHubDown(sent);
@@ -350,38 +370,19 @@ describe("a task.created its hub refused at submission", () => {
     ]);
 
     // The hub is back before the cron: the consumer lands the parked event first.
-    await deliver(scriptedRouter(toolCalls({ name: "finish", args: { summary: "done" } })), [
-      { id: `msg-${submitted.id}`, taskId: submitted.id },
-    ]);
-    const events = await eventsOf(workspace.headers, submitted.id);
-    expect(events.map((event) => event.event_type)).toEqual([
-      "task.created",
-      "task.started",
-      "agent.message",
-      "tool.call",
-      "tool.result",
-      "artifact.created",
-      "task.completed",
-    ]);
-    const remaining = await env.DB.prepare("SELECT count(*) AS n FROM parked_events WHERE workspace_id = ?")
-      .bind(workspace.id)
-      .first<{ n: number }>();
-    expect(remaining?.n).toBe(0);
+    await deliver(finishAtOnce(), [{ id: `msg-${submitted.id}`, taskId: submitted.id }]);
+    expect(await eventTypes(submitted.id)).toEqual(CREATED_AND_RUN);
+    expect(await parkedCount()).toBe(0);
   });
 
   it("is tried again in the background a second later, so a hub back by then has it before the cron", async () => {
     const waits: Promise<unknown>[] = [];
     const { submitted } = await submitWithHubDown([], { refusals: 1 + REQUEST_EVENT_RETRY_DELAYS_MS.length, waits });
-    expect(await eventsOf(workspace.headers, submitted.id)).toEqual([]);
+    expect(await eventTypes(submitted.id)).toEqual([]);
     expect(waits).toHaveLength(1);
     await Promise.all(waits);
-    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
-      "task.created",
-    ]);
-    const parked = await env.DB.prepare("SELECT count(*) AS n FROM parked_events WHERE workspace_id = ?")
-      .bind(workspace.id)
-      .first<{ n: number }>();
-    expect(parked?.n).toBe(0);
+    expect(await eventTypes(submitted.id)).toEqual(["task.created"]);
+    expect(await parkedCount()).toBe(0);
   });
 
   it("a cancel before the run lands it first, then its task.error", async () => {
@@ -394,10 +395,7 @@ describe("a task.created its hub refused at submission", () => {
       audit: { actor: { type: "system" as const, id: "test" } },
     };
     expect(await cancelTask(context, submitted)).toMatchObject({ immediate: true });
-    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
-      "task.created",
-      "task.error",
-    ]);
+    expect(await eventTypes(submitted.id)).toEqual(["task.created", "task.error"]);
   });
 
   it("a dead letter lands it first, then the fatal task.error", async () => {
@@ -407,45 +405,19 @@ describe("a task.created its hub refused at submission", () => {
     ]);
     await consumeDeadLetterBatch(batch, appConfig(), quietLogger);
     expect(await task(submitted.id)).toMatchObject({ status: "dead_lettered" });
-    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
-      "task.created",
-      "task.error",
-    ]);
+    expect(await eventTypes(submitted.id)).toEqual(["task.created", "task.error"]);
   });
 
   it("when the hub still refuses it, the run's events are parked behind it and land in order", async () => {
     const { submitted } = await submitWithHubDown([]);
     // Only the parked event's delivery is refused; the run's own events would be taken.
-    let refusals = 1;
-    const flaky = {
-      getByName: (name: string) => {
-        const stub = env.EVENT_HUB.getByName(name);
-        return {
-          publishMany: async (events: never[]) => {
-            if (refusals-- > 0) throw new Error("Durable Object is overloaded.");
-            return await stub.publishMany(events);
-          },
-        };
-      },
-    };
-    await deliver(
-      scriptedRouter(toolCalls({ name: "finish", args: { summary: "done" } })),
-      [{ id: `msg-${submitted.id}`, taskId: submitted.id }],
-      { config: { EVENT_HUB: flaky as unknown as typeof env.EVENT_HUB } },
-    );
+    const { EVENT_HUB } = refusingHubs(1);
+    await deliver(finishAtOnce(), [{ id: `msg-${submitted.id}`, taskId: submitted.id }], { config: { EVENT_HUB } });
     expect(await task(submitted.id)).toMatchObject({ status: "completed" });
-    expect(await eventsOf(workspace.headers, submitted.id)).toEqual([]);
+    expect(await eventTypes(submitted.id)).toEqual([]);
 
     await deliverParkedEvents(env, quietLogger);
-    expect((await eventsOf(workspace.headers, submitted.id)).map((event) => event.event_type)).toEqual([
-      "task.created",
-      "task.started",
-      "agent.message",
-      "tool.call",
-      "tool.result",
-      "artifact.created",
-      "task.completed",
-    ]);
+    expect(await eventTypes(submitted.id)).toEqual(CREATED_AND_RUN);
   });
 });
 
