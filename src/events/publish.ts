@@ -35,7 +35,7 @@ export interface PublishInput<K extends EventType = EventType> {
 
 export interface PublishContext {
   logger?: Logger;
-  /** Keeps the Sentry report alive after the response (a request's or a queue batch's ExecutionContext). */
+  /** Keeps work alive after the response (a request's or a queue batch's ExecutionContext): a Sentry report, or the EventBatcher's later try of what it parked. */
   executionCtx?: Pick<ExecutionContext, "waitUntil">;
   /** Tests: shorter waits between tries of the hub. */
   retryDelaysMs?: readonly number[];

@@ -29,10 +29,10 @@ export async function handleQueueBatch(batch: MessageBatch, env: WorkerEnv, ctx:
     const config = checked.config;
     switch (queueKind(batch.queue)) {
       case "tasks":
-        await consumeTaskBatch(batch, config, { router: taskRouter(config, logger, ctx), logger });
+        await consumeTaskBatch(batch, config, { router: taskRouter(config, logger, ctx), logger, executionCtx: ctx });
         return;
       case "tasks-dlq":
-        await consumeDeadLetterBatch(batch, config, logger);
+        await consumeDeadLetterBatch(batch, config, logger, ctx);
         return;
       default:
         unhandled(batch, logger);

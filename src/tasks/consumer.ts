@@ -51,6 +51,8 @@ export interface ConsumerDeps {
   artifactLimits?: ArtifactLimits;
   /** Jitter source for retry delays (tests pin it). */
   random?: () => number;
+  /** The invocation's, for events parked while the hub fails: tried again a few seconds later. */
+  executionCtx?: Pick<ExecutionContext, "waitUntil">;
 }
 
 type Work = { message: Message<unknown>; body: TaskMessage; task: TaskRow };
@@ -91,7 +93,7 @@ export async function consumeTaskBatch(
     noopAcks.lastAtMs = Date.now();
   }
   if (parsed.length === 0) return;
-  const batcher = new EventBatcher(config, { logger });
+  const batcher = new EventBatcher(config, { logger, executionCtx: deps.executionCtx });
   const [rows] = await Promise.all([
     loadTasks(db, [...new Set(parsed.map((item) => item.body.task_id))]),
     // A task.created the hub refused at submission lands before this batch's task.started.

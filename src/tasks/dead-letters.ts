@@ -29,6 +29,7 @@ export async function consumeDeadLetterBatch(
   batch: MessageBatch<unknown>,
   config: AppConfig,
   logger: Logger,
+  executionCtx?: Pick<ExecutionContext, "waitUntil">,
 ): Promise<void> {
   const db = createDb(config.DB);
   const nowIso = new Date().toISOString();
@@ -123,7 +124,7 @@ export async function consumeDeadLetterBatch(
 
   // Those recorded by an earlier delivery were announced then.
   const announced = recorded.filter((entry) => (results[entry.index]?.meta.changes ?? 0) > 0);
-  const batcher = new EventBatcher(config, { logger });
+  const batcher = new EventBatcher(config, { logger, executionCtx });
   if (announced.length > 0) {
     // The task's earlier events, if the hub refused them, land before its fatal task.error.
     await batcher

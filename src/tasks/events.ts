@@ -1,14 +1,6 @@
 import type { Principal } from "../auth/principal.ts";
 import { EventBatcher } from "../events/batcher.ts";
-import {
-  EventParkedError,
-  type EventType,
-  logUndelivered,
-  type PublishEnv,
-  type PublishInput,
-  publish,
-} from "../events/index.ts";
-import { redeliverParkedSoon } from "../events/parked.ts";
+import { type EventType, logUndelivered, type PublishEnv, type PublishInput, publish } from "../events/index.ts";
 import type { Logger } from "../lib/logger.ts";
 
 /**
@@ -87,7 +79,12 @@ export async function publishForRequest<K extends EventType>(
   input: PublishInput<K>,
   options: { afterParked?: boolean; waitUntil?: (work: Promise<unknown>) => void } = {},
 ): Promise<void> {
-  const batcher = new EventBatcher(config, { logger }, { retryDelaysMs: REQUEST_EVENT_RETRY_DELAYS_MS });
+  const { waitUntil } = options;
+  const batcher = new EventBatcher(
+    config,
+    { logger, executionCtx: waitUntil ? { waitUntil } : undefined },
+    { retryDelaysMs: REQUEST_EVENT_RETRY_DELAYS_MS },
+  );
   if (options.afterParked) {
     await batcher
       .deliverParkedFirst([input.workspace_id])
@@ -97,10 +94,6 @@ export async function publishForRequest<K extends EventType>(
     await batcher.publish(input);
   } catch (error) {
     logUndelivered(logger, error, { event_type: input.event_type });
-    const { DB, EVENT_HUB } = config;
-    if (error instanceof EventParkedError && DB && options.waitUntil) {
-      options.waitUntil(redeliverParkedSoon({ DB, EVENT_HUB }, logger, input.workspace_id));
-    }
   }
 }
 

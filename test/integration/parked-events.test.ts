@@ -121,7 +121,8 @@ describe("parked events", () => {
         }),
       } as unknown as typeof env.EVENT_HUB,
     };
-    const batcher = new EventBatcher(flakyHubs, {}, { retryDelaysMs: [] });
+    // Never tries the parked event again on its own: this is about what happens meanwhile.
+    const batcher = new EventBatcher(flakyHubs, {}, { retryDelaysMs: [], parkedTryEveryMs: Number.POSITIVE_INFINITY });
     const first = await batcher.publish(stepMessage(workspace, 1)).catch((error) => error);
     expect(first).toBeInstanceOf(EventParkedError);
     // The hub would take this one, but it would land before step 1.
@@ -135,6 +136,32 @@ describe("parked events", () => {
       "step 1",
       "step 2",
     ]);
+  });
+
+  it("once its hub is back, the batcher's next send lands the parked events first, then goes straight to the hub", async () => {
+    const workspace = uniqueWorkspace("parked-recover");
+    let refusals = 1;
+    const flakyHubs = {
+      DB: env.DB,
+      EVENT_HUB: {
+        getByName: (name: string) => ({
+          publishMany: async (events: never[]) => {
+            if (refusals-- > 0) throw new Error("Durable Object is overloaded.");
+            return await env.EVENT_HUB.getByName(name).publishMany(events);
+          },
+        }),
+      } as unknown as typeof env.EVENT_HUB,
+    };
+    const batcher = new EventBatcher(flakyHubs, {}, { retryDelaysMs: [], parkedTryEveryMs: 0 });
+    expect(await batcher.publish(stepMessage(workspace, 1)).catch((error) => error)).toBeInstanceOf(EventParkedError);
+    expect(await batcher.publish(stepMessage(workspace, 2))).toMatchObject({ seq: 2 });
+    expect(await batcher.publish(stepMessage(workspace, 3))).toMatchObject({ seq: 3 });
+    expect((await hubHistory(workspace)).map((event) => (event.data as { message: string }).message)).toEqual([
+      "step 1",
+      "step 2",
+      "step 3",
+    ]);
+    expect(await parkedRows(workspace)).toEqual([]);
   });
 
   it("keeps what its hub still refuses, counting the tries, and gives up after days with each id logged", async () => {

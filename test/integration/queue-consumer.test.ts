@@ -292,21 +292,27 @@ describe("the tasks consumer", () => {
 });
 
 describe("a task.created its hub refused at submission", () => {
-  /** Hubs that refuse their first `refusals` calls (all by default), counting the tries, then pass calls on. */
-  function refusingHubs(refusals = Number.POSITIVE_INFINITY) {
+  /**
+   * Hubs that refuse their first `refusals` calls (all by default), and any call carrying a
+   * task.created while `refuseCreated` is set, counting the tries; other calls are passed on.
+   */
+  function refusingHubs(refusals = Number.POSITIVE_INFINITY, options: { refuseCreated?: boolean } = {}) {
     const tries = { count: 0 };
+    const refused = (events: { event_type: string }[]) =>
+      ++tries.count <= refusals ||
+      (options.refuseCreated && events.some((event) => event.event_type === "task.created"));
     const hubs = {
       getByName: (name: string) => {
         const stub = env.EVENT_HUB.getByName(name);
-        const refuseFirst =
-          <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
-          async (...args: A) => {
-            if (++tries.count <= refusals) throw new Error("Durable Object is overloaded.");
-            return await call(...args);
-          };
         return {
-          publish: refuseFirst((event: never) => stub.publish(event)),
-          publishMany: refuseFirst((events: never[]) => stub.publishMany(events)),
+          publish: async (event: never) => {
+            if (refused([event])) throw new Error("Durable Object is overloaded.");
+            return await stub.publish(event);
+          },
+          publishMany: async (events: never[]) => {
+            if (refused(events)) throw new Error("Durable Object is overloaded.");
+            return await stub.publishMany(events);
+          },
         };
       },
     };
@@ -410,8 +416,8 @@ describe("a task.created its hub refused at submission", () => {
 
   it("when the hub still refuses it, the run's events are parked behind it and land in order", async () => {
     const { submitted } = await submitWithHubDown([]);
-    // Only the parked event's delivery is refused; the run's own events would be taken.
-    const { EVENT_HUB } = refusingHubs(1);
+    // Only the parked task.created is refused; the run's own events would be taken.
+    const { EVENT_HUB } = refusingHubs(0, { refuseCreated: true });
     await deliver(finishAtOnce(), [{ id: `msg-${submitted.id}`, taskId: submitted.id }], { config: { EVENT_HUB } });
     expect(await task(submitted.id)).toMatchObject({ status: "completed" });
     expect(await eventTypes(submitted.id)).toEqual([]);
