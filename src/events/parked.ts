@@ -12,7 +12,8 @@ import type { EventEnvelope } from "./catalog.ts";
  * meantime. A task's own events keep their order all the same: the queue
  * consumer lands its workspaces' parked events before publishing a batch's
  * (a parked `task.created` before its `task.started`), and its EventBatcher
- * parks a workspace's later events behind any still refused. The hub writes
+ * parks a workspace's later events behind any still refused, until a try of
+ * those finds the hub back (src/events/batcher.ts). The hub writes
  * an event_id once, so a delivery whose answer was lost does not land twice.
  */
 
@@ -146,13 +147,14 @@ export async function deliverParkedEventsOf(
   return results.length === DELIVERY_MAX_ROWS ? new Set(results.map((row) => row.workspace_id)) : refused;
 }
 
-/** After a request parks an event: tries of the workspace's parked events in the background, a second and then four apart. */
+/** After an EventBatcher parks events: tries of the workspace's parked events in the background, a second and then four apart. */
 const REDELIVERY_DELAYS_MS: readonly number[] = [1_000, 4_000];
 
 /**
  * Tries the workspace's parked events again over the next few seconds (for
- * a request's waitUntil), so a hub back within seconds gets them then rather
- * than at the next cron run. Parking order holds: each try delivers them all.
+ * a request's or a queue batch's waitUntil), so a hub back within seconds
+ * gets them then rather than at the next cron run. Parking order holds: each
+ * try delivers them all.
  */
 export async function redeliverParkedSoon(
   config: Pick<AppConfig, "DB" | "EVENT_HUB">,
