@@ -9,12 +9,14 @@ export type ScheduledJob = (env: WorkerEnv, logger: ReturnType<typeof background
 
 /** Jobs per cron expression (wrangler.toml [triggers]). */
 export const SCHEDULED_JOBS: Record<string, ScheduledJob[]> = {
-  "*/5 * * * *": [
-    (env, logger) => anchorRecentChains(checkedConfig(env), logger),
+  // Every minute: a subscriber waits at most that long for events parked while its hub was down (one
+  // indexed read when nothing is parked).
+  "* * * * *": [
     async (env, logger) => {
       await deliverParkedEvents(checkedConfig(env), logger);
     },
   ],
+  "*/5 * * * *": [(env, logger) => anchorRecentChains(checkedConfig(env), logger)],
   "17 3 * * *": [(env, logger) => runAuditRetention(env, logger)],
 };
 

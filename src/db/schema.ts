@@ -348,7 +348,7 @@ export const usageDaily = sqliteTable(
 
 /**
  * Events the workspace's EventHub could not take, after publish()'s retries
- * (about 5 s): kept here rather than lost, and delivered by the 5-minute cron
+ * (about 5 s): kept here rather than lost, and delivered by the every-minute cron
  * (src/events/parked.ts) in the order they were parked. Each keeps its
  * event_id and timestamp; the hub gives it a seq when it lands, and writes an
  * event_id once, so a delivery whose answer was lost does not land twice.

@@ -6,7 +6,7 @@ import type { EventEnvelope } from "./catalog.ts";
  * Events kept when their workspace's EventHub cannot take them. publish() and
  * the EventBatcher try the hub for about 5 s (src/lib/retry-write.ts); past
  * that, an event is parked in D1 (`parked_events`) instead of being dropped,
- * and the 5-minute cron delivers what is parked, each workspace's events in
+ * and the every-minute cron delivers what is parked, each workspace's events in
  * the order they were parked. An event keeps its event_id and timestamp; its
  * seq is given when it lands, so it follows what the hub took in the
  * meantime. A task's own events keep their order all the same: the queue

@@ -40,6 +40,8 @@ export interface StartOptions {
    * not pay for their traces in their own thread.
    */
   localObservability?: boolean;
+  /** `--test-scheduled`: GET /cdn-cgi/local/scheduled?cron=… runs that cron trigger's handler. */
+  testScheduled?: boolean;
 }
 
 const running = new Set<ChildProcess>();
@@ -125,6 +127,7 @@ export async function startWorker(options: StartOptions = {}): Promise<WorkerPro
       "--persist-to",
       persistDir,
       "--show-interactive-dev-session=false",
+      ...(options.testScheduled ? ["--test-scheduled"] : []),
       ...varArgs,
     ],
     { cwd: PROJECT_ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true },

@@ -1,10 +1,12 @@
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWorker, type WorkerProcess } from "./harness.ts";
 
 let worker: WorkerProcess;
 
 beforeAll(async () => {
-  worker = await startWorker({ vars: { ENABLE_DEBUG_ROUTES: "true" } });
+  worker = await startWorker({ vars: { ENABLE_DEBUG_ROUTES: "true" }, testScheduled: true });
 });
 afterAll(async () => {
   await worker?.stop();
@@ -50,6 +52,26 @@ describe("wrangler dev serves the API", () => {
     const wrongMethod = await fetch(`${worker.baseUrl}/ready`, { method: "POST" });
     await expectProblem(wrongMethod, 405, "METHOD_NOT_ALLOWED");
     expect(wrongMethod.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
+  });
+});
+
+describe("cron triggers", () => {
+  // A trigger in wrangler.toml with no jobs in src/scheduled.ts (or a job under an expression no trigger
+  // fires) would do nothing, silently.
+  it("each trigger in wrangler.toml runs its jobs, the same triggers in every environment", async () => {
+    const toml = await readFile(resolve(import.meta.dirname, "../../wrangler.toml"), "utf8");
+    const triggerLists = [...toml.matchAll(/^crons\s*=\s*(\[.*\])\s*$/gm)].map(
+      (match) => JSON.parse(match[1]) as string[],
+    );
+    expect(triggerLists.length).toBe(3);
+    for (const list of triggerLists) expect(list).toEqual(triggerLists[0]);
+    for (const cron of triggerLists[0]) {
+      const response = await fetch(`${worker.baseUrl}/cdn-cgi/local/scheduled?cron=${encodeURIComponent(cron)}`);
+      expect(await response.text()).toBe("ok");
+      const started = await worker.waitForLog((line) => line.msg === "scheduled run started" && line.cron === cron);
+      expect(started.jobs).toBeGreaterThan(0);
+    }
+    expect(worker.jsonLogs().filter((line) => line.msg === "scheduled job failed")).toEqual([]);
   });
 });
 

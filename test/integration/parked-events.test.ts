@@ -15,7 +15,7 @@ import { hubHistory, stepMessage, uniqueWorkspace } from "../unit/events/hub-cli
 
 /**
  * Events the hub will not take are parked in D1 instead of lost, and the
- * 5-minute cron delivers them, in the order they were parked.
+ * every-minute cron delivers them, in the order they were parked.
  */
 
 const DAY_MS = 86_400_000;
@@ -185,11 +185,11 @@ describe("parked events", () => {
       }),
     );
 
-    // The hub is back: the 5-minute cron delivers what is left.
+    // The hub is back: the every-minute cron delivers what is left.
     const waits: Promise<unknown>[] = [];
     const ctx = { waitUntil: (work: Promise<unknown>) => waits.push(work), passThroughOnException() {} };
     await handleScheduled(
-      { cron: "*/5 * * * *", scheduledTime: nowMs, noRetry() {} } as ScheduledController,
+      { cron: "* * * * *", scheduledTime: nowMs, noRetry() {} } as ScheduledController,
       env,
       ctx as unknown as ExecutionContext,
     );
