@@ -1,12 +1,14 @@
 /**
  * `npm run dev`: migrate the local D1, seed a demo workspace and API key
- * (idempotently), start `wrangler dev` on 127.0.0.1:8787, and print where
- * everything is once /health answers.
+ * (idempotently), start `wrangler dev` on 127.0.0.1:8787, print where
+ * everything is once /health answers, and fire wrangler.toml's cron triggers
+ * on their schedule (wrangler dev does not; scripts/lib/local-cron.ts).
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { displayPrefix, generateApiKey, hashApiKey, isApiKeyFormat } from "../src/lib/api-key-format.ts";
+import { cronTriggers, LOCAL_SCHEDULED_PATH, startLocalCron } from "./lib/local-cron.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
@@ -69,10 +71,11 @@ async function main(): Promise<void> {
   wrangler(["d1", "migrations", "apply", "DB", "--local"]);
   console.log("Seeding the demo workspace…");
   const key = await seedDemo();
+  const triggers = cronTriggers(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
 
   const child = spawn(
     process.execPath,
-    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), ...process.argv.slice(2)],
+    [WRANGLER, "dev", "--ip", HOST, "--port", String(PORT), "--test-scheduled", ...process.argv.slice(2)],
     {
       cwd: ROOT,
       stdio: "inherit",
@@ -83,6 +86,7 @@ async function main(): Promise<void> {
 
   const baseUrl = `http://${HOST}:${PORT}`;
   if (await waitForHealth(baseUrl)) {
+    startLocalCron({ baseUrl, triggers, log: (line) => console.error(line) });
     console.log(
       [
         "",
@@ -93,6 +97,8 @@ async function main(): Promise<void> {
         `  Workspace  ${DEMO_WORKSPACE_ID}`,
         `  API key    ${key}`,
         `  Try        curl -H "Authorization: Bearer ${key}" ${baseUrl}/api/v1/workspace`,
+        `  Crons      ${triggers.map((cron) => `"${cron}"`).join(", ")}, fired here on their schedule (UTC);`,
+        `             run one now: curl "${baseUrl}${LOCAL_SCHEDULED_PATH}?cron=${encodeURIComponent(triggers[0] ?? "")}"`,
         "",
       ].join("\n"),
     );

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cronMatcher, cronTriggers, fireDueTriggers, LOCAL_SCHEDULED_PATH } from "../../scripts/lib/local-cron.ts";
 import { startWorker, type WorkerProcess } from "./harness.ts";
 
 let worker: WorkerProcess;
@@ -56,22 +57,68 @@ describe("wrangler dev serves the API", () => {
 });
 
 describe("cron triggers", () => {
+  const wranglerToml = () => readFile(resolve(import.meta.dirname, "../../wrangler.toml"), "utf8");
+  const runsStarted = (cron: string) =>
+    worker.jsonLogs().filter((line) => line.msg === "scheduled run started" && line.cron === cron);
+
   // A trigger in wrangler.toml with no jobs in src/scheduled.ts (or a job under an expression no trigger
   // fires) would do nothing, silently.
   it("each trigger in wrangler.toml runs its jobs, the same triggers in every environment", async () => {
-    const toml = await readFile(resolve(import.meta.dirname, "../../wrangler.toml"), "utf8");
-    const triggerLists = [...toml.matchAll(/^crons\s*=\s*(\[.*\])\s*$/gm)].map(
-      (match) => JSON.parse(match[1]) as string[],
-    );
-    expect(triggerLists.length).toBe(3);
-    for (const list of triggerLists) expect(list).toEqual(triggerLists[0]);
-    for (const cron of triggerLists[0]) {
-      const response = await fetch(`${worker.baseUrl}/cdn-cgi/local/scheduled?cron=${encodeURIComponent(cron)}`);
+    const toml = await wranglerToml();
+    const triggers = cronTriggers(toml);
+    expect(triggers.length).toBeGreaterThan(0);
+    const everyList = [...toml.matchAll(/^crons\s*=\s*(\[.*\])\s*$/gm)].map((match) => JSON.parse(match[1]));
+    expect(everyList).toEqual([triggers, triggers, triggers]); // top level, staging, production
+    for (const cron of triggers) {
+      const response = await fetch(`${worker.baseUrl}${LOCAL_SCHEDULED_PATH}?cron=${encodeURIComponent(cron)}`);
       expect(await response.text()).toBe("ok");
       const started = await worker.waitForLog((line) => line.msg === "scheduled run started" && line.cron === cron);
       expect(started.jobs).toBeGreaterThan(0);
     }
     expect(worker.jsonLogs().filter((line) => line.msg === "scheduled job failed")).toEqual([]);
+  });
+
+  it("npm run dev's scheduler fires the triggers a minute names, in UTC", async () => {
+    const triggers = cronTriggers(await wranglerToml());
+    const at = (iso: string) => new Date(iso);
+    const due = (iso: string) => triggers.filter((cron) => cronMatcher(cron)(at(iso)));
+    expect(due("2026-11-27T03:17:00Z")).toEqual(["* * * * *", "17 3 * * *"]);
+    expect(due("2026-11-27T04:17:00Z")).toEqual(["* * * * *"]);
+    expect(due("2026-11-27T03:20:00Z")).toEqual(["* * * * *", "*/5 * * * *"]);
+
+    const before = triggers.map((cron) => runsStarted(cron).length);
+    const log: string[] = [];
+    const fired = await fireDueTriggers(
+      { baseUrl: worker.baseUrl, triggers, log: (line) => log.push(line) },
+      at("2026-11-27T03:17:00Z"),
+    );
+    expect(fired).toEqual(["* * * * *", "17 3 * * *"]);
+    expect(log).toEqual([]);
+    const expected = triggers.map((cron, index) => before[index] + (fired.includes(cron) ? 1 : 0));
+    await expect.poll(() => triggers.map((cron) => runsStarted(cron).length), { timeout: 10_000 }).toEqual(expected);
+  });
+
+  it("reads the cron forms it supports and refuses the rest", () => {
+    const minutes = (expression: string) =>
+      Array.from({ length: 60 }, (_, minute) => minute).filter((minute) =>
+        cronMatcher(expression)(new Date(Date.UTC(2026, 10, 27, 5, minute))),
+      );
+    expect(minutes("*/15 * * * *")).toEqual([0, 15, 30, 45]);
+    expect(minutes("1-10/3 * * * *")).toEqual([1, 4, 7, 10]);
+    expect(minutes("50/4 * * * *")).toEqual([50, 54, 58]);
+    expect(minutes("5,7,59 5 27 11 *")).toEqual([5, 7, 59]);
+    expect(minutes("5,7,59 5 26 11 *")).toEqual([]);
+    for (const unreadable of [
+      "60 * * * *",
+      "* * * *",
+      "*/0 * * * *",
+      "a * * * *",
+      "5-1 * * * *",
+      "0 0 * * 1",
+      "0 0 * JAN *",
+    ]) {
+      expect(() => cronMatcher(unreadable), unreadable).toThrow(/cron/);
+    }
   });
 });
 
