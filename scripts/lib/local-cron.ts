@@ -98,10 +98,13 @@ export async function fireDueTriggers(options: LocalCronOptions, at: Date): Prom
 /** Fires each trigger at the start of every minute it names, until the returned function is called. */
 export function startLocalCron(options: LocalCronOptions): () => void {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  // A timer may fire a little early; each minute is fired once all the same.
+  let lastFiredMinuteMs = Math.floor(Date.now() / 60_000) * 60_000;
   const schedule = () => {
     const nowMs = Date.now();
-    const nextMinuteMs = Math.floor(nowMs / 60_000) * 60_000 + 60_000;
+    const nextMinuteMs = Math.max(Math.floor(nowMs / 60_000) * 60_000 + 60_000, lastFiredMinuteMs + 60_000);
     timer = setTimeout(() => {
+      lastFiredMinuteMs = nextMinuteMs;
       void fireDueTriggers(options, new Date(nextMinuteMs));
       schedule();
     }, nextMinuteMs - nowMs);
