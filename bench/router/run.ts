@@ -29,10 +29,12 @@
  * latency our route adds over (d), as means and round by round (block by block
  * for the sequential pass, whose blocks hold 40 requests per case); then (b) over
  * (d3), the router's own cost beyond the hop, and (d3) over (d), what the
- * runtime's outbound fetch costs by itself. Under wrangler dev that includes
- * miniflare's outbound interceptor, a Worker of its own that every outbound
- * fetch passes through (it sets CF-Worker): about 0.35 ms of the sequential
- * (d3)−(d), measured by bypassing it (see README); production has no such step.
+ * runtime's outbound fetch costs by itself: a floor under any router here,
+ * printed against Portkey's figure (and block by block, sequentially). Under
+ * wrangler dev that includes miniflare's outbound interceptor, a Worker of its
+ * own that every outbound fetch passes through (it sets CF-Worker): about
+ * 0.35 ms of the sequential (d3)−(d), measured by bypassing it (see README);
+ * production has no such step.
  * Goal: our router adds no more p50 latency than Portkey adds.
  *
  * wrangler dev runs with its local trace explorer off (X_LOCAL_OBSERVABILITY=false,
@@ -400,6 +402,11 @@ async function main(): Promise<void> {
       console.log(
         `${label}: over the GET floor (d1) instead, which leaves the body's carriage on our side: our route adds ${ms(overGet)} ms → ${verdict(overGet)}`,
       );
+      // Any router here makes that one fetch, so the runtime's hop is a floor no router code can go under.
+      const hop = p50(d3) - p50(d);
+      console.log(
+        `${label}: the floor for any router under this runtime, its outbound hop (d3)−(d), is ${ms(hop)} ms; Portkey's ${ms(theirs)} ms leaves ${ms(theirs - hop)} ms for all a router does beyond that fetch (ours: (b)−(d3) ${ms(p50(b) - p50(d3))} ms)`,
+      );
     };
     /** Each round's or block's added latencies, Portkey's and ours (over (d), and over (d1)), paired. */
     const pairedLine = (unit: string, p50s: (name: string) => number[], digits: number) => {
@@ -440,6 +447,10 @@ async function main(): Promise<void> {
       // The whole pass's p50s above pool blocks minutes apart; these pair each block's, as for the rounds.
       const blockP50s = (name: string) => passes.find((pass) => pass.name === name)?.samples.blockP50sMs ?? [];
       console.log(`sequential, block by block: ${pairedLine("blocks", blockP50s, 2)}`);
+      const hopAlone = pairedDifference(addedOver(blockP50s)(a, c), addedOver(blockP50s)(d, d3));
+      console.log(
+        `sequential, block by block: the hop alone (d3)−(d) ≤ Portkey's in ${hopAlone.met} of ${hopAlone.count} blocks; hop − Portkey's: mean ${hopAlone.meanMs.toFixed(2)} ms, standard error ${hopAlone.standardErrorMs.toFixed(2)} ms`,
+      );
     }
     console.log(
       `sequential: ${budgetsLine("blocks", (name) => passes.find((pass) => pass.name === name)?.samples.blockP50sMs ?? [], 2)}`,
