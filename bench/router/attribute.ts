@@ -130,7 +130,9 @@ const perfMaps = () => readdirSync("/tmp").filter((name) => /^perf-\d+\.map$/.te
 
 async function main(): Promise<void> {
   const mapsBefore = new Set(perfMaps());
-  process.env.MINIFLARE_WORKERD_V8_FLAGS = "--perf-basic-prof --interpreted-frames-native-stack";
+  // V8 writes its log (unused here) beside the perf map: to /dev/null, not an isolate-*.log per isolate in the project.
+  process.env.MINIFLARE_WORKERD_V8_FLAGS =
+    "--perf-basic-prof --interpreted-frames-native-stack --no-logfile-per-isolate --logfile=/dev/null";
   const upstream = await startFakeOpenAi({ keepRequests: false });
   const worker = await startRouterWorker(upstream.url, { localObservability: false });
   const directory = await mkdtemp(join(tmpdir(), "mgx-attribute-"));
