@@ -69,12 +69,15 @@ function toMatcher(path: string): RegExp {
       return segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
     })
     .join("/");
-  return new RegExp(`^${pattern}/?$`);
+  // Exact, as Hono's own routing is: `/health/` is not `/health`.
+  return new RegExp(`^${pattern}$`);
 }
 
 /**
  * Unknown path → 404; known path with another method → 405 with `Allow`.
  * Hono has no 405 of its own, so the registered routes are matched here.
+ * A path that only differs from a route by a trailing slash is a 404 that
+ * names the route meant (`did_you_mean`).
  */
 export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
   let patterns: RoutePattern[] | undefined;
@@ -96,6 +99,20 @@ export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
         requestId,
       );
     }
-    return problemResponse(new ApiError("NOT_FOUND", `No route matches ${c.req.method} ${c.req.path}.`), requestId);
+    const trimmed = c.req.path.replace(/\/+$/, "");
+    const method = c.req.method === "HEAD" ? "GET" : c.req.method;
+    const meant =
+      trimmed !== c.req.path &&
+      patterns.some((pattern) => pattern.method === method && pattern.matcher.test(trimmed || "/"))
+        ? trimmed || "/"
+        : null;
+    return problemResponse(
+      new ApiError(
+        "NOT_FOUND",
+        `No route matches ${c.req.method} ${c.req.path}${meant ? `; did you mean ${meant}?` : "."}`,
+        meant ? { extensions: { did_you_mean: meant } } : {},
+      ),
+      requestId,
+    );
   };
 }

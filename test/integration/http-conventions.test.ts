@@ -1,5 +1,6 @@
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { createTestWorkspace } from "../support/workspaces.ts";
 
 const BASE = "http://edge.test";
 
@@ -56,6 +57,19 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     const response = await call("/health", { method: "DELETE" });
     await expectProblem(response, 405, "METHOD_NOT_ALLOWED");
     expect(response.headers.get("Allow")).toBe("GET, HEAD, OPTIONS");
+  });
+
+  it("a trailing slash → 404 naming the route meant, not a 405 that allows the method used", async () => {
+    const body = await expectProblem(await call("/health/"), 404, "NOT_FOUND");
+    expect(body).toMatchObject({
+      detail: "No route matches GET /health/; did you mean /health?",
+      did_you_mean: "/health",
+    });
+    const wrongMethod = await expectProblem(await call("/health/", { method: "DELETE" }), 404, "NOT_FOUND");
+    expect(wrongMethod.did_you_mean).toBeUndefined();
+    const workspace = await createTestWorkspace((url, init) => exports.default.fetch(new Request(url, init)), BASE);
+    const tasks = await expectProblem(await call("/api/v1/tasks/", { headers: workspace.headers }), 404, "NOT_FOUND");
+    expect(tasks.did_you_mean).toBe("/api/v1/tasks");
   });
 
   it("malformed JSON → 400", async () => {
