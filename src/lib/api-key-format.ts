@@ -8,7 +8,8 @@ import { sha256Hex, toBase64Url } from "./crypto.ts";
 export const API_KEY_PREFIX = "mgx_";
 const KEY_RANDOM_BYTES = 32;
 const KEY_PATTERN = /^mgx_[A-Za-z0-9_-]{43}$/;
-const DISPLAY_PREFIX_CHARS = 12;
+/** What of a key may be shown (GET /api/v1/api-keys, audit actors): `mgx_` and 8 of its 43 random characters. */
+export const DISPLAY_PREFIX_CHARS = 12;
 
 export function generateApiKey(): string {
   return API_KEY_PREFIX + toBase64Url(crypto.getRandomValues(new Uint8Array(KEY_RANDOM_BYTES)));

@@ -1,9 +1,12 @@
+import { API_KEY_PREFIX, DISPLAY_PREFIX_CHARS } from "./api-key-format.ts";
+
 /** Keeps secrets out of logs and error reports. */
 
 const SECRET_KEY = /authorization|api[-_]?key|secret|token|password|passwd|cookie|dsn|signature|credential/i;
 const SECRET_IN_TEXT = [
   /\bBearer\s+[A-Za-z0-9._~+/=-]+/gi,
-  /\bmgx_[A-Za-z0-9_-]{8,}/g,
+  // Longer than a key's display prefix, which is meant to be shown (the key list, an audit entry's actor).
+  new RegExp(`\\b${API_KEY_PREFIX}[A-Za-z0-9_-]{${DISPLAY_PREFIX_CHARS - API_KEY_PREFIX.length + 1},}`, "g"),
   // JWTs: three base64url segments, the first one a JSON header.
   /\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g,
 ];

@@ -37,6 +37,24 @@ async function workspaceWithEntries(count: number): Promise<TestWorkspace> {
 }
 
 describe("GET /api/v1/audit-logs", () => {
+  it("names an API key actor by its key's name and display prefix, and never holds the key", async () => {
+    const ws = await createTestWorkspace(fetcher, BASE);
+    const created = await fetcher(`${BASE}/api/v1/api-keys`, {
+      method: "POST",
+      headers: { ...ws.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ name: "deploy", scopes: ["tasks:read"] }),
+    });
+    expect(created.status).toBe(201);
+    const page = await json<{ data: { action: string; actor: { display: string } }[] }>(
+      await get("/api/v1/audit-logs?action=api_key.create", ws.headers),
+    );
+    const raw = JSON.stringify(page);
+    // Newest first: this key's creation, then the workspace's first key, made by the operator.
+    expect(page.data.map((entry) => entry.actor.display)).toEqual([`test key (${ws.key.slice(0, 12)}…)`, "operator"]);
+    expect(raw).not.toContain(ws.key);
+    expect(raw).not.toContain("[REDACTED]");
+  });
+
   it("needs credentials, and the audit:read scope", async () => {
     const ws = await createTestWorkspace(fetcher, BASE);
     expect((await get("/api/v1/audit-logs", {})).status).toBe(401);

@@ -81,4 +81,14 @@ describe("Logger", () => {
       error: { name: "Error", message: "call failed with [REDACTED]" },
     });
   });
+
+  it("keeps a key's display prefix, which is meant to be shown, and redacts anything longer", () => {
+    const { logger, lines } = capture();
+    logger.warn("key use", {
+      key: "Demo key (mgx_T93vbj0Y…)",
+      leak: "mgx_T93vbj0Yq",
+      whole: `x mgx_${"a".repeat(43)} y`,
+    });
+    expect(lines[0]).toMatchObject({ key: "Demo key (mgx_T93vbj0Y…)", leak: "[REDACTED]", whole: "x [REDACTED] y" });
+  });
 });
