@@ -81,6 +81,8 @@ export function createApp(): OpenAPIHono<HonoEnv> {
         formAction: ["'none'"],
       },
       strictTransportSecurity: "max-age=31536000; includeSubDomains",
+      // As the CSP's frame-ancestors 'none', for browsers that only read the older header.
+      xFrameOptions: "DENY",
     }),
   );
   app.use("*", cors);

@@ -28,6 +28,7 @@ describe("conventions every response follows", () => {
     expect(response.headers.get("X-Request-Id")).toMatch(/^req_[0-9A-Z]{26}$/);
     expect(response.headers.get("X-Content-Type-Options")).toBe("nosniff");
     expect(response.headers.get("Content-Security-Policy")).toContain("frame-ancestors 'none'");
+    expect(response.headers.get("X-Frame-Options")).toBe("DENY");
   });
 
   it("echoes a sane caller request id and replaces an unsafe one", async () => {
