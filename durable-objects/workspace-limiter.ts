@@ -11,11 +11,12 @@ import {
   TaskAdmission,
 } from "../src/limits/admission.ts";
 import { type AuditAnchor, AuditAnchorStore } from "../src/limits/audit-anchor-store.ts";
-import { stampedThresholdEvents } from "../src/limits/budget-events.ts";
+import { type BudgetEventContext, stampedThresholdEvents } from "../src/limits/budget-events.ts";
 import {
   type BudgetAmountsInput,
   BudgetBook,
   type BudgetLease,
+  type BudgetLimits,
   type LeasedSettleInput,
   type LeaseRequest,
   type PeriodStatus,
@@ -116,6 +117,16 @@ export class WorkspaceLimiter extends DurableObject {
   /** Calls of a workspace without budgets, counted in one call (isolates coalesce them; no reservation was made). */
   async countUnbudgeted(charges: UnbudgetedCharge[], batchKey?: string): Promise<void> {
     this.#budgets.countUnbudgeted(charges, Date.now(), batchKey);
+  }
+
+  /** Budgets just set: reports (and publishes) the thresholds the period's use reaches under them; answers the status. */
+  async reviewBudgets(
+    limits: BudgetLimits | null,
+    events: BudgetEventContext,
+  ): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {
+    const result = this.#budgets.review({ limits, events, nowMs: Date.now() });
+    if (result.crossings.length > 0) await this.#scheduleAlarm();
+    return result.status;
   }
 
   async budgetStatus(): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {

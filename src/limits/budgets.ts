@@ -444,6 +444,25 @@ export class BudgetBook {
     });
   }
 
+  /**
+   * Budgets just set: the thresholds the period's use already reaches under
+   * them are reported now (once per period, as for a charge), so lowering a
+   * budget under what is spent tells it at once, not at a next charge that
+   * its refusal would never let come. Answers the status after.
+   */
+  review(input: { limits: BudgetLimits | null; events: BudgetEventContext; nowMs: number }): {
+    crossings: ThresholdCrossing[];
+    status: { daily: PeriodStatus; monthly: PeriodStatus };
+  } {
+    const { nowMs } = input;
+    const crossings = this.#atomically(() => {
+      const found = this.#crossings(periodKeys(nowMs), input.limits, nowMs, new PeriodCache(this.#store));
+      this.#announce(found, input.events, nowMs);
+      return found;
+    });
+    return { crossings, status: this.status(nowMs) };
+  }
+
   status(nowMs: number): { daily: PeriodStatus; monthly: PeriodStatus } {
     this.#maybePrune(nowMs);
     const keys = periodKeys(nowMs);

@@ -225,15 +225,19 @@ export const NO_BUDGETS: WorkspaceBudgets = {
 
 /**
  * Where a workspace stands against its budgets: for GET /api/v1/budgets, and
- * for task submission, which answers 429 when nothing is left.
+ * for task submission, which answers 429 when nothing is left. With
+ * `justSetBy` (PUT /api/v1/budgets), the thresholds the period's use already
+ * reaches under these budgets are reported first, with that envelope.
  */
 export async function budgetStatus(
   config: Pick<AppConfig, "WORKSPACE_LIMITER">,
   workspaceId: string,
   budgets: WorkspaceBudgets | null,
+  justSetBy?: BudgetEventContext,
 ): Promise<BudgetStatus> {
   const limits = budgets ?? NO_BUDGETS;
-  const status = await config.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
+  const limiter = config.WORKSPACE_LIMITER.getByName(workspaceId);
+  const status = justSetBy ? await limiter.reviewBudgets(limits, justSetBy) : await limiter.budgetStatus();
   const nowMs = Date.now();
   const checks = [
     { period: "daily", used: status.daily.tokens + status.daily.reserved_tokens, limit: limits.daily_tokens },

@@ -4,7 +4,15 @@ import { describe, expect, it } from "vitest";
 import { BudgetBook } from "../../src/limits/budgets.ts";
 import { LimiterCore } from "../../src/limits/limiter-core.ts";
 import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
-import { BASE, eventsOf, fetcher, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
+import {
+  BASE,
+  eventsOf,
+  fetcher,
+  limiterOutboxDrained,
+  llmConfig,
+  quietLogger,
+  workspaceWith,
+} from "../support/llm.ts";
 import { createTestKey } from "../support/workspaces.ts";
 
 /** Budgets: the WorkspaceLimiter's counters, the router's reserve/settle, the HTTP routes. */
@@ -406,6 +414,15 @@ describe("budget exhaustion mid-task", () => {
   });
 });
 
+interface BudgetStatusBody {
+  daily: { tokens: number; thresholds_reached: { threshold_percent: number }[] };
+  exhausted: boolean;
+}
+
+async function budgetOf(workspace: { headers: Record<string, string> }): Promise<BudgetStatusBody> {
+  return (await (await fetcher(`${BASE}/api/v1/budgets`, { headers: workspace.headers })).json()) as BudgetStatusBody;
+}
+
 describe("budget routes", () => {
   it("PUT replaces the budgets (audited), GET shows them with the period's use, and the chat endpoint answers 429 when nothing is left", async () => {
     const workspace = await workspaceWith(null);
@@ -455,6 +472,44 @@ describe("budget routes", () => {
       [50, 80, 100].map((threshold_percent) => expect.objectContaining({ metric: "tokens", threshold_percent })),
     );
     expect(status.retry_after_seconds).toBeGreaterThan(0);
+  });
+
+  it("PUT under what the period has used reports the thresholds reached at once, each once", async () => {
+    const workspace = await workspaceWith(null);
+    const put = (daily_tokens: number) =>
+      fetcher(`${BASE}/api/v1/budgets`, {
+        method: "PUT",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ daily_tokens, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
+      });
+    const chat = await fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
+    });
+    expect(chat.status).toBe(200);
+    const spent = ((await chat.json()) as { usage: { total_tokens: number } }).usage.total_tokens;
+    await expect.poll(async () => (await budgetOf(workspace)).daily.tokens, { timeout: 5_000 }).toBe(spent);
+
+    // Lowered to 60% of what is spent, so every threshold is passed: no call will come to cross them now.
+    const lowered = await put(Math.floor(spent * 0.6));
+    const afterFirst = (await lowered.json()) as BudgetStatusBody;
+    expect(afterFirst.daily.thresholds_reached.map((reached) => reached.threshold_percent)).toEqual([50, 80, 100]);
+    expect(afterFirst.exhausted).toBe(true);
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 3);
+    expect(reached.map((event) => [event.data.threshold_percent, event.data.current_usage])).toEqual([
+      [50, spent],
+      [80, spent],
+      [100, spent],
+    ]);
+    // Not reported twice in the period: set again, and lower still.
+    await put(Math.floor(spent * 0.6));
+    const again = (await (await put(1)).json()) as BudgetStatusBody;
+    expect(again).toMatchObject({ exhausted: true });
+    expect(again.daily.thresholds_reached).toHaveLength(3);
+    await limiterOutboxDrained(workspace.id);
+    expect(await eventsOf(workspace, "billing.threshold.reached")).toHaveLength(3);
+    expect(await eventsOf(workspace, "billing.usage_alert")).toHaveLength(3);
   });
 
   it("validates the body and needs the admin scope to change budgets", async () => {
