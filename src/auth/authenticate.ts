@@ -54,6 +54,9 @@ class TtlCache<T> {
     }
     this.entries.set(key, { value, cachedAtMs: nowMs });
   }
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
   clear(): void {
     this.entries.clear();
   }
@@ -61,6 +64,11 @@ class TtlCache<T> {
 
 const keysByHash = new TtlCache<KeyLookup | null>();
 const workspaceLimits = new TtlCache<WorkspaceLimits | null>();
+
+/** A key just revoked here: this isolate refuses it from now on (the others within CACHE_TTL_MS). */
+export function forgetApiKey(keyHash: string): void {
+  keysByHash.delete(keyHash);
+}
 
 /** For tests that change rows behind the cache's back. */
 export function clearAuthCaches(): void {
