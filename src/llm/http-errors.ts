@@ -2,11 +2,19 @@ import { ApiError } from "../lib/problem.ts";
 import { BudgetExhaustedError } from "./errors.ts";
 import { LlmError } from "./types.ts";
 
-/** How router errors look over HTTP (the OpenAI-compatible endpoint): problem+json with a stable code. */
+/**
+ * How router errors look over HTTP (the OpenAI-compatible endpoint): problem+json with a stable code.
+ *
+ * `X-Should-Retry` is the header OpenAI's and Anthropic's SDKs obey before their own rules: they retry
+ * every 429 and 5xx by default, which for a spent budget or credentials a provider refuses only repeats
+ * the refusal (up to three calls, with waits, for one answer).
+ */
+const NO_RETRY = { "X-Should-Retry": "false" };
+
 export function llmErrorToApiError(error: unknown): unknown {
   if (error instanceof BudgetExhaustedError) {
     return new ApiError("RATE_LIMITED", error.message, {
-      headers: { "Retry-After": String(error.retryAfterSeconds) },
+      headers: { "Retry-After": String(error.retryAfterSeconds), ...NO_RETRY },
       extensions: { reason: "budget_exhausted", period: error.period, metric: error.metric, retryable: false },
     });
   }
@@ -16,13 +24,14 @@ export function llmErrorToApiError(error: unknown): unknown {
       return new ApiError("BAD_REQUEST", error.message, { extensions: { reason: error.kind } });
     case "budget_exhausted":
       return new ApiError("RATE_LIMITED", error.message, {
-        headers: { "Retry-After": "60" },
+        headers: { "Retry-After": "60", ...NO_RETRY },
         extensions: { reason: error.kind },
       });
     default:
-      // The providers (or our credentials for them) failed, not the caller: a 503 it may retry.
+      // The providers (or our credentials for them) failed, not the caller: a 503, which it may retry unless
+      // retrying cannot help (credentials the provider refuses, a cancelled call).
       return new ApiError("DEPENDENCY_UNAVAILABLE", error.message, {
-        headers: { "Retry-After": "1" },
+        headers: error.retryable ? { "Retry-After": "1" } : NO_RETRY,
         extensions: { reason: error.kind, retryable: error.retryable },
       });
   }

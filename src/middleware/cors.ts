@@ -14,6 +14,10 @@ const OPTIONS = {
     "Retry-After",
     "Deprecation",
     "Sunset",
+    // The OpenAI-compatible endpoint's: what served a call, and whether an SDK should retry a refusal.
+    "X-LLM-Provider",
+    "X-LLM-Simulated",
+    "X-Should-Retry",
   ],
   maxAge: 600,
 };

@@ -369,5 +369,22 @@ describe("budgets under wrangler dev", () => {
     const refused = await chat();
     expect(refused.status).toBe(429);
     expect(await refused.json()).toMatchObject({ reason: "budget_exhausted", period: "daily", metric: "tokens" });
+
+    // The official client, with its default retries, takes the refusal at once: one request, no retry.
+    const requests: string[] = [];
+    const sdk = new OpenAI({
+      apiKey: budgeted.key,
+      baseURL: `${worker.baseUrl}/api/v1/llm`,
+      fetch: (url, init) => {
+        requests.push(String(url));
+        return fetch(url, init);
+      },
+    });
+    const error = await sdk.chat.completions
+      .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError);
+    expect(error).toMatchObject({ status: 429, code: "RATE_LIMITED" });
+    expect(requests).toHaveLength(1);
   });
 });

@@ -456,6 +456,8 @@ describe("budget routes", () => {
     const refused = await chat();
     expect(refused.status).toBe(429);
     expect(Number(refused.headers.get("Retry-After"))).toBeGreaterThan(0);
+    // Until the period resets: SDKs that retry every 429 are told not to.
+    expect(refused.headers.get("X-Should-Retry")).toBe("false");
     expect(await refused.json()).toMatchObject({
       code: "RATE_LIMITED",
       reason: "budget_exhausted",

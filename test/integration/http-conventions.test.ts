@@ -159,6 +159,7 @@ describe("CORS", () => {
     const allowed = await call("/health", { headers: { Origin: "http://localhost:8787" } });
     expect(allowed.headers.get("Access-Control-Allow-Origin")).toBe("http://localhost:8787");
     expect(allowed.headers.get("Access-Control-Expose-Headers")).toContain("X-Request-Id");
+    expect(allowed.headers.get("Access-Control-Expose-Headers")).toContain("X-Should-Retry");
     const other = await call("/health", { headers: { Origin: "https://evil.example" } });
     expect(other.headers.get("Access-Control-Allow-Origin")).toBeNull();
     // No Origin: not a CORS request. No Access-Control-* headers, but caches still learn the answer varies by Origin.

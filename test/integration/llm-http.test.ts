@@ -199,11 +199,24 @@ describe("OpenAI-compatible chat completions", () => {
     const response = await chat(workspace.headers, { messages: [{ role: "user", content: "x" }] });
     expect(response.status).toBe(503);
     expect(response.headers.get("Retry-After")).toBe("1");
+    expect(response.headers.get("X-Should-Retry")).toBeNull();
     expect(await response.json()).toMatchObject({
       code: "DEPENDENCY_UNAVAILABLE",
       reason: "all_providers_failed",
       retryable: true,
     });
+  });
+
+  it("tells SDKs not to retry a 503 that retrying cannot mend: credentials every provider refuses", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?failure_rate=1&failure_status=401" }],
+    });
+    const response = await chat(workspace.headers, { messages: [{ role: "user", content: "x" }] });
+    expect(response.status).toBe(503);
+    expect(response.headers.get("X-Should-Retry")).toBe("false");
+    expect(response.headers.get("Retry-After")).toBeNull();
+    expect(await response.json()).toMatchObject({ reason: "authentication", retryable: false });
   });
 });
 
