@@ -5,7 +5,7 @@ import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapte
 import { backoffDelayMs } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
-import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, estimatePromptTokens } from "./tokens.ts";
+import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, DeliveredText, estimatePromptTokens } from "./tokens.ts";
 import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
 
 /**
@@ -119,12 +119,16 @@ export class Router implements LlmRouter {
       let next = served.value.first;
       let final: AdapterResult | undefined;
       let failed = false;
+      const delivered = new DeliveredText();
       try {
         while (!next.done) {
           served.touch();
           const event = next.value;
           if (event.type === "done") final = event.result;
-          else yield event;
+          else {
+            delivered.add(event);
+            yield event;
+          }
           next = await served.value.iterator.next();
         }
         served.finish();
@@ -135,15 +139,15 @@ export class Router implements LlmRouter {
         served.finish();
         const failure = error instanceof ProviderError ? error : fetchFailure(error, new AbortController().signal);
         router.#deps.breaker.record(targetKey(target), false, failure.code);
-        await router.#release(context, call);
+        await router.#chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
         rejectResult(failure);
         throw failure;
       } finally {
         served.finish();
         if (!final && !failed) {
-          // The consumer stopped early (the client went away): stop the provider and free the reservation.
+          // The consumer stopped early (the client went away): stop the provider, and charge what it did.
           await served.value.iterator.return?.().catch(() => {});
-          await router.#release(context, call);
+          await router.#chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
           rejectResult(new LlmError("cancelled", "the stream was abandoned before it ended", false));
         }
       }
@@ -212,6 +216,7 @@ export class Router implements LlmRouter {
     );
     return {
       targets,
+      promptTokens,
       budgets: settings.budgets,
       hold,
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
@@ -392,6 +397,29 @@ export class Router implements LlmRouter {
     if (this.#deps.waitUntil) this.#deps.waitUntil(background);
     else await background;
     return result;
+  }
+
+  /**
+   * A stream that ended without the provider's usage (the client went away,
+   * or the provider failed mid-answer): the provider read the prompt and
+   * wrote what was delivered, so that is charged, estimated as a reservation
+   * is (src/llm/tokens.ts), rather than nothing, which would make leaving
+   * before the last chunk a way around budgets.
+   */
+  async #chargeEstimate(
+    target: RouteTarget,
+    adapter: ProviderAdapter,
+    delivered: DeliveredText,
+    attempts: number,
+    context: CallContext,
+    call: Reserved & { promptTokens: number },
+    startedMs: number,
+  ): Promise<void> {
+    const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
+    const value: AdapterResult = { message: { role: "assistant", content: null }, finish_reason: "length", usage };
+    await this.#charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) =>
+      this.#deps.logger.error("charging an unfinished stream failed", { error, charge_key: context.chargeKey }),
+    );
   }
 
   async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {

@@ -1,3 +1,4 @@
+import type { StreamEvent } from "./provider.ts";
 import type { ChatMessage, ToolDefinition } from "./types.ts";
 
 /**
@@ -24,4 +25,21 @@ export function estimatePromptTokens(messages: ChatMessage[], tools?: ToolDefini
 
 export function estimateCallTokens(messages: ChatMessage[], tools?: ToolDefinition[], maxTokens?: number): number {
   return estimatePromptTokens(messages, tools) + (maxTokens ?? DEFAULT_COMPLETION_ESTIMATE_TOKENS);
+}
+
+/** What a stream delivered, counted as it goes: its completion tokens, estimated, when the provider's usage never came. */
+export class DeliveredText {
+  #chars = 0;
+
+  add(event: StreamEvent): void {
+    if (event.type !== "delta") return;
+    this.#chars += event.content?.length ?? 0;
+    for (const call of event.tool_calls ?? []) {
+      this.#chars += (call.function?.name?.length ?? 0) + (call.function?.arguments?.length ?? 0);
+    }
+  }
+
+  estimatedTokens(): number {
+    return Math.ceil(this.#chars / CHARS_PER_TOKEN);
+  }
 }

@@ -359,3 +359,79 @@ describe("streams, tokens and cost", () => {
     expect(status.daily).toMatchObject({ tokens: 1_550, cost_usd: 0.00236, reserved_tokens: 0 });
   });
 });
+
+describe("a stream that ends without the provider's usage", () => {
+  const frame = (content: string) =>
+    `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
+  /** Two 40-character deltas, then `end`: hang (the client will leave), or fail mid-answer. */
+  function partialStream(end: "hang" | "fail") {
+    const encoder = new TextEncoder();
+    return fakeUpstreams({
+      [OPENAI]: () =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(encoder.encode(frame("a".repeat(40)) + frame("b".repeat(40))));
+            },
+            // Asked for more once both deltas are read: nothing ever comes, or the connection breaks.
+            pull(controller) {
+              if (end === "fail") controller.error(new Error("connection reset mid-answer"));
+              return new Promise<void>(() => {});
+            },
+          }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+  }
+  // The estimate a reservation uses (src/llm/tokens.ts): "Refactor the parser." is 20 characters (5 tokens)
+  // plus 4 for the message; 80 characters delivered are 20 completion tokens.
+  const estimated = { prompt_tokens: 9, completion_tokens: 20, total_tokens: 29 };
+
+  async function expectCharged(workspaceId: string, chargeKey: string) {
+    const row = await findCharge(createDb(env.DB), workspaceId, chargeKey);
+    expect(row).toMatchObject({
+      provider: "openai",
+      promptTokens: estimated.prompt_tokens,
+      completionTokens: estimated.completion_tokens,
+      costUsd: costUsd("openai", "gpt-4o-mini", estimated),
+    });
+    const status = await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
+    expect(status.daily).toMatchObject({ tokens: estimated.total_tokens, reserved_tokens: 0 });
+  }
+
+  it("charges what the provider read and wrote when the client leaves early, not nothing", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      // Room for fewer than 20 such calls: no lease, so every token reserved shows, and must be freed.
+      { daily_tokens: 10_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
+    );
+    vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("hang").impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "left-early" });
+    let deltas = 0;
+    for await (const event of routed.deltas) {
+      if (event.type === "delta" && ++deltas === 2) break; // The client goes away.
+    }
+    await expect(routed.result).rejects.toMatchObject({ kind: "cancelled" });
+    await expectCharged(workspace.id, "left-early");
+  });
+
+  it("charges the same when the provider fails mid-answer, and the caller gets the failure", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      // Room for fewer than 20 such calls: no lease, so every token reserved shows, and must be freed.
+      { daily_tokens: 10_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
+    );
+    vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("fail").impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "cut-off" });
+    const seen: string[] = [];
+    const drained = (async () => {
+      for await (const event of routed.deltas) if (event.type === "delta") seen.push(event.content ?? "");
+    })();
+    await expect(drained).rejects.toBeInstanceOf(Error);
+    await expect(routed.result).rejects.toBeInstanceOf(Error);
+    expect(seen.join("")).toBe("a".repeat(40) + "b".repeat(40));
+    await expectCharged(workspace.id, "cut-off");
+  });
+});
