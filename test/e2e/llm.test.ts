@@ -388,3 +388,37 @@ describe("budgets under wrangler dev", () => {
     expect(requests).toHaveLength(1);
   });
 });
+
+describe("a client that leaves a stream early, under wrangler dev", () => {
+  it("is charged for the prompt and what it was sent, once the runtime cancels the response", async () => {
+    const own = await createTestWorkspace(fetch, worker.baseUrl);
+    // Two chunks ("chunk", " chunk"), then the provider stalls: only the client's leaving ends the call.
+    openaiFake.faults.plan([{ ok: true, chunks: 8, stallAfterChunks: 2 }]);
+    const leaving = new AbortController();
+    const response = await fetch(`${worker.baseUrl}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { ...own.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "hi" }] }),
+      signal: leaving.signal,
+    });
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    let text = "";
+    while (!text.includes(" chunk")) text += new TextDecoder().decode((await reader.read()).value);
+    leaving.abort();
+
+    type Row = { provider: string; calls: number; prompt_tokens: number; completion_tokens: number };
+    let rows: Row[] = [];
+    const deadline = Date.now() + 10_000;
+    while (rows.length === 0 && Date.now() < deadline) {
+      await new Promise((wake) => setTimeout(wake, 100));
+      rows = (
+        (await (await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: own.headers })).json()) as { data: Row[] }
+      ).data;
+    }
+    // Estimated as a reservation is: "hi" is 1 token plus 4 for the message; "chunk chunk" (11 characters) is 3.
+    expect(rows).toEqual([
+      expect.objectContaining({ provider: "openai", calls: 1, prompt_tokens: 5, completion_tokens: 3 }),
+    ]);
+  });
+});

@@ -7,7 +7,15 @@ import type { ServerResponse } from "node:http";
  */
 
 export type FaultStep =
-  | { ok: true; content?: string; usage?: { prompt: number; completion: number }; chunks?: number; latencyMs?: number }
+  | {
+      ok: true;
+      content?: string;
+      usage?: { prompt: number; completion: number };
+      chunks?: number;
+      latencyMs?: number;
+      /** Streamed: sends this many content chunks, then nothing more (the connection stays open, as a stalled provider's). */
+      stallAfterChunks?: number;
+    }
   | { status: number; headers?: Record<string, string>; body?: unknown }
   /** Never answers; the connection stays open until the client gives up. */
   | { hang: true }

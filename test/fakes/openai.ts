@@ -88,6 +88,11 @@ export async function startFakeOpenAi(
       if (body.stream_options?.include_usage) yield frame({ ...base, choices: [], usage: usageBody });
       yield "data: [DONE]\n\n";
     }
+    if (step.stallAfterChunks !== undefined) {
+      const sent = [...frames()].slice(0, 1 + step.stallAfterChunks).join("");
+      response.write(sent);
+      return;
+    }
     await writeFrames(response, frames());
   }, options);
   return Object.assign(server, { faults, arrivals });
