@@ -103,7 +103,11 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
           },
         }) as never;
       }
-      const result = await router.chat(request, context);
+      // Held by waitUntil too: a client that leaves before the answer does not stop the call (the provider
+      // works on), so it still ends in its charge rather than in a reservation released unpaid 30 min later.
+      const answer = router.chat(request, context);
+      c.executionCtx.waitUntil(answer.catch(() => {}));
+      const result = await answer;
       c.header("X-LLM-Provider", result.provider);
       c.header("X-LLM-Simulated", String(result.simulated));
       return c.json(toCompletion(id, result), 200);

@@ -422,3 +422,33 @@ describe("a client that leaves a stream early, under wrangler dev", () => {
     ]);
   });
 });
+
+describe("a client that leaves before a completion is answered, under wrangler dev", () => {
+  it("is charged what the provider reported, as the call runs on", async () => {
+    const own = await createTestWorkspace(fetch, worker.baseUrl);
+    openaiFake.faults.plan([{ ok: true, latencyMs: 1_000, usage: { prompt: 40, completion: 9 } }]);
+    const leaving = new AbortController();
+    const answered = fetch(`${worker.baseUrl}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { ...own.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }),
+      signal: leaving.signal,
+    });
+    await new Promise((wake) => setTimeout(wake, 300));
+    leaving.abort();
+    await expect(answered).rejects.toThrow();
+
+    type Row = { provider: string; calls: number; prompt_tokens: number; completion_tokens: number };
+    let rows: Row[] = [];
+    const deadline = Date.now() + 10_000;
+    while (rows.length === 0 && Date.now() < deadline) {
+      await new Promise((wake) => setTimeout(wake, 100));
+      rows = (
+        (await (await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: own.headers })).json()) as { data: Row[] }
+      ).data;
+    }
+    expect(rows).toEqual([
+      expect.objectContaining({ provider: "openai", calls: 1, prompt_tokens: 40, completion_tokens: 9 }),
+    ]);
+  });
+});
