@@ -44,6 +44,25 @@ afterAll(async () => {
   await anthropicFake?.close();
 });
 
+interface UsageRow {
+  provider: string;
+  model: string;
+  calls: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+/** GET /api/v1/usage's rows once `ready` holds for them, or as they are after 10 s: rows land just after each call, coalesced per isolate. */
+async function usageRows(headers: Record<string, string>, ready: (rows: UsageRow[]) => boolean): Promise<UsageRow[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const response = await fetch(`${worker.baseUrl}/api/v1/usage`, { headers });
+    const rows = ((await response.json()) as { data: UsageRow[] }).data;
+    if (ready(rows) || Date.now() > deadline) return rows;
+    await new Promise((wake) => setTimeout(wake, 100));
+  }
+}
+
 async function events(
   types: string,
   atLeast: number,
@@ -312,16 +331,11 @@ describe("fault injection", () => {
   });
 
   it("usage by day, provider and model adds up what was charged", async () => {
-    type Row = { provider: string; model: string; calls: number };
-    // Usage rows land just after each response (coalesced per isolate): wait for the last one.
-    let rows: Row[] = [];
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const response = await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: workspace.headers });
-      rows = ((await response.json()) as { data: Row[] }).data;
-      if (rows.find((row) => row.provider === "anthropic")?.calls === 3) break;
-      await new Promise((wake) => setTimeout(wake, 100));
-    }
+    // Usage rows land just after each response: wait for the last one.
+    const rows = await usageRows(
+      workspace.headers,
+      (found) => found.find((row) => row.provider === "anthropic")?.calls === 3,
+    );
     // Streamed by name once, then the JSON answer whole and streamed.
     expect(rows.find((row) => row.provider === "anthropic")?.calls).toBe(3);
     expect(rows.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(4);
@@ -407,15 +421,7 @@ describe("a client that leaves a stream early, under wrangler dev", () => {
     while (!text.includes(" chunk")) text += new TextDecoder().decode((await reader.read()).value);
     leaving.abort();
 
-    type Row = { provider: string; calls: number; prompt_tokens: number; completion_tokens: number };
-    let rows: Row[] = [];
-    const deadline = Date.now() + 10_000;
-    while (rows.length === 0 && Date.now() < deadline) {
-      await new Promise((wake) => setTimeout(wake, 100));
-      rows = (
-        (await (await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: own.headers })).json()) as { data: Row[] }
-      ).data;
-    }
+    const rows = await usageRows(own.headers, (found) => found.length > 0);
     // Estimated as a reservation is: "hi" is 1 token plus 4 for the message; "chunk chunk" (11 characters) is 3.
     expect(rows).toEqual([
       expect.objectContaining({ provider: "openai", calls: 1, prompt_tokens: 5, completion_tokens: 3 }),
@@ -438,15 +444,7 @@ describe("a client that leaves before a completion is answered, under wrangler d
     leaving.abort();
     await expect(answered).rejects.toThrow();
 
-    type Row = { provider: string; calls: number; prompt_tokens: number; completion_tokens: number };
-    let rows: Row[] = [];
-    const deadline = Date.now() + 10_000;
-    while (rows.length === 0 && Date.now() < deadline) {
-      await new Promise((wake) => setTimeout(wake, 100));
-      rows = (
-        (await (await fetch(`${worker.baseUrl}/api/v1/usage`, { headers: own.headers })).json()) as { data: Row[] }
-      ).data;
-    }
+    const rows = await usageRows(own.headers, (found) => found.length > 0);
     expect(rows).toEqual([
       expect.objectContaining({ provider: "openai", calls: 1, prompt_tokens: 40, completion_tokens: 9 }),
     ]);

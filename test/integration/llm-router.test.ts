@@ -387,6 +387,14 @@ describe("a stream that ends without the provider's usage", () => {
   // plus 4 for the message; 80 characters delivered are 20 completion tokens.
   const estimated = { prompt_tokens: 9, completion_tokens: 20, total_tokens: 29 };
 
+  function openAiWorkspaceWithoutLease() {
+    return workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      // Room for fewer than 20 such calls: no lease, so every token reserved shows, and must be freed.
+      { daily_tokens: 10_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
+    );
+  }
+
   async function expectCharged(workspaceId: string, chargeKey: string) {
     const row = await findCharge(createDb(env.DB), workspaceId, chargeKey);
     expect(row).toMatchObject({
@@ -400,11 +408,7 @@ describe("a stream that ends without the provider's usage", () => {
   }
 
   it("charges what the provider read and wrote when the client leaves early, not nothing", async () => {
-    const workspace = await workspaceWith(
-      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
-      // Room for fewer than 20 such calls: no lease, so every token reserved shows, and must be freed.
-      { daily_tokens: 10_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
-    );
+    const workspace = await openAiWorkspaceWithoutLease();
     vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("hang").impl);
     const router = createLlmRouter(llmConfig(), { logger: quietLogger });
     const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "left-early" });
@@ -417,11 +421,7 @@ describe("a stream that ends without the provider's usage", () => {
   });
 
   it("charges the same when the provider fails mid-answer, and the caller gets the failure", async () => {
-    const workspace = await workspaceWith(
-      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
-      // Room for fewer than 20 such calls: no lease, so every token reserved shows, and must be freed.
-      { daily_tokens: 10_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
-    );
+    const workspace = await openAiWorkspaceWithoutLease();
     vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("fail").impl);
     const router = createLlmRouter(llmConfig(), { logger: quietLogger });
     const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "cut-off" });
