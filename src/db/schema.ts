@@ -307,6 +307,11 @@ export const usageRecords = sqliteTable(
     costUsd: real("cost_usd").notNull(),
     /** True for the offline `simulated` provider, so its usage is never mistaken for real spend. */
     simulated: integer("simulated", { mode: "boolean" }).notNull().default(false),
+    /**
+     * True when the provider's own figures never came (a stream its client left, or that failed mid-answer):
+     * the tokens are estimated from the prompt and the text delivered (src/llm/tokens.ts).
+     */
+    estimated: integer("estimated", { mode: "boolean" }).notNull().default(false),
     /** UTC day (YYYY-MM-DD) for per-day aggregation without date functions in the query. */
     day: text("day").notNull(),
     requestId: text("request_id"),
@@ -338,6 +343,8 @@ export const usageDaily = sqliteTable(
     model: text("model").notNull(),
     simulated: integer("simulated", { mode: "boolean" }).notNull(),
     calls: integer("calls").notNull(),
+    /** Of `calls`, those charged from an estimate (usage_records.estimated). */
+    estimatedCalls: integer("estimated_calls").notNull().default(0),
     promptTokens: integer("prompt_tokens").notNull(),
     completionTokens: integer("completion_tokens").notNull(),
     totalTokens: integer("total_tokens").notNull(),

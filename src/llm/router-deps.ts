@@ -59,6 +59,8 @@ export interface UsageRecord {
   usage: TokenUsage;
   costUsd: number;
   simulated: boolean;
+  /** The provider's figures never came: `usage` is an estimate (see usage_records.estimated). */
+  estimated?: boolean;
   latencyMs: number;
 }
 

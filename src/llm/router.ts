@@ -351,6 +351,7 @@ export class Router implements LlmRouter {
     context: CallContext,
     { budgets, hold }: Reserved,
     startedMs: number,
+    estimated = false,
   ): Promise<ChatResult> {
     const model = stripQuery(target.model);
     const usage = normaliseUsage(value.usage);
@@ -386,6 +387,7 @@ export class Router implements LlmRouter {
       usage,
       costUsd: cost,
       simulated: adapter.simulated,
+      ...(estimated ? { estimated } : {}),
       latencyMs: this.#now() - startedMs,
     });
     const logged = (what: string) => (error: unknown) =>
@@ -417,7 +419,7 @@ export class Router implements LlmRouter {
   ): Promise<void> {
     const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
     const value: AdapterResult = { message: { role: "assistant", content: null }, finish_reason: "length", usage };
-    await this.#charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) =>
+    await this.#charge(target, adapter, value, attempts, context, call, startedMs, true).catch((error: unknown) =>
       this.#deps.logger.error("charging an unfinished stream failed", { error, charge_key: context.chargeKey }),
     );
   }

@@ -53,6 +53,7 @@ const USAGE_COLUMNS = [
   "total_tokens",
   "cost_usd",
   "simulated",
+  "estimated",
   "day",
   "request_id",
 ] as const;
@@ -69,9 +70,9 @@ const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
  * whose charge key is not in the table yet, each key once.
  */
 const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
-    (workspace_id, day, provider, model, simulated, calls, prompt_tokens, completion_tokens, total_tokens, cost_usd)
+    (workspace_id, day, provider, model, simulated, calls, estimated_calls, prompt_tokens, completion_tokens, total_tokens, cost_usd)
   SELECT workspace_id, day, provider, model, simulated,
-    count(*), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd)
+    count(*), sum(estimated), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd)
   FROM (
     SELECT * FROM ${jsonRowsSql(USAGE_COLUMNS)} AS row
     WHERE NOT EXISTS (
@@ -84,6 +85,7 @@ const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
   GROUP BY workspace_id, day, provider, model, simulated
   ON CONFLICT (workspace_id, day, provider, model, simulated) DO UPDATE SET
     calls = calls + excluded.calls,
+    estimated_calls = estimated_calls + excluded.estimated_calls,
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
     completion_tokens = completion_tokens + excluded.completion_tokens,
     total_tokens = total_tokens + excluded.total_tokens,
@@ -104,6 +106,7 @@ async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: Analytic
     row.usage.total_tokens,
     row.costUsd,
     row.simulated ? 1 : 0,
+    row.estimated ? 1 : 0,
     day,
     row.requestId,
   ]);
@@ -113,7 +116,13 @@ async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: Analytic
     // Raw points for dashboards; the `simulated` label travels with every point.
     metrics?.writeDataPoint({
       indexes: [row.workspaceId],
-      blobs: ["llm.call", row.provider, row.model, row.simulated ? "simulated" : "real"],
+      blobs: [
+        "llm.call",
+        row.provider,
+        row.model,
+        row.simulated ? "simulated" : "real",
+        row.estimated ? "estimated" : "reported",
+      ],
       doubles: [row.latencyMs, row.usage.prompt_tokens, row.usage.completion_tokens, row.costUsd],
     });
   }
@@ -125,6 +134,7 @@ export interface UsageSummaryRow {
   model: string;
   simulated: boolean;
   calls: number;
+  estimated_calls: number;
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
@@ -144,6 +154,7 @@ export async function usageSummary(tenant: TenantDb, fromDay: string, toDay: str
     model: row.model,
     simulated: row.simulated,
     calls: row.calls,
+    estimated_calls: row.estimatedCalls,
     prompt_tokens: row.promptTokens,
     completion_tokens: row.completionTokens,
     total_tokens: row.totalTokens,

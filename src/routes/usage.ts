@@ -19,6 +19,10 @@ const UsageRowSchema = z.object({
   model: z.string(),
   simulated: z.boolean().openapi({ description: "From the offline `simulated` provider: not real spend." }),
   calls: z.number().int(),
+  estimated_calls: z.number().int().openapi({
+    description:
+      "Of `calls`, those charged from an estimate because the provider's figures never came (a stream its client left, or that failed mid-answer).",
+  }),
   prompt_tokens: z.number().int(),
   completion_tokens: z.number().int(),
   total_tokens: z.number().int(),
@@ -73,9 +77,17 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
       });
     }
     const data = await usageSummary(tenantDb(c), from, to);
-    const totals = { calls: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost_usd: 0 };
+    const totals = {
+      calls: 0,
+      estimated_calls: 0,
+      prompt_tokens: 0,
+      completion_tokens: 0,
+      total_tokens: 0,
+      cost_usd: 0,
+    };
     for (const row of data) {
       totals.calls += row.calls;
+      totals.estimated_calls += row.estimated_calls;
       totals.prompt_tokens += row.prompt_tokens;
       totals.completion_tokens += row.completion_tokens;
       totals.total_tokens += row.total_tokens;

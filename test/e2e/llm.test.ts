@@ -48,6 +48,7 @@ interface UsageRow {
   provider: string;
   model: string;
   calls: number;
+  estimated_calls: number;
   prompt_tokens: number;
   completion_tokens: number;
 }
@@ -424,7 +425,13 @@ describe("a client that leaves a stream early, under wrangler dev", () => {
     const rows = await usageRows(own.headers, (found) => found.length > 0);
     // Estimated as a reservation is: "hi" is 1 token plus 4 for the message; "chunk chunk" (11 characters) is 3.
     expect(rows).toEqual([
-      expect.objectContaining({ provider: "openai", calls: 1, prompt_tokens: 5, completion_tokens: 3 }),
+      expect.objectContaining({
+        provider: "openai",
+        calls: 1,
+        estimated_calls: 1,
+        prompt_tokens: 5,
+        completion_tokens: 3,
+      }),
     ]);
   });
 });
@@ -446,7 +453,13 @@ describe("a client that leaves before a completion is answered, under wrangler d
 
     const rows = await usageRows(own.headers, (found) => found.length > 0);
     expect(rows).toEqual([
-      expect.objectContaining({ provider: "openai", calls: 1, prompt_tokens: 40, completion_tokens: 9 }),
+      expect.objectContaining({
+        provider: "openai",
+        calls: 1,
+        estimated_calls: 0,
+        prompt_tokens: 40,
+        completion_tokens: 9,
+      }),
     ]);
   });
 });

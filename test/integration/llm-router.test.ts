@@ -348,13 +348,14 @@ describe("streams, tokens and cost", () => {
       completionTokens: 350,
       costUsd: 0.00236,
       simulated: false,
+      estimated: false,
       taskId: "task_1",
     });
     const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as {
       data: { calls: number; total_tokens: number; cost_usd: number }[];
     };
     expect(usage.data).toHaveLength(1);
-    expect(usage.data[0]).toMatchObject({ calls: 1, total_tokens: 1_550, cost_usd: 0.00236 });
+    expect(usage.data[0]).toMatchObject({ calls: 1, estimated_calls: 0, total_tokens: 1_550, cost_usd: 0.00236 });
     const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
     expect(status.daily).toMatchObject({ tokens: 1_550, cost_usd: 0.00236, reserved_tokens: 0 });
   });
@@ -402,6 +403,7 @@ describe("a stream that ends without the provider's usage", () => {
       promptTokens: estimated.prompt_tokens,
       completionTokens: estimated.completion_tokens,
       costUsd: costUsd("openai", "gpt-4o-mini", estimated),
+      estimated: true,
     });
     const status = await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
     expect(status.daily).toMatchObject({ tokens: estimated.total_tokens, reserved_tokens: 0 });

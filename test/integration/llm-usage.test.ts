@@ -35,7 +35,12 @@ describe("d1UsageSink", () => {
       record(workspaceId, "a", { taskId: "task_1", runId: "run_1", requestId: "req_1", simulated: true }),
     );
     void sink.record(
-      record(workspaceId, "b", { provider: "anthropic", model: "claude-3-5-haiku", costUsd: 0.1 + 0.2 }),
+      record(workspaceId, "b", {
+        provider: "anthropic",
+        model: "claude-3-5-haiku",
+        costUsd: 0.1 + 0.2,
+        estimated: true,
+      }),
     );
     void sink.record(record(workspaceId, "a", { costUsd: 99 }));
     void sink.record(record(workspaceId, "earlier", { costUsd: 99 }));
@@ -54,10 +59,18 @@ describe("d1UsageSink", () => {
       totalTokens: 23,
       costUsd: 0.000004350000000000001,
       simulated: true,
+      estimated: false,
       day: new Date().toISOString().slice(0, 10),
     });
     const b = await findCharge(db, workspaceId, "b");
-    expect(b).toMatchObject({ taskId: null, runId: null, requestId: null, provider: "anthropic", simulated: false });
+    expect(b).toMatchObject({
+      taskId: null,
+      runId: null,
+      requestId: null,
+      provider: "anthropic",
+      simulated: false,
+      estimated: true,
+    });
     expect(b?.costUsd).toBe(0.1 + 0.2);
     expect((await findCharge(db, workspaceId, "earlier"))?.costUsd).toBe(1);
     const { results } = await env.DB.prepare(
@@ -75,9 +88,36 @@ describe("d1UsageSink", () => {
     const day = new Date().toISOString().slice(0, 10);
     const tokens = { prompt_tokens: 21, completion_tokens: 2, total_tokens: 23 };
     expect(await usageSummary(new TenantDb(db, workspaceId), day, day)).toEqual([
-      { day, provider: "anthropic", model: "claude-3-5-haiku", simulated: false, calls: 1, ...tokens, cost_usd: 0.3 },
-      { day, provider: "openai", model: "gpt-4o-mini", simulated: false, calls: 1, ...tokens, cost_usd: 1 },
-      { day, provider: "openai", model: "gpt-4o-mini", simulated: true, calls: 1, ...tokens, cost_usd: 0.00000435 },
+      {
+        day,
+        provider: "anthropic",
+        model: "claude-3-5-haiku",
+        simulated: false,
+        calls: 1,
+        estimated_calls: 1,
+        ...tokens,
+        cost_usd: 0.3,
+      },
+      {
+        day,
+        provider: "openai",
+        model: "gpt-4o-mini",
+        simulated: false,
+        calls: 1,
+        estimated_calls: 0,
+        ...tokens,
+        cost_usd: 1,
+      },
+      {
+        day,
+        provider: "openai",
+        model: "gpt-4o-mini",
+        simulated: true,
+        calls: 1,
+        estimated_calls: 0,
+        ...tokens,
+        cost_usd: 0.00000435,
+      },
     ]);
     await sink.record(record(workspaceId, "c", { costUsd: 0.5 }));
     const [, openai] = await usageSummary(new TenantDb(db, workspaceId), day, day);
