@@ -418,6 +418,7 @@ export class Router implements LlmRouter {
     startedMs: number,
   ): Promise<void> {
     const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
+    // Only charged, never answered: the caller already has what was delivered (or the failure).
     const value: AdapterResult = { message: { role: "assistant", content: null }, finish_reason: "length", usage };
     await this.#charge(target, adapter, value, attempts, context, call, startedMs, true).catch((error: unknown) =>
       this.#deps.logger.error("charging an unfinished stream failed", { error, charge_key: context.chargeKey }),

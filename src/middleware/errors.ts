@@ -99,12 +99,11 @@ export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
         requestId,
       );
     }
-    const trimmed = c.req.path.replace(/\/+$/, "");
+    const trimmed = c.req.path.replace(/\/+$/, "") || "/";
     const method = c.req.method === "HEAD" ? "GET" : c.req.method;
     const meant =
-      trimmed !== c.req.path &&
-      patterns.some((pattern) => pattern.method === method && pattern.matcher.test(trimmed || "/"))
-        ? trimmed || "/"
+      trimmed !== c.req.path && patterns.some((pattern) => pattern.method === method && pattern.matcher.test(trimmed))
+        ? trimmed
         : null;
     return problemResponse(
       new ApiError(
