@@ -1,7 +1,7 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "./adapters/index.ts";
 import type { BreakerView } from "./breaker-core.ts";
-import { DEFAULT_MODELS, type RouteTarget, stripQuery } from "./routing.ts";
+import { DEFAULT_MODELS, type RouteTarget } from "./routing.ts";
 
 /** What GET /api/v1/providers shows: each provider, whether it is configured, and its models' breakers. */
 
@@ -44,9 +44,9 @@ export async function providerOverview(config: AppConfig, chain: RouteTarget[]):
   return Promise.all(
     names.map(async (provider) => {
       const adapter = adapters.get(provider);
-      const chainModels = chain
-        .filter((target) => target.provider === provider)
-        .map((target) => stripQuery(target.model));
+      // Models as the chain names them: a simulated model's settings (`sim-1?failure_rate=1`) make it a
+      // target of its own, with its own breaker, which must not stand in for the plain model's.
+      const chainModels = chain.filter((target) => target.provider === provider).map((target) => target.model);
       let snapshot: { model: string; view: BreakerView }[] = [];
       // Chain entries are shown even when this deployment lacks the provider's secrets: another may have them.
       if (adapter || chainModels.length > 0) {
@@ -56,7 +56,7 @@ export async function providerOverview(config: AppConfig, chain: RouteTarget[]):
           // The breaker object is unreachable: show the chain's models without breaker figures.
         }
       }
-      const views = new Map(snapshot.map((entry) => [stripQuery(entry.model), entry.view]));
+      const views = new Map(snapshot.map((entry) => [entry.model, entry.view]));
       const models = [...new Set([...chainModels, ...views.keys()])].sort().map((model) => {
         const view = views.get(model) ?? CLOSED_VIEW;
         return {

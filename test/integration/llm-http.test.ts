@@ -239,7 +239,8 @@ describe("GET /api/v1/providers", () => {
     expect(byName.simulated).toMatchObject({
       configured: true,
       simulated: true,
-      models: [{ model: "sim-1", in_chain: true, state: "closed" }],
+      // Other tests' simulated models with settings are breakers of their own, listed beside it.
+      models: expect.arrayContaining([expect.objectContaining({ model: "sim-1", in_chain: true, state: "closed" })]),
     });
     // No OPENAI_API_KEY in the test environment: known, in the chain, not configured.
     expect(byName.openai).toMatchObject({
@@ -247,5 +248,35 @@ describe("GET /api/v1/providers", () => {
       simulated: false,
       models: [{ model: "gpt-4o-mini", in_chain: true }],
     });
+  });
+
+  it("shows a simulated model with settings as a breaker of its own, never in place of the plain model's", async () => {
+    const plain = `sim-${crypto.randomUUID().slice(0, 8)}`;
+    const failing = `${plain}?failure_rate=1&failure_status=500`;
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "simulated", model: plain },
+        { provider: "simulated", model: failing },
+      ],
+    });
+    const answer = await chat(workspace.headers, {
+      model: `simulated:${plain}`,
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(answer.status).toBe(200);
+    const failedAtMs = Date.now();
+    await env.PROVIDER_BREAKER.getByName("simulated").sync(
+      failing,
+      [1, 2, 3, 4, 5].map((index) => ({ atMs: failedAtMs + index, ok: false, error: "http_500" })),
+    );
+    const response = await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers });
+    const body = (await response.json()) as { data: { provider: string; models: Record<string, unknown>[] }[] };
+    const models = body.data.find((entry) => entry.provider === "simulated")!.models;
+    const mine = models.filter((entry) => String(entry.model).startsWith(plain));
+    expect(mine).toMatchObject([
+      { model: plain, in_chain: true, state: "closed", consecutive_failures: 0, last_error: null },
+      { model: failing, in_chain: true, state: "open", consecutive_failures: 5, last_error: "http_500" },
+    ]);
   });
 });
