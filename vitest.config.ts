@@ -1,5 +1,6 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
+import { shadowLocalSecrets } from "./test/local-secrets.ts";
 
 export default defineConfig({
   test: {
@@ -11,6 +12,7 @@ export default defineConfig({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
               bindings: {
+                ...shadowLocalSecrets(import.meta.dirname),
                 ENVIRONMENT: "test",
                 ENABLE_DEBUG_ROUTES: "true",
                 ADMIN_TOKEN: "test-admin-token-0123456789abcdef",

@@ -15,12 +15,9 @@ const binding = <T>(name: string) =>
     message: `binding ${name} is missing`,
   });
 
-const optionalUrl = z.preprocess(
-  (value) => (value === "" ? undefined : value),
-  z.url({ protocol: /^https?$/ }).optional(),
-);
-
-const optionalSecret = z.preprocess((value) => (value === "" ? undefined : value), z.string().optional());
+// A name set to nothing is unset (see withoutBlanks), so these never see "".
+const optionalUrl = z.url({ protocol: /^https?$/ }).optional();
+const optionalSecret = z.string().optional();
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -149,10 +146,18 @@ export type EnvCheck = { ok: true; config: AppConfig } | { ok: false; problems: 
 // The env object is stable for an isolate's lifetime, so parse it once.
 const parsedByEnv = new WeakMap<object, EnvCheck>();
 
+/**
+ * A name set to nothing (`NAME=` left in a `.dev.vars` copied from the example, an empty secret, or the
+ * tests' shadow of a developer's own values) means unset: its default applies, as if it were absent.
+ */
+function withoutBlanks(env: WorkerEnv): WorkerEnv {
+  return Object.fromEntries(Object.entries(env).filter(([, value]) => value !== "")) as WorkerEnv;
+}
+
 export function checkEnv(env: WorkerEnv): EnvCheck {
   const cached = parsedByEnv.get(env);
   if (cached) return cached;
-  const parsed = EnvSchema.safeParse(env);
+  const parsed = EnvSchema.safeParse(withoutBlanks(env));
   const result: EnvCheck = parsed.success
     ? { ok: true, config: parsed.data }
     : {

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -110,6 +110,10 @@ export async function startWorker(options: StartOptions = {}): Promise<WorkerPro
   };
   await run(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistDir], env);
 
+  // An empty env file in place of the developer's `.dev.vars` (wrangler reads it only when none is given):
+  // the Worker under test has wrangler.toml's vars and the test's own, never real provider keys.
+  const noLocalSecrets = join(persistDir, "no-local-secrets.env");
+  await writeFile(noLocalSecrets, "");
   const port = await freePort();
   const varArgs = Object.entries(options.vars ?? {}).flatMap(([name, value]) => ["--var", `${name}:${value}`]);
   const child = spawn(
@@ -127,6 +131,8 @@ export async function startWorker(options: StartOptions = {}): Promise<WorkerPro
       "--persist-to",
       persistDir,
       "--show-interactive-dev-session=false",
+      "--env-file",
+      noLocalSecrets,
       ...(options.testScheduled ? ["--test-scheduled"] : []),
       ...varArgs,
     ],

@@ -2,7 +2,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { checkEnv } from "../../src/env.ts";
+import { checkEnv, type WorkerEnv } from "../../src/env.ts";
 
 describe("environment checked at the door", () => {
   it("answers 500 BAD_ENVIRONMENT naming the bad settings, not their values", async () => {
@@ -34,6 +34,30 @@ describe("environment checked at the door", () => {
       expect(body.code).toBe("BAD_ENVIRONMENT");
       expect(body.errors.map((error) => error.path)).toEqual(["TASK_TIMEOUT_SECONDS"]);
     }
+  });
+
+  it("reads a name set to nothing as unset, so its default applies (NAME= left from .dev.vars.example)", async () => {
+    const blanks = {
+      ...env,
+      LLM_ATTEMPT_TIMEOUT_MS: "",
+      MAX_BODY_BYTES: "",
+      LOG_LEVEL: "",
+      OPENAI_API_KEY: "",
+      OPENAI_BASE_URL: "",
+      SENTRY_DSN: "",
+    } as unknown as WorkerEnv; // as Workers hands it over: every var a string, "" included
+    expect(checkEnv(blanks)).toMatchObject({
+      ok: true,
+      config: { LLM_ATTEMPT_TIMEOUT_MS: 60_000, MAX_BODY_BYTES: 1024 * 1024, LOG_LEVEL: "info" },
+    });
+    const check = checkEnv(blanks);
+    expect(check.ok && [check.config.OPENAI_API_KEY, check.config.OPENAI_BASE_URL, check.config.SENTRY_DSN]).toEqual([
+      undefined,
+      undefined,
+      undefined,
+    ]);
+    const response = await createApp().fetch(new Request("http://edge.test/health"), blanks, createExecutionContext());
+    expect(response.status).toBe(200);
   });
 
   it("refuses debug routes in production", async () => {
