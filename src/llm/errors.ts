@@ -1,6 +1,6 @@
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
-import { LlmError } from "./types.ts";
+import { LlmError, type TargetFailure } from "./types.ts";
 
 /** How the router treats a failed attempt, and how it is reported in `llm.provider.error`. */
 
@@ -55,14 +55,33 @@ export class BudgetExhaustedError extends LlmError {
   }
 }
 
-/** The error after every target failed: the most telling cause wins. */
-export function finalError(causes: FailureClass["cause"][], lastMessage: string, timedOut: boolean): LlmError {
-  if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${lastMessage}`, true);
+/**
+ * How a failed attempt is told to the caller. A provider's answer to a request fault says what to fix;
+ * its answer to our credentials is about the deployment's secret (OpenAI's names the key's last
+ * characters), which is not the workspace's to see.
+ */
+export function describeFailure(error: ProviderError, failure: FailureClass): string {
+  if (failure.cause === "authentication")
+    return `provider answered ${error.status}: it refused this deployment's credentials`;
+  return error.message;
+}
+
+/** The error after every target failed: the most telling cause wins, and each target's last failure is told. */
+export function finalError(
+  causes: FailureClass["cause"][],
+  failures: readonly TargetFailure[],
+  timedOut: boolean,
+): LlmError {
+  const told =
+    failures.length === 0
+      ? "no attempt was made"
+      : failures.map((failure) => `${failure.provider}:${failure.model}: ${failure.message}`).join("; ");
+  if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${told}`, true, failures);
   if (causes.length > 0 && causes.every((cause) => cause === "request")) {
-    return new LlmError("invalid_request", `every provider refused the request: ${lastMessage}`, false);
+    return new LlmError("invalid_request", `every provider refused the request: ${told}`, false, failures);
   }
   if (causes.length > 0 && causes.every((cause) => cause === "authentication")) {
-    return new LlmError("authentication", `every provider refused our credentials: ${lastMessage}`, false);
+    return new LlmError("authentication", `every provider refused our credentials: ${told}`, false, failures);
   }
-  return new LlmError("all_providers_failed", `every provider failed: ${lastMessage}`, true);
+  return new LlmError("all_providers_failed", `every provider failed: ${told}`, true, failures);
 }

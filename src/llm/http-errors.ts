@@ -1,6 +1,6 @@
 import { ApiError } from "../lib/problem.ts";
 import { BudgetExhaustedError } from "./errors.ts";
-import { LlmError } from "./types.ts";
+import { LlmError, type TargetFailure } from "./types.ts";
 
 /**
  * How router errors look over HTTP (the OpenAI-compatible endpoint): problem+json with a stable code.
@@ -21,7 +21,7 @@ export function llmErrorToApiError(error: unknown): unknown {
   if (!(error instanceof LlmError)) return error;
   switch (error.kind) {
     case "invalid_request":
-      return new ApiError("BAD_REQUEST", error.message, { extensions: { reason: error.kind } });
+      return new ApiError("BAD_REQUEST", error.message, { extensions: { reason: error.kind, ...failuresOf(error) } });
     case "budget_exhausted":
       return new ApiError("RATE_LIMITED", error.message, {
         headers: { "Retry-After": "60", ...NO_RETRY },
@@ -32,7 +32,12 @@ export function llmErrorToApiError(error: unknown): unknown {
       // retrying cannot help (credentials the provider refuses, a cancelled call).
       return new ApiError("DEPENDENCY_UNAVAILABLE", error.message, {
         headers: error.retryable ? { "Retry-After": "1" } : NO_RETRY,
-        extensions: { reason: error.kind, retryable: error.retryable },
+        extensions: { reason: error.kind, retryable: error.retryable, ...failuresOf(error) },
       });
   }
+}
+
+/** Each target tried and its last failure, as a list a program can read (the detail says the same in words). */
+function failuresOf(error: LlmError): { failures?: readonly TargetFailure[] } {
+  return error.failures.length > 0 ? { failures: error.failures } : {};
 }

@@ -1,12 +1,19 @@
 import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
-import { BudgetExhaustedError, classifyFailure, type FailureClass, finalError } from "./errors.ts";
+import { BudgetExhaustedError, classifyFailure, describeFailure, type FailureClass, finalError } from "./errors.ts";
 import { costUsd } from "./prices.ts";
 import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapter, ProviderError } from "./provider.ts";
 import { backoffDelayMs } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
 import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, DeliveredText, estimatePromptTokens } from "./tokens.ts";
-import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
+import {
+  type CallContext,
+  type ChatRequest,
+  type ChatResult,
+  LlmError,
+  type LlmRouter,
+  type TargetFailure,
+} from "./types.ts";
 
 /**
  * The provider router: plans the targets for a call, then tries them in
@@ -240,7 +247,7 @@ export class Router implements LlmRouter {
     const candidates = allOpen ? targets : usable;
     const causes: FailureClass["cause"][] = [];
     let attempts = 0;
-    let lastMessage = "no attempt was made";
+    const failures: TargetFailure[] = [];
     let previous: { target: RouteTarget; failure: FailureClass } | undefined;
 
     for (const [index, target] of candidates.entries()) {
@@ -259,7 +266,7 @@ export class Router implements LlmRouter {
       }
       for (let retry = 0; retry < maxAttempts; retry++) {
         this.#checkCancelled(context);
-        if (this.#now() >= deadlineMs) throw finalError(causes, lastMessage, true);
+        if (this.#now() >= deadlineMs) throw finalError(causes, failures, true);
         attempts++;
         const clock = new AttemptClock(
           Math.min(this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, deadlineMs - this.#now()),
@@ -279,7 +286,17 @@ export class Router implements LlmRouter {
           const failure = classifyFailure(error);
           if (failure.countsForBreaker) breaker.record(key, false, error.code);
           causes.push(failure.cause);
-          lastMessage = `${key}: ${error.message}`;
+          const told: TargetFailure = {
+            provider: target.provider,
+            model: stripQuery(target.model),
+            attempts: retry + 1,
+            status: error.status ?? null,
+            code: error.code,
+            message: describeFailure(error, failure),
+          };
+          // A target's last attempt speaks for it.
+          if (retry > 0) failures[failures.length - 1] = told;
+          else failures.push(told);
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();
           // Sleeping past the deadline (or through a long Retry-After) is worse than trying the next target now.
@@ -319,7 +336,7 @@ export class Router implements LlmRouter {
         }
       }
     }
-    throw finalError(causes, lastMessage, this.#now() >= deadlineMs);
+    throw finalError(causes, failures, this.#now() >= deadlineMs);
   }
 
   #payload(request: ChatRequest, target: RouteTarget): Omit<AdapterCall, "signal"> {

@@ -118,14 +118,28 @@ export type LlmErrorKind =
   | "timeout"
   | "authentication";
 
+/** One target's last failed attempt, as the caller is told it: which providers were tried, and why each failed. */
+export interface TargetFailure {
+  provider: string;
+  model: string;
+  attempts: number;
+  /** The provider's HTTP status; null for a timeout or a failed connection. */
+  status: number | null;
+  code: string;
+  message: string;
+}
+
 export class LlmError extends Error {
   readonly kind: LlmErrorKind;
   readonly retryable: boolean;
-  constructor(kind: LlmErrorKind, message: string, retryable: boolean) {
+  /** Every target tried, in order, when the call failed on all of them. */
+  readonly failures: readonly TargetFailure[];
+  constructor(kind: LlmErrorKind, message: string, retryable: boolean, failures: readonly TargetFailure[] = []) {
     super(message);
     this.name = "LlmError";
     this.kind = kind;
     this.retryable = retryable;
+    this.failures = failures;
   }
 }
 

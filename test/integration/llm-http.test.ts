@@ -204,7 +204,44 @@ describe("OpenAI-compatible chat completions", () => {
       code: "DEPENDENCY_UNAVAILABLE",
       reason: "all_providers_failed",
       retryable: true,
+      failures: [{ provider: "simulated", model: "sim-1", attempts: 3, status: 503, code: "http_503" }],
     });
+  });
+
+  it("tells a request every provider refused with each provider's reason, not only the last one's", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "simulated", model: "sim-1?failure_rate=1&failure_status=400" },
+        { provider: "simulated", model: "sim-2?failure_rate=1&failure_status=422" },
+      ],
+    });
+    const response = await chat(workspace.headers, { messages: [{ role: "user", content: "x" }] });
+    expect(response.status).toBe(400);
+    const problem = (await response.json()) as { detail: string; failures: unknown[] };
+    expect(problem).toMatchObject({ code: "BAD_REQUEST", reason: "invalid_request" });
+    expect(problem.detail).toBe(
+      "every provider refused the request: simulated:sim-1: simulated failure 400; simulated:sim-2: simulated failure 422",
+    );
+    // Refusals of the request are not retried: one attempt each.
+    expect(problem.failures).toEqual([
+      {
+        provider: "simulated",
+        model: "sim-1",
+        attempts: 1,
+        status: 400,
+        code: "http_400",
+        message: "simulated failure 400",
+      },
+      {
+        provider: "simulated",
+        model: "sim-2",
+        attempts: 1,
+        status: 422,
+        code: "http_422",
+        message: "simulated failure 422",
+      },
+    ]);
   });
 
   it("tells SDKs not to retry a 503 that retrying cannot mend: credentials every provider refuses", async () => {
@@ -216,7 +253,12 @@ describe("OpenAI-compatible chat completions", () => {
     expect(response.status).toBe(503);
     expect(response.headers.get("X-Should-Retry")).toBe("false");
     expect(response.headers.get("Retry-After")).toBeNull();
-    expect(await response.json()).toMatchObject({ reason: "authentication", retryable: false });
+    const problem = (await response.json()) as Record<string, unknown>;
+    expect(problem).toMatchObject({ reason: "authentication", retryable: false });
+    // What a provider says to our credentials is about the deployment's secret, not the workspace's to read.
+    expect(problem.detail).toBe(
+      "every provider refused our credentials: simulated:sim-1: provider answered 401: it refused this deployment's credentials",
+    );
   });
 });
 
