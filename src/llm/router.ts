@@ -47,6 +47,35 @@ interface Served<T> {
   touch: () => void;
 }
 
+/**
+ * The generator already run to its first yield. A generator that was never
+ * stepped ignores `return()` (its body, `finally` included, never runs), so a
+ * response body cancelled before its first pull would leave the call
+ * uncharged and its result unsettled; once started, `return()` runs the
+ * `finally` that stops the provider and charges what it did.
+ */
+function started<T>(generator: AsyncGenerator<T>): AsyncIterableIterator<T> {
+  let first: Promise<IteratorResult<T>> | null = generator.next();
+  // A failure here is also the result's rejection; the consumer sees it at its first next().
+  first.catch(() => {});
+  return {
+    next() {
+      const step = first ?? generator.next();
+      first = null;
+      return step;
+    },
+    async return(value?: unknown) {
+      if (first) await first.catch(() => {});
+      first = null;
+      return generator.return(value as T);
+    },
+    throw: (error?: unknown) => generator.throw(error),
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+}
+
 export class Router implements LlmRouter {
   readonly #deps: RouterDeps;
   readonly #now: () => number;
@@ -164,7 +193,7 @@ export class Router implements LlmRouter {
       model: stripQuery(target.model),
       simulated: adapter.simulated,
       attempts,
-      deltas: deltas(),
+      deltas: started(deltas()),
       result,
     };
   }

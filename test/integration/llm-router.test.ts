@@ -422,6 +422,26 @@ describe("a stream that ends without the provider's usage", () => {
     await expectCharged(workspace.id, "left-early");
   });
 
+  it("charges what the provider wrote when the client leaves before reading a single delta", async () => {
+    const workspace = await openAiWorkspaceWithoutLease();
+    vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("hang").impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "left-at-once" });
+    // What a cancelled response body does (completionStream's cancel) when no chunk was ever pulled.
+    await routed.deltas[Symbol.asyncIterator]().return?.();
+    await expect(routed.result).rejects.toMatchObject({ kind: "cancelled" });
+    // The router had read the first delta (40 characters, 10 tokens) to know the stream started.
+    const firstDelta = { prompt_tokens: 9, completion_tokens: 10, total_tokens: 19 };
+    const row = await findCharge(createDb(env.DB), workspace.id, "left-at-once");
+    expect(row).toMatchObject({
+      promptTokens: firstDelta.prompt_tokens,
+      completionTokens: firstDelta.completion_tokens,
+      estimated: true,
+    });
+    const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+    expect(status.daily).toMatchObject({ tokens: firstDelta.total_tokens, reserved_tokens: 0 });
+  });
+
   it("charges the same when the provider fails mid-answer, and the caller gets the failure", async () => {
     const workspace = await openAiWorkspaceWithoutLease();
     vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("fail").impl);
