@@ -141,12 +141,27 @@ export interface UsageSummaryRow {
   cost_usd: number;
 }
 
+export interface UsageQuery {
+  fromDay: string;
+  toDay: string;
+  provider?: string;
+  model?: string;
+}
+
 /** Tokens and cost by day, provider and model over [fromDay, toDay]: a range of the workspace's daily sums. */
-export async function usageSummary(tenant: TenantDb, fromDay: string, toDay: string): Promise<UsageSummaryRow[]> {
+export async function usageSummary(tenant: TenantDb, query: UsageQuery): Promise<UsageSummaryRow[]> {
   const rows = await tenant.db
     .select()
     .from(usageDaily)
-    .where(tenant.owns(usageDaily, gte(usageDaily.day, fromDay), lte(usageDaily.day, toDay)))
+    .where(
+      tenant.owns(
+        usageDaily,
+        gte(usageDaily.day, query.fromDay),
+        lte(usageDaily.day, query.toDay),
+        query.provider === undefined ? undefined : eq(usageDaily.provider, query.provider),
+        query.model === undefined ? undefined : eq(usageDaily.model, query.model),
+      ),
+    )
     .orderBy(usageDaily.day, usageDaily.provider, usageDaily.model, usageDaily.simulated);
   return rows.map((row) => ({
     day: row.day,

@@ -8,7 +8,7 @@ import type { HonoEnv } from "../types.ts";
 
 /** Tokens and cost by day, provider and model. */
 
-const DAY = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "must be YYYY-MM-DD");
+const DAY = z.iso.date("must be a calendar day, YYYY-MM-DD");
 const DAY_MS = 86_400_000;
 const DEFAULT_DAYS = 30;
 const MAX_DAYS = 366;
@@ -35,12 +35,24 @@ const usageRoute = createRoute({
   operationId: "getUsage",
   tags: ["LLM"],
   summary: "Read token usage and cost",
-  description: `Per UTC day, provider and model, between \`from\` and \`to\` (inclusive; default the last ${DEFAULT_DAYS} days, at most ${MAX_DAYS}).`,
+  description: `Per UTC day, provider and model, between \`from\` and \`to\` (inclusive; default the last ${DEFAULT_DAYS} days, at most ${MAX_DAYS}), optionally of one provider or model; \`totals\` sums the rows returned.`,
   middleware: [requireScope("tasks:read")] as const,
   request: {
     query: z.object({
       from: DAY.optional().openapi({ description: "First day, YYYY-MM-DD." }),
       to: DAY.optional().openapi({ description: "Last day, YYYY-MM-DD (default today)." }),
+      provider: z
+        .string()
+        .min(1)
+        .max(64)
+        .optional()
+        .openapi({ description: "Only this provider's rows, e.g. `openai`." }),
+      model: z
+        .string()
+        .min(1)
+        .max(256)
+        .optional()
+        .openapi({ description: "Only this model's rows, as the rows name it, e.g. `gpt-4o-mini`." }),
     }),
   },
   responses: {
@@ -76,7 +88,12 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
         ],
       });
     }
-    const data = await usageSummary(tenantDb(c), from, to);
+    const data = await usageSummary(tenantDb(c), {
+      fromDay: from,
+      toDay: to,
+      provider: query.provider,
+      model: query.model,
+    });
     const totals = {
       calls: 0,
       estimated_calls: 0,

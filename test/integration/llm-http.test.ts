@@ -322,3 +322,38 @@ describe("GET /api/v1/providers", () => {
     ]);
   });
 });
+
+describe("GET /api/v1/usage", () => {
+  async function usageOf(headers: Record<string, string>, query: string) {
+    const response = await fetcher(`${BASE}/api/v1/usage${query}`, { headers });
+    return { status: response.status, body: (await response.json()) as Record<string, any> };
+  }
+
+  it("narrows to one provider or model, with totals over the rows returned, and refuses a day that is not one", async () => {
+    const workspace = await workspaceWith(null);
+    for (const model of ["simulated:sim-1", "simulated:sim-2", "simulated:sim-2"]) {
+      const answer = await chat(workspace.headers, { model, messages: [{ role: "user", content: "hi" }] });
+      expect(answer.status).toBe(200);
+    }
+    let all = await usageOf(workspace.headers, "");
+    for (let tries = 0; tries < 100 && all.body.totals.calls < 3; tries++) {
+      await new Promise((wake) => setTimeout(wake, 20));
+      all = await usageOf(workspace.headers, "");
+    }
+    expect(all.body.data.map((row: { model: string }) => row.model)).toEqual(["sim-1", "sim-2"]);
+
+    const sim2 = await usageOf(workspace.headers, "?model=sim-2");
+    expect(sim2.status).toBe(200);
+    expect(sim2.body.data).toEqual([expect.objectContaining({ provider: "simulated", model: "sim-2", calls: 2 })]);
+    expect(sim2.body.totals).toMatchObject({ calls: 2, total_tokens: sim2.body.data[0].total_tokens });
+    expect((await usageOf(workspace.headers, "?provider=simulated")).body.totals.calls).toBe(3);
+    expect((await usageOf(workspace.headers, "?provider=openai")).body).toMatchObject({
+      data: [],
+      totals: { calls: 0 },
+    });
+
+    const notADay = await usageOf(workspace.headers, "?from=2026-02-30");
+    expect(notADay.status).toBe(422);
+    expect(notADay.body.errors).toEqual([{ path: "from", message: "must be a calendar day, YYYY-MM-DD" }]);
+  });
+});

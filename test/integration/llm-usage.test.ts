@@ -87,7 +87,7 @@ describe("d1UsageSink", () => {
     // The daily sums count each charge once too: the repeated keys added nothing.
     const day = new Date().toISOString().slice(0, 10);
     const tokens = { prompt_tokens: 21, completion_tokens: 2, total_tokens: 23 };
-    expect(await usageSummary(new TenantDb(db, workspaceId), day, day)).toEqual([
+    expect(await usageSummary(new TenantDb(db, workspaceId), { fromDay: day, toDay: day })).toEqual([
       {
         day,
         provider: "anthropic",
@@ -120,7 +120,7 @@ describe("d1UsageSink", () => {
       },
     ]);
     await sink.record(record(workspaceId, "c", { costUsd: 0.5 }));
-    const [, openai] = await usageSummary(new TenantDb(db, workspaceId), day, day);
+    const [, openai] = await usageSummary(new TenantDb(db, workspaceId), { fromDay: day, toDay: day });
     expect(openai).toMatchObject({ simulated: false, calls: 2, total_tokens: 46, cost_usd: 1.5 });
   });
 });
