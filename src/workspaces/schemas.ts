@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { SCOPES } from "../auth/principal.ts";
+import { DEFAULT_MODELS } from "../llm/routing.ts";
 import { PLANS } from "./plans.ts";
 
 /** Request and response schemas shared by the operator and workspace routes. */
@@ -35,7 +36,8 @@ export const LlmRoutingSchema = z
     chain: z
       .array(
         z.object({
-          provider: z.string().min(1).max(64),
+          // A provider the router has no adapter for could never serve a call: refused here, not at every call.
+          provider: z.enum(Object.keys(DEFAULT_MODELS) as [string, ...string[]]),
           model: z.string().min(1).max(128),
           weight: z.number().min(0).max(1000).optional(),
         }),

@@ -88,6 +88,16 @@ describe("the caller's workspace", () => {
     expect(patched.status).toBe(200);
     expect(await patched.json()).toMatchObject({ name: "Renamed", llm });
 
+    // A provider the router does not know could never serve a call: refused, naming those it knows.
+    const unknown = await send("/api/v1/workspace", workspace.key, "PATCH", {
+      llm: { strategy: "fallback", chain: [{ provider: "openia", model: "gpt-4o-mini" }] },
+    });
+    expect(unknown.status).toBe(422);
+    const problem = (await unknown.json()) as { errors: { path: string; message: string }[] };
+    expect(problem.errors).toEqual([{ path: "llm.chain.0.provider", message: expect.stringContaining('"openai"') }]);
+    expect(problem.errors[0].message).toContain('"anthropic"');
+    expect(((await (await send("/api/v1/workspace", workspace.key)).json()) as { llm: unknown }).llm).toEqual(llm);
+
     // Plan and limits are the operator's.
     expect((await send("/api/v1/workspace", workspace.key, "PATCH", { plan: "enterprise" })).status).toBe(422);
   });
