@@ -20,7 +20,12 @@ const TextPart = z.object({ type: z.literal("text"), text: z.string() }).loose()
 const MessageSchema = z
   .object({
     role: z.enum(["system", "developer", "user", "assistant", "tool"]),
-    content: z.union([z.string(), z.array(TextPart), z.null()]).optional(),
+    content: z
+      .union([z.string(), z.array(TextPart), z.null()], {
+        error:
+          'must be a string, null, or a list of text parts ({"type": "text", "text": …}): image, audio and file parts are not supported',
+      })
+      .optional(),
     name: z.string().max(256).optional(),
     tool_call_id: z.string().max(256).optional(),
     tool_calls: z

@@ -179,6 +179,13 @@ describe("OpenAI-compatible chat completions", () => {
     expect(await refused({ reasoning_effort: "extreme" })).toEqual([
       expect.objectContaining({ path: "reasoning_effort" }),
     ]);
+    const image = { type: "image_url", image_url: { url: "https://example.com/diagram.png" } };
+    expect(await refused({ messages: [{ role: "user", content: [image] }] })).toEqual([
+      {
+        path: "messages.0.content",
+        message: expect.stringContaining("image, audio and file parts are not supported"),
+      },
+    ]);
   });
 
   it("refuses bad bodies with 422, keys without tasks:write with 403, and no credentials with 401", async () => {
