@@ -9,7 +9,11 @@ import type { HonoEnv } from "../types.ts";
 export function fieldErrors(error: ZodError): FieldError[] {
   return error.issues.map((issue) => ({
     path: issue.path.length ? issue.path.map(String).join(".") : "(root)",
-    message: issue.message,
+    // zod says a missing field is "Invalid input: expected number, received undefined"; a client left it out.
+    message:
+      issue.code === "invalid_type" && issue.message.endsWith("received undefined")
+        ? `is required (expected ${issue.expected})`
+        : issue.message,
   }));
 }
 

@@ -445,6 +445,17 @@ describe("budget routes", () => {
     };
     expect(audit.data).toHaveLength(1);
 
+    // PUT replaces all four: one left out is named as missing (null means no budget).
+    const partial = await fetcher(`${BASE}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ daily_tokens: 60, monthly_tokens: null, daily_cost_usd: null }),
+    });
+    expect(partial.status).toBe(422);
+    expect(((await partial.json()) as { errors: unknown }).errors).toEqual([
+      { path: "monthly_cost_usd", message: "is required (expected number)" },
+    ]);
+
     const chat = () =>
       fetcher(`${BASE}/api/v1/llm/chat/completions`, {
         method: "POST",
