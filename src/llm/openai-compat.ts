@@ -167,6 +167,10 @@ export const ChatCompletionSchema = z
       simulated: z.boolean(),
       cost_usd: z.number(),
       attempts: z.number().int(),
+      usage_estimated: z.boolean().openapi({
+        description:
+          "The provider reported no usage: `usage` and `cost_usd` are estimated (about four characters a token).",
+      }),
     }),
   })
   .openapi("ChatCompletion", {
@@ -255,6 +259,7 @@ export function toCompletion(id: string, result: ChatResult) {
       simulated: result.simulated,
       cost_usd: result.cost_usd,
       attempts: result.attempts,
+      usage_estimated: result.usage_estimated,
     },
   };
 }
@@ -308,6 +313,7 @@ export function completionStream(
                 simulated: final.simulated,
                 cost_usd: final.cost_usd,
                 attempts: final.attempts,
+                usage_estimated: final.usage_estimated,
               },
             }),
           );

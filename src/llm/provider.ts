@@ -14,6 +14,8 @@ export interface AdapterResult {
   message: ChatMessage;
   finish_reason: ChatResult["finish_reason"];
   usage: TokenUsage;
+  /** The provider reported no usage for this whole answer: `usage` is our estimate, and the charge says so. */
+  usageEstimated?: true;
 }
 
 /** A streamed tool-call fragment, in the OpenAI chunk shape every adapter maps to. */

@@ -397,8 +397,8 @@ export class Router implements LlmRouter {
     context: CallContext,
     { budgets, hold }: Reserved,
     startedMs: number,
-    estimated = false,
   ): Promise<ChatResult> {
+    const estimated = value.usageEstimated === true;
     const model = stripQuery(target.model);
     const usage = normaliseUsage(value.usage);
     const cost = costUsd(target.provider, model, usage);
@@ -406,6 +406,7 @@ export class Router implements LlmRouter {
       message: value.message,
       finish_reason: value.finish_reason,
       usage,
+      usage_estimated: estimated,
       cost_usd: cost,
       provider: target.provider,
       model,
@@ -465,8 +466,13 @@ export class Router implements LlmRouter {
   ): Promise<void> {
     const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
     // Only charged, never answered: the caller already has what was delivered (or the failure).
-    const value: AdapterResult = { message: { role: "assistant", content: null }, finish_reason: "length", usage };
-    await this.#charge(target, adapter, value, attempts, context, call, startedMs, true).catch((error: unknown) =>
+    const value: AdapterResult = {
+      message: { role: "assistant", content: null },
+      finish_reason: "length",
+      usage,
+      usageEstimated: true,
+    };
+    await this.#charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) =>
       this.#deps.logger.error("charging an unfinished stream failed", { error, charge_key: context.chargeKey }),
     );
   }

@@ -1,5 +1,5 @@
 import type { StreamEvent } from "./provider.ts";
-import type { ChatMessage, ToolDefinition } from "./types.ts";
+import type { ChatMessage, TokenUsage, ToolDefinition } from "./types.ts";
 
 /**
  * Token estimates for budgets and model choice before a call: about four
@@ -13,14 +13,31 @@ const MESSAGE_OVERHEAD_TOKENS = 4;
 /** Reserved for the answer when the request sets no max_tokens. */
 export const DEFAULT_COMPLETION_ESTIMATE_TOKENS = 1_024;
 
+function messageChars(message: ChatMessage): number {
+  let chars = (message.content ?? "").length;
+  for (const call of message.tool_calls ?? []) chars += call.function.name.length + call.function.arguments.length;
+  return chars;
+}
+
 export function estimatePromptTokens(messages: ChatMessage[], tools?: ToolDefinition[]): number {
   let chars = 0;
-  for (const message of messages) {
-    chars += (message.content ?? "").length;
-    for (const call of message.tool_calls ?? []) chars += call.function.name.length + call.function.arguments.length;
-  }
+  for (const message of messages) chars += messageChars(message);
   if (tools && tools.length > 0) chars += JSON.stringify(tools).length;
   return Math.ceil(chars / CHARS_PER_TOKEN) + messages.length * MESSAGE_OVERHEAD_TOKENS;
+}
+
+/**
+ * The usage of a whole answer whose provider reported none (some local
+ * servers never do, even when asked): estimated as a reservation is, from the
+ * prompt and the answer's text. The caller marks the charge as estimated.
+ */
+export function estimateAnswerUsage(
+  call: { messages: ChatMessage[]; tools?: ToolDefinition[] },
+  answer: ChatMessage,
+): TokenUsage {
+  const prompt = estimatePromptTokens(call.messages, call.tools);
+  const completion = Math.ceil(messageChars(answer) / CHARS_PER_TOKEN);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
 export function estimateCallTokens(messages: ChatMessage[], tools?: ToolDefinition[], maxTokens?: number): number {

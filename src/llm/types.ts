@@ -80,6 +80,8 @@ export interface ChatResult {
   message: ChatMessage;
   finish_reason: "stop" | "length" | "tool_calls" | "content_filter";
   usage: TokenUsage;
+  /** The provider reported no usage: `usage` and `cost_usd` are our estimate (and so marked in GET /api/v1/usage). */
+  usage_estimated: boolean;
   cost_usd: number;
   provider: string;
   model: string;

@@ -442,6 +442,29 @@ describe("a stream that ends without the provider's usage", () => {
     expect(status.daily).toMatchObject({ tokens: firstDelta.total_tokens, reserved_tokens: 0 });
   });
 
+  it("answers a whole answer that came without usage, once, charged an estimate marked as such, its breaker untouched", async () => {
+    const workspace = await openAiWorkspaceWithoutLease();
+    const answer = "a".repeat(80);
+    const fake = fakeUpstreams({
+      [OPENAI]: () =>
+        Response.json({ choices: [{ message: { role: "assistant", content: answer }, finish_reason: "stop" }] }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "no-usage" });
+    expect(result).toMatchObject({
+      message: { content: answer },
+      usage: estimated,
+      usage_estimated: true,
+      attempts: 1,
+    });
+    expect(fake.count(OPENAI)).toBe(1);
+    await expectCharged(workspace.id, "no-usage");
+    const breaker = breakerClientFor(llmConfig());
+    await breaker.flush();
+    expect(breaker.view("openai:gpt-4o-mini")).toMatchObject({ state: "closed", consecutiveFailures: 0 });
+  });
+
   it("charges the same when the provider fails mid-answer, and the caller gets the failure", async () => {
     const workspace = await openAiWorkspaceWithoutLease();
     vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("fail").impl);

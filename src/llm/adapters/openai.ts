@@ -11,6 +11,7 @@ import {
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
+import { estimateAnswerUsage } from "../tokens.ts";
 import type { ChatMessage, ChatResult, TokenUsage, ToolChoice } from "../types.ts";
 
 /**
@@ -48,6 +49,20 @@ export function finishReason(value: string | null | undefined): ChatResult["fini
   return value && FINISH_REASONS.has(value as ChatResult["finish_reason"])
     ? (value as ChatResult["finish_reason"])
     : "stop";
+}
+
+/**
+ * The provider's usage, or for a whole answer that came without it our estimate, marked. Failing the call
+ * instead would retry an answer already paid for, and a local server that never reports usage could not
+ * be used at all (its breaker would open after five answers).
+ */
+function usageOrEstimate(
+  call: AdapterCall,
+  reported: Partial<TokenUsage> | null | undefined,
+  message: ChatMessage,
+): Pick<AdapterResult, "usage" | "usageEstimated"> {
+  const usage = usageOf(reported);
+  return usage ? { usage } : { usage: estimateAnswerUsage(call, message), usageEstimated: true };
 }
 
 export function usageOf(usage: Partial<TokenUsage> | null | undefined): TokenUsage | undefined {
@@ -135,15 +150,17 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
         : new ProviderError("protocol", "the provider's answer is not JSON");
     }
     const choice = body.choices?.[0];
-    const usage = usageOf(body.usage);
-    if (!choice?.message || !usage)
-      throw new ProviderError("protocol", "the provider's answer lacks a message or usage");
+    if (!choice?.message) throw new ProviderError("protocol", "the provider's answer lacks a message");
     const message: ChatMessage = {
       role: "assistant",
       content: choice.message.content ?? null,
       ...(choice.message.tool_calls?.length ? { tool_calls: choice.message.tool_calls } : {}),
     };
-    return { message, finish_reason: finishReason(choice.finish_reason), usage };
+    return {
+      message,
+      finish_reason: finishReason(choice.finish_reason),
+      ...usageOrEstimate(call, body.usage, message),
+    };
   }
 
   async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
@@ -183,8 +200,13 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     } catch (error) {
       throw fetchFailure(error, call.signal);
     }
-    if (!usage) throw new ProviderError("protocol", "the stream ended without usage");
-    yield { type: "done", result: { message: assembler.message(), finish_reason: finishReason(finish), usage } };
+    // Without a finish reason the stream was cut, not finished: its answer is not whole.
+    if (!usage && !finish) throw new ProviderError("protocol", "the stream ended before its answer did");
+    const message = assembler.message();
+    yield {
+      type: "done",
+      result: { message, finish_reason: finishReason(finish), ...usageOrEstimate(call, usage, message) },
+    };
   }
 
   #url(model: string): string {

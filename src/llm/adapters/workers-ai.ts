@@ -8,7 +8,7 @@ import {
   type StreamEvent,
 } from "../provider.ts";
 import { readSse } from "../sse.ts";
-import { estimatePromptTokens } from "../tokens.ts";
+import { estimateAnswerUsage } from "../tokens.ts";
 import type { ChatMessage, ResponseFormat, TokenUsage } from "../types.ts";
 
 /**
@@ -154,7 +154,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
     return {
       message,
       finish_reason: toolCalls.length > 0 ? "tool_calls" : "stop",
-      usage: this.#usage(call, output.usage, message),
+      ...this.#usage(call, output.usage, message),
     };
   }
 
@@ -209,7 +209,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
     }
     const message = assembler.message();
     const finish = message.tool_calls ? "tool_calls" : "stop";
-    yield { type: "done", result: { message, finish_reason: finish, usage: this.#usage(call, usage, message) } };
+    yield { type: "done", result: { message, finish_reason: finish, ...this.#usage(call, usage, message) } };
   }
 
   async #run(call: AdapterCall, stream: boolean): Promise<unknown> {
@@ -240,10 +240,16 @@ export class WorkersAiAdapter implements ProviderAdapter {
     }
   }
 
-  /** Workers AI reports usage for most models; when it does not, the estimate stands in and is marked by the log. */
-  #usage(call: AdapterCall, usage: Partial<TokenUsage> | undefined, message: ChatMessage): TokenUsage {
-    const prompt = usage?.prompt_tokens ?? estimatePromptTokens(call.messages, call.tools);
-    const completion = usage?.completion_tokens ?? estimatePromptTokens([message]);
-    return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  /** Workers AI reports usage for most models; when it does not, the estimate stands in, and the charge is marked. */
+  #usage(
+    call: AdapterCall,
+    usage: Partial<TokenUsage> | undefined,
+    message: ChatMessage,
+  ): Pick<AdapterResult, "usage" | "usageEstimated"> {
+    if (typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number") {
+      const { prompt_tokens, completion_tokens } = usage;
+      return { usage: { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens } };
+    }
+    return { usage: estimateAnswerUsage(call, message), usageEstimated: true };
   }
 }

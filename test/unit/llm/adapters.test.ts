@@ -67,6 +67,64 @@ describe("OpenAI-compatible adapter", () => {
     expect(error).toBeInstanceOf(ProviderError);
     expect(error).toMatchObject({ status: 429, code: "rate_limit_exceeded", retryAfterMs: 250 });
   });
+
+  describe("a server that reports no usage (some local ones never do, even asked)", () => {
+    const local = (answer: () => Response) =>
+      new OpenAiCompatibleAdapter({
+        name: "local",
+        baseUrl: "http://127.0.0.1:1234/v1",
+        fetch: recordingFetch(answer).fetchImpl,
+      });
+    // "Refactor the parser." is 20 characters (5 tokens) plus 4 for the message; 40 answered characters are 10 tokens.
+    const call = { model: "llama3.1", messages: [{ role: "user" as const, content: "Refactor the parser." }], signal };
+    const estimated = { prompt_tokens: 9, completion_tokens: 10, total_tokens: 19 };
+    const sse = (...frames: string[]) =>
+      new Response(frames.map((frame) => `data: ${frame}\n\n`).join(""), {
+        headers: { "Content-Type": "text/event-stream" },
+      });
+    const delta = (content: string, finish: string | null = null) =>
+      JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: finish }] });
+
+    it("answers a whole answer with its usage estimated and marked, rather than fail (and retry) it", async () => {
+      const adapter = local(() =>
+        Response.json({
+          choices: [{ message: { role: "assistant", content: "x".repeat(40) }, finish_reason: "stop" }],
+        }),
+      );
+      expect(await adapter.complete(call)).toEqual({
+        message: { role: "assistant", content: "x".repeat(40) },
+        finish_reason: "stop",
+        usage: estimated,
+        usageEstimated: true,
+      });
+    });
+
+    it("ends a finished stream the same way, but a stream cut before its finish reason is a failure", async () => {
+      const finished = local(() => sse(delta("x".repeat(30)), delta("y".repeat(10), "stop"), "[DONE]"));
+      const events = [];
+      for await (const event of finished.stream(call)) events.push(event);
+      expect(events.at(-1)).toEqual({
+        type: "done",
+        result: {
+          message: { role: "assistant", content: "x".repeat(30) + "y".repeat(10) },
+          finish_reason: "stop",
+          usage: estimated,
+          usageEstimated: true,
+        },
+      });
+
+      const cut = local(() => sse(delta("x".repeat(30))));
+      const drained = (async () => {
+        for await (const _event of cut.stream(call)) {
+          // Reads to the end.
+        }
+      })();
+      await expect(drained).rejects.toMatchObject({
+        failure: "protocol",
+        message: "the stream ended before its answer did",
+      });
+    });
+  });
 });
 
 describe("OpenAI-compatible adapter's settings", () => {

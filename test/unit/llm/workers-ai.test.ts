@@ -121,6 +121,8 @@ describe("Workers AI adapter", () => {
     expect(flat.finish_reason).toBe("tool_calls");
     expect(flat.usage.prompt_tokens).toBeGreaterThan(0);
     expect(flat.usage.total_tokens).toBe(flat.usage.prompt_tokens + flat.usage.completion_tokens);
+    // So the charge is marked estimated (usage_records.estimated), not taken for the provider's figures.
+    expect(flat.usageEstimated).toBe(true);
 
     const openAiShaped = await new WorkersAiAdapter(
       recordingRunner(() => ({
