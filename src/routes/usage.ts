@@ -21,7 +21,7 @@ const UsageRowSchema = z.object({
   calls: z.number().int(),
   estimated_calls: z.number().int().openapi({
     description:
-      "Of `calls`, those charged from an estimate because the provider's figures never came (a stream its client left, or that failed mid-answer).",
+      "Of `calls`, those charged from an estimate because the provider's figures never came (a stream its client left or that failed mid-answer, or a provider that reports no usage).",
   }),
   prompt_tokens: z.number().int(),
   completion_tokens: z.number().int(),
