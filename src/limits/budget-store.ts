@@ -240,6 +240,16 @@ export class BudgetStore {
     return cursor.rowsWritten > 0;
   }
 
+  /** Arms again the thresholds of a period and metric above `percentage`: they may be reported once more. */
+  forgetAlertsAbove(period: string, metric: string, percentage: number): void {
+    this.#sql.exec(
+      "DELETE FROM limiter_budget_alerts WHERE period = ? AND metric = ? AND threshold > ?",
+      period,
+      metric,
+      percentage,
+    );
+  }
+
   /** The crossings `reportedBy` reported, as it reported them, in that order. */
   crossingsReportedBy<T>(reportedBy: string): T[] {
     return this.#sql

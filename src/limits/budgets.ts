@@ -448,7 +448,9 @@ export class BudgetBook {
    * Budgets just set: the thresholds the period's use already reaches under
    * them are reported now (once per period, as for a charge), so lowering a
    * budget under what is spent tells it at once, not at a next charge that
-   * its refusal would never let come. Answers the status after.
+   * its refusal would never let come. Those it no longer reaches are armed
+   * again: a budget raised after its 100% alert alerts at 80 and 100% of the
+   * new one. Answers the status after.
    */
   review(input: { limits: BudgetLimits | null; events: BudgetEventContext; nowMs: number }): {
     crossings: ThresholdCrossing[];
@@ -456,7 +458,16 @@ export class BudgetBook {
   } {
     const { nowMs } = input;
     const crossings = this.#atomically(() => {
-      const found = this.#crossings(periodKeys(nowMs), input.limits, nowMs, new PeriodCache(this.#store));
+      const keys = periodKeys(nowMs);
+      const periods = new PeriodCache(this.#store);
+      for (const rule of RULES) {
+        const limit = input.limits?.[rule.field];
+        const period = rule.period === "daily" ? keys.day : keys.month;
+        // Without a budget (or with none to spend) no threshold holds.
+        const percentage = limit ? (used(periods.get(period), rule.metric, false) / limit) * 100 : 0;
+        this.#store.forgetAlertsAbove(period, rule.metric, percentage);
+      }
+      const found = this.#crossings(keys, input.limits, nowMs, periods);
       this.#announce(found, input.events, nowMs);
       return found;
     });

@@ -73,7 +73,7 @@ const putRoute = createRoute({
   tags: ["LLM"],
   summary: "Set budgets",
   description:
-    "Replaces all four budgets (null = none). Thresholds at 50, 80 and 100% are reported once per period as `billing.threshold.reached` and `billing.usage_alert`; those the period's use already reaches under the new budgets are reported by this call.",
+    "Replaces all four budgets (null = none). Thresholds at 50, 80 and 100% are reported once per period as `billing.threshold.reached` and `billing.usage_alert`; those the period's use already reaches under the new budgets are reported by this call, and those it no longer reaches (a raised budget) are armed again.",
   "x-audit-action": "budget.update",
   middleware: [requireScope("admin")] as const,
   request: { body: { required: true, content: { "application/json": { schema: BudgetsSchema.strict() } } } },

@@ -206,6 +206,36 @@ describe("BudgetBook", () => {
       expect(status.monthly.thresholds_reached.map((alert) => alert.threshold_percent)).toEqual([50, 80, 100]);
     }));
 
+  it("arms again the thresholds a budget set anew no longer reaches, so a raised budget alerts at 80 and 100% of itself", () =>
+    inLimiter((book) => {
+      const events = { workspaceId: "ws_rearm" };
+      const steps = (crossings: { thresholdPercent: number }[]) => crossings.map((c) => c.thresholdPercent);
+      const reached = (nowMs: number) => book.status(nowMs).daily.thresholds_reached.map((a) => a.threshold_percent);
+      const tight = { ...NONE, daily_tokens: 100 };
+      expect(
+        steps(book.settle({ chargeKey: "1", limits: tight, tokens: 120, costUsd: 0, nowMs: NOW }).crossings),
+      ).toEqual([50, 80, 100]);
+      // Raised to 200: 120 is 60%, so 50% stays reported and 80 and 100% may come again.
+      const raised = { ...NONE, daily_tokens: 200 };
+      expect(book.review({ limits: raised, events, nowMs: NOW }).crossings).toEqual([]);
+      expect(reached(NOW)).toEqual([50]);
+      expect(
+        steps(book.settle({ chargeKey: "2", limits: raised, tokens: 50, costUsd: 0, nowMs: NOW }).crossings),
+      ).toEqual([80]);
+      expect(
+        steps(book.settle({ chargeKey: "3", limits: raised, tokens: 40, costUsd: 0, nowMs: NOW }).crossings),
+      ).toEqual([100]);
+      // Set again unchanged: nothing is armed again, nothing reported twice.
+      expect(book.review({ limits: raised, events, nowMs: NOW }).crossings).toEqual([]);
+      expect(reached(NOW)).toEqual([50, 80, 100]);
+      // Removed, every threshold is armed again; a budget set later reports what the use already reaches, once.
+      book.review({ limits: NONE, events, nowMs: NOW });
+      expect(reached(NOW)).toEqual([]);
+      expect(steps(book.review({ limits: { ...NONE, daily_tokens: 250 }, events, nowMs: NOW }).crossings)).toEqual([
+        50, 80,
+      ]);
+    }));
+
   it("lends a lease with a reservation only while there is ample room, and holds it like one", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_tokens: 100_000, monthly_cost_usd: 10 };
@@ -523,6 +553,11 @@ describe("budget routes", () => {
     await limiterOutboxDrained(workspace.id);
     expect(await eventsOf(workspace, "billing.threshold.reached")).toHaveLength(3);
     expect(await eventsOf(workspace, "billing.usage_alert")).toHaveLength(3);
+
+    // Raised so the use is 2/3 of it: 50% stays reached, 80 and 100% are armed for the new budget.
+    const raised = (await (await put(Math.ceil(spent * 1.5))).json()) as BudgetStatusBody;
+    expect(raised).toMatchObject({ exhausted: false });
+    expect(raised.daily.thresholds_reached.map((reached) => reached.threshold_percent)).toEqual([50]);
   });
 
   it("validates the body and needs the admin scope to change budgets", async () => {
