@@ -78,15 +78,12 @@ export function budgetGate(
         if (asks) leases.doneAsking(amounts.workspaceId);
       }
       if (!result.ok) {
-        const unit = result.metric === "tokens" ? "tokens" : "USD";
-        throw new BudgetExhaustedError(
-          `The ${result.period} ${result.metric === "tokens" ? "token" : "cost"} budget is exhausted (${result.used} of ${result.limit} ${unit} used); it resets in ${Math.ceil(result.retryAfterMs / 1000)} s.`,
-          {
-            retryAfterSeconds: Math.max(1, Math.ceil(result.retryAfterMs / 1000)),
-            period: result.period,
-            metric: result.metric,
-          },
-        );
+        const retryAfterSeconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+        throw new BudgetExhaustedError(exhaustedMessage(result, retryAfterSeconds), {
+          retryAfterSeconds,
+          period: result.period,
+          metric: result.metric,
+        });
       }
       if (result.lease) leases.install(result.lease, amounts.workspaceId, budgets, writeLeased, keep);
       return undefined;
@@ -212,6 +209,8 @@ export interface BudgetStatus {
   monthly: PeriodStatus;
   /** True when some budget has nothing left: new work would be refused. */
   exhausted: boolean;
+  /** Which budgets have nothing left (use counts what running calls hold). */
+  exhausted_by: ExhaustedBudget[];
   /** With `exhausted`: seconds until the exhausted period resets. */
   retry_after_seconds: number | null;
 }
@@ -222,6 +221,19 @@ export const NO_BUDGETS: WorkspaceBudgets = {
   daily_cost_usd: null,
   monthly_cost_usd: null,
 };
+
+export interface ExhaustedBudget {
+  period: "daily" | "monthly";
+  metric: "tokens" | "cost_usd";
+  used: number;
+  limit: number;
+}
+
+/** One wording for a spent budget, whether a call or a task submission meets it. */
+export function exhaustedMessage(budget: ExhaustedBudget, retryAfterSeconds: number): string {
+  const [what, unit] = budget.metric === "tokens" ? ["token", "tokens"] : ["cost", "USD"];
+  return `The ${budget.period} ${what} budget is exhausted (${budget.used} of ${budget.limit} ${unit} used); it resets in ${retryAfterSeconds} s.`;
+}
 
 /**
  * Where a workspace stands against its budgets: for GET /api/v1/budgets, and
@@ -240,16 +252,35 @@ export async function budgetStatus(
   const status = justSetBy ? await limiter.reviewBudgets(limits, justSetBy) : await limiter.budgetStatus();
   const nowMs = Date.now();
   const checks = [
-    { period: "daily", used: status.daily.tokens + status.daily.reserved_tokens, limit: limits.daily_tokens },
-    { period: "daily", used: status.daily.cost_usd + status.daily.reserved_cost_usd, limit: limits.daily_cost_usd },
-    { period: "monthly", used: status.monthly.tokens + status.monthly.reserved_tokens, limit: limits.monthly_tokens },
+    {
+      period: "daily",
+      metric: "tokens",
+      used: status.daily.tokens + status.daily.reserved_tokens,
+      limit: limits.daily_tokens,
+    },
+    {
+      period: "daily",
+      metric: "cost_usd",
+      used: round(status.daily.cost_usd + status.daily.reserved_cost_usd),
+      limit: limits.daily_cost_usd,
+    },
     {
       period: "monthly",
-      used: status.monthly.cost_usd + status.monthly.reserved_cost_usd,
+      metric: "tokens",
+      used: status.monthly.tokens + status.monthly.reserved_tokens,
+      limit: limits.monthly_tokens,
+    },
+    {
+      period: "monthly",
+      metric: "cost_usd",
+      used: round(status.monthly.cost_usd + status.monthly.reserved_cost_usd),
       limit: limits.monthly_cost_usd,
     },
   ] as const;
-  const exhausted = checks.filter((check) => check.limit !== null && check.used >= check.limit);
+  const exhausted: ExhaustedBudget[] = [];
+  for (const check of checks) {
+    if (check.limit !== null && check.used >= check.limit) exhausted.push({ ...check, limit: check.limit });
+  }
   const retryAfterSeconds =
     exhausted.length === 0
       ? null
@@ -259,6 +290,12 @@ export async function budgetStatus(
     daily: status.daily,
     monthly: status.monthly,
     exhausted: exhausted.length > 0,
+    exhausted_by: exhausted,
     retry_after_seconds: retryAfterSeconds,
   };
+}
+
+/** Sums of rounded dollar amounts, rounded again (0.1 + 0.2 is not 0.3). */
+function round(usd: number): number {
+  return Math.round(usd * 1e8) / 1e8;
 }

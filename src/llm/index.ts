@@ -16,7 +16,7 @@ import { d1UsageSink } from "./usage.ts";
  */
 
 export type { BreakerView } from "./breaker-core.ts";
-export { type BudgetStatus, budgetStatus } from "./budgets.ts";
+export { type BudgetStatus, budgetStatus, exhaustedMessage } from "./budgets.ts";
 export { Coalescer } from "./coalesce.ts";
 export { BudgetExhaustedError } from "./errors.ts";
 export { type RoutedStream, Router } from "./router.ts";

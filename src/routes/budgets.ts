@@ -48,6 +48,16 @@ const BudgetStatusSchema = z
     exhausted: z
       .boolean()
       .openapi({ description: "Some budget has nothing left: LLM calls and new tasks are refused." }),
+    exhausted_by: z
+      .array(
+        z.object({
+          period: z.enum(["daily", "monthly"]),
+          metric: z.enum(["tokens", "cost_usd"]),
+          used: z.number().openapi({ description: "Charged plus held by calls still running." }),
+          limit: z.number(),
+        }),
+      )
+      .openapi({ description: "The budgets with nothing left (empty unless `exhausted`)." }),
     retry_after_seconds: z.number().int().nullable(),
   })
   .openapi("BudgetStatus");

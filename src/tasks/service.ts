@@ -14,7 +14,7 @@ import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { SubmitResult } from "../limits/admission.ts";
-import { budgetStatus } from "../llm/index.ts";
+import { budgetStatus, exhaustedMessage } from "../llm/index.ts";
 import { settingsLoader } from "../llm/settings.ts";
 import { cancelLocally } from "./cancellation.ts";
 import { QUEUE_MAX_RETRIES } from "./config.ts";
@@ -207,11 +207,19 @@ export async function createTask(
 async function refuseIfBudgetExhausted(config: AppConfig, workspaceId: string, budgets: WorkspaceBudgets | null) {
   if (!budgets || Object.values(budgets).every((limit) => limit === null)) return;
   const status = await budgetStatus(config, workspaceId, budgets);
-  if (!status.exhausted) return;
+  const [spent] = status.exhausted_by;
+  if (!spent) return;
   const retryAfterSeconds = Math.max(1, status.retry_after_seconds ?? 60);
-  throw new ApiError("RATE_LIMITED", `The workspace's LLM budget is exhausted; retry after ${retryAfterSeconds} s.`, {
-    headers: { "Retry-After": String(retryAfterSeconds) },
-    extensions: { reason: "budget_exhausted", retry_after_seconds: retryAfterSeconds },
+  // As the chat endpoint refuses a call: the period and metric, and no retry before the period resets.
+  throw new ApiError("RATE_LIMITED", exhaustedMessage(spent, retryAfterSeconds), {
+    headers: { "Retry-After": String(retryAfterSeconds), "X-Should-Retry": "false" },
+    extensions: {
+      reason: "budget_exhausted",
+      period: spent.period,
+      metric: spent.metric,
+      retryable: false,
+      retry_after_seconds: retryAfterSeconds,
+    },
   });
 }
 

@@ -510,6 +510,27 @@ describe("budget routes", () => {
       unknown
     >;
     expect(status).toMatchObject({ exhausted: true, daily: { reserved_tokens: 0 } });
+    const spent = (status.daily as { tokens: number }).tokens;
+    expect(status.exhausted_by).toEqual([{ period: "daily", metric: "tokens", used: spent, limit: 60 }]);
+
+    // Nothing left: a task is refused at submission, in the chat refusal's terms, rather than failing later.
+    const task = await fetcher(`${BASE}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ type: "code_generation", title: "Add a parser", description: "Write it." }),
+    });
+    expect(task.status).toBe(429);
+    expect(task.headers.get("X-Should-Retry")).toBe("false");
+    const retryAfter = Number(task.headers.get("Retry-After"));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(await task.json()).toMatchObject({
+      code: "RATE_LIMITED",
+      reason: "budget_exhausted",
+      period: "daily",
+      metric: "tokens",
+      retryable: false,
+      detail: `The daily token budget is exhausted (${spent} of 60 tokens used); it resets in ${retryAfter} s.`,
+    });
     // Two calls spent the 60-token day: every step of it is listed, once.
     expect((status.daily as { thresholds_reached: { threshold_percent: number }[] }).thresholds_reached).toEqual(
       [50, 80, 100].map((threshold_percent) => expect.objectContaining({ metric: "tokens", threshold_percent })),
