@@ -75,7 +75,14 @@ export function registerApiKeyRoutes(app: OpenAPIHono<HonoEnv>): void {
     const { db, workspaceId } = tenantDb(c);
     const body = c.req.valid("json");
     const principal = c.get("principal")!;
-    const created = await newApiKey({ workspaceId, ...body, createdBy: actorOf(principal).id });
+    const created = await newApiKey({
+      workspaceId,
+      name: body.name,
+      scopes: body.scopes,
+      // Stored in UTC like every other time, whatever offset the client wrote.
+      expiresAt: body.expires_at === undefined ? null : new Date(body.expires_at).toISOString(),
+      createdBy: actorOf(principal).id,
+    });
     await db.batch([
       db.insert(apiKeys).values(created.row),
       auditInsert(db, {

@@ -91,7 +91,11 @@ export const NewApiKeySchema = z
   .object({
     name: z.string().trim().min(1).max(100),
     scopes: z.array(ScopeSchema).min(1).default(["tasks:read", "tasks:write", "events:read"]),
-    expires_at: z.iso.datetime().optional(),
+    expires_at: z.iso
+      .datetime({ offset: true })
+      .refine((value) => Date.parse(value) > Date.now(), "must be in the future")
+      .optional()
+      .openapi({ description: "When the key stops working (ISO 8601). Default: never." }),
   })
   .strict()
   .openapi("NewApiKey");

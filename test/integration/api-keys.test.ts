@@ -33,6 +33,33 @@ describe("API keys", () => {
     expect(badLimit.status).toBe(422);
   });
 
+  it("stop working when they expire, and cannot be made already expired", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const create = (expires_at: string) =>
+      fetcher(`${BASE}/api/v1/api-keys`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ name: "short-lived", scopes: ["tasks:read"], expires_at }),
+      });
+    const expiresAtMs = Date.now() + 1_500;
+    // Any offset is taken, and stored in UTC.
+    const local = new Date(expiresAtMs + 2 * 3_600_000).toISOString().replace("Z", "+02:00");
+    const made = await create(local);
+    expect(made.status).toBe(201);
+    const key = (await made.json()) as { key: string; expires_at: string | null };
+    expect(key.expires_at).toBe(new Date(expiresAtMs).toISOString());
+    expect((await fetcher(`${BASE}/api/v1/workspace`, { headers: bearer(key.key) })).status).toBe(200);
+    await new Promise((wake) => setTimeout(wake, expiresAtMs - Date.now() + 50));
+    const expired = await fetcher(`${BASE}/api/v1/workspace`, { headers: bearer(key.key) });
+    expect(expired.status).toBe(401);
+
+    const past = await create("2020-01-01T00:00:00Z");
+    expect(past.status).toBe(422);
+    expect(((await past.json()) as { errors: unknown }).errors).toEqual([
+      { path: "expires_at", message: "must be in the future" },
+    ]);
+  });
+
   it("record when they were last used", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE);
     const key = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
