@@ -41,6 +41,20 @@ export interface NewApiKey {
   key: string;
 }
 
+/**
+ * A new key's fields as the API names them (NewApiKeySchema), as newApiKey
+ * takes them. Spelled out: spreading the body dropped `expires_at`, which
+ * newApiKey calls `expiresAt`, and every key lived for ever.
+ */
+export function newApiKeyFields(body: { name: string; scopes: ApiKeyScope[]; expires_at?: string }) {
+  return {
+    name: body.name,
+    scopes: body.scopes,
+    // Stored in UTC like every other time, whatever offset the client wrote.
+    expiresAt: body.expires_at === undefined ? null : new Date(body.expires_at).toISOString(),
+  };
+}
+
 /** Builds a key and its row; the caller inserts the row in the same batch as its audit entry. */
 export async function newApiKey(input: {
   workspaceId: string;

@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { auditContext, auditInsert } from "../audit/index.ts";
-import { listApiKeys, newApiKey, revokeStatement, toApiKeyView } from "../auth/api-keys.ts";
+import { listApiKeys, newApiKey, newApiKeyFields, revokeStatement, toApiKeyView } from "../auth/api-keys.ts";
 import { forgetApiKey } from "../auth/authenticate.ts";
 import { actorOf } from "../auth/principal.ts";
 import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
@@ -75,14 +75,7 @@ export function registerApiKeyRoutes(app: OpenAPIHono<HonoEnv>): void {
     const { db, workspaceId } = tenantDb(c);
     const body = c.req.valid("json");
     const principal = c.get("principal")!;
-    const created = await newApiKey({
-      workspaceId,
-      name: body.name,
-      scopes: body.scopes,
-      // Stored in UTC like every other time, whatever offset the client wrote.
-      expiresAt: body.expires_at === undefined ? null : new Date(body.expires_at).toISOString(),
-      createdBy: actorOf(principal).id,
-    });
+    const created = await newApiKey({ workspaceId, ...newApiKeyFields(body), createdBy: actorOf(principal).id });
     await db.batch([
       db.insert(apiKeys).values(created.row),
       auditInsert(db, {

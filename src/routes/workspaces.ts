@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { auditContext, auditInsert } from "../audit/index.ts";
-import { newApiKey, toApiKeyView } from "../auth/api-keys.ts";
+import { newApiKey, newApiKeyFields, toApiKeyView } from "../auth/api-keys.ts";
 import { createDb } from "../db/client.ts";
 import { apiKeys, workspaces } from "../db/schema.ts";
 import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
@@ -109,7 +109,7 @@ export function registerWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
     const db = createDb(c.get("config").DB);
     const workspace = newWorkspaceRow(body);
     const keyInput = body.api_key ?? { name: "Admin key", scopes: ["admin" as const] };
-    const created = await newApiKey({ workspaceId: workspace.id, ...keyInput, createdBy: "operator" });
+    const created = await newApiKey({ workspaceId: workspace.id, ...newApiKeyFields(keyInput), createdBy: "operator" });
     const context = auditContext(c);
     await db.batch([
       db.insert(workspaces).values(workspace),

@@ -36,6 +36,16 @@ describe("operator workspace routes", () => {
     const keys = (await list.json()) as any;
     expect(keys.data).toHaveLength(1);
     expect(JSON.stringify(keys)).not.toContain(body.api_key.key);
+
+    // A first key asked to expire does.
+    const expiresAt = "2031-06-30T12:00:00.000Z";
+    const expiring = await send("/api/v1/workspaces", TEST_ADMIN_TOKEN, "POST", {
+      name: "Acme trial",
+      plan: "team",
+      api_key: { name: "Trial key", scopes: ["tasks:read"], expires_at: expiresAt },
+    });
+    expect(expiring.status).toBe(201);
+    expect(((await expiring.json()) as any).api_key).toMatchObject({ name: "Trial key", expires_at: expiresAt });
   });
 
   it("reads and changes any workspace; a new plan resets limits before overrides", async () => {
