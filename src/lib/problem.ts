@@ -20,6 +20,11 @@ export const PROBLEMS = {
   },
   CONFLICT: { status: 409, title: "Conflict", description: "The request conflicts with the resource's state." },
   PAYLOAD_TOO_LARGE: { status: 413, title: "Payload too large", description: "The body exceeds the size limit." },
+  RANGE_NOT_SATISFIABLE: {
+    status: 416,
+    title: "Range not satisfiable",
+    description: "The requested byte range starts past the end; `Content-Range` gives the size.",
+  },
   UNSUPPORTED_MEDIA_TYPE: {
     status: 415,
     title: "Unsupported media type",

@@ -5,7 +5,18 @@ import { setResponseHeaders } from "./response-headers.ts";
 
 const OPTIONS = {
   allowMethods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-  allowHeaders: ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id", "traceparent", "tracestate"],
+  allowHeaders: [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Request-Id",
+    "traceparent",
+    "tracestate",
+    // Conditional and partial downloads of artifacts.
+    "Range",
+    "If-Range",
+    "If-None-Match",
+  ],
   exposeHeaders: [
     "X-Request-Id",
     "X-API-Version",
@@ -18,6 +29,11 @@ const OPTIONS = {
     "X-LLM-Provider",
     "X-LLM-Simulated",
     "X-Should-Retry",
+    // An artifact's version and, for a partial download, which part this is.
+    "ETag",
+    "Accept-Ranges",
+    "Content-Range",
+    "Content-Disposition",
   ],
   maxAge: 600,
 };

@@ -3,6 +3,7 @@ import { findOwnedOr404 } from "../auth/tenant-access.ts";
 import { createDb } from "../db/client.ts";
 import { artifacts, tasks } from "../db/schema.ts";
 import { TenantDb } from "../db/tenant.ts";
+import { ifRangeHolds, noneMatchHits, parseByteRange } from "../lib/byte-range.ts";
 import { jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -29,21 +30,39 @@ const getArtifactRoute = createRoute({
   },
 });
 
+const BINARY = { "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) } };
+
 const contentRoute = createRoute({
   method: "get",
   path: "/api/v1/artifacts/{id}/content",
   operationId: "getArtifactContent",
   tags: [TAG],
   summary: "Download an artifact's content",
-  description: "Streamed from storage with the artifact's `Content-Type` and `Content-Length`; `ETag` is its SHA-256.",
+  description:
+    "Streamed from storage with the artifact's `Content-Type` and `Content-Length`; `ETag` is its SHA-256. " +
+    "`If-None-Match` with that ETag answers 304 without a body; one `Range: bytes=…` answers 206 with that part " +
+    "(`If-Range` with the ETag keeps it to this version), so an interrupted download resumes where it stopped.",
   middleware: [requireScope("tasks:read")] as const,
-  request: { params: ArtifactIdParam },
+  request: {
+    params: ArtifactIdParam,
+    headers: z.object({
+      range: z.string().max(200).optional().openapi({ example: "bytes=1048576-" }),
+      "if-range": z.string().max(200).optional(),
+      "if-none-match": z.string().max(1_000).optional(),
+    }),
+  },
   responses: {
-    200: {
-      description: "The content.",
-      content: { "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) } },
-    },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    200: { description: "The content.", content: BINARY },
+    206: { description: "The requested part, with `Content-Range`.", content: BINARY },
+    304: { description: "The client's copy (`If-None-Match`) is current." },
+    ...problemResponses(
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "NOT_FOUND",
+      "RANGE_NOT_SATISFIABLE",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
   },
 });
 
@@ -55,16 +74,45 @@ export function registerArtifactRoutes(app: OpenAPIHono<HonoEnv>): void {
 
   app.openapi(contentRoute, async (c) => {
     const row = await findOwnedOr404(c, artifacts, c.req.valid("param").id, "artifact");
-    const object = await c.get("config").ARTIFACTS.get(row.r2Key);
-    if (!object) throw new ApiError("DEPENDENCY_UNAVAILABLE", `The content of ${row.id} is not available right now.`);
+    const conditions = c.req.valid("header");
+    const etag = `"${row.sha256}"`;
     const name = row.path.slice(row.path.lastIndexOf("/") + 1).replaceAll('"', "");
-    return c.body(object.body, 200, {
-      "Content-Type": row.mimeType,
-      "Content-Length": String(object.size),
-      ETag: `"${row.sha256}"`,
-      "Content-Disposition": `inline; filename="${name}"`,
+    const headers = {
+      ETag: etag,
       "Cache-Control": "private, max-age=0",
-    });
+      "Accept-Ranges": "bytes",
+    };
+    // The row knows the version: a client that has it is answered without reading storage.
+    if (noneMatchHits(conditions["if-none-match"], etag)) return c.body(null, 304, headers);
+    const range = ifRangeHolds(conditions["if-range"], etag)
+      ? parseByteRange(conditions.range, row.sizeBytes)
+      : ({ kind: "full" } as const);
+    if (range.kind === "unsatisfiable") {
+      throw new ApiError("RANGE_NOT_SATISFIABLE", `${row.id} has ${row.sizeBytes} bytes.`, {
+        headers: { "Content-Range": `bytes */${row.sizeBytes}` },
+      });
+    }
+    const object = await c
+      .get("config")
+      .ARTIFACTS.get(
+        row.r2Key,
+        range.kind === "partial" ? { range: { offset: range.offset, length: range.length } } : {},
+      );
+    if (!object) throw new ApiError("DEPENDENCY_UNAVAILABLE", `The content of ${row.id} is not available right now.`);
+    const content = {
+      ...headers,
+      "Content-Type": row.mimeType,
+      "Content-Disposition": `inline; filename="${name}"`,
+    };
+    if (range.kind === "partial") {
+      const lastByte = range.offset + range.length - 1;
+      return c.body(object.body, 206, {
+        ...content,
+        "Content-Length": String(range.length),
+        "Content-Range": `bytes ${range.offset}-${lastByte}/${row.sizeBytes}`,
+      });
+    }
+    return c.body(object.body, 200, { ...content, "Content-Length": String(object.size) });
   });
 
   registerDebugArtifactRoute(app);

@@ -160,6 +160,17 @@ describe("CORS", () => {
     expect(allowed.headers.get("Access-Control-Allow-Origin")).toBe("http://localhost:8787");
     expect(allowed.headers.get("Access-Control-Expose-Headers")).toContain("X-Request-Id");
     expect(allowed.headers.get("Access-Control-Expose-Headers")).toContain("X-Should-Retry");
+    // A browser resuming an artifact download reads which part it got, and may ask for one.
+    expect(allowed.headers.get("Access-Control-Expose-Headers")).toContain("Content-Range");
+    const preflight = await call("/api/v1/artifacts/art_x/content", {
+      method: "OPTIONS",
+      headers: {
+        Origin: "http://localhost:8787",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, range, if-range, if-none-match",
+      },
+    });
+    expect(preflight.headers.get("Access-Control-Allow-Headers")).toMatch(/Range.*If-Range.*If-None-Match/);
     const other = await call("/health", { headers: { Origin: "https://evil.example" } });
     expect(other.headers.get("Access-Control-Allow-Origin")).toBeNull();
     // No Origin: not a CORS request. No Access-Control-* headers, but caches still learn the answer varies by Origin.

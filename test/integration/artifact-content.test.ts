@@ -1,0 +1,97 @@
+import { exports } from "cloudflare:workers";
+import { beforeAll, describe, expect, it } from "vitest";
+import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
+
+/** GET /api/v1/artifacts/{id}/content as a download client uses it: whole, in parts, and only when changed. */
+
+const BASE = "http://edge.test";
+const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
+const SIZE_BYTES = 300_000;
+/** The debug route's content: byte i is i mod 251 (patternStream in src/routes/artifacts.ts). */
+const byteAt = (index: number) => index % 251;
+
+let workspace: TestWorkspace;
+let content: string;
+let etag: string;
+
+beforeAll(async () => {
+  workspace = await createTestWorkspace(fetcher, BASE, { name: "artifact downloads" });
+  const task = await fetcher(`${BASE}/api/v1/tasks`, {
+    method: "POST",
+    headers: { ...workspace.headers, "Content-Type": "application/json" },
+    body: JSON.stringify({ title: "Build the bundle", type: "code_generation" }),
+  });
+  const { id: taskId } = (await task.json()) as { id: string };
+  const stored = await fetcher(`${BASE}/__debug/tasks/${taskId}/artifacts`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ workspace_id: workspace.id, path: "dist/bundle.bin", size_bytes: SIZE_BYTES }),
+  });
+  expect(stored.status).toBe(201);
+  const artifact = (await stored.json()) as { content_url: string; sha256: string };
+  content = `${BASE}${artifact.content_url}`;
+  etag = `"${artifact.sha256}"`;
+});
+
+function download(headers: Record<string, string> = {}) {
+  return fetcher(content, { headers: { ...workspace.headers, ...headers } });
+}
+
+async function expectBytes(response: Response, offset: number, length: number) {
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  expect(bytes.length).toBe(length);
+  for (const index of [0, 1, Math.floor(length / 2), length - 1]) expect(bytes[index]).toBe(byteAt(offset + index));
+}
+
+describe("artifact content", () => {
+  it("is answered whole with its length, version and that parts may be asked for", async () => {
+    const whole = await download();
+    expect(whole.status).toBe(200);
+    expect(whole.headers.get("Content-Length")).toBe(String(SIZE_BYTES));
+    expect(whole.headers.get("ETag")).toBe(etag);
+    expect(whole.headers.get("Accept-Ranges")).toBe("bytes");
+    await expectBytes(whole, 0, SIZE_BYTES);
+  });
+
+  it("resumes an interrupted download: one byte range answers 206 with that part", async () => {
+    const rest = await download({ Range: "bytes=200000-", "If-Range": etag });
+    expect(rest.status).toBe(206);
+    expect(rest.headers.get("Content-Range")).toBe(`bytes 200000-${SIZE_BYTES - 1}/${SIZE_BYTES}`);
+    expect(rest.headers.get("Content-Length")).toBe("100000");
+    await expectBytes(rest, 200_000, 100_000);
+
+    const middle = await download({ Range: "bytes=1000-1999" });
+    expect(middle.status).toBe(206);
+    await expectBytes(middle, 1_000, 1_000);
+    const tail = await download({ Range: "bytes=-10" });
+    expect(tail.headers.get("Content-Range")).toBe(`bytes ${SIZE_BYTES - 10}-${SIZE_BYTES - 1}/${SIZE_BYTES}`);
+    await expectBytes(tail, SIZE_BYTES - 10, 10);
+  });
+
+  it("answers whole when the part asked for is of another version, or not one range", async () => {
+    const stale = await download({ Range: "bytes=200000-", "If-Range": '"an-older-version"' });
+    expect(stale.status).toBe(200);
+    await expectBytes(stale, 0, SIZE_BYTES);
+    const several = await download({ Range: "bytes=0-1,5-6" });
+    expect(several.status).toBe(200);
+    await several.body?.cancel();
+  });
+
+  it("refuses a range past the end with 416 and the size", async () => {
+    const past = await download({ Range: `bytes=${SIZE_BYTES}-` });
+    expect(past.status).toBe(416);
+    expect(past.headers.get("Content-Range")).toBe(`bytes */${SIZE_BYTES}`);
+    expect(past.headers.get("Content-Type")).toBe("application/problem+json");
+    expect(await past.json()).toMatchObject({ code: "RANGE_NOT_SATISFIABLE", status: 416 });
+  });
+
+  it("answers 304 without a body to a client that has this version", async () => {
+    const current = await download({ "If-None-Match": etag });
+    expect(current.status).toBe(304);
+    expect(current.headers.get("ETag")).toBe(etag);
+    expect(await current.text()).toBe("");
+    const changed = await download({ "If-None-Match": '"an-older-version"' });
+    expect(changed.status).toBe(200);
+    await changed.body?.cancel();
+  });
+});
