@@ -146,6 +146,19 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect(JSON.stringify(body)).not.toContain("Deliberate failure");
   });
 
+  it("the root tells a visitor where the reference, the OpenAPI document and health are, without credentials", async () => {
+    const response = await call("/");
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({
+      name: "MGX-AI Edge",
+      api_version: "1.0",
+      docs: "/docs",
+      openapi: "/openapi.json",
+      health: "/health",
+      ready: "/ready",
+    });
+  });
+
   it("problem types resolve", async () => {
     const response = await call("/problems/payload-too-large");
     expect(response.status).toBe(200);
