@@ -59,6 +59,7 @@ const indexRoute = createRoute({
         },
       },
     },
+    ...problemResponses("NOT_FOUND"),
   },
 });
 
