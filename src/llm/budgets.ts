@@ -251,32 +251,20 @@ export async function budgetStatus(
   const limiter = config.WORKSPACE_LIMITER.getByName(workspaceId);
   const status = justSetBy ? await limiter.reviewBudgets(limits, justSetBy) : await limiter.budgetStatus();
   const nowMs = Date.now();
-  const checks = [
-    {
-      period: "daily",
-      metric: "tokens",
-      used: status.daily.tokens + status.daily.reserved_tokens,
-      limit: limits.daily_tokens,
-    },
-    {
-      period: "daily",
-      metric: "cost_usd",
-      used: round(status.daily.cost_usd + status.daily.reserved_cost_usd),
-      limit: limits.daily_cost_usd,
-    },
-    {
-      period: "monthly",
-      metric: "tokens",
-      used: status.monthly.tokens + status.monthly.reserved_tokens,
-      limit: limits.monthly_tokens,
-    },
-    {
-      period: "monthly",
-      metric: "cost_usd",
-      used: round(status.monthly.cost_usd + status.monthly.reserved_cost_usd),
-      limit: limits.monthly_cost_usd,
-    },
-  ] as const;
+  // What counts against a budget: what is charged and what running calls hold.
+  const checks = (["daily", "monthly"] as const).flatMap((period) => {
+    const counted = status[period];
+    const used = {
+      tokens: counted.tokens + counted.reserved_tokens,
+      cost_usd: round(counted.cost_usd + counted.reserved_cost_usd),
+    };
+    return (["tokens", "cost_usd"] as const).map((metric) => ({
+      period,
+      metric,
+      used: used[metric],
+      limit: limits[`${period}_${metric}`],
+    }));
+  });
   const exhausted: ExhaustedBudget[] = [];
   for (const check of checks) {
     if (check.limit !== null && check.used >= check.limit) exhausted.push({ ...check, limit: check.limit });
