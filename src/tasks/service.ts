@@ -324,7 +324,7 @@ export async function cancelTask(ctx: TaskContext, task: TaskRow): Promise<{ tas
     task.status === "dead_lettered"
   ) {
     throw new ApiError("CONFLICT", `Task ${task.id} is already ${task.status}.`, {
-      extensions: { status: task.status },
+      extensions: { task_status: task.status },
     });
   }
   const nowIso = new Date().toISOString();

@@ -184,6 +184,8 @@ describe("reading and cancelling tasks", () => {
       headers: small.headers,
     });
     expect(twice.status).toBe(409);
+    // The task's state rides in its own member: a problem's `status` is the HTTP status.
+    expect(await twice.json()).toMatchObject({ status: 409, code: "CONFLICT", task_status: "cancelled" });
   });
 
   it("shows runs and artifacts of a task, and 404 for unknown ids", async () => {
