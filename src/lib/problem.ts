@@ -85,17 +85,22 @@ export function problemType(code: ProblemCode): string {
 }
 
 /** The one error type routes and services throw; the error handler renders it. */
+/** Members a problem adds of its own; the standard ones cannot be among them (they would be overwritten). */
+export type ProblemExtensions = Record<string, unknown> & {
+  [member in "type" | "title" | "status" | "detail" | "code" | "request_id" | "errors"]?: never;
+};
+
 export class ApiError extends Error {
   readonly code: ProblemCode;
   readonly status: number;
   readonly errors?: FieldError[];
   readonly headers: Record<string, string>;
-  readonly extensions: Record<string, unknown>;
+  readonly extensions: ProblemExtensions;
 
   constructor(
     code: ProblemCode,
     detail?: string,
-    options: { errors?: FieldError[]; headers?: Record<string, string>; extensions?: Record<string, unknown> } = {},
+    options: { errors?: FieldError[]; headers?: Record<string, string>; extensions?: ProblemExtensions } = {},
   ) {
     super(detail ?? PROBLEMS[code].title);
     this.name = "ApiError";
