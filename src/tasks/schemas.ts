@@ -134,6 +134,13 @@ export const ReplayRequestSchema = z
         include_replayed: z.boolean().default(false),
       })
       .strict()
+      .refine(
+        (filter) =>
+          !filter.created_after ||
+          !filter.created_before ||
+          Date.parse(filter.created_after) < Date.parse(filter.created_before),
+        { path: ["created_before"], message: "must be after created_after" },
+      )
       .optional()
       .openapi({ description: "Or: every dead letter matching this (up to `limit`), oldest first." }),
     limit: z.number().int().min(1).max(100).default(100),

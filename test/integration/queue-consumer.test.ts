@@ -525,6 +525,19 @@ describe("the dead-letter path", () => {
     const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
     expect(letter).toMatchObject({ replayCount: 1 });
     expect(letter.replayedAt).not.toBeNull();
+
+    // A filter whose window ends before it starts matches nothing by construction: refused, not answered empty.
+    const inverted = await fetcher(`${BASE}/api/v1/dead-letters/replay`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({
+        filter: { created_after: "2026-11-28T00:00:00Z", created_before: "2026-11-01T00:00:00Z" },
+      }),
+    });
+    expect(inverted.status).toBe(422);
+    expect(((await inverted.json()) as { errors: unknown }).errors).toEqual([
+      { path: "filter.created_before", message: "must be after created_after" },
+    ]);
   });
 });
 
