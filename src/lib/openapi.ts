@@ -15,6 +15,32 @@ export const ProblemSchema = z
       .array(z.object({ path: z.string(), message: z.string() }))
       .optional()
       .openapi({ description: "Field errors, for 422 responses." }),
+    // Members some problems add (RFC 9457 extensions); a client may rely on them where present.
+    reason: z.string().optional().openapi({
+      description: "Why, in a word a program can branch on, e.g. `budget_exhausted`, `all_providers_failed`.",
+    }),
+    retryable: z.boolean().optional().openapi({
+      description: "Whether the same request may succeed later (see also `Retry-After`, `X-Should-Retry`).",
+    }),
+    retry_after_seconds: z.number().int().optional(),
+    required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
+    did_you_mean: z
+      .string()
+      .optional()
+      .openapi({ description: "404: the path of the route the request was probably meant for." }),
+    failures: z
+      .array(
+        z.object({
+          provider: z.string(),
+          model: z.string(),
+          attempts: z.number().int(),
+          status: z.number().int().nullable(),
+          code: z.string(),
+          message: z.string(),
+        }),
+      )
+      .optional()
+      .openapi({ description: "LLM calls that failed on every target: each target tried, with its last failure." }),
   })
   .openapi("Problem", { description: "RFC 9457 problem details." });
 
