@@ -168,7 +168,7 @@ export class Router implements LlmRouter {
           next = await served.value.iterator.next();
         }
         served.finish();
-        if (!final) throw new ProviderError("protocol", "the stream ended without usage");
+        if (!final) throw new ProviderError("protocol", "the stream ended without its final event");
         resolveResult(await router.#charge(target, adapter, final, attempts, context, call, startedMs));
       } catch (error) {
         failed = true;

@@ -4,7 +4,9 @@ import type { ChatMessage, TokenUsage, ToolDefinition } from "./types.ts";
 /**
  * Token estimates for budgets and model choice before a call: about four
  * characters a token for English and code, which over-counts slightly, the
- * safe side for a reservation. Charges always use the provider's own figures.
+ * safe side for a reservation. Charges use the provider's own figures; only
+ * when those never come (a stream left or cut, a provider that reports none)
+ * is an estimate charged, and marked as one.
  */
 
 const CHARS_PER_TOKEN = 4;
