@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
-import { BreakerBook } from "../src/llm/breaker-book.ts";
+import { BreakerBook, type BreakerSnapshot } from "../src/llm/breaker-book.ts";
 import type { Outcome } from "../src/llm/breaker-client.ts";
-import type { BreakerPolicy, BreakerState, BreakerView } from "../src/llm/breaker-core.ts";
+import type { BreakerPolicy, BreakerState } from "../src/llm/breaker-core.ts";
 
 /**
  * One per LLM provider (addressed by provider name): the circuit breakers of
@@ -26,7 +26,7 @@ export class ProviderBreaker extends DurableObject {
     return this.#book.tryTrial(model, Date.now(), policy);
   }
 
-  async snapshot(policy?: BreakerPolicy): Promise<{ model: string; view: BreakerView }[]> {
+  async snapshot(policy?: BreakerPolicy): Promise<BreakerSnapshot[]> {
     return this.#book.snapshot(Date.now(), policy);
   }
 }

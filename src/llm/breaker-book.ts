@@ -18,6 +18,20 @@ import {
 
 export type BreakerStorage = Pick<DurableObjectStorage, "sql">;
 
+/**
+ * A breaker that has recorded nothing for this long says nothing any more (its
+ * window is a minute, its open time half a minute): its row is dropped, and a
+ * later call starts it afresh.
+ */
+export const FORGET_IDLE_BREAKER_MS = 7 * 86_400_000;
+
+export interface BreakerSnapshot {
+  model: string;
+  view: BreakerView;
+  /** When it last recorded an outcome or a trial. */
+  lastRecordedAtMs: number;
+}
+
 export class BreakerBook {
   readonly #sql: SqlStorage;
   readonly #cache = new Map<string, BreakerState>();
@@ -55,13 +69,21 @@ export class BreakerBook {
     return outcome;
   }
 
-  snapshot(nowMs: number, policy: BreakerPolicy = DEFAULT_BREAKER_POLICY): { model: string; view: BreakerView }[] {
+  snapshot(nowMs: number, policy: BreakerPolicy = DEFAULT_BREAKER_POLICY): BreakerSnapshot[] {
+    const forgotten = this.#sql.exec(
+      "DELETE FROM breaker_models WHERE updated_at_ms < ?",
+      nowMs - FORGET_IDLE_BREAKER_MS,
+    ).rowsWritten;
+    if (forgotten > 0) this.#cache.clear();
     const rows = this.#sql
-      .exec<{ model: string; state: string }>("SELECT model, state FROM breaker_models ORDER BY model")
+      .exec<{ model: string; state: string; updated_at_ms: number }>(
+        "SELECT model, state, updated_at_ms FROM breaker_models ORDER BY model",
+      )
       .toArray();
     return rows.map((row) => ({
       model: row.model,
       view: viewOf(JSON.parse(row.state) as BreakerState, nowMs, policy),
+      lastRecordedAtMs: row.updated_at_ms,
     }));
   }
 

@@ -1,5 +1,6 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "./adapters/index.ts";
+import type { BreakerSnapshot } from "./breaker-book.ts";
 import type { BreakerView } from "./breaker-core.ts";
 import { DEFAULT_MODELS, type RouteTarget } from "./routing.ts";
 
@@ -36,6 +37,9 @@ const CLOSED_VIEW: BreakerView = {
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
+/** A model off the chain is listed while it was called this recently (a request naming it, a chain since changed). */
+const SHOW_OFF_CHAIN_FOR_MS = 3_600_000;
+
 export async function providerOverview(config: AppConfig, chain: RouteTarget[]): Promise<ProviderHealth[]> {
   const adapters = buildAdapters(config);
   const names = [
@@ -47,7 +51,7 @@ export async function providerOverview(config: AppConfig, chain: RouteTarget[]):
       // Models as the chain names them: a simulated model's settings (`sim-1?failure_rate=1`) make it a
       // target of its own, with its own breaker, which must not stand in for the plain model's.
       const chainModels = chain.filter((target) => target.provider === provider).map((target) => target.model);
-      let snapshot: { model: string; view: BreakerView }[] = [];
+      let snapshot: BreakerSnapshot[] = [];
       // Chain entries are shown even when this deployment lacks the provider's secrets: another may have them.
       if (adapter || chainModels.length > 0) {
         try {
@@ -56,7 +60,14 @@ export async function providerOverview(config: AppConfig, chain: RouteTarget[]):
           // The breaker object is unreachable: show the chain's models without breaker figures.
         }
       }
-      const views = new Map(snapshot.map((entry) => [entry.model, entry.view]));
+      const nowMs = Date.now();
+      const views = new Map(
+        snapshot
+          .filter(
+            (entry) => chainModels.includes(entry.model) || nowMs - entry.lastRecordedAtMs < SHOW_OFF_CHAIN_FOR_MS,
+          )
+          .map((entry) => [entry.model, entry.view]),
+      );
       const models = [...new Set([...chainModels, ...views.keys()])].sort().map((model) => {
         const view = views.get(model) ?? CLOSED_VIEW;
         return {

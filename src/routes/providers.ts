@@ -26,7 +26,7 @@ const listRoute = createRoute({
   tags: ["LLM"],
   summary: "List LLM providers and their circuit breakers",
   description:
-    "Every provider the router knows, whether this deployment has it configured, and per model the breaker state and recent error rate. `simulated` is the offline provider.",
+    "Every provider the router knows, whether this deployment has it configured, and per model (those of the workspace's chain, and any other called within the last hour) the breaker state and recent error rate. `simulated` is the offline provider.",
   middleware: [requireScope("tasks:read")] as const,
   responses: {
     200: {

@@ -1,6 +1,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { BreakerBook } from "../../src/llm/breaker-book.ts";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
 import { createTestKey } from "../support/workspaces.ts";
 
@@ -327,6 +328,36 @@ describe("GET /api/v1/providers", () => {
       { model: plain, in_chain: true, state: "closed", consecutive_failures: 0, last_error: null },
       { model: failing, in_chain: true, state: "open", consecutive_failures: 5, last_error: "http_500" },
     ]);
+  });
+
+  it("lists a model off the chain while it was called within the hour, and forgets a breaker idle for a week", async () => {
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] });
+    const recent = `sim-recent-${crypto.randomUUID().slice(0, 8)}`;
+    const stale = `sim-stale-${crypto.randomUUID().slice(0, 8)}`;
+    const forgotten = `sim-forgotten-${crypto.randomUUID().slice(0, 8)}`;
+    const failure = (atMs: number) => [{ atMs, ok: false, error: "http_503" }];
+    await runInDurableObject(env.PROVIDER_BREAKER.getByName("simulated"), (_instance, state) => {
+      // Written as the object would have written them then.
+      const book = new BreakerBook(state.storage);
+      const nowMs = Date.now();
+      book.sync(recent, failure(nowMs - 60_000), nowMs - 60_000);
+      book.sync(stale, failure(nowMs - 2 * 3_600_000), nowMs - 2 * 3_600_000);
+      book.sync(forgotten, failure(nowMs - 8 * 86_400_000), nowMs - 8 * 86_400_000);
+    });
+    const response = await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers });
+    const body = (await response.json()) as { data: { provider: string; models: { model: string }[] }[] };
+    const listed = body.data.find((entry) => entry.provider === "simulated")!.models.map((entry) => entry.model);
+    expect(listed).toContain("sim-1");
+    expect(listed).toContain(recent);
+    expect(listed).not.toContain(stale);
+    const rows = await runInDurableObject(env.PROVIDER_BREAKER.getByName("simulated"), (_instance, state) =>
+      state.storage.sql
+        .exec<{ model: string }>("SELECT model FROM breaker_models WHERE model IN (?, ?)", stale, forgotten)
+        .toArray()
+        .map((row) => row.model),
+    );
+    // Off the list but kept while it may still matter; gone after a week of silence.
+    expect(rows).toEqual([stale]);
   });
 });
 
