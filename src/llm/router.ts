@@ -37,6 +37,23 @@ const sharedLatency = new LatencyTracker();
 /** What a call's reservation left for its settlement. */
 type Reserved = Pick<BudgetAmounts, "budgets" | "hold">;
 
+/**
+ * Cancelled while a request was at the provider: it has read the prompt, and
+ * bills it whether or not anyone waits for the answer. Callers see a plain
+ * "cancelled" LlmError; the router charges the prompt (see #settleUnserved).
+ */
+class CancelledInFlight extends LlmError {
+  readonly target: RouteTarget;
+  readonly adapter: ProviderAdapter;
+  readonly attempts: number;
+  constructor(target: RouteTarget, adapter: ProviderAdapter, attempts: number) {
+    super("cancelled", "the call was cancelled", false);
+    this.target = target;
+    this.adapter = adapter;
+    this.attempts = attempts;
+  }
+}
+
 interface Served<T> {
   value: T;
   target: RouteTarget;
@@ -111,7 +128,7 @@ export class Router implements LlmRouter {
       );
       return await this.#charge(served.target, served.adapter, served.value, served.attempts, context, call, startedMs);
     } catch (error) {
-      await this.#release(context, call);
+      await this.#settleUnserved(error, context, call, startedMs);
       throw error;
     }
   }
@@ -139,7 +156,7 @@ export class Router implements LlmRouter {
         { resettable: true },
       );
     } catch (error) {
-      await this.#release(context, call);
+      await this.#settleUnserved(error, context, call, startedMs);
       throw error;
     }
     let resolveResult!: (result: ChatResult) => void;
@@ -311,7 +328,11 @@ export class Router implements LlmRouter {
         } catch (caught) {
           clock.finish();
           const error = fetchFailure(caught, clock.signal);
-          if (error.failure === "cancelled") throw new LlmError("cancelled", "the call was cancelled", false);
+          // The caller's cancellation is no failure of the provider's, whatever its reason (AbortSignal.timeout's
+          // reads like an attempt's own timeout): no retry, no breaker record, no provider error event.
+          if (context.signal?.aborted || error.failure === "cancelled") {
+            throw new CancelledInFlight(target, adapter, attempts);
+          }
           const failure = classifyFailure(error);
           if (failure.countsForBreaker) breaker.record(key, false, error.code);
           causes.push(failure.cause);
@@ -449,11 +470,12 @@ export class Router implements LlmRouter {
   }
 
   /**
-   * A stream that ended without the provider's usage (the client went away,
-   * or the provider failed mid-answer): the provider read the prompt and
-   * wrote what was delivered, so that is charged, estimated as a reservation
-   * is (src/llm/tokens.ts), rather than nothing, which would make leaving
-   * before the last chunk a way around budgets.
+   * A call that ended without the provider's usage (a stream whose client went
+   * away, or whose provider failed mid-answer; a call cancelled in flight):
+   * the provider read the prompt and wrote what was delivered, so that is
+   * charged, estimated as a reservation is (src/llm/tokens.ts), rather than
+   * nothing, which would make leaving before the last chunk, or cancelling,
+   * a way around budgets.
    */
   async #chargeEstimate(
     target: RouteTarget,
@@ -473,8 +495,23 @@ export class Router implements LlmRouter {
       usageEstimated: true,
     };
     await this.#charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) =>
-      this.#deps.logger.error("charging an unfinished stream failed", { error, charge_key: context.chargeKey }),
+      this.#deps.logger.error("charging an unfinished call failed", { error, charge_key: context.chargeKey }),
     );
+  }
+
+  /**
+   * A call that ends without an answer: failures cost nothing (providers do not bill an error), and the
+   * reservation is released; a cancellation that reached the provider is charged the prompt it read.
+   */
+  async #settleUnserved(
+    error: unknown,
+    context: CallContext,
+    call: Reserved & { promptTokens: number },
+    startedMs: number,
+  ): Promise<void> {
+    if (!(error instanceof CancelledInFlight)) return this.#release(context, call);
+    const { target, adapter, attempts } = error;
+    await this.#chargeEstimate(target, adapter, new DeliveredText(), attempts, context, call, startedMs);
   }
 
   async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {

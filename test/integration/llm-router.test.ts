@@ -388,9 +388,9 @@ describe("a stream that ends without the provider's usage", () => {
   // plus 4 for the message; 80 characters delivered are 20 completion tokens.
   const estimated = { prompt_tokens: 9, completion_tokens: 20, total_tokens: 29 };
 
-  function openAiWorkspaceWithoutLease() {
+  function openAiWorkspaceWithoutLease(model = "gpt-4o-mini") {
     return workspaceWith(
-      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      { strategy: "fallback", chain: [{ provider: "openai", model }] },
       // Room for fewer than 20 such calls: no lease, so every token reserved shows, and must be freed.
       { daily_tokens: 10_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
     );
@@ -440,6 +440,60 @@ describe("a stream that ends without the provider's usage", () => {
     });
     const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
     expect(status.daily).toMatchObject({ tokens: firstDelta.total_tokens, reserved_tokens: 0 });
+  });
+
+  it("charges the prompt a provider read when the call is cancelled in flight, streamed or not", async () => {
+    // A model of its own: its breaker must stay closed, cancellations being no failure of the provider's.
+    const workspace = await openAiWorkspaceWithoutLease("gpt-4o-mini-cancelled");
+    const fake = fakeUpstreams({ [OPENAI]: (request) => hang(request) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const cancelledAfter = (ms: number) => AbortSignal.timeout(ms);
+    const whole = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "cancelled-whole", signal: cancelledAfter(100) })
+      .catch((error) => error);
+    expect(whole).toMatchObject({ kind: "cancelled", retryable: false });
+    const streamed = await router
+      .chatStream(
+        { messages },
+        { workspaceId: workspace.id, chargeKey: "cancelled-stream", signal: cancelledAfter(100) },
+      )
+      .catch((error) => error);
+    expect(streamed).toMatchObject({ kind: "cancelled", retryable: false });
+    expect(fake.count(OPENAI)).toBe(2);
+    const db = createDb(env.DB);
+    for (const chargeKey of ["cancelled-whole", "cancelled-stream"]) {
+      expect(await findCharge(db, workspace.id, chargeKey)).toMatchObject({
+        promptTokens: estimated.prompt_tokens,
+        completionTokens: 0,
+        estimated: true,
+      });
+    }
+    const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+    expect(status.daily).toMatchObject({ tokens: 2 * estimated.prompt_tokens, reserved_tokens: 0 });
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    const breaker = breakers.find((entry) => entry.model === "gpt-4o-mini-cancelled");
+    expect(breaker?.view ?? { consecutiveFailures: 0 }).toMatchObject({ consecutiveFailures: 0 });
+  });
+
+  it("charges nothing for a call cancelled before it reached a provider", async () => {
+    const workspace = await openAiWorkspaceWithoutLease("gpt-4o-mini-refused");
+    const fake = fakeUpstreams({ [OPENAI]: () => problem(503, { "Retry-After": "5" }) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    // Cancelled while waiting out the 503's Retry-After: the one request made was refused, and billed nothing.
+    const cancelled = await router
+      .chat(
+        { messages },
+        { workspaceId: workspace.id, chargeKey: "cancelled-waiting", signal: AbortSignal.timeout(200) },
+      )
+      .catch((error) => error);
+    expect(cancelled).toMatchObject({ kind: "cancelled" });
+    expect(fake.count(OPENAI)).toBe(1);
+    expect(await findCharge(createDb(env.DB), workspace.id, "cancelled-waiting")).toBeNull();
+    const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+    expect(status.daily).toMatchObject({ tokens: 0, reserved_tokens: 0 });
   });
 
   it("answers a whole answer that came without usage, once, charged an estimate marked as such, its breaker untouched", async () => {
