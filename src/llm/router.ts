@@ -190,9 +190,14 @@ export class Router implements LlmRouter {
       } catch (error) {
         failed = true;
         served.finish();
-        const failure = error instanceof ProviderError ? error : fetchFailure(error, new AbortController().signal);
-        router.#deps.breaker.record(targetKey(target), false, failure.code);
         await router.#chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
+        // Cancelled by the caller mid-stream: no failure of the provider's (see #serve).
+        const failure = context.signal?.aborted
+          ? new LlmError("cancelled", "the call was cancelled", false)
+          : error instanceof ProviderError
+            ? error
+            : fetchFailure(error, new AbortController().signal);
+        if (failure instanceof ProviderError) router.#deps.breaker.record(targetKey(target), false, failure.code);
         rejectResult(failure);
         throw failure;
       } finally {

@@ -368,16 +368,20 @@ describe("a stream that ends without the provider's usage", () => {
   function partialStream(end: "hang" | "fail") {
     const encoder = new TextEncoder();
     return fakeUpstreams({
-      [OPENAI]: () =>
+      [OPENAI]: (request) =>
         new Response(
           new ReadableStream<Uint8Array>({
             start(controller) {
               controller.enqueue(encoder.encode(frame("a".repeat(40)) + frame("b".repeat(40))));
             },
-            // Asked for more once both deltas are read: nothing ever comes, or the connection breaks.
+            // Asked for more once both deltas are read: nothing ever comes (until the call is aborted, as a
+            // real fetch's body would be), or the connection breaks.
             pull(controller) {
               if (end === "fail") controller.error(new Error("connection reset mid-answer"));
-              return new Promise<void>(() => {});
+              request.signal.throwIfAborted();
+              return new Promise<void>((_, reject) => {
+                request.signal.addEventListener("abort", () => reject(request.signal.reason), { once: true });
+              });
             },
           }),
           { headers: { "Content-Type": "text/event-stream" } },
@@ -396,13 +400,13 @@ describe("a stream that ends without the provider's usage", () => {
     );
   }
 
-  async function expectCharged(workspaceId: string, chargeKey: string) {
+  async function expectCharged(workspaceId: string, chargeKey: string, model = "gpt-4o-mini") {
     const row = await findCharge(createDb(env.DB), workspaceId, chargeKey);
     expect(row).toMatchObject({
       provider: "openai",
       promptTokens: estimated.prompt_tokens,
       completionTokens: estimated.completion_tokens,
-      costUsd: costUsd("openai", "gpt-4o-mini", estimated),
+      costUsd: costUsd("openai", model, estimated),
       estimated: true,
     });
     const status = await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
@@ -475,6 +479,28 @@ describe("a stream that ends without the provider's usage", () => {
     const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
     const breaker = breakers.find((entry) => entry.model === "gpt-4o-mini-cancelled");
     expect(breaker?.view ?? { consecutiveFailures: 0 }).toMatchObject({ consecutiveFailures: 0 });
+  });
+
+  it("ends a stream its caller cancels mid-answer as cancelled, charged what was delivered, its breaker untouched", async () => {
+    const workspace = await openAiWorkspaceWithoutLease("gpt-4o-mini-cancelled-mid-stream");
+    vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("hang").impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const controller = new AbortController();
+    const context = { workspaceId: workspace.id, chargeKey: "cancelled-mid-stream", signal: controller.signal };
+    const routed = await router.chatStream({ messages }, context);
+    let deltas = 0;
+    const read = (async () => {
+      for await (const event of routed.deltas) {
+        if (event.type === "delta" && ++deltas === 2) controller.abort(); // The task is cancelled.
+      }
+    })();
+    await expect(read).rejects.toMatchObject({ kind: "cancelled" });
+    await expect(routed.result).rejects.toMatchObject({ kind: "cancelled" });
+    await expectCharged(workspace.id, "cancelled-mid-stream", "gpt-4o-mini-cancelled-mid-stream");
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    const breaker = breakers.find((entry) => entry.model === "gpt-4o-mini-cancelled-mid-stream");
+    expect(breaker?.view).toMatchObject({ consecutiveFailures: 0, calls: 1 });
   });
 
   it("charges nothing for a call cancelled before it reached a provider", async () => {
