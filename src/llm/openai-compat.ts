@@ -303,6 +303,14 @@ export function completionStream(
           return;
         }
         const final = await result;
+        if (first) {
+          // No delta came (an empty answer): the role still opens the stream, as OpenAI's first chunk does;
+          // the openai SDK's stream helper fails a stream without it ("missing role for choice 0").
+          first = false;
+          controller.enqueue(
+            chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null, logprobs: null }]),
+          );
+        }
         controller.enqueue(chunk([{ index: 0, delta: {}, finish_reason: final.finish_reason, logprobs: null }]));
         if (includeUsage) {
           controller.enqueue(

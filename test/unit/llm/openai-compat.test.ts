@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ChatCompletionRequestSchema, toChatRequest } from "../../../src/llm/openai-compat.ts";
+import { ChatCompletionRequestSchema, completionStream, toChatRequest } from "../../../src/llm/openai-compat.ts";
+import type { StreamEvent } from "../../../src/llm/provider.ts";
+import type { ChatResult } from "../../../src/llm/types.ts";
 
 /** The OpenAI request as the router reads it. */
 
@@ -54,5 +56,55 @@ describe("toChatRequest", () => {
     });
     expect(parse({ stop: [] })).not.toHaveProperty("stop");
     expect(parse({ tool_choice: "auto" })).toMatchObject({ tool_choice: "auto" });
+  });
+});
+
+describe("completionStream", () => {
+  const result = (overrides: Partial<ChatResult> = {}): ChatResult => ({
+    message: { role: "assistant", content: "" },
+    finish_reason: "stop",
+    usage: { prompt_tokens: 5, completion_tokens: 0, total_tokens: 5 },
+    usage_estimated: false,
+    cost_usd: 0,
+    provider: "openai",
+    model: "gpt-4o-mini",
+    simulated: false,
+    attempts: 1,
+    ...overrides,
+  });
+
+  async function chunksOf(deltas: StreamEvent[], final: ChatResult): Promise<Record<string, any>[]> {
+    async function* events() {
+      yield* deltas;
+    }
+    const body = completionStream("chatcmpl-1", final.model, events(), Promise.resolve(final), false, () => {});
+    const frames = (await new Response(body).text()).split("\n\n").filter(Boolean);
+    expect(frames.at(-1)).toBe("data: [DONE]");
+    return frames.slice(0, -1).map((frame) => JSON.parse(frame.replace(/^data: /, "")) as Record<string, any>);
+  }
+
+  it("opens with the assistant's role even when the answer has no delta, as OpenAI does", async () => {
+    // An empty answer (a reasoning model out of tokens, a refusal to say anything): the openai SDK's stream
+    // helper throws "missing role for choice 0" on a stream whose first chunk names no role.
+    const chunks = await chunksOf([], result({ finish_reason: "length" }));
+    expect(chunks.map((chunk) => chunk.choices[0])).toEqual([
+      { index: 0, delta: { role: "assistant", content: "" }, finish_reason: null, logprobs: null },
+      { index: 0, delta: {}, finish_reason: "length", logprobs: null },
+    ]);
+  });
+
+  it("names the role once, in the first delta's chunk", async () => {
+    const chunks = await chunksOf(
+      [
+        { type: "delta", content: "Hel" },
+        { type: "delta", content: "lo" },
+      ],
+      result({ message: { role: "assistant", content: "Hello" } }),
+    );
+    expect(chunks.map((chunk) => chunk.choices[0].delta)).toEqual([
+      { role: "assistant", content: "Hel" },
+      { content: "lo" },
+      {},
+    ]);
   });
 });
