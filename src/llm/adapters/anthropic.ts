@@ -296,7 +296,14 @@ export class AnthropicAdapter implements ProviderAdapter {
               yield event;
             }
             break;
-          case "content_block_stop":
+          case "content_block_stop": {
+            const tool = toolIndexByBlock.get(data.index ?? 0);
+            if (tool !== undefined && assembler.toolCalls[tool]?.arguments === "") {
+              // A tool without input streams no JSON at all; OpenAI (and our whole answer) say "{}", which parses.
+              const event = { type: "delta" as const, tool_calls: [{ index: tool, function: { arguments: "{}" } }] };
+              assembler.add(event);
+              yield event;
+            }
             if (answerTool?.wrapped && answerBlock === (data.index ?? 0)) {
               const event = {
                 type: "delta" as const,
@@ -306,6 +313,7 @@ export class AnthropicAdapter implements ProviderAdapter {
               yield event;
             }
             break;
+          }
           case "message_delta":
             if (data.delta?.stop_reason) stop = data.delta.stop_reason;
             Object.assign(usage, data.usage ?? {});

@@ -427,6 +427,63 @@ describe("Anthropic adapter", () => {
       usage: { prompt_tokens: 150, completion_tokens: 20, total_tokens: 170 },
     });
   });
+
+  it("streams several tool calls as OpenAI's deltas, a call without input with the arguments {} as a whole answer has them", async () => {
+    const frames = [
+      { type: "message_start", message: { usage: { input_tokens: 10, output_tokens: 1 } } },
+      { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Checking." } },
+      { type: "content_block_stop", index: 0 },
+      { type: "content_block_start", index: 1, content_block: { type: "tool_use", id: "toolu_1", name: "weather" } },
+      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: "" } },
+      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: '{"city": ' } },
+      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: '"Paris"}' } },
+      { type: "content_block_stop", index: 1 },
+      // Anthropic streams a tool that takes no input as an empty partial_json, never "{}".
+      { type: "content_block_start", index: 2, content_block: { type: "tool_use", id: "toolu_2", name: "clock" } },
+      { type: "content_block_delta", index: 2, delta: { type: "input_json_delta", partial_json: "" } },
+      { type: "content_block_stop", index: 2 },
+      { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 30 } },
+      { type: "message_stop" },
+    ];
+    const sse = frames.map((frame) => `event: ${frame.type}\ndata: ${JSON.stringify(frame)}\n\n`).join("");
+    const adapter = new AnthropicAdapter({
+      apiKey: "ak",
+      baseUrl: "https://anthropic.test",
+      fetch: recordingFetch(() => new Response(sse, { headers: { "Content-Type": "text/event-stream" } })).fetchImpl,
+    });
+    const events = [];
+    for await (const event of adapter.stream({ model: "claude-3-5-haiku-latest", messages: [], signal })) {
+      events.push(event);
+    }
+    const arguments_ = new Map<number, string>();
+    for (const event of events) {
+      if (event.type !== "delta") continue;
+      for (const part of event.tool_calls ?? []) {
+        arguments_.set(part.index, (arguments_.get(part.index) ?? "") + (part.function?.arguments ?? ""));
+      }
+    }
+    // What an OpenAI client assembles from the deltas parses, as OpenAI's own streamed arguments do.
+    expect([...arguments_.entries()]).toEqual([
+      [0, '{"city": "Paris"}'],
+      [1, "{}"],
+    ]);
+    expect(events.at(-1)).toEqual({
+      type: "done",
+      result: {
+        message: {
+          role: "assistant",
+          content: "Checking.",
+          tool_calls: [
+            { id: "toolu_1", type: "function", function: { name: "weather", arguments: '{"city": "Paris"}' } },
+            { id: "toolu_2", type: "function", function: { name: "clock", arguments: "{}" } },
+          ],
+        },
+        finish_reason: "tool_calls",
+        usage: { prompt_tokens: 10, completion_tokens: 30, total_tokens: 40 },
+      },
+    });
+  });
 });
 
 describe("simulated adapter", () => {
