@@ -54,7 +54,8 @@ interface AnthropicEvent {
 
 /**
  * A request in the Messages API's terms. OpenAI's settings map where
- * Anthropic has them (`stop` → `stop_sequences`, `required` → `any`); it has
+ * Anthropic has them (`stop` → `stop_sequences`, `required` → `any`, a
+ * temperature above Anthropic's ceiling of 1 → 1); it has
  * no seed or penalties. It has no JSON mode either: a `response_format` asking
  * for JSON becomes a forced answer tool (anthropic-json.ts), or, while the
  * caller's own tools may be called, an instruction at the end of the system prompt.
@@ -95,7 +96,8 @@ export function toAnthropic(call: AdapterCall) {
     max_tokens: call.max_tokens ?? DEFAULT_MAX_TOKENS,
     ...(system ? { system } : {}),
     messages: turns,
-    ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
+    // OpenAI's range is 0 to 2, Anthropic's 0 to 1 (it refuses more with a 400): its most random is as far as it goes.
+    ...(call.temperature !== undefined ? { temperature: Math.min(call.temperature, 1) } : {}),
     ...(call.top_p !== undefined ? { top_p: call.top_p } : {}),
     ...(call.stop?.length ? { stop_sequences: call.stop } : {}),
     ...toolsOf(call, answerTool),

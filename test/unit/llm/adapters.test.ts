@@ -363,6 +363,12 @@ describe("Anthropic adapter", () => {
     });
   });
 
+  it("sends a temperature within Anthropic's range (0 to 1; OpenAI's goes to 2, which Anthropic refuses with a 400)", () => {
+    expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 1.5 }).temperature).toBe(1);
+    expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 0.3 }).temperature).toBe(0.3);
+    expect(toAnthropic(extraction("Alice, 30"))).not.toHaveProperty("temperature");
+  });
+
   it("maps system messages, tool calls and tool results to the Messages API shape", () => {
     const body = toAnthropic({
       model: "claude-3-5-haiku-latest",
