@@ -336,6 +336,9 @@ export class AnthropicAdapter implements ProviderAdapter {
         throw new ProviderError("protocol", "the provider sent an event that is not JSON");
       throw fetchFailure(error, call.signal);
     }
+    // message_start already says output_tokens (1): only the stop reason, in message_delta, tells a whole answer
+    // from a stream cut mid-way.
+    if (stop === undefined) throw new ProviderError("protocol", "the stream ended before its answer did");
     if (usage.input_tokens === undefined || usage.output_tokens === undefined) {
       throw new ProviderError("protocol", "the stream ended without usage");
     }

@@ -363,6 +363,30 @@ describe("Anthropic adapter", () => {
     });
   });
 
+  it("fails a stream cut before its message_delta, whose message_start already said output_tokens", async () => {
+    // Anthropic's message_start carries usage with output_tokens (1): a stream cut after it is not an answer.
+    const frames = [
+      { type: "message_start", message: { usage: { input_tokens: 100, output_tokens: 1 } } },
+      { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "The answer is" } },
+    ];
+    const sse = frames.map((frame) => `event: ${frame.type}\ndata: ${JSON.stringify(frame)}\n\n`).join("");
+    const adapter = new AnthropicAdapter({
+      apiKey: "ak",
+      baseUrl: "https://anthropic.test",
+      fetch: recordingFetch(() => new Response(sse, { headers: { "Content-Type": "text/event-stream" } })).fetchImpl,
+    });
+    const events: unknown[] = [];
+    const drained = (async () => {
+      for await (const event of adapter.stream(extraction("Alice, 30"))) events.push(event);
+    })();
+    await expect(drained).rejects.toMatchObject({
+      failure: "protocol",
+      message: "the stream ended before its answer did",
+    });
+    expect(events).toEqual([{ type: "delta", content: "The answer is" }]);
+  });
+
   it("sends a temperature within Anthropic's range (0 to 1; OpenAI's goes to 2, which Anthropic refuses with a 400)", () => {
     expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 1.5 }).temperature).toBe(1);
     expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 0.3 }).temperature).toBe(0.3);
