@@ -48,6 +48,7 @@ const ToolSchema = z
         name: z.string().min(1).max(64),
         description: z.string().max(4096).optional(),
         parameters: z.record(z.string(), z.unknown()).optional(),
+        strict: z.boolean().nullable().optional(),
       })
       .loose(),
   })
@@ -204,6 +205,8 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
               name: tool.function.name,
               ...(tool.function.description ? { description: tool.function.description } : {}),
               parameters: tool.function.parameters ?? { type: "object", properties: {} },
+              // OpenAI then holds the arguments to the schema (structured outputs); dropping it drops that promise.
+              ...(tool.function.strict != null ? { strict: tool.function.strict } : {}),
             },
           })),
         }

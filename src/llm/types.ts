@@ -23,7 +23,8 @@ export interface ChatMessage {
 
 export interface ToolDefinition {
   type: "function";
-  function: { name: string; description?: string; parameters: Record<string, unknown> };
+  /** `strict`: OpenAI holds the arguments to `parameters` (structured outputs); Anthropic is not sent it. */
+  function: { name: string; description?: string; parameters: Record<string, unknown>; strict?: boolean };
 }
 
 export interface TokenUsage {

@@ -59,6 +59,22 @@ describe("toChatRequest", () => {
   });
 });
 
+describe("toChatRequest's tools", () => {
+  it("keeps a tool's strict flag, which makes OpenAI hold the arguments to the schema (the SDK's zodFunction sets it)", () => {
+    const parameters = { type: "object", properties: { path: { type: "string" } }, required: ["path"] };
+    const tools = parse({
+      tools: [
+        { type: "function", function: { name: "read_file", parameters, strict: true } },
+        { type: "function", function: { name: "list_files", strict: null } },
+      ],
+    }).tools;
+    expect(tools).toEqual([
+      { type: "function", function: { name: "read_file", parameters, strict: true } },
+      { type: "function", function: { name: "list_files", parameters: { type: "object", properties: {} } } },
+    ]);
+  });
+});
+
 describe("completionStream", () => {
   const result = (overrides: Partial<ChatResult> = {}): ChatResult => ({
     message: { role: "assistant", content: "" },
