@@ -152,6 +152,7 @@ export const ChatCompletionSchema = z
         message: z.object({
           role: z.literal("assistant"),
           content: z.string().nullable(),
+          refusal: z.string().optional().openapi({ description: "Why the model declined to answer (OpenAI's)." }),
           tool_calls: z.array(z.unknown()).optional(),
         }),
         finish_reason: z.string(),
@@ -250,6 +251,7 @@ export function toCompletion(id: string, result: ChatResult) {
         message: {
           role: "assistant" as const,
           content: result.message.content,
+          ...(result.message.refusal ? { refusal: result.message.refusal } : {}),
           ...(result.message.tool_calls ? { tool_calls: result.message.tool_calls } : {}),
         },
         finish_reason: result.finish_reason,
@@ -299,6 +301,7 @@ export function completionStream(
           const delta = {
             ...(first ? { role: "assistant" } : {}),
             ...(event.content !== undefined ? { content: event.content } : {}),
+            ...(event.refusal !== undefined ? { refusal: event.refusal } : {}),
             ...(event.tool_calls ? { tool_calls: event.tool_calls } : {}),
           };
           first = false;

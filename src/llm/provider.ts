@@ -27,7 +27,7 @@ export interface ToolCallDelta {
 }
 
 export type StreamEvent =
-  | { type: "delta"; content?: string; tool_calls?: ToolCallDelta[] }
+  | { type: "delta"; content?: string; refusal?: string; tool_calls?: ToolCallDelta[] }
   /** Last event of a stream: the whole message and the provider's own usage figures. */
   | { type: "done"; result: AdapterResult };
 
@@ -79,10 +79,12 @@ export function fetchFailure(error: unknown, signal: AbortSignal): ProviderError
 /** Accumulates streamed deltas into the final message, for adapters whose stream does not repeat it. */
 export class MessageAssembler {
   content = "";
+  refusal = "";
   readonly toolCalls: { id: string; name: string; arguments: string }[] = [];
 
-  add(delta: { content?: string; tool_calls?: ToolCallDelta[] }): void {
+  add(delta: { content?: string; refusal?: string; tool_calls?: ToolCallDelta[] }): void {
     if (delta.content) this.content += delta.content;
+    if (delta.refusal) this.refusal += delta.refusal;
     for (const part of delta.tool_calls ?? []) {
       if (!this.toolCalls[part.index]) this.toolCalls[part.index] = { id: "", name: "", arguments: "" };
       const call = this.toolCalls[part.index];
@@ -96,7 +98,8 @@ export class MessageAssembler {
     const calls = this.toolCalls.filter(Boolean);
     return {
       role: "assistant",
-      content: this.content === "" && calls.length > 0 ? null : this.content,
+      content: this.content === "" && (calls.length > 0 || this.refusal !== "") ? null : this.content,
+      ...(this.refusal !== "" ? { refusal: this.refusal } : {}),
       ...(calls.length > 0
         ? {
             tool_calls: calls.map((call) => ({

@@ -16,7 +16,7 @@ const MESSAGE_OVERHEAD_TOKENS = 4;
 export const DEFAULT_COMPLETION_ESTIMATE_TOKENS = 1_024;
 
 function messageChars(message: ChatMessage): number {
-  let chars = (message.content ?? "").length;
+  let chars = (message.content ?? "").length + (message.refusal?.length ?? 0);
   for (const call of message.tool_calls ?? []) chars += call.function.name.length + call.function.arguments.length;
   return chars;
 }
@@ -52,7 +52,7 @@ export class DeliveredText {
 
   add(event: StreamEvent): void {
     if (event.type !== "delta") return;
-    this.#chars += event.content?.length ?? 0;
+    this.#chars += (event.content?.length ?? 0) + (event.refusal?.length ?? 0);
     for (const call of event.tool_calls ?? []) {
       this.#chars += (call.function?.name?.length ?? 0) + (call.function?.arguments?.length ?? 0);
     }

@@ -15,6 +15,8 @@ export interface ToolCall {
 export interface ChatMessage {
   role: ChatRole;
   content: string | null;
+  /** OpenAI's: why the model declined to answer (content is then null), e.g. under structured outputs. */
+  refusal?: string;
   tool_calls?: ToolCall[];
   /** For role "tool": the call this answers. */
   tool_call_id?: string;

@@ -37,7 +37,10 @@ interface CompletionBody {
 }
 
 interface ChunkBody {
-  choices?: { delta?: { content?: string | null; tool_calls?: ToolCallDelta[] }; finish_reason?: string | null }[];
+  choices?: {
+    delta?: { content?: string | null; refusal?: string | null; tool_calls?: ToolCallDelta[] };
+    finish_reason?: string | null;
+  }[];
   usage?: Partial<TokenUsage> | null;
   error?: { message?: string; code?: string };
 }
@@ -154,6 +157,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     const message: ChatMessage = {
       role: "assistant",
       content: choice.message.content ?? null,
+      // A model that declines (structured outputs) says why here, with no content: the caller needs it.
+      ...(choice.message.refusal ? { refusal: choice.message.refusal } : {}),
       ...(choice.message.tool_calls?.length ? { tool_calls: choice.message.tool_calls } : {}),
     };
     return {
@@ -188,10 +193,11 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
         if (!choice) continue;
         if (choice.finish_reason) finish = choice.finish_reason;
         const delta = choice.delta;
-        if (!delta || (!delta.content && !delta.tool_calls?.length)) continue;
+        if (!delta || (!delta.content && !delta.refusal && !delta.tool_calls?.length)) continue;
         const event = {
           type: "delta" as const,
           ...(delta.content ? { content: delta.content } : {}),
+          ...(delta.refusal ? { refusal: delta.refusal } : {}),
           ...(delta.tool_calls?.length ? { tool_calls: delta.tool_calls } : {}),
         };
         assembler.add(event);

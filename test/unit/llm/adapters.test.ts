@@ -127,6 +127,68 @@ describe("OpenAI-compatible adapter", () => {
   });
 });
 
+describe("OpenAI's refusals", () => {
+  const usage = { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 };
+  const call = {
+    model: "gpt-4o-mini",
+    messages: [{ role: "user" as const, content: "How do I pick a lock?" }],
+    signal,
+  };
+
+  it("passes a refusal on as the message's refusal, whole and streamed, instead of an empty answer", async () => {
+    const whole = new OpenAiCompatibleAdapter({
+      name: "openai",
+      baseUrl: "https://api.test/v1",
+      fetch: recordingFetch(() =>
+        Response.json({
+          choices: [
+            {
+              message: { role: "assistant", content: null, refusal: "I can't help with that." },
+              finish_reason: "stop",
+            },
+          ],
+          usage,
+        }),
+      ).fetchImpl,
+    });
+    expect((await whole.complete(call)).message).toEqual({
+      role: "assistant",
+      content: null,
+      refusal: "I can't help with that.",
+    });
+
+    const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
+      `data: ${JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+    const body = [
+      chunk({ role: "assistant", content: null, refusal: null }),
+      chunk({ refusal: "I can't " }),
+      chunk({ refusal: "help with that." }),
+      chunk({}, "stop"),
+      `data: ${JSON.stringify({ choices: [], usage })}\n\n`,
+      "data: [DONE]\n\n",
+    ].join("");
+    const streaming = new OpenAiCompatibleAdapter({
+      name: "openai",
+      baseUrl: "https://api.test/v1",
+      fetch: recordingFetch(() => new Response(body, { headers: { "Content-Type": "text/event-stream" } })).fetchImpl,
+    });
+    const events = [];
+    for await (const event of streaming.stream(call)) events.push(event);
+    expect(events).toEqual([
+      { type: "delta", refusal: "I can't " },
+      { type: "delta", refusal: "help with that." },
+      {
+        type: "done",
+        result: {
+          message: { role: "assistant", content: null, refusal: "I can't help with that." },
+          finish_reason: "stop",
+          usage,
+        },
+      },
+    ]);
+  });
+});
+
 describe("OpenAI-compatible adapter's settings", () => {
   it("passes OpenAI's generation settings on under their names, and a forced tool in OpenAI's shape", async () => {
     const { fetchImpl, seen } = recordingFetch(completion);

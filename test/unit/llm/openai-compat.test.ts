@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { ChatCompletionRequestSchema, completionStream, toChatRequest } from "../../../src/llm/openai-compat.ts";
+import {
+  ChatCompletionRequestSchema,
+  completionStream,
+  toChatRequest,
+  toCompletion,
+} from "../../../src/llm/openai-compat.ts";
 import type { StreamEvent } from "../../../src/llm/provider.ts";
 import type { ChatResult } from "../../../src/llm/types.ts";
 
@@ -120,6 +125,39 @@ describe("completionStream", () => {
     expect(chunks.map((chunk) => chunk.choices[0].delta)).toEqual([
       { role: "assistant", content: "Hel" },
       { content: "lo" },
+      {},
+    ]);
+  });
+});
+
+describe("refusals", () => {
+  const refused = {
+    message: { role: "assistant" as const, content: null, refusal: "I can't help with that." },
+    finish_reason: "stop" as const,
+    usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 },
+    usage_estimated: false,
+    cost_usd: 0,
+    provider: "openai",
+    model: "gpt-4o-mini",
+    simulated: false,
+    attempts: 1,
+  };
+
+  it("answers the provider's refusal in the message, whole and streamed, as OpenAI does", async () => {
+    expect(toCompletion("chatcmpl-1", refused).choices[0].message).toEqual({
+      role: "assistant",
+      content: null,
+      refusal: "I can't help with that.",
+    });
+    async function* deltas(): AsyncGenerator<StreamEvent> {
+      yield { type: "delta", refusal: "I can't " };
+      yield { type: "delta", refusal: "help with that." };
+    }
+    const body = completionStream("chatcmpl-1", "gpt-4o-mini", deltas(), Promise.resolve(refused), false, () => {});
+    const frames = (await new Response(body).text()).split("\n\n").filter(Boolean).slice(0, -1);
+    expect(frames.map((frame) => JSON.parse(frame.replace(/^data: /, "")).choices[0].delta)).toEqual([
+      { role: "assistant", refusal: "I can't " },
+      { refusal: "help with that." },
       {},
     ]);
   });
