@@ -153,7 +153,8 @@ function parseArguments(text: string): unknown {
 }
 
 function stopReason(value: string | null | undefined): ChatResult["finish_reason"] {
-  if (value === "max_tokens") return "length";
+  // Newer models stop at the context window with their own reason: the answer is cut all the same.
+  if (value === "max_tokens" || value === "model_context_window_exceeded") return "length";
   if (value === "tool_use") return "tool_calls";
   if (value === "refusal") return "content_filter";
   return "stop";

@@ -449,6 +449,29 @@ describe("Anthropic adapter", () => {
     expect(events).toEqual([{ type: "delta", content: "The answer is" }]);
   });
 
+  it("maps Anthropic's stop reasons to OpenAI's finish reasons: an answer cut by the context window is cut, as by max_tokens", async () => {
+    const finishOf = async (stop_reason: string) => {
+      const adapter = new AnthropicAdapter({
+        apiKey: "ak",
+        baseUrl: "https://anthropic.test",
+        fetch: recordingFetch(() =>
+          Response.json({
+            content: [{ type: "text", text: "The answer is" }],
+            stop_reason,
+            usage: { input_tokens: 10, output_tokens: 3 },
+          }),
+        ).fetchImpl,
+      });
+      return (await adapter.complete(extraction("Alice, 30"))).finish_reason;
+    };
+    expect(await finishOf("end_turn")).toBe("stop");
+    expect(await finishOf("stop_sequence")).toBe("stop");
+    expect(await finishOf("max_tokens")).toBe("length");
+    expect(await finishOf("model_context_window_exceeded")).toBe("length");
+    expect(await finishOf("tool_use")).toBe("tool_calls");
+    expect(await finishOf("refusal")).toBe("content_filter");
+  });
+
   it("sends a temperature within Anthropic's range (0 to 1; OpenAI's goes to 2, which Anthropic refuses with a 400)", () => {
     expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 1.5 }).temperature).toBe(1);
     expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 0.3 }).temperature).toBe(0.3);
