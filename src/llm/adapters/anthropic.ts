@@ -117,7 +117,8 @@ function toolsOf(call: AdapterCall, answerTool: JsonAnswerTool | null): Anthropi
   const tools = (call.tools ?? []).map((tool) => ({
     name: tool.function.name,
     ...(tool.function.description ? { description: tool.function.description } : {}),
-    input_schema: tool.function.parameters,
+    // Anthropic refuses a schema without `type: "object"`; OpenAI takes `parameters: {}` for a tool without input.
+    input_schema: { ...tool.function.parameters, type: "object" },
   }));
   if (answerTool) {
     const { name, description, input_schema } = answerTool;

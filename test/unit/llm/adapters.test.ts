@@ -472,6 +472,20 @@ describe("Anthropic adapter", () => {
     expect(await finishOf("refusal")).toBe("content_filter");
   });
 
+  it("sends each tool an input_schema of type object, which Anthropic requires and OpenAI does not (parameters: {})", () => {
+    const body = toAnthropic({
+      ...extraction("Alice, 30"),
+      tools: [
+        { type: "function", function: { name: "clock", parameters: {} } },
+        { type: "function", function: { name: "read_file", parameters: { properties: { path: { type: "string" } } } } },
+      ],
+    });
+    expect(body.tools).toEqual([
+      { name: "clock", input_schema: { type: "object" } },
+      { name: "read_file", input_schema: { type: "object", properties: { path: { type: "string" } } } },
+    ]);
+  });
+
   it("sends a temperature within Anthropic's range (0 to 1; OpenAI's goes to 2, which Anthropic refuses with a 400)", () => {
     expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 1.5 }).temperature).toBe(1);
     expect(toAnthropic({ ...extraction("Alice, 30"), temperature: 0.3 }).temperature).toBe(0.3);
