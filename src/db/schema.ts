@@ -302,6 +302,8 @@ export const usageRecords = sqliteTable(
     provider: text("provider").notNull(),
     model: text("model").notNull(),
     promptTokens: integer("prompt_tokens").notNull(),
+    /** Of `prompt_tokens`, those the provider read from its prompt cache, charged at its cached-input rate. */
+    cachedPromptTokens: integer("cached_prompt_tokens").notNull().default(0),
     completionTokens: integer("completion_tokens").notNull(),
     totalTokens: integer("total_tokens").notNull(),
     costUsd: real("cost_usd").notNull(),
@@ -346,6 +348,7 @@ export const usageDaily = sqliteTable(
     /** Of `calls`, those charged from an estimate (usage_records.estimated). */
     estimatedCalls: integer("estimated_calls").notNull().default(0),
     promptTokens: integer("prompt_tokens").notNull(),
+    cachedPromptTokens: integer("cached_prompt_tokens").notNull().default(0),
     completionTokens: integer("completion_tokens").notNull(),
     totalTokens: integer("total_tokens").notNull(),
     costUsd: real("cost_usd").notNull(),

@@ -25,7 +25,14 @@ export function hasAnyBudget(budgets: WorkspaceBudgets): boolean {
 export function normaliseUsage(usage: TokenUsage): TokenUsage {
   const prompt = Math.max(0, Math.round(usage.prompt_tokens || 0));
   const completion = Math.max(0, Math.round(usage.completion_tokens || 0));
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  // Cached tokens are part of the prompt's, never more.
+  const cached = Math.min(prompt, Math.max(0, Math.round(usage.cached_prompt_tokens || 0)));
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    ...(cached > 0 ? { cached_prompt_tokens: cached } : {}),
+  };
 }
 
 /**

@@ -25,6 +25,8 @@ export interface ModelEntry {
     configured: boolean;
     simulated: boolean;
     input_per_million_usd: number | null;
+    /** Input read from the provider's prompt cache (OpenAI's automatic caching); null: no such rate. */
+    cached_input_per_million_usd: number | null;
     output_per_million_usd: number | null;
     context_tokens: number | null;
     tools: boolean | null;
@@ -53,6 +55,7 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
         configured: adapters.has(provider),
         simulated: adapters.get(provider)?.simulated ?? provider === "simulated",
         input_per_million_usd: price.inputPerMillionUsd,
+        cached_input_per_million_usd: price.cachedInputPerMillionUsd ?? null,
         output_per_million_usd: price.outputPerMillionUsd,
         context_tokens: price.contextTokens,
         tools: price.tools,
@@ -72,6 +75,7 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
       configured: true,
       simulated: false,
       input_per_million_usd: null,
+      cached_input_per_million_usd: null,
       output_per_million_usd: null,
       context_tokens: null,
       tools: null,

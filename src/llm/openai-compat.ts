@@ -6,6 +6,7 @@ import {
   type ChatResult,
   REASONING_EFFORTS,
   type ResponseFormat,
+  type TokenUsage,
 } from "./types.ts";
 
 /**
@@ -163,6 +164,11 @@ export const ChatCompletionSchema = z
       prompt_tokens: z.number().int(),
       completion_tokens: z.number().int(),
       total_tokens: z.number().int(),
+      prompt_tokens_details: z.object({
+        cached_tokens: z.number().int().openapi({
+          description: "Of `prompt_tokens`, those the provider read from its prompt cache (billed at its cached rate).",
+        }),
+      }),
     }),
     x_mgx: z.object({
       provider: z.string(),
@@ -258,7 +264,7 @@ export function toCompletion(id: string, result: ChatResult) {
         logprobs: null,
       },
     ],
-    usage: result.usage,
+    usage: openAiUsage(result.usage),
     x_mgx: {
       provider: result.provider,
       simulated: result.simulated,
@@ -267,6 +273,11 @@ export function toCompletion(id: string, result: ChatResult) {
       usage_estimated: result.usage_estimated,
     },
   };
+}
+
+/** Usage in OpenAI's terms: its SDKs and dashboards read cached input under `prompt_tokens_details`. */
+function openAiUsage({ cached_prompt_tokens, ...usage }: TokenUsage) {
+  return { ...usage, prompt_tokens_details: { cached_tokens: cached_prompt_tokens ?? 0 } };
 }
 
 const encoder = new TextEncoder();
@@ -321,7 +332,7 @@ export function completionStream(
         if (includeUsage) {
           controller.enqueue(
             chunk([], {
-              usage: final.usage,
+              usage: openAiUsage(final.usage),
               x_mgx: {
                 provider: final.provider,
                 simulated: final.simulated,

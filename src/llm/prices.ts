@@ -10,6 +10,8 @@ import type { TokenUsage } from "./types.ts";
 
 export interface ModelPrice {
   inputPerMillionUsd: number;
+  /** Input the provider read from its prompt cache; absent: no discount, the input price. */
+  cachedInputPerMillionUsd?: number;
   outputPerMillionUsd: number;
   contextTokens: number;
   tools: boolean;
@@ -30,32 +32,56 @@ const price = (input: number, output: number, contextTokens: number, tools = tru
   tools,
 });
 
-export const PRICE_TABLE_VERSIONS: readonly PriceTableVersion[] = [
-  {
-    version: "2026-11-01",
-    effectiveFrom: "2026-11-01",
-    models: {
-      "openai:gpt-4o": price(2.5, 10, 128_000),
-      "openai:gpt-4o-mini": price(0.15, 0.6, 128_000),
-      "openai:gpt-4.1": price(2, 8, 1_000_000),
-      "openai:gpt-4.1-mini": price(0.4, 1.6, 1_000_000),
-      "openai:gpt-4.1-nano": price(0.1, 0.4, 1_000_000),
-      "openai:o3-mini": price(1.1, 4.4, 200_000),
-      "azure:gpt-4o": price(2.5, 10, 128_000),
-      "azure:gpt-4o-mini": price(0.165, 0.66, 128_000),
-      "anthropic:claude-3-5-haiku-latest": price(0.8, 4, 200_000),
-      "anthropic:claude-3-5-sonnet-latest": price(3, 15, 200_000),
-      "anthropic:claude-3-7-sonnet-latest": price(3, 15, 200_000),
-      "anthropic:claude-sonnet-4-0": price(3, 15, 200_000),
-      "anthropic:claude-opus-4-0": price(15, 75, 200_000),
-      "workers-ai:@cf/meta/llama-3.1-8b-instruct": price(0.28, 0.83, 128_000),
-      "workers-ai:@cf/meta/llama-3.3-70b-instruct-fp8-fast": price(0.29, 2.25, 24_000),
-      // Self-hosted and offline providers cost nothing per token.
-      "local:*": price(0, 0, 32_768),
-      "simulated:*": price(0, 0, 1_000_000),
-    },
+/** The same price with a rate for cached input (OpenAI's automatic prompt caching). */
+const withCachedInput = (row: ModelPrice, cachedInput: number): ModelPrice => ({
+  ...row,
+  cachedInputPerMillionUsd: cachedInput,
+});
+
+const NOVEMBER_2026: PriceTableVersion = {
+  version: "2026-11-01",
+  effectiveFrom: "2026-11-01",
+  models: {
+    "openai:gpt-4o": price(2.5, 10, 128_000),
+    "openai:gpt-4o-mini": price(0.15, 0.6, 128_000),
+    "openai:gpt-4.1": price(2, 8, 1_000_000),
+    "openai:gpt-4.1-mini": price(0.4, 1.6, 1_000_000),
+    "openai:gpt-4.1-nano": price(0.1, 0.4, 1_000_000),
+    "openai:o3-mini": price(1.1, 4.4, 200_000),
+    "azure:gpt-4o": price(2.5, 10, 128_000),
+    "azure:gpt-4o-mini": price(0.165, 0.66, 128_000),
+    "anthropic:claude-3-5-haiku-latest": price(0.8, 4, 200_000),
+    "anthropic:claude-3-5-sonnet-latest": price(3, 15, 200_000),
+    "anthropic:claude-3-7-sonnet-latest": price(3, 15, 200_000),
+    "anthropic:claude-sonnet-4-0": price(3, 15, 200_000),
+    "anthropic:claude-opus-4-0": price(15, 75, 200_000),
+    "workers-ai:@cf/meta/llama-3.1-8b-instruct": price(0.28, 0.83, 128_000),
+    "workers-ai:@cf/meta/llama-3.3-70b-instruct-fp8-fast": price(0.29, 2.25, 24_000),
+    // Self-hosted and offline providers cost nothing per token.
+    "local:*": price(0, 0, 32_768),
+    "simulated:*": price(0, 0, 1_000_000),
   },
-];
+};
+
+/** OpenAI's (and Azure's) cached-input rates: until this version, cached input was charged as any input. */
+const models = NOVEMBER_2026.models;
+const CACHED_INPUT_2026_11_27: PriceTableVersion = {
+  version: "2026-11-27",
+  effectiveFrom: "2026-11-27",
+  models: {
+    ...models,
+    "openai:gpt-4o": withCachedInput(models["openai:gpt-4o"], 1.25),
+    "openai:gpt-4o-mini": withCachedInput(models["openai:gpt-4o-mini"], 0.075),
+    "openai:gpt-4.1": withCachedInput(models["openai:gpt-4.1"], 0.5),
+    "openai:gpt-4.1-mini": withCachedInput(models["openai:gpt-4.1-mini"], 0.1),
+    "openai:gpt-4.1-nano": withCachedInput(models["openai:gpt-4.1-nano"], 0.025),
+    "openai:o3-mini": withCachedInput(models["openai:o3-mini"], 0.55),
+    "azure:gpt-4o": withCachedInput(models["azure:gpt-4o"], 1.25),
+    "azure:gpt-4o-mini": withCachedInput(models["azure:gpt-4o-mini"], 0.083),
+  },
+};
+
+export const PRICE_TABLE_VERSIONS: readonly PriceTableVersion[] = [NOVEMBER_2026, CACHED_INPUT_2026_11_27];
 
 /** Unknown models of a paid provider are priced at this conservative rate rather than as free. */
 const UNKNOWN_MODEL_PRICE = price(5, 15, 128_000);
@@ -86,11 +112,15 @@ export function priceOf(provider: string, model: string, table = currentPriceTab
 export function costUsd(
   provider: string,
   model: string,
-  usage: Pick<TokenUsage, "prompt_tokens" | "completion_tokens">,
+  usage: Pick<TokenUsage, "prompt_tokens" | "completion_tokens" | "cached_prompt_tokens">,
   table = currentPriceTable(),
 ): number {
   const row = priceOf(provider, model, table);
+  const cached = usage.cached_prompt_tokens ?? 0;
   const raw =
-    (usage.prompt_tokens * row.inputPerMillionUsd + usage.completion_tokens * row.outputPerMillionUsd) / 1_000_000;
+    ((usage.prompt_tokens - cached) * row.inputPerMillionUsd +
+      cached * (row.cachedInputPerMillionUsd ?? row.inputPerMillionUsd) +
+      usage.completion_tokens * row.outputPerMillionUsd) /
+    1_000_000;
   return Math.round(raw * 1e8) / 1e8;
 }

@@ -33,6 +33,12 @@ export interface TokenUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /**
+   * Of `prompt_tokens`, those the provider read from its prompt cache
+   * (OpenAI's `prompt_tokens_details.cached_tokens`), billed at its cached
+   * rate. Absent when none were.
+   */
+  cached_prompt_tokens?: number;
 }
 
 /** OpenAI's values; `{ name }` makes the model call that tool. */

@@ -49,6 +49,7 @@ const USAGE_COLUMNS = [
   "provider",
   "model",
   "prompt_tokens",
+  "cached_prompt_tokens",
   "completion_tokens",
   "total_tokens",
   "cost_usd",
@@ -70,9 +71,10 @@ const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
  * whose charge key is not in the table yet, each key once.
  */
 const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
-    (workspace_id, day, provider, model, simulated, calls, estimated_calls, prompt_tokens, completion_tokens, total_tokens, cost_usd)
-  SELECT workspace_id, day, provider, model, simulated,
-    count(*), sum(estimated), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd)
+    (workspace_id, day, provider, model, simulated, calls, estimated_calls, prompt_tokens, cached_prompt_tokens,
+      completion_tokens, total_tokens, cost_usd)
+  SELECT workspace_id, day, provider, model, simulated, count(*), sum(estimated), sum(prompt_tokens),
+    sum(cached_prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd)
   FROM (
     SELECT * FROM ${jsonRowsSql(USAGE_COLUMNS)} AS row
     WHERE NOT EXISTS (
@@ -87,6 +89,7 @@ const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
     calls = calls + excluded.calls,
     estimated_calls = estimated_calls + excluded.estimated_calls,
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    cached_prompt_tokens = cached_prompt_tokens + excluded.cached_prompt_tokens,
     completion_tokens = completion_tokens + excluded.completion_tokens,
     total_tokens = total_tokens + excluded.total_tokens,
     cost_usd = cost_usd + excluded.cost_usd`;
@@ -102,6 +105,7 @@ async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: Analytic
     row.provider,
     row.model,
     row.usage.prompt_tokens,
+    row.usage.cached_prompt_tokens ?? 0,
     row.usage.completion_tokens,
     row.usage.total_tokens,
     row.costUsd,
@@ -136,6 +140,7 @@ export interface UsageSummaryRow {
   calls: number;
   estimated_calls: number;
   prompt_tokens: number;
+  cached_prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
   cost_usd: number;
@@ -171,6 +176,7 @@ export async function usageSummary(tenant: TenantDb, query: UsageQuery): Promise
     calls: row.calls,
     estimated_calls: row.estimatedCalls,
     prompt_tokens: row.promptTokens,
+    cached_prompt_tokens: row.cachedPromptTokens,
     completion_tokens: row.completionTokens,
     total_tokens: row.totalTokens,
     cost_usd: Math.round(row.costUsd * 1e8) / 1e8,

@@ -26,6 +26,10 @@ const ModelSchema = z
       configured: z.boolean().openapi({ description: "This deployment has the provider's settings." }),
       simulated: z.boolean(),
       input_per_million_usd: z.number().nullable(),
+      cached_input_per_million_usd: z
+        .number()
+        .nullable()
+        .openapi({ description: "Input read from the provider's prompt cache, where it bills that less; else null." }),
       output_per_million_usd: z.number().nullable(),
       context_tokens: z.number().int().nullable(),
       tools: z.boolean().nullable(),

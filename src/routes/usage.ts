@@ -24,6 +24,10 @@ const UsageRowSchema = z.object({
       "Of `calls`, those charged from an estimate because the provider's figures never came (a stream its client left or that failed mid-answer, or a provider that reports no usage).",
   }),
   prompt_tokens: z.number().int(),
+  cached_prompt_tokens: z.number().int().openapi({
+    description:
+      "Of `prompt_tokens`, those the provider read from its prompt cache (OpenAI caches long prompts by itself), charged at its cached-input rate.",
+  }),
   completion_tokens: z.number().int(),
   total_tokens: z.number().int(),
   cost_usd: z.number(),
@@ -98,6 +102,7 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
       calls: 0,
       estimated_calls: 0,
       prompt_tokens: 0,
+      cached_prompt_tokens: 0,
       completion_tokens: 0,
       total_tokens: 0,
       cost_usd: 0,
@@ -106,6 +111,7 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
       totals.calls += row.calls;
       totals.estimated_calls += row.estimated_calls;
       totals.prompt_tokens += row.prompt_tokens;
+      totals.cached_prompt_tokens += row.cached_prompt_tokens;
       totals.completion_tokens += row.completion_tokens;
       totals.total_tokens += row.total_tokens;
       totals.cost_usd += row.cost_usd;

@@ -42,6 +42,8 @@ describe("OpenAI-compatible chat completions", () => {
     });
     expect(body.id).toMatch(/^chatcmpl-/);
     expect(body.usage.completion_tokens).toBe(10);
+    // As OpenAI's: cached input under prompt_tokens_details (none here).
+    expect(body.usage.prompt_tokens_details).toEqual({ cached_tokens: 0 });
 
     // The usage row is written just after the response (coalesced per isolate).
     let usage: Record<string, any> = { data: [] };

@@ -31,11 +31,18 @@ describe("the model catalog", () => {
         configured: true,
         simulated: false,
         input_per_million_usd: 0.15,
+        cached_input_per_million_usd: null,
         output_per_million_usd: 0.6,
         context_tokens: 128_000,
         tools: true,
         price_version: "2026-11-01",
       },
+    });
+    // From the version of 2026-11-27, OpenAI's cached input has its own rate.
+    const later = modelCatalog(config, chain, Date.parse("2026-11-27T00:00:00Z"));
+    expect(findModel(later, "openai:gpt-4o-mini")).toMatchObject({
+      created: Date.parse("2026-11-27") / 1000,
+      x_mgx: { input_per_million_usd: 0.15, cached_input_per_million_usd: 0.075, price_version: "2026-11-27" },
     });
     expect(findModel(catalog, "simulated:sim-1?latency_ms=5")?.x_mgx).toMatchObject({
       model: "sim-1",

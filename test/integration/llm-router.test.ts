@@ -361,6 +361,69 @@ describe("streams, tokens and cost", () => {
   });
 });
 
+describe("OpenAI's cached input", () => {
+  // 10,000 prompt tokens, 8,000 of them read from OpenAI's prompt cache, 200 written: gpt-4o-mini bills
+  // $0.15 a million for input, $0.075 for cached input and $0.60 for output.
+  const reported = {
+    prompt_tokens: 10_000,
+    completion_tokens: 200,
+    total_tokens: 10_200,
+    prompt_tokens_details: { cached_tokens: 8_000, audio_tokens: 0 },
+  };
+  const expectedCostUsd = (2_000 * 0.15 + 8_000 * 0.075 + 200 * 0.6) / 1_000_000;
+
+  it("is charged at the cached rate, whole and streamed, and reported as OpenAI reports it", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
+    });
+    const chunk = (body: unknown) => `data: ${JSON.stringify(body)}\n\n`;
+    const fake = fakeUpstreams({
+      [OPENAI]: async (request) => {
+        const { stream } = (await request.json()) as { stream?: boolean };
+        if (!stream) {
+          return Response.json({
+            choices: [{ index: 0, message: { role: "assistant", content: "cached" }, finish_reason: "stop" }],
+            usage: reported,
+          });
+        }
+        const frames = [
+          chunk({ choices: [{ index: 0, delta: { role: "assistant", content: "cached" }, finish_reason: null }] }),
+          chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }),
+          chunk({ choices: [], usage: reported }),
+          "data: [DONE]\n\n",
+        ];
+        return new Response(frames.join(""), { headers: { "Content-Type": "text/event-stream" } });
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const whole = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "cached-whole" });
+    expect(whole.usage).toEqual({
+      prompt_tokens: 10_000,
+      completion_tokens: 200,
+      total_tokens: 10_200,
+      cached_prompt_tokens: 8_000,
+    });
+    expect(whole.cost_usd).toBeCloseTo(expectedCostUsd, 10);
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "cached-stream" });
+    for await (const _ of routed.deltas);
+    const streamed = await routed.result;
+    expect(streamed.usage).toEqual(whole.usage);
+    expect(streamed.cost_usd).toBe(whole.cost_usd);
+
+    const row = await findCharge(createDb(env.DB), workspace.id, "cached-stream");
+    expect(row).toMatchObject({ promptTokens: 10_000, cachedPromptTokens: 8_000, costUsd: whole.cost_usd });
+    const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as {
+      data: Record<string, number>[];
+      totals: Record<string, number>;
+    };
+    expect(usage.data[0]).toMatchObject({ calls: 2, prompt_tokens: 20_000, cached_prompt_tokens: 16_000 });
+    expect(usage.totals).toMatchObject({ cached_prompt_tokens: 16_000 });
+    expect(usage.totals.cost_usd).toBeCloseTo(2 * expectedCostUsd, 10);
+  });
+});
+
 describe("a stream that ends without the provider's usage", () => {
   const frame = (content: string) =>
     `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;

@@ -38,6 +38,7 @@ describe("d1UsageSink", () => {
       record(workspaceId, "b", {
         provider: "anthropic",
         model: "claude-3-5-haiku",
+        usage: { prompt_tokens: 21, completion_tokens: 2, total_tokens: 23, cached_prompt_tokens: 16 },
         costUsd: 0.1 + 0.2,
         estimated: true,
       }),
@@ -68,9 +69,11 @@ describe("d1UsageSink", () => {
       runId: null,
       requestId: null,
       provider: "anthropic",
+      cachedPromptTokens: 16,
       simulated: false,
       estimated: true,
     });
+    expect(a?.cachedPromptTokens).toBe(0);
     expect(b?.costUsd).toBe(0.1 + 0.2);
     expect((await findCharge(db, workspaceId, "earlier"))?.costUsd).toBe(1);
     const { results } = await env.DB.prepare(
@@ -86,7 +89,7 @@ describe("d1UsageSink", () => {
 
     // The daily sums count each charge once too: the repeated keys added nothing.
     const day = new Date().toISOString().slice(0, 10);
-    const tokens = { prompt_tokens: 21, completion_tokens: 2, total_tokens: 23 };
+    const tokens = { prompt_tokens: 21, cached_prompt_tokens: 0, completion_tokens: 2, total_tokens: 23 };
     expect(await usageSummary(new TenantDb(db, workspaceId), { fromDay: day, toDay: day })).toEqual([
       {
         day,
@@ -96,6 +99,7 @@ describe("d1UsageSink", () => {
         calls: 1,
         estimated_calls: 1,
         ...tokens,
+        cached_prompt_tokens: 16,
         cost_usd: 0.3,
       },
       {

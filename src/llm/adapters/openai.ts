@@ -33,7 +33,7 @@ export interface OpenAiCompatibleOptions {
 
 interface CompletionBody {
   choices?: { message?: ChatMessage; finish_reason?: string | null }[];
-  usage?: Partial<TokenUsage> | null;
+  usage?: ReportedUsage | null;
 }
 
 interface ChunkBody {
@@ -41,7 +41,7 @@ interface ChunkBody {
     delta?: { content?: string | null; refusal?: string | null; tool_calls?: ToolCallDelta[] };
     finish_reason?: string | null;
   }[];
-  usage?: Partial<TokenUsage> | null;
+  usage?: ReportedUsage | null;
   error?: { message?: string; code?: string };
 }
 
@@ -61,20 +61,28 @@ export function finishReason(value: string | null | undefined): ChatResult["fini
  */
 function usageOrEstimate(
   call: AdapterCall,
-  reported: Partial<TokenUsage> | null | undefined,
+  reported: ReportedUsage | null | undefined,
   message: ChatMessage,
 ): Pick<AdapterResult, "usage" | "usageEstimated"> {
   const usage = usageOf(reported);
   return usage ? { usage } : { usage: estimateAnswerUsage(call, message), usageEstimated: true };
 }
 
-export function usageOf(usage: Partial<TokenUsage> | null | undefined): TokenUsage | undefined {
+/** Usage as OpenAI-compatible APIs report it (Azure's and vLLM's too). */
+export interface ReportedUsage extends Partial<Omit<TokenUsage, "cached_prompt_tokens">> {
+  /** OpenAI caches long prompts' prefixes by itself, and bills what it read from there at a lower rate. */
+  prompt_tokens_details?: { cached_tokens?: number | null } | null;
+}
+
+export function usageOf(usage: ReportedUsage | null | undefined): TokenUsage | undefined {
   if (!usage || typeof usage.prompt_tokens !== "number" || typeof usage.completion_tokens !== "number")
     return undefined;
+  const cached = usage.prompt_tokens_details?.cached_tokens;
   return {
     prompt_tokens: usage.prompt_tokens,
     completion_tokens: usage.completion_tokens,
     total_tokens: usage.total_tokens ?? usage.prompt_tokens + usage.completion_tokens,
+    ...(typeof cached === "number" && cached > 0 ? { cached_prompt_tokens: cached } : {}),
   };
 }
 
@@ -173,7 +181,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
     const assembler = new MessageAssembler();
     let finish: string | null | undefined;
-    let usage: TokenUsage | undefined;
+    /** The provider's usage as it came (its last chunk with figures); read at the end. */
+    let usage: ReportedUsage | undefined;
     try {
       for await (const message of readSse(response.body)) {
         if (message.data === "[DONE]") break;
@@ -188,7 +197,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
             status: 500,
             code: chunk.error.code,
           });
-        usage = usageOf(chunk.usage) ?? usage;
+        if (chunk.usage && usageOf(chunk.usage)) usage = chunk.usage;
         const choice = chunk.choices?.[0];
         if (!choice) continue;
         if (choice.finish_reason) finish = choice.finish_reason;

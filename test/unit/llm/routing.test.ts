@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { costUsd, PRICE_TABLE_VERSIONS, priceOf } from "../../../src/llm/prices.ts";
+import { costUsd, currentPriceTable, PRICE_TABLE_VERSIONS, priceOf } from "../../../src/llm/prices.ts";
 import { LatencyTracker, parseChain, planTargets } from "../../../src/llm/routing.ts";
 
 const chain = [
@@ -87,5 +87,18 @@ describe("prices", () => {
     // An unknown paid model is priced high, never as free.
     expect(priceOf("openai", "gpt-9").known).toBe(false);
     expect(costUsd("openai", "gpt-9", { prompt_tokens: 1_000_000, completion_tokens: 0 })).toBe(5);
+  });
+
+  it("cached input is charged at the cached rate from the version that brought it, at the input rate before", () => {
+    const [november, cachedInput] = PRICE_TABLE_VERSIONS;
+    expect(cachedInput).toMatchObject({ version: "2026-11-27", effectiveFrom: "2026-11-27" });
+    expect(currentPriceTable(Date.parse("2026-11-26T23:59:59Z")).version).toBe("2026-11-01");
+    expect(currentPriceTable(Date.parse("2026-11-27T00:00:00Z")).version).toBe("2026-11-27");
+    // gpt-4o-mini: 600k uncached at $0.15, 400k cached at $0.075, per million.
+    const usage = { prompt_tokens: 1_000_000, cached_prompt_tokens: 400_000, completion_tokens: 0 };
+    expect(costUsd("openai", "gpt-4o-mini", usage, cachedInput)).toBe(0.12);
+    expect(costUsd("openai", "gpt-4o-mini", usage, november)).toBe(0.15);
+    // A model without a cached rate charges cached input as any input.
+    expect(costUsd("anthropic", "claude-3-5-haiku-latest", usage, cachedInput)).toBe(0.8);
   });
 });
