@@ -116,12 +116,16 @@ export function recordOutcomes(
 ): BreakerState {
   let next: BreakerState = { ...state, outcomes: [...state.outcomes] };
   for (const outcome of outcomes) {
-    next.outcomes.push([outcome.atMs, outcome.ok ? 1 : 0]);
     if (outcome.ok) {
-      // Any success (a trial, or a call tried while every target was open) proves the target works.
-      next = { ...next, open: false, openedAtMs: null, consecutiveFailures: 0, trialStartedAtMs: null };
+      // Any success (a trial, or a call tried while every target was open) proves the target works. The
+      // window starts afresh from it: the failures that opened the breaker would otherwise hold the ratio
+      // rule above 50% and reopen it at once, for another 30 s, however well the provider now answers.
+      const outcomes: [number, 0 | 1][] = next.open ? [] : next.outcomes;
+      outcomes.push([outcome.atMs, 1]);
+      next = { ...next, outcomes, open: false, openedAtMs: null, consecutiveFailures: 0, trialStartedAtMs: null };
       continue;
     }
+    next.outcomes.push([outcome.atMs, 0]);
     next.consecutiveFailures += 1;
     next.lastError = outcome.error ?? next.lastError;
     const halfOpenTrialFailed = next.open && next.trialStartedAtMs !== null;

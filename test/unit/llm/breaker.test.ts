@@ -58,6 +58,21 @@ describe("circuit breaker", () => {
     expect(acquireTrial(trial.state, 30_005 + DEFAULT_BREAKER_POLICY.trialTimeoutMs).granted).toBe(true);
   });
 
+  it("a successful trial closes a breaker the failure ratio opened, though its failures are still in the window", () => {
+    // 4 successes and 6 failures in 10 s: the ratio opens it (never 5 failures in a row).
+    const outcomes = [ok(1), fail(2), ok(3), fail(4), ok(5), fail(6), ok(7), fail(8), fail(9), fail(10)];
+    const open = recordOutcomes(CLOSED, outcomes, 10);
+    expect(viewOf(open, 10)).toMatchObject({ state: "open", consecutiveFailures: 3 });
+    const trial = acquireTrial(open, 30_010);
+    expect(trial.granted).toBe(true);
+    // 20 s later those failures are still within the minute, but the trial proved the provider works again.
+    const closed = recordOutcomes(trial.state, [ok(30_100)], 30_100);
+    expect(viewOf(closed, 30_100)).toMatchObject({ state: "closed", consecutiveFailures: 0 });
+    expect(acquireTrial(closed, 30_200).granted).toBe(true);
+    // Failures after the recovery count afresh: one does not reopen it.
+    expect(viewOf(recordOutcomes(closed, [fail(30_300)], 30_300), 30_300).state).toBe("closed");
+  });
+
   it("keeps the newest 200 outcomes of the last 60 s and leaves the state it was given untouched", () => {
     // 150 old successes (outside the window), then 250 recent ones one at a time, as the hot path records them.
     let state = recordOutcomes(
