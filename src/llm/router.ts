@@ -59,6 +59,8 @@ interface Served<T> {
   target: RouteTarget;
   adapter: ProviderAdapter;
   attempts: number;
+  /** Which attempt at its target served (0 for the first), as `retry_count` tells it. */
+  retry: number;
   /** Ends the attempt's timer; streams call it at their last event. */
   finish: () => void;
   touch: () => void;
@@ -167,7 +169,7 @@ export class Router implements LlmRouter {
     });
     result.catch(() => {});
     const router = this;
-    const { target, adapter, attempts } = served;
+    const { target, adapter, attempts, retry } = served;
     async function* deltas() {
       let next = served.value.first;
       let final: AdapterResult | undefined;
@@ -197,7 +199,21 @@ export class Router implements LlmRouter {
           : error instanceof ProviderError
             ? error
             : fetchFailure(error, new AbortController().signal);
-        if (failure instanceof ProviderError) router.#deps.breaker.record(targetKey(target), false, failure.code);
+        if (failure instanceof ProviderError) {
+          router.#deps.breaker.record(targetKey(target), false, failure.code);
+          // The provider failed this call as surely as a failed attempt does, and is told the same way; a stream
+          // that has started is never retried or failed over, since the caller already has part of the answer.
+          router.#deps.events.providerError(context, {
+            provider: target.provider,
+            model: stripQuery(target.model),
+            error_type: classifyFailure(failure).eventType,
+            error_code: failure.code,
+            retry_count: retry,
+            fallback_triggered: false,
+            http_status: failure.status ?? null,
+            simulated: adapter.simulated,
+          });
+        }
         rejectResult(failure);
         throw failure;
       } finally {
@@ -329,7 +345,7 @@ export class Router implements LlmRouter {
           const value = await run(adapter, { ...this.#payload(request, target), signal: clock.signal });
           breaker.record(key, true);
           this.#latency.observe(key, this.#now() - attemptStartedMs);
-          return { value, target, adapter, attempts, finish: () => clock.finish(), touch: () => clock.touch() };
+          return { value, target, adapter, attempts, retry, finish: () => clock.finish(), touch: () => clock.touch() };
         } catch (caught) {
           clock.finish();
           const error = fetchFailure(caught, clock.signal);

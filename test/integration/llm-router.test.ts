@@ -622,4 +622,54 @@ describe("a stream that ends without the provider's usage", () => {
     expect(seen.join("")).toBe("a".repeat(40) + "b".repeat(40));
     await expectCharged(workspace.id, "cut-off");
   });
+
+  it("tells a provider that fails or stalls mid-answer as one llm.provider.error, as any failed attempt", async () => {
+    const drain = async (routed: Awaited<ReturnType<ReturnType<typeof createLlmRouter>["chatStream"]>>) => {
+      for await (const _event of routed.deltas);
+    };
+    const cut = await openAiWorkspaceWithoutLease();
+    vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("fail").impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger, overrides: { attemptTimeoutMs: 300 } });
+    const cutOff = await router.chatStream({ messages }, { workspaceId: cut.id, chargeKey: "cut-event" });
+    await expect(drain(cutOff)).rejects.toBeInstanceOf(Error);
+    const [failed] = await eventsOf(cut, "llm.provider.error", 1, 2_000);
+    expect(failed?.data).toMatchObject({
+      provider: "openai",
+      model: "gpt-4o-mini",
+      error_type: "connection_error",
+      retry_count: 0,
+      fallback_triggered: false,
+      http_status: null,
+    });
+
+    const stalled = await openAiWorkspaceWithoutLease();
+    // Two deltas, then nothing until the attempt's clock aborts the request (as a real fetch's body does).
+    const encoder = new TextEncoder();
+    const stalling = fakeUpstreams({
+      [OPENAI]: (request) =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(encoder.encode(frame("a".repeat(40)) + frame("b".repeat(40))));
+            },
+            pull(controller) {
+              return new Promise<void>((done) =>
+                request.signal.addEventListener("abort", () => done(controller.error(request.signal.reason)), {
+                  once: true,
+                }),
+              );
+            },
+          }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(stalling.impl);
+    const stall = await router.chatStream({ messages }, { workspaceId: stalled.id, chargeKey: "stall-event" });
+    await expect(drain(stall)).rejects.toMatchObject({ failure: "timeout" });
+    const [timedOut] = await eventsOf(stalled, "llm.provider.error", 1, 2_000);
+    expect(timedOut?.data).toMatchObject({ error_type: "timeout", retry_count: 0, fallback_triggered: false });
+    // One event per failure: the stream's own, nothing more.
+    expect(await eventsOf(cut, "llm.provider.error")).toHaveLength(1);
+    expect(await eventsOf(stalled, "llm.provider.error")).toHaveLength(1);
+  }, 20_000);
 });
