@@ -8,5 +8,12 @@ export {
   validateEvent,
 } from "./catalog.ts";
 export { EventParkedError, logUndelivered } from "./parked.ts";
-export { InvalidEventError, type PublishContext, type PublishEnv, type PublishInput, publish } from "./publish.ts";
+export {
+  activeTraceId,
+  InvalidEventError,
+  type PublishContext,
+  type PublishEnv,
+  type PublishInput,
+  publish,
+} from "./publish.ts";
 export { isTicketAuthenticatedRequest } from "./tickets.ts";

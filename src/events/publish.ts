@@ -116,7 +116,8 @@ export async function publish<K extends EventType>(
   }
 }
 
-function activeTraceId(logger: Logger | undefined): string | undefined {
+/** The correlation id events get by default: the active span's trace, else the logger's. */
+export function activeTraceId(logger: Logger | undefined): string | undefined {
   const span = trace.getActiveSpan()?.spanContext();
   if (span && trace.isSpanContextValid(span)) return span.traceId;
   const fromLogger = logger?.context.trace_id;

@@ -42,6 +42,7 @@ async function deliver(
     random?: () => number;
     limits?: typeof ARTIFACT_LIMITS;
     config?: Partial<ReturnType<typeof appConfig>>;
+    logger?: typeof quietLogger;
   } = {},
 ) {
   const batch = createMessageBatch(
@@ -67,7 +68,7 @@ async function deliver(
     { ...appConfig(), ...options.config },
     {
       router,
-      logger: quietLogger,
+      logger: options.logger ?? quietLogger,
       random: options.random ?? (() => 0.5),
       artifactLimits: options.limits,
     },
@@ -200,6 +201,21 @@ describe("the tasks consumer", () => {
     await deliver(scriptedRouter(answer("ok")), [{ id: "msg-retry", taskId: row.id, attempts: 3 }]);
     expect(await task(row.id)).toMatchObject({ status: "completed", attempts: 2 });
     expect((await runs(row.id)).map((run) => run.status).sort()).toEqual(["failed", "succeeded"]);
+  });
+
+  it("gives each LLM call of a run the run's correlation id, so the billing events its charges cause carry it too", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(toolCalls({ name: "list_files", args: {} }), answer("done"));
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    await deliver(router, [{ id: "msg-trace", taskId: row.id }], { logger: quietLogger.child({ trace_id: traceId }) });
+    expect(await task(row.id)).toMatchObject({ status: "completed" });
+    // The events the run publishes itself carry it already (taken from the logger's trace)...
+    const started = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.started");
+    expect(started).toMatchObject({ correlation_id: traceId });
+    // ...and the router needs it in the call's context: budget events are stamped in the WorkspaceLimiter,
+    // which has no trace of its own.
+    expect(router.calls).toHaveLength(2);
+    expect(router.calls.map((call) => call.context.correlationId)).toEqual([traceId, traceId]);
   });
 
   it("ends a non-retryable failure at once with a fatal task.error", async () => {

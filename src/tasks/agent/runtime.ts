@@ -1,3 +1,4 @@
+import { activeTraceId } from "../../events/index.ts";
 import type { Logger } from "../../lib/logger.ts";
 import type { ChatMessage, LlmRouter } from "../../llm/types.ts";
 import type { TaskFiles } from "../artifacts.ts";
@@ -74,6 +75,9 @@ export class AgentRun {
       runId,
       agentId,
     };
+    // The run's own events take this from its trace; budget events are stamped in the WorkspaceLimiter, which
+    // has no trace of its own, so the router must be told it with each call.
+    const correlationId = activeTraceId(this.#input.logger);
     const messages: ChatMessage[] = [
       { role: "system", content: systemPrompt(task.type) },
       { role: "user", content: taskPrompt(task) },
@@ -95,6 +99,7 @@ export class AgentRun {
           taskId: task.id,
           runId,
           agentId,
+          ...(correlationId ? { correlationId } : {}),
           chargeKey: `${runId}:${this.steps}`,
           signal: this.#input.signal,
           deadlineMs: this.#input.deadlineMs,
