@@ -2,7 +2,7 @@ import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.t
 import { BudgetExhaustedError, classifyFailure, describeFailure, type FailureClass, finalError } from "./errors.ts";
 import { costUsd } from "./prices.ts";
 import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapter, ProviderError } from "./provider.ts";
-import { backoffDelayMs } from "./retry.ts";
+import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
 import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, DeliveredText, estimatePromptTokens } from "./tokens.ts";
@@ -370,13 +370,15 @@ export class Router implements LlmRouter {
           else failures.push(told);
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();
-          // Sleeping past the deadline (or through a long Retry-After) is worse than trying the next target now.
+          const hasNext = index < candidates.length - 1;
+          // Sleeping past the deadline, or through a Retry-After longer than our own backoff would ever wait while
+          // another target could answer now, is worse than trying the next target now.
           const retryHere =
             failure.retryable &&
             retry + 1 < maxAttempts &&
             waitMs + MIN_ATTEMPT_MS <= timeLeftMs &&
+            !(hasNext && waitMs > MAX_DELAY_MS) &&
             breaker.state(key) !== "open";
-          const hasNext = index < candidates.length - 1;
           this.#deps.logger.warn("llm attempt failed", {
             provider: target.provider,
             model: stripQuery(target.model),

@@ -182,6 +182,54 @@ describe("retries", () => {
   });
 });
 
+describe("a long Retry-After", () => {
+  it("fails over at once to the next target rather than waiting it out within the deadline", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini-long-wait" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    const fake = fakeUpstreams({
+      [OPENAI]: () => problem(429, { "Retry-After": "20" }),
+      [ANTHROPIC]: () => anthropicMessage("now"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const waits: number[] = [];
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { sleep: async (ms) => void waits.push(ms) },
+    });
+    // The default deadline (3 minutes) has room for 20 s, but a healthy target is ready now.
+    const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "long-retry-after" });
+    expect(result.provider).toBe("anthropic");
+    expect(waits).toEqual([]);
+    expect(fake.count(OPENAI)).toBe(1);
+    const [error] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(error.data).toMatchObject({ error_type: "rate_limit", retry_count: 0, fallback_triggered: true });
+  });
+
+  it("is waited out on the last target, while the deadline allows", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini-last-wait" }],
+    });
+    const fake = fakeUpstreams({
+      [OPENAI]: (_request, call) => (call === 1 ? problem(429, { "Retry-After": "20" }) : openAiCompletion("later")),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const waits: number[] = [];
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { sleep: async (ms) => void waits.push(ms) },
+    });
+    const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "last-retry-after" });
+    expect(result).toMatchObject({ provider: "openai", attempts: 2 });
+    expect(waits).toEqual([20_000]);
+  });
+});
+
 describe("circuit breaker", () => {
   it("five failures open it; later calls skip that provider until the half-open trial, whose success closes it", async () => {
     const model = `gpt-4o-mini-breaker-${crypto.randomUUID().slice(0, 6)}`;
