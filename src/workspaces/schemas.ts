@@ -35,12 +35,16 @@ export const LlmRoutingSchema = z
     strategy: z.enum(["fallback", "cost", "latency", "weighted"]),
     chain: z
       .array(
-        z.object({
-          // A provider the router has no adapter for could never serve a call: refused here, not at every call.
-          provider: z.enum(Object.keys(DEFAULT_MODELS) as [string, ...string[]]),
-          model: z.string().min(1).max(128),
-          weight: z.number().min(0).max(1000).optional(),
-        }),
+        z
+          .object({
+            // A provider the router has no adapter for could never serve a call: refused here, not at every call.
+            provider: z.enum(Object.keys(DEFAULT_MODELS) as [string, ...string[]]),
+            // Trimmed: a blank name (or one with stray spaces) is sent to the provider as is, and refused there.
+            model: z.string().trim().min(1).max(128),
+            weight: z.number().min(0).max(1000).optional(),
+          })
+          // A misspelt `weight` would be dropped without a word, leaving every entry the same weight.
+          .strict(),
       )
       .min(1)
       .max(10),

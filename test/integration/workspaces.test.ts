@@ -112,6 +112,32 @@ describe("the caller's workspace", () => {
     expect((await send("/api/v1/workspace", workspace.key, "PATCH", { plan: "enterprise" })).status).toBe(422);
   });
 
+  it("refuses a chain entry with a blank model or a misspelt field, rather than store what can never route as meant", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { plan: "team" });
+    const patch = (entry: Record<string, unknown>) =>
+      send("/api/v1/workspace", workspace.key, "PATCH", { llm: { strategy: "weighted", chain: [entry] } });
+    // Sent to the provider as "  ", no call could succeed.
+    const blank = await patch({ provider: "openai", model: "  " });
+    expect(blank.status).toBe(422);
+    expect(((await blank.json()) as { errors: { path: string }[] }).errors).toEqual([
+      { path: "llm.chain.0.model", message: expect.any(String) },
+    ]);
+    // "wieght" was dropped without a word, and every entry weighed the same.
+    const misspelt = await patch({ provider: "openai", model: "gpt-4o-mini", wieght: 3 });
+    expect(misspelt.status).toBe(422);
+    expect(((await misspelt.json()) as { errors: { path: string; message: string }[] }).errors).toEqual([
+      { path: "llm.chain.0", message: expect.stringContaining("wieght") },
+    ]);
+    expect(((await (await send("/api/v1/workspace", workspace.key)).json()) as { llm: unknown }).llm).toBeNull();
+    // Spaces around a model name are not part of it.
+    const padded = await patch({ provider: "openai", model: " gpt-4o-mini ", weight: 2 });
+    expect(padded.status).toBe(200);
+    expect(((await padded.json()) as { llm: unknown }).llm).toEqual({
+      strategy: "weighted",
+      chain: [{ provider: "openai", model: "gpt-4o-mini", weight: 2 }],
+    });
+  });
+
   it("needs the admin scope to change settings or manage keys", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE);
     const reader = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
