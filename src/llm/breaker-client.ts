@@ -45,6 +45,8 @@ interface Entry {
   inflight: Promise<void> | null;
   /** Outcomes arrived while a sync was out: it goes round once more (in the context that started it). */
   again: boolean;
+  /** The object has taken an outcome of this model from this isolate, so it lists the model (GET /api/v1/providers). */
+  reported: boolean;
 }
 
 function split(key: string): [string, string] {
@@ -114,8 +116,9 @@ export class BreakerClient {
     entry.state = recordOutcomes(entry.state, [outcome], nowMs, this.#policy);
     if (!this.#remote) return;
     if (entry.pending.length < MAX_PENDING_OUTCOMES) entry.pending.push(outcome);
-    // Failures and any change of state travel at once; steady successes ride the next periodic sync.
-    if (!ok || before !== "closed" || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS)
+    // Failures, any change of state and a model's first outcome travel at once; steady successes ride the next
+    // periodic sync. A model called once would otherwise keep its one success here, and never be listed.
+    if (!ok || before !== "closed" || !entry.reported || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS)
       this.#syncInBackground(key, entry, background);
   }
 
@@ -149,7 +152,14 @@ export class BreakerClient {
   #entry(key: string): Entry {
     let entry = this.#entries.get(key);
     if (!entry) {
-      entry = { state: CLOSED, syncedAtMs: Number.NEGATIVE_INFINITY, pending: [], inflight: null, again: false };
+      entry = {
+        state: CLOSED,
+        syncedAtMs: Number.NEGATIVE_INFINITY,
+        pending: [],
+        inflight: null,
+        again: false,
+        reported: false,
+      };
       this.#entries.set(key, entry);
     }
     return entry;
@@ -184,6 +194,7 @@ export class BreakerClient {
       entry.state =
         entry.pending.length > 0 ? recordOutcomes(shared, entry.pending, this.#now(), this.#policy) : shared;
       entry.syncedAtMs = this.#now();
+      if (outcomes.length > 0) entry.reported = true;
       return true;
     } catch {
       // Keep them for the next sync; meanwhile the local copy still decides.

@@ -77,6 +77,25 @@ describe("breaker shared across isolates", () => {
 });
 
 describe("background syncs and request ownership", () => {
+  it("sends a model's first outcome at once, so a model called once is known to the object (GET /api/v1/providers)", async () => {
+    const model = `once-${crypto.randomUUID().slice(0, 8)}`;
+    const key = `openai:${model}`;
+    const client = new BreakerClient(remote());
+    // The call's state() check syncs (nothing to send yet) and is answered before the call ends.
+    client.state(key);
+    await client.flush();
+    const held: Promise<unknown>[] = [];
+    client.gate((work) => held.push(work)).record(key, true);
+    expect(held).toHaveLength(1);
+    await Promise.all(held);
+    const snapshot = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    expect(snapshot.find((entry) => entry.model === model)?.view).toMatchObject({ state: "closed", calls: 1 });
+    // Steady successes after it still ride the next periodic sync.
+    const later: Promise<unknown>[] = [];
+    client.gate((work) => later.push(work)).record(key, true);
+    expect(later).toHaveLength(0);
+  });
+
   it("hands a running sync to no second request; outcomes recorded meanwhile go in the same sync's next round", async () => {
     const key = `openai:owner-${crypto.randomUUID().slice(0, 8)}`;
     const sent: number[] = [];
