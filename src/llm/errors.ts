@@ -71,17 +71,18 @@ export function finalError(
   causes: FailureClass["cause"][],
   failures: readonly TargetFailure[],
   timedOut: boolean,
+  retryAfterMs?: number,
 ): LlmError {
   const told =
     failures.length === 0
       ? "no attempt was made"
       : failures.map((failure) => `${failure.provider}:${failure.model}: ${failure.message}`).join("; ");
-  if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${told}`, true, failures);
+  if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${told}`, true, failures, retryAfterMs);
   if (causes.length > 0 && causes.every((cause) => cause === "request")) {
     return new LlmError("invalid_request", `every provider refused the request: ${told}`, false, failures);
   }
   if (causes.length > 0 && causes.every((cause) => cause === "authentication")) {
     return new LlmError("authentication", `every provider refused our credentials: ${told}`, false, failures);
   }
-  return new LlmError("all_providers_failed", `every provider failed: ${told}`, true, failures);
+  return new LlmError("all_providers_failed", `every provider failed: ${told}`, true, failures, retryAfterMs);
 }

@@ -27,13 +27,22 @@ export function llmErrorToApiError(error: unknown): unknown {
         headers: { "Retry-After": "60", ...NO_RETRY },
         extensions: { reason: error.kind },
       });
-    default:
+    default: {
       // The providers (or our credentials for them) failed, not the caller: a 503, which it may retry unless
-      // retrying cannot help (credentials the provider refuses, a cancelled call).
+      // retrying cannot help (credentials the provider refuses, a cancelled call). When every provider asked
+      // for a wait, the caller is told the soonest: retrying in a second would only meet their refusals again.
+      const waitSeconds =
+        error.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(error.retryAfterMs / 1000));
       return new ApiError("DEPENDENCY_UNAVAILABLE", error.message, {
-        headers: error.retryable ? { "Retry-After": "1" } : NO_RETRY,
-        extensions: { reason: error.kind, retryable: error.retryable, ...failuresOf(error) },
+        headers: error.retryable ? { "Retry-After": String(waitSeconds ?? 1) } : NO_RETRY,
+        extensions: {
+          reason: error.kind,
+          retryable: error.retryable,
+          ...(error.retryable && waitSeconds !== undefined ? { retry_after_seconds: waitSeconds } : {}),
+          ...failuresOf(error),
+        },
       });
+    }
   }
 }
 

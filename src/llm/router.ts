@@ -315,6 +315,11 @@ export class Router implements LlmRouter {
     const causes: FailureClass["cause"][] = [];
     let attempts = 0;
     const failures: TargetFailure[] = [];
+    /** Each failed target's Retry-After, in ms (undefined: it said nothing), as `failures` is kept. */
+    const waitsMs: (number | undefined)[] = [];
+    // Every target tried asked for a wait: the caller is told the soonest, not to come back in a second.
+    const soonestMs = () =>
+      waitsMs.length > 0 && waitsMs.every((ms) => ms !== undefined) ? Math.min(...(waitsMs as number[])) : undefined;
     let previous: { target: RouteTarget; failure: FailureClass } | undefined;
 
     for (const [index, target] of candidates.entries()) {
@@ -333,7 +338,7 @@ export class Router implements LlmRouter {
       }
       for (let retry = 0; retry < maxAttempts; retry++) {
         this.#checkCancelled(context);
-        if (this.#now() >= deadlineMs) throw finalError(causes, failures, true);
+        if (this.#now() >= deadlineMs) throw finalError(causes, failures, true, soonestMs());
         attempts++;
         const clock = new AttemptClock(
           Math.min(this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, deadlineMs - this.#now()),
@@ -366,8 +371,13 @@ export class Router implements LlmRouter {
             message: describeFailure(error, failure),
           };
           // A target's last attempt speaks for it.
-          if (retry > 0) failures[failures.length - 1] = told;
-          else failures.push(told);
+          if (retry > 0) {
+            failures[failures.length - 1] = told;
+            waitsMs[waitsMs.length - 1] = error.retryAfterMs;
+          } else {
+            failures.push(told);
+            waitsMs.push(error.retryAfterMs);
+          }
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();
           const hasNext = index < candidates.length - 1;
@@ -409,7 +419,7 @@ export class Router implements LlmRouter {
         }
       }
     }
-    throw finalError(causes, failures, this.#now() >= deadlineMs);
+    throw finalError(causes, failures, this.#now() >= deadlineMs, soonestMs());
   }
 
   #payload(request: ChatRequest, target: RouteTarget): Omit<AdapterCall, "signal"> {

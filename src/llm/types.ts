@@ -145,12 +145,21 @@ export class LlmError extends Error {
   readonly retryable: boolean;
   /** Every target tried, in order, when the call failed on all of them. */
   readonly failures: readonly TargetFailure[];
-  constructor(kind: LlmErrorKind, message: string, retryable: boolean, failures: readonly TargetFailure[] = []) {
+  /** When every target tried asked to be left alone for a while (Retry-After): the soonest one is back. */
+  readonly retryAfterMs?: number;
+  constructor(
+    kind: LlmErrorKind,
+    message: string,
+    retryable: boolean,
+    failures: readonly TargetFailure[] = [],
+    retryAfterMs?: number,
+  ) {
     super(message);
     this.name = "LlmError";
     this.kind = kind;
     this.retryable = retryable;
     this.failures = failures;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 

@@ -1,6 +1,8 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
+import type { ApiError } from "../../src/lib/problem.ts";
+import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { breakerClientFor, createLlmRouter, LlmError } from "../../src/llm/index.ts";
 import { costUsd } from "../../src/llm/prices.ts";
 import { findCharge } from "../../src/llm/usage.ts";
@@ -208,6 +210,46 @@ describe("a long Retry-After", () => {
     expect(fake.count(OPENAI)).toBe(1);
     const [error] = await eventsOf(workspace, "llm.provider.error", 1);
     expect(error.data).toMatchObject({ error_type: "rate_limit", retry_count: 0, fallback_triggered: true });
+  });
+
+  it("past the deadline on every target, is what the caller is told to wait, not a second", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini-all-limited" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    const fake = fakeUpstreams({
+      [OPENAI]: () => problem(429, { "Retry-After": "600" }),
+      [ANTHROPIC]: () => problem(429, { "retry-after-ms": "240500" }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const error = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "all-limited" })
+      .catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ kind: "all_providers_failed", retryable: true });
+    // The sooner of the two providers' waits; retrying after 1 s would only meet both refusals again.
+    const answered = llmErrorToApiError(error) as ApiError;
+    expect(answered.headers["Retry-After"]).toBe("241");
+    expect(answered.extensions).toMatchObject({ retry_after_seconds: 241 });
+
+    // A target that failed without saying when to come back may answer at once: no long wait is told.
+    const mixed = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini-all-limited" },
+        { provider: "anthropic", model: "claude-3-5-haiku-mixed" },
+      ],
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({ [OPENAI]: () => problem(429, { "Retry-After": "600" }), [ANTHROPIC]: () => problem(401) }).impl,
+    );
+    const other = await router
+      .chat({ messages }, { workspaceId: mixed.id, chargeKey: "mixed-limited" })
+      .catch((caught: unknown) => caught);
+    expect((llmErrorToApiError(other) as ApiError).headers["Retry-After"]).toBe("1");
   });
 
   it("is waited out on the last target, while the deadline allows", async () => {
