@@ -17,7 +17,8 @@ export const ProblemSchema = z
       .openapi({ description: "Field errors, for 422 responses." }),
     // Members some problems add (RFC 9457 extensions); a client may rely on them where present.
     reason: z.string().optional().openapi({
-      description: "Why, in a word a program can branch on, e.g. `budget_exhausted`, `all_providers_failed`.",
+      description:
+        "Why, in a word a program can branch on, e.g. `budget_exhausted`, `all_providers_failed`, `model_not_found`.",
     }),
     retryable: z.boolean().optional().openapi({
       description: "Whether the same request may succeed later (see also `Retry-After`, `X-Should-Retry`).",
@@ -41,6 +42,24 @@ export const ProblemSchema = z
       )
       .optional()
       .openapi({ description: "LLM calls that failed on every target: each target tried, with its last failure." }),
+    error: z
+      .object({
+        message: z.string(),
+        type: z.string().openapi({
+          description:
+            "`invalid_request_error`, `authentication_error` (401), `permission_error` (403), `rate_limit_error`, `insufficient_quota` (a spent budget) or `server_error` (5xx).",
+        }),
+        code: z.string().nullable().openapi({
+          description:
+            "OpenAI's code where one fits (`invalid_api_key`, `insufficient_quota`, `rate_limit_exceeded`, `model_not_found`), else `reason`, else `code` in lower case.",
+        }),
+        param: z.string().nullable().openapi({ description: "The first invalid field's path, where one is known." }),
+      })
+      .optional()
+      .openapi({
+        description:
+          "Only on the OpenAI-compatible routes (`/api/v1/llm/*`): the problem as OpenAI's error object, which OpenAI's SDKs read for `err.message`, `err.type`, `err.code` and `err.param`. Its `message` is `detail`, followed by the field errors.",
+      }),
   })
   .openapi("Problem", { description: "RFC 9457 problem details." });
 

@@ -68,7 +68,20 @@ export interface ProblemBody {
   code: ProblemCode;
   request_id: string;
   errors?: FieldError[];
+  /** Only on the OpenAI-compatible routes (/api/v1/llm/*), for OpenAI's SDKs: see `openAiError`. */
+  error?: OpenAiErrorMember;
   [extension: string]: unknown;
+}
+
+/**
+ * OpenAI's error object. The official SDKs build their exception from a body's `error` member (its
+ * message, type, code and param); without it they show the whole body as the message.
+ */
+export interface OpenAiErrorMember {
+  message: string;
+  type: string;
+  code: string | null;
+  param: string | null;
 }
 
 export function problemSlug(code: ProblemCode): string {
@@ -85,9 +98,12 @@ export function problemType(code: ProblemCode): string {
 }
 
 /** The one error type routes and services throw; the error handler renders it. */
-/** Members a problem adds of its own; the standard ones cannot be among them (they would be overwritten). */
+/**
+ * Members a problem adds of its own; the standard ones cannot be among them (they would be overwritten),
+ * nor `error`, which the OpenAI-compatible routes give OpenAI's error object.
+ */
 export type ProblemExtensions = Record<string, unknown> & {
-  [member in "type" | "title" | "status" | "detail" | "code" | "request_id" | "errors"]?: never;
+  [member in "type" | "title" | "status" | "detail" | "code" | "request_id" | "errors" | "error"]?: never;
 };
 
 export class ApiError extends Error {
@@ -112,7 +128,7 @@ export class ApiError extends Error {
   }
 }
 
-export function problemBody(error: ApiError, requestId: string): ProblemBody {
+export function problemBody(error: ApiError, requestId: string, openAi?: OpenAiErrorMember): ProblemBody {
   return {
     ...error.extensions,
     type: problemType(error.code),
@@ -122,11 +138,17 @@ export function problemBody(error: ApiError, requestId: string): ProblemBody {
     code: error.code,
     request_id: requestId,
     ...(error.errors ? { errors: error.errors } : {}),
+    ...(openAi ? { error: openAi } : {}),
   };
 }
 
-export function problemResponse(error: ApiError, requestId: string, headers: HeadersInit = {}): Response {
-  const response = new Response(JSON.stringify(problemBody(error, requestId)), {
+export function problemResponse(
+  error: ApiError,
+  requestId: string,
+  headers: HeadersInit = {},
+  openAi?: OpenAiErrorMember,
+): Response {
+  const response = new Response(JSON.stringify(problemBody(error, requestId, openAi)), {
     status: error.status,
     headers: { "Content-Type": "application/problem+json", ...error.headers },
   });

@@ -1,4 +1,4 @@
-import { ApiError } from "../lib/problem.ts";
+import { ApiError, type OpenAiErrorMember } from "../lib/problem.ts";
 import { BudgetExhaustedError } from "./errors.ts";
 import { LlmError, type TargetFailure } from "./types.ts";
 
@@ -49,4 +49,40 @@ export function llmErrorToApiError(error: unknown): unknown {
 /** Each target tried and its last failure, as a list a program can read (the detail says the same in words). */
 function failuresOf(error: LlmError): { failures?: readonly TargetFailure[] } {
   return error.failures.length > 0 ? { failures: error.failures } : {};
+}
+
+/** The OpenAI-compatible routes: chat completions and models, which OpenAI's SDKs call. */
+export function isOpenAiCompatiblePath(path: string): boolean {
+  return path.startsWith("/api/v1/llm/");
+}
+
+/**
+ * A problem in OpenAI's terms, the `error` member of the OpenAI-compatible routes' problems (added, not
+ * instead: the problem's own members stay). OpenAI's SDKs make `err.message` of its message, so it says
+ * which fields are invalid; `err.code` is OpenAI's code where one means the same (a refused key, a spent
+ * quota, a rate limit, an unknown model), else the problem's `reason` or its code in lower case.
+ */
+export function openAiError(error: ApiError): OpenAiErrorMember {
+  const fields = error.errors?.map((field) => `${field.path}: ${field.message}`).join("; ");
+  const firstPath = error.errors?.[0]?.path;
+  return {
+    message: fields ? `${error.message} ${fields}` : error.message,
+    ...openAiTypeAndCode(error),
+    param: firstPath && firstPath !== "(root)" ? firstPath : null,
+  };
+}
+
+function openAiTypeAndCode(error: ApiError): { type: string; code: string } {
+  const reason = typeof error.extensions.reason === "string" ? error.extensions.reason : undefined;
+  const code = reason ?? error.code.toLowerCase();
+  if (error.status === 401) return { type: "authentication_error", code: "invalid_api_key" };
+  if (error.status === 403) return { type: "permission_error", code };
+  if (error.status === 429) {
+    // A spent budget is OpenAI's spent quota: waiting a few seconds does not mend it.
+    return reason === "budget_exhausted"
+      ? { type: "insufficient_quota", code: "insufficient_quota" }
+      : { type: "rate_limit_error", code: "rate_limit_exceeded" };
+  }
+  if (error.status >= 500) return { type: "server_error", code };
+  return { type: "invalid_request_error", code };
 }

@@ -2,6 +2,7 @@ import type { Context, ErrorHandler, Hono, NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ZodError } from "zod";
 import { ApiError, type FieldError, problemResponse } from "../lib/problem.ts";
+import { isOpenAiCompatiblePath, openAiError } from "../llm/http-errors.ts";
 import { reportError } from "../observability/sentry.ts";
 import type { HonoEnv } from "../types.ts";
 
@@ -40,6 +41,12 @@ function fromHttpException(error: HTTPException): ApiError {
   return new ApiError("INTERNAL");
 }
 
+/** A problem response; the OpenAI-compatible routes' also carry OpenAI's error object, for OpenAI's SDKs. */
+function respond(c: Context<HonoEnv>, error: ApiError): Response {
+  const requestId = c.get("requestId") ?? "unknown";
+  return problemResponse(error, requestId, {}, isOpenAiCompatiblePath(c.req.path) ? openAiError(error) : undefined);
+}
+
 /** The one place a thrown error becomes a response. Unknown errors are logged, reported, and hidden. */
 export const onError: ErrorHandler<HonoEnv> = (error, c) => {
   const requestId = c.get("requestId") ?? "unknown";
@@ -56,7 +63,7 @@ export const onError: ErrorHandler<HonoEnv> = (error, c) => {
     });
     apiError = new ApiError("INTERNAL", "An unexpected error occurred; it has been reported.");
   }
-  return problemResponse(apiError, requestId);
+  return respond(c, apiError);
 };
 
 interface RoutePattern {
@@ -91,16 +98,15 @@ export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
       .map((route) => ({ method: route.method, matcher: toMatcher(route.path) }));
     const allowed = new Set<string>();
     for (const pattern of patterns) if (pattern.matcher.test(c.req.path)) allowed.add(pattern.method);
-    const requestId = c.get("requestId") ?? "unknown";
     if (allowed.size > 0) {
       if (allowed.has("GET")) allowed.add("HEAD");
       allowed.add("OPTIONS");
       const allow = [...allowed].sort().join(", ");
-      return problemResponse(
+      return respond(
+        c,
         new ApiError("METHOD_NOT_ALLOWED", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow}.`, {
           headers: { Allow: allow },
         }),
-        requestId,
       );
     }
     const trimmed = c.req.path.replace(/\/+$/, "") || "/";
@@ -109,13 +115,13 @@ export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
       trimmed !== c.req.path && patterns.some((pattern) => pattern.method === method && pattern.matcher.test(trimmed))
         ? trimmed
         : null;
-    return problemResponse(
+    return respond(
+      c,
       new ApiError(
         "NOT_FOUND",
         `No route matches ${c.req.method} ${c.req.path}${meant ? `; did you mean ${meant}?` : "."}`,
         meant ? { extensions: { did_you_mean: meant } } : {},
       ),
-      requestId,
     );
   };
 }

@@ -98,6 +98,8 @@ export function registerLlmModelRoutes(app: OpenAPIHono<HonoEnv>): void {
       throw new ApiError(
         "NOT_FOUND",
         `No model "${model}" is offered to this workspace; GET /api/v1/llm/models lists them.`,
+        // OpenAI's code for it, which its SDKs' users branch on (`err.code`).
+        { extensions: { reason: "model_not_found" } },
       );
     }
     return c.json(found, 200);

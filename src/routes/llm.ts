@@ -34,7 +34,7 @@ const chatRoute = createRoute({
   tags: ["LLM"],
   summary: "Create a chat completion (OpenAI-compatible)",
   description:
-    "Routed by the workspace's chain with retries, fallback and circuit breakers; charged against its budgets. `stream: true` answers Server-Sent Events in OpenAI's chunk format, with a usage chunk when `stream_options.include_usage` is set. When every target fails, the problem's `failures` lists each one tried (provider, model, attempts, status, code, message), and `detail` says the same in words.",
+    "Routed by the workspace's chain with retries, fallback and circuit breakers; charged against its budgets. `stream: true` answers Server-Sent Events in OpenAI's chunk format, with a usage chunk when `stream_options.include_usage` is set. When every target fails, the problem's `failures` lists each one tried (provider, model, attempts, status, code, message), and `detail` says the same in words. Errors are problem+json with an `error` member as well, OpenAI's error object (`message`, `type`, `code`, `param`), so OpenAI's SDKs report them as they report OpenAI's.",
   "x-audit-exempt":
     "A completion changes no configuration; each call is recorded once as a usage row (GET /api/v1/usage) with its request id.",
   middleware: [requireScope("tasks:write"), writesNoAudit] as const,

@@ -399,7 +399,13 @@ describe("budgets under wrangler dev", () => {
       .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] })
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.RateLimitError);
-    expect(error).toMatchObject({ status: 429, code: "RATE_LIMITED" });
+    // In OpenAI's terms (the problem's `error` member): its message, and a spent quota's type and code.
+    expect(error).toMatchObject({
+      status: 429,
+      type: "insufficient_quota",
+      code: "insufficient_quota",
+      message: expect.stringMatching(/^429 The daily token budget is exhausted/),
+    });
     expect(requests).toHaveLength(1);
   });
 });

@@ -1,5 +1,6 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { BreakerBook } from "../../src/llm/breaker-book.ts";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
@@ -269,6 +270,94 @@ describe("OpenAI-compatible chat completions", () => {
     expect(problem.detail).toBe(
       "every provider refused our credentials: simulated:sim-1: provider answered 401: it refused this deployment's credentials",
     );
+  });
+});
+
+describe("errors in OpenAI's terms, for OpenAI's SDKs", () => {
+  const sdk = (apiKey: string) =>
+    new OpenAI({
+      apiKey,
+      baseURL: `${BASE}/api/v1/llm`,
+      maxRetries: 0,
+      fetch: (url, init) => fetcher(String(url), init),
+    });
+  const failure = (call: Promise<unknown>) =>
+    call.then(
+      () => expect.unreachable("the call succeeded"),
+      (error) => error,
+    );
+
+  it("adds OpenAI's error object to the problem, which the SDK makes its message, type, code and param of", async () => {
+    const workspace = await workspaceWith(null);
+    const response = await chat(workspace.headers, { n: 2, messages: [{ role: "user", content: "x" }] });
+    expect(response.status).toBe(422);
+    expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+    const problem = (await response.json()) as Record<string, any>;
+    // Additive: the problem's own members stay as they were.
+    expect(problem).toMatchObject({ code: "VALIDATION_FAILED", detail: "The request body is invalid." });
+    expect(problem.errors).toEqual([{ path: "n", message: expect.any(String) }]);
+    expect(problem.error).toEqual({
+      message: `The request body is invalid. n: ${problem.errors[0].message}`,
+      type: "invalid_request_error",
+      code: "validation_failed",
+      param: "n",
+    });
+
+    const client = sdk(workspace.key);
+    const invalid = await failure(
+      client.chat.completions.create({ n: 2, model: "auto", messages: [{ role: "user", content: "x" }] }),
+    );
+    expect(invalid).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect(invalid).toMatchObject({
+      message: `422 ${problem.error.message}`,
+      type: "invalid_request_error",
+      code: "validation_failed",
+      param: "n",
+    });
+    expect(await failure(sdk("mgx_not_a_key").models.list())).toMatchObject({
+      status: 401,
+      type: "authentication_error",
+      code: "invalid_api_key",
+    });
+    const unknown = await failure(client.models.retrieve("gpt-5-imaginary"));
+    expect(unknown).toMatchObject({ status: 404, type: "invalid_request_error", code: "model_not_found" });
+    expect(unknown.message).toBe(
+      '404 No model "gpt-5-imaginary" is offered to this workspace; GET /api/v1/llm/models lists them.',
+    );
+  });
+
+  it("tells a spent budget as OpenAI's insufficient_quota, and providers that all failed as a server_error", async () => {
+    const spent = await workspaceWith(null, {
+      daily_tokens: 1,
+      monthly_tokens: null,
+      daily_cost_usd: null,
+      monthly_cost_usd: null,
+    });
+    // The first call spends the 1-token day; the next is refused.
+    const call = () =>
+      sdk(spent.key).chat.completions.create({ model: "auto", messages: [{ role: "user", content: "x" }] });
+    await call();
+    const refused = await failure(call());
+    expect(refused).toBeInstanceOf(OpenAI.RateLimitError);
+    expect(refused).toMatchObject({ type: "insufficient_quota", code: "insufficient_quota" });
+    expect(refused.message).toMatch(/^429 The daily token budget is exhausted/);
+
+    const failing = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?failure_rate=1&failure_status=503" }],
+    });
+    const unavailable = await failure(
+      sdk(failing.key).chat.completions.create({ model: "auto", messages: [{ role: "user", content: "x" }] }),
+    );
+    expect(unavailable).toMatchObject({ status: 503, type: "server_error", code: "all_providers_failed" });
+    expect(unavailable.message).toMatch(/^503 every provider failed: simulated:sim-1: /);
+  });
+
+  it("leaves the problems of other routes as they are", async () => {
+    const workspace = await workspaceWith(null);
+    const response = await fetcher(`${BASE}/api/v1/tasks/task_missing`, { headers: workspace.headers });
+    expect(response.status).toBe(404);
+    expect(await response.json()).not.toHaveProperty("error");
   });
 });
 
