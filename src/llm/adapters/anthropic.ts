@@ -66,7 +66,6 @@ export function toAnthropic(call: AdapterCall) {
     .map((message) => message.content ?? "");
   const answerTool = jsonAnswerTool(call);
   const json = answerTool ? null : jsonInstruction(call.response_format);
-  const system = (json ? [...instructions, json] : instructions).join("\n\n");
   const turns: { role: "user" | "assistant"; content: Block[] }[] = [];
   const push = (role: "user" | "assistant", blocks: Block[]) => {
     const last = turns.at(-1);
@@ -80,7 +79,8 @@ export function toAnthropic(call: AdapterCall) {
       push("user", [{ type: "tool_result", tool_use_id: message.tool_call_id ?? "", content: message.content ?? "" }]);
       continue;
     }
-    const blocks: Block[] = message.content ? [{ type: "text", text: message.content }] : [];
+    // Anthropic refuses a text block with nothing but whitespace in it; such a message says nothing anyway.
+    const blocks: Block[] = message.content?.trim() ? [{ type: "text", text: message.content }] : [];
     for (const toolCall of message.tool_calls ?? []) {
       blocks.push({
         type: "tool_use",
@@ -91,6 +91,13 @@ export function toAnthropic(call: AdapterCall) {
     }
     if (blocks.length > 0) push(message.role === "assistant" ? "assistant" : "user", blocks);
   }
+  // OpenAI answers instructions alone ("Write a haiku" as the only, system, message) as a request; Anthropic
+  // refuses a call without a turn. The instructions are then the user's turn, which the model answers alike.
+  const asked = instructions.filter((text) => text.trim()).join("\n\n");
+  const promptAsTurn = turns.length === 0 && asked !== "";
+  if (promptAsTurn) turns.push({ role: "user", content: [{ type: "text", text: asked }] });
+  const systemParts = promptAsTurn ? [] : instructions;
+  const system = (json ? [...systemParts, json] : systemParts).join("\n\n");
   return {
     model: call.model,
     max_tokens: call.max_tokens ?? DEFAULT_MAX_TOKENS,

@@ -492,6 +492,39 @@ describe("Anthropic adapter", () => {
     expect(toAnthropic(extraction("Alice, 30"))).not.toHaveProperty("temperature");
   });
 
+  it("sends instructions alone as the user's turn, which OpenAI answers and Anthropic refuses without one", () => {
+    const call = (...messages: { role: "system" | "user"; content: string }[]) =>
+      toAnthropic({ model: "claude-3-5-haiku-latest", signal, messages });
+    const asked = [{ role: "user", content: [{ type: "text", text: "Write a haiku" }] }];
+    const systemOnly = call({ role: "system", content: "Write a haiku" });
+    expect(systemOnly.messages).toEqual(asked);
+    expect(systemOnly).not.toHaveProperty("system");
+    // A user message with nothing in it is no turn: Anthropic refuses an empty or blank text block.
+    expect(call({ role: "system", content: "Write a haiku" }, { role: "user", content: "" }).messages).toEqual(asked);
+    expect(call({ role: "system", content: "Write a haiku" }, { role: "user", content: " \n" }).messages).toEqual(
+      asked,
+    );
+    const two = call({ role: "system", content: "Write a haiku" }, { role: "system", content: "About the sea" });
+    expect(two.messages).toEqual([
+      { role: "user", content: [{ type: "text", text: "Write a haiku\n\nAbout the sea" }] },
+    ]);
+    // JSON mode's instruction (asked in the prompt while the caller's tools may be called) stays a system prompt.
+    const json = toAnthropic({
+      model: "claude-3-5-haiku-latest",
+      signal,
+      messages: [{ role: "system", content: "Name a colour" }],
+      tools: [{ type: "function", function: { name: "clock", parameters: {} } }],
+      response_format: { type: "json_object" },
+    });
+    expect(json.messages).toEqual([{ role: "user", content: [{ type: "text", text: "Name a colour" }] }]);
+    expect(json.system).toMatch(/^Answer with a single JSON object/);
+    // With a turn, instructions stay the system prompt.
+    expect(call({ role: "system", content: "Be brief." }, { role: "user", content: "Hi" })).toMatchObject({
+      system: "Be brief.",
+      messages: [{ role: "user", content: [{ type: "text", text: "Hi" }] }],
+    });
+  });
+
   it("maps system messages, tool calls and tool results to the Messages API shape", () => {
     const body = toAnthropic({
       model: "claude-3-5-haiku-latest",
