@@ -1,7 +1,7 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "./adapters/index.ts";
 import { currentPriceTable, priceOf } from "./prices.ts";
-import { DEFAULT_MODELS, type RouteTarget, stripQuery } from "./routing.ts";
+import { type RouteTarget, servedModels, stripQuery } from "./routing.ts";
 
 /**
  * The models a workspace can name in `model` of a chat completion, in the
@@ -82,17 +82,10 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
       price_version: table.version,
     },
   };
-  const offered = Object.keys(table.models)
-    .map((key) => [key.slice(0, key.indexOf(":")), key.slice(key.indexOf(":") + 1)] as const)
-    .filter(([provider, model]) => model !== "*" && adapters.has(provider));
-  const defaults = [...adapters.keys()].map((provider) => [provider, DEFAULT_MODELS[provider] ?? "default"] as const);
   const seen = new Set<string>();
   const entries: ModelEntry[] = [auto];
-  for (const [provider, model] of [
-    ...chain.map((target) => [target.provider, target.model] as const),
-    ...offered,
-    ...defaults,
-  ]) {
+  // The order a bare model name is resolved in, here and by a completion's routing (routing.ts).
+  for (const { provider, model } of [...chain, ...servedModels([...adapters.keys()], table)]) {
     const id = `${provider}:${model}`;
     if (seen.has(id)) continue;
     seen.add(id);

@@ -253,6 +253,7 @@ export class Router implements LlmRouter {
       estimatedPromptTokens: promptTokens,
       latency: this.#latency,
       random: this.#deps.random,
+      providers: [...this.#deps.adapters.keys()],
     });
     const targets = planned.filter((target) => this.#deps.adapters.has(target.provider));
     if (targets.length < planned.length) {

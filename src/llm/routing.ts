@@ -1,5 +1,5 @@
 import type { LlmRouting } from "../db/schema.ts";
-import { priceOf } from "./prices.ts";
+import { currentPriceTable, type PriceTableVersion, priceOf } from "./prices.ts";
 import type { ChatRequest } from "./types.ts";
 
 /**
@@ -39,6 +39,23 @@ export function parseChain(text: string | undefined): RouteTarget[] {
   return targets.length > 0 ? targets : [{ provider: "simulated", model: DEFAULT_MODELS.simulated }];
 }
 
+/**
+ * The models the given providers serve, in the order of GET /api/v1/llm/models after the chain: each
+ * priced model of theirs (in the price table's order), then each one's default model. A bare model name
+ * the chain lacks is the first of these that has it, for the models endpoint and for a completion alike.
+ */
+export function servedModels(
+  providers: readonly string[],
+  table: PriceTableVersion = currentPriceTable(),
+): RouteTarget[] {
+  const configured = new Set(providers);
+  const priced = Object.keys(table.models)
+    .map((key) => ({ provider: key.slice(0, key.indexOf(":")), model: key.slice(key.indexOf(":") + 1) }))
+    .filter((target) => target.model !== "*" && configured.has(target.provider));
+  const defaults = providers.map((provider) => ({ provider, model: DEFAULT_MODELS[provider] ?? "default" }));
+  return dedupe([...priced, ...defaults]);
+}
+
 export function targetKey(target: { provider: string; model: string }): string {
   return `${target.provider}:${target.model}`;
 }
@@ -65,6 +82,8 @@ export interface PlanInput {
   estimatedPromptTokens: number;
   latency: LatencyTracker;
   random?: () => number;
+  /** The providers this deployment can call: a bare model name one of them serves is tried there first. */
+  providers?: readonly string[];
 }
 
 /** The targets in the order they are tried. */
@@ -89,7 +108,7 @@ export function planTargets(input: PlanInput): RouteTarget[] {
     default:
       ordered = chain;
   }
-  return preferRequested(ordered, input.request.model);
+  return preferRequested(ordered, input.request.model, input.providers ?? []);
 }
 
 /** Cheapest first among targets that fit the request (tools, context window); the rest after, as fallbacks. */
@@ -134,11 +153,17 @@ function weightedOrder(chain: RouteTarget[], random: () => number): RouteTarget[
 
 /**
  * A request naming `provider:model` tries that first (then the chain, as
- * fallbacks); a bare model name moves the chain's entries with that model to
- * the front. Anything else (e.g. "auto", or a model the chain lacks) lets the
- * chain decide: the answer's `model` says what served it.
+ * fallbacks); a bare model name, as GET /api/v1/llm/models/{id} resolves it:
+ * the chain's entries with that model to the front, else the first configured
+ * provider serving it (servedModels) first, the chain after as fallbacks.
+ * Anything else ("auto", a model no one here serves) lets the chain decide:
+ * the answer's `model` says what served it.
  */
-function preferRequested(ordered: RouteTarget[], requested: string | undefined): RouteTarget[] {
+function preferRequested(
+  ordered: RouteTarget[],
+  requested: string | undefined,
+  providers: readonly string[],
+): RouteTarget[] {
   if (!requested || requested === "auto") return ordered;
   const colon = requested.indexOf(":");
   const provider = colon > 0 ? requested.slice(0, colon) : undefined;
@@ -146,8 +171,12 @@ function preferRequested(ordered: RouteTarget[], requested: string | undefined):
     const explicit = { provider, model: requested.slice(colon + 1) || DEFAULT_MODELS[provider] };
     return dedupe([explicit, ...ordered]);
   }
-  const matching = ordered.filter((target) => target.model === requested);
-  return matching.length > 0 ? dedupe([...matching, ...ordered]) : ordered;
+  // A simulated entry's settings (`sim-1?latency_ms=5`) are not part of its name, as in the models list.
+  const matching = ordered.filter((target) => stripQuery(target.model) === requested);
+  if (matching.length > 0) return dedupe([...matching, ...ordered]);
+  // Not the chain's: served where the models endpoint says it is, rather than by whatever the chain holds.
+  const served = servedModels(providers).find((target) => target.model === requested);
+  return served ? dedupe([served, ...ordered]) : ordered;
 }
 
 function dedupe(targets: RouteTarget[]): RouteTarget[] {

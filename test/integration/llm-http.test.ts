@@ -160,6 +160,22 @@ describe("OpenAI-compatible chat completions", () => {
     expect(await calls({ parallel_tool_calls: false })).toBe(1);
   });
 
+  it("serves a bare model name the chain lacks where GET /api/v1/llm/models/{id} finds it, not by the chain", async () => {
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-2" }] });
+    const served = async (model: string) =>
+      (
+        (await (await chat(workspace.headers, { model, messages: [{ role: "user", content: "x" }] })).json()) as {
+          model: string;
+        }
+      ).model;
+    const found = await fetcher(`${BASE}/api/v1/llm/models/sim-1`, { headers: workspace.headers });
+    expect(((await found.json()) as { id: string }).id).toBe("simulated:sim-1");
+    expect(await served("sim-1")).toBe("sim-1");
+    // The chain's own model, and a name no provider here serves (openai is not configured in this pool), are the chain's.
+    expect(await served("sim-2")).toBe("sim-2");
+    expect(await served("gpt-4o-mini")).toBe("sim-2");
+  });
+
   it("refuses with 422 what it cannot honour: more than one choice, a tool choice naming no offered tool", async () => {
     const workspace = await workspaceWith(null);
     const messages = [{ role: "user", content: "x" }];

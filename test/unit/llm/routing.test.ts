@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { findModel, modelCatalog } from "../../../src/llm/models.ts";
 import { costUsd, currentPriceTable, PRICE_TABLE_VERSIONS, priceOf } from "../../../src/llm/prices.ts";
-import { LatencyTracker, parseChain, planTargets } from "../../../src/llm/routing.ts";
+import { LatencyTracker, parseChain, planTargets, type RouteTarget } from "../../../src/llm/routing.ts";
+import { llmConfig } from "../../support/llm.ts";
 
 const chain = [
   { provider: "openai", model: "gpt-4o" },
@@ -73,6 +75,59 @@ describe("routing", () => {
       latency: new LatencyTracker(),
     });
     expect(named.map((target) => target.model)).toEqual(["claude-3-5-haiku-latest", "gpt-4o", "gpt-4o-mini"]);
+  });
+});
+
+describe("a bare model name", () => {
+  const claudeOnly = [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }];
+  const plan = (model: string, chain: RouteTarget[], providers: string[]) =>
+    planTargets({
+      strategy: "fallback",
+      chain,
+      request: { ...request, model },
+      estimatedPromptTokens: 1,
+      latency: new LatencyTracker(),
+      providers,
+    }).map((target) => `${target.provider}:${target.model}`);
+
+  it("the chain lacks is served by the configured provider that prices it, the chain after as fallbacks", () => {
+    const configured = ["simulated", "openai", "anthropic"];
+    expect(plan("gpt-4o-mini", claudeOnly, configured)).toEqual([
+      "openai:gpt-4o-mini",
+      "anthropic:claude-3-5-haiku-latest",
+    ]);
+    // The first provider in the price table's order, as the models list has them.
+    expect(plan("gpt-4o", claudeOnly, ["simulated", "azure", "openai", "anthropic"])[0]).toBe("openai:gpt-4o");
+    expect(plan("gpt-4o", claudeOnly, ["simulated", "azure", "anthropic"])[0]).toBe("azure:gpt-4o");
+    // A provider's default model is offered too (sim-1, which the price table only prices as simulated:*).
+    expect(plan("sim-1", claudeOnly, configured)[0]).toBe("simulated:sim-1");
+    // Not configured here, or priced for no one: the chain decides, as before.
+    expect(plan("gpt-4o-mini", claudeOnly, ["simulated", "anthropic"])).toEqual(["anthropic:claude-3-5-haiku-latest"]);
+    expect(plan("gpt-5-imaginary", claudeOnly, configured)).toEqual(["anthropic:claude-3-5-haiku-latest"]);
+    expect(plan("auto", claudeOnly, configured)).toEqual(["anthropic:claude-3-5-haiku-latest"]);
+  });
+
+  it("the chain has is served by the chain's entries with it, a simulated entry's settings aside", () => {
+    const configured = ["simulated", "openai", "anthropic"];
+    expect(plan("gpt-4o-mini", chain, configured)).toEqual([
+      "openai:gpt-4o-mini",
+      "openai:gpt-4o",
+      "anthropic:claude-3-5-haiku-latest",
+    ]);
+    const simulated = [...claudeOnly, { provider: "simulated", model: "sim-1?latency_ms=5" }];
+    expect(plan("sim-1", simulated, configured)).toEqual([
+      "simulated:sim-1?latency_ms=5",
+      "anthropic:claude-3-5-haiku-latest",
+    ]);
+  });
+
+  it("is tried first where GET /api/v1/llm/models/{id} finds it", () => {
+    const config = llmConfig();
+    const providers = ["simulated", "openai", "anthropic"];
+    for (const name of ["gpt-4o-mini", "gpt-4.1", "claude-3-5-haiku-latest", "claude-opus-4-0", "sim-1"]) {
+      const found = findModel(modelCatalog(config, claudeOnly), name);
+      expect(plan(name, claudeOnly, providers)[0], name).toBe(found?.id);
+    }
   });
 });
 
