@@ -326,7 +326,11 @@ export class Router implements LlmRouter {
     for (const [index, target] of candidates.entries()) {
       const key = targetKey(target);
       const adapter = this.#deps.adapters.get(target.provider)!;
-      if (!allOpen && states.get(key) === "half_open" && !(await breaker.tryTrial(key))) continue;
+      const trialHeldElsewhere = !allOpen && states.get(key) === "half_open" && !(await breaker.tryTrial(key));
+      // Another call holds this target's one trial: skip it, unless it is the last and nothing was tried,
+      // since failing without a single call helps nobody (as when every target is open).
+      const lastChance = attempts === 0 && index === candidates.length - 1;
+      if (trialHeldElsewhere && !lastChance) continue;
       if (previous) {
         events.fallback(context, {
           from_provider: previous.target.provider,

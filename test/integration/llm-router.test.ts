@@ -357,6 +357,48 @@ describe("circuit breaker", () => {
     expect(result.message.content).toBe("ok");
     expect(fake.count(OPENAI)).toBe(6);
   });
+
+  it("tries a half-open target whose trial another call holds when nothing else is left, rather than fail without a call", async () => {
+    const model = `gpt-4o-mini-trial-held-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] });
+    let healthy = false;
+    let releaseSlowTrial!: () => void;
+    const slowTrial = new Promise<void>((resolve) => {
+      releaseSlowTrial = resolve;
+    });
+    const fake = fakeUpstreams({
+      [OPENAI]: async (_request, call) => {
+        if (!healthy) return problem(503);
+        if (call === 6) await slowTrial; // The trial call: slow to answer.
+        return openAiCompletion(`answer ${call}`);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const breakerPolicy = {
+      consecutiveFailures: 5,
+      minCalls: 10,
+      failureRatio: 0.5,
+      windowMs: 60_000,
+      openMs: 300,
+      trialTimeoutMs: 5_000,
+    };
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
+    });
+    for (let call = 0; call < 5; call++) {
+      await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `h${call}` }).catch(() => {});
+    }
+    await new Promise((wake) => setTimeout(wake, 400));
+    healthy = true;
+    const trial = router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "h-trial" });
+    while (fake.count(OPENAI) < 6) await new Promise((wake) => setTimeout(wake, 5));
+    // The trial is in flight: this call may not have it, and there is no other target.
+    const meanwhile = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "h-meanwhile" });
+    expect(meanwhile).toMatchObject({ provider: "openai", message: { content: "answer 7" } });
+    releaseSlowTrial();
+    expect(await trial).toMatchObject({ message: { content: "answer 6" } });
+  });
 });
 
 describe("streams, tokens and cost", () => {
