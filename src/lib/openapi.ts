@@ -47,7 +47,7 @@ export const ProblemSchema = z
         message: z.string(),
         type: z.string().openapi({
           description:
-            "`invalid_request_error`, `authentication_error` (401), `permission_error` (403), `rate_limit_error`, `insufficient_quota` (a spent budget) or `server_error` (5xx).",
+            "`invalid_request_error` (also for a refused key, code `invalid_api_key`, as OpenAI answers it), `permission_error` (403), `rate_limit_error`, `insufficient_quota` (a spent budget) or `server_error` (5xx).",
         }),
         code: z.string().nullable().openapi({
           description:

@@ -75,7 +75,8 @@ export function openAiError(error: ApiError): OpenAiErrorMember {
 function openAiTypeAndCode(error: ApiError): { type: string; code: string } {
   const reason = typeof error.extensions.reason === "string" ? error.extensions.reason : undefined;
   const code = reason ?? error.code.toLowerCase();
-  if (error.status === 401) return { type: "authentication_error", code: "invalid_api_key" };
+  // As OpenAI answers a refused key: its SDKs tell it by the status (AuthenticationError) and this code.
+  if (error.status === 401) return { type: "invalid_request_error", code: "invalid_api_key" };
   if (error.status === 403) return { type: "permission_error", code };
   if (error.status === 429) {
     // A spent budget is OpenAI's spent quota: waiting a few seconds does not mend it.

@@ -332,7 +332,7 @@ describe("errors in OpenAI's terms, for OpenAI's SDKs", () => {
     });
     expect(await failure(sdk("mgx_not_a_key").models.list())).toMatchObject({
       status: 401,
-      type: "authentication_error",
+      type: "invalid_request_error",
       code: "invalid_api_key",
     });
     const unknown = await failure(client.models.retrieve("gpt-5-imaginary"));
