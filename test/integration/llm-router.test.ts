@@ -29,6 +29,16 @@ import {
 afterEach(() => vi.restoreAllMocks());
 
 const messages = [{ role: "user" as const, content: "Refactor the parser." }];
+
+/** A chain of an OpenAI model (named apart per test, for a breaker of its own) falling back to Claude Haiku. */
+const openAiThenHaiku = (model: string) =>
+  workspaceWith({
+    strategy: "fallback",
+    chain: [
+      { provider: "openai", model },
+      { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+    ],
+  });
 const OPENAI = "openai.test";
 const ANTHROPIC = "anthropic.test";
 
@@ -64,13 +74,7 @@ describe("retries", () => {
   });
 
   it("three 500s fail over to the next provider, with backoff between and a fallback event", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [
-        { provider: "openai", model: "gpt-4o-mini-failover" },
-        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
-      ],
-    });
+    const workspace = await openAiThenHaiku("gpt-4o-mini-failover");
     const fake = fakeUpstreams({ [OPENAI]: () => problem(500), [ANTHROPIC]: () => anthropicMessage("from claude") });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const waits: number[] = [];
@@ -157,13 +161,7 @@ describe("retries", () => {
   });
 
   it("gives up at the overall deadline instead of sleeping through a long Retry-After", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [
-        { provider: "openai", model: "gpt-4o-mini-deadline" },
-        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
-      ],
-    });
+    const workspace = await openAiThenHaiku("gpt-4o-mini-deadline");
     const fake = fakeUpstreams({
       [OPENAI]: () => problem(429, { "Retry-After": "30" }),
       [ANTHROPIC]: () => anthropicMessage("now"),
@@ -186,13 +184,7 @@ describe("retries", () => {
 
 describe("a long Retry-After", () => {
   it("fails over at once to the next target rather than waiting it out within the deadline", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [
-        { provider: "openai", model: "gpt-4o-mini-long-wait" },
-        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
-      ],
-    });
+    const workspace = await openAiThenHaiku("gpt-4o-mini-long-wait");
     const fake = fakeUpstreams({
       [OPENAI]: () => problem(429, { "Retry-After": "20" }),
       [ANTHROPIC]: () => anthropicMessage("now"),
@@ -213,13 +205,7 @@ describe("a long Retry-After", () => {
   });
 
   it("past the deadline on every target, is what the caller is told to wait, not a second", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [
-        { provider: "openai", model: "gpt-4o-mini-all-limited" },
-        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
-      ],
-    });
+    const workspace = await openAiThenHaiku("gpt-4o-mini-all-limited");
     const fake = fakeUpstreams({
       [OPENAI]: () => problem(429, { "Retry-After": "600" }),
       [ANTHROPIC]: () => problem(429, { "retry-after-ms": "240500" }),
@@ -275,13 +261,7 @@ describe("a long Retry-After", () => {
 describe("circuit breaker", () => {
   it("five failures open it; later calls skip that provider until the half-open trial, whose success closes it", async () => {
     const model = `gpt-4o-mini-breaker-${crypto.randomUUID().slice(0, 6)}`;
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [
-        { provider: "openai", model },
-        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
-      ],
-    });
+    const workspace = await openAiThenHaiku(model);
     let openaiHealthy = false;
     const fake = fakeUpstreams({
       [OPENAI]: () => (openaiHealthy ? openAiCompletion("openai is back") : problem(503)),

@@ -80,30 +80,32 @@ describe("toChatRequest's tools", () => {
   });
 });
 
-describe("completionStream", () => {
-  const result = (overrides: Partial<ChatResult> = {}): ChatResult => ({
-    message: { role: "assistant", content: "" },
-    finish_reason: "stop",
-    usage: { prompt_tokens: 5, completion_tokens: 0, total_tokens: 5 },
-    usage_estimated: false,
-    cost_usd: 0,
-    provider: "openai",
-    model: "gpt-4o-mini",
-    simulated: false,
-    attempts: 1,
-    ...overrides,
-  });
+/** A router's result for a call, as a stream's end reports it. */
+const result = (overrides: Partial<ChatResult> = {}): ChatResult => ({
+  message: { role: "assistant", content: "" },
+  finish_reason: "stop",
+  usage: { prompt_tokens: 5, completion_tokens: 0, total_tokens: 5 },
+  usage_estimated: false,
+  cost_usd: 0,
+  provider: "openai",
+  model: "gpt-4o-mini",
+  simulated: false,
+  attempts: 1,
+  ...overrides,
+});
 
-  async function chunksOf(deltas: StreamEvent[], final: ChatResult): Promise<Record<string, any>[]> {
-    async function* events() {
-      yield* deltas;
-    }
-    const body = completionStream("chatcmpl-1", final.model, events(), Promise.resolve(final), false, () => {});
-    const frames = (await new Response(body).text()).split("\n\n").filter(Boolean);
-    expect(frames.at(-1)).toBe("data: [DONE]");
-    return frames.slice(0, -1).map((frame) => JSON.parse(frame.replace(/^data: /, "")) as Record<string, any>);
+/** The chunks of the SSE body completionStream makes of these deltas, after checking it ends in [DONE]. */
+async function chunksOf(deltas: StreamEvent[], final: ChatResult): Promise<Record<string, any>[]> {
+  async function* events() {
+    yield* deltas;
   }
+  const body = completionStream("chatcmpl-1", final.model, events(), Promise.resolve(final), false, () => {});
+  const frames = (await new Response(body).text()).split("\n\n").filter(Boolean);
+  expect(frames.at(-1)).toBe("data: [DONE]");
+  return frames.slice(0, -1).map((frame) => JSON.parse(frame.replace(/^data: /, "")) as Record<string, any>);
+}
 
+describe("completionStream", () => {
   it("opens with the assistant's role even when the answer has no delta, as OpenAI does", async () => {
     // An empty answer (a reasoning model out of tokens, a refusal to say anything): the openai SDK's stream
     // helper throws "missing role for choice 0" on a stream whose first chunk names no role.
@@ -131,17 +133,10 @@ describe("completionStream", () => {
 });
 
 describe("refusals", () => {
-  const refused = {
-    message: { role: "assistant" as const, content: null, refusal: "I can't help with that." },
-    finish_reason: "stop" as const,
+  const refused = result({
+    message: { role: "assistant", content: null, refusal: "I can't help with that." },
     usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 },
-    usage_estimated: false,
-    cost_usd: 0,
-    provider: "openai",
-    model: "gpt-4o-mini",
-    simulated: false,
-    attempts: 1,
-  };
+  });
 
   it("answers the provider's refusal in the message, whole and streamed, as OpenAI does", async () => {
     expect(toCompletion("chatcmpl-1", refused).choices[0].message).toEqual({
@@ -149,13 +144,14 @@ describe("refusals", () => {
       content: null,
       refusal: "I can't help with that.",
     });
-    async function* deltas(): AsyncGenerator<StreamEvent> {
-      yield { type: "delta", refusal: "I can't " };
-      yield { type: "delta", refusal: "help with that." };
-    }
-    const body = completionStream("chatcmpl-1", "gpt-4o-mini", deltas(), Promise.resolve(refused), false, () => {});
-    const frames = (await new Response(body).text()).split("\n\n").filter(Boolean).slice(0, -1);
-    expect(frames.map((frame) => JSON.parse(frame.replace(/^data: /, "")).choices[0].delta)).toEqual([
+    const chunks = await chunksOf(
+      [
+        { type: "delta", refusal: "I can't " },
+        { type: "delta", refusal: "help with that." },
+      ],
+      refused,
+    );
+    expect(chunks.map((chunk) => chunk.choices[0].delta)).toEqual([
       { role: "assistant", refusal: "I can't " },
       { refusal: "help with that." },
       {},
