@@ -140,6 +140,35 @@ function openAiToolChoice(choice: ToolChoice) {
   return typeof choice === "string" ? choice : { type: "function" as const, function: { name: choice.name } };
 }
 
+/**
+ * Streamed tool calls, indexed as OpenAI indexes them (each call its own `index`, from 0), whatever the
+ * server sent. Ollama streams each call whole in one delta, since 0.4.7 all with `index: 0` (ollama#15457)
+ * and before without any (ollama#7881): read as sent, the calls of a parallel answer ran together into
+ * one (names and arguments concatenated, unparseable) or were lost, for us and for the caller's SDK. A
+ * delta naming an id other than its slot's starts a new call; one without an index continues the last.
+ */
+class ToolCallIndexer {
+  /** Each call's id so far, by our index. */
+  readonly #ids: (string | undefined)[] = [];
+  /** The provider's index → ours, for the call it last started there. */
+  readonly #ours = new Map<number, number>();
+
+  map(parts: ToolCallDelta[]): ToolCallDelta[] {
+    return parts.map((part) => {
+      const id = typeof part.id === "string" && part.id !== "" ? part.id : undefined;
+      const theirs = typeof part.index === "number" ? part.index : undefined;
+      let index = theirs === undefined ? this.#ids.length - 1 : this.#ours.get(theirs);
+      const known = index !== undefined && index >= 0 ? this.#ids[index] : undefined;
+      if (index === undefined || index < 0 || (id !== undefined && known !== undefined && id !== known)) {
+        index = this.#ids.length;
+        this.#ids.push(id);
+      } else if (known === undefined && id !== undefined) this.#ids[index] = id;
+      if (theirs !== undefined) this.#ours.set(theirs, index);
+      return { ...part, index };
+    });
+  }
+}
+
 export class OpenAiCompatibleAdapter implements ProviderAdapter {
   readonly name: string;
   readonly simulated = false;
@@ -180,6 +209,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     const response = await this.#post(call, true);
     if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
     const assembler = new MessageAssembler();
+    const toolCalls = new ToolCallIndexer();
     let finish: string | null | undefined;
     /** The provider's usage as it came (its last chunk with figures); read at the end. */
     let usage: ReportedUsage | undefined;
@@ -207,7 +237,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
           type: "delta" as const,
           ...(delta.content ? { content: delta.content } : {}),
           ...(delta.refusal ? { refusal: delta.refusal } : {}),
-          ...(delta.tool_calls?.length ? { tool_calls: delta.tool_calls } : {}),
+          ...(delta.tool_calls?.length ? { tool_calls: toolCalls.map(delta.tool_calls) } : {}),
         };
         assembler.add(event);
         yield event;

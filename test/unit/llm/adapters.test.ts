@@ -127,6 +127,92 @@ describe("OpenAI-compatible adapter", () => {
   });
 });
 
+describe("tool calls as local servers stream them", () => {
+  const call = {
+    model: "qwen2.5-coder:7b",
+    messages: [{ role: "user" as const, content: "Write two files." }],
+    signal,
+  };
+  const local = (...chunks: unknown[]) =>
+    new OpenAiCompatibleAdapter({
+      name: "local",
+      baseUrl: "http://127.0.0.1:11434/v1",
+      fetch: recordingFetch(
+        () =>
+          new Response(
+            [...chunks.map((chunk) => JSON.stringify(chunk)), "[DONE]"].map((d) => `data: ${d}\n\n`).join(""),
+            {
+              headers: { "Content-Type": "text/event-stream" },
+            },
+          ),
+      ).fetchImpl,
+    });
+  const toolChunk = (toolCalls: unknown[]) => ({
+    choices: [{ index: 0, delta: { role: "assistant", content: "", tool_calls: toolCalls }, finish_reason: null }],
+  });
+  const finished = { choices: [{ index: 0, delta: {}, finish_reason: "tool_calls" }] };
+  const whole = (id: string, name: string, args: string) => ({
+    id,
+    type: "function",
+    function: { name, arguments: args },
+  });
+  const expected = [
+    { id: "call_a", type: "function", function: { name: "file_write", arguments: '{"path":"hello.py"}' } },
+    { id: "call_b", type: "function", function: { name: "file_write", arguments: '{"path":"world.py"}' } },
+  ];
+
+  async function drain(adapter: OpenAiCompatibleAdapter) {
+    const events = [];
+    for await (const event of adapter.stream(call)) events.push(event);
+    const deltas = events.flatMap((event) => (event.type === "delta" ? (event.tool_calls ?? []) : []));
+    const done = events.at(-1);
+    return { deltas, message: done?.type === "done" ? done.result.message : undefined };
+  }
+
+  it("keeps apart the calls Ollama streams whole, each with index 0 (ollama#15457), and tells the caller their own indices", async () => {
+    const { deltas, message } = await drain(
+      local(
+        toolChunk([{ index: 0, ...whole("call_a", "file_write", '{"path":"hello.py"}') }]),
+        toolChunk([{ index: 0, ...whole("call_b", "file_write", '{"path":"world.py"}') }]),
+        finished,
+      ),
+    );
+    expect(message?.tool_calls).toEqual(expected);
+    expect(deltas.map((delta) => [delta.index, delta.id])).toEqual([
+      [0, "call_a"],
+      [1, "call_b"],
+    ]);
+  });
+
+  it("reads calls streamed without an index (Ollama before 0.4.7, ollama#7881), several in one delta", async () => {
+    const { deltas, message } = await drain(
+      local(
+        toolChunk([
+          whole("call_a", "file_write", '{"path":"hello.py"}'),
+          whole("call_b", "file_write", '{"path":"world.py"}'),
+        ]),
+        finished,
+      ),
+    );
+    expect(message?.tool_calls).toEqual(expected);
+    expect(deltas.map((delta) => delta.index)).toEqual([0, 1]);
+  });
+
+  it("still joins the fragments of one call, with or without its id repeated", async () => {
+    const { message } = await drain(
+      local(
+        toolChunk([{ index: 0, id: "call_a", type: "function", function: { name: "file_write", arguments: "" } }]),
+        toolChunk([{ index: 0, function: { arguments: '{"path":' } }]),
+        toolChunk([{ index: 0, id: "call_a", function: { arguments: '"hello.py"}' } }]),
+        toolChunk([{ index: 1, id: "call_b", type: "function", function: { name: "file_write", arguments: "" } }]),
+        toolChunk([{ index: 1, function: { arguments: '{"path":"world.py"}' } }]),
+        finished,
+      ),
+    );
+    expect(message?.tool_calls).toEqual(expected);
+  });
+});
+
 describe("OpenAI's refusals", () => {
   const usage = { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 };
   const call = {
