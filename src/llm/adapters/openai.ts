@@ -146,6 +146,7 @@ function openAiToolChoice(choice: ToolChoice) {
  * and before without any (ollama#7881): read as sent, the calls of a parallel answer ran together into
  * one (names and arguments concatenated, unparseable) or were lost, for us and for the caller's SDK. A
  * delta naming an id other than its slot's starts a new call; one without an index continues the last.
+ * A call's arguments and id are as OpenAI sends them too (see toolArguments and newCallId).
  */
 class ToolCallIndexer {
   /** Each call's id so far, by our index. */
@@ -159,14 +160,52 @@ class ToolCallIndexer {
       const theirs = typeof part.index === "number" ? part.index : undefined;
       let index = theirs === undefined ? this.#ids.length - 1 : this.#ours.get(theirs);
       const known = index !== undefined && index >= 0 ? this.#ids[index] : undefined;
+      let started = false;
       if (index === undefined || index < 0 || (id !== undefined && known !== undefined && id !== known)) {
         index = this.#ids.length;
-        this.#ids.push(id);
+        this.#ids.push(id ?? newCallId());
+        started = true;
       } else if (known === undefined && id !== undefined) this.#ids[index] = id;
       if (theirs !== undefined) this.#ours.set(theirs, index);
-      return { ...part, index };
+      const args = toolArguments(part.function?.arguments);
+      return {
+        ...part,
+        index,
+        // A call's first delta names it, as OpenAI's does, with our id when the server gave none.
+        ...(started ? { id: this.#ids[index], type: "function" as const } : {}),
+        ...(part.function
+          ? { function: { ...part.function, ...(args !== undefined ? { arguments: args } : {}) } }
+          : {}),
+      };
     });
   }
+}
+
+/**
+ * A call's arguments as OpenAI sends them, JSON text: some servers send them parsed, as an object, which
+ * the caller's JSON.parse (and our own concatenation of fragments, "[object Object]") cannot read.
+ */
+function toolArguments(value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+/**
+ * An id for a call the server sent without one (some local servers do): the caller must name it in the
+ * tool message that answers the call, and our endpoint refuses an assistant tool call without an id.
+ */
+function newCallId(): string {
+  return `call_${crypto.randomUUID().replaceAll("-", "")}`;
+}
+
+/** The tool calls of a whole answer, with JSON text arguments and an id each (see toolArguments and newCallId). */
+function wholeToolCalls(calls: ChatMessage["tool_calls"]): ChatMessage["tool_calls"] {
+  return calls?.map((call) => ({
+    ...call,
+    id: typeof call.id === "string" && call.id !== "" ? call.id : newCallId(),
+    type: "function" as const,
+    function: { ...call.function, arguments: toolArguments(call.function?.arguments) ?? "{}" },
+  }));
 }
 
 export class OpenAiCompatibleAdapter implements ProviderAdapter {
@@ -196,7 +235,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       content: choice.message.content ?? null,
       // A model that declines (structured outputs) says why here, with no content: the caller needs it.
       ...(choice.message.refusal ? { refusal: choice.message.refusal } : {}),
-      ...(choice.message.tool_calls?.length ? { tool_calls: choice.message.tool_calls } : {}),
+      ...(choice.message.tool_calls?.length ? { tool_calls: wholeToolCalls(choice.message.tool_calls) } : {}),
     };
     return {
       message,

@@ -198,6 +198,58 @@ describe("tool calls as local servers stream them", () => {
     expect(deltas.map((delta) => delta.index)).toEqual([0, 1]);
   });
 
+  it("sends arguments given as an object on as their JSON text, and names a call sent without an id, whole and streamed", async () => {
+    // Some servers send the arguments parsed, and no id: the caller JSON.parses the arguments, and must name the
+    // call's id in its tool message (our endpoint refuses a tool call without one).
+    const { deltas, message } = await drain(
+      local(
+        toolChunk([
+          { index: 0, type: "function", function: { name: "file_write", arguments: { path: "hello.py" } } },
+          { index: 1, type: "function", function: { name: "file_write", arguments: { path: "world.py" } } },
+        ]),
+        finished,
+      ),
+    );
+    const calls = message?.tool_calls ?? [];
+    expect(calls.map((toolCall) => toolCall.function.arguments)).toEqual([
+      '{"path":"hello.py"}',
+      '{"path":"world.py"}',
+    ]);
+    expect(calls.map((toolCall) => toolCall.id)).toEqual([
+      expect.stringMatching(/^call_\w+$/),
+      expect.stringMatching(/^call_\w+$/),
+    ]);
+    expect(calls[0].id).not.toBe(calls[1].id);
+    expect(deltas.map((delta) => delta.id)).toEqual(calls.map((toolCall) => toolCall.id));
+
+    const answer = await new OpenAiCompatibleAdapter({
+      name: "local",
+      baseUrl: "http://127.0.0.1:11434/v1",
+      fetch: recordingFetch(() =>
+        Response.json({
+          choices: [
+            {
+              message: {
+                role: "assistant",
+                content: null,
+                tool_calls: [{ type: "function", function: { name: "file_write", arguments: { path: "hello.py" } } }],
+              },
+              finish_reason: "tool_calls",
+            },
+          ],
+        }),
+      ).fetchImpl,
+    }).complete(call);
+    expect(answer.message.tool_calls).toEqual([
+      {
+        id: expect.stringMatching(/^call_\w+$/),
+        type: "function",
+        function: { name: "file_write", arguments: '{"path":"hello.py"}' },
+      },
+    ]);
+    expect(Number.isFinite(answer.usage.completion_tokens)).toBe(true);
+  });
+
   it("still joins the fragments of one call, with or without its id repeated", async () => {
     const { message } = await drain(
       local(
