@@ -252,9 +252,14 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     let finish: string | null | undefined;
     /** The provider's usage as it came (its last chunk with figures); read at the end. */
     let usage: ReportedUsage | undefined;
+    /** The server said the stream is over: its answer is whole, even without a finish reason. */
+    let done = false;
     try {
       for await (const message of readSse(response.body)) {
-        if (message.data === "[DONE]") break;
+        if (message.data === "[DONE]") {
+          done = true;
+          break;
+        }
         let chunk: ChunkBody;
         try {
           chunk = JSON.parse(message.data) as ChunkBody;
@@ -284,8 +289,10 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     } catch (error) {
       throw fetchFailure(error, call.signal);
     }
-    // Without a finish reason the stream was cut, not finished: its answer is not whole.
-    if (!usage && !finish) throw new ProviderError("protocol", "the stream ended before its answer did");
+    // Without a finish reason (or usage) and [DONE], the stream was cut, not finished: its answer is not whole.
+    // [DONE] alone ends it: some servers and proxies never send a finish reason (null, or Ollama's old "",
+    // ollama#4357, throughout); failing their whole answers after the caller had every delta helped nobody.
+    if (!usage && !finish && !done) throw new ProviderError("protocol", "the stream ended before its answer did");
     const message = assembler.message();
     yield {
       type: "done",

@@ -99,7 +99,7 @@ describe("OpenAI-compatible adapter", () => {
       });
     });
 
-    it("ends a finished stream the same way, but a stream cut before its finish reason is a failure", async () => {
+    it("ends a finished stream the same way (a finish reason, or [DONE] without one), but a stream cut before either is a failure", async () => {
       const finished = local(() => sse(delta("x".repeat(30)), delta("y".repeat(10), "stop"), "[DONE]"));
       const events = [];
       for await (const event of finished.stream(call)) events.push(event);
@@ -112,6 +112,12 @@ describe("OpenAI-compatible adapter", () => {
           usageEstimated: true,
         },
       });
+
+      // Some servers end with [DONE] and never give a finish reason (null throughout): [DONE] says the answer is whole.
+      const unreasoned = local(() => sse(delta("x".repeat(30)), delta("y".repeat(10)), "[DONE]"));
+      const unreasonedEvents = [];
+      for await (const event of unreasoned.stream(call)) unreasonedEvents.push(event);
+      expect(unreasonedEvents.at(-1)).toEqual(events.at(-1));
 
       const cut = local(() => sse(delta("x".repeat(30))));
       const drained = (async () => {
