@@ -309,6 +309,18 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     return `${base}/chat/completions`;
   }
 
+  /**
+   * Azure takes `stream_options` from API version 2024-08-01-preview on; older ones (2024-06-01, still
+   * the GA version many deployments pin) refuse every stream that sends it with a 400 ("Unrecognized
+   * request argument supplied: stream_options"). Their streams go without, charged an estimate. A
+   * version that is not a date (`preview`, `latest`) is newer than all of them.
+   */
+  #asksStreamUsage(): boolean {
+    if (this.#options.name !== "azure" || this.#options.apiVersion === undefined) return true;
+    const date = /^\d{4}-\d{2}-\d{2}/.exec(this.#options.apiVersion)?.[0];
+    return date === undefined || date >= "2024-08-01";
+  }
+
   async #post(call: AdapterCall, stream: boolean): Promise<Response> {
     const headers: Record<string, string> = {
       "Content-Type": "application/json",
@@ -325,7 +337,9 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       ...(call.tools ? { tools: call.tools } : {}),
       ...(call.tool_choice !== undefined ? { tool_choice: openAiToolChoice(call.tool_choice) } : {}),
       ...providerSettings(this.#options.name, call),
-      ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
+      ...(stream
+        ? { stream: true, ...(this.#asksStreamUsage() ? { stream_options: { include_usage: true } } : {}) }
+        : {}),
     };
     let response: Response;
     try {

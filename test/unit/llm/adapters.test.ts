@@ -47,6 +47,44 @@ describe("OpenAI-compatible adapter", () => {
     expect(result.usage).toEqual({ prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 });
   });
 
+  it("asks Azure for a stream's usage only in API versions that take stream_options (2024-08-01-preview on)", async () => {
+    // Older versions (2024-06-01 GA, the previews before) refuse every stream that asks: 400 "Unrecognized request
+    // argument supplied: stream_options". Their streams are charged an estimate instead.
+    const streamOptions = async (apiVersion: string | undefined) => {
+      const { fetchImpl, seen } = recordingFetch(
+        () =>
+          new Response(
+            `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: "ok" }, finish_reason: "stop" }] })}\n\ndata: [DONE]\n\n`,
+            { headers: { "Content-Type": "text/event-stream" } },
+          ),
+      );
+      const adapter = new OpenAiCompatibleAdapter({
+        name: "azure",
+        baseUrl: "https://contoso.openai.azure.com",
+        apiKey: "az-key",
+        apiVersion,
+        fetch: fetchImpl,
+      });
+      for await (const _event of adapter.stream({
+        model: "gpt-4o",
+        messages: [{ role: "user", content: "hi" }],
+        signal,
+      })) {
+        // Reads to the end.
+      }
+      expect(seen[0].body.stream).toBe(true);
+      return seen[0].body.stream_options;
+    };
+    expect(await streamOptions("2024-06-01")).toBeUndefined();
+    expect(await streamOptions("2024-02-15-preview")).toBeUndefined();
+    expect(await streamOptions("2024-07-01-preview")).toBeUndefined();
+    expect(await streamOptions("2024-08-01-preview")).toEqual({ include_usage: true });
+    expect(await streamOptions("2024-10-21")).toEqual({ include_usage: true });
+    expect(await streamOptions("2025-04-01-preview")).toEqual({ include_usage: true });
+    expect(await streamOptions("preview")).toEqual({ include_usage: true });
+    expect(await streamOptions(undefined)).toEqual({ include_usage: true });
+  });
+
   it("calls a local server by base URL without credentials, and reads the error code and Retry-After of a failure", async () => {
     const { fetchImpl, seen } = recordingFetch(() =>
       Response.json(
