@@ -23,7 +23,7 @@ import type { ChatMessage, ChatResult, TokenUsage, ToolChoice } from "../types.t
 
 export interface OpenAiCompatibleOptions {
   name: "openai" | "azure" | "local";
-  /** OpenAI and local: up to `/v1`; Azure: the resource endpoint. */
+  /** OpenAI and local: up to `/v1` (a local server's bare address means its `/v1`); Azure: the resource endpoint. */
   baseUrl: string;
   apiKey?: string;
   /** Azure only. */
@@ -306,6 +306,9 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       const version = encodeURIComponent(this.#options.apiVersion ?? "2024-10-21");
       return `${base}/openai/deployments/${encodeURIComponent(model)}/chat/completions?api-version=${version}`;
     }
+    // A local server given by its bare address (Ollama's docs give http://localhost:11434): Ollama, vLLM,
+    // LM Studio and llama.cpp all serve chat completions under /v1; Ollama and vLLM answer 404 without it.
+    if (this.#options.name === "local" && /^https?:\/\/[^/]+$/i.test(base)) return `${base}/v1/chat/completions`;
     return `${base}/chat/completions`;
   }
 

@@ -106,6 +106,25 @@ describe("OpenAI-compatible adapter", () => {
     expect(error).toMatchObject({ status: 429, code: "rate_limit_exceeded", retryAfterMs: 250 });
   });
 
+  it("calls a local server given by its bare address at /v1, where Ollama, vLLM, LM Studio and llama.cpp serve chat completions", async () => {
+    // Ollama's docs give its address as http://localhost:11434; its chat completions are under /v1, and
+    // /chat/completions is a 404 there (and on vLLM). A base URL with a path is kept as given.
+    const urlFor = async (baseUrl: string) => {
+      const { fetchImpl, seen } = recordingFetch(completion);
+      await new OpenAiCompatibleAdapter({ name: "local", baseUrl, fetch: fetchImpl }).complete({
+        model: "llama3.1",
+        messages: [{ role: "user", content: "hi" }],
+        signal,
+      });
+      return seen[0].url;
+    };
+    expect(await urlFor("http://127.0.0.1:11434")).toBe("http://127.0.0.1:11434/v1/chat/completions");
+    expect(await urlFor("http://127.0.0.1:11434/")).toBe("http://127.0.0.1:11434/v1/chat/completions");
+    expect(await urlFor("http://127.0.0.1:8000/v1/")).toBe("http://127.0.0.1:8000/v1/chat/completions");
+    expect(await urlFor("https://gpu.internal/ollama/v1")).toBe("https://gpu.internal/ollama/v1/chat/completions");
+    expect(await urlFor("https://gpu.internal/api")).toBe("https://gpu.internal/api/chat/completions");
+  });
+
   describe("a server that reports no usage (some local ones never do, even asked)", () => {
     const local = (answer: () => Response) =>
       new OpenAiCompatibleAdapter({
