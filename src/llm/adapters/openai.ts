@@ -303,8 +303,13 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
   #url(model: string): string {
     const base = this.#options.baseUrl.replace(/\/+$/, "");
     if (this.#options.name === "azure") {
+      // The resource endpoint, also when given up to /openai or as a deployment's whole "Target URI", as the
+      // portal shows it (…/openai/deployments/{name}/chat/completions?api-version=…): both were called at
+      // …/openai/openai/…, a 404. The deployment is the model, and the version AZURE_OPENAI_API_VERSION's.
+      const url = new URL(base);
+      const endpoint = `${url.origin}${url.pathname.replace(/\/openai(\/.*)?$/i, "").replace(/\/+$/, "")}`;
       const version = encodeURIComponent(this.#options.apiVersion ?? "2024-10-21");
-      return `${base}/openai/deployments/${encodeURIComponent(model)}/chat/completions?api-version=${version}`;
+      return `${endpoint}/openai/deployments/${encodeURIComponent(model)}/chat/completions?api-version=${version}`;
     }
     // A local server given by its bare address (Ollama's docs give http://localhost:11434): Ollama, vLLM,
     // LM Studio and llama.cpp all serve chat completions under /v1; Ollama and vLLM answer 404 without it.

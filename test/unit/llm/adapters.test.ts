@@ -47,6 +47,34 @@ describe("OpenAI-compatible adapter", () => {
     expect(result.usage).toEqual({ prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 });
   });
 
+  it("calls Azure's deployment URL from an endpoint given up to /openai, or as a deployment's whole target URI", async () => {
+    // The portal shows a deployment's "Target URI" (…/openai/deployments/{name}/chat/completions?api-version=…), and
+    // some guides give the endpoint up to /openai: either was called at …/openai/openai/deployments/… (a 404).
+    const urlFor = async (baseUrl: string) => {
+      const { fetchImpl, seen } = recordingFetch(completion);
+      await new OpenAiCompatibleAdapter({ name: "azure", baseUrl, apiKey: "az-key", fetch: fetchImpl }).complete({
+        model: "gpt-4o",
+        messages: [{ role: "user", content: "hi" }],
+        signal,
+      });
+      return seen[0].url;
+    };
+    const expected =
+      "https://contoso.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
+    expect(await urlFor("https://contoso.openai.azure.com")).toBe(expected);
+    expect(await urlFor("https://contoso.openai.azure.com/openai")).toBe(expected);
+    expect(await urlFor("https://contoso.openai.azure.com/openai/")).toBe(expected);
+    expect(
+      await urlFor(
+        "https://contoso.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview",
+      ),
+    ).toBe(expected);
+    // A gateway's own path prefix (API Management) stays.
+    expect(await urlFor("https://gw.azure-api.net/llm/")).toBe(
+      "https://gw.azure-api.net/llm/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+    );
+  });
+
   it("asks Azure for a stream's usage only in API versions that take stream_options (2024-08-01-preview on)", async () => {
     // Older versions (2024-06-01 GA, the previews before) refuse every stream that asks: 400 "Unrecognized request
     // argument supplied: stream_options". Their streams are charged an estimate instead.
