@@ -34,6 +34,7 @@ export interface OpenAiCompatibleOptions {
 interface CompletionBody {
   choices?: { message?: ChatMessage; finish_reason?: string | null }[];
   usage?: ReportedUsage | null;
+  error?: unknown;
 }
 
 interface ChunkBody {
@@ -42,7 +43,7 @@ interface ChunkBody {
     finish_reason?: string | null;
   }[];
   usage?: ReportedUsage | null;
-  error?: { message?: string; code?: string };
+  error?: unknown;
 }
 
 const FINISH_REASONS = new Set<ChatResult["finish_reason"]>(["stop", "length", "tool_calls", "content_filter"]);
@@ -84,6 +85,26 @@ export function usageOf(usage: ReportedUsage | null | undefined): TokenUsage | u
     total_tokens: usage.total_tokens ?? usage.prompt_tokens + usage.completion_tokens,
     ...(typeof cached === "number" && cached > 0 ? { cached_prompt_tokens: cached } : {}),
   };
+}
+
+/**
+ * An error the server sent as data, in a stream or in a 200 answer: OpenAI's error object (vLLM's gives
+ * the HTTP status as its `code`, a number), or a bare string (some local servers). Its message is the
+ * caller's to read, and its status, when it gives one, says whether another attempt can help (a 400
+ * cannot); without one it is taken for a 500. Read as `{message, code}` only, a string error lost its
+ * message and a 400 was retried as a 500, against the provider's breaker.
+ */
+function errorInBody(error: unknown): ProviderError {
+  const fields = typeof error === "object" && error !== null ? (error as Record<string, unknown>) : {};
+  const text = typeof error === "string" ? error : typeof fields.message === "string" ? fields.message : "error";
+  const status = [fields.status, fields.code].find(
+    (value): value is number => typeof value === "number" && value >= 400 && value <= 599,
+  );
+  const code = [fields.code, fields.type].find((value): value is string => typeof value === "string" && value !== "");
+  return new ProviderError("http", `provider answered ${status ?? 500}: ${text.slice(0, 300)}`, {
+    status: status ?? 500,
+    code,
+  });
 }
 
 /**
@@ -229,6 +250,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
         : new ProviderError("protocol", "the provider's answer is not JSON");
     }
     const choice = body.choices?.[0];
+    if (!choice?.message && body.error) throw errorInBody(body.error);
     if (!choice?.message) throw new ProviderError("protocol", "the provider's answer lacks a message");
     const message: ChatMessage = {
       role: "assistant",
@@ -266,11 +288,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
         } catch {
           throw new ProviderError("protocol", "the provider sent a chunk that is not JSON");
         }
-        if (chunk.error)
-          throw new ProviderError("http", chunk.error.message ?? "error in stream", {
-            status: 500,
-            code: chunk.error.code,
-          });
+        if (chunk.error) throw errorInBody(chunk.error);
         if (chunk.usage && usageOf(chunk.usage)) usage = chunk.usage;
         const choice = chunk.choices?.[0];
         if (!choice) continue;

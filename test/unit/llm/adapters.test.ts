@@ -153,6 +153,58 @@ describe("OpenAI-compatible adapter", () => {
     expect(await urlFor("https://gpu.internal/api")).toBe("https://gpu.internal/api/chat/completions");
   });
 
+  it("reads a server's error sent in a 200 answer or in the stream: its message, and its status when it gives one", async () => {
+    const local = (answer: () => Response) =>
+      new OpenAiCompatibleAdapter({
+        name: "local",
+        baseUrl: "http://127.0.0.1:8000/v1",
+        fetch: recordingFetch(answer).fetchImpl,
+      });
+    const call = { model: "llama3.1", messages: [{ role: "user" as const, content: "hi" }], signal };
+    const streamed = async (frame: unknown) => {
+      const adapter = local(
+        () => new Response(`data: ${JSON.stringify(frame)}\n\n`, { headers: { "Content-Type": "text/event-stream" } }),
+      );
+      try {
+        for await (const _event of adapter.stream(call)) {
+          // Reads to the end.
+        }
+      } catch (error) {
+        return error;
+      }
+    };
+    // vLLM's error frame: OpenAI's error object with the HTTP status as its code. A 400 is not retried.
+    expect(
+      await streamed({
+        error: {
+          object: "error",
+          message: "This model's maximum context length is 4096 tokens",
+          type: "BadRequestError",
+          code: 400,
+        },
+      }),
+    ).toMatchObject({
+      failure: "http",
+      status: 400,
+      code: "BadRequestError",
+      message: expect.stringContaining("maximum context length is 4096 tokens"),
+    });
+    // An error that is only a string.
+    expect(await streamed({ error: "model runner has unexpectedly stopped" })).toMatchObject({
+      status: 500,
+      message: expect.stringContaining("model runner has unexpectedly stopped"),
+    });
+    // A whole answer that is an error, with status 200: its message, not "the provider's answer lacks a message".
+    const whole = await local(() => Response.json({ error: { message: "model 'llama9' not found", code: 404 } }))
+      .complete(call)
+      .catch((error) => error);
+    expect(whole).toMatchObject({
+      failure: "http",
+      status: 404,
+      message: expect.stringContaining("model 'llama9' not found"),
+    });
+  });
+
   describe("a server that reports no usage (some local ones never do, even asked)", () => {
     const local = (answer: () => Response) =>
       new OpenAiCompatibleAdapter({
