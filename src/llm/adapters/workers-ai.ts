@@ -172,9 +172,14 @@ export class WorkersAiAdapter implements ProviderAdapter {
     let usage: Partial<TokenUsage> | undefined;
     /** Tool calls begun so far, by index: a call's id and name are sent once, with its first piece. */
     const toolCallsBegun = new Set<number>();
+    /** Workers AI ends every stream with [DONE], in either shape; a stream that ends without it was cut. */
+    let done = false;
     try {
       for await (const message of readSse(body as ReadableStream<Uint8Array>)) {
-        if (message.data === "[DONE]") break;
+        if (message.data === "[DONE]") {
+          done = true;
+          break;
+        }
         const chunk = JSON.parse(message.data) as AiOutput;
         if (chunk.usage) usage = chunk.usage;
         const text = textOf(chunk);
@@ -207,6 +212,9 @@ export class WorkersAiAdapter implements ProviderAdapter {
       if (error instanceof SyntaxError) throw new ProviderError("protocol", "Workers AI sent a chunk that is not JSON");
       throw fetchFailure(error, call.signal);
     }
+    // Its chunks carry no finish reason to tell a whole answer from a cut one: without [DONE] it was cut, and
+    // passing it for whole (finish_reason stop) would hand the caller half an answer as if it were all.
+    if (!done) throw new ProviderError("protocol", "the stream ended before its answer did");
     const message = assembler.message();
     const finish = message.tool_calls ? "tool_calls" : "stop";
     yield { type: "done", result: { message, finish_reason: finish, ...this.#usage(call, usage, message) } };

@@ -188,6 +188,17 @@ describe("Workers AI adapter", () => {
     });
   });
 
+  it("fails a stream that ends before its [DONE], which Workers AI ends every stream with, rather than pass it for whole", async () => {
+    const text = `data: ${JSON.stringify({ response: "The answer is" })}\n\n`;
+    const { runner } = recordingRunner(() => new Response(text).body!);
+    await expect(
+      collect(new WorkersAiAdapter(runner).stream({ ...call, messages: call.messages.slice(0, 1) })),
+    ).rejects.toMatchObject({
+      failure: "protocol",
+      message: "the stream ended before its answer did",
+    });
+  });
+
   it("answers a streamed call in JSON mode whole, in one piece, since JSON mode does not stream", async () => {
     const { runs, runner } = recordingRunner(() => ({
       response: { ok: true },
