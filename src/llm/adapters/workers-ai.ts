@@ -10,6 +10,7 @@ import {
 import { readSse } from "../sse.ts";
 import { estimateAnswerUsage } from "../tokens.ts";
 import type { ChatMessage, ResponseFormat, TokenUsage } from "../types.ts";
+import { newCallId } from "./openai-tool-calls.ts";
 
 /**
  * Workers AI through the `AI` binding. The binding is optional and is not
@@ -137,8 +138,9 @@ export class WorkersAiAdapter implements ProviderAdapter {
 
   async complete(call: AdapterCall): Promise<AdapterResult> {
     const output = (await this.#run(call, false)) as AiOutput;
-    const toolCalls = toolCallsOf(output).map((toolCall, index) => ({
-      id: toolCall.id || `call_wai_${index}`,
+    const toolCalls = toolCallsOf(output).map((toolCall) => ({
+      // Unique across turns: a conversation that falls over to Anthropic is refused for repeated tool_use ids.
+      id: toolCall.id || newCallId(),
       type: "function" as const,
       function: {
         name: toolCall.function?.name ?? toolCall.name ?? "",
@@ -192,7 +194,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
           const pieces = part.function?.arguments ?? part.arguments;
           return {
             index,
-            ...(first ? { id: part.id || `call_wai_${index}`, type: "function" as const } : {}),
+            ...(first ? { id: part.id || newCallId(), type: "function" as const } : {}),
             function: {
               ...(first && name ? { name } : {}),
               ...(pieces !== undefined ? { arguments: argumentsText(pieces) } : {}),

@@ -115,9 +115,20 @@ describe("Workers AI adapter", () => {
       role: "assistant",
       content: null,
       tool_calls: [
-        { id: "call_wai_0", type: "function", function: { name: "read_file", arguments: '{"path":"b.ts"}' } },
+        {
+          id: expect.stringMatching(/^call_[0-9a-f]{32}$/),
+          type: "function",
+          function: { name: "read_file", arguments: '{"path":"b.ts"}' },
+        },
       ],
     });
+    // Each call its own id, never the same from one turn to the next: Anthropic refuses a conversation with
+    // repeated tool_use ids, so a fallover there would fail.
+    const again = await new WorkersAiAdapter(
+      recordingRunner(() => ({ response: null, tool_calls: [{ name: "read_file", arguments: { path: "b.ts" } }] }))
+        .runner,
+    ).complete(call);
+    expect(again.message.tool_calls?.[0].id).not.toBe(flat.message.tool_calls?.[0].id);
     expect(flat.finish_reason).toBe("tool_calls");
     expect(flat.usage.prompt_tokens).toBeGreaterThan(0);
     expect(flat.usage.total_tokens).toBe(flat.usage.prompt_tokens + flat.usage.completion_tokens);
