@@ -523,7 +523,7 @@ export class Router implements LlmRouter {
     context: CallContext,
     call: Reserved & { promptTokens: number },
     startedMs: number,
-  ): Promise<void> {
+  ): Promise<ChatResult | undefined> {
     const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
     // Only charged, never answered: the caller already has what was delivered (or the failure).
     const value: AdapterResult = {
@@ -532,9 +532,10 @@ export class Router implements LlmRouter {
       usage,
       usageEstimated: true,
     };
-    await this.#charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) =>
-      this.#deps.logger.error("charging an unfinished call failed", { error, charge_key: context.chargeKey }),
-    );
+    return await this.#charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) => {
+      this.#deps.logger.error("charging an unfinished call failed", { error, charge_key: context.chargeKey });
+      return undefined;
+    });
   }
 
   /**
@@ -549,7 +550,20 @@ export class Router implements LlmRouter {
   ): Promise<void> {
     if (!(error instanceof CancelledInFlight)) return this.#release(context, call);
     const { target, adapter, attempts } = error;
-    await this.#chargeEstimate(target, adapter, new DeliveredText(), attempts, context, call, startedMs);
+    const charged = await this.#chargeEstimate(
+      target,
+      adapter,
+      new DeliveredText(),
+      attempts,
+      context,
+      call,
+      startedMs,
+    );
+    // The caller sees only the failure; it is told the charge, so its own tally (a task run's) matches the usage rows.
+    if (charged) {
+      const { usage, cost_usd, provider, model, simulated } = charged;
+      error.charged = { usage, cost_usd, provider, model, simulated };
+    }
   }
 
   async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {

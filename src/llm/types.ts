@@ -147,6 +147,11 @@ export class LlmError extends Error {
   readonly failures: readonly TargetFailure[];
   /** When every target tried asked to be left alone for a while (Retry-After): the soonest one is back. */
   readonly retryAfterMs?: number;
+  /**
+   * What the failed call was charged all the same (a call cancelled while the provider had its prompt):
+   * the usage row and the budget have it, so a caller keeping its own tally (a task run) must add it too.
+   */
+  charged?: Pick<ChatResult, "usage" | "cost_usd" | "provider" | "model" | "simulated">;
   constructor(
     kind: LlmErrorKind,
     message: string,

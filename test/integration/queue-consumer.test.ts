@@ -3,15 +3,18 @@ import { env } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
-import { artifacts, deadLetters, taskRuns, tasks } from "../../src/db/schema.ts";
+import { artifacts, deadLetters, taskRuns, tasks, usageRecords } from "../../src/db/schema.ts";
 import { deliverParkedEvents } from "../../src/events/parked.ts";
-import { LlmError } from "../../src/llm/types.ts";
+import { createLlmRouter } from "../../src/llm/index.ts";
+import { LlmError, type LlmRouter } from "../../src/llm/types.ts";
 import { queueKind } from "../../src/queues/consumer.ts";
+import { cancelLocally } from "../../src/tasks/cancellation.ts";
 import { ARTIFACT_LIMITS } from "../../src/tasks/config.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
 import { consumeDeadLetterBatch } from "../../src/tasks/dead-letters.ts";
 import { REQUEST_EVENT_RETRY_DELAYS_MS } from "../../src/tasks/events.ts";
 import { cancelTask, createTask } from "../../src/tasks/service.ts";
+import { fakeUpstreams, hang, llmConfig, openAiCompletion, workspaceWith } from "../support/llm.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
 import {
   answer,
@@ -21,7 +24,6 @@ import {
   fetcher,
   insertTask,
   quietLogger,
-  type ScriptedRouter,
   scriptedRouter,
   taskBody,
   toolCalls,
@@ -36,13 +38,15 @@ beforeAll(async () => {
 });
 
 async function deliver(
-  router: ScriptedRouter,
+  router: LlmRouter,
   messages: { id: string; taskId: string; attempts?: number }[],
   options: {
     random?: () => number;
     limits?: typeof ARTIFACT_LIMITS;
     config?: Partial<ReturnType<typeof appConfig>>;
     logger?: typeof quietLogger;
+    /** Another workspace than the shared one (e.g. with its own routing chain). */
+    workspace?: TestWorkspace;
   } = {},
 ) {
   const batch = createMessageBatch(
@@ -51,7 +55,7 @@ async function deliver(
       id: message.id,
       timestamp: new Date(),
       attempts: message.attempts ?? 1,
-      body: taskBody(workspace.id, message.taskId),
+      body: taskBody((options.workspace ?? workspace).id, message.taskId),
     })),
   );
   // getQueueResult reports which messages were retried, not their delays: record those here.
@@ -304,6 +308,50 @@ describe("the tasks consumer", () => {
     expect(await runs(row.id)).toMatchObject([{ status: "cancelled" }]);
     const error = (await eventsOf(workspace.headers, row.id)).find((event) => event.event_type === "task.error")!;
     expect(error.data).toMatchObject({ error_type: "cancelled", fatal: true });
+  });
+
+  it("counts the prompt a call cancelled in flight was charged in the run's and the task's figures", async () => {
+    const openai = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] });
+    const row = await insertTask(openai.id);
+    const fake = fakeUpstreams({
+      "openai.test": (request, call) => {
+        if (call === 1) return openAiCompletion("Looking around first.", { prompt_tokens: 400, completion_tokens: 40 });
+        // The second turn is at the provider when the task is cancelled.
+        setTimeout(() => cancelLocally(row.id), 100);
+        return hang(request);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const config = llmConfig();
+    const router = createLlmRouter(config, { logger: quietLogger });
+    // The first answer has no tool calls and would end the run: make it ask for a second turn.
+    const chat = router.chat.bind(router);
+    vi.spyOn(router, "chat").mockImplementation(async (request, context) => {
+      const result = await chat(request, context);
+      if (fake.count("openai.test") > 1) return result;
+      const call = { id: "call_1", type: "function" as const, function: { name: "list_files", arguments: "{}" } };
+      return { ...result, message: { ...result.message, tool_calls: [call] } };
+    });
+    await deliver(router, [{ id: "msg-cancel-charged", taskId: row.id }], { workspace: openai, config });
+    expect(fake.count("openai.test")).toBe(2);
+
+    // Both calls were charged: the answer's figures, and the cancelled one's prompt (estimated).
+    const rows = await db.select().from(usageRecords).where(eq(usageRecords.taskId, row.id));
+    expect(rows).toHaveLength(2);
+    expect(rows.find((usage) => usage.estimated)).toMatchObject({ completionTokens: 0 });
+    const charged = {
+      promptTokens: rows.reduce((sum, usage) => sum + usage.promptTokens, 0),
+      completionTokens: rows.reduce((sum, usage) => sum + usage.completionTokens, 0),
+      costUsd: rows.reduce((sum, usage) => sum + usage.costUsd, 0),
+    };
+    expect(charged.promptTokens).toBeGreaterThan(400);
+    const [run] = await runs(row.id);
+    expect(run).toMatchObject({ status: "cancelled", promptTokens: charged.promptTokens });
+    expect(run.completionTokens).toBe(charged.completionTokens);
+    expect(run.costUsd).toBeCloseTo(charged.costUsd, 12);
+    const done = await task(row.id);
+    expect(done).toMatchObject({ status: "cancelled", promptTokens: charged.promptTokens });
+    expect(done.costUsd).toBeCloseTo(charged.costUsd, 12);
   });
 });
 

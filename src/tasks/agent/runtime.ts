@@ -1,6 +1,6 @@
 import { activeTraceId } from "../../events/index.ts";
 import type { Logger } from "../../lib/logger.ts";
-import type { ChatMessage, LlmRouter } from "../../llm/types.ts";
+import { type ChatMessage, type ChatResult, LlmError, type LlmRouter } from "../../llm/types.ts";
 import type { TaskFiles } from "../artifacts.ts";
 import { CancelledError } from "../cancellation.ts";
 import { DEFAULT_MAX_STEPS, MAX_STEPS_CAP } from "../config.ts";
@@ -64,7 +64,7 @@ export class AgentRun {
   }
 
   async run(): Promise<AgentOutcome> {
-    const { task, runId, agentId, router, events } = this.#input;
+    const { task, runId, agentId, events } = this.#input;
     const config = task.agentConfig ?? {};
     const maxSteps = Math.min(MAX_STEPS_CAP, positiveInt(config.max_steps) ?? DEFAULT_MAX_STEPS);
     const toolEnv: ToolEnv = {
@@ -86,7 +86,7 @@ export class AgentRun {
     while (this.steps < maxSteps) {
       await this.#checkpoint();
       this.steps++;
-      const result = await router.chat(
+      const result = await this.#chat(
         {
           messages,
           tools: TOOL_DEFINITIONS,
@@ -190,6 +190,24 @@ export class AgentRun {
       }
     }
     return this.#finish(`Stopped after ${maxSteps} steps without finishing.`, "partial_success");
+  }
+
+  /** A call that failed but was charged (cancelled while the provider had it) still counts in the run's figures. */
+  async #chat(...args: Parameters<LlmRouter["chat"]>): Promise<ChatResult> {
+    try {
+      return await this.#input.router.chat(...args);
+    } catch (error) {
+      if (error instanceof LlmError && error.charged) {
+        const { usage, cost_usd, provider, model, simulated } = error.charged;
+        this.promptTokens += usage.prompt_tokens;
+        this.completionTokens += usage.completion_tokens;
+        this.costUsd += cost_usd;
+        this.provider = provider;
+        this.model = model;
+        this.simulated ||= simulated;
+      }
+      throw error;
+    }
   }
 
   async #checkpoint(): Promise<void> {
