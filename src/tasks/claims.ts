@@ -126,7 +126,13 @@ export type RunEnd =
       error: { type: string; message: string };
       runStatus: "failed" | "cancelled" | "timed_out";
     }
-  | { kind: "retry"; error: { type: string; message: string }; runStatus: "failed" | "timed_out" };
+  | {
+      kind: "retry";
+      error: { type: string; message: string };
+      runStatus: "failed" | "timed_out";
+      /** Every provider tried asked to be left alone this long (Retry-After): the next delivery waits at least this. */
+      retryAfterSeconds?: number;
+    };
 
 export interface EndInput {
   taskId: string;

@@ -19,6 +19,12 @@ export function taskTimeoutSeconds(config: Pick<AppConfig, "TASK_TIMEOUT_SECONDS
 /** Deliveries after the first before the queue moves a message to the dead-letter queue (wrangler.toml `max_retries`). */
 export const QUEUE_MAX_RETRIES = 3;
 
+/**
+ * The longest a retry waits for providers that asked for a wait (Retry-After). The task keeps its running
+ * slot meanwhile (its lease is renewed for the delay), so a provider's hour-long wait must not hold it that long.
+ */
+export const RETRY_AFTER_MAX_SECONDS = 900;
+
 /** Retry backoff: full jitter over an exponential ceiling (`random(0, min(max, base·2^retry))`). */
 export const RETRY_BASE_DELAY_SECONDS = 2;
 export const RETRY_MAX_DELAY_SECONDS = 120;

@@ -22,6 +22,7 @@ import {
 import {
   type ArtifactLimits,
   QUEUE_MAX_RETRIES,
+  RETRY_AFTER_MAX_SECONDS,
   retryDelaySeconds,
   STALE_RUN_GRACE_MS,
   taskTimeoutSeconds,
@@ -275,7 +276,11 @@ export async function consumeTaskBatch(
     if (end.kind === "retry") {
       const attempt = work.message.attempts;
       const last = attempt > QUEUE_MAX_RETRIES;
-      const delaySeconds = retryDelaySeconds(attempt, deps.random);
+      // Providers that all asked for a wait (Retry-After) would refuse an earlier delivery too, spending a retry.
+      const delaySeconds = Math.max(
+        retryDelaySeconds(attempt, deps.random),
+        Math.min(RETRY_AFTER_MAX_SECONDS, end.retryAfterSeconds ?? 0),
+      );
       // The last retry() moves the message to the dead-letter queue, whose consumer emits the fatal error.
       if (!last) chain.emit(errorEvent(claim, end.error, attempt, false));
       work.message.retry({ delaySeconds });

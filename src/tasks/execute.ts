@@ -125,6 +125,7 @@ export function classify(error: unknown, signal: AbortSignal): RunEnd {
           kind: "retry",
           runStatus: error.kind === "timeout" ? "timed_out" : "failed",
           error: { type, message: error.message },
+          ...(error.retryAfterMs !== undefined ? { retryAfterSeconds: Math.ceil(error.retryAfterMs / 1000) } : {}),
         }
       : { kind: "failed", runStatus: "failed", error: { type, message: error.message } };
   }

@@ -207,6 +207,27 @@ describe("the tasks consumer", () => {
     expect((await runs(row.id)).map((run) => run.status).sort()).toEqual(["failed", "succeeded"]);
   });
 
+  it("waits as long as every provider asked (Retry-After) before the next delivery, not the shorter backoff", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(() => {
+      // What the router throws when each target's last answer was a 429 with Retry-After: 30.
+      throw new LlmError("all_providers_failed", "every provider failed: openai:gpt-4o-mini: 429", true, [], 30_000);
+    });
+    const result = await deliver(router, [{ id: "msg-retry-after", taskId: row.id }], { random: () => 0.5 });
+    // The backoff alone would be 1 s (half of 2 s): the task would be back at the same refusals, its retries spent.
+    expect(result.retryMessages).toEqual([{ msgId: "msg-retry-after" }]);
+    expect(result.delays).toEqual({ "msg-retry-after": 30 });
+
+    // A longer backoff than the providers' wait is kept.
+    const later = await insertTask(workspace.id);
+    const soon = scriptedRouter(() => {
+      throw new LlmError("all_providers_failed", "every provider failed", true, [], 1_200);
+    });
+    const again = await deliver(soon, [{ id: "msg-retry-soon", taskId: later.id, attempts: 3 }], { random: () => 0.5 });
+    // Third delivery: ceiling 2·2² = 8 s, half of it.
+    expect(again.delays).toEqual({ "msg-retry-soon": 4 });
+  });
+
   it("gives each LLM call of a run the run's correlation id, so the billing events its charges cause carry it too", async () => {
     const row = await insertTask(workspace.id);
     const router = scriptedRouter(toolCalls({ name: "list_files", args: {} }), answer("done"));
