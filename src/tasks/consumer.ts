@@ -4,8 +4,11 @@ import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import { DISPATCH_LEASE_MS } from "../limits/admission.ts";
+import { configuredProviders } from "../llm/adapters/index.ts";
 import { Coalescer } from "../llm/index.ts";
-import { parseChain } from "../llm/routing.ts";
+import type { WorkspaceSettings } from "../llm/router.ts";
+import { LatencyTracker, parseChain, planTargets, stripQuery } from "../llm/routing.ts";
+import { settingsLoader } from "../llm/settings.ts";
 import type { LlmRouter } from "../llm/types.ts";
 import { artifactUpserts } from "./artifacts.ts";
 import {
@@ -211,13 +214,14 @@ export async function consumeTaskBatch(
     // Lost the race (another consumer, or a cancel in between): the next delivery sees the truth.
     if (!claimed.has(claim.task.id)) byTask.get(claim.task.id)?.message.retry({ delaySeconds: 5 });
   }
+  const routing = await routingOf(config, started, logger);
   for (const claim of started) {
     renewSlot(
       claim.task.workspaceId,
       claim.task.id,
       taskTimeoutSeconds(config, claim.task.type) * 1000 + STALE_RUN_GRACE_MS,
     );
-    chainOf(claim.task.id).emit(startedEvent(claim, config));
+    chainOf(claim.task.id).emit(startedEvent(claim, config, routing.get(claim.task.workspaceId)));
   }
   // Renewals go out while the agents run; a failed renewal only means an early redispatch, which is harmless.
   const renewals = flushRenewals(config, renew, logger);
@@ -356,10 +360,45 @@ function runEnvelope(claim: ClaimInput) {
   };
 }
 
-function startedEvent(claim: ClaimInput, config: AppConfig) {
-  const requested = claim.task.agentConfig?.model as string | undefined;
-  // The first target the router will try: the task's own model, else the default chain's head.
-  const [{ provider, model }] = parseChain(requested ?? config.LLM_DEFAULT_CHAIN);
+/**
+ * The routing of each started task's workspace, as the router reads it (the same cached settings, so the
+ * run's first call reads nothing more). A workspace whose settings cannot be read gets the default chain.
+ */
+async function routingOf(
+  config: AppConfig,
+  started: readonly ClaimInput[],
+  logger: Logger,
+): Promise<Map<string, WorkspaceSettings>> {
+  const load = settingsLoader(config);
+  const found = new Map<string, WorkspaceSettings>();
+  await Promise.all(
+    [...new Set(started.map((claim) => claim.task.workspaceId))].map(async (workspaceId) => {
+      try {
+        found.set(workspaceId, await load(workspaceId));
+      } catch (error) {
+        logger.warn("workspace routing not read for task.started", { error, workspace_id: workspaceId });
+      }
+    }),
+  );
+  return found;
+}
+
+function startedEvent(claim: ClaimInput, config: AppConfig, settings: WorkspaceSettings | undefined) {
+  const requested = claim.task.agentConfig?.model;
+  // The first target the router will try, planned as it plans it: the task's own model (a bare name where a
+  // configured provider serves it), else the head of the workspace's chain (the default chain without one). A
+  // weighted or latency-ordered chain may start elsewhere; its head is the best guess before the call.
+  const providers = configuredProviders(config);
+  const planned = planTargets({
+    strategy: settings?.strategy ?? "fallback",
+    chain: settings?.chain ?? parseChain(config.LLM_DEFAULT_CHAIN),
+    request: { messages: [], ...(typeof requested === "string" ? { model: requested } : {}) },
+    estimatedPromptTokens: 0,
+    latency: new LatencyTracker(),
+    random: () => 0,
+    providers,
+  });
+  const { provider, model } = planned.find((target) => providers.includes(target.provider)) ?? planned[0];
   return {
     event_type: "task.started" as const,
     ...runEnvelope(claim),
@@ -368,7 +407,7 @@ function startedEvent(claim: ClaimInput, config: AppConfig) {
       agent_id: claim.agentId,
       resources: {
         estimated_tokens: claim.task.estimatedTokens ?? 0,
-        model: model || "default",
+        model: stripQuery(model) || "default",
         provider: eventProvider(provider),
         provider_name: provider,
       },

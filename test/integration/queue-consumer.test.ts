@@ -228,6 +228,48 @@ describe("the tasks consumer", () => {
     expect(again.delays).toEqual({ "msg-retry-soon": 4 });
   });
 
+  it("names in task.started the first target of the workspace's own routing chain, not the deployment's default", async () => {
+    const claude = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+        { provider: "openai", model: "gpt-4o-mini" },
+      ],
+    });
+    const config = llmConfig();
+    const chained = await insertTask(claude.id);
+    // A task's own model goes first, as the router tries it.
+    const pinned = await insertTask(claude.id, { agentConfig: { model: "openai:gpt-4o" } });
+    // A bare name is served where the router serves it: on the configured provider that has it.
+    const bare = await insertTask(claude.id, { agentConfig: { model: "gpt-4o-mini" } });
+    await deliver(
+      scriptedRouter(answer("done")),
+      [
+        { id: "msg-started-chain", taskId: chained.id },
+        { id: "msg-started-pinned", taskId: pinned.id },
+        { id: "msg-started-bare", taskId: bare.id },
+      ],
+      { workspace: claude, config },
+    );
+    const started = async (taskId: string) =>
+      (await eventsOf(claude.headers, taskId)).find((event) => event.event_type === "task.started")!.data;
+    expect((await started(chained.id)).resources).toMatchObject({
+      model: "claude-3-5-haiku-latest",
+      provider: "anthropic",
+      provider_name: "anthropic",
+    });
+    expect((await started(pinned.id)).resources).toMatchObject({
+      model: "gpt-4o",
+      provider: "openai",
+      provider_name: "openai",
+    });
+    expect((await started(bare.id)).resources).toMatchObject({
+      model: "gpt-4o-mini",
+      provider: "openai",
+      provider_name: "openai",
+    });
+  });
+
   it("gives each LLM call of a run the run's correlation id, so the billing events its charges cause carry it too", async () => {
     const row = await insertTask(workspace.id);
     const router = scriptedRouter(toolCalls({ name: "list_files", args: {} }), answer("done"));
