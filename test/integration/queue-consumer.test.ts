@@ -8,6 +8,7 @@ import { deliverParkedEvents } from "../../src/events/parked.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import { LlmError, type LlmRouter } from "../../src/llm/types.ts";
 import { queueKind } from "../../src/queues/consumer.ts";
+import { EMPTY_ANSWER_PROMPT } from "../../src/tasks/agent/prompts.ts";
 import { cancelLocally } from "../../src/tasks/cancellation.ts";
 import { ARTIFACT_LIMITS } from "../../src/tasks/config.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
@@ -347,6 +348,35 @@ describe("the tasks consumer", () => {
     ]);
     const toolMessages = router.calls[1].request.messages.filter((message) => message.role === "tool");
     expect(JSON.parse(toolMessages[3].content!)).toMatchObject({ status: 413 });
+  });
+
+  it("asks the model to go on after an empty answer, and ends short of success after a second in a row", async () => {
+    const write = toolCalls({ name: "write_file", args: { path: "a.txt", content: "a" } });
+    const seen: { role: string; content: string | null }[][] = [];
+    const finish = toolCalls({ name: "finish", args: { summary: "Wrote a.txt" } });
+    const resumed = await insertTask(workspace.id);
+    const router = scriptedRouter(write, answer(""), (request, context, call) => {
+      seen.push(request.messages.map(({ role, content }) => ({ role, content })));
+      return finish(request, context, call);
+    });
+    await deliver(router, [{ id: "msg-empty-once", taskId: resumed.id }]);
+    expect((await task(resumed.id)).result).toMatchObject({ status: "success", summary: "Wrote a.txt" });
+    // The empty turn is left out (providers refuse an empty assistant message); the nudge follows the tool result.
+    expect(seen[0].slice(-3)).toEqual([
+      { role: "assistant", content: null },
+      { role: "tool", content: expect.any(String) },
+      { role: "user", content: EMPTY_ANSWER_PROMPT },
+    ]);
+
+    const silent = await insertTask(workspace.id);
+    const twice = scriptedRouter(write, answer(""), answer("  "));
+    await deliver(twice, [{ id: "msg-empty-twice", taskId: silent.id }]);
+    expect(twice.calls).toHaveLength(3);
+    expect(await task(silent.id)).toMatchObject({ status: "completed" });
+    expect((await task(silent.id)).result).toMatchObject({
+      status: "partial_success",
+      summary: "The model stopped answering before it finished.",
+    });
   });
 
   it("stops a running agent that is cancelled, aborting the call in flight", async () => {

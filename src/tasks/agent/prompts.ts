@@ -21,6 +21,10 @@ export const SYSTEM_PROMPTS: Record<TaskType, string> = {
     "Task type: documentation. Write clear, accurate documentation for the audience the task names, with examples that match the code.",
 };
 
+/** Sent after an answer with neither text nor a tool call, which finishes nothing. */
+export const EMPTY_ANSWER_PROMPT =
+  "Your last answer was empty. Go on with the task using the tools, and call finish with a summary when it is done.";
+
 export function systemPrompt(type: TaskType): string {
   return `${FRAME}\n\n${SYSTEM_PROMPTS[type]}`;
 }

@@ -6,7 +6,7 @@ import { CancelledError } from "../cancellation.ts";
 import { DEFAULT_MAX_STEPS, MAX_STEPS_CAP } from "../config.ts";
 import type { EventChain } from "../events.ts";
 import type { TaskRow } from "../views.ts";
-import { systemPrompt, taskPrompt } from "./prompts.ts";
+import { EMPTY_ANSWER_PROMPT, systemPrompt, taskPrompt } from "./prompts.ts";
 import { runTool, TOOL_DEFINITIONS, type ToolEnv, writeFile } from "./tools.ts";
 
 /**
@@ -83,6 +83,7 @@ export class AgentRun {
       { role: "user", content: taskPrompt(task) },
     ];
 
+    let emptyAnswers = 0;
     while (this.steps < maxSteps) {
       await this.#checkpoint();
       this.steps++;
@@ -111,8 +112,10 @@ export class AgentRun {
       this.provider = result.provider;
       this.model = result.model;
       this.simulated ||= result.simulated;
-      messages.push(result.message);
       const toolCalls = result.message.tool_calls ?? [];
+      const empty = toolCalls.length === 0 && !result.message.content?.trim();
+      // An empty turn is not part of the conversation: providers refuse an assistant message without content.
+      if (!empty) messages.push(result.message);
       events.emit({
         event_type: "agent.message",
         workspace_id: task.workspaceId,
@@ -133,6 +136,15 @@ export class AgentRun {
         },
       });
 
+      if (empty) {
+        // Neither text nor a tool call (Claude sometimes ends a turn so after tool results): nothing is finished.
+        // The model is asked once to go on; a second empty answer in a row ends the run short of success.
+        if (++emptyAnswers > 1)
+          return this.#finish("The model stopped answering before it finished.", "partial_success");
+        messages.push({ role: "user", content: EMPTY_ANSWER_PROMPT });
+        continue;
+      }
+      emptyAnswers = 0;
       if (toolCalls.length === 0) return this.#finish(result.message.content ?? "", "success");
       for (const call of toolCalls) {
         await this.#checkpoint();
