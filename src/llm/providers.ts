@@ -37,10 +37,16 @@ const CLOSED_VIEW: BreakerView = {
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** A model off the chain is listed while it was called this recently (a request naming it, a chain since changed). */
-const SHOW_OFF_CHAIN_FOR_MS = 3_600_000;
-
-export async function providerOverview(config: AppConfig, chain: RouteTarget[]): Promise<ProviderHealth[]> {
+/**
+ * Breakers are shared by every workspace (a provider's health is everyone's), but which models the others
+ * call, and how often, is theirs: beside its chain, a workspace sees only the models it was charged for
+ * lately (`usedLately`: a request naming one, a chain since changed), never another tenant's.
+ */
+export async function providerOverview(
+  config: AppConfig,
+  chain: RouteTarget[],
+  usedLately: RouteTarget[],
+): Promise<ProviderHealth[]> {
   const adapters = buildAdapters(config);
   const names = [
     ...new Set([...Object.keys(DEFAULT_MODELS), ...adapters.keys(), ...chain.map((target) => target.provider)]),
@@ -51,21 +57,19 @@ export async function providerOverview(config: AppConfig, chain: RouteTarget[]):
       // Models as the chain names them: a simulated model's settings (`sim-1?failure_rate=1`) make it a
       // target of its own, with its own breaker, which must not stand in for the plain model's.
       const chainModels = chain.filter((target) => target.provider === provider).map((target) => target.model);
+      const used = new Set(usedLately.filter((target) => target.provider === provider).map((target) => target.model));
       let snapshot: BreakerSnapshot[] = [];
       // Chain entries are shown even when this deployment lacks the provider's secrets: another may have them.
-      if (adapter || chainModels.length > 0) {
+      if (adapter || chainModels.length > 0 || used.size > 0) {
         try {
           snapshot = (await config.PROVIDER_BREAKER.getByName(provider).snapshot()) as typeof snapshot;
         } catch {
           // The breaker object is unreachable: show the chain's models without breaker figures.
         }
       }
-      const nowMs = Date.now();
       const views = new Map(
         snapshot
-          .filter(
-            (entry) => chainModels.includes(entry.model) || nowMs - entry.lastRecordedAtMs < SHOW_OFF_CHAIN_FOR_MS,
-          )
+          .filter((entry) => chainModels.includes(entry.model) || used.has(entry.model))
           .map((entry) => [entry.model, entry.view]),
       );
       const models = [...new Set([...chainModels, ...views.keys()])].sort().map((model) => {

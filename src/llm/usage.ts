@@ -5,6 +5,7 @@ import { usageDaily, usageRecords } from "../db/schema.ts";
 import type { TenantDb } from "../db/tenant.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { UsageRecord, UsageSink } from "./router.ts";
+import type { RouteTarget } from "./routing.ts";
 
 /**
  * Usage in D1: a row per (workspace, chargeKey), so a retried consumer never
@@ -181,6 +182,14 @@ export async function usageSummary(tenant: TenantDb, query: UsageQuery): Promise
     total_tokens: row.totalTokens,
     cost_usd: Math.round(row.costUsd * 1e8) / 1e8,
   }));
+}
+
+/** The models a workspace was charged for from `sinceDay` (YYYY-MM-DD, UTC) on. */
+export async function modelsUsedSince(tenant: TenantDb, sinceDay: string): Promise<RouteTarget[]> {
+  return tenant.db
+    .selectDistinct({ provider: usageDaily.provider, model: usageDaily.model })
+    .from(usageDaily)
+    .where(tenant.owns(usageDaily, gte(usageDaily.day, sinceDay)));
 }
 
 /** The usage row of one charge, for tests and idempotency checks. */

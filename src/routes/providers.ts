@@ -1,7 +1,9 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { tenantDb } from "../auth/tenant-access.ts";
 import { problemResponses } from "../lib/openapi.ts";
 import { providerOverview } from "../llm/providers.ts";
 import { settingsLoader } from "../llm/settings.ts";
+import { modelsUsedSince } from "../llm/usage.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
 
@@ -26,7 +28,7 @@ const listRoute = createRoute({
   tags: ["LLM"],
   summary: "List LLM providers and their circuit breakers",
   description:
-    "Every provider the router knows, whether this deployment has it configured, and per model (those of the workspace's chain, and any other called within the last hour) the breaker state and recent error rate. `simulated` is the offline provider.",
+    "Every provider the router knows, whether this deployment has it configured, and per model (those of the workspace's chain, and any other it was charged for since yesterday, UTC; never another workspace's) the breaker state and recent error rate. `simulated` is the offline provider.",
   middleware: [requireScope("tasks:read")] as const,
   responses: {
     200: {
@@ -55,7 +57,11 @@ const listRoute = createRoute({
 export function registerProviderRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(listRoute, async (c) => {
     const config = c.get("config");
-    const settings = await settingsLoader(config)(c.get("workspaceId")!);
-    return c.json({ data: await providerOverview(config, settings.chain) }, 200);
+    const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+    const [settings, usedLately] = await Promise.all([
+      settingsLoader(config)(c.get("workspaceId")!),
+      modelsUsedSince(tenantDb(c), yesterday),
+    ]);
+    return c.json({ data: await providerOverview(config, settings.chain, usedLately) }, 200);
   });
 }

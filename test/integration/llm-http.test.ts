@@ -437,34 +437,56 @@ describe("GET /api/v1/providers", () => {
     ]);
   });
 
-  it("lists a model off the chain while it was called within the hour, and forgets a breaker idle for a week", async () => {
-    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] });
-    const recent = `sim-recent-${crypto.randomUUID().slice(0, 8)}`;
-    const stale = `sim-stale-${crypto.randomUUID().slice(0, 8)}`;
+  it("lists a model off the chain the workspace was charged for, never another workspace's", async () => {
+    const mine = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] });
+    const theirs = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] });
+    const myModel = `sim-mine-${crypto.randomUUID().slice(0, 8)}`;
+    const theirModel = `sim-theirs-${crypto.randomUUID().slice(0, 8)}`;
+    for (const [workspace, model] of [
+      [mine, myModel],
+      [theirs, theirModel],
+    ] as const) {
+      const answer = await chat(workspace.headers, {
+        model: `simulated:${model}`,
+        messages: [{ role: "user", content: "hi" }],
+      });
+      expect(answer.status).toBe(200);
+    }
+    const listedFor = async (workspace: typeof mine) => {
+      const response = await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers });
+      const body = (await response.json()) as { data: { provider: string; models: { model: string }[] }[] };
+      return body.data.find((entry) => entry.provider === "simulated")!.models.map((entry) => entry.model);
+    };
+    // Usage rows land just after the answers (coalesced per isolate).
+    let listed = await listedFor(mine);
+    for (let tries = 0; tries < 100 && !listed.includes(myModel); tries++) {
+      await new Promise((wake) => setTimeout(wake, 20));
+      listed = await listedFor(mine);
+    }
+    expect(listed).toContain("sim-1");
+    expect(listed).toContain(myModel);
+    expect(listed).not.toContain(theirModel);
+    expect(await listedFor(theirs)).toContain(theirModel);
+    expect(await listedFor(theirs)).not.toContain(myModel);
+  });
+
+  it("forgets a breaker idle for a week", async () => {
+    const kept = `sim-kept-${crypto.randomUUID().slice(0, 8)}`;
     const forgotten = `sim-forgotten-${crypto.randomUUID().slice(0, 8)}`;
     const failure = (atMs: number) => [{ atMs, ok: false, error: "http_503" }];
-    await runInDurableObject(env.PROVIDER_BREAKER.getByName("simulated"), (_instance, state) => {
+    const rows = await runInDurableObject(env.PROVIDER_BREAKER.getByName("simulated"), (_instance, state) => {
       // Written as the object would have written them then.
       const book = new BreakerBook(state.storage);
       const nowMs = Date.now();
-      book.sync(recent, failure(nowMs - 60_000), nowMs - 60_000);
-      book.sync(stale, failure(nowMs - 2 * 3_600_000), nowMs - 2 * 3_600_000);
+      book.sync(kept, failure(nowMs - 2 * 86_400_000), nowMs - 2 * 86_400_000);
       book.sync(forgotten, failure(nowMs - 8 * 86_400_000), nowMs - 8 * 86_400_000);
-    });
-    const response = await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers });
-    const body = (await response.json()) as { data: { provider: string; models: { model: string }[] }[] };
-    const listed = body.data.find((entry) => entry.provider === "simulated")!.models.map((entry) => entry.model);
-    expect(listed).toContain("sim-1");
-    expect(listed).toContain(recent);
-    expect(listed).not.toContain(stale);
-    const rows = await runInDurableObject(env.PROVIDER_BREAKER.getByName("simulated"), (_instance, state) =>
-      state.storage.sql
-        .exec<{ model: string }>("SELECT model FROM breaker_models WHERE model IN (?, ?)", stale, forgotten)
+      book.snapshot(nowMs);
+      return state.storage.sql
+        .exec<{ model: string }>("SELECT model FROM breaker_models WHERE model IN (?, ?)", kept, forgotten)
         .toArray()
-        .map((row) => row.model),
-    );
-    // Off the list but kept while it may still matter; gone after a week of silence.
-    expect(rows).toEqual([stale]);
+        .map((row) => row.model);
+    });
+    expect(rows).toEqual([kept]);
   });
 });
 
