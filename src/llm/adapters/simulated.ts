@@ -45,6 +45,17 @@ const QUERY_KEYS: Record<string, keyof SimulatedOptions> = {
   stream_chunks: "streamChunks",
 };
 
+/**
+ * Ceilings on what a model name may ask for. Any key with tasks:write names the model (a completion's
+ * `model`, a task's `agent_config.model`), and the answer is built in the isolate every tenant's requests
+ * share, synchronously: `completion_tokens=40000000` held it for 3 s and built a 160 MB answer, and a
+ * little more exceeds its memory. The caps are what real models give: 128k output tokens, 128 tools.
+ */
+const QUERY_MAXIMUMS: Partial<Record<keyof SimulatedOptions, number>> = {
+  completionTokens: 131_072,
+  toolCalls: 128,
+};
+
 export function simulatedSettings(model: string, base: SimulatedOptions): SimulatedOptions {
   const query = model.indexOf("?");
   if (query === -1) return base;
@@ -52,7 +63,9 @@ export function simulatedSettings(model: string, base: SimulatedOptions): Simula
   for (const [key, value] of new URLSearchParams(model.slice(query + 1))) {
     const field = QUERY_KEYS[key];
     const number = Number(value);
-    if (field && Number.isFinite(number) && number >= 0) settings[field] = number;
+    if (field && Number.isFinite(number) && number >= 0) {
+      settings[field] = Math.min(number, QUERY_MAXIMUMS[field] ?? number);
+    }
   }
   return settings;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { AnthropicAdapter, toAnthropic } from "../../../src/llm/adapters/anthropic.ts";
 import { OpenAiCompatibleAdapter } from "../../../src/llm/adapters/openai.ts";
-import { SimulatedAdapter } from "../../../src/llm/adapters/simulated.ts";
+import { SIMULATED_DEFAULTS, SimulatedAdapter, simulatedSettings } from "../../../src/llm/adapters/simulated.ts";
 import { ProviderError } from "../../../src/llm/provider.ts";
 import type { ResponseFormat } from "../../../src/llm/types.ts";
 
@@ -930,6 +930,25 @@ describe("Anthropic adapter", () => {
 });
 
 describe("simulated adapter", () => {
+  it("caps the answer's size a caller's model name asks for: it is built in the isolate every tenant shares", async () => {
+    // Any key with tasks:write can name `simulated:sim-1?…` in a completion or a task's agent_config.model.
+    const settings = simulatedSettings("sim-1?completion_tokens=1e9&tool_calls=1e9&latency_ms=5", SIMULATED_DEFAULTS);
+    expect(settings.completionTokens).toBeLessThanOrEqual(131_072);
+    expect(settings.toolCalls).toBeLessThanOrEqual(128);
+    // What tests and benches set is kept as asked.
+    expect(settings.latencyMs).toBe(5);
+    expect(simulatedSettings("sim-1?completion_tokens=40&tool_calls=3", SIMULATED_DEFAULTS)).toMatchObject({
+      completionTokens: 40,
+      toolCalls: 3,
+    });
+    const answer = await new SimulatedAdapter().complete({
+      model: "sim-1?completion_tokens=50000000",
+      messages: [{ role: "user", content: "x" }],
+      signal,
+    });
+    expect(answer.usage.completion_tokens).toBeLessThanOrEqual(131_072);
+  });
+
   it("fails at the configured rate, deterministically for the same sequence of calls", async () => {
     const outcomes = async () => {
       const adapter = new SimulatedAdapter();
