@@ -58,11 +58,17 @@ export class BudgetExhaustedError extends LlmError {
 /**
  * How a failed attempt is told to the caller. A provider's answer to a request fault says what to fix;
  * its answer to our credentials is about the deployment's secret (OpenAI's names the key's last
- * characters), which is not the workspace's to see.
+ * characters), which is not the workspace's to see. So is its answer about the deployment's account:
+ * OpenAI's 429 names the organization and its use per minute (every workspace's calls, summed), and
+ * Anthropic's the organization's id; the status and code say all a caller can act on.
  */
 export function describeFailure(error: ProviderError, failure: FailureClass): string {
   if (failure.cause === "authentication")
     return `provider answered ${error.status}: it refused this deployment's credentials`;
+  if (failure.eventType === "rate_limit") return `provider answered ${error.status}: rate limited (${error.code})`;
+  if (failure.eventType === "quota_exceeded") {
+    return `provider answered ${error.status}: this deployment's quota with it is spent (${error.code})`;
+  }
   return error.message;
 }
 

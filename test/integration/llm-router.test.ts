@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
-import type { ApiError } from "../../src/lib/problem.ts";
+import { type ApiError, problemBody } from "../../src/lib/problem.ts";
 import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { breakerClientFor, createLlmRouter, LlmError } from "../../src/llm/index.ts";
 import { costUsd } from "../../src/llm/prices.ts";
@@ -179,6 +179,49 @@ describe("retries", () => {
     expect(fake.count(OPENAI)).toBe(1);
     const [fallback] = await eventsOf(workspace, "llm.provider.fallback", 1);
     expect(fallback.data.reason).toBe("rate_limit");
+  });
+});
+
+describe("what a failure tells the caller", () => {
+  it("a rate limit or spent quota of the deployment's account is told by status and code, not the provider's words", async () => {
+    // OpenAI's 429 names the deployment's organization and its use (every workspace's calls, summed);
+    // Anthropic's names the organization's id. Neither is a workspace's to read.
+    const openAiLimit =
+      "Rate limit reached for gpt-4o-mini in organization org-DeployAcct42 on tokens per min (TPM): Limit 200000, Used 199500, Requested 900.";
+    const anthropicLimit =
+      "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
+    const workspace = await openAiThenHaiku("gpt-4o-mini-acct-limits");
+    const fake = fakeUpstreams({
+      [OPENAI]: () =>
+        Response.json(
+          { error: { message: openAiLimit, type: "tokens", code: "rate_limit_exceeded" } },
+          { status: 429, headers: { "Retry-After": "20" } },
+        ),
+      [ANTHROPIC]: () =>
+        Response.json(
+          { type: "error", error: { type: "rate_limit_error", message: anthropicLimit } },
+          { status: 429, headers: { "Retry-After": "20" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { maxAttemptsPerTarget: 1, sleep: async () => {} },
+    });
+    const error = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "acct-limits" })
+      .catch((caught: LlmError) => caught);
+    expect(error).toBeInstanceOf(LlmError);
+    const told = JSON.stringify(problemBody(llmErrorToApiError(error) as ApiError, "req_test"));
+    for (const text of [told, (error as LlmError).message, JSON.stringify((error as LlmError).failures)]) {
+      expect(text).not.toContain("org-DeployAcct42");
+      expect(text).not.toContain("199500");
+      expect(text).not.toContain("0f1e2d3c-aaaa");
+    }
+    expect((error as LlmError).failures).toMatchObject([
+      { provider: "openai", status: 429, code: "rate_limit_exceeded" },
+      { provider: "anthropic", status: 429, code: "rate_limit_error" },
+    ]);
   });
 });
 
