@@ -26,7 +26,8 @@ export class ProviderBreaker extends DurableObject {
     return this.#book.tryTrial(model, Date.now(), policy);
   }
 
-  async snapshot(policy?: BreakerPolicy): Promise<BreakerSnapshot[]> {
-    return this.#book.snapshot(Date.now(), policy);
+  /** The breakers of these models (all, without a list). */
+  async snapshot(policy?: BreakerPolicy, models?: string[]): Promise<BreakerSnapshot[]> {
+    return this.#book.snapshot(Date.now(), policy, models);
   }
 }

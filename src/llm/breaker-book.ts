@@ -25,6 +25,15 @@ export type BreakerStorage = Pick<DurableObjectStorage, "sql">;
  */
 export const FORGET_IDLE_BREAKER_MS = 7 * 86_400_000;
 
+/**
+ * Models one provider's book keeps. Any caller can name a model (a simulated model's settings make each
+ * name a breaker of its own), so past this the breakers idle longest are dropped, as after a week.
+ */
+export const MAX_BREAKER_MODELS = 10_000;
+/** Read-through copies of rows kept in memory, at most. */
+const MAX_CACHED_STATES = 1_000;
+export const BOUND_CHECK_EVERY_WRITES = 500;
+
 export interface BreakerSnapshot {
   model: string;
   view: BreakerView;
@@ -35,9 +44,13 @@ export interface BreakerSnapshot {
 export class BreakerBook {
   readonly #sql: SqlStorage;
   readonly #cache = new Map<string, BreakerState>();
+  #writesSinceBound = 0;
 
-  constructor(storage: BreakerStorage) {
+  readonly #maxModels: number;
+
+  constructor(storage: BreakerStorage, options: { maxModels?: number } = {}) {
     this.#sql = storage.sql;
+    this.#maxModels = options.maxModels ?? MAX_BREAKER_MODELS;
     this.#sql.exec(
       "CREATE TABLE IF NOT EXISTS breaker_models (model TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)",
     );
@@ -69,17 +82,22 @@ export class BreakerBook {
     return outcome;
   }
 
-  snapshot(nowMs: number, policy: BreakerPolicy = DEFAULT_BREAKER_POLICY): BreakerSnapshot[] {
+  /** The breakers of these models (all, without a list), in model order. */
+  snapshot(nowMs: number, policy: BreakerPolicy = DEFAULT_BREAKER_POLICY, models?: string[]): BreakerSnapshot[] {
     const forgotten = this.#sql.exec(
       "DELETE FROM breaker_models WHERE updated_at_ms < ?",
       nowMs - FORGET_IDLE_BREAKER_MS,
     ).rowsWritten;
     if (forgotten > 0) this.#cache.clear();
-    const rows = this.#sql
-      .exec<{ model: string; state: string; updated_at_ms: number }>(
-        "SELECT model, state, updated_at_ms FROM breaker_models ORDER BY model",
-      )
-      .toArray();
+    type Row = { model: string; state: string; updated_at_ms: number };
+    const rows = (
+      models
+        ? this.#sql.exec<Row>(
+            "SELECT model, state, updated_at_ms FROM breaker_models WHERE model IN (SELECT value FROM json_each(?)) ORDER BY model",
+            JSON.stringify(models),
+          )
+        : this.#sql.exec<Row>("SELECT model, state, updated_at_ms FROM breaker_models ORDER BY model")
+    ).toArray();
     return rows.map((row) => ({
       model: row.model,
       view: viewOf(JSON.parse(row.state) as BreakerState, nowMs, policy),
@@ -94,8 +112,13 @@ export class BreakerBook {
       .exec<{ state: string }>("SELECT state FROM breaker_models WHERE model = ?", model)
       .toArray()[0];
     const state = row ? (JSON.parse(row.state) as BreakerState) : CLOSED;
-    this.#cache.set(model, state);
+    this.#remember(model, state);
     return state;
+  }
+
+  #remember(model: string, state: BreakerState): void {
+    if (this.#cache.size >= MAX_CACHED_STATES && !this.#cache.has(model)) this.#cache.clear();
+    this.#cache.set(model, state);
   }
 
   #write(model: string, state: BreakerState, nowMs: number): void {
@@ -106,6 +129,15 @@ export class BreakerBook {
       JSON.stringify(state),
       nowMs,
     );
-    this.#cache.set(model, state);
+    this.#remember(model, state);
+    // Now and then, not per write: the bound is a ceiling on growth, not an exact count.
+    if (++this.#writesSinceBound >= BOUND_CHECK_EVERY_WRITES) {
+      this.#writesSinceBound = 0;
+      const dropped = this.#sql.exec(
+        "DELETE FROM breaker_models WHERE model NOT IN (SELECT model FROM breaker_models ORDER BY updated_at_ms DESC LIMIT ?)",
+        this.#maxModels,
+      ).rowsWritten;
+      if (dropped > 0) this.#cache.clear();
+    }
   }
 }

@@ -36,6 +36,12 @@ export interface Outcome {
 
 const SYNC_INTERVAL_MS = 1_000;
 const MAX_PENDING_OUTCOMES = 200;
+/**
+ * Models whose copies an isolate keeps. Callers name models (a request's `model`, a simulated model's
+ * settings), so the set has no natural end; past this, idle copies go, oldest first, and are fetched
+ * again if called.
+ */
+export const MAX_CACHED_MODELS = 1_000;
 
 interface Entry {
   state: BreakerState;
@@ -58,12 +64,22 @@ export class BreakerClient {
   readonly #remote: BreakerRemote | undefined;
   readonly #policy: BreakerPolicy;
   readonly #now: () => number;
+  readonly #maxModels: number;
   readonly #entries = new Map<string, Entry>();
 
-  constructor(remote?: BreakerRemote, options: { policy?: BreakerPolicy; now?: () => number } = {}) {
+  constructor(
+    remote?: BreakerRemote,
+    options: { policy?: BreakerPolicy; now?: () => number; maxModels?: number } = {},
+  ) {
     this.#remote = remote;
     this.#policy = options.policy ?? DEFAULT_BREAKER_POLICY;
     this.#now = options.now ?? Date.now;
+    this.#maxModels = options.maxModels ?? MAX_CACHED_MODELS;
+  }
+
+  /** How many models this isolate keeps a copy of. */
+  get cachedModels(): number {
+    return this.#entries.size;
   }
 
   /** A gate for one request or batch: background syncs are kept alive by its waitUntil. */
@@ -160,9 +176,18 @@ export class BreakerClient {
         again: false,
         reported: false,
       };
+      if (this.#entries.size >= this.#maxModels) this.#forgetIdle();
       this.#entries.set(key, entry);
     }
     return entry;
+  }
+
+  /** Drops the oldest copies with nothing to send, down to three quarters of the bound. */
+  #forgetIdle(): void {
+    for (const [key, entry] of this.#entries) {
+      if (this.#entries.size < this.#maxModels * 0.75) return;
+      if (entry.pending.length === 0 && !entry.inflight) this.#entries.delete(key);
+    }
   }
 
   #sync(key: string, entry: Entry): Promise<void> {

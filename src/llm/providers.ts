@@ -58,20 +58,18 @@ export async function providerOverview(
       // target of its own, with its own breaker, which must not stand in for the plain model's.
       const chainModels = chain.filter((target) => target.provider === provider).map((target) => target.model);
       const used = new Set(usedLately.filter((target) => target.provider === provider).map((target) => target.model));
-      let snapshot: BreakerSnapshot[] = [];
       // Chain entries are shown even when this deployment lacks the provider's secrets: another may have them.
-      if (adapter || chainModels.length > 0 || used.size > 0) {
+      const shown = [...new Set([...chainModels, ...used])];
+      let snapshot: BreakerSnapshot[] = [];
+      if (shown.length > 0) {
         try {
-          snapshot = (await config.PROVIDER_BREAKER.getByName(provider).snapshot()) as typeof snapshot;
+          // Only the rows shown are read: the book holds every model any workspace named.
+          snapshot = (await config.PROVIDER_BREAKER.getByName(provider).snapshot(undefined, shown)) as typeof snapshot;
         } catch {
           // The breaker object is unreachable: show the chain's models without breaker figures.
         }
       }
-      const views = new Map(
-        snapshot
-          .filter((entry) => chainModels.includes(entry.model) || used.has(entry.model))
-          .map((entry) => [entry.model, entry.view]),
-      );
+      const views = new Map(snapshot.map((entry) => [entry.model, entry.view]));
       const models = [...new Set([...chainModels, ...views.keys()])].sort().map((model) => {
         const view = views.get(model) ?? CLOSED_VIEW;
         return {

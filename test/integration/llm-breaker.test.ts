@@ -1,5 +1,7 @@
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { BOUND_CHECK_EVERY_WRITES, BreakerBook } from "../../src/llm/breaker-book.ts";
 import { BreakerClient, type BreakerRemote } from "../../src/llm/breaker-client.ts";
 import type { BreakerState } from "../../src/llm/breaker-core.ts";
 
@@ -127,5 +129,37 @@ describe("background syncs and request ownership", () => {
     const [provider, model] = key.split(":");
     const shared = (await env.PROVIDER_BREAKER.getByName(provider).sync(model, [])) as unknown as BreakerState;
     expect(shared).toMatchObject({ consecutiveFailures: 3, lastError: "http_503" });
+  });
+});
+
+describe("models named without end", () => {
+  it("an isolate keeps copies of a bounded number of models, dropping idle ones first", async () => {
+    const client = new BreakerClient(undefined, { maxModels: 8 });
+    for (let index = 0; index < 40; index++) client.state(`simulated:sim-1?junk=${index}`);
+    expect(client.cachedModels).toBeLessThanOrEqual(8);
+    // A model dropped is only a copy: called again, it starts from the shared state as a new one would.
+    expect(client.state("simulated:sim-1?junk=0")).toBe("closed");
+  });
+
+  it("the book keeps a bounded number of models, the idlest dropped, and a snapshot reads only those asked for", async () => {
+    const provider = `bounded-${crypto.randomUUID().slice(0, 8)}`;
+    const stub = env.PROVIDER_BREAKER.getByName(provider);
+    const { kept, total, asked } = await runInDurableObject(stub, (_instance, state) => {
+      const book = new BreakerBook(state.storage, { maxModels: 100 });
+      const nowMs = Date.now();
+      // One write each, in time order: the book prunes once, at its 500th write, to the 100 latest.
+      for (let index = 0; index < BOUND_CHECK_EVERY_WRITES; index++) {
+        book.sync(`m-${index}`, [{ atMs: nowMs - 1_000 + index, ok: true }], nowMs - 1_000 + index);
+      }
+      const rows = state.storage.sql
+        .exec<{ model: string }>("SELECT model FROM breaker_models ORDER BY updated_at_ms")
+        .toArray()
+        .map((row) => row.model);
+      const snapshot = book.snapshot(nowMs, undefined, ["m-499", "m-0", "m-never"]);
+      return { kept: rows[0], total: rows.length, asked: snapshot.map((entry) => entry.model) };
+    });
+    expect(total).toBe(100);
+    expect(kept).toBe(`m-${BOUND_CHECK_EVERY_WRITES - 100}`);
+    expect(asked).toEqual(["m-499"]);
   });
 });
