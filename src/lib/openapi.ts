@@ -25,6 +25,7 @@ export const ProblemSchema = z
     }),
     retry_after_seconds: z.number().int().optional(),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
+    max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),
     did_you_mean: z
       .string()
       .optional()
@@ -65,15 +66,32 @@ export const ProblemSchema = z
 
 const PROBLEM_CONTENT = { "application/problem+json": { schema: ProblemSchema } };
 
+/** A response header as the document names it (a type, not an interface: OpenAPI's HeaderObject takes `x-` keys). */
+export type HeaderDoc = {
+  description: string;
+  required?: boolean;
+  schema: { type: "string" | "integer" | "boolean" };
+};
+
+/** Every 429 carries it (the contract); a 503 where the caller may try again. */
+export const RETRY_AFTER_HEADER: HeaderDoc = {
+  description: "Seconds to wait before trying again.",
+  schema: { type: "integer" },
+};
+
 /** Problem responses keyed by status, for a route's `responses`. */
 export function problemResponses(...codes: ProblemCode[]) {
-  const responses: Record<number, { description: string; content: typeof PROBLEM_CONTENT }> = {};
+  const responses: Record<
+    number,
+    { description: string; content: typeof PROBLEM_CONTENT; headers?: Record<string, HeaderDoc> }
+  > = {};
   for (const code of codes) {
     const { status, title } = PROBLEMS[code];
     const existing = responses[status];
     responses[status] = {
       description: existing ? `${existing.description}; ${title}` : title,
       content: PROBLEM_CONTENT,
+      ...(status === 429 ? { headers: { "Retry-After": { ...RETRY_AFTER_HEADER, required: true } } } : {}),
     };
   }
   return responses;

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { writesNoAudit } from "../audit/index.ts";
 import { ulid } from "../lib/ids.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { type HeaderDoc, problemResponses, RETRY_AFTER_HEADER } from "../lib/openapi.ts";
 import { liveRequestSignal } from "../lib/request-signal.ts";
 import { llmErrorToApiError } from "../llm/http-errors.ts";
 import { createLlmRouter } from "../llm/index.ts";
@@ -27,6 +27,24 @@ import type { HonoEnv } from "../types.ts";
  * and grew the workspace's hash chain by one entry per call to seal.
  */
 
+const CHAT_PROBLEMS = problemResponses(
+  "BAD_REQUEST",
+  "MALFORMED_JSON",
+  "UNAUTHENTICATED",
+  "FORBIDDEN",
+  "PAYLOAD_TOO_LARGE",
+  "UNSUPPORTED_MEDIA_TYPE",
+  "VALIDATION_FAILED",
+  "RATE_LIMITED",
+  "DEPENDENCY_UNAVAILABLE",
+);
+
+const SHOULD_RETRY_HEADER: HeaderDoc = {
+  description:
+    "`false` when retrying cannot help (a spent budget, credentials every provider refuses, a cancelled call); OpenAI's and Anthropic's SDKs obey it.",
+  schema: { type: "string" },
+};
+
 const chatRoute = createRoute({
   method: "post",
   path: "/api/v1/llm/chat/completions",
@@ -51,15 +69,34 @@ const chatRoute = createRoute({
           schema: z.string().openapi({ description: "`data: {chunk}` lines, then `data: [DONE]`." }),
         },
       },
+      headers: {
+        "X-LLM-Provider": {
+          description: "The provider that served the call.",
+          required: true,
+          schema: { type: "string" },
+        },
+        "X-LLM-Simulated": {
+          description: "`true` when the offline `simulated` provider answered.",
+          required: true,
+          schema: { type: "string" },
+        },
+      },
     },
-    ...problemResponses(
-      "BAD_REQUEST",
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "VALIDATION_FAILED",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    ...CHAT_PROBLEMS,
+    429: {
+      ...CHAT_PROBLEMS[429],
+      headers: { ...CHAT_PROBLEMS[429].headers, "X-Should-Retry": SHOULD_RETRY_HEADER },
+    },
+    503: {
+      ...CHAT_PROBLEMS[503],
+      headers: {
+        "Retry-After": {
+          ...RETRY_AFTER_HEADER,
+          description: "When the caller may retry: the soonest wait the providers asked for, else 1.",
+        },
+        "X-Should-Retry": SHOULD_RETRY_HEADER,
+      },
+    },
   },
 });
 

@@ -289,6 +289,69 @@ describe("OpenAI-compatible chat completions", () => {
   });
 });
 
+describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
+  it("names every status the route answers, with the headers each carries", async () => {
+    const doc = (await (await fetcher(`${BASE}/openapi.json`)).json()) as Record<string, any>;
+    const documented = doc.paths["/api/v1/llm/chat/completions"].post.responses as Record<
+      string,
+      { headers?: Record<string, { required?: boolean }> }
+    >;
+    const workspace = await workspaceWith(null);
+    const post = (body: string, headers: Record<string, string> = workspace.headers, type = "application/json") =>
+      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...headers, "Content-Type": type },
+        body,
+      });
+    const message = { messages: [{ role: "user", content: "x" }] };
+    const reader = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    const spent = await workspaceWith(null, {
+      daily_tokens: 1,
+      monthly_tokens: null,
+      daily_cost_usd: null,
+      monthly_cost_usd: null,
+    });
+    await post(JSON.stringify(message), spent.headers);
+    const failing = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?failure_rate=1&failure_status=503" }],
+    });
+    const answers = [
+      await post(JSON.stringify(message)),
+      await post("{not json"),
+      await post(JSON.stringify(message), {}),
+      await post(JSON.stringify(message), reader.headers),
+      await post(JSON.stringify({ ...message, pad: "x".repeat(1024 * 1024) })),
+      await post("x", workspace.headers, "text/plain"),
+      await post(JSON.stringify({ messages: [] })),
+      await post(JSON.stringify(message), spent.headers),
+      await post(JSON.stringify(message), failing.headers),
+    ];
+    expect(answers.map((answer) => answer.status)).toEqual([200, 400, 401, 403, 413, 415, 422, 429, 503]);
+    for (const answer of answers) {
+      const entry = documented[String(answer.status)];
+      expect(entry, `status ${answer.status}`).toBeDefined();
+      for (const [name, header] of Object.entries(entry.headers ?? {})) {
+        if (header.required) expect(answer.headers.get(name), `${answer.status} ${name}`).not.toBeNull();
+      }
+      await answer.body?.cancel();
+    }
+    expect(Object.keys(documented["200"].headers ?? {})).toEqual(["X-LLM-Provider", "X-LLM-Simulated"]);
+    // A spent budget: when it resets, and that retrying before then cannot help; both documented.
+    expect(answers[7].headers.get("X-Should-Retry")).toBe("false");
+    expect(Object.keys(documented["429"].headers ?? {})).toEqual(["Retry-After", "X-Should-Retry"]);
+    expect(answers[8].headers.get("Retry-After")).toBe("1");
+    expect(Object.keys(documented["503"].headers ?? {})).toEqual(["Retry-After", "X-Should-Retry"]);
+    // Every 429 of every route carries Retry-After (the contract), and the document says so.
+    for (const [path, operations] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        const limited = operation.responses?.["429"];
+        if (limited) expect(limited.headers?.["Retry-After"]?.required, `${method} ${path}`).toBe(true);
+      }
+    }
+  });
+});
+
 describe("errors in OpenAI's terms, for OpenAI's SDKs", () => {
   const sdk = (apiKey: string) =>
     new OpenAI({
