@@ -217,12 +217,12 @@ export class SimulatedAdapter implements ProviderAdapter {
   }
 }
 
-/** `tokens` words: "[simulated]" then words picked by the last message's hash. */
+/** `tokens` words: "[simulated]" then words drawn by a generator seeded with the last message's hash. */
 function answerText(last: ChatMessage | undefined, tokens: number): string {
   if (tokens <= 0) return "";
-  const seed = hash(last?.content ?? "");
+  const next = seeded(hash(last?.content ?? ""));
   const words = ["[simulated]"];
-  for (let index = 1; index < tokens; index++) words.push(WORDS[(seed + index * 7) % WORDS.length]);
+  for (let index = 1; index < tokens; index++) words.push(WORDS[Math.floor(next() * WORDS.length)]);
   return words.join(" ");
 }
 

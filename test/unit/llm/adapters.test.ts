@@ -972,4 +972,18 @@ describe("simulated adapter", () => {
     expect(failures).toBeGreaterThan(8);
     expect(failures).toBeLessThan(32);
   });
+
+  it("answers words picked by the last message, the same for the same message, not two words over and over", async () => {
+    const answer = async (content: string) =>
+      (await new SimulatedAdapter().complete({ model: "sim-1", messages: [{ role: "user", content }], signal })).message
+        .content ?? "";
+    for (const content of ["hi", "Write a haiku", "x", "Refactor the parser"]) {
+      const text = await answer(content);
+      expect(text.split(" ")).toHaveLength(24);
+      expect(text.startsWith("[simulated] ")).toBe(true);
+      expect(new Set(text.split(" ").slice(1)).size, text).toBeGreaterThan(4);
+      expect(await answer(content)).toBe(text);
+    }
+    expect(await answer("hi")).not.toBe(await answer("Write a haiku"));
+  });
 });
