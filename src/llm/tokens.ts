@@ -42,10 +42,6 @@ export function estimateAnswerUsage(
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
-export function estimateCallTokens(messages: ChatMessage[], tools?: ToolDefinition[], maxTokens?: number): number {
-  return estimatePromptTokens(messages, tools) + (maxTokens ?? DEFAULT_COMPLETION_ESTIMATE_TOKENS);
-}
-
 /** What a stream delivered, counted as it goes: its completion tokens, estimated, when the provider's usage never came. */
 export class DeliveredText {
   #chars = 0;
