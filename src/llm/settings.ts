@@ -8,8 +8,9 @@ import { parseChain } from "./routing.ts";
 /**
  * A workspace's routing and budgets, read from D1 and kept in the isolate for
  * a few seconds so the hot path does not read the row on every call. The
- * budgets route forgets its workspace's entry at once; elsewhere a change
- * shows within `SETTINGS_TTL_MS`.
+ * routes that change them (PUT /api/v1/budgets, PATCH /api/v1/workspace)
+ * forget the workspace's entry in their isolate at once; other isolates see
+ * the change within `SETTINGS_TTL_MS`.
  */
 
 const SETTINGS_TTL_MS = 5_000;

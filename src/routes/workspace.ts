@@ -3,6 +3,7 @@ import { auditContext, auditInsert } from "../audit/index.ts";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
+import { forgetWorkspaceSettings } from "../llm/index.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
 import { LlmRoutingSchema, WorkspaceSchema } from "../workspaces/schemas.ts";
@@ -80,6 +81,8 @@ export function registerOwnWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
         changes: { before: { name: row.name, llm: row.llm }, after: { name: next.name, llm: next.llm } },
       }),
     ]);
+    // The router keeps routing settings per isolate for a few seconds: this one's next call routes by the new chain.
+    forgetWorkspaceSettings(workspaceId);
     return c.json(toWorkspaceView(next, await queueDepth(db, workspaceId)), 200);
   });
 }

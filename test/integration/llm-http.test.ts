@@ -218,6 +218,30 @@ describe("OpenAI-compatible chat completions", () => {
     expect((await chat({}, { messages: [{ role: "user", content: "x" }] })).status).toBe(401);
   });
 
+  it("routes by a chain changed with PATCH /api/v1/workspace from the next call, and lists it at once", async () => {
+    const workspace = await workspaceWith(null);
+    // A first call: the router now holds the workspace's settings (the default chain) in this isolate.
+    expect((await chat(workspace.headers, { messages: [{ role: "user", content: "x" }] })).status).toBe(200);
+    // Settings of its own: a breaker of its own, which the other tests' failing models do not share.
+    const failing = { provider: "simulated", model: "sim-1?failure_rate=1&stream_chunks=2" };
+    const patched = await fetcher(`${BASE}/api/v1/workspace`, {
+      method: "PATCH",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ llm: { strategy: "fallback", chain: [failing] } }),
+    });
+    expect(patched.status).toBe(200);
+    const models = (await (await fetcher(`${BASE}/api/v1/llm/models`, { headers: workspace.headers })).json()) as {
+      data: { id: string; x_mgx: { in_chain: boolean } }[];
+    };
+    expect(models.data.filter((model) => model.x_mgx.in_chain).map((model) => model.id)).toEqual([
+      "auto",
+      `simulated:${failing.model}`,
+    ]);
+    const next = await chat(workspace.headers, { messages: [{ role: "user", content: "x" }] });
+    expect(next.status).toBe(503);
+    expect(await next.json()).toMatchObject({ reason: "all_providers_failed" });
+  });
+
   it("answers 503 with Retry-After when every provider fails", async () => {
     const workspace = await workspaceWith({
       strategy: "fallback",
