@@ -23,7 +23,19 @@ export const ProblemSchema = z
     retryable: z.boolean().optional().openapi({
       description: "Whether the same request may succeed later (see also `Retry-After`, `X-Should-Retry`).",
     }),
-    retry_after_seconds: z.number().int().optional(),
+    retry_after_seconds: z
+      .number()
+      .int()
+      .optional()
+      .openapi({ description: "429, and a 503 whose providers asked for a wait: as `Retry-After`." }),
+    period: z
+      .enum(["daily", "monthly"])
+      .optional()
+      .openapi({ description: "429 `budget_exhausted`: the budget's period." }),
+    metric: z
+      .enum(["tokens", "cost_usd"])
+      .optional()
+      .openapi({ description: "429 `budget_exhausted`: what the budget counts." }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),
     did_you_mean: z

@@ -15,7 +15,13 @@ export function llmErrorToApiError(error: unknown): unknown {
   if (error instanceof BudgetExhaustedError) {
     return new ApiError("RATE_LIMITED", error.message, {
       headers: { "Retry-After": String(error.retryAfterSeconds), ...NO_RETRY },
-      extensions: { reason: "budget_exhausted", period: error.period, metric: error.metric, retryable: false },
+      extensions: {
+        reason: "budget_exhausted",
+        period: error.period,
+        metric: error.metric,
+        retryable: false,
+        retry_after_seconds: error.retryAfterSeconds,
+      },
     });
   }
   if (!(error instanceof LlmError)) return error;

@@ -352,6 +352,7 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
       await post(JSON.stringify(message), failing.headers),
     ];
     expect(answers.map((answer) => answer.status)).toEqual([200, 400, 401, 403, 413, 415, 422, 429, 503]);
+    const budgetProblem = await answers[7].clone().json();
     for (const answer of answers) {
       const entry = documented[String(answer.status)];
       expect(entry, `status ${answer.status}`).toBeDefined();
@@ -363,6 +364,17 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
     expect(Object.keys(documented["200"].headers ?? {})).toEqual(["X-LLM-Provider", "X-LLM-Simulated"]);
     // A spent budget: when it resets, and that retrying before then cannot help; both documented.
     expect(answers[7].headers.get("X-Should-Retry")).toBe("false");
+    // Its members, as a refused task submission has them, are in the document's Problem.
+    expect(budgetProblem).toMatchObject({
+      reason: "budget_exhausted",
+      period: "daily",
+      metric: "tokens",
+      retryable: false,
+      retry_after_seconds: Number(answers[7].headers.get("Retry-After")),
+    });
+    expect(Object.keys(doc.components.schemas.Problem.properties)).toEqual(
+      expect.arrayContaining(["reason", "retryable", "retry_after_seconds", "period", "metric", "max_bytes"]),
+    );
     expect(Object.keys(documented["429"].headers ?? {})).toEqual(["Retry-After", "X-Should-Retry"]);
     expect(answers[8].headers.get("Retry-After")).toBe("1");
     expect(Object.keys(documented["503"].headers ?? {})).toEqual(["Retry-After", "X-Should-Retry"]);
