@@ -97,7 +97,6 @@ export function problemType(code: ProblemCode): string {
   return `/problems/${problemSlug(code)}`;
 }
 
-/** The one error type routes and services throw; the error handler renders it. */
 /**
  * Members a problem adds of its own; the standard ones cannot be among them (they would be overwritten),
  * nor `error`, which the OpenAI-compatible routes give OpenAI's error object.
@@ -106,6 +105,7 @@ export type ProblemExtensions = Record<string, unknown> & {
   [member in "type" | "title" | "status" | "detail" | "code" | "request_id" | "errors" | "error"]?: never;
 };
 
+/** The one error type routes and services throw; the error handler renders it. */
 export class ApiError extends Error {
   readonly code: ProblemCode;
   readonly status: number;

@@ -1,7 +1,14 @@
 import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
 import { BudgetExhaustedError, classifyFailure, describeFailure, type FailureClass, finalError } from "./errors.ts";
 import { costUsd } from "./prices.ts";
-import { type AdapterCall, type AdapterResult, fetchFailure, type ProviderAdapter, ProviderError } from "./provider.ts";
+import {
+  type AdapterCall,
+  type AdapterResult,
+  fetchFailure,
+  type ProviderAdapter,
+  ProviderError,
+  type StreamEvent,
+} from "./provider.ts";
 import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
@@ -140,8 +147,8 @@ export class Router implements LlmRouter {
     const call = await this.#prepare(request, context);
     const startedMs = this.#now();
     let served: Served<{
-      iterator: AsyncIterator<import("./provider.ts").StreamEvent>;
-      first: IteratorResult<import("./provider.ts").StreamEvent>;
+      iterator: AsyncIterator<StreamEvent>;
+      first: IteratorResult<StreamEvent>;
     }>;
     try {
       served = await this.#serve(
