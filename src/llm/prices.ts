@@ -63,7 +63,11 @@ const NOVEMBER_2026: PriceTableVersion = {
   },
 };
 
-/** OpenAI's (and Azure's) cached-input rates: until this version, cached input was charged as any input. */
+/**
+ * OpenAI's (and Azure's) cached-input rates: until this version, cached input was charged as any input.
+ * Also the reasoning and newer models a request may name: unpriced, they were charged the unknown-model
+ * rate, a fifth of what o1 costs.
+ */
 const models = NOVEMBER_2026.models;
 const CACHED_INPUT_2026_11_27: PriceTableVersion = {
   version: "2026-11-27",
@@ -78,6 +82,15 @@ const CACHED_INPUT_2026_11_27: PriceTableVersion = {
     "openai:o3-mini": withCachedInput(models["openai:o3-mini"], 0.55),
     "azure:gpt-4o": withCachedInput(models["azure:gpt-4o"], 1.25),
     "azure:gpt-4o-mini": withCachedInput(models["azure:gpt-4o-mini"], 0.083),
+    "openai:o1": withCachedInput(price(15, 60, 200_000), 7.5),
+    "openai:o3": withCachedInput(price(2, 8, 200_000), 0.5),
+    "openai:o4-mini": withCachedInput(price(1.1, 4.4, 200_000), 0.275),
+    "openai:gpt-5": withCachedInput(price(1.25, 10, 400_000), 0.125),
+    "openai:gpt-5-mini": withCachedInput(price(0.25, 2, 400_000), 0.025),
+    "openai:gpt-5-nano": withCachedInput(price(0.05, 0.4, 400_000), 0.005),
+    "anthropic:claude-opus-4-1": price(15, 75, 200_000),
+    "anthropic:claude-sonnet-4-5": price(3, 15, 200_000),
+    "anthropic:claude-haiku-4-5": price(1, 5, 200_000),
   },
 };
 

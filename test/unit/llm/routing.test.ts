@@ -153,6 +153,9 @@ describe("prices", () => {
     const usage = { prompt_tokens: 1_000_000, cached_prompt_tokens: 400_000, completion_tokens: 0 };
     expect(costUsd("openai", "gpt-4o-mini", usage, cachedInput)).toBe(0.12);
     expect(costUsd("openai", "gpt-4o-mini", usage, november)).toBe(0.15);
+    // Reasoning models a request may name are priced as such, not at the unknown-model rate.
+    expect(priceOf("openai", "o1", cachedInput)).toMatchObject({ known: true, outputPerMillionUsd: 60 });
+    expect(priceOf("openai", "o1", november).known).toBe(false);
     // A model without a cached rate charges cached input as any input.
     expect(costUsd("anthropic", "claude-3-5-haiku-latest", usage, cachedInput)).toBe(0.8);
   });
