@@ -1,5 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { secureHeaders } from "hono/secure-headers";
+import { routeCallers, withSharedHeaders } from "./docs/shared-headers.ts";
 import { BEARER_AUTH } from "./lib/openapi.ts";
 import { authenticateApi } from "./middleware/auth.ts";
 import { limitBodySize, requireJsonBody } from "./middleware/body.ts";
@@ -34,7 +35,7 @@ export const OPENAPI_INFO = {
   version: "1.0.0",
   description:
     "Runs AI agents on software tasks (code generation, refactoring, testing, documentation) for many workspaces. " +
-    "Errors are RFC 9457 problem+json; every response carries X-Request-Id and X-API-Version.",
+    "Errors are RFC 9457 problem+json; every response carries X-Request-Id and X-API-Version, and each response names the headers it carries.",
   license: { name: "Apache 2.0", identifier: "Apache-2.0" },
   contact: { name: "MGX-AI Edge team" },
 };
@@ -117,26 +118,28 @@ export function createApp(): OpenAPIHono<HonoEnv> {
     scheme: "bearer",
     description: "A workspace API key (`mgx_…`), an OAuth2 JWT access token, or the operator's ADMIN_TOKEN.",
   });
-  app.doc31("/openapi.json", (c) => ({
-    openapi: "3.1.0",
-    info: OPENAPI_INFO,
-    servers: [{ url: new URL(c.req.url).origin, description: "This server" }],
-    tags: OPENAPI_TAGS,
-    security: [{ [BEARER_AUTH]: [] }],
-  }));
+  app.get("/openapi.json", (c) =>
+    c.json(documentOf(app, { url: new URL(c.req.url).origin, description: "This server" })),
+  );
 
   app.onError(onError);
   app.notFound(notFoundHandler(app));
   return app;
 }
 
-/** The OpenAPI document without serving a request, for lint and the SDK generator. */
-export function openApiDocument(serverUrl = "http://127.0.0.1:8787") {
-  return createApp().getOpenAPI31Document({
+/** The document generated from the routes' schemas, with the headers the middleware sets on every response added. */
+function documentOf(app: OpenAPIHono<HonoEnv>, server: { url: string; description: string }) {
+  const doc = app.getOpenAPI31Document({
     openapi: "3.1.0",
     info: OPENAPI_INFO,
-    servers: [{ url: serverUrl, description: "Local development (wrangler dev)" }],
+    servers: [server],
     tags: OPENAPI_TAGS,
     security: [{ [BEARER_AUTH]: [] }],
   });
+  return withSharedHeaders(doc, routeCallers(app));
+}
+
+/** The OpenAPI document without serving a request, for lint and the SDK generator. */
+export function openApiDocument(serverUrl = "http://127.0.0.1:8787") {
+  return documentOf(createApp(), { url: serverUrl, description: "Local development (wrangler dev)" });
 }

@@ -85,25 +85,25 @@ export type HeaderDoc = {
   schema: { type: "string" | "integer" | "boolean" };
 };
 
-/** Every 429 carries it (the contract); a 503 where the caller may try again. */
+/** For a route that says more than the shared `Retry-After` (src/docs/shared-headers.ts) about when it comes. */
 export const RETRY_AFTER_HEADER: HeaderDoc = {
   description: "Seconds to wait before trying again.",
   schema: { type: "integer" },
 };
 
-/** Problem responses keyed by status, for a route's `responses`. */
+/**
+ * Problem responses keyed by status, for a route's `responses`. The headers
+ * every problem of a status carries (`Retry-After` on 429, …) are added to the
+ * whole document at once, by src/docs/shared-headers.ts.
+ */
 export function problemResponses(...codes: ProblemCode[]) {
-  const responses: Record<
-    number,
-    { description: string; content: typeof PROBLEM_CONTENT; headers?: Record<string, HeaderDoc> }
-  > = {};
+  const responses: Record<number, { description: string; content: typeof PROBLEM_CONTENT }> = {};
   for (const code of codes) {
     const { status, title } = PROBLEMS[code];
     const existing = responses[status];
     responses[status] = {
       description: existing ? `${existing.description}; ${title}` : title,
       content: PROBLEM_CONTENT,
-      ...(status === 429 ? { headers: { "Retry-After": { ...RETRY_AFTER_HEADER, required: true } } } : {}),
     };
   }
   return responses;

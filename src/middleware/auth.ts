@@ -59,9 +59,22 @@ export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
   await next();
 };
 
+/**
+ * Who a route's guard lets through to its handler: the guards below register
+ * themselves, so the OpenAPI document can say which responses carry the rate
+ * limiter's headers (it counts workspace credentials, never the operator).
+ */
+export type RouteCallers = "workspace" | "operator";
+const callersByGuard = new WeakMap<MiddlewareHandler<HonoEnv>, RouteCallers>();
+
+/** The callers `handler` admits, if it is one of the guards below. */
+export function guardedCallers(handler: unknown): RouteCallers | undefined {
+  return callersByGuard.get(handler as MiddlewareHandler<HonoEnv>);
+}
+
 /** Workspace routes: a key or user token of a workspace, holding `scope` (or `admin`). */
 export function requireScope(scope: Scope): MiddlewareHandler<HonoEnv> {
-  return async (c, next) => {
+  const guard: MiddlewareHandler<HonoEnv> = async (c, next) => {
     const principal = c.get("principal");
     if (!principal) throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
     if (principal.kind === "operator") {
@@ -74,6 +87,8 @@ export function requireScope(scope: Scope): MiddlewareHandler<HonoEnv> {
     }
     await next();
   };
+  callersByGuard.set(guard, "workspace");
+  return guard;
 }
 
 /** Operator routes: bearer = ADMIN_TOKEN. */
@@ -83,3 +98,4 @@ export const requireOperator: MiddlewareHandler<HonoEnv> = async (c, next) => {
   if (principal.kind !== "operator") throw new ApiError("FORBIDDEN", "This route is for the operator.");
   await next();
 };
+callersByGuard.set(requireOperator, "operator");

@@ -83,10 +83,7 @@ const chatRoute = createRoute({
       },
     },
     ...CHAT_PROBLEMS,
-    429: {
-      ...CHAT_PROBLEMS[429],
-      headers: { ...CHAT_PROBLEMS[429].headers, "X-Should-Retry": SHOULD_RETRY_HEADER },
-    },
+    429: { ...CHAT_PROBLEMS[429], headers: { "X-Should-Retry": SHOULD_RETRY_HEADER } },
     503: {
       ...CHAT_PROBLEMS[503],
       headers: {

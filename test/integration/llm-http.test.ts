@@ -318,8 +318,12 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
     const doc = (await (await fetcher(`${BASE}/openapi.json`)).json()) as Record<string, any>;
     const documented = doc.paths["/api/v1/llm/chat/completions"].post.responses as Record<
       string,
-      { headers?: Record<string, { required?: boolean }> }
+      { headers?: Record<string, { required?: boolean; $ref?: string }> }
     >;
+    // The headers every route's responses share are references to components.headers.
+    const resolved = (header: { required?: boolean; $ref?: string }): { required?: boolean } =>
+      header.$ref ? doc.components.headers[header.$ref.replace("#/components/headers/", "")] : header;
+    const SHARED = ["X-Request-Id", "X-API-Version", "RateLimit", "RateLimit-Policy"];
     const workspace = await workspaceWith(null);
     const post = (body: string, headers: Record<string, string> = workspace.headers, type = "application/json") =>
       fetcher(`${BASE}/api/v1/llm/chat/completions`, {
@@ -357,11 +361,11 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
       const entry = documented[String(answer.status)];
       expect(entry, `status ${answer.status}`).toBeDefined();
       for (const [name, header] of Object.entries(entry.headers ?? {})) {
-        if (header.required) expect(answer.headers.get(name), `${answer.status} ${name}`).not.toBeNull();
+        if (resolved(header).required) expect(answer.headers.get(name), `${answer.status} ${name}`).not.toBeNull();
       }
       await answer.body?.cancel();
     }
-    expect(Object.keys(documented["200"].headers ?? {})).toEqual(["X-LLM-Provider", "X-LLM-Simulated"]);
+    expect(Object.keys(documented["200"].headers ?? {})).toEqual(["X-LLM-Provider", "X-LLM-Simulated", ...SHARED]);
     // A spent budget: when it resets, and that retrying before then cannot help; both documented.
     expect(answers[7].headers.get("X-Should-Retry")).toBe("false");
     // Its members, as a refused task submission has them, are in the document's Problem.
@@ -375,14 +379,18 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
     expect(Object.keys(doc.components.schemas.Problem.properties)).toEqual(
       expect.arrayContaining(["reason", "retryable", "retry_after_seconds", "period", "metric", "max_bytes"]),
     );
-    expect(Object.keys(documented["429"].headers ?? {})).toEqual(["Retry-After", "X-Should-Retry"]);
+    expect(Object.keys(documented["429"].headers ?? {}).sort()).toEqual(
+      ["Retry-After", "X-Should-Retry", ...SHARED].sort(),
+    );
     expect(answers[8].headers.get("Retry-After")).toBe("1");
-    expect(Object.keys(documented["503"].headers ?? {})).toEqual(["Retry-After", "X-Should-Retry"]);
+    expect(Object.keys(documented["503"].headers ?? {}).sort()).toEqual(
+      ["Retry-After", "X-Should-Retry", ...SHARED].sort(),
+    );
     // Every 429 of every route carries Retry-After (the contract), and the document says so.
     for (const [path, operations] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
       for (const [method, operation] of Object.entries(operations)) {
         const limited = operation.responses?.["429"];
-        if (limited) expect(limited.headers?.["Retry-After"]?.required, `${method} ${path}`).toBe(true);
+        if (limited) expect(resolved(limited.headers?.["Retry-After"] ?? {}).required, `${method} ${path}`).toBe(true);
       }
     }
   });
