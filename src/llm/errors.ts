@@ -1,5 +1,6 @@
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
+import { type RouteTarget, stripQuery } from "./routing.ts";
 import { LlmError, type TargetFailure } from "./types.ts";
 
 /** How the router treats a failed attempt, and how it is reported in `llm.provider.error`. */
@@ -62,7 +63,7 @@ export class BudgetExhaustedError extends LlmError {
  * OpenAI's 429 names the organization and its use per minute (every workspace's calls, summed), and
  * Anthropic's the organization's id; the status and code say all a caller can act on.
  */
-export function describeFailure(error: ProviderError, failure: FailureClass): string {
+function describeFailure(error: ProviderError, failure: FailureClass): string {
   if (failure.cause === "authentication")
     return `provider answered ${error.status}: it refused this deployment's credentials`;
   if (failure.eventType === "rate_limit") return `provider answered ${error.status}: rate limited (${error.code})`;
@@ -72,23 +73,52 @@ export function describeFailure(error: ProviderError, failure: FailureClass): st
   return error.message;
 }
 
-/** The error after every target failed: the most telling cause wins, and each target's last failure is told. */
-export function finalError(
-  causes: FailureClass["cause"][],
-  failures: readonly TargetFailure[],
-  timedOut: boolean,
-  retryAfterMs?: number,
-): LlmError {
-  const told =
-    failures.length === 0
-      ? "no attempt was made"
-      : failures.map((failure) => `${failure.provider}:${failure.model}: ${failure.message}`).join("; ");
-  if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${told}`, true, failures, retryAfterMs);
-  if (causes.length > 0 && causes.every((cause) => cause === "request")) {
-    return new LlmError("invalid_request", `every provider refused the request: ${told}`, false, failures);
+/**
+ * What a call's failed attempts said, target by target, for the error it ends
+ * in when every target failed: the most telling cause wins, each target's last
+ * failure is told, and when every target asked for a wait (Retry-After) the
+ * caller is told the soonest, not to come back in a second.
+ */
+export class FailureTally {
+  readonly #causes: FailureClass["cause"][] = [];
+  readonly #failures: TargetFailure[] = [];
+  /** Each target's asked wait in ms (undefined: it asked none), kept as `#failures` is. */
+  readonly #waitsMs: (number | undefined)[] = [];
+
+  /** A failed attempt (`retry` 0 for a target's first): a target's last attempt speaks for it. */
+  add(target: RouteTarget, retry: number, error: ProviderError, failure: FailureClass): void {
+    this.#causes.push(failure.cause);
+    const told: TargetFailure = {
+      provider: target.provider,
+      model: stripQuery(target.model),
+      attempts: retry + 1,
+      status: error.status ?? null,
+      code: error.code,
+      message: describeFailure(error, failure),
+    };
+    const at = retry > 0 ? this.#failures.length - 1 : this.#failures.length;
+    this.#failures[at] = told;
+    this.#waitsMs[at] = error.retryAfterMs;
   }
-  if (causes.length > 0 && causes.every((cause) => cause === "authentication")) {
-    return new LlmError("authentication", `every provider refused our credentials: ${told}`, false, failures);
+
+  final(timedOut: boolean): LlmError {
+    const causes = this.#causes;
+    const failures = this.#failures;
+    const retryAfterMs =
+      this.#waitsMs.length > 0 && this.#waitsMs.every((ms) => ms !== undefined)
+        ? Math.min(...(this.#waitsMs as number[]))
+        : undefined;
+    const told =
+      failures.length === 0
+        ? "no attempt was made"
+        : failures.map((failure) => `${failure.provider}:${failure.model}: ${failure.message}`).join("; ");
+    if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${told}`, true, failures, retryAfterMs);
+    if (causes.length > 0 && causes.every((cause) => cause === "request")) {
+      return new LlmError("invalid_request", `every provider refused the request: ${told}`, false, failures);
+    }
+    if (causes.length > 0 && causes.every((cause) => cause === "authentication")) {
+      return new LlmError("authentication", `every provider refused our credentials: ${told}`, false, failures);
+    }
+    return new LlmError("all_providers_failed", `every provider failed: ${told}`, true, failures, retryAfterMs);
   }
-  return new LlmError("all_providers_failed", `every provider failed: ${told}`, true, failures, retryAfterMs);
 }

@@ -1,5 +1,5 @@
 import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
-import { BudgetExhaustedError, classifyFailure, describeFailure, type FailureClass, finalError } from "./errors.ts";
+import { BudgetExhaustedError, classifyFailure, type FailureClass, FailureTally } from "./errors.ts";
 import { costUsd } from "./prices.ts";
 import {
   type AdapterCall,
@@ -13,14 +13,7 @@ import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
 import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, DeliveredText, estimatePromptTokens } from "./tokens.ts";
-import {
-  type CallContext,
-  type ChatRequest,
-  type ChatResult,
-  LlmError,
-  type LlmRouter,
-  type TargetFailure,
-} from "./types.ts";
+import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
 
 /**
  * The provider router: plans the targets for a call, then tries them in
@@ -320,14 +313,8 @@ export class Router implements LlmRouter {
     // Every target open: try them anyway; failing without a single call helps nobody.
     const allOpen = usable.length === 0;
     const candidates = allOpen ? targets : usable;
-    const causes: FailureClass["cause"][] = [];
+    const tally = new FailureTally();
     let attempts = 0;
-    const failures: TargetFailure[] = [];
-    /** Each failed target's Retry-After, in ms (undefined: it said nothing), as `failures` is kept. */
-    const waitsMs: (number | undefined)[] = [];
-    // Every target tried asked for a wait: the caller is told the soonest, not to come back in a second.
-    const soonestMs = () =>
-      waitsMs.length > 0 && waitsMs.every((ms) => ms !== undefined) ? Math.min(...(waitsMs as number[])) : undefined;
     let previous: { target: RouteTarget; failure: FailureClass } | undefined;
 
     for (const [index, target] of candidates.entries()) {
@@ -350,7 +337,7 @@ export class Router implements LlmRouter {
       }
       for (let retry = 0; retry < maxAttempts; retry++) {
         this.#checkCancelled(context);
-        if (this.#now() >= deadlineMs) throw finalError(causes, failures, true, soonestMs());
+        if (this.#now() >= deadlineMs) throw tally.final(true);
         attempts++;
         const clock = new AttemptClock(
           Math.min(this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, deadlineMs - this.#now()),
@@ -373,23 +360,7 @@ export class Router implements LlmRouter {
           }
           const failure = classifyFailure(error);
           if (failure.countsForBreaker) breaker.record(key, false, error.code);
-          causes.push(failure.cause);
-          const told: TargetFailure = {
-            provider: target.provider,
-            model: stripQuery(target.model),
-            attempts: retry + 1,
-            status: error.status ?? null,
-            code: error.code,
-            message: describeFailure(error, failure),
-          };
-          // A target's last attempt speaks for it.
-          if (retry > 0) {
-            failures[failures.length - 1] = told;
-            waitsMs[waitsMs.length - 1] = error.retryAfterMs;
-          } else {
-            failures.push(told);
-            waitsMs.push(error.retryAfterMs);
-          }
+          tally.add(target, retry, error, failure);
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();
           const hasNext = index < candidates.length - 1;
@@ -431,7 +402,7 @@ export class Router implements LlmRouter {
         }
       }
     }
-    throw finalError(causes, failures, this.#now() >= deadlineMs, soonestMs());
+    throw tally.final(this.#now() >= deadlineMs);
   }
 
   #payload(request: ChatRequest, target: RouteTarget): Omit<AdapterCall, "signal"> {
