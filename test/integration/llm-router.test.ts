@@ -30,6 +30,9 @@ afterEach(() => vi.restoreAllMocks());
 
 const messages = [{ role: "user" as const, content: "Refactor the parser." }];
 
+/** A chain of one OpenAI model. */
+const openAiOnly = (model: string) => workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] });
+
 /** A chain of an OpenAI model (named apart per test, for a breaker of its own) falling back to Claude Haiku. */
 const openAiThenHaiku = (model: string) =>
   workspaceWith({
@@ -44,10 +47,7 @@ const ANTHROPIC = "anthropic.test";
 
 describe("retries", () => {
   it("a 429 with Retry-After: 1 is retried after about a second and succeeds", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
-    });
+    const workspace = await openAiOnly("gpt-4o-mini");
     const fake = fakeUpstreams({
       [OPENAI]: (_request, call) => (call === 1 ? problem(429, { "Retry-After": "1" }) : openAiCompletion("done")),
     });
@@ -122,10 +122,7 @@ describe("retries", () => {
   });
 
   it("a hung upstream times out and is retried", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
-    });
+    const workspace = await openAiOnly("gpt-4o-mini");
     const fake = fakeUpstreams({
       [OPENAI]: (request, call) => (call === 1 ? hang(request) : openAiCompletion("late but fine")),
     });
@@ -140,10 +137,7 @@ describe("retries", () => {
   });
 
   it("does not retry a 400, and a caller's AbortSignal cancels a call in flight", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
-    });
+    const workspace = await openAiOnly("gpt-4o-mini");
     const fake = fakeUpstreams({ [OPENAI]: (request, call) => (call === 1 ? problem(400) : hang(request)) });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const router = createLlmRouter(llmConfig(), { logger: quietLogger });
@@ -282,10 +276,7 @@ describe("a long Retry-After", () => {
   });
 
   it("is waited out on the last target, while the deadline allows", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [{ provider: "openai", model: "gpt-4o-mini-last-wait" }],
-    });
+    const workspace = await openAiOnly("gpt-4o-mini-last-wait");
     const fake = fakeUpstreams({
       [OPENAI]: (_request, call) => (call === 1 ? problem(429, { "Retry-After": "20" }) : openAiCompletion("later")),
     });
@@ -362,7 +353,7 @@ describe("circuit breaker", () => {
 
   it("when every target is open it still tries them rather than fail without a call", async () => {
     const model = `gpt-4o-mini-allopen-${crypto.randomUUID().slice(0, 6)}`;
-    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] });
+    const workspace = await openAiOnly(model);
     let healthy = false;
     const fake = fakeUpstreams({ [OPENAI]: () => (healthy ? openAiCompletion("ok") : problem(503)) });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
@@ -383,7 +374,7 @@ describe("circuit breaker", () => {
 
   it("tries a half-open target whose trial another call holds when nothing else is left, rather than fail without a call", async () => {
     const model = `gpt-4o-mini-trial-held-${crypto.randomUUID().slice(0, 6)}`;
-    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] });
+    const workspace = await openAiOnly(model);
     let healthy = false;
     let releaseSlowTrial!: () => void;
     const slowTrial = new Promise<void>((resolve) => {
@@ -426,10 +417,7 @@ describe("circuit breaker", () => {
 
 describe("streams, tokens and cost", () => {
   it("a stream of 10,000 chunks is parsed exactly, and usage comes from the stream's usage chunk", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
-    });
+    const workspace = await openAiOnly("gpt-4o-mini");
     const encoder = new TextEncoder();
     const fake = fakeUpstreams({
       [OPENAI]: async (request) => {
@@ -528,10 +516,7 @@ describe("OpenAI's cached input", () => {
   const expectedCostUsd = (2_000 * 0.15 + 8_000 * 0.075 + 200 * 0.6) / 1_000_000;
 
   it("is charged at the cached rate, whole and streamed, and reported as OpenAI reports it", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [{ provider: "openai", model: "gpt-4o-mini" }],
-    });
+    const workspace = await openAiOnly("gpt-4o-mini");
     const chunk = (body: unknown) => `data: ${JSON.stringify(body)}\n\n`;
     const fake = fakeUpstreams({
       [OPENAI]: async (request) => {
