@@ -42,6 +42,16 @@ const openAiThenHaiku = (model: string) =>
       { provider: "anthropic", model: "claude-3-5-haiku-latest" },
     ],
   });
+/** A router whose backoff sleeps are only recorded (ms), so a test sees every wait it would have made. */
+function routerRecordingWaits() {
+  const waits: number[] = [];
+  const router = createLlmRouter(llmConfig(), {
+    logger: quietLogger,
+    overrides: { sleep: async (ms) => void waits.push(ms) },
+  });
+  return { router, waits };
+}
+
 const OPENAI = "openai.test";
 const ANTHROPIC = "anthropic.test";
 
@@ -77,11 +87,7 @@ describe("retries", () => {
     const workspace = await openAiThenHaiku("gpt-4o-mini-failover");
     const fake = fakeUpstreams({ [OPENAI]: () => problem(500), [ANTHROPIC]: () => anthropicMessage("from claude") });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const waits: number[] = [];
-    const router = createLlmRouter(llmConfig(), {
-      logger: quietLogger,
-      overrides: { sleep: async (ms) => void waits.push(ms) },
-    });
+    const { router, waits } = routerRecordingWaits();
     const result = await router.chat(
       { messages },
       { workspaceId: workspace.id, chargeKey: "failover", taskId: "task_x" },
@@ -227,11 +233,7 @@ describe("a long Retry-After", () => {
       [ANTHROPIC]: () => anthropicMessage("now"),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const waits: number[] = [];
-    const router = createLlmRouter(llmConfig(), {
-      logger: quietLogger,
-      overrides: { sleep: async (ms) => void waits.push(ms) },
-    });
+    const { router, waits } = routerRecordingWaits();
     // The default deadline (3 minutes) has room for 20 s, but a healthy target is ready now.
     const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "long-retry-after" });
     expect(result.provider).toBe("anthropic");
@@ -281,11 +283,7 @@ describe("a long Retry-After", () => {
       [OPENAI]: (_request, call) => (call === 1 ? problem(429, { "Retry-After": "20" }) : openAiCompletion("later")),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const waits: number[] = [];
-    const router = createLlmRouter(llmConfig(), {
-      logger: quietLogger,
-      overrides: { sleep: async (ms) => void waits.push(ms) },
-    });
+    const { router, waits } = routerRecordingWaits();
     const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "last-retry-after" });
     expect(result).toMatchObject({ provider: "openai", attempts: 2 });
     expect(waits).toEqual([20_000]);
