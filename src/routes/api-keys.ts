@@ -14,7 +14,7 @@ import { ApiKeySchema, CreatedApiKeySchema, IdParamSchema, NewApiKeySchema } fro
 /** The workspace's API keys. Managing keys needs the `admin` scope; revocation is effective within 5 s. */
 
 const KeyIdParam = IdParamSchema("key", "key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3");
-const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED");
+const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
 
 const createKeyRoute = createRoute({
   method: "post",

@@ -26,7 +26,7 @@ const getArtifactRoute = createRoute({
   request: { params: ArtifactIdParam },
   responses: {
     200: jsonResponse("The artifact.", ArtifactSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 

@@ -43,7 +43,13 @@ const AuditLogSchema = z
   })
   .openapi("AuditLog");
 
-const READ_PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED");
+const READ_PROBLEMS = problemResponses(
+  "UNAUTHENTICATED",
+  "FORBIDDEN",
+  "VALIDATION_FAILED",
+  "RATE_LIMITED",
+  "DEPENDENCY_UNAVAILABLE",
+);
 
 const listRoute = createRoute({
   method: "get",
@@ -209,7 +215,7 @@ const verifyRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 

@@ -72,7 +72,7 @@ const getRoute = createRoute({
   middleware: [requireScope("tasks:read")] as const,
   responses: {
     200: { description: "Budgets and use.", content: { "application/json": { schema: BudgetStatusSchema } } },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 
@@ -89,7 +89,14 @@ const putRoute = createRoute({
   request: { body: { required: true, content: { "application/json": { schema: BudgetsSchema.strict() } } } },
   responses: {
     200: { description: "Budgets and use.", content: { "application/json": { schema: BudgetStatusSchema } } },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "VALIDATION_FAILED", "RATE_LIMITED"),
+    ...problemResponses(
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "NOT_FOUND",
+      "VALIDATION_FAILED",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
   },
 });
 

@@ -18,7 +18,13 @@ import type { HonoEnv } from "../types.ts";
 /** Tasks that exhausted their retries, and replaying them (one, a list, or every match of a filter). */
 
 const TAG = "Dead letters";
-const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "VALIDATION_FAILED");
+const PROBLEMS = problemResponses(
+  "UNAUTHENTICATED",
+  "FORBIDDEN",
+  "RATE_LIMITED",
+  "DEPENDENCY_UNAVAILABLE",
+  "VALIDATION_FAILED",
+);
 
 const listRoute = createRoute({
   method: "get",

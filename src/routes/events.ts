@@ -58,7 +58,14 @@ const listRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "VALIDATION_FAILED"),
+    ...problemResponses(
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "NOT_FOUND",
+      "VALIDATION_FAILED",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
   },
 });
 
@@ -75,7 +82,7 @@ const schemaRoute = createRoute({
       description: "The JSON Schema document.",
       content: { "application/json": { schema: z.record(z.string(), z.any()).openapi("EventJsonSchema") } },
     },
-    ...problemResponses("UNAUTHENTICATED", "NOT_FOUND"),
+    ...problemResponses("UNAUTHENTICATED", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 
@@ -102,7 +109,7 @@ const ticketRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 
@@ -133,7 +140,14 @@ const streamRoute = createRoute({
   },
   responses: {
     101: { description: "Switching protocols: the event stream." },
-    ...problemResponses("BAD_REQUEST", "UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED"),
+    ...problemResponses(
+      "BAD_REQUEST",
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "VALIDATION_FAILED",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
   },
 });
 

@@ -22,7 +22,7 @@ import type { HonoEnv } from "../types.ts";
 /** Tasks: submit (admitted by the workspace's limiter), list, read, cancel, runs and artifacts. */
 
 const TAG = "Tasks";
-const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED");
+const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
 
 const IdempotencyHeader = z.object({
   "idempotency-key": z
@@ -51,7 +51,7 @@ const createTaskRoute = createRoute({
   responses: {
     202: jsonResponse("Accepted: queued or pending.", TaskSchema),
     ...PROBLEMS,
-    ...problemResponses("CONFLICT", "VALIDATION_FAILED", "DEPENDENCY_UNAVAILABLE"),
+    ...problemResponses("CONFLICT", "VALIDATION_FAILED"),
   },
 });
 

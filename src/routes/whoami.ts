@@ -33,7 +33,7 @@ const whoamiRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 

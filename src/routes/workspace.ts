@@ -27,7 +27,7 @@ const getRoute = createRoute({
   middleware: [requireScope("tasks:read")] as const,
   responses: {
     200: jsonResponse("Your workspace.", WorkspaceSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 
@@ -53,7 +53,7 @@ const patchRoute = createRoute({
   },
   responses: {
     200: jsonResponse("The changed workspace.", WorkspaceSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 

@@ -26,7 +26,7 @@ import {
 
 /** Operator routes (bearer = ADMIN_TOKEN): create, read and change any workspace. */
 
-const OPERATOR_PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED");
+const OPERATOR_PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
 const WorkspaceIdParam = IdParamSchema("ws", "ws_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3");
 
 const createWorkspaceRoute = createRoute({
@@ -56,7 +56,7 @@ const createWorkspaceRoute = createRoute({
       "Created.",
       z.object({ workspace: WorkspaceSchema, api_key: CreatedApiKeySchema }).openapi("CreatedWorkspace"),
     ),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 
@@ -70,7 +70,7 @@ const getWorkspaceRoute = createRoute({
   request: { params: WorkspaceIdParam },
   responses: {
     200: jsonResponse("The workspace.", WorkspaceSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED"),
+    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
   },
 });
 

@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { createApp } from "../../src/app.ts";
+import { rateLimit } from "../../src/middleware/rate-limit.ts";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
 import { bearer, createTestWorkspace, TEST_ADMIN_TOKEN } from "../support/workspaces.ts";
 
@@ -138,23 +140,49 @@ describe("the response headers in /openapi.json", () => {
     });
   });
 
-  it("names Retry-After and the rate limit on a rate limiter's 429", async () => {
+  it("names Retry-After and the rate limit on a rate limiter's 429, on a task route and an events route", async () => {
     const doc = await openApi();
-    const workspace = await createTestWorkspace(fetcher, BASE, { limits: { requests_per_second: 1, burst: 2 } });
-    let refused: Response | undefined;
-    for (let tries = 0; tries < 10 && !refused; tries++) {
-      const answer = await fetcher(`${BASE}/api/v1/tasks`, { headers: workspace.headers });
-      if (answer.status === 429) refused = answer;
-      else await answer.body?.cancel();
+    for (const path of ["/api/v1/tasks", "/api/v1/events"]) {
+      const workspace = await createTestWorkspace(fetcher, BASE, { limits: { requests_per_second: 1, burst: 2 } });
+      let refused: Response | undefined;
+      for (let tries = 0; tries < 10 && !refused; tries++) {
+        const answer = await fetcher(`${BASE}${path}`, { headers: workspace.headers });
+        if (answer.status === 429) refused = answer;
+        else await answer.body?.cancel();
+      }
+      expect(refused?.status, path).toBe(429);
+      expect(await check(doc, "get", path, refused!)).toEqual([
+        "X-Request-Id",
+        "X-API-Version",
+        "RateLimit",
+        "RateLimit-Policy",
+        "Retry-After",
+      ]);
     }
-    expect(refused?.status).toBe(429);
-    expect(await check(doc, "get", "/api/v1/tasks", refused!)).toEqual([
-      "X-Request-Id",
-      "X-API-Version",
-      "RateLimit",
-      "RateLimit-Policy",
-      "Retry-After",
-    ]);
+  });
+
+  it("lists 429 and 503 on every operation the rate limiter guards", async () => {
+    // Where the app mounts the rate limiter (`app.use(pattern, rateLimit)`), read from the app itself: it refuses
+    // with 429 when a bucket is empty and with 503 when its Durable Object cannot be reached.
+    const mounts = createApp()
+      .routes.filter((route) => route.handler === rateLimit)
+      .map((route) => new RegExp(`^${route.path.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*")}$`));
+    expect(mounts.length).toBeGreaterThan(0);
+    const doc = await openApi();
+    const missing: string[] = [];
+    let guarded = 0;
+    for (const [path, operations] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
+      const concrete = path.replace(/\{\w+\}/g, "x");
+      if (!mounts.some((mount) => mount.test(concrete))) continue;
+      for (const [method, operation] of Object.entries(operations)) {
+        guarded++;
+        for (const status of ["429", "503"]) {
+          if (!operation.responses?.[status]) missing.push(`${method.toUpperCase()} ${path} ${status}`);
+        }
+      }
+    }
+    expect(guarded).toBeGreaterThan(30);
+    expect(missing).toEqual([]);
   });
 
   it("declares X-Request-Id and X-API-Version on every response of every operation, and Retry-After on every 429", async () => {
