@@ -4,7 +4,7 @@ import { createDb } from "../db/client.ts";
 import { artifacts, tasks } from "../db/schema.ts";
 import { TenantDb } from "../db/tenant.ts";
 import { ifRangeHolds, noneMatchHits, parseByteRange } from "../lib/byte-range.ts";
-import { jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { type HeaderDoc, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
 import { ArtifactError, artifactUpserts, putArtifactStream } from "../tasks/artifacts.ts";
@@ -30,7 +30,43 @@ const getArtifactRoute = createRoute({
   },
 });
 
-const BINARY = { "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) } };
+/** Any media type: the content is sent as the artifact's own `mime_type`. */
+const CONTENT = {
+  "*/*": {
+    schema: z.string().openapi({ format: "binary", description: "The bytes, as the artifact's `mime_type`." }),
+  },
+};
+
+/** The headers the content route sets itself (the shared ones are added by src/docs/shared-headers.ts). */
+const string = { type: "string" } as const;
+const ETAG: HeaderDoc = {
+  description: "The artifact's version: its SHA-256 in hex, quoted. Send it back as `If-None-Match` or `If-Range`.",
+  required: true,
+  schema: string,
+};
+const CACHE_CONTROL: HeaderDoc = {
+  description: "`private, max-age=0`: a client may keep the content but must revalidate it (`If-None-Match`).",
+  required: true,
+  schema: string,
+};
+const ACCEPT_RANGES: HeaderDoc = {
+  description: "`bytes`: a part may be asked for with `Range`.",
+  required: true,
+  schema: string,
+};
+const CONTENT_DISPOSITION: HeaderDoc = {
+  description: '`inline; filename="<the last segment of the artifact\'s path>"`.',
+  required: true,
+  schema: string,
+};
+const CONTENT_PROBLEMS = problemResponses(
+  "UNAUTHENTICATED",
+  "FORBIDDEN",
+  "NOT_FOUND",
+  "RANGE_NOT_SATISFIABLE",
+  "RATE_LIMITED",
+  "DEPENDENCY_UNAVAILABLE",
+);
 
 const contentRoute = createRoute({
   method: "get",
@@ -52,17 +88,44 @@ const contentRoute = createRoute({
     }),
   },
   responses: {
-    200: { description: "The content.", content: BINARY },
-    206: { description: "The requested part, with `Content-Range`.", content: BINARY },
-    304: { description: "The client's copy (`If-None-Match`) is current." },
-    ...problemResponses(
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "NOT_FOUND",
-      "RANGE_NOT_SATISFIABLE",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    200: {
+      description: "The content, whole.",
+      headers: {
+        ETag: ETAG,
+        "Cache-Control": CACHE_CONTROL,
+        "Accept-Ranges": ACCEPT_RANGES,
+        "Content-Disposition": CONTENT_DISPOSITION,
+        "Content-Length": { description: "The artifact's size in bytes.", required: true, schema: { type: "integer" } },
+      },
+      content: CONTENT,
+    },
+    206: {
+      description: "The requested part.",
+      headers: {
+        ETag: ETAG,
+        "Cache-Control": CACHE_CONTROL,
+        "Accept-Ranges": ACCEPT_RANGES,
+        "Content-Disposition": CONTENT_DISPOSITION,
+        "Content-Length": { description: "The part's size in bytes.", required: true, schema: { type: "integer" } },
+        "Content-Range": {
+          description: "Which part, of how many bytes: `bytes <first>-<last>/<size>`.",
+          required: true,
+          schema: string,
+        },
+      },
+      content: CONTENT,
+    },
+    304: {
+      description: "The client's copy (`If-None-Match`) is current; no body.",
+      headers: { ETag: ETAG, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": ACCEPT_RANGES },
+    },
+    ...CONTENT_PROBLEMS,
+    416: {
+      ...CONTENT_PROBLEMS[416],
+      headers: {
+        "Content-Range": { description: "The artifact's size: `bytes */<size>`.", required: true, schema: string },
+      },
+    },
   },
 });
 

@@ -1,5 +1,6 @@
 import { exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import { documentedHeaders, documentedResponse, openApi, SHARED_HEADERS } from "../support/openapi.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
 
 /** GET /api/v1/artifacts/{id}/content as a download client uses it: whole, in parts, and only when changed. */
@@ -94,4 +95,55 @@ describe("artifact content", () => {
     expect(changed.status).toBe(200);
     await changed.body?.cancel();
   });
+
+  it("sends on each answer exactly the headers and media type /openapi.json names for it", async () => {
+    const doc = await openApi();
+    const answers: [number, Record<string, string>][] = [
+      [200, {}],
+      [206, { Range: "bytes=10-19" }],
+      [304, { "If-None-Match": etag }],
+      [416, { Range: `bytes=${SIZE_BYTES}-` }],
+    ];
+    for (const [status, headers] of answers) {
+      const answer = await download(headers);
+      expect(answer.status).toBe(status);
+      const declared = documentedHeaders(doc, "get", "/api/v1/artifacts/{id}/content", status);
+      // The route's own headers (the shared ones are openapi-headers.test.ts's): the same names, each one required.
+      const own = Object.keys(declared).filter((name) => !SHARED_HEADERS.includes(name));
+      const sent = [...answer.headers.keys()].filter((name) => OWN_CANDIDATES.includes(name));
+      expect(sent.sort(), `${status}: sent`).toEqual(own.map((name) => name.toLowerCase()).sort());
+      for (const name of own) expect(declared[name]?.required, `${status}: ${name}`).toBe(true);
+      // Content-Type is the media type of the response's content (OpenAPI ignores a header of that name).
+      const content = Object.keys(
+        documentedResponse(doc, "get", "/api/v1/artifacts/{id}/content", status).content ?? {},
+      );
+      const type = answer.headers.get("Content-Type")?.split(";")[0];
+      if (type === undefined) expect(content, `${status}: no body`).toEqual([]);
+      else
+        expect(
+          content.some((range) => mediaRangeMatches(range, type)),
+          `${status}: ${type} in ${content}`,
+        ).toBe(true);
+      await answer.body?.cancel();
+    }
+  });
 });
+
+/** Headers a download may carry that a route sets itself, lower-cased as `Headers` gives them. */
+const OWN_CANDIDATES = [
+  "etag",
+  "cache-control",
+  "accept-ranges",
+  "content-length",
+  "content-range",
+  "content-disposition",
+  "content-encoding",
+  "last-modified",
+  "expires",
+];
+
+function mediaRangeMatches(range: string, type: string): boolean {
+  const [rangeType, rangeSub] = range.split("/");
+  const [typeType, typeSub] = type.split("/");
+  return (rangeType === "*" || rangeType === typeType) && (rangeSub === "*" || rangeSub === typeSub);
+}

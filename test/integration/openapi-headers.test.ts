@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { rateLimit } from "../../src/middleware/rate-limit.ts";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
+import { type Doc, documentedHeaders, openApi, SHARED_HEADERS } from "../support/openapi.ts";
 import { bearer, createTestWorkspace, TEST_ADMIN_TOKEN } from "../support/workspaces.ts";
 
 /**
@@ -11,36 +12,6 @@ import { bearer, createTestWorkspace, TEST_ADMIN_TOKEN } from "../support/worksp
  * the document names for that response.
  */
 
-/** The headers the middleware sets (src/docs/shared-headers.ts writes them into the document). */
-const SHARED = ["X-Request-Id", "X-API-Version", "RateLimit", "RateLimit-Policy", "Retry-After", "WWW-Authenticate"];
-
-type Doc = Record<string, any>;
-type HeaderEntry = { required?: boolean; description?: string };
-
-function resolve(doc: Doc, value: Record<string, any>): Record<string, any> {
-  if (typeof value.$ref !== "string") return value;
-  const target = value.$ref
-    .slice(2)
-    .split("/")
-    .reduce((node: Record<string, any>, key: string) => node?.[key], doc);
-  expect(target, value.$ref).toBeDefined();
-  return resolve(doc, target);
-}
-
-function documentedHeaders(doc: Doc, method: string, path: string, status: number): Record<string, HeaderEntry> {
-  const response = doc.paths[path]?.[method]?.responses?.[String(status)];
-  expect(response, `${method.toUpperCase()} ${path} ${status} is documented`).toBeDefined();
-  const headers: Record<string, HeaderEntry> = {};
-  for (const [name, header] of Object.entries(resolve(doc, response).headers ?? {})) {
-    headers[name] = resolve(doc, header as Record<string, any>);
-  }
-  return headers;
-}
-
-async function openApi(): Promise<Doc> {
-  return (await (await fetcher(`${BASE}/openapi.json`)).json()) as Doc;
-}
-
 /** Checks one real answer against the document's entry for it, and returns the names present. */
 async function check(doc: Doc, method: string, path: string, answer: Response): Promise<string[]> {
   const where = `${method.toUpperCase()} ${path} ${answer.status}`;
@@ -48,7 +19,7 @@ async function check(doc: Doc, method: string, path: string, answer: Response): 
   for (const [name, header] of Object.entries(declared)) {
     if (header.required) expect(answer.headers.get(name), `${where}: ${name} (required)`).not.toBeNull();
   }
-  const present = SHARED.filter((name) => answer.headers.has(name));
+  const present = SHARED_HEADERS.filter((name) => answer.headers.has(name));
   for (const name of present) expect(Object.keys(declared), `${where}: ${name} is sent`).toContain(name);
   expect(declared["X-Request-Id"]?.required, where).toBe(true);
   expect(declared["X-API-Version"]?.required, where).toBe(true);
