@@ -152,7 +152,10 @@ export const ChatCompletionSchema = z
         message: z.object({
           role: z.literal("assistant"),
           content: z.string().nullable(),
-          refusal: z.string().optional().openapi({ description: "Why the model declined to answer (OpenAI's)." }),
+          refusal: z
+            .string()
+            .nullable()
+            .openapi({ description: "Why the model declined to answer (OpenAI's); null when it answered." }),
           tool_calls: z.array(z.unknown()).optional(),
         }),
         finish_reason: z.string(),
@@ -256,7 +259,9 @@ export function toCompletion(id: string, result: ChatResult) {
         message: {
           role: "assistant" as const,
           content: result.message.content,
-          ...(result.message.refusal ? { refusal: result.message.refusal } : {}),
+          // Always present, null when the model answered, as OpenAI sends it: the SDK's types promise
+          // `string | null`, so a caller's `message.refusal !== null` took every answer for a refusal.
+          refusal: result.message.refusal || null,
           ...(result.message.tool_calls ? { tool_calls: result.message.tool_calls } : {}),
         },
         finish_reason: result.finish_reason,

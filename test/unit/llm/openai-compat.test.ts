@@ -144,6 +144,14 @@ describe("refusals", () => {
       content: null,
       refusal: "I can't help with that.",
     });
+    // An answer's refusal is null, not absent, as OpenAI's is: the SDK's types say `string | null`.
+    expect(
+      toCompletion("chatcmpl-2", result({ message: { role: "assistant", content: "Hi" } })).choices[0].message,
+    ).toEqual({
+      role: "assistant",
+      content: "Hi",
+      refusal: null,
+    });
     const chunks = await chunksOf(
       [
         { type: "delta", refusal: "I can't " },

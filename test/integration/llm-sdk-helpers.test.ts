@@ -1,0 +1,349 @@
+import { createExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import OpenAI from "openai";
+import { zodFunction, zodResponseFormat } from "openai/helpers/zod";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { z } from "zod";
+import { createApp } from "../../src/app.ts";
+import { ANTHROPIC_URL, BASE, fakeUpstreams, OPENAI_URL, workspaceWith } from "../support/llm.ts";
+
+/**
+ * The openai SDK's higher-level helpers (parse, stream, runTools) through POST /api/v1/llm/chat/completions,
+ * with the chain on fake OpenAI and Anthropic upstreams: what the SDK makes of our answers must be what it
+ * makes of OpenAI's.
+ */
+
+afterEach(() => vi.restoreAllMocks());
+
+const OPENAI = "openai.test";
+const ANTHROPIC = "anthropic.test";
+
+const providers = {
+  OPENAI_API_KEY: "sk-test",
+  OPENAI_BASE_URL: OPENAI_URL,
+  ANTHROPIC_API_KEY: "ak-test",
+  ANTHROPIC_BASE_URL: ANTHROPIC_URL,
+};
+
+/** The SDK against the app, with OpenAI and Anthropic configured (at the fake upstreams). */
+const sdk = (apiKey: string) =>
+  new OpenAI({
+    apiKey,
+    baseURL: `${BASE}/api/v1/llm`,
+    maxRetries: 0,
+    fetch: async (url, init) =>
+      createApp().fetch(new Request(String(url), init), { ...env, ...providers }, createExecutionContext()),
+  });
+
+const openAiChain = (model: string) => workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] });
+const claudeChain = (model = "claude-3-5-haiku-latest") =>
+  workspaceWith({ strategy: "fallback", chain: [{ provider: "anthropic", model }] });
+
+const sse = (events: unknown[], done = true) =>
+  new Response(
+    events.map((event) => `data: ${JSON.stringify(event)}\n\n`).join("") + (done ? "data: [DONE]\n\n" : ""),
+    { headers: { "Content-Type": "text/event-stream" } },
+  );
+
+const anthropicSse = (events: { type: string; [key: string]: unknown }[]) =>
+  new Response(events.map((event) => `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`).join(""), {
+    headers: { "Content-Type": "text/event-stream" },
+  });
+
+const Weather = z.object({ city: z.string(), celsius: z.number() });
+const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
+
+function openAiAnswer(message: Record<string, unknown>, finish_reason = "stop") {
+  return Response.json({
+    id: "chatcmpl-up",
+    object: "chat.completion",
+    created: 1,
+    model: "gpt-4o-mini",
+    choices: [{ index: 0, message: { role: "assistant", refusal: null, ...message }, finish_reason, logprobs: null }],
+    usage,
+  });
+}
+
+function openAiChunks(deltas: Record<string, unknown>[], finish_reason = "stop") {
+  const base = { id: "chatcmpl-up", object: "chat.completion.chunk", created: 1, model: "gpt-4o-mini" };
+  return sse([
+    { ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] },
+    ...deltas.map((delta) => ({ ...base, choices: [{ index: 0, delta, finish_reason: null }] })),
+    { ...base, choices: [{ index: 0, delta: {}, finish_reason }] },
+    { ...base, choices: [], usage },
+  ]);
+}
+
+describe("parse() and stream() with zodResponseFormat", () => {
+  it("OpenAI: parse() answers the parsed object, with refusal null as OpenAI sends it", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({ [OPENAI]: () => openAiAnswer({ content: '{"city":"Oslo","celsius":3}' }) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const completion = await sdk(workspace.key).chat.completions.parse({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      response_format: zodResponseFormat(Weather, "weather"),
+    });
+    const message = completion.choices[0].message;
+    expect(message.parsed).toEqual({ city: "Oslo", celsius: 3 });
+    expect(message.refusal).toBeNull();
+  });
+
+  it("OpenAI: parse() answers a refusal as the message's refusal, parsed null", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({ [OPENAI]: () => openAiAnswer({ content: null, refusal: "I can't help with that." }) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const completion = await sdk(workspace.key).chat.completions.parse({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      response_format: zodResponseFormat(Weather, "weather"),
+    });
+    const message = completion.choices[0].message;
+    expect(message.parsed).toBeNull();
+    expect(message.refusal).toBe("I can't help with that.");
+    expect(message.content).toBeNull();
+  });
+
+  it("OpenAI: stream() parses as the JSON comes, and finalChatCompletion() has the finish reason and usage", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({
+      [OPENAI]: () => openAiChunks([{ content: '{"city":"Os' }, { content: 'lo","celsius":3}' }]),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const stream = sdk(workspace.key).chat.completions.stream({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      response_format: zodResponseFormat(Weather, "weather"),
+      stream_options: { include_usage: true },
+    });
+    const partials: unknown[] = [];
+    stream.on("content.delta", (event) => partials.push(event.parsed));
+    const final = await stream.finalChatCompletion();
+    expect(partials).toEqual([{ city: "Os" }, { city: "Oslo", celsius: 3 }]);
+    expect(final.choices[0].message.parsed).toEqual({ city: "Oslo", celsius: 3 });
+    expect(final.choices[0].finish_reason).toBe("stop");
+    expect(final.usage).toMatchObject({ prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 });
+    expect(final.choices[0].message.refusal).toBeNull();
+  });
+
+  it("OpenAI: stream() answers a streamed refusal as the message's refusal", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({
+      [OPENAI]: () => openAiChunks([{ refusal: "I can't" }, { refusal: " help." }]),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const stream = sdk(workspace.key).chat.completions.stream({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      response_format: zodResponseFormat(Weather, "weather"),
+    });
+    const final = await stream.finalChatCompletion();
+    expect(final.choices[0].message.refusal).toBe("I can't help.");
+    expect(final.choices[0].message.parsed).toBeNull();
+  });
+
+  it("Anthropic (a forced answer tool): parse() and stream() answer the parsed object", async () => {
+    const workspace = await claudeChain();
+    const fake = fakeUpstreams({
+      [ANTHROPIC]: async (request) => {
+        const body = (await request.json()) as Record<string, any>;
+        if (!body.stream) {
+          return Response.json({
+            id: "msg",
+            type: "message",
+            role: "assistant",
+            content: [{ type: "tool_use", id: "toolu_1", name: "weather", input: { city: "Oslo", celsius: 3 } }],
+            stop_reason: "tool_use",
+            usage: { input_tokens: 10, output_tokens: 5 },
+          });
+        }
+        return anthropicSse([
+          { type: "message_start", message: { usage: { input_tokens: 10, output_tokens: 1 } } },
+          {
+            type: "content_block_start",
+            index: 0,
+            content_block: { type: "tool_use", id: "toolu_1", name: "weather" },
+          },
+          { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: '{"city":"Os' } },
+          {
+            type: "content_block_delta",
+            index: 0,
+            delta: { type: "input_json_delta", partial_json: 'lo","celsius":3}' },
+          },
+          { type: "content_block_stop", index: 0 },
+          { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 5 } },
+          { type: "message_stop" },
+        ]);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const client = sdk(workspace.key);
+    const params = {
+      model: "auto",
+      messages: [{ role: "user" as const, content: "weather?" }],
+      response_format: zodResponseFormat(Weather, "weather"),
+    };
+    const whole = await client.chat.completions.parse(params);
+    expect(whole.choices[0].message.parsed).toEqual({ city: "Oslo", celsius: 3 });
+    expect(whole.choices[0].message.refusal).toBeNull();
+    const final = await client.chat.completions
+      .stream({ ...params, stream_options: { include_usage: true } })
+      .finalChatCompletion();
+    expect(final.choices[0].message.parsed).toEqual({ city: "Oslo", celsius: 3 });
+    expect(final.usage).toMatchObject({ prompt_tokens: 10, completion_tokens: 5 });
+  });
+});
+
+describe("runTools", () => {
+  const tools = (seen: unknown[]) => [
+    zodFunction({
+      name: "get_weather",
+      parameters: z.object({ city: z.string() }),
+      function: (args: { city: string }) => {
+        seen.push(args);
+        return { city: args.city, celsius: 3 };
+      },
+    }),
+  ];
+
+  it("OpenAI: runTools() with a strict zodFunction, parallel calls over two rounds, whole and streamed", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const bodies: any[] = [];
+    const fake = fakeUpstreams({
+      [OPENAI]: async (request) => {
+        const body = (await request.json()) as Record<string, any>;
+        bodies.push(body);
+        const round = body.messages.filter((m: any) => m.role === "tool").length;
+        const calls =
+          round === 0
+            ? [
+                { id: "call_a", type: "function", function: { name: "get_weather", arguments: '{"city":"Oslo"}' } },
+                { id: "call_b", type: "function", function: { name: "get_weather", arguments: '{"city":"Rome"}' } },
+              ]
+            : round === 2
+              ? [{ id: "call_c", type: "function", function: { name: "get_weather", arguments: '{"city":"Lima"}' } }]
+              : null;
+        if (!body.stream) {
+          return calls
+            ? openAiAnswer({ content: null, tool_calls: calls }, "tool_calls")
+            : openAiAnswer({ content: "done" });
+        }
+        if (!calls) return openAiChunks([{ content: "do" }, { content: "ne" }]);
+        return openAiChunks(
+          calls.flatMap((call, index) => [
+            {
+              tool_calls: [
+                { index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } },
+              ],
+            },
+            { tool_calls: [{ index, function: { arguments: call.function.arguments } }] },
+          ]),
+          "tool_calls",
+        );
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const seen: unknown[] = [];
+    const runner = sdk(workspace.key).chat.completions.runTools({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      tools: tools(seen),
+    });
+    expect(await runner.finalContent()).toBe("done");
+    expect(seen).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
+
+    const streamed: unknown[] = [];
+    const streamRunner = sdk(workspace.key).chat.completions.runTools({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      tools: tools(streamed),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(await streamRunner.finalContent()).toBe("done");
+    expect(streamed).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
+  });
+
+  it("Anthropic: runTools() with a strict zodFunction, parallel calls over two rounds, whole and streamed", async () => {
+    const workspace = await claudeChain();
+    const bodies: any[] = [];
+    const fake = fakeUpstreams({
+      [ANTHROPIC]: async (request) => {
+        const body = (await request.json()) as Record<string, any>;
+        bodies.push(body);
+        const results = body.messages.flatMap((m: any) => m.content.filter((b: any) => b.type === "tool_result"));
+        const round = results.length;
+        const calls =
+          round === 0
+            ? [
+                { id: "toolu_a", input: { city: "Oslo" } },
+                { id: "toolu_b", input: { city: "Rome" } },
+              ]
+            : round === 2
+              ? [{ id: "toolu_c", input: { city: "Lima" } }]
+              : null;
+        if (!body.stream) {
+          return Response.json({
+            id: "msg",
+            type: "message",
+            role: "assistant",
+            content: calls
+              ? calls.map((call) => ({ type: "tool_use", id: call.id, name: "get_weather", input: call.input }))
+              : [{ type: "text", text: "done" }],
+            stop_reason: calls ? "tool_use" : "end_turn",
+            usage: { input_tokens: 10, output_tokens: 5 },
+          });
+        }
+        const blocks = calls
+          ? calls.flatMap((call, index) => [
+              {
+                type: "content_block_start",
+                index,
+                content_block: { type: "tool_use", id: call.id, name: "get_weather", input: {} },
+              },
+              {
+                type: "content_block_delta",
+                index,
+                delta: { type: "input_json_delta", partial_json: JSON.stringify(call.input) },
+              },
+              { type: "content_block_stop", index },
+            ])
+          : [
+              { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+              { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "done" } },
+              { type: "content_block_stop", index: 0 },
+            ];
+        return anthropicSse([
+          { type: "message_start", message: { usage: { input_tokens: 10, output_tokens: 1 } } },
+          ...blocks,
+          {
+            type: "message_delta",
+            delta: { stop_reason: calls ? "tool_use" : "end_turn" },
+            usage: { output_tokens: 5 },
+          },
+          { type: "message_stop" },
+        ]);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const seen: unknown[] = [];
+    const runner = sdk(workspace.key).chat.completions.runTools({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      tools: tools(seen),
+    });
+    expect(await runner.finalContent()).toBe("done");
+    expect(seen).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
+
+    const streamed: unknown[] = [];
+    const streamRunner = sdk(workspace.key).chat.completions.runTools({
+      model: "auto",
+      messages: [{ role: "user", content: "weather?" }],
+      tools: tools(streamed),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(await streamRunner.finalContent()).toBe("done");
+    expect(streamed).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
+  });
+});
