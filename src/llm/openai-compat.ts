@@ -118,12 +118,29 @@ export const ChatCompletionRequestSchema = z
       .nullable()
       .optional()
       .openapi({ description: "One choice per call: only 1 (the default) is supported." }),
+    logprobs: z.boolean().nullable().optional().openapi({
+      description:
+        "Only false: log probabilities are refused with 422, as no provider but OpenAI has them (the answer's `logprobs` is null).",
+    }),
+    top_logprobs: z
+      .number()
+      .int()
+      .min(0)
+      .max(20)
+      .nullable()
+      .optional()
+      .openapi({ description: "Only 0: see `logprobs`." }),
     stream: z.boolean().nullable().optional(),
     stream_options: z.object({ include_usage: z.boolean().optional() }).loose().nullable().optional(),
     user: z.string().max(256).optional(),
   })
   .loose()
   .superRefine((body, issues) => {
+    // Refused, as n above 1 is, rather than answered with logprobs null: only OpenAI has them, so they would
+    // come or not as the chain routed the call, and a caller reading `logprobs.content` got a TypeError.
+    const noLogprobs = "log probabilities are not offered: no provider but OpenAI has them";
+    if (body.logprobs === true) issues.addIssue({ code: "custom", path: ["logprobs"], message: noLogprobs });
+    if (body.top_logprobs) issues.addIssue({ code: "custom", path: ["top_logprobs"], message: noLogprobs });
     // A choice that forces a tool needs that tool: the provider would refuse it, after the call was charged for.
     const choice = body.tool_choice;
     if (choice === "required" && !body.tools?.length) {

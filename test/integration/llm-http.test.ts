@@ -176,7 +176,7 @@ describe("OpenAI-compatible chat completions", () => {
     expect(await served("gpt-4o-mini")).toBe("sim-2");
   });
 
-  it("refuses with 422 what it cannot honour: more than one choice, a tool choice naming no offered tool", async () => {
+  it("refuses with 422 what it cannot honour: more than one choice, log probabilities, a tool choice naming no offered tool", async () => {
     const workspace = await workspaceWith(null);
     const messages = [{ role: "user", content: "x" }];
     const refused = async (body: Record<string, unknown>) => {
@@ -198,6 +198,13 @@ describe("OpenAI-compatible chat completions", () => {
     expect(await refused({ stop: ["a", "b", "c", "d", "e"] })).toEqual([expect.objectContaining({ path: "stop" })]);
     expect(await refused({ reasoning_effort: "extreme" })).toEqual([
       expect.objectContaining({ path: "reasoning_effort" }),
+    ]);
+    // Log probabilities: no provider but OpenAI has them, so an answer would come with logprobs null, the caller's
+    // .logprobs.content a TypeError, whenever the chain picked another one.
+    expect(await refused({ logprobs: true })).toEqual([expect.objectContaining({ path: "logprobs" })]);
+    expect(await refused({ logprobs: true, top_logprobs: 3 })).toEqual([
+      expect.objectContaining({ path: "logprobs" }),
+      expect.objectContaining({ path: "top_logprobs" }),
     ]);
     const image = { type: "image_url", image_url: { url: "https://example.com/diagram.png" } };
     expect(await refused({ messages: [{ role: "user", content: [image] }] })).toEqual([

@@ -347,3 +347,28 @@ describe("runTools", () => {
     expect(streamed).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
   });
 });
+
+describe("settings OpenAI has and the chain may not", () => {
+  it("refuses logprobs with a 422 the SDK reports on its param, rather than answering logprobs: null", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({ [OPENAI]: () => openAiAnswer({ content: "hi" }) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const refused = await sdk(workspace.key)
+      .chat.completions.create({ model: "auto", messages: [{ role: "user", content: "hi" }], logprobs: true })
+      .then(
+        () => expect.unreachable("logprobs were answered without them"),
+        (error) => error,
+      );
+    expect(refused).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect(refused).toMatchObject({ type: "invalid_request_error", param: "logprobs" });
+    expect(refused.message).toMatch(/log probabilities/);
+    expect(fake.count(OPENAI)).toBe(0);
+    // false, as some clients send it, asks for nothing.
+    const answered = await sdk(workspace.key).chat.completions.create({
+      model: "auto",
+      messages: [{ role: "user", content: "hi" }],
+      logprobs: false,
+    });
+    expect(answered.choices[0].message.content).toBe("hi");
+  });
+});
