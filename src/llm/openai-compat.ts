@@ -28,6 +28,8 @@ const MessageSchema = z
       })
       .optional(),
     name: z.string().max(256).optional(),
+    /** An assistant's refusal, as OpenAI answered it: the SDK sends the message back as it came, content null. */
+    refusal: z.string().nullable().optional(),
     tool_call_id: z.string().max(256).optional(),
     tool_calls: z
       .array(
@@ -215,6 +217,9 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
     // `developer` is OpenAI's newer name for the system role.
     role: message.role === "developer" ? "system" : message.role,
     content: textOf(message.content),
+    // Kept: OpenAI refuses an assistant message whose content is null with neither tool calls nor a refusal,
+    // so a conversation that went on after a refusal failed with a 400 once the refusal was dropped.
+    ...(message.role === "assistant" && message.refusal ? { refusal: message.refusal } : {}),
     ...(message.tool_calls ? { tool_calls: message.tool_calls } : {}),
     ...(message.tool_call_id ? { tool_call_id: message.tool_call_id } : {}),
     ...(message.name ? { name: message.name } : {}),

@@ -104,6 +104,61 @@ describe("parse() and stream() with zodResponseFormat", () => {
     expect(message.content).toBeNull();
   });
 
+  it("a conversation goes on after a refusal, the refusing message sent back as the SDK gave it", async () => {
+    // OpenAI refuses an assistant message whose content is null with neither tool calls nor a refusal.
+    const sent: { messages: Record<string, unknown>[] }[] = [];
+    const openAiLike = async (request: Request) => {
+      const body = (await request.json()) as { messages: Record<string, unknown>[] };
+      sent.push(body);
+      const empty = body.messages.find(
+        (message) => message.role === "assistant" && message.content == null && !message.tool_calls && !message.refusal,
+      );
+      if (empty) {
+        return Response.json(
+          {
+            error: {
+              message: "Invalid value for 'content': expected a string, got null.",
+              type: "invalid_request_error",
+            },
+          },
+          { status: 400 },
+        );
+      }
+      return body.messages.length === 1
+        ? openAiAnswer({ content: null, refusal: "I can't help with that." })
+        : openAiAnswer({ content: '{"city":"Oslo","celsius":3}' });
+    };
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({ [OPENAI]: openAiLike });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const client = sdk(workspace.key);
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: "user", content: "weather?" }];
+    const response_format = zodResponseFormat(Weather, "weather");
+    const refused = await client.chat.completions.parse({ model: "auto", messages, response_format });
+    messages.push(refused.choices[0].message, { role: "user", content: "Oslo's, then." });
+    const answered = await client.chat.completions.parse({ model: "auto", messages, response_format });
+    expect(answered.choices[0].message.parsed).toEqual({ city: "Oslo", celsius: 3 });
+    expect(sent[1].messages[1]).toEqual({ role: "assistant", content: null, refusal: "I can't help with that." });
+
+    // Anthropic has no refusal field: the refusal is the assistant turn's text, so the model sees what it said.
+    const claude = await claudeChain();
+    const anthropic = fakeUpstreams({
+      [ANTHROPIC]: () =>
+        Response.json({
+          id: "msg",
+          type: "message",
+          role: "assistant",
+          content: [{ type: "text", text: "ok" }],
+          stop_reason: "end_turn",
+          usage: { input_tokens: 10, output_tokens: 5 },
+        }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(anthropic.impl);
+    await sdk(claude.key).chat.completions.create({ model: "auto", messages });
+    const turns = ((await anthropic.calls[ANTHROPIC][0].json()) as { messages: unknown[] }).messages;
+    expect(turns[1]).toEqual({ role: "assistant", content: [{ type: "text", text: "I can't help with that." }] });
+  });
+
   it("OpenAI: stream() parses as the JSON comes, and finalChatCompletion() has the finish reason and usage", async () => {
     const workspace = await openAiChain("gpt-4o-mini");
     const fake = fakeUpstreams({

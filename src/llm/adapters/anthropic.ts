@@ -80,7 +80,9 @@ export function toAnthropic(call: AdapterCall) {
       continue;
     }
     // Anthropic refuses a text block with nothing but whitespace in it; such a message says nothing anyway.
-    const blocks: Block[] = message.content?.trim() ? [{ type: "text", text: message.content }] : [];
+    // It has no refusal field: an OpenAI refusal sent back is the assistant's text, what the model said.
+    const text = message.content?.trim() ? message.content : message.refusal;
+    const blocks: Block[] = text?.trim() ? [{ type: "text", text }] : [];
     for (const toolCall of message.tool_calls ?? []) {
       blocks.push({
         type: "tool_use",

@@ -71,9 +71,14 @@ function argumentsText(value: unknown): string {
   return typeof value === "string" ? value : JSON.stringify(value ?? {});
 }
 
-/** The binding's schema refuses `content: null` (an assistant turn that only called tools). */
+/**
+ * The binding's schema refuses `content: null` (an assistant turn that only called tools, or refused): an
+ * OpenAI refusal sent back is the turn's text, as for Anthropic.
+ */
 function bindingMessages(messages: ChatMessage[]) {
-  return messages.map((message) => (message.content === null ? { ...message, content: "" } : message));
+  return messages.map(({ refusal, ...message }) =>
+    message.content === null ? { ...message, content: refusal ?? "" } : message,
+  );
 }
 
 /**

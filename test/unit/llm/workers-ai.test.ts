@@ -80,6 +80,19 @@ describe("Workers AI adapter", () => {
       response_format: { type: "json_schema", json_schema: schema },
     });
     expect(runs[0].options).toEqual({ signal });
+    // An OpenAI refusal sent back (content null) is the turn's text, with no refusal field the binding does not know.
+    await new WorkersAiAdapter(runner).complete({
+      ...call,
+      messages: [
+        { role: "user", content: "Who is she?" },
+        { role: "assistant", content: null, refusal: "I can't help with that." },
+        { role: "user", content: "Her name, then." },
+      ],
+    });
+    expect((runs[1].inputs.messages as unknown[])[1]).toEqual({
+      role: "assistant",
+      content: "I can't help with that.",
+    });
     // JSON mode answers an object: the chat format carries it as JSON text.
     expect(result).toEqual({
       message: { role: "assistant", content: '{"name":"Alice"}' },
