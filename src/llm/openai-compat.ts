@@ -17,14 +17,16 @@ import {
  */
 
 const TextPart = z.object({ type: z.literal("text"), text: z.string() }).loose();
+/** OpenAI takes an assistant's refusal as a content part too, as well as in its `refusal` field. */
+const RefusalPart = z.object({ type: z.literal("refusal"), refusal: z.string() }).loose();
 
 const MessageSchema = z
   .object({
     role: z.enum(["system", "developer", "user", "assistant", "tool"]),
     content: z
-      .union([z.string(), z.array(TextPart), z.null()], {
+      .union([z.string(), z.array(z.union([TextPart, RefusalPart])), z.null()], {
         error:
-          'must be a string, null, or a list of text parts ({"type": "text", "text": …}): image, audio and file parts are not supported',
+          'must be a string, null, or a list of text parts ({"type": "text", "text": …}), an assistant\'s also of refusal parts: image, audio and file parts are not supported',
       })
       .optional(),
     name: z.string().max(256).optional(),
@@ -138,6 +140,17 @@ export const ChatCompletionRequestSchema = z
   })
   .loose()
   .superRefine((body, issues) => {
+    body.messages.forEach((message, index) => {
+      if (message.role !== "assistant" && Array.isArray(message.content)) {
+        if (message.content.some((part) => part.type === "refusal")) {
+          issues.addIssue({
+            code: "custom",
+            path: ["messages", index, "content"],
+            message: "only an assistant's content may hold refusal parts",
+          });
+        }
+      }
+    });
     // Refused, as n above 1 is, rather than answered with logprobs null: only OpenAI has them, so they would
     // come or not as the chain routed the call, and a caller reading `logprobs.content` got a TypeError.
     const noLogprobs = "log probabilities are not offered: no provider but OpenAI has them";
@@ -209,21 +222,35 @@ export const ChatCompletionSchema = z
 function textOf(content: ChatCompletionRequest["messages"][number]["content"]): string | null {
   if (content === undefined || content === null) return null;
   if (typeof content === "string") return content;
-  return content.map((part) => part.text).join("");
+  const texts = content.flatMap((part) => (part.type === "text" ? [part.text] : []));
+  // Refusal parts alone are no text: the message's refusal carries them (see refusalOf).
+  return texts.length === 0 && content.length > 0 ? null : texts.join("");
+}
+
+/** An assistant's refusal, given in its field or as content parts, as OpenAI takes either. */
+function refusalOf(message: ChatCompletionRequest["messages"][number]): string | undefined {
+  if (message.role !== "assistant") return undefined;
+  const parts = Array.isArray(message.content)
+    ? message.content.flatMap((part) => (part.type === "refusal" ? [part.refusal] : []))
+    : [];
+  return message.refusal || parts.join("") || undefined;
 }
 
 export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
-  const messages: ChatMessage[] = body.messages.map((message) => ({
-    // `developer` is OpenAI's newer name for the system role.
-    role: message.role === "developer" ? "system" : message.role,
-    content: textOf(message.content),
-    // Kept: OpenAI refuses an assistant message whose content is null with neither tool calls nor a refusal,
-    // so a conversation that went on after a refusal failed with a 400 once the refusal was dropped.
-    ...(message.role === "assistant" && message.refusal ? { refusal: message.refusal } : {}),
-    ...(message.tool_calls ? { tool_calls: message.tool_calls } : {}),
-    ...(message.tool_call_id ? { tool_call_id: message.tool_call_id } : {}),
-    ...(message.name ? { name: message.name } : {}),
-  }));
+  const messages: ChatMessage[] = body.messages.map((message) => {
+    const refusal = refusalOf(message);
+    return {
+      // `developer` is OpenAI's newer name for the system role.
+      role: message.role === "developer" ? "system" : message.role,
+      content: textOf(message.content),
+      // Kept: OpenAI refuses an assistant message whose content is null with neither tool calls nor a refusal,
+      // so a conversation that went on after a refusal failed with a 400 once the refusal was dropped.
+      ...(refusal ? { refusal } : {}),
+      ...(message.tool_calls ? { tool_calls: message.tool_calls } : {}),
+      ...(message.tool_call_id ? { tool_call_id: message.tool_call_id } : {}),
+      ...(message.name ? { name: message.name } : {}),
+    };
+  });
   const maxTokensValue = body.max_completion_tokens ?? body.max_tokens ?? undefined;
   return {
     messages,

@@ -64,6 +64,40 @@ describe("toChatRequest", () => {
   });
 });
 
+describe("toChatRequest's refusals", () => {
+  it("keeps an assistant's refusal, given in its field or as content parts (OpenAI takes either)", () => {
+    const turns = (assistant: Record<string, unknown>) =>
+      parse({
+        messages: [
+          { role: "user", content: "Who is she?" },
+          { role: "assistant", ...assistant },
+          { role: "user", content: "Her name, then." },
+        ],
+      }).messages[1];
+    const refused = { role: "assistant", content: null, refusal: "I can't help with that." };
+    expect(turns({ content: null, refusal: "I can't help with that." })).toEqual(refused);
+    expect(turns({ content: [{ type: "refusal", refusal: "I can't help with that." }] })).toEqual(refused);
+    expect(
+      turns({
+        content: [
+          { type: "text", text: "Partly: " },
+          { type: "refusal", refusal: "no names." },
+        ],
+      }),
+    ).toEqual({ role: "assistant", content: "Partly: ", refusal: "no names." });
+    // Only an assistant refuses: a user's refusal part is an invalid body, as at OpenAI.
+    const userRefusal = ChatCompletionRequestSchema.safeParse({
+      messages: [{ role: "user", content: [{ type: "refusal", refusal: "no" }] }],
+    });
+    expect(userRefusal.error?.issues).toEqual([
+      expect.objectContaining({
+        path: ["messages", 0, "content"],
+        message: "only an assistant's content may hold refusal parts",
+      }),
+    ]);
+  });
+});
+
 describe("toChatRequest's tools", () => {
   it("keeps a tool's strict flag, which makes OpenAI hold the arguments to the schema (the SDK's zodFunction sets it)", () => {
     const parameters = { type: "object", properties: { path: { type: "string" } }, required: ["path"] };
