@@ -261,13 +261,30 @@ describe("runTools", () => {
     }),
   ];
 
+  /** runTools(), whole then streamed: each calls the tool for Oslo, Rome and Lima, in order, and ends in "done". */
+  async function expectThreeCitiesThenDone(key: string) {
+    const cities = [{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }];
+    const asked = { model: "auto", messages: [{ role: "user" as const, content: "weather?" }] };
+    const seen: unknown[] = [];
+    const runner = sdk(key).chat.completions.runTools({ ...asked, tools: tools(seen) });
+    expect(await runner.finalContent()).toBe("done");
+    expect(seen).toEqual(cities);
+    const streamed: unknown[] = [];
+    const streamRunner = sdk(key).chat.completions.runTools({
+      ...asked,
+      tools: tools(streamed),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(await streamRunner.finalContent()).toBe("done");
+    expect(streamed).toEqual(cities);
+  }
+
   it("OpenAI: runTools() with a strict zodFunction, parallel calls over two rounds, whole and streamed", async () => {
     const workspace = await openAiChain("gpt-4o-mini");
-    const bodies: any[] = [];
     const fake = fakeUpstreams({
       [OPENAI]: async (request) => {
         const body = (await request.json()) as Record<string, any>;
-        bodies.push(body);
         const round = body.messages.filter((m: any) => m.role === "tool").length;
         const calls =
           round === 0
@@ -298,34 +315,14 @@ describe("runTools", () => {
       },
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const seen: unknown[] = [];
-    const runner = sdk(workspace.key).chat.completions.runTools({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      tools: tools(seen),
-    });
-    expect(await runner.finalContent()).toBe("done");
-    expect(seen).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
-
-    const streamed: unknown[] = [];
-    const streamRunner = sdk(workspace.key).chat.completions.runTools({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      tools: tools(streamed),
-      stream: true,
-      stream_options: { include_usage: true },
-    });
-    expect(await streamRunner.finalContent()).toBe("done");
-    expect(streamed).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
+    await expectThreeCitiesThenDone(workspace.key);
   });
 
   it("Anthropic: runTools() with a strict zodFunction, parallel calls over two rounds, whole and streamed", async () => {
     const workspace = await claudeChain();
-    const bodies: any[] = [];
     const fake = fakeUpstreams({
       [ANTHROPIC]: async (request) => {
         const body = (await request.json()) as Record<string, any>;
-        bodies.push(body);
         const results = body.messages.flatMap((m: any) => m.content.filter((b: any) => b.type === "tool_result"));
         const round = results.length;
         const calls =
@@ -381,25 +378,7 @@ describe("runTools", () => {
       },
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const seen: unknown[] = [];
-    const runner = sdk(workspace.key).chat.completions.runTools({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      tools: tools(seen),
-    });
-    expect(await runner.finalContent()).toBe("done");
-    expect(seen).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
-
-    const streamed: unknown[] = [];
-    const streamRunner = sdk(workspace.key).chat.completions.runTools({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      tools: tools(streamed),
-      stream: true,
-      stream_options: { include_usage: true },
-    });
-    expect(await streamRunner.finalContent()).toBe("done");
-    expect(streamed).toEqual([{ city: "Oslo" }, { city: "Rome" }, { city: "Lima" }]);
+    await expectThreeCitiesThenDone(workspace.key);
   });
 });
 
