@@ -51,6 +51,12 @@ const anthropicSse = (events: { type: string; [key: string]: unknown }[]) =>
   });
 
 const Weather = z.object({ city: z.string(), celsius: z.number() });
+/** A structured-output request for Weather, as the tests' callers send it. */
+const weatherRequest = {
+  model: "auto",
+  messages: [{ role: "user" as const, content: "weather?" }],
+  response_format: zodResponseFormat(Weather, "weather"),
+};
 const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
 
 function openAiAnswer(message: Record<string, unknown>, finish_reason = "stop") {
@@ -79,11 +85,7 @@ describe("parse() and stream() with zodResponseFormat", () => {
     const workspace = await openAiChain("gpt-4o-mini");
     const fake = fakeUpstreams({ [OPENAI]: () => openAiAnswer({ content: '{"city":"Oslo","celsius":3}' }) });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const completion = await sdk(workspace.key).chat.completions.parse({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      response_format: zodResponseFormat(Weather, "weather"),
-    });
+    const completion = await sdk(workspace.key).chat.completions.parse(weatherRequest);
     const message = completion.choices[0].message;
     expect(message.parsed).toEqual({ city: "Oslo", celsius: 3 });
     expect(message.refusal).toBeNull();
@@ -93,11 +95,7 @@ describe("parse() and stream() with zodResponseFormat", () => {
     const workspace = await openAiChain("gpt-4o-mini");
     const fake = fakeUpstreams({ [OPENAI]: () => openAiAnswer({ content: null, refusal: "I can't help with that." }) });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const completion = await sdk(workspace.key).chat.completions.parse({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      response_format: zodResponseFormat(Weather, "weather"),
-    });
+    const completion = await sdk(workspace.key).chat.completions.parse(weatherRequest);
     const message = completion.choices[0].message;
     expect(message.parsed).toBeNull();
     expect(message.refusal).toBe("I can't help with that.");
@@ -166,9 +164,7 @@ describe("parse() and stream() with zodResponseFormat", () => {
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const stream = sdk(workspace.key).chat.completions.stream({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      response_format: zodResponseFormat(Weather, "weather"),
+      ...weatherRequest,
       stream_options: { include_usage: true },
     });
     const partials: unknown[] = [];
@@ -187,11 +183,7 @@ describe("parse() and stream() with zodResponseFormat", () => {
       [OPENAI]: () => openAiChunks([{ refusal: "I can't" }, { refusal: " help." }]),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const stream = sdk(workspace.key).chat.completions.stream({
-      model: "auto",
-      messages: [{ role: "user", content: "weather?" }],
-      response_format: zodResponseFormat(Weather, "weather"),
-    });
+    const stream = sdk(workspace.key).chat.completions.stream(weatherRequest);
     const final = await stream.finalChatCompletion();
     expect(final.choices[0].message.refusal).toBe("I can't help.");
     expect(final.choices[0].message.parsed).toBeNull();
@@ -233,16 +225,11 @@ describe("parse() and stream() with zodResponseFormat", () => {
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const client = sdk(workspace.key);
-    const params = {
-      model: "auto",
-      messages: [{ role: "user" as const, content: "weather?" }],
-      response_format: zodResponseFormat(Weather, "weather"),
-    };
-    const whole = await client.chat.completions.parse(params);
+    const whole = await client.chat.completions.parse(weatherRequest);
     expect(whole.choices[0].message.parsed).toEqual({ city: "Oslo", celsius: 3 });
     expect(whole.choices[0].message.refusal).toBeNull();
     const final = await client.chat.completions
-      .stream({ ...params, stream_options: { include_usage: true } })
+      .stream({ ...weatherRequest, stream_options: { include_usage: true } })
       .finalChatCompletion();
     expect(final.choices[0].message.parsed).toEqual({ city: "Oslo", celsius: 3 });
     expect(final.usage).toMatchObject({ prompt_tokens: 10, completion_tokens: 5 });
