@@ -13,7 +13,15 @@ import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
 import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, DeliveredText, estimatePromptTokens } from "./tokens.ts";
-import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
+import {
+  type CallContext,
+  type ChargedCall,
+  type ChatRequest,
+  type ChatResult,
+  LlmError,
+  type LlmRouter,
+  type TokenUsage,
+} from "./types.ts";
 
 /**
  * The provider router: plans the targets for a call, then tries them in
@@ -36,6 +44,38 @@ const sharedLatency = new LatencyTracker();
 
 /** What a call's reservation left for its settlement. */
 type Reserved = Pick<BudgetAmounts, "budgets" | "hold">;
+
+/**
+ * An attempt whose timer ran out while the provider had the request: the
+ * provider read the prompt and bills it (OpenAI and Anthropic bill a request
+ * whose client stopped waiting), though no answer came back to us.
+ */
+interface TimedOutAttempt {
+  target: RouteTarget;
+  adapter: ProviderAdapter;
+  /** The call's attempt number (from 1), which keys its usage row. */
+  attempt: number;
+  durationMs: number;
+}
+
+/** A prepared call: its targets, its reservation, and the attempts that timed out so far (see TimedOutAttempt). */
+interface PreparedCall extends Reserved {
+  targets: RouteTarget[];
+  promptTokens: number;
+  deadlineMs: number;
+  timedOut: TimedOutAttempt[];
+}
+
+/** One line of a call's charge: the answer's, or an attempt's that timed out. */
+interface ChargeLine {
+  chargeKey: string;
+  target: RouteTarget;
+  adapter: ProviderAdapter;
+  usage: TokenUsage;
+  costUsd: number;
+  estimated: boolean;
+  latencyMs: number;
+}
 
 /**
  * Cancelled while a request was at the provider: it has read the prompt, and
@@ -120,14 +160,9 @@ export class Router implements LlmRouter {
     const call = await this.#prepare(request, context);
     const startedMs = this.#now();
     try {
-      const served = await this.#serve(
-        call.targets,
-        request,
-        context,
-        call.deadlineMs,
-        (adapter, payload) => adapter.complete(payload),
-        { resettable: false },
-      );
+      const served = await this.#serve(call, request, context, (adapter, payload) => adapter.complete(payload), {
+        resettable: false,
+      });
       return await this.#charge(served.target, served.adapter, served.value, served.attempts, context, call, startedMs);
     } catch (error) {
       await this.#settleUnserved(error, context, call, startedMs);
@@ -145,10 +180,9 @@ export class Router implements LlmRouter {
     }>;
     try {
       served = await this.#serve(
-        call.targets,
+        call,
         request,
         context,
-        call.deadlineMs,
         async (adapter, payload) => {
           const iterator = adapter.stream(payload)[Symbol.asyncIterator]();
           const first = await iterator.next();
@@ -236,7 +270,7 @@ export class Router implements LlmRouter {
     };
   }
 
-  async #prepare(request: ChatRequest, context: CallContext) {
+  async #prepare(request: ChatRequest, context: CallContext): Promise<PreparedCall> {
     if (!Array.isArray(request.messages) || request.messages.length === 0) {
       throw new LlmError("invalid_request", "a chat needs at least one message", false);
     }
@@ -295,17 +329,18 @@ export class Router implements LlmRouter {
       budgets: settings.budgets,
       hold,
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
+      timedOut: [],
     };
   }
 
   async #serve<T>(
-    targets: RouteTarget[],
+    call: PreparedCall,
     request: ChatRequest,
     context: CallContext,
-    deadlineMs: number,
     run: (adapter: ProviderAdapter, call: AdapterCall) => Promise<T>,
     clockOptions: { resettable: boolean },
   ): Promise<Served<T>> {
+    const { targets, deadlineMs } = call;
     const { breaker, events } = this.#deps;
     const maxAttempts = this.#deps.maxAttemptsPerTarget ?? DEFAULT_MAX_ATTEMPTS_PER_TARGET;
     const states = new Map(targets.map((target) => [targetKey(target), breaker.state(targetKey(target))]));
@@ -357,6 +392,9 @@ export class Router implements LlmRouter {
           // reads like an attempt's own timeout): no retry, no breaker record, no provider error event.
           if (context.signal?.aborted || error.failure === "cancelled") {
             throw new CancelledInFlight(target, adapter, attempts);
+          }
+          if (error.code === "timeout" && clock.signal.aborted) {
+            call.timedOut.push({ target, adapter, attempt: attempts, durationMs: this.#now() - attemptStartedMs });
           }
           const failure = classifyFailure(error);
           if (failure.countsForBreaker) breaker.record(key, false, error.code);
@@ -432,13 +470,14 @@ export class Router implements LlmRouter {
     value: AdapterResult,
     attempts: number,
     context: CallContext,
-    { budgets, hold }: Reserved,
+    call: PreparedCall,
     startedMs: number,
   ): Promise<ChatResult> {
     const estimated = value.usageEstimated === true;
     const model = stripQuery(target.model);
     const usage = normaliseUsage(value.usage);
     const cost = costUsd(target.provider, model, usage);
+    const timedOut = this.#timedOutLines(context, call);
     const result: ChatResult = {
       message: value.message,
       finish_reason: value.finish_reason,
@@ -449,40 +488,84 @@ export class Router implements LlmRouter {
       model,
       simulated: adapter.simulated,
       attempts,
+      ...(timedOut.length > 0 ? { timed_out_attempts: timedOut.map(chargedCall) } : {}),
     };
-    const amounts = {
-      workspaceId: context.workspaceId,
+    const answer: ChargeLine = {
       chargeKey: context.chargeKey,
-      once: context.chargeOnce,
-      budgets,
-      hold,
-      tokens: usage.total_tokens,
-      costUsd: cost,
-    };
-    const settle = this.#deps.budgets.settle(amounts, context);
-    const record = this.#deps.usage.record({
-      workspaceId: context.workspaceId,
-      chargeKey: context.chargeKey,
-      taskId: context.taskId ?? null,
-      runId: context.runId ?? null,
-      requestId: context.requestId ?? null,
-      provider: target.provider,
-      model,
+      target,
+      adapter,
       usage,
       costUsd: cost,
-      simulated: adapter.simulated,
-      ...(estimated ? { estimated } : {}),
+      estimated,
       latencyMs: this.#now() - startedMs,
+    };
+    await this.#settleCharges(timedOut.length > 0 ? [answer, ...timedOut] : [answer], context, call);
+    return result;
+  }
+
+  /** The prompt each timed-out attempt was read (see TimedOutAttempt), estimated as a reservation is. */
+  #timedOutLines(context: CallContext, call: PreparedCall): ChargeLine[] {
+    return call.timedOut.map(({ target, adapter, attempt, durationMs }) => {
+      const usage = { prompt_tokens: call.promptTokens, completion_tokens: 0, total_tokens: call.promptTokens };
+      return {
+        chargeKey: `${context.chargeKey}:timed-out:${attempt}`,
+        target,
+        adapter,
+        usage,
+        costUsd: costUsd(target.provider, stripQuery(target.model), usage),
+        estimated: true,
+        latencyMs: durationMs,
+      };
     });
+  }
+
+  /**
+   * A call's charge: one settlement of its reservation for all its lines (the budget sees one charge per
+   * call), and a usage row per line. Neither is awaited where the request can keep them alive (waitUntil).
+   */
+  async #settleCharges(lines: ChargeLine[], context: CallContext, { budgets, hold }: Reserved): Promise<void> {
+    let tokens = 0;
+    let cost = 0;
+    for (const line of lines) {
+      tokens += line.usage.total_tokens;
+      cost += line.costUsd;
+    }
+    const settle = this.#deps.budgets.settle(
+      {
+        workspaceId: context.workspaceId,
+        chargeKey: context.chargeKey,
+        once: context.chargeOnce,
+        budgets,
+        hold,
+        tokens,
+        costUsd: Math.round(cost * 1e8) / 1e8,
+      },
+      context,
+    );
+    const records = lines.map((line) =>
+      this.#deps.usage.record({
+        workspaceId: context.workspaceId,
+        chargeKey: line.chargeKey,
+        taskId: context.taskId ?? null,
+        runId: context.runId ?? null,
+        requestId: context.requestId ?? null,
+        provider: line.target.provider,
+        model: stripQuery(line.target.model),
+        usage: line.usage,
+        costUsd: line.costUsd,
+        simulated: line.adapter.simulated,
+        ...(line.estimated ? { estimated: true } : {}),
+        latencyMs: line.latencyMs,
+      }),
+    );
     const logged = (what: string) => (error: unknown) =>
       this.#deps.logger.error(`${what} failed`, { error, charge_key: context.chargeKey });
     const settled = settle.catch(logged("budget settlement"));
-    const background = Promise.all([settled, record.catch(logged("usage record"))]);
+    const background = Promise.all([settled, Promise.all(records).catch(logged("usage record"))]);
     // With budgets this router's next reservation for the workspace must see this charge (see #settling).
     if (budgets && hasAnyBudget(budgets)) this.#settling.set(context.workspaceId, settled);
     if (this.#deps.waitUntil) this.#deps.waitUntil(background);
     else await background;
-    return result;
   }
 
   /**
@@ -499,7 +582,7 @@ export class Router implements LlmRouter {
     delivered: DeliveredText,
     attempts: number,
     context: CallContext,
-    call: Reserved & { promptTokens: number },
+    call: PreparedCall,
     startedMs: number,
   ): Promise<ChatResult | undefined> {
     const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
@@ -518,30 +601,25 @@ export class Router implements LlmRouter {
 
   /**
    * A call that ends without an answer: failures cost nothing (providers do not bill an error), and the
-   * reservation is released; a cancellation that reached the provider is charged the prompt it read.
+   * reservation is released; but a cancellation that reached the provider is charged the prompt it read,
+   * as is each attempt that timed out there. The caller sees only the failure; it is told the charges
+   * (LlmError.charged), so its own tally (a task run's) matches the usage rows.
    */
-  async #settleUnserved(
-    error: unknown,
-    context: CallContext,
-    call: Reserved & { promptTokens: number },
-    startedMs: number,
-  ): Promise<void> {
-    if (!(error instanceof CancelledInFlight)) return this.#release(context, call);
-    const { target, adapter, attempts } = error;
-    const charged = await this.#chargeEstimate(
-      target,
-      adapter,
-      new DeliveredText(),
-      attempts,
-      context,
-      call,
-      startedMs,
-    );
-    // The caller sees only the failure; it is told the charge, so its own tally (a task run's) matches the usage rows.
-    if (charged) {
-      const { usage, cost_usd, provider, model, simulated } = charged;
-      error.charged = { usage, cost_usd, provider, model, simulated };
+  async #settleUnserved(error: unknown, context: CallContext, call: PreparedCall, startedMs: number): Promise<void> {
+    if (error instanceof CancelledInFlight) {
+      const { target, adapter, attempts } = error;
+      const delivered = new DeliveredText();
+      const charged = await this.#chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
+      if (charged) {
+        const { usage, cost_usd, provider, model, simulated } = charged;
+        error.charged = [...(charged.timed_out_attempts ?? []), { usage, cost_usd, provider, model, simulated }];
+      }
+      return;
     }
+    const timedOut = this.#timedOutLines(context, call);
+    if (timedOut.length === 0) return this.#release(context, call);
+    await this.#settleCharges(timedOut, context, call);
+    if (error instanceof LlmError) error.charged = timedOut.map(chargedCall);
   }
 
   async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {
@@ -552,6 +630,16 @@ export class Router implements LlmRouter {
       )
       .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));
   }
+}
+
+function chargedCall({ usage, costUsd: cost, target, adapter }: ChargeLine): ChargedCall {
+  return {
+    usage,
+    cost_usd: cost,
+    provider: target.provider,
+    model: stripQuery(target.model),
+    simulated: adapter.simulated,
+  };
 }
 
 export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";

@@ -98,7 +98,16 @@ export interface ChatResult {
   simulated: boolean;
   /** Attempts made across providers (1 when the first call succeeded). */
   attempts: number;
+  /**
+   * Earlier attempts that timed out while the provider had the request, each
+   * charged the prompt it read (estimated, with a usage row of its own):
+   * `usage` and `cost_usd` above are the answer's alone.
+   */
+  timed_out_attempts?: ChargedCall[];
 }
+
+/** What one charge was: a usage row's figures. */
+export type ChargedCall = Pick<ChatResult, "usage" | "cost_usd" | "provider" | "model" | "simulated">;
 
 /** Who a call is for, so it is metered, budgeted and attributed. */
 export interface CallContext {
@@ -148,10 +157,11 @@ export class LlmError extends Error {
   /** When every target tried asked to be left alone for a while (Retry-After): the soonest one is back. */
   readonly retryAfterMs?: number;
   /**
-   * What the failed call was charged all the same (a call cancelled while the provider had its prompt):
-   * the usage row and the budget have it, so a caller keeping its own tally (a task run) must add it too.
+   * What the failed call was charged all the same (a call cancelled while the provider had its prompt,
+   * attempts that timed out there): the usage rows and the budget have it, so a caller keeping its own
+   * tally (a task run) must add it too.
    */
-  charged?: Pick<ChatResult, "usage" | "cost_usd" | "provider" | "model" | "simulated">;
+  charged?: ChargedCall[];
   constructor(
     kind: LlmErrorKind,
     message: string,

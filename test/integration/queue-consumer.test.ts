@@ -446,6 +446,37 @@ describe("the tasks consumer", () => {
     expect(done).toMatchObject({ status: "cancelled", promptTokens: charged.promptTokens });
     expect(done.costUsd).toBeCloseTo(charged.costUsd, 12);
   });
+
+  it("counts the prompt of an attempt that timed out at the provider in the run's and the task's figures", async () => {
+    const openai = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini-task-timeout" }],
+    });
+    const row = await insertTask(openai.id);
+    const fake = fakeUpstreams({
+      "openai.test": (request, call) =>
+        call === 1 ? hang(request) : openAiCompletion("Done.", { prompt_tokens: 400, completion_tokens: 40 }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const config = llmConfig();
+    const router = createLlmRouter(config, { logger: quietLogger, overrides: { attemptTimeoutMs: 200 } });
+    await deliver(router, [{ id: "msg-timeout-charged", taskId: row.id }], { workspace: openai, config });
+    expect(fake.count("openai.test")).toBe(2);
+
+    // The answer's figures, and the timed-out attempt's prompt (estimated) in a row of its own.
+    const rows = await db.select().from(usageRecords).where(eq(usageRecords.taskId, row.id));
+    expect(rows).toHaveLength(2);
+    expect(rows.find((usage) => usage.estimated)).toMatchObject({ completionTokens: 0 });
+    const promptTokens = rows.reduce((sum, usage) => sum + usage.promptTokens, 0);
+    expect(promptTokens).toBeGreaterThan(400);
+    const [run] = await runs(row.id);
+    expect(run).toMatchObject({ promptTokens, completionTokens: 40 });
+    expect(run.costUsd).toBeCloseTo(
+      rows.reduce((sum, usage) => sum + usage.costUsd, 0),
+      12,
+    );
+    expect(await task(row.id)).toMatchObject({ promptTokens });
+  });
 });
 
 describe("a task.created its hub refused at submission", () => {

@@ -1,6 +1,6 @@
 import { activeTraceId } from "../../events/index.ts";
 import type { Logger } from "../../lib/logger.ts";
-import { type ChatMessage, type ChatResult, LlmError, type LlmRouter } from "../../llm/types.ts";
+import { type ChargedCall, type ChatMessage, type ChatResult, LlmError, type LlmRouter } from "../../llm/types.ts";
 import type { TaskFiles } from "../artifacts.ts";
 import { CancelledError } from "../cancellation.ts";
 import { DEFAULT_MAX_STEPS, MAX_STEPS_CAP } from "../config.ts";
@@ -106,12 +106,7 @@ export class AgentRun {
           deadlineMs: this.#input.deadlineMs,
         },
       );
-      this.promptTokens += result.usage.prompt_tokens;
-      this.completionTokens += result.usage.completion_tokens;
-      this.costUsd += result.cost_usd;
-      this.provider = result.provider;
-      this.model = result.model;
-      this.simulated ||= result.simulated;
+      this.#count(result);
       const toolCalls = result.message.tool_calls ?? [];
       const empty = toolCalls.length === 0 && !result.message.content?.trim();
       // An empty turn is not part of the conversation: providers refuse an assistant message without content.
@@ -204,22 +199,28 @@ export class AgentRun {
     return this.#finish(`Stopped after ${maxSteps} steps without finishing.`, "partial_success");
   }
 
-  /** A call that failed but was charged (cancelled while the provider had it) still counts in the run's figures. */
+  /**
+   * Everything a call was charged counts in the run's figures: attempts that timed out at the provider, and
+   * a failed call's charges (cancelled while the provider had it) as well as an answer's.
+   */
   async #chat(...args: Parameters<LlmRouter["chat"]>): Promise<ChatResult> {
     try {
-      return await this.#input.router.chat(...args);
+      const result = await this.#input.router.chat(...args);
+      for (const charge of result.timed_out_attempts ?? []) this.#count(charge);
+      return result;
     } catch (error) {
-      if (error instanceof LlmError && error.charged) {
-        const { usage, cost_usd, provider, model, simulated } = error.charged;
-        this.promptTokens += usage.prompt_tokens;
-        this.completionTokens += usage.completion_tokens;
-        this.costUsd += cost_usd;
-        this.provider = provider;
-        this.model = model;
-        this.simulated ||= simulated;
-      }
+      if (error instanceof LlmError) for (const charge of error.charged ?? []) this.#count(charge);
       throw error;
     }
+  }
+
+  #count({ usage, cost_usd, provider, model, simulated }: ChargedCall): void {
+    this.promptTokens += usage.prompt_tokens;
+    this.completionTokens += usage.completion_tokens;
+    this.costUsd += cost_usd;
+    this.provider = provider;
+    this.model = model;
+    this.simulated ||= simulated;
   }
 
   async #checkpoint(): Promise<void> {

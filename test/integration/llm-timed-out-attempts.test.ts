@@ -1,0 +1,154 @@
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { createDb } from "../../src/db/client.ts";
+import { createLlmRouter, LlmError } from "../../src/llm/index.ts";
+import { costUsd } from "../../src/llm/prices.ts";
+import { findCharge } from "../../src/llm/usage.ts";
+import {
+  fakeUpstreams,
+  hang,
+  llmConfig,
+  openAiCompletion,
+  problem,
+  quietLogger,
+  workspaceWith,
+} from "../support/llm.ts";
+
+/**
+ * An attempt whose timer runs out while the provider has the request: the
+ * provider read the prompt and bills it, so the call is charged that prompt
+ * (estimated, a usage row of its own) beside whatever answered, in one
+ * settlement of the call's reservation. Against the real D1 and
+ * WorkspaceLimiter, with fake upstreams inside workerd.
+ */
+
+afterEach(() => vi.restoreAllMocks());
+
+const OPENAI = "openai.test";
+const messages = [{ role: "user" as const, content: "Refactor the parser." }];
+// The estimate a reservation uses (src/llm/tokens.ts): 20 characters (5 tokens) plus 4 for the message.
+const promptEstimate = { prompt_tokens: 9, completion_tokens: 0, total_tokens: 9 };
+const answerUsage = { prompt_tokens: 12, completion_tokens: 5 };
+
+/** Room for fewer than 20 calls: no budget lease, so the limiter's figures show every token charged and held. */
+function budgetedWorkspace(model: string) {
+  return workspaceWith(
+    { strategy: "fallback", chain: [{ provider: "openai", model }] },
+    { daily_tokens: 10_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
+  );
+}
+
+const routerTimingOutAfter = (attemptTimeoutMs: number, maxAttemptsPerTarget = 3) =>
+  createLlmRouter(llmConfig(), {
+    logger: quietLogger,
+    overrides: { attemptTimeoutMs, maxAttemptsPerTarget, sleep: async () => {} },
+  });
+
+async function expectTimedOutRow(workspaceId: string, chargeKey: string, model: string) {
+  expect(await findCharge(createDb(env.DB), workspaceId, chargeKey)).toMatchObject({
+    provider: "openai",
+    model,
+    promptTokens: promptEstimate.prompt_tokens,
+    completionTokens: 0,
+    costUsd: costUsd("openai", model, promptEstimate),
+    estimated: true,
+  });
+}
+
+async function budgetUsed(workspaceId: string) {
+  const status = await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
+  return status.daily;
+}
+
+describe("attempts that time out at the provider", () => {
+  it("are charged the prompt beside the answer that came after them", async () => {
+    const model = "gpt-4o-mini-timeout-then-answer";
+    const workspace = await budgetedWorkspace(model);
+    const fake = fakeUpstreams({
+      [OPENAI]: (request, call) => (call === 1 ? hang(request) : openAiCompletion("late but fine", answerUsage)),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const result = await routerTimingOutAfter(200).chat(
+      { messages },
+      { workspaceId: workspace.id, chargeKey: "timeout-then-answer" },
+    );
+    // The answer's own figures are the provider's; the timed-out attempt is told apart.
+    expect(result).toMatchObject({ attempts: 2, usage: { ...answerUsage, total_tokens: 17 } });
+    expect(result.timed_out_attempts).toEqual([
+      {
+        usage: promptEstimate,
+        cost_usd: costUsd("openai", model, promptEstimate),
+        provider: "openai",
+        model,
+        simulated: false,
+      },
+    ]);
+    expect(await findCharge(createDb(env.DB), workspace.id, "timeout-then-answer")).toMatchObject({
+      promptTokens: 12,
+      completionTokens: 5,
+      estimated: false,
+    });
+    await expectTimedOutRow(workspace.id, "timeout-then-answer:timed-out:1", model);
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17 + 9, reserved_tokens: 0 });
+  });
+
+  it("are charged when every attempt timed out, and the failure says so", async () => {
+    const model = "gpt-4o-mini-always-hangs";
+    const workspace = await budgetedWorkspace(model);
+    const fake = fakeUpstreams({ [OPENAI]: (request) => hang(request) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const failure = await routerTimingOutAfter(100, 2)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "always-hangs" })
+      .catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(LlmError);
+    expect(failure).toMatchObject({ kind: "all_providers_failed" });
+    expect((failure as LlmError).charged).toHaveLength(2);
+    expect((failure as LlmError).charged?.[0]).toMatchObject({ usage: promptEstimate, provider: "openai", model });
+    await expectTimedOutRow(workspace.id, "always-hangs:timed-out:1", model);
+    await expectTimedOutRow(workspace.id, "always-hangs:timed-out:2", model);
+    expect(await findCharge(createDb(env.DB), workspace.id, "always-hangs")).toBeNull();
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 18, reserved_tokens: 0 });
+  });
+
+  it("are charged in a stream whose first attempt gave no first event in time", async () => {
+    const model = "gpt-4o-mini-stream-timeout";
+    const workspace = await budgetedWorkspace(model);
+    const frames = [
+      { choices: [{ index: 0, delta: { role: "assistant", content: "hi" }, finish_reason: null }] },
+      { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+      { choices: [], usage: { ...answerUsage, total_tokens: 17 } },
+    ];
+    const body = `${frames.map((frame) => `data: ${JSON.stringify(frame)}\n\n`).join("")}data: [DONE]\n\n`;
+    const fake = fakeUpstreams({
+      [OPENAI]: (request, call) =>
+        call === 1 ? hang(request) : new Response(body, { headers: { "Content-Type": "text/event-stream" } }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const routed = await routerTimingOutAfter(200).chatStream(
+      { messages },
+      { workspaceId: workspace.id, chargeKey: "stream-timeout" },
+    );
+    for await (const _event of routed.deltas);
+    const result = await routed.result;
+    expect(result.usage).toEqual({ ...answerUsage, total_tokens: 17 });
+    expect(result.timed_out_attempts).toHaveLength(1);
+    await expectTimedOutRow(workspace.id, "stream-timeout:timed-out:1", model);
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17 + 9, reserved_tokens: 0 });
+  });
+
+  it("are the only failures charged: a provider's error answer (a 408, a 500) costs nothing", async () => {
+    const model = "gpt-4o-mini-error-answers";
+    const workspace = await budgetedWorkspace(model);
+    const fake = fakeUpstreams({
+      [OPENAI]: (_request, call) => (call === 1 ? problem(408) : call === 2 ? problem(500) : openAiCompletion("ok")),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const result = await routerTimingOutAfter(5_000).chat(
+      { messages },
+      { workspaceId: workspace.id, chargeKey: "error-answers" },
+    );
+    expect(result.attempts).toBe(3);
+    expect(result.timed_out_attempts).toBeUndefined();
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17, reserved_tokens: 0 });
+  });
+});
