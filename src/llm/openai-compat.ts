@@ -213,6 +213,20 @@ export const ChatCompletionSchema = z
         description:
           "The provider reported no usage: `usage` and `cost_usd` are estimated (about four characters a token).",
       }),
+      timed_out_attempts: z
+        .array(
+          z.object({
+            provider: z.string(),
+            model: z.string(),
+            prompt_tokens: z.number().int(),
+            cost_usd: z.number(),
+          }),
+        )
+        .optional()
+        .openapi({
+          description:
+            "Earlier attempts that timed out while a provider had the request, each charged the prompt it read (estimated, a usage row of its own); `usage` and `cost_usd` are the answer's alone. Absent when none did.",
+        }),
     }),
   })
   .openapi("ChatCompletion", {
@@ -318,13 +332,29 @@ export function toCompletion(id: string, result: ChatResult) {
       },
     ],
     usage: openAiUsage(result.usage),
-    x_mgx: {
-      provider: result.provider,
-      simulated: result.simulated,
-      cost_usd: result.cost_usd,
-      attempts: result.attempts,
-      usage_estimated: result.usage_estimated,
-    },
+    x_mgx: routerFigures(result),
+  };
+}
+
+/** Our own figures for a call, beside OpenAI's: who answered, what it cost, what else was charged. */
+function routerFigures(result: ChatResult): z.input<typeof ChatCompletionSchema>["x_mgx"] {
+  const timedOut = result.timed_out_attempts;
+  return {
+    provider: result.provider,
+    simulated: result.simulated,
+    cost_usd: result.cost_usd,
+    attempts: result.attempts,
+    usage_estimated: result.usage_estimated,
+    ...(timedOut
+      ? {
+          timed_out_attempts: timedOut.map(({ provider, model, usage, cost_usd }) => ({
+            provider,
+            model,
+            prompt_tokens: usage.prompt_tokens,
+            cost_usd,
+          })),
+        }
+      : {}),
   };
 }
 
@@ -386,13 +416,7 @@ export function completionStream(
           controller.enqueue(
             chunk([], {
               usage: openAiUsage(final.usage),
-              x_mgx: {
-                provider: final.provider,
-                simulated: final.simulated,
-                cost_usd: final.cost_usd,
-                attempts: final.attempts,
-                usage_estimated: final.usage_estimated,
-              },
+              x_mgx: routerFigures(final),
             }),
           );
         }

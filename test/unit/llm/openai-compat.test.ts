@@ -200,3 +200,35 @@ describe("refusals", () => {
     ]);
   });
 });
+
+describe("x_mgx, the router's figures", () => {
+  const timedOut = {
+    usage: { prompt_tokens: 9, completion_tokens: 0, total_tokens: 9 },
+    cost_usd: 0.00000135,
+    provider: "openai",
+    model: "gpt-4o-mini",
+    simulated: false,
+  };
+  const retried = result({ attempts: 2, cost_usd: 0.00001, timed_out_attempts: [timedOut] });
+  const told = [{ provider: "openai", model: "gpt-4o-mini", prompt_tokens: 9, cost_usd: 0.00000135 }];
+
+  it("tell the attempts that timed out at a provider, charged apart from the answer, whole and streamed", async () => {
+    expect(toCompletion("chatcmpl-1", retried).x_mgx).toEqual({
+      provider: "openai",
+      simulated: false,
+      cost_usd: 0.00001,
+      attempts: 2,
+      usage_estimated: false,
+      timed_out_attempts: told,
+    });
+    async function* none() {}
+    const body = completionStream("chatcmpl-1", "gpt-4o-mini", none(), Promise.resolve(retried), true, () => {});
+    const frames = (await new Response(body).text()).split("\n\n").filter(Boolean);
+    const usageChunk = JSON.parse(frames.at(-2)!.replace(/^data: /, "")) as Record<string, any>;
+    expect(usageChunk.x_mgx).toMatchObject({ attempts: 2, timed_out_attempts: told });
+  });
+
+  it("leave timed_out_attempts out when none timed out", () => {
+    expect(toCompletion("chatcmpl-1", result()).x_mgx).not.toHaveProperty("timed_out_attempts");
+  });
+});
