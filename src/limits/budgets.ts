@@ -26,6 +26,18 @@ export interface BudgetAmountsInput {
   costUsd: number;
 }
 
+/** The most a call may spend (its prompt and its longest possible answer), where more than its estimate. */
+export interface CallCeiling {
+  tokens: number;
+  costUsd: number;
+}
+
+/** What the budgets have left: the tightest of each kind, null for a kind without a budget. */
+export interface BudgetRoom {
+  tokens: number | null;
+  costUsd: number | null;
+}
+
 export interface SettleInput extends BudgetAmountsInput {
   /** Whose charge this is: thresholds it crosses are announced as events with this envelope. */
   events?: BudgetEventContext;
@@ -80,7 +92,15 @@ export interface LeasedSettleInput {
 }
 
 export type ReserveResult =
-  | { ok: true; lease: BudgetLease | null }
+  | {
+      ok: true;
+      lease: BudgetLease | null;
+      /**
+       * Near a limit (the room left is less than the call's ceiling): the room, all of it reserved for this
+       * call, which must fit its answer in it (see CallCeiling). Absent when the call may spend its ceiling.
+       */
+      nearLimit?: BudgetRoom;
+    }
   | {
       ok: false;
       period: "daily" | "monthly";
@@ -142,6 +162,12 @@ const RESERVATION_TTL_MS = 30 * 60_000;
 const LEASE_CALLS = 100;
 const MAX_LEASE_CALLS = 10_000;
 const LEASE_MIN_ROOM_CALLS = 20;
+/**
+ * A call spending a lease is never capped (the isolate does not know the
+ * room), so a lease also needs room for this many calls at their ceiling
+ * (CallCeiling): the longest answers they may give.
+ */
+const LEASE_MIN_ROOM_CEILINGS = 4;
 const LEASE_MAX_SHARE_OF_ROOM = 0.25;
 /** An isolate spends a lease for seconds (src/llm/budget-leases.ts); past this it is presumed gone. */
 export const LEASE_HOLD_MS = 60_000;
@@ -182,12 +208,9 @@ function used(counters: PeriodCounters, metric: "tokens" | "cost_usd", withReser
 
 const round = (value: number) => Math.round(value * 1e8) / 1e8;
 
-/** What the budgets have left, counting what is reserved: the tightest of each kind, null for a kind without a budget. */
-function headroom(
-  limits: BudgetLimits | null,
-  counters: Record<"daily" | "monthly", PeriodCounters>,
-): { tokens: number | null; costUsd: number | null } {
-  const left: { tokens: number | null; costUsd: number | null } = { tokens: null, costUsd: null };
+/** What the budgets have left, counting what is reserved. */
+function headroom(limits: BudgetLimits | null, counters: Record<"daily" | "monthly", PeriodCounters>): BudgetRoom {
+  const left: BudgetRoom = { tokens: null, costUsd: null };
   for (const rule of RULES) {
     const limit = limits?.[rule.field];
     if (limit === null || limit === undefined) continue;
@@ -196,6 +219,18 @@ function headroom(
     else left.costUsd = Math.min(left.costUsd ?? remaining, remaining);
   }
   return left;
+}
+
+/** The room left when it is less than the ceiling of either kind (see CallCeiling), else undefined. */
+function roomShort(
+  limits: BudgetLimits | null,
+  counters: Record<"daily" | "monthly", PeriodCounters>,
+  ceiling: CallCeiling,
+): BudgetRoom | undefined {
+  const room = headroom(limits, counters);
+  const short =
+    (room.tokens !== null && room.tokens < ceiling.tokens) || (room.costUsd !== null && room.costUsd < ceiling.costUsd);
+  return short ? room : undefined;
 }
 
 /** Called inside the transaction that crossed the thresholds, so what it writes lands with the charge or not at all. */
@@ -213,8 +248,12 @@ export class BudgetBook {
     this.#onCrossings = options.onCrossings ?? (() => {});
   }
 
-  /** With `leaseKey`, also lends the isolate budget for its next calls when there is ample room (see LEASE_CALLS). */
-  reserve(input: BudgetAmountsInput & Partial<LeaseRequest> & { nowMs: number }): ReserveResult {
+  /**
+   * With `leaseKey`, also lends the isolate budget for its next calls when there is ample room (see
+   * LEASE_CALLS). With a `ceiling` the budgets cannot cover, the call is near a limit: it reserves all the
+   * room there is (up to its ceiling), so that neither it nor a call alongside can spend past the limit.
+   */
+  reserve(input: BudgetAmountsInput & Partial<LeaseRequest> & { ceiling?: CallCeiling; nowMs: number }): ReserveResult {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
@@ -237,21 +276,29 @@ export class BudgetBook {
           } as const;
         }
       }
+      const nearLimit = input.ceiling ? roomShort(input.limits, counters, input.ceiling) : undefined;
+      const amounts = nearLimit
+        ? {
+            tokens: Math.min(input.ceiling!.tokens, nearLimit.tokens ?? Number.POSITIVE_INFINITY),
+            costUsd: Math.min(input.ceiling!.costUsd, nearLimit.costUsd ?? Number.POSITIVE_INFINITY),
+          }
+        : { tokens: input.tokens, costUsd: input.costUsd };
       this.#store.writeCharge(
         input.chargeKey,
-        { day: keys.day, month: keys.month, tokens: input.tokens, costUsd: input.costUsd, settled: false },
+        { day: keys.day, month: keys.month, ...amounts, settled: false },
         nowMs + CHARGE_KEEP_MS,
         nowMs + RESERVATION_TTL_MS,
       );
       const periods = new PeriodCache(this.#store);
-      const reserved = { reservedTokens: input.tokens, reservedCostUsd: input.costUsd };
+      const reserved = { reservedTokens: amounts.tokens, reservedCostUsd: amounts.costUsd };
       periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, reserved);
       periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, reserved);
-      const lease = input.leaseKey
-        ? this.#grantLease({ ...input, leaseKey: input.leaseKey }, keys, periods, nowMs)
-        : null;
+      const lease =
+        input.leaseKey && !nearLimit
+          ? this.#grantLease({ ...input, leaseKey: input.leaseKey }, keys, periods, nowMs)
+          : null;
       periods.write();
-      return { ok: true, lease } as const;
+      return nearLimit ? ({ ok: true, lease, nearLimit } as const) : ({ ok: true, lease } as const);
     });
   }
 
@@ -260,7 +307,9 @@ export class BudgetBook {
    * renews its lease in the background before the one it spends runs out,
    * so its calls need not wait for a reservation at all.
    */
-  lend(input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { nowMs: number }): BudgetLease | null {
+  lend(
+    input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { ceiling?: CallCeiling; nowMs: number },
+  ): BudgetLease | null {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
@@ -273,7 +322,7 @@ export class BudgetBook {
   }
 
   #grantLease(
-    call: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest,
+    call: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { ceiling?: CallCeiling },
     keys: { day: string; month: string },
     periods: PeriodCache,
     nowMs: number,
@@ -281,13 +330,13 @@ export class BudgetBook {
     const { leaseKey } = call;
     const room = headroom(call.limits, { daily: periods.get(keys.day), monthly: periods.get(keys.month) });
     const calls = Math.min(MAX_LEASE_CALLS, Math.max(1, Math.floor(call.leaseCalls ?? LEASE_CALLS)));
-    const size = (left: number | null, perCall: number) => {
+    const size = (left: number | null, perCall: number, ceiling = perCall) => {
       if (left === null) return null;
-      if (perCall * LEASE_MIN_ROOM_CALLS > left) return undefined;
+      if (perCall * LEASE_MIN_ROOM_CALLS > left || ceiling * LEASE_MIN_ROOM_CEILINGS > left) return undefined;
       return Math.min(perCall * calls, left * LEASE_MAX_SHARE_OF_ROOM);
     };
-    const tokens = size(room.tokens, call.tokens);
-    const costUsd = size(room.costUsd, call.costUsd);
+    const tokens = size(room.tokens, call.tokens, call.ceiling?.tokens);
+    const costUsd = size(room.costUsd, call.costUsd, call.ceiling?.costUsd);
     if (tokens === undefined || costUsd === undefined || (tokens === null && costUsd === null)) return null;
     const lease = {
       key: leaseKey,

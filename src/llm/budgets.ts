@@ -7,7 +7,7 @@ import { type PeriodStatus, periodEndMs, type UnbudgetedCharge } from "../limits
 import { type Keep, type Lease, type LeaseBatchItem, LeaseBook, LeaseHold } from "./budget-leases.ts";
 import { Coalescer } from "./coalesce.ts";
 import { BudgetExhaustedError } from "./errors.ts";
-import { type BudgetAmounts, type BudgetGate, hasAnyBudget } from "./router.ts";
+import { type BudgetAmounts, type BudgetGate, hasAnyBudget, type Reservation } from "./router.ts";
 import { type CallContext, LlmError } from "./types.ts";
 
 /**
@@ -21,6 +21,9 @@ import { type CallContext, LlmError } from "./types.ts";
  */
 
 type Config = Pick<AppConfig, "WORKSPACE_LIMITER">;
+
+/** A reservation the gate keeps no record of (made at the limiter, or none needed). */
+const UNHELD: Reservation = Object.freeze({ hold: undefined });
 
 export function budgetGate(
   config: Config,
@@ -38,6 +41,7 @@ export function budgetGate(
         limits: budgets,
         tokens: amounts.tokens,
         costUsd: amounts.costUsd,
+        ...(amounts.ceiling ? { ceiling: amounts.ceiling } : {}),
         leaseKey: `lease:${crypto.randomUUID()}`,
         leaseCalls: leases.leaseCallsFor(amounts.workspaceId),
       });
@@ -52,11 +56,11 @@ export function budgetGate(
   return {
     async reserve(amounts) {
       const budgets = amounts.budgets;
-      if (!budgets || !hasAnyBudget(budgets)) return undefined;
+      if (!budgets || !hasAnyBudget(budgets)) return UNHELD;
       const leased = leases.take(amounts.workspaceId, budgets, amounts, keep);
       if (leased) {
         if (leases.startAsking(amounts.workspaceId, "renew")) keep(renewLease(amounts, budgets));
-        return leased;
+        return { hold: leased };
       }
       const asks = leases.startAsking(amounts.workspaceId, "reserve");
       let result: Awaited<ReturnType<ReturnType<Config["WORKSPACE_LIMITER"]["getByName"]>["reserveBudget"]>>;
@@ -66,6 +70,7 @@ export function budgetGate(
           limits: budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
+          ...(amounts.ceiling ? { ceiling: amounts.ceiling } : {}),
           ...(asks
             ? { leaseKey: `lease:${crypto.randomUUID()}`, leaseCalls: leases.leaseCallsFor(amounts.workspaceId) }
             : {}),
@@ -86,7 +91,7 @@ export function budgetGate(
         });
       }
       if (result.lease) leases.install(result.lease, amounts.workspaceId, budgets, writeLeased, keep);
-      return undefined;
+      return result.nearLimit ? { hold: undefined, nearLimit: result.nearLimit } : UNHELD;
     },
 
     async settle(amounts, context) {

@@ -1,5 +1,6 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { Logger } from "../lib/logger.ts";
+import type { BudgetRoom, CallCeiling } from "../limits/budgets.ts";
 import type { BreakerStateName } from "./breaker-core.ts";
 import type { FailureClass } from "./errors.ts";
 import type { ProviderAdapter, StreamEvent } from "./provider.ts";
@@ -36,6 +37,15 @@ export interface BudgetAmounts {
   hold?: BudgetHold;
   tokens: number;
   costUsd: number;
+  /** The most the call may spend (its prompt and longest answer): near a limit, it reserves up to that. */
+  ceiling?: CallCeiling;
+}
+
+/** What reserve answered: the hold to hand back to settle, and near a limit the room the call must fit in. */
+export interface Reservation {
+  hold: BudgetHold;
+  /** All of it reserved for this call (see ReserveResult.nearLimit): the call's answer must be cut to fit. */
+  nearLimit?: BudgetRoom;
 }
 
 /** The gate's own record of how a call was reserved (for instance, against a lease); the router only hands it back. */
@@ -43,7 +53,7 @@ export type BudgetHold = object | undefined;
 
 export interface BudgetGate {
   /** Throws BudgetExhaustedError when a budget has nothing left. */
-  reserve(amounts: BudgetAmounts, context: CallContext): Promise<BudgetHold>;
+  reserve(amounts: BudgetAmounts, context: CallContext): Promise<Reservation>;
   /** Charges the actual amounts (0 releases the reservation) and reports threshold crossings. */
   settle(amounts: BudgetAmounts, context: CallContext): Promise<void>;
 }

@@ -1,6 +1,7 @@
+import type { BudgetRoom, CallCeiling } from "../limits/budgets.ts";
 import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
 import { BudgetExhaustedError, classifyFailure, type FailureClass, FailureTally } from "./errors.ts";
-import { costUsd } from "./prices.ts";
+import { costUsd, priceOf } from "./prices.ts";
 import {
   type AdapterCall,
   type AdapterResult,
@@ -12,7 +13,13 @@ import {
 import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
 import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
-import { DEFAULT_COMPLETION_ESTIMATE_TOKENS, DeliveredText, estimatePromptTokens } from "./tokens.ts";
+import {
+  DEFAULT_COMPLETION_ESTIMATE_TOKENS,
+  DeliveredText,
+  estimatePromptTokens,
+  MAX_SAFE_ANSWER_CAP_TOKENS,
+  UNBOUNDED_ANSWER_CEILING_TOKENS,
+} from "./tokens.ts";
 import {
   type CallContext,
   type ChargedCall,
@@ -62,6 +69,8 @@ interface TimedOutAttempt {
 interface PreparedCall extends Reserved {
   targets: RouteTarget[];
   promptTokens: number;
+  /** Near a budget's limit: the longest answer the room left allows, sent as the call's max_tokens. */
+  answerCapTokens?: number;
   deadlineMs: number;
   timedOut: TimedOutAttempt[];
 }
@@ -305,29 +314,39 @@ export class Router implements LlmRouter {
       if (this.#settling.get(context.workspaceId) === settling) this.#settling.delete(context.workspaceId);
     }
     // Reserve for the dearest target the call may end up on.
-    const cost = Math.max(
-      ...targets.map((target) =>
-        costUsd(target.provider, stripQuery(target.model), {
-          prompt_tokens: promptTokens,
-          completion_tokens: completionTokens,
-        }),
-      ),
-    );
-    const hold = await this.#deps.budgets.reserve(
+    const dearestCost = (completion: number) =>
+      Math.max(
+        ...targets.map((target) =>
+          costUsd(target.provider, stripQuery(target.model), {
+            prompt_tokens: promptTokens,
+            completion_tokens: completion,
+          }),
+        ),
+      );
+    const cost = dearestCost(completionTokens);
+    const limited = settings.budgets !== null && hasAnyBudget(settings.budgets);
+    const reservation = await this.#deps.budgets.reserve(
       {
         workspaceId: context.workspaceId,
         chargeKey: context.chargeKey,
         budgets: settings.budgets,
         tokens,
         costUsd: cost,
+        ...(limited ? { ceiling: callCeiling(request, promptTokens, tokens, cost, dearestCost) } : {}),
       },
       context,
     );
+    const answerCapTokens = reservation.nearLimit
+      ? answerThatFits(reservation.nearLimit, promptTokens, targets)
+      : undefined;
     return {
       targets,
       promptTokens,
+      ...(answerCapTokens !== undefined && answerCapTokens < (request.max_tokens ?? MAX_SAFE_ANSWER_CAP_TOKENS)
+        ? { answerCapTokens }
+        : {}),
       budgets: settings.budgets,
-      hold,
+      hold: reservation.hold,
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
       timedOut: [],
     };
@@ -381,7 +400,7 @@ export class Router implements LlmRouter {
         );
         const attemptStartedMs = this.#now();
         try {
-          const value = await run(adapter, { ...this.#payload(request, target), signal: clock.signal });
+          const value = await run(adapter, { ...this.#payload(request, target, call), signal: clock.signal });
           breaker.record(key, true);
           this.#latency.observe(key, this.#now() - attemptStartedMs);
           return { value, target, adapter, attempts, retry, finish: () => clock.finish(), touch: () => clock.touch() };
@@ -443,11 +462,12 @@ export class Router implements LlmRouter {
     throw tally.final(this.#now() >= deadlineMs);
   }
 
-  #payload(request: ChatRequest, target: RouteTarget): Omit<AdapterCall, "signal"> {
+  #payload(request: ChatRequest, target: RouteTarget, call: PreparedCall): Omit<AdapterCall, "signal"> {
     const { model: _requested, tools, tool_choice, parallel_tool_calls, ...settings } = request;
     const withTools = tools !== undefined && tools.length > 0;
     return {
       ...settings,
+      ...(call.answerCapTokens !== undefined ? { max_tokens: call.answerCapTokens } : {}),
       model: target.model,
       // Providers refuse a tool choice (or parallel_tool_calls) without tools.
       ...(withTools
@@ -630,6 +650,41 @@ export class Router implements LlmRouter {
       )
       .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));
   }
+}
+
+/** The most a call may spend (see CallCeiling), at the dearest target's prices. */
+function callCeiling(
+  request: ChatRequest,
+  promptTokens: number,
+  estimatedTokens: number,
+  estimatedCostUsd: number,
+  dearestCost: (completionTokens: number) => number,
+): CallCeiling {
+  if (request.max_tokens !== undefined) return { tokens: estimatedTokens, costUsd: estimatedCostUsd };
+  return {
+    tokens: promptTokens + UNBOUNDED_ANSWER_CEILING_TOKENS,
+    costUsd: dearestCost(UNBOUNDED_ANSWER_CEILING_TOKENS),
+  };
+}
+
+/**
+ * Near a limit, the longest answer the room reserved for the call allows, at
+ * the dearest target's prices; at least a token, since the limiter admitted
+ * the call (some room was left). A prompt larger than the room still goes
+ * over it, and its charge crosses the limit: the 100% threshold is told, and
+ * the next call is refused.
+ */
+function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTarget[]): number {
+  let fit = room.tokens === null ? Number.POSITIVE_INFINITY : room.tokens - promptTokens;
+  if (room.costUsd !== null) {
+    for (const target of targets) {
+      const price = priceOf(target.provider, stripQuery(target.model));
+      if (price.outputPerMillionUsd <= 0) continue;
+      const promptCostUsd = (promptTokens * price.inputPerMillionUsd) / 1_000_000;
+      fit = Math.min(fit, ((room.costUsd - promptCostUsd) * 1_000_000) / price.outputPerMillionUsd);
+    }
+  }
+  return Math.max(1, Math.floor(fit));
 }
 
 function chargedCall({ usage, costUsd: cost, target, adapter }: ChargeLine): ChargedCall {

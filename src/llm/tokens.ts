@@ -14,6 +14,19 @@ const CHARS_PER_TOKEN = 4;
 const MESSAGE_OVERHEAD_TOKENS = 4;
 /** Reserved for the answer when the request sets no max_tokens. */
 export const DEFAULT_COMPLETION_ESTIMATE_TOKENS = 1_024;
+/**
+ * The longest answer a call without max_tokens is taken to give, near a
+ * budget's limit: a call may spend its prompt and this much, so the budget
+ * must hold that or the call's answer is cut to fit (src/llm/router.ts).
+ */
+export const UNBOUNDED_ANSWER_CEILING_TOKENS = 32_768;
+/**
+ * A call without max_tokens is cut to fit a budget's room only below this:
+ * every chat model answers this long, while a max_tokens above what a model
+ * allows is refused (OpenAI answers 400). Above it the call runs uncut,
+ * holding all the room.
+ */
+export const MAX_SAFE_ANSWER_CAP_TOKENS = 4_096;
 
 function messageChars(message: ChatMessage): number {
   let chars = (message.content ?? "").length + (message.refusal?.length ?? 0);

@@ -417,8 +417,9 @@ describe("budget exhaustion mid-task", () => {
         break;
       }
     }
-    // 48 tokens a call: 48, 96 (≥50, ≥80), 144 (≥100), then nothing is left.
-    expect(outcomes).toEqual(["ok:48", "ok:48", "ok:48", "refused"]);
+    // 48 tokens a call: 48, 96 (≥50, ≥80); the third, near the limit, has its answer cut to the room left,
+    // though its prompt (8 tokens) alone goes over it: 105 (≥100). Then nothing is left.
+    expect(outcomes).toEqual(["ok:48", "ok:48", "ok:9", "refused"]);
     expect(error).toBeInstanceOf(BudgetExhaustedError);
     expect(error).toMatchObject({ kind: "budget_exhausted", retryable: false, period: "daily", metric: "tokens" });
     // Later calls are refused too, and report nothing new.
@@ -433,9 +434,9 @@ describe("budget exhaustion mid-task", () => {
       data: {
         workspace_id: workspace.id,
         threshold_type: "daily",
-        current_usage: 144,
+        current_usage: 105,
         threshold: 100,
-        percentage: 144,
+        percentage: 105,
         alert_level: "critical",
       },
     });

@@ -340,6 +340,7 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
       });
     const message = { messages: [{ role: "user", content: "x" }] };
     const reader = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    // The first call spends the 1-token day (its prompt alone goes over); the next is refused.
     const spent = await workspaceWith(null, {
       daily_tokens: 1,
       monthly_tokens: null,
@@ -457,13 +458,13 @@ describe("errors in OpenAI's terms, for OpenAI's SDKs", () => {
   });
 
   it("tells a spent budget as OpenAI's insufficient_quota, and providers that all failed as a server_error", async () => {
+    // The first call spends the 1-token day (its prompt alone goes over); the next is refused.
     const spent = await workspaceWith(null, {
       daily_tokens: 1,
       monthly_tokens: null,
       daily_cost_usd: null,
       monthly_cost_usd: null,
     });
-    // The first call spends the 1-token day; the next is refused.
     const call = () =>
       sdk(spent.key).chat.completions.create({ model: "auto", messages: [{ role: "user", content: "x" }] });
     await call();

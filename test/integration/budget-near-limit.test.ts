@@ -1,0 +1,129 @@
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { BudgetBook } from "../../src/limits/budgets.ts";
+import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
+import { fakeUpstreams, llmConfig, openAiCompletion, quietLogger, workspaceWith } from "../support/llm.ts";
+
+/**
+ * Near a budget's limit, a call that could spend more than the room left
+ * (its prompt and its longest answer) reserves all the room and has its
+ * answer cut to fit, so neither it nor a call alongside takes the budget past
+ * its limit by more than a prompt. Far from the limit, calls reserve their
+ * estimate as before.
+ */
+
+afterEach(() => vi.restoreAllMocks());
+
+const NONE = { daily_tokens: null, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null };
+const NOW = Date.parse("2026-11-25T10:00:00Z");
+
+function inLimiter(body: (book: BudgetBook) => void): Promise<void> {
+  const stub = env.WORKSPACE_LIMITER.getByName(`near-limit:${crypto.randomUUID()}`);
+  return runInDurableObject(stub, (_instance, state) => body(new BudgetBook(state.storage)));
+}
+
+describe("BudgetBook near a limit", () => {
+  it("reserves all the room for a call whose ceiling the budget cannot hold, and the estimate otherwise", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 10_000, daily_cost_usd: 1 };
+      const ceiling = { tokens: 4_000, costUsd: 0.1 };
+      expect(book.reserve({ chargeKey: "far", limits, tokens: 1_000, costUsd: 0.01, ceiling, nowMs: NOW })).toEqual({
+        ok: true,
+        lease: null,
+      });
+      book.settle({ chargeKey: "far", limits, tokens: 7_000, costUsd: 0.02, nowMs: NOW });
+      // 3,000 tokens left, less than the ceiling: all of it is this call's.
+      expect(book.reserve({ chargeKey: "near", limits, tokens: 1_000, costUsd: 0.01, ceiling, nowMs: NOW })).toEqual({
+        ok: true,
+        lease: null,
+        nearLimit: { tokens: 3_000, costUsd: 0.98 },
+      });
+      expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 3_000, reserved_cost_usd: 0.1 });
+      // A call alongside finds nothing left until the first settles.
+      expect(book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW })).toMatchObject({
+        ok: false,
+        period: "daily",
+        metric: "tokens",
+      });
+      book.settle({ chargeKey: "near", limits, tokens: 500, costUsd: 0.001, nowMs: NOW });
+      expect(book.reserve({ chargeKey: "after", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW })).toMatchObject({
+        ok: true,
+        nearLimit: { tokens: 2_500 },
+      });
+    }));
+
+  it("lends an isolate budget only with room for a few calls at their ceiling, as well as many at their estimate", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 100_000 };
+      const call = { limits, tokens: 1_000, costUsd: 0, leaseKey: "lease:1", nowMs: NOW };
+      // Room for 100 estimates but only 3 ceilings of 30,000 tokens: no lease.
+      expect(book.lend({ ...call, ceiling: { tokens: 30_000, costUsd: 0 } })).toBeNull();
+      expect(book.lend({ ...call, ceiling: { tokens: 20_000, costUsd: 0 } })).toMatchObject({ key: "lease:1" });
+    }));
+});
+
+describe("the router near a limit", () => {
+  const OPENAI = "openai.test";
+  // "Refactor the parser." is about 9 tokens with its framing (src/llm/tokens.ts).
+  const messages = [{ role: "user" as const, content: "Refactor the parser." }];
+
+  async function setup(daily_tokens: number) {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      { ...NONE, daily_tokens },
+    );
+    const asked: (number | undefined)[] = [];
+    let release: () => void = () => {};
+    let holdNext = false;
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: async (request) => {
+          const body = (await request.json()) as { max_completion_tokens?: number };
+          asked.push(body.max_completion_tokens);
+          if (holdNext) {
+            holdNext = false;
+            await new Promise<void>((resolve) => {
+              release = resolve;
+            });
+          }
+          return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 141 });
+        },
+      }).impl,
+    );
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const chat = (chargeKey: string, extra: { max_tokens?: number } = {}) =>
+      router.chat({ messages, ...extra }, { workspaceId: workspace.id, chargeKey });
+    return { asked, chat, holdNextAnswer: () => (holdNext = true), release: () => release() };
+  }
+
+  it("cuts the answer of a call without max_tokens to the room left, and keeps a smaller max_tokens", async () => {
+    const { asked, chat } = await setup(400);
+    // A 400-token day cannot hold a call's ceiling: even the first answer is cut to 400 − 9 for the prompt.
+    await chat("first");
+    // 250 tokens left: the next answer may take 250 − 9.
+    await chat("second");
+    // 100 left: a max_tokens of 50 fits and is kept.
+    await chat("third", { max_tokens: 50 });
+    expect(asked).toEqual([391, 241, 50]);
+  });
+
+  it("holds the room for the call that was cut, so a call alongside is refused rather than going over", async () => {
+    // 5,000 tokens a day: room for several estimates (1,033 tokens without max_tokens), not for a ceiling.
+    const { asked, chat, holdNextAnswer, release } = await setup(5_000);
+    await chat("first");
+    holdNextAnswer();
+    const second = chat("second");
+    await vi.waitFor(() => expect(asked).toHaveLength(2));
+    await expect(chat("beside", { max_tokens: 10 })).rejects.toBeInstanceOf(BudgetExhaustedError);
+    release();
+    await second;
+  });
+
+  it("leaves the answer uncut far from the limit", async () => {
+    const { asked, chat } = await setup(1_000_000);
+    await chat("first");
+    await chat("second");
+    expect(asked).toEqual([undefined, undefined]);
+  });
+});
