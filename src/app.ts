@@ -1,6 +1,7 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { secureHeaders } from "hono/secure-headers";
 import { routeCallers, withSharedHeaders } from "./docs/shared-headers.ts";
+import { withSharedProblems } from "./docs/shared-problems.ts";
 import { BEARER_AUTH } from "./lib/openapi.ts";
 import { authenticateApi } from "./middleware/auth.ts";
 import { limitBodySize, requireJsonBody } from "./middleware/body.ts";
@@ -127,7 +128,7 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   return app;
 }
 
-/** The document generated from the routes' schemas, with the headers the middleware sets on every response added. */
+/** The document generated from the routes' schemas, with the problems the middleware gives and the headers it sets added. */
 function documentOf(app: OpenAPIHono<HonoEnv>, server: { url: string; description: string }) {
   const doc = app.getOpenAPI31Document({
     openapi: "3.1.0",
@@ -136,7 +137,8 @@ function documentOf(app: OpenAPIHono<HonoEnv>, server: { url: string; descriptio
     tags: OPENAPI_TAGS,
     security: [{ [BEARER_AUTH]: [] }],
   });
-  return withSharedHeaders(doc, routeCallers(app));
+  const callers = routeCallers(app);
+  return withSharedHeaders(withSharedProblems(doc, callers), callers);
 }
 
 /** The OpenAPI document without serving a request, for lint and the SDK generator. */

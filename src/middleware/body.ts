@@ -3,8 +3,9 @@ import { bodyLimit } from "hono/body-limit";
 import { ApiError } from "../lib/problem.ts";
 import type { HonoEnv } from "../types.ts";
 
-const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
-const METHODS_WITH_BODY = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+export const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
+/** The methods whose body is checked; a GET or HEAD body is never read, so never refused either. */
+export const METHODS_WITH_BODY = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 function hasBody(request: Request): boolean {
   const length = request.headers.get("content-length");
@@ -32,6 +33,8 @@ export const requireJsonBody: MiddlewareHandler<HonoEnv> = async (c, next) => {
 
 /** Refuses bodies over MAX_BODY_BYTES, whether or not the client declared a length. */
 export const limitBodySize: MiddlewareHandler<HonoEnv> = (c, next) => {
+  // No handler reads a GET or HEAD body, so its size harms nothing: a 413 there would be one no client expects.
+  if (!METHODS_WITH_BODY.has(c.req.method)) return next();
   const maxBytes = c.get("config").MAX_BODY_BYTES;
   return bodyLimit({
     maxSize: maxBytes,

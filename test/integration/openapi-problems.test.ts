@@ -1,0 +1,106 @@
+import { describe, expect, it } from "vitest";
+import { createApp } from "../../src/app.ts";
+import { routeCallers } from "../../src/docs/shared-headers.ts";
+import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
+import { type Doc, documentedResponse, openApi } from "../support/openapi.ts";
+
+/**
+ * The problem responses /openapi.json lists against what the shared middleware
+ * answers: every operation that takes a body lists the body checks' refusals,
+ * and a real refusal on a route that did not list one is the one documented.
+ */
+
+const WITH_BODY = new Set(["post", "put", "patch", "delete"]);
+
+function operations(doc: Doc): [string, string, Record<string, any>][] {
+  return Object.entries(doc.paths as Record<string, Record<string, any>>).flatMap(([path, item]) =>
+    Object.entries(item).map(([method, operation]): [string, string, Record<string, any>] => [method, path, operation]),
+  );
+}
+
+/** The statuses one operation does not list as problem+json responses. */
+function unlisted(doc: Doc, method: string, path: string, statuses: number[]): string[] {
+  return statuses
+    .filter((status) => {
+      const response = doc.paths[path][method].responses?.[String(status)];
+      return !response || !documentedResponse(doc, method, path, status).content?.["application/problem+json"];
+    })
+    .map((status) => `${method.toUpperCase()} ${path} ${status}`);
+}
+
+describe("the problem responses in /openapi.json", () => {
+  it("list 400, 413 and 415 on every operation with a request body", async () => {
+    const doc = await openApi();
+    const withBody = operations(doc).filter(([, , operation]) => operation.requestBody);
+    expect(withBody.length).toBeGreaterThanOrEqual(8);
+    expect(withBody.flatMap(([method, path]) => unlisted(doc, method, path, [400, 413, 415]))).toEqual([]);
+  });
+
+  it("list what the middleware answers everywhere: a body's refusals by method, credentials' and limits' under /api/v1", async () => {
+    const doc = await openApi();
+    const guarded = routeCallers(createApp());
+    const missing: string[] = [];
+    const needless: string[] = [];
+    for (const [method, path] of operations(doc)) {
+      // A POST, PUT, PATCH or DELETE body is checked even where the operation reads none; a GET's never is.
+      if (WITH_BODY.has(method)) missing.push(...unlisted(doc, method, path, [413, 415]));
+      else
+        for (const status of ["413", "415"])
+          if (doc.paths[path][method].responses[status]) needless.push(`${method} ${path} ${status}`);
+      if (path.startsWith("/api/v1/")) missing.push(...unlisted(doc, method, path, [401, 429, 503]));
+      if (guarded.has(`${method} ${path}`)) missing.push(...unlisted(doc, method, path, [403]));
+    }
+    expect(missing).toEqual([]);
+    expect(needless).toEqual([]);
+  });
+
+  it("are what the server answers, on routes that did not list them", async () => {
+    const doc = await openApi();
+    const workspace = await workspaceWith(null);
+    const as = (contentType: string) => ({ ...workspace.headers, "Content-Type": contentType });
+    const cases: [string, string, string, RequestInit, number][] = [
+      [
+        "post",
+        "/api/v1/tasks",
+        "/api/v1/tasks",
+        { method: "POST", headers: as("application/json"), body: '{"title": ' },
+        400,
+      ],
+      [
+        "put",
+        "/api/v1/budgets",
+        "/api/v1/budgets",
+        {
+          method: "PUT",
+          headers: as("application/json"),
+          body: JSON.stringify({ daily_tokens: 1, pad: "x".repeat(1024 * 1024) }),
+        },
+        413,
+      ],
+      [
+        "patch",
+        "/api/v1/workspace",
+        "/api/v1/workspace",
+        { method: "PATCH", headers: as("text/plain"), body: "llm=null" },
+        415,
+      ],
+      // An operation that reads no body still has a body it was sent checked.
+      [
+        "delete",
+        "/api/v1/api-keys/{id}",
+        "/api/v1/api-keys/key_nope",
+        { method: "DELETE", headers: as("text/plain"), body: "x" },
+        415,
+      ],
+    ];
+    for (const [method, path, url, init, status] of cases) {
+      const where = `${method.toUpperCase()} ${path} ${status}`;
+      const answer = await fetcher(`${BASE}${url}`, init);
+      expect(answer.status, where).toBe(status);
+      expect(answer.headers.get("Content-Type"), where).toBe("application/problem+json");
+      const documented = documentedResponse(doc, method, path, status).content["application/problem+json"];
+      const { type, title, code } = documented.example;
+      expect(await answer.json(), where).toMatchObject({ type, title, status, code });
+    }
+  });
+});
