@@ -59,6 +59,17 @@ const ToolSchema = z
   })
   .loose();
 
+/**
+ * A field of OpenAI's request the router takes and does not use. Each changes no answer's content, so refusing it
+ * would only break clients written for OpenAI that send it; nothing reads it, so it is not bounded beyond its type.
+ */
+function ignored<T extends z.ZodType>(schema: T, why: string) {
+  return schema
+    .nullable()
+    .optional()
+    .openapi({ description: `Accepted and ignored: ${why}` });
+}
+
 const maxTokens = z.number().int().min(1).max(1_000_000).nullable().optional();
 const penalty = z.number().min(-2).max(2).nullable().optional();
 
@@ -121,7 +132,7 @@ export const ChatCompletionRequestSchema = z
       .max(1)
       .nullable()
       .optional()
-      .openapi({ description: "One choice per call: only 1 (the default) is supported." }),
+      .openapi({ description: "Only 1 (the default): more choices are refused with 422, as each call answers one." }),
     logprobs: z.boolean().nullable().optional().openapi({
       description:
         "Only false: log probabilities are refused with 422, as no provider but OpenAI has them (the answer's `logprobs` is null).",
@@ -134,9 +145,27 @@ export const ChatCompletionRequestSchema = z
       .nullable()
       .optional()
       .openapi({ description: "Only 0: see `logprobs`." }),
+    logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional().openapi({
+      description:
+        "Only empty: a bias is refused with 422, as token ids are one tokenizer's and no provider but OpenAI takes them.",
+    }),
     stream: z.boolean().nullable().optional(),
     stream_options: z.object({ include_usage: z.boolean().optional() }).loose().nullable().optional(),
-    user: z.string().max(256).optional(),
+    store: ignored(z.boolean(), "no completion is stored for OpenAI's evals or distillation, whoever serves the call."),
+    metadata: ignored(z.record(z.string(), z.string()), "tags of a stored completion (see `store`)."),
+    user: ignored(
+      z.string().max(256),
+      "not sent to providers (OpenAI now asks for `safety_identifier` and `prompt_cache_key` instead).",
+    ),
+    safety_identifier: ignored(z.string(), "not sent to providers; the caller is known by its key."),
+    prompt_cache_key: ignored(
+      z.string(),
+      "not sent to providers, which cache prompt prefixes on their own (`usage.prompt_tokens_details.cached_tokens`).",
+    ),
+    service_tier: ignored(
+      z.string(),
+      "calls go at each provider's default tier, and the answer has no `service_tier`.",
+    ),
   })
   .loose()
   .superRefine((body, issues) => {
@@ -156,6 +185,15 @@ export const ChatCompletionRequestSchema = z
     const noLogprobs = "log probabilities are not offered: no provider but OpenAI has them";
     if (body.logprobs === true) issues.addIssue({ code: "custom", path: ["logprobs"], message: noLogprobs });
     if (body.top_logprobs) issues.addIssue({ code: "custom", path: ["top_logprobs"], message: noLogprobs });
+    // Dropped, a bias meant to ban words would let them through unseen; sent on, it would hold only when OpenAI
+    // served the call, and token ids differ between its models anyway.
+    if (body.logit_bias && Object.keys(body.logit_bias).length > 0) {
+      issues.addIssue({
+        code: "custom",
+        path: ["logit_bias"],
+        message: "token biases are not offered: token ids are one tokenizer's, and no provider but OpenAI takes them",
+      });
+    }
     // A choice that forces a tool needs that tool: the provider would refuse it, after the call was charged for.
     const choice = body.tool_choice;
     if (choice === "required" && !body.tools?.length) {
@@ -168,7 +206,10 @@ export const ChatCompletionRequestSchema = z
       }
     }
   })
-  .openapi("ChatCompletionRequest", { description: "OpenAI chat-completions request." });
+  .openapi("ChatCompletionRequest", {
+    description:
+      "OpenAI chat-completions request. What would change the answer and cannot be honoured whichever provider serves the call is refused with 422 naming the field (`n` above 1, `logprobs: true`, `top_logprobs`, a non-empty `logit_bias`); OpenAI's fields that change no answer's content (`store`, `metadata`, `user`, `safety_identifier`, `prompt_cache_key`, `service_tier`) are accepted and ignored, as is any field not described here.",
+  });
 
 export type ChatCompletionRequest = z.output<typeof ChatCompletionRequestSchema>;
 

@@ -206,6 +206,10 @@ describe("OpenAI-compatible chat completions", () => {
       expect.objectContaining({ path: "logprobs" }),
       expect.objectContaining({ path: "top_logprobs" }),
     ]);
+    // Token biases: dropped, a banned word could come back; token ids are one tokenizer's, and only OpenAI takes them.
+    expect(await refused({ logit_bias: { "19339": -100 } })).toEqual([
+      expect.objectContaining({ path: "logit_bias", message: expect.stringContaining("token biases are not offered") }),
+    ]);
     const image = { type: "image_url", image_url: { url: "https://example.com/diagram.png" } };
     expect(await refused({ messages: [{ role: "user", content: [image] }] })).toEqual([
       {
@@ -400,6 +404,20 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
         const limited = operation.responses?.["429"];
         if (limited) expect(resolved(limited.headers?.["Retry-After"] ?? {}).required, `${method} ${path}`).toBe(true);
       }
+    }
+  });
+
+  it("declares the OpenAI fields it accepts and ignores, and those it refuses", async () => {
+    const doc = (await (await fetcher(`${BASE}/openapi.json`)).json()) as Record<string, any>;
+    const request = doc.components.schemas.ChatCompletionRequest;
+    const ignored = ["store", "metadata", "user", "safety_identifier", "prompt_cache_key", "service_tier"];
+    for (const field of ignored) {
+      expect(request.properties[field]?.description, field).toMatch(/^Accepted and ignored: /);
+      expect(request.description, field).toContain(`\`${field}\``);
+    }
+    for (const field of ["n", "logprobs", "top_logprobs", "logit_bias"]) {
+      expect(request.properties[field]?.description, field).toMatch(/^Only /);
+      expect(request.description, field).toContain(`\`${field}`);
     }
   });
 });

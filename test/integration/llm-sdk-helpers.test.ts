@@ -392,4 +392,47 @@ describe("settings OpenAI has and the chain may not", () => {
     });
     expect(answered.choices[0].message.content).toBe("hi");
   });
+
+  it("refuses a logit_bias with a 422 on its param, rather than answering without the bias", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({ [OPENAI]: () => openAiAnswer({ content: "hi" }) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const messages = [{ role: "user" as const, content: "Name a fruit" }];
+    // A bias that bans a word: dropped, the word could come back with no word why.
+    const refused = await sdk(workspace.key)
+      .chat.completions.create({ model: "auto", messages, logit_bias: { "19339": -100 } })
+      .then(
+        () => expect.unreachable("the bias was dropped"),
+        (error) => error,
+      );
+    expect(refused).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect(refused).toMatchObject({ type: "invalid_request_error", param: "logit_bias" });
+    expect(refused.message).toMatch(/token biases are not offered/);
+    expect(fake.count(OPENAI)).toBe(0);
+    // An empty one biases nothing.
+    const answered = await sdk(workspace.key).chat.completions.create({ model: "auto", messages, logit_bias: {} });
+    expect(answered.choices[0].message.content).toBe("hi");
+  });
+
+  it("accepts OpenAI's fields that change no answer and sends them to no provider, not even OpenAI", async () => {
+    const workspace = await openAiChain("gpt-4o-mini");
+    const fake = fakeUpstreams({ [OPENAI]: () => openAiAnswer({ content: "hi" }) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const ignored = {
+      store: true,
+      metadata: { team: "docs" },
+      user: "user-1234",
+      safety_identifier: "a1b2c3",
+      prompt_cache_key: "docs-bot",
+      service_tier: "flex" as const,
+    };
+    const answered = await sdk(workspace.key).chat.completions.create({
+      model: "auto",
+      messages: [{ role: "user", content: "hi" }],
+      ...ignored,
+    });
+    expect(answered.choices[0].message.content).toBe("hi");
+    const sent = (await fake.calls[OPENAI][0].json()) as Record<string, unknown>;
+    for (const field of Object.keys(ignored)) expect(sent, field).not.toHaveProperty(field);
+  });
 });
