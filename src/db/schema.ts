@@ -34,7 +34,17 @@ export interface WorkspaceBudgets {
 }
 export interface LlmRouting {
   strategy: "fallback" | "cost" | "latency" | "weighted";
-  chain: { provider: string; model: string; weight?: number }[];
+  chain: { provider: string; model: string; weight?: number; price?: WorkspacePrice }[];
+}
+
+/**
+ * A workspace's own rates (USD per million tokens) for one chain entry, in place of the price table's
+ * (src/llm/prices.ts); without `cached_input_per_million_usd`, cached input costs as any input.
+ */
+export interface WorkspacePrice {
+  input_per_million_usd: number;
+  output_per_million_usd: number;
+  cached_input_per_million_usd?: number;
 }
 
 export const workspaces = sqliteTable("workspaces", {

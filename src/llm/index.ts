@@ -20,6 +20,7 @@ export { type BudgetStatus, budgetStatus, exhaustedMessage } from "./budgets.ts"
 export { Coalescer } from "./coalesce.ts";
 export { BudgetExhaustedError } from "./errors.ts";
 export { type RoutedStream, Router } from "./router.ts";
+export { unpricedEntries } from "./routing.ts";
 export { forgetWorkspaceSettings } from "./settings.ts";
 export * from "./types.ts";
 

@@ -1,3 +1,4 @@
+import type { WorkspacePrice } from "../db/schema.ts";
 import type { TokenUsage } from "./types.ts";
 
 /**
@@ -121,14 +122,53 @@ export function priceOf(provider: string, model: string, table = currentPriceTab
   return found ? { ...found, known: true } : { ...UNKNOWN_MODEL_PRICE, known: false };
 }
 
-/** Dollars for a call's usage, rounded to a millionth of a cent so sums stay exact enough. */
+/** Where a price comes from: the table, the workspace's chain entry, or neither (the unknown-model rate, a guess). */
+export const PRICE_SOURCES = ["table", "workspace", "unknown"] as const;
+export type PriceSource = (typeof PRICE_SOURCES)[number];
+
+export type PriceInForce = ModelPrice & { source: PriceSource };
+
+/**
+ * The price a workspace's call to (provider, model) is charged at: its own, when its chain entry states
+ * one (its Azure deployment, its paid `local` server, a model newer than the table), else the table's.
+ * The context window and tool support, which a workspace does not state, stay the table's (the
+ * unknown-model row's for a model the table lacks).
+ */
+export function priceInForce(
+  provider: string,
+  model: string,
+  own?: WorkspacePrice,
+  table = currentPriceTable(),
+): PriceInForce {
+  const { known, ...listed } = priceOf(provider, model, table);
+  if (!own) return { ...listed, source: known ? "table" : "unknown" };
+  return {
+    inputPerMillionUsd: own.input_per_million_usd,
+    ...(own.cached_input_per_million_usd === undefined
+      ? {}
+      : { cachedInputPerMillionUsd: own.cached_input_per_million_usd }),
+    outputPerMillionUsd: own.output_per_million_usd,
+    contextTokens: listed.contextTokens,
+    tools: listed.tools,
+    source: "workspace",
+  };
+}
+
+/** Dollars for a call's usage at the table's price. */
 export function costUsd(
   provider: string,
   model: string,
   usage: Pick<TokenUsage, "prompt_tokens" | "completion_tokens" | "cached_prompt_tokens">,
   table = currentPriceTable(),
 ): number {
-  const row = priceOf(provider, model, table);
+  return costAt(priceOf(provider, model, table), usage);
+}
+
+/** Dollars for a call's usage at the given rates, rounded to a millionth of a cent so sums stay exact enough. */
+export function costAt(
+  row: Pick<ModelPrice, "inputPerMillionUsd" | "cachedInputPerMillionUsd" | "outputPerMillionUsd">,
+  usage: Pick<TokenUsage, "prompt_tokens" | "completion_tokens" | "cached_prompt_tokens">,
+): number {
   const cached = usage.cached_prompt_tokens ?? 0;
   const raw =
     ((usage.prompt_tokens - cached) * row.inputPerMillionUsd +

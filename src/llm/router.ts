@@ -1,7 +1,6 @@
 import type { BudgetRoom, CallCeiling } from "../limits/budgets.ts";
 import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
 import { BudgetExhaustedError, classifyFailure, type FailureClass, FailureTally } from "./errors.ts";
-import { costUsd, priceOf } from "./prices.ts";
 import {
   type AdapterCall,
   type AdapterResult,
@@ -12,7 +11,15 @@ import {
 } from "./provider.ts";
 import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
 import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
-import { LatencyTracker, planTargets, type RouteTarget, stripQuery, targetKey } from "./routing.ts";
+import {
+  LatencyTracker,
+  planTargets,
+  type RouteTarget,
+  stripQuery,
+  targetCostUsd,
+  targetKey,
+  targetPrice,
+} from "./routing.ts";
 import {
   DEFAULT_COMPLETION_ESTIMATE_TOKENS,
   DeliveredText,
@@ -317,7 +324,7 @@ export class Router implements LlmRouter {
     const dearestCost = (completion: number) =>
       Math.max(
         ...targets.map((target) =>
-          costUsd(target.provider, stripQuery(target.model), {
+          targetCostUsd(target, {
             prompt_tokens: promptTokens,
             completion_tokens: completion,
           }),
@@ -496,7 +503,7 @@ export class Router implements LlmRouter {
     const estimated = value.usageEstimated === true;
     const model = stripQuery(target.model);
     const usage = normaliseUsage(value.usage);
-    const cost = costUsd(target.provider, model, usage);
+    const cost = targetCostUsd(target, usage);
     const timedOut = this.#timedOutLines(context, call);
     const result: ChatResult = {
       message: value.message,
@@ -532,7 +539,7 @@ export class Router implements LlmRouter {
         target,
         adapter,
         usage,
-        costUsd: costUsd(target.provider, stripQuery(target.model), usage),
+        costUsd: targetCostUsd(target, usage),
         estimated: true,
         latencyMs: durationMs,
       };
@@ -678,7 +685,7 @@ function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTa
   let fit = room.tokens === null ? Number.POSITIVE_INFINITY : room.tokens - promptTokens;
   if (room.costUsd !== null) {
     for (const target of targets) {
-      const price = priceOf(target.provider, stripQuery(target.model));
+      const price = targetPrice(target);
       if (price.outputPerMillionUsd <= 0) continue;
       const promptCostUsd = (promptTokens * price.inputPerMillionUsd) / 1_000_000;
       fit = Math.min(fit, ((room.costUsd - promptCostUsd) * 1_000_000) / price.outputPerMillionUsd);

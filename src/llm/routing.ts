@@ -1,6 +1,14 @@
 import type { LlmRouting } from "../db/schema.ts";
-import { currentPriceTable, type PriceTableVersion, priceOf } from "./prices.ts";
-import type { ChatRequest } from "./types.ts";
+import {
+  costAt,
+  currentPriceTable,
+  type ModelPrice,
+  type PriceInForce,
+  type PriceTableVersion,
+  priceInForce,
+  priceOf,
+} from "./prices.ts";
+import type { ChatRequest, TokenUsage } from "./types.ts";
 
 /**
  * Which targets a call tries, in order. A workspace's routing is a strategy
@@ -12,6 +20,11 @@ export interface RouteTarget {
   provider: string;
   model: string;
   weight?: number;
+  /**
+   * The workspace's own price for this chain entry, resolved when its settings are loaded (chainTargets),
+   * so a call looks up nothing more; absent: the price table's.
+   */
+  ownPrice?: PriceInForce;
 }
 
 export type Strategy = LlmRouting["strategy"];
@@ -24,6 +37,36 @@ export const DEFAULT_MODELS: Record<string, string> = {
   "workers-ai": "@cf/meta/llama-3.1-8b-instruct",
   local: "llama3.1",
 };
+
+/** A workspace's stored chain as the router's targets, each entry's own price (if it states one) resolved. */
+export function chainTargets(chain: LlmRouting["chain"]): RouteTarget[] {
+  return chain.map(({ price, ...target }) =>
+    price ? { ...target, ownPrice: priceInForce(target.provider, stripQuery(target.model), price) } : target,
+  );
+}
+
+/**
+ * The entries (`provider:model`) whose calls would be charged the unknown-model rate, a guess: a paid
+ * provider's model the price table lacks, with no price of the workspace's own.
+ */
+export function unpricedEntries(chain: LlmRouting["chain"]): string[] {
+  return chain
+    .filter((entry) => !entry.price && !priceOf(entry.provider, stripQuery(entry.model)).known)
+    .map(targetKey);
+}
+
+/** The price a call to this target is charged, reserved and ranked at: the workspace's own, else the table's. */
+export function targetPrice(target: RouteTarget): ModelPrice {
+  return target.ownPrice ?? priceOf(target.provider, stripQuery(target.model));
+}
+
+/** Dollars for a call's usage on this target, at targetPrice. */
+export function targetCostUsd(
+  target: RouteTarget,
+  usage: Pick<TokenUsage, "prompt_tokens" | "completion_tokens" | "cached_prompt_tokens">,
+): number {
+  return costAt(targetPrice(target), usage);
+}
 
 /** `openai:gpt-4o-mini,anthropic:claude-3-5-haiku-latest` → targets; a bare provider takes its default model. */
 export function parseChain(text: string | undefined): RouteTarget[] {
@@ -116,7 +159,7 @@ function byCost(chain: RouteTarget[], request: ChatRequest, promptTokens: number
   const needTokens = promptTokens + (request.max_tokens ?? 0);
   const needsTools = (request.tools?.length ?? 0) > 0;
   const scored = chain.map((target, index) => {
-    const price = priceOf(target.provider, stripQuery(target.model));
+    const price = targetPrice(target);
     const fits = price.contextTokens >= needTokens && (!needsTools || price.tools);
     const cost = promptTokens * price.inputPerMillionUsd + (request.max_tokens ?? 512) * price.outputPerMillionUsd;
     return { target, index, fits, cost };
@@ -168,7 +211,9 @@ function preferRequested(
   const colon = requested.indexOf(":");
   const provider = colon > 0 ? requested.slice(0, colon) : undefined;
   if (provider && provider in DEFAULT_MODELS) {
-    const explicit = { provider, model: requested.slice(colon + 1) || DEFAULT_MODELS[provider] };
+    const named = { provider, model: requested.slice(colon + 1) || DEFAULT_MODELS[provider] };
+    // The chain's own entry for it, when it has one, with the price the workspace stated there.
+    const explicit = ordered.find((target) => targetKey(target) === targetKey(named)) ?? named;
     return dedupe([explicit, ...ordered]);
   }
   // A simulated entry's settings (`sim-1?latency_ms=5`) are not part of its name, as in the models list.

@@ -3,7 +3,7 @@ import { createDb } from "../db/client.ts";
 import { workspaces } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
 import type { WorkspaceSettings } from "./router.ts";
-import { parseChain } from "./routing.ts";
+import { chainTargets, parseChain } from "./routing.ts";
 
 /**
  * A workspace's routing and budgets, read from D1 and kept in the isolate for
@@ -35,7 +35,8 @@ export function settingsLoader(config: Pick<AppConfig, "DB" | "LLM_DEFAULT_CHAIN
     const row = rows[0];
     const settings: WorkspaceSettings = {
       strategy: row?.llm?.strategy ?? "fallback",
-      chain: row?.llm?.chain?.length ? row.llm.chain : defaultChain,
+      // Each entry's own price is resolved here, once per load, not on every call.
+      chain: row?.llm?.chain?.length ? chainTargets(row.llm.chain) : defaultChain,
       budgets: row?.budgets ?? null,
     };
     if (cache.size >= MAX_CACHED_WORKSPACES) cache.clear();

@@ -3,7 +3,7 @@ import { auditContext, auditInsert } from "../audit/index.ts";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
-import { forgetWorkspaceSettings } from "../llm/index.ts";
+import { forgetWorkspaceSettings, unpricedEntries } from "../llm/index.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
 import { LlmRoutingSchema, WorkspaceSchema } from "../workspaces/schemas.ts";
@@ -37,7 +37,8 @@ const patchRoute = createRoute({
   operationId: "updateWorkspace",
   tags: ["Workspaces"],
   summary: "Change your workspace's name or LLM routing",
-  description: "Plan and limits are the operator's; budgets are under /api/v1/budgets.",
+  description:
+    "Plan and limits are the operator's; budgets are under /api/v1/budgets. A chain entry may state the workspace's own `price` for its (provider, model), which then costs, reserves and ranks its calls instead of the price table's. An entry of a paid provider whose model the table lacks, without a price, is accepted, but its calls are charged a conservative guess ($5 in / $15 out per million tokens): GET /api/v1/llm/models shows it as `price_source: unknown`.",
   "x-audit-action": "workspace.update",
   middleware: [requireScope("admin")] as const,
   request: {
@@ -69,7 +70,8 @@ export function registerOwnWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
     const { db, workspaceId } = tenantDb(c);
     const row = await findWorkspace(db, workspaceId);
     if (!row) throw new ApiError("NOT_FOUND", "Your workspace no longer exists.");
-    const next = applyWorkspaceChanges(row, c.req.valid("json"));
+    const changes = c.req.valid("json");
+    const next = applyWorkspaceChanges(row, changes);
     await db.batch([
       updateWorkspaceStatement(db, next),
       auditInsert(db, {
@@ -83,6 +85,13 @@ export function registerOwnWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
     ]);
     // The router keeps routing settings per isolate for a few seconds: this one's next call routes by the new chain.
     forgetWorkspaceSettings(workspaceId);
+    // Accepted (the model may be new, or a deployment's own name), but its cost figures will be guesses.
+    const unpriced = changes.llm ? unpricedEntries(changes.llm.chain) : [];
+    if (unpriced.length > 0) {
+      c.get("logger").warn("routing chain names models without a price; charged at the unknown-model rate", {
+        unpriced,
+      });
+    }
     return c.json(toWorkspaceView(next, await queueDepth(db, workspaceId)), 200);
   });
 }

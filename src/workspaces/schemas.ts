@@ -30,6 +30,50 @@ export const BudgetsSchema = z
   })
   .openapi("Budgets", { description: "Token and cost budgets; null means none." });
 
+/** Far above any model's list price: a figure past it is a slip (per token, not per million), not a price. */
+const MAX_PRICE_PER_MILLION_USD = 10_000;
+const perMillionUsd = (what: string) =>
+  z
+    .number()
+    .min(0)
+    .max(MAX_PRICE_PER_MILLION_USD)
+    .openapi({ description: `USD per million ${what}.` });
+
+export const ChainPriceSchema = z
+  .object({
+    input_per_million_usd: perMillionUsd("input tokens"),
+    output_per_million_usd: perMillionUsd("output tokens"),
+    cached_input_per_million_usd: perMillionUsd(
+      "input tokens read from the provider's prompt cache; absent: the input price",
+    ).optional(),
+  })
+  // A misspelt cached rate would be dropped without a word, and cached input charged at the full input rate.
+  .strict()
+  .openapi("ChainPrice", {
+    description:
+      "What this workspace pays for this (provider, model), in place of the price table's: for an Azure deployment, a paid `local` server, or a model the table lacks (otherwise charged at a conservative $5 in / $15 out per million, `price_source: unknown` in GET /api/v1/llm/models). Used for the call's cost, its budget reservation and the `cost` strategy.",
+  });
+
+type ChainEntry = { provider: string; model: string; price?: unknown };
+
+/** Two entries for one (provider, model) with different prices: which one a call is charged at would be a guess. */
+function refuseConflictingPrices(chain: ChainEntry[], ctx: z.RefinementCtx): void {
+  const firstPrice = new Map<string, { index: number; price: string }>();
+  for (const [index, entry] of chain.entries()) {
+    const key = `${entry.provider}:${entry.model}`;
+    const price = JSON.stringify(entry.price ?? null);
+    const first = firstPrice.get(key);
+    if (!first) firstPrice.set(key, { index, price });
+    else if (first.price !== price) {
+      ctx.addIssue({
+        code: "custom",
+        path: [index, "price"],
+        message: `differs from the price of entry ${first.index}, the same provider and model`,
+      });
+    }
+  }
+}
+
 export const LlmRoutingSchema = z
   .object({
     strategy: z.enum(["fallback", "cost", "latency", "weighted"]),
@@ -42,12 +86,14 @@ export const LlmRoutingSchema = z
             // Trimmed: a blank name (or one with stray spaces) is sent to the provider as is, and refused there.
             model: z.string().trim().min(1).max(128),
             weight: z.number().min(0).max(1000).optional(),
+            price: ChainPriceSchema.optional(),
           })
           // A misspelt `weight` would be dropped without a word, leaving every entry the same weight.
           .strict(),
       )
       .min(1)
-      .max(10),
+      .max(10)
+      .superRefine(refuseConflictingPrices),
   })
   .openapi("LlmRouting", { description: "How the workspace's LLM calls are routed." });
 
