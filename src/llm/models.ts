@@ -1,6 +1,6 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "./adapters/index.ts";
-import { currentPriceTable, priceOf } from "./prices.ts";
+import { currentPriceTable, type PriceSource, priceInForce } from "./prices.ts";
 import { type RouteTarget, servedModels, stripQuery } from "./routing.ts";
 
 /**
@@ -30,6 +30,8 @@ export interface ModelEntry {
     output_per_million_usd: number | null;
     context_tokens: number | null;
     tools: boolean | null;
+    /** `workspace`: the chain entry's own price; `unknown`: the conservative rate for a model the table lacks, a guess. */
+    price_source: PriceSource | null;
     price_version: string;
   };
 }
@@ -41,8 +43,8 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
   const table = currentPriceTable(nowMs);
   const created = Math.floor(Date.parse(table.effectiveFrom) / 1000);
   const inChain = new Set(chain.map((target) => `${target.provider}:${target.model}`));
-  const entry = (provider: string, model: string): ModelEntry => {
-    const price = priceOf(provider, stripQuery(model), table);
+  const entry = ({ provider, model, ownPrice }: RouteTarget): ModelEntry => {
+    const price = ownPrice ?? priceInForce(provider, stripQuery(model), undefined, table);
     return {
       id: `${provider}:${model}`,
       object: "model",
@@ -59,6 +61,7 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
         output_per_million_usd: price.outputPerMillionUsd,
         context_tokens: price.contextTokens,
         tools: price.tools,
+        price_source: price.source,
         price_version: table.version,
       },
     };
@@ -79,17 +82,18 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
       output_per_million_usd: null,
       context_tokens: null,
       tools: null,
+      price_source: null,
       price_version: table.version,
     },
   };
   const seen = new Set<string>();
   const entries: ModelEntry[] = [auto];
   // The order a bare model name is resolved in, here and by a completion's routing (routing.ts).
-  for (const { provider, model } of [...chain, ...servedModels([...adapters.keys()], table)]) {
-    const id = `${provider}:${model}`;
+  for (const target of [...chain, ...servedModels([...adapters.keys()], table)]) {
+    const id = `${target.provider}:${target.model}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    entries.push(entry(provider, model));
+    entries.push(entry(target));
   }
   return entries;
 }

@@ -2,7 +2,8 @@ import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "./adapters/index.ts";
 import type { BreakerSnapshot } from "./breaker-book.ts";
 import type { BreakerView } from "./breaker-core.ts";
-import { DEFAULT_MODELS, type RouteTarget } from "./routing.ts";
+import { type PriceSource, priceInForce } from "./prices.ts";
+import { DEFAULT_MODELS, type RouteTarget, stripQuery } from "./routing.ts";
 
 /** What GET /api/v1/providers shows: each provider, whether it is configured, and its models' breakers. */
 
@@ -16,6 +17,10 @@ export interface ModelHealth {
   opened_at: string | null;
   retry_at: string | null;
   last_error: string | null;
+  input_per_million_usd: number;
+  cached_input_per_million_usd: number | null;
+  output_per_million_usd: number;
+  price_source: PriceSource;
 }
 
 export interface ProviderHealth {
@@ -56,7 +61,9 @@ export async function providerOverview(
       const adapter = adapters.get(provider);
       // Models as the chain names them: a simulated model's settings (`sim-1?failure_rate=1`) make it a
       // target of its own, with its own breaker, which must not stand in for the plain model's.
-      const chainModels = chain.filter((target) => target.provider === provider).map((target) => target.model);
+      const chainTargets = chain.filter((target) => target.provider === provider);
+      const chainModels = chainTargets.map((target) => target.model);
+      const ownPrices = new Map(chainTargets.map((target) => [target.model, target.ownPrice]));
       const used = new Set(usedLately.filter((target) => target.provider === provider).map((target) => target.model));
       // Chain entries are shown even when this deployment lacks the provider's secrets: another may have them.
       const shown = [...new Set([...chainModels, ...used])];
@@ -72,6 +79,8 @@ export async function providerOverview(
       const views = new Map(snapshot.map((entry) => [entry.model, entry.view]));
       const models = [...new Set([...chainModels, ...views.keys()])].sort().map((model) => {
         const view = views.get(model) ?? CLOSED_VIEW;
+        // The price this workspace's calls to it are charged: its chain entry's own, else the table's.
+        const price = ownPrices.get(model) ?? priceInForce(provider, stripQuery(model));
         return {
           model,
           in_chain: chainModels.includes(model),
@@ -82,6 +91,10 @@ export async function providerOverview(
           opened_at: iso(view.openedAtMs),
           retry_at: iso(view.retryAtMs),
           last_error: view.lastError,
+          input_per_million_usd: price.inputPerMillionUsd,
+          cached_input_per_million_usd: price.cachedInputPerMillionUsd ?? null,
+          output_per_million_usd: price.outputPerMillionUsd,
+          price_source: price.source,
         };
       });
       return {

@@ -2,6 +2,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { findModel, modelCatalog } from "../llm/models.ts";
+import { PRICE_SOURCES } from "../llm/prices.ts";
 import { settingsLoader } from "../llm/settings.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -33,6 +34,10 @@ const ModelSchema = z
       output_per_million_usd: z.number().nullable(),
       context_tokens: z.number().int().nullable(),
       tools: z.boolean().nullable(),
+      price_source: z.enum(PRICE_SOURCES).nullable().openapi({
+        description:
+          "Where the prices come from: `table`, the price table (`price_version`); `workspace`, the `price` of this workspace's chain entry (PATCH /api/v1/workspace); `unknown`, neither: a paid provider's model the table lacks, charged a conservative guess ($5 in / $15 out per million) until its chain entry states a price. Null for `auto`.",
+      }),
       price_version: z.string(),
     }),
   })
@@ -45,7 +50,7 @@ const listRoute = createRoute({
   tags: ["LLM"],
   summary: "List the models a chat completion can name (OpenAI-compatible)",
   description:
-    "`auto`, then the workspace's chain in order, then the priced models of every provider this deployment has configured. A model outside the chain is tried first and the chain follows as fallbacks.",
+    "`auto`, then the workspace's chain in order, then the priced models of every provider this deployment has configured. A model outside the chain is tried first and the chain follows as fallbacks. Prices are those this workspace's calls are charged: a chain entry's own `price` where it states one, else the price table's; `x_mgx.price_source` says which, and `unknown` marks a guess.",
   middleware: [requireScope("tasks:read")] as const,
   responses: {
     200: {

@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { problemResponses } from "../lib/openapi.ts";
+import { PRICE_SOURCES } from "../llm/prices.ts";
 import { providerOverview } from "../llm/providers.ts";
 import { settingsLoader } from "../llm/settings.ts";
 import { modelsUsedSince } from "../llm/usage.ts";
@@ -19,6 +20,16 @@ const ModelHealthSchema = z.object({
   opened_at: z.string().nullable(),
   retry_at: z.string().nullable().openapi({ description: "When an open breaker lets one trial call through." }),
   last_error: z.string().nullable(),
+  input_per_million_usd: z.number().openapi({ description: "USD per million input tokens this workspace is charged." }),
+  cached_input_per_million_usd: z
+    .number()
+    .nullable()
+    .openapi({ description: "Input read from the provider's prompt cache, where it bills that less; else null." }),
+  output_per_million_usd: z.number(),
+  price_source: z.enum(PRICE_SOURCES).openapi({
+    description:
+      "`table`: the price table's; `workspace`: the `price` of this workspace's chain entry; `unknown`: a model the table lacks, charged a conservative guess.",
+  }),
 });
 
 const listRoute = createRoute({

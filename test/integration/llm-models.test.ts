@@ -35,6 +35,7 @@ describe("the model catalog", () => {
         output_per_million_usd: 0.6,
         context_tokens: 128_000,
         tools: true,
+        price_source: "table",
         price_version: "2026-11-01",
       },
     });

@@ -186,6 +186,47 @@ describe("PATCH /api/v1/workspace with priced chain entries, and what the worksp
     ]);
   });
 
+  it("lists each model's price in force for the workspace and where it comes from", async () => {
+    const workspace = await workspaceWith(null);
+    expect((await patchLlm(workspace, llm)).status).toBe(200);
+    const models = (await (await fetcher(`${BASE}/api/v1/llm/models`, { headers: workspace.headers })).json()) as {
+      data: { id: string; x_mgx: Record<string, unknown> }[];
+    };
+    const sourceOf = Object.fromEntries(models.data.map((model) => [model.id, model.x_mgx.price_source]));
+    expect(sourceOf).toMatchObject({
+      auto: null,
+      "simulated:sim-1": "workspace",
+      "openai:gpt-4o-mini": "table",
+      "azure:prod-chat": "unknown",
+    });
+    const one = await fetcher(`${BASE}/api/v1/llm/models/simulated:sim-1`, { headers: workspace.headers });
+    expect(((await one.json()) as { x_mgx: unknown }).x_mgx).toMatchObject({
+      input_per_million_usd: 3,
+      cached_input_per_million_usd: null,
+      output_per_million_usd: 7,
+      price_source: "workspace",
+    });
+    const guess = await fetcher(`${BASE}/api/v1/llm/models/prod-chat`, { headers: workspace.headers });
+    expect(((await guess.json()) as { x_mgx: unknown }).x_mgx).toMatchObject({
+      input_per_million_usd: 5,
+      output_per_million_usd: 15,
+      price_source: "unknown",
+    });
+
+    const providers = (await (await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers })).json()) as {
+      data: { provider: string; models: { model: string }[] }[];
+    };
+    const modelOf = (provider: string, model: string) =>
+      providers.data.find((entry) => entry.provider === provider)?.models.find((entry) => entry.model === model);
+    expect(modelOf("simulated", "sim-1")).toMatchObject({
+      input_per_million_usd: 3,
+      output_per_million_usd: 7,
+      price_source: "workspace",
+    });
+    expect(modelOf("openai", "gpt-4o-mini")).toMatchObject({ input_per_million_usd: 0.15, price_source: "table" });
+    expect(modelOf("azure", "prod-chat")).toMatchObject({ input_per_million_usd: 5, price_source: "unknown" });
+  });
+
   it("logs a warning for a paid provider's model without a price, and none once it has one", async () => {
     const workspace = await workspaceWith(null);
     const lines: string[] = [];

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { LlmRouting } from "../../../src/db/schema.ts";
+import { findModel, modelCatalog } from "../../../src/llm/models.ts";
 import { costUsd, PRICE_TABLE_VERSIONS, priceInForce } from "../../../src/llm/prices.ts";
 import {
   chainTargets,
@@ -9,6 +10,7 @@ import {
   targetPrice,
   unpricedEntries,
 } from "../../../src/llm/routing.ts";
+import { llmConfig } from "../../support/llm.ts";
 
 /** A chain entry's own price (`price` of PATCH /api/v1/workspace): what a workspace's calls cost in its place. */
 
@@ -122,5 +124,31 @@ describe("a chain's targets", () => {
         { provider: "simulated", model: "sim-1?latency_ms=5" },
       ]),
     ).toEqual(["azure:prod-chat", "openai:gpt-9-preview"]);
+  });
+});
+
+describe("the model catalog", () => {
+  it("shows each model's price in force for the workspace and where it comes from", () => {
+    const chain = chainTargets([
+      { provider: "openai", model: "gpt-4o-mini", price: { input_per_million_usd: 0.1, output_per_million_usd: 0.4 } },
+      { provider: "openai", model: "gpt-9-preview" },
+    ]);
+    const catalog = modelCatalog(llmConfig(), chain, Date.parse("2026-11-27T12:00:00Z"));
+    expect(findModel(catalog, "auto")?.x_mgx.price_source).toBeNull();
+    expect(findModel(catalog, "openai:gpt-4o-mini")?.x_mgx).toMatchObject({
+      input_per_million_usd: 0.1,
+      cached_input_per_million_usd: null,
+      output_per_million_usd: 0.4,
+      price_source: "workspace",
+    });
+    expect(findModel(catalog, "openai:gpt-9-preview")?.x_mgx).toMatchObject({
+      input_per_million_usd: 5,
+      output_per_million_usd: 15,
+      price_source: "unknown",
+    });
+    expect(findModel(catalog, "openai:gpt-4.1")?.x_mgx).toMatchObject({
+      input_per_million_usd: 2,
+      price_source: "table",
+    });
   });
 });
