@@ -30,7 +30,7 @@ export const BudgetsSchema = z
   })
   .openapi("Budgets", { description: "Token and cost budgets; null means none." });
 
-/** Far above any model's list price: a figure past it is a slip (per token, not per million), not a price. */
+/** Far above any model's list price per million tokens: a figure past it is a slip, not a price. */
 const MAX_PRICE_PER_MILLION_USD = 10_000;
 const perMillionUsd = (what: string) =>
   z
@@ -54,14 +54,15 @@ export const ChainPriceSchema = z
       "What this workspace pays for this (provider, model), in place of the price table's: for an Azure deployment, a paid `local` server, or a model the table lacks (otherwise charged at a conservative $5 in / $15 out per million, `price_source: unknown` in GET /api/v1/llm/models). Used for the call's cost, its budget reservation and the `cost` strategy.",
   });
 
-type ChainEntry = { provider: string; model: string; price?: unknown };
+type ChainEntry = { provider: string; model: string; price?: z.infer<typeof ChainPriceSchema> };
 
 /** Two entries for one (provider, model) with different prices: which one a call is charged at would be a guess. */
 function refuseConflictingPrices(chain: ChainEntry[], ctx: z.RefinementCtx): void {
   const firstPrice = new Map<string, { index: number; price: string }>();
   for (const [index, entry] of chain.entries()) {
     const key = `${entry.provider}:${entry.model}`;
-    const price = JSON.stringify(entry.price ?? null);
+    const { input_per_million_usd, cached_input_per_million_usd, output_per_million_usd } = entry.price ?? {};
+    const price = `${input_per_million_usd}/${cached_input_per_million_usd}/${output_per_million_usd}`;
     const first = firstPrice.get(key);
     if (!first) firstPrice.set(key, { index, price });
     else if (first.price !== price) {

@@ -249,7 +249,7 @@ describe("PATCH /api/v1/workspace with priced chain entries, and what the worksp
     expect(unpricedWarnings()).toEqual([]);
   });
 
-  it("refuses an invalid price with 422 and keeps the chain it had", async () => {
+  it("refuses an invalid price with 422 and keeps the chain it had, but not one price written two ways", async () => {
     const workspace = await workspaceWith(null);
     const entry = (price: unknown) => ({ provider: "azure", model: "prod-chat", price });
     const refused = async (chain: unknown[]) => {
@@ -283,11 +283,19 @@ describe("PATCH /api/v1/workspace with priced chain entries, and what the worksp
       { path: "llm.chain.0.price", message: expect.stringContaining("cache_input_per_million_usd") },
     ]);
     expect(await refused([entry(null)])).toEqual([{ path: "llm.chain.0.price", message: expect.any(String) }]);
-    // The same model twice at two prices: which one a call costs would be a guess.
+    // The same model twice at two prices (or once priced, once not): which one a call costs would be a guess.
     expect(await refused([entry(valid), entry({ ...valid, output_per_million_usd: 9 })])).toEqual([
+      { path: "llm.chain.1.price", message: expect.stringContaining("entry 0") },
+    ]);
+    expect(await refused([entry(valid), { provider: "azure", model: "prod-chat" }])).toEqual([
       { path: "llm.chain.1.price", message: expect.stringContaining("entry 0") },
     ]);
     const read = await fetcher(`${BASE}/api/v1/workspace`, { headers: workspace.headers });
     expect(((await read.json()) as { llm: unknown }).llm).toBeNull();
+    // The same price twice, its fields in another order, is one price.
+    const reordered = { output_per_million_usd: 8, input_per_million_usd: 2 };
+    expect((await patchLlm(workspace, { strategy: "weighted", chain: [entry(valid), entry(reordered)] })).status).toBe(
+      200,
+    );
   });
 });
