@@ -70,6 +70,32 @@ function ignored<T extends z.ZodType>(schema: T, why: string) {
     .openapi({ description: `Accepted and ignored: ${why}` });
 }
 
+/**
+ * OpenAI's request fields that ask for what no chain can promise (output other than text, OpenAI's own
+ * tools, the deprecated function calling): dropped, the answer would silently lack what was asked for, so
+ * a value other than null (or, for `modalities`, other than text alone) is refused with 422 naming the field.
+ */
+const REFUSED_FIELDS = {
+  functions: "deprecated function calling is not offered: send `tools`",
+  function_call: "deprecated function calling is not offered: send `tool_choice`",
+  audio: "audio output is not offered: answers are text",
+  modalities: 'only ["text"] is offered: answers are text',
+  web_search_options: "web search is not offered: it is OpenAI's own tool, which other providers lack",
+} as const;
+
+function refused(field: keyof typeof REFUSED_FIELDS) {
+  return z
+    .unknown()
+    .optional()
+    .openapi({ description: `Refused with 422 unless null: ${REFUSED_FIELDS[field]}.` });
+}
+
+function asksForRefused(field: keyof typeof REFUSED_FIELDS, value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  if (field === "modalities") return !(Array.isArray(value) && value.every((modality) => modality === "text"));
+  return true;
+}
+
 const maxTokens = z.number().int().min(1).max(1_000_000).nullable().optional();
 const penalty = z.number().min(-2).max(2).nullable().optional();
 
@@ -166,6 +192,18 @@ export const ChatCompletionRequestSchema = z
       z.string(),
       "calls go at each provider's default tier, and the answer has no `service_tier`.",
     ),
+    prediction: ignored(
+      z.object({}).loose(),
+      "a predicted output only speeds OpenAI's answer up; it changes no answer.",
+    ),
+    verbosity: ignored(z.string(), "answers come at each model's default length."),
+    functions: refused("functions"),
+    function_call: refused("function_call"),
+    audio: refused("audio"),
+    modalities: refused("modalities").openapi({
+      description: `Only ["text"] (or null): ${REFUSED_FIELDS.modalities}; anything else is refused with 422.`,
+    }),
+    web_search_options: refused("web_search_options"),
   })
   .loose()
   .superRefine((body, issues) => {
@@ -194,6 +232,11 @@ export const ChatCompletionRequestSchema = z
         message: "token biases are not offered: token ids are one tokenizer's, and no provider but OpenAI takes them",
       });
     }
+    for (const field of Object.keys(REFUSED_FIELDS) as (keyof typeof REFUSED_FIELDS)[]) {
+      if (asksForRefused(field, body[field])) {
+        issues.addIssue({ code: "custom", path: [field], message: REFUSED_FIELDS[field] });
+      }
+    }
     // A choice that forces a tool needs that tool: the provider would refuse it, after the call was charged for.
     const choice = body.tool_choice;
     if (choice === "required" && !body.tools?.length) {
@@ -208,7 +251,7 @@ export const ChatCompletionRequestSchema = z
   })
   .openapi("ChatCompletionRequest", {
     description:
-      "OpenAI chat-completions request. What would change the answer and cannot be honoured whichever provider serves the call is refused with 422 naming the field (`n` above 1, `logprobs: true`, `top_logprobs`, a non-empty `logit_bias`); OpenAI's fields that change no answer's content (`store`, `metadata`, `user`, `safety_identifier`, `prompt_cache_key`, `service_tier`) are accepted and ignored, as is any field not described here.",
+      "OpenAI chat-completions request. What would change the answer and cannot be honoured whichever provider serves the call is refused with 422 naming the field (`n` above 1, `logprobs: true`, `top_logprobs`, a non-empty `logit_bias`, `audio`, `modalities` other than text, `web_search_options`, the deprecated `functions` and `function_call`); OpenAI's fields that change no answer's content (`store`, `metadata`, `user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `prediction`, `verbosity`) are accepted and ignored, as is any field not described here.",
   });
 
 export type ChatCompletionRequest = z.output<typeof ChatCompletionRequestSchema>;

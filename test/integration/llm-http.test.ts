@@ -210,6 +210,19 @@ describe("OpenAI-compatible chat completions", () => {
     expect(await refused({ logit_bias: { "19339": -100 } })).toEqual([
       expect.objectContaining({ path: "logit_bias", message: expect.stringContaining("token biases are not offered") }),
     ]);
+    // Asked for what no chain can promise: dropped, the answer would silently lack it.
+    expect(await refused({ modalities: ["text", "audio"], audio: { voice: "alloy", format: "wav" } })).toEqual([
+      expect.objectContaining({ path: "audio", message: expect.stringContaining("answers are text") }),
+      expect.objectContaining({ path: "modalities" }),
+    ]);
+    expect(await refused({ web_search_options: {} })).toEqual([
+      expect.objectContaining({ path: "web_search_options" }),
+    ]);
+    const weather = { name: "weather", parameters: { type: "object", properties: {} } };
+    expect(await refused({ functions: [weather], function_call: "auto" })).toEqual([
+      expect.objectContaining({ path: "functions", message: expect.stringContaining("send `tools`") }),
+      expect.objectContaining({ path: "function_call" }),
+    ]);
     const image = { type: "image_url", image_url: { url: "https://example.com/diagram.png" } };
     expect(await refused({ messages: [{ role: "user", content: [image] }] })).toEqual([
       {
@@ -410,7 +423,16 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
   it("declares the OpenAI fields it accepts and ignores, and those it refuses", async () => {
     const doc = (await (await fetcher(`${BASE}/openapi.json`)).json()) as Record<string, any>;
     const request = doc.components.schemas.ChatCompletionRequest;
-    const ignored = ["store", "metadata", "user", "safety_identifier", "prompt_cache_key", "service_tier"];
+    const ignored = [
+      "store",
+      "metadata",
+      "user",
+      "safety_identifier",
+      "prompt_cache_key",
+      "service_tier",
+      "prediction",
+      "verbosity",
+    ];
     for (const field of ignored) {
       expect(request.properties[field]?.description, field).toMatch(/^Accepted and ignored: /);
       expect(request.description, field).toContain(`\`${field}\``);
@@ -419,6 +441,11 @@ describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
       expect(request.properties[field]?.description, field).toMatch(/^Only /);
       expect(request.description, field).toContain(`\`${field}`);
     }
+    for (const field of ["functions", "function_call", "audio", "web_search_options"]) {
+      expect(request.properties[field]?.description, field).toMatch(/^Refused with 422 unless null: /);
+      expect(request.description, field).toContain(`\`${field}\``);
+    }
+    expect(request.properties.modalities?.description).toMatch(/^Only \["text"\]/);
   });
 });
 

@@ -425,10 +425,14 @@ describe("settings OpenAI has and the chain may not", () => {
       safety_identifier: "a1b2c3",
       prompt_cache_key: "docs-bot",
       service_tier: "flex" as const,
+      prediction: { type: "content" as const, content: "hi" },
+      verbosity: "low" as const,
     };
     const answered = await sdk(workspace.key).chat.completions.create({
       model: "auto",
       messages: [{ role: "user", content: "hi" }],
+      // Text alone is what every answer is.
+      modalities: ["text"],
       ...ignored,
     });
     expect(answered.choices[0].message.content).toBe("hi");
