@@ -1,5 +1,6 @@
 import type { BudgetRoom, CallCeiling } from "../limits/budgets.ts";
-import { AttemptClock, hasAnyBudget, normaliseUsage, sleepMs } from "./attempt.ts";
+import { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
+import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
 import { BudgetExhaustedError, classifyFailure, type FailureClass, FailureTally } from "./errors.ts";
 import {
   type AdapterCall,
@@ -10,7 +11,7 @@ import {
   type StreamEvent,
 } from "./provider.ts";
 import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
-import type { BudgetAmounts, RoutedStream, RouterDeps } from "./router-deps.ts";
+import type { RoutedStream, RouterDeps } from "./router-deps.ts";
 import {
   LatencyTracker,
   planTargets,
@@ -27,15 +28,7 @@ import {
   MAX_SAFE_ANSWER_CAP_TOKENS,
   UNBOUNDED_ANSWER_CEILING_TOKENS,
 } from "./tokens.ts";
-import {
-  type CallContext,
-  type ChargedCall,
-  type ChatRequest,
-  type ChatResult,
-  LlmError,
-  type LlmRouter,
-  type TokenUsage,
-} from "./types.ts";
+import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
 
 /**
  * The provider router: plans the targets for a call, then tries them in
@@ -56,58 +49,12 @@ const MIN_ATTEMPT_MS = 250;
 
 const sharedLatency = new LatencyTracker();
 
-/** What a call's reservation left for its settlement. */
-type Reserved = Pick<BudgetAmounts, "budgets" | "hold">;
-
-/**
- * An attempt whose timer ran out while the provider had the request: the
- * provider read the prompt and bills it (OpenAI and Anthropic bill a request
- * whose client stopped waiting), though no answer came back to us.
- */
-interface TimedOutAttempt {
-  target: RouteTarget;
-  adapter: ProviderAdapter;
-  /** The call's attempt number (from 1), which keys its usage row. */
-  attempt: number;
-  durationMs: number;
-}
-
-/** A prepared call: its targets, its reservation, and the attempts that timed out so far (see TimedOutAttempt). */
-interface PreparedCall extends Reserved {
+/** A prepared call: its targets and deadline, with what charging it needs (ChargeableCall). */
+interface PreparedCall extends ChargeableCall {
   targets: RouteTarget[];
-  promptTokens: number;
   /** Near a budget's limit: the longest answer the room left allows, sent as the call's max_tokens. */
   answerCapTokens?: number;
   deadlineMs: number;
-  timedOut: TimedOutAttempt[];
-}
-
-/** One line of a call's charge: the answer's, or an attempt's that timed out. */
-interface ChargeLine {
-  chargeKey: string;
-  target: RouteTarget;
-  adapter: ProviderAdapter;
-  usage: TokenUsage;
-  costUsd: number;
-  estimated: boolean;
-  latencyMs: number;
-}
-
-/**
- * Cancelled while a request was at the provider: it has read the prompt, and
- * bills it whether or not anyone waits for the answer. Callers see a plain
- * "cancelled" LlmError; the router charges the prompt (see #settleUnserved).
- */
-class CancelledInFlight extends LlmError {
-  readonly target: RouteTarget;
-  readonly adapter: ProviderAdapter;
-  readonly attempts: number;
-  constructor(target: RouteTarget, adapter: ProviderAdapter, attempts: number) {
-    super("cancelled", "the call was cancelled", false);
-    this.target = target;
-    this.adapter = adapter;
-    this.attempts = attempts;
-  }
 }
 
 interface Served<T> {
@@ -156,20 +103,14 @@ export class Router implements LlmRouter {
   readonly #now: () => number;
   readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly #latency: LatencyTracker;
-  /**
-   * Budget settlements still on their way to the limiter, by workspace. A
-   * call's answer does not wait for its settlement; the next call this router
-   * makes for the workspace does, before it reserves, so a task's calls see
-   * each other's charges in order. A router serves one request (or one queue
-   * batch), so these promises never cross into another request.
-   */
-  readonly #settling = new Map<string, Promise<unknown>>();
+  readonly #charger: CallCharger;
 
   constructor(deps: RouterDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
     this.#sleep = deps.sleep ?? sleepMs;
     this.#latency = deps.latency ?? sharedLatency;
+    this.#charger = new CallCharger(deps, this.#now);
   }
 
   async chat(request: ChatRequest, context: CallContext): Promise<ChatResult> {
@@ -179,9 +120,17 @@ export class Router implements LlmRouter {
       const served = await this.#serve(call, request, context, (adapter, payload) => adapter.complete(payload), {
         resettable: false,
       });
-      return await this.#charge(served.target, served.adapter, served.value, served.attempts, context, call, startedMs);
+      return await this.#charger.charge(
+        served.target,
+        served.adapter,
+        served.value,
+        served.attempts,
+        context,
+        call,
+        startedMs,
+      );
     } catch (error) {
-      await this.#settleUnserved(error, context, call, startedMs);
+      await this.#charger.settleUnserved(error, context, call, startedMs);
       throw error;
     }
   }
@@ -208,7 +157,7 @@ export class Router implements LlmRouter {
         { resettable: true },
       );
     } catch (error) {
-      await this.#settleUnserved(error, context, call, startedMs);
+      await this.#charger.settleUnserved(error, context, call, startedMs);
       throw error;
     }
     let resolveResult!: (result: ChatResult) => void;
@@ -238,11 +187,11 @@ export class Router implements LlmRouter {
         }
         served.finish();
         if (!final) throw new ProviderError("protocol", "the stream ended without its final event");
-        resolveResult(await router.#charge(target, adapter, final, attempts, context, call, startedMs));
+        resolveResult(await router.#charger.charge(target, adapter, final, attempts, context, call, startedMs));
       } catch (error) {
         failed = true;
         served.finish();
-        await router.#chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
+        await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
         // Cancelled by the caller mid-stream: no failure of the provider's (see #serve).
         const failure = context.signal?.aborted
           ? new LlmError("cancelled", "the call was cancelled", false)
@@ -271,7 +220,7 @@ export class Router implements LlmRouter {
         if (!final && !failed) {
           // The consumer stopped early (the client went away): stop the provider, and charge what it did.
           await served.value.iterator.return?.().catch(() => {});
-          await router.#chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
+          await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
           rejectResult(new LlmError("cancelled", "the stream was abandoned before it ended", false));
         }
       }
@@ -315,11 +264,7 @@ export class Router implements LlmRouter {
     }
     const completionTokens = request.max_tokens ?? DEFAULT_COMPLETION_ESTIMATE_TOKENS;
     const tokens = promptTokens + completionTokens;
-    const settling = this.#settling.get(context.workspaceId);
-    if (settling) {
-      await settling;
-      if (this.#settling.get(context.workspaceId) === settling) this.#settling.delete(context.workspaceId);
-    }
+    await this.#charger.settled(context.workspaceId);
     // Reserve for the dearest target the call may end up on.
     const dearestCost = (completion: number) =>
       Math.max(
@@ -490,173 +435,6 @@ export class Router implements LlmRouter {
   #checkCancelled(context: CallContext): void {
     if (context.signal?.aborted) throw new LlmError("cancelled", "the call was cancelled", false);
   }
-
-  async #charge(
-    target: RouteTarget,
-    adapter: ProviderAdapter,
-    value: AdapterResult,
-    attempts: number,
-    context: CallContext,
-    call: PreparedCall,
-    startedMs: number,
-  ): Promise<ChatResult> {
-    const estimated = value.usageEstimated === true;
-    const model = stripQuery(target.model);
-    const usage = normaliseUsage(value.usage);
-    const cost = targetCostUsd(target, usage);
-    const timedOut = this.#timedOutLines(context, call);
-    const result: ChatResult = {
-      message: value.message,
-      finish_reason: value.finish_reason,
-      usage,
-      usage_estimated: estimated,
-      cost_usd: cost,
-      provider: target.provider,
-      model,
-      simulated: adapter.simulated,
-      attempts,
-      ...(timedOut.length > 0 ? { timed_out_attempts: timedOut.map(chargedCall) } : {}),
-    };
-    const answer: ChargeLine = {
-      chargeKey: context.chargeKey,
-      target,
-      adapter,
-      usage,
-      costUsd: cost,
-      estimated,
-      latencyMs: this.#now() - startedMs,
-    };
-    await this.#settleCharges(timedOut.length > 0 ? [answer, ...timedOut] : [answer], context, call);
-    return result;
-  }
-
-  /** The prompt each timed-out attempt was read (see TimedOutAttempt), estimated as a reservation is. */
-  #timedOutLines(context: CallContext, call: PreparedCall): ChargeLine[] {
-    return call.timedOut.map(({ target, adapter, attempt, durationMs }) => {
-      const usage = { prompt_tokens: call.promptTokens, completion_tokens: 0, total_tokens: call.promptTokens };
-      return {
-        chargeKey: `${context.chargeKey}:timed-out:${attempt}`,
-        target,
-        adapter,
-        usage,
-        costUsd: targetCostUsd(target, usage),
-        estimated: true,
-        latencyMs: durationMs,
-      };
-    });
-  }
-
-  /**
-   * A call's charge: one settlement of its reservation for all its lines (the budget sees one charge per
-   * call), and a usage row per line. Neither is awaited where the request can keep them alive (waitUntil).
-   */
-  async #settleCharges(lines: ChargeLine[], context: CallContext, { budgets, hold }: Reserved): Promise<void> {
-    let tokens = 0;
-    let cost = 0;
-    for (const line of lines) {
-      tokens += line.usage.total_tokens;
-      cost += line.costUsd;
-    }
-    const settle = this.#deps.budgets.settle(
-      {
-        workspaceId: context.workspaceId,
-        chargeKey: context.chargeKey,
-        once: context.chargeOnce,
-        budgets,
-        hold,
-        tokens,
-        costUsd: Math.round(cost * 1e8) / 1e8,
-      },
-      context,
-    );
-    const records = lines.map((line) =>
-      this.#deps.usage.record({
-        workspaceId: context.workspaceId,
-        chargeKey: line.chargeKey,
-        taskId: context.taskId ?? null,
-        runId: context.runId ?? null,
-        requestId: context.requestId ?? null,
-        provider: line.target.provider,
-        model: stripQuery(line.target.model),
-        usage: line.usage,
-        costUsd: line.costUsd,
-        simulated: line.adapter.simulated,
-        ...(line.estimated ? { estimated: true } : {}),
-        latencyMs: line.latencyMs,
-      }),
-    );
-    const logged = (what: string) => (error: unknown) =>
-      this.#deps.logger.error(`${what} failed`, { error, charge_key: context.chargeKey });
-    const settled = settle.catch(logged("budget settlement"));
-    const background = Promise.all([settled, Promise.all(records).catch(logged("usage record"))]);
-    // With budgets this router's next reservation for the workspace must see this charge (see #settling).
-    if (budgets && hasAnyBudget(budgets)) this.#settling.set(context.workspaceId, settled);
-    if (this.#deps.waitUntil) this.#deps.waitUntil(background);
-    else await background;
-  }
-
-  /**
-   * A call that ended without the provider's usage (a stream whose client went
-   * away, or whose provider failed mid-answer; a call cancelled in flight):
-   * the provider read the prompt and wrote what was delivered, so that is
-   * charged, estimated as a reservation is (src/llm/tokens.ts), rather than
-   * nothing, which would make leaving before the last chunk, or cancelling,
-   * a way around budgets.
-   */
-  async #chargeEstimate(
-    target: RouteTarget,
-    adapter: ProviderAdapter,
-    delivered: DeliveredText,
-    attempts: number,
-    context: CallContext,
-    call: PreparedCall,
-    startedMs: number,
-  ): Promise<ChatResult | undefined> {
-    const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
-    // Only charged, never answered: the caller already has what was delivered (or the failure).
-    const value: AdapterResult = {
-      message: { role: "assistant", content: null },
-      finish_reason: "length",
-      usage,
-      usageEstimated: true,
-    };
-    return await this.#charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) => {
-      this.#deps.logger.error("charging an unfinished call failed", { error, charge_key: context.chargeKey });
-      return undefined;
-    });
-  }
-
-  /**
-   * A call that ends without an answer: failures cost nothing (providers do not bill an error), and the
-   * reservation is released; but a cancellation that reached the provider is charged the prompt it read,
-   * as is each attempt that timed out there. The caller sees only the failure; it is told the charges
-   * (LlmError.charged), so its own tally (a task run's) matches the usage rows.
-   */
-  async #settleUnserved(error: unknown, context: CallContext, call: PreparedCall, startedMs: number): Promise<void> {
-    if (error instanceof CancelledInFlight) {
-      const { target, adapter, attempts } = error;
-      const delivered = new DeliveredText();
-      const charged = await this.#chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
-      if (charged) {
-        const { usage, cost_usd, provider, model, simulated } = charged;
-        error.charged = [...(charged.timed_out_attempts ?? []), { usage, cost_usd, provider, model, simulated }];
-      }
-      return;
-    }
-    const timedOut = this.#timedOutLines(context, call);
-    if (timedOut.length === 0) return this.#release(context, call);
-    await this.#settleCharges(timedOut, context, call);
-    if (error instanceof LlmError) error.charged = timedOut.map(chargedCall);
-  }
-
-  async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {
-    await this.#deps.budgets
-      .settle(
-        { workspaceId: context.workspaceId, chargeKey: context.chargeKey, budgets, hold, tokens: 0, costUsd: 0 },
-        context,
-      )
-      .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));
-  }
 }
 
 /** The most a call may spend (see CallCeiling), at the dearest target's prices. */
@@ -692,16 +470,6 @@ function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTa
     }
   }
   return Math.max(1, Math.floor(fit));
-}
-
-function chargedCall({ usage, costUsd: cost, target, adapter }: ChargeLine): ChargedCall {
-  return {
-    usage,
-    cost_usd: cost,
-    provider: target.provider,
-    model: stripQuery(target.model),
-    simulated: adapter.simulated,
-  };
 }
 
 export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";

@@ -1,0 +1,269 @@
+import { hasAnyBudget, normaliseUsage } from "./attempt.ts";
+import type { AdapterResult, ProviderAdapter } from "./provider.ts";
+import type { BudgetAmounts, RouterDeps } from "./router-deps.ts";
+import { type RouteTarget, stripQuery, targetCostUsd } from "./routing.ts";
+import { DeliveredText } from "./tokens.ts";
+import { type CallContext, type ChargedCall, type ChatResult, LlmError, type TokenUsage } from "./types.ts";
+
+/**
+ * What a routed call is charged, once it ends: the provider's figures for an
+ * answer; an estimate of what the provider read and wrote for a call without
+ * them (a stream left or cut, a call cancelled in flight); the prompt of each
+ * attempt that timed out at the provider. One settlement of the call's
+ * reservation covers them all, and each is a usage row. Failures cost
+ * nothing: the reservation is released.
+ */
+
+/** What a call's reservation left for its settlement. */
+export type Reserved = Pick<BudgetAmounts, "budgets" | "hold">;
+
+/**
+ * An attempt whose timer ran out while the provider had the request: the
+ * provider read the prompt and bills it (OpenAI and Anthropic bill a request
+ * whose client stopped waiting), though no answer came back to us.
+ */
+export interface TimedOutAttempt {
+  target: RouteTarget;
+  adapter: ProviderAdapter;
+  /** The call's attempt number (from 1), which keys its usage row. */
+  attempt: number;
+  durationMs: number;
+}
+
+/** One line of a call's charge: the answer's, or an attempt's that timed out. */
+interface ChargeLine {
+  chargeKey: string;
+  target: RouteTarget;
+  adapter: ProviderAdapter;
+  usage: TokenUsage;
+  costUsd: number;
+  estimated: boolean;
+  latencyMs: number;
+}
+
+/**
+ * Cancelled while a request was at the provider: it has read the prompt, and
+ * bills it whether or not anyone waits for the answer. Callers see a plain
+ * "cancelled" LlmError; the charger charges the prompt (see settleUnserved).
+ */
+export class CancelledInFlight extends LlmError {
+  readonly target: RouteTarget;
+  readonly adapter: ProviderAdapter;
+  readonly attempts: number;
+  constructor(target: RouteTarget, adapter: ProviderAdapter, attempts: number) {
+    super("cancelled", "the call was cancelled", false);
+    this.target = target;
+    this.adapter = adapter;
+    this.attempts = attempts;
+  }
+}
+
+/** What charging a call needs from it: its reservation, its prompt's estimate and its timed-out attempts. */
+export interface ChargeableCall extends Reserved {
+  promptTokens: number;
+  timedOut: TimedOutAttempt[];
+}
+
+export class CallCharger {
+  readonly #deps: Pick<RouterDeps, "budgets" | "usage" | "logger" | "waitUntil">;
+  readonly #now: () => number;
+  /**
+   * Budget settlements still on their way to the limiter, by workspace. A
+   * call's answer does not wait for its settlement; the next call the same
+   * router makes for the workspace does, before it reserves (`settled`), so a
+   * task's calls see each other's charges in order. A router serves one
+   * request (or one queue batch), so these promises never cross into another
+   * request.
+   */
+  readonly #settling = new Map<string, Promise<unknown>>();
+
+  constructor(deps: Pick<RouterDeps, "budgets" | "usage" | "logger" | "waitUntil">, now: () => number) {
+    this.#deps = deps;
+    this.#now = now;
+  }
+
+  /** Waits for the workspace's last settlement through this charger, if one is still on its way. */
+  async settled(workspaceId: string): Promise<void> {
+    const settling = this.#settling.get(workspaceId);
+    if (!settling) return;
+    await settling;
+    if (this.#settling.get(workspaceId) === settling) this.#settling.delete(workspaceId);
+  }
+
+  async charge(
+    target: RouteTarget,
+    adapter: ProviderAdapter,
+    value: AdapterResult,
+    attempts: number,
+    context: CallContext,
+    call: ChargeableCall,
+    startedMs: number,
+  ): Promise<ChatResult> {
+    const estimated = value.usageEstimated === true;
+    const model = stripQuery(target.model);
+    const usage = normaliseUsage(value.usage);
+    const cost = targetCostUsd(target, usage);
+    const timedOut = this.#timedOutLines(context, call);
+    const result: ChatResult = {
+      message: value.message,
+      finish_reason: value.finish_reason,
+      usage,
+      usage_estimated: estimated,
+      cost_usd: cost,
+      provider: target.provider,
+      model,
+      simulated: adapter.simulated,
+      attempts,
+      ...(timedOut.length > 0 ? { timed_out_attempts: timedOut.map(chargedCall) } : {}),
+    };
+    const answer: ChargeLine = {
+      chargeKey: context.chargeKey,
+      target,
+      adapter,
+      usage,
+      costUsd: cost,
+      estimated,
+      latencyMs: this.#now() - startedMs,
+    };
+    await this.#settleCharges(timedOut.length > 0 ? [answer, ...timedOut] : [answer], context, call);
+    return result;
+  }
+
+  /** The prompt each timed-out attempt was read (see TimedOutAttempt), estimated as a reservation is. */
+  #timedOutLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
+    return call.timedOut.map(({ target, adapter, attempt, durationMs }) => {
+      const usage = { prompt_tokens: call.promptTokens, completion_tokens: 0, total_tokens: call.promptTokens };
+      return {
+        chargeKey: `${context.chargeKey}:timed-out:${attempt}`,
+        target,
+        adapter,
+        usage,
+        costUsd: targetCostUsd(target, usage),
+        estimated: true,
+        latencyMs: durationMs,
+      };
+    });
+  }
+
+  /**
+   * A call's charge: one settlement of its reservation for all its lines (the budget sees one charge per
+   * call), and a usage row per line. Neither is awaited where the request can keep them alive (waitUntil).
+   */
+  async #settleCharges(lines: ChargeLine[], context: CallContext, { budgets, hold }: Reserved): Promise<void> {
+    let tokens = 0;
+    let cost = 0;
+    for (const line of lines) {
+      tokens += line.usage.total_tokens;
+      cost += line.costUsd;
+    }
+    const settle = this.#deps.budgets.settle(
+      {
+        workspaceId: context.workspaceId,
+        chargeKey: context.chargeKey,
+        once: context.chargeOnce,
+        budgets,
+        hold,
+        tokens,
+        costUsd: Math.round(cost * 1e8) / 1e8,
+      },
+      context,
+    );
+    const records = lines.map((line) =>
+      this.#deps.usage.record({
+        workspaceId: context.workspaceId,
+        chargeKey: line.chargeKey,
+        taskId: context.taskId ?? null,
+        runId: context.runId ?? null,
+        requestId: context.requestId ?? null,
+        provider: line.target.provider,
+        model: stripQuery(line.target.model),
+        usage: line.usage,
+        costUsd: line.costUsd,
+        simulated: line.adapter.simulated,
+        ...(line.estimated ? { estimated: true } : {}),
+        latencyMs: line.latencyMs,
+      }),
+    );
+    const logged = (what: string) => (error: unknown) =>
+      this.#deps.logger.error(`${what} failed`, { error, charge_key: context.chargeKey });
+    const settled = settle.catch(logged("budget settlement"));
+    const background = Promise.all([settled, Promise.all(records).catch(logged("usage record"))]);
+    // With budgets this router's next reservation for the workspace must see this charge (see #settling).
+    if (budgets && hasAnyBudget(budgets)) this.#settling.set(context.workspaceId, settled);
+    if (this.#deps.waitUntil) this.#deps.waitUntil(background);
+    else await background;
+  }
+
+  /**
+   * A call that ended without the provider's usage (a stream whose client went
+   * away, or whose provider failed mid-answer; a call cancelled in flight):
+   * the provider read the prompt and wrote what was delivered, so that is
+   * charged, estimated as a reservation is (src/llm/tokens.ts), rather than
+   * nothing, which would make leaving before the last chunk, or cancelling,
+   * a way around budgets.
+   */
+  async chargeEstimate(
+    target: RouteTarget,
+    adapter: ProviderAdapter,
+    delivered: DeliveredText,
+    attempts: number,
+    context: CallContext,
+    call: ChargeableCall,
+    startedMs: number,
+  ): Promise<ChatResult | undefined> {
+    const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
+    // Only charged, never answered: the caller already has what was delivered (or the failure).
+    const value: AdapterResult = {
+      message: { role: "assistant", content: null },
+      finish_reason: "length",
+      usage,
+      usageEstimated: true,
+    };
+    return await this.charge(target, adapter, value, attempts, context, call, startedMs).catch((error: unknown) => {
+      this.#deps.logger.error("charging an unfinished call failed", { error, charge_key: context.chargeKey });
+      return undefined;
+    });
+  }
+
+  /**
+   * A call that ends without an answer: failures cost nothing (providers do not bill an error), and the
+   * reservation is released; but a cancellation that reached the provider is charged the prompt it read,
+   * as is each attempt that timed out there. The caller sees only the failure; it is told the charges
+   * (LlmError.charged), so its own tally (a task run's) matches the usage rows.
+   */
+  async settleUnserved(error: unknown, context: CallContext, call: ChargeableCall, startedMs: number): Promise<void> {
+    if (error instanceof CancelledInFlight) {
+      const { target, adapter, attempts } = error;
+      const delivered = new DeliveredText();
+      const charged = await this.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
+      if (charged) {
+        const { usage, cost_usd, provider, model, simulated } = charged;
+        error.charged = [...(charged.timed_out_attempts ?? []), { usage, cost_usd, provider, model, simulated }];
+      }
+      return;
+    }
+    const timedOut = this.#timedOutLines(context, call);
+    if (timedOut.length === 0) return this.#release(context, call);
+    await this.#settleCharges(timedOut, context, call);
+    if (error instanceof LlmError) error.charged = timedOut.map(chargedCall);
+  }
+
+  async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {
+    await this.#deps.budgets
+      .settle(
+        { workspaceId: context.workspaceId, chargeKey: context.chargeKey, budgets, hold, tokens: 0, costUsd: 0 },
+        context,
+      )
+      .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));
+  }
+}
+
+function chargedCall({ usage, costUsd: cost, target, adapter }: ChargeLine): ChargedCall {
+  return {
+    usage,
+    cost_usd: cost,
+    provider: target.provider,
+    model: stripQuery(target.model),
+    simulated: adapter.simulated,
+  };
+}
