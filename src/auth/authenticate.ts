@@ -64,6 +64,14 @@ class TtlCache<T> {
 
 const keysByHash = new TtlCache<KeyLookup | null>();
 const workspaceLimits = new TtlCache<WorkspaceLimits | null>();
+/**
+ * Each presented key's SHA-256, so a key sent again within CACHE_TTL_MS is not
+ * hashed again (a digest and its promise were a measurable share of the hot
+ * path's CPU). It holds keys only as long as the caches above hold what they
+ * resolve to, bounded the same way; what a key is worth is still decided by
+ * `keysByHash`, so revoking (forgetApiKey) acts as before.
+ */
+const hashesByKey = new TtlCache<string>();
 
 /** A key just revoked here: this isolate refuses it from now on (the others within CACHE_TTL_MS). */
 export function forgetApiKey(keyHash: string): void {
@@ -72,6 +80,7 @@ export function forgetApiKey(keyHash: string): void {
 
 /** For tests that change rows behind the cache's back. */
 export function clearAuthCaches(): void {
+  hashesByKey.clear();
   keysByHash.clear();
   workspaceLimits.clear();
 }
@@ -85,7 +94,11 @@ function bearerToken(header: string | undefined): string | null | undefined {
 }
 
 async function authenticateKey(config: AppConfig, key: string, nowMs: number, find: FindKey): Promise<AuthResult> {
-  const keyHash = await hashApiKey(key);
+  let keyHash = hashesByKey.get(key, nowMs);
+  if (keyHash === undefined) {
+    keyHash = await hashApiKey(key);
+    hashesByKey.set(key, keyHash, nowMs);
+  }
   let lookup = keysByHash.get(keyHash, nowMs);
   if (lookup === undefined) {
     lookup = await find(createDb(config.DB), keyHash);
