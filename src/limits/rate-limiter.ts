@@ -88,6 +88,8 @@ export class RateLimiter {
   readonly #leaseTtlMs: number;
   readonly #now: () => number;
   readonly #leases = new Map<string, Lease>();
+  /** Rules arrays are read, never changed, so a key worked out for one holds while the array lives. */
+  readonly #keys = new WeakMap<RateLimitRule[], { workspaceId: string; key: string }>();
 
   constructor(namespace: DurableObjectNamespace<WorkspaceLimiter>, options: RateLimiterOptions = {}) {
     this.#namespace = namespace;
@@ -184,9 +186,18 @@ export class RateLimiter {
       .catch(() => {});
   }
 
-  #leaseFor(workspaceId: string, rules: RateLimitRule[]): Lease {
+  /** The lease's key, worked out once per rules array: callers that keep theirs (the middleware does) skip the JSON. */
+  #keyOf(workspaceId: string, rules: RateLimitRule[]): string {
+    const known = this.#keys.get(rules);
+    if (known?.workspaceId === workspaceId) return known.key;
     // Rule config is part of the key: a plan change starts a fresh lease under the new limits.
     const key = JSON.stringify([workspaceId, ...rules.map((rule) => [rule.name, rule.ratePerSecond, rule.burst])]);
+    this.#keys.set(rules, { workspaceId, key });
+    return key;
+  }
+
+  #leaseFor(workspaceId: string, rules: RateLimitRule[]): Lease {
+    const key = this.#keyOf(workspaceId, rules);
     let lease = this.#leases.get(key);
     if (!lease) {
       if (this.#leases.size >= MAX_LEASES) this.#dropIdle(this.#now());

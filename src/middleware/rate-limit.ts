@@ -1,7 +1,8 @@
 import type { MiddlewareHandler } from "hono";
 import type { WorkspaceLimiter } from "../../durable-objects/workspace-limiter.ts";
+import type { WorkspaceLimits } from "../db/schema.ts";
 import { ApiError } from "../lib/problem.ts";
-import { type RateLimitDecision, RateLimiter, rateLimitHeaders } from "../limits/rate-limiter.ts";
+import { type RateLimitDecision, RateLimiter, type RateLimitRule, rateLimitHeaders } from "../limits/rate-limiter.ts";
 import type { HonoEnv } from "../types.ts";
 import { rateLimitRules } from "../workspaces/plans.ts";
 import { setResponseHeaders } from "./response-headers.ts";
@@ -24,6 +25,27 @@ function limiterFor(namespace: DurableObjectNamespace<WorkspaceLimiter>) {
   return limiter;
 }
 
+/**
+ * A caller's rules, made once per limits object: authentication hands out the
+ * same one for as long as it caches the key or workspace, so the rules (and
+ * the lease key the limiter derives from them) are not rebuilt per request.
+ */
+const rulesByLimits = new WeakMap<WorkspaceLimits, Map<string, RateLimitRule[]>>();
+
+function rulesFor(limits: WorkspaceLimits, callerBucket: string): RateLimitRule[] {
+  let byCaller = rulesByLimits.get(limits);
+  if (!byCaller) {
+    byCaller = new Map();
+    rulesByLimits.set(limits, byCaller);
+  }
+  let rules = byCaller.get(callerBucket);
+  if (!rules) {
+    rules = rateLimitRules(limits, callerBucket);
+    byCaller.set(callerBucket, rules);
+  }
+  return rules;
+}
+
 export const rateLimit: MiddlewareHandler<HonoEnv> = async (c, next) => {
   const principal = c.get("principal");
   const limits = c.get("limits");
@@ -34,7 +56,7 @@ export const rateLimit: MiddlewareHandler<HonoEnv> = async (c, next) => {
   try {
     decision = await limiterFor(c.get("config").WORKSPACE_LIMITER).check(
       principal.workspaceId,
-      rateLimitRules(limits, callerBucket),
+      rulesFor(limits, callerBucket),
     );
   } catch (error) {
     // Without the limiter nothing can be admitted safely: fail closed, but as a retryable 503.

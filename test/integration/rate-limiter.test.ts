@@ -220,6 +220,23 @@ describe("RateLimiter", () => {
     expect(loose[9].policy.name).toBe("workspace");
   });
 
+  it("keeps each workspace's buckets apart when callers hand the same rules array for several", async () => {
+    // The middleware keeps one rules array per limits object, which several workspaces' requests may share.
+    const limiter = new RateLimiter(env.WORKSPACE_LIMITER);
+    const rules: RateLimitRule[] = [
+      { name: "workspace", ratePerSecond: 0.001, burst: 2 },
+      { name: "key:key_shared", ratePerSecond: 0.001, burst: 2 },
+    ];
+    const [first, second] = [workspaceId("shared_rules_a"), workspaceId("shared_rules_b")];
+    const admitted = async (id: string) => {
+      const decisions = [];
+      for (let request = 0; request < 3; request++) decisions.push((await limiter.check(id, rules)).allowed);
+      return decisions;
+    };
+    expect(await admitted(first)).toEqual([true, true, false]);
+    expect(await admitted(second)).toEqual([true, true, false]);
+  });
+
   it("surfaces an unreachable object to the caller and tries again on the next request", async () => {
     const recorder = recordingNamespace();
     const limiter = new RateLimiter(recorder.namespace);
