@@ -3,7 +3,7 @@ import { createDb } from "../db/client.ts";
 import { workspaces } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
 import type { WorkspaceSettings } from "./router.ts";
-import { chainTargets, parseChain } from "./routing.ts";
+import { chainTargets, parseChain, type RouteTarget } from "./routing.ts";
 
 /**
  * A workspace's routing and budgets, read from D1 and kept in the isolate for
@@ -21,8 +21,16 @@ export function forgetWorkspaceSettings(workspaceId: string): void {
   cache.delete(workspaceId);
 }
 
+/** LLM_DEFAULT_CHAIN parsed once per isolate (it is the same for every request), not once per call. */
+let parsedDefault: { text: string | undefined; chain: RouteTarget[] } | undefined;
+
+function defaultChainOf(text: string | undefined): RouteTarget[] {
+  if (parsedDefault === undefined || parsedDefault.text !== text) parsedDefault = { text, chain: parseChain(text) };
+  return parsedDefault.chain;
+}
+
 export function settingsLoader(config: Pick<AppConfig, "DB" | "LLM_DEFAULT_CHAIN">) {
-  const defaultChain = parseChain(config.LLM_DEFAULT_CHAIN);
+  const defaultChain = defaultChainOf(config.LLM_DEFAULT_CHAIN);
   return async (workspaceId: string): Promise<WorkspaceSettings> => {
     const nowMs = Date.now();
     const cached = cache.get(workspaceId);
