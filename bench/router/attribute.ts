@@ -100,10 +100,18 @@ async function profile(
     ["record", "-e", "cpu-clock", "-F", String(SAMPLES_PER_SECOND), "-g", "-p", pids.join(","), "-o", output],
     { stdio: "ignore" },
   );
+  const exited = new Promise((done) => recorder.once("exit", done));
+  let stoppedEarly = false;
+  void exited.then(() => (stoppedEarly = true));
   await new Promise((wake) => setTimeout(wake, 500));
   const p50Ms = await sequentialP50(testCase, REQUESTS);
+  // perf record ends at once when a process it is given is gone (wrangler dev restarts the Worker's workerd
+  // when a source file changes): waiting for an exit that had already happened hung the run.
+  if (stoppedEarly) {
+    throw new Error("perf record ended before the requests did: did wrangler dev restart the Worker (a file changed)?");
+  }
   recorder.kill("SIGINT");
-  await new Promise((done) => recorder.once("exit", done));
+  await exited;
   return { p50Ms, cpu: await attribute(output, REQUESTS) };
 }
 
