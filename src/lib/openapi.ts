@@ -31,11 +31,11 @@ export const ProblemSchema = z
     period: z
       .enum(["daily", "monthly"])
       .optional()
-      .openapi({ description: "429 `budget_exhausted`: the budget's period." }),
+      .openapi({ description: "429 `budget_exhausted` or `budget_held`: the budget's period." }),
     metric: z
       .enum(["tokens", "cost_usd"])
       .optional()
-      .openapi({ description: "429 `budget_exhausted`: what the budget counts." }),
+      .openapi({ description: "429 `budget_exhausted` or `budget_held`: what the budget counts." }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),
     did_you_mean: z

@@ -107,7 +107,12 @@ export type ReserveResult =
       metric: "tokens" | "cost_usd";
       limit: number;
       used: number;
-      /** Until the period resets. */
+      /**
+       * The budget is not spent: what is left is held by calls in flight (a call near the limit holds all of
+       * it) and leases, and comes back as they settle. Worth a retry in seconds, not at the period's end.
+       */
+      held?: { spent: number; reserved: number };
+      /** Until the period resets; when `held`, until a retry may find room. */
       retryAfterMs: number;
     };
 
@@ -169,6 +174,11 @@ const LEASE_MIN_ROOM_CALLS = 20;
  */
 const LEASE_MIN_ROOM_CEILINGS = 4;
 const LEASE_MAX_SHARE_OF_ROOM = 0.25;
+/**
+ * A call refused because calls in flight hold the room left (see ReserveResult.held) is told to come back
+ * after this: most calls settle within seconds, and a lease is given back within LEASE_HOLD_MS.
+ */
+export const HELD_RETRY_AFTER_MS = 5_000;
 /** An isolate spends a lease for seconds (src/llm/budget-leases.ts); past this it is presumed gone. */
 export const LEASE_HOLD_MS = 60_000;
 /**
@@ -233,6 +243,33 @@ function roomShort(
   return short ? room : undefined;
 }
 
+/**
+ * Why a call is refused, if it is: a budget its period has spent (until the period resets) before one whose
+ * room left is only held by calls in flight and leases (until a retry may find it free again).
+ */
+function refusalOf(
+  limits: BudgetLimits | null,
+  counters: Record<"daily" | "monthly", PeriodCounters>,
+  nowMs: number,
+): Extract<ReserveResult, { ok: false }> | undefined {
+  let heldRefusal: Extract<ReserveResult, { ok: false }> | undefined;
+  for (const rule of RULES) {
+    const limit = limits?.[rule.field];
+    if (limit === null || limit === undefined) continue;
+    const current = used(counters[rule.period], rule.metric, true);
+    if (current < limit) continue;
+    const refusal = { ok: false, period: rule.period, metric: rule.metric, limit, used: round(current) } as const;
+    const spent = used(counters[rule.period], rule.metric, false);
+    if (spent >= limit) return { ...refusal, retryAfterMs: periodEndMs(rule.period, nowMs) - nowMs };
+    heldRefusal ??= {
+      ...refusal,
+      held: { spent: round(spent), reserved: round(current - spent) },
+      retryAfterMs: HELD_RETRY_AFTER_MS,
+    };
+  }
+  return heldRefusal;
+}
+
 /** Called inside the transaction that crossed the thresholds, so what it writes lands with the charge or not at all. */
 export type OnCrossings = (crossings: ThresholdCrossing[], context: BudgetEventContext, nowMs: number) => void;
 
@@ -261,21 +298,8 @@ export class BudgetBook {
       if (existing) return { ok: true, lease: null } as const;
       const keys = periodKeys(nowMs);
       const counters = { daily: this.#store.period(keys.day), monthly: this.#store.period(keys.month) };
-      for (const rule of RULES) {
-        const limit = input.limits?.[rule.field];
-        if (limit === null || limit === undefined) continue;
-        const current = used(counters[rule.period], rule.metric, true);
-        if (current >= limit) {
-          return {
-            ok: false,
-            period: rule.period,
-            metric: rule.metric,
-            limit,
-            used: round(current),
-            retryAfterMs: periodEndMs(rule.period, nowMs) - nowMs,
-          } as const;
-        }
-      }
+      const refusal = refusalOf(input.limits, counters, nowMs);
+      if (refusal) return refusal;
       const nearLimit = input.ceiling ? roomShort(input.limits, counters, input.ceiling) : undefined;
       const amounts = nearLimit
         ? {

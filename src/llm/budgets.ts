@@ -84,11 +84,12 @@ export function budgetGate(
       }
       if (!result.ok) {
         const retryAfterSeconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
-        throw new BudgetExhaustedError(exhaustedMessage(result, retryAfterSeconds), {
-          retryAfterSeconds,
-          period: result.period,
-          metric: result.metric,
-        });
+        throw new BudgetExhaustedError(
+          result.held
+            ? heldMessage(result, result.held, retryAfterSeconds)
+            : exhaustedMessage(result, retryAfterSeconds),
+          { retryAfterSeconds, period: result.period, metric: result.metric, held: result.held !== undefined },
+        );
       }
       if (result.lease) leases.install(result.lease, amounts.workspaceId, budgets, writeLeased, keep);
       return result.nearLimit ? { hold: undefined, nearLimit: result.nearLimit } : UNHELD;
@@ -238,6 +239,16 @@ export interface ExhaustedBudget {
 export function exhaustedMessage(budget: ExhaustedBudget, retryAfterSeconds: number): string {
   const [what, unit] = budget.metric === "tokens" ? ["token", "tokens"] : ["cost", "USD"];
   return `The ${budget.period} ${what} budget is exhausted (${budget.used} of ${budget.limit} ${unit} used); it resets in ${retryAfterSeconds} s.`;
+}
+
+/** A budget not spent, whose room left calls in flight hold: they settle soon, and give back what they did not spend. */
+function heldMessage(
+  budget: ExhaustedBudget,
+  held: { spent: number; reserved: number },
+  retryAfterSeconds: number,
+): string {
+  const [what, unit] = budget.metric === "tokens" ? ["token", "tokens"] : ["cost", "USD"];
+  return `The ${budget.period} ${what} budget's room left is held by calls in flight (${held.spent} of ${budget.limit} ${unit} spent, ${held.reserved} reserved); retry in ${retryAfterSeconds} s.`;
 }
 
 /**

@@ -40,19 +40,26 @@ export function classifyFailure(error: ProviderError): FailureClass {
   return { retryable: false, countsForBreaker: true, cause: "provider", eventType: "connection_error" };
 }
 
-/** Budget refusals also say when the period resets, for a 429's Retry-After. */
+/**
+ * Budget refusals also say when to come back, for a 429's Retry-After: when the period resets, or, when the
+ * budget is not spent but its room left is `held` by calls in flight (near a limit a call holds all of it),
+ * in seconds: a retry then may find room, so such a refusal is retryable (a task is tried again, not failed).
+ */
 export class BudgetExhaustedError extends LlmError {
   readonly retryAfterSeconds: number;
   readonly period: "daily" | "monthly";
   readonly metric: "tokens" | "cost_usd";
+  readonly held: boolean;
   constructor(
     message: string,
-    details: { retryAfterSeconds: number; period: "daily" | "monthly"; metric: "tokens" | "cost_usd" },
+    details: { retryAfterSeconds: number; period: "daily" | "monthly"; metric: "tokens" | "cost_usd"; held?: boolean },
   ) {
-    super("budget_exhausted", message, false);
+    const held = details.held === true;
+    super("budget_exhausted", message, held, [], held ? details.retryAfterSeconds * 1000 : undefined);
     this.retryAfterSeconds = details.retryAfterSeconds;
     this.period = details.period;
     this.metric = details.metric;
+    this.held = held;
   }
 }
 

@@ -13,13 +13,14 @@ const NO_RETRY = { "X-Should-Retry": "false" };
 
 export function llmErrorToApiError(error: unknown): unknown {
   if (error instanceof BudgetExhaustedError) {
+    // A budget held by calls in flight (not spent) is worth the SDK's own retry, after Retry-After.
     return new ApiError("RATE_LIMITED", error.message, {
-      headers: { "Retry-After": String(error.retryAfterSeconds), ...NO_RETRY },
+      headers: { "Retry-After": String(error.retryAfterSeconds), ...(error.held ? {} : NO_RETRY) },
       extensions: {
-        reason: "budget_exhausted",
+        reason: error.held ? "budget_held" : "budget_exhausted",
         period: error.period,
         metric: error.metric,
-        retryable: false,
+        retryable: error.held,
         retry_after_seconds: error.retryAfterSeconds,
       },
     });

@@ -3,7 +3,15 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { BudgetBook } from "../../src/limits/budgets.ts";
 import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
-import { fakeUpstreams, llmConfig, openAiCompletion, quietLogger, workspaceWith } from "../support/llm.ts";
+import {
+  BASE,
+  fakeUpstreams,
+  fetcher,
+  llmConfig,
+  openAiCompletion,
+  quietLogger,
+  workspaceWith,
+} from "../support/llm.ts";
 
 /**
  * Near a budget's limit, a call that could spend more than the room left
@@ -40,11 +48,16 @@ describe("BudgetBook near a limit", () => {
         nearLimit: { tokens: 3_000, costUsd: 0.98 },
       });
       expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 3_000, reserved_cost_usd: 0.1 });
-      // A call alongside finds nothing left until the first settles.
-      expect(book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW })).toMatchObject({
+      // A call alongside finds nothing left until the first settles: the budget is not spent but held, so it is
+      // told to come back in seconds, not when the day ends.
+      expect(book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW })).toEqual({
         ok: false,
         period: "daily",
         metric: "tokens",
+        limit: 10_000,
+        used: 10_000,
+        held: { spent: 7_000, reserved: 3_000 },
+        retryAfterMs: 5_000,
       });
       book.settle({ chargeKey: "near", limits, tokens: 500, costUsd: 0.001, nowMs: NOW });
       expect(book.reserve({ chargeKey: "after", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW })).toMatchObject({
@@ -115,15 +128,67 @@ describe("the router near a limit", () => {
     holdNextAnswer();
     const second = chat("second");
     await vi.waitFor(() => expect(asked).toHaveLength(2));
-    await expect(chat("beside", { max_tokens: 10 })).rejects.toBeInstanceOf(BudgetExhaustedError);
+    const beside = await chat("beside", { max_tokens: 10 }).catch((error: unknown) => error);
+    expect(beside).toBeInstanceOf(BudgetExhaustedError);
+    // Not spent, only held until the call in flight settles: a task is tried again in seconds, not failed.
+    expect(beside).toMatchObject({ held: true, retryable: true, retryAfterSeconds: 5, retryAfterMs: 5_000 });
+    expect((beside as Error).message).toContain("held by calls in flight (150 of 5000 tokens spent, 4850 reserved)");
     release();
     await second;
   });
+
+  it("refuses a call beside a spent budget until the period resets, even while calls hold what is left", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 10_000, daily_cost_usd: 1 };
+      const ceiling = { tokens: 40_000, costUsd: 0.1 };
+      book.settle({ chargeKey: "spent", limits, tokens: 1_000, costUsd: 0.5, nowMs: NOW });
+      // The day's tokens left are all held by this call; then the day's dollars are spent by another.
+      book.reserve({ chargeKey: "near", limits, tokens: 100, costUsd: 0.01, ceiling, nowMs: NOW });
+      book.settle({ chargeKey: "more", limits, tokens: 0, costUsd: 0.5, nowMs: NOW });
+      const refusal = book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW });
+      expect(refusal).toMatchObject({ ok: false, period: "daily", metric: "cost_usd" });
+      expect((refusal as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(60_000);
+      expect(refusal).not.toHaveProperty("held");
+    }));
 
   it("leaves the answer uncut far from the limit", async () => {
     const { asked, chat } = await setup(1_000_000);
     await chat("first");
     await chat("second");
     expect(asked).toEqual([undefined, undefined]);
+  });
+});
+
+describe("POST /api/v1/llm/chat/completions beside a call that holds the room left", () => {
+  it("answers 429 worth a retry in seconds (budget_held), not a spent budget until tomorrow", async () => {
+    // 5,000 tokens a day cannot hold a call's ceiling: the first call holds all of it for its 1.5 s.
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1?latency_ms=1500" }] },
+      { ...NONE, daily_tokens: 5_000 },
+    );
+    const post = () =>
+      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "Refactor the parser." }] }),
+      });
+    const first = post();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const beside = await post();
+    expect(beside.status).toBe(429);
+    expect(beside.headers.get("Retry-After")).toBe("5");
+    // OpenAI's SDKs retry it after Retry-After, as any rate limit.
+    expect(beside.headers.get("X-Should-Retry")).toBeNull();
+    expect(await beside.json()).toMatchObject({
+      reason: "budget_held",
+      period: "daily",
+      metric: "tokens",
+      retryable: true,
+      retry_after_seconds: 5,
+      error: { type: "rate_limit_error", code: "rate_limit_exceeded" },
+    });
+    expect((await first).status).toBe(200);
+    // Once the first call settles, what it did not spend is free again.
+    expect((await post()).status).toBe(200);
   });
 });
