@@ -1,6 +1,6 @@
 import { ApiError, type OpenAiErrorMember } from "../lib/problem.ts";
 import { BudgetExhaustedError } from "./errors.ts";
-import { LlmError, type TargetFailure } from "./types.ts";
+import { LlmError, type TargetFailure, type TimedOutAttemptView, timedOutAttemptView } from "./types.ts";
 
 /**
  * How router errors look over HTTP (the OpenAI-compatible endpoint): problem+json with a stable code.
@@ -47,6 +47,7 @@ export function llmErrorToApiError(error: unknown): unknown {
           retryable: error.retryable,
           ...(error.retryable && waitSeconds !== undefined ? { retry_after_seconds: waitSeconds } : {}),
           ...failuresOf(error),
+          ...timedOutOf(error),
         },
       });
     }
@@ -56,6 +57,16 @@ export function llmErrorToApiError(error: unknown): unknown {
 /** Each target tried and its last failure, as a list a program can read (the detail says the same in words). */
 function failuresOf(error: LlmError): { failures?: readonly TargetFailure[] } {
   return error.failures.length > 0 ? { failures: error.failures } : {};
+}
+
+/**
+ * Attempts that timed out at a provider were charged their prompt though the call failed: told as an
+ * answer's `x_mgx.timed_out_attempts` tells them, so the caller's bill reconciles with GET /api/v1/usage.
+ * (A cancelled call's charge has no one left to tell.)
+ */
+function timedOutOf(error: LlmError): { timed_out_attempts?: TimedOutAttemptView[] } {
+  if (error.kind === "cancelled" || !error.charged?.length) return {};
+  return { timed_out_attempts: error.charged.map(timedOutAttemptView) };
 }
 
 /** The OpenAI-compatible routes: chat completions and models, which OpenAI's SDKs call. */

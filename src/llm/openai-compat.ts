@@ -7,6 +7,7 @@ import {
   REASONING_EFFORTS,
   type ResponseFormat,
   type TokenUsage,
+  timedOutAttemptView,
 } from "./types.ts";
 
 /**
@@ -431,12 +432,7 @@ function routerFigures(result: ChatResult): z.input<typeof ChatCompletionSchema>
     usage_estimated: result.usage_estimated,
     ...(timedOut
       ? {
-          timed_out_attempts: timedOut.map(({ provider, model, usage, cost_usd }) => ({
-            provider,
-            model,
-            prompt_tokens: usage.prompt_tokens,
-            cost_usd,
-          })),
+          timed_out_attempts: timedOut.map(timedOutAttemptView),
         }
       : {}),
   };

@@ -109,6 +109,18 @@ export interface ChatResult {
 /** What one charge was: a usage row's figures. */
 export type ChargedCall = Pick<ChatResult, "usage" | "cost_usd" | "provider" | "model" | "simulated">;
 
+/** A timed-out attempt as a caller is told it (x_mgx.timed_out_attempts, a failed call's problem). */
+export interface TimedOutAttemptView {
+  provider: string;
+  model: string;
+  prompt_tokens: number;
+  cost_usd: number;
+}
+
+export function timedOutAttemptView({ provider, model, usage, cost_usd }: ChargedCall): TimedOutAttemptView {
+  return { provider, model, prompt_tokens: usage.prompt_tokens, cost_usd };
+}
+
 /** Who a call is for, so it is metered, budgeted and attributed. */
 export interface CallContext {
   workspaceId: string;

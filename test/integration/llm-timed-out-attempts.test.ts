@@ -1,6 +1,8 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
+import { type ApiError, problemBody } from "../../src/lib/problem.ts";
+import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { createLlmRouter, LlmError } from "../../src/llm/index.ts";
 import { costUsd } from "../../src/llm/prices.ts";
 import { findCharge } from "../../src/llm/usage.ts";
@@ -108,6 +110,13 @@ describe("attempts that time out at the provider", () => {
     await expectTimedOutRow(workspace.id, "always-hangs:timed-out:2", model);
     expect(await findCharge(createDb(env.DB), workspace.id, "always-hangs")).toBeNull();
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 18, reserved_tokens: 0 });
+    // The 503 the caller gets lists them as an answer's x_mgx would, so its bill reconciles with GET /usage.
+    const told = problemBody(llmErrorToApiError(failure) as ApiError, "req_test");
+    expect(told).toMatchObject({ status: 503, reason: "all_providers_failed" });
+    expect(told.timed_out_attempts).toEqual([
+      { provider: "openai", model, prompt_tokens: 9, cost_usd: expect.any(Number) },
+      { provider: "openai", model, prompt_tokens: 9, cost_usd: expect.any(Number) },
+    ]);
   });
 
   it("are charged in a stream whose first attempt gave no first event in time", async () => {
