@@ -34,7 +34,7 @@ export interface WorkspaceBudgets {
 }
 export interface LlmRouting {
   strategy: "fallback" | "cost" | "latency" | "weighted";
-  chain: { provider: string; model: string; weight?: number; price?: WorkspacePrice }[];
+  chain: { provider: string; model: string; weight?: number; price?: WorkspacePrice | null }[];
 }
 
 /**
@@ -44,7 +44,7 @@ export interface LlmRouting {
 export interface WorkspacePrice {
   input_per_million_usd: number;
   output_per_million_usd: number;
-  cached_input_per_million_usd?: number;
+  cached_input_per_million_usd?: number | null;
 }
 
 export const workspaces = sqliteTable("workspaces", {

@@ -88,12 +88,15 @@ function refused(field: keyof typeof REFUSED_FIELDS) {
   return z
     .unknown()
     .optional()
-    .openapi({ description: `Refused with 422 unless null: ${REFUSED_FIELDS[field]}.` });
+    .openapi({ description: `Refused with 422 unless null (or empty, or "none"): ${REFUSED_FIELDS[field]}.` });
 }
 
+/** Whether a refused field's value asks for anything: an empty list of functions, or `function_call: "none"`, does not. */
 function asksForRefused(field: keyof typeof REFUSED_FIELDS, value: unknown): boolean {
   if (value === undefined || value === null) return false;
   if (field === "modalities") return !(Array.isArray(value) && value.every((modality) => modality === "text"));
+  if (field === "functions") return !(Array.isArray(value) && value.length === 0);
+  if (field === "function_call") return value !== "none";
   return true;
 }
 

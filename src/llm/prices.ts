@@ -116,7 +116,9 @@ export function currentPriceTable(nowMs: number = Date.now()): PriceTableVersion
 
 export function priceOf(provider: string, model: string, table = currentPriceTable()): ModelPrice & { known: boolean } {
   const exact = table.models[`${provider}:${model}`] ?? table.models[`${provider}:*`];
-  // Azure deployments are often named after the model they serve.
+  // A provider serving a model under OpenAI's name is priced as OpenAI prices it; not Azure, whose deployment
+  // names are its owner's (one named `gpt-4o` may serve anything, and Azure's own rows differ), nor `local`,
+  // which is free (`local:*`). Either states its price in its chain entry (src/llm/routing.ts chainTargets).
   const viaOpenAi = provider === "azure" || provider === "local" ? undefined : table.models[`openai:${model}`];
   const found = exact ?? viaOpenAi;
   return found ? { ...found, known: true } : { ...UNKNOWN_MODEL_PRICE, known: false };
@@ -144,7 +146,7 @@ export function priceInForce(
   if (!own) return { ...listed, source: known ? "table" : "unknown" };
   return {
     inputPerMillionUsd: own.input_per_million_usd,
-    ...(own.cached_input_per_million_usd === undefined
+    ...(own.cached_input_per_million_usd === undefined || own.cached_input_per_million_usd === null
       ? {}
       : { cachedInputPerMillionUsd: own.cached_input_per_million_usd }),
     outputPerMillionUsd: own.output_per_million_usd,

@@ -44,8 +44,10 @@ export const ChainPriceSchema = z
     input_per_million_usd: perMillionUsd("input tokens"),
     output_per_million_usd: perMillionUsd("output tokens"),
     cached_input_per_million_usd: perMillionUsd(
-      "input tokens read from the provider's prompt cache; absent: the input price",
-    ).optional(),
+      "input tokens read from the provider's prompt cache; absent or null: the input price",
+    )
+      .nullable()
+      .optional(),
   })
   // A misspelt cached rate would be dropped without a word, and cached input charged at the full input rate.
   .strict()
@@ -54,7 +56,7 @@ export const ChainPriceSchema = z
       "What this workspace pays for this (provider, model), in place of the price table's: for an Azure deployment, a paid `local` server, or a model the table lacks (otherwise charged at a conservative $5 in / $15 out per million, `price_source: unknown` in GET /api/v1/llm/models). Used for the call's cost, its budget reservation and the `cost` strategy.",
   });
 
-type ChainEntry = { provider: string; model: string; price?: z.infer<typeof ChainPriceSchema> };
+type ChainEntry = { provider: string; model: string; price?: z.infer<typeof ChainPriceSchema> | null };
 
 /** Two entries for one (provider, model) with different prices: which one a call is charged at would be a guess. */
 function refuseConflictingPrices(chain: ChainEntry[], ctx: z.RefinementCtx): void {
@@ -62,7 +64,10 @@ function refuseConflictingPrices(chain: ChainEntry[], ctx: z.RefinementCtx): voi
   for (const [index, entry] of chain.entries()) {
     const key = `${entry.provider}:${entry.model}`;
     const { input_per_million_usd, cached_input_per_million_usd, output_per_million_usd } = entry.price ?? {};
-    const price = `${input_per_million_usd}/${cached_input_per_million_usd}/${output_per_million_usd}`;
+    // Absent and null say the same (no price; no cached rate), as GET /api/v1/providers shows them.
+    const price = [input_per_million_usd, cached_input_per_million_usd, output_per_million_usd]
+      .map((rate) => rate ?? "none")
+      .join("/");
     const first = firstPrice.get(key);
     if (!first) firstPrice.set(key, { index, price });
     else if (first.price !== price) {
@@ -87,7 +92,8 @@ export const LlmRoutingSchema = z
             // Trimmed: a blank name (or one with stray spaces) is sent to the provider as is, and refused there.
             model: z.string().trim().min(1).max(128),
             weight: z.number().min(0).max(1000).optional(),
-            price: ChainPriceSchema.optional(),
+            // Null as absent: the table's price.
+            price: ChainPriceSchema.nullable().optional(),
           })
           // A misspelt `weight` would be dropped without a word, leaving every entry the same weight.
           .strict(),

@@ -282,7 +282,6 @@ describe("PATCH /api/v1/workspace with priced chain entries, and what the worksp
     expect(await refused([entry({ ...valid, cache_input_per_million_usd: 1 })])).toEqual([
       { path: "llm.chain.0.price", message: expect.stringContaining("cache_input_per_million_usd") },
     ]);
-    expect(await refused([entry(null)])).toEqual([{ path: "llm.chain.0.price", message: expect.any(String) }]);
     // The same model twice at two prices (or once priced, once not): which one a call costs would be a guess.
     expect(await refused([entry(valid), entry({ ...valid, output_per_million_usd: 9 })])).toEqual([
       { path: "llm.chain.1.price", message: expect.stringContaining("entry 0") },
@@ -292,10 +291,15 @@ describe("PATCH /api/v1/workspace with priced chain entries, and what the worksp
     ]);
     const read = await fetcher(`${BASE}/api/v1/workspace`, { headers: workspace.headers });
     expect(((await read.json()) as { llm: unknown }).llm).toBeNull();
-    // The same price twice, its fields in another order, is one price.
-    const reordered = { output_per_million_usd: 8, input_per_million_usd: 2 };
+    // The same price twice, its fields in another order (and a null cached rate, as GET /api/v1/providers
+    // shows one that is absent), is one price.
+    const reordered = { output_per_million_usd: 8, cached_input_per_million_usd: null, input_per_million_usd: 2 };
     expect((await patchLlm(workspace, { strategy: "weighted", chain: [entry(valid), entry(reordered)] })).status).toBe(
       200,
     );
+    // A null price is no price: the table's (an unpriced guess here).
+    expect((await patchLlm(workspace, { strategy: "fallback", chain: [entry(null)] })).status).toBe(200);
+    const models = await fetcher(`${BASE}/api/v1/llm/models/azure:prod-chat`, { headers: workspace.headers });
+    expect(((await models.json()) as { x_mgx: { price_source: string } }).x_mgx.price_source).toBe("unknown");
   });
 });

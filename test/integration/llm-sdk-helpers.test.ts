@@ -431,8 +431,10 @@ describe("settings OpenAI has and the chain may not", () => {
     const answered = await sdk(workspace.key).chat.completions.create({
       model: "auto",
       messages: [{ role: "user", content: "hi" }],
-      // Text alone is what every answer is.
+      // What asks for nothing beyond text: text alone, no functions.
       modalities: ["text"],
+      functions: [],
+      function_call: "none",
       ...ignored,
     });
     expect(answered.choices[0].message.content).toBe("hi");
