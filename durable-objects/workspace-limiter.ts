@@ -17,7 +17,6 @@ import {
   BudgetBook,
   type BudgetLease,
   type BudgetLimits,
-  type CallCeiling,
   type LeasedSettleInput,
   type LeaseRequest,
   type PeriodStatus,
@@ -92,9 +91,7 @@ export class WorkspaceLimiter extends DurableObject {
    * Budgets: reserve a call's estimate; refused when a daily or monthly budget has nothing left.
    * With `leaseKey`, may also lend the isolate budget for its next calls.
    */
-  async reserveBudget(
-    input: BudgetAmountsInput & Partial<LeaseRequest> & { ceiling?: CallCeiling },
-  ): Promise<ReserveResult> {
+  async reserveBudget(input: BudgetAmountsInput & Partial<LeaseRequest>): Promise<ReserveResult> {
     return this.#budgets.reserve({ ...input, nowMs: Date.now() });
   }
 
@@ -106,9 +103,7 @@ export class WorkspaceLimiter extends DurableObject {
   }
 
   /** Budgets: a lease alone, sized for calls of the given estimate; null near a limit. */
-  async lendBudget(
-    input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { ceiling?: CallCeiling },
-  ): Promise<BudgetLease | null> {
+  async lendBudget(input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest): Promise<BudgetLease | null> {
     return this.#budgets.lend({ ...input, nowMs: Date.now() });
   }
 

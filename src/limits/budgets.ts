@@ -4,7 +4,7 @@ import type { LimiterStorage } from "./limiter-store.ts";
 
 /**
  * A workspace's token and cost budgets, per UTC day and month, held in the
- * WorkspaceLimiter. A call reserves its estimate first (refused when a budget
+ * WorkspaceLimiter. A call reserves the most it may spend first (refused when a budget
  * has nothing left) and settles the provider's actual figures after; the
  * charge key makes both idempotent, so a retried consumer is charged once.
  * Crossing 50, 80 or 100% of a budget is reported once per period: to the
@@ -22,12 +22,6 @@ export interface BudgetLimits {
 export interface BudgetAmountsInput {
   chargeKey: string;
   limits: BudgetLimits | null;
-  tokens: number;
-  costUsd: number;
-}
-
-/** The most a call may spend (its prompt and its longest possible answer), where more than its estimate. */
-export interface CallCeiling {
   tokens: number;
   costUsd: number;
 }
@@ -96,8 +90,8 @@ export type ReserveResult =
       ok: true;
       lease: BudgetLease | null;
       /**
-       * Near a limit (the room left is less than the call's ceiling): the room, all of it reserved for this
-       * call, which must fit its answer in it (see CallCeiling). Absent when the call may spend its ceiling.
+       * Near a limit (the room left is less than the call asked to reserve, the most it may spend): the room,
+       * all of it reserved for this call, which must fit its answer in it. Absent when the call got it all.
        */
       nearLimit?: BudgetRoom;
     }
@@ -167,12 +161,6 @@ const RESERVATION_TTL_MS = 30 * 60_000;
 const LEASE_CALLS = 100;
 const MAX_LEASE_CALLS = 10_000;
 const LEASE_MIN_ROOM_CALLS = 20;
-/**
- * A call spending a lease is never capped (the isolate does not know the
- * room), so a lease also needs room for this many calls at their ceiling
- * (CallCeiling): the longest answers they may give.
- */
-const LEASE_MIN_ROOM_CEILINGS = 4;
 const LEASE_MAX_SHARE_OF_ROOM = 0.25;
 /**
  * A call refused because calls in flight hold the room left (see ReserveResult.held) is told to come back
@@ -231,15 +219,15 @@ function headroom(limits: BudgetLimits | null, counters: Record<"daily" | "month
   return left;
 }
 
-/** The room left when it is less than the ceiling of either kind (see CallCeiling), else undefined. */
+/** The room left when it is less than the call asks for, of either kind, else undefined. */
 function roomShort(
   limits: BudgetLimits | null,
   counters: Record<"daily" | "monthly", PeriodCounters>,
-  ceiling: CallCeiling,
+  call: { tokens: number; costUsd: number },
 ): BudgetRoom | undefined {
   const room = headroom(limits, counters);
   const short =
-    (room.tokens !== null && room.tokens < ceiling.tokens) || (room.costUsd !== null && room.costUsd < ceiling.costUsd);
+    (room.tokens !== null && room.tokens < call.tokens) || (room.costUsd !== null && room.costUsd < call.costUsd);
   return short ? room : undefined;
 }
 
@@ -287,10 +275,10 @@ export class BudgetBook {
 
   /**
    * With `leaseKey`, also lends the isolate budget for its next calls when there is ample room (see
-   * LEASE_CALLS). With a `ceiling` the budgets cannot cover, the call is near a limit: it reserves all the
-   * room there is (up to its ceiling), so that neither it nor a call alongside can spend past the limit.
+   * LEASE_CALLS). A call the room left cannot hold whole is near a limit: it reserves all the room there is,
+   * so that neither it nor a call alongside can spend past the limit, and is told so (`nearLimit`).
    */
-  reserve(input: BudgetAmountsInput & Partial<LeaseRequest> & { ceiling?: CallCeiling; nowMs: number }): ReserveResult {
+  reserve(input: BudgetAmountsInput & Partial<LeaseRequest> & { nowMs: number }): ReserveResult {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
@@ -300,11 +288,11 @@ export class BudgetBook {
       const counters = { daily: this.#store.period(keys.day), monthly: this.#store.period(keys.month) };
       const refusal = refusalOf(input.limits, counters, nowMs);
       if (refusal) return refusal;
-      const nearLimit = input.ceiling ? roomShort(input.limits, counters, input.ceiling) : undefined;
+      const nearLimit = roomShort(input.limits, counters, input);
       const amounts = nearLimit
         ? {
-            tokens: Math.min(input.ceiling!.tokens, nearLimit.tokens ?? Number.POSITIVE_INFINITY),
-            costUsd: Math.min(input.ceiling!.costUsd, nearLimit.costUsd ?? Number.POSITIVE_INFINITY),
+            tokens: Math.min(input.tokens, nearLimit.tokens ?? Number.POSITIVE_INFINITY),
+            costUsd: Math.min(input.costUsd, nearLimit.costUsd ?? Number.POSITIVE_INFINITY),
           }
         : { tokens: input.tokens, costUsd: input.costUsd };
       this.#store.writeCharge(
@@ -331,9 +319,7 @@ export class BudgetBook {
    * renews its lease in the background before the one it spends runs out,
    * so its calls need not wait for a reservation at all.
    */
-  lend(
-    input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { ceiling?: CallCeiling; nowMs: number },
-  ): BudgetLease | null {
+  lend(input: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { nowMs: number }): BudgetLease | null {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
@@ -346,7 +332,7 @@ export class BudgetBook {
   }
 
   #grantLease(
-    call: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest & { ceiling?: CallCeiling },
+    call: Omit<BudgetAmountsInput, "chargeKey"> & LeaseRequest,
     keys: { day: string; month: string },
     periods: PeriodCache,
     nowMs: number,
@@ -354,13 +340,13 @@ export class BudgetBook {
     const { leaseKey } = call;
     const room = headroom(call.limits, { daily: periods.get(keys.day), monthly: periods.get(keys.month) });
     const calls = Math.min(MAX_LEASE_CALLS, Math.max(1, Math.floor(call.leaseCalls ?? LEASE_CALLS)));
-    const size = (left: number | null, perCall: number, ceiling = perCall) => {
+    const size = (left: number | null, perCall: number) => {
       if (left === null) return null;
-      if (perCall * LEASE_MIN_ROOM_CALLS > left || ceiling * LEASE_MIN_ROOM_CEILINGS > left) return undefined;
+      if (perCall * LEASE_MIN_ROOM_CALLS > left) return undefined;
       return Math.min(perCall * calls, left * LEASE_MAX_SHARE_OF_ROOM);
     };
-    const tokens = size(room.tokens, call.tokens, call.ceiling?.tokens);
-    const costUsd = size(room.costUsd, call.costUsd, call.ceiling?.costUsd);
+    const tokens = size(room.tokens, call.tokens);
+    const costUsd = size(room.costUsd, call.costUsd);
     if (tokens === undefined || costUsd === undefined || (tokens === null && costUsd === null)) return null;
     const lease = {
       key: leaseKey,

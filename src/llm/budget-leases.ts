@@ -99,7 +99,7 @@ export class Lease {
     });
   }
 
-  /** Takes a call's estimate, or null when the lease cannot cover it. */
+  /** Takes what a call may spend, or null when the lease cannot cover it. */
   take(tokens: number, costUsd: number, nowMs: number): LeaseHold | null {
     if (this.#retired || nowMs >= this.spendUntilMs) return null;
     if ((this.tokens !== null && tokens > this.tokens) || (this.costUsd !== null && costUsd > this.costUsd)) {

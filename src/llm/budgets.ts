@@ -41,7 +41,6 @@ export function budgetGate(
         limits: budgets,
         tokens: amounts.tokens,
         costUsd: amounts.costUsd,
-        ...(amounts.ceiling ? { ceiling: amounts.ceiling } : {}),
         leaseKey: `lease:${crypto.randomUUID()}`,
         leaseCalls: leases.leaseCallsFor(amounts.workspaceId),
       });
@@ -70,7 +69,6 @@ export function budgetGate(
           limits: budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
-          ...(amounts.ceiling ? { ceiling: amounts.ceiling } : {}),
           ...(asks
             ? { leaseKey: `lease:${crypto.randomUUID()}`, leaseCalls: leases.leaseCallsFor(amounts.workspaceId) }
             : {}),
@@ -267,13 +265,12 @@ export async function budgetStatus(
   const limiter = config.WORKSPACE_LIMITER.getByName(workspaceId);
   const status = justSetBy ? await limiter.reviewBudgets(limits, justSetBy) : await limiter.budgetStatus();
   const nowMs = Date.now();
-  // What counts against a budget: what is charged and what running calls hold.
+  // A budget is exhausted when what is charged reaches it. What running calls hold is not spent: it comes
+  // back as they settle (a call reserves the most it may spend), and a call refused meanwhile is told to
+  // retry in seconds (budget_held), so a task submitted then is queued, not refused until the period ends.
   const checks = (["daily", "monthly"] as const).flatMap((period) => {
     const counted = status[period];
-    const used = {
-      tokens: counted.tokens + counted.reserved_tokens,
-      cost_usd: round(counted.cost_usd + counted.reserved_cost_usd),
-    };
+    const used = { tokens: counted.tokens, cost_usd: round(counted.cost_usd) };
     return (["tokens", "cost_usd"] as const).map((metric) => ({
       period,
       metric,

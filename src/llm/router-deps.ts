@@ -1,6 +1,6 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { BudgetRoom, CallCeiling } from "../limits/budgets.ts";
+import type { BudgetRoom } from "../limits/budgets.ts";
 import type { BreakerStateName } from "./breaker-core.ts";
 import type { FailureClass } from "./errors.ts";
 import type { ProviderAdapter, StreamEvent } from "./provider.ts";
@@ -37,8 +37,6 @@ export interface BudgetAmounts {
   hold?: BudgetHold;
   tokens: number;
   costUsd: number;
-  /** The most the call may spend (its prompt and longest answer): near a limit, it reserves up to that. */
-  ceiling?: CallCeiling;
 }
 
 /** What reserve answered: the hold to hand back to settle, and near a limit the room the call must fit in. */

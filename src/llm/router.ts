@@ -1,5 +1,5 @@
-import type { BudgetRoom, CallCeiling } from "../limits/budgets.ts";
-import { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
+import type { BudgetRoom } from "../limits/budgets.ts";
+import { AttemptClock, sleepMs } from "./attempt.ts";
 import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
 import { BudgetExhaustedError, classifyFailure, type FailureClass, FailureTally } from "./errors.ts";
 import {
@@ -22,7 +22,6 @@ import {
   targetPrice,
 } from "./routing.ts";
 import {
-  DEFAULT_COMPLETION_ESTIMATE_TOKENS,
   DeliveredText,
   estimatePromptTokens,
   MAX_SAFE_ANSWER_CAP_TOKENS,
@@ -35,7 +34,7 @@ import { type CallContext, type ChatRequest, type ChatResult, LlmError, type Llm
  * order with retries (backoff with full jitter, or the provider's own
  * Retry-After), per-attempt timeouts, an overall deadline and cancellation,
  * skipping targets whose circuit breaker is open. Before the call it reserves
- * the estimate against the workspace's budgets; after, it charges what the
+ * the most the call may spend against the workspace's budgets; after, it charges what the
  * provider reported, once per `chargeKey`. Storage, events and the breaker's
  * shared state are behind the small interfaces of router-deps.ts, so tests drive the
  * router with fakes or with the real bindings alike.
@@ -262,10 +261,12 @@ export class Router implements LlmRouter {
     if (targets.length === 0) {
       throw new LlmError("invalid_request", "no configured provider in this workspace's routing chain", false);
     }
-    const completionTokens = request.max_tokens ?? DEFAULT_COMPLETION_ESTIMATE_TOKENS;
+    // A call reserves the most it may spend: its prompt and its max_tokens (or the longest answer a call without
+    // one is taken to give), at the dearest target it may end up on. Calls at once then never spend more than a
+    // budget has left; near its limit, where the room cannot hold that, the call's answer is cut to fit.
+    const completionTokens = request.max_tokens ?? UNBOUNDED_ANSWER_CEILING_TOKENS;
     const tokens = promptTokens + completionTokens;
     await this.#charger.settled(context.workspaceId);
-    // Reserve for the dearest target the call may end up on.
     const dearestCost = (completion: number) =>
       Math.max(
         ...targets.map((target) =>
@@ -276,7 +277,6 @@ export class Router implements LlmRouter {
         ),
       );
     const cost = dearestCost(completionTokens);
-    const limited = settings.budgets !== null && hasAnyBudget(settings.budgets);
     const reservation = await this.#deps.budgets.reserve(
       {
         workspaceId: context.workspaceId,
@@ -284,19 +284,19 @@ export class Router implements LlmRouter {
         budgets: settings.budgets,
         tokens,
         costUsd: cost,
-        ...(limited ? { ceiling: callCeiling(request, promptTokens, tokens, cost, dearestCost) } : {}),
       },
       context,
     );
     const answerCapTokens = reservation.nearLimit
-      ? answerThatFits(reservation.nearLimit, promptTokens, targets)
+      ? Math.min(
+          answerThatFits(reservation.nearLimit, promptTokens, targets),
+          request.max_tokens ?? MAX_SAFE_ANSWER_CAP_TOKENS,
+        )
       : undefined;
     return {
       targets,
       promptTokens,
-      ...(answerCapTokens !== undefined && answerCapTokens < (request.max_tokens ?? MAX_SAFE_ANSWER_CAP_TOKENS)
-        ? { answerCapTokens }
-        : {}),
+      ...(answerCapTokens !== undefined && answerCapTokens !== request.max_tokens ? { answerCapTokens } : {}),
       budgets: settings.budgets,
       hold: reservation.hold,
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
@@ -435,21 +435,6 @@ export class Router implements LlmRouter {
   #checkCancelled(context: CallContext): void {
     if (context.signal?.aborted) throw new LlmError("cancelled", "the call was cancelled", false);
   }
-}
-
-/** The most a call may spend (see CallCeiling), at the dearest target's prices. */
-function callCeiling(
-  request: ChatRequest,
-  promptTokens: number,
-  estimatedTokens: number,
-  estimatedCostUsd: number,
-  dearestCost: (completionTokens: number) => number,
-): CallCeiling {
-  if (request.max_tokens !== undefined) return { tokens: estimatedTokens, costUsd: estimatedCostUsd };
-  return {
-    tokens: promptTokens + UNBOUNDED_ANSWER_CEILING_TOKENS,
-    costUsd: dearestCost(UNBOUNDED_ANSWER_CEILING_TOKENS),
-  };
 }
 
 /**

@@ -12,19 +12,16 @@ import type { ChatMessage, TokenUsage, ToolDefinition } from "./types.ts";
 const CHARS_PER_TOKEN = 4;
 /** Per-message framing the chat formats add (role markers, separators). */
 const MESSAGE_OVERHEAD_TOKENS = 4;
-/** Reserved for the answer when the request sets no max_tokens. */
-export const DEFAULT_COMPLETION_ESTIMATE_TOKENS = 1_024;
 /**
- * The longest answer a call without max_tokens is taken to give, near a
- * budget's limit: a call may spend its prompt and this much, so the budget
- * must hold that or the call's answer is cut to fit (src/llm/router.ts).
+ * The longest answer a call without max_tokens is taken to give: against a
+ * budget it reserves its prompt and this much, the most it may spend, so
+ * calls at once never spend more than the budget has left (src/llm/router.ts).
  */
 export const UNBOUNDED_ANSWER_CEILING_TOKENS = 32_768;
 /**
- * A call without max_tokens is cut to fit a budget's room only below this:
- * every chat model answers this long, while a max_tokens above what a model
- * allows is refused (OpenAI answers 400). Above it the call runs uncut,
- * holding all the room.
+ * Near a budget's limit, a call without max_tokens is cut to fit the room
+ * left, and to this at most: every chat model answers this long, while a
+ * max_tokens above what a model allows is refused (OpenAI answers 400).
  */
 export const MAX_SAFE_ANSWER_CAP_TOKENS = 4_096;
 

@@ -22,7 +22,7 @@ const PeriodSchema = z.object({
   cost_usd: z.number(),
   reserved_tokens: z.number().int().openapi({
     description:
-      "Held by calls in flight and by the budget leases lent to isolates; a lease gives back what it did not use when it closes, or within two minutes.",
+      "Held by calls in flight (each holds the most it may spend: its prompt and max_tokens, or 32,768 tokens of answer without one) and by the budget leases lent to isolates; a call gives back what it did not spend when it settles, a lease when it closes, or within two minutes. A call that finds nothing left but what others hold is refused with a retryable 429 `budget_held`.",
   }),
   reserved_cost_usd: z.number(),
   resets_at: z.string(),
@@ -45,15 +45,16 @@ const BudgetStatusSchema = z
     budgets: BudgetsSchema,
     daily: PeriodSchema,
     monthly: PeriodSchema,
-    exhausted: z
-      .boolean()
-      .openapi({ description: "Some budget has nothing left: LLM calls and new tasks are refused." }),
+    exhausted: z.boolean().openapi({
+      description:
+        "Some budget is spent (charged up to its limit): LLM calls and new tasks are refused until its period resets. What calls in flight hold does not count.",
+    }),
     exhausted_by: z
       .array(
         z.object({
           period: z.enum(["daily", "monthly"]),
           metric: z.enum(["tokens", "cost_usd"]),
-          used: z.number().openapi({ description: "Charged plus held by calls still running." }),
+          used: z.number().openapi({ description: "Charged this period." }),
           limit: z.number(),
         }),
       )

@@ -96,7 +96,8 @@ async function setup(
   /** `chargeOnce`: keyed as the chat endpoint's calls are, unique by construction and not kept by the limiter. */
   const call = (step: number, chargeOnce = false) =>
     router.chat(
-      { messages },
+      // 1,024 tokens of answer at most: each call reserves its prompt (10 tokens) and that, 1,034 tokens.
+      { messages, max_tokens: 1_024 },
       { workspaceId: workspace.id, taskId: `task_${step}`, chargeKey: `run_lease:${step}`, chargeOnce },
     );
   /** Sends the batches waiting for their timer, and waits for every write. */
@@ -157,11 +158,10 @@ describe("budget leases through the router", () => {
   });
 
   it("renews the lease in the background before it runs out, so no call after the first waits for the limiter", async () => {
-    // Room for 200 calls of this estimate (and, as a lease needs, for four at their ceiling, a 32,768-token
-    // answer each): the first lease covers 10 such calls, 10,340 tokens. At 500 tokens a call it falls under
-    // 30 % after the 15th call on it, which asks for the next one in the background.
+    // Room for about 40 calls of this estimate: the lease is a quarter of it, 10,081 tokens. At 500 tokens
+    // a call it falls under 30 % after the 15th call on it, which asks for the next one in the background.
     const { limiter, call, drained, status } = await setup(
-      { ...NONE, daily_tokens: 200 * 1_034 },
+      { ...NONE, daily_tokens: 40 * 1_034 },
       { prompt_tokens: 500, completion_tokens: 0 },
     );
     for (let step = 1; step <= 20; step++) await call(step);
@@ -171,7 +171,7 @@ describe("budget leases through the router", () => {
     // Every call charged once; the replaced lease closed, so only the current one is held.
     const daily = (await status()).daily;
     expect(daily.tokens).toBe(20 * 500);
-    expect(daily.reserved_tokens).toBeLessThan(200 * 1_034 * 0.25);
+    expect(daily.reserved_tokens).toBeLessThan(40 * 1_034 * 0.25);
     expect(limiter.calls.some((name) => name.endsWith("+close"))).toBe(true);
   });
 

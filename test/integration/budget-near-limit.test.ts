@@ -14,11 +14,11 @@ import {
 } from "../support/llm.ts";
 
 /**
- * Near a budget's limit, a call that could spend more than the room left
- * (its prompt and its longest answer) reserves all the room and has its
- * answer cut to fit, so neither it nor a call alongside takes the budget past
- * its limit by more than a prompt. Far from the limit, calls reserve their
- * estimate as before.
+ * A call reserves the most it may spend (its prompt and its max_tokens, or a
+ * 32,768-token answer without one). Near a budget's limit, where the room
+ * left cannot hold that, it reserves all the room and has its answer cut to
+ * fit, so neither it nor a call alongside takes the budget past its limit by
+ * more than a prompt's estimate.
  */
 
 afterEach(() => vi.restoreAllMocks());
@@ -32,17 +32,17 @@ function inLimiter(body: (book: BudgetBook) => void): Promise<void> {
 }
 
 describe("BudgetBook near a limit", () => {
-  it("reserves all the room for a call whose ceiling the budget cannot hold, and the estimate otherwise", () =>
+  it("reserves all the room for a call the room cannot hold whole, and tells it so", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_tokens: 10_000, daily_cost_usd: 1 };
-      const ceiling = { tokens: 4_000, costUsd: 0.1 };
-      expect(book.reserve({ chargeKey: "far", limits, tokens: 1_000, costUsd: 0.01, ceiling, nowMs: NOW })).toEqual({
+      const call = { tokens: 4_000, costUsd: 0.1 };
+      expect(book.reserve({ chargeKey: "far", limits, ...call, nowMs: NOW })).toEqual({
         ok: true,
         lease: null,
       });
       book.settle({ chargeKey: "far", limits, tokens: 7_000, costUsd: 0.02, nowMs: NOW });
-      // 3,000 tokens left, less than the ceiling: all of it is this call's.
-      expect(book.reserve({ chargeKey: "near", limits, tokens: 1_000, costUsd: 0.01, ceiling, nowMs: NOW })).toEqual({
+      // 3,000 tokens left, less than the call may spend: all of it is this call's.
+      expect(book.reserve({ chargeKey: "near", limits, ...call, nowMs: NOW })).toEqual({
         ok: true,
         lease: null,
         nearLimit: { tokens: 3_000, costUsd: 0.98 },
@@ -50,7 +50,7 @@ describe("BudgetBook near a limit", () => {
       expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 3_000, reserved_cost_usd: 0.1 });
       // A call alongside finds nothing left until the first settles: the budget is not spent but held, so it is
       // told to come back in seconds, not when the day ends.
-      expect(book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW })).toEqual({
+      expect(book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, nowMs: NOW })).toEqual({
         ok: false,
         period: "daily",
         metric: "tokens",
@@ -60,19 +60,19 @@ describe("BudgetBook near a limit", () => {
         retryAfterMs: 5_000,
       });
       book.settle({ chargeKey: "near", limits, tokens: 500, costUsd: 0.001, nowMs: NOW });
-      expect(book.reserve({ chargeKey: "after", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW })).toMatchObject({
+      expect(book.reserve({ chargeKey: "after", limits, ...call, nowMs: NOW })).toMatchObject({
         ok: true,
         nearLimit: { tokens: 2_500 },
       });
     }));
 
-  it("lends an isolate budget only with room for a few calls at their ceiling, as well as many at their estimate", () =>
+  it("lends an isolate budget only with room for 20 calls at the most each may spend", () =>
     inLimiter((book) => {
-      const limits = { ...NONE, daily_tokens: 100_000 };
-      const call = { limits, tokens: 1_000, costUsd: 0, leaseKey: "lease:1", nowMs: NOW };
-      // Room for 100 estimates but only 3 ceilings of 30,000 tokens: no lease.
-      expect(book.lend({ ...call, ceiling: { tokens: 30_000, costUsd: 0 } })).toBeNull();
-      expect(book.lend({ ...call, ceiling: { tokens: 20_000, costUsd: 0 } })).toMatchObject({ key: "lease:1" });
+      const limits = { ...NONE, daily_tokens: 600_000 };
+      const call = { limits, costUsd: 0, leaseKey: "lease:1", nowMs: NOW };
+      // A call without max_tokens may spend 32,768 tokens of answer: 600,000 holds 18 of those, no lease.
+      expect(book.lend({ ...call, tokens: 32_778 })).toBeNull();
+      expect(book.lend({ ...call, tokens: 1_034 })).toMatchObject({ key: "lease:1" });
     }));
 });
 
@@ -122,7 +122,7 @@ describe("the router near a limit", () => {
   });
 
   it("holds the room for the call that was cut, so a call alongside is refused rather than going over", async () => {
-    // 5,000 tokens a day: room for several estimates (1,033 tokens without max_tokens), not for a ceiling.
+    // 5,000 tokens a day: less than a call without max_tokens may spend, so each holds all that is left.
     const { asked, chat, holdNextAnswer, release } = await setup(5_000);
     await chat("first");
     holdNextAnswer();
@@ -140,16 +140,54 @@ describe("the router near a limit", () => {
   it("refuses a call beside a spent budget until the period resets, even while calls hold what is left", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_tokens: 10_000, daily_cost_usd: 1 };
-      const ceiling = { tokens: 40_000, costUsd: 0.1 };
       book.settle({ chargeKey: "spent", limits, tokens: 1_000, costUsd: 0.5, nowMs: NOW });
       // The day's tokens left are all held by this call; then the day's dollars are spent by another.
-      book.reserve({ chargeKey: "near", limits, tokens: 100, costUsd: 0.01, ceiling, nowMs: NOW });
+      book.reserve({ chargeKey: "near", limits, tokens: 40_000, costUsd: 0.1, nowMs: NOW });
       book.settle({ chargeKey: "more", limits, tokens: 0, costUsd: 0.5, nowMs: NOW });
-      const refusal = book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, ceiling, nowMs: NOW });
+      const refusal = book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, nowMs: NOW });
       expect(refusal).toMatchObject({ ok: false, period: "daily", metric: "cost_usd" });
       expect((refusal as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(60_000);
       expect(refusal).not.toHaveProperty("held");
     }));
+
+  it("keeps calls made at once within the budget: each holds the most it may spend, so the last are cut or wait", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      { ...NONE, daily_tokens: 100_000 },
+    );
+    // Every answer as long as it may be (30,000 tokens unless cut), all held until the last call got in.
+    let arrivals = 0;
+    let allIn: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      allIn = resolve;
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: async (request) => {
+          const body = (await request.json()) as { max_completion_tokens?: number };
+          if (++arrivals === 1) setTimeout(allIn, 500);
+          await gate;
+          return openAiCompletion("long", {
+            prompt_tokens: 9,
+            completion_tokens: body.max_completion_tokens ?? 30_000,
+          });
+        },
+      }).impl,
+    );
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, index) =>
+        router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `at-once:${index}` }),
+      ),
+    );
+    const refused = outcomes.filter((outcome) => outcome.status === "rejected");
+    for (const outcome of refused) expect(outcome.reason).toMatchObject({ kind: "budget_exhausted", held: true });
+    // Three calls fit whole (32,777 tokens each at most); the fourth is cut to what is left; the rest wait.
+    expect(outcomes.length - refused.length).toBe(4);
+    const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+    expect(status.daily.tokens).toBeLessThanOrEqual(100_000);
+    expect(status.daily.reserved_tokens).toBe(0);
+  });
 
   it("leaves the answer uncut far from the limit", async () => {
     const { asked, chat } = await setup(1_000_000);
@@ -187,6 +225,16 @@ describe("POST /api/v1/llm/chat/completions beside a call that holds the room le
       retry_after_seconds: 5,
       error: { type: "rate_limit_error", code: "rate_limit_exceeded" },
     });
+    // Held is not spent: the budget is not exhausted, and a task submitted meanwhile is queued, not refused
+    // until the day ends (its calls wait as this one is told to).
+    const status = await fetcher(`${BASE}/api/v1/budgets`, { headers: workspace.headers });
+    expect(await status.json()).toMatchObject({ exhausted: false, exhausted_by: [], daily: { tokens: 0 } });
+    const task = await fetcher(`${BASE}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ type: "code_generation", title: "Add a parser", description: "Write it." }),
+    });
+    expect(task.status).toBe(202);
     expect((await first).status).toBe(200);
     // Once the first call settles, what it did not spend is free again.
     expect((await post()).status).toBe(200);
