@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { WRITE_RETRY_DELAYS_MS, withWriteRetries } from "../lib/retry-write.ts";
 
 /**
@@ -31,20 +32,33 @@ export interface CoalescerOptions {
   retryDelaysMs?: readonly number[];
 }
 
+/** The unit of work (see Coalescer.withinUnit) a batch was opened in, if any. */
+const unitOfWork = new AsyncLocalStorage<object>();
+
 export class Coalescer<T> {
   /** Coalescers holding a batch that waits for its timer. */
   static readonly #waiting = new Set<Coalescer<unknown>>();
 
+  /** Runs `work` as a unit whose batches `flushAll` may start early (a queue batch's invocation). */
+  static withinUnit<R>(work: () => Promise<R>): Promise<R> {
+    return unitOfWork.run({}, work);
+  }
+
   /**
-   * Starts every waiting batch now. For the end of a unit of work whose runtime
-   * waits for its writes anyway (a queue batch): waiting out the delay there
-   * only keeps the next unit from starting. It returns nothing to await on
-   * purpose: a batch another request opened belongs to that request (see above).
+   * Starts now every waiting batch the calling unit of work opened. For the end
+   * of a unit whose runtime waits for its writes anyway (a queue batch):
+   * waiting out the delay there only keeps the next unit from starting. Only
+   * the unit's own: a batch another request opened belongs to that request
+   * (see above), and starting it from here is I/O on its behalf, which the
+   * runtime refuses ("Cannot perform I/O on behalf of a different request"),
+   * leaving that batch never written. Outside a unit it starts nothing.
    */
   static flushAll(): void {
+    const unit = unitOfWork.getStore();
+    if (!unit) return;
     for (const coalescer of [...Coalescer.#waiting]) {
       const batch = coalescer.#batch;
-      if (batch) coalescer.#flush(batch.items);
+      if (batch?.unit === unit) coalescer.#flush(batch.items);
     }
   }
 
@@ -52,7 +66,13 @@ export class Coalescer<T> {
   readonly #delayMs: number;
   readonly #maxItems: number;
   readonly #retryDelaysMs: readonly number[];
-  #batch: { items: T[]; done: Promise<void>; start: () => void; timer: ReturnType<typeof setTimeout> } | null = null;
+  #batch: {
+    items: T[];
+    done: Promise<void>;
+    start: () => void;
+    timer: ReturnType<typeof setTimeout>;
+    unit: object | undefined;
+  } | null = null;
 
   constructor(write: BatchWrite<T>, options: CoalescerOptions) {
     this.#write = write;
@@ -73,7 +93,13 @@ export class Coalescer<T> {
       const done = gate.then(() => this.#writeWithRetries(items));
       // Every caller awaits or hands on `done`; an unobserved rejection must not crash the isolate.
       done.catch(() => {});
-      batch = { items, done, start, timer: setTimeout(() => this.#flush(items), this.#delayMs) };
+      batch = {
+        items,
+        done,
+        start,
+        timer: setTimeout(() => this.#flush(items), this.#delayMs),
+        unit: unitOfWork.getStore(),
+      };
       this.#batch = batch;
       Coalescer.#waiting.add(this as Coalescer<unknown>);
     }

@@ -65,11 +65,12 @@ export function agentIdOf(task: Pick<TaskRow, "type">): string {
   return `agent_${task.type}`;
 }
 
-export async function consumeTaskBatch(
-  batch: MessageBatch<unknown>,
-  config: AppConfig,
-  deps: ConsumerDeps,
-): Promise<void> {
+export function consumeTaskBatch(batch: MessageBatch<unknown>, config: AppConfig, deps: ConsumerDeps): Promise<void> {
+  // A unit of work, so that the writes its LLM calls opened, and only those, are sent at its end (flushAll).
+  return Coalescer.withinUnit(() => consumeBatch(batch, config, deps));
+}
+
+async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, deps: ConsumerDeps): Promise<void> {
   const { logger } = deps;
   const db = createDb(config.DB);
   const nowMs = Date.now();

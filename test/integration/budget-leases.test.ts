@@ -3,7 +3,6 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import type { WorkspaceLimiter } from "../../durable-objects/workspace-limiter.ts";
 import type { WorkspaceBudgets } from "../../src/db/schema.ts";
 import type { BudgetAmountsInput, LeasedSettleInput } from "../../src/limits/budgets.ts";
-import { Coalescer } from "../../src/llm/coalesce.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import {
   BASE,
@@ -100,9 +99,8 @@ async function setup(
       { messages, max_tokens: 1_024 },
       { workspaceId: workspace.id, taskId: `task_${step}`, chargeKey: `run_lease:${step}`, chargeOnce },
     );
-  /** Sends the batches waiting for their timer, and waits for every write. */
+  /** Waits for every write (a lease's batches go out on their 250 ms timer: no unit of work here flushes them). */
   const drained = async () => {
-    Coalescer.flushAll();
     while (background.length > 0) await Promise.all(background.splice(0));
   };
   const status = () => env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();

@@ -35,26 +35,31 @@ function setup() {
 }
 
 const context = (chargeKey: string) => ({ workspaceId: WORKSPACE, chargeKey });
+/** A test as one unit of work, so that `flushed` may send the batches it opened (Coalescer.flushAll). */
+const inUnit = (test: () => Promise<void>) => () => Coalescer.withinUnit(test);
 
 describe("budget leases in the isolate", () => {
-  it("covers calls while it has room, and what a call did not use is spendable again at once", async () => {
-    const { writes, grant, take, flushed } = setup();
-    expect(take(100)).toBeNull();
-    grant("lease:1", 1_000, 1);
-    const first = take(600, 0.4);
-    expect(first).toBeInstanceOf(LeaseHold);
-    expect(first?.lease).toMatchObject({ tokens: 400, costUsd: 0.6 });
-    // 600 more tokens do not fit in the 400 left: that call reserves at the limiter.
-    expect(take(600)).toBeNull();
-    const settling = first!.lease.settle(first!, { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context("a"));
-    expect(first?.lease).toMatchObject({ tokens: 850, costUsd: 0.9 });
-    expect(take(600)).toBeInstanceOf(LeaseHold);
-    await flushed();
-    await settling;
-    expect(writes).toEqual([
-      { lease: "lease:1", items: [{ charge: { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context: context("a") }] },
-    ]);
-  });
+  it(
+    "covers calls while it has room, and what a call did not use is spendable again at once",
+    inUnit(async () => {
+      const { writes, grant, take, flushed } = setup();
+      expect(take(100)).toBeNull();
+      grant("lease:1", 1_000, 1);
+      const first = take(600, 0.4);
+      expect(first).toBeInstanceOf(LeaseHold);
+      expect(first?.lease).toMatchObject({ tokens: 400, costUsd: 0.6 });
+      // 600 more tokens do not fit in the 400 left: that call reserves at the limiter.
+      expect(take(600)).toBeNull();
+      const settling = first!.lease.settle(first!, { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context("a"));
+      expect(first?.lease).toMatchObject({ tokens: 850, costUsd: 0.9 });
+      expect(take(600)).toBeInstanceOf(LeaseHold);
+      await flushed();
+      await settling;
+      expect(writes).toEqual([
+        { lease: "lease:1", items: [{ charge: { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context: context("a") }] },
+      ]);
+    }),
+  );
 
   it("a kind without a budget is not limited by the lease", () => {
     const { grant, take } = setup();
@@ -63,37 +68,40 @@ describe("budget leases in the isolate", () => {
     expect(take(1, 0.4)).toBeNull();
   });
 
-  it("is retired when its time is up, its budgets change or a newer one replaces it, and closed once its last call settles", async () => {
-    const { writes, grant, take, flushed, advance } = setup();
-    grant("lease:1", 1_000, null);
-    const running = take(100)!;
-    advance(5_000);
-    // Time is up: no new calls on it, but it stays open for the call still running.
-    expect(take(100)).toBeNull();
-    await flushed();
-    expect(writes).toEqual([]);
-    running.lease.settle(running, { chargeKey: "late", tokens: 80, costUsd: 0 }, context("late"));
-    await flushed();
-    expect(writes).toEqual([
-      {
-        lease: "lease:1",
-        items: [{ charge: { chargeKey: "late", tokens: 80, costUsd: 0 }, context: context("late") }, { close: true }],
-      },
-    ]);
+  it(
+    "is retired when its time is up, its budgets change or a newer one replaces it, and closed once its last call settles",
+    inUnit(async () => {
+      const { writes, grant, take, flushed, advance } = setup();
+      grant("lease:1", 1_000, null);
+      const running = take(100)!;
+      advance(5_000);
+      // Time is up: no new calls on it, but it stays open for the call still running.
+      expect(take(100)).toBeNull();
+      await flushed();
+      expect(writes).toEqual([]);
+      running.lease.settle(running, { chargeKey: "late", tokens: 80, costUsd: 0 }, context("late"));
+      await flushed();
+      expect(writes).toEqual([
+        {
+          lease: "lease:1",
+          items: [{ charge: { chargeKey: "late", tokens: 80, costUsd: 0 }, context: context("late") }, { close: true }],
+        },
+      ]);
 
-    writes.length = 0;
-    grant("lease:2", 1_000, null);
-    // Budgets changed: the lease was measured against the old ones, so it is closed (no call was running).
-    expect(take(100, 0, { ...BUDGETS, daily_tokens: 50_000 })).toBeNull();
-    grant("lease:3", 1_000, null);
-    grant("lease:4", 1_000, null);
-    await flushed();
-    expect(writes).toEqual([
-      { lease: "lease:2", items: [{ close: true }] },
-      { lease: "lease:3", items: [{ close: true }] },
-    ]);
-    expect(take(100)?.lease.key).toBe("lease:4");
-  });
+      writes.length = 0;
+      grant("lease:2", 1_000, null);
+      // Budgets changed: the lease was measured against the old ones, so it is closed (no call was running).
+      expect(take(100, 0, { ...BUDGETS, daily_tokens: 50_000 })).toBeNull();
+      grant("lease:3", 1_000, null);
+      grant("lease:4", 1_000, null);
+      await flushed();
+      expect(writes).toEqual([
+        { lease: "lease:2", items: [{ close: true }] },
+        { lease: "lease:3", items: [{ close: true }] },
+      ]);
+      expect(take(100)?.lease.key).toBe("lease:4");
+    }),
+  );
 
   it("asks for the next lease once time or room runs low, one request at a time", () => {
     const { book, grant, take, advance } = setup();
@@ -133,13 +141,16 @@ describe("budget leases in the isolate", () => {
     expect(book.leaseCallsFor(WORKSPACE)).toBe(400);
   });
 
-  it("a released call (zeros) gives back its whole estimate and sends no charge", async () => {
-    const { writes, grant, take, flushed } = setup();
-    grant("lease:1", 1_000, null);
-    const hold = take(700)!;
-    hold.lease.settle(hold, { chargeKey: "failed", tokens: 0, costUsd: 0 }, context("failed"));
-    expect(hold.lease.tokens).toBe(1_000);
-    await flushed();
-    expect(writes).toEqual([]);
-  });
+  it(
+    "a released call (zeros) gives back its whole estimate and sends no charge",
+    inUnit(async () => {
+      const { writes, grant, take, flushed } = setup();
+      grant("lease:1", 1_000, null);
+      const hold = take(700)!;
+      hold.lease.settle(hold, { chargeKey: "failed", tokens: 0, costUsd: 0 }, context("failed"));
+      expect(hold.lease.tokens).toBe(1_000);
+      await flushed();
+      expect(writes).toEqual([]);
+    }),
+  );
 });

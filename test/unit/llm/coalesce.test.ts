@@ -22,7 +22,7 @@ describe("Coalescer", () => {
     expect(writes).toEqual([[1, 2]]);
   });
 
-  it("flushAll sends every waiting batch without waiting out its delay", async () => {
+  it("flushAll sends every batch its unit of work opened without waiting out its delay", async () => {
     const writes: string[][] = [];
     const first = new Coalescer<string>(async (items) => void writes.push([...items]), {
       delayMs: 60_000,
@@ -32,13 +32,35 @@ describe("Coalescer", () => {
       delayMs: 60_000,
       maxItems: 100,
     });
-    const landed = Promise.all([first.add("a"), first.add("b"), second.add("c")]);
-    Coalescer.flushAll(); // without it, `landed` would wait the 60 s delay and the test time out
-    await landed;
-    expect(writes).toEqual([["a", "b"], ["c"]]);
-    Coalescer.flushAll(); // nothing waiting: nothing written
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    expect(writes).toHaveLength(2);
+    await Coalescer.withinUnit(async () => {
+      const landed = Promise.all([first.add("a"), first.add("b"), second.add("c")]);
+      Coalescer.flushAll(); // without it, `landed` would wait the 60 s delay and the test time out
+      await landed;
+      expect(writes).toEqual([["a", "b"], ["c"]]);
+      Coalescer.flushAll(); // nothing waiting: nothing written
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      expect(writes).toHaveLength(2);
+    });
+  });
+
+  it("flushAll leaves a batch another request opened to its own timer", async () => {
+    // Starting it from here would be I/O on that request's behalf, which the runtime refuses; the batch
+    // would then never be written.
+    const writes: string[][] = [];
+    const shared = new Coalescer<string>(async (items) => void writes.push([...items]), {
+      delayMs: 50,
+      maxItems: 100,
+    });
+    const openedElsewhere = shared.add("from a request");
+    await Coalescer.withinUnit(async () => {
+      Coalescer.flushAll();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      expect(writes).toEqual([]);
+    });
+    Coalescer.flushAll(); // outside any unit: starts nothing
+    expect(writes).toEqual([]);
+    await openedElsewhere; // its own timer sends it
+    expect(writes).toEqual([["from a request"]]);
   });
 
   it("tries a failed write again under the same batch key, and gives the opener the last error when every try fails", async () => {
