@@ -35,6 +35,11 @@ export interface ProviderAdapter {
   /** `openai`, `azure`, `local`, `anthropic`, `workers-ai` or `simulated`. */
   readonly name: string;
   readonly simulated: boolean;
+  /**
+   * The longest answer a call without max_tokens gets from this provider, where it sets one (Anthropic
+   * requires max_tokens, so the adapter sends a default); absent: the model's own, which may be long.
+   */
+  readonly defaultMaxTokens?: number;
   complete(call: AdapterCall): Promise<AdapterResult>;
   stream(call: AdapterCall): AsyncIterable<StreamEvent>;
 }

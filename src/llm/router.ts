@@ -264,7 +264,7 @@ export class Router implements LlmRouter {
     // A call reserves the most it may spend: its prompt and its max_tokens (or the longest answer a call without
     // one is taken to give), at the dearest target it may end up on. Calls at once then never spend more than a
     // budget has left; near its limit, where the room cannot hold that, the call's answer is cut to fit.
-    const completionTokens = request.max_tokens ?? UNBOUNDED_ANSWER_CEILING_TOKENS;
+    const completionTokens = request.max_tokens ?? this.#longestUnboundedAnswer(targets);
     const tokens = promptTokens + completionTokens;
     await this.#charger.settled(context.workspaceId);
     const dearestCost = (completion: number) =>
@@ -302,6 +302,16 @@ export class Router implements LlmRouter {
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
       timedOut: [],
     };
+  }
+
+  /** The most tokens of answer a call without max_tokens may get from any of these targets. */
+  #longestUnboundedAnswer(targets: RouteTarget[]): number {
+    let longest = 0;
+    for (const target of targets) {
+      const providerDefault = this.#deps.adapters.get(target.provider)?.defaultMaxTokens;
+      longest = Math.max(longest, providerDefault ?? UNBOUNDED_ANSWER_CEILING_TOKENS);
+    }
+    return longest;
   }
 
   async #serve<T>(

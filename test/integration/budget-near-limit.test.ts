@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { BudgetBook } from "../../src/limits/budgets.ts";
 import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
 import {
+  anthropicMessage,
   BASE,
   fakeUpstreams,
   fetcher,
@@ -187,6 +188,38 @@ describe("the router near a limit", () => {
     const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
     expect(status.daily.tokens).toBeLessThanOrEqual(100_000);
     expect(status.daily.reserved_tokens).toBe(0);
+  });
+
+  it("holds only the default answer length of a provider that sets one (Anthropic's 4,096 tokens)", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }] },
+      { ...NONE, daily_tokens: 20_000 },
+    );
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const sent: number[] = [];
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        "anthropic.test": async (request, call) => {
+          sent.push(((await request.json()) as { max_tokens: number }).max_tokens);
+          if (call === 1) await held;
+          return anthropicMessage("done", { input_tokens: 9, output_tokens: 100 });
+        },
+      }).impl,
+    );
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const chat = (chargeKey: string) => router.chat({ messages }, { workspaceId: workspace.id, chargeKey });
+    const first = chat("anthropic-first");
+    await vi.waitFor(() => expect(sent).toHaveLength(1));
+    // The first holds its prompt and 4,096 tokens, not a 32,768-token answer it cannot get: room is left beside it.
+    const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+    expect(status.daily.reserved_tokens).toBe(9 + 4_096);
+    await expect(chat("anthropic-beside")).resolves.toMatchObject({ provider: "anthropic" });
+    release();
+    await first;
+    expect(sent).toEqual([4_096, 4_096]);
   });
 
   it("leaves the answer uncut far from the limit", async () => {

@@ -194,6 +194,7 @@ function usageOf(usage: AnthropicUsage): TokenUsage {
 export class AnthropicAdapter implements ProviderAdapter {
   readonly name = "anthropic";
   readonly simulated = false;
+  readonly defaultMaxTokens = DEFAULT_MAX_TOKENS;
   readonly #options: AnthropicOptions;
 
   constructor(options: AnthropicOptions) {
