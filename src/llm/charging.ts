@@ -129,7 +129,7 @@ export class CallCharger {
     return result;
   }
 
-  /** The prompt each timed-out attempt was read (see TimedOutAttempt), estimated as a reservation is. */
+  /** The prompt each timed-out attempt's provider read (see TimedOutAttempt), estimated as a reservation is. */
   #timedOutLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
     return call.timedOut.map(({ target, adapter, attempt, durationMs }) => {
       const usage = { prompt_tokens: call.promptTokens, completion_tokens: 0, total_tokens: call.promptTokens };

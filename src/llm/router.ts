@@ -267,16 +267,11 @@ export class Router implements LlmRouter {
     const completionTokens = request.max_tokens ?? this.#longestUnboundedAnswer(targets);
     const tokens = promptTokens + completionTokens;
     await this.#charger.settled(context.workspaceId);
-    const dearestCost = (completion: number) =>
-      Math.max(
-        ...targets.map((target) =>
-          targetCostUsd(target, {
-            prompt_tokens: promptTokens,
-            completion_tokens: completion,
-          }),
-        ),
-      );
-    const cost = dearestCost(completionTokens);
+    const cost = Math.max(
+      ...targets.map((target) =>
+        targetCostUsd(target, { prompt_tokens: promptTokens, completion_tokens: completionTokens }),
+      ),
+    );
     const reservation = await this.#deps.budgets.reserve(
       {
         workspaceId: context.workspaceId,
