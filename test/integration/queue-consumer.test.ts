@@ -5,10 +5,11 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { artifacts, deadLetters, taskRuns, tasks, usageRecords } from "../../src/db/schema.ts";
 import { deliverParkedEvents } from "../../src/events/parked.ts";
-import { createLlmRouter } from "../../src/llm/index.ts";
+import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
 import { LlmError, type LlmRouter } from "../../src/llm/types.ts";
 import { queueKind } from "../../src/queues/consumer.ts";
 import { EMPTY_ANSWER_PROMPT } from "../../src/tasks/agent/prompts.ts";
+import { BUDGET_HELD_WAIT_LIMIT_MS } from "../../src/tasks/agent/runtime.ts";
 import { cancelLocally } from "../../src/tasks/cancellation.ts";
 import { ARTIFACT_LIMITS } from "../../src/tasks/config.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
@@ -227,6 +228,51 @@ describe("the tasks consumer", () => {
     const again = await deliver(soon, [{ id: "msg-retry-soon", taskId: later.id, attempts: 3 }], { random: () => 0.5 });
     // Third delivery: ceiling 2·2² = 8 s, half of it.
     expect(again.delays).toEqual({ "msg-retry-soon": 4 });
+  });
+
+  it("waits inside the run for budget room that calls in flight hold, spending no delivery of the task", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(() => {
+      // What a call meets beside calls that hold the room left (budget_held); a short wait for the test.
+      throw new BudgetExhaustedError("held by calls in flight", {
+        retryAfterSeconds: 0.05,
+        period: "daily",
+        metric: "tokens",
+        held: true,
+      });
+    }, answer("done"));
+    const result = await deliver(router, [{ id: "msg-held", taskId: row.id }]);
+    expect(result.retryMessages).toEqual([]);
+    expect(result.explicitAcks).toEqual(["msg-held"]);
+    expect(await task(row.id)).toMatchObject({ status: "completed", attempts: 1 });
+    expect((await runs(row.id)).map((run) => run.status)).toEqual(["succeeded"]);
+    // Asked again as the same call: one charge key, charged once.
+    expect(router.calls.map((call) => call.context.chargeKey)).toEqual([
+      router.calls[0].context.chargeKey,
+      router.calls[0].context.chargeKey,
+    ]);
+    const types = (await eventsOf(workspace.headers, row.id)).map((event) => event.event_type);
+    expect(types).not.toContain("task.error");
+  });
+
+  it("gives the task back to the queue when the budget's room would be held longer than a run waits", async () => {
+    const row = await insertTask(workspace.id);
+    const waitSeconds = BUDGET_HELD_WAIT_LIMIT_MS / 1000 + 1;
+    const router = scriptedRouter(() => {
+      throw new BudgetExhaustedError("held by calls in flight", {
+        retryAfterSeconds: waitSeconds,
+        period: "daily",
+        metric: "tokens",
+        held: true,
+      });
+    });
+    const result = await deliver(router, [{ id: "msg-held-long", taskId: row.id }], { random: () => 0.5 });
+    expect(router.calls).toHaveLength(1);
+    expect(result.retryMessages).toEqual([{ msgId: "msg-held-long" }]);
+    expect(result.delays).toEqual({ "msg-held-long": waitSeconds });
+    expect(await runs(row.id)).toMatchObject([
+      { status: "failed", error: { type: "llm_budget_exhausted", retryable: true } },
+    ]);
   });
 
   it("names in task.started the first target of the workspace's own routing chain, not the deployment's default", async () => {

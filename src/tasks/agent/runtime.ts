@@ -1,5 +1,7 @@
 import { activeTraceId } from "../../events/index.ts";
 import type { Logger } from "../../lib/logger.ts";
+import { sleepMs } from "../../llm/attempt.ts";
+import { BudgetExhaustedError } from "../../llm/errors.ts";
 import { type ChargedCall, type ChatMessage, type ChatResult, LlmError, type LlmRouter } from "../../llm/types.ts";
 import type { TaskFiles } from "../artifacts.ts";
 import { CancelledError } from "../cancellation.ts";
@@ -19,6 +21,17 @@ import { runTool, TOOL_DEFINITIONS, type ToolEnv, writeFile } from "./tools.ts";
 
 /** Where the agent's final report goes, so every run leaves a readable result. */
 export const REPORT_PATH = "REPORT.md";
+
+/**
+ * How long a run waits in all for budget room that calls in flight hold
+ * (budget_held) before it gives the task back to the queue. Such a refusal
+ * clears within seconds, as those calls settle; sent back to the queue, each
+ * one would spend one of the task's few deliveries, and a busy workspace near
+ * its limit would dead-letter tasks that only had to wait their turn.
+ */
+export const BUDGET_HELD_WAIT_LIMIT_MS = 60_000;
+/** A wait that leaves the run less than this for the call itself is not worth it. */
+const MIN_CALL_TIME_AFTER_WAIT_MS = 10_000;
 
 export class TaskTimeoutError extends Error {
   constructor(seconds: number) {
@@ -201,17 +214,39 @@ export class AgentRun {
 
   /**
    * Everything a call was charged counts in the run's figures: attempts that timed out at the provider, and
-   * a failed call's charges (cancelled while the provider had it) as well as an answer's.
+   * a failed call's charges (cancelled while the provider had it) as well as an answer's. A call refused for
+   * room that calls in flight hold waits and asks again (BUDGET_HELD_WAIT_LIMIT_MS).
    */
   async #chat(...args: Parameters<LlmRouter["chat"]>): Promise<ChatResult> {
-    try {
-      const result = await this.#input.router.chat(...args);
-      for (const charge of result.timed_out_attempts ?? []) this.#count(charge);
-      return result;
-    } catch (error) {
-      if (error instanceof LlmError) for (const charge of error.charged ?? []) this.#count(charge);
-      throw error;
+    let waitedMs = 0;
+    for (;;) {
+      try {
+        const result = await this.#input.router.chat(...args);
+        for (const charge of result.timed_out_attempts ?? []) this.#count(charge);
+        return result;
+      } catch (error) {
+        if (error instanceof LlmError) for (const charge of error.charged ?? []) this.#count(charge);
+        const waitMs = this.#budgetHeldWaitMs(error, waitedMs);
+        if (waitMs === undefined) throw error;
+        this.#input.logger.info("llm call waits for budget room that calls in flight hold", {
+          task_id: this.#input.task.id,
+          wait_ms: waitMs,
+        });
+        // A refused call reserved nothing: asked again with the same charge key, it is still charged once.
+        await sleepMs(waitMs, this.#input.signal).catch(() => {});
+        waitedMs += waitMs;
+        await this.#checkpoint();
+      }
     }
+  }
+
+  /** How long to wait before asking again for room that calls in flight hold; undefined to give up. */
+  #budgetHeldWaitMs(error: unknown, waitedMs: number): number | undefined {
+    if (!(error instanceof BudgetExhaustedError) || !error.held || error.retryAfterMs === undefined) return undefined;
+    const waitMs = error.retryAfterMs;
+    if (waitedMs + waitMs > BUDGET_HELD_WAIT_LIMIT_MS) return undefined;
+    // Room for the call after the wait, or the queue's retry serves the task better than a timeout.
+    return Date.now() + waitMs + MIN_CALL_TIME_AFTER_WAIT_MS < this.#input.deadlineMs ? waitMs : undefined;
   }
 
   #count({ usage, cost_usd, provider, model, simulated }: ChargedCall): void {
