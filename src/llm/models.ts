@@ -29,6 +29,8 @@ export interface ModelEntry {
     cached_input_per_million_usd: number | null;
     output_per_million_usd: number | null;
     context_tokens: number | null;
+    /** The model's longest answer (ModelPrice.maxOutputTokens); null where the table does not know it. */
+    max_output_tokens: number | null;
     tools: boolean | null;
     /** `workspace`: the chain entry's own price; `unknown`: the conservative rate for a model the table lacks, a guess. */
     price_source: PriceSource | null;
@@ -60,6 +62,7 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
         cached_input_per_million_usd: price.cachedInputPerMillionUsd ?? null,
         output_per_million_usd: price.outputPerMillionUsd,
         context_tokens: price.contextTokens,
+        max_output_tokens: price.maxOutputTokens ?? null,
         tools: price.tools,
         price_source: price.source,
         price_version: table.version,
@@ -81,6 +84,7 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
       cached_input_per_million_usd: null,
       output_per_million_usd: null,
       context_tokens: null,
+      max_output_tokens: null,
       tools: null,
       price_source: null,
       price_version: table.version,

@@ -16,6 +16,11 @@ export interface ModelPrice {
   outputPerMillionUsd: number;
   contextTokens: number;
   tools: boolean;
+  /**
+   * The longest answer the model gives in one call, its own ceiling: what a call that sets no max_tokens
+   * may be answered, and so what its budget reservation holds for the answer. Absent: not known here.
+   */
+  maxOutputTokens?: number;
 }
 
 export interface PriceTableVersion {
@@ -65,15 +70,55 @@ const NOVEMBER_2026: PriceTableVersion = {
 };
 
 /**
+ * Each model's longest answer, as its provider documents it. Where an adapter sends a max_tokens of its
+ * own to a call that sets none (ProviderAdapter.defaultMaxTokens: Anthropic's 4,096, Workers AI's 256, the
+ * binding's default), that is what the call may get, whatever the model's ceiling.
+ */
+const MAX_OUTPUT_TOKENS: Record<string, number> = {
+  "openai:gpt-4o": 16_384,
+  "openai:gpt-4o-mini": 16_384,
+  "openai:gpt-4.1": 32_768,
+  "openai:gpt-4.1-mini": 32_768,
+  "openai:gpt-4.1-nano": 32_768,
+  "openai:o1": 100_000,
+  "openai:o3": 100_000,
+  "openai:o3-mini": 100_000,
+  "openai:o4-mini": 100_000,
+  "openai:gpt-5": 128_000,
+  "openai:gpt-5-mini": 128_000,
+  "openai:gpt-5-nano": 128_000,
+  "azure:gpt-4o": 16_384,
+  "azure:gpt-4o-mini": 16_384,
+  "anthropic:claude-3-5-haiku-latest": 8_192,
+  "anthropic:claude-3-5-sonnet-latest": 8_192,
+  "anthropic:claude-3-7-sonnet-latest": 64_000,
+  "anthropic:claude-sonnet-4-0": 64_000,
+  "anthropic:claude-opus-4-0": 32_000,
+  "anthropic:claude-opus-4-1": 32_000,
+  "anthropic:claude-sonnet-4-5": 64_000,
+  "anthropic:claude-haiku-4-5": 64_000,
+};
+
+/** The rows with their model's answer ceiling (MAX_OUTPUT_TOKENS) where it is known. */
+function withMaxOutputs(rows: Record<string, ModelPrice>): Record<string, ModelPrice> {
+  const ceilings = Object.entries(MAX_OUTPUT_TOKENS).filter(([key]) => key in rows);
+  return {
+    ...rows,
+    ...Object.fromEntries(ceilings.map(([key, maxOutputTokens]) => [key, { ...rows[key], maxOutputTokens }])),
+  };
+}
+
+/**
  * OpenAI's (and Azure's) cached-input rates: until this version, cached input was charged as any input.
  * Also the reasoning and newer models a request may name: unpriced, they were charged the unknown-model
- * rate, a fifth of what o1 costs.
+ * rate, a fifth of what o1 costs. And each model's answer ceiling (MAX_OUTPUT_TOKENS).
  */
 const models = NOVEMBER_2026.models;
 const CACHED_INPUT_2026_11_27: PriceTableVersion = {
   version: "2026-11-27",
   effectiveFrom: "2026-11-27",
-  models: {
+  // The answer ceilings came with this version; they are no price, so older versions were not reissued.
+  models: withMaxOutputs({
     ...models,
     "openai:gpt-4o": withCachedInput(models["openai:gpt-4o"], 1.25),
     "openai:gpt-4o-mini": withCachedInput(models["openai:gpt-4o-mini"], 0.075),
@@ -92,7 +137,9 @@ const CACHED_INPUT_2026_11_27: PriceTableVersion = {
     "anthropic:claude-opus-4-1": price(15, 75, 200_000),
     "anthropic:claude-sonnet-4-5": price(3, 15, 200_000),
     "anthropic:claude-haiku-4-5": price(1, 5, 200_000),
-  },
+    // Cloudflare's model page gives it a window of 7,968 tokens, not Llama 3.1's 128,000.
+    "workers-ai:@cf/meta/llama-3.1-8b-instruct": price(0.28, 0.83, 7_968),
+  }),
 };
 
 export const PRICE_TABLE_VERSIONS: readonly PriceTableVersion[] = [NOVEMBER_2026, CACHED_INPUT_2026_11_27];
@@ -133,7 +180,7 @@ export type PriceInForce = ModelPrice & { source: PriceSource };
 /**
  * The price a workspace's call to (provider, model) is charged at: its own, when its chain entry states
  * one (its Azure deployment, its paid `local` server, a model newer than the table), else the table's.
- * The context window and tool support, which a workspace does not state, stay the table's (the
+ * The context window, tool support and answer ceiling, which a workspace does not state, stay the table's (the
  * unknown-model row's for a model the table lacks).
  */
 export function priceInForce(
@@ -152,6 +199,7 @@ export function priceInForce(
     outputPerMillionUsd: own.output_per_million_usd,
     contextTokens: listed.contextTokens,
     tools: listed.tools,
+    ...(listed.maxOutputTokens === undefined ? {} : { maxOutputTokens: listed.maxOutputTokens }),
     source: "workspace",
   };
 }

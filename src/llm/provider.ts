@@ -37,7 +37,8 @@ export interface ProviderAdapter {
   readonly simulated: boolean;
   /**
    * The longest answer a call without max_tokens gets from this provider, where it sets one (Anthropic
-   * requires max_tokens, so the adapter sends a default); absent: the model's own, which may be long.
+   * requires max_tokens, so the adapter sends a default; Workers AI's binding has its own); absent: the
+   * model's own ceiling (ModelPrice.maxOutputTokens), which may be long.
    */
   readonly defaultMaxTokens?: number;
   complete(call: AdapterCall): Promise<AdapterResult>;

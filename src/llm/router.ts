@@ -304,7 +304,8 @@ export class Router implements LlmRouter {
     let longest = 0;
     for (const target of targets) {
       const providerDefault = this.#deps.adapters.get(target.provider)?.defaultMaxTokens;
-      longest = Math.max(longest, providerDefault ?? UNBOUNDED_ANSWER_CEILING_TOKENS);
+      const ceiling = providerDefault ?? targetPrice(target).maxOutputTokens ?? UNBOUNDED_ANSWER_CEILING_TOKENS;
+      longest = Math.max(longest, ceiling);
     }
     return longest;
   }

@@ -13,9 +13,10 @@ const CHARS_PER_TOKEN = 4;
 /** Per-message framing the chat formats add (role markers, separators). */
 const MESSAGE_OVERHEAD_TOKENS = 4;
 /**
- * The longest answer a call without max_tokens is taken to give, where its
- * provider sets no default of its own (Anthropic's adapter sends 4,096):
- * against a budget it reserves its prompt and this much, the most it may
+ * The longest answer a call without max_tokens is taken to give, where
+ * neither its provider sets a default of its own (Anthropic's adapter sends
+ * 4,096) nor the price table knows its model's ceiling (gpt-4o-mini's
+ * 16,384): against a budget it reserves its prompt and this much, the most it may
  * spend, so calls at once never spend more than the budget has left
  * (src/llm/router.ts).
  */

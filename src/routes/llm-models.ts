@@ -33,6 +33,10 @@ const ModelSchema = z
         .openapi({ description: "Input read from the provider's prompt cache, where it bills that less; else null." }),
       output_per_million_usd: z.number().nullable(),
       context_tokens: z.number().int().nullable(),
+      max_output_tokens: z.number().int().nullable().openapi({
+        description:
+          "The longest answer the model gives in one call, as its provider documents it; null where the price table does not know it. A call without `max_tokens` may get that long (on Anthropic 4,096, the default the router sends; on Workers AI 256, the binding's), and its budget reservation holds that much answer (32,768 tokens where unknown).",
+      }),
       tools: z.boolean().nullable(),
       price_source: z.enum(PRICE_SOURCES).nullable().openapi({
         description:

@@ -15,8 +15,8 @@ import {
 } from "../support/llm.ts";
 
 /**
- * A call reserves the most it may spend (its prompt and its max_tokens, or a
- * 32,768-token answer without one). Near a budget's limit, where the room
+ * A call reserves the most it may spend (its prompt and its max_tokens, or
+ * without one the longest answer its target may give). Near a budget's limit, where the room
  * left cannot hold that, it reserves all the room and has its answer cut to
  * fit, so neither it nor a call alongside takes the budget past its limit by
  * more than a prompt's estimate.
@@ -156,7 +156,7 @@ describe("the router near a limit", () => {
       { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
       { ...NONE, daily_tokens: 100_000 },
     );
-    // Every answer as long as it may be (30,000 tokens unless cut), all held until the last call got in.
+    // Every answer as long as it may be (gpt-4o-mini's 16,384 tokens unless cut), all held until the last call got in.
     let arrivals = 0;
     let allIn: () => void = () => {};
     const gate = new Promise<void>((resolve) => {
@@ -170,7 +170,7 @@ describe("the router near a limit", () => {
           await gate;
           return openAiCompletion("long", {
             prompt_tokens: 9,
-            completion_tokens: body.max_completion_tokens ?? 30_000,
+            completion_tokens: body.max_completion_tokens ?? 16_384,
           });
         },
       }).impl,
@@ -183,10 +183,10 @@ describe("the router near a limit", () => {
     );
     const refused = outcomes.filter((outcome) => outcome.status === "rejected");
     for (const outcome of refused) expect(outcome.reason).toMatchObject({ kind: "budget_exhausted", held: true });
-    // Three calls fit whole (32,777 tokens each at most); the fourth is cut to what is left; the rest wait.
-    expect(outcomes.length - refused.length).toBe(4);
+    // Six calls fit whole (16,393 tokens each at most); the seventh is cut to what is left; the eighth waits.
+    expect(outcomes.length - refused.length).toBe(7);
     const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
-    expect(status.daily.tokens).toBeLessThanOrEqual(100_000);
+    expect(status.daily.tokens).toBe(100_000);
     expect(status.daily.reserved_tokens).toBe(0);
   });
 
@@ -220,6 +220,53 @@ describe("the router near a limit", () => {
     release();
     await first;
     expect(sent).toEqual([4_096, 4_096]);
+  });
+
+  it("holds the longest answer of the call's model: gpt-4o-mini's 16,384 tokens, o3's 100,000, Workers AI's 256", async () => {
+    let release: () => void = () => {};
+    const answered = () =>
+      new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    let arrived = 0;
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: async () => {
+          arrived++;
+          await answered();
+          return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 100 });
+        },
+      }).impl,
+    );
+    // Workers AI through its binding's interface (the binding itself needs a Cloudflare account).
+    const AI = {
+      async run() {
+        arrived++;
+        await answered();
+        return { response: "done", usage: { prompt_tokens: 9, completion_tokens: 100 } };
+      },
+    };
+    const router = createLlmRouter(llmConfig({ AI }), { logger: quietLogger });
+    // What the call in flight holds beside its 9-token prompt, in a budget with room for ten such calls
+    // (too little for a lease, which would be held beside it) if it holds `answerTokens`.
+    const heldFor = async (provider: string, model: string, answerTokens: number) => {
+      const workspace = await workspaceWith(
+        { strategy: "fallback", chain: [{ provider, model }] },
+        { ...NONE, daily_tokens: 10 * (9 + answerTokens) },
+      );
+      const before = arrived;
+      const call = router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `${provider}:${model}` });
+      await vi.waitFor(() => expect(arrived).toBe(before + 1));
+      const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
+      release();
+      await call;
+      return status.daily.reserved_tokens - 9;
+    };
+    expect(await heldFor("openai", "gpt-4o-mini", 16_384)).toBe(16_384);
+    expect(await heldFor("openai", "o3", 100_000)).toBe(100_000);
+    expect(await heldFor("workers-ai", "@cf/meta/llama-3.1-8b-instruct", 256)).toBe(256);
+    // A model the table does not know: the 32,768 tokens assumed of any.
+    expect(await heldFor("openai", "gpt-next-preview", 32_768)).toBe(32_768);
   });
 
   it("leaves the answer uncut far from the limit", async () => {

@@ -34,6 +34,8 @@ describe("the model catalog", () => {
         cached_input_per_million_usd: null,
         output_per_million_usd: 0.6,
         context_tokens: 128_000,
+        // Answer ceilings came with the table of 2026-11-27.
+        max_output_tokens: null,
         tools: true,
         price_source: "table",
         price_version: "2026-11-01",
@@ -43,7 +45,12 @@ describe("the model catalog", () => {
     const later = modelCatalog(config, chain, Date.parse("2026-11-27T00:00:00Z"));
     expect(findModel(later, "openai:gpt-4o-mini")).toMatchObject({
       created: Date.parse("2026-11-27") / 1000,
-      x_mgx: { input_per_million_usd: 0.15, cached_input_per_million_usd: 0.075, price_version: "2026-11-27" },
+      x_mgx: {
+        input_per_million_usd: 0.15,
+        cached_input_per_million_usd: 0.075,
+        max_output_tokens: 16_384,
+        price_version: "2026-11-27",
+      },
     });
     expect(findModel(catalog, "simulated:sim-1?latency_ms=5")?.x_mgx).toMatchObject({
       model: "sim-1",

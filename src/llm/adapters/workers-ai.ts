@@ -135,6 +135,8 @@ function bindingFailure(error: unknown): { status?: number; code?: string } {
 export class WorkersAiAdapter implements ProviderAdapter {
   readonly name = "workers-ai";
   readonly simulated = false;
+  /** The binding's own default: its text-generation models answer this many tokens when no max_tokens is sent. */
+  readonly defaultMaxTokens = 256;
   readonly #ai: AiRunner;
 
   constructor(ai: AiRunner) {

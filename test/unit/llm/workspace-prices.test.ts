@@ -27,6 +27,7 @@ describe("the price in force", () => {
       outputPerMillionUsd: 0.6,
       contextTokens: 128_000,
       tools: true,
+      maxOutputTokens: 16_384,
       source: "table",
     });
     expect(priceInForce("azure", "prod-chat", undefined, cachedInputTable)).toMatchObject({
