@@ -354,9 +354,16 @@ export const usageDaily = sqliteTable(
     provider: text("provider").notNull(),
     model: text("model").notNull(),
     simulated: integer("simulated", { mode: "boolean" }).notNull(),
+    /** Calls charged: an answer, or the estimate of one cut short or cancelled in flight; not timed-out attempts. */
     calls: integer("calls").notNull(),
     /** Of `calls`, those charged from an estimate (usage_records.estimated). */
     estimatedCalls: integer("estimated_calls").notNull().default(0),
+    /**
+     * Attempts that timed out while the provider had the request, each charged its prompt (estimated) in a usage row
+     * of its own (`<charge key>:timed-out:<n>`): in the tokens and cost, not in `calls` or `estimatedCalls`, so a call
+     * retried after a timeout still counts once. Days summed before migration 0009 counted them as calls.
+     */
+    timedOutAttempts: integer("timed_out_attempts").notNull().default(0),
     promptTokens: integer("prompt_tokens").notNull(),
     cachedPromptTokens: integer("cached_prompt_tokens").notNull().default(0),
     completionTokens: integer("completion_tokens").notNull(),
