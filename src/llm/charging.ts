@@ -38,6 +38,8 @@ interface ChargeLine {
   usage: TokenUsage;
   costUsd: number;
   estimated: boolean;
+  /** An attempt's that timed out, not the call's own: counted apart from calls (UsageRecord.timedOut). */
+  timedOut: boolean;
   latencyMs: number;
 }
 
@@ -123,6 +125,7 @@ export class CallCharger {
       usage,
       costUsd: cost,
       estimated,
+      timedOut: false,
       latencyMs: this.#now() - startedMs,
     };
     await this.#settleCharges(timedOut.length > 0 ? [answer, ...timedOut] : [answer], context, call);
@@ -140,6 +143,7 @@ export class CallCharger {
         usage,
         costUsd: targetCostUsd(target, usage),
         estimated: true,
+        timedOut: true,
         latencyMs: durationMs,
       };
     });
@@ -181,6 +185,7 @@ export class CallCharger {
         costUsd: line.costUsd,
         simulated: line.adapter.simulated,
         ...(line.estimated ? { estimated: true } : {}),
+        ...(line.timedOut ? { timedOut: true } : {}),
         latencyMs: line.latencyMs,
       }),
     );

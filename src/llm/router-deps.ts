@@ -69,6 +69,11 @@ export interface UsageRecord {
   simulated: boolean;
   /** The provider's figures never came: `usage` is an estimate (see usage_records.estimated). */
   estimated?: boolean;
+  /**
+   * The prompt of an attempt that timed out while the provider had the request (src/llm/charging.ts), not a
+   * call: the daily sums count it in `timed_out_attempts`, not in `calls`.
+   */
+  timedOut?: boolean;
   latencyMs: number;
 }
 

@@ -60,6 +60,16 @@ const USAGE_COLUMNS = [
   "request_id",
 ] as const;
 
+/**
+ * A batch's rows as bound: usage_records' columns, then whether the row is the prompt of an attempt that timed out
+ * (UsageRecord.timedOut), which the daily sums count in `timed_out_attempts` instead of `calls`. usage_records has no
+ * such column and its insert reads the columns by position, so it ignores the last one. A flag from charging.ts rather
+ * than a match on the charge key's `:timed-out:<n>` suffix: a completion's key carries the client's X-Request-Id
+ * (`api:<request id>:<call id>`), which may itself contain ":timed-out:", and the sums should not depend on how
+ * charging.ts spells a key.
+ */
+const ROW_COLUMNS = [...USAGE_COLUMNS, "timed_out"] as const;
+
 /** Every row of a batch in one statement (src/db/json-rows.ts); a duplicate charge key, in the table or within the batch, is skipped. */
 const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
   "usage_records",
@@ -69,15 +79,19 @@ const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
 
 /**
  * The same rows added to the daily sums, before they are inserted: only those
- * whose charge key is not in the table yet, each key once.
+ * whose charge key is not in the table yet, each key once. A timed-out
+ * attempt's row counts in `timed_out_attempts`, not in `calls` or
+ * `estimated_calls` (a call retried after a timeout was one call), and its
+ * tokens and cost in the sums, as it was charged.
  */
 const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
-    (workspace_id, day, provider, model, simulated, calls, estimated_calls, prompt_tokens, cached_prompt_tokens,
-      completion_tokens, total_tokens, cost_usd)
-  SELECT workspace_id, day, provider, model, simulated, count(*), sum(estimated), sum(prompt_tokens),
-    sum(cached_prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd)
+    (workspace_id, day, provider, model, simulated, calls, estimated_calls, timed_out_attempts, prompt_tokens,
+      cached_prompt_tokens, completion_tokens, total_tokens, cost_usd)
+  SELECT workspace_id, day, provider, model, simulated, sum(NOT timed_out), sum(estimated AND NOT timed_out),
+    sum(timed_out), sum(prompt_tokens), sum(cached_prompt_tokens), sum(completion_tokens), sum(total_tokens),
+    sum(cost_usd)
   FROM (
-    SELECT * FROM ${jsonRowsSql(USAGE_COLUMNS)} AS row
+    SELECT * FROM ${jsonRowsSql(ROW_COLUMNS)} AS row
     WHERE NOT EXISTS (
       SELECT 1 FROM usage_records AS written
       WHERE written.workspace_id = row.workspace_id AND written.charge_key = row.charge_key
@@ -89,6 +103,7 @@ const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
   ON CONFLICT (workspace_id, day, provider, model, simulated) DO UPDATE SET
     calls = calls + excluded.calls,
     estimated_calls = estimated_calls + excluded.estimated_calls,
+    timed_out_attempts = timed_out_attempts + excluded.timed_out_attempts,
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
     cached_prompt_tokens = cached_prompt_tokens + excluded.cached_prompt_tokens,
     completion_tokens = completion_tokens + excluded.completion_tokens,
@@ -114,6 +129,7 @@ async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: Analytic
     row.estimated ? 1 : 0,
     day,
     row.requestId,
+    row.timedOut ? 1 : 0,
   ]);
   const json = JSON.stringify(values);
   await d1.batch([d1.prepare(ADD_TO_DAILY_SQL).bind(json), d1.prepare(INSERT_USAGE_ROWS_SQL).bind(json)]);
@@ -127,6 +143,8 @@ async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: Analytic
         row.model,
         row.simulated ? "simulated" : "real",
         row.estimated ? "estimated" : "reported",
+        // A timed-out attempt's prompt is a point of its own, not a call (see ROW_COLUMNS).
+        row.timedOut ? "timed_out_attempt" : "call",
       ],
       doubles: [row.latencyMs, row.usage.prompt_tokens, row.usage.completion_tokens, row.costUsd],
     });
@@ -140,6 +158,7 @@ export interface UsageSummaryRow {
   simulated: boolean;
   calls: number;
   estimated_calls: number;
+  timed_out_attempts: number;
   prompt_tokens: number;
   cached_prompt_tokens: number;
   completion_tokens: number;
@@ -176,6 +195,7 @@ export async function usageSummary(tenant: TenantDb, query: UsageQuery): Promise
     simulated: row.simulated,
     calls: row.calls,
     estimated_calls: row.estimatedCalls,
+    timed_out_attempts: row.timedOutAttempts,
     prompt_tokens: row.promptTokens,
     cached_prompt_tokens: row.cachedPromptTokens,
     completion_tokens: row.completionTokens,

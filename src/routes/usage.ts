@@ -18,10 +18,17 @@ const UsageRowSchema = z.object({
   provider: z.string(),
   model: z.string(),
   simulated: z.boolean().openapi({ description: "From the offline `simulated` provider: not real spend." }),
-  calls: z.number().int(),
+  calls: z.number().int().openapi({
+    description:
+      "Calls charged, each once however many attempts it took: those answered, and those cut short or cancelled while a provider had the request. Attempts that timed out are not calls (`timed_out_attempts`).",
+  }),
   estimated_calls: z.number().int().openapi({
     description:
-      "Of `calls`, those charged from an estimate because the provider's figures never came (a stream its client left or that failed mid-answer, or a provider that reports no usage).",
+      "Of `calls`, those charged from an estimate because the provider's figures never came (a stream its client left or that failed mid-answer, a call cancelled in flight, or a provider that reports no usage).",
+  }),
+  timed_out_attempts: z.number().int().openapi({
+    description:
+      "Attempts that timed out while a provider had the request, each charged its prompt (estimated; providers bill a request whose client stopped waiting), whether or not a later attempt answered. Not counted in `calls` or `estimated_calls`; their tokens and cost are in the sums.",
   }),
   prompt_tokens: z.number().int(),
   cached_prompt_tokens: z.number().int().openapi({
@@ -101,6 +108,7 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
     const totals = {
       calls: 0,
       estimated_calls: 0,
+      timed_out_attempts: 0,
       prompt_tokens: 0,
       cached_prompt_tokens: 0,
       completion_tokens: 0,
@@ -110,6 +118,7 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
     for (const row of data) {
       totals.calls += row.calls;
       totals.estimated_calls += row.estimated_calls;
+      totals.timed_out_attempts += row.timed_out_attempts;
       totals.prompt_tokens += row.prompt_tokens;
       totals.cached_prompt_tokens += row.cached_prompt_tokens;
       totals.completion_tokens += row.completion_tokens;

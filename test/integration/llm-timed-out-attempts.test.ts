@@ -7,7 +7,9 @@ import { createLlmRouter, LlmError } from "../../src/llm/index.ts";
 import { costUsd } from "../../src/llm/prices.ts";
 import { findCharge } from "../../src/llm/usage.ts";
 import {
+  BASE,
   fakeUpstreams,
+  fetcher,
   hang,
   llmConfig,
   openAiCompletion,
@@ -15,6 +17,7 @@ import {
   quietLogger,
   workspaceWith,
 } from "../support/llm.ts";
+import type { TestWorkspace } from "../support/workspaces.ts";
 
 /**
  * An attempt whose timer runs out while the provider has the request: the
@@ -57,6 +60,18 @@ async function expectTimedOutRow(workspaceId: string, chargeKey: string, model: 
   });
 }
 
+/** What GET /api/v1/usage tells the workspace: its one row today, and the totals. */
+async function usageShown(workspace: TestWorkspace) {
+  const response = await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers });
+  expect(response.status).toBe(200);
+  const body = (await response.json()) as { data: Record<string, unknown>[]; totals: Record<string, unknown> };
+  expect(body.data).toHaveLength(1);
+  return body;
+}
+
+/** The cost of several charge lines as a usage row sums it (to 1e-8 USD). */
+const summedCost = (...costs: number[]) => Math.round(costs.reduce((sum, cost) => sum + cost, 0) * 1e8) / 1e8;
+
 async function budgetUsed(workspaceId: string) {
   const status = await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
   return status.daily;
@@ -92,6 +107,19 @@ describe("attempts that time out at the provider", () => {
     });
     await expectTimedOutRow(workspace.id, "timeout-then-answer:timed-out:1", model);
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17 + 9, reserved_tokens: 0 });
+    // One call, as the user made it: the timed-out attempt is counted apart, its prompt in the tokens and cost.
+    const counted = {
+      calls: 1,
+      estimated_calls: 0,
+      timed_out_attempts: 1,
+      prompt_tokens: 12 + 9,
+      completion_tokens: 5,
+      total_tokens: 17 + 9,
+      cost_usd: summedCost(costUsd("openai", model, answerUsage), costUsd("openai", model, promptEstimate)),
+    };
+    const usage = await usageShown(workspace);
+    expect(usage.data[0]).toMatchObject({ provider: "openai", model, simulated: false, ...counted });
+    expect(usage.totals).toMatchObject(counted);
   });
 
   it("are charged when every attempt timed out, and the failure says so", async () => {
@@ -110,6 +138,20 @@ describe("attempts that time out at the provider", () => {
     await expectTimedOutRow(workspace.id, "always-hangs:timed-out:2", model);
     expect(await findCharge(createDb(env.DB), workspace.id, "always-hangs")).toBeNull();
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 18, reserved_tokens: 0 });
+    // The call failed: no call is counted, only its two charged attempts.
+    const promptCost = costUsd("openai", model, promptEstimate);
+    const usage = await usageShown(workspace);
+    expect(usage.data[0]).toMatchObject({
+      model,
+      calls: 0,
+      estimated_calls: 0,
+      timed_out_attempts: 2,
+      prompt_tokens: 18,
+      completion_tokens: 0,
+      total_tokens: 18,
+      cost_usd: summedCost(promptCost, promptCost),
+    });
+    expect(usage.totals).toMatchObject({ calls: 0, timed_out_attempts: 2, total_tokens: 18 });
     // The 503 the caller gets lists them as an answer's x_mgx would, so its bill reconciles with GET /usage.
     const told = problemBody(llmErrorToApiError(failure) as ApiError, "req_test");
     expect(told).toMatchObject({ status: 503, reason: "all_providers_failed" });
@@ -143,6 +185,12 @@ describe("attempts that time out at the provider", () => {
     expect(result.timed_out_attempts).toHaveLength(1);
     await expectTimedOutRow(workspace.id, "stream-timeout:timed-out:1", model);
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17 + 9, reserved_tokens: 0 });
+    expect((await usageShown(workspace)).data[0]).toMatchObject({
+      calls: 1,
+      estimated_calls: 0,
+      timed_out_attempts: 1,
+      total_tokens: 17 + 9,
+    });
   });
 
   it("are the only failures charged: a provider's error answer (a 408, a 500) costs nothing", async () => {
@@ -159,5 +207,6 @@ describe("attempts that time out at the provider", () => {
     expect(result.attempts).toBe(3);
     expect(result.timed_out_attempts).toBeUndefined();
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17, reserved_tokens: 0 });
+    expect((await usageShown(workspace)).data[0]).toMatchObject({ calls: 1, timed_out_attempts: 0, total_tokens: 17 });
   });
 });

@@ -90,13 +90,14 @@ describe("d1UsageSink", () => {
     // The daily sums count each charge once too: the repeated keys added nothing.
     const day = new Date().toISOString().slice(0, 10);
     const tokens = { prompt_tokens: 21, cached_prompt_tokens: 0, completion_tokens: 2, total_tokens: 23 };
+    const counted = { calls: 1, estimated_calls: 0, timed_out_attempts: 0 };
     expect(await usageSummary(new TenantDb(db, workspaceId), { fromDay: day, toDay: day })).toEqual([
       {
         day,
         provider: "anthropic",
         model: "claude-3-5-haiku",
         simulated: false,
-        calls: 1,
+        ...counted,
         estimated_calls: 1,
         ...tokens,
         cached_prompt_tokens: 16,
@@ -107,8 +108,7 @@ describe("d1UsageSink", () => {
         provider: "openai",
         model: "gpt-4o-mini",
         simulated: false,
-        calls: 1,
-        estimated_calls: 0,
+        ...counted,
         ...tokens,
         cost_usd: 1,
       },
@@ -117,8 +117,7 @@ describe("d1UsageSink", () => {
         provider: "openai",
         model: "gpt-4o-mini",
         simulated: true,
-        calls: 1,
-        estimated_calls: 0,
+        ...counted,
         ...tokens,
         cost_usd: 0.00000435,
       },
@@ -126,6 +125,45 @@ describe("d1UsageSink", () => {
     await sink.record(record(workspaceId, "c", { costUsd: 0.5 }));
     const [, openai] = await usageSummary(new TenantDb(db, workspaceId), { fromDay: day, toDay: day });
     expect(openai).toMatchObject({ simulated: false, calls: 2, total_tokens: 46, cost_usd: 1.5 });
+  });
+
+  it("counts a timed-out attempt's row apart from calls, by its flag, with its tokens and cost in the sums", async () => {
+    const workspaceId = `ws_usage_${crypto.randomUUID()}`;
+    const sink = d1UsageSink(env.DB);
+    const prompt = { prompt_tokens: 9, completion_tokens: 0, total_tokens: 9 };
+    const attempt = { usage: prompt, costUsd: 0.25, estimated: true, timedOut: true };
+    const written = sink.record(record(workspaceId, "run_1:1", { costUsd: 1 }));
+    void sink.record(record(workspaceId, "run_1:1:timed-out:1", attempt));
+    void sink.record(record(workspaceId, "run_1:1:timed-out:2", attempt));
+    // Written twice (a retried consumer): counted once.
+    void sink.record(record(workspaceId, "run_1:1:timed-out:2", attempt));
+    // A call whose key only looks like an attempt's (a client's X-Request-Id is part of a completion's key) is a call.
+    void sink.record(record(workspaceId, "api:req:timed-out:3:01JCALL", { costUsd: 0.5, estimated: true }));
+    await written;
+    await sink.record(record(workspaceId, "run_2:1:timed-out:1", attempt));
+
+    const day = new Date().toISOString().slice(0, 10);
+    const db = createDb(env.DB);
+    expect(await usageSummary(new TenantDb(db, workspaceId), { fromDay: day, toDay: day })).toEqual([
+      {
+        day,
+        provider: "openai",
+        model: "gpt-4o-mini",
+        simulated: false,
+        calls: 2,
+        estimated_calls: 1,
+        timed_out_attempts: 3,
+        prompt_tokens: 21 + 21 + 3 * 9,
+        cached_prompt_tokens: 0,
+        completion_tokens: 2 + 2,
+        total_tokens: 23 + 23 + 3 * 9,
+        cost_usd: 1 + 0.5 + 3 * 0.25,
+      },
+    ]);
+    expect(await findCharge(db, workspaceId, "run_1:1:timed-out:1")).toMatchObject({
+      promptTokens: 9,
+      estimated: true,
+    });
   });
 });
 
