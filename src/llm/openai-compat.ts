@@ -299,7 +299,7 @@ export const ChatCompletionSchema = z
       attempts: z.number().int(),
       usage_estimated: z.boolean().openapi({
         description:
-          "The provider reported no usage: `usage` and `cost_usd` are estimated (about four characters a token).",
+          "The provider reported no usage: `usage` and `cost_usd` are estimated (about four characters a token of English and code, one a character of Chinese, Japanese and Korean).",
       }),
       timed_out_attempts: z
         .array(

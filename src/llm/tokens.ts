@@ -4,12 +4,27 @@ import type { ChatMessage, TokenUsage, ToolDefinition } from "./types.ts";
 /**
  * Token estimates for budgets and model choice before a call: about four
  * characters a token for English and code, which over-counts slightly, the
- * safe side for a reservation. Charges use the provider's own figures; only
+ * safe side for a reservation. Other scripts take more tokens a character in
+ * the tokenizers providers use: Chinese, Japanese and Korean about one a
+ * character, other non-ASCII text (accented Latin, Cyrillic, Greek, Arabic,
+ * emoji) about one per two. Charges use the provider's own figures; only
  * when those never come (a stream left or cut, a provider that reports none)
  * is an estimate charged, and marked as one.
  */
 
 const CHARS_PER_TOKEN = 4;
+const NON_ASCII_CHARS_PER_TOKEN = 2;
+const NON_ASCII = /[\u0080-\uffff]/;
+
+/** CJK ideographs and radicals, kana, Hangul, and full-width forms: a token a character or more. */
+function isWide(code: number): boolean {
+  return (
+    (code >= 0x2e80 && code <= 0x9fff) ||
+    (code >= 0xac00 && code <= 0xd7af) ||
+    (code >= 0xf900 && code <= 0xfaff) ||
+    (code >= 0xff00 && code <= 0xffef)
+  );
+}
 /** Per-message framing the chat formats add (role markers, separators). */
 const MESSAGE_OVERHEAD_TOKENS = 4;
 /**
@@ -28,17 +43,33 @@ export const UNBOUNDED_ANSWER_CEILING_TOKENS = 32_768;
  */
 export const MAX_SAFE_ANSWER_CAP_TOKENS = 4_096;
 
-function messageChars(message: ChatMessage): number {
-  let chars = (message.content ?? "").length + (message.refusal?.length ?? 0);
-  for (const call of message.tool_calls ?? []) chars += call.function.name.length + call.function.arguments.length;
-  return chars;
+/** A text's tokens, estimated (a fraction: callers sum, then round up). ASCII, the usual case, is one regex test. */
+export function textTokens(text: string): number {
+  if (!NON_ASCII.test(text)) return text.length / CHARS_PER_TOKEN;
+  let ascii = 0;
+  let wide = 0;
+  let other = 0;
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index);
+    if (code < 0x80) ascii++;
+    else if (isWide(code)) wide++;
+    // A character beyond the BMP (most emoji) is two UTF-16 units: counted once, by its first.
+    else if (code < 0xdc00 || code > 0xdfff) other++;
+  }
+  return ascii / CHARS_PER_TOKEN + wide + other / NON_ASCII_CHARS_PER_TOKEN;
+}
+
+function messageTokens(message: ChatMessage): number {
+  let tokens = textTokens(message.content ?? "") + textTokens(message.refusal ?? "");
+  for (const call of message.tool_calls ?? []) tokens += textTokens(call.function.name + call.function.arguments);
+  return tokens;
 }
 
 export function estimatePromptTokens(messages: ChatMessage[], tools?: ToolDefinition[]): number {
-  let chars = 0;
-  for (const message of messages) chars += messageChars(message);
-  if (tools && tools.length > 0) chars += JSON.stringify(tools).length;
-  return Math.ceil(chars / CHARS_PER_TOKEN) + messages.length * MESSAGE_OVERHEAD_TOKENS;
+  let tokens = 0;
+  for (const message of messages) tokens += messageTokens(message);
+  if (tools && tools.length > 0) tokens += textTokens(JSON.stringify(tools));
+  return Math.ceil(tokens) + messages.length * MESSAGE_OVERHEAD_TOKENS;
 }
 
 /**
@@ -51,23 +82,23 @@ export function estimateAnswerUsage(
   answer: ChatMessage,
 ): TokenUsage {
   const prompt = estimatePromptTokens(call.messages, call.tools);
-  const completion = Math.ceil(messageChars(answer) / CHARS_PER_TOKEN);
+  const completion = Math.ceil(messageTokens(answer));
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
 /** What a stream delivered, counted as it goes: its completion tokens, estimated, when the provider's usage never came. */
 export class DeliveredText {
-  #chars = 0;
+  #tokens = 0;
 
   add(event: StreamEvent): void {
     if (event.type !== "delta") return;
-    this.#chars += (event.content?.length ?? 0) + (event.refusal?.length ?? 0);
+    this.#tokens += textTokens(event.content ?? "") + textTokens(event.refusal ?? "");
     for (const call of event.tool_calls ?? []) {
-      this.#chars += (call.function?.name?.length ?? 0) + (call.function?.arguments?.length ?? 0);
+      this.#tokens += textTokens((call.function?.name ?? "") + (call.function?.arguments ?? ""));
     }
   }
 
   estimatedTokens(): number {
-    return Math.ceil(this.#chars / CHARS_PER_TOKEN);
+    return Math.ceil(this.#tokens);
   }
 }
