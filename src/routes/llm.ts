@@ -5,14 +5,8 @@ import { type HeaderDoc, problemResponses, RETRY_AFTER_HEADER } from "../lib/ope
 import { liveRequestSignal } from "../lib/request-signal.ts";
 import { llmErrorToApiError } from "../llm/http-errors.ts";
 import { createLlmRouter } from "../llm/index.ts";
-import {
-  ChatCompletionRequestSchema,
-  ChatCompletionSchema,
-  completionId,
-  completionStream,
-  toChatRequest,
-  toCompletion,
-} from "../llm/openai-compat.ts";
+import { completionId, completionStream, toChatRequest, toCompletion } from "../llm/openai-compat.ts";
+import { ChatCompletionRequestSchema, ChatCompletionSchema } from "../llm/openai-schemas.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
 

@@ -1,10 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  ChatCompletionRequestSchema,
-  completionStream,
-  toChatRequest,
-  toCompletion,
-} from "../../../src/llm/openai-compat.ts";
+import { completionStream, toChatRequest, toCompletion } from "../../../src/llm/openai-compat.ts";
+import { ChatCompletionRequestSchema } from "../../../src/llm/openai-schemas.ts";
 import type { StreamEvent } from "../../../src/llm/provider.ts";
 import type { ChatResult } from "../../../src/llm/types.ts";
 
