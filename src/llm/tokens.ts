@@ -16,15 +16,6 @@ const CHARS_PER_TOKEN = 4;
 const NON_ASCII_CHARS_PER_TOKEN = 2;
 const NON_ASCII = /[\u0080-\uffff]/;
 
-/** CJK ideographs and radicals, kana, Hangul, and full-width forms: a token a character or more. */
-function isWide(code: number): boolean {
-  return (
-    (code >= 0x2e80 && code <= 0x9fff) ||
-    (code >= 0xac00 && code <= 0xd7af) ||
-    (code >= 0xf900 && code <= 0xfaff) ||
-    (code >= 0xff00 && code <= 0xffef)
-  );
-}
 /** Per-message framing the chat formats add (role markers, separators). */
 const MESSAGE_OVERHEAD_TOKENS = 4;
 /**
@@ -42,6 +33,16 @@ export const UNBOUNDED_ANSWER_CEILING_TOKENS = 32_768;
  * max_tokens above what a model allows is refused (OpenAI answers 400).
  */
 export const MAX_SAFE_ANSWER_CAP_TOKENS = 4_096;
+
+/** CJK ideographs and radicals, kana, Hangul, and full-width forms: a token a character or more. */
+function isWide(code: number): boolean {
+  return (
+    (code >= 0x2e80 && code <= 0x9fff) ||
+    (code >= 0xac00 && code <= 0xd7af) ||
+    (code >= 0xf900 && code <= 0xfaff) ||
+    (code >= 0xff00 && code <= 0xffef)
+  );
+}
 
 /** A text's tokens, estimated (a fraction: callers sum, then round up). ASCII, the usual case, is one regex test. */
 export function textTokens(text: string): number {
