@@ -156,6 +156,7 @@ export function completionStream(
   result: Promise<ChatResult>,
   includeUsage: boolean,
   onError: (error: unknown) => void,
+  onCancel?: () => void,
 ): ReadableStream<Uint8Array> {
   const created = Math.floor(Date.now() / 1000);
   const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
@@ -164,6 +165,7 @@ export function completionStream(
     );
   const iterator = deltas[Symbol.asyncIterator]();
   let first = true;
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
@@ -202,6 +204,8 @@ export function completionStream(
         controller.enqueue(encoder.encode("data: [DONE]\n\n"));
         controller.close();
       } catch (error) {
+        // The client went away and the call was stopped for it (cancel below): nothing failed, and nobody reads.
+        if (cancelled) return;
         onError(error);
         const message = error instanceof Error ? error.message : "the stream failed";
         controller.enqueue(
@@ -211,7 +215,12 @@ export function completionStream(
       }
     },
     async cancel() {
-      // The client went away: stop reading the provider (the router releases the reservation).
+      // The client went away: stop reading the provider (the router releases the reservation). `return()` of
+      // the router's generator waits for a `next()` in flight, that is for the provider's next event, which a
+      // stalled provider (or a model thinking before its next token) may not send until the attempt's
+      // timeout: `onCancel` aborts the call first, so its fetch ends now and the `next()` with it.
+      cancelled = true;
+      onCancel?.();
       await iterator.return?.();
     },
   });

@@ -99,6 +99,9 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
     const workspaceId = c.get("workspaceId")!;
     const router = createLlmRouter(c.get("config"), { logger, waitUntil: (work) => c.executionCtx.waitUntil(work) });
     const callId = ulid();
+    // A stream's client may leave while the provider is silent; its body's cancel aborts the call through this.
+    const abandoned = body.stream ? new AbortController() : undefined;
+    const live = liveRequestSignal(c.req.raw);
     const context = {
       workspaceId,
       requestId,
@@ -106,7 +109,7 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
       // Unique per request: a client reusing its X-Request-Id must not get a call for free.
       chargeKey: `api:${requestId}:${callId}`,
       chargeOnce: true,
-      signal: liveRequestSignal(c.req.raw),
+      signal: abandoned ? (live ? AbortSignal.any([live, abandoned.signal]) : abandoned.signal) : live,
     };
     const request = toChatRequest(body);
     const id = completionId(callId);
@@ -120,6 +123,7 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
           routed.result,
           body.stream_options?.include_usage === true,
           (error) => logger.warn("llm stream failed after it started", { error }),
+          () => abandoned?.abort(new DOMException("the client went away", "AbortError")),
         );
         return new Response(stream, {
           status: 200,

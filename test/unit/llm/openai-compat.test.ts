@@ -160,6 +160,37 @@ describe("completionStream", () => {
       {},
     ]);
   });
+
+  it("stops the call at once when its client leaves while the provider is silent", async () => {
+    // The router's generator is awaiting the provider's next event; its return() would wait for that event
+    // (up to the attempt's timeout), so cancel() must abort the call itself. Here the provider stays silent
+    // until the call is aborted, as a stalled upstream does until its fetch is.
+    const call = new AbortController();
+    const errors: unknown[] = [];
+    async function* events(): AsyncGenerator<StreamEvent> {
+      yield { type: "delta", content: "Hel" };
+      await new Promise((_, reject) =>
+        call.signal.addEventListener("abort", () => reject(call.signal.reason), { once: true }),
+      );
+    }
+    const body = completionStream(
+      "chatcmpl-1",
+      "gpt-4o-mini",
+      events(),
+      new Promise<ChatResult>(() => {}),
+      false,
+      (error) => errors.push(error),
+      () => call.abort(new Error("the client went away")),
+    );
+    const reader = body.getReader();
+    expect((await reader.read()).done).toBe(false);
+    const cancelled = reader.cancel().then(() => "cancelled");
+    const stuck = new Promise((wake) => setTimeout(() => wake("still waiting for the provider"), 1_000));
+    expect(await Promise.race([cancelled, stuck])).toBe("cancelled");
+    expect(call.signal.aborted).toBe(true);
+    // The call stopped for the client is no failure of the stream's.
+    expect(errors).toEqual([]);
+  });
 });
 
 describe("refusals", () => {
