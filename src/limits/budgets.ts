@@ -24,6 +24,12 @@ export interface BudgetAmountsInput {
   limits: BudgetLimits | null;
   tokens: number;
   costUsd: number;
+  /**
+   * The most the call spends once its answer is cut near a limit, where that is less than `tokens` and
+   * `costUsd` (a call without max_tokens is cut to a few thousand tokens of answer): near a limit it
+   * reserves this, or all the room where the room is less, and leaves the rest to calls alongside.
+   */
+  ifCut?: { tokens: number; costUsd: number };
 }
 
 /** What the budgets have left: the tightest of each kind, null for a kind without a budget. */
@@ -91,7 +97,8 @@ export type ReserveResult =
       lease: BudgetLease | null;
       /**
        * Near a limit (the room left is less than the call asked to reserve, the most it may spend): the room,
-       * all of it reserved for this call, which must fit its answer in it. Absent when the call got it all.
+       * which the call must fit its answer in. It reserved all of it, or its `ifCut` amounts where the room
+       * holds them. Absent when the call got all it asked for.
        */
       nearLimit?: BudgetRoom;
     }
@@ -276,7 +283,8 @@ export class BudgetBook {
   /**
    * With `leaseKey`, also lends the isolate budget for its next calls when there is ample room (see
    * LEASE_CALLS). A call the room left cannot hold whole is near a limit: it reserves all the room there is,
-   * so that neither it nor a call alongside can spend past the limit, and is told so (`nearLimit`).
+   * or what it spends with its answer cut (`ifCut`) where the room holds that, so that neither it nor a call
+   * alongside can spend past the limit, and is told so (`nearLimit`).
    */
   reserve(input: BudgetAmountsInput & Partial<LeaseRequest> & { nowMs: number }): ReserveResult {
     const { nowMs } = input;
@@ -291,8 +299,8 @@ export class BudgetBook {
       const nearLimit = roomShort(input.limits, counters, input);
       const amounts = nearLimit
         ? {
-            tokens: Math.min(input.tokens, nearLimit.tokens ?? Number.POSITIVE_INFINITY),
-            costUsd: Math.min(input.costUsd, nearLimit.costUsd ?? Number.POSITIVE_INFINITY),
+            tokens: Math.min(input.ifCut?.tokens ?? input.tokens, nearLimit.tokens ?? Number.POSITIVE_INFINITY),
+            costUsd: Math.min(input.ifCut?.costUsd ?? input.costUsd, nearLimit.costUsd ?? Number.POSITIVE_INFINITY),
           }
         : { tokens: input.tokens, costUsd: input.costUsd };
       this.#store.writeCharge(

@@ -69,6 +69,7 @@ export function budgetGate(
           limits: budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
+          ...(amounts.ifCut ? { ifCut: amounts.ifCut } : {}),
           ...(asks
             ? { leaseKey: `lease:${crypto.randomUUID()}`, leaseCalls: leases.leaseCallsFor(amounts.workspaceId) }
             : {}),

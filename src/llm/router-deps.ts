@@ -37,12 +37,14 @@ export interface BudgetAmounts {
   hold?: BudgetHold;
   tokens: number;
   costUsd: number;
+  /** Reserve only: what the call spends at most with its answer cut near a limit (BudgetAmountsInput.ifCut). */
+  ifCut?: { tokens: number; costUsd: number };
 }
 
 /** What reserve answered: the hold to hand back to settle, and near a limit the room the call must fit in. */
 export interface Reservation {
   hold: BudgetHold;
-  /** All of it reserved for this call (see ReserveResult.nearLimit): the call's answer must be cut to fit. */
+  /** The room left, which the call's answer must be cut to fit (see ReserveResult.nearLimit). */
   nearLimit?: BudgetRoom;
 }
 

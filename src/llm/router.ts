@@ -265,20 +265,25 @@ export class Router implements LlmRouter {
     // one is taken to give), at the dearest target it may end up on. Calls at once then never spend more than a
     // budget has left; near its limit, where the room cannot hold that, the call's answer is cut to fit.
     const completionTokens = request.max_tokens ?? this.#longestUnboundedAnswer(targets);
-    const tokens = promptTokens + completionTokens;
-    await this.#charger.settled(context.workspaceId);
-    const cost = Math.max(
-      ...targets.map((target) =>
-        targetCostUsd(target, { prompt_tokens: promptTokens, completion_tokens: completionTokens }),
+    const mostSpent = (answerTokens: number) => ({
+      tokens: promptTokens + answerTokens,
+      costUsd: Math.max(
+        ...targets.map((target) =>
+          targetCostUsd(target, { prompt_tokens: promptTokens, completion_tokens: answerTokens }),
+        ),
       ),
-    );
+    });
+    // Without max_tokens, a call cut near a limit gets MAX_SAFE_ANSWER_CAP_TOKENS at most: it need not hold all
+    // the room, and calls alongside may share what is left.
+    const cutsToSafeCap = request.max_tokens === undefined && completionTokens > MAX_SAFE_ANSWER_CAP_TOKENS;
+    await this.#charger.settled(context.workspaceId);
     const reservation = await this.#deps.budgets.reserve(
       {
         workspaceId: context.workspaceId,
         chargeKey: context.chargeKey,
         budgets: settings.budgets,
-        tokens,
-        costUsd: cost,
+        ...mostSpent(completionTokens),
+        ...(cutsToSafeCap ? { ifCut: mostSpent(MAX_SAFE_ANSWER_CAP_TOKENS) } : {}),
       },
       context,
     );

@@ -67,6 +67,24 @@ describe("BudgetBook near a limit", () => {
       });
     }));
 
+  it("reserves only what a call cut near the limit may spend, where it says (ifCut) and the room holds it", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 10_000 };
+      // A call without max_tokens: it may spend 32,777 tokens, or 4,105 once its answer is cut.
+      const call = { limits, tokens: 32_777, costUsd: 0, ifCut: { tokens: 4_105, costUsd: 0 }, nowMs: NOW };
+      expect(book.reserve({ chargeKey: "first", ...call })).toEqual({
+        ok: true,
+        lease: null,
+        nearLimit: { tokens: 10_000, costUsd: null },
+      });
+      expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 4_105 });
+      // The room it leaves is a second call's, then what is left a third's; only a fourth waits.
+      expect(book.reserve({ chargeKey: "second", ...call })).toMatchObject({ ok: true, nearLimit: { tokens: 5_895 } });
+      expect(book.reserve({ chargeKey: "third", ...call })).toMatchObject({ ok: true, nearLimit: { tokens: 1_790 } });
+      expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 10_000 });
+      expect(book.reserve({ chargeKey: "fourth", ...call })).toMatchObject({ ok: false, held: { reserved: 10_000 } });
+    }));
+
   it("lends an isolate budget only with room for 20 calls at the most each may spend", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_tokens: 600_000 };
@@ -122,20 +140,43 @@ describe("the router near a limit", () => {
     expect(asked).toEqual([391, 241, 50]);
   });
 
-  it("holds the room for the call that was cut, so a call alongside is refused rather than going over", async () => {
-    // 5,000 tokens a day: less than a call without max_tokens may spend, so each holds all that is left.
-    const { asked, chat, holdNextAnswer, release } = await setup(5_000);
-    await chat("first");
-    holdNextAnswer();
-    const second = chat("second");
-    await vi.waitFor(() => expect(asked).toHaveLength(2));
-    const beside = await chat("beside", { max_tokens: 10 }).catch((error: unknown) => error);
+  it("holds for a call cut near the limit only what its cut answer may spend, so calls alongside share the rest", async () => {
+    // 10,000 tokens a day: less than a gpt-4o-mini call without max_tokens may spend (16,393), so each is cut,
+    // to 4,096 tokens of answer at most, and holds its prompt and that much; the third gets what is left.
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      { ...NONE, daily_tokens: 10_000 },
+    );
+    const asked: (number | undefined)[] = [];
+    let release: () => void = () => {};
+    const answered = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: async (request) => {
+          asked.push(((await request.json()) as { max_completion_tokens?: number }).max_completion_tokens);
+          await answered;
+          return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 141 });
+        },
+      }).impl,
+    );
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const chat = (chargeKey: string) => router.chat({ messages }, { workspaceId: workspace.id, chargeKey });
+    const inFlight = [chat("first"), chat("second"), chat("third")];
+    await vi.waitFor(() => expect(asked).toHaveLength(3));
+    expect(asked).toEqual([4_096, 4_096, 10_000 - 2 * 4_105 - 9]);
+    const limiter = env.WORKSPACE_LIMITER.getByName(workspace.id);
+    expect((await limiter.budgetStatus()).daily.reserved_tokens).toBe(10_000);
+    // The fourth finds all the room held by calls in flight: a task is tried again in seconds, not failed.
+    const beside = await chat("beside").catch((error: unknown) => error);
     expect(beside).toBeInstanceOf(BudgetExhaustedError);
-    // Not spent, only held until the call in flight settles: a task is tried again in seconds, not failed.
     expect(beside).toMatchObject({ held: true, retryable: true, retryAfterSeconds: 5, retryAfterMs: 5_000 });
-    expect((beside as Error).message).toContain("held by calls in flight (150 of 5000 tokens spent, 4850 reserved)");
+    expect((beside as Error).message).toContain("held by calls in flight (0 of 10000 tokens spent, 10000 reserved)");
     release();
-    await second;
+    await Promise.all(inFlight);
+    const status = (await limiter.budgetStatus()).daily;
+    expect(status).toMatchObject({ tokens: 3 * 150, reserved_tokens: 0 });
   });
 
   it("refuses a call beside a spent budget until the period resets, even while calls hold what is left", () =>
@@ -279,10 +320,11 @@ describe("the router near a limit", () => {
 
 describe("POST /api/v1/llm/chat/completions beside a call that holds the room left", () => {
   it("answers 429 worth a retry in seconds (budget_held), not a spent budget until tomorrow", async () => {
-    // 5,000 tokens a day cannot hold a call's ceiling: the first call holds all of it for its 1.5 s.
+    // 4,000 tokens a day cannot hold even a call cut to 4,096 tokens of answer: the first call holds all of it
+    // for its 1.5 s.
     const workspace = await workspaceWith(
       { strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1?latency_ms=1500" }] },
-      { ...NONE, daily_tokens: 5_000 },
+      { ...NONE, daily_tokens: 4_000 },
     );
     const post = () =>
       fetcher(`${BASE}/api/v1/llm/chat/completions`, {
