@@ -123,7 +123,7 @@ export const ChatCompletionRequestSchema = z
         "`provider:model`, tried first; or a bare model name, resolved as GET /api/v1/llm/models/{model} resolves it (the chain's entries with that model, else the first configured provider serving it) and tried there first; or `auto`. The chain follows as fallbacks; `auto`, or a name no configured provider serves, lets the chain decide.",
     }),
     messages: z.array(MessageSchema).min(1).max(2_000),
-    tools: z.array(ToolSchema).max(128).optional(),
+    tools: z.array(ToolSchema).max(128).nullable().optional(),
     tool_choice: ToolChoiceSchema.nullable().optional(),
     max_tokens: maxTokens,
     max_completion_tokens: maxTokens,

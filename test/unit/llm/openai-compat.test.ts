@@ -55,6 +55,8 @@ describe("toChatRequest", () => {
     expect(parse({ parallel_tool_calls: null, reasoning_effort: null })).toEqual({
       messages: [{ role: "user", content: "hi" }],
     });
+    // Clients that fill every field send `tools: null` for none, as for any other unset field.
+    expect(parse({ tools: null, tool_choice: null })).toEqual({ messages: [{ role: "user", content: "hi" }] });
     expect(parse({ stop: [] })).not.toHaveProperty("stop");
     expect(parse({ tool_choice: "auto" })).toMatchObject({ tool_choice: "auto" });
   });
