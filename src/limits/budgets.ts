@@ -107,6 +107,7 @@ export type ReserveResult =
       period: "daily" | "monthly";
       metric: "tokens" | "cost_usd";
       limit: number;
+      /** Spent, when the budget is; else spent and reserved (see `held`). */
       used: number;
       /**
        * The budget is not spent: what is left is held by calls in flight (a call near the limit holds all of
@@ -255,7 +256,9 @@ function refusalOf(
     if (current < limit) continue;
     const refusal = { ok: false, period: rule.period, metric: rule.metric, limit, used: round(current) } as const;
     const spent = used(counters[rule.period], rule.metric, false);
-    if (spent >= limit) return { ...refusal, retryAfterMs: periodEndMs(rule.period, nowMs) - nowMs };
+    // Spent: what was spent is the reason, whatever calls in flight hold beside it.
+    if (spent >= limit)
+      return { ...refusal, used: round(spent), retryAfterMs: periodEndMs(rule.period, nowMs) - nowMs };
     heldRefusal ??= {
       ...refusal,
       held: { spent: round(spent), reserved: round(current - spent) },

@@ -187,7 +187,8 @@ describe("the router near a limit", () => {
       book.reserve({ chargeKey: "near", limits, tokens: 40_000, costUsd: 0.1, nowMs: NOW });
       book.settle({ chargeKey: "more", limits, tokens: 0, costUsd: 0.5, nowMs: NOW });
       const refusal = book.reserve({ chargeKey: "beside", limits, tokens: 10, costUsd: 0, nowMs: NOW });
-      expect(refusal).toMatchObject({ ok: false, period: "daily", metric: "cost_usd" });
+      // What was spent, not what the call near the limit holds besides ($0.10): the refusal's reason.
+      expect(refusal).toMatchObject({ ok: false, period: "daily", metric: "cost_usd", limit: 1, used: 1 });
       expect((refusal as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(60_000);
       expect(refusal).not.toHaveProperty("held");
     }));
