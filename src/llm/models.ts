@@ -1,7 +1,7 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "./adapters/index.ts";
 import { currentPriceTable, type PriceSource, priceInForce } from "./prices.ts";
-import { type RouteTarget, servedModels, stripQuery } from "./routing.ts";
+import { DEFAULT_MODELS, type RouteTarget, servedModels, stripQuery } from "./routing.ts";
 
 /**
  * The models a workspace can name in `model` of a chat completion, in the
@@ -41,34 +41,7 @@ export interface ModelEntry {
 export const AUTO_MODEL = "auto";
 
 export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], nowMs = Date.now()): ModelEntry[] {
-  const adapters = buildAdapters(config);
-  const table = currentPriceTable(nowMs);
-  const created = Math.floor(Date.parse(table.effectiveFrom) / 1000);
-  const inChain = new Set(chain.map((target) => `${target.provider}:${target.model}`));
-  const entry = ({ provider, model, ownPrice }: RouteTarget): ModelEntry => {
-    const price = ownPrice ?? priceInForce(provider, stripQuery(model), undefined, table);
-    return {
-      id: `${provider}:${model}`,
-      object: "model",
-      created,
-      owned_by: provider,
-      x_mgx: {
-        provider,
-        model: stripQuery(model),
-        in_chain: inChain.has(`${provider}:${model}`),
-        configured: adapters.has(provider),
-        simulated: adapters.get(provider)?.simulated ?? provider === "simulated",
-        input_per_million_usd: price.inputPerMillionUsd,
-        cached_input_per_million_usd: price.cachedInputPerMillionUsd ?? null,
-        output_per_million_usd: price.outputPerMillionUsd,
-        context_tokens: price.contextTokens,
-        max_output_tokens: price.maxOutputTokens ?? null,
-        tools: price.tools,
-        price_source: price.source,
-        price_version: table.version,
-      },
-    };
-  };
+  const { adapters, table, created, entry } = catalogContext(config, chain, nowMs);
   const auto: ModelEntry = {
     id: AUTO_MODEL,
     object: "model",
@@ -105,4 +78,56 @@ export function modelCatalog(config: AppConfig, chain: readonly RouteTarget[], n
 /** One model by id (`provider:model` or `auto`), or a bare model name the catalog offers; null when unknown. */
 export function findModel(catalog: readonly ModelEntry[], id: string): ModelEntry | null {
   return catalog.find((model) => model.id === id) ?? catalog.find((model) => model.x_mgx.model === id) ?? null;
+}
+
+/** What every entry of a workspace's catalog is built from: the configured providers and the price table in force. */
+function catalogContext(config: AppConfig, chain: readonly RouteTarget[], nowMs: number) {
+  const adapters = buildAdapters(config);
+  const table = currentPriceTable(nowMs);
+  const created = Math.floor(Date.parse(table.effectiveFrom) / 1000);
+  const inChain = new Set(chain.map((target) => `${target.provider}:${target.model}`));
+  const entry = ({ provider, model, ownPrice }: RouteTarget): ModelEntry => {
+    const price = ownPrice ?? priceInForce(provider, stripQuery(model), undefined, table);
+    return {
+      id: `${provider}:${model}`,
+      object: "model",
+      created,
+      owned_by: provider,
+      x_mgx: {
+        provider,
+        model: stripQuery(model),
+        in_chain: inChain.has(`${provider}:${model}`),
+        configured: adapters.has(provider),
+        simulated: adapters.get(provider)?.simulated ?? provider === "simulated",
+        input_per_million_usd: price.inputPerMillionUsd,
+        cached_input_per_million_usd: price.cachedInputPerMillionUsd ?? null,
+        output_per_million_usd: price.outputPerMillionUsd,
+        context_tokens: price.contextTokens,
+        max_output_tokens: price.maxOutputTokens ?? null,
+        tools: price.tools,
+        price_source: price.source,
+        price_version: table.version,
+      },
+    };
+  };
+  return { adapters, table, created, entry };
+}
+
+/**
+ * A model named `provider:model` that the catalog does not list (one newer than the price table): a
+ * completion naming it is sent to that provider all the same (src/llm/routing.ts), so it is offered too,
+ * at the unknown-model rate, when this deployment has the provider. Null otherwise.
+ */
+export function namedModel(
+  config: AppConfig,
+  chain: readonly RouteTarget[],
+  id: string,
+  nowMs = Date.now(),
+): ModelEntry | null {
+  const colon = id.indexOf(":");
+  const provider = id.slice(0, Math.max(0, colon));
+  const model = id.slice(colon + 1);
+  if (!(provider in DEFAULT_MODELS) || model === "") return null;
+  const { adapters, entry } = catalogContext(config, chain, nowMs);
+  return adapters.has(provider) ? entry({ provider, model }) : null;
 }

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
-import { findModel, modelCatalog } from "../llm/models.ts";
+import { findModel, modelCatalog, namedModel } from "../llm/models.ts";
 import { PRICE_SOURCES } from "../llm/prices.ts";
 import { settingsLoader } from "../llm/settings.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -75,7 +75,8 @@ const getRoute = createRoute({
   operationId: "getModel",
   tags: ["LLM"],
   summary: "Get one model (OpenAI-compatible)",
-  description: "One entry of the list, by id; a bare model name finds the first entry serving it.",
+  description:
+    "One entry of the list, by id; a bare model name finds the first entry serving it. A `provider:model` the list lacks (a model newer than the price table) is offered when this deployment has the provider, as a completion naming it is sent there: priced at the unknown-model rate (`price_source: unknown`).",
   middleware: [requireScope("tasks:read")] as const,
   request: {
     params: z.object({
@@ -102,7 +103,10 @@ export function registerLlmModelRoutes(app: OpenAPIHono<HonoEnv>): void {
 
   app.openapi(getRoute, async (c) => {
     const { model } = c.req.valid("param");
-    const found = findModel(await catalog(c.get("config"), c.get("workspaceId")!), model);
+    const config = c.get("config");
+    const { chain } = await settingsLoader(config)(c.get("workspaceId")!);
+    // A `provider:model` the list lacks is still served by that provider (a model newer than the price table).
+    const found = findModel(modelCatalog(config, chain), model) ?? namedModel(config, chain, model);
     if (!found) {
       throw new ApiError(
         "NOT_FOUND",

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { findModel, modelCatalog } from "../../src/llm/models.ts";
+import { findModel, modelCatalog, namedModel } from "../../src/llm/models.ts";
 import { BASE, fetcher, llmConfig, workspaceWith } from "../support/llm.ts";
 
 /** GET /api/v1/llm/models: what a chat completion can name, in OpenAI's Models API shape. */
@@ -64,6 +64,21 @@ describe("the model catalog", () => {
   });
 });
 
+describe("a model named provider:model that the catalog lacks", () => {
+  it("is offered where the provider is configured, as a completion naming it is sent there, at the unknown rate", () => {
+    const config = llmConfig();
+    expect(namedModel(config, [], "openai:gpt-9")).toMatchObject({
+      id: "openai:gpt-9",
+      owned_by: "openai",
+      x_mgx: { provider: "openai", model: "gpt-9", configured: true, price_source: "unknown", in_chain: false },
+    });
+    // Workers AI is not bound here, and no provider is called "nope".
+    expect(namedModel(config, [], "workers-ai:@cf/new/model")).toBeNull();
+    expect(namedModel(config, [], "nope:gpt-9")).toBeNull();
+    expect(namedModel(config, [], "openai:")).toBeNull();
+  });
+});
+
 describe("GET /api/v1/llm/models", () => {
   it("lists the workspace's models as OpenAI's list object, and gets one by id (a slash as %2F) or bare name", async () => {
     const workspace = await workspaceWith({
@@ -93,6 +108,10 @@ describe("GET /api/v1/llm/models", () => {
       owned_by: "workers-ai",
     });
     expect(await (await get("/sim-1")).json()).toMatchObject({ id: "simulated:sim-1" });
+    // Not listed, but a completion naming it is served by the offline provider, so it is offered.
+    const named = await get("/simulated:sim-2");
+    expect(named.status).toBe(200);
+    expect(await named.json()).toMatchObject({ id: "simulated:sim-2", x_mgx: { configured: true, in_chain: false } });
 
     const unknown = await get("/openai:gpt-4o");
     expect(unknown.status).toBe(404);
