@@ -22,7 +22,7 @@ const PeriodSchema = z.object({
   cost_usd: z.number(),
   reserved_tokens: z.number().int().openapi({
     description:
-      "Held by calls in flight (each holds the most it may spend: its prompt and max_tokens, or without one the longest answer its model may give: `max_output_tokens` in GET /api/v1/llm/models, 32,768 tokens where unknown) and by the budget leases lent to isolates; a call gives back what it did not spend when it settles, a lease when it closes, or within two minutes. A call that finds nothing left but what others hold is refused with a retryable 429 `budget_held`.",
+      "Held by calls in flight (each holds the most it may spend: its prompt and max_tokens, or without one the longest answer its model may give: `max_output_tokens` in GET /api/v1/llm/models, 32,768 tokens where unknown; near a limit, what its answer cut to fit may spend) and by the budget leases lent to isolates; a call gives back what it did not spend when it settles, a lease when it closes, or within two minutes. A call that finds nothing left but what others hold is refused with a retryable 429 `budget_held`.",
   }),
   reserved_cost_usd: z.number(),
   resets_at: z.string(),
