@@ -27,6 +27,15 @@ afterEach(() => vi.restoreAllMocks());
 const NONE = { daily_tokens: null, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null };
 const NOW = Date.parse("2026-11-25T10:00:00Z");
 
+/** A promise held shut until `open` is called: an upstream's answer kept back while its call is in flight. */
+function latch(): { opened: Promise<void>; open: () => void } {
+  let open: () => void = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
 function inLimiter(body: (book: BudgetBook) => void): Promise<void> {
   const stub = env.WORKSPACE_LIMITER.getByName(`near-limit:${crypto.randomUUID()}`);
   return runInDurableObject(stub, (_instance, state) => body(new BudgetBook(state.storage)));
@@ -106,19 +115,11 @@ describe("the router near a limit", () => {
       { ...NONE, daily_tokens },
     );
     const asked: (number | undefined)[] = [];
-    let release: () => void = () => {};
-    let holdNext = false;
     vi.spyOn(globalThis, "fetch").mockImplementation(
       fakeUpstreams({
         [OPENAI]: async (request) => {
           const body = (await request.json()) as { max_completion_tokens?: number };
           asked.push(body.max_completion_tokens);
-          if (holdNext) {
-            holdNext = false;
-            await new Promise<void>((resolve) => {
-              release = resolve;
-            });
-          }
           return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 141 });
         },
       }).impl,
@@ -126,7 +127,7 @@ describe("the router near a limit", () => {
     const router = createLlmRouter(llmConfig(), { logger: quietLogger });
     const chat = (chargeKey: string, extra: { max_tokens?: number } = {}) =>
       router.chat({ messages, ...extra }, { workspaceId: workspace.id, chargeKey });
-    return { asked, chat, holdNextAnswer: () => (holdNext = true), release: () => release() };
+    return { asked, chat };
   }
 
   it("cuts the answer of a call without max_tokens to the room left, and keeps a smaller max_tokens", async () => {
@@ -148,15 +149,12 @@ describe("the router near a limit", () => {
       { ...NONE, daily_tokens: 10_000 },
     );
     const asked: (number | undefined)[] = [];
-    let release: () => void = () => {};
-    const answered = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const answer = latch();
     vi.spyOn(globalThis, "fetch").mockImplementation(
       fakeUpstreams({
         [OPENAI]: async (request) => {
           asked.push(((await request.json()) as { max_completion_tokens?: number }).max_completion_tokens);
-          await answered;
+          await answer.opened;
           return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 141 });
         },
       }).impl,
@@ -173,7 +171,7 @@ describe("the router near a limit", () => {
     expect(beside).toBeInstanceOf(BudgetExhaustedError);
     expect(beside).toMatchObject({ held: true, retryable: true, retryAfterSeconds: 5, retryAfterMs: 5_000 });
     expect((beside as Error).message).toContain("held by calls in flight (0 of 10000 tokens spent, 10000 reserved)");
-    release();
+    answer.open();
     await Promise.all(inFlight);
     const status = (await limiter.budgetStatus()).daily;
     expect(status).toMatchObject({ tokens: 3 * 150, reserved_tokens: 0 });
@@ -200,16 +198,13 @@ describe("the router near a limit", () => {
     );
     // Every answer as long as it may be (gpt-4o-mini's 16,384 tokens unless cut), all held until the last call got in.
     let arrivals = 0;
-    let allIn: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      allIn = resolve;
-    });
+    const allIn = latch();
     vi.spyOn(globalThis, "fetch").mockImplementation(
       fakeUpstreams({
         [OPENAI]: async (request) => {
           const body = (await request.json()) as { max_completion_tokens?: number };
-          if (++arrivals === 1) setTimeout(allIn, 500);
-          await gate;
+          if (++arrivals === 1) setTimeout(allIn.open, 500);
+          await allIn.opened;
           return openAiCompletion("long", {
             prompt_tokens: 9,
             completion_tokens: body.max_completion_tokens ?? 16_384,
@@ -237,16 +232,13 @@ describe("the router near a limit", () => {
       { strategy: "fallback", chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }] },
       { ...NONE, daily_tokens: 20_000 },
     );
-    let release: () => void = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const firstAnswer = latch();
     const sent: number[] = [];
     vi.spyOn(globalThis, "fetch").mockImplementation(
       fakeUpstreams({
         "anthropic.test": async (request, call) => {
           sent.push(((await request.json()) as { max_tokens: number }).max_tokens);
-          if (call === 1) await held;
+          if (call === 1) await firstAnswer.opened;
           return anthropicMessage("done", { input_tokens: 9, output_tokens: 100 });
         },
       }).impl,
@@ -259,23 +251,19 @@ describe("the router near a limit", () => {
     const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
     expect(status.daily.reserved_tokens).toBe(9 + 4_096);
     await expect(chat("anthropic-beside")).resolves.toMatchObject({ provider: "anthropic" });
-    release();
+    firstAnswer.open();
     await first;
     expect(sent).toEqual([4_096, 4_096]);
   });
 
   it("holds the longest answer of the call's model: gpt-4o-mini's 16,384 tokens, o3's 100,000, Workers AI's 256", async () => {
-    let release: () => void = () => {};
-    const answered = () =>
-      new Promise<void>((resolve) => {
-        release = resolve;
-      });
+    let answer = latch();
     let arrived = 0;
     vi.spyOn(globalThis, "fetch").mockImplementation(
       fakeUpstreams({
         [OPENAI]: async () => {
           arrived++;
-          await answered();
+          await answer.opened;
           return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 100 });
         },
       }).impl,
@@ -284,7 +272,7 @@ describe("the router near a limit", () => {
     const AI = {
       async run() {
         arrived++;
-        await answered();
+        await answer.opened;
         return { response: "done", usage: { prompt_tokens: 9, completion_tokens: 100 } };
       },
     };
@@ -300,8 +288,9 @@ describe("the router near a limit", () => {
       const call = router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `${provider}:${model}` });
       await vi.waitFor(() => expect(arrived).toBe(before + 1));
       const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
-      release();
+      answer.open();
       await call;
+      answer = latch();
       return status.daily.reserved_tokens - 9;
     };
     expect(await heldFor("openai", "gpt-4o-mini", 16_384)).toBe(16_384);
