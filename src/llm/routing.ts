@@ -154,13 +154,20 @@ export function planTargets(input: PlanInput): RouteTarget[] {
   return preferRequested(ordered, input.request.model, input.providers ?? []);
 }
 
-/** Cheapest first among targets that fit the request (tools, context window); the rest after, as fallbacks. */
+/**
+ * Cheapest first among targets that fit the request (tools, context window, an answer as long as its
+ * max_tokens, which a provider refuses past the model's ceiling); the rest after, as fallbacks.
+ */
 function byCost(chain: RouteTarget[], request: ChatRequest, promptTokens: number): RouteTarget[] {
-  const needTokens = promptTokens + (request.max_tokens ?? 0);
+  const answerTokens = request.max_tokens ?? 0;
+  const needTokens = promptTokens + answerTokens;
   const needsTools = (request.tools?.length ?? 0) > 0;
   const scored = chain.map((target, index) => {
     const price = targetPrice(target);
-    const fits = price.contextTokens >= needTokens && (!needsTools || price.tools);
+    const fits =
+      price.contextTokens >= needTokens &&
+      (price.maxOutputTokens === undefined || price.maxOutputTokens >= answerTokens) &&
+      (!needsTools || price.tools);
     const cost = promptTokens * price.inputPerMillionUsd + (request.max_tokens ?? 512) * price.outputPerMillionUsd;
     return { target, index, fits, cost };
   });

@@ -82,7 +82,13 @@ function refuseConflictingPrices(chain: ChainEntry[], ctx: z.RefinementCtx): voi
 
 export const LlmRoutingSchema = z
   .object({
-    strategy: z.enum(["fallback", "cost", "latency", "weighted"]),
+    strategy: z.enum(["fallback", "cost", "latency", "weighted"]).openapi({
+      description:
+        "Which chain entry a call tries first; the others follow as fallbacks. `fallback`: chain order. " +
+        "`cost`: the cheapest model that fits the request (context window, max_tokens, tools). " +
+        "`latency`: the lowest moving average of recent calls, unmeasured models first. " +
+        "`weighted`: drawn by `weight`.",
+    }),
     chain: z
       .array(
         z

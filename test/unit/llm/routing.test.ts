@@ -41,6 +41,25 @@ describe("routing", () => {
     expect(big[0].model).toBe("claude-3-5-haiku-latest");
   });
 
+  it("cost: a max_tokens past a model's longest answer goes to a model that can give it", () => {
+    const longAnswer = { ...request, max_tokens: 20_000 };
+    const withSonnet = [...chain, { provider: "anthropic", model: "claude-3-7-sonnet-latest" }];
+    const planned = planTargets({
+      strategy: "cost",
+      chain: withSonnet,
+      request: longAnswer,
+      estimatedPromptTokens: 10,
+      latency: new LatencyTracker(),
+    });
+    // gpt-4o-mini, gpt-4o (16,384) and claude-3-5-haiku (8,192) answer less; they stay as fallbacks, cheapest first.
+    expect(planned.map((target) => target.model)).toEqual([
+      "claude-3-7-sonnet-latest",
+      "gpt-4o-mini",
+      "claude-3-5-haiku-latest",
+      "gpt-4o",
+    ]);
+  });
+
   it("latency: lowest moving average first, unmeasured targets before measured ones", () => {
     const latency = new LatencyTracker();
     latency.observe("openai:gpt-4o", 300);
