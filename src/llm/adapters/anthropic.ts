@@ -55,7 +55,7 @@ interface AnthropicEvent {
 /**
  * A request in the Messages API's terms. OpenAI's settings map where
  * Anthropic has them (`stop` → `stop_sequences`, `required` → `any`, a
- * temperature above Anthropic's ceiling of 1 → 1); it has
+ * temperature above Anthropic's ceiling of 1 → 1, one of temperature and top_p); it has
  * no seed or penalties. It has no JSON mode either: a `response_format` asking
  * for JSON becomes a forced answer tool (anthropic-json.ts), or, while the
  * caller's own tools may be called, an instruction at the end of the system prompt.
@@ -105,12 +105,26 @@ export function toAnthropic(call: AdapterCall) {
     max_tokens: call.max_tokens ?? DEFAULT_MAX_TOKENS,
     ...(system ? { system } : {}),
     messages: turns,
-    // OpenAI's range is 0 to 2, Anthropic's 0 to 1 (it refuses more with a 400): its most random is as far as it goes.
-    ...(call.temperature !== undefined ? { temperature: Math.min(call.temperature, 1) } : {}),
-    ...(call.top_p !== undefined ? { top_p: call.top_p } : {}),
+    ...samplingOf(call),
     ...(call.stop?.length ? { stop_sequences: call.stop } : {}),
     ...toolsOf(call, answerTool),
   };
+}
+
+/**
+ * OpenAI's temperature and top_p, as Anthropic takes them: one of the two. Its newer models (Sonnet 4.5,
+ * Haiku 4.5, Opus 4.1) refuse both with a 400, which OpenAI's clients often send (e.g. top_p 1 beside a
+ * temperature); Anthropic's advice for every model is to alter one. The one at its default (1, which
+ * changes nothing) is left out; when both change sampling, the temperature is kept.
+ */
+function samplingOf(call: AdapterCall): { temperature?: number; top_p?: number } {
+  // OpenAI's range is 0 to 2, Anthropic's 0 to 1 (it refuses more with a 400): its most random is as far as it goes.
+  const temperature = call.temperature === undefined ? undefined : Math.min(call.temperature, 1);
+  const topP = call.top_p;
+  if (temperature !== undefined && topP !== undefined) {
+    return topP === 1 || temperature < 1 ? { temperature } : { top_p: topP };
+  }
+  return { ...(temperature !== undefined ? { temperature } : {}), ...(topP !== undefined ? { top_p: topP } : {}) };
 }
 
 type AnthropicToolChoice = ({ type: "tool"; name: string } | { type: "any" | "auto" | "none" }) & {
