@@ -13,6 +13,7 @@ import { ANTHROPIC_URL, BASE, fakeUpstreams, workspaceWith } from "../support/ll
 afterEach(() => {
   vi.restoreAllMocks();
   sent = [];
+  answer = { pieces: ["ok"], stopReason: "end_turn" };
 });
 
 const ANTHROPIC = "anthropic.test";
@@ -39,20 +40,43 @@ const refusal = (message: string) =>
 /** The bodies Anthropic was sent, in order. */
 let sent: Record<string, unknown>[] = [];
 
-/** Answers "ok", refusing what Anthropic refuses: newer models (Sonnet 4.5, Haiku 4.5, Opus 4.1) take temperature or top_p, not both. */
+/** What the fake answers: the text's pieces, streamed one delta each (whole: joined), and why it stopped. */
+let answer = { pieces: ["ok"], stopReason: "end_turn" };
+
+/**
+ * Answers `answer`, refusing what Anthropic refuses: newer models (Sonnet 4.5, Haiku 4.5, Opus 4.1) take
+ * temperature or top_p, not both, and no model a stop sequence of whitespace alone.
+ */
 async function anthropicLike(request: Request): Promise<Response> {
   const body = (await request.json()) as Record<string, unknown>;
   sent.push(body);
   if (body.temperature !== undefined && body.top_p !== undefined) {
     return refusal("`temperature` and `top_p` cannot both be specified for this model. Please use only one.");
   }
-  return Response.json({
-    id: "msg",
-    type: "message",
-    role: "assistant",
-    content: [{ type: "text", text: "ok" }],
-    stop_reason: "end_turn",
-    usage: { input_tokens: 10, output_tokens: 1 },
+  if ((body.stop_sequences as string[] | undefined)?.some((sequence) => sequence.trim() === "")) {
+    return refusal("stop_sequences: each stop sequence must contain non-whitespace");
+  }
+  const usage = { input_tokens: 10, output_tokens: answer.pieces.length };
+  if (!body.stream) {
+    return Response.json({
+      id: "msg",
+      type: "message",
+      role: "assistant",
+      content: [{ type: "text", text: answer.pieces.join("") }],
+      stop_reason: answer.stopReason,
+      usage,
+    });
+  }
+  const events = [
+    { type: "message_start", message: { id: "msg", usage: { ...usage, output_tokens: 1 } } },
+    { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+    ...answer.pieces.map((text) => ({ type: "content_block_delta", index: 0, delta: { type: "text_delta", text } })),
+    { type: "content_block_stop", index: 0 },
+    { type: "message_delta", delta: { stop_reason: answer.stopReason }, usage: { output_tokens: usage.output_tokens } },
+    { type: "message_stop" },
+  ];
+  return new Response(events.map((event) => `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`).join(""), {
+    headers: { "Content-Type": "text/event-stream" },
   });
 }
 
@@ -73,5 +97,38 @@ describe("OpenAI's sampling settings on Claude", () => {
       { temperature: 0.2, top_p: undefined },
       { temperature: undefined, top_p: 0.5 },
     ]);
+  });
+});
+
+describe("OpenAI's stop sequences on Claude", () => {
+  /** The answer's text and finish reason, whole and streamed (the SDK's own assembly of the chunks). */
+  async function asked(client: OpenAI, stop: string | string[]) {
+    const messages = [{ role: "user" as const, content: "Is this review positive? One word, then why." }];
+    const whole = await client.chat.completions.create({ model: "auto", messages, stop });
+    const streamed = await client.chat.completions.stream({ model: "auto", messages, stop }).finalChatCompletion();
+    return [whole, streamed].map((completion) => ({
+      content: completion.choices[0].message.content,
+      finish_reason: completion.choices[0].finish_reason,
+    }));
+  }
+
+  it("stops at a sequence of whitespace alone, which Anthropic refuses, as OpenAI does: the text up to it, finish_reason stop", async () => {
+    const workspace = await claudeChain("claude-3-5-haiku-latest");
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ [ANTHROPIC]: anthropicLike }).impl);
+    const client = sdk(workspace.key);
+    // The model writes on past the line's end (here to its token limit); the sequence comes across two deltas.
+    answer = { pieces: ["Posi", "tive.\r", "\nThe review", " praises it."], stopReason: "max_tokens" };
+    expect(await asked(client, "\r\n")).toEqual([
+      { content: "Positive.", finish_reason: "stop" },
+      { content: "Positive.", finish_reason: "stop" },
+    ]);
+    // Anthropic is sent the sequences it takes (and stops at them itself, leaving them out); a text that only
+    // begins a sequence it was not sent is passed on whole.
+    answer = { pieces: ["Positive.\n", "The review praises it. "], stopReason: "stop_sequence" };
+    expect(await asked(client, ["\n\n", "END"])).toEqual([
+      { content: "Positive.\nThe review praises it. ", finish_reason: "stop" },
+      { content: "Positive.\nThe review praises it. ", finish_reason: "stop" },
+    ]);
+    expect(sent.map((body) => body.stop_sequences)).toEqual([undefined, undefined, ["END"], ["END"]]);
   });
 });

@@ -10,8 +10,10 @@ import {
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
-import type { ChatMessage, ChatResult, ResponseFormat, TokenUsage, ToolChoice } from "../types.ts";
+import { textTokens } from "../tokens.ts";
+import type { ChatMessage, ChatResult, ResponseFormat, TokenUsage, ToolCall, ToolChoice } from "../types.ts";
 import { answerText, type JsonAnswerTool, jsonAnswerTool } from "./anthropic-json.ts";
+import { StopCutter, sentStops } from "./anthropic-stops.ts";
 
 /**
  * Anthropic's Messages API, mapped to and from the OpenAI chat shape: system
@@ -106,7 +108,8 @@ export function toAnthropic(call: AdapterCall) {
     ...(system ? { system } : {}),
     messages: turns,
     ...samplingOf(call),
-    ...(call.stop?.length ? { stop_sequences: call.stop } : {}),
+    // Sequences of whitespace alone, which Anthropic refuses, are applied to the answer here (anthropic-stops.ts).
+    ...(sentStops(call.stop).length ? { stop_sequences: sentStops(call.stop) } : {}),
     ...toolsOf(call, answerTool),
   };
 }
@@ -236,24 +239,28 @@ export class AnthropicAdapter implements ProviderAdapter {
         usage: usageOf(body.usage),
       };
     }
-    const text = body.content.flatMap((block) => (block.type === "text" ? [block.text] : [])).join("");
-    const toolCalls = body.content.flatMap((block) =>
-      block.type === "tool_use"
-        ? [
-            {
-              id: block.id,
-              type: "function" as const,
-              function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) },
-            },
-          ]
-        : [],
-    );
+    const cutter = new StopCutter(call.stop);
+    let text = "";
+    const toolCalls: ToolCall[] = [];
+    for (const block of body.content) {
+      if (cutter.stopped) break;
+      if (block.type === "text") text += cutter.push(block.text);
+      else if (block.type === "tool_use") {
+        toolCalls.push({
+          id: block.id,
+          type: "function",
+          function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) },
+        });
+      }
+    }
+    text += cutter.flush();
     const message: ChatMessage = {
       role: "assistant",
       content: text === "" && toolCalls.length > 0 ? null : text,
       ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
     };
-    return { message, finish_reason: stopReason(body.stop_reason), usage: usageOf(body.usage) };
+    const finishReason = cutter.stopped ? "stop" : stopReason(body.stop_reason);
+    return { message, finish_reason: finishReason, usage: usageOf(body.usage) };
   }
 
   async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
@@ -270,6 +277,10 @@ export class AnthropicAdapter implements ProviderAdapter {
     /** A wrapped answer is unwrapped whole, at the block's end; an object streams as it comes. */
     let wrappedAnswer = "";
     let stopped = false;
+    /** Ends the answer at a stop sequence Anthropic was not sent; the stream is read no further then. */
+    const cutter = new StopCutter(call.stop);
+    /** What the model wrote, passed on or not: what a stream cut by `cutter` is charged for. */
+    let writtenTokens = 0;
     try {
       for await (const message of readSse(response.body)) {
         const data = JSON.parse(message.data) as AnthropicEvent;
@@ -281,6 +292,12 @@ export class AnthropicAdapter implements ProviderAdapter {
             if (data.content_block?.type === "tool_use" && data.content_block.name === answerTool?.name) {
               answerBlock = data.index ?? 0;
             } else if (data.content_block?.type === "tool_use") {
+              const held = cutter.flush();
+              if (held) {
+                const text = { type: "delta" as const, content: held };
+                assembler.add(text);
+                yield text;
+              }
               toolIndex++;
               toolIndexByBlock.set(data.index ?? 0, toolIndex);
               const event = {
@@ -299,8 +316,11 @@ export class AnthropicAdapter implements ProviderAdapter {
             }
             break;
           case "content_block_delta":
+            writtenTokens += textTokens(data.delta?.text ?? data.delta?.partial_json ?? "");
             if (data.delta?.type === "text_delta" && data.delta.text) {
-              const event = { type: "delta" as const, content: data.delta.text as string };
+              const content = cutter.push(data.delta.text);
+              if (!content) break;
+              const event = { type: "delta" as const, content };
               assembler.add(event);
               yield event;
             } else if (data.delta?.type === "input_json_delta" && answerBlock === (data.index ?? 0)) {
@@ -355,18 +375,35 @@ export class AnthropicAdapter implements ProviderAdapter {
               code: data.error?.type,
             });
         }
-        if (stopped) break;
+        if (stopped || cutter.stopped) break;
       }
     } catch (error) {
       if (error instanceof SyntaxError)
         throw new ProviderError("protocol", "the provider sent an event that is not JSON");
       throw fetchFailure(error, call.signal);
     }
+    if (cutter.stopped) {
+      // The answer ended at the sequence, as at OpenAI: not read (nor generated) on to the model's own end, which
+      // may be its token limit. Anthropic's usage for it never comes: the prompt is message_start's, the answer
+      // what the model had written, estimated.
+      const prompt = usageOf(usage).prompt_tokens;
+      const completion = Math.max(1, Math.ceil(writtenTokens));
+      const result = { message: assembler.message(), finish_reason: "stop" as const };
+      const estimated = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+      yield { type: "done", result: { ...result, usage: estimated, usageEstimated: true } };
+      return;
+    }
     // message_start already says output_tokens (1): only the stop reason, in message_delta, tells a whole answer
     // from a stream cut mid-way.
     if (stop === undefined) throw new ProviderError("protocol", "the stream ended before its answer did");
     if (usage.input_tokens === undefined || usage.output_tokens === undefined) {
       throw new ProviderError("protocol", "the stream ended without usage");
+    }
+    const held = cutter.flush();
+    if (held) {
+      const event = { type: "delta" as const, content: held };
+      assembler.add(event);
+      yield event;
     }
     yield {
       type: "done",

@@ -927,6 +927,58 @@ describe("Anthropic adapter", () => {
       },
     });
   });
+  it("ends the answer at a stop sequence of whitespace alone, which Anthropic is not sent: a tool call after it is dropped", async () => {
+    const frames = [
+      { type: "message_start", message: { usage: { input_tokens: 10, output_tokens: 1 } } },
+      { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Done.\n" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "\nNow the weather." } },
+      { type: "content_block_stop", index: 0 },
+      { type: "content_block_start", index: 1, content_block: { type: "tool_use", id: "toolu_1", name: "weather" } },
+      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: '{"city": "Oslo"}' } },
+      { type: "content_block_stop", index: 1 },
+      { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 30 } },
+      { type: "message_stop" },
+    ];
+    const sse = frames.map((frame) => `event: ${frame.type}\ndata: ${JSON.stringify(frame)}\n\n`).join("");
+    const whole = {
+      content: [
+        { type: "text", text: "Done.\n\nNow the weather." },
+        { type: "tool_use", id: "toolu_1", name: "weather", input: { city: "Oslo" } },
+      ],
+      stop_reason: "tool_use",
+      usage: { input_tokens: 10, output_tokens: 30 },
+    };
+    const { fetchImpl, seen } = recordingFetch(() =>
+      seen.at(-1)?.body.stream
+        ? new Response(sse, { headers: { "Content-Type": "text/event-stream" } })
+        : Response.json(whole),
+    );
+    const adapter = new AnthropicAdapter({ apiKey: "ak", baseUrl: "https://anthropic.test", fetch: fetchImpl });
+    const call = { model: "claude-3-5-haiku-latest", messages: [{ role: "user" as const, content: "go" }], signal };
+    const expected = {
+      message: { role: "assistant", content: "Done." },
+      finish_reason: "stop",
+      usage: { prompt_tokens: 10, completion_tokens: 30, total_tokens: 40 },
+    };
+    expect(await adapter.complete({ ...call, stop: ["\n\n", "STOP"] })).toEqual(expected);
+    const events = [];
+    for await (const event of adapter.stream({ ...call, stop: ["\n\n", "STOP"] })) events.push(event);
+    // Streamed, the answer ends at the sequence: the stream is read no further, so Anthropic's usage never
+    // comes and the answer is charged what the model had written, estimated (23 characters).
+    expect(events).toEqual([
+      { type: "delta", content: "Done." },
+      {
+        type: "done",
+        result: {
+          ...expected,
+          usage: { prompt_tokens: 10, completion_tokens: 6, total_tokens: 16 },
+          usageEstimated: true,
+        },
+      },
+    ]);
+    expect(seen.map(({ body }) => body.stop_sequences)).toEqual([["STOP"], ["STOP"]]);
+  });
 });
 
 describe("simulated adapter", () => {
