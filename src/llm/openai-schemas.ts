@@ -95,10 +95,17 @@ function asksForRefused(field: keyof typeof REFUSED_FIELDS, value: unknown): boo
 const maxTokens = z.number().int().min(1).max(1_000_000).nullable().optional();
 const penalty = z.number().min(-2).max(2).nullable().optional();
 
-const ToolChoiceSchema = z.union([
-  z.enum(["auto", "none", "required"]),
-  z.object({ type: z.literal("function"), function: z.object({ name: z.string().min(1).max(64) }) }).loose(),
-]);
+const ToolChoiceSchema = z.union(
+  [
+    z.enum(["auto", "none", "required"]),
+    z.object({ type: z.literal("function"), function: z.object({ name: z.string().min(1).max(64) }) }).loose(),
+  ],
+  {
+    // Said in full: zod's own message for a union is "Invalid input", which names neither what was wrong nor what is taken.
+    error:
+      'must be "auto", "none", "required" or {"type": "function", "function": {"name": …}} naming one of tools: OpenAI\'s allowed_tools and custom tool choices are not supported',
+  },
+);
 
 const ResponseFormatSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("text") }),

@@ -192,6 +192,17 @@ describe("OpenAI-compatible chat completions", () => {
     expect(await refused({ tools, tool_choice: { type: "function", function: { name: "rm_rf" } } })).toEqual([
       expect.objectContaining({ path: "tool_choice", message: 'no tool named "rm_rf" in tools' }),
     ]);
+    // OpenAI's newer tool choices are refused in words that say what is taken, not zod's "Invalid input".
+    const allowedTools = {
+      type: "allowed_tools",
+      allowed_tools: { mode: "auto", tools: [{ type: "function", function: { name: "read_file" } }] },
+    };
+    expect(await refused({ tools, tool_choice: allowedTools })).toEqual([
+      {
+        path: "tool_choice",
+        message: expect.stringContaining('must be "auto", "none", "required" or {"type": "function"'),
+      },
+    ]);
     expect(await refused({ response_format: { type: "xml" } })).toEqual([
       expect.objectContaining({ path: "response_format.type" }),
     ]);
