@@ -428,9 +428,16 @@ export class Router implements LlmRouter {
   #payload(request: ChatRequest, target: RouteTarget, call: PreparedCall): Omit<AdapterCall, "signal"> {
     const { model: _requested, tools, tool_choice, parallel_tool_calls, ...settings } = request;
     const withTools = tools !== undefined && tools.length > 0;
+    // A limit above the model's longest answer asks for no more than that answer: sent as it came, the provider
+    // refuses the call (Anthropic with a 400), so a fallback with a shorter ceiling than the first target could
+    // never serve it.
+    const maxTokens = call.answerCapTokens ?? request.max_tokens;
+    const ceiling = targetPrice(target).maxOutputTokens;
     return {
       ...settings,
-      ...(call.answerCapTokens !== undefined ? { max_tokens: call.answerCapTokens } : {}),
+      ...(maxTokens !== undefined
+        ? { max_tokens: ceiling === undefined ? maxTokens : Math.min(maxTokens, ceiling) }
+        : {}),
       model: target.model,
       // Providers refuse a tool choice (or parallel_tool_calls) without tools.
       ...(withTools

@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { ANTHROPIC_URL, BASE, fakeUpstreams, workspaceWith } from "../support/llm.ts";
+import { ANTHROPIC_URL, BASE, fakeUpstreams, OPENAI_URL, workspaceWith } from "../support/llm.ts";
 
 /**
  * OpenAI requests that Anthropic's Messages API takes only in other terms, sent with the openai SDK through
@@ -26,7 +26,13 @@ const sdk = (apiKey: string) =>
     fetch: async (url, init) =>
       createApp().fetch(
         new Request(String(url), init),
-        { ...env, ANTHROPIC_API_KEY: "ak-test", ANTHROPIC_BASE_URL: ANTHROPIC_URL },
+        {
+          ...env,
+          ANTHROPIC_API_KEY: "ak-test",
+          ANTHROPIC_BASE_URL: ANTHROPIC_URL,
+          OPENAI_API_KEY: "sk-test",
+          OPENAI_BASE_URL: OPENAI_URL,
+        },
         createExecutionContext(),
       ),
   });
@@ -45,13 +51,19 @@ let answer = { pieces: ["ok"], stopReason: "end_turn" };
 
 /**
  * Answers `answer`, refusing what Anthropic refuses: newer models (Sonnet 4.5, Haiku 4.5, Opus 4.1) take
- * temperature or top_p, not both, and no model a stop sequence of whitespace alone.
+ * temperature or top_p, not both, no model a stop sequence of whitespace alone, and none a max_tokens above
+ * its longest answer (Claude 3.5 Haiku's is 8,192).
  */
 async function anthropicLike(request: Request): Promise<Response> {
   const body = (await request.json()) as Record<string, unknown>;
   sent.push(body);
   if (body.temperature !== undefined && body.top_p !== undefined) {
     return refusal("`temperature` and `top_p` cannot both be specified for this model. Please use only one.");
+  }
+  if ((body.max_tokens as number) > 8_192 && body.model === "claude-3-5-haiku-latest") {
+    return refusal(
+      `max_tokens: ${body.max_tokens} > 8192, which is the maximum allowed number of output tokens for claude-3-5-haiku-20241022`,
+    );
   }
   if ((body.stop_sequences as string[] | undefined)?.some((sequence) => sequence.trim() === "")) {
     return refusal("stop_sequences: each stop sequence must contain non-whitespace");
@@ -130,5 +142,33 @@ describe("OpenAI's stop sequences on Claude", () => {
       { content: "Positive.\nThe review praises it. ", finish_reason: "stop" },
     ]);
     expect(sent.map((body) => body.stop_sequences)).toEqual([undefined, undefined, ["END"], ["END"]]);
+  });
+});
+
+describe("OpenAI's max_tokens on Claude", () => {
+  it("serves a limit above the model's longest answer up to that answer, as the fallback of a model that takes it", async () => {
+    // GPT-4.1 answers up to 32,768 tokens, Claude 3.5 Haiku 8,192: while OpenAI is down, Claude serves the call.
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4.1" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    const openAiDown = () =>
+      Response.json(
+        { error: { message: "down", type: "server_error" } },
+        { status: 500, headers: { "Retry-After": "0" } },
+      );
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({ [ANTHROPIC]: anthropicLike, "openai.test": openAiDown }).impl,
+    );
+    const completion = await sdk(workspace.key).chat.completions.create({
+      model: "auto",
+      messages: [{ role: "user", content: "Write a long story." }],
+      max_completion_tokens: 20_000,
+    });
+    expect(completion.choices[0].message.content).toBe("ok");
+    expect(sent.map((body) => body.max_tokens)).toEqual([8_192]);
   });
 });
