@@ -211,6 +211,14 @@ export const ChatCompletionRequestSchema = z
   .loose()
   .superRefine((body, issues) => {
     body.messages.forEach((message, index) => {
+      // As OpenAI requires it: sent without, every provider refused the call (Anthropic's tool_result names no call).
+      if (message.role === "tool" && !message.tool_call_id) {
+        issues.addIssue({
+          code: "custom",
+          path: ["messages", index, "tool_call_id"],
+          message: "a tool message needs the tool_call_id of the call it answers",
+        });
+      }
       if (message.role !== "assistant" && Array.isArray(message.content)) {
         if (message.content.some((part) => part.type === "refusal")) {
           issues.addIssue({

@@ -203,6 +203,15 @@ describe("OpenAI-compatible chat completions", () => {
         message: expect.stringContaining('must be "auto", "none", "required" or {"type": "function"'),
       },
     ]);
+    const call = { id: "call_1", type: "function", function: { name: "read_file", arguments: "{}" } };
+    const answeredWithoutId = [
+      ...messages,
+      { role: "assistant", content: null, tool_calls: [call] },
+      { role: "tool", content: "…" },
+    ];
+    expect(await refused({ tools, messages: answeredWithoutId })).toEqual([
+      { path: "messages.2.tool_call_id", message: "a tool message needs the tool_call_id of the call it answers" },
+    ]);
     expect(await refused({ response_format: { type: "xml" } })).toEqual([
       expect.objectContaining({ path: "response_format.type" }),
     ]);
