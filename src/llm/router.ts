@@ -117,7 +117,7 @@ export class Router implements LlmRouter {
     const startedMs = this.#now();
     try {
       const served = await this.#serve(call, request, context, (adapter, payload) => adapter.complete(payload), {
-        resettable: false,
+        stream: false,
       });
       return await this.#charger.charge(
         served.target,
@@ -153,7 +153,7 @@ export class Router implements LlmRouter {
           return { iterator, first };
         },
         // Each event restarts the clock: a stream may run long, but not stall.
-        { resettable: true },
+        { stream: true },
       );
     } catch (error) {
       await this.#charger.settleUnserved(error, context, call, startedMs);
@@ -168,6 +168,13 @@ export class Router implements LlmRouter {
     result.catch(() => {});
     const router = this;
     const { target, adapter, attempts, retry } = served;
+    // A stream's one outcome for its breaker, told when it ends (see #serve): a failure of the provider's, or
+    // a success (it answered whole, or was answering when its caller stopped or left).
+    let outcomeTold = false;
+    const told = (ok: boolean, error?: string) => {
+      if (!outcomeTold) router.#deps.breaker.record(targetKey(target), ok, error);
+      outcomeTold = true;
+    };
     async function* deltas() {
       let next = served.value.first;
       let final: AdapterResult | undefined;
@@ -186,6 +193,7 @@ export class Router implements LlmRouter {
         }
         served.finish();
         if (!final) throw new ProviderError("protocol", "the stream ended without its final event");
+        told(true);
         resolveResult(await router.#charger.charge(target, adapter, final, attempts, context, call, startedMs));
       } catch (error) {
         failed = true;
@@ -197,8 +205,9 @@ export class Router implements LlmRouter {
           : error instanceof ProviderError
             ? error
             : fetchFailure(error, new AbortController().signal);
-        if (failure instanceof ProviderError) {
-          router.#deps.breaker.record(targetKey(target), false, failure.code);
+        if (!(failure instanceof ProviderError)) told(true);
+        else {
+          told(false, failure.code);
           // The provider failed this call as surely as a failed attempt does, and is told the same way; a stream
           // that has started is never retried or failed over, since the caller already has part of the answer.
           router.#deps.events.providerError(context, {
@@ -218,6 +227,7 @@ export class Router implements LlmRouter {
         served.finish();
         if (!final && !failed) {
           // The consumer stopped early (the client went away): stop the provider, and charge what it did.
+          told(true);
           await served.value.iterator.return?.().catch(() => {});
           await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
           rejectResult(new LlmError("cancelled", "the stream was abandoned before it ended", false));
@@ -320,7 +330,7 @@ export class Router implements LlmRouter {
     request: ChatRequest,
     context: CallContext,
     run: (adapter: ProviderAdapter, call: AdapterCall) => Promise<T>,
-    clockOptions: { resettable: boolean },
+    options: { stream: boolean },
   ): Promise<Served<T>> {
     const { targets, deadlineMs } = call;
     const { breaker, events } = this.#deps;
@@ -359,12 +369,15 @@ export class Router implements LlmRouter {
         const clock = new AttemptClock(
           Math.min(this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, deadlineMs - this.#now()),
           context.signal,
-          clockOptions,
+          { resettable: options.stream },
         );
         const attemptStartedMs = this.#now();
         try {
           const value = await run(adapter, { ...this.#payload(request, target, call), signal: clock.signal });
-          breaker.record(key, true);
+          // A stream's outcome is told at its end (chatStream): told at its first event as well, a stream that
+          // broke mid-answer counted as a success and a failure, so providers that cut every stream short never
+          // had five failures in a row, and GET /api/v1/providers read each such call as two at 50%.
+          if (!options.stream) breaker.record(key, true);
           this.#latency.observe(key, this.#now() - attemptStartedMs);
           return { value, target, adapter, attempts, retry, finish: () => clock.finish(), touch: () => clock.touch() };
         } catch (caught) {

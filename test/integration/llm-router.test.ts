@@ -810,4 +810,38 @@ describe("a stream that ends without the provider's usage", () => {
     expect(await eventsOf(cut, "llm.provider.error")).toHaveLength(1);
     expect(await eventsOf(stalled, "llm.provider.error")).toHaveLength(1);
   }, 20_000);
+
+  it("tells a stream cut mid-answer once, as a failure: five in a row open the provider's breaker", async () => {
+    const model = `gpt-4o-mini-cut-${crypto.randomUUID().slice(0, 8)}`;
+    const workspace = await openAiThenHaiku(model);
+    const cut = partialStream("fail");
+    const fake = fakeUpstreams({
+      [OPENAI]: (request) => cut.impl(request),
+      [ANTHROPIC]: () => anthropicMessage("from claude"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    for (let call = 1; call <= 5; call++) {
+      const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: `cut-${call}` });
+      expect(routed.provider).toBe("openai");
+      await expect(
+        (async () => {
+          for await (const _event of routed.deltas);
+        })(),
+      ).rejects.toBeInstanceOf(Error);
+    }
+    // What GET /api/v1/providers shows: five calls, all failed, and the breaker open.
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    expect(breakers.find((entry) => entry.model === model)?.view).toMatchObject({
+      state: "open",
+      calls: 5,
+      errorRate: 1,
+      consecutiveFailures: 5,
+    });
+    // The next call goes to Claude without asking OpenAI.
+    const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "cut-next" });
+    expect(next.provider).toBe("anthropic");
+    expect(fake.count(OPENAI)).toBe(5);
+  });
 });
