@@ -32,6 +32,8 @@ export interface Outcome {
   atMs: number;
   ok: boolean;
   error?: string;
+  /** Not a call's outcome: the half-open trial this isolate held ended without a verdict (releaseTrial). */
+  trialReleased?: true;
 }
 
 const SYNC_INTERVAL_MS = 1_000;
@@ -89,6 +91,7 @@ export class BreakerClient {
       state: (key) => this.state(key, background),
       tryTrial: (key) => this.tryTrial(key),
       record: (key, ok, error) => this.record(key, ok, error, background),
+      releaseTrial: (key) => this.releaseTrial(key, background),
     };
   }
 
@@ -125,9 +128,17 @@ export class BreakerClient {
   }
 
   record(key: string, ok: boolean, error?: string, background: (work: Promise<unknown>) => void = () => {}): void {
+    this.#tell(key, { atMs: this.#now(), ok, ...(error ? { error } : {}) }, background);
+  }
+
+  /** The half-open trial granted here ended without a verdict: frees it for the next call, here and in the object. */
+  releaseTrial(key: string, background: (work: Promise<unknown>) => void = () => {}): void {
+    this.#tell(key, { atMs: this.#now(), ok: false, trialReleased: true }, background);
+  }
+
+  #tell(key: string, outcome: Outcome, background: (work: Promise<unknown>) => void): void {
     const entry = this.#entry(key);
-    const nowMs = this.#now();
-    const outcome: Outcome = { atMs: nowMs, ok, ...(error ? { error } : {}) };
+    const { atMs: nowMs, ok } = outcome;
     const before = stateNameOf(entry.state, nowMs, this.#policy);
     entry.state = recordOutcomes(entry.state, [outcome], nowMs, this.#policy);
     if (!this.#remote) return;

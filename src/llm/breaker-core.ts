@@ -107,15 +107,21 @@ export function viewOf(
   };
 }
 
-/** Applies outcomes (oldest first). */
+/** Applies outcomes (oldest first); a `trialReleased` one is no call's outcome, only the trial's end (see below). */
 export function recordOutcomes(
   state: BreakerState,
-  outcomes: { atMs: number; ok: boolean; error?: string }[],
+  outcomes: { atMs: number; ok: boolean; error?: string; trialReleased?: true }[],
   nowMs: number,
   policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
 ): BreakerState {
   let next: BreakerState = { ...state, outcomes: [...state.outcomes] };
   for (const outcome of outcomes) {
+    if (outcome.trialReleased) {
+      // The half-open trial ended saying nothing of the provider's health (a 400, a cancelled call): the next
+      // call may have the trial now, rather than once trialTimeoutMs has passed with the target unused.
+      if (next.trialStartedAtMs !== null) next = { ...next, trialStartedAtMs: null };
+      continue;
+    }
     if (outcome.ok) {
       // Any success (a trial, or a call tried while every target was open) proves the target works. The
       // window starts afresh from it: the failures that opened the breaker would otherwise hold the ratio

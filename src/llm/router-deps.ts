@@ -25,6 +25,8 @@ export interface BreakerGate {
   /** Half-open: asks the shared breaker for the single trial call. */
   tryTrial(key: string): Promise<boolean>;
   record(key: string, ok: boolean, error?: string): void;
+  /** The trial tryTrial granted ended without a verdict (an outcome record ignores): the next call may have it. */
+  releaseTrial(key: string): void;
 }
 
 export interface BudgetAmounts {

@@ -347,7 +347,10 @@ export class Router implements LlmRouter {
     for (const [index, target] of candidates.entries()) {
       const key = targetKey(target);
       const adapter = this.#deps.adapters.get(target.provider)!;
-      const trialHeldElsewhere = !allOpen && states.get(key) === "half_open" && !(await breaker.tryTrial(key));
+      const halfOpen = !allOpen && states.get(key) === "half_open";
+      // This call's attempts are the target's one trial: an end that records no outcome frees it (see below).
+      const holdsTrial = halfOpen && (await breaker.tryTrial(key));
+      const trialHeldElsewhere = halfOpen && !holdsTrial;
       // Another call holds this target's one trial: skip it, unless it is the last and nothing was tried,
       // since failing without a single call helps nobody (as when every target is open).
       const lastChance = attempts === 0 && index === candidates.length - 1;
@@ -386,6 +389,7 @@ export class Router implements LlmRouter {
           // The caller's cancellation is no failure of the provider's, whatever its reason (AbortSignal.timeout's
           // reads like an attempt's own timeout): no retry, no breaker record, no provider error event.
           if (context.signal?.aborted || error.failure === "cancelled") {
+            if (holdsTrial) breaker.releaseTrial(key);
             throw new CancelledInFlight(target, adapter, attempts);
           }
           if (error.code === "timeout" && clock.signal.aborted) {
@@ -393,6 +397,9 @@ export class Router implements LlmRouter {
           }
           const failure = classifyFailure(error);
           if (failure.countsForBreaker) breaker.record(key, false, error.code);
+          // A trial answered 400 or 401 says nothing of the provider's health: held on, it kept every other call
+          // off the target until trialTimeoutMs, though the breaker had half-opened.
+          else if (holdsTrial) breaker.releaseTrial(key);
           tally.add(target, retry, error, failure);
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();

@@ -411,6 +411,45 @@ describe("circuit breaker", () => {
     releaseSlowTrial();
     expect(await trial).toMatchObject({ message: { content: "answer 6" } });
   });
+
+  it("a half-open trial answered 400 counts for nothing, and the next call has the trial at once", async () => {
+    const model = `gpt-4o-mini-trial-400-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    let answer: "503" | "400" | "ok" = "503";
+    const fake = fakeUpstreams({
+      [OPENAI]: () => (answer === "ok" ? openAiCompletion("openai is back") : problem(Number(answer))),
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const breakerPolicy = {
+      consecutiveFailures: 5,
+      minCalls: 10,
+      failureRatio: 0.5,
+      windowMs: 60_000,
+      openMs: 300,
+      trialTimeoutMs: 60_000,
+    };
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
+    });
+    for (let call = 0; call < 5; call++) {
+      await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `t${call}` });
+    }
+    await new Promise((wake) => setTimeout(wake, 400));
+    // The trial: the request is refused, which says nothing of OpenAI's health; Claude answers it.
+    answer = "400";
+    const refused = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "t-trial" });
+    expect(refused.provider).toBe("anthropic");
+    expect(fake.count(OPENAI)).toBe(6);
+    // OpenAI is well again: the next call tries it, and its success closes the breaker.
+    answer = "ok";
+    const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "t-next" });
+    expect(next).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
+    expect(breakers.find((entry) => entry.model === model)?.view.state).toBe("closed");
+  });
 });
 
 describe("streams, tokens and cost", () => {
