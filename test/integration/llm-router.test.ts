@@ -223,6 +223,46 @@ describe("what a failure tells the caller", () => {
       { provider: "anthropic", status: 429, code: "rate_limit_error" },
     ]);
   });
+
+  it("an error event in Anthropic's stream is told by its type's status, as the same error answered over HTTP", async () => {
+    const anthropicLimit =
+      "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: `claude-3-5-haiku-stream-error-${crypto.randomUUID().slice(0, 6)}` }],
+    });
+    const event = (type: string, data: Record<string, unknown>) =>
+      `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+    // The 200 came, then the error, before any of the answer: the caller gets a problem, not a stream.
+    const fake = fakeUpstreams({
+      [ANTHROPIC]: () =>
+        new Response(
+          event("message_start", { message: { usage: { input_tokens: 10, output_tokens: 1 } } }) +
+            event("error", { error: { type: "rate_limit_error", message: anthropicLimit } }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { maxAttemptsPerTarget: 1, sleep: async () => {} },
+    });
+    const error = await router
+      .chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "stream-error-event" })
+      .catch((caught: LlmError) => caught);
+    expect(error).toBeInstanceOf(LlmError);
+    const told = JSON.stringify(problemBody(llmErrorToApiError(error) as ApiError, "req_test"));
+    expect(told).not.toContain("0f1e2d3c-aaaa");
+    expect((error as LlmError).failures).toMatchObject([
+      { provider: "anthropic", status: 429, code: "rate_limit_error" },
+    ]);
+    const [reported] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(reported?.data).toMatchObject({
+      error_type: "rate_limit",
+      error_code: "rate_limit_error",
+      http_status: 429,
+    });
+  });
 });
 
 describe("a long Retry-After", () => {

@@ -201,6 +201,24 @@ function answerStopReason(value: string | null | undefined): ChatResult["finish_
   return value === "tool_use" ? "stop" : stopReason(value);
 }
 
+/**
+ * The HTTP status of each of Anthropic's error types (its errors page), for an `error` event in a stream,
+ * which has none of its own: told as a 500, its rate limit was retried and reported as a connection error,
+ * in the provider's words, which name the organization (an answer's 429 is told by status and code alone).
+ */
+const STREAM_ERROR_STATUS: ReadonlyMap<string | undefined, number> = new Map([
+  ["invalid_request_error", 400],
+  ["authentication_error", 401],
+  ["billing_error", 402],
+  ["permission_error", 403],
+  ["not_found_error", 404],
+  ["request_too_large", 413],
+  ["rate_limit_error", 429],
+  ["api_error", 500],
+  ["timeout_error", 504],
+  ["overloaded_error", 529],
+]);
+
 function usageOf(usage: AnthropicUsage): TokenUsage {
   const prompt =
     (usage.input_tokens ?? 0) + (usage.cache_creation_input_tokens ?? 0) + (usage.cache_read_input_tokens ?? 0);
@@ -369,11 +387,17 @@ export class AnthropicAdapter implements ProviderAdapter {
           case "message_stop":
             stopped = true;
             break;
-          case "error":
-            throw new ProviderError("http", data.error?.message ?? "error in stream", {
-              status: data.error?.type === "overloaded_error" ? 529 : 500,
-              code: data.error?.type,
-            });
+          case "error": {
+            const status = STREAM_ERROR_STATUS.get(data.error?.type) ?? 500;
+            throw new ProviderError(
+              "http",
+              `provider answered ${status}: ${data.error?.message ?? "error in stream"}`,
+              {
+                status,
+                code: data.error?.type,
+              },
+            );
+          }
         }
         if (stopped || cutter.stopped) break;
       }
