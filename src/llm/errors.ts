@@ -70,7 +70,7 @@ export class BudgetExhaustedError extends LlmError {
  * OpenAI's 429 names the organization and its use per minute (every workspace's calls, summed), and
  * Anthropic's the organization's id; the status and code say all a caller can act on.
  */
-function describeFailure(error: ProviderError, failure: FailureClass): string {
+export function describeFailure(error: ProviderError, failure: FailureClass = classifyFailure(error)): string {
   if (failure.cause === "authentication")
     return `provider answered ${error.status}: it refused this deployment's credentials`;
   if (failure.eventType === "rate_limit") return `provider answered ${error.status}: rate limited (${error.code})`;

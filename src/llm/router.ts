@@ -1,7 +1,7 @@
 import type { BudgetRoom } from "../limits/budgets.ts";
 import { AttemptClock, sleepMs } from "./attempt.ts";
 import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
-import { BudgetExhaustedError, classifyFailure, type FailureClass, FailureTally } from "./errors.ts";
+import { BudgetExhaustedError, classifyFailure, describeFailure, type FailureClass, FailureTally } from "./errors.ts";
 import {
   type AdapterCall,
   type AdapterResult,
@@ -221,8 +221,18 @@ export class Router implements LlmRouter {
             simulated: adapter.simulated,
           });
         }
-        rejectResult(failure);
-        throw failure;
+        // The caller reads its message in the stream's error chunk: in the words a failed call's problem uses,
+        // which tell a rate limit of the deployment's account by status and code, not the provider's words.
+        const forCaller =
+          failure instanceof ProviderError
+            ? new ProviderError(failure.failure, describeFailure(failure), {
+                status: failure.status,
+                retryAfterMs: failure.retryAfterMs,
+                code: failure.code,
+              })
+            : failure;
+        rejectResult(forCaller);
+        throw forCaller;
       } finally {
         served.finish();
         if (!final && !failed) {

@@ -263,6 +263,37 @@ describe("what a failure tells the caller", () => {
       http_status: 429,
     });
   });
+
+  it("a rate limit in the middle of a stream is told the caller by status and code, as before its first delta", async () => {
+    const anthropicLimit =
+      "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const event = (type: string, data: Record<string, unknown>) =>
+      `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+    const fake = fakeUpstreams({
+      [ANTHROPIC]: () =>
+        new Response(
+          event("message_start", { message: { usage: { input_tokens: 10, output_tokens: 1 } } }) +
+            event("content_block_start", { index: 0, content_block: { type: "text", text: "" } }) +
+            event("content_block_delta", { index: 0, delta: { type: "text_delta", text: "Half an answer" } }) +
+            event("error", { error: { type: "rate_limit_error", message: anthropicLimit } }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "mid-stream-limit" });
+    // What the endpoint writes into the stream's error chunk is this failure's message.
+    const failure = await (async () => {
+      for await (const _event of routed.deltas);
+    })().catch((caught: Error) => caught);
+    expect(failure).toBeInstanceOf(Error);
+    expect((failure as Error).message).toBe("provider answered 429: rate limited (rate_limit_error)");
+    await expect(routed.result).rejects.toMatchObject({ status: 429, code: "rate_limit_error" });
+  });
 });
 
 describe("a long Retry-After", () => {
