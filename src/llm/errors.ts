@@ -91,10 +91,13 @@ export class FailureTally {
   readonly #failures: TargetFailure[] = [];
   /** Each target's asked wait in ms (undefined: it asked none), kept as `#failures` is. */
   readonly #waitsMs: (number | undefined)[] = [];
+  /** Some attempt failed in a way another may mend (a 5xx, a timeout, a rate limit). */
+  #anyRetryable = false;
 
   /** A failed attempt (`retry` 0 for a target's first): a target's last attempt speaks for it. */
   add(target: RouteTarget, retry: number, error: ProviderError, failure: FailureClass): void {
     this.#causes.push(failure.cause);
+    this.#anyRetryable ||= failure.retryable;
     const told: TargetFailure = {
       provider: target.provider,
       model: stripQuery(target.model),
@@ -126,6 +129,9 @@ export class FailureTally {
     if (causes.length > 0 && causes.every((cause) => cause === "authentication")) {
       return new LlmError("authentication", `every provider refused our credentials: ${told}`, false, failures);
     }
-    return new LlmError("all_providers_failed", `every provider failed: ${told}`, true, failures, retryAfterMs);
+    // Refusals no retry mends (a spent quota, a request one provider refuses and another's credentials) are not
+    // worth the caller's retry either: told retryable, SDKs asked the same providers again, and tasks were re-run.
+    const retryable = causes.length === 0 || this.#anyRetryable;
+    return new LlmError("all_providers_failed", `every provider failed: ${told}`, retryable, failures, retryAfterMs);
   }
 }

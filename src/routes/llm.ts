@@ -35,7 +35,7 @@ const CHAT_PROBLEMS = problemResponses(
 
 const SHOULD_RETRY_HEADER: HeaderDoc = {
   description:
-    "`false` when retrying cannot help (a spent budget, credentials every provider refuses, a cancelled call); OpenAI's and Anthropic's SDKs obey it.",
+    "`false` when retrying cannot help (a spent budget, credentials every provider refuses, refusals no retry mends such as spent quotas, a cancelled call); OpenAI's and Anthropic's SDKs obey it.",
   schema: { type: "string" },
 };
 

@@ -264,6 +264,39 @@ describe("what a failure tells the caller", () => {
     });
   });
 
+  it("a call every provider refused in ways no retry mends is told not to be retried", async () => {
+    const workspace = await openAiThenHaiku("gpt-4o-mini-spent-quota");
+    const fake = fakeUpstreams({
+      [OPENAI]: () =>
+        Response.json(
+          {
+            error: {
+              message: "You exceeded your current quota.",
+              type: "insufficient_quota",
+              code: "insufficient_quota",
+            },
+          },
+          { status: 429 },
+        ),
+      [ANTHROPIC]: () =>
+        Response.json(
+          { type: "error", error: { type: "billing_error", message: "Credit balance too low." } },
+          { status: 402 },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger, overrides: { sleep: async () => {} } });
+    const error = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "spent-quotas" })
+      .catch((caught: LlmError) => caught);
+    expect(error).toMatchObject({ kind: "all_providers_failed", retryable: false });
+    expect(fake.count(OPENAI) + fake.count(ANTHROPIC)).toBe(2);
+    const apiError = llmErrorToApiError(error) as ApiError;
+    expect(apiError.status).toBe(503);
+    expect(apiError.headers).toEqual({ "X-Should-Retry": "false" });
+    expect(problemBody(apiError, "req_test")).toMatchObject({ reason: "all_providers_failed", retryable: false });
+  });
+
   it("a rate limit in the middle of a stream is told the caller by status and code, as before its first delta", async () => {
     const anthropicLimit =
       "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
