@@ -432,8 +432,9 @@ describe("circuit breaker", () => {
       expect(result).toMatchObject({ provider: "anthropic", attempts: 1 });
     }
     expect(fake.count(OPENAI)).toBe(5);
-    // The shared breaker (the Durable Object) has the state, for other isolates and GET /providers.
-    await breakerClientFor(config).flush();
+    // The shared breaker (the Durable Object) has the state, for other isolates and GET /providers. The router's
+    // breaker client (its own, for its policy) sends failures at once, in its waitUntil.
+    await Promise.all(background);
     const snapshot = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(snapshot.find((entry) => entry.model === model)?.view.state).toBe("open");
     const providers = (await (await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers })).json()) as {
@@ -447,7 +448,7 @@ describe("circuit breaker", () => {
     const trial = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "trial" });
     expect(trial.provider).toBe("openai");
     expect(fake.count(OPENAI)).toBe(6);
-    await breakerClientFor(config).flush();
+    await Promise.all(background);
     const after = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(after.find((entry) => entry.model === model)?.view.state).toBe("closed");
     await Promise.all(background);
