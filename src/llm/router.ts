@@ -1,7 +1,7 @@
 import type { BudgetRoom } from "../limits/budgets.ts";
 import { AttemptClock, sleepMs } from "./attempt.ts";
 import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
-import { BudgetExhaustedError, classifyFailure, describeFailure, type FailureClass, FailureTally } from "./errors.ts";
+import { BudgetExhaustedError, classifyFailure, describeFailure, FailureTally } from "./errors.ts";
 import {
   type AdapterCall,
   type AdapterResult,
@@ -352,7 +352,13 @@ export class Router implements LlmRouter {
     const candidates = allOpen ? targets : usable;
     const tally = new FailureTally();
     let attempts = 0;
-    let previous: { target: RouteTarget; failure: FailureClass } | undefined;
+    // The target this call falls back from, and why, told in `llm.provider.fallback` when the next is tried. A
+    // first choice whose breaker is open (or whose half-open trial another call holds) is passed over for its
+    // error rate: without the event, a call served by the fallback for that reason looked like no fallback at all.
+    let previous: { target: RouteTarget; reason: "rate_limit" | "error_rate" } | undefined =
+      !allOpen && states.get(targetKey(targets[0])) === "open"
+        ? { target: targets[0], reason: "error_rate" }
+        : undefined;
 
     for (const [index, target] of candidates.entries()) {
       const key = targetKey(target);
@@ -364,14 +370,17 @@ export class Router implements LlmRouter {
       // Another call holds this target's one trial: skip it, unless it is the last and nothing was tried,
       // since failing without a single call helps nobody (as when every target is open).
       const lastChance = attempts === 0 && index === candidates.length - 1;
-      if (trialHeldElsewhere && !lastChance) continue;
+      if (trialHeldElsewhere && !lastChance) {
+        previous ??= { target, reason: "error_rate" };
+        continue;
+      }
       if (previous) {
         events.fallback(context, {
           from_provider: previous.target.provider,
           from_model: stripQuery(previous.target.model),
           to_provider: target.provider,
           to_model: stripQuery(target.model),
-          reason: previous.failure.eventType === "rate_limit" ? "rate_limit" : "error_rate",
+          reason: previous.reason,
           simulated: adapter.simulated,
         });
       }
@@ -441,7 +450,7 @@ export class Router implements LlmRouter {
             simulated: adapter.simulated,
           });
           if (!retryHere) {
-            previous = { target, failure };
+            previous = { target, reason: failure.eventType === "rate_limit" ? "rate_limit" : "error_rate" };
             break;
           }
           try {

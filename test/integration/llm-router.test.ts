@@ -452,6 +452,14 @@ describe("circuit breaker", () => {
     const after = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(after.find((entry) => entry.model === model)?.view.state).toBe("closed");
     await Promise.all(background);
+    // Each call served by the fallback is told as one: the five that failed over, and the three that passed
+    // over the open breaker (for its error rate); the trial was served by its first choice.
+    const fallbacks = await eventsOf(workspace, "llm.provider.fallback", 8);
+    expect(fallbacks).toHaveLength(8);
+    for (const event of fallbacks) {
+      expect(event.data).toMatchObject({ from_provider: "openai", from_model: model, reason: "error_rate" });
+      expect(event.data).toMatchObject({ to_provider: "anthropic" });
+    }
   });
 
   it("when every target is open it still tries them rather than fail without a call", async () => {
