@@ -171,9 +171,17 @@ function jsonInstruction(format: ResponseFormat | undefined): string | null {
   return `${answer} It must match this JSON Schema (${format.json_schema.name}): ${JSON.stringify(format.json_schema.schema)}`;
 }
 
-function parseArguments(text: string): unknown {
+/**
+ * A tool call's arguments as Anthropic's `input`, which must be an object: a model's truncated JSON, sent
+ * back in the conversation, or a value that is no object (`[1]`) is sent as `{}` rather than have
+ * Anthropic refuse the whole conversation with a 400.
+ */
+function parseArguments(text: string): Record<string, unknown> {
   try {
-    return JSON.parse(text || "{}");
+    const input: unknown = JSON.parse(text || "{}");
+    return typeof input === "object" && input !== null && !Array.isArray(input)
+      ? (input as Record<string, unknown>)
+      : {};
   } catch {
     return {};
   }

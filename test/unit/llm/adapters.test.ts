@@ -842,6 +842,26 @@ describe("Anthropic adapter", () => {
     });
   });
 
+  it("sends a tool call's arguments that are no JSON object as an empty input, which Anthropic requires", () => {
+    const inputs = ["[1]", "42", '"text"', "null", '{"path":', ""].map((text) => {
+      const body = toAnthropic({
+        model: "claude-3-5-haiku-latest",
+        signal,
+        messages: [
+          { role: "user", content: "Read a.ts" },
+          {
+            role: "assistant",
+            content: null,
+            tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: text } }],
+          },
+          { role: "tool", tool_call_id: "c", content: "done" },
+        ],
+      });
+      return (body.messages[1].content as { input?: unknown }[])[0].input;
+    });
+    expect(inputs).toEqual([{}, {}, {}, {}, {}, {}]);
+  });
+
   it("maps tool_use answers back to tool calls and counts cache tokens as prompt", async () => {
     const { fetchImpl, seen } = recordingFetch(() =>
       Response.json({
