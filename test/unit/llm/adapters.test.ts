@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { AnthropicAdapter, toAnthropic } from "../../../src/llm/adapters/anthropic.ts";
+import { AnthropicAdapter } from "../../../src/llm/adapters/anthropic.ts";
+import { toAnthropic } from "../../../src/llm/adapters/anthropic-request.ts";
 import { OpenAiCompatibleAdapter } from "../../../src/llm/adapters/openai.ts";
 import { SIMULATED_DEFAULTS, SimulatedAdapter, simulatedSettings } from "../../../src/llm/adapters/simulated.ts";
 import { ProviderError } from "../../../src/llm/provider.ts";
