@@ -216,7 +216,11 @@ export class CallCharger {
     call: ChargeableCall,
     startedMs: number,
   ): Promise<ChatResult | undefined> {
-    const usage = { prompt_tokens: call.promptTokens, completion_tokens: delivered.estimatedTokens(), total_tokens: 0 };
+    const usage = {
+      prompt_tokens: delivered.promptTokens ?? call.promptTokens,
+      completion_tokens: delivered.estimatedTokens(),
+      total_tokens: 0,
+    };
     // Only charged, never answered: the caller already has what was delivered (or the failure).
     const value: AdapterResult = {
       message: { role: "assistant", content: null },

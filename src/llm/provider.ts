@@ -27,7 +27,17 @@ export interface ToolCallDelta {
 }
 
 export type StreamEvent =
-  | { type: "delta"; content?: string; refusal?: string; tool_calls?: ToolCallDelta[] }
+  | {
+      type: "delta";
+      content?: string;
+      refusal?: string;
+      tool_calls?: ToolCallDelta[];
+      /**
+       * The provider's count of the prompt, on the first delta where it tells it before the answer ends
+       * (Anthropic's message_start): a stream cut short is charged that rather than our estimate.
+       */
+      prompt_tokens?: number;
+    }
   /** Last event of a stream: the whole message and the provider's own usage figures. */
   | { type: "done"; result: AdapterResult };
 

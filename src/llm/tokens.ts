@@ -87,12 +87,18 @@ export function estimateAnswerUsage(
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
-/** What a stream delivered, counted as it goes: its completion tokens, estimated, when the provider's usage never came. */
+/**
+ * What a stream delivered, counted as it goes, for a charge when the provider's usage never came: its
+ * completion tokens, estimated, and the prompt's, where the provider told them early.
+ */
 export class DeliveredText {
   #tokens = 0;
+  /** The provider's own count of the prompt, if it told it (StreamEvent's prompt_tokens). */
+  promptTokens: number | undefined;
 
   add(event: StreamEvent): void {
     if (event.type !== "delta") return;
+    if (event.prompt_tokens !== undefined) this.promptTokens = event.prompt_tokens;
     this.#tokens += textTokens(event.content ?? "") + textTokens(event.refusal ?? "");
     for (const call of event.tool_calls ?? []) {
       this.#tokens += textTokens((call.function?.name ?? "") + (call.function?.arguments ?? ""));

@@ -799,6 +799,46 @@ describe("a stream that ends without the provider's usage", () => {
     expect(status.daily).toMatchObject({ tokens: firstDelta.total_tokens, reserved_tokens: 0 });
   });
 
+  it("charges a cut Anthropic stream the prompt Anthropic counted at its start, not our estimate", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const encoder = new TextEncoder();
+    const event = (data: object) => `event: ${(data as { type: string }).type}\ndata: ${JSON.stringify(data)}\n\n`;
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [ANTHROPIC]: () =>
+          new Response(
+            new ReadableStream<Uint8Array>({
+              start(controller) {
+                // A system prompt and tools our estimate does not see as Anthropic does: it counts 1,234.
+                const opening = [
+                  { type: "message_start", message: { usage: { input_tokens: 1_234, output_tokens: 1 } } },
+                  { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+                  { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "a".repeat(40) } },
+                ];
+                controller.enqueue(encoder.encode(opening.map(event).join("")));
+              },
+              pull(controller) {
+                controller.error(new Error("connection reset mid-answer"));
+              },
+            }),
+            { headers: { "Content-Type": "text/event-stream" } },
+          ),
+      }).impl,
+    );
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "cut-anthropic" });
+    await expect(
+      (async () => {
+        for await (const _ of routed.deltas);
+      })(),
+    ).rejects.toMatchObject({ failure: "connection" });
+    const row = await findCharge(createDb(env.DB), workspace.id, "cut-anthropic");
+    expect(row).toMatchObject({ provider: "anthropic", promptTokens: 1_234, completionTokens: 10, estimated: true });
+  });
+
   it("charges the prompt a provider read when the call is cancelled in flight, streamed or not", async () => {
     // A model of its own: its breaker must stay closed, cancellations being no failure of the provider's.
     const workspace = await openAiWorkspaceWithoutLease("gpt-4o-mini-cancelled");

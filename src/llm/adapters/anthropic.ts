@@ -150,11 +150,24 @@ export class AnthropicAdapter implements ProviderAdapter {
     return { message, finish_reason: finishReason, usage: usageOf(body.usage) };
   }
 
+  /** The answer's events; the first delta carries message_start's prompt count, for a stream cut short. */
   async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
+    const usage: AnthropicUsage = {};
+    let promptTold = false;
+    for await (const event of this.#events(call, usage)) {
+      if (promptTold || event.type !== "delta" || usage.input_tokens === undefined) yield event;
+      else {
+        promptTold = true;
+        yield { ...event, prompt_tokens: usageOf(usage).prompt_tokens };
+      }
+    }
+  }
+
+  /** `usage` gathers the stream's usage as it comes (message_start's, then message_delta's). */
+  async *#events(call: AdapterCall, usage: AnthropicUsage): AsyncIterable<StreamEvent> {
     const response = await this.#post(call, true);
     if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
     const assembler = new MessageAssembler();
-    const usage: AnthropicUsage = {};
     let stop: string | undefined;
     let toolIndex = -1;
     const toolIndexByBlock = new Map<number, number>();

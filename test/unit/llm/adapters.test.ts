@@ -686,7 +686,7 @@ describe("Anthropic adapter", () => {
       };
       const events = await streamed("person", ['{"na', 'me": "Al', 'ice"}']);
       expect(events.slice(0, 3)).toEqual([
-        { type: "delta", content: '{"na' },
+        { type: "delta", content: '{"na', prompt_tokens: 10 },
         { type: "delta", content: 'me": "Al' },
         { type: "delta", content: 'ice"}' },
       ]);
@@ -697,12 +697,13 @@ describe("Anthropic adapter", () => {
       // A wrapped answer comes unwrapped, in one piece at the block's end.
       const list = { type: "json_schema" as const, json_schema: { name: "names", schema: { type: "array" } } };
       const unwrapped = await streamed("names", ['{"value": ["a",', ' "b"]}'], list);
-      expect(unwrapped[0]).toEqual({ type: "delta", content: '["a","b"]' });
+      expect(unwrapped[0]).toEqual({ type: "delta", content: '["a","b"]', prompt_tokens: 10 });
       expect(unwrapped[1]).toMatchObject({ result: { message: { content: '["a","b"]' }, finish_reason: "stop" } });
       // Cut short, it does not parse: passed on as it came rather than failing the stream.
       expect((await streamed("names", ['{"value": ["a",'], list))[0]).toEqual({
         type: "delta",
         content: '{"value": ["a",',
+        prompt_tokens: 10,
       });
     });
   });
@@ -728,7 +729,8 @@ describe("Anthropic adapter", () => {
       failure: "protocol",
       message: "the stream ended before its answer did",
     });
-    expect(events).toEqual([{ type: "delta", content: "The answer is" }]);
+    // The first delta carries message_start's count of the prompt: what the cut stream is charged for it.
+    expect(events).toEqual([{ type: "delta", content: "The answer is", prompt_tokens: 100 }]);
   });
 
   it("maps Anthropic's stop reasons to OpenAI's finish reasons: an answer cut by the context window is cut, as by max_tokens", async () => {
@@ -988,7 +990,7 @@ describe("Anthropic adapter", () => {
     // Streamed, the answer ends at the sequence: the stream is read no further, so Anthropic's usage never
     // comes and the answer is charged what the model had written, estimated (23 characters).
     expect(events).toEqual([
-      { type: "delta", content: "Done." },
+      { type: "delta", content: "Done.", prompt_tokens: 10 },
       {
         type: "done",
         result: {
