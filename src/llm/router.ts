@@ -388,11 +388,9 @@ export class Router implements LlmRouter {
         this.#checkCancelled(context);
         if (this.#now() >= deadlineMs) throw tally.final(true);
         attempts++;
-        const clock = new AttemptClock(
-          Math.min(this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, deadlineMs - this.#now()),
-          context.signal,
-          { resettable: options.stream },
-        );
+        const attemptTimeoutMs = this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
+        const attemptBudgetMs = Math.min(attemptTimeoutMs, deadlineMs - this.#now());
+        const clock = new AttemptClock(attemptBudgetMs, context.signal, { resettable: options.stream });
         const attemptStartedMs = this.#now();
         try {
           const value = await run(adapter, { ...this.#payload(request, target, call), signal: clock.signal });
@@ -415,9 +413,12 @@ export class Router implements LlmRouter {
             call.timedOut.push({ target, adapter, attempt: attempts, durationMs: this.#now() - attemptStartedMs });
           }
           const failure = classifyFailure(error);
-          if (failure.countsForBreaker) breaker.record(key, false, error.code);
-          // A trial answered 400 or 401 says nothing of the provider's health: held on, it kept every other call
-          // off the target until trialTimeoutMs, though the breaker had half-opened.
+          // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
+          // hurry, not its failure (a task near its end would otherwise count against a merely slow provider).
+          const cutByDeadline = error.code === "timeout" && clock.signal.aborted && attemptBudgetMs < attemptTimeoutMs;
+          if (failure.countsForBreaker && !cutByDeadline) breaker.record(key, false, error.code);
+          // A trial answered 400 or 401 (or cut by the deadline) says nothing of the provider's health: held on, it
+          // kept every other call off the target until trialTimeoutMs, though the breaker had half-opened.
           else if (holdsTrial) breaker.releaseTrial(key);
           tally.add(target, retry, error, failure);
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);

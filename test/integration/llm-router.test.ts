@@ -127,6 +127,23 @@ describe("retries", () => {
     ]);
   });
 
+  it("an attempt cut short by the call's deadline, within the provider's attempt timeout, is no breaker failure", async () => {
+    const model = `gpt-4o-mini-deadline-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiOnly(model);
+    const fake = fakeUpstreams({ [OPENAI]: (request) => hang(request) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    // The default attempt timeout is 60 s; the call has 300 ms left, as a task near its own timeout does.
+    const error = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "near-deadline", deadlineMs: Date.now() + 300 })
+      .catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ kind: "timeout" });
+    expect(fake.count(OPENAI)).toBe(1);
+    const breaker = breakerClientFor(llmConfig());
+    await breaker.flush();
+    expect(breaker.view(`openai:${model}`)).toMatchObject({ state: "closed", consecutiveFailures: 0 });
+  });
+
   it("a hung upstream times out and is retried", async () => {
     const workspace = await openAiOnly("gpt-4o-mini");
     const fake = fakeUpstreams({
