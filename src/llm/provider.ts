@@ -129,14 +129,32 @@ export class MessageAssembler {
   }
 }
 
-/** Reads an error body for its code and message without trusting its shape. */
+interface ErrorFields {
+  code?: unknown;
+  type?: unknown;
+  message?: unknown;
+}
+
+/**
+ * Reads an error body for its code and message without trusting its shape: OpenAI's and Anthropic's
+ * `{error: {…}}`, a bare `{error: "…"}` (LM Studio, TGI), or vLLM's error object itself at the top
+ * (`{object: "error", message, type, code: 400}`, before vLLM 0.9). Read as the first shape only, the
+ * others' message was lost: a vLLM refusal reached the caller as "provider answered 400: Bad Request".
+ */
 export async function errorFromResponse(response: Response, retryAfterMs: number | undefined): Promise<ProviderError> {
   let code = `http_${response.status}`;
   let detail = response.statusText;
   try {
     const text = await response.text();
-    const body = JSON.parse(text) as { error?: { code?: unknown; type?: unknown; message?: unknown } | string };
-    const error = typeof body.error === "object" && body.error !== null ? body.error : undefined;
+    const body = JSON.parse(text) as ErrorFields & { error?: ErrorFields | string };
+    const error: ErrorFields | undefined =
+      typeof body.error === "object" && body.error !== null
+        ? body.error
+        : typeof body.error === "string"
+          ? { message: body.error }
+          : typeof body.message === "string"
+            ? body
+            : undefined;
     if (error && typeof error.code === "string") code = error.code;
     else if (error && typeof error.type === "string") code = error.type;
     if (error && typeof error.message === "string") detail = error.message;
