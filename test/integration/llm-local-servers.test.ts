@@ -24,6 +24,28 @@ async function chat(key: string, body: Record<string, unknown>): Promise<Respons
   return createApp().fetch(request, { ...env, ...providers }, createExecutionContext());
 }
 
+const sse = (events: unknown[]) =>
+  new Response(`${events.map((event) => `data: ${JSON.stringify(event)}\n\n`).join("")}data: [DONE]\n\n`, {
+    headers: { "Content-Type": "text/event-stream" },
+  });
+
+const chunk = (delta: Record<string, unknown>, finish_reason: string | null = null) => ({
+  id: "chatcmpl-local",
+  object: "chat.completion.chunk",
+  choices: [{ index: 0, delta, finish_reason }],
+});
+
+/** The stream's text, and its last chunk's usage and x_mgx figures. */
+async function readStream(response: Response) {
+  const events = (await response.text())
+    .split("\n\n")
+    .map((event) => event.replace(/^data: /, ""))
+    .filter((data) => data !== "" && data !== "[DONE]")
+    .map((data) => JSON.parse(data) as Record<string, any>);
+  const content = events.map((event) => event.choices?.[0]?.delta?.content ?? "").join("");
+  return { content, last: events.at(-1) };
+}
+
 describe("a local server's errors", () => {
   it("tells the caller the message of vLLM's error object and of a bare error string, not 'Bad Request'", async () => {
     const workspace = await localChain();
@@ -52,5 +74,50 @@ describe("a local server's errors", () => {
 
     const lmStudio = (await (await chat(workspace.key, {})).json()) as { failures: { message: string }[] };
     expect(lmStudio.failures[0].message).toBe("provider answered 400: Model does not support images");
+  });
+});
+
+describe("a local server that refuses stream_options", () => {
+  it("streams the answer, asked again without stream_options, charged an estimate marked as such", async () => {
+    // vLLM before 0.4.3 (and servers like it) forbids request fields it does not know: every stream failed.
+    const workspace = await localChain();
+    const refusal = {
+      object: "error",
+      message:
+        "[{'type': 'extra_forbidden', 'loc': ('body', 'stream_options'), 'msg': 'Extra inputs are not permitted', 'input': {'include_usage': True}}]",
+      type: "BadRequestError",
+      param: null,
+      code: 400,
+    };
+    const sent: Record<string, unknown>[] = [];
+    const fake = fakeUpstreams({
+      [LOCAL]: async (request) => {
+        const body = (await request.json()) as Record<string, unknown>;
+        sent.push(body);
+        if (body.stream_options) return Response.json(refusal, { status: 400 });
+        return sse([chunk({ role: "assistant", content: "Hel" }), chunk({ content: "lo" }), chunk({}, "stop")]);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+
+    const response = await chat(workspace.key, { stream: true, stream_options: { include_usage: true } });
+    expect(response.status).toBe(200);
+    const { content, last } = await readStream(response);
+    expect(content).toBe("Hello");
+    expect(last?.usage.completion_tokens).toBeGreaterThan(0);
+    expect(last?.x_mgx).toMatchObject({ provider: "local", usage_estimated: true });
+    expect(sent.map((body) => body.stream_options)).toEqual([{ include_usage: true }, undefined]);
+  });
+
+  it("still fails a stream the server refuses for another reason, asking once", async () => {
+    const workspace = await localChain();
+    const fake = fakeUpstreams({
+      [LOCAL]: () =>
+        Response.json({ object: "error", message: "model 'qwen2.5' not found", code: 404 }, { status: 404 }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const response = await chat(workspace.key, { stream: true });
+    expect(response.status).toBe(400);
+    expect(fake.count(LOCAL)).toBe(1);
   });
 });

@@ -166,6 +166,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
   readonly name: string;
   readonly simulated = false;
   readonly #options: OpenAiCompatibleOptions;
+  /** The server refused a stream's `stream_options` once: it is not sent again (see #post). */
+  #refusesStreamOptions = false;
 
   constructor(options: OpenAiCompatibleOptions) {
     this.name = options.name;
@@ -280,7 +282,25 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     return date === undefined || date >= "2024-08-01";
   }
 
+  /**
+   * Posts the call; a stream asks for its usage where the server is known to take `stream_options`. A server
+   * that refuses it (vLLM before 0.4.3 and other servers that forbid fields they do not know answer 400,
+   * "extra_forbidden … stream_options"; NIM 422) is asked again without, and from then on this adapter's
+   * streams go without it, charged an estimate: sent as before, every stream it served failed.
+   */
   async #post(call: AdapterCall, stream: boolean): Promise<Response> {
+    const asksUsage = stream && this.#asksStreamUsage() && !this.#refusesStreamOptions;
+    const response = await this.#send(call, stream, asksUsage);
+    if (response.ok) return response;
+    const error = await errorFromResponse(response, retryAfterMs(response.headers));
+    if (asksUsage && (error.status === 400 || error.status === 422) && /stream_options/i.test(error.message)) {
+      this.#refusesStreamOptions = true;
+      return this.#post(call, stream);
+    }
+    throw error;
+  }
+
+  async #send(call: AdapterCall, stream: boolean, asksUsage: boolean): Promise<Response> {
     const headers: Record<string, string> = {
       "Content-Type": "application/json",
       Accept: stream ? "text/event-stream" : "application/json",
@@ -296,13 +316,10 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       ...(call.tools ? { tools: call.tools } : {}),
       ...(call.tool_choice !== undefined ? { tool_choice: openAiToolChoice(call.tool_choice) } : {}),
       ...providerSettings(this.#options.name, call),
-      ...(stream
-        ? { stream: true, ...(this.#asksStreamUsage() ? { stream_options: { include_usage: true } } : {}) }
-        : {}),
+      ...(stream ? { stream: true, ...(asksUsage ? { stream_options: { include_usage: true } } : {}) } : {}),
     };
-    let response: Response;
     try {
-      response = await (this.#options.fetch ?? fetch)(this.#url(call.model), {
+      return await (this.#options.fetch ?? fetch)(this.#url(call.model), {
         method: "POST",
         headers,
         body: JSON.stringify(body),
@@ -311,7 +328,5 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     } catch (error) {
       throw fetchFailure(error, call.signal);
     }
-    if (!response.ok) throw await errorFromResponse(response, retryAfterMs(response.headers));
-    return response;
   }
 }
