@@ -121,3 +121,70 @@ describe("a local server that refuses stream_options", () => {
     expect(fake.count(LOCAL)).toBe(1);
   });
 });
+
+describe("a local server's usage figures of 0", () => {
+  it("charges a prompt Ollama reports as 0 tokens (read from its cache) at an estimate, marked, whole and streamed", async () => {
+    // ollama#5370: prompt_tokens is 0 when the whole prompt came from Ollama's cache; the call was charged no input.
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        {
+          provider: "local",
+          model: "llama3.1",
+          price: { input_per_million_usd: 1_000, output_per_million_usd: 2_000 },
+        },
+      ],
+    });
+    const cachedPrompt = { prompt_tokens: 0, completion_tokens: 2, total_tokens: 2 };
+    const fake = fakeUpstreams({
+      [LOCAL]: async (request) => {
+        const body = (await request.json()) as { stream?: boolean };
+        if (body.stream)
+          return sse([chunk({ content: "Hello" }, "stop"), { ...chunk({}), choices: [], usage: cachedPrompt }]);
+        return Response.json({
+          id: "chatcmpl-local",
+          object: "chat.completion",
+          choices: [{ index: 0, message: { role: "assistant", content: "Hello" }, finish_reason: "stop" }],
+          usage: cachedPrompt,
+        });
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+
+    const whole = (await (await chat(workspace.key, {})).json()) as Record<string, any>;
+    expect(whole.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(whole.usage.completion_tokens).toBe(2);
+    expect(whole.x_mgx).toMatchObject({ usage_estimated: true });
+    // 2 answer tokens alone at $2,000 a million would be $0.004: the prompt is charged too.
+    expect(whole.x_mgx.cost_usd).toBeGreaterThan(0.004);
+
+    const { last } = await readStream(
+      await chat(workspace.key, { stream: true, stream_options: { include_usage: true } }),
+    );
+    expect(last?.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(last?.x_mgx).toMatchObject({ usage_estimated: true });
+  });
+
+  it("charges an answer reported as 0 tokens at an estimate, and takes figures that are not 0 as reported", async () => {
+    const workspace = await localChain();
+    const answers = [
+      { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+      { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 },
+    ];
+    const fake = fakeUpstreams({
+      [LOCAL]: (_request, call) =>
+        Response.json({
+          choices: [{ index: 0, message: { role: "assistant", content: "Hello there" }, finish_reason: "stop" }],
+          usage: answers[call - 1],
+        }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const zeros = (await (await chat(workspace.key, {})).json()) as Record<string, any>;
+    expect(zeros.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(zeros.usage.completion_tokens).toBeGreaterThan(0);
+    expect(zeros.x_mgx.usage_estimated).toBe(true);
+    const counted = (await (await chat(workspace.key, {})).json()) as Record<string, any>;
+    expect(counted.usage).toMatchObject({ prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 });
+    expect(counted.x_mgx.usage_estimated).toBe(false);
+  });
+});

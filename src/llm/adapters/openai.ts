@@ -57,9 +57,9 @@ export function finishReason(value: string | null | undefined): ChatResult["fini
 }
 
 /**
- * The provider's usage, or for a whole answer that came without it our estimate, marked. Failing the call
- * instead would retry an answer already paid for, and a local server that never reports usage could not
- * be used at all (its breaker would open after five answers).
+ * The provider's usage, or for a whole answer that came without it (or with a figure of 0 it belies) our
+ * estimate, marked. Failing the call instead would retry an answer already paid for, and a local server
+ * that never reports usage could not be used at all (its breaker would open after five answers).
  */
 function usageOrEstimate(
   call: AdapterCall,
@@ -67,7 +67,21 @@ function usageOrEstimate(
   message: ChatMessage,
 ): Pick<AdapterResult, "usage" | "usageEstimated"> {
   const usage = usageOf(reported);
-  return usage ? { usage } : { usage: estimateAnswerUsage(call, message), usageEstimated: true };
+  if (!usage) return { usage: estimateAnswerUsage(call, message), usageEstimated: true };
+  // A figure of 0 the answer belies is not counted but missing: Ollama reports prompt_tokens 0 when it read the
+  // whole prompt from its cache (ollama#5370), and no chat prompt is 0 tokens; a server may fill usage with zeros.
+  // Taken as reported, such calls were charged nothing for their prompt (or answer), and not marked estimated.
+  if (usage.prompt_tokens !== 0 && usage.completion_tokens !== 0) return { usage };
+  const estimate = estimateAnswerUsage(call, message);
+  const promptMissing = usage.prompt_tokens === 0;
+  const completionMissing = usage.completion_tokens === 0 && estimate.completion_tokens > 0;
+  if (!promptMissing && !completionMissing) return { usage };
+  const prompt = promptMissing ? estimate.prompt_tokens : usage.prompt_tokens;
+  const completion = completionMissing ? estimate.completion_tokens : usage.completion_tokens;
+  return {
+    usage: { ...usage, prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
+    usageEstimated: true,
+  };
 }
 
 /** Usage as OpenAI-compatible APIs report it (Azure's and vLLM's too). */
