@@ -67,7 +67,7 @@ export const EnvSchema = z
     AZURE_OPENAI_ENDPOINT: optionalUrl,
     AZURE_OPENAI_API_VERSION: optionalSecret,
     LOCAL_LLM_BASE_URL: optionalUrl,
-    /** Each provider attempt's limit (a stream's: until its first event, then between events). */
+    /** Each provider attempt's limit (a stream's: until its first chunk, then between chunks). */
     LLM_ATTEMPT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(60_000),
 
     /**

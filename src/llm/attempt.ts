@@ -48,6 +48,8 @@ export class AttemptClock {
   readonly #timeoutMs: number;
   readonly #parent?: AbortSignal;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Finished: a late touch (an adapter's progress) must not arm the timer again. */
+  #finished = false;
   readonly #onParentAbort = () => this.#controller?.abort(this.#parent?.reason);
 
   constructor(timeoutMs: number, parent?: AbortSignal, options: { resettable?: boolean } = {}) {
@@ -67,7 +69,7 @@ export class AttemptClock {
   /** Restarts a resettable clock (a stream's next event); nothing for a one-shot clock. */
   touch(): void {
     const controller = this.#controller;
-    if (!controller || controller.signal.aborted) return;
+    if (!controller || controller.signal.aborted || this.#finished) return;
     clearTimeout(this.#timer);
     this.#timer = setTimeout(
       () => controller.abort(new DOMException("the provider did not answer in time", "TimeoutError")),
@@ -77,6 +79,7 @@ export class AttemptClock {
 
   finish(): void {
     if (!this.#controller) return;
+    this.#finished = true;
     clearTimeout(this.#timer);
     this.#parent?.removeEventListener("abort", this.#onParentAbort);
   }

@@ -8,6 +8,11 @@ export interface AdapterCall extends GenerationSettings {
   tools?: ToolDefinition[];
   /** Aborts on the per-attempt timeout, the overall deadline, or the caller's cancellation. */
   signal: AbortSignal;
+  /**
+   * A stream's adapter calls it as the provider's chunks arrive, also those that carry nothing for the caller
+   * (a reasoning model's thinking): the provider is alive, and a stream's timeout is for one that stalls.
+   */
+  onProgress?: () => void;
 }
 
 export interface AdapterResult {

@@ -393,7 +393,11 @@ export class Router implements LlmRouter {
         const clock = new AttemptClock(attemptBudgetMs, context.signal, { resettable: options.stream });
         const attemptStartedMs = this.#now();
         try {
-          const value = await run(adapter, { ...this.#payload(request, target, call), signal: clock.signal });
+          const value = await run(adapter, {
+            ...this.#payload(request, target, call),
+            signal: clock.signal,
+            onProgress: () => clock.touch(),
+          });
           // A stream's outcome is told at its end (chatStream): told at its first event as well, a stream that
           // broke mid-answer counted as a success and a failure, so providers that cut every stream short never
           // had five failures in a row, and GET /api/v1/providers read each such call as two at 50%.

@@ -188,3 +188,61 @@ describe("a local server's usage figures of 0", () => {
     expect(counted.x_mgx.usage_estimated).toBe(false);
   });
 });
+
+describe("a local reasoning model's stream", () => {
+  it("is not cut as stalled while the model thinks longer than the attempt timeout, sending its reasoning", async () => {
+    // Ollama, vLLM and LM Studio stream a reasoning model's thinking as reasoning / reasoning_content deltas,
+    // which are not passed on: each used to leave the attempt's clock running, as if nothing came.
+    const workspace = await localChain();
+    const thinking = Array.from({ length: 8 }, (_, index) =>
+      chunk(index % 2 === 0 ? { reasoning_content: `step ${index} ` } : { reasoning: `step ${index} ` }),
+    );
+    const events = [
+      chunk({ role: "assistant", content: "" }),
+      ...thinking,
+      chunk({ content: "42" }),
+      chunk({}, "stop"),
+    ];
+    const encoder = new TextEncoder();
+    const fake = fakeUpstreams({
+      [LOCAL]: (request) =>
+        new Response(
+          new ReadableStream({
+            async start(controller) {
+              // As fetch does: the attempt's abort (its timeout) ends the body being read.
+              request.signal.addEventListener("abort", () => controller.error(request.signal.reason), { once: true });
+              for (const event of events) {
+                if (request.signal.aborted) return;
+                controller.enqueue(encoder.encode(`data: ${JSON.stringify(event)}\n\n`));
+                await new Promise((wake) => setTimeout(wake, 60));
+              }
+              controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+              controller.close();
+            },
+          }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    // 600 ms of thinking against an attempt timeout of 200 ms, each chunk 60 ms after the last.
+    const request = new Request(`${BASE}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${workspace.key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({
+        model: "auto",
+        stream: true,
+        messages: [{ role: "user", content: "Think, then answer" }],
+      }),
+    });
+    const response = await createApp().fetch(
+      request,
+      { ...env, ...providers, LLM_ATTEMPT_TIMEOUT_MS: "200" },
+      createExecutionContext(),
+    );
+    expect(response.status).toBe(200);
+    const { content, last } = await readStream(response);
+    expect(content).toBe("42");
+    expect(last?.choices[0].finish_reason).toBe("stop");
+    expect(fake.count(LOCAL)).toBe(1);
+  });
+});

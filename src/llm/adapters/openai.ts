@@ -240,10 +240,15 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
         if (chunk.error) throw errorInBody(chunk.error);
         if (chunk.usage && usageOf(chunk.usage)) usage = chunk.usage;
         const choice = chunk.choices?.[0];
-        if (!choice) continue;
-        if (choice.finish_reason) finish = choice.finish_reason;
-        const delta = choice.delta;
-        if (!delta || (!delta.content && !delta.refusal && !delta.tool_calls?.length)) continue;
+        if (choice?.finish_reason) finish = choice.finish_reason;
+        const delta = choice?.delta;
+        if (!delta || (!delta.content && !delta.refusal && !delta.tool_calls?.length)) {
+          // Nothing for the caller (a reasoning model's thinking, reasoning_content or reasoning, is not passed
+          // on), but the stream is alive: a local model that thought longer than the attempt timeout had its
+          // stream cut as stalled and tried again, never answering. A delta restarts the clock by itself.
+          call.onProgress?.();
+          continue;
+        }
         const event = {
           type: "delta" as const,
           ...(delta.content ? { content: delta.content } : {}),
