@@ -67,6 +67,8 @@ export const EnvSchema = z
     AZURE_OPENAI_ENDPOINT: optionalUrl,
     AZURE_OPENAI_API_VERSION: optionalSecret,
     LOCAL_LLM_BASE_URL: optionalUrl,
+    /** Sent as a bearer token: vLLM's `--api-key`, LM Studio's and llama.cpp's keys, a gateway in front of Ollama. */
+    LOCAL_LLM_API_KEY: optionalSecret,
     /** Each provider attempt's limit (a stream's: until its first chunk, then between chunks). */
     LLM_ATTEMPT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(60_000),
 

@@ -46,6 +46,34 @@ async function readStream(response: Response) {
   return { content, last: events.at(-1) };
 }
 
+describe("a local server that asks for a key", () => {
+  it("is sent LOCAL_LLM_API_KEY as a bearer token, as vLLM's --api-key and LM Studio's keys take it", async () => {
+    const workspace = await localChain();
+    const fake = fakeUpstreams({
+      [LOCAL]: (request) =>
+        request.headers.get("Authorization") === "Bearer local-secret"
+          ? Response.json({
+              choices: [{ index: 0, message: { role: "assistant", content: "Hello" }, finish_reason: "stop" }],
+              usage: { prompt_tokens: 9, completion_tokens: 1, total_tokens: 10 },
+            })
+          : Response.json({ error: "Unauthorized" }, { status: 401 }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const request = new Request(`${BASE}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${workspace.key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "Say hello" }] }),
+    });
+    const withKey = { ...env, ...providers, LOCAL_LLM_API_KEY: "local-secret" };
+    const response = await createApp().fetch(request, withKey, createExecutionContext());
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as Record<string, any>).choices[0].message.content).toBe("Hello");
+    // Without a key configured, none is sent (Ollama's server takes none).
+    expect((await chat(workspace.key, {})).status).toBe(503);
+    expect(fake.calls[LOCAL].at(-1)?.headers.get("Authorization")).toBeNull();
+  });
+});
+
 describe("a local server's errors", () => {
   it("tells the caller the message of vLLM's error object and of a bare error string, not 'Bad Request'", async () => {
     const workspace = await localChain();

@@ -40,7 +40,14 @@ export function buildAdapters(config: AppConfig): ReadonlyMap<string, ProviderAd
     );
   }
   if (config.LOCAL_LLM_BASE_URL) {
-    adapters.set("local", new OpenAiCompatibleAdapter({ name: "local", baseUrl: config.LOCAL_LLM_BASE_URL }));
+    adapters.set(
+      "local",
+      new OpenAiCompatibleAdapter({
+        name: "local",
+        baseUrl: config.LOCAL_LLM_BASE_URL,
+        apiKey: config.LOCAL_LLM_API_KEY,
+      }),
+    );
   }
   if (config.ANTHROPIC_API_KEY) {
     adapters.set(
