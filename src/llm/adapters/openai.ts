@@ -47,6 +47,12 @@ interface ChunkBody {
   error?: unknown;
 }
 
+/** Azure's API version when AZURE_OPENAI_API_VERSION is unset: the latest GA one. */
+const DEFAULT_AZURE_API_VERSION = "2024-10-21";
+
+/** A version's date (`2024-12-01` of `2024-12-01-preview`); one that is not a date (`preview`, `latest`) has none. */
+const versionDate = (version: string) => /^\d{4}-\d{2}-\d{2}/.exec(version)?.[0];
+
 const FINISH_REASONS = new Set<ChatResult["finish_reason"]>(["stop", "length", "tool_calls", "content_filter"]);
 
 export function finishReason(value: string | null | undefined): ChatResult["finish_reason"] {
@@ -182,6 +188,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
   readonly #options: OpenAiCompatibleOptions;
   /** The server refused a stream's `stream_options` once: it is not sent again (see #post). */
   #refusesStreamOptions = false;
+  /** Azure deployments that refused the configured API version, and the newer one each named (see #post). */
+  readonly #azureNewerVersions = new Map<string, string>();
 
   constructor(options: OpenAiCompatibleOptions) {
     this.name = options.name;
@@ -277,10 +285,10 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     if (this.#options.name === "azure") {
       // The resource endpoint, also when given up to /openai or as a deployment's whole "Target URI", as the
       // portal shows it (…/openai/deployments/{name}/chat/completions?api-version=…): both were called at
-      // …/openai/openai/…, a 404. The deployment is the model, and the version AZURE_OPENAI_API_VERSION's.
+      // …/openai/openai/…, a 404. The deployment is the model, and the version #azureVersion's.
       const url = new URL(base);
       const endpoint = `${url.origin}${url.pathname.replace(/\/openai(\/.*)?$/i, "").replace(/\/+$/, "")}`;
-      const version = encodeURIComponent(this.#options.apiVersion ?? "2024-10-21");
+      const version = encodeURIComponent(this.#azureVersion(model));
       return `${endpoint}/openai/deployments/${encodeURIComponent(model)}/chat/completions?api-version=${version}`;
     }
     // A local server given by its bare address (Ollama's docs give http://localhost:11434): Ollama, vLLM,
@@ -295,10 +303,28 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
    * request argument supplied: stream_options"). Their streams go without, charged an estimate. A
    * version that is not a date (`preview`, `latest`) is newer than all of them.
    */
-  #asksStreamUsage(): boolean {
-    if (this.#options.name !== "azure" || this.#options.apiVersion === undefined) return true;
-    const date = /^\d{4}-\d{2}-\d{2}/.exec(this.#options.apiVersion)?.[0];
+  #asksStreamUsage(model: string): boolean {
+    if (this.#options.name !== "azure") return true;
+    const date = versionDate(this.#azureVersion(model));
     return date === undefined || date >= "2024-08-01";
+  }
+
+  /** The API version a deployment is called with: AZURE_OPENAI_API_VERSION's, or a newer one it asked for. */
+  #azureVersion(deployment: string): string {
+    return this.#azureNewerVersions.get(deployment) ?? this.#options.apiVersion ?? DEFAULT_AZURE_API_VERSION;
+  }
+
+  /**
+   * The newer API version an Azure refusal names, when it is newer than the one sent: reasoning models refuse
+   * older versions ("Model o4-mini is enabled only for api versions 2024-12-01-preview and later"), as
+   * json_schema does before 2024-08-01-preview. With the default version, 2024-10-21 GA, every call to an
+   * o1, o3 or o4-mini deployment failed with that 400 unless AZURE_OPENAI_API_VERSION was set.
+   */
+  #newerVersionAsked(deployment: string, error: ProviderError): string | undefined {
+    if (this.#options.name !== "azure" || error.status !== 400) return undefined;
+    const asked = /enabled only for api versions (\d{4}-\d{2}-\d{2}[\w-]*) and later/i.exec(error.message)?.[1];
+    const sent = versionDate(this.#azureVersion(deployment));
+    return asked !== undefined && sent !== undefined && asked.slice(0, 10) > sent ? asked : undefined;
   }
 
   /**
@@ -308,10 +334,16 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
    * streams go without it, charged an estimate: sent as before, every stream it served failed.
    */
   async #post(call: AdapterCall, stream: boolean): Promise<Response> {
-    const asksUsage = stream && this.#asksStreamUsage() && !this.#refusesStreamOptions;
+    const asksUsage = stream && this.#asksStreamUsage(call.model) && !this.#refusesStreamOptions;
     const response = await this.#send(call, stream, asksUsage);
     if (response.ok) return response;
     const error = await errorFromResponse(response, retryAfterMs(response.headers));
+    const newerVersion = this.#newerVersionAsked(call.model, error);
+    if (newerVersion !== undefined) {
+      // Asked again in the version it names, as this deployment will be from now on.
+      this.#azureNewerVersions.set(call.model, newerVersion);
+      return this.#post(call, stream);
+    }
     if (asksUsage && (error.status === 400 || error.status === 422) && /stream_options/i.test(error.message)) {
       this.#refusesStreamOptions = true;
       return this.#post(call, stream);
