@@ -217,6 +217,34 @@ describe("a local server's usage figures of 0", () => {
   });
 });
 
+describe("a local server's stream cut mid-answer", () => {
+  it("is told to the caller as cut, not whole, when the server puts usage on every chunk (vLLM's continuous_usage_stats)", async () => {
+    const workspace = await localChain();
+    const usageSoFar = (completion: number) => ({
+      usage: { prompt_tokens: 9, completion_tokens: completion, total_tokens: 9 + completion },
+    });
+    const fake = fakeUpstreams({
+      // The connection drops after two chunks: no finish reason, no usage chunk, no [DONE].
+      [LOCAL]: () =>
+        new Response(
+          [
+            { ...chunk({ content: "The answer " }), ...usageSoFar(2) },
+            { ...chunk({ content: "is" }), ...usageSoFar(3) },
+          ]
+            .map((event) => `data: ${JSON.stringify(event)}\n\n`)
+            .join(""),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const text = await (await chat(workspace.key, { stream: true })).text();
+    expect(text).toContain('"content":"is"');
+    expect(text).not.toContain('"finish_reason":"stop"');
+    expect(text).not.toContain("[DONE]");
+    expect(text).toContain('"error":{"message":"the stream ended before its answer did"');
+  });
+});
+
 describe("a local reasoning model's stream", () => {
   it("is not cut as stalled while the model thinks longer than the attempt timeout, sending its reasoning", async () => {
     // Ollama, vLLM and LM Studio stream a reasoning model's thinking as reasoning / reasoning_content deltas,

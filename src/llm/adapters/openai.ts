@@ -233,6 +233,12 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     let usage: ReportedUsage | undefined;
     /** The server said the stream is over: its answer is whole, even without a finish reason. */
     let done = false;
+    /**
+     * The usage chunk came, which include_usage sends after the last choice, with none: the answer is whole.
+     * Usage on a chunk with a choice says nothing of the kind: vLLM's continuous_usage_stats puts it on every
+     * chunk, so a stream cut mid-answer was taken for a whole one, finish_reason "stop", with [DONE].
+     */
+    let usageChunk = false;
     try {
       for await (const message of readSse(response.body)) {
         if (message.data === "[DONE]") {
@@ -246,8 +252,11 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
           throw new ProviderError("protocol", "the provider sent a chunk that is not JSON");
         }
         if (chunk.error) throw errorInBody(chunk.error);
-        if (chunk.usage && usageOf(chunk.usage)) usage = chunk.usage;
         const choice = chunk.choices?.[0];
+        if (chunk.usage && usageOf(chunk.usage)) {
+          usage = chunk.usage;
+          if (!choice) usageChunk = true;
+        }
         if (choice?.finish_reason) finish = choice.finish_reason;
         const delta = choice?.delta;
         if (!delta || (!delta.content && !delta.refusal && !delta.tool_calls?.length)) {
@@ -269,10 +278,10 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     } catch (error) {
       throw fetchFailure(error, call.signal);
     }
-    // Without a finish reason (or usage) and [DONE], the stream was cut, not finished: its answer is not whole.
-    // [DONE] alone ends it: some servers and proxies never send a finish reason (null, or Ollama's old "",
+    // Without a finish reason (or the usage chunk) and [DONE], the stream was cut, not finished: its answer is not
+    // whole. [DONE] alone ends it: some servers and proxies never send a finish reason (null, or Ollama's old "",
     // ollama#4357, throughout); failing their whole answers after the caller had every delta helped nobody.
-    if (!usage && !finish && !done) throw new ProviderError("protocol", "the stream ended before its answer did");
+    if (!usageChunk && !finish && !done) throw new ProviderError("protocol", "the stream ended before its answer did");
     const message = assembler.message();
     yield {
       type: "done",
