@@ -11,9 +11,9 @@ import {
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
-import { estimateAnswerUsage } from "../tokens.ts";
-import type { ChatMessage, ChatResult, TokenUsage, ToolChoice } from "../types.ts";
+import type { ChatMessage, ChatResult, ToolChoice } from "../types.ts";
 import { ToolCallIndexer, wholeToolCalls } from "./openai-tool-calls.ts";
+import { type ReportedUsage, usageOf, usageOrEstimate } from "./openai-usage.ts";
 
 /**
  * OpenAI-compatible chat completions: OpenAI itself, Azure OpenAI (the model
@@ -60,52 +60,6 @@ export function finishReason(value: string | null | undefined): ChatResult["fini
   return value && FINISH_REASONS.has(value as ChatResult["finish_reason"])
     ? (value as ChatResult["finish_reason"])
     : "stop";
-}
-
-/**
- * The provider's usage, or for a whole answer that came without it (or with a figure of 0 it belies) our
- * estimate, marked. Failing the call instead would retry an answer already paid for, and a local server
- * that never reports usage could not be used at all (its breaker would open after five answers).
- */
-function usageOrEstimate(
-  call: AdapterCall,
-  reported: ReportedUsage | null | undefined,
-  message: ChatMessage,
-): Pick<AdapterResult, "usage" | "usageEstimated"> {
-  const usage = usageOf(reported);
-  if (!usage) return { usage: estimateAnswerUsage(call, message), usageEstimated: true };
-  // A figure of 0 the answer belies is not counted but missing: Ollama reports prompt_tokens 0 when it read the
-  // whole prompt from its cache (ollama#5370), and no chat prompt is 0 tokens; a server may fill usage with zeros.
-  // Taken as reported, such calls were charged nothing for their prompt (or answer), and not marked estimated.
-  if (usage.prompt_tokens !== 0 && usage.completion_tokens !== 0) return { usage };
-  const estimate = estimateAnswerUsage(call, message);
-  const promptMissing = usage.prompt_tokens === 0;
-  const completionMissing = usage.completion_tokens === 0 && estimate.completion_tokens > 0;
-  if (!promptMissing && !completionMissing) return { usage };
-  const prompt = promptMissing ? estimate.prompt_tokens : usage.prompt_tokens;
-  const completion = completionMissing ? estimate.completion_tokens : usage.completion_tokens;
-  return {
-    usage: { ...usage, prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
-    usageEstimated: true,
-  };
-}
-
-/** Usage as OpenAI-compatible APIs report it (Azure's and vLLM's too). */
-export interface ReportedUsage extends Partial<Omit<TokenUsage, "cached_prompt_tokens">> {
-  /** OpenAI caches long prompts' prefixes by itself, and bills what it read from there at a lower rate. */
-  prompt_tokens_details?: { cached_tokens?: number | null } | null;
-}
-
-export function usageOf(usage: ReportedUsage | null | undefined): TokenUsage | undefined {
-  if (!usage || typeof usage.prompt_tokens !== "number" || typeof usage.completion_tokens !== "number")
-    return undefined;
-  const cached = usage.prompt_tokens_details?.cached_tokens;
-  return {
-    prompt_tokens: usage.prompt_tokens,
-    completion_tokens: usage.completion_tokens,
-    total_tokens: usage.total_tokens ?? usage.prompt_tokens + usage.completion_tokens,
-    ...(typeof cached === "number" && cached > 0 ? { cached_prompt_tokens: cached } : {}),
-  };
 }
 
 /**
