@@ -302,3 +302,43 @@ describe("a local reasoning model's stream", () => {
     expect(fake.count(LOCAL)).toBe(1);
   });
 });
+
+describe("a local reasoning model's answer without usage", () => {
+  it("is charged an estimate that counts the thinking it wrote, not only its answer, whole and streamed", async () => {
+    const workspace = await localChain();
+    // About 250 tokens of thinking (four characters a token), then a 1-token answer; the server reports no usage.
+    const thinking = "Let me weigh each option. ".repeat(40);
+    const fake = fakeUpstreams({
+      [LOCAL]: async (request) => {
+        const body = (await request.json()) as { stream?: boolean };
+        if (!body.stream) {
+          return Response.json({
+            choices: [
+              {
+                index: 0,
+                message: { role: "assistant", content: "42", reasoning_content: thinking },
+                finish_reason: "stop",
+              },
+            ],
+          });
+        }
+        return sse([
+          chunk({ reasoning: thinking.slice(0, 500) }),
+          chunk({ reasoning: thinking.slice(500) }),
+          chunk({ content: "42" }, "stop"),
+        ]);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+
+    const whole = (await (await chat(workspace.key, {})).json()) as Record<string, any>;
+    expect(whole.x_mgx.usage_estimated).toBe(true);
+    expect(whole.usage.completion_tokens).toBeGreaterThanOrEqual(250);
+
+    const { last } = await readStream(
+      await chat(workspace.key, { stream: true, stream_options: { include_usage: true } }),
+    );
+    expect(last?.x_mgx.usage_estimated).toBe(true);
+    expect(last?.usage.completion_tokens).toBeGreaterThanOrEqual(250);
+  });
+});

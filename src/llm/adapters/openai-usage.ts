@@ -13,14 +13,23 @@ export function usageOrEstimate(
   call: AdapterCall,
   reported: ReportedUsage | null | undefined,
   message: ChatMessage,
+  thinkingTokens: number,
 ): Pick<AdapterResult, "usage" | "usageEstimated"> {
   const usage = usageOf(reported);
-  if (!usage) return { usage: estimateAnswerUsage(call, message), usageEstimated: true };
   // A figure of 0 the answer belies is not counted but missing: Ollama reports prompt_tokens 0 when it read the
   // whole prompt from its cache (ollama#5370), and no chat prompt is 0 tokens; a server may fill usage with zeros.
   // Taken as reported, such calls were charged nothing for their prompt (or answer), and not marked estimated.
-  if (usage.prompt_tokens !== 0 && usage.completion_tokens !== 0) return { usage };
-  const estimate = estimateAnswerUsage(call, message);
+  if (usage && usage.prompt_tokens !== 0 && usage.completion_tokens !== 0) return { usage };
+  const answer = estimateAnswerUsage(call, message);
+  // The thinking is written as the answer is: estimated without it, a reasoning model's call that thought
+  // thousands of tokens was charged the few of its answer.
+  const completionTokens = answer.completion_tokens + Math.ceil(thinkingTokens);
+  const estimate = {
+    ...answer,
+    completion_tokens: completionTokens,
+    total_tokens: answer.prompt_tokens + completionTokens,
+  };
+  if (!usage) return { usage: estimate, usageEstimated: true };
   const promptMissing = usage.prompt_tokens === 0;
   const completionMissing = usage.completion_tokens === 0 && estimate.completion_tokens > 0;
   if (!promptMissing && !completionMissing) return { usage };

@@ -11,6 +11,7 @@ import {
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
+import { textTokens } from "../tokens.ts";
 import type { ChatMessage, ChatResult, ToolChoice } from "../types.ts";
 import { ToolCallIndexer, wholeToolCalls } from "./openai-tool-calls.ts";
 import { type ReportedUsage, usageOf, usageOrEstimate } from "./openai-usage.ts";
@@ -32,15 +33,24 @@ export interface OpenAiCompatibleOptions {
   fetch?: typeof fetch;
 }
 
+/**
+ * A reasoning model's thinking, as local servers send it beside the answer (vLLM, LM Studio and llama.cpp as
+ * reasoning_content, Ollama and newer vLLM as reasoning): not passed on, but written, and counted by an estimate.
+ */
+interface Thinking {
+  reasoning_content?: string | null;
+  reasoning?: string | null;
+}
+
 interface CompletionBody {
-  choices?: { message?: ChatMessage; finish_reason?: string | null }[];
+  choices?: { message?: ChatMessage & Thinking; finish_reason?: string | null }[];
   usage?: ReportedUsage | null;
   error?: unknown;
 }
 
 interface ChunkBody {
   choices?: {
-    delta?: { content?: string | null; refusal?: string | null; tool_calls?: ToolCallDelta[] };
+    delta?: { content?: string | null; refusal?: string | null; tool_calls?: ToolCallDelta[] } & Thinking;
     finish_reason?: string | null;
   }[];
   usage?: ReportedUsage | null;
@@ -173,7 +183,12 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     return {
       message,
       finish_reason: finishReason(choice.finish_reason),
-      ...usageOrEstimate(call, body.usage, message),
+      ...usageOrEstimate(
+        call,
+        body.usage,
+        message,
+        textTokens(choice.message.reasoning_content ?? choice.message.reasoning ?? ""),
+      ),
     };
   }
 
@@ -193,6 +208,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
      * chunk, so a stream cut mid-answer was taken for a whole one, finish_reason "stop", with [DONE].
      */
     let usageChunk = false;
+    /** The thinking's tokens, estimated as it comes (not kept: it may be long), for an estimate of the answer's. */
+    let thinkingTokens = 0;
     try {
       for await (const message of readSse(response.body)) {
         if (message.data === "[DONE]") {
@@ -213,6 +230,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
         }
         if (choice?.finish_reason) finish = choice.finish_reason;
         const delta = choice?.delta;
+        const thinking = delta?.reasoning_content ?? delta?.reasoning;
+        if (thinking) thinkingTokens += textTokens(thinking);
         if (!delta || (!delta.content && !delta.refusal && !delta.tool_calls?.length)) {
           // Nothing for the caller (a reasoning model's thinking, reasoning_content or reasoning, is not passed
           // on), but the stream is alive: a local model that thought longer than the attempt timeout had its
@@ -239,7 +258,11 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     const message = assembler.message();
     yield {
       type: "done",
-      result: { message, finish_reason: finishReason(finish), ...usageOrEstimate(call, usage, message) },
+      result: {
+        message,
+        finish_reason: finishReason(finish),
+        ...usageOrEstimate(call, usage, message, thinkingTokens),
+      },
     };
   }
 
