@@ -342,3 +342,30 @@ describe("a local reasoning model's answer without usage", () => {
     expect(last?.usage.completion_tokens).toBeGreaterThanOrEqual(250);
   });
 });
+
+describe("a local server that streams unless told not to", () => {
+  it("is told stream: false, and an answer it streams anyway is read as a whole one", async () => {
+    // mini-sglang and KAITO's transformers runtime stream every answer, whatever the request says.
+    const workspace = await localChain();
+    const sent: Record<string, unknown>[] = [];
+    const fake = fakeUpstreams({
+      [LOCAL]: async (request) => {
+        sent.push((await request.json()) as Record<string, unknown>);
+        return sse([
+          chunk({ role: "assistant", content: "Hel" }),
+          chunk({ content: "lo" }, "stop"),
+          { ...chunk({}), choices: [], usage: { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 } },
+        ]);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const response = await chat(workspace.key, {});
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as Record<string, any>;
+    expect(body.choices[0]).toMatchObject({ message: { content: "Hello" }, finish_reason: "stop" });
+    expect(body.usage).toMatchObject({ prompt_tokens: 9, completion_tokens: 2 });
+    expect(body.x_mgx.usage_estimated).toBe(false);
+    expect(sent).toHaveLength(1);
+    expect(sent[0].stream).toBe(false);
+  });
+});

@@ -162,6 +162,12 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
 
   async complete(call: AdapterCall): Promise<AdapterResult> {
     const response = await this.#post(call, false);
+    // Some servers answer every call as a stream, whatever it asks (mini-sglang, KAITO's transformers runtime,
+    // servers whose `stream` defaults to true): read as JSON, each answer failed as "not JSON" and was asked again.
+    if (/^text\/event-stream/i.test(response.headers.get("Content-Type") ?? "")) {
+      for await (const event of this.#events(call, response)) if (event.type === "done") return event.result;
+      throw new ProviderError("protocol", "the stream ended without its final event");
+    }
     let body: CompletionBody;
     try {
       body = (await response.json()) as CompletionBody;
@@ -193,7 +199,11 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
   }
 
   async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
-    const response = await this.#post(call, true);
+    yield* this.#events(call, await this.#post(call, true));
+  }
+
+  /** A streamed answer's events, its last the whole message with its usage (or an estimate, marked). */
+  async *#events(call: AdapterCall, response: Response): AsyncGenerator<StreamEvent> {
     if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
     const assembler = new MessageAssembler();
     const toolCalls = new ToolCallIndexer();
@@ -353,7 +363,10 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       ...(call.tools ? { tools: call.tools } : {}),
       ...(call.tool_choice !== undefined ? { tool_choice: openAiToolChoice(call.tool_choice) } : {}),
       ...providerSettings(this.#options.name, call),
-      ...(stream ? { stream: true, ...(asksUsage ? { stream_options: { include_usage: true } } : {}) } : {}),
+      // `stream: false` said, not left to the default: some servers stream unless told not to.
+      ...(stream
+        ? { stream: true, ...(asksUsage ? { stream_options: { include_usage: true } } : {}) }
+        : { stream: false }),
     };
     try {
       return await (this.#options.fetch ?? fetch)(this.#url(call.model), {

@@ -510,6 +510,7 @@ describe("OpenAI-compatible adapter's settings", () => {
       // OpenAI's current name for the limit (max_tokens is deprecated there).
       max_completion_tokens: max_tokens,
       ...sameNamed,
+      stream: false,
     });
   });
 
