@@ -193,11 +193,12 @@ describe("a local server's usage figures of 0", () => {
     expect(last?.x_mgx).toMatchObject({ usage_estimated: true });
   });
 
-  it("charges an answer reported as 0 tokens at an estimate, and takes figures that are not 0 as reported", async () => {
+  it("charges usage of zeros throughout at an estimate, and takes a prompt that was counted as reported", async () => {
     const workspace = await localChain();
     const answers = [
       { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
       { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 },
+      { prompt_tokens: 12, completion_tokens: 0, total_tokens: 12 },
     ];
     const fake = fakeUpstreams({
       [LOCAL]: (_request, call) =>
@@ -214,6 +215,10 @@ describe("a local server's usage figures of 0", () => {
     const counted = (await (await chat(workspace.key, {})).json()) as Record<string, any>;
     expect(counted.usage).toMatchObject({ prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 });
     expect(counted.x_mgx.usage_estimated).toBe(false);
+    // An answer of 0 tokens beside a prompt that was counted is taken as reported too.
+    const noAnswer = (await (await chat(workspace.key, {})).json()) as Record<string, any>;
+    expect(noAnswer.usage).toMatchObject({ prompt_tokens: 12, completion_tokens: 0 });
+    expect(noAnswer.x_mgx.usage_estimated).toBe(false);
   });
 });
 

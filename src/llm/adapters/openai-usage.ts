@@ -5,7 +5,7 @@ import type { ChatMessage, TokenUsage } from "../types.ts";
 /** The usage an OpenAI-compatible server reports, and what is charged when it reports none, or figures it belies. */
 
 /**
- * The provider's usage, or for a whole answer that came without it (or with a figure of 0 it belies) our
+ * The provider's usage, or for a whole answer that came without it (or with a prompt of 0 tokens) our
  * estimate, marked. Failing the call instead would retry an answer already paid for, and a local server
  * that never reports usage could not be used at all (its breaker would open after five answers).
  */
@@ -16,10 +16,11 @@ export function usageOrEstimate(
   thinkingTokens: number,
 ): Pick<AdapterResult, "usage" | "usageEstimated"> {
   const usage = usageOf(reported);
-  // A figure of 0 the answer belies is not counted but missing: Ollama reports prompt_tokens 0 when it read the
-  // whole prompt from its cache (ollama#5370), and no chat prompt is 0 tokens; a server may fill usage with zeros.
-  // Taken as reported, such calls were charged nothing for their prompt (or answer), and not marked estimated.
-  if (usage && usage.prompt_tokens !== 0 && usage.completion_tokens !== 0) return { usage };
+  // A prompt of 0 tokens was not counted: Ollama reports prompt_tokens 0 when it read the whole prompt from its
+  // cache (ollama#5370), and no chat prompt is 0 tokens. Taken as reported, such calls were charged nothing for
+  // their prompt, unmarked. Beside it, an answer of 0 tokens (usage of zeros throughout) is not counted either;
+  // beside a prompt that was, it is taken as reported.
+  if (usage && usage.prompt_tokens !== 0) return { usage };
   const answer = estimateAnswerUsage(call, message);
   // The thinking is written as the answer is: estimated without it, a reasoning model's call that thought
   // thousands of tokens was charged the few of its answer.
@@ -30,11 +31,8 @@ export function usageOrEstimate(
     total_tokens: answer.prompt_tokens + completionTokens,
   };
   if (!usage) return { usage: estimate, usageEstimated: true };
-  const promptMissing = usage.prompt_tokens === 0;
-  const completionMissing = usage.completion_tokens === 0 && estimate.completion_tokens > 0;
-  if (!promptMissing && !completionMissing) return { usage };
-  const prompt = promptMissing ? estimate.prompt_tokens : usage.prompt_tokens;
-  const completion = completionMissing ? estimate.completion_tokens : usage.completion_tokens;
+  const prompt = estimate.prompt_tokens;
+  const completion = usage.completion_tokens === 0 ? estimate.completion_tokens : usage.completion_tokens;
   return {
     usage: { ...usage, prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
     usageEstimated: true,
