@@ -411,6 +411,30 @@ describe("a long Retry-After", () => {
   });
 });
 
+/**
+ * A router whose breaker opens after five failures in a row and half-opens after `openMs`, one attempt per
+ * target. As in the Worker, usage rows and breaker syncs go to waitUntil: a call does not wait out the rows'
+ * coalescing delay (which over several calls would outlast the time the breaker stays open), and `settled`
+ * waits for what the shared breaker (the Durable Object) was told.
+ */
+function routerWithQuickBreaker(openMs: number, trialTimeoutMs = 5_000) {
+  const breakerPolicy = {
+    consecutiveFailures: 5,
+    minCalls: 10,
+    failureRatio: 0.5,
+    windowMs: 60_000,
+    openMs,
+    trialTimeoutMs,
+  };
+  const background: Promise<unknown>[] = [];
+  const router = createLlmRouter(llmConfig(), {
+    logger: quietLogger,
+    waitUntil: (work) => background.push(work),
+    overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
+  });
+  return { router, breakerPolicy, settled: () => Promise.all(background) };
+}
+
 describe("circuit breaker", () => {
   it("five failures open it; later calls skip that provider until the half-open trial, whose success closes it", async () => {
     const model = `gpt-4o-mini-breaker-${crypto.randomUUID().slice(0, 6)}`;
@@ -421,23 +445,7 @@ describe("circuit breaker", () => {
       [ANTHROPIC]: () => anthropicMessage("fallback"),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const breakerPolicy = {
-      consecutiveFailures: 5,
-      minCalls: 10,
-      failureRatio: 0.5,
-      windowMs: 60_000,
-      openMs: 800,
-      trialTimeoutMs: 5_000,
-    };
-    const config = llmConfig();
-    // As in the Worker, usage rows go to waitUntil: a call does not wait out their coalescing delay,
-    // which over these 8 calls would outlast the 800 ms the breaker stays open.
-    const background: Promise<unknown>[] = [];
-    const router = createLlmRouter(config, {
-      logger: quietLogger,
-      waitUntil: (work) => background.push(work),
-      overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
-    });
+    const { router, breakerPolicy, settled } = routerWithQuickBreaker(800);
     for (let call = 0; call < 5; call++) {
       const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `b${call}` });
       expect(result.provider).toBe("anthropic");
@@ -449,9 +457,8 @@ describe("circuit breaker", () => {
       expect(result).toMatchObject({ provider: "anthropic", attempts: 1 });
     }
     expect(fake.count(OPENAI)).toBe(5);
-    // The shared breaker (the Durable Object) has the state, for other isolates and GET /providers. The router's
-    // breaker client (its own, for its policy) sends failures at once, in its waitUntil.
-    await Promise.all(background);
+    // The shared breaker (the Durable Object) has the state, for other isolates and GET /providers.
+    await settled();
     const snapshot = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(snapshot.find((entry) => entry.model === model)?.view.state).toBe("open");
     const providers = (await (await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers })).json()) as {
@@ -465,10 +472,9 @@ describe("circuit breaker", () => {
     const trial = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "trial" });
     expect(trial.provider).toBe("openai");
     expect(fake.count(OPENAI)).toBe(6);
-    await Promise.all(background);
+    await settled();
     const after = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(after.find((entry) => entry.model === model)?.view.state).toBe("closed");
-    await Promise.all(background);
     // Each call served by the fallback is told as one: the five that failed over, and the three that passed
     // over the open breaker (for its error rate); the trial was served by its first choice.
     const fallbacks = await eventsOf(workspace, "llm.provider.fallback", 8);
@@ -516,18 +522,7 @@ describe("circuit breaker", () => {
       },
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const breakerPolicy = {
-      consecutiveFailures: 5,
-      minCalls: 10,
-      failureRatio: 0.5,
-      windowMs: 60_000,
-      openMs: 300,
-      trialTimeoutMs: 5_000,
-    };
-    const router = createLlmRouter(llmConfig(), {
-      logger: quietLogger,
-      overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
-    });
+    const { router } = routerWithQuickBreaker(300);
     for (let call = 0; call < 5; call++) {
       await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `h${call}` }).catch(() => {});
     }
@@ -551,18 +546,7 @@ describe("circuit breaker", () => {
       [ANTHROPIC]: () => anthropicMessage("fallback"),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const breakerPolicy = {
-      consecutiveFailures: 5,
-      minCalls: 10,
-      failureRatio: 0.5,
-      windowMs: 60_000,
-      openMs: 300,
-      trialTimeoutMs: 60_000,
-    };
-    const router = createLlmRouter(llmConfig(), {
-      logger: quietLogger,
-      overrides: { maxAttemptsPerTarget: 1, breakerPolicy },
-    });
+    const { router, breakerPolicy, settled } = routerWithQuickBreaker(300, 60_000);
     for (let call = 0; call < 5; call++) {
       await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `t${call}` });
     }
@@ -576,7 +560,7 @@ describe("circuit breaker", () => {
     answer = "ok";
     const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "t-next" });
     expect(next).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
-    await breakerClientFor(llmConfig()).flush();
+    await settled();
     const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
     expect(breakers.find((entry) => entry.model === model)?.view.state).toBe("closed");
   });
