@@ -1,9 +1,6 @@
-import { createExecutionContext } from "cloudflare:test";
-import { env } from "cloudflare:workers";
-import OpenAI from "openai";
+import type OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createApp } from "../../src/app.ts";
-import { ANTHROPIC_URL, BASE, fakeUpstreams, OPENAI_URL, workspaceWith } from "../support/llm.ts";
+import { fakeUpstreams, sdkAgainstApp, workspaceWith } from "../support/llm.ts";
 
 /**
  * OpenAI requests that Anthropic's Messages API takes only in other terms, sent with the openai SDK through
@@ -18,24 +15,7 @@ afterEach(() => {
 
 const ANTHROPIC = "anthropic.test";
 
-const sdk = (apiKey: string) =>
-  new OpenAI({
-    apiKey,
-    baseURL: `${BASE}/api/v1/llm`,
-    maxRetries: 0,
-    fetch: async (url, init) =>
-      createApp().fetch(
-        new Request(String(url), init),
-        {
-          ...env,
-          ANTHROPIC_API_KEY: "ak-test",
-          ANTHROPIC_BASE_URL: ANTHROPIC_URL,
-          OPENAI_API_KEY: "sk-test",
-          OPENAI_BASE_URL: OPENAI_URL,
-        },
-        createExecutionContext(),
-      ),
-  });
+const sdk = sdkAgainstApp;
 
 const claudeChain = (model: string) =>
   workspaceWith({ strategy: "fallback", chain: [{ provider: "anthropic", model }] });

@@ -1,11 +1,8 @@
-import { createExecutionContext } from "cloudflare:test";
-import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { zodFunction, zodResponseFormat } from "openai/helpers/zod";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
-import { createApp } from "../../src/app.ts";
-import { ANTHROPIC_URL, BASE, fakeUpstreams, OPENAI_URL, workspaceWith } from "../support/llm.ts";
+import { fakeUpstreams, sdkAgainstApp, workspaceWith } from "../support/llm.ts";
 
 /**
  * The openai SDK's higher-level helpers (parse, stream, runTools) through POST /api/v1/llm/chat/completions,
@@ -18,22 +15,8 @@ afterEach(() => vi.restoreAllMocks());
 const OPENAI = "openai.test";
 const ANTHROPIC = "anthropic.test";
 
-const providers = {
-  OPENAI_API_KEY: "sk-test",
-  OPENAI_BASE_URL: OPENAI_URL,
-  ANTHROPIC_API_KEY: "ak-test",
-  ANTHROPIC_BASE_URL: ANTHROPIC_URL,
-};
-
 /** The SDK against the app, with OpenAI and Anthropic configured (at the fake upstreams). */
-const sdk = (apiKey: string) =>
-  new OpenAI({
-    apiKey,
-    baseURL: `${BASE}/api/v1/llm`,
-    maxRetries: 0,
-    fetch: async (url, init) =>
-      createApp().fetch(new Request(String(url), init), { ...env, ...providers }, createExecutionContext()),
-  });
+const sdk = sdkAgainstApp;
 
 const openAiChain = (model: string) => workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] });
 const claudeChain = (model = "claude-3-5-haiku-latest") =>

@@ -1,6 +1,8 @@
-import { runInDurableObject } from "cloudflare:test";
+import { createExecutionContext, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
+import OpenAI from "openai";
+import { createApp } from "../../src/app.ts";
 import { createDb } from "../../src/db/client.ts";
 import { type LlmRouting, type WorkspaceBudgets, workspaces } from "../../src/db/schema.ts";
 import { type AppConfig, checkEnv } from "../../src/env.ts";
@@ -16,6 +18,26 @@ export const quietLogger = new Logger({ level: "error", sampleRate: 1 });
 
 export const OPENAI_URL = "https://openai.test/v1";
 export const ANTHROPIC_URL = "https://anthropic.test";
+
+/**
+ * The openai SDK against the app in this isolate, with OpenAI and Anthropic configured at the fake upstreams
+ * (fakeUpstreams answers for them); no retries, so a test sees each answer as it came.
+ */
+export function sdkAgainstApp(apiKey: string): OpenAI {
+  const providers = {
+    OPENAI_API_KEY: "sk-test",
+    OPENAI_BASE_URL: OPENAI_URL,
+    ANTHROPIC_API_KEY: "ak-test",
+    ANTHROPIC_BASE_URL: ANTHROPIC_URL,
+  };
+  return new OpenAI({
+    apiKey,
+    baseURL: `${BASE}/api/v1/llm`,
+    maxRetries: 0,
+    fetch: async (url, init) =>
+      createApp().fetch(new Request(String(url), init), { ...env, ...providers }, createExecutionContext()),
+  });
+}
 
 export function llmConfig(extra: Record<string, unknown> = {}): AppConfig {
   const checked = checkEnv({
