@@ -27,19 +27,26 @@ const USAGE_FLUSH_DELAY_MS = 500;
 /** All the rows go as one statement (one JSON parameter, ~50 KB at this many rows). */
 const USAGE_MAX_ROWS_PER_BATCH = 250;
 
-const coalescers = new WeakMap<object, Coalescer<UsageRecord>>();
+/**
+ * A row with the UTC day it was recorded on, taken when the call is charged: its batch goes out up to
+ * USAGE_FLUSH_DELAY_MS later (and again on a retry), which near midnight is the next day, while the budget
+ * counted the call on this one.
+ */
+type DatedUsageRecord = UsageRecord & { day: string };
+
+const coalescers = new WeakMap<object, Coalescer<DatedUsageRecord>>();
 
 export function d1UsageSink(d1: D1Database, metrics?: AnalyticsEngineDataset): UsageSink {
   let coalescer = coalescers.get(d1);
   if (!coalescer) {
-    coalescer = new Coalescer<UsageRecord>((rows) => writeRows(d1, rows, metrics), {
+    coalescer = new Coalescer<DatedUsageRecord>((rows) => writeRows(d1, rows, metrics), {
       delayMs: USAGE_FLUSH_DELAY_MS,
       maxItems: USAGE_MAX_ROWS_PER_BATCH,
     });
     coalescers.set(d1, coalescer);
   }
   const sink = coalescer;
-  return { record: (row) => sink.add(row) };
+  return { record: (row) => sink.add({ ...row, day: new Date().toISOString().slice(0, 10) }) };
 }
 
 const USAGE_COLUMNS = [
@@ -111,8 +118,7 @@ const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
     cost_usd = cost_usd + excluded.cost_usd`;
 
 /** One transaction for the batch: its new rows' sums, then the rows, each skipped if its charge key was written before. */
-async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: AnalyticsEngineDataset): Promise<void> {
-  const day = new Date().toISOString().slice(0, 10);
+async function writeRows(d1: D1Database, rows: DatedUsageRecord[], metrics?: AnalyticsEngineDataset): Promise<void> {
   const values = rows.map((row) => [
     row.workspaceId,
     row.chargeKey,
@@ -127,7 +133,7 @@ async function writeRows(d1: D1Database, rows: UsageRecord[], metrics?: Analytic
     row.costUsd,
     row.simulated ? 1 : 0,
     row.estimated ? 1 : 0,
-    day,
+    row.day,
     row.requestId,
     row.timedOut ? 1 : 0,
   ]);

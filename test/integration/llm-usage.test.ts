@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { TenantDb } from "../../src/db/tenant.ts";
 import type { UsageRecord } from "../../src/llm/router.ts";
@@ -164,6 +164,27 @@ describe("d1UsageSink", () => {
       promptTokens: 9,
       estimated: true,
     });
+  });
+});
+
+describe("d1UsageSink at midnight (UTC)", () => {
+  it("counts a call on the day it was recorded, not the day its batch was written", async () => {
+    const workspaceId = `ws_usage_${crypto.randomUUID()}`;
+    const sink = d1UsageSink(env.DB);
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      vi.setSystemTime(new Date("2026-03-31T23:59:59.900Z"));
+      const written = sink.record(record(workspaceId, "late", { costUsd: 0.5 }));
+      // The batch goes out after its delay, in the next day (and month).
+      vi.setSystemTime(new Date("2026-04-01T00:00:00.600Z"));
+      await written;
+    } finally {
+      vi.useRealTimers();
+    }
+    const tenant = new TenantDb(createDb(env.DB), workspaceId);
+    const rows = await usageSummary(tenant, { fromDay: "2026-03-31", toDay: "2026-04-01" });
+    expect(rows.map((row) => [row.day, row.calls, row.cost_usd])).toEqual([["2026-03-31", 1, 0.5]]);
+    expect(await findCharge(createDb(env.DB), workspaceId, "late")).toMatchObject({ day: "2026-03-31" });
   });
 });
 
