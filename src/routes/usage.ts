@@ -2,6 +2,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
+import { DEFAULT_MODELS } from "../llm/routing.ts";
 import { usageSummary } from "../llm/usage.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -52,10 +53,9 @@ const usageRoute = createRoute({
     query: z.object({
       from: DAY.optional().openapi({ description: "First day, YYYY-MM-DD." }),
       to: DAY.optional().openapi({ description: "Last day, YYYY-MM-DD (default today)." }),
+      // One the router knows: a misspelt name (`OpenAI`) would otherwise answer no usage at all, as if none were spent.
       provider: z
-        .string()
-        .min(1)
-        .max(64)
+        .enum(Object.keys(DEFAULT_MODELS) as [string, ...string[]])
         .optional()
         .openapi({ description: "Only this provider's rows, e.g. `openai`." }),
       model: z

@@ -703,4 +703,15 @@ describe("GET /api/v1/usage", () => {
     expect(notADay.status).toBe(422);
     expect(notADay.body.errors).toEqual([{ path: "from", message: "must be a calendar day, YYYY-MM-DD" }]);
   });
+
+  it("refuses a provider the router does not know, rather than answering no usage for a misspelt name", async () => {
+    const workspace = await workspaceWith(null);
+    for (const provider of ["OpenAI", "open-ai", "gemini"]) {
+      const answer = await usageOf(workspace.headers, `?provider=${provider}`);
+      expect(answer.status).toBe(422);
+      expect(answer.body).toMatchObject({ code: "VALIDATION_FAILED", errors: [{ path: "provider" }] });
+      expect(answer.body.errors[0].message).toContain('"workers-ai"');
+    }
+    expect((await usageOf(workspace.headers, "?provider=workers-ai")).status).toBe(200);
+  });
 });
