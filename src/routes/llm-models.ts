@@ -89,7 +89,15 @@ const getRoute = createRoute({
   },
   responses: {
     200: { description: "The model.", content: { "application/json": { schema: ModelSchema } } },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    // VALIDATION_FAILED: an id past the param's 256 characters.
+    ...problemResponses(
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "NOT_FOUND",
+      "VALIDATION_FAILED",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
   },
 });
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { findModel, modelCatalog, namedModel } from "../../src/llm/models.ts";
 import { BASE, fetcher, llmConfig, workspaceWith } from "../support/llm.ts";
+import { documentedResponse, openApi } from "../support/openapi.ts";
 
 /** GET /api/v1/llm/models: what a chat completion can name, in OpenAI's Models API shape. */
 
@@ -123,5 +124,14 @@ describe("GET /api/v1/llm/models", () => {
 
     const anonymous = await fetcher(`${BASE}/api/v1/llm/models`);
     expect(anonymous.status).toBe(401);
+  });
+
+  it("refuses an id longer than any model's with the 422 its OpenAPI entry lists", async () => {
+    const workspace = await workspaceWith(null);
+    const tooLong = await fetcher(`${BASE}/api/v1/llm/models/${"m".repeat(257)}`, { headers: workspace.headers });
+    expect(tooLong.status).toBe(422);
+    expect(await tooLong.json()).toMatchObject({ code: "VALIDATION_FAILED", errors: [{ path: "model" }] });
+    const documented = documentedResponse(await openApi(), "get", "/api/v1/llm/models/{model}", 422);
+    expect(documented.content["application/problem+json"]).toBeDefined();
   });
 });
