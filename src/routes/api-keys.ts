@@ -66,7 +66,8 @@ const revokeKeyRoute = createRoute({
   responses: {
     200: jsonResponse("The revoked key.", ApiKeySchema),
     ...PROBLEMS,
-    ...problemResponses("NOT_FOUND"),
+    // VALIDATION_FAILED: an id past the param's 64 characters.
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
 

@@ -26,7 +26,15 @@ const getArtifactRoute = createRoute({
   request: { params: ArtifactIdParam },
   responses: {
     200: jsonResponse("The artifact.", ArtifactSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    // VALIDATION_FAILED: an id past the param's 64 characters.
+    ...problemResponses(
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "NOT_FOUND",
+      "VALIDATION_FAILED",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
   },
 });
 
@@ -63,6 +71,8 @@ const CONTENT_PROBLEMS = problemResponses(
   "UNAUTHENTICATED",
   "FORBIDDEN",
   "NOT_FOUND",
+  // An id past the param's 64 characters.
+  "VALIDATION_FAILED",
   "RANGE_NOT_SATISFIABLE",
   "RATE_LIMITED",
   "DEPENDENCY_UNAVAILABLE",

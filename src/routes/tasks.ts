@@ -79,7 +79,12 @@ const getTaskRoute = createRoute({
   summary: "Read a task",
   middleware: [requireScope("tasks:read")] as const,
   request: { params: TaskIdParam },
-  responses: { 200: jsonResponse("The task.", TaskSchema), ...PROBLEMS, ...problemResponses("NOT_FOUND") },
+  // VALIDATION_FAILED: an id past the param's 64 characters.
+  responses: {
+    200: jsonResponse("The task.", TaskSchema),
+    ...PROBLEMS,
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
+  },
 });
 
 const cancelTaskRoute = createRoute({
@@ -98,7 +103,8 @@ const cancelTaskRoute = createRoute({
     200: jsonResponse("Cancelled.", TaskSchema),
     202: jsonResponse("Cancellation requested; the running agent stops shortly.", TaskSchema),
     ...PROBLEMS,
-    ...problemResponses("NOT_FOUND", "CONFLICT"),
+    // VALIDATION_FAILED: an id past the param's 64 characters.
+    ...problemResponses("NOT_FOUND", "CONFLICT", "VALIDATION_FAILED"),
   },
 });
 

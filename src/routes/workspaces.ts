@@ -70,7 +70,15 @@ const getWorkspaceRoute = createRoute({
   request: { params: WorkspaceIdParam },
   responses: {
     200: jsonResponse("The workspace.", WorkspaceSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    // VALIDATION_FAILED: an id past the param's 64 characters.
+    ...problemResponses(
+      "UNAUTHENTICATED",
+      "FORBIDDEN",
+      "NOT_FOUND",
+      "VALIDATION_FAILED",
+      "RATE_LIMITED",
+      "DEPENDENCY_UNAVAILABLE",
+    ),
   },
 });
 

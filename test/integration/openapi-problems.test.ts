@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { routeCallers } from "../../src/docs/shared-headers.ts";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
-import { type Doc, documentedResponse, openApi } from "../support/openapi.ts";
+import { type Doc, documentedResponse, openApi, resolve } from "../support/openapi.ts";
 
 /**
  * The problem responses /openapi.json lists against what the shared middleware
@@ -52,6 +52,27 @@ describe("the problem responses in /openapi.json", () => {
     }
     expect(missing).toEqual([]);
     expect(needless).toEqual([]);
+  });
+
+  it("list 422 on every operation whose path or query parameters the request is checked against", async () => {
+    const doc = await openApi();
+    // A parameter with bounds is refused past them by the route's validator, with a 422 problem.
+    const CONSTRAINTS = ["maxLength", "minLength", "pattern", "enum", "minimum", "maximum", "format"];
+    const constrained = (parameter: Record<string, any>) => {
+      const schema = resolve(doc, parameter.schema ?? {});
+      return CONSTRAINTS.some((key) => key in schema);
+    };
+    const checked = operations(doc).filter(([, , operation]) =>
+      (operation.parameters ?? []).some((parameter: Record<string, any>) => constrained(resolve(doc, parameter))),
+    );
+    expect(checked.length).toBeGreaterThanOrEqual(5);
+    expect(checked.flatMap(([method, path]) => unlisted(doc, method, path, [422]))).toEqual([]);
+    // As the server answers: an id past its param's 64 characters.
+    const workspace = await workspaceWith(null);
+    const answer = await fetcher(`${BASE}/api/v1/tasks/task_${"x".repeat(70)}`, { headers: workspace.headers });
+    expect(answer.status).toBe(422);
+    expect(answer.headers.get("Content-Type")).toBe("application/problem+json");
+    expect(await answer.json()).toMatchObject({ code: "VALIDATION_FAILED", errors: [{ path: "id" }] });
   });
 
   it("are what the server answers, on routes that did not list them", async () => {
