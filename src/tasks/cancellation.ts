@@ -1,7 +1,8 @@
 /**
  * Running agents of this isolate, by task id. A cancel request handled by the
  * same isolate aborts the agent's controller at once, which also aborts an
- * LLM call in flight; agents elsewhere notice the request in D1 between steps.
+ * LLM call in flight; agents elsewhere are stopped so by their consumer's
+ * watch of the task rows (cancel-watch.ts), and check the row between steps.
  */
 
 const running = new Map<string, AbortController>();

@@ -11,6 +11,7 @@ import { LatencyTracker, parseChain, planTargets, stripQuery } from "../llm/rout
 import { settingsLoader } from "../llm/settings.ts";
 import type { LlmRouter } from "../llm/types.ts";
 import { artifactUpserts } from "./artifacts.ts";
+import { watchCancels } from "./cancel-watch.ts";
 import {
   type ClaimInput,
   claimRuns,
@@ -232,10 +233,14 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     db,
     started.filter((claim) => claim.task.attempts > 0).map((claim) => claim.task.id),
   );
+  const cancels = watchCancels(
+    config.DB,
+    started.map((claim) => claim.task.id),
+    logger,
+  );
   const executed = await Promise.all(
-    started.map(async (claim) => ({
-      claim,
-      result: await executeRun({
+    started.map(async (claim) => {
+      const result = await executeRun({
         config,
         task: claim.task,
         runId: claim.runId,
@@ -245,9 +250,11 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
         events: chainOf(claim.task.id),
         logger: logger.child({ task_id: claim.task.id, run_id: claim.runId, workspace_id: claim.task.workspaceId }),
         artifactLimits: deps.artifactLimits,
-      }),
-    })),
-  );
+      });
+      cancels.ended(claim.task.id);
+      return { claim, result };
+    }),
+  ).finally(() => cancels.stop());
 
   const endNowIso = new Date().toISOString();
   const statements = [

@@ -493,6 +493,43 @@ describe("the tasks consumer", () => {
     expect(done.costUsd).toBeCloseTo(charged.costUsd, 12);
   });
 
+  it("stops a call in flight when the task is cancelled from another isolate, charging only the prompt", async () => {
+    const openai = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] });
+    const row = await insertTask(openai.id);
+    const fake = fakeUpstreams({
+      "openai.test": (request) => {
+        // A cancel handled by another isolate only writes the task row: this agent has to read it there.
+        setTimeout(async () => {
+          await db.update(tasks).set({ cancelRequestedAt: new Date().toISOString() }).where(eq(tasks.id, row.id));
+        }, 100);
+        return new Promise((resolve, reject) => {
+          const answered = setTimeout(
+            () => resolve(openAiCompletion("Done.", { prompt_tokens: 400, completion_tokens: 40 })),
+            3_000,
+          );
+          request.signal.addEventListener("abort", () => {
+            clearTimeout(answered);
+            reject(request.signal.reason);
+          });
+        });
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const config = llmConfig();
+    const router = createLlmRouter(config, { logger: quietLogger });
+    const result = await deliver(router, [{ id: "msg-cancel-elsewhere", taskId: row.id }], {
+      workspace: openai,
+      config,
+    });
+    expect(result.explicitAcks).toEqual(["msg-cancel-elsewhere"]);
+    expect(await task(row.id)).toMatchObject({ status: "cancelled", completionTokens: 0 });
+    expect(await runs(row.id)).toMatchObject([{ status: "cancelled", completionTokens: 0 }]);
+    const rows = await db.select().from(usageRecords).where(eq(usageRecords.taskId, row.id));
+    expect(rows).toMatchObject([{ estimated: true, completionTokens: 0 }]);
+    const error = (await eventsOf(openai.headers, row.id)).find((event) => event.event_type === "task.error")!;
+    expect(error.data).toMatchObject({ error_type: "cancelled", fatal: true });
+  });
+
   it("counts the prompt of an attempt that timed out at the provider in the run's and the task's figures", async () => {
     const openai = await workspaceWith({
       strategy: "fallback",
