@@ -8,6 +8,7 @@ import type { CallContext } from "./types.ts";
  * EventHub, in the seed's shapes plus `simulated` (the data objects are open
  * to additions). Publishing never delays or fails the call: it runs in the
  * background, and what the hub will not take is parked (src/events/parked.ts).
+ * A caller with events of its own (CallContext.emitEvent) gets them there.
  */
 
 export function hubEventSink(
@@ -20,19 +21,19 @@ export function hubEventSink(
     context: CallContext,
     data: Record<string, unknown>,
   ) => {
-    const work = publish(
-      config,
-      {
-        event_type: eventType,
-        workspace_id: context.workspaceId,
-        task_id: context.taskId,
-        run_id: context.runId,
-        agent_id: context.agentId,
-        ...(context.correlationId ? { correlation_id: context.correlationId } : {}),
-        data: data as never,
-      },
-      { logger },
-    ).catch((error: unknown) => logUndelivered(logger, error, { event_type: eventType }));
+    const event = {
+      event_type: eventType,
+      workspace_id: context.workspaceId,
+      task_id: context.taskId,
+      run_id: context.runId,
+      agent_id: context.agentId,
+      ...(context.correlationId ? { correlation_id: context.correlationId } : {}),
+      data: data as never,
+    };
+    if (context.emitEvent) return context.emitEvent(event);
+    const work = publish(config, event, { logger }).catch((error: unknown) =>
+      logUndelivered(logger, error, { event_type: eventType }),
+    );
     if (waitUntil) waitUntil(work);
   };
   return {

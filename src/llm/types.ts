@@ -1,3 +1,4 @@
+import type { PublishInput } from "../events/publish.ts";
 /**
  * The LLM router's contract, shared by the agent runtime (tasks), the
  * OpenAI-compatible endpoint and the provider adapters. Messages and tools use
@@ -139,6 +140,12 @@ export interface CallContext {
   signal?: AbortSignal;
   /** Absolute deadline (epoch ms) for the whole call, retries included. */
   deadlineMs?: number;
+  /**
+   * Where the caller publishes its own events (a task run's chain). The call's `llm.provider.error` and
+   * `llm.provider.fallback` go there, to land in order with them; published apart, a run's provider error
+   * could land before its `task.started` or the tool results before it.
+   */
+  emitEvent?: (event: PublishInput<"llm.provider.error" | "llm.provider.fallback">) => void;
 }
 
 /** Errors the router throws; `retryable` tells a task consumer whether to try the task again later. */

@@ -530,6 +530,34 @@ describe("the tasks consumer", () => {
     expect(error.data).toMatchObject({ error_type: "cancelled", fatal: true });
   });
 
+  it("publishes a run's provider errors and fallbacks in order with its own events, after its task.started", async () => {
+    const failing = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "simulated", model: "sim-1?failure_rate=1" },
+        { provider: "simulated", model: "sim-2?failure_rate=1" },
+      ],
+    });
+    const row = await insertTask(failing.id);
+    const config = llmConfig();
+    const router = createLlmRouter(config, { logger: quietLogger, overrides: { sleep: async () => {} } });
+    const result = await deliver(router, [{ id: "msg-provider-events", taskId: row.id }], {
+      workspace: failing,
+      config,
+    });
+    expect(result.retryMessages).toEqual([{ msgId: "msg-provider-events" }]);
+    const events = await eventsOf(failing.headers, row.id);
+    expect(events.map((event) => event.event_type)).toEqual([
+      "task.started",
+      ...Array(3).fill("llm.provider.error"),
+      "llm.provider.fallback",
+      ...Array(3).fill("llm.provider.error"),
+      "task.error",
+    ]);
+    const [run] = await runs(row.id);
+    for (const event of events) expect(event).toMatchObject({ task_id: row.id, run_id: run.id });
+  });
+
   it("counts the prompt of an attempt that timed out at the provider in the run's and the task's figures", async () => {
     const openai = await workspaceWith({
       strategy: "fallback",

@@ -115,6 +115,7 @@ export class AgentRun {
           agentId,
           ...(correlationId ? { correlationId } : {}),
           chargeKey: `${runId}:${this.steps}`,
+          emitEvent: (event) => events.emit(event),
           signal: this.#input.signal,
           deadlineMs: this.#input.deadlineMs,
         },
