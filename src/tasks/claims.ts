@@ -65,6 +65,39 @@ export interface ClaimInput {
   staleRunId?: string;
 }
 
+const LOST_RUN_COLUMNS = ["run_id", "workspace_id", "task_id"];
+const LOST_RUN_FIGURES = ["prompt_tokens", "completion_tokens", "cost_usd"];
+
+/**
+ * What the calls of runs whose consumer is gone were charged, from their usage rows: set on each run and
+ * added to its task, as a run's end does (endStatements), so a task's runs still add up to its usage. To
+ * go before the statement that closes those runs: only runs still `running` count, so each counts once.
+ */
+export function lostRunFiguresStatements(
+  d1: D1Database,
+  runs: readonly { runId: string; workspaceId: string; taskId: string }[],
+): D1PreparedStatement[] {
+  if (runs.length === 0) return [];
+  const rows = JSON.stringify(runs.map((run) => [run.runId, run.workspaceId, run.taskId]));
+  // Through the (workspace_id, task_id) index of usage rows; task_id IS NOT NULL is that index's condition.
+  const charged = `SELECT lost.run_id, lost.task_id, ${LOST_RUN_FIGURES.map((name) => `sum(usage.${name}) AS ${name}`).join(", ")}
+    FROM ${jsonRowsSql(LOST_RUN_COLUMNS)} AS lost
+    JOIN task_runs AS run ON run.id = lost.run_id AND run.status = 'running'
+    JOIN usage_records AS usage ON usage.workspace_id = lost.workspace_id AND usage.task_id = lost.task_id
+      AND usage.task_id IS NOT NULL AND usage.run_id = lost.run_id
+    GROUP BY lost.run_id, lost.task_id`;
+  const added = LOST_RUN_FIGURES.map((name) => `${name} = tasks.${name} + c.${name}`).join(", ");
+  const set = LOST_RUN_FIGURES.map((name) => `${name} = c.${name}`).join(", ");
+  return [
+    d1.prepare(`UPDATE tasks SET ${added} FROM (${charged}) AS c WHERE tasks.id = c.task_id`).bind(rows),
+    d1
+      .prepare(
+        `UPDATE task_runs SET ${set} FROM (${charged}) AS c WHERE task_runs.id = c.run_id AND task_runs.status = 'running'`,
+      )
+      .bind(rows),
+  ];
+}
+
 const CLAIM_COLUMNS = ["run_id", "workspace_id", "task_id", "expected_attempts", "message_id", "agent_id"];
 
 /** One batch for all claims (three statements whatever their number, src/db/json-rows.ts); returns the task ids actually claimed. */
@@ -80,8 +113,11 @@ export async function claimRuns(d1: D1Database, claims: ClaimInput[], nowIso: st
       claim.agentId,
     ]),
   );
-  const staleRunIds = claims.flatMap((claim) => (claim.staleRunId ? [claim.staleRunId] : []));
-  const statements: D1PreparedStatement[] = [];
+  const staleRuns = claims.flatMap((claim) =>
+    claim.staleRunId ? [{ runId: claim.staleRunId, workspaceId: claim.task.workspaceId, taskId: claim.task.id }] : [],
+  );
+  const staleRunIds = staleRuns.map((run) => run.runId);
+  const statements = lostRunFiguresStatements(d1, staleRuns);
   if (staleRunIds.length > 0) {
     statements.push(
       d1

@@ -22,6 +22,7 @@ import {
   loadArtifacts,
   loadRunningRuns,
   loadTasks,
+  lostRunFiguresStatements,
 } from "./claims.ts";
 import {
   type ArtifactLimits,
@@ -187,7 +188,12 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
       // Its run died after a cancel was asked for: end it as cancelled rather than start it again.
       const cancelled = { type: "cancelled", message: "Cancelled while running." };
       closing.push(closeUnstartedStatement(config.DB, work.task.id, "cancelled", cancelled, nowIso));
-      if (run) closing.push(closeRunStatement(config.DB, run.id, "cancelled", cancelled, nowIso));
+      if (run) {
+        closing.push(
+          ...lostRunFiguresStatements(config.DB, [{ runId: run.id, workspaceId: run.workspaceId, taskId: run.taskId }]),
+          closeRunStatement(config.DB, run.id, "cancelled", cancelled, nowIso),
+        );
+      }
       chainOf(work.task.id).emit(cancelledEvent(work.task, cancelled.message));
       work.message.ack();
       releaseSlot(work.task.workspaceId, work.task.id);

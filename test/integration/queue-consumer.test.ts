@@ -753,6 +753,47 @@ describe("recovery from a consumer that died mid-run", () => {
     ]);
   });
 
+  /** The calls a dead consumer made before it stopped: charged, with their usage rows written (1,000 tokens in all). */
+  async function chargeDeadRun(taskId: string) {
+    const [dead] = await runs(taskId);
+    const charged = [
+      { promptTokens: 300, completionTokens: 30, costUsd: 0.0012 },
+      { promptTokens: 500, completionTokens: 0, costUsd: 0.002 },
+    ];
+    await db.insert(usageRecords).values(
+      charged.map((figures, index) => ({
+        workspaceId: workspace.id,
+        chargeKey: `${dead.id}:${index + 1}`,
+        taskId,
+        runId: dead.id,
+        provider: "simulated",
+        model: "sim-test",
+        totalTokens: figures.promptTokens + figures.completionTokens,
+        simulated: true,
+        latencyMs: 10,
+        day: new Date().toISOString().slice(0, 10),
+        ...figures,
+      })),
+    );
+  }
+
+  it("keeps what the dead run's calls were charged on its run and its task, as its usage rows say", async () => {
+    const row = await crashedRun();
+    await chargeDeadRun(row.id);
+    await deliver(scriptedRouter(answer("recovered")), [{ id: `msg-crash-${row.id}`, taskId: row.id, attempts: 2 }]);
+    const [lost, recovered] = await runs(row.id);
+    expect(lost).toMatchObject({ status: "timed_out", promptTokens: 800, completionTokens: 30 });
+    expect(lost.costUsd).toBeCloseTo(0.0032, 12);
+    // The task adds up its runs: the lost one's charges and the answer's (10 + 5 tokens at 0.001 USD).
+    const done = await task(row.id);
+    expect(done).toMatchObject({
+      status: "completed",
+      promptTokens: 800 + recovered.promptTokens,
+      completionTokens: 30 + recovered.completionTokens,
+    });
+    expect(done.costUsd).toBeCloseTo(0.0032 + recovered.costUsd, 12);
+  });
+
   it("leaves a live run alone when another message for its task arrives", async () => {
     const row = await crashedRun();
     const router = scriptedRouter(answer("should not run"));
@@ -771,6 +812,16 @@ describe("recovery from a consumer that died mid-run", () => {
     expect(result.explicitAcks).toEqual([`msg-crash-${row.id}`]);
     expect(await task(row.id)).toMatchObject({ status: "cancelled" });
     expect((await runs(row.id)).map((run) => run.status)).toEqual(["cancelled"]);
+  });
+
+  it("keeps what a dead run's calls were charged when it ends it as cancelled", async () => {
+    const row = await crashedRun({ cancelRequestedAt: new Date().toISOString() });
+    await chargeDeadRun(row.id);
+    await deliver(scriptedRouter(answer("no")), [{ id: `msg-crash-${row.id}`, taskId: row.id, attempts: 2 }]);
+    expect(await runs(row.id)).toMatchObject([{ status: "cancelled", promptTokens: 800, completionTokens: 30 }]);
+    const cancelled = await task(row.id);
+    expect(cancelled).toMatchObject({ status: "cancelled", promptTokens: 800, completionTokens: 30 });
+    expect(cancelled.costUsd).toBeCloseTo(0.0032, 12);
   });
 });
 
