@@ -65,6 +65,9 @@ export interface ClaimInput {
   staleRunId?: string;
 }
 
+/** The error of a run whose consumer is gone. */
+export const LOST_RUN_ERROR = { type: "lost", message: "The consumer running this attempt stopped answering." };
+
 const LOST_RUN_COLUMNS = ["run_id", "workspace_id", "task_id"];
 const LOST_RUN_FIGURES = ["prompt_tokens", "completion_tokens", "cost_usd"];
 

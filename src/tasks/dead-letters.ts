@@ -7,7 +7,7 @@ import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
-import { loadRunningRuns, loadTasks } from "./claims.ts";
+import { closeRunStatement, LOST_RUN_ERROR, loadRunningRuns, loadTasks, lostRunFiguresStatements } from "./claims.ts";
 import { QUEUE_MAX_RETRIES, STALE_RUN_GRACE_MS, taskTimeoutSeconds } from "./config.ts";
 import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain } from "./events.ts";
@@ -100,6 +100,13 @@ export async function consumeDeadLetterBatch(
       ),
     );
     recorded.push({ deadLetterId, task, error, index: statements.length - 1 });
+    if (run) {
+      // Its consumer died on the last delivery: the run is closed as lost, with what its calls were charged.
+      statements.push(
+        ...lostRunFiguresStatements(config.DB, [{ runId: run.id, workspaceId: run.workspaceId, taskId: run.taskId }]),
+        closeRunStatement(config.DB, run.id, "timed_out", LOST_RUN_ERROR, nowIso),
+      );
+    }
     statements.push(
       config.DB.prepare(
         `UPDATE tasks SET status = 'dead_lettered', error = ?, finished_at = ?, updated_at = ?

@@ -814,6 +814,22 @@ describe("recovery from a consumer that died mid-run", () => {
     expect((await runs(row.id)).map((run) => run.status)).toEqual(["cancelled"]);
   });
 
+  it("closes the dead run of a task given up in the dead-letter queue, keeping what its calls were charged", async () => {
+    const row = await crashedRun();
+    await chargeDeadRun(row.id);
+    // Its consumer died on the last delivery: the same message comes back through tasks-dlq.
+    const batch = createMessageBatch("tasks-dlq", [
+      { id: `msg-crash-${row.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+    ]);
+    await consumeDeadLetterBatch(batch, appConfig(), quietLogger);
+    expect(await runs(row.id)).toMatchObject([
+      { status: "timed_out", promptTokens: 800, completionTokens: 30, error: { type: "lost" } },
+    ]);
+    const given = await task(row.id);
+    expect(given).toMatchObject({ status: "dead_lettered", promptTokens: 800, completionTokens: 30 });
+    expect(given.costUsd).toBeCloseTo(0.0032, 12);
+  });
+
   it("keeps what a dead run's calls were charged when it ends it as cancelled", async () => {
     const row = await crashedRun({ cancelRequestedAt: new Date().toISOString() });
     await chargeDeadRun(row.id);
