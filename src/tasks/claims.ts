@@ -69,6 +69,7 @@ export interface ClaimInput {
 export const LOST_RUN_ERROR = { type: "lost", message: "The consumer running this attempt stopped answering." };
 
 const LOST_RUN_COLUMNS = ["run_id", "workspace_id", "task_id"];
+type LostRunTaskFigures = Pick<TaskRow, "id" | "promptTokens" | "completionTokens" | "costUsd">;
 const LOST_RUN_FIGURES = ["prompt_tokens", "completion_tokens", "cost_usd"];
 
 /**
@@ -92,7 +93,13 @@ export function lostRunFiguresStatements(
   const added = LOST_RUN_FIGURES.map((name) => `${name} = tasks.${name} + c.${name}`).join(", ");
   const set = LOST_RUN_FIGURES.map((name) => `${name} = c.${name}`).join(", ");
   return [
-    d1.prepare(`UPDATE tasks SET ${added} FROM (${charged}) AS c WHERE tasks.id = c.task_id`).bind(rows),
+    d1
+      .prepare(
+        `UPDATE tasks SET ${added} FROM (${charged}) AS c WHERE tasks.id = c.task_id
+         RETURNING tasks.id AS id, tasks.prompt_tokens AS promptTokens, tasks.completion_tokens AS completionTokens,
+           tasks.cost_usd AS costUsd`,
+      )
+      .bind(rows),
     d1
       .prepare(
         `UPDATE task_runs SET ${set} FROM (${charged}) AS c WHERE task_runs.id = c.run_id AND task_runs.status = 'running'`,
@@ -155,6 +162,17 @@ export async function claimRuns(d1: D1Database, claims: ClaimInput[], nowIso: st
       .bind(nowIso, rows),
   );
   const results = await d1.batch<{ id: string }>(statements);
+  if (staleRuns.length > 0) {
+    // The task's figures now count its lost run's charges: its events (task.completed) tell them so.
+    const counted = new Map((results[0].results as LostRunTaskFigures[]).map((row) => [row.id, row]));
+    for (const claim of claims) {
+      const figures = counted.get(claim.task.id);
+      if (figures) {
+        const { promptTokens, completionTokens, costUsd } = figures;
+        Object.assign(claim.task, { promptTokens, completionTokens, costUsd });
+      }
+    }
+  }
   return new Set((results.at(-1)?.results ?? []).map((row) => row.id));
 }
 

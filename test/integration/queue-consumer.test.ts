@@ -792,6 +792,16 @@ describe("recovery from a consumer that died mid-run", () => {
       completionTokens: 30 + recovered.completionTokens,
     });
     expect(done.costUsd).toBeCloseTo(0.0032 + recovered.costUsd, 12);
+    // task.completed tells the task's figures as its row does.
+    const completed = (await eventsOf(workspace.headers, row.id)).find(
+      (event) => event.event_type === "task.completed",
+    )!;
+    expect(completed.data.tokens_used).toEqual({
+      prompt: done.promptTokens,
+      completion: done.completionTokens,
+      total: done.promptTokens + done.completionTokens,
+    });
+    expect(completed.data.cost_usd).toBeCloseTo(done.costUsd, 12);
   });
 
   it("leaves a live run alone when another message for its task arrives", async () => {
