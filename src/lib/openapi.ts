@@ -118,6 +118,13 @@ export function problemResponses(...codes: ProblemCode[]) {
   return responses;
 }
 
+/**
+ * What every authenticated route may answer, whatever it does: missing or bad credentials, a scope it lacks,
+ * a rate limit, a dependency down. Spread beside the route's own (`{ ...API_PROBLEMS, ...problemResponses(…) }`):
+ * their statuses differ.
+ */
+export const API_PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
+
 export const BEARER_AUTH = "bearerAuth";
 
 /** A required JSON request body, for a route's `request.body`. */

@@ -5,7 +5,7 @@ import { forgetApiKey } from "../auth/authenticate.ts";
 import { actorOf } from "../auth/principal.ts";
 import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
 import { apiKeys } from "../db/schema.ts";
-import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -14,7 +14,6 @@ import { ApiKeySchema, CreatedApiKeySchema, IdParamSchema, NewApiKeySchema } fro
 /** The workspace's API keys. Managing keys needs the `admin` scope; revocation is effective within 5 s. */
 
 const KeyIdParam = IdParamSchema("key", "key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3");
-const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
 
 const createKeyRoute = createRoute({
   method: "post",
@@ -28,7 +27,7 @@ const createKeyRoute = createRoute({
   request: { body: jsonBody(NewApiKeySchema) },
   responses: {
     201: jsonResponse("Created.", CreatedApiKeySchema),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("VALIDATION_FAILED"),
   },
 });
@@ -47,7 +46,7 @@ const listKeysRoute = createRoute({
       description: "A page of keys.",
       content: { "application/json": { schema: pageSchema(ApiKeySchema, "ApiKeyPage") } },
     },
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("VALIDATION_FAILED"),
   },
 });
@@ -65,7 +64,7 @@ const revokeKeyRoute = createRoute({
   request: { params: KeyIdParam },
   responses: {
     200: jsonResponse("The revoked key.", ApiKeySchema),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     // VALIDATION_FAILED: an id past the param's 64 characters.
     ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },

@@ -4,7 +4,7 @@ import { createDb } from "../db/client.ts";
 import { artifacts, tasks } from "../db/schema.ts";
 import { TenantDb } from "../db/tenant.ts";
 import { ifRangeHolds, noneMatchHits, parseByteRange } from "../lib/byte-range.ts";
-import { type HeaderDoc, jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, type HeaderDoc, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
 import { ArtifactError, artifactUpserts, putArtifactStream } from "../tasks/artifacts.ts";
@@ -26,15 +26,9 @@ const getArtifactRoute = createRoute({
   request: { params: ArtifactIdParam },
   responses: {
     200: jsonResponse("The artifact.", ArtifactSchema),
+    ...API_PROBLEMS,
     // VALIDATION_FAILED: an id past the param's 64 characters.
-    ...problemResponses(
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "NOT_FOUND",
-      "VALIDATION_FAILED",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
 

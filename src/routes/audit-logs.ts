@@ -8,7 +8,7 @@ import { AuditExportQuerySchema, AuditFilterSchema, AuditListQuerySchema } from 
 import { auditStats, listAuditLogs } from "../audit/query.ts";
 import { createDb } from "../db/client.ts";
 import { ACTOR_TYPES } from "../db/schema.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -43,13 +43,7 @@ const AuditLogSchema = z
   })
   .openapi("AuditLog");
 
-const READ_PROBLEMS = problemResponses(
-  "UNAUTHENTICATED",
-  "FORBIDDEN",
-  "VALIDATION_FAILED",
-  "RATE_LIMITED",
-  "DEPENDENCY_UNAVAILABLE",
-);
+const READ_PROBLEMS = { ...API_PROBLEMS, ...problemResponses("VALIDATION_FAILED") };
 
 const listRoute = createRoute({
   method: "get",

@@ -3,7 +3,7 @@ import { eq } from "drizzle-orm";
 import { auditContext, auditInsert } from "../audit/index.ts";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { workspaces } from "../db/schema.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { budgetStatus, forgetWorkspaceSettings } from "../llm/index.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -73,7 +73,8 @@ const getRoute = createRoute({
   middleware: [requireScope("tasks:read")] as const,
   responses: {
     200: { description: "Budgets and use.", content: { "application/json": { schema: BudgetStatusSchema } } },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
+    ...problemResponses("NOT_FOUND"),
   },
 });
 
@@ -90,14 +91,8 @@ const putRoute = createRoute({
   request: { body: { required: true, content: { "application/json": { schema: BudgetsSchema.strict() } } } },
   responses: {
     200: { description: "Budgets and use.", content: { "application/json": { schema: BudgetStatusSchema } } },
-    ...problemResponses(
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "NOT_FOUND",
-      "VALIDATION_FAILED",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    ...API_PROBLEMS,
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
 

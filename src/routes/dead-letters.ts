@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { auditContext } from "../audit/index.ts";
 import { tenantDb } from "../auth/tenant-access.ts";
-import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { decodeCursor, pageSchema, toPage } from "../lib/pagination.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -18,13 +18,7 @@ import type { HonoEnv } from "../types.ts";
 /** Tasks that exhausted their retries, and replaying them (one, a list, or every match of a filter). */
 
 const TAG = "Dead letters";
-const PROBLEMS = problemResponses(
-  "UNAUTHENTICATED",
-  "FORBIDDEN",
-  "RATE_LIMITED",
-  "DEPENDENCY_UNAVAILABLE",
-  "VALIDATION_FAILED",
-);
+const PROBLEMS = { ...API_PROBLEMS, ...problemResponses("VALIDATION_FAILED") };
 
 const listRoute = createRoute({
   method: "get",

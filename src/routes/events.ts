@@ -4,7 +4,7 @@ import { createDb } from "../db/client.ts";
 import { EVENT_ID_PATTERN, EVENT_TYPES, EventEnvelopeSchema } from "../events/catalog.ts";
 import { eventsJsonSchema } from "../events/json-schema.ts";
 import { createTicket, eventsReaderWorkspace, listEvents, openEventStream, parseFilters } from "../events/service.ts";
-import { BEARER_AUTH, problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, BEARER_AUTH, problemResponses } from "../lib/openapi.ts";
 import type { HonoEnv } from "../types.ts";
 
 const TAG = "Events";
@@ -58,14 +58,8 @@ const listRoute = createRoute({
         },
       },
     },
-    ...problemResponses(
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "NOT_FOUND",
-      "VALIDATION_FAILED",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    ...API_PROBLEMS,
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
 
@@ -109,7 +103,7 @@ const ticketRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
   },
 });
 
@@ -140,14 +134,8 @@ const streamRoute = createRoute({
   },
   responses: {
     101: { description: "Switching protocols: the event stream." },
-    ...problemResponses(
-      "BAD_REQUEST",
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "VALIDATION_FAILED",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    ...API_PROBLEMS,
+    ...problemResponses("BAD_REQUEST", "VALIDATION_FAILED"),
   },
 });
 

@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { findModel, modelCatalog, namedModel } from "../llm/models.ts";
 import { PRICE_SOURCES } from "../llm/prices.ts";
@@ -65,7 +65,7 @@ const listRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
   },
 });
 
@@ -89,15 +89,9 @@ const getRoute = createRoute({
   },
   responses: {
     200: { description: "The model.", content: { "application/json": { schema: ModelSchema } } },
+    ...API_PROBLEMS,
     // VALIDATION_FAILED: an id past the param's 256 characters.
-    ...problemResponses(
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "NOT_FOUND",
-      "VALIDATION_FAILED",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
 

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { writesNoAudit } from "../audit/index.ts";
 import { ulid } from "../lib/ids.ts";
-import { type HeaderDoc, problemResponses, RETRY_AFTER_HEADER } from "../lib/openapi.ts";
+import { API_PROBLEMS, type HeaderDoc, problemResponses, RETRY_AFTER_HEADER } from "../lib/openapi.ts";
 import { liveRequestSignal } from "../lib/request-signal.ts";
 import { llmErrorToApiError } from "../llm/http-errors.ts";
 import { createLlmRouter } from "../llm/index.ts";
@@ -21,17 +21,16 @@ import type { HonoEnv } from "../types.ts";
  * and grew the workspace's hash chain by one entry per call to seal.
  */
 
-const CHAT_PROBLEMS = problemResponses(
-  "BAD_REQUEST",
-  "MALFORMED_JSON",
-  "UNAUTHENTICATED",
-  "FORBIDDEN",
-  "PAYLOAD_TOO_LARGE",
-  "UNSUPPORTED_MEDIA_TYPE",
-  "VALIDATION_FAILED",
-  "RATE_LIMITED",
-  "DEPENDENCY_UNAVAILABLE",
-);
+const CHAT_PROBLEMS = {
+  ...API_PROBLEMS,
+  ...problemResponses(
+    "BAD_REQUEST",
+    "MALFORMED_JSON",
+    "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "VALIDATION_FAILED",
+  ),
+};
 
 const SHOULD_RETRY_HEADER: HeaderDoc = {
   description:

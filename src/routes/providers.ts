@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { tenantDb } from "../auth/tenant-access.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS } from "../lib/openapi.ts";
 import { PRICE_SOURCES } from "../llm/prices.ts";
 import { providerOverview } from "../llm/providers.ts";
 import { settingsLoader } from "../llm/settings.ts";
@@ -61,7 +61,7 @@ const listRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
   },
 });
 

@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { auditContext } from "../audit/index.ts";
 import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
 import { tasks } from "../db/schema.ts";
-import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -22,7 +22,6 @@ import type { HonoEnv } from "../types.ts";
 /** Tasks: submit (admitted by the workspace's limiter), list, read, cancel, runs and artifacts. */
 
 const TAG = "Tasks";
-const PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
 
 const IdempotencyHeader = z.object({
   "idempotency-key": z
@@ -50,7 +49,7 @@ const createTaskRoute = createRoute({
   request: { headers: IdempotencyHeader, body: jsonBody(NewTaskSchema) },
   responses: {
     202: jsonResponse("Accepted: queued or pending.", TaskSchema),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("CONFLICT", "VALIDATION_FAILED"),
   },
 });
@@ -66,7 +65,7 @@ const listTasksRoute = createRoute({
   request: { query: TaskListQuerySchema },
   responses: {
     200: jsonResponse("A page of tasks.", pageSchema(TaskSchema, "TaskPage")),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("VALIDATION_FAILED"),
   },
 });
@@ -82,7 +81,7 @@ const getTaskRoute = createRoute({
   // VALIDATION_FAILED: an id past the param's 64 characters.
   responses: {
     200: jsonResponse("The task.", TaskSchema),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
@@ -102,7 +101,7 @@ const cancelTaskRoute = createRoute({
   responses: {
     200: jsonResponse("Cancelled.", TaskSchema),
     202: jsonResponse("Cancellation requested; the running agent stops shortly.", TaskSchema),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     // VALIDATION_FAILED: an id past the param's 64 characters.
     ...problemResponses("NOT_FOUND", "CONFLICT", "VALIDATION_FAILED"),
   },
@@ -119,7 +118,7 @@ const listRunsRoute = createRoute({
   request: { params: TaskIdParam, query: PageQuerySchema },
   responses: {
     200: jsonResponse("A page of runs.", pageSchema(RunSchema, "TaskRunPage")),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
@@ -135,7 +134,7 @@ const listArtifactsRoute = createRoute({
   request: { params: TaskIdParam, query: PageQuerySchema },
   responses: {
     200: jsonResponse("A page of artifacts.", pageSchema(ArtifactSchema, "ArtifactPage")),
-    ...PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });

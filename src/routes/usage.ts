@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { tenantDb } from "../auth/tenant-access.ts";
-import { problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { DEFAULT_MODELS } from "../llm/routing.ts";
 import { usageSummary } from "../llm/usage.ts";
@@ -82,7 +82,8 @@ const usageRoute = createRoute({
         },
       },
     },
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
+    ...problemResponses("VALIDATION_FAILED"),
   },
 });
 

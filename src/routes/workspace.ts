@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { auditContext, auditInsert } from "../audit/index.ts";
 import { tenantDb } from "../auth/tenant-access.ts";
-import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { forgetWorkspaceSettings, unpricedEntries } from "../llm/index.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -27,7 +27,7 @@ const getRoute = createRoute({
   middleware: [requireScope("tasks:read")] as const,
   responses: {
     200: jsonResponse("Your workspace.", WorkspaceSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
   },
 });
 
@@ -54,7 +54,8 @@ const patchRoute = createRoute({
   },
   responses: {
     200: jsonResponse("The changed workspace.", WorkspaceSchema),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
+    ...problemResponses("VALIDATION_FAILED"),
   },
 });
 

@@ -3,7 +3,7 @@ import { auditContext, auditInsert } from "../audit/index.ts";
 import { newApiKey, newApiKeyFields, toApiKeyView } from "../auth/api-keys.ts";
 import { createDb } from "../db/client.ts";
 import { apiKeys, workspaces } from "../db/schema.ts";
-import { jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
+import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireOperator } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
@@ -26,7 +26,6 @@ import {
 
 /** Operator routes (bearer = ADMIN_TOKEN): create, read and change any workspace. */
 
-const OPERATOR_PROBLEMS = problemResponses("UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
 const WorkspaceIdParam = IdParamSchema("ws", "ws_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3");
 
 const createWorkspaceRoute = createRoute({
@@ -56,7 +55,8 @@ const createWorkspaceRoute = createRoute({
       "Created.",
       z.object({ workspace: WorkspaceSchema, api_key: CreatedApiKeySchema }).openapi("CreatedWorkspace"),
     ),
-    ...problemResponses("UNAUTHENTICATED", "FORBIDDEN", "VALIDATION_FAILED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE"),
+    ...API_PROBLEMS,
+    ...problemResponses("VALIDATION_FAILED"),
   },
 });
 
@@ -70,15 +70,9 @@ const getWorkspaceRoute = createRoute({
   request: { params: WorkspaceIdParam },
   responses: {
     200: jsonResponse("The workspace.", WorkspaceSchema),
+    ...API_PROBLEMS,
     // VALIDATION_FAILED: an id past the param's 64 characters.
-    ...problemResponses(
-      "UNAUTHENTICATED",
-      "FORBIDDEN",
-      "NOT_FOUND",
-      "VALIDATION_FAILED",
-      "RATE_LIMITED",
-      "DEPENDENCY_UNAVAILABLE",
-    ),
+    ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
 
@@ -106,7 +100,7 @@ const patchWorkspaceRoute = createRoute({
   },
   responses: {
     200: jsonResponse("The changed workspace.", WorkspaceSchema),
-    ...OPERATOR_PROBLEMS,
+    ...API_PROBLEMS,
     ...problemResponses("NOT_FOUND", "VALIDATION_FAILED"),
   },
 });
