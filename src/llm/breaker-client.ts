@@ -18,7 +18,7 @@ import type { BreakerGate } from "./router.ts";
  * per (provider, model) that answers `state()` with no round trip. Its own
  * outcomes apply to the copy at once (so five failures here open it here
  * immediately) and go to the object: failures right away, successes batched
- * into the next sync. A copy older than `SYNC_INTERVAL_MS` is refreshed in the
+ * into a sync within `SYNC_INTERVAL_MS`. A copy older than `SYNC_INTERVAL_MS` is refreshed in the
  * background, so another isolate's opening shows here within about that long.
  * Only the half-open trial waits for the object, which grants it to one caller.
  */
@@ -55,6 +55,8 @@ interface Entry {
   again: boolean;
   /** The object has taken an outcome of this model from this isolate, so it lists the model (GET /api/v1/providers). */
   reported: boolean;
+  /** When the flush of held successes a request scheduled is due (flushLater); null: none is. */
+  flushDueAtMs: number | null;
 }
 
 function split(key: string): [string, string] {
@@ -147,6 +149,30 @@ export class BreakerClient {
     // periodic sync. A model called once would otherwise keep its one success here, and never be listed.
     if (!ok || before !== "closed" || !entry.reported || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS)
       this.#syncInBackground(key, entry, background);
+    else this.#flushLater(key, entry, background);
+  }
+
+  /**
+   * Held successes reach the object within SYNC_INTERVAL_MS even when no call follows, by a flush the request
+   * that held the first of them schedules (and keeps alive in its waitUntil). Riding only the next call's sync,
+   * a burst's last successes stayed here: GET /api/v1/providers counted one call of seven, and one failure
+   * followed by six successes read as an error rate of 100%. A flush long past due died with its request, and
+   * is scheduled anew.
+   */
+  #flushLater(key: string, entry: Entry, background: (work: Promise<unknown>) => void): void {
+    const nowMs = this.#now();
+    if (entry.flushDueAtMs !== null && nowMs < entry.flushDueAtMs + SYNC_INTERVAL_MS) return;
+    const waitMs = Math.min(SYNC_INTERVAL_MS, Math.max(0, entry.syncedAtMs + SYNC_INTERVAL_MS - nowMs));
+    entry.flushDueAtMs = nowMs + waitMs;
+    background(
+      new Promise((wake) => setTimeout(wake, waitMs)).then(() => {
+        entry.flushDueAtMs = null;
+        if (entry.pending.length === 0) return;
+        // A sync out belongs to the request that started it: it goes round once more for these.
+        if (entry.inflight) entry.again = true;
+        else return this.#sync(key, entry);
+      }),
+    );
   }
 
   /**
@@ -186,6 +212,7 @@ export class BreakerClient {
         inflight: null,
         again: false,
         reported: false,
+        flushDueAtMs: null,
       };
       if (this.#entries.size >= this.#maxModels) this.#forgetIdle();
       this.#entries.set(key, entry);

@@ -92,10 +92,30 @@ describe("background syncs and request ownership", () => {
     await Promise.all(held);
     const snapshot = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
     expect(snapshot.find((entry) => entry.model === model)?.view).toMatchObject({ state: "closed", calls: 1 });
-    // Steady successes after it still ride the next periodic sync.
+    // Steady successes after it are batched: the first request that holds one keeps a flush of them alive,
+    // due a sync interval after the last sync, so a burst's last successes reach the object though no call follows.
     const later: Promise<unknown>[] = [];
-    client.gate((work) => later.push(work)).record(key, true);
-    expect(later).toHaveLength(0);
+    for (let call = 0; call < 5; call++) client.gate((work) => later.push(work)).record(key, true);
+    expect(later).toHaveLength(1);
+    await Promise.all(later);
+    const flushed = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    expect(flushed.find((entry) => entry.model === model)?.view).toMatchObject({ state: "closed", calls: 6 });
+  });
+
+  it("tells the object a failure's later successes too, so its error rate is not the failure's alone", async () => {
+    const model = `burst-${crypto.randomUUID().slice(0, 8)}`;
+    const key = `openai:${model}`;
+    const client = new BreakerClient(remote());
+    const held: Promise<unknown>[] = [];
+    client.gate((work) => held.push(work)).record(key, false, "http_503");
+    await Promise.all(held);
+    // Six answers within the sync interval after the failure reached the object, and then no call.
+    for (let call = 0; call < 6; call++) client.gate((work) => held.push(work)).record(key, true);
+    await Promise.all(held);
+    const snapshot = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    const view = snapshot.find((entry) => entry.model === model)?.view;
+    expect(view).toMatchObject({ state: "closed", calls: 7 });
+    expect(view?.errorRate).toBeCloseTo(1 / 7);
   });
 
   it("hands a running sync to no second request; outcomes recorded meanwhile go in the same sync's next round", async () => {
