@@ -200,13 +200,23 @@ describe("retries", () => {
 });
 
 describe("what a failure tells the caller", () => {
+  // Anthropic's rate-limit message names the organization's id, which is no workspace's to read.
+  const ANTHROPIC_LIMIT =
+    "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
+  const event = (type: string, data: Record<string, unknown>) =>
+    `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+  /** One attempt per target, no waits between them: each failure is the target's last. */
+  const oneAttemptRouter = () =>
+    createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { maxAttemptsPerTarget: 1, sleep: async () => {} },
+    });
+
   it("a rate limit or spent quota of the deployment's account is told by status and code, not the provider's words", async () => {
     // OpenAI's 429 names the deployment's organization and its use (every workspace's calls, summed);
     // Anthropic's names the organization's id. Neither is a workspace's to read.
     const openAiLimit =
       "Rate limit reached for gpt-4o-mini in organization org-DeployAcct42 on tokens per min (TPM): Limit 200000, Used 199500, Requested 900.";
-    const anthropicLimit =
-      "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
     const workspace = await openAiThenHaiku("gpt-4o-mini-acct-limits");
     const fake = fakeUpstreams({
       [OPENAI]: () =>
@@ -216,15 +226,12 @@ describe("what a failure tells the caller", () => {
         ),
       [ANTHROPIC]: () =>
         Response.json(
-          { type: "error", error: { type: "rate_limit_error", message: anthropicLimit } },
+          { type: "error", error: { type: "rate_limit_error", message: ANTHROPIC_LIMIT } },
           { status: 429, headers: { "Retry-After": "20" } },
         ),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const router = createLlmRouter(llmConfig(), {
-      logger: quietLogger,
-      overrides: { maxAttemptsPerTarget: 1, sleep: async () => {} },
-    });
+    const router = oneAttemptRouter();
     const error = await router
       .chat({ messages }, { workspaceId: workspace.id, chargeKey: "acct-limits" })
       .catch((caught: LlmError) => caught);
@@ -242,28 +249,21 @@ describe("what a failure tells the caller", () => {
   });
 
   it("an error event in Anthropic's stream is told by its type's status, as the same error answered over HTTP", async () => {
-    const anthropicLimit =
-      "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
     const workspace = await workspaceWith({
       strategy: "fallback",
       chain: [{ provider: "anthropic", model: `claude-3-5-haiku-stream-error-${crypto.randomUUID().slice(0, 6)}` }],
     });
-    const event = (type: string, data: Record<string, unknown>) =>
-      `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
     // The 200 came, then the error, before any of the answer: the caller gets a problem, not a stream.
     const fake = fakeUpstreams({
       [ANTHROPIC]: () =>
         new Response(
           event("message_start", { message: { usage: { input_tokens: 10, output_tokens: 1 } } }) +
-            event("error", { error: { type: "rate_limit_error", message: anthropicLimit } }),
+            event("error", { error: { type: "rate_limit_error", message: ANTHROPIC_LIMIT } }),
           { headers: { "Content-Type": "text/event-stream" } },
         ),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const router = createLlmRouter(llmConfig(), {
-      logger: quietLogger,
-      overrides: { maxAttemptsPerTarget: 1, sleep: async () => {} },
-    });
+    const router = oneAttemptRouter();
     const error = await router
       .chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "stream-error-event" })
       .catch((caught: LlmError) => caught);
@@ -315,21 +315,17 @@ describe("what a failure tells the caller", () => {
   });
 
   it("a rate limit in the middle of a stream is told the caller by status and code, as before its first delta", async () => {
-    const anthropicLimit =
-      "This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute.";
     const workspace = await workspaceWith({
       strategy: "fallback",
       chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
     });
-    const event = (type: string, data: Record<string, unknown>) =>
-      `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
     const fake = fakeUpstreams({
       [ANTHROPIC]: () =>
         new Response(
           event("message_start", { message: { usage: { input_tokens: 10, output_tokens: 1 } } }) +
             event("content_block_start", { index: 0, content_block: { type: "text", text: "" } }) +
             event("content_block_delta", { index: 0, delta: { type: "text_delta", text: "Half an answer" } }) +
-            event("error", { error: { type: "rate_limit_error", message: anthropicLimit } }),
+            event("error", { error: { type: "rate_limit_error", message: ANTHROPIC_LIMIT } }),
           { headers: { "Content-Type": "text/event-stream" } },
         ),
     });
