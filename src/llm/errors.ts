@@ -10,10 +10,24 @@ export interface FailureClass {
   retryable: boolean;
   /** Says something about the provider's health (400/401/404 and other request faults do not). */
   countsForBreaker: boolean;
-  /** Why the attempt failed, for the final error when every target failed. */
-  cause: "request" | "authentication" | "provider";
+  /**
+   * Why the attempt failed, for the final error when every target failed. `content_policy`: the provider's
+   * content filter refused the prompt, which ends the call (see classifyFailure).
+   */
+  cause: "request" | "authentication" | "provider" | "content_policy";
   eventType: "timeout" | "rate_limit" | "authentication" | "quota_exceeded" | "connection_error";
 }
+
+/**
+ * The codes a 400 carries when a provider's content filter refused the prompt: Azure's `content_filter`
+ * (its filters are the deployment's own policy), OpenAI's `invalid_prompt` (a prompt flagged against its
+ * usage policy) and `content_policy_violation`.
+ */
+const CONTENT_POLICY_CODES: ReadonlySet<string> = new Set([
+  "content_filter",
+  "invalid_prompt",
+  "content_policy_violation",
+]);
 
 export function classifyFailure(error: ProviderError): FailureClass {
   if (error.failure === "timeout") {
@@ -29,6 +43,11 @@ export function classifyFailure(error: ProviderError): FailureClass {
   if (status === 429) return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "rate_limit" };
   if (RETRYABLE_STATUSES.has(status)) {
     return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "connection_error" };
+  }
+  // Not a request fault that another provider may not share: sent on to the next target, the refused prompt
+  // went round the deployment's content policy (an Azure filter configured for it), so the call ends here.
+  if (status === 400 && CONTENT_POLICY_CODES.has(error.code)) {
+    return { retryable: false, countsForBreaker: false, cause: "content_policy", eventType: "connection_error" };
   }
   if (status === 401 || status === 403) {
     return { retryable: false, countsForBreaker: false, cause: "authentication", eventType: "authentication" };
@@ -122,6 +141,9 @@ export class FailureTally {
       failures.length === 0
         ? "no attempt was made"
         : failures.map((failure) => `${failure.provider}:${failure.model}: ${failure.message}`).join("; ");
+    if (causes.includes("content_policy")) {
+      return new LlmError("content_filter", `a provider's content policy refused the prompt: ${told}`, false, failures);
+    }
     if (timedOut) return new LlmError("timeout", `the call's deadline passed: ${told}`, true, failures, retryAfterMs);
     if (causes.length > 0 && causes.every((cause) => cause === "request")) {
       return new LlmError("invalid_request", `every provider refused the request: ${told}`, false, failures);

@@ -28,6 +28,8 @@ export function llmErrorToApiError(error: unknown): unknown {
   if (!(error instanceof LlmError)) return error;
   switch (error.kind) {
     case "invalid_request":
+    // The prompt is what to change, as for a request fault; `reason` (OpenAI's `err.code`) is Azure's code for it.
+    case "content_filter":
       return new ApiError("BAD_REQUEST", error.message, { extensions: { reason: error.kind, ...failuresOf(error) } });
     case "budget_exhausted":
       return new ApiError("RATE_LIMITED", error.message, {

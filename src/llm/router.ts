@@ -427,7 +427,8 @@ export class Router implements LlmRouter {
           tally.add(target, retry, error, failure);
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();
-          const hasNext = index < candidates.length - 1;
+          const endsCall = failure.cause === "content_policy";
+          const hasNext = index < candidates.length - 1 && !endsCall;
           // Sleeping past the deadline, or through a Retry-After longer than our own backoff would ever wait while
           // another target could answer now, is worse than trying the next target now.
           const retryHere =
@@ -454,6 +455,7 @@ export class Router implements LlmRouter {
             http_status: error.status ?? null,
             simulated: adapter.simulated,
           });
+          if (endsCall) throw tally.final(false);
           if (!retryHere) {
             previous = { target, reason: failure.eventType === "rate_limit" ? "rate_limit" : "error_rate" };
             break;

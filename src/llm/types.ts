@@ -153,6 +153,8 @@ export type LlmErrorKind =
   | "budget_exhausted"
   | "all_providers_failed"
   | "invalid_request"
+  /** A provider's content filter refused the prompt; no other provider is asked (errors.ts, classifyFailure). */
+  | "content_filter"
   | "cancelled"
   | "timeout"
   | "authentication";

@@ -2,7 +2,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { BASE, fakeUpstreams, workspaceWith } from "../support/llm.ts";
+import { BASE, eventsOf, fakeUpstreams, OPENAI_URL, openAiCompletion, workspaceWith } from "../support/llm.ts";
 
 /** POST /api/v1/llm/chat/completions on Azure OpenAI deployments, as Azure answers. */
 
@@ -81,5 +81,76 @@ describe("Azure API versions", () => {
     const refused = await chat(workspace.key, {}, { AZURE_OPENAI_API_VERSION: "2025-04-01-preview" });
     expect(refused.status).toBe(400);
     expect(older.count(AZURE)).toBe(1);
+  });
+});
+
+describe("Azure content filters", () => {
+  /** Azure's answer when its content filter refuses the prompt (its docs' example, abridged). */
+  const filtered = () =>
+    Response.json(
+      {
+        error: {
+          message:
+            "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.",
+          type: null,
+          param: "prompt",
+          code: "content_filter",
+          status: 400,
+          innererror: {
+            code: "ResponsibleAIPolicyViolation",
+            content_filter_result: { violence: { filtered: true, severity: "medium" } },
+          },
+        },
+      },
+      { status: 400 },
+    );
+
+  it("ends the call with a 400 content_filter: the prompt is not sent on to the next provider", async () => {
+    // A fallback after the filter would take the refused prompt round the deployment's content policy.
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "azure", model: "gpt-4o" },
+        { provider: "openai", model: "gpt-4o-mini" },
+      ],
+    });
+    const fake = fakeUpstreams({ [AZURE]: filtered, "openai.test": () => openAiCompletion("unfiltered") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+
+    const response = await chat(workspace.key, {}, { OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: OPENAI_URL });
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as Record<string, any>;
+    expect(body.reason).toBe("content_filter");
+    // OpenAI's SDKs read `err.code`: Azure's own code for it.
+    expect(body.error).toMatchObject({ type: "invalid_request_error", code: "content_filter" });
+    expect(body.failures).toEqual([
+      expect.objectContaining({ provider: "azure", model: "gpt-4o", attempts: 1, status: 400, code: "content_filter" }),
+    ]);
+    expect(body.detail).toContain("content management policy");
+    expect(fake.count(AZURE)).toBe(1);
+    expect(fake.count("openai.test")).toBe(0);
+
+    const [error] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(error.data).toMatchObject({ provider: "azure", error_code: "content_filter", fallback_triggered: false });
+    expect(await eventsOf(workspace, "llm.provider.fallback")).toEqual([]);
+  });
+
+  it("still falls over when Azure refuses otherwise (a deployment it lacks), which another provider may not share", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "azure", model: "gpt-4o" },
+        { provider: "openai", model: "gpt-4o-mini" },
+      ],
+    });
+    const fake = fakeUpstreams({
+      [AZURE]: () =>
+        Response.json({ error: { code: "DeploymentNotFound", message: "no such deployment" } }, { status: 404 }),
+      "openai.test": () => openAiCompletion("served"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const response = await chat(workspace.key, {}, { OPENAI_API_KEY: "sk-test", OPENAI_BASE_URL: OPENAI_URL });
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as Record<string, any>).choices[0].message.content).toBe("served");
   });
 });
