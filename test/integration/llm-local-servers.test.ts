@@ -374,3 +374,44 @@ describe("a local server that streams unless told not to", () => {
     expect(sent[0].stream).toBe(false);
   });
 });
+
+describe("a local server that gives up on an answer", () => {
+  const aborted = (content: string) =>
+    Response.json({
+      id: "chatcmpl-local",
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "abort" }],
+      usage: { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 },
+    });
+
+  it("has the answer vLLM aborted asked again, not passed on as a whole one", async () => {
+    const workspace = await localChain();
+    const fake = fakeUpstreams({
+      [LOCAL]: (_request, call) =>
+        call === 1
+          ? aborted("The ans")
+          : Response.json({
+              choices: [
+                { index: 0, message: { role: "assistant", content: "The answer is 42." }, finish_reason: "stop" },
+              ],
+              usage: { prompt_tokens: 9, completion_tokens: 6, total_tokens: 15 },
+            }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const response = await chat(workspace.key, {});
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as Record<string, any>;
+    expect(body.choices[0]).toMatchObject({ message: { content: "The answer is 42." }, finish_reason: "stop" });
+    expect(fake.count(LOCAL)).toBe(2);
+  });
+
+  it("tells a streamed answer that ends in finish_reason abort as cut, not as a stop", async () => {
+    const workspace = await localChain();
+    const fake = fakeUpstreams({ [LOCAL]: () => sse([chunk({ content: "The ans" }), chunk({}, "abort")]) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const text = await (await chat(workspace.key, { stream: true })).text();
+    expect(text).toContain('"content":"The ans"');
+    expect(text).not.toContain('"finish_reason":"stop"');
+    expect(text).toContain('the provider gave up on the answer (finish_reason \\"abort\\")');
+  });
+});

@@ -73,6 +73,21 @@ export function finishReason(value: string | null | undefined): ChatResult["fini
 }
 
 /**
+ * A finish reason that says the server gave up on the answer, not that the answer is over: vLLM's `abort`
+ * (the engine dropped the request: preempted, shutting down) and `error`. Read as any other unknown reason,
+ * such a cut answer became a whole one, finish_reason `stop`; it is a failed attempt, tried again or elsewhere.
+ */
+const GIVEN_UP_REASONS: ReadonlySet<string> = new Set(["abort", "error"]);
+
+function failIfGivenUp(finish: string | null | undefined): void {
+  if (finish && GIVEN_UP_REASONS.has(finish)) {
+    throw new ProviderError("protocol", `the provider gave up on the answer (finish_reason "${finish}")`, {
+      code: `finish_${finish}`,
+    });
+  }
+}
+
+/**
  * An error the server sent as data, in a stream or in a 200 answer: OpenAI's error object (vLLM's gives
  * the HTTP status as its `code`, a number), or a bare string (some local servers). Its message is the
  * caller's to read, and its status, when it gives one, says whether another attempt can help (a 400
@@ -179,6 +194,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     const choice = body.choices?.[0];
     if (!choice?.message && body.error) throw errorInBody(body.error);
     if (!choice?.message) throw new ProviderError("protocol", "the provider's answer lacks a message");
+    failIfGivenUp(choice.finish_reason);
     const message: ChatMessage = {
       role: "assistant",
       content: choice.message.content ?? null,
@@ -265,6 +281,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     // whole. [DONE] alone ends it: some servers and proxies never send a finish reason (null, or Ollama's old "",
     // ollama#4357, throughout); failing their whole answers after the caller had every delta helped nobody.
     if (!usageChunk && !finish && !done) throw new ProviderError("protocol", "the stream ended before its answer did");
+    failIfGivenUp(finish);
     const message = assembler.message();
     yield {
       type: "done",
