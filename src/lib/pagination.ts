@@ -53,3 +53,31 @@ export function toPage<Row, Item>(
 export function pageSchema<T extends z.ZodType>(item: T, name: string) {
   return z.object({ data: z.array(item), next_cursor: z.string().nullable() }).openapi(name);
 }
+
+/**
+ * A short list made in memory (the providers), not read from a table: its cursor is where the next page
+ * starts, as opaque as the keyset one.
+ */
+export function pageOfList<Item>(
+  items: readonly Item[],
+  query: { limit: number; cursor?: string },
+): { page: Item[]; next_cursor: string | null } {
+  const start = query.cursor === undefined ? 0 : decodeOffsetCursor(query.cursor);
+  const end = start + query.limit;
+  return {
+    page: items.slice(start, end),
+    next_cursor: end < items.length ? toBase64Url(new TextEncoder().encode(JSON.stringify({ o: end }))) : null,
+  };
+}
+
+function decodeOffsetCursor(cursor: string): number {
+  try {
+    const { o: offset } = JSON.parse(atob(cursor.replaceAll("-", "+").replaceAll("_", "/"))) as { o?: unknown };
+    if (typeof offset === "number" && Number.isSafeInteger(offset) && offset > 0) return offset;
+  } catch {
+    // Fall through to the 422.
+  }
+  throw new ApiError("VALIDATION_FAILED", "The cursor is not one this API issued.", {
+    errors: [{ path: "cursor", message: "invalid cursor" }],
+  });
+}

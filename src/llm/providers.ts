@@ -42,6 +42,12 @@ const CLOSED_VIEW: BreakerView = {
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
+/** Every provider the router knows, then any other this deployment has or the chain names, in a stable order. */
+export function providerNames(config: AppConfig, chain: RouteTarget[]): string[] {
+  const configured = buildAdapters(config).keys();
+  return [...new Set([...Object.keys(DEFAULT_MODELS), ...configured, ...chain.map((target) => target.provider)])];
+}
+
 /**
  * Breakers are shared by every workspace (a provider's health is everyone's), but which models the others
  * call, and how often, is theirs: beside its chain, a workspace sees only the models it was charged for
@@ -51,11 +57,10 @@ export async function providerOverview(
   config: AppConfig,
   chain: RouteTarget[],
   usedLately: RouteTarget[],
+  /** The providers to show (a page of providerNames'). */
+  names: readonly string[],
 ): Promise<ProviderHealth[]> {
   const adapters = buildAdapters(config);
-  const names = [
-    ...new Set([...Object.keys(DEFAULT_MODELS), ...adapters.keys(), ...chain.map((target) => target.provider)]),
-  ];
   return Promise.all(
     names.map(async (provider) => {
       const adapter = adapters.get(provider);

@@ -1,8 +1,9 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { tenantDb } from "../auth/tenant-access.ts";
-import { API_PROBLEMS } from "../lib/openapi.ts";
+import { API_PROBLEMS, problemResponses } from "../lib/openapi.ts";
+import { PageQuerySchema, pageOfList } from "../lib/pagination.ts";
 import { PRICE_SOURCES } from "../llm/prices.ts";
-import { providerOverview } from "../llm/providers.ts";
+import { providerNames, providerOverview } from "../llm/providers.ts";
 import { settingsLoader } from "../llm/settings.ts";
 import { modelsUsedSince } from "../llm/usage.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -41,9 +42,10 @@ const listRoute = createRoute({
   description:
     "Every provider the router knows, whether this deployment has it configured, and per model (those of the workspace's chain, and any other it was charged for since yesterday, UTC; never another workspace's) the breaker state and recent error rate. `simulated` is the offline provider.",
   middleware: [requireScope("tasks:read")] as const,
+  request: { query: PageQuerySchema },
   responses: {
     200: {
-      description: "Providers.",
+      description: "Providers, a page at a time, in a stable order.",
       content: {
         "application/json": {
           schema: z
@@ -56,23 +58,28 @@ const listRoute = createRoute({
                   models: z.array(ModelHealthSchema),
                 }),
               ),
+              next_cursor: z.string().nullable(),
             })
             .openapi("Providers"),
         },
       },
     },
     ...API_PROBLEMS,
+    ...problemResponses("VALIDATION_FAILED"),
   },
 });
 
 export function registerProviderRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(listRoute, async (c) => {
+    const query = c.req.valid("query");
     const config = c.get("config");
     const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
     const [settings, usedLately] = await Promise.all([
       settingsLoader(config)(c.get("workspaceId")!),
       modelsUsedSince(tenantDb(c), yesterday),
     ]);
-    return c.json({ data: await providerOverview(config, settings.chain, usedLately) }, 200);
+    // Only the page's providers have their breakers read.
+    const { page, next_cursor } = pageOfList(providerNames(config, settings.chain), query);
+    return c.json({ data: await providerOverview(config, settings.chain, usedLately, page), next_cursor }, 200);
   });
 }

@@ -587,6 +587,40 @@ describe("GET /api/v1/providers", () => {
     });
   });
 
+  it("pages with ?limit= and ?cursor= as every list does, and refuses a cursor it did not issue", async () => {
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] });
+    const page = async (query: string) => {
+      const response = await fetcher(`${BASE}/api/v1/providers${query}`, { headers: workspace.headers });
+      return { status: response.status, body: (await response.json()) as Record<string, any> };
+    };
+    const whole = await page("");
+    expect(whole.status).toBe(200);
+    expect(whole.body.next_cursor).toBeNull();
+    const names = whole.body.data.map((entry: { provider: string }) => entry.provider);
+    expect(names.length).toBe(6);
+
+    const seen: string[] = [];
+    let query = "?limit=4";
+    for (let pages = 1; ; pages++) {
+      const { status, body } = await page(query);
+      expect(status).toBe(200);
+      seen.push(...body.data.map((entry: { provider: string }) => entry.provider));
+      if (body.next_cursor === null) {
+        expect(pages).toBe(2);
+        break;
+      }
+      expect(body.data).toHaveLength(4);
+      query = `?limit=4&cursor=${encodeURIComponent(body.next_cursor)}`;
+    }
+    expect(seen).toEqual(names);
+
+    for (const bad of ["?cursor=not-a-cursor", "?limit=0", "?limit=101"]) {
+      const refused = await page(bad);
+      expect(refused.status, bad).toBe(422);
+      expect(refused.body.code).toBe("VALIDATION_FAILED");
+    }
+  });
+
   it("shows a simulated model with settings as a breaker of its own, never in place of the plain model's", async () => {
     const plain = `sim-${crypto.randomUUID().slice(0, 8)}`;
     const failing = `${plain}?failure_rate=1&failure_status=500`;
