@@ -43,7 +43,7 @@ interface AiOutput {
   /** An object in JSON mode (`response_format`); a number from some models. */
   response?: string | number | Record<string, unknown> | null;
   tool_calls?: AiToolCall[];
-  choices?: { message?: AiChoicePart; delta?: AiChoicePart }[];
+  choices?: { message?: AiChoicePart; delta?: AiChoicePart; finish_reason?: string | null }[];
   usage?: Partial<TokenUsage>;
 }
 
@@ -59,6 +59,26 @@ function textOf(output: AiOutput): string | undefined {
   const response = output.response;
   if (response === null || response === undefined) return undefined;
   return typeof response === "object" ? JSON.stringify(response) : String(response);
+}
+
+/**
+ * Whether the answer was cut at its token limit. OpenAI's shape says so (`finish_reason: "length"`); Workers AI's
+ * own shape says nothing, so an answer whose reported length is the limit in force (the call's max_tokens, else
+ * the binding's own default) was cut there. Told as a whole answer, half a sentence passed for all of it.
+ */
+function reachedLimit(
+  call: AdapterCall,
+  finishReason: string | null | undefined,
+  usage: Partial<TokenUsage> | undefined,
+  defaultMaxTokens: number,
+): boolean {
+  if (finishReason === "length") return true;
+  if (finishReason) return false;
+  const answerTokens = usage?.completion_tokens;
+  if (typeof answerTokens !== "number") return false;
+  if (call.max_tokens !== undefined) return answerTokens >= call.max_tokens;
+  // A longer answer shows that this model's own default is longer than the binding's usual one, and was not reached.
+  return answerTokens === defaultMaxTokens;
 }
 
 function toolCallsOf(output: AiOutput): AiToolCall[] {
@@ -160,9 +180,10 @@ export class WorkersAiAdapter implements ProviderAdapter {
       content: toolCalls.length > 0 && !text ? null : (text ?? ""),
       ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
     };
+    const cut = reachedLimit(call, output.choices?.[0]?.finish_reason, output.usage, this.defaultMaxTokens);
     return {
       message,
-      finish_reason: toolCalls.length > 0 ? "tool_calls" : "stop",
+      finish_reason: toolCalls.length > 0 ? "tool_calls" : cut ? "length" : "stop",
       ...this.#usage(call, output.usage, message),
     };
   }
@@ -179,6 +200,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
     if (!(body instanceof ReadableStream)) throw new ProviderError("protocol", "Workers AI sent no stream");
     const assembler = new MessageAssembler();
     let usage: Partial<TokenUsage> | undefined;
+    let finishReason: string | undefined;
     /** Tool calls begun so far, by index: a call's id and name are sent once, with its first piece. */
     const toolCallsBegun = new Set<number>();
     /** Workers AI ends every stream with [DONE], in either shape; a stream that ends without it was cut. */
@@ -191,6 +213,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
         }
         const chunk = JSON.parse(message.data) as AiOutput;
         if (chunk.usage) usage = chunk.usage;
+        finishReason = chunk.choices?.[0]?.finish_reason ?? finishReason;
         const text = textOf(chunk);
         const toolCalls = toolCallsOf(chunk).map((part, position) => {
           // Pieces without an index belong to the call at their place in the chunk, as Cloudflare's own provider reads them.
@@ -225,7 +248,8 @@ export class WorkersAiAdapter implements ProviderAdapter {
     // passing it for whole (finish_reason stop) would hand the caller half an answer as if it were all.
     if (!done) throw new ProviderError("protocol", "the stream ended before its answer did");
     const message = assembler.message();
-    const finish = message.tool_calls ? "tool_calls" : "stop";
+    const cut = reachedLimit(call, finishReason, usage, this.defaultMaxTokens);
+    const finish = message.tool_calls ? "tool_calls" : cut ? "length" : "stop";
     yield { type: "done", result: { message, finish_reason: finish, ...this.#usage(call, usage, message) } };
   }
 

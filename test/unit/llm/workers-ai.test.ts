@@ -245,6 +245,60 @@ describe("Workers AI adapter", () => {
     ]);
   });
 
+  it("tells an answer cut at its max_tokens as finish_reason length, whole and streamed, not as a whole answer", async () => {
+    // OpenAI's shape says so itself.
+    const openAiShaped = await new WorkersAiAdapter(
+      recordingRunner(() => ({
+        choices: [{ message: { content: "The first three steps are" }, finish_reason: "length" }],
+        usage: { prompt_tokens: 30, completion_tokens: 6 },
+      })).runner,
+    ).complete({ ...call, max_tokens: 6 });
+    expect(openAiShaped.finish_reason).toBe("length");
+    // Workers AI's own shape has no finish reason: an answer that used every token it was allowed was cut there,
+    // the binding's own 256 when no max_tokens was sent.
+    const native = (completionTokens: number) =>
+      new WorkersAiAdapter(
+        recordingRunner(() => ({
+          response: "The first three steps are",
+          usage: { prompt_tokens: 30, completion_tokens: completionTokens },
+        })).runner,
+      );
+    expect((await native(64).complete({ ...call, max_tokens: 64 })).finish_reason).toBe("length");
+    expect((await native(256).complete(call)).finish_reason).toBe("length");
+    expect((await native(63).complete({ ...call, max_tokens: 64 })).finish_reason).toBe("stop");
+    expect((await native(200).complete(call)).finish_reason).toBe("stop");
+    // A model whose own default is longer than 256 answered past it: not cut there.
+    expect((await native(300).complete(call)).finish_reason).toBe("stop");
+    const streamed = async (chunks: unknown[], max_tokens?: number) => {
+      const events = await collect(
+        new WorkersAiAdapter(recordingRunner(() => sse(chunks)).runner).stream({
+          ...call,
+          ...(max_tokens ? { max_tokens } : {}),
+        }),
+      );
+      return (events.at(-1) as Extract<StreamEvent, { type: "done" }>).result.finish_reason;
+    };
+    expect(
+      await streamed([
+        { choices: [{ delta: { content: "The first" }, finish_reason: null }] },
+        { choices: [{ delta: { content: " three" }, finish_reason: "length" }] },
+        { choices: [], usage: { prompt_tokens: 30, completion_tokens: 2 } },
+      ]),
+    ).toBe("length");
+    expect(
+      await streamed(
+        [{ response: "The first" }, { response: "", usage: { prompt_tokens: 30, completion_tokens: 2 } }],
+        2,
+      ),
+    ).toBe("length");
+    expect(
+      await streamed(
+        [{ response: "The first" }, { response: "", usage: { prompt_tokens: 30, completion_tokens: 2 } }],
+        8,
+      ),
+    ).toBe("stop");
+  });
+
   it("turns the binding's errors into provider errors the router can judge", async () => {
     const failing = (error: unknown) =>
       new WorkersAiAdapter({
