@@ -1,10 +1,13 @@
 import { env } from "cloudflare:workers";
+import { zodFunction } from "openai/helpers/zod";
 import { describe, expect, it } from "vitest";
+import { z } from "zod";
 import { createDb } from "../../src/db/client.ts";
 import { checkEnv } from "../../src/env.ts";
 import { Logger } from "../../src/lib/logger.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import { findCharge } from "../../src/llm/usage.ts";
+import { sdkAgainstApp, workspaceWith } from "../support/llm.ts";
 
 /** The default path: no provider secrets, the `simulated` provider, a usage row per charge key. */
 
@@ -86,5 +89,33 @@ describe("createLlmRouter with the default chain", () => {
     let text = "";
     for await (const delta of streamed.deltas) if (delta.type === "delta") text += delta.content ?? "";
     expect(JSON.parse(text)).toEqual(shaped);
+  });
+
+  it("calls a tool with arguments its parameters schema takes, so the SDK's runTools runs the tool offline", async () => {
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] });
+    const seen: unknown[] = [];
+    const readFile = zodFunction({
+      name: "read_file",
+      parameters: z.object({
+        path: z.string(),
+        encoding: z.enum(["utf8", "base64"]),
+        lines: z.object({ from: z.number().int().min(1), to: z.number().int().min(1) }).nullable(),
+        verbose: z.boolean(),
+      }),
+      function: (args: unknown) => {
+        seen.push(args);
+        return "export {}";
+      },
+    });
+    const runner = sdkAgainstApp(workspace.key).chat.completions.runTools({
+      model: "auto",
+      messages: [{ role: "user", content: "Read a.ts" }],
+      tools: [readFile],
+    });
+    expect(await runner.finalContent()).toMatch(/^\[simulated\]/);
+    // A strict zodFunction parses the arguments before calling: `{}` failed that, and the tool never ran.
+    expect(seen).toEqual([
+      { path: expect.stringMatching(/^\[simulated\]/), encoding: "utf8", lines: { from: 1, to: 1 }, verbose: false },
+    ]);
   });
 });

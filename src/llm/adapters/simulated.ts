@@ -1,7 +1,7 @@
 import type { AdapterCall, AdapterResult, ProviderAdapter, StreamEvent } from "../provider.ts";
 import { ProviderError } from "../provider.ts";
 import { estimatePromptTokens } from "../tokens.ts";
-import type { ChatMessage, ResponseFormat, ToolCall } from "../types.ts";
+import type { ChatMessage, ResponseFormat, ToolCall, ToolDefinition } from "../types.ts";
 
 /**
  * The offline provider: deterministic answers with configurable latency,
@@ -194,7 +194,10 @@ export class SimulatedAdapter implements ProviderAdapter {
       const toolCalls: ToolCall[] = Array.from({ length: count }, (_, index) => ({
         id: `call_sim_${(seed + index).toString(36)}`,
         type: "function",
-        function: { name: tools[index % tools.length].function.name, arguments: "{}" },
+        function: {
+          name: tools[index % tools.length].function.name,
+          arguments: toolArguments(tools[index % tools.length]),
+        },
       }));
       const completion = Math.min(settings.completionTokens, 10 * toolCalls.length);
       return {
@@ -224,6 +227,14 @@ function answerText(last: ChatMessage | undefined, tokens: number): string {
   const words = ["[simulated]"];
   for (let index = 1; index < tokens; index++) words.push(WORDS[Math.floor(next() * WORDS.length)]);
   return words.join(" ");
+}
+
+/**
+ * Arguments its parameters schema takes, built as a JSON answer is: `{}` failed every tool with a required
+ * parameter (the SDK's zodFunction parses the arguments before calling, so under `npm run dev` the tool never ran).
+ */
+function toolArguments(tool: ToolDefinition): string {
+  return JSON.stringify(exampleOf(tool.function.parameters ?? {}, "[simulated]", 0));
 }
 
 /** `{"answer": …}`, or for a JSON Schema the plainest value it allows (first enum, empty array, zero, false). */
