@@ -7,7 +7,7 @@ import { checkEnv } from "../../src/env.ts";
 import { Logger } from "../../src/lib/logger.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import { findCharge } from "../../src/llm/usage.ts";
-import { sdkAgainstApp, workspaceWith } from "../support/llm.ts";
+import { BASE, eventsOf, fetcher, sdkAgainstApp, workspaceWith } from "../support/llm.ts";
 
 /** The default path: no provider secrets, the `simulated` provider, a usage row per charge key. */
 
@@ -117,5 +117,26 @@ describe("createLlmRouter with the default chain", () => {
     expect(seen).toEqual([
       { path: expect.stringMatching(/^\[simulated\]/), encoding: "utf8", lines: { from: 1, to: 1 }, verbose: false },
     ]);
+  });
+
+  it("fails with an error status only: a failure_status that is none is the default 503, and its failures are told", async () => {
+    for (const status of ["700", "0", "200"]) {
+      const workspace = await workspaceWith({
+        strategy: "fallback",
+        chain: [{ provider: "simulated", model: `sim-1?failure_rate=1&failure_status=${status}` }],
+      });
+      const response = await fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ messages: [{ role: "user", content: "x" }] }),
+      });
+      expect(response.status).toBe(503);
+      expect(await response.json()).toMatchObject({
+        failures: [{ provider: "simulated", model: "sim-1", status: 503, code: "http_503" }],
+      });
+      // Each failed attempt is an llm.provider.error event; a status of 700 failed the event's schema, and was lost.
+      const errors = await eventsOf(workspace, "llm.provider.error", 3);
+      expect(errors.map((event) => event.data.http_status)).toEqual([503, 503, 503]);
+    }
   });
 });

@@ -56,6 +56,15 @@ const QUERY_MAXIMUMS: Partial<Record<keyof SimulatedOptions, number>> = {
   toolCalls: 128,
 };
 
+/**
+ * A simulated failure is an HTTP error answer: any other status (a 200, a 700) is no failure a client, a
+ * breaker or an event can tell (`llm.provider.error`'s http_status is 100..599, so its events were lost), and
+ * the default stands.
+ */
+function isErrorStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 400 && status <= 599;
+}
+
 export function simulatedSettings(model: string, base: SimulatedOptions): SimulatedOptions {
   const query = model.indexOf("?");
   if (query === -1) return base;
@@ -63,6 +72,7 @@ export function simulatedSettings(model: string, base: SimulatedOptions): Simula
   for (const [key, value] of new URLSearchParams(model.slice(query + 1))) {
     const field = QUERY_KEYS[key];
     const number = Number(value);
+    if (field === "failureStatus" && !isErrorStatus(number)) continue;
     if (field && Number.isFinite(number) && number >= 0) {
       settings[field] = Math.min(number, QUERY_MAXIMUMS[field] ?? number);
     }
