@@ -44,7 +44,9 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
       // Kept: OpenAI refuses an assistant message whose content is null with neither tool calls nor a refusal,
       // so a conversation that went on after a refusal failed with a 400 once the refusal was dropped.
       ...(refusal ? { refusal } : {}),
-      ...(message.tool_calls ? { tool_calls: message.tool_calls } : {}),
+      // An empty list is no tool calls (clients send an answer back as they parsed it, and some parse none as []):
+      // passed on, OpenAI refused the message with a 400 "empty array".
+      ...(message.tool_calls?.length ? { tool_calls: message.tool_calls } : {}),
       ...(message.tool_call_id ? { tool_call_id: message.tool_call_id } : {}),
       ...(message.name ? { name: message.name } : {}),
     };

@@ -85,6 +85,39 @@ describe("parse() and stream() with zodResponseFormat", () => {
     expect(message.content).toBeNull();
   });
 
+  it("a message sent back with tool_calls: [] reaches OpenAI without it, which OpenAI refuses", async () => {
+    // Clients send an answer back as it was parsed, and some parse "no tool calls" as an empty list (the SDK's
+    // own parse() did before openai-node 4.85); OpenAI answers such a message 400 "empty array".
+    const sent: { messages: Record<string, unknown>[] }[] = [];
+    const openAiLike = async (request: Request) => {
+      const body = (await request.json()) as { messages: Record<string, unknown>[] };
+      sent.push(body);
+      const emptyList = body.messages.find(
+        (message) => Array.isArray(message.tool_calls) && !message.tool_calls.length,
+      );
+      if (emptyList) {
+        const message = "Invalid 'messages[1].tool_calls': empty array. Expected an array with minimum length 1.";
+        return Response.json(
+          { error: { message, type: "invalid_request_error", code: "empty_array" } },
+          { status: 400 },
+        );
+      }
+      return openAiAnswer({ content: "Oslo is 3 degrees." });
+    };
+    const workspace = await openAiChain("gpt-4o-mini");
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ [OPENAI]: openAiLike }).impl);
+    const answered = await sdk(workspace.key).chat.completions.create({
+      model: "auto",
+      messages: [
+        { role: "user", content: "weather?" },
+        { role: "assistant", content: "Which city?", tool_calls: [] },
+        { role: "user", content: "Oslo" },
+      ],
+    });
+    expect(answered.choices[0].message.content).toBe("Oslo is 3 degrees.");
+    expect(sent[0].messages[1]).toEqual({ role: "assistant", content: "Which city?" });
+  });
+
   it("a conversation goes on after a refusal, the refusing message sent back as the SDK gave it", async () => {
     // OpenAI refuses an assistant message whose content is null with neither tool calls nor a refusal.
     const sent: { messages: Record<string, unknown>[] }[] = [];
