@@ -14,7 +14,8 @@ import { textTokens } from "../tokens.ts";
 import type { ChatMessage, ChatResult, TokenUsage, ToolCall } from "../types.ts";
 import { answerText, type JsonAnswerTool, jsonAnswerTool } from "./anthropic-json.ts";
 import { type Block, DEFAULT_MAX_TOKENS, toAnthropic } from "./anthropic-request.ts";
-import { StopCutter } from "./anthropic-stops.ts";
+import { unsentStops } from "./anthropic-stops.ts";
+import { StopCutter } from "./stop-cutter.ts";
 
 /**
  * Anthropic's Messages API, mapped to and from the OpenAI chat shape: system
@@ -126,7 +127,7 @@ export class AnthropicAdapter implements ProviderAdapter {
         usage: usageOf(body.usage),
       };
     }
-    const cutter = new StopCutter(call.stop);
+    const cutter = new StopCutter(unsentStops(call.stop));
     let text = "";
     const toolCalls: ToolCall[] = [];
     for (const block of body.content) {
@@ -178,7 +179,7 @@ export class AnthropicAdapter implements ProviderAdapter {
     let wrappedAnswer = "";
     let stopped = false;
     /** Ends the answer at a stop sequence Anthropic was not sent; the stream is read no further then. */
-    const cutter = new StopCutter(call.stop);
+    const cutter = new StopCutter(unsentStops(call.stop));
     /** What the model wrote, passed on or not: what a stream cut by `cutter` is charged for. */
     let writtenTokens = 0;
     try {

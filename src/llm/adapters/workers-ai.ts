@@ -11,6 +11,7 @@ import { readSse } from "../sse.ts";
 import { estimateAnswerUsage } from "../tokens.ts";
 import type { ChatMessage, ResponseFormat, TokenUsage } from "../types.ts";
 import { newCallId } from "./openai-tool-calls.ts";
+import { StopCutter } from "./stop-cutter.ts";
 
 /**
  * Workers AI through the `AI` binding. The binding is optional and is not
@@ -174,7 +175,11 @@ export class WorkersAiAdapter implements ProviderAdapter {
         arguments: argumentsText(toolCall.function?.arguments ?? toolCall.arguments),
       },
     }));
-    const text = textOf(output);
+    const whole = textOf(output);
+    // Its models take no stop sequences: the answer ends at the first one here, as at a provider that took them.
+    const cutter = new StopCutter(call.stop);
+    const text = whole === undefined ? undefined : cutter.push(whole) + cutter.flush();
+    if (cutter.stopped) toolCalls.length = 0;
     const message: ChatMessage = {
       role: "assistant",
       content: toolCalls.length > 0 && !text ? null : (text ?? ""),
@@ -183,7 +188,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
     const cut = reachedLimit(call, output.choices?.[0]?.finish_reason, output.usage, this.defaultMaxTokens);
     return {
       message,
-      finish_reason: toolCalls.length > 0 ? "tool_calls" : cut ? "length" : "stop",
+      finish_reason: toolCalls.length > 0 ? "tool_calls" : cut && !cutter.stopped ? "length" : "stop",
       ...this.#usage(call, output.usage, message),
     };
   }
@@ -205,16 +210,23 @@ export class WorkersAiAdapter implements ProviderAdapter {
     const toolCallsBegun = new Set<number>();
     /** Workers AI ends every stream with [DONE], in either shape; a stream that ends without it was cut. */
     let done = false;
+    /** Its models take no stop sequences: the answer ends at the first one here, and is read no further. */
+    const cutter = new StopCutter(call.stop);
     try {
       for await (const message of readSse(body as ReadableStream<Uint8Array>)) {
         if (message.data === "[DONE]") {
           done = true;
+          const held = cutter.flush();
+          if (held) {
+            const event = { type: "delta" as const, content: held };
+            assembler.add(event);
+            yield event;
+          }
           break;
         }
         const chunk = JSON.parse(message.data) as AiOutput;
         if (chunk.usage) usage = chunk.usage;
         finishReason = chunk.choices?.[0]?.finish_reason ?? finishReason;
-        const text = textOf(chunk);
         const toolCalls = toolCallsOf(chunk).map((part, position) => {
           // Pieces without an index belong to the call at their place in the chunk, as Cloudflare's own provider reads them.
           const index = part.index ?? position;
@@ -231,14 +243,26 @@ export class WorkersAiAdapter implements ProviderAdapter {
             },
           };
         });
-        if (!text && toolCalls.length === 0) continue;
-        const event = {
-          type: "delta" as const,
-          ...(text ? { content: text } : {}),
-          ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
-        };
-        assembler.add(event);
-        yield event;
+        const chunkText = textOf(chunk);
+        let text = chunkText ? cutter.push(chunkText) : "";
+        if (cutter.stopped) {
+          // At a stop sequence the answer is whole: nothing after it (a tool call neither) is part of it.
+          toolCalls.length = 0;
+          done = true;
+        } else if (toolCalls.length > 0) {
+          // Text held as a sequence's possible start was no sequence: it comes before the tool call.
+          text += cutter.flush();
+        }
+        if (text || toolCalls.length > 0) {
+          const event = {
+            type: "delta" as const,
+            ...(text ? { content: text } : {}),
+            ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+          };
+          assembler.add(event);
+          yield event;
+        }
+        if (done) break;
       }
     } catch (error) {
       if (error instanceof SyntaxError) throw new ProviderError("protocol", "Workers AI sent a chunk that is not JSON");
@@ -249,7 +273,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
     if (!done) throw new ProviderError("protocol", "the stream ended before its answer did");
     const message = assembler.message();
     const cut = reachedLimit(call, finishReason, usage, this.defaultMaxTokens);
-    const finish = message.tool_calls ? "tool_calls" : cut ? "length" : "stop";
+    const finish = message.tool_calls ? "tool_calls" : cut && !cutter.stopped ? "length" : "stop";
     yield { type: "done", result: { message, finish_reason: finish, ...this.#usage(call, usage, message) } };
   }
 
@@ -262,7 +286,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
           ...workersAiTools(call),
           ...(call.max_tokens !== undefined ? { max_tokens: call.max_tokens } : {}),
           ...(call.temperature !== undefined ? { temperature: call.temperature } : {}),
-          // What Workers AI's text-generation models take of OpenAI's settings (no stop sequences).
+          // What Workers AI's text-generation models take of OpenAI's settings (no stop sequences: see StopCutter).
           ...(call.top_p !== undefined ? { top_p: call.top_p } : {}),
           ...(call.seed !== undefined ? { seed: call.seed } : {}),
           ...(call.presence_penalty !== undefined ? { presence_penalty: call.presence_penalty } : {}),

@@ -299,6 +299,28 @@ describe("Workers AI adapter", () => {
     ).toBe("stop");
   });
 
+  it("ends the answer at a stop sequence, which Workers AI's models are not sent, whole and streamed", async () => {
+    const whole = await new WorkersAiAdapter(
+      recordingRunner(() => ({
+        response: "Step one.\nStep two.\nStep three.",
+        usage: { prompt_tokens: 30, completion_tokens: 9 },
+      })).runner,
+    ).complete({ ...call, stop: ["\n"] });
+    expect(whole.message.content).toBe("Step one.");
+    expect(whole.finish_reason).toBe("stop");
+    // A sequence split between chunks is found all the same; nothing after it is passed on, nor read.
+    const { runner } = recordingRunner(() =>
+      sse([{ response: "Answer: 42 EN" }, { response: "D and more" }, { response: " text" }]),
+    );
+    const events = await collect(new WorkersAiAdapter(runner).stream({ ...call, stop: ["END"] }));
+    const deltas = events.flatMap((event) => (event.type === "delta" ? [event.content] : []));
+    expect(deltas.join("")).toBe("Answer: 42 ");
+    expect(events.at(-1)).toMatchObject({
+      type: "done",
+      result: { message: { role: "assistant", content: "Answer: 42 " }, finish_reason: "stop" },
+    });
+  });
+
   it("turns the binding's errors into provider errors the router can judge", async () => {
     const failing = (error: unknown) =>
       new WorkersAiAdapter({
