@@ -139,4 +139,21 @@ describe("createLlmRouter with the default chain", () => {
       expect(errors.map((event) => event.data.http_status)).toEqual([503, 503, 503]);
     }
   });
+
+  it("ends its answer at a stop sequence, as a real provider does, whole and streamed", async () => {
+    const router = createLlmRouter(config, { logger });
+    const messages = [{ role: "user" as const, content: "Explain the change." }];
+    const context = (key: string) => ({ workspaceId: "ws_sim_stop", chargeKey: key });
+    const full = (await router.chat({ messages }, context("a"))).message.content!;
+    const stopWord = full.split(" ")[3];
+    const expected = full.slice(0, full.indexOf(` ${stopWord}`));
+    const stopped = await router.chat({ messages, stop: [` ${stopWord}`] }, context("b"));
+    expect(stopped.message.content).toBe(expected);
+    expect(stopped.finish_reason).toBe("stop");
+    const streamed = await router.chatStream({ messages, stop: [` ${stopWord}`] }, context("c"));
+    let text = "";
+    for await (const delta of streamed.deltas) if (delta.type === "delta") text += delta.content ?? "";
+    expect(text).toBe(expected);
+    expect((await streamed.result).finish_reason).toBe("stop");
+  });
 });

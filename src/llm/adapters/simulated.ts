@@ -2,6 +2,7 @@ import type { AdapterCall, AdapterResult, ProviderAdapter, StreamEvent } from ".
 import { ProviderError } from "../provider.ts";
 import { estimatePromptTokens } from "../tokens.ts";
 import type { ChatMessage, ResponseFormat, ToolCall, ToolDefinition } from "../types.ts";
+import { StopCutter } from "./stop-cutter.ts";
 
 /**
  * The offline provider: deterministic answers with configurable latency,
@@ -11,7 +12,7 @@ import type { ChatMessage, ResponseFormat, ToolCall, ToolDefinition } from "../t
  * Settings come from the adapter's options, overridden per call by the model
  * name's query string, e.g. `sim-1?latency_ms=200&completion_tokens=50&failure_rate=0.1&tool_calls=1`,
  * so a workspace's routing chain can describe the behaviour it wants. Like a
- * real provider it honours `tool_choice`, and answers JSON when
+ * real provider it honours `tool_choice` and `stop`, and answers JSON when
  * `response_format` asks for it.
  */
 
@@ -220,12 +221,16 @@ export class SimulatedAdapter implements ProviderAdapter {
       call.max_tokens !== undefined ? Math.min(call.max_tokens, settings.completionTokens) : settings.completionTokens;
     const words = answerText(last, limit);
     // JSON asked for: a JSON answer, so code that parses it works offline too.
-    const text =
+    const answer =
       call.response_format && call.response_format.type !== "text" ? jsonAnswer(call.response_format, words) : words;
+    // As a real provider does: the answer ends at the first stop sequence, and what was written up to it is billed.
+    const cutter = new StopCutter(call.stop);
+    const text = cutter.push(answer) + cutter.flush();
+    const completion = cutter.stopped ? Math.min(limit, text.split(" ").filter(Boolean).length) : limit;
     return {
       message: { role: "assistant", content: text },
-      finish_reason: limit < settings.completionTokens ? "length" : "stop",
-      usage: { prompt_tokens: promptTokens, completion_tokens: limit, total_tokens: promptTokens + limit },
+      finish_reason: !cutter.stopped && limit < settings.completionTokens ? "length" : "stop",
+      usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion },
     };
   }
 }
