@@ -156,4 +156,31 @@ describe("createLlmRouter with the default chain", () => {
     expect(text).toBe(expected);
     expect((await streamed.result).finish_reason).toBe("stop");
   });
+
+  it("answers JSON and tool calls for schemas with boolean subschemas, or nodes that are no schema, not a 503", async () => {
+    // `true` (any value) is a JSON Schema as valid as `{}`; `"string"` is none, which a real provider refuses
+    // with a 400 and this one reads as any value. Reading either as an object threw, a 503 after three tries.
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] });
+    const schema = { type: "object", properties: { note: true, tags: { anyOf: [false, "x"] }, size: "integer" } };
+    const post = (body: Record<string, unknown>) =>
+      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ messages: [{ role: "user", content: "x" }], ...body }),
+      });
+    const json = await post({ response_format: { type: "json_schema", json_schema: { name: "note", schema } } });
+    expect(json.status).toBe(200);
+    const answer = (await json.json()) as { choices: { message: { content: string } }[] };
+    expect(Object.keys(JSON.parse(answer.choices[0].message.content))).toEqual(["note", "tags", "size"]);
+    const tool = await post({ tools: [{ type: "function", function: { name: "save", parameters: schema } }] });
+    expect(tool.status).toBe(200);
+    const called = (await tool.json()) as {
+      choices: { message: { tool_calls: { function: { arguments: string } }[] } }[];
+    };
+    expect(Object.keys(JSON.parse(called.choices[0].message.tool_calls[0].function.arguments))).toEqual([
+      "note",
+      "tags",
+      "size",
+    ]);
+  });
 });

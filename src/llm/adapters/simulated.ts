@@ -258,10 +258,22 @@ function jsonAnswer(format: Exclude<ResponseFormat, { type: "text" }>, words: st
   return JSON.stringify(exampleOf(format.json_schema.schema, words, 0));
 }
 
-function exampleOf(schema: Record<string, unknown>, words: string, depth: number): unknown {
+/**
+ * A schema node as an object. `true` and `false` are schemas too (any value, none), and a caller's schema may
+ * hold nodes that are no schema at all (`"string"`): each is read as `{}`, any value, rather than throw for the
+ * call (a 503 after three tries).
+ */
+function asSchema(node: unknown): Record<string, unknown> {
+  return typeof node === "object" && node !== null && !Array.isArray(node) ? (node as Record<string, unknown>) : {};
+}
+
+function exampleOf(node: unknown, words: string, depth: number): unknown {
+  // Deeper nodes, and alternatives nested without end (anyOf in anyOf…), are any value: the depth bounds the recursion.
+  if (depth > 8) return {};
+  const schema = asSchema(node);
   if (Array.isArray(schema.enum)) return schema.enum[0];
   if ("const" in schema) return schema.const;
-  const alternatives = (schema.anyOf ?? schema.oneOf) as Record<string, unknown>[] | undefined;
+  const alternatives = (schema.anyOf ?? schema.oneOf) as unknown[] | undefined;
   if (Array.isArray(alternatives) && alternatives.length > 0) return exampleOf(alternatives[0], words, depth + 1);
   const type = Array.isArray(schema.type) ? schema.type.find((name) => name !== "null") : schema.type;
   switch (type) {
@@ -276,13 +288,13 @@ function exampleOf(schema: Record<string, unknown>, words: string, depth: number
       return [];
     case "null":
       return null;
-    default: {
-      if (depth > 8) return {};
-      const properties = (schema.properties ?? {}) as Record<string, Record<string, unknown>>;
+    default:
       return Object.fromEntries(
-        Object.entries(properties).map(([name, property]) => [name, exampleOf(property, words, depth + 1)]),
+        Object.entries(asSchema(schema.properties)).map(([name, property]) => [
+          name,
+          exampleOf(property, words, depth + 1),
+        ]),
       );
-    }
   }
 }
 
