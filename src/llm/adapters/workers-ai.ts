@@ -261,6 +261,11 @@ export class WorkersAiAdapter implements ProviderAdapter {
           };
           assembler.add(event);
           yield event;
+        } else {
+          // Nothing for the caller (a model's thinking, reasoning_content, is not passed on), but the stream is
+          // alive: the router cuts one silent for the attempt's timeout as stalled, and a delta restarts the clock
+          // by itself, so a model that thought longer than that was cut and tried again, never answering.
+          call.onProgress?.();
         }
         if (done) break;
       }

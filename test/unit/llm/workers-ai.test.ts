@@ -321,6 +321,23 @@ describe("Workers AI adapter", () => {
     });
   });
 
+  it("tells the router its stream is alive on chunks that carry nothing for the caller, such as a model's thinking", async () => {
+    // The router cuts a stream that sends nothing for the attempt's timeout as stalled; a chunk of thinking
+    // (Qwen3's reasoning_content, not passed on) restarts that clock, as it does for OpenAI-compatible servers.
+    const { runner } = recordingRunner(() =>
+      sse([
+        { choices: [{ delta: { reasoning_content: "The user asks" } }] },
+        { choices: [{ delta: { reasoning_content: " for a number." } }] },
+        { response: "" },
+        { choices: [{ delta: { content: "42" } }] },
+      ]),
+    );
+    let progress = 0;
+    const events = await collect(new WorkersAiAdapter(runner).stream({ ...call, onProgress: () => progress++ }));
+    expect(events[0]).toEqual({ type: "delta", content: "42" });
+    expect(progress).toBe(3);
+  });
+
   it("turns the binding's errors into provider errors the router can judge", async () => {
     const failing = (error: unknown) =>
       new WorkersAiAdapter({
