@@ -44,7 +44,9 @@ const ToolSchema = z
     function: z
       .object({
         name: z.string().min(1).max(64),
-        description: z.string().max(4096).optional(),
+        // Not bounded but by the body's size, as OpenAI's (which dropped its 1,024 characters) and Anthropic's are
+        // not: agents' tools (a coding agent's shell tool, MCP servers') describe themselves in thousands.
+        description: z.string().optional(),
         parameters: z.record(z.string(), z.unknown()).optional(),
         strict: z.boolean().nullable().optional(),
       })
@@ -115,7 +117,8 @@ const ResponseFormatSchema = z.discriminatedUnion("type", [
     json_schema: z
       .object({
         name: z.string().min(1).max(64),
-        description: z.string().max(4096).optional(),
+        // Bounded by the body's size alone, as a tool's description is.
+        description: z.string().optional(),
         schema: z.record(z.string(), z.unknown()).optional(),
         strict: z.boolean().nullable().optional(),
       })

@@ -252,6 +252,23 @@ describe("OpenAI-compatible chat completions", () => {
     ]);
   });
 
+  it("accepts tool and schema descriptions as long as OpenAI takes them", async () => {
+    // OpenAI once held a function's description to 1,024 characters and no longer does; agents' tools (coding
+    // agents' shell tool, MCP servers') describe themselves at length, and were refused here with a 422.
+    const workspace = await workspaceWith(null);
+    const description = "Runs a shell command in the task's workspace. ".repeat(200);
+    expect(description.length).toBeGreaterThan(4_096);
+    const response = await chat(workspace.headers, {
+      messages: [{ role: "user", content: "List the files" }],
+      tools: [{ type: "function", function: { name: "bash", description, parameters: { type: "object" } } }],
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "listing", description, schema: { type: "object" } },
+      },
+    });
+    expect(response.status).toBe(200);
+  });
+
   it("refuses bad bodies with 422, keys without tasks:write with 403, and no credentials with 401", async () => {
     const workspace = await workspaceWith(null);
     const invalid = await chat(workspace.headers, { messages: [] });
