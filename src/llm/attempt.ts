@@ -77,6 +77,11 @@ export class AttemptClock {
     );
   }
 
+  /** Stops a resettable clock until the next touch (a stream's caller holds its delta); nothing for a one-shot clock. */
+  pause(): void {
+    clearTimeout(this.#timer);
+  }
+
   finish(): void {
     if (!this.#controller) return;
     this.#finished = true;

@@ -65,7 +65,10 @@ interface Served<T> {
   retry: number;
   /** Ends the attempt's timer; streams call it at their last event. */
   finish: () => void;
+  /** Restarts a stream's timer, as its provider is awaited again. */
   touch: () => void;
+  /** Stops a stream's timer while the caller holds a delta: the wait is the caller's, not the provider's. */
+  pause: () => void;
 }
 
 /**
@@ -182,13 +185,17 @@ export class Router implements LlmRouter {
       const delivered = new DeliveredText();
       try {
         while (!next.done) {
-          served.touch();
           const event = next.value;
           if (event.type === "done") final = event.result;
           else {
             delivered.add(event);
+            // The attempt's timeout is for a provider that stalls: it stops while the caller holds the delta (a
+            // slow reader, an SDK loop at its own work), which counted against the provider cut the stream as
+            // stalled and charged its breaker a failure.
+            served.pause();
             yield event;
           }
+          served.touch();
           next = await served.value.iterator.next();
         }
         served.finish();
@@ -403,7 +410,16 @@ export class Router implements LlmRouter {
           // had five failures in a row, and GET /api/v1/providers read each such call as two at 50%.
           if (!options.stream) breaker.record(key, true);
           this.#latency.observe(key, this.#now() - attemptStartedMs);
-          return { value, target, adapter, attempts, retry, finish: () => clock.finish(), touch: () => clock.touch() };
+          return {
+            value,
+            target,
+            adapter,
+            attempts,
+            retry,
+            finish: () => clock.finish(),
+            touch: () => clock.touch(),
+            pause: () => clock.pause(),
+          };
         } catch (caught) {
           clock.finish();
           const error = fetchFailure(caught, clock.signal);

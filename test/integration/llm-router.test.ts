@@ -1034,3 +1034,49 @@ describe("a stream that ends without the provider's usage", () => {
     expect(fake.count(OPENAI)).toBe(5);
   });
 });
+
+describe("a stream's attempt timeout", () => {
+  it("runs while the provider is awaited, not while the caller takes its time over a delta", async () => {
+    // The timeout is for a provider that stalls; a caller that reads slowly (the SDK's loop awaiting its own work
+    // on each chunk) holds the stream back itself. Counted against the provider, its stream was cut as stalled,
+    // the caller told the provider had failed, and the provider's breaker charged a failure.
+    const workspace = await openAiOnly("gpt-4o-mini-slow-reader");
+    const encoder = new TextEncoder();
+    const chunks = [
+      { choices: [{ index: 0, delta: { role: "assistant", content: "Hel" }, finish_reason: null }] },
+      { choices: [{ index: 0, delta: { content: "lo" }, finish_reason: null }] },
+      { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+      { choices: [], usage: { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 } },
+    ].map((chunk) => `data: ${JSON.stringify(chunk)}\n\n`);
+    chunks.push("data: [DONE]\n\n");
+    const fake = fakeUpstreams({
+      // Each chunk comes as soon as it is asked for; an aborted call's body fails, as a real fetch's does.
+      [OPENAI]: (request) =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start(controller) {
+              request.signal.addEventListener("abort", () => controller.error(request.signal.reason), { once: true });
+            },
+            pull(controller) {
+              const next = chunks.shift();
+              if (next) controller.enqueue(encoder.encode(next));
+              else controller.close();
+            },
+          }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger, overrides: { attemptTimeoutMs: 200 } });
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "slow-reader" });
+    let text = "";
+    for await (const event of routed.deltas) {
+      if (event.type !== "delta") continue;
+      text += event.content ?? "";
+      await new Promise((wake) => setTimeout(wake, 400)); // The caller's own work, twice the attempt's timeout.
+    }
+    expect(text).toBe("Hello");
+    expect(await routed.result).toMatchObject({ finish_reason: "stop", usage: { total_tokens: 11 } });
+    expect(await eventsOf(workspace, "llm.provider.error", 0, 200)).toEqual([]);
+  });
+});
