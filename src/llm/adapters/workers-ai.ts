@@ -142,12 +142,20 @@ const STATUS_BY_ERROR_CODE: Readonly<Record<string, number>> = {
   "3007": 408,
   "3008": 408,
   "3006": 413,
-  "3036": 429,
   "3040": 429,
 };
 
+/**
+ * The account's daily allocation is spent: documented as 3036, and answered as 4006 by the binding as well
+ * ("4006: you have used up your daily free allocation of 10,000 neurons"). Told as OpenAI tells a spent quota
+ * (`insufficient_quota`), so the router fails over at once rather than retry what no retry mends, and does
+ * not count it against the provider's breaker.
+ */
+const SPENT_ALLOCATION_CODES: ReadonlySet<string> = new Set(["3036", "4006"]);
+
 function bindingFailure(error: unknown): { status?: number; code?: string } {
-  const code = /\b([35]\d{3}):/.exec(String((error as { message?: unknown } | null)?.message ?? error))?.[1];
+  const code = /\b([345]\d{3}):/.exec(String((error as { message?: unknown } | null)?.message ?? error))?.[1];
+  if (code && SPENT_ALLOCATION_CODES.has(code)) return { status: 429, code: "insufficient_quota" };
   const ownStatus = Number((error as { status?: unknown } | null)?.status);
   const status = Number.isInteger(ownStatus) && ownStatus >= 400 ? ownStatus : code && STATUS_BY_ERROR_CODE[code];
   return { ...(status ? { status } : {}), ...(code ? { code: `workers_ai_${code}` } : {}) };

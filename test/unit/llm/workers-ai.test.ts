@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { WorkersAiAdapter } from "../../../src/llm/adapters/workers-ai.ts";
+import { classifyFailure } from "../../../src/llm/errors.ts";
 import type { AdapterCall, StreamEvent } from "../../../src/llm/provider.ts";
 import { ProviderError } from "../../../src/llm/provider.ts";
 
@@ -336,6 +337,25 @@ describe("Workers AI adapter", () => {
     const events = await collect(new WorkersAiAdapter(runner).stream({ ...call, onProgress: () => progress++ }));
     expect(events[0]).toEqual({ type: "delta", content: "42" });
     expect(progress).toBe(3);
+  });
+
+  it("tells an account's spent daily allocation as a spent quota, which no retry mends", async () => {
+    const failing = (message: string) =>
+      new WorkersAiAdapter({
+        run: async () => {
+          throw new Error(message);
+        },
+      });
+    // Documented as 3036; the binding has been seen to answer the same with 4006, which read as no code at all
+    // (a connection failure: retried three times, and charged to the provider's breaker).
+    const spent = "you have used up your daily free allocation of 10,000 neurons, please upgrade to Workers Paid";
+    for (const code of ["3036", "4006"]) {
+      const error = await failing(`${code}: ${spent}`)
+        .complete(call)
+        .catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ failure: "http", status: 429, code: "insufficient_quota" });
+      expect(classifyFailure(error as ProviderError)).toMatchObject({ retryable: false, eventType: "quota_exceeded" });
+    }
   });
 
   it("turns the binding's errors into provider errors the router can judge", async () => {
