@@ -43,7 +43,14 @@ const ToolSchema = z
     type: z.literal("function"),
     function: z
       .object({
-        name: z.string().min(1).max(64),
+        // OpenAI's and Anthropic's rule alike: refused here, not by the provider after the call was routed (and
+        // answered by the simulated provider, which would take any name).
+        name: z
+          .string()
+          .regex(
+            /^[a-zA-Z0-9_-]{1,64}$/,
+            "must be 1 to 64 letters, digits, underscores or dashes, as OpenAI and Anthropic require",
+          ),
         // Not bounded but by the body's size, as OpenAI's (which dropped its 1,024 characters) and Anthropic's are
         // not: agents' tools (a coding agent's shell tool, MCP servers') describe themselves in thousands.
         description: z.string().optional(),

@@ -243,6 +243,14 @@ describe("OpenAI-compatible chat completions", () => {
       expect.objectContaining({ path: "functions", message: expect.stringContaining("send `tools`") }),
       expect.objectContaining({ path: "function_call" }),
     ]);
+    // A name OpenAI and Anthropic refuse: told here, not after routing (the simulated provider takes any name).
+    const spaced = { type: "function", function: { name: "read file", parameters: { type: "object" } } };
+    expect(await refused({ tools: [spaced] })).toEqual([
+      expect.objectContaining({
+        path: "tools.0.function.name",
+        message: expect.stringContaining("letters, digits, underscores or dashes"),
+      }),
+    ]);
     const image = { type: "image_url", image_url: { url: "https://example.com/diagram.png" } };
     expect(await refused({ messages: [{ role: "user", content: [image] }] })).toEqual([
       {
