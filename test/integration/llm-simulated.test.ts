@@ -140,6 +140,41 @@ describe("createLlmRouter with the default chain", () => {
     }
   });
 
+  it("breaks a stream after cut_after_chunks deltas, as a dropped connection does, charged what it delivered", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?stream_chunks=8&cut_after_chunks=2" }],
+    });
+    const response = await fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ stream: true, messages: [{ role: "user", content: "Explain the change." }] }),
+    });
+    expect(response.status).toBe(200);
+    const chunks = (await response.text())
+      .split("\n\n")
+      .filter((event) => event.startsWith("data: "))
+      .map((event) => event.slice("data: ".length));
+    expect(chunks).not.toContain("[DONE]");
+    const parsed = chunks.map((data) => JSON.parse(data) as Record<string, any>);
+    expect(parsed.filter((chunk) => chunk.choices?.[0]?.delta?.content)).toHaveLength(2);
+    expect(parsed.at(-1)).toMatchObject({ error: { message: expect.any(String) } });
+    expect(parsed.some((chunk) => chunk.choices?.[0]?.finish_reason)).toBe(false);
+
+    // Charged what it delivered, an estimate, as a provider's cut stream is: the usage row lands just after.
+    let usage: Record<string, any> = { data: [] };
+    for (let tries = 0; tries < 100 && usage.data.length === 0; tries++) {
+      await new Promise((wake) => setTimeout(wake, 20));
+      usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
+        string,
+        any
+      >;
+    }
+    expect(usage.data).toEqual([expect.objectContaining({ provider: "simulated", simulated: true, calls: 1 })]);
+    expect(usage.data[0].completion_tokens).toBeGreaterThan(0);
+    expect(usage.data[0].completion_tokens).toBeLessThan(24);
+  });
+
   it("ends its answer at a stop sequence, as a real provider does, whole and streamed", async () => {
     const router = createLlmRouter(config, { logger });
     const messages = [{ role: "user" as const, content: "Explain the change." }];

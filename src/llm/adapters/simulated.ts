@@ -26,6 +26,11 @@ export interface SimulatedOptions {
   failureStatus: number;
   /** Deltas per streamed answer (one word each at most). */
   streamChunks: number;
+  /**
+   * A stream breaks after this many deltas, as a dropped connection does (0: never), so a client's handling of
+   * a stream cut mid-answer, and the router's charge for what was delivered, can be seen offline.
+   */
+  cutAfterChunks: number;
 }
 
 export const SIMULATED_DEFAULTS: SimulatedOptions = {
@@ -35,6 +40,7 @@ export const SIMULATED_DEFAULTS: SimulatedOptions = {
   failureRate: 0,
   failureStatus: 503,
   streamChunks: 8,
+  cutAfterChunks: 0,
 };
 
 const QUERY_KEYS: Record<string, keyof SimulatedOptions> = {
@@ -44,6 +50,7 @@ const QUERY_KEYS: Record<string, keyof SimulatedOptions> = {
   failure_rate: "failureRate",
   failure_status: "failureStatus",
   stream_chunks: "streamChunks",
+  cut_after_chunks: "cutAfterChunks",
 };
 
 /**
@@ -167,9 +174,14 @@ export class SimulatedAdapter implements ProviderAdapter {
         })),
       };
     } else {
+      let sent = 0;
       for (const piece of splitInto(result.message.content ?? "", settings.streamChunks)) {
         if (call.signal.aborted) throw new ProviderError("cancelled", "the call was cancelled");
+        if (settings.cutAfterChunks > 0 && sent === settings.cutAfterChunks) {
+          throw new ProviderError("connection", `simulated stream cut after ${sent} chunks`);
+        }
         yield { type: "delta", content: piece };
+        sent++;
       }
     }
     yield { type: "done", result };
