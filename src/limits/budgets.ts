@@ -241,13 +241,16 @@ function roomShort(
 
 /**
  * Why a call is refused, if it is: a budget its period has spent (until the period resets) before one whose
- * room left is only held by calls in flight and leases (until a retry may find it free again).
+ * room left is only held by calls in flight and leases (until a retry may find it free again). Of budgets
+ * spent in both periods, the one that resets last: the day's resets first, but a client told to come back
+ * at midnight would meet the month's refusal then.
  */
 function refusalOf(
   limits: BudgetLimits | null,
   counters: Record<"daily" | "monthly", PeriodCounters>,
   nowMs: number,
 ): Extract<ReserveResult, { ok: false }> | undefined {
+  let spentRefusal: Extract<ReserveResult, { ok: false }> | undefined;
   let heldRefusal: Extract<ReserveResult, { ok: false }> | undefined;
   for (const rule of RULES) {
     const limit = limits?.[rule.field];
@@ -257,15 +260,20 @@ function refusalOf(
     const refusal = { ok: false, period: rule.period, metric: rule.metric, limit, used: round(current) } as const;
     const spent = used(counters[rule.period], rule.metric, false);
     // Spent: what was spent is the reason, whatever calls in flight hold beside it.
-    if (spent >= limit)
-      return { ...refusal, used: round(spent), retryAfterMs: periodEndMs(rule.period, nowMs) - nowMs };
+    if (spent >= limit) {
+      const untilResetMs = periodEndMs(rule.period, nowMs) - nowMs;
+      // On the month's last day both end at midnight: the month's budget is named, as it resets then too.
+      if (!spentRefusal || untilResetMs >= spentRefusal.retryAfterMs)
+        spentRefusal = { ...refusal, used: round(spent), retryAfterMs: untilResetMs };
+      continue;
+    }
     heldRefusal ??= {
       ...refusal,
       held: { spent: round(spent), reserved: round(current - spent) },
       retryAfterMs: HELD_RETRY_AFTER_MS,
     };
   }
-  return heldRefusal;
+  return spentRefusal ?? heldRefusal;
 }
 
 /** Called inside the transaction that crossed the thresholds, so what it writes lands with the charge or not at all. */

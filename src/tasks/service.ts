@@ -207,7 +207,9 @@ export async function createTask(
 async function refuseIfBudgetExhausted(config: AppConfig, workspaceId: string, budgets: WorkspaceBudgets | null) {
   if (!budgets || Object.values(budgets).every((limit) => limit === null)) return;
   const status = await budgetStatus(config, workspaceId, budgets);
-  const [spent] = status.exhausted_by;
+  // retry_after_seconds is when the last spent budget resets: a month's spent beside a day's is the one named,
+  // else the answer would say the day's budget resets in the month's time.
+  const spent = status.exhausted_by.find((budget) => budget.period === "monthly") ?? status.exhausted_by[0];
   if (!spent) return;
   const retryAfterSeconds = Math.max(1, status.retry_after_seconds ?? 60);
   // As the chat endpoint refuses a call: the period and metric, and no retry before the period resets.

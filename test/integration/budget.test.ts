@@ -163,6 +163,21 @@ describe("BudgetBook", () => {
       });
     }));
 
+  it("refuses a call whose day and month are both spent until the month resets, naming the month's budget", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 100, monthly_tokens: 100 };
+      book.settle({ chargeKey: "spent", limits, tokens: 100, costUsd: 0, nowMs: NOW });
+      // Told to come back at midnight, a client would only meet the month's refusal then.
+      expect(book.reserve({ chargeKey: "next", limits, tokens: 10, costUsd: 0, nowMs: NOW })).toEqual({
+        ok: false,
+        period: "monthly",
+        metric: "tokens",
+        limit: 100,
+        used: 100,
+        retryAfterMs: Date.parse("2026-12-01T00:00:00Z") - NOW,
+      });
+    }));
+
   it("reports 50, 80 and 100% once per period, including steps passed when a budget was lowered", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_tokens: 100 };
@@ -537,6 +552,46 @@ describe("budget routes", () => {
       [50, 80, 100].map((threshold_percent) => expect.objectContaining({ metric: "tokens", threshold_percent })),
     );
     expect(status.retry_after_seconds).toBeGreaterThan(0);
+  });
+
+  it("refuses a call and a task with the month's reset when the day's and the month's budgets are both spent", async () => {
+    const workspace = await workspaceWith(null);
+    const put = await fetcher(`${BASE}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ daily_tokens: 30, monthly_tokens: 30, daily_cost_usd: null, monthly_cost_usd: null }),
+    });
+    expect(put.status).toBe(200);
+    const chat = () =>
+      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
+      });
+    let refused = await chat();
+    for (let calls = 0; calls < 5 && refused.status === 200; calls++) refused = await chat();
+    expect(refused.status).toBe(429);
+    // Both budgets are spent: the day's resets first, but the month's keeps refusing until the month ends.
+    const monthEndsInSeconds =
+      (Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() + 1, 1) - Date.now()) / 1000;
+    const retryAfter = Number(refused.headers.get("Retry-After"));
+    expect(retryAfter).toBeGreaterThanOrEqual(Math.floor(monthEndsInSeconds) - 5);
+    expect(await refused.json()).toMatchObject({ reason: "budget_exhausted", period: "monthly", metric: "tokens" });
+
+    const task = await fetcher(`${BASE}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ type: "code_generation", title: "Add a parser", description: "Write it." }),
+    });
+    expect(task.status).toBe(429);
+    const taskRetryAfter = Number(task.headers.get("Retry-After"));
+    expect(taskRetryAfter).toBeGreaterThanOrEqual(Math.floor(monthEndsInSeconds) - 5);
+    const body = (await task.json()) as { period: string; detail: string };
+    // The budget named is the one whose reset the answer gives.
+    expect(body.period).toBe("monthly");
+    expect(body.detail).toMatch(
+      new RegExp(`^The monthly token budget is exhausted .*resets in ${taskRetryAfter} s\\.$`),
+    );
   });
 
   it("PUT under what the period has used reports the thresholds reached at once, each once", async () => {
