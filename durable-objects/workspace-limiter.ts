@@ -20,6 +20,7 @@ import {
   type LeasedSettleInput,
   type LeaseRequest,
   type PeriodStatus,
+  type ReserveInput,
   type ReserveResult,
   type SettleInput,
   type SettleResult,
@@ -91,8 +92,11 @@ export class WorkspaceLimiter extends DurableObject {
    * Budgets: reserve a call's estimate; refused when a daily or monthly budget has nothing left.
    * With `leaseKey`, may also lend the isolate budget for its next calls.
    */
-  async reserveBudget(input: BudgetAmountsInput & Partial<LeaseRequest>): Promise<ReserveResult> {
-    return this.#budgets.reserve({ ...input, nowMs: Date.now() });
+  async reserveBudget(input: ReserveInput): Promise<ReserveResult> {
+    const result = this.#budgets.reserve({ ...input, nowMs: Date.now() });
+    // A refusal for a spent budget may have reported thresholds no charge had (BudgetBook.reserve).
+    if (!result.ok && !result.held) await this.#scheduleAlarm();
+    return result;
   }
 
   /** Budgets: charge the actual amounts once per charge key; reports thresholds newly reached (and publishes them). */
@@ -129,8 +133,19 @@ export class WorkspaceLimiter extends DurableObject {
     return result.status;
   }
 
-  async budgetStatus(): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {
-    return this.#budgets.status(Date.now());
+  /**
+   * Where the budgets stand. Given the workspace's budgets and an envelope (a task submission), thresholds
+   * its use reaches that no charge reported are reported (and published) first (BudgetBook.reportReached).
+   */
+  async budgetStatus(
+    limits?: BudgetLimits | null,
+    events?: BudgetEventContext,
+  ): Promise<{ daily: PeriodStatus; monthly: PeriodStatus }> {
+    const nowMs = Date.now();
+    if (limits && events && this.#budgets.reportReached({ limits, events, nowMs }).length > 0) {
+      await this.#scheduleAlarm();
+    }
+    return this.#budgets.status(nowMs);
   }
 
   /** Admission of a new task: a slot now (the caller sends `dispatch`), a place in line, or a refusal. */

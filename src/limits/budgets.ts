@@ -32,6 +32,11 @@ export interface BudgetAmountsInput {
   ifCut?: { tokens: number; costUsd: number };
 }
 
+/** A call's reservation; `events`: whose call it is, for the thresholds a refusal reports (see BudgetBook.reserve). */
+export interface ReserveInput extends BudgetAmountsInput, Partial<LeaseRequest> {
+  events?: BudgetEventContext;
+}
+
 /** What the budgets have left: the tightest of each kind, null for a kind without a budget. */
 export interface BudgetRoom {
   tokens: number | null;
@@ -297,7 +302,7 @@ export class BudgetBook {
    * or what it spends with its answer cut (`ifCut`) where the room holds that, so that neither it nor a call
    * alongside can spend past the limit, and is told so (`nearLimit`).
    */
-  reserve(input: BudgetAmountsInput & Partial<LeaseRequest> & { nowMs: number }): ReserveResult {
+  reserve(input: ReserveInput & { nowMs: number }): ReserveResult {
     const { nowMs } = input;
     this.#maybePrune(nowMs);
     return this.#atomically(() => {
@@ -306,7 +311,13 @@ export class BudgetBook {
       const keys = periodKeys(nowMs);
       const counters = { daily: this.#store.period(keys.day), monthly: this.#store.period(keys.month) };
       const refusal = refusalOf(input.limits, counters, nowMs);
-      if (refusal) return refusal;
+      if (refusal) {
+        // A budget spent by charges no threshold check saw (calls counted without budgets, in flight when the
+        // first budget was set or from an isolate that had not read it yet) is told here: no call it refuses
+        // will settle to cross its thresholds, which were otherwise never reported.
+        if (!refusal.held && input.events) this.#reportUntold(keys, input.limits, input.events, nowMs);
+        return refusal;
+      }
       const nearLimit = roomShort(input.limits, counters, input);
       const amounts = nearLimit
         ? {
@@ -462,6 +473,30 @@ export class BudgetBook {
       this.#announce(crossings, input.events, nowMs);
       return { duplicate: false, crossings };
     });
+  }
+
+  /**
+   * The thresholds the period's use reaches under `limits` that no charge reported, reported now (see reserve):
+   * at each task submission, which a spent budget refuses as it refuses a call.
+   */
+  reportReached(input: {
+    limits: BudgetLimits | null;
+    events: BudgetEventContext;
+    nowMs: number;
+  }): ThresholdCrossing[] {
+    return this.#atomically(() => this.#reportUntold(periodKeys(input.nowMs), input.limits, input.events, input.nowMs));
+  }
+
+  /** Inside a transaction. Only with an envelope to tell them in: once marked, a threshold is never reported again. */
+  #reportUntold(
+    keys: { day: string; month: string },
+    limits: BudgetLimits | null,
+    events: BudgetEventContext,
+    nowMs: number,
+  ): ThresholdCrossing[] {
+    const crossings = this.#crossings(keys, limits, nowMs, new PeriodCache(this.#store));
+    this.#announce(crossings, events, nowMs);
+    return crossings;
   }
 
   #announce(crossings: ThresholdCrossing[], context: BudgetEventContext | undefined, nowMs: number): void {

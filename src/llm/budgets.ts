@@ -53,7 +53,7 @@ export function budgetGate(
     }
   };
   return {
-    async reserve(amounts) {
+    async reserve(amounts, context) {
       const budgets = amounts.budgets;
       if (!budgets || !hasAnyBudget(budgets)) return UNHELD;
       const leased = leases.take(amounts.workspaceId, budgets, amounts, keep);
@@ -69,6 +69,7 @@ export function budgetGate(
           limits: budgets,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
+          events: eventContext(context),
           ...(amounts.ifCut ? { ifCut: amounts.ifCut } : {}),
           ...(asks
             ? { leaseKey: `lease:${crypto.randomUUID()}`, leaseCalls: leases.leaseCallsFor(amounts.workspaceId) }
@@ -254,17 +255,23 @@ function heldMessage(
  * Where a workspace stands against its budgets: for GET /api/v1/budgets, and
  * for task submission, which answers 429 when nothing is left. With
  * `justSetBy` (PUT /api/v1/budgets), the thresholds the period's use already
- * reaches under these budgets are reported first, with that envelope.
+ * reaches under these budgets are reported first, with that envelope (and
+ * those it no longer reaches armed again); with `untoldTo` (task submission),
+ * those it reaches that no charge reported, so a budget spent by calls
+ * counted before it was set is not refused without a word.
  */
 export async function budgetStatus(
   config: Pick<AppConfig, "WORKSPACE_LIMITER">,
   workspaceId: string,
   budgets: WorkspaceBudgets | null,
   justSetBy?: BudgetEventContext,
+  untoldTo?: BudgetEventContext,
 ): Promise<BudgetStatus> {
   const limits = budgets ?? NO_BUDGETS;
   const limiter = config.WORKSPACE_LIMITER.getByName(workspaceId);
-  const status = justSetBy ? await limiter.reviewBudgets(limits, justSetBy) : await limiter.budgetStatus();
+  const status = justSetBy
+    ? await limiter.reviewBudgets(limits, justSetBy)
+    : await limiter.budgetStatus(untoldTo ? limits : undefined, untoldTo);
   const nowMs = Date.now();
   // A budget is exhausted when what is charged reaches it. What running calls hold is not spent: it comes
   // back as they settle (a call reserves the most it may spend), and a call refused meanwhile is told to

@@ -78,7 +78,7 @@ export async function createTask(
     settingsLoader(config)(workspaceId),
   ]);
   if (existing) return replayOf(existing, requestHash);
-  await refuseIfBudgetExhausted(config, workspaceId, settings.budgets);
+  await refuseIfBudgetExhausted(config, workspaceId, settings.budgets, ctx.audit.traceId);
 
   const taskId = newId("task");
   const limiter = limiterOf(config, workspaceId);
@@ -204,9 +204,15 @@ export async function createTask(
 }
 
 /** A workspace with nothing left to spend gets 429 now rather than a task that fails later. */
-async function refuseIfBudgetExhausted(config: AppConfig, workspaceId: string, budgets: WorkspaceBudgets | null) {
+async function refuseIfBudgetExhausted(
+  config: AppConfig,
+  workspaceId: string,
+  budgets: WorkspaceBudgets | null,
+  correlationId: string | undefined,
+) {
   if (!budgets || Object.values(budgets).every((limit) => limit === null)) return;
-  const status = await budgetStatus(config, workspaceId, budgets);
+  // Thresholds reached by calls no threshold check saw (counted before the budgets were set) are told now.
+  const status = await budgetStatus(config, workspaceId, budgets, undefined, { workspaceId, correlationId });
   // retry_after_seconds is when the last spent budget resets: a month's spent beside a day's is the one named,
   // else the answer would say the day's budget resets in the month's time.
   const spent = status.exhausted_by.find((budget) => budget.period === "monthly") ?? status.exhausted_by[0];

@@ -594,6 +594,80 @@ describe("budget routes", () => {
     );
   });
 
+  it("reports the thresholds a call in flight when the first budget was set crossed, at the refusal they cause", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?latency_ms=400&completion_tokens=200" }],
+    });
+    const chat = () =>
+      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
+      });
+    // A call starts before the workspace has budgets: nothing is reserved, its charge is only counted.
+    const inFlight = chat();
+    await new Promise((wake) => setTimeout(wake, 100));
+    const put = await fetcher(`${BASE}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ daily_tokens: 100, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
+    });
+    // Nothing spent yet when the budget was set: nothing to report then.
+    expect(((await put.json()) as BudgetStatusBody).daily.thresholds_reached).toEqual([]);
+    const answered = await inFlight;
+    expect(answered.status).toBe(200);
+    const spent = ((await answered.json()) as { usage: { total_tokens: number } }).usage.total_tokens;
+    expect(spent).toBeGreaterThan(100);
+    await expect.poll(async () => (await budgetOf(workspace)).daily.tokens, { timeout: 5_000 }).toBe(spent);
+
+    // The budget is spent, and the next call is refused: no call will settle to cross its thresholds.
+    const refused = await chat();
+    expect(refused.status).toBe(429);
+    expect(await refused.json()).toMatchObject({ reason: "budget_exhausted" });
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 3, 2_000);
+    expect(reached.map((event) => [event.data.threshold_percent, event.data.current_usage])).toEqual([
+      [50, spent],
+      [80, spent],
+      [100, spent],
+    ]);
+    // Told once: further refusals report nothing again.
+    expect((await chat()).status).toBe(429);
+    await limiterOutboxDrained(workspace.id);
+    expect(await eventsOf(workspace, "billing.threshold.reached")).toHaveLength(3);
+    expect((await budgetOf(workspace)).daily.thresholds_reached).toHaveLength(3);
+  }, 15_000);
+
+  it("reports them at a task submission the spent budget refuses, when no call came first", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?latency_ms=400&completion_tokens=200" }],
+    });
+    const inFlight = fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
+    });
+    await new Promise((wake) => setTimeout(wake, 100));
+    await fetcher(`${BASE}/api/v1/budgets`, {
+      method: "PUT",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ daily_tokens: 100, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
+    });
+    const spent = ((await (await inFlight).json()) as { usage: { total_tokens: number } }).usage.total_tokens;
+    await expect.poll(async () => (await budgetOf(workspace)).daily.tokens, { timeout: 5_000 }).toBe(spent);
+
+    const task = await fetcher(`${BASE}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ type: "code_generation", title: "Add a parser", description: "Write it." }),
+    });
+    expect(task.status).toBe(429);
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 3, 2_000);
+    expect(reached.map((event) => event.data.threshold_percent)).toEqual([50, 80, 100]);
+    expect(await eventsOf(workspace, "billing.usage_alert", 3, 2_000)).toHaveLength(3);
+  }, 15_000);
+
   it("PUT under what the period has used reports the thresholds reached at once, each once", async () => {
     const workspace = await workspaceWith(null);
     const put = (daily_tokens: number) =>
