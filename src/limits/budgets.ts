@@ -219,6 +219,12 @@ function used(counters: PeriodCounters, metric: "tokens" | "cost_usd", withReser
 
 const round = (value: number) => Math.round(value * 1e8) / 1e8;
 
+/**
+ * Use as a percentage of a limit, to a millionth of a percent: dollar amounts are binary fractions, so a use of
+ * exactly 80% can divide to 79.99999999999999 (0.2724 of 0.3405), and its threshold would wait for another charge.
+ */
+const percentOf = (usedAmount: number, limit: number) => Math.round((usedAmount / limit) * 100 * 1e6) / 1e6;
+
 /** What the budgets have left, counting what is reserved. */
 function headroom(limits: BudgetLimits | null, counters: Record<"daily" | "monthly", PeriodCounters>): BudgetRoom {
   const left: BudgetRoom = { tokens: null, costUsd: null };
@@ -577,7 +583,7 @@ export class BudgetBook {
         const limit = input.limits?.[rule.field];
         const period = rule.period === "daily" ? keys.day : keys.month;
         // Without a budget (or with none to spend) no threshold holds.
-        const percentage = limit ? (used(periods.get(period), rule.metric, false) / limit) * 100 : 0;
+        const percentage = limit ? percentOf(used(periods.get(period), rule.metric, false), limit) : 0;
         this.#store.forgetAlertsAbove(period, rule.metric, percentage);
       }
       const found = this.#crossings(keys, input.limits, nowMs, periods);
@@ -624,7 +630,7 @@ export class BudgetBook {
       if (limit === null || limit === undefined || limit <= 0) continue;
       const period = rule.period === "daily" ? keys.day : keys.month;
       const current = used(periods.get(period), rule.metric, false);
-      const percentage = (current / limit) * 100;
+      const percentage = percentOf(current, limit);
       for (const threshold of BUDGET_THRESHOLDS_PERCENT) {
         if (percentage < threshold) break;
         const expiresAtMs = periodEndMs(rule.period, nowMs) + DAY_MS;

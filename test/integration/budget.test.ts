@@ -221,6 +221,21 @@ describe("BudgetBook", () => {
       expect(status.monthly.thresholds_reached.map((alert) => alert.threshold_percent)).toEqual([50, 80, 100]);
     }));
 
+  it("reports a cost threshold reached exactly, though the division lands a hair under it", () =>
+    inLimiter((book) => {
+      const events = { workspaceId: "ws_exact" };
+      // Eight calls at $0.03405 of a $0.3405 day are 80% of it; 0.2724 / 0.3405 * 100 is 79.99999999999999.
+      const limits = { ...NONE, daily_cost_usd: 0.3405 };
+      const crossings = book.settle({ chargeKey: "eight", limits, tokens: 0, costUsd: 0.2724, nowMs: NOW }).crossings;
+      expect(crossings.map((crossing) => [crossing.thresholdPercent, crossing.percentage])).toEqual([
+        [50, 80],
+        [80, 80],
+      ]);
+      // Set again as it was, the budget neither arms the 80% step again nor reports it twice.
+      expect(book.review({ limits, events, nowMs: NOW }).crossings).toEqual([]);
+      expect(book.status(NOW).daily.thresholds_reached.map((alert) => alert.threshold_percent)).toEqual([50, 80]);
+    }));
+
   it("arms again the thresholds a budget set anew no longer reaches, so a raised budget alerts at 80 and 100% of itself", () =>
     inLimiter((book) => {
       const events = { workspaceId: "ws_rearm" };
