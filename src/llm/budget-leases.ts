@@ -42,7 +42,10 @@ const LEASE_MAX_CHARGES_PER_CALL = 100;
 /** Past this many workspaces the map is dropped: the limiter gives back leases nobody closes (LEASE_HOLD_MS). */
 const MAX_LEASED_WORKSPACES = 5_000;
 
-export type LeaseBatchItem = { charge: LeasedCharge; context: CallContext } | { close: true };
+/** A call's charge, with the budgets its thresholds are judged against (BudgetAmounts.limitsNow); or the lease's close. */
+export type LeaseBatchItem =
+  | { charge: LeasedCharge; context: CallContext; limits: WorkspaceBudgets | null }
+  | { close: true };
 export type LeaseBatchWriter = (lease: Lease, items: LeaseBatchItem[], batchKey: string) => Promise<void>;
 /** Keeps a write alive past the request that started it (the request's waitUntil). */
 export type Keep = (work: Promise<unknown>) => void;
@@ -117,11 +120,17 @@ export class Lease {
    * spendable again at once; the charge joins the next batch. Answers the
    * batch's write for the call that opened it (see Coalescer).
    */
-  settle(hold: LeaseHold, charge: LeasedCharge, context: CallContext): Promise<unknown> {
+  settle(
+    hold: LeaseHold,
+    charge: LeasedCharge,
+    context: CallContext,
+    limits: WorkspaceBudgets | null = this.budgets,
+  ): Promise<unknown> {
     if (this.tokens !== null) this.tokens += hold.tokens - charge.tokens;
     if (this.costUsd !== null) this.costUsd += hold.costUsd - charge.costUsd;
     this.#inFlight--;
-    const charged = charge.tokens > 0 || charge.costUsd > 0 ? this.#batches.add({ charge, context }) : undefined;
+    const charged =
+      charge.tokens > 0 || charge.costUsd > 0 ? this.#batches.add({ charge, context, limits }) : undefined;
     return Promise.all([charged, this.#closeWhenDone()]);
   }
 

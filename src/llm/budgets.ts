@@ -104,7 +104,7 @@ export function budgetGate(
           once: amounts.once,
         };
         const { lease } = amounts.hold;
-        const written = lease.settle(amounts.hold, charge, context);
+        const written = lease.settle(amounts.hold, charge, context, amounts.limitsNow ?? lease.budgets);
         if (!waitUntil) return void (await written);
         // The lease took the charge at once; only the batch's write is left (tried again when it fails), and
         // nothing waits on it: a batch still failing after its retries is logged here, once, by its opener.
@@ -130,7 +130,7 @@ export function budgetGate(
       await withWriteRetries(() =>
         config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
           chargeKey: amounts.chargeKey,
-          limits: amounts.budgets,
+          limits: amounts.limitsNow === undefined ? amounts.budgets : amounts.limitsNow,
           tokens: amounts.tokens,
           costUsd: amounts.costUsd,
           events: eventContext(context),
@@ -184,17 +184,20 @@ function leaseBookFor(config: Config): LeaseBook {
   return book;
 }
 
-/** One limiter call for a lease's batch of charges (and its close); thresholds crossed are announced with the last call's context. */
+/**
+ * One limiter call for a lease's batch of charges (and its close); thresholds crossed are judged against the
+ * budgets in force as its last call ended, and announced with that call's context.
+ */
 async function writeLeaseBatch(config: Config, lease: Lease, items: LeaseBatchItem[], batchKey: string): Promise<void> {
   const charged = items.flatMap((item) => ("charge" in item ? [item] : []));
-  const last = charged.at(-1)?.context;
+  const last = charged.at(-1);
   await config.WORKSPACE_LIMITER.getByName(lease.workspaceId).settleLeasedBudget({
     leaseKey: lease.key,
     batchKey,
-    limits: lease.budgets,
+    limits: last ? last.limits : lease.budgets,
     charges: charged.map((item) => item.charge),
     close: items.some((item) => "close" in item),
-    events: last ? eventContext(last) : { workspaceId: lease.workspaceId },
+    events: last ? eventContext(last.context) : { workspaceId: lease.workspaceId },
   });
 }
 

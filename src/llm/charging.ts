@@ -67,7 +67,7 @@ export interface ChargeableCall extends Reserved {
 }
 
 export class CallCharger {
-  readonly #deps: Pick<RouterDeps, "budgets" | "usage" | "logger" | "waitUntil">;
+  readonly #deps: Pick<RouterDeps, "budgets" | "usage" | "logger" | "waitUntil" | "settings">;
   readonly #now: () => number;
   /**
    * Budget settlements still on their way to the limiter, by workspace. A
@@ -79,7 +79,7 @@ export class CallCharger {
    */
   readonly #settling = new Map<string, Promise<unknown>>();
 
-  constructor(deps: Pick<RouterDeps, "budgets" | "usage" | "logger" | "waitUntil">, now: () => number) {
+  constructor(deps: Pick<RouterDeps, "budgets" | "usage" | "logger" | "waitUntil" | "settings">, now: () => number) {
     this.#deps = deps;
     this.#now = now;
   }
@@ -160,17 +160,20 @@ export class CallCharger {
       tokens += line.usage.total_tokens;
       cost += line.costUsd;
     }
-    const settle = this.#deps.budgets.settle(
-      {
-        workspaceId: context.workspaceId,
-        chargeKey: context.chargeKey,
-        once: context.chargeOnce,
-        budgets,
-        hold,
-        tokens,
-        costUsd: Math.round(cost * 1e8) / 1e8,
-      },
-      context,
+    const settle = this.#limitsNow(context.workspaceId, budgets).then((limitsNow) =>
+      this.#deps.budgets.settle(
+        {
+          workspaceId: context.workspaceId,
+          chargeKey: context.chargeKey,
+          once: context.chargeOnce,
+          budgets,
+          limitsNow,
+          hold,
+          tokens,
+          costUsd: Math.round(cost * 1e8) / 1e8,
+        },
+        context,
+      ),
     );
     const records = lines.map((line) =>
       this.#deps.usage.record({
@@ -197,6 +200,20 @@ export class CallCharger {
     if (budgets && hasAnyBudget(budgets)) this.#settling.set(context.workspaceId, settled);
     if (this.#deps.waitUntil) this.#deps.waitUntil(background);
     else await background;
+  }
+
+  /**
+   * The workspace's budgets as the call ends (the settings cache's, a few seconds old at most), which its
+   * thresholds are judged against (BudgetAmounts.limitsNow); those it reserved under where they cannot be read.
+   * Only for a call that reserved: one that did not is counted, and no threshold is judged then.
+   */
+  async #limitsNow(workspaceId: string, reservedUnder: Reserved["budgets"]): Promise<Reserved["budgets"]> {
+    if (!reservedUnder || !hasAnyBudget(reservedUnder)) return reservedUnder;
+    try {
+      return (await this.#deps.settings(workspaceId)).budgets;
+    } catch {
+      return reservedUnder;
+    }
   }
 
   /**
@@ -258,9 +275,19 @@ export class CallCharger {
   }
 
   async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {
+    // A release spends nothing, but its settlement still judges thresholds: against the budgets now, as a charge.
+    const limitsNow = await this.#limitsNow(context.workspaceId, budgets);
     await this.#deps.budgets
       .settle(
-        { workspaceId: context.workspaceId, chargeKey: context.chargeKey, budgets, hold, tokens: 0, costUsd: 0 },
+        {
+          workspaceId: context.workspaceId,
+          chargeKey: context.chargeKey,
+          budgets,
+          limitsNow,
+          hold,
+          tokens: 0,
+          costUsd: 0,
+        },
         context,
       )
       .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));

@@ -35,6 +35,12 @@ export interface BudgetAmounts {
   /** See CallContext.chargeOnce. */
   once?: boolean;
   budgets: WorkspaceBudgets | null;
+  /**
+   * Settle only: the budgets in force as the call ends, which its charge's thresholds are judged against (absent:
+   * `budgets`, those it reserved under). A budget raised while the call ran (the usual answer to an 80% alert, the
+   * task that caused it still running) must not be told the old budget's steps, which then stay marked as told.
+   */
+  limitsNow?: WorkspaceBudgets | null;
   /** What reserve answered for this call, handed back to settle. */
   hold?: BudgetHold;
   tokens: number;

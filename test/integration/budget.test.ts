@@ -683,6 +683,51 @@ describe("budget routes", () => {
     expect(await eventsOf(workspace, "billing.usage_alert", 3, 2_000)).toHaveLength(3);
   }, 15_000);
 
+  it("judges a call in flight when its budget was raised against the raised budget, so the new one's steps are told", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1?latency_ms=400&completion_tokens=200" }] },
+      { ...NONE, daily_tokens: 250 },
+    );
+    const put = (daily_tokens: number) =>
+      fetcher(`${BASE}/api/v1/budgets`, {
+        method: "PUT",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ daily_tokens, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
+      });
+    const chat = () =>
+      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
+      });
+    // A call that will spend over 80% of the 250-token day starts; the budget is raised to 400 while it runs (as
+    // after an 80% alert, with the task that caused it still running).
+    const inFlight = chat();
+    await new Promise((wake) => setTimeout(wake, 100));
+    expect((await put(400)).status).toBe(200);
+    const spent = ((await (await inFlight).json()) as { usage: { total_tokens: number } }).usage.total_tokens;
+    expect(spent).toBeGreaterThanOrEqual(200);
+    await expect.poll(async () => (await budgetOf(workspace)).daily.tokens, { timeout: 5_000 }).toBe(spent);
+    await limiterOutboxDrained(workspace.id);
+    // Half of 400 and more: the 50% step of the budget in force, not the 50 and 80% of the one it replaced.
+    const reached = await eventsOf(workspace, "billing.threshold.reached");
+    expect(reached.map((event) => [event.data.threshold_percent, event.data.threshold])).toEqual([[50, 400]]);
+    // Its 80% step is still to come, and is told when the use reaches it: marked for the old budget, it was never told.
+    expect((await budgetOf(workspace)).daily.thresholds_reached.map((step) => step.threshold_percent)).toEqual([50]);
+    expect((await chat()).status).toBe(200);
+    await limiterOutboxDrained(workspace.id);
+    expect(
+      (await eventsOf(workspace, "billing.threshold.reached", 3, 2_000)).map((event) => [
+        event.data.threshold_percent,
+        event.data.threshold,
+      ]),
+    ).toEqual([
+      [50, 400],
+      [80, 400],
+      [100, 400],
+    ]);
+  }, 15_000);
+
   it("PUT under what the period has used reports the thresholds reached at once, each once", async () => {
     const workspace = await workspaceWith(null);
     const put = (daily_tokens: number) =>

@@ -56,7 +56,10 @@ describe("budget leases in the isolate", () => {
       await flushed();
       await settling;
       expect(writes).toEqual([
-        { lease: "lease:1", items: [{ charge: { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context: context("a") }] },
+        {
+          lease: "lease:1",
+          items: [{ charge: { chargeKey: "a", tokens: 150, costUsd: 0.1 }, context: context("a"), limits: BUDGETS }],
+        },
       ]);
     }),
   );
@@ -84,7 +87,10 @@ describe("budget leases in the isolate", () => {
       expect(writes).toEqual([
         {
           lease: "lease:1",
-          items: [{ charge: { chargeKey: "late", tokens: 80, costUsd: 0 }, context: context("late") }, { close: true }],
+          items: [
+            { charge: { chargeKey: "late", tokens: 80, costUsd: 0 }, context: context("late"), limits: BUDGETS },
+            { close: true },
+          ],
         },
       ]);
 
