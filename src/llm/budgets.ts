@@ -104,7 +104,9 @@ export function budgetGate(
           once: amounts.once,
         };
         const { lease } = amounts.hold;
-        const written = lease.settle(amounts.hold, charge, context, amounts.limitsNow ?? lease.budgets);
+        // null: the budgets were removed meanwhile, so no threshold is judged (not the lease's old ones).
+        const limits = amounts.limitsNow === undefined ? lease.budgets : amounts.limitsNow;
+        const written = lease.settle(amounts.hold, charge, context, limits);
         if (!waitUntil) return void (await written);
         // The lease took the charge at once; only the batch's write is left (tried again when it fails), and
         // nothing waits on it: a batch still failing after its retries is logged here, once, by its opener.
