@@ -291,7 +291,10 @@ export class Router implements LlmRouter {
     // A call reserves the most it may spend: its prompt and its max_tokens (or the longest answer a call without
     // one is taken to give), at the dearest target it may end up on. Calls at once then never spend more than a
     // budget has left; near its limit, where the room cannot hold that, the call's answer is cut to fit.
-    const completionTokens = request.max_tokens ?? this.#longestUnboundedAnswer(targets);
+    const completionTokens =
+      request.max_tokens === undefined
+        ? this.#longestUnboundedAnswer(targets)
+        : this.#longestBoundedAnswer(targets, request.max_tokens);
     const mostSpent = (answerTokens: number) => ({
       tokens: promptTokens + answerTokens,
       costUsd: Math.max(
@@ -329,6 +332,19 @@ export class Router implements LlmRouter {
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
       timedOut: [],
     };
+  }
+
+  /**
+   * The most tokens of answer a call with this max_tokens may get from any of these targets: each is sent no more
+   * than its model's ceiling (#payload), so a max_tokens above every ceiling held whole would hold budget no
+   * target can spend, and refuse calls alongside (budget_held) that the budget had room for.
+   */
+  #longestBoundedAnswer(targets: RouteTarget[], maxTokens: number): number {
+    let longest = 0;
+    for (const target of targets) {
+      longest = Math.max(longest, Math.min(maxTokens, targetPrice(target).maxOutputTokens ?? maxTokens));
+    }
+    return longest;
   }
 
   /** The most tokens of answer a call without max_tokens may get from any of these targets. */

@@ -300,6 +300,36 @@ describe("the router near a limit", () => {
     expect(await heldFor("openai", "gpt-next-preview", 32_768)).toBe(32_768);
   });
 
+  it("holds no more than the model may answer for a max_tokens above its ceiling, so calls alongside are not refused", async () => {
+    const answer = latch();
+    let arrived = 0;
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: async () => {
+          arrived++;
+          await answer.opened;
+          return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 100 });
+        },
+      }).impl,
+    );
+    // Room for three gpt-4o-mini calls at their longest (16,384 tokens of answer), not for one of 100,000.
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
+      { ...NONE, daily_tokens: 3 * (9 + 16_384) },
+    );
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    // Sent as 16,384 (the router asks no model for more than it answers), so that is the most each may spend.
+    const call = (chargeKey: string) =>
+      router.chat({ messages, max_tokens: 100_000 }, { workspaceId: workspace.id, chargeKey });
+    const first = call("first");
+    await vi.waitFor(() => expect(arrived).toBe(1));
+    expect((await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus()).daily.reserved_tokens).toBe(9 + 16_384);
+    const others = [call("second"), call("third")];
+    await vi.waitFor(() => expect(arrived).toBe(3));
+    answer.open();
+    for (const result of await Promise.all([first, ...others])) expect(result.usage.total_tokens).toBe(109);
+  });
+
   it("leaves the answer uncut far from the limit", async () => {
     const { asked, chat } = await setup(1_000_000);
     await chat("first");
