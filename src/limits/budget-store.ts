@@ -171,6 +171,27 @@ export class BudgetStore {
   }
 
   /**
+   * A lease that lends no more keeps holding what its calls in flight took from it, until `reservedUntilMs`
+   * like a call's reservation; its row is kept until `expiresAtMs`, past that.
+   */
+  keepHold(
+    chargeKey: string,
+    held: { tokens: number; costUsd: number },
+    reservedUntilMs: number,
+    expiresAtMs: number,
+  ): void {
+    this.#sql.exec(
+      `UPDATE limiter_budget_charges SET tokens = ?, cost_usd = ?, reserved_until_ms = ?, expires_at_ms = max(expires_at_ms, ?)
+       WHERE charge_key = ? AND settled = 0`,
+      held.tokens,
+      held.costUsd,
+      reservedUntilMs,
+      expiresAtMs,
+      chargeKey,
+    );
+  }
+
+  /**
    * Empties the reservations past their time and answers what they held. The
    * charge rows stay, unsettled and holding nothing: a call that does finish
    * late is charged its actual amounts and releases nothing twice.

@@ -90,6 +90,12 @@ export interface LeasedSettleInput {
   charges: LeasedCharge[];
   /** The isolate is done with the lease: what it still holds goes back. */
   close: boolean;
+  /**
+   * The isolate lends no more from the lease: it holds from now on only this, what its calls still running took
+   * from it (they may run for minutes: a stream, a slow model), as long as a reservation is held
+   * (RESERVATION_TTL_MS), not LEASE_HOLD_MS; the rest goes back at once. Ignored with `close`.
+   */
+  keep?: { tokens: number; costUsd: number };
   /** The same on each try of one batch (see Coalescer): a batch that landed before is not counted again. */
   batchKey?: string;
   /** As in SettleInput: the batch's last call. */
@@ -438,19 +444,24 @@ export class BudgetBook {
       periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, spent);
       const lease = this.#store.charge(input.leaseKey);
       if (lease && !lease.settled) {
-        const drawn = {
-          tokens: input.close ? lease.tokens : Math.min(lease.tokens, spent.tokens),
-          costUsd: input.close ? lease.costUsd : Math.min(lease.costUsd, round(spent.costUsd)),
+        let held = {
+          tokens: lease.tokens - Math.min(lease.tokens, spent.tokens),
+          costUsd: round(lease.costUsd - Math.min(lease.costUsd, round(spent.costUsd))),
         };
-        const delta = { reservedTokens: -drawn.tokens, reservedCostUsd: -drawn.costUsd };
+        const keep = input.close ? undefined : input.keep;
+        if (input.close) held = { tokens: 0, costUsd: 0 };
+        else if (keep)
+          held = { tokens: Math.min(held.tokens, keep.tokens), costUsd: Math.min(held.costUsd, keep.costUsd) };
+        const delta = {
+          reservedTokens: -(lease.tokens - held.tokens),
+          reservedCostUsd: -round(lease.costUsd - held.costUsd),
+        };
         periods.adjust(lease.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
         periods.adjust(lease.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
-        this.#store.holdCharge(
-          input.leaseKey,
-          lease.tokens - drawn.tokens,
-          round(lease.costUsd - drawn.costUsd),
-          input.close,
-        );
+        if (keep) {
+          const reservedUntilMs = nowMs + RESERVATION_TTL_MS;
+          this.#store.keepHold(input.leaseKey, held, reservedUntilMs, reservedUntilMs + LEASE_ROW_KEEP_MS);
+        } else this.#store.holdCharge(input.leaseKey, held.tokens, held.costUsd, input.close);
       }
       periods.write();
       const crossings = this.#crossings(keys, input.limits, nowMs, periods, input.batchKey ?? null);

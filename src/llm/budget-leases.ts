@@ -1,5 +1,6 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { BudgetLease, LeasedCharge } from "../limits/budgets.ts";
+import { sleepMs } from "./attempt.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { CallContext } from "./types.ts";
 
@@ -42,9 +43,13 @@ const LEASE_MAX_CHARGES_PER_CALL = 100;
 /** Past this many workspaces the map is dropped: the limiter gives back leases nobody closes (LEASE_HOLD_MS). */
 const MAX_LEASED_WORKSPACES = 5_000;
 
-/** A call's charge, with the budgets its thresholds are judged against (BudgetAmounts.limitsNow); or the lease's close. */
+/**
+ * A call's charge, with the budgets its thresholds are judged against (BudgetAmounts.limitsNow); what the lease's
+ * calls in flight still hold once it lends no more (LeasedSettleInput.keep); or the lease's close.
+ */
 export type LeaseBatchItem =
   | { charge: LeasedCharge; context: CallContext; limits: WorkspaceBudgets | null }
+  | { keep: { tokens: number; costUsd: number } }
   | { close: true };
 export type LeaseBatchWriter = (lease: Lease, items: LeaseBatchItem[], batchKey: string) => Promise<void>;
 /** Keeps a write alive past the request that started it (the request's waitUntil). */
@@ -77,8 +82,12 @@ export class Lease {
   readonly #batches: Coalescer<LeaseBatchItem>;
   #taken = 0;
   #inFlight = 0;
+  /** What the calls in flight took from the lease: what it must still hold once it lends no more. */
+  readonly #heldInFlight = { tokens: 0, costUsd: 0 };
   #retired = false;
   #closed = false;
+  /** Cancels its retirement scheduled for the end of its spending time (LeaseBook.take), while one is. */
+  cancelRetirement: (() => void) | null = null;
 
   constructor(
     grant: BudgetLease,
@@ -112,6 +121,8 @@ export class Lease {
     if (this.costUsd !== null) this.costUsd -= costUsd;
     this.#taken++;
     this.#inFlight++;
+    this.#heldInFlight.tokens += tokens;
+    this.#heldInFlight.costUsd += costUsd;
     return new LeaseHold(this, tokens, costUsd);
   }
 
@@ -129,6 +140,10 @@ export class Lease {
     if (this.tokens !== null) this.tokens += hold.tokens - charge.tokens;
     if (this.costUsd !== null) this.costUsd += hold.costUsd - charge.costUsd;
     this.#inFlight--;
+    this.#heldInFlight.tokens -= hold.tokens;
+    this.#heldInFlight.costUsd -= hold.costUsd;
+    // No call left to keep a hold for: the timer need not keep its request alive (a later call sets another).
+    if (this.#inFlight === 0) this.cancelRetirement?.();
     const charged =
       charge.tokens > 0 || charge.costUsd > 0 ? this.#batches.add({ charge, context, limits }) : undefined;
     return Promise.all([charged, this.#closeWhenDone()]);
@@ -150,10 +165,18 @@ export class Lease {
     );
   }
 
-  /** No new calls; closed once the last one settles. */
+  /**
+   * No new calls; closed once the last one settles. Until then the limiter keeps holding only what the calls in
+   * flight took (a lease unclosed is given back a minute after it was lent, as its isolate is presumed gone: a
+   * stream or a slow model's call running past that lost its hold, and others could reserve the room it spends).
+   */
   retire(): Promise<unknown> {
+    if (this.#retired) return Promise.resolve();
     this.#retired = true;
-    return this.#closeWhenDone();
+    if (this.#inFlight === 0) return this.#closeWhenDone();
+    const { tokens, costUsd } = this.#heldInFlight;
+    // Sums and differences of dollar amounts drift by a hair: rounded as the limiter rounds them.
+    return this.#batches.add({ keep: { tokens, costUsd: Math.max(0, Math.round(costUsd * 1e8) / 1e8) } });
   }
 
   #closeWhenDone(): Promise<unknown> {
@@ -171,9 +194,11 @@ export class LeaseBook {
   /** The size a workspace's next lease should have, from the last one that ended (see MIN_LEASE_CALLS). */
   readonly #nextCalls = new Map<string, number>();
   readonly #now: () => number;
+  readonly #sleep: (ms: number, signal: AbortSignal) => Promise<void>;
 
-  constructor(options: { now?: () => number } = {}) {
+  constructor(options: { now?: () => number; sleep?: (ms: number, signal: AbortSignal) => Promise<void> } = {}) {
     this.#now = options.now ?? Date.now;
+    this.#sleep = options.sleep ?? sleepMs;
   }
 
   /** A hold on the workspace's lease for this call, or null: then the call reserves at the limiter. */
@@ -187,13 +212,40 @@ export class LeaseBook {
     if (!lease) return null;
     const nowMs = this.#now();
     if (nowMs >= lease.spendUntilMs || !sameBudgets(lease.budgets, budgets)) {
-      this.#active.delete(workspaceId);
-      if (this.#nextCalls.size >= MAX_LEASED_WORKSPACES) this.#nextCalls.clear();
-      this.#nextCalls.set(workspaceId, lease.nextLeaseCalls(nowMs));
-      keep(lease.retire());
+      keep(this.#retire(workspaceId, lease));
       return null;
     }
-    return lease.take(amounts.tokens, amounts.costUsd, nowMs);
+    const hold = lease.take(amounts.tokens, amounts.costUsd, nowMs);
+    if (hold && !lease.cancelRetirement) {
+      // Retired when its time is up even if no call comes to notice: its calls still running then must have their
+      // holds kept at the limiter before it presumes the isolate gone. Kept alive by this call's request, and
+      // only while calls run on the lease (Lease.settle cancels it when the last one ends).
+      const timer = new AbortController();
+      lease.cancelRetirement = () => {
+        lease.cancelRetirement = null;
+        timer.abort();
+      };
+      keep(
+        this.#sleep(lease.spendUntilMs - nowMs, timer.signal).then(
+          () => {
+            lease.cancelRetirement = null;
+            return this.#retire(workspaceId, lease);
+          },
+          () => {},
+        ),
+      );
+    }
+    return hold;
+  }
+
+  /** The lease lends no more: no longer the workspace's current one, if it still was. */
+  #retire(workspaceId: string, lease: Lease): Promise<unknown> {
+    if (this.#active.get(workspaceId) === lease) {
+      this.#active.delete(workspaceId);
+      if (this.#nextCalls.size >= MAX_LEASED_WORKSPACES) this.#nextCalls.clear();
+      this.#nextCalls.set(workspaceId, lease.nextLeaseCalls(this.#now()));
+    }
+    return lease.retire();
   }
 
   /** How many calls like the one at hand the workspace's next lease should cover. */

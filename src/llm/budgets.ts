@@ -199,8 +199,15 @@ async function writeLeaseBatch(config: Config, lease: Lease, items: LeaseBatchIt
     limits: last ? last.limits : lease.budgets,
     charges: charged.map((item) => item.charge),
     close: items.some((item) => "close" in item),
+    ...keptIn(items),
     events: last ? eventContext(last.context) : { workspaceId: lease.workspaceId },
   });
+}
+
+/** What a retired lease's calls in flight still hold (LeaseBatchItem), if the batch says. */
+function keptIn(items: LeaseBatchItem[]): { keep?: { tokens: number; costUsd: number } } {
+  for (const item of items) if ("keep" in item) return { keep: item.keep };
+  return {};
 }
 
 /** The envelope of the events a call's charge may cause: its workspace, task, run, agent and trace. */

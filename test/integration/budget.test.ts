@@ -312,6 +312,50 @@ describe("BudgetBook", () => {
       expect(asked(1e9, "lease:room", 2_000_000)).toMatchObject({ lease: { tokens: Math.floor(roomAfterCall / 4) } });
     }));
 
+  it("keeps holding what a retired lease's calls in flight took from it past the sweep, and gives back the rest at once", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 1_000_000 };
+      book.reserve({ chargeKey: "a", limits, tokens: 1_000, costUsd: 0, nowMs: NOW, leaseKey: "lease:busy" });
+      book.settle({ chargeKey: "a", limits, tokens: 900, costUsd: 0, nowMs: NOW });
+      expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 100_000 });
+      // Its five seconds over, the isolate lends no more from it: three calls still run on it, holding 3,000 tokens.
+      const retiredMs = NOW + 5_000;
+      book.settleLeased({
+        leaseKey: "lease:busy",
+        limits,
+        charges: [],
+        close: false,
+        keep: { tokens: 3_000, costUsd: 0 },
+        nowMs: retiredMs,
+      });
+      expect(book.status(retiredMs).daily).toMatchObject({ reserved_tokens: 3_000 });
+      // A long stream outlives the minute after which a lease is presumed gone: its hold stays, so no other
+      // call can reserve that room and the budget end over its limit when the stream settles.
+      const afterSweepMs = NOW + 5 * 60_000;
+      expect(book.status(afterSweepMs).daily).toMatchObject({ reserved_tokens: 3_000 });
+      book.settleLeased({
+        leaseKey: "lease:busy",
+        limits,
+        charges: [{ chargeKey: "long", tokens: 2_500, costUsd: 0 }],
+        close: true,
+        nowMs: afterSweepMs,
+      });
+      expect(book.status(afterSweepMs).daily).toMatchObject({ tokens: 3_400, reserved_tokens: 0 });
+      // An isolate that died with calls on it: their hold goes as an abandoned reservation's does, after 30 minutes.
+      book.reserve({ chargeKey: "b", limits, tokens: 1_000, costUsd: 0, nowMs: afterSweepMs, leaseKey: "lease:dead" });
+      book.settle({ chargeKey: "b", limits, tokens: 1_000, costUsd: 0, nowMs: afterSweepMs });
+      book.settleLeased({
+        leaseKey: "lease:dead",
+        limits,
+        charges: [],
+        close: false,
+        keep: { tokens: 2_000, costUsd: 0 },
+        nowMs: afterSweepMs,
+      });
+      expect(book.status(afterSweepMs + 29 * 60_000).daily).toMatchObject({ reserved_tokens: 2_000 });
+      expect(book.status(afterSweepMs + 31 * 60_000).daily).toMatchObject({ reserved_tokens: 0 });
+    }));
+
   it("gives back a lease its isolate never closed at the sweep after a minute, and still counts its late charges", () =>
     inLimiter((book, sql) => {
       const limits = { ...NONE, daily_tokens: 1_000_000 };
