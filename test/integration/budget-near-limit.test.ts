@@ -36,6 +36,23 @@ function latch(): { opened: Promise<void>; open: () => void } {
   return { opened, open };
 }
 
+const OPENAI = "openai.test";
+
+/** OpenAI answering 9 + 100 tokens once `answer` opens: the calls that arrived are counted. */
+function gatedOpenAi(): { arrived: number; answer: ReturnType<typeof latch> } {
+  const upstream = { arrived: 0, answer: latch() };
+  vi.spyOn(globalThis, "fetch").mockImplementation(
+    fakeUpstreams({
+      [OPENAI]: async () => {
+        upstream.arrived++;
+        await upstream.answer.opened;
+        return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 100 });
+      },
+    }).impl,
+  );
+  return upstream;
+}
+
 function inLimiter(body: (book: BudgetBook) => void): Promise<void> {
   const stub = env.WORKSPACE_LIMITER.getByName(`near-limit:${crypto.randomUUID()}`);
   return runInDurableObject(stub, (_instance, state) => body(new BudgetBook(state.storage)));
@@ -105,7 +122,6 @@ describe("BudgetBook near a limit", () => {
 });
 
 describe("the router near a limit", () => {
-  const OPENAI = "openai.test";
   // "Refactor the parser." is about 9 tokens with its framing (src/llm/tokens.ts).
   const messages = [{ role: "user" as const, content: "Refactor the parser." }];
 
@@ -257,22 +273,12 @@ describe("the router near a limit", () => {
   });
 
   it("holds the longest answer of the call's model: gpt-4o-mini's 16,384 tokens, o3's 100,000, Workers AI's 256", async () => {
-    let answer = latch();
-    let arrived = 0;
-    vi.spyOn(globalThis, "fetch").mockImplementation(
-      fakeUpstreams({
-        [OPENAI]: async () => {
-          arrived++;
-          await answer.opened;
-          return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 100 });
-        },
-      }).impl,
-    );
+    const upstream = gatedOpenAi();
     // Workers AI through its binding's interface (the binding itself needs a Cloudflare account).
     const AI = {
       async run() {
-        arrived++;
-        await answer.opened;
+        upstream.arrived++;
+        await upstream.answer.opened;
         return { response: "done", usage: { prompt_tokens: 9, completion_tokens: 100 } };
       },
     };
@@ -284,13 +290,13 @@ describe("the router near a limit", () => {
         { strategy: "fallback", chain: [{ provider, model }] },
         { ...NONE, daily_tokens: 10 * (9 + answerTokens) },
       );
-      const before = arrived;
+      const before = upstream.arrived;
       const call = router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `${provider}:${model}` });
-      await vi.waitFor(() => expect(arrived).toBe(before + 1));
+      await vi.waitFor(() => expect(upstream.arrived).toBe(before + 1));
       const status = await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus();
-      answer.open();
+      upstream.answer.open();
       await call;
-      answer = latch();
+      upstream.answer = latch();
       return status.daily.reserved_tokens - 9;
     };
     expect(await heldFor("openai", "gpt-4o-mini", 16_384)).toBe(16_384);
@@ -301,17 +307,7 @@ describe("the router near a limit", () => {
   });
 
   it("holds no more than the model may answer for a max_tokens above its ceiling, so calls alongside are not refused", async () => {
-    const answer = latch();
-    let arrived = 0;
-    vi.spyOn(globalThis, "fetch").mockImplementation(
-      fakeUpstreams({
-        [OPENAI]: async () => {
-          arrived++;
-          await answer.opened;
-          return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 100 });
-        },
-      }).impl,
-    );
+    const upstream = gatedOpenAi();
     // Room for three gpt-4o-mini calls at their longest (16,384 tokens of answer), not for one of 100,000.
     const workspace = await workspaceWith(
       { strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] },
@@ -322,11 +318,11 @@ describe("the router near a limit", () => {
     const call = (chargeKey: string) =>
       router.chat({ messages, max_tokens: 100_000 }, { workspaceId: workspace.id, chargeKey });
     const first = call("first");
-    await vi.waitFor(() => expect(arrived).toBe(1));
+    await vi.waitFor(() => expect(upstream.arrived).toBe(1));
     expect((await env.WORKSPACE_LIMITER.getByName(workspace.id).budgetStatus()).daily.reserved_tokens).toBe(9 + 16_384);
     const others = [call("second"), call("third")];
-    await vi.waitFor(() => expect(arrived).toBe(3));
-    answer.open();
+    await vi.waitFor(() => expect(upstream.arrived).toBe(3));
+    upstream.answer.open();
     for (const result of await Promise.all([first, ...others])) expect(result.usage.total_tokens).toBe(109);
   });
 

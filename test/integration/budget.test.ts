@@ -524,6 +524,15 @@ interface BudgetStatusBody {
   exhausted: boolean;
 }
 
+/** POST /api/v1/llm/chat/completions as the workspace, routed by its chain (`model: auto`). */
+function helloCompletion(workspace: { headers: Record<string, string> }): Promise<Response> {
+  return fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+    method: "POST",
+    headers: { ...workspace.headers, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
+  });
+}
+
 async function budgetOf(workspace: { headers: Record<string, string> }): Promise<BudgetStatusBody> {
   return (await (await fetcher(`${BASE}/api/v1/budgets`, { headers: workspace.headers })).json()) as BudgetStatusBody;
 }
@@ -561,12 +570,7 @@ describe("budget routes", () => {
       { path: "monthly_cost_usd", message: "is required (expected number)" },
     ]);
 
-    const chat = () =>
-      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
-        method: "POST",
-        headers: { ...workspace.headers, "Content-Type": "application/json" },
-        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
-      });
+    const chat = () => helloCompletion(workspace);
     expect((await chat()).status).toBe(200);
     expect((await chat()).status).toBe(200);
     const refused = await chat();
@@ -621,12 +625,7 @@ describe("budget routes", () => {
       body: JSON.stringify({ daily_tokens: 30, monthly_tokens: 30, daily_cost_usd: null, monthly_cost_usd: null }),
     });
     expect(put.status).toBe(200);
-    const chat = () =>
-      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
-        method: "POST",
-        headers: { ...workspace.headers, "Content-Type": "application/json" },
-        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
-      });
+    const chat = () => helloCompletion(workspace);
     let refused = await chat();
     for (let calls = 0; calls < 5 && refused.status === 200; calls++) refused = await chat();
     expect(refused.status).toBe(429);
@@ -658,12 +657,7 @@ describe("budget routes", () => {
       strategy: "fallback",
       chain: [{ provider: "simulated", model: "sim-1?latency_ms=400&completion_tokens=200" }],
     });
-    const chat = () =>
-      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
-        method: "POST",
-        headers: { ...workspace.headers, "Content-Type": "application/json" },
-        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
-      });
+    const chat = () => helloCompletion(workspace);
     // A call starts before the workspace has budgets: nothing is reserved, its charge is only counted.
     const inFlight = chat();
     await new Promise((wake) => setTimeout(wake, 100));
@@ -738,12 +732,7 @@ describe("budget routes", () => {
         headers: { ...workspace.headers, "Content-Type": "application/json" },
         body: JSON.stringify({ daily_tokens, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
       });
-    const chat = () =>
-      fetcher(`${BASE}/api/v1/llm/chat/completions`, {
-        method: "POST",
-        headers: { ...workspace.headers, "Content-Type": "application/json" },
-        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hello" }] }),
-      });
+    const chat = () => helloCompletion(workspace);
     // A call that will spend over 80% of the 250-token day starts; the budget is raised to 400 while it runs (as
     // after an 80% alert, with the task that caused it still running).
     const inFlight = chat();

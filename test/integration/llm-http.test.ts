@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { BreakerBook } from "../../src/llm/breaker-book.ts";
-import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
+import { BASE, fetcher, usageWhenWritten, workspaceWith } from "../support/llm.ts";
 import { createTestKey } from "../support/workspaces.ts";
 
 /** POST /api/v1/llm/chat/completions, GET /api/v1/providers and GET /api/v1/usage over HTTP, on the simulated provider. */
@@ -46,15 +46,7 @@ describe("OpenAI-compatible chat completions", () => {
     // As OpenAI's: cached input under prompt_tokens_details (none here).
     expect(body.usage.prompt_tokens_details).toEqual({ cached_tokens: 0 });
 
-    // The usage row is written just after the response (coalesced per isolate).
-    let usage: Record<string, any> = { data: [] };
-    for (let tries = 0; tries < 100 && usage.data.length === 0; tries++) {
-      await new Promise((wake) => setTimeout(wake, 20));
-      usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
-        string,
-        any
-      >;
-    }
+    const usage = await usageWhenWritten(workspace);
     expect(usage.data).toEqual([
       expect.objectContaining({ provider: "simulated", model: "sim-1", simulated: true, calls: 1 }),
     ]);

@@ -7,7 +7,7 @@ import { checkEnv } from "../../src/env.ts";
 import { Logger } from "../../src/lib/logger.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import { findCharge } from "../../src/llm/usage.ts";
-import { BASE, eventsOf, fetcher, sdkAgainstApp, workspaceWith } from "../support/llm.ts";
+import { BASE, eventsOf, fetcher, sdkAgainstApp, usageWhenWritten, workspaceWith } from "../support/llm.ts";
 
 /** The default path: no provider secrets, the `simulated` provider, a usage row per charge key. */
 
@@ -161,15 +161,8 @@ describe("createLlmRouter with the default chain", () => {
     expect(parsed.at(-1)).toMatchObject({ error: { message: expect.any(String) } });
     expect(parsed.some((chunk) => chunk.choices?.[0]?.finish_reason)).toBe(false);
 
-    // Charged what it delivered, an estimate, as a provider's cut stream is: the usage row lands just after.
-    let usage: Record<string, any> = { data: [] };
-    for (let tries = 0; tries < 100 && usage.data.length === 0; tries++) {
-      await new Promise((wake) => setTimeout(wake, 20));
-      usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
-        string,
-        any
-      >;
-    }
+    // Charged what it delivered, an estimate, as a provider's cut stream is.
+    const usage = await usageWhenWritten(workspace);
     expect(usage.data).toEqual([expect.objectContaining({ provider: "simulated", simulated: true, calls: 1 })]);
     expect(usage.data[0].completion_tokens).toBeGreaterThan(0);
     expect(usage.data[0].completion_tokens).toBeLessThan(24);

@@ -86,6 +86,19 @@ export async function eventsOf(
   }
 }
 
+/** GET /api/v1/usage once its rows are written: they land just after the answers (coalesced per isolate). */
+export async function usageWhenWritten(workspace: TestWorkspace): Promise<Record<string, any>> {
+  let usage: Record<string, any> = { data: [] };
+  for (let tries = 0; tries < 100 && usage.data.length === 0; tries++) {
+    await new Promise((wake) => setTimeout(wake, 20));
+    usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as Record<
+      string,
+      any
+    >;
+  }
+  return usage;
+}
+
 /** Waits until the workspace's WorkspaceLimiter has delivered every event it queued (src/events/outbox.ts). */
 export async function limiterOutboxDrained(workspaceId: string, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
