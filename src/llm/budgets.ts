@@ -76,9 +76,10 @@ export function budgetGate(
             : {}),
         });
       } catch (error) {
-        // Spending without a working counter could overrun a budget: refuse, but as something to retry.
+        // Spending without a working counter could overrun a budget: refuse, but as something to retry. Its own
+        // kind: told as all_providers_failed, the caller (and a task's run error) blamed providers never asked.
         logger.error("budget reservation failed", { error, workspace_id: amounts.workspaceId });
-        throw new LlmError("all_providers_failed", "the budget counter is unavailable; retry shortly", true);
+        throw new LlmError("budget_unavailable", "the budget counter is unavailable; retry shortly", true);
       } finally {
         if (asks) leases.doneAsking(amounts.workspaceId);
       }

@@ -157,7 +157,9 @@ export type LlmErrorKind =
   | "content_filter"
   | "cancelled"
   | "timeout"
-  | "authentication";
+  | "authentication"
+  /** The workspace's budget counter (its WorkspaceLimiter) did not answer: no provider was asked. */
+  | "budget_unavailable";
 
 /** One target's last failed attempt, as the caller is told it: which providers were tried, and why each failed. */
 export interface TargetFailure {

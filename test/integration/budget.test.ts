@@ -1,8 +1,10 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import type { ApiError } from "../../src/lib/problem.ts";
 import { BudgetBook } from "../../src/limits/budgets.ts";
 import { LimiterCore } from "../../src/limits/limiter-core.ts";
+import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
 import {
   BASE,
@@ -516,6 +518,30 @@ describe("budget exhaustion mid-task", () => {
     });
     const alerts = await eventsOf(workspace, "billing.usage_alert", 3);
     expect(alerts.map((event) => event.data.alert_level)).toEqual(["info", "warning", "critical"]);
+  });
+});
+
+describe("a budget counter that does not answer", () => {
+  it("refuses the call as retryable budget_unavailable, a 503 that blames no provider, and asks none", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] },
+      { ...NONE, daily_tokens: 10_000 },
+    );
+    const unreachable = {
+      getByName: () => ({
+        reserveBudget: async () => {
+          throw new Error("Durable Object reset because its code was updated.");
+        },
+      }),
+    };
+    const router = createLlmRouter(llmConfig({ WORKSPACE_LIMITER: unreachable }), { logger: quietLogger });
+    const refusal = await router
+      .chat({ messages: [{ role: "user", content: "hi" }] }, { workspaceId: workspace.id, chargeKey: "counter-down" })
+      .catch((error: unknown) => error);
+    expect(refusal).toMatchObject({ kind: "budget_unavailable", retryable: true, failures: [] });
+    const answered = llmErrorToApiError(refusal) as ApiError;
+    expect(answered).toMatchObject({ status: 503, extensions: { reason: "budget_unavailable", retryable: true } });
+    expect(answered.headers).toMatchObject({ "Retry-After": "1" });
   });
 });
 
