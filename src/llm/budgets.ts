@@ -261,7 +261,9 @@ function heldMessage(
   retryAfterSeconds: number,
 ): string {
   const [what, unit] = budget.metric === "tokens" ? ["token", "tokens"] : ["cost", "USD"];
-  return `The ${budget.period} ${what} budget's room left is held by calls in flight (${held.spent} of ${budget.limit} ${unit} spent, ${held.reserved} reserved); retry in ${retryAfterSeconds} s.`;
+  // Leases too: the last one's unused room goes back with its final batch, up to a quarter second after its calls
+  // end, so "calls in flight" alone read wrong to a caller who had none.
+  return `The ${budget.period} ${what} budget's room left is held by calls in flight or leases not yet given back (${held.spent} of ${budget.limit} ${unit} spent, ${held.reserved} reserved); retry in ${retryAfterSeconds} s.`;
 }
 
 /**

@@ -186,7 +186,9 @@ describe("the router near a limit", () => {
     const beside = await chat("beside").catch((error: unknown) => error);
     expect(beside).toBeInstanceOf(BudgetExhaustedError);
     expect(beside).toMatchObject({ held: true, retryable: true, retryAfterSeconds: 5, retryAfterMs: 5_000 });
-    expect((beside as Error).message).toContain("held by calls in flight (0 of 10000 tokens spent, 10000 reserved)");
+    expect((beside as Error).message).toContain(
+      "held by calls in flight or leases not yet given back (0 of 10000 tokens spent, 10000 reserved)",
+    );
     answer.open();
     await Promise.all(inFlight);
     const status = (await limiter.budgetStatus()).daily;
