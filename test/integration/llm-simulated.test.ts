@@ -119,6 +119,17 @@ describe("createLlmRouter with the default chain", () => {
     ]);
   });
 
+  it("bills tool calls no more than max_tokens, as a provider does, so a call spends no more than it reserved", async () => {
+    const router = createLlmRouter(config, { logger });
+    const tools = [{ type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } }];
+    const result = await router.chat(
+      { messages: [{ role: "user", content: "Open the README." }], tools, max_tokens: 3 },
+      { workspaceId: "ws_sim_tool_cap", chargeKey: "tool-cap" },
+    );
+    expect(result.message.tool_calls).toHaveLength(1);
+    expect(result.usage.completion_tokens).toBe(3);
+  });
+
   it("fails with an error status only: a failure_status that is none is the default 503, and its failures are told", async () => {
     for (const status of ["700", "0", "200"]) {
       const workspace = await workspaceWith({

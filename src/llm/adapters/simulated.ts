@@ -222,7 +222,8 @@ export class SimulatedAdapter implements ProviderAdapter {
           arguments: toolArguments(tools[index % tools.length]),
         },
       }));
-      const completion = Math.min(settings.completionTokens, 10 * toolCalls.length);
+      // Never past max_tokens, as no provider bills more: the budget reserved the prompt and max_tokens, no more.
+      const completion = Math.min(settings.completionTokens, 10 * toolCalls.length, call.max_tokens ?? Infinity);
       return {
         message: { role: "assistant", content: null, tool_calls: toolCalls },
         finish_reason: "tool_calls",
