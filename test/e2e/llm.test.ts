@@ -343,6 +343,100 @@ describe("fault injection", () => {
   });
 });
 
+describe("the circuit breaker under wrangler dev", () => {
+  it("five failures open it; later calls skip that provider until the half-open trial, whose success closes it", async () => {
+    // Its own workspace and model (a breaker of its own), routed openai → anthropic. A 501 is a failure that
+    // counts and is not retried, so each call fails over after exactly one OpenAI attempt.
+    const model = "gpt-4o-mini-breaker";
+    const routed = await createTestWorkspace(fetch, worker.baseUrl);
+    const patch = await fetch(`${worker.baseUrl}/api/v1/workspace`, {
+      method: "PATCH",
+      headers: { ...routed.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({
+        llm: {
+          strategy: "fallback",
+          chain: [
+            { provider: "openai", model },
+            { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+          ],
+        },
+      }),
+    });
+    expect(patch.status).toBe(200);
+    const routedClient = new OpenAI({ apiKey: routed.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 });
+    const call = async () => {
+      const completion = await routedClient.chat.completions.create({
+        model: "auto",
+        messages: [{ role: "user", content: "breaker" }],
+      });
+      return {
+        provider: (completion as unknown as { x_mgx: { provider: string } }).x_mgx.provider,
+        content: completion.choices[0].message.content,
+      };
+    };
+    type Breaker = { state: string; consecutive_failures: number; retry_at: string | null };
+    /** The model's breaker in GET /api/v1/providers once `ready` holds (synced in the background), or after `waitMs`. */
+    const breaker = async (ready: (seen: Breaker) => boolean, waitMs = 5_000): Promise<Breaker | undefined> => {
+      const deadline = Date.now() + waitMs;
+      for (;;) {
+        const response = await fetch(`${worker.baseUrl}/api/v1/providers`, { headers: routed.headers });
+        const body = (await response.json()) as {
+          data: { provider: string; models: (Breaker & { model: string })[] }[];
+        };
+        const seen = body.data
+          .find((entry) => entry.provider === "openai")
+          ?.models.find((entry) => entry.model === model);
+        if ((seen && ready(seen)) || Date.now() > deadline) return seen;
+        await new Promise((wake) => setTimeout(wake, 200));
+      }
+    };
+
+    openaiFake.faults.plan(Array.from({ length: 5 }, () => ({ status: 501 })));
+    anthropicFake.faults.plan(Array.from({ length: 8 }, () => ({ ok: true as const, content: "Claude answers" })));
+    const before = openaiFake.arrivals.length;
+    for (let n = 0; n < 4; n++) expect(await call()).toEqual({ provider: "anthropic", content: "Claude answers" });
+    expect(openaiFake.arrivals.length - before).toBe(4);
+    // Four failures in a row: still closed.
+    expect(await breaker((seen) => seen.consecutive_failures === 4)).toMatchObject({
+      state: "closed",
+      consecutive_failures: 4,
+    });
+    expect(await call()).toEqual({ provider: "anthropic", content: "Claude answers" });
+    expect(openaiFake.arrivals.length - before).toBe(5);
+    const opened = await breaker((seen) => seen.state === "open");
+    expect(opened).toMatchObject({ state: "open", retry_at: expect.any(String) });
+
+    // Open: calls go straight to Anthropic, OpenAI is not asked (its fake would now answer).
+    for (let n = 0; n < 3; n++) expect(await call()).toEqual({ provider: "anthropic", content: "Claude answers" });
+    expect(openaiFake.arrivals.length - before).toBe(5);
+    // Each call served by Anthropic is told as a fallback: the five that failed over, the three that passed over.
+    let passedOver: { data: Record<string, unknown> }[] = [];
+    for (const deadline = Date.now() + 5_000; passedOver.length < 8 && Date.now() < deadline; ) {
+      await new Promise((wake) => setTimeout(wake, 100));
+      const response = await fetch(`${worker.baseUrl}/api/v1/events?types=llm.provider.fallback&limit=100`, {
+        headers: routed.headers,
+      });
+      passedOver = ((await response.json()) as { data: { data: Record<string, unknown> }[] }).data;
+    }
+    expect(passedOver).toHaveLength(8);
+    for (const event of passedOver) {
+      expect(event.data).toMatchObject({ from_provider: "openai", from_model: model, reason: "error_rate" });
+    }
+
+    // Half-open 30 s after it opened: the next call is OpenAI's trial, and its success closes the breaker.
+    const halfOpen = await breaker((seen) => seen.state === "half_open", 40_000);
+    expect(halfOpen?.state).toBe("half_open");
+    expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(opened!.retry_at!));
+    openaiFake.faults.plan([{ ok: true, content: "OpenAI is back" }]);
+    expect(await call()).toEqual({ provider: "openai", content: "OpenAI is back" });
+    expect(openaiFake.arrivals.length - before).toBe(6);
+    expect(await breaker((seen) => seen.state === "closed")).toMatchObject({
+      state: "closed",
+      consecutive_failures: 0,
+    });
+  }, 60_000);
+});
+
 describe("budgets under wrangler dev", () => {
   it("charges every call exactly while calls draw on the isolate's lease, and answers 429 once a budget is spent", async () => {
     const budgeted = await createTestWorkspace(fetch, worker.baseUrl);
