@@ -51,6 +51,7 @@ interface UsageRow {
   estimated_calls: number;
   prompt_tokens: number;
   completion_tokens: number;
+  cost_usd: number;
 }
 
 /** GET /api/v1/usage's rows once `ready` holds for them, or as they are after 10 s: rows land just after each call, coalesced per isolate. */
@@ -337,9 +338,16 @@ describe("fault injection", () => {
       workspace.headers,
       (found) => found.find((row) => row.provider === "anthropic")?.calls === 3,
     );
-    // Streamed by name once, then the JSON answer whole and streamed.
-    expect(rows.find((row) => row.provider === "anthropic")?.calls).toBe(3);
-    expect(rows.find((row) => row.model === "gpt-4o-mini")?.calls).toBe(4);
+    // Streamed by name once (9 + 6), then the JSON answer whole (30 + 4) and streamed in five chunks (30 + 5).
+    const anthropic = rows.find((row) => row.provider === "anthropic");
+    expect(anthropic).toMatchObject({ calls: 3, estimated_calls: 0, prompt_tokens: 69, completion_tokens: 15 });
+    // Haiku: $0.80 in, $4 out per million.
+    expect(anthropic?.cost_usd).toBeCloseTo(69 * 0.8e-6 + 15 * 4e-6, 12);
+    // The settings (10 + 4), hello (1,000 + 500), streamed (40 + 12) and 10,000-chunk (10 + 10,000) calls.
+    const openai = rows.find((row) => row.model === "gpt-4o-mini");
+    expect(openai).toMatchObject({ calls: 4, estimated_calls: 0, prompt_tokens: 1_060, completion_tokens: 10_516 });
+    // gpt-4o-mini: $0.15 in, $0.60 out per million.
+    expect(openai?.cost_usd).toBeCloseTo(1_060 * 0.15e-6 + 10_516 * 0.6e-6, 12);
   });
 });
 
