@@ -260,15 +260,25 @@ describe("fault injection", () => {
 
   it("a hung upstream times out and is retried; a reset connection is retried too", async () => {
     openaiFake.faults.plan([{ hang: true }, { reset: true }, { ok: true, content: "third time lucky" }]);
+    const before = openaiFake.arrivals.length;
     const startedMs = Date.now();
     const completion = await client.chat.completions.create({
       model: "openai:gpt-4o-mini-hang",
       messages: [{ role: "user", content: "hang then reset" }],
     });
     expect(completion.choices[0].message.content).toBe("third time lucky");
-    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(ATTEMPT_TIMEOUT_MS);
-    const errors = await events("llm.provider.error", 1);
-    const mine = errors.filter((event) => event.data.model === "gpt-4o-mini-hang");
+    const elapsedMs = Date.now() - startedMs;
+    // The hung attempt is given up at its timeout, not later: then two backoffs (at most 500 ms and 1 s).
+    expect(elapsedMs).toBeGreaterThanOrEqual(ATTEMPT_TIMEOUT_MS);
+    expect(elapsedMs).toBeLessThan(ATTEMPT_TIMEOUT_MS + 1_500 + 1_000);
+    expect(openaiFake.arrivals.length - before).toBe(3);
+    // The error events land in the background, after the 429 test's: wait for both of this model's.
+    let mine: { data: Record<string, unknown> }[] = [];
+    for (const deadline = Date.now() + 10_000; mine.length < 2 && Date.now() < deadline; ) {
+      const errors = await events("llm.provider.error", 1);
+      mine = errors.filter((event) => event.data.model === "gpt-4o-mini-hang");
+      if (mine.length < 2) await new Promise((wake) => setTimeout(wake, 100));
+    }
     expect(mine.map((event) => event.data.error_type)).toEqual(["timeout", "connection_error"]);
   });
 
