@@ -6,7 +6,7 @@ import { createDb } from "../../src/db/client.ts";
 import { tasks, usageRecords } from "../../src/db/schema.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
-import { eventsOf, fakeUpstreams, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
+import { BASE, eventsOf, fakeUpstreams, fetcher, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
 import { insertTask, taskBody, eventsOf as taskEventsOf } from "../unit/tasks/fakes.ts";
 
 /**
@@ -73,6 +73,10 @@ describe("budget exhaustion mid-task, through the tasks consumer", () => {
       promptTokens: 920,
       completionTokens: 80,
     });
+    // As its owner reads it.
+    const shown = await fetcher(`${BASE}/api/v1/tasks/${row.id}`, { headers: workspace.headers });
+    expect(shown.status).toBe(200);
+    expect(await shown.json()).toMatchObject({ status: "failed", error: { type: "llm_budget_exhausted" } });
     const taskEvents = await taskEventsOf(workspace.headers, row.id);
     const errors = taskEvents.filter((event) => event.event_type === "task.error");
     expect(errors).toHaveLength(1);
