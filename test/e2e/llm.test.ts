@@ -65,6 +65,29 @@ async function usageRows(headers: Record<string, string>, ready: (rows: UsageRow
   }
 }
 
+/** A workspace of its own routed OpenAI's `model` → Claude, and an SDK client for it (no retries of its own). */
+async function openAiThenAnthropic(model: string): Promise<{ routed: TestWorkspace; routedClient: OpenAI }> {
+  const routed = await createTestWorkspace(fetch, worker.baseUrl);
+  const patch = await fetch(`${worker.baseUrl}/api/v1/workspace`, {
+    method: "PATCH",
+    headers: { ...routed.headers, "Content-Type": "application/json" },
+    body: JSON.stringify({
+      llm: {
+        strategy: "fallback",
+        chain: [
+          { provider: "openai", model },
+          { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+        ],
+      },
+    }),
+  });
+  expect(patch.status).toBe(200);
+  return {
+    routed,
+    routedClient: new OpenAI({ apiKey: routed.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 }),
+  };
+}
+
 async function events(
   types: string,
   atLeast: number,
@@ -206,22 +229,7 @@ describe("fault injection", () => {
 
   it("three 500s fail over to Anthropic with an llm.provider.fallback event", async () => {
     // Its own workspace, routed openai → anthropic, so the fallback is the next provider.
-    const routed = await createTestWorkspace(fetch, worker.baseUrl);
-    const patch = await fetch(`${worker.baseUrl}/api/v1/workspace`, {
-      method: "PATCH",
-      headers: { ...routed.headers, "Content-Type": "application/json" },
-      body: JSON.stringify({
-        llm: {
-          strategy: "fallback",
-          chain: [
-            { provider: "openai", model: "gpt-4o-mini-500" },
-            { provider: "anthropic", model: "claude-3-5-haiku-latest" },
-          ],
-        },
-      }),
-    });
-    expect(patch.status).toBe(200);
-    const routedClient = new OpenAI({ apiKey: routed.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 });
+    const { routed, routedClient } = await openAiThenAnthropic("gpt-4o-mini-500");
     openaiFake.faults.plan([{ status: 500 }, { status: 500 }, { status: 500 }]);
     anthropicFake.faults.plan([{ ok: true, content: "Claude answers", usage: { prompt: 1_200, completion: 350 } }]);
     const before = openaiFake.arrivals.length;
@@ -366,22 +374,7 @@ describe("the circuit breaker under wrangler dev", () => {
     // Its own workspace and model (a breaker of its own), routed openai → anthropic. A 501 is a failure that
     // counts and is not retried, so each call fails over after exactly one OpenAI attempt.
     const model = "gpt-4o-mini-breaker";
-    const routed = await createTestWorkspace(fetch, worker.baseUrl);
-    const patch = await fetch(`${worker.baseUrl}/api/v1/workspace`, {
-      method: "PATCH",
-      headers: { ...routed.headers, "Content-Type": "application/json" },
-      body: JSON.stringify({
-        llm: {
-          strategy: "fallback",
-          chain: [
-            { provider: "openai", model },
-            { provider: "anthropic", model: "claude-3-5-haiku-latest" },
-          ],
-        },
-      }),
-    });
-    expect(patch.status).toBe(200);
-    const routedClient = new OpenAI({ apiKey: routed.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 });
+    const { routed, routedClient } = await openAiThenAnthropic(model);
     const call = async () => {
       const completion = await routedClient.chat.completions.create({
         model: "auto",
