@@ -85,6 +85,15 @@ describe("Azure API versions", () => {
 });
 
 describe("Azure content filters", () => {
+  const azureThenOpenAi = () =>
+    workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "azure", model: "gpt-4o" },
+        { provider: "openai", model: "gpt-4o-mini" },
+      ],
+    });
+
   /** Azure's answer when its content filter refuses the prompt (its docs' example, abridged). */
   const filtered = () =>
     Response.json(
@@ -107,13 +116,7 @@ describe("Azure content filters", () => {
 
   it("ends the call with a 400 content_filter: the prompt is not sent on to the next provider", async () => {
     // A fallback after the filter would take the refused prompt round the deployment's content policy.
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [
-        { provider: "azure", model: "gpt-4o" },
-        { provider: "openai", model: "gpt-4o-mini" },
-      ],
-    });
+    const workspace = await azureThenOpenAi();
     const fake = fakeUpstreams({ [AZURE]: filtered, "openai.test": () => openAiCompletion("unfiltered") });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
 
@@ -136,13 +139,7 @@ describe("Azure content filters", () => {
   });
 
   it("still falls over when Azure refuses otherwise (a deployment it lacks), which another provider may not share", async () => {
-    const workspace = await workspaceWith({
-      strategy: "fallback",
-      chain: [
-        { provider: "azure", model: "gpt-4o" },
-        { provider: "openai", model: "gpt-4o-mini" },
-      ],
-    });
+    const workspace = await azureThenOpenAi();
     const fake = fakeUpstreams({
       [AZURE]: () =>
         Response.json({ error: { code: "DeploymentNotFound", message: "no such deployment" } }, { status: 404 }),
