@@ -520,22 +520,31 @@ export class BudgetBook {
     if (crossings.length > 0 && context) this.#onCrossings(crossings, context, nowMs);
   }
 
-  /** One charge, settled: its reservation (if any) released, its actual amounts counted. Answers its periods. */
+  /**
+   * One charge, settled: its reservation (if any) released in the periods it was made in, its actual amounts
+   * counted in the periods it ends in. A call that spans midnight is then counted on the day its usage row is
+   * dated (src/llm/usage.ts dates a row when the call is charged), so /usage and /budgets agree. Answers the
+   * periods it was counted in.
+   */
   #settleCharge(
     input: BudgetAmountsInput,
     existing: ChargeRow | null,
     periods: PeriodCache,
     nowMs: number,
   ): { day: string; month: string } {
-    const keys = existing ? { day: existing.day, month: existing.month } : periodKeys(nowMs);
-    const delta = {
-      tokens: input.tokens,
-      costUsd: input.costUsd,
-      reservedTokens: -(existing?.tokens ?? 0),
-      reservedCostUsd: -(existing?.costUsd ?? 0),
+    const keys = periodKeys(nowMs);
+    const expiries = {
+      day: periodEndMs("daily", nowMs) + 2 * DAY_MS,
+      month: periodEndMs("monthly", nowMs) + 2 * DAY_MS,
     };
-    periods.adjust(keys.day, periodEndMs("daily", nowMs) + 2 * DAY_MS, delta);
-    periods.adjust(keys.month, periodEndMs("monthly", nowMs) + 2 * DAY_MS, delta);
+    const spent = { tokens: input.tokens, costUsd: input.costUsd };
+    periods.adjust(keys.day, expiries.day, spent);
+    periods.adjust(keys.month, expiries.month, spent);
+    if (existing) {
+      const released = { reservedTokens: -existing.tokens, reservedCostUsd: -existing.costUsd };
+      periods.adjust(existing.day, expiries.day, released);
+      periods.adjust(existing.month, expiries.month, released);
+    }
     this.#store.writeCharge(
       input.chargeKey,
       { ...keys, tokens: input.tokens, costUsd: input.costUsd, settled: true },

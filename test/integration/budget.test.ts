@@ -47,6 +47,23 @@ describe("BudgetBook", () => {
       expect(book.status(NOW).monthly).toMatchObject({ period: "2026-11", tokens: 100 });
     }));
 
+  it("counts a call that spans midnight on the day it ends, as its usage row is dated, and frees its hold on the day it began", () =>
+    inLimiter((book) => {
+      const limits = { ...NONE, daily_tokens: 1_000, monthly_tokens: 10_000 };
+      const lastSecond = Date.parse("2026-11-30T23:59:59Z");
+      const nextMonth = Date.parse("2026-12-01T00:00:02Z");
+      book.reserve({ chargeKey: "late", limits, tokens: 500, costUsd: 0, nowMs: lastSecond });
+      book.settle({ chargeKey: "late", limits, tokens: 120, costUsd: 0.25, nowMs: nextMonth });
+      expect(book.status(lastSecond)).toMatchObject({
+        daily: { period: "2026-11-30", tokens: 0, reserved_tokens: 0, cost_usd: 0 },
+        monthly: { period: "2026-11", tokens: 0, reserved_tokens: 0 },
+      });
+      expect(book.status(nextMonth)).toMatchObject({
+        daily: { period: "2026-12-01", tokens: 120, reserved_tokens: 0, cost_usd: 0.25 },
+        monthly: { period: "2026-12", tokens: 120, reserved_tokens: 0 },
+      });
+    }));
+
   it("releases a reservation its call never settled after 30 minutes (at the next sweep), and still charges the call if it ends later", () =>
     inLimiter((book) => {
       const limits = { ...NONE, daily_tokens: 1_000 };
