@@ -19,6 +19,17 @@ export interface FailureClass {
 }
 
 /**
+ * Why a call fell over from a target, in `llm.provider.fallback`'s terms: `rate_limit` for a provider that
+ * throttled it (a 429, also one saying the account's quota is spent), `performance` for one too slow to
+ * answer within the attempt timeout, `error_rate` for one that failed otherwise (or whose breaker is open).
+ */
+export function fallbackReason(failure: FailureClass): "rate_limit" | "performance" | "error_rate" {
+  if (failure.eventType === "rate_limit" || failure.eventType === "quota_exceeded") return "rate_limit";
+  if (failure.eventType === "timeout") return "performance";
+  return "error_rate";
+}
+
+/**
  * The codes a 400 carries when a provider's content filter refused the prompt: Azure's `content_filter`
  * (its filters are the deployment's own policy), OpenAI's `invalid_prompt` (a prompt flagged against its
  * usage policy) and `content_policy_violation`.

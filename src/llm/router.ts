@@ -1,7 +1,7 @@
 import type { BudgetRoom } from "../limits/budgets.ts";
 import { AttemptClock, sleepMs } from "./attempt.ts";
 import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
-import { BudgetExhaustedError, classifyFailure, describeFailure, FailureTally } from "./errors.ts";
+import { BudgetExhaustedError, classifyFailure, describeFailure, FailureTally, fallbackReason } from "./errors.ts";
 import {
   type AdapterCall,
   type AdapterResult,
@@ -378,7 +378,7 @@ export class Router implements LlmRouter {
     // The target this call falls back from, and why, told in `llm.provider.fallback` when the next is tried. A
     // first choice whose breaker is open (or whose half-open trial another call holds) is passed over for its
     // error rate: without the event, a call served by the fallback for that reason looked like no fallback at all.
-    let previous: { target: RouteTarget; reason: "rate_limit" | "error_rate" } | undefined =
+    let previous: { target: RouteTarget; reason: ReturnType<typeof fallbackReason> } | undefined =
       !allOpen && states.get(targetKey(targets[0])) === "open"
         ? { target: targets[0], reason: "error_rate" }
         : undefined;
@@ -489,7 +489,7 @@ export class Router implements LlmRouter {
           });
           if (endsCall) throw tally.final(false);
           if (!retryHere) {
-            previous = { target, reason: failure.eventType === "rate_limit" ? "rate_limit" : "error_rate" };
+            previous = { target, reason: fallbackReason(failure) };
             break;
           }
           try {

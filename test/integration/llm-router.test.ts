@@ -159,6 +159,36 @@ describe("retries", () => {
     expect(event.data).toMatchObject({ error_type: "timeout", retry_count: 0, http_status: null });
   });
 
+  it("a provider too slow to answer, or throttling the call, is fallen over from for performance or rate_limit", async () => {
+    const quotaSpent = () =>
+      Response.json(
+        {
+          error: {
+            message: "You exceeded your current quota.",
+            type: "insufficient_quota",
+            code: "insufficient_quota",
+          },
+        },
+        { status: 429 },
+      );
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { attemptTimeoutMs: 200, maxAttemptsPerTarget: 1 },
+    });
+    for (const [openAi, reason] of [
+      [hang, "performance"],
+      [quotaSpent, "rate_limit"],
+    ] as const) {
+      const workspace = await openAiThenHaiku(`gpt-4o-mini-fallback-${reason}`);
+      const fake = fakeUpstreams({ [OPENAI]: openAi, [ANTHROPIC]: () => anthropicMessage("from claude") });
+      vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+      const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `fallback-${reason}` });
+      expect(result).toMatchObject({ provider: "anthropic", message: { content: "from claude" } });
+      const [fallback] = await eventsOf(workspace, "llm.provider.fallback", 1);
+      expect(fallback.data).toMatchObject({ from_provider: "openai", to_provider: "anthropic", reason });
+    }
+  });
+
   it("does not retry a 400, and a caller's AbortSignal cancels a call in flight", async () => {
     const workspace = await openAiOnly("gpt-4o-mini");
     const fake = fakeUpstreams({ [OPENAI]: (request, call) => (call === 1 ? problem(400) : hang(request)) });
