@@ -11,8 +11,10 @@ export interface AdapterCall extends GenerationSettings {
   /**
    * A stream's adapter calls it as the provider's chunks arrive, also those that carry nothing for the caller
    * (a reasoning model's thinking): the provider is alive, and a stream's timeout is for one that stalls.
+   * `unsentTokens`: what the chunk held that the caller is not sent (the thinking), estimated; a stream cut
+   * before its usage came is charged it with what was delivered, as the provider wrote it.
    */
-  onProgress?: () => void;
+  onProgress?: (unsentTokens?: number) => void;
 }
 
 export interface AdapterResult {

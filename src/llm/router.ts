@@ -69,6 +69,8 @@ interface Served<T> {
   touch: () => void;
   /** Stops a stream's timer while the caller holds a delta: the wait is the caller's, not the provider's. */
   pause: () => void;
+  /** The tokens the serving attempt's provider wrote and did not send (AdapterCall.onProgress), estimated. */
+  unsentTokens: () => number;
 }
 
 /**
@@ -205,6 +207,7 @@ export class Router implements LlmRouter {
       } catch (error) {
         failed = true;
         served.finish();
+        delivered.addUnsent(served.unsentTokens());
         await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
         // Cancelled by the caller mid-stream: no failure of the provider's (see #serve).
         const failure = context.signal?.aborted
@@ -246,6 +249,7 @@ export class Router implements LlmRouter {
           // The consumer stopped early (the client went away): stop the provider, and charge what it did.
           told(true);
           await served.value.iterator.return?.().catch(() => {});
+          delivered.addUnsent(served.unsentTokens());
           await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
           rejectResult(new LlmError("cancelled", "the stream was abandoned before it ended", false));
         }
@@ -415,11 +419,15 @@ export class Router implements LlmRouter {
         const attemptBudgetMs = Math.min(attemptTimeoutMs, deadlineMs - this.#now());
         const clock = new AttemptClock(attemptBudgetMs, context.signal, { resettable: options.stream });
         const attemptStartedMs = this.#now();
+        let unsentTokens = 0;
         try {
           const value = await run(adapter, {
             ...this.#payload(request, target, call),
             signal: clock.signal,
-            onProgress: () => clock.touch(),
+            onProgress: (tokens) => {
+              clock.touch();
+              unsentTokens += tokens ?? 0;
+            },
           });
           // A stream's outcome is told at its end (chatStream): told at its first event as well, a stream that
           // broke mid-answer counted as a success and a failure, so providers that cut every stream short never
@@ -435,6 +443,7 @@ export class Router implements LlmRouter {
             finish: () => clock.finish(),
             touch: () => clock.touch(),
             pause: () => clock.pause(),
+            unsentTokens: () => unsentTokens,
           };
         } catch (caught) {
           clock.finish();

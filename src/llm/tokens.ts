@@ -89,7 +89,8 @@ export function estimateAnswerUsage(
 
 /**
  * What a stream delivered, counted as it goes, for a charge when the provider's usage never came: its
- * completion tokens, estimated, and the prompt's, where the provider told them early.
+ * completion tokens (with the thinking it wrote but did not send), estimated, and the prompt's, where the
+ * provider told them early.
  */
 export class DeliveredText {
   #tokens = 0;
@@ -103,6 +104,11 @@ export class DeliveredText {
     for (const call of event.tool_calls ?? []) {
       this.#tokens += textTokens((call.function?.name ?? "") + (call.function?.arguments ?? ""));
     }
+  }
+
+  /** What the provider wrote that the caller was not sent (a reasoning model's thinking), already estimated. */
+  addUnsent(tokens: number): void {
+    this.#tokens += tokens;
   }
 
   estimatedTokens(): number {

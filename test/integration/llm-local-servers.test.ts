@@ -2,7 +2,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { BASE, fakeUpstreams, workspaceWith } from "../support/llm.ts";
+import { BASE, fakeUpstreams, usageWhenWritten, workspaceWith } from "../support/llm.ts";
 
 /**
  * POST /api/v1/llm/chat/completions on a `local` server (vLLM, Ollama, LM Studio) as those servers answer,
@@ -345,6 +345,29 @@ describe("a local reasoning model's answer without usage", () => {
     );
     expect(last?.x_mgx.usage_estimated).toBe(true);
     expect(last?.usage.completion_tokens).toBeGreaterThanOrEqual(250);
+  });
+});
+
+describe("a local reasoning model's stream cut while it thinks", () => {
+  it("is charged the thinking it wrote since its last delta, as well as what it sent", async () => {
+    const workspace = await localChain();
+    // About 250 tokens of thinking (four characters a token) after the first delta, then the connection drops.
+    const thinking = "Let me weigh each option. ".repeat(40);
+    const fake = fakeUpstreams({
+      [LOCAL]: () =>
+        new Response(
+          [chunk({ role: "assistant", content: "Well" }), chunk({ reasoning_content: thinking })]
+            .map((event) => `data: ${JSON.stringify(event)}\n\n`)
+            .join(""),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const text = await (await chat(workspace.key, { stream: true })).text();
+    expect(text).toContain('"error":{"message":"the stream ended before its answer did"');
+    const usage = await usageWhenWritten(workspace);
+    expect(usage.data).toEqual([expect.objectContaining({ provider: "local", calls: 1, estimated_calls: 1 })]);
+    expect(usage.totals.completion_tokens).toBeGreaterThanOrEqual(250);
   });
 });
 

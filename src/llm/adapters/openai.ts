@@ -257,12 +257,16 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
         if (choice?.finish_reason) finish = choice.finish_reason;
         const delta = choice?.delta;
         const thinking = delta?.reasoning_content ?? delta?.reasoning;
-        if (thinking) thinkingTokens += textTokens(thinking);
+        if (thinking) {
+          const tokens = textTokens(thinking);
+          thinkingTokens += tokens;
+          call.onProgress?.(tokens);
+        }
         if (!delta || (!delta.content && !delta.refusal && !delta.tool_calls?.length)) {
           // Nothing for the caller (a reasoning model's thinking, reasoning_content or reasoning, is not passed
           // on), but the stream is alive: a local model that thought longer than the attempt timeout had its
           // stream cut as stalled and tried again, never answering. A delta restarts the clock by itself.
-          call.onProgress?.();
+          if (!thinking) call.onProgress?.();
           continue;
         }
         const event = {
