@@ -84,6 +84,26 @@ describe("Azure API versions", () => {
   });
 });
 
+describe("Azure deployment names", () => {
+  it("are never a dot segment, which would send the call and its key to another path of the resource", async () => {
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "azure", model: "gpt-4o" }] });
+    const fake = fakeUpstreams({ [AZURE]: answer });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    for (const model of ["azure:..", "azure:."]) {
+      const response = await chat(workspace.key, { model });
+      expect(response.status).toBe(200);
+      // Not served by the named deployment, which cannot exist: by the chain, as after Azure's own 404.
+      expect(fake.calls[AZURE].map((request) => new URL(request.url).pathname)).not.toContain(
+        "/openai/chat/completions",
+      );
+    }
+    expect(fake.calls[AZURE].map((request) => new URL(request.url).pathname)).toEqual([
+      "/openai/deployments/gpt-4o/chat/completions",
+      "/openai/deployments/gpt-4o/chat/completions",
+    ]);
+  });
+});
+
 describe("Azure content filters", () => {
   const azureThenOpenAi = () =>
     workspaceWith({

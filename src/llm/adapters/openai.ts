@@ -305,6 +305,14 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       // …/openai/openai/…, a 404. The deployment is the model, and the version #azureVersion's.
       const url = new URL(base);
       const endpoint = `${url.origin}${url.pathname.replace(/\/openai(\/.*)?$/i, "").replace(/\/+$/, "")}`;
+      // A deployment named "." or ".." is a dot segment, which a URL resolves away: the call, with the resource's
+      // key, would go to another path of it. No deployment has such a name: answered as Azure answers one it lacks.
+      if (model === "." || model === "..") {
+        throw new ProviderError("http", `no deployment is named "${model}"`, {
+          status: 404,
+          code: "DeploymentNotFound",
+        });
+      }
       const version = encodeURIComponent(this.#azureVersion(model));
       return `${endpoint}/openai/deployments/${encodeURIComponent(model)}/chat/completions?api-version=${version}`;
     }
