@@ -15,6 +15,7 @@ import { textTokens } from "../tokens.ts";
 import type { ChatMessage, ChatResult, ToolChoice } from "../types.ts";
 import { ToolCallIndexer, wholeToolCalls } from "./openai-tool-calls.ts";
 import { type ReportedUsage, usageOf, usageOrEstimate } from "./openai-usage.ts";
+import { StopCutter } from "./stop-cutter.ts";
 
 /**
  * OpenAI-compatible chat completions: OpenAI itself, Azure OpenAI (the model
@@ -146,6 +147,14 @@ function providerSettings(provider: OpenAiCompatibleOptions["name"], call: Adapt
   return settings;
 }
 
+/**
+ * The stop sequences a reasoning model is not sent (it refuses them), applied to its answer here instead, as
+ * Workers AI's are: left out and not applied, a caller's `stop` was honoured or not as the chain routed the call.
+ */
+function unsentStops(provider: OpenAiCompatibleOptions["name"], call: AdapterCall): readonly string[] | undefined {
+  return provider !== "local" && REASONING_MODEL.test(call.model) && call.stop?.length ? call.stop : undefined;
+}
+
 const SAME_NAMED_SETTINGS = [
   "temperature",
   "top_p",
@@ -195,16 +204,20 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     if (!choice?.message && body.error) throw errorInBody(body.error);
     if (!choice?.message) throw new ProviderError("protocol", "the provider's answer lacks a message");
     failIfGivenUp(choice.finish_reason);
+    const cutter = new StopCutter(unsentStops(this.#options.name, call));
+    const content = choice.message.content ? cutter.push(choice.message.content) + cutter.flush() : null;
     const message: ChatMessage = {
       role: "assistant",
-      content: choice.message.content ?? null,
+      content: content ?? choice.message.content ?? null,
       // A model that declines (structured outputs) says why here, with no content: the caller needs it.
       ...(choice.message.refusal ? { refusal: choice.message.refusal } : {}),
-      ...(choice.message.tool_calls?.length ? { tool_calls: wholeToolCalls(choice.message.tool_calls) } : {}),
+      ...(choice.message.tool_calls?.length && !cutter.stopped
+        ? { tool_calls: wholeToolCalls(choice.message.tool_calls) }
+        : {}),
     };
     return {
       message,
-      finish_reason: finishReason(choice.finish_reason),
+      finish_reason: cutter.stopped ? "stop" : finishReason(choice.finish_reason),
       ...usageOrEstimate(
         call,
         body.usage,
@@ -236,6 +249,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     let usageChunk = false;
     /** The thinking's tokens, estimated as it comes (not kept: it may be long), for an estimate of the answer's. */
     let thinkingTokens = 0;
+    const cutter = new StopCutter(unsentStops(this.#options.name, call));
     try {
       for await (const message of readSse(response.body)) {
         if (message.data === "[DONE]") {
@@ -269,18 +283,32 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
           if (!thinking) call.onProgress?.();
           continue;
         }
+        // Text held as the start of a stop sequence goes out before what is not text.
+        const held = delta.content ? "" : cutter.flush();
+        const content = delta.content ? cutter.push(delta.content) : held;
         const event = {
           type: "delta" as const,
-          ...(delta.content ? { content: delta.content } : {}),
+          ...(content ? { content } : {}),
           ...(delta.refusal ? { refusal: delta.refusal } : {}),
-          ...(delta.tool_calls?.length ? { tool_calls: toolCalls.map(delta.tool_calls) } : {}),
+          ...(delta.tool_calls?.length && !cutter.stopped ? { tool_calls: toolCalls.map(delta.tool_calls) } : {}),
         };
-        assembler.add(event);
-        yield event;
+        if (Object.keys(event).length > 1) {
+          assembler.add(event);
+          yield event;
+        } else call.onProgress?.();
+        // A stop sequence came: the answer ends there, and the stream is read no further.
+        if (cutter.stopped) break;
       }
     } catch (error) {
       throw fetchFailure(error, call.signal);
     }
+    const rest = cutter.flush();
+    if (rest) {
+      const event = { type: "delta" as const, content: rest };
+      assembler.add(event);
+      yield event;
+    }
+    if (cutter.stopped) finish = "stop";
     // Without a finish reason (or the usage chunk) and [DONE], the stream was cut, not finished: its answer is not
     // whole. [DONE] alone ends it: some servers and proxies never send a finish reason (null, or Ollama's old "",
     // ollama#4357, throughout); failing their whole answers after the caller had every delta helped nobody.

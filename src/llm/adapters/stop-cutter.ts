@@ -1,8 +1,9 @@
 /**
  * Stop sequences applied here, to the answer's text, for a provider that is not sent them: Anthropic those of
  * whitespace alone, which it refuses (src/llm/adapters/anthropic-stops.ts); Workers AI's models, which take
- * none; the simulated provider. The text ends at the first sequence, as at a provider that took it, and what
- * came after is dropped (text and tool calls alike); a stream is read no further.
+ * none; OpenAI's reasoning models, which refuse them (src/llm/adapters/openai.ts); the simulated provider. The
+ * text ends at the first sequence, as at a provider that took it, and what came after is dropped (text and tool
+ * calls alike); a stream is read no further.
  */
 
 /** The answer's text, passed on up to the first of the stop sequences it was given. */

@@ -546,6 +546,44 @@ describe("OpenAI-compatible adapter's settings", () => {
     expect(local).toMatchObject({ ...sampling, max_tokens: 64 });
     expect(local).not.toHaveProperty("max_completion_tokens");
   });
+
+  it("ends a reasoning model's answer at the stop sequence it is not sent, whole and streamed", async () => {
+    const answer = "The answer is 42.\nEND\nand then more";
+    const adapter = (respond: () => Response) =>
+      new OpenAiCompatibleAdapter({
+        name: "openai",
+        baseUrl: "https://api.test/v1",
+        fetch: recordingFetch(respond).fetchImpl,
+      });
+    const call = { model: "o4-mini", messages: [{ role: "user" as const, content: "hi" }], stop: ["END"], signal };
+    const whole = await adapter(() =>
+      Response.json({
+        choices: [{ message: { role: "assistant", content: answer }, finish_reason: "length" }],
+        usage: { prompt_tokens: 3, completion_tokens: 12, total_tokens: 15 },
+      }),
+    ).complete(call);
+    expect(whole).toMatchObject({ message: { content: "The answer is 42.\n" }, finish_reason: "stop" });
+
+    const frames = ["The answer is 42.\nE", "N", "D\nand then", " more"].map(
+      (content) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`,
+    );
+    const events = [];
+    const streamed = adapter(
+      () => new Response(`${frames.join("")}data: [DONE]\n\n`, { headers: { "Content-Type": "text/event-stream" } }),
+    );
+    for await (const event of streamed.stream(call)) events.push(event);
+    const text = events.map((event) => (event.type === "delta" ? (event.content ?? "") : "")).join("");
+    expect(text).toBe("The answer is 42.\n");
+    expect(events.at(-1)).toMatchObject({
+      type: "done",
+      result: { message: { content: "The answer is 42.\n" }, finish_reason: "stop" },
+    });
+    // gpt-4o is sent the sequence: its answer is passed on as it came.
+    const other = await adapter(() =>
+      Response.json({ choices: [{ message: { role: "assistant", content: answer }, finish_reason: "stop" }] }),
+    ).complete({ ...call, model: "gpt-4o" });
+    expect(other.message.content).toBe(answer);
+  });
 });
 
 describe("Anthropic adapter", () => {
