@@ -269,6 +269,13 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
           if (!choice) usageChunk = true;
         }
         if (choice?.finish_reason) finish = choice.finish_reason;
+        if (cutter.stopped) {
+          // Past a stop sequence the model is not sent, it writes on, and is paid for all it writes: read to the
+          // end (passed on to no one) for its usage, as a budget must count the reasoning it hides as well. Cut
+          // off here, the call was charged an estimate of the text alone, a way round budgets.
+          call.onProgress?.();
+          continue;
+        }
         const delta = choice?.delta;
         const thinking = delta?.reasoning_content ?? delta?.reasoning;
         if (thinking) {
@@ -296,11 +303,10 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
           assembler.add(event);
           yield event;
         } else call.onProgress?.();
-        // A stop sequence came: the answer ends there, and the stream is read no further.
-        if (cutter.stopped) break;
       }
     } catch (error) {
-      throw fetchFailure(error, call.signal);
+      // Read on past a stop sequence only for its usage: the answer the caller gets is whole without it.
+      if (!cutter.stopped) throw fetchFailure(error, call.signal);
     }
     const rest = cutter.flush();
     if (rest) {

@@ -567,6 +567,9 @@ describe("OpenAI-compatible adapter's settings", () => {
     const frames = ["The answer is 42.\nE", "N", "D\nand then", " more"].map(
       (content) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`,
     );
+    // The model wrote on past the sequence, and bills all it wrote (its hidden reasoning too): the usage chunk.
+    const usage = { prompt_tokens: 3, completion_tokens: 700, total_tokens: 703 };
+    frames.push(`data: ${JSON.stringify({ choices: [], usage })}\n\n`);
     const events = [];
     const streamed = adapter(
       () => new Response(`${frames.join("")}data: [DONE]\n\n`, { headers: { "Content-Type": "text/event-stream" } }),
@@ -576,8 +579,9 @@ describe("OpenAI-compatible adapter's settings", () => {
     expect(text).toBe("The answer is 42.\n");
     expect(events.at(-1)).toMatchObject({
       type: "done",
-      result: { message: { content: "The answer is 42.\n" }, finish_reason: "stop" },
+      result: { message: { content: "The answer is 42.\n" }, finish_reason: "stop", usage },
     });
+    expect(events.at(-1)).not.toHaveProperty("result.usageEstimated");
     // gpt-4o is sent the sequence: its answer is passed on as it came.
     const other = await adapter(() =>
       Response.json({ choices: [{ message: { role: "assistant", content: answer }, finish_reason: "stop" }] }),
