@@ -3,7 +3,8 @@
  * whitespace alone, which it refuses (src/llm/adapters/anthropic-stops.ts); Workers AI's models, which take
  * none; OpenAI's reasoning models, which refuse them (src/llm/adapters/openai.ts); the simulated provider. The
  * text ends at the first sequence, as at a provider that took it, and what came after is dropped (text and tool
- * calls alike); a stream is read no further.
+ * calls alike); a stream is read no further, but for an OpenAI reasoning model's, read to its end for the usage
+ * it bills (its hidden reasoning would otherwise go uncounted).
  */
 
 /** The answer's text, passed on up to the first of the stop sequences it was given. */
