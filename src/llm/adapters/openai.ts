@@ -124,6 +124,22 @@ const SETTINGS_REASONING_MODELS_REFUSE: ReadonlySet<string> = new Set([
 ]);
 
 /**
+ * The o-series (o1, o3, o4-mini; not gpt-5) also refuse `parallel_tool_calls`, true or false, with a 400
+ * ("Unsupported parameter"): left out, and a `false` honoured here, by passing on the answer's first tool
+ * call only.
+ */
+const PARALLEL_TOOL_CALLS_REFUSED = /^o\d/i;
+
+function refusesParallelToolCalls(provider: OpenAiCompatibleOptions["name"], model: string): boolean {
+  return provider !== "local" && PARALLEL_TOOL_CALLS_REFUSED.test(model);
+}
+
+/** A call asking for one tool call at most of a model not sent that: the answer's first is kept, here. */
+function oneToolCallHere(provider: OpenAiCompatibleOptions["name"], call: AdapterCall): boolean {
+  return call.parallel_tool_calls === false && refusesParallelToolCalls(provider, call.model);
+}
+
+/**
  * The settings as this provider takes them, those that are set. OpenAI itself
  * gets `max_completion_tokens` for every model (`max_tokens` is deprecated
  * there); Azure's older API versions and local servers know only `max_tokens`,
@@ -136,6 +152,7 @@ function providerSettings(provider: OpenAiCompatibleOptions["name"], call: Adapt
   const settings: Record<string, unknown> = {};
   for (const key of SAME_NAMED_SETTINGS) {
     if (call[key] === undefined || (reasoning && SETTINGS_REASONING_MODELS_REFUSE.has(key))) continue;
+    if (key === "parallel_tool_calls" && refusesParallelToolCalls(provider, call.model)) continue;
     settings[key] = call[key];
   }
   // Other models refuse it with a 400.
@@ -212,7 +229,13 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       // A model that declines (structured outputs) says why here, with no content: the caller needs it.
       ...(choice.message.refusal ? { refusal: choice.message.refusal } : {}),
       ...(choice.message.tool_calls?.length && !cutter.stopped
-        ? { tool_calls: wholeToolCalls(choice.message.tool_calls) }
+        ? {
+            tool_calls: wholeToolCalls(
+              oneToolCallHere(this.#options.name, call)
+                ? choice.message.tool_calls.slice(0, 1)
+                : choice.message.tool_calls,
+            ),
+          }
         : {}),
     };
     return {
@@ -250,6 +273,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     /** The thinking's tokens, estimated as it comes (not kept: it may be long), for an estimate of the answer's. */
     let thinkingTokens = 0;
     const cutter = new StopCutter(unsentStops(this.#options.name, call));
+    const oneOnly = oneToolCallHere(this.#options.name, call);
     try {
       for await (const message of readSse(response.body)) {
         if (message.data === "[DONE]") {
@@ -290,6 +314,8 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
           if (!thinking) call.onProgress?.();
           continue;
         }
+        const mapped = delta.tool_calls?.length ? toolCalls.map(delta.tool_calls) : [];
+        const toolCallDeltas = oneOnly ? mapped.filter((piece) => piece.index === 0) : mapped;
         // Text held as the start of a stop sequence goes out before what is not text.
         const held = delta.content ? "" : cutter.flush();
         const content = delta.content ? cutter.push(delta.content) : held;
@@ -297,7 +323,7 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
           type: "delta" as const,
           ...(content ? { content } : {}),
           ...(delta.refusal ? { refusal: delta.refusal } : {}),
-          ...(delta.tool_calls?.length && !cutter.stopped ? { tool_calls: toolCalls.map(delta.tool_calls) } : {}),
+          ...(toolCallDeltas.length > 0 && !cutter.stopped ? { tool_calls: toolCallDeltas } : {}),
         };
         if (Object.keys(event).length > 1) {
           assembler.add(event);

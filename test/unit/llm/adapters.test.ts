@@ -547,6 +547,62 @@ describe("OpenAI-compatible adapter's settings", () => {
     expect(local).not.toHaveProperty("max_completion_tokens");
   });
 
+  it("does not send the o-series parallel_tool_calls, which they refuse, and keeps a false by passing on one tool call", async () => {
+    const tools = [
+      { type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } },
+      { type: "function" as const, function: { name: "list_dir", parameters: { type: "object" } } },
+    ];
+    const twoCalls = [
+      { id: "call_1", type: "function", function: { name: "read_file", arguments: '{"path":"a"}' } },
+      { id: "call_2", type: "function", function: { name: "list_dir", arguments: "{}" } },
+    ];
+    const call = {
+      messages: [{ role: "user" as const, content: "look around" }],
+      tools,
+      parallel_tool_calls: false,
+      signal,
+    };
+    const whole = () =>
+      Response.json({
+        choices: [{ message: { role: "assistant", content: null, tool_calls: twoCalls }, finish_reason: "tool_calls" }],
+        usage: { prompt_tokens: 9, completion_tokens: 20, total_tokens: 29 },
+      });
+    const complete = async (model: string) => {
+      const { fetchImpl, seen } = recordingFetch(whole);
+      const adapter = new OpenAiCompatibleAdapter({ name: "openai", baseUrl: "https://api.test/v1", fetch: fetchImpl });
+      const result = await adapter.complete({ ...call, model });
+      return { sent: seen[0].body, names: result.message.tool_calls?.map((toolCall) => toolCall.function.name) };
+    };
+    const o3 = await complete("o3");
+    expect(o3.sent).not.toHaveProperty("parallel_tool_calls");
+    expect(o3.names).toEqual(["read_file"]);
+    // gpt-5 and the others take it, and are trusted to keep it.
+    const gpt5 = await complete("gpt-5");
+    expect(gpt5.sent).toMatchObject({ parallel_tool_calls: false });
+    expect(gpt5.names).toEqual(["read_file", "list_dir"]);
+
+    const frames = twoCalls.map(
+      (toolCall, index) =>
+        `data: ${JSON.stringify({ choices: [{ index: 0, delta: { tool_calls: [{ index, ...toolCall }] }, finish_reason: null }] })}\n\n`,
+    );
+    frames.push(`data: ${JSON.stringify({ choices: [{ index: 0, delta: {}, finish_reason: "tool_calls" }] })}\n\n`);
+    const { fetchImpl, seen } = recordingFetch(
+      () => new Response(`${frames.join("")}data: [DONE]\n\n`, { headers: { "Content-Type": "text/event-stream" } }),
+    );
+    const adapter = new OpenAiCompatibleAdapter({ name: "openai", baseUrl: "https://api.test/v1", fetch: fetchImpl });
+    const events = [];
+    for await (const event of adapter.stream({ ...call, model: "o4-mini" })) events.push(event);
+    expect(seen[0].body).not.toHaveProperty("parallel_tool_calls");
+    const streamedNames = events.flatMap((event) =>
+      event.type === "delta" ? (event.tool_calls ?? []).map((piece) => piece.function?.name) : [],
+    );
+    expect(streamedNames).toEqual(["read_file"]);
+    expect(events.at(-1)).toMatchObject({
+      type: "done",
+      result: { message: { tool_calls: [{ function: { name: "read_file" } }] }, finish_reason: "tool_calls" },
+    });
+  });
+
   it("ends a reasoning model's answer at the stop sequence it is not sent, whole and streamed", async () => {
     const answer = "The answer is 42.\nEND\nand then more";
     const adapter = (respond: () => Response) =>
