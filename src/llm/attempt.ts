@@ -27,11 +27,14 @@ export function normaliseUsage(usage: TokenUsage): TokenUsage {
   const completion = Math.max(0, Math.round(usage.completion_tokens || 0));
   // Cached tokens are part of the prompt's, never more.
   const cached = Math.min(prompt, Math.max(0, Math.round(usage.cached_prompt_tokens || 0)));
+  // Reasoning tokens are part of the answer's, never more.
+  const reasoning = Math.min(completion, Math.max(0, Math.round(usage.reasoning_tokens || 0)));
   return {
     prompt_tokens: prompt,
     completion_tokens: completion,
     total_tokens: prompt + completion,
     ...(cached > 0 ? { cached_prompt_tokens: cached } : {}),
+    ...(reasoning > 0 ? { reasoning_tokens: reasoning } : {}),
   };
 }
 

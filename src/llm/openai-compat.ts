@@ -139,9 +139,17 @@ function routerFigures(result: ChatResult): z.input<typeof ChatCompletionSchema>
   };
 }
 
-/** Usage in OpenAI's terms: its SDKs and dashboards read cached input under `prompt_tokens_details`. */
-function openAiUsage({ cached_prompt_tokens, ...usage }: TokenUsage) {
-  return { ...usage, prompt_tokens_details: { cached_tokens: cached_prompt_tokens ?? 0 } };
+/**
+ * Usage in OpenAI's terms: its SDKs and dashboards read cached input under `prompt_tokens_details`, and a
+ * reasoning model's thinking under `completion_tokens_details` (the AI SDK's `reasoningTokens`, LangChain's
+ * `output_token_details.reasoning`), told when the provider reported it.
+ */
+function openAiUsage({ cached_prompt_tokens, reasoning_tokens, ...usage }: TokenUsage) {
+  return {
+    ...usage,
+    prompt_tokens_details: { cached_tokens: cached_prompt_tokens ?? 0 },
+    ...(reasoning_tokens ? { completion_tokens_details: { reasoning_tokens } } : {}),
+  };
 }
 
 const encoder = new TextEncoder();

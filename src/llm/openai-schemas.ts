@@ -308,6 +308,15 @@ export const ChatCompletionSchema = z
           description: "Of `prompt_tokens`, those the provider read from its prompt cache (billed at its cached rate).",
         }),
       }),
+      completion_tokens_details: z
+        .object({
+          reasoning_tokens: z.number().int().openapi({
+            description:
+              "Of `completion_tokens`, the hidden reasoning of a reasoning model (OpenAI's o-series, gpt-5).",
+          }),
+        })
+        .optional()
+        .openapi({ description: "Present when the provider reported reasoning tokens." }),
     }),
     x_mgx: z.object({
       provider: z.string(),

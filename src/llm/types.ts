@@ -40,6 +40,12 @@ export interface TokenUsage {
    * rate. Absent when none were.
    */
   cached_prompt_tokens?: number;
+  /**
+   * Of `completion_tokens`, the hidden reasoning a reasoning model wrote (OpenAI's
+   * `completion_tokens_details.reasoning_tokens`), told back to the caller as OpenAI tells it. Absent when the
+   * provider reported none.
+   */
+  reasoning_tokens?: number;
 }
 
 /** OpenAI's values; `{ name }` makes the model call that tool. */

@@ -40,19 +40,23 @@ export function usageOrEstimate(
 }
 
 /** Usage as OpenAI-compatible APIs report it (Azure's and vLLM's too). */
-export interface ReportedUsage extends Partial<Omit<TokenUsage, "cached_prompt_tokens">> {
+export interface ReportedUsage extends Partial<Omit<TokenUsage, "cached_prompt_tokens" | "reasoning_tokens">> {
   /** OpenAI caches long prompts' prefixes by itself, and bills what it read from there at a lower rate. */
   prompt_tokens_details?: { cached_tokens?: number | null } | null;
+  /** A reasoning model's thinking, counted in completion_tokens too. */
+  completion_tokens_details?: { reasoning_tokens?: number | null } | null;
 }
 
 export function usageOf(usage: ReportedUsage | null | undefined): TokenUsage | undefined {
   if (!usage || typeof usage.prompt_tokens !== "number" || typeof usage.completion_tokens !== "number")
     return undefined;
   const cached = usage.prompt_tokens_details?.cached_tokens;
+  const reasoning = usage.completion_tokens_details?.reasoning_tokens;
   return {
     prompt_tokens: usage.prompt_tokens,
     completion_tokens: usage.completion_tokens,
     total_tokens: usage.total_tokens ?? usage.prompt_tokens + usage.completion_tokens,
     ...(typeof cached === "number" && cached > 0 ? { cached_prompt_tokens: cached } : {}),
+    ...(typeof reasoning === "number" && reasoning > 0 ? { reasoning_tokens: reasoning } : {}),
   };
 }
