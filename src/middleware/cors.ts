@@ -16,6 +16,17 @@ const OPTIONS = {
     "Range",
     "If-Range",
     "If-None-Match",
+    // What OpenAI's SDK (also under LangChain's ChatOpenAI) sends with every call to the OpenAI-compatible
+    // endpoint: without them a browser's preflight refused every call from an allowed origin.
+    "X-Stainless-Arch",
+    "X-Stainless-Helper-Method",
+    "X-Stainless-Lang",
+    "X-Stainless-OS",
+    "X-Stainless-Package-Version",
+    "X-Stainless-Retry-Count",
+    "X-Stainless-Runtime",
+    "X-Stainless-Runtime-Version",
+    "X-Stainless-Timeout",
   ],
   exposeHeaders: [
     "X-Request-Id",

@@ -184,6 +184,29 @@ describe("CORS", () => {
       },
     });
     expect(preflight.headers.get("Access-Control-Allow-Headers")).toMatch(/Range.*If-Range.*If-None-Match/);
+    // OpenAI's SDK in a browser (dangerouslyAllowBrowser), against the OpenAI-compatible endpoint.
+    const sdkHeaders = [
+      "x-stainless-arch",
+      "x-stainless-lang",
+      "x-stainless-os",
+      "x-stainless-package-version",
+      "x-stainless-retry-count",
+      "x-stainless-runtime",
+      "x-stainless-runtime-version",
+      "x-stainless-timeout",
+    ];
+    const sdkPreflight = await call("/api/v1/llm/chat/completions", {
+      method: "OPTIONS",
+      headers: {
+        Origin: "http://localhost:8787",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": ["authorization", "content-type", ...sdkHeaders].join(", "),
+      },
+    });
+    const allowedHeaders = (sdkPreflight.headers.get("Access-Control-Allow-Headers") ?? "")
+      .toLowerCase()
+      .split(/\s*,\s*/);
+    for (const header of sdkHeaders) expect(allowedHeaders).toContain(header);
     const other = await call("/health", { headers: { Origin: "https://evil.example" } });
     expect(other.headers.get("Access-Control-Allow-Origin")).toBeNull();
     // No Origin: not a CORS request. No Access-Control-* headers, but caches still learn the answer varies by Origin.
