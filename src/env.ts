@@ -3,6 +3,7 @@ import type { EventHub } from "../durable-objects/event-hub.ts";
 import type { ProviderBreaker } from "../durable-objects/provider-breaker.ts";
 import type { WorkspaceLimiter } from "../durable-objects/workspace-limiter.ts";
 import { TASK_TYPES, type TaskType } from "./db/schema.ts";
+import { chainProblems } from "./llm/routing.ts";
 
 /**
  * The Worker's environment, checked once per isolate at the door so a
@@ -58,7 +59,13 @@ export const EnvSchema = z
     SENTRY_ENVIRONMENT: optionalSecret,
     SENTRY_RELEASE: optionalSecret,
 
-    LLM_DEFAULT_CHAIN: z.string().default("simulated"),
+    /** `provider` or `provider:model`, comma-separated (src/llm/routing.ts parseChain), checked as a workspace's chain is. */
+    LLM_DEFAULT_CHAIN: z
+      .string()
+      .default("simulated")
+      .superRefine((value, ctx) => {
+        for (const message of chainProblems(value)) ctx.addIssue({ code: "custom", message });
+      }),
     OPENAI_API_KEY: optionalSecret,
     OPENAI_BASE_URL: optionalUrl,
     ANTHROPIC_API_KEY: optionalSecret,

@@ -68,18 +68,47 @@ export function targetCostUsd(
   return costAt(targetPrice(target), usage);
 }
 
+/** A chain's text as its entries: `provider` or `provider:model`, each part trimmed; blank entries dropped. */
+function chainEntries(text: string | undefined): { provider: string; model: string | undefined }[] {
+  return (text ?? "")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "")
+    .map((entry) => {
+      const colon = entry.indexOf(":");
+      return colon === -1
+        ? { provider: entry, model: undefined }
+        : { provider: entry.slice(0, colon).trim(), model: entry.slice(colon + 1).trim() };
+    });
+}
+
 /** `openai:gpt-4o-mini,anthropic:claude-3-5-haiku-latest` → targets; a bare provider takes its default model. */
 export function parseChain(text: string | undefined): RouteTarget[] {
-  const targets: RouteTarget[] = [];
-  for (const entry of (text ?? "").split(",")) {
-    const trimmed = entry.trim();
-    if (!trimmed) continue;
-    const colon = trimmed.indexOf(":");
-    const provider = colon === -1 ? trimmed : trimmed.slice(0, colon);
-    const model = colon === -1 ? (DEFAULT_MODELS[provider] ?? "default") : trimmed.slice(colon + 1);
-    targets.push({ provider, model });
-  }
+  const targets = chainEntries(text).map(({ provider, model }) => ({
+    provider,
+    model: model ?? DEFAULT_MODELS[provider] ?? "default",
+  }));
   return targets.length > 0 ? targets : [{ provider: "simulated", model: DEFAULT_MODELS.simulated }];
+}
+
+/**
+ * What is wrong with a chain's text (LLM_DEFAULT_CHAIN), held to what a workspace's chain is (a provider the
+ * router has an adapter for, a model that is not blank): unchecked, a misspelt provider was skipped at every
+ * call, and each one was refused as the caller's fault, "no configured provider in this workspace's routing
+ * chain"; `openai:` sent OpenAI a model named "". Entries by position, not by value, as every env problem is.
+ */
+export function chainProblems(text: string): string[] {
+  const entries = chainEntries(text);
+  if (entries.length === 0) return text.trim() === "" ? [] : ["names no provider: its entries are blank"];
+  const problems: string[] = [];
+  for (const [index, { provider, model }] of entries.entries()) {
+    if (!Object.hasOwn(DEFAULT_MODELS, provider)) {
+      problems.push(`entry ${index + 1}: unknown provider; known: ${Object.keys(DEFAULT_MODELS).join(", ")}`);
+    } else if (model === "") {
+      problems.push(`entry ${index + 1}: no model after its ":" (a bare provider takes its default model)`);
+    }
+  }
+  return problems;
 }
 
 /**

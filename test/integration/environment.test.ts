@@ -3,6 +3,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { checkEnv, type WorkerEnv } from "../../src/env.ts";
+import { parseChain } from "../../src/llm/routing.ts";
 
 describe("environment checked at the door", () => {
   it("answers 500 BAD_ENVIRONMENT naming the bad settings, not their values", async () => {
@@ -58,6 +59,38 @@ describe("environment checked at the door", () => {
     ]);
     const response = await createApp().fetch(new Request("http://edge.test/health"), blanks, createExecutionContext());
     expect(response.status).toBe(200);
+  });
+
+  it("refuses an LLM_DEFAULT_CHAIN naming an unknown provider or no model, as a workspace's chain is refused", async () => {
+    // Unchecked, each was skipped at every call and the caller told its request was bad (400, "no configured
+    // provider in this workspace's routing chain"); `openai:` sent OpenAI a model named "".
+    for (const [chain, messages] of [
+      ["opneai:gpt-4o", ["entry 1: unknown provider"]],
+      ["OpenAI:gpt-4o-mini", ["entry 1: unknown provider"]],
+      [":gpt-4o", ["entry 1: unknown provider"]],
+      ["openai:gpt-4o-mini,openai:", ['entry 2: no model after its ":"']],
+      ["simulated,anthropic: ,claude", ['entry 2: no model after its ":"', "entry 3: unknown provider"]],
+      [",,,", ["names no provider"]],
+    ] as const) {
+      const response = await createApp().fetch(
+        new Request("http://edge.test/health"),
+        { ...env, LLM_DEFAULT_CHAIN: chain },
+        createExecutionContext(),
+      );
+      const body = (await response.json()) as { code: string; errors: { path: string; message: string }[] };
+      expect(response.status, chain).toBe(500);
+      expect(body.code).toBe("BAD_ENVIRONMENT");
+      expect(body.errors.map((error) => error.path)).toEqual(messages.map(() => "LLM_DEFAULT_CHAIN"));
+      for (const [index, message] of messages.entries()) expect(body.errors[index].message).toContain(message);
+    }
+    // Spaces around an entry, its colon or a stray comma are no mistake; nor is a bare provider (its default model).
+    for (const chain of [" openai : gpt-4o-mini , anthropic ,", "simulated", "workers-ai,local:qwen2.5"]) {
+      expect(checkEnv({ ...env, LLM_DEFAULT_CHAIN: chain }).ok, chain).toBe(true);
+    }
+    expect(parseChain(" openai : gpt-4o-mini , anthropic ,")).toEqual([
+      { provider: "openai", model: "gpt-4o-mini" },
+      { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+    ]);
   });
 
   it("refuses debug routes in production", async () => {
