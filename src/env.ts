@@ -20,6 +20,33 @@ const binding = <T>(name: string) =>
 const optionalUrl = z.url({ protocol: /^https?$/ }).optional();
 const optionalSecret = z.string().optional();
 
+/**
+ * A provider's base URL, to which its adapter appends its own path: a query or fragment there ended up
+ * before that path (`…/v1?x=1/chat/completions`), and a URL given with the path the adapter appends (as the
+ * provider's docs show the endpoint) was called at it twice (`…/v1/chat/completions/chat/completions`), a 404
+ * the router took for the provider refusing the request, telling the caller its request was bad.
+ */
+const providerBaseUrl = (appended: string, givenWith: RegExp, without: string) =>
+  z
+    .url({ protocol: /^https?$/ })
+    .superRefine((value, ctx) => {
+      let url: URL;
+      try {
+        url = new URL(value);
+      } catch {
+        return; // z.url said so already
+      }
+      if (url.search !== "" || url.hash !== "") {
+        ctx.addIssue({ code: "custom", message: `no query or fragment: ${appended} is appended to the URL` });
+      } else if (givenWith.test(url.pathname.replace(/\/+$/, ""))) {
+        ctx.addIssue({ code: "custom", message: `give the URL without ${without}: ${appended} is appended to it` });
+      }
+    })
+    .optional();
+
+/** Azure's API versions: a day, GA (`2024-10-21`) or `-preview`, or the v1 API's `preview` and `latest`. */
+const AZURE_API_VERSION = /^(\d{4}-\d{2}-\d{2}(-preview)?|preview|latest)$/;
+
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -67,13 +94,16 @@ export const EnvSchema = z
         for (const message of chainProblems(value)) ctx.addIssue({ code: "custom", message });
       }),
     OPENAI_API_KEY: optionalSecret,
-    OPENAI_BASE_URL: optionalUrl,
+    OPENAI_BASE_URL: providerBaseUrl("/chat/completions", /\/chat\/completions$/i, "/chat/completions"),
     ANTHROPIC_API_KEY: optionalSecret,
-    ANTHROPIC_BASE_URL: optionalUrl,
+    ANTHROPIC_BASE_URL: providerBaseUrl("/v1/messages", /\/v1(\/messages)?$/i, "/v1"),
     AZURE_OPENAI_API_KEY: optionalSecret,
     AZURE_OPENAI_ENDPOINT: optionalUrl,
-    AZURE_OPENAI_API_VERSION: optionalSecret,
-    LOCAL_LLM_BASE_URL: optionalUrl,
+    AZURE_OPENAI_API_VERSION: z
+      .string()
+      .regex(AZURE_API_VERSION, "an API version such as 2024-10-21, 2024-12-01-preview or preview")
+      .optional(),
+    LOCAL_LLM_BASE_URL: providerBaseUrl("/chat/completions", /\/chat\/completions$/i, "/chat/completions"),
     /** Sent as a bearer token: vLLM's `--api-key`, LM Studio's and llama.cpp's keys, a gateway in front of Ollama. */
     LOCAL_LLM_API_KEY: optionalSecret,
     /** Each provider attempt's limit (a stream's: until its first chunk, then between chunks). */
@@ -121,6 +151,22 @@ export const EnvSchema = z
         path: ["JWT_ISSUER"],
         message: "JWT_ISSUER and JWT_AUDIENCE are required when JWT verification is configured",
       });
+    }
+    // A provider's settings given in part: the provider was absent without a word (GET /api/v1/providers said
+    // `configured: false`, no more), and each call the chain sent there refused as the caller's fault.
+    for (const [given, needed] of [
+      ["AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"],
+      ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY"],
+      ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"],
+      ["LOCAL_LLM_API_KEY", "LOCAL_LLM_BASE_URL"],
+    ] as const) {
+      if (env[given] !== undefined && env[needed] === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: [needed],
+          message: `${needed} is required with ${given}: without it the provider is not configured`,
+        });
+      }
     }
     if (env.ENVIRONMENT === "production" && !env.ADMIN_TOKEN) {
       ctx.addIssue({ code: "custom", path: ["ADMIN_TOKEN"], message: "ADMIN_TOKEN secret is required in production" });

@@ -5,6 +5,8 @@ import { createApp } from "../../src/app.ts";
 import { checkEnv, type WorkerEnv } from "../../src/env.ts";
 import { parseChain } from "../../src/llm/routing.ts";
 
+const azure = { AZURE_OPENAI_API_KEY: "az", AZURE_OPENAI_ENDPOINT: "https://r.openai.azure.com" };
+
 describe("environment checked at the door", () => {
   it("answers 500 BAD_ENVIRONMENT naming the bad settings, not their values", async () => {
     const { DB: _missing, ...withoutDb } = env;
@@ -91,6 +93,77 @@ describe("environment checked at the door", () => {
       { provider: "openai", model: "gpt-4o-mini" },
       { provider: "anthropic", model: "claude-3-5-haiku-latest" },
     ]);
+  });
+
+  it("refuses a provider's base URL given with the path its adapter appends, or a query, and a malformed Azure API version", async () => {
+    // Unchecked, OpenAI was called at …/v1/chat/completions/chat/completions and Anthropic at …/v1/v1/messages,
+    // 404s the router took for the provider refusing the request (a 400 to the caller), and a query came before
+    // the path (…/v1?x=1/chat/completions).
+    const refused: [Record<string, string>, string][] = [
+      [{ OPENAI_BASE_URL: "https://api.openai.com/v1/chat/completions" }, "OPENAI_BASE_URL"],
+      [{ OPENAI_BASE_URL: "https://openai.test/v1?org=1" }, "OPENAI_BASE_URL"],
+      [{ LOCAL_LLM_BASE_URL: "http://127.0.0.1:11434/v1/chat/completions/" }, "LOCAL_LLM_BASE_URL"],
+      [{ ANTHROPIC_API_KEY: "ak", ANTHROPIC_BASE_URL: "https://api.anthropic.com/v1" }, "ANTHROPIC_BASE_URL"],
+      [{ ANTHROPIC_API_KEY: "ak", ANTHROPIC_BASE_URL: "https://api.anthropic.com/v1/messages" }, "ANTHROPIC_BASE_URL"],
+      [{ ...azure, AZURE_OPENAI_API_VERSION: "2024/10/21" }, "AZURE_OPENAI_API_VERSION"],
+      [{ ...azure, AZURE_OPENAI_API_VERSION: "v1 latest" }, "AZURE_OPENAI_API_VERSION"],
+    ];
+    for (const [vars, path] of refused) {
+      const check = checkEnv({ ...env, ...vars });
+      expect(check.ok ? [] : check.problems.map((problem) => problem.path), JSON.stringify(vars)).toEqual([path]);
+    }
+    const response = await createApp().fetch(
+      new Request("http://edge.test/health"),
+      { ...env, OPENAI_BASE_URL: "https://api.openai.com/v1/chat/completions" },
+      createExecutionContext(),
+    );
+    expect(response.status).toBe(500);
+    expect(((await response.json()) as { errors: unknown[] }).errors).toEqual([
+      {
+        path: "OPENAI_BASE_URL",
+        message: "give the URL without /chat/completions: /chat/completions is appended to it",
+      },
+    ]);
+    // A gateway's path, a bare address, an Azure portal's Target URI (its query is read) and versions Azure has.
+    const accepted: Record<string, string>[] = [
+      { OPENAI_BASE_URL: "https://gateway.ai.cloudflare.com/v1/account/gateway/openai" },
+      { ANTHROPIC_API_KEY: "ak", ANTHROPIC_BASE_URL: "https://gateway.ai.cloudflare.com/v1/account/gateway/anthropic" },
+      { LOCAL_LLM_BASE_URL: "http://127.0.0.1:11434" },
+      {
+        ...azure,
+        AZURE_OPENAI_ENDPOINT:
+          "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21",
+      },
+      { ...azure, AZURE_OPENAI_API_VERSION: "2024-12-01-preview" },
+      { ...azure, AZURE_OPENAI_API_VERSION: "preview" },
+    ];
+    for (const vars of accepted) expect(checkEnv({ ...env, ...vars }).ok, JSON.stringify(vars)).toBe(true);
+  });
+
+  it("refuses a provider configured in part, naming the setting it lacks", async () => {
+    // Unchecked, the provider was absent without a word, and a chain naming it refused as the caller's fault.
+    const partial: [Record<string, string>, string][] = [
+      [{ AZURE_OPENAI_API_KEY: "az" }, "AZURE_OPENAI_ENDPOINT"],
+      [{ AZURE_OPENAI_ENDPOINT: "https://r.openai.azure.com" }, "AZURE_OPENAI_API_KEY"],
+      [{ ANTHROPIC_BASE_URL: "https://anthropic.test" }, "ANTHROPIC_API_KEY"],
+      [{ LOCAL_LLM_API_KEY: "local-secret" }, "LOCAL_LLM_BASE_URL"],
+    ];
+    for (const [vars, needed] of partial) {
+      const response = await createApp().fetch(
+        new Request("http://edge.test/health"),
+        { ...env, ...vars },
+        createExecutionContext(),
+      );
+      const body = (await response.json()) as { code: string; errors: { path: string; message: string }[] };
+      expect(response.status).toBe(500);
+      expect(body.code).toBe("BAD_ENVIRONMENT");
+      expect(body.errors.map((error) => error.path)).toEqual([needed]);
+      expect(body.errors[0].message).toContain(`${needed} is required with ${Object.keys(vars)[0]}`);
+      expect(JSON.stringify(body)).not.toContain(Object.values(vars)[0]);
+    }
+    // Either of OpenAI's is enough: a key alone is api.openai.com, a URL alone a keyless gateway or server.
+    expect(checkEnv({ ...env, OPENAI_API_KEY: "sk" }).ok).toBe(true);
+    expect(checkEnv({ ...env, OPENAI_BASE_URL: "http://127.0.0.1:8000/v1" }).ok).toBe(true);
   });
 
   it("refuses debug routes in production", async () => {
