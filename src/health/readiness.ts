@@ -1,4 +1,6 @@
 import type { AppConfig } from "../env.ts";
+import { buildAdapters } from "../llm/adapters/index.ts";
+import { parseChain } from "../llm/routing.ts";
 
 /** Readiness: can this Worker reach what a request needs? Each check is timed and bounded. */
 
@@ -6,6 +8,8 @@ export interface CheckResult {
   ok: boolean;
   latency_ms: number;
   error?: string;
+  /** What works, but not as configured (a check that passes). */
+  warning?: string;
 }
 
 export type ReadinessReport = { ready: boolean; checks: Record<string, CheckResult> };
@@ -36,6 +40,33 @@ async function timed(check: () => Promise<unknown>): Promise<CheckResult> {
   }
 }
 
+/** What configures each provider, as GET /ready names it for a default chain's provider this deployment lacks. */
+const PROVIDER_SETTINGS: Record<string, string> = {
+  openai: "OPENAI_API_KEY or OPENAI_BASE_URL",
+  azure: "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT",
+  anthropic: "ANTHROPIC_API_KEY",
+  "workers-ai": "the AI binding",
+  local: "LOCAL_LLM_BASE_URL",
+};
+
+/**
+ * Can LLM_DEFAULT_CHAIN serve a call here? A chain of providers this deployment lacks (secrets not put) failed
+ * every call of a workspace without its own chain, each refused as the caller's fault, while /ready said ready.
+ * Providers it names but lacks, beside one it has, are a warning: their fallback is gone.
+ */
+export function defaultChainCheck(config: AppConfig): CheckResult {
+  const adapters = buildAdapters(config);
+  const providers = [...new Set(parseChain(config.LLM_DEFAULT_CHAIN).map((target) => target.provider))];
+  const lacking = providers.filter((provider) => !adapters.has(provider));
+  if (lacking.length === 0) return { ok: true, latency_ms: 0 };
+  const told = `LLM_DEFAULT_CHAIN names providers not configured here: ${lacking
+    .map((provider) => `${provider} (${PROVIDER_SETTINGS[provider] ?? "unknown provider"})`)
+    .join(", ")}`;
+  return lacking.length === providers.length
+    ? { ok: false, latency_ms: 0, error: `${told}; a call without a workspace chain has no provider` }
+    : { ok: true, latency_ms: 0, warning: `${told}; skipped` };
+}
+
 export async function checkReadiness(config: AppConfig): Promise<ReadinessReport> {
   const [d1, durableObjects, queue, r2] = await Promise.all([
     timed(() => config.DB.prepare("SELECT 1 AS ok").first()),
@@ -49,6 +80,6 @@ export async function checkReadiness(config: AppConfig): Promise<ReadinessReport
     }),
     timed(() => config.ARTIFACTS.head(READINESS_OBJECT_NAME)),
   ]);
-  const checks = { d1, durable_objects: durableObjects, queue, r2 };
+  const checks = { d1, durable_objects: durableObjects, queue, r2, llm_default_chain: defaultChainCheck(config) };
   return { ready: Object.values(checks).every((check) => check.ok), checks };
 }

@@ -8,6 +8,7 @@ const CheckSchema = z.object({
   ok: z.boolean(),
   latency_ms: z.number().int(),
   error: z.string().optional(),
+  warning: z.string().optional().openapi({ description: "A check that passes, but not as configured." }),
 });
 
 const healthRoute = createRoute({
@@ -37,7 +38,8 @@ const readyRoute = createRoute({
   operationId: "getReadiness",
   tags: ["Health"],
   summary: "Readiness",
-  description: "Checks D1, a Durable Object round trip, the task queue producer and R2. 503 when any fails.",
+  description:
+    "Checks D1, a Durable Object round trip, the task queue producer and R2, and that LLM_DEFAULT_CHAIN names a provider configured here (a warning for each it names but lacks). 503 when any fails.",
   security: [],
   responses: {
     200: {

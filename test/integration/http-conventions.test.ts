@@ -1,5 +1,7 @@
-import { exports } from "cloudflare:workers";
+import { createExecutionContext } from "cloudflare:test";
+import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { createApp } from "../../src/app.ts";
 import { createTestWorkspace } from "../support/workspaces.ts";
 
 const BASE = "http://edge.test";
@@ -43,8 +45,45 @@ describe("conventions every response follows", () => {
     expect(response.status).toBe(200);
     const body = (await response.json()) as { status: string; checks: Record<string, { ok: boolean }> };
     expect(body.status).toBe("ready");
-    expect(Object.keys(body.checks).sort()).toEqual(["d1", "durable_objects", "queue", "r2"]);
+    expect(Object.keys(body.checks).sort()).toEqual(["d1", "durable_objects", "llm_default_chain", "queue", "r2"]);
     for (const check of Object.values(body.checks)) expect(check.ok).toBe(true);
+  });
+});
+
+describe("GET /ready and LLM_DEFAULT_CHAIN", () => {
+  const ready = (vars: Record<string, string>) =>
+    createApp().fetch(new Request(`${BASE}/ready`), { ...env, ...vars }, createExecutionContext());
+
+  it("is not ready when LLM_DEFAULT_CHAIN names no provider configured here, naming the settings they need", async () => {
+    // Unchecked, production's chain without its secrets put was ready, and every call of a workspace without a
+    // chain of its own refused as the caller's fault.
+    const response = await ready({ LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini,anthropic:claude-3-5-haiku-latest" });
+    const body = await expectProblem(response, 503, "DEPENDENCY_UNAVAILABLE");
+    expect(body.detail).toBe("Not ready: llm_default_chain failed.");
+    const check = (body.checks as Record<string, { ok: boolean; error?: string }>).llm_default_chain;
+    expect(check.ok).toBe(false);
+    expect(check.error).toBe(
+      "LLM_DEFAULT_CHAIN names providers not configured here: openai (OPENAI_API_KEY or OPENAI_BASE_URL), " +
+        "anthropic (ANTHROPIC_API_KEY); a call without a workspace chain has no provider",
+    );
+  });
+
+  it("is ready, with a warning, when it names one configured here and others that are not", async () => {
+    const response = await ready({
+      LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini,anthropic:claude-3-5-haiku-latest,workers-ai",
+      OPENAI_API_KEY: "sk-test",
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { checks: Record<string, { ok: boolean; warning?: string }> };
+    expect(body.checks.llm_default_chain).toEqual({
+      ok: true,
+      latency_ms: 0,
+      warning:
+        "LLM_DEFAULT_CHAIN names providers not configured here: anthropic (ANTHROPIC_API_KEY), " +
+        "workers-ai (the AI binding); skipped",
+    });
+    const plain = (await (await ready({})).json()) as { checks: Record<string, unknown> };
+    expect(plain.checks.llm_default_chain).toEqual({ ok: true, latency_ms: 0 });
   });
 });
 
