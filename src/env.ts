@@ -21,6 +21,21 @@ const optionalUrl = z.url({ protocol: /^https?$/ }).optional();
 const optionalSecret = z.string().optional();
 
 /**
+ * A provider's key, sent as a header: one with a line break or another control character inside it (a secret
+ * pasted with two lines) made every call fail before it left, as "connection to the provider failed: Invalid
+ * header value", retried and counted against the provider's breaker as an outage. The whitespace around a key
+ * is no such character: a header's value is trimmed of it.
+ */
+const providerKey = z
+  .string()
+  .refine(
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is looked for
+    (value) => !/[\u0000-\u0008\u000a-\u001f\u007f]/.test(value.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "")),
+    "contains a line break or another control character, which a request header cannot carry",
+  )
+  .optional();
+
+/**
  * A provider's base URL, to which its adapter appends its own path: a query or fragment there ended up
  * before that path (`…/v1?x=1/chat/completions`), and a URL given with the path the adapter appends (as the
  * provider's docs show the endpoint) was called at it twice (`…/v1/chat/completions/chat/completions`), a 404
@@ -93,11 +108,11 @@ export const EnvSchema = z
       .superRefine((value, ctx) => {
         for (const message of chainProblems(value)) ctx.addIssue({ code: "custom", message });
       }),
-    OPENAI_API_KEY: optionalSecret,
+    OPENAI_API_KEY: providerKey,
     OPENAI_BASE_URL: providerBaseUrl("/chat/completions", /\/chat\/completions$/i, "/chat/completions"),
-    ANTHROPIC_API_KEY: optionalSecret,
+    ANTHROPIC_API_KEY: providerKey,
     ANTHROPIC_BASE_URL: providerBaseUrl("/v1/messages", /\/v1(\/messages)?$/i, "/v1"),
-    AZURE_OPENAI_API_KEY: optionalSecret,
+    AZURE_OPENAI_API_KEY: providerKey,
     AZURE_OPENAI_ENDPOINT: optionalUrl,
     AZURE_OPENAI_API_VERSION: z
       .string()
@@ -105,7 +120,7 @@ export const EnvSchema = z
       .optional(),
     LOCAL_LLM_BASE_URL: providerBaseUrl("/chat/completions", /\/chat\/completions$/i, "/chat/completions"),
     /** Sent as a bearer token: vLLM's `--api-key`, LM Studio's and llama.cpp's keys, a gateway in front of Ollama. */
-    LOCAL_LLM_API_KEY: optionalSecret,
+    LOCAL_LLM_API_KEY: providerKey,
     /** Each provider attempt's limit (a stream's: until its first chunk, then between chunks). */
     LLM_ATTEMPT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(60_000),
 

@@ -140,6 +140,28 @@ describe("environment checked at the door", () => {
     for (const vars of accepted) expect(checkEnv({ ...env, ...vars }).ok, JSON.stringify(vars)).toBe(true);
   });
 
+  it("refuses a provider key with a line break inside it, which no request header carries, not the whitespace around it", async () => {
+    // Unchecked, every call failed before it left as "connection to the provider failed: Invalid header value",
+    // retried, counted against the provider's breaker as an outage, and answered 503 `retryable`.
+    for (const name of ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY", "LOCAL_LLM_API_KEY"]) {
+      const response = await createApp().fetch(
+        new Request("http://edge.test/health"),
+        { ...env, ...azure, LOCAL_LLM_BASE_URL: "http://127.0.0.1:11434", [name]: "sk-first\nsk-second" },
+        createExecutionContext(),
+      );
+      const body = (await response.json()) as { code: string; errors: { path: string; message: string }[] };
+      expect(response.status, name).toBe(500);
+      expect(body.errors).toEqual([
+        {
+          path: name,
+          message: "contains a line break or another control character, which a request header cannot carry",
+        },
+      ]);
+      expect(JSON.stringify(body)).not.toContain("sk-first");
+    }
+    expect(checkEnv({ ...env, OPENAI_API_KEY: " sk-pasted\r\n" }).ok).toBe(true);
+  });
+
   it("refuses a provider configured in part, naming the setting it lacks", async () => {
     // Unchecked, the provider was absent without a word, and a chain naming it refused as the caller's fault.
     const partial: [Record<string, string>, string][] = [
