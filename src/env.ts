@@ -39,9 +39,11 @@ const providerKey = z
  * A provider's base URL, to which its adapter appends its own path: a query or fragment there ended up
  * before that path (`…/v1?x=1/chat/completions`), and a URL given with the path the adapter appends (as the
  * provider's docs show the endpoint) was called at it twice (`…/v1/chat/completions/chat/completions`), a 404
- * the router took for the provider refusing the request, telling the caller its request was bad.
+ * the router took for the provider refusing the request, telling the caller its request was bad. `home` is
+ * the provider's own URL, which has one right path (`https://api.openai.com` alone was called at
+ * …/chat/completions, a 404 likewise).
  */
-const providerBaseUrl = (appended: string, givenWith: RegExp, without: string) =>
+const providerBaseUrl = (appended: string, givenWith: RegExp, without: string, home?: URL) =>
   z
     .url({ protocol: /^https?$/ })
     .superRefine((value, ctx) => {
@@ -55,6 +57,8 @@ const providerBaseUrl = (appended: string, givenWith: RegExp, without: string) =
         ctx.addIssue({ code: "custom", message: `no query or fragment: ${appended} is appended to the URL` });
       } else if (givenWith.test(url.pathname.replace(/\/+$/, ""))) {
         ctx.addIssue({ code: "custom", message: `give the URL without ${without}: ${appended} is appended to it` });
+      } else if (home && url.host === home.host && url.pathname.replace(/\/+$/, "") !== home.pathname) {
+        ctx.addIssue({ code: "custom", message: `${home.host}'s URL is ${home.href}` });
       }
     })
     .optional();
@@ -109,7 +113,12 @@ export const EnvSchema = z
         for (const message of chainProblems(value)) ctx.addIssue({ code: "custom", message });
       }),
     OPENAI_API_KEY: providerKey,
-    OPENAI_BASE_URL: providerBaseUrl("/chat/completions", /\/chat\/completions$/i, "/chat/completions"),
+    OPENAI_BASE_URL: providerBaseUrl(
+      "/chat/completions",
+      /\/chat\/completions$/i,
+      "/chat/completions",
+      new URL("https://api.openai.com/v1"),
+    ),
     ANTHROPIC_API_KEY: providerKey,
     ANTHROPIC_BASE_URL: providerBaseUrl("/v1/messages", /\/v1(\/messages)?$/i, "/v1"),
     AZURE_OPENAI_API_KEY: providerKey,

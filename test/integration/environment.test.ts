@@ -102,6 +102,7 @@ describe("environment checked at the door", () => {
     const refused: [Record<string, string>, string][] = [
       [{ OPENAI_BASE_URL: "https://api.openai.com/v1/chat/completions" }, "OPENAI_BASE_URL"],
       [{ OPENAI_BASE_URL: "https://openai.test/v1?org=1" }, "OPENAI_BASE_URL"],
+      [{ OPENAI_BASE_URL: "https://api.openai.com" }, "OPENAI_BASE_URL"],
       [{ LOCAL_LLM_BASE_URL: "http://127.0.0.1:11434/v1/chat/completions/" }, "LOCAL_LLM_BASE_URL"],
       [{ ANTHROPIC_API_KEY: "ak", ANTHROPIC_BASE_URL: "https://api.anthropic.com/v1" }, "ANTHROPIC_BASE_URL"],
       [{ ANTHROPIC_API_KEY: "ak", ANTHROPIC_BASE_URL: "https://api.anthropic.com/v1/messages" }, "ANTHROPIC_BASE_URL"],
@@ -127,6 +128,7 @@ describe("environment checked at the door", () => {
     // A gateway's path, a bare address, an Azure portal's Target URI (its query is read) and versions Azure has.
     const accepted: Record<string, string>[] = [
       { OPENAI_BASE_URL: "https://gateway.ai.cloudflare.com/v1/account/gateway/openai" },
+      { OPENAI_BASE_URL: "https://api.openai.com/v1/" },
       { ANTHROPIC_API_KEY: "ak", ANTHROPIC_BASE_URL: "https://gateway.ai.cloudflare.com/v1/account/gateway/anthropic" },
       { LOCAL_LLM_BASE_URL: "http://127.0.0.1:11434" },
       {
