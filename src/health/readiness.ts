@@ -52,19 +52,28 @@ const PROVIDER_SETTINGS: Record<string, string> = {
 /**
  * Can LLM_DEFAULT_CHAIN serve a call here? A chain of providers this deployment lacks (secrets not put) failed
  * every call of a workspace without its own chain, each refused as the caller's fault, while /ready said ready.
- * Providers it names but lacks, beside one it has, are a warning: their fallback is gone.
+ * Providers it names but lacks, beside one it has, are a warning: their fallback is gone. So is, in
+ * production, a chain with `simulated` (the default when LLM_DEFAULT_CHAIN is unset): its answers are
+ * placeholders, answered 200 to callers that may not read `x_mgx.simulated`.
  */
 export function defaultChainCheck(config: AppConfig): CheckResult {
   const adapters = buildAdapters(config);
   const providers = [...new Set(parseChain(config.LLM_DEFAULT_CHAIN).map((target) => target.provider))];
   const lacking = providers.filter((provider) => !adapters.has(provider));
-  if (lacking.length === 0) return { ok: true, latency_ms: 0 };
-  const told = `LLM_DEFAULT_CHAIN names providers not configured here: ${lacking
-    .map((provider) => `${provider} (${PROVIDER_SETTINGS[provider] ?? "unknown provider"})`)
-    .join(", ")}`;
-  return lacking.length === providers.length
-    ? { ok: false, latency_ms: 0, error: `${told}; a call without a workspace chain has no provider` }
-    : { ok: true, latency_ms: 0, warning: `${told}; skipped` };
+  const warnings: string[] = [];
+  if (lacking.length > 0) {
+    const told = `LLM_DEFAULT_CHAIN names providers not configured here: ${lacking
+      .map((provider) => `${provider} (${PROVIDER_SETTINGS[provider] ?? "unknown provider"})`)
+      .join(", ")}`;
+    if (lacking.length === providers.length) {
+      return { ok: false, latency_ms: 0, error: `${told}; a call without a workspace chain has no provider` };
+    }
+    warnings.push(`${told}; skipped`);
+  }
+  if (config.ENVIRONMENT === "production" && providers.includes("simulated")) {
+    warnings.push("LLM_DEFAULT_CHAIN names simulated (its default when unset): the calls it serves get placeholders");
+  }
+  return warnings.length > 0 ? { ok: true, latency_ms: 0, warning: warnings.join("; ") } : { ok: true, latency_ms: 0 };
 }
 
 export async function checkReadiness(config: AppConfig): Promise<ReadinessReport> {

@@ -56,6 +56,8 @@ const readyRoute = createRoute({
   },
 });
 
+const warned = new WeakSet<object>();
+
 export function registerHealthRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(healthRoute, (c) =>
     c.json({ status: "ok" as const, version: c.get("config").SENTRY_RELEASE ?? "dev", time: new Date().toISOString() }),
@@ -71,6 +73,12 @@ export function registerHealthRoutes(app: OpenAPIHono<HonoEnv>): void {
       throw new ApiError("DEPENDENCY_UNAVAILABLE", `Not ready: ${failed.join(", ")} failed.`, {
         extensions: { checks: report.checks },
       });
+    }
+    const warnings = Object.entries(report.checks).filter(([, check]) => check.warning !== undefined);
+    // Once per isolate (its config is the same for its life), not at every probe.
+    if (warnings.length > 0 && !warned.has(c.get("config"))) {
+      warned.add(c.get("config"));
+      c.get("logger").warn("readiness check warned", { checks: Object.fromEntries(warnings) });
     }
     return c.json({ status: "ready" as const, checks: report.checks }, 200);
   });

@@ -1,6 +1,6 @@
 import { createExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { createTestWorkspace } from "../support/workspaces.ts";
 
@@ -84,6 +84,30 @@ describe("GET /ready and LLM_DEFAULT_CHAIN", () => {
     });
     const plain = (await (await ready({})).json()) as { checks: Record<string, unknown> };
     expect(plain.checks.llm_default_chain).toEqual({ ok: true, latency_ms: 0 });
+  });
+
+  it("warns, in production, of a chain with simulated, whose answers are placeholders", async () => {
+    // Unchecked, a production deployment left with the default chain (or `openai,simulated` as a last resort)
+    // answered its callers 200 with placeholder text, and /ready said nothing of it.
+    const production = { ENVIRONMENT: "production", ENABLE_DEBUG_ROUTES: "false" };
+    for (const chain of [undefined, "openai:gpt-4o-mini,simulated"]) {
+      const vars = { ...production, OPENAI_API_KEY: "sk-test", ...(chain ? { LLM_DEFAULT_CHAIN: chain } : {}) };
+      const lines: string[] = [];
+      vi.spyOn(console, "log").mockImplementation((line: string) => lines.push(line));
+      const response = await ready(vars);
+      vi.restoreAllMocks();
+      expect(response.status).toBe(200);
+      const body = (await response.json()) as { checks: Record<string, { ok: boolean; warning?: string }> };
+      expect(body.checks.llm_default_chain).toEqual({
+        ok: true,
+        latency_ms: 0,
+        warning: "LLM_DEFAULT_CHAIN names simulated (its default when unset): the calls it serves get placeholders",
+      });
+      const logged = lines.map((line) => JSON.parse(line)).find((line) => line.msg === "readiness check warned");
+      expect(logged?.checks.llm_default_chain.warning).toContain("simulated");
+    }
+    const staging = (await (await ready({ ENVIRONMENT: "staging" })).json()) as { checks: Record<string, unknown> };
+    expect(staging.checks.llm_default_chain).toEqual({ ok: true, latency_ms: 0 });
   });
 });
 
