@@ -1,6 +1,6 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "../llm/adapters/index.ts";
-import { parseChain } from "../llm/routing.ts";
+import { parseChain, unpricedEntries } from "../llm/routing.ts";
 
 /** Readiness: can this Worker reach what a request needs? Each check is timed and bounded. */
 
@@ -54,11 +54,12 @@ const PROVIDER_SETTINGS: Record<string, string> = {
  * every call of a workspace without its own chain, each refused as the caller's fault, while /ready said ready.
  * Providers it names but lacks, beside one it has, are a warning: their fallback is gone. So is, in
  * production, a chain with `simulated` (the default when LLM_DEFAULT_CHAIN is unset): its answers are
- * placeholders, answered 200 to callers that may not read `x_mgx.simulated`.
+ * placeholders, answered 200 to callers that may not read `x_mgx.simulated`; and a model the price table lacks.
  */
 export function defaultChainCheck(config: AppConfig): CheckResult {
   const adapters = buildAdapters(config);
-  const providers = [...new Set(parseChain(config.LLM_DEFAULT_CHAIN).map((target) => target.provider))];
+  const chain = parseChain(config.LLM_DEFAULT_CHAIN);
+  const providers = [...new Set(chain.map((target) => target.provider))];
   const lacking = providers.filter((provider) => !adapters.has(provider));
   const warnings: string[] = [];
   if (lacking.length > 0) {
@@ -69,6 +70,14 @@ export function defaultChainCheck(config: AppConfig): CheckResult {
       return { ok: false, latency_ms: 0, error: `${told}; a call without a workspace chain has no provider` };
     }
     warnings.push(`${told}; skipped`);
+  }
+  // As a workspace's chain naming one is logged when set: a typo (a 404 at every call), or a model newer than
+  // the price table, whose calls are charged a guess; LLM_DEFAULT_CHAIN states no price of its own.
+  const unpriced = unpricedEntries(chain.filter((target) => adapters.has(target.provider)));
+  if (unpriced.length > 0) {
+    warnings.push(
+      `LLM_DEFAULT_CHAIN names models the price table lacks: ${unpriced.join(", ")}; charged at the unknown-model rate`,
+    );
   }
   if (config.ENVIRONMENT === "production" && providers.includes("simulated")) {
     warnings.push("LLM_DEFAULT_CHAIN names simulated (its default when unset): the calls it serves get placeholders");

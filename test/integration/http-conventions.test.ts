@@ -86,6 +86,21 @@ describe("GET /ready and LLM_DEFAULT_CHAIN", () => {
     expect(plain.checks.llm_default_chain).toEqual({ ok: true, latency_ms: 0 });
   });
 
+  it("warns of a model the price table lacks, a typo or one charged at the unknown-model rate", async () => {
+    // As a workspace's chain naming one is logged when it is set; LLM_DEFAULT_CHAIN's was told nowhere.
+    const response = await ready({
+      LLM_DEFAULT_CHAIN: "openai:gpt-4o-mnii,openai:gpt-4o-mini,local:qwen2.5,anthropic:claude-typo",
+      OPENAI_API_KEY: "sk-test",
+      LOCAL_LLM_BASE_URL: "http://127.0.0.1:11434",
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { checks: Record<string, { ok: boolean; warning?: string }> };
+    expect(body.checks.llm_default_chain.warning).toBe(
+      "LLM_DEFAULT_CHAIN names providers not configured here: anthropic (ANTHROPIC_API_KEY); skipped; " +
+        "LLM_DEFAULT_CHAIN names models the price table lacks: openai:gpt-4o-mnii; charged at the unknown-model rate",
+    );
+  });
+
   it("warns, in production, of a chain with simulated, whose answers are placeholders", async () => {
     // Unchecked, a production deployment left with the default chain (or `openai,simulated` as a last resort)
     // answered its callers 200 with placeholder text, and /ready said nothing of it.
