@@ -1,5 +1,5 @@
 import type { AppConfig } from "../env.ts";
-import { buildAdapters } from "../llm/adapters/index.ts";
+import { buildAdapters, PROVIDER_SETTINGS } from "../llm/adapters/index.ts";
 import { parseChain, unpricedEntries } from "../llm/routing.ts";
 
 /** Readiness: can this Worker reach what a request needs? Each check is timed and bounded. */
@@ -40,15 +40,6 @@ async function timed(check: () => Promise<unknown>): Promise<CheckResult> {
   }
 }
 
-/** What configures each provider, as GET /ready names it for a default chain's provider this deployment lacks. */
-const PROVIDER_SETTINGS: Record<string, string> = {
-  openai: "OPENAI_API_KEY or OPENAI_BASE_URL",
-  azure: "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT",
-  anthropic: "ANTHROPIC_API_KEY",
-  "workers-ai": "the AI binding",
-  local: "LOCAL_LLM_BASE_URL",
-};
-
 /**
  * Can LLM_DEFAULT_CHAIN serve a call here? A chain of providers this deployment lacks (secrets not put) failed
  * every call of a workspace without its own chain, each refused as the caller's fault, while /ready said ready.
@@ -64,7 +55,7 @@ export function defaultChainCheck(config: AppConfig): CheckResult {
   const warnings: string[] = [];
   if (lacking.length > 0) {
     const told = `LLM_DEFAULT_CHAIN names providers not configured here: ${lacking
-      .map((provider) => `${provider} (${PROVIDER_SETTINGS[provider] ?? "unknown provider"})`)
+      .map((provider) => `${provider} (${PROVIDER_SETTINGS[provider]})`)
       .join(", ")}`;
     if (lacking.length === providers.length) {
       return { ok: false, latency_ms: 0, error: `${told}; a call without a workspace chain has no provider` };

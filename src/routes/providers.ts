@@ -2,6 +2,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { API_PROBLEMS, problemResponses } from "../lib/openapi.ts";
 import { PageQuerySchema, pageOfList } from "../lib/pagination.ts";
+import { PROVIDER_SETTINGS } from "../llm/adapters/index.ts";
 import { PRICE_SOURCES } from "../llm/prices.ts";
 import { providerNames, providerOverview } from "../llm/providers.ts";
 import { settingsLoader } from "../llm/settings.ts";
@@ -40,7 +41,7 @@ const listRoute = createRoute({
   tags: ["LLM"],
   summary: "List LLM providers and their circuit breakers",
   description:
-    "Every provider the router knows, whether this deployment has it configured, and per model (those of the workspace's chain, and any other it was charged for since yesterday, UTC; never another workspace's) the breaker state and recent error rate. `simulated` is the offline provider.",
+    "Every provider the router knows, whether this deployment has it configured and which settings configure it, and per model (those of the workspace's chain, and any other it was charged for since yesterday, UTC; never another workspace's) the breaker state and recent error rate. `simulated` is the offline provider.",
   middleware: [requireScope("tasks:read")] as const,
   request: { query: PageQuerySchema },
   responses: {
@@ -54,6 +55,10 @@ const listRoute = createRoute({
                 z.object({
                   provider: z.string(),
                   configured: z.boolean(),
+                  configured_by: z.string().nullable().openapi({
+                    description:
+                      "The settings that configure it in a deployment (`ANTHROPIC_API_KEY`), for an operator to put when it is not; null for `simulated`, always configured.",
+                  }),
                   simulated: z.boolean(),
                   models: z.array(ModelHealthSchema),
                 }),
@@ -80,6 +85,8 @@ export function registerProviderRoutes(app: OpenAPIHono<HonoEnv>): void {
     ]);
     // Only the page's providers have their breakers read.
     const { page, next_cursor } = pageOfList(providerNames(config, settings.chain), query);
-    return c.json({ data: await providerOverview(config, settings.chain, usedLately, page), next_cursor }, 200);
+    const overview = await providerOverview(config, settings.chain, usedLately, page);
+    const data = overview.map((entry) => ({ ...entry, configured_by: PROVIDER_SETTINGS[entry.provider] ?? null }));
+    return c.json({ data, next_cursor }, 200);
   });
 }

@@ -11,6 +11,15 @@ import { WorkersAiAdapter } from "./workers-ai.ts";
  * skips it. `simulated` is always present.
  */
 
+/** What configures each provider (buildAdapters), as GET /ready and GET /api/v1/providers name it; simulated: nothing. */
+export const PROVIDER_SETTINGS: Readonly<Record<string, string>> = {
+  openai: "OPENAI_API_KEY or OPENAI_BASE_URL",
+  azure: "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT",
+  anthropic: "ANTHROPIC_API_KEY",
+  "workers-ai": "the AI binding",
+  local: "LOCAL_LLM_BASE_URL",
+};
+
 const built = new WeakMap<object, ReadonlyMap<string, ProviderAdapter>>();
 
 export function buildAdapters(config: AppConfig): ReadonlyMap<string, ProviderAdapter> {
