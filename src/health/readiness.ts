@@ -76,6 +76,25 @@ export function defaultChainCheck(config: AppConfig): CheckResult {
   return warnings.length > 0 ? { ok: true, latency_ms: 0, warning: warnings.join("; ") } : { ok: true, latency_ms: 0 };
 }
 
+/** Under this, an attempt rarely sees a provider's first token: an LLM_ATTEMPT_TIMEOUT_MS given in seconds (`60`). */
+const SHORTEST_LIKELY_ATTEMPT_MS = 1_000;
+
+/**
+ * LLM_ATTEMPT_TIMEOUT_MS taken for seconds (`60`, 60 ms) timed out nearly every call, each attempt charged the
+ * prompt it sent (a provider bills a request whose client stopped waiting), answered 503 "did not answer in
+ * time", while /ready said ready. Tests set short ones on purpose: a warning, not a refusal.
+ */
+export function attemptTimeoutCheck(config: AppConfig): CheckResult {
+  const ms = config.LLM_ATTEMPT_TIMEOUT_MS;
+  return ms >= SHORTEST_LIKELY_ATTEMPT_MS
+    ? { ok: true, latency_ms: 0 }
+    : {
+        ok: true,
+        latency_ms: 0,
+        warning: `LLM_ATTEMPT_TIMEOUT_MS is ${ms} ms (milliseconds, not seconds): most calls will time out, each attempt charged its prompt`,
+      };
+}
+
 export async function checkReadiness(config: AppConfig): Promise<ReadinessReport> {
   const [d1, durableObjects, queue, r2] = await Promise.all([
     timed(() => config.DB.prepare("SELECT 1 AS ok").first()),
@@ -89,6 +108,13 @@ export async function checkReadiness(config: AppConfig): Promise<ReadinessReport
     }),
     timed(() => config.ARTIFACTS.head(READINESS_OBJECT_NAME)),
   ]);
-  const checks = { d1, durable_objects: durableObjects, queue, r2, llm_default_chain: defaultChainCheck(config) };
+  const checks = {
+    d1,
+    durable_objects: durableObjects,
+    queue,
+    r2,
+    llm_default_chain: defaultChainCheck(config),
+    llm_attempt_timeout: attemptTimeoutCheck(config),
+  };
   return { ready: Object.values(checks).every((check) => check.ok), checks };
 }

@@ -39,7 +39,7 @@ const readyRoute = createRoute({
   tags: ["Health"],
   summary: "Readiness",
   description:
-    "Checks D1, a Durable Object round trip, the task queue producer and R2, and that LLM_DEFAULT_CHAIN names a provider configured here (a warning for each it names but lacks). 503 when any fails.",
+    "Checks D1, a Durable Object round trip, the task queue producer and R2, and that LLM_DEFAULT_CHAIN names a provider configured here (a warning for each it names but lacks), and warns of an LLM_ATTEMPT_TIMEOUT_MS under a second. 503 when any fails.",
   security: [],
   responses: {
     200: {

@@ -45,7 +45,14 @@ describe("conventions every response follows", () => {
     expect(response.status).toBe(200);
     const body = (await response.json()) as { status: string; checks: Record<string, { ok: boolean }> };
     expect(body.status).toBe("ready");
-    expect(Object.keys(body.checks).sort()).toEqual(["d1", "durable_objects", "llm_default_chain", "queue", "r2"]);
+    expect(Object.keys(body.checks).sort()).toEqual([
+      "d1",
+      "durable_objects",
+      "llm_attempt_timeout",
+      "llm_default_chain",
+      "queue",
+      "r2",
+    ]);
     for (const check of Object.values(body.checks)) expect(check.ok).toBe(true);
   });
 });
@@ -99,6 +106,23 @@ describe("GET /ready and LLM_DEFAULT_CHAIN", () => {
       "LLM_DEFAULT_CHAIN names providers not configured here: anthropic (ANTHROPIC_API_KEY); skipped; " +
         "LLM_DEFAULT_CHAIN names models the price table lacks: openai:gpt-4o-mnii; charged at the unknown-model rate",
     );
+  });
+
+  it("warns of an LLM_ATTEMPT_TIMEOUT_MS under a second, as one given in seconds is", async () => {
+    // `60` meant as a minute timed out nearly every call, each attempt charged, while /ready said ready.
+    const response = await ready({ LLM_ATTEMPT_TIMEOUT_MS: "60" });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { checks: Record<string, { ok: boolean; warning?: string }> };
+    expect(body.checks.llm_attempt_timeout).toEqual({
+      ok: true,
+      latency_ms: 0,
+      warning:
+        "LLM_ATTEMPT_TIMEOUT_MS is 60 ms (milliseconds, not seconds): most calls will time out, each attempt charged its prompt",
+    });
+    const plain = (await (await ready({ LLM_ATTEMPT_TIMEOUT_MS: "1000" })).json()) as {
+      checks: Record<string, unknown>;
+    };
+    expect(plain.checks.llm_attempt_timeout).toEqual({ ok: true, latency_ms: 0 });
   });
 
   it("warns, in production, of a chain with simulated, whose answers are placeholders", async () => {
