@@ -1,3 +1,4 @@
+import { PROVIDER_SETTINGS } from "./adapters/index.ts";
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
 import { type RouteTarget, stripQuery } from "./routing.ts";
@@ -167,4 +168,18 @@ export class FailureTally {
     const retryable = causes.length === 0 || this.#anyRetryable;
     return new LlmError("all_providers_failed", `every provider failed: ${told}`, retryable, failures, retryAfterMs);
   }
+}
+
+/**
+ * A call whose routing chain names no provider this deployment has configured (its secrets not put, or the
+ * workspace's chain naming one the deployment lacks): not the caller's fault, which a 400 said, and no retry
+ * mends it. Says what each provider needs, for whoever tells the operator.
+ */
+export function noConfiguredProvider(providers: readonly string[]): LlmError {
+  const needs = [...new Set(providers)].map((provider) => `${provider} (${PROVIDER_SETTINGS[provider] ?? "unknown"})`);
+  return new LlmError(
+    "no_configured_provider",
+    `No provider in this workspace's routing chain is configured on this deployment: ${needs.join(", ")}.`,
+    false,
+  );
 }

@@ -1,7 +1,14 @@
 import type { BudgetRoom } from "../limits/budgets.ts";
 import { AttemptClock, sleepMs } from "./attempt.ts";
 import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
-import { BudgetExhaustedError, classifyFailure, describeFailure, FailureTally, fallbackReason } from "./errors.ts";
+import {
+  BudgetExhaustedError,
+  classifyFailure,
+  describeFailure,
+  FailureTally,
+  fallbackReason,
+  noConfiguredProvider,
+} from "./errors.ts";
 import {
   type AdapterCall,
   type AdapterResult,
@@ -286,11 +293,9 @@ export class Router implements LlmRouter {
     });
     const targets = planned.filter((target) => this.#deps.adapters.has(target.provider));
     if (targets.length < planned.length) {
-      const missing = planned.filter((target) => !this.#deps.adapters.has(target.provider)).map(targetKey);
-      this.#deps.logger.warn("routing chain names providers that are not configured; skipped", { skipped: missing });
-    }
-    if (targets.length === 0) {
-      throw new LlmError("invalid_request", "no configured provider in this workspace's routing chain", false);
+      const missing = planned.filter((target) => !this.#deps.adapters.has(target.provider));
+      warnSkippedOnce(this.#deps.logger, missing.map(targetKey));
+      if (targets.length === 0) throw noConfiguredProvider(missing.map((target) => target.provider));
     }
     // A call reserves the most it may spend: its prompt and its max_tokens (or the longest answer a call without
     // one is taken to give), at the dearest target it may end up on. Calls at once then never spend more than a
@@ -540,6 +545,18 @@ export class Router implements LlmRouter {
   #checkCancelled(context: CallContext): void {
     if (context.signal?.aborted) throw new LlmError("cancelled", "the call was cancelled", false);
   }
+}
+
+/** The chains' unconfigured entries told so far in this isolate: told once each, not at every call they are skipped. */
+const skippedTold = new Set<string>();
+const MAX_SKIPPED_TOLD = 1_000;
+
+function warnSkippedOnce(logger: RouterDeps["logger"], skipped: string[]): void {
+  const key = skipped.join(",");
+  if (skippedTold.has(key)) return;
+  if (skippedTold.size >= MAX_SKIPPED_TOLD) skippedTold.clear();
+  skippedTold.add(key);
+  logger.warn("routing chain names providers that are not configured here; skipped", { skipped });
 }
 
 /**

@@ -165,7 +165,9 @@ export type LlmErrorKind =
   | "timeout"
   | "authentication"
   /** The workspace's budget counter (its WorkspaceLimiter) did not answer: no provider was asked. */
-  | "budget_unavailable";
+  | "budget_unavailable"
+  /** No provider the routing chain names is configured on this deployment: its operator's to mend. */
+  | "no_configured_provider";
 
 /** One target's last failed attempt, as the caller is told it: which providers were tried, and why each failed. */
 export interface TargetFailure {

@@ -372,6 +372,27 @@ describe("OpenAI-compatible chat completions", () => {
       "every provider refused our credentials: simulated:sim-1: provider answered 401: it refused this deployment's credentials",
     );
   });
+
+  it("answers 503 naming what to configure, not the caller's 400, when the chain names no provider configured here", async () => {
+    // No OPENAI_API_KEY nor ANTHROPIC_API_KEY in the test environment: both known, neither configured.
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    const response = await chat(workspace.headers, { messages: [{ role: "user", content: "x" }] });
+    expect(response.status).toBe(503);
+    expect(response.headers.get("X-Should-Retry")).toBe("false");
+    expect(await response.json()).toMatchObject({
+      code: "DEPENDENCY_UNAVAILABLE",
+      reason: "no_configured_provider",
+      retryable: false,
+      detail:
+        "No provider in this workspace's routing chain is configured on this deployment: openai (OPENAI_API_KEY or OPENAI_BASE_URL), anthropic (ANTHROPIC_API_KEY).",
+    });
+  });
 });
 
 describe("the OpenAPI document of POST /api/v1/llm/chat/completions", () => {
