@@ -52,6 +52,13 @@ function routerRecordingWaits() {
   return { router, waits };
 }
 
+/** OpenAI's answer when the account's quota is spent: a 429 that no retry mends. */
+const openAiQuotaSpent = () =>
+  Response.json(
+    { error: { message: "You exceeded your current quota.", type: "insufficient_quota", code: "insufficient_quota" } },
+    { status: 429 },
+  );
+
 const OPENAI = "openai.test";
 const ANTHROPIC = "anthropic.test";
 
@@ -160,24 +167,13 @@ describe("retries", () => {
   });
 
   it("a provider too slow to answer, or throttling the call, is fallen over from for performance or rate_limit", async () => {
-    const quotaSpent = () =>
-      Response.json(
-        {
-          error: {
-            message: "You exceeded your current quota.",
-            type: "insufficient_quota",
-            code: "insufficient_quota",
-          },
-        },
-        { status: 429 },
-      );
     const router = createLlmRouter(llmConfig(), {
       logger: quietLogger,
       overrides: { attemptTimeoutMs: 200, maxAttemptsPerTarget: 1 },
     });
     for (const [openAi, reason] of [
       [hang, "performance"],
-      [quotaSpent, "rate_limit"],
+      [openAiQuotaSpent, "rate_limit"],
     ] as const) {
       const workspace = await openAiThenHaiku(`gpt-4o-mini-fallback-${reason}`);
       const fake = fakeUpstreams({ [OPENAI]: openAi, [ANTHROPIC]: () => anthropicMessage("from claude") });
@@ -314,17 +310,7 @@ describe("what a failure tells the caller", () => {
   it("a call every provider refused in ways no retry mends is told not to be retried", async () => {
     const workspace = await openAiThenHaiku("gpt-4o-mini-spent-quota");
     const fake = fakeUpstreams({
-      [OPENAI]: () =>
-        Response.json(
-          {
-            error: {
-              message: "You exceeded your current quota.",
-              type: "insufficient_quota",
-              code: "insufficient_quota",
-            },
-          },
-          { status: 429 },
-        ),
+      [OPENAI]: openAiQuotaSpent,
       [ANTHROPIC]: () =>
         Response.json(
           { type: "error", error: { type: "billing_error", message: "Credit balance too low." } },
