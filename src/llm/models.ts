@@ -127,7 +127,7 @@ export function namedModel(
   const colon = id.indexOf(":");
   const provider = id.slice(0, Math.max(0, colon));
   const model = id.slice(colon + 1);
-  if (!(provider in DEFAULT_MODELS) || model === "") return null;
+  if (!Object.hasOwn(DEFAULT_MODELS, provider) || model === "") return null;
   const { adapters, entry } = catalogContext(config, chain, nowMs);
   return adapters.has(provider) ? entry({ provider, model }) : null;
 }

@@ -246,7 +246,7 @@ function preferRequested(
   if (!requested || requested === "auto") return ordered;
   const colon = requested.indexOf(":");
   const provider = colon > 0 ? requested.slice(0, colon) : undefined;
-  if (provider && provider in DEFAULT_MODELS) {
+  if (provider && Object.hasOwn(DEFAULT_MODELS, provider)) {
     const named = { provider, model: requested.slice(colon + 1) || DEFAULT_MODELS[provider] };
     // The chain's own entry for it, when it has one, with the price the workspace stated there.
     const explicit = ordered.find((target) => targetKey(target) === targetKey(named)) ?? named;

@@ -94,6 +94,18 @@ describe("routing", () => {
       latency: new LatencyTracker(),
     });
     expect(named.map((target) => target.model)).toEqual(["claude-3-5-haiku-latest", "gpt-4o", "gpt-4o-mini"]);
+    // A name before a colon that is no provider, though every object has it (constructor, toString), is a model
+    // name like any other: not a provider tried first, then skipped as unconfigured.
+    for (const model of ["constructor:x", "toString:y", "__proto__:z"]) {
+      const planned = planTargets({
+        strategy: "fallback",
+        chain,
+        request: { ...request, model },
+        estimatedPromptTokens: 1,
+        latency: new LatencyTracker(),
+      });
+      expect(planned.map((target) => target.provider)).toEqual(["openai", "anthropic", "openai"]);
+    }
   });
 });
 
