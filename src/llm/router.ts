@@ -488,6 +488,9 @@ export class Router implements LlmRouter {
             model: stripQuery(target.model),
             status: error.status,
             code: error.code,
+            // What a code alone does not tell apart ("connection": a refused port, a header the runtime would not
+            // send, a reset), for the operator.
+            message: error.message,
             retry,
             retry_in_ms: retryHere ? waitMs : null,
           });

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
+import { Logger } from "../../src/lib/logger.ts";
 import { type ApiError, problemBody } from "../../src/lib/problem.ts";
 import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { breakerClientFor, createLlmRouter, LlmError } from "../../src/llm/index.ts";
@@ -157,11 +158,19 @@ describe("retries", () => {
       [OPENAI]: (request, call) => (call === 1 ? hang(request) : openAiCompletion("late but fine")),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const router = createLlmRouter(llmConfig(), { logger: quietLogger, overrides: { attemptTimeoutMs: 300 } });
+    const lines: Record<string, unknown>[] = [];
+    const logger = new Logger({ level: "warn", sampleRate: 1, sink: (line) => lines.push(JSON.parse(line)) });
+    const router = createLlmRouter(llmConfig(), { logger, overrides: { attemptTimeoutMs: 300 } });
     const startedMs = Date.now();
     const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "hung" });
     expect(Date.now() - startedMs).toBeGreaterThanOrEqual(300);
     expect(result).toMatchObject({ attempts: 2, message: { content: "late but fine" } });
+    // The operator reads what happened, not only its code.
+    expect(lines.find((line) => line.msg === "llm attempt failed")).toMatchObject({
+      provider: "openai",
+      code: "timeout",
+      message: expect.stringMatching(/\S/),
+    });
     const [event] = await eventsOf(workspace, "llm.provider.error", 1);
     expect(event.data).toMatchObject({ error_type: "timeout", retry_count: 0, http_status: null });
   });
