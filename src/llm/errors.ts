@@ -20,6 +20,19 @@ export interface FailureClass {
 }
 
 /**
+ * A model its provider does not have (a 404: OpenAI's model_not_found, Azure's DeploymentNotFound, a local
+ * server without it) on an entry of the workspace's chain, not one the request named: the chain's to mend, not
+ * the caller's, whom a 400 "every provider refused the request" sent to change a request that named no model.
+ * Told as the provider side's failure (a 503 no retry mends, when it is the last); it still falls over, and
+ * still does not count for the breaker.
+ */
+export function chainModelMissing(failure: FailureClass, error: ProviderError, target: RouteTarget): FailureClass {
+  return failure.cause === "request" && error.status === 404 && !target.requested
+    ? { ...failure, cause: "provider" }
+    : failure;
+}
+
+/**
  * Why a call fell over from a target, in `llm.provider.fallback`'s terms: `rate_limit` for a provider that
  * throttled it (a 429, also one saying the account's quota is spent), `performance` for one too slow to
  * answer within the attempt timeout, `error_rate` for one that failed otherwise (or whose breaker is open).

@@ -3,6 +3,7 @@ import { AttemptClock, sleepMs } from "./attempt.ts";
 import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
 import {
   BudgetExhaustedError,
+  chainModelMissing,
   classifyFailure,
   describeFailure,
   FailureTally,
@@ -462,7 +463,7 @@ export class Router implements LlmRouter {
           if (error.code === "timeout" && clock.signal.aborted) {
             call.timedOut.push({ target, adapter, attempt: attempts, durationMs: this.#now() - attemptStartedMs });
           }
-          const failure = classifyFailure(error);
+          const failure = chainModelMissing(classifyFailure(error), error, target);
           // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
           // hurry, not its failure (a task near its end would otherwise count against a merely slow provider).
           const cutByDeadline = error.code === "timeout" && clock.signal.aborted && attemptBudgetMs < attemptTimeoutMs;

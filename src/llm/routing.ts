@@ -25,6 +25,11 @@ export interface RouteTarget {
    * so a call looks up nothing more; absent: the price table's.
    */
   ownPrice?: PriceInForce;
+  /**
+   * Put first by the request's `model`, not the chain: a model its provider does not have (a 404) is then the
+   * caller's mistake; on a chain's entry, the chain's (src/llm/errors.ts, chainModelMissing).
+   */
+  requested?: true;
 }
 
 export type Strategy = LlmRouting["strategy"];
@@ -249,7 +254,10 @@ function preferRequested(
   if (provider && Object.hasOwn(DEFAULT_MODELS, provider)) {
     const named = { provider, model: requested.slice(colon + 1) || DEFAULT_MODELS[provider] };
     // The chain's own entry for it, when it has one, with the price the workspace stated there.
-    const explicit = ordered.find((target) => targetKey(target) === targetKey(named)) ?? named;
+    const explicit = ordered.find((target) => targetKey(target) === targetKey(named)) ?? {
+      ...named,
+      requested: true as const,
+    };
     return dedupe([explicit, ...ordered]);
   }
   // A simulated entry's settings (`sim-1?latency_ms=5`) are not part of its name, as in the models list.
@@ -257,7 +265,7 @@ function preferRequested(
   if (matching.length > 0) return dedupe([...matching, ...ordered]);
   // Not the chain's: served where the models endpoint says it is, rather than by whatever the chain holds.
   const served = servedModels(providers).find((target) => target.model === requested);
-  return served ? dedupe([served, ...ordered]) : ordered;
+  return served ? dedupe([{ ...served, requested: true }, ...ordered]) : ordered;
 }
 
 function dedupe(targets: RouteTarget[]): RouteTarget[] {

@@ -104,6 +104,46 @@ describe("Azure deployment names", () => {
   });
 });
 
+describe("Azure deployments Azure lacks", () => {
+  const lacks = () =>
+    Response.json(
+      { error: { code: "DeploymentNotFound", message: "The API deployment for this resource does not exist." } },
+      { status: 404 },
+    );
+
+  it("are the chain's to mend when the chain names them: 503, not the caller's 400", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "azure", model: "gpt-4o-typo" }],
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ [AZURE]: lacks }).impl);
+    const response = await chat(workspace.key, {});
+    expect(response.status).toBe(503);
+    expect(response.headers.get("X-Should-Retry")).toBe("false");
+    expect(await response.json()).toMatchObject({
+      reason: "all_providers_failed",
+      retryable: false,
+      failures: [
+        expect.objectContaining({ provider: "azure", model: "gpt-4o-typo", status: 404, code: "DeploymentNotFound" }),
+      ],
+    });
+  });
+
+  it("are the caller's when its request names one: 400, as a request every target refused", async () => {
+    const workspace = await workspaceWith({ strategy: "fallback", chain: [{ provider: "azure", model: "gpt-4o" }] });
+    const refused = () =>
+      Response.json({ error: { code: "BadRequest", message: "Invalid value for 'content'." } }, { status: 400 });
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [AZURE]: (request) => (new URL(request.url).pathname.includes("/gpt-4o-typo/") ? lacks() : refused()),
+      }).impl,
+    );
+    const response = await chat(workspace.key, { model: "azure:gpt-4o-typo" });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ reason: "invalid_request" });
+  });
+});
+
 describe("Azure content filters", () => {
   const azureThenOpenAi = () =>
     workspaceWith({

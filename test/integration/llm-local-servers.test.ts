@@ -145,7 +145,9 @@ describe("a local server that refuses stream_options", () => {
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const response = await chat(workspace.key, { stream: true });
-    expect(response.status).toBe(400);
+    // The chain's model, missing on the server: the chain's to mend, not the caller's (a 503 no retry mends).
+    expect(response.status).toBe(503);
+    expect(response.headers.get("X-Should-Retry")).toBe("false");
     expect(fake.count(LOCAL)).toBe(1);
   });
 });
