@@ -1,5 +1,5 @@
 import type { AppConfig } from "../env.ts";
-import { buildAdapters, PROVIDER_SETTINGS } from "../llm/adapters/index.ts";
+import { buildAdapters, providerWithSettings } from "../llm/adapters/index.ts";
 import { parseChain, unpricedEntries } from "../llm/routing.ts";
 
 /** Readiness: can this Worker reach what a request needs? Each check is timed and bounded. */
@@ -55,7 +55,7 @@ export function defaultChainCheck(config: AppConfig): CheckResult {
   const warnings: string[] = [];
   if (lacking.length > 0) {
     const told = `LLM_DEFAULT_CHAIN names providers not configured here: ${lacking
-      .map((provider) => `${provider} (${PROVIDER_SETTINGS[provider]})`)
+      .map(providerWithSettings)
       .join(", ")}`;
     if (lacking.length === providers.length) {
       return { ok: false, latency_ms: 0, error: `${told}; a call without a workspace chain has no provider` };

@@ -1,4 +1,4 @@
-import { PROVIDER_SETTINGS } from "./adapters/index.ts";
+import { providerWithSettings } from "./adapters/index.ts";
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
 import { type RouteTarget, stripQuery } from "./routing.ts";
@@ -189,7 +189,7 @@ export class FailureTally {
  * mends it. Says what each provider needs, for whoever tells the operator.
  */
 export function noConfiguredProvider(providers: readonly string[]): LlmError {
-  const needs = [...new Set(providers)].map((provider) => `${provider} (${PROVIDER_SETTINGS[provider] ?? "unknown"})`);
+  const needs = [...new Set(providers)].map(providerWithSettings);
   return new LlmError(
     "no_configured_provider",
     `No provider in this workspace's routing chain is configured on this deployment: ${needs.join(", ")}.`,

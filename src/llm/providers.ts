@@ -1,5 +1,5 @@
 import type { AppConfig } from "../env.ts";
-import { buildAdapters } from "./adapters/index.ts";
+import { buildAdapters, PROVIDER_SETTINGS } from "./adapters/index.ts";
 import type { BreakerSnapshot } from "./breaker-book.ts";
 import type { BreakerView } from "./breaker-core.ts";
 import { type PriceSource, priceInForce } from "./prices.ts";
@@ -26,6 +26,8 @@ export interface ModelHealth {
 export interface ProviderHealth {
   provider: string;
   configured: boolean;
+  /** The settings that configure it (PROVIDER_SETTINGS); null for `simulated`, always configured. */
+  configured_by: string | null;
   simulated: boolean;
   models: ModelHealth[];
 }
@@ -105,6 +107,7 @@ export async function providerOverview(
       return {
         provider,
         configured: adapter !== undefined,
+        configured_by: PROVIDER_SETTINGS[provider] ?? null,
         simulated: adapter?.simulated ?? provider === "simulated",
         models,
       };

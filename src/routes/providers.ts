@@ -2,7 +2,6 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { API_PROBLEMS, problemResponses } from "../lib/openapi.ts";
 import { PageQuerySchema, pageOfList } from "../lib/pagination.ts";
-import { PROVIDER_SETTINGS } from "../llm/adapters/index.ts";
 import { PRICE_SOURCES } from "../llm/prices.ts";
 import { providerNames, providerOverview } from "../llm/providers.ts";
 import { settingsLoader } from "../llm/settings.ts";
@@ -85,8 +84,6 @@ export function registerProviderRoutes(app: OpenAPIHono<HonoEnv>): void {
     ]);
     // Only the page's providers have their breakers read.
     const { page, next_cursor } = pageOfList(providerNames(config, settings.chain), query);
-    const overview = await providerOverview(config, settings.chain, usedLately, page);
-    const data = overview.map((entry) => ({ ...entry, configured_by: PROVIDER_SETTINGS[entry.provider] ?? null }));
-    return c.json({ data, next_cursor }, 200);
+    return c.json({ data: await providerOverview(config, settings.chain, usedLately, page), next_cursor }, 200);
   });
 }

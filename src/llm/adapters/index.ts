@@ -20,6 +20,11 @@ export const PROVIDER_SETTINGS: Readonly<Record<string, string>> = {
   local: "LOCAL_LLM_BASE_URL",
 };
 
+/** A provider with what configures it, `anthropic (ANTHROPIC_API_KEY)`: how /ready and a refused call name what to put. */
+export function providerWithSettings(provider: string): string {
+  return `${provider} (${PROVIDER_SETTINGS[provider] ?? "no such provider"})`;
+}
+
 const built = new WeakMap<object, ReadonlyMap<string, ProviderAdapter>>();
 
 export function buildAdapters(config: AppConfig): ReadonlyMap<string, ProviderAdapter> {
