@@ -81,9 +81,12 @@ export function estimatePromptTokens(messages: ChatMessage[], tools?: ToolDefini
 export function estimateAnswerUsage(
   call: { messages: ChatMessage[]; tools?: ToolDefinition[] },
   answer: ChatMessage,
+  thinkingTokens = 0,
 ): TokenUsage {
   const prompt = estimatePromptTokens(call.messages, call.tools);
-  const completion = Math.ceil(messageTokens(answer));
+  // The thinking is written as the answer is: estimated without it, a reasoning model's call that thought
+  // thousands of tokens was charged the few of its answer.
+  const completion = Math.ceil(messageTokens(answer)) + Math.ceil(thinkingTokens);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 

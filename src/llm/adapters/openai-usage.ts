@@ -21,15 +21,7 @@ export function usageOrEstimate(
   // their prompt, unmarked. Beside it, an answer of 0 tokens (usage of zeros throughout) is not counted either;
   // beside a prompt that was, it is taken as reported.
   if (usage && usage.prompt_tokens !== 0) return { usage };
-  const answer = estimateAnswerUsage(call, message);
-  // The thinking is written as the answer is: estimated without it, a reasoning model's call that thought
-  // thousands of tokens was charged the few of its answer.
-  const completionTokens = answer.completion_tokens + Math.ceil(thinkingTokens);
-  const estimate = {
-    ...answer,
-    completion_tokens: completionTokens,
-    total_tokens: answer.prompt_tokens + completionTokens,
-  };
+  const estimate = estimateAnswerUsage(call, message, thinkingTokens);
   if (!usage) return { usage: estimate, usageEstimated: true };
   const prompt = estimate.prompt_tokens;
   const completion = usage.completion_tokens === 0 ? estimate.completion_tokens : usage.completion_tokens;

@@ -8,7 +8,7 @@ import {
   type StreamEvent,
 } from "../provider.ts";
 import { readSse } from "../sse.ts";
-import { estimateAnswerUsage } from "../tokens.ts";
+import { estimateAnswerUsage, textTokens } from "../tokens.ts";
 import type { ChatMessage, ResponseFormat, TokenUsage } from "../types.ts";
 import { newCallId } from "./openai-tool-calls.ts";
 import { StopCutter } from "./stop-cutter.ts";
@@ -37,6 +37,9 @@ interface AiToolCall {
 
 interface AiChoicePart {
   content?: string | null;
+  /** A reasoning model's thinking (Qwen3, QwQ, gpt-oss): not passed on, but written, and paid for. */
+  reasoning_content?: string | null;
+  reasoning?: string | null;
   tool_calls?: AiToolCall[];
 }
 
@@ -51,6 +54,11 @@ interface AiOutput {
 type AiRunner = {
   run(model: string, input: Record<string, unknown>, options?: Record<string, unknown>): Promise<unknown>;
 };
+
+/** The thinking a reasoning model wrote beside its answer, in a whole answer's message or a stream's delta. */
+function thinkingOf(part: AiChoicePart | undefined): string {
+  return part?.reasoning_content ?? part?.reasoning ?? "";
+}
 
 /** The answer's text in any of the shapes; JSON mode's object comes back as JSON text. */
 function textOf(output: AiOutput): string | undefined {
@@ -197,7 +205,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
     return {
       message,
       finish_reason: toolCalls.length > 0 ? "tool_calls" : cut && !cutter.stopped ? "length" : "stop",
-      ...this.#usage(call, output.usage, message),
+      ...this.#usage(call, output.usage, message, textTokens(thinkingOf(output.choices?.[0]?.message))),
     };
   }
 
@@ -220,6 +228,8 @@ export class WorkersAiAdapter implements ProviderAdapter {
     let done = false;
     /** Its models take no stop sequences: the answer ends at the first one here, and is read no further. */
     const cutter = new StopCutter(call.stop);
+    /** The thinking written so far, by an estimate: paid for, though the caller is sent none of it. */
+    let thinkingTokens = 0;
     try {
       for await (const message of readSse(body as ReadableStream<Uint8Array>)) {
         if (message.data === "[DONE]") {
@@ -272,8 +282,11 @@ export class WorkersAiAdapter implements ProviderAdapter {
         } else {
           // Nothing for the caller (a model's thinking, reasoning_content, is not passed on), but the stream is
           // alive: the router cuts one silent for the attempt's timeout as stalled, and a delta restarts the clock
-          // by itself, so a model that thought longer than that was cut and tried again, never answering.
-          call.onProgress?.();
+          // by itself, so a model that thought longer than that was cut and tried again, never answering. The
+          // thinking's tokens are told too: a stream cut while the model thinks is charged them.
+          const thinking = textTokens(thinkingOf(chunk.choices?.[0]?.delta));
+          thinkingTokens += thinking;
+          call.onProgress?.(thinking || undefined);
         }
         if (done) break;
       }
@@ -287,7 +300,10 @@ export class WorkersAiAdapter implements ProviderAdapter {
     const message = assembler.message();
     const cut = reachedLimit(call, finishReason, usage, this.defaultMaxTokens);
     const finish = message.tool_calls ? "tool_calls" : cut && !cutter.stopped ? "length" : "stop";
-    yield { type: "done", result: { message, finish_reason: finish, ...this.#usage(call, usage, message) } };
+    yield {
+      type: "done",
+      result: { message, finish_reason: finish, ...this.#usage(call, usage, message, thinkingTokens) },
+    };
   }
 
   async #run(call: AdapterCall, stream: boolean): Promise<unknown> {
@@ -318,16 +334,20 @@ export class WorkersAiAdapter implements ProviderAdapter {
     }
   }
 
-  /** Workers AI reports usage for most models; when it does not, the estimate stands in, and the charge is marked. */
+  /**
+   * Workers AI reports usage for most models; when it does not, the estimate (thinking and all) stands in, and
+   * the charge is marked.
+   */
   #usage(
     call: AdapterCall,
     usage: Partial<TokenUsage> | undefined,
     message: ChatMessage,
+    thinkingTokens: number,
   ): Pick<AdapterResult, "usage" | "usageEstimated"> {
     if (typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number") {
       const { prompt_tokens, completion_tokens } = usage;
       return { usage: { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens } };
     }
-    return { usage: estimateAnswerUsage(call, message), usageEstimated: true };
+    return { usage: estimateAnswerUsage(call, message, thinkingTokens), usageEstimated: true };
   }
 }

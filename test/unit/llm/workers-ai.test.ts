@@ -339,6 +339,32 @@ describe("Workers AI adapter", () => {
     expect(progress).toBe(3);
   });
 
+  it("counts a model's thinking in the usage it estimates, and tells the router of each piece as it comes", async () => {
+    // 400 characters of thinking, about 100 tokens, beside an answer of one; the model reports no usage.
+    const thinking = "Weigh the options. ".repeat(22).slice(0, 400);
+    const { runner } = recordingRunner((inputs) =>
+      inputs.stream
+        ? sse([
+            { choices: [{ delta: { reasoning_content: thinking.slice(0, 200) } }] },
+            { choices: [{ delta: { reasoning_content: thinking.slice(200) } }] },
+            { choices: [{ delta: { content: "42" } }] },
+          ])
+        : { choices: [{ message: { content: "42", reasoning_content: thinking }, finish_reason: "stop" }] },
+    );
+    const adapter = new WorkersAiAdapter(runner);
+    const told: (number | undefined)[] = [];
+    const events = await collect(adapter.stream({ ...call, onProgress: (tokens) => told.push(tokens) }));
+    expect(told).toEqual([50, 50]);
+    const done = events.at(-1);
+    if (done?.type !== "done") throw new Error("the stream did not end");
+    const whole = await adapter.complete(call);
+    for (const result of [done.result, whole]) {
+      expect(result.usageEstimated).toBe(true);
+      expect(result.usage.completion_tokens).toBe(101);
+      expect(result.usage.total_tokens).toBe(result.usage.prompt_tokens + 101);
+    }
+  });
+
   it("tells an account's spent daily allocation as a spent quota, which no retry mends", async () => {
     const failing = (message: string) =>
       new WorkersAiAdapter({
