@@ -27,9 +27,14 @@ export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
   );
   // The runtime's own outbound hop, for bench/router's (d3): the body goes to the OpenAI upstream in one
   // plain fetch and its JSON answer comes back re-serialised, as any router must, with nothing else around it.
+  // Only to a loopback upstream (the bench's fake): the route asks for no credentials, and a deployment with
+  // debug routes on (staging) and a real OPENAI_API_KEY lent its key to anyone who posted, with OpenAI's
+  // answers passed back, its 401 naming the key's last characters included.
   app.post("/__debug/upstream-hop", async (c) => {
     const { OPENAI_BASE_URL, OPENAI_API_KEY } = c.get("config");
-    if (!OPENAI_BASE_URL) throw new ApiError("NOT_FOUND", "/__debug/upstream-hop needs OPENAI_BASE_URL.");
+    if (!OPENAI_BASE_URL || !isLoopback(OPENAI_BASE_URL)) {
+      throw new ApiError("NOT_FOUND", "/__debug/upstream-hop needs OPENAI_BASE_URL on a loopback address.");
+    }
     const upstream = await fetch(`${OPENAI_BASE_URL.replace(/\/+$/, "")}/chat/completions`, {
       method: "POST",
       headers: {
@@ -40,6 +45,12 @@ export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
     });
     return c.json(await upstream.json(), upstream.ok ? 200 : 502);
   });
+}
+
+/** A URL whose host is this machine: only a local fake upstream listens there. */
+function isLoopback(url: string): boolean {
+  const host = new URL(url).hostname;
+  return host === "localhost" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
 const echoRoute = createRoute({

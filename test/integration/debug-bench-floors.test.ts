@@ -28,14 +28,33 @@ function post(vars: Record<string, string>, path = "/__debug/upstream-hop") {
 describe("POST /__debug/upstream-hop", () => {
   it("sends the body unchanged to OPENAI_BASE_URL/chat/completions and answers the upstream's JSON", async () => {
     const upstream = vi.spyOn(globalThis, "fetch").mockImplementation(async () => Response.json(COMPLETION));
-    const response = await post({ OPENAI_BASE_URL: "https://openai.test/v1/", OPENAI_API_KEY: "sk-test" });
+    const response = await post({ OPENAI_BASE_URL: "http://127.0.0.1:9999/v1/", OPENAI_API_KEY: "sk-test" });
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual(COMPLETION);
     expect(upstream).toHaveBeenCalledTimes(1);
     const [url, init] = upstream.mock.calls[0] as [string, RequestInit];
-    expect(url).toBe("https://openai.test/v1/chat/completions");
+    expect(url).toBe("http://127.0.0.1:9999/v1/chat/completions");
     expect(init.body).toBe(BODY);
     expect(new Headers(init.headers).get("Authorization")).toBe("Bearer sk-test");
+  });
+
+  it("lends the deployment's key to no one: an upstream not on loopback (the real OpenAI) is never called", async () => {
+    // Debug routes may be on where OPENAI_API_KEY is a real key (a developer's .dev.vars, a staging deployment);
+    // the route asks for no credentials, so anyone could spend the key and read OpenAI's answers, its 401 naming it.
+    const upstream = vi
+      .spyOn(globalThis, "fetch")
+      .mockImplementation(async () =>
+        Response.json(
+          { error: { message: "Incorrect API key provided: sk-real***wxyz.", code: "invalid_api_key" } },
+          { status: 401 },
+        ),
+      );
+    for (const base of ["https://api.openai.com/v1", "http://127.0.0.1.example.com/v1", "http://10.0.0.5:8000/v1"]) {
+      const response = await post({ OPENAI_BASE_URL: base, OPENAI_API_KEY: "sk-realwxyz" });
+      expect(response.status).toBe(404);
+      expect(await response.text()).not.toContain("sk-real");
+    }
+    expect(upstream).not.toHaveBeenCalled();
   });
 
   it("is absent when debug routes are off, and never in the API document", async () => {
