@@ -149,18 +149,21 @@ export const EnvSchema = z
         return parsed;
       }),
 
-    /** Registers `/__debug/*` routes that fail on purpose; refused in production. */
+    /** Registers `/__debug/*` routes (deliberate failures, test and benchmark helpers); refused in staging and production. */
     ENABLE_DEBUG_ROUTES: z
       .enum(["true", "false", ""])
       .default("false")
       .transform((value) => value === "true"),
   })
   .superRefine((env, ctx) => {
-    if (env.ENVIRONMENT === "production" && env.ENABLE_DEBUG_ROUTES) {
+    // They ask for no credentials and act on any workspace named in the body (a WebSocket ticket to its events,
+    // events published into it, artifacts written to its tasks): for tests and benchmarks on this machine only,
+    // never on a deployed Worker, staging's included.
+    if ((env.ENVIRONMENT === "production" || env.ENVIRONMENT === "staging") && env.ENABLE_DEBUG_ROUTES) {
       ctx.addIssue({
         code: "custom",
         path: ["ENABLE_DEBUG_ROUTES"],
-        message: "debug routes cannot be enabled in production",
+        message: `debug routes cannot be enabled in ${env.ENVIRONMENT}`,
       });
     }
     if (env.ADMIN_TOKEN !== undefined && env.ADMIN_TOKEN.length < 16) {

@@ -17,7 +17,7 @@ import type { HonoEnv } from "../types.ts";
  * `read` runs the export's D1 page queries for the caller's workspace and
  * discards the rows (no encoding, no response stream); `synthetic-export`
  * streams generated rows through the export's encoder and response (no D1).
- * Only with ENABLE_DEBUG_ROUTES=true, which production refuses; a workspace
+ * Only with ENABLE_DEBUG_ROUTES=true, which staging and production refuse; a workspace
  * credential with `audit:read`; not in the OpenAPI document.
  */
 export function registerDebugAuditRoutes(app: OpenAPIHono<HonoEnv>): void {

@@ -8,7 +8,7 @@ import type { HonoEnv } from "../types.ts";
 /**
  * Publishing from outside, for end-to-end tests and the events benchmark: the
  * contract has no public publish route (events come from the domains). Only
- * with ENABLE_DEBUG_ROUTES=true, which production refuses; not in the OpenAPI document.
+ * with ENABLE_DEBUG_ROUTES=true, which staging and production refuse; not in the OpenAPI document.
  */
 export function registerDebugEventRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.use("/__debug/events/*", async (c, next) => {

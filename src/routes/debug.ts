@@ -5,7 +5,7 @@ import type { HonoEnv } from "../types.ts";
 /**
  * Routes that fail on purpose, so error tracking can be checked end to end,
  * and floors for the benchmarks. Present only when ENABLE_DEBUG_ROUTES=true
- * (refused in production); left out of the OpenAPI document.
+ * (refused in staging and production); left out of the OpenAPI document.
  */
 export function registerDebugRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.use("/__debug/*", async (c, next) => {

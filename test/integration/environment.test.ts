@@ -190,16 +190,33 @@ describe("environment checked at the door", () => {
     expect(checkEnv({ ...env, OPENAI_BASE_URL: "http://127.0.0.1:8000/v1" }).ok).toBe(true);
   });
 
-  it("refuses debug routes in production", async () => {
-    const production = { ...env, ENVIRONMENT: "production", ENABLE_DEBUG_ROUTES: "true" };
+  it.each(["production", "staging"])("refuses debug routes in %s", async (environment) => {
+    const deployed = { ...env, ENVIRONMENT: environment, ENABLE_DEBUG_ROUTES: "true" };
     const response = await createApp().fetch(
       new Request("http://edge.test/health"),
-      production,
+      deployed,
       createExecutionContext(),
     );
     const body = (await response.json()) as { code: string; errors: { path: string }[] };
     expect(body.code).toBe("BAD_ENVIRONMENT");
     expect(body.errors.map((error) => error.path)).toEqual(["ENABLE_DEBUG_ROUTES"]);
+  });
+
+  it("gives no one a ticket to another workspace's events on a deployed staging Worker", async () => {
+    // The debug routes ask for no credentials and take any workspace's id: on a deployment they handed anyone
+    // a WebSocket ticket to that workspace's event stream (and published into it, wrote into its tasks).
+    const staging = { ...env, ENVIRONMENT: "staging", ENABLE_DEBUG_ROUTES: "true" };
+    const response = await createApp().fetch(
+      new Request("http://edge.test/__debug/events/tickets", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ workspace_id: "ws_someone_else" }),
+      }),
+      staging,
+      createExecutionContext(),
+    );
+    expect(response.status).toBe(500);
+    expect(await response.text()).not.toContain("ticket_");
   });
 
   it("hides debug routes when they are not enabled", async () => {

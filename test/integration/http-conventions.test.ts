@@ -145,7 +145,9 @@ describe("GET /ready and LLM_DEFAULT_CHAIN", () => {
       const logged = lines.map((line) => JSON.parse(line)).find((line) => line.msg === "readiness check warned");
       expect(logged?.checks.llm_default_chain.warning).toContain("simulated");
     }
-    const staging = (await (await ready({ ENVIRONMENT: "staging" })).json()) as { checks: Record<string, unknown> };
+    const staging = (await (await ready({ ENVIRONMENT: "staging", ENABLE_DEBUG_ROUTES: "false" })).json()) as {
+      checks: Record<string, unknown>;
+    };
     expect(staging.checks.llm_default_chain).toEqual({ ok: true, latency_ms: 0 });
   });
 });
