@@ -62,7 +62,8 @@ export function classifyFailure(error: ProviderError): FailureClass {
     return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "connection_error" };
   }
   const status = error.status;
-  if (status === 402 || error.code === "insufficient_quota") {
+  // OpenAI's spent quota (a 429 that no retry mends) and Anthropic's spent credit (a 402, or a 400: see the adapter).
+  if (status === 402 || error.code === "insufficient_quota" || error.code === "billing_error") {
     return { retryable: false, countsForBreaker: false, cause: "provider", eventType: "quota_exceeded" };
   }
   if (status === 429) return { retryable: true, countsForBreaker: true, cause: "provider", eventType: "rate_limit" };

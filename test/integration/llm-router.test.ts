@@ -1,5 +1,7 @@
+import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { createApp } from "../../src/app.ts";
 import { createDb } from "../../src/db/client.ts";
 import { Logger } from "../../src/lib/logger.ts";
 import { type ApiError, problemBody } from "../../src/lib/problem.ts";
@@ -337,6 +339,45 @@ describe("what a failure tells the caller", () => {
     expect(apiError.status).toBe(503);
     expect(apiError.headers).toEqual({ "X-Should-Retry": "false" });
     expect(problemBody(apiError, "req_test")).toMatchObject({ reason: "all_providers_failed", retryable: false });
+  });
+
+  it("Anthropic's 400 for the deployment's spent credit is a spent quota, not the caller's request, and not told in its words", async () => {
+    // Anthropic answers a spent prepaid balance with a 400 invalid_request_error, not its 402 billing_error.
+    const spent =
+      "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.";
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: `claude-3-5-haiku-credit-${crypto.randomUUID().slice(0, 6)}` }],
+    });
+    const fake = fakeUpstreams({
+      [ANTHROPIC]: () =>
+        Response.json({ type: "error", error: { type: "invalid_request_error", message: spent } }, { status: 400 }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const response = await createApp().fetch(
+      new Request(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages }),
+      }),
+      { ...env, ANTHROPIC_API_KEY: "ak-test", ANTHROPIC_BASE_URL: "https://anthropic.test" },
+      createExecutionContext(),
+    );
+    const text = await response.text();
+    // Before: a 400 "every provider refused the request", which sent the caller to mend a request that had no
+    // fault, in Anthropic's words about the deployment's billing ("go to Plans & Billing").
+    expect(response.status).toBe(503);
+    expect(response.headers.get("X-Should-Retry")).toBe("false");
+    expect(text).not.toMatch(/credit balance|Plans & Billing/);
+    const body = JSON.parse(text) as { reason: string; failures: unknown[]; error: { type: string } };
+    expect(body).toMatchObject({ reason: "all_providers_failed", error: { type: "server_error" } });
+    expect(body.failures).toMatchObject([{ provider: "anthropic", status: 400, code: "billing_error" }]);
+    const [reported] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(reported?.data).toMatchObject({
+      error_type: "quota_exceeded",
+      error_code: "billing_error",
+      http_status: 400,
+    });
   });
 
   it("a rate limit in the middle of a stream is told the caller by status and code, as before its first delta", async () => {

@@ -339,7 +339,18 @@ export class AnthropicAdapter implements ProviderAdapter {
     } catch (error) {
       throw fetchFailure(error, call.signal);
     }
-    if (!response.ok) throw await errorFromResponse(response, retryAfterMs(response.headers));
+    if (!response.ok) throw spentCredit(await errorFromResponse(response, retryAfterMs(response.headers)));
     return response;
   }
+}
+
+/**
+ * Anthropic answers a spent prepaid balance with a 400 invalid_request_error ("Your credit balance is too low to
+ * access the Anthropic API. Please go to Plans & Billing…"), not its 402 billing_error. Read as a request fault,
+ * the caller was answered 400 "every provider refused the request" for a request without fault, in Anthropic's
+ * words about the deployment's billing: it is the deployment's spent quota, `billing_error`, as the 402 is.
+ */
+function spentCredit(error: ProviderError): ProviderError {
+  if (error.status !== 400 || !/credit balance is too low/i.test(error.message)) return error;
+  return new ProviderError("http", error.message, { status: 400, code: "billing_error" });
 }
