@@ -2,7 +2,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { BASE, fakeUpstreams, usageWhenWritten, workspaceWith } from "../support/llm.ts";
+import { BASE, eventsOf, fakeUpstreams, usageWhenWritten, workspaceWith } from "../support/llm.ts";
 
 /**
  * POST /api/v1/llm/chat/completions on a `local` server (vLLM, Ollama, LM Studio) as those servers answer,
@@ -102,6 +102,51 @@ describe("a local server's errors", () => {
 
     const lmStudio = (await (await chat(workspace.key, {})).json()) as { failures: { message: string }[] };
     expect(lmStudio.failures[0].message).toBe("provider answered 400: Model does not support images");
+  });
+});
+
+describe("a gateway's error in the stream, its status as a string (LiteLLM)", () => {
+  // LiteLLM's proxy calls some providers (Anthropic among them) only as its stream starts, and tells their refusal
+  // in the stream: `{"error": {…, "code": "429"}}`, the status as a string, the provider's words in the message.
+  const orgLimit =
+    'litellm.RateLimitError: AnthropicException - {"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed the rate limit for your organization (0f1e2d3c-aaaa-bbbb-cccc-1234567890ab) of 50,000 input tokens per minute."}}';
+  const inStream = (message: string, code: string) =>
+    new Response(`data: ${JSON.stringify({ error: { message, type: "None", param: "None", code } })}\n\n`, {
+      headers: { "Content-Type": "text/event-stream" },
+    });
+
+  it("is told by status, as the same refusal answered over HTTP: a rate limit's words about the account are not passed on", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "local", model: `claude-via-litellm-${crypto.randomUUID().slice(0, 6)}` }],
+    });
+    const fake = fakeUpstreams({ [LOCAL]: () => inStream(orgLimit, "429") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const response = await chat(workspace.key, { stream: true });
+    const text = await response.text();
+    // Before: taken for a 500, its message (the organization's id) passed on in the 503's failures and detail.
+    expect(text).not.toContain("0f1e2d3c-aaaa");
+    expect(response.status).toBe(503);
+    const body = JSON.parse(text) as { failures: { status: number; message: string }[] };
+    expect(body.failures).toEqual([
+      expect.objectContaining({ status: 429, message: expect.stringMatching(/rate limited/) }),
+    ]);
+    const [reported] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(reported?.data).toMatchObject({ error_type: "rate_limit", http_status: 429 });
+  });
+
+  it("a refusal of the gateway's credentials is told as one, not in the words that name the key", async () => {
+    const workspace = await localChain();
+    const keyRefused = "litellm.AuthenticationError: AnthropicException - invalid x-api-key sk-ant-api03-abcd...wxyz";
+    const fake = fakeUpstreams({ [LOCAL]: () => inStream(keyRefused, "401") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const response = await chat(workspace.key, { stream: true });
+    const text = await response.text();
+    expect(text).not.toContain("sk-ant-api03");
+    // Credentials every provider refuses: no retry mends them.
+    expect(response.status).toBe(503);
+    expect(response.headers.get("X-Should-Retry")).toBe("false");
+    expect(fake.count(LOCAL)).toBe(1);
   });
 });
 

@@ -88,6 +88,12 @@ function failIfGivenUp(finish: string | null | undefined): void {
   }
 }
 
+/** An error status given as a number (vLLM) or as its digits (LiteLLM), else undefined. */
+function httpStatusOf(value: unknown): number | undefined {
+  const status = typeof value === "string" && /^\d{3}$/.test(value) ? Number(value) : value;
+  return typeof status === "number" && status >= 400 && status <= 599 ? status : undefined;
+}
+
 /**
  * An error the server sent as data, in a stream or in a 200 answer: OpenAI's error object (vLLM's gives
  * the HTTP status as its `code`, a number), or a bare string (some local servers). Its message is the
@@ -98,10 +104,13 @@ function failIfGivenUp(finish: string | null | undefined): void {
 function errorInBody(error: unknown): ProviderError {
   const fields = typeof error === "object" && error !== null ? (error as Record<string, unknown>) : {};
   const text = typeof error === "string" ? error : typeof fields.message === "string" ? fields.message : "error";
-  const status = [fields.status, fields.code].find(
-    (value): value is number => typeof value === "number" && value >= 400 && value <= 599,
+  // LiteLLM's proxy gives the status as a string ("429"), in the stream of a provider it calls only as the stream
+  // starts: read as a 500, a rate limit or a refused key was retried as one, and told in the provider's words,
+  // which name the deployment's organization or the key's characters, where its status hides them.
+  const status = [fields.status, fields.code].map(httpStatusOf).find((value) => value !== undefined);
+  const code = [fields.code, fields.type].find(
+    (value): value is string => typeof value === "string" && value !== "" && httpStatusOf(value) === undefined,
   );
-  const code = [fields.code, fields.type].find((value): value is string => typeof value === "string" && value !== "");
   return new ProviderError("http", `provider answered ${status ?? 500}: ${text.slice(0, 300)}`, {
     status: status ?? 500,
     code,
