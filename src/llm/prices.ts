@@ -142,7 +142,33 @@ const CACHED_INPUT_2026_11_27: PriceTableVersion = {
   }),
 };
 
-export const PRICE_TABLE_VERSIONS: readonly PriceTableVersion[] = [NOVEMBER_2026, CACHED_INPUT_2026_11_27];
+/**
+ * Models a request may still name whose price is above the unknown-model rate: unlisted, each was charged that
+ * guess ($5 and $15), so a key that may call but not set budgets spent up to 6× (gpt-4) or 40× (o1-pro) what
+ * the workspace's cost budget counted. Also the older cheap ones, charged 3 to 10× too much.
+ */
+const LEGACY_MODELS_2026_11_28: PriceTableVersion = {
+  version: "2026-11-28",
+  effectiveFrom: "2026-11-28",
+  models: {
+    ...CACHED_INPUT_2026_11_27.models,
+    "openai:gpt-4": { ...price(30, 60, 8_192), maxOutputTokens: 8_192 },
+    "openai:gpt-4-turbo": { ...price(10, 30, 128_000), maxOutputTokens: 4_096 },
+    "openai:gpt-4.5-preview": { ...withCachedInput(price(75, 150, 128_000), 37.5), maxOutputTokens: 16_384 },
+    "openai:gpt-3.5-turbo": { ...price(0.5, 1.5, 16_385), maxOutputTokens: 4_096 },
+    "openai:o1-mini": { ...withCachedInput(price(1.1, 4.4, 128_000), 0.55), maxOutputTokens: 65_536 },
+    "openai:o1-pro": { ...price(150, 600, 200_000), maxOutputTokens: 100_000 },
+    "openai:o3-pro": { ...price(20, 80, 200_000), maxOutputTokens: 100_000 },
+    "anthropic:claude-3-opus-latest": { ...price(15, 75, 200_000), maxOutputTokens: 4_096 },
+    "anthropic:claude-3-haiku-20240307": { ...price(0.25, 1.25, 200_000), maxOutputTokens: 4_096 },
+  },
+};
+
+export const PRICE_TABLE_VERSIONS: readonly PriceTableVersion[] = [
+  NOVEMBER_2026,
+  CACHED_INPUT_2026_11_27,
+  LEGACY_MODELS_2026_11_28,
+];
 
 /** Unknown models of a paid provider are priced at this conservative rate rather than as free. */
 const UNKNOWN_MODEL_PRICE = price(5, 15, 128_000);

@@ -190,4 +190,21 @@ describe("prices", () => {
     // A model without a cached rate charges cached input as any input.
     expect(costUsd("anthropic", "claude-3-5-haiku-latest", usage, cachedInput)).toBe(0.8);
   });
+
+  it("prices the older models a request may name from the version of 2026-11-28, not at the unknown-model guess", () => {
+    const [, cachedInput, legacy] = PRICE_TABLE_VERSIONS;
+    expect(currentPriceTable(Date.parse("2026-11-27T23:59:59Z")).version).toBe("2026-11-27");
+    expect(currentPriceTable(Date.parse("2026-11-28T00:00:00Z")).version).toBe("2026-11-28");
+    const million = { prompt_tokens: 1_000_000, completion_tokens: 1_000_000 };
+    // Before, gpt-4 and o1-pro were charged $5 + $15, a sixth and a fortieth of their price.
+    expect(costUsd("openai", "gpt-4", million, cachedInput)).toBe(20);
+    expect(costUsd("openai", "gpt-4", million, legacy)).toBe(90);
+    expect(costUsd("openai", "o1-pro", million, legacy)).toBe(750);
+    expect(costUsd("anthropic", "claude-3-opus-latest", million, legacy)).toBe(90);
+    expect(costUsd("openai", "gpt-3.5-turbo", million, legacy)).toBe(2);
+    // A call that sets no max_tokens reserves the model's own ceiling, not the unknown model's guess.
+    expect(priceOf("openai", "gpt-4-turbo", legacy)).toMatchObject({ known: true, maxOutputTokens: 4_096 });
+    // Every row of the version before is still there, at its price.
+    expect(legacy.models).toMatchObject(cachedInput.models);
+  });
 });
