@@ -48,6 +48,23 @@ export type StreamEvent =
   /** Last event of a stream: the whole message and the provider's own usage figures. */
   | { type: "done"; result: AdapterResult };
 
+/**
+ * A whole answer told as a stream: one delta with all of it, then the end. For a provider that answers a
+ * call whole though the caller asked for a stream (Workers AI in JSON mode, OpenAI for an unverified
+ * organization's reasoning models): the caller still gets a stream, in one piece.
+ */
+export async function* wholeAnswerAsStream(result: AdapterResult): AsyncGenerator<StreamEvent> {
+  const { content, refusal, tool_calls: toolCalls } = result.message;
+  const delta = {
+    type: "delta" as const,
+    ...(content ? { content } : {}),
+    ...(refusal ? { refusal } : {}),
+    ...(toolCalls?.length ? { tool_calls: toolCalls.map((toolCall, index) => ({ index, ...toolCall })) } : {}),
+  };
+  if (Object.keys(delta).length > 1) yield delta;
+  yield { type: "done", result };
+}
+
 export interface ProviderAdapter {
   /** `openai`, `azure`, `local`, `anthropic`, `workers-ai` or `simulated`. */
   readonly name: string;

@@ -8,6 +8,7 @@ import {
   ProviderError,
   type StreamEvent,
   type ToolCallDelta,
+  wholeAnswerAsStream,
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
@@ -92,6 +93,16 @@ function failIfGivenUp(finish: string | null | undefined): void {
 function httpStatusOf(value: unknown): number | undefined {
   const status = typeof value === "string" && /^\d{3}$/.test(value) ? Number(value) : value;
   return typeof status === "number" && status >= 400 && status <= 599 ? status : undefined;
+}
+
+/**
+ * OpenAI's 400 to a stream of a model the deployment's organization may call but not stream until it is
+ * verified (o3, gpt-5: "Your organization must be verified to stream this model…", param `stream`). Told as
+ * the caller's fault, a streamed call of such a model failed with 400 though the same call whole succeeds:
+ * it is asked whole, and streamed to the caller in one piece.
+ */
+function refusesStreamingHere(error: ProviderError): boolean {
+  return error.status === 400 && /must be verified to stream/i.test(error.message);
 }
 
 /**
@@ -202,6 +213,11 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
   readonly #options: OpenAiCompatibleOptions;
   /** The server refused a stream's `stream_options` once: it is not sent again (see #post). */
   #refusesStreamOptions = false;
+  /**
+   * Models this deployment may call but not stream (see refusesStreamingHere): their streams are asked whole and
+   * told in one piece from then on, rather than refused first each time.
+   */
+  readonly #wholeOnlyModels = new Set<string>();
   /** Azure deployments that refused the configured API version, and the newer one each named (see #post). */
   readonly #azureNewerVersions = new Map<string, string>();
 
@@ -260,7 +276,20 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
   }
 
   async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
-    yield* this.#events(call, await this.#post(call, true));
+    if (this.#wholeOnlyModels.has(call.model)) {
+      yield* wholeAnswerAsStream(await this.complete(call));
+      return;
+    }
+    let response: Response;
+    try {
+      response = await this.#post(call, true);
+    } catch (error) {
+      if (!(error instanceof ProviderError && refusesStreamingHere(error))) throw error;
+      this.#wholeOnlyModels.add(call.model);
+      yield* wholeAnswerAsStream(await this.complete(call));
+      return;
+    }
+    yield* this.#events(call, response);
   }
 
   /** A streamed answer's events, its last the whole message with its usage (or an estimate, marked). */

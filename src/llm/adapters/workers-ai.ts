@@ -6,6 +6,7 @@ import {
   type ProviderAdapter,
   ProviderError,
   type StreamEvent,
+  wholeAnswerAsStream,
 } from "../provider.ts";
 import { readSse } from "../sse.ts";
 import { estimateAnswerUsage, textTokens } from "../tokens.ts";
@@ -212,9 +213,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
   async *stream(call: AdapterCall): AsyncIterable<StreamEvent> {
     if (call.response_format && call.response_format.type !== "text") {
       // "JSON Mode currently doesn't support streaming" (Cloudflare's docs): the whole answer, as one piece.
-      const result = await this.complete(call);
-      if (result.message.content) yield { type: "delta", content: result.message.content };
-      yield { type: "done", result };
+      yield* wholeAnswerAsStream(await this.complete(call));
       return;
     }
     const body = await this.#run(call, true);
