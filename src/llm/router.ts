@@ -125,13 +125,24 @@ export class Router implements LlmRouter {
     this.#charger = new CallCharger(deps, this.#now);
   }
 
+  /**
+   * A whole answer. With `context.wholeFromStream` it is asked as a stream and told whole: each event restarts
+   * the attempt's clock, so an answer that takes a model longer than the attempt timeout to write is not cut
+   * and asked again (three times, each charged its prompt and counted against the provider's breaker). It is
+   * still retried and failed over as a whole answer is: its caller has none of it until the end.
+   */
   async chat(request: ChatRequest, context: CallContext): Promise<ChatResult> {
     const call = await this.#prepare(request, context);
     const startedMs = this.#now();
+    const fromStream = context.wholeFromStream === true;
     try {
-      const served = await this.#serve(call, request, context, (adapter, payload) => adapter.complete(payload), {
-        stream: false,
-      });
+      const served = await this.#serve(
+        call,
+        request,
+        context,
+        (adapter, payload) => (fromStream ? wholeFromStream(adapter, payload) : adapter.complete(payload)),
+        { stream: false, clockRestarts: fromStream },
+      );
       return await this.#charger.charge(
         served.target,
         served.adapter,
@@ -373,7 +384,8 @@ export class Router implements LlmRouter {
     request: ChatRequest,
     context: CallContext,
     run: (adapter: ProviderAdapter, call: AdapterCall) => Promise<T>,
-    options: { stream: boolean },
+    /** `clockRestarts`: each event of the provider's restarts the attempt's timeout (a stream's; by default). */
+    options: { stream: boolean; clockRestarts?: boolean },
   ): Promise<Served<T>> {
     const { targets, deadlineMs } = call;
     const { breaker, events } = this.#deps;
@@ -423,7 +435,9 @@ export class Router implements LlmRouter {
         attempts++;
         const attemptTimeoutMs = this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
         const attemptBudgetMs = Math.min(attemptTimeoutMs, deadlineMs - this.#now());
-        const clock = new AttemptClock(attemptBudgetMs, context.signal, { resettable: options.stream });
+        const clock = new AttemptClock(attemptBudgetMs, context.signal, {
+          resettable: options.clockRestarts ?? options.stream,
+        });
         const attemptStartedMs = this.#now();
         let unsentTokens = 0;
         try {
@@ -586,3 +600,12 @@ function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTa
 export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
 export type * from "./router-deps.ts";
 export { BudgetExhaustedError };
+
+/** A stream's answer, read to its end and told whole; every event is progress, for the attempt's clock. */
+async function wholeFromStream(adapter: ProviderAdapter, payload: AdapterCall): Promise<AdapterResult> {
+  for await (const event of adapter.stream(payload)) {
+    if (event.type === "done") return event.result;
+    payload.onProgress?.();
+  }
+  throw new ProviderError("protocol", "the stream ended without its final event");
+}

@@ -210,3 +210,67 @@ describe("attempts that time out at the provider", () => {
     expect((await usageShown(workspace)).data[0]).toMatchObject({ calls: 1, timed_out_attempts: 0, total_tokens: 17 });
   });
 });
+
+describe("a whole answer asked as a stream (the agent runtime's calls)", () => {
+  /** An answer that takes its provider 600 ms to write, a piece every 100 ms: streamed, or whole at the end. */
+  const slowWriter = () =>
+    fakeUpstreams({
+      [OPENAI]: async (request) => {
+        const asked = (await request.json()) as { stream?: boolean };
+        const pieces = ["Parsed ", "in ", "six ", "pieces ", "over ", "time."];
+        if (!asked.stream) {
+          // As a real connection is, given up when the attempt's timer aborts the request.
+          return Promise.race([
+            new Promise<Response>((resolve) =>
+              setTimeout(() => resolve(openAiCompletion(pieces.join(""), answerUsage)), 600),
+            ),
+            hang(request),
+          ]);
+        }
+        const encoder = new TextEncoder();
+        const chunk = (body: unknown) => encoder.encode(`data: ${JSON.stringify(body)}\n\n`);
+        const choice = (delta: unknown, finish: string | null = null) => ({
+          id: "chatcmpl-slow",
+          object: "chat.completion.chunk",
+          choices: [{ index: 0, delta, finish_reason: finish }],
+        });
+        const body = new ReadableStream<Uint8Array>({
+          async start(controller) {
+            for (const piece of pieces) {
+              await new Promise((resolve) => setTimeout(resolve, 100));
+              controller.enqueue(chunk(choice({ content: piece })));
+            }
+            controller.enqueue(chunk(choice({}, "stop")));
+            controller.enqueue(chunk({ ...choice({}), choices: [], usage: { ...answerUsage, total_tokens: 17 } }));
+            controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+            controller.close();
+          },
+        });
+        return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+      },
+    });
+
+  it("is not cut by the attempt timeout while the provider still writes it, as the same answer asked whole is", async () => {
+    const workspace = await budgetedWorkspace("gpt-4o-mini");
+    const fake = slowWriter();
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    // Each attempt may wait 300 ms for the provider: half the time the answer takes to write.
+    const router = routerTimingOutAfter(300, 1);
+    const context = { workspaceId: workspace.id, chargeKey: "long-answer", wholeFromStream: true };
+    const result = await router.chat({ messages }, context);
+    expect(result).toMatchObject({
+      message: { role: "assistant", content: "Parsed in six pieces over time." },
+      finish_reason: "stop",
+      usage: { prompt_tokens: 12, completion_tokens: 5 },
+      attempts: 1,
+    });
+    expect(result.timed_out_attempts).toBeUndefined();
+    expect(fake.count(OPENAI)).toBe(1);
+
+    const asWhole = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "asked-whole" })
+      .catch((e) => e);
+    expect(asWhole).toBeInstanceOf(LlmError);
+    expect(asWhole).toMatchObject({ kind: "all_providers_failed" });
+  });
+});

@@ -97,4 +97,29 @@ describe("a model the deployment's organization may call but not stream", () => 
     }
     expect(sent).toEqual([true, false, false]);
   });
+
+  it("reads a whole JSON answer to a stream it asked for (a server that ignores `stream`) as that answer, in one piece", async () => {
+    const adapter = new OpenAiCompatibleAdapter({
+      name: "local",
+      baseUrl: "http://127.0.0.1:9/v1",
+      fetch: async () => wholeAnswer(),
+    });
+    const call = {
+      model: "qwen3",
+      messages: [{ role: "user" as const, content: "Parse it." }],
+      signal: AbortSignal.timeout(5_000),
+    };
+    const events: StreamEvent[] = [];
+    for await (const event of adapter.stream(call)) events.push(event);
+    expect(events).toEqual([
+      { type: "delta", content: "Parsed." },
+      {
+        type: "done",
+        result: expect.objectContaining({
+          finish_reason: "stop",
+          usage: expect.objectContaining({ completion_tokens: 300 }),
+        }),
+      },
+    ]);
+  });
 });

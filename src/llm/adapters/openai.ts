@@ -227,7 +227,11 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
   }
 
   async complete(call: AdapterCall): Promise<AdapterResult> {
-    const response = await this.#post(call, false);
+    return this.#whole(call, await this.#post(call, false));
+  }
+
+  /** A whole answer, as JSON, or as a stream read to its end. */
+  async #whole(call: AdapterCall, response: Response): Promise<AdapterResult> {
     // Some servers answer every call as a stream, whatever it asks (mini-sglang, KAITO's transformers runtime,
     // servers whose `stream` defaults to true): read as JSON, each answer failed as "not JSON" and was asked again.
     if (/^text\/event-stream/i.test(response.headers.get("Content-Type") ?? "")) {
@@ -287,6 +291,12 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       if (!(error instanceof ProviderError && refusesStreamingHere(error))) throw error;
       this.#wholeOnlyModels.add(call.model);
       yield* wholeAnswerAsStream(await this.complete(call));
+      return;
+    }
+    // A server that ignores `stream` (a proxy, an older local server) answers JSON: read as the whole answer it
+    // is, told in one piece, not failed as a stream that ended before its answer and asked again.
+    if (/^application\/json/i.test(response.headers.get("Content-Type") ?? "")) {
+      yield* wholeAnswerAsStream(await this.#whole(call, response));
       return;
     }
     yield* this.#events(call, response);

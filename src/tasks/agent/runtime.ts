@@ -117,6 +117,8 @@ export class AgentRun {
           chargeKey: `${runId}:${this.steps}`,
           emitEvent: (event) => events.emit(event),
           signal: this.#input.signal,
+          // A turn that writes a long file takes a model minutes: timed out as a stall, it was asked again.
+          wholeFromStream: true,
           deadlineMs: this.#input.deadlineMs,
         },
       );
