@@ -273,6 +273,12 @@ export const EventEnvelopeSchema = z.looseObject({
   timestamp: z.iso.datetime({ offset: true }),
   /** The trace id of the operation that produced the event. */
   correlation_id: z.string().min(1).max(128).optional(),
+  /**
+   * The `X-Request-Id` of the API request that produced the event (the caller's own, if it sent one), absent for
+   * work no request made (a task's run, a cron). A caller that sent no `traceparent` never learns the trace id
+   * in `correlation_id`; this is how it tells which of its calls an `llm.provider.error` or a billing alert came from.
+   */
+  request_id: z.string().min(1).max(128).optional(),
   workspace_id: z.string().min(1).max(128).regex(WORKSPACE_ID_PATTERN),
   agent_id: optionalId,
   task_id: optionalId,
@@ -289,6 +295,7 @@ export interface EventEnvelope {
   event_type: EventType;
   timestamp: string;
   correlation_id?: string;
+  request_id?: string;
   workspace_id: string;
   agent_id?: string | null;
   task_id?: string | null;

@@ -18,7 +18,7 @@ import { parkRefusedEvents } from "./parked.ts";
 /**
  * The one way an event enters the system. Domain code names the type, the
  * workspace and the data; this stamps `event_id`, `timestamp`, `version` and
- * `correlation_id` (the current trace id), validates the whole event against
+ * `correlation_id` (the current trace id) and `request_id` (the request's, when a request made it), validates the whole event against
  * the contract, and hands it to the workspace's EventHub, which assigns `seq`.
  */
 
@@ -31,6 +31,8 @@ export interface PublishInput<K extends EventType = EventType> {
   agent_id?: string | null;
   /** Defaults to the active trace id. */
   correlation_id?: string;
+  /** The API request that produced the event; defaults to the logger's `request_id` (a request's logger has it). */
+  request_id?: string;
 }
 
 export interface PublishContext {
@@ -67,6 +69,7 @@ export function stampEvent<K extends EventType>(
     event_type: input.event_type,
     timestamp: new Date().toISOString(),
     correlation_id: input.correlation_id ?? activeTraceId(context.logger),
+    request_id: input.request_id ?? requestIdOf(context.logger),
     workspace_id: input.workspace_id,
     ...(input.agent_id != null ? { agent_id: input.agent_id } : {}),
     ...(input.task_id != null ? { task_id: input.task_id } : {}),
@@ -75,6 +78,7 @@ export function stampEvent<K extends EventType>(
     version: publishedVersion(input.event_type),
   };
   if (event.correlation_id === undefined) delete event.correlation_id;
+  if (event.request_id === undefined) delete event.request_id;
   const check = validateEvent(event, { exactVersion: true });
   if (!check.ok) {
     const error = new InvalidEventError(input.event_type, check.issues);
@@ -114,6 +118,11 @@ export async function publish<K extends EventType>(
   } catch (error) {
     throw await parkRefusedEvents(env, [event as EventEnvelope], error, context.logger);
   }
+}
+
+function requestIdOf(logger: Logger | undefined): string | undefined {
+  const requestId = logger?.context.request_id;
+  return typeof requestId === "string" ? requestId : undefined;
 }
 
 /** The correlation id events get by default: the active span's trace, else the logger's. */

@@ -18,6 +18,8 @@ export interface BudgetEventContext {
   runId?: string;
   agentId?: string;
   correlationId?: string;
+  /** The API request whose call (or budget change) crossed the threshold. */
+  requestId?: string;
 }
 
 const ALERT_LEVELS: Record<number, "info" | "warning" | "critical"> = { 50: "info", 80: "warning", 100: "critical" };
@@ -43,6 +45,7 @@ export function thresholdEventInputs(
     run_id: context.runId,
     agent_id: context.agentId,
     ...(context.correlationId ? { correlation_id: context.correlationId } : {}),
+    ...(context.requestId ? { request_id: context.requestId } : {}),
   };
   return (["billing.threshold.reached", "billing.usage_alert"] as const).map((eventType) => ({
     ...common,

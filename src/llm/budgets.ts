@@ -219,6 +219,7 @@ function eventContext(context: CallContext): BudgetEventContext {
     ...(context.runId ? { runId: context.runId } : {}),
     ...(context.agentId ? { agentId: context.agentId } : {}),
     ...(context.correlationId ? { correlationId: context.correlationId } : {}),
+    ...(context.requestId ? { requestId: context.requestId } : {}),
   };
 }
 

@@ -28,6 +28,7 @@ export function hubEventSink(
       run_id: context.runId,
       agent_id: context.agentId,
       ...(context.correlationId ? { correlation_id: context.correlationId } : {}),
+      ...(context.requestId ? { request_id: context.requestId } : {}),
       data: data as never,
     };
     if (context.emitEvent) return context.emitEvent(event);

@@ -121,7 +121,7 @@ export function registerBudgetRoutes(app: OpenAPIHono<HonoEnv>): void {
       }),
     ]);
     forgetWorkspaceSettings(workspaceId);
-    const justSetBy = { workspaceId, correlationId: c.get("trace")?.traceId };
+    const justSetBy = { workspaceId, correlationId: c.get("trace")?.traceId, requestId: c.get("requestId") };
     return c.json(await budgetStatus(c.get("config"), workspaceId, budgets, justSetBy), 200);
   });
 }

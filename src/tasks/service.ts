@@ -14,6 +14,7 @@ import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { SubmitResult } from "../limits/admission.ts";
+import type { BudgetEventContext } from "../limits/budget-events.ts";
 import { budgetStatus, exhaustedMessage } from "../llm/index.ts";
 import { settingsLoader } from "../llm/settings.ts";
 import { cancelLocally } from "./cancellation.ts";
@@ -78,7 +79,11 @@ export async function createTask(
     settingsLoader(config)(workspaceId),
   ]);
   if (existing) return replayOf(existing, requestHash);
-  await refuseIfBudgetExhausted(config, workspaceId, settings.budgets, ctx.audit.traceId);
+  await refuseIfBudgetExhausted(config, workspaceId, settings.budgets, {
+    workspaceId,
+    correlationId: ctx.audit.traceId,
+    requestId: ctx.audit.requestId,
+  });
 
   const taskId = newId("task");
   const limiter = limiterOf(config, workspaceId);
@@ -208,11 +213,11 @@ async function refuseIfBudgetExhausted(
   config: AppConfig,
   workspaceId: string,
   budgets: WorkspaceBudgets | null,
-  correlationId: string | undefined,
+  untoldTo: BudgetEventContext,
 ) {
   if (!budgets || Object.values(budgets).every((limit) => limit === null)) return;
   // Thresholds reached by calls no threshold check saw (counted before the budgets were set) are told now.
-  const status = await budgetStatus(config, workspaceId, budgets, undefined, { workspaceId, correlationId });
+  const status = await budgetStatus(config, workspaceId, budgets, undefined, untoldTo);
   // retry_after_seconds is when the last spent budget resets: a month's spent beside a day's is the one named,
   // else the answer would say the day's budget resets in the month's time.
   const spent = status.exhausted_by.find((budget) => budget.period === "monthly") ?? status.exhausted_by[0];

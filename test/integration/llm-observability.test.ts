@@ -1,0 +1,61 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { BASE, eventsOf, fetcher, workspaceWith } from "../support/llm.ts";
+
+/** What an operator and a caller can tell of one call to POST /api/v1/llm/chat/completions: its events. */
+
+afterEach(() => vi.restoreAllMocks());
+
+function chat(headers: Record<string, string>, body: unknown) {
+  return fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+    method: "POST",
+    headers: { ...headers, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+describe("the events of a call", () => {
+  it("carry the caller's X-Request-Id, so it can tell which of its calls they came from", async () => {
+    // A first target that always fails, then one that answers: an llm.provider.error per attempt and a fallback.
+    const workspace = await workspaceWith(
+      {
+        strategy: "fallback",
+        chain: [
+          { provider: "simulated", model: "sim-1?failure_rate=1&failure_status=500" },
+          { provider: "simulated", model: "sim-1?completion_tokens=60" },
+        ],
+      },
+      { daily_tokens: 100, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
+    );
+    const requestId = "caller-request-0001";
+    const response = await chat(
+      { ...workspace.headers, "X-Request-Id": requestId },
+      { model: "auto", messages: [{ role: "user", content: "hi" }] },
+    );
+    expect(response.status).toBe(200);
+    expect(response.headers.get("X-Request-Id")).toBe(requestId);
+
+    const errors = await eventsOf(workspace, "llm.provider.error", 1);
+    const fallbacks = await eventsOf(workspace, "llm.provider.fallback", 1);
+    // The call's 60 tokens of answer cross 50% of the 100-token day, told by the workspace's limiter.
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 1);
+    expect(errors.length).toBeGreaterThan(0);
+    expect(fallbacks).toHaveLength(1);
+    expect(reached.length).toBeGreaterThan(0);
+    for (const event of [...errors, ...fallbacks, ...reached]) {
+      expect(event, event.event_type).toMatchObject({ request_id: requestId });
+    }
+  });
+
+  it("carry it for a task's submission too (task.created)", async () => {
+    const workspace = await workspaceWith(null);
+    const requestId = "caller-request-0002";
+    const submitted = await fetcher(`${BASE}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json", "X-Request-Id": requestId },
+      body: JSON.stringify({ title: "Build the bundle", type: "code_generation" }),
+    });
+    expect(submitted.status).toBe(202);
+    const [created] = await eventsOf(workspace, "task.created", 1);
+    expect(created).toMatchObject({ request_id: requestId });
+  });
+});
