@@ -1,4 +1,5 @@
 import type { BudgetRoom } from "../limits/budgets.ts";
+import { AttemptSpan } from "../observability/llm-spans.ts";
 import { AttemptClock, sleepMs } from "./attempt.ts";
 import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
 import {
@@ -79,6 +80,13 @@ interface Served<T> {
   pause: () => void;
   /** The tokens the serving attempt's provider wrote and did not send (AdapterCall.onProgress), estimated. */
   unsentTokens: () => number;
+  /** The serving attempt's trace span, ended with its usage when the answer is whole (a stream's at its end). */
+  span: AttemptSpan;
+}
+
+/** What an attempt's span is told of an answer. */
+function answered(result: AdapterResult) {
+  return { usage: result.usage, finishReason: result.finish_reason, usageEstimated: result.usageEstimated === true };
 }
 
 /**
@@ -143,6 +151,7 @@ export class Router implements LlmRouter {
         (adapter, payload) => (fromStream ? wholeFromStream(adapter, payload) : adapter.complete(payload)),
         { stream: false, clockRestarts: fromStream },
       );
+      served.span.end(answered(served.value));
       return await this.#charger.charge(
         served.target,
         served.adapter,
@@ -221,6 +230,7 @@ export class Router implements LlmRouter {
         }
         served.finish();
         if (!final) throw new ProviderError("protocol", "the stream ended without its final event");
+        served.span.end(answered(final));
         told(true);
         resolveResult(await router.#charger.charge(target, adapter, final, attempts, context, call, startedMs));
       } catch (error) {
@@ -234,6 +244,12 @@ export class Router implements LlmRouter {
           : error instanceof ProviderError
             ? error
             : fetchFailure(error, new AbortController().signal);
+        served.span.end({
+          error: {
+            status: failure instanceof ProviderError ? failure.status : undefined,
+            code: failure instanceof ProviderError ? failure.code : failure.kind,
+          },
+        });
         if (!(failure instanceof ProviderError)) told(true);
         else {
           told(false, failure.code);
@@ -266,6 +282,7 @@ export class Router implements LlmRouter {
         served.finish();
         if (!final && !failed) {
           // The consumer stopped early (the client went away): stop the provider, and charge what it did.
+          served.span.end({ error: { code: "abandoned" } });
           told(true);
           await served.value.iterator.return?.().catch(() => {});
           delivered.addUnsent(served.unsentTokens());
@@ -440,15 +457,25 @@ export class Router implements LlmRouter {
         });
         const attemptStartedMs = this.#now();
         let unsentTokens = 0;
+        const span = new AttemptSpan({
+          provider: target.provider,
+          model: stripQuery(target.model),
+          attempt: attempts,
+          retry,
+          stream: options.stream,
+          simulated: adapter.simulated,
+        });
         try {
-          const value = await run(adapter, {
-            ...this.#payload(request, target, call),
-            signal: clock.signal,
-            onProgress: (tokens) => {
-              clock.touch();
-              unsentTokens += tokens ?? 0;
-            },
-          });
+          const value = await span.run(() =>
+            run(adapter, {
+              ...this.#payload(request, target, call),
+              signal: clock.signal,
+              onProgress: (tokens) => {
+                clock.touch();
+                unsentTokens += tokens ?? 0;
+              },
+            }),
+          );
           // A stream's outcome is told at its end (chatStream): told at its first event as well, a stream that
           // broke mid-answer counted as a success and a failure, so providers that cut every stream short never
           // had five failures in a row, and GET /api/v1/providers read each such call as two at 50%.
@@ -464,10 +491,12 @@ export class Router implements LlmRouter {
             touch: () => clock.touch(),
             pause: () => clock.pause(),
             unsentTokens: () => unsentTokens,
+            span,
           };
         } catch (caught) {
           clock.finish();
           const error = fetchFailure(caught, clock.signal);
+          span.end({ error: { status: error.status, code: context.signal?.aborted ? "cancelled" : error.code } });
           // The caller's cancellation is no failure of the provider's, whatever its reason (AbortSignal.timeout's
           // reads like an attempt's own timeout): no retry, no breaker record, no provider error event.
           if (context.signal?.aborted || error.failure === "cancelled") {

@@ -134,6 +134,9 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
     try {
       if (body.stream) {
         const routed = await router.chatStream(request, context);
+        // The invocation's traces are exported once its waitUntil work is done: without the stream's end among
+        // it, they went out with the serving attempt's span still open, its tokens and outcome never told.
+        c.executionCtx.waitUntil(routed.result.catch(() => {}));
         const stream = completionStream(
           id,
           routed.model,
