@@ -90,7 +90,14 @@ const BillingData = z.looseObject({
   threshold: z.number(),
   percentage: z.number(),
   alert_level: z.enum(["info", "warning", "critical"]),
+  // Beyond the seed's fields, sent with every such event: which budget (the unit of current_usage and threshold,
+  // tokens or US dollars) and which step of it (50, 80, 100). Optional, so events without them stay valid.
+  metric: z.enum(["tokens", "cost_usd"]).optional(),
+  threshold_percent: z.number().int().min(0).optional(),
 });
+
+/** The issue's `simulated` label on the router's events: the offline provider answered or failed, not a real one. */
+const simulatedLabel = z.boolean().optional();
 
 const LlmProviderErrorData = z.looseObject({
   provider: z.string().min(1),
@@ -99,6 +106,7 @@ const LlmProviderErrorData = z.looseObject({
   error_code: z.string(),
   retry_count: count,
   fallback_triggered: z.boolean(),
+  simulated: simulatedLabel,
 });
 
 /**
@@ -230,6 +238,7 @@ export const EVENT_DATA_V1 = {
     from_model: z.string().min(1),
     to_model: z.string().min(1),
     reason: z.enum(["rate_limit", "error_rate", "cost", "performance"]),
+    simulated: simulatedLabel,
   }),
 } satisfies Record<EventType, z.ZodType>;
 

@@ -58,4 +58,21 @@ describe("the events of a call", () => {
     const [created] = await eventsOf(workspace, "task.created", 1);
     expect(created).toMatchObject({ request_id: requestId });
   });
+
+  it("are described whole by GET /api/v1/events/schema: the simulated label, and which budget a billing alert is of", async () => {
+    const workspace = await workspaceWith(null);
+    const response = await fetcher(`${BASE}/api/v1/events/schema`, { headers: workspace.headers });
+    expect(response.status).toBe(200);
+    const schema = (await response.json()) as { $defs: Record<string, any> };
+    const dataOf = (name: string) => schema.$defs[name].properties.data.properties;
+    expect(schema.$defs.envelope.properties.request_id).toMatchObject({ type: "string" });
+    for (const name of ["llm.provider.error@1.0", "llm.provider.error@1.1", "llm.provider.fallback@1.0"]) {
+      expect(dataOf(name).simulated, name).toEqual({ type: "boolean" });
+    }
+    for (const name of ["billing.threshold.reached@1.0", "billing.usage_alert@1.0"]) {
+      // current_usage and threshold are tokens or US dollars: metric says which.
+      expect(dataOf(name).metric, name).toEqual({ type: "string", enum: ["tokens", "cost_usd"] });
+      expect(dataOf(name).threshold_percent, name).toMatchObject({ type: "integer" });
+    }
+  });
 });
