@@ -29,7 +29,12 @@ export async function handleQueueBatch(batch: MessageBatch, env: WorkerEnv, ctx:
     const config = checked.config;
     switch (queueKind(batch.queue)) {
       case "tasks":
-        await consumeTaskBatch(batch, config, { router: taskRouter(config, logger, ctx), logger, executionCtx: ctx });
+        await consumeTaskBatch(batch, config, {
+          router: taskRouter(config, logger, ctx),
+          logger,
+          executionCtx: ctx,
+          report: (error, tags) => reportError(env, ctx, error, { tags: { queue: batch.queue, ...tags } }),
+        });
         return;
       case "tasks-dlq":
         await consumeDeadLetterBatch(batch, config, logger, ctx);

@@ -59,6 +59,8 @@ export interface ConsumerDeps {
   random?: () => number;
   /** The invocation's, for events parked while the hub fails: tried again a few seconds later. */
   executionCtx?: Pick<ExecutionContext, "waitUntil">;
+  /** Sends a run's unexpected error to Sentry, tagged with its task, run and workspace. */
+  report?: (error: unknown, tags: Record<string, string>) => void;
 }
 
 type Work = { message: Message<unknown>; body: TaskMessage; task: TaskRow };
@@ -256,6 +258,8 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
         events: chainOf(claim.task.id),
         logger: logger.child({ task_id: claim.task.id, run_id: claim.runId, workspace_id: claim.task.workspaceId }),
         artifactLimits: deps.artifactLimits,
+        report: (error) =>
+          deps.report?.(error, { task_id: claim.task.id, run_id: claim.runId, workspace_id: claim.task.workspaceId }),
       });
       cancels.ended(claim.task.id);
       return { claim, result };

@@ -25,6 +25,8 @@ export interface ExecuteInput {
   events: EventChain;
   logger: Logger;
   artifactLimits?: ArtifactLimits;
+  /** Sends an error no classification explains (a bug, not a provider's failure or a timeout) to Sentry. */
+  report?: (error: unknown) => void;
 }
 
 export interface Executed {
@@ -88,13 +90,20 @@ export async function executeRun(input: ExecuteInput): Promise<Executed> {
     };
   } catch (error) {
     end = classify(error, controller.signal);
-    if (end.kind !== "cancelled") input.logger.warn("run ended with an error", { error, end: end.kind });
+    // An error none of the known kinds explains is a bug (or storage failing): an operator's to see, as a
+    // request's is. Told only in a warning, retried and at last dead-lettered, it never reached Sentry.
+    if ("error" in end && end.error.type === INTERNAL_ERROR) {
+      input.logger.error("run failed unexpectedly", { error, end: end.kind });
+      input.report?.(error);
+    } else if (end.kind !== "cancelled") input.logger.warn("run ended with an error", { error, end: end.kind });
   } finally {
     clearTimeout(timer);
     unregister();
   }
   return { end, run, files, durationMs: Date.now() - startedAtMs };
 }
+
+const INTERNAL_ERROR = "internal_error";
 
 /** Retryable: timeouts, provider outages, storage hiccups. Not: bad input, exhausted budget, cancellation. */
 export function classify(error: unknown, signal: AbortSignal): RunEnd {
@@ -130,5 +139,5 @@ export function classify(error: unknown, signal: AbortSignal): RunEnd {
       : { kind: "failed", runStatus: "failed", error: { type, message: error.message } };
   }
   const message = error instanceof Error ? error.message : String(error);
-  return { kind: "retry", runStatus: "failed", error: { type: "internal_error", message: message.slice(0, 1_000) } };
+  return { kind: "retry", runStatus: "failed", error: { type: INTERNAL_ERROR, message: message.slice(0, 1_000) } };
 }

@@ -1,7 +1,15 @@
+import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { createDb } from "../../src/db/client.ts";
+import { taskRuns } from "../../src/db/schema.ts";
+import { Router } from "../../src/llm/router.ts";
+import { handleQueueBatch } from "../../src/queues/consumer.ts";
 import { BASE, eventsOf, fetcher, workspaceWith } from "../support/llm.ts";
+import { insertTask, taskBody } from "../unit/tasks/fakes.ts";
 
-/** What an operator and a caller can tell of one call to POST /api/v1/llm/chat/completions: its events. */
+/** What an operator and a caller can tell of an LLM call: its events, and a bug's report. */
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -74,5 +82,36 @@ describe("the events of a call", () => {
       expect(dataOf(name).metric, name).toEqual({ type: "string", enum: ["tokens", "cost_usd"] });
       expect(dataOf(name).threshold_percent, name).toMatchObject({ type: "integer" });
     }
+  });
+});
+
+describe("a task run's unexpected error", () => {
+  it("reaches Sentry, tagged with the task, run and workspace, as a request's does with its request id", async () => {
+    const workspace = await workspaceWith(null);
+    const row = await insertTask(workspace.id);
+    // A bug in the call path (not a provider's failure, which the router turns into an LlmError).
+    vi.spyOn(Router.prototype, "chat").mockRejectedValue(new TypeError("settings.chain is not iterable"));
+    const reports: string[] = [];
+    const realFetch = globalThis.fetch;
+    vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
+      const request = new Request(input, init);
+      if (new URL(request.url).hostname !== "sentry.test") return realFetch(input, init);
+      reports.push(await request.text());
+      return new Response('{"id":"0"}', { status: 200 });
+    });
+    const batch = createMessageBatch("tasks", [
+      { id: "msg-unexpected", timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+    ]);
+    const ctx = createExecutionContext();
+    await handleQueueBatch(batch, { ...env, SENTRY_DSN: "https://publickey@sentry.test/42" }, ctx);
+    await waitOnExecutionContext(ctx);
+    // The run is retried, as an unexplained failure is.
+    expect((await getQueueResult(batch, ctx)).retryMessages).toEqual([{ msgId: "msg-unexpected" }]);
+    const report = reports.find((body) => body.includes("settings.chain is not iterable"));
+    expect(report, `${reports.length} reports`).toBeDefined();
+    const [run] = await createDb(env.DB).select().from(taskRuns).where(eq(taskRuns.taskId, row.id));
+    expect(report).toContain(`"task_id":"${row.id}"`);
+    expect(report).toContain(`"run_id":"${run.id}"`);
+    expect(report).toContain(`"workspace_id":"${workspace.id}"`);
   });
 });
