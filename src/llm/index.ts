@@ -27,6 +27,8 @@ export * from "./types.ts";
 export interface LlmRouterDeps {
   logger: Logger;
   waitUntil?: (promise: Promise<unknown>) => void;
+  /** RouterDeps.report: where a bug met in a call's attempt is sent (Sentry). */
+  report?: RouterDeps["report"];
   /** Tests only: shorter timeouts and breaker windows, a stubbed sleep. */
   overrides?: Partial<
     Pick<RouterDeps, "attemptTimeoutMs" | "defaultDeadlineMs" | "maxAttemptsPerTarget" | "sleep" | "random" | "now">
@@ -64,7 +66,7 @@ export function breakerClientFor(config: AppConfig, policy?: BreakerPolicy): Bre
 }
 
 export function createLlmRouter(config: AppConfig, deps: LlmRouterDeps): Router {
-  const { logger, waitUntil, overrides = {} } = deps;
+  const { logger, waitUntil, report, overrides = {} } = deps;
   const { breakerPolicy, ...routerOverrides } = overrides;
   return new Router({
     adapters: buildAdapters(config),
@@ -75,6 +77,7 @@ export function createLlmRouter(config: AppConfig, deps: LlmRouterDeps): Router 
     events: hubEventSink(config, logger, waitUntil),
     logger,
     waitUntil,
+    report,
     attemptTimeoutMs: config.LLM_ATTEMPT_TIMEOUT_MS,
     ...routerOverrides,
   });

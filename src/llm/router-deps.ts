@@ -127,6 +127,12 @@ export interface RouterDeps {
   events: EventSink;
   logger: Logger;
   waitUntil?: (promise: Promise<unknown>) => void;
+  /**
+   * An attempt's error that is no provider's failure: not a ProviderError (adapters turn every failure of the
+   * provider's, its connection's and its answer's into one) nor a timeout or a cancellation, so a bug in the call
+   * path. Sent to Sentry, tagged with the call's request or task; the call still fails over, as on a broken answer.
+   */
+  report?: (error: unknown, context: CallContext) => void;
   latency?: LatencyTracker;
   now?: () => number;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;

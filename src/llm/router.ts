@@ -238,6 +238,7 @@ export class Router implements LlmRouter {
         served.finish();
         delivered.addUnsent(served.unsentTokens());
         await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
+        router.#reportIfUnexpected(error, new AbortController().signal, context, target);
         // Cancelled by the caller mid-stream: no failure of the provider's (see #serve).
         const failure = context.signal?.aborted
           ? new LlmError("cancelled", "the call was cancelled", false)
@@ -495,6 +496,7 @@ export class Router implements LlmRouter {
           };
         } catch (caught) {
           clock.finish();
+          this.#reportIfUnexpected(caught, clock.signal, context, target);
           const error = fetchFailure(caught, clock.signal);
           span.end({ error: { status: error.status, code: context.signal?.aborted ? "cancelled" : error.code } });
           // The caller's cancellation is no failure of the provider's, whatever its reason (AbortSignal.timeout's
@@ -587,6 +589,22 @@ export class Router implements LlmRouter {
           }
         : {}),
     };
+  }
+
+  /**
+   * An attempt's error that no adapter raised as the provider's (every failure of a provider, its connection and
+   * its answer is a ProviderError), nor an abort: a bug in the call path. It goes on as a failed connection (the
+   * call fails over, as on a broken answer), but told only as that, in a warning, it never reached Sentry.
+   */
+  #reportIfUnexpected(caught: unknown, attemptSignal: AbortSignal, context: CallContext, target: RouteTarget): void {
+    if (caught instanceof ProviderError || caught instanceof LlmError) return;
+    if (attemptSignal.aborted || context.signal?.aborted) return;
+    this.#deps.logger.error("llm attempt failed unexpectedly", {
+      provider: target.provider,
+      model: stripQuery(target.model),
+      error: caught,
+    });
+    this.#deps.report?.(caught, context);
   }
 
   #checkCancelled(context: CallContext): void {

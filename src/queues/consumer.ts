@@ -28,14 +28,17 @@ export async function handleQueueBatch(batch: MessageBatch, env: WorkerEnv, ctx:
     if (!checked.ok) throw new Error(`bad environment: ${checked.problems.map((problem) => problem.path).join(", ")}`);
     const config = checked.config;
     switch (queueKind(batch.queue)) {
-      case "tasks":
+      case "tasks": {
+        const report = (error: unknown, tags: Record<string, string>) =>
+          reportError(env, ctx, error, { tags: { queue: batch.queue, ...tags } });
         await consumeTaskBatch(batch, config, {
-          router: taskRouter(config, logger, ctx),
+          router: taskRouter(config, logger, ctx, report),
           logger,
           executionCtx: ctx,
-          report: (error, tags) => reportError(env, ctx, error, { tags: { queue: batch.queue, ...tags } }),
+          report,
         });
         return;
+      }
       case "tasks-dlq":
         await consumeDeadLetterBatch(batch, config, logger, ctx);
         return;

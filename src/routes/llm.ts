@@ -9,6 +9,7 @@ import { createLlmRouter } from "../llm/index.ts";
 import { completionId, completionStream, toChatRequest, toCompletion } from "../llm/openai-compat.ts";
 import { ChatCompletionRequestSchema, ChatCompletionSchema } from "../llm/openai-schemas.ts";
 import { requireScope } from "../middleware/auth.ts";
+import { reportError } from "../observability/sentry.ts";
 import type { HonoEnv } from "../types.ts";
 
 /**
@@ -115,7 +116,15 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
     const logger = c.get("logger");
     const requestId = c.get("requestId");
     const workspaceId = c.get("workspaceId")!;
-    const router = createLlmRouter(c.get("config"), { logger, waitUntil: (work) => c.executionCtx.waitUntil(work) });
+    const router = createLlmRouter(c.get("config"), {
+      logger,
+      waitUntil: (work) => c.executionCtx.waitUntil(work),
+      report: (error) =>
+        reportError(c.env, c.executionCtx, error, {
+          request: c.req.raw,
+          tags: { request_id: requestId, workspace_id: workspaceId, trace_id: c.get("trace")?.traceId },
+        }),
+    });
     const callId = ulid();
     // A stream's client may leave while the provider is silent; its body's cancel aborts the call through this.
     const abandoned = body.stream ? new AbortController() : undefined;

@@ -2,8 +2,10 @@ import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecu
 import { env } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { createApp } from "../../src/app.ts";
 import { createDb } from "../../src/db/client.ts";
 import { taskRuns } from "../../src/db/schema.ts";
+import { SimulatedAdapter } from "../../src/llm/adapters/simulated.ts";
 import { Router } from "../../src/llm/router.ts";
 import { handleQueueBatch } from "../../src/queues/consumer.ts";
 import { BASE, eventsOf, fetcher, workspaceWith } from "../support/llm.ts";
@@ -113,5 +115,51 @@ describe("a task run's unexpected error", () => {
     expect(report).toContain(`"task_id":"${row.id}"`);
     expect(report).toContain(`"run_id":"${run.id}"`);
     expect(report).toContain(`"workspace_id":"${workspace.id}"`);
+  });
+});
+
+describe("a bug in a call's attempt", () => {
+  it("is reported to Sentry with the request id, not only told to the caller as a provider's connection failure", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "simulated", model: "sim-1?latency_ms=1" },
+        { provider: "simulated", model: "sim-1" },
+      ],
+    });
+    const realComplete = SimulatedAdapter.prototype.complete;
+    // The adapter breaks on its first target's answer (as a parser meeting a shape it did not expect); the
+    // call still fails over to the next target, which answers.
+    vi.spyOn(SimulatedAdapter.prototype, "complete").mockImplementation(function (this: SimulatedAdapter, call) {
+      if (call.model.includes("latency_ms"))
+        throw new TypeError("Cannot read properties of undefined (reading 'text')");
+      return realComplete.call(this, call);
+    });
+    const reports: string[] = [];
+    const realFetch = globalThis.fetch;
+    vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
+      const request = new Request(input, init);
+      if (new URL(request.url).hostname !== "sentry.test") return realFetch(input, init);
+      reports.push(await request.text());
+      return new Response('{"id":"0"}', { status: 200 });
+    });
+    const requestId = "caller-request-bug-0001";
+    const ctx = createExecutionContext();
+    const response = await createApp().fetch(
+      new Request(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json", "X-Request-Id": requestId },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }] }),
+      }),
+      { ...env, SENTRY_DSN: "https://publickey@sentry.test/42" },
+      ctx,
+    );
+    expect(response.status).toBe(200);
+    await waitOnExecutionContext(ctx);
+    const report = reports.find((body) => body.includes("reading 'text'"));
+    expect(report, `${reports.length} reports`).toBeDefined();
+    expect(report).toContain(`"request_id":"${requestId}"`);
+    expect(report).toContain(`"workspace_id":"${workspace.id}"`);
+    expect(report).not.toContain(workspace.key);
   });
 });
