@@ -88,10 +88,12 @@ export class ProviderError extends Error {
   readonly retryAfterMs?: number;
   /** The provider's error code (e.g. `rate_limit_exceeded`, `insufficient_quota`) or `http_<status>`. */
   readonly code: string;
+  /** The provider's id for the request it refused (its `x-request-id`, `request-id`): what its support asks for. */
+  readonly providerRequestId?: string;
   constructor(
     failure: ProviderFailure,
     message: string,
-    options: { status?: number; retryAfterMs?: number; code?: string } = {},
+    options: { status?: number; retryAfterMs?: number; code?: string; providerRequestId?: string } = {},
   ) {
     super(message);
     this.name = "ProviderError";
@@ -99,7 +101,23 @@ export class ProviderError extends Error {
     this.status = options.status;
     this.retryAfterMs = options.retryAfterMs;
     this.code = options.code ?? (options.status !== undefined ? `http_${options.status}` : failure);
+    if (options.providerRequestId !== undefined) this.providerRequestId = options.providerRequestId;
   }
+}
+
+/**
+ * The headers providers name a request by: OpenAI's (and vLLM's, many gateways') `x-request-id`, Anthropic's
+ * `request-id`, Azure's `apim-request-id`. Kept only when short and plain, as it goes into log lines.
+ */
+const PROVIDER_REQUEST_ID_HEADERS = ["x-request-id", "request-id", "apim-request-id"] as const;
+const PLAIN_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+export function providerRequestIdOf(headers: Headers): string | undefined {
+  for (const name of PROVIDER_REQUEST_ID_HEADERS) {
+    const value = headers.get(name)?.trim();
+    if (value && PLAIN_REQUEST_ID.test(value)) return value;
+  }
+  return undefined;
 }
 
 /** Turns a fetch failure into a ProviderError: an abort is a timeout or a cancellation, anything else the connection. */
@@ -185,9 +203,11 @@ export async function errorFromResponse(response: Response, retryAfterMs: number
   } catch {
     // Not JSON: the status says enough.
   }
+  const providerRequestId = providerRequestIdOf(response.headers);
   return new ProviderError("http", `provider answered ${response.status}: ${detail.slice(0, 300)}`, {
     status: response.status,
     retryAfterMs,
     code,
+    ...(providerRequestId !== undefined ? { providerRequestId } : {}),
   });
 }

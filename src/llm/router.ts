@@ -498,7 +498,13 @@ export class Router implements LlmRouter {
           clock.finish();
           this.#reportIfUnexpected(caught, clock.signal, context, target);
           const error = fetchFailure(caught, clock.signal);
-          span.end({ error: { status: error.status, code: context.signal?.aborted ? "cancelled" : error.code } });
+          span.end({
+            error: {
+              status: error.status,
+              code: context.signal?.aborted ? "cancelled" : error.code,
+              providerRequestId: error.providerRequestId,
+            },
+          });
           // The caller's cancellation is no failure of the provider's, whatever its reason (AbortSignal.timeout's
           // reads like an attempt's own timeout): no retry, no breaker record, no provider error event.
           if (context.signal?.aborted || error.failure === "cancelled") {
@@ -537,6 +543,8 @@ export class Router implements LlmRouter {
             // What a code alone does not tell apart ("connection": a refused port, a header the runtime would not
             // send, a reset), for the operator.
             message: error.message,
+            // The provider's own id for the request, which its support asks for (an unexplained 500).
+            ...(error.providerRequestId !== undefined ? { provider_request_id: error.providerRequestId } : {}),
             retry,
             retry_in_ms: retryHere ? waitMs : null,
           });

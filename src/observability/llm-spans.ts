@@ -28,7 +28,7 @@ export interface AttemptOutcome {
   finishReason?: string | null;
   usageEstimated?: boolean;
   /** The attempt failed: the provider's HTTP status (none when no answer came) and the error's code. */
-  error?: { status?: number; code: string };
+  error?: { status?: number; code: string; providerRequestId?: string };
 }
 
 export class AttemptSpan {
@@ -73,6 +73,9 @@ export class AttemptSpan {
     if (outcome.error) {
       span.setAttribute("error.type", outcome.error.code);
       if (outcome.error.status !== undefined) span.setAttribute("http.response.status_code", outcome.error.status);
+      if (outcome.error.providerRequestId !== undefined) {
+        span.setAttribute("mgx.llm.provider_request_id", outcome.error.providerRequestId);
+      }
       // The code, not the provider's message: a refusal of our credentials names the key's last characters.
       span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.code });
     }

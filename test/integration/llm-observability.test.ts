@@ -8,7 +8,17 @@ import { taskRuns } from "../../src/db/schema.ts";
 import { SimulatedAdapter } from "../../src/llm/adapters/simulated.ts";
 import { Router } from "../../src/llm/router.ts";
 import { handleQueueBatch } from "../../src/queues/consumer.ts";
-import { BASE, eventsOf, fetcher, workspaceWith } from "../support/llm.ts";
+import {
+  ANTHROPIC_URL,
+  anthropicMessage,
+  BASE,
+  eventsOf,
+  fakeUpstreams,
+  fetcher,
+  OPENAI_URL,
+  problem,
+  workspaceWith,
+} from "../support/llm.ts";
 import { insertTask, taskBody } from "../unit/tasks/fakes.ts";
 
 /** What an operator and a caller can tell of an LLM call: its events, and a bug's report. */
@@ -161,5 +171,55 @@ describe("a bug in a call's attempt", () => {
     expect(report).toContain(`"request_id":"${requestId}"`);
     expect(report).toContain(`"workspace_id":"${workspace.id}"`);
     expect(report).not.toContain(workspace.key);
+  });
+});
+
+describe("a failed attempt's log line", () => {
+  it("names the provider's own id for the request it refused, which its support asks for", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini-request-ids" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    const fake = fakeUpstreams({
+      "openai.test": () => problem(500, { "x-request-id": "req_7f3a9c0e2b" }),
+      "anthropic.test": (_request, call) =>
+        call === 1
+          ? Response.json(
+              { type: "error", error: { type: "overloaded_error", message: "Overloaded" } },
+              { status: 529, headers: { "request-id": "req_011CSHoEeqs5C35K2UUqR7Fy" } },
+            )
+          : anthropicMessage("from claude"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const lines: string[] = [];
+    vi.spyOn(console, "log").mockImplementation((line: unknown) => void lines.push(String(line)));
+    const response = await createApp().fetch(
+      new Request(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }] }),
+      }),
+      {
+        ...env,
+        OPENAI_API_KEY: "sk-test",
+        OPENAI_BASE_URL: OPENAI_URL,
+        ANTHROPIC_API_KEY: "ak-test",
+        ANTHROPIC_BASE_URL: ANTHROPIC_URL,
+      },
+      createExecutionContext(),
+    );
+    expect(response.status).toBe(200);
+    const failed = lines
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.msg === "llm attempt failed");
+    expect(failed.map((line) => [line.provider, line.status, line.provider_request_id])).toEqual([
+      ["openai", 500, "req_7f3a9c0e2b"],
+      ["openai", 500, "req_7f3a9c0e2b"],
+      ["openai", 500, "req_7f3a9c0e2b"],
+      ["anthropic", 529, "req_011CSHoEeqs5C35K2UUqR7Fy"],
+    ]);
   });
 });
