@@ -7,7 +7,7 @@ import type { CallContext } from "./types.ts";
  * `llm.provider.error` and `llm.provider.fallback` through the workspace's
  * EventHub, in the seed's shapes plus `simulated` (the data objects are open
  * to additions). Publishing never delays or fails the call: it runs in the
- * background, and what the hub will not take is parked (src/events/parked.ts).
+ * background, in order, and what the hub will not take is parked (src/events/parked.ts).
  * A caller with events of its own (CallContext.emitEvent) gets them there.
  */
 
@@ -16,6 +16,9 @@ export function hubEventSink(
   logger: Logger,
   waitUntil?: (promise: Promise<unknown>) => void,
 ): EventSink {
+  // A call's events go to the hub one after another, each once the one before landed (or was parked): sent at
+  // once, a provider error the hub missed for a moment landed, retried, after the fallback told right after it.
+  let landed: Promise<unknown> = Promise.resolve();
   const send = (
     eventType: "llm.provider.error" | "llm.provider.fallback",
     context: CallContext,
@@ -32,9 +35,10 @@ export function hubEventSink(
       data: data as never,
     };
     if (context.emitEvent) return context.emitEvent(event);
-    const work = publish(config, event, { logger }).catch((error: unknown) =>
-      logUndelivered(logger, error, { event_type: eventType }),
-    );
+    const work = landed
+      .then(() => publish(config, event, { logger }))
+      .catch((error: unknown) => logUndelivered(logger, error, { event_type: eventType }));
+    landed = work;
     if (waitUntil) waitUntil(work);
   };
   return {

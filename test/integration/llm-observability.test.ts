@@ -2,6 +2,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecu
 import { env } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { EventHub } from "../../durable-objects/event-hub.ts";
 import { createApp } from "../../src/app.ts";
 import { createDb } from "../../src/db/client.ts";
 import { taskRuns } from "../../src/db/schema.ts";
@@ -221,5 +222,32 @@ describe("a failed attempt's log line", () => {
       ["openai", 500, "req_7f3a9c0e2b"],
       ["anthropic", 529, "req_011CSHoEeqs5C35K2UUqR7Fy"],
     ]);
+  });
+});
+
+describe("a call's events", () => {
+  it("land in the order they happened, even when the hub misses the first one for a moment", async () => {
+    // A 400 fails over at once: the provider's error and the fallback are told back to back.
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "simulated", model: "sim-1?failure_rate=1&failure_status=400" },
+        { provider: "simulated", model: "sim-1" },
+      ],
+    });
+    const publish = EventHub.prototype.publish;
+    let missed = false;
+    vi.spyOn(EventHub.prototype, "publish").mockImplementation(function (this: EventHub, event) {
+      if (event.event_type === "llm.provider.error" && !missed) {
+        missed = true;
+        return Promise.reject(new Error("Durable Object reset because its code was updated."));
+      }
+      return publish.call(this, event);
+    });
+    const response = await chat(workspace.headers, { model: "auto", messages: [{ role: "user", content: "hi" }] });
+    expect(response.status).toBe(200);
+    const events = await eventsOf(workspace, "llm.*", 2);
+    expect(missed).toBe(true);
+    expect(events.map((event) => event.event_type)).toEqual(["llm.provider.error", "llm.provider.fallback"]);
   });
 });
