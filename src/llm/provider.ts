@@ -8,6 +8,8 @@ export interface AdapterCall extends GenerationSettings {
   tools?: ToolDefinition[];
   /** Aborts on the per-attempt timeout, the overall deadline, or the caller's cancellation. */
   signal: AbortSignal;
+  /** The API request the call serves (its X-Request-Id), sent where a provider takes a client's own id for it. */
+  clientRequestId?: string;
   /**
    * A stream's adapter calls it as the provider's chunks arrive, also those that carry nothing for the caller
    * (a reasoning model's thinking): the provider is alive, and a stream's timeout is for one that stalls.

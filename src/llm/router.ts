@@ -470,6 +470,7 @@ export class Router implements LlmRouter {
           const value = await span.run(() =>
             run(adapter, {
               ...this.#payload(request, target, call),
+              ...(context.requestId !== undefined ? { clientRequestId: context.requestId } : {}),
               signal: clock.signal,
               onProgress: (tokens) => {
                 clock.touch();

@@ -17,6 +17,7 @@ import {
   fakeUpstreams,
   fetcher,
   OPENAI_URL,
+  openAiCompletion,
   problem,
   workspaceWith,
 } from "../support/llm.ts";
@@ -249,5 +250,40 @@ describe("a call's events", () => {
     const events = await eventsOf(workspace, "llm.*", 2);
     expect(missed).toBe(true);
     expect(events.map((event) => event.event_type)).toEqual(["llm.provider.error", "llm.provider.fallback"]);
+  });
+});
+
+describe("the upstream call", () => {
+  it("carries the request's id to OpenAI as X-Client-Request-Id, which its support can look the call up by", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini-client-ids" }],
+    });
+    const fake = fakeUpstreams({ "openai.test": () => openAiCompletion("done") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const config = {
+      ...env,
+      OPENAI_API_KEY: "sk-test",
+      OPENAI_BASE_URL: OPENAI_URL,
+    };
+    const send = (headers: Record<string, string>) =>
+      createApp().fetch(
+        new Request(`${BASE}/api/v1/llm/chat/completions`, {
+          method: "POST",
+          headers: { ...workspace.headers, "Content-Type": "application/json", ...headers },
+          body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }] }),
+        }),
+        config,
+        createExecutionContext(),
+      );
+    const named = await send({ "X-Request-Id": "caller-request-upstream-1" });
+    expect(named.status).toBe(200);
+    // Without one of the caller's, the id the answer's X-Request-Id gives.
+    const unnamed = await send({});
+    expect(unnamed.status).toBe(200);
+    expect(fake.calls["openai.test"].map((request) => request.headers.get("X-Client-Request-Id"))).toEqual([
+      "caller-request-upstream-1",
+      unnamed.headers.get("X-Request-Id"),
+    ]);
   });
 });

@@ -493,6 +493,9 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
       if (this.#options.name === "azure") headers["api-key"] = this.#options.apiKey;
       else headers.Authorization = `Bearer ${this.#options.apiKey}`;
     }
+    // OpenAI's header for the client's own id of a request, which its logs and support can look a call up by (one
+    // that timed out has no x-request-id of theirs to quote): the caller's X-Request-Id, as in our logs and events.
+    if (this.#options.name === "openai" && call.clientRequestId) headers["X-Client-Request-Id"] = call.clientRequestId;
     const body = {
       // Azure names the deployment in the URL; the others read it here.
       ...(this.#options.name === "azure" ? {} : { model: call.model }),
