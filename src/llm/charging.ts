@@ -1,7 +1,7 @@
 import { hasAnyBudget, normaliseUsage } from "./attempt.ts";
 import type { AdapterResult, ProviderAdapter } from "./provider.ts";
 import type { BudgetAmounts, RouterDeps } from "./router-deps.ts";
-import { type RouteTarget, stripQuery, targetCostUsd } from "./routing.ts";
+import { modelName, type RouteTarget, targetCostUsd } from "./routing.ts";
 import { DeliveredText } from "./tokens.ts";
 import { type CallContext, type ChargedCall, type ChatResult, LlmError, type TokenUsage } from "./types.ts";
 
@@ -102,7 +102,7 @@ export class CallCharger {
     startedMs: number,
   ): Promise<ChatResult> {
     const estimated = value.usageEstimated === true;
-    const model = stripQuery(target.model);
+    const model = modelName(target);
     const usage = normaliseUsage(value.usage);
     const cost = targetCostUsd(target, usage);
     const timedOut = this.#timedOutLines(context, call);
@@ -183,7 +183,7 @@ export class CallCharger {
         runId: context.runId ?? null,
         requestId: context.requestId ?? null,
         provider: line.target.provider,
-        model: stripQuery(line.target.model),
+        model: modelName(line.target),
         usage: line.usage,
         costUsd: line.costUsd,
         simulated: line.adapter.simulated,
@@ -299,7 +299,7 @@ function chargedCall({ usage, costUsd: cost, target, adapter }: ChargeLine): Cha
     usage,
     cost_usd: cost,
     provider: target.provider,
-    model: stripQuery(target.model),
+    model: modelName(target),
     simulated: adapter.simulated,
   };
 }

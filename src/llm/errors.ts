@@ -1,7 +1,7 @@
 import { providerWithSettings } from "./adapters/index.ts";
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
-import { type RouteTarget, stripQuery } from "./routing.ts";
+import { modelName, type RouteTarget } from "./routing.ts";
 import { LlmError, type TargetFailure } from "./types.ts";
 
 /** How the router treats a failed attempt, and how it is reported in `llm.provider.error`. */
@@ -145,7 +145,7 @@ export class FailureTally {
     this.#anyRetryable ||= failure.retryable;
     const told: TargetFailure = {
       provider: target.provider,
-      model: stripQuery(target.model),
+      model: modelName(target),
       attempts: retry + 1,
       status: error.status ?? null,
       code: error.code,

@@ -23,9 +23,9 @@ import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
 import type { RoutedStream, RouterDeps } from "./router-deps.ts";
 import {
   LatencyTracker,
+  modelName,
   planTargets,
   type RouteTarget,
-  stripQuery,
   targetCostUsd,
   targetKey,
   targetPrice,
@@ -258,7 +258,7 @@ export class Router implements LlmRouter {
           // that has started is never retried or failed over, since the caller already has part of the answer.
           router.#deps.events.providerError(context, {
             provider: target.provider,
-            model: stripQuery(target.model),
+            model: modelName(target),
             error_type: classifyFailure(failure).eventType,
             error_code: failure.code,
             retry_count: retry,
@@ -294,7 +294,7 @@ export class Router implements LlmRouter {
     }
     return {
       provider: target.provider,
-      model: stripQuery(target.model),
+      model: modelName(target),
       simulated: adapter.simulated,
       attempts,
       deltas: started(deltas()),
@@ -440,9 +440,9 @@ export class Router implements LlmRouter {
       if (previous) {
         events.fallback(context, {
           from_provider: previous.target.provider,
-          from_model: stripQuery(previous.target.model),
+          from_model: modelName(previous.target),
           to_provider: target.provider,
-          to_model: stripQuery(target.model),
+          to_model: modelName(target),
           reason: previous.reason,
           simulated: adapter.simulated,
         });
@@ -460,7 +460,7 @@ export class Router implements LlmRouter {
         let unsentTokens = 0;
         const span = new AttemptSpan({
           provider: target.provider,
-          model: stripQuery(target.model),
+          model: modelName(target),
           attempt: attempts,
           retry,
           stream: options.stream,
@@ -538,7 +538,7 @@ export class Router implements LlmRouter {
             breaker.state(key) !== "open";
           this.#deps.logger.warn("llm attempt failed", {
             provider: target.provider,
-            model: stripQuery(target.model),
+            model: modelName(target),
             status: error.status,
             code: error.code,
             // What a code alone does not tell apart ("connection": a refused port, a header the runtime would not
@@ -551,7 +551,7 @@ export class Router implements LlmRouter {
           });
           events.providerError(context, {
             provider: target.provider,
-            model: stripQuery(target.model),
+            model: modelName(target),
             error_type: failure.eventType,
             error_code: error.code,
             retry_count: retry,
@@ -610,7 +610,7 @@ export class Router implements LlmRouter {
     if (attemptSignal.aborted || context.signal?.aborted) return;
     this.#deps.logger.error("llm attempt failed unexpectedly", {
       provider: target.provider,
-      model: stripQuery(target.model),
+      model: modelName(target),
       error: caught,
     });
     this.#deps.report?.(caught, context);

@@ -283,3 +283,14 @@ export function stripQuery(model: string): string {
   const query = model.indexOf("?");
   return query === -1 ? model : model.slice(0, query);
 }
+
+/**
+ * The name a target is told by (events, answers, usage rows, failures, logs): its model without a simulated
+ * model's settings. Settings alone (a request's `simulated:?failure_rate=1`, a chain entry `?latency_ms=5`) name
+ * no model but the provider's default: told as "", each of the call's llm.provider.error and fallback events
+ * failed its schema, was lost and reported to Sentry as a bug (a caller's input flooding it), and its usage rows
+ * and answer named no model.
+ */
+export function modelName(target: Pick<RouteTarget, "provider" | "model">): string {
+  return stripQuery(target.model) || DEFAULT_MODELS[target.provider] || target.model;
+}

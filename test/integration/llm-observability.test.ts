@@ -19,6 +19,7 @@ import {
   OPENAI_URL,
   openAiCompletion,
   problem,
+  usageWhenWritten,
   workspaceWith,
 } from "../support/llm.ts";
 import { insertTask, taskBody } from "../unit/tasks/fakes.ts";
@@ -285,5 +286,46 @@ describe("the upstream call", () => {
       "caller-request-upstream-1",
       unnamed.headers.get("X-Request-Id"),
     ]);
+  });
+});
+
+describe("a model named by its settings alone", () => {
+  it("is told as its provider's default model: its events are published, not refused as invalid and reported", async () => {
+    const workspace = await workspaceWith(null);
+    const reports: string[] = [];
+    const realFetch = globalThis.fetch;
+    vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
+      const request = new Request(input, init);
+      if (new URL(request.url).hostname !== "sentry.test") return realFetch(input, init);
+      reports.push(await request.text());
+      return new Response('{"id":"0"}', { status: 200 });
+    });
+    const send = async (model: string) => {
+      const ctx = createExecutionContext();
+      const response = await createApp().fetch(
+        new Request(`${BASE}/api/v1/llm/chat/completions`, {
+          method: "POST",
+          headers: { ...workspace.headers, "Content-Type": "application/json" },
+          body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }] }),
+        }),
+        { ...env, SENTRY_DSN: "https://publickey@sentry.test/42" },
+        ctx,
+      );
+      const body = (await response.json()) as { model: string };
+      await waitOnExecutionContext(ctx);
+      return { status: response.status, body };
+    };
+    // Tried first and failing, then the default chain's sim-1 answers.
+    expect((await send("simulated:?failure_rate=1&failure_status=500")).status).toBe(200);
+    const errors = await eventsOf(workspace, "llm.provider.error", 3);
+    expect(errors.map((event) => event.data.model)).toEqual(["sim-1", "sim-1", "sim-1"]);
+    const [fallback] = await eventsOf(workspace, "llm.provider.fallback", 1);
+    expect(fallback?.data).toMatchObject({ from_model: "sim-1", to_model: "sim-1" });
+    // Served itself, its answer and usage row name the model too.
+    const served = await send("simulated:?latency_ms=1");
+    expect(served).toMatchObject({ status: 200, body: { model: "sim-1" } });
+    const usage = await usageWhenWritten(workspace);
+    expect(usage.data.map((row: { model: string }) => row.model)).toEqual(["sim-1"]);
+    expect(reports).toEqual([]);
   });
 });
