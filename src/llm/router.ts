@@ -256,6 +256,19 @@ export class Router implements LlmRouter {
           told(false, failure.code);
           // The provider failed this call as surely as a failed attempt does, and is told the same way; a stream
           // that has started is never retried or failed over, since the caller already has part of the answer.
+          // Logged as #serve logs a failed attempt: the route's own line says the stream failed, not at which
+          // provider and model, so a provider that cut streams short was named only in the event.
+          router.#deps.logger.warn("llm attempt failed", {
+            provider: target.provider,
+            model: modelName(target),
+            status: failure.status,
+            code: failure.code,
+            message: failure.message,
+            ...(failure.providerRequestId !== undefined ? { provider_request_id: failure.providerRequestId } : {}),
+            retry,
+            retry_in_ms: null,
+            mid_stream: true,
+          });
           router.#deps.events.providerError(context, {
             provider: target.provider,
             model: modelName(target),

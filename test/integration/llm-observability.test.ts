@@ -329,3 +329,32 @@ describe("a model named by its settings alone", () => {
     expect(reports).toEqual([]);
   });
 });
+
+describe("a stream the provider cuts mid-answer", () => {
+  it("is logged as a failed attempt naming the provider and model, as one that fails before its answer is", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?stream_chunks=8&cut_after_chunks=3" }],
+    });
+    const lines: string[] = [];
+    vi.spyOn(console, "log").mockImplementation((line: unknown) => void lines.push(String(line)));
+    const response = await chat(
+      { ...workspace.headers, "X-Request-Id": "caller-request-cut-0001" },
+      { model: "auto", stream: true, messages: [{ role: "user", content: "hi" }] },
+    );
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain('"error"');
+    const failed = lines
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.msg === "llm attempt failed");
+    expect(failed).toEqual([
+      expect.objectContaining({
+        request_id: "caller-request-cut-0001",
+        provider: "simulated",
+        model: "sim-1",
+        code: "connection",
+        mid_stream: true,
+      }),
+    ]);
+  });
+});
