@@ -66,7 +66,16 @@ export function stampedThresholdEvents(
 ): EventEnvelope[] {
   const events: EventEnvelope[] = [];
   for (const crossing of crossings) {
-    logger.warn("budget threshold reached", { workspace_id: context.workspaceId, ...crossing });
+    // With the request (or task) and trace whose charge crossed it, as its events carry them: the limiter's own
+    // line named only the workspace, so what crossed it was found in the events alone.
+    logger.warn("budget threshold reached", {
+      workspace_id: context.workspaceId,
+      ...(context.requestId ? { request_id: context.requestId } : {}),
+      ...(context.correlationId ? { trace_id: context.correlationId } : {}),
+      ...(context.taskId ? { task_id: context.taskId } : {}),
+      ...(context.runId ? { run_id: context.runId } : {}),
+      ...crossing,
+    });
     for (const input of thresholdEventInputs(crossing, context)) {
       try {
         events.push(stampEvent(input, { logger }) as EventEnvelope);

@@ -50,6 +50,8 @@ describe("the events of a call", () => {
       { daily_tokens: 100, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null },
     );
     const requestId = "caller-request-0001";
+    const lines: string[] = [];
+    vi.spyOn(console, "log").mockImplementation((line: unknown) => void lines.push(String(line)));
     const response = await chat(
       { ...workspace.headers, "X-Request-Id": requestId },
       { model: "auto", messages: [{ role: "user", content: "hi" }] },
@@ -67,6 +69,11 @@ describe("the events of a call", () => {
     for (const event of [...errors, ...fallbacks, ...reached]) {
       expect(event, event.event_type).toMatchObject({ request_id: requestId });
     }
+    // The limiter's log line of the crossing names the request and its trace, as the request's own lines do.
+    const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    const accessLine = logged.find((line) => line.msg === "request completed" && line.request_id === requestId);
+    const crossing = logged.find((line) => line.msg === "budget threshold reached");
+    expect(crossing).toMatchObject({ request_id: requestId, trace_id: accessLine?.trace_id });
   });
 
   it("carry it for a task's submission too (task.created)", async () => {
