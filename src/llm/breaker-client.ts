@@ -92,7 +92,7 @@ export class BreakerClient {
     return {
       state: (key) => this.state(key, background),
       tryTrial: (key) => this.tryTrial(key),
-      record: (key, ok, error) => this.record(key, ok, error, background),
+      record: (key, ok, error, atMs) => this.record(key, ok, error, background, atMs),
       releaseTrial: (key) => this.releaseTrial(key, background),
     };
   }
@@ -129,8 +129,15 @@ export class BreakerClient {
     }
   }
 
-  record(key: string, ok: boolean, error?: string, background: (work: Promise<unknown>) => void = () => {}): void {
-    this.#tell(key, { atMs: this.#now(), ok, ...(error ? { error } : {}) }, background);
+  /** `atMs`: when the provider answered, if not now (a stream's outcome is told at its end; see BreakerGate.record). */
+  record(
+    key: string,
+    ok: boolean,
+    error?: string,
+    background: (work: Promise<unknown>) => void = () => {},
+    atMs: number = this.#now(),
+  ): void {
+    this.#tell(key, { atMs, ok, ...(error ? { error } : {}) }, background);
   }
 
   /** The half-open trial granted here ended without a verdict: frees it for the next call, here and in the object. */
@@ -140,7 +147,8 @@ export class BreakerClient {
 
   #tell(key: string, outcome: Outcome, background: (work: Promise<unknown>) => void): void {
     const entry = this.#entry(key);
-    const { atMs: nowMs, ok } = outcome;
+    const { ok } = outcome;
+    const nowMs = this.#now();
     const before = stateNameOf(entry.state, nowMs, this.#policy);
     entry.state = recordOutcomes(entry.state, [outcome], nowMs, this.#policy);
     if (!this.#remote) return;

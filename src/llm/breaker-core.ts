@@ -123,6 +123,14 @@ export function recordOutcomes(
       continue;
     }
     if (outcome.ok) {
+      if (answeredBeforeLastFailure(next, outcome.atMs)) {
+        // A success older than the breaker's opening or its latest failure (another isolate's, batched for up to a
+        // second; a stream that began answering before and ended after) says nothing of the provider since: it
+        // takes its place in the window. Applied as news, it closed a breaker opened a moment later elsewhere, and
+        // wiped the failures that opened it from the error rate, or broke a run of consecutive failures it preceded.
+        insertByTime(next.outcomes, [outcome.atMs, 1]);
+        continue;
+      }
       // Any success (a trial, or a call tried while every target was open) proves the target works. The
       // window starts afresh from it: the failures that opened the breaker would otherwise hold the ratio
       // rule above 50% and reopen it at once, for another 30 s, however well the provider now answers.
@@ -131,10 +139,13 @@ export function recordOutcomes(
       next = { ...next, outcomes, open: false, openedAtMs: null, consecutiveFailures: 0, trialStartedAtMs: null };
       continue;
     }
-    next.outcomes.push([outcome.atMs, 0]);
+    insertByTime(next.outcomes, [outcome.atMs, 0]);
     next.consecutiveFailures += 1;
     next.lastError = outcome.error ?? next.lastError;
-    const halfOpenTrialFailed = next.open && next.trialStartedAtMs !== null;
+    // Only a failure since the trial began can be the trial's: an older one arriving late (an isolate that could
+    // not reach the object) reopened the breaker from its own, earlier time, half-open at once, and freed the
+    // slot for a second trial while the first was still out.
+    const halfOpenTrialFailed = next.open && next.trialStartedAtMs !== null && outcome.atMs >= next.trialStartedAtMs;
     if (halfOpenTrialFailed) {
       next = { ...next, openedAtMs: outcome.atMs, trialStartedAtMs: null };
       continue;
@@ -148,6 +159,23 @@ export function recordOutcomes(
   // The ratio rule looks at the whole window, which outcomes from other isolates may complete late.
   if (!next.open && windowSaysOpen(next, next.outcomes, policy)) next = { ...next, open: true, openedAtMs: nowMs };
   return next;
+}
+
+/** The success at `atMs` came before the breaker opened, or before a failure already recorded. */
+function answeredBeforeLastFailure(state: BreakerState, atMs: number): boolean {
+  if (state.open && state.openedAtMs !== null && atMs < state.openedAtMs) return true;
+  const outcomes = state.outcomes;
+  for (let index = outcomes.length - 1; index >= 0 && outcomes[index][0] > atMs; index--) {
+    if (outcomes[index][1] === 0) return true;
+  }
+  return false;
+}
+
+/** Keeps the window in time order (pruning reads it from the oldest), though outcomes may arrive late. */
+function insertByTime(outcomes: [number, 0 | 1][], outcome: [number, 0 | 1]): void {
+  let at = outcomes.length;
+  while (at > 0 && outcomes[at - 1][0] > outcome[0]) at--;
+  outcomes.splice(at, 0, outcome);
 }
 
 function shouldOpen(state: BreakerState, nowMs: number, policy: BreakerPolicy): boolean {

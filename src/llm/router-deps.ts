@@ -24,7 +24,11 @@ export interface BreakerGate {
   state(key: string): BreakerStateName;
   /** Half-open: asks the shared breaker for the single trial call. */
   tryTrial(key: string): Promise<boolean>;
-  record(key: string, ok: boolean, error?: string): void;
+  /**
+   * `atMs`: when the provider answered, if not now. A stream's success is told when it ends but dated when it
+   * began answering: a stream begun before the breaker opened says nothing of the provider since.
+   */
+  record(key: string, ok: boolean, error?: string, atMs?: number): void;
   /** The trial tryTrial granted ended without a verdict (an outcome record ignores): the next call may have it. */
   releaseTrial(key: string): void;
 }

@@ -80,6 +80,8 @@ interface Served<T> {
   pause: () => void;
   /** The tokens the serving attempt's provider wrote and did not send (AdapterCall.onProgress), estimated. */
   unsentTokens: () => number;
+  /** When the provider answered: a stream's first event. */
+  answeredAtMs: number;
   /** The serving attempt's trace span, ended with its usage when the answer is whole (a stream's at its end). */
   span: AttemptSpan;
 }
@@ -205,7 +207,7 @@ export class Router implements LlmRouter {
     // a success (it answered whole, or was answering when its caller stopped or left).
     let outcomeTold = false;
     const told = (ok: boolean, error?: string) => {
-      if (!outcomeTold) router.#deps.breaker.record(targetKey(target), ok, error);
+      if (!outcomeTold) router.#deps.breaker.record(targetKey(target), ok, error, ok ? served.answeredAtMs : undefined);
       outcomeTold = true;
     };
     async function* deltas() {
@@ -507,6 +509,7 @@ export class Router implements LlmRouter {
             pause: () => clock.pause(),
             unsentTokens: () => unsentTokens,
             span,
+            answeredAtMs: this.#now(),
           };
         } catch (caught) {
           clock.finish();

@@ -78,6 +78,31 @@ describe("breaker shared across isolates", () => {
   });
 });
 
+describe("outcomes that arrive late", () => {
+  it("a success batched in one isolate before another opened the breaker does not close it, nor hide its failures", async () => {
+    const model = `stale-${crypto.randomUUID().slice(0, 8)}`;
+    const key = `openai:${model}`;
+    // A's calls are answered half a second before B's fail (the clock in workerd stands still between I/O).
+    const isolateA = new BreakerClient(remote(), { now: () => Date.now() - 500 });
+    const isolateB = new BreakerClient(remote());
+    const heldByA: Promise<unknown>[] = [];
+    // A's first outcome goes at once; its next success is held for the periodic sync, up to a second.
+    isolateA.gate((work) => heldByA.push(work)).record(key, true);
+    await Promise.all(heldByA.splice(0));
+    isolateA.gate((work) => heldByA.push(work)).record(key, true);
+    // Then B's calls fail five times in a row: the breaker opens, everywhere.
+    const heldByB: Promise<unknown>[] = [];
+    for (let call = 0; call < 5; call++) isolateB.gate((work) => heldByB.push(work)).record(key, false, "http_503");
+    await Promise.all(heldByB);
+    // A's held success arrives after the opening: it came before, and says nothing of the provider since.
+    await Promise.all(heldByA);
+    const [shared] = await env.PROVIDER_BREAKER.getByName("openai").snapshot(undefined, [model]);
+    expect(shared?.view).toMatchObject({ state: "open", calls: 7, consecutiveFailures: 5 });
+    expect(shared?.view.errorRate).toBeCloseTo(5 / 7);
+    expect(isolateA.state(key)).toBe("open");
+  });
+});
+
 describe("background syncs and request ownership", () => {
   it("sends a model's first outcome at once, so a model called once is known to the object (GET /api/v1/providers)", async () => {
     const model = `once-${crypto.randomUUID().slice(0, 8)}`;

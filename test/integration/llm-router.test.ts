@@ -628,6 +628,69 @@ describe("circuit breaker", () => {
   });
 });
 
+describe("circuit breaker and calls that outlast its opening", () => {
+  it("a stream begun before the breaker opened and ending after it does not close the breaker", async () => {
+    const model = `gpt-4o-mini-long-stream-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    const encoder = new TextEncoder();
+    const chunk = (body: unknown) => encoder.encode(`data: ${JSON.stringify(body)}\n\n`);
+    let endStream!: () => void;
+    const streamMayEnd = new Promise<void>((resolve) => {
+      endStream = resolve;
+    });
+    const fake = fakeUpstreams({
+      // The first call: a stream that answers at once and ends only when told; every call after it: an outage.
+      [OPENAI]: (_request, call) =>
+        call > 1
+          ? problem(503)
+          : new Response(
+              new ReadableStream<Uint8Array>({
+                async start(controller) {
+                  controller.enqueue(
+                    chunk({
+                      choices: [{ index: 0, delta: { role: "assistant", content: "long" }, finish_reason: null }],
+                    }),
+                  );
+                  await streamMayEnd;
+                  controller.enqueue(chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }));
+                  controller.enqueue(chunk({ choices: [], usage: { prompt_tokens: 9, completion_tokens: 1 } }));
+                  controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+                  controller.close();
+                },
+              }),
+              { headers: { "Content-Type": "text/event-stream" } },
+            ),
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    // Open for a minute: no half-open trial within the test.
+    const { router, breakerPolicy, settled } = routerWithQuickBreaker(60_000);
+    const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "long-stream" });
+    const deltas = routed.deltas[Symbol.asyncIterator]();
+    expect((await deltas.next()).done).toBe(false);
+    // While it streams, OpenAI fails five calls: the breaker opens, and calls go to Claude.
+    for (let call = 0; call < 5; call++) {
+      const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `ls${call}` });
+      expect(result.provider).toBe("anthropic");
+    }
+    expect(fake.count(OPENAI)).toBe(6);
+    // The stream begun before the outage ends well: that says nothing of OpenAI since.
+    endStream();
+    while (!(await deltas.next()).done);
+    await routed.result;
+    const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "ls-next" });
+    expect(next.provider).toBe("anthropic");
+    expect(fake.count(OPENAI)).toBe(6);
+    await settled();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
+    expect(breakers.find((entry) => entry.model === model)?.view).toMatchObject({
+      state: "open",
+      calls: 6,
+      consecutiveFailures: 5,
+    });
+  });
+});
+
 describe("streams, tokens and cost", () => {
   it("a stream of 10,000 chunks is parsed exactly, and usage comes from the stream's usage chunk", async () => {
     const workspace = await openAiOnly("gpt-4o-mini");

@@ -97,4 +97,34 @@ describe("circuit breaker", () => {
     );
     expect(viewOf(failing, 100_400)).toMatchObject({ state: "closed", calls: 200, errorRate: 0.125 });
   });
+
+  it("places an outcome that arrives late by its time: an older success neither closes it nor breaks a later run", () => {
+    const open = recordOutcomes(CLOSED, [10, 11, 12, 13, 14].map(fail), 14);
+    // Answered at 9, before the opening at 14: the breaker stays open, the success counted in the window.
+    const late = recordOutcomes(open, [ok(9)], 15);
+    expect(viewOf(late, 15)).toMatchObject({ state: "open", openedAtMs: 14, calls: 6, consecutiveFailures: 5 });
+    expect(late.outcomes.map(([atMs]) => atMs)).toEqual([9, 10, 11, 12, 13, 14]);
+    // Closed: four failures, then a success from before them; the fifth failure still opens it.
+    const four = recordOutcomes(CLOSED, [20, 21, 22, 23].map(fail), 23);
+    const afterLate = recordOutcomes(four, [ok(19)], 24);
+    expect(viewOf(afterLate, 24)).toMatchObject({ state: "closed", consecutiveFailures: 4 });
+    expect(viewOf(recordOutcomes(afterLate, [fail(25)], 25), 25).state).toBe("open");
+    // A success after the opening (a trial, a call tried while every target was open) still closes it.
+    expect(viewOf(recordOutcomes(open, [ok(30_100)], 30_100), 30_100).state).toBe("closed");
+  });
+
+  it("takes as the half-open trial's failure only one since the trial began", () => {
+    const open = recordOutcomes(CLOSED, [1, 2, 3, 4, 5].map(fail), 5);
+    const trial = acquireTrial(open, 30_005);
+    // A failure from before the trial, arriving late (its isolate could not reach the object), is not the trial's:
+    // the trial stays out, the breaker does not half-open again at once, and no second trial is granted.
+    const late = recordOutcomes(trial.state, [fail(20_000)], 30_010);
+    expect(late).toMatchObject({ trialStartedAtMs: 30_005, openedAtMs: 5 });
+    expect(acquireTrial(late, 30_020).granted).toBe(false);
+    // The trial's own failure reopens it from then.
+    expect(viewOf(recordOutcomes(late, [fail(30_050)], 30_050), 30_060)).toMatchObject({
+      state: "open",
+      retryAtMs: 60_050,
+    });
+  });
 });
