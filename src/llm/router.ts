@@ -82,6 +82,8 @@ interface Served<T> {
   unsentTokens: () => number;
   /** When the provider answered: a stream's first event. */
   answeredAtMs: number;
+  /** The serving attempts were the target's half-open trial, which a stream's end must settle or free. */
+  holdsTrial: boolean;
   /** The serving attempt's trace span, ended with its usage when the answer is whole (a stream's at its end). */
   span: AttemptSpan;
 }
@@ -255,7 +257,13 @@ export class Router implements LlmRouter {
         });
         if (!(failure instanceof ProviderError)) told(true);
         else {
-          told(false, failure.code);
+          // As for a failed attempt (see #serve): a refusal in the stream (a 400 that vLLM or Anthropic sends as an
+          // error event) says nothing of the provider's health; counted, five such streams opened its breaker.
+          if (classifyFailure(failure).countsForBreaker) told(false, failure.code);
+          else if (!outcomeTold) {
+            outcomeTold = true;
+            if (served.holdsTrial) router.#deps.breaker.releaseTrial(targetKey(target));
+          }
           // The provider failed this call as surely as a failed attempt does, and is told the same way; a stream
           // that has started is never retried or failed over, since the caller already has part of the answer.
           // Logged as #serve logs a failed attempt: the route's own line says the stream failed, not at which
@@ -510,6 +518,7 @@ export class Router implements LlmRouter {
             unsentTokens: () => unsentTokens,
             span,
             answeredAtMs: this.#now(),
+            holdsTrial,
           };
         } catch (caught) {
           clock.finish();

@@ -1164,6 +1164,87 @@ describe("a stream that ends without the provider's usage", () => {
   });
 });
 
+describe("a stream's refusal mid-answer", () => {
+  it("a stream ended by the provider's 400 mid-answer counts nothing against its breaker, as a 400 before it does", async () => {
+    const model = `gpt-4o-mini-refused-mid-${crypto.randomUUID().slice(0, 8)}`;
+    const workspace = await openAiThenHaiku(model);
+    const encoder = new TextEncoder();
+    const frames = [
+      { choices: [{ index: 0, delta: { role: "assistant", content: "Hel" }, finish_reason: null }] },
+      // vLLM tells a request it cannot serve in the stream, with the HTTP status as its code.
+      { error: { object: "error", message: "guided decoding failed", type: "BadRequestError", code: 400 } },
+    ].map((frame) => `data: ${JSON.stringify(frame)}\n\n`);
+    const fake = fakeUpstreams({
+      [OPENAI]: () =>
+        new Response(encoder.encode(frames.join("")), { headers: { "Content-Type": "text/event-stream" } }),
+      [ANTHROPIC]: () => anthropicMessage("from claude"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    for (let call = 1; call <= 5; call++) {
+      const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: `refused-${call}` });
+      expect(routed.provider).toBe("openai");
+      await expect(
+        (async () => {
+          for await (const _event of routed.deltas);
+        })(),
+      ).rejects.toMatchObject({ status: 400 });
+    }
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    const view = breakers.find((entry) => entry.model === model)?.view;
+    expect(view ?? { state: "closed", consecutiveFailures: 0 }).toMatchObject({
+      state: "closed",
+      consecutiveFailures: 0,
+    });
+    // The next call still goes to OpenAI.
+    const next = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "refused-next" });
+    expect(next.provider).toBe("openai");
+    await next.deltas[Symbol.asyncIterator]().return?.();
+    expect(fake.count(OPENAI)).toBe(6);
+  });
+
+  it("a half-open trial streamed and refused mid-answer frees the trial: the next call has it at once", async () => {
+    const model = `gpt-4o-mini-trial-refused-${crypto.randomUUID().slice(0, 8)}`;
+    const workspace = await openAiThenHaiku(model);
+    const encoder = new TextEncoder();
+    const refusedMidAnswer = [
+      { choices: [{ index: 0, delta: { role: "assistant", content: "Hel" }, finish_reason: null }] },
+      { error: { object: "error", message: "guided decoding failed", type: "BadRequestError", code: 400 } },
+    ]
+      .map((frame) => `data: ${JSON.stringify(frame)}\n\n`)
+      .join("");
+    let answer: "503" | "refused" | "ok" = "503";
+    const fake = fakeUpstreams({
+      [OPENAI]: () =>
+        answer === "503"
+          ? problem(503)
+          : answer === "refused"
+            ? new Response(encoder.encode(refusedMidAnswer), { headers: { "Content-Type": "text/event-stream" } })
+            : openAiCompletion("openai is back"),
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    // A trial that never reports back would hold the target for a minute.
+    const { router } = routerWithQuickBreaker(300, 60_000);
+    for (let call = 0; call < 5; call++) {
+      await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `tr${call}` });
+    }
+    await new Promise((wake) => setTimeout(wake, 400));
+    answer = "refused";
+    const trial = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "tr-trial" });
+    expect(trial.provider).toBe("openai");
+    await expect(
+      (async () => {
+        for await (const _event of trial.deltas);
+      })(),
+    ).rejects.toMatchObject({ status: 400 });
+    answer = "ok";
+    const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "tr-next" });
+    expect(next).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
+  });
+});
+
 describe("a stream's attempt timeout", () => {
   it("runs while the provider is awaited, not while the caller takes its time over a delta", async () => {
     // The timeout is for a provider that stalls; a caller that reads slowly (the SDK's loop awaiting its own work
