@@ -6,11 +6,12 @@ import {
   type BreakerView,
   CLOSED,
   DEFAULT_BREAKER_POLICY,
+  type Outcome,
   recordOutcomes,
   stateNameOf,
   viewOf,
 } from "./breaker-core.ts";
-import type { BreakerGate } from "./router.ts";
+import type { BreakerGate, CallOutcome } from "./router.ts";
 
 /**
  * The isolate's side of the circuit breakers. The shared state lives in the
@@ -28,13 +29,7 @@ export interface BreakerRemote {
   tryTrial(provider: string, model: string): Promise<{ granted: boolean; state: BreakerState }>;
 }
 
-export interface Outcome {
-  atMs: number;
-  ok: boolean;
-  error?: string;
-  /** Not a call's outcome: the half-open trial this isolate held ended without a verdict (releaseTrial). */
-  trialReleased?: true;
-}
+export type { Outcome };
 
 const SYNC_INTERVAL_MS = 1_000;
 const MAX_PENDING_OUTCOMES = 200;
@@ -92,7 +87,7 @@ export class BreakerClient {
     return {
       state: (key) => this.state(key, background),
       tryTrial: (key) => this.tryTrial(key),
-      record: (key, ok, error, atMs) => this.record(key, ok, error, background, atMs),
+      record: (key, ok, error, call) => this.record(key, ok, error, background, call),
       releaseTrial: (key) => this.releaseTrial(key, background),
     };
   }
@@ -129,15 +124,24 @@ export class BreakerClient {
     }
   }
 
-  /** `atMs`: when the provider answered, if not now (a stream's outcome is told at its end; see BreakerGate.record). */
   record(
     key: string,
     ok: boolean,
     error?: string,
     background: (work: Promise<unknown>) => void = () => {},
-    atMs: number = this.#now(),
+    call: CallOutcome = {},
   ): void {
-    this.#tell(key, { atMs, ok, ...(error ? { error } : {}) }, background);
+    this.#tell(
+      key,
+      {
+        atMs: call.answeredAtMs ?? this.#now(),
+        ok,
+        ...(error ? { error } : {}),
+        ...(call.startedAtMs !== undefined ? { startedAtMs: call.startedAtMs } : {}),
+        ...(call.trial ? { trial: true as const } : {}),
+      },
+      background,
+    );
   }
 
   /** The half-open trial granted here ended without a verdict: frees it for the next call, here and in the object. */

@@ -42,6 +42,25 @@ export interface BreakerState {
   outcomes: [number, 0 | 1][];
   trialStartedAtMs: number | null;
   lastError: string | null;
+  /**
+   * When a success last closed the open breaker (absent in rows stored before it was kept). Calls sent before
+   * then belong to the outage it ended: their failures, arriving later, do not count again.
+   */
+  closedAtMs?: number | null;
+}
+
+/** One call's outcome, as the breaker is told it. */
+export interface Outcome {
+  /** When the provider answered (or failed). */
+  atMs: number;
+  ok: boolean;
+  error?: string;
+  /** When the failed attempt was sent, where known. */
+  startedAtMs?: number;
+  /** The call held the half-open trial: its failure reopens the breaker. */
+  trial?: true;
+  /** Not a call's outcome: the half-open trial this isolate held ended without a verdict (releaseTrial). */
+  trialReleased?: true;
 }
 
 export interface BreakerView {
@@ -63,6 +82,7 @@ export const CLOSED: BreakerState = {
   outcomes: [],
   trialStartedAtMs: null,
   lastError: null,
+  closedAtMs: null,
 };
 
 /** Where the kept part of a window starts: within windowMs of now, and at most MAX_OUTCOMES long. */
@@ -110,7 +130,7 @@ export function viewOf(
 /** Applies outcomes (oldest first); a `trialReleased` one is no call's outcome, only the trial's end (see below). */
 export function recordOutcomes(
   state: BreakerState,
-  outcomes: { atMs: number; ok: boolean; error?: string; trialReleased?: true }[],
+  outcomes: Outcome[],
   nowMs: number,
   policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
 ): BreakerState {
@@ -134,20 +154,30 @@ export function recordOutcomes(
       // Any success (a trial, or a call tried while every target was open) proves the target works. The
       // window starts afresh from it: the failures that opened the breaker would otherwise hold the ratio
       // rule above 50% and reopen it at once, for another 30 s, however well the provider now answers.
-      const outcomes: [number, 0 | 1][] = next.open ? [] : next.outcomes;
-      outcomes.push([outcome.atMs, 1]);
+      const closes = next.open;
+      const outcomes: [number, 0 | 1][] = closes ? [] : next.outcomes;
+      insertByTime(outcomes, [outcome.atMs, 1]);
       next = { ...next, outcomes, open: false, openedAtMs: null, consecutiveFailures: 0, trialStartedAtMs: null };
+      if (closes) next.closedAtMs = outcome.atMs;
       continue;
     }
+    // A call sent before a success closed the breaker, failing after it (one that hung through the outage, or was
+    // tried while every target was open), is the outage's: counted again, five such stragglers reopened a breaker
+    // the trial had just found well, and kept the target unused for another 30 s.
+    const closedAtMs = next.closedAtMs ?? null;
+    if (closedAtMs !== null && outcome.startedAtMs !== undefined && outcome.startedAtMs < closedAtMs) continue;
     insertByTime(next.outcomes, [outcome.atMs, 0]);
     next.consecutiveFailures += 1;
     next.lastError = outcome.error ?? next.lastError;
-    // Only a failure since the trial began can be the trial's: an older one arriving late (an isolate that could
-    // not reach the object) reopened the breaker from its own, earlier time, half-open at once, and freed the
-    // slot for a second trial while the first was still out.
-    const halfOpenTrialFailed = next.open && next.trialStartedAtMs !== null && outcome.atMs >= next.trialStartedAtMs;
-    if (halfOpenTrialFailed) {
-      next = { ...next, openedAtMs: outcome.atMs, trialStartedAtMs: null };
+    // Only the trial's own failure reopens it: another call's (one tried anyway, or sent before the trial and
+    // arriving late) reopened it from its own time, maybe half-open at once, and freed the slot for a second trial
+    // while the first was still out.
+    if (next.open && outcome.trial) {
+      next = {
+        ...next,
+        openedAtMs: Math.max(next.openedAtMs ?? outcome.atMs, outcome.atMs),
+        trialStartedAtMs: null,
+      };
       continue;
     }
     if (!next.open && shouldOpen(next, outcome.atMs, policy)) {

@@ -19,16 +19,25 @@ export interface WorkspaceSettings {
   budgets: WorkspaceBudgets | null;
 }
 
+/** What the breaker is told of the call behind an outcome, besides its result. */
+export interface CallOutcome {
+  /**
+   * When the provider answered, if not now. A stream's success is told when it ends but dated when it began
+   * answering: a stream begun before the breaker opened says nothing of the provider since.
+   */
+  answeredAtMs?: number;
+  /** When the failed attempt was sent: one sent before the breaker last closed is the outage's, not news. */
+  startedAtMs?: number;
+  /** The call held the target's half-open trial. */
+  trial?: boolean;
+}
+
 export interface BreakerGate {
   /** From a local cache: no round trip. */
   state(key: string): BreakerStateName;
   /** Half-open: asks the shared breaker for the single trial call. */
   tryTrial(key: string): Promise<boolean>;
-  /**
-   * `atMs`: when the provider answered, if not now. A stream's success is told when it ends but dated when it
-   * began answering: a stream begun before the breaker opened says nothing of the provider since.
-   */
-  record(key: string, ok: boolean, error?: string, atMs?: number): void;
+  record(key: string, ok: boolean, error?: string, call?: CallOutcome): void;
   /** The trial tryTrial granted ended without a verdict (an outcome record ignores): the next call may have it. */
   releaseTrial(key: string): void;
 }

@@ -80,7 +80,8 @@ interface Served<T> {
   pause: () => void;
   /** The tokens the serving attempt's provider wrote and did not send (AdapterCall.onProgress), estimated. */
   unsentTokens: () => number;
-  /** When the provider answered: a stream's first event. */
+  /** When the serving attempt was sent, and when the provider answered it (a stream's first event). */
+  startedAtMs: number;
   answeredAtMs: number;
   /** The serving attempts were the target's half-open trial, which a stream's end must settle or free. */
   holdsTrial: boolean;
@@ -209,7 +210,14 @@ export class Router implements LlmRouter {
     // a success (it answered whole, or was answering when its caller stopped or left).
     let outcomeTold = false;
     const told = (ok: boolean, error?: string) => {
-      if (!outcomeTold) router.#deps.breaker.record(targetKey(target), ok, error, ok ? served.answeredAtMs : undefined);
+      if (!outcomeTold) {
+        router.#deps.breaker.record(
+          targetKey(target),
+          ok,
+          error,
+          ok ? { answeredAtMs: served.answeredAtMs } : { startedAtMs: served.startedAtMs, trial: served.holdsTrial },
+        );
+      }
       outcomeTold = true;
     };
     async function* deltas() {
@@ -517,6 +525,7 @@ export class Router implements LlmRouter {
             pause: () => clock.pause(),
             unsentTokens: () => unsentTokens,
             span,
+            startedAtMs: attemptStartedMs,
             answeredAtMs: this.#now(),
             holdsTrial,
           };
@@ -544,7 +553,9 @@ export class Router implements LlmRouter {
           // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
           // hurry, not its failure (a task near its end would otherwise count against a merely slow provider).
           const cutByDeadline = error.code === "timeout" && clock.signal.aborted && attemptBudgetMs < attemptTimeoutMs;
-          if (failure.countsForBreaker && !cutByDeadline) breaker.record(key, false, error.code);
+          if (failure.countsForBreaker && !cutByDeadline) {
+            breaker.record(key, false, error.code, { startedAtMs: attemptStartedMs, trial: holdsTrial });
+          }
           // A trial answered 400 or 401 (or cut by the deadline) says nothing of the provider's health: held on, it
           // kept every other call off the target until trialTimeoutMs, though the breaker had half-opened.
           else if (holdsTrial) breaker.releaseTrial(key);

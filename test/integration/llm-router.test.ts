@@ -629,6 +629,49 @@ describe("circuit breaker", () => {
 });
 
 describe("circuit breaker and calls that outlast its opening", () => {
+  it("failures of calls sent before a successful trial closed the breaker do not reopen it", async () => {
+    const model = `gpt-4o-mini-stragglers-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    let releaseStragglers!: () => void;
+    const stragglersMayAnswer = new Promise<void>((resolve) => {
+      releaseStragglers = resolve;
+    });
+    let healthy = false;
+    const fake = fakeUpstreams({
+      // The first five calls are slow, and fail once released: sent during the outage, they outlast it.
+      [OPENAI]: async (_request, call) => {
+        if (call <= 5) {
+          await stragglersMayAnswer;
+          return problem(503);
+        }
+        return healthy ? openAiCompletion("openai is back") : problem(503);
+      },
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const { router, breakerPolicy, settled } = routerWithQuickBreaker(300, 60_000);
+    const stragglers = Array.from({ length: 5 }, (_, call) =>
+      router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `st-slow${call}` }),
+    );
+    while (fake.count(OPENAI) < 5) await new Promise((wake) => setTimeout(wake, 5));
+    // Five quick failures open the breaker; after 300 ms the trial finds OpenAI well again and closes it.
+    for (let call = 0; call < 5; call++) {
+      await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `st${call}` });
+    }
+    await new Promise((wake) => setTimeout(wake, 400));
+    healthy = true;
+    const trial = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "st-trial" });
+    expect(trial.provider).toBe("openai");
+    // The calls sent during the outage now fail: that says nothing of OpenAI since the trial.
+    releaseStragglers();
+    for (const straggler of stragglers) expect((await straggler).provider).toBe("anthropic");
+    const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "st-next" });
+    expect(next).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
+    await settled();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
+    expect(breakers.find((entry) => entry.model === model)?.view).toMatchObject({ state: "closed" });
+  });
+
   it("a stream begun before the breaker opened and ending after it does not close the breaker", async () => {
     const model = `gpt-4o-mini-long-stream-${crypto.randomUUID().slice(0, 6)}`;
     const workspace = await openAiThenHaiku(model);

@@ -52,7 +52,7 @@ describe("circuit breaker", () => {
     expect(trial.granted).toBe(true);
     expect(acquireTrial(trial.state, 30_006).granted).toBe(false);
     expect(viewOf(recordOutcomes(trial.state, [ok(30_100)], 30_100), 30_100).state).toBe("closed");
-    const reopened = recordOutcomes(trial.state, [fail(30_100)], 30_100);
+    const reopened = recordOutcomes(trial.state, [{ ...fail(30_100), trial: true as const }], 30_100);
     expect(viewOf(reopened, 30_200)).toMatchObject({ state: "open", retryAtMs: 60_100 });
     // A trial that never reports back frees the slot after its timeout.
     expect(acquireTrial(trial.state, 30_005 + DEFAULT_BREAKER_POLICY.trialTimeoutMs).granted).toBe(true);
@@ -113,18 +113,31 @@ describe("circuit breaker", () => {
     expect(viewOf(recordOutcomes(open, [ok(30_100)], 30_100), 30_100).state).toBe("closed");
   });
 
-  it("takes as the half-open trial's failure only one since the trial began", () => {
+  it("takes as the half-open trial's failure only the trial's own", () => {
     const open = recordOutcomes(CLOSED, [1, 2, 3, 4, 5].map(fail), 5);
     const trial = acquireTrial(open, 30_005);
-    // A failure from before the trial, arriving late (its isolate could not reach the object), is not the trial's:
-    // the trial stays out, the breaker does not half-open again at once, and no second trial is granted.
-    const late = recordOutcomes(trial.state, [fail(20_000)], 30_010);
-    expect(late).toMatchObject({ trialStartedAtMs: 30_005, openedAtMs: 5 });
-    expect(acquireTrial(late, 30_020).granted).toBe(false);
-    // The trial's own failure reopens it from then.
-    expect(viewOf(recordOutcomes(late, [fail(30_050)], 30_050), 30_060)).toMatchObject({
-      state: "open",
-      retryAtMs: 60_050,
+    // Another call's failure (one tried anyway, or sent long before and arriving late) is not the trial's: the
+    // trial stays out, the breaker does not reopen from that call's time, and no second trial is granted.
+    const other = recordOutcomes(trial.state, [fail(20_000), fail(30_008)], 30_010);
+    expect(other).toMatchObject({ trialStartedAtMs: 30_005, openedAtMs: 5 });
+    expect(acquireTrial(other, 30_020).granted).toBe(false);
+    // The trial's own failure reopens it from then, whatever the clocks of the object and the isolate say.
+    const failed = recordOutcomes(other, [{ ...fail(30_004), trial: true as const }], 30_050);
+    expect(viewOf(failed, 30_060)).toMatchObject({ state: "open", retryAtMs: 60_004 });
+    expect(failed.trialStartedAtMs).toBeNull();
+  });
+
+  it("does not count again the failures of calls sent before a success closed the breaker", () => {
+    const open = recordOutcomes(CLOSED, [1, 2, 3, 4, 5].map(fail), 5);
+    const closed = recordOutcomes(acquireTrial(open, 30_005).state, [ok(30_100)], 30_100);
+    // Five calls sent during the outage fail after the trial found the provider well: the breaker stays closed.
+    const stragglers = [30_200, 30_201, 30_202, 30_203, 30_204].map((atMs) => ({ ...fail(atMs), startedAtMs: 2 }));
+    expect(viewOf(recordOutcomes(closed, stragglers, 30_204), 30_204)).toMatchObject({
+      state: "closed",
+      consecutiveFailures: 0,
     });
+    // Calls sent since count as ever.
+    const fresh = [30_200, 30_201, 30_202, 30_203, 30_204].map((atMs) => ({ ...fail(atMs), startedAtMs: 30_150 }));
+    expect(viewOf(recordOutcomes(closed, fresh, 30_204), 30_204).state).toBe("open");
   });
 });
