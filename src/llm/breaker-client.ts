@@ -32,6 +32,12 @@ export interface BreakerRemote {
 export type { Outcome };
 
 const SYNC_INTERVAL_MS = 1_000;
+/**
+ * How long a call waits for the object's answer to its half-open trial before deciding from the local copy, as
+ * when the object cannot be reached: an object that does not answer must not hold the call (nor its caller's
+ * cancellation, nor its deadline, which the router checks only once it has the answer).
+ */
+export const TRIAL_ANSWER_TIMEOUT_MS = 1_000;
 const MAX_PENDING_OUTCOMES = 200;
 /**
  * Models whose copies an isolate keeps. Callers name models (a request's `model`, a simulated model's
@@ -86,7 +92,7 @@ export class BreakerClient {
     const background = (work: Promise<unknown>) => (waitUntil ? waitUntil(work) : undefined);
     return {
       state: (key) => this.state(key, background),
-      tryTrial: (key) => this.tryTrial(key),
+      tryTrial: (key) => this.tryTrial(key, background),
       record: (key, ok, error, call) => this.record(key, ok, error, background, call),
       releaseTrial: (key) => this.releaseTrial(key, background),
     };
@@ -103,25 +109,40 @@ export class BreakerClient {
     return stateNameOf(entry.state, this.#now(), this.#policy);
   }
 
-  async tryTrial(key: string): Promise<boolean> {
+  async tryTrial(key: string, background: (work: Promise<unknown>) => void = () => {}): Promise<boolean> {
     const entry = this.#entry(key);
-    if (!this.#remote) {
-      const outcome = acquireTrial(entry.state, this.#now(), this.#policy);
-      entry.state = outcome.state;
-      return outcome.granted;
-    }
-    try {
+    const remote = this.#remote;
+    if (remote) {
       const [provider, model] = split(key);
-      const answer = await this.#remote.tryTrial(provider, model);
-      entry.state = answer.state;
-      entry.syncedAtMs = this.#now();
-      return answer.granted;
-    } catch {
-      // The shared breaker is unreachable: decide locally rather than block the call.
-      const outcome = acquireTrial(entry.state, this.#now(), this.#policy);
-      entry.state = outcome.state;
-      return outcome.granted;
+      const asked = remote.tryTrial(provider, model);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const answer = await Promise.race([
+        asked,
+        new Promise<null>((resolve) => {
+          timer = setTimeout(() => resolve(null), TRIAL_ANSWER_TIMEOUT_MS);
+        }),
+      ])
+        .catch(() => null)
+        .finally(() => clearTimeout(timer));
+      if (answer) {
+        entry.state = answer.state;
+        entry.syncedAtMs = this.#now();
+        return answer.granted;
+      }
+      // A trial the object grants after the call stopped waiting is nobody's: handed back, rather than keeping
+      // every call off the target until trialTimeoutMs.
+      background(
+        asked
+          .then((late) =>
+            late.granted ? remote.sync(provider, model, [{ atMs: this.#now(), ok: false, trialReleased: true }]) : null,
+          )
+          .catch(() => {}),
+      );
     }
+    // The shared breaker is unreachable or too slow (or there is none): decide locally rather than block the call.
+    const outcome = acquireTrial(entry.state, this.#now(), this.#policy);
+    entry.state = outcome.state;
+    return outcome.granted;
   }
 
   record(

@@ -460,6 +460,9 @@ export class Router implements LlmRouter {
       const halfOpen = !allOpen && states.get(key) === "half_open";
       // This call's attempts are the target's one trial: an end that records no outcome frees it (see below).
       const holdsTrial = halfOpen && (await breaker.tryTrial(key));
+      // Cancelled, or out of time, while the shared breaker was asked: the trial it granted is freed at once, not
+      // held by a call that will make no attempt.
+      if (holdsTrial && (context.signal?.aborted || this.#now() >= deadlineMs)) breaker.releaseTrial(key);
       const trialHeldElsewhere = halfOpen && !holdsTrial;
       // Another call holds this target's one trial: skip it, unless it is the last and nothing was tried,
       // since failing without a single call helps nobody (as when every target is open).

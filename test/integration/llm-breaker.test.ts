@@ -2,8 +2,13 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { BOUND_CHECK_EVERY_WRITES, BreakerBook } from "../../src/llm/breaker-book.ts";
-import { BreakerClient, type BreakerRemote } from "../../src/llm/breaker-client.ts";
-import type { BreakerState } from "../../src/llm/breaker-core.ts";
+import {
+  BreakerClient,
+  type BreakerRemote,
+  type Outcome,
+  TRIAL_ANSWER_TIMEOUT_MS,
+} from "../../src/llm/breaker-client.ts";
+import { type BreakerState, CLOSED } from "../../src/llm/breaker-core.ts";
 
 /**
  * The breaker's state is shared across isolates through the ProviderBreaker
@@ -100,6 +105,33 @@ describe("outcomes that arrive late", () => {
     expect(shared?.view).toMatchObject({ state: "open", calls: 7, consecutiveFailures: 5 });
     expect(shared?.view.errorRate).toBeCloseTo(5 / 7);
     expect(isolateA.state(key)).toBe("open");
+  });
+});
+
+describe("an object slow to answer the trial", () => {
+  it("decides locally after TRIAL_ANSWER_TIMEOUT_MS, and hands back a trial the object grants later", async () => {
+    const key = `openai:late-trial-${crypto.randomUUID().slice(0, 8)}`;
+    const opened = Date.now() - 31_000;
+    const synced: Outcome[][] = [];
+    const lateAnswer = new Promise<{ granted: boolean; state: BreakerState }>((resolve) =>
+      setTimeout(() => resolve({ granted: true, state: CLOSED }), TRIAL_ANSWER_TIMEOUT_MS + 200),
+    );
+    const slow: BreakerRemote = {
+      sync: async (_provider, _model, outcomes) => {
+        synced.push(outcomes);
+        return { ...CLOSED, open: true, openedAtMs: opened, consecutiveFailures: 5 };
+      },
+      tryTrial: () => lateAnswer,
+    };
+    const client = new BreakerClient(slow);
+    client.state(key);
+    await client.flush();
+    const held: Promise<unknown>[] = [];
+    const startedMs = Date.now();
+    expect(await client.gate((work) => held.push(work)).tryTrial(key)).toBe(true);
+    expect(Date.now() - startedMs).toBeLessThan(TRIAL_ANSWER_TIMEOUT_MS + 150);
+    await Promise.all(held);
+    expect(synced.at(-1)).toMatchObject([{ ok: false, trialReleased: true }]);
   });
 });
 

@@ -734,6 +734,81 @@ describe("circuit breaker and calls that outlast its opening", () => {
   });
 });
 
+describe("the shared breaker slow or silent", () => {
+  /** The real ProviderBreaker, its trial answers `delay` late (a promise that never settles: never). */
+  function slowBreakerConfig(delay: (ask: () => Promise<unknown>) => Promise<unknown>) {
+    const namespace = {
+      getByName: (provider: string) => {
+        const real = env.PROVIDER_BREAKER.getByName(provider);
+        return {
+          sync: (...args: Parameters<typeof real.sync>) => real.sync(...args),
+          tryTrial: (model: string) => delay(() => real.tryTrial(model)),
+          snapshot: (...args: Parameters<typeof real.snapshot>) => real.snapshot(...args),
+        };
+      },
+    };
+    return llmConfig({ PROVIDER_BREAKER: namespace });
+  }
+
+  /** Opens the model's shared breaker 31 s ago (half-open now), and has this isolate's copy say so. */
+  async function halfOpen(config: ReturnType<typeof llmConfig>, model: string) {
+    const openedMs = Date.now() - 31_000;
+    await env.PROVIDER_BREAKER.getByName("openai").sync(
+      model,
+      [1, 2, 3, 4, 5].map((index) => ({ atMs: openedMs + index, ok: false })),
+    );
+    const client = breakerClientFor(config);
+    client.state(`openai:${model}`);
+    await client.flush();
+    expect(client.state(`openai:${model}`)).toBe("half_open");
+  }
+
+  it("a breaker object that never answers the trial holds a call about a second, then the local copy decides", async () => {
+    const model = `gpt-4o-mini-silent-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    const config = slowBreakerConfig(() => new Promise(() => {}));
+    await halfOpen(config, model);
+    const fake = fakeUpstreams({
+      [OPENAI]: () => openAiCompletion("openai is back"),
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(config, { logger: quietLogger });
+    const startedMs = Date.now();
+    const answered = await Promise.race([
+      router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "silent" }),
+      new Promise((resolve) => setTimeout(() => resolve("still waiting after 5 s"), 5_000)),
+    ]);
+    expect(answered).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
+    expect(Date.now() - startedMs).toBeLessThan(3_000);
+  }, 10_000);
+
+  it("a call cancelled while the breaker object grants it the trial frees the trial for the next call", async () => {
+    const model = `gpt-4o-mini-cancel-trial-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    const config = slowBreakerConfig(async (ask) => {
+      await new Promise((wake) => setTimeout(wake, 200));
+      return ask();
+    });
+    await halfOpen(config, model);
+    const fake = fakeUpstreams({
+      [OPENAI]: () => openAiCompletion("openai is back"),
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(config, { logger: quietLogger });
+    // The caller leaves while its trial is being granted.
+    await expect(
+      router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "left", signal: AbortSignal.timeout(50) }),
+    ).rejects.toMatchObject({ kind: "cancelled" });
+    expect(fake.count(OPENAI)).toBe(0);
+    await breakerClientFor(config).flush();
+    // The next call has the trial (a minute's wait otherwise, every call sent to Claude meanwhile).
+    const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "next" });
+    expect(next).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
+  });
+});
+
 describe("streams, tokens and cost", () => {
   it("a stream of 10,000 chunks is parsed exactly, and usage comes from the stream's usage chunk", async () => {
     const workspace = await openAiOnly("gpt-4o-mini");
