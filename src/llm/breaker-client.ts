@@ -177,7 +177,12 @@ export class BreakerClient {
     const before = stateNameOf(entry.state, nowMs, this.#policy);
     entry.state = recordOutcomes(entry.state, [outcome], nowMs, this.#policy);
     if (!this.#remote) return;
-    if (entry.pending.length < MAX_PENDING_OUTCOMES) entry.pending.push(outcome);
+    // Full (the object down for a while, or slow under load): the oldest go, as the breaker's own window drops
+    // them. Refused instead, the newest did not travel, and a run of failures after 200 answers never reached the
+    // object, nor survived the copy's next sync.
+    entry.pending.push(outcome);
+    if (entry.pending.length > MAX_PENDING_OUTCOMES)
+      entry.pending.splice(0, entry.pending.length - MAX_PENDING_OUTCOMES);
     // Failures, any change of state and a model's first outcome travel at once; steady successes ride the next
     // periodic sync. A model called once would otherwise keep its one success here, and never be listed.
     if (!ok || before !== "closed" || !entry.reported || nowMs - entry.syncedAtMs >= SYNC_INTERVAL_MS)

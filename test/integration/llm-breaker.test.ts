@@ -135,6 +135,37 @@ describe("an object slow to answer the trial", () => {
   });
 });
 
+describe("an object down for a while", () => {
+  it("keeps the newest outcomes for it, so failures after many successes reach it when it is back", async () => {
+    const model = `down-${crypto.randomUUID().slice(0, 8)}`;
+    const key = `openai:${model}`;
+    let down = true;
+    const inner = remote();
+    const flaky: BreakerRemote = {
+      sync: (...args) => (down ? Promise.reject(new Error("Durable Object is overloaded")) : inner.sync(...args)),
+      tryTrial: (...args) =>
+        down ? Promise.reject(new Error("Durable Object is overloaded")) : inner.tryTrial(...args),
+    };
+    let nowMs = Date.now() - 30_000;
+    const client = new BreakerClient(flaky, { now: () => nowMs });
+    // A busy isolate: 300 answers while the object is down, then five failures in a row.
+    for (let call = 0; call < 300; call++) {
+      client.record(key, true);
+      nowMs += 50;
+    }
+    for (let call = 0; call < 5; call++) client.record(key, false, "http_503");
+    expect(client.state(key)).toBe("open");
+    await client.flush();
+    // The object is back: what this isolate saw reaches it, and its copy stays open.
+    down = false;
+    nowMs = Date.now();
+    await client.flush();
+    expect(client.state(key)).toBe("open");
+    const [shared] = await env.PROVIDER_BREAKER.getByName("openai").snapshot(undefined, [model]);
+    expect(shared?.view).toMatchObject({ state: "open", consecutiveFailures: 5 });
+  });
+});
+
 describe("background syncs and request ownership", () => {
   it("sends a model's first outcome at once, so a model called once is known to the object (GET /api/v1/providers)", async () => {
     const model = `once-${crypto.randomUUID().slice(0, 8)}`;
