@@ -151,13 +151,14 @@ export function recordOutcomes(
         insertByTime(next.outcomes, [outcome.atMs, 1]);
         continue;
       }
-      // Any success (a trial, or a call tried while every target was open) proves the target works. The
-      // window starts afresh from it: the failures that opened the breaker would otherwise hold the ratio
-      // rule above 50% and reopen it at once, for another 30 s, however well the provider now answers.
+      // Any success (a trial, or a call tried while every target was open) proves the target works. The ratio
+      // rule starts afresh from it (closedAtMs): the failures that opened the breaker would otherwise hold it
+      // above 50% and reopen it at once, for another 30 s, however well the provider now answers. They stay in
+      // the window, which GET /api/v1/providers reads as the last minute's calls and error rate (wiped, a
+      // provider just recovered read as one call and 0% errors).
       const closes = next.open;
-      const outcomes: [number, 0 | 1][] = closes ? [] : next.outcomes;
-      insertByTime(outcomes, [outcome.atMs, 1]);
-      next = { ...next, outcomes, open: false, openedAtMs: null, consecutiveFailures: 0, trialStartedAtMs: null };
+      insertByTime(next.outcomes, [outcome.atMs, 1]);
+      next = { ...next, open: false, openedAtMs: null, consecutiveFailures: 0, trialStartedAtMs: null };
       if (closes) next.closedAtMs = outcome.atMs;
       continue;
     }
@@ -215,10 +216,16 @@ function shouldOpen(state: BreakerState, nowMs: number, policy: BreakerPolicy): 
 /** The opening rules over an already pruned window. */
 function windowSaysOpen(state: BreakerState, window: [number, 0 | 1][], policy: BreakerPolicy): boolean {
   if (state.consecutiveFailures >= policy.consecutiveFailures) return true;
-  if (window.length < policy.minCalls) return false;
+  // Only the calls since the breaker last closed: those before belong to the outage that closing ended.
+  const sinceMs = state.closedAtMs ?? Number.NEGATIVE_INFINITY;
+  let calls = 0;
   let failures = 0;
-  for (let index = 0; index < window.length; index++) if (window[index][1] === 0) failures++;
-  return failures / window.length >= policy.failureRatio;
+  for (let index = 0; index < window.length; index++) {
+    if (window[index][0] < sinceMs) continue;
+    calls++;
+    if (window[index][1] === 0) failures++;
+  }
+  return calls >= policy.minCalls && failures / calls >= policy.failureRatio;
 }
 
 /** Half-open: grants the one trial call, unless another is in flight. */

@@ -629,6 +629,38 @@ describe("circuit breaker", () => {
 });
 
 describe("circuit breaker and calls that outlast its opening", () => {
+  it("GET /api/v1/providers still counts the last minute's failures after a trial closed the breaker", async () => {
+    const model = `gpt-4o-mini-recovered-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    let healthy = false;
+    const fake = fakeUpstreams({
+      [OPENAI]: () => (healthy ? openAiCompletion("openai is back") : problem(503)),
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const { router, settled } = routerWithQuickBreaker(300);
+    for (let call = 0; call < 5; call++) {
+      await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `rc${call}` });
+    }
+    await new Promise((wake) => setTimeout(wake, 400));
+    healthy = true;
+    expect((await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "rc-trial" })).provider).toBe(
+      "openai",
+    );
+    await settled();
+    const providers = (await (await fetcher(`${BASE}/api/v1/providers`, { headers: workspace.headers })).json()) as {
+      data: { provider: string; models: { model: string }[] }[];
+    };
+    const shown = providers.data.find((entry) => entry.provider === "openai")?.models.find((m) => m.model === model);
+    // Six calls in the last minute, five of them failed: closed again, but not a clean minute.
+    expect(shown).toMatchObject({ state: "closed", calls_last_minute: 6, error_rate: 0.833, consecutive_failures: 0 });
+    // And the failures that opened it do not reopen it: the next calls go to OpenAI.
+    for (let call = 0; call < 3; call++) {
+      const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `rc-after${call}` });
+      expect(next.provider).toBe("openai");
+    }
+  });
+
   it("failures of calls sent before a successful trial closed the breaker do not reopen it", async () => {
     const model = `gpt-4o-mini-stragglers-${crypto.randomUUID().slice(0, 6)}`;
     const workspace = await openAiThenHaiku(model);
