@@ -98,6 +98,12 @@ export class BreakerClient {
     };
   }
 
+  /** This isolate's copy, if it has one (none is made): what GET /api/v1/providers shows when the object is down. */
+  copyOf(key: string): BreakerView | undefined {
+    const entry = this.#entries.get(key);
+    return entry ? viewOf(entry.state, this.#now(), this.#policy) : undefined;
+  }
+
   view(key: string): BreakerView {
     return viewOf(this.#entry(key).state, this.#now(), this.#policy);
   }

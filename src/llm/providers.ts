@@ -2,6 +2,7 @@ import type { AppConfig } from "../env.ts";
 import { buildAdapters, PROVIDER_SETTINGS } from "./adapters/index.ts";
 import type { BreakerSnapshot } from "./breaker-book.ts";
 import type { BreakerView } from "./breaker-core.ts";
+import { breakerClientFor } from "./index.ts";
 import { type PriceSource, priceInForce } from "./prices.ts";
 import { DEFAULT_MODELS, type RouteTarget, stripQuery } from "./routing.ts";
 
@@ -80,7 +81,13 @@ export async function providerOverview(
           // Only the rows shown are read: the book holds every model any workspace named.
           snapshot = (await config.PROVIDER_BREAKER.getByName(provider).snapshot(undefined, shown)) as typeof snapshot;
         } catch {
-          // The breaker object is unreachable: show the chain's models without breaker figures.
+          // The breaker object is unreachable: this isolate's copies (the router's, which decide its calls
+          // meanwhile), where it has them. Shown closed, a breaker open here read as healthy through the outage.
+          const local = breakerClientFor(config);
+          snapshot = shown.flatMap((model) => {
+            const view = local.copyOf(`${provider}:${model}`);
+            return view ? [{ model, view, lastRecordedAtMs: 0 }] : [];
+          });
         }
       }
       const views = new Map(snapshot.map((entry) => [entry.model, entry.view]));

@@ -8,6 +8,7 @@ import { type ApiError, problemBody } from "../../src/lib/problem.ts";
 import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { breakerClientFor, createLlmRouter, LlmError } from "../../src/llm/index.ts";
 import { costUsd } from "../../src/llm/prices.ts";
+import { providerOverview } from "../../src/llm/providers.ts";
 import { findCharge } from "../../src/llm/usage.ts";
 import {
   anthropicMessage,
@@ -814,6 +815,30 @@ describe("the shared breaker slow or silent", () => {
     expect(answered).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
     expect(Date.now() - startedMs).toBeLessThan(3_000);
   }, 10_000);
+
+  it("with the breaker object down, the providers overview shows this isolate's copies, not every breaker closed", async () => {
+    const model = `gpt-4o-mini-object-down-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    const down = () => Promise.reject(new Error("Durable Object is overloaded"));
+    const config = llmConfig({
+      PROVIDER_BREAKER: { getByName: () => ({ sync: down, tryTrial: down, snapshot: down }) },
+    });
+    const fake = fakeUpstreams({ [OPENAI]: () => problem(503), [ANTHROPIC]: () => anthropicMessage("fallback") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(config, { logger: quietLogger, overrides: { maxAttemptsPerTarget: 1 } });
+    for (let call = 0; call < 6; call++) {
+      expect((await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `down${call}` })).provider).toBe(
+        "anthropic",
+      );
+    }
+    // Five failures opened it here, and this isolate passes over OpenAI: its overview says so.
+    expect(fake.count(OPENAI)).toBe(5);
+    const chain = [{ provider: "openai", model }];
+    const [openai] = await providerOverview(config, chain, [], ["openai"]);
+    expect(openai?.models).toEqual([
+      expect.objectContaining({ model, state: "open", consecutive_failures: 5, calls_last_minute: 5, error_rate: 1 }),
+    ]);
+  });
 
   it("a call cancelled while the breaker object grants it the trial frees the trial for the next call", async () => {
     const model = `gpt-4o-mini-cancel-trial-${crypto.randomUUID().slice(0, 6)}`;
