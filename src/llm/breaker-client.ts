@@ -60,6 +60,19 @@ interface Entry {
   flushDueAtMs: number | null;
 }
 
+/** The promise's value, or null when it fails or has not settled within `ms`. */
+async function answerWithin<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), ms);
+    }),
+  ])
+    .catch(() => null)
+    .finally(() => clearTimeout(timer));
+}
+
 function split(key: string): [string, string] {
   const colon = key.indexOf(":");
   return [key.slice(0, colon), key.slice(colon + 1)];
@@ -92,10 +105,34 @@ export class BreakerClient {
     const background = (work: Promise<unknown>) => (waitUntil ? waitUntil(work) : undefined);
     return {
       state: (key) => this.state(key, background),
+      known: (keys) => this.known(keys),
       tryTrial: (key) => this.tryTrial(key, background),
       record: (key, ok, error, call) => this.record(key, ok, error, background, call),
       releaseTrial: (key) => this.releaseTrial(key, background),
     };
+  }
+
+  /**
+   * Fetches the copies of these targets this isolate has never had from the object (a new isolate, a model first
+   * called here or dropped from the cache), waiting at most TRIAL_ANSWER_TIMEOUT_MS; undefined when it has them
+   * all, so the hot path waits for nothing. Taken for closed, a new isolate's first calls all went to a provider
+   * whose breaker the other isolates held open (each waiting out its attempt timeout where the provider hung).
+   * Each call fetches its own: a fetch another request started is not its to wait on (see #syncInBackground).
+   */
+  known(keys: readonly string[]): Promise<void> | undefined {
+    if (!this.#remote) return undefined;
+    const unknown = keys.filter((key) => this.#entry(key).syncedAtMs === Number.NEGATIVE_INFINITY);
+    return unknown.length > 0 ? Promise.all(unknown.map((key) => this.#fetchCopy(key))).then(() => {}) : undefined;
+  }
+
+  async #fetchCopy(key: string): Promise<void> {
+    const [provider, model] = split(key);
+    const shared = await answerWithin(this.#remote!.sync(provider, model, []), TRIAL_ANSWER_TIMEOUT_MS);
+    const entry = this.#entry(key);
+    // Unanswered (the object down or slow): the copy decides as before, and the background sync tries again.
+    if (!shared || entry.syncedAtMs !== Number.NEGATIVE_INFINITY) return;
+    entry.state = entry.pending.length > 0 ? recordOutcomes(shared, entry.pending, this.#now(), this.#policy) : shared;
+    entry.syncedAtMs = this.#now();
   }
 
   /** This isolate's copy, if it has one (none is made): what GET /api/v1/providers shows when the object is down. */
@@ -121,15 +158,7 @@ export class BreakerClient {
     if (remote) {
       const [provider, model] = split(key);
       const asked = remote.tryTrial(provider, model);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const answer = await Promise.race([
-        asked,
-        new Promise<null>((resolve) => {
-          timer = setTimeout(() => resolve(null), TRIAL_ANSWER_TIMEOUT_MS);
-        }),
-      ])
-        .catch(() => null)
-        .finally(() => clearTimeout(timer));
+      const answer = await answerWithin(asked, TRIAL_ANSWER_TIMEOUT_MS);
       if (answer) {
         entry.state = answer.state;
         entry.syncedAtMs = this.#now();

@@ -33,6 +33,8 @@ export interface CallOutcome {
 }
 
 export interface BreakerGate {
+  /** Fetches the copies the local cache has never had (undefined: it has them all, nothing to wait for). */
+  known(keys: readonly string[]): Promise<void> | undefined;
   /** From a local cache: no round trip. */
   state(key: string): BreakerStateName;
   /** Half-open: asks the shared breaker for the single trial call. */

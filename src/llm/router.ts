@@ -439,6 +439,8 @@ export class Router implements LlmRouter {
     const { targets, deadlineMs } = call;
     const { breaker, events } = this.#deps;
     const maxAttempts = this.#deps.maxAttemptsPerTarget ?? DEFAULT_MAX_ATTEMPTS_PER_TARGET;
+    const fetching = breaker.known(targets.map(targetKey));
+    if (fetching) await fetching;
     const states = new Map(targets.map((target) => [targetKey(target), breaker.state(targetKey(target))]));
     const usable = targets.filter((target) => states.get(targetKey(target)) !== "open");
     // Every target open: try them anyway; failing without a single call helps nobody.

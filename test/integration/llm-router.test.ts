@@ -74,6 +74,8 @@ describe("retries", () => {
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    // An isolate's first call to a model fetches its breaker's copy first (one round trip), not the wait timed here.
+    await breakerClientFor(llmConfig()).known(["openai:gpt-4o-mini"]);
     const startedMs = Date.now();
     const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "retry-after" });
     const elapsedMs = Date.now() - startedMs;
@@ -508,7 +510,8 @@ describe("circuit breaker", () => {
       [ANTHROPIC]: () => anthropicMessage("fallback"),
     });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
-    const { router, breakerPolicy, settled } = routerWithQuickBreaker(800);
+    // Open long enough to outlast settled(), which waits up to a second for the batched successes to be sent.
+    const { router, breakerPolicy, settled } = routerWithQuickBreaker(1_500);
     for (let call = 0; call < 5; call++) {
       const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `b${call}` });
       expect(result.provider).toBe("anthropic");
@@ -530,7 +533,7 @@ describe("circuit breaker", () => {
     const openai = providers.data.find((entry) => entry.provider === "openai");
     expect(openai?.models.find((entry) => entry.model === model)).toMatchObject({ state: "open", error_rate: 1 });
 
-    await new Promise((wake) => setTimeout(wake, 900));
+    await new Promise((wake) => setTimeout(wake, 1_600));
     openaiHealthy = true;
     const trial = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "trial" });
     expect(trial.provider).toBe("openai");
@@ -815,6 +818,29 @@ describe("the shared breaker slow or silent", () => {
     expect(answered).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
     expect(Date.now() - startedMs).toBeLessThan(3_000);
   }, 10_000);
+
+  it("a new isolate's first calls respect a breaker another isolate opened, rather than take it for closed", async () => {
+    const model = `gpt-4o-mini-new-isolate-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    // Opened elsewhere a second ago: open for another 29 s.
+    const openedMs = Date.now() - 1_000;
+    await env.PROVIDER_BREAKER.getByName("openai").sync(
+      model,
+      [1, 2, 3, 4, 5].map((index) => ({ atMs: openedMs + index, ok: false, error: "timeout" })),
+    );
+    // Still down (where it hangs instead, each such call waited out the attempt timeout before falling over).
+    const fake = fakeUpstreams({ [OPENAI]: () => problem(503), [ANTHROPIC]: () => anthropicMessage("fallback") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    // A router of its own breaker client (a policy makes one): an isolate that has not yet called the model.
+    const { router } = routerWithQuickBreaker(30_000);
+    const burst = await Promise.all(
+      Array.from({ length: 5 }, (_, call) =>
+        router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `ni${call}` }),
+      ),
+    );
+    expect(burst.map((result) => result.provider)).toEqual(Array(5).fill("anthropic"));
+    expect(fake.count(OPENAI)).toBe(0);
+  });
 
   it("with the breaker object down, the providers overview shows this isolate's copies, not every breaker closed", async () => {
     const model = `gpt-4o-mini-object-down-${crypto.randomUUID().slice(0, 6)}`;
