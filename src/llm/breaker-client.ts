@@ -129,9 +129,13 @@ export class BreakerClient {
     const [provider, model] = split(key);
     const shared = await answerWithin(this.#remote!.sync(provider, model, []), TRIAL_ANSWER_TIMEOUT_MS);
     const entry = this.#entry(key);
-    // Unanswered (the object down or slow): the copy decides as before, and the background sync tries again.
-    if (!shared || entry.syncedAtMs !== Number.NEGATIVE_INFINITY) return;
-    entry.state = entry.pending.length > 0 ? recordOutcomes(shared, entry.pending, this.#now(), this.#policy) : shared;
+    if (entry.syncedAtMs !== Number.NEGATIVE_INFINITY) return;
+    // Unanswered (the object down or slow), the copy decides as it stands, and the periodic sync tries again: the
+    // next calls do not each wait for an object that does not answer.
+    if (shared) {
+      entry.state =
+        entry.pending.length > 0 ? recordOutcomes(shared, entry.pending, this.#now(), this.#policy) : shared;
+    }
     entry.syncedAtMs = this.#now();
   }
 

@@ -819,6 +819,29 @@ describe("the shared breaker slow or silent", () => {
     expect(Date.now() - startedMs).toBeLessThan(3_000);
   }, 10_000);
 
+  it("a breaker object that never answers holds an isolate's first call about a second, and the next not at all", async () => {
+    const model = `gpt-4o-mini-mute-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    const never = () => new Promise<never>(() => {});
+    const config = llmConfig({
+      PROVIDER_BREAKER: { getByName: () => ({ sync: never, tryTrial: never, snapshot: never }) },
+    });
+    const fake = fakeUpstreams({ [OPENAI]: () => openAiCompletion("ok"), [ANTHROPIC]: () => anthropicMessage("fb") });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    // As in the Worker, usage rows and breaker syncs go to waitUntil (the rows' coalescing is not the call's wait).
+    const router = createLlmRouter(config, { logger: quietLogger, waitUntil: () => {} });
+    const firstMs = Date.now();
+    expect((await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "mute1" })).provider).toBe(
+      "openai",
+    );
+    expect(Date.now() - firstMs).toBeLessThan(2_500);
+    const nextMs = Date.now();
+    expect((await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "mute2" })).provider).toBe(
+      "openai",
+    );
+    expect(Date.now() - nextMs).toBeLessThan(500);
+  });
+
   it("a new isolate's first calls respect a breaker another isolate opened, rather than take it for closed", async () => {
     const model = `gpt-4o-mini-new-isolate-${crypto.randomUUID().slice(0, 6)}`;
     const workspace = await openAiThenHaiku(model);
