@@ -55,7 +55,7 @@ export interface Outcome {
   atMs: number;
   ok: boolean;
   error?: string;
-  /** When the failed attempt was sent, where known. */
+  /** When the attempt was sent, where known. */
   startedAtMs?: number;
   /** The call held the half-open trial: its failure reopens the breaker. */
   trial?: true;
@@ -143,7 +143,15 @@ export function recordOutcomes(
       continue;
     }
     if (outcome.ok) {
-      if (answeredBeforeLastFailure(next, outcome.atMs)) {
+      // Sent before the breaker opened and answered since (a slow answer, a queue the provider still drains while
+      // it refuses new calls): no proof that a call sent now is answered. Only a call sent since (the trial, or one
+      // tried while every target was open) closes it; in flight by the dozen, such answers kept closing it.
+      const sentBeforeOpening =
+        next.open &&
+        next.openedAtMs !== null &&
+        outcome.startedAtMs !== undefined &&
+        outcome.startedAtMs < next.openedAtMs;
+      if (sentBeforeOpening || answeredBeforeLastFailure(next, outcome.atMs)) {
         // A success older than the breaker's opening or its latest failure (another isolate's, batched for up to a
         // second; a stream that began answering before and ended after) says nothing of the provider since: it
         // takes its place in the window. Applied as news, it closed a breaker opened a moment later elsewhere, and

@@ -26,7 +26,10 @@ export interface CallOutcome {
    * answering: a stream begun before the breaker opened says nothing of the provider since.
    */
   answeredAtMs?: number;
-  /** When the failed attempt was sent: one sent before the breaker last closed is the outage's, not news. */
+  /**
+   * When the attempt was sent: a failure sent before the breaker last closed is the outage's, not news; a success
+   * sent before it opened does not close it.
+   */
   startedAtMs?: number;
   /** The call held the target's half-open trial. */
   trial?: boolean;

@@ -215,7 +215,9 @@ export class Router implements LlmRouter {
           targetKey(target),
           ok,
           error,
-          ok ? { answeredAtMs: served.answeredAtMs } : { startedAtMs: served.startedAtMs, trial: served.holdsTrial },
+          ok
+            ? { answeredAtMs: served.answeredAtMs, startedAtMs: served.startedAtMs }
+            : { startedAtMs: served.startedAtMs, trial: served.holdsTrial },
         );
       }
       outcomeTold = true;
@@ -517,7 +519,7 @@ export class Router implements LlmRouter {
           // A stream's outcome is told at its end (chatStream): told at its first event as well, a stream that
           // broke mid-answer counted as a success and a failure, so providers that cut every stream short never
           // had five failures in a row, and GET /api/v1/providers read each such call as two at 50%.
-          if (!options.stream) breaker.record(key, true);
+          if (!options.stream) breaker.record(key, true, undefined, { startedAtMs: attemptStartedMs });
           this.#latency.observe(key, this.#now() - attemptStartedMs);
           return {
             value,

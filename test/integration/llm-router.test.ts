@@ -633,6 +633,40 @@ describe("circuit breaker", () => {
 });
 
 describe("circuit breaker and calls that outlast its opening", () => {
+  it("a slow answer to a call sent before the breaker opened does not close it", async () => {
+    const model = `gpt-4o-mini-slow-success-${crypto.randomUUID().slice(0, 6)}`;
+    const workspace = await openAiThenHaiku(model);
+    let releaseSlow!: () => void;
+    const slowMayAnswer = new Promise<void>((resolve) => {
+      releaseSlow = resolve;
+    });
+    const fake = fakeUpstreams({
+      // The first call was accepted before the outage and is answered late; every call after it fails.
+      [OPENAI]: async (_request, call) => {
+        if (call > 1) return problem(529);
+        await slowMayAnswer;
+        return openAiCompletion("late but whole");
+      },
+      [ANTHROPIC]: () => anthropicMessage("fallback"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const { router, breakerPolicy, settled } = routerWithQuickBreaker(60_000);
+    const slow = router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "ss-slow" });
+    while (fake.count(OPENAI) < 1) await new Promise((wake) => setTimeout(wake, 5));
+    for (let call = 0; call < 5; call++) {
+      await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: `ss${call}` });
+    }
+    releaseSlow();
+    expect(await slow).toMatchObject({ provider: "openai", message: { content: "late but whole" } });
+    // OpenAI still fails what is sent to it now: the breaker stays open, and the next call goes to Claude.
+    const next = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "ss-next" });
+    expect(next.provider).toBe("anthropic");
+    expect(fake.count(OPENAI)).toBe(6);
+    await settled();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot(breakerPolicy);
+    expect(breakers.find((entry) => entry.model === model)?.view).toMatchObject({ state: "open", calls: 6 });
+  });
+
   it("GET /api/v1/providers still counts the last minute's failures after a trial closed the breaker", async () => {
     const model = `gpt-4o-mini-recovered-${crypto.randomUUID().slice(0, 6)}`;
     const workspace = await openAiThenHaiku(model);

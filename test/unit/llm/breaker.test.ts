@@ -140,4 +140,11 @@ describe("circuit breaker", () => {
     const fresh = [30_200, 30_201, 30_202, 30_203, 30_204].map((atMs) => ({ ...fail(atMs), startedAtMs: 30_150 }));
     expect(viewOf(recordOutcomes(closed, fresh, 30_204), 30_204).state).toBe("open");
   });
+
+  it("is closed only by a success sent since it opened, not by a slow answer to a call sent before", () => {
+    const open = recordOutcomes(CLOSED, [10, 11, 12, 13, 14].map(fail), 14);
+    const slow = recordOutcomes(open, [{ ...ok(20), startedAtMs: 9 }], 20);
+    expect(viewOf(slow, 20)).toMatchObject({ state: "open", openedAtMs: 14, calls: 6 });
+    expect(viewOf(recordOutcomes(open, [{ ...ok(20), startedAtMs: 15 }], 20), 20).state).toBe("closed");
+  });
 });
