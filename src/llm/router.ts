@@ -85,6 +85,8 @@ interface Served<T> {
   answeredAtMs: number;
   /** The serving attempts were the target's half-open trial, which a stream's end must settle or free. */
   holdsTrial: boolean;
+  /** The call's deadline shortened the attempt's wait below the attempt timeout (see cutByDeadline in #serve). */
+  waitCutByDeadline: boolean;
   /** The serving attempt's trace span, ended with its usage when the answer is whole (a stream's at its end). */
   span: AttemptSpan;
 }
@@ -269,7 +271,9 @@ export class Router implements LlmRouter {
         else {
           // As for a failed attempt (see #serve): a refusal in the stream (a 400 that vLLM or Anthropic sends as an
           // error event) says nothing of the provider's health; counted, five such streams opened its breaker.
-          if (classifyFailure(failure).countsForBreaker) told(false, failure.code);
+          // So is a stall past a wait the call's deadline shortened, within the provider's attempt timeout.
+          const cutByDeadline = failure.failure === "timeout" && served.waitCutByDeadline;
+          if (classifyFailure(failure).countsForBreaker && !cutByDeadline) told(false, failure.code);
           else if (!outcomeTold) {
             outcomeTold = true;
             if (served.holdsTrial) router.#deps.breaker.releaseTrial(targetKey(target));
@@ -535,6 +539,7 @@ export class Router implements LlmRouter {
             startedAtMs: attemptStartedMs,
             answeredAtMs: this.#now(),
             holdsTrial,
+            waitCutByDeadline: attemptBudgetMs < attemptTimeoutMs,
           };
         } catch (caught) {
           clock.finish();

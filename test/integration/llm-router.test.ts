@@ -1423,6 +1423,50 @@ describe("a stream that ends without the provider's usage", () => {
 });
 
 describe("a stream's refusal mid-answer", () => {
+  it("a stream stalled past a wait the call's deadline shortened counts nothing against its breaker", async () => {
+    const model = `gpt-4o-mini-deadline-stream-${crypto.randomUUID().slice(0, 8)}`;
+    const workspace = await openAiThenHaiku(model);
+    const encoder = new TextEncoder();
+    const first = { choices: [{ index: 0, delta: { role: "assistant", content: "thinking" }, finish_reason: null }] };
+    const fake = fakeUpstreams({
+      // One delta, then a pause longer than the call has left (well within the provider's 60 s attempt timeout).
+      [OPENAI]: (request) =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(encoder.encode(`data: ${JSON.stringify(first)}\n\n`));
+            },
+            pull() {
+              return new Promise<void>((_, reject) => {
+                request.signal.addEventListener("abort", () => reject(request.signal.reason), { once: true });
+              });
+            },
+          }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+      [ANTHROPIC]: () => anthropicMessage("from claude"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = createLlmRouter(llmConfig(), { logger: quietLogger });
+    for (let call = 1; call <= 5; call++) {
+      const context = { workspaceId: workspace.id, chargeKey: `dl-${call}`, deadlineMs: Date.now() + 200 };
+      const routed = await router.chatStream({ messages }, context);
+      expect(routed.provider).toBe("openai");
+      await expect(
+        (async () => {
+          for await (const _event of routed.deltas);
+        })(),
+      ).rejects.toMatchObject({ failure: "timeout" });
+    }
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    const view = breakers.find((entry) => entry.model === model)?.view;
+    expect(view ?? { state: "closed", consecutiveFailures: 0 }).toMatchObject({
+      state: "closed",
+      consecutiveFailures: 0,
+    });
+  });
+
   it("a stream ended by the provider's 400 mid-answer counts nothing against its breaker, as a 400 before it does", async () => {
     const model = `gpt-4o-mini-refused-mid-${crypto.randomUUID().slice(0, 8)}`;
     const workspace = await openAiThenHaiku(model);
