@@ -187,12 +187,57 @@ export function currentPriceTable(nowMs: number = Date.now()): PriceTableVersion
   return chosen;
 }
 
+/**
+ * Dated snapshots, as providers answer to them, and the table's model each is a version of at the same price
+ * and ceiling. Providers' own docs name models so (Anthropic's model pages `claude-sonnet-4-20250514`, OpenAI's
+ * structured-outputs guide `gpt-4o-2024-08-06`), and production code pins them: unlisted, such a call was
+ * charged the unknown-model guess (claude-opus-4 a third of its price, gpt-4o-mini thirty times it) and sent a
+ * max_tokens above the model's ceiling, which the provider refuses. Not Azure's, whose deployment names are
+ * their owner's. Not gpt-4o-2024-05-13, which costs more than gpt-4o ($5 and $15, the unknown-model rate).
+ */
+const SNAPSHOT_OF: Record<string, string> = {
+  "openai:gpt-4o-2024-08-06": "gpt-4o",
+  "openai:gpt-4o-2024-11-20": "gpt-4o",
+  "openai:gpt-4o-mini-2024-07-18": "gpt-4o-mini",
+  "openai:gpt-4.1-2025-04-14": "gpt-4.1",
+  "openai:gpt-4.1-mini-2025-04-14": "gpt-4.1-mini",
+  "openai:gpt-4.1-nano-2025-04-14": "gpt-4.1-nano",
+  "openai:o1-2024-12-17": "o1",
+  "openai:o3-2025-04-16": "o3",
+  "openai:o3-mini-2025-01-31": "o3-mini",
+  "openai:o4-mini-2025-04-16": "o4-mini",
+  "openai:gpt-5-2025-08-07": "gpt-5",
+  "openai:gpt-5-mini-2025-08-07": "gpt-5-mini",
+  "openai:gpt-5-nano-2025-08-07": "gpt-5-nano",
+  "anthropic:claude-3-5-haiku-20241022": "claude-3-5-haiku-latest",
+  "anthropic:claude-3-5-sonnet-20240620": "claude-3-5-sonnet-latest",
+  "anthropic:claude-3-5-sonnet-20241022": "claude-3-5-sonnet-latest",
+  "anthropic:claude-3-7-sonnet-20250219": "claude-3-7-sonnet-latest",
+  "anthropic:claude-sonnet-4-20250514": "claude-sonnet-4-0",
+  "anthropic:claude-opus-4-20250514": "claude-opus-4-0",
+  "anthropic:claude-opus-4-1-20250805": "claude-opus-4-1",
+  "anthropic:claude-sonnet-4-5-20250929": "claude-sonnet-4-5",
+  "anthropic:claude-haiku-4-5-20251001": "claude-haiku-4-5",
+};
+
+/** The table's name for a provider's model: its alias when it is a dated snapshot of one (SNAPSHOT_OF), else itself. */
+export function pricedModelName(provider: string, model: string): string {
+  const key = `${provider}:${model}`;
+  return Object.hasOwn(SNAPSHOT_OF, key) ? SNAPSHOT_OF[key] : model;
+}
+
 export function priceOf(provider: string, model: string, table = currentPriceTable()): ModelPrice & { known: boolean } {
-  const exact = table.models[`${provider}:${model}`] ?? table.models[`${provider}:*`];
+  const exact =
+    table.models[`${provider}:${model}`] ??
+    table.models[`${provider}:${pricedModelName(provider, model)}`] ??
+    table.models[`${provider}:*`];
   // A provider serving a model under OpenAI's name is priced as OpenAI prices it; not Azure, whose deployment
   // names are its owner's (one named `gpt-4o` may serve anything, and Azure's own rows differ), nor `local`,
   // which is free (`local:*`). Either states its price in its chain entry (src/llm/routing.ts chainTargets).
-  const viaOpenAi = provider === "azure" || provider === "local" ? undefined : table.models[`openai:${model}`];
+  const viaOpenAi =
+    provider === "azure" || provider === "local"
+      ? undefined
+      : table.models[`openai:${pricedModelName("openai", model)}`];
   const found = exact ?? viaOpenAi;
   return found ? { ...found, known: true } : { ...UNKNOWN_MODEL_PRICE, known: false };
 }
