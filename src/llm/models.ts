@@ -1,7 +1,7 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters } from "./adapters/index.ts";
 import { currentPriceTable, type PriceSource, priceInForce } from "./prices.ts";
-import { DEFAULT_MODELS, type RouteTarget, servedModels, stripQuery } from "./routing.ts";
+import { DEFAULT_MODELS, type RouteTarget, servedModels, servingTarget, stripQuery } from "./routing.ts";
 
 /**
  * The models a workspace can name in `model` of a chat completion, in the
@@ -116,7 +116,8 @@ function catalogContext(config: AppConfig, chain: readonly RouteTarget[], nowMs:
 /**
  * A model named `provider:model` that the catalog does not list (one newer than the price table): a
  * completion naming it is sent to that provider all the same (src/llm/routing.ts), so it is offered too,
- * at the unknown-model rate, when this deployment has the provider. Null otherwise.
+ * at the unknown-model rate, when this deployment has the provider. A bare dated snapshot of a listed model
+ * (`claude-sonnet-4-20250514`) is offered where a completion naming it goes (servingTarget). Null otherwise.
  */
 export function namedModel(
   config: AppConfig,
@@ -127,7 +128,9 @@ export function namedModel(
   const colon = id.indexOf(":");
   const provider = id.slice(0, Math.max(0, colon));
   const model = id.slice(colon + 1);
-  if (!Object.hasOwn(DEFAULT_MODELS, provider) || model === "") return null;
-  const { adapters, entry } = catalogContext(config, chain, nowMs);
-  return adapters.has(provider) ? entry({ provider, model }) : null;
+  const { adapters, table, entry } = catalogContext(config, chain, nowMs);
+  if (Object.hasOwn(DEFAULT_MODELS, provider))
+    return model !== "" && adapters.has(provider) ? entry({ provider, model }) : null;
+  const served = servingTarget([...adapters.keys()], id, table);
+  return served ? entry(served) : null;
 }

@@ -5,6 +5,7 @@ import {
   type ModelPrice,
   type PriceInForce,
   type PriceTableVersion,
+  pricedModelName,
   priceInForce,
   priceOf,
 } from "./prices.ts";
@@ -131,6 +132,23 @@ export function servedModels(
     .filter((target) => target.model !== "*" && configured.has(target.provider));
   const defaults = providers.map((provider) => ({ provider, model: DEFAULT_MODELS[provider] ?? "default" }));
   return dedupe([...priced, ...defaults]);
+}
+
+/**
+ * The configured provider that serves a bare model name: the first of servedModels with that model, else with
+ * the model it is a dated snapshot of (`claude-sonnet-4-20250514` where `anthropic:claude-sonnet-4-0` is
+ * served), named as the caller named it; undefined when none does.
+ */
+export function servingTarget(
+  providers: readonly string[],
+  model: string,
+  table: PriceTableVersion = currentPriceTable(),
+): RouteTarget | undefined {
+  const served = servedModels(providers, table);
+  const exact = served.find((target) => target.model === model);
+  if (exact) return exact;
+  const ofSnapshot = served.find((target) => target.model === pricedModelName(target.provider, model));
+  return ofSnapshot ? { provider: ofSnapshot.provider, model } : undefined;
 }
 
 export function targetKey(target: { provider: string; model: string }): string {
@@ -264,7 +282,7 @@ function preferRequested(
   const matching = ordered.filter((target) => stripQuery(target.model) === requested);
   if (matching.length > 0) return dedupe([...matching, ...ordered]);
   // Not the chain's: served where the models endpoint says it is, rather than by whatever the chain holds.
-  const served = servedModels(providers).find((target) => target.model === requested);
+  const served = servingTarget(providers, requested);
   return served ? dedupe([{ ...served, requested: true }, ...ordered]) : ordered;
 }
 

@@ -108,4 +108,35 @@ describe("a model named by its dated snapshot", () => {
     })) as unknown as Figures;
     expect(completion.x_mgx.cost_usd).toBe(0.065);
   });
+
+  it("named bare, is served by the provider that has its model, not by whatever the chain holds", async () => {
+    // The chain is the default, simulated; OpenAI and Anthropic are configured.
+    const workspace = await workspaceWith(null);
+    const sentModels: string[] = [];
+    const fake = fakeUpstreams({
+      [OPENAI]: async (request) => {
+        sentModels.push(((await request.json()) as { model: string }).model);
+        return openAiCompletion("done");
+      },
+      [ANTHROPIC]: async (request) => {
+        sentModels.push(((await request.json()) as { model: string }).model);
+        return anthropicMessage("done");
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const sdk = sdkAgainstApp(workspace.key);
+    for (const [model, provider] of [
+      ["claude-sonnet-4-20250514", "anthropic"],
+      ["gpt-4o-2024-08-06", "openai"],
+    ]) {
+      const completion = (await sdk.chat.completions.create({ model, messages })) as unknown as Figures & {
+        model: string;
+      };
+      expect(completion.x_mgx.provider).toBe(provider);
+      expect(completion.model).toBe(model);
+      const listed = await sdk.models.retrieve(model);
+      expect(listed.id).toBe(`${provider}:${model}`);
+    }
+    expect(sentModels).toEqual(["claude-sonnet-4-20250514", "gpt-4o-2024-08-06"]);
+  });
 });
