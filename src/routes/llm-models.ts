@@ -76,7 +76,7 @@ const getRoute = createRoute({
   tags: ["LLM"],
   summary: "Get one model (OpenAI-compatible)",
   description:
-    "One entry of the list, by id; a bare model name finds the first entry serving it. A `provider:model` the list lacks (a model newer than the price table) is offered when this deployment has the provider, as a completion naming it is sent there: priced at the unknown-model rate (`price_source: unknown`).",
+    "One entry of the list, by id; a bare model name finds the first entry serving it. A `provider:model` the list lacks (a model newer than the price table) is offered when this deployment has the provider, as a completion naming it is sent there: priced at the unknown-model rate (`price_source: unknown`). A dated snapshot of a listed model (`claude-sonnet-4-20250514`), bare or not, is offered at that model's price, where a completion naming it is sent.",
   middleware: [requireScope("tasks:read")] as const,
   request: {
     params: z.object({
