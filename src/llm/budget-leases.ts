@@ -86,8 +86,8 @@ export class Lease {
   readonly #heldInFlight = { tokens: 0, costUsd: 0 };
   #retired = false;
   #closed = false;
-  /** Cancels its retirement scheduled for the end of its spending time (LeaseBook.take), while one is. */
-  cancelRetirement: (() => void) | null = null;
+  /** Its retirement at the end of its spending time is scheduled (LeaseBook.take). */
+  retirementScheduled = false;
 
   constructor(
     grant: BudgetLease,
@@ -142,8 +142,6 @@ export class Lease {
     this.#inFlight--;
     this.#heldInFlight.tokens -= hold.tokens;
     this.#heldInFlight.costUsd -= hold.costUsd;
-    // No call left to keep a hold for: the timer need not keep its request alive (a later call sets another).
-    if (this.#inFlight === 0) this.cancelRetirement?.();
     const charged =
       charge.tokens > 0 || charge.costUsd > 0 ? this.#batches.add({ charge, context, limits }) : undefined;
     return Promise.all([charged, this.#closeWhenDone()]);
@@ -194,9 +192,9 @@ export class LeaseBook {
   /** The size a workspace's next lease should have, from the last one that ended (see MIN_LEASE_CALLS). */
   readonly #nextCalls = new Map<string, number>();
   readonly #now: () => number;
-  readonly #sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  readonly #sleep: (ms: number) => Promise<void>;
 
-  constructor(options: { now?: () => number; sleep?: (ms: number, signal: AbortSignal) => Promise<void> } = {}) {
+  constructor(options: { now?: () => number; sleep?: (ms: number) => Promise<void> } = {}) {
     this.#now = options.now ?? Date.now;
     this.#sleep = options.sleep ?? sleepMs;
   }
@@ -216,24 +214,14 @@ export class LeaseBook {
       return null;
     }
     const hold = lease.take(amounts.tokens, amounts.costUsd, nowMs);
-    if (hold && !lease.cancelRetirement) {
+    if (hold && !lease.retirementScheduled) {
       // Retired when its time is up even if no call comes to notice: its calls still running then must have their
-      // holds kept at the limiter before it presumes the isolate gone. Kept alive by this call's request, and
-      // only while calls run on the lease (Lease.settle cancels it when the last one ends).
-      const timer = new AbortController();
-      lease.cancelRetirement = () => {
-        lease.cancelRetirement = null;
-        timer.abort();
-      };
-      keep(
-        this.#sleep(lease.spendUntilMs - nowMs, timer.signal).then(
-          () => {
-            lease.cancelRetirement = null;
-            return this.#retire(workspaceId, lease);
-          },
-          () => {},
-        ),
-      );
+      // holds kept at the limiter before it presumes the isolate gone, and with none running, what it still holds
+      // goes back then. Kept alive by this call's request (5 s at most), also once every call has settled: stopped
+      // then, an isolate gone quiet left the lease's room held until the limiter gave it back a minute after
+      // lending it, and every other isolate's call near the limit was refused (budget_held) with nothing in flight.
+      lease.retirementScheduled = true;
+      keep(this.#sleep(lease.spendUntilMs - nowMs).then(() => this.#retire(workspaceId, lease)));
     }
     return hold;
   }

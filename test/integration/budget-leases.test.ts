@@ -107,18 +107,23 @@ async function setup(
   return { workspace, limiter, call, drained, status };
 }
 
-describe("budget leases through the router", () => {
+describe("budget leases through the router", { timeout: 30_000 }, () => {
   it("with ample room, many calls make one reservation at the limiter and are each charged once, in one batch", async () => {
     const { workspace, limiter, call, drained, status } = await setup({ ...NONE, daily_tokens: 1_000_000 });
     for (let step = 1; step <= 6; step++) {
       expect(await call(step)).toMatchObject({ usage: { total_tokens: 17 } });
     }
-    await drained();
-    // The first call reserved by itself and got the lease; the other five drew on it.
-    expect(limiter.calls).toEqual(["reserve", "settle", "settleLeased:5"]);
     // The first lease covers 10 calls of this estimate (10 prompt + 1,024 completion tokens): an isolate
     // with no pace yet asks for the least. The five drew it down by what they used.
-    expect((await status()).daily).toMatchObject({ tokens: 102, reserved_tokens: 10_340 - 85 });
+    // Before its 5 s are up, the lease holds what its calls did not use.
+    await vi.waitFor(async () => expect((await status()).daily).toMatchObject({ reserved_tokens: 10_340 - 85 }), {
+      timeout: 4_000,
+    });
+    await drained();
+    // The first call reserved by itself and got the lease; the other five drew on it, and it was closed when its
+    // 5 s were up, though no call came then: what it held went back at once.
+    expect(limiter.calls).toEqual(["reserve", "settle", "settleLeased:5", "settleLeased:0+close"]);
+    expect((await status()).daily).toMatchObject({ tokens: 102, reserved_tokens: 0 });
     const usage = (await (await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers })).json()) as {
       data: { calls: number; total_tokens: number }[];
     };
@@ -132,9 +137,18 @@ describe("budget leases through the router", () => {
     const { limiter, call, drained, status } = await setup({ ...NONE, daily_tokens: 1_000_000 }, undefined, faults);
     // Keyed like the chat endpoint's calls: the limiter keeps no key of theirs, only the batch's.
     for (let step = 1; step <= 4; step++) await call(step, true);
+    await vi.waitFor(
+      async () => expect((await status()).daily).toMatchObject({ tokens: 4 * 17, reserved_tokens: 10_340 - 3 * 17 }),
+      { timeout: 4_000 },
+    );
     await drained();
-    expect(limiter.calls).toEqual(["reserve", "settle", ...Array(tries).fill("settleLeased:3")]);
-    expect((await status()).daily).toMatchObject({ tokens: 4 * 17, reserved_tokens: 10_340 - 3 * 17 });
+    expect(limiter.calls).toEqual([
+      "reserve",
+      "settle",
+      ...Array(tries).fill("settleLeased:3"),
+      "settleLeased:0+close",
+    ]);
+    expect((await status()).daily).toMatchObject({ tokens: 4 * 17, reserved_tokens: 0 });
   });
 
   it("a threshold crossed by a batch whose answer was lost is published once", async () => {
@@ -192,4 +206,35 @@ describe("budget leases through the router", () => {
       [80, "task_3"],
     ]);
   });
+});
+
+describe("an idle lease, through the API", () => {
+  it("gives back what it holds when its time is up: GET /api/v1/budgets shows nothing reserved once no call runs", async () => {
+    // The default chain (simulated), with room for many calls: the first call is lent a lease.
+    const workspace = await workspaceWith(null, { ...NONE, daily_tokens: 1_000_000 });
+    const headers = { ...workspace.headers, "Content-Type": "application/json" };
+    for (let call = 0; call < 3; call++) {
+      const answered = await fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], max_tokens: 10 }),
+      });
+      expect(answered.status).toBe(200);
+    }
+    const reserved = async () => {
+      const budgets = await fetcher(`${BASE}/api/v1/budgets`, { headers: workspace.headers });
+      return ((await budgets.json()) as { daily: { reserved_tokens: number } }).daily.reserved_tokens;
+    };
+    // Lent: the lease's room is held for this isolate while it may spend it.
+    expect(await reserved()).toBeGreaterThan(0);
+    // Its 5 s are up and no call came: the room goes back then, not a minute after it was lent (until then
+    // every other isolate's call near the limit was refused, budget_held, with nothing in flight).
+    await new Promise((wake) => setTimeout(wake, 5_500));
+    let left = await reserved();
+    for (let tries = 0; left > 0 && tries < 50; tries++) {
+      await new Promise((wake) => setTimeout(wake, 20));
+      left = await reserved();
+    }
+    expect(left).toBe(0);
+  }, 15_000);
 });

@@ -19,10 +19,11 @@ function setup() {
   const kept: Promise<unknown>[] = [];
   // Timers on the test's clock: they fire when `advance` passes their time.
   const timers: { dueMs: number; fire: () => void }[] = [];
-  const sleep = (ms: number, signal: AbortSignal) =>
+  // A signal, where one is given, cancels the timer.
+  const sleep = (ms: number, signal?: AbortSignal) =>
     new Promise<void>((fire, cancel) => {
       timers.push({ dueMs: nowMs + ms, fire });
-      signal.addEventListener("abort", () => cancel(signal.reason), { once: true });
+      signal?.addEventListener("abort", () => cancel(signal.reason), { once: true });
     });
   const book = new LeaseBook({ now: () => nowMs, sleep });
   const write = async (lease: { key: string }, items: LeaseBatchItem[]) => {
@@ -122,6 +123,24 @@ describe("budget leases in the isolate", () => {
         { lease: "lease:3", items: [{ close: true }] },
       ]);
       expect(take(100)?.lease.key).toBe("lease:4");
+    }),
+  );
+
+  it(
+    "whose calls all settled before its time was up is closed when its time is up, with no call to notice",
+    inUnit(async () => {
+      const { writes, grant, take, flushed, advance } = setup();
+      grant("lease:1", 1_000, null);
+      const hold = take(100)!;
+      hold.lease.settle(hold, { chargeKey: "done", tokens: 40, costUsd: 0 }, context("done"));
+      await flushed();
+      writes.length = 0;
+      // No call comes after it: what it still holds (960 tokens) goes back when its time is up, not when the
+      // limiter presumes its isolate gone a minute after lending it (room refused to every other isolate).
+      advance(5_000);
+      await flushed();
+      expect(writes).toEqual([{ lease: "lease:1", items: [{ close: true }] }]);
+      expect(take(100)).toBeNull();
     }),
   );
 
