@@ -218,6 +218,15 @@ const SNAPSHOT_OF: Record<string, string> = {
   "anthropic:claude-opus-4-1-20250805": "claude-opus-4-1",
   "anthropic:claude-sonnet-4-5-20250929": "claude-sonnet-4-5",
   "anthropic:claude-haiku-4-5-20251001": "claude-haiku-4-5",
+  // The older models version 2026-11-28 prices (a snapshot is the guess in the versions before it, as its model).
+  "openai:gpt-4-0613": "gpt-4",
+  "openai:gpt-4-turbo-2024-04-09": "gpt-4-turbo",
+  "openai:gpt-4.5-preview-2025-02-27": "gpt-4.5-preview",
+  "openai:gpt-3.5-turbo-0125": "gpt-3.5-turbo",
+  "openai:o1-mini-2024-09-12": "o1-mini",
+  "openai:o1-pro-2025-03-19": "o1-pro",
+  "openai:o3-pro-2025-06-10": "o3-pro",
+  "anthropic:claude-3-opus-20240229": "claude-3-opus-latest",
 };
 
 /** The table's name for a provider's model: its alias when it is a dated snapshot of one (SNAPSHOT_OF), else itself. */

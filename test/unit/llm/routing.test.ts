@@ -207,4 +207,23 @@ describe("prices", () => {
     // Every row of the version before is still there, at its price.
     expect(legacy.models).toMatchObject(cachedInput.models);
   });
+
+  it("prices a dated snapshot as the model it is a snapshot of, where the table has that model", () => {
+    const [, cachedInput, legacy] = PRICE_TABLE_VERSIONS;
+    const million = { prompt_tokens: 1_000_000, completion_tokens: 1_000_000 };
+    expect(costUsd("openai", "gpt-4o-mini-2024-07-18", million, cachedInput)).toBe(0.75);
+    expect(costUsd("anthropic", "claude-opus-4-20250514", million, cachedInput)).toBe(90);
+    expect(priceOf("anthropic", "claude-3-5-haiku-20241022", cachedInput)).toMatchObject({
+      known: true,
+      maxOutputTokens: 8_192,
+    });
+    // The older models' snapshots, from the version that prices their models.
+    expect(priceOf("anthropic", "claude-3-opus-20240229", cachedInput).known).toBe(false);
+    expect(costUsd("anthropic", "claude-3-opus-20240229", million, legacy)).toBe(90);
+    expect(costUsd("openai", "o1-pro-2025-03-19", million, legacy)).toBe(750);
+    // Priced apart from its model (gpt-4o at $2.50 and $10): the unknown-model rate, which is its own.
+    expect(costUsd("openai", "gpt-4o-2024-05-13", million, cachedInput)).toBe(20);
+    // Azure's deployment names are their owner's, not snapshots.
+    expect(priceOf("azure", "gpt-4o-mini-2024-07-18", cachedInput).known).toBe(false);
+  });
 });
