@@ -3,20 +3,14 @@ import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { BreakerBook } from "../../src/llm/breaker-book.ts";
-import { BASE, fetcher, usageWhenWritten, workspaceWith } from "../support/llm.ts";
+import { BASE, fetcher, postChat, usageWhenWritten, workspaceWith } from "../support/llm.ts";
 import { createTestKey } from "../support/workspaces.ts";
 
 /** POST /api/v1/llm/chat/completions, GET /api/v1/providers and GET /api/v1/usage over HTTP, on the simulated provider. */
 
 afterEach(() => vi.restoreAllMocks());
 
-function chat(headers: Record<string, string>, body: unknown) {
-  return fetcher(`${BASE}/api/v1/llm/chat/completions`, {
-    method: "POST",
-    headers: { ...headers, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-}
+const chat = postChat;
 
 describe("OpenAI-compatible chat completions", () => {
   it("answers a chat.completion with usage, the router's figures, and a usage row (metered, not audited)", async () => {

@@ -18,6 +18,7 @@ import {
   fetcher,
   OPENAI_URL,
   openAiCompletion,
+  postChat,
   problem,
   usageWhenWritten,
   workspaceWith,
@@ -28,13 +29,7 @@ import { insertTask, taskBody } from "../unit/tasks/fakes.ts";
 
 afterEach(() => vi.restoreAllMocks());
 
-function chat(headers: Record<string, string>, body: unknown) {
-  return fetcher(`${BASE}/api/v1/llm/chat/completions`, {
-    method: "POST",
-    headers: { ...headers, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-}
+const chat = postChat;
 
 describe("the events of a call", () => {
   it("carry the caller's X-Request-Id, so it can tell which of its calls they came from", async () => {

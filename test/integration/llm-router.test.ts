@@ -46,6 +46,11 @@ const openAiThenHaiku = (model: string) =>
       { provider: "anthropic", model: "claude-3-5-haiku-latest" },
     ],
   });
+/** Reads a routed stream to its end, as a caller does: rejects with the error that ended it. */
+async function drain(routed: { deltas: AsyncIterable<unknown> }): Promise<void> {
+  for await (const _event of routed.deltas);
+}
+
 /** A router whose backoff sleeps are only recorded (ms), so a test sees every wait it would have made. */
 function routerRecordingWaits() {
   const waits: number[] = [];
@@ -402,9 +407,7 @@ describe("what a failure tells the caller", () => {
     const router = createLlmRouter(llmConfig(), { logger: quietLogger });
     const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "mid-stream-limit" });
     // What the endpoint writes into the stream's error chunk is this failure's message.
-    const failure = await (async () => {
-      for await (const _event of routed.deltas);
-    })().catch((caught: Error) => caught);
+    const failure = await drain(routed).catch((caught: Error) => caught);
     expect(failure).toBeInstanceOf(Error);
     expect((failure as Error).message).toBe("provider answered 429: rate limited (rate_limit_error)");
     await expect(routed.result).rejects.toMatchObject({ status: 429, code: "rate_limit_error" });
@@ -1338,9 +1341,6 @@ describe("a stream that ends without the provider's usage", () => {
   });
 
   it("tells a provider that fails or stalls mid-answer as one llm.provider.error, as any failed attempt", async () => {
-    const drain = async (routed: Awaited<ReturnType<ReturnType<typeof createLlmRouter>["chatStream"]>>) => {
-      for await (const _event of routed.deltas);
-    };
     const cut = await openAiWorkspaceWithoutLease();
     vi.spyOn(globalThis, "fetch").mockImplementation(partialStream("fail").impl);
     const router = createLlmRouter(llmConfig(), { logger: quietLogger, overrides: { attemptTimeoutMs: 300 } });
@@ -1400,11 +1400,7 @@ describe("a stream that ends without the provider's usage", () => {
     for (let call = 1; call <= 5; call++) {
       const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: `cut-${call}` });
       expect(routed.provider).toBe("openai");
-      await expect(
-        (async () => {
-          for await (const _event of routed.deltas);
-        })(),
-      ).rejects.toBeInstanceOf(Error);
+      await expect(drain(routed)).rejects.toBeInstanceOf(Error);
     }
     // What GET /api/v1/providers shows: five calls, all failed, and the breaker open.
     await breakerClientFor(llmConfig()).flush();
@@ -1452,11 +1448,7 @@ describe("a stream's refusal mid-answer", () => {
       const context = { workspaceId: workspace.id, chargeKey: `dl-${call}`, deadlineMs: Date.now() + 200 };
       const routed = await router.chatStream({ messages }, context);
       expect(routed.provider).toBe("openai");
-      await expect(
-        (async () => {
-          for await (const _event of routed.deltas);
-        })(),
-      ).rejects.toMatchObject({ failure: "timeout" });
+      await expect(drain(routed)).rejects.toMatchObject({ failure: "timeout" });
     }
     await breakerClientFor(llmConfig()).flush();
     const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
@@ -1486,11 +1478,7 @@ describe("a stream's refusal mid-answer", () => {
     for (let call = 1; call <= 5; call++) {
       const routed = await router.chatStream({ messages }, { workspaceId: workspace.id, chargeKey: `refused-${call}` });
       expect(routed.provider).toBe("openai");
-      await expect(
-        (async () => {
-          for await (const _event of routed.deltas);
-        })(),
-      ).rejects.toMatchObject({ status: 400 });
+      await expect(drain(routed)).rejects.toMatchObject({ status: 400 });
     }
     await breakerClientFor(llmConfig()).flush();
     const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();

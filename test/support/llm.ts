@@ -39,6 +39,15 @@ export function sdkAgainstApp(apiKey: string): OpenAI {
   });
 }
 
+/** POST /api/v1/llm/chat/completions to the app in this isolate, as a workspace's program calls it. */
+export function postChat(headers: Record<string, string>, body: unknown): Promise<Response> {
+  return fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+    method: "POST",
+    headers: { ...headers, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
 export function llmConfig(extra: Record<string, unknown> = {}): AppConfig {
   const checked = checkEnv({
     ...env,
