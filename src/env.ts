@@ -130,7 +130,10 @@ export const EnvSchema = z
     LOCAL_LLM_BASE_URL: providerBaseUrl("/chat/completions", /\/chat\/completions$/i, "/chat/completions"),
     /** Sent as a bearer token: vLLM's `--api-key`, LM Studio's and llama.cpp's keys, a gateway in front of Ollama. */
     LOCAL_LLM_API_KEY: providerKey,
-    /** Each provider attempt's limit (a stream's: until its first chunk, then between chunks). */
+    /**
+     * Each provider attempt's wait for the provider: a stream's until its first chunk, then between chunks (a long
+     * whole answer is asked as a stream; a reasoning model that thinks in silence gets longer for its first chunk).
+     */
     LLM_ATTEMPT_TIMEOUT_MS: z.coerce.number().int().positive().max(600_000).default(60_000),
 
     /**

@@ -44,39 +44,54 @@ export function normaliseUsage(usage: TokenUsage): TokenUsage {
  * call's is one native `AbortSignal.timeout`, which needs no clearing and
  * costs the hot path no timer object of its own (under nodejs_compat the
  * global setTimeout wraps each timer in a Node-style Timeout).
+ *
+ * A resettable clock waits `firstWaitMs` until the provider's answer begins
+ * (`touch`), then `timeoutMs` between its events: a model that sends nothing
+ * while it thinks (OpenAI's reasoning models) is silent for as long as its
+ * thinking takes, which a stall between two deltas of an answer never is.
+ * Signs of life before the answer (`alive`: a role chunk, thinking) restart
+ * the first wait.
  */
 export class AttemptClock {
   readonly signal: AbortSignal;
   readonly #controller: AbortController | undefined;
   readonly #timeoutMs: number;
+  #waitMs: number;
   readonly #parent?: AbortSignal;
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** Finished: a late touch (an adapter's progress) must not arm the timer again. */
   #finished = false;
   readonly #onParentAbort = () => this.#controller?.abort(this.#parent?.reason);
 
-  constructor(timeoutMs: number, parent?: AbortSignal, options: { resettable?: boolean } = {}) {
+  constructor(timeoutMs: number, parent?: AbortSignal, options: { resettable?: boolean; firstWaitMs?: number } = {}) {
     this.#timeoutMs = Math.max(1, timeoutMs);
+    this.#waitMs = Math.max(this.#timeoutMs, options.firstWaitMs ?? 0);
     this.#parent = parent;
     if (!options.resettable) {
-      const timeout = AbortSignal.timeout(this.#timeoutMs);
+      const timeout = AbortSignal.timeout(this.#waitMs);
       this.signal = parent ? AbortSignal.any([parent, timeout]) : timeout;
       return;
     }
     this.#controller = new AbortController();
     this.signal = this.#controller.signal;
     parent?.addEventListener("abort", this.#onParentAbort, { once: true });
-    this.touch();
+    this.alive();
   }
 
-  /** Restarts a resettable clock (a stream's next event); nothing for a one-shot clock. */
+  /** The answer progressed (a stream's delta): the wait between events applies from now on. */
   touch(): void {
+    this.#waitMs = this.#timeoutMs;
+    this.alive();
+  }
+
+  /** The provider is alive but its answer may not have begun: restarts the current wait; nothing for a one-shot clock. */
+  alive(): void {
     const controller = this.#controller;
     if (!controller || controller.signal.aborted || this.#finished) return;
     clearTimeout(this.#timer);
     this.#timer = setTimeout(
       () => controller.abort(new DOMException("the provider did not answer in time", "TimeoutError")),
-      this.#timeoutMs,
+      this.#waitMs,
     );
   }
 

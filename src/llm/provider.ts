@@ -77,6 +77,11 @@ export interface ProviderAdapter {
    * model's own ceiling (ModelPrice.maxOutputTokens), which may be long.
    */
   readonly defaultMaxTokens?: number;
+  /**
+   * The model sends nothing, not even a stream's first event, while it thinks (OpenAI's reasoning models through
+   * chat completions): its attempt waits as long as its answer may take to write before taking it for stalled.
+   */
+  silentWhileThinking?(model: string): boolean;
   complete(call: AdapterCall): Promise<AdapterResult>;
   stream(call: AdapterCall): AsyncIterable<StreamEvent>;
 }

@@ -54,6 +54,12 @@ const DEFAULT_DEADLINE_MS = 180_000;
 const DEFAULT_MAX_ATTEMPTS_PER_TARGET = 3;
 /** A retry is not worth starting with less time than this left. */
 const MIN_ATTEMPT_MS = 250;
+/**
+ * The longest a model may take to write one token of its answer (thinking included), as Anthropic's SDKs reckon a
+ * whole answer's time: an hour for 128,000 tokens. An answer whose max_tokens takes longer than the attempt
+ * timeout at that pace is asked as a stream (see #serve).
+ */
+const WRITE_MS_PER_TOKEN = 3_600_000 / 128_000;
 
 const sharedLatency = new LatencyTracker();
 
@@ -141,22 +147,24 @@ export class Router implements LlmRouter {
   }
 
   /**
-   * A whole answer. With `context.wholeFromStream` it is asked as a stream and told whole: each event restarts
-   * the attempt's clock, so an answer that takes a model longer than the attempt timeout to write is not cut
-   * and asked again (three times, each charged its prompt and counted against the provider's breaker). It is
-   * still retried and failed over as a whole answer is: its caller has none of it until the end.
+   * A whole answer. One whose max_tokens (or, without one, the model's longest answer) may take the model longer
+   * to write than the attempt timeout, and every one with `context.wholeFromStream`, is asked as a stream and told
+   * whole: each event restarts the attempt's clock, so a long answer is not cut and asked again (three times, each
+   * charged its prompt and counted against the provider's breaker), while a provider that never answers is still
+   * given up at the attempt timeout. It is retried and failed over as a whole answer is: its caller has none of it
+   * until the end.
    */
   async chat(request: ChatRequest, context: CallContext): Promise<ChatResult> {
     const call = await this.#prepare(request, context);
     const startedMs = this.#now();
-    const fromStream = context.wholeFromStream === true;
     try {
       const served = await this.#serve(
         call,
         request,
         context,
-        (adapter, payload) => (fromStream ? wholeFromStream(adapter, payload) : adapter.complete(payload)),
-        { stream: false, clockRestarts: fromStream },
+        (adapter, payload, attempt) =>
+          attempt.streamed ? wholeFromStream(adapter, payload, attempt.answering) : adapter.complete(payload),
+        { stream: false, wholeFromStream: context.wholeFromStream === true },
       );
       served.span.end(answered(served.value));
       return await this.#charger.charge(
@@ -423,6 +431,13 @@ export class Router implements LlmRouter {
     return longest;
   }
 
+  /** How long the target's model may take to write the longest answer this attempt asks of it (WRITE_MS_PER_TOKEN). */
+  #longestWriteMs(adapter: ProviderAdapter, target: RouteTarget, maxTokens: number | undefined): number {
+    const longest =
+      maxTokens ?? adapter.defaultMaxTokens ?? targetPrice(target).maxOutputTokens ?? UNBOUNDED_ANSWER_CEILING_TOKENS;
+    return longest * WRITE_MS_PER_TOKEN;
+  }
+
   /** The most tokens of answer a call without max_tokens may get from any of these targets. */
   #longestUnboundedAnswer(targets: RouteTarget[]): number {
     let longest = 0;
@@ -438,9 +453,14 @@ export class Router implements LlmRouter {
     call: PreparedCall,
     request: ChatRequest,
     context: CallContext,
-    run: (adapter: ProviderAdapter, call: AdapterCall) => Promise<T>,
-    /** `clockRestarts`: each event of the provider's restarts the attempt's timeout (a stream's; by default). */
-    options: { stream: boolean; clockRestarts?: boolean },
+    /** `attempt.streamed`: the provider is asked for a stream, whose events restart the attempt's clock. */
+    run: (
+      adapter: ProviderAdapter,
+      call: AdapterCall,
+      attempt: { streamed: boolean; answering: () => void },
+    ) => Promise<T>,
+    /** `wholeFromStream`: a whole answer is asked as a stream however short its max_tokens (see chat). */
+    options: { stream: boolean; wholeFromStream?: boolean },
   ): Promise<Served<T>> {
     const { targets, deadlineMs } = call;
     const { breaker, events } = this.#deps;
@@ -494,9 +514,20 @@ export class Router implements LlmRouter {
         if (this.#now() >= deadlineMs) throw tally.final(true);
         attempts++;
         const attemptTimeoutMs = this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
-        const attemptBudgetMs = Math.min(attemptTimeoutMs, deadlineMs - this.#now());
-        const clock = new AttemptClock(attemptBudgetMs, context.signal, {
-          resettable: options.clockRestarts ?? options.stream,
+        const payload = this.#payload(request, target, call);
+        const writeMs = this.#longestWriteMs(adapter, target, payload.max_tokens);
+        const streamed = options.stream || options.wholeFromStream === true || writeMs > attemptTimeoutMs;
+        // A model that sends nothing while it thinks is silent for as long as its answer may take to write: cut at
+        // the attempt timeout, a long think was asked again from the start, three times, then failed.
+        const firstWaitMs = adapter.silentWhileThinking?.(target.model)
+          ? Math.max(attemptTimeoutMs, writeMs)
+          : attemptTimeoutMs;
+        const timeLeftMs = deadlineMs - this.#now();
+        // The call's deadline shortened the attempt's wait (see cutByDeadline below).
+        const waitCutByDeadline = timeLeftMs < firstWaitMs;
+        const clock = new AttemptClock(Math.min(attemptTimeoutMs, timeLeftMs), context.signal, {
+          resettable: streamed,
+          firstWaitMs: Math.min(firstWaitMs, timeLeftMs),
         });
         const attemptStartedMs = this.#now();
         let unsentTokens = 0;
@@ -510,15 +541,19 @@ export class Router implements LlmRouter {
         });
         try {
           const value = await span.run(() =>
-            run(adapter, {
-              ...this.#payload(request, target, call),
-              ...(context.requestId !== undefined ? { clientRequestId: context.requestId } : {}),
-              signal: clock.signal,
-              onProgress: (tokens) => {
-                clock.touch();
-                unsentTokens += tokens ?? 0;
+            run(
+              adapter,
+              {
+                ...payload,
+                ...(context.requestId !== undefined ? { clientRequestId: context.requestId } : {}),
+                signal: clock.signal,
+                onProgress: (tokens) => {
+                  clock.alive();
+                  unsentTokens += tokens ?? 0;
+                },
               },
-            }),
+              { streamed, answering: () => clock.touch() },
+            ),
           );
           // A stream's outcome is told at its end (chatStream): told at its first event as well, a stream that
           // broke mid-answer counted as a success and a failure, so providers that cut every stream short never
@@ -539,7 +574,7 @@ export class Router implements LlmRouter {
             startedAtMs: attemptStartedMs,
             answeredAtMs: this.#now(),
             holdsTrial,
-            waitCutByDeadline: attemptBudgetMs < attemptTimeoutMs,
+            waitCutByDeadline,
           };
         } catch (caught) {
           clock.finish();
@@ -564,7 +599,7 @@ export class Router implements LlmRouter {
           const failure = chainModelMissing(classifyFailure(error), error, target);
           // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
           // hurry, not its failure (a task near its end would otherwise count against a merely slow provider).
-          const cutByDeadline = error.code === "timeout" && clock.signal.aborted && attemptBudgetMs < attemptTimeoutMs;
+          const cutByDeadline = error.code === "timeout" && clock.signal.aborted && waitCutByDeadline;
           if (failure.countsForBreaker && !cutByDeadline) {
             breaker.record(key, false, error.code, { startedAtMs: attemptStartedMs, trial: holdsTrial });
           }
@@ -705,11 +740,15 @@ export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
 export type * from "./router-deps.ts";
 export { BudgetExhaustedError };
 
-/** A stream's answer, read to its end and told whole; every event is progress, for the attempt's clock. */
-async function wholeFromStream(adapter: ProviderAdapter, payload: AdapterCall): Promise<AdapterResult> {
+/** A stream's answer, read to its end and told whole; every delta is progress, for the attempt's clock. */
+async function wholeFromStream(
+  adapter: ProviderAdapter,
+  payload: AdapterCall,
+  answering: () => void,
+): Promise<AdapterResult> {
   for await (const event of adapter.stream(payload)) {
     if (event.type === "done") return event.result;
-    payload.onProgress?.();
+    answering();
   }
   throw new ProviderError("protocol", "the stream ended without its final event");
 }

@@ -145,9 +145,9 @@ export interface CallContext {
   chargeOnce?: boolean;
   signal?: AbortSignal;
   /**
-   * A whole answer asked of the provider as a stream (see Router.chat): the attempt's timeout then stops a
-   * provider that stalls, not one still writing a long answer. For a caller that may wait long for whole
-   * answers (the agent runtime: a long file written in one tool call takes a model minutes).
+   * Every whole answer asked of the provider as a stream (see Router.chat), however short its max_tokens: the
+   * attempt's timeout then stops a provider that stalls, not one still writing. For a caller that may wait long
+   * for whole answers (the agent runtime: a long file written in one tool call takes a model minutes).
    */
   wholeFromStream?: boolean;
   /** Absolute deadline (epoch ms) for the whole call, retries included. */

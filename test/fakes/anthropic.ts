@@ -1,4 +1,4 @@
-import { applyFault, type FaultPlan, FaultPlan as Plan, sleep, writeFrames } from "./llm-faults.ts";
+import { answerPieces, applyFault, type FaultPlan, FaultPlan as Plan, sleep, writeFrames } from "./llm-faults.ts";
 import { type RecordingServer, startRecordingServer } from "./recording-server.ts";
 
 /**
@@ -81,11 +81,8 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
         }
       } else {
         yield event("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
-        for (let index = 0; index < chunks; index++) {
-          yield event("content_block_delta", {
-            index: 0,
-            delta: { type: "text_delta", text: index === 0 ? "claude" : " claude" },
-          });
+        for (const piece of answerPieces(step.content, chunks, "claude")) {
+          yield event("content_block_delta", { index: 0, delta: { type: "text_delta", text: piece } });
         }
       }
       yield event("content_block_stop", { index: 0 });

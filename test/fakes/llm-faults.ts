@@ -69,4 +69,17 @@ export async function writeFrames(response: ServerResponse, frames: Iterable<str
   response.end(batch);
 }
 
+/**
+ * The pieces a fake streams its answer in: `chunks` repetitions of `word`, or a step's own `content` cut into at
+ * most `chunks` slices, so a call told whole from a stream (a long whole answer is asked as one) reads the same
+ * answer as one asked whole.
+ */
+export function answerPieces(content: string | undefined, chunks: number, word: string): string[] {
+  if (content === undefined) return Array.from({ length: chunks }, (_, index) => (index === 0 ? word : ` ${word}`));
+  const size = Math.max(1, Math.ceil(content.length / chunks));
+  const pieces: string[] = [];
+  for (let offset = 0; offset < content.length; offset += size) pieces.push(content.slice(offset, offset + size));
+  return pieces;
+}
+
 export const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms));

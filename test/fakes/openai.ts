@@ -1,11 +1,11 @@
-import { applyFault, type FaultPlan, FaultPlan as Plan, sleep, writeFrames } from "./llm-faults.ts";
+import { answerPieces, applyFault, type FaultPlan, FaultPlan as Plan, sleep, writeFrames } from "./llm-faults.ts";
 import { type RecordingServer, startRecordingServer } from "./recording-server.ts";
 
 /**
  * A fake OpenAI-compatible server on 127.0.0.1: `POST /v1/chat/completions`,
  * JSON or SSE (with the usage chunk when `stream_options.include_usage` is
  * set), following a FaultPlan. The answer is the word `"chunk"` repeated, one
- * per streamed chunk, so tests can count exactly.
+ * per streamed chunk, so tests can count exactly, or the step's `content`.
  */
 
 export interface FakeOpenAi extends RecordingServer {
@@ -78,11 +78,8 @@ export async function startFakeOpenAi(
     };
     function* frames() {
       yield frame({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] });
-      for (let index = 0; index < chunks; index++) {
-        yield frame({
-          ...base,
-          choices: [{ index: 0, delta: { content: index === 0 ? "chunk" : " chunk" }, finish_reason: null }],
-        });
+      for (const content of answerPieces(step.content, chunks, "chunk")) {
+        yield frame({ ...base, choices: [{ index: 0, delta: { content }, finish_reason: null }] });
       }
       yield frame({ ...base, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] });
       if (body.stream_options?.include_usage) yield frame({ ...base, choices: [], usage: usageBody });

@@ -164,7 +164,8 @@ describe("a bug in a call's attempt", () => {
       new Request(`${BASE}/api/v1/llm/chat/completions`, {
         method: "POST",
         headers: { ...workspace.headers, "Content-Type": "application/json", "X-Request-Id": requestId },
-        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }] }),
+        // A short answer, asked whole (complete), as the spy above expects.
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }], max_tokens: 16 }),
       }),
       { ...env, SENTRY_DSN: "https://publickey@sentry.test/42" },
       ctx,

@@ -211,66 +211,126 @@ describe("attempts that time out at the provider", () => {
   });
 });
 
-describe("a whole answer asked as a stream (the agent runtime's calls)", () => {
-  /** An answer that takes its provider 600 ms to write, a piece every 100 ms: streamed, or whole at the end. */
-  const slowWriter = () =>
-    fakeUpstreams({
-      [OPENAI]: async (request) => {
-        const asked = (await request.json()) as { stream?: boolean };
-        const pieces = ["Parsed ", "in ", "six ", "pieces ", "over ", "time."];
-        if (!asked.stream) {
-          // As a real connection is, given up when the attempt's timer aborts the request.
-          return Promise.race([
-            new Promise<Response>((resolve) =>
-              setTimeout(() => resolve(openAiCompletion(pieces.join(""), answerUsage)), 600),
-            ),
-            hang(request),
-          ]);
-        }
-        const encoder = new TextEncoder();
-        const chunk = (body: unknown) => encoder.encode(`data: ${JSON.stringify(body)}\n\n`);
-        const choice = (delta: unknown, finish: string | null = null) => ({
-          id: "chatcmpl-slow",
-          object: "chat.completion.chunk",
-          choices: [{ index: 0, delta, finish_reason: finish }],
-        });
-        const body = new ReadableStream<Uint8Array>({
-          async start(controller) {
-            for (const piece of pieces) {
-              await new Promise((resolve) => setTimeout(resolve, 100));
-              controller.enqueue(chunk(choice({ content: piece })));
-            }
-            controller.enqueue(chunk(choice({}, "stop")));
-            controller.enqueue(chunk({ ...choice({}), choices: [], usage: { ...answerUsage, total_tokens: 17 } }));
-            controller.enqueue(encoder.encode("data: [DONE]\n\n"));
-            controller.close();
-          },
-        });
-        return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+describe("a whole answer that may take longer to write than the attempt timeout", () => {
+  const pieces = ["Parsed ", "in ", "six ", "pieces ", "over ", "time."];
+  const encoder = new TextEncoder();
+  const chunk = (body: unknown) => encoder.encode(`data: ${JSON.stringify(body)}\n\n`);
+  const choice = (delta: unknown, finish: string | null = null) => ({
+    id: "chatcmpl-slow",
+    object: "chat.completion.chunk",
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  });
+  /** A stream body that breaks when its request is aborted, as a real connection's does. */
+  const connectionBody = (request: Request, start: (controller: ReadableStreamDefaultController) => unknown) =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        request.signal.addEventListener("abort", () => controller.error(request.signal.reason), { once: true });
+        // Enqueueing into a stream the abort broke throws: the writer stops there.
+        Promise.resolve(start(controller)).catch(() => {});
       },
     });
+  /** The answer's stream: after `silentMs` of nothing at all, a piece every 100 ms. */
+  const slowStream = (request: Request, silentMs: number) =>
+    new Response(
+      connectionBody(request, async (controller) => {
+        await new Promise((resolve) => setTimeout(resolve, silentMs));
+        for (const piece of pieces) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          controller.enqueue(chunk(choice({ content: piece })));
+        }
+        controller.enqueue(chunk(choice({}, "stop")));
+        controller.enqueue(chunk({ ...choice({}), choices: [], usage: { ...answerUsage, total_tokens: 17 } }));
+        controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+        controller.close();
+      }),
+      { headers: { "Content-Type": "text/event-stream" } },
+    );
+  /** An answer that takes its provider 600 ms to write (after `silentMs`): streamed, or whole at the end. */
+  const slowWriter = (silentMs = 0) => {
+    const asked: { stream?: boolean; max_completion_tokens?: number }[] = [];
+    const fake = fakeUpstreams({
+      [OPENAI]: async (request) => {
+        const body = (await request.clone().json()) as (typeof asked)[number];
+        asked.push(body);
+        if (body.stream) return slowStream(request, silentMs);
+        // As a real connection is, given up when the attempt's timer aborts the request.
+        return Promise.race([
+          new Promise<Response>((resolve) =>
+            setTimeout(() => resolve(openAiCompletion(pieces.join(""), answerUsage)), silentMs + 600),
+          ),
+          hang(request),
+        ]);
+      },
+    });
+    return { fake, asked };
+  };
+  const answer = {
+    message: { role: "assistant", content: "Parsed in six pieces over time." },
+    finish_reason: "stop",
+    usage: { prompt_tokens: 12, completion_tokens: 5 },
+    attempts: 1,
+  };
 
-  it("is not cut by the attempt timeout while the provider still writes it, as the same answer asked whole is", async () => {
+  it("is asked as a stream and told whole, not cut while the provider still writes it; a short one is asked whole", async () => {
     const workspace = await budgetedWorkspace("gpt-4o-mini");
-    const fake = slowWriter();
+    const { fake, asked } = slowWriter();
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     // Each attempt may wait 300 ms for the provider: half the time the answer takes to write.
     const router = routerTimingOutAfter(300, 1);
-    const context = { workspaceId: workspace.id, chargeKey: "long-answer", wholeFromStream: true };
-    const result = await router.chat({ messages }, context);
-    expect(result).toMatchObject({
-      message: { role: "assistant", content: "Parsed in six pieces over time." },
-      finish_reason: "stop",
-      usage: { prompt_tokens: 12, completion_tokens: 5 },
-      attempts: 1,
-    });
+    // Without max_tokens, gpt-4o-mini may write 16,384 tokens: far more than 300 ms at an hour per 128,000.
+    const result = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "long-answer" });
+    expect(result).toMatchObject(answer);
     expect(result.timed_out_attempts).toBeUndefined();
-    expect(fake.count(OPENAI)).toBe(1);
+    expect(asked).toMatchObject([{ stream: true }]);
 
+    // 10 tokens take at most 281 ms at that pace: asked whole, and cut when the provider is slower than that.
     const asWhole = await router
-      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "asked-whole" })
+      .chat({ messages, max_tokens: 10 }, { workspaceId: workspace.id, chargeKey: "asked-whole" })
       .catch((e) => e);
     expect(asWhole).toBeInstanceOf(LlmError);
     expect(asWhole).toMatchObject({ kind: "all_providers_failed" });
+    expect(asked[1]).toMatchObject({ stream: false, max_completion_tokens: 10 });
+
+    // The agent runtime's calls are streamed whatever their max_tokens.
+    const runtimeCall = await router.chat(
+      { messages, max_tokens: 10 },
+      { workspaceId: workspace.id, chargeKey: "runtime", wholeFromStream: true },
+    );
+    expect(runtimeCall).toMatchObject(answer);
+    expect(asked[2]).toMatchObject({ stream: true, max_completion_tokens: 10 });
+  });
+
+  it("of a model that sends nothing while it thinks is waited for as long as it may think, not the attempt timeout", async () => {
+    const router = routerTimingOutAfter(300, 1);
+    // o3-mini streams nothing for 500 ms (its thinking), then its answer: within what 100,000 tokens may take.
+    const thinker = await budgetedWorkspace("o3-mini");
+    const { fake, asked } = slowWriter(500);
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const thought = await router.chat({ messages }, { workspaceId: thinker.id, chargeKey: "thinker" });
+    expect(thought).toMatchObject(answer);
+    expect(asked).toMatchObject([{ stream: true }]);
+
+    // gpt-4o-mini does not think before it answers: the same silence is a stall, given up at 300 ms.
+    const silent = await budgetedWorkspace("gpt-4o-mini");
+    const stalled = await router.chat({ messages }, { workspaceId: silent.id, chargeKey: "stalled" }).catch((e) => e);
+    expect(stalled).toMatchObject({ kind: "all_providers_failed" });
+    expect(stalled.message).toContain("did not answer in time");
+
+    // Once its answer has begun, the thinker's stall between two pieces is given up at the attempt timeout.
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: (request) =>
+          new Response(
+            connectionBody(request, (controller) =>
+              controller.enqueue(chunk(choice({ role: "assistant", content: "Parsed " }))),
+            ),
+            { headers: { "Content-Type": "text/event-stream" } },
+          ),
+      }).impl,
+    );
+    const startedMs = Date.now();
+    const cut = await router.chat({ messages }, { workspaceId: thinker.id, chargeKey: "cut" }).catch((e) => e);
+    expect(cut).toMatchObject({ kind: "all_providers_failed" });
+    expect(Date.now() - startedMs).toBeLessThan(2_000);
   });
 });

@@ -107,7 +107,11 @@ export class AnthropicAdapter implements ProviderAdapter {
   }
 
   async complete(call: AdapterCall): Promise<AdapterResult> {
-    const response = await this.#post(call, false);
+    return this.#whole(call, await this.#post(call, false));
+  }
+
+  /** A whole message, as JSON: Anthropic's answer to a call not streamed, or a gateway's to one that was. */
+  async #whole(call: AdapterCall, response: Response): Promise<AdapterResult> {
     let body: { content?: Block[]; stop_reason?: string; usage?: AnthropicUsage };
     try {
       body = (await response.json()) as typeof body;
@@ -167,6 +171,12 @@ export class AnthropicAdapter implements ProviderAdapter {
   /** `usage` gathers the stream's usage as it comes (message_start's, then message_delta's). */
   async *#events(call: AdapterCall, usage: AnthropicUsage): AsyncIterable<StreamEvent> {
     const response = await this.#post(call, true);
+    // A gateway in front of Anthropic may answer a stream whole, as JSON (as servers behind the OpenAI-compatible
+    // adapter do): read as events, it was a stream that "ended before its answer did", failed and asked again.
+    if (/^application\/json/i.test(response.headers.get("Content-Type") ?? "")) {
+      yield { type: "done", result: await this.#whole(call, response) };
+      return;
+    }
     if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
     const assembler = new MessageAssembler();
     let stop: string | undefined;
@@ -184,6 +194,10 @@ export class AnthropicAdapter implements ProviderAdapter {
     let writtenTokens = 0;
     try {
       for await (const message of readSse(response.body)) {
+        // Every event is a sign of life, those that carry nothing for the caller too (pings, a JSON answer held
+        // whole, text held as the start of a stop sequence): counted only by the deltas passed on, a long JSON
+        // answer was cut as stalled at the attempt timeout while Anthropic wrote it.
+        call.onProgress?.();
         const data = JSON.parse(message.data) as AnthropicEvent;
         switch (data.type) {
           case "message_start":

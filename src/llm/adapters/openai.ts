@@ -226,6 +226,11 @@ export class OpenAiCompatibleAdapter implements ProviderAdapter {
     this.#options = options;
   }
 
+  /** OpenAI's (and Azure's) reasoning models stream nothing while they think; a local server's stream their thinking. */
+  silentWhileThinking(model: string): boolean {
+    return this.#options.name !== "local" && REASONING_MODEL.test(model);
+  }
+
   async complete(call: AdapterCall): Promise<AdapterResult> {
     return this.#whole(call, await this.#post(call, false));
   }
