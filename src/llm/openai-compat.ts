@@ -17,6 +17,23 @@ import {
  * ride along under `x_mgx`.
  */
 
+/** The longest a caller may ask the call to take (X-Stainless-Timeout): a task run's limit, 15 minutes. */
+const MAX_CALLER_TIMEOUT_MS = 900_000;
+/** Answered this much before the client's own timer fires, so it reads why rather than its own timeout. */
+const CALLER_TIMEOUT_MARGIN_MS = 1_000;
+
+/**
+ * The call's deadline, from the timeout the client says it waits (`X-Stainless-Timeout`, in seconds: OpenAI's
+ * SDKs send it, 600 by default), or undefined for the router's own (180 s). A call of a reasoning model may think
+ * for minutes; given up at 180 s, it failed while the client still waited, and was charged.
+ */
+export function callerDeadlineMs(timeoutHeader: string | undefined, nowMs: number): number | undefined {
+  const seconds = timeoutHeader === undefined ? Number.NaN : Number(timeoutHeader.trim());
+  if (!Number.isFinite(seconds) || seconds <= 0) return undefined;
+  const timeoutMs = Math.min(seconds * 1000, MAX_CALLER_TIMEOUT_MS);
+  return nowMs + Math.max(timeoutMs - CALLER_TIMEOUT_MARGIN_MS, timeoutMs / 2);
+}
+
 function textOf(content: ChatCompletionRequest["messages"][number]["content"]): string | null {
   if (content === undefined || content === null) return null;
   if (typeof content === "string") return content;

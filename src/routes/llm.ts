@@ -6,7 +6,7 @@ import { ApiError } from "../lib/problem.ts";
 import { liveRequestSignal } from "../lib/request-signal.ts";
 import { llmErrorToApiError } from "../llm/http-errors.ts";
 import { createLlmRouter } from "../llm/index.ts";
-import { completionId, completionStream, toChatRequest, toCompletion } from "../llm/openai-compat.ts";
+import { callerDeadlineMs, completionId, completionStream, toChatRequest, toCompletion } from "../llm/openai-compat.ts";
 import { ChatCompletionRequestSchema, ChatCompletionSchema } from "../llm/openai-schemas.ts";
 import { requireScope } from "../middleware/auth.ts";
 import { reportError } from "../observability/sentry.ts";
@@ -47,7 +47,7 @@ const chatRoute = createRoute({
   tags: ["LLM"],
   summary: "Create a chat completion (OpenAI-compatible)",
   description:
-    "Routed by the workspace's chain with retries, fallback and circuit breakers; charged against its budgets. `stream: true` answers Server-Sent Events in OpenAI's chunk format, with a usage chunk when `stream_options.include_usage` is set. When every target fails, the problem's `failures` lists each one tried (provider, model, attempts, status, code, message), and `detail` says the same in words. Errors are problem+json with an `error` member as well, OpenAI's error object (`message`, `type`, `code`, `param`), so OpenAI's SDKs report them as they report OpenAI's.",
+    "Routed by the workspace's chain with retries, fallback and circuit breakers; charged against its budgets. `stream: true` answers Server-Sent Events in OpenAI's chunk format, with a usage chunk when `stream_options.include_usage` is set. When every target fails, the problem's `failures` lists each one tried (provider, model, attempts, status, code, message), and `detail` says the same in words. The call's retries and failovers end by the timeout the client says it waits, `X-Stainless-Timeout` in seconds (OpenAI's SDKs send it; at most 900), less a second, else after 180 s. Errors are problem+json with an `error` member as well, OpenAI's error object (`message`, `type`, `code`, `param`), so OpenAI's SDKs report them as they report OpenAI's.",
   "x-audit-exempt":
     "A completion changes no configuration; each call is recorded once as a usage row (GET /api/v1/usage) with its request id.",
   middleware: [requireScope("tasks:write"), writesNoAudit] as const,
@@ -129,6 +129,7 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
     // A stream's client may leave while the provider is silent; its body's cancel aborts the call through this.
     const abandoned = body.stream ? new AbortController() : undefined;
     const live = liveRequestSignal(c.req.raw);
+    const deadlineMs = callerDeadlineMs(c.req.header("X-Stainless-Timeout"), Date.now());
     const context = {
       workspaceId,
       requestId,
@@ -137,6 +138,7 @@ export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
       chargeKey: `api:${requestId}:${callId}`,
       chargeOnce: true,
       signal: abandoned ? (live ? AbortSignal.any([live, abandoned.signal]) : abandoned.signal) : live,
+      ...(deadlineMs !== undefined ? { deadlineMs } : {}),
     };
     const request = toChatRequest(body);
     const id = completionId(callId);

@@ -314,6 +314,25 @@ describe("OpenAI-compatible chat completions", () => {
     });
   });
 
+  it("gives up by the timeout the client says it waits (X-Stainless-Timeout), else waits for a slow provider", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?latency_ms=2500" }],
+    });
+    const body = { messages: [{ role: "user", content: "x" }], max_tokens: 5 };
+    let startedMs = Date.now();
+    // OpenAI's SDK with `timeout: 2000` says 2: answered a second before it gives up, with why.
+    const hurried = await chat({ ...workspace.headers, "X-Stainless-Timeout": "2" }, body);
+    expect(hurried.status).toBe(503);
+    expect(await hurried.json()).toMatchObject({ reason: "timeout" });
+    expect(Date.now() - startedMs).toBeLessThan(2_000);
+
+    startedMs = Date.now();
+    const patient = await chat({ ...workspace.headers, "X-Stainless-Timeout": "600" }, body);
+    expect(patient.status).toBe(200);
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(2_500);
+  });
+
   it("tells a request every provider refused with each provider's reason, not only the last one's", async () => {
     const workspace = await workspaceWith({
       strategy: "fallback",

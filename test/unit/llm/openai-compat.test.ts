@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { completionStream, toChatRequest, toCompletion } from "../../../src/llm/openai-compat.ts";
+import { callerDeadlineMs, completionStream, toChatRequest, toCompletion } from "../../../src/llm/openai-compat.ts";
 import { ChatCompletionRequestSchema } from "../../../src/llm/openai-schemas.ts";
 import type { StreamEvent } from "../../../src/llm/provider.ts";
 import type { ChatResult } from "../../../src/llm/types.ts";
@@ -259,5 +259,23 @@ describe("x_mgx, the router's figures", () => {
 
   it("leave timed_out_attempts out when none timed out", () => {
     expect(toCompletion("chatcmpl-1", result()).x_mgx).not.toHaveProperty("timed_out_attempts");
+  });
+});
+
+describe("callerDeadlineMs, from the timeout the client says it waits", () => {
+  const nowMs = 1_000_000;
+  it("is a second before the client's own timer fires, in seconds as OpenAI's SDKs send it (Python's as floats)", () => {
+    expect(callerDeadlineMs("600", nowMs)).toBe(nowMs + 599_000);
+    expect(callerDeadlineMs("600.0", nowMs)).toBe(nowMs + 599_000);
+    expect(callerDeadlineMs(" 30 ", nowMs)).toBe(nowMs + 29_000);
+  });
+  it("is half a timeout shorter than two seconds, and at most 15 minutes however long the client waits", () => {
+    expect(callerDeadlineMs("1", nowMs)).toBe(nowMs + 500);
+    expect(callerDeadlineMs("86400", nowMs)).toBe(nowMs + 899_000);
+  });
+  it("is the router's own without a usable header", () => {
+    for (const header of [undefined, "", "0", "-5", "soon", "Infinity", "NaN"]) {
+      expect(callerDeadlineMs(header, nowMs), String(header)).toBeUndefined();
+    }
   });
 });
