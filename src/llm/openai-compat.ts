@@ -1,6 +1,7 @@
 import type { z } from "@hono/zod-openapi";
 import type { ChatCompletionRequest, ChatCompletionSchema } from "./openai-schemas.ts";
 import type { StreamEvent } from "./provider.ts";
+import { routedSseBody } from "./sse-body.ts";
 import {
   type ChatMessage,
   type ChatRequest,
@@ -16,23 +17,6 @@ import {
  * completion, and a streamed answer as OpenAI's SSE chunks. Our own figures
  * ride along under `x_mgx`.
  */
-
-/** The longest a caller may ask the call to take (X-Stainless-Timeout): a task run's limit, 15 minutes. */
-const MAX_CALLER_TIMEOUT_MS = 900_000;
-/** Answered this much before the client's own timer fires, so it reads why rather than its own timeout. */
-const CALLER_TIMEOUT_MARGIN_MS = 1_000;
-
-/**
- * The call's deadline, from the timeout the client says it waits (`X-Stainless-Timeout`, in seconds: OpenAI's
- * SDKs send it, 600 by default), or undefined for the router's own (180 s). A call of a reasoning model may think
- * for minutes; given up at 180 s, it failed while the client still waited, and was charged.
- */
-export function callerDeadlineMs(timeoutHeader: string | undefined, nowMs: number): number | undefined {
-  const seconds = timeoutHeader === undefined ? Number.NaN : Number(timeoutHeader.trim());
-  if (!Number.isFinite(seconds) || seconds <= 0) return undefined;
-  const timeoutMs = Math.min(seconds * 1000, MAX_CALLER_TIMEOUT_MS);
-  return nowMs + Math.max(timeoutMs - CALLER_TIMEOUT_MARGIN_MS, timeoutMs / 2);
-}
 
 function textOf(content: ChatCompletionRequest["messages"][number]["content"]): string | null {
   if (content === undefined || content === null) return null;
@@ -140,7 +124,7 @@ export function toCompletion(id: string, result: ChatResult) {
 }
 
 /** Our own figures for a call, beside OpenAI's: who answered, what it cost, what else was charged. */
-function routerFigures(result: ChatResult): z.input<typeof ChatCompletionSchema>["x_mgx"] {
+export function routerFigures(result: ChatResult): z.input<typeof ChatCompletionSchema>["x_mgx"] {
   const timedOut = result.timed_out_attempts;
   return {
     provider: result.provider,
@@ -161,15 +145,13 @@ function routerFigures(result: ChatResult): z.input<typeof ChatCompletionSchema>
  * reasoning model's thinking under `completion_tokens_details` (the AI SDK's `reasoningTokens`, LangChain's
  * `output_token_details.reasoning`), told when the provider reported it.
  */
-function openAiUsage({ cached_prompt_tokens, reasoning_tokens, ...usage }: TokenUsage) {
+export function openAiUsage({ cached_prompt_tokens, reasoning_tokens, ...usage }: TokenUsage) {
   return {
     ...usage,
     prompt_tokens_details: { cached_tokens: cached_prompt_tokens ?? 0 },
     ...(reasoning_tokens ? { completion_tokens_details: { reasoning_tokens } } : {}),
   };
 }
-
-const encoder = new TextEncoder();
 
 /**
  * The SSE body of a streamed answer: a chunk per delta as it arrives, then
@@ -187,68 +169,43 @@ export function completionStream(
 ): ReadableStream<Uint8Array> {
   const created = Math.floor(Date.now() / 1000);
   const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
-    encoder.encode(
-      `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices, ...extra })}\n\n`,
-    );
-  const iterator = deltas[Symbol.asyncIterator]();
+    `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices, ...extra })}\n\n`;
   let first = true;
-  let cancelled = false;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const next = await iterator.next();
-        if (!next.done) {
-          const event = next.value;
-          if (event.type !== "delta") return;
-          const delta = {
-            ...(first ? { role: "assistant" } : {}),
-            ...(event.content !== undefined ? { content: event.content } : {}),
-            ...(event.refusal !== undefined ? { refusal: event.refusal } : {}),
-            ...(event.tool_calls ? { tool_calls: event.tool_calls } : {}),
-          };
-          first = false;
-          controller.enqueue(chunk([{ index: 0, delta, finish_reason: null, logprobs: null }]));
-          return;
-        }
-        const final = await result;
+  return routedSseBody(
+    deltas,
+    result,
+    {
+      delta(event) {
+        const delta = {
+          ...(first ? { role: "assistant" } : {}),
+          ...(event.content !== undefined ? { content: event.content } : {}),
+          ...(event.refusal !== undefined ? { refusal: event.refusal } : {}),
+          ...(event.tool_calls ? { tool_calls: event.tool_calls } : {}),
+        };
+        first = false;
+        return [chunk([{ index: 0, delta, finish_reason: null, logprobs: null }])];
+      },
+      end(final) {
+        const frames: string[] = [];
         if (first) {
           // No delta came (an empty answer): the role still opens the stream, as OpenAI's first chunk does;
           // the openai SDK's stream helper fails a stream without it ("missing role for choice 0").
           first = false;
-          controller.enqueue(
+          frames.push(
             chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null, logprobs: null }]),
           );
         }
-        controller.enqueue(chunk([{ index: 0, delta: {}, finish_reason: final.finish_reason, logprobs: null }]));
-        if (includeUsage) {
-          controller.enqueue(
-            chunk([], {
-              usage: openAiUsage(final.usage),
-              x_mgx: routerFigures(final),
-            }),
-          );
-        }
-        controller.enqueue(encoder.encode("data: [DONE]\n\n"));
-        controller.close();
-      } catch (error) {
-        // The client went away and the call was stopped for it (cancel below): nothing failed, and nobody reads.
-        if (cancelled) return;
-        onError(error);
+        frames.push(chunk([{ index: 0, delta: {}, finish_reason: final.finish_reason, logprobs: null }]));
+        if (includeUsage) frames.push(chunk([], { usage: openAiUsage(final.usage), x_mgx: routerFigures(final) }));
+        frames.push("data: [DONE]\n\n");
+        return frames;
+      },
+      failed(error) {
         const message = error instanceof Error ? error.message : "the stream failed";
-        controller.enqueue(
-          encoder.encode(`data: ${JSON.stringify({ error: { message, type: "provider_error" } })}\n\n`),
-        );
-        controller.close();
-      }
+        return [`data: ${JSON.stringify({ error: { message, type: "provider_error" } })}\n\n`];
+      },
     },
-    async cancel() {
-      // The client went away: stop reading the provider (the router releases the reservation). `return()` of
-      // the router's generator waits for a `next()` in flight, that is for the provider's next event, which a
-      // stalled provider (or a model thinking before its next token) may not send until the attempt's
-      // timeout: `onCancel` aborts the call first, so its fetch ends now and the `next()` with it.
-      cancelled = true;
-      onCancel?.();
-      await iterator.return?.();
-    },
-  });
+    onError,
+    onCancel,
+  );
 }

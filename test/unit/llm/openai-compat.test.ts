@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { callerDeadlineMs, completionStream, toChatRequest, toCompletion } from "../../../src/llm/openai-compat.ts";
+import { callerDeadlineMs } from "../../../src/llm/http-call.ts";
+import { completionStream, toChatRequest, toCompletion } from "../../../src/llm/openai-compat.ts";
 import { ChatCompletionRequestSchema } from "../../../src/llm/openai-schemas.ts";
 import type { StreamEvent } from "../../../src/llm/provider.ts";
 import type { ChatResult } from "../../../src/llm/types.ts";
