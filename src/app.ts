@@ -23,6 +23,7 @@ import { registerEventRoutes } from "./routes/events.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerLlmRoutes } from "./routes/llm.ts";
 import { registerLlmModelRoutes } from "./routes/llm-models.ts";
+import { registerLlmResponsesRoutes } from "./routes/llm-responses.ts";
 import { registerProviderRoutes } from "./routes/providers.ts";
 import { registerTaskRoutes } from "./routes/tasks.ts";
 import { registerUsageRoutes } from "./routes/usage.ts";
@@ -109,6 +110,7 @@ export function createApp(): OpenAPIHono<HonoEnv> {
   registerUsageRoutes(app);
   registerBudgetRoutes(app);
   registerLlmRoutes(app);
+  registerLlmResponsesRoutes(app);
   registerLlmModelRoutes(app);
   registerTaskRoutes(app);
   registerArtifactRoutes(app);

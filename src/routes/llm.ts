@@ -1,6 +1,5 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { writesNoAudit } from "../audit/index.ts";
-import { ApiError } from "../lib/problem.ts";
 import { httpLlmCall, llmAnswerHeaders, llmCallResponses, sseResponse } from "../llm/http-call.ts";
 import { completionId, completionStream, toChatRequest, toCompletion } from "../llm/openai-compat.ts";
 import { ChatCompletionRequestSchema, ChatCompletionSchema } from "../llm/openai-schemas.ts";
@@ -40,25 +39,7 @@ const chatRoute = createRoute({
   }),
 });
 
-/**
- * OpenAI's Responses API is not offered, but clients built for OpenAI call it: the Vercel AI SDK's default
- * model (`createOpenAI({ baseURL })(model)`, where `.chat(model)` calls chat completions), LangChain's
- * `ChatOpenAI` with `useResponsesApi` or options only that API has. They report the problem's
- * `error.message`, which names the way to chat completions rather than "No route matches".
- */
-export const RESPONSES_API_REFUSAL =
-  "OpenAI's Responses API is not offered here, only chat completions (POST /api/v1/llm/chat/completions): " +
-  "with the Vercel AI SDK call `createOpenAI({ baseURL, apiKey }).chat(model)` rather than the provider itself; " +
-  "with LangChain's ChatOpenAI leave `useResponsesApi` off and send no option only the Responses API has " +
-  "(built-in tools, `reasoning.summary`, `previous_response_id`), nor a model name it sends there (codex).";
-
 export function registerLlmRoutes(app: OpenAPIHono<HonoEnv>): void {
-  // Not in the OpenAPI document: there is no such operation, only this answer to every method.
-  for (const path of ["/api/v1/llm/responses", "/api/v1/llm/responses/*"]) {
-    app.all(path, () => {
-      throw new ApiError("NOT_FOUND", RESPONSES_API_REFUSAL);
-    });
-  }
   app.openapi(chatRoute, async (c) => {
     const body = c.req.valid("json");
     const call = httpLlmCall(c, body.stream === true);

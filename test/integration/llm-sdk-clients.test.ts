@@ -17,28 +17,31 @@ const AI_SDK_RESPONSES_REQUEST = {
 };
 
 describe("OpenAI's Responses API, which the AI SDK's default model and LangChain's useResponsesApi call", () => {
-  it("is refused with a 404 that says it is not offered and how to reach chat completions instead", async () => {
+  it("answers the AI SDK's request whole and streamed; GET of a response is a 404 that says nothing is stored", async () => {
     const workspace = await workspaceWith(null);
-    for (const [method, path, body] of [
-      ["POST", "/api/v1/llm/responses", AI_SDK_RESPONSES_REQUEST],
-      ["POST", "/api/v1/llm/responses", { ...AI_SDK_RESPONSES_REQUEST, stream: true }],
-      ["GET", "/api/v1/llm/responses/resp_123", undefined],
-    ] as const) {
-      const response = await fetcher(`${BASE}${path}`, {
-        method,
-        headers: { ...workspace.headers, ...(body ? { "Content-Type": "application/json" } : {}) },
-        ...(body ? { body: JSON.stringify(body) } : {}),
+    const post = (body: unknown) =>
+      fetcher(`${BASE}/api/v1/llm/responses`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
       });
-      expect(response.status, `${method} ${path}`).toBe(404);
-      const problem = (await response.json()) as { detail: string; error: { message: string; type: string } };
-      // The AI SDK and LangChain (through the openai SDK) report `error.message` as the error's message.
-      expect(problem.error.type).toBe("invalid_request_error");
-      expect(problem.error.message).toContain("Responses API is not offered");
-      expect(problem.error.message).toContain("/api/v1/llm/chat/completions");
-      expect(problem.error.message).toContain(".chat(");
-      expect(problem.error.message).toContain("useResponsesApi");
-      expect(problem.detail).toBe(problem.error.message);
-    }
+    const whole = await post(AI_SDK_RESPONSES_REQUEST);
+    expect(whole.status).toBe(200);
+    // What the AI SDK reads of a response: its output message's output_text parts, and the usage.
+    expect(await whole.json()).toMatchObject({
+      object: "response",
+      output: [{ type: "message", role: "assistant", content: [{ type: "output_text", text: expect.any(String) }] }],
+      usage: { input_tokens: expect.any(Number), output_tokens: 24 },
+    });
+    const streamed = await post({ ...AI_SDK_RESPONSES_REQUEST, stream: true });
+    expect(streamed.status).toBe(200);
+    expect(await streamed.text()).toContain("event: response.completed\n");
+
+    const retrieved = await fetcher(`${BASE}/api/v1/llm/responses/resp_123`, { headers: workspace.headers });
+    expect(retrieved.status).toBe(404);
+    const problem = (await retrieved.json()) as { error: { message: string; type: string } };
+    expect(problem.error.type).toBe("invalid_request_error");
+    expect(problem.error.message).toContain("Responses are not stored");
   });
 
   it("still asks for the caller's credentials first", async () => {

@@ -1,0 +1,355 @@
+import { z } from "@hono/zod-openapi";
+import { ChatCompletionSchema } from "./openai-schemas.ts";
+import { REASONING_EFFORTS } from "./types.ts";
+
+/**
+ * OpenAI's Responses API wire format of POST /api/v1/llm/responses, as zod schemas (which the OpenAPI document is
+ * generated from). Stateless: nothing is stored, so what needs a stored response or conversation, and OpenAI's
+ * hosted tools, are refused with 422 naming the field; the rest maps onto a chat request
+ * (src/llm/responses-compat.ts). Loose, so that fields the SDKs add pass through.
+ */
+
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/** input_text (what a user or system says) and output_text (an assistant's earlier answer, sent back). */
+const TextContentPart = z.object({ type: z.enum(["input_text", "output_text"]), text: z.string() }).loose();
+const RefusalContentPart = z.object({ type: z.literal("refusal"), refusal: z.string() }).loose();
+
+const MessageItem = z
+  .object({
+    type: z.literal("message").optional(),
+    role: z.enum(["user", "assistant", "system", "developer"]),
+    content: z.union([z.string(), z.array(z.union([TextContentPart, RefusalContentPart]))], {
+      error:
+        'must be a string or a list of text parts ({"type": "input_text" or "output_text", "text": …}): images, files and audio are not supported, as the chat path every provider takes carries text alone',
+    }),
+  })
+  .loose();
+
+const FunctionCallItem = z
+  .object({
+    type: z.literal("function_call"),
+    call_id: z.string().min(1).max(256),
+    name: z.string().min(1).max(256),
+    arguments: z.string(),
+  })
+  .loose();
+
+const FunctionCallOutputItem = z
+  .object({
+    type: z.literal("function_call_output"),
+    call_id: z.string().min(1).max(256),
+    output: z.union([z.string(), z.array(TextContentPart)], {
+      error: "must be a string or a list of input_text parts: images and files are not supported",
+    }),
+  })
+  .loose();
+
+/** A reasoning model's earlier thinking, which clients send back as it came (Codex, `include: reasoning.encrypted_content`). */
+const ReasoningItem = z.object({ type: z.literal("reasoning") }).loose();
+
+/** Each input item by its type, so that a refusal names the field (`input.0.content`), not the whole input. */
+const INPUT_ITEM_SCHEMAS = {
+  message: MessageItem,
+  function_call: FunctionCallItem,
+  function_call_output: FunctionCallOutputItem,
+  reasoning: ReasoningItem,
+} as const;
+
+const UNSUPPORTED_ITEM =
+  "must be a message (role user, assistant, system or developer), a function_call, a function_call_output or a reasoning item: item references need stored responses, and hosted tools' calls tools that are not offered";
+
+const InputItem = z.object({ type: z.string().optional() }).loose().openapi({
+  description:
+    'A message (`{role, content}`, `type: "message"` optional; content a string or input_text/output_text parts), a `function_call` (`call_id`, `name`, `arguments`) or a `function_call_output` (`call_id`, `output`); `reasoning` items are accepted and dropped.',
+});
+
+type InputItemOf = { [type in keyof typeof INPUT_ITEM_SCHEMAS]: z.output<(typeof INPUT_ITEM_SCHEMAS)[type]> };
+export type ResponsesInputItem = InputItemOf[keyof InputItemOf];
+
+const FunctionTool = z
+  .object({
+    type: z.literal("function"),
+    name: z
+      .string()
+      .regex(TOOL_NAME, "must be 1 to 64 letters, digits, underscores or dashes, as OpenAI and Anthropic require"),
+    description: z.string().nullable().optional(),
+    parameters: z.record(z.string(), z.unknown()).nullable().optional(),
+    strict: z.boolean().nullable().optional(),
+  })
+  .loose();
+
+const ToolSchema = z.object({ type: z.string() }).loose();
+
+const ToolChoiceSchema = z.union(
+  [
+    z.enum(["auto", "none", "required"]),
+    z.object({ type: z.literal("function"), name: z.string().min(1).max(64) }).loose(),
+  ],
+  {
+    error:
+      'must be "auto", "none", "required" or {"type": "function", "name": …} naming one of tools: hosted tools, allowed_tools and custom tools are not offered',
+  },
+);
+
+const TextFormatSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }).loose(),
+  z.object({ type: z.literal("json_object") }).loose(),
+  z
+    .object({
+      type: z.literal("json_schema"),
+      name: z.string().min(1).max(64),
+      description: z.string().optional(),
+      schema: z.record(z.string(), z.unknown()),
+      strict: z.boolean().nullable().optional(),
+    })
+    .loose(),
+]);
+
+/** What needs a stored response, conversation or prompt, or a background run: none is kept here. */
+const STATEFUL_FIELDS = {
+  previous_response_id: "responses are not stored here: send the whole conversation as `input`",
+  conversation: "conversations are not stored here: send the whole conversation as `input`",
+  prompt: "stored prompts are not offered: send `instructions` and `input`",
+  background: "background responses are not offered: nothing is stored to poll",
+} as const;
+
+const HOSTED_TOOL_MESSAGE =
+  "only function tools are offered: OpenAI's hosted tools (web_search, file_search, code_interpreter, computer_use, image_generation, mcp, …) and custom tools run at OpenAI alone";
+
+function ignored<T extends z.ZodType>(schema: T, why: string) {
+  return schema
+    .nullable()
+    .optional()
+    .openapi({ description: `Accepted and ignored: ${why}` });
+}
+
+function statefulField(field: keyof typeof STATEFUL_FIELDS) {
+  return z
+    .unknown()
+    .optional()
+    .openapi({ description: `Refused with 422 unless null (or false): ${STATEFUL_FIELDS[field]}.` });
+}
+
+export const ResponseCreateRequestSchema = z
+  .object({
+    model: z.string().max(256).optional().openapi({
+      description:
+        "As chat completions' `model`: `provider:model`, a bare model name, or `auto`; the workspace's chain follows as fallbacks.",
+    }),
+    input: z
+      .union([z.string(), z.array(InputItem).min(1).max(2_000)])
+      .openapi({ description: "The user's text, or the conversation as a list of items (nothing is stored)." }),
+    instructions: z.string().nullable().optional().openapi({ description: "A system message before the input." }),
+    tools: z
+      .array(ToolSchema)
+      .max(128)
+      .nullable()
+      .optional()
+      .openapi({
+        description: `Function tools (\`{type: "function", name, description, parameters, strict}\`); ${HOSTED_TOOL_MESSAGE}, so they are refused with 422.`,
+      }),
+    tool_choice: ToolChoiceSchema.nullable().optional(),
+    parallel_tool_calls: z
+      .boolean()
+      .nullable()
+      .optional()
+      .openapi({ description: "With tools: false asks for at most one tool call per answer." }),
+    max_output_tokens: z.number().int().min(1).max(1_000_000).nullable().optional(),
+    temperature: z.number().min(0).max(2).nullable().optional(),
+    top_p: z.number().min(0).max(1).nullable().optional(),
+    text: z
+      .object({
+        format: TextFormatSchema.nullable().optional(),
+        verbosity: ignored(z.string(), "answers come at each model's default length."),
+      })
+      .loose()
+      .nullable()
+      .optional()
+      .openapi({ description: "`format`: text, json_object or json_schema, as chat completions' `response_format`." }),
+    reasoning: z
+      .object({
+        effort: z.enum(REASONING_EFFORTS).nullable().optional(),
+        summary: ignored(z.string(), "no reasoning summary is returned."),
+        generate_summary: ignored(z.string(), "no reasoning summary is returned."),
+      })
+      .loose()
+      .nullable()
+      .optional()
+      .openapi({ description: "`effort` for reasoning models (OpenAI's o-series and gpt-5); others are not sent it." }),
+    stream: z.boolean().nullable().optional(),
+    store: ignored(
+      z.boolean(),
+      "nothing is stored, whatever its value: a response cannot be retrieved or continued with `previous_response_id`.",
+    ),
+    metadata: ignored(z.record(z.string(), z.string()), "tags of a stored response (see `store`)."),
+    user: ignored(z.string().max(256), "not sent to providers."),
+    safety_identifier: ignored(z.string(), "not sent to providers; the caller is known by its key."),
+    prompt_cache_key: ignored(z.string(), "not sent to providers, which cache prompt prefixes on their own."),
+    service_tier: ignored(z.string(), "calls go at each provider's default tier."),
+    truncation: ignored(z.string(), "the input is sent whole; one too long for every model is refused by it."),
+    include: ignored(
+      z.array(z.string()),
+      "no reasoning items, log probabilities or hosted tools' results are returned.",
+    ),
+    stream_options: ignored(z.object({}).loose(), "events are sent as they are."),
+    top_logprobs: z
+      .number()
+      .int()
+      .min(0)
+      .max(20)
+      .nullable()
+      .optional()
+      .openapi({ description: "Only 0: log probabilities are refused with 422, as no provider but OpenAI has them." }),
+    previous_response_id: statefulField("previous_response_id"),
+    conversation: statefulField("conversation"),
+    prompt: statefulField("prompt"),
+    background: statefulField("background"),
+  })
+  .loose()
+  .superRefine((body, issues) => {
+    for (const field of Object.keys(STATEFUL_FIELDS) as (keyof typeof STATEFUL_FIELDS)[]) {
+      const value = body[field];
+      if (value !== undefined && value !== null && value !== false) {
+        issues.addIssue({ code: "custom", path: [field], message: STATEFUL_FIELDS[field] });
+      }
+    }
+    const functionNames: string[] = [];
+    body.tools?.forEach((tool, index) => {
+      if (tool.type !== "function") {
+        issues.addIssue({ code: "custom", path: ["tools", index, "type"], message: HOSTED_TOOL_MESSAGE });
+        return;
+      }
+      const parsed = FunctionTool.safeParse(tool);
+      if (!parsed.success) {
+        for (const issue of parsed.error.issues) {
+          issues.addIssue({ code: "custom", path: ["tools", index, ...issue.path], message: issue.message });
+        }
+        return;
+      }
+      functionNames.push(parsed.data.name);
+    });
+    if (body.top_logprobs) {
+      issues.addIssue({
+        code: "custom",
+        path: ["top_logprobs"],
+        message: "log probabilities are not offered: no provider but OpenAI has them",
+      });
+    }
+    if (Array.isArray(body.input)) {
+      body.input.forEach((item, index) => {
+        const type = item.type ?? "message";
+        if (!(type in INPUT_ITEM_SCHEMAS)) {
+          issues.addIssue({ code: "custom", path: ["input", index, "type"], message: UNSUPPORTED_ITEM });
+          return;
+        }
+        const parsed = INPUT_ITEM_SCHEMAS[type as keyof typeof INPUT_ITEM_SCHEMAS].safeParse(item);
+        if (!parsed.success) {
+          for (const issue of parsed.error.issues) {
+            issues.addIssue({ code: "custom", path: ["input", index, ...issue.path], message: issue.message });
+          }
+          return;
+        }
+        const message = parsed.data as Partial<InputItemOf["message"]>;
+        if (message.role && message.role !== "assistant" && Array.isArray(message.content)) {
+          if (message.content.some((part) => part.type === "refusal")) {
+            issues.addIssue({
+              code: "custom",
+              path: ["input", index, "content"],
+              message: "only an assistant's content may hold refusal parts",
+            });
+          }
+        }
+      });
+    }
+    // A choice that forces a tool needs that tool: the provider would refuse it, after the call was charged for.
+    const choice = body.tool_choice;
+    if (choice === "required" && functionNames.length === 0) {
+      issues.addIssue({ code: "custom", path: ["tool_choice"], message: '"required" needs tools' });
+    }
+    if (typeof choice === "object" && choice !== null && !functionNames.includes(choice.name)) {
+      issues.addIssue({ code: "custom", path: ["tool_choice"], message: `no tool named "${choice.name}" in tools` });
+    }
+  })
+  .openapi("ResponseCreateRequest", {
+    description:
+      "OpenAI Responses request, stateless: nothing is stored, so `previous_response_id`, `conversation`, `prompt` and `background: true` are refused with 422 naming the field, as are tools other than functions, input images and files, and `top_logprobs`. `store` is accepted (false, or true and absent alike: nothing is stored), and so are OpenAI's fields that change no answer's content (`metadata`, `user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `truncation`, `include`, `text.verbosity`, `reasoning.summary`), ignored, as is any field not described here.",
+  });
+
+export type ResponseCreateRequest = z.output<typeof ResponseCreateRequestSchema>;
+export type ResponsesFunctionTool = z.output<typeof FunctionTool>;
+export { FunctionTool as ResponsesFunctionToolSchema };
+
+const OutputText = z.object({
+  type: z.literal("output_text"),
+  text: z.string(),
+  annotations: z.array(z.unknown()),
+  logprobs: z.array(z.unknown()),
+});
+const OutputRefusal = z.object({ type: z.literal("refusal"), refusal: z.string() });
+const ItemStatus = z.enum(["in_progress", "completed", "incomplete"]);
+
+const OutputMessage = z.object({
+  type: z.literal("message"),
+  id: z.string(),
+  status: ItemStatus,
+  role: z.literal("assistant"),
+  content: z.array(z.union([OutputText, OutputRefusal])),
+});
+
+const OutputFunctionCall = z.object({
+  type: z.literal("function_call"),
+  id: z.string(),
+  call_id: z.string(),
+  name: z.string(),
+  arguments: z.string().openapi({ description: "JSON text, as the model wrote it." }),
+  status: ItemStatus,
+});
+
+export const ResponseObjectSchema = z
+  .object({
+    id: z.string().openapi({ example: "resp_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    object: z.literal("response"),
+    created_at: z.number().int(),
+    status: z.enum(["completed", "incomplete", "in_progress", "failed"]).openapi({
+      description:
+        "`incomplete` when the answer was cut at `max_output_tokens` or by a content filter (`incomplete_details.reason`); `in_progress` and `failed` only in a stream's events.",
+    }),
+    incomplete_details: z.object({ reason: z.enum(["max_output_tokens", "content_filter"]) }).nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    model: z.string(),
+    output: z.array(z.union([OutputMessage, OutputFunctionCall])),
+    instructions: z.string().nullable(),
+    tools: z.array(z.unknown()),
+    tool_choice: z.unknown(),
+    parallel_tool_calls: z.boolean(),
+    temperature: z.number().nullable(),
+    top_p: z.number().nullable(),
+    max_output_tokens: z.number().int().nullable(),
+    previous_response_id: z.null(),
+    reasoning: z.object({ effort: z.string().nullable(), summary: z.null() }),
+    text: z.object({ format: z.object({ type: z.string() }).loose() }),
+    truncation: z.literal("disabled"),
+    store: z.literal(false).openapi({ description: "Always false: nothing is stored." }),
+    metadata: z.record(z.string(), z.string()),
+    user: z.string().nullable(),
+    usage: z
+      .object({
+        input_tokens: z.number().int(),
+        input_tokens_details: z.object({ cached_tokens: z.number().int() }),
+        output_tokens: z.number().int(),
+        output_tokens_details: z.object({
+          reasoning_tokens: z.number().int().openapi({
+            description: "Of `output_tokens`, the hidden reasoning of a reasoning model (OpenAI's o-series, gpt-5).",
+          }),
+        }),
+        total_tokens: z.number().int(),
+      })
+      .nullable()
+      .openapi({ description: "Null only in a stream's events before its end." }),
+    x_mgx: ChatCompletionSchema.shape.x_mgx.optional().openapi({ description: "The router's figures for the call." }),
+  })
+  .openapi("Response", {
+    description:
+      "OpenAI Responses response, plus the router's figures in `x_mgx`. `output_text` is not sent, as OpenAI sends none: its SDKs compute it from `output`.",
+  });

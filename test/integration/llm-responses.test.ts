@@ -1,0 +1,512 @@
+import { env } from "cloudflare:workers";
+import OpenAI from "openai";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import {
+  BASE,
+  fakeUpstreams,
+  fetcher,
+  openAiCompletion,
+  sdkAgainstApp,
+  usageWhenWritten,
+  workspaceWith,
+} from "../support/llm.ts";
+import type { TestWorkspace } from "../support/workspaces.ts";
+
+/** POST /api/v1/llm/responses (OpenAI's Responses API, stateless) through the router, with the openai SDK and raw. */
+
+afterEach(() => vi.restoreAllMocks());
+
+function postResponses(headers: Record<string, string>, body: unknown): Promise<Response> {
+  return fetcher(`${BASE}/api/v1/llm/responses`, {
+    method: "POST",
+    headers: { ...headers, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+/** The SSE events of a Responses stream, checking each frame's `event:` line names its data's type. */
+async function sseEvents(response: Response): Promise<Record<string, any>[]> {
+  const frames = (await response.text()).split("\n\n").filter(Boolean);
+  return frames.map((frame) => {
+    const [eventLine, dataLine, ...rest] = frame.split("\n");
+    expect(rest).toEqual([]);
+    expect(eventLine).toMatch(/^event: /);
+    expect(dataLine).toMatch(/^data: /);
+    const data = JSON.parse(dataLine.slice("data: ".length)) as Record<string, any>;
+    expect(eventLine.slice("event: ".length)).toBe(data.type);
+    return data;
+  });
+}
+
+const openAiChain = { strategy: "fallback" as const, chain: [{ provider: "openai", model: "gpt-4o-mini" }] };
+
+/** What the fake OpenAI was sent, as JSON: the chat request the Responses request became. */
+async function sent(requests: Request[] | undefined, index = -1): Promise<Record<string, any>> {
+  return (await requests!.at(index)!.clone().json()) as Record<string, any>;
+}
+
+/** The workspace's usage rows, once written (they land just after the answer). */
+async function usageRows(workspace: TestWorkspace) {
+  await usageWhenWritten(workspace);
+  const { results } = await env.DB.prepare(
+    "SELECT charge_key, provider, model, prompt_tokens, completion_tokens, cost_usd, estimated FROM usage_records WHERE workspace_id = ?",
+  )
+    .bind(workspace.id)
+    .all<Record<string, any>>();
+  return results;
+}
+
+describe("POST /api/v1/llm/responses, whole answers", () => {
+  it("answers a response object with output, usage and who served it, charged once as one usage row", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    const fake = fakeUpstreams({
+      "openai.test": () => openAiCompletion("Hello there", { prompt_tokens: 1_000, completion_tokens: 500 }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const client = sdkAgainstApp(workspace.key);
+    const { data, response } = await client.responses
+      .create({
+        model: "gpt-4o-mini",
+        instructions: "Be brief.",
+        input: [
+          { role: "developer", content: "Answer in English." },
+          { role: "user", content: [{ type: "input_text", text: "Say hi" }] },
+        ],
+        max_output_tokens: 50,
+        temperature: 0.2,
+        store: true,
+        metadata: { run: "1" },
+      })
+      .withResponse();
+    expect(response.headers.get("X-LLM-Provider")).toBe("openai");
+    expect(response.headers.get("X-LLM-Simulated")).toBe("false");
+    expect(data.id).toMatch(/^resp_/);
+    expect(data).toMatchObject({
+      object: "response",
+      status: "completed",
+      incomplete_details: null,
+      error: null,
+      model: "gpt-4o-mini",
+      instructions: "Be brief.",
+      max_output_tokens: 50,
+      temperature: 0.2,
+      metadata: { run: "1" },
+      store: false,
+      output: [
+        {
+          type: "message",
+          role: "assistant",
+          status: "completed",
+          content: [{ type: "output_text", text: "Hello there", annotations: [] }],
+        },
+      ],
+      usage: {
+        input_tokens: 1_000,
+        input_tokens_details: { cached_tokens: 0 },
+        output_tokens: 500,
+        output_tokens_details: { reasoning_tokens: 0 },
+        total_tokens: 1_500,
+      },
+    });
+    // Computed by the SDK from `output`, as OpenAI sends none.
+    expect(data.output_text).toBe("Hello there");
+    expect(data.output[0]).toHaveProperty("id", expect.stringMatching(/^msg_/));
+
+    const upstream = await sent(fake.calls["openai.test"]);
+    expect(upstream.messages).toEqual([
+      { role: "system", content: "Be brief." },
+      { role: "system", content: "Answer in English." },
+      { role: "user", content: "Say hi" },
+    ]);
+    expect(upstream).toMatchObject({ model: "gpt-4o-mini", max_completion_tokens: 50, temperature: 0.2 });
+    expect(upstream).not.toHaveProperty("metadata");
+    expect(upstream).not.toHaveProperty("store");
+
+    const rows = await usageRows(workspace);
+    // gpt-4o-mini: $0.15 in, $0.60 out per million.
+    expect(rows).toEqual([
+      {
+        charge_key: expect.stringMatching(/^api:/),
+        provider: "openai",
+        model: "gpt-4o-mini",
+        prompt_tokens: 1_000,
+        completion_tokens: 500,
+        cost_usd: 0.00045,
+        estimated: 0,
+      },
+    ]);
+    expect((data as unknown as { x_mgx: Record<string, unknown> }).x_mgx).toMatchObject({
+      provider: "openai",
+      cost_usd: 0.00045,
+      attempts: 1,
+    });
+  });
+
+  it("round-trips a function tool: a function_call item, then its function_call_output sent back", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    const fake = fakeUpstreams({
+      "openai.test": (_request, call) =>
+        call === 1
+          ? Response.json({
+              id: "chatcmpl-up",
+              object: "chat.completion",
+              choices: [
+                {
+                  index: 0,
+                  message: {
+                    role: "assistant",
+                    content: null,
+                    tool_calls: [
+                      {
+                        id: "call_up1",
+                        type: "function",
+                        function: { name: "read_file", arguments: '{"path":"a.txt"}' },
+                      },
+                    ],
+                  },
+                  finish_reason: "tool_calls",
+                },
+              ],
+              usage: { prompt_tokens: 30, completion_tokens: 8, total_tokens: 38 },
+            })
+          : openAiCompletion("a.txt says hello"),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const client = sdkAgainstApp(workspace.key);
+    const parameters = { type: "object", properties: { path: { type: "string" } }, required: ["path"] };
+    const tools: OpenAI.Responses.FunctionTool[] = [
+      { type: "function", name: "read_file", description: "Reads a file", parameters, strict: false },
+    ];
+    const input: OpenAI.Responses.ResponseInput = [{ role: "user", content: "Read a.txt" }];
+    const first = await client.responses.create({ model: "gpt-4o-mini", input, tools, tool_choice: "auto" });
+    expect(first.status).toBe("completed");
+    expect(first.output).toEqual([
+      {
+        type: "function_call",
+        id: expect.stringMatching(/^fc_/),
+        call_id: "call_up1",
+        name: "read_file",
+        arguments: '{"path":"a.txt"}',
+        status: "completed",
+      },
+    ]);
+    expect(first.output_text).toBe("");
+    expect(await sent(fake.calls["openai.test"], 0)).toMatchObject({
+      tools: [
+        {
+          type: "function",
+          function: { name: "read_file", description: "Reads a file", parameters, strict: false },
+        },
+      ],
+      tool_choice: "auto",
+    });
+
+    const second = await client.responses.create({
+      model: "gpt-4o-mini",
+      input: [
+        ...input,
+        ...(first.output as OpenAI.Responses.ResponseInputItem[]),
+        { type: "function_call_output", call_id: "call_up1", output: "hello" },
+      ],
+      tools,
+    });
+    expect(second.output_text).toBe("a.txt says hello");
+    expect((await sent(fake.calls["openai.test"], 1)).messages).toEqual([
+      { role: "user", content: "Read a.txt" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          { id: "call_up1", type: "function", function: { name: "read_file", arguments: '{"path":"a.txt"}' } },
+        ],
+      },
+      { role: "tool", tool_call_id: "call_up1", content: "hello" },
+    ]);
+  });
+
+  it("asks for JSON by text.format json_schema, as chat completions' response_format", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    const fake = fakeUpstreams({ "openai.test": () => openAiCompletion('{"city":"Paris"}') });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const schema = { type: "object", properties: { city: { type: "string" } }, required: ["city"] };
+    const response = await sdkAgainstApp(workspace.key).responses.create({
+      model: "gpt-4o-mini",
+      input: "Capital of France, as JSON",
+      text: { format: { type: "json_schema", name: "capital", schema, strict: true } },
+    });
+    expect(JSON.parse(response.output_text)).toEqual({ city: "Paris" });
+    expect(response.text?.format).toMatchObject({ type: "json_schema", name: "capital" });
+    expect((await sent(fake.calls["openai.test"])).response_format).toEqual({
+      type: "json_schema",
+      json_schema: { name: "capital", schema, strict: true },
+    });
+  });
+
+  it("is incomplete, reason max_output_tokens, when the answer was cut at its length", async () => {
+    const workspace = await workspaceWith(null);
+    const response = await postResponses(workspace.headers, { input: "Tell a long story", max_output_tokens: 5 });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("X-LLM-Simulated")).toBe("true");
+    const body = (await response.json()) as Record<string, any>;
+    expect(body).toMatchObject({
+      status: "incomplete",
+      incomplete_details: { reason: "max_output_tokens" },
+      output: [{ type: "message", status: "incomplete" }],
+      usage: { output_tokens: 5 },
+    });
+    expect(body.output[0].content[0].text.split(" ")).toHaveLength(5);
+  });
+
+  it("tells a spent budget as OpenAI's insufficient_quota, which the SDK does not retry", async () => {
+    // The first call spends the 1-token day (its prompt alone goes over); the next is refused.
+    const spent = await workspaceWith(null, {
+      daily_tokens: 1,
+      monthly_tokens: null,
+      daily_cost_usd: null,
+      monthly_cost_usd: null,
+    });
+    expect((await postResponses(spent.headers, { input: "x" })).status).toBe(200);
+    const refused = await postResponses(spent.headers, { input: "x" });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Content-Type")).toBe("application/problem+json");
+    expect(refused.headers.get("X-Should-Retry")).toBe("false");
+    const problem = (await refused.json()) as Record<string, any>;
+    expect(problem).toMatchObject({
+      reason: "budget_exhausted",
+      error: { type: "insufficient_quota", code: "insufficient_quota" },
+    });
+    const error = await sdkAgainstApp(spent.key)
+      .responses.create({ input: "x" })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.RateLimitError);
+    expect((error as Error).message).toMatch(/^429 The daily token budget is exhausted/);
+  });
+});
+
+describe("POST /api/v1/llm/responses, what it refuses", () => {
+  it("refuses what needs stored state, hosted tools or images with 422 naming the param", async () => {
+    const workspace = await workspaceWith(null);
+    const cases: [Record<string, unknown>, string, RegExp][] = [
+      [{ previous_response_id: "resp_1" }, "previous_response_id", /not stored/],
+      [{ conversation: "conv_1" }, "conversation", /not stored/],
+      [{ background: true }, "background", /background/],
+      [{ prompt: { id: "pmpt_1" } }, "prompt", /stored prompts/],
+      [{ tools: [{ type: "web_search" }] }, "tools.0.type", /only function tools/],
+      [
+        { tools: [{ type: "function", name: "a", parameters: {} }, { type: "code_interpreter" }] },
+        "tools.1.type",
+        /hosted tools/,
+      ],
+      [{ tools: [{ type: "function", name: "no spaces" }] }, "tools.0.name", /letters, digits/],
+      [
+        { input: [{ role: "user", content: [{ type: "input_image", image_url: "https://x.test/a.png" }] }] },
+        "input.0.content",
+        /images/,
+      ],
+      [{ input: [{ type: "item_reference", id: "msg_1" }] }, "input.0.type", /item references/],
+      [{ top_logprobs: 5 }, "top_logprobs", /log probabilities/],
+      [{ tool_choice: { type: "web_search_preview" } }, "tool_choice", /hosted tools/],
+      [{ tool_choice: "required" }, "tool_choice", /needs tools/],
+    ];
+    for (const [extra, param, message] of cases) {
+      const response = await postResponses(workspace.headers, { input: "hi", ...extra });
+      expect(response.status, JSON.stringify(extra)).toBe(422);
+      expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+      const problem = (await response.json()) as Record<string, any>;
+      expect(problem.error, JSON.stringify(extra)).toMatchObject({ type: "invalid_request_error", param });
+      expect(problem.error.message).toMatch(message);
+    }
+    // Said as the SDK reports it.
+    const error = await sdkAgainstApp(workspace.key)
+      .responses.create({ input: "hi", previous_response_id: "resp_1" })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect(error).toMatchObject({ param: "previous_response_id" });
+  });
+
+  it("accepts store, background: false and the fields it ignores", async () => {
+    const workspace = await workspaceWith(null);
+    for (const extra of [
+      { store: false },
+      { store: true, background: false, previous_response_id: null },
+      { truncation: "auto", include: ["reasoning.encrypted_content"], reasoning: { effort: "low", summary: "auto" } },
+    ]) {
+      const response = await postResponses(workspace.headers, { input: "hi", ...extra });
+      expect(response.status, JSON.stringify(extra)).toBe(200);
+      expect(((await response.json()) as { status: string }).status).toBe("completed");
+    }
+  });
+
+  it("answers GET and DELETE of a response 404: nothing is stored", async () => {
+    const workspace = await workspaceWith(null);
+    for (const method of ["GET", "DELETE"]) {
+      const response = await fetcher(`${BASE}/api/v1/llm/responses/resp_123`, { method, headers: workspace.headers });
+      expect(response.status, method).toBe(404);
+      const problem = (await response.json()) as { error: { message: string; type: string } };
+      expect(problem.error.type).toBe("invalid_request_error");
+      expect(problem.error.message).toContain("Responses are not stored");
+    }
+    const error = await sdkAgainstApp(workspace.key)
+      .responses.retrieve("resp_123")
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+  });
+
+  it("asks for the caller's credentials, and the tasks:write scope", async () => {
+    const response = await fetcher(`${BASE}/api/v1/llm/responses`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ input: "hi" }),
+    });
+    expect(response.status).toBe(401);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe("invalid_api_key");
+  });
+});
+
+describe("POST /api/v1/llm/responses, streamed", () => {
+  it("streams OpenAI's semantic events in order, numbered from 0, the text in deltas", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?stream_chunks=4" }],
+    });
+    const response = await postResponses(workspace.headers, { input: "Stream please", stream: true });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("Content-Type")).toContain("text/event-stream");
+    expect(response.headers.get("X-LLM-Provider")).toBe("simulated");
+    const events = await sseEvents(response);
+    expect(events.map((event) => event.sequence_number)).toEqual(events.map((_, index) => index));
+    expect(events.map((event) => event.type)).toEqual([
+      "response.created",
+      "response.in_progress",
+      "response.output_item.added",
+      "response.content_part.added",
+      ...Array(4).fill("response.output_text.delta"),
+      "response.output_text.done",
+      "response.content_part.done",
+      "response.output_item.done",
+      "response.completed",
+    ]);
+    const [created] = events;
+    expect(created.response).toMatchObject({ object: "response", status: "in_progress", output: [], usage: null });
+    const text = events
+      .filter((event) => event.type === "response.output_text.delta")
+      .map((event) => event.delta)
+      .join("");
+    expect(text.split(" ")).toHaveLength(24);
+    const itemId = events[2].item.id;
+    expect(events.slice(2, -1).every((event) => (event.item_id ?? event.item.id) === itemId)).toBe(true);
+    expect(events.at(-4)).toMatchObject({ type: "response.output_text.done", text });
+    const completed = events.at(-1)!.response;
+    expect(completed).toMatchObject({
+      id: created.response.id,
+      status: "completed",
+      output: [{ type: "message", id: itemId, status: "completed", content: [{ type: "output_text", text }] }],
+      usage: { output_tokens: 24 },
+    });
+    expect(completed.usage.total_tokens).toBe(completed.usage.input_tokens + 24);
+  });
+
+  it("streams function calls, which the SDK's responses.stream() rebuilds in finalResponse()", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?tool_calls=2" }],
+    });
+    const tools = [
+      {
+        type: "function" as const,
+        name: "read_file",
+        parameters: { type: "object", properties: { path: { type: "string" } }, required: ["path"] },
+        strict: false,
+      },
+    ];
+    const raw = await sseEvents(await postResponses(workspace.headers, { input: "Read", tools, stream: true }));
+    expect(raw.map((event) => event.type)).toEqual([
+      "response.created",
+      "response.in_progress",
+      "response.output_item.added",
+      "response.function_call_arguments.delta",
+      "response.output_item.added",
+      "response.function_call_arguments.delta",
+      "response.function_call_arguments.done",
+      "response.output_item.done",
+      "response.function_call_arguments.done",
+      "response.output_item.done",
+      "response.completed",
+    ]);
+
+    const stream = sdkAgainstApp(workspace.key).responses.stream({ input: "Read", tools });
+    let argumentDeltas = "";
+    stream.on("response.function_call_arguments.delta", (event) => {
+      argumentDeltas += event.delta;
+    });
+    const final = await stream.finalResponse();
+    expect(final.status).toBe("completed");
+    expect(final.output).toHaveLength(2);
+    for (const item of final.output) {
+      expect(item).toMatchObject({ type: "function_call", name: "read_file", status: "completed" });
+      expect(JSON.parse((item as OpenAI.Responses.ResponseFunctionToolCall).arguments)).toEqual({
+        path: "[simulated]",
+      });
+    }
+    expect(argumentDeltas).toBe(final.output.map((item) => (item as { arguments: string }).arguments).join(""));
+  });
+
+  it("is read by the SDK's responses.stream(): text deltas, then finalResponse() with output_text and usage", async () => {
+    const workspace = await workspaceWith(null);
+    const stream = sdkAgainstApp(workspace.key).responses.stream({ input: "Stream please", max_output_tokens: 100 });
+    let deltas = "";
+    stream.on("response.output_text.delta", (event) => {
+      deltas += event.delta;
+    });
+    const final = await stream.finalResponse();
+    expect(final.status).toBe("completed");
+    expect(final.output_text).toBe(deltas);
+    expect(deltas.split(" ")).toHaveLength(24);
+    expect(final.usage).toMatchObject({ output_tokens: 24 });
+  });
+
+  it("ends response.incomplete when the answer was cut at max_output_tokens", async () => {
+    const workspace = await workspaceWith(null);
+    const events = await sseEvents(
+      await postResponses(workspace.headers, { input: "long", max_output_tokens: 3, stream: true }),
+    );
+    expect(events.at(-1)).toMatchObject({
+      type: "response.incomplete",
+      response: {
+        status: "incomplete",
+        incomplete_details: { reason: "max_output_tokens" },
+        usage: { output_tokens: 3 },
+      },
+    });
+    expect(events.at(-2)).toMatchObject({ type: "response.output_item.done", item: { status: "incomplete" } });
+  });
+
+  it("ends response.failed with the error when the stream is cut mid-answer, charged once, estimated", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?stream_chunks=8&cut_after_chunks=3" }],
+    });
+    const response = await postResponses(workspace.headers, { input: "Stream please", stream: true });
+    expect(response.status).toBe(200);
+    const events = await sseEvents(response);
+    expect(events.map((event) => event.sequence_number)).toEqual(events.map((_, index) => index));
+    expect(events.map((event) => event.type)).toEqual([
+      "response.created",
+      "response.in_progress",
+      "response.output_item.added",
+      "response.content_part.added",
+      ...Array(3).fill("response.output_text.delta"),
+      "response.failed",
+    ]);
+    const failed = events.at(-1)!.response;
+    expect(failed).toMatchObject({
+      status: "failed",
+      error: { code: "server_error", message: expect.any(String) },
+      output: [{ type: "message", status: "incomplete" }],
+    });
+    expect(failed.error.message.length).toBeGreaterThan(0);
+    const rows = await usageRows(workspace);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ provider: "simulated", estimated: 1 });
+  });
+});
