@@ -15,6 +15,8 @@ export type FaultStep =
       latencyMs?: number;
       /** Streamed: sends this many content chunks, then nothing more (the connection stays open, as a stalled provider's). */
       stallAfterChunks?: number;
+      /** Whole answers only: the answer is this tool call (finish reason `tool_calls`), not text. */
+      toolCall?: { id: string; name: string; arguments: string };
     }
   | { status: number; headers?: Record<string, string>; body?: unknown }
   /** Never answers; the connection stays open until the client gives up. */

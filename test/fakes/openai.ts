@@ -57,11 +57,27 @@ export async function startFakeOpenAi(
           created: Math.floor(Date.now() / 1000),
           model,
           choices: [
-            {
-              index: 0,
-              message: { role: "assistant", content: step.content ?? "chunk ".repeat(chunks).trim() },
-              finish_reason: "stop",
-            },
+            step.toolCall
+              ? {
+                  index: 0,
+                  message: {
+                    role: "assistant",
+                    content: null,
+                    tool_calls: [
+                      {
+                        id: step.toolCall.id,
+                        type: "function",
+                        function: { name: step.toolCall.name, arguments: step.toolCall.arguments },
+                      },
+                    ],
+                  },
+                  finish_reason: "tool_calls",
+                }
+              : {
+                  index: 0,
+                  message: { role: "assistant", content: step.content ?? "chunk ".repeat(chunks).trim() },
+                  finish_reason: "stop",
+                },
           ],
           usage: usageBody,
         }),
