@@ -57,7 +57,13 @@ const INPUT_ITEM_SCHEMAS = {
 } as const;
 
 const UNSUPPORTED_ITEM =
-  "must be a message (role user, assistant, system or developer), a function_call, a function_call_output or a reasoning item: item references need stored responses, and hosted tools' calls tools that are not offered";
+  "must be a message (role user, assistant, system or developer), a function_call, a function_call_output or a reasoning item: hosted tools' calls need tools that are not offered";
+/**
+ * The Vercel AI SDK sends an earlier answer's text as a reference to its item id unless told `store: false`:
+ * the message says how, since its users meet this on their conversation's second turn.
+ */
+const ITEM_REFERENCE =
+  "item references need the stored response they point to, and responses are not stored here: send the item itself (the Vercel AI SDK does with `providerOptions: { openai: { store: false } }`)";
 
 const InputItem = z.object({ type: z.string().optional() }).loose().openapi({
   description:
@@ -240,7 +246,8 @@ export const ResponseCreateRequestSchema = z
       body.input.forEach((item, index) => {
         const type = item.type ?? "message";
         if (!(type in INPUT_ITEM_SCHEMAS)) {
-          issues.addIssue({ code: "custom", path: ["input", index, "type"], message: UNSUPPORTED_ITEM });
+          const message = type === "item_reference" ? ITEM_REFERENCE : UNSUPPORTED_ITEM;
+          issues.addIssue({ code: "custom", path: ["input", index, "type"], message });
           return;
         }
         const parsed = INPUT_ITEM_SCHEMAS[type as keyof typeof INPUT_ITEM_SCHEMAS].safeParse(item);
