@@ -78,6 +78,16 @@ describe("the response headers in /openapi.json", () => {
       ],
       [
         "post",
+        "/api/v1/llm/responses",
+        fetcher(`${BASE}/api/v1/llm/responses`, {
+          method: "POST",
+          headers: json,
+          body: JSON.stringify({ input: "Say hi", max_output_tokens: 5 }),
+        }),
+        200,
+      ],
+      [
+        "post",
         "/api/v1/llm/chat/completions",
         fetcher(`${BASE}/api/v1/llm/chat/completions`, {
           method: "POST",
@@ -107,6 +117,7 @@ describe("the response headers in /openapi.json", () => {
       "GET /api/v1/workspaces/{id} 200": ["X-Request-Id", "X-API-Version"],
       "GET /api/v1/workspaces/{id} 403": limited,
       "POST /api/v1/llm/chat/completions 200": limited,
+      "POST /api/v1/llm/responses 200": limited,
       "POST /api/v1/llm/chat/completions 415": ["X-Request-Id", "X-API-Version"],
     });
   });
