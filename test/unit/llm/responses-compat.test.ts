@@ -214,3 +214,35 @@ describe("responseEventStream, as the openai SDK reads it", () => {
     expect(response).toMatchObject({ status: "incomplete", incomplete_details: { reason: "content_filter" } });
   });
 });
+
+describe("responseEventStream, when the client leaves", () => {
+  it("stops the call (onCancel) and the router's stream, and reports no failure", async () => {
+    let returned = false;
+    const deltas: AsyncIterable<StreamEvent> = {
+      [Symbol.asyncIterator]: () => ({
+        next: async () => ({ done: false, value: { type: "delta", content: "Hi" } }),
+        return: async () => {
+          returned = true;
+          return { done: true, value: undefined };
+        },
+      }),
+    };
+    const failures: unknown[] = [];
+    let cancelled = 0;
+    const body = responseEventStream(
+      shell(),
+      "c1",
+      deltas,
+      new Promise<ChatResult>(() => {}),
+      (error) => failures.push(error),
+      () => cancelled++,
+    );
+    const reader = body.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first).toMatch(/^event: response.created\n/);
+    await reader.cancel();
+    expect(cancelled).toBe(1);
+    expect(returned).toBe(true);
+    expect(failures).toEqual([]);
+  });
+});
