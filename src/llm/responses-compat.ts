@@ -1,5 +1,10 @@
 import { routerFigures } from "./openai-compat.ts";
-import type { ResponseCreateRequest, ResponsesFunctionTool, ResponsesInputItem } from "./responses-schemas.ts";
+import type {
+  ResponseCreateRequest,
+  ResponseOutputItem,
+  ResponsesFunctionTool,
+  ResponsesInputItem,
+} from "./responses-schemas.ts";
 import type { ChatMessage, ChatRequest, ChatResult, ResponseFormat, TokenUsage, ToolDefinition } from "./types.ts";
 
 /**
@@ -147,7 +152,7 @@ export function responseObject(
   shell: ResponseShell,
   state: {
     status: ResponseStatus;
-    output: unknown[];
+    output: ResponseOutputItem[];
     incomplete?: "max_output_tokens" | "content_filter";
     error?: { code: string; message: string };
     result?: ChatResult;
@@ -186,7 +191,7 @@ export function responseObject(
 export function outputItems(callId: string, result: ChatResult) {
   const status = incompleteReason(result.finish_reason) ? ("incomplete" as const) : ("completed" as const);
   const { content, refusal, tool_calls: toolCalls } = result.message;
-  const items: unknown[] = [];
+  const items: ResponseOutputItem[] = [];
   // A message whenever there is text, a refusal, or nothing else (an empty answer is an empty message).
   if (content || refusal || !toolCalls?.length) {
     items.push({
@@ -195,8 +200,10 @@ export function outputItems(callId: string, result: ChatResult) {
       status,
       role: "assistant",
       content: [
-        ...(content || !refusal ? [{ type: "output_text", text: content ?? "", annotations: [], logprobs: [] }] : []),
-        ...(refusal ? [{ type: "refusal", refusal }] : []),
+        ...(content || !refusal
+          ? [{ type: "output_text" as const, text: content ?? "", annotations: [], logprobs: [] }]
+          : []),
+        ...(refusal ? [{ type: "refusal" as const, refusal }] : []),
       ],
     });
   }

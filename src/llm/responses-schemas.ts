@@ -313,6 +313,9 @@ const OutputFunctionCall = z.object({
   status: ItemStatus,
 });
 
+export type ResponseOutputItem = z.input<typeof OutputMessage> | z.input<typeof OutputFunctionCall>;
+export type ResponseOutputPart = z.input<typeof OutputText> | z.input<typeof OutputRefusal>;
+
 export const ResponseObjectSchema = z
   .object({
     id: z.string().openapi({ example: "resp_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),

@@ -6,6 +6,7 @@ import {
   type ResponseShell,
   responseObject,
 } from "./responses-compat.ts";
+import type { ResponseOutputItem, ResponseOutputPart } from "./responses-schemas.ts";
 import { routedSseBody } from "./sse-body.ts";
 import type { ChatResult } from "./types.ts";
 
@@ -36,13 +37,13 @@ interface FunctionCallState {
 
 type ItemState = MessageState | FunctionCallState;
 
-function partView(part: MessageState["parts"][number]) {
+function partView(part: MessageState["parts"][number]): ResponseOutputPart {
   return part.type === "output_text"
     ? { type: "output_text", text: part.value, annotations: [], logprobs: [] }
     : { type: "refusal", refusal: part.value };
 }
 
-function itemView(item: ItemState, status: ItemStatus) {
+function itemView(item: ItemState, status: ItemStatus): ResponseOutputItem {
   if (item.type === "message") {
     return { type: "message", id: item.id, status, role: "assistant", content: item.parts.map(partView) };
   }

@@ -65,7 +65,7 @@ export function registerLlmResponsesRoutes(app: OpenAPIHono<HonoEnv>): void {
       return sseResponse(stream, routed) as never;
     }
     const result = await call.whole(request);
-    return c.json(toResponse(shell, call.callId, result), 200, llmAnswerHeaders(result)) as never;
+    return c.json(toResponse(shell, call.callId, result), 200, llmAnswerHeaders(result));
   });
   // Not in the OpenAPI document: there is no such operation, only this answer to every method.
   app.all("/api/v1/llm/responses/*", () => {
