@@ -65,10 +65,19 @@ const UNSUPPORTED_ITEM =
 const ITEM_REFERENCE =
   "item references need the stored response they point to, and responses are not stored here: send the item itself (the Vercel AI SDK does with `providerOptions: { openai: { store: false } }`)";
 
-const InputItem = z.object({ type: z.string().optional() }).loose().openapi({
+/** Any other item: documented, and refused by the request's refinement, which names the field (`input.N.type`). */
+const OtherItem = z.object({ type: z.string().optional() }).loose().openapi({
   description:
-    'A message (`{role, content}`, `type: "message"` optional; content a string or input_text/output_text parts), a `function_call` (`call_id`, `name`, `arguments`) or a `function_call_output` (`call_id`, `output`); `reasoning` items are accepted and dropped.',
+    "Any other item (an `item_reference`, a hosted tool's call) is refused with 422 naming `input.N.type`; a message whose content holds images, files or audio, naming `input.N.content`.",
 });
+
+const InputItem = z.union([
+  MessageItem.openapi("ResponseInputMessage"),
+  FunctionCallItem.openapi("ResponseInputFunctionCall"),
+  FunctionCallOutputItem.openapi("ResponseInputFunctionCallOutput"),
+  ReasoningItem.openapi({ description: "A reasoning model's earlier thinking: accepted and dropped." }),
+  OtherItem,
+]);
 
 type InputItemOf = { [type in keyof typeof INPUT_ITEM_SCHEMAS]: z.output<(typeof INPUT_ITEM_SCHEMAS)[type]> };
 export type ResponsesInputItem = InputItemOf[keyof InputItemOf];
@@ -85,7 +94,14 @@ const FunctionTool = z
   })
   .loose();
 
-const ToolSchema = z.object({ type: z.string() }).loose();
+/** Any other tool: documented, and refused by the request's refinement, which names `tools.N.type`. */
+const ToolSchema = z.union([
+  FunctionTool.openapi("ResponsesFunctionTool"),
+  z
+    .object({ type: z.string() })
+    .loose()
+    .openapi({ description: "Any other tool type (OpenAI's hosted tools, custom tools) is refused with 422." }),
+]);
 
 const ToolChoiceSchema = z.union(
   [
