@@ -509,5 +509,16 @@ describe("POST /api/v1/llm/responses, streamed", () => {
     const rows = await usageRows(workspace);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ provider: "simulated", estimated: 1 });
+
+    // The SDK's finalResponse() resolves with the failure and the text delivered before it.
+    const stream = sdkAgainstApp(workspace.key).responses.stream({ input: "Stream please" });
+    const delivered: string[] = [];
+    stream.on("response.output_text.delta", (event) => {
+      delivered.push(event.delta);
+    });
+    const final = await stream.finalResponse();
+    expect(final).toMatchObject({ status: "failed", error: { code: "server_error" } });
+    expect(delivered).toHaveLength(3);
+    expect(final.output_text).toBe(delivered.join(""));
   });
 });
