@@ -38,6 +38,7 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
       tool_choice?: { type: string; name?: string };
     };
     const chunks = step.chunks ?? 4;
+    const content = step.content;
     const usage = step.usage ?? { prompt: 30, completion: chunks };
     const text = step.content ?? "claude ".repeat(chunks).trim();
     const forcedTool = body.tool_choice?.type === "tool" ? body.tool_choice.name : undefined;
@@ -81,7 +82,7 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
         }
       } else {
         yield event("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
-        for (const piece of answerPieces(step.content, chunks, "claude")) {
+        for (const piece of answerPieces(content, chunks, "claude")) {
           yield event("content_block_delta", { index: 0, delta: { type: "text_delta", text: piece } });
         }
       }

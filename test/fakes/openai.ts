@@ -41,6 +41,7 @@ export async function startFakeOpenAi(
       stream_options?: { include_usage?: boolean };
     };
     const chunks = step.chunks ?? 8;
+    const content = step.content;
     const usage = step.usage ?? { prompt: 21, completion: chunks };
     const usageBody = {
       prompt_tokens: usage.prompt,
@@ -94,8 +95,8 @@ export async function startFakeOpenAi(
     };
     function* frames() {
       yield frame({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] });
-      for (const content of answerPieces(step.content, chunks, "chunk")) {
-        yield frame({ ...base, choices: [{ index: 0, delta: { content }, finish_reason: null }] });
+      for (const piece of answerPieces(content, chunks, "chunk")) {
+        yield frame({ ...base, choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] });
       }
       yield frame({ ...base, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] });
       if (body.stream_options?.include_usage) yield frame({ ...base, choices: [], usage: usageBody });
