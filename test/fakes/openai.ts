@@ -41,7 +41,7 @@ export async function startFakeOpenAi(
       stream_options?: { include_usage?: boolean };
     };
     const chunks = step.chunks ?? 8;
-    const content = step.content;
+    const { content, toolCall } = step;
     const usage = step.usage ?? { prompt: 21, completion: chunks };
     const usageBody = {
       prompt_tokens: usage.prompt,
@@ -95,10 +95,16 @@ export async function startFakeOpenAi(
     };
     function* frames() {
       yield frame({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] });
-      for (const piece of answerPieces(content, chunks, "chunk")) {
-        yield frame({ ...base, choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] });
+      if (toolCall) {
+        const { id, name, arguments: args } = toolCall;
+        const call = { index: 0, id, type: "function", function: { name, arguments: args } };
+        yield frame({ ...base, choices: [{ index: 0, delta: { tool_calls: [call] }, finish_reason: null }] });
+      } else {
+        for (const piece of answerPieces(content, chunks, "chunk")) {
+          yield frame({ ...base, choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] });
+        }
       }
-      yield frame({ ...base, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] });
+      yield frame({ ...base, choices: [{ index: 0, delta: {}, finish_reason: toolCall ? "tool_calls" : "stop" }] });
       if (body.stream_options?.include_usage) yield frame({ ...base, choices: [], usage: usageBody });
       yield "data: [DONE]\n\n";
     }
