@@ -523,8 +523,10 @@ export class Router implements LlmRouter {
           ? Math.max(attemptTimeoutMs, writeMs)
           : attemptTimeoutMs;
         const timeLeftMs = deadlineMs - this.#now();
-        // The call's deadline shortened the attempt's wait (see cutByDeadline below).
-        const waitCutByDeadline = timeLeftMs < firstWaitMs;
+        // The call's deadline shortened the attempt's wait for the answer to begin, or between its events (see
+        // cutByDeadline below).
+        const firstWaitCutByDeadline = timeLeftMs < firstWaitMs;
+        const waitCutByDeadline = timeLeftMs < attemptTimeoutMs;
         const clock = new AttemptClock(Math.min(attemptTimeoutMs, timeLeftMs), context.signal, {
           resettable: streamed,
           firstWaitMs: Math.min(firstWaitMs, timeLeftMs),
@@ -599,7 +601,10 @@ export class Router implements LlmRouter {
           const failure = chainModelMissing(classifyFailure(error), error, target);
           // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
           // hurry, not its failure (a task near its end would otherwise count against a merely slow provider).
-          const cutByDeadline = error.code === "timeout" && clock.signal.aborted && waitCutByDeadline;
+          const cutByDeadline =
+            error.code === "timeout" &&
+            clock.signal.aborted &&
+            (clock.answerBegun ? waitCutByDeadline : firstWaitCutByDeadline);
           if (failure.countsForBreaker && !cutByDeadline) {
             breaker.record(key, false, error.code, { startedAtMs: attemptStartedMs, trial: holdsTrial });
           }

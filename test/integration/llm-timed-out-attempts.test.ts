@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { type ApiError, problemBody } from "../../src/lib/problem.ts";
 import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
-import { createLlmRouter, LlmError } from "../../src/llm/index.ts";
+import { breakerClientFor, createLlmRouter, LlmError } from "../../src/llm/index.ts";
 import { costUsd } from "../../src/llm/prices.ts";
 import { findCharge } from "../../src/llm/usage.ts";
 import {
@@ -303,7 +303,8 @@ describe("a whole answer that may take longer to write than the attempt timeout"
   it("of a model that sends nothing while it thinks is waited for as long as it may think, not the attempt timeout", async () => {
     const router = routerTimingOutAfter(300, 1);
     // o3-mini streams nothing for 500 ms (its thinking), then its answer: within what 100,000 tokens may take.
-    const thinker = await budgetedWorkspace("o3-mini");
+    // No budget, so no answer cap near its limit: the first wait is the longest, cut by the call's deadline.
+    const thinker = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model: "o3-mini" }] });
     const { fake, asked } = slowWriter(500);
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const thought = await router.chat({ messages }, { workspaceId: thinker.id, chargeKey: "thinker" });
@@ -332,5 +333,9 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     const cut = await router.chat({ messages }, { workspaceId: thinker.id, chargeKey: "cut" }).catch((e) => e);
     expect(cut).toMatchObject({ kind: "all_providers_failed" });
     expect(Date.now() - startedMs).toBeLessThan(2_000);
+    // A stall of the provider's, counted against its breaker: only the long first wait is cut by the deadline.
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    expect(breakers.find((entry) => entry.model === "o3-mini")?.view).toMatchObject({ consecutiveFailures: 1 });
   });
 });
