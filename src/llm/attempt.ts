@@ -78,11 +78,6 @@ export class AttemptClock {
     this.alive();
   }
 
-  /** The provider's answer has begun (see touch): the wait between events applies. */
-  get answerBegun(): boolean {
-    return this.#waitMs === this.#timeoutMs;
-  }
-
   /** The answer progressed (a stream's delta): the wait between events applies from now on. */
   touch(): void {
     this.#waitMs = this.#timeoutMs;

@@ -523,9 +523,10 @@ export class Router implements LlmRouter {
           ? Math.max(attemptTimeoutMs, writeMs)
           : attemptTimeoutMs;
         const timeLeftMs = deadlineMs - this.#now();
-        // The call's deadline shortened the attempt's wait for the answer to begin, or between its events (see
-        // cutByDeadline below).
-        const firstWaitCutByDeadline = timeLeftMs < firstWaitMs;
+        // The call's deadline gave the provider less than the attempt timeout to show life (see cutByDeadline
+        // below). A thinker's longer first wait cut by the deadline is not that: silent past the attempt timeout,
+        // it may be thinking or hung (chat completions tell them apart no way), and counted as neither, a provider
+        // hanging every such call never opened its breaker, each call waiting out its whole deadline.
         const waitCutByDeadline = timeLeftMs < attemptTimeoutMs;
         const clock = new AttemptClock(Math.min(attemptTimeoutMs, timeLeftMs), context.signal, {
           resettable: streamed,
@@ -601,10 +602,7 @@ export class Router implements LlmRouter {
           const failure = chainModelMissing(classifyFailure(error), error, target);
           // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
           // hurry, not its failure (a task near its end would otherwise count against a merely slow provider).
-          const cutByDeadline =
-            error.code === "timeout" &&
-            clock.signal.aborted &&
-            (clock.answerBegun ? waitCutByDeadline : firstWaitCutByDeadline);
+          const cutByDeadline = error.code === "timeout" && clock.signal.aborted && waitCutByDeadline;
           if (failure.countsForBreaker && !cutByDeadline) {
             breaker.record(key, false, error.code, { startedAtMs: attemptStartedMs, trial: holdsTrial });
           }

@@ -333,9 +333,23 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     const cut = await router.chat({ messages }, { workspaceId: thinker.id, chargeKey: "cut" }).catch((e) => e);
     expect(cut).toMatchObject({ kind: "all_providers_failed" });
     expect(Date.now() - startedMs).toBeLessThan(2_000);
-    // A stall of the provider's, counted against its breaker: only the long first wait is cut by the deadline.
-    await breakerClientFor(llmConfig()).flush();
-    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
-    expect(breakers.find((entry) => entry.model === "o3-mini")?.view).toMatchObject({ consecutiveFailures: 1 });
+    // A stall of the provider's, counted against its breaker.
+    const o3Breaker = async () => {
+      await breakerClientFor(llmConfig()).flush();
+      const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+      return breakers.find((entry) => entry.model === "o3-mini")?.view;
+    };
+    expect(await o3Breaker()).toMatchObject({ consecutiveFailures: 1 });
+
+    // Silent until the call's deadline: thinking or hung, no one can tell, so it waits that long, and having been
+    // given more than the attempt timeout, it counts against the breaker (else an o3 that hangs never opens it).
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ [OPENAI]: (request) => hang(request) }).impl);
+    const hungStartedMs = Date.now();
+    const hung = await router
+      .chat({ messages }, { workspaceId: thinker.id, chargeKey: "hung", deadlineMs: hungStartedMs + 1_000 })
+      .catch((e) => e);
+    expect(hung).toMatchObject({ kind: "timeout" });
+    expect(Date.now() - hungStartedMs).toBeGreaterThanOrEqual(900);
+    expect(await o3Breaker()).toMatchObject({ consecutiveFailures: 2 });
   });
 });
