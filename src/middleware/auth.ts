@@ -9,15 +9,29 @@ import { ApiError } from "../lib/problem.ts";
 import type { HonoEnv } from "../types.ts";
 
 const INVALID_CREDENTIALS = "Invalid credentials.";
+const NO_CREDENTIALS = "No credentials were sent: send `Authorization: Bearer <api key or JWT>`.";
+const NOT_BEARER = "The Authorization header is not a bearer token: send `Authorization: Bearer <api key or JWT>`.";
 const UNAUTHENTICATED_HEADERS = { "WWW-Authenticate": 'Bearer realm="mgx-ai-edge"' };
 /** `last_used_at` is written at most this often per key and isolate, after the response. */
 const LAST_USED_WRITE_INTERVAL_MS = 60_000;
 const lastUsedWrittenAtMs = new Map<string, number>();
 
 /**
+ * What a refused caller is told. A token that was sent is only "invalid
+ * credentials" (unknown, revoked or expired are not told apart; the reason goes
+ * to the logs); a request that sent none, or not as a bearer token, is told how
+ * to send one, which gives nothing away.
+ */
+function refusalDetail(reason: string, authorization: string | undefined): string {
+  if (reason === "missing") return NO_CREDENTIALS;
+  if (reason === "malformed" && !/^Bearer\s+\S/i.test(authorization?.trim() ?? "")) return NOT_BEARER;
+  return INVALID_CREDENTIALS;
+}
+
+/**
  * Authenticates every /api/v1 request (API key, JWT or operator token). A
- * failure says only "invalid credentials"; the reason goes to the logs and the
- * security monitor, which blocks clients that keep failing.
+ * failure goes to the logs and the security monitor, which blocks clients
+ * that keep failing.
  */
 export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
   // A browser's WebSocket carries a single-use ticket instead of a header; the events route redeems it.
@@ -27,11 +41,14 @@ export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
   const monitor = securityMonitor(c);
   await monitor.refuseIfBlocked(ip);
 
-  const result = await authenticate(config, c.req.header("Authorization"));
+  const authorization = c.req.header("Authorization");
+  const result = await authenticate(config, authorization);
   if (!result.ok) {
     c.get("logger").warn("authentication failed", { reason: result.reason, ip, workspace_id: result.workspaceId });
     await monitor.authenticationFailed(ip, result);
-    throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
+    throw new ApiError("UNAUTHENTICATED", refusalDetail(result.reason, authorization), {
+      headers: UNAUTHENTICATED_HEADERS,
+    });
   }
 
   const { principal } = result;

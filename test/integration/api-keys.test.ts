@@ -126,23 +126,26 @@ describe("API keys", () => {
 });
 
 describe("bad credentials are 401 problems that say nothing more", () => {
-  const cases: [string, Record<string, string>][] = [
-    ["no header", {}],
-    ["not a bearer", { Authorization: "Basic dXNlcjpwYXNz" }],
-    ["empty bearer", { Authorization: "Bearer " }],
-    ["key of the wrong form", bearer("mgx_short")],
-    ["unknown key", bearer(`mgx_${"A".repeat(43)}`)],
-    ["garbage token", bearer("not-a-token")],
-    ["wrong operator token", bearer("test-admin-token-0123456789abcdeX")],
+  const NO_CREDENTIALS = "No credentials were sent: send `Authorization: Bearer <api key or JWT>`.";
+  const NOT_BEARER = "The Authorization header is not a bearer token: send `Authorization: Bearer <api key or JWT>`.";
+  // A caller that sent no token is told how to send one; a token sent is only "invalid".
+  const cases: [string, Record<string, string>, string][] = [
+    ["no header", {}, NO_CREDENTIALS],
+    ["not a bearer", { Authorization: "Basic dXNlcjpwYXNz" }, NOT_BEARER],
+    ["empty bearer", { Authorization: "Bearer " }, NOT_BEARER],
+    ["key of the wrong form", bearer("mgx_short"), "Invalid credentials."],
+    ["unknown key", bearer(`mgx_${"A".repeat(43)}`), "Invalid credentials."],
+    ["garbage token", bearer("not-a-token"), "Invalid credentials."],
+    ["wrong operator token", bearer("test-admin-token-0123456789abcdeX"), "Invalid credentials."],
   ];
-  for (const [name, headers] of cases) {
+  for (const [name, headers, detail] of cases) {
     it(name, async () => {
       const response = await fetcher(`${BASE}/api/v1/workspace`, {
         headers: { ...headers, "CF-Connecting-IP": `198.51.100.${name.length}` },
       });
       expect(response.status).toBe(401);
       expect(response.headers.get("WWW-Authenticate")).toContain("Bearer");
-      expect(await response.json()).toMatchObject({ code: "UNAUTHENTICATED", detail: "Invalid credentials." });
+      expect(await response.json()).toMatchObject({ code: "UNAUTHENTICATED", detail });
     });
   }
 });
