@@ -41,6 +41,28 @@ function fromHttpException(error: HTTPException): ApiError {
   return new ApiError("INTERNAL");
 }
 
+/**
+ * The detail of a body that is not JSON: what the parser found and where
+ * (`Expected ',' or '}' after property value in JSON at position 11`), or that
+ * the body is empty. Hono's JSON validator keeps the body's text when it fails
+ * to parse it, so reading it again here costs no second read of the stream.
+ */
+async function malformedJsonDetail(c: Context<HonoEnv>): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await c.req.text();
+  } catch {
+    return undefined;
+  }
+  if (text.trim() === "") return "The body is empty; send a JSON object.";
+  try {
+    JSON.parse(text);
+  } catch (error) {
+    if (error instanceof SyntaxError) return `The body is not valid JSON: ${error.message}.`;
+  }
+  return undefined;
+}
+
 /** A problem response; the OpenAI-compatible routes' also carry OpenAI's error object, for OpenAI's SDKs. */
 function respond(c: Context<HonoEnv>, error: ApiError): Response {
   const requestId = c.get("requestId") ?? "unknown";
@@ -48,13 +70,17 @@ function respond(c: Context<HonoEnv>, error: ApiError): Response {
 }
 
 /** The one place a thrown error becomes a response. Unknown errors are logged, reported, and hidden. */
-export const onError: ErrorHandler<HonoEnv> = (error, c) => {
+export const onError: ErrorHandler<HonoEnv> = async (error, c) => {
   const requestId = c.get("requestId") ?? "unknown";
   let apiError: ApiError;
   if (error instanceof ApiError) {
     apiError = error;
   } else if (error instanceof HTTPException) {
     apiError = fromHttpException(error);
+    if (apiError.code === "MALFORMED_JSON") {
+      const detail = await malformedJsonDetail(c);
+      if (detail) apiError = new ApiError("MALFORMED_JSON", detail);
+    }
   } else {
     c.get("logger")?.error("unhandled error", { error });
     reportError(c.env, c.executionCtx, error, {

@@ -177,13 +177,24 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect(tasks.did_you_mean).toBe("/api/v1/tasks");
   });
 
-  it("malformed JSON → 400", async () => {
+  it("malformed JSON → 400 saying what the parser found and where, or that the body is empty", async () => {
     const response = await call("/__debug/echo", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: '{"message": "unterminated',
     });
-    await expectProblem(response, 400, "MALFORMED_JSON");
+    const unterminated = await expectProblem(response, 400, "MALFORMED_JSON");
+    expect(unterminated.detail).toMatch(/^The body is not valid JSON: .*JSON.*\.$/);
+    const comma = await call("/__debug/echo", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: '{"message": "hi",}',
+    });
+    expect((await expectProblem(comma, 400, "MALFORMED_JSON")).detail).toMatch(
+      /Expected double-quoted property name in JSON at position 17/,
+    );
+    const empty = await call("/__debug/echo", { method: "POST", headers: { "Content-Type": "application/json" } });
+    expect((await expectProblem(empty, 400, "MALFORMED_JSON")).detail).toBe("The body is empty; send a JSON object.");
   });
 
   it("wrong content type → 415", async () => {
