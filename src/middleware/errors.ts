@@ -6,27 +6,53 @@ import { isOpenAiCompatiblePath, openAiError } from "../llm/http-errors.ts";
 import { reportError } from "../observability/sentry.ts";
 import type { HonoEnv } from "../types.ts";
 
-/** Zod issues as `{path, message}` pairs, the `errors` member of a 422. */
-export function fieldErrors(error: ZodError): FieldError[] {
-  return error.issues.map((issue) => ({
-    path: issue.path.length ? issue.path.map(String).join(".") : "(root)",
-    // zod says a missing field is "Invalid input: expected number, received undefined"; a client left it out.
-    message:
-      issue.code === "invalid_type" && issue.message.endsWith("received undefined")
-        ? `is required (expected ${issue.expected})`
-        : issue.message,
-  }));
+/** What `input` holds at `path`, or undefined where nothing is. */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let value = input;
+  for (const key of path) {
+    if (value === null || typeof value !== "object") return undefined;
+    value = (value as Record<PropertyKey, unknown>)[key];
+  }
+  return value;
+}
+
+const joinPath = (path: readonly PropertyKey[]) => (path.length ? path.map(String).join(".") : "(root)");
+
+/**
+ * Zod issues as `{path, message}` pairs, the `errors` member of a 422. A field
+ * left out says "is required" (zod says "received undefined", or of an enum
+ * only "Invalid option"), and each unknown field is named by its own path
+ * rather than all of them at `(root)`, so a caller (and OpenAI's `param`)
+ * sees which one to remove. `input` is what was validated.
+ */
+export function fieldErrors(error: ZodError, input?: unknown): FieldError[] {
+  return error.issues.flatMap((issue): FieldError[] => {
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => ({
+        path: joinPath([...issue.path, key]),
+        message: "is not a field of this request; remove it or check its spelling",
+      }));
+    }
+    const missing = input !== undefined && valueAt(input, issue.path) === undefined;
+    let message = issue.message;
+    if (issue.code === "invalid_type" && issue.message.endsWith("received undefined")) {
+      message = `is required (expected ${issue.expected})`;
+    } else if (issue.code === "invalid_value" && missing) {
+      message = `is required (one of ${issue.values.map((value) => JSON.stringify(value)).join(", ")})`;
+    }
+    return [{ path: joinPath(issue.path), message }];
+  });
 }
 
 /** `defaultHook` of the OpenAPI app: a failed zod check becomes a 422 problem. */
 export function validationHook(
-  result: { success: true } | { success: false; error: ZodError; target: string },
+  result: { success: true } | { success: false; error: ZodError; target: string; data?: unknown },
   _c: Context<HonoEnv>,
 ): void {
   if (!result.success) {
     const where = result.target === "json" ? "body" : result.target;
     throw new ApiError("VALIDATION_FAILED", `The request ${where} is invalid.`, {
-      errors: fieldErrors(result.error),
+      errors: fieldErrors(result.error, result.data),
     });
   }
 }

@@ -245,6 +245,33 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect(paths).toEqual(["count", "message"]);
   });
 
+  it("a field left out says it is required, an enum's with its options, and each unknown field is named", async () => {
+    const workspace = await createTestWorkspace((url, init) => exports.default.fetch(new Request(url, init)), BASE);
+    const response = await call("/api/v1/tasks", {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ titel: "Hello", colour: "red", agent_config: { max_steps: 2 } }),
+    });
+    const body = await expectProblem(response, 422, "VALIDATION_FAILED");
+    expect(body.errors).toEqual([
+      { path: "title", message: "is required (expected string)" },
+      {
+        path: "type",
+        message: 'is required (one of "code_generation", "refactoring", "testing", "documentation")',
+      },
+      { path: "titel", message: "is not a field of this request; remove it or check its spelling" },
+      { path: "colour", message: "is not a field of this request; remove it or check its spelling" },
+    ]);
+    const wrong = await call("/api/v1/tasks", {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ title: "Hello", type: "docs" }),
+    });
+    expect((await expectProblem(wrong, 422, "VALIDATION_FAILED")).errors).toEqual([
+      { path: "type", message: expect.stringMatching(/^Invalid option: expected one of/) },
+    ]);
+  });
+
   it("a valid body passes every check", async () => {
     const response = await call("/__debug/echo", {
       method: "POST",

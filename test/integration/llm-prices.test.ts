@@ -280,7 +280,10 @@ describe("PATCH /api/v1/workspace with priced chain entries, and what the worksp
     expect(overflowing.status).toBe(422);
     // A misspelt cached rate is refused, not dropped (cached input would cost as full input).
     expect(await refused([entry({ ...valid, cache_input_per_million_usd: 1 })])).toEqual([
-      { path: "llm.chain.0.price", message: expect.stringContaining("cache_input_per_million_usd") },
+      {
+        path: "llm.chain.0.price.cache_input_per_million_usd",
+        message: "is not a field of this request; remove it or check its spelling",
+      },
     ]);
     // The same model twice at two prices (or once priced, once not): which one a call costs would be a guess.
     expect(await refused([entry(valid), entry({ ...valid, output_per_million_usd: 9 })])).toEqual([
