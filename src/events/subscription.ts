@@ -27,6 +27,9 @@ export function checkTypePatterns(values: readonly string[]): ListCheck {
     if (!TYPE_PATTERN.test(value)) return { ok: false, message: `"${value}" is not an event type or pattern` };
     if (!value.endsWith("*") && !(EVENT_TYPES as readonly string[]).includes(value))
       return { ok: false, message: `"${value}" is not a known event type` };
+    // A wildcard no type falls under (`tasks.*` for `task.*`) would be accepted and never match anything.
+    if (value !== ALL && value.endsWith("*") && !EVENT_TYPES.some((type) => type.startsWith(value.slice(0, -1))))
+      return { ok: false, message: `"${value}" matches no event type (GET /api/v1/events/schema lists them)` };
   }
   if (values.length > MAX_PATTERNS) return { ok: false, message: `at most ${MAX_PATTERNS} type patterns` };
   return { ok: true, values: [...new Set(values)] };

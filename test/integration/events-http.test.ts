@@ -54,6 +54,11 @@ describe("GET /api/v1/events", () => {
     expect(unknown).toMatchObject({ status: 404, body: { code: "NOT_FOUND" } });
     const badType = await getJson("/api/v1/events?types=task.exploded");
     expect(badType).toMatchObject({ status: 422, body: { errors: [{ path: "types" }] } });
+    const noSuchPattern = await getJson("/api/v1/events?types=tasks.*");
+    expect(noSuchPattern).toMatchObject({
+      status: 422,
+      body: { errors: [{ path: "types", message: expect.stringContaining('"tasks.*" matches no event type') }] },
+    });
     const badMajor = await getJson("/api/v1/events?version=3.0");
     expect(badMajor).toMatchObject({
       status: 422,

@@ -44,6 +44,13 @@ describe("subscriptions", () => {
     expect(checkTypePatterns(splitList("task.*, tool.call"))).toEqual({ ok: true, values: ["task.*", "tool.call"] });
     expect(checkTypePatterns(["task.explode"]).ok).toBe(false);
     expect(checkTypePatterns(["ta*sk"]).ok).toBe(false);
+    // A wildcard that no type falls under is a typo, not a subscription to nothing.
+    expect(checkTypePatterns(["tasks.*"])).toEqual({
+      ok: false,
+      message: '"tasks.*" matches no event type (GET /api/v1/events/schema lists them)',
+    });
+    expect(checkTypePatterns(["task.created.*"]).ok).toBe(false);
+    expect(checkTypePatterns(["*", "workflow.step.*", "llm.*"]).ok).toBe(true);
     expect(checkChannels(["task:task_1", "*"]).ok).toBe(true);
     expect(checkChannels(["user:1"]).ok).toBe(false);
     expect(checkChannels(Array.from({ length: 51 }, (_, i) => `run:r${i}`)).ok).toBe(false);
