@@ -4,12 +4,15 @@ import { authenticate } from "../auth/authenticate.ts";
 import type { Scope } from "../auth/principal.ts";
 import { clientIp, securityMonitor } from "../auth/security.ts";
 import { createDb } from "../db/client.ts";
-import { isTicketAuthenticatedRequest } from "../events/tickets.ts";
+import { EVENTS_WS_PATH, isTicketAuthenticatedRequest } from "../events/tickets.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { HonoEnv } from "../types.ts";
 
 const INVALID_CREDENTIALS = "Invalid credentials.";
 const NO_CREDENTIALS = "No credentials were sent: send `Authorization: Bearer <api key or JWT>`.";
+/** A browser's WebSocket cannot send a header: it is told of the ticket instead. */
+const NO_CREDENTIALS_WS =
+  "No credentials were sent: send `Authorization: Bearer <api key or JWT>`, or (a browser's WebSocket) `?ticket=` from `POST /api/v1/events/tickets`.";
 const NOT_BEARER = "The Authorization header is not a bearer token: send `Authorization: Bearer <api key or JWT>`.";
 const UNAUTHENTICATED_HEADERS = { "WWW-Authenticate": 'Bearer realm="mgx-ai-edge"' };
 /** `last_used_at` is written at most this often per key and isolate, after the response. */
@@ -22,8 +25,8 @@ const lastUsedWrittenAtMs = new Map<string, number>();
  * to the logs); a request that sent none, or not as a bearer token, is told how
  * to send one, which gives nothing away.
  */
-function refusalDetail(reason: string, authorization: string | undefined): string {
-  if (reason === "missing") return NO_CREDENTIALS;
+function refusalDetail(reason: string, authorization: string | undefined, path: string): string {
+  if (reason === "missing") return path === EVENTS_WS_PATH ? NO_CREDENTIALS_WS : NO_CREDENTIALS;
   if (reason === "malformed" && !/^Bearer\s+\S/i.test(authorization?.trim() ?? "")) return NOT_BEARER;
   return INVALID_CREDENTIALS;
 }
@@ -46,7 +49,7 @@ export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
   if (!result.ok) {
     c.get("logger").warn("authentication failed", { reason: result.reason, ip, workspace_id: result.workspaceId });
     await monitor.authenticationFailed(ip, result);
-    throw new ApiError("UNAUTHENTICATED", refusalDetail(result.reason, authorization), {
+    throw new ApiError("UNAUTHENTICATED", refusalDetail(result.reason, authorization, c.req.path), {
       headers: UNAUTHENTICATED_HEADERS,
     });
   }

@@ -111,6 +111,14 @@ describe("WebSocket stream and tickets", () => {
     expect(response.status).toBe(422);
   });
 
+  it("tells a WebSocket that sent no credentials of the ticket a browser uses", async () => {
+    const refused = await fetcher(`${BASE}/api/v1/events/ws`, { headers: { Upgrade: "websocket" } });
+    expect(refused.status).toBe(401);
+    expect(((await refused.json()) as { detail: string }).detail).toBe(
+      "No credentials were sent: send `Authorization: Bearer <api key or JWT>`, or (a browser's WebSocket) `?ticket=` from `POST /api/v1/events/tickets`.",
+    );
+  });
+
   it("issues single-use tickets that open the stream without an API key", async () => {
     const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: reader.headers });
     expect(response.status).toBe(201);
