@@ -155,8 +155,9 @@ export const NewApiKeySchema = z
     name: z.string().trim().min(1).max(100),
     scopes: z.array(ScopeSchema).min(1).default(["tasks:read", "tasks:write", "events:read"]),
     expires_at: z.iso
-      .datetime({ offset: true })
-      .refine((value) => Date.parse(value) > Date.now(), "must be in the future")
+      .datetime({ offset: true, error: "must be an ISO 8601 date-time, such as 2027-01-31T00:00:00Z" })
+      // Not a date at all is the error above alone, not also "in the past".
+      .refine((value) => !(Date.parse(value) <= Date.now()), "must be in the future")
       .optional()
       .openapi({ description: "When the key stops working (ISO 8601). Default: never." }),
   })

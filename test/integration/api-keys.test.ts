@@ -58,6 +58,12 @@ describe("API keys", () => {
     expect(((await past.json()) as { errors: unknown }).errors).toEqual([
       { path: "expires_at", message: "must be in the future" },
     ]);
+    // Not a date-time is one error that shows the form, not also "in the future".
+    const notADate = await create("tomorrow");
+    expect(notADate.status).toBe(422);
+    expect(((await notADate.json()) as { errors: unknown }).errors).toEqual([
+      { path: "expires_at", message: "must be an ISO 8601 date-time, such as 2027-01-31T00:00:00Z" },
+    ]);
   });
 
   it("record when they were last used", async () => {
