@@ -115,7 +115,12 @@ export function requireScope(scope: Scope): MiddlewareHandler<HonoEnv> {
 export const requireOperator: MiddlewareHandler<HonoEnv> = async (c, next) => {
   const principal = c.get("principal");
   if (!principal) throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
-  if (principal.kind !== "operator") throw new ApiError("FORBIDDEN", "This route is for the operator.");
+  if (principal.kind !== "operator") {
+    throw new ApiError(
+      "FORBIDDEN",
+      "This route is for the operator, whose bearer token is the deployment's ADMIN_TOKEN; a workspace key reads and changes its own workspace at /api/v1/workspace.",
+    );
+  }
   await next();
 };
 callersByGuard.set(requireOperator, "operator");

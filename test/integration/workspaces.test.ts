@@ -67,7 +67,11 @@ describe("operator workspace routes", () => {
 
   it("refuses workspace keys on operator routes and the operator on workspace routes", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE);
-    expect((await send("/api/v1/workspaces", workspace.key, "POST", { name: "x" })).status).toBe(403);
+    const notOperator = await send("/api/v1/workspaces", workspace.key, "POST", { name: "x" });
+    expect(notOperator.status).toBe(403);
+    expect(((await notOperator.json()) as { detail: string }).detail).toBe(
+      "This route is for the operator, whose bearer token is the deployment's ADMIN_TOKEN; a workspace key reads and changes its own workspace at /api/v1/workspace.",
+    );
     expect((await send(`/api/v1/workspaces/${workspace.id}`, workspace.key)).status).toBe(403);
     expect((await send("/api/v1/workspace", TEST_ADMIN_TOKEN)).status).toBe(403);
   });
