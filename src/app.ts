@@ -37,6 +37,7 @@ export const OPENAPI_INFO = {
   version: "1.0.0",
   description:
     "Runs AI agents on software tasks (code generation, refactoring, testing, documentation) for many workspaces. " +
+    "Authenticate with `Authorization: Bearer <token>`: a workspace API key (`mgx_…`), an OAuth2 JWT access token, or, on the operator's routes, the deployment's ADMIN_TOKEN; a browser's WebSocket sends `?ticket=` from POST /api/v1/events/tickets instead. /health, /ready, /docs and /openapi.json need none. " +
     "Errors are RFC 9457 problem+json; every response carries X-Request-Id and X-API-Version, and each response names the headers it carries.",
   license: { name: "Apache 2.0", identifier: "Apache-2.0" },
   contact: { name: "MGX-AI Edge team" },

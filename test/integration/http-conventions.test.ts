@@ -376,11 +376,18 @@ describe("OpenAPI document and reference page", () => {
   it("serves an OpenAPI 3.1 document generated from the routes", async () => {
     const response = await call("/openapi.json");
     expect(response.status).toBe(200);
-    const doc = (await response.json()) as { openapi: string; paths: Record<string, unknown>; components: any };
+    const doc = (await response.json()) as {
+      openapi: string;
+      info: { description: string };
+      paths: Record<string, unknown>;
+      components: any;
+    };
     expect(doc.openapi).toBe("3.1.0");
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(["/health", "/ready", "/problems/{slug}"]));
     expect(Object.keys(doc.paths).some((path) => path.startsWith("/__debug"))).toBe(false);
     expect(doc.components.schemas.Problem).toBeDefined();
+    // The reference page shows info.description first: it tells a newcomer how to authenticate.
+    expect(doc.info.description).toContain("Authenticate with `Authorization: Bearer <token>`: a workspace API key");
   });
 
   it("serves the reference page and its assets", async () => {
