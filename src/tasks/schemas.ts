@@ -6,6 +6,25 @@ import { PageQuerySchema } from "../lib/pagination.ts";
 
 const Tokens = z.object({ prompt: z.number().int(), completion: z.number().int(), total: z.number().int() });
 
+/**
+ * How deep `agent_config`'s free-form keys may nest. Its JSON is hashed in
+ * canonical form (idempotency, audit) by recursion, which a config nested a
+ * few thousand levels deep took past the stack: a 500 instead of a 422.
+ */
+export const MAX_AGENT_CONFIG_DEPTH = 32;
+
+/** Whether `value` nests objects or arrays more than `limit` deep; iterative, so any depth is safe to ask. */
+function nestsDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop() as [unknown, number];
+    if (current === null || typeof current !== "object") continue;
+    if (depth >= limit) return true;
+    for (const inner of Object.values(current)) stack.push([inner, depth + 1]);
+  }
+  return false;
+}
+
 export const AgentConfigSchema = z
   .looseObject({
     max_steps: z.number().int().min(1).max(50).optional().openapi({ description: "LLM turns at most (default 12)." }),
@@ -18,7 +37,12 @@ export const AgentConfigSchema = z
     temperature: z.number().min(0).max(2).optional(),
     max_tokens: z.number().int().min(1).max(200_000).optional(),
   })
-  .openapi("AgentConfig", { description: "How the agent runs; unknown keys are kept for the agent." });
+  .refine((config) => !nestsDeeperThan(config, MAX_AGENT_CONFIG_DEPTH), {
+    message: `nests objects and arrays more than ${MAX_AGENT_CONFIG_DEPTH} levels deep`,
+  })
+  .openapi("AgentConfig", {
+    description: `How the agent runs; unknown keys are kept for the agent (nested at most ${MAX_AGENT_CONFIG_DEPTH} levels deep).`,
+  });
 
 export const NewTaskSchema = z
   .object({

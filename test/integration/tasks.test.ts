@@ -58,6 +58,26 @@ describe("POST /api/v1/tasks", () => {
     expect(body.errors.map((error) => error.path).sort()).toEqual(["priority", "title", "type"]);
   });
 
+  it("refuses an agent_config nested past its limit with 422, not a 500, and takes one at the limit", async () => {
+    const nested = (depth: number) => {
+      let value: unknown = "leaf";
+      for (let level = 0; level < depth; level++) value = level % 2 ? { inner: value } : [value];
+      return value;
+    };
+    // Thousands of levels took the canonical hash (idempotency, audit) past the stack.
+    const deep = await fetcher(`${BASE}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: `{"title":"Deep","type":"testing","agent_config":{"extra":${"[".repeat(5_000)}${"]".repeat(5_000)}}}`,
+    });
+    expect(deep.status).toBe(422);
+    expect(((await deep.json()) as { errors: unknown }).errors).toEqual([
+      { path: "agent_config", message: "nests objects and arrays more than 32 levels deep" },
+    ]);
+    expect((await submit(workspace, { ...basic, agent_config: { extra: nested(32) } })).status).toBe(422);
+    expect((await submit(workspace, { ...basic, agent_config: { extra: nested(31) } })).status).toBe(202);
+  });
+
   it("honours Idempotency-Key: same body → the first task, different body → 409", async () => {
     const key = { "Idempotency-Key": `idem-${crypto.randomUUID()}` };
     const first = await submit(workspace, basic, key);
