@@ -45,6 +45,9 @@ const OPTIONS = {
     "Accept-Ranges",
     "Content-Range",
     "Content-Disposition",
+    // A submitted task's address, and whether an Idempotency-Key returned the first task.
+    "Location",
+    "Idempotent-Replayed",
   ],
   maxAge: 600,
 };

@@ -82,6 +82,14 @@ const exportRoute = createRoute({
   responses: {
     200: {
       description: "The entries, streamed.",
+      headers: {
+        "Content-Disposition": {
+          description: 'A download: `attachment; filename="audit-<workspace>-<day>.csv"` (`.ndjson` for JSON).',
+          required: true,
+          schema: { type: "string" },
+        },
+        "Cache-Control": { description: "`no-store`.", required: true, schema: { type: "string" } },
+      },
       content: {
         "application/x-ndjson": { schema: z.string().openapi({ description: "One JSON AuditLog per line." }) },
         "text/csv": { schema: z.string().openapi({ description: "RFC 4180, CRLF line ends, header row." }) },

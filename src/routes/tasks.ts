@@ -48,7 +48,16 @@ const createTaskRoute = createRoute({
   middleware: [requireScope("tasks:write")] as const,
   request: { headers: IdempotencyHeader, body: jsonBody(NewTaskSchema) },
   responses: {
-    202: jsonResponse("Accepted: queued or pending.", TaskSchema),
+    202: {
+      ...jsonResponse("Accepted: queued or pending.", TaskSchema),
+      headers: {
+        Location: { description: "The task: `/api/v1/tasks/{id}`.", required: true, schema: { type: "string" } },
+        "Idempotent-Replayed": {
+          description: "`true` when an `Idempotency-Key` sent before returned its first task; absent otherwise.",
+          schema: { type: "string", enum: ["true"] },
+        },
+      },
+    },
     ...API_PROBLEMS,
     ...problemResponses("CONFLICT", "VALIDATION_FAILED"),
   },

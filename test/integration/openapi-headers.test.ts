@@ -122,6 +122,43 @@ describe("the response headers in /openapi.json", () => {
     });
   });
 
+  it("names a submitted task's Location and Idempotent-Replayed, and an audit export's Content-Disposition", async () => {
+    const doc = await openApi();
+    const workspace = await workspaceWith(null);
+    const submit = () =>
+      fetcher(`${BASE}/api/v1/tasks`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json", "Idempotency-Key": "headers-1" },
+        body: JSON.stringify({ title: "Add a CLI flag", type: "code_generation" }),
+      });
+    const declared = documentedHeaders(doc, "post", "/api/v1/tasks", 202);
+    expect(declared.Location?.required).toBe(true);
+    expect(declared["Idempotent-Replayed"]).toBeDefined();
+    const first = await submit();
+    const { id } = (await first.json()) as { id: string };
+    expect(first.headers.get("Location")).toBe(`/api/v1/tasks/${id}`);
+    expect(first.headers.get("Idempotent-Replayed")).toBeNull();
+    const repeat = await submit();
+    expect(repeat.headers.get("Idempotent-Replayed")).toBe("true");
+    await repeat.body?.cancel();
+    // A browser reads them only if CORS exposes them.
+    const fromBrowser = await fetcher(`${BASE}/api/v1/tasks/${id}`, {
+      headers: { ...workspace.headers, Origin: "http://localhost:8787" },
+    });
+    await fromBrowser.body?.cancel();
+    expect((fromBrowser.headers.get("Access-Control-Expose-Headers") ?? "").split(",")).toEqual(
+      expect.arrayContaining(["Location", "Idempotent-Replayed"]),
+    );
+    const exported = await fetcher(`${BASE}/api/v1/audit-logs/export?format=csv`, { headers: workspace.headers });
+    expect(exported.status).toBe(200);
+    const exportHeaders = documentedHeaders(doc, "get", "/api/v1/audit-logs/export", 200);
+    for (const name of ["Content-Disposition", "Cache-Control"]) {
+      expect(exportHeaders[name]?.required, name).toBe(true);
+      expect(exported.headers.get(name), name).not.toBeNull();
+    }
+    await exported.body?.cancel();
+  });
+
   it("names Retry-After and the rate limit on a rate limiter's 429, on a task route and an events route", async () => {
     const doc = await openApi();
     for (const path of ["/api/v1/tasks", "/api/v1/events"]) {
