@@ -252,7 +252,7 @@ export interface ExhaustedBudget {
 /** One wording for a spent budget, whether a call or a task submission meets it. */
 export function exhaustedMessage(budget: ExhaustedBudget, retryAfterSeconds: number): string {
   const [what, unit] = budget.metric === "tokens" ? ["token", "tokens"] : ["cost", "USD"];
-  return `The ${budget.period} ${what} budget is exhausted (${budget.used} of ${budget.limit} ${unit} used); it resets in ${retryAfterSeconds} s.`;
+  return `The ${budget.period} ${what} budget is exhausted (${budget.used} of ${budget.limit} ${unit} used); it resets in ${retryAfterSeconds} s, or raise it with PUT /api/v1/budgets.`;
 }
 
 /** A budget not spent, whose room left calls in flight hold: they settle soon, and give back what they did not spend. */

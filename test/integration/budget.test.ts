@@ -651,7 +651,7 @@ describe("budget routes", () => {
       period: "daily",
       metric: "tokens",
       retryable: false,
-      detail: `The daily token budget is exhausted (${spent} of 60 tokens used); it resets in ${retryAfter} s.`,
+      detail: `The daily token budget is exhausted (${spent} of 60 tokens used); it resets in ${retryAfter} s, or raise it with PUT /api/v1/budgets.`,
     });
     // Two calls spent the 60-token day: every step of it is listed, once.
     expect((status.daily as { thresholds_reached: { threshold_percent: number }[] }).thresholds_reached).toEqual(
@@ -691,7 +691,9 @@ describe("budget routes", () => {
     // The budget named is the one whose reset the answer gives.
     expect(body.period).toBe("monthly");
     expect(body.detail).toMatch(
-      new RegExp(`^The monthly token budget is exhausted .*resets in ${taskRetryAfter} s\\.$`),
+      new RegExp(
+        `^The monthly token budget is exhausted .*resets in ${taskRetryAfter} s, or raise it with PUT /api/v1/budgets\\.$`,
+      ),
     );
   });
 
