@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { displayPrefix, generateApiKey, hashApiKey, isApiKeyFormat } from "../src/lib/api-key-format.ts";
 import { cronTriggers, LOCAL_SCHEDULED_PATH, startLocalCron } from "./lib/local-cron.ts";
+import { portInUse } from "./lib/port.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
@@ -67,6 +68,12 @@ async function waitForHealth(baseUrl: string): Promise<boolean> {
 }
 
 async function main(): Promise<void> {
+  if (await portInUse(HOST, PORT)) {
+    console.error(
+      `${HOST}:${PORT} is already taken (another npm run dev?). Stop that server, or serve on another port: PORT=${PORT + 1} npm run dev`,
+    );
+    process.exit(1);
+  }
   console.log("Applying local D1 migrations…");
   wrangler(["d1", "migrations", "apply", "DB", "--local"]);
   console.log("Seeding the demo workspace…");
