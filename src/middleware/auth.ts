@@ -101,9 +101,13 @@ export function requireScope(scope: Scope): MiddlewareHandler<HonoEnv> {
       throw new ApiError("FORBIDDEN", "The operator token manages workspaces; use a workspace key for this route.");
     }
     if (!principal.scopes.has(scope) && !principal.scopes.has("admin")) {
-      throw new ApiError("FORBIDDEN", `This credential lacks the ${scope} scope.`, {
-        extensions: { required_scope: scope },
-      });
+      throw new ApiError(
+        "FORBIDDEN",
+        `This credential lacks the ${scope} scope: use a key or token that has it (or admin); an admin key makes such a key with POST /api/v1/api-keys.`,
+        {
+          extensions: { required_scope: scope },
+        },
+      );
     }
     await next();
   };

@@ -110,6 +110,11 @@ describe("POST /api/v1/tasks", () => {
       body: JSON.stringify(basic),
     });
     expect(response.status).toBe(403);
+    expect(await response.json()).toMatchObject({
+      required_scope: "tasks:write",
+      detail:
+        "This credential lacks the tasks:write scope: use a key or token that has it (or admin); an admin key makes such a key with POST /api/v1/api-keys.",
+    });
   });
 
   it("lines tasks up over the running cap and refuses over the pending cap with 429 + Retry-After", async () => {
