@@ -31,7 +31,8 @@ const IdempotencyHeader = z.object({
     .optional()
     .openapi({
       param: { name: "idempotency-key", in: "header" },
-      description: "A repeat with the same key and body returns the first result; a different body is 409.",
+      description:
+        "A repeat with the same key and body returns the first result (with `Idempotent-Replayed: true`); a different body is 409. Keys do not expire: a key names its task for good, so send a new one per task.",
     }),
 });
 
