@@ -51,9 +51,13 @@ export async function findByIdempotencyKey(db: Database, workspaceId: string, ke
 
 function replayOf(existing: TaskRow, requestHash: string): { task: TaskRow; replayed: true } {
   if (existing.requestHash !== requestHash) {
-    throw new ApiError("CONFLICT", "This Idempotency-Key was used with a different request body.", {
-      extensions: { task_id: existing.id },
-    });
+    throw new ApiError(
+      "CONFLICT",
+      "This Idempotency-Key was used with a different request body (task_id names its task); send a new key for a new task.",
+      {
+        extensions: { task_id: existing.id },
+      },
+    );
   }
   return { task: existing, replayed: true };
 }

@@ -89,7 +89,12 @@ describe("POST /api/v1/tasks", () => {
     expect(((await again.json()) as { id: string }).id).toBe(firstBody.id);
     const conflict = await submit(workspace, { ...basic, title: "Something else" }, key);
     expect(conflict.status).toBe(409);
-    expect(((await conflict.json()) as { code: string }).code).toBe("CONFLICT");
+    expect(await conflict.json()).toMatchObject({
+      code: "CONFLICT",
+      task_id: firstBody.id,
+      detail:
+        "This Idempotency-Key was used with a different request body (task_id names its task); send a new key for a new task.",
+    });
   });
 
   it("gives concurrent submissions with one key one task", async () => {
