@@ -37,6 +37,9 @@ export function fieldErrors(error: ZodError, input?: unknown): FieldError[] {
     let message = issue.message;
     if (issue.code === "invalid_type" && issue.message.endsWith("received undefined")) {
       message = `is required (expected ${issue.expected})`;
+    } else if (issue.code === "invalid_type" && issue.message.endsWith("received NaN")) {
+      // A query parameter coerced to a number (`?limit=ten`): zod says only that it read NaN.
+      message = `must be a number, not ${JSON.stringify(valueAt(input, issue.path))}`;
     } else if (issue.code === "invalid_value" && missing) {
       message = `is required (one of ${issue.values.map((value) => JSON.stringify(value)).join(", ")})`;
     }

@@ -245,7 +245,7 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect(paths).toEqual(["count", "message"]);
   });
 
-  it("a field left out says it is required, an enum's with its options, and each unknown field is named", async () => {
+  it("a field left out says it is required (an enum with its options), each unknown field is named, a bad number shown", async () => {
     const workspace = await createTestWorkspace((url, init) => exports.default.fetch(new Request(url, init)), BASE);
     const response = await call("/api/v1/tasks", {
       method: "POST",
@@ -269,6 +269,11 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     });
     expect((await expectProblem(wrong, 422, "VALIDATION_FAILED")).errors).toEqual([
       { path: "type", message: expect.stringMatching(/^Invalid option: expected one of/) },
+    ]);
+    // A query number that is not one: zod said "expected number, received NaN".
+    const notANumber = await call("/api/v1/tasks?limit=ten", { headers: workspace.headers });
+    expect((await expectProblem(notANumber, 422, "VALIDATION_FAILED")).errors).toEqual([
+      { path: "limit", message: 'must be a number, not "ten"' },
     ]);
   });
 
