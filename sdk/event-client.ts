@@ -2,7 +2,7 @@ import { type EventType, type PublishedEvent, validateEvent } from "../src/event
 import { PING_FRAME } from "../src/events/frames.ts";
 import { type BackoffOptions, backoffDelayMs, DEFAULT_BACKOFF } from "./backoff.ts";
 import { RecentIds } from "./dedupe.ts";
-import { MgxClient } from "./rest.ts";
+import { MgxApiError, MgxClient } from "./rest.ts";
 
 /**
  * A client for the event stream that never misses an event: it reconnects
@@ -172,7 +172,10 @@ export class EventClient {
       url = await this.streamUrl();
     } catch (error) {
       this.emitError(error);
-      this.scheduleReconnect();
+      // A key the API refuses (wrong, revoked, expired, or without events:read) stays refused: trying again only
+      // counts failures against this address until the API blocks it (429), every other key from it too.
+      if (error instanceof MgxApiError && (error.status === 401 || error.status === 403)) this.close();
+      else this.scheduleReconnect();
       return;
     }
     if (this.currentState === "closed") return;

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { backoffDelayMs, EventClient, type PublishedEvent, RecentIds } from "../../../sdk/index.ts";
 import { SEED_EXAMPLES } from "./examples.ts";
 
@@ -186,5 +186,34 @@ describe("EventClient", () => {
     expect(socket.url).toContain("ticket=tkt_ok");
     expect(errors).toEqual(["backend down", "backend down"]);
     client.close();
+  });
+
+  it("stops, closed, when the API refuses its key a ticket, rather than retry until the address is blocked", async () => {
+    const refusals = [401, 403];
+    for (const status of refusals) {
+      const fetchMock = vi.fn(async () =>
+        Response.json(
+          { type: "/problems/x", title: "Refused", status, detail: "Invalid credentials.", code: "X", request_id: "r" },
+          { status, headers: { "Content-Type": "application/problem+json" } },
+        ),
+      );
+      vi.stubGlobal("fetch", fetchMock);
+      try {
+        const { client, sockets } = setup({ getTicket: undefined, apiKey: "mgx_wrong" });
+        const errors: string[] = [];
+        const states: string[] = [];
+        client.onError((error) => errors.push(error.message));
+        client.onStateChange((state) => states.push(state));
+        client.connect();
+        await vi.waitFor(() => expect(states).toContain("closed"));
+        await new Promise((wake) => setTimeout(wake, 30)); // backoff here is ≤ 5 ms: a retry would have come
+        expect(fetchMock).toHaveBeenCalledTimes(1);
+        expect(errors).toEqual([`${status} X: Invalid credentials.`]);
+        expect(states).toEqual(["connecting", "closed"]);
+        expect(sockets).toEqual([]);
+      } finally {
+        vi.unstubAllGlobals();
+      }
+    }
   });
 });
