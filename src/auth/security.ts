@@ -34,10 +34,14 @@ export function clientIp(request: Request): string {
 
 function blockedError(untilMs: number, nowMs: number): ApiError {
   const retryAfterSeconds = Math.max(1, Math.ceil((untilMs - nowMs) / 1000));
-  return new ApiError("RATE_LIMITED", "Too many failed attempts from this client; it is blocked for a while.", {
-    headers: { "Retry-After": String(retryAfterSeconds) },
-    extensions: { blocked: true },
-  });
+  return new ApiError(
+    "RATE_LIMITED",
+    `Too many failed authentications from this address: every request from it is refused for ${retryAfterSeconds} s more, whatever credentials it sends. Check the key before trying again.`,
+    {
+      headers: { "Retry-After": String(retryAfterSeconds) },
+      extensions: { blocked: true, retry_after_seconds: retryAfterSeconds },
+    },
+  );
 }
 
 type Severity = "low" | "medium" | "high" | "critical";

@@ -26,8 +26,15 @@ describe("security monitor", () => {
       });
       statuses.push(response.status);
       if (response.status === 429) {
-        expect(Number(response.headers.get("Retry-After"))).toBeGreaterThan(60);
-        expect(await response.json()).toMatchObject({ code: "RATE_LIMITED", blocked: true });
+        const retryAfter = Number(response.headers.get("Retry-After"));
+        expect(retryAfter).toBeGreaterThan(60);
+        // It says for how long, and that a good key from the address is refused too ("for a while" said neither).
+        expect(await response.json()).toMatchObject({
+          code: "RATE_LIMITED",
+          blocked: true,
+          retry_after_seconds: retryAfter,
+          detail: `Too many failed authentications from this address: every request from it is refused for ${retryAfter} s more, whatever credentials it sends. Check the key before trying again.`,
+        });
       }
     }
     expect(statuses.slice(0, AUTH_FAILURE_POLICY.threshold - 1).every((status) => status === 401)).toBe(true);
