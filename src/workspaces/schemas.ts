@@ -21,12 +21,18 @@ export const LimitsSchema = z
 
 export const LimitsPatchSchema = LimitsSchema.partial().strict();
 
+/** A budget left out of a PUT is named with what it takes: zod's "expected number" did not say null was one. */
+const budgetAmount = () =>
+  z.number({
+    error: (issue) => (issue.input === undefined ? "is required: a number, or null for no budget" : undefined),
+  });
+
 export const BudgetsSchema = z
   .object({
-    daily_tokens: z.number().int().min(0).nullable(),
-    monthly_tokens: z.number().int().min(0).nullable(),
-    daily_cost_usd: z.number().min(0).nullable(),
-    monthly_cost_usd: z.number().min(0).nullable(),
+    daily_tokens: budgetAmount().int().min(0).nullable(),
+    monthly_tokens: budgetAmount().int().min(0).nullable(),
+    daily_cost_usd: budgetAmount().min(0).nullable(),
+    monthly_cost_usd: budgetAmount().min(0).nullable(),
   })
   .openapi("Budgets", { description: "Token and cost budgets; null means none." });
 

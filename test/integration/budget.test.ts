@@ -610,7 +610,7 @@ describe("budget routes", () => {
     });
     expect(partial.status).toBe(422);
     expect(((await partial.json()) as { errors: unknown }).errors).toEqual([
-      { path: "monthly_cost_usd", message: "is required (expected number)" },
+      { path: "monthly_cost_usd", message: "is required: a number, or null for no budget" },
     ]);
 
     const chat = () => helloCompletion(workspace);
