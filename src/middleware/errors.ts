@@ -25,7 +25,7 @@ const joinPath = (path: readonly PropertyKey[]) => (path.length ? path.map(Strin
  * rather than all of them at `(root)`, so a caller (and OpenAI's `param`)
  * sees which one to remove. `input` is what was validated.
  */
-export function fieldErrors(error: ZodError, input?: unknown): FieldError[] {
+export function fieldErrors(error: ZodError, input?: unknown, target?: string): FieldError[] {
   return error.issues.flatMap((issue): FieldError[] => {
     if (issue.code === "unrecognized_keys") {
       return issue.keys.map((key) => ({
@@ -33,13 +33,17 @@ export function fieldErrors(error: ZodError, input?: unknown): FieldError[] {
         message: "is not a field of this request; remove it or check its spelling",
       }));
     }
-    const missing = input !== undefined && valueAt(input, issue.path) === undefined;
+    const value = valueAt(input, issue.path);
+    const missing = input !== undefined && value === undefined;
     let message = issue.message;
     if (issue.code === "invalid_type" && issue.message.endsWith("received undefined")) {
       message = `is required (expected ${issue.expected})`;
+    } else if (target === "query" && Array.isArray(value)) {
+      // `?status=a&status=b`: a parameter repeated reaches the schema as an array.
+      message = `is given ${value.length} times; give it once (a list is comma-separated: a,b)`;
     } else if (issue.code === "invalid_type" && issue.message.endsWith("received NaN")) {
       // A query parameter coerced to a number (`?limit=ten`): zod says only that it read NaN.
-      message = `must be a number, not ${JSON.stringify(valueAt(input, issue.path))}`;
+      message = `must be a number, not ${JSON.stringify(value)}`;
     } else if (issue.code === "invalid_value" && missing) {
       message = `is required (one of ${issue.values.map((value) => JSON.stringify(value)).join(", ")})`;
     }
@@ -55,7 +59,7 @@ export function validationHook(
   if (!result.success) {
     const where = result.target === "json" ? "body" : result.target;
     throw new ApiError("VALIDATION_FAILED", `The request ${where} is invalid.`, {
-      errors: fieldErrors(result.error, result.data),
+      errors: fieldErrors(result.error, result.data, result.target),
     });
   }
 }

@@ -275,6 +275,11 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect((await expectProblem(notANumber, 422, "VALIDATION_FAILED")).errors).toEqual([
       { path: "limit", message: 'must be a number, not "ten"' },
     ]);
+    // A parameter repeated (`?status=a&status=b`, as some clients write a list) reached zod as an array.
+    const repeated = await call("/api/v1/tasks?status=queued&status=running", { headers: workspace.headers });
+    expect((await expectProblem(repeated, 422, "VALIDATION_FAILED")).errors).toEqual([
+      { path: "status", message: "is given 2 times; give it once (a list is comma-separated: a,b)" },
+    ]);
   });
 
   it("a valid body passes every check", async () => {
