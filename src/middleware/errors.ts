@@ -40,7 +40,7 @@ export function fieldErrors(error: ZodError, input?: unknown, target?: string): 
       message = `is required (expected ${issue.expected})`;
     } else if (target === "query" && Array.isArray(value)) {
       // `?status=a&status=b`: a parameter repeated reaches the schema as an array.
-      message = `is given ${value.length} times; give it once (a list is comma-separated: a,b)`;
+      message = `is given ${value.length} times; give it once (a parameter that takes a list takes it comma-separated: a,b)`;
     } else if (issue.code === "invalid_type" && issue.message.endsWith("received NaN")) {
       // A query parameter coerced to a number (`?limit=ten`): zod says only that it read NaN.
       message = `must be a number, not ${JSON.stringify(value)}`;

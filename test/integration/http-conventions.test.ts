@@ -278,7 +278,10 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     // A parameter repeated (`?status=a&status=b`, as some clients write a list) reached zod as an array.
     const repeated = await call("/api/v1/tasks?status=queued&status=running", { headers: workspace.headers });
     expect((await expectProblem(repeated, 422, "VALIDATION_FAILED")).errors).toEqual([
-      { path: "status", message: "is given 2 times; give it once (a list is comma-separated: a,b)" },
+      {
+        path: "status",
+        message: "is given 2 times; give it once (a parameter that takes a list takes it comma-separated: a,b)",
+      },
     ]);
   });
 
