@@ -44,6 +44,9 @@ export function fieldErrors(error: ZodError, input?: unknown, target?: string): 
     } else if (issue.code === "invalid_type" && issue.message.endsWith("received NaN")) {
       // A query parameter coerced to a number (`?limit=ten`): zod says only that it read NaN.
       message = `must be a number, not ${JSON.stringify(value)}`;
+    } else if (issue.code === "invalid_format" && issue.message === "Invalid ISO datetime") {
+      // zod says "Invalid ISO datetime", which does not show the form (nor that a bare day is not one).
+      message = `must be an ISO 8601 date-time, such as 2026-01-31T00:00:00Z; got ${JSON.stringify(value)}`;
     } else if (issue.code === "invalid_value" && missing) {
       message = `is required (one of ${issue.values.map((value) => JSON.stringify(value)).join(", ")})`;
     }

@@ -161,7 +161,7 @@ export const NewApiKeySchema = z
     name: z.string().trim().min(1).max(100),
     scopes: z.array(ScopeSchema).min(1).default(["tasks:read", "tasks:write", "events:read"]),
     expires_at: z.iso
-      .datetime({ offset: true, error: "must be an ISO 8601 date-time, such as 2027-01-31T00:00:00Z" })
+      .datetime({ offset: true })
       // Not a date at all is the error above alone, not also "in the past".
       .refine((value) => !(Date.parse(value) <= Date.now()), "must be in the future")
       .optional()

@@ -62,7 +62,10 @@ describe("API keys", () => {
     const notADate = await create("tomorrow");
     expect(notADate.status).toBe(422);
     expect(((await notADate.json()) as { errors: unknown }).errors).toEqual([
-      { path: "expires_at", message: "must be an ISO 8601 date-time, such as 2027-01-31T00:00:00Z" },
+      {
+        path: "expires_at",
+        message: 'must be an ISO 8601 date-time, such as 2026-01-31T00:00:00Z; got "tomorrow"',
+      },
     ]);
   });
 

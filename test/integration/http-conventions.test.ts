@@ -275,6 +275,11 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect((await expectProblem(notANumber, 422, "VALIDATION_FAILED")).errors).toEqual([
       { path: "limit", message: 'must be a number, not "ten"' },
     ]);
+    // A date-time that is not one: zod said only "Invalid ISO datetime".
+    const notATime = await call("/api/v1/audit-logs?from=2026-11-27", { headers: workspace.headers });
+    expect((await expectProblem(notATime, 422, "VALIDATION_FAILED")).errors).toEqual([
+      { path: "from", message: 'must be an ISO 8601 date-time, such as 2026-01-31T00:00:00Z; got "2026-11-27"' },
+    ]);
     // A parameter repeated (`?status=a&status=b`, as some clients write a list) reached zod as an array.
     const repeated = await call("/api/v1/tasks?status=queued&status=running", { headers: workspace.headers });
     expect((await expectProblem(repeated, 422, "VALIDATION_FAILED")).errors).toEqual([
