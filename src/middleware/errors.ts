@@ -54,13 +54,16 @@ export function fieldErrors(error: ZodError, input?: unknown, target?: string): 
   });
 }
 
+/** What a 422's detail calls each part of a request Hono validates ("The request path is invalid."). */
+const VALIDATION_TARGETS: Record<string, string> = { json: "body", param: "path" };
+
 /** `defaultHook` of the OpenAPI app: a failed zod check becomes a 422 problem. */
 export function validationHook(
   result: { success: true } | { success: false; error: ZodError; target: string; data?: unknown },
   _c: Context<HonoEnv>,
 ): void {
   if (!result.success) {
-    const where = result.target === "json" ? "body" : result.target;
+    const where = VALIDATION_TARGETS[result.target] ?? result.target;
     throw new ApiError("VALIDATION_FAILED", `The request ${where} is invalid.`, {
       errors: fieldErrors(result.error, result.data, result.target),
     });

@@ -275,6 +275,18 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect((await expectProblem(notANumber, 422, "VALIDATION_FAILED")).errors).toEqual([
       { path: "limit", message: 'must be a number, not "ten"' },
     ]);
+    // The part of the request at fault is named as a caller knows it: "param" was Hono's word.
+    const longId = await call(`/api/v1/tasks/task_${"X".repeat(80)}`, { headers: workspace.headers });
+    expect(await expectProblem(longId, 422, "VALIDATION_FAILED")).toMatchObject({
+      detail: "The request path is invalid.",
+      errors: [{ path: "id", message: expect.any(String) }],
+    });
+    const longKey = await call("/api/v1/tasks", {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json", "Idempotency-Key": "k".repeat(300) },
+      body: JSON.stringify({ title: "Hello", type: "testing" }),
+    });
+    expect((await expectProblem(longKey, 422, "VALIDATION_FAILED")).detail).toBe("The request header is invalid.");
     // A date-time that is not one: zod said only "Invalid ISO datetime".
     const notATime = await call("/api/v1/audit-logs?from=2026-11-27", { headers: workspace.headers });
     expect((await expectProblem(notATime, 422, "VALIDATION_FAILED")).errors).toEqual([
