@@ -28,9 +28,11 @@ const joinPath = (path: readonly PropertyKey[]) => (path.length ? path.map(Strin
 export function fieldErrors(error: ZodError, input?: unknown, target?: string): FieldError[] {
   return error.issues.flatMap((issue): FieldError[] => {
     if (issue.code === "unrecognized_keys") {
+      // A schema may say where such a field belongs instead (PATCH /api/v1/workspace's `limits`).
+      const own = !issue.message.startsWith("Unrecognized key");
       return issue.keys.map((key) => ({
         path: joinPath([...issue.path, key]),
-        message: "is not a field of this request; remove it or check its spelling",
+        message: own ? issue.message : "is not a field of this request; remove it or check its spelling",
       }));
     }
     const value = valueAt(input, issue.path);

@@ -31,6 +31,13 @@ const getRoute = createRoute({
   },
 });
 
+/** What GET /api/v1/workspace shows that this PATCH does not change: a field sent here says where it is changed. */
+const CHANGED_ELSEWHERE: Record<string, string> = {
+  plan: "the operator's to change: PATCH /api/v1/workspaces/{id} with the ADMIN_TOKEN bearer",
+  limits: "the operator's to change: PATCH /api/v1/workspaces/{id} with the ADMIN_TOKEN bearer",
+  budgets: "set with PUT /api/v1/budgets",
+};
+
 const patchRoute = createRoute({
   method: "patch",
   path: "/api/v1/workspace",
@@ -44,11 +51,18 @@ const patchRoute = createRoute({
   request: {
     body: jsonBody(
       z
-        .object({
-          name: z.string().trim().min(1).max(100).optional(),
-          llm: LlmRoutingSchema.nullable().optional(),
-        })
-        .strict()
+        .strictObject(
+          {
+            name: z.string().trim().min(1).max(100).optional(),
+            llm: LlmRoutingSchema.nullable().optional(),
+          },
+          {
+            error: (issue) =>
+              issue.code === "unrecognized_keys" && issue.keys.length === 1 && CHANGED_ELSEWHERE[issue.keys[0]]
+                ? `is ${CHANGED_ELSEWHERE[issue.keys[0]]}`
+                : undefined,
+          },
+        )
         .openapi("WorkspacePatch"),
     ),
   },

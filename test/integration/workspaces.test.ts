@@ -112,8 +112,22 @@ describe("the caller's workspace", () => {
     expect(problem.errors[0].message).toContain('"anthropic"');
     expect(((await (await send("/api/v1/workspace", workspace.key)).json()) as { llm: unknown }).llm).toEqual(llm);
 
-    // Plan and limits are the operator's.
-    expect((await send("/api/v1/workspace", workspace.key, "PATCH", { plan: "enterprise" })).status).toBe(422);
+    // Plan and limits are the operator's, budgets have their own route: each refusal says where it is changed.
+    const refusal = async (body: Record<string, unknown>) => {
+      const response = await send("/api/v1/workspace", workspace.key, "PATCH", body);
+      expect(response.status).toBe(422);
+      return ((await response.json()) as { errors: unknown }).errors;
+    };
+    const operators = "is the operator's to change: PATCH /api/v1/workspaces/{id} with the ADMIN_TOKEN bearer";
+    expect(await refusal({ plan: "enterprise" })).toEqual([{ path: "plan", message: operators }]);
+    expect(await refusal({ limits: { burst: 5 } })).toEqual([{ path: "limits", message: operators }]);
+    expect(await refusal({ budgets: { daily_tokens: 5 } })).toEqual([
+      { path: "budgets", message: "is set with PUT /api/v1/budgets" },
+    ]);
+    // A misspelt field is still one that does not exist.
+    expect(await refusal({ nmae: "x" })).toEqual([
+      { path: "nmae", message: "is not a field of this request; remove it or check its spelling" },
+    ]);
   });
 
   it("refuses a chain entry with a blank model or a misspelt field, rather than store what can never route as meant", async () => {
