@@ -59,16 +59,35 @@ export function fieldErrors(error: ZodError, input?: unknown, target?: string): 
 /** What a 422's detail calls each part of a request Hono validates ("The request path is invalid."). */
 const VALIDATION_TARGETS: Record<string, string> = { json: "body", param: "path" };
 
-/** `defaultHook` of the OpenAPI app: a failed zod check becomes a 422 problem. */
+/**
+ * `defaultHook` of the OpenAPI app: a failed zod check becomes a 422 problem.
+ * A query parameter the route does not take is one too, as an unknown body
+ * field is: zod drops it silently, so `?state=failed` (for `status`) answered
+ * every task as if filtered.
+ */
 export function validationHook(
-  result: { success: true } | { success: false; error: ZodError; target: string; data?: unknown },
-  _c: Context<HonoEnv>,
+  result:
+    | { success: true; data?: unknown; target: string }
+    | { success: false; error: ZodError; target: string; data?: unknown },
+  c: Context<HonoEnv>,
 ): void {
   if (!result.success) {
     const where = VALIDATION_TARGETS[result.target] ?? result.target;
     throw new ApiError("VALIDATION_FAILED", `The request ${where} is invalid.`, {
       errors: fieldErrors(result.error, result.data, result.target),
     });
+  }
+  if (result.target === "query" && result.data !== null && typeof result.data === "object") {
+    const taken = result.data as Record<string, unknown>;
+    const unknown = Object.keys(c.req.queries()).filter((name) => !(name in taken));
+    if (unknown.length > 0) {
+      throw new ApiError("VALIDATION_FAILED", "The request query is invalid.", {
+        errors: unknown.map((name) => ({
+          path: name,
+          message: "is not a parameter of this route; remove it or check its spelling",
+        })),
+      });
+    }
   }
 }
 

@@ -287,6 +287,13 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
       body: JSON.stringify({ title: "Hello", type: "testing" }),
     });
     expect((await expectProblem(longKey, 422, "VALIDATION_FAILED")).detail).toBe("The request header is invalid.");
+    // A query parameter the route does not take is refused as an unknown body field is: `state` for `status`
+    // was dropped, and every task answered as if filtered.
+    const misspelt = await call("/api/v1/tasks?state=failed&limit=5", { headers: workspace.headers });
+    expect((await expectProblem(misspelt, 422, "VALIDATION_FAILED")).errors).toEqual([
+      { path: "state", message: "is not a parameter of this route; remove it or check its spelling" },
+    ]);
+    expect((await call("/api/v1/tasks?status=failed&limit=5", { headers: workspace.headers })).status).toBe(200);
     // A date-time that is not one: zod said only "Invalid ISO datetime".
     const notATime = await call("/api/v1/audit-logs?from=2026-11-27", { headers: workspace.headers });
     expect((await expectProblem(notATime, 422, "VALIDATION_FAILED")).errors).toEqual([
