@@ -4,6 +4,7 @@ import { authenticate } from "../auth/authenticate.ts";
 import type { Scope } from "../auth/principal.ts";
 import { clientIp, securityMonitor } from "../auth/security.ts";
 import { createDb } from "../db/client.ts";
+import type { AppConfig } from "../env.ts";
 import { EVENTS_WS_PATH, isTicketAuthenticatedRequest } from "../events/tickets.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { HonoEnv } from "../types.ts";
@@ -14,6 +15,9 @@ const NO_CREDENTIALS = "No credentials were sent: send `Authorization: Bearer <a
 const NO_CREDENTIALS_WS =
   "No credentials were sent: send `Authorization: Bearer <api key or JWT>`, or (a browser's WebSocket) `?ticket=` from `POST /api/v1/events/tickets`.";
 const NOT_BEARER = "The Authorization header is not a bearer token: send `Authorization: Bearer <api key or JWT>`.";
+/** Told only under `wrangler dev`, where the operator's token not working is the setup's, not a guess's. */
+const NO_OPERATOR_TOKEN =
+  "Invalid credentials: this is no workspace key or JWT, and no ADMIN_TOKEN is set here, so no token is the operator's (locally: cp .dev.vars.example .dev.vars, then restart npm run dev).";
 const UNAUTHENTICATED_HEADERS = { "WWW-Authenticate": 'Bearer realm="mgx-ai-edge"' };
 /** `last_used_at` is written at most this often per key and isolate, after the response. */
 const LAST_USED_WRITE_INTERVAL_MS = 60_000;
@@ -25,9 +29,12 @@ const lastUsedWrittenAtMs = new Map<string, number>();
  * to the logs); a request that sent none, or not as a bearer token, is told how
  * to send one, which gives nothing away.
  */
-function refusalDetail(reason: string, authorization: string | undefined, path: string): string {
+function refusalDetail(reason: string, authorization: string | undefined, path: string, config: AppConfig): string {
   if (reason === "missing") return path === EVENTS_WS_PATH ? NO_CREDENTIALS_WS : NO_CREDENTIALS;
-  if (reason === "malformed" && !/^Bearer\s+\S/i.test(authorization?.trim() ?? "")) return NOT_BEARER;
+  if (reason !== "malformed") return INVALID_CREDENTIALS;
+  if (!/^Bearer\s+\S/i.test(authorization?.trim() ?? "")) return NOT_BEARER;
+  // A token of neither form, with no operator token configured: locally, the quick start's ADMIN_TOKEN not set.
+  if (config.ENVIRONMENT === "development" && !config.ADMIN_TOKEN) return NO_OPERATOR_TOKEN;
   return INVALID_CREDENTIALS;
 }
 
@@ -49,7 +56,7 @@ export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
   if (!result.ok) {
     c.get("logger").warn("authentication failed", { reason: result.reason, ip, workspace_id: result.workspaceId });
     await monitor.authenticationFailed(ip, result);
-    throw new ApiError("UNAUTHENTICATED", refusalDetail(result.reason, authorization, c.req.path), {
+    throw new ApiError("UNAUTHENTICATED", refusalDetail(result.reason, authorization, c.req.path, config), {
       headers: UNAUTHENTICATED_HEADERS,
     });
   }

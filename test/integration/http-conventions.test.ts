@@ -197,6 +197,39 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect((await expectProblem(empty, 400, "MALFORMED_JSON")).detail).toBe("The body is empty; send a JSON object.");
   });
 
+  it("under wrangler dev without ADMIN_TOKEN, a token of no known form says no token is the operator's", async () => {
+    const operatorCall = (vars: Record<string, string>) =>
+      createApp().fetch(
+        new Request(`${BASE}/api/v1/workspaces`, {
+          method: "POST",
+          headers: {
+            Authorization: "Bearer change-me-local-admin-token",
+            "Content-Type": "application/json",
+            "CF-Connecting-IP": "198.51.100.201",
+          },
+          body: JSON.stringify({ name: "Mine" }),
+        }),
+        { ...env, ...vars },
+        createExecutionContext(),
+      );
+    // The README's operator step before `cp .dev.vars.example .dev.vars`: it said only "Invalid credentials.".
+    const local = await expectProblem(
+      await operatorCall({ ENVIRONMENT: "development", ADMIN_TOKEN: "" }),
+      401,
+      "UNAUTHENTICATED",
+    );
+    expect(local.detail).toBe(
+      "Invalid credentials: this is no workspace key or JWT, and no ADMIN_TOKEN is set here, so no token is the operator's (locally: cp .dev.vars.example .dev.vars, then restart npm run dev).",
+    );
+    // Elsewhere a refused token is told nothing more.
+    const staging = await expectProblem(
+      await operatorCall({ ENVIRONMENT: "staging", ADMIN_TOKEN: "", ENABLE_DEBUG_ROUTES: "false" }),
+      401,
+      "UNAUTHENTICATED",
+    );
+    expect(staging.detail).toBe("Invalid credentials.");
+  });
+
   it("wrong content type → 415", async () => {
     const response = await call("/__debug/echo", {
       method: "POST",
