@@ -124,9 +124,9 @@ async function malformedJsonDetail(c: Context<HonoEnv>): Promise<string | undefi
 }
 
 /** A problem response; the OpenAI-compatible routes' also carry OpenAI's error object, for OpenAI's SDKs. */
-function respond(c: Context<HonoEnv>, error: ApiError): Response {
+function respond(c: Context<HonoEnv>, error: ApiError, forOpenAi = isOpenAiCompatiblePath(c.req.path)): Response {
   const requestId = c.get("requestId") ?? "unknown";
-  return problemResponse(error, requestId, {}, isOpenAiCompatiblePath(c.req.path) ? openAiError(error) : undefined);
+  return problemResponse(error, requestId, {}, forOpenAi ? openAiError(error) : undefined);
 }
 
 /** The one place a thrown error becomes a response. Unknown errors are logged, reported, and hidden. */
@@ -170,6 +170,22 @@ function toMatcher(path: string): RegExp {
   return new RegExp(`^${pattern}$`);
 }
 
+/** Where OpenAI's SDKs are pointed (`baseURL`): its routes are under it. */
+const OPENAI_BASE_PATH = "/api/v1/llm";
+const OPENAI_ROUTES = ["/chat/completions", "/models"];
+
+/**
+ * The OpenAI-compatible route a path meant when an SDK's `baseURL` missed
+ * `/api/v1/llm` (`<origin>/v1`, `<origin>/api/v1`) or doubled a `/v1`: the
+ * path ends as the route does, under another base.
+ */
+function openAiPathMeant(path: string): string | null {
+  for (const route of OPENAI_ROUTES) {
+    if (path.endsWith(route) && path !== `${OPENAI_BASE_PATH}${route}`) return `${OPENAI_BASE_PATH}${route}`;
+  }
+  return null;
+}
+
 /**
  * Unknown path → 404; known path with another method → 405 with `Allow`.
  * Hono has no 405 of its own, so the registered routes are matched here.
@@ -197,17 +213,22 @@ export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
     }
     const trimmed = c.req.path.replace(/\/+$/, "") || "/";
     const method = c.req.method === "HEAD" ? "GET" : c.req.method;
+    const openAi = openAiPathMeant(trimmed);
     const meant =
-      trimmed !== c.req.path && patterns.some((pattern) => pattern.method === method && pattern.matcher.test(trimmed))
+      openAi ??
+      (trimmed !== c.req.path && patterns.some((pattern) => pattern.method === method && pattern.matcher.test(trimmed))
         ? trimmed
-        : null;
+        : null);
+    const hint = openAi ? ` (an OpenAI SDK's baseURL is ${OPENAI_BASE_PATH})` : "";
     return respond(
       c,
       new ApiError(
         "NOT_FOUND",
-        `No route matches ${c.req.method} ${c.req.path}${meant ? `; did you mean ${meant}?` : "."}`,
+        `No route matches ${c.req.method} ${c.req.path}${meant ? `; did you mean ${meant}?${hint}` : "."}`,
         meant ? { extensions: { did_you_mean: meant } } : {},
       ),
+      // An OpenAI SDK reads the `error` member: its message is then this detail, not the whole body.
+      openAi !== null || isOpenAiCompatiblePath(c.req.path),
     );
   };
 }

@@ -177,6 +177,33 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect(tasks.did_you_mean).toBe("/api/v1/tasks");
   });
 
+  it("an OpenAI SDK whose baseURL misses /api/v1/llm is told the route and the baseURL it meant", async () => {
+    const workspace = await createTestWorkspace((url, init) => exports.default.fetch(new Request(url, init)), BASE);
+    const chat = { model: "auto", messages: [{ role: "user", content: "hi" }] };
+    for (const path of ["/v1/chat/completions", "/api/v1/chat/completions", "/api/v1/llm/v1/chat/completions"]) {
+      const response = await call(path, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify(chat),
+      });
+      expect(await expectProblem(response, 404, "NOT_FOUND"), path).toMatchObject({
+        did_you_mean: "/api/v1/llm/chat/completions",
+        detail: `No route matches POST ${path}; did you mean /api/v1/llm/chat/completions? (an OpenAI SDK's baseURL is /api/v1/llm)`,
+        // What OpenAI's SDKs make their error's message of; without it, the whole body.
+        error: { message: expect.stringMatching(/^No route matches POST /), type: "invalid_request_error" },
+      });
+    }
+    const models = await expectProblem(await call("/api/v1/models", { headers: workspace.headers }), 404, "NOT_FOUND");
+    expect(models.did_you_mean).toBe("/api/v1/llm/models");
+    // The route itself with a trailing slash is still the trailing slash's 404.
+    const slash = await call("/api/v1/llm/chat/completions/", {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify(chat),
+    });
+    expect((await expectProblem(slash, 404, "NOT_FOUND")).did_you_mean).toBe("/api/v1/llm/chat/completions");
+  });
+
   it("malformed JSON → 400 saying what the parser found and where, or that the body is empty", async () => {
     const response = await call("/__debug/echo", {
       method: "POST",
