@@ -172,7 +172,7 @@ function toMatcher(path: string): RegExp {
 
 /** Where OpenAI's SDKs are pointed (`baseURL`): its routes are under it. */
 const OPENAI_BASE_PATH = "/api/v1/llm";
-const OPENAI_ROUTES = ["/chat/completions", "/models"];
+const OPENAI_ROUTES = ["/chat/completions", "/responses", "/models"];
 
 /**
  * The OpenAI-compatible route a path meant when an SDK's `baseURL` missed

@@ -195,6 +195,12 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     }
     const models = await expectProblem(await call("/api/v1/models", { headers: workspace.headers }), 404, "NOT_FOUND");
     expect(models.did_you_mean).toBe("/api/v1/llm/models");
+    const responses = await call("/v1/responses", {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "auto", input: "hi" }),
+    });
+    expect((await expectProblem(responses, 404, "NOT_FOUND")).did_you_mean).toBe("/api/v1/llm/responses");
     // The route itself with a trailing slash is still the trailing slash's 404.
     const slash = await call("/api/v1/llm/chat/completions/", {
       method: "POST",
