@@ -17,6 +17,8 @@ const READY_TIMEOUT_MS = 90_000;
 export interface WorkerProcess {
   baseUrl: string;
   port: number;
+  /** Its `--persist-to` directory: local D1, Durable Object and R2 state (removed by stop). */
+  persistDir: string;
   /** wrangler's process group: it and its workerd processes (benchmarks read their CPU). */
   processGroup: number;
   /** Every line wrangler dev printed so far (stdout and stderr). */
@@ -154,6 +156,7 @@ export async function startWorker(options: StartOptions = {}): Promise<WorkerPro
   const worker: WorkerProcess = {
     baseUrl,
     port,
+    persistDir,
     processGroup: child.pid ?? -1,
     output: () => [...lines],
     jsonLogs: () => lines.map(parseJsonLine).filter((line): line is Record<string, unknown> => line !== null),

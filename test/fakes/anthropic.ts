@@ -1,4 +1,12 @@
-import { answerPieces, applyFault, type FaultPlan, FaultPlan as Plan, sleep, writeFrames } from "./llm-faults.ts";
+import {
+  answerPieces,
+  applyFault,
+  type FaultPlan,
+  FaultPlan as Plan,
+  sleep,
+  writeFrames,
+  writeThenReset,
+} from "./llm-faults.ts";
 import { type RecordingServer, startRecordingServer } from "./recording-server.ts";
 
 /**
@@ -90,7 +98,15 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
       yield event("message_delta", { delta: { stop_reason: stopReason }, usage: { output_tokens: usage.completion } });
       yield event("message_stop", {});
     }
-    await writeFrames(response, frames());
+    if (step.stallAfterChunks !== undefined) {
+      response.write([...frames()].slice(0, 2 + step.stallAfterChunks).join(""));
+      return;
+    }
+    if (step.resetAfterChunks !== undefined) {
+      writeThenReset(response, frames(), 2 + step.resetAfterChunks);
+      return;
+    }
+    await writeFrames(response, frames(), step);
   });
   return Object.assign(server, { faults, arrivals });
 }

@@ -15,8 +15,12 @@ export type FaultStep =
       latencyMs?: number;
       /** Streamed: sends this many content chunks, then nothing more (the connection stays open, as a stalled provider's). */
       stallAfterChunks?: number;
-      /** Whole answers only: the answer is this tool call (finish reason `tool_calls`), not text. */
+      /** The answer is this tool call (finish reason `tool_calls`), not text. */
       toolCall?: { id: string; name: string; arguments: string };
+      /** Streamed: sends this many content chunks, then destroys the socket (a connection reset mid-answer). */
+      resetAfterChunks?: number;
+      /** Streamed: waits this long before each frame (a slow stream). */
+      frameDelayMs?: number;
     }
   | { status: number; headers?: Record<string, string>; body?: unknown }
   /** Never answers; the connection stays open until the client gives up. */
@@ -58,8 +62,24 @@ export function applyFault(step: FaultStep, response: ServerResponse, errorBody:
   return false;
 }
 
-/** Writes SSE frames in batches, waiting for the socket to drain, so a 10,000-chunk stream is never held whole. */
-export async function writeFrames(response: ServerResponse, frames: Iterable<string>): Promise<void> {
+/**
+ * Writes SSE frames in batches, waiting for the socket to drain, so a 10,000-chunk stream is never held whole;
+ * with `frameDelayMs`, one frame at a time after that wait.
+ */
+export async function writeFrames(
+  response: ServerResponse,
+  frames: Iterable<string>,
+  options: { frameDelayMs?: number } = {},
+): Promise<void> {
+  if (options.frameDelayMs) {
+    for (const frame of frames) {
+      await sleep(options.frameDelayMs);
+      if (response.destroyed) return;
+      response.write(frame);
+    }
+    response.end();
+    return;
+  }
   let batch = "";
   for (const frame of frames) {
     batch += frame;
@@ -82,6 +102,11 @@ export function answerPieces(content: string | undefined, chunks: number, word: 
   const pieces: string[] = [];
   for (let offset = 0; offset < content.length; offset += size) pieces.push(content.slice(offset, offset + size));
   return pieces;
+}
+
+/** Writes the first `count` frames, then destroys the socket without ending the response. */
+export function writeThenReset(response: ServerResponse, frames: Iterable<string>, count: number): void {
+  response.write([...frames].slice(0, count).join(""), () => response.socket?.destroy());
 }
 
 export const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms));

@@ -1,4 +1,12 @@
-import { answerPieces, applyFault, type FaultPlan, FaultPlan as Plan, sleep, writeFrames } from "./llm-faults.ts";
+import {
+  answerPieces,
+  applyFault,
+  type FaultPlan,
+  FaultPlan as Plan,
+  sleep,
+  writeFrames,
+  writeThenReset,
+} from "./llm-faults.ts";
 import { type RecordingServer, startRecordingServer } from "./recording-server.ts";
 
 /**
@@ -113,7 +121,11 @@ export async function startFakeOpenAi(
       response.write(sent);
       return;
     }
-    await writeFrames(response, frames());
+    if (step.resetAfterChunks !== undefined) {
+      writeThenReset(response, frames(), 1 + step.resetAfterChunks);
+      return;
+    }
+    await writeFrames(response, frames(), step);
   }, options);
   return Object.assign(server, { faults, arrivals });
 }

@@ -1,0 +1,411 @@
+/**
+ * The invariants bench/router/soak.ts judges a run by: what the callers were answered, the usage rows in D1,
+ * the budgets' books in WorkspaceLimiter, the billing and fallback events, and the breakers, each against
+ * what the fake upstreams did. Prints one line per invariant and the first violations of each.
+ */
+
+import { readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { costUsd } from "../../src/llm/prices.ts";
+import type { FaultStep } from "../../test/fakes/llm-faults.ts";
+
+export interface SoakWorkspace {
+  name: string;
+  id: string;
+  headers: Record<string, string>;
+  chain: { provider: string; model: string }[];
+  budgets: Record<string, number | null>;
+}
+
+export interface CallRecord {
+  id: number;
+  requestId: string;
+  workspace: number;
+  stream: boolean;
+  includeUsage: boolean;
+  cancelAfterMs: number | null;
+  status: number;
+  contentType: string;
+  body?: any;
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  xMgx?: { provider: string; cost_usd: number; usage_estimated: boolean; attempts: number };
+  streamError?: unknown;
+  deltas: number;
+  done: boolean;
+  cancelled: boolean;
+  clientError?: string;
+  ms: number;
+}
+
+/** One request a fake received: whose call it was, when, and the step of the plan it was answered with. */
+export interface Attempt {
+  provider: string;
+  callId: number;
+  at: number;
+  step: FaultStep;
+  /** The answer's length the router asked for (`max_tokens` or `max_completion_tokens`). */
+  maxTokens: number | null;
+}
+
+interface UsageRow {
+  workspace_id: string;
+  charge_key: string;
+  provider: string;
+  model: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  cost_usd: number;
+  estimated: number;
+  request_id: string | null;
+}
+
+interface Invariant {
+  name: string;
+  checked: number;
+  violations: string[];
+}
+
+const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms));
+const MODEL_OF: Record<string, string> = { openai: "gpt-4o-mini", anthropic: "claude-3-5-haiku-latest" };
+
+async function get(baseUrl: string, path: string, headers: Record<string, string>): Promise<any> {
+  const response = await fetch(`${baseUrl}${path}`, { headers });
+  if (!response.ok) throw new Error(`GET ${path} answered ${response.status}: ${await response.text()}`);
+  return response.json();
+}
+
+/** The local D1 database wrangler dev keeps under its --persist-to directory. */
+function usageRows(persistDir: string): UsageRow[] {
+  const dir = join(persistDir, "v3/d1/miniflare-D1DatabaseObject");
+  const file = readdirSync(dir).find((name) => name.endsWith(".sqlite") && name !== "metadata.sqlite");
+  if (!file) throw new Error(`no D1 database in ${dir}`);
+  const db = new DatabaseSync(join(dir, file), { readOnly: true });
+  try {
+    return db.prepare("SELECT * FROM usage_records ORDER BY created_at").all() as unknown as UsageRow[];
+  } finally {
+    db.close();
+  }
+}
+
+async function allEvents(baseUrl: string, headers: Record<string, string>, types: string) {
+  const events: any[] = [];
+  let cursor: string | null = null;
+  for (let page = 0; page < 200; page++) {
+    const query = `types=${encodeURIComponent(types)}&limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+    const body = await get(baseUrl, `/api/v1/events?${query}`, headers);
+    events.push(...body.data);
+    cursor = body.next_cursor;
+    if (!cursor) break;
+  }
+  return events;
+}
+
+function describe(tried: Attempt[]): string {
+  return tried.map((attempt) => `${attempt.provider} ${JSON.stringify(attempt.step)}`).join(", ");
+}
+
+const isOk = (step: FaultStep): step is Extract<FaultStep, { ok: true }> => "ok" in step;
+const near = (a: number, b: number) => Math.abs(a - b) < 1e-9;
+
+export async function checkInvariants(input: {
+  baseUrl: string;
+  persistDir: string;
+  workspaces: SoakWorkspace[];
+  records: CallRecord[];
+  attempts: Attempt[];
+  settleTimeoutMs: number;
+}): Promise<{ failed: boolean }> {
+  const { baseUrl, workspaces, records, attempts } = input;
+  const budgeted = workspaces.filter((workspace) => Object.values(workspace.budgets).some((limit) => limit !== null));
+
+  // Settled: nothing held in any budgeted workspace's limiter (leases closed, reservations settled).
+  const deadline = Date.now() + input.settleTimeoutMs;
+  let held: string[] = [];
+  for (;;) {
+    held = [];
+    for (const workspace of budgeted) {
+      const status = await get(baseUrl, "/api/v1/budgets", workspace.headers);
+      for (const period of ["daily", "monthly"] as const)
+        if (status[period].reserved_tokens !== 0 || status[period].reserved_cost_usd !== 0)
+          held.push(`${workspace.name} ${period}: ${status[period].reserved_tokens} tokens held`);
+    }
+    if (held.length === 0 || Date.now() > deadline) break;
+    await sleep(1_000);
+  }
+  await sleep(2_000); // usage rows are written in the background after the settlement
+
+  const rows = usageRows(input.persistDir);
+  if (process.env.SOAK_DUMP) {
+    writeFileSync(process.env.SOAK_DUMP, JSON.stringify({ workspaces, records, attempts, rows }, null, 1));
+    console.log(`run written to ${process.env.SOAK_DUMP}`);
+  }
+  const rowsOf = new Map<string, UsageRow[]>();
+  for (const row of rows) {
+    const key = row.request_id ?? "";
+    rowsOf.set(key, [...(rowsOf.get(key) ?? []), row]);
+  }
+  const attemptsOf = new Map<number, Attempt[]>();
+  for (const attempt of attempts) attemptsOf.set(attempt.callId, [...(attemptsOf.get(attempt.callId) ?? []), attempt]);
+
+  const invariants: Invariant[] = [];
+  const invariant = (name: string): Invariant => {
+    const entry = { name, checked: 0, violations: [] };
+    invariants.push(entry);
+    return entry;
+  };
+  const answered = records.filter((record) => !record.cancelled && !record.clientError);
+
+  // 1. Answers: no 5xx but the documented 503; every error a problem+json carrying OpenAI's error object.
+  const statuses = invariant("no 5xx but 503; errors are problem+json with OpenAI's error object");
+  for (const record of answered) {
+    statuses.checked++;
+    if (record.status >= 500 && record.status !== 503)
+      statuses.violations.push(`${record.requestId}: ${record.status}`);
+    if (record.status !== 200) {
+      const error = record.body?.error;
+      const shaped =
+        record.contentType.startsWith("application/problem+json") &&
+        error &&
+        typeof error.message === "string" &&
+        typeof error.type === "string" &&
+        "code" in error &&
+        "param" in error;
+      if (!shaped) statuses.violations.push(`${record.requestId}: ${record.status} ${JSON.stringify(record.body)}`);
+    }
+  }
+  for (const record of records)
+    if (record.clientError) statuses.violations.push(`${record.requestId}: client error ${record.clientError}`);
+
+  // 2. One usage row per charged call, with the figures the fake reported for the attempt that served it.
+  const usage = invariant("each answered call: one usage row = the serving attempt's reported usage and price");
+  const timedOut = invariant("timed-out attempts (hangs) each charged once, as `:timed-out:` rows");
+  for (const record of answered) {
+    const own = rowsOf.get(record.requestId) ?? [];
+    const main = own.filter((row) => !row.charge_key.includes(":timed-out:"));
+    const tried = attemptsOf.get(record.id) ?? [];
+    // A hang times out; so does a stream stalled mid-answer, unless its deltas were passed on and it ended the call.
+    const hangs = tried.filter(
+      (attempt, index) =>
+        "hang" in attempt.step ||
+        (record.stream &&
+          isOk(attempt.step) &&
+          attempt.step.stallAfterChunks !== undefined &&
+          (index < tried.length - 1 || record.status !== 200)),
+    ).length;
+    const timedOutRows = own.length - main.length;
+    timedOut.checked++;
+    if (timedOutRows !== hangs)
+      timedOut.violations.push(
+        `${record.requestId}: ${hangs} hung attempts, ${timedOutRows} timed-out rows; ${describe(tried)}`,
+      );
+    if (record.status !== 200) {
+      usage.checked++;
+      if (main.length !== 0)
+        usage.violations.push(`${record.requestId}: answered ${record.status} but charged ${main.length} rows`);
+      continue;
+    }
+    usage.checked++;
+    if (main.length !== 1) {
+      usage.violations.push(`${record.requestId}: answered 200, ${main.length} usage rows`);
+      continue;
+    }
+    const row = main[0];
+    const last = tried.at(-1);
+    const expectedCost = costUsd(row.provider, row.model, row);
+    if (!near(row.cost_usd, expectedCost))
+      usage.violations.push(`${record.requestId}: row cost ${row.cost_usd}, price table says ${expectedCost}`);
+    if (record.xMgx && !near(record.xMgx.cost_usd, row.cost_usd))
+      usage.violations.push(`${record.requestId}: answer cost ${record.xMgx.cost_usd}, row ${row.cost_usd}`);
+    if (
+      record.usage &&
+      (record.usage.prompt_tokens !== row.prompt_tokens || record.usage.completion_tokens !== row.completion_tokens)
+    )
+      usage.violations.push(
+        `${record.requestId}: answer usage ${JSON.stringify(record.usage)}, row ${row.prompt_tokens}+${row.completion_tokens}`,
+      );
+    // The fakes cut or stall only streams; a whole answer of such a step is whole.
+    const complete =
+      last &&
+      isOk(last.step) &&
+      (!record.stream || (last.step.resetAfterChunks === undefined && last.step.stallAfterChunks === undefined)) &&
+      last.provider === row.provider;
+    if (complete && record.done && !record.streamError) {
+      const reported = isOk(last.step) ? last.step.usage : undefined;
+      if (
+        reported &&
+        (row.prompt_tokens !== reported.prompt || row.completion_tokens !== reported.completion || row.estimated)
+      )
+        usage.violations.push(
+          `${record.requestId}: ${row.provider} reported ${reported.prompt}+${reported.completion}, row ${row.prompt_tokens}+${row.completion_tokens}${row.estimated ? " estimated" : ""}`,
+        );
+    } else if (!row.estimated && !complete) {
+      usage.violations.push(
+        `${record.requestId}: served by a cut attempt but not estimated (row ${row.prompt_tokens}+${row.completion_tokens}, ${record.deltas} deltas read${record.streamError ? `, stream error ${JSON.stringify(record.streamError)}` : ""}); ${describe(tried)}`,
+      );
+    }
+  }
+  for (const row of rows) {
+    if (!row.request_id?.startsWith("soak-")) usage.violations.push(`row ${row.charge_key} of no soak call`);
+  }
+
+  // 3. Client-cancelled calls: charged once at most, and once when the client had read part of the answer.
+  const cancelled = invariant("cancelled calls charged at most once (once if a delta was read)");
+  for (const record of records.filter((entry) => entry.cancelled)) {
+    cancelled.checked++;
+    const main = (rowsOf.get(record.requestId) ?? []).filter((row) => !row.charge_key.includes(":timed-out:"));
+    if (main.length > 1 || (record.deltas > 0 && main.length !== 1))
+      cancelled.violations.push(`${record.requestId}: ${record.deltas} deltas read, ${main.length} usage rows`);
+  }
+
+  // 4. The books: the limiter's spend = the usage rows, nothing held, within the documented overshoot.
+  const books = invariant("limiter spend = usage rows, nothing held, overshoot within the documented bound");
+  const usageApi = invariant("GET /api/v1/usage totals = the workspace's usage rows");
+  for (const workspace of workspaces) {
+    const own = rows.filter((row) => row.workspace_id === workspace.id);
+    const tokens = own.reduce((sum, row) => sum + row.total_tokens, 0);
+    const cost = own.reduce((sum, row) => sum + row.cost_usd, 0);
+    const calls = own.filter((row) => !row.charge_key.includes(":timed-out:")).length;
+    const summary = await get(baseUrl, "/api/v1/usage", workspace.headers);
+    usageApi.checked++;
+    if (
+      summary.totals.total_tokens !== tokens ||
+      !near(summary.totals.cost_usd, cost) ||
+      summary.totals.calls !== calls
+    )
+      usageApi.violations.push(
+        `${workspace.name}: usage says ${summary.totals.calls} calls ${summary.totals.total_tokens} tokens $${summary.totals.cost_usd}, rows ${calls} calls ${tokens} tokens $${cost}`,
+      );
+    if (!budgeted.includes(workspace)) continue;
+    const status = await get(baseUrl, "/api/v1/budgets", workspace.headers);
+    books.checked++;
+    for (const period of ["daily", "monthly"] as const) {
+      if (status[period].tokens !== tokens || Math.abs(status[period].cost_usd - cost) > 1e-7)
+        books.violations.push(
+          `${workspace.name} ${period}: limiter ${status[period].tokens} tokens $${status[period].cost_usd}, rows ${tokens} tokens $${cost}`,
+        );
+    }
+    const maxPrompt = Math.max(0, ...own.map((row) => row.prompt_tokens));
+    const timedOutPrompts = own
+      .filter((row) => row.charge_key.includes(":timed-out:"))
+      .reduce((sum, row) => sum + row.prompt_tokens, 0);
+    // The fakes ignore `max_tokens`; a real provider's answer is no longer than asked, so what a fake wrote past
+    // the length the router asked for (an answer cut to fit the room) is the fake's overshoot, not the router's.
+    const pastAsked = own.reduce((sum, row) => {
+      const call = records.find((record) => record.requestId === row.request_id);
+      const asked = call ? attemptsOf.get(call.id)?.at(-1)?.maxTokens : null;
+      return sum + (asked ? Math.max(0, row.completion_tokens - asked) : 0);
+    }, 0);
+    const tokenSlack = maxPrompt + timedOutPrompts + pastAsked;
+    const limits: [string, number | null, number, number][] = [
+      ["daily_tokens", workspace.budgets.daily_tokens, tokens, tokenSlack],
+      ["monthly_tokens", workspace.budgets.monthly_tokens, tokens, tokenSlack],
+      ["daily_cost_usd", workspace.budgets.daily_cost_usd, cost, Math.max(0, ...own.map((row) => row.cost_usd))],
+    ];
+    for (const [name, limit, used, slack] of limits)
+      if (limit !== null && used > limit + slack + 1e-9)
+        books.violations.push(`${workspace.name}: ${name} ${used} over ${limit} by more than ${slack}`);
+    console.log(
+      `  ${workspace.name}: ${tokens} tokens, $${cost.toFixed(6)} in ${own.length} rows; limiter daily ${status.daily.tokens} tokens $${status.daily.cost_usd}, exhausted_by ${JSON.stringify(status.exhausted_by.map((entry: { metric: string; period: string }) => `${entry.period} ${entry.metric}`))}`,
+    );
+  }
+  for (const entry of held) books.violations.push(`still held after settling: ${entry}`);
+
+  // 5. Threshold events: once per (period, metric, step), for exactly the steps reached.
+  const thresholds = invariant("billing.threshold.reached / usage_alert once per threshold per period");
+  for (const workspace of budgeted) {
+    const events = await allEvents(baseUrl, workspace.headers, "billing.*");
+    const status = await get(baseUrl, "/api/v1/budgets", workspace.headers);
+    for (const type of ["billing.threshold.reached", "billing.usage_alert"]) {
+      const counts = new Map<string, number>();
+      for (const event of events.filter((entry) => entry.event_type === type)) {
+        const key = `${event.data.threshold_type} ${event.data.metric} ${event.data.threshold_percent}`;
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+      const expected = new Set<string>();
+      for (const period of ["daily", "monthly"] as const) {
+        for (const metric of ["tokens", "cost_usd"] as const) {
+          const limit = workspace.budgets[`${period}_${metric}`];
+          if (limit === null || limit === undefined) continue;
+          const used = metric === "tokens" ? status[period].tokens : status[period].cost_usd;
+          for (const step of [50, 80, 100])
+            if (used >= (limit * step) / 100) expected.add(`${period} ${metric} ${step}`);
+        }
+      }
+      thresholds.checked++;
+      for (const key of new Set([...expected, ...counts.keys()]))
+        if ((counts.get(key) ?? 0) !== (expected.has(key) ? 1 : 0))
+          thresholds.violations.push(`${workspace.name} ${type} ${key}: ${counts.get(key) ?? 0} events`);
+    }
+  }
+
+  // 6. Every fallback told: a call whose attempts moved between providers has that many fallback events at least.
+  const fallbacks = invariant("every fallback between providers has an llm.provider.fallback event");
+  const fallbackEvents = new Map<string, number>();
+  for (const workspace of workspaces)
+    for (const event of await allEvents(baseUrl, workspace.headers, "llm.provider.fallback"))
+      fallbackEvents.set(event.request_id, (fallbackEvents.get(event.request_id) ?? 0) + 1);
+  for (const record of records) {
+    const tried = attemptsOf.get(record.id) ?? [];
+    const first = workspaces[record.workspace].chain[0].provider;
+    let switches = tried.length > 0 && tried[0].provider !== first ? 1 : 0;
+    for (let index = 1; index < tried.length; index++)
+      if (tried[index].provider !== tried[index - 1].provider) switches++;
+    if (switches === 0) continue;
+    fallbacks.checked++;
+    const told = fallbackEvents.get(record.requestId) ?? 0;
+    if (told < switches) fallbacks.violations.push(`${record.requestId}: ${switches} switches, ${told} events`);
+  }
+
+  // 7. Breakers as the fakes saw them: no more calls counted than the fake received in the last minute.
+  const breakers = invariant("breaker figures consistent with the fakes' traffic");
+  const providers = await get(baseUrl, "/api/v1/providers", workspaces[0].headers);
+  const now = Date.now();
+  for (const provider of providers.data) {
+    for (const model of provider.models) {
+      if (MODEL_OF[provider.provider] !== model.model) continue;
+      breakers.checked++;
+      const received = attempts.filter(
+        (attempt) => attempt.provider === provider.provider && attempt.at > now - 61_000,
+      );
+      const failing = received.filter((attempt) => !isOk(attempt.step)).length;
+      console.log(
+        `  breaker ${provider.provider}:${model.model} ${model.state}, ${model.calls_last_minute} calls/min (fake saw ${received.length}, ${failing} faults), error rate ${model.error_rate}, ${model.consecutive_failures} consecutive`,
+      );
+      if (model.calls_last_minute > received.length)
+        breakers.violations.push(
+          `${provider.provider}: ${model.calls_last_minute} calls counted, fake received ${received.length}`,
+        );
+    }
+  }
+
+  const byStatus = new Map<string, number>();
+  for (const record of records) {
+    const key = record.cancelled
+      ? "cancelled"
+      : record.status === 200 && record.streamError
+        ? "200 cut"
+        : String(record.status);
+    byStatus.set(key, (byStatus.get(key) ?? 0) + 1);
+  }
+  const codes = new Map<string, number>();
+  for (const record of answered.filter((entry) => entry.status !== 200)) {
+    const key = `${record.status} ${record.body?.code} (${record.body?.error?.type}/${record.body?.error?.code})`;
+    codes.set(key, (codes.get(key) ?? 0) + 1);
+  }
+  console.log(
+    `answers: ${JSON.stringify(Object.fromEntries(byStatus))}; errors: ${JSON.stringify(Object.fromEntries(codes))}`,
+  );
+  console.log(`fake attempts: ${attempts.length}; usage rows: ${rows.length}`);
+  let failed = false;
+  for (const entry of invariants) {
+    const ok = entry.violations.length === 0;
+    failed ||= !ok;
+    console.log(
+      `${ok ? "PASS" : "FAIL"} ${entry.name} (${entry.checked} checked${ok ? "" : `, ${entry.violations.length} violations`})`,
+    );
+    for (const violation of entry.violations.slice(0, 8)) console.log(`    ${violation}`);
+  }
+  return { failed };
+}
