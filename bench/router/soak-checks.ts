@@ -8,6 +8,7 @@ import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { costUsd } from "../../src/llm/prices.ts";
+import { estimatePromptTokens } from "../../src/llm/tokens.ts";
 import type { FaultStep } from "../../test/fakes/llm-faults.ts";
 
 export interface SoakWorkspace {
@@ -29,7 +30,13 @@ export interface CallRecord {
   contentType: string;
   body?: any;
   usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-  xMgx?: { provider: string; cost_usd: number; usage_estimated: boolean; attempts: number };
+  xMgx?: {
+    provider: string;
+    cost_usd: number;
+    usage_estimated: boolean;
+    attempts: number;
+    timed_out_attempts?: unknown[];
+  };
   streamError?: unknown;
   deltas: number;
   done: boolean;
@@ -66,6 +73,9 @@ interface Invariant {
   checked: number;
   violations: string[];
 }
+
+/** What call `id` asks; the fakes find the call's number in it. */
+export const promptOf = (id: number) => `soak call ${id}: write a few words about retries.`;
 
 const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms));
 const MODEL_OF: Record<string, string> = { openai: "gpt-4o-mini", anthropic: "claude-3-5-haiku-latest" };
@@ -114,16 +124,24 @@ export async function checkInvariants(input: {
   persistDir: string;
   workspaces: SoakWorkspace[];
   records: CallRecord[];
-  attempts: Attempt[];
+  attempts: () => Attempt[];
   settleTimeoutMs: number;
 }): Promise<{ failed: boolean }> {
-  const { baseUrl, workspaces, records, attempts } = input;
+  const { baseUrl, workspaces, records } = input;
   const budgeted = workspaces.filter((workspace) => Object.values(workspace.budgets).some((limit) => limit !== null));
 
-  // Settled: nothing held in any budgeted workspace's limiter (leases closed, reservations settled).
+  // Settled: the fakes received nothing for 5 s (calls whose clients left go on in the Worker), and nothing is
+  // held in any budgeted workspace's limiter (leases closed, reservations settled).
   const deadline = Date.now() + input.settleTimeoutMs;
   let held: string[] = [];
+  let quietSince = Date.now();
+  let received = input.attempts().length;
   for (;;) {
+    const now = input.attempts().length;
+    if (now !== received) {
+      received = now;
+      quietSince = Date.now();
+    }
     held = [];
     for (const workspace of budgeted) {
       const status = await get(baseUrl, "/api/v1/budgets", workspace.headers);
@@ -131,10 +149,11 @@ export async function checkInvariants(input: {
         if (status[period].reserved_tokens !== 0 || status[period].reserved_cost_usd !== 0)
           held.push(`${workspace.name} ${period}: ${status[period].reserved_tokens} tokens held`);
     }
-    if (held.length === 0 || Date.now() > deadline) break;
+    if ((held.length === 0 && Date.now() - quietSince >= 5_000) || Date.now() > deadline) break;
     await sleep(1_000);
   }
   await sleep(2_000); // usage rows are written in the background after the settlement
+  const attempts = input.attempts();
 
   const rows = usageRows(input.persistDir);
   if (process.env.SOAK_DUMP) {
@@ -196,6 +215,11 @@ export async function checkInvariants(input: {
     ).length;
     const timedOutRows = own.length - main.length;
     timedOut.checked++;
+    const told = record.xMgx?.timed_out_attempts ?? record.body?.timed_out_attempts;
+    if (timedOutRows > 0 && (told?.length ?? 0) !== timedOutRows && !record.streamError && record.xMgx)
+      timedOut.violations.push(
+        `${record.requestId}: ${timedOutRows} timed-out rows, answer tells ${told?.length ?? 0}`,
+      );
     if (timedOutRows !== hangs)
       timedOut.violations.push(
         `${record.requestId}: ${hangs} hung attempts, ${timedOutRows} timed-out rows; ${describe(tried)}`,
@@ -286,22 +310,32 @@ export async function checkInvariants(input: {
           `${workspace.name} ${period}: limiter ${status[period].tokens} tokens $${status[period].cost_usd}, rows ${tokens} tokens $${cost}`,
         );
     }
-    const maxPrompt = Math.max(0, ...own.map((row) => row.prompt_tokens));
-    const timedOutPrompts = own
-      .filter((row) => row.charge_key.includes(":timed-out:"))
-      .reduce((sum, row) => sum + row.prompt_tokens, 0);
-    // The fakes ignore `max_tokens`; a real provider's answer is no longer than asked, so what a fake wrote past
-    // the length the router asked for (an answer cut to fit the room) is the fake's overshoot, not the router's.
-    const pastAsked = own.reduce((sum, row) => {
+    // Over the limit by no more than the documented overshoot: timed-out attempts' prompts, and what each call
+    // spent past what it reserved because the provider counted its prompt longer than our estimate. The fakes also
+    // ignore `max_tokens` (a real provider's answer is no longer than asked), so what a fake wrote past the length
+    // the router asked for, an answer cut to fit the room, is the fake's overshoot, not the router's.
+    let tokenSlack = 0;
+    let costSlack = 0;
+    for (const row of own) {
+      if (row.charge_key.includes(":timed-out:")) {
+        tokenSlack += row.total_tokens;
+        costSlack += row.cost_usd;
+        continue;
+      }
       const call = records.find((record) => record.requestId === row.request_id);
       const asked = call ? attemptsOf.get(call.id)?.at(-1)?.maxTokens : null;
-      return sum + (asked ? Math.max(0, row.completion_tokens - asked) : 0);
-    }, 0);
-    const tokenSlack = maxPrompt + timedOutPrompts + pastAsked;
+      const estimate = call ? estimatePromptTokens([{ role: "user", content: promptOf(call.id) }]) : row.prompt_tokens;
+      const reserved = {
+        prompt_tokens: Math.min(row.prompt_tokens, estimate),
+        completion_tokens: Math.min(row.completion_tokens, asked ?? row.completion_tokens),
+      };
+      tokenSlack += row.total_tokens - reserved.prompt_tokens - reserved.completion_tokens;
+      costSlack += row.cost_usd - costUsd(row.provider, row.model, reserved);
+    }
     const limits: [string, number | null, number, number][] = [
       ["daily_tokens", workspace.budgets.daily_tokens, tokens, tokenSlack],
       ["monthly_tokens", workspace.budgets.monthly_tokens, tokens, tokenSlack],
-      ["daily_cost_usd", workspace.budgets.daily_cost_usd, cost, Math.max(0, ...own.map((row) => row.cost_usd))],
+      ["daily_cost_usd", workspace.budgets.daily_cost_usd, cost, costSlack],
     ];
     for (const [name, limit, used, slack] of limits)
       if (limit !== null && used > limit + slack + 1e-9)
@@ -356,6 +390,24 @@ export async function checkInvariants(input: {
     fallbacks.checked++;
     const told = fallbackEvents.get(record.requestId) ?? 0;
     if (told < switches) fallbacks.violations.push(`${record.requestId}: ${switches} switches, ${told} events`);
+  }
+
+  // 6b. Every failed attempt told once: at least the attempts the fake failed outright, at most those made.
+  const errors = invariant("each failed attempt has one llm.provider.error event");
+  const errorEvents = new Map<string, number>();
+  for (const workspace of workspaces)
+    for (const event of await allEvents(baseUrl, workspace.headers, "llm.provider.error"))
+      errorEvents.set(event.request_id, (errorEvents.get(event.request_id) ?? 0) + 1);
+  for (const record of records) {
+    const tried = attemptsOf.get(record.id) ?? [];
+    const failedOutright = tried.filter((attempt) => !isOk(attempt.step)).length;
+    const told = errorEvents.get(record.requestId) ?? 0;
+    if (tried.length === 0 && told === 0) continue;
+    errors.checked++;
+    if (told < failedOutright || told > tried.length)
+      errors.violations.push(
+        `${record.requestId}: ${tried.length} attempts, ${failedOutright} failed outright, ${told} events; ${describe(tried)}`,
+      );
   }
 
   // 7. Breakers as the fakes saw them: no more calls counted than the fake received in the last minute.
