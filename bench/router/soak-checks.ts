@@ -17,6 +17,13 @@ export interface SoakWorkspace {
   headers: Record<string, string>;
   chain: { provider: string; model: string }[];
   budgets: Record<string, number | null>;
+  /** Daily token budget raised after this many calls were sent; `before` and `usedTokens` noted then. */
+  raise?: {
+    afterCalls: number;
+    budgets: Record<string, number | null>;
+    before?: Record<string, number | null>;
+    usedTokens?: number;
+  };
 }
 
 export interface CallRecord {
@@ -357,20 +364,32 @@ export async function checkInvariants(input: {
         const key = `${event.data.threshold_type} ${event.data.metric} ${event.data.threshold_percent}`;
         counts.set(key, (counts.get(key) ?? 0) + 1);
       }
-      const expected = new Set<string>();
+      const expected = new Map<string, number>();
       for (const period of ["daily", "monthly"] as const) {
         for (const metric of ["tokens", "cost_usd"] as const) {
           const limit = workspace.budgets[`${period}_${metric}`];
           if (limit === null || limit === undefined) continue;
           const used = metric === "tokens" ? status[period].tokens : status[period].cost_usd;
-          for (const step of [50, 80, 100])
-            if (used >= (limit * step) / 100) expected.add(`${period} ${metric} ${step}`);
+          for (const step of [50, 80, 100]) {
+            const key = `${period} ${metric} ${step}`;
+            const raise = workspace.raise;
+            const before = raise?.before?.[`${period}_${metric}`];
+            if (raise?.usedTokens !== undefined && metric === "tokens" && before) {
+              // Reached under the first budget, then again under the raised one if the raise armed it again.
+              const reachedBefore = raise.usedTokens >= (before * step) / 100 ? 1 : 0;
+              const armedAgain = raise.usedTokens < (limit * step) / 100;
+              const reachedAfter = armedAgain && used >= (limit * step) / 100 ? 1 : 0;
+              if (reachedBefore + reachedAfter > 0) expected.set(key, reachedBefore + reachedAfter);
+            } else if (used >= (limit * step) / 100) expected.set(key, 1);
+          }
         }
       }
       thresholds.checked++;
-      for (const key of new Set([...expected, ...counts.keys()]))
-        if ((counts.get(key) ?? 0) !== (expected.has(key) ? 1 : 0))
-          thresholds.violations.push(`${workspace.name} ${type} ${key}: ${counts.get(key) ?? 0} events`);
+      for (const key of new Set([...expected.keys(), ...counts.keys()]))
+        if ((counts.get(key) ?? 0) !== (expected.get(key) ?? 0))
+          thresholds.violations.push(
+            `${workspace.name} ${type} ${key}: ${counts.get(key) ?? 0} events, expected ${expected.get(key) ?? 0}`,
+          );
     }
   }
 

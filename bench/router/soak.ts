@@ -159,6 +159,19 @@ async function call(baseUrl: string, workspace: SoakWorkspace, record: CallRecor
   }
 }
 
+/** Puts the workspace's raised budgets while calls run, noting what the period had used by then. */
+async function raiseBudgets(baseUrl: string, workspace: SoakWorkspace): Promise<void> {
+  if (!workspace.raise) return;
+  const status = await api(baseUrl, "/api/v1/budgets", workspace.headers, {
+    method: "PUT",
+    body: JSON.stringify(workspace.raise.budgets),
+  });
+  workspace.raise.before = workspace.budgets;
+  workspace.raise.usedTokens = status.daily.tokens;
+  workspace.budgets = workspace.raise.budgets;
+  console.log(`  ${workspace.name}: budgets raised at ${status.daily.tokens} tokens used`);
+}
+
 async function main(): Promise<void> {
   const openai = await startFakeOpenAi();
   const anthropic = await startFakeAnthropic();
@@ -184,7 +197,13 @@ async function main(): Promise<void> {
     const specs = [
       { name: "openai-first", chain: [OPENAI, ANTHROPIC], budgets: NO_BUDGETS },
       { name: "anthropic-first", chain: [ANTHROPIC, OPENAI], budgets: NO_BUDGETS },
-      { name: "tight-tokens", chain: [OPENAI, ANTHROPIC], budgets: { ...NO_BUDGETS, daily_tokens: 1_500 } },
+      // Raised while its calls run: steps it no longer reaches are armed again (README, budgets).
+      {
+        name: "tight-tokens",
+        chain: [OPENAI, ANTHROPIC],
+        budgets: { ...NO_BUDGETS, daily_tokens: 1_500 },
+        raise: { afterCalls: Math.floor(CALLS * 0.6), budgets: { ...NO_BUDGETS, daily_tokens: 3_000 } },
+      },
       // Room for more than 20 calls at first: its calls draw on budget leases until near the limit.
       { name: "leased-tokens", chain: [OPENAI, ANTHROPIC], budgets: { ...NO_BUDGETS, daily_tokens: 2_500 } },
       {
@@ -233,6 +252,8 @@ async function main(): Promise<void> {
       Array.from({ length: CONCURRENCY }, async () => {
         while (next < records.length) {
           const record = records[next++];
+          for (const workspace of workspaces)
+            if (workspace.raise && next === workspace.raise.afterCalls) await raiseBudgets(worker.baseUrl, workspace);
           await call(worker.baseUrl, workspaces[record.workspace], record);
         }
       }),
