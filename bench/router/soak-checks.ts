@@ -32,9 +32,11 @@ export interface CallRecord {
   workspace: number;
   stream: boolean;
   includeUsage: boolean;
+  model: string;
   cancelAfterMs: number | null;
   status: number;
   contentType: string;
+  retryAfter?: string | null;
   body?: any;
   usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
   xMgx?: {
@@ -199,6 +201,25 @@ export async function checkInvariants(input: {
         "code" in error &&
         "param" in error;
       if (!shaped) statuses.violations.push(`${record.requestId}: ${record.status} ${JSON.stringify(record.body)}`);
+      // Every 429 carries Retry-After; a 503 whose every target asked for a wait says the soonest of them.
+      if ((record.status === 429 || record.status === 503) && !record.retryAfter)
+        statuses.violations.push(`${record.requestId}: ${record.status} without Retry-After`);
+      const tried = attemptsOf.get(record.id) ?? [];
+      const lastAt = new Map<string, FaultStep>();
+      for (const attempt of tried) lastAt.set(attempt.provider, attempt.step);
+      const waits = [...lastAt.values()].map((step) => {
+        const headers = ("status" in step && step.headers) || {};
+        if (headers["Retry-After"]) return Number(headers["Retry-After"]);
+        if (headers["retry-after-ms"]) return Number(headers["retry-after-ms"]) / 1000;
+        return null;
+      });
+      if (record.body?.reason === "all_providers_failed" && waits.length > 0 && waits.every((wait) => wait !== null)) {
+        const soonest = Math.ceil(Math.min(...(waits as number[])));
+        if (Number(record.retryAfter) !== soonest)
+          statuses.violations.push(
+            `${record.requestId}: 503 Retry-After ${record.retryAfter}, the targets asked for ${waits.join(", ")} s; ${describe(tried)}`,
+          );
+      }
     }
   }
   for (const record of records)
@@ -244,6 +265,10 @@ export async function checkInvariants(input: {
     }
     const row = main[0];
     const last = tried.at(-1);
+    if (record.xMgx && (record.xMgx.attempts !== tried.length || record.xMgx.provider !== last?.provider))
+      usage.violations.push(
+        `${record.requestId}: answer says ${record.xMgx.attempts} attempts, served by ${record.xMgx.provider}; fakes saw ${describe(tried)}`,
+      );
     const expectedCost = costUsd(row.provider, row.model, row);
     if (!near(row.cost_usd, expectedCost))
       usage.violations.push(`${record.requestId}: row cost ${row.cost_usd}, price table says ${expectedCost}`);
@@ -395,20 +420,40 @@ export async function checkInvariants(input: {
 
   // 6. Every fallback told: a call whose attempts moved between providers has that many fallback events at least.
   const fallbacks = invariant("every fallback between providers has an llm.provider.fallback event");
-  const fallbackEvents = new Map<string, number>();
+  const fallbackEvents = new Map<string, string[]>();
   for (const workspace of workspaces)
     for (const event of await allEvents(baseUrl, workspace.headers, "llm.provider.fallback"))
-      fallbackEvents.set(event.request_id, (fallbackEvents.get(event.request_id) ?? 0) + 1);
+      fallbackEvents.set(event.request_id, [...(fallbackEvents.get(event.request_id) ?? []), event.data.reason]);
   for (const record of records) {
     const tried = attemptsOf.get(record.id) ?? [];
-    const first = workspaces[record.workspace].chain[0].provider;
+    const named = record.model === "auto" ? undefined : record.model.startsWith("anthropic:") ? "anthropic" : "openai";
+    const first = named ?? workspaces[record.workspace].chain[0].provider;
     let switches = tried.length > 0 && tried[0].provider !== first ? 1 : 0;
     for (let index = 1; index < tried.length; index++)
       if (tried[index].provider !== tried[index - 1].provider) switches++;
     if (switches === 0) continue;
     fallbacks.checked++;
-    const told = fallbackEvents.get(record.requestId) ?? 0;
-    if (told < switches) fallbacks.violations.push(`${record.requestId}: ${switches} switches, ${told} events`);
+    const reasons = fallbackEvents.get(record.requestId) ?? [];
+    if (reasons.length < switches)
+      fallbacks.violations.push(`${record.requestId}: ${switches} switches, ${reasons.length} events`);
+    // The reason follows the failure that moved the call on: a 429 `rate_limit`, a timeout `performance`.
+    const unmatched = [...reasons];
+    for (let index = 1; index < tried.length; index++) {
+      if (tried[index].provider === tried[index - 1].provider) continue;
+      const step = tried[index - 1].step;
+      const expected =
+        "status" in step && step.status === 429
+          ? "rate_limit"
+          : "hang" in step || (isOk(step) && step.stallAfterChunks !== undefined)
+            ? "performance"
+            : "error_rate";
+      const found = unmatched.indexOf(expected);
+      if (found >= 0) unmatched.splice(found, 1);
+      else
+        fallbacks.violations.push(
+          `${record.requestId}: moved on after ${JSON.stringify(step)}, no \`${expected}\` fallback among ${JSON.stringify(reasons)}; ${describe(tried)}`,
+        );
+    }
   }
 
   // 6b. Every failed attempt told once: at least the attempts the fake failed outright, at most those made.

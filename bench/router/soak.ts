@@ -50,6 +50,17 @@ function faultStep(provider: "openai" | "anthropic"): FaultStep {
   if (roll < 0.48) return { ...ok, latencyMs: between(0, 40) };
   if (roll < 0.55) return { ...ok, frameDelayMs: between(60, 250) };
   if (roll < 0.6) return { ...ok, latencyMs: between(200, 900) };
+  if (roll < 0.66) return { status: 429, headers: { "Retry-After": "1" } };
+  // Longer than the router's backoff cap: failed over at once while another target remains.
+  if (roll < 0.68) return { status: 429, headers: { "Retry-After": "20" } };
+  if (roll < 0.69) return { status: 429, headers: { "retry-after-ms": "300" } };
+  if (roll < 0.7 && provider === "openai")
+    return {
+      status: 429,
+      body: {
+        error: { message: "You exceeded your current quota", type: "insufficient_quota", code: "insufficient_quota" },
+      },
+    };
   if (roll < 0.7) return { status: 429, headers: { "Retry-After": "1" } };
   if (roll < 0.78)
     return { status: provider === "anthropic" ? ([500, 529] as const)[between(0, 1)] : between(0, 1) ? 500 : 503 };
@@ -130,7 +141,7 @@ async function call(baseUrl: string, workspace: SoakWorkspace, record: CallRecor
       signal: controller.signal,
       headers: { "Content-Type": "application/json", "X-Request-Id": record.requestId, ...workspace.headers },
       body: JSON.stringify({
-        model: "auto",
+        model: record.model,
         messages: [{ role: "user", content: promptOf(record.id) }],
         max_tokens: 32,
         ...(record.stream
@@ -140,6 +151,7 @@ async function call(baseUrl: string, workspace: SoakWorkspace, record: CallRecor
     });
     record.status = response.status;
     record.contentType = response.headers.get("content-type") ?? "";
+    record.retryAfter = response.headers.get("retry-after");
     if (record.stream && response.status === 200) await readStream(response, record);
     else {
       const text = await response.text();
@@ -237,6 +249,8 @@ async function main(): Promise<void> {
         workspace: id % workspaces.length,
         stream,
         includeUsage: stream && random() < 0.7,
+        // A model the request names is tried first, the chain after it.
+        model: (["auto", "auto", "auto", "gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"] as const)[between(0, 4)],
         cancelAfterMs: random() < CANCEL_RATE ? between(30, 1_500) : null,
         status: 0,
         contentType: "",
