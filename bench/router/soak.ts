@@ -14,6 +14,7 @@ import type { FaultStep } from "../../test/fakes/llm-faults.ts";
 import { startFakeOpenAi } from "../../test/fakes/openai.ts";
 import type { RecordingServer } from "../../test/fakes/recording-server.ts";
 import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../../test/support/workspaces.ts";
+import { breakerPhase } from "./soak-breaker.ts";
 import { type Attempt, type CallRecord, checkInvariants, promptOf, type SoakWorkspace } from "./soak-checks.ts";
 
 const CALLS = Number(process.env.SOAK_CALLS ?? 300);
@@ -287,7 +288,8 @@ async function main(): Promise<void> {
         ].sort((a, b) => a.at - b.at),
       settleTimeoutMs: SETTLE_TIMEOUT_MS,
     });
-    process.exitCode = report.failed ? 1 : 0;
+    const outage = await breakerPhase(worker.baseUrl, openai, anthropic);
+    process.exitCode = report.failed || outage.failed ? 1 : 0;
   } finally {
     await worker.stop();
     await openai.close();
