@@ -86,8 +86,6 @@ export class Lease {
   readonly #heldInFlight = { tokens: 0, costUsd: 0 };
   #retired = false;
   #closed = false;
-  /** Its retirement at the end of its spending time is scheduled (LeaseBook.take). */
-  retirementScheduled = false;
 
   constructor(
     grant: BudgetLease,
@@ -213,17 +211,7 @@ export class LeaseBook {
       keep(this.#retire(workspaceId, lease));
       return null;
     }
-    const hold = lease.take(amounts.tokens, amounts.costUsd, nowMs);
-    if (hold && !lease.retirementScheduled) {
-      // Retired when its time is up even if no call comes to notice: its calls still running then must have their
-      // holds kept at the limiter before it presumes the isolate gone, and with none running, what it still holds
-      // goes back then. Kept alive by this call's request (5 s at most), also once every call has settled: stopped
-      // then, an isolate gone quiet left the lease's room held until the limiter gave it back a minute after
-      // lending it, and every other isolate's call near the limit was refused (budget_held) with nothing in flight.
-      lease.retirementScheduled = true;
-      keep(this.#sleep(lease.spendUntilMs - nowMs).then(() => this.#retire(workspaceId, lease)));
-    }
-    return hold;
+    return lease.take(amounts.tokens, amounts.costUsd, nowMs);
   }
 
   /** The lease lends no more: no longer the workspace's current one, if it still was. */
@@ -275,7 +263,15 @@ export class LeaseBook {
     const previous = this.#active.get(workspaceId);
     if (previous) keep(previous.retire());
     else if (this.#active.size >= MAX_LEASED_WORKSPACES) this.#active.clear();
-    this.#active.set(workspaceId, new Lease(grant, workspaceId, budgets, this.#now(), write));
+    const nowMs = this.#now();
+    const lease = new Lease(grant, workspaceId, budgets, nowMs, write);
+    this.#active.set(workspaceId, lease);
+    // Retired when its time is up even if no call comes to notice: its calls still running then must have their
+    // holds kept at the limiter before it presumes the isolate gone, and with none running, what it still holds
+    // goes back then. Scheduled as it is lent, not at its first call: one lent as a burst of calls ended (renewed
+    // in the background, or lent with a call's own reservation) had no call, so no retirement, and the limiter
+    // held its room until a minute after lending it. Kept alive by the request that asked for it (5 s at most).
+    keep(this.#sleep(lease.spendUntilMs - nowMs).then(() => this.#retire(workspaceId, lease)));
   }
 }
 

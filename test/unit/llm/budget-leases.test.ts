@@ -183,6 +183,20 @@ describe("budget leases in the isolate", () => {
   });
 
   it(
+    "that no call took from is closed when its time is up",
+    inUnit(async () => {
+      const { writes, grant, take, flushed, advance } = setup();
+      // Lent with a call's own reservation, or renewed in the background, as the burst of calls that asked ended:
+      // no call comes to take from it, and what it holds must go back when its time is up, not a minute after.
+      grant("lease:1", 1_000, null);
+      advance(5_000);
+      await flushed();
+      expect(writes).toEqual([{ lease: "lease:1", items: [{ close: true }] }]);
+      expect(take(100)).toBeNull();
+    }),
+  );
+
+  it(
     "a released call (zeros) gives back its whole estimate and sends no charge",
     inUnit(async () => {
       const { writes, grant, take, flushed } = setup();
