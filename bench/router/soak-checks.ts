@@ -23,6 +23,8 @@ export interface SoakWorkspace {
     budgets: Record<string, number | null>;
     before?: Record<string, number | null>;
     usedTokens?: number;
+    /** When the new budgets were sent. */
+    atMs?: number;
   };
 }
 
@@ -34,6 +36,7 @@ export interface CallRecord {
   includeUsage: boolean;
   model: string;
   cancelAfterMs: number | null;
+  startedAt?: number;
   status: number;
   contentType: string;
   retryAfter?: string | null;
@@ -355,6 +358,14 @@ export async function checkInvariants(input: {
         continue;
       }
       const call = records.find((record) => record.requestId === row.request_id);
+      // A call sent before the workspace had a budget was only counted: its charge may cross the new one.
+      const unbudgeted =
+        workspace.raise?.before?.daily_tokens === null && workspace.raise?.before?.daily_cost_usd === null;
+      if (unbudgeted && (call?.startedAt ?? 0) < (workspace.raise?.atMs ?? 0)) {
+        tokenSlack += row.total_tokens;
+        costSlack += row.cost_usd;
+        continue;
+      }
       const asked = call ? attemptsOf.get(call.id)?.at(-1)?.maxTokens : null;
       const estimate = call ? estimatePromptTokens([{ role: "user", content: promptOf(call.id) }]) : row.prompt_tokens;
       const reserved = {

@@ -136,6 +136,7 @@ async function call(baseUrl: string, workspace: SoakWorkspace, record: CallRecor
   const controller = new AbortController();
   const timer = record.cancelAfterMs === null ? undefined : setTimeout(() => controller.abort(), record.cancelAfterMs);
   const started = Date.now();
+  record.startedAt = started;
   try {
     const response = await fetch(`${baseUrl}/api/v1/llm/chat/completions`, {
       method: "POST",
@@ -175,6 +176,7 @@ async function call(baseUrl: string, workspace: SoakWorkspace, record: CallRecor
 /** Puts the workspace's raised budgets while calls run, noting what the period had used by then. */
 async function raiseBudgets(baseUrl: string, workspace: SoakWorkspace): Promise<void> {
   if (!workspace.raise) return;
+  workspace.raise.atMs = Date.now();
   const status = await api(baseUrl, "/api/v1/budgets", workspace.headers, {
     method: "PUT",
     body: JSON.stringify(workspace.raise.budgets),
@@ -208,8 +210,20 @@ async function main(): Promise<void> {
   });
   try {
     const specs = [
-      { name: "openai-first", chain: [OPENAI, ANTHROPIC], budgets: NO_BUDGETS },
-      { name: "anthropic-first", chain: [ANTHROPIC, OPENAI], budgets: NO_BUDGETS },
+      // Given a budget under what it already used while calls run: its steps are reported at once, each once.
+      {
+        name: "openai-first",
+        chain: [OPENAI, ANTHROPIC],
+        budgets: NO_BUDGETS,
+        raise: { afterCalls: Math.floor(CALLS * 0.5), budgets: { ...NO_BUDGETS, daily_tokens: 600 } },
+      },
+      // Budgeted while its calls run: what it was only counted before must be in the limiter's books.
+      {
+        name: "anthropic-first",
+        chain: [ANTHROPIC, OPENAI],
+        budgets: NO_BUDGETS,
+        raise: { afterCalls: Math.floor(CALLS * 0.4), budgets: { ...NO_BUDGETS, daily_tokens: 1_000_000 } },
+      },
       // Raised while its calls run: steps it no longer reaches are armed again (README, budgets).
       {
         name: "tight-tokens",
