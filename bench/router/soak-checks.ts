@@ -164,6 +164,9 @@ export async function checkInvariants(input: {
     if ((held.length === 0 && Date.now() - quietSince >= 5_000) || Date.now() > deadline) break;
     await sleep(1_000);
   }
+  console.log(
+    `settled ${((Date.now() - deadline + input.settleTimeoutMs) / 1000).toFixed(1)} s after the last answer${held.length ? `, still held: ${held.join("; ")}` : ""}`,
+  );
   await sleep(2_000); // usage rows are written in the background after the settlement
   const attempts = input.attempts();
 
