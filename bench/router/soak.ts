@@ -2,9 +2,9 @@
  * Chaos soak of the LLM router under `wrangler dev`, judged by invariants (README, "LLM router"): two
  * fault-injecting fake upstreams (OpenAI and Anthropic, test/fakes) answer a seeded random mix of
  * successes, 429s with Retry-After, 5xx, hangs, resets, streams cut or stalled mid-answer and slow streams;
- * four workspaces with chains over both (two of them on tight token or cost budgets) send a bounded number
- * of concurrent chat calls, streamed and not, some cancelled by the client; then the books are checked
- * against what the fakes did (soak-checks.ts). A tool, not a CI test: `npm run soak:router`
+ * five workspaces with chains over both (budgeted tightly, roomily, or only while the calls run) send a
+ * bounded number of concurrent chat calls, streamed and not, some cancelled by the client; then the books are
+ * checked against what the fakes did (soak-checks.ts), and an outage is injected on purpose (soak-breaker.ts). A tool, not a CI test: `npm run soak:router`
  * (`SOAK_CALLS`, `SOAK_CONCURRENCY`, `SOAK_SEED`, `SOAK_CANCEL_RATE`, `SOAK_DUMP`). Exits 1 when an invariant fails.
  */
 
