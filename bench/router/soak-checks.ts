@@ -4,132 +4,25 @@
  * what the fake upstreams did. Prints one line per invariant and the first violations of each.
  */
 
-import { readdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import { writeFileSync } from "node:fs";
 import { costUsd } from "../../src/llm/prices.ts";
-import { estimatePromptTokens } from "../../src/llm/tokens.ts";
 import type { FaultStep } from "../../test/fakes/llm-faults.ts";
-
-export interface SoakWorkspace {
-  name: string;
-  id: string;
-  headers: Record<string, string>;
-  chain: { provider: string; model: string }[];
-  budgets: Record<string, number | null>;
-  /** Daily token budget raised after this many calls were sent; `before` and `usedTokens` noted then. */
-  raise?: {
-    afterCalls: number;
-    budgets: Record<string, number | null>;
-    before?: Record<string, number | null>;
-    usedTokens?: number;
-    /** When the new budgets were sent. */
-    atMs?: number;
-  };
-}
-
-export interface CallRecord {
-  id: number;
-  requestId: string;
-  workspace: number;
-  stream: boolean;
-  includeUsage: boolean;
-  model: string;
-  cancelAfterMs: number | null;
-  startedAt?: number;
-  status: number;
-  contentType: string;
-  retryAfter?: string | null;
-  body?: any;
-  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-  xMgx?: {
-    provider: string;
-    cost_usd: number;
-    usage_estimated: boolean;
-    attempts: number;
-    timed_out_attempts?: unknown[];
-  };
-  streamError?: unknown;
-  deltas: number;
-  done: boolean;
-  cancelled: boolean;
-  clientError?: string;
-  ms: number;
-}
-
-/** One request a fake received: whose call it was, when, and the step of the plan it was answered with. */
-export interface Attempt {
-  provider: string;
-  callId: number;
-  at: number;
-  step: FaultStep;
-  /** The answer's length the router asked for (`max_tokens` or `max_completion_tokens`). */
-  maxTokens: number | null;
-}
-
-interface UsageRow {
-  workspace_id: string;
-  charge_key: string;
-  provider: string;
-  model: string;
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  cost_usd: number;
-  estimated: number;
-  request_id: string | null;
-}
-
-interface Invariant {
-  name: string;
-  checked: number;
-  violations: string[];
-}
-
-/** What call `id` asks; the fakes find the call's number in it. */
-export const promptOf = (id: number) => `soak call ${id}: write a few words about retries.`;
-
-const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms));
-const MODEL_OF: Record<string, string> = { openai: "gpt-4o-mini", anthropic: "claude-3-5-haiku-latest" };
-
-async function get(baseUrl: string, path: string, headers: Record<string, string>): Promise<any> {
-  const response = await fetch(`${baseUrl}${path}`, { headers });
-  if (!response.ok) throw new Error(`GET ${path} answered ${response.status}: ${await response.text()}`);
-  return response.json();
-}
-
-/** The local D1 database wrangler dev keeps under its --persist-to directory. */
-function usageRows(persistDir: string): UsageRow[] {
-  const dir = join(persistDir, "v3/d1/miniflare-D1DatabaseObject");
-  const file = readdirSync(dir).find((name) => name.endsWith(".sqlite") && name !== "metadata.sqlite");
-  if (!file) throw new Error(`no D1 database in ${dir}`);
-  const db = new DatabaseSync(join(dir, file), { readOnly: true });
-  try {
-    return db.prepare("SELECT * FROM usage_records ORDER BY created_at").all() as unknown as UsageRow[];
-  } finally {
-    db.close();
-  }
-}
-
-async function allEvents(baseUrl: string, headers: Record<string, string>, types: string) {
-  const events: any[] = [];
-  let cursor: string | null = null;
-  for (let page = 0; page < 200; page++) {
-    const query = `types=${encodeURIComponent(types)}&limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
-    const body = await get(baseUrl, `/api/v1/events?${query}`, headers);
-    events.push(...body.data);
-    cursor = body.next_cursor;
-    if (!cursor) break;
-  }
-  return events;
-}
-
-function describe(tried: Attempt[]): string {
-  return tried.map((attempt) => `${attempt.provider} ${JSON.stringify(attempt.step)}`).join(", ");
-}
-
-const isOk = (step: FaultStep): step is Extract<FaultStep, { ok: true }> => "ok" in step;
-const near = (a: number, b: number) => Math.abs(a - b) < 1e-9;
+import { checkBooks } from "./soak-books.ts";
+import {
+  type Attempt,
+  allEvents,
+  type CallRecord,
+  describe,
+  get,
+  type Invariant,
+  isOk,
+  MODEL_OF,
+  near,
+  type SoakWorkspace,
+  sleep,
+  type UsageRow,
+  usageRows,
+} from "./soak-lib.ts";
 
 export async function checkInvariants(input: {
   baseUrl: string;
@@ -321,117 +214,8 @@ export async function checkInvariants(input: {
       cancelled.violations.push(`${record.requestId}: ${record.deltas} deltas read, ${main.length} usage rows`);
   }
 
-  // 4. The books: the limiter's spend = the usage rows, nothing held, within the documented overshoot.
-  const books = invariant("limiter spend = usage rows, nothing held, overshoot within the documented bound");
-  const usageApi = invariant("GET /api/v1/usage totals = the workspace's usage rows");
-  for (const workspace of workspaces) {
-    const own = rows.filter((row) => row.workspace_id === workspace.id);
-    const tokens = own.reduce((sum, row) => sum + row.total_tokens, 0);
-    const cost = own.reduce((sum, row) => sum + row.cost_usd, 0);
-    const calls = own.filter((row) => !row.charge_key.includes(":timed-out:")).length;
-    const summary = await get(baseUrl, "/api/v1/usage", workspace.headers);
-    usageApi.checked++;
-    if (
-      summary.totals.total_tokens !== tokens ||
-      !near(summary.totals.cost_usd, cost) ||
-      summary.totals.calls !== calls
-    )
-      usageApi.violations.push(
-        `${workspace.name}: usage says ${summary.totals.calls} calls ${summary.totals.total_tokens} tokens $${summary.totals.cost_usd}, rows ${calls} calls ${tokens} tokens $${cost}`,
-      );
-    if (!budgeted.includes(workspace)) continue;
-    const status = await get(baseUrl, "/api/v1/budgets", workspace.headers);
-    books.checked++;
-    for (const period of ["daily", "monthly"] as const) {
-      if (status[period].tokens !== tokens || Math.abs(status[period].cost_usd - cost) > 1e-7)
-        books.violations.push(
-          `${workspace.name} ${period}: limiter ${status[period].tokens} tokens $${status[period].cost_usd}, rows ${tokens} tokens $${cost}`,
-        );
-    }
-    // Over the limit by no more than the documented overshoot: timed-out attempts' prompts, and what each call
-    // spent past what it reserved because the provider counted its prompt longer than our estimate. The fakes also
-    // ignore `max_tokens` (a real provider's answer is no longer than asked), so what a fake wrote past the length
-    // the router asked for, an answer cut to fit the room, is the fake's overshoot, not the router's.
-    let tokenSlack = 0;
-    let costSlack = 0;
-    for (const row of own) {
-      if (row.charge_key.includes(":timed-out:")) {
-        tokenSlack += row.total_tokens;
-        costSlack += row.cost_usd;
-        continue;
-      }
-      const call = records.find((record) => record.requestId === row.request_id);
-      // A call sent before the workspace had a budget was only counted: its charge may cross the new one.
-      const unbudgeted =
-        workspace.raise?.before?.daily_tokens === null && workspace.raise?.before?.daily_cost_usd === null;
-      if (unbudgeted && (call?.startedAt ?? 0) < (workspace.raise?.atMs ?? 0)) {
-        tokenSlack += row.total_tokens;
-        costSlack += row.cost_usd;
-        continue;
-      }
-      const asked = call ? attemptsOf.get(call.id)?.at(-1)?.maxTokens : null;
-      const estimate = call ? estimatePromptTokens([{ role: "user", content: promptOf(call.id) }]) : row.prompt_tokens;
-      const reserved = {
-        prompt_tokens: Math.min(row.prompt_tokens, estimate),
-        completion_tokens: Math.min(row.completion_tokens, asked ?? row.completion_tokens),
-      };
-      tokenSlack += row.total_tokens - reserved.prompt_tokens - reserved.completion_tokens;
-      costSlack += row.cost_usd - costUsd(row.provider, row.model, reserved);
-    }
-    const limits: [string, number | null, number, number][] = [
-      ["daily_tokens", workspace.budgets.daily_tokens, tokens, tokenSlack],
-      ["monthly_tokens", workspace.budgets.monthly_tokens, tokens, tokenSlack],
-      ["daily_cost_usd", workspace.budgets.daily_cost_usd, cost, costSlack],
-    ];
-    for (const [name, limit, used, slack] of limits)
-      if (limit !== null && used > limit + slack + 1e-9)
-        books.violations.push(`${workspace.name}: ${name} ${used} over ${limit} by more than ${slack}`);
-    console.log(
-      `  ${workspace.name}: ${tokens} tokens, $${cost.toFixed(6)} in ${own.length} rows; limiter daily ${status.daily.tokens} tokens $${status.daily.cost_usd}, exhausted_by ${JSON.stringify(status.exhausted_by.map((entry: { metric: string; period: string }) => `${entry.period} ${entry.metric}`))}`,
-    );
-  }
-  for (const entry of held) books.violations.push(`still held after settling: ${entry}`);
-
-  // 5. Threshold events: once per (period, metric, step), for exactly the steps reached.
-  const thresholds = invariant("billing.threshold.reached / usage_alert once per threshold per period");
-  for (const workspace of budgeted) {
-    const events = await allEvents(baseUrl, workspace.headers, "billing.*");
-    const status = await get(baseUrl, "/api/v1/budgets", workspace.headers);
-    for (const type of ["billing.threshold.reached", "billing.usage_alert"]) {
-      const counts = new Map<string, number>();
-      for (const event of events.filter((entry) => entry.event_type === type)) {
-        const key = `${event.data.threshold_type} ${event.data.metric} ${event.data.threshold_percent}`;
-        counts.set(key, (counts.get(key) ?? 0) + 1);
-      }
-      const expected = new Map<string, number>();
-      for (const period of ["daily", "monthly"] as const) {
-        for (const metric of ["tokens", "cost_usd"] as const) {
-          const limit = workspace.budgets[`${period}_${metric}`];
-          if (limit === null || limit === undefined) continue;
-          const used = metric === "tokens" ? status[period].tokens : status[period].cost_usd;
-          for (const step of [50, 80, 100]) {
-            const key = `${period} ${metric} ${step}`;
-            const raise = workspace.raise;
-            const before = raise?.before?.[`${period}_${metric}`];
-            if (raise?.usedTokens !== undefined && metric === "tokens" && before) {
-              // Reached under the first budget, then again under the raised one if the raise armed it again.
-              const reachedBefore = raise.usedTokens >= (before * step) / 100 ? 1 : 0;
-              const armedAgain = raise.usedTokens < (limit * step) / 100;
-              const reachedAfter = armedAgain && used >= (limit * step) / 100 ? 1 : 0;
-              if (reachedBefore + reachedAfter > 0) expected.set(key, reachedBefore + reachedAfter);
-            } else if (used >= (limit * step) / 100) expected.set(key, 1);
-          }
-        }
-      }
-      thresholds.checked++;
-      for (const key of new Set([...expected.keys(), ...counts.keys()]))
-        if ((counts.get(key) ?? 0) !== (expected.get(key) ?? 0))
-          thresholds.violations.push(
-            `${workspace.name} ${type} ${key}: ${counts.get(key) ?? 0} events, expected ${expected.get(key) ?? 0}`,
-          );
-    }
-  }
-
+  // 4, 5. The books and the billing events (soak-books.ts).
+  await checkBooks({ baseUrl, workspaces, budgeted, records, rows, attemptsOf, held, invariant });
   // 6. Every fallback told: a call whose attempts moved between providers has that many fallback events at least.
   const fallbacks = invariant("every fallback between providers has an llm.provider.fallback event");
   const fallbackEvents = new Map<string, string[]>();

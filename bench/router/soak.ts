@@ -15,7 +15,8 @@ import { startFakeOpenAi } from "../../test/fakes/openai.ts";
 import type { RecordingServer } from "../../test/fakes/recording-server.ts";
 import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../../test/support/workspaces.ts";
 import { breakerPhase } from "./soak-breaker.ts";
-import { type Attempt, type CallRecord, checkInvariants, promptOf, type SoakWorkspace } from "./soak-checks.ts";
+import { checkInvariants } from "./soak-checks.ts";
+import { type Attempt, type CallRecord, promptOf, type SoakWorkspace } from "./soak-lib.ts";
 
 const CALLS = Number(process.env.SOAK_CALLS ?? 300);
 const CONCURRENCY = Number(process.env.SOAK_CONCURRENCY ?? 16);
