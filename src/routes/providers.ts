@@ -15,8 +15,12 @@ const ModelHealthSchema = z.object({
   model: z.string(),
   in_chain: z.boolean().openapi({ description: "Named by this workspace's routing chain." }),
   state: z.enum(["closed", "open", "half_open"]),
-  error_rate: z.number().openapi({ description: "Failures / calls over the last 60 s, 0..1." }),
-  calls_last_minute: z.number().int(),
+  error_rate: z
+    .number()
+    .openapi({ description: "Failures / calls over the last 60 s (its latest 200 calls at most), 0..1." }),
+  calls_last_minute: z.number().int().openapi({
+    description: "Calls over the last 60 s, its latest 200 at most: the window is bounded under load.",
+  }),
   consecutive_failures: z.number().int(),
   opened_at: z.string().nullable(),
   retry_at: z.string().nullable().openapi({ description: "When an open breaker lets one trial call through." }),
