@@ -25,6 +25,8 @@ const CANCEL_RATE = Number(process.env.SOAK_CANCEL_RATE ?? 0.1);
 /** Short, so a hang costs seconds, not the default minute. */
 const ATTEMPT_TIMEOUT_MS = 2_000;
 const PLAN_STEPS = 4_000;
+/** How long an isolate spends a budget lease (src/llm/budget-leases.ts). */
+const LEASE_SPEND_MS = 5_000;
 const SETTLE_TIMEOUT_MS = 40_000;
 
 const OPENAI = { provider: "openai", model: "gpt-4o-mini" };
@@ -288,6 +290,27 @@ async function main(): Promise<void> {
         }
       }),
     );
+    // The burst is over: once its leases' 5 s are up, one more call to a workspace with ample room is lent a
+    // lease with its own reservation, and no call follows to draw on it. Its room must go back in 5 s as well.
+    await new Promise((wake) => setTimeout(wake, LEASE_SPEND_MS + 1_000));
+    const roomy = workspaces.findIndex((workspace) => workspace.name === "anthropic-first");
+    const last: CallRecord = {
+      id: records.length,
+      requestId: `soak-${SEED}-${records.length}`,
+      workspace: roomy,
+      stream: false,
+      includeUsage: false,
+      model: "auto",
+      cancelAfterMs: null,
+      status: 0,
+      contentType: "",
+      deltas: 0,
+      done: false,
+      cancelled: false,
+      ms: 0,
+    };
+    records.push(last);
+    await call(worker.baseUrl, workspaces[roomy], last);
     console.log(`calls done in ${((Date.now() - started) / 1000).toFixed(1)} s; waiting for settlements`);
 
     const report = await checkInvariants({
