@@ -8,6 +8,7 @@
  * (`SOAK_CALLS`, `SOAK_CONCURRENCY`, `SOAK_SEED`, `SOAK_CANCEL_RATE`, `SOAK_DUMP`). Exits 1 when an invariant fails.
  */
 
+import { seededRandom } from "../../src/lib/seeded-random.ts";
 import { startWorker } from "../../test/e2e/harness.ts";
 import { startFakeAnthropic } from "../../test/fakes/anthropic.ts";
 import type { FaultStep } from "../../test/fakes/llm-faults.ts";
@@ -33,18 +34,7 @@ const OPENAI = { provider: "openai", model: "gpt-4o-mini" };
 const ANTHROPIC = { provider: "anthropic", model: "claude-3-5-haiku-latest" };
 const NO_BUDGETS = { daily_tokens: null, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null };
 
-/** mulberry32: a seeded PRNG, so a run's fault plan and call mix can be replayed. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-const random = prng(SEED);
+const random = seededRandom(SEED);
 const between = (low: number, high: number) => low + Math.floor(random() * (high - low + 1));
 
 function faultStep(provider: "openai" | "anthropic"): FaultStep {

@@ -1,3 +1,4 @@
+import { seededRandom } from "../../lib/seeded-random.ts";
 import type { AdapterCall, AdapterResult, ProviderAdapter, StreamEvent } from "../provider.ts";
 import { ProviderError } from "../provider.ts";
 import { estimatePromptTokens } from "../tokens.ts";
@@ -98,18 +99,6 @@ function hash(text: string): number {
   return value >>> 0;
 }
 
-/** mulberry32: a small seeded generator, enough for deterministic failure draws. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
 const WORDS = [
   "the",
   "change",
@@ -197,7 +186,7 @@ export class SimulatedAdapter implements ProviderAdapter {
         ? new ProviderError("timeout", "simulated provider timed out")
         : new ProviderError("cancelled", "the call was cancelled");
     }
-    if (settings.failureRate > 0 && seeded(seed)() < settings.failureRate) {
+    if (settings.failureRate > 0 && seededRandom(seed)() < settings.failureRate) {
       throw new ProviderError("http", `simulated failure ${settings.failureStatus}`, {
         status: settings.failureStatus,
       });
@@ -251,7 +240,7 @@ export class SimulatedAdapter implements ProviderAdapter {
 /** `tokens` words: "[simulated]" then words drawn by a generator seeded with the last message's hash. */
 function answerText(last: ChatMessage | undefined, tokens: number): string {
   if (tokens <= 0) return "";
-  const next = seeded(hash(last?.content ?? ""));
+  const next = seededRandom(hash(last?.content ?? ""));
   const words = ["[simulated]"];
   for (let index = 1; index < tokens; index++) words.push(WORDS[Math.floor(next() * WORDS.length)]);
   return words.join(" ");
