@@ -261,7 +261,8 @@ export const ResponseCreateRequestSchema = z
     if (Array.isArray(body.input)) {
       body.input.forEach((item, index) => {
         const type = item.type ?? "message";
-        if (!(type in INPUT_ITEM_SCHEMAS)) {
+        // Own keys only: `in` also finds Object.prototype's (`constructor`, `toString`), which are no schemas.
+        if (!Object.hasOwn(INPUT_ITEM_SCHEMAS, type)) {
           const message = type === "item_reference" ? ITEM_REFERENCE : UNSUPPORTED_ITEM;
           issues.addIssue({ code: "custom", path: ["input", index, "type"], message });
           return;

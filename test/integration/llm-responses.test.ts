@@ -325,6 +325,17 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
     expect(error).toMatchObject({ param: "previous_response_id" });
   });
 
+  it("refuses an input item whose type names a property every object has with 422, not a 500", async () => {
+    const workspace = await workspaceWith(null);
+    for (const type of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      const response = await postResponses(workspace.headers, { input: [{ type, role: "user", content: "hi" }] });
+      expect(response.status, type).toBe(422);
+      const problem = (await response.json()) as Record<string, any>;
+      expect(problem.error, type).toMatchObject({ type: "invalid_request_error", param: "input.0.type" });
+      expect(problem.error.message, type).toMatch(/must be a message/);
+    }
+  });
+
   it("accepts store, background: false and the fields it ignores", async () => {
     const workspace = await workspaceWith(null);
     for (const extra of [
