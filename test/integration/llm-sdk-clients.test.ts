@@ -6,8 +6,9 @@ import { ANTHROPIC_URL, BASE, fakeUpstreams, fetcher, OPENAI_URL, workspaceWith 
 
 /**
  * Requests of the other popular JavaScript clients of OpenAI (the Vercel AI SDK's `@ai-sdk/openai`,
- * LangChain's `@langchain/openai`) as they send them, replayed with plain fetch: those clients are not
- * dependencies of this repository, so what they send and read is reproduced here.
+ * LangChain's `@langchain/openai`) as they send them, replayed with plain fetch: LangChain is not a
+ * dependency of this repository, so what it sends and reads is reproduced here (the AI SDK itself drives
+ * the Responses API in llm-responses-ai-sdk.test.ts).
  */
 
 /** What `createOpenAI({ baseURL, apiKey })(model)` (the AI SDK's default model, not `.chat(model)`) sends for generateText. */

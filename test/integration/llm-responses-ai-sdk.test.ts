@@ -1,0 +1,177 @@
+import { createExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { createOpenAI } from "@ai-sdk/openai";
+import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { createApp } from "../../src/app.ts";
+import { ANTHROPIC_URL, BASE, fakeUpstreams, OPENAI_URL, usageWhenWritten, workspaceWith } from "../support/llm.ts";
+
+/**
+ * The Vercel AI SDK's default OpenAI model (`createOpenAI({ baseURL, apiKey })(model)`, the Responses API), the
+ * most common client of POST /api/v1/llm/responses, driving a tool loop against the app with Claude serving it:
+ * Anthropic streams a tool's arguments as `input_json_delta`s of content blocks, which must reach the SDK as
+ * the Responses API's function-call events.
+ */
+
+afterEach(() => vi.restoreAllMocks());
+
+const ANTHROPIC = "anthropic.test";
+
+/** The AI SDK against the app in this isolate, with Anthropic configured at the fake upstream; what it sent. */
+function aiSdk(apiKey: string) {
+  const sent: Record<string, any>[] = [];
+  const providers = {
+    OPENAI_API_KEY: "sk-test",
+    OPENAI_BASE_URL: OPENAI_URL,
+    ANTHROPIC_API_KEY: "ak-test",
+    ANTHROPIC_BASE_URL: ANTHROPIC_URL,
+  };
+  const openai = createOpenAI({
+    apiKey,
+    baseURL: `${BASE}/api/v1/llm`,
+    fetch: async (url, init) => {
+      sent.push(JSON.parse(String(init?.body)));
+      const request = new Request(String(url), init as RequestInit);
+      return createApp().fetch(request, { ...env, ...providers }, createExecutionContext());
+    },
+  });
+  return { model: openai("auto"), sent };
+}
+
+const anthropicSse = (events: { type: string; [key: string]: unknown }[]) =>
+  new Response(events.map((event) => `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`).join(""), {
+    headers: { "Content-Type": "text/event-stream" },
+  });
+
+/** Claude's first answer: a sentence, then two calls whose input arrives in pieces; its second, the answer. */
+function claude(round: number) {
+  const start = { type: "message_start", message: { usage: { input_tokens: 100, output_tokens: 1 } } };
+  const text = (index: number, value: string) => [
+    { type: "content_block_start", index, content_block: { type: "text", text: "" } },
+    { type: "content_block_delta", index, delta: { type: "text_delta", text: value } },
+    { type: "content_block_stop", index },
+  ];
+  const call = (index: number, id: string, pieces: string[]) => [
+    { type: "content_block_start", index, content_block: { type: "tool_use", id, name: "weather", input: {} } },
+    ...["", ...pieces].map((partial_json) => ({
+      type: "content_block_delta",
+      index,
+      delta: { type: "input_json_delta", partial_json },
+    })),
+    { type: "content_block_stop", index },
+  ];
+  const end = (stop_reason: string) => [
+    { type: "message_delta", delta: { stop_reason }, usage: { output_tokens: 40 } },
+    { type: "message_stop" },
+  ];
+  return anthropicSse(
+    round === 1
+      ? [
+          start,
+          ...text(0, "Let me check."),
+          ...call(1, "toolu_a", ['{"city":', '"Oslo"}']),
+          ...call(2, "toolu_b", ['{"city":"Rome"}']),
+          ...end("tool_use"),
+        ]
+      : [start, ...text(0, "Sunny in both."), ...end("end_turn")],
+  );
+}
+
+const weather = tool({
+  description: "The weather in a city",
+  inputSchema: jsonSchema<{ city: string }>({
+    type: "object",
+    properties: { city: { type: "string" } },
+    required: ["city"],
+    additionalProperties: false,
+  }),
+  execute: async ({ city }) => ({ city, sky: "sunny" }),
+});
+
+describe("the AI SDK's default OpenAI model (the Responses API), served by Claude", () => {
+  it("streams a tool loop: the sentence, both calls as they are parsed, their results sent back, the answer", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const fake = fakeUpstreams({ [ANTHROPIC]: (_request, round) => claude(round) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const { model, sent } = aiSdk(workspace.key);
+    const result = streamText({
+      model,
+      prompt: "Weather in Oslo and Rome?",
+      tools: { weather },
+      stopWhen: stepCountIs(3),
+      // Nothing is stored here: the SDK sends the first answer's text itself rather than a reference to it.
+      providerOptions: { openai: { store: false } },
+      maxRetries: 0,
+    });
+    const calls: unknown[] = [];
+    let argumentText = "";
+    for await (const part of result.fullStream) {
+      if (part.type === "error") throw part.error;
+      if (part.type === "tool-input-delta") argumentText += part.delta;
+      if (part.type === "tool-call") calls.push(part.input);
+    }
+    expect(calls).toEqual([{ city: "Oslo" }, { city: "Rome" }]);
+    expect(argumentText).toBe('{"city":"Oslo"}{"city":"Rome"}');
+    expect(await result.text).toBe("Sunny in both.");
+    const steps = await result.steps;
+    expect(steps.map((step) => [step.finishReason, step.text])).toEqual([
+      ["tool-calls", "Let me check."],
+      ["stop", "Sunny in both."],
+    ]);
+    expect(await result.totalUsage).toMatchObject({ inputTokens: 200, outputTokens: 80 });
+
+    // The second step sent the first answer back whole; Claude got it as its own turn and the tools' results.
+    expect(sent[1].input.slice(1)).toEqual([
+      { role: "assistant", content: "Let me check." },
+      { type: "function_call", call_id: "toolu_a", name: "weather", arguments: '{"city":"Oslo"}' },
+      { type: "function_call", call_id: "toolu_b", name: "weather", arguments: '{"city":"Rome"}' },
+      { type: "function_call_output", call_id: "toolu_a", output: '{"city":"Oslo","sky":"sunny"}' },
+      { type: "function_call_output", call_id: "toolu_b", output: '{"city":"Rome","sky":"sunny"}' },
+    ]);
+    const second = (await fake.calls[ANTHROPIC][1].clone().json()) as Record<string, any>;
+    expect(second.messages.slice(1)).toEqual([
+      {
+        role: "assistant",
+        content: [
+          { type: "text", text: "Let me check." },
+          { type: "tool_use", id: "toolu_a", name: "weather", input: { city: "Oslo" } },
+          { type: "tool_use", id: "toolu_b", name: "weather", input: { city: "Rome" } },
+        ],
+      },
+      {
+        role: "user",
+        content: [
+          { type: "tool_result", tool_use_id: "toolu_a", content: '{"city":"Oslo","sky":"sunny"}' },
+          { type: "tool_result", tool_use_id: "toolu_b", content: '{"city":"Rome","sky":"sunny"}' },
+        ],
+      },
+    ]);
+    // One usage row per step.
+    expect((await usageWhenWritten(workspace)).totals).toMatchObject({ calls: 2 });
+  });
+
+  it("without store: false, the step after an answer with text is refused, naming the reference and the cure", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const fake = fakeUpstreams({ [ANTHROPIC]: (_request, round) => claude(round) });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const { model, sent } = aiSdk(workspace.key);
+    const error = await generateText({
+      model,
+      prompt: "Weather in Oslo and Rome?",
+      tools: { weather },
+      stopWhen: stepCountIs(3),
+      maxRetries: 0,
+    }).catch((caught: unknown) => caught);
+    // The SDK's default (`store: true`) sends the first answer's text as a reference to its stored item.
+    expect(sent[1].input[1]).toEqual({ type: "item_reference", id: expect.stringMatching(/^msg_/) });
+    expect(error).toMatchObject({ statusCode: 422, isRetryable: false });
+    expect((error as Error).message).toMatch(/input\.1\.type: item references .*store: false/);
+    expect(fake.count(ANTHROPIC)).toBe(1);
+  });
+});
