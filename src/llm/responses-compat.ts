@@ -187,9 +187,11 @@ export function responseObject(
   };
 }
 
-/** The output items of a whole answer: its message (text or refusal), then its function calls. */
+/**
+ * The output items of a whole answer: its message (text or refusal), then its function calls. In an answer cut
+ * short, the last item is the one cut (`incomplete`), as in its stream (src/llm/responses-stream.ts).
+ */
 export function outputItems(callId: string, result: ChatResult) {
-  const status = incompleteReason(result.finish_reason) ? ("incomplete" as const) : ("completed" as const);
   const { content, refusal, tool_calls: toolCalls } = result.message;
   const items: ResponseOutputItem[] = [];
   // A message whenever there is text, a refusal, or nothing else (an empty answer is an empty message).
@@ -197,7 +199,7 @@ export function outputItems(callId: string, result: ChatResult) {
     items.push({
       type: "message",
       id: messageItemId(callId),
-      status,
+      status: "completed",
       role: "assistant",
       content: [
         ...(content || !refusal
@@ -214,9 +216,11 @@ export function outputItems(callId: string, result: ChatResult) {
       call_id: call.id,
       name: call.function.name,
       arguments: call.function.arguments,
-      status,
+      status: "completed",
     });
   });
+  const last = items.at(-1);
+  if (last && incompleteReason(result.finish_reason)) last.status = "incomplete";
   return items;
 }
 

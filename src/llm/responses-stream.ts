@@ -67,19 +67,62 @@ export function responseEventStream(
 ): ReadableStream<Uint8Array> {
   let sequence = 0;
   const items: ItemState[] = [];
-  let message: { state: MessageState; index: number } | undefined;
+  /** Each closed item's status: an item is closed when the next one opens, or at the end. */
+  const closed = new Map<ItemState, ItemStatus>();
+  /** The item deltas go to now; OpenAI's items come one after another, each done before the next is added. */
+  let current: { state: ItemState; index: number } | undefined;
+  let messages = 0;
   const calls = new Map<number, { state: FunctionCallState; index: number }>();
   const event = (type: string, fields: Record<string, unknown>) =>
     `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...fields })}\n\n`;
 
-  function openMessage(frames: string[]) {
-    if (message) return message;
-    const state: MessageState = { type: "message", id: messageItemId(callId), parts: [] };
-    message = { state, index: items.push(state) - 1 };
+  function closeItem(item: ItemState, index: number, status: ItemStatus): string[] {
+    const frames: string[] = [];
+    if (item.type === "message") {
+      item.parts.forEach((part, contentIndex) => {
+        const where = { item_id: item.id, output_index: index, content_index: contentIndex };
+        frames.push(
+          part.type === "output_text"
+            ? event("response.output_text.done", { ...where, text: part.value, logprobs: [] })
+            : event("response.refusal.done", { ...where, refusal: part.value }),
+        );
+        frames.push(event("response.content_part.done", { ...where, part: partView(part) }));
+      });
+    } else {
+      frames.push(
+        event("response.function_call_arguments.done", {
+          item_id: item.id,
+          output_index: index,
+          name: item.name,
+          arguments: item.arguments,
+        }),
+      );
+    }
+    frames.push(event("response.output_item.done", { output_index: index, item: itemView(item, status) }));
+    closed.set(item, status);
+    return frames;
+  }
+
+  /**
+   * Adds an item, closing the one before it: a client acts on an item when it is done (the AI SDK emits a tool
+   * call, and runs it, at its `output_item.done`), so an item held open to the end of the answer delayed each.
+   */
+  function openItem<T extends ItemState>(frames: string[], state: T): { state: T; index: number } {
+    if (current) frames.push(...closeItem(current.state, current.index, "completed"));
+    const opened = { state, index: items.push(state) - 1 };
+    current = opened;
     frames.push(
-      event("response.output_item.added", { output_index: message.index, item: itemView(state, "in_progress") }),
+      event("response.output_item.added", { output_index: opened.index, item: itemView(state, "in_progress") }),
     );
-    return message;
+    return opened;
+  }
+
+  function openMessage(frames: string[]): { state: MessageState; index: number } {
+    if (current?.state.type === "message") return current as { state: MessageState; index: number };
+    // Text after a tool call (Anthropic may write some) is a message of its own, as OpenAI's would be.
+    const id = messages === 0 ? messageItemId(callId) : `${messageItemId(callId)}_${messages}`;
+    messages++;
+    return openItem(frames, { type: "message", id, parts: [] });
   }
 
   /** The message's part of this kind that deltas go to: the last one, or a new one when the kind changes. */
@@ -101,35 +144,8 @@ export function responseEventStream(
     return { item: state, index, contentIndex, part };
   }
 
-  function closeItems(status: ItemStatus): string[] {
-    const frames: string[] = [];
-    items.forEach((item, index) => {
-      if (item.type === "message") {
-        item.parts.forEach((part, contentIndex) => {
-          const where = { item_id: item.id, output_index: index, content_index: contentIndex };
-          frames.push(
-            part.type === "output_text"
-              ? event("response.output_text.done", { ...where, text: part.value, logprobs: [] })
-              : event("response.refusal.done", { ...where, refusal: part.value }),
-          );
-          frames.push(event("response.content_part.done", { ...where, part: partView(part) }));
-        });
-      } else {
-        frames.push(
-          event("response.function_call_arguments.done", {
-            item_id: item.id,
-            output_index: index,
-            name: item.name,
-            arguments: item.arguments,
-          }),
-        );
-      }
-      frames.push(event("response.output_item.done", { output_index: index, item: itemView(item, status) }));
-    });
-    return frames;
-  }
-
-  const output = (status: ItemStatus) => items.map((item) => itemView(item, status));
+  /** The items so far: each closed one as it was closed, the one still open (if any) as `open`. */
+  const output = (open: ItemStatus) => items.map((item) => itemView(item, closed.get(item) ?? open));
 
   return routedSseBody(
     deltas,
@@ -169,20 +185,18 @@ export function responseEventStream(
         for (const fragment of delta.tool_calls ?? []) {
           let call = calls.get(fragment.index);
           if (!call) {
-            const state: FunctionCallState = {
+            call = openItem(frames, {
               type: "function_call",
               id: functionCallItemId(callId, calls.size),
               // Every adapter sends a call's id and name with its first fragment, as OpenAI does.
               callId: fragment.id ?? `call_${callId}_${calls.size}`,
               name: fragment.function?.name ?? "",
               arguments: "",
-            };
-            call = { state, index: items.push(state) - 1 };
+            });
             calls.set(fragment.index, call);
-            frames.push(
-              event("response.output_item.added", { output_index: call.index, item: itemView(state, "in_progress") }),
-            );
           }
+          // Every adapter streams a call's fragments before the next call's (OpenAI, Anthropic's content blocks),
+          // so a call is open while its fragments come.
           const piece = fragment.function?.arguments;
           if (piece) {
             call.state.arguments += piece;
@@ -203,7 +217,9 @@ export function responseEventStream(
         if (items.length === 0) openPart(frames, "output_text");
         const incomplete = incompleteReason(final.finish_reason);
         const status = incomplete ? "incomplete" : "completed";
-        frames.push(...closeItems(status));
+        // The item being written when the answer stopped is the one a cut answer cut; those before it were done.
+        if (current) frames.push(...closeItem(current.state, current.index, status));
+        current = undefined;
         const response = responseObject(shell, {
           status,
           output: output(status),

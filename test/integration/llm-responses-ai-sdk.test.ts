@@ -107,13 +107,32 @@ describe("the AI SDK's default OpenAI model (the Responses API), served by Claud
       maxRetries: 0,
     });
     const calls: unknown[] = [];
+    const parts: string[] = [];
     let argumentText = "";
     for await (const part of result.fullStream) {
       if (part.type === "error") throw part.error;
+      parts.push(part.type);
       if (part.type === "tool-input-delta") argumentText += part.delta;
       if (part.type === "tool-call") calls.push(part.input);
     }
     expect(calls).toEqual([{ city: "Oslo" }, { city: "Rome" }]);
+    // Each item done before the next begins, as OpenAI streams them: the first call is handed to the SDK (which
+    // runs it) as soon as its input ends, not when the whole answer does.
+    const firstStep = parts.slice(0, parts.indexOf("finish-step"));
+    const told = firstStep.filter(
+      (type) => type.startsWith("t") && !["tool-input-delta", "tool-result"].includes(type),
+    );
+    expect(told).toEqual([
+      "text-start",
+      "text-delta",
+      "text-end",
+      "tool-input-start",
+      "tool-input-end",
+      "tool-call",
+      "tool-input-start",
+      "tool-input-end",
+      "tool-call",
+    ]);
     expect(argumentText).toBe('{"city":"Oslo"}{"city":"Rome"}');
     expect(await result.text).toBe("Sunny in both.");
     const steps = await result.steps;

@@ -432,15 +432,16 @@ describe("POST /api/v1/llm/responses, streamed", () => {
       },
     ];
     const raw = await sseEvents(await postResponses(workspace.headers, { input: "Read", tools, stream: true }));
+    // Each call done before the next is added, as OpenAI streams its items.
     expect(raw.map((event) => event.type)).toEqual([
       "response.created",
       "response.in_progress",
       "response.output_item.added",
       "response.function_call_arguments.delta",
-      "response.output_item.added",
-      "response.function_call_arguments.delta",
       "response.function_call_arguments.done",
       "response.output_item.done",
+      "response.output_item.added",
+      "response.function_call_arguments.delta",
       "response.function_call_arguments.done",
       "response.output_item.done",
       "response.completed",
@@ -461,6 +462,84 @@ describe("POST /api/v1/llm/responses, streamed", () => {
       });
     }
     expect(argumentDeltas).toBe(final.output.map((item) => (item as { arguments: string }).arguments).join(""));
+  });
+
+  it("closes each item before the next, as OpenAI does: Claude's sentence, then each call when its input ends", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const block = (index: number, content_block: object, deltas: object[]) => [
+      { type: "content_block_start", index, content_block },
+      ...deltas.map((delta) => ({ type: "content_block_delta", index, delta })),
+      { type: "content_block_stop", index },
+    ];
+    const call = (index: number, id: string, pieces: string[]) =>
+      block(
+        index,
+        { type: "tool_use", id, name: "read_file", input: {} },
+        pieces.map((partial_json) => ({ type: "input_json_delta", partial_json })),
+      );
+    const answer = (stop_reason: string) =>
+      [
+        { type: "message_start", message: { usage: { input_tokens: 10, output_tokens: 1 } } },
+        ...block(0, { type: "text", text: "" }, [{ type: "text_delta", text: "Reading both." }]),
+        ...call(1, "toolu_a", ["", '{"path":', '"a.txt"}']),
+        ...call(2, "toolu_b", ['{"path":"b']),
+        { type: "message_delta", delta: { stop_reason }, usage: { output_tokens: 30 } },
+        { type: "message_stop" },
+      ]
+        .map((data) => `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`)
+        .join("");
+    const fake = fakeUpstreams({
+      "anthropic.test": (_request, call) =>
+        new Response(answer(call === 1 ? "tool_use" : "max_tokens"), {
+          headers: { "Content-Type": "text/event-stream" },
+        }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const tools: OpenAI.Responses.FunctionTool[] = [
+      { type: "function", name: "read_file", parameters: { type: "object" }, strict: false },
+    ];
+    // Anthropic is configured for the SDK's app (not for postResponses'); its events as they came.
+    const sdk = sdkAgainstApp(workspace.key);
+    const eventsOf = async () => {
+      const events: Record<string, any>[] = [];
+      for await (const event of await sdk.responses.create({ input: "Read", tools, stream: true })) events.push(event);
+      return events;
+    };
+    const events = await eventsOf();
+    expect(events.slice(2).map((event) => `${event.type} ${event.output_index}`)).toEqual([
+      "response.output_item.added 0",
+      "response.content_part.added 0",
+      "response.output_text.delta 0",
+      "response.output_text.done 0",
+      "response.content_part.done 0",
+      "response.output_item.done 0",
+      "response.output_item.added 1",
+      "response.function_call_arguments.delta 1",
+      "response.function_call_arguments.delta 1",
+      "response.function_call_arguments.done 1",
+      "response.output_item.done 1",
+      "response.output_item.added 2",
+      "response.function_call_arguments.delta 2",
+      "response.function_call_arguments.done 2",
+      "response.output_item.done 2",
+      "response.completed undefined",
+    ]);
+    expect(events.at(-1)!.response.output).toMatchObject([
+      { type: "message", status: "completed", content: [{ text: "Reading both." }] },
+      { type: "function_call", call_id: "toolu_a", arguments: '{"path":"a.txt"}', status: "completed" },
+      { type: "function_call", call_id: "toolu_b", arguments: '{"path":"b', status: "completed" },
+    ]);
+
+    // Cut at its length, the answer's last item is the one cut; those before it were done, whole or streamed.
+    const cut = await eventsOf();
+    const statuses = (output: { status: string }[]) => output.map((item) => item.status);
+    expect(cut.filter((event) => event.type === "response.output_item.done").map((event) => event.item.status)).toEqual(
+      ["completed", "completed", "incomplete"],
+    );
+    expect(statuses(cut.at(-1)!.response.output)).toEqual(["completed", "completed", "incomplete"]);
   });
 
   it("is read by the SDK's responses.stream(): text deltas, then finalResponse() with output_text and usage", async () => {

@@ -143,6 +143,23 @@ describe("toResponse", () => {
       incomplete_details: { reason: "content_filter" },
       output: [{ type: "message", status: "incomplete", content: [{ type: "refusal", refusal: "No." }] }],
     });
+    // Cut at its length, only the last item was cut, as its stream tells.
+    const cut = toResponse(
+      shell(),
+      "c1",
+      result({
+        message: {
+          role: "assistant",
+          content: "Reading.",
+          tool_calls: [{ id: "call_a", type: "function", function: { name: "f", arguments: '{"x":' } }],
+        },
+        finish_reason: "length",
+      }),
+    );
+    expect(cut.output.map((item) => [item.type, item.status])).toEqual([
+      ["message", "completed"],
+      ["function_call", "incomplete"],
+    ]);
   });
 });
 
@@ -167,18 +184,19 @@ describe("responseEventStream, as the openai SDK reads it", () => {
         finish_reason: "tool_calls",
       }),
     );
+    // The message is done before the call is added, as OpenAI streams its items.
     expect(types).toEqual([
       "response.created",
       "response.in_progress",
       "response.output_item.added",
       "response.content_part.added",
       "response.output_text.delta",
-      "response.output_item.added",
-      "response.function_call_arguments.delta",
-      "response.function_call_arguments.delta",
       "response.output_text.done",
       "response.content_part.done",
       "response.output_item.done",
+      "response.output_item.added",
+      "response.function_call_arguments.delta",
+      "response.function_call_arguments.delta",
       "response.function_call_arguments.done",
       "response.output_item.done",
       "response.completed",
@@ -188,6 +206,26 @@ describe("responseEventStream, as the openai SDK reads it", () => {
       { type: "message", content: [{ type: "output_text", text: "Let me look" }] },
       { type: "function_call", id: "fc_c1_0", call_id: "call_a", name: "f", arguments: '{"x":1}' },
     ]);
+  });
+
+  it("streams text after a tool call as a message of its own, the first one being done", async () => {
+    const { response } = await streamed(
+      [
+        { type: "delta", content: "Looking." },
+        {
+          type: "delta",
+          tool_calls: [{ index: 0, id: "call_a", type: "function", function: { name: "f", arguments: "{}" } }],
+        },
+        { type: "delta", content: "Then more." },
+      ],
+      result({ finish_reason: "tool_calls" }),
+    );
+    expect(response.output).toMatchObject([
+      { type: "message", id: "msg_c1", status: "completed", content: [{ text: "Looking." }] },
+      { type: "function_call", id: "fc_c1_0", status: "completed" },
+      { type: "message", id: "msg_c1_1", status: "completed", content: [{ text: "Then more." }] },
+    ]);
+    expect(response.output_text).toBe("Looking.Then more.");
   });
 
   it("streams a refusal as a refusal part, and an empty answer as an empty message", async () => {
