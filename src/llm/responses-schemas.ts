@@ -160,7 +160,12 @@ export const ResponseCreateRequestSchema = z
         "As chat completions' `model`: `provider:model`, a bare model name, or `auto`; the workspace's chain follows as fallbacks.",
     }),
     input: z
-      .union([z.string(), z.array(InputItem).min(1).max(2_000)])
+      .union([z.string(), z.array(InputItem).min(1).max(2_000)], {
+        error: (issue) =>
+          issue.input === undefined
+            ? "is required: the user's text, or the conversation as a list of items (nothing is stored to continue)"
+            : "must be a string or a list of input items",
+      })
       .openapi({ description: "The user's text, or the conversation as a list of items (nothing is stored)." }),
     instructions: z.string().nullable().optional().openapi({ description: "A system message before the input." }),
     tools: z

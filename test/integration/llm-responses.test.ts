@@ -308,6 +308,8 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
       [{ top_logprobs: 5 }, "top_logprobs", /log probabilities/],
       [{ tool_choice: { type: "web_search_preview" } }, "tool_choice", /hosted tools/],
       [{ tool_choice: "required" }, "tool_choice", /needs tools/],
+      [{ input: undefined }, "input", /is required: the user's text, or the conversation/],
+      [{ input: 42 }, "input", /must be a string or a list of input items/],
     ];
     for (const [extra, param, message] of cases) {
       const response = await postResponses(workspace.headers, { input: "hi", ...extra });
