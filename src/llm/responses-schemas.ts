@@ -378,7 +378,10 @@ export const ResponseObjectSchema = z
         total_tokens: z.number().int(),
       })
       .nullable()
-      .openapi({ description: "Null only in a stream's events before its end." }),
+      .openapi({
+        description:
+          "Null in a stream's events before its end, and in `response.failed` (the call is charged all the same, as GET /api/v1/usage shows: estimated when the provider told no usage).",
+      }),
     x_mgx: ChatCompletionSchema.shape.x_mgx.optional().openapi({ description: "The router's figures for the call." }),
   })
   .openapi("Response", {

@@ -598,6 +598,10 @@ describe("POST /api/v1/llm/responses, streamed", () => {
       output: [{ type: "message", status: "incomplete" }],
     });
     expect(failed.error.message.length).toBeGreaterThan(0);
+    // No usage in the failed response, as the document says; the charge is in the usage rows.
+    expect(failed.usage).toBeNull();
+    const doc = (await (await fetcher(`${BASE}/openapi.json`)).json()) as Record<string, any>;
+    expect(doc.components.schemas.Response.properties.usage.description).toContain("`response.failed`");
     const rows = await usageRows(workspace);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ provider: "simulated", estimated: 1 });
