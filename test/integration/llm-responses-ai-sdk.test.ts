@@ -4,7 +4,7 @@ import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { ANTHROPIC_URL, BASE, fakeUpstreams, OPENAI_URL, usageWhenWritten, workspaceWith } from "../support/llm.ts";
+import { ANTHROPIC_URL, BASE, fakeUpstreams, OPENAI_URL, workspaceWith } from "../support/llm.ts";
 
 /**
  * The Vercel AI SDK's default OpenAI model (`createOpenAI({ baseURL, apiKey })(model)`, the Responses API), the
@@ -168,8 +168,16 @@ describe("the AI SDK's default OpenAI model (the Responses API), served by Claud
         ],
       },
     ]);
-    // One usage row per step.
-    expect((await usageWhenWritten(workspace)).totals).toMatchObject({ calls: 2 });
+    // One usage row per step (written just after each answer).
+    await vi.waitFor(
+      async () => {
+        const { results } = await env.DB.prepare("SELECT provider FROM usage_records WHERE workspace_id = ?")
+          .bind(workspace.id)
+          .all();
+        expect(results).toEqual([{ provider: "anthropic" }, { provider: "anthropic" }]);
+      },
+      { timeout: 5_000, interval: 20 },
+    );
   });
 
   it("without store: false, the step after an answer with text is refused, naming the reference and the cure", async () => {
