@@ -41,6 +41,14 @@ const responsesRoute = createRoute({
 export const RESPONSES_NOT_STORED =
   "Responses are not stored here, so none can be retrieved, cancelled or deleted: POST /api/v1/llm/responses is stateless (send the whole conversation as `input`).";
 
+/** The openai SDK's other calls under /responses (`responses.inputTokens.count()`, `responses.compact()`): no stored response is involved, so "not stored" would mislead. */
+const RESPONSES_NOT_OFFERED = {
+  input_tokens:
+    "Counting input tokens is not offered here: POST /api/v1/llm/responses answers with `usage.input_tokens`, and each provider counts its own.",
+  compact:
+    "Compacting a conversation is not offered here: POST /api/v1/llm/responses is stateless (send the conversation as `input`, shortened as you see fit).",
+} as const;
+
 export function registerLlmResponsesRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(responsesRoute, async (c) => {
     const body = c.req.valid("json");
@@ -67,7 +75,12 @@ export function registerLlmResponsesRoutes(app: OpenAPIHono<HonoEnv>): void {
     const result = await call.whole(request);
     return c.json(toResponse(shell, call.callId, result), 200, llmAnswerHeaders(result));
   });
-  // Not in the OpenAPI document: there is no such operation, only this answer to every method.
+  // Not in the OpenAPI document: there are no such operations, only these answers to every method.
+  for (const [path, detail] of Object.entries(RESPONSES_NOT_OFFERED)) {
+    app.all(`/api/v1/llm/responses/${path}`, () => {
+      throw new ApiError("NOT_FOUND", detail);
+    });
+  }
   app.all("/api/v1/llm/responses/*", () => {
     throw new ApiError("NOT_FOUND", RESPONSES_NOT_STORED);
   });

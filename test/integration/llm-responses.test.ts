@@ -366,6 +366,17 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
     expect(error).toBeInstanceOf(OpenAI.NotFoundError);
   });
 
+  it("answers the SDK's token count and compaction 404 saying they are not offered, not that nothing is stored", async () => {
+    const workspace = await workspaceWith(null);
+    const sdk = sdkAgainstApp(workspace.key);
+    const counted = await sdk.responses.inputTokens.count({ input: "hi" }).catch((caught: unknown) => caught);
+    expect(counted).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((counted as Error).message).toMatch(/^404 Counting input tokens is not offered here/);
+    const compacted = await sdk.responses.compact({ model: "auto", input: "hi" }).catch((caught: unknown) => caught);
+    expect(compacted).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((compacted as Error).message).toMatch(/^404 Compacting a conversation is not offered here/);
+  });
+
   it("asks for the caller's credentials, and the tasks:write scope", async () => {
     const response = await fetcher(`${BASE}/api/v1/llm/responses`, {
       method: "POST",
