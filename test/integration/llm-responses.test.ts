@@ -585,6 +585,40 @@ describe("POST /api/v1/llm/responses, streamed", () => {
     expect(events.at(-2)).toMatchObject({ type: "response.output_item.done", item: { status: "incomplete" } });
   });
 
+  it("stops the provider's stream when the client leaves mid-answer, charged once, estimated", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    let upstreamAborted = false;
+    const chunk = {
+      id: "chatcmpl-up",
+      object: "chat.completion.chunk",
+      created: 1,
+      model: "gpt-4o-mini",
+      choices: [{ index: 0, delta: { role: "assistant", content: "Hello there friend" }, finish_reason: null }],
+    };
+    const fake = fakeUpstreams({
+      // One delta, then nothing until the request is aborted.
+      "openai.test": (request) => {
+        request.signal.addEventListener("abort", () => {
+          upstreamAborted = true;
+        });
+        const body = new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(new TextEncoder().encode(`data: ${JSON.stringify(chunk)}\n\n`));
+          },
+        });
+        return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const stream = await sdkAgainstApp(workspace.key).responses.create({ input: "Say hello", stream: true });
+    for await (const event of stream) {
+      if (event.type === "response.output_text.delta") break; // The client goes away.
+    }
+    await vi.waitFor(() => expect(upstreamAborted).toBe(true), { timeout: 5_000, interval: 20 });
+    const rows = await usageRows(workspace);
+    expect(rows).toEqual([expect.objectContaining({ provider: "openai", completion_tokens: 5, estimated: 1 })]);
+  });
+
   it("ends response.failed with the error when the stream is cut mid-answer, charged once, estimated", async () => {
     const workspace = await workspaceWith({
       strategy: "fallback",
