@@ -38,12 +38,18 @@ export const ProblemSchema = z
       .openapi({ description: "429 `budget_exhausted` or `budget_held`: what the budget counts." }),
     timed_out_attempts: z
       .array(
-        z.object({ provider: z.string(), model: z.string(), prompt_tokens: z.number().int(), cost_usd: z.number() }),
+        z.object({
+          provider: z.string(),
+          model: z.string(),
+          prompt_tokens: z.number().int(),
+          completion_tokens: z.number().int(),
+          cost_usd: z.number(),
+        }),
       )
       .optional()
       .openapi({
         description:
-          "503 of /api/v1/llm/chat/completions: attempts that timed out while a provider had the request, each charged the prompt it read (estimated), as an answer's `x_mgx.timed_out_attempts`.",
+          "503 of /api/v1/llm/chat/completions: attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated), as an answer's `x_mgx.timed_out_attempts`.",
       }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),

@@ -28,6 +28,8 @@ export interface TimedOutAttempt {
   /** The call's attempt number (from 1), which keys its usage row. */
   attempt: number;
   durationMs: number;
+  /** What the provider had written when the timer ran out (a stream's deltas and thinking), estimated. */
+  completionTokens: number;
 }
 
 /** One line of a call's charge: the answer's, or an attempt's that timed out. */
@@ -52,11 +54,14 @@ export class CancelledInFlight extends LlmError {
   readonly target: RouteTarget;
   readonly adapter: ProviderAdapter;
   readonly attempts: number;
-  constructor(target: RouteTarget, adapter: ProviderAdapter, attempts: number) {
+  /** What the provider had written when the call was cancelled (a stream's deltas and thinking), estimated. */
+  readonly writtenTokens: number;
+  constructor(target: RouteTarget, adapter: ProviderAdapter, attempts: number, writtenTokens = 0) {
     super("cancelled", "the call was cancelled", false);
     this.target = target;
     this.adapter = adapter;
     this.attempts = attempts;
+    this.writtenTokens = writtenTokens;
   }
 }
 
@@ -132,10 +137,14 @@ export class CallCharger {
     return result;
   }
 
-  /** The prompt each timed-out attempt's provider read (see TimedOutAttempt), estimated as a reservation is. */
+  /** The prompt each timed-out attempt's provider read, and what it wrote (see TimedOutAttempt), estimated. */
   #timedOutLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
-    return call.timedOut.map(({ target, adapter, attempt, durationMs }) => {
-      const usage = { prompt_tokens: call.promptTokens, completion_tokens: 0, total_tokens: call.promptTokens };
+    return call.timedOut.map(({ target, adapter, attempt, durationMs, completionTokens }) => {
+      const usage = {
+        prompt_tokens: call.promptTokens,
+        completion_tokens: completionTokens,
+        total_tokens: call.promptTokens + completionTokens,
+      };
       return {
         chargeKey: `${context.chargeKey}:timed-out:${attempt}`,
         target,
@@ -259,8 +268,9 @@ export class CallCharger {
    */
   async settleUnserved(error: unknown, context: CallContext, call: ChargeableCall, startedMs: number): Promise<void> {
     if (error instanceof CancelledInFlight) {
-      const { target, adapter, attempts } = error;
+      const { target, adapter, attempts, writtenTokens } = error;
       const delivered = new DeliveredText();
+      delivered.addUnsent(writtenTokens);
       const charged = await this.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
       if (charged) {
         const { usage, cost_usd, provider, model, simulated } = charged;

@@ -333,13 +333,14 @@ export const ChatCompletionSchema = z
             provider: z.string(),
             model: z.string(),
             prompt_tokens: z.number().int(),
+            completion_tokens: z.number().int(),
             cost_usd: z.number(),
           }),
         )
         .optional()
         .openapi({
           description:
-            "Earlier attempts that timed out while a provider had the request, each charged the prompt it read (estimated, a usage row of its own); `usage` and `cost_usd` are the answer's alone. Absent when none did.",
+            "Earlier attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated, a usage row of its own); `usage` and `cost_usd` are the answer's alone. Absent when none did.",
         }),
     }),
   })

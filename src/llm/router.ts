@@ -163,7 +163,7 @@ export class Router implements LlmRouter {
         request,
         context,
         (adapter, payload, attempt) =>
-          attempt.streamed ? wholeFromStream(adapter, payload, attempt.answering) : adapter.complete(payload),
+          attempt.streamed ? wholeFromStream(adapter, payload, attempt.answered) : adapter.complete(payload),
         { stream: false, wholeFromStream: context.wholeFromStream === true },
       );
       served.span.end(answered(served.value));
@@ -453,11 +453,14 @@ export class Router implements LlmRouter {
     call: PreparedCall,
     request: ChatRequest,
     context: CallContext,
-    /** `attempt.streamed`: the provider is asked for a stream, whose events restart the attempt's clock. */
+    /**
+     * `attempt.streamed`: the provider is asked for a stream, whose events restart the attempt's clock;
+     * `attempt.answered` is told each delta of a whole answer read from one, what the provider wrote.
+     */
     run: (
       adapter: ProviderAdapter,
       call: AdapterCall,
-      attempt: { streamed: boolean; answering: () => void },
+      attempt: { streamed: boolean; answered: (event: StreamEvent) => void },
     ) => Promise<T>,
     /** `wholeFromStream`: a whole answer is asked as a stream however short its max_tokens (see chat). */
     options: { stream: boolean; wholeFromStream?: boolean },
@@ -534,6 +537,8 @@ export class Router implements LlmRouter {
         });
         const attemptStartedMs = this.#now();
         let unsentTokens = 0;
+        /** A whole answer's deltas read from its stream so far: written, and billed, if the attempt goes on to fail. */
+        const written = new DeliveredText();
         const span = new AttemptSpan({
           provider: target.provider,
           model: modelName(target),
@@ -555,7 +560,13 @@ export class Router implements LlmRouter {
                   unsentTokens += tokens ?? 0;
                 },
               },
-              { streamed, answering: () => clock.touch() },
+              {
+                streamed,
+                answered: (event) => {
+                  written.add(event);
+                  clock.touch();
+                },
+              },
             ),
           );
           // A stream's outcome is told at its end (chatStream): told at its first event as well, a stream that
@@ -594,10 +605,18 @@ export class Router implements LlmRouter {
           // reads like an attempt's own timeout): no retry, no breaker record, no provider error event.
           if (context.signal?.aborted || error.failure === "cancelled") {
             if (holdsTrial) breaker.releaseTrial(key);
-            throw new CancelledInFlight(target, adapter, attempts);
+            throw new CancelledInFlight(target, adapter, attempts, written.estimatedTokens() + Math.ceil(unsentTokens));
           }
           if (error.code === "timeout" && clock.signal.aborted) {
-            call.timedOut.push({ target, adapter, attempt: attempts, durationMs: this.#now() - attemptStartedMs });
+            // Cut mid-answer (a whole answer read from a stream that stalled), the provider bills what it wrote too:
+            // charged its prompt alone, a long answer that stalled near its end cost the workspace next to nothing.
+            call.timedOut.push({
+              target,
+              adapter,
+              attempt: attempts,
+              durationMs: this.#now() - attemptStartedMs,
+              completionTokens: written.estimatedTokens() + Math.ceil(unsentTokens),
+            });
           }
           const failure = chainModelMissing(classifyFailure(error), error, target);
           // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
@@ -747,11 +766,11 @@ export { BudgetExhaustedError };
 async function wholeFromStream(
   adapter: ProviderAdapter,
   payload: AdapterCall,
-  answering: () => void,
+  answered: (event: StreamEvent) => void,
 ): Promise<AdapterResult> {
   for await (const event of adapter.stream(payload)) {
     if (event.type === "done") return event.result;
-    answering();
+    answered(event);
   }
   throw new ProviderError("protocol", "the stream ended without its final event");
 }

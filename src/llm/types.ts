@@ -121,11 +121,13 @@ export interface TimedOutAttemptView {
   provider: string;
   model: string;
   prompt_tokens: number;
+  /** What the provider had written when the attempt was cut (a whole answer read from a stream), else 0. */
+  completion_tokens: number;
   cost_usd: number;
 }
 
 export function timedOutAttemptView({ provider, model, usage, cost_usd }: ChargedCall): TimedOutAttemptView {
-  return { provider, model, prompt_tokens: usage.prompt_tokens, cost_usd };
+  return { provider, model, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, cost_usd };
 }
 
 /** Who a call is for, so it is metered, budgeted and attributed. */

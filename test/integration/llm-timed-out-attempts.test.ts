@@ -5,6 +5,7 @@ import { type ApiError, problemBody } from "../../src/lib/problem.ts";
 import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { breakerClientFor, createLlmRouter, LlmError } from "../../src/llm/index.ts";
 import { costUsd } from "../../src/llm/prices.ts";
+import { textTokens } from "../../src/llm/tokens.ts";
 import { findCharge } from "../../src/llm/usage.ts";
 import {
   BASE,
@@ -156,8 +157,8 @@ describe("attempts that time out at the provider", () => {
     const told = problemBody(llmErrorToApiError(failure) as ApiError, "req_test");
     expect(told).toMatchObject({ status: 503, reason: "all_providers_failed" });
     expect(told.timed_out_attempts).toEqual([
-      { provider: "openai", model, prompt_tokens: 9, cost_usd: expect.any(Number) },
-      { provider: "openai", model, prompt_tokens: 9, cost_usd: expect.any(Number) },
+      { provider: "openai", model, prompt_tokens: 9, completion_tokens: 0, cost_usd: expect.any(Number) },
+      { provider: "openai", model, prompt_tokens: 9, completion_tokens: 0, cost_usd: expect.any(Number) },
     ]);
   });
 
@@ -298,6 +299,50 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     );
     expect(runtimeCall).toMatchObject(answer);
     expect(asked[2]).toMatchObject({ stream: true, max_completion_tokens: 10 });
+  });
+
+  it("stalled after part of its answer is charged what the provider wrote, not its prompt alone", async () => {
+    const model = "gpt-4o-mini-stalls-mid-answer";
+    const workspace = await budgetedWorkspace(model);
+    // Three pieces of the answer, then nothing: the provider wrote them, and bills them with the prompt.
+    const written = pieces.slice(0, 3);
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: (request) =>
+          new Response(
+            connectionBody(request, (controller) => {
+              controller.enqueue(chunk(choice({ role: "assistant", content: "" })));
+              for (const piece of written) controller.enqueue(chunk(choice({ content: piece })));
+            }),
+            { headers: { "Content-Type": "text/event-stream" } },
+          ),
+      }).impl,
+    );
+    const failure = await routerTimingOutAfter(300, 1)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "stalls-mid-answer" })
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ kind: "all_providers_failed" });
+    const completion = Math.ceil(textTokens(written.join("")));
+    const charged = { prompt_tokens: 9, completion_tokens: completion, total_tokens: 9 + completion };
+    expect((failure as LlmError).charged).toEqual([
+      expect.objectContaining({ usage: charged, cost_usd: costUsd("openai", model, charged) }),
+    ]);
+    expect(await findCharge(createDb(env.DB), workspace.id, "stalls-mid-answer:timed-out:1")).toMatchObject({
+      promptTokens: 9,
+      completionTokens: completion,
+      estimated: true,
+    });
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 9 + completion, reserved_tokens: 0 });
+    // The 503 the caller gets tells it so, as GET /api/v1/usage does.
+    expect(problemBody(llmErrorToApiError(failure) as ApiError, "req_test").timed_out_attempts).toEqual([
+      {
+        provider: "openai",
+        model,
+        prompt_tokens: 9,
+        completion_tokens: completion,
+        cost_usd: costUsd("openai", model, charged),
+      },
+    ]);
   });
 
   it("of a model that sends nothing while it thinks is waited for as long as it may think, not the attempt timeout", async () => {

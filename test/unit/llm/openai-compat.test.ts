@@ -240,7 +240,9 @@ describe("x_mgx, the router's figures", () => {
     simulated: false,
   };
   const retried = result({ attempts: 2, cost_usd: 0.00001, timed_out_attempts: [timedOut] });
-  const told = [{ provider: "openai", model: "gpt-4o-mini", prompt_tokens: 9, cost_usd: 0.00000135 }];
+  const told = [
+    { provider: "openai", model: "gpt-4o-mini", prompt_tokens: 9, completion_tokens: 0, cost_usd: 0.00000135 },
+  ];
 
   it("tell the attempts that timed out at a provider, charged apart from the answer, whole and streamed", async () => {
     expect(toCompletion("chatcmpl-1", retried).x_mgx).toEqual({
