@@ -519,7 +519,10 @@ export class Router implements LlmRouter {
         const attemptTimeoutMs = this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
         const payload = this.#payload(request, target, call);
         const writeMs = this.#longestWriteMs(adapter, target, payload.max_tokens);
-        const streamed = options.stream || options.wholeFromStream === true || writeMs > attemptTimeoutMs;
+        // The simulated provider writes its answer at once, however long: asked as a stream, a whole answer broke at
+        // its stream fault (cut_after_chunks), meant for the caller's streams, and failed as a dropped connection.
+        const streamed =
+          options.stream || options.wholeFromStream === true || (writeMs > attemptTimeoutMs && !adapter.simulated);
         // A model that sends nothing while it thinks is silent for as long as its answer may take to write: cut at
         // the attempt timeout, a long think was asked again from the start, three times, then failed.
         const firstWaitMs = adapter.silentWhileThinking?.(target.model)

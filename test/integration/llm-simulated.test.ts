@@ -179,6 +179,25 @@ describe("createLlmRouter with the default chain", () => {
     expect(usage.data[0].completion_tokens).toBeLessThan(24);
   });
 
+  it("breaks no whole answer with cut_after_chunks: the fault is its streams'", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?stream_chunks=8&cut_after_chunks=2" }],
+    });
+    // Without max_tokens, sim-1 may write 1,000,000 tokens: a whole answer a real provider would be asked as a
+    // stream (see Router.chat). The simulated provider writes at once; asked so, every whole answer broke.
+    const response = await fetcher(`${BASE}/api/v1/llm/chat/completions`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ messages: [{ role: "user", content: "Explain the change." }] }),
+    });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({
+      choices: [{ message: { content: expect.stringMatching(/^\[simulated\]/) }, finish_reason: "stop" }],
+      x_mgx: { attempts: 1 },
+    });
+  });
+
   it("ends its answer at a stop sequence, as a real provider does, whole and streamed", async () => {
     const router = createLlmRouter(config, { logger });
     const messages = [{ role: "user" as const, content: "Explain the change." }];
