@@ -534,7 +534,18 @@ export class Router implements LlmRouter {
         // it may be thinking or hung (chat completions tell them apart no way), and counted as neither, a provider
         // hanging every such call never opened its breaker, each call waiting out its whole deadline.
         const waitCutByDeadline = timeLeftMs < attemptTimeoutMs;
-        const clock = new AttemptClock(Math.min(attemptTimeoutMs, timeLeftMs), context.signal, {
+        // A whole answer asked as a stream ends by the call's deadline, as one asked whole does: each event restarts
+        // its wait, so it ran on past the deadline, the client's own timeout (X-Stainless-Timeout), while the SDK
+        // asked it again, each charged in full. A caller's stream is not: it reads the answer as it comes.
+        const deadlineStop =
+          streamed && !options.stream ? AbortSignal.timeout(Math.max(1, Math.ceil(timeLeftMs))) : undefined;
+        const parentSignal =
+          deadlineStop && context.signal
+            ? AbortSignal.any([context.signal, deadlineStop])
+            : (deadlineStop ?? context.signal);
+        /** A delta of the answer came: stopped at the deadline after it, the provider was writing, not failing. */
+        let answerBegun = false;
+        const clock = new AttemptClock(Math.min(attemptTimeoutMs, timeLeftMs), parentSignal, {
           resettable: streamed,
           firstWaitMs: Math.min(firstWaitMs, timeLeftMs),
         });
@@ -566,6 +577,7 @@ export class Router implements LlmRouter {
               {
                 streamed,
                 answered: (event) => {
+                  answerBegun = true;
                   written.add(event);
                   clock.touch();
                 },
@@ -622,9 +634,13 @@ export class Router implements LlmRouter {
             });
           }
           const failure = chainModelMissing(classifyFailure(error), error, target);
-          // Cut short by the call's own deadline while the provider was still within its attempt timeout: our
-          // hurry, not its failure (a task near its end would otherwise count against a merely slow provider).
-          const cutByDeadline = error.code === "timeout" && clock.signal.aborted && waitCutByDeadline;
+          // Cut short by the call's own deadline while the provider was still within its attempt timeout, or while
+          // it wrote a whole answer's deltas: our hurry, not its failure (a task near its end would otherwise count
+          // against a merely slow provider). Silent until then, a thinker counts (see waitCutByDeadline).
+          const cutByDeadline =
+            error.code === "timeout" &&
+            clock.signal.aborted &&
+            (waitCutByDeadline || (deadlineStop?.aborted === true && answerBegun));
           if (failure.countsForBreaker && !cutByDeadline) {
             breaker.record(key, false, error.code, { startedAtMs: attemptStartedMs, trial: holdsTrial });
           }

@@ -345,6 +345,44 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     ]);
   });
 
+  it("ends by the call's deadline, as one asked whole does, without counting against the provider still writing", async () => {
+    const model = "gpt-4o-mini-writes-past-deadline";
+    const workspace = await budgetedWorkspace(model);
+    // A piece every 100 ms for 3 s: never a stall, but longer than the caller waits (X-Stainless-Timeout, say).
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: (request) =>
+          new Response(
+            connectionBody(request, async (controller) => {
+              for (let index = 0; index < 30; index++) {
+                controller.enqueue(chunk(choice({ content: "word " })));
+                await new Promise((resolve) => setTimeout(resolve, 100));
+              }
+              controller.enqueue(chunk(choice({}, "stop")));
+              controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+              controller.close();
+            }),
+            { headers: { "Content-Type": "text/event-stream" } },
+          ),
+      }).impl,
+    );
+    const startedMs = Date.now();
+    const failure = await routerTimingOutAfter(300, 1)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "past-deadline", deadlineMs: startedMs + 800 })
+      .catch((error: unknown) => error);
+    // Told why at the deadline, before the client's own timer fires, not answered long after it left.
+    expect(failure).toMatchObject({ kind: "timeout" });
+    expect(Date.now() - startedMs).toBeLessThan(1_500);
+    // Charged what the provider read and wrote, as it bills it.
+    const row = await findCharge(createDb(env.DB), workspace.id, "past-deadline:timed-out:1");
+    expect(row).toMatchObject({ promptTokens: 9, estimated: true });
+    expect(row?.completionTokens).toBeGreaterThan(0);
+    // The provider was answering: our hurry, not its failure.
+    await breakerClientFor(llmConfig()).flush();
+    const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
+    expect(breakers.find((entry) => entry.model === model)?.view.consecutiveFailures ?? 0).toBe(0);
+  });
+
   it("of a model that sends nothing while it thinks is waited for as long as it may think, not the attempt timeout", async () => {
     const router = routerTimingOutAfter(300, 1);
     // o3-mini streams nothing for 500 ms (its thinking), then its answer: within what 100,000 tokens may take.
