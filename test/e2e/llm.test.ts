@@ -574,3 +574,26 @@ describe("a client that leaves before a completion is answered, under wrangler d
     ]);
   });
 });
+
+describe("a long whole answer and the client's timeout, under wrangler dev", () => {
+  it("is told why before the SDK's own timer fires, not answered to no one after it", async () => {
+    const own = await createTestWorkspace(fetch, worker.baseUrl);
+    // A frame every 400 ms, 20 of them: never a stall (the attempt timeout is 1.5 s), but 8 s to write whole.
+    openaiFake.faults.plan([{ ok: true, chunks: 20, frameDelayMs: 400 }]);
+    const ownClient = new OpenAI({ apiKey: own.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 });
+    const startedMs = Date.now();
+    // A call's own timeout is sent as X-Stainless-Timeout (3 s; the client's default timeout is not): the call's
+    // deadline is 2 s.
+    const failure = await ownClient.chat.completions
+      .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "write at length" }] }, { timeout: 3_000 })
+      .catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(OpenAI.APIError);
+    expect(failure).not.toBeInstanceOf(OpenAI.APIConnectionTimeoutError);
+    expect((failure as InstanceType<typeof OpenAI.APIError>).status).toBe(503);
+    expect(Date.now() - startedMs).toBeLessThan(3_000);
+    // Charged what the provider read and wrote until then, as a timed-out attempt, not a call.
+    const rows = await usageRows(own.headers, (found) => found.length > 0);
+    expect(rows).toEqual([expect.objectContaining({ provider: "openai", calls: 0 })]);
+    expect(rows[0].completion_tokens).toBeGreaterThan(0);
+  });
+});
