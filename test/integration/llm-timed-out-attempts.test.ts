@@ -212,6 +212,55 @@ describe("attempts that time out at the provider", () => {
   });
 });
 
+describe("an Anthropic stream that sends nothing but pings", () => {
+  it("is given up at the attempt timeout: a ping keeps a connection open, it is no sign the model writes", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const encoder = new TextEncoder();
+    const event = (type: string, data: unknown) => encoder.encode(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        "anthropic.test": (request) =>
+          new Response(
+            new ReadableStream<Uint8Array>({
+              start(controller) {
+                controller.enqueue(
+                  event("message_start", {
+                    type: "message_start",
+                    message: { id: "msg_1", usage: { input_tokens: 9, output_tokens: 1 } },
+                  }),
+                );
+                const timer = setInterval(() => controller.enqueue(event("ping", { type: "ping" })), 100);
+                request.signal.addEventListener(
+                  "abort",
+                  () => {
+                    clearInterval(timer);
+                    controller.error(request.signal.reason);
+                  },
+                  { once: true },
+                );
+              },
+            }),
+            { headers: { "Content-Type": "text/event-stream" } },
+          ),
+      }).impl,
+    );
+    const startedMs = Date.now();
+    const given = routerTimingOutAfter(300, 1)
+      .chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "pings", deadlineMs: startedMs + 5_000 })
+      .then(
+        () => "answered",
+        (error: unknown) => error,
+      );
+    const failure = await Promise.race([given, new Promise((wake) => setTimeout(() => wake("still waiting"), 2_000))]);
+    expect(failure).toMatchObject({ kind: "all_providers_failed" });
+    expect(Date.now() - startedMs).toBeLessThan(1_500);
+    await given;
+  });
+});
+
 describe("a whole answer that may take longer to write than the attempt timeout", () => {
   const pieces = ["Parsed ", "in ", "six ", "pieces ", "over ", "time."];
   const encoder = new TextEncoder();

@@ -194,11 +194,12 @@ export class AnthropicAdapter implements ProviderAdapter {
     let writtenTokens = 0;
     try {
       for await (const message of readSse(response.body)) {
-        // Every event is a sign of life, those that carry nothing for the caller too (pings, a JSON answer held
-        // whole, text held as the start of a stop sequence): counted only by the deltas passed on, a long JSON
-        // answer was cut as stalled at the attempt timeout while Anthropic wrote it.
-        call.onProgress?.();
         const data = JSON.parse(message.data) as AnthropicEvent;
+        // Every event of the answer is a sign of life, those that carry nothing for the caller too (a JSON answer
+        // held whole, text held as the start of a stop sequence): counted only by the deltas passed on, a long
+        // JSON answer was cut as stalled at the attempt timeout while Anthropic wrote it. A ping is not: it keeps
+        // the connection open, and counted, a stream of pings alone was waited on past the call's deadline.
+        if (data.type !== "ping") call.onProgress?.();
         switch (data.type) {
           case "message_start":
             Object.assign(usage, data.message?.usage ?? {});
