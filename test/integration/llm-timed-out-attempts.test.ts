@@ -394,6 +394,36 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     ]);
   });
 
+  it("cancelled after part of its answer is charged what the provider wrote, not its prompt alone", async () => {
+    const model = "gpt-4o-mini-cancelled-mid-answer";
+    const workspace = await budgetedWorkspace(model);
+    const written = pieces.slice(0, 3);
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: (request) =>
+          new Response(
+            connectionBody(request, (controller) => {
+              for (const piece of written) controller.enqueue(chunk(choice({ content: piece })));
+            }),
+            { headers: { "Content-Type": "text/event-stream" } },
+          ),
+      }).impl,
+    );
+    // A task cancelled while its turn is being written.
+    const cancel = new AbortController();
+    setTimeout(() => cancel.abort(new Error("the task was cancelled")), 300);
+    const failure = await routerTimingOutAfter(5_000, 1)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "cancelled-mid-answer", signal: cancel.signal })
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ kind: "cancelled" });
+    const completion = Math.ceil(textTokens(written.join("")));
+    expect(await findCharge(createDb(env.DB), workspace.id, "cancelled-mid-answer")).toMatchObject({
+      promptTokens: 9,
+      completionTokens: completion,
+      estimated: true,
+    });
+  });
+
   it("ends by the call's deadline, as one asked whole does, without counting against the provider still writing", async () => {
     const model = "gpt-4o-mini-writes-past-deadline";
     const workspace = await budgetedWorkspace(model);
