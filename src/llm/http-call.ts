@@ -32,8 +32,9 @@ const CALLER_TIMEOUT_MARGIN_MS = 1_000;
 
 /**
  * The call's deadline, from the timeout the client says it waits (`X-Stainless-Timeout`, in seconds: OpenAI's
- * SDKs send it, the npm client only for a call given its own `timeout`), or undefined for the router's own (180 s). A call of a reasoning model may think
- * for minutes; given up at 180 s, it failed while the client still waited, and was charged.
+ * SDKs send it, the npm client only for a call given its own `timeout`), or undefined for the router's own
+ * (180 s). A call of a reasoning model may think for minutes; given up at 180 s, it failed while the client still
+ * waited, and was charged.
  */
 export function callerDeadlineMs(timeoutHeader: string | undefined, nowMs: number): number | undefined {
   const seconds = timeoutHeader === undefined ? Number.NaN : Number(timeoutHeader.trim());
