@@ -493,7 +493,8 @@ export class Router implements LlmRouter {
       const holdsTrial = halfOpen && (await breaker.tryTrial(key));
       // Cancelled, or out of time, while the shared breaker was asked: the trial it granted is freed at once, not
       // held by a call that will make no attempt.
-      if (holdsTrial && (context.signal?.aborted || this.#now() >= deadlineMs)) breaker.releaseTrial(key);
+      const outOfTime = this.#now() >= deadlineMs;
+      if (holdsTrial && (context.signal?.aborted || outOfTime)) breaker.releaseTrial(key);
       const trialHeldElsewhere = halfOpen && !holdsTrial;
       // Another call holds this target's one trial: skip it, unless it is the last and nothing was tried,
       // since failing without a single call helps nobody (as when every target is open).
@@ -502,6 +503,8 @@ export class Router implements LlmRouter {
         previous ??= { target, reason: "error_rate" };
         continue;
       }
+      // Out of time, no attempt follows (see below): told, the fallback event named a target never tried.
+      if (outOfTime) throw tally.final(true);
       if (previous) {
         events.fallback(context, {
           from_provider: previous.target.provider,
@@ -651,7 +654,9 @@ export class Router implements LlmRouter {
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();
           const endsCall = failure.cause === "content_policy";
-          const hasNext = index < candidates.length - 1 && !endsCall;
+          // Past the call's deadline no next target is tried (see the loop's start): told as a fallback, the event
+          // said one was triggered, and none followed.
+          const hasNext = index < candidates.length - 1 && !endsCall && timeLeftMs > 0;
           // Sleeping past the deadline, or through a Retry-After longer than our own backoff would ever wait while
           // another target could answer now, is worse than trying the next target now.
           const retryHere =

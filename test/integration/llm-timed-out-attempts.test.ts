@@ -8,7 +8,9 @@ import { costUsd } from "../../src/llm/prices.ts";
 import { textTokens } from "../../src/llm/tokens.ts";
 import { findCharge } from "../../src/llm/usage.ts";
 import {
+  anthropicMessage,
   BASE,
+  eventsOf,
   fakeUpstreams,
   fetcher,
   hang,
@@ -460,6 +462,29 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     await breakerClientFor(llmConfig()).flush();
     const breakers = await env.PROVIDER_BREAKER.getByName("openai").snapshot();
     expect(breakers.find((entry) => entry.model === model)?.view.consecutiveFailures ?? 0).toBe(0);
+  });
+
+  it("cut by the call's deadline tells no fallback: there is no time left for one", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [
+        { provider: "openai", model: "gpt-4o-mini-deadline-then-none" },
+        { provider: "anthropic", model: "claude-3-5-haiku-latest" },
+      ],
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(
+      fakeUpstreams({
+        [OPENAI]: (request) => hang(request),
+        "anthropic.test": () => anthropicMessage("too late"),
+      }).impl,
+    );
+    const failure = await routerTimingOutAfter(5_000, 1)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "no-fallback", deadlineMs: Date.now() + 500 })
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ kind: "timeout" });
+    const [error] = await eventsOf(workspace, "llm.provider.error", 1);
+    expect(error.data).toMatchObject({ provider: "openai", error_type: "timeout", fallback_triggered: false });
+    expect(await eventsOf(workspace, "llm.provider.fallback", 0, 300)).toEqual([]);
   });
 
   it("of a model that sends nothing while it thinks is waited for as long as it may think, not the attempt timeout", async () => {
