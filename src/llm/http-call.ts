@@ -29,17 +29,21 @@ export interface HttpLlmCall {
 const MAX_CALLER_TIMEOUT_MS = 900_000;
 /** Answered this much before the client's own timer fires, so it reads why rather than its own timeout. */
 const CALLER_TIMEOUT_MARGIN_MS = 1_000;
+/** What OpenAI's SDKs wait for an answer unless told otherwise: 10 minutes. */
+const DEFAULT_CALLER_TIMEOUT_MS = 600_000;
 
 /**
  * The call's deadline, from the timeout the client says it waits (`X-Stainless-Timeout`, in seconds: OpenAI's
- * SDKs send it, the npm client only for a call given its own `timeout`), or undefined for the router's own
- * (180 s). A call of a reasoning model may think for minutes; given up at 180 s, it failed while the client still
- * waited, and was charged.
+ * SDKs send it, the npm client only for a call given its own `timeout`), else the 10 minutes those SDKs wait by
+ * default. A reasoning model may think, and a long answer take, minutes: given up at the router's own 180 s, such
+ * a call failed while the client still waited, and was charged.
  */
-export function callerDeadlineMs(timeoutHeader: string | undefined, nowMs: number): number | undefined {
+export function callerDeadlineMs(timeoutHeader: string | undefined, nowMs: number): number {
   const seconds = timeoutHeader === undefined ? Number.NaN : Number(timeoutHeader.trim());
-  if (!Number.isFinite(seconds) || seconds <= 0) return undefined;
-  const timeoutMs = Math.min(seconds * 1000, MAX_CALLER_TIMEOUT_MS);
+  const timeoutMs =
+    Number.isFinite(seconds) && seconds > 0
+      ? Math.min(seconds * 1000, MAX_CALLER_TIMEOUT_MS)
+      : DEFAULT_CALLER_TIMEOUT_MS;
   return nowMs + Math.max(timeoutMs - CALLER_TIMEOUT_MARGIN_MS, timeoutMs / 2);
 }
 
@@ -69,7 +73,7 @@ export function httpLlmCall(c: Context<HonoEnv>, streamed: boolean): HttpLlmCall
     chargeKey: `api:${requestId}:${callId}`,
     chargeOnce: true,
     signal: abandoned ? (live ? AbortSignal.any([live, abandoned.signal]) : abandoned.signal) : live,
-    ...(deadlineMs !== undefined ? { deadlineMs } : {}),
+    deadlineMs,
   };
   return {
     callId,
