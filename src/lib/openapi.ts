@@ -3,6 +3,15 @@ import { PROBLEMS, type ProblemCode } from "./problem.ts";
 
 /** Shared OpenAPI pieces: the problem schema and the standard error responses. */
 
+/** An attempt that timed out while a provider had the request, and what it was charged (a usage row of its own). */
+export const TimedOutAttemptSchema = z.object({
+  provider: z.string(),
+  model: z.string(),
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  cost_usd: z.number(),
+});
+
 export const ProblemSchema = z
   .object({
     type: z.string().openapi({ example: "/problems/validation-failed" }),
@@ -36,21 +45,10 @@ export const ProblemSchema = z
       .enum(["tokens", "cost_usd"])
       .optional()
       .openapi({ description: "429 `budget_exhausted` or `budget_held`: what the budget counts." }),
-    timed_out_attempts: z
-      .array(
-        z.object({
-          provider: z.string(),
-          model: z.string(),
-          prompt_tokens: z.number().int(),
-          completion_tokens: z.number().int(),
-          cost_usd: z.number(),
-        }),
-      )
-      .optional()
-      .openapi({
-        description:
-          "503 of /api/v1/llm/chat/completions: attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated), as an answer's `x_mgx.timed_out_attempts`.",
-      }),
+    timed_out_attempts: z.array(TimedOutAttemptSchema).optional().openapi({
+      description:
+        "503 of /api/v1/llm/chat/completions: attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated), as an answer's `x_mgx.timed_out_attempts`.",
+    }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),
     did_you_mean: z

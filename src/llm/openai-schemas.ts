@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { TimedOutAttemptSchema } from "../lib/openapi.ts";
 import { REASONING_EFFORTS } from "./types.ts";
 
 /**
@@ -327,21 +328,10 @@ export const ChatCompletionSchema = z
         description:
           "The provider reported no usage: `usage` and `cost_usd` are estimated (about four characters a token of English and code, one a character of Chinese, Japanese and Korean).",
       }),
-      timed_out_attempts: z
-        .array(
-          z.object({
-            provider: z.string(),
-            model: z.string(),
-            prompt_tokens: z.number().int(),
-            completion_tokens: z.number().int(),
-            cost_usd: z.number(),
-          }),
-        )
-        .optional()
-        .openapi({
-          description:
-            "Earlier attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated, a usage row of its own); `usage` and `cost_usd` are the answer's alone. Absent when none did.",
-        }),
+      timed_out_attempts: z.array(TimedOutAttemptSchema).optional().openapi({
+        description:
+          "Earlier attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated, a usage row of its own); `usage` and `cost_usd` are the answer's alone. Absent when none did.",
+      }),
     }),
   })
   .openapi("ChatCompletion", {
