@@ -433,6 +433,9 @@ export class Router implements LlmRouter {
 
   /** How long the target's model may take to write the longest answer this attempt asks of it (WRITE_MS_PER_TOKEN). */
   #longestWriteMs(adapter: ProviderAdapter, target: RouteTarget, maxTokens: number | undefined): number {
+    // The simulated provider writes its answer at once, however long: asked as a stream for its length, a whole
+    // answer broke at its stream fault (cut_after_chunks), meant for the caller's streams.
+    if (adapter.simulated) return 0;
     const longest =
       maxTokens ?? adapter.defaultMaxTokens ?? targetPrice(target).maxOutputTokens ?? UNBOUNDED_ANSWER_CEILING_TOKENS;
     return longest * WRITE_MS_PER_TOKEN;
@@ -522,10 +525,7 @@ export class Router implements LlmRouter {
         const attemptTimeoutMs = this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
         const payload = this.#payload(request, target, call);
         const writeMs = this.#longestWriteMs(adapter, target, payload.max_tokens);
-        // The simulated provider writes its answer at once, however long: asked as a stream, a whole answer broke at
-        // its stream fault (cut_after_chunks), meant for the caller's streams, and failed as a dropped connection.
-        const streamed =
-          options.stream || options.wholeFromStream === true || (writeMs > attemptTimeoutMs && !adapter.simulated);
+        const streamed = options.stream || options.wholeFromStream === true || writeMs > attemptTimeoutMs;
         // A model that sends nothing while it thinks is silent for as long as its answer may take to write: cut at
         // the attempt timeout, a long think was asked again from the start, three times, then failed.
         const firstWaitMs = adapter.silentWhileThinking?.(target.model)
