@@ -281,6 +281,18 @@ describe("a whole answer that may take longer to write than the attempt timeout"
         Promise.resolve(start(controller)).catch(() => {});
       },
     });
+  /** A provider that streams these pieces of its answer (after its role chunk), then nothing more. */
+  const writesThenStalls = (written: string[]) =>
+    fakeUpstreams({
+      [OPENAI]: (request) =>
+        new Response(
+          connectionBody(request, (controller) => {
+            controller.enqueue(chunk(choice({ role: "assistant", content: "" })));
+            for (const piece of written) controller.enqueue(chunk(choice({ content: piece })));
+          }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    }).impl;
   /** The answer's stream: after `silentMs` of nothing at all, a piece every 100 ms. */
   const slowStream = (request: Request, silentMs: number) =>
     new Response(
@@ -357,18 +369,7 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     const workspace = await budgetedWorkspace(model);
     // Three pieces of the answer, then nothing: the provider wrote them, and bills them with the prompt.
     const written = pieces.slice(0, 3);
-    vi.spyOn(globalThis, "fetch").mockImplementation(
-      fakeUpstreams({
-        [OPENAI]: (request) =>
-          new Response(
-            connectionBody(request, (controller) => {
-              controller.enqueue(chunk(choice({ role: "assistant", content: "" })));
-              for (const piece of written) controller.enqueue(chunk(choice({ content: piece })));
-            }),
-            { headers: { "Content-Type": "text/event-stream" } },
-          ),
-      }).impl,
-    );
+    vi.spyOn(globalThis, "fetch").mockImplementation(writesThenStalls(written));
     const failure = await routerTimingOutAfter(300, 1)
       .chat({ messages }, { workspaceId: workspace.id, chargeKey: "stalls-mid-answer" })
       .catch((error: unknown) => error);
@@ -400,17 +401,7 @@ describe("a whole answer that may take longer to write than the attempt timeout"
     const model = "gpt-4o-mini-cancelled-mid-answer";
     const workspace = await budgetedWorkspace(model);
     const written = pieces.slice(0, 3);
-    vi.spyOn(globalThis, "fetch").mockImplementation(
-      fakeUpstreams({
-        [OPENAI]: (request) =>
-          new Response(
-            connectionBody(request, (controller) => {
-              for (const piece of written) controller.enqueue(chunk(choice({ content: piece })));
-            }),
-            { headers: { "Content-Type": "text/event-stream" } },
-          ),
-      }).impl,
-    );
+    vi.spyOn(globalThis, "fetch").mockImplementation(writesThenStalls(written));
     // A task cancelled while its turn is being written.
     const cancel = new AbortController();
     setTimeout(() => cancel.abort(new Error("the task was cancelled")), 300);
