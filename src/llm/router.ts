@@ -37,6 +37,7 @@ import {
   UNBOUNDED_ANSWER_CEILING_TOKENS,
 } from "./tokens.ts";
 import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
+import { wholeFromStream } from "./whole-from-stream.ts";
 
 /**
  * The provider router: plans the targets for a call, then tries them in
@@ -163,7 +164,15 @@ export class Router implements LlmRouter {
         request,
         context,
         (adapter, payload, attempt) =>
-          attempt.streamed ? wholeFromStream(adapter, payload, attempt.answered) : adapter.complete(payload),
+          attempt.streamed
+            ? wholeFromStream(
+                adapter,
+                payload,
+                attempt.answered,
+                // Streamed by the router's choice, not the caller's: a server that refuses to stream is asked whole.
+                context.wholeFromStream === true ? undefined : { logger: this.#deps.logger },
+              )
+            : adapter.complete(payload),
         { stream: false, wholeFromStream: context.wholeFromStream === true },
       );
       served.span.end(answered(served.value));
@@ -785,16 +794,3 @@ function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTa
 export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
 export type * from "./router-deps.ts";
 export { BudgetExhaustedError };
-
-/** A stream's answer, read to its end and told whole; every delta is progress, for the attempt's clock. */
-async function wholeFromStream(
-  adapter: ProviderAdapter,
-  payload: AdapterCall,
-  answered: (event: StreamEvent) => void,
-): Promise<AdapterResult> {
-  for await (const event of adapter.stream(payload)) {
-    if (event.type === "done") return event.result;
-    answered(event);
-  }
-  throw new ProviderError("protocol", "the stream ended without its final event");
-}

@@ -1,0 +1,98 @@
+import type { Logger } from "../lib/logger.ts";
+import {
+  type AdapterCall,
+  type AdapterResult,
+  type ProviderAdapter,
+  ProviderError,
+  type StreamEvent,
+} from "./provider.ts";
+import { targetKey } from "./routing.ts";
+
+/**
+ * A whole answer asked of its provider as a stream (see Router.chat), and what to do with a server that will not
+ * stream it. The router asks a long whole answer as a stream by its own choice, not the caller's: a local server
+ * or gateway that refuses `stream: true` had answered such a call when it was asked whole, and failed it with a
+ * 400 once it was asked as a stream. It is asked whole again at once, as a short answer is, and so are its later
+ * long answers, in this isolate.
+ */
+
+/**
+ * The statuses a server refuses a request's form with: 400 (vLLM, llama.cpp, OpenAI), 422 (servers built on
+ * FastAPI or pydantic, NIM: a field their schema lacks), 415 (a gateway that serves no `text/event-stream`).
+ */
+const REFUSAL_STATUSES: ReadonlySet<number> = new Set([400, 415, 422]);
+
+/**
+ * The refusal names streaming: `stream`, `streams`, `streamed`, `streaming`, `stream_options`, `event-stream`, as
+ * words (not `upstream`). Any 400 would not do: a refusal of the request itself (a prompt past the context window, a tool
+ * schema the server rejects, an unknown model) asked again whole fails again, and its target, taken for one that
+ * does not stream, would have its long answers asked whole, cut at the attempt timeout, for the isolate's life.
+ * The servers we know name the field in their words ("streaming is not supported", vLLM's "extra_forbidden …
+ * stream_options", OpenAI's "'stream' does not support true with this model"); the `param` some give is not kept
+ * by errorFromResponse, and says no more than those words.
+ */
+const NAMES_STREAMING = /\bstream(?:s|ed|ing|_options)?\b/i;
+
+export function refusesStreaming(error: unknown): boolean {
+  return (
+    error instanceof ProviderError &&
+    error.failure === "http" &&
+    error.status !== undefined &&
+    REFUSAL_STATUSES.has(error.status) &&
+    NAMES_STREAMING.test(error.message)
+  );
+}
+
+/** Targets (provider:model) that refused a whole answer asked as a stream, in this isolate: asked whole since. */
+const wholeOnlyTargets = new Set<string>();
+/** Enough for every target a deployment's chains name; the oldest is forgotten past it (asked as a stream again). */
+const MAX_WHOLE_ONLY_TARGETS = 1_000;
+
+function rememberWholeOnly(key: string): boolean {
+  if (wholeOnlyTargets.has(key)) return false;
+  if (wholeOnlyTargets.size >= MAX_WHOLE_ONLY_TARGETS) {
+    const oldest = wholeOnlyTargets.values().next().value;
+    if (oldest !== undefined) wholeOnlyTargets.delete(oldest);
+  }
+  wholeOnlyTargets.add(key);
+  return true;
+}
+
+/**
+ * A stream's answer, read to its end and told whole; every delta is progress, for the attempt's clock.
+ *
+ * `wholeIfRefused`: the stream is the router's choice (a long answer), not the caller's (`wholeFromStream`, the
+ * agent runtime's): a refusal that names streaming, before any of the answer, is answered by asking the same
+ * provider whole at once, within the same attempt. So the refusal is no failed attempt: no retry delay, nothing
+ * against the breaker, nothing charged (a refused request bills nothing). The target is asked whole from then on.
+ */
+export async function wholeFromStream(
+  adapter: ProviderAdapter,
+  payload: AdapterCall,
+  answered: (event: StreamEvent) => void,
+  wholeIfRefused?: { logger: Logger },
+): Promise<AdapterResult> {
+  const key = targetKey({ provider: adapter.name, model: payload.model });
+  if (wholeIfRefused && wholeOnlyTargets.has(key)) return adapter.complete(payload);
+  let answerBegun = false;
+  try {
+    for await (const event of adapter.stream(payload)) {
+      if (event.type === "done") return event.result;
+      answerBegun = true;
+      answered(event);
+    }
+  } catch (error) {
+    if (!wholeIfRefused || answerBegun || !refusesStreaming(error)) throw error;
+    if (rememberWholeOnly(key)) {
+      // Once per target: asked whole, an answer longer to write than the attempt timeout is cut at it.
+      wholeIfRefused.logger.warn("llm provider refuses to stream; its long whole answers are asked whole", {
+        provider: adapter.name,
+        model: payload.model,
+        message: (error as ProviderError).message,
+        consequence: "an answer that takes longer to write than the attempt timeout is cut at it",
+      });
+    }
+    return adapter.complete(payload);
+  }
+  throw new ProviderError("protocol", "the stream ended without its final event");
+}

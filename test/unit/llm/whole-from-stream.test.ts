@@ -1,0 +1,30 @@
+import { describe, expect, it } from "vitest";
+import { ProviderError } from "../../../src/llm/provider.ts";
+import { refusesStreaming } from "../../../src/llm/whole-from-stream.ts";
+
+/** Which provider refusals of a long whole answer asked as a stream are about streaming (then asked whole). */
+
+const answered = (status: number, words: string) =>
+  new ProviderError("http", `provider answered ${status}: ${words}`, { status });
+
+describe("refusesStreaming", () => {
+  it("is a 400, 415 or 422 that names streaming", () => {
+    expect(refusesStreaming(answered(400, "Streaming is not supported for this model"))).toBe(true);
+    expect(refusesStreaming(answered(400, "Unsupported value: 'stream' does not support true with this model."))).toBe(
+      true,
+    );
+    expect(refusesStreaming(answered(422, "[{'type': 'extra_forbidden', 'loc': ('body', 'stream_options')}]"))).toBe(
+      true,
+    );
+    expect(refusesStreaming(answered(415, "text/event-stream is not served here"))).toBe(true);
+  });
+
+  it("is not a refusal of the request itself, a failure of another status, or one that merely says 'upstream'", () => {
+    expect(refusesStreaming(answered(400, "This model's maximum context length is 4096 tokens."))).toBe(false);
+    expect(refusesStreaming(answered(400, "upstream rejected the request"))).toBe(false);
+    expect(refusesStreaming(answered(500, "streaming broke"))).toBe(false);
+    expect(refusesStreaming(answered(404, "no stream here"))).toBe(false);
+    expect(refusesStreaming(new ProviderError("protocol", "the stream ended without its final event"))).toBe(false);
+    expect(refusesStreaming(new Error("stream"))).toBe(false);
+  });
+});
