@@ -13,6 +13,8 @@ import { startWorker, type WorkerProcess } from "./harness.ts";
 
 let worker: WorkerProcess;
 let openaiFake: FakeOpenAi;
+/** The deployment's `local` server (Ollama, vLLM, LM Studio), an OpenAI-compatible fake of its own. */
+let localFake: FakeOpenAi;
 let anthropicFake: FakeAnthropic;
 let workspace: TestWorkspace;
 let client: OpenAI;
@@ -21,6 +23,7 @@ const ATTEMPT_TIMEOUT_MS = 1_500;
 
 beforeAll(async () => {
   openaiFake = await startFakeOpenAi();
+  localFake = await startFakeOpenAi();
   anthropicFake = await startFakeAnthropic();
   worker = await startWorker({
     vars: {
@@ -29,6 +32,7 @@ beforeAll(async () => {
       OPENAI_BASE_URL: `${openaiFake.url}/v1`,
       ANTHROPIC_API_KEY: "ak-fake",
       ANTHROPIC_BASE_URL: anthropicFake.url,
+      LOCAL_LLM_BASE_URL: `${localFake.url}/v1`,
       LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini,anthropic:claude-3-5-haiku-latest",
       LLM_ATTEMPT_TIMEOUT_MS: String(ATTEMPT_TIMEOUT_MS),
       LOG_LEVEL: "warn",
@@ -41,6 +45,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
   await openaiFake?.close();
+  await localFake?.close();
   await anthropicFake?.close();
 });
 
@@ -595,5 +600,83 @@ describe("a long whole answer and the client's timeout, under wrangler dev", () 
     const rows = await usageRows(own.headers, (found) => found.length > 0);
     expect(rows).toEqual([expect.objectContaining({ provider: "openai", calls: 0 })]);
     expect(rows[0].completion_tokens).toBeGreaterThan(0);
+  });
+});
+
+describe("a local server that refuses to stream, under wrangler dev", () => {
+  /** A workspace of its own routed to the local server's `model` alone, and an SDK client for it. */
+  async function localOnly(model: string): Promise<{ own: TestWorkspace; ownClient: OpenAI }> {
+    const own = await createTestWorkspace(fetch, worker.baseUrl);
+    const patch = await fetch(`${worker.baseUrl}/api/v1/workspace`, {
+      method: "PATCH",
+      headers: { ...own.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ llm: { strategy: "fallback", chain: [{ provider: "local", model }] } }),
+    });
+    expect(patch.status).toBe(200);
+    return {
+      own,
+      ownClient: new OpenAI({ apiKey: own.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 }),
+    };
+  }
+  /** How the local server was asked each request since `before`: as a stream, or whole. */
+  const askedSince = (before: number) =>
+    localFake.requests
+      .slice(before)
+      .map((request) => ((JSON.parse(request.body.toString()) as { stream?: boolean }).stream ? "stream" : "whole"));
+
+  it("answers a long whole call asked whole after the stream's refusal, and the next asked whole at once", async () => {
+    // A model the price table does not know, without max_tokens: its answer may take longer to write than the
+    // attempt timeout, so the router asks it as a stream.
+    const model = "qwen-no-stream";
+    const { own, ownClient } = await localOnly(model);
+    localFake.faults.plan([], {
+      ok: true,
+      refuseStream: true,
+      content: "The report.",
+      usage: { prompt: 11, completion: 3 },
+    });
+    const before = localFake.requests.length;
+    const ask = () =>
+      ownClient.chat.completions.create({ model: "auto", messages: [{ role: "user", content: "Write the report" }] });
+
+    const first = await ask();
+    expect(first.choices[0].message.content).toBe("The report.");
+    expect(askedSince(before)).toEqual(["stream", "whole"]);
+    const second = await ask();
+    expect(second.choices[0].message.content).toBe("The report.");
+    expect(askedSince(before)).toEqual(["stream", "whole", "whole"]);
+
+    // The refusal counted nothing against the server's breaker.
+    const response = await fetch(`${worker.baseUrl}/api/v1/providers`, { headers: own.headers });
+    const listed = (await response.json()) as { data: { provider: string; models: Record<string, unknown>[] }[] };
+    const breaker = listed.data.find((entry) => entry.provider === "local")?.models.find((m) => m.model === model);
+    expect(breaker).toMatchObject({ state: "closed", consecutive_failures: 0, error_rate: 0, last_error: null });
+    // One usage row a call, the server's own figures: the refused request is charged nothing.
+    const rows = await usageRows(own.headers, (found) => found[0]?.calls === 2);
+    expect(rows).toEqual([
+      expect.objectContaining({
+        provider: "local",
+        model,
+        calls: 2,
+        estimated_calls: 0,
+        prompt_tokens: 22,
+        completion_tokens: 6,
+      }),
+    ]);
+  });
+
+  it("still fails a long whole call on a 400 that is not about streaming, asking once", async () => {
+    const { ownClient } = await localOnly("qwen-short-context");
+    const tooLong = {
+      error: { message: "This model's maximum context length is 4096 tokens.", type: "invalid_request_error" },
+    };
+    localFake.faults.plan([{ status: 400, body: tooLong }], { ok: true });
+    const before = localFake.requests.length;
+    const failure = await ownClient.chat.completions
+      .create({ model: "auto", messages: [{ role: "user", content: "Write the report" }] })
+      .catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(OpenAI.APIError);
+    expect((failure as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
+    expect(askedSince(before)).toEqual(["stream"]);
   });
 });

@@ -21,6 +21,11 @@ export type FaultStep =
       resetAfterChunks?: number;
       /** Streamed: waits this long before each frame (a slow stream). */
       frameDelayMs?: number;
+      /**
+       * Asked for a stream, refuses it with a 400 "streaming is not supported" (a local server build or gateway that
+       * does not stream); asked whole, answers.
+       */
+      refuseStream?: true;
     }
   | { status: number; headers?: Record<string, string>; body?: unknown }
   /** Never answers; the connection stays open until the client gives up. */

@@ -48,6 +48,15 @@ export async function startFakeOpenAi(
       stream?: boolean;
       stream_options?: { include_usage?: boolean };
     };
+    if (step.refuseStream && body.stream) {
+      response.writeHead(400, { "Content-Type": "application/json" });
+      response.end(
+        JSON.stringify({
+          error: { message: "streaming is not supported", type: "invalid_request_error", param: "stream", code: null },
+        }),
+      );
+      return;
+    }
     const chunks = step.chunks ?? 8;
     const { content, toolCall } = step;
     const usage = step.usage ?? { prompt: 21, completion: chunks };
