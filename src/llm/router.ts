@@ -165,13 +165,9 @@ export class Router implements LlmRouter {
         context,
         (adapter, payload, attempt) =>
           attempt.streamed
-            ? wholeFromStream(
-                adapter,
-                payload,
-                attempt.answered,
-                // Streamed by the router's choice, not the caller's: a server that refuses to stream is asked whole.
-                context.wholeFromStream === true ? undefined : { logger: this.#deps.logger },
-              )
+            ? // Streamed by the router's choice (or the agent runtime's, for the same long answers), never the
+              // caller's: a server that refuses to stream is asked whole.
+              wholeFromStream(adapter, payload, attempt.answered, this.#deps.logger)
             : adapter.complete(payload),
         { stream: false, wholeFromStream: context.wholeFromStream === true },
       );

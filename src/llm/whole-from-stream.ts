@@ -61,19 +61,19 @@ function rememberWholeOnly(key: string): boolean {
 /**
  * A stream's answer, read to its end and told whole; every delta is progress, for the attempt's clock.
  *
- * `wholeIfRefused`: the stream is the router's choice (a long answer), not the caller's (`wholeFromStream`, the
- * agent runtime's): a refusal that names streaming, before any of the answer, is answered by asking the same
- * provider whole at once, within the same attempt. So the refusal is no failed attempt: no retry delay, nothing
+ * The stream is the router's choice (a long answer) or the agent runtime's (`wholeFromStream`, for the same long
+ * answers), never the caller's: a refusal that names streaming, before any of the answer, is answered by asking the
+ * same provider whole at once, within the same attempt. So the refusal is no failed attempt: no retry delay, nothing
  * against the breaker, nothing charged (a refused request bills nothing). The target is asked whole from then on.
  */
 export async function wholeFromStream(
   adapter: ProviderAdapter,
   payload: AdapterCall,
   answered: (event: StreamEvent) => void,
-  wholeIfRefused?: { logger: Logger },
+  logger: Logger,
 ): Promise<AdapterResult> {
   const key = targetKey({ provider: adapter.name, model: payload.model });
-  if (wholeIfRefused && wholeOnlyTargets.has(key)) return adapter.complete(payload);
+  if (wholeOnlyTargets.has(key)) return adapter.complete(payload);
   let answerBegun = false;
   try {
     for await (const event of adapter.stream(payload)) {
@@ -82,10 +82,10 @@ export async function wholeFromStream(
       answered(event);
     }
   } catch (error) {
-    if (!wholeIfRefused || answerBegun || !refusesStreaming(error)) throw error;
+    if (answerBegun || !refusesStreaming(error)) throw error;
     if (rememberWholeOnly(key)) {
       // Once per target: asked whole, an answer longer to write than the attempt timeout is cut at it.
-      wholeIfRefused.logger.warn("llm provider refuses to stream; its long whole answers are asked whole", {
+      logger.warn("llm provider refuses to stream; its long whole answers are asked whole", {
         provider: adapter.name,
         model: payload.model,
         message: (error as ProviderError).message,
