@@ -29,6 +29,9 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts"],
+          // A limit against hangs, not a speed check (benchmarks measure speed): some router tests wait out real
+          // timeouts and backoffs for seconds, and the default 5 s failed one of them on a loaded 2-core machine.
+          testTimeout: 20_000,
           setupFiles: ["./test/apply-migrations.ts"],
         },
       },
