@@ -185,17 +185,34 @@ interface ErrorFields {
 }
 
 /**
+ * FastAPI's own error body, which servers built on it answer a request their schema refuses with (llama-cpp-python,
+ * text-generation-webui): `{detail: "…"}`, or pydantic's list of `{loc, msg}`, told as "body.stream_options: Extra
+ * inputs are not permitted". Unread, the refusal reached the caller as "Unprocessable Entity", and a server refusing
+ * `stream_options` or `stream` was not recognized as one (see whole-from-stream.ts).
+ */
+function fastApiDetail(detail: unknown): string | undefined {
+  if (typeof detail === "string") return detail;
+  if (!Array.isArray(detail)) return undefined;
+  const lines = detail.flatMap((issue: { loc?: unknown; msg?: unknown } | null) => {
+    if (typeof issue?.msg !== "string") return [];
+    const where = Array.isArray(issue.loc) ? issue.loc.join(".") : "";
+    return [where ? `${where}: ${issue.msg}` : issue.msg];
+  });
+  return lines.length > 0 ? lines.join("; ") : undefined;
+}
+
+/**
  * Reads an error body for its code and message without trusting its shape: OpenAI's and Anthropic's
  * `{error: {…}}`, a bare `{error: "…"}` (LM Studio, TGI), or vLLM's error object itself at the top
- * (`{object: "error", message, type, code: 400}`, before vLLM 0.9). Read as the first shape only, the
- * others' message was lost: a vLLM refusal reached the caller as "provider answered 400: Bad Request".
+ * (`{object: "error", message, type, code: 400}`, before vLLM 0.9), or FastAPI's `{detail}`. Read as the first
+ * shape only, the others' message was lost: a vLLM refusal reached the caller as "provider answered 400: Bad Request".
  */
 export async function errorFromResponse(response: Response, retryAfterMs: number | undefined): Promise<ProviderError> {
   let code = `http_${response.status}`;
   let detail = response.statusText;
   try {
     const text = await response.text();
-    const body = JSON.parse(text) as ErrorFields & { error?: ErrorFields | string };
+    const body = JSON.parse(text) as ErrorFields & { error?: ErrorFields | string; detail?: unknown };
     const error: ErrorFields | undefined =
       typeof body.error === "object" && body.error !== null
         ? body.error
@@ -203,7 +220,7 @@ export async function errorFromResponse(response: Response, retryAfterMs: number
           ? { message: body.error }
           : typeof body.message === "string"
             ? body
-            : undefined;
+            : { message: fastApiDetail(body.detail) };
     if (error && typeof error.code === "string") code = error.code;
     else if (error && typeof error.type === "string") code = error.type;
     if (error && typeof error.message === "string") detail = error.message;

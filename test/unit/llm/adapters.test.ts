@@ -195,6 +195,28 @@ describe("OpenAI-compatible adapter", () => {
       status: 500,
       message: expect.stringContaining("model runner has unexpectedly stopped"),
     });
+    // FastAPI's own refusal (llama-cpp-python): pydantic's issues, each where and what, not "Unprocessable Entity".
+    const fastApi = await local(() =>
+      Response.json(
+        {
+          detail: [
+            { type: "extra_forbidden", loc: ["body", "stream_options"], msg: "Extra inputs are not permitted" },
+            { type: "missing", loc: ["body", "model"], msg: "Field required" },
+          ],
+        },
+        { status: 422, statusText: "Unprocessable Entity" },
+      ),
+    )
+      .complete(call)
+      .catch((error) => error);
+    expect(fastApi).toMatchObject({
+      status: 422,
+      message: "provider answered 422: body.stream_options: Extra inputs are not permitted; body.model: Field required",
+    });
+    const plainDetail = await local(() => Response.json({ detail: "Not Found" }, { status: 404 }))
+      .complete(call)
+      .catch((error) => error);
+    expect(plainDetail).toMatchObject({ status: 404, message: "provider answered 404: Not Found" });
     // A whole answer that is an error, with status 200: its message, not "the provider's answer lacks a message".
     const whole = await local(() => Response.json({ error: { message: "model 'llama9' not found", code: 404 } }))
       .complete(call)

@@ -17,6 +17,8 @@ describe("refusesStreaming", () => {
       true,
     );
     expect(refusesStreaming(answered(415, "text/event-stream is not served here"))).toBe(true);
+    // FastAPI's detail, as errorFromResponse tells it.
+    expect(refusesStreaming(answered(422, "body.stream_options: Extra inputs are not permitted"))).toBe(true);
   });
 
   it("is not a refusal of the request itself, a failure of another status, or one that merely says 'upstream'", () => {
