@@ -4,7 +4,8 @@
  *
  * Opens after 5 consecutive failures, or at ≥50% failures over ≥10 calls in
  * the last 60 s. After 30 s it is half-open: one trial call is let through;
- * its success closes the breaker, its failure opens it for another 30 s.
+ * its success closes the breaker (a streamed trial's first delta does), its
+ * failure opens it for another 30 s.
  * Outcomes that say nothing about the provider's health (400, 401, 404) are
  * never recorded.
  */
@@ -43,8 +44,9 @@ export interface BreakerState {
   trialStartedAtMs: number | null;
   lastError: string | null;
   /**
-   * When a success last closed the open breaker (absent in rows stored before it was kept). Calls sent before
-   * then belong to the outage it ended: their failures, arriving later, do not count again.
+   * When a success last closed the open breaker (a streamed trial's first delta: when that trial was sent; absent
+   * in rows stored before it was kept). Calls sent before then belong to the outage it ended: their failures,
+   * arriving later, do not count again.
    */
   closedAtMs?: number | null;
 }
@@ -61,6 +63,11 @@ export interface Outcome {
   trial?: true;
   /** Not a call's outcome: the half-open trial this isolate held ended without a verdict (releaseTrial). */
   trialReleased?: true;
+  /**
+   * Not a call's outcome: the half-open trial, a stream, sent its first delta (atMs; startedAtMs when it was sent).
+   * It closes the breaker; the stream's one outcome is told at its end as an ordinary call's (see trialProvedBy).
+   */
+  trialProved?: true;
 }
 
 export interface BreakerView {
@@ -127,7 +134,7 @@ export function viewOf(
   };
 }
 
-/** Applies outcomes (oldest first); a `trialReleased` one is no call's outcome, only the trial's end (see below). */
+/** Applies outcomes (oldest first); `trialReleased` and `trialProved` ones are no call's outcome (see below). */
 export function recordOutcomes(
   state: BreakerState,
   outcomes: Outcome[],
@@ -142,16 +149,12 @@ export function recordOutcomes(
       if (next.trialStartedAtMs !== null) next = { ...next, trialStartedAtMs: null };
       continue;
     }
+    if (outcome.trialProved) {
+      next = trialProvedBy(next, outcome);
+      continue;
+    }
     if (outcome.ok) {
-      // Sent before the breaker opened and answered since (a slow answer, a queue the provider still drains while
-      // it refuses new calls): no proof that a call sent now is answered. Only a call sent since (the trial, or one
-      // tried while every target was open) closes it; in flight by the dozen, such answers kept closing it.
-      const sentBeforeOpening =
-        next.open &&
-        next.openedAtMs !== null &&
-        outcome.startedAtMs !== undefined &&
-        outcome.startedAtMs < next.openedAtMs;
-      if (sentBeforeOpening || answeredBeforeLastFailure(next, outcome.atMs)) {
+      if (sentBeforeOpening(next, outcome) || answeredBeforeLastFailure(next, outcome.atMs)) {
         // A success older than the breaker's opening or its latest failure (another isolate's, batched for up to a
         // second; a stream that began answering before and ended after) says nothing of the provider since: it
         // takes its place in the window. Applied as news, it closed a breaker opened a moment later elsewhere, and
@@ -198,6 +201,43 @@ export function recordOutcomes(
   // The ratio rule looks at the whole window, which outcomes from other isolates may complete late.
   if (!next.open && windowSaysOpen(next, next.outcomes, policy)) next = { ...next, open: true, openedAtMs: nowMs };
   return next;
+}
+
+/**
+ * Sent before the breaker opened and answered since (a slow answer, a queue the provider still drains while it
+ * refuses new calls): no proof that a call sent now is answered. Only a call sent since (the trial, or one tried
+ * while every target was open) closes it; in flight by the dozen, such answers kept closing it.
+ */
+function sentBeforeOpening(state: BreakerState, outcome: Outcome): boolean {
+  return (
+    state.open &&
+    state.openedAtMs !== null &&
+    outcome.startedAtMs !== undefined &&
+    outcome.startedAtMs < state.openedAtMs
+  );
+}
+
+/**
+ * The half-open trial, a stream, sent its first delta: the provider answers calls sent now. Settled only at the
+ * stream's end, the trial held the target for the whole answer (minutes, for a long one): every other call passed
+ * over a target that was answering, and past trialTimeoutMs a second trial was granted while the first still
+ * streamed. It closes the breaker as a success does, but takes no place in the window: the stream's end is told
+ * later as its one outcome, so GET /api/v1/providers does not read one stream as two calls, nor one cut mid-answer
+ * as a success and a failure. A closed breaker (another call closed it) or a stale proof changes nothing.
+ */
+function trialProvedBy(state: BreakerState, outcome: Outcome): BreakerState {
+  if (!state.open || sentBeforeOpening(state, outcome) || answeredBeforeLastFailure(state, outcome.atMs)) return state;
+  return {
+    ...state,
+    open: false,
+    openedAtMs: null,
+    consecutiveFailures: 0,
+    trialStartedAtMs: null,
+    // Calls are counted afresh from the trial's sending, not its first delta: the stream's own end, a failure
+    // mid-answer included, is the first call since, not a straggler of the outage it ended (dropped, a trial that
+    // then broke counted nothing at all).
+    closedAtMs: outcome.startedAtMs ?? outcome.atMs,
+  };
 }
 
 /** The success at `atMs` came before the breaker opened, or before a failure already recorded. */

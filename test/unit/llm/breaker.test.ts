@@ -147,4 +147,62 @@ describe("circuit breaker", () => {
     expect(viewOf(slow, 20)).toMatchObject({ state: "open", openedAtMs: 14, calls: 6 });
     expect(viewOf(recordOutcomes(open, [{ ...ok(20), startedAtMs: 15 }], 20), 20).state).toBe("closed");
   });
+
+  describe("a streamed half-open trial", () => {
+    const open = recordOutcomes(CLOSED, [1, 2, 3, 4, 5].map(fail), 5);
+    const held = acquireTrial(open, 30_005).state;
+    /** The trial's stream sent its first delta at `atMs`. */
+    const proved = (atMs: number, startedAtMs = 30_005) => ({
+      atMs,
+      ok: true,
+      startedAtMs,
+      trialProved: true as const,
+    });
+
+    it("is closed by the stream's first delta, which is no call: its end is counted once", () => {
+      const answering = recordOutcomes(held, [proved(30_100)], 30_100);
+      // Other calls use the target again while the trial still streams; the window still holds the five failures.
+      expect(viewOf(answering, 30_100)).toMatchObject({ state: "closed", calls: 5, consecutiveFailures: 0 });
+      expect(acquireTrial(answering, 30_200).granted).toBe(true);
+      // The stream ends well, dated when it began answering: one call.
+      const ended = recordOutcomes(answering, [{ ...ok(30_100), startedAtMs: 30_005 }], 35_000);
+      expect(viewOf(ended, 35_000)).toMatchObject({ state: "closed", calls: 6, consecutiveFailures: 0 });
+      expect(viewOf(ended, 35_000).errorRate).toBeCloseTo(5 / 6);
+    });
+
+    it("counts a trial stream that breaks mid-answer as one failure, not a success and a failure", () => {
+      const answering = recordOutcomes(held, [proved(30_100)], 30_100);
+      // Its end is an ordinary call's now (not the trial's): counted, not dropped as a straggler of the outage.
+      const broke = recordOutcomes(answering, [{ ...fail(32_000), startedAtMs: 30_005 }], 32_000);
+      expect(viewOf(broke, 32_000)).toMatchObject({
+        state: "closed",
+        calls: 6,
+        errorRate: 1,
+        consecutiveFailures: 1,
+        lastError: "http_503",
+      });
+      // The usual rules go on from there: four more failures in a row open it again.
+      const four = [33_000, 33_001, 33_002, 33_003].map((atMs) => ({ ...fail(atMs), startedAtMs: atMs - 10 }));
+      expect(viewOf(recordOutcomes(broke, four, 33_003), 33_003).state).toBe("open");
+    });
+
+    it("counts one call when the first delta and the stream's end reach it in one batch, in either order", () => {
+      // Both are dated when the stream began answering (the object sorts a batch by that time).
+      const batch = [proved(30_100), { ...ok(30_100), startedAtMs: 30_005 }];
+      expect(viewOf(recordOutcomes(held, batch, 31_000), 31_000)).toMatchObject({ state: "closed", calls: 6 });
+      const reversed = [...batch].reverse();
+      expect(viewOf(recordOutcomes(held, reversed, 31_000), 31_000)).toMatchObject({ state: "closed", calls: 6 });
+    });
+
+    it("changes nothing on a closed breaker, nor when stale", () => {
+      // Closed already (another call's success): no reset of its run of failures, and no call counted.
+      const three = recordOutcomes(CLOSED, [1, 2, 3].map(fail), 3);
+      expect(recordOutcomes(three, [proved(10, 4)], 10)).toMatchObject({ open: false, consecutiveFailures: 3 });
+      expect(viewOf(recordOutcomes(three, [proved(10, 4)], 10), 10).calls).toBe(3);
+      // Sent before this opening (a trial of an earlier outage), or answering before a failure recorded since.
+      expect(viewOf(recordOutcomes(held, [proved(30_100, 4)], 30_100), 30_100).state).toBe("half_open");
+      const laterFailure = recordOutcomes(held, [{ ...fail(30_200), startedAtMs: 30_150 }], 30_200);
+      expect(viewOf(recordOutcomes(laterFailure, [proved(30_100)], 30_300), 30_300).state).toBe("half_open");
+    });
+  });
 });
