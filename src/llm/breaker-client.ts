@@ -109,6 +109,7 @@ export class BreakerClient {
       tryTrial: (key) => this.tryTrial(key, background),
       record: (key, ok, error, call) => this.record(key, ok, error, background, call),
       releaseTrial: (key) => this.releaseTrial(key, background),
+      proveTrial: (key, call) => this.proveTrial(key, call, background),
     };
   }
 
@@ -207,6 +208,23 @@ export class BreakerClient {
   /** The half-open trial granted here ended without a verdict: frees it for the next call, here and in the object. */
   releaseTrial(key: string, background: (work: Promise<unknown>) => void = () => {}): void {
     this.#tell(key, { atMs: this.#now(), ok: false, trialReleased: true }, background);
+  }
+
+  /**
+   * The half-open trial granted here, a stream, began answering: closes the breaker here at once, and in the object
+   * with the next sync, which a change of state sends at once (see #tell).
+   */
+  proveTrial(key: string, call: CallOutcome = {}, background: (work: Promise<unknown>) => void = () => {}): void {
+    this.#tell(
+      key,
+      {
+        atMs: call.answeredAtMs ?? this.#now(),
+        ok: true,
+        trialProved: true,
+        ...(call.startedAtMs !== undefined ? { startedAtMs: call.startedAtMs } : {}),
+      },
+      background,
+    );
   }
 
   #tell(key: string, outcome: Outcome, background: (work: Promise<unknown>) => void): void {

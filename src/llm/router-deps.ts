@@ -45,6 +45,11 @@ export interface BreakerGate {
   record(key: string, ok: boolean, error?: string, call?: CallOutcome): void;
   /** The trial tryTrial granted ended without a verdict (an outcome record ignores): the next call may have it. */
   releaseTrial(key: string): void;
+  /**
+   * The trial tryTrial granted, a stream, sent its first delta: the target answers, and its breaker closes. No
+   * call's outcome: the stream's end is recorded later, once, as an ordinary call's (not the trial's).
+   */
+  proveTrial(key: string, call: CallOutcome): void;
 }
 
 export interface BudgetAmounts {

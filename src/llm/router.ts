@@ -90,7 +90,10 @@ interface Served<T> {
   /** When the serving attempt was sent, and when the provider answered it (a stream's first event). */
   startedAtMs: number;
   answeredAtMs: number;
-  /** The serving attempts were the target's half-open trial, which a stream's end must settle or free. */
+  /**
+   * The serving attempts were the target's half-open trial, which a stream's end must settle or free (unless its
+   * first delta proved the target, see chatStream: then false).
+   */
   holdsTrial: boolean;
   /** The call's deadline shortened the attempt's wait below the attempt timeout (see cutByDeadline in #serve). */
   waitCutByDeadline: boolean;
@@ -211,6 +214,17 @@ export class Router implements LlmRouter {
     } catch (error) {
       await this.#charger.settleUnserved(error, context, call, startedMs);
       throw error;
+    }
+    // A streamed trial proves the target answers with its first delta: told then, rather than at the stream's end,
+    // other calls use the target again while the answer runs (a long one kept them off it for minutes, and past
+    // trialTimeoutMs a second trial was granted while it still streamed). Its end is then an ordinary call's outcome.
+    const first = served.value.first;
+    if (served.holdsTrial && !first.done && first.value.type === "delta") {
+      this.#deps.breaker.proveTrial(targetKey(served.target), {
+        startedAtMs: served.startedAtMs,
+        answeredAtMs: served.answeredAtMs,
+      });
+      served.holdsTrial = false;
     }
     let resolveResult!: (result: ChatResult) => void;
     let rejectResult!: (error: unknown) => void;
