@@ -81,6 +81,34 @@ describe("breaker shared across isolates", () => {
     const granted = await Promise.all([isolateA.tryTrial(key), isolateB.tryTrial(key)]);
     expect(granted.filter(Boolean)).toHaveLength(1);
   });
+
+  it("a streamed trial's first delta closes the breaker in the object, and so in another isolate, counting no call", async () => {
+    const key = `openai:proved-${crypto.randomUUID().slice(0, 8)}`;
+    const [provider, model] = key.split(":");
+    const opened = Date.now() - 31_000;
+    await env.PROVIDER_BREAKER.getByName(provider).sync(
+      model,
+      [1, 2, 3, 4, 5].map((index) => ({ atMs: opened + index, ok: false })),
+    );
+    let nowMs = Date.now();
+    const isolateA = new BreakerClient(remote(), { now: () => nowMs });
+    const isolateB = new BreakerClient(remote(), { now: () => nowMs });
+    await Promise.all([isolateA.known([key]), isolateB.known([key])]);
+    const sentAtMs = nowMs;
+    expect(await isolateA.tryTrial(key)).toBe(true);
+    expect(await isolateB.tryTrial(key)).toBe(false);
+    // A's trial, a stream, sends its first delta and streams on.
+    isolateA.gate().proveTrial(key, { startedAtMs: sentAtMs, answeredAtMs: sentAtMs });
+    expect(isolateA.state(key)).toBe("closed");
+    await isolateA.flush();
+    const [shared] = await env.PROVIDER_BREAKER.getByName(provider).snapshot(undefined, [model]);
+    expect(shared?.view).toMatchObject({ state: "closed", calls: 5, consecutiveFailures: 0 });
+    // B sees it closed at its next sync, and sends its calls to the target again.
+    nowMs += 1_100;
+    isolateB.state(key);
+    await isolateB.flush();
+    expect(isolateB.state(key)).toBe("closed");
+  });
 });
 
 describe("outcomes that arrive late", () => {
