@@ -354,7 +354,7 @@ export const usageDaily = sqliteTable(
     provider: text("provider").notNull(),
     model: text("model").notNull(),
     simulated: integer("simulated", { mode: "boolean" }).notNull(),
-    /** Calls charged: an answer, or the estimate of one cut short or cancelled in flight; not timed-out attempts. */
+    /** Calls charged: an answer, or the estimate of one cut short or cancelled in flight; not unfinished attempts. */
     calls: integer("calls").notNull(),
     /** Of `calls`, those charged from an estimate (usage_records.estimated). */
     estimatedCalls: integer("estimated_calls").notNull().default(0),
@@ -364,6 +364,12 @@ export const usageDaily = sqliteTable(
      * retried after a timeout still counts once. Days summed before migration 0009 counted them as calls.
      */
     timedOutAttempts: integer("timed_out_attempts").notNull().default(0),
+    /**
+     * Attempts whose answer broke after it began (the connection dropped, the provider sent an error in its stream),
+     * each charged its prompt and what it wrote (estimated) in a usage row of its own (`<charge key>:interrupted:<n>`),
+     * counted as `timedOutAttempts` are. Days summed before migration 0010 charged them nothing.
+     */
+    interruptedAttempts: integer("interrupted_attempts").notNull().default(0),
     promptTokens: integer("prompt_tokens").notNull(),
     cachedPromptTokens: integer("cached_prompt_tokens").notNull().default(0),
     completionTokens: integer("completion_tokens").notNull(),

@@ -3,8 +3,11 @@ import { PROBLEMS, type ProblemCode } from "./problem.ts";
 
 /** Shared OpenAPI pieces: the problem schema and the standard error responses. */
 
-/** An attempt that timed out while a provider had the request, and what it was charged (a usage row of its own). */
-export const TimedOutAttemptSchema = z.object({
+/**
+ * An attempt that ended unfinished while a provider had the request (timed out, or broke mid-answer), and what it
+ * was charged (a usage row of its own).
+ */
+export const UnfinishedAttemptSchema = z.object({
   provider: z.string(),
   model: z.string(),
   prompt_tokens: z.number().int(),
@@ -45,9 +48,13 @@ export const ProblemSchema = z
       .enum(["tokens", "cost_usd"])
       .optional()
       .openapi({ description: "429 `budget_exhausted` or `budget_held`: what the budget counts." }),
-    timed_out_attempts: z.array(TimedOutAttemptSchema).optional().openapi({
+    timed_out_attempts: z.array(UnfinishedAttemptSchema).optional().openapi({
       description:
         "503 of /api/v1/llm/chat/completions: attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated), as an answer's `x_mgx.timed_out_attempts`.",
+    }),
+    interrupted_attempts: z.array(UnfinishedAttemptSchema).optional().openapi({
+      description:
+        "503 of /api/v1/llm/chat/completions: attempts whose answer broke after it began (the connection dropped, or the provider sent an error in its stream), each charged the prompt it read and what it had written (estimated), as an answer's `x_mgx.interrupted_attempts`.",
     }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),

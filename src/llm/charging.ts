@@ -3,36 +3,51 @@ import type { AdapterResult, ProviderAdapter } from "./provider.ts";
 import type { BudgetAmounts, RouterDeps } from "./router-deps.ts";
 import { modelName, type RouteTarget, targetCostUsd } from "./routing.ts";
 import { DeliveredText } from "./tokens.ts";
-import { type CallContext, type ChargedCall, type ChatResult, LlmError, type TokenUsage } from "./types.ts";
+import {
+  type CallContext,
+  type ChargedCall,
+  type ChatResult,
+  type FailedCallCharge,
+  LlmError,
+  type TokenUsage,
+  type UnfinishedKind,
+} from "./types.ts";
 
 /**
  * What a routed call is charged, once it ends: the provider's figures for an
  * answer; an estimate of what the provider read and wrote for a call without
  * them (a stream left or cut, a call cancelled in flight); the prompt of each
- * attempt that timed out at the provider. One settlement of the call's
- * reservation covers them all, and each is a usage row. Failures cost
- * nothing: the reservation is released.
+ * attempt that timed out at the provider or broke mid-answer, and what it
+ * wrote. One settlement of the call's reservation covers them all, and each
+ * is a usage row. Failures cost nothing: the reservation is released.
  */
 
 /** What a call's reservation left for its settlement. */
 export type Reserved = Pick<BudgetAmounts, "budgets" | "hold">;
 
 /**
- * An attempt whose timer ran out while the provider had the request: the
- * provider read the prompt and bills it (OpenAI and Anthropic bill a request
- * whose client stopped waiting), though no answer came back to us.
+ * An attempt that ended unfinished while the provider had the request: its
+ * timer ran out (`timed_out`), or its answer broke after it began
+ * (`interrupted`: the connection dropped, the provider sent an error in the
+ * stream). The provider read the prompt and bills it with what it wrote
+ * (OpenAI and Anthropic bill a request whose client stopped waiting, and the
+ * tokens of an answer cut short), though no answer came back to us.
  */
-export interface TimedOutAttempt {
+export interface UnfinishedAttempt {
+  kind: UnfinishedKind;
   target: RouteTarget;
   adapter: ProviderAdapter;
   /** The call's attempt number (from 1), which keys its usage row. */
   attempt: number;
   durationMs: number;
-  /** What the provider had written when the timer ran out (a stream's deltas and thinking), estimated. */
+  /** What the provider had written when the attempt ended (a stream's deltas and thinking), estimated. */
   completionTokens: number;
 }
 
-/** One line of a call's charge: the answer's, or an attempt's that timed out. */
+/** Each kind's usage row key, after the call's charge key and before the attempt's number. */
+const UNFINISHED_KEY_PART: Record<UnfinishedKind, string> = { timed_out: "timed-out", interrupted: "interrupted" };
+
+/** One line of a call's charge: the answer's, or an unfinished attempt's. */
 interface ChargeLine {
   chargeKey: string;
   target: RouteTarget;
@@ -40,8 +55,8 @@ interface ChargeLine {
   usage: TokenUsage;
   costUsd: number;
   estimated: boolean;
-  /** An attempt's that timed out, not the call's own: counted apart from calls (UsageRecord.timedOut). */
-  timedOut: boolean;
+  /** An unfinished attempt's, not the call's own: counted apart from calls (UsageRecord.timedOut, interrupted). */
+  unfinished?: UnfinishedKind;
   latencyMs: number;
 }
 
@@ -65,10 +80,10 @@ export class CancelledInFlight extends LlmError {
   }
 }
 
-/** What charging a call needs from it: its reservation, its prompt's estimate and its timed-out attempts. */
+/** What charging a call needs from it: its reservation, its prompt's estimate and its unfinished attempts. */
 export interface ChargeableCall extends Reserved {
   promptTokens: number;
-  timedOut: TimedOutAttempt[];
+  unfinished: UnfinishedAttempt[];
 }
 
 export class CallCharger {
@@ -110,7 +125,10 @@ export class CallCharger {
     const model = modelName(target);
     const usage = normaliseUsage(value.usage);
     const cost = targetCostUsd(target, usage);
-    const timedOut = this.#timedOutLines(context, call);
+    const unfinished = this.#unfinishedLines(context, call);
+    const told = (kind: UnfinishedKind) => unfinished.filter((line) => line.unfinished === kind).map(chargedCall);
+    const timedOut = told("timed_out");
+    const interrupted = told("interrupted");
     const result: ChatResult = {
       message: value.message,
       finish_reason: value.finish_reason,
@@ -121,7 +139,8 @@ export class CallCharger {
       model,
       simulated: adapter.simulated,
       attempts,
-      ...(timedOut.length > 0 ? { timed_out_attempts: timedOut.map(chargedCall) } : {}),
+      ...(timedOut.length > 0 ? { timed_out_attempts: timedOut } : {}),
+      ...(interrupted.length > 0 ? { interrupted_attempts: interrupted } : {}),
     };
     const answer: ChargeLine = {
       chargeKey: context.chargeKey,
@@ -130,29 +149,28 @@ export class CallCharger {
       usage,
       costUsd: cost,
       estimated,
-      timedOut: false,
       latencyMs: this.#now() - startedMs,
     };
-    await this.#settleCharges(timedOut.length > 0 ? [answer, ...timedOut] : [answer], context, call);
+    await this.#settleCharges([answer, ...unfinished], context, call);
     return result;
   }
 
-  /** The prompt each timed-out attempt's provider read, and what it wrote (see TimedOutAttempt), estimated. */
-  #timedOutLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
-    return call.timedOut.map(({ target, adapter, attempt, durationMs, completionTokens }) => {
+  /** The prompt each unfinished attempt's provider read, and what it wrote (see UnfinishedAttempt), estimated. */
+  #unfinishedLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
+    return call.unfinished.map(({ kind, target, adapter, attempt, durationMs, completionTokens }) => {
       const usage = {
         prompt_tokens: call.promptTokens,
         completion_tokens: completionTokens,
         total_tokens: call.promptTokens + completionTokens,
       };
       return {
-        chargeKey: `${context.chargeKey}:timed-out:${attempt}`,
+        chargeKey: `${context.chargeKey}:${UNFINISHED_KEY_PART[kind]}:${attempt}`,
         target,
         adapter,
         usage,
         costUsd: targetCostUsd(target, usage),
         estimated: true,
-        timedOut: true,
+        unfinished: kind,
         latencyMs: durationMs,
       };
     });
@@ -197,7 +215,8 @@ export class CallCharger {
         costUsd: line.costUsd,
         simulated: line.adapter.simulated,
         ...(line.estimated ? { estimated: true } : {}),
-        ...(line.timedOut ? { timedOut: true } : {}),
+        ...(line.unfinished === "timed_out" ? { timedOut: true } : {}),
+        ...(line.unfinished === "interrupted" ? { interrupted: true } : {}),
         latencyMs: line.latencyMs,
       }),
     );
@@ -263,8 +282,8 @@ export class CallCharger {
   /**
    * A call that ends without an answer: failures cost nothing (providers do not bill an error), and the
    * reservation is released; but a cancellation that reached the provider is charged the prompt it read,
-   * as is each attempt that timed out there. The caller sees only the failure; it is told the charges
-   * (LlmError.charged), so its own tally (a task run's) matches the usage rows.
+   * as is each attempt that timed out there or broke mid-answer. The caller sees only the failure; it is
+   * told the charges (LlmError.charged), so its own tally (a task run's) matches the usage rows.
    */
   async settleUnserved(error: unknown, context: CallContext, call: ChargeableCall, startedMs: number): Promise<void> {
     if (error instanceof CancelledInFlight) {
@@ -274,14 +293,18 @@ export class CallCharger {
       const charged = await this.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
       if (charged) {
         const { usage, cost_usd, provider, model, simulated } = charged;
-        error.charged = [...(charged.timed_out_attempts ?? []), { usage, cost_usd, provider, model, simulated }];
+        error.charged = [
+          ...(charged.timed_out_attempts ?? []).map((charge) => ({ ...charge, unfinished: "timed_out" as const })),
+          ...(charged.interrupted_attempts ?? []).map((charge) => ({ ...charge, unfinished: "interrupted" as const })),
+          { usage, cost_usd, provider, model, simulated },
+        ];
       }
       return;
     }
-    const timedOut = this.#timedOutLines(context, call);
-    if (timedOut.length === 0) return this.#release(context, call);
-    await this.#settleCharges(timedOut, context, call);
-    if (error instanceof LlmError) error.charged = timedOut.map(chargedCall);
+    const unfinished = this.#unfinishedLines(context, call);
+    if (unfinished.length === 0) return this.#release(context, call);
+    await this.#settleCharges(unfinished, context, call);
+    if (error instanceof LlmError) error.charged = unfinished.map(failedCallCharge);
   }
 
   async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {
@@ -302,6 +325,11 @@ export class CallCharger {
       )
       .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));
   }
+}
+
+/** An unfinished attempt's line as a failed call tells it: which kind it was, for the caller's problem. */
+function failedCallCharge(line: ChargeLine): FailedCallCharge {
+  return { ...chargedCall(line), ...(line.unfinished ? { unfinished: line.unfinished } : {}) };
 }
 
 function chargedCall({ usage, costUsd: cost, target, adapter }: ChargeLine): ChargedCall {

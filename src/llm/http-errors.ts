@@ -1,6 +1,12 @@
 import { ApiError, type OpenAiErrorMember } from "../lib/problem.ts";
 import { BudgetExhaustedError } from "./errors.ts";
-import { LlmError, type TargetFailure, type TimedOutAttemptView, timedOutAttemptView } from "./types.ts";
+import {
+  LlmError,
+  type TargetFailure,
+  type UnfinishedAttemptView,
+  type UnfinishedKind,
+  unfinishedAttemptView,
+} from "./types.ts";
 
 /**
  * How router errors look over HTTP (the OpenAI-compatible endpoint): problem+json with a stable code.
@@ -49,7 +55,7 @@ export function llmErrorToApiError(error: unknown): unknown {
           retryable: error.retryable,
           ...(error.retryable && waitSeconds !== undefined ? { retry_after_seconds: waitSeconds } : {}),
           ...failuresOf(error),
-          ...timedOutOf(error),
+          ...unfinishedOf(error),
         },
       });
     }
@@ -62,13 +68,24 @@ function failuresOf(error: LlmError): { failures?: readonly TargetFailure[] } {
 }
 
 /**
- * Attempts that timed out at a provider were charged their prompt though the call failed: told as an
- * answer's `x_mgx.timed_out_attempts` tells them, so the caller's bill reconciles with GET /api/v1/usage.
- * (A cancelled call's charge has no one left to tell.)
+ * Attempts that timed out at a provider, or broke mid-answer, were charged though the call failed: told as an
+ * answer's `x_mgx.timed_out_attempts` and `interrupted_attempts` tell them, so the caller's bill reconciles with
+ * GET /api/v1/usage. (A cancelled call's charge has no one left to tell.)
  */
-function timedOutOf(error: LlmError): { timed_out_attempts?: TimedOutAttemptView[] } {
+function unfinishedOf(error: LlmError): {
+  timed_out_attempts?: UnfinishedAttemptView[];
+  interrupted_attempts?: UnfinishedAttemptView[];
+} {
   if (error.kind === "cancelled" || !error.charged?.length) return {};
-  return { timed_out_attempts: error.charged.map(timedOutAttemptView) };
+  const charged = error.charged;
+  const told = (kind: UnfinishedKind) =>
+    charged.filter((charge) => charge.unfinished === kind).map(unfinishedAttemptView);
+  const timedOut = told("timed_out");
+  const interrupted = told("interrupted");
+  return {
+    ...(timedOut.length > 0 ? { timed_out_attempts: timedOut } : {}),
+    ...(interrupted.length > 0 ? { interrupted_attempts: interrupted } : {}),
+  };
 }
 
 /** The OpenAI-compatible routes: chat completions and models, which OpenAI's SDKs call. */

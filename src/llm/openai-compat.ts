@@ -8,7 +8,7 @@ import {
   type ChatResult,
   type ResponseFormat,
   type TokenUsage,
-  timedOutAttemptView,
+  unfinishedAttemptView,
 } from "./types.ts";
 
 /**
@@ -125,18 +125,15 @@ export function toCompletion(id: string, result: ChatResult) {
 
 /** Our own figures for a call, beside OpenAI's: who answered, what it cost, what else was charged. */
 export function routerFigures(result: ChatResult): z.input<typeof ChatCompletionSchema>["x_mgx"] {
-  const timedOut = result.timed_out_attempts;
+  const { timed_out_attempts: timedOut, interrupted_attempts: interrupted } = result;
   return {
     provider: result.provider,
     simulated: result.simulated,
     cost_usd: result.cost_usd,
     attempts: result.attempts,
     usage_estimated: result.usage_estimated,
-    ...(timedOut
-      ? {
-          timed_out_attempts: timedOut.map(timedOutAttemptView),
-        }
-      : {}),
+    ...(timedOut ? { timed_out_attempts: timedOut.map(unfinishedAttemptView) } : {}),
+    ...(interrupted ? { interrupted_attempts: interrupted.map(unfinishedAttemptView) } : {}),
   };
 }
 

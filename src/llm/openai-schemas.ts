@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { TimedOutAttemptSchema } from "../lib/openapi.ts";
+import { UnfinishedAttemptSchema } from "../lib/openapi.ts";
 import { REASONING_EFFORTS } from "./types.ts";
 
 /**
@@ -328,9 +328,13 @@ export const ChatCompletionSchema = z
         description:
           "The provider reported no usage: `usage` and `cost_usd` are estimated (about four characters a token of English and code, one a character of Chinese, Japanese and Korean).",
       }),
-      timed_out_attempts: z.array(TimedOutAttemptSchema).optional().openapi({
+      timed_out_attempts: z.array(UnfinishedAttemptSchema).optional().openapi({
         description:
           "Earlier attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated, a usage row of its own); `usage` and `cost_usd` are the answer's alone. Absent when none did.",
+      }),
+      interrupted_attempts: z.array(UnfinishedAttemptSchema).optional().openapi({
+        description:
+          "Earlier attempts whose answer broke after it began (the connection dropped, or the provider sent an error in its stream) and that were retried or failed over, each charged the prompt it read and what it had written (estimated, a usage row of its own); `usage` and `cost_usd` are the answer's alone. Absent when none did.",
       }),
     }),
   })

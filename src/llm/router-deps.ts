@@ -107,6 +107,11 @@ export interface UsageRecord {
    * call: the daily sums count it in `timed_out_attempts`, not in `calls`.
    */
   timedOut?: boolean;
+  /**
+   * The prompt and written answer of an attempt that broke mid-answer (src/llm/charging.ts), not a call: the daily
+   * sums count it in `interrupted_attempts`, not in `calls`.
+   */
+  interrupted?: boolean;
   latencyMs: number;
 }
 

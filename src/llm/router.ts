@@ -433,7 +433,7 @@ export class Router implements LlmRouter {
       budgets: settings.budgets,
       hold: reservation.hold,
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
-      timedOut: [],
+      unfinished: [],
     };
   }
 
@@ -644,15 +644,25 @@ export class Router implements LlmRouter {
             if (holdsTrial) breaker.releaseTrial(key);
             throw new CancelledInFlight(target, adapter, attempts, written.estimatedTokens() + Math.ceil(unsentTokens));
           }
-          if (error.code === "timeout" && clock.signal.aborted) {
-            // Cut mid-answer (a whole answer read from a stream that stalled), the provider bills what it wrote too:
-            // charged its prompt alone, a long answer that stalled near its end cost the workspace next to nothing.
-            call.timedOut.push({
+          const writtenTokens = written.estimatedTokens() + Math.ceil(unsentTokens);
+          // Timed out, the provider bills the prompt it read, and what it wrote (a whole answer read from a stream
+          // that stalled): charged its prompt alone, a long answer that stalled near its end cost next to nothing.
+          // Broken after it began writing (the connection dropped, an error event in the stream), it bills the same,
+          // and the retry is billed again: charged nothing, a long answer that broke near its end was free.
+          const unfinished =
+            error.code === "timeout" && clock.signal.aborted
+              ? "timed_out"
+              : answerBegun || writtenTokens > 0
+                ? "interrupted"
+                : undefined;
+          if (unfinished) {
+            call.unfinished.push({
+              kind: unfinished,
               target,
               adapter,
               attempt: attempts,
               durationMs: this.#now() - attemptStartedMs,
-              completionTokens: written.estimatedTokens() + Math.ceil(unsentTokens),
+              completionTokens: writtenTokens,
             });
           }
           const failure = chainModelMissing(classifyFailure(error), error, target);

@@ -111,22 +111,39 @@ export interface ChatResult {
    * `usage` and `cost_usd` above are the answer's alone.
    */
   timed_out_attempts?: ChargedCall[];
+  /**
+   * Earlier attempts whose answer broke after it began (the connection dropped, the provider sent an error in
+   * its stream), each charged as a timed-out one is: the prompt and what the provider had written, estimated.
+   */
+  interrupted_attempts?: ChargedCall[];
 }
 
 /** What one charge was: a usage row's figures. */
 export type ChargedCall = Pick<ChatResult, "usage" | "cost_usd" | "provider" | "model" | "simulated">;
 
-/** A timed-out attempt as a caller is told it (x_mgx.timed_out_attempts, a failed call's problem). */
-export interface TimedOutAttemptView {
+/**
+ * How an attempt ended unfinished while its provider had the request, and was charged all the same:
+ * `timed_out`, its timer ran out; `interrupted`, its answer broke after it began some other way.
+ */
+export type UnfinishedKind = "timed_out" | "interrupted";
+
+/** A failed call's charge: an unfinished attempt's (which kind), or the call's own (cancelled in flight). */
+export type FailedCallCharge = ChargedCall & { unfinished?: UnfinishedKind };
+
+/**
+ * An unfinished attempt as a caller is told it: x_mgx.timed_out_attempts or x_mgx.interrupted_attempts, and the same
+ * members of a failed call's problem.
+ */
+export interface UnfinishedAttemptView {
   provider: string;
   model: string;
   prompt_tokens: number;
-  /** What the provider had written when the attempt was cut (a whole answer read from a stream), else 0. */
+  /** What the provider had written when the attempt was cut or broke (a stream's deltas and thinking), else 0. */
   completion_tokens: number;
   cost_usd: number;
 }
 
-export function timedOutAttemptView({ provider, model, usage, cost_usd }: ChargedCall): TimedOutAttemptView {
+export function unfinishedAttemptView({ provider, model, usage, cost_usd }: ChargedCall): UnfinishedAttemptView {
   return { provider, model, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, cost_usd };
 }
 
@@ -197,10 +214,10 @@ export class LlmError extends Error {
   readonly retryAfterMs?: number;
   /**
    * What the failed call was charged all the same (a call cancelled while the provider had its prompt,
-   * attempts that timed out there): the usage rows and the budget have it, so a caller keeping its own
-   * tally (a task run) must add it too.
+   * attempts that timed out there or broke mid-answer): the usage rows and the budget have it, so a caller
+   * keeping its own tally (a task run) must add it too.
    */
-  charged?: ChargedCall[];
+  charged?: FailedCallCharge[];
   constructor(
     kind: LlmErrorKind,
     message: string,

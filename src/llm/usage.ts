@@ -68,14 +68,14 @@ const USAGE_COLUMNS = [
 ] as const;
 
 /**
- * A batch's rows as bound: usage_records' columns, then whether the row is the prompt of an attempt that timed out
- * (UsageRecord.timedOut), which the daily sums count in `timed_out_attempts` instead of `calls`. usage_records has no
- * such column and its insert reads the columns by position, so it ignores the last one. A flag from charging.ts rather
- * than a match on the charge key's `:timed-out:<n>` suffix: a completion's key carries the client's X-Request-Id
- * (`api:<request id>:<call id>`), which may itself contain ":timed-out:", and the sums should not depend on how
- * charging.ts spells a key.
+ * A batch's rows as bound: usage_records' columns, then whether the row is an attempt's that timed out
+ * (UsageRecord.timedOut) or broke mid-answer (UsageRecord.interrupted), which the daily sums count in
+ * `timed_out_attempts` or `interrupted_attempts` instead of `calls`. usage_records has no such columns and its insert
+ * reads the columns by position, so it ignores the last two. Flags from charging.ts rather than a match on the charge
+ * key's `:timed-out:<n>` suffix: a completion's key carries the client's X-Request-Id (`api:<request id>:<call id>`),
+ * which may itself contain ":timed-out:", and the sums should not depend on how charging.ts spells a key.
  */
-const ROW_COLUMNS = [...USAGE_COLUMNS, "timed_out"] as const;
+const ROW_COLUMNS = [...USAGE_COLUMNS, "timed_out", "interrupted"] as const;
 
 /** Every row of a batch in one statement (src/db/json-rows.ts); a duplicate charge key, in the table or within the batch, is skipped. */
 const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
@@ -87,16 +87,17 @@ const INSERT_USAGE_ROWS_SQL = insertJsonRowsSql(
 /**
  * The same rows added to the daily sums, before they are inserted: only those
  * whose charge key is not in the table yet, each key once. A timed-out
- * attempt's row counts in `timed_out_attempts`, not in `calls` or
- * `estimated_calls` (a call retried after a timeout was one call), and its
- * tokens and cost in the sums, as it was charged.
+ * attempt's row counts in `timed_out_attempts` (one that broke mid-answer in
+ * `interrupted_attempts`), not in `calls` or `estimated_calls` (a call
+ * retried after a timeout was one call), and its tokens and cost in the
+ * sums, as it was charged.
  */
 const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
-    (workspace_id, day, provider, model, simulated, calls, estimated_calls, timed_out_attempts, prompt_tokens,
-      cached_prompt_tokens, completion_tokens, total_tokens, cost_usd)
-  SELECT workspace_id, day, provider, model, simulated, sum(NOT timed_out), sum(estimated AND NOT timed_out),
-    sum(timed_out), sum(prompt_tokens), sum(cached_prompt_tokens), sum(completion_tokens), sum(total_tokens),
-    sum(cost_usd)
+    (workspace_id, day, provider, model, simulated, calls, estimated_calls, timed_out_attempts, interrupted_attempts,
+      prompt_tokens, cached_prompt_tokens, completion_tokens, total_tokens, cost_usd)
+  SELECT workspace_id, day, provider, model, simulated, sum(NOT timed_out AND NOT interrupted),
+    sum(estimated AND NOT timed_out AND NOT interrupted), sum(timed_out), sum(interrupted), sum(prompt_tokens),
+    sum(cached_prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd)
   FROM (
     SELECT * FROM ${jsonRowsSql(ROW_COLUMNS)} AS row
     WHERE NOT EXISTS (
@@ -111,6 +112,7 @@ const ADD_TO_DAILY_SQL = `INSERT INTO usage_daily
     calls = calls + excluded.calls,
     estimated_calls = estimated_calls + excluded.estimated_calls,
     timed_out_attempts = timed_out_attempts + excluded.timed_out_attempts,
+    interrupted_attempts = interrupted_attempts + excluded.interrupted_attempts,
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
     cached_prompt_tokens = cached_prompt_tokens + excluded.cached_prompt_tokens,
     completion_tokens = completion_tokens + excluded.completion_tokens,
@@ -136,6 +138,7 @@ async function writeRows(d1: D1Database, rows: DatedUsageRecord[], metrics?: Ana
     row.day,
     row.requestId,
     row.timedOut ? 1 : 0,
+    row.interrupted ? 1 : 0,
   ]);
   const json = JSON.stringify(values);
   await d1.batch([d1.prepare(ADD_TO_DAILY_SQL).bind(json), d1.prepare(INSERT_USAGE_ROWS_SQL).bind(json)]);
@@ -149,8 +152,8 @@ async function writeRows(d1: D1Database, rows: DatedUsageRecord[], metrics?: Ana
         row.model,
         row.simulated ? "simulated" : "real",
         row.estimated ? "estimated" : "reported",
-        // A timed-out attempt's prompt is a point of its own, not a call (see ROW_COLUMNS).
-        row.timedOut ? "timed_out_attempt" : "call",
+        // An unfinished attempt's charge is a point of its own, not a call (see ROW_COLUMNS).
+        row.timedOut ? "timed_out_attempt" : row.interrupted ? "interrupted_attempt" : "call",
       ],
       doubles: [row.latencyMs, row.usage.prompt_tokens, row.usage.completion_tokens, row.costUsd],
     });
@@ -165,6 +168,7 @@ export interface UsageSummaryRow {
   calls: number;
   estimated_calls: number;
   timed_out_attempts: number;
+  interrupted_attempts: number;
   prompt_tokens: number;
   cached_prompt_tokens: number;
   completion_tokens: number;
@@ -202,6 +206,7 @@ export async function usageSummary(tenant: TenantDb, query: UsageQuery): Promise
     calls: row.calls,
     estimated_calls: row.estimatedCalls,
     timed_out_attempts: row.timedOutAttempts,
+    interrupted_attempts: row.interruptedAttempts,
     prompt_tokens: row.promptTokens,
     cached_prompt_tokens: row.cachedPromptTokens,
     completion_tokens: row.completionTokens,

@@ -21,7 +21,7 @@ const UsageRowSchema = z.object({
   simulated: z.boolean().openapi({ description: "From the offline `simulated` provider: not real spend." }),
   calls: z.number().int().openapi({
     description:
-      "Calls charged, each once however many attempts it took: those answered, and those cut short or cancelled while a provider had the request. Attempts that timed out are not calls (`timed_out_attempts`).",
+      "Calls charged, each once however many attempts it took: those answered, and those cut short or cancelled while a provider had the request. Attempts that timed out or broke mid-answer are not calls (`timed_out_attempts`, `interrupted_attempts`).",
   }),
   estimated_calls: z.number().int().openapi({
     description:
@@ -30,6 +30,10 @@ const UsageRowSchema = z.object({
   timed_out_attempts: z.number().int().openapi({
     description:
       "Attempts that timed out while a provider had the request, each charged its prompt (estimated; providers bill a request whose client stopped waiting), whether or not a later attempt answered. Not counted in `calls` or `estimated_calls`; their tokens and cost are in the sums.",
+  }),
+  interrupted_attempts: z.number().int().openapi({
+    description:
+      "Attempts whose answer broke after it began (the connection dropped, or the provider sent an error in its stream), each charged its prompt and what the provider had written (estimated; providers bill both). Counted as `timed_out_attempts` are: not in `calls`; their tokens and cost are in the sums. Days summed before this field was added charged them nothing.",
   }),
   prompt_tokens: z.number().int(),
   cached_prompt_tokens: z.number().int().openapi({
@@ -110,6 +114,7 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
       calls: 0,
       estimated_calls: 0,
       timed_out_attempts: 0,
+      interrupted_attempts: 0,
       prompt_tokens: 0,
       cached_prompt_tokens: 0,
       completion_tokens: 0,
@@ -120,6 +125,7 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
       totals.calls += row.calls;
       totals.estimated_calls += row.estimated_calls;
       totals.timed_out_attempts += row.timed_out_attempts;
+      totals.interrupted_attempts += row.interrupted_attempts;
       totals.prompt_tokens += row.prompt_tokens;
       totals.cached_prompt_tokens += row.cached_prompt_tokens;
       totals.completion_tokens += row.completion_tokens;

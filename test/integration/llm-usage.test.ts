@@ -90,7 +90,7 @@ describe("d1UsageSink", () => {
     // The daily sums count each charge once too: the repeated keys added nothing.
     const day = new Date().toISOString().slice(0, 10);
     const tokens = { prompt_tokens: 21, cached_prompt_tokens: 0, completion_tokens: 2, total_tokens: 23 };
-    const counted = { calls: 1, estimated_calls: 0, timed_out_attempts: 0 };
+    const counted = { calls: 1, estimated_calls: 0, timed_out_attempts: 0, interrupted_attempts: 0 };
     expect(await usageSummary(new TenantDb(db, workspaceId), { fromDay: day, toDay: day })).toEqual([
       {
         day,
@@ -127,7 +127,7 @@ describe("d1UsageSink", () => {
     expect(openai).toMatchObject({ simulated: false, calls: 2, total_tokens: 46, cost_usd: 1.5 });
   });
 
-  it("counts a timed-out attempt's row apart from calls, by its flag, with its tokens and cost in the sums", async () => {
+  it("counts a timed-out or interrupted attempt's row apart from calls, by its flag, with its tokens and cost in the sums", async () => {
     const workspaceId = `ws_usage_${crypto.randomUUID()}`;
     const sink = d1UsageSink(env.DB);
     const prompt = { prompt_tokens: 9, completion_tokens: 0, total_tokens: 9 };
@@ -139,6 +139,11 @@ describe("d1UsageSink", () => {
     void sink.record(record(workspaceId, "run_1:1:timed-out:2", attempt));
     // A call whose key only looks like an attempt's (a client's X-Request-Id is part of a completion's key) is a call.
     void sink.record(record(workspaceId, "api:req:timed-out:3:01JCALL", { costUsd: 0.5, estimated: true }));
+    // An attempt that broke mid-answer: its prompt and what was written.
+    const broken = { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 };
+    const interrupted = { usage: broken, costUsd: 0.125, estimated: true, interrupted: true };
+    void sink.record(record(workspaceId, "run_1:1:interrupted:3", interrupted));
+    void sink.record(record(workspaceId, "run_1:1:interrupted:3", interrupted));
     await written;
     await sink.record(record(workspaceId, "run_2:1:timed-out:1", attempt));
 
@@ -153,11 +158,12 @@ describe("d1UsageSink", () => {
         calls: 2,
         estimated_calls: 1,
         timed_out_attempts: 3,
-        prompt_tokens: 21 + 21 + 3 * 9,
+        interrupted_attempts: 1,
+        prompt_tokens: 21 + 21 + 3 * 9 + 9,
         cached_prompt_tokens: 0,
-        completion_tokens: 2 + 2,
-        total_tokens: 23 + 23 + 3 * 9,
-        cost_usd: 1 + 0.5 + 3 * 0.25,
+        completion_tokens: 2 + 2 + 4,
+        total_tokens: 23 + 23 + 3 * 9 + 13,
+        cost_usd: 1 + 0.5 + 3 * 0.25 + 0.125,
       },
     ]);
     expect(await findCharge(db, workspaceId, "run_1:1:timed-out:1")).toMatchObject({
