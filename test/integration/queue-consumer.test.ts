@@ -588,6 +588,57 @@ describe("the tasks consumer", () => {
     );
     expect(await task(row.id)).toMatchObject({ promptTokens });
   });
+
+  it("counts the prompt and written answer of an attempt that broke mid-answer in the run's and the task's figures", async () => {
+    const openai = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "openai", model: "gpt-4o-mini-task-broken" }],
+    });
+    const row = await insertTask(openai.id);
+    const encoder = new TextEncoder();
+    const delta = (content: string) =>
+      encoder.encode(
+        `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`,
+      );
+    // The turn is asked as a stream (as the runtime's are): part of it is written, then the connection drops.
+    const broken = () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(delta("Looking at the parser "));
+            controller.enqueue(delta("before I change it."));
+            setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
+          },
+        }),
+        { headers: { "Content-Type": "text/event-stream" } },
+      );
+    const fake = fakeUpstreams({
+      "openai.test": (_request, call) =>
+        call === 1 ? broken() : openAiCompletion("Done.", { prompt_tokens: 400, completion_tokens: 40 }),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const config = llmConfig();
+    const router = createLlmRouter(config, { logger: quietLogger, overrides: { sleep: async () => {} } });
+    await deliver(router, [{ id: "msg-broken-charged", taskId: row.id }], { workspace: openai, config });
+    expect(fake.count("openai.test")).toBe(2);
+
+    // The answer's figures, and the broken attempt's prompt and written answer (estimated) in a row of its own.
+    const rows = await db.select().from(usageRecords).where(eq(usageRecords.taskId, row.id));
+    expect(rows).toHaveLength(2);
+    const interrupted = rows.find((usage) => usage.chargeKey.includes(":interrupted:"));
+    expect(interrupted).toMatchObject({ estimated: true });
+    expect(interrupted?.completionTokens).toBeGreaterThan(0);
+    const promptTokens = rows.reduce((sum, usage) => sum + usage.promptTokens, 0);
+    const completionTokens = rows.reduce((sum, usage) => sum + usage.completionTokens, 0);
+    expect(promptTokens).toBeGreaterThan(400);
+    const [run] = await runs(row.id);
+    expect(run).toMatchObject({ promptTokens, completionTokens });
+    expect(run.costUsd).toBeCloseTo(
+      rows.reduce((sum, usage) => sum + usage.costUsd, 0),
+      12,
+    );
+    expect(await task(row.id)).toMatchObject({ promptTokens, completionTokens });
+  });
 });
 
 describe("a task.created its hub refused at submission", () => {

@@ -216,9 +216,9 @@ export class AgentRun {
   }
 
   /**
-   * Everything a call was charged counts in the run's figures: attempts that timed out at the provider, and
-   * a failed call's charges (cancelled while the provider had it) as well as an answer's. A call refused for
-   * room that calls in flight hold waits and asks again (BUDGET_HELD_WAIT_LIMIT_MS).
+   * Everything a call was charged counts in the run's figures: attempts that timed out at the provider or broke
+   * mid-answer, and a failed call's charges (cancelled while the provider had it) as well as an answer's. A call
+   * refused for room that calls in flight hold waits and asks again (BUDGET_HELD_WAIT_LIMIT_MS).
    */
   async #chat(...args: Parameters<LlmRouter["chat"]>): Promise<ChatResult> {
     let waitedMs = 0;
@@ -226,6 +226,7 @@ export class AgentRun {
       try {
         const result = await this.#input.router.chat(...args);
         for (const charge of result.timed_out_attempts ?? []) this.#count(charge);
+        for (const charge of result.interrupted_attempts ?? []) this.#count(charge);
         return result;
       } catch (error) {
         if (error instanceof LlmError) for (const charge of error.charged ?? []) this.#count(charge);
