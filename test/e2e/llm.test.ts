@@ -54,6 +54,7 @@ interface UsageRow {
   model: string;
   calls: number;
   estimated_calls: number;
+  interrupted_attempts: number;
   prompt_tokens: number;
   completion_tokens: number;
   cost_usd: number;
@@ -678,5 +679,35 @@ describe("a local server that refuses to stream, under wrangler dev", () => {
     expect(failure).toBeInstanceOf(OpenAI.APIError);
     expect((failure as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
     expect(askedSince(before)).toEqual(["stream"]);
+  });
+});
+
+describe("a long whole answer whose connection is reset mid-answer, under wrangler dev", () => {
+  it("is answered by the retry, and the broken attempt is charged and told as interrupted, not as a call", async () => {
+    const own = await createTestWorkspace(fetch, worker.baseUrl);
+    // Asked as a stream (a whole answer without max_tokens may take longer to write than the attempt timeout):
+    // three of six pieces written, then the socket is destroyed; the retry answers whole.
+    openaiFake.faults.plan([
+      { ok: true, chunks: 6, resetAfterChunks: 3 },
+      { ok: true, content: "answered on the retry", usage: { prompt: 12, completion: 5 } },
+    ]);
+    const ownClient = new OpenAI({ apiKey: own.key, baseURL: `${worker.baseUrl}/api/v1/llm`, maxRetries: 0 });
+    const completion = await ownClient.chat.completions.create({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "write at length" }],
+    });
+    expect(completion.choices[0].message.content).toBe("answered on the retry");
+    const figures = (completion as unknown as { x_mgx: Record<string, any> }).x_mgx;
+    expect(figures).toMatchObject({ attempts: 2 });
+    expect(figures.interrupted_attempts).toEqual([
+      expect.objectContaining({ provider: "openai", model: "gpt-4o-mini", prompt_tokens: expect.any(Number) }),
+    ]);
+    const [broken] = figures.interrupted_attempts as { completion_tokens: number; cost_usd: number }[];
+    expect(broken.completion_tokens).toBeGreaterThan(0);
+    expect(broken.cost_usd).toBeGreaterThan(0);
+    // One call, and the broken attempt counted apart, its tokens in the sums as it was charged.
+    const rows = await usageRows(own.headers, (found) => found.length > 0 && found[0].calls === 1);
+    expect(rows).toEqual([expect.objectContaining({ provider: "openai", calls: 1, interrupted_attempts: 1 })]);
+    expect(rows[0].completion_tokens).toBe(5 + broken.completion_tokens);
   });
 });
