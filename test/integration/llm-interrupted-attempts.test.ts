@@ -285,3 +285,42 @@ describe("a long whole answer whose stream breaks after it began", () => {
     expect(told).not.toHaveProperty("timed_out_attempts");
   });
 });
+
+describe("an answer whose stream breaks while its model thinks, before a delta", () => {
+  // The thinking a reasoning model streams (reasoning_content) is not passed on, but the provider wrote it and bills it.
+  const thinking = "The parser reads tokens twice; one pass would do.";
+  const thinkingTokens = Math.ceil(textTokens(thinking));
+  const thinksThenDrops = () =>
+    streamed((controller) => {
+      controller.enqueue(sse(choice({ role: "assistant", content: "", reasoning_content: thinking })));
+      dropped(controller);
+    });
+  const thought = {
+    prompt_tokens: PROMPT_ESTIMATE_TOKENS,
+    completion_tokens: thinkingTokens,
+    total_tokens: PROMPT_ESTIMATE_TOKENS + thinkingTokens,
+  };
+
+  it("is charged the prompt and the thinking, whole or streamed to the caller", async () => {
+    const model = "o3-mini";
+    const workspace = await budgetedWorkspace([{ provider: "openai", model }]);
+    upstream("openai.test", (call) => (call % 2 === 1 ? thinksThenDrops() : openAiStream(openAiRest)));
+    const whole = await router().chat({ messages }, { workspaceId: workspace.id, chargeKey: "thinks-whole" });
+    expect(whole.interrupted_attempts).toEqual([
+      expect.objectContaining({ usage: thought, cost_usd: costUsd("openai", model, thought) }),
+    ]);
+    await expect(findCharge(createDb(env.DB), workspace.id, "thinks-whole:interrupted:1")).resolves.toMatchObject({
+      completionTokens: thinkingTokens,
+    });
+
+    const routed = await router().chatStream({ messages }, { workspaceId: workspace.id, chargeKey: "thinks-stream" });
+    let told = "";
+    for await (const event of routed.deltas) if (event.type === "delta") told += event.content ?? "";
+    expect(told).toBe(pieces.join(""));
+    expect((await routed.result).interrupted_attempts).toEqual([expect.objectContaining({ usage: thought })]);
+    expect(await budgetUsed(workspace.id)).toMatchObject({
+      tokens: 2 * (answerUsage.total_tokens + thought.total_tokens),
+      reserved_tokens: 0,
+    });
+  });
+});
