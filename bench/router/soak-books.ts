@@ -12,6 +12,7 @@ import {
   type CallRecord,
   get,
   type Invariant,
+  isUnfinishedAttemptRow,
   near,
   promptOf,
   type SoakWorkspace,
@@ -36,7 +37,7 @@ export async function checkBooks(run: {
     const own = rows.filter((row) => row.workspace_id === workspace.id);
     const tokens = own.reduce((sum, row) => sum + row.total_tokens, 0);
     const cost = own.reduce((sum, row) => sum + row.cost_usd, 0);
-    const calls = own.filter((row) => !row.charge_key.includes(":timed-out:")).length;
+    const calls = own.filter((row) => !isUnfinishedAttemptRow(row)).length;
     const summary = await get(baseUrl, "/api/v1/usage", workspace.headers);
     usageApi.checked++;
     if (
@@ -56,14 +57,14 @@ export async function checkBooks(run: {
           `${workspace.name} ${period}: limiter ${status[period].tokens} tokens $${status[period].cost_usd}, rows ${tokens} tokens $${cost}`,
         );
     }
-    // Over the limit by no more than the documented overshoot: timed-out attempts' prompts, and what each call
+    // Over the limit by no more than the documented overshoot: unfinished attempts' prompts, and what each call
     // spent past what it reserved because the provider counted its prompt longer than our estimate. The fakes also
     // ignore `max_tokens` (a real provider's answer is no longer than asked), so what a fake wrote past the length
     // the router asked for, an answer cut to fit the room, is the fake's overshoot, not the router's.
     let tokenSlack = 0;
     let costSlack = 0;
     for (const row of own) {
-      if (row.charge_key.includes(":timed-out:")) {
+      if (isUnfinishedAttemptRow(row)) {
         tokenSlack += row.total_tokens;
         costSlack += row.cost_usd;
         continue;

@@ -16,6 +16,7 @@ import {
   get,
   type Invariant,
   isOk,
+  isUnfinishedAttemptRow,
   MODEL_OF,
   near,
   type SoakWorkspace,
@@ -127,9 +128,19 @@ export async function checkInvariants(input: {
   // 2. One usage row per charged call, with the figures the fake reported for the attempt that served it.
   const usage = invariant("each answered call: one usage row = the serving attempt's reported usage and price");
   const timedOut = invariant("timed-out attempts (hangs) each charged once, as `:timed-out:` rows");
+  const interrupted = invariant("attempts broken mid-answer before the call's answer, as `:interrupted:` rows, told");
   for (const record of answered) {
     const own = rowsOf.get(record.requestId) ?? [];
-    const main = own.filter((row) => !row.charge_key.includes(":timed-out:"));
+    const main = own.filter((row) => !isUnfinishedAttemptRow(row));
+    // The soak's whole calls are short (max_tokens 32: asked whole, never read from a stream), and a caller's stream
+    // broken after its first event is the call's own row: an interrupted row is a stream that broke before it.
+    const interruptedRows = own.filter((row) => row.charge_key.includes(":interrupted:")).length;
+    const toldInterrupted = record.xMgx?.interrupted_attempts ?? record.body?.interrupted_attempts;
+    interrupted.checked++;
+    if (interruptedRows > 0 && (toldInterrupted?.length ?? 0) !== interruptedRows && !record.streamError && record.xMgx)
+      interrupted.violations.push(
+        `${record.requestId}: ${interruptedRows} interrupted rows, answer tells ${toldInterrupted?.length ?? 0}`,
+      );
     const tried = attemptsOf.get(record.id) ?? [];
     // A hang times out; so does a stream stalled mid-answer, unless its deltas were passed on and it ended the call.
     const hangs = tried.filter(
@@ -140,7 +151,7 @@ export async function checkInvariants(input: {
           attempt.step.stallAfterChunks !== undefined &&
           (index < tried.length - 1 || record.status !== 200)),
     ).length;
-    const timedOutRows = own.length - main.length;
+    const timedOutRows = own.length - main.length - interruptedRows;
     timedOut.checked++;
     const told = record.xMgx?.timed_out_attempts ?? record.body?.timed_out_attempts;
     if (timedOutRows > 0 && (told?.length ?? 0) !== timedOutRows && !record.streamError && record.xMgx)
@@ -209,7 +220,7 @@ export async function checkInvariants(input: {
   const cancelled = invariant("cancelled calls charged at most once (once if a delta was read)");
   for (const record of records.filter((entry) => entry.cancelled)) {
     cancelled.checked++;
-    const main = (rowsOf.get(record.requestId) ?? []).filter((row) => !row.charge_key.includes(":timed-out:"));
+    const main = (rowsOf.get(record.requestId) ?? []).filter((row) => !isUnfinishedAttemptRow(row));
     if (main.length > 1 || (record.deltas > 0 && main.length !== 1))
       cancelled.violations.push(`${record.requestId}: ${record.deltas} deltas read, ${main.length} usage rows`);
   }

@@ -45,6 +45,7 @@ export interface CallRecord {
     usage_estimated: boolean;
     attempts: number;
     timed_out_attempts?: unknown[];
+    interrupted_attempts?: unknown[];
   };
   streamError?: unknown;
   deltas: number;
@@ -76,6 +77,13 @@ export interface UsageRow {
   estimated: number;
   request_id: string | null;
 }
+
+/**
+ * A row of an attempt that ended unfinished (timed out, or broken after its answer began), not of a call: usage
+ * counts it apart from calls, and its prompt and written part are the documented overshoot of a budget.
+ */
+export const isUnfinishedAttemptRow = (row: UsageRow) =>
+  row.charge_key.includes(":timed-out:") || row.charge_key.includes(":interrupted:");
 
 export interface Invariant {
   name: string;
