@@ -512,7 +512,8 @@ export class Router implements LlmRouter {
       const adapter = this.#deps.adapters.get(target.provider)!;
       const halfOpen = !allOpen && states.get(key) === "half_open";
       // This call's attempts are the target's one trial: an end that records no outcome frees it (see below).
-      const holdsTrial = halfOpen && (await breaker.tryTrial(key));
+      // False again once a whole answer read from a stream proved the target with its first delta (see answered).
+      let holdsTrial = halfOpen && (await breaker.tryTrial(key));
       // Cancelled, or out of time, while the shared breaker was asked: the trial it granted is freed at once, not
       // held by a call that will make no attempt.
       const outOfTime = this.#now() >= deadlineMs;
@@ -599,6 +600,12 @@ export class Router implements LlmRouter {
               {
                 streamed,
                 answered: (event) => {
+                  // Its first delta proves the trial, as a caller's stream's does (see chatStream): held to the
+                  // answer's end, a long one kept every other call off a target that was answering, for minutes.
+                  if (holdsTrial && !answerBegun) {
+                    breaker.proveTrial(key, { startedAtMs: attemptStartedMs, answeredAtMs: this.#now() });
+                    holdsTrial = false;
+                  }
                   answerBegun = true;
                   written.add(event);
                   clock.touch();

@@ -181,4 +181,28 @@ describe("a streamed half-open trial", () => {
     expect(next.provider).toBe("openai");
     expect(fake.count(OPENAI)).toBe(8);
   });
+
+  it("of a whole answer read from a stream (a long one, the agent runtime's) closes the breaker at its first delta too", async () => {
+    const { router, settled } = routerWithQuickBreaker();
+    const { model, workspace, held, fake } = await halfOpenWithHeldStream(router);
+    // Asked whole by its caller, read from the provider's stream: the answer is told only at its end.
+    const trial = router.chat(
+      { messages },
+      { workspaceId: workspace.id, chargeKey: "tw-trial", wholeFromStream: true },
+    );
+    while (fake.count(OPENAI) < 6) await new Promise((wake) => setTimeout(wake, 10));
+    await new Promise((wake) => setTimeout(wake, 50));
+    const meanwhile = await router.chat({ messages }, { workspaceId: workspace.id, chargeKey: "tw-meanwhile" });
+    expect(meanwhile).toMatchObject({ provider: "openai", message: { content: "openai is back" } });
+    expect(fake.count(ANTHROPIC)).toBe(5);
+    held.end("whole");
+    expect(await trial).toMatchObject({ provider: "openai", message: { content: "long" } });
+    await settled();
+    // Five failures, the call served meanwhile and the trial: seven calls, the trial counted once.
+    expect(await shownBreaker(workspace.headers, model)).toMatchObject({
+      state: "closed",
+      calls_last_minute: 7,
+      consecutive_failures: 0,
+    });
+  });
 });
