@@ -34,13 +34,7 @@ const REFUSAL_STATUSES: ReadonlySet<number> = new Set([400, 415, 422]);
 const NAMES_STREAMING = /\bstream(?:s|ed|ing|_options)?\b/i;
 
 export function refusesStreaming(error: unknown): boolean {
-  return (
-    error instanceof ProviderError &&
-    error.failure === "http" &&
-    error.status !== undefined &&
-    REFUSAL_STATUSES.has(error.status) &&
-    NAMES_STREAMING.test(error.message)
-  );
+  return refusesRequest(error) && NAMES_STREAMING.test((error as ProviderError).message);
 }
 
 /** Targets (provider:model) that refused a whole answer asked as a stream, in this isolate: asked whole since. */
@@ -83,16 +77,45 @@ export async function wholeFromStream(
     }
   } catch (error) {
     if (answerBegun || !refusesStreaming(error)) throw error;
-    if (rememberWholeOnly(key)) {
-      // Once per target: asked whole, an answer longer to write than the attempt timeout is cut at it.
-      logger.warn("llm provider refuses to stream; its long whole answers are asked whole", {
-        provider: adapter.name,
-        model: payload.model,
-        message: (error as ProviderError).message,
-        consequence: "an answer that takes longer to write than the attempt timeout is cut at it",
-      });
+    let result: AdapterResult;
+    try {
+      result = await adapter.complete(payload);
+    } catch (wholeError) {
+      // Refused whole as well, it was the request that was refused (a tool or a schema named "stream", an echo of
+      // the caller's words), not its streaming: remembered, one caller's bad request had every workspace's long
+      // answers to the target asked whole, and cut at the attempt timeout, for the isolate's life.
+      if (!refusesRequest(wholeError)) rememberAndWarn(key, adapter, payload, error as ProviderError, logger);
+      throw wholeError;
     }
-    return adapter.complete(payload);
+    rememberAndWarn(key, adapter, payload, error as ProviderError, logger);
+    return result;
   }
   throw new ProviderError("protocol", "the stream ended without its final event");
+}
+
+/** A refusal of the request's form (a status REFUSAL_STATUSES names), whatever its words. */
+function refusesRequest(error: unknown): boolean {
+  return (
+    error instanceof ProviderError &&
+    error.failure === "http" &&
+    error.status !== undefined &&
+    REFUSAL_STATUSES.has(error.status)
+  );
+}
+
+function rememberAndWarn(
+  key: string,
+  adapter: ProviderAdapter,
+  payload: AdapterCall,
+  refusal: ProviderError,
+  logger: Logger,
+): void {
+  if (!rememberWholeOnly(key)) return;
+  // Once per target: asked whole, an answer longer to write than the attempt timeout is cut at it.
+  logger.warn("llm provider refuses to stream; its long whole answers are asked whole", {
+    provider: adapter.name,
+    model: payload.model,
+    message: refusal.message,
+    consequence: "an answer that takes longer to write than the attempt timeout is cut at it",
+  });
 }

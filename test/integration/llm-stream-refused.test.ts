@@ -167,6 +167,47 @@ describe("a local server that refuses to stream, asked a long whole answer", () 
     expect(asked).toEqual(["stream", "stream"]);
   });
 
+  it("a 400 that names 'stream' but refuses the request itself, refused whole too, leaves the target streamed for every workspace", async () => {
+    // One caller's bad request (here a tool named "stream" the server rejects) must not make another
+    // workspace's long answers to the same target asked whole, cut at the attempt timeout, for the isolate's life.
+    const model = "qwen-bad-tool";
+    const first = await localChain(model);
+    const other = await localChain(model);
+    const asked: string[] = [];
+    const fake = fakeUpstreams({
+      [LOCAL]: async (request) => {
+        const body = (await request.clone().json()) as { stream?: boolean; tools?: unknown[] };
+        asked.push(body.stream ? "stream" : "whole");
+        if (body.tools) {
+          return Response.json(
+            { error: { message: "Invalid schema for function 'stream': 'type' is required", code: 400 } },
+            { status: 400 },
+          );
+        }
+        return body.stream
+          ? new Response(
+              'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"Streamed."},"finish_reason":"stop"}]}\n\n' +
+                'data: {"id":"c","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":2,"total_tokens":13}}\n\n' +
+                "data: [DONE]\n\n",
+              { headers: { "Content-Type": "text/event-stream" } },
+            )
+          : wholeAnswer();
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+
+    const refused = await chat(first.key, {
+      tools: [{ type: "function", function: { name: "stream", parameters: {} } }],
+    });
+    expect(refused.status).toBe(400);
+    expect(asked).toEqual(["stream", "whole"]);
+
+    const answered = await chat(other.key);
+    expect(answered.status).toBe(200);
+    expect(((await answered.json()) as Record<string, any>).choices[0].message.content).toBe("Streamed.");
+    expect(asked).toEqual(["stream", "whole", "stream"]);
+  });
+
   it("a caller's own stream refused stays refused: the caller asked for a stream", async () => {
     const workspace = await localChain("qwen-caller-stream");
     const asked = refusesStreams(streamingRefused);
