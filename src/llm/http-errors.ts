@@ -36,7 +36,11 @@ export function llmErrorToApiError(error: unknown): unknown {
     case "invalid_request":
     // The prompt is what to change, as for a request fault; `reason` (OpenAI's `err.code`) is Azure's code for it.
     case "content_filter":
-      return new ApiError("BAD_REQUEST", error.message, { extensions: { reason: error.kind, ...failuresOf(error) } });
+      // A content filter may cut an answer that had begun, and a fallback may refuse a prompt an earlier attempt
+      // took: those attempts were charged, and are told here as in a 503.
+      return new ApiError("BAD_REQUEST", error.message, {
+        extensions: { reason: error.kind, ...failuresOf(error), ...unfinishedOf(error) },
+      });
     case "budget_exhausted":
       return new ApiError("RATE_LIMITED", error.message, {
         headers: { "Retry-After": "60", ...NO_RETRY },

@@ -324,3 +324,38 @@ describe("an answer whose stream breaks while its model thinks, before a delta",
     });
   });
 });
+
+describe("an answer a content filter cuts mid-answer", () => {
+  // Azure's filter on the completion sends its refusal in the stream once the answer has begun: the call ends (a
+  // content policy is the deployment's own), but the provider wrote, and bills, what came before it.
+  const filtered = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    controller.enqueue(
+      sse({
+        error: { message: "The response was filtered by the content policy", code: "content_filter", status: 400 },
+      }),
+    );
+    controller.close();
+  };
+
+  it("fails with a 400 that lists the attempt's charge, as the usage row has it", async () => {
+    const model = "gpt-4o-mini-filtered";
+    const workspace = await budgetedWorkspace([{ provider: "openai", model }]);
+    upstream("openai.test", () => openAiStream(filtered));
+    const failure = await router()
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "filtered" })
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ kind: "content_filter" });
+    await expectInterruptedRow(workspace.id, "filtered:interrupted:1", "openai", model);
+    const told = problemBody(llmErrorToApiError(failure) as ApiError, "req_test");
+    expect(told).toMatchObject({ status: 400, reason: "content_filter" });
+    expect(told.interrupted_attempts).toEqual([
+      {
+        provider: "openai",
+        model,
+        prompt_tokens: 9,
+        completion_tokens: writtenTokens,
+        cost_usd: costUsd("openai", model, brokenUsage),
+      },
+    ]);
+  });
+});
