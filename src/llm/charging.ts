@@ -42,6 +42,11 @@ export interface UnfinishedAttempt {
   durationMs: number;
   /** What the provider had written when the attempt ended (a stream's deltas and thinking), estimated. */
   completionTokens: number;
+  /**
+   * The provider's own count of the prompt, when its stream told it before the attempt ended (Anthropic's
+   * message_start): charged rather than our estimate, as a caller's stream cut short is (chargeEstimate).
+   */
+  promptTokens?: number;
 }
 
 /** Each kind's usage row key, after the call's charge key and before the attempt's number. */
@@ -157,11 +162,12 @@ export class CallCharger {
 
   /** The prompt each unfinished attempt's provider read, and what it wrote (see UnfinishedAttempt), estimated. */
   #unfinishedLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
-    return call.unfinished.map(({ kind, target, adapter, attempt, durationMs, completionTokens }) => {
+    return call.unfinished.map(({ kind, target, adapter, attempt, durationMs, completionTokens, promptTokens }) => {
+      const prompt = promptTokens ?? call.promptTokens;
       const usage = {
-        prompt_tokens: call.promptTokens,
+        prompt_tokens: prompt,
         completion_tokens: completionTokens,
-        total_tokens: call.promptTokens + completionTokens,
+        total_tokens: prompt + completionTokens,
       };
       return {
         chargeKey: `${context.chargeKey}:${UNFINISHED_KEY_PART[kind]}:${attempt}`,

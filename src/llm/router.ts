@@ -670,6 +670,7 @@ export class Router implements LlmRouter {
               attempt: attempts,
               durationMs: this.#now() - attemptStartedMs,
               completionTokens: writtenTokens,
+              ...(written.promptTokens !== undefined ? { promptTokens: written.promptTokens } : {}),
             });
           }
           const failure = chainModelMissing(classifyFailure(error), error, target);

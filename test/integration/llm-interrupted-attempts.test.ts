@@ -190,10 +190,20 @@ describe("a long whole answer whose stream breaks after it began", () => {
       model: "claude-3-5-haiku-latest",
       broken: () => anthropicStream(anthropicOverloaded),
       whole: () => anthropicStream(anthropicRest),
+      // Its message_start told the prompt's count (input_tokens 12) before the break: charged that, not our estimate.
+      brokenPromptTokens: 12,
     },
   ];
 
-  for (const { name, provider, host, model, broken, whole } of cases) {
+  for (const { name, provider, host, model, broken, whole, brokenPromptTokens } of cases as ((typeof cases)[number] & {
+    brokenPromptTokens?: number;
+  })[]) {
+    const promptTokens = brokenPromptTokens ?? PROMPT_ESTIMATE_TOKENS;
+    const brokenUsage = {
+      prompt_tokens: promptTokens,
+      completion_tokens: writtenTokens,
+      total_tokens: promptTokens + writtenTokens,
+    };
     it(`(${name}) is charged its prompt and what the provider wrote, beside the retry's answer`, async () => {
       const workspace = await budgetedWorkspace([{ provider, model }]);
       const asked = upstream(host, (call) => (call === 1 ? broken() : whole()));
@@ -210,7 +220,13 @@ describe("a long whole answer whose stream breaks after it began", () => {
       ]);
       expect(result.timed_out_attempts).toBeUndefined();
       // The answer's JSON tells it, in the shape the OpenAPI document gives.
-      const told = { provider, model, prompt_tokens: 9, completion_tokens: writtenTokens, cost_usd: brokenCost };
+      const told = {
+        provider,
+        model,
+        prompt_tokens: promptTokens,
+        completion_tokens: writtenTokens,
+        cost_usd: brokenCost,
+      };
       const body = ChatCompletionSchema.parse(JSON.parse(JSON.stringify(toCompletion("chatcmpl-1", result))));
       expect(body.x_mgx).toMatchObject({ attempts: 2, interrupted_attempts: [told] });
       expect(body.x_mgx).not.toHaveProperty("timed_out_attempts");
@@ -220,7 +236,12 @@ describe("a long whole answer whose stream breaks after it began", () => {
         completionTokens: 5,
         estimated: false,
       });
-      await expectInterruptedRow(workspace.id, `${chargeKey}:interrupted:1`, provider, model);
+      expect(await findCharge(createDb(env.DB), workspace.id, `${chargeKey}:interrupted:1`)).toMatchObject({
+        promptTokens,
+        completionTokens: writtenTokens,
+        costUsd: brokenCost,
+        estimated: true,
+      });
       // The budget spent what the rows say: the answer and the broken attempt.
       expect(await budgetUsed(workspace.id)).toMatchObject({
         tokens: answerUsage.total_tokens + brokenUsage.total_tokens,
@@ -232,7 +253,7 @@ describe("a long whole answer whose stream breaks after it began", () => {
         estimated_calls: 0,
         timed_out_attempts: 0,
         interrupted_attempts: 1,
-        prompt_tokens: 12 + 9,
+        prompt_tokens: 12 + promptTokens,
         completion_tokens: 5 + writtenTokens,
         total_tokens: answerUsage.total_tokens + brokenUsage.total_tokens,
         cost_usd: summedCost(answerCost, brokenCost),
