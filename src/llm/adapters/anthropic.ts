@@ -289,7 +289,8 @@ export class AnthropicAdapter implements ProviderAdapter {
             const status = STREAM_ERROR_STATUS.get(data.error?.type) ?? 500;
             throw new ProviderError(
               "http",
-              `provider answered ${status}: ${data.error?.message ?? "error in stream"}`,
+              // Words that do not name streaming: a refusal that does is one to stream (see whole-from-stream.ts).
+              `provider answered ${status}: ${data.error?.message ?? "an error event without a message"}`,
               {
                 status,
                 code: data.error?.type,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { AnthropicAdapter } from "../../../src/llm/adapters/anthropic.ts";
 import { ProviderError } from "../../../src/llm/provider.ts";
 import { refusesStreaming } from "../../../src/llm/whole-from-stream.ts";
 
@@ -28,5 +29,27 @@ describe("refusesStreaming", () => {
     expect(refusesStreaming(answered(404, "no stream here"))).toBe(false);
     expect(refusesStreaming(new ProviderError("protocol", "the stream ended without its final event"))).toBe(false);
     expect(refusesStreaming(new Error("stream"))).toBe(false);
+  });
+});
+
+describe("refusesStreaming, of our own words", () => {
+  it("is not an Anthropic error event without a message, which our fallback words must not name as streaming", async () => {
+    // A 400 (invalid_request_error) event with no message, before any delta: taken for a refusal to stream, the
+    // target's long answers were asked whole from then on, cut at the attempt timeout.
+    const body = 'event: error\ndata: {"type":"error","error":{"type":"invalid_request_error"}}\n\n';
+    const adapter = new AnthropicAdapter({
+      apiKey: "ak",
+      baseUrl: "https://anthropic.test",
+      fetch: (async () => new Response(body, { headers: { "Content-Type": "text/event-stream" } })) as typeof fetch,
+    });
+    const failure = await (async () => {
+      for await (const _event of adapter.stream({
+        model: "claude-3-5-haiku-latest",
+        messages: [{ role: "user", content: "hi" }],
+        signal: new AbortController().signal,
+      }));
+    })().catch((error: unknown) => error);
+    expect(failure).toMatchObject({ failure: "http", status: 400 });
+    expect(refusesStreaming(failure)).toBe(false);
   });
 });
