@@ -10,8 +10,15 @@ import { ChatCompletionSchema } from "../../src/llm/openai-schemas.ts";
 import { costUsd } from "../../src/llm/prices.ts";
 import { textTokens } from "../../src/llm/tokens.ts";
 import { findCharge } from "../../src/llm/usage.ts";
-import { BASE, fakeUpstreams, fetcher, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
-import type { TestWorkspace } from "../support/workspaces.ts";
+import {
+  budgetUsed,
+  fakeUpstreams,
+  llmConfig,
+  quietLogger,
+  summedCost,
+  usageShown,
+  workspaceWith,
+} from "../support/llm.ts";
 
 /**
  * A whole answer asked as a stream (it may take longer to write than the attempt timeout) whose stream breaks after
@@ -137,21 +144,6 @@ function upstream(host: string, answer: (call: number) => Response) {
   });
   vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
   return asked;
-}
-
-/** What GET /api/v1/usage tells the workspace: its one row today, and the totals. */
-async function usageShown(workspace: TestWorkspace) {
-  const response = await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers });
-  expect(response.status).toBe(200);
-  const body = (await response.json()) as { data: Record<string, unknown>[]; totals: Record<string, unknown> };
-  expect(body.data).toHaveLength(1);
-  return body;
-}
-
-const summedCost = (...costs: number[]) => Math.round(costs.reduce((sum, cost) => sum + cost, 0) * 1e8) / 1e8;
-
-async function budgetUsed(workspaceId: string) {
-  return (await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus()).daily;
 }
 
 async function expectInterruptedRow(workspaceId: string, chargeKey: string, provider: string, model: string) {

@@ -9,18 +9,18 @@ import { textTokens } from "../../src/llm/tokens.ts";
 import { findCharge } from "../../src/llm/usage.ts";
 import {
   anthropicMessage,
-  BASE,
+  budgetUsed,
   eventsOf,
   fakeUpstreams,
-  fetcher,
   hang,
   llmConfig,
   openAiCompletion,
   problem,
   quietLogger,
+  summedCost,
+  usageShown,
   workspaceWith,
 } from "../support/llm.ts";
-import type { TestWorkspace } from "../support/workspaces.ts";
 
 /**
  * An attempt whose timer runs out while the provider has the request: the
@@ -61,23 +61,6 @@ async function expectTimedOutRow(workspaceId: string, chargeKey: string, model: 
     costUsd: costUsd("openai", model, promptEstimate),
     estimated: true,
   });
-}
-
-/** What GET /api/v1/usage tells the workspace: its one row today, and the totals. */
-async function usageShown(workspace: TestWorkspace) {
-  const response = await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers });
-  expect(response.status).toBe(200);
-  const body = (await response.json()) as { data: Record<string, unknown>[]; totals: Record<string, unknown> };
-  expect(body.data).toHaveLength(1);
-  return body;
-}
-
-/** The cost of several charge lines as a usage row sums it (to 1e-8 USD). */
-const summedCost = (...costs: number[]) => Math.round(costs.reduce((sum, cost) => sum + cost, 0) * 1e8) / 1e8;
-
-async function budgetUsed(workspaceId: string) {
-  const status = await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus();
-  return status.daily;
 }
 
 describe("attempts that time out at the provider", () => {

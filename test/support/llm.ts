@@ -2,6 +2,7 @@ import { createExecutionContext, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import OpenAI from "openai";
+import { expect } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { createDb } from "../../src/db/client.ts";
 import { type LlmRouting, type WorkspaceBudgets, workspaces } from "../../src/db/schema.ts";
@@ -172,4 +173,21 @@ export function hang(request: Request): Promise<Response> {
   return new Promise((_, reject) => {
     request.signal.addEventListener("abort", () => reject(request.signal.reason), { once: true });
   });
+}
+
+/** What GET /api/v1/usage tells a workspace with one usage row today: that row, and the totals. */
+export async function usageShown(workspace: TestWorkspace) {
+  const response = await fetcher(`${BASE}/api/v1/usage`, { headers: workspace.headers });
+  expect(response.status).toBe(200);
+  const body = (await response.json()) as { data: Record<string, unknown>[]; totals: Record<string, unknown> };
+  expect(body.data).toHaveLength(1);
+  return body;
+}
+
+/** The cost of several charge lines as a usage row sums it (to 1e-8 USD). */
+export const summedCost = (...costs: number[]) => Math.round(costs.reduce((sum, cost) => sum + cost, 0) * 1e8) / 1e8;
+
+/** The workspace's daily budget figures, as its WorkspaceLimiter holds them. */
+export async function budgetUsed(workspaceId: string) {
+  return (await env.WORKSPACE_LIMITER.getByName(workspaceId).budgetStatus()).daily;
 }
