@@ -76,12 +76,20 @@ export class CancelledInFlight extends LlmError {
   readonly attempts: number;
   /** What the provider had written when the call was cancelled (a stream's deltas and thinking), estimated. */
   readonly writtenTokens: number;
-  constructor(target: RouteTarget, adapter: ProviderAdapter, attempts: number, writtenTokens = 0) {
+  /** The provider's own count of the prompt, when its stream told it before the cancellation (message_start). */
+  readonly promptTokens: number | undefined;
+  constructor(
+    target: RouteTarget,
+    adapter: ProviderAdapter,
+    attempts: number,
+    written: { tokens: number; promptTokens?: number } = { tokens: 0 },
+  ) {
     super("cancelled", "the call was cancelled", false);
     this.target = target;
     this.adapter = adapter;
     this.attempts = attempts;
-    this.writtenTokens = writtenTokens;
+    this.writtenTokens = written.tokens;
+    this.promptTokens = written.promptTokens;
   }
 }
 
@@ -293,9 +301,11 @@ export class CallCharger {
    */
   async settleUnserved(error: unknown, context: CallContext, call: ChargeableCall, startedMs: number): Promise<void> {
     if (error instanceof CancelledInFlight) {
-      const { target, adapter, attempts, writtenTokens } = error;
+      const { target, adapter, attempts, writtenTokens, promptTokens } = error;
       const delivered = new DeliveredText();
       delivered.addUnsent(writtenTokens);
+      // Charged the provider's count of the prompt where its stream told it, as an unfinished attempt is.
+      delivered.promptTokens = promptTokens;
       const charged = await this.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
       if (charged) {
         const { usage, cost_usd, provider, model, simulated } = charged;

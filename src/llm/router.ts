@@ -647,11 +647,14 @@ export class Router implements LlmRouter {
           });
           // The caller's cancellation is no failure of the provider's, whatever its reason (AbortSignal.timeout's
           // reads like an attempt's own timeout): no retry, no breaker record, no provider error event.
+          const writtenTokens = written.estimatedTokens() + Math.ceil(unsentTokens);
           if (context.signal?.aborted || error.failure === "cancelled") {
             if (holdsTrial) breaker.releaseTrial(key);
-            throw new CancelledInFlight(target, adapter, attempts, written.estimatedTokens() + Math.ceil(unsentTokens));
+            throw new CancelledInFlight(target, adapter, attempts, {
+              tokens: writtenTokens,
+              ...(written.promptTokens !== undefined ? { promptTokens: written.promptTokens } : {}),
+            });
           }
-          const writtenTokens = written.estimatedTokens() + Math.ceil(unsentTokens);
           // Timed out, the provider bills the prompt it read, and what it wrote (a whole answer read from a stream
           // that stalled): charged its prompt alone, a long answer that stalled near its end cost next to nothing.
           // Broken after it began writing (the connection dropped, an error event in the stream), it bills the same,

@@ -372,3 +372,28 @@ describe("an answer a content filter cuts mid-answer", () => {
     ]);
   });
 });
+
+describe("a long whole answer cancelled after its stream told the prompt's count", () => {
+  it("is charged the provider's count of the prompt and what it wrote, not our estimate", async () => {
+    const model = "claude-3-5-haiku-latest";
+    const workspace = await budgetedWorkspace([{ provider: "anthropic", model }]);
+    // message_start (input_tokens 12) and three pieces, then nothing until the request is aborted: a task cancelled
+    // while its turn is written.
+    const stalled = (request: Request) =>
+      anthropicStream((controller) =>
+        request.signal.addEventListener("abort", () => controller.error(request.signal.reason), { once: true }),
+      );
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ "anthropic.test": stalled }).impl);
+    const cancel = new AbortController();
+    setTimeout(() => cancel.abort(new Error("the task was cancelled")), 300);
+    const failure = await router()
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "cancelled-after-start", signal: cancel.signal })
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ kind: "cancelled" });
+    expect(await findCharge(createDb(env.DB), workspace.id, "cancelled-after-start")).toMatchObject({
+      promptTokens: 12,
+      completionTokens: writtenTokens,
+      estimated: true,
+    });
+  });
+});
