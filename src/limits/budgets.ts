@@ -41,6 +41,8 @@ export interface ReserveInput extends BudgetAmountsInput, Partial<LeaseRequest> 
 export interface BudgetRoom {
   tokens: number | null;
   costUsd: number | null;
+  /** Which period's budget leaves that room, of each kind: what a call that cannot fit in it is told. */
+  periods?: { tokens?: "daily" | "monthly"; costUsd?: "daily" | "monthly" };
 }
 
 export interface SettleInput extends BudgetAmountsInput {
@@ -234,14 +236,19 @@ const percentOf = (usedAmount: number, limit: number) => Math.round((usedAmount 
 /** What the budgets have left, counting what is reserved. */
 function headroom(limits: BudgetLimits | null, counters: Record<"daily" | "monthly", PeriodCounters>): BudgetRoom {
   const left: BudgetRoom = { tokens: null, costUsd: null };
+  const periods: NonNullable<BudgetRoom["periods"]> = {};
   for (const rule of RULES) {
     const limit = limits?.[rule.field];
     if (limit === null || limit === undefined) continue;
     const remaining = Math.max(0, round(limit - used(counters[rule.period], rule.metric, true)));
-    if (rule.metric === "tokens") left.tokens = Math.min(left.tokens ?? remaining, remaining);
-    else left.costUsd = Math.min(left.costUsd ?? remaining, remaining);
+    const kind = rule.metric === "tokens" ? "tokens" : "costUsd";
+    const tightest = left[kind];
+    if (tightest === null || remaining < tightest) {
+      left[kind] = remaining;
+      periods[kind] = rule.period;
+    }
   }
-  return left;
+  return left.tokens === null && left.costUsd === null ? left : { ...left, periods };
 }
 
 /** The room left when it is less than the call asks for, of either kind, else undefined. */

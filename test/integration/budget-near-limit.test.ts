@@ -72,7 +72,7 @@ describe("BudgetBook near a limit", () => {
       expect(book.reserve({ chargeKey: "near", limits, ...call, nowMs: NOW })).toEqual({
         ok: true,
         lease: null,
-        nearLimit: { tokens: 3_000, costUsd: 0.98 },
+        nearLimit: { tokens: 3_000, costUsd: 0.98, periods: { tokens: "daily", costUsd: "daily" } },
       });
       expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 3_000, reserved_cost_usd: 0.1 });
       // A call alongside finds nothing left until the first settles: the budget is not spent but held, so it is
@@ -101,7 +101,7 @@ describe("BudgetBook near a limit", () => {
       expect(book.reserve({ chargeKey: "first", ...call })).toEqual({
         ok: true,
         lease: null,
-        nearLimit: { tokens: 10_000, costUsd: null },
+        nearLimit: { tokens: 10_000, costUsd: null, periods: { tokens: "daily" } },
       });
       expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 4_105 });
       // The room it leaves is a second call's, then what is left a third's; only a fourth waits.
