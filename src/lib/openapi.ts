@@ -50,11 +50,11 @@ export const ProblemSchema = z
       .openapi({ description: "429 `budget_exhausted` or `budget_held`: what the budget counts." }),
     timed_out_attempts: z.array(UnfinishedAttemptSchema).optional().openapi({
       description:
-        "503 (or 400 `invalid_request`, `content_filter`) of the LLM routes: attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated), as an answer's `x_mgx.timed_out_attempts`.",
+        "503 (or 400 `invalid_request`, `content_filter`, or 429 `budget_exhausted`) of the LLM routes: attempts that timed out while a provider had the request, each charged the prompt it read and what it had written of a long answer asked as a stream (estimated), as an answer's `x_mgx.timed_out_attempts`.",
     }),
     interrupted_attempts: z.array(UnfinishedAttemptSchema).optional().openapi({
       description:
-        "503 (or 400 `invalid_request`, `content_filter`) of the LLM routes: attempts whose answer broke after it began (the connection dropped, or the provider sent an error in its stream), each charged the prompt it read and what it had written (estimated), as an answer's `x_mgx.interrupted_attempts`.",
+        "503 (or 400 `invalid_request`, `content_filter`, or 429 `budget_exhausted`) of the LLM routes: attempts whose answer broke after it began (the connection dropped, or the provider sent an error in its stream), each charged the prompt it read and what it had written (estimated), as an answer's `x_mgx.interrupted_attempts`.",
     }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),

@@ -58,10 +58,10 @@ export function budgetGate(
       if (!budgets || !hasAnyBudget(budgets)) return UNHELD;
       const leased = leases.take(amounts.workspaceId, budgets, amounts, keep);
       if (leased) {
-        if (leases.startAsking(amounts.workspaceId, "renew")) keep(renewLease(amounts, budgets));
+        if (!amounts.beside && leases.startAsking(amounts.workspaceId, "renew")) keep(renewLease(amounts, budgets));
         return { hold: leased };
       }
-      const asks = leases.startAsking(amounts.workspaceId, "reserve");
+      const asks = !amounts.beside && leases.startAsking(amounts.workspaceId, "reserve");
       let result: Awaited<ReturnType<ReturnType<Config["WORKSPACE_LIMITER"]["getByName"]>["reserveBudget"]>>;
       try {
         result = await config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).reserveBudget({

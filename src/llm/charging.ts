@@ -1,6 +1,6 @@
 import { hasAnyBudget, normaliseUsage } from "./attempt.ts";
 import type { AdapterResult, ProviderAdapter } from "./provider.ts";
-import type { BudgetAmounts, RouterDeps } from "./router-deps.ts";
+import type { BudgetAmounts, BudgetHold, RouterDeps } from "./router-deps.ts";
 import { modelName, type RouteTarget, targetCostUsd } from "./routing.ts";
 import { DeliveredText } from "./tokens.ts";
 import {
@@ -52,6 +52,24 @@ export interface UnfinishedAttempt {
 /** Each kind's usage row key, after the call's charge key and before the attempt's number. */
 const UNFINISHED_KEY_PART: Record<UnfinishedKind, string> = { timed_out: "timed-out", interrupted: "interrupted" };
 
+/** An unfinished attempt's usage row key; also the key of the budget hold that covers its spend (UnfinishedHold). */
+export function unfinishedChargeKey(chargeKey: string, kind: UnfinishedKind, attempt: number): string {
+  return `${chargeKey}:${UNFINISHED_KEY_PART[kind]}:${attempt}`;
+}
+
+/**
+ * Budget held beside the call's own reservation for what an unfinished attempt spent, taken before the call makes
+ * another attempt (see Router#coverUnfinished): the next attempt may spend the whole reservation again. Released
+ * when the call is settled; the settlement under the call's key counts the attempt's spend, as before.
+ */
+export interface UnfinishedHold {
+  chargeKey: string;
+  hold: BudgetHold;
+  /** What it holds: the attempt's spend, or less where the room left was less (all of that room). */
+  tokens: number;
+  costUsd: number;
+}
+
 /** One line of a call's charge: the answer's, or an unfinished attempt's. */
 interface ChargeLine {
   chargeKey: string;
@@ -93,10 +111,39 @@ export class CancelledInFlight extends LlmError {
   }
 }
 
-/** What charging a call needs from it: its reservation, its prompt's estimate and its unfinished attempts. */
+/**
+ * What charging a call needs from it: its reservation, its prompt's estimate, its unfinished attempts and the holds
+ * that cover their spend (emptied as they are released: each is released once, whichever way the call ends).
+ */
 export interface ChargeableCall extends Reserved {
   promptTokens: number;
   unfinished: UnfinishedAttempt[];
+  unfinishedHolds: UnfinishedHold[];
+}
+
+/** What the call's unfinished attempts spent, as they are charged (see UnfinishedAttempt). */
+export function unfinishedSpend(call: Pick<ChargeableCall, "promptTokens" | "unfinished">): {
+  tokens: number;
+  costUsd: number;
+} {
+  let tokens = 0;
+  let costUsd = 0;
+  for (const attempt of call.unfinished) {
+    const usage = unfinishedUsage(attempt, call.promptTokens);
+    tokens += usage.total_tokens;
+    costUsd += targetCostUsd(attempt.target, usage);
+  }
+  return { tokens, costUsd: Math.round(costUsd * 1e8) / 1e8 };
+}
+
+/** The prompt an unfinished attempt's provider read (its own count where it told it), and what it wrote. */
+function unfinishedUsage(attempt: UnfinishedAttempt, promptEstimate: number): TokenUsage {
+  const prompt = attempt.promptTokens ?? promptEstimate;
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: attempt.completionTokens,
+    total_tokens: prompt + attempt.completionTokens,
+  };
 }
 
 export class CallCharger {
@@ -170,15 +217,11 @@ export class CallCharger {
 
   /** The prompt each unfinished attempt's provider read, and what it wrote (see UnfinishedAttempt), estimated. */
   #unfinishedLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
-    return call.unfinished.map(({ kind, target, adapter, attempt, durationMs, completionTokens, promptTokens }) => {
-      const prompt = promptTokens ?? call.promptTokens;
-      const usage = {
-        prompt_tokens: prompt,
-        completion_tokens: completionTokens,
-        total_tokens: prompt + completionTokens,
-      };
+    return call.unfinished.map((unfinished) => {
+      const { kind, target, adapter, attempt, durationMs } = unfinished;
+      const usage = unfinishedUsage(unfinished, call.promptTokens);
       return {
-        chargeKey: `${context.chargeKey}:${UNFINISHED_KEY_PART[kind]}:${attempt}`,
+        chargeKey: unfinishedChargeKey(context.chargeKey, kind, attempt),
         target,
         adapter,
         usage,
@@ -194,28 +237,37 @@ export class CallCharger {
    * A call's charge: one settlement of its reservation for all its lines (the budget sees one charge per
    * call), and a usage row per line. Neither is awaited where the request can keep them alive (waitUntil).
    */
-  async #settleCharges(lines: ChargeLine[], context: CallContext, { budgets, hold }: Reserved): Promise<void> {
+  async #settleCharges(lines: ChargeLine[], context: CallContext, call: ChargeableCall): Promise<void> {
+    const { budgets, hold } = call;
     let tokens = 0;
     let cost = 0;
     for (const line of lines) {
       tokens += line.usage.total_tokens;
       cost += line.costUsd;
     }
-    const settle = this.#limitsNow(context.workspaceId, budgets).then((limitsNow) =>
-      this.#deps.budgets.settle(
-        {
-          workspaceId: context.workspaceId,
-          chargeKey: context.chargeKey,
-          once: context.chargeOnce,
-          budgets,
-          limitsNow,
-          hold,
-          tokens,
-          costUsd: Math.round(cost * 1e8) / 1e8,
-        },
-        context,
-      ),
-    );
+    // Taken now, so a second settlement of the call (it should have none) cannot release them again.
+    const unfinishedHolds = call.unfinishedHolds.splice(0);
+    const settle = this.#limitsNow(context.workspaceId, budgets).then(async (limitsNow) => {
+      try {
+        await this.#deps.budgets.settle(
+          {
+            workspaceId: context.workspaceId,
+            chargeKey: context.chargeKey,
+            once: context.chargeOnce,
+            budgets,
+            limitsNow,
+            hold,
+            tokens,
+            costUsd: Math.round(cost * 1e8) / 1e8,
+          },
+          context,
+        );
+      } finally {
+        // After the charge that counts what they covered: released first, the room they held was free for a moment
+        // while that spend was not yet counted.
+        await this.#releaseHolds(unfinishedHolds, context, budgets, limitsNow);
+      }
+    });
     const records = lines.map((line) =>
       this.#deps.usage.record({
         workspaceId: context.workspaceId,
@@ -323,7 +375,8 @@ export class CallCharger {
     if (error instanceof LlmError) error.charged = unfinished.map(failedCallCharge);
   }
 
-  async #release(context: CallContext, { budgets, hold }: Reserved): Promise<void> {
+  async #release(context: CallContext, call: ChargeableCall): Promise<void> {
+    const { budgets, hold } = call;
     // A release spends nothing, but its settlement still judges thresholds: against the budgets now, as a charge.
     const limitsNow = await this.#limitsNow(context.workspaceId, budgets);
     await this.#deps.budgets
@@ -340,6 +393,28 @@ export class CallCharger {
         context,
       )
       .catch((error: unknown) => this.#deps.logger.error("budget release failed", { error }));
+    await this.#releaseHolds(call.unfinishedHolds.splice(0), context, budgets, limitsNow);
+  }
+
+  /** Gives back the holds that covered unfinished attempts' spend (UnfinishedHold): the call's charge counts it. */
+  async #releaseHolds(
+    holds: UnfinishedHold[],
+    context: CallContext,
+    budgets: Reserved["budgets"],
+    limitsNow: Reserved["budgets"],
+  ): Promise<void> {
+    await Promise.all(
+      holds.map(({ chargeKey, hold }) =>
+        this.#deps.budgets
+          .settle(
+            { workspaceId: context.workspaceId, chargeKey, budgets, limitsNow, hold, tokens: 0, costUsd: 0 },
+            context,
+          )
+          .catch((error: unknown) =>
+            this.#deps.logger.error("budget release failed", { error, charge_key: chargeKey }),
+          ),
+      ),
+    );
   }
 }
 

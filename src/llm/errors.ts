@@ -1,3 +1,4 @@
+import { periodEndMs } from "../limits/budgets.ts";
 import { providerWithSettings } from "./adapters/index.ts";
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
@@ -106,6 +107,25 @@ export class BudgetExhaustedError extends LlmError {
     this.metric = details.metric;
     this.held = held;
   }
+}
+
+/**
+ * A call that cannot make another attempt within its budget: its unfinished attempts (timed out, or broken
+ * mid-answer) were charged, and what the budget has left, with what the call holds, cannot hold its prompt again.
+ * It ends as a call meeting a spent budget does: not retryable until the period resets or the budget is raised.
+ */
+export function noRoomForAnotherAttempt(
+  period: "daily" | "monthly",
+  metric: "tokens" | "cost_usd",
+  charged: { tokens: number; costUsd: number },
+  nowMs: number,
+): BudgetExhaustedError {
+  const retryAfterSeconds = Math.max(1, Math.ceil((periodEndMs(period, nowMs) - nowMs) / 1000));
+  const what = metric === "tokens" ? "token" : "cost";
+  return new BudgetExhaustedError(
+    `The ${period} ${what} budget has no room for another attempt: this call's attempts that timed out or broke mid-answer were charged ${charged.tokens} tokens (${charged.costUsd} USD), and what is left cannot hold its prompt again; it resets in ${retryAfterSeconds} s, or raise it with PUT /api/v1/budgets.`,
+    { retryAfterSeconds, period, metric },
+  );
 }
 
 /**

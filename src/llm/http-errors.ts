@@ -28,6 +28,8 @@ export function llmErrorToApiError(error: unknown): unknown {
         metric: error.metric,
         retryable: error.held,
         retry_after_seconds: error.retryAfterSeconds,
+        // A call ended by the budget after attempts that timed out or broke was charged them, as a 503 tells.
+        ...unfinishedOf(error),
       },
     });
   }

@@ -70,6 +70,11 @@ export interface BudgetAmounts {
   costUsd: number;
   /** Reserve only: what the call spends at most with its answer cut near a limit (BudgetAmountsInput.ifCut). */
   ifCut?: { tokens: number; costUsd: number };
+  /**
+   * Reserve only: a hold beside a call's own, for what an unfinished attempt spent (UnfinishedHold in charging.ts).
+   * Taken from the isolate's lease where it has room, but no lease is asked for with it: one would be sized by it.
+   */
+  beside?: boolean;
 }
 
 /** What reserve answered: the hold to hand back to settle, and near a limit the room the call must fit in. */

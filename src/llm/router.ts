@@ -1,7 +1,15 @@
+import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { BudgetRoom } from "../limits/budgets.ts";
 import { AttemptSpan } from "../observability/llm-spans.ts";
-import { AttemptClock, sleepMs } from "./attempt.ts";
-import { CallCharger, CancelledInFlight, type ChargeableCall } from "./charging.ts";
+import { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
+import {
+  CallCharger,
+  CancelledInFlight,
+  type ChargeableCall,
+  type UnfinishedAttempt,
+  unfinishedChargeKey,
+  unfinishedSpend,
+} from "./charging.ts";
 import {
   BudgetExhaustedError,
   chainModelMissing,
@@ -10,6 +18,7 @@ import {
   FailureTally,
   fallbackReason,
   noConfiguredProvider,
+  noRoomForAnotherAttempt,
 } from "./errors.ts";
 import {
   type AdapterCall,
@@ -67,8 +76,13 @@ const sharedLatency = new LatencyTracker();
 /** A prepared call: its targets and deadline, with what charging it needs (ChargeableCall). */
 interface PreparedCall extends ChargeableCall {
   targets: RouteTarget[];
-  /** Near a budget's limit: the longest answer the room left allows, sent as the call's max_tokens. */
+  /**
+   * Near a budget's limit: the longest answer the room left allows, sent as the call's max_tokens. Cut again when
+   * what an unfinished attempt spent must come out of the call's own reservation (see #coverUnfinished).
+   */
   answerCapTokens?: number;
+  /** What the call's reservation holds, of each kind a budget limits (null: none does), which its attempts spend. */
+  held: { tokens: number | null; costUsd: number | null };
   deadlineMs: number;
 }
 
@@ -426,14 +440,24 @@ export class Router implements LlmRouter {
           request.max_tokens ?? MAX_SAFE_ANSWER_CAP_TOKENS,
         )
       : undefined;
+    // As the limiter holds it (BudgetBook.reserve): near a limit, the cut call's amounts or all the room, if less.
+    const asked =
+      cutsToSafeCap && reservation.nearLimit ? mostSpent(MAX_SAFE_ANSWER_CAP_TOKENS) : mostSpent(completionTokens);
+    const room = reservation.nearLimit;
+    const held = {
+      tokens: limitsTokens(settings.budgets) ? Math.min(asked.tokens, room?.tokens ?? Number.POSITIVE_INFINITY) : null,
+      costUsd: limitsCost(settings.budgets) ? Math.min(asked.costUsd, room?.costUsd ?? Number.POSITIVE_INFINITY) : null,
+    };
     return {
       targets,
       promptTokens,
       ...(answerCapTokens !== undefined && answerCapTokens !== request.max_tokens ? { answerCapTokens } : {}),
       budgets: settings.budgets,
       hold: reservation.hold,
+      held,
       deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
       unfinished: [],
+      unfinishedHolds: [],
     };
   }
 
@@ -665,8 +689,9 @@ export class Router implements LlmRouter {
               : answerBegun || writtenTokens > 0
                 ? "interrupted"
                 : undefined;
+          let unfinishedAttempt: UnfinishedAttempt | undefined;
           if (unfinished) {
-            call.unfinished.push({
+            unfinishedAttempt = {
               kind: unfinished,
               target,
               adapter,
@@ -674,7 +699,8 @@ export class Router implements LlmRouter {
               durationMs: this.#now() - attemptStartedMs,
               completionTokens: writtenTokens,
               ...(written.promptTokens !== undefined ? { promptTokens: written.promptTokens } : {}),
-            });
+            };
+            call.unfinished.push(unfinishedAttempt);
           }
           const failure = chainModelMissing(classifyFailure(error), error, target);
           // Cut short by the call's own deadline while the provider was still within its attempt timeout, or while
@@ -705,6 +731,13 @@ export class Router implements LlmRouter {
             waitMs + MIN_ATTEMPT_MS <= timeLeftMs &&
             !(hasNext && waitMs > MAX_DELAY_MS) &&
             breaker.state(key) !== "open";
+          // Another attempt may spend the whole reservation again: what this one spent must first find room in the
+          // budget, or the call ends here (told with the attempt's event: no retry, no fallback).
+          const outOfBudget =
+            unfinishedAttempt && !endsCall && (retryHere || hasNext)
+              ? await this.#coverUnfinished(call, unfinishedAttempt, request, context)
+              : undefined;
+          const retriesHere = retryHere && !outOfBudget;
           this.#deps.logger.warn("llm attempt failed", {
             provider: target.provider,
             model: modelName(target),
@@ -716,7 +749,7 @@ export class Router implements LlmRouter {
             // The provider's own id for the request, which its support asks for (an unexplained 500).
             ...(error.providerRequestId !== undefined ? { provider_request_id: error.providerRequestId } : {}),
             retry,
-            retry_in_ms: retryHere ? waitMs : null,
+            retry_in_ms: retriesHere ? waitMs : null,
           });
           events.providerError(context, {
             provider: target.provider,
@@ -724,11 +757,12 @@ export class Router implements LlmRouter {
             error_type: failure.eventType,
             error_code: error.code,
             retry_count: retry,
-            fallback_triggered: !retryHere && hasNext,
+            fallback_triggered: !retryHere && hasNext && !outOfBudget,
             http_status: error.status ?? null,
             simulated: adapter.simulated,
           });
           if (endsCall) throw tally.final(false);
+          if (outOfBudget) throw outOfBudget;
           if (!retryHere) {
             previous = { target, reason: fallbackReason(failure) };
             break;
@@ -742,6 +776,91 @@ export class Router implements LlmRouter {
       }
     }
     throw tally.final(this.#now() >= deadlineMs);
+  }
+
+  /**
+   * Before another attempt after an unfinished one: the budget room for what that attempt spent (the provider bills
+   * it), held beside the call's reservation, which the next attempt may spend whole again. Where the room left is
+   * less, what is short comes out of that reservation, and the next answer is cut to what is left of it, as a call
+   * near its limit is at its reservation; where that cannot hold the prompt again (and a token), the call ends with
+   * the budget error. A workspace without budgets reserves nothing, as for the call itself.
+   */
+  async #coverUnfinished(
+    call: PreparedCall,
+    attempt: UnfinishedAttempt,
+    request: ChatRequest,
+    context: CallContext,
+  ): Promise<LlmError | undefined> {
+    const { budgets } = call;
+    if (!budgets || !hasAnyBudget(budgets)) return undefined;
+    const spent = unfinishedSpend({ promptTokens: call.promptTokens, unfinished: [attempt] });
+    const chargeKey = unfinishedChargeKey(context.chargeKey, attempt.kind, attempt.attempt);
+    let periods: BudgetRoom["periods"];
+    /** A refusal of the hold: where the call cannot go on, told as it is. */
+    let refusal: LlmError | undefined;
+    try {
+      const reservation = await this.#deps.budgets.reserve(
+        {
+          workspaceId: context.workspaceId,
+          chargeKey,
+          budgets,
+          tokens: spent.tokens,
+          costUsd: spent.costUsd,
+          beside: true,
+        },
+        context,
+      );
+      const room = reservation.nearLimit;
+      call.unfinishedHolds.push({
+        chargeKey,
+        hold: reservation.hold,
+        tokens: Math.min(spent.tokens, room?.tokens ?? Number.POSITIVE_INFINITY),
+        costUsd: Math.min(spent.costUsd, room?.costUsd ?? Number.POSITIVE_INFINITY),
+      });
+      if (!room) return undefined;
+      periods = room.periods;
+    } catch (error) {
+      // Spent: no further attempt, whatever the call still holds (a budget lowered under what is spent).
+      if (error instanceof BudgetExhaustedError && !error.held) return error;
+      if (!(error instanceof LlmError)) throw error;
+      // Held by calls in flight (this one's own reservation among them), or the counter unavailable: the call
+      // goes on only within what it holds.
+      refusal = error;
+    }
+    const left = this.#leftToSpend(call);
+    const fitTokens = roomForAnswer(left, call.promptTokens, call.targets);
+    if (fitTokens >= 1) {
+      call.answerCapTokens = Math.min(fitTokens, call.answerCapTokens ?? request.max_tokens ?? fitTokens);
+      return undefined;
+    }
+    if (refusal && !(refusal instanceof BudgetExhaustedError)) return refusal;
+    const metric =
+      refusal instanceof BudgetExhaustedError
+        ? refusal.metric
+        : left.tokens !== null && left.tokens < call.promptTokens + 1
+          ? "tokens"
+          : "cost_usd";
+    const period =
+      refusal instanceof BudgetExhaustedError
+        ? refusal.period
+        : (periods?.[metric === "tokens" ? "tokens" : "costUsd"] ??
+          (budgets[`daily_${metric}`] !== null ? "daily" : "monthly"));
+    return noRoomForAnotherAttempt(period, metric, unfinishedSpend(call), this.#now());
+  }
+
+  /** What the call's reservation and the holds beside it leave for its next attempt, once its unfinished attempts are paid. */
+  #leftToSpend(call: PreparedCall): BudgetRoom {
+    const spent = unfinishedSpend(call);
+    let tokens = call.held.tokens;
+    let costUsd = call.held.costUsd;
+    for (const held of call.unfinishedHolds) {
+      if (tokens !== null) tokens += held.tokens;
+      if (costUsd !== null) costUsd += held.costUsd;
+    }
+    return {
+      tokens: tokens === null ? null : tokens - spent.tokens,
+      costUsd: costUsd === null ? null : costUsd - spent.costUsd,
+    };
   }
 
   #payload(request: ChatRequest, target: RouteTarget, call: PreparedCall): Omit<AdapterCall, "signal"> {
@@ -810,6 +929,11 @@ function warnSkippedOnce(logger: RouterDeps["logger"], skipped: string[]): void 
  * the next call is refused.
  */
 function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTarget[]): number {
+  return Math.max(1, roomForAnswer(room, promptTokens, targets));
+}
+
+/** The longest answer the room holds beside the prompt, at the dearest target's prices: less than 1 when none. */
+function roomForAnswer(room: BudgetRoom, promptTokens: number, targets: RouteTarget[]): number {
   let fit = room.tokens === null ? Number.POSITIVE_INFINITY : room.tokens - promptTokens;
   if (room.costUsd !== null) {
     for (const target of targets) {
@@ -819,7 +943,17 @@ function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTa
       fit = Math.min(fit, ((room.costUsd - promptCostUsd) * 1_000_000) / price.outputPerMillionUsd);
     }
   }
-  return Math.max(1, Math.floor(fit));
+  return Math.floor(fit);
+}
+
+/** The budgets limit tokens (a day's or a month's). */
+function limitsTokens(budgets: WorkspaceBudgets | null): boolean {
+  return budgets !== null && (budgets.daily_tokens !== null || budgets.monthly_tokens !== null);
+}
+
+/** The budgets limit dollars (a day's or a month's). */
+function limitsCost(budgets: WorkspaceBudgets | null): boolean {
+  return budgets !== null && (budgets.daily_cost_usd !== null || budgets.monthly_cost_usd !== null);
 }
 
 export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";

@@ -1,0 +1,377 @@
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { createDb } from "../../src/db/client.ts";
+import { tasks, usageRecords, type WorkspaceBudgets } from "../../src/db/schema.ts";
+import { type ApiError, problemBody } from "../../src/lib/problem.ts";
+import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
+import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
+import { costUsd } from "../../src/llm/prices.ts";
+import { textTokens } from "../../src/llm/tokens.ts";
+import { findCharge } from "../../src/llm/usage.ts";
+import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
+import {
+  budgetUsed,
+  eventsOf,
+  fakeUpstreams,
+  hang,
+  llmConfig,
+  openAiCompletion,
+  quietLogger,
+  summedCost,
+  usageShown,
+  workspaceWith,
+} from "../support/llm.ts";
+import { insertTask, taskBody } from "../unit/tasks/fakes.ts";
+
+/**
+ * An attempt that ends unfinished (it timed out at the provider, or its stream broke after the answer began) is
+ * charged, and the next attempt may spend the call's whole reservation again. So before a retry or a failover, what
+ * the unfinished attempt spent must find room in the budget beside the call's reservation: where the room is short,
+ * the next answer is cut to what the call still holds; where that cannot hold the prompt again, the call ends with
+ * the budget error. Against the real D1 and WorkspaceLimiter, with fake upstreams inside workerd.
+ */
+
+afterEach(() => vi.restoreAllMocks());
+
+const OPENAI = "openai.test";
+const NONE: WorkspaceBudgets = {
+  daily_tokens: null,
+  monthly_tokens: null,
+  daily_cost_usd: null,
+  monthly_cost_usd: null,
+};
+const messages = [{ role: "user" as const, content: "Refactor the parser." }];
+// The estimate a reservation uses (src/llm/tokens.ts): 20 characters (5 tokens) plus 4 for the message.
+const PROMPT_TOKENS = 9;
+const promptUsage = { prompt_tokens: PROMPT_TOKENS, completion_tokens: 0, total_tokens: PROMPT_TOKENS };
+
+/**
+ * A workspace with a daily token budget whose chain is one OpenAI model, named for its test: every timed-out
+ * attempt counts against the target's breaker, shared by the tests, which would open for those that follow.
+ */
+const budgeted = (daily_tokens: number, model: string) =>
+  workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] }, { ...NONE, daily_tokens });
+
+const routerTimingOutAfter = (attemptTimeoutMs: number) =>
+  createLlmRouter(llmConfig(), {
+    logger: quietLogger,
+    overrides: { attemptTimeoutMs, maxAttemptsPerTarget: 3, sleep: async () => {} },
+  });
+
+/** OpenAI answering each request with `answer`; the max_completion_tokens each asked are kept. */
+function upstream(answer: (request: Request, call: number) => Response | Promise<Response>) {
+  const asked: (number | undefined)[] = [];
+  const fake = fakeUpstreams({
+    [OPENAI]: async (request, call) => {
+      asked.push(((await request.clone().json()) as { max_completion_tokens?: number }).max_completion_tokens);
+      return answer(request, call);
+    },
+  });
+  vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+  return { asked, count: () => fake.count(OPENAI) };
+}
+
+/** A promise held shut until `open` is called. */
+function latch(): { opened: Promise<void>; open: () => void } {
+  let open: () => void = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+describe("a call whose attempt ended unfinished, before it tries again", () => {
+  it("ends with 429 budget_exhausted, no retry, when the budget holds the attempt's spend but not another", async () => {
+    // 15 tokens a day: the call holds them all (its answer cut to 6); the timed-out attempt's 9-token prompt
+    // leaves 6, which cannot hold the prompt again.
+    const model = "gpt-4o-mini-no-room";
+    const workspace = await budgeted(15, model);
+    const provider = upstream((request) => hang(request));
+    const failure = await routerTimingOutAfter(100)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "no-room" })
+      .catch((error: unknown) => error);
+    expect(provider.count()).toBe(1);
+    expect(failure).toBeInstanceOf(BudgetExhaustedError);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: false, retryable: false, period: "daily" });
+    expect((failure as Error).message).toContain("daily token budget has no room for another attempt");
+    const promptCost = costUsd("openai", model, promptUsage);
+    // What the caller sees: the budget's 429, not to be retried, with the attempt it was charged.
+    const told = llmErrorToApiError(failure) as ApiError;
+    expect(told.status).toBe(429);
+    expect(told.headers).toMatchObject({ "X-Should-Retry": "false" });
+    expect(problemBody(told, "req_test")).toMatchObject({
+      status: 429,
+      reason: "budget_exhausted",
+      retryable: false,
+      period: "daily",
+      metric: "tokens",
+      timed_out_attempts: [
+        { provider: "openai", model, prompt_tokens: PROMPT_TOKENS, completion_tokens: 0, cost_usd: promptCost },
+      ],
+    });
+    expect(await findCharge(createDb(env.DB), workspace.id, "no-room:timed-out:1")).toMatchObject({
+      promptTokens: PROMPT_TOKENS,
+      completionTokens: 0,
+      estimated: true,
+    });
+    // The budget counts what the rows say, and holds nothing after.
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS, reserved_tokens: 0 });
+    const usage = await usageShown(workspace);
+    expect(usage.data[0]).toMatchObject({ calls: 0, timed_out_attempts: 1, total_tokens: PROMPT_TOKENS });
+  });
+
+  it("ends the same way when its whole answer's stream broke mid-answer, charged what it wrote", async () => {
+    const model = "gpt-4o-mini-broke";
+    const workspace = await budgeted(15, model);
+    const written = ["Parsed ", "in ", "six "];
+    const encoder = new TextEncoder();
+    const chunk = (delta: unknown) =>
+      encoder.encode(
+        `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`,
+      );
+    const provider = upstream(
+      () =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(chunk({ role: "assistant", content: "" }));
+              for (const content of written) controller.enqueue(chunk({ content }));
+              setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
+            },
+          }),
+          { headers: { "Content-Type": "text/event-stream" } },
+        ),
+    );
+    const failure = await routerTimingOutAfter(5_000)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "broke", wholeFromStream: true })
+      .catch((error: unknown) => error);
+    expect(provider.count()).toBe(1);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: false, retryable: false });
+    const writtenTokens = Math.ceil(textTokens(written.join("")));
+    expect(problemBody(llmErrorToApiError(failure) as ApiError, "req_test")).toMatchObject({
+      status: 429,
+      reason: "budget_exhausted",
+      interrupted_attempts: [{ prompt_tokens: PROMPT_TOKENS, completion_tokens: writtenTokens }],
+    });
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS + writtenTokens, reserved_tokens: 0 });
+    expect((await usageShown(workspace)).data[0]).toMatchObject({
+      calls: 0,
+      interrupted_attempts: 1,
+      total_tokens: PROMPT_TOKENS + writtenTokens,
+    });
+  });
+
+  it("cuts the next answer to what is left once the room cannot hold the unfinished attempt's spend", async () => {
+    // 120 tokens a day; the call holds 109 (its prompt and max_tokens 100). The first timed-out prompt fits in the
+    // 11 left; the second finds 2: 7 come out of the call's own hold, and the third attempt may answer 93.
+    const model = "gpt-4o-mini-cut";
+    const workspace = await budgeted(120, model);
+    const provider = upstream((request, call) =>
+      call < 3 ? hang(request) : openAiCompletion("cut", { prompt_tokens: 9, completion_tokens: 93 }),
+    );
+    const result = await routerTimingOutAfter(100).chat(
+      { messages, max_tokens: 100 },
+      { workspaceId: workspace.id, chargeKey: "cut" },
+    );
+    expect(provider.asked).toEqual([100, 100, 93]);
+    expect(result).toMatchObject({ attempts: 3, usage: { total_tokens: 102 } });
+    expect(result.timed_out_attempts).toHaveLength(2);
+    // The day's budget is spent to the token, not past it; its 100% is told.
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 120, reserved_tokens: 0 });
+    const usage = await usageShown(workspace);
+    expect(usage.data[0]).toMatchObject({ calls: 1, timed_out_attempts: 2, total_tokens: 120 });
+    const reached = await eventsOf(workspace, "billing.threshold.reached", 3);
+    expect(reached.map((event) => event.data.threshold_percent)).toEqual([50, 80, 100]);
+  });
+
+  it("with plenty of room, holds the unfinished attempt's spend while the retry runs, then charges the rows", async () => {
+    // 2,000 tokens: room for fewer than 20 such calls, so no lease: the limiter shows what the call holds.
+    const model = "gpt-4o-mini-plenty";
+    const workspace = await budgeted(2_000, model);
+    const second = latch();
+    const arrived = latch();
+    const provider = upstream(async (request, call) => {
+      if (call === 1) return hang(request);
+      arrived.open();
+      await second.opened;
+      return openAiCompletion("fine", { prompt_tokens: 12, completion_tokens: 5 });
+    });
+    const answer = routerTimingOutAfter(100).chat(
+      { messages, max_tokens: 100 },
+      { workspaceId: workspace.id, chargeKey: "plenty" },
+    );
+    await arrived.opened;
+    // The call's 109 and, beside them, the timed-out attempt's 9, already charged once the call ends.
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 0, reserved_tokens: 109 + PROMPT_TOKENS });
+    second.open();
+    const result = await answer;
+    expect(provider.asked).toEqual([100, 100]);
+    expect(result).toMatchObject({ attempts: 2, usage: { total_tokens: 17 } });
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17 + PROMPT_TOKENS, reserved_tokens: 0 });
+    const usage = await usageShown(workspace);
+    expect(usage.data[0]).toMatchObject({
+      calls: 1,
+      timed_out_attempts: 1,
+      total_tokens: 17 + PROMPT_TOKENS,
+      cost_usd: summedCost(
+        costUsd("openai", model, { prompt_tokens: 12, completion_tokens: 5 }),
+        costUsd("openai", model, promptUsage),
+      ),
+    });
+  });
+});
+
+describe("the holds beside a call, released on every way it ends", () => {
+  const streamFrames = [
+    { choices: [{ index: 0, delta: { role: "assistant", content: "hi" }, finish_reason: null }] },
+    { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+    { choices: [], usage: { prompt_tokens: 12, completion_tokens: 5, total_tokens: 17 } },
+  ];
+  const streamBody = `${streamFrames.map((frame) => `data: ${JSON.stringify(frame)}\n\n`).join("")}data: [DONE]\n\n`;
+
+  it("a caller's stream served after a timed-out attempt holds its spend until the stream ends", async () => {
+    const model = "gpt-4o-mini-stream-held";
+    const workspace = await budgeted(2_000, model);
+    upstream((request, call) =>
+      call === 1 ? hang(request) : new Response(streamBody, { headers: { "Content-Type": "text/event-stream" } }),
+    );
+    const routed = await routerTimingOutAfter(100).chatStream(
+      { messages, max_tokens: 100 },
+      { workspaceId: workspace.id, chargeKey: "stream-held" },
+    );
+    const deltas = routed.deltas[Symbol.asyncIterator]();
+    expect((await deltas.next()).done).toBe(false);
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 0, reserved_tokens: 109 + PROMPT_TOKENS });
+    while (!(await deltas.next()).done);
+    expect((await routed.result).timed_out_attempts).toHaveLength(1);
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17 + PROMPT_TOKENS, reserved_tokens: 0 });
+    expect((await usageShown(workspace)).data[0]).toMatchObject({ calls: 1, total_tokens: 17 + PROMPT_TOKENS });
+  });
+
+  it("a call cancelled during its retry gives back the hold, and is charged both prompts", async () => {
+    const model = "gpt-4o-mini-cancelled";
+    const workspace = await budgeted(2_000, model);
+    const arrived = latch();
+    upstream((request, call) => {
+      if (call === 2) arrived.open();
+      return hang(request);
+    });
+    const cancel = new AbortController();
+    const failure = routerTimingOutAfter(100)
+      .chat({ messages, max_tokens: 100 }, { workspaceId: workspace.id, chargeKey: "cancelled", signal: cancel.signal })
+      .catch((error: unknown) => error);
+    await arrived.opened;
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 0, reserved_tokens: 109 + PROMPT_TOKENS });
+    // The retry's timer is 100 ms: cancelled at once, before it runs out.
+    cancel.abort();
+    expect(await failure).toMatchObject({ kind: "cancelled" });
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 2 * PROMPT_TOKENS, reserved_tokens: 0 });
+    expect(await findCharge(createDb(env.DB), workspace.id, "cancelled:timed-out:1")).toMatchObject({
+      totalTokens: PROMPT_TOKENS,
+    });
+  });
+
+  it("a call that reserved against a lease takes the hold from it, and the lease closes with every token counted", {
+    timeout: 30_000,
+  }, async () => {
+    const model = "gpt-4o-mini-leased";
+    const workspace = await budgeted(1_000_000, model);
+    const limiterCalls: string[] = [];
+    const namespace = {
+      getByName(name: string) {
+        const stub = env.WORKSPACE_LIMITER.getByName(name);
+        const counted =
+          <A extends unknown[], R>(what: string, call: (...args: A) => R) =>
+          (...args: A) => {
+            limiterCalls.push(what);
+            return call(...args);
+          };
+        return {
+          reserveBudget: counted("reserve", (input: Parameters<typeof stub.reserveBudget>[0]) =>
+            stub.reserveBudget(input),
+          ),
+          settleBudget: counted("settle", (input: Parameters<typeof stub.settleBudget>[0]) => stub.settleBudget(input)),
+          lendBudget: counted("lend", (input: Parameters<typeof stub.lendBudget>[0]) => stub.lendBudget(input)),
+          settleLeasedBudget: counted("settleLeased", (input: Parameters<typeof stub.settleLeasedBudget>[0]) =>
+            stub.settleLeasedBudget(input),
+          ),
+        };
+      },
+    } as unknown as typeof env.WORKSPACE_LIMITER;
+    const background: Promise<unknown>[] = [];
+    const router = createLlmRouter(llmConfig({ WORKSPACE_LIMITER: namespace }), {
+      logger: quietLogger,
+      waitUntil: (work) => background.push(work),
+      overrides: { attemptTimeoutMs: 100, maxAttemptsPerTarget: 3, sleep: async () => {} },
+    });
+    const retried = latch();
+    const retryAnswer = latch();
+    upstream(async (request, call) => {
+      if (call === 2) return hang(request);
+      if (call === 3) {
+        retried.open();
+        await retryAnswer.opened;
+      }
+      return openAiCompletion("fine", { prompt_tokens: 12, completion_tokens: 5 });
+    });
+    const chat = (chargeKey: string, max_tokens = 100) =>
+      router.chat({ messages, max_tokens }, { workspaceId: workspace.id, chargeKey });
+    // The first call reserves its 109 tokens at the limiter and is lent a lease of ten such calls (1,090 tokens);
+    // the second takes 109 of it, and its timed-out attempt's 9 beside them.
+    await chat("leased:1");
+    const second = chat("leased:2");
+    await retried.opened;
+    expect(limiterCalls).toEqual(["reserve", "settle"]);
+    // What the lease has left (972) cannot hold a call of 975 alongside: it reserves at the limiter.
+    await chat("leased:3", 975 - PROMPT_TOKENS);
+    expect(limiterCalls.filter((call) => call === "reserve")).toHaveLength(2);
+    retryAnswer.open();
+    expect(await second).toMatchObject({ attempts: 2, timed_out_attempts: [{ usage: promptUsage }] });
+    // Once its time is up the lease is closed: a hold never given back would keep it open, and its room held.
+    await vi.waitFor(async () => expect(limiterCalls).toContain("settleLeased"), { timeout: 8_000 });
+    await vi.waitFor(async () => expect((await budgetUsed(workspace.id)).reserved_tokens).toBe(0), { timeout: 8_000 });
+    while (background.length > 0) await Promise.all(background.splice(0));
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 3 * 17 + PROMPT_TOKENS, reserved_tokens: 0 });
+    expect((await usageShown(workspace)).data[0]).toMatchObject({ calls: 3, total_tokens: 3 * 17 + PROMPT_TOKENS });
+  });
+});
+
+describe("a task whose call's attempt timed out with no room for another", () => {
+  it("ends with the budget error, as a task meeting a spent budget does", async () => {
+    const model = "gpt-4o-mini-task";
+    const workspace = await budgeted(TASK_BUDGET_TOKENS, model);
+    const provider = upstream((request) => hang(request));
+    const config = llmConfig();
+    const router = createLlmRouter(config, {
+      logger: quietLogger,
+      overrides: { attemptTimeoutMs: 100, maxAttemptsPerTarget: 3, sleep: async () => {} },
+    });
+    const row = await insertTask(workspace.id);
+    const batch = createMessageBatch("tasks", [
+      { id: "msg-unfinished", timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+    ]);
+    await consumeTaskBatch(batch, config, { router, logger: quietLogger, random: () => 0.5 });
+    const result = await getQueueResult(batch, createExecutionContext());
+
+    expect(provider.count()).toBe(1);
+    // Not retryable: the message is acked, the task failed for good.
+    expect(result.explicitAcks).toEqual(["msg-unfinished"]);
+    expect(result.retryMessages).toEqual([]);
+    const db = createDb(env.DB);
+    const charged = await db.select().from(usageRecords).where(eq(usageRecords.taskId, row.id));
+    expect(charged).toHaveLength(1);
+    const [task] = await db.select().from(tasks).where(eq(tasks.id, row.id));
+    expect(task).toMatchObject({
+      status: "failed",
+      error: { type: "llm_budget_exhausted", message: expect.stringMatching(/daily token budget/) },
+      promptTokens: charged[0].promptTokens,
+      completionTokens: 0,
+    });
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: charged[0].promptTokens, reserved_tokens: 0 });
+  });
+});
+
+/** Room for the agent's first prompt (its estimate: 440 tokens), but not for it twice. */
+const TASK_BUDGET_TOKENS = 600;
