@@ -163,6 +163,31 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     });
   });
 
+  it("does not fall over to the next target either", async () => {
+    const model = "gpt-4o-mini-no-room-first";
+    const workspace = await workspaceWith(
+      {
+        strategy: "fallback",
+        chain: [
+          { provider: "openai", model },
+          { provider: "openai", model: "gpt-4o-mini-no-room-second" },
+        ],
+      },
+      { ...NONE, daily_tokens: 15 },
+    );
+    const provider = upstream((request) => hang(request));
+    const router = createLlmRouter(llmConfig(), {
+      logger: quietLogger,
+      overrides: { attemptTimeoutMs: 100, maxAttemptsPerTarget: 1, sleep: async () => {} },
+    });
+    const failure = await router
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "no-fallback" })
+      .catch((error: unknown) => error);
+    expect(provider.count()).toBe(1);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: false, retryable: false });
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS, reserved_tokens: 0 });
+  });
+
   it("cuts the next answer to what is left once the room cannot hold the unfinished attempt's spend", async () => {
     // 120 tokens a day; the call holds 109 (its prompt and max_tokens 100). The first timed-out prompt fits in the
     // 11 left; the second finds 2: 7 come out of the call's own hold, and the third attempt may answer 93.
