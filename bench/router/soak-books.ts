@@ -57,18 +57,15 @@ export async function checkBooks(run: {
           `${workspace.name} ${period}: limiter ${status[period].tokens} tokens $${status[period].cost_usd}, rows ${tokens} tokens $${cost}`,
         );
     }
-    // Over the limit by no more than the documented overshoot: unfinished attempts' prompts, and what each call
-    // spent past what it reserved because the provider counted its prompt longer than our estimate. The fakes also
-    // ignore `max_tokens` (a real provider's answer is no longer than asked), so what a fake wrote past the length
-    // the router asked for, an answer cut to fit the room, is the fake's overshoot, not the router's.
+    // Over the limit by no more than the documented overshoot: what each call (and each attempt of it that timed
+    // out or broke, whose spend the router holds room for before another attempt) spent past what it reserved
+    // because the provider counted its prompt longer than our estimate. The fakes also ignore `max_tokens` (a real
+    // provider's answer is no longer than asked), so what a fake wrote past the length the router asked for, an
+    // answer cut to fit the room, is the fake's overshoot, not the router's; an unfinished attempt's written part
+    // counts as such, since which attempt's length it was asked is not in its row.
     let tokenSlack = 0;
     let costSlack = 0;
     for (const row of own) {
-      if (isUnfinishedAttemptRow(row)) {
-        tokenSlack += row.total_tokens;
-        costSlack += row.cost_usd;
-        continue;
-      }
       const call = records.find((record) => record.requestId === row.request_id);
       // A call sent before the workspace had a budget was only counted: its charge may cross the new one.
       const unbudgeted =
@@ -78,8 +75,8 @@ export async function checkBooks(run: {
         costSlack += row.cost_usd;
         continue;
       }
-      const asked = call ? attemptsOf.get(call.id)?.at(-1)?.maxTokens : null;
       const estimate = call ? estimatePromptTokens([{ role: "user", content: promptOf(call.id) }]) : row.prompt_tokens;
+      const asked = isUnfinishedAttemptRow(row) ? 0 : call ? attemptsOf.get(call.id)?.at(-1)?.maxTokens : null;
       const reserved = {
         prompt_tokens: Math.min(row.prompt_tokens, estimate),
         completion_tokens: Math.min(row.completion_tokens, asked ?? row.completion_tokens),
