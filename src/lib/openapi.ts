@@ -13,6 +13,15 @@ export const UnfinishedAttemptSchema = z.object({
   prompt_tokens: z.number().int(),
   completion_tokens: z.number().int(),
   cost_usd: z.number(),
+  error: z
+    .object({
+      code: z.string().openapi({
+        description:
+          "`timeout` (no answer, or no next piece of a streamed one, within the attempt's timeout), `connection` (the connection dropped), or the error type the provider sent in its stream (`server_error`, `overloaded_error`, `content_filter`…).",
+      }),
+      message: z.string().openapi({ description: "What happened, in words, as the call's `failures` tell it." }),
+    })
+    .openapi({ description: "Why the attempt ended unfinished." }),
 });
 
 export const ProblemSchema = z

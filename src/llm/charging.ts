@@ -4,6 +4,7 @@ import type { BudgetAmounts, BudgetHold, RouterDeps } from "./router-deps.ts";
 import { modelName, type RouteTarget, targetCostUsd } from "./routing.ts";
 import { DeliveredText } from "./tokens.ts";
 import {
+  type AttemptError,
   type CallContext,
   type ChargedCall,
   type ChatResult,
@@ -47,6 +48,8 @@ export interface UnfinishedAttempt {
    * message_start): charged rather than our estimate, as a caller's stream cut short is (chargeEstimate).
    */
   promptTokens?: number;
+  /** Why it ended unfinished, as the caller is told with its charge. */
+  error: AttemptError;
 }
 
 /** Each kind's usage row key, after the call's charge key and before the attempt's number. */
@@ -80,8 +83,13 @@ interface ChargeLine {
   estimated: boolean;
   /** An unfinished attempt's, not the call's own: counted apart from calls (UsageRecord.timedOut, interrupted). */
   unfinished?: UnfinishedKind;
+  /** An unfinished attempt's: why it ended so. */
+  error?: AttemptError;
   latencyMs: number;
 }
+
+/** An unfinished attempt's line. */
+type UnfinishedLine = ChargeLine & { unfinished: UnfinishedKind; error: AttemptError };
 
 /**
  * Cancelled while a request was at the provider: it has read the prompt, and
@@ -186,7 +194,10 @@ export class CallCharger {
     const usage = normaliseUsage(value.usage);
     const cost = targetCostUsd(target, usage);
     const unfinished = this.#unfinishedLines(context, call);
-    const told = (kind: UnfinishedKind) => unfinished.filter((line) => line.unfinished === kind).map(chargedCall);
+    const told = (kind: UnfinishedKind) =>
+      unfinished
+        .filter((line) => line.unfinished === kind)
+        .map((line) => ({ ...chargedCall(line), error: line.error }));
     const timedOut = told("timed_out");
     const interrupted = told("interrupted");
     const result: ChatResult = {
@@ -216,9 +227,9 @@ export class CallCharger {
   }
 
   /** The prompt each unfinished attempt's provider read, and what it wrote (see UnfinishedAttempt), estimated. */
-  #unfinishedLines(context: CallContext, call: ChargeableCall): ChargeLine[] {
+  #unfinishedLines(context: CallContext, call: ChargeableCall): UnfinishedLine[] {
     return call.unfinished.map((unfinished) => {
-      const { kind, target, adapter, attempt, durationMs } = unfinished;
+      const { kind, target, adapter, attempt, durationMs, error } = unfinished;
       const usage = unfinishedUsage(unfinished, call.promptTokens);
       return {
         chargeKey: unfinishedChargeKey(context.chargeKey, kind, attempt),
@@ -228,6 +239,7 @@ export class CallCharger {
         costUsd: targetCostUsd(target, usage),
         estimated: true,
         unfinished: kind,
+        error,
         latencyMs: durationMs,
       };
     });
@@ -419,8 +431,8 @@ export class CallCharger {
 }
 
 /** An unfinished attempt's line as a failed call tells it: which kind it was, for the caller's problem. */
-function failedCallCharge(line: ChargeLine): FailedCallCharge {
-  return { ...chargedCall(line), ...(line.unfinished ? { unfinished: line.unfinished } : {}) };
+function failedCallCharge(line: UnfinishedLine): FailedCallCharge {
+  return { ...chargedCall(line), unfinished: line.unfinished, error: line.error };
 }
 
 function chargedCall({ usage, costUsd: cost, target, adapter }: ChargeLine): ChargedCall {

@@ -4,6 +4,7 @@ import {
   LlmError,
   type TargetFailure,
   type UnfinishedAttemptView,
+  type UnfinishedFailedCharge,
   type UnfinishedKind,
   unfinishedAttemptView,
 } from "./types.ts";
@@ -85,7 +86,9 @@ function unfinishedOf(error: LlmError): {
   if (error.kind === "cancelled" || !error.charged?.length) return {};
   const charged = error.charged;
   const told = (kind: UnfinishedKind) =>
-    charged.filter((charge) => charge.unfinished === kind).map(unfinishedAttemptView);
+    charged
+      .filter((charge): charge is UnfinishedFailedCharge => "unfinished" in charge && charge.unfinished === kind)
+      .map(unfinishedAttemptView);
   const timedOut = told("timed_out");
   const interrupted = told("interrupted");
   return {

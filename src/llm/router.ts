@@ -689,6 +689,7 @@ export class Router implements LlmRouter {
               : answerBegun || writtenTokens > 0
                 ? "interrupted"
                 : undefined;
+          const failure = chainModelMissing(classifyFailure(error), error, target);
           let unfinishedAttempt: UnfinishedAttempt | undefined;
           if (unfinished) {
             unfinishedAttempt = {
@@ -699,10 +700,10 @@ export class Router implements LlmRouter {
               durationMs: this.#now() - attemptStartedMs,
               completionTokens: writtenTokens,
               ...(written.promptTokens !== undefined ? { promptTokens: written.promptTokens } : {}),
+              error: { code: error.code, message: describeFailure(error, failure) },
             };
             call.unfinished.push(unfinishedAttempt);
           }
-          const failure = chainModelMissing(classifyFailure(error), error, target);
           // Cut short by the call's own deadline while the provider was still within its attempt timeout, or while
           // it wrote a whole answer's deltas: our hurry, not its failure (a task near its end would otherwise count
           // against a merely slow provider). Silent until then, a thinker counts (see waitCutByDeadline).

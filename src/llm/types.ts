@@ -110,16 +110,28 @@ export interface ChatResult {
    * charged the prompt it read (estimated, with a usage row of its own):
    * `usage` and `cost_usd` above are the answer's alone.
    */
-  timed_out_attempts?: ChargedCall[];
+  timed_out_attempts?: UnfinishedCharge[];
   /**
    * Earlier attempts whose answer broke after it began (the connection dropped, the provider sent an error in
    * its stream), each charged as a timed-out one is: the prompt and what the provider had written, estimated.
    */
-  interrupted_attempts?: ChargedCall[];
+  interrupted_attempts?: UnfinishedCharge[];
 }
 
 /** What one charge was: a usage row's figures. */
 export type ChargedCall = Pick<ChatResult, "usage" | "cost_usd" | "provider" | "model" | "simulated">;
+
+/**
+ * Why an attempt ended unfinished: its error's code (`timeout`, `connection_error`, a provider's error type from
+ * its stream such as `overloaded_error`) and the message the call's `failures` would give it.
+ */
+export interface AttemptError {
+  code: string;
+  message: string;
+}
+
+/** An unfinished attempt's charge, with why it ended so. */
+export type UnfinishedCharge = ChargedCall & { error: AttemptError };
 
 /**
  * How an attempt ended unfinished while its provider had the request, and was charged all the same:
@@ -127,8 +139,11 @@ export type ChargedCall = Pick<ChatResult, "usage" | "cost_usd" | "provider" | "
  */
 export type UnfinishedKind = "timed_out" | "interrupted";
 
-/** A failed call's charge: an unfinished attempt's (which kind), or the call's own (cancelled in flight). */
-export type FailedCallCharge = ChargedCall & { unfinished?: UnfinishedKind };
+/** A failed call's charge: an unfinished attempt's (which kind, and why), or the call's own (cancelled in flight). */
+export type FailedCallCharge = ChargedCall | UnfinishedFailedCharge;
+
+/** A failed call's charge for one of its unfinished attempts. */
+export type UnfinishedFailedCharge = UnfinishedCharge & { unfinished: UnfinishedKind };
 
 /**
  * An unfinished attempt as a caller is told it: x_mgx.timed_out_attempts or x_mgx.interrupted_attempts, and the same
@@ -141,10 +156,25 @@ export interface UnfinishedAttemptView {
   /** What the provider had written when the attempt was cut or broke (a stream's deltas and thinking), else 0. */
   completion_tokens: number;
   cost_usd: number;
+  /** Why the attempt ended unfinished. */
+  error: AttemptError;
 }
 
-export function unfinishedAttemptView({ provider, model, usage, cost_usd }: ChargedCall): UnfinishedAttemptView {
-  return { provider, model, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, cost_usd };
+export function unfinishedAttemptView({
+  provider,
+  model,
+  usage,
+  cost_usd,
+  error,
+}: UnfinishedCharge): UnfinishedAttemptView {
+  return {
+    provider,
+    model,
+    prompt_tokens: usage.prompt_tokens,
+    completion_tokens: usage.completion_tokens,
+    cost_usd,
+    error,
+  };
 }
 
 /** Who a call is for, so it is metered, budgeted and attributed. */

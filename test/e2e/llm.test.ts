@@ -700,7 +700,13 @@ describe("a long whole answer whose connection is reset mid-answer, under wrangl
     const figures = (completion as unknown as { x_mgx: Record<string, any> }).x_mgx;
     expect(figures).toMatchObject({ attempts: 2 });
     expect(figures.interrupted_attempts).toEqual([
-      expect.objectContaining({ provider: "openai", model: "gpt-4o-mini", prompt_tokens: expect.any(Number) }),
+      expect.objectContaining({
+        provider: "openai",
+        model: "gpt-4o-mini",
+        prompt_tokens: expect.any(Number),
+        // Why it broke: the socket was reset mid-answer.
+        error: { code: "connection", message: expect.stringContaining("connection to the provider failed") },
+      }),
     ]);
     const [broken] = figures.interrupted_attempts as { completion_tokens: number; cost_usd: number }[];
     expect(broken.completion_tokens).toBeGreaterThan(0);

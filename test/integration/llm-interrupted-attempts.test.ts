@@ -166,6 +166,8 @@ describe("a long whole answer whose stream breaks after it began", () => {
       model: "gpt-4o-mini-connection-drops",
       broken: () => openAiStream(dropped),
       whole: () => openAiStream(openAiRest),
+      // Why, as the caller is told it beside the charge.
+      error: { code: "connection", message: "connection to the provider failed: Network connection lost." },
     },
     {
       name: "OpenAI-compatible: an error chunk in the stream",
@@ -174,6 +176,7 @@ describe("a long whole answer whose stream breaks after it began", () => {
       model: "gpt-4o-mini-error-chunk",
       broken: () => openAiStream(openAiErrorEvent),
       whole: () => openAiStream(openAiRest),
+      error: { code: "server_error", message: "provider answered 500: The server had an error" },
     },
     {
       name: "Anthropic: an overloaded_error event in the stream",
@@ -182,12 +185,22 @@ describe("a long whole answer whose stream breaks after it began", () => {
       model: "claude-3-5-haiku-latest",
       broken: () => anthropicStream(anthropicOverloaded),
       whole: () => anthropicStream(anthropicRest),
+      error: { code: "overloaded_error", message: "provider answered 529: Overloaded" },
       // Its message_start told the prompt's count (input_tokens 12) before the break: charged that, not our estimate.
       brokenPromptTokens: 12,
     },
   ];
 
-  for (const { name, provider, host, model, broken, whole, brokenPromptTokens } of cases as ((typeof cases)[number] & {
+  for (const {
+    name,
+    provider,
+    host,
+    model,
+    broken,
+    whole,
+    error,
+    brokenPromptTokens,
+  } of cases as ((typeof cases)[number] & {
     brokenPromptTokens?: number;
   })[]) {
     const promptTokens = brokenPromptTokens ?? PROMPT_ESTIMATE_TOKENS;
@@ -208,7 +221,7 @@ describe("a long whole answer whose stream breaks after it began", () => {
       const brokenCost = costUsd(provider, model, brokenUsage);
       expect(brokenCost).toBeGreaterThan(0);
       expect(result.interrupted_attempts).toEqual([
-        { usage: brokenUsage, cost_usd: brokenCost, provider, model, simulated: false },
+        { usage: brokenUsage, cost_usd: brokenCost, provider, model, simulated: false, error },
       ]);
       expect(result.timed_out_attempts).toBeUndefined();
       // The answer's JSON tells it, in the shape the OpenAPI document gives.
@@ -218,6 +231,7 @@ describe("a long whole answer whose stream breaks after it began", () => {
         prompt_tokens: promptTokens,
         completion_tokens: writtenTokens,
         cost_usd: brokenCost,
+        error,
       };
       const body = ChatCompletionSchema.parse(JSON.parse(JSON.stringify(toCompletion("chatcmpl-1", result))));
       expect(body.x_mgx).toMatchObject({ attempts: 2, interrupted_attempts: [told] });
@@ -294,7 +308,14 @@ describe("a long whole answer whose stream breaks after it began", () => {
       completion_tokens: writtenTokens,
       cost_usd: brokenCost,
     };
-    expect(told.interrupted_attempts).toEqual([attempt, attempt]);
+    // Each with why it broke: the first's connection dropped, the second's stream sent an error.
+    expect(told.interrupted_attempts).toEqual([
+      {
+        ...attempt,
+        error: { code: "connection", message: "connection to the provider failed: Network connection lost." },
+      },
+      { ...attempt, error: { code: "server_error", message: "provider answered 500: The server had an error" } },
+    ]);
     expect(told).not.toHaveProperty("timed_out_attempts");
   });
 });
@@ -368,6 +389,10 @@ describe("an answer a content filter cuts mid-answer", () => {
         prompt_tokens: 9,
         completion_tokens: writtenTokens,
         cost_usd: costUsd("openai", model, brokenUsage),
+        error: {
+          code: "content_filter",
+          message: "provider answered 400: The response was filtered by the content policy",
+        },
       },
     ]);
   });

@@ -63,6 +63,9 @@ async function expectTimedOutRow(workspaceId: string, chargeKey: string, model: 
   });
 }
 
+/** Why a timed-out attempt ended, as the caller is told it beside its charge. */
+const TIMED_OUT = { code: "timeout", message: "the provider did not answer in time" };
+
 describe("attempts that time out at the provider", () => {
   it("are charged the prompt beside the answer that came after them", async () => {
     const model = "gpt-4o-mini-timeout-then-answer";
@@ -84,6 +87,7 @@ describe("attempts that time out at the provider", () => {
         provider: "openai",
         model,
         simulated: false,
+        error: TIMED_OUT,
       },
     ]);
     expect(await findCharge(createDb(env.DB), workspace.id, "timeout-then-answer")).toMatchObject({
@@ -142,8 +146,22 @@ describe("attempts that time out at the provider", () => {
     const told = problemBody(llmErrorToApiError(failure) as ApiError, "req_test");
     expect(told).toMatchObject({ status: 503, reason: "all_providers_failed" });
     expect(told.timed_out_attempts).toEqual([
-      { provider: "openai", model, prompt_tokens: 9, completion_tokens: 0, cost_usd: expect.any(Number) },
-      { provider: "openai", model, prompt_tokens: 9, completion_tokens: 0, cost_usd: expect.any(Number) },
+      {
+        provider: "openai",
+        model,
+        prompt_tokens: 9,
+        completion_tokens: 0,
+        cost_usd: expect.any(Number),
+        error: TIMED_OUT,
+      },
+      {
+        provider: "openai",
+        model,
+        prompt_tokens: 9,
+        completion_tokens: 0,
+        cost_usd: expect.any(Number),
+        error: TIMED_OUT,
+      },
     ]);
   });
 
@@ -376,6 +394,7 @@ describe("a whole answer that may take longer to write than the attempt timeout"
         prompt_tokens: 9,
         completion_tokens: completion,
         cost_usd: costUsd("openai", model, charged),
+        error: TIMED_OUT,
       },
     ]);
   });

@@ -238,10 +238,18 @@ describe("x_mgx, the router's figures", () => {
     provider: "openai",
     model: "gpt-4o-mini",
     simulated: false,
+    error: { code: "timeout", message: "no answer within 60 s" },
   };
   const retried = result({ attempts: 2, cost_usd: 0.00001, timed_out_attempts: [timedOut] });
   const told = [
-    { provider: "openai", model: "gpt-4o-mini", prompt_tokens: 9, completion_tokens: 0, cost_usd: 0.00000135 },
+    {
+      provider: "openai",
+      model: "gpt-4o-mini",
+      prompt_tokens: 9,
+      completion_tokens: 0,
+      cost_usd: 0.00000135,
+      error: { code: "timeout", message: "no answer within 60 s" },
+    },
   ];
 
   it("tell the attempts that timed out at a provider, charged apart from the answer, whole and streamed", async () => {
