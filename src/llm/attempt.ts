@@ -95,6 +95,15 @@ export class AttemptClock {
     );
   }
 
+  /**
+   * The provider is asked for a whole answer it writes before it sends anything (a server that will not stream):
+   * the wait is now at least `waitMs`, from now. Nothing for a one-shot clock.
+   */
+  waitUpTo(waitMs: number): void {
+    this.#waitMs = Math.max(this.#waitMs, Math.max(1, waitMs));
+    this.alive();
+  }
+
   /** Stops a resettable clock until the next touch (a stream's caller holds its delta); nothing for a one-shot clock. */
   pause(): void {
     clearTimeout(this.#timer);

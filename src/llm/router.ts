@@ -184,7 +184,7 @@ export class Router implements LlmRouter {
           attempt.streamed
             ? // Streamed by the router's choice (or the agent runtime's, for the same long answers), never the
               // caller's: a server that refuses to stream is asked whole.
-              wholeFromStream(adapter, payload, attempt.answered, this.#deps.logger)
+              wholeFromStream(adapter, payload, attempt, this.#deps.logger)
             : adapter.complete(payload),
         { stream: false, wholeFromStream: context.wholeFromStream === true },
       );
@@ -501,12 +501,14 @@ export class Router implements LlmRouter {
     context: CallContext,
     /**
      * `attempt.streamed`: the provider is asked for a stream, whose events restart the attempt's clock;
-     * `attempt.answered` is told each delta of a whole answer read from one, what the provider wrote.
+     * `attempt.answered` is told each delta of a whole answer read from one, what the provider wrote;
+     * `attempt.askedWhole`, that it is asked whole after all (a server that will not stream): the attempt then waits
+     * as long as the answer may take to write.
      */
     run: (
       adapter: ProviderAdapter,
       call: AdapterCall,
-      attempt: { streamed: boolean; answered: (event: StreamEvent) => void },
+      attempt: { streamed: boolean; answered: (event: StreamEvent) => void; askedWhole: () => void },
     ) => Promise<T>,
     /** `wholeFromStream`: a whole answer is asked as a stream however short its max_tokens (see chat). */
     options: { stream: boolean; wholeFromStream?: boolean },
@@ -634,6 +636,7 @@ export class Router implements LlmRouter {
                   written.add(event);
                   clock.touch();
                 },
+                askedWhole: () => clock.waitUpTo(Math.min(writeMs, deadlineMs - this.#now())),
               },
             ),
           );

@@ -59,15 +59,23 @@ function rememberWholeOnly(key: string): boolean {
  * answers), never the caller's: a refusal that names streaming, before any of the answer, is answered by asking the
  * same provider whole at once, within the same attempt. So the refusal is no failed attempt: no retry delay, nothing
  * against the breaker, nothing charged (a refused request bills nothing). The target is asked whole from then on.
+ *
+ * Asked whole, the answer gives no sign of progress until it is all written: `askedWhole` is told first, so the
+ * attempt waits as long as the answer may take to write rather than the attempt timeout, which cut every long
+ * answer of such a server, and asked it again, three times.
  */
 export async function wholeFromStream(
   adapter: ProviderAdapter,
   payload: AdapterCall,
-  answered: (event: StreamEvent) => void,
+  progress: { answered: (event: StreamEvent) => void; askedWhole: () => void },
   logger: Logger,
 ): Promise<AdapterResult> {
+  const { answered, askedWhole } = progress;
   const key = targetKey({ provider: adapter.name, model: payload.model });
-  if (wholeOnlyTargets.has(key)) return adapter.complete(payload);
+  if (wholeOnlyTargets.has(key)) {
+    askedWhole();
+    return adapter.complete(payload);
+  }
   let answerBegun = false;
   try {
     for await (const event of adapter.stream(payload)) {
@@ -79,6 +87,7 @@ export async function wholeFromStream(
     if (answerBegun || !refusesStreaming(error)) throw error;
     let result: AdapterResult;
     try {
+      askedWhole();
       result = await adapter.complete(payload);
     } catch (wholeError) {
       // Refused whole as well, it was the request that was refused (a tool or a schema named "stream", an echo of
@@ -111,11 +120,12 @@ function rememberAndWarn(
   logger: Logger,
 ): void {
   if (!rememberWholeOnly(key)) return;
-  // Once per target: asked whole, an answer longer to write than the attempt timeout is cut at it.
+  // Once per target: asked whole, a long answer shows no progress, and a hung server is waited on as long.
   logger.warn("llm provider refuses to stream; its long whole answers are asked whole", {
     provider: adapter.name,
     model: payload.model,
     message: refusal.message,
-    consequence: "an answer that takes longer to write than the attempt timeout is cut at it",
+    consequence:
+      "a long answer is waited for as long as it may take to write, with no sign of progress meanwhile, so a hung server is given up only then",
   });
 }

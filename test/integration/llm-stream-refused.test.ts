@@ -2,8 +2,8 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { createLlmRouter } from "../../src/llm/index.ts";
-import { BASE, fakeUpstreams, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
+import { createLlmRouter, type LlmError } from "../../src/llm/index.ts";
+import { BASE, fakeUpstreams, hang, llmConfig, quietLogger, workspaceWith } from "../support/llm.ts";
 
 /**
  * A long whole answer is asked as a stream by the router's choice (see Router.chat): a local server or gateway
@@ -230,5 +230,75 @@ describe("a local server that refuses to stream, asked a long whole answer", () 
     expect((await turn("agent-turn-1")).message.content).toBe("The report.");
     expect((await turn("agent-turn-2")).message.content).toBe("The report.");
     expect(asked).toEqual(["stream", "whole", "whole"]);
+  });
+});
+
+describe("a long whole answer of a server that will not stream, asked whole", () => {
+  // Asked whole, the answer shows no progress until it is all written: cut at the attempt timeout, every long answer
+  // of such a server was asked again, three times, each cut, then failed.
+  const ATTEMPT_TIMEOUT_MS = 150;
+  const WRITING_MS = 500;
+  const slowRouter = () =>
+    createLlmRouter(llmConfig(providers), {
+      logger: quietLogger,
+      overrides: { attemptTimeoutMs: ATTEMPT_TIMEOUT_MS, sleep: async () => {} },
+    });
+
+  it("is waited for as long as it may take to write, not the attempt timeout, on the refusal's attempt and after", async () => {
+    const workspace = await localChain("qwen-slow-whole");
+    const asked: string[] = [];
+    const fake = fakeUpstreams({
+      [LOCAL]: async (request) => {
+        const body = (await request.clone().json()) as { stream?: boolean };
+        asked.push(body.stream ? "stream" : "whole");
+        if (body.stream) return streamingRefused();
+        // Written in WRITING_MS, unless the router gives up first (a mocked fetch is not aborted by itself).
+        return Promise.race([
+          new Promise<Response>((answer) => setTimeout(() => answer(wholeAnswer()), WRITING_MS)),
+          hang(request),
+        ]);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const router = slowRouter();
+    const call = (chargeKey: string) =>
+      router.chat(
+        { messages: [{ role: "user", content: "Write the report" }] },
+        { workspaceId: workspace.id, chargeKey },
+      );
+
+    const first = await call("slow-whole-1");
+    expect(first).toMatchObject({ attempts: 1, message: { content: "The report." } });
+    expect(first.timed_out_attempts).toBeUndefined();
+    const second = await call("slow-whole-2");
+    expect(second).toMatchObject({ attempts: 1, message: { content: "The report." } });
+    expect(second.timed_out_attempts).toBeUndefined();
+    expect(asked).toEqual(["stream", "whole", "whole"]);
+  });
+
+  it("that hangs is still given up by the call's deadline, one attempt, charged its prompt", async () => {
+    const workspace = await localChain("qwen-hung-whole");
+    const asked: string[] = [];
+    const fake = fakeUpstreams({
+      [LOCAL]: async (request) => {
+        const body = (await request.clone().json()) as { stream?: boolean };
+        asked.push(body.stream ? "stream" : "whole");
+        return body.stream ? streamingRefused() : hang(request);
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const startedMs = Date.now();
+    const failure = await slowRouter()
+      .chat(
+        { messages: [{ role: "user", content: "Write the report" }] },
+        { workspaceId: workspace.id, chargeKey: "hung-whole", deadlineMs: startedMs + 800 },
+      )
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({ kind: "timeout" });
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(700);
+    expect(asked).toEqual(["stream", "whole"]);
+    expect((failure as LlmError).charged).toEqual([
+      expect.objectContaining({ unfinished: "timed_out", usage: expect.objectContaining({ completion_tokens: 0 }) }),
+    ]);
   });
 });
