@@ -2,6 +2,7 @@ import { anchorRecentChains } from "./audit/anchor.ts";
 import { runAuditRetention } from "./audit/retention.ts";
 import { type AppConfig, checkEnv, type WorkerEnv } from "./env.ts";
 import { deliverParkedEvents } from "./events/parked.ts";
+import { purgeExpiredResponses } from "./llm/responses-store.ts";
 import { reportError } from "./observability/sentry.ts";
 import { backgroundLogger } from "./observability/worker-logger.ts";
 
@@ -16,7 +17,14 @@ export const SCHEDULED_JOBS: Record<string, ScheduledJob[]> = {
       await deliverParkedEvents(checkedConfig(env), logger);
     },
   ],
-  "*/5 * * * *": [(env, logger) => anchorRecentChains(checkedConfig(env), logger)],
+  "*/5 * * * *": [
+    (env, logger) => anchorRecentChains(checkedConfig(env), logger),
+    // Stored responses past their 30 days, in bounded batches (one indexed read when none is): often, so that
+    // a busy day's expiries never pile up behind a daily run's bound.
+    async (env, logger) => {
+      await purgeExpiredResponses(env.DB as D1Database, logger);
+    },
+  ],
   "17 3 * * *": [(env, logger) => runAuditRetention(env, logger)],
 };
 

@@ -405,3 +405,49 @@ export const parkedEvents = sqliteTable(
     index("parked_events_workspace_idx").on(table.workspaceId, table.id),
   ],
 );
+
+/**
+ * Responses of POST /api/v1/llm/responses stored with `store` true (its default, as OpenAI's): what
+ * GET /api/v1/llm/responses/{id} answers, and what a later request continues with `previous_response_id`.
+ * A row keeps its own items only, its input (item references resolved) and its output (in `response`): a
+ * conversation is rebuilt by walking `previous_response_id` (src/llm/responses-store.ts), so no row holds a
+ * conversation's earlier turns again. Kept 30 days, as OpenAI keeps them; a cron deletes expired rows.
+ */
+export const llmResponses = sqliteTable(
+  "llm_responses",
+  {
+    workspaceId: text("workspace_id").notNull(),
+    /** `resp_<call ulid>`. */
+    id: text("id").notNull(),
+    previousResponseId: text("previous_response_id"),
+    /** The response object as it was answered (JSON), its output items in `output`. */
+    response: text("response").notNull(),
+    /** Its own input items (JSON), each with its id; item references replaced by the items they named. */
+    inputItems: text("input_items").notNull(),
+    createdAt: createdAt(),
+    /** Past it the response is gone for every reader, whether or not the purge has deleted it yet. */
+    expiresAt: text("expires_at").notNull(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.workspaceId, table.id] }),
+    // The purge's only read: expired rows, oldest first, across workspaces.
+    index("llm_responses_expires_idx").on(table.expiresAt),
+  ],
+);
+
+/**
+ * Where each stored item is, by its id (`msg_…`, `fc_…`, or the id a client gave an input item), so that an
+ * `item_reference` input item finds it: in its response's `input_items` or `response.output`, at `position`.
+ * An id is registered once per workspace (the first response that carried it), and deleted with that response.
+ */
+export const llmResponseItems = sqliteTable(
+  "llm_response_items",
+  {
+    workspaceId: text("workspace_id").notNull(),
+    itemId: text("item_id").notNull(),
+    responseId: text("response_id").notNull(),
+    source: text("source").$type<"input" | "output">().notNull(),
+    position: integer("position").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.workspaceId, table.itemId] })],
+);

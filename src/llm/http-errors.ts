@@ -106,15 +106,18 @@ export function isOpenAiCompatiblePath(path: string): boolean {
  * A problem in OpenAI's terms, the `error` member of the OpenAI-compatible routes' problems (added, not
  * instead: the problem's own members stay). OpenAI's SDKs make `err.message` of its message, so it says
  * which fields are invalid; `err.code` is OpenAI's code where one means the same (a refused key, a spent
- * quota, a rate limit, an unknown model), else the problem's `reason` or its code in lower case.
+ * quota, a rate limit, an unknown model), else the problem's `reason` or its code in lower case; `err.param` the
+ * first invalid field, or the problem's `param`.
  */
 export function openAiError(error: ApiError): OpenAiErrorMember {
   const fields = error.errors?.map((field) => `${field.path}: ${field.message}`).join("; ");
   const firstPath = error.errors?.[0]?.path;
+  // A problem about one field without field errors (a stored response or item not found) names it as `param`.
+  const param = typeof error.extensions.param === "string" ? error.extensions.param : firstPath;
   return {
     message: fields ? `${error.message} ${fields}` : error.message,
     ...openAiTypeAndCode(error),
-    param: firstPath && firstPath !== "(root)" ? firstPath : null,
+    param: param && param !== "(root)" ? param : null,
   };
 }
 

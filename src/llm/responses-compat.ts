@@ -9,7 +9,8 @@ import type { ChatMessage, ChatRequest, ChatResult, ResponseFormat, TokenUsage, 
 
 /**
  * OpenAI's Responses API (src/llm/responses-schemas.ts) to and from the router's types: the request as a
- * ChatRequest, the result as a `response` object. The stream's events are src/llm/responses-stream.ts's.
+ * ChatRequest, the result as a `response` object. The stream's events are src/llm/responses-stream.ts's; what is
+ * stored, src/llm/responses-store.ts's.
  */
 
 function partsText(content: string | { type: string; text?: string }[]): string {
@@ -22,10 +23,9 @@ function partsRefusal(content: string | { type: string; refusal?: string }[]): s
   return content.flatMap((part) => (part.type === "refusal" ? [part.refusal ?? ""] : [])).join("") || undefined;
 }
 
-function inputMessages(input: ResponseCreateRequest["input"]): ChatMessage[] {
-  if (typeof input === "string") return [{ role: "user", content: input }];
+function inputMessages(input: readonly ResponsesInputItem[]): ChatMessage[] {
   const messages: ChatMessage[] = [];
-  for (const item of input as ResponsesInputItem[]) {
+  for (const item of input) {
     if (item.type === "function_call") {
       const call = {
         id: item.call_id,
@@ -85,8 +85,16 @@ function responseFormat(format: NonNullable<ResponseCreateRequest["text"]>["form
   };
 }
 
-export function responsesToChatRequest(body: ResponseCreateRequest): ChatRequest {
-  const messages = inputMessages(body.input);
+/**
+ * The chat request of a Responses request whose conversation is `conversation`: a previous response's items, if
+ * any, then the request's own input, references resolved (src/llm/responses-store.ts). Only this request's
+ * `instructions` apply, as at OpenAI: a previous response's are not carried over.
+ */
+export function responsesToChatRequest(
+  body: ResponseCreateRequest,
+  conversation: readonly ResponsesInputItem[],
+): ChatRequest {
+  const messages = inputMessages(conversation);
   if (body.instructions) messages.unshift({ role: "system", content: body.instructions });
   const tools = chatTools(body.tools);
   const format = responseFormat(body.text?.format);
@@ -116,6 +124,28 @@ export function messageItemId(callId: string): string {
 
 export function functionCallItemId(callId: string, index: number): string {
   return `fc_${callId}_${index}`;
+}
+
+const INPUT_ITEM_ID_PREFIXES = { message: "msg", function_call: "fc", function_call_output: "fco", reasoning: "rs" };
+
+/**
+ * A request's own input as items, each with an id, as OpenAI lists a response's input items: a string is a user
+ * message; an item the client gave an id keeps it, others get `<prefix>_<call ulid>_in<n>`.
+ */
+export function ownInputItems(input: string | readonly ResponsesInputItem[], callId: string): ResponsesInputItem[] {
+  const items: readonly ResponsesInputItem[] =
+    typeof input === "string"
+      ? [{ type: "message", role: "user", content: [{ type: "input_text", text: input }] }]
+      : input;
+  return items.map((item, index) => {
+    const type = item.type ?? "message";
+    if (typeof item.id === "string" && item.id !== "") return { ...item, type } as unknown as ResponsesInputItem;
+    return {
+      ...item,
+      type,
+      id: `${INPUT_ITEM_ID_PREFIXES[type]}_${callId}_in${index}`,
+    } as unknown as ResponsesInputItem;
+  });
 }
 
 export type ResponseStatus = "in_progress" | "completed" | "incomplete" | "failed";
@@ -156,6 +186,8 @@ export function responseObject(
     incomplete?: "max_output_tokens" | "content_filter";
     error?: { code: string; message: string };
     result?: ChatResult;
+    /** Whether it is stored; by default what the request asked (`store`, true unless false). */
+    stored?: boolean;
   },
 ) {
   const { body } = shell;
@@ -175,11 +207,11 @@ export function responseObject(
     temperature: body.temperature ?? null,
     top_p: body.top_p ?? null,
     max_output_tokens: body.max_output_tokens ?? null,
-    previous_response_id: null,
+    previous_response_id: body.previous_response_id ?? null,
     reasoning: { effort: body.reasoning?.effort ?? null, summary: null },
     text: { format: body.text?.format ?? { type: "text" } },
     truncation: "disabled" as const,
-    store: false as const,
+    store: state.stored ?? body.store !== false,
     metadata: body.metadata ?? {},
     user: body.user ?? null,
     usage: state.result ? responsesUsage(state.result.usage) : null,

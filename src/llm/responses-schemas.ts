@@ -4,8 +4,9 @@ import { REASONING_EFFORTS } from "./types.ts";
 
 /**
  * OpenAI's Responses API wire format of POST /api/v1/llm/responses, as zod schemas (which the OpenAPI document is
- * generated from). Stateless: nothing is stored, so what needs a stored response or conversation, and OpenAI's
- * hosted tools, are refused with 422 naming the field; the rest maps onto a chat request
+ * generated from). Responses are stored (src/llm/responses-store.ts), so `previous_response_id` and
+ * `item_reference` items continue them; what needs a conversation object, a stored prompt or a background run,
+ * and OpenAI's hosted tools, are refused with 422 naming the field; the rest maps onto a chat request
  * (src/llm/responses-compat.ts). Loose, so that fields the SDKs add pass through.
  */
 
@@ -48,27 +49,28 @@ const FunctionCallOutputItem = z
 /** A reasoning model's earlier thinking, which clients send back as it came (Codex, `include: reasoning.encrypted_content`). */
 const ReasoningItem = z.object({ type: z.literal("reasoning") }).loose();
 
+/**
+ * An item of a stored response (or of its input) by its id, as the Vercel AI SDK sends an earlier answer's text
+ * unless told `store: false`: replaced by the stored item before the call (src/llm/responses-store.ts).
+ */
+const ItemReference = z.object({ type: z.literal("item_reference"), id: z.string().min(1).max(256) }).loose();
+
 /** Each input item by its type, so that a refusal names the field (`input.0.content`), not the whole input. */
 const INPUT_ITEM_SCHEMAS = {
   message: MessageItem,
   function_call: FunctionCallItem,
   function_call_output: FunctionCallOutputItem,
   reasoning: ReasoningItem,
+  item_reference: ItemReference,
 } as const;
 
 const UNSUPPORTED_ITEM =
-  "must be a message (role user, assistant, system or developer), a function_call, a function_call_output or a reasoning item: hosted tools' calls need tools that are not offered";
-/**
- * The Vercel AI SDK sends an earlier answer's text as a reference to its item id unless told `store: false`:
- * the message says how, since its users meet this on their conversation's second turn.
- */
-const ITEM_REFERENCE =
-  "item references need the stored response they point to, and responses are not stored here: send the item itself (the Vercel AI SDK does with `providerOptions: { openai: { store: false } }`)";
+  "must be a message (role user, assistant, system or developer), a function_call, a function_call_output, a reasoning item or an item_reference: hosted tools' calls need tools that are not offered";
 
 /** Any other item: documented, and refused by the request's refinement, which names the field (`input.N.type`). */
 const OtherItem = z.object({ type: z.string().optional() }).loose().openapi({
   description:
-    "Any other item (an `item_reference`, a hosted tool's call) is refused with 422 naming `input.N.type`; a message whose content holds images, files or audio, naming `input.N.content`.",
+    "Any other item (a hosted tool's call) is refused with 422 naming `input.N.type`; a message whose content holds images, files or audio, naming `input.N.content`.",
 });
 
 const InputItem = z.union([
@@ -76,11 +78,19 @@ const InputItem = z.union([
   FunctionCallItem.openapi("ResponseInputFunctionCall"),
   FunctionCallOutputItem.openapi("ResponseInputFunctionCallOutput"),
   ReasoningItem.openapi({ description: "A reasoning model's earlier thinking: accepted and dropped." }),
+  ItemReference.openapi("ResponseInputItemReference", {
+    description:
+      "An item of a stored response of this workspace (its output, or its input) by id: replaced by that item. An id not found (never stored, `store: false`, deleted, expired, another workspace's) is refused with 400, `param` `input`.",
+  }),
   OtherItem,
 ]);
 
 type InputItemOf = { [type in keyof typeof INPUT_ITEM_SCHEMAS]: z.output<(typeof INPUT_ITEM_SCHEMAS)[type]> };
-export type ResponsesInputItem = InputItemOf[keyof InputItemOf];
+/** An input item as sent: references included. */
+export type ResponsesRequestItem = InputItemOf[keyof InputItemOf];
+/** An input item once references are resolved: what a conversation is made of, and what a response stores. */
+export type ResponsesInputItem = Exclude<ResponsesRequestItem, { type: "item_reference" }> & { id?: string };
+export type ResponsesItemReference = InputItemOf["item_reference"];
 
 const FunctionTool = z
   .object({
@@ -128,12 +138,13 @@ const TextFormatSchema = z.discriminatedUnion("type", [
     .loose(),
 ]);
 
-/** What needs a stored response, conversation or prompt, or a background run: none is kept here. */
+/** What needs a conversation object, a stored prompt or a background run: none is offered here. */
 const STATEFUL_FIELDS = {
-  previous_response_id: "responses are not stored here: send the whole conversation as `input`",
-  conversation: "conversations are not stored here: send the whole conversation as `input`",
+  conversation:
+    "conversation objects are not offered: continue a stored response with `previous_response_id`, or send the whole conversation as `input`",
   prompt: "stored prompts are not offered: send `instructions` and `input`",
-  background: "background responses are not offered: nothing is stored to poll",
+  background:
+    "background responses are not offered: an answer comes in its request (`stream: true` to read it as it comes)",
 } as const;
 
 const HOSTED_TOOL_MESSAGE =
@@ -163,11 +174,17 @@ export const ResponseCreateRequestSchema = z
       .union([z.string(), z.array(InputItem).min(1).max(2_000)], {
         error: (issue) =>
           issue.input === undefined
-            ? "is required: the user's text, or the conversation as a list of items (nothing is stored to continue)"
+            ? "is required: the user's text, or the conversation as a list of items"
             : "must be a string or a list of input items",
       })
-      .openapi({ description: "The user's text, or the conversation as a list of items (nothing is stored)." }),
-    instructions: z.string().nullable().optional().openapi({ description: "A system message before the input." }),
+      .openapi({
+        description:
+          "The user's text, or a list of items; with `previous_response_id`, what follows that response's conversation.",
+      }),
+    instructions: z.string().nullable().optional().openapi({
+      description:
+        "A system message before the conversation. Not carried over by `previous_response_id`: only this request's apply, as at OpenAI.",
+    }),
     tools: z
       .array(ToolSchema)
       .max(128)
@@ -205,11 +222,19 @@ export const ResponseCreateRequestSchema = z
       .optional()
       .openapi({ description: "`effort` for reasoning models (OpenAI's o-series and gpt-5); others are not sent it." }),
     stream: z.boolean().nullable().optional(),
-    store: ignored(
-      z.boolean(),
-      "nothing is stored, whatever its value: a response cannot be retrieved or continued with `previous_response_id`.",
-    ),
-    metadata: ignored(z.record(z.string(), z.string()), "tags of a stored response (see `store`)."),
+    store: z.boolean().nullable().optional().openapi({
+      description:
+        "True (or absent, as at OpenAI): the response is stored for 30 days before it is answered (before `response.completed` in a stream), so GET /api/v1/llm/responses/{id} reads it and a later request continues it with `previous_response_id` or refers to its items with `item_reference`. False: nothing is kept, and no later request can refer to it.",
+    }),
+    previous_response_id: z.string().min(1).max(256).nullable().optional().openapi({
+      description:
+        "A stored response of this workspace: its conversation (each earlier response's input and output, in order) comes before `input`, and is what the provider is sent and charged for. Unknown, `store: false`, deleted, past its 30 days or another workspace's: 400 `previous_response_not_found`.",
+    }),
+    metadata: z
+      .record(z.string(), z.string())
+      .nullable()
+      .optional()
+      .openapi({ description: "Tags echoed on the response (and kept with it when stored); not sent to providers." }),
     user: ignored(z.string().max(256), "not sent to providers."),
     safety_identifier: ignored(z.string(), "not sent to providers; the caller is known by its key."),
     prompt_cache_key: ignored(z.string(), "not sent to providers, which cache prompt prefixes on their own."),
@@ -228,7 +253,6 @@ export const ResponseCreateRequestSchema = z
       .nullable()
       .optional()
       .openapi({ description: "Only 0: log probabilities are refused with 422, as no provider but OpenAI has them." }),
-    previous_response_id: statefulField("previous_response_id"),
     conversation: statefulField("conversation"),
     prompt: statefulField("prompt"),
     background: statefulField("background"),
@@ -268,8 +292,7 @@ export const ResponseCreateRequestSchema = z
         const type = item.type ?? "message";
         // Own keys only: `in` also finds Object.prototype's (`constructor`, `toString`), which are no schemas.
         if (!Object.hasOwn(INPUT_ITEM_SCHEMAS, type)) {
-          const message = type === "item_reference" ? ITEM_REFERENCE : UNSUPPORTED_ITEM;
-          issues.addIssue({ code: "custom", path: ["input", index, "type"], message });
+          issues.addIssue({ code: "custom", path: ["input", index, "type"], message: UNSUPPORTED_ITEM });
           return;
         }
         const parsed = INPUT_ITEM_SCHEMAS[type as keyof typeof INPUT_ITEM_SCHEMAS].safeParse(item);
@@ -302,7 +325,7 @@ export const ResponseCreateRequestSchema = z
   })
   .openapi("ResponseCreateRequest", {
     description:
-      "OpenAI Responses request, stateless: nothing is stored, so `previous_response_id`, `conversation`, `prompt` and `background: true` are refused with 422 naming the field, as are tools other than functions, input images and files, and `top_logprobs`. `store` is accepted (false, or true and absent alike: nothing is stored), and so are OpenAI's fields that change no answer's content (`metadata`, `user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `truncation`, `include`, `text.verbosity`, `reasoning.summary`), ignored, as is any field not described here.",
+      "OpenAI Responses request. Stored unless `store: false`, and continued with `previous_response_id` or `item_reference` items; `conversation`, `prompt` and `background: true` are refused with 422 naming the field, as are tools other than functions, input images and files, and `top_logprobs`. OpenAI's fields that change no answer's content (`user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `truncation`, `include`, `text.verbosity`, `reasoning.summary`) are accepted and ignored, as is any field not described here.",
   });
 
 export type ResponseCreateRequest = z.output<typeof ResponseCreateRequestSchema>;
@@ -358,11 +381,14 @@ export const ResponseObjectSchema = z
     temperature: z.number().nullable(),
     top_p: z.number().nullable(),
     max_output_tokens: z.number().int().nullable(),
-    previous_response_id: z.null(),
+    previous_response_id: z.string().nullable(),
     reasoning: z.object({ effort: z.string().nullable(), summary: z.null() }),
     text: z.object({ format: z.object({ type: z.string() }).loose() }),
     truncation: z.literal("disabled"),
-    store: z.literal(false).openapi({ description: "Always false: nothing is stored." }),
+    store: z.boolean().openapi({
+      description:
+        "Whether the response is stored: true when it was (or, in a stream's events before its end, will be), false when `store: false` was asked or it could not be kept (larger than a stored row may be).",
+    }),
     metadata: z.record(z.string(), z.string()),
     user: z.string().nullable(),
     usage: z
@@ -387,4 +413,43 @@ export const ResponseObjectSchema = z
   .openapi("Response", {
     description:
       "OpenAI Responses response, plus the router's figures in `x_mgx`. `output_text` is not sent, as OpenAI sends none: its SDKs compute it from `output`.",
+  });
+
+export const ResponseIdParamSchema = z.object({
+  response_id: z
+    .string()
+    .min(1)
+    .max(256)
+    .openapi({ param: { name: "response_id", in: "path" }, example: "resp_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+});
+
+export const ResponseDeletedSchema = z
+  .object({ id: z.string(), object: z.literal("response"), deleted: z.literal(true) })
+  .openapi("ResponseDeleted");
+
+export const ResponseInputItemsQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ description: "Items per page, 1..100." }),
+  after: z.string().min(1).max(256).optional().openapi({ description: "The item id to list after (in `order`)." }),
+  order: z
+    .enum(["asc", "desc"])
+    .default("desc")
+    .openapi({ description: "`desc` (the default, as OpenAI's) lists the last input item first." }),
+});
+
+export const ResponseInputItemListSchema = z
+  .object({
+    object: z.literal("list"),
+    data: z.array(
+      z
+        .object({ id: z.string(), type: z.string() })
+        .loose()
+        .openapi({ description: "An input item as it was sent (item references resolved), with its id." }),
+    ),
+    first_id: z.string().nullable(),
+    last_id: z.string().nullable(),
+    has_more: z.boolean(),
+  })
+  .openapi("ResponseInputItemList", {
+    description:
+      "A stored response's own input items (not its conversation's earlier ones), as OpenAI lists them: `after` the last id of a page while `has_more`.",
   });

@@ -15,7 +15,8 @@ import type { ChatResult } from "./types.ts";
  * its `sequence_number`: response.created and response.in_progress, then each output item as it comes (a
  * message's text or refusal parts, a function call's arguments), added, its deltas, done; then
  * response.completed, or response.incomplete when the answer was cut at its length or by a content filter,
- * or response.failed with the error when the call broke after the stream began. The openai SDK's
+ * or response.failed with the error when the call broke after the stream began. A stored response is stored
+ * before its response.completed (or incomplete) is sent. The openai SDK's
  * `responses.stream()` rebuilds the response from them and checks each item's identity as it goes.
  */
 
@@ -64,6 +65,10 @@ export function responseEventStream(
   result: Promise<ChatResult>,
   onError: (error: unknown) => void,
   onCancel?: () => void,
+  /** The answered response as it will be sent: stored first unless `store: false` (src/llm/responses-store.ts). */
+  keep: (response: ReturnType<typeof responseObject>) => Promise<ReturnType<typeof responseObject>> = async (
+    response,
+  ) => response,
 ): ReadableStream<Uint8Array> {
   let sequence = 0;
   const items: ItemState[] = [];
@@ -211,7 +216,7 @@ export function responseEventStream(
         }
         return frames;
       },
-      end(final) {
+      async end(final) {
         const frames: string[] = [];
         // An empty answer is an empty message, as a whole one is.
         if (items.length === 0) openPart(frames, "output_text");
@@ -220,12 +225,14 @@ export function responseEventStream(
         // The item being written when the answer stopped is the one a cut answer cut; those before it were done.
         if (current) frames.push(...closeItem(current.state, current.index, status));
         current = undefined;
-        const response = responseObject(shell, {
-          status,
-          output: output(status),
-          ...(incomplete ? { incomplete } : {}),
-          result: final,
-        });
+        const response = await keep(
+          responseObject(shell, {
+            status,
+            output: output(status),
+            ...(incomplete ? { incomplete } : {}),
+            result: final,
+          }),
+        );
         frames.push(event(incomplete ? "response.incomplete" : "response.completed", { response }));
         return frames;
       },
@@ -235,6 +242,8 @@ export function responseEventStream(
           status: "failed",
           output: output("incomplete"),
           error: { code: "server_error", message },
+          // A failed call is not stored.
+          stored: false,
         });
         return [event("response.failed", { response })];
       },

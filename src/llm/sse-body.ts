@@ -10,8 +10,11 @@ export interface SseFrames {
   /** Frames sent before the first delta (the Responses API's `response.created`); none by default. */
   start?(): string[];
   delta(event: Extract<StreamEvent, { type: "delta" }>): string[];
-  /** After the last delta, with the whole result, charged. */
-  end(final: ChatResult): string[];
+  /**
+   * After the last delta, with the whole result, charged. May wait (the Responses API stores the response before
+   * its last event, so a client's next request can refer to it at once).
+   */
+  end(final: ChatResult): string[] | Promise<string[]>;
   /** The call failed after the response began: it can only be told in-stream. */
   failed(error: unknown): string[];
 }
@@ -43,7 +46,7 @@ export function routedSseBody(
           if (next.value.type === "delta") send(controller, frames.delta(next.value));
           return;
         }
-        send(controller, frames.end(await result));
+        send(controller, await frames.end(await result));
         controller.close();
       } catch (error) {
         // The client went away and the call was stopped for it (cancel below): nothing failed, and nobody reads.

@@ -1,8 +1,12 @@
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
 import type { StreamEvent } from "../../../src/llm/provider.ts";
-import { responsesToChatRequest, toResponse } from "../../../src/llm/responses-compat.ts";
-import { ResponseCreateRequestSchema } from "../../../src/llm/responses-schemas.ts";
+import { ownInputItems, responsesToChatRequest, toResponse } from "../../../src/llm/responses-compat.ts";
+import {
+  type ResponseCreateRequest,
+  ResponseCreateRequestSchema,
+  type ResponsesInputItem,
+} from "../../../src/llm/responses-schemas.ts";
 import { responseEventStream } from "../../../src/llm/responses-stream.ts";
 import type { ChatResult } from "../../../src/llm/types.ts";
 
@@ -51,11 +55,16 @@ async function streamed(deltas: StreamEvent[], final: ChatResult) {
   return { types, response };
 }
 
+/** The chat request of a request without stored items (its input is its whole conversation). */
+function chatRequestOf(body: ResponseCreateRequest) {
+  return responsesToChatRequest(body, ownInputItems(body.input as string | ResponsesInputItem[], "c1"));
+}
+
 describe("responsesToChatRequest", () => {
   it("maps instructions, messages, tools, format, reasoning effort and tool choice to the chat request", () => {
     const parameters = { type: "object", properties: { q: { type: "string" } } };
     expect(
-      responsesToChatRequest(
+      chatRequestOf(
         parse({
           model: "gpt-4o-mini",
           instructions: "Be brief.",
@@ -104,7 +113,7 @@ describe("responsesToChatRequest", () => {
   });
 
   it("keeps an assistant's refusal, sent back as a content part", () => {
-    const request = responsesToChatRequest(
+    const request = chatRequestOf(
       parse({ input: [{ role: "assistant", content: [{ type: "refusal", refusal: "No." }] }] }),
     );
     expect(request.messages).toEqual([{ role: "assistant", content: null, refusal: "No." }]);
