@@ -102,7 +102,7 @@ describe("the AI SDK's default OpenAI model (the Responses API), served by Claud
       prompt: "Weather in Oslo and Rome?",
       tools: { weather },
       stopWhen: stepCountIs(3),
-      // Nothing is stored here: the SDK sends the first answer's text itself rather than a reference to it.
+      // Not stored: the SDK sends the first answer's text itself rather than a reference to it.
       providerOptions: { openai: { store: false } },
       maxRetries: 0,
     });
@@ -180,7 +180,7 @@ describe("the AI SDK's default OpenAI model (the Responses API), served by Claud
     );
   });
 
-  it("without store: false, the step after an answer with text is refused, naming the reference and the cure", async () => {
+  it("with the SDK's defaults (store: true), a tool loop's next step refers to the answer's text, resolved", async () => {
     const workspace = await workspaceWith({
       strategy: "fallback",
       chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
@@ -188,17 +188,62 @@ describe("the AI SDK's default OpenAI model (the Responses API), served by Claud
     const fake = fakeUpstreams({ [ANTHROPIC]: (_request, round) => claude(round) });
     vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
     const { model, sent } = aiSdk(workspace.key);
-    const error = await generateText({
+    const result = await generateText({
       model,
       prompt: "Weather in Oslo and Rome?",
       tools: { weather },
       stopWhen: stepCountIs(3),
       maxRetries: 0,
-    }).catch((caught: unknown) => caught);
-    // The SDK's default (`store: true`) sends the first answer's text as a reference to its stored item.
+    });
+    expect(result.text).toBe("Sunny in both.");
+    // The SDK's default sends the first answer's text as a reference to its stored item.
     expect(sent[1].input[1]).toEqual({ type: "item_reference", id: expect.stringMatching(/^msg_/) });
-    expect(error).toMatchObject({ statusCode: 422, isRetryable: false });
-    expect((error as Error).message).toMatch(/input\.1\.type: item references .*store: false/);
-    expect(fake.count(ANTHROPIC)).toBe(1);
+    const second = (await fake.calls[ANTHROPIC][1].clone().json()) as Record<string, any>;
+    expect(second.messages[1]).toEqual({
+      role: "assistant",
+      content: [
+        { type: "text", text: "Let me check." },
+        { type: "tool_use", id: "toolu_a", name: "weather", input: { city: "Oslo" } },
+        { type: "tool_use", id: "toolu_b", name: "weather", input: { city: "Rome" } },
+      ],
+    });
+  });
+
+  it("holds a two-turn conversation with the SDK's defaults: the first answer's text reaches the provider", async () => {
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "anthropic", model: "claude-3-5-haiku-latest" }],
+    });
+    const answers = ["Oslo is in Norway.", "About 700,000."];
+    const fake = fakeUpstreams({
+      [ANTHROPIC]: (_request, round) =>
+        anthropicSse([
+          { type: "message_start", message: { usage: { input_tokens: 10, output_tokens: 1 } } },
+          { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+          { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: answers[round - 1] } },
+          { type: "content_block_stop", index: 0 },
+          { type: "message_delta", delta: { stop_reason: "end_turn" }, usage: { output_tokens: 5 } },
+          { type: "message_stop" },
+        ]),
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+    const { model, sent } = aiSdk(workspace.key);
+    const question = { role: "user" as const, content: "Where is Oslo?" };
+    const first = await generateText({ model, messages: [question], maxRetries: 0 });
+    expect(first.text).toBe("Oslo is in Norway.");
+    const second = await generateText({
+      model,
+      messages: [question, ...first.response.messages, { role: "user", content: "How many live there?" }],
+      maxRetries: 0,
+    });
+    expect(second.text).toBe("About 700,000.");
+    expect(sent[1].input[1]).toEqual({ type: "item_reference", id: expect.stringMatching(/^msg_/) });
+    const upstream = (await fake.calls[ANTHROPIC][1].clone().json()) as { messages: unknown[] };
+    const said = (role: string, text: string) => ({ role, content: [{ type: "text", text }] });
+    expect(upstream.messages).toEqual([
+      said("user", "Where is Oslo?"),
+      said("assistant", "Oslo is in Norway."),
+      said("user", "How many live there?"),
+    ]);
   });
 });

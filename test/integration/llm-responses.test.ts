@@ -12,7 +12,10 @@ import {
 } from "../support/llm.ts";
 import type { TestWorkspace } from "../support/workspaces.ts";
 
-/** POST /api/v1/llm/responses (OpenAI's Responses API, stateless) through the router, with the openai SDK and raw. */
+/**
+ * POST /api/v1/llm/responses (OpenAI's Responses API) through the router, with the openai SDK and raw. What is
+ * stored, and continued, is test/integration/llm-responses-stored.test.ts's.
+ */
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -91,7 +94,7 @@ describe("POST /api/v1/llm/responses, whole answers", () => {
       max_output_tokens: 50,
       temperature: 0.2,
       metadata: { run: "1" },
-      store: false,
+      store: true,
       output: [
         {
           type: "message",
@@ -284,11 +287,10 @@ describe("POST /api/v1/llm/responses, whole answers", () => {
 });
 
 describe("POST /api/v1/llm/responses, what it refuses", () => {
-  it("refuses what needs stored state, hosted tools or images with 422 naming the param", async () => {
+  it("refuses conversation objects, stored prompts, hosted tools or images with 422 naming the param", async () => {
     const workspace = await workspaceWith(null);
     const cases: [Record<string, unknown>, string, RegExp][] = [
-      [{ previous_response_id: "resp_1" }, "previous_response_id", /not stored/],
-      [{ conversation: "conv_1" }, "conversation", /not stored/],
+      [{ conversation: "conv_1" }, "conversation", /previous_response_id/],
       [{ background: true }, "background", /background/],
       [{ prompt: { id: "pmpt_1" } }, "prompt", /stored prompts/],
       [{ tools: [{ type: "web_search" }] }, "tools.0.type", /only function tools/],
@@ -303,7 +305,8 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
         "input.0.content",
         /images/,
       ],
-      [{ input: [{ type: "item_reference", id: "msg_1" }] }, "input.0.type", /not stored.*store: false/],
+      [{ input: [{ type: "item_reference" }] }, "input.0.id", /string/],
+      [{ previous_response_id: 42 }, "previous_response_id", /string/],
       [{ input: [{ type: "web_search_call", id: "ws_1" }] }, "input.0.type", /hosted tools/],
       [{ top_logprobs: 5 }, "top_logprobs", /log probabilities/],
       [{ tool_choice: { type: "web_search_preview" } }, "tool_choice", /hosted tools/],
@@ -321,10 +324,10 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
     }
     // Said as the SDK reports it.
     const error = await sdkAgainstApp(workspace.key)
-      .responses.create({ input: "hi", previous_response_id: "resp_1" })
+      .responses.create({ input: "hi", conversation: "conv_1" })
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.UnprocessableEntityError);
-    expect(error).toMatchObject({ param: "previous_response_id" });
+    expect(error).toMatchObject({ param: "conversation" });
   });
 
   it("refuses an input item whose type names a property every object has with 422, not a 500", async () => {
@@ -351,19 +354,29 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
     }
   });
 
-  it("answers GET and DELETE of a response 404: nothing is stored", async () => {
+  it("answers GET, DELETE and input_items of a response never stored 404 as OpenAI words it", async () => {
     const workspace = await workspaceWith(null);
-    for (const method of ["GET", "DELETE"]) {
-      const response = await fetcher(`${BASE}/api/v1/llm/responses/resp_123`, { method, headers: workspace.headers });
+    for (const [method, path] of [
+      ["GET", "resp_123"],
+      ["DELETE", "resp_123"],
+      ["GET", "resp_123/input_items"],
+    ]) {
+      const response = await fetcher(`${BASE}/api/v1/llm/responses/${path}`, { method, headers: workspace.headers });
       expect(response.status, method).toBe(404);
       const problem = (await response.json()) as { error: { message: string; type: string } };
       expect(problem.error.type).toBe("invalid_request_error");
-      expect(problem.error.message).toContain("Responses are not stored");
+      expect(problem.error.message).toBe("Response with id 'resp_123' not found.");
     }
     const error = await sdkAgainstApp(workspace.key)
       .responses.retrieve("resp_123")
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+    // Only background responses can be cancelled, and none is offered.
+    const cancelled = await sdkAgainstApp(workspace.key)
+      .responses.cancel("resp_123")
+      .catch((caught: unknown) => caught);
+    expect(cancelled).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((cancelled as Error).message).toMatch(/^400 Only background responses can be cancelled/);
   });
 
   it("answers the SDK's token count and compaction 404 saying they are not offered, not that nothing is stored", async () => {

@@ -20,9 +20,14 @@ describe("audit coverage of mutating routes", () => {
 
   it("exempts only the operations listed here, each with its reason", () => {
     const exemptions = auditExemptions(openApiDocument() as { paths?: Record<string, unknown> });
-    expect(Object.keys(exemptions)).toEqual(["POST /api/v1/llm/chat/completions", "POST /api/v1/llm/responses"]);
+    expect(Object.keys(exemptions)).toEqual([
+      "POST /api/v1/llm/chat/completions",
+      "POST /api/v1/llm/responses",
+      "DELETE /api/v1/llm/responses/{response_id}",
+    ]);
     expect(exemptions["POST /api/v1/llm/chat/completions"]).toContain("usage row");
     expect(exemptions["POST /api/v1/llm/responses"]).toContain("usage row");
+    expect(exemptions["DELETE /api/v1/llm/responses/{response_id}"]).toContain("not configuration");
   });
 
   it("@hono/zod-openapi copies the x-audit-action extension into the operation", () => {
