@@ -6,7 +6,8 @@ import { startWorker, type WorkerProcess } from "./harness.ts";
 
 /**
  * OpenAI's Responses API end to end: `wrangler dev` with a fake OpenAI server on loopback, driven by the
- * official `openai` npm client's `responses.create()` and `responses.stream()` through /api/v1/llm/responses.
+ * official `openai` npm client's `responses.create()`, `responses.stream()`, `retrieve()`, `inputItems.list()`
+ * and `delete()` through /api/v1/llm/responses.
  */
 
 let worker: WorkerProcess;
@@ -134,12 +135,50 @@ describe("the openai client's Responses API", () => {
     expect(lastSent()).toMatchObject({ stream: true, stream_options: { include_usage: true } });
   });
 
+  it("continues a stored response with previous_response_id, and reads, lists and deletes it", async () => {
+    openaiFake.faults.plan([
+      { ok: true, content: "Paris" },
+      { ok: true, content: "About two million" },
+    ]);
+    const first = await client.responses.create({
+      model: "gpt-4o-mini",
+      instructions: "Be brief.",
+      input: "Capital of France?",
+    });
+    expect(first).toMatchObject({ store: true });
+    const second = await client.responses.create({
+      model: "gpt-4o-mini",
+      previous_response_id: first.id,
+      input: "How many live there?",
+    });
+    expect(second).toMatchObject({ previous_response_id: first.id, output_text: "About two million" });
+    // The whole conversation went upstream; the first request's instructions were not carried over.
+    expect(lastSent().messages).toEqual([
+      { role: "user", content: "Capital of France?" },
+      { role: "assistant", content: "Paris" },
+      { role: "user", content: "How many live there?" },
+    ]);
+
+    const retrieved = await client.responses.retrieve(first.id);
+    expect(retrieved).toMatchObject({ id: first.id, status: "completed", output_text: "Paris", store: true });
+    const items = await client.responses.inputItems.list(second.id);
+    expect(items.data).toEqual([
+      expect.objectContaining({ role: "user", content: [{ type: "input_text", text: "How many live there?" }] }),
+    ]);
+    await client.responses.delete(first.id);
+    await expect(client.responses.retrieve(first.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    const error = await client.responses
+      .create({ model: "gpt-4o-mini", input: "hi", previous_response_id: first.id })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(error).toMatchObject({ status: 400, code: "previous_response_not_found", param: "previous_response_id" });
+  });
+
   it("tells a refused parameter as the SDK's error, naming it", async () => {
     const error = await client.responses
-      .create({ model: "gpt-4o-mini", input: "hi", previous_response_id: "resp_earlier" })
+      .create({ model: "gpt-4o-mini", input: "hi", conversation: "conv_earlier" })
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.UnprocessableEntityError);
-    expect(error).toMatchObject({ status: 422, param: "previous_response_id" });
-    await expect(client.responses.retrieve("resp_earlier")).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    expect(error).toMatchObject({ status: 422, param: "conversation" });
   });
 });
