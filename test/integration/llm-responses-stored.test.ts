@@ -188,6 +188,78 @@ describe("previous_response_id", () => {
   });
 });
 
+describe("previous_response_id, bounded", () => {
+  /** A chain of `length` stored responses written straight to D1 (as the route stores them), newest last. */
+  async function storedChain(workspace: TestWorkspace, length: number): Promise<string> {
+    const expiresAt = new Date(Date.now() + 86_400_000).toISOString();
+    const insert = env.DB.prepare(
+      "INSERT INTO llm_responses (workspace_id, id, previous_response_id, response, input_items, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    const ids = Array.from({ length }, (_, index) => `resp_chain_${workspace.id}_${index}`);
+    await env.DB.batch(
+      ids.map((id, index) =>
+        insert.bind(
+          workspace.id,
+          id,
+          index === 0 ? null : ids[index - 1],
+          JSON.stringify({
+            id,
+            output: [
+              {
+                type: "message",
+                id: `msg_${id}`,
+                role: "assistant",
+                content: [{ type: "output_text", text: `a${index}` }],
+              },
+            ],
+          }),
+          JSON.stringify([{ type: "message", id: `msg_${id}_in0`, role: "user", content: `q${index}` }]),
+          expiresAt,
+        ),
+      ),
+    );
+    return ids.at(-1)!;
+  }
+
+  it("walks back 100 responses, and refuses a longer conversation with 400 conversation_too_long", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    const upstream = fakeOpenAi(() => openAiCompletion("ok"));
+    const longest = await postResponses(workspace, {
+      input: "next",
+      previous_response_id: await storedChain(workspace, 100),
+    });
+    expect(longest.status).toBe(200);
+    const messages = await upstream.messages(0);
+    expect(messages).toHaveLength(201);
+    expect(messages.slice(0, 2)).toEqual([
+      { role: "user", content: "q0" },
+      { role: "assistant", content: "a0" },
+    ]);
+
+    const other = await workspaceWith(openAiChain);
+    const tooLong = await postResponses(other, { input: "next", previous_response_id: await storedChain(other, 101) });
+    expect(tooLong.status).toBe(400);
+    const error = ((await tooLong.json()) as { error: Record<string, string> }).error;
+    expect(error).toMatchObject({ code: "conversation_too_long", param: "previous_response_id" });
+    expect(error.message).toContain("more than 100 responses");
+    expect(upstream.count()).toBe(1);
+  });
+
+  it("answers a response too large for a D1 row, not stored (store: false), so it cannot be continued", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    fakeOpenAi(() => openAiCompletion("x".repeat(2_000_000)));
+    const response = await postResponses(workspace, { input: "Write a lot" });
+    expect(response.status).toBe(200);
+    const answered = (await response.json()) as Record<string, any>;
+    expect(answered.store).toBe(false);
+    expect(answered.output[0].content[0].text).toHaveLength(2_000_000);
+    expect((await responsePath(workspace, answered.id)).status).toBe(404);
+    const continued = await postResponses(workspace, { input: "more", previous_response_id: answered.id });
+    expect(continued.status).toBe(400);
+    expect(await storedRows(workspace)).toEqual({ responses: [], items: [] });
+  });
+});
+
 describe("GET, input_items and DELETE of a stored response", () => {
   it("reads the response as it was answered, and lists its own input items as OpenAI does", async () => {
     const workspace = await workspaceWith(openAiChain);
