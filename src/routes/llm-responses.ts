@@ -5,15 +5,14 @@ import { API_PROBLEMS, jsonResponse, problemResponses } from "../lib/openapi.ts"
 import { ApiError } from "../lib/problem.ts";
 import { httpLlmCall, llmAnswerHeaders, llmCallResponses, sseResponse } from "../llm/http-call.ts";
 import { responseId, toResponse } from "../llm/responses-compat.ts";
+import { ResponseCreateRequestSchema, ResponseObjectSchema } from "../llm/responses-schemas.ts";
+import { inputItemsPage, ResponsesStore, responsesTurn } from "../llm/responses-store.ts";
 import {
-  ResponseCreateRequestSchema,
   ResponseDeletedSchema,
   ResponseIdParamSchema,
   ResponseInputItemListSchema,
   ResponseInputItemsQuerySchema,
-  ResponseObjectSchema,
-} from "../llm/responses-schemas.ts";
-import { inputItemsPage, ResponsesStore, responsesTurn } from "../llm/responses-store.ts";
+} from "../llm/responses-stored-schemas.ts";
 import { responseEventStream } from "../llm/responses-stream.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
