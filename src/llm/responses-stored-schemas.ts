@@ -1,16 +1,16 @@
 import { z } from "@hono/zod-openapi";
 
 /**
- * The wire format of a stored response's routes (GET and DELETE of /api/v1/llm/responses/{response_id}, its
+ * The wire format of a stored response's routes (GET and DELETE of /api/v1/llm/responses/{id}, its
  * input_items), as OpenAI's: the response object itself is src/llm/responses-schemas.ts's.
  */
 
 export const ResponseIdParamSchema = z.object({
-  response_id: z
+  id: z
     .string()
     .min(1)
     .max(256)
-    .openapi({ param: { name: "response_id", in: "path" }, example: "resp_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+    .openapi({ param: { name: "id", in: "path" }, example: "resp_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
 });
 
 export const ResponseDeletedSchema = z

@@ -32,7 +32,7 @@ const responsesRoute = createRoute({
   tags: ["LLM"],
   summary: "Create a model response (OpenAI's Responses API)",
   description:
-    "OpenAI's Responses API over the same router as chat completions: routed by the workspace's chain with retries, fallback and circuit breakers, charged against its budgets, one usage row per call. Stored for 30 days unless `store: false` (before the answer is sent, or in a stream before `response.completed`), so GET /api/v1/llm/responses/{response_id} reads it and a later request continues it: `previous_response_id` puts that response's conversation (its earlier inputs and outputs, not its `instructions`) before `input`, and an `item_reference` input item stands for a stored item; either not found is a 400. `conversation`, `prompt` and `background: true` are refused (422 naming the field). Only function tools are offered: OpenAI's hosted tools and input images or files are refused likewise. `stream: true` answers Server-Sent Events, OpenAI's semantic events (`response.created` … `response.completed`, or `response.incomplete` / `response.failed`), each with its `sequence_number`. The call ends by the timeout the client says it waits (`X-Stainless-Timeout`, as for chat completions). Errors are problem+json with an `error` member as well, OpenAI's error object (`message`, `type`, `code`, `param`), so OpenAI's SDKs report them as they report OpenAI's.",
+    "OpenAI's Responses API over the same router as chat completions: routed by the workspace's chain with retries, fallback and circuit breakers, charged against its budgets, one usage row per call. Stored for 30 days unless `store: false` (before the answer is sent, or in a stream before `response.completed`), so GET /api/v1/llm/responses/{id} reads it and a later request continues it: `previous_response_id` puts that response's conversation (its earlier inputs and outputs, not its `instructions`) before `input`, and an `item_reference` input item stands for a stored item; either not found is a 400. `conversation`, `prompt` and `background: true` are refused (422 naming the field). Only function tools are offered: OpenAI's hosted tools and input images or files are refused likewise. `stream: true` answers Server-Sent Events, OpenAI's semantic events (`response.created` … `response.completed`, or `response.incomplete` / `response.failed`), each with its `sequence_number`. The call ends by the timeout the client says it waits (`X-Stainless-Timeout`, as for chat completions). Errors are problem+json with an `error` member as well, OpenAI's error object (`message`, `type`, `code`, `param`), so OpenAI's SDKs report them as they report OpenAI's.",
   "x-audit-exempt":
     "A response changes no configuration; each call is recorded once as a usage row (GET /api/v1/usage) with its request id, and the response itself is the workspace's data (kept 30 days), not a setting.",
   middleware: [requireScope("tasks:write"), writesNoAudit] as const,
@@ -53,7 +53,7 @@ const NOT_STORED_HERE =
 
 const getResponseRoute = createRoute({
   method: "get",
-  path: "/api/v1/llm/responses/{response_id}",
+  path: "/api/v1/llm/responses/{id}",
   operationId: "getResponse",
   tags: ["LLM"],
   summary: "Read a stored response",
@@ -68,7 +68,7 @@ const getResponseRoute = createRoute({
 
 const deleteResponseRoute = createRoute({
   method: "delete",
-  path: "/api/v1/llm/responses/{response_id}",
+  path: "/api/v1/llm/responses/{id}",
   operationId: "deleteResponse",
   tags: ["LLM"],
   summary: "Delete a stored response",
@@ -85,7 +85,7 @@ const deleteResponseRoute = createRoute({
 
 const listInputItemsRoute = createRoute({
   method: "get",
-  path: "/api/v1/llm/responses/{response_id}/input_items",
+  path: "/api/v1/llm/responses/{id}/input_items",
   operationId: "listResponseInputItems",
   tags: ["LLM"],
   summary: "List a stored response's input items",
@@ -113,18 +113,18 @@ function storedResponses(c: Context<HonoEnv>): ResponsesStore {
 
 function responseNotFound(id: string): ApiError {
   // OpenAI's words, so its SDKs' NotFoundError reads as OpenAI's.
-  return new ApiError("NOT_FOUND", `Response with id '${id}' not found.`, { extensions: { param: "response_id" } });
+  return new ApiError("NOT_FOUND", `Response with id '${id}' not found.`);
 }
 
 export function registerLlmResponsesRoutes(app: OpenAPIHono<HonoEnv>): void {
-  // Before GET /responses/{response_id}: these names are no response's id.
+  // Before GET /responses/{id}: these names are no response's id.
   for (const [path, detail] of Object.entries(RESPONSES_NOT_OFFERED)) {
     app.all(`/api/v1/llm/responses/${path}`, () => {
       throw new ApiError("NOT_FOUND", detail);
     });
   }
   // Not in the OpenAPI document: there is no such operation, only this answer (the openai SDK's `cancel()`).
-  app.all("/api/v1/llm/responses/:response_id/cancel", () => {
+  app.all("/api/v1/llm/responses/:id/cancel", () => {
     throw new ApiError(
       "BAD_REQUEST",
       "Only background responses can be cancelled, and background responses are not offered here: a response is answered in its request.",
@@ -160,20 +160,20 @@ export function registerLlmResponsesRoutes(app: OpenAPIHono<HonoEnv>): void {
   });
 
   app.openapi(getResponseRoute, async (c) => {
-    const { response_id: id } = c.req.valid("param");
+    const { id } = c.req.valid("param");
     const response = await storedResponses(c).get(id);
     if (!response) throw responseNotFound(id);
     return c.json(response, 200);
   });
 
   app.openapi(deleteResponseRoute, async (c) => {
-    const { response_id: id } = c.req.valid("param");
+    const { id } = c.req.valid("param");
     if (!(await storedResponses(c).delete(id))) throw responseNotFound(id);
     return c.json({ id, object: "response" as const, deleted: true as const }, 200);
   });
 
   app.openapi(listInputItemsRoute, async (c) => {
-    const { response_id: id } = c.req.valid("param");
+    const { id } = c.req.valid("param");
     const items = await storedResponses(c).inputItems(id);
     if (!items) throw responseNotFound(id);
     return c.json(inputItemsPage(items, c.req.valid("query")), 200);

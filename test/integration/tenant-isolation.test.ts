@@ -17,7 +17,19 @@ const MISSING_IDS: Record<string, string> = {
   key: "key_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
   task: "task_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
   art: "art_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
+  resp: "resp_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3",
 };
+
+/** A response stored for the workspace (the simulated provider answers it). */
+async function storeResponse(owner: TestWorkspace): Promise<string> {
+  const response = await fetcher(`${BASE}/api/v1/llm/responses`, {
+    method: "POST",
+    headers: { ...owner.headers, "Content-Type": "application/json" },
+    body: JSON.stringify({ input: "hi" }),
+  });
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { id: string }).id;
+}
 
 type Fixture = { prefix: string; create: (owner: TestWorkspace) => Promise<string> };
 const FIXTURES: Record<string, Fixture> = {
@@ -29,6 +41,12 @@ const FIXTURES: Record<string, Fixture> = {
     ["/api/v1/tasks/{id}", "/api/v1/tasks/{id}/cancel", "/api/v1/tasks/{id}/runs", "/api/v1/tasks/{id}/artifacts"].map(
       (path) => [path, { prefix: "task", create: (owner: TestWorkspace) => submitTask(owner.headers) }],
     ),
+  ),
+  ...Object.fromEntries(
+    ["/api/v1/llm/responses/{id}", "/api/v1/llm/responses/{id}/input_items"].map((path) => [
+      path,
+      { prefix: "resp", create: storeResponse },
+    ]),
   ),
   ...Object.fromEntries(
     ["/api/v1/artifacts/{id}", "/api/v1/artifacts/{id}/content"].map((path) => [
@@ -84,6 +102,10 @@ describe("tenant isolation", () => {
         data: { id: string; revoked_at: string | null }[];
       };
       if (fixture.prefix === "key") expect(list.data.find((key) => key.id === foreignId)?.revoked_at).toBeNull();
+      if (fixture.prefix === "resp") {
+        const stored = await fetcher(`${BASE}/api/v1/llm/responses/${foreignId}`, { headers: theirs.headers });
+        expect(stored.status).toBe(200);
+      }
       if (fixture.prefix === "task") {
         const task = await fetcher(`${BASE}/api/v1/tasks/${foreignId}`, { headers: theirs.headers });
         expect(((await task.json()) as { status: string }).status).not.toBe("cancelled");

@@ -23,11 +23,11 @@ describe("audit coverage of mutating routes", () => {
     expect(Object.keys(exemptions)).toEqual([
       "POST /api/v1/llm/chat/completions",
       "POST /api/v1/llm/responses",
-      "DELETE /api/v1/llm/responses/{response_id}",
+      "DELETE /api/v1/llm/responses/{id}",
     ]);
     expect(exemptions["POST /api/v1/llm/chat/completions"]).toContain("usage row");
     expect(exemptions["POST /api/v1/llm/responses"]).toContain("usage row");
-    expect(exemptions["DELETE /api/v1/llm/responses/{response_id}"]).toContain("not configuration");
+    expect(exemptions["DELETE /api/v1/llm/responses/{id}"]).toContain("not configuration");
   });
 
   it("@hono/zod-openapi copies the x-audit-action extension into the operation", () => {
