@@ -18,7 +18,7 @@ const AI_SDK_RESPONSES_REQUEST = {
 };
 
 describe("OpenAI's Responses API, which the AI SDK's default model and LangChain's useResponsesApi call", () => {
-  it("answers the AI SDK's request whole and streamed; GET of a response is a 404 that says nothing is stored", async () => {
+  it("answers the AI SDK's request whole and streamed, each stored (its default): GET reads it back", async () => {
     const workspace = await workspaceWith(null);
     const post = (body: unknown) =>
       fetcher(`${BASE}/api/v1/llm/responses`, {
@@ -28,21 +28,26 @@ describe("OpenAI's Responses API, which the AI SDK's default model and LangChain
       });
     const whole = await post(AI_SDK_RESPONSES_REQUEST);
     expect(whole.status).toBe(200);
+    const answered = (await whole.json()) as Record<string, any>;
     // What the AI SDK reads of a response: its output message's output_text parts, and the usage.
-    expect(await whole.json()).toMatchObject({
+    expect(answered).toMatchObject({
       object: "response",
+      store: true,
       output: [{ type: "message", role: "assistant", content: [{ type: "output_text", text: expect.any(String) }] }],
       usage: { input_tokens: expect.any(Number), output_tokens: 24 },
     });
     const streamed = await post({ ...AI_SDK_RESPONSES_REQUEST, stream: true });
     expect(streamed.status).toBe(200);
-    expect(await streamed.text()).toContain("event: response.completed\n");
+    const text = await streamed.text();
+    expect(text).toContain("event: response.completed\n");
+    const streamedId = (JSON.parse(text.split("\n")[1].slice("data: ".length)) as { response: { id: string } }).response
+      .id;
 
-    const retrieved = await fetcher(`${BASE}/api/v1/llm/responses/resp_123`, { headers: workspace.headers });
-    expect(retrieved.status).toBe(404);
-    const problem = (await retrieved.json()) as { error: { message: string; type: string } };
-    expect(problem.error.type).toBe("invalid_request_error");
-    expect(problem.error.message).toContain("Responses are not stored");
+    for (const id of [answered.id, streamedId]) {
+      const retrieved = await fetcher(`${BASE}/api/v1/llm/responses/${id}`, { headers: workspace.headers });
+      expect(retrieved.status).toBe(200);
+      expect(((await retrieved.json()) as { id: string }).id).toBe(id);
+    }
   });
 
   it("still asks for the caller's credentials first", async () => {
