@@ -89,7 +89,13 @@ export function budgetGate(
           result.held
             ? heldMessage(result, result.held, retryAfterSeconds)
             : exhaustedMessage(result, retryAfterSeconds),
-          { retryAfterSeconds, period: result.period, metric: result.metric, held: result.held !== undefined },
+          {
+            retryAfterSeconds,
+            period: result.period,
+            metric: result.metric,
+            held: result.held !== undefined,
+            ...(result.held ? { reserved: result.held.reserved } : {}),
+          },
         );
       }
       if (result.lease) leases.install(result.lease, amounts.workspaceId, budgets, writeLeased, keep);

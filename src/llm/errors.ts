@@ -96,9 +96,17 @@ export class BudgetExhaustedError extends LlmError {
   readonly period: "daily" | "monthly";
   readonly metric: "tokens" | "cost_usd";
   readonly held: boolean;
+  /** A `held` refusal's: what calls in flight and leases hold of the budget it names (tokens or USD). */
+  readonly reserved?: number;
   constructor(
     message: string,
-    details: { retryAfterSeconds: number; period: "daily" | "monthly"; metric: "tokens" | "cost_usd"; held?: boolean },
+    details: {
+      retryAfterSeconds: number;
+      period: "daily" | "monthly";
+      metric: "tokens" | "cost_usd";
+      held?: boolean;
+      reserved?: number;
+    },
   ) {
     const held = details.held === true;
     super("budget_exhausted", message, held, [], held ? details.retryAfterSeconds * 1000 : undefined);
@@ -106,6 +114,7 @@ export class BudgetExhaustedError extends LlmError {
     this.period = details.period;
     this.metric = details.metric;
     this.held = held;
+    if (held && details.reserved !== undefined) this.reserved = details.reserved;
   }
 }
 

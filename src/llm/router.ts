@@ -838,6 +838,9 @@ export class Router implements LlmRouter {
       return undefined;
     }
     if (refusal && !(refusal instanceof BudgetExhaustedError)) return refusal;
+    // The room is held by other calls in flight (or leases), not spent: it comes back in seconds, so the call ends
+    // as a call refused for it does (budget_held, retryable), not as if the budget were spent until its reset.
+    if (refusal?.held && this.#heldByOthers(call, refusal)) return refusal;
     const metric =
       refusal instanceof BudgetExhaustedError
         ? refusal.metric
@@ -850,6 +853,16 @@ export class Router implements LlmRouter {
         : (periods?.[metric === "tokens" ? "tokens" : "costUsd"] ??
           (budgets[`daily_${metric}`] !== null ? "daily" : "monthly"));
     return noRoomForAnotherAttempt(period, metric, unfinishedSpend(call), this.#now());
+  }
+
+  /** A `held` refusal's reserved room is more than this call and its holds beside it reserved. */
+  #heldByOthers(call: PreparedCall, refusal: BudgetExhaustedError): boolean {
+    if (refusal.reserved === undefined) return false;
+    const tokens = refusal.metric === "tokens";
+    let own = (tokens ? call.held.tokens : call.held.costUsd) ?? 0;
+    for (const held of call.unfinishedHolds) own += tokens ? held.tokens : held.costUsd;
+    // Dollar sums drift by a hair (the limiter rounds them to 1e-8).
+    return refusal.reserved > own + (tokens ? 0 : 1e-6);
   }
 
   /** What the call's reservation and the holds beside it leave for its next attempt, once its unfinished attempts are paid. */

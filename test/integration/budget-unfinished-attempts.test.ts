@@ -188,6 +188,47 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS, reserved_tokens: 0 });
   });
 
+  it("ends with 429 budget_held, retryable, when what it cannot use is held by another call in flight, not spent", async () => {
+    // 1,000 tokens a day; another call holds 983 of them (its prompt and max_tokens 974) while it runs. This one
+    // holds the 17 left, its answer cut to 8; its timed-out prompt leaves 8, which cannot hold the prompt again. The
+    // budget is not spent (9 of 1,000 once it ends): the room comes back with the other call, so a retry may go on.
+    const model = "gpt-4o-mini-held-by-other";
+    const workspace = await budgeted(1_000, model);
+    const otherArrived = latch();
+    const otherAnswers = latch();
+    const provider = upstream(async (request) => {
+      const asked = ((await request.clone().json()) as { max_completion_tokens?: number }).max_completion_tokens;
+      if (asked !== 974) return hang(request);
+      otherArrived.open();
+      await otherAnswers.opened;
+      return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 20 });
+    });
+    const other = routerTimingOutAfter(10_000).chat(
+      { messages, max_tokens: 974 },
+      { workspaceId: workspace.id, chargeKey: "held-other" },
+    );
+    await otherArrived.opened;
+    const failure = await routerTimingOutAfter(100)
+      .chat({ messages }, { workspaceId: workspace.id, chargeKey: "held-this" })
+      .catch((error: unknown) => error);
+    expect(provider.asked).toEqual([974, 8]);
+    expect(failure).toBeInstanceOf(BudgetExhaustedError);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: true, retryable: true, period: "daily" });
+    const told = llmErrorToApiError(failure) as ApiError;
+    expect(told.status).toBe(429);
+    expect(told.headers).not.toHaveProperty("X-Should-Retry");
+    expect(Number(told.headers?.["Retry-After"])).toBeLessThan(60);
+    expect(problemBody(told, "req_test")).toMatchObject({
+      reason: "budget_held",
+      retryable: true,
+      timed_out_attempts: [{ provider: "openai", model, prompt_tokens: PROMPT_TOKENS, completion_tokens: 0 }],
+    });
+    otherAnswers.open();
+    await other;
+    // The budget was never spent: the timed-out prompt and the other call's answer.
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS + 29, reserved_tokens: 0 });
+  });
+
   it("cuts the next answer to what is left once the room cannot hold the unfinished attempt's spend", async () => {
     // 120 tokens a day; the call holds 109 (its prompt and max_tokens 100). The first timed-out prompt fits in the
     // 11 left; the second finds 2: 7 come out of the call's own hold, and the third attempt may answer 93.
@@ -395,6 +436,53 @@ describe("a task whose call's attempt timed out with no room for another", () =>
       completionTokens: 0,
     });
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: charged[0].promptTokens, reserved_tokens: 0 });
+  });
+});
+
+describe("a task whose call's attempt timed out where another call in flight holds the room", () => {
+  it("ends its run to be retried, not asked again under the charge key its timed-out attempt settled", async () => {
+    // 10,000 tokens; another call holds 9,400 while it runs, the task's call the 600 left (see TASK_BUDGET_TOKENS).
+    const model = "gpt-4o-mini-task-held";
+    const workspace = await budgeted(10_000, model);
+    const otherArrived = latch();
+    const otherAnswers = latch();
+    let taskAsked = 0;
+    upstream(async (request) => {
+      const asked = ((await request.clone().json()) as { max_completion_tokens?: number }).max_completion_tokens;
+      if (asked !== 9_391) {
+        taskAsked++;
+        return hang(request);
+      }
+      otherArrived.open();
+      await otherAnswers.opened;
+      return openAiCompletion("done", { prompt_tokens: 9, completion_tokens: 20 });
+    });
+    const config = llmConfig();
+    const other = routerTimingOutAfter(30_000).chat(
+      { messages, max_tokens: 9_391 },
+      { workspaceId: workspace.id, chargeKey: "task-held-other" },
+    );
+    await otherArrived.opened;
+    const router = createLlmRouter(config, {
+      logger: quietLogger,
+      overrides: { attemptTimeoutMs: 100, maxAttemptsPerTarget: 3, sleep: async () => {} },
+    });
+    const row = await insertTask(workspace.id);
+    const batch = createMessageBatch("tasks", [
+      { id: "msg-held", timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+    ]);
+    await consumeTaskBatch(batch, config, { router, logger: quietLogger, random: () => 0.5 });
+    const result = await getQueueResult(batch, createExecutionContext());
+    otherAnswers.open();
+    await other;
+
+    // Asked once: again under its settled key, the call reserved nothing and was counted nowhere in the budget.
+    expect(taskAsked).toBe(1);
+    expect(result.retryMessages.map((message) => message.msgId)).toEqual(["msg-held"]);
+    const db = createDb(env.DB);
+    const charged = await db.select().from(usageRecords).where(eq(usageRecords.taskId, row.id));
+    expect(charged).toHaveLength(1);
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: charged[0].promptTokens + 29, reserved_tokens: 0 });
   });
 });
 

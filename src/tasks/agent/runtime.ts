@@ -230,7 +230,10 @@ export class AgentRun {
         return result;
       } catch (error) {
         if (error instanceof LlmError) for (const charge of error.charged ?? []) this.#count(charge);
-        const waitMs = this.#budgetHeldWaitMs(error, waitedMs);
+        // A call that was charged (attempts that timed out or broke before the room ran short) settled its key: asked
+        // again under it, it would reserve nothing and count nothing. The run ends, retryable, and its retry asks anew.
+        const charged = error instanceof LlmError && (error.charged?.length ?? 0) > 0;
+        const waitMs = charged ? undefined : this.#budgetHeldWaitMs(error, waitedMs);
         if (waitMs === undefined) throw error;
         this.#input.logger.info("llm call waits for budget room that calls in flight hold", {
           task_id: this.#input.task.id,
