@@ -827,6 +827,10 @@ export class Router implements LlmRouter {
       // Spent: no further attempt, whatever the call still holds (a budget lowered under what is spent).
       if (error instanceof BudgetExhaustedError && !error.held) return error;
       if (!(error instanceof LlmError)) throw error;
+      // The counter did not answer, but may have taken the hold (its answer lost on the way back): given back with
+      // the others when the call settles (releasing a key never reserved counts nothing), though counted as nothing.
+      if (!(error instanceof BudgetExhaustedError))
+        call.unfinishedHolds.push({ chargeKey, hold: undefined, tokens: 0, costUsd: 0 });
       // Held by calls in flight (this one's own reservation among them), or the counter unavailable: the call
       // goes on only within what it holds.
       refusal = error;

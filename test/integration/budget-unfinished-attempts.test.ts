@@ -339,6 +339,40 @@ describe("the holds beside a call, released on every way it ends", () => {
     });
   });
 
+  it("a hold whose reservation's answer was lost is given back too: the counter may have taken it", async () => {
+    const model = "gpt-4o-mini-lost-answer";
+    const workspace = await budgeted(2_000, model);
+    upstream((request, call) =>
+      call === 1 ? hang(request) : openAiCompletion("fine", { prompt_tokens: 12, completion_tokens: 5 }),
+    );
+    // The limiter takes the hold beside the call, but its answer is lost on the way back.
+    const namespace = {
+      getByName(name: string) {
+        const stub = env.WORKSPACE_LIMITER.getByName(name);
+        return {
+          reserveBudget: async (input: Parameters<typeof stub.reserveBudget>[0]) => {
+            const answer = await stub.reserveBudget(input);
+            if (input.chargeKey.includes(":timed-out:")) throw new Error("Network connection lost.");
+            return answer;
+          },
+          settleBudget: (input: Parameters<typeof stub.settleBudget>[0]) => stub.settleBudget(input),
+        };
+      },
+    } as unknown as typeof env.WORKSPACE_LIMITER;
+    const router = createLlmRouter(llmConfig({ WORKSPACE_LIMITER: namespace }), {
+      logger: quietLogger,
+      overrides: { attemptTimeoutMs: 100, maxAttemptsPerTarget: 3, sleep: async () => {} },
+    });
+    const result = await router.chat(
+      { messages, max_tokens: 100 },
+      { workspaceId: workspace.id, chargeKey: "lost-answer" },
+    );
+    // Without the hold's answer the retry's answer was cut to what the call holds beside its timed-out prompt.
+    expect(result).toMatchObject({ attempts: 2, usage: { total_tokens: 17 } });
+    // Nothing left reserved for the 30 minutes an unsettled reservation lasts.
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 17 + PROMPT_TOKENS, reserved_tokens: 0 });
+  });
+
   it("a call that reserved against a lease takes the hold from it, and the lease closes with every token counted", {
     timeout: 30_000,
   }, async () => {
