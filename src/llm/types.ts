@@ -122,7 +122,7 @@ export interface ChatResult {
 export type ChargedCall = Pick<ChatResult, "usage" | "cost_usd" | "provider" | "model" | "simulated">;
 
 /**
- * Why an attempt ended unfinished: its error's code (`timeout`, `connection_error`, a provider's error type from
+ * Why an attempt ended unfinished: its error's code (`timeout`, `connection`, a provider's error type from
  * its stream such as `overloaded_error`) and the message the call's `failures` would give it.
  */
 export interface AttemptError {

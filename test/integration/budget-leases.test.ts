@@ -11,6 +11,7 @@ import {
   fetcher,
   limiterOutboxDrained,
   llmConfig,
+  NO_BUDGETS,
   openAiCompletion,
   quietLogger,
   workspaceWith,
@@ -26,12 +27,6 @@ import {
 afterEach(() => vi.restoreAllMocks());
 
 const OPENAI = "openai.test";
-const NONE: WorkspaceBudgets = {
-  daily_tokens: null,
-  monthly_tokens: null,
-  daily_cost_usd: null,
-  monthly_cost_usd: null,
-};
 const messages = [{ role: "user" as const, content: "Summarise the changelog." }];
 
 /**
@@ -109,7 +104,7 @@ async function setup(
 
 describe("budget leases through the router", { timeout: 30_000 }, () => {
   it("with ample room, many calls make one reservation at the limiter and are each charged once, in one batch", async () => {
-    const { workspace, limiter, call, drained, status } = await setup({ ...NONE, daily_tokens: 1_000_000 });
+    const { workspace, limiter, call, drained, status } = await setup({ ...NO_BUDGETS, daily_tokens: 1_000_000 });
     for (let step = 1; step <= 6; step++) {
       expect(await call(step)).toMatchObject({ usage: { total_tokens: 17 } });
     }
@@ -134,7 +129,11 @@ describe("budget leases through the router", { timeout: 30_000 }, () => {
     ["refused twice, then lands", { refused: 2 }, 3],
     ["lands, but its answer is lost, and is skipped when sent again", { lostAnswers: 1 }, 2],
   ])("a lease batch that fails is sent again and counted once: %s", async (_case, faults, tries) => {
-    const { limiter, call, drained, status } = await setup({ ...NONE, daily_tokens: 1_000_000 }, undefined, faults);
+    const { limiter, call, drained, status } = await setup(
+      { ...NO_BUDGETS, daily_tokens: 1_000_000 },
+      undefined,
+      faults,
+    );
     // Keyed like the chat endpoint's calls: the limiter keeps no key of theirs, only the batch's.
     for (let step = 1; step <= 4; step++) await call(step, true);
     await vi.waitFor(
@@ -153,7 +152,7 @@ describe("budget leases through the router", { timeout: 30_000 }, () => {
 
   it("a threshold crossed by a batch whose answer was lost is published once", async () => {
     const { workspace, call, drained, status } = await setup(
-      { ...NONE, daily_tokens: 1_000_000 },
+      { ...NO_BUDGETS, daily_tokens: 1_000_000 },
       { prompt_tokens: 300_000, completion_tokens: 0 },
       { lostAnswers: 1 },
     );
@@ -173,7 +172,7 @@ describe("budget leases through the router", { timeout: 30_000 }, () => {
     // Room for about 40 calls of this estimate: the lease is a quarter of it, 10,081 tokens. At 500 tokens
     // a call it falls under 30 % after the 15th call on it, which asks for the next one in the background.
     const { limiter, call, drained, status } = await setup(
-      { ...NONE, daily_tokens: 40 * 1_034 },
+      { ...NO_BUDGETS, daily_tokens: 40 * 1_034 },
       { prompt_tokens: 500, completion_tokens: 0 },
     );
     for (let step = 1; step <= 20; step++) await call(step);
@@ -189,7 +188,7 @@ describe("budget leases through the router", { timeout: 30_000 }, () => {
 
   it("a threshold a leased call crosses is reported, with that call's task", async () => {
     const { workspace, call, drained, status } = await setup(
-      { ...NONE, daily_tokens: 1_000_000 },
+      { ...NO_BUDGETS, daily_tokens: 1_000_000 },
       { prompt_tokens: 300_000, completion_tokens: 0 },
     );
     // 300,000 tokens a call, far over the estimate: the first reserves by itself (30 %), the second draws on
@@ -214,7 +213,7 @@ describe("an idle lease, through the API", () => {
     "gives back what it holds when its time is up: GET /api/v1/budgets shows nothing reserved once no call runs (%i calls)",
     async (calls) => {
       // The default chain (simulated), with room for many calls: the first call is lent a lease.
-      const workspace = await workspaceWith(null, { ...NONE, daily_tokens: 1_000_000 });
+      const workspace = await workspaceWith(null, { ...NO_BUDGETS, daily_tokens: 1_000_000 });
       const headers = { ...workspace.headers, "Content-Type": "application/json" };
       for (let call = 0; call < calls; call++) {
         const answered = await fetcher(`${BASE}/api/v1/llm/chat/completions`, {

@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createDb } from "../../src/db/client.ts";
-import { tasks, usageRecords, type WorkspaceBudgets } from "../../src/db/schema.ts";
+import { tasks, usageRecords } from "../../src/db/schema.ts";
 import { type ApiError, problemBody } from "../../src/lib/problem.ts";
 import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
@@ -17,6 +17,7 @@ import {
   fakeUpstreams,
   hang,
   llmConfig,
+  NO_BUDGETS,
   openAiCompletion,
   quietLogger,
   summedCost,
@@ -36,12 +37,6 @@ import { insertTask, taskBody } from "../unit/tasks/fakes.ts";
 afterEach(() => vi.restoreAllMocks());
 
 const OPENAI = "openai.test";
-const NONE: WorkspaceBudgets = {
-  daily_tokens: null,
-  monthly_tokens: null,
-  daily_cost_usd: null,
-  monthly_cost_usd: null,
-};
 const messages = [{ role: "user" as const, content: "Refactor the parser." }];
 // The estimate a reservation uses (src/llm/tokens.ts): 20 characters (5 tokens) plus 4 for the message.
 const PROMPT_TOKENS = 9;
@@ -52,7 +47,7 @@ const promptUsage = { prompt_tokens: PROMPT_TOKENS, completion_tokens: 0, total_
  * attempt counts against the target's breaker, shared by the tests, which would open for those that follow.
  */
 const budgeted = (daily_tokens: number, model: string) =>
-  workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] }, { ...NONE, daily_tokens });
+  workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model }] }, { ...NO_BUDGETS, daily_tokens });
 
 const routerTimingOutAfter = (attemptTimeoutMs: number) =>
   createLlmRouter(llmConfig(), {
@@ -173,7 +168,7 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
           { provider: "openai", model: "gpt-4o-mini-no-room-second" },
         ],
       },
-      { ...NONE, daily_tokens: 15 },
+      { ...NO_BUDGETS, daily_tokens: 15 },
     );
     const provider = upstream((request) => hang(request));
     const router = createLlmRouter(llmConfig(), {

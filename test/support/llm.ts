@@ -150,6 +150,14 @@ export function anthropicMessage(text: string, usage = { input_tokens: 1_200, ou
 export const problem = (status: number, headers: Record<string, string> = {}) =>
   Response.json({ error: { message: `fake ${status}`, type: "server_error" } }, { status, headers });
 
+/** Budgets with no limit set: spread and override the one a test needs (`{ ...NO_BUDGETS, daily_tokens: 100 }`). */
+export const NO_BUDGETS: WorkspaceBudgets = {
+  daily_tokens: null,
+  monthly_tokens: null,
+  daily_cost_usd: null,
+  monthly_cost_usd: null,
+};
+
 /** Fake upstreams for `vi.spyOn(globalThis, "fetch")`: each host answers from its handler; calls are recorded. */
 export function fakeUpstreams(
   handlers: Record<string, (request: Request, call: number) => Response | Promise<Response>>,
