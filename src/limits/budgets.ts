@@ -43,6 +43,11 @@ export interface BudgetRoom {
   costUsd: number | null;
   /** Which period's budget leaves that room, of each kind: what a call that cannot fit in it is told. */
   periods?: { tokens?: "daily" | "monthly"; costUsd?: "daily" | "monthly" };
+  /**
+   * What calls in flight and leases hold of that period's budget, of each kind: room that comes back as they
+   * settle, so a call that cannot fit only for it may retry in seconds rather than wait for the period's reset.
+   */
+  reserved?: { tokens?: number; costUsd?: number };
 }
 
 export interface SettleInput extends BudgetAmountsInput {
@@ -237,18 +242,21 @@ const percentOf = (usedAmount: number, limit: number) => Math.round((usedAmount 
 function headroom(limits: BudgetLimits | null, counters: Record<"daily" | "monthly", PeriodCounters>): BudgetRoom {
   const left: BudgetRoom = { tokens: null, costUsd: null };
   const periods: NonNullable<BudgetRoom["periods"]> = {};
+  const reserved: NonNullable<BudgetRoom["reserved"]> = {};
   for (const rule of RULES) {
     const limit = limits?.[rule.field];
     if (limit === null || limit === undefined) continue;
-    const remaining = Math.max(0, round(limit - used(counters[rule.period], rule.metric, true)));
+    const period = counters[rule.period];
+    const remaining = Math.max(0, round(limit - used(period, rule.metric, true)));
     const kind = rule.metric === "tokens" ? "tokens" : "costUsd";
     const tightest = left[kind];
     if (tightest === null || remaining < tightest) {
       left[kind] = remaining;
       periods[kind] = rule.period;
+      reserved[kind] = round(used(period, rule.metric, true) - used(period, rule.metric, false));
     }
   }
-  return left.tokens === null && left.costUsd === null ? left : { ...left, periods };
+  return left.tokens === null && left.costUsd === null ? left : { ...left, periods, reserved };
 }
 
 /** The room left when it is less than the call asks for, of either kind, else undefined. */

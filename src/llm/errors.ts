@@ -1,4 +1,4 @@
-import { periodEndMs } from "../limits/budgets.ts";
+import { HELD_RETRY_AFTER_MS, periodEndMs } from "../limits/budgets.ts";
 import { providerWithSettings } from "./adapters/index.ts";
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
@@ -134,6 +134,26 @@ export function noRoomForAnotherAttempt(
   return new BudgetExhaustedError(
     `The ${period} ${what} budget has no room for another attempt: this call's attempts that timed out or broke mid-answer were charged ${charged.tokens} tokens (${charged.costUsd} USD), and what is left cannot hold its prompt again; it resets in ${retryAfterSeconds} s, or raise it with PUT /api/v1/budgets.`,
     { retryAfterSeconds, period, metric },
+  );
+}
+
+/**
+ * A call that cannot make another attempt only because calls in flight and leases hold the room it would need:
+ * its unfinished attempts were charged, and what it holds cannot hold its prompt again, but what the others hold
+ * comes back as they settle. It ends as a call refused for held room does: retryable in seconds (budget_held).
+ */
+export function heldFromAnotherAttempt(
+  period: "daily" | "monthly",
+  metric: "tokens" | "cost_usd",
+  charged: { tokens: number; costUsd: number },
+  /** What calls in flight and leases hold of that budget, this call's own holds among them. */
+  reserved: number,
+): BudgetExhaustedError {
+  const retryAfterSeconds = HELD_RETRY_AFTER_MS / 1000;
+  const [what, unit] = metric === "tokens" ? ["token", "tokens"] : ["cost", "USD"];
+  return new BudgetExhaustedError(
+    `The ${period} ${what} budget's room left is held by calls in flight or leases not yet given back (${reserved} ${unit} reserved): this call's attempts that timed out or broke mid-answer were charged ${charged.tokens} tokens (${charged.costUsd} USD), and what it holds cannot hold its prompt again; retry in ${retryAfterSeconds} s.`,
+    { retryAfterSeconds, period, metric, held: true, reserved },
   );
 }
 

@@ -17,6 +17,7 @@ import {
   describeFailure,
   FailureTally,
   fallbackReason,
+  heldFromAnotherAttempt,
   noConfiguredProvider,
   noRoomForAnotherAttempt,
 } from "./errors.ts";
@@ -800,6 +801,10 @@ export class Router implements LlmRouter {
     const spent = unfinishedSpend({ promptTokens: call.promptTokens, unfinished: [attempt] });
     const chargeKey = unfinishedChargeKey(context.chargeKey, attempt.kind, attempt.attempt);
     let periods: BudgetRoom["periods"];
+    /** What calls in flight and leases held of the budget when the hold was asked, this call's holds among them. */
+    let reserved: BudgetRoom["reserved"];
+    /** What this call held then: its reservation and the holds beside it. */
+    const ownHeld = this.#ownHolds(call);
     /** A refusal of the hold: where the call cannot go on, told as it is. */
     let refusal: LlmError | undefined;
     try {
@@ -823,6 +828,7 @@ export class Router implements LlmRouter {
       });
       if (!room) return undefined;
       periods = room.periods;
+      reserved = room.reserved;
     } catch (error) {
       // Spent: no further attempt, whatever the call still holds (a budget lowered under what is spent).
       if (error instanceof BudgetExhaustedError && !error.held) return error;
@@ -842,31 +848,57 @@ export class Router implements LlmRouter {
       return undefined;
     }
     if (refusal && !(refusal instanceof BudgetExhaustedError)) return refusal;
-    // The room is held by other calls in flight (or leases), not spent: it comes back in seconds, so the call ends
-    // as a call refused for it does (budget_held, retryable), not as if the budget were spent until its reset.
-    if (refusal?.held && this.#heldByOthers(call, refusal)) return refusal;
+    const heldRefusal = refusal as BudgetExhaustedError | undefined;
     const metric =
-      refusal instanceof BudgetExhaustedError
-        ? refusal.metric
-        : left.tokens !== null && left.tokens < call.promptTokens + 1
-          ? "tokens"
-          : "cost_usd";
+      heldRefusal?.metric ?? (left.tokens !== null && left.tokens < call.promptTokens + 1 ? "tokens" : "cost_usd");
+    const kind = metric === "tokens" ? "tokens" : "costUsd";
     const period =
-      refusal instanceof BudgetExhaustedError
-        ? refusal.period
-        : (periods?.[metric === "tokens" ? "tokens" : "costUsd"] ??
-          (budgets[`daily_${metric}`] !== null ? "daily" : "monthly"));
+      heldRefusal?.period ?? periods?.[kind] ?? (budgets[`daily_${metric}`] !== null ? "daily" : "monthly");
+    // Where the room is held by other calls in flight (or leases), not spent, and would let the call answer once
+    // given back: it comes back in seconds, so the call ends as a call refused for it does (budget_held,
+    // retryable), not as if the budget were spent until its reset. So whether the hold was refused, or granted
+    // only the room there was.
+    if (heldRefusal?.held) {
+      const ofRefusal = { [kind]: heldRefusal.reserved };
+      if (heldRefusal.reserved !== undefined && this.#othersHoldEnough(call, left, ofRefusal, ownHeld))
+        return heldRefusal;
+    } else if (!heldRefusal && reserved && this.#othersHoldEnough(call, left, reserved, ownHeld)) {
+      return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), reserved[kind] ?? 0);
+    }
     return noRoomForAnotherAttempt(period, metric, unfinishedSpend(call), this.#now());
   }
 
-  /** A `held` refusal's reserved room is more than this call and its holds beside it reserved. */
-  #heldByOthers(call: PreparedCall, refusal: BudgetExhaustedError): boolean {
-    if (refusal.reserved === undefined) return false;
-    const tokens = refusal.metric === "tokens";
-    let own = (tokens ? call.held.tokens : call.held.costUsd) ?? 0;
-    for (const held of call.unfinishedHolds) own += tokens ? held.tokens : held.costUsd;
+  /** What the call holds of its budget: its reservation and the holds beside it. */
+  #ownHolds(call: PreparedCall): { tokens: number; costUsd: number } {
+    let tokens = call.held.tokens ?? 0;
+    let costUsd = call.held.costUsd ?? 0;
+    for (const held of call.unfinishedHolds) {
+      tokens += held.tokens;
+      costUsd += held.costUsd;
+    }
+    return { tokens, costUsd };
+  }
+
+  /**
+   * Whether what others hold of the budget (`reserved`, less what this call held then: `ownHeld`) would let the
+   * call's next attempt answer once given back. Where it would not, the budget is as good as spent for this call
+   * until its period resets, whatever is held: a retry in seconds would only be refused again.
+   */
+  #othersHoldEnough(
+    call: PreparedCall,
+    left: BudgetRoom,
+    reserved: NonNullable<BudgetRoom["reserved"]>,
+    ownHeld: { tokens: number; costUsd: number },
+  ): boolean {
     // Dollar sums drift by a hair (the limiter rounds them to 1e-8).
-    return refusal.reserved > own + (tokens ? 0 : 1e-6);
+    const othersTokens = Math.max(0, (reserved.tokens ?? 0) - ownHeld.tokens);
+    const othersCostUsd = Math.max(0, (reserved.costUsd ?? 0) - ownHeld.costUsd - 1e-6);
+    if (othersTokens === 0 && othersCostUsd === 0) return false;
+    const onceGivenBack: BudgetRoom = {
+      tokens: left.tokens === null ? null : left.tokens + othersTokens,
+      costUsd: left.costUsd === null ? null : left.costUsd + othersCostUsd,
+    };
+    return roomForAnswer(onceGivenBack, call.promptTokens, call.targets) >= 1;
   }
 
   /** What the call's reservation and the holds beside it leave for its next attempt, once its unfinished attempts are paid. */

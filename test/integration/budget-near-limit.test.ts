@@ -72,7 +72,12 @@ describe("BudgetBook near a limit", () => {
       expect(book.reserve({ chargeKey: "near", limits, ...call, nowMs: NOW })).toEqual({
         ok: true,
         lease: null,
-        nearLimit: { tokens: 3_000, costUsd: 0.98, periods: { tokens: "daily", costUsd: "daily" } },
+        nearLimit: {
+          tokens: 3_000,
+          costUsd: 0.98,
+          periods: { tokens: "daily", costUsd: "daily" },
+          reserved: { tokens: 0, costUsd: 0 },
+        },
       });
       expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 3_000, reserved_cost_usd: 0.1 });
       // A call alongside finds nothing left until the first settles: the budget is not spent but held, so it is
@@ -101,12 +106,19 @@ describe("BudgetBook near a limit", () => {
       expect(book.reserve({ chargeKey: "first", ...call })).toEqual({
         ok: true,
         lease: null,
-        nearLimit: { tokens: 10_000, costUsd: null, periods: { tokens: "daily" } },
+        nearLimit: { tokens: 10_000, costUsd: null, periods: { tokens: "daily" }, reserved: { tokens: 0 } },
       });
       expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 4_105 });
-      // The room it leaves is a second call's, then what is left a third's; only a fourth waits.
-      expect(book.reserve({ chargeKey: "second", ...call })).toMatchObject({ ok: true, nearLimit: { tokens: 5_895 } });
-      expect(book.reserve({ chargeKey: "third", ...call })).toMatchObject({ ok: true, nearLimit: { tokens: 1_790 } });
+      // The room it leaves is a second call's, then what is left a third's; only a fourth waits. Each is told
+      // what the calls before it hold: room that comes back as they settle.
+      expect(book.reserve({ chargeKey: "second", ...call })).toMatchObject({
+        ok: true,
+        nearLimit: { tokens: 5_895, reserved: { tokens: 4_105 } },
+      });
+      expect(book.reserve({ chargeKey: "third", ...call })).toMatchObject({
+        ok: true,
+        nearLimit: { tokens: 1_790, reserved: { tokens: 8_210 } },
+      });
       expect(book.status(NOW).daily).toMatchObject({ reserved_tokens: 10_000 });
       expect(book.reserve({ chargeKey: "fourth", ...call })).toMatchObject({ ok: false, held: { reserved: 10_000 } });
     }));

@@ -224,6 +224,72 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS + 29, reserved_tokens: 0 });
   });
 
+  /**
+   * Another call (a short prompt, `otherMaxTokens`) is held at the upstream until released; meanwhile this call
+   * (max_tokens 1) times out once. What this call ended with, and the other's usage once it answered.
+   */
+  async function beside(dailyTokens: number, model: string, otherMessages: typeof messages, otherMaxTokens: number) {
+    const workspace = await budgeted(dailyTokens, model);
+    const otherArrived = latch();
+    const otherAnswers = latch();
+    const provider = upstream(async (request) => {
+      const sent = (await request.clone().json()) as { messages: { content: string }[] };
+      if (sent.messages[0].content !== otherMessages[0].content) return hang(request);
+      otherArrived.open();
+      await otherAnswers.opened;
+      return openAiCompletion("done", { prompt_tokens: 5, completion_tokens: 1 });
+    });
+    const other = routerTimingOutAfter(10_000).chat(
+      { messages: otherMessages, max_tokens: otherMaxTokens },
+      { workspaceId: workspace.id, chargeKey: `${model}-other` },
+    );
+    await otherArrived.opened;
+    const failure = await routerTimingOutAfter(100)
+      .chat({ messages, max_tokens: 1 }, { workspaceId: workspace.id, chargeKey: `${model}-this` })
+      .catch((error: unknown) => error);
+    otherAnswers.open();
+    await other;
+    return { workspace, failure, asked: provider.asked };
+  }
+
+  it("ends with budget_held too when its hold got only part of the room, the rest held by another call", async () => {
+    // 1,000 tokens a day; another call holds 985 (its prompt and max_tokens 976), this one 10 (its prompt and
+    // max_tokens 1). The timed-out prompt's hold gets the 5 left; the 6 this call has then cannot hold the prompt
+    // again, but the other's 985 come back as it settles: a retry in seconds may go on.
+    const otherMessages = [{ role: "user" as const, content: "Refactor the lexer." }];
+    const { workspace, failure, asked } = await beside(1_000, "gpt-4o-mini-partly-held", otherMessages, 976);
+    expect(asked).toEqual([976, 1]);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: true, retryable: true, period: "daily" });
+    const told = llmErrorToApiError(failure) as ApiError;
+    expect(told.status).toBe(429);
+    expect(told.headers).not.toHaveProperty("X-Should-Retry");
+    expect(told.headers).toMatchObject({ "Retry-After": "5" });
+    expect(problemBody(told, "req_test")).toMatchObject({
+      reason: "budget_held",
+      retryable: true,
+      metric: "tokens",
+      timed_out_attempts: [{ prompt_tokens: PROMPT_TOKENS, completion_tokens: 0 }],
+    });
+    expect((failure as Error).message).toContain("held by calls in flight");
+    // Spent: the timed-out prompt and the other call's 6; nothing held after.
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS + 6, reserved_tokens: 0 });
+  });
+
+  it("ends with budget_exhausted when what others hold could not let it answer once given back", async () => {
+    // 16 tokens a day; another call holds 6 (a 5-token prompt and max_tokens 1), this one the other 10. The
+    // timed-out prompt's hold is refused, the room all held; but the call has 1 token left, and the other's 6 would
+    // make 7, short of the 10 its prompt and an answer need. Telling it to retry in seconds would only see it
+    // refused again: the budget is as good as spent until the day ends.
+    const shortPrompt = [{ role: "user" as const, content: "Hi" }];
+    const { failure, asked } = await beside(16, "gpt-4o-mini-held-too-little", shortPrompt, 1);
+    expect(asked).toEqual([1, 1]);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: false, retryable: false, period: "daily" });
+    expect(problemBody(llmErrorToApiError(failure) as ApiError, "req_test")).toMatchObject({
+      reason: "budget_exhausted",
+      retryable: false,
+    });
+  });
+
   it("cuts the next answer to what is left once the room cannot hold the unfinished attempt's spend", async () => {
     // 120 tokens a day; the call holds 109 (its prompt and max_tokens 100). The first timed-out prompt fits in the
     // 11 left; the second finds 2: 7 come out of the call's own hold, and the third attempt may answer 93.
