@@ -62,7 +62,7 @@ export function unfinishedChargeKey(chargeKey: string, kind: UnfinishedKind, att
 
 /**
  * Budget held beside the call's own reservation for what an unfinished attempt spent, taken before the call makes
- * another attempt (see Router#coverUnfinished): the next attempt may spend the whole reservation again. Released
+ * another attempt (see coverUnfinished in budget-room.ts): the next attempt may spend the whole reservation again. Released
  * when the call is settled; the settlement under the call's key counts the attempt's spend, as before.
  */
 export interface UnfinishedHold {

@@ -1,0 +1,183 @@
+import type { BudgetRoom } from "../limits/budgets.ts";
+import { hasAnyBudget } from "./attempt.ts";
+import { type ChargeableCall, type UnfinishedAttempt, unfinishedChargeKey, unfinishedSpend } from "./charging.ts";
+import { BudgetExhaustedError, heldFromAnotherAttempt, noRoomForAnotherAttempt } from "./errors.ts";
+import type { BudgetGate } from "./router-deps.ts";
+import { type RouteTarget, targetPrice } from "./routing.ts";
+import { type CallContext, type ChatRequest, LlmError } from "./types.ts";
+
+/**
+ * A call's answer against the budget room it holds: cut to fit near a limit, and, after an attempt that ended
+ * unfinished (timed out, or broke mid-answer: the provider bills it), the room for what that attempt spent, held
+ * beside the call's reservation before the next attempt may spend that reservation whole again.
+ */
+
+/** What the router's call carries of its budgets. */
+export interface BudgetedCall extends ChargeableCall {
+  targets: RouteTarget[];
+  /**
+   * Near a budget's limit: the longest answer the room left allows, sent as the call's max_tokens. Cut again when
+   * what an unfinished attempt spent must come out of the call's own reservation (see coverUnfinished).
+   */
+  answerCapTokens?: number;
+  /** What the call's reservation holds, of each kind a budget limits (null: none does), which its attempts spend. */
+  held: { tokens: number | null; costUsd: number | null };
+}
+
+/**
+ * Near a limit, the longest answer the room reserved for the call allows, at
+ * the dearest target's prices; at least a token, since the limiter admitted
+ * the call (some room was left). A prompt larger than the room still goes
+ * over it, and its charge crosses the limit: the 100% threshold is told, and
+ * the next call is refused.
+ */
+export function answerThatFits(room: BudgetRoom, promptTokens: number, targets: RouteTarget[]): number {
+  return Math.max(1, roomForAnswer(room, promptTokens, targets));
+}
+
+/** The longest answer the room holds beside the prompt, at the dearest target's prices: less than 1 when none. */
+function roomForAnswer(room: BudgetRoom, promptTokens: number, targets: RouteTarget[]): number {
+  let fit = room.tokens === null ? Number.POSITIVE_INFINITY : room.tokens - promptTokens;
+  if (room.costUsd !== null) {
+    for (const target of targets) {
+      const price = targetPrice(target);
+      if (price.outputPerMillionUsd <= 0) continue;
+      const promptCostUsd = (promptTokens * price.inputPerMillionUsd) / 1_000_000;
+      fit = Math.min(fit, ((room.costUsd - promptCostUsd) * 1_000_000) / price.outputPerMillionUsd);
+    }
+  }
+  return Math.floor(fit);
+}
+
+/**
+ * Before another attempt after an unfinished one: the budget room for what that attempt spent (the provider bills
+ * it), held beside the call's reservation, which the next attempt may spend whole again. Where the room left is
+ * less, what is short comes out of that reservation, and the next answer is cut to what is left of it, as a call
+ * near its limit is at its reservation; where that cannot hold the prompt again (and a token), the call ends with
+ * the budget error. A workspace without budgets reserves nothing, as for the call itself.
+ */
+export async function coverUnfinished(
+  budgetGate: BudgetGate,
+  call: BudgetedCall,
+  attempt: UnfinishedAttempt,
+  request: ChatRequest,
+  context: CallContext,
+  nowMs: number,
+): Promise<LlmError | undefined> {
+  const { budgets } = call;
+  if (!budgets || !hasAnyBudget(budgets)) return undefined;
+  const spent = unfinishedSpend({ promptTokens: call.promptTokens, unfinished: [attempt] });
+  const chargeKey = unfinishedChargeKey(context.chargeKey, attempt.kind, attempt.attempt);
+  let periods: BudgetRoom["periods"];
+  /** What calls in flight and leases held of the budget when the hold was asked, this call's holds among them. */
+  let reserved: BudgetRoom["reserved"];
+  /** What this call held then: its reservation and the holds beside it. */
+  const ownHeld = ownHolds(call);
+  /** A refusal of the hold: where the call cannot go on, told as it is. */
+  let refusal: LlmError | undefined;
+  try {
+    const reservation = await budgetGate.reserve(
+      {
+        workspaceId: context.workspaceId,
+        chargeKey,
+        budgets,
+        tokens: spent.tokens,
+        costUsd: spent.costUsd,
+        beside: true,
+      },
+      context,
+    );
+    const room = reservation.nearLimit;
+    call.unfinishedHolds.push({
+      chargeKey,
+      hold: reservation.hold,
+      tokens: Math.min(spent.tokens, room?.tokens ?? Number.POSITIVE_INFINITY),
+      costUsd: Math.min(spent.costUsd, room?.costUsd ?? Number.POSITIVE_INFINITY),
+    });
+    if (!room) return undefined;
+    periods = room.periods;
+    reserved = room.reserved;
+  } catch (error) {
+    // Spent: no further attempt, whatever the call still holds (a budget lowered under what is spent).
+    if (error instanceof BudgetExhaustedError && !error.held) return error;
+    if (!(error instanceof LlmError)) throw error;
+    // The counter did not answer, but may have taken the hold (its answer lost on the way back): given back with
+    // the others when the call settles (releasing a key never reserved counts nothing), though counted as nothing.
+    if (!(error instanceof BudgetExhaustedError))
+      call.unfinishedHolds.push({ chargeKey, hold: undefined, tokens: 0, costUsd: 0 });
+    // Held by calls in flight (this one's own reservation among them), or the counter unavailable: the call
+    // goes on only within what it holds.
+    refusal = error;
+  }
+  const left = leftToSpend(call);
+  const fitTokens = roomForAnswer(left, call.promptTokens, call.targets);
+  if (fitTokens >= 1) {
+    call.answerCapTokens = Math.min(fitTokens, call.answerCapTokens ?? request.max_tokens ?? fitTokens);
+    return undefined;
+  }
+  if (refusal && !(refusal instanceof BudgetExhaustedError)) return refusal;
+  const heldRefusal = refusal as BudgetExhaustedError | undefined;
+  const metric =
+    heldRefusal?.metric ?? (left.tokens !== null && left.tokens < call.promptTokens + 1 ? "tokens" : "cost_usd");
+  const kind = metric === "tokens" ? "tokens" : "costUsd";
+  const period = heldRefusal?.period ?? periods?.[kind] ?? (budgets[`daily_${metric}`] !== null ? "daily" : "monthly");
+  // Where the room is held by other calls in flight (or leases), not spent, and would let the call answer once
+  // given back: it comes back in seconds, so the call ends as a call refused for it does (budget_held,
+  // retryable), not as if the budget were spent until its reset. So whether the hold was refused, or granted
+  // only the room there was.
+  if (heldRefusal?.held) {
+    const ofRefusal = { [kind]: heldRefusal.reserved };
+    if (heldRefusal.reserved !== undefined && othersHoldEnough(call, left, ofRefusal, ownHeld)) return heldRefusal;
+  } else if (!heldRefusal && reserved && othersHoldEnough(call, left, reserved, ownHeld)) {
+    return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), reserved[kind] ?? 0);
+  }
+  return noRoomForAnotherAttempt(period, metric, unfinishedSpend(call), nowMs);
+}
+
+/** What the call holds of its budget: its reservation and the holds beside it. */
+function ownHolds(call: BudgetedCall): { tokens: number; costUsd: number } {
+  let tokens = call.held.tokens ?? 0;
+  let costUsd = call.held.costUsd ?? 0;
+  for (const held of call.unfinishedHolds) {
+    tokens += held.tokens;
+    costUsd += held.costUsd;
+  }
+  return { tokens, costUsd };
+}
+
+/**
+ * Whether what others hold of the budget (`reserved`, less what this call held then: `ownHeld`) would let the
+ * call's next attempt answer once given back. Where it would not, the budget is as good as spent for this call
+ * until its period resets, whatever is held: a retry in seconds would only be refused again.
+ */
+function othersHoldEnough(
+  call: BudgetedCall,
+  left: BudgetRoom,
+  reserved: NonNullable<BudgetRoom["reserved"]>,
+  ownHeld: { tokens: number; costUsd: number },
+): boolean {
+  // Dollar sums drift by a hair (the limiter rounds them to 1e-8).
+  const othersTokens = Math.max(0, (reserved.tokens ?? 0) - ownHeld.tokens);
+  const othersCostUsd = Math.max(0, (reserved.costUsd ?? 0) - ownHeld.costUsd - 1e-6);
+  if (othersTokens === 0 && othersCostUsd === 0) return false;
+  const onceGivenBack: BudgetRoom = {
+    tokens: left.tokens === null ? null : left.tokens + othersTokens,
+    costUsd: left.costUsd === null ? null : left.costUsd + othersCostUsd,
+  };
+  return roomForAnswer(onceGivenBack, call.promptTokens, call.targets) >= 1;
+}
+
+/** What the call's reservation and the holds beside it leave for its next attempt, once its unfinished attempts are paid. */
+function leftToSpend(call: BudgetedCall): BudgetRoom {
+  const spent = unfinishedSpend(call);
+  let tokens = call.held.tokens;
+  let costUsd = call.held.costUsd;
+  for (const held of call.unfinishedHolds) {
+    if (tokens !== null) tokens += held.tokens;
+    if (costUsd !== null) costUsd += held.costUsd;
+  }
+  return {
+    tokens: tokens === null ? null : tokens - spent.tokens,
+    costUsd: costUsd === null ? null : costUsd - spent.costUsd,
+  };
+}
