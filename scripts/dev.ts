@@ -39,7 +39,7 @@ function sqlString(value: string): string {
 }
 
 /** The demo key survives restarts in .wrangler/ (git-ignored); the row is upserted to match it. */
-async function seedDemo(): Promise<string> {
+async function seedDemo(persist: string[]): Promise<string> {
   mkdirSync(join(ROOT, ".wrangler"), { recursive: true });
   let key = existsSync(DEMO_KEY_FILE) ? readFileSync(DEMO_KEY_FILE, "utf8").trim() : "";
   if (!isApiKeyFormat(key)) {
@@ -50,21 +50,42 @@ async function seedDemo(): Promise<string> {
     `INSERT INTO workspaces (id, name, plan, limits) VALUES (${sqlString(DEMO_WORKSPACE_ID)}, 'Demo workspace', 'team', ${sqlString(JSON.stringify(DEMO_LIMITS))}) ON CONFLICT(id) DO NOTHING;`,
     `INSERT INTO api_keys (id, workspace_id, name, key_hash, display_prefix, scopes, created_by) VALUES (${sqlString(DEMO_KEY_ID)}, ${sqlString(DEMO_WORKSPACE_ID)}, 'Demo key', ${sqlString(await hashApiKey(key))}, ${sqlString(displayPrefix(key))}, ${sqlString(JSON.stringify(DEMO_SCOPES))}, 'npm run dev') ON CONFLICT(id) DO UPDATE SET key_hash = excluded.key_hash, display_prefix = excluded.display_prefix, revoked_at = NULL;`,
   ].join(" ");
-  wrangler(["d1", "execute", "DB", "--local", "--command", sql]);
+  wrangler(["d1", "execute", "DB", "--local", ...persist, "--command", sql]);
   return key;
 }
 
-async function waitForHealth(baseUrl: string): Promise<boolean> {
+/** What /health said: up, the Worker's environment refused (every request a 500 BAD_ENVIRONMENT), or nothing in time. */
+type Health = { state: "up" } | { state: "misconfigured"; problems: string[] } | { state: "silent" };
+
+async function waitForHealth(baseUrl: string): Promise<Health> {
   const deadline = Date.now() + HEALTH_TIMEOUT_MS;
   while (Date.now() < deadline) {
     try {
-      if ((await fetch(`${baseUrl}/health`)).ok) return true;
+      const response = await fetch(`${baseUrl}/health`);
+      if (response.ok) return { state: "up" };
+      const body = (await response.json().catch(() => null)) as {
+        code?: string;
+        errors?: { path: string; message: string }[];
+      } | null;
+      // No restart mends it: wrangler dev reads .dev.vars and wrangler.toml's vars only as it starts.
+      if (body?.code === "BAD_ENVIRONMENT") {
+        return { state: "misconfigured", problems: (body.errors ?? []).map((e) => `${e.path}: ${e.message}`) };
+      }
     } catch {
       // Not up yet.
     }
     await new Promise((wake) => setTimeout(wake, 300));
   }
-  return false;
+  return { state: "silent" };
+}
+
+/** `--persist-to <dir>` (or `=dir`) for wrangler dev is where the migrations and the demo seed go too. */
+function persistArgs(args: string[]): string[] {
+  for (const [index, arg] of args.entries()) {
+    if (arg === "--persist-to" && args[index + 1]) return ["--persist-to", args[index + 1] as string];
+    if (arg.startsWith("--persist-to=")) return ["--persist-to", arg.slice("--persist-to=".length)];
+  }
+  return [];
 }
 
 async function main(): Promise<void> {
@@ -75,9 +96,10 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   console.log("Applying local D1 migrations…");
-  wrangler(["d1", "migrations", "apply", "DB", "--local"]);
+  const persist = persistArgs(process.argv.slice(2));
+  wrangler(["d1", "migrations", "apply", "DB", "--local", ...persist]);
   console.log("Seeding the demo workspace…");
-  const key = await seedDemo();
+  const key = await seedDemo(persist);
   const triggers = cronTriggers(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
 
   const child = spawn(
@@ -89,10 +111,24 @@ async function main(): Promise<void> {
     },
   );
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => child.kill(signal));
-  child.on("exit", (code) => process.exit(code ?? 0));
+  let exitCode = 0;
+  child.on("exit", (code) => process.exit(exitCode || (code ?? 0)));
 
   const baseUrl = `http://${HOST}:${PORT}`;
-  if (await waitForHealth(baseUrl)) {
+  const health = await waitForHealth(baseUrl);
+  if (health.state === "misconfigured") {
+    console.error(
+      [
+        "",
+        `The Worker's environment is misconfigured: ${baseUrl} answers every request 500 BAD_ENVIRONMENT.`,
+        ...health.problems.map((problem) => `  ${problem}`),
+        "Fix it in .dev.vars (or wrangler.toml's [vars]) and run npm run dev again.",
+        "",
+      ].join("\n"),
+    );
+    exitCode = 1;
+    child.kill("SIGTERM");
+  } else if (health.state === "up") {
     startLocalCron({ baseUrl, triggers, log: (line) => console.error(line) });
     console.log(
       [
