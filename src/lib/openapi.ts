@@ -65,6 +65,10 @@ export const ProblemSchema = z
       description:
         "503 (or 400 `invalid_request`, `content_filter`, or 429 `budget_exhausted`) of the LLM routes: attempts whose answer broke after it began (the connection dropped, or the provider sent an error in its stream), each charged the prompt it read and what it had written (estimated), as an answer's `x_mgx.interrupted_attempts`.",
     }),
+    param: z.string().optional().openapi({
+      description:
+        "400 of the Responses API routes (`previous_response_not_found`, `item_not_found`, `conversation_too_long`): the request field at fault, as `error.param`.",
+    }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),
     did_you_mean: z

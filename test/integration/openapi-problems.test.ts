@@ -124,4 +124,41 @@ describe("the problem responses in /openapi.json", () => {
       expect(await answer.json(), where).toMatchObject({ type, title, status, code });
     }
   });
+
+  it("name every member the LLM routes' problems carry", async () => {
+    const doc = await openApi();
+    const documented = Object.keys(resolve(doc, doc.components.schemas.Problem).properties);
+    const workspace = await workspaceWith({
+      strategy: "fallback",
+      chain: [{ provider: "simulated", model: "sim-1?failure_rate=1" }],
+    });
+    const post = (path: string, body: unknown) =>
+      fetcher(`${BASE}${path}`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const answers: [string, Response][] = [
+      [
+        "previous_response_not_found",
+        await post("/api/v1/llm/responses", { model: "auto", input: "hi", previous_response_id: "resp_nope" }),
+      ],
+      [
+        "item_not_found",
+        await post("/api/v1/llm/responses", { model: "auto", input: [{ type: "item_reference", id: "msg_nope" }] }),
+      ],
+      ["validation_failed", await post("/api/v1/llm/chat/completions", { model: "auto", messages: [], n: 2 })],
+      [
+        "all_providers_failed",
+        await post("/api/v1/llm/chat/completions", { model: "auto", messages: [{ role: "user", content: "hi" }] }),
+      ],
+    ];
+    const undocumented: string[] = [];
+    for (const [name, answer] of answers) {
+      const body = (await answer.json()) as Record<string, unknown>;
+      expect(body.type, name).toMatch(/^\/problems\//);
+      for (const member of Object.keys(body)) if (!documented.includes(member)) undocumented.push(`${name}: ${member}`);
+    }
+    expect(undocumented).toEqual([]);
+  });
 });
