@@ -69,6 +69,11 @@ export const ProblemSchema = z
       description:
         "400 of the Responses API routes (`previous_response_not_found`, `item_not_found`, `conversation_too_long`): the request field at fault, as `error.param`.",
     }),
+    limit: z
+      .number()
+      .int()
+      .optional()
+      .openapi({ description: "429 of the rate limiter: the refusing bucket's burst, as `q` in `RateLimit-Policy`." }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),
     did_you_mean: z

@@ -3,6 +3,7 @@ import { createApp } from "../../src/app.ts";
 import { routeCallers } from "../../src/docs/shared-headers.ts";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
 import { type Doc, documentedResponse, openApi, resolve } from "../support/openapi.ts";
+import { createTestWorkspace } from "../support/workspaces.ts";
 
 /**
  * The problem responses /openapi.json lists against what the shared middleware
@@ -153,6 +154,13 @@ describe("the problem responses in /openapi.json", () => {
         await post("/api/v1/llm/chat/completions", { model: "auto", messages: [{ role: "user", content: "hi" }] }),
       ],
     ];
+    const limited = await createTestWorkspace(fetcher, BASE, { limits: { requests_per_second: 1, burst: 2 } });
+    const flood = await Promise.all(
+      Array.from({ length: 6 }, () => fetcher(`${BASE}/api/v1/llm/models`, { headers: limited.headers })),
+    );
+    const refused = flood.find((answer) => answer.status === 429);
+    expect(refused).toBeDefined();
+    answers.push(["rate_limit_exceeded", refused as Response]);
     const undocumented: string[] = [];
     for (const [name, answer] of answers) {
       const body = (await answer.json()) as Record<string, unknown>;
