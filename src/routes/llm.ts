@@ -35,7 +35,7 @@ const chatRoute = createRoute({
     description:
       "The completion, or with `stream: true` an SSE stream of `chat.completion.chunk` objects ending in `[DONE]`.",
     json: ChatCompletionSchema,
-    sse: "`data: {chunk}` lines, then `data: [DONE]`.",
+    sse: '`data: {chunk}` lines, then `data: [DONE]`; a stream that breaks after it began ends instead with `data: {"error": {"message", "type": "provider_error"}}` and no `[DONE]` (OpenAI\'s SDKs throw it).',
   }),
 });
 
