@@ -170,7 +170,8 @@ export function llmCallResponses(answer: { description: string; json: z.ZodType;
       headers: {
         "Retry-After": {
           ...RETRY_AFTER_HEADER,
-          description: "When the caller may retry: the soonest wait the providers asked for, else 1.",
+          description:
+            "When the caller may retry: the soonest wait the providers asked for, else 1. Not sent with `X-Should-Retry: false`, which no retry mends.",
         },
         "X-Should-Retry": SHOULD_RETRY_HEADER,
       },
