@@ -75,6 +75,18 @@ export const ProblemSchema = z
       .optional()
       .openapi({ description: "429 of the rate limiter: the refusing bucket's burst, as `q` in `RateLimit-Policy`." }),
     required_scope: z.string().optional().openapi({ description: "403: the scope the credential lacks." }),
+    blocked: z.boolean().optional().openapi({
+      description:
+        "429 (an address after repeated failed authentications) or 403 (a credential after repeated requests for other workspaces' ids): refused whatever it sends until the block lapses.",
+    }),
+    task_status: z
+      .string()
+      .optional()
+      .openapi({ description: "409 of a task's cancel: the task's status, already final (`completed`, `failed`, …)." }),
+    checks: z.record(z.string(), z.unknown()).optional().openapi({
+      description:
+        "503 of `/ready`: each dependency's check (`ok`, `latency_ms`, `error`, `warning`), as the 200 answer reports them.",
+    }),
     max_bytes: z.number().int().optional().openapi({ description: "413: the largest body accepted, in bytes." }),
     did_you_mean: z
       .string()
