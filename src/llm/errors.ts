@@ -238,11 +238,14 @@ export class FailureTally {
  * workspace's chain naming one the deployment lacks): not the caller's fault, which a 400 said, and no retry
  * mends it. Says what each provider needs, for whoever tells the operator.
  */
-export function noConfiguredProvider(providers: readonly string[]): LlmError {
-  const needs = [...new Set(providers)].map(providerWithSettings);
-  return new LlmError(
-    "no_configured_provider",
-    `No provider in this workspace's routing chain is configured on this deployment: ${needs.join(", ")}.`,
-    false,
-  );
+export function noConfiguredProvider(
+  providers: readonly string[],
+  /** The chain is LLM_DEFAULT_CHAIN's (the workspace set none), which the operator, not the workspace, wrote. */
+  defaultChain: boolean,
+): LlmError {
+  const needs = [...new Set(providers)].map(providerWithSettings).join(", ");
+  const message = defaultChain
+    ? `No provider in this deployment's default routing chain (LLM_DEFAULT_CHAIN; the workspace sets none of its own) is configured here: ${needs}. Configure one, or set the workspace's chain (PATCH /api/v1/workspace, llm.chain).`
+    : `No provider in this workspace's routing chain is configured on this deployment: ${needs}. Configure one, or change the chain (PATCH /api/v1/workspace, llm.chain).`;
+  return new LlmError("no_configured_provider", message, false);
 }

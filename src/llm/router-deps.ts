@@ -16,6 +16,8 @@ import type { CallContext, ChatResult, TokenUsage } from "./types.ts";
 export interface WorkspaceSettings {
   strategy: Strategy;
   chain: RouteTarget[];
+  /** The chain is LLM_DEFAULT_CHAIN's: the workspace has set none of its own. */
+  defaultChain?: boolean;
   budgets: WorkspaceBudgets | null;
 }
 

@@ -387,7 +387,12 @@ export class Router implements LlmRouter {
     if (targets.length < planned.length) {
       const missing = planned.filter((target) => !this.#deps.adapters.has(target.provider));
       warnSkippedOnce(this.#deps.logger, missing.map(targetKey));
-      if (targets.length === 0) throw noConfiguredProvider(missing.map((target) => target.provider));
+      if (targets.length === 0) {
+        throw noConfiguredProvider(
+          missing.map((target) => target.provider),
+          settings.defaultChain === true,
+        );
+      }
     }
     // A call reserves the most it may spend: its prompt and its max_tokens (or the longest answer a call without
     // one is taken to give), at the dearest target it may end up on. Calls at once then never spend more than a

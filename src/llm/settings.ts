@@ -45,6 +45,7 @@ export function settingsLoader(config: Pick<AppConfig, "DB" | "LLM_DEFAULT_CHAIN
       strategy: row?.llm?.strategy ?? "fallback",
       // Each entry's own price is resolved here, once per load, not on every call.
       chain: row?.llm?.chain?.length ? chainTargets(row.llm.chain) : defaultChain,
+      defaultChain: !row?.llm?.chain?.length,
       budgets: row?.budgets ?? null,
     };
     if (cache.size >= MAX_CACHED_WORKSPACES) cache.clear();

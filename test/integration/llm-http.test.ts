@@ -3,7 +3,8 @@ import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { BreakerBook } from "../../src/llm/breaker-book.ts";
-import { BASE, fetcher, postChat, usageWhenWritten, workspaceWith } from "../support/llm.ts";
+import { createLlmRouter } from "../../src/llm/index.ts";
+import { BASE, fetcher, llmConfig, postChat, quietLogger, usageWhenWritten, workspaceWith } from "../support/llm.ts";
 import { createTestKey } from "../support/workspaces.ts";
 
 /** POST /api/v1/llm/chat/completions, GET /api/v1/providers and GET /api/v1/usage over HTTP, on the simulated provider. */
@@ -403,7 +404,23 @@ describe("OpenAI-compatible chat completions", () => {
       reason: "no_configured_provider",
       retryable: false,
       detail:
-        "No provider in this workspace's routing chain is configured on this deployment: openai (OPENAI_API_KEY or OPENAI_BASE_URL), anthropic (ANTHROPIC_API_KEY).",
+        "No provider in this workspace's routing chain is configured on this deployment: openai (OPENAI_API_KEY or OPENAI_BASE_URL), anthropic (ANTHROPIC_API_KEY). Configure one, or change the chain (PATCH /api/v1/workspace, llm.chain).",
+    });
+  });
+
+  it("names LLM_DEFAULT_CHAIN, not the workspace's chain, for a workspace that set none", async () => {
+    const router = createLlmRouter(
+      llmConfig({ OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined, LLM_DEFAULT_CHAIN: "openai:gpt-4o-mini" }),
+      { logger: quietLogger },
+    );
+    const workspace = await workspaceWith(null);
+    const failure = await router
+      .chat({ messages: [{ role: "user", content: "x" }] }, { workspaceId: workspace.id, chargeKey: "default-chain" })
+      .catch((error: unknown) => error);
+    expect(failure).toMatchObject({
+      kind: "no_configured_provider",
+      message:
+        "No provider in this deployment's default routing chain (LLM_DEFAULT_CHAIN; the workspace sets none of its own) is configured here: openai (OPENAI_API_KEY or OPENAI_BASE_URL). Configure one, or set the workspace's chain (PATCH /api/v1/workspace, llm.chain).",
     });
   });
 });
