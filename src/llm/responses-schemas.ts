@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { nestsDeeperThan } from "../lib/json-depth.ts";
 import { ChatCompletionSchema } from "./openai-schemas.ts";
 import { REASONING_EFFORTS } from "./types.ts";
 
@@ -11,6 +12,17 @@ import { REASONING_EFFORTS } from "./types.ts";
  */
 
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/**
+ * The fields a response keeps as they were sent (it echoes `tools`, `tool_choice` and `text`, and stores those and
+ * its `input` items, extra fields and all), and the deepest they may nest. A value 20,000 levels deep overflowed
+ * the stack when the answer was written, after the call was made and charged (a 500, or a stream that broke before
+ * its first event); one 5,000 deep in an input item was refused by D1's JSON functions (they take 1,000 levels), the
+ * response answered unstored with an error logged. Real requests nest a few levels; OpenAI's structured outputs
+ * take 10.
+ */
+const KEPT_FIELDS = ["input", "tools", "tool_choice", "text"] as const;
+const MAX_KEPT_NESTING_LEVELS = 100;
 
 /** input_text (what a user or system says) and output_text (an assistant's earlier answer, sent back). */
 const TextContentPart = z.object({ type: z.enum(["input_text", "output_text"]), text: z.string() }).loose();
@@ -259,6 +271,15 @@ export const ResponseCreateRequestSchema = z
   })
   .loose()
   .superRefine((body, issues) => {
+    for (const field of KEPT_FIELDS) {
+      if (nestsDeeperThan(body[field], MAX_KEPT_NESTING_LEVELS)) {
+        issues.addIssue({
+          code: "custom",
+          path: [field],
+          message: `must not be nested more than ${MAX_KEPT_NESTING_LEVELS} levels deep: the response keeps it as sent`,
+        });
+      }
+    }
     for (const field of Object.keys(STATEFUL_FIELDS) as (keyof typeof STATEFUL_FIELDS)[]) {
       const value = body[field];
       if (value !== undefined && value !== null && value !== false) {

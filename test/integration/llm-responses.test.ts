@@ -341,6 +341,53 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
     }
   });
 
+  it("refuses a field it keeps nested deeper than the answer can be written or stored with 422, before any call: not a 500 after a charged one", async () => {
+    const workspace = await workspaceWith(null);
+    // Written as text: JSON.stringify of so deep a value overflows the stack here too.
+    const nested = (levels: number) =>
+      `${'{"type":"object","properties":{"a":'.repeat(levels)}{}${"}}".repeat(levels)}`;
+    const deep = nested(20_000);
+    const cases: [string, string][] = [
+      [`"tools":[{"type":"function","name":"a","parameters":${deep}}]`, "tools"],
+      [`"tools":[{"type":"function","name":"a","x-origin":${deep}}]`, "tools"],
+      [
+        `"tools":[{"type":"function","name":"a"}],"tool_choice":{"type":"function","name":"a","x":${deep}}`,
+        "tool_choice",
+      ],
+      [`"text":{"format":{"type":"json_schema","name":"a","schema":${deep}}}`, "text"],
+      // Written, but too deep for D1's JSON functions (1,000 levels): answered unstored, an error logged.
+      [`"input":[{"role":"user","content":"hi","x-trace":${nested(2_500)}}]`, "input"],
+    ];
+    for (const [fields, param] of cases) {
+      for (const stream of [false, true]) {
+        const response = await fetcher(`${BASE}/api/v1/llm/responses`, {
+          method: "POST",
+          headers: { ...workspace.headers, "Content-Type": "application/json" },
+          body: `{"model":"auto",${fields.startsWith('"input"') ? "" : '"input":"hi",'}"stream":${stream},${fields}}`,
+        });
+        expect(response.status, `${fields.slice(0, 60)}, stream ${stream}`).toBe(422);
+        expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+        const problem = (await response.json()) as Record<string, any>;
+        expect(problem.errors).toEqual([
+          { path: param, message: expect.stringMatching(/nested more than 100 levels deep/) },
+        ]);
+        expect(problem.error).toMatchObject({ type: "invalid_request_error", param });
+      }
+    }
+    // As deep as real schemas go is answered, echoed and stored.
+    const answered = await fetcher(`${BASE}/api/v1/llm/responses`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: `{"model":"auto","input":"hi","tools":[{"type":"function","name":"a","parameters":${nested(40)}}]}`,
+    });
+    expect(answered.status).toBe(200);
+    const response = (await answered.json()) as Record<string, any>;
+    expect(response.store).toBe(true);
+    expect(response.tools[0].parameters.properties.a.type).toBe("object");
+    // Refused before any call: the one answered call is the only one charged.
+    expect(await usageRows(workspace)).toHaveLength(1);
+  });
+
   it("accepts store, background: false and the fields it ignores", async () => {
     const workspace = await workspaceWith(null);
     for (const extra of [
