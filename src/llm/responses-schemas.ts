@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { nestsDeeperThan } from "../lib/json-depth.ts";
+import { hasLoneSurrogate, LONE_SURROGATE_MODEL_MESSAGE } from "../lib/unicode.ts";
 import { ChatCompletionSchema } from "./openai-schemas.ts";
 import { REASONING_EFFORTS } from "./types.ts";
 
@@ -178,10 +179,15 @@ function statefulField(field: keyof typeof STATEFUL_FIELDS) {
 
 export const ResponseCreateRequestSchema = z
   .object({
-    model: z.string().max(256).optional().openapi({
-      description:
-        "As chat completions' `model`: `provider:model`, a bare model name, or `auto`; the workspace's chain follows as fallbacks.",
-    }),
+    model: z
+      .string()
+      .max(256)
+      .refine((name) => !hasLoneSurrogate(name), LONE_SURROGATE_MODEL_MESSAGE)
+      .optional()
+      .openapi({
+        description:
+          "As chat completions' `model`: `provider:model`, a bare model name, or `auto`; the workspace's chain follows as fallbacks.",
+      }),
     input: z
       .union([z.string(), z.array(InputItem).min(1).max(2_000)], {
         error: (issue) =>

@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { SCOPES } from "../auth/principal.ts";
+import { hasLoneSurrogate, LONE_SURROGATE_MODEL_MESSAGE } from "../lib/unicode.ts";
 import { DEFAULT_MODELS } from "../llm/routing.ts";
 import { PLANS } from "./plans.ts";
 
@@ -102,7 +103,12 @@ export const LlmRoutingSchema = z
             // A provider the router has no adapter for could never serve a call: refused here, not at every call.
             provider: z.enum(Object.keys(DEFAULT_MODELS) as [string, ...string[]]),
             // Trimmed: a blank name (or one with stray spaces) is sent to the provider as is, and refused there.
-            model: z.string().trim().min(1).max(128),
+            model: z
+              .string()
+              .trim()
+              .min(1)
+              .max(128)
+              .refine((name) => !hasLoneSurrogate(name), LONE_SURROGATE_MODEL_MESSAGE),
             weight: z.number().min(0).max(1000).optional(),
             // Null as absent: the table's price.
             price: ChainPriceSchema.nullable().optional(),

@@ -247,6 +247,37 @@ describe("OpenAI-compatible chat completions", () => {
     ]);
   });
 
+  it("refuses a model named with a lone surrogate with 422, in a request or a chain: D1 stored its usage under another name", async () => {
+    const workspace = await workspaceWith(null);
+    const messages = [{ role: "user", content: "x" }];
+    // JSON's "\ud800": half a surrogate pair. Served, its calls were charged as "sim-\ufffd\ufffd\ufffd", a model
+    // GET /api/v1/providers listed beside the chain's, which showed no calls.
+    for (const path of ["/api/v1/llm/chat/completions", "/api/v1/llm/responses"]) {
+      const response = await fetcher(`${BASE}${path}`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "simulated:sim-\ud800", messages, input: "x" }),
+      });
+      expect(response.status, path).toBe(422);
+      const problem = (await response.json()) as Record<string, any>;
+      expect(problem.errors).toEqual([{ path: "model", message: expect.stringContaining("well-formed Unicode") }]);
+      expect(problem.error).toMatchObject({ type: "invalid_request_error", param: "model" });
+    }
+    const patch = (model: string) =>
+      fetcher(`${BASE}/api/v1/workspace`, {
+        method: "PATCH",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ llm: { strategy: "fallback", chain: [{ provider: "simulated", model }] } }),
+      });
+    const refused = await patch("sim-\ud800");
+    expect(refused.status).toBe(422);
+    expect(((await refused.json()) as Record<string, any>).errors).toEqual([
+      { path: "llm.chain.0.model", message: expect.stringContaining("well-formed Unicode") },
+    ]);
+    // A character outside the BMP is a whole surrogate pair, and a name like any other.
+    expect((await patch("sim-\u{1F600}")).status).toBe(200);
+  });
+
   it("accepts tool and schema descriptions as long as OpenAI takes them", async () => {
     // OpenAI once held a function's description to 1,024 characters and no longer does; agents' tools (coding
     // agents' shell tool, MCP servers') describe themselves at length, and were refused here with a 422.

@@ -1,0 +1,16 @@
+/**
+ * Half of a UTF-16 surrogate pair without its other half (JSON's "\ud800"): no character. Stored in a D1 text
+ * column (UTF-8) it becomes U+FFFD, so the text read back is not the text written.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+export function hasLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE.test(text);
+}
+
+/**
+ * Why a model name with a lone surrogate is refused (422): its calls were charged, and their breaker kept, under
+ * the name D1 stores instead, so usage and GET /api/v1/providers told of a model no chain or request named.
+ */
+export const LONE_SURROGATE_MODEL_MESSAGE =
+  "must be well-formed Unicode: a lone surrogate (such as \\ud800) is no character, and names no model";
