@@ -29,14 +29,26 @@ let sent: Record<string, unknown>[] = [];
 /** What the fake answers: the text's pieces, streamed one delta each (whole: joined), and why it stopped. */
 let answer = { pieces: ["ok"], stopReason: "end_turn" };
 
+/** Anthropic's pattern for a tool_use block's id, and so a tool_result's tool_use_id. */
+const ANTHROPIC_TOOL_ID = /^[a-zA-Z0-9_-]+$/;
+
 /**
  * Answers `answer`, refusing what Anthropic refuses: newer models (Sonnet 4.5, Haiku 4.5, Opus 4.1) take
- * temperature or top_p, not both, no model a stop sequence of whitespace alone, and none a max_tokens above
- * its longest answer (Claude 3.5 Haiku's is 8,192).
+ * temperature or top_p, not both, no model a stop sequence of whitespace alone, none a max_tokens above
+ * its longest answer (Claude 3.5 Haiku's is 8,192), and none a tool call id but of letters, digits, `_` and `-`.
  */
 async function anthropicLike(request: Request): Promise<Response> {
   const body = (await request.json()) as Record<string, unknown>;
   sent.push(body);
+  for (const [index, message] of (body.messages as { content: Record<string, string>[] }[]).entries()) {
+    for (const [part, block] of message.content.entries()) {
+      const id = block.type === "tool_use" ? block.id : block.type === "tool_result" ? block.tool_use_id : undefined;
+      if (id !== undefined && !ANTHROPIC_TOOL_ID.test(id)) {
+        const field = block.type === "tool_use" ? "tool_use.id" : "tool_result.tool_use_id";
+        return refusal(`messages.${index}.content.${part}.${field}: String should match pattern '^[a-zA-Z0-9_-]+$'`);
+      }
+    }
+  }
   if (body.temperature !== undefined && body.top_p !== undefined) {
     return refusal("`temperature` and `top_p` cannot both be specified for this model. Please use only one.");
   }
@@ -122,6 +134,40 @@ describe("OpenAI's stop sequences on Claude", () => {
       { content: "Positive.\nThe review praises it. ", finish_reason: "stop" },
     ]);
     expect(sent.map((body) => body.stop_sequences)).toEqual([undefined, undefined, ["END"], ["END"]]);
+  });
+});
+
+describe("OpenAI's tool calls on Claude", () => {
+  it("continues a conversation whose tool call ids Anthropic would refuse (another model's, Kimi's functions.name:0), each result still naming its call", async () => {
+    const workspace = await claudeChain("claude-sonnet-4-5");
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ [ANTHROPIC]: anthropicLike }).impl);
+    const tools = [{ type: "function" as const, function: { name: "read_file", parameters: { type: "object" } } }];
+    // An earlier turn answered by a model that names its calls so (served by a local server, before a fallback to
+    // Claude), sent back as OpenAI's SDKs send a conversation: ids as they came.
+    const calls = ["functions.read_file:0", "call 1/2", "call_ok-3"].map((id) => ({
+      id,
+      type: "function" as const,
+      function: { name: "read_file", arguments: '{"path":"a"}' },
+    }));
+    const messages = [
+      { role: "user" as const, content: "Read a, three times." },
+      { role: "assistant" as const, content: null, tool_calls: calls },
+      ...calls.map((call, index) => ({ role: "tool" as const, tool_call_id: call.id, content: `text ${index}` })),
+    ];
+    const client = sdk(workspace.key);
+    const whole = await client.chat.completions.create({ model: "auto", messages, tools });
+    expect(whole.choices[0].message.content).toBe("ok");
+    const streamed = await client.chat.completions.stream({ model: "auto", messages, tools }).finalChatCompletion();
+    expect(streamed.choices[0].message.content).toBe("ok");
+    // Each id Anthropic takes, the same for a call and its result; one it took already is sent as it was.
+    for (const body of sent) {
+      const [asked, answered] = (body.messages as { content: Record<string, string>[] }[]).slice(1);
+      const useIds = asked.content.map((block) => block.id);
+      expect(useIds.every((id) => ANTHROPIC_TOOL_ID.test(id))).toBe(true);
+      expect(new Set(useIds).size).toBe(3);
+      expect(useIds[2]).toBe("call_ok-3");
+      expect(answered.content.map((block) => block.tool_use_id)).toEqual(useIds);
+    }
   });
 });
 

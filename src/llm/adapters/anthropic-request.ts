@@ -1,3 +1,4 @@
+import { toBase64Url } from "../../lib/crypto.ts";
 import type { AdapterCall } from "../provider.ts";
 import type { ResponseFormat, ToolChoice } from "../types.ts";
 import { type JsonAnswerTool, jsonAnswerTool } from "./anthropic-json.ts";
@@ -40,7 +41,13 @@ export function toAnthropic(call: AdapterCall) {
   for (const message of call.messages) {
     if (message.role === "system") continue;
     if (message.role === "tool") {
-      push("user", [{ type: "tool_result", tool_use_id: message.tool_call_id ?? "", content: message.content ?? "" }]);
+      push("user", [
+        {
+          type: "tool_result",
+          tool_use_id: anthropicToolId(message.tool_call_id ?? ""),
+          content: message.content ?? "",
+        },
+      ]);
       continue;
     }
     // Anthropic refuses a text block with nothing but whitespace in it; such a message says nothing anyway.
@@ -50,7 +57,7 @@ export function toAnthropic(call: AdapterCall) {
     for (const toolCall of message.tool_calls ?? []) {
       blocks.push({
         type: "tool_use",
-        id: toolCall.id,
+        id: anthropicToolId(toolCall.id),
         name: toolCall.function.name,
         input: parseArguments(toolCall.function.arguments),
       });
@@ -131,6 +138,20 @@ function jsonInstruction(format: ResponseFormat | undefined): string | null {
   const answer = "Answer with a single JSON object and nothing else: no prose, no code fences.";
   if (format.type === "json_object" || !format.json_schema.schema) return answer;
   return `${answer} It must match this JSON Schema (${format.json_schema.name}): ${JSON.stringify(format.json_schema.schema)}`;
+}
+
+/** Anthropic's rule for a tool_use block's id (and so a tool_result's tool_use_id); OpenAI takes any string. */
+const ANTHROPIC_TOOL_ID = /^[a-zA-Z0-9_-]+$/;
+
+/**
+ * A tool call's id as Anthropic takes it. Ids another model gave (Kimi's `functions.read_file:0`, sent back in the
+ * conversation after a fallback to Claude) or a client made up were refused with a 400 for the whole conversation,
+ * and every later turn of it. Such an id is sent as the base64url of its UTF-8 (letters, digits, `-` and `_`
+ * only), the same for the call and its result, so each result still names its call; an id Anthropic takes is
+ * sent as it is (its own `toolu_…`, OpenAI's `call_…`).
+ */
+function anthropicToolId(id: string): string {
+  return ANTHROPIC_TOOL_ID.test(id) ? id : `id_${toBase64Url(new TextEncoder().encode(id))}`;
 }
 
 /**
