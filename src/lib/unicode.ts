@@ -14,3 +14,7 @@ export function hasLoneSurrogate(text: string): boolean {
  */
 export const LONE_SURROGATE_MODEL_MESSAGE =
   "must be well-formed Unicode: a lone surrogate (such as \\ud800) is no character, and names no model";
+
+/** Why an id with a lone surrogate is refused (422): stored as U+FFFD, it no longer finds what it names. */
+export const LONE_SURROGATE_ID_MESSAGE =
+  "must be well-formed Unicode: a lone surrogate (such as \\ud800) is no character, and an id with one is never found";

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { nestsDeeperThan } from "../lib/json-depth.ts";
-import { hasLoneSurrogate, LONE_SURROGATE_MODEL_MESSAGE } from "../lib/unicode.ts";
+import { hasLoneSurrogate, LONE_SURROGATE_ID_MESSAGE, LONE_SURROGATE_MODEL_MESSAGE } from "../lib/unicode.ts";
 import { ChatCompletionSchema } from "./openai-schemas.ts";
 import { REASONING_EFFORTS } from "./types.ts";
 
@@ -328,6 +328,12 @@ export const ResponseCreateRequestSchema = z
             issues.addIssue({ code: "custom", path: ["input", index, ...issue.path], message: issue.message });
           }
           return;
+        }
+        // An item's id (the client's own, or an item_reference's) is a key in D1 (UTF-8), where half a surrogate
+        // pair becomes U+FFFD: listed by input_items as sent, such an item was never found by an item_reference.
+        const { id } = item as { id?: unknown };
+        if (typeof id === "string" && hasLoneSurrogate(id)) {
+          issues.addIssue({ code: "custom", path: ["input", index, "id"], message: LONE_SURROGATE_ID_MESSAGE });
         }
         const message = parsed.data as Partial<InputItemOf["message"]>;
         if (message.role && message.role !== "assistant" && Array.isArray(message.content)) {

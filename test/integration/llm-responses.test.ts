@@ -388,6 +388,32 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
     expect(await usageRows(workspace)).toHaveLength(1);
   });
 
+  it("refuses an input item id with a lone surrogate with 422: stored so, input_items listed it and item_reference never found it", async () => {
+    const workspace = await workspaceWith(null);
+    for (const item of [
+      { role: "user", content: "hi", id: "item_\ud800" },
+      { type: "item_reference", id: "msg_\udfff" },
+    ]) {
+      const response = await postResponses(workspace.headers, { input: [item] });
+      expect(response.status, JSON.stringify(item)).toBe(422);
+      const problem = (await response.json()) as Record<string, any>;
+      expect(problem.errors).toEqual([{ path: "input.0.id", message: expect.stringContaining("well-formed Unicode") }]);
+      expect(problem.error).toMatchObject({ type: "invalid_request_error", param: "input.0.id" });
+    }
+    // A character outside the BMP is a whole surrogate pair: stored, listed and referred to as sent.
+    const kept = (await (
+      await postResponses(workspace.headers, { input: [{ role: "user", content: "hi", id: "item_\u{1F600}" }] })
+    ).json()) as Record<string, any>;
+    const items = (await (
+      await fetcher(`${BASE}/api/v1/llm/responses/${kept.id}/input_items`, { headers: workspace.headers })
+    ).json()) as Record<string, any>;
+    expect(items.data.map((item: { id: string }) => item.id)).toEqual(["item_\u{1F600}"]);
+    const referred = await postResponses(workspace.headers, {
+      input: [{ type: "item_reference", id: "item_\u{1F600}" }],
+    });
+    expect(referred.status).toBe(200);
+  });
+
   it("accepts store, background: false and the fields it ignores", async () => {
     const workspace = await workspaceWith(null);
     for (const extra of [
