@@ -13,7 +13,8 @@ import { WRITE_RETRY_DELAYS_MS, withWriteRetries } from "../lib/retry-write.ts";
  * the request that made it, and a request left waiting on another request's
  * I/O is cancelled as hung ("your Worker's code had hung") once it has nothing
  * else to do, which under load meant one runtime error per call. Their items
- * ride the opener's write; a failure is reported once, to the opener.
+ * ride the opener's write, which only the opener starts (its timer, even for a
+ * batch full before then: see #sealed); a failure is reported once, to the opener.
  *
  * Nothing waits on these writes, so a passing failure (a Durable Object
  * restarting or overloaded, a D1 hiccup) must not lose them: a failed write
@@ -34,6 +35,16 @@ export interface CoalescerOptions {
 
 /** The unit of work (see Coalescer.withinUnit) a batch was opened in, if any. */
 const unitOfWork = new AsyncLocalStorage<object>();
+
+interface Batch<T> {
+  items: T[];
+  done: Promise<void>;
+  /** Lets the write go: called in the request that opened the batch (its timer), or in its unit of work. */
+  start: () => void;
+  timer: ReturnType<typeof setTimeout>;
+  unit: object | undefined;
+  started: boolean;
+}
 
 export class Coalescer<T> {
   /** Coalescers holding a batch that waits for its timer. */
@@ -57,8 +68,7 @@ export class Coalescer<T> {
     const unit = unitOfWork.getStore();
     if (!unit) return;
     for (const coalescer of [...Coalescer.#waiting]) {
-      const batch = coalescer.#batch;
-      if (batch?.unit === unit) coalescer.#flush(batch.items);
+      for (const batch of coalescer.#pending()) if (batch.unit === unit) coalescer.#start(batch);
     }
   }
 
@@ -66,13 +76,15 @@ export class Coalescer<T> {
   readonly #delayMs: number;
   readonly #maxItems: number;
   readonly #retryDelaysMs: readonly number[];
-  #batch: {
-    items: T[];
-    done: Promise<void>;
-    start: () => void;
-    timer: ReturnType<typeof setTimeout>;
-    unit: object | undefined;
-  } | null = null;
+  /** The batch items are added to. */
+  #open: Batch<T> | null = null;
+  /**
+   * Full batches waiting for their timers. A batch filled by a request other than its opener is not started by that
+   * request, for the reason flushAll gives: started there, its write ran on the filling request's behalf while the
+   * opener waited on it, which the runtime refused ("Promise will never complete", one error per hundred calls under
+   * steady load), and a write left to a request that does not wait for it may be cut off with that request.
+   */
+  readonly #sealed = new Set<Batch<T>>();
 
   constructor(write: BatchWrite<T>, options: CoalescerOptions) {
     this.#write = write;
@@ -82,7 +94,7 @@ export class Coalescer<T> {
   }
 
   add(item: T): Promise<void> {
-    let batch = this.#batch;
+    let batch = this.#open;
     const opens = !batch;
     if (!batch) {
       let start!: () => void;
@@ -93,20 +105,34 @@ export class Coalescer<T> {
       const done = gate.then(() => this.#writeWithRetries(items));
       // Every caller awaits or hands on `done`; an unobserved rejection must not crash the isolate.
       done.catch(() => {});
-      batch = {
+      const opened: Batch<T> = {
         items,
         done,
         start,
-        timer: setTimeout(() => this.#flush(items), this.#delayMs),
+        timer: setTimeout(() => this.#start(opened), this.#delayMs),
         unit: unitOfWork.getStore(),
+        started: false,
       };
-      this.#batch = batch;
+      batch = opened;
+      this.#open = batch;
       Coalescer.#waiting.add(this as Coalescer<unknown>);
     }
     batch.items.push(item);
     const done = batch.done;
-    if (batch.items.length >= this.#maxItems) this.#flush(batch.items);
+    if (batch.items.length >= this.#maxItems) {
+      // Within the unit of work that opened it, the batch goes at once; else it is sealed, and the next item opens
+      // a batch of its own.
+      if (batch.unit !== undefined && batch.unit === unitOfWork.getStore()) this.#start(batch);
+      else {
+        this.#open = null;
+        this.#sealed.add(batch);
+      }
+    }
     return opens ? done : Promise.resolve();
+  }
+
+  #pending(): Batch<T>[] {
+    return this.#open ? [this.#open, ...this.#sealed] : [...this.#sealed];
   }
 
   #writeWithRetries(items: T[]): Promise<void> {
@@ -114,12 +140,13 @@ export class Coalescer<T> {
     return withWriteRetries(() => this.#write(items, batchKey), this.#retryDelaysMs);
   }
 
-  #flush(items: T[]): void {
-    const batch = this.#batch;
-    if (!batch || batch.items !== items) return;
+  #start(batch: Batch<T>): void {
+    if (batch.started) return;
+    batch.started = true;
     clearTimeout(batch.timer);
-    this.#batch = null;
-    Coalescer.#waiting.delete(this as Coalescer<unknown>);
+    if (this.#open === batch) this.#open = null;
+    this.#sealed.delete(batch);
+    if (!this.#open && this.#sealed.size === 0) Coalescer.#waiting.delete(this as Coalescer<unknown>);
     batch.start();
   }
 }

@@ -12,14 +12,34 @@ describe("Coalescer", () => {
     expect(writes).toEqual([[1, 2, 3]]);
   });
 
-  it("sends a full batch at once and starts a new one", async () => {
+  it("sends a full batch at once within the unit of work that opened it, and starts a new one", async () => {
     const writes: number[][] = [];
     const coalescer = new Coalescer<number>(async (items) => void writes.push([...items]), {
       delayMs: 60_000,
       maxItems: 2,
     });
-    await Promise.all([coalescer.add(1), coalescer.add(2)]);
+    await Coalescer.withinUnit(async () => {
+      await Promise.all([coalescer.add(1), coalescer.add(2)]);
+      expect(writes).toEqual([[1, 2]]);
+    });
+  });
+
+  it("leaves a batch filled outside its opener's unit to its opener's timer, and opens the next", async () => {
+    // Filled by another request, a batch started there would be written on that request's behalf while its
+    // opener waits on it, which the runtime refuses.
+    const writes: number[][] = [];
+    const coalescer = new Coalescer<number>(async (items) => void writes.push([...items]), {
+      delayMs: 30,
+      maxItems: 2,
+    });
+    const first = coalescer.add(1);
+    await coalescer.add(2); // fills it: not started
+    expect(writes).toEqual([]);
+    const next = coalescer.add(3); // opens the next batch
+    await first;
     expect(writes).toEqual([[1, 2]]);
+    await next;
+    expect(writes).toEqual([[1, 2], [3]]);
   });
 
   it("flushAll sends every batch its unit of work opened without waiting out its delay", async () => {
