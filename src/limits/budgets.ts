@@ -132,6 +132,11 @@ export type ReserveResult =
        * it) and leases, and comes back as they settle. Worth a retry in seconds, not at the period's end.
        */
       held?: { spent: number; reserved: number };
+      /**
+       * With `held`: the room left of each kind and what calls in flight and leases hold of it (BudgetRoom.reserved),
+       * of the kind not named too. Both budgets may be all held while the one named first is not what a call lacks.
+       */
+      room?: BudgetRoom;
       /** Until the period resets; when `held`, until a retry may find room. */
       retryAfterMs: number;
     };
@@ -302,6 +307,7 @@ function refusalOf(
     heldRefusal ??= {
       ...refusal,
       held: { spent: round(spent), reserved: round(current - spent) },
+      room: headroom(limits, counters),
       retryAfterMs: HELD_RETRY_AFTER_MS,
     };
   }

@@ -126,7 +126,9 @@ export async function coverUnfinished(
   // retryable), not as if the budget were spent until its reset. So whether the hold was refused, or granted
   // only the room there was.
   if (heldRefusal?.held) {
-    const ofRefusal = { [kind]: heldRefusal.reserved };
+    // What others hold of both kinds: the limiter names the first budget it found all held (tokens before dollars),
+    // which need not be what this call lacks.
+    const ofRefusal = heldRefusal.reservedRoom ?? { [kind]: heldRefusal.reserved };
     if (heldRefusal.reserved !== undefined && othersHoldEnough(call, left, ofRefusal, ownHeld)) return heldRefusal;
   } else if (!heldRefusal && reserved && othersHoldEnough(call, left, reserved, ownHeld)) {
     return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), reserved[kind] ?? 0);

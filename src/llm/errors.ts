@@ -1,4 +1,4 @@
-import { HELD_RETRY_AFTER_MS, periodEndMs } from "../limits/budgets.ts";
+import { type BudgetRoom, HELD_RETRY_AFTER_MS, periodEndMs } from "../limits/budgets.ts";
 import { providerWithSettings } from "./adapters/index.ts";
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";
@@ -98,6 +98,11 @@ export class BudgetExhaustedError extends LlmError {
   readonly held: boolean;
   /** A `held` refusal's: what calls in flight and leases hold of the budget it names (tokens or USD). */
   readonly reserved?: number;
+  /**
+   * A `held` refusal's: what calls in flight and leases hold of each kind's tightest budget, the kind it does not
+   * name too (a call may lack dollars where the limiter names the tokens it looked at first).
+   */
+  readonly reservedRoom?: NonNullable<BudgetRoom["reserved"]>;
   constructor(
     message: string,
     details: {
@@ -106,6 +111,7 @@ export class BudgetExhaustedError extends LlmError {
       metric: "tokens" | "cost_usd";
       held?: boolean;
       reserved?: number;
+      reservedRoom?: NonNullable<BudgetRoom["reserved"]>;
     },
   ) {
     const held = details.held === true;
@@ -115,6 +121,7 @@ export class BudgetExhaustedError extends LlmError {
     this.metric = details.metric;
     this.held = held;
     if (held && details.reserved !== undefined) this.reserved = details.reserved;
+    if (held && details.reservedRoom !== undefined) this.reservedRoom = details.reservedRoom;
   }
 }
 

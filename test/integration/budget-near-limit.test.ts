@@ -89,6 +89,13 @@ describe("BudgetBook near a limit", () => {
         limit: 10_000,
         used: 10_000,
         held: { spent: 7_000, reserved: 3_000 },
+        // Of both kinds: what a call lacks may be the dollars, which the limiter does not name.
+        room: {
+          tokens: 0,
+          costUsd: 0.88,
+          periods: { tokens: "daily", costUsd: "daily" },
+          reserved: { tokens: 3_000, costUsd: 0.1 },
+        },
         retryAfterMs: 5_000,
       });
       book.settle({ chargeKey: "near", limits, tokens: 500, costUsd: 0.001, nowMs: NOW });

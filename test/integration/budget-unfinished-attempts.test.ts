@@ -290,6 +290,65 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     });
   });
 
+  it("ends with budget_held when its hold is refused for tokens but what it is short of is dollars that others hold", async () => {
+    // A day of 159 tokens and 0.001645 USD (a model the price table does not know is charged 5 and 15 USD a
+    // million tokens). Another call (a 9-token prompt, max_tokens 100: 109 tokens, 0.001545 USD) holds the most of
+    // both while it runs; this one (max_tokens 100 too) holds the 50 tokens and 0.0001 USD left, its answer cut to 3
+    // by the dollars. Its timed-out prompt (0.000045 USD) leaves it 0.000055, which cannot hold the prompt again and
+    // a token; the hold is refused, both budgets all held. The limiter names the token budget (it looks at tokens
+    // first), yet what this call lacks is dollars, which the other call gives back as it settles: a retry in seconds
+    // answers. Not a budget spent until midnight.
+    const model = "gpt-4o-mini-held-dollars";
+    const other = { prompt_tokens: PROMPT_TOKENS, completion_tokens: 100 };
+    const otherCost = costUsd("openai", model, other);
+    expect(otherCost).toBe(0.001545);
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model }] },
+      { ...NO_BUDGETS, daily_tokens: 159, daily_cost_usd: 0.001645 },
+    );
+    const otherMessages = [{ role: "user" as const, content: "Refactor the lexer." }];
+    const otherArrived = latch();
+    const otherAnswers = latch();
+    const provider = upstream(async (request) => {
+      const sent = (await request.clone().json()) as { messages: { content: string }[] };
+      if (sent.messages[0].content !== otherMessages[0].content) return hang(request);
+      otherArrived.open();
+      await otherAnswers.opened;
+      return openAiCompletion("done", { prompt_tokens: PROMPT_TOKENS, completion_tokens: 1 });
+    });
+    const otherCall = routerTimingOutAfter(10_000).chat(
+      { messages: otherMessages, max_tokens: 100 },
+      { workspaceId: workspace.id, chargeKey: "held-dollars-other" },
+    );
+    await otherArrived.opened;
+    const failure = await routerTimingOutAfter(100)
+      .chat({ messages, max_tokens: 100 }, { workspaceId: workspace.id, chargeKey: "held-dollars-this" })
+      .catch((error: unknown) => error);
+    expect(provider.asked).toEqual([100, 3]);
+    expect(failure).toBeInstanceOf(BudgetExhaustedError);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: true, retryable: true, period: "daily" });
+    const told = llmErrorToApiError(failure) as ApiError;
+    expect(told.status).toBe(429);
+    expect(told.headers).not.toHaveProperty("X-Should-Retry");
+    expect(told.headers).toMatchObject({ "Retry-After": "5" });
+    expect(problemBody(told, "req_test")).toMatchObject({
+      reason: "budget_held",
+      retryable: true,
+      timed_out_attempts: [{ provider: "openai", model, prompt_tokens: PROMPT_TOKENS, completion_tokens: 0 }],
+    });
+    otherAnswers.open();
+    await otherCall;
+    // Far from spent: the timed-out prompt and the other call's 10 tokens; nothing held.
+    expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS + 10, reserved_tokens: 0 });
+    // As it was told: asked again, the call answers.
+    provider.asked.length = 0;
+    const again = await routerTimingOutAfter(10_000).chat(
+      { messages: otherMessages, max_tokens: 1 },
+      { workspaceId: workspace.id, chargeKey: "held-dollars-again" },
+    );
+    expect(again).toMatchObject({ message: { content: "done" }, attempts: 1 });
+  });
+
   it("cuts the next answer to what is left once the room cannot hold the unfinished attempt's spend", async () => {
     // 120 tokens a day; the call holds 109 (its prompt and max_tokens 100). The first timed-out prompt fits in the
     // 11 left; the second finds 2: 7 come out of the call's own hold, and the third attempt may answer 93.
