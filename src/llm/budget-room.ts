@@ -73,6 +73,8 @@ export async function coverUnfinished(
   let reserved: BudgetRoom["reserved"];
   /** What this call held then: its reservation and the holds beside it. */
   const ownHeld = ownHolds(call);
+  /** What the budget had free (neither spent nor held) once the hold was taken or refused, of each kind. */
+  let free = { tokens: 0, costUsd: 0 };
   /** A refusal of the hold: where the call cannot go on, told as it is. */
   let refusal: LlmError | undefined;
   try {
@@ -88,15 +90,18 @@ export async function coverUnfinished(
       context,
     );
     const room = reservation.nearLimit;
-    call.unfinishedHolds.push({
-      chargeKey,
-      hold: reservation.hold,
+    const taken = {
       tokens: Math.min(spent.tokens, room?.tokens ?? Number.POSITIVE_INFINITY),
       costUsd: Math.min(spent.costUsd, room?.costUsd ?? Number.POSITIVE_INFINITY),
-    });
+    };
+    call.unfinishedHolds.push({ chargeKey, hold: reservation.hold, ...taken });
     if (!room) return undefined;
     periods = room.periods;
     reserved = room.reserved;
+    free = {
+      tokens: room.tokens === null ? 0 : Math.max(0, room.tokens - taken.tokens),
+      costUsd: room.costUsd === null ? 0 : Math.max(0, room.costUsd - taken.costUsd),
+    };
   } catch (error) {
     // Spent: no further attempt, whatever the call still holds (a budget lowered under what is spent).
     if (error instanceof BudgetExhaustedError && !error.held) return error;
@@ -126,11 +131,13 @@ export async function coverUnfinished(
   // retryable), not as if the budget were spent until its reset. So whether the hold was refused, or granted
   // only the room there was.
   if (heldRefusal?.held) {
-    // What others hold of both kinds: the limiter names the first budget it found all held (tokens before dollars),
-    // which need not be what this call lacks.
-    const ofRefusal = heldRefusal.reservedRoom ?? { [kind]: heldRefusal.reserved };
-    if (heldRefusal.reserved !== undefined && othersHoldEnough(call, left, ofRefusal, ownHeld)) return heldRefusal;
-  } else if (!heldRefusal && reserved && othersHoldEnough(call, left, reserved, ownHeld)) {
+    // What others hold of both kinds, and what is free: the limiter names the first budget it found all held (tokens
+    // before dollars), which need not be what this call lacks.
+    const ofRefusal = heldRefusal.room?.reserved ?? { [kind]: heldRefusal.reserved };
+    const freeOfRefusal = { tokens: heldRefusal.room?.tokens ?? 0, costUsd: heldRefusal.room?.costUsd ?? 0 };
+    if (heldRefusal.reserved !== undefined && othersHoldEnough(call, left, ofRefusal, ownHeld, freeOfRefusal))
+      return heldRefusal;
+  } else if (!heldRefusal && reserved && othersHoldEnough(call, left, reserved, ownHeld, free)) {
     return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), reserved[kind] ?? 0);
   }
   return noRoomForAnotherAttempt(period, metric, unfinishedSpend(call), nowMs);
@@ -149,22 +156,25 @@ function ownHolds(call: BudgetedCall): { tokens: number; costUsd: number } {
 
 /**
  * Whether what others hold of the budget (`reserved`, less what this call held then: `ownHeld`) would let the
- * call's next attempt answer once given back. Where it would not, the budget is as good as spent for this call
- * until its period resets, whatever is held: a retry in seconds would only be refused again.
+ * call's next attempt answer once given back, with what the call has left and what the budget has `free` (of a kind
+ * the call lacks though the budget is not short of it: a stream that broke near the end of its answer). Where it
+ * would not, the budget is as good as spent for this call until its period resets, whatever is held: a retry in
+ * seconds would only be refused again.
  */
 function othersHoldEnough(
   call: BudgetedCall,
   left: BudgetRoom,
   reserved: NonNullable<BudgetRoom["reserved"]>,
   ownHeld: { tokens: number; costUsd: number },
+  free: { tokens: number; costUsd: number },
 ): boolean {
   // Dollar sums drift by a hair (the limiter rounds them to 1e-8).
   const othersTokens = Math.max(0, (reserved.tokens ?? 0) - ownHeld.tokens);
   const othersCostUsd = Math.max(0, (reserved.costUsd ?? 0) - ownHeld.costUsd - 1e-6);
   if (othersTokens === 0 && othersCostUsd === 0) return false;
   const onceGivenBack: BudgetRoom = {
-    tokens: left.tokens === null ? null : left.tokens + othersTokens,
-    costUsd: left.costUsd === null ? null : left.costUsd + othersCostUsd,
+    tokens: left.tokens === null ? null : left.tokens + othersTokens + free.tokens,
+    costUsd: left.costUsd === null ? null : left.costUsd + othersCostUsd + free.costUsd,
   };
   return roomForAnswer(onceGivenBack, call.promptTokens, call.targets) >= 1;
 }

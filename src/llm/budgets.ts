@@ -95,7 +95,7 @@ export function budgetGate(
             metric: result.metric,
             held: result.held !== undefined,
             ...(result.held ? { reserved: result.held.reserved } : {}),
-            ...(result.held && result.room?.reserved ? { reservedRoom: result.room.reserved } : {}),
+            ...(result.held && result.room ? { room: result.room } : {}),
           },
         );
       }

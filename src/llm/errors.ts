@@ -99,10 +99,11 @@ export class BudgetExhaustedError extends LlmError {
   /** A `held` refusal's: what calls in flight and leases hold of the budget it names (tokens or USD). */
   readonly reserved?: number;
   /**
-   * A `held` refusal's: what calls in flight and leases hold of each kind's tightest budget, the kind it does not
-   * name too (a call may lack dollars where the limiter names the tokens it looked at first).
+   * A `held` refusal's: the room left of each kind's tightest budget (none, for the one named) and what calls in
+   * flight and leases hold of it, the kind it does not name too: a call may lack dollars where the limiter names the
+   * tokens it looked at first, or tokens the budget has free where it names the dollars.
    */
-  readonly reservedRoom?: NonNullable<BudgetRoom["reserved"]>;
+  readonly room?: BudgetRoom;
   constructor(
     message: string,
     details: {
@@ -111,7 +112,7 @@ export class BudgetExhaustedError extends LlmError {
       metric: "tokens" | "cost_usd";
       held?: boolean;
       reserved?: number;
-      reservedRoom?: NonNullable<BudgetRoom["reserved"]>;
+      room?: BudgetRoom;
     },
   ) {
     const held = details.held === true;
@@ -121,7 +122,7 @@ export class BudgetExhaustedError extends LlmError {
     this.metric = details.metric;
     this.held = held;
     if (held && details.reserved !== undefined) this.reserved = details.reserved;
-    if (held && details.reservedRoom !== undefined) this.reservedRoom = details.reservedRoom;
+    if (held && details.room !== undefined) this.room = details.room;
   }
 }
 

@@ -349,6 +349,91 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     expect(again).toMatchObject({ message: { content: "done" }, attempts: 1 });
   });
 
+  it("ends with budget_held when the dollars are all held and the tokens it lacks are free, not spent", async () => {
+    // A day of 139 tokens (too few for a lease) and 0.0016 USD (5 and 15 USD a million tokens). Another call ("Hi",
+    // 5 tokens, max_tokens 2: 7 tokens, 0.000055 USD) holds its dollars while it runs; this one (max_tokens 100: 109
+    // tokens, 0.001545 USD) holds the rest of the dollars. Its stream breaks after 98 tokens of answer: that attempt
+    // is charged 107 tokens and 0.001515 USD, which leaves the call 2 tokens, short of its 9-token prompt and a token.
+    // Its hold is refused, the dollars all held; but 23 tokens are free, and the other call's dollars come back as it
+    // settles: a retry in seconds answers. The tokens the budget has free count, not only what the other call holds
+    // (7, which with the call's 2 would not hold the prompt and a token).
+    const model = "gpt-4o-mini-free-tokens";
+    const written = "abcd".repeat(98);
+    const writtenTokens = Math.ceil(textTokens(written));
+    expect(writtenTokens).toBe(98);
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model }] },
+      { ...NO_BUDGETS, daily_tokens: 139, daily_cost_usd: 0.0016 },
+    );
+    expect(costUsd("openai", model, { prompt_tokens: 5, completion_tokens: 2 })).toBe(0.000055);
+    const encoder = new TextEncoder();
+    const chunk = (delta: unknown) =>
+      encoder.encode(
+        `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`,
+      );
+    const otherMessages = [{ role: "user" as const, content: "Hi" }];
+    const otherArrived = latch();
+    const otherAnswers = latch();
+    let healed = false;
+    const provider = upstream(async (request) => {
+      const sent = (await request.clone().json()) as { messages: { content: string }[] };
+      if (healed) return openAiCompletion("done", { prompt_tokens: PROMPT_TOKENS, completion_tokens: 2 });
+      if (sent.messages[0].content === otherMessages[0].content) {
+        otherArrived.open();
+        await otherAnswers.opened;
+        return openAiCompletion("done", { prompt_tokens: 1, completion_tokens: 0 });
+      }
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(chunk({ role: "assistant", content: "" }));
+            controller.enqueue(chunk({ content: written }));
+            setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
+          },
+        }),
+        { headers: { "Content-Type": "text/event-stream" } },
+      );
+    });
+    const otherCall = routerTimingOutAfter(10_000).chat(
+      { messages: otherMessages, max_tokens: 2 },
+      { workspaceId: workspace.id, chargeKey: "free-tokens-other" },
+    );
+    await otherArrived.opened;
+    const failure = await routerTimingOutAfter(5_000)
+      .chat(
+        { messages, max_tokens: 100 },
+        { workspaceId: workspace.id, chargeKey: "free-tokens-this", wholeFromStream: true },
+      )
+      .catch((error: unknown) => error);
+    expect(provider.asked).toEqual([2, 100]);
+    expect(failure).toBeInstanceOf(BudgetExhaustedError);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: true, retryable: true, period: "daily" });
+    const told = llmErrorToApiError(failure) as ApiError;
+    expect(told.status).toBe(429);
+    expect(told.headers).not.toHaveProperty("X-Should-Retry");
+    expect(told.headers).toMatchObject({ "Retry-After": "5" });
+    expect(problemBody(told, "req_test")).toMatchObject({
+      reason: "budget_held",
+      retryable: true,
+      interrupted_attempts: [{ prompt_tokens: PROMPT_TOKENS, completion_tokens: writtenTokens }],
+    });
+    otherAnswers.open();
+    await otherCall;
+    expect(await budgetUsed(workspace.id)).toMatchObject({
+      tokens: PROMPT_TOKENS + writtenTokens + 1,
+      reserved_tokens: 0,
+    });
+    // As it was told: asked again, the call answers, cut to the 2 tokens the 0.00008 USD left allow.
+    healed = true;
+    provider.asked.length = 0;
+    const again = await routerTimingOutAfter(10_000).chat(
+      { messages, max_tokens: 100 },
+      { workspaceId: workspace.id, chargeKey: "free-tokens-again" },
+    );
+    expect(provider.asked).toEqual([2]);
+    expect(again).toMatchObject({ message: { content: "done" }, attempts: 1 });
+  });
+
   it("cuts the next answer to what is left once the room cannot hold the unfinished attempt's spend", async () => {
     // 120 tokens a day; the call holds 109 (its prompt and max_tokens 100). The first timed-out prompt fits in the
     // 11 left; the second finds 2: 7 come out of the call's own hold, and the third attempt may answer 93.
