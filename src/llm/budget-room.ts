@@ -122,24 +122,34 @@ export async function coverUnfinished(
   }
   if (refusal && !(refusal instanceof BudgetExhaustedError)) return refusal;
   const heldRefusal = refusal as BudgetExhaustedError | undefined;
-  const metric =
-    heldRefusal?.metric ?? (left.tokens !== null && left.tokens < call.promptTokens + 1 ? "tokens" : "cost_usd");
-  const kind = metric === "tokens" ? "tokens" : "costUsd";
-  const period = heldRefusal?.period ?? periods?.[kind] ?? (budgets[`daily_${metric}`] !== null ? "daily" : "monthly");
+  // What others hold of both kinds, and what is free: a refusal names the first budget the limiter found all held
+  // (tokens before dollars), which need not be what this call lacks.
+  const refusedKind = heldRefusal?.metric === "tokens" ? "tokens" : "costUsd";
+  const othersAndFree = heldRefusal
+    ? {
+        reserved: heldRefusal.room?.reserved ?? { [refusedKind]: heldRefusal.reserved ?? 0 },
+        free: { tokens: heldRefusal.room?.tokens ?? 0, costUsd: heldRefusal.room?.costUsd ?? 0 },
+        periods: { ...heldRefusal.room?.periods, [refusedKind]: heldRefusal.period },
+      }
+    : reserved
+      ? { reserved, free, periods }
+      : undefined;
+  const after = othersAndFree ? onceGivenBack(left, othersAndFree.reserved, ownHeld, othersAndFree.free) : undefined;
   // Where the room is held by other calls in flight (or leases), not spent, and would let the call answer once
   // given back: it comes back in seconds, so the call ends as a call refused for it does (budget_held,
   // retryable), not as if the budget were spent until its reset. So whether the hold was refused, or granted
   // only the room there was.
-  if (heldRefusal?.held) {
-    // What others hold of both kinds, and what is free: the limiter names the first budget it found all held (tokens
-    // before dollars), which need not be what this call lacks.
-    const ofRefusal = heldRefusal.room?.reserved ?? { [kind]: heldRefusal.reserved };
-    const freeOfRefusal = { tokens: heldRefusal.room?.tokens ?? 0, costUsd: heldRefusal.room?.costUsd ?? 0 };
-    if (heldRefusal.reserved !== undefined && othersHoldEnough(call, left, ofRefusal, ownHeld, freeOfRefusal))
-      return heldRefusal;
-  } else if (!heldRefusal && reserved && othersHoldEnough(call, left, reserved, ownHeld, free)) {
-    return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), reserved[kind] ?? 0);
-  }
+  const heldByOthers = after?.othersHold === true && roomForAnswer(after.room, call.promptTokens, call.targets) >= 1;
+  // The budget named: held, the one the call is short of now; else the one it lacks even once all is given back,
+  // the one to raise.
+  const short = heldByOthers ? left : (after?.room ?? left);
+  const metric = short.tokens !== null && short.tokens < call.promptTokens + 1 ? "tokens" : "cost_usd";
+  const kind = metric === "tokens" ? "tokens" : "costUsd";
+  const period =
+    othersAndFree?.periods?.[kind] ?? periods?.[kind] ?? (budgets[`daily_${metric}`] !== null ? "daily" : "monthly");
+  if (heldRefusal?.held && heldRefusal.reserved !== undefined && heldByOthers) return heldRefusal;
+  if (!heldRefusal && heldByOthers)
+    return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), reserved?.[kind] ?? 0);
   return noRoomForAnotherAttempt(period, metric, unfinishedSpend(call), nowMs);
 }
 
@@ -155,28 +165,28 @@ function ownHolds(call: BudgetedCall): { tokens: number; costUsd: number } {
 }
 
 /**
- * Whether what others hold of the budget (`reserved`, less what this call held then: `ownHeld`) would let the
- * call's next attempt answer once given back, with what the call has left and what the budget has `free` (of a kind
- * the call lacks though the budget is not short of it: a stream that broke near the end of its answer). Where it
- * would not, the budget is as good as spent for this call until its period resets, whatever is held: a retry in
- * seconds would only be refused again.
+ * The room the call's next attempt would find once what others hold of the budget (`reserved`, less what this call
+ * held then: `ownHeld`) is given back: what the call has left, what others hold, and what the budget has `free` (of
+ * a kind the call lacks though the budget is not short of it: a stream that broke near the end of its answer).
+ * `othersHold`: others hold anything at all. Where that room cannot hold an answer, the budget is as good as spent
+ * for this call until its period resets, whatever is held: a retry in seconds would only be refused again.
  */
-function othersHoldEnough(
-  call: BudgetedCall,
+function onceGivenBack(
   left: BudgetRoom,
   reserved: NonNullable<BudgetRoom["reserved"]>,
   ownHeld: { tokens: number; costUsd: number },
   free: { tokens: number; costUsd: number },
-): boolean {
+): { room: BudgetRoom; othersHold: boolean } {
   // Dollar sums drift by a hair (the limiter rounds them to 1e-8).
   const othersTokens = Math.max(0, (reserved.tokens ?? 0) - ownHeld.tokens);
   const othersCostUsd = Math.max(0, (reserved.costUsd ?? 0) - ownHeld.costUsd - 1e-6);
-  if (othersTokens === 0 && othersCostUsd === 0) return false;
-  const onceGivenBack: BudgetRoom = {
-    tokens: left.tokens === null ? null : left.tokens + othersTokens + free.tokens,
-    costUsd: left.costUsd === null ? null : left.costUsd + othersCostUsd + free.costUsd,
+  return {
+    room: {
+      tokens: left.tokens === null ? null : left.tokens + othersTokens + free.tokens,
+      costUsd: left.costUsd === null ? null : left.costUsd + othersCostUsd + free.costUsd,
+    },
+    othersHold: othersTokens > 0 || othersCostUsd > 0,
   };
-  return roomForAnswer(onceGivenBack, call.promptTokens, call.targets) >= 1;
 }
 
 /** What the call's reservation and the holds beside it leave for its next attempt, once its unfinished attempts are paid. */

@@ -434,6 +434,71 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     expect(again).toMatchObject({ message: { content: "done" }, attempts: 1 });
   });
 
+  it("names the budget it lacks once all is given back, not the one its refused hold named", async () => {
+    // A day of 118 tokens (too few for a lease) and 0.001615 USD (5 and 15 USD a million tokens). Another call
+    // ("Hi", max_tokens 3: 8 tokens, 0.00007 USD) holds its dollars while it runs; this one (max_tokens 100: 109
+    // tokens, 0.001545 USD) holds the rest of the dollars. Its stream breaks after its 100 tokens of answer: charged
+    // all it held. The hold is refused, the dollars all held, and the refusal names the cost budget; but once the
+    // other call gives back its 8 tokens and 0.00007 USD, the dollars hold the prompt and a token, the 9 tokens (1 of
+    // them free) do not. The budget to raise is the token budget: naming the cost budget sends the caller to raise
+    // one that would not help.
+    const model = "gpt-4o-mini-names-tokens";
+    const written = "abcd".repeat(100);
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "openai", model }] },
+      { ...NO_BUDGETS, daily_tokens: 118, daily_cost_usd: 0.001615 },
+    );
+    expect(costUsd("openai", model, { prompt_tokens: 5, completion_tokens: 3 })).toBe(0.00007);
+    const encoder = new TextEncoder();
+    const chunk = (delta: unknown) =>
+      encoder.encode(
+        `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`,
+      );
+    const otherMessages = [{ role: "user" as const, content: "Hi" }];
+    const otherArrived = latch();
+    const otherAnswers = latch();
+    const provider = upstream(async (request) => {
+      const sent = (await request.clone().json()) as { messages: { content: string }[] };
+      if (sent.messages[0].content === otherMessages[0].content) {
+        otherArrived.open();
+        await otherAnswers.opened;
+        return openAiCompletion("done", { prompt_tokens: 5, completion_tokens: 1 });
+      }
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(chunk({ role: "assistant", content: "" }));
+            controller.enqueue(chunk({ content: written }));
+            setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
+          },
+        }),
+        { headers: { "Content-Type": "text/event-stream" } },
+      );
+    });
+    const otherCall = routerTimingOutAfter(10_000).chat(
+      { messages: otherMessages, max_tokens: 3 },
+      { workspaceId: workspace.id, chargeKey: "names-tokens-other" },
+    );
+    await otherArrived.opened;
+    const failure = await routerTimingOutAfter(5_000)
+      .chat(
+        { messages, max_tokens: 100 },
+        { workspaceId: workspace.id, chargeKey: "names-tokens-this", wholeFromStream: true },
+      )
+      .catch((error: unknown) => error);
+    otherAnswers.open();
+    await otherCall;
+    expect(provider.asked).toEqual([3, 100]);
+    expect(failure).toMatchObject({ kind: "budget_exhausted", held: false, retryable: false, metric: "tokens" });
+    expect((failure as Error).message).toContain("daily token budget has no room for another attempt");
+    expect(problemBody(llmErrorToApiError(failure) as ApiError, "req_test")).toMatchObject({
+      reason: "budget_exhausted",
+      period: "daily",
+      metric: "tokens",
+      interrupted_attempts: [{ prompt_tokens: PROMPT_TOKENS, completion_tokens: 100 }],
+    });
+  });
+
   it("cuts the next answer to what is left once the room cannot hold the unfinished attempt's spend", async () => {
     // 120 tokens a day; the call holds 109 (its prompt and max_tokens 100). The first timed-out prompt fits in the
     // 11 left; the second finds 2: 7 come out of the call's own hold, and the third attempt may answer 93.
