@@ -68,13 +68,10 @@ export async function coverUnfinished(
   if (!budgets || !hasAnyBudget(budgets)) return undefined;
   const spent = unfinishedSpend({ promptTokens: call.promptTokens, unfinished: [attempt] });
   const chargeKey = unfinishedChargeKey(context.chargeKey, attempt.kind, attempt.attempt);
-  let periods: BudgetRoom["periods"];
-  /** What calls in flight and leases held of the budget when the hold was asked, this call's holds among them. */
-  let reserved: BudgetRoom["reserved"];
-  /** What this call held then: its reservation and the holds beside it. */
+  /** What this call held before the hold: its reservation and the holds beside it. */
   const ownHeld = ownHolds(call);
-  /** What the budget had free (neither spent nor held) once the hold was taken or refused, of each kind. */
-  let free = { tokens: 0, costUsd: 0 };
+  /** The room the hold found, where it got only part of what it asked. */
+  let partial: RoomFound | undefined;
   /** A refusal of the hold: where the call cannot go on, told as it is. */
   let refusal: LlmError | undefined;
   try {
@@ -96,11 +93,13 @@ export async function coverUnfinished(
     };
     call.unfinishedHolds.push({ chargeKey, hold: reservation.hold, ...taken });
     if (!room) return undefined;
-    periods = room.periods;
-    reserved = room.reserved;
-    free = {
-      tokens: room.tokens === null ? 0 : Math.max(0, room.tokens - taken.tokens),
-      costUsd: room.costUsd === null ? 0 : Math.max(0, room.costUsd - taken.costUsd),
+    partial = {
+      reserved: room.reserved ?? {},
+      free: {
+        tokens: room.tokens === null ? 0 : Math.max(0, room.tokens - taken.tokens),
+        costUsd: room.costUsd === null ? 0 : Math.max(0, room.costUsd - taken.costUsd),
+      },
+      periods: room.periods ?? {},
     };
   } catch (error) {
     // Spent: no further attempt, whatever the call still holds (a budget lowered under what is spent).
@@ -121,35 +120,54 @@ export async function coverUnfinished(
     return undefined;
   }
   if (refusal && !(refusal instanceof BudgetExhaustedError)) return refusal;
-  const heldRefusal = refusal as BudgetExhaustedError | undefined;
-  // What others hold of both kinds, and what is free: a refusal names the first budget the limiter found all held
-  // (tokens before dollars), which need not be what this call lacks.
+  return whyNoFurtherAttempt(call, left, ownHeld, refusal, partial, nowMs);
+}
+
+/** What the budget held when a hold was asked: what calls in flight and leases held, what was free, and of which period. */
+interface RoomFound {
+  /** This call's holds among them. */
+  reserved: NonNullable<BudgetRoom["reserved"]>;
+  /** Neither spent nor held, of each kind. */
+  free: { tokens: number; costUsd: number };
+  periods: NonNullable<BudgetRoom["periods"]>;
+}
+
+/**
+ * How a call ends whose holds leave no room for another attempt: `budget_held` (retryable in seconds) where others
+ * hold room that, given back, would let it answer; else `budget_exhausted` until the period resets, naming the
+ * budget it lacks even then (the one to raise). `heldRefusal`: the hold was refused, all room held; `partial`: it
+ * got only part of what it asked.
+ */
+function whyNoFurtherAttempt(
+  call: BudgetedCall,
+  left: BudgetRoom,
+  ownHeld: { tokens: number; costUsd: number },
+  heldRefusal: BudgetExhaustedError | undefined,
+  partial: RoomFound | undefined,
+  nowMs: number,
+): BudgetExhaustedError {
+  // A refusal names the first budget the limiter found all held (tokens before dollars), which need not be what this
+  // call lacks: what others hold, and what is free, of both kinds.
   const refusedKind = heldRefusal?.metric === "tokens" ? "tokens" : "costUsd";
-  const othersAndFree = heldRefusal
+  const found: RoomFound | undefined = heldRefusal
     ? {
         reserved: heldRefusal.room?.reserved ?? { [refusedKind]: heldRefusal.reserved ?? 0 },
         free: { tokens: heldRefusal.room?.tokens ?? 0, costUsd: heldRefusal.room?.costUsd ?? 0 },
         periods: { ...heldRefusal.room?.periods, [refusedKind]: heldRefusal.period },
       }
-    : reserved
-      ? { reserved, free, periods }
-      : undefined;
-  const after = othersAndFree ? onceGivenBack(left, othersAndFree.reserved, ownHeld, othersAndFree.free) : undefined;
-  // Where the room is held by other calls in flight (or leases), not spent, and would let the call answer once
-  // given back: it comes back in seconds, so the call ends as a call refused for it does (budget_held,
-  // retryable), not as if the budget were spent until its reset. So whether the hold was refused, or granted
-  // only the room there was.
+    : partial;
+  const after = found ? onceGivenBack(left, found.reserved, ownHeld, found.free) : undefined;
   const heldByOthers = after?.othersHold === true && roomForAnswer(after.room, call.promptTokens, call.targets) >= 1;
-  // The budget named: held, the one the call is short of now; else the one it lacks even once all is given back,
-  // the one to raise.
+  // The budget named: held, the one the call is short of now; else the one it lacks even once all is given back.
   const short = heldByOthers ? left : (after?.room ?? left);
   const metric = short.tokens !== null && short.tokens < call.promptTokens + 1 ? "tokens" : "cost_usd";
   const kind = metric === "tokens" ? "tokens" : "costUsd";
+  const budgets = call.budgets;
   const period =
-    othersAndFree?.periods?.[kind] ?? periods?.[kind] ?? (budgets[`daily_${metric}`] !== null ? "daily" : "monthly");
-  if (heldRefusal?.held && heldRefusal.reserved !== undefined && heldByOthers) return heldRefusal;
-  if (!heldRefusal && heldByOthers)
-    return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), reserved?.[kind] ?? 0);
+    found?.periods[kind] ?? (budgets !== null && budgets[`daily_${metric}`] !== null ? "daily" : "monthly");
+  if (heldByOthers && heldRefusal?.held && heldRefusal.reserved !== undefined) return heldRefusal;
+  if (heldByOthers && !heldRefusal)
+    return heldFromAnotherAttempt(period, metric, unfinishedSpend(call), found?.reserved[kind] ?? 0);
   return noRoomForAnotherAttempt(period, metric, unfinishedSpend(call), nowMs);
 }
 
