@@ -33,7 +33,8 @@ let answer = { pieces: ["ok"], stopReason: "end_turn" };
 const ANTHROPIC_TOOL_ID = /^[a-zA-Z0-9_-]+$/;
 
 /**
- * Answers `answer`, refusing what Anthropic refuses: newer models (Sonnet 4.5, Haiku 4.5, Opus 4.1) take
+ * Answers `answer`, refusing what Anthropic refuses: a call without a turn, a text block of whitespace alone,
+ * tools sharing a name; newer models (Sonnet 4.5, Haiku 4.5, Opus 4.1) take
  * temperature or top_p, not both, no model a stop sequence of whitespace alone, none a max_tokens above
  * its longest answer (Claude 3.5 Haiku's is 8,192), and none a tool call id but of letters, digits, `_` and `-`.
  */
@@ -49,6 +50,17 @@ async function anthropicLike(request: Request): Promise<Response> {
       }
     }
   }
+  const messages = body.messages as { content: { type: string; text?: string }[] }[];
+  if (messages.length === 0) return refusal("messages: at least one message is required");
+  for (const [index, message] of messages.entries()) {
+    for (const [part, block] of message.content.entries()) {
+      if (block.type === "text" && !block.text?.trim()) {
+        return refusal(`messages.${index}.content.${part}.text: text content blocks must contain non-whitespace text`);
+      }
+    }
+  }
+  const toolNames = ((body.tools ?? []) as { name: string }[]).map((tool) => tool.name);
+  if (new Set(toolNames).size < toolNames.length) return refusal("tools: Tool names must be unique.");
   if (body.temperature !== undefined && body.top_p !== undefined) {
     return refusal("`temperature` and `top_p` cannot both be specified for this model. Please use only one.");
   }
@@ -167,6 +179,36 @@ describe("OpenAI's tool calls on Claude", () => {
       expect(new Set(useIds).size).toBe(3);
       expect(useIds[2]).toBe("call_ok-3");
       expect(answered.content.map((block) => block.tool_use_id)).toEqual(useIds);
+    }
+  });
+});
+
+describe("A conversation of blank messages, on Claude", () => {
+  it("answers it as OpenAI does, sending Anthropic one minimal user turn, not `messages: []` (a 400 no fallback follows)", async () => {
+    const workspace = await claudeChain("claude-sonnet-4-5");
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ [ANTHROPIC]: anthropicLike }).impl);
+    const client = sdk(workspace.key);
+    const conversations: OpenAI.ChatCompletionMessageParam[][] = [
+      [{ role: "user", content: "" }],
+      [
+        { role: "system", content: "  " },
+        { role: "user", content: "\n" },
+        { role: "assistant", content: "" },
+      ],
+    ];
+    for (const messages of conversations) {
+      const whole = await client.chat.completions.create({ model: "auto", messages });
+      expect(whole.choices[0].message.content).toBe("ok");
+      const streamed = await client.chat.completions.stream({ model: "auto", messages }).finalChatCompletion();
+      expect(streamed.choices[0].message.content).toBe("ok");
+    }
+    // As the Responses API sends it too.
+    const response = await client.responses.create({ model: "auto", input: "" });
+    expect(response.output_text).toBe("ok");
+    expect(sent).toHaveLength(5);
+    for (const body of sent) {
+      expect(body.messages).toEqual([{ role: "user", content: [{ type: "text", text: "." }] }]);
+      expect(body.system).toBeUndefined();
     }
   });
 });

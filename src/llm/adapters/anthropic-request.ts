@@ -12,6 +12,9 @@ import { sentStops } from "./anthropic-stops.ts";
 /** Anthropic requires max_tokens; this is used when the request sets none. */
 export const DEFAULT_MAX_TOKENS = 4_096;
 
+/** The user's turn sent for a conversation whose every message is blank: Anthropic takes no turn without text. */
+export const BLANK_TURN_TEXT = ".";
+
 export type Block =
   | { type: "text"; text: string }
   | { type: "tool_use"; id: string; name: string; input: unknown }
@@ -26,9 +29,11 @@ export type Block =
  * caller's own tools may be called, an instruction at the end of the system prompt.
  */
 export function toAnthropic(call: AdapterCall) {
+  // Blank ones say nothing: a system prompt of whitespace alone is not sent.
   const instructions = call.messages
     .filter((message) => message.role === "system")
-    .map((message) => message.content ?? "");
+    .map((message) => message.content ?? "")
+    .filter((text) => text.trim());
   const answerTool = jsonAnswerTool(call);
   const json = answerTool ? null : jsonInstruction(call.response_format);
   const turns: { role: "user" | "assistant"; content: Block[] }[] = [];
@@ -66,9 +71,13 @@ export function toAnthropic(call: AdapterCall) {
   }
   // OpenAI answers instructions alone ("Write a haiku" as the only, system, message) as a request; Anthropic
   // refuses a call without a turn. The instructions are then the user's turn, which the model answers alike.
-  const asked = instructions.filter((text) => text.trim()).join("\n\n");
+  const asked = instructions.join("\n\n");
   const promptAsTurn = turns.length === 0 && asked !== "";
   if (promptAsTurn) turns.push({ role: "user", content: [{ type: "text", text: asked }] });
+  // Every message blank (a user's "" alone, which OpenAI answers): Anthropic refuses a call without a turn
+  // (`messages: []`), and a turn of whitespace alone, with a 400 that no fallback follows. The least a turn says
+  // stands for the blank one, so the model answers it as OpenAI's does.
+  if (turns.length === 0) turns.push({ role: "user", content: [{ type: "text", text: BLANK_TURN_TEXT }] });
   const systemParts = promptAsTurn ? [] : instructions;
   const system = (json ? [...systemParts, json] : systemParts).join("\n\n");
   return {
