@@ -40,6 +40,11 @@ const MessageSchema = z
   })
   .loose();
 
+/** A tool named as an earlier one of the same request: tool names must be unique (OpenAI and Anthropic refuse repeats). */
+export function duplicateToolMessage(name: string): string {
+  return `names an earlier tool too ("${name}"): tool names must be unique in a request, as OpenAI and Anthropic require`;
+}
+
 const ToolSchema = z
   .object({
     type: z.literal("function"),
@@ -265,6 +270,20 @@ export const ChatCompletionRequestSchema = z
         issues.addIssue({ code: "custom", path: [field], message: REFUSED_FIELDS[field] });
       }
     }
+    // Anthropic refuses a request whose tools share a name ("Tool names must be unique"), as OpenAI does: refused
+    // here, naming the repeat, not by the provider after the call was routed.
+    const named = new Set<string>();
+    body.tools?.forEach((tool, index) => {
+      const { name } = tool.function;
+      if (named.has(name)) {
+        issues.addIssue({
+          code: "custom",
+          path: ["tools", index, "function", "name"],
+          message: duplicateToolMessage(name),
+        });
+      }
+      named.add(name);
+    });
     // A choice that forces a tool needs that tool: the provider would refuse it, after the call was charged for.
     const choice = body.tool_choice;
     if (choice === "required" && !body.tools?.length) {
@@ -279,7 +298,7 @@ export const ChatCompletionRequestSchema = z
   })
   .openapi("ChatCompletionRequest", {
     description:
-      "OpenAI chat-completions request. What would change the answer and cannot be honoured whichever provider serves the call is refused with 422 naming the field (`n` above 1, `logprobs: true`, `top_logprobs`, a non-empty `logit_bias`, `audio`, `modalities` other than text, `web_search_options`, the deprecated `functions` and `function_call`); OpenAI's fields that change no answer's content (`store`, `metadata`, `user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `prediction`, `verbosity`) are accepted and ignored, as is any field not described here.",
+      "OpenAI chat-completions request. What would change the answer and cannot be honoured whichever provider serves the call is refused with 422 naming the field (`n` above 1, `logprobs: true`, `top_logprobs`, a non-empty `logit_bias`, `audio`, `modalities` other than text, `web_search_options`, the deprecated `functions` and `function_call`, tools sharing a name); OpenAI's fields that change no answer's content (`store`, `metadata`, `user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `prediction`, `verbosity`) are accepted and ignored, as is any field not described here.",
   });
 
 export type ChatCompletionRequest = z.output<typeof ChatCompletionRequestSchema>;

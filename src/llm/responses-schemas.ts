@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { nestsDeeperThan } from "../lib/json-depth.ts";
 import { hasLoneSurrogate, LONE_SURROGATE_ID_MESSAGE, LONE_SURROGATE_MODEL_MESSAGE } from "../lib/unicode.ts";
-import { ChatCompletionSchema } from "./openai-schemas.ts";
+import { ChatCompletionSchema, duplicateToolMessage } from "./openai-schemas.ts";
 import { REASONING_EFFORTS } from "./types.ts";
 
 /**
@@ -305,6 +305,13 @@ export const ResponseCreateRequestSchema = z
         }
         return;
       }
+      if (functionNames.includes(parsed.data.name)) {
+        issues.addIssue({
+          code: "custom",
+          path: ["tools", index, "name"],
+          message: duplicateToolMessage(parsed.data.name),
+        });
+      }
       functionNames.push(parsed.data.name);
     });
     if (body.top_logprobs) {
@@ -358,7 +365,7 @@ export const ResponseCreateRequestSchema = z
   })
   .openapi("ResponseCreateRequest", {
     description:
-      "OpenAI Responses request. Stored unless `store: false`, and continued with `previous_response_id` or `item_reference` items; `conversation`, `prompt` and `background: true` are refused with 422 naming the field, as are tools other than functions, input images and files, and `top_logprobs`. OpenAI's fields that change no answer's content (`user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `truncation`, `include`, `text.verbosity`, `reasoning.summary`) are accepted and ignored, as is any field not described here.",
+      "OpenAI Responses request. Stored unless `store: false`, and continued with `previous_response_id` or `item_reference` items; `conversation`, `prompt` and `background: true` are refused with 422 naming the field, as are tools other than functions, function tools sharing a name, input images and files, and `top_logprobs`. OpenAI's fields that change no answer's content (`user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `truncation`, `include`, `text.verbosity`, `reasoning.summary`) are accepted and ignored, as is any field not described here.",
   });
 
 export type ResponseCreateRequest = z.output<typeof ResponseCreateRequestSchema>;

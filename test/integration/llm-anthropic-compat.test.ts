@@ -1,6 +1,6 @@
 import type OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { fakeUpstreams, sdkAgainstApp, workspaceWith } from "../support/llm.ts";
+import { BASE, fakeUpstreams, fetcher, sdkAgainstApp, workspaceWith } from "../support/llm.ts";
 
 /**
  * OpenAI requests that Anthropic's Messages API takes only in other terms, sent with the openai SDK through
@@ -180,6 +180,60 @@ describe("OpenAI's tool calls on Claude", () => {
       expect(useIds[2]).toBe("call_ok-3");
       expect(answered.content.map((block) => block.tool_use_id)).toEqual(useIds);
     }
+  });
+});
+
+describe("Tools sharing a name, for Claude", () => {
+  it("refuses them with 422 naming the repeat, before Claude is called: it refuses them with a 400 after the call was routed", async () => {
+    const workspace = await claudeChain("claude-sonnet-4-5");
+    vi.spyOn(globalThis, "fetch").mockImplementation(fakeUpstreams({ [ANTHROPIC]: anthropicLike }).impl);
+    const post = (path: string, body: unknown) =>
+      fetcher(`${BASE}/api/v1/llm/${path}`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const chatTool = (name: string) => ({ type: "function", function: { name, parameters: { type: "object" } } });
+    const responsesTool = (name: string) => ({ type: "function", name, parameters: { type: "object" } });
+    const cases: [string, Record<string, unknown>, string][] = [
+      [
+        "chat/completions",
+        {
+          messages: [{ role: "user", content: "Read a." }],
+          tools: [chatTool("read_file"), chatTool("write_file"), chatTool("read_file")],
+        },
+        "tools.2.function.name",
+      ],
+      [
+        "responses",
+        { input: "Read a.", tools: [responsesTool("read_file"), responsesTool("read_file")] },
+        "tools.1.name",
+      ],
+    ];
+    for (const [path, body, param] of cases) {
+      for (const stream of [false, true]) {
+        const response = await post(path, { model: "auto", stream, ...body });
+        expect(response.status, `${path}, stream ${stream}`).toBe(422);
+        const problem = (await response.json()) as Record<string, any>;
+        expect(problem.errors).toEqual([{ path: param, message: expect.stringContaining('("read_file")') }]);
+        expect(problem.error).toMatchObject({ type: "invalid_request_error", param });
+        expect(problem.error.message).toMatch(/tool names must be unique/);
+      }
+    }
+    expect(sent).toEqual([]);
+    // The same name in another case is another name, to Anthropic as to OpenAI.
+    const completion = await sdk(workspace.key).chat.completions.create({
+      model: "auto",
+      messages: [{ role: "user", content: "Read a." }],
+      tools: [
+        { type: "function", function: { name: "read_file", parameters: { type: "object" } } },
+        { type: "function", function: { name: "Read_File", parameters: { type: "object" } } },
+      ],
+    });
+    expect(completion.choices[0].message.content).toBe("ok");
+    expect(sent.map((body) => (body.tools as { name: string }[]).map((tool) => tool.name))).toEqual([
+      ["read_file", "Read_File"],
+    ]);
   });
 });
 
