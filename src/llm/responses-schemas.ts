@@ -25,6 +25,9 @@ const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const KEPT_FIELDS = ["input", "tools", "tool_choice", "text"] as const;
 const MAX_KEPT_NESTING_LEVELS = 100;
 
+/** The longest item id kept, named by an item_reference or input_items' `after`. */
+export const MAX_ITEM_ID_LENGTH = 256;
+
 /** input_text (what a user or system says) and output_text (an assistant's earlier answer, sent back). */
 const TextContentPart = z.object({ type: z.enum(["input_text", "output_text"]), text: z.string() }).loose();
 const RefusalContentPart = z.object({ type: z.literal("refusal"), refusal: z.string() }).loose();
@@ -66,7 +69,9 @@ const ReasoningItem = z.object({ type: z.literal("reasoning") }).loose();
  * An item of a stored response (or of its input) by its id, as the Vercel AI SDK sends an earlier answer's text
  * unless told `store: false`: replaced by the stored item before the call (src/llm/responses-store.ts).
  */
-const ItemReference = z.object({ type: z.literal("item_reference"), id: z.string().min(1).max(256) }).loose();
+const ItemReference = z
+  .object({ type: z.literal("item_reference"), id: z.string().min(1).max(MAX_ITEM_ID_LENGTH) })
+  .loose();
 
 /** Each input item by its type, so that a refusal names the field (`input.0.content`), not the whole input. */
 const INPUT_ITEM_SCHEMAS = {
@@ -341,6 +346,15 @@ export const ResponseCreateRequestSchema = z
         const { id } = item as { id?: unknown };
         if (typeof id === "string" && hasLoneSurrogate(id)) {
           issues.addIssue({ code: "custom", path: ["input", index, "id"], message: LONE_SURROGATE_ID_MESSAGE });
+        }
+        // As long as an item_reference's id and input_items' `after` may be: a longer one was stored and listed,
+        // and then could be named by neither.
+        if (typeof id === "string" && id.length > MAX_ITEM_ID_LENGTH) {
+          issues.addIssue({
+            code: "custom",
+            path: ["input", index, "id"],
+            message: `must be at most ${MAX_ITEM_ID_LENGTH} characters, as an item_reference's id and input_items' \`after\` are`,
+          });
         }
         const message = parsed.data as Partial<InputItemOf["message"]>;
         if (message.role && message.role !== "assistant" && Array.isArray(message.content)) {

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { MAX_ITEM_ID_LENGTH } from "./responses-schemas.ts";
 
 /**
  * The wire format of a stored response's routes (GET and DELETE of /api/v1/llm/responses/{id}, its
@@ -19,7 +20,12 @@ export const ResponseDeletedSchema = z
 
 export const ResponseInputItemsQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ description: "Items per page, 1..100." }),
-  after: z.string().min(1).max(256).optional().openapi({ description: "The item id to list after (in `order`)." }),
+  after: z
+    .string()
+    .min(1)
+    .max(MAX_ITEM_ID_LENGTH)
+    .optional()
+    .openapi({ description: "The item id to list after (in `order`)." }),
   order: z
     .enum(["asc", "desc"])
     .default("desc")

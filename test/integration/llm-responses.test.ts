@@ -414,6 +414,43 @@ describe("POST /api/v1/llm/responses, what it refuses", () => {
     expect(referred.status).toBe(200);
   });
 
+  it("refuses an input item id longer than 256 characters with 422: stored so, neither input_items' after nor an item_reference could name it", async () => {
+    const workspace = await workspaceWith(null);
+    const long = `msg_${"a".repeat(253)}`;
+    for (const item of [
+      { role: "user", content: "hi", id: long },
+      { type: "function_call_output", call_id: "call_1", output: "{}", id: long },
+    ]) {
+      const response = await postResponses(workspace.headers, { input: [{ role: "user", content: "go" }, item] });
+      expect(response.status, JSON.stringify(item).slice(0, 60)).toBe(422);
+      const problem = (await response.json()) as Record<string, any>;
+      expect(problem.errors).toEqual([
+        { path: "input.1.id", message: expect.stringContaining("at most 256 characters") },
+      ]);
+      expect(problem.error).toMatchObject({ type: "invalid_request_error", param: "input.1.id" });
+    }
+    // One of 256 is stored, listed after, and referred to, as sent.
+    const id = long.slice(0, 256);
+    const kept = (await (
+      await postResponses(workspace.headers, {
+        input: [
+          { role: "user", content: "hi", id },
+          { role: "user", content: "again", id: "msg_2" },
+        ],
+      })
+    ).json()) as Record<string, any>;
+    const after = await fetcher(
+      `${BASE}/api/v1/llm/responses/${kept.id}/input_items?order=asc&after=${encodeURIComponent(id)}`,
+      { headers: workspace.headers },
+    );
+    expect(after.status).toBe(200);
+    expect(((await after.json()) as Record<string, any>).data.map((item: { id: string }) => item.id)).toEqual([
+      "msg_2",
+    ]);
+    const referred = await postResponses(workspace.headers, { input: [{ type: "item_reference", id }] });
+    expect(referred.status).toBe(200);
+  });
+
   it("accepts store, background: false and the fields it ignores", async () => {
     const workspace = await workspaceWith(null);
     for (const extra of [
