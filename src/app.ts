@@ -7,7 +7,7 @@ import { authenticateApi } from "./middleware/auth.ts";
 import { limitBodySize, requireJsonBody } from "./middleware/body.ts";
 import { cors } from "./middleware/cors.ts";
 import { environment } from "./middleware/environment.ts";
-import { notFoundHandler, onError, validationHook } from "./middleware/errors.ts";
+import { notFoundHandler, onError, refuseUndeclaredQueries, validationHook } from "./middleware/errors.ts";
 import { rateLimit } from "./middleware/rate-limit.ts";
 import { requestContext } from "./middleware/request-context.ts";
 import { registerApiKeyRoutes } from "./routes/api-keys.ts";
@@ -66,7 +66,9 @@ export const OPENAPI_TAGS = [
 ];
 
 function newApp(): OpenAPIHono<HonoEnv> {
-  return new OpenAPIHono<HonoEnv>({ defaultHook: validationHook });
+  const app = new OpenAPIHono<HonoEnv>({ defaultHook: validationHook });
+  refuseUndeclaredQueries(app);
+  return app;
 }
 
 /** The Worker's HTTP app: middleware in request order, then every resource's routes. */

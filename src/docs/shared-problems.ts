@@ -17,6 +17,8 @@ import { JSON_MEDIA_TYPE, METHODS_WITH_BODY } from "../middleware/body.ts";
  * - 401, 429 and 503: everything under /api/v1 is authenticated
  *   (`authenticateApi`) and counted (`rateLimit`: 429 when a bucket is empty
  *   or the client is blocked, 503 when the limiter cannot be reached).
+ * - 422: every operation under /api/v1 checks its query (`refuseUndeclaredQueries`): a parameter it does not
+ *   take, declared or not, is refused.
  * - 403: an operation behind a guard (`requireScope`, `requireOperator`),
  *   when the credential lacks the scope or is of the other kind.
  */
@@ -49,7 +51,7 @@ export function sharedProblemsOf(
   if (Object.keys(content ?? {}).some((mediaType) => JSON_MEDIA_TYPE.test(mediaType))) codes.push("MALFORMED_JSON");
   if (METHODS_WITH_BODY.has(method.toUpperCase())) codes.push("PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE");
   if (path.startsWith("/api/v1/")) {
-    codes.push("UNAUTHENTICATED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE");
+    codes.push("UNAUTHENTICATED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE", "VALIDATION_FAILED");
     if (callers) codes.push("FORBIDDEN");
   }
   return codes;

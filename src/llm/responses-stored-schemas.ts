@@ -18,7 +18,32 @@ export const ResponseDeletedSchema = z
   .object({ id: z.string(), object: z.literal("response"), deleted: z.literal(true) })
   .openapi("ResponseDeleted");
 
+/** OpenAI's `include` as its SDK sends it in a query (`include[]=…`, repeated): accepted and ignored, as in a body. */
+const IncludeParam = z
+  .union([z.string(), z.array(z.string())])
+  .optional()
+  .openapi({
+    description:
+      "Accepted and ignored (the openai SDK sends `include` as `include[]`): no reasoning items, log probabilities or hosted tools' results are kept to return.",
+  });
+const INCLUDE_PARAMS = { include: IncludeParam, "include[]": IncludeParam };
+
+/**
+ * GET /api/v1/llm/responses/{id}'s parameters, as the openai SDK's `responses.retrieve()` may send them: `include`,
+ * and `stream`, which asks for the stored response as a stream of events, not offered here.
+ */
+export const ResponseRetrieveQuerySchema = z.object({
+  ...INCLUDE_PARAMS,
+  stream: z
+    .literal("false", {
+      error: "streaming a stored response is not offered: it is answered whole as JSON (leave stream out, or false)",
+    })
+    .optional()
+    .openapi({ description: "Only `false`: a stored response is answered whole, not as a stream of events." }),
+});
+
 export const ResponseInputItemsQuerySchema = z.object({
+  ...INCLUDE_PARAMS,
   limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ description: "Items per page, 1..100." }),
   after: z
     .string()

@@ -1,3 +1,4 @@
+import { type OpenAPIHono, type RouteConfig, z } from "@hono/zod-openapi";
 import type { Context, ErrorHandler, Hono, NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ZodError } from "zod";
@@ -89,6 +90,26 @@ export function validationHook(
       });
     }
   }
+}
+
+/** The query of a route that declares none: any parameter is one it does not take. */
+const NO_QUERY = z.object({});
+
+/**
+ * Every operation under /api/v1 checks its query, so that one it does not take is a 422 naming it (validationHook)
+ * whether or not the route declares parameters: `GET /api/v1/llm/models?limit=1` answered every model as if paged,
+ * and the openai SDK's `responses.retrieve(id, {stream: true})` got the JSON answer where it read a stream (and so
+ * no event at all). A route that declares a query is checked against its own; others against none. The operation's
+ * document is unchanged: an empty query has no parameters.
+ */
+export function refuseUndeclaredQueries(app: OpenAPIHono<HonoEnv>): void {
+  const register = app.openapi;
+  const checked = (route: RouteConfig): RouteConfig =>
+    route.request?.query || !route.path.startsWith("/api/v1/")
+      ? route
+      : { ...route, request: { ...route.request, query: NO_QUERY } };
+  app.openapi = ((route: RouteConfig, ...rest: unknown[]) =>
+    (register as (...args: unknown[]) => unknown)(checked(route), ...rest)) as typeof app.openapi;
 }
 
 function fromHttpException(error: HTTPException): ApiError {

@@ -12,6 +12,7 @@ import {
   ResponseIdParamSchema,
   ResponseInputItemListSchema,
   ResponseInputItemsQuerySchema,
+  ResponseRetrieveQuerySchema,
 } from "../llm/responses-stored-schemas.ts";
 import { responseEventStream } from "../llm/responses-stream.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -59,7 +60,7 @@ const getResponseRoute = createRoute({
   summary: "Read a stored response",
   description: `The response object as it was answered (its \`output\`, \`usage\` and \`x_mgx\`). ${NOT_STORED_HERE}`,
   middleware: [requireScope("tasks:read")] as const,
-  request: { params: ResponseIdParamSchema },
+  request: { params: ResponseIdParamSchema, query: ResponseRetrieveQuerySchema },
   responses: {
     200: jsonResponse("The stored response.", ResponseObjectSchema),
     ...STORED_RESPONSE_PROBLEMS,

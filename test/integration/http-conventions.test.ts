@@ -360,6 +360,28 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
       { path: "state", message: "is not a parameter of this route; remove it or check its spelling" },
     ]);
     expect((await call("/api/v1/tasks?status=failed&limit=5", { headers: workspace.headers })).status).toBe(200);
+    // So is one on a route that takes none: `?limit=1` answered every model as if paged.
+    for (const [path, method] of [
+      ["/api/v1/llm/models?limit=1", "GET"],
+      ["/api/v1/llm/models/simulated:sim-1?verbose=1", "GET"],
+      ["/api/v1/budgets?foo=1", "GET"],
+      [`/api/v1/tasks/task_${"0".repeat(26)}?expand=runs`, "GET"],
+      ["/api/v1/whoami?x=", "GET"],
+    ]) {
+      const refused = await call(path, { method, headers: workspace.headers });
+      const param = path.split("?")[1].split("=")[0];
+      expect((await expectProblem(refused, 422, "VALIDATION_FAILED")).errors, path).toEqual([
+        { path: param, message: "is not a parameter of this route; remove it or check its spelling" },
+      ]);
+    }
+    const chat = await call("/api/v1/llm/chat/completions?api-version=2024-06-01", {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect((await expectProblem(chat, 422, "VALIDATION_FAILED")).error).toMatchObject({ param: "api-version" });
+    // Outside /api/v1 a probe's cache-buster is no parameter anyone reads.
+    expect((await call("/health?t=1")).status).toBe(200);
     // A date-time that is not one: zod said only "Invalid ISO datetime".
     const notATime = await call("/api/v1/audit-logs?from=2026-11-27", { headers: workspace.headers });
     expect((await expectProblem(notATime, 422, "VALIDATION_FAILED")).errors).toEqual([

@@ -323,6 +323,55 @@ describe("GET, input_items and DELETE of a stored response", () => {
     expect(all).toEqual([listed.data[2].id, listed.data[1].id, "msg_mine"]);
   });
 
+  it("takes the query parameters the openai SDK sends (include, stream: false) and refuses any other with 422 naming it", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    fakeOpenAi(() => openAiCompletion("Hello there"));
+    const answered = (await (await postResponses(workspace, { input: "Say hi" })).json()) as Record<string, any>;
+    const sdk = sdkAgainstApp(workspace.key);
+    const include: OpenAI.Responses.ResponseIncludable[] = ["message.output_text.logprobs"];
+    // `include` comes as `include[]=…`; accepted and ignored, as in a request's body.
+    expect(await sdk.responses.retrieve(answered.id, { include })).toMatchObject({ id: answered.id });
+    expect(await sdk.responses.retrieve(answered.id, { stream: false })).toMatchObject({ id: answered.id });
+    const items = await sdk.responses.inputItems.list(answered.id, { include });
+    expect(items.data).toHaveLength(1);
+    // A stored response as a stream of events is not offered: refused, not answered as JSON the SDK reads no event from.
+    const streamed = await responsePath(workspace, `${answered.id}?stream=true`);
+    expect(streamed.status).toBe(422);
+    const problem = (await streamed.json()) as Record<string, any>;
+    expect(problem.errors).toEqual([
+      { path: "stream", message: expect.stringMatching(/^streaming a stored response is not offered/) },
+    ]);
+    expect(problem.error).toMatchObject({ type: "invalid_request_error", param: "stream" });
+    const error = await sdk.responses
+      .retrieve(answered.id, { stream: true })
+      .then(async (stream) => {
+        for await (const _ of stream) {
+          // Read it whole: a JSON answer is a stream of no events.
+        }
+        return stream;
+      })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect(error).toMatchObject({ param: "stream" });
+    // Any other parameter is refused with 422 naming it, on each route of a stored response.
+    for (const [path, method] of [
+      [`${answered.id}?starting_after=3`, "GET"],
+      [`${answered.id}/input_items?limit=5&cursor=x`, "GET"],
+      [`${answered.id}?force=true`, "DELETE"],
+    ]) {
+      const response = await responsePath(workspace, path, method);
+      expect(response.status, `${method} ${path}`).toBe(422);
+      const refused = (await response.json()) as Record<string, any>;
+      const param = path.endsWith("cursor=x") ? "cursor" : path.split("?")[1].split("=")[0];
+      expect(refused.errors).toEqual([
+        { path: param, message: "is not a parameter of this route; remove it or check its spelling" },
+      ]);
+      expect(refused.error).toMatchObject({ param });
+    }
+    // Refused, the DELETE deleted nothing.
+    expect((await responsePath(workspace, answered.id)).status).toBe(200);
+  });
+
   it("deletes a response: then GET is 404, and neither it nor its items can be continued (400)", async () => {
     const workspace = await workspaceWith(openAiChain);
     const upstream = fakeOpenAi(
