@@ -379,7 +379,7 @@ export const ResponseCreateRequestSchema = z
   })
   .openapi("ResponseCreateRequest", {
     description:
-      "OpenAI Responses request. Stored unless `store: false`, and continued with `previous_response_id` or `item_reference` items; `conversation`, `prompt` and `background: true` are refused with 422 naming the field, as are tools other than functions, function tools sharing a name, input images and files, and `top_logprobs`. OpenAI's fields that change no answer's content (`user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `truncation`, `include`, `text.verbosity`, `reasoning.summary`) are accepted and ignored, as is any field not described here.",
+      "OpenAI Responses request. Stored unless `store: false`, and continued with `previous_response_id` or `item_reference` items; `conversation`, `prompt` and `background: true` are refused with 422 naming the field, as are tools other than functions, function tools sharing a name, input images and files, an input item's `id` over 256 characters (what `item_reference` and input_items' `after` take), and `top_logprobs`. OpenAI's fields that change no answer's content (`user`, `safety_identifier`, `prompt_cache_key`, `service_tier`, `truncation`, `include`, `text.verbosity`, `reasoning.summary`) are accepted and ignored, as is any field not described here.",
   });
 
 export type ResponseCreateRequest = z.output<typeof ResponseCreateRequestSchema>;
