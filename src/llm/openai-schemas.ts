@@ -140,17 +140,18 @@ const ResponseFormatSchema = z.discriminatedUnion("type", [
   }),
 ]);
 
+/** A model as a request names it (`provider:model`, a bare name, or `auto`), for chat completions and responses. */
+export const RequestedModelSchema = z
+  .string()
+  .max(256)
+  .refine((name) => !hasLoneSurrogate(name), LONE_SURROGATE_MODEL_MESSAGE);
+
 export const ChatCompletionRequestSchema = z
   .object({
-    model: z
-      .string()
-      .max(256)
-      .refine((name) => !hasLoneSurrogate(name), LONE_SURROGATE_MODEL_MESSAGE)
-      .optional()
-      .openapi({
-        description:
-          "`provider:model`, tried first; or a bare model name, resolved as GET /api/v1/llm/models/{model} resolves it (the chain's entries with that model, else the first configured provider serving it) and tried there first; or `auto`. The chain follows as fallbacks; `auto`, or a name no configured provider serves, lets the chain decide.",
-      }),
+    model: RequestedModelSchema.optional().openapi({
+      description:
+        "`provider:model`, tried first; or a bare model name, resolved as GET /api/v1/llm/models/{model} resolves it (the chain's entries with that model, else the first configured provider serving it) and tried there first; or `auto`. The chain follows as fallbacks; `auto`, or a name no configured provider serves, lets the chain decide.",
+    }),
     messages: z.array(MessageSchema).min(1).max(2_000),
     tools: z.array(ToolSchema).max(128).nullable().optional(),
     tool_choice: ToolChoiceSchema.nullable().optional(),

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { nestsDeeperThan } from "../lib/json-depth.ts";
-import { hasLoneSurrogate, LONE_SURROGATE_ID_MESSAGE, LONE_SURROGATE_MODEL_MESSAGE } from "../lib/unicode.ts";
-import { ChatCompletionSchema, duplicateToolMessage } from "./openai-schemas.ts";
+import { hasLoneSurrogate, LONE_SURROGATE_ID_MESSAGE } from "../lib/unicode.ts";
+import { ChatCompletionSchema, duplicateToolMessage, RequestedModelSchema } from "./openai-schemas.ts";
 import { REASONING_EFFORTS } from "./types.ts";
 
 /**
@@ -184,15 +184,10 @@ function statefulField(field: keyof typeof STATEFUL_FIELDS) {
 
 export const ResponseCreateRequestSchema = z
   .object({
-    model: z
-      .string()
-      .max(256)
-      .refine((name) => !hasLoneSurrogate(name), LONE_SURROGATE_MODEL_MESSAGE)
-      .optional()
-      .openapi({
-        description:
-          "As chat completions' `model`: `provider:model`, a bare model name, or `auto`; the workspace's chain follows as fallbacks.",
-      }),
+    model: RequestedModelSchema.optional().openapi({
+      description:
+        "As chat completions' `model`: `provider:model`, a bare model name, or `auto`; the workspace's chain follows as fallbacks.",
+    }),
     input: z
       .union([z.string(), z.array(InputItem).min(1).max(2_000)], {
         error: (issue) =>
