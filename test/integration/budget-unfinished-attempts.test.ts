@@ -68,6 +68,23 @@ function upstream(answer: (request: Request, call: number) => Response | Promise
   return { asked, count: () => fake.count(OPENAI) };
 }
 
+/** An OpenAI stream that writes these deltas of an answer, then breaks (the connection lost) before it ends. */
+function streamBrokenAfter(deltas: string[]): Response {
+  const encoder = new TextEncoder();
+  const chunk = (delta: unknown) =>
+    encoder.encode(
+      `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`,
+    );
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(chunk({ role: "assistant", content: "" }));
+      for (const content of deltas) controller.enqueue(chunk({ content }));
+      setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
+    },
+  });
+  return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+}
+
 /** A promise held shut until `open` is called. */
 function latch(): { opened: Promise<void>; open: () => void } {
   let open: () => void = () => {};
@@ -121,24 +138,7 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     const model = "gpt-4o-mini-broke";
     const workspace = await budgeted(15, model);
     const written = ["Parsed ", "in ", "six "];
-    const encoder = new TextEncoder();
-    const chunk = (delta: unknown) =>
-      encoder.encode(
-        `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`,
-      );
-    const provider = upstream(
-      () =>
-        new Response(
-          new ReadableStream<Uint8Array>({
-            start(controller) {
-              controller.enqueue(chunk({ role: "assistant", content: "" }));
-              for (const content of written) controller.enqueue(chunk({ content }));
-              setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
-            },
-          }),
-          { headers: { "Content-Type": "text/event-stream" } },
-        ),
-    );
+    const provider = upstream(() => streamBrokenAfter(written));
     const failure = await routerTimingOutAfter(5_000)
       .chat({ messages }, { workspaceId: workspace.id, chargeKey: "broke", wholeFromStream: true })
       .catch((error: unknown) => error);
@@ -366,11 +366,6 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
       { ...NO_BUDGETS, daily_tokens: 139, daily_cost_usd: 0.0016 },
     );
     expect(costUsd("openai", model, { prompt_tokens: 5, completion_tokens: 2 })).toBe(0.000055);
-    const encoder = new TextEncoder();
-    const chunk = (delta: unknown) =>
-      encoder.encode(
-        `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`,
-      );
     const otherMessages = [{ role: "user" as const, content: "Hi" }];
     const otherArrived = latch();
     const otherAnswers = latch();
@@ -383,16 +378,7 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
         await otherAnswers.opened;
         return openAiCompletion("done", { prompt_tokens: 1, completion_tokens: 0 });
       }
-      return new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            controller.enqueue(chunk({ role: "assistant", content: "" }));
-            controller.enqueue(chunk({ content: written }));
-            setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
-          },
-        }),
-        { headers: { "Content-Type": "text/event-stream" } },
-      );
+      return streamBrokenAfter([written]);
     });
     const otherCall = routerTimingOutAfter(10_000).chat(
       { messages: otherMessages, max_tokens: 2 },
@@ -449,11 +435,6 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
       { ...NO_BUDGETS, daily_tokens: 118, daily_cost_usd: 0.001615 },
     );
     expect(costUsd("openai", model, { prompt_tokens: 5, completion_tokens: 3 })).toBe(0.00007);
-    const encoder = new TextEncoder();
-    const chunk = (delta: unknown) =>
-      encoder.encode(
-        `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`,
-      );
     const otherMessages = [{ role: "user" as const, content: "Hi" }];
     const otherArrived = latch();
     const otherAnswers = latch();
@@ -464,16 +445,7 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
         await otherAnswers.opened;
         return openAiCompletion("done", { prompt_tokens: 5, completion_tokens: 1 });
       }
-      return new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            controller.enqueue(chunk({ role: "assistant", content: "" }));
-            controller.enqueue(chunk({ content: written }));
-            setTimeout(() => controller.error(new TypeError("Network connection lost.")), 50);
-          },
-        }),
-        { headers: { "Content-Type": "text/event-stream" } },
-      );
+      return streamBrokenAfter([written]);
     });
     const otherCall = routerTimingOutAfter(10_000).chat(
       { messages: otherMessages, max_tokens: 3 },
