@@ -68,6 +68,15 @@ function upstream(answer: (request: Request, call: number) => Response | Promise
   return { asked, count: () => fake.count(OPENAI) };
 }
 
+/** The 429 a call refused for held room is told: retryable in 5 s, no X-Should-Retry: false. */
+function toldHeld(failure: unknown): ApiError {
+  const told = llmErrorToApiError(failure) as ApiError;
+  expect(told.status).toBe(429);
+  expect(told.headers).not.toHaveProperty("X-Should-Retry");
+  expect(told.headers).toMatchObject({ "Retry-After": "5" });
+  return told;
+}
+
 /** An OpenAI stream that writes these deltas of an answer, then breaks (the connection lost) before it ends. */
 function streamBrokenAfter(deltas: string[]): Response {
   const encoder = new TextEncoder();
@@ -92,6 +101,53 @@ function latch(): { opened: Promise<void>; open: () => void } {
     open = resolve;
   });
   return { opened, open };
+}
+
+/**
+ * Another call (`other`) held at the upstream until `release`, then answered with its usage; meanwhile this call
+ * (`thisCall`) meets `answer` there (a hang, a broken stream). The upstream tells them apart by their first message.
+ * What this call ended with, and the max_tokens each request asked.
+ */
+async function besideHeldCall(
+  workspaceId: string,
+  name: string,
+  other: { messages: typeof messages; maxTokens: number; usage: { prompt_tokens: number; completion_tokens: number } },
+  thisCall: {
+    maxTokens: number;
+    attemptTimeoutMs: number;
+    wholeFromStream?: boolean;
+    answer: (request: Request) => Response | Promise<Response>;
+  },
+) {
+  const otherArrived = latch();
+  const otherAnswers = latch();
+  const provider = upstream(async (request) => {
+    const sent = (await request.clone().json()) as { messages: { content: string }[] };
+    if (sent.messages[0].content !== other.messages[0].content) return thisCall.answer(request);
+    otherArrived.open();
+    await otherAnswers.opened;
+    return openAiCompletion("done", other.usage);
+  });
+  const otherCall = routerTimingOutAfter(10_000).chat(
+    { messages: other.messages, max_tokens: other.maxTokens },
+    { workspaceId, chargeKey: `${name}-other` },
+  );
+  await otherArrived.opened;
+  const failure = await routerTimingOutAfter(thisCall.attemptTimeoutMs)
+    .chat(
+      { messages, max_tokens: thisCall.maxTokens },
+      {
+        workspaceId,
+        chargeKey: `${name}-this`,
+        ...(thisCall.wholeFromStream ? { wholeFromStream: true } : {}),
+      },
+    )
+    .catch((error: unknown) => error);
+  const release = async () => {
+    otherAnswers.open();
+    await otherCall;
+  };
+  return { failure, asked: provider.asked, release };
 }
 
 describe("a call whose attempt ended unfinished, before it tries again", () => {
@@ -224,47 +280,23 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS + 29, reserved_tokens: 0 });
   });
 
-  /**
-   * Another call (a short prompt, `otherMaxTokens`) is held at the upstream until released; meanwhile this call
-   * (max_tokens 1) times out once. What this call ended with, and the other's usage once it answered.
-   */
-  async function beside(dailyTokens: number, model: string, otherMessages: typeof messages, otherMaxTokens: number) {
-    const workspace = await budgeted(dailyTokens, model);
-    const otherArrived = latch();
-    const otherAnswers = latch();
-    const provider = upstream(async (request) => {
-      const sent = (await request.clone().json()) as { messages: { content: string }[] };
-      if (sent.messages[0].content !== otherMessages[0].content) return hang(request);
-      otherArrived.open();
-      await otherAnswers.opened;
-      return openAiCompletion("done", { prompt_tokens: 5, completion_tokens: 1 });
-    });
-    const other = routerTimingOutAfter(10_000).chat(
-      { messages: otherMessages, max_tokens: otherMaxTokens },
-      { workspaceId: workspace.id, chargeKey: `${model}-other` },
-    );
-    await otherArrived.opened;
-    const failure = await routerTimingOutAfter(100)
-      .chat({ messages, max_tokens: 1 }, { workspaceId: workspace.id, chargeKey: `${model}-this` })
-      .catch((error: unknown) => error);
-    otherAnswers.open();
-    await other;
-    return { workspace, failure, asked: provider.asked };
-  }
-
   it("ends with budget_held too when its hold got only part of the room, the rest held by another call", async () => {
     // 1,000 tokens a day; another call holds 985 (its prompt and max_tokens 976), this one 10 (its prompt and
     // max_tokens 1). The timed-out prompt's hold gets the 5 left; the 6 this call has then cannot hold the prompt
     // again, but the other's 985 come back as it settles: a retry in seconds may go on.
+    const model = "gpt-4o-mini-partly-held";
+    const workspace = await budgeted(1_000, model);
     const otherMessages = [{ role: "user" as const, content: "Refactor the lexer." }];
-    const { workspace, failure, asked } = await beside(1_000, "gpt-4o-mini-partly-held", otherMessages, 976);
+    const { failure, asked, release } = await besideHeldCall(
+      workspace.id,
+      model,
+      { messages: otherMessages, maxTokens: 976, usage: { prompt_tokens: 5, completion_tokens: 1 } },
+      { maxTokens: 1, attemptTimeoutMs: 100, answer: hang },
+    );
+    await release();
     expect(asked).toEqual([976, 1]);
     expect(failure).toMatchObject({ kind: "budget_exhausted", held: true, retryable: true, period: "daily" });
-    const told = llmErrorToApiError(failure) as ApiError;
-    expect(told.status).toBe(429);
-    expect(told.headers).not.toHaveProperty("X-Should-Retry");
-    expect(told.headers).toMatchObject({ "Retry-After": "5" });
-    expect(problemBody(told, "req_test")).toMatchObject({
+    expect(problemBody(toldHeld(failure), "req_test")).toMatchObject({
       reason: "budget_held",
       retryable: true,
       metric: "tokens",
@@ -280,8 +312,16 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
     // timed-out prompt's hold is refused, the room all held; but the call has 1 token left, and the other's 6 would
     // make 7, short of the 10 its prompt and an answer need. Telling it to retry in seconds would only see it
     // refused again: the budget is as good as spent until the day ends.
+    const model = "gpt-4o-mini-held-too-little";
+    const workspace = await budgeted(16, model);
     const shortPrompt = [{ role: "user" as const, content: "Hi" }];
-    const { failure, asked } = await beside(16, "gpt-4o-mini-held-too-little", shortPrompt, 1);
+    const { failure, asked, release } = await besideHeldCall(
+      workspace.id,
+      model,
+      { messages: shortPrompt, maxTokens: 1, usage: { prompt_tokens: 5, completion_tokens: 1 } },
+      { maxTokens: 1, attemptTimeoutMs: 100, answer: hang },
+    );
+    await release();
     expect(asked).toEqual([1, 1]);
     expect(failure).toMatchObject({ kind: "budget_exhausted", held: false, retryable: false, period: "daily" });
     expect(problemBody(llmErrorToApiError(failure) as ApiError, "req_test")).toMatchObject({
@@ -307,41 +347,24 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
       { ...NO_BUDGETS, daily_tokens: 159, daily_cost_usd: 0.001645 },
     );
     const otherMessages = [{ role: "user" as const, content: "Refactor the lexer." }];
-    const otherArrived = latch();
-    const otherAnswers = latch();
-    const provider = upstream(async (request) => {
-      const sent = (await request.clone().json()) as { messages: { content: string }[] };
-      if (sent.messages[0].content !== otherMessages[0].content) return hang(request);
-      otherArrived.open();
-      await otherAnswers.opened;
-      return openAiCompletion("done", { prompt_tokens: PROMPT_TOKENS, completion_tokens: 1 });
-    });
-    const otherCall = routerTimingOutAfter(10_000).chat(
-      { messages: otherMessages, max_tokens: 100 },
-      { workspaceId: workspace.id, chargeKey: "held-dollars-other" },
+    const { failure, asked, release } = await besideHeldCall(
+      workspace.id,
+      "held-dollars",
+      { messages: otherMessages, maxTokens: 100, usage: { prompt_tokens: PROMPT_TOKENS, completion_tokens: 1 } },
+      { maxTokens: 100, attemptTimeoutMs: 100, answer: hang },
     );
-    await otherArrived.opened;
-    const failure = await routerTimingOutAfter(100)
-      .chat({ messages, max_tokens: 100 }, { workspaceId: workspace.id, chargeKey: "held-dollars-this" })
-      .catch((error: unknown) => error);
-    expect(provider.asked).toEqual([100, 3]);
+    expect(asked).toEqual([100, 3]);
     expect(failure).toBeInstanceOf(BudgetExhaustedError);
     expect(failure).toMatchObject({ kind: "budget_exhausted", held: true, retryable: true, period: "daily" });
-    const told = llmErrorToApiError(failure) as ApiError;
-    expect(told.status).toBe(429);
-    expect(told.headers).not.toHaveProperty("X-Should-Retry");
-    expect(told.headers).toMatchObject({ "Retry-After": "5" });
-    expect(problemBody(told, "req_test")).toMatchObject({
+    expect(problemBody(toldHeld(failure), "req_test")).toMatchObject({
       reason: "budget_held",
       retryable: true,
       timed_out_attempts: [{ provider: "openai", model, prompt_tokens: PROMPT_TOKENS, completion_tokens: 0 }],
     });
-    otherAnswers.open();
-    await otherCall;
+    await release();
     // Far from spent: the timed-out prompt and the other call's 10 tokens; nothing held.
     expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: PROMPT_TOKENS + 10, reserved_tokens: 0 });
     // As it was told: asked again, the call answers.
-    provider.asked.length = 0;
     const again = await routerTimingOutAfter(10_000).chat(
       { messages: otherMessages, max_tokens: 1 },
       { workspaceId: workspace.id, chargeKey: "held-dollars-again" },
@@ -366,57 +389,46 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
       { ...NO_BUDGETS, daily_tokens: 139, daily_cost_usd: 0.0016 },
     );
     expect(costUsd("openai", model, { prompt_tokens: 5, completion_tokens: 2 })).toBe(0.000055);
-    const otherMessages = [{ role: "user" as const, content: "Hi" }];
-    const otherArrived = latch();
-    const otherAnswers = latch();
     let healed = false;
-    const provider = upstream(async (request) => {
-      const sent = (await request.clone().json()) as { messages: { content: string }[] };
-      if (healed) return openAiCompletion("done", { prompt_tokens: PROMPT_TOKENS, completion_tokens: 2 });
-      if (sent.messages[0].content === otherMessages[0].content) {
-        otherArrived.open();
-        await otherAnswers.opened;
-        return openAiCompletion("done", { prompt_tokens: 1, completion_tokens: 0 });
-      }
-      return streamBrokenAfter([written]);
-    });
-    const otherCall = routerTimingOutAfter(10_000).chat(
-      { messages: otherMessages, max_tokens: 2 },
-      { workspaceId: workspace.id, chargeKey: "free-tokens-other" },
+    const { failure, asked, release } = await besideHeldCall(
+      workspace.id,
+      "free-tokens",
+      {
+        messages: [{ role: "user" as const, content: "Hi" }],
+        maxTokens: 2,
+        usage: { prompt_tokens: 1, completion_tokens: 0 },
+      },
+      {
+        maxTokens: 100,
+        attemptTimeoutMs: 5_000,
+        wholeFromStream: true,
+        answer: () =>
+          healed
+            ? openAiCompletion("done", { prompt_tokens: PROMPT_TOKENS, completion_tokens: 2 })
+            : streamBrokenAfter([written]),
+      },
     );
-    await otherArrived.opened;
-    const failure = await routerTimingOutAfter(5_000)
-      .chat(
-        { messages, max_tokens: 100 },
-        { workspaceId: workspace.id, chargeKey: "free-tokens-this", wholeFromStream: true },
-      )
-      .catch((error: unknown) => error);
-    expect(provider.asked).toEqual([2, 100]);
+    expect(asked).toEqual([2, 100]);
     expect(failure).toBeInstanceOf(BudgetExhaustedError);
     expect(failure).toMatchObject({ kind: "budget_exhausted", held: true, retryable: true, period: "daily" });
-    const told = llmErrorToApiError(failure) as ApiError;
-    expect(told.status).toBe(429);
-    expect(told.headers).not.toHaveProperty("X-Should-Retry");
-    expect(told.headers).toMatchObject({ "Retry-After": "5" });
-    expect(problemBody(told, "req_test")).toMatchObject({
+    expect(problemBody(toldHeld(failure), "req_test")).toMatchObject({
       reason: "budget_held",
       retryable: true,
       interrupted_attempts: [{ prompt_tokens: PROMPT_TOKENS, completion_tokens: writtenTokens }],
     });
-    otherAnswers.open();
-    await otherCall;
+    await release();
     expect(await budgetUsed(workspace.id)).toMatchObject({
       tokens: PROMPT_TOKENS + writtenTokens + 1,
       reserved_tokens: 0,
     });
     // As it was told: asked again, the call answers, cut to the 2 tokens the 0.00008 USD left allow.
     healed = true;
-    provider.asked.length = 0;
+    asked.length = 0;
     const again = await routerTimingOutAfter(10_000).chat(
       { messages, max_tokens: 100 },
       { workspaceId: workspace.id, chargeKey: "free-tokens-again" },
     );
-    expect(provider.asked).toEqual([2]);
+    expect(asked).toEqual([2]);
     expect(again).toMatchObject({ message: { content: "done" }, attempts: 1 });
   });
 
@@ -435,32 +447,18 @@ describe("a call whose attempt ended unfinished, before it tries again", () => {
       { ...NO_BUDGETS, daily_tokens: 118, daily_cost_usd: 0.001615 },
     );
     expect(costUsd("openai", model, { prompt_tokens: 5, completion_tokens: 3 })).toBe(0.00007);
-    const otherMessages = [{ role: "user" as const, content: "Hi" }];
-    const otherArrived = latch();
-    const otherAnswers = latch();
-    const provider = upstream(async (request) => {
-      const sent = (await request.clone().json()) as { messages: { content: string }[] };
-      if (sent.messages[0].content === otherMessages[0].content) {
-        otherArrived.open();
-        await otherAnswers.opened;
-        return openAiCompletion("done", { prompt_tokens: 5, completion_tokens: 1 });
-      }
-      return streamBrokenAfter([written]);
-    });
-    const otherCall = routerTimingOutAfter(10_000).chat(
-      { messages: otherMessages, max_tokens: 3 },
-      { workspaceId: workspace.id, chargeKey: "names-tokens-other" },
+    const { failure, asked, release } = await besideHeldCall(
+      workspace.id,
+      "names-tokens",
+      {
+        messages: [{ role: "user" as const, content: "Hi" }],
+        maxTokens: 3,
+        usage: { prompt_tokens: 5, completion_tokens: 1 },
+      },
+      { maxTokens: 100, attemptTimeoutMs: 5_000, wholeFromStream: true, answer: () => streamBrokenAfter([written]) },
     );
-    await otherArrived.opened;
-    const failure = await routerTimingOutAfter(5_000)
-      .chat(
-        { messages, max_tokens: 100 },
-        { workspaceId: workspace.id, chargeKey: "names-tokens-this", wholeFromStream: true },
-      )
-      .catch((error: unknown) => error);
-    otherAnswers.open();
-    await otherCall;
-    expect(provider.asked).toEqual([3, 100]);
+    await release();
+    expect(asked).toEqual([3, 100]);
     expect(failure).toMatchObject({ kind: "budget_exhausted", held: false, retryable: false, metric: "tokens" });
     expect((failure as Error).message).toContain("daily token budget has no room for another attempt");
     expect(problemBody(llmErrorToApiError(failure) as ApiError, "req_test")).toMatchObject({
