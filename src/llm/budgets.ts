@@ -52,6 +52,29 @@ export function budgetGate(
       leases.doneAsking(amounts.workspaceId);
     }
   };
+  /**
+   * Releases a reservation whose answer was lost. Settling a key the counter never took counts nothing, and a
+   * reservation that reaches it after that finds the key settled and holds nothing (BudgetBook.reserve).
+   */
+  const giveBackLost = async (amounts: BudgetAmounts, context: CallContext) => {
+    try {
+      await withWriteRetries(() =>
+        config.WORKSPACE_LIMITER.getByName(amounts.workspaceId).settleBudget({
+          chargeKey: amounts.chargeKey,
+          limits: amounts.budgets,
+          tokens: 0,
+          costUsd: 0,
+          events: eventContext(context),
+        }),
+      );
+    } catch (error) {
+      logger.warn("a reservation whose answer was lost is held until it lapses", {
+        error,
+        workspace_id: amounts.workspaceId,
+        charge_key: amounts.chargeKey,
+      });
+    }
+  };
   return {
     async reserve(amounts, context) {
       const budgets = amounts.budgets;
@@ -79,6 +102,10 @@ export function budgetGate(
         // Spending without a working counter could overrun a budget: refuse, but as something to retry. Its own
         // kind: told as all_providers_failed, the caller (and a task's run error) blamed providers never asked.
         logger.error("budget reservation failed", { error, workspace_id: amounts.workspaceId });
+        // The counter may have taken the reservation, its answer lost on the way back (a Durable Object reset by a
+        // deploy): it would hold that room from every call for RESERVATION_TTL_MS, 30 minutes. A hold beside a call
+        // is given back as the call settles (coverUnfinished); the call's own reservation, which ends it, now.
+        if (!amounts.beside) keep(giveBackLost(amounts, context));
         throw new LlmError("budget_unavailable", "the budget counter is unavailable; retry shortly", true);
       } finally {
         if (asks) leases.doneAsking(amounts.workspaceId);

@@ -1,6 +1,6 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { ApiError } from "../../src/lib/problem.ts";
 import { BudgetBook } from "../../src/limits/budgets.ts";
 import { LimiterCore } from "../../src/limits/limiter-core.ts";
@@ -8,6 +8,7 @@ import { llmErrorToApiError } from "../../src/llm/http-errors.ts";
 import { BudgetExhaustedError, createLlmRouter } from "../../src/llm/index.ts";
 import {
   BASE,
+  budgetUsed,
   eventsOf,
   fetcher,
   limiterOutboxDrained,
@@ -559,6 +560,37 @@ describe("a budget counter that does not answer", () => {
     const answered = llmErrorToApiError(refusal) as ApiError;
     expect(answered).toMatchObject({ status: 503, extensions: { reason: "budget_unavailable", retryable: true } });
     expect(answered.headers).toMatchObject({ "Retry-After": "1" });
+  });
+
+  it("gives back a reservation the counter took though its answer was lost, rather than hold it 30 minutes", async () => {
+    const workspace = await workspaceWith(
+      { strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1" }] },
+      { ...NONE, daily_tokens: 10_000 },
+    );
+    // The limiter takes the reservation, but its answer is lost on the way back (a reset by a deploy).
+    const answerLost = {
+      getByName(name: string) {
+        const stub = env.WORKSPACE_LIMITER.getByName(name);
+        return {
+          reserveBudget: async (input: Parameters<typeof stub.reserveBudget>[0]) => {
+            await stub.reserveBudget(input);
+            throw new Error("Network connection lost.");
+          },
+          settleBudget: (input: Parameters<typeof stub.settleBudget>[0]) => stub.settleBudget(input),
+        };
+      },
+    };
+    const router = createLlmRouter(llmConfig({ WORKSPACE_LIMITER: answerLost }), { logger: quietLogger });
+    const refusal = await router
+      .chat(
+        { messages: [{ role: "user", content: "hi" }], max_tokens: 500 },
+        { workspaceId: workspace.id, chargeKey: "answer-lost" },
+      )
+      .catch((error: unknown) => error);
+    expect(refusal).toMatchObject({ kind: "budget_unavailable", retryable: true });
+    await vi.waitFor(async () =>
+      expect(await budgetUsed(workspace.id)).toMatchObject({ tokens: 0, reserved_tokens: 0 }),
+    );
   });
 });
 
