@@ -18,6 +18,7 @@ import {
   checkTypePatterns,
   initialSubscription,
   Matcher,
+  oversize,
   removeFrom,
   type Subscription,
 } from "./subscription.ts";
@@ -352,6 +353,11 @@ export class EventHubCore {
     }
     const change = frame.data.type === "subscribe" ? addTo : removeFrom;
     const subscription = change(state.subscription, types.values, channels.values);
+    const tooLarge = oversize(subscription);
+    if (tooLarge) {
+      socket.send(errorFrame(ERROR_CODES.BAD_FRAME, tooLarge));
+      return;
+    }
     socket.serializeAttachment({ subscription, version: state.version, holder: state.holder } satisfies Attachment);
     state.subscription = subscription;
     state.matcher = new Matcher(subscription);

@@ -110,11 +110,27 @@ export function initialSubscription(types: string[], channels: string[]): Subscr
   return { types: types.length ? types : [ALL], channels: channels.length ? channels : [ALL] };
 }
 
+/** The union, whatever its size: the caller refuses one over the limit (see oversize). */
 export function addTo(subscription: Subscription, types: string[], channels: string[]): Subscription {
   return {
-    types: [...new Set([...subscription.types, ...types])].slice(0, MAX_PATTERNS),
-    channels: [...new Set([...subscription.channels, ...channels])].slice(0, MAX_PATTERNS),
+    types: [...new Set([...subscription.types, ...types])],
+    channels: [...new Set([...subscription.channels, ...channels])],
   };
+}
+
+/**
+ * Why a subscription is over the limit, or null. A subscribe that would pass it is refused whole: cutting the
+ * union down would drop patterns the client was just told it has, and the events they match with them.
+ */
+export function oversize(subscription: Subscription): string | null {
+  for (const [list, what] of [
+    [subscription.types, "type patterns"],
+    [subscription.channels, "channels"],
+  ] as const) {
+    if (list.length > MAX_PATTERNS)
+      return `a subscription holds at most ${MAX_PATTERNS} ${what}; this one would hold ${list.length}: unsubscribe some first`;
+  }
+  return null;
 }
 
 export function removeFrom(subscription: Subscription, types: string[], channels: string[]): Subscription {
