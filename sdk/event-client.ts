@@ -1,5 +1,7 @@
-import { type EventType, type PublishedEvent, validateEvent } from "../src/events/catalog.ts";
+import { EVENT_ID_PATTERN, type EventType, type PublishedEvent, validateEvent } from "../src/events/catalog.ts";
 import { PING_FRAME } from "../src/events/frames.ts";
+import { checkChannels, checkTypePatterns, oversize } from "../src/events/subscription.ts";
+import { checkRequestedVersion } from "../src/events/versioning.ts";
 import { type BackoffOptions, backoffDelayMs, DEFAULT_BACKOFF } from "./backoff.ts";
 import { RecentIds } from "./dedupe.ts";
 import { MgxApiError, MgxClient } from "./rest.ts";
@@ -89,6 +91,13 @@ export class EventClient {
     this.types = [...(options.types ?? ["*"])];
     this.channels = [...(options.channels ?? ["*"])];
     this.lastId = options.lastEventId ?? null;
+    refuseSubscription(this.types, this.channels, { types: this.types, channels: this.channels });
+    if (options.version !== undefined) {
+      const version = checkRequestedVersion(options.version);
+      if (!version.ok) throw new TypeError(`EventClient: ${version.message}`);
+    }
+    if (this.lastId !== null && !(this.lastId.length <= 64 && EVENT_ID_PATTERN.test(this.lastId)))
+      throw new TypeError(`EventClient: lastEventId ${JSON.stringify(this.lastId.slice(0, 80))} is not an event id`);
   }
 
   /** The resume point: the last event handed to the handlers. Persist it to resume across page loads. */
@@ -134,13 +143,24 @@ export class EventClient {
     void this.open();
   }
 
+  /**
+   * Adds to the subscription. Throws (a TypeError, nothing changed) on what the server would refuse: it would
+   * answer with an error frame, and every reconnection URL carrying it would be refused (422) from then on.
+   */
   subscribe(types: string[] = [], channels: string[] = []): void {
-    this.types = [...new Set([...this.types, ...types])];
-    this.channels = [...new Set([...this.channels, ...channels])];
+    const next = {
+      types: [...new Set([...this.types, ...types])],
+      channels: [...new Set([...this.channels, ...channels])],
+    };
+    refuseSubscription(types, channels, next);
+    this.types = next.types;
+    this.channels = next.channels;
     this.send({ type: "subscribe", types, channels });
   }
 
+  /** Removes from the subscription; throws (a TypeError, nothing changed) on a malformed type pattern or channel. */
   unsubscribe(types: string[] = [], channels: string[] = []): void {
+    refuseSubscription(types, channels, { types: [], channels: [] });
     this.types = this.types.filter((type) => !types.includes(type));
     this.channels = this.channels.filter((channel) => !channels.includes(channel));
     this.send({ type: "unsubscribe", types, channels });
@@ -336,4 +356,18 @@ export class EventClient {
       this.emitError(error);
     }
   }
+}
+
+/** The server's own checks (src/events/subscription.ts), so a subscription it would refuse never leaves the client. */
+function refuseSubscription(
+  types: string[],
+  channels: string[],
+  result: { types: string[]; channels: string[] },
+): void {
+  const checkedTypes = checkTypePatterns(types);
+  if (!checkedTypes.ok) throw new TypeError(`EventClient: ${checkedTypes.message}`);
+  const checkedChannels = checkChannels(channels);
+  if (!checkedChannels.ok) throw new TypeError(`EventClient: ${checkedChannels.message}`);
+  const tooLarge = oversize(result);
+  if (tooLarge) throw new TypeError(`EventClient: ${tooLarge}`);
 }

@@ -1,5 +1,6 @@
 import { exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import { EventClient, type PublishedEvent } from "../../sdk/index.ts";
 import { createTestKey, createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
 import { publishMessage, type TestSocket, watch } from "../unit/events/hub-client.ts";
 
@@ -59,5 +60,96 @@ describe("subscription limits", () => {
     const wanted = await publishMessage(workspace.id, { task_id: "one_more" });
     expect((await client.waitForEvents(2)).map((event) => event.seq)).toEqual([last.seq, wanted.seq]);
     client.socket.close(1000);
+  });
+});
+
+/**
+ * The SDK's WebSocket, over the app inside workerd: the upgrade goes through the real route, and a refused
+ * one (a 4xx) ends as a browser's does, an error then a close, with the status kept for the test.
+ */
+function workerdSocketFactory(statuses: number[]) {
+  return (url: string) => {
+    const listeners = new Map<string, ((event: any) => void)[]>();
+    const emit = (type: string, event: unknown) => {
+      for (const listener of listeners.get(type) ?? []) listener(event);
+    };
+    let socket: WebSocket | null = null;
+    const fake = {
+      readyState: 0,
+      addEventListener: (type: string, listener: (event: any) => void) =>
+        listeners.set(type, [...(listeners.get(type) ?? []), listener]),
+      send: (text: string) => socket?.send(text),
+      close: (code?: number, reason?: string) => socket?.close(code, reason),
+    };
+    void fetcher(url.replace(/^ws/, "http"), { headers: { Upgrade: "websocket" } }).then((response) => {
+      statuses.push(response.status);
+      if (!response.webSocket) {
+        fake.readyState = 3;
+        emit("error", {});
+        emit("close", { code: 1006 });
+        return;
+      }
+      socket = response.webSocket;
+      socket.accept();
+      socket.addEventListener("message", (message) => emit("message", message));
+      socket.addEventListener("close", (event) => {
+        fake.readyState = 3;
+        emit("close", event);
+      });
+      fake.readyState = 1;
+      emit("open", {});
+    });
+    return fake as unknown as WebSocket;
+  };
+}
+
+describe("EventClient (sdk/)", () => {
+  it("refuses, by throwing, a subscription the server would refuse, and stays connected to its events", async () => {
+    const statuses: number[] = [];
+    const received: PublishedEvent[] = [];
+    const errors: string[] = [];
+    const client = new EventClient({
+      baseUrl: BASE,
+      getTicket: async () => {
+        const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: reader.headers });
+        return ((await response.json()) as { ticket: string }).ticket;
+      },
+      WebSocket: workerdSocketFactory(statuses),
+      backoff: { baseDelayMs: 1, maxDelayMs: 5 },
+    });
+    client.on("*", (event) => received.push(event));
+    client.onError((error) => errors.push(error.message));
+    client.connect();
+    const waitFor = async (predicate: () => boolean) => {
+      const deadlineMs = Date.now() + 5_000;
+      while (!predicate()) {
+        if (Date.now() > deadlineMs) throw new Error(`timed out; upgrades: ${statuses}; errors: ${errors}`);
+        await new Promise((wake) => setTimeout(wake, 5));
+      }
+    };
+    await waitFor(() => client.state === "open");
+
+    expect(() => client.subscribe(["tasks.*"])).toThrow(
+      new TypeError('EventClient: "tasks.*" matches no event type (GET /api/v1/events/schema lists them)'),
+    );
+    expect(() => client.subscribe([], ["task:a b"])).toThrow(TypeError);
+    const many = Array.from({ length: 50 }, (_, i) => `task:t${i}`);
+    expect(() => client.subscribe([], many)).toThrow(
+      new TypeError(
+        "EventClient: a subscription holds at most 50 channels; this one would hold 51: unsubscribe some first",
+      ),
+    );
+
+    // The connection drops; the next one asks for the subscription as it stands, and the route accepts it.
+    const first = await publishMessage(workspace.id);
+    await waitFor(() => received.length === 1);
+    (client as unknown as { socket: WebSocket }).socket.close(4000, "test drops the connection");
+    await waitFor(() => statuses.length === 2 && client.state === "open");
+    const second = await publishMessage(workspace.id);
+    await waitFor(() => received.length === 2);
+    client.close();
+    expect(statuses).toEqual([101, 101]);
+    expect(received.map((event) => event.seq)).toEqual([first.seq, second.seq]);
+    expect(errors).toEqual([]);
   });
 });
