@@ -130,6 +130,24 @@ describe("EventClient", () => {
     client.close();
   });
 
+  it("refuses at construction the options every upgrade URL would carry and the server refuses (422)", () => {
+    const base = { baseUrl: "http://api.test", getTicket: async () => "tkt" };
+    expect(() => new EventClient({ ...base, types: ["task.exploded"] })).toThrow(
+      new TypeError('EventClient: "task.exploded" is not a known event type'),
+    );
+    expect(() => new EventClient({ ...base, channels: ["user:1"] })).toThrow(TypeError);
+    expect(() => new EventClient({ ...base, version: "3.0" })).toThrow(
+      new TypeError("EventClient: unknown major version 3; supported majors: 1, 2"),
+    );
+    expect(() => new EventClient({ ...base, lastEventId: "evt_ok;drop" })).toThrow(
+      new TypeError('EventClient: lastEventId "evt_ok;drop" is not an event id'),
+    );
+    expect(() => new EventClient({ ...base, lastEventId: `evt_${"a".repeat(61)}` })).toThrow(TypeError);
+    expect(new EventClient({ ...base, types: ["task.*"], version: "1.0", lastEventId: "evt_01" }).lastEventId).toBe(
+      "evt_01",
+    );
+  });
+
   it("buffers frames sent while disconnected and flushes them in order", async () => {
     const { client, next } = setup();
     client.subscribe(["tool.*"]);
