@@ -335,7 +335,7 @@ export class EventHubCore {
     }
     const frame = ClientFrameSchema.safeParse(parsed);
     if (!frame.success) {
-      socket.send(errorFrame(ERROR_CODES.BAD_FRAME, "Expected a subscribe, unsubscribe or ping frame."));
+      socket.send(errorFrame(ERROR_CODES.BAD_FRAME, frameProblem(ack?.type, frame.error.issues[0])));
       return;
     }
     if (frame.data.type === "ping") {
@@ -445,6 +445,15 @@ export class EventHubCore {
   connectionCount(): number {
     return this.host.sockets().filter((socket) => socket.readyState === OPEN).length;
   }
+}
+
+const CLIENT_FRAME_TYPES: readonly unknown[] = ["subscribe", "unsubscribe", "ping"];
+
+/** A frame of a known type says which field is wrong; "Expected a subscribe…" would send the client looking elsewhere. */
+function frameProblem(type: unknown, issue: { path: PropertyKey[]; message: string } | undefined): string {
+  if (!CLIENT_FRAME_TYPES.includes(type) || !issue) return "Expected a subscribe, unsubscribe or ping frame.";
+  const field = issue.path.map(String).join(".");
+  return `Invalid ${type as string} frame: ${field ? `${field}: ` : ""}${issue.message}`;
 }
 
 function versionedFrame(body: string, version: string): string {

@@ -63,6 +63,44 @@ describe("subscription limits", () => {
   });
 });
 
+describe("client frames", () => {
+  it("a subscribe, unsubscribe or ping frame with a bad field is told which field, and the stream goes on", async () => {
+    const client = await openStream("");
+    client.socket.send('{"type":"subscribe","types":"task.*"}');
+    client.send({ type: "subscribe", types: Array(51).fill("task.*") });
+    client.send({ type: "unsubscribe", channels: [7] });
+    client.send({ type: "ping", last_seq: 1.5 });
+    client.send({ type: "dance" });
+    await client.waitFor((frames) => frames.length === 5);
+    expect(client.frames).toEqual([
+      {
+        type: "error",
+        code: "BAD_FRAME",
+        message: "Invalid subscribe frame: types: Invalid input: expected array, received string",
+      },
+      {
+        type: "error",
+        code: "BAD_FRAME",
+        message: "Invalid subscribe frame: types: Too big: expected array to have <=50 items",
+      },
+      {
+        type: "error",
+        code: "BAD_FRAME",
+        message: "Invalid unsubscribe frame: channels.0: Invalid input: expected string, received number",
+      },
+      {
+        type: "error",
+        code: "BAD_FRAME",
+        message: "Invalid ping frame: last_seq: Invalid input: expected int, received number",
+      },
+      { type: "error", code: "BAD_FRAME", message: "Expected a subscribe, unsubscribe or ping frame." },
+    ]);
+    const after = await publishMessage(workspace.id);
+    expect((await client.waitForEvents(1)).map((event) => event.seq)).toEqual([after.seq]);
+    client.socket.close(1000);
+  });
+});
+
 /**
  * The SDK's WebSocket, over the app inside workerd: the upgrade goes through the real route, and a refused
  * one (a 4xx) ends as a browser's does, an error then a close, with the status kept for the test.
