@@ -19,17 +19,24 @@ export interface Subscription {
 const TYPE_PATTERN = /^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$/;
 const CHANNEL_PATTERN = /^(\*|(task|run|workflow):[A-Za-z0-9_-]{1,128})$/;
 
+/** Characters of a refused value quoted back: the client knows the rest, and a 1 MB pattern should not come back whole. */
+const QUOTED_MAX_CHARS = 64;
+
+function quoted(value: string): string {
+  return `"${value.length > QUOTED_MAX_CHARS ? `${value.slice(0, QUOTED_MAX_CHARS)}…` : value}"`;
+}
+
 export type ListCheck = { ok: true; values: string[] } | { ok: false; message: string };
 
 /** `task.*,tool.call` → checked patterns; an empty list means everything. */
 export function checkTypePatterns(values: readonly string[]): ListCheck {
   for (const value of values) {
-    if (!TYPE_PATTERN.test(value)) return { ok: false, message: `"${value}" is not an event type or pattern` };
+    if (!TYPE_PATTERN.test(value)) return { ok: false, message: `${quoted(value)} is not an event type or pattern` };
     if (!value.endsWith("*") && !(EVENT_TYPES as readonly string[]).includes(value))
-      return { ok: false, message: `"${value}" is not a known event type` };
+      return { ok: false, message: `${quoted(value)} is not a known event type` };
     // A wildcard no type falls under (`tasks.*` for `task.*`) would be accepted and never match anything.
     if (value !== ALL && value.endsWith("*") && !EVENT_TYPES.some((type) => type.startsWith(value.slice(0, -1))))
-      return { ok: false, message: `"${value}" matches no event type (GET /api/v1/events/schema lists them)` };
+      return { ok: false, message: `${quoted(value)} matches no event type (GET /api/v1/events/schema lists them)` };
   }
   if (values.length > MAX_PATTERNS) return { ok: false, message: `at most ${MAX_PATTERNS} type patterns` };
   return { ok: true, values: [...new Set(values)] };
@@ -38,7 +45,7 @@ export function checkTypePatterns(values: readonly string[]): ListCheck {
 export function checkChannels(values: readonly string[]): ListCheck {
   for (const value of values) {
     if (!CHANNEL_PATTERN.test(value))
-      return { ok: false, message: `"${value}" is not a channel (task:{id}, run:{id}, workflow:{id} or *)` };
+      return { ok: false, message: `${quoted(value)} is not a channel (task:{id}, run:{id}, workflow:{id} or *)` };
   }
   if (values.length > MAX_PATTERNS) return { ok: false, message: `at most ${MAX_PATTERNS} channels` };
   return { ok: true, values: [...new Set(values)] };

@@ -101,6 +101,34 @@ describe("client frames", () => {
   });
 });
 
+describe("refused values", () => {
+  it("are quoted back cut to 64 characters, over the WebSocket and in the upgrade's 422", async () => {
+    const huge = "x".repeat(500_000);
+    const shown = `"${"x".repeat(64)}…"`;
+    const client = await openStream("");
+    client.send({ type: "subscribe", types: [huge] });
+    client.send({ type: "subscribe", channels: [`task:${huge}`] });
+    await client.waitFor((frames) => frames.length === 2);
+    expect(client.frames).toEqual([
+      { type: "error", code: "BAD_FRAME", message: `${shown} is not a known event type` },
+      {
+        type: "error",
+        code: "BAD_FRAME",
+        message: `"task:${"x".repeat(59)}…" is not a channel (task:{id}, run:{id}, workflow:{id} or *)`,
+      },
+    ]);
+    client.socket.close(1000);
+
+    const refused = await fetcher(`${BASE}/api/v1/events/ws?types=${huge.slice(0, 20_000)}`, {
+      headers: { ...reader.headers, Upgrade: "websocket" },
+    });
+    expect(refused.status).toBe(422);
+    expect(((await refused.json()) as { errors: unknown[] }).errors).toEqual([
+      { path: "types", message: `${shown} is not a known event type` },
+    ]);
+  });
+});
+
 /**
  * The SDK's WebSocket, over the app inside workerd: the upgrade goes through the real route, and a refused
  * one (a 4xx) ends as a browser's does, an error then a close, with the status kept for the test.
