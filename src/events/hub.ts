@@ -318,6 +318,9 @@ export class EventHubCore {
   }
 
   onMessage(socket: HubSocket, message: string | ArrayBuffer): void {
+    // Closed by the hub (a slow consumer, a full hub): frames the client sent before it saw the close still
+    // arrive, and an answer would throw ("send() after close()") out of the Durable Object's handler.
+    if (socket.readyState !== OPEN) return;
     const state = this.stateOf(socket);
     if (!state) return;
     let parsed: unknown;

@@ -120,6 +120,23 @@ describe("slow consumers", () => {
   });
 });
 
+describe("frames from a socket the hub has closed", () => {
+  it("are not answered: the slow consumer's last frame stays SLOW_CONSUMER, and nothing throws", async () => {
+    await withCore({ maxUnackedBytes: 5_000 }, async (core) => {
+      const stalled = new FakeSocket();
+      core.connect(stalled, connectAll);
+      for (let i = 0; i < 10; i++) await core.publish(toolCall("ws_core", 1_000));
+      expect(stalled.closedWith?.code).toBe(1013);
+      const sentBefore = stalled.sent.length;
+      // Sent by the client before it saw the close: a subscribe, a bad frame, a ping spelled with spaces.
+      for (const frame of ['{"type":"subscribe","types":["task.*"]}', "garbage", '{ "type": "ping" }'])
+        expect(() => core.onMessage(stalled, frame)).not.toThrow();
+      expect(stalled.sent).toHaveLength(sentBefore);
+      expect(stalled.frames().at(-1)).toMatchObject({ type: "error", code: "SLOW_CONSUMER" });
+    });
+  });
+});
+
 describe("group commit", () => {
   it("publishes that arrive together are appended in call order and sent once each", async () => {
     await withCore({}, async (core) => {
