@@ -1,6 +1,6 @@
 import { EVENT_ID_PATTERN, type EventType, type PublishedEvent, validateEvent } from "../src/events/catalog.ts";
 import { PING_FRAME } from "../src/events/frames.ts";
-import { checkChannels, checkTypePatterns, oversize } from "../src/events/subscription.ts";
+import { channelsOf, checkChannels, checkTypePatterns, Matcher, oversize } from "../src/events/subscription.ts";
 import { checkRequestedVersion } from "../src/events/versioning.ts";
 import { type BackoffOptions, backoffDelayMs, DEFAULT_BACKOFF } from "./backoff.ts";
 import { RecentIds } from "./dedupe.ts";
@@ -73,6 +73,8 @@ export class EventClient {
   private socket: SocketLike | null = null;
   private types: string[];
   private channels: string[];
+  /** The subscription as this client last set it, applied to what arrives too (see onEvent). */
+  private matcher: Matcher;
   private attempt = 0;
   private sinceAck = 0;
   private sinceAckBytes = 0;
@@ -92,6 +94,7 @@ export class EventClient {
     this.channels = [...(options.channels ?? ["*"])];
     this.lastId = options.lastEventId ?? null;
     refuseSubscription(this.types, this.channels, { types: this.types, channels: this.channels });
+    this.matcher = new Matcher({ types: this.types, channels: this.channels });
     if (options.version !== undefined) {
       const version = checkRequestedVersion(options.version);
       if (!version.ok) throw new TypeError(`EventClient: ${version.message}`);
@@ -155,6 +158,7 @@ export class EventClient {
     refuseSubscription(types, channels, next);
     this.types = next.types;
     this.channels = next.channels;
+    this.matcher = new Matcher(next);
     this.send({ type: "subscribe", types, channels });
   }
 
@@ -163,6 +167,7 @@ export class EventClient {
     refuseSubscription(types, channels, { types: [], channels: [] });
     this.types = this.types.filter((type) => !types.includes(type));
     this.channels = this.channels.filter((channel) => !channels.includes(channel));
+    this.matcher = new Matcher({ types: this.types, channels: this.channels });
     this.send({ type: "unsubscribe", types, channels });
   }
 
@@ -287,7 +292,10 @@ export class EventClient {
           `invalid event ${eventId}: ${check.issues.map((issue) => `${issue.path} ${issue.message}`).join("; ")}`,
         ),
       );
-    } else {
+    } else if (this.matcher.matches(check.event.event_type, channelsOf(check.event))) {
+      // The server may still send what this client no longer wants: frames already on their way when it
+      // unsubscribed, and after a reconnection a URL cannot ask for "no types", so the replay (before the
+      // unsubscribe frame lands) is of every type. They move the resume point but reach no handler.
       const event = { ...check.event, seq } as PublishedEvent;
       for (const handler of this.handlers.get(event.event_type) ?? []) this.safely(handler, event);
       for (const handler of this.handlers.get("*") ?? []) this.safely(handler, event);

@@ -169,30 +169,41 @@ function workerdSocketFactory(statuses: number[]) {
   };
 }
 
+/**
+ * An EventClient on the route (tickets from the reader key), recording upgrade statuses, events and errors.
+ * A reconnection waits for `reconnectWhen`, so a test can publish while the client is away.
+ */
+function clientOverRoute(reconnectWhen: Promise<void> = Promise.resolve()) {
+  const statuses: number[] = [];
+  const received: PublishedEvent[] = [];
+  const errors: string[] = [];
+  const client = new EventClient({
+    baseUrl: BASE,
+    getTicket: async () => {
+      if (statuses.length > 0) await reconnectWhen;
+      const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: reader.headers });
+      return ((await response.json()) as { ticket: string }).ticket;
+    },
+    WebSocket: workerdSocketFactory(statuses),
+    backoff: { baseDelayMs: 1, maxDelayMs: 5 },
+  });
+  client.on("*", (event) => received.push(event));
+  client.onError((error) => errors.push(error.message));
+  const waitFor = async (predicate: () => boolean) => {
+    const deadlineMs = Date.now() + 5_000;
+    while (!predicate()) {
+      if (Date.now() > deadlineMs) throw new Error(`timed out; upgrades: ${statuses}; errors: ${errors}`);
+      await new Promise((wake) => setTimeout(wake, 5));
+    }
+  };
+  const drop = () => (client as unknown as { socket: WebSocket }).socket.close(4000, "test drops the connection");
+  return { client, statuses, received, errors, waitFor, drop };
+}
+
 describe("EventClient (sdk/)", () => {
   it("refuses, by throwing, a subscription the server would refuse, and stays connected to its events", async () => {
-    const statuses: number[] = [];
-    const received: PublishedEvent[] = [];
-    const errors: string[] = [];
-    const client = new EventClient({
-      baseUrl: BASE,
-      getTicket: async () => {
-        const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: reader.headers });
-        return ((await response.json()) as { ticket: string }).ticket;
-      },
-      WebSocket: workerdSocketFactory(statuses),
-      backoff: { baseDelayMs: 1, maxDelayMs: 5 },
-    });
-    client.on("*", (event) => received.push(event));
-    client.onError((error) => errors.push(error.message));
+    const { client, statuses, received, errors, waitFor, drop } = clientOverRoute();
     client.connect();
-    const waitFor = async (predicate: () => boolean) => {
-      const deadlineMs = Date.now() + 5_000;
-      while (!predicate()) {
-        if (Date.now() > deadlineMs) throw new Error(`timed out; upgrades: ${statuses}; errors: ${errors}`);
-        await new Promise((wake) => setTimeout(wake, 5));
-      }
-    };
     await waitFor(() => client.state === "open");
 
     expect(() => client.subscribe(["tasks.*"])).toThrow(
@@ -209,13 +220,45 @@ describe("EventClient (sdk/)", () => {
     // The connection drops; the next one asks for the subscription as it stands, and the route accepts it.
     const first = await publishMessage(workspace.id);
     await waitFor(() => received.length === 1);
-    (client as unknown as { socket: WebSocket }).socket.close(4000, "test drops the connection");
+    drop();
     await waitFor(() => statuses.length === 2 && client.state === "open");
     const second = await publishMessage(workspace.id);
     await waitFor(() => received.length === 2);
     client.close();
     expect(statuses).toEqual([101, 101]);
     expect(received.map((event) => event.seq)).toEqual([first.seq, second.seq]);
+    expect(errors).toEqual([]);
+  });
+
+  it("hands no handler the events of types it unsubscribed from, even those replayed after a reconnection", async () => {
+    let allowReconnection = () => {};
+    const { client, statuses, received, errors, waitFor, drop } = clientOverRoute(
+      new Promise<void>((allow) => (allowReconnection = allow)),
+    );
+    const settle = () => new Promise((wake) => setTimeout(wake, 150));
+    client.connect();
+    await waitFor(() => client.state === "open");
+    const wanted = await publishMessage(workspace.id);
+    await waitFor(() => received.length === 1);
+
+    client.unsubscribe(["*"]); // no type at all, for now
+    await settle();
+    drop();
+    // Published while it is away: the resume URL cannot say "no types", so the replay brings them.
+    const missed = [await publishMessage(workspace.id), await publishMessage(workspace.id)];
+    allowReconnection();
+    await waitFor(() => statuses.length === 2 && client.state === "open");
+    await settle();
+    expect(received.map((event) => event.seq)).toEqual([wanted.seq]);
+    // Seen all the same: the resume point is past them.
+    expect(client.lastEventId).toBe(missed[1].event_id);
+
+    client.subscribe(["agent.*"]);
+    await settle();
+    const again = await publishMessage(workspace.id);
+    await waitFor(() => received.length === 2);
+    client.close();
+    expect(received.map((event) => event.seq)).toEqual([wanted.seq, again.seq]);
     expect(errors).toEqual([]);
   });
 });
