@@ -103,7 +103,10 @@ export class EventClient {
       throw new TypeError(`EventClient: lastEventId ${JSON.stringify(this.lastId.slice(0, 80))} is not an event id`);
   }
 
-  /** The resume point: the last event handed to the handlers. Persist it to resume across page loads. */
+  /**
+   * The resume point: the last event received (handed to the handlers, or outside the subscription).
+   * Persist it to resume across page loads.
+   */
   get lastEventId(): string | null {
     return this.lastId;
   }
