@@ -1,6 +1,8 @@
 import type { Principal } from "../auth/principal.ts";
+import { createDb } from "../db/client.ts";
 import type { AppConfig } from "../env.ts";
 import { ApiError } from "../lib/problem.ts";
+import { findWorkspace } from "../workspaces/service.ts";
 import type { PublishedEvent } from "./catalog.ts";
 import { CONNECT_HEADER, encodeConnect, type HubConnectRequest } from "./hub.ts";
 import { checkChannels, checkTypePatterns, splitList } from "./subscription.ts";
@@ -112,7 +114,7 @@ export interface StreamQuery {
  * authenticated principal must be allowed to read events.
  */
 export async function openEventStream(
-  config: Hubs,
+  config: Hubs & Pick<AppConfig, "DB">,
   request: Request,
   principal: Principal | undefined,
   query: StreamQuery,
@@ -125,6 +127,10 @@ export async function openEventStream(
   if (query.ticket) {
     const ticket = parseTicket(query.ticket);
     if (!ticket) throw new ApiError("UNAUTHENTICATED", "The ticket is malformed.");
+    // The ticket names the hub that redeems it, and a Durable Object comes into being when first called: a forged
+    // ticket naming a made-up workspace made one (and wrote its tables) per request, for anyone, unauthenticated.
+    // Only an existing workspace's hub is asked; the answer is the same as for an unknown ticket.
+    if (!(await findWorkspace(createDb(config.DB), ticket.workspaceId))) throw unknownTicket();
     workspaceId = ticket.workspaceId;
     ticketSecret = ticket.secret;
     holder = "ticket";
@@ -141,9 +147,13 @@ export async function openEventStream(
   };
   const headers = new Headers({ Upgrade: "websocket", [CONNECT_HEADER]: encodeConnect(connect) });
   const response = await config.EVENT_HUB.getByName(workspaceId).fetch("https://event-hub/connect", { headers });
-  if (response.status === 401) throw new ApiError("UNAUTHENTICATED", "The ticket is unknown, used or expired.");
+  if (response.status === 401) throw unknownTicket();
   if (response.status !== 101 || !response.webSocket)
     throw new Error(`event hub refused the upgrade: ${response.status}`);
   // A fresh response: the hub's has immutable headers, and middleware adds its own.
   return new Response(null, { status: 101, webSocket: response.webSocket });
+}
+
+function unknownTicket(): ApiError {
+  return new ApiError("UNAUTHENTICATED", "The ticket is unknown, used or expired.");
 }

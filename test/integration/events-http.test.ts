@@ -1,3 +1,4 @@
+import { listDurableObjectIds } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { PublishedEvent } from "../../src/events/catalog.ts";
@@ -145,6 +146,21 @@ describe("WebSocket stream and tickets", () => {
     expect(await again.json()).toMatchObject({ code: "UNAUTHENTICATED" });
     const forged = openEventStream(env, request, undefined, { ticket: `${ticket.slice(0, -3)}abc` });
     await expect(forged).rejects.toBeInstanceOf(ApiError);
+  });
+
+  it("refuses a forged ticket naming no workspace without creating a hub for it", async () => {
+    const hubsBefore = (await listDurableObjectIds(env.EVENT_HUB)).length;
+    for (const name of ["ws_made_up_1", "ws_made_up_2", "anything-at-all"]) {
+      const forged = await fetcher(`${BASE}/api/v1/events/ws?ticket=tkt_${"a".repeat(32)}.${name}`, {
+        headers: { Upgrade: "websocket" },
+      });
+      expect(forged.status).toBe(401);
+      expect(await forged.json()).toMatchObject({
+        code: "UNAUTHENTICATED",
+        detail: "The ticket is unknown, used or expired.",
+      });
+    }
+    expect((await listDurableObjectIds(env.EVENT_HUB)).length).toBe(hubsBefore);
   });
 
   it("does not let a principal without events:read take a ticket", async () => {
