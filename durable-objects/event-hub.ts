@@ -10,6 +10,7 @@ import {
   type HubHost,
   type HubSocket,
 } from "../src/events/hub.ts";
+import type { TicketHolder } from "../src/events/log.ts";
 import { Logger } from "../src/lib/logger.ts";
 
 /**
@@ -51,8 +52,12 @@ export class EventHub extends DurableObject {
     return this.core.history(query);
   }
 
-  issueTicket(holder: string): Promise<{ secret: string; expiresAtMs: number }> {
+  issueTicket(holder: TicketHolder): Promise<{ secret: string; expiresAtMs: number } | null> {
     return this.core.issueTicket(holder);
+  }
+
+  revokeKey(keyId: string): Promise<{ closedStreams: number; droppedTickets: number }> {
+    return this.core.revokeKey(keyId);
   }
 
   connectionCount(): number {
@@ -67,8 +72,9 @@ export class EventHub extends DurableObject {
     if (connect.ticketSecret !== null) {
       const holder = await this.core.redeemTicket(connect.ticketSecret);
       if (holder === null) return new Response("ticket unknown, used or expired", { status: 401 });
-      connect.holder = holder;
-    }
+      connect.holder = holder.display;
+      connect.keyId = holder.keyId;
+    } else if (this.core.refusesKey(connect.keyId ?? null)) return new Response("key revoked", { status: 401 });
     const pair = new WebSocketPair();
     this.core.connect(pair[1] as HubSocket, connect);
     return new Response(null, { status: 101, webSocket: pair[0] });

@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   CONNECTION_LIMIT: "CONNECTION_LIMIT",
   SLOW_CONSUMER: "SLOW_CONSUMER",
   BAD_FRAME: "BAD_FRAME",
+  /** The API key the stream was opened with (directly or through a ticket) was revoked. */
+  CREDENTIALS_REVOKED: "CREDENTIALS_REVOKED",
 } as const;
 
 export type ServerFrame =

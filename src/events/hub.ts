@@ -2,6 +2,7 @@ import { sha256Hex, toBase64Url } from "../lib/crypto.ts";
 import { Backlog } from "./backlog.ts";
 import type { EventEnvelope } from "./catalog.ts";
 import {
+  CLOSE_POLICY,
   CLOSE_TRY_AGAIN_LATER,
   ClientFrameSchema,
   ERROR_CODES,
@@ -10,7 +11,7 @@ import {
   PONG_FRAME,
   replayFrame,
 } from "./frames.ts";
-import { EventLog, type LogRow } from "./log.ts";
+import { EventLog, type LogRow, type TicketHolder } from "./log.ts";
 import {
   addTo,
   channelsOf,
@@ -82,6 +83,8 @@ export interface ConnectRequest {
   lastEventId: string | null;
   /** Who connects, for logs: a key's display name, "ticket", … */
   holder: string;
+  /** The API key the connection stands for (directly, or through the ticket it was issued to); absent or null: none. */
+  keyId?: string | null;
 }
 
 /** Set by the events route on the upgrade it forwards to the hub: the checked connect parameters. */
@@ -125,6 +128,8 @@ interface Attachment {
   subscription: Subscription;
   version: string | null;
   holder: string;
+  /** Absent on sockets attached before keys were recorded. */
+  keyId?: string | null;
 }
 
 interface SocketState extends Attachment {
@@ -142,6 +147,8 @@ interface PendingPublish {
 const OPEN = 1;
 const HISTORY_SCAN_ROWS = 2_000;
 const TICKET_BYTES = 24;
+/** How long a revoked key is refused here: far past the 4 s other isolates may take it from their caches (CACHE_TTL_MS). */
+const REVOKED_KEY_REFUSED_MS = 60_000;
 const MAX_TAGS = 10;
 
 export class EventHubCore {
@@ -283,7 +290,12 @@ export class EventHubCore {
       socket.close(CLOSE_TRY_AGAIN_LATER, "connection limit");
       return;
     }
-    const attachment: Attachment = { subscription, version: request.version, holder: request.holder };
+    const attachment: Attachment = {
+      subscription,
+      version: request.version,
+      holder: request.holder,
+      keyId: request.keyId ?? null,
+    };
     socket.serializeAttachment(attachment);
     const state: SocketState = {
       ...attachment,
@@ -361,7 +373,12 @@ export class EventHubCore {
       socket.send(errorFrame(ERROR_CODES.BAD_FRAME, tooLarge));
       return;
     }
-    socket.serializeAttachment({ subscription, version: state.version, holder: state.holder } satisfies Attachment);
+    socket.serializeAttachment({
+      subscription,
+      version: state.version,
+      holder: state.holder,
+      keyId: state.keyId,
+    } satisfies Attachment);
     state.subscription = subscription;
     state.matcher = new Matcher(subscription);
     socket.send(JSON.stringify({ type: "subscribed", ...subscription }));
@@ -413,8 +430,9 @@ export class EventHubCore {
     return { ok: true, events, nextSeq: more ? lastScanned : null };
   }
 
-  /** A single-use secret for a browser WebSocket; only its hash is stored. */
-  async issueTicket(holder: string): Promise<{ secret: string; expiresAtMs: number }> {
+  /** A single-use secret for a browser WebSocket; only its hash is stored. Null: the holder's key was revoked. */
+  async issueTicket(holder: TicketHolder): Promise<{ secret: string; expiresAtMs: number } | null> {
+    if (this.refusesKey(holder.keyId)) return null;
     const secret = toBase64Url(crypto.getRandomValues(new Uint8Array(TICKET_BYTES)));
     const expiresAtMs = this.now() + this.limits.ticketTtlMs;
     this.log.saveTicket(await sha256Hex(secret), holder, expiresAtMs);
@@ -422,8 +440,42 @@ export class EventHubCore {
     return { secret, expiresAtMs };
   }
 
-  async redeemTicket(secret: string): Promise<string | null> {
-    return this.log.takeTicket(await sha256Hex(secret), this.now());
+  async redeemTicket(secret: string): Promise<TicketHolder | null> {
+    const holder = this.log.takeTicket(await sha256Hex(secret), this.now());
+    return holder && !this.refusesKey(holder.keyId) ? holder : null;
+  }
+
+  /**
+   * True for an API key revoked lately. The revoking isolate refuses the key at once, but another may take it from
+   * its cache for a few seconds more (src/auth/authenticate.ts): a stream it opened then would outlive the revocation.
+   */
+  refusesKey(keyId: string | null): boolean {
+    return keyId !== null && this.log.isRevoked(keyId, this.now());
+  }
+
+  /**
+   * An API key was revoked: its open streams are told and closed (1008: reconnecting with it cannot help), its
+   * unused tickets forgotten, and the key refused here for a minute, past any isolate's cached copy of it.
+   */
+  async revokeKey(keyId: string): Promise<{ closedStreams: number; droppedTickets: number }> {
+    const droppedTickets = this.log.revokeKey(keyId, this.now() + REVOKED_KEY_REFUSED_MS);
+    let closedStreams = 0;
+    for (const socket of this.host.sockets()) {
+      const state = this.stateOf(socket);
+      if (!state || state.keyId !== keyId || socket.readyState !== OPEN) continue;
+      state.closing = true;
+      closedStreams++;
+      try {
+        socket.send(
+          errorFrame(ERROR_CODES.CREDENTIALS_REVOKED, "The API key this stream was opened with was revoked."),
+        );
+        socket.close(CLOSE_POLICY, "credentials revoked");
+      } catch {
+        // Already closing.
+      }
+    }
+    await this.ensureAlarm();
+    return { closedStreams, droppedTickets };
   }
 
   /** Trims events past the retention window and expired tickets; keeps itself scheduled while there is data. */

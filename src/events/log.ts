@@ -31,9 +31,24 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS evh_tickets (
      ticket_hash TEXT PRIMARY KEY,
      holder TEXT NOT NULL,
-     expires_at_ms INTEGER NOT NULL
+     expires_at_ms INTEGER NOT NULL,
+     key_id TEXT
+   )`,
+  // API keys revoked lately: refused here for as long as another isolate may still take them (see revokeKey).
+  `CREATE TABLE IF NOT EXISTS evh_revoked_keys (
+     key_id TEXT PRIMARY KEY,
+     until_ms INTEGER NOT NULL
    )`,
 ];
+
+/** Tickets name the API key they were issued to (null: a JWT's or the operator's); hubs made before lack the column. */
+const TICKET_KEY_COLUMN = "key_id";
+
+/** Who holds a ticket, or a connection: a display name for logs, and the API key it stands for (null: none). */
+export interface TicketHolder {
+  display: string;
+  keyId: string | null;
+}
 
 export interface AppendInput {
   eventId: string;
@@ -59,6 +74,9 @@ export class EventLog {
   constructor(sql: SqlStorage) {
     this.sql = sql;
     for (const statement of SCHEMA) sql.exec(statement);
+    const ticketColumns = sql.exec<{ name: string }>("PRAGMA table_info(evh_tickets)").toArray();
+    if (!ticketColumns.some((column) => column.name === TICKET_KEY_COLUMN))
+      sql.exec(`ALTER TABLE evh_tickets ADD COLUMN ${TICKET_KEY_COLUMN} TEXT`);
     // The high-water mark survives trimming every row, so seq never goes back.
     const stored = sql.exec<{ value: number }>("SELECT value FROM evh_meta WHERE key = 'last_seq'").toArray()[0];
     const max = sql.exec<{ seq: number | null }>("SELECT MAX(seq) AS seq FROM evh_events").one().seq;
@@ -140,33 +158,61 @@ export class EventLog {
     return this.sql.exec("DELETE FROM evh_events WHERE created_at_ms < ?", cutoffMs).rowsWritten;
   }
 
-  saveTicket(ticketHash: string, holder: string, expiresAtMs: number): void {
+  saveTicket(ticketHash: string, holder: TicketHolder, expiresAtMs: number): void {
     this.sql.exec(
-      "INSERT INTO evh_tickets (ticket_hash, holder, expires_at_ms) VALUES (?, ?, ?)",
+      "INSERT INTO evh_tickets (ticket_hash, holder, key_id, expires_at_ms) VALUES (?, ?, ?, ?)",
       ticketHash,
-      holder,
+      holder.display,
+      holder.keyId,
       expiresAtMs,
     );
   }
 
   /** Removes the ticket and returns its holder if it existed and had not expired: a ticket works once. */
-  takeTicket(ticketHash: string, nowMs: number): string | null {
+  takeTicket(ticketHash: string, nowMs: number): TicketHolder | null {
     const row = this.sql
-      .exec<{ holder: string; expires_at_ms: number }>(
-        "SELECT holder, expires_at_ms FROM evh_tickets WHERE ticket_hash = ?",
+      .exec<{ holder: string; key_id: string | null; expires_at_ms: number }>(
+        "SELECT holder, key_id, expires_at_ms FROM evh_tickets WHERE ticket_hash = ?",
         ticketHash,
       )
       .toArray()[0];
     if (!row) return null;
     this.sql.exec("DELETE FROM evh_tickets WHERE ticket_hash = ?", ticketHash);
-    return row.expires_at_ms > nowMs ? row.holder : null;
+    return row.expires_at_ms > nowMs ? { display: row.holder, keyId: row.key_id } : null;
   }
 
+  /** Forgets a revoked key's unused tickets and refuses it until `untilMs`; answers how many tickets went. */
+  revokeKey(keyId: string, untilMs: number): number {
+    this.sql.exec(
+      "INSERT INTO evh_revoked_keys (key_id, until_ms) VALUES (?, ?) ON CONFLICT (key_id) DO UPDATE SET until_ms = excluded.until_ms",
+      keyId,
+      untilMs,
+    );
+    return this.sql.exec("DELETE FROM evh_tickets WHERE key_id = ?", keyId).rowsWritten;
+  }
+
+  isRevoked(keyId: string, nowMs: number): boolean {
+    return (
+      this.sql
+        .exec<{ n: number }>(
+          "SELECT COUNT(*) AS n FROM evh_revoked_keys WHERE key_id = ? AND until_ms > ?",
+          keyId,
+          nowMs,
+        )
+        .one().n > 0
+    );
+  }
+
+  /** Drops expired tickets, and revoked keys no isolate can take any more. */
   trimTickets(nowMs: number): number {
+    this.sql.exec("DELETE FROM evh_revoked_keys WHERE until_ms <= ?", nowMs);
     return this.sql.exec("DELETE FROM evh_tickets WHERE expires_at_ms <= ?", nowMs).rowsWritten;
   }
 
+  /** Tickets and revoked keys held: while any are, the hub's alarm keeps coming to trim them. */
   ticketCount(): number {
-    return this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM evh_tickets").one().n;
+    return this.sql
+      .exec<{ n: number }>("SELECT (SELECT COUNT(*) FROM evh_tickets) + (SELECT COUNT(*) FROM evh_revoked_keys) AS n")
+      .one().n;
   }
 }

@@ -5,6 +5,7 @@ import { ApiError } from "../lib/problem.ts";
 import { findWorkspace } from "../workspaces/service.ts";
 import type { PublishedEvent } from "./catalog.ts";
 import { CONNECT_HEADER, encodeConnect, type HubConnectRequest } from "./hub.ts";
+import type { TicketHolder } from "./log.ts";
 import { checkChannels, checkTypePatterns, splitList } from "./subscription.ts";
 import { formatTicket, parseTicket } from "./tickets.ts";
 import { checkRequestedVersion } from "./versioning.ts";
@@ -94,10 +95,32 @@ export async function listEvents(
 export async function createTicket(
   config: Hubs,
   workspaceId: string,
-  holder: string,
+  holder: TicketHolder,
 ): Promise<{ ticket: string; expires_at: string }> {
-  const { secret, expiresAtMs } = await config.EVENT_HUB.getByName(workspaceId).issueTicket(holder);
-  return { ticket: formatTicket(workspaceId, secret), expires_at: new Date(expiresAtMs).toISOString() };
+  const issued = await config.EVENT_HUB.getByName(workspaceId).issueTicket(holder);
+  // The key was revoked from another isolate, which refuses it already; this one's cached copy has a moment left.
+  if (!issued) throw invalidCredentials();
+  return { ticket: formatTicket(workspaceId, issued.secret), expires_at: new Date(issued.expiresAtMs).toISOString() };
+}
+
+/** Who a stream or ticket is for: what logs show, and the API key a revocation closes it with. */
+export function holderOf(principal: Principal | undefined): TicketHolder {
+  return {
+    display: principal?.display ?? "unknown",
+    keyId: principal?.kind === "api_key" ? principal.keyId : null,
+  };
+}
+
+/**
+ * Closes the streams of a key just revoked and forgets its tickets (EventHubCore.revokeKey): revocation is
+ * immediate for what the key opened too. Answers what it closed.
+ */
+export function revokeKeyStreams(
+  config: Hubs,
+  workspaceId: string,
+  keyId: string,
+): Promise<{ closedStreams: number; droppedTickets: number }> {
+  return config.EVENT_HUB.getByName(workspaceId).revokeKey(keyId);
 }
 
 export interface StreamQuery {
@@ -123,7 +146,7 @@ export async function openEventStream(
     throw new ApiError("BAD_REQUEST", "This endpoint is a WebSocket: send `Upgrade: websocket`.");
   let workspaceId: string;
   let ticketSecret: string | null = null;
-  let holder: string;
+  let holder: TicketHolder;
   if (query.ticket) {
     const ticket = parseTicket(query.ticket);
     if (!ticket) throw new ApiError("UNAUTHENTICATED", "The ticket is malformed.");
@@ -133,21 +156,24 @@ export async function openEventStream(
     if (!(await findWorkspace(createDb(config.DB), ticket.workspaceId))) throw unknownTicket();
     workspaceId = ticket.workspaceId;
     ticketSecret = ticket.secret;
-    holder = "ticket";
+    // The hub names the holder from the ticket it redeems.
+    holder = { display: "ticket", keyId: null };
   } else {
     workspaceId = eventsReaderWorkspace(principal);
-    holder = principal?.display ?? "unknown";
+    holder = holderOf(principal);
   }
   const filters = parseFilters(query);
   const connect: HubConnectRequest = {
     ...filters,
     lastEventId: query.last_event_id ?? null,
-    holder,
+    holder: holder.display,
+    keyId: holder.keyId,
     ticketSecret,
   };
   const headers = new Headers({ Upgrade: "websocket", [CONNECT_HEADER]: encodeConnect(connect) });
   const response = await config.EVENT_HUB.getByName(workspaceId).fetch("https://event-hub/connect", { headers });
-  if (response.status === 401) throw unknownTicket();
+  // A ticket unknown, used or expired; or a key revoked from another isolate (see EventHubCore.refusesKey).
+  if (response.status === 401) throw ticketSecret !== null ? unknownTicket() : invalidCredentials();
   if (response.status !== 101 || !response.webSocket)
     throw new Error(`event hub refused the upgrade: ${response.status}`);
   // A fresh response: the hub's has immutable headers, and middleware adds its own.
@@ -156,4 +182,9 @@ export async function openEventStream(
 
 function unknownTicket(): ApiError {
   return new ApiError("UNAUTHENTICATED", "The ticket is unknown, used or expired.");
+}
+
+/** As the authentication middleware answers a token it refuses. */
+function invalidCredentials(): ApiError {
+  return new ApiError("UNAUTHENTICATED", "Invalid credentials.");
 }

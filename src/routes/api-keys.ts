@@ -5,6 +5,7 @@ import { forgetApiKey } from "../auth/authenticate.ts";
 import { actorOf } from "../auth/principal.ts";
 import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
 import { apiKeys } from "../db/schema.ts";
+import { revokeKeyStreams } from "../events/service.ts";
 import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
 import { requireScope } from "../middleware/auth.ts";
@@ -58,7 +59,7 @@ const revokeKeyRoute = createRoute({
   tags: ["API keys"],
   summary: "Revoke an API key",
   description:
-    "The isolate that revokes the key refuses it at once, every other within 5 s. Revoking a revoked key changes nothing.",
+    "The isolate that revokes the key refuses it at once, every other within 5 s. The event streams the key opened (with its bearer or a ticket it took) are closed with a `CREDENTIALS_REVOKED` error frame and close code 1008, and its unused tickets stop working. Revoking a revoked key changes nothing.",
   "x-audit-action": "api_key.revoke",
   middleware: [requireScope("admin")] as const,
   request: { params: KeyIdParam },
@@ -118,6 +119,12 @@ export function registerApiKeyRoutes(app: OpenAPIHono<HonoEnv>): void {
       }),
     ]);
     forgetApiKey(row.keyHash);
+    // Immediate for what the key opened too: its event streams are closed and its unused tickets dropped.
+    try {
+      await revokeKeyStreams(c.get("config"), workspaceId, id);
+    } catch (error) {
+      c.get("logger").error("closing a revoked key's event streams failed", { error, key_id: id });
+    }
     return c.json(toApiKeyView({ ...row, revokedAt }), 200);
   });
 }

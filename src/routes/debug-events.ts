@@ -46,7 +46,7 @@ export function registerDebugEventRoutes(app: OpenAPIHono<HonoEnv>): void {
 
   app.openapi(ticketRoute, async (c) => {
     const { workspace_id } = c.req.valid("json");
-    return c.json(await createTicket(c.get("config"), workspace_id, "debug"), 201);
+    return c.json(await createTicket(c.get("config"), workspace_id, { display: "debug", keyId: null }), 201);
   });
 }
 

@@ -3,7 +3,14 @@ import { auditContext, recordAudit } from "../audit/index.ts";
 import { createDb } from "../db/client.ts";
 import { EVENT_ID_PATTERN, EVENT_TYPES, EventEnvelopeSchema } from "../events/catalog.ts";
 import { eventsJsonSchema } from "../events/json-schema.ts";
-import { createTicket, eventsReaderWorkspace, listEvents, openEventStream, parseFilters } from "../events/service.ts";
+import {
+  createTicket,
+  eventsReaderWorkspace,
+  holderOf,
+  listEvents,
+  openEventStream,
+  parseFilters,
+} from "../events/service.ts";
 import { API_PROBLEMS, BEARER_AUTH, problemResponses } from "../lib/openapi.ts";
 import type { HonoEnv } from "../types.ts";
 
@@ -156,7 +163,7 @@ export function registerEventRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(ticketRoute, async (c) => {
     const principal = c.get("principal");
     const workspaceId = eventsReaderWorkspace(principal);
-    const ticket = await createTicket(c.get("config"), workspaceId, principal?.display ?? "unknown");
+    const ticket = await createTicket(c.get("config"), workspaceId, holderOf(principal));
     // The ticket lives in the hub, not D1, so its audit entry follows rather than sharing a batch.
     await recordAudit(createDb(c.get("config").DB), {
       ...auditContext(c),

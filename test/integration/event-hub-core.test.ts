@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { EventHub } from "../../durable-objects/event-hub.ts";
 import type { EventEnvelope } from "../../src/events/catalog.ts";
 import { DEFAULT_LIMITS, EventHubCore, type HubHost, type HubLimits, type HubSocket } from "../../src/events/hub.ts";
+import { EventLog } from "../../src/events/log.ts";
 import { newId } from "../../src/lib/ids.ts";
 import { uniqueWorkspace } from "../unit/events/hub-client.ts";
 
@@ -225,20 +226,35 @@ describe("connection cap", () => {
 });
 
 describe("tickets", () => {
+  it("a hub whose tickets table predates key ids gains the column, and its tickets still work", async () => {
+    await withCore({}, async (_core, _host, clock, sql) => {
+      sql.exec("DROP TABLE evh_tickets");
+      sql.exec(
+        "CREATE TABLE evh_tickets (ticket_hash TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at_ms INTEGER NOT NULL)",
+      );
+      sql.exec("INSERT INTO evh_tickets VALUES ('old-hash', 'key old', ?)", clock.nowMs + 60_000);
+      const log = new EventLog(sql);
+      expect(log.takeTicket("old-hash", clock.nowMs)).toEqual({ display: "key old", keyId: null });
+      log.saveTicket("new-hash", { display: "key new", keyId: "key_new" }, clock.nowMs + 60_000);
+      expect(log.takeTicket("new-hash", clock.nowMs)).toEqual({ display: "key new", keyId: "key_new" });
+    });
+  });
+
   it("work once, and only within 60 s", async () => {
     await withCore({}, async (core, host, clock) => {
-      const { secret, expiresAtMs } = await core.issueTicket("key test");
-      expect(expiresAtMs).toBe(clock.nowMs + 60_000);
+      const holder = { display: "key test", keyId: "key_test" };
+      const issued = await core.issueTicket(holder);
+      expect(issued?.expiresAtMs).toBe(clock.nowMs + 60_000);
       expect(host.alarmAtMs).not.toBeNull();
-      expect(await core.redeemTicket(secret)).toBe("key test");
-      expect(await core.redeemTicket(secret)).toBeNull();
+      expect(await core.redeemTicket(issued!.secret)).toEqual(holder);
+      expect(await core.redeemTicket(issued!.secret)).toBeNull();
 
-      const late = await core.issueTicket("key test");
+      const late = await core.issueTicket(holder);
       clock.nowMs += 60_001;
-      expect(await core.redeemTicket(late.secret)).toBeNull();
+      expect(await core.redeemTicket(late!.secret)).toBeNull();
       expect(await core.redeemTicket("not-a-ticket")).toBeNull();
 
-      await core.issueTicket("expires unused");
+      await core.issueTicket({ display: "expires unused", keyId: null });
       clock.nowMs += 61_000;
       expect(await core.alarm()).toMatchObject({ trimmedTickets: 1 });
       expect(core.log.ticketCount()).toBe(0);

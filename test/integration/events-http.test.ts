@@ -1,8 +1,9 @@
 import { listDurableObjectIds } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import type { Principal } from "../../src/auth/principal.ts";
 import type { PublishedEvent } from "../../src/events/catalog.ts";
-import { openEventStream } from "../../src/events/service.ts";
+import { createTicket, holderOf, openEventStream } from "../../src/events/service.ts";
 import { isTicketAuthenticatedRequest } from "../../src/events/tickets.ts";
 import { ApiError } from "../../src/lib/problem.ts";
 import { createTestKey, createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
@@ -161,6 +162,48 @@ describe("WebSocket stream and tickets", () => {
       });
     }
     expect((await listDurableObjectIds(env.EVENT_HUB)).length).toBe(hubsBefore);
+  });
+
+  it("closes the streams a key opened, with its bearer or a ticket, once it is revoked, and refuses its tickets", async () => {
+    const doomed = await createTestKey(fetcher, BASE, workspace.key, ["events:read"]);
+    const upgrade = { Upgrade: "websocket" };
+    const takeTicket = async () => {
+      const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: doomed.headers });
+      return ((await response.json()) as { ticket: string }).ticket;
+    };
+    const byBearer = await fetcher(`${BASE}/api/v1/events/ws`, { headers: { ...doomed.headers, ...upgrade } });
+    const byTicket = await fetcher(`${BASE}/api/v1/events/ws?ticket=${await takeTicket()}`, { headers: upgrade });
+    const unused = await takeTicket();
+    const bystander = await fetcher(`${BASE}/api/v1/events/ws`, { headers: { ...reader.headers, ...upgrade } });
+    expect([byBearer.status, byTicket.status, bystander.status]).toEqual([101, 101, 101]);
+    const [bearerSocket, ticketSocket, otherSocket] = [byBearer, byTicket, bystander].map((response) =>
+      watch(response.webSocket!),
+    );
+
+    const revoked = await fetcher(`${BASE}/api/v1/api-keys/${doomed.id}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${workspace.key}` },
+    });
+    expect(revoked.status).toBe(200);
+    for (const socket of [bearerSocket, ticketSocket]) {
+      expect(await socket.closed).toMatchObject({ code: 1008, reason: "credentials revoked" });
+      expect(socket.frames.at(-1)).toMatchObject({ type: "error", code: "CREDENTIALS_REVOKED" });
+    }
+    // Another key's stream goes on.
+    const event = await publishMessage(workspace.id);
+    expect((await otherSocket.waitForEvents(1)).map((received) => received.event_id)).toEqual([event.event_id]);
+
+    const late = await fetcher(`${BASE}/api/v1/events/ws?ticket=${unused}`, { headers: upgrade });
+    expect(late.status).toBe(401);
+    // Another isolate may hold the key in its cache for a few seconds more: the hub refuses it all the same.
+    const stale = { kind: "api_key", workspaceId: workspace.id, keyId: doomed.id, scopes: new Set(["events:read"]) };
+    const principal = { ...stale, display: "key events:read" } as Principal;
+    const request = new Request(`${BASE}/api/v1/events/ws`, { headers: upgrade });
+    await expect(openEventStream(env, request, principal, {})).rejects.toMatchObject({
+      status: 401,
+      message: "Invalid credentials.",
+    });
+    await expect(createTicket(env, workspace.id, holderOf(principal))).rejects.toMatchObject({ status: 401 });
   });
 
   it("does not let a principal without events:read take a ticket", async () => {

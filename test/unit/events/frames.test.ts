@@ -39,6 +39,7 @@ describe("WebSocket frames (golden)", () => {
       CONNECTION_LIMIT: "CONNECTION_LIMIT",
       SLOW_CONSUMER: "SLOW_CONSUMER",
       BAD_FRAME: "BAD_FRAME",
+      CREDENTIALS_REVOKED: "CREDENTIALS_REVOKED",
     });
   });
 });
