@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, isNotNull, isNull, lt, or, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, isNotNull, isNull, lt, or, type SQL, sql } from "drizzle-orm";
 import { auditInsert, auditStatement, sealChain } from "../audit/index.ts";
 import { createDb } from "../db/client.ts";
 import { deadLetters, type TaskType, tasks, type WorkspaceLimits } from "../db/schema.ts";
@@ -234,7 +234,10 @@ export interface ReplayOutcome {
 async function selectForReplay(ctx: TaskContext, selection: ReplaySelection): Promise<DeadLetterRow[]> {
   const { db, workspaceId } = ctx;
   const conditions: (SQL | undefined)[] = [eq(deadLetters.workspaceId, workspaceId)];
-  if (selection.ids) conditions.push(inArray(deadLetters.id, selection.ids));
+  // The ids as one JSON parameter: one bound per id (up to 100, beside the workspace and the limit) passed D1's
+  // 100 bound parameters a statement, and a replay of 99 or 100 ids was a 500.
+  if (selection.ids)
+    conditions.push(sql`${deadLetters.id} IN (SELECT value FROM json_each(${JSON.stringify(selection.ids)}))`);
   const filter = selection.filter;
   if (filter) {
     if (!filter.include_replayed) conditions.push(isNull(deadLetters.replayedAt));

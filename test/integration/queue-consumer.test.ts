@@ -966,6 +966,32 @@ describe("the dead-letter path", () => {
       { path: "filter.created_before", message: "must be after created_after" },
     ]);
   });
+  it("replays a list of 100 ids, the most a replay takes (found by fuzz: D1's bound parameters ran out, a 500)", async () => {
+    const row = await insertTask(workspace.id);
+    await consumeDeadLetterBatch(
+      createMessageBatch("tasks-dlq", [
+        { id: `msg-hundred-${row.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+      ]),
+      appConfig(),
+      quietLogger,
+    );
+    const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
+    const missing = Array.from({ length: 99 }, (_, index) => `dlq_missing_${index}`);
+    const replay = await fetcher(`${BASE}/api/v1/dead-letters/replay`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ ids: [...missing, letter.id] }),
+    });
+    expect(replay.status).toBe(200);
+    const outcome = (await replay.json()) as {
+      replayed: { dead_letter_id: string; task_id: string }[];
+      skipped: { dead_letter_id: string; reason: string }[];
+    };
+    expect(outcome.replayed).toEqual([expect.objectContaining({ dead_letter_id: letter.id, task_id: row.id })]);
+    expect(outcome.skipped.map((skip) => skip.dead_letter_id)).toEqual(missing);
+    expect(new Set(outcome.skipped.map((skip) => skip.reason))).toEqual(new Set(["not_found"]));
+    expect((await task(row.id)).status).not.toBe("dead_lettered");
+  });
 });
 
 describe("benchmark no-op messages", () => {
