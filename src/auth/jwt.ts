@@ -62,7 +62,10 @@ export async function verifyAccessToken(config: AppConfig, token: string): Promi
       ({ payload } = await jwtVerify(token, secret, { ...options, algorithms: ["HS256"] }));
     }
     const workspaceId = payload.workspace_id;
-    if (typeof workspaceId !== "string" || !WORKSPACE_ID.test(workspaceId) || !payload.sub) return null;
+    // jose checks that `sub` is present, not that it is a string (RFC 7519 says it is): a numeric one passed, and
+    // every audited write of its bearer was a 500 (the audit entry's actor id must be text).
+    if (typeof workspaceId !== "string" || !WORKSPACE_ID.test(workspaceId)) return null;
+    if (typeof payload.sub !== "string" || payload.sub === "") return null;
     return {
       userId: payload.sub,
       workspaceId,

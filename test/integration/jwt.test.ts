@@ -1,5 +1,5 @@
 import { env, exports } from "cloudflare:workers";
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { exportJWK, generateKeyPair, type JWTPayload, SignJWT } from "jose";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { verifyAccessToken } from "../../src/auth/jwt.ts";
 import { checkEnv } from "../../src/env.ts";
@@ -92,6 +92,25 @@ describe("JWT bearer tokens (HS256 secret)", () => {
   it("refuses a token for a workspace that does not exist, or without one", async () => {
     expect((await call(await token({ workspace_id: "ws_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }))).status).toBe(401);
     expect((await call(await token({ workspace_id: undefined }))).status).toBe(401);
+  });
+
+  it("refuses a token whose sub is not a string (found by fuzz: its audited writes were a 500)", async () => {
+    const numericSub = await new SignJWT({
+      workspace_id: workspace.id,
+      sub: 42,
+      scope: "admin",
+    } as unknown as JWTPayload)
+      .setProtectedHeader({ alg: "HS256" })
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setExpirationTime(nowSeconds() + 300)
+      .sign(SECRET);
+    const rename = await call(numericSub, "PATCH", { name: "Renamed by sub 42" });
+    expect(rename.status).toBe(401);
+    expect(rename.headers.get("Content-Type")).toBe("application/problem+json");
+    expect(await rename.json()).toMatchObject({ code: "UNAUTHENTICATED", detail: "Invalid credentials." });
+    const after = await fetcher(`${BASE}/api/v1/workspace`, { headers: workspace.headers });
+    expect(((await after.json()) as { name: string }).name).not.toBe("Renamed by sub 42");
   });
 
   it("grants the token's scopes only", async () => {
