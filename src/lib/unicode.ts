@@ -18,3 +18,10 @@ export const LONE_SURROGATE_MODEL_MESSAGE =
 /** Why an id with a lone surrogate is refused (422): stored as U+FFFD, it no longer finds what it names. */
 export const LONE_SURROGATE_ID_MESSAGE =
   "must be well-formed Unicode: a lone surrogate (such as \\ud800) is no character, and an id with one is never found";
+
+/**
+ * Why text with a lone surrogate is refused (422): a D1 text column stores U+FFFD in its place, so the 2xx
+ * answered the text as sent, GET answered another, and an idempotent replay differed from its first answer.
+ */
+export const LONE_SURROGATE_TEXT_MESSAGE =
+  "must be well-formed Unicode: a lone surrogate (such as \\ud800) is no character, and would be stored as U+FFFD";

@@ -6,7 +6,7 @@ import { ApiError } from "../lib/problem.ts";
 import { forgetWorkspaceSettings, unpricedEntries } from "../llm/index.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
-import { LlmRoutingSchema, WorkspaceSchema } from "../workspaces/schemas.ts";
+import { LlmRoutingSchema, WorkspaceNameSchema, WorkspaceSchema } from "../workspaces/schemas.ts";
 import {
   applyWorkspaceChanges,
   findWorkspace,
@@ -53,7 +53,7 @@ const patchRoute = createRoute({
       z
         .strictObject(
           {
-            name: z.string().trim().min(1).max(100).optional(),
+            name: WorkspaceNameSchema.optional(),
             llm: LlmRoutingSchema.nullable().optional(),
           },
           {

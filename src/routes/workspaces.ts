@@ -13,6 +13,7 @@ import {
   IdParamSchema,
   LimitsPatchSchema,
   NewApiKeySchema,
+  WorkspaceNameSchema,
   WorkspaceSchema,
 } from "../workspaces/schemas.ts";
 import {
@@ -41,7 +42,7 @@ const createWorkspaceRoute = createRoute({
     body: jsonBody(
       z
         .object({
-          name: z.string().trim().min(1).max(100),
+          name: WorkspaceNameSchema,
           plan: z.enum(PLANS).default("free"),
           limits: LimitsPatchSchema.optional(),
           api_key: NewApiKeySchema.optional().openapi({ description: "The first key; default: an admin key." }),
@@ -90,7 +91,7 @@ const patchWorkspaceRoute = createRoute({
     body: jsonBody(
       z
         .object({
-          name: z.string().trim().min(1).max(100).optional(),
+          name: WorkspaceNameSchema.optional(),
           plan: z.enum(PLANS).optional(),
           limits: LimitsPatchSchema.optional(),
         })

@@ -1,6 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { TASK_PRIORITIES, TASK_STATUSES, TASK_TYPES } from "../db/schema.ts";
 import { PageQuerySchema } from "../lib/pagination.ts";
+import { hasLoneSurrogate, LONE_SURROGATE_MODEL_MESSAGE, LONE_SURROGATE_TEXT_MESSAGE } from "../lib/unicode.ts";
 
 /** Request and response schemas of the tasks, artifacts and dead-letter routes. */
 
@@ -32,6 +33,7 @@ export const AgentConfigSchema = z
       .string()
       .min(1)
       .max(256)
+      .refine((name) => !hasLoneSurrogate(name), LONE_SURROGATE_MODEL_MESSAGE)
       .optional()
       .openapi({ description: "A model or `provider:model`; default: the workspace's routing chain." }),
     temperature: z.number().min(0).max(2).optional(),
@@ -46,11 +48,26 @@ export const AgentConfigSchema = z
 
 export const NewTaskSchema = z
   .object({
-    title: z.string().trim().min(1).max(255),
-    description: z.string().max(5000).optional(),
+    // Stored in text columns: a lone surrogate would come back as U+FFFD.
+    title: z
+      .string()
+      .trim()
+      .min(1)
+      .max(255)
+      .refine((text) => !hasLoneSurrogate(text), LONE_SURROGATE_TEXT_MESSAGE),
+    description: z
+      .string()
+      .max(5000)
+      .refine((text) => !hasLoneSurrogate(text), LONE_SURROGATE_TEXT_MESSAGE)
+      .optional(),
     type: z.enum(TASK_TYPES),
     priority: z.enum(TASK_PRIORITIES).default("medium"),
-    project_id: z.string().min(1).max(128).optional(),
+    project_id: z
+      .string()
+      .min(1)
+      .max(128)
+      .refine((text) => !hasLoneSurrogate(text), LONE_SURROGATE_TEXT_MESSAGE)
+      .optional(),
     agent_config: AgentConfigSchema.optional(),
     estimated_tokens: z.number().int().min(0).max(100_000_000).optional(),
   })

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { SCOPES } from "../auth/principal.ts";
-import { hasLoneSurrogate, LONE_SURROGATE_MODEL_MESSAGE } from "../lib/unicode.ts";
+import { hasLoneSurrogate, LONE_SURROGATE_MODEL_MESSAGE, LONE_SURROGATE_TEXT_MESSAGE } from "../lib/unicode.ts";
 import { DEFAULT_MODELS } from "../llm/routing.ts";
 import { PLANS } from "./plans.ts";
 
@@ -162,9 +162,22 @@ export const CreatedApiKeySchema = ApiKeySchema.extend({
   key: z.string().openapi({ description: "The secret key. Shown once; store it now.", example: "mgx_…" }),
 }).openapi("CreatedApiKey");
 
+/** A workspace's name, as the operator and the workspace set it; stored as text, so well-formed. */
+export const WorkspaceNameSchema = z
+  .string()
+  .trim()
+  .min(1)
+  .max(100)
+  .refine((text) => !hasLoneSurrogate(text), LONE_SURROGATE_TEXT_MESSAGE);
+
 export const NewApiKeySchema = z
   .object({
-    name: z.string().trim().min(1).max(100),
+    name: z
+      .string()
+      .trim()
+      .min(1)
+      .max(100)
+      .refine((text) => !hasLoneSurrogate(text), LONE_SURROGATE_TEXT_MESSAGE),
     scopes: z.array(ScopeSchema).min(1).default(["tasks:read", "tasks:write", "events:read"]),
     expires_at: z.iso
       .datetime({ offset: true })

@@ -58,6 +58,43 @@ describe("POST /api/v1/tasks", () => {
     expect(body.errors.map((error) => error.path).sort()).toEqual(["priority", "title", "type"]);
   });
 
+  it("refuses text with a lone surrogate (422 naming each field) rather than store U+FFFD in its place", async () => {
+    // Found by fuzz: the 202 answered "a\ud800", GET then "a\ufffd", and an idempotent replay the second.
+    const count = async () =>
+      (
+        await env.DB.prepare("SELECT count(*) AS n FROM tasks WHERE workspace_id = ?")
+          .bind(workspace.id)
+          .first<{ n: number }>()
+      )?.n;
+    const before = await count();
+    const response = await submit(workspace, {
+      ...basic,
+      title: "Fix a\ud800",
+      description: "b\udc00",
+      project_id: "p\ud800",
+      agent_config: { model: "simulated:\ud800" },
+    });
+    expect(response.status).toBe(422);
+    expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+    const body = (await response.json()) as { errors: { path: string; message: string }[] };
+    expect(body.errors.map((error) => error.path).sort()).toEqual([
+      "agent_config.model",
+      "description",
+      "project_id",
+      "title",
+    ]);
+    expect(body.errors.find((error) => error.path === "title")?.message).toBe(
+      "must be well-formed Unicode: a lone surrogate (such as \\ud800) is no character, and would be stored as U+FFFD",
+    );
+    expect(await count()).toBe(before);
+    // A pair is one character, and is kept as sent.
+    const emoji = await submit(workspace, { ...basic, title: "Fix \ud83d\ude00" });
+    expect(emoji.status).toBe(202);
+    const { id } = (await emoji.json()) as { id: string };
+    const read = await fetcher(`${BASE}/api/v1/tasks/${id}`, { headers: workspace.headers });
+    expect(((await read.json()) as { title: string }).title).toBe("Fix \u{1f600}");
+  });
+
   it("refuses an agent_config nested past its limit with 422, not a 500, and takes one at the limit", async () => {
     const nested = (depth: number) => {
       let value: unknown = "leaf";

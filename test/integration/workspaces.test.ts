@@ -85,6 +85,32 @@ describe("operator workspace routes", () => {
   });
 });
 
+describe("names with a lone surrogate", () => {
+  it("are refused (422) by the operator's and the workspace's routes, rather than stored as U+FFFD", async () => {
+    // Found by fuzz: the 2xx answered "w\ud800", GET then "w\ufffd".
+    const expectRefused = async (response: Response) => {
+      expect(response.status).toBe(422);
+      expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+      expect(((await response.json()) as { errors: unknown }).errors).toEqual([
+        {
+          path: "name",
+          message:
+            "must be well-formed Unicode: a lone surrogate (such as \\ud800) is no character, and would be stored as U+FFFD",
+        },
+      ]);
+    };
+    await expectRefused(await send("/api/v1/workspaces", TEST_ADMIN_TOKEN, "POST", { name: "Acme \ud800" }));
+    const workspace = await createTestWorkspace(fetcher, BASE, { name: "Well formed" });
+    await expectRefused(
+      await send(`/api/v1/workspaces/${workspace.id}`, TEST_ADMIN_TOKEN, "PATCH", { name: "\udfff" }),
+    );
+    await expectRefused(await send("/api/v1/workspace", workspace.key, "PATCH", { name: "w\ud800" }));
+    await expectRefused(await send("/api/v1/api-keys", workspace.key, "POST", { name: "k\ud800" }));
+    const read = await send("/api/v1/workspace", workspace.key);
+    expect(((await read.json()) as { name: string }).name).toBe("Well formed");
+  });
+});
+
 describe("the caller's workspace", () => {
   it("shows limits, budgets and queue depth, and lets an admin key change name and LLM routing", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE, { plan: "team" });
