@@ -6,13 +6,20 @@ import { PLANS } from "./plans.ts";
 
 /** Request and response schemas shared by the operator and workspace routes. */
 
+/**
+ * The slowest rate a limit may have: one request per 1,000 s. Any positive rate was taken, and one near zero
+ * (5e-324) answered its 429s "retry after Infinity s." with `retry_after_seconds: null`, one of 1e-300 a
+ * `Retry-After: 1e+297`, which is no HTTP delay.
+ */
+const MIN_REQUESTS_PER_SECOND = 0.001;
+
 export const LimitsSchema = z
   .object({
-    requests_per_second: z.number().positive().max(100_000),
+    requests_per_second: z.number().min(MIN_REQUESTS_PER_SECOND).max(100_000),
     burst: z.number().int().min(1).max(1_000_000),
     max_running_tasks: z.number().int().min(1).max(10_000),
     max_pending_tasks: z.number().int().min(0).max(1_000_000),
-    key_requests_per_second: z.number().positive().max(100_000).optional(),
+    key_requests_per_second: z.number().min(MIN_REQUESTS_PER_SECOND).max(100_000).optional(),
     key_burst: z.number().int().min(1).max(1_000_000).optional(),
   })
   .openapi("WorkspaceLimits", {

@@ -85,6 +85,29 @@ describe("operator workspace routes", () => {
   });
 });
 
+describe("rate limits near zero", () => {
+  it("are refused (422) below one request per 1,000 s, rather than answer 429s with no usable Retry-After", async () => {
+    // Found by fuzz: 5e-324 was taken, and every 429 after said "retry after Infinity s." (retry_after_seconds null).
+    const workspace = await createTestWorkspace(fetcher, BASE, { limits: { requests_per_second: 5, burst: 5 } });
+    for (const limits of [{ requests_per_second: 5e-324 }, { key_requests_per_second: 1e-300 }]) {
+      const response = await send(`/api/v1/workspaces/${workspace.id}`, TEST_ADMIN_TOKEN, "PATCH", { limits });
+      expect(response.status).toBe(422);
+      expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+      const body = (await response.json()) as { errors: { path: string }[] };
+      expect(body.errors.map((error) => error.path)).toEqual([`limits.${Object.keys(limits)[0]}`]);
+    }
+    const created = await send("/api/v1/workspaces", TEST_ADMIN_TOKEN, "POST", {
+      name: "Slow",
+      limits: { requests_per_second: 0.0009 },
+    });
+    expect(created.status).toBe(422);
+    const slowest = await send(`/api/v1/workspaces/${workspace.id}`, TEST_ADMIN_TOKEN, "PATCH", {
+      limits: { requests_per_second: 0.001, key_requests_per_second: 0.001 },
+    });
+    expect(slowest.status).toBe(200);
+  });
+});
+
 describe("names with a lone surrogate", () => {
   it("are refused (422) by the operator's and the workspace's routes, rather than stored as U+FFFD", async () => {
     // Found by fuzz: the 2xx answered "w\ud800", GET then "w\ufffd".
