@@ -1,4 +1,4 @@
-import { getTableColumns } from "drizzle-orm";
+import { getTableColumns, type SQL, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Context, MiddlewareHandler } from "hono";
 import { actorOf } from "../auth/principal.ts";
@@ -119,6 +119,25 @@ export function auditInsert(db: Database, entry: AuditEntryInput): BatchItem<"sq
     seq: nextSeqSql(row.workspaceId),
     createdAt: nextCreatedAtSql(row.workspaceId),
   });
+}
+
+/**
+ * auditInsert that writes the entry only if `condition` (SQL) holds when the batch reaches it. Put it before the
+ * mutation, with the mutation's own WHERE as the condition: a batch is one transaction, so the entry is written
+ * exactly when the mutation changes something. Without it, a request that lost a race (a second cancel, a
+ * second revoke) wrote an entry claiming the change the winner made.
+ */
+export function auditInsertIf(db: Database, entry: AuditEntryInput, condition: SQL): BatchItem<"sqlite"> {
+  const row: Record<string, unknown> = entryRow(entry);
+  notePendingSeal(entry.workspaceId);
+  // An INSERT … SELECT names every column in the table's order: seq and time as auditInsert sets them, the
+  // hashes null until sealed. (A raw `db.run` query cannot go in a D1 batch: drizzle fails to bind it.)
+  const computed: Record<string, SQL> = {
+    seq: nextSeqSql(entry.workspaceId),
+    createdAt: nextCreatedAtSql(entry.workspaceId),
+  };
+  const values = Object.keys(getTableColumns(auditLogs)).map((key) => computed[key] ?? sql`${row[key] ?? null}`);
+  return db.insert(auditLogs).select(sql`SELECT ${sql.join(values, sql`, `)} WHERE ${condition}`);
 }
 
 /**

@@ -14,6 +14,7 @@ export {
   type AuditEntryInput,
   auditContext,
   auditInsert,
+  auditInsertIf,
   auditStatement,
   recordAudit,
   sealAfterResponse,

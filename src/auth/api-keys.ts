@@ -1,4 +1,4 @@
-import { and, desc, eq, lt, or } from "drizzle-orm";
+import { and, desc, eq, isNull, lt, or } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { type ApiKeyScope, apiKeys, type WorkspaceLimits, workspaces } from "../db/schema.ts";
 import { displayPrefix, generateApiKey, hashApiKey } from "../lib/api-key-format.ts";
@@ -148,11 +148,14 @@ export async function findApiKey(db: Database, workspaceId: string, keyId: strin
   return rows[0] ?? null;
 }
 
+/** The key while it is not revoked: what a revocation changes, and when its audit entry is written. */
+export function unrevokedKey(workspaceId: string, keyId: string) {
+  return and(eq(apiKeys.workspaceId, workspaceId), eq(apiKeys.id, keyId), isNull(apiKeys.revokedAt));
+}
+
+/** Revokes a key not yet revoked; a revoked one keeps the time it was first revoked at. */
 export function revokeStatement(db: Database, workspaceId: string, keyId: string, revokedAt: string) {
-  return db
-    .update(apiKeys)
-    .set({ revokedAt })
-    .where(and(eq(apiKeys.workspaceId, workspaceId), eq(apiKeys.id, keyId)));
+  return db.update(apiKeys).set({ revokedAt }).where(unrevokedKey(workspaceId, keyId));
 }
 
 export function touchLastUsed(db: Database, keyId: string, usedAt: string) {

@@ -1,6 +1,14 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { auditContext, auditInsert } from "../audit/index.ts";
-import { listApiKeys, newApiKey, newApiKeyFields, revokeStatement, toApiKeyView } from "../auth/api-keys.ts";
+import { sql } from "drizzle-orm";
+import { auditContext, auditInsert, auditInsertIf } from "../audit/index.ts";
+import {
+  listApiKeys,
+  newApiKey,
+  newApiKeyFields,
+  revokeStatement,
+  toApiKeyView,
+  unrevokedKey,
+} from "../auth/api-keys.ts";
 import { forgetApiKey } from "../auth/authenticate.ts";
 import { actorOf } from "../auth/principal.ts";
 import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
@@ -107,16 +115,22 @@ export function registerApiKeyRoutes(app: OpenAPIHono<HonoEnv>): void {
     if (row.revokedAt) return c.json(toApiKeyView(row), 200);
     const { db, workspaceId } = tenantDb(c);
     const revokedAt = new Date().toISOString();
-    await db.batch([
-      revokeStatement(db, workspaceId, id, revokedAt),
-      auditInsert(db, {
-        ...auditContext(c),
-        workspaceId,
-        action: "api_key.revoke",
-        resourceType: "api_key",
-        resourceId: id,
-        changes: { before: { revoked_at: null }, after: { revoked_at: revokedAt } },
-      }),
+    // Both only if the key is still unrevoked when the batch runs: of concurrent revokes, one revokes it and writes
+    // the entry; the others change nothing (they overwrote revoked_at, and each wrote an entry claiming the revoke).
+    const [, revoked] = await db.batch([
+      auditInsertIf(
+        db,
+        {
+          ...auditContext(c),
+          workspaceId,
+          action: "api_key.revoke",
+          resourceType: "api_key",
+          resourceId: id,
+          changes: { before: { revoked_at: null }, after: { revoked_at: revokedAt } },
+        },
+        sql`EXISTS (SELECT 1 FROM api_keys WHERE ${unrevokedKey(workspaceId, id)})`,
+      ),
+      revokeStatement(db, workspaceId, id, revokedAt).returning(),
     ]);
     forgetApiKey(row.keyHash);
     // Immediate for what the key opened too: its event streams are closed and its unused tickets dropped.
@@ -125,6 +139,8 @@ export function registerApiKeyRoutes(app: OpenAPIHono<HonoEnv>): void {
     } catch (error) {
       c.get("logger").error("closing a revoked key's event streams failed", { error, key_id: id });
     }
-    return c.json(toApiKeyView({ ...row, revokedAt }), 200);
+    // Revoked by another request meanwhile: answered as a revoked key is, with the time it was revoked at.
+    const stored = revoked[0] ?? (await findOwnedOr404(c, apiKeys, id, "api_key"));
+    return c.json(toApiKeyView(stored), 200);
   });
 }

@@ -1,7 +1,7 @@
-import { and, asc, desc, eq, gt, inArray, lt, or } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, lt, or, sql } from "drizzle-orm";
 import type { AuditEntryInput } from "../audit/audit-logger.ts";
 import { canonicalJson } from "../audit/canonical.ts";
-import { auditInsert, auditStatement } from "../audit/index.ts";
+import { auditInsertIf, auditStatement } from "../audit/index.ts";
 import type { Principal } from "../auth/principal.ts";
 import { actorOf } from "../auth/principal.ts";
 import type { Database } from "../db/client.ts";
@@ -345,30 +345,35 @@ export async function cancelTask(ctx: TaskContext, task: TaskRow): Promise<{ tas
     });
   }
   const nowIso = new Date().toISOString();
-  const audit = auditInsert(db, {
-    ...ctx.audit,
-    workspaceId,
-    action: "task.cancel",
-    resourceType: "task",
-    resourceId: task.id,
-    changes: { before: { status: task.status } },
-  });
+  const thisTask = and(eq(tasks.workspaceId, workspaceId), eq(tasks.id, task.id));
+  // Written only if one of the two updates below will match: a cancel that lost the race to another cancel (or to
+  // the task's end) is a 409, and wrote an entry claiming it had cancelled the task.
+  const audit = auditInsertIf(
+    db,
+    {
+      ...ctx.audit,
+      workspaceId,
+      action: "task.cancel",
+      resourceType: "task",
+      resourceId: task.id,
+      changes: { before: { status: task.status } },
+    },
+    sql`EXISTS (SELECT 1 FROM tasks WHERE ${and(thisTask, inArray(tasks.status, ["pending", "queued", "running"]))})`,
+  );
 
   // One batch, two exclusive updates: D1 decides the race with a consumer claiming the task.
-  const [stopped, flagged] = await db.batch([
+  const [, stopped, flagged] = await db.batch([
+    audit,
     db
       .update(tasks)
       .set({ status: "cancelled", cancelRequestedAt: nowIso, finishedAt: nowIso, updatedAt: nowIso })
-      .where(
-        and(eq(tasks.workspaceId, workspaceId), eq(tasks.id, task.id), inArray(tasks.status, ["pending", "queued"])),
-      )
+      .where(and(thisTask, inArray(tasks.status, ["pending", "queued"])))
       .returning(),
     db
       .update(tasks)
       .set({ cancelRequestedAt: nowIso, updatedAt: nowIso })
-      .where(and(eq(tasks.workspaceId, workspaceId), eq(tasks.id, task.id), eq(tasks.status, "running")))
+      .where(and(thisTask, eq(tasks.status, "running")))
       .returning(),
-    audit,
   ]);
   const cancelled = (stopped as TaskRow[])[0];
   if (cancelled) {

@@ -111,6 +111,33 @@ describe("API keys", () => {
     expect(missing.status).toBe(404);
   });
 
+  it("revoked by concurrent requests, are revoked once: one revoke entry, and every answer the stored time", async () => {
+    // Found by fuzz: each of 5 concurrent revokes wrote an entry claiming the revoke, and overwrote revoked_at.
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const victim = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
+    // Each request's rate-limit lease and key lookup cached, so the revokes reach D1 together.
+    for (let warm = 0; warm < 3; warm++) await fetcher(`${BASE}/api/v1/api-keys`, { headers: workspace.headers });
+    const revokes = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        fetcher(`${BASE}/api/v1/api-keys/${victim.id}`, { method: "DELETE", headers: workspace.headers }),
+      ),
+    );
+    expect(revokes.map((response) => response.status)).toEqual([200, 200, 200, 200, 200]);
+    const answered = await Promise.all(
+      revokes.map(async (response) => (await response.json()) as { revoked_at: string }),
+    );
+    const stored = await env.DB.prepare("SELECT revoked_at FROM api_keys WHERE id = ?")
+      .bind(victim.id)
+      .first<{ revoked_at: string }>();
+    expect(new Set(answered.map((key) => key.revoked_at))).toEqual(new Set([stored?.revoked_at]));
+    const entries = await env.DB.prepare(
+      "SELECT count(*) AS n FROM audit_logs WHERE workspace_id = ? AND action = 'api_key.revoke' AND resource_id = ?",
+    )
+      .bind(workspace.id, victim.id)
+      .first<{ n: number }>();
+    expect(entries?.n).toBe(1);
+  });
+
   it("stop working within 5 s where they were cached when another isolate revoked them", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE);
     const victim = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);

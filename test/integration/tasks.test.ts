@@ -255,6 +255,29 @@ describe("reading and cancelling tasks", () => {
     expect(await twice.json()).toMatchObject({ status: 409, code: "CONFLICT", task_status: "cancelled" });
   });
 
+  it("answers concurrent cancels of a pending task one 200 and 409s, with one task.cancel entry", async () => {
+    // Found by fuzz: every cancel that lost the race answered 409 and still wrote an entry claiming the cancel.
+    const small = await createTestWorkspace(fetcher, BASE, { name: "cancel race", limits: { max_running_tasks: 1 } });
+    await submit(small, { ...basic, agent_config: SLOW });
+    const waiting = (await (await submit(small, { ...basic, agent_config: SLOW })).json()) as {
+      id: string;
+      status: string;
+    };
+    expect(waiting.status).toBe("pending");
+    const cancels = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        fetcher(`${BASE}/api/v1/tasks/${waiting.id}/cancel`, { method: "POST", headers: small.headers }),
+      ),
+    );
+    expect(cancels.map((response) => response.status).sort()).toEqual([200, 409, 409, 409, 409, 409, 409, 409]);
+    const entries = await env.DB.prepare(
+      "SELECT count(*) AS n FROM audit_logs WHERE workspace_id = ? AND action = 'task.cancel' AND resource_id = ?",
+    )
+      .bind(small.id, waiting.id)
+      .first<{ n: number }>();
+    expect(entries?.n).toBe(1);
+  });
+
   it("shows runs and artifacts of a task, and 404 for unknown ids", async () => {
     const created = (await (await submit(workspace, basic)).json()) as { id: string };
     const runs = await fetcher(`${BASE}/api/v1/tasks/${created.id}/runs`, { headers: workspace.headers });
