@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, gt, inArray, isNotNull, isNull, lt, or, type SQL, sql } from "drizzle-orm";
-import { auditInsert, auditStatement, sealChain } from "../audit/index.ts";
+import { auditInsertIf, auditStatement, sealChain } from "../audit/index.ts";
 import { createDb } from "../db/client.ts";
 import { deadLetters, type TaskType, tasks, type WorkspaceLimits } from "../db/schema.ts";
 import type { AppConfig } from "../env.ts";
@@ -306,7 +306,30 @@ export async function replayDeadLetters(
       outcome.skipped.push({ dead_letter_id: letter.id, task_id: task.id, reason: "pending_cap_reached" });
       continue;
     }
-    const [reset] = await db.batch([
+    // The letter's mark and the entry only if the task is still dead-lettered when the batch runs: a replay that
+    // lost the race to another is skipped as task_changed, and had still counted a replay and written its entry.
+    const stillDeadLettered = sql`EXISTS (SELECT 1 FROM tasks WHERE ${and(
+      eq(tasks.workspaceId, workspaceId),
+      eq(tasks.id, task.id),
+      eq(tasks.status, "dead_lettered"),
+    )})`;
+    const [, , reset] = await db.batch([
+      auditInsertIf(
+        db,
+        {
+          ...ctx.audit,
+          workspaceId,
+          action: "dead_letter.replay",
+          resourceType: "dead_letter",
+          resourceId: letter.id,
+          metadata: { task_id: task.id, replay_count: letter.replayCount + 1 },
+        },
+        stillDeadLettered,
+      ),
+      db
+        .update(deadLetters)
+        .set({ replayedAt: nowIso, replayCount: sql`${deadLetters.replayCount} + 1` })
+        .where(and(eq(deadLetters.workspaceId, workspaceId), eq(deadLetters.id, letter.id), stillDeadLettered)),
       db
         .update(tasks)
         .set({
@@ -319,18 +342,6 @@ export async function replayDeadLetters(
         })
         .where(and(eq(tasks.workspaceId, workspaceId), eq(tasks.id, task.id), eq(tasks.status, "dead_lettered")))
         .returning({ id: tasks.id }),
-      db
-        .update(deadLetters)
-        .set({ replayedAt: nowIso, replayCount: letter.replayCount + 1 })
-        .where(and(eq(deadLetters.workspaceId, workspaceId), eq(deadLetters.id, letter.id))),
-      auditInsert(db, {
-        ...ctx.audit,
-        workspaceId,
-        action: "dead_letter.replay",
-        resourceType: "dead_letter",
-        resourceId: letter.id,
-        metadata: { task_id: task.id, replay_count: letter.replayCount + 1 },
-      }),
     ]);
     if ((reset as { id: string }[]).length === 0) {
       await limiter.finishTasks([task.id]);

@@ -992,6 +992,44 @@ describe("the dead-letter path", () => {
     expect(new Set(outcome.skipped.map((skip) => skip.reason))).toEqual(new Set(["not_found"]));
     expect((await task(row.id)).status).not.toBe("dead_lettered");
   });
+  it("replays a dead letter once when replays of it race: one replayed, the rest skipped, one entry", async () => {
+    // Found by fuzz: each replay that lost the race was skipped (task_changed) yet counted a replay and wrote an entry.
+    const row = await insertTask(workspace.id);
+    await consumeDeadLetterBatch(
+      createMessageBatch("tasks-dlq", [
+        { id: `msg-race-${row.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+      ]),
+      appConfig(),
+      quietLogger,
+    );
+    const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
+    // Rate-limit lease and key lookup cached, so the replays reach D1 together.
+    for (let warm = 0; warm < 3; warm++) await fetcher(`${BASE}/api/v1/dead-letters`, { headers: workspace.headers });
+    const replays = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        fetcher(`${BASE}/api/v1/dead-letters/replay`, {
+          method: "POST",
+          headers: { ...workspace.headers, "Content-Type": "application/json" },
+          body: JSON.stringify({ ids: [letter.id] }),
+        }),
+      ),
+    );
+    const outcomes = await Promise.all(
+      replays.map(async (response) => {
+        expect(response.status).toBe(200);
+        return (await response.json()) as { replayed: unknown[]; skipped: unknown[] };
+      }),
+    );
+    expect(outcomes.filter((outcome) => outcome.replayed.length === 1)).toHaveLength(1);
+    const [after] = await db.select().from(deadLetters).where(eq(deadLetters.id, letter.id));
+    expect(after.replayCount).toBe(1);
+    const entries = await env.DB.prepare(
+      "SELECT count(*) AS n FROM audit_logs WHERE workspace_id = ? AND action = 'dead_letter.replay' AND resource_id = ?",
+    )
+      .bind(workspace.id, letter.id)
+      .first<{ n: number }>();
+    expect(entries?.n).toBe(1);
+  });
 });
 
 describe("benchmark no-op messages", () => {
