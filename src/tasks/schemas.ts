@@ -26,7 +26,18 @@ function nestsDeeperThan(value: unknown, limit: number): boolean {
   return false;
 }
 
-export const AgentConfigSchema = z
+/**
+ * A key named `__proto__` at the top of agent_config: parsed into an object, it sets the object's prototype
+ * instead of being kept, so it was dropped without a word (and an object under it read as the config's fields).
+ */
+function refuseProtoKey(input: unknown, ctx: z.RefinementCtx): unknown {
+  if (input !== null && typeof input === "object" && Object.hasOwn(input, "__proto__")) {
+    ctx.addIssue({ code: "custom", path: ["__proto__"], message: "is a key an agent_config cannot keep; rename it" });
+  }
+  return input;
+}
+
+const AgentConfigObjectSchema = z
   .looseObject({
     max_steps: z.number().int().min(1).max(50).optional().openapi({ description: "LLM turns at most (default 12)." }),
     model: z
@@ -45,6 +56,8 @@ export const AgentConfigSchema = z
   .openapi("AgentConfig", {
     description: `How the agent runs; unknown keys are kept for the agent (nested at most ${MAX_AGENT_CONFIG_DEPTH} levels deep).`,
   });
+
+export const AgentConfigSchema = z.preprocess(refuseProtoKey, AgentConfigObjectSchema);
 
 export const NewTaskSchema = z
   .object({

@@ -95,6 +95,22 @@ describe("POST /api/v1/tasks", () => {
     expect(((await read.json()) as { title: string }).title).toBe("Fix \u{1f600}");
   });
 
+  it("refuses an agent_config key named __proto__ (422) rather than drop it", async () => {
+    // Found by fuzz: the 202 answered `agent_config: {}`, and an object under it read as the config's own fields.
+    for (const config of ['{"__proto__":{"max_steps":999}}', '{"__proto__":1,"max_steps":3}']) {
+      const response = await fetcher(`${BASE}/api/v1/tasks`, {
+        method: "POST",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: `{"title":"Proto","type":"testing","agent_config":${config}}`,
+      });
+      expect(response.status).toBe(422);
+      expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+      expect(((await response.json()) as { errors: unknown }).errors).toEqual([
+        { path: "agent_config.__proto__", message: "is a key an agent_config cannot keep; rename it" },
+      ]);
+    }
+  });
+
   it("refuses an agent_config nested past its limit with 422, not a 500, and takes one at the limit", async () => {
     const nested = (depth: number) => {
       let value: unknown = "leaf";
