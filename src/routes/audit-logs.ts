@@ -239,6 +239,15 @@ export function registerAuditLogRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(exportRoute, async (c) => {
     const workspaceId = workspaceOf(c);
     const { format, ...filters } = c.req.valid("query");
+    const stamp = new Date().toISOString().slice(0, 10);
+    const download = {
+      "Content-Type": EXPORT_CONTENT_TYPES[format],
+      "Content-Disposition": `attachment; filename="audit-${workspaceId}-${stamp}.${format === "csv" ? "csv" : "ndjson"}"`,
+      "Cache-Control": "no-store",
+    };
+    // HEAD exports nothing (it is answered without a body), so it records no audit.export: it wrote one, which
+    // claimed an export that never happened.
+    if (c.req.method === "HEAD") return c.body(null, 200, download) as never;
     const db = createDb(c.get("config").DB);
     await recordAudit(db, {
       ...auditContext(c),
@@ -251,12 +260,7 @@ export function registerAuditLogRoutes(app: OpenAPIHono<HonoEnv>): void {
     const stream = exportStream(db, workspaceId, filters, format, (error) =>
       logger.error("audit export failed mid-stream", { error }),
     );
-    const stamp = new Date().toISOString().slice(0, 10);
-    return c.body(stream, 200, {
-      "Content-Type": EXPORT_CONTENT_TYPES[format],
-      "Content-Disposition": `attachment; filename="audit-${workspaceId}-${stamp}.${format === "csv" ? "csv" : "ndjson"}"`,
-      "Cache-Control": "no-store",
-    }) as never;
+    return c.body(stream, 200, download) as never;
   });
 
   app.openapi(statsRoute, async (c) =>

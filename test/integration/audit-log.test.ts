@@ -179,6 +179,24 @@ describe("export, stats and verify", () => {
     expect(csv.endsWith("\r\n")).toBe(true);
   });
 
+  it("answers HEAD of an export with its headers, and records no export (found by fuzz: it recorded one)", async () => {
+    const ws = await workspaceWithEntries(3);
+    const exportEntries = async () =>
+      (
+        await env.DB.prepare("SELECT count(*) AS n FROM audit_logs WHERE workspace_id = ? AND action = 'audit.export'")
+          .bind(ws.id)
+          .first<{ n: number }>()
+      )?.n;
+    const head = await fetcher(`${BASE}/api/v1/audit-logs/export?format=csv`, { method: "HEAD", headers: ws.headers });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("Content-Type")).toMatch(/^text\/csv/);
+    expect(head.headers.get("Content-Disposition")).toMatch(/^attachment; filename="audit-ws_.*\.csv"$/);
+    expect(await head.text()).toBe("");
+    expect(await exportEntries()).toBe(0);
+    await (await get("/api/v1/audit-logs/export?format=csv", ws.headers)).text();
+    expect(await exportEntries()).toBe(1);
+  });
+
   it("counts by action, actor and day", async () => {
     const ws = await workspaceWithEntries(9);
     const stats = await json(await get("/api/v1/audit-logs/stats", ws.headers));
