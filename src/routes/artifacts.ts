@@ -57,7 +57,8 @@ const ACCEPT_RANGES: HeaderDoc = {
   schema: string,
 };
 const CONTENT_DISPOSITION: HeaderDoc = {
-  description: '`inline; filename="<the last segment of the artifact\'s path>"`.',
+  description:
+    "`inline; filename=\"<the last segment of the artifact's path>\"`; a name that is not ASCII is also given whole as RFC 6266's `filename*=UTF-8''<percent-encoded>`, `filename` then being its ASCII fallback (`_` for each other character).",
   required: true,
   schema: string,
 };
@@ -133,6 +134,21 @@ const contentRoute = createRoute({
   },
 });
 
+/**
+ * `inline; filename="…"` in ASCII, and for a name that is not ASCII RFC 6266's `filename*` with the name in
+ * UTF-8. A name such as `日本語.md` went out as raw UTF-8 bytes in the header, which clients read as Latin-1.
+ */
+function contentDisposition(name: string): string {
+  const ascii = name.replace(/[^\x20-\x7e]/gu, "_").replace(/["\\]/g, "");
+  if (ascii === name) return `inline; filename="${ascii}"`;
+  // encodeURIComponent leaves ' ( ) * as they are; RFC 8187's value-chars do not include them.
+  const encoded = encodeURIComponent(name).replace(
+    /['()*]/g,
+    (char) => `%${char.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+  return `inline; filename="${ascii}"; filename*=UTF-8''${encoded}`;
+}
+
 export function registerArtifactRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(getArtifactRoute, async (c) => {
     const row = await findOwnedOr404(c, artifacts, c.req.valid("param").id, "artifact");
@@ -143,7 +159,7 @@ export function registerArtifactRoutes(app: OpenAPIHono<HonoEnv>): void {
     const row = await findOwnedOr404(c, artifacts, c.req.valid("param").id, "artifact");
     const conditions = c.req.valid("header");
     const etag = `"${row.sha256}"`;
-    const name = row.path.slice(row.path.lastIndexOf("/") + 1).replaceAll('"', "");
+    const name = row.path.slice(row.path.lastIndexOf("/") + 1);
     const headers = {
       ETag: etag,
       "Cache-Control": "private, max-age=0",
@@ -169,7 +185,7 @@ export function registerArtifactRoutes(app: OpenAPIHono<HonoEnv>): void {
     const content = {
       ...headers,
       "Content-Type": row.mimeType,
-      "Content-Disposition": `inline; filename="${name}"`,
+      "Content-Disposition": contentDisposition(name),
     };
     if (range.kind === "partial") {
       const lastByte = range.offset + range.length - 1;

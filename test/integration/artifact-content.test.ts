@@ -96,6 +96,33 @@ describe("artifact content", () => {
     await changed.body?.cancel();
   });
 
+  it("names a file that is not ASCII in filename* (RFC 6266), with an ASCII fallback (found by fuzz)", async () => {
+    // The name went out as raw UTF-8 bytes in the header, which clients read as Latin-1.
+    const task = await fetcher(`${BASE}/api/v1/tasks`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ title: "Write the notes", type: "documentation" }),
+    });
+    const { id: taskId } = (await task.json()) as { id: string };
+    const names = {
+      "docs/readme (1).md": 'inline; filename="readme (1).md"',
+      "docs/日本語 notes.md": `inline; filename="___ notes.md"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E%20notes.md`,
+      "docs/it's \u{1f600}.txt": `inline; filename="it's _.txt"; filename*=UTF-8''it%27s%20%F0%9F%98%80.txt`,
+    };
+    for (const [path, disposition] of Object.entries(names)) {
+      const stored = await fetcher(`${BASE}/__debug/tasks/${taskId}/artifacts`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ workspace_id: workspace.id, path, size_bytes: 10 }),
+      });
+      const { content_url } = (await stored.json()) as { content_url: string };
+      const response = await fetcher(`${BASE}${content_url}`, { headers: workspace.headers });
+      expect(response.status).toBe(200);
+      expect(response.headers.get("Content-Disposition")).toBe(disposition);
+      await response.arrayBuffer();
+    }
+  });
+
   it("sends on each answer exactly the headers and media type /openapi.json names for it", async () => {
     const doc = await openApi();
     const answers: [number, Record<string, string>][] = [
