@@ -7,14 +7,21 @@
  */
 export class Backlog {
   private seqs: number[] = [];
+  /** Bytes each counts against the limit: 0 for a replayed frame (see sent). */
   private sizes: number[] = [];
   private head = 0;
   private total = 0;
 
-  sent(seq: number, bytes: number): void {
+  /**
+   * `counted: false` for a resume's replay: bounded by the hub's replayMaxEvents, sent in one go, and the client
+   * cannot acknowledge it before the next live event is sent. Counted, a healthy client resuming after a long
+   * outage was cut off (1013) by the first live event after a large replay.
+   */
+  sent(seq: number, bytes: number, counted = true): void {
+    const countedBytes = counted ? bytes : 0;
     this.seqs.push(seq);
-    this.sizes.push(bytes);
-    this.total += bytes;
+    this.sizes.push(countedBytes);
+    this.total += countedBytes;
   }
 
   /** Everything up to and including `seq` has been received. */

@@ -322,10 +322,10 @@ export class EventHubCore {
       });
     }
     socket.send(replayFrame(true, frames.length));
-    // Bounded by replayMaxEvents: counted in the backlog, but only live sends can cut the socket off.
+    // Bounded by replayMaxEvents, and not counted against the slow-consumer limit (see Backlog.sent).
     for (const { seq, frame } of frames) {
       socket.send(frame);
-      state.backlog.sent(seq, frame.length);
+      state.backlog.sent(seq, frame.length, false);
     }
   }
 

@@ -121,6 +121,25 @@ describe("slow consumers", () => {
   });
 });
 
+describe("a resume's replay", () => {
+  it("does not count against the slow-consumer limit: a live event right after a large replay is delivered", async () => {
+    await withCore({ maxUnackedBytes: 20_000 }, async (core) => {
+      const first = await core.publish(toolCall("ws_core", 1_000));
+      const [{ event_id: lastEventId }] = core.log.after(first.seq - 1, 1);
+      // Missed while the client was away: more than the limit.
+      for (let i = 0; i < 40; i++) await core.publish(toolCall("ws_core", 1_000));
+      const resumed = new FakeSocket();
+      core.connect(resumed, { ...connectAll, lastEventId });
+      await core.publish(toolCall("ws_core", 1_000));
+      expect(resumed.closedWith).toBeNull();
+      expect(resumed.frames().filter((frame) => frame.type === "event")).toHaveLength(41);
+      // Live sends still count: a client that acknowledges nothing is cut off once they pass the limit.
+      for (let i = 0; i < 25 && resumed.closedWith === null; i++) await core.publish(toolCall("ws_core", 1_000));
+      expect(resumed.closedWith?.code).toBe(1013);
+    });
+  });
+});
+
 describe("frames from a socket the hub has closed", () => {
   it("are not answered: the slow consumer's last frame stays SLOW_CONSUMER, and nothing throws", async () => {
     await withCore({ maxUnackedBytes: 5_000 }, async (core) => {
