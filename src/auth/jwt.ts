@@ -1,5 +1,6 @@
 import { createRemoteJWKSet, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from "jose";
 import type { AppConfig } from "../env.ts";
+import { hasLoneSurrogate } from "../lib/unicode.ts";
 import { SCOPES, type Scope } from "./principal.ts";
 
 /**
@@ -63,15 +64,12 @@ export async function verifyAccessToken(config: AppConfig, token: string): Promi
     }
     const workspaceId = payload.workspace_id;
     // jose checks that `sub` is present, not that it is a string (RFC 7519 says it is): a numeric one passed, and
-    // every audited write of its bearer was a 500 (the audit entry's actor id must be text).
+    // every audited write of its bearer was a 500 (the audit entry's actor id must be text). One with a lone
+    // surrogate was stored as U+FFFD in created_by and the audit log: another user's id, as far as they tell.
     if (typeof workspaceId !== "string" || !WORKSPACE_ID.test(workspaceId)) return null;
-    if (typeof payload.sub !== "string" || payload.sub === "") return null;
-    return {
-      userId: payload.sub,
-      workspaceId,
-      scopes: scopesFrom(payload),
-      email: typeof payload.email === "string" ? payload.email : undefined,
-    };
+    if (typeof payload.sub !== "string" || payload.sub === "" || hasLoneSurrogate(payload.sub)) return null;
+    const email = typeof payload.email === "string" && !hasLoneSurrogate(payload.email) ? payload.email : undefined;
+    return { userId: payload.sub, workspaceId, scopes: scopesFrom(payload), email };
   } catch {
     return null;
   }

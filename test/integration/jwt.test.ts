@@ -113,6 +113,28 @@ describe("JWT bearer tokens (HS256 secret)", () => {
     expect(((await after.json()) as { name: string }).name).not.toBe("Renamed by sub 42");
   });
 
+  it("refuses a token whose sub has a lone surrogate: stored as U+FFFD, it would name someone else", async () => {
+    const loneSurrogate = await new SignJWT({ workspace_id: workspace.id, scope: "admin" })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject("user_\ud800")
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setExpirationTime(nowSeconds() + 300)
+      .sign(SECRET);
+    // From an address of its own: this file's other refusals come close to the failed-login block (10 in 60 s).
+    const rename = await fetcher(`${BASE}/api/v1/workspace`, {
+      method: "PATCH",
+      headers: {
+        Authorization: `Bearer ${loneSurrogate}`,
+        "Content-Type": "application/json",
+        "CF-Connecting-IP": "192.0.2.77",
+      },
+      body: JSON.stringify({ name: "Renamed by a lone surrogate" }),
+    });
+    expect(rename.status).toBe(401);
+    expect(await rename.json()).toMatchObject({ code: "UNAUTHENTICATED", detail: "Invalid credentials." });
+  });
+
   it("grants the token's scopes only", async () => {
     const readOnly = await token({ scope: "tasks:read" });
     expect((await call(readOnly)).status).toBe(200);
