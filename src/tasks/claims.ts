@@ -218,7 +218,14 @@ const END_COLUMNS = [
   "finished_at",
 ];
 
-/** The statements recording runs' ends, two whatever their number: the run rows, then the task rows. */
+/** The error a task ends with when a cancel was asked for while its run was ending to be retried. */
+export const CANCELLED_WHILE_RUNNING = { type: "cancelled", message: "Cancelled while running." };
+
+/**
+ * The statements recording runs' ends, two whatever their number: the run rows, then the task rows. The last
+ * returns the ended tasks' ids and statuses: a run ending to be retried whose task was asked to cancel meanwhile
+ * (a cancel accepted while its call failed) ends the task `cancelled`, not `queued` for another attempt.
+ */
 export function endStatements(d1: D1Database, inputs: readonly EndInput[], nowIso: string): D1PreparedStatement[] {
   if (inputs.length === 0) return [];
   const rows = JSON.stringify(
@@ -242,6 +249,7 @@ export function endStatements(d1: D1Database, inputs: readonly EndInput[], nowIs
     }),
   );
   const ends = `${jsonRowsSql(END_COLUMNS, "?2")} AS e`;
+  const cancelledRetry = "e.task_status = 'queued' AND tasks.cancel_requested_at IS NOT NULL";
   return [
     d1
       .prepare(
@@ -253,13 +261,17 @@ export function endStatements(d1: D1Database, inputs: readonly EndInput[], nowIs
       .bind(nowIso, rows),
     d1
       .prepare(
-        `UPDATE tasks SET status = e.task_status, prompt_tokens = tasks.prompt_tokens + e.prompt_tokens,
+        `UPDATE tasks SET status = CASE WHEN ${cancelledRetry} THEN 'cancelled' ELSE e.task_status END,
+           prompt_tokens = tasks.prompt_tokens + e.prompt_tokens,
            completion_tokens = tasks.completion_tokens + e.completion_tokens, cost_usd = tasks.cost_usd + e.cost_usd,
-           result = coalesce(e.task_result, tasks.result), error = e.task_error, finished_at = e.finished_at,
+           result = coalesce(e.task_result, tasks.result),
+           error = CASE WHEN ${cancelledRetry} THEN ?3 ELSE e.task_error END,
+           finished_at = CASE WHEN ${cancelledRetry} THEN ?1 ELSE e.finished_at END,
            updated_at = ?1
-         FROM ${ends} WHERE tasks.id = e.task_id AND tasks.status = 'running'`,
+         FROM ${ends} WHERE tasks.id = e.task_id AND tasks.status = 'running'
+         RETURNING tasks.id AS id, tasks.status AS status`,
       )
-      .bind(nowIso, rows),
+      .bind(nowIso, rows, JSON.stringify(CANCELLED_WHILE_RUNNING)),
   ];
 }
 

@@ -13,6 +13,7 @@ import type { LlmRouter } from "../llm/types.ts";
 import { artifactUpserts } from "./artifacts.ts";
 import { watchCancels } from "./cancel-watch.ts";
 import {
+  CANCELLED_WHILE_RUNNING,
   type ClaimInput,
   claimRuns,
   closeRunStatement,
@@ -278,7 +279,11 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
       endNowIso,
     ),
   ];
-  if (statements.length > 0) await config.DB.batch(statements);
+  const results = statements.length > 0 ? await config.DB.batch<{ id: string; status: string }>(statements) : [];
+  // Tasks a cancel reached while their run was ending to be retried: they end here, cancelled (endStatements).
+  const cancelledAtEnd = new Set(
+    (results.at(-1)?.results ?? []).filter((row) => row.status === "cancelled").map((row) => row.id),
+  );
 
   for (const { claim, result } of executed) {
     recordRun(
@@ -295,6 +300,12 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     const work = byTask.get(claim.task.id)!;
     const { end } = result;
     const chain = chainOf(claim.task.id);
+    if (end.kind === "retry" && cancelledAtEnd.has(claim.task.id)) {
+      work.message.ack();
+      releaseSlot(claim.task.workspaceId, claim.task.id);
+      chain.emit(errorEvent(claim, CANCELLED_WHILE_RUNNING, work.message.attempts - 1, true));
+      continue;
+    }
     if (end.kind === "retry") {
       const attempt = work.message.attempts;
       const last = attempt > QUEUE_MAX_RETRIES;

@@ -449,6 +449,29 @@ describe("the tasks consumer", () => {
     expect(error.data).toMatchObject({ error_type: "cancelled", fatal: true });
   });
 
+  it("ends a task cancelled while its last attempt fails retryably as cancelled, not dead-lettered", async () => {
+    const row = await insertTask(workspace.id, { attempts: 3 });
+    let cancelStatus: number | undefined;
+    // The cancel is accepted (202) while the call is at the provider, which fails before the run notices it.
+    const router = scriptedRouter(async () => {
+      cancelStatus = (
+        await fetcher(`${BASE}/api/v1/tasks/${row.id}/cancel`, { method: "POST", headers: workspace.headers })
+      ).status;
+      throw new LlmError("all_providers_failed", "every provider failed", true);
+    });
+    const result = await deliver(router, [{ id: "msg-cancel-last", taskId: row.id, attempts: 4 }]);
+    expect(cancelStatus).toBe(202);
+    // Acknowledged, so it never reaches the dead-letter queue; retried, it would have been dead-lettered there.
+    expect(result.explicitAcks).toEqual(["msg-cancel-last"]);
+    expect(result.retryMessages).toEqual([]);
+    const read = await fetcher(`${BASE}/api/v1/tasks/${row.id}`, { headers: workspace.headers });
+    expect(await read.json()).toMatchObject({ status: "cancelled", error: { type: "cancelled" } });
+    expect((await task(row.id)).finishedAt).not.toBeNull();
+    expect(await runs(row.id)).toMatchObject([{ status: "failed", error: { type: "llm_all_providers_failed" } }]);
+    const errors = (await eventsOf(workspace.headers, row.id)).filter((event) => event.event_type === "task.error");
+    expect(errors.map((event) => event.data)).toMatchObject([{ error_type: "cancelled", fatal: true }]);
+  });
+
   it("counts the prompt a call cancelled in flight was charged in the run's and the task's figures", async () => {
     const openai = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] });
     const row = await insertTask(openai.id);
