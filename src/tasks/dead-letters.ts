@@ -344,7 +344,14 @@ export async function replayDeadLetters(
         .returning({ id: tasks.id }),
     ]);
     if ((reset as { id: string }[]).length === 0) {
-      await limiter.finishTasks([task.id]);
+      // Another replay of this task may have won the row. submitTask is idempotent per task, so both hold one and
+      // the same place: given back, the winner's task stayed pending, never sent. The call that made the place
+      // (not a duplicate) sends it for the winner, or gives it back if the task is not waiting on it.
+      if (!admission.duplicate) {
+        const now = (await loadTasks(db, [task.id])).get(task.id);
+        if (now && !isTerminal(now.status)) dispatch.push(...admission.dispatch);
+        else await limiter.finishTasks([task.id]);
+      }
       outcome.skipped.push({ dead_letter_id: letter.id, task_id: task.id, reason: "task_changed" });
       continue;
     }

@@ -1,0 +1,92 @@
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
+import { describe, expect, it } from "vitest";
+import { createDb } from "../../src/db/client.ts";
+import { deadLetters } from "../../src/db/schema.ts";
+import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
+import { consumeDeadLetterBatch, replayDeadLetters } from "../../src/tasks/dead-letters.ts";
+import { limiterOf } from "../../src/tasks/dispatch.ts";
+import type { TaskContext } from "../../src/tasks/service.ts";
+import { createTestWorkspace } from "../support/workspaces.ts";
+import {
+  answer,
+  appConfig,
+  BASE,
+  fetcher,
+  insertTask,
+  quietLogger,
+  scriptedRouter,
+  taskBody,
+} from "../unit/tasks/fakes.ts";
+
+/** Races between the steps of a task's lifecycle that a user can start at the same time. */
+
+const db = createDb(env.DB);
+const LIMITS = { requests_per_second: 100, burst: 100, max_running_tasks: 1, max_pending_tasks: 10 };
+
+async function statusOf(headers: Record<string, string>, taskId: string, until: (status: string) => boolean) {
+  let status = "";
+  // Local queues run one batch at a time, and other tests' tasks may be ahead of this one.
+  for (let i = 0; i < 200; i++) {
+    status = ((await (await fetcher(`${BASE}/api/v1/tasks/${taskId}`, { headers })).json()) as { status: string })
+      .status;
+    if (until(status)) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return status;
+}
+
+describe("two replays of one dead letter at once", () => {
+  it("replay the task once, and it still runs when a slot frees", { timeout: 30_000 }, async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { name: "replay race", limits: LIMITS });
+    const config = appConfig();
+    // The workspace's one slot is taken, so the replayed task waits in the pending line.
+    const blocker = await insertTask(workspace.id);
+    await limiterOf(config, workspace.id).submitTask({
+      taskId: blocker.id,
+      priority: "medium",
+      message: taskBody(workspace.id, blocker.id),
+      maxRunning: LIMITS.max_running_tasks,
+      maxPending: LIMITS.max_pending_tasks,
+    });
+    const row = await insertTask(workspace.id, { agentConfig: { model: "simulated:sim-1" } });
+    await consumeDeadLetterBatch(
+      createMessageBatch("tasks-dlq", [
+        { id: `msg-dead-${row.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+      ]),
+      config,
+      quietLogger,
+    );
+    const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
+
+    // Both read the letter before either resets its task: the one that loses the row is skipped.
+    const ctx: TaskContext = {
+      config,
+      db,
+      workspaceId: workspace.id,
+      logger: quietLogger,
+      audit: { actor: { type: "system", id: "test", display: "test" }, requestId: "req_replay_race" },
+    };
+    const outcomes = await Promise.all([
+      replayDeadLetters(ctx, LIMITS, { ids: [letter.id], limit: 100 }),
+      replayDeadLetters(ctx, LIMITS, { ids: [letter.id], limit: 100 }),
+    ]);
+    expect(outcomes.flatMap((outcome) => outcome.replayed)).toEqual([
+      expect.objectContaining({ task_id: row.id, status: "pending" }),
+    ]);
+    expect(outcomes.flatMap((outcome) => outcome.skipped)).toEqual([
+      expect.objectContaining({ task_id: row.id, reason: "task_changed" }),
+    ]);
+
+    // The blocker ends: its slot goes to the replayed task, which runs (the real queue, the simulated provider).
+    const batch = createMessageBatch("tasks", [
+      { id: `msg-blocker-${blocker.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, blocker.id) },
+    ]);
+    await consumeTaskBatch(batch, config, { router: scriptedRouter(answer("done")), logger: quietLogger });
+    expect((await getQueueResult(batch, createExecutionContext())).explicitAcks).toHaveLength(1);
+    expect(
+      await statusOf(workspace.headers, row.id, (status) => !["pending", "queued", "running"].includes(status)),
+    ).toBe("completed");
+  });
+});
