@@ -222,9 +222,14 @@ const END_COLUMNS = [
 export const CANCELLED_WHILE_RUNNING = { type: "cancelled", message: "Cancelled while running." };
 
 /**
- * The statements recording runs' ends, two whatever their number: the run rows, then the task rows. The last
- * returns the ended tasks' ids and statuses: a run ending to be retried whose task was asked to cancel meanwhile
- * (a cancel accepted while its call failed) ends the task `cancelled`, not `queued` for another attempt.
+ * The statements recording runs' ends, three whatever their number. A run's figures are always its whole tally,
+ * and its task gains what they add to what the run row already held (a run presumed dead had its charges until
+ * then counted, lostRunFiguresStatements), so a task's figures stay the sum of its runs'. A run ends its task only
+ * while it is the task's latest attempt and the task is still running: a run that another delivery of its message
+ * took over (a message delivered twice, the first still running) ends neither itself nor the task again. The last
+ * statement returns the tasks ended, with their new status: a run ending to be retried whose task was asked to
+ * cancel meanwhile (a cancel accepted while its call failed) ends the task `cancelled`, not `queued` for another
+ * attempt.
  */
 export function endStatements(d1: D1Database, inputs: readonly EndInput[], nowIso: string): D1PreparedStatement[] {
   if (inputs.length === 0) return [];
@@ -249,26 +254,38 @@ export function endStatements(d1: D1Database, inputs: readonly EndInput[], nowIs
     }),
   );
   const ends = `${jsonRowsSql(END_COLUMNS, "?2")} AS e`;
+  const added = `SELECT e.task_id, e.prompt_tokens - run.prompt_tokens AS prompt_tokens,
+      e.completion_tokens - run.completion_tokens AS completion_tokens, e.cost_usd - run.cost_usd AS cost_usd
+    FROM ${ends} JOIN task_runs AS run ON run.id = e.run_id`;
+  const open = "task_runs.status = 'running'";
   const cancelledRetry = "e.task_status = 'queued' AND tasks.cancel_requested_at IS NOT NULL";
   return [
     d1
       .prepare(
-        `UPDATE task_runs SET status = e.run_status, provider = e.provider, model = e.model,
+        `UPDATE tasks SET prompt_tokens = tasks.prompt_tokens + d.prompt_tokens,
+           completion_tokens = tasks.completion_tokens + d.completion_tokens, cost_usd = tasks.cost_usd + d.cost_usd
+         FROM (${added}) AS d WHERE tasks.id = d.task_id`,
+      )
+      .bind(nowIso, rows),
+    d1
+      .prepare(
+        `UPDATE task_runs SET provider = e.provider, model = e.model,
            prompt_tokens = e.prompt_tokens, completion_tokens = e.completion_tokens, cost_usd = e.cost_usd,
-           error = e.run_error, finished_at = ?1
+           status = CASE WHEN ${open} THEN e.run_status ELSE task_runs.status END,
+           error = CASE WHEN ${open} THEN e.run_error ELSE task_runs.error END,
+           finished_at = CASE WHEN ${open} THEN ?1 ELSE task_runs.finished_at END
          FROM ${ends} WHERE task_runs.id = e.run_id`,
       )
       .bind(nowIso, rows),
     d1
       .prepare(
         `UPDATE tasks SET status = CASE WHEN ${cancelledRetry} THEN 'cancelled' ELSE e.task_status END,
-           prompt_tokens = tasks.prompt_tokens + e.prompt_tokens,
-           completion_tokens = tasks.completion_tokens + e.completion_tokens, cost_usd = tasks.cost_usd + e.cost_usd,
            result = coalesce(e.task_result, tasks.result),
            error = CASE WHEN ${cancelledRetry} THEN ?3 ELSE e.task_error END,
            finished_at = CASE WHEN ${cancelledRetry} THEN ?1 ELSE e.finished_at END,
            updated_at = ?1
          FROM ${ends} WHERE tasks.id = e.task_id AND tasks.status = 'running'
+           AND tasks.attempts = (SELECT attempt FROM task_runs WHERE task_runs.id = e.run_id)
          RETURNING tasks.id AS id, tasks.status AS status`,
       )
       .bind(nowIso, rows, JSON.stringify(CANCELLED_WHILE_RUNNING)),

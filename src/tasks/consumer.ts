@@ -280,10 +280,9 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     ),
   ];
   const results = statements.length > 0 ? await config.DB.batch<{ id: string; status: string }>(statements) : [];
-  // Tasks a cancel reached while their run was ending to be retried: they end here, cancelled (endStatements).
-  const cancelledAtEnd = new Set(
-    (results.at(-1)?.results ?? []).filter((row) => row.status === "cancelled").map((row) => row.id),
-  );
+  // The tasks these runs ended, with their new status (endStatements): `cancelled` for a cancel that reached a
+  // run ending to be retried.
+  const ended = new Map((results.at(-1)?.results ?? []).map((row) => [row.id, row.status]));
 
   for (const { claim, result } of executed) {
     recordRun(
@@ -300,7 +299,14 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     const work = byTask.get(claim.task.id)!;
     const { end } = result;
     const chain = chainOf(claim.task.id);
-    if (end.kind === "retry" && cancelledAtEnd.has(claim.task.id)) {
+    if (!ended.has(claim.task.id)) {
+      // Another delivery of this message took the task over (this run looked dead to it), or it was closed as
+      // such: that one ends the task and gives its slot back; this run's end would be a second one.
+      logger.warn("run ended after its task was taken over", { task_id: claim.task.id, run_id: claim.runId });
+      work.message.ack();
+      continue;
+    }
+    if (end.kind === "retry" && ended.get(claim.task.id) === "cancelled") {
       work.message.ack();
       releaseSlot(claim.task.workspaceId, claim.task.id);
       chain.emit(errorEvent(claim, CANCELLED_WHILE_RUNNING, work.message.attempts - 1, true));

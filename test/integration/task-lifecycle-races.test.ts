@@ -4,6 +4,7 @@ import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { deadLetters } from "../../src/db/schema.ts";
+import type { LlmRouter } from "../../src/llm/types.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
 import { consumeDeadLetterBatch, replayDeadLetters } from "../../src/tasks/dead-letters.ts";
 import { limiterOf } from "../../src/tasks/dispatch.ts";
@@ -13,6 +14,7 @@ import {
   answer,
   appConfig,
   BASE,
+  eventsOf,
   fetcher,
   insertTask,
   quietLogger,
@@ -36,6 +38,58 @@ async function statusOf(headers: Record<string, string>, taskId: string, until: 
   }
   return status;
 }
+
+describe("a message delivered again while its first delivery still runs", () => {
+  it("takes the task over once: one task.completed, and the task counts both runs' tokens", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { name: "message twice" });
+    const row = await insertTask(workspace.id);
+    let answerFirst!: () => void;
+    const held = new Promise<void>((resolve) => {
+      answerFirst = resolve;
+    });
+    const first = scriptedRouter(async (request, context, call) => {
+      await held;
+      return answer("first delivery")(request, context, call);
+    });
+    const deliver = (router: LlmRouter, attempts: number) => {
+      const batch = createMessageBatch("tasks", [
+        { id: `msg-twice-${row.id}`, timestamp: new Date(), attempts, body: taskBody(workspace.id, row.id) },
+      ]);
+      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 }).then(() =>
+        getQueueResult(batch, createExecutionContext()),
+      );
+    };
+    const firstDelivery = deliver(first, 1);
+    while (first.calls.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    // The same message again: to its consumer the first run looks dead, so it takes the task over and ends it.
+    const second = await deliver(scriptedRouter(answer("second delivery")), 2);
+    expect(second.explicitAcks).toHaveLength(1);
+    answerFirst();
+    expect((await firstDelivery).explicitAcks).toHaveLength(1);
+
+    const shown = (await (await fetcher(`${BASE}/api/v1/tasks/${row.id}`, { headers: workspace.headers })).json()) as {
+      status: string;
+      result: { summary: string };
+      tokens: { prompt: number; completion: number };
+    };
+    expect(shown).toMatchObject({ status: "completed", result: { summary: "second delivery" } });
+    const runs = (
+      (await (await fetcher(`${BASE}/api/v1/tasks/${row.id}/runs`, { headers: workspace.headers })).json()) as {
+        data: { status: string; tokens: { prompt: number; completion: number } }[];
+      }
+    ).data;
+    expect(runs.map((run) => run.status)).toEqual(["timed_out", "succeeded"]);
+    expect(shown.tokens).toMatchObject({
+      prompt: runs.reduce((sum, run) => sum + run.tokens.prompt, 0),
+      completion: runs.reduce((sum, run) => sum + run.tokens.completion, 0),
+    });
+    expect(shown.tokens.prompt).toBe(200);
+    const ends = (await eventsOf(workspace.headers, row.id)).filter((event) =>
+      ["task.completed", "task.error"].includes(event.event_type),
+    );
+    expect(ends.map((event) => event.event_type)).toEqual(["task.completed"]);
+  });
+});
 
 describe("two replays of one dead letter at once", () => {
   it("replay the task once, and it still runs when a slot frees", { timeout: 30_000 }, async () => {
