@@ -64,6 +64,9 @@ export interface ConsumerDeps {
   report?: (error: unknown, tags: Record<string, string>) => void;
 }
 
+/** How long a message whose task has no row yet waits before it is read again. */
+const UNKNOWN_TASK_RETRY_DELAY_SECONDS = 2;
+
 type Work = { message: Message<unknown>; body: TaskMessage; task: TaskRow };
 
 export function agentIdOf(task: Pick<TaskRow, "type">): string {
@@ -138,6 +141,14 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
   const running: Work[] = [];
   for (const { message, body } of parsed) {
     const task = rows.get(body.task_id);
+    if (!task && message.attempts <= QUEUE_MAX_RETRIES) {
+      // Its row may not be written yet: a task admitted as pending can be released into a free slot, and its
+      // message delivered, before the request that submitted it has inserted its row. Acknowledged, the message was
+      // never sent again and the task stayed pending for good. One that never existed ends in the dead-letter
+      // queue, whose consumer acknowledges it and frees its place.
+      message.retry({ delaySeconds: UNKNOWN_TASK_RETRY_DELAY_SECONDS });
+      continue;
+    }
     if (!task || task.workspaceId !== body.workspace_id) {
       logger.warn("message for an unknown task acknowledged", { task_id: body.task_id, message_id: message.id });
       message.ack();

@@ -4,6 +4,7 @@ import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { deadLetters } from "../../src/db/schema.ts";
+import { newId } from "../../src/lib/ids.ts";
 import type { LlmRouter } from "../../src/llm/types.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
 import { consumeDeadLetterBatch, replayDeadLetters } from "../../src/tasks/dead-letters.ts";
@@ -88,6 +89,31 @@ describe("a message delivered again while its first delivery still runs", () => 
       ["task.completed", "task.error"].includes(event.event_type),
     );
     expect(ends.map((event) => event.event_type)).toEqual(["task.completed"]);
+  });
+});
+
+describe("a pending task released before its submission has written its row", () => {
+  it("is run once its row is there, not dropped as an unknown task", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { name: "row not yet written" });
+    // The limiter released the task into a free slot and its message came at once: the row is not written yet.
+    const taskId = newId("task");
+    const deliver = (attempts: number) => {
+      const batch = createMessageBatch("tasks", [
+        { id: `msg-early-${taskId}`, timestamp: new Date(), attempts, body: taskBody(workspace.id, taskId) },
+      ]);
+      return consumeTaskBatch(batch, appConfig(), {
+        router: scriptedRouter(answer("done")),
+        logger: quietLogger,
+      }).then(() => getQueueResult(batch, createExecutionContext()));
+    };
+    const early = await deliver(1);
+    expect(early.explicitAcks).toEqual([]);
+    expect(early.retryMessages).toHaveLength(1);
+
+    await insertTask(workspace.id, { id: taskId, status: "pending", queuedAt: null });
+    expect((await deliver(2)).explicitAcks).toHaveLength(1);
+    const shown = await fetcher(`${BASE}/api/v1/tasks/${taskId}`, { headers: workspace.headers });
+    expect(await shown.json()).toMatchObject({ status: "completed", attempts: 1 });
   });
 });
 
