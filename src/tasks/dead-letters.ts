@@ -7,7 +7,15 @@ import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
-import { closeRunStatement, LOST_RUN_ERROR, loadRunningRuns, loadTasks, lostRunFiguresStatements } from "./claims.ts";
+import {
+  CANCELLED_WHILE_RUNNING,
+  closeRunStatement,
+  closeUnstartedStatement,
+  LOST_RUN_ERROR,
+  loadRunningRuns,
+  loadTasks,
+  lostRunFiguresStatements,
+} from "./claims.ts";
 import { QUEUE_MAX_RETRIES, STALE_RUN_GRACE_MS, taskTimeoutSeconds } from "./config.ts";
 import { limiterOf, sendDispatches } from "./dispatch.ts";
 import { EventChain } from "./events.ts";
@@ -59,6 +67,7 @@ export async function consumeDeadLetterBatch(
     error: { type: string; message: string };
     index: number;
   }[] = [];
+  const cancelled: { task: NonNullable<ReturnType<typeof rows.get>>; index: number }[] = [];
   const statements: D1PreparedStatement[] = [];
   for (const { message, body } of messages) {
     const task = rows.get(body.task_id);
@@ -75,6 +84,21 @@ export async function consumeDeadLetterBatch(
     ) {
       // A consumer is still running it: that consumer ends it.
       message.ack();
+      continue;
+    }
+    if (task.cancelRequestedAt) {
+      // Its last delivery's consumer died after a cancel was accepted (202): it ends cancelled, as the tasks
+      // consumer ends such a run, not as a dead letter the user would find to replay.
+      statements.push(closeUnstartedStatement(config.DB, task.id, "cancelled", CANCELLED_WHILE_RUNNING, nowIso));
+      cancelled.push({ task, index: statements.length - 1 });
+      if (run) {
+        statements.push(
+          ...lostRunFiguresStatements(config.DB, [{ runId: run.id, workspaceId: run.workspaceId, taskId: run.taskId }]),
+          closeRunStatement(config.DB, run.id, "cancelled", CANCELLED_WHILE_RUNNING, nowIso),
+        );
+      }
+      message.ack();
+      release.set(task.workspaceId, [...(release.get(task.workspaceId) ?? []), task.id]);
       continue;
     }
     const error =
@@ -131,11 +155,12 @@ export async function consumeDeadLetterBatch(
 
   // Those recorded by an earlier delivery were announced then.
   const announced = recorded.filter((entry) => (results[entry.index]?.meta.changes ?? 0) > 0);
+  const cancelledNow = cancelled.filter((entry) => (results[entry.index]?.meta.changes ?? 0) > 0);
   const batcher = new EventBatcher(config, { logger, executionCtx });
-  if (announced.length > 0) {
+  if (announced.length + cancelledNow.length > 0) {
     // The task's earlier events, if the hub refused them, land before its fatal task.error.
     await batcher
-      .deliverParkedFirst([...new Set(announced.map((entry) => entry.task.workspaceId))])
+      .deliverParkedFirst([...new Set([...announced, ...cancelledNow].map((entry) => entry.task.workspaceId))])
       .catch((error: unknown) => logger.warn("parked events not delivered first", { error }));
   }
   const chains: EventChain[] = [];
@@ -154,6 +179,23 @@ export async function consumeDeadLetterBatch(
         max_retries: QUEUE_MAX_RETRIES,
         fatal: true,
         context: { dead_letter_id: entry.deadLetterId, attempts: entry.task.attempts },
+      },
+    });
+    chains.push(chain);
+  }
+  for (const { task } of cancelledNow) {
+    const chain = new EventChain(config, logger, batcher);
+    chain.emit({
+      event_type: "task.error",
+      workspace_id: task.workspaceId,
+      task_id: task.id,
+      data: {
+        task_id: task.id,
+        error_type: CANCELLED_WHILE_RUNNING.type,
+        error_message: CANCELLED_WHILE_RUNNING.message,
+        retry_count: task.attempts,
+        max_retries: QUEUE_MAX_RETRIES,
+        fatal: true,
       },
     });
     chains.push(chain);

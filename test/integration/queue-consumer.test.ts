@@ -923,6 +923,28 @@ describe("recovery from a consumer that died mid-run", () => {
     expect(cancelled).toMatchObject({ status: "cancelled", promptTokens: 800, completionTokens: 30 });
     expect(cancelled.costUsd).toBeCloseTo(0.0032, 12);
   });
+
+  it("ends as cancelled, not as a dead letter, a cancelled task whose consumer died on the last delivery", async () => {
+    const row = await crashedRun({ cancelRequestedAt: new Date().toISOString() });
+    await chargeDeadRun(row.id);
+    const dlq = () =>
+      createMessageBatch("tasks-dlq", [
+        { id: `msg-crash-${row.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
+      ]);
+    const batch = dlq();
+    await consumeDeadLetterBatch(batch, appConfig(), quietLogger);
+    expect((await getQueueResult(batch, createExecutionContext())).explicitAcks).toEqual([`msg-crash-${row.id}`]);
+    // Delivered again: nothing told twice.
+    await consumeDeadLetterBatch(dlq(), appConfig(), quietLogger);
+
+    const shown = await fetcher(`${BASE}/api/v1/tasks/${row.id}`, { headers: workspace.headers });
+    expect(await shown.json()).toMatchObject({ status: "cancelled", error: { type: "cancelled" } });
+    expect(await runs(row.id)).toMatchObject([{ status: "cancelled", promptTokens: 800, completionTokens: 30 }]);
+    const letters = await fetcher(`${BASE}/api/v1/dead-letters?task_id=${row.id}`, { headers: workspace.headers });
+    expect(((await letters.json()) as { data: unknown[] }).data).toEqual([]);
+    const errors = (await eventsOf(workspace.headers, row.id)).filter((event) => event.event_type === "task.error");
+    expect(errors.map((event) => event.data)).toMatchObject([{ error_type: "cancelled", fatal: true }]);
+  });
 });
 
 describe("the dead-letter path", () => {
