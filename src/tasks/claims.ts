@@ -222,6 +222,20 @@ const END_COLUMNS = [
 export const CANCELLED_WHILE_RUNNING = { type: "cancelled", message: "Cancelled while running." };
 
 /**
+ * The error a task cancelled while it waited ends with: before its first attempt, or between attempts (a queued
+ * retry), which "before it started" misdescribed: its task.started and failed run are in its history.
+ */
+export function cancelledWaiting(attempts: number): { type: "cancelled"; message: string } {
+  return {
+    type: "cancelled",
+    message:
+      attempts === 0
+        ? "Cancelled before it started."
+        : `Cancelled while waiting to be retried, after ${attempts} attempt${attempts === 1 ? "" : "s"}.`,
+  };
+}
+
+/**
  * The statements recording runs' ends, three whatever their number. A run's figures are always its whole tally,
  * and its task gains what they add to what the run row already held (a run presumed dead had its charges until
  * then counted, lostRunFiguresStatements), so a task's figures stay the sum of its runs'. A run ends its task only

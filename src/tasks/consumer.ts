@@ -15,6 +15,7 @@ import { watchCancels } from "./cancel-watch.ts";
 import {
   CANCELLED_WHILE_RUNNING,
   type ClaimInput,
+  cancelledWaiting,
   claimRuns,
   closeRunStatement,
   closeUnstartedStatement,
@@ -165,16 +166,9 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
       message.ack();
       releaseSlot(task.workspaceId, task.id);
     } else if (task.cancelRequestedAt && task.status !== "running") {
-      closing.push(
-        closeUnstartedStatement(
-          config.DB,
-          task.id,
-          "cancelled",
-          { type: "cancelled", message: "Cancelled before it started." },
-          nowIso,
-        ),
-      );
-      chainOf(task.id).emit(cancelledEvent(task));
+      const error = cancelledWaiting(task.attempts);
+      closing.push(closeUnstartedStatement(config.DB, task.id, "cancelled", error, nowIso));
+      chainOf(task.id).emit(cancelledEvent(task, error.message));
       message.ack();
       releaseSlot(task.workspaceId, task.id);
     } else if (task.status === "running") running.push({ message, body, task });
@@ -499,7 +493,7 @@ function errorEvent(claim: ClaimInput, error: { type: string; message: string },
   };
 }
 
-function cancelledEvent(task: TaskRow, message = "Cancelled before it started.") {
+function cancelledEvent(task: TaskRow, message: string) {
   return {
     event_type: "task.error" as const,
     workspace_id: task.workspaceId,

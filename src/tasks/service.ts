@@ -18,6 +18,7 @@ import type { BudgetEventContext } from "../limits/budget-events.ts";
 import { budgetStatus, exhaustedMessage } from "../llm/index.ts";
 import { settingsLoader } from "../llm/settings.ts";
 import { cancelLocally } from "./cancellation.ts";
+import { cancelledWaiting } from "./claims.ts";
 import { QUEUE_MAX_RETRIES } from "./config.ts";
 import { limiterOf, sendDispatches, sendMessages } from "./dispatch.ts";
 import { eventUser, publishForRequest } from "./events.ts";
@@ -366,12 +367,20 @@ export async function cancelTask(ctx: TaskContext, task: TaskRow): Promise<{ tas
     audit,
     db
       .update(tasks)
-      .set({ status: "cancelled", cancelRequestedAt: nowIso, finishedAt: nowIso, updatedAt: nowIso })
+      .set({
+        status: "cancelled",
+        // As the consumer records such a cancel: GET showed a cancelled task without its error.
+        error: cancelledWaiting(task.attempts),
+        cancelRequestedAt: nowIso,
+        finishedAt: nowIso,
+        updatedAt: nowIso,
+      })
       .where(and(thisTask, inArray(tasks.status, ["pending", "queued"])))
       .returning(),
     db
       .update(tasks)
-      .set({ cancelRequestedAt: nowIso, updatedAt: nowIso })
+      // The first request's time stays: a second cancel of a running task moved it, and answered another one.
+      .set({ cancelRequestedAt: sql`coalesce(${tasks.cancelRequestedAt}, ${nowIso})`, updatedAt: nowIso })
       .where(and(thisTask, eq(tasks.status, "running")))
       .returning(),
   ]);
@@ -389,7 +398,7 @@ export async function cancelTask(ctx: TaskContext, task: TaskRow): Promise<{ tas
         data: {
           task_id: task.id,
           error_type: "cancelled",
-          error_message: "Cancelled before it started.",
+          error_message: cancelledWaiting(cancelled.attempts).message,
           retry_count: cancelled.attempts,
           max_retries: cancelled.maxRetries,
           fatal: true,

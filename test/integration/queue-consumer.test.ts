@@ -472,6 +472,48 @@ describe("the tasks consumer", () => {
     expect(errors.map((event) => event.data)).toMatchObject([{ error_type: "cancelled", fatal: true }]);
   });
 
+  it("tells a task cancelled while it waits to be retried so, not that it never started", async () => {
+    const row = await insertTask(workspace.id);
+    const failing = scriptedRouter(async () => {
+      throw new LlmError("all_providers_failed", "every provider failed", true);
+    });
+    const first = await deliver(failing, [{ id: "msg-retry-then-cancel", taskId: row.id }]);
+    expect(first.retryMessages).toHaveLength(1);
+    expect(await task(row.id)).toMatchObject({ status: "queued", attempts: 1 });
+    const cancel = await fetcher(`${BASE}/api/v1/tasks/${row.id}/cancel`, {
+      method: "POST",
+      headers: workspace.headers,
+    });
+    expect(cancel.status).toBe(200);
+    const read = await fetcher(`${BASE}/api/v1/tasks/${row.id}`, { headers: workspace.headers });
+    const told = { type: "cancelled", message: "Cancelled while waiting to be retried, after 1 attempt." };
+    expect(await read.json()).toMatchObject({ status: "cancelled", error: told });
+    const events = await eventsOf(workspace.headers, row.id);
+    expect(events.map((event) => event.event_type)).toContain("task.started");
+    const errors = events.filter((event) => event.event_type === "task.error" && event.data.fatal);
+    expect(errors.map((event) => event.data)).toMatchObject([{ error_type: "cancelled", error_message: told.message }]);
+  });
+
+  it("keeps the first cancel's time when a running task is cancelled twice", async () => {
+    const row = await insertTask(workspace.id);
+    const answers: { cancel_requested_at: string }[] = [];
+    const router = scriptedRouter(async (request, context) => {
+      for (let i = 0; i < 2; i++) {
+        const response = await fetcher(`${BASE}/api/v1/tasks/${row.id}/cancel`, {
+          method: "POST",
+          headers: workspace.headers,
+        });
+        answers.push((await response.json()) as { cancel_requested_at: string });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return answer("done")(request, context, 1);
+    });
+    await deliver(router, [{ id: "msg-cancel-twice", taskId: row.id }]);
+    expect(answers).toHaveLength(2);
+    expect(answers[0].cancel_requested_at).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+    expect(answers[1].cancel_requested_at).toBe(answers[0].cancel_requested_at);
+  });
+
   it("counts the prompt a call cancelled in flight was charged in the run's and the task's figures", async () => {
     const openai = await workspaceWith({ strategy: "fallback", chain: [{ provider: "openai", model: "gpt-4o-mini" }] });
     const row = await insertTask(openai.id);
