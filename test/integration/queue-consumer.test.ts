@@ -989,6 +989,19 @@ describe("recovery from a consumer that died mid-run", () => {
   });
 });
 
+/** The task dead-lettered through the dead-letter queue's consumer, and its dead letter. */
+async function deadLetterOf(taskId: string) {
+  await consumeDeadLetterBatch(
+    createMessageBatch("tasks-dlq", [
+      { id: `msg-dlq-${taskId}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, taskId) },
+    ]),
+    appConfig(),
+    quietLogger,
+  );
+  const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, taskId));
+  return letter;
+}
+
 describe("the dead-letter path", () => {
   it("sends the last failed delivery on, then records one dead letter and a fatal task.error", async () => {
     const row = await insertTask(workspace.id);
@@ -1055,14 +1068,7 @@ describe("the dead-letter path", () => {
   });
   it("replays a list of 100 ids, the most a replay takes (found by fuzz: D1's bound parameters ran out, a 500)", async () => {
     const row = await insertTask(workspace.id);
-    await consumeDeadLetterBatch(
-      createMessageBatch("tasks-dlq", [
-        { id: `msg-hundred-${row.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
-      ]),
-      appConfig(),
-      quietLogger,
-    );
-    const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
+    const letter = await deadLetterOf(row.id);
     const missing = Array.from({ length: 99 }, (_, index) => `dlq_missing_${index}`);
     const replay = await fetcher(`${BASE}/api/v1/dead-letters/replay`, {
       method: "POST",
@@ -1082,14 +1088,7 @@ describe("the dead-letter path", () => {
   it("replays a dead letter once when replays of it race: one replayed, the rest skipped, one entry", async () => {
     // Found by fuzz: each replay that lost the race was skipped (task_changed) yet counted a replay and wrote an entry.
     const row = await insertTask(workspace.id);
-    await consumeDeadLetterBatch(
-      createMessageBatch("tasks-dlq", [
-        { id: `msg-race-${row.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
-      ]),
-      appConfig(),
-      quietLogger,
-    );
-    const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.taskId, row.id));
+    const letter = await deadLetterOf(row.id);
     // Rate-limit lease and key lookup cached, so the replays reach D1 together.
     for (let warm = 0; warm < 3; warm++) await fetcher(`${BASE}/api/v1/dead-letters`, { headers: workspace.headers });
     const replays = await Promise.all(
