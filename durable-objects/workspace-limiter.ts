@@ -1,4 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
+import { createDb } from "../src/db/client.ts";
 import type { AppConfig } from "../src/env.ts";
 import { EventOutbox } from "../src/events/outbox.ts";
 import { Logger } from "../src/lib/logger.ts";
@@ -37,6 +38,8 @@ import type {
   StrikeInput,
   StrikeResult,
 } from "../src/limits/types.ts";
+import { sendDispatches } from "../src/tasks/dispatch.ts";
+import { parseTaskMessage } from "../src/tasks/messages.ts";
 
 /**
  * One per workspace (addressed by workspace id): its token buckets and client
@@ -183,9 +186,12 @@ export class WorkspaceLimiter extends DurableObject {
       this.#logger,
     );
     const { redispatch, abandoned, dispatch } = this.#admission.expire({ nowMs: Date.now() });
-    const env = this.env as Cloudflare.Env & { TASKS_QUEUE: Queue; TASKS_DLQ: Queue };
-    const toQueue = [...redispatch, ...dispatch].map((item) => ({ body: item.message }));
-    if (toQueue.length > 0) await env.TASKS_QUEUE.sendBatch(toQueue);
+    const env = this.env as Cloudflare.Env & { TASKS_QUEUE: Queue; TASKS_DLQ: Queue; DB: D1Database };
+    if (redispatch.length > 0) await env.TASKS_QUEUE.sendBatch(redispatch.map((item) => ({ body: item.message })));
+    // Released from the line into the slots given up: sent, and their rows marked `queued` as on every other path
+    // (sent alone, they read `pending` until they started). A failed send is sent again when its lease lapses.
+    const workspaceId = parseTaskMessage(dispatch[0]?.message)?.workspace_id;
+    if (workspaceId) await sendDispatches(env, createDb(env.DB), workspaceId, dispatch, this.#logger);
     if (abandoned.length > 0) {
       await env.TASKS_DLQ.sendBatch(
         abandoned.map((item) => ({ body: { ...(item.message as object), reason: "lease_expired" } })),

@@ -1,10 +1,17 @@
-import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import {
+  createExecutionContext,
+  createMessageBatch,
+  getQueueResult,
+  runDurableObjectAlarm,
+  runInDurableObject,
+} from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { deadLetters } from "../../src/db/schema.ts";
 import { newId } from "../../src/lib/ids.ts";
+import { MAX_LEASE_EXPIRIES } from "../../src/limits/admission.ts";
 import type { LlmRouter } from "../../src/llm/types.ts";
 import { consumeTaskBatch } from "../../src/tasks/consumer.ts";
 import { consumeDeadLetterBatch, replayDeadLetters } from "../../src/tasks/dead-letters.ts";
@@ -168,5 +175,36 @@ describe("two replays of one dead letter at once", () => {
     expect(
       await statusOf(workspace.headers, row.id, (status) => !["pending", "queued", "running"].includes(status)),
     ).toBe("completed");
+  });
+});
+
+describe("a slot the limiter's alarm gives up", () => {
+  it("goes to the next pending task, whose row reads queued at once, not pending until it starts", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { name: "lapsed lease", limits: LIMITS });
+    const config = appConfig();
+    const submit = (taskId: string) =>
+      limiterOf(config, workspace.id).submitTask({
+        taskId,
+        priority: "medium",
+        message: taskBody(workspace.id, taskId),
+        maxRunning: LIMITS.max_running_tasks,
+        maxPending: LIMITS.max_pending_tasks,
+      });
+    const stuck = await insertTask(workspace.id);
+    expect(await submit(stuck.id)).toMatchObject({ status: "queued" });
+    const waiting = await insertTask(workspace.id, { status: "pending", queuedAt: null });
+    expect(await submit(waiting.id)).toMatchObject({ status: "pending" });
+    // No consumer kept the first task's slot, and its lease has lapsed for the last time: the alarm gives it up.
+    const limiter = env.WORKSPACE_LIMITER.getByName(workspace.id);
+    await runInDurableObject(limiter, (_instance, state) => {
+      state.storage.sql.exec(
+        "UPDATE limiter_tasks SET lease_expires_at_ms = 0, lease_expiries = ? WHERE task_id = ?",
+        MAX_LEASE_EXPIRIES - 1,
+        stuck.id,
+      );
+    });
+    expect(await runDurableObjectAlarm(limiter)).toBe(true);
+    const shown = await fetcher(`${BASE}/api/v1/tasks/${waiting.id}`, { headers: workspace.headers });
+    expect(((await shown.json()) as { status: string }).status).not.toBe("pending");
   });
 });
