@@ -74,9 +74,10 @@ export class EventHub extends DurableObject {
       if (holder === null) return new Response("ticket unknown, used or expired", { status: 401 });
       connect.holder = holder.display;
       connect.keyId = holder.keyId;
+      connect.credentialsExpireAtMs = holder.expiresAtMs;
     } else if (this.core.refusesKey(connect.keyId ?? null)) return new Response("key revoked", { status: 401 });
     const pair = new WebSocketPair();
-    this.core.connect(pair[1] as HubSocket, connect);
+    await this.core.connect(pair[1] as HubSocket, connect);
     return new Response(null, { status: 101, webSocket: pair[0] });
   }
 

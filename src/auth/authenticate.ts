@@ -117,6 +117,7 @@ async function authenticateKey(config: AppConfig, key: string, nowMs: number, fi
       keyId: lookup.keyId,
       scopes: new Set(lookup.scopes),
       display: `${lookup.name} (${lookup.prefix}…)`,
+      expiresAtMs: lookup.expiresAt ? Date.parse(lookup.expiresAt) : null,
     },
   };
 }
@@ -171,6 +172,7 @@ export async function authenticate(
       userId: verified.userId,
       scopes: new Set(verified.scopes),
       display: verified.email ?? verified.userId,
+      expiresAtMs: verified.expiresAtMs,
     },
   };
 }

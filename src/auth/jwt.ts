@@ -20,6 +20,8 @@ export interface VerifiedToken {
   workspaceId: string;
   scopes: Scope[];
   email?: string;
+  /** The last moment the token is accepted: `exp` plus the clock skew allowed. */
+  expiresAtMs: number;
 }
 
 const jwksByUrl = new Map<string, JWTVerifyGetKey>();
@@ -69,7 +71,9 @@ export async function verifyAccessToken(config: AppConfig, token: string): Promi
     if (typeof workspaceId !== "string" || !WORKSPACE_ID.test(workspaceId)) return null;
     if (typeof payload.sub !== "string" || payload.sub === "" || hasLoneSurrogate(payload.sub)) return null;
     const email = typeof payload.email === "string" && !hasLoneSurrogate(payload.email) ? payload.email : undefined;
-    return { userId: payload.sub, workspaceId, scopes: scopesFrom(payload), email };
+    // requiredClaims has jose check `exp` is there and a number.
+    const expiresAtMs = ((payload.exp as number) + CLOCK_SKEW_SECONDS) * 1000;
+    return { userId: payload.sub, workspaceId, scopes: scopesFrom(payload), email, expiresAtMs };
   } catch {
     return null;
   }

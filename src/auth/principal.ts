@@ -11,6 +11,8 @@ export type Principal =
       scopes: ReadonlySet<Scope>;
       /** Safe to show and log: the key's name and display prefix. */
       display: string;
+      /** When the key stops working (its `expires_at`); null or absent: never. Event streams close then. */
+      expiresAtMs?: number | null;
     }
   | {
       kind: "user";
@@ -19,6 +21,8 @@ export type Principal =
       userId: string;
       scopes: ReadonlySet<Scope>;
       display: string;
+      /** When the token stops being accepted (its `exp`, plus the clock skew allowed). Event streams close then. */
+      expiresAtMs?: number | null;
     }
   | {
       /** Bearer = ADMIN_TOKEN; acts across workspaces on operator routes only. */

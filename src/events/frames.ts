@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   BAD_FRAME: "BAD_FRAME",
   /** The API key the stream was opened with (directly or through a ticket) was revoked. */
   CREDENTIALS_REVOKED: "CREDENTIALS_REVOKED",
+  /** The stream's credentials expired (an API key's `expires_at`, a JWT's `exp`, or the key's behind a ticket). */
+  CREDENTIALS_EXPIRED: "CREDENTIALS_EXPIRED",
 } as const;
 
 export type ServerFrame =

@@ -85,6 +85,8 @@ export interface ConnectRequest {
   holder: string;
   /** The API key the connection stands for (directly, or through the ticket it was issued to); absent or null: none. */
   keyId?: string | null;
+  /** When the credentials the connection stands for expire (a key's `expires_at`, a JWT's `exp`); absent or null: never. */
+  credentialsExpireAtMs?: number | null;
 }
 
 /** Set by the events route on the upgrade it forwards to the hub: the checked connect parameters. */
@@ -130,6 +132,8 @@ interface Attachment {
   holder: string;
   /** Absent on sockets attached before keys were recorded. */
   keyId?: string | null;
+  /** The stream is closed then (CREDENTIALS_EXPIRED). Absent on sockets attached before expiries were recorded. */
+  credentialsExpireAtMs?: number | null;
 }
 
 interface SocketState extends Attachment {
@@ -226,18 +230,20 @@ export class EventHubCore {
     );
     const sockets = this.host.sockets().filter((socket) => socket.readyState === OPEN);
     if (sockets.length > 0) {
-      for (const { row, duplicate } of results) if (!duplicate) this.fanOut(row, sockets);
+      for (const { row, duplicate } of results) if (!duplicate) this.fanOut(row, sockets, nowMs);
     }
     return results.map(({ row, duplicate }) => ({ seq: row.seq, duplicate }));
   }
 
-  private fanOut(row: LogRow, sockets: readonly HubSocket[]): void {
+  private fanOut(row: LogRow, sockets: readonly HubSocket[], nowMs: number): void {
     const frame = eventFrame(row.body);
     const channels = row.channels ? row.channels.split(",") : [];
     let versionedFrames: Map<string, string> | undefined;
     for (const socket of sockets) {
       const state = this.stateOf(socket);
       if (!state || state.closing || socket.readyState !== OPEN) continue;
+      // The alarm closes it at that moment; an event that comes first must not reach it either.
+      if (this.closeIfExpired(socket, state, nowMs)) continue;
       if (!state.matcher.matches(row.event_type, channels)) continue;
       let out = frame;
       if (state.version) {
@@ -273,8 +279,11 @@ export class EventHubCore {
     }
   }
 
-  /** A new socket: accepted (or refused with a frame), then replayed from `lastEventId`, all in one turn. */
-  connect(socket: HubSocket, request: ConnectRequest): void {
+  /**
+   * A new socket: accepted (or refused with a frame), then replayed from `lastEventId`, all in one turn; then the
+   * alarm is brought forward to when its credentials expire, if that is sooner.
+   */
+  async connect(socket: HubSocket, request: ConnectRequest): Promise<void> {
     const open = this.host.sockets().filter((other) => other.readyState === OPEN).length;
     const subscription = initialSubscription(request.types, request.channels);
     const tags = subscription.channels.slice(0, MAX_TAGS).map((channel) => channel.slice(0, 256));
@@ -295,6 +304,7 @@ export class EventHubCore {
       version: request.version,
       holder: request.holder,
       keyId: request.keyId ?? null,
+      credentialsExpireAtMs: request.credentialsExpireAtMs ?? null,
     };
     socket.serializeAttachment(attachment);
     const state: SocketState = {
@@ -304,7 +314,10 @@ export class EventHubCore {
       closing: false,
     };
     this.states.set(socket, state);
+    // Expired between the route's check and here (a ticket redeemed at its credentials' last moment).
+    if (this.closeIfExpired(socket, state, this.now())) return;
     if (request.lastEventId !== null) this.replay(socket, state, request.lastEventId);
+    if (attachment.credentialsExpireAtMs != null) await this.alarmBy(attachment.credentialsExpireAtMs);
   }
 
   private replay(socket: HubSocket, state: SocketState, lastEventId: string): void {
@@ -334,7 +347,7 @@ export class EventHubCore {
     // arrive, and an answer would throw ("send() after close()") out of the Durable Object's handler.
     if (socket.readyState !== OPEN) return;
     const state = this.stateOf(socket);
-    if (!state) return;
+    if (!state || this.closeIfExpired(socket, state, this.now())) return;
     let parsed: unknown;
     try {
       parsed = JSON.parse(typeof message === "string" ? message : new TextDecoder().decode(message));
@@ -378,6 +391,7 @@ export class EventHubCore {
       version: state.version,
       holder: state.holder,
       keyId: state.keyId,
+      credentialsExpireAtMs: state.credentialsExpireAtMs,
     } satisfies Attachment);
     state.subscription = subscription;
     state.matcher = new Matcher(subscription);
@@ -463,38 +477,96 @@ export class EventHubCore {
     for (const socket of this.host.sockets()) {
       const state = this.stateOf(socket);
       if (!state || state.keyId !== keyId || socket.readyState !== OPEN) continue;
-      state.closing = true;
       closedStreams++;
-      try {
-        socket.send(
-          errorFrame(ERROR_CODES.CREDENTIALS_REVOKED, "The API key this stream was opened with was revoked."),
-        );
-        socket.close(CLOSE_POLICY, "credentials revoked");
-      } catch {
-        // Already closing.
-      }
+      this.closeForCredentials(socket, state, ERROR_CODES.CREDENTIALS_REVOKED, "credentials revoked");
     }
     await this.ensureAlarm();
     return { closedStreams, droppedTickets };
   }
 
-  /** Trims events past the retention window and expired tickets; keeps itself scheduled while there is data. */
-  async alarm(): Promise<{ trimmedEvents: number; trimmedTickets: number }> {
+  /**
+   * Closes the streams whose credentials have expired, trims events past the retention window and expired tickets;
+   * keeps itself scheduled while there is data to trim or a stream whose credentials will expire.
+   */
+  async alarm(): Promise<{ trimmedEvents: number; trimmedTickets: number; expiredStreams: number }> {
     const nowMs = this.now();
+    let expiredStreams = 0;
+    for (const socket of this.host.sockets()) {
+      const state = socket.readyState === OPEN ? this.stateOf(socket) : undefined;
+      if (state && !state.closing && this.closeIfExpired(socket, state, nowMs)) expiredStreams++;
+    }
     const trimmedEvents = this.log.trimBefore(nowMs - this.limits.retentionMs);
     const trimmedTickets = this.log.trimTickets(nowMs);
     this.alarmSet = false;
-    if (this.log.count() > 0 || this.log.ticketCount() > 0) {
-      await this.host.setAlarm(nowMs + this.limits.trimIntervalMs);
+    const nextMs = this.nextAlarmMs(nowMs);
+    if (nextMs !== null) {
+      await this.host.setAlarm(nextMs);
       this.alarmSet = true;
     }
-    return { trimmedEvents, trimmedTickets };
+    return { trimmedEvents, trimmedTickets, expiredStreams };
+  }
+
+  /** The next trim while there is data, or the next expiry of a stream's credentials if sooner; null: neither. */
+  private nextAlarmMs(nowMs: number): number | null {
+    const trimAtMs =
+      this.log.count() > 0 || this.log.ticketCount() > 0
+        ? nowMs + this.limits.trimIntervalMs
+        : Number.POSITIVE_INFINITY;
+    const nextMs = Math.min(trimAtMs, this.earliestCredentialsExpiryMs());
+    return Number.isFinite(nextMs) ? nextMs : null;
+  }
+
+  private earliestCredentialsExpiryMs(): number {
+    let earliestMs = Number.POSITIVE_INFINITY;
+    for (const socket of this.host.sockets()) {
+      const state = socket.readyState === OPEN ? this.stateOf(socket) : undefined;
+      if (state && !state.closing && state.credentialsExpireAtMs != null)
+        earliestMs = Math.min(earliestMs, state.credentialsExpireAtMs);
+    }
+    return earliestMs;
   }
 
   private async ensureAlarm(): Promise<void> {
     if (this.alarmSet) return;
     this.alarmSet = true;
-    if ((await this.host.getAlarm()) === null) await this.host.setAlarm(this.now() + this.limits.trimIntervalMs);
+    if ((await this.host.getAlarm()) !== null) return;
+    // A stream's expiry is counted too: connect may have read no alarm either, and the later write wins.
+    const nowMs = this.now();
+    await this.host.setAlarm(Math.min(nowMs + this.limits.trimIntervalMs, this.earliestCredentialsExpiryMs()));
+  }
+
+  /** Brings the alarm forward to `timeMs` unless it already comes by then. */
+  private async alarmBy(timeMs: number): Promise<void> {
+    const currentMs = await this.host.getAlarm();
+    if (currentMs === null || currentMs > timeMs) await this.host.setAlarm(timeMs);
+    this.alarmSet = true;
+  }
+
+  /** Closes the stream if its credentials have expired; true if they have. */
+  private closeIfExpired(socket: HubSocket, state: SocketState, nowMs: number): boolean {
+    if (state.credentialsExpireAtMs == null || state.credentialsExpireAtMs > nowMs) return false;
+    this.closeForCredentials(socket, state, ERROR_CODES.CREDENTIALS_EXPIRED, "credentials expired");
+    return true;
+  }
+
+  /** Revoked or expired credentials: told, then closed with 1008, as reconnecting with them cannot help. */
+  private closeForCredentials(
+    socket: HubSocket,
+    state: SocketState,
+    code: typeof ERROR_CODES.CREDENTIALS_REVOKED | typeof ERROR_CODES.CREDENTIALS_EXPIRED,
+    reason: string,
+  ): void {
+    state.closing = true;
+    const message =
+      code === ERROR_CODES.CREDENTIALS_REVOKED
+        ? "The API key this stream was opened with was revoked."
+        : "The credentials this stream was opened with have expired.";
+    try {
+      socket.send(errorFrame(code, message));
+      socket.close(CLOSE_POLICY, reason);
+    } catch {
+      // Already closing.
+    }
   }
 
   connectionCount(): number {

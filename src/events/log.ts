@@ -32,7 +32,8 @@ const SCHEMA = [
      ticket_hash TEXT PRIMARY KEY,
      holder TEXT NOT NULL,
      expires_at_ms INTEGER NOT NULL,
-     key_id TEXT
+     key_id TEXT,
+     credentials_expire_at_ms INTEGER
    )`,
   // API keys revoked lately: refused here for as long as another isolate may still take them (see revokeKey).
   `CREATE TABLE IF NOT EXISTS evh_revoked_keys (
@@ -41,13 +42,18 @@ const SCHEMA = [
    )`,
 ];
 
-/** Tickets name the API key they were issued to (null: a JWT's or the operator's); hubs made before lack the column. */
-const TICKET_KEY_COLUMN = "key_id";
+/**
+ * Columns tickets gained after hubs were first made, which those hubs' tables lack: the API key a ticket was issued
+ * to (null: a JWT's or the operator's), and when the credentials it was issued for expire (null: never).
+ */
+const LATER_TICKET_COLUMNS = ["key_id TEXT", "credentials_expire_at_ms INTEGER"];
 
 /** Who holds a ticket, or a connection: a display name for logs, and the API key it stands for (null: none). */
 export interface TicketHolder {
   display: string;
   keyId: string | null;
+  /** When the credentials the ticket was issued for stop working (a key's `expires_at`, a JWT's `exp`); null: never. */
+  expiresAtMs: number | null;
 }
 
 export interface AppendInput {
@@ -74,9 +80,15 @@ export class EventLog {
   constructor(sql: SqlStorage) {
     this.sql = sql;
     for (const statement of SCHEMA) sql.exec(statement);
-    const ticketColumns = sql.exec<{ name: string }>("PRAGMA table_info(evh_tickets)").toArray();
-    if (!ticketColumns.some((column) => column.name === TICKET_KEY_COLUMN))
-      sql.exec(`ALTER TABLE evh_tickets ADD COLUMN ${TICKET_KEY_COLUMN} TEXT`);
+    const ticketColumns = new Set(
+      sql
+        .exec<{ name: string }>("PRAGMA table_info(evh_tickets)")
+        .toArray()
+        .map((column) => column.name),
+    );
+    for (const column of LATER_TICKET_COLUMNS) {
+      if (!ticketColumns.has(column.split(" ")[0])) sql.exec(`ALTER TABLE evh_tickets ADD COLUMN ${column}`);
+    }
     // The high-water mark survives trimming every row, so seq never goes back.
     const stored = sql.exec<{ value: number }>("SELECT value FROM evh_meta WHERE key = 'last_seq'").toArray()[0];
     const max = sql.exec<{ seq: number | null }>("SELECT MAX(seq) AS seq FROM evh_events").one().seq;
@@ -160,25 +172,31 @@ export class EventLog {
 
   saveTicket(ticketHash: string, holder: TicketHolder, expiresAtMs: number): void {
     this.sql.exec(
-      "INSERT INTO evh_tickets (ticket_hash, holder, key_id, expires_at_ms) VALUES (?, ?, ?, ?)",
+      "INSERT INTO evh_tickets (ticket_hash, holder, key_id, credentials_expire_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?)",
       ticketHash,
       holder.display,
       holder.keyId,
+      holder.expiresAtMs,
       expiresAtMs,
     );
   }
 
-  /** Removes the ticket and returns its holder if it existed and had not expired: a ticket works once. */
+  /**
+   * Removes the ticket and returns its holder if it existed and neither it nor the credentials it was issued for had
+   * expired: a ticket works once.
+   */
   takeTicket(ticketHash: string, nowMs: number): TicketHolder | null {
     const row = this.sql
-      .exec<{ holder: string; key_id: string | null; expires_at_ms: number }>(
-        "SELECT holder, key_id, expires_at_ms FROM evh_tickets WHERE ticket_hash = ?",
+      .exec<{ holder: string; key_id: string | null; credentials_expire_at_ms: number | null; expires_at_ms: number }>(
+        "SELECT holder, key_id, credentials_expire_at_ms, expires_at_ms FROM evh_tickets WHERE ticket_hash = ?",
         ticketHash,
       )
       .toArray()[0];
     if (!row) return null;
     this.sql.exec("DELETE FROM evh_tickets WHERE ticket_hash = ?", ticketHash);
-    return row.expires_at_ms > nowMs ? { display: row.holder, keyId: row.key_id } : null;
+    const credentialsExpireAtMs = row.credentials_expire_at_ms;
+    if (row.expires_at_ms <= nowMs || (credentialsExpireAtMs !== null && credentialsExpireAtMs <= nowMs)) return null;
+    return { display: row.holder, keyId: row.key_id, expiresAtMs: credentialsExpireAtMs };
   }
 
   /** Forgets a revoked key's unused tickets and refuses it until `untilMs`; answers how many tickets went. */

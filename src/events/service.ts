@@ -103,11 +103,15 @@ export async function createTicket(
   return { ticket: formatTicket(workspaceId, issued.secret), expires_at: new Date(issued.expiresAtMs).toISOString() };
 }
 
-/** Who a stream or ticket is for: what logs show, and the API key a revocation closes it with. */
+/**
+ * Who a stream or ticket is for: what logs show, the API key a revocation closes it with, and when its credentials
+ * expire, which closes it too.
+ */
 export function holderOf(principal: Principal | undefined): TicketHolder {
   return {
     display: principal?.display ?? "unknown",
     keyId: principal?.kind === "api_key" ? principal.keyId : null,
+    expiresAtMs: (principal?.kind !== "operator" && principal?.expiresAtMs) || null,
   };
 }
 
@@ -157,7 +161,7 @@ export async function openEventStream(
     workspaceId = ticket.workspaceId;
     ticketSecret = ticket.secret;
     // The hub names the holder from the ticket it redeems.
-    holder = { display: "ticket", keyId: null };
+    holder = { display: "ticket", keyId: null, expiresAtMs: null };
   } else {
     workspaceId = eventsReaderWorkspace(principal);
     holder = holderOf(principal);
@@ -168,6 +172,7 @@ export async function openEventStream(
     lastEventId: query.last_event_id ?? null,
     holder: holder.display,
     keyId: holder.keyId,
+    credentialsExpireAtMs: holder.expiresAtMs,
     ticketSecret,
   };
   const headers = new Headers({ Upgrade: "websocket", [CONNECT_HEADER]: encodeConnect(connect) });

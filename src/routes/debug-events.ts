@@ -46,7 +46,10 @@ export function registerDebugEventRoutes(app: OpenAPIHono<HonoEnv>): void {
 
   app.openapi(ticketRoute, async (c) => {
     const { workspace_id } = c.req.valid("json");
-    return c.json(await createTicket(c.get("config"), workspace_id, { display: "debug", keyId: null }), 201);
+    return c.json(
+      await createTicket(c.get("config"), workspace_id, { display: "debug", keyId: null, expiresAtMs: null }),
+      201,
+    );
   });
 }
 

@@ -128,7 +128,10 @@ const streamRoute = createRoute({
     'Client frames: `{"type":"subscribe"|"unsubscribe","types":[…],"channels":[…]}`, `{"type":"ping"}` (answered `{"type":"pong"}`), ' +
     'and `{"type":"ping","last_seq":N}`, which acknowledges every event up to seq N (not answered). ' +
     "A client with more than 4 MiB of unacknowledged events is a slow consumer: it gets `SLOW_CONSUMER`, is closed with 1013 " +
-    "and resumes from its last event. A full hub sends `CONNECTION_LIMIT` and closes with 1013.",
+    "and resumes from its last event. A full hub sends `CONNECTION_LIMIT` and closes with 1013. " +
+    "A stream lives no longer than its credentials: when the API key it was opened with (directly or through a ticket) " +
+    "is revoked it gets `CREDENTIALS_REVOKED`, when that key's `expires_at` or the JWT's `exp` (plus 60 s of skew) passes " +
+    "`CREDENTIALS_EXPIRED`, and is closed with 1008; reconnect with fresh credentials.",
   security: [{ [BEARER_AUTH]: [] }, {}] as { [name: string]: string[] }[],
   request: {
     query: z.object({

@@ -245,7 +245,7 @@ describe("connection cap", () => {
 });
 
 describe("tickets", () => {
-  it("a hub whose tickets table predates key ids gains the column, and its tickets still work", async () => {
+  it("a hub whose tickets table predates key ids and credential expiries gains the columns, and its tickets still work", async () => {
     await withCore({}, async (_core, _host, clock, sql) => {
       sql.exec("DROP TABLE evh_tickets");
       sql.exec(
@@ -253,15 +253,16 @@ describe("tickets", () => {
       );
       sql.exec("INSERT INTO evh_tickets VALUES ('old-hash', 'key old', ?)", clock.nowMs + 60_000);
       const log = new EventLog(sql);
-      expect(log.takeTicket("old-hash", clock.nowMs)).toEqual({ display: "key old", keyId: null });
-      log.saveTicket("new-hash", { display: "key new", keyId: "key_new" }, clock.nowMs + 60_000);
-      expect(log.takeTicket("new-hash", clock.nowMs)).toEqual({ display: "key new", keyId: "key_new" });
+      expect(log.takeTicket("old-hash", clock.nowMs)).toEqual({ display: "key old", keyId: null, expiresAtMs: null });
+      const holder = { display: "key new", keyId: "key_new", expiresAtMs: clock.nowMs + 3_600_000 };
+      log.saveTicket("new-hash", holder, clock.nowMs + 60_000);
+      expect(log.takeTicket("new-hash", clock.nowMs)).toEqual(holder);
     });
   });
 
   it("work once, and only within 60 s", async () => {
     await withCore({}, async (core, host, clock) => {
-      const holder = { display: "key test", keyId: "key_test" };
+      const holder = { display: "key test", keyId: "key_test", expiresAtMs: null };
       const issued = await core.issueTicket(holder);
       expect(issued?.expiresAtMs).toBe(clock.nowMs + 60_000);
       expect(host.alarmAtMs).not.toBeNull();
@@ -273,10 +274,81 @@ describe("tickets", () => {
       expect(await core.redeemTicket(late!.secret)).toBeNull();
       expect(await core.redeemTicket("not-a-ticket")).toBeNull();
 
-      await core.issueTicket({ display: "expires unused", keyId: null });
+      await core.issueTicket({ display: "expires unused", keyId: null, expiresAtMs: null });
       clock.nowMs += 61_000;
       expect(await core.alarm()).toMatchObject({ trimmedTickets: 1 });
       expect(core.log.ticketCount()).toBe(0);
+    });
+  });
+});
+
+describe("credentials that expire", () => {
+  it("close the stream when they do: at the alarm brought forward to then, or at the first event after", async () => {
+    await withCore({}, async (core, host, clock) => {
+      const idle = new FakeSocket();
+      const busy = new FakeSocket();
+      const lasting = new FakeSocket();
+      await core.connect(idle, { ...connectAll, credentialsExpireAtMs: clock.nowMs + 10_000 });
+      // The alarm comes when the first credentials expire, not at the next hourly trim.
+      expect(host.alarmAtMs).toBe(clock.nowMs + 10_000);
+      await core.connect(busy, { ...connectAll, credentialsExpireAtMs: clock.nowMs + 20_000 });
+      await core.connect(lasting, connectAll);
+      expect(host.alarmAtMs).toBe(clock.nowMs + 10_000);
+      await core.publish(toolCall("ws_core"));
+      expect([idle, busy, lasting].map((socket) => socket.lastSeq())).toEqual([1, 1, 1]);
+
+      clock.nowMs += 10_000;
+      expect(await core.alarm()).toMatchObject({ expiredStreams: 1 });
+      expect(idle.closedWith).toEqual({ code: 1008, reason: "credentials expired" });
+      expect(idle.frames().at(-1)).toEqual({
+        type: "error",
+        code: "CREDENTIALS_EXPIRED",
+        message: "The credentials this stream was opened with have expired.",
+      });
+      expect(host.alarmAtMs).toBe(clock.nowMs + 10_000);
+
+      // An event published after they expire, before the alarm has come, does not reach the stream either.
+      clock.nowMs += 10_000;
+      await core.publish(toolCall("ws_core"));
+      expect(busy.closedWith).toEqual({ code: 1008, reason: "credentials expired" });
+      expect(busy.frames().map((frame) => frame.type)).toEqual(["event", "error"]);
+      expect(lasting.lastSeq()).toBe(2);
+      expect(await core.alarm()).toMatchObject({ expiredStreams: 0 });
+      // Nothing left to expire: back to trimming the log hourly.
+      expect(host.alarmAtMs).toBe(clock.nowMs + DEFAULT_LIMITS.trimIntervalMs);
+    });
+  });
+
+  it("already expired at connect: refused with the frame, no replay", async () => {
+    await withCore({}, async (core, _host, clock) => {
+      const first = await core.publish(toolCall("ws_core"));
+      expect(first.seq).toBe(1);
+      const late = new FakeSocket();
+      await core.connect(late, { ...connectAll, lastEventId: null, credentialsExpireAtMs: clock.nowMs });
+      expect(late.closedWith).toEqual({ code: 1008, reason: "credentials expired" });
+      expect(late.frames().map((frame) => frame.code)).toEqual(["CREDENTIALS_EXPIRED"]);
+    });
+  });
+
+  it("a ticket stops working when the credentials it was issued for expire, though it has not", async () => {
+    await withCore({}, async (core, _host, clock) => {
+      const holder = { display: "key short", keyId: "key_short", expiresAtMs: clock.nowMs + 5_000 };
+      const kept = await core.issueTicket(holder);
+      const late = await core.issueTicket(holder);
+      expect(await core.redeemTicket(kept!.secret)).toEqual(holder);
+      clock.nowMs += 5_000;
+      expect(await core.redeemTicket(late!.secret)).toBeNull();
+    });
+  });
+
+  it("survive hibernation in the socket's attachment", async () => {
+    await withCore({}, async (core, host, clock, sql) => {
+      const socket = new FakeSocket();
+      await core.connect(socket, { ...connectAll, credentialsExpireAtMs: clock.nowMs + 1_000 });
+      const woken = new EventHubCore(sql, host, DEFAULT_LIMITS, () => clock.nowMs);
+      clock.nowMs += 1_000;
+      expect(await woken.alarm()).toMatchObject({ expiredStreams: 1 });
+      expect(socket.closedWith?.reason).toBe("credentials expired");
     });
   });
 });

@@ -206,6 +206,40 @@ describe("WebSocket stream and tickets", () => {
     await expect(createTicket(env, workspace.id, holderOf(principal))).rejects.toMatchObject({ status: 401 });
   });
 
+  it("closes the streams a key opened, with its bearer or a ticket, when the key expires", async () => {
+    const expiresAtMs = Date.now() + 2_000;
+    const expiring = await createTestKey(fetcher, BASE, workspace.key, ["events:read"], {
+      expiresAt: new Date(expiresAtMs).toISOString(),
+    });
+    const upgrade = { Upgrade: "websocket" };
+    const ticket = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: expiring.headers });
+    const { ticket: secret } = (await ticket.json()) as { ticket: string };
+    const byBearer = await fetcher(`${BASE}/api/v1/events/ws`, { headers: { ...expiring.headers, ...upgrade } });
+    const byTicket = await fetcher(`${BASE}/api/v1/events/ws?ticket=${secret}`, { headers: upgrade });
+    const bystander = await fetcher(`${BASE}/api/v1/events/ws`, { headers: { ...reader.headers, ...upgrade } });
+    expect([byBearer.status, byTicket.status, bystander.status]).toEqual([101, 101, 101]);
+    const [bearerSocket, ticketSocket, otherSocket] = [byBearer, byTicket, bystander].map((response) =>
+      watch(response.webSocket!),
+    );
+    // Before it expires, its streams get events as any other.
+    const before = await publishMessage(workspace.id);
+    for (const socket of [bearerSocket, ticketSocket]) {
+      expect((await socket.waitForEvents(1)).map((received) => received.event_id)).toEqual([before.event_id]);
+    }
+
+    // Idle streams too: the hub's alarm closes them when the key expires, with no event to send.
+    for (const socket of [bearerSocket, ticketSocket]) {
+      expect(await socket.closed).toMatchObject({ code: 1008, reason: "credentials expired" });
+      expect(socket.frames.at(-1)).toMatchObject({ type: "error", code: "CREDENTIALS_EXPIRED" });
+    }
+    expect(Date.now()).toBeGreaterThanOrEqual(expiresAtMs);
+    const after = await publishMessage(workspace.id);
+    expect((await otherSocket.waitForEvents(2)).map((received) => received.event_id)).toEqual([
+      before.event_id,
+      after.event_id,
+    ]);
+  });
+
   it("does not let a principal without events:read take a ticket", async () => {
     const tasksOnly = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
     const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: tasksOnly.headers });

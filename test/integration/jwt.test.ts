@@ -4,6 +4,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { verifyAccessToken } from "../../src/auth/jwt.ts";
 import { checkEnv } from "../../src/env.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
+import { watch } from "../unit/events/hub-client.ts";
 
 const BASE = "http://edge.test";
 const fetcher = (input: string, init?: RequestInit) => exports.default.fetch(new Request(input, init));
@@ -62,6 +63,18 @@ describe("JWT bearer tokens (HS256 secret)", () => {
     expect((await call(await token({}, { exp: nowSeconds() - 120 }))).status).toBe(401);
     expect((await call(await token({}, { nbf: nowSeconds() + 30 }))).status).toBe(200);
     expect((await call(await token({}, { nbf: nowSeconds() + 120 }))).status).toBe(401);
+  });
+
+  it("closes an event stream when its token stops being accepted: exp plus the 60 s of skew", async () => {
+    // Accepted for about 3 s more: expired 57 s ago, within the skew.
+    const jwt = await token({ scope: "events:read" }, { exp: nowSeconds() - 57 });
+    const upgrade = await fetcher(`${BASE}/api/v1/events/ws`, {
+      headers: { Authorization: `Bearer ${jwt}`, Upgrade: "websocket" },
+    });
+    expect(upgrade.status).toBe(101);
+    const socket = watch(upgrade.webSocket!);
+    expect(await socket.closed).toMatchObject({ code: 1008, reason: "credentials expired" });
+    expect(socket.frames.at(-1)).toMatchObject({ type: "error", code: "CREDENTIALS_EXPIRED" });
   });
 
   it("refuses a wrong audience or issuer", async () => {

@@ -55,11 +55,16 @@ export async function createTestKey(
   baseUrl: string,
   adminKey: string,
   scopes: string[],
+  options: { expiresAt?: string } = {},
 ): Promise<{ id: string; key: string; headers: Record<string, string> }> {
   const response = await fetcher(`${baseUrl}/api/v1/api-keys`, {
     method: "POST",
     headers: { "Content-Type": "application/json", ...bearer(adminKey) },
-    body: JSON.stringify({ name: `key ${scopes.join(" ")}`, scopes }),
+    body: JSON.stringify({
+      name: `key ${scopes.join(" ")}`,
+      scopes,
+      ...(options.expiresAt ? { expires_at: options.expiresAt } : {}),
+    }),
   });
   if (response.status !== 201) throw new Error(`creating a key answered ${response.status}: ${await response.text()}`);
   const body = (await response.json()) as { id: string; key: string };

@@ -40,6 +40,7 @@ describe("WebSocket frames (golden)", () => {
       SLOW_CONSUMER: "SLOW_CONSUMER",
       BAD_FRAME: "BAD_FRAME",
       CREDENTIALS_REVOKED: "CREDENTIALS_REVOKED",
+      CREDENTIALS_EXPIRED: "CREDENTIALS_EXPIRED",
     });
   });
 });
