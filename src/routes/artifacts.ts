@@ -1,4 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { findOwnedOr404 } from "../auth/tenant-access.ts";
 import { createDb } from "../db/client.ts";
 import { artifacts, tasks } from "../db/schema.ts";
@@ -9,7 +10,7 @@ import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
 import { ArtifactError, artifactUpserts, putArtifactStream } from "../tasks/artifacts.ts";
 import { ArtifactIdParam, ArtifactSchema } from "../tasks/schemas.ts";
-import { toArtifactView } from "../tasks/views.ts";
+import { type ArtifactRow, toArtifactView } from "../tasks/views.ts";
 import type { HonoEnv } from "../types.ts";
 
 /** Artifacts: metadata, and content streamed from R2 with its type and length (never buffered whole). */
@@ -38,6 +39,12 @@ const CONTENT = {
     schema: z.string().openapi({ format: "binary", description: "The bytes, as the artifact's `mime_type`." }),
   },
 };
+
+const ContentConditions = z.object({
+  range: z.string().max(200).optional().openapi({ example: "bytes=1048576-" }),
+  "if-range": z.string().max(200).optional(),
+  "if-none-match": z.string().max(1_000).optional(),
+});
 
 /** The headers the content route sets itself (the shared ones are added by src/docs/shared-headers.ts). */
 const string = { type: "string" } as const;
@@ -86,11 +93,7 @@ const contentRoute = createRoute({
   middleware: [requireScope("tasks:read")] as const,
   request: {
     params: ArtifactIdParam,
-    headers: z.object({
-      range: z.string().max(200).optional().openapi({ example: "bytes=1048576-" }),
-      "if-range": z.string().max(200).optional(),
-      "if-none-match": z.string().max(1_000).optional(),
-    }),
+    headers: ContentConditions,
   },
   responses: {
     200: {
@@ -156,49 +159,65 @@ export function registerArtifactRoutes(app: OpenAPIHono<HonoEnv>): void {
   });
 
   app.openapi(contentRoute, async (c) => {
-    const row = await findOwnedOr404(c, artifacts, c.req.valid("param").id, "artifact");
+    const id = c.req.valid("param").id;
     const conditions = c.req.valid("header");
-    const etag = `"${row.sha256}"`;
-    const name = row.path.slice(row.path.lastIndexOf("/") + 1);
-    const headers = {
-      ETag: etag,
-      "Cache-Control": "private, max-age=0",
-      "Accept-Ranges": "bytes",
-    };
-    // The row knows the version: a client that has it is answered without reading storage.
-    if (noneMatchHits(conditions["if-none-match"], etag)) return c.body(null, 304, headers);
-    const range = ifRangeHolds(conditions["if-range"], etag)
-      ? parseByteRange(conditions.range, row.sizeBytes)
-      : ({ kind: "full" } as const);
-    if (range.kind === "unsatisfiable") {
-      throw new ApiError("RANGE_NOT_SATISFIABLE", `${row.id} has ${row.sizeBytes} bytes.`, {
-        headers: { "Content-Range": `bytes */${row.sizeBytes}` },
-      });
-    }
-    const object = await c
-      .get("config")
-      .ARTIFACTS.get(
-        row.r2Key,
-        range.kind === "partial" ? { range: { offset: range.offset, length: range.length } } : {},
-      );
-    if (!object) throw new ApiError("DEPENDENCY_UNAVAILABLE", `The content of ${row.id} is not available right now.`);
-    const content = {
-      ...headers,
-      "Content-Type": row.mimeType,
-      "Content-Disposition": contentDisposition(name),
-    };
-    if (range.kind === "partial") {
-      const lastByte = range.offset + range.length - 1;
-      return c.body(object.body, 206, {
-        ...content,
-        "Content-Length": String(range.length),
-        "Content-Range": `bytes ${range.offset}-${lastByte}/${row.sizeBytes}`,
-      });
-    }
-    return c.body(object.body, 200, { ...content, "Content-Length": String(object.size) });
+    const row = await findOwnedOr404(c, artifacts, id, "artifact");
+    // A run's end may move the row to the new version between reading it and the object, and delete the old one
+    // (src/tasks/artifacts.ts, r2KeyOf): read again, the row names the version that is there.
+    const answered =
+      (await contentResponse(c, row, conditions)) ??
+      (await contentResponse(c, await findOwnedOr404(c, artifacts, id, "artifact"), conditions));
+    if (!answered) throw new ApiError("DEPENDENCY_UNAVAILABLE", `The content of ${row.id} is not available right now.`);
+    return answered;
   });
 
   registerDebugArtifactRoute(app);
+}
+
+/** The content as the row describes it; null when storage no longer holds that version. */
+async function contentResponse(
+  c: Context<HonoEnv>,
+  row: ArtifactRow,
+  conditions: z.infer<typeof ContentConditions>,
+): Promise<Response | null> {
+  const etag = `"${row.sha256}"`;
+  const name = row.path.slice(row.path.lastIndexOf("/") + 1);
+  const headers = {
+    ETag: etag,
+    "Cache-Control": "private, max-age=0",
+    "Accept-Ranges": "bytes",
+  };
+  // The row knows the version: a client that has it is answered without reading storage.
+  if (noneMatchHits(conditions["if-none-match"], etag)) return c.body(null, 304, headers);
+  const range = ifRangeHolds(conditions["if-range"], etag)
+    ? parseByteRange(conditions.range, row.sizeBytes)
+    : ({ kind: "full" } as const);
+  if (range.kind === "unsatisfiable") {
+    throw new ApiError("RANGE_NOT_SATISFIABLE", `${row.id} has ${row.sizeBytes} bytes.`, {
+      headers: { "Content-Range": `bytes */${row.sizeBytes}` },
+    });
+  }
+  const object = await c
+    .get("config")
+    .ARTIFACTS.get(
+      row.r2Key,
+      range.kind === "partial" ? { range: { offset: range.offset, length: range.length } } : {},
+    );
+  if (!object) return null;
+  const content = {
+    ...headers,
+    "Content-Type": row.mimeType,
+    "Content-Disposition": contentDisposition(name),
+  };
+  if (range.kind === "partial") {
+    const lastByte = range.offset + range.length - 1;
+    return c.body(object.body, 206, {
+      ...content,
+      "Content-Length": String(range.length),
+      "Content-Range": `bytes ${range.offset}-${lastByte}/${row.sizeBytes}`,
+    });
+  }
+  return c.body(object.body, 200, { ...content, "Content-Length": String(object.size) });
 }
 
 /**

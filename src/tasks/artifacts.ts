@@ -1,4 +1,4 @@
-import { insertJsonRowsSql } from "../db/json-rows.ts";
+import { jsonRowsSql } from "../db/json-rows.ts";
 import { toHex } from "../lib/crypto.ts";
 import { newId } from "../lib/ids.ts";
 import { ARTIFACT_LIMITS, type ArtifactLimits } from "./config.ts";
@@ -87,8 +87,14 @@ export function mimeTypeFor(path: string): string {
   return isText ? `${type}; charset=utf-8` : type;
 }
 
-export function r2KeyOf(workspaceId: string, taskId: string, artifactId: string): string {
-  return `tasks/${workspaceId}/${taskId}/${artifactId}`;
+/**
+ * Where an artifact's content is stored. A run writes each file to a key of its own (`…/{artifact}/{run}`), so the
+ * row goes on naming the version it describes (its size, hash, ETag) until the run's end moves it to the new one,
+ * and a run taken over by another delivery of its message cannot overwrite the files of the run that replaced it.
+ * Written before runs had keys of their own, and by the debug upload: `…/{artifact}`.
+ */
+export function r2KeyOf(workspaceId: string, taskId: string, artifactId: string, runId?: string): string {
+  return `tasks/${workspaceId}/${taskId}/${artifactId}${runId ? `/${runId}` : ""}`;
 }
 
 export interface WrittenArtifact {
@@ -103,9 +109,12 @@ export class TaskFiles {
   readonly #workspaceId: string;
   readonly #taskId: string;
   readonly #runId: string;
+  readonly #signal: AbortSignal | undefined;
   readonly #byPath = new Map<string, ArtifactRow>();
   /** Rows written this run, for the run's final D1 batch. */
   readonly #dirty = new Map<string, ArtifactRow>();
+  /** By path, the key of the version the row named before this run wrote the file: stale once the run's rows land. */
+  readonly #replacedKeys = new Map<string, string>();
 
   constructor(input: {
     bucket: R2Bucket;
@@ -114,12 +123,15 @@ export class TaskFiles {
     runId: string;
     existing: ArtifactRow[];
     limits?: ArtifactLimits;
+    /** The run's: once aborted (cancelled, timed out, taken over) it writes nothing more. */
+    signal?: AbortSignal;
   }) {
     this.#bucket = input.bucket;
     this.#limits = input.limits ?? ARTIFACT_LIMITS;
     this.#workspaceId = input.workspaceId;
     this.#taskId = input.taskId;
     this.#runId = input.runId;
+    this.#signal = input.signal;
     for (const row of input.existing) this.#byPath.set(row.path, row);
   }
 
@@ -169,9 +181,12 @@ export class TaskFiles {
     const digest = await crypto.subtle.digest("SHA-256", bytes);
     const sha256 = toHex(digest);
     const id = previous?.id ?? newId("artifact");
-    const r2Key = previous?.r2Key ?? r2KeyOf(this.#workspaceId, this.#taskId, id);
+    const writtenBefore = this.#dirty.has(path);
+    const r2Key = writtenBefore ? previous!.r2Key : r2KeyOf(this.#workspaceId, this.#taskId, id, this.#runId);
     const type =
       typeof mimeType === "string" && /^[\w.+-]+\/[\w.+-]+(;.*)?$/.test(mimeType) ? mimeType : mimeTypeFor(path);
+    // A run taken over by another delivery would overwrite the files of the run that replaced it.
+    this.#signal?.throwIfAborted();
     await this.#bucket.put(r2Key, bytes, {
       sha256: digest,
       httpMetadata: { contentType: type },
@@ -192,6 +207,7 @@ export class TaskFiles {
       createdAt: previous?.createdAt ?? nowIso,
       updatedAt: nowIso,
     };
+    if (previous && !writtenBefore) this.#replacedKeys.set(path, previous.r2Key);
     this.#byPath.set(path, row);
     this.#dirty.set(path, row);
     return { row, created: !previous };
@@ -200,6 +216,22 @@ export class TaskFiles {
   /** Rows written this run. */
   written(): ArtifactRow[] {
     return [...this.#dirty.values()];
+  }
+
+  /**
+   * The objects to delete once the run's final batch has recorded `recordedKeys` (what its artifact upsert returned):
+   * the versions its rows replaced, or, for a run whose rows were not recorded (taken over), what it wrote itself.
+   */
+  staleKeys(recordedKeys: ReadonlySet<string>): string[] {
+    const stale: string[] = [];
+    for (const [path, row] of this.#dirty) {
+      if (!recordedKeys.has(row.r2Key)) stale.push(row.r2Key);
+      else {
+        const replaced = this.#replacedKeys.get(path);
+        if (replaced !== undefined && replaced !== row.r2Key) stale.push(replaced);
+      }
+    }
+    return stale;
   }
 
   ids(): string[] {
@@ -222,17 +254,23 @@ const ARTIFACT_COLUMNS = [
   "updated_at",
 ];
 
-const UPSERT_ARTIFACTS_SQL = insertJsonRowsSql(
-  "artifacts",
-  ARTIFACT_COLUMNS,
-  `ON CONFLICT (task_id, path) DO UPDATE SET run_id = excluded.run_id, r2_key = excluded.r2_key,
+/**
+ * A run that has ended records no files: one taken over by another delivery of its message (closed by that
+ * delivery's claim) must not replace the rows of the run that replaced it. (A debug upload has no run.) Returns the
+ * keys recorded.
+ */
+const UPSERT_ARTIFACTS_SQL = `INSERT INTO artifacts (${ARTIFACT_COLUMNS.join(", ")})
+  SELECT ${ARTIFACT_COLUMNS.map((name) => `a.${name}`).join(", ")} FROM ${jsonRowsSql(ARTIFACT_COLUMNS)} AS a
+  WHERE NOT EXISTS (SELECT 1 FROM task_runs WHERE task_runs.id = a.run_id AND task_runs.status <> 'running')
+  ON CONFLICT (task_id, path) DO UPDATE SET run_id = excluded.run_id, r2_key = excluded.r2_key,
      size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, sha256 = excluded.sha256,
-     version = max(artifacts.version + 1, excluded.version), updated_at = excluded.updated_at`,
-);
+     version = max(artifacts.version + 1, excluded.version), updated_at = excluded.updated_at
+  RETURNING r2_key`;
 
 /**
  * Upserts for the runs' final batch, one statement however many rows
- * (src/db/json-rows.ts): a path keeps its artifact id; version and content move on.
+ * (src/db/json-rows.ts): a path keeps its artifact id; version and content move on. To go before the
+ * statements ending the runs (endStatements), while the runs that may record are still `running`.
  */
 export function artifactUpserts(d1: D1Database, rows: readonly ArtifactRow[]): D1PreparedStatement[] {
   if (rows.length === 0) return [];

@@ -249,7 +249,7 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
   );
   const cancels = watchCancels(
     config.DB,
-    started.map((claim) => claim.task.id),
+    started.map((claim) => ({ taskId: claim.task.id, runId: claim.runId, attempt: claim.task.attempts + 1 })),
     logger,
   );
   const executed = await Promise.all(
@@ -273,11 +273,12 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
   ).finally(() => cancels.stop());
 
   const endNowIso = new Date().toISOString();
+  const upserts = artifactUpserts(
+    config.DB,
+    executed.flatMap(({ result }) => result.files.written()),
+  );
   const statements = [
-    ...artifactUpserts(
-      config.DB,
-      executed.flatMap(({ result }) => result.files.written()),
-    ),
+    ...upserts,
     ...endStatements(
       config.DB,
       executed.map(({ claim, result }) => endInput(claim, result)),
@@ -288,6 +289,14 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
   // The tasks these runs ended, with their new status (endStatements): `cancelled` for a cancel that reached a
   // run ending to be retried.
   const ended = new Map((results.at(-1)?.results ?? []).map((row) => [row.id, row.status]));
+  const recordedKeys = new Set(
+    upserts.length > 0 ? (results[0].results as unknown as { r2_key: string }[]).map((row) => row.r2_key) : [],
+  );
+  const staleObjects = deleteStaleObjects(
+    config.ARTIFACTS,
+    executed.flatMap(({ result }) => result.files.staleKeys(recordedKeys)),
+    logger,
+  );
 
   for (const { claim, result } of executed) {
     recordRun(
@@ -342,6 +351,7 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
   Coalescer.flushAll();
   await Promise.all([
     renewals,
+    staleObjects,
     flushRenewals(config, renew, logger),
     ...[...release].map(async ([workspaceId, ids]) => {
       try {
@@ -355,6 +365,20 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     }),
     ...[...chains.values()].map((chain) => chain.flush()),
   ]);
+}
+
+/**
+ * Versions of files a run's rows replaced, and the files of runs whose rows were not recorded (taken over): no row
+ * names them any more. A failed delete leaves an object no one reads; the task still reads right.
+ */
+async function deleteStaleObjects(bucket: R2Bucket, keys: string[], logger: Logger): Promise<void> {
+  if (keys.length === 0) return;
+  try {
+    // R2 deletes up to 1,000 keys a call; a batch's runs write far fewer (ARTIFACT_LIMITS.maxFilesPerTask each).
+    for (let start = 0; start < keys.length; start += 1_000) await bucket.delete(keys.slice(start, start + 1_000));
+  } catch (error) {
+    logger.warn("deleting replaced artifact objects failed", { error, objects: keys.length });
+  }
 }
 
 async function flushRenewals(

@@ -3,7 +3,7 @@ import type { Logger } from "../lib/logger.ts";
 import { LlmError, type LlmRouter } from "../llm/types.ts";
 import { AgentRun, TaskTimeoutError } from "./agent/runtime.ts";
 import { TaskFiles } from "./artifacts.ts";
-import { CancelledError, registerRun } from "./cancellation.ts";
+import { CancelledError, registerRun, SupersededError } from "./cancellation.ts";
 import type { RunEnd } from "./claims.ts";
 import { ARTIFACT_LIMITS, type ArtifactLimits, CANCEL_POLL_INTERVAL_MS, taskTimeoutSeconds } from "./config.ts";
 import type { EventChain } from "./events.ts";
@@ -42,7 +42,7 @@ export async function executeRun(input: ExecuteInput): Promise<Executed> {
   const startedAtMs = Date.now();
   const deadlineMs = startedAtMs + timeoutSeconds * 1000;
   const controller = new AbortController();
-  const unregister = registerRun(task.id, controller);
+  const unregister = registerRun(task.id, runId, controller);
   const timer = setTimeout(() => controller.abort(new TaskTimeoutError(timeoutSeconds)), timeoutSeconds * 1000);
   const files = new TaskFiles({
     bucket: config.ARTIFACTS,
@@ -51,16 +51,20 @@ export async function executeRun(input: ExecuteInput): Promise<Executed> {
     runId,
     existing: input.existingArtifacts,
     limits: input.artifactLimits ?? ARTIFACT_LIMITS,
+    signal: controller.signal,
   });
-  // The claim checked cancel_requested_at a moment ago, so the first poll waits an interval.
+  // The claim checked the row a moment ago, so the first poll waits an interval.
   let lastPollMs = startedAtMs;
-  const cancelRequested = async () => {
-    if (Date.now() - lastPollMs < CANCEL_POLL_INTERVAL_MS) return false;
+  // The claim made this run the task's attempt number `attempts + 1`; a later delivery's claim moves it on.
+  const attempt = task.attempts + 1;
+  const stopRequested = async (): Promise<Error | null> => {
+    if (Date.now() - lastPollMs < CANCEL_POLL_INTERVAL_MS) return null;
     lastPollMs = Date.now();
-    const row = await config.DB.prepare("SELECT cancel_requested_at AS at FROM tasks WHERE id = ?")
+    const row = await config.DB.prepare("SELECT cancel_requested_at AS at, attempts FROM tasks WHERE id = ?")
       .bind(task.id)
-      .first<{ at: string | null }>();
-    return row?.at != null;
+      .first<{ at: string | null; attempts: number }>();
+    if (row && row.attempts !== attempt) return new SupersededError();
+    return row?.at != null ? new CancelledError() : null;
   };
   const run = new AgentRun({
     task,
@@ -72,7 +76,7 @@ export async function executeRun(input: ExecuteInput): Promise<Executed> {
     signal: controller.signal,
     deadlineMs,
     timeoutSeconds,
-    cancelRequested,
+    stopRequested,
     logger: input.logger,
   });
   let end: RunEnd;
@@ -108,6 +112,14 @@ const INTERNAL_ERROR = "internal_error";
 /** Retryable: timeouts, provider outages, storage hiccups. Not: bad input, exhausted budget, cancellation. */
 export function classify(error: unknown, signal: AbortSignal): RunEnd {
   const reason = signal.aborted ? signal.reason : undefined;
+  if (error instanceof SupersededError || reason instanceof SupersededError) {
+    // Its end changes neither the task nor the run (closed by the claim that took it over): endStatements.
+    return {
+      kind: "failed",
+      runStatus: "timed_out",
+      error: { type: "superseded", message: new SupersededError().message },
+    };
+  }
   if (error instanceof CancelledError || reason instanceof CancelledError) {
     return {
       kind: "cancelled",

@@ -28,6 +28,7 @@ import {
   quietLogger,
   scriptedRouter,
   taskBody,
+  toolCalls,
 } from "../unit/tasks/fakes.ts";
 
 /** Races between the steps of a task's lifecycle that a user can start at the same time. */
@@ -96,6 +97,171 @@ describe("a message delivered again while its first delivery still runs", () => 
       ["task.completed", "task.error"].includes(event.event_type),
     );
     expect(ends.map((event) => event.event_type)).toEqual(["task.completed"]);
+  });
+});
+
+describe("a run another delivery took over", () => {
+  /**
+   * A task with notes.md from an earlier attempt; its message delivered (to `first`), then delivered again while
+   * that run's first call waits for `release`: the second delivery takes the task over and writes notes.md itself.
+   */
+  async function takenOver(name: string, firstRunWrites: string) {
+    const workspace = await createTestWorkspace(fetcher, BASE, { name });
+    const row = await insertTask(workspace.id);
+    const deliver = (router: LlmRouter, messageId: string, attempts: number) => {
+      const batch = createMessageBatch("tasks", [
+        { id: messageId, timestamp: new Date(), attempts, body: taskBody(workspace.id, row.id) },
+      ]);
+      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 }).then(() =>
+        getQueueResult(batch, createExecutionContext()),
+      );
+    };
+    const earlier = scriptedRouter(
+      toolCalls({ name: "write_file", args: { path: "notes.md", content: "earlier attempt" } }),
+      answer("earlier done"),
+    );
+    await deliver(earlier, `msg-earlier-${row.id}`, 1);
+    // Back to queued as a retry would leave it, so the next delivery runs it again.
+    await env.DB.prepare("UPDATE tasks SET status = 'queued', finished_at = NULL WHERE id = ?").bind(row.id).run();
+
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // Its provider answers once let go, and stops waiting when the run's call is aborted (as the router's does).
+    const first = scriptedRouter(async (request, context, call) => {
+      await Promise.race([
+        released,
+        new Promise((_, reject) => context.signal?.addEventListener("abort", () => reject(context.signal?.reason))),
+      ]);
+      const step =
+        call === 1
+          ? toolCalls({ name: "write_file", args: { path: "notes.md", content: firstRunWrites } })
+          : answer("first run done");
+      return step(request, context, call);
+    });
+    const firstDelivery = deliver(first, `msg-twice-${row.id}`, 1);
+    while (first.calls.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    const second = scriptedRouter(
+      toolCalls({ name: "write_file", args: { path: "notes.md", content: "second run" } }),
+      answer("second run done"),
+    );
+    await deliver(second, `msg-twice-${row.id}`, 2);
+    return { workspace, row, first, firstDelivery, release };
+  }
+
+  /** The task ended as the second run left it, and storage holds only what its rows name. */
+  async function expectSecondRunsFiles(headers: Record<string, string>, workspaceId: string, taskId: string) {
+    const shown = (await (await fetcher(`${BASE}/api/v1/tasks/${taskId}`, { headers })).json()) as {
+      status: string;
+      result: { summary: string };
+    };
+    expect(shown).toMatchObject({ status: "completed", result: { summary: "second run done" } });
+    const files = (
+      (await (await fetcher(`${BASE}/api/v1/tasks/${taskId}/artifacts`, { headers })).json()) as {
+        data: { id: string; path: string; sha256: string }[];
+      }
+    ).data;
+    const notes = files.find((file) => file.path === "notes.md")!;
+    const content = await fetcher(`${BASE}/api/v1/artifacts/${notes.id}/content`, { headers });
+    expect(await content.text()).toBe("second run");
+    expect(content.headers.get("ETag")).toBe(`"${notes.sha256}"`);
+    // The earlier attempt's version was replaced, and nothing the first run wrote is kept.
+    const stored = await env.ARTIFACTS.list({ prefix: `tasks/${workspaceId}/${taskId}/` });
+    const named = await env.DB.prepare("SELECT r2_key FROM artifacts WHERE task_id = ? ORDER BY r2_key")
+      .bind(taskId)
+      .all<{ r2_key: string }>();
+    expect(stored.objects.map((object) => object.key).sort()).toEqual(named.results.map((row) => row.r2_key));
+  }
+
+  it("is stopped at once: its call is aborted, and it writes no file and calls the provider no more", async () => {
+    const { workspace, row, first, firstDelivery, release } = await takenOver("run taken over", "first run");
+    // Within the watch's interval (a second), with no answer from its provider.
+    const firstEnded = await Promise.race([
+      firstDelivery.then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5_000)),
+    ]);
+    release();
+    await firstDelivery;
+    expect(firstEnded).toBe(true);
+    expect(first.calls).toHaveLength(1);
+    await expectSecondRunsFiles(workspace.headers, workspace.id, row.id);
+    const runIds = (
+      (await (await fetcher(`${BASE}/api/v1/tasks/${row.id}/runs`, { headers: workspace.headers })).json()) as {
+        data: { id: string }[];
+      }
+    ).data.map((run) => run.id);
+    const fromFirstRun = (await eventsOf(workspace.headers, row.id)).filter(
+      (event) =>
+        (event as { run_id?: string }).run_id === runIds[1] &&
+        ["tool.call", "artifact.updated", "task.completed"].includes(event.event_type),
+    );
+    expect(fromFirstRun).toEqual([]);
+  });
+
+  it("writing before it is stopped, replaces neither the new run's file nor its row", async () => {
+    const { workspace, row, firstDelivery, release } = await takenOver("run taken over, writing", "first run, late");
+    // Let go at once: its answer comes before the watch can tell it was taken over, and it writes the file.
+    release();
+    await firstDelivery;
+    await expectSecondRunsFiles(workspace.headers, workspace.id, row.id);
+  });
+});
+
+describe("a file a running task rewrites", () => {
+  it("reads as the version its row describes until the run ends, then as the new one", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { name: "rewrite while running" });
+    const row = await insertTask(workspace.id);
+    const deliver = (router: LlmRouter, attempts: number) => {
+      const batch = createMessageBatch("tasks", [
+        {
+          id: `msg-rewrite-${row.id}-${attempts}`,
+          timestamp: new Date(),
+          attempts,
+          body: taskBody(workspace.id, row.id),
+        },
+      ]);
+      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 });
+    };
+    await deliver(
+      scriptedRouter(
+        toolCalls({ name: "write_file", args: { path: "notes.md", content: "version 1" } }),
+        answer("one"),
+      ),
+      1,
+    );
+    await env.DB.prepare("UPDATE tasks SET status = 'queued', finished_at = NULL WHERE id = ?").bind(row.id).run();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const rewriting = scriptedRouter(
+      toolCalls({ name: "write_file", args: { path: "notes.md", content: "version 2, longer" } }),
+      async (request, context, call) => {
+        await released;
+        return answer("two")(request, context, call);
+      },
+    );
+    const running = deliver(rewriting, 2);
+    while (rewriting.calls.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+
+    const read = async () => {
+      const { data } = (await (
+        await fetcher(`${BASE}/api/v1/tasks/${row.id}/artifacts`, { headers: workspace.headers })
+      ).json()) as { data: { id: string; sha256: string; size_bytes: number }[] };
+      const content = await fetcher(`${BASE}/api/v1/artifacts/${data[0].id}/content`, { headers: workspace.headers });
+      return {
+        text: await content.text(),
+        etagMatchesRow: content.headers.get("ETag") === `"${data[0].sha256}"`,
+        length: Number(content.headers.get("Content-Length")),
+        rowSize: data[0].size_bytes,
+      };
+    };
+    // The new version is written, but the row still names the old one: so does the content.
+    expect(await read()).toEqual({ text: "version 1", etagMatchesRow: true, length: 9, rowSize: 9 });
+    release();
+    await running;
+    expect(await read()).toEqual({ text: "version 2, longer", etagMatchesRow: true, length: 17, rowSize: 17 });
   });
 });
 

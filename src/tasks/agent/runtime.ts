@@ -50,8 +50,11 @@ export interface AgentRunInput {
   signal: AbortSignal;
   deadlineMs: number;
   timeoutSeconds: number;
-  /** Has a cancel been requested elsewhere? Polled before each turn (the caller throttles it). */
-  cancelRequested: () => Promise<boolean>;
+  /**
+   * Must the run stop: a cancel requested elsewhere (CancelledError), or its task taken over by another delivery
+   * (SupersededError)? Polled before each turn (the caller throttles it); null: go on.
+   */
+  stopRequested: () => Promise<Error | null>;
   logger: Logger;
 }
 
@@ -269,7 +272,8 @@ export class AgentRun {
     const { signal, deadlineMs, timeoutSeconds } = this.#input;
     if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledError();
     if (Date.now() >= deadlineMs) throw new TaskTimeoutError(timeoutSeconds);
-    if (await this.#input.cancelRequested()) throw new CancelledError();
+    const stop = await this.#input.stopRequested();
+    if (stop) throw stop;
   }
 
   async #finish(summary: string, status: AgentOutcome["status"]): Promise<AgentOutcome> {
