@@ -24,7 +24,9 @@ export type AuthFailureReason =
   | "revoked_key"
   | "expired_key"
   | "invalid_token"
-  | "unknown_workspace";
+  | "unknown_workspace"
+  /** A WebSocket upgrade's `?ticket=` the hub refused (unknown, used, expired or forged): src/events/service.ts. */
+  | "unknown_ticket";
 
 export type AuthResult =
   | { ok: true; principal: Principal; limits: WorkspaceLimits | null }

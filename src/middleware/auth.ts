@@ -44,12 +44,18 @@ function refusalDetail(reason: string, authorization: string | undefined, path: 
  * that keep failing.
  */
 export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
-  // A browser's WebSocket carries a single-use ticket instead of a header; the events route redeems it.
-  if (isTicketAuthenticatedRequest(c.req.raw)) return next();
-  const config = c.get("config");
   const ip = clientIp(c.req.raw);
   const monitor = securityMonitor(c);
   await monitor.refuseIfBlocked(ip);
+  // A browser's WebSocket carries a single-use ticket instead of a header; the events route redeems it. A ticket it
+  // refuses counts as a failed authentication from the address, as a refused key does: guessing tickets, or
+  // sending forged ones (each costs a lookup), is blocked after as many tries.
+  if (isTicketAuthenticatedRequest(c.req.raw)) {
+    await next();
+    if (c.res.status === 401) await monitor.authenticationFailed(ip, { ok: false, reason: "unknown_ticket" });
+    return;
+  }
+  const config = c.get("config");
 
   const authorization = c.req.header("Authorization");
   const result = await authenticate(config, authorization);

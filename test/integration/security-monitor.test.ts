@@ -53,6 +53,35 @@ describe("security monitor", () => {
     expect(fine.status).toBe(200);
   });
 
+  it("counts refused event-stream tickets as failed authentications, and blocks the address as for keys", async () => {
+    const ip = "203.0.113.91";
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const upgrade = (ticket: string, from: string) =>
+      fetcher(`${BASE}/api/v1/events/ws?ticket=${ticket}`, {
+        headers: { Upgrade: "websocket", "CF-Connecting-IP": from },
+      });
+    const statuses: number[] = [];
+    for (let attempt = 0; attempt < AUTH_FAILURE_POLICY.threshold + 1; attempt++) {
+      const guessed = `tkt_${String(attempt).padStart(32, "g")}.${workspace.id}`;
+      statuses.push((await upgrade(guessed, ip)).status);
+    }
+    expect(statuses.slice(0, AUTH_FAILURE_POLICY.threshold - 1).every((status) => status === 401)).toBe(true);
+    expect(statuses.slice(AUTH_FAILURE_POLICY.threshold - 1)).toEqual([429, 429]);
+
+    const takeTicket = async () => {
+      const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: workspace.headers });
+      return ((await response.json()) as { ticket: string }).ticket;
+    };
+    // A good ticket from the blocked address is refused while the block lasts; from another, it opens the stream.
+    const refused = await upgrade(await takeTicket(), ip);
+    expect(refused.status).toBe(429);
+    expect(await refused.json()).toMatchObject({ code: "RATE_LIMITED", blocked: true });
+    const opened = await upgrade(await takeTicket(), "203.0.113.92");
+    expect(opened.status).toBe(101);
+    opened.webSocket!.accept();
+    opened.webSocket!.close(1000);
+  });
+
   it("reports a revoked key in use with a security event and an audit entry, once", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE, { scopes: ["admin"] });
     const victim = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
