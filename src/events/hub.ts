@@ -1,4 +1,5 @@
 import { sha256Hex, toBase64Url } from "../lib/crypto.ts";
+import { utf8ByteLength } from "../lib/unicode.ts";
 import { Backlog } from "./backlog.ts";
 import type { EventEnvelope } from "./catalog.ts";
 import {
@@ -236,9 +237,9 @@ export class EventHubCore {
   }
 
   private fanOut(row: LogRow, sockets: readonly HubSocket[], nowMs: number): void {
-    const frame = eventFrame(row.body);
+    const frame = sized(eventFrame(row.body));
     const channels = row.channels ? row.channels.split(",") : [];
-    let versionedFrames: Map<string, string> | undefined;
+    let versionedFrames: Map<string, SizedFrame> | undefined;
     for (const socket of sockets) {
       const state = this.stateOf(socket);
       if (!state || state.closing || socket.readyState !== OPEN) continue;
@@ -248,7 +249,7 @@ export class EventHubCore {
       let out = frame;
       if (state.version) {
         versionedFrames ??= new Map();
-        out = versionedFrames.get(state.version) ?? versionedFrame(row.body, state.version);
+        out = versionedFrames.get(state.version) ?? sized(versionedFrame(row.body, state.version));
         versionedFrames.set(state.version, out);
       }
       this.sendLive(socket, state, row.seq, out);
@@ -256,14 +257,14 @@ export class EventHubCore {
   }
 
   /** A socket too far behind is not read fast enough: cut it off rather than queue without bound. */
-  private sendLive(socket: HubSocket, state: SocketState, seq: number, frame: string): void {
+  private sendLive(socket: HubSocket, state: SocketState, seq: number, frame: SizedFrame): void {
     try {
-      socket.send(frame);
+      socket.send(frame.text);
     } catch {
       state.closing = true;
       return;
     }
-    state.backlog.sent(seq, frame.length);
+    state.backlog.sent(seq, frame.bytes());
     const unackedBytes = state.backlog.bytes();
     if (unackedBytes > this.limits.maxUnackedBytes) {
       state.closing = true;
@@ -581,6 +582,17 @@ function frameProblem(type: unknown, issue: { path: PropertyKey[]; message: stri
   if (!CLIENT_FRAME_TYPES.includes(type) || !issue) return "Expected a subscribe, unsubscribe or ping frame.";
   const field = issue.path.map(String).join(".");
   return `Invalid ${type as string} frame: ${field ? `${field}: ` : ""}${issue.message}`;
+}
+
+/** A frame and its size in UTF-8 bytes, what the slow-consumer limit counts: measured once, for the first socket. */
+interface SizedFrame {
+  text: string;
+  bytes(): number;
+}
+
+function sized(text: string): SizedFrame {
+  let bytes: number | undefined;
+  return { text, bytes: () => (bytes ??= utf8ByteLength(text)) };
 }
 
 function versionedFrame(body: string, version: string): string {

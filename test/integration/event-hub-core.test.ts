@@ -60,13 +60,19 @@ function fakeHost(): HubHost & { all: FakeSocket[]; alarmAtMs: number | null } {
   return host;
 }
 
-function toolCall(workspaceId: string, size = 10): EventEnvelope {
+function toolCall(workspaceId: string, size = 10, character = "x"): EventEnvelope {
   return {
     event_id: newId("event"),
     event_type: "tool.call",
     timestamp: new Date().toISOString(),
     workspace_id: workspaceId,
-    data: { tool_id: "c", tool_name: "write_file", arguments: { text: "x".repeat(size) }, task_id: "t", agent_id: "a" },
+    data: {
+      tool_id: "c",
+      tool_name: "write_file",
+      arguments: { text: character.repeat(size) },
+      task_id: "t",
+      agent_id: "a",
+    },
     version: "1.0",
   };
 }
@@ -240,6 +246,21 @@ describe("connection cap", () => {
       const fourth = new FakeSocket();
       core.connect(fourth, connectAll);
       expect(fourth.closedWith).toBeNull();
+    });
+  });
+});
+
+describe("slow consumers, counted in bytes", () => {
+  it("a stream of text in a script of 3-byte characters is cut off at the limit in UTF-8 bytes, not in characters", async () => {
+    await withCore({ maxUnackedBytes: 20_000 }, async (core) => {
+      const stalled = new FakeSocket();
+      await core.connect(stalled, connectAll);
+      for (let i = 0; i < 30 && stalled.closedWith === null; i++) await core.publish(toolCall("ws_core", 1_000, "語"));
+      expect(stalled.closedWith?.code).toBe(1013);
+      const frameBytes = new TextEncoder().encode(stalled.sent[0]).byteLength;
+      expect(frameBytes).toBeGreaterThan(3_000);
+      const delivered = stalled.frames().filter((frame) => frame.type === "event").length;
+      expect(delivered).toBe(Math.floor(20_000 / frameBytes) + 1);
     });
   });
 });
