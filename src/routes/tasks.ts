@@ -104,13 +104,18 @@ const cancelTaskRoute = createRoute({
   summary: "Cancel a task",
   description:
     "A pending or queued task is cancelled at once (200). A running one stops before its agent's next step, and an " +
-    "LLM call in flight is aborted (202, `cancel_requested_at` set). An ended task is 409.",
+    "LLM call in flight is aborted (202, `cancel_requested_at` set): within about a second, wherever it runs. A run " +
+    "that ends in that moment keeps its end: the task then reads `completed` (or `failed`), not `cancelled`, with " +
+    "`cancel_requested_at` still set. An ended task is 409.",
   "x-audit-action": "task.cancel",
   middleware: [requireScope("tasks:write")] as const,
   request: { params: TaskIdParam },
   responses: {
     200: jsonResponse("Cancelled.", TaskSchema),
-    202: jsonResponse("Cancellation requested; the running agent stops shortly.", TaskSchema),
+    202: jsonResponse(
+      "Cancellation requested: the running agent stops within about a second, unless its run ends first.",
+      TaskSchema,
+    ),
     ...API_PROBLEMS,
     // VALIDATION_FAILED: an id past the param's 64 characters.
     ...problemResponses("NOT_FOUND", "CONFLICT", "VALIDATION_FAILED"),
