@@ -4,7 +4,7 @@ import { routeCallers, withSharedHeaders } from "./docs/shared-headers.ts";
 import { withSharedProblems } from "./docs/shared-problems.ts";
 import { BEARER_AUTH } from "./lib/openapi.ts";
 import { authenticateApi } from "./middleware/auth.ts";
-import { limitBodySize, requireJsonBody } from "./middleware/body.ts";
+import { limitBodySize, refuseMalformedUnreadBodies, requireJsonBody } from "./middleware/body.ts";
 import { cors } from "./middleware/cors.ts";
 import { environment } from "./middleware/environment.ts";
 import { notFoundHandler, onError, refuseUndeclaredQueries, validationHook } from "./middleware/errors.ts";
@@ -68,6 +68,7 @@ export const OPENAPI_TAGS = [
 function newApp(): OpenAPIHono<HonoEnv> {
   const app = new OpenAPIHono<HonoEnv>({ defaultHook: validationHook });
   refuseUndeclaredQueries(app);
+  refuseMalformedUnreadBodies(app);
   return app;
 }
 

@@ -1,6 +1,6 @@
 import { PROBLEMS, type ProblemCode, problemType } from "../lib/problem.ts";
 import type { RouteCallers } from "../middleware/auth.ts";
-import { JSON_MEDIA_TYPE, METHODS_WITH_BODY } from "../middleware/body.ts";
+import { METHODS_WITH_BODY } from "../middleware/body.ts";
 
 /**
  * The problem responses the shared middleware gives, written into every
@@ -12,8 +12,9 @@ import { JSON_MEDIA_TYPE, METHODS_WITH_BODY } from "../middleware/body.ts";
  *   POST, PUT, PATCH and DELETE, whether or not the operation reads one (a
  *   body it ignores is still refused for its size or media type). GET and
  *   HEAD bodies are never read, so never refused.
- * - 400: the JSON validator of an operation with a JSON request body, when
- *   that body does not parse. Elsewhere a body is not parsed.
+ * - 400: a POST, PUT, PATCH or DELETE body that does not parse: the JSON
+ *   validator of an operation with a JSON request body, or for one that
+ *   reads none `refuseMalformedUnreadBodies` (an empty body is none).
  * - 401, 429 and 503: everything under /api/v1 is authenticated
  *   (`authenticateApi`) and counted (`rateLimit`: 429 when a bucket is empty
  *   or the client is blocked, 503 when the limiter cannot be reached).
@@ -29,7 +30,6 @@ interface ProblemResponseObject {
   content: { "application/problem+json": { schema: Reference; example: Record<string, unknown> } };
 }
 interface OperationObject {
-  requestBody?: { content?: Record<string, unknown> } | Reference;
   responses?: Record<string, object>;
 }
 interface Document {
@@ -40,16 +40,11 @@ const PROBLEM_SCHEMA: Reference = { $ref: "#/components/schemas/Problem" };
 const METHODS = new Set(["get", "put", "post", "delete", "options", "head", "patch", "trace"]);
 
 /** The problems the middleware may answer one operation with. */
-export function sharedProblemsOf(
-  method: string,
-  path: string,
-  operation: OperationObject,
-  callers: RouteCallers | undefined,
-): ProblemCode[] {
+export function sharedProblemsOf(method: string, path: string, callers: RouteCallers | undefined): ProblemCode[] {
   const codes: ProblemCode[] = [];
-  const content = operation.requestBody && !("$ref" in operation.requestBody) ? operation.requestBody.content : {};
-  if (Object.keys(content ?? {}).some((mediaType) => JSON_MEDIA_TYPE.test(mediaType))) codes.push("MALFORMED_JSON");
-  if (METHODS_WITH_BODY.has(method.toUpperCase())) codes.push("PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE");
+  // An operation that reads no body still refuses one that is not JSON (refuseMalformedUnreadBodies).
+  if (METHODS_WITH_BODY.has(method.toUpperCase()))
+    codes.push("MALFORMED_JSON", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE");
   if (path.startsWith("/api/v1/")) {
     codes.push("UNAUTHENTICATED", "RATE_LIMITED", "DEPENDENCY_UNAVAILABLE", "VALIDATION_FAILED");
     if (callers) codes.push("FORBIDDEN");
@@ -89,7 +84,7 @@ export function withSharedProblems<D extends Document>(doc: D, callersByOperatio
       if (!METHODS.has(method)) continue;
       const operation = value as OperationObject;
       const responses = { ...operation.responses };
-      for (const code of sharedProblemsOf(method, path, operation, callersByOperation.get(`${method} ${path}`))) {
+      for (const code of sharedProblemsOf(method, path, callersByOperation.get(`${method} ${path}`))) {
         responses[String(PROBLEMS[code].status)] ??= problemResponse(code);
       }
       operation.responses = byStatus(responses);

@@ -1,3 +1,4 @@
+import type { OpenAPIHono, RouteConfig } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ApiError } from "../lib/problem.ts";
@@ -45,3 +46,34 @@ export const limitBodySize: MiddlewareHandler<HonoEnv> = (c, next) => {
     },
   })(c, next);
 };
+
+/** A body sent to an operation that reads none: empty is none; anything else must parse, as every body must. */
+const refuseMalformedUnreadBody: MiddlewareHandler<HonoEnv> = async (c, next) => {
+  if (hasBody(c.req.raw)) {
+    const text = await c.req.text();
+    if (text.trim() !== "") {
+      try {
+        JSON.parse(text);
+      } catch (error) {
+        throw new ApiError("MALFORMED_JSON", `The body is not valid JSON: ${(error as Error).message}.`);
+      }
+    }
+  }
+  await next();
+};
+
+/**
+ * Operations that read no body hold one sent anyway to what every body is held to: JSON. Its Content-Type and
+ * size were checked (requireJsonBody, limitBodySize) but its text ignored, so `{` was a 202 on `…/cancel` and the
+ * same body a 400 on every other route. Added after the route's own middleware (its scope check comes first, as
+ * for routes that parse a body) on every POST, PUT, PATCH and DELETE operation that declares no body.
+ */
+export function refuseMalformedUnreadBodies(app: OpenAPIHono<HonoEnv>): void {
+  const register = app.openapi;
+  const checked = (route: RouteConfig): RouteConfig =>
+    route.request?.body || !METHODS_WITH_BODY.has(route.method.toUpperCase())
+      ? route
+      : { ...route, middleware: [...[route.middleware ?? []].flat(), refuseMalformedUnreadBody] };
+  app.openapi = ((route: RouteConfig, ...rest: unknown[]) =>
+    (register as (...args: unknown[]) => unknown)(checked(route), ...rest)) as typeof app.openapi;
+}

@@ -230,6 +230,35 @@ describe("bad input is a 4xx problem, never a 5xx", () => {
     expect((await expectProblem(empty, 400, "MALFORMED_JSON")).detail).toBe("The body is empty; send a JSON object.");
   });
 
+  it("an operation that reads no body refuses one that is not JSON too, before acting; an empty or JSON one passes", async () => {
+    const workspace = await createTestWorkspace((url, init) => exports.default.fetch(new Request(url, init)), BASE, {
+      scopes: ["admin"],
+    });
+    const json = { ...workspace.headers, "Content-Type": "application/json" };
+    const created = await call("/api/v1/api-keys", {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ name: "kept", scopes: ["tasks:read"] }),
+    });
+    const key = (await created.json()) as { id: string; key: string };
+    const revoke = (body?: string) =>
+      call(`/api/v1/api-keys/${key.id}`, {
+        method: "DELETE",
+        headers: body === undefined ? workspace.headers : json,
+        body,
+      });
+
+    const malformed = await expectProblem(await revoke("{"), 400, "MALFORMED_JSON");
+    expect(malformed.detail).toMatch(/^The body is not valid JSON: .*JSON.*\.$/);
+    // Refused before acting: the key still works.
+    expect((await call("/api/v1/whoami", { headers: { Authorization: `Bearer ${key.key}` } })).status).toBe(200);
+    const tickets = await call("/api/v1/events/tickets", { method: "POST", headers: json, body: "not json" });
+    await expectProblem(tickets, 400, "MALFORMED_JSON");
+    expect((await call("/api/v1/events/tickets", { method: "POST", headers: json, body: "{}" })).status).toBe(201);
+    expect((await call("/api/v1/events/tickets", { method: "POST", headers: workspace.headers })).status).toBe(201);
+    expect((await revoke("  ")).status).toBe(200);
+  });
+
   it("under wrangler dev without ADMIN_TOKEN, a token of no known form says no token is the operator's", async () => {
     const operatorCall = (vars: Record<string, string>) =>
       createApp().fetch(
