@@ -48,6 +48,12 @@ export interface HubLimits {
   ticketTtlMs: number;
 }
 
+/**
+ * The furthest ahead the alarm is set: a stream's credentials may expire later than the runtime takes an alarm for
+ * ("dates after 2189" throw), so one that far off is looked at again then, and the alarm set anew.
+ */
+const MAX_ALARM_AHEAD_MS = 30 * 24 * 60 * 60 * 1000;
+
 export const DEFAULT_LIMITS: HubLimits = {
   retentionMs: 7 * 24 * 60 * 60 * 1000,
   trimIntervalMs: 60 * 60 * 1000,
@@ -514,7 +520,7 @@ export class EventHubCore {
         ? nowMs + this.limits.trimIntervalMs
         : Number.POSITIVE_INFINITY;
     const nextMs = Math.min(trimAtMs, this.earliestCredentialsExpiryMs());
-    return Number.isFinite(nextMs) ? nextMs : null;
+    return Number.isFinite(nextMs) ? Math.min(nextMs, nowMs + MAX_ALARM_AHEAD_MS) : null;
   }
 
   private earliestCredentialsExpiryMs(): number {
@@ -536,8 +542,10 @@ export class EventHubCore {
     await this.host.setAlarm(Math.min(nowMs + this.limits.trimIntervalMs, this.earliestCredentialsExpiryMs()));
   }
 
-  /** Brings the alarm forward to `timeMs` unless it already comes by then. */
-  private async alarmBy(timeMs: number): Promise<void> {
+  /** Brings the alarm forward to `expiryMs` (or MAX_ALARM_AHEAD_MS from now, if sooner) unless it already comes by then. */
+  private async alarmBy(expiryMs: number): Promise<void> {
+    // An expiry far ahead (a key's expires_at may be any date; alarms stop at 2189) is checked again on the way.
+    const timeMs = Math.min(expiryMs, this.now() + MAX_ALARM_AHEAD_MS);
     const currentMs = await this.host.getAlarm();
     if (currentMs === null || currentMs > timeMs) await this.host.setAlarm(timeMs);
     this.alarmSet = true;

@@ -240,6 +240,26 @@ describe("WebSocket stream and tickets", () => {
     ]);
   });
 
+  it("opens streams, by bearer or ticket, for a key that expires far ahead (past what an alarm can be set for)", async () => {
+    // Valid for expires_at (any future date); the runtime's alarms stop at 2189. A new workspace: its hub has no
+    // alarm yet (none to trim), so the stream's expiry is what would set it.
+    const fresh = await createTestWorkspace(fetcher, BASE, { name: "key expiring far ahead" });
+    const lasting = await createTestKey(fetcher, BASE, fresh.key, ["events:read"], {
+      expiresAt: "9999-12-31T23:59:59Z",
+    });
+    const upgrade = { Upgrade: "websocket" };
+    const byBearer = await fetcher(`${BASE}/api/v1/events/ws`, { headers: { ...lasting.headers, ...upgrade } });
+    const ticket = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: lasting.headers });
+    const { ticket: secret } = (await ticket.json()) as { ticket: string };
+    const byTicket = await fetcher(`${BASE}/api/v1/events/ws?ticket=${secret}`, { headers: upgrade });
+    expect([byBearer.status, byTicket.status]).toEqual([101, 101]);
+    const sockets = [byBearer, byTicket].map((response) => watch(response.webSocket!));
+    const event = await publishMessage(fresh.id);
+    for (const socket of sockets) {
+      expect((await socket.waitForEvents(1)).map((received) => received.event_id)).toEqual([event.event_id]);
+    }
+  });
+
   it("does not let a principal without events:read take a ticket", async () => {
     const tasksOnly = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
     const response = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: tasksOnly.headers });
