@@ -1,6 +1,7 @@
 import { jsonRowsSql } from "../db/json-rows.ts";
 import { toHex } from "../lib/crypto.ts";
 import { newId } from "../lib/ids.ts";
+import { SupersededError } from "./cancellation.ts";
 import { ARTIFACT_LIMITS, type ArtifactLimits } from "./config.ts";
 import type { ArtifactRow } from "./views.ts";
 
@@ -123,7 +124,7 @@ export class TaskFiles {
     runId: string;
     existing: ArtifactRow[];
     limits?: ArtifactLimits;
-    /** The run's: once aborted (cancelled, timed out, taken over) it writes nothing more. */
+    /** The run's: once aborted because the run was taken over (SupersededError) it writes nothing more. */
     signal?: AbortSignal;
   }) {
     this.#bucket = input.bucket;
@@ -185,8 +186,10 @@ export class TaskFiles {
     const r2Key = writtenBefore ? previous!.r2Key : r2KeyOf(this.#workspaceId, this.#taskId, id, this.#runId);
     const type =
       typeof mimeType === "string" && /^[\w.+-]+\/[\w.+-]+(;.*)?$/.test(mimeType) ? mimeType : mimeTypeFor(path);
-    // A run taken over by another delivery would overwrite the files of the run that replaced it.
-    this.#signal?.throwIfAborted();
+    // A run taken over by another delivery writes nothing more: its files are not kept. One cancelled or timed out
+    // still writes what it was writing: its end is recorded with its files, such as the REPORT.md of an answer that
+    // came in as it was stopped (the task then reads completed).
+    if (this.#signal?.aborted && this.#signal.reason instanceof SupersededError) throw this.#signal.reason;
     await this.#bucket.put(r2Key, bytes, {
       sha256: digest,
       httpMetadata: { contentType: type },

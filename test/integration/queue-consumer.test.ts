@@ -449,6 +449,31 @@ describe("the tasks consumer", () => {
     expect(error.data).toMatchObject({ error_type: "cancelled", fatal: true });
   });
 
+  it("keeps the end of a run whose last answer came in as it was cancelled, with its REPORT.md", async () => {
+    const row = await insertTask(workspace.id);
+    let cancelStatus: number | undefined;
+    // The provider's answer is in hand when the cancel stops the run: the run ends with it (as documented, the task
+    // reads completed with cancel_requested_at set), and a completed task has its report.
+    const router = scriptedRouter(async (request, context, call) => {
+      cancelStatus = (
+        await fetcher(`${BASE}/api/v1/tasks/${row.id}/cancel`, { method: "POST", headers: workspace.headers })
+      ).status;
+      await new Promise((resolve) => {
+        if (context.signal?.aborted) resolve(undefined);
+        context.signal?.addEventListener("abort", resolve);
+      });
+      return answer("Done just in time.")(request, context, call);
+    });
+    await deliver(router, [{ id: "msg-cancel-answered", taskId: row.id }]);
+    expect(cancelStatus).toBe(202);
+    const done = await task(row.id);
+    expect(done).toMatchObject({ status: "completed", result: { summary: "Done just in time." } });
+    expect(done.cancelRequestedAt).not.toBeNull();
+    const files = await db.select().from(artifacts).where(eq(artifacts.taskId, row.id));
+    expect(files.map((file) => file.path)).toEqual(["REPORT.md"]);
+    expect(await (await env.ARTIFACTS.get(files[0].r2Key))!.text()).toContain("Done just in time.");
+  });
+
   it("ends a task cancelled while its last attempt fails retryably as cancelled, not dead-lettered", async () => {
     const row = await insertTask(workspace.id, { attempts: 3 });
     let cancelStatus: number | undefined;
