@@ -258,13 +258,15 @@ const ARTIFACT_COLUMNS = [
 ];
 
 /**
- * A run that has ended records no files: one taken over by another delivery of its message (closed by that
- * delivery's claim) must not replace the rows of the run that replaced it. (A debug upload has no run.) Returns the
- * keys recorded.
+ * A run taken over by another delivery of its message (the task's attempts moved past the run's) records no files:
+ * it must not replace the rows of the run that replaced it. A run closed otherwise before its end is recorded (a
+ * cancelled task's run, closed by a delivery of its message that came again meanwhile): its files are the task's.
+ * (A debug upload has no run.) Returns the keys recorded.
  */
 const UPSERT_ARTIFACTS_SQL = `INSERT INTO artifacts (${ARTIFACT_COLUMNS.join(", ")})
   SELECT ${ARTIFACT_COLUMNS.map((name) => `a.${name}`).join(", ")} FROM ${jsonRowsSql(ARTIFACT_COLUMNS)} AS a
-  WHERE NOT EXISTS (SELECT 1 FROM task_runs WHERE task_runs.id = a.run_id AND task_runs.status <> 'running')
+  WHERE NOT EXISTS (SELECT 1 FROM task_runs JOIN tasks ON tasks.id = task_runs.task_id
+                    WHERE task_runs.id = a.run_id AND tasks.attempts <> task_runs.attempt)
   ON CONFLICT (task_id, path) DO UPDATE SET run_id = excluded.run_id, r2_key = excluded.r2_key,
      size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, sha256 = excluded.sha256,
      version = max(artifacts.version + 1, excluded.version), updated_at = excluded.updated_at
@@ -272,8 +274,8 @@ const UPSERT_ARTIFACTS_SQL = `INSERT INTO artifacts (${ARTIFACT_COLUMNS.join(", 
 
 /**
  * Upserts for the runs' final batch, one statement however many rows
- * (src/db/json-rows.ts): a path keeps its artifact id; version and content move on. To go before the
- * statements ending the runs (endStatements), while the runs that may record are still `running`.
+ * (src/db/json-rows.ts): a path keeps its artifact id; version and content move on. The first statement of the
+ * runs' final batch: the consumer reads the keys it recorded from its result.
  */
 export function artifactUpserts(d1: D1Database, rows: readonly ArtifactRow[]): D1PreparedStatement[] {
   if (rows.length === 0) return [];

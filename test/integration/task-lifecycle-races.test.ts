@@ -208,6 +208,48 @@ describe("a run another delivery took over", () => {
   });
 });
 
+describe("a running task cancelled, its message delivered again before its run stops", () => {
+  it("keeps the files the run wrote before the cancel, as a cancel the run notices itself does", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE, { name: "cancelled, delivered again" });
+    const row = await insertTask(workspace.id);
+    const deliver = (router: LlmRouter, attempts: number) => {
+      const batch = createMessageBatch("tasks", [
+        { id: `msg-cancel-again-${row.id}`, timestamp: new Date(), attempts, body: taskBody(workspace.id, row.id) },
+      ]);
+      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 });
+    };
+    // The run writes notes.md, then its next call waits until the run is stopped.
+    const first = scriptedRouter(
+      toolCalls({ name: "write_file", args: { path: "notes.md", content: "written before the cancel" } }),
+      async (_request, context) =>
+        new Promise((_, reject) => {
+          if (context.signal?.aborted) reject(context.signal.reason);
+          context.signal?.addEventListener("abort", () => reject(context.signal?.reason));
+        }),
+    );
+    const running = deliver(first, 1);
+    while (first.calls.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+    // Cancelled in another isolate (its route only writes the row): this run's watch sees it within a second.
+    await env.DB.prepare("UPDATE tasks SET cancel_requested_at = ? WHERE id = ?")
+      .bind(new Date().toISOString(), row.id)
+      .run();
+    // The message comes again before the run has stopped: that delivery ends the task (and the run) as cancelled.
+    await deliver(scriptedRouter(answer("never runs")), 2);
+    await running;
+
+    const shown = (await (await fetcher(`${BASE}/api/v1/tasks/${row.id}`, { headers: workspace.headers })).json()) as {
+      status: string;
+    };
+    expect(shown.status).toBe("cancelled");
+    const { data } = (await (
+      await fetcher(`${BASE}/api/v1/tasks/${row.id}/artifacts`, { headers: workspace.headers })
+    ).json()) as { data: { id: string; path: string }[] };
+    expect(data.map((file) => file.path)).toEqual(["notes.md"]);
+    const content = await fetcher(`${BASE}/api/v1/artifacts/${data[0].id}/content`, { headers: workspace.headers });
+    expect(await content.text()).toBe("written before the cancel");
+  });
+});
+
 describe("a file a running task rewrites", () => {
   it("reads as the version its row describes until the run ends, then as the new one", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE, { name: "rewrite while running" });
