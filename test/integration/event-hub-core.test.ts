@@ -362,6 +362,32 @@ describe("credentials that expire", () => {
     });
   });
 
+  it("far ahead, past 2189 (the runtime takes no alarm then): the alarm comes within 30 days, and is set again", async () => {
+    await runInDurableObject(env.EVENT_HUB.getByName(uniqueWorkspace("core")), async (_instance: EventHub, state) => {
+      // The Durable Object's own alarm, which refuses dates after 2189.
+      const host = {
+        ...fakeHost(),
+        getAlarm: () => state.storage.getAlarm(),
+        setAlarm: (timeMs: number) => state.storage.setAlarm(timeMs),
+      };
+      const clock = { nowMs: Date.now() };
+      const core = new EventHubCore(state.storage.sql, host, DEFAULT_LIMITS, () => clock.nowMs);
+      const socket = new FakeSocket();
+      const thirtyDaysMs = 30 * 24 * 60 * 60 * 1000;
+      try {
+        await core.connect(socket, { ...connectAll, credentialsExpireAtMs: Date.parse("9999-12-31T23:59:59Z") });
+        expect(socket.closedWith).toBeNull();
+        expect(await state.storage.getAlarm()).toBe(clock.nowMs + thirtyDaysMs);
+        clock.nowMs += thirtyDaysMs;
+        expect(await core.alarm()).toMatchObject({ expiredStreams: 0 });
+        expect(socket.closedWith).toBeNull();
+        expect(await state.storage.getAlarm()).toBe(clock.nowMs + thirtyDaysMs);
+      } finally {
+        await state.storage.deleteAlarm();
+      }
+    });
+  });
+
   it("survive hibernation in the socket's attachment", async () => {
     await withCore({}, async (core, host, clock, sql) => {
       const socket = new FakeSocket();
