@@ -455,7 +455,8 @@ export class EventHubCore {
   async issueTicket(holder: TicketHolder): Promise<{ secret: string; expiresAtMs: number } | null> {
     if (this.refusesKey(holder.keyId)) return null;
     const secret = toBase64Url(crypto.getRandomValues(new Uint8Array(TICKET_BYTES)));
-    const expiresAtMs = this.now() + this.limits.ticketTtlMs;
+    // No later than the credentials it is issued for: it is refused then (takeTicket), and its expires_at says so.
+    const expiresAtMs = Math.min(this.now() + this.limits.ticketTtlMs, holder.expiresAtMs ?? Number.POSITIVE_INFINITY);
     this.log.saveTicket(await sha256Hex(secret), holder, expiresAtMs);
     await this.ensureAlarm();
     return { secret, expiresAtMs };

@@ -240,6 +240,18 @@ describe("WebSocket stream and tickets", () => {
     ]);
   });
 
+  it("tells a ticket's expires_at as when the key it was issued for expires, when that comes first", async () => {
+    const keyExpiresAtMs = Date.now() + 20_000;
+    const expiring = await createTestKey(fetcher, BASE, workspace.key, ["events:read"], {
+      expiresAt: new Date(keyExpiresAtMs).toISOString(),
+    });
+    const ticket = await fetcher(`${BASE}/api/v1/events/tickets`, { method: "POST", headers: expiring.headers });
+    expect(ticket.status).toBe(201);
+    // The ticket is refused once the key has expired, whatever its 60 s: it says so.
+    const { expires_at } = (await ticket.json()) as { expires_at: string };
+    expect(expires_at).toBe(new Date(keyExpiresAtMs).toISOString());
+  });
+
   it("opens streams, by bearer or ticket, for a key that expires far ahead (past what an alarm can be set for)", async () => {
     // Valid for expires_at (any future date); the runtime's alarms stop at 2189. A new workspace: its hub has no
     // alarm yet (none to trim), so the stream's expiry is what would set it.
