@@ -48,6 +48,18 @@ async function statusOf(headers: Record<string, string>, taskId: string, until: 
   return status;
 }
 
+/** One delivery of a task's message to the consumer, with `router` as its LLM; answers what it did with the message. */
+function deliverTo(workspaceId: string, taskId: string) {
+  return (router: LlmRouter, messageId: string, attempts: number) => {
+    const batch = createMessageBatch("tasks", [
+      { id: messageId, timestamp: new Date(), attempts, body: taskBody(workspaceId, taskId) },
+    ]);
+    return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 }).then(() =>
+      getQueueResult(batch, createExecutionContext()),
+    );
+  };
+}
+
 describe("a message delivered again while its first delivery still runs", () => {
   it("takes the task over once: one task.completed, and the task counts both runs' tokens", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE, { name: "message twice" });
@@ -60,14 +72,8 @@ describe("a message delivered again while its first delivery still runs", () => 
       await held;
       return answer("first delivery")(request, context, call);
     });
-    const deliver = (router: LlmRouter, attempts: number) => {
-      const batch = createMessageBatch("tasks", [
-        { id: `msg-twice-${row.id}`, timestamp: new Date(), attempts, body: taskBody(workspace.id, row.id) },
-      ]);
-      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 }).then(() =>
-        getQueueResult(batch, createExecutionContext()),
-      );
-    };
+    const deliverOnce = deliverTo(workspace.id, row.id);
+    const deliver = (router: LlmRouter, attempts: number) => deliverOnce(router, `msg-twice-${row.id}`, attempts);
     const firstDelivery = deliver(first, 1);
     while (first.calls.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
     // The same message again: to its consumer the first run looks dead, so it takes the task over and ends it.
@@ -108,14 +114,7 @@ describe("a run another delivery took over", () => {
   async function takenOver(name: string, firstRunWrites: string) {
     const workspace = await createTestWorkspace(fetcher, BASE, { name });
     const row = await insertTask(workspace.id);
-    const deliver = (router: LlmRouter, messageId: string, attempts: number) => {
-      const batch = createMessageBatch("tasks", [
-        { id: messageId, timestamp: new Date(), attempts, body: taskBody(workspace.id, row.id) },
-      ]);
-      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 }).then(() =>
-        getQueueResult(batch, createExecutionContext()),
-      );
-    };
+    const deliver = deliverTo(workspace.id, row.id);
     const earlier = scriptedRouter(
       toolCalls({ name: "write_file", args: { path: "notes.md", content: "earlier attempt" } }),
       answer("earlier done"),
@@ -212,12 +211,9 @@ describe("a running task cancelled, its message delivered again before its run s
   it("keeps the files the run wrote before the cancel, as a cancel the run notices itself does", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE, { name: "cancelled, delivered again" });
     const row = await insertTask(workspace.id);
-    const deliver = (router: LlmRouter, attempts: number) => {
-      const batch = createMessageBatch("tasks", [
-        { id: `msg-cancel-again-${row.id}`, timestamp: new Date(), attempts, body: taskBody(workspace.id, row.id) },
-      ]);
-      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 });
-    };
+    const deliverOnce = deliverTo(workspace.id, row.id);
+    const deliver = (router: LlmRouter, attempts: number) =>
+      deliverOnce(router, `msg-cancel-again-${row.id}`, attempts);
     // The run writes notes.md, then its next call waits until the run is stopped.
     const first = scriptedRouter(
       toolCalls({ name: "write_file", args: { path: "notes.md", content: "written before the cancel" } }),
@@ -254,17 +250,9 @@ describe("a file a running task rewrites", () => {
   it("reads as the version its row describes until the run ends, then as the new one", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE, { name: "rewrite while running" });
     const row = await insertTask(workspace.id);
-    const deliver = (router: LlmRouter, attempts: number) => {
-      const batch = createMessageBatch("tasks", [
-        {
-          id: `msg-rewrite-${row.id}-${attempts}`,
-          timestamp: new Date(),
-          attempts,
-          body: taskBody(workspace.id, row.id),
-        },
-      ]);
-      return consumeTaskBatch(batch, appConfig(), { router, logger: quietLogger, random: () => 0.5 });
-    };
+    const deliverOnce = deliverTo(workspace.id, row.id);
+    const deliver = (router: LlmRouter, attempts: number) =>
+      deliverOnce(router, `msg-rewrite-${row.id}-${attempts}`, attempts);
     await deliver(
       scriptedRouter(
         toolCalls({ name: "write_file", args: { path: "notes.md", content: "version 1" } }),
