@@ -94,7 +94,7 @@ const ticketRoute = createRoute({
   tags: [TAG],
   summary: "WebSocket ticket",
   description:
-    "A single-use ticket valid for 60 seconds, for `GET /api/v1/events/ws?ticket=…`, so browsers never put an API key in a URL.",
+    "A single-use ticket valid for 60 seconds (less when the credentials it is taken with expire sooner: `expires_at` says when), for `GET /api/v1/events/ws?ticket=…`, so browsers never put an API key in a URL.",
   "x-audit-action": "event_ticket.create",
   responses: {
     201: {
