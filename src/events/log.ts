@@ -182,8 +182,8 @@ export class EventLog {
   }
 
   /**
-   * Removes the ticket and returns its holder if it existed and neither it nor the credentials it was issued for had
-   * expired: a ticket works once.
+   * Removes the ticket and returns its holder if it existed and had not expired: a ticket works once. It expires no
+   * later than the credentials it was issued for (EventHubCore.issueTicket), so those have not expired either.
    */
   takeTicket(ticketHash: string, nowMs: number): TicketHolder | null {
     const row = this.sql
@@ -194,9 +194,8 @@ export class EventLog {
       .toArray()[0];
     if (!row) return null;
     this.sql.exec("DELETE FROM evh_tickets WHERE ticket_hash = ?", ticketHash);
-    const credentialsExpireAtMs = row.credentials_expire_at_ms;
-    if (row.expires_at_ms <= nowMs || (credentialsExpireAtMs !== null && credentialsExpireAtMs <= nowMs)) return null;
-    return { display: row.holder, keyId: row.key_id, expiresAtMs: credentialsExpireAtMs };
+    if (row.expires_at_ms <= nowMs) return null;
+    return { display: row.holder, keyId: row.key_id, expiresAtMs: row.credentials_expire_at_ms };
   }
 
   /** Forgets a revoked key's unused tickets and refuses it until `untilMs`; answers how many tickets went. */

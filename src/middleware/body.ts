@@ -47,17 +47,22 @@ export const limitBodySize: MiddlewareHandler<HonoEnv> = (c, next) => {
   })(c, next);
 };
 
+/** Why a body's text is not JSON (what the parser found and where), or undefined when it parses. */
+export function jsonSyntaxProblem(text: string): string | undefined {
+  try {
+    JSON.parse(text);
+    return undefined;
+  } catch (error) {
+    return error instanceof SyntaxError ? `The body is not valid JSON: ${error.message}.` : undefined;
+  }
+}
+
 /** A body sent to an operation that reads none: empty is none; anything else must parse, as every body must. */
 const refuseMalformedUnreadBody: MiddlewareHandler<HonoEnv> = async (c, next) => {
   if (hasBody(c.req.raw)) {
     const text = await c.req.text();
-    if (text.trim() !== "") {
-      try {
-        JSON.parse(text);
-      } catch (error) {
-        throw new ApiError("MALFORMED_JSON", `The body is not valid JSON: ${(error as Error).message}.`);
-      }
-    }
+    const problem = text.trim() === "" ? undefined : jsonSyntaxProblem(text);
+    if (problem) throw new ApiError("MALFORMED_JSON", problem);
   }
   await next();
 };

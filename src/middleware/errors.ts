@@ -6,6 +6,7 @@ import { ApiError, type FieldError, problemResponse } from "../lib/problem.ts";
 import { isOpenAiCompatiblePath, openAiError } from "../llm/http-errors.ts";
 import { reportError } from "../observability/sentry.ts";
 import type { HonoEnv } from "../types.ts";
+import { jsonSyntaxProblem } from "./body.ts";
 
 /** What `input` holds at `path`, or undefined where nothing is. */
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
@@ -136,12 +137,7 @@ async function malformedJsonDetail(c: Context<HonoEnv>): Promise<string | undefi
     return undefined;
   }
   if (text.trim() === "") return "The body is empty; send a JSON object.";
-  try {
-    JSON.parse(text);
-  } catch (error) {
-    if (error instanceof SyntaxError) return `The body is not valid JSON: ${error.message}.`;
-  }
-  return undefined;
+  return jsonSyntaxProblem(text);
 }
 
 /** A problem response; the OpenAI-compatible routes' also carry OpenAI's error object, for OpenAI's SDKs. */
