@@ -1,5 +1,8 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
-import type { TokenUsage } from "./types.ts";
+import { ProviderError } from "./provider.ts";
+import type { RouterDeps } from "./router-deps.ts";
+import { modelName, type RouteTarget } from "./routing.ts";
+import { type CallContext, LlmError, type TokenUsage } from "./types.ts";
 
 /** Small pieces of a router attempt: its timer, the sleep between attempts, usage clean-up. */
 
@@ -115,4 +118,26 @@ export class AttemptClock {
     clearTimeout(this.#timer);
     this.#parent?.removeEventListener("abort", this.#onParentAbort);
   }
+}
+
+/**
+ * An attempt's error that no adapter raised as the provider's (every failure of a provider, its connection and
+ * its answer is a ProviderError), nor an abort: a bug in the call path. It goes on as a failed connection (the
+ * call fails over, as on a broken answer), but told only as that, in a warning, it never reached Sentry.
+ */
+export function reportIfUnexpected(
+  deps: Pick<RouterDeps, "logger" | "report">,
+  caught: unknown,
+  attemptSignal: AbortSignal,
+  context: CallContext,
+  target: RouteTarget,
+): void {
+  if (caught instanceof ProviderError || caught instanceof LlmError) return;
+  if (attemptSignal.aborted || context.signal?.aborted) return;
+  deps.logger.error("llm attempt failed unexpectedly", {
+    provider: target.provider,
+    model: modelName(target),
+    error: caught,
+  });
+  deps.report?.(caught, context);
 }

@@ -1,7 +1,7 @@
-import type { WorkspaceBudgets } from "../db/schema.ts";
 import { AttemptSpan } from "../observability/llm-spans.ts";
-import { AttemptClock, sleepMs } from "./attempt.ts";
-import { answerThatFits, type BudgetedCall, coverUnfinished } from "./budget-room.ts";
+import { AttemptClock, reportIfUnexpected, sleepMs } from "./attempt.ts";
+import { coverUnfinished } from "./budget-room.ts";
+import { type CallPlanner, type PreparedCall, prepareCall } from "./call-plan.ts";
 import { CallCharger, CancelledInFlight, type UnfinishedAttempt } from "./charging.ts";
 import {
   BudgetExhaustedError,
@@ -10,33 +10,13 @@ import {
   describeFailure,
   FailureTally,
   fallbackReason,
-  noConfiguredProvider,
 } from "./errors.ts";
-import {
-  type AdapterCall,
-  type AdapterResult,
-  fetchFailure,
-  type ProviderAdapter,
-  ProviderError,
-  type StreamEvent,
-} from "./provider.ts";
+import { type AdapterCall, fetchFailure, type ProviderAdapter, type StreamEvent } from "./provider.ts";
 import { backoffDelayMs, MAX_DELAY_MS } from "./retry.ts";
+import { answered, routedStream, type Served } from "./routed-stream.ts";
 import type { RoutedStream, RouterDeps } from "./router-deps.ts";
-import {
-  LatencyTracker,
-  modelName,
-  planTargets,
-  type RouteTarget,
-  targetCostUsd,
-  targetKey,
-  targetPrice,
-} from "./routing.ts";
-import {
-  DeliveredText,
-  estimatePromptTokens,
-  MAX_SAFE_ANSWER_CAP_TOKENS,
-  UNBOUNDED_ANSWER_CEILING_TOKENS,
-} from "./tokens.ts";
+import { LatencyTracker, modelName, type RouteTarget, targetKey, targetPrice } from "./routing.ts";
+import { DeliveredText, UNBOUNDED_ANSWER_CEILING_TOKENS } from "./tokens.ts";
 import { type CallContext, type ChatRequest, type ChatResult, LlmError, type LlmRouter } from "./types.ts";
 import { wholeFromStream } from "./whole-from-stream.ts";
 
@@ -49,10 +29,13 @@ import { wholeFromStream } from "./whole-from-stream.ts";
  * provider reported, once per `chargeKey`. Storage, events and the breaker's
  * shared state are behind the small interfaces of router-deps.ts, so tests drive the
  * router with fakes or with the real bindings alike.
+ *
+ * Here: the attempts (#serve). The plan and the reservation before them are
+ * call-plan.ts; a caller's stream once it has begun, routed-stream.ts; the
+ * charge after, charging.ts.
  */
 
 const DEFAULT_ATTEMPT_TIMEOUT_MS = 60_000;
-const DEFAULT_DEADLINE_MS = 180_000;
 const DEFAULT_MAX_ATTEMPTS_PER_TARGET = 3;
 /** A retry is not worth starting with less time than this left. */
 const MIN_ATTEMPT_MS = 250;
@@ -65,80 +48,13 @@ const WRITE_MS_PER_TOKEN = 3_600_000 / 128_000;
 
 const sharedLatency = new LatencyTracker();
 
-/** A prepared call: its targets and deadline, with what charging it and its budgets need (BudgetedCall). */
-interface PreparedCall extends BudgetedCall {
-  deadlineMs: number;
-}
-
-interface Served<T> {
-  value: T;
-  target: RouteTarget;
-  adapter: ProviderAdapter;
-  attempts: number;
-  /** Which attempt at its target served (0 for the first), as `retry_count` tells it. */
-  retry: number;
-  /** Ends the attempt's timer; streams call it at their last event. */
-  finish: () => void;
-  /** Restarts a stream's timer, as its provider is awaited again. */
-  touch: () => void;
-  /** Stops a stream's timer while the caller holds a delta: the wait is the caller's, not the provider's. */
-  pause: () => void;
-  /** The tokens the serving attempt's provider wrote and did not send (AdapterCall.onProgress), estimated. */
-  unsentTokens: () => number;
-  /** When the serving attempt was sent, and when the provider answered it (a stream's first event). */
-  startedAtMs: number;
-  answeredAtMs: number;
-  /**
-   * The serving attempts were the target's half-open trial, which a stream's end must settle or free (unless its
-   * first delta proved the target, see chatStream: then false).
-   */
-  holdsTrial: boolean;
-  /** The call's deadline shortened the attempt's wait below the attempt timeout (see cutByDeadline in #serve). */
-  waitCutByDeadline: boolean;
-  /** The serving attempt's trace span, ended with its usage when the answer is whole (a stream's at its end). */
-  span: AttemptSpan;
-}
-
-/** What an attempt's span is told of an answer. */
-function answered(result: AdapterResult) {
-  return { usage: result.usage, finishReason: result.finish_reason, usageEstimated: result.usageEstimated === true };
-}
-
-/**
- * The generator already run to its first yield. A generator that was never
- * stepped ignores `return()` (its body, `finally` included, never runs), so a
- * response body cancelled before its first pull would leave the call
- * uncharged and its result unsettled; once started, `return()` runs the
- * `finally` that stops the provider and charges what it did.
- */
-function started<T>(generator: AsyncGenerator<T>): AsyncIterableIterator<T> {
-  let first: Promise<IteratorResult<T>> | null = generator.next();
-  // A failure here is also the result's rejection; the consumer sees it at its first next().
-  first.catch(() => {});
-  return {
-    next() {
-      const step = first ?? generator.next();
-      first = null;
-      return step;
-    },
-    async return(value?: unknown) {
-      if (first) await first.catch(() => {});
-      first = null;
-      return generator.return(value as T);
-    },
-    throw: (error?: unknown) => generator.throw(error),
-    [Symbol.asyncIterator]() {
-      return this;
-    },
-  };
-}
-
 export class Router implements LlmRouter {
   readonly #deps: RouterDeps;
   readonly #now: () => number;
   readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly #latency: LatencyTracker;
   readonly #charger: CallCharger;
+  readonly #planner: CallPlanner;
 
   constructor(deps: RouterDeps) {
     this.#deps = deps;
@@ -146,6 +62,7 @@ export class Router implements LlmRouter {
     this.#sleep = deps.sleep ?? sleepMs;
     this.#latency = deps.latency ?? sharedLatency;
     this.#charger = new CallCharger(deps, this.#now);
+    this.#planner = { deps, latency: this.#latency, charger: this.#charger, now: this.#now };
   }
 
   /**
@@ -157,7 +74,7 @@ export class Router implements LlmRouter {
    * until the end.
    */
   async chat(request: ChatRequest, context: CallContext): Promise<ChatResult> {
-    const call = await this.#prepare(request, context);
+    const call = await prepareCall(this.#planner, request, context);
     const startedMs = this.#now();
     try {
       const served = await this.#serve(
@@ -190,7 +107,7 @@ export class Router implements LlmRouter {
 
   /** Like chat, streamed: retries and fallback happen until the first delta; after that a failure ends the stream. */
   async chatStream(request: ChatRequest, context: CallContext): Promise<RoutedStream> {
-    const call = await this.#prepare(request, context);
+    const call = await prepareCall(this.#planner, request, context);
     const startedMs = this.#now();
     let served: Served<{
       iterator: AsyncIterator<StreamEvent>;
@@ -213,254 +130,7 @@ export class Router implements LlmRouter {
       await this.#charger.settleUnserved(error, context, call, startedMs);
       throw error;
     }
-    // A streamed trial proves the target answers with its first delta: told then, rather than at the stream's end,
-    // other calls use the target again while the answer runs (a long one kept them off it for minutes, and past
-    // trialTimeoutMs a second trial was granted while it still streamed). Its end is then an ordinary call's outcome.
-    const first = served.value.first;
-    if (served.holdsTrial && !first.done && first.value.type === "delta") {
-      this.#deps.breaker.proveTrial(targetKey(served.target), {
-        startedAtMs: served.startedAtMs,
-        answeredAtMs: served.answeredAtMs,
-      });
-      served.holdsTrial = false;
-    }
-    let resolveResult!: (result: ChatResult) => void;
-    let rejectResult!: (error: unknown) => void;
-    const result = new Promise<ChatResult>((resolve, reject) => {
-      resolveResult = resolve;
-      rejectResult = reject;
-    });
-    result.catch(() => {});
-    const router = this;
-    const { target, adapter, attempts, retry } = served;
-    // A stream's one outcome for its breaker, told when it ends (see #serve): a failure of the provider's, or
-    // a success (it answered whole, or was answering when its caller stopped or left).
-    let outcomeTold = false;
-    const told = (ok: boolean, error?: string) => {
-      if (!outcomeTold) {
-        router.#deps.breaker.record(
-          targetKey(target),
-          ok,
-          error,
-          ok
-            ? { answeredAtMs: served.answeredAtMs, startedAtMs: served.startedAtMs }
-            : { startedAtMs: served.startedAtMs, trial: served.holdsTrial },
-        );
-      }
-      outcomeTold = true;
-    };
-    async function* deltas() {
-      let next = served.value.first;
-      let final: AdapterResult | undefined;
-      let failed = false;
-      const delivered = new DeliveredText();
-      try {
-        while (!next.done) {
-          const event = next.value;
-          if (event.type === "done") final = event.result;
-          else {
-            delivered.add(event);
-            // The attempt's timeout is for a provider that stalls: it stops while the caller holds the delta (a
-            // slow reader, an SDK loop at its own work), which counted against the provider cut the stream as
-            // stalled and charged its breaker a failure.
-            served.pause();
-            yield event;
-          }
-          served.touch();
-          next = await served.value.iterator.next();
-        }
-        served.finish();
-        if (!final) throw new ProviderError("protocol", "the stream ended without its final event");
-        served.span.end(answered(final));
-        told(true);
-        resolveResult(await router.#charger.charge(target, adapter, final, attempts, context, call, startedMs));
-      } catch (error) {
-        failed = true;
-        served.finish();
-        delivered.addUnsent(served.unsentTokens());
-        await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
-        router.#reportIfUnexpected(error, new AbortController().signal, context, target);
-        // Cancelled by the caller mid-stream: no failure of the provider's (see #serve).
-        const failure = context.signal?.aborted
-          ? new LlmError("cancelled", "the call was cancelled", false)
-          : error instanceof ProviderError
-            ? error
-            : fetchFailure(error, new AbortController().signal);
-        served.span.end({
-          error: {
-            status: failure instanceof ProviderError ? failure.status : undefined,
-            code: failure instanceof ProviderError ? failure.code : failure.kind,
-          },
-        });
-        if (!(failure instanceof ProviderError)) told(true);
-        else {
-          // As for a failed attempt (see #serve): a refusal in the stream (a 400 that vLLM or Anthropic sends as an
-          // error event) says nothing of the provider's health; counted, five such streams opened its breaker.
-          // So is a stall past a wait the call's deadline shortened, within the provider's attempt timeout.
-          const cutByDeadline = failure.failure === "timeout" && served.waitCutByDeadline;
-          if (classifyFailure(failure).countsForBreaker && !cutByDeadline) told(false, failure.code);
-          else if (!outcomeTold) {
-            outcomeTold = true;
-            if (served.holdsTrial) router.#deps.breaker.releaseTrial(targetKey(target));
-          }
-          // The provider failed this call as surely as a failed attempt does, and is told the same way; a stream
-          // that has started is never retried or failed over, since the caller already has part of the answer.
-          // Logged as #serve logs a failed attempt: the route's own line says the stream failed, not at which
-          // provider and model, so a provider that cut streams short was named only in the event.
-          router.#deps.logger.warn("llm attempt failed", {
-            provider: target.provider,
-            model: modelName(target),
-            status: failure.status,
-            code: failure.code,
-            message: failure.message,
-            ...(failure.providerRequestId !== undefined ? { provider_request_id: failure.providerRequestId } : {}),
-            retry,
-            retry_in_ms: null,
-            mid_stream: true,
-          });
-          router.#deps.events.providerError(context, {
-            provider: target.provider,
-            model: modelName(target),
-            error_type: classifyFailure(failure).eventType,
-            error_code: failure.code,
-            retry_count: retry,
-            fallback_triggered: false,
-            http_status: failure.status ?? null,
-            simulated: adapter.simulated,
-          });
-        }
-        // The caller reads its message in the stream's error chunk: in the words a failed call's problem uses,
-        // which tell a rate limit of the deployment's account by status and code, not the provider's words.
-        const forCaller =
-          failure instanceof ProviderError
-            ? new ProviderError(failure.failure, describeFailure(failure), {
-                status: failure.status,
-                retryAfterMs: failure.retryAfterMs,
-                code: failure.code,
-              })
-            : failure;
-        rejectResult(forCaller);
-        throw forCaller;
-      } finally {
-        served.finish();
-        if (!final && !failed) {
-          // The consumer stopped early (the client went away): stop the provider, and charge what it did.
-          served.span.end({ error: { code: "abandoned" } });
-          told(true);
-          await served.value.iterator.return?.().catch(() => {});
-          delivered.addUnsent(served.unsentTokens());
-          await router.#charger.chargeEstimate(target, adapter, delivered, attempts, context, call, startedMs);
-          rejectResult(new LlmError("cancelled", "the stream was abandoned before it ended", false));
-        }
-      }
-    }
-    return {
-      provider: target.provider,
-      model: modelName(target),
-      simulated: adapter.simulated,
-      attempts,
-      deltas: started(deltas()),
-      result,
-    };
-  }
-
-  async #prepare(request: ChatRequest, context: CallContext): Promise<PreparedCall> {
-    if (!Array.isArray(request.messages) || request.messages.length === 0) {
-      throw new LlmError("invalid_request", "a chat needs at least one message", false);
-    }
-    if (!context.workspaceId || !context.chargeKey) {
-      throw new LlmError("invalid_request", "a call needs a workspace and a charge key", false);
-    }
-    if (context.signal?.aborted) throw new LlmError("cancelled", "the call was cancelled before it started", false);
-    const settings = await this.#deps.settings(context.workspaceId);
-    const promptTokens = estimatePromptTokens(request.messages, request.tools);
-    const planned = planTargets({
-      strategy: settings.strategy,
-      chain: settings.chain,
-      request,
-      estimatedPromptTokens: promptTokens,
-      latency: this.#latency,
-      random: this.#deps.random,
-      providers: [...this.#deps.adapters.keys()],
-    });
-    const targets = planned.filter((target) => this.#deps.adapters.has(target.provider));
-    if (targets.length < planned.length) {
-      const missing = planned.filter((target) => !this.#deps.adapters.has(target.provider));
-      warnSkippedOnce(this.#deps.logger, missing.map(targetKey));
-      if (targets.length === 0) {
-        throw noConfiguredProvider(
-          missing.map((target) => target.provider),
-          settings.defaultChain === true,
-        );
-      }
-    }
-    // A call reserves the most it may spend: its prompt and its max_tokens (or the longest answer a call without
-    // one is taken to give), at the dearest target it may end up on. Calls at once then never spend more than a
-    // budget has left; near its limit, where the room cannot hold that, the call's answer is cut to fit.
-    const completionTokens =
-      request.max_tokens === undefined
-        ? this.#longestUnboundedAnswer(targets)
-        : this.#longestBoundedAnswer(targets, request.max_tokens);
-    const mostSpent = (answerTokens: number) => ({
-      tokens: promptTokens + answerTokens,
-      costUsd: Math.max(
-        ...targets.map((target) =>
-          targetCostUsd(target, { prompt_tokens: promptTokens, completion_tokens: answerTokens }),
-        ),
-      ),
-    });
-    // Without max_tokens, a call cut near a limit gets MAX_SAFE_ANSWER_CAP_TOKENS at most: it need not hold all
-    // the room, and calls alongside may share what is left.
-    const cutsToSafeCap = request.max_tokens === undefined && completionTokens > MAX_SAFE_ANSWER_CAP_TOKENS;
-    await this.#charger.settled(context.workspaceId);
-    const reservation = await this.#deps.budgets.reserve(
-      {
-        workspaceId: context.workspaceId,
-        chargeKey: context.chargeKey,
-        budgets: settings.budgets,
-        ...mostSpent(completionTokens),
-        ...(cutsToSafeCap ? { ifCut: mostSpent(MAX_SAFE_ANSWER_CAP_TOKENS) } : {}),
-      },
-      context,
-    );
-    const answerCapTokens = reservation.nearLimit
-      ? Math.min(
-          answerThatFits(reservation.nearLimit, promptTokens, targets),
-          request.max_tokens ?? MAX_SAFE_ANSWER_CAP_TOKENS,
-        )
-      : undefined;
-    // As the limiter holds it (BudgetBook.reserve): near a limit, the cut call's amounts or all the room, if less.
-    const asked =
-      cutsToSafeCap && reservation.nearLimit ? mostSpent(MAX_SAFE_ANSWER_CAP_TOKENS) : mostSpent(completionTokens);
-    const room = reservation.nearLimit;
-    const held = {
-      tokens: limitsTokens(settings.budgets) ? Math.min(asked.tokens, room?.tokens ?? Number.POSITIVE_INFINITY) : null,
-      costUsd: limitsCost(settings.budgets) ? Math.min(asked.costUsd, room?.costUsd ?? Number.POSITIVE_INFINITY) : null,
-    };
-    return {
-      targets,
-      promptTokens,
-      ...(answerCapTokens !== undefined && answerCapTokens !== request.max_tokens ? { answerCapTokens } : {}),
-      budgets: settings.budgets,
-      hold: reservation.hold,
-      held,
-      deadlineMs: context.deadlineMs ?? this.#now() + (this.#deps.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS),
-      unfinished: [],
-      unfinishedHolds: [],
-    };
-  }
-
-  /**
-   * The most tokens of answer a call with this max_tokens may get from any of these targets: each is sent no more
-   * than its model's ceiling (#payload), so a max_tokens above every ceiling held whole would hold budget no
-   * target can spend, and refuse calls alongside (budget_held) that the budget had room for.
-   */
-  #longestBoundedAnswer(targets: RouteTarget[], maxTokens: number): number {
-    let longest = 0;
-    for (const target of targets) {
-      longest = Math.max(longest, Math.min(maxTokens, targetPrice(target).maxOutputTokens ?? maxTokens));
-    }
-    return longest;
+    return routedStream(this.#deps, this.#charger, served, call, context, startedMs);
   }
 
   /** How long the target's model may take to write the longest answer this attempt asks of it (WRITE_MS_PER_TOKEN). */
@@ -471,17 +141,6 @@ export class Router implements LlmRouter {
     const longest =
       maxTokens ?? adapter.defaultMaxTokens ?? targetPrice(target).maxOutputTokens ?? UNBOUNDED_ANSWER_CEILING_TOKENS;
     return longest * WRITE_MS_PER_TOKEN;
-  }
-
-  /** The most tokens of answer a call without max_tokens may get from any of these targets. */
-  #longestUnboundedAnswer(targets: RouteTarget[]): number {
-    let longest = 0;
-    for (const target of targets) {
-      const providerDefault = this.#deps.adapters.get(target.provider)?.defaultMaxTokens;
-      const ceiling = providerDefault ?? targetPrice(target).maxOutputTokens ?? UNBOUNDED_ANSWER_CEILING_TOKENS;
-      longest = Math.max(longest, ceiling);
-    }
-    return longest;
   }
 
   async #serve<T>(
@@ -615,7 +274,7 @@ export class Router implements LlmRouter {
               {
                 streamed,
                 answered: (event) => {
-                  // Its first delta proves the trial, as a caller's stream's does (see chatStream): held to the
+                  // Its first delta proves the trial, as a caller's stream's does (see routedStream): held to the
                   // answer's end, a long one kept every other call off a target that was answering, for minutes.
                   if (holdsTrial && !answerBegun) {
                     breaker.proveTrial(key, { startedAtMs: attemptStartedMs, answeredAtMs: this.#now() });
@@ -652,7 +311,7 @@ export class Router implements LlmRouter {
           };
         } catch (caught) {
           clock.finish();
-          this.#reportIfUnexpected(caught, clock.signal, context, target);
+          reportIfUnexpected(this.#deps, caught, clock.signal, context, target);
           const error = fetchFailure(caught, clock.signal);
           span.end({
             error: {
@@ -796,47 +455,9 @@ export class Router implements LlmRouter {
     };
   }
 
-  /**
-   * An attempt's error that no adapter raised as the provider's (every failure of a provider, its connection and
-   * its answer is a ProviderError), nor an abort: a bug in the call path. It goes on as a failed connection (the
-   * call fails over, as on a broken answer), but told only as that, in a warning, it never reached Sentry.
-   */
-  #reportIfUnexpected(caught: unknown, attemptSignal: AbortSignal, context: CallContext, target: RouteTarget): void {
-    if (caught instanceof ProviderError || caught instanceof LlmError) return;
-    if (attemptSignal.aborted || context.signal?.aborted) return;
-    this.#deps.logger.error("llm attempt failed unexpectedly", {
-      provider: target.provider,
-      model: modelName(target),
-      error: caught,
-    });
-    this.#deps.report?.(caught, context);
-  }
-
   #checkCancelled(context: CallContext): void {
     if (context.signal?.aborted) throw new LlmError("cancelled", "the call was cancelled", false);
   }
-}
-
-/** The chains' unconfigured entries told so far in this isolate: told once each, not at every call they are skipped. */
-const skippedTold = new Set<string>();
-const MAX_SKIPPED_TOLD = 1_000;
-
-function warnSkippedOnce(logger: RouterDeps["logger"], skipped: string[]): void {
-  const key = skipped.join(",");
-  if (skippedTold.has(key)) return;
-  if (skippedTold.size >= MAX_SKIPPED_TOLD) skippedTold.clear();
-  skippedTold.add(key);
-  logger.warn("routing chain names providers that are not configured here; skipped", { skipped });
-}
-
-/** The budgets limit tokens (a day's or a month's). */
-function limitsTokens(budgets: WorkspaceBudgets | null): boolean {
-  return budgets !== null && (budgets.daily_tokens !== null || budgets.monthly_tokens !== null);
-}
-
-/** The budgets limit dollars (a day's or a month's). */
-function limitsCost(budgets: WorkspaceBudgets | null): boolean {
-  return budgets !== null && (budgets.daily_cost_usd !== null || budgets.monthly_cost_usd !== null);
 }
 
 export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
