@@ -13,21 +13,21 @@ import {
 } from "../src/limits/admission.ts";
 import { type AuditAnchor, AuditAnchorStore } from "../src/limits/audit-anchor-store.ts";
 import { type BudgetEventContext, stampedThresholdEvents } from "../src/limits/budget-events.ts";
-import {
-  type BudgetAmountsInput,
-  BudgetBook,
-  type BudgetLease,
-  type BudgetLimits,
-  type LeasedSettleInput,
-  type LeaseRequest,
-  type PeriodStatus,
-  type ReserveInput,
-  type ReserveResult,
-  type SettleInput,
-  type SettleResult,
-  type ThresholdCrossing,
-  type UnbudgetedCharge,
-} from "../src/limits/budgets.ts";
+import type {
+  BudgetAmountsInput,
+  BudgetLease,
+  BudgetLimits,
+  LeasedSettleInput,
+  LeaseRequest,
+  PeriodStatus,
+  ReserveInput,
+  ReserveResult,
+  SettleInput,
+  SettleResult,
+  ThresholdCrossing,
+  UnbudgetedCharge,
+} from "../src/limits/budget-types.ts";
+import { BudgetBook } from "../src/limits/budgets.ts";
 import { LimiterCore } from "../src/limits/limiter-core.ts";
 import { LIMITER_EVENT_OUTBOX } from "../src/limits/limiter-store.ts";
 import type {

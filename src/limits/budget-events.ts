@@ -1,7 +1,7 @@
 import type { EventEnvelope } from "../events/catalog.ts";
 import { type PublishInput, stampEvent } from "../events/publish.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { ThresholdCrossing } from "./budgets.ts";
+import type { ThresholdCrossing } from "./budget-types.ts";
 
 /**
  * What a budget threshold crossing is told as: `billing.threshold.reached`

@@ -1,5 +1,32 @@
 import type { BudgetEventContext } from "./budget-events.ts";
+import {
+  BUDGET_THRESHOLDS_PERCENT,
+  headroom,
+  percentOf,
+  periodEndMs,
+  periodKeys,
+  RULES,
+  refusalOf,
+  roomShort,
+  round,
+  used,
+} from "./budget-rules.ts";
 import { BudgetStore, type ChargeRow, type PeriodCounters } from "./budget-store.ts";
+import type {
+  BudgetAmountsInput,
+  BudgetLease,
+  BudgetLimits,
+  LeasedSettleInput,
+  LeaseRequest,
+  OnCrossings,
+  PeriodStatus,
+  ReserveInput,
+  ReserveResult,
+  SettleInput,
+  SettleResult,
+  ThresholdCrossing,
+  UnbudgetedCharge,
+} from "./budget-types.ts";
 import type { LimiterStorage } from "./limiter-store.ts";
 
 /**
@@ -12,163 +39,6 @@ import type { LimiterStorage } from "./limiter-store.ts";
  * same transaction, where the WorkspaceLimiter queues the events.
  */
 
-export interface BudgetLimits {
-  daily_tokens: number | null;
-  monthly_tokens: number | null;
-  daily_cost_usd: number | null;
-  monthly_cost_usd: number | null;
-}
-
-export interface BudgetAmountsInput {
-  chargeKey: string;
-  limits: BudgetLimits | null;
-  tokens: number;
-  costUsd: number;
-  /**
-   * The most the call spends once its answer is cut near a limit, where that is less than `tokens` and
-   * `costUsd` (a call without max_tokens is cut to a few thousand tokens of answer): near a limit it
-   * reserves this, or all the room where the room is less, and leaves the rest to calls alongside.
-   */
-  ifCut?: { tokens: number; costUsd: number };
-}
-
-/** A call's reservation; `events`: whose call it is, for the thresholds a refusal reports (see BudgetBook.reserve). */
-export interface ReserveInput extends BudgetAmountsInput, Partial<LeaseRequest> {
-  events?: BudgetEventContext;
-}
-
-/** What the budgets have left: the tightest of each kind, null for a kind without a budget. */
-export interface BudgetRoom {
-  tokens: number | null;
-  costUsd: number | null;
-  /** Which period's budget leaves that room, of each kind: what a call that cannot fit in it is told. */
-  periods?: { tokens?: "daily" | "monthly"; costUsd?: "daily" | "monthly" };
-  /**
-   * What calls in flight and leases hold of that period's budget, of each kind: room that comes back as they
-   * settle, so a call that cannot fit only for it may retry in seconds rather than wait for the period's reset.
-   */
-  reserved?: { tokens?: number; costUsd?: number };
-}
-
-export interface SettleInput extends BudgetAmountsInput {
-  /** Whose charge this is: thresholds it crosses are announced as events with this envelope. */
-  events?: BudgetEventContext;
-}
-
-/** A call of a workspace without budgets; `once`: its key is settled once by construction (CallContext.chargeOnce). */
-export interface UnbudgetedCharge {
-  chargeKey: string;
-  tokens: number;
-  costUsd: number;
-  once?: boolean;
-}
-
-/**
- * Budget lent to one isolate with a reservation, for its calls to spend
- * without a round trip each (src/llm/budget-leases.ts). Held here like a
- * reservation under its own key: the charges reported against it draw it
- * down, and what is left goes back when the isolate closes it, or at the
- * sweep after LEASE_HOLD_MS if the isolate is gone.
- */
-export interface BudgetLease {
-  key: string;
-  /** Null: the workspace has no budget of that kind, so the lease does not limit it. */
-  tokens: number | null;
-  costUsd: number | null;
-}
-
-/** A call charged against a lease; `once` as in UnbudgetedCharge. */
-export interface LeasedCharge {
-  chargeKey: string;
-  tokens: number;
-  costUsd: number;
-  once?: boolean;
-}
-
-/** An isolate's request for a lease: its key, and how many calls like the one at hand it should cover. */
-export interface LeaseRequest {
-  leaseKey: string;
-  leaseCalls?: number;
-}
-
-export interface LeasedSettleInput {
-  leaseKey: string;
-  limits: BudgetLimits | null;
-  charges: LeasedCharge[];
-  /** The isolate is done with the lease: what it still holds goes back. */
-  close: boolean;
-  /**
-   * The isolate lends no more from the lease: it holds from now on only this, what its calls still running took
-   * from it (they may run for minutes: a stream, a slow model), as long as a reservation is held
-   * (RESERVATION_TTL_MS), not LEASE_HOLD_MS; the rest goes back at once. Ignored with `close`.
-   */
-  keep?: { tokens: number; costUsd: number };
-  /** The same on each try of one batch (see Coalescer): a batch that landed before is not counted again. */
-  batchKey?: string;
-  /** As in SettleInput: the batch's last call. */
-  events?: BudgetEventContext;
-}
-
-export type ReserveResult =
-  | {
-      ok: true;
-      lease: BudgetLease | null;
-      /**
-       * Near a limit (the room left is less than the call asked to reserve, the most it may spend): the room,
-       * which the call must fit its answer in. It reserved all of it, or its `ifCut` amounts where the room
-       * holds them. Absent when the call got all it asked for.
-       */
-      nearLimit?: BudgetRoom;
-    }
-  | {
-      ok: false;
-      period: "daily" | "monthly";
-      metric: "tokens" | "cost_usd";
-      limit: number;
-      /** Spent, when the budget is; else spent and reserved (see `held`). */
-      used: number;
-      /**
-       * The budget is not spent: what is left is held by calls in flight (a call near the limit holds all of
-       * it) and leases, and comes back as they settle. Worth a retry in seconds, not at the period's end.
-       */
-      held?: { spent: number; reserved: number };
-      /**
-       * With `held`: the room left of each kind and what calls in flight and leases hold of it (BudgetRoom.reserved),
-       * of the kind not named too. Both budgets may be all held while the one named first is not what a call lacks.
-       */
-      room?: BudgetRoom;
-      /** Until the period resets; when `held`, until a retry may find room. */
-      retryAfterMs: number;
-    };
-
-export interface ThresholdCrossing {
-  period: "daily" | "monthly";
-  metric: "tokens" | "cost_usd";
-  /** 50, 80 or 100. */
-  thresholdPercent: number;
-  limit: number;
-  used: number;
-  percentage: number;
-}
-
-export interface SettleResult {
-  /** The charge key was settled before: nothing changed. */
-  duplicate: boolean;
-  crossings: ThresholdCrossing[];
-}
-
-export interface PeriodStatus {
-  period: string;
-  tokens: number;
-  cost_usd: number;
-  reserved_tokens: number;
-  reserved_cost_usd: number;
-  resets_at: string;
-  /** Thresholds reported this period (each once: `billing.threshold.reached`), in the order they were reached. */
-  thresholds_reached: { metric: "tokens" | "cost_usd"; threshold_percent: number; reached_at: string }[];
-}
-
-export const BUDGET_THRESHOLDS_PERCENT = [50, 80, 100] as const;
 const DAY_MS = 86_400_000;
 /** Charge keys are remembered this long: longer than any queue retry or replay of a task. */
 const CHARGE_KEEP_MS = 40 * DAY_MS;
@@ -193,11 +63,6 @@ const LEASE_CALLS = 100;
 const MAX_LEASE_CALLS = 10_000;
 const LEASE_MIN_ROOM_CALLS = 20;
 const LEASE_MAX_SHARE_OF_ROOM = 0.25;
-/**
- * A call refused because calls in flight hold the room left (see ReserveResult.held) is told to come back
- * after this: most calls settle within seconds, and a lease is given back within LEASE_HOLD_MS.
- */
-export const HELD_RETRY_AFTER_MS = 5_000;
 /** An isolate spends a lease for seconds (src/llm/budget-leases.ts); past this it is presumed gone. */
 export const LEASE_HOLD_MS = 60_000;
 /**
@@ -209,113 +74,6 @@ const LEASE_ROW_KEEP_MS = 10 * 60_000;
 /** A batch's key outlives its retries (seconds: WRITE_RETRY_DELAYS_MS) by far. */
 const BATCH_KEY_KEEP_MS = 10 * 60_000;
 const PRUNE_INTERVAL_MS = 60_000;
-
-const RULES = [
-  { period: "daily", metric: "tokens", field: "daily_tokens" },
-  { period: "daily", metric: "cost_usd", field: "daily_cost_usd" },
-  { period: "monthly", metric: "tokens", field: "monthly_tokens" },
-  { period: "monthly", metric: "cost_usd", field: "monthly_cost_usd" },
-] as const;
-
-export function periodKeys(nowMs: number): { day: string; month: string } {
-  const iso = new Date(nowMs).toISOString();
-  return { day: `day:${iso.slice(0, 10)}`, month: `month:${iso.slice(0, 7)}` };
-}
-
-/** Epoch ms when the period that contains nowMs ends (UTC). */
-export function periodEndMs(period: "daily" | "monthly", nowMs: number): number {
-  const date = new Date(nowMs);
-  return period === "daily"
-    ? Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate() + 1)
-    : Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1);
-}
-
-function used(counters: PeriodCounters, metric: "tokens" | "cost_usd", withReserved: boolean): number {
-  if (metric === "tokens") return counters.tokens + (withReserved ? counters.reservedTokens : 0);
-  return counters.costUsd + (withReserved ? counters.reservedCostUsd : 0);
-}
-
-const round = (value: number) => Math.round(value * 1e8) / 1e8;
-
-/**
- * Use as a percentage of a limit, to a millionth of a percent: dollar amounts are binary fractions, so a use of
- * exactly 80% can divide to 79.99999999999999 (0.2724 of 0.3405), and its threshold would wait for another charge.
- */
-const percentOf = (usedAmount: number, limit: number) => Math.round((usedAmount / limit) * 100 * 1e6) / 1e6;
-
-/** What the budgets have left, counting what is reserved. */
-function headroom(limits: BudgetLimits | null, counters: Record<"daily" | "monthly", PeriodCounters>): BudgetRoom {
-  const left: BudgetRoom = { tokens: null, costUsd: null };
-  const periods: NonNullable<BudgetRoom["periods"]> = {};
-  const reserved: NonNullable<BudgetRoom["reserved"]> = {};
-  for (const rule of RULES) {
-    const limit = limits?.[rule.field];
-    if (limit === null || limit === undefined) continue;
-    const period = counters[rule.period];
-    const remaining = Math.max(0, round(limit - used(period, rule.metric, true)));
-    const kind = rule.metric === "tokens" ? "tokens" : "costUsd";
-    const tightest = left[kind];
-    if (tightest === null || remaining < tightest) {
-      left[kind] = remaining;
-      periods[kind] = rule.period;
-      reserved[kind] = round(used(period, rule.metric, true) - used(period, rule.metric, false));
-    }
-  }
-  return left.tokens === null && left.costUsd === null ? left : { ...left, periods, reserved };
-}
-
-/** The room left when it is less than the call asks for, of either kind, else undefined. */
-function roomShort(
-  limits: BudgetLimits | null,
-  counters: Record<"daily" | "monthly", PeriodCounters>,
-  call: { tokens: number; costUsd: number },
-): BudgetRoom | undefined {
-  const room = headroom(limits, counters);
-  const short =
-    (room.tokens !== null && room.tokens < call.tokens) || (room.costUsd !== null && room.costUsd < call.costUsd);
-  return short ? room : undefined;
-}
-
-/**
- * Why a call is refused, if it is: a budget its period has spent (until the period resets) before one whose
- * room left is only held by calls in flight and leases (until a retry may find it free again). Of budgets
- * spent in both periods, the one that resets last: the day's resets first, but a client told to come back
- * at midnight would meet the month's refusal then.
- */
-function refusalOf(
-  limits: BudgetLimits | null,
-  counters: Record<"daily" | "monthly", PeriodCounters>,
-  nowMs: number,
-): Extract<ReserveResult, { ok: false }> | undefined {
-  let spentRefusal: Extract<ReserveResult, { ok: false }> | undefined;
-  let heldRefusal: Extract<ReserveResult, { ok: false }> | undefined;
-  for (const rule of RULES) {
-    const limit = limits?.[rule.field];
-    if (limit === null || limit === undefined) continue;
-    const current = used(counters[rule.period], rule.metric, true);
-    if (current < limit) continue;
-    const refusal = { ok: false, period: rule.period, metric: rule.metric, limit, used: round(current) } as const;
-    const spent = used(counters[rule.period], rule.metric, false);
-    // Spent: what was spent is the reason, whatever calls in flight hold beside it.
-    if (spent >= limit) {
-      const untilResetMs = periodEndMs(rule.period, nowMs) - nowMs;
-      // On the month's last day both end at midnight: the month's budget is named, as it resets then too.
-      if (!spentRefusal || untilResetMs >= spentRefusal.retryAfterMs)
-        spentRefusal = { ...refusal, used: round(spent), retryAfterMs: untilResetMs };
-      continue;
-    }
-    heldRefusal ??= {
-      ...refusal,
-      held: { spent: round(spent), reserved: round(current - spent) },
-      room: headroom(limits, counters),
-      retryAfterMs: HELD_RETRY_AFTER_MS,
-    };
-  }
-  return spentRefusal ?? heldRefusal;
-}
-
-/** Called inside the transaction that crossed the thresholds, so what it writes lands with the charge or not at all. */
-export type OnCrossings = (crossings: ThresholdCrossing[], context: BudgetEventContext, nowMs: number) => void;
 
 export class BudgetBook {
   readonly #store: BudgetStore;

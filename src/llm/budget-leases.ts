@@ -1,5 +1,5 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
-import type { BudgetLease, LeasedCharge } from "../limits/budgets.ts";
+import type { BudgetLease, LeasedCharge } from "../limits/budget-types.ts";
 import { sleepMs } from "./attempt.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { CallContext } from "./types.ts";

@@ -1,4 +1,4 @@
-import type { BudgetRoom } from "../limits/budgets.ts";
+import type { BudgetRoom } from "../limits/budget-types.ts";
 import { hasAnyBudget } from "./attempt.ts";
 import { type ChargeableCall, type UnfinishedAttempt, unfinishedChargeKey, unfinishedSpend } from "./charging.ts";
 import { BudgetExhaustedError, heldFromAnotherAttempt, noRoomForAnotherAttempt } from "./errors.ts";

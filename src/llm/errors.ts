@@ -1,4 +1,5 @@
-import { type BudgetRoom, HELD_RETRY_AFTER_MS, periodEndMs } from "../limits/budgets.ts";
+import { HELD_RETRY_AFTER_MS, periodEndMs } from "../limits/budget-rules.ts";
+import type { BudgetRoom } from "../limits/budget-types.ts";
 import { providerWithSettings } from "./adapters/index.ts";
 import type { ProviderError } from "./provider.ts";
 import { RETRYABLE_STATUSES } from "./retry.ts";

@@ -1,6 +1,6 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { BudgetRoom } from "../limits/budgets.ts";
+import type { BudgetRoom } from "../limits/budget-types.ts";
 import type { BreakerStateName } from "./breaker-core.ts";
 import type { FailureClass } from "./errors.ts";
 import type { ProviderAdapter, StreamEvent } from "./provider.ts";

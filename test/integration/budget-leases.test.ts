@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { WorkspaceLimiter } from "../../durable-objects/workspace-limiter.ts";
 import type { WorkspaceBudgets } from "../../src/db/schema.ts";
-import type { BudgetAmountsInput, LeasedSettleInput } from "../../src/limits/budgets.ts";
+import type { BudgetAmountsInput, LeasedSettleInput } from "../../src/limits/budget-types.ts";
 import { createLlmRouter } from "../../src/llm/index.ts";
 import {
   BASE,
