@@ -1,4 +1,5 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
+import type { FailureClass } from "./errors.ts";
 import { ProviderError } from "./provider.ts";
 import type { RouterDeps } from "./router-deps.ts";
 import { modelName, type RouteTarget } from "./routing.ts";
@@ -140,4 +141,45 @@ export function reportIfUnexpected(
     error: caught,
   });
   deps.report?.(caught, context);
+}
+
+/**
+ * A failed attempt, told: a warning naming its provider and model (the route's own line names neither, so a
+ * provider failing calls was named only in the event), and an `llm.provider.error` event. `retryInMs`: when it is
+ * tried again at this target (null: it is not); `midStream`: a caller's stream that broke after it began, which
+ * is never retried or failed over.
+ */
+export function tellFailedAttempt(
+  deps: Pick<RouterDeps, "logger" | "events">,
+  context: CallContext,
+  attempt: { target: RouteTarget; simulated: boolean; retry: number },
+  error: ProviderError,
+  failure: Pick<FailureClass, "eventType">,
+  outcome: { retryInMs: number | null; fallbackTriggered: boolean; midStream?: boolean },
+): void {
+  const { target, retry } = attempt;
+  deps.logger.warn("llm attempt failed", {
+    provider: target.provider,
+    model: modelName(target),
+    status: error.status,
+    code: error.code,
+    // What a code alone does not tell apart ("connection": a refused port, a header the runtime would not
+    // send, a reset), for the operator.
+    message: error.message,
+    // The provider's own id for the request, which its support asks for (an unexplained 500).
+    ...(error.providerRequestId !== undefined ? { provider_request_id: error.providerRequestId } : {}),
+    retry,
+    retry_in_ms: outcome.retryInMs,
+    ...(outcome.midStream ? { mid_stream: true } : {}),
+  });
+  deps.events.providerError(context, {
+    provider: target.provider,
+    model: modelName(target),
+    error_type: failure.eventType,
+    error_code: error.code,
+    retry_count: retry,
+    fallback_triggered: outcome.fallbackTriggered,
+    http_status: error.status ?? null,
+    simulated: attempt.simulated,
+  });
 }

@@ -1,5 +1,5 @@
 import type { AttemptSpan } from "../observability/llm-spans.ts";
-import { reportIfUnexpected } from "./attempt.ts";
+import { reportIfUnexpected, tellFailedAttempt } from "./attempt.ts";
 import type { PreparedCall } from "./call-plan.ts";
 import type { CallCharger } from "./charging.ts";
 import { classifyFailure, describeFailure } from "./errors.ts";
@@ -171,35 +171,18 @@ export function routedStream(
         // error event) says nothing of the provider's health; counted, five such streams opened its breaker.
         // So is a stall past a wait the call's deadline shortened, within the provider's attempt timeout.
         const cutByDeadline = failure.failure === "timeout" && served.waitCutByDeadline;
-        if (classifyFailure(failure).countsForBreaker && !cutByDeadline) told(false, failure.code);
+        const failureClass = classifyFailure(failure);
+        if (failureClass.countsForBreaker && !cutByDeadline) told(false, failure.code);
         else if (!outcomeTold) {
           outcomeTold = true;
           if (served.holdsTrial) deps.breaker.releaseTrial(targetKey(target));
         }
         // The provider failed this call as surely as a failed attempt does, and is told the same way; a stream
         // that has started is never retried or failed over, since the caller already has part of the answer.
-        // Logged as #serve logs a failed attempt: the route's own line says the stream failed, not at which
-        // provider and model, so a provider that cut streams short was named only in the event.
-        deps.logger.warn("llm attempt failed", {
-          provider: target.provider,
-          model: modelName(target),
-          status: failure.status,
-          code: failure.code,
-          message: failure.message,
-          ...(failure.providerRequestId !== undefined ? { provider_request_id: failure.providerRequestId } : {}),
-          retry,
-          retry_in_ms: null,
-          mid_stream: true,
-        });
-        deps.events.providerError(context, {
-          provider: target.provider,
-          model: modelName(target),
-          error_type: classifyFailure(failure).eventType,
-          error_code: failure.code,
-          retry_count: retry,
-          fallback_triggered: false,
-          http_status: failure.status ?? null,
-          simulated: adapter.simulated,
+        tellFailedAttempt(deps, context, { target, simulated: adapter.simulated, retry }, failure, failureClass, {
+          retryInMs: null,
+          fallbackTriggered: false,
+          midStream: true,
         });
       }
       // The caller reads its message in the stream's error chunk: in the words a failed call's problem uses,

@@ -1,5 +1,5 @@
 import { AttemptSpan } from "../observability/llm-spans.ts";
-import { AttemptClock, reportIfUnexpected, sleepMs } from "./attempt.ts";
+import { AttemptClock, reportIfUnexpected, sleepMs, tellFailedAttempt } from "./attempt.ts";
 import { coverUnfinished } from "./budget-room.ts";
 import { type CallPlanner, type PreparedCall, prepareCall } from "./call-plan.ts";
 import { CallCharger, CancelledInFlight, type UnfinishedAttempt } from "./charging.ts";
@@ -390,28 +390,9 @@ export class Router implements LlmRouter {
               ? await coverUnfinished(this.#deps.budgets, call, unfinishedAttempt, request, context, this.#now())
               : undefined;
           const retriesHere = retryHere && !outOfBudget;
-          this.#deps.logger.warn("llm attempt failed", {
-            provider: target.provider,
-            model: modelName(target),
-            status: error.status,
-            code: error.code,
-            // What a code alone does not tell apart ("connection": a refused port, a header the runtime would not
-            // send, a reset), for the operator.
-            message: error.message,
-            // The provider's own id for the request, which its support asks for (an unexplained 500).
-            ...(error.providerRequestId !== undefined ? { provider_request_id: error.providerRequestId } : {}),
-            retry,
-            retry_in_ms: retriesHere ? waitMs : null,
-          });
-          events.providerError(context, {
-            provider: target.provider,
-            model: modelName(target),
-            error_type: failure.eventType,
-            error_code: error.code,
-            retry_count: retry,
-            fallback_triggered: !retryHere && hasNext && !outOfBudget,
-            http_status: error.status ?? null,
-            simulated: adapter.simulated,
+          tellFailedAttempt(this.#deps, context, { target, simulated: adapter.simulated, retry }, error, failure, {
+            retryInMs: retriesHere ? waitMs : null,
+            fallbackTriggered: !retryHere && hasNext && !outOfBudget,
           });
           if (endsCall) throw tally.final(false);
           if (outOfBudget) throw outOfBudget;
