@@ -21,10 +21,21 @@ export {
   type WebSocketFactory,
 } from "./event-client.ts";
 export {
+  type Artifact,
+  type BudgetStatus,
+  type Budgets,
   type EventListQuery,
   MgxApiError,
   MgxClient,
   type MgxClientOptions,
+  type NewTask,
   type Page,
+  type PageQuery,
   type Problem,
+  type Provider,
+  type Task,
+  type TaskListQuery,
+  type TaskRun,
+  type Usage,
+  type UsageQuery,
 } from "./rest.ts";

@@ -1,10 +1,29 @@
+import type { z } from "zod";
 import type { PublishedEvent } from "../src/events/catalog.ts";
+import type { BudgetStatusSchema } from "../src/routes/budgets.ts";
+import type { ProviderSchema } from "../src/routes/providers.ts";
+import type { UsageSchema } from "../src/routes/usage.ts";
+import type { ArtifactSchema, NewTaskSchema, RunSchema, TaskSchema } from "../src/tasks/schemas.ts";
+import type { BudgetsSchema } from "../src/workspaces/schemas.ts";
 
 /**
  * A typed REST client for the MGX-AI Edge API: fetch-based, so it runs in
  * browsers, Node 22, Deno and Workers alike. Errors come back as `MgxApiError`
- * carrying the RFC 9457 problem the API answered.
+ * carrying the RFC 9457 problem the API answered. Its types are inferred from
+ * the schemas the server validates with and documents in /openapi.json, so the
+ * two cannot drift apart.
  */
+
+export type Task = z.infer<typeof TaskSchema>;
+/** What POST /api/v1/tasks takes: `title` and `type`, the rest optional. */
+export type NewTask = z.input<typeof NewTaskSchema>;
+export type TaskRun = z.infer<typeof RunSchema>;
+export type Artifact = z.infer<typeof ArtifactSchema>;
+export type Usage = z.infer<typeof UsageSchema>;
+/** The four budgets; null is none. */
+export type Budgets = z.infer<typeof BudgetsSchema>;
+export type BudgetStatus = z.infer<typeof BudgetStatusSchema>;
+export type Provider = z.infer<typeof ProviderSchema>;
 
 export interface Problem {
   type: string;
@@ -47,6 +66,27 @@ export interface Page<T> {
   next_cursor: string | null;
 }
 
+export interface PageQuery {
+  /** 1..100, default 20. */
+  limit?: number;
+  cursor?: string;
+}
+
+export interface TaskListQuery extends PageQuery {
+  status?: Task["status"];
+  type?: Task["type"];
+  priority?: Task["priority"];
+}
+
+export interface UsageQuery {
+  /** First day, YYYY-MM-DD (default: 29 days before `to`). */
+  from?: string;
+  /** Last day, YYYY-MM-DD (default: today, UTC). */
+  to?: string;
+  provider?: string;
+  model?: string;
+}
+
 export interface EventListQuery {
   after?: string;
   cursor?: string;
@@ -70,13 +110,31 @@ export class MgxClient {
   }
 
   /** Any route: JSON in, JSON out, problems thrown as MgxApiError. */
-  async request<T>(method: string, path: string, options: { query?: Query; body?: unknown } = {}): Promise<T> {
+  async request<T>(
+    method: string,
+    path: string,
+    options: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
+  ): Promise<T> {
+    const response = await this.fetchResponse(method, path, options);
+    if (response.status === 204) return undefined as T;
+    return (await response.json()) as T;
+  }
+
+  /**
+   * Any route, its response as it came (a file's bytes, streamed: its body, `Content-Type`, `ETag`); problems
+   * thrown as MgxApiError.
+   */
+  async fetchResponse(
+    method: string,
+    path: string,
+    options: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
+  ): Promise<Response> {
     const url = new URL(`${this.baseUrl}${path}`);
     for (const [name, value] of Object.entries(options.query ?? {})) {
       if (value === undefined) continue;
       url.searchParams.set(name, Array.isArray(value) ? value.join(",") : String(value));
     }
-    const headers: Record<string, string> = { Accept: "application/json", ...this.headers };
+    const headers: Record<string, string> = { Accept: "application/json", ...this.headers, ...options.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
     if (options.body !== undefined) headers["Content-Type"] = "application/json";
     const response = await this.fetchImpl(url, {
@@ -85,8 +143,17 @@ export class MgxClient {
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
     });
     if (!response.ok) throw await toError(response);
-    if (response.status === 204) return undefined as T;
-    return (await response.json()) as T;
+    return response;
+  }
+
+  /** Every item of a list route, page by page (`next_cursor`), 100 a page unless `limit` says otherwise. */
+  async *pages<T>(path: string, query: Query & PageQuery = {}): AsyncGenerator<T> {
+    let cursor: string | undefined;
+    do {
+      const page: Page<T> = await this.request("GET", path, { query: { ...query, limit: query.limit ?? 100, cursor } });
+      yield* page.data;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
   }
 
   health(): Promise<{ status: "ok"; version: string; time: string }> {
@@ -103,17 +170,8 @@ export class MgxClient {
       this.request("GET", "/api/v1/events", { query: { ...query } }),
 
     /** Every event after `after`, page by page. */
-    listAll: async function* (
-      this: MgxClient,
-      query: Omit<EventListQuery, "cursor"> = {},
-    ): AsyncGenerator<PublishedEvent> {
-      let cursor: string | undefined;
-      do {
-        const page = await this.events.list({ ...query, limit: query.limit ?? 100, cursor });
-        yield* page.data;
-        cursor = page.next_cursor ?? undefined;
-      } while (cursor);
-    }.bind(this),
+    listAll: (query: Omit<EventListQuery, "cursor"> = {}): AsyncGenerator<PublishedEvent> =>
+      this.pages("/api/v1/events", { ...query }),
 
     /** A single-use, 60-second ticket for the WebSocket (what a browser should use). */
     createTicket: (): Promise<{ ticket: string; expires_at: string }> => this.request("POST", "/api/v1/events/tickets"),
@@ -121,6 +179,61 @@ export class MgxClient {
     /** The event contract as JSON Schema. */
     schema: (): Promise<Record<string, unknown>> => this.request("GET", "/api/v1/events/schema"),
   };
+
+  readonly tasks = {
+    /**
+     * Submits a task: `queued`, or `pending` behind the workspace's running tasks. With `idempotencyKey`, sending
+     * it again (a retry after a lost answer) gives back the first task rather than a second one.
+     */
+    create: (task: NewTask, options: { idempotencyKey?: string } = {}): Promise<Task> =>
+      this.request("POST", "/api/v1/tasks", {
+        body: task,
+        ...(options.idempotencyKey !== undefined ? { headers: { "Idempotency-Key": options.idempotencyKey } } : {}),
+      }),
+
+    get: (id: string): Promise<Task> => this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}`),
+
+    /** One page, newest first. */
+    list: (query: TaskListQuery = {}): Promise<Page<Task>> =>
+      this.request("GET", "/api/v1/tasks", { query: { ...query } }),
+
+    listAll: (query: Omit<TaskListQuery, "cursor"> = {}): AsyncGenerator<Task> =>
+      this.pages("/api/v1/tasks", { ...query }),
+
+    /** Cancels at once a task not yet running; a running one stops within about a second (`cancel_requested_at`). */
+    cancel: (id: string): Promise<Task> => this.request("POST", `/api/v1/tasks/${encodeURIComponent(id)}/cancel`),
+
+    /** Its attempts: status, timings, tokens, cost, error. */
+    runs: (id: string, query: PageQuery = {}): Promise<Page<TaskRun>> =>
+      this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}/runs`, { query: { ...query } }),
+
+    /** The files its agent wrote. */
+    artifacts: (id: string, query: PageQuery = {}): Promise<Page<Artifact>> =>
+      this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}/artifacts`, { query: { ...query } }),
+  };
+
+  readonly artifacts = {
+    /** The file, streamed: read its body (`text()`, `arrayBuffer()`, or as a stream); `Content-Type` is its type. */
+    content: (id: string): Promise<Response> =>
+      this.fetchResponse("GET", `/api/v1/artifacts/${encodeURIComponent(id)}/content`, { headers: { Accept: "*/*" } }),
+  };
+
+  /** Tokens and cost by UTC day, provider and model, with totals. */
+  usage(query: UsageQuery = {}): Promise<Usage> {
+    return this.request("GET", "/api/v1/usage", { query: { ...query } });
+  }
+
+  readonly budgets = {
+    /** The budgets, what each period has used and holds, and whether calls are refused for it. */
+    get: (): Promise<BudgetStatus> => this.request("GET", "/api/v1/budgets"),
+    /** Replaces all four (null is none); needs the `admin` scope. */
+    set: (budgets: Budgets): Promise<BudgetStatus> => this.request("PUT", "/api/v1/budgets", { body: budgets }),
+  };
+
+  /** Every LLM provider, whether this deployment has it, and its models' circuit breakers and prices. */
+  providers(): AsyncGenerator<Provider> {
+    return this.pages("/api/v1/providers");
+  }
 }
 
 async function toError(response: Response): Promise<MgxApiError> {

@@ -40,7 +40,8 @@ const PeriodSchema = z.object({
     }),
 });
 
-const BudgetStatusSchema = z
+/** A workspace's budgets and what each period has used of them (the client SDK's `BudgetStatus` type too). */
+export const BudgetStatusSchema = z
   .object({
     budgets: BudgetsSchema,
     daily: PeriodSchema,

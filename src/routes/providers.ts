@@ -37,6 +37,18 @@ const ModelHealthSchema = z.object({
   }),
 });
 
+/** A provider, whether this deployment has it, and its models' breakers (the client SDK's `Provider` type too). */
+export const ProviderSchema = z.object({
+  provider: z.string(),
+  configured: z.boolean(),
+  configured_by: z.string().nullable().openapi({
+    description:
+      "The settings that configure it in a deployment (`ANTHROPIC_API_KEY`), for an operator to put when it is not; null for `simulated`, always configured.",
+  }),
+  simulated: z.boolean(),
+  models: z.array(ModelHealthSchema),
+});
+
 const listRoute = createRoute({
   method: "get",
   path: "/api/v1/providers",
@@ -52,23 +64,7 @@ const listRoute = createRoute({
       description: "Providers, a page at a time, in a stable order.",
       content: {
         "application/json": {
-          schema: z
-            .object({
-              data: z.array(
-                z.object({
-                  provider: z.string(),
-                  configured: z.boolean(),
-                  configured_by: z.string().nullable().openapi({
-                    description:
-                      "The settings that configure it in a deployment (`ANTHROPIC_API_KEY`), for an operator to put when it is not; null for `simulated`, always configured.",
-                  }),
-                  simulated: z.boolean(),
-                  models: z.array(ModelHealthSchema),
-                }),
-              ),
-              next_cursor: z.string().nullable(),
-            })
-            .openapi("Providers"),
+          schema: z.object({ data: z.array(ProviderSchema), next_cursor: z.string().nullable() }).openapi("Providers"),
         },
       },
     },

@@ -45,6 +45,16 @@ const UsageRowSchema = z.object({
   cost_usd: z.number(),
 });
 
+/** The answer: rows per day, provider and model, and their totals (the client SDK's `Usage` type too). */
+export const UsageSchema = z
+  .object({
+    from: z.string(),
+    to: z.string(),
+    data: z.array(UsageRowSchema),
+    totals: UsageRowSchema.omit({ day: true, provider: true, model: true, simulated: true }),
+  })
+  .openapi("Usage");
+
 const usageRoute = createRoute({
   method: "get",
   path: "/api/v1/usage",
@@ -75,14 +85,7 @@ const usageRoute = createRoute({
       description: "Usage.",
       content: {
         "application/json": {
-          schema: z
-            .object({
-              from: z.string(),
-              to: z.string(),
-              data: z.array(UsageRowSchema),
-              totals: UsageRowSchema.omit({ day: true, provider: true, model: true, simulated: true }),
-            })
-            .openapi("Usage"),
+          schema: UsageSchema,
         },
       },
     },

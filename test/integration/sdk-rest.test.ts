@@ -1,0 +1,128 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { MgxApiError, MgxClient, type Task } from "../../sdk/index.ts";
+import { createTestWorkspace } from "../support/workspaces.ts";
+import { BASE, fetcher } from "../unit/tasks/fakes.ts";
+
+/** The SDK's typed REST methods against the API inside workerd: what a program using the client sees. */
+
+let client: MgxClient;
+
+beforeAll(async () => {
+  const workspace = await createTestWorkspace(fetcher, BASE, { name: "sdk rest" });
+  client = new MgxClient({
+    baseUrl: BASE,
+    apiKey: workspace.key,
+    fetch: (input, init) => fetcher(String(input), init),
+  });
+});
+
+async function untilEnded(id: string): Promise<Task> {
+  let task = await client.tasks.get(id);
+  // Local queues run one batch at a time, and other tests' tasks may be ahead of this one.
+  for (let i = 0; i < 250 && ["pending", "queued", "running"].includes(task.status); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    task = await client.tasks.get(id);
+  }
+  return task;
+}
+
+describe("MgxClient: tasks and artifacts", () => {
+  it("submits once under an idempotency key, runs the task, and reads its runs, artifacts and file", async () => {
+    const newTask = { title: "Through the SDK", type: "documentation" } as const;
+    const first = await client.tasks.create(newTask, { idempotencyKey: "sdk-rest-1" });
+    const again = await client.tasks.create(newTask, { idempotencyKey: "sdk-rest-1" });
+    expect(first).toMatchObject({ title: "Through the SDK", type: "documentation", priority: "medium" });
+    expect(["queued", "pending"]).toContain(first.status);
+    expect(again.id).toBe(first.id);
+
+    const listed = await client.tasks.list({ type: "documentation", limit: 100 });
+    expect(listed.data.map((task) => task.id)).toContain(first.id);
+    const all: string[] = [];
+    for await (const task of client.tasks.listAll({ limit: 1 })) all.push(task.id);
+    expect(all).toContain(first.id);
+    expect(new Set(all).size).toBe(all.length);
+
+    const ended = await untilEnded(first.id);
+    expect(ended.status).toBe("completed");
+    const runs = await client.tasks.runs(first.id);
+    expect(runs.data).toMatchObject([{ task_id: first.id, status: "succeeded", provider: "simulated" }]);
+    const files = await client.tasks.artifacts(first.id);
+    const report = files.data.find((artifact) => artifact.path === "REPORT.md");
+    expect(report).toMatchObject({ task_id: first.id, mime_type: expect.stringContaining("text/markdown") });
+    const content = await client.artifacts.content(report!.id);
+    expect(content.headers.get("Content-Type")).toContain("text/markdown");
+    const text = await content.text();
+    expect(new TextEncoder().encode(text).byteLength).toBe(report!.size_bytes);
+  });
+
+  it("cancels a task that has not run yet", async () => {
+    const slow = await client.tasks.create({
+      title: "Cancelled through the SDK",
+      type: "testing",
+      agent_config: { model: "simulated:sim-1?latency_ms=4000" },
+    });
+    const cancelled = await client.tasks.cancel(slow.id);
+    expect(cancelled.id).toBe(slow.id);
+    expect(cancelled.cancel_requested_at ?? cancelled.status).not.toBeNull();
+    expect((await untilEnded(slow.id)).status).toBe("cancelled");
+  });
+
+  it("throws the API's problem as MgxApiError", async () => {
+    const missing = await client.tasks.get("task_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3").catch((error: unknown) => error);
+    expect(missing).toBeInstanceOf(MgxApiError);
+    expect(missing).toMatchObject({ status: 404, problem: { code: "NOT_FOUND" } });
+    const invalid = await client.tasks
+      .create({ title: "", type: "code_generation" } as never)
+      .catch((error: unknown) => error);
+    expect(invalid).toMatchObject({
+      status: 422,
+      problem: { code: "VALIDATION_FAILED", errors: [expect.objectContaining({ path: "title" })] },
+    });
+  });
+});
+
+describe("MgxClient: budgets, usage and providers", () => {
+  it("sets and reads budgets, reads the usage a call charged, and lists the providers", async () => {
+    const set = await client.budgets.set({
+      daily_tokens: 100_000,
+      monthly_tokens: null,
+      daily_cost_usd: null,
+      monthly_cost_usd: 5,
+    });
+    expect(set.budgets).toEqual({
+      daily_tokens: 100_000,
+      monthly_tokens: null,
+      daily_cost_usd: null,
+      monthly_cost_usd: 5,
+    });
+    expect(set.exhausted).toBe(false);
+
+    // A route without a typed method, through request(): a chat completion, charged to the workspace.
+    const chat = await client.request<{ usage: { total_tokens: number } }>("POST", "/api/v1/llm/chat/completions", {
+      body: { model: "simulated:sim-1", messages: [{ role: "user", content: "hi" }] },
+    });
+    const charged = chat.usage.total_tokens;
+    expect(charged).toBeGreaterThan(0);
+
+    // Usage rows are written in batches, about half a second after the call.
+    let usage = await client.usage({ provider: "simulated" });
+    for (let i = 0; i < 50 && usage.totals.total_tokens < charged; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      usage = await client.usage({ provider: "simulated" });
+    }
+    expect(usage.totals.total_tokens).toBeGreaterThanOrEqual(charged);
+    expect(usage.data.every((row) => row.provider === "simulated" && row.simulated)).toBe(true);
+    const budgets = await client.budgets.get();
+    expect(budgets.daily.tokens).toBeGreaterThanOrEqual(charged);
+
+    const providers = [];
+    for await (const provider of client.providers()) providers.push(provider);
+    expect(providers.find((provider) => provider.provider === "simulated")).toMatchObject({
+      configured: true,
+      simulated: true,
+    });
+    expect(providers.map((provider) => provider.provider)).toEqual(
+      expect.arrayContaining(["openai", "anthropic", "azure", "local", "workers-ai"]),
+    );
+  });
+});
