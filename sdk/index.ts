@@ -21,13 +21,20 @@ export {
   type WebSocketFactory,
 } from "./event-client.ts";
 export {
+  type ApiKey,
   type Artifact,
   type BudgetStatus,
   type Budgets,
+  type CreatedApiKey,
+  type DeadLetter,
+  type DeadLetterListQuery,
+  type DeadLetterReplay,
+  type DeadLetterReplayResult,
   type EventListQuery,
   MgxApiError,
   MgxClient,
   type MgxClientOptions,
+  type NewApiKey,
   type NewTask,
   type Page,
   type PageQuery,
@@ -38,4 +45,6 @@ export {
   type TaskRun,
   type Usage,
   type UsageQuery,
+  type Workspace,
+  type WorkspacePatch,
 } from "./rest.ts";

@@ -3,8 +3,23 @@ import type { PublishedEvent } from "../src/events/catalog.ts";
 import type { BudgetStatusSchema } from "../src/routes/budgets.ts";
 import type { ProviderSchema } from "../src/routes/providers.ts";
 import type { UsageSchema } from "../src/routes/usage.ts";
-import type { ArtifactSchema, NewTaskSchema, RunSchema, TaskSchema } from "../src/tasks/schemas.ts";
-import type { BudgetsSchema } from "../src/workspaces/schemas.ts";
+import type {
+  ArtifactSchema,
+  DeadLetterSchema,
+  NewTaskSchema,
+  ReplayRequestSchema,
+  ReplayResultSchema,
+  RunSchema,
+  TaskSchema,
+} from "../src/tasks/schemas.ts";
+import type {
+  ApiKeySchema,
+  BudgetsSchema,
+  CreatedApiKeySchema,
+  LlmRoutingSchema,
+  NewApiKeySchema,
+  WorkspaceSchema,
+} from "../src/workspaces/schemas.ts";
 
 /**
  * A typed REST client for the MGX-AI Edge API: fetch-based, so it runs in
@@ -24,6 +39,20 @@ export type Usage = z.infer<typeof UsageSchema>;
 export type Budgets = z.infer<typeof BudgetsSchema>;
 export type BudgetStatus = z.infer<typeof BudgetStatusSchema>;
 export type Provider = z.infer<typeof ProviderSchema>;
+export type Workspace = z.infer<typeof WorkspaceSchema>;
+/** What a workspace changes of itself: its name, its LLM routing (null: the deployment's default chain). */
+export interface WorkspacePatch {
+  name?: string;
+  llm?: z.input<typeof LlmRoutingSchema> | null;
+}
+export type ApiKey = z.infer<typeof ApiKeySchema>;
+/** A new key: with its secret `key`, shown this once. */
+export type CreatedApiKey = z.infer<typeof CreatedApiKeySchema>;
+export type NewApiKey = z.input<typeof NewApiKeySchema>;
+export type DeadLetter = z.infer<typeof DeadLetterSchema>;
+/** Which dead letters to replay: `ids`, or a `filter`. */
+export type DeadLetterReplay = z.input<typeof ReplayRequestSchema>;
+export type DeadLetterReplayResult = z.infer<typeof ReplayResultSchema>;
 
 export interface Problem {
   type: string;
@@ -76,6 +105,11 @@ export interface TaskListQuery extends PageQuery {
   status?: Task["status"];
   type?: Task["type"];
   priority?: Task["priority"];
+}
+
+export interface DeadLetterListQuery extends PageQuery {
+  error_type?: string;
+  task_id?: string;
 }
 
 export interface UsageQuery {
@@ -234,6 +268,31 @@ export class MgxClient {
   providers(): AsyncGenerator<Provider> {
     return this.pages("/api/v1/providers");
   }
+
+  readonly workspace = {
+    /** The caller's workspace: plan, limits, budgets, queue depth and LLM routing. */
+    get: (): Promise<Workspace> => this.request("GET", "/api/v1/workspace"),
+    /** Its name or LLM routing; needs the `admin` scope. */
+    update: (patch: WorkspacePatch): Promise<Workspace> => this.request("PATCH", "/api/v1/workspace", { body: patch }),
+  };
+
+  readonly apiKeys = {
+    /** A new key of the caller's workspace; its secret `key` is in this answer only. Needs the `admin` scope. */
+    create: (key: NewApiKey): Promise<CreatedApiKey> => this.request("POST", "/api/v1/api-keys", { body: key }),
+    list: (query: PageQuery = {}): Promise<Page<ApiKey>> =>
+      this.request("GET", "/api/v1/api-keys", { query: { ...query } }),
+    /** Revoked at once: its streams close, and its next request is refused. */
+    revoke: (id: string): Promise<ApiKey> => this.request("DELETE", `/api/v1/api-keys/${encodeURIComponent(id)}`),
+  };
+
+  readonly deadLetters = {
+    /** Tasks that exhausted their retries. */
+    list: (query: DeadLetterListQuery = {}): Promise<Page<DeadLetter>> =>
+      this.request("GET", "/api/v1/dead-letters", { query: { ...query } }),
+    /** Submits them again; what could not be replayed is in `skipped`, with why. */
+    replay: (replay: DeadLetterReplay): Promise<DeadLetterReplayResult> =>
+      this.request("POST", "/api/v1/dead-letters/replay", { body: replay }),
+  };
 }
 
 async function toError(response: Response): Promise<MgxApiError> {

@@ -126,3 +126,46 @@ describe("MgxClient: budgets, usage and providers", () => {
     );
   });
 });
+
+describe("MgxClient: the workspace, its keys and its dead letters", () => {
+  it("renames the workspace and sets its routing", async () => {
+    const before = await client.workspace.get();
+    const changed = await client.workspace.update({
+      name: "sdk rest, renamed",
+      llm: { strategy: "fallback", chain: [{ provider: "simulated", model: "sim-1", weight: 1 }] },
+    });
+    expect(changed).toMatchObject({ id: before.id, name: "sdk rest, renamed" });
+    expect((await client.workspace.get()).llm).toMatchObject({
+      strategy: "fallback",
+      chain: [{ provider: "simulated" }],
+    });
+  });
+
+  it("creates a key that works, lists it, and revokes it", async () => {
+    const created = await client.apiKeys.create({ name: "ci reader", scopes: ["tasks:read"] });
+    expect(created.key).toMatch(/^mgx_/);
+    expect(created).toMatchObject({ name: "ci reader", scopes: ["tasks:read"], revoked_at: null });
+    const reader = new MgxClient({
+      baseUrl: BASE,
+      apiKey: created.key,
+      fetch: (input, init) => fetcher(String(input), init),
+    });
+    expect((await reader.workspace.get()).name).toBe((await client.workspace.get()).name);
+    // Its scope is read-only.
+    await expect(reader.tasks.create({ title: "Not allowed", type: "testing" })).rejects.toMatchObject({ status: 403 });
+
+    const listed = await client.apiKeys.list({ limit: 100 });
+    expect(listed.data.map((key) => key.id)).toContain(created.id);
+    const revoked = await client.apiKeys.revoke(created.id);
+    expect(revoked.revoked_at).not.toBeNull();
+    await expect(reader.workspace.get()).rejects.toMatchObject({ status: 401 });
+  });
+
+  it("lists dead letters and tells why an unknown one is not replayed", async () => {
+    const letters = await client.deadLetters.list({ limit: 5 });
+    expect(letters).toMatchObject({ data: [], next_cursor: null });
+    const replay = await client.deadLetters.replay({ ids: ["dlq_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3"] });
+    expect(replay.replayed).toEqual([]);
+    expect(replay.skipped).toMatchObject([{ dead_letter_id: "dlq_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }]);
+  });
+});
