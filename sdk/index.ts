@@ -23,6 +23,10 @@ export {
 export {
   type ApiKey,
   type Artifact,
+  type AuditFilter,
+  type AuditLog,
+  type AuditLogStats,
+  type AuditVerification,
   type BudgetStatus,
   type Budgets,
   type CreatedApiKey,

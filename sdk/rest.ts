@@ -1,5 +1,7 @@
 import type { z } from "zod";
+import type { AuditFilterSchema } from "../src/audit/filters.ts";
 import type { PublishedEvent } from "../src/events/catalog.ts";
+import type { AuditLogSchema, AuditLogStatsSchema, AuditVerificationSchema } from "../src/routes/audit-logs.ts";
 import type { BudgetStatusSchema } from "../src/routes/budgets.ts";
 import type { ProviderSchema } from "../src/routes/providers.ts";
 import type { UsageSchema } from "../src/routes/usage.ts";
@@ -53,6 +55,11 @@ export type DeadLetter = z.infer<typeof DeadLetterSchema>;
 /** Which dead letters to replay: `ids`, or a `filter`. */
 export type DeadLetterReplay = z.input<typeof ReplayRequestSchema>;
 export type DeadLetterReplayResult = z.infer<typeof ReplayResultSchema>;
+export type AuditLog = z.infer<typeof AuditLogSchema>;
+export type AuditLogStats = z.infer<typeof AuditLogStatsSchema>;
+export type AuditVerification = z.infer<typeof AuditVerificationSchema>;
+/** The audit log's filters (list, export, stats): actor, action, resource, request id, and a time range. */
+export type AuditFilter = z.input<typeof AuditFilterSchema>;
 
 export interface Problem {
   type: string;
@@ -283,6 +290,25 @@ export class MgxClient {
       this.request("GET", "/api/v1/api-keys", { query: { ...query } }),
     /** Revoked at once: its streams close, and its next request is refused. */
     revoke: (id: string): Promise<ApiKey> => this.request("DELETE", `/api/v1/api-keys/${encodeURIComponent(id)}`),
+  };
+
+  readonly auditLogs = {
+    /** One page, newest first; needs `audit:read`. */
+    list: (query: AuditFilter & PageQuery = {}): Promise<Page<AuditLog>> =>
+      this.request("GET", "/api/v1/audit-logs", { query: { ...query } }),
+    listAll: (query: AuditFilter & { limit?: number } = {}): AsyncGenerator<AuditLog> =>
+      this.pages("/api/v1/audit-logs", { ...query }),
+    /** Every matching entry, streamed: NDJSON (`json`, the default) or CSV; read the response's body. */
+    export: (query: AuditFilter & { format?: "json" | "csv" } = {}): Promise<Response> =>
+      this.fetchResponse("GET", "/api/v1/audit-logs/export", { query: { ...query }, headers: { Accept: "*/*" } }),
+    /** Counts by action, actor and UTC day (default: the last 30 days). */
+    stats: (query: AuditFilter = {}): Promise<AuditLogStats> =>
+      this.request("GET", "/api/v1/audit-logs/stats", { query: { ...query } }),
+    /**
+     * Walks the hash chain; while `complete` is false, call again with `next` (`after_seq`, `after_hash`).
+     */
+    verify: (query: { after_seq?: number; after_hash?: string; limit?: number } = {}): Promise<AuditVerification> =>
+      this.request("GET", "/api/v1/audit-logs/verify", { query: { ...query } }),
   };
 
   readonly deadLetters = {

@@ -13,7 +13,8 @@ import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
 
-const AuditLogSchema = z
+/** An entry (the client SDK's `AuditLog` type too). */
+export const AuditLogSchema = z
   .object({
     id: z.string().openapi({ example: "aud_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
     seq: z.number().int().openapi({ description: "Position in the workspace's hash chain." }),
@@ -100,6 +101,25 @@ const exportRoute = createRoute({
 });
 
 const CountSchema = z.number().int();
+/** Counts by action, actor and day (the client SDK's `AuditLogStats` type too). */
+export const AuditLogStatsSchema = z
+  .object({
+    from: z.iso.datetime(),
+    to: z.iso.datetime(),
+    total: CountSchema,
+    by_action: z.array(z.object({ action: z.string(), count: CountSchema })),
+    by_actor: z.array(
+      z.object({
+        actor_type: z.string(),
+        actor_id: z.string(),
+        actor_display: z.string().nullable(),
+        count: CountSchema,
+      }),
+    ),
+    by_day: z.array(z.object({ day: z.string().openapi({ example: "2026-11-25" }), count: CountSchema })),
+  })
+  .openapi("AuditLogStats");
+
 const statsRoute = createRoute({
   method: "get",
   path: "/api/v1/audit-logs/stats",
@@ -116,23 +136,7 @@ const statsRoute = createRoute({
       description: "The counts.",
       content: {
         "application/json": {
-          schema: z
-            .object({
-              from: z.iso.datetime(),
-              to: z.iso.datetime(),
-              total: CountSchema,
-              by_action: z.array(z.object({ action: z.string(), count: CountSchema })),
-              by_actor: z.array(
-                z.object({
-                  actor_type: z.string(),
-                  actor_id: z.string(),
-                  actor_display: z.string().nullable(),
-                  count: CountSchema,
-                }),
-              ),
-              by_day: z.array(z.object({ day: z.string().openapi({ example: "2026-11-25" }), count: CountSchema })),
-            })
-            .openapi("AuditLogStats"),
+          schema: AuditLogStatsSchema,
         },
       },
     },
@@ -178,6 +182,26 @@ const VerifyQuerySchema = z
     path: ["after_hash"],
   });
 
+/** A walk of the hash chain and its verdict (the client SDK's `AuditVerification` type too). */
+export const AuditVerificationSchema = z
+  .object({
+    ok: z.boolean(),
+    complete: z.boolean().openapi({ description: "The walk reached the head of the chain." }),
+    next: CheckpointSchema.nullable().openapi({ description: "Where to go on from while not complete." }),
+    checked_entries: CountSchema,
+    first_seq: z.number().int().nullable(),
+    last_seq: z.number().int().nullable(),
+    pending_entries: CountSchema.openapi({ description: "Entries written since sealing began." }),
+    anchor: z.object({ seq: z.number().int(), hash: z.string() }).nullable(),
+    head: z.object({ seq: z.number().int(), hash: z.string().nullable() }),
+    external_anchor: z.object({ seq: z.number().int(), hash: z.string() }).nullable().openapi({
+      description:
+        "The newest sealed entry as recorded outside D1 (in the workspace's Durable Object); the walk checks the chain still passes through it. Null when none is recorded yet or it could not be read.",
+    }),
+    first_broken: BreakSchema.nullable(),
+  })
+  .openapi("AuditVerification");
+
 const verifyRoute = createRoute({
   method: "get",
   path: "/api/v1/audit-logs/verify",
@@ -196,24 +220,7 @@ const verifyRoute = createRoute({
       description: "The verdict (`ok: false` with `first_broken` when the chain is broken).",
       content: {
         "application/json": {
-          schema: z
-            .object({
-              ok: z.boolean(),
-              complete: z.boolean().openapi({ description: "The walk reached the head of the chain." }),
-              next: CheckpointSchema.nullable().openapi({ description: "Where to go on from while not complete." }),
-              checked_entries: CountSchema,
-              first_seq: z.number().int().nullable(),
-              last_seq: z.number().int().nullable(),
-              pending_entries: CountSchema.openapi({ description: "Entries written since sealing began." }),
-              anchor: z.object({ seq: z.number().int(), hash: z.string() }).nullable(),
-              head: z.object({ seq: z.number().int(), hash: z.string().nullable() }),
-              external_anchor: z.object({ seq: z.number().int(), hash: z.string() }).nullable().openapi({
-                description:
-                  "The newest sealed entry as recorded outside D1 (in the workspace's Durable Object); the walk checks the chain still passes through it. Null when none is recorded yet or it could not be read.",
-              }),
-              first_broken: BreakSchema.nullable(),
-            })
-            .openapi("AuditVerification"),
+          schema: AuditVerificationSchema,
         },
       },
     },

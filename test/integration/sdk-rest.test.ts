@@ -161,6 +161,37 @@ describe("MgxClient: the workspace, its keys and its dead letters", () => {
     await expect(reader.workspace.get()).rejects.toMatchObject({ status: 401 });
   });
 
+  it("reads the audit log: entries, an export, counts and a chain that verifies", async () => {
+    const key = await client.apiKeys.create({ name: "audited", scopes: ["tasks:read"] });
+    await client.apiKeys.revoke(key.id);
+    const revokes = await client.auditLogs.list({ action: "api_key.revoke" });
+    expect(revokes.data).toEqual(
+      expect.arrayContaining([expect.objectContaining({ resource_type: "api_key", resource_id: key.id })]),
+    );
+    const actions: string[] = [];
+    for await (const entry of client.auditLogs.listAll({ limit: 2 })) actions.push(entry.action);
+    expect(actions).toEqual(expect.arrayContaining(["api_key.create", "api_key.revoke"]));
+    const revokeCount = actions.filter((action) => action === "api_key.revoke").length;
+
+    // Counted before the export below, which is an entry of its own.
+    const stats = await client.auditLogs.stats();
+    expect(stats.total).toBe(actions.length);
+    expect(stats.by_action).toEqual(expect.arrayContaining([{ action: "api_key.revoke", count: revokeCount }]));
+
+    const csv = await (await client.auditLogs.export({ format: "csv", action: "api_key.create" })).text();
+    const [header, ...rows] = csv.trim().split("\r\n");
+    expect(header).toContain("action");
+    const creates = actions.filter((action) => action === "api_key.create").length;
+    expect(rows.length).toBe(creates);
+    expect(rows.every((row) => row.includes("api_key.create"))).toBe(true);
+
+    let verdict = await client.auditLogs.verify();
+    for (let i = 0; i < 20 && verdict.ok && !verdict.complete && verdict.next; i++) {
+      verdict = await client.auditLogs.verify(verdict.next);
+    }
+    expect(verdict).toMatchObject({ ok: true, complete: true, first_broken: null });
+  });
+
   it("lists dead letters and tells why an unknown one is not replayed", async () => {
     const letters = await client.deadLetters.list({ limit: 5 });
     expect(letters).toMatchObject({ data: [], next_cursor: null });
