@@ -22,6 +22,7 @@ import type {
   NewApiKeySchema,
   WorkspaceSchema,
 } from "../src/workspaces/schemas.ts";
+import { type BackoffOptions, backoffDelayMs } from "./backoff.ts";
 
 /**
  * A typed REST client for the MGX-AI Edge API: fetch-based, so it runs in
@@ -93,7 +94,25 @@ export interface MgxClientOptions {
   apiKey?: string;
   fetch?: typeof fetch;
   headers?: Record<string, string>;
+  /**
+   * How many times a request that may safely be sent again (GET, HEAD, PUT, DELETE, or one with an
+   * `Idempotency-Key`) is retried after a 429, 502, 503 or 504, or a connection that failed. Default 2; 0 never.
+   */
+  maxRetries?: number;
+  /**
+   * The longest wait a retry is worth (default 60 s). The wait is the answer's `Retry-After`, else backoff; one
+   * longer than this (a spent budget's, until its period resets) is not waited out: the error is thrown at once.
+   */
+  maxRetryWaitMs?: number;
+  /** The backoff between retries the answer gives no `Retry-After` for (default 0.5 s, doubling, at most 8 s). */
+  retryBackoff?: Partial<BackoffOptions>;
 }
+
+/** Methods that mean the same when sent twice (RFC 9110 §9.2.2), and so may be retried. */
+const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
+/** Answers worth a retry: limited, or a gateway or the service briefly unavailable. */
+const RETRYABLE_STATUSES = new Set([429, 502, 503, 504]);
+const DEFAULT_RETRY_BACKOFF: BackoffOptions = { baseDelayMs: 500, maxDelayMs: 8_000 };
 
 export type Query = Record<string, string | number | boolean | readonly string[] | undefined>;
 
@@ -142,12 +161,18 @@ export class MgxClient {
   private readonly apiKey: string | undefined;
   private readonly fetchImpl: typeof fetch;
   private readonly headers: Record<string, string>;
+  private readonly maxRetries: number;
+  private readonly maxRetryWaitMs: number;
+  private readonly retryBackoff: BackoffOptions;
 
   constructor(options: MgxClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
     this.apiKey = options.apiKey;
     this.fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
     this.headers = options.headers ?? {};
+    this.maxRetries = Math.max(0, Math.floor(options.maxRetries ?? 2));
+    this.maxRetryWaitMs = options.maxRetryWaitMs ?? 60_000;
+    this.retryBackoff = { ...DEFAULT_RETRY_BACKOFF, ...options.retryBackoff };
   }
 
   /** Any route: JSON in, JSON out, problems thrown as MgxApiError. */
@@ -178,13 +203,35 @@ export class MgxClient {
     const headers: Record<string, string> = { Accept: "application/json", ...this.headers, ...options.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
     if (options.body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await this.fetchImpl(url, {
-      method,
-      headers,
-      body: options.body === undefined ? undefined : JSON.stringify(options.body),
-    });
-    if (!response.ok) throw await toError(response);
-    return response;
+    const init = { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) };
+    // Sent again, a POST without a key could do its work twice (two tasks): only these are retried.
+    const retryable = IDEMPOTENT_METHODS.has(method.toUpperCase()) || headers["Idempotency-Key"] !== undefined;
+    for (let attempt = 0; ; attempt++) {
+      const canRetry = retryable && attempt < this.maxRetries;
+      let response: Response;
+      try {
+        response = await this.fetchImpl(url, init);
+      } catch (error) {
+        if (!canRetry) throw error;
+        await sleep(backoffDelayMs(attempt, this.retryBackoff));
+        continue;
+      }
+      if (response.ok) return response;
+      const waitMs = canRetry ? this.retryWaitMs(response, attempt) : undefined;
+      if (waitMs === undefined) throw await toError(response);
+      await response.body?.cancel();
+      await sleep(waitMs);
+    }
+  }
+
+  /** How long to wait before asking again after this answer, or undefined when asking again is no use. */
+  private retryWaitMs(response: Response, attempt: number): number | undefined {
+    if (!RETRYABLE_STATUSES.has(response.status)) return undefined;
+    // The API says so where no retry can help (a spent budget, a cancelled call).
+    if (response.headers.get("X-Should-Retry") === "false") return undefined;
+    const retryAfterSeconds = parseRetryAfterSeconds(response.headers.get("Retry-After"));
+    const waitMs = retryAfterSeconds === null ? backoffDelayMs(attempt, this.retryBackoff) : retryAfterSeconds * 1_000;
+    return waitMs <= this.maxRetryWaitMs ? waitMs : undefined;
   }
 
   /** Every item of a list route, page by page (`next_cursor`), 100 a page unless `limit` says otherwise. */
@@ -321,9 +368,20 @@ export class MgxClient {
   };
 }
 
+/** `Retry-After` in seconds: as a number of seconds, or as an HTTP date (RFC 9110 §10.2.3). */
+function parseRetryAfterSeconds(header: string | null): number | null {
+  if (header === null) return null;
+  if (/^\d+$/.test(header.trim())) return Number(header.trim());
+  const atMs = Date.parse(header);
+  return Number.isNaN(atMs) ? null : Math.max(0, Math.ceil((atMs - Date.now()) / 1_000));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 async function toError(response: Response): Promise<MgxApiError> {
-  const retryAfter = response.headers.get("Retry-After");
-  const retryAfterSeconds = retryAfter !== null && /^\d+$/.test(retryAfter) ? Number(retryAfter) : null;
+  const retryAfterSeconds = parseRetryAfterSeconds(response.headers.get("Retry-After"));
   let problem: Problem;
   try {
     problem = (await response.json()) as Problem;

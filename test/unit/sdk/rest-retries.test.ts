@@ -1,0 +1,112 @@
+import { describe, expect, it } from "vitest";
+import { MgxApiError, MgxClient } from "../../../sdk/index.ts";
+
+/** When MgxClient asks again, and when it must not: against a scripted fetch that records what it was sent. */
+
+interface Sent {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  body: string | null;
+}
+
+function scripted(...answers: (Response | Error)[]) {
+  const sent: Sent[] = [];
+  const fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    sent.push({
+      method: init?.method ?? "GET",
+      url: String(input),
+      headers: { ...(init?.headers as Record<string, string>) },
+      body: (init?.body as string | undefined) ?? null,
+    });
+    const answer = answers.shift();
+    if (!answer) throw new Error("no answer scripted for this request");
+    if (answer instanceof Error) throw answer;
+    return answer;
+  };
+  const client = new MgxClient({
+    baseUrl: "http://api.test",
+    apiKey: "mgx_test",
+    fetch: fetch as typeof globalThis.fetch,
+    retryBackoff: { baseDelayMs: 1, maxDelayMs: 2 },
+  });
+  return { client, sent, fetch: fetch as typeof globalThis.fetch };
+}
+
+function problem(status: number, headers: Record<string, string> = {}): Response {
+  return Response.json(
+    { type: "/problems/x", title: "x", status, detail: `answered ${status}`, code: "X", request_id: "req_1" },
+    { status, headers: { "Content-Type": "application/problem+json", ...headers } },
+  );
+}
+
+const task = { id: "task_1", title: "t", type: "testing", status: "queued" };
+
+describe("MgxClient retries", () => {
+  it("asks a GET again after a 503 and a 429 with Retry-After, and answers the success", async () => {
+    const { client, sent } = scripted(problem(503), problem(429, { "Retry-After": "0" }), Response.json(task));
+    await expect(client.tasks.get("task_1")).resolves.toMatchObject({ id: "task_1" });
+    expect(sent.map((request) => request.method)).toEqual(["GET", "GET", "GET"]);
+  });
+
+  it("asks a GET again after a connection that failed", async () => {
+    const { client, sent } = scripted(new TypeError("fetch failed"), Response.json(task));
+    await expect(client.tasks.get("task_1")).resolves.toMatchObject({ id: "task_1" });
+    expect(sent).toHaveLength(2);
+  });
+
+  it("sends a task again only under its Idempotency-Key, with the same key and body", async () => {
+    const keyed = scripted(problem(503), Response.json(task, { status: 202 }));
+    await keyed.client.tasks.create({ title: "t", type: "testing" }, { idempotencyKey: "k-1" });
+    expect(keyed.sent).toHaveLength(2);
+    expect(keyed.sent.map((request) => request.headers["Idempotency-Key"])).toEqual(["k-1", "k-1"]);
+    expect(keyed.sent[1].body).toBe(keyed.sent[0].body);
+
+    // Without a key a second POST could make a second task: the 503 is the caller's to handle.
+    const unkeyed = scripted(problem(503), Response.json(task, { status: 202 }));
+    await expect(unkeyed.client.tasks.create({ title: "t", type: "testing" })).rejects.toMatchObject({ status: 503 });
+    expect(unkeyed.sent).toHaveLength(1);
+    const broken = scripted(new TypeError("fetch failed"));
+    await expect(broken.client.tasks.create({ title: "t", type: "testing" })).rejects.toThrow("fetch failed");
+    expect(broken.sent).toHaveLength(1);
+  });
+
+  it("does not wait out a Retry-After longer than maxRetryWaitMs (a spent budget): it throws at once", async () => {
+    const { client, sent } = scripted(problem(429, { "Retry-After": "37809" }));
+    const error = await client.tasks.list().catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(MgxApiError);
+    expect(error).toMatchObject({ status: 429, retryAfterSeconds: 37809 });
+    expect(sent).toHaveLength(1);
+  });
+
+  it("does not ask again when the answer says X-Should-Retry: false, nor after a 4xx other than 429", async () => {
+    const told = scripted(problem(503, { "X-Should-Retry": "false" }));
+    await expect(told.client.budgets.get()).rejects.toMatchObject({ status: 503 });
+    expect(told.sent).toHaveLength(1);
+    const refused = scripted(problem(404));
+    await expect(refused.client.tasks.get("task_2")).rejects.toMatchObject({ status: 404 });
+    expect(refused.sent).toHaveLength(1);
+  });
+
+  it("gives up after maxRetries, throwing the last answer", async () => {
+    const { client, sent } = scripted(problem(502), problem(503), problem(504));
+    await expect(client.providers().next()).rejects.toMatchObject({ status: 504 });
+    expect(sent).toHaveLength(3);
+
+    const never = scripted(problem(503));
+    const once = new MgxClient({ baseUrl: "http://api.test", fetch: never.fetch, maxRetries: 0 });
+    await expect(once.tasks.get("task_1")).rejects.toMatchObject({ status: 503 });
+    expect(never.sent).toHaveLength(1);
+  });
+
+  it("reads a Retry-After given as an HTTP date", async () => {
+    // A whole second at least a second ahead: an HTTP date has no milliseconds.
+    const soon = new Date(Math.ceil(Date.now() / 1_000) * 1_000 + 1_000).toUTCString();
+    const { client, sent } = scripted(problem(503, { "Retry-After": soon }), Response.json(task));
+    const startedMs = Date.now();
+    await client.tasks.get("task_1");
+    expect(sent).toHaveLength(2);
+    // Waited until about that date (whole seconds), not the 1–2 ms backoff.
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(900);
+  });
+});
