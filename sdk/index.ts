@@ -44,6 +44,7 @@ export {
   type PageQuery,
   type Problem,
   type Provider,
+  type RequestOptions,
   type Task,
   type TaskListQuery,
   type TaskRun,

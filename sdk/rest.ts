@@ -14,6 +14,7 @@ import type {
   RunSchema,
   TaskSchema,
 } from "../src/tasks/schemas.ts";
+import { TERMINAL_STATUSES } from "../src/tasks/views.ts";
 import type {
   ApiKeySchema,
   BudgetsSchema,
@@ -116,6 +117,15 @@ const DEFAULT_RETRY_BACKOFF: BackoffOptions = { baseDelayMs: 500, maxDelayMs: 8_
 
 export type Query = Record<string, string | number | boolean | readonly string[] | undefined>;
 
+export interface RequestOptions {
+  query?: Query;
+  /** Sent as JSON. */
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Stops the request, and the wait before a retry. */
+  signal?: AbortSignal;
+}
+
 export interface Page<T> {
   data: T[];
   next_cursor: string | null;
@@ -176,11 +186,7 @@ export class MgxClient {
   }
 
   /** Any route: JSON in, JSON out, problems thrown as MgxApiError. */
-  async request<T>(
-    method: string,
-    path: string,
-    options: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
-  ): Promise<T> {
+  async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     const response = await this.fetchResponse(method, path, options);
     if (response.status === 204) return undefined as T;
     return (await response.json()) as T;
@@ -190,11 +196,7 @@ export class MgxClient {
    * Any route, its response as it came (a file's bytes, streamed: its body, `Content-Type`, `ETag`); problems
    * thrown as MgxApiError.
    */
-  async fetchResponse(
-    method: string,
-    path: string,
-    options: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
-  ): Promise<Response> {
+  async fetchResponse(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
     const url = new URL(`${this.baseUrl}${path}`);
     for (const [name, value] of Object.entries(options.query ?? {})) {
       if (value === undefined) continue;
@@ -203,7 +205,12 @@ export class MgxClient {
     const headers: Record<string, string> = { Accept: "application/json", ...this.headers, ...options.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
     if (options.body !== undefined) headers["Content-Type"] = "application/json";
-    const init = { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) };
+    const init = {
+      method,
+      headers,
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+      ...(options.signal ? { signal: options.signal } : {}),
+    };
     // Sent again, a POST without a key could do its work twice (two tasks): only these are retried.
     const retryable = IDEMPOTENT_METHODS.has(method.toUpperCase()) || headers["Idempotency-Key"] !== undefined;
     for (let attempt = 0; ; attempt++) {
@@ -212,15 +219,15 @@ export class MgxClient {
       try {
         response = await this.fetchImpl(url, init);
       } catch (error) {
-        if (!canRetry) throw error;
-        await sleep(backoffDelayMs(attempt, this.retryBackoff));
+        if (!canRetry || options.signal?.aborted) throw error;
+        await sleep(backoffDelayMs(attempt, this.retryBackoff), options.signal);
         continue;
       }
       if (response.ok) return response;
       const waitMs = canRetry ? this.retryWaitMs(response, attempt) : undefined;
       if (waitMs === undefined) throw await toError(response);
       await response.body?.cancel();
-      await sleep(waitMs);
+      await sleep(waitMs, options.signal);
     }
   }
 
@@ -287,6 +294,29 @@ export class MgxClient {
 
     listAll: (query: Omit<TaskListQuery, "cursor"> = {}): AsyncGenerator<Task> =>
       this.pages("/api/v1/tasks", { ...query }),
+
+    /**
+     * Reads the task every `intervalMs` (default 1 s) until it ends (completed, failed, cancelled or dead-lettered),
+     * and answers it as it ended. Past `timeoutMs` (default 10 minutes) it throws a `TimeoutError`; `signal` stops it.
+     * To follow a task as it runs, an EventClient subscribed to `task:{id}` tells each step instead.
+     */
+    wait: async (
+      id: string,
+      options: { intervalMs?: number; timeoutMs?: number; signal?: AbortSignal } = {},
+    ): Promise<Task> => {
+      const deadlineMs = Date.now() + (options.timeoutMs ?? 600_000);
+      for (;;) {
+        const task: Task = await this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}`, {
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+        if ((TERMINAL_STATUSES as readonly string[]).includes(task.status)) return task;
+        const waitMs = Math.min(options.intervalMs ?? 1_000, deadlineMs - Date.now());
+        if (waitMs <= 0) {
+          throw new DOMException(`task ${id} had not ended after ${options.timeoutMs ?? 600_000} ms`, "TimeoutError");
+        }
+        await sleep(waitMs, options.signal);
+      }
+    },
 
     /** Cancels at once a task not yet running; a running one stops within about a second (`cancel_requested_at`). */
     cancel: (id: string): Promise<Task> => this.request("POST", `/api/v1/tasks/${encodeURIComponent(id)}/cancel`),
@@ -376,8 +406,19 @@ function parseRetryAfterSeconds(header: string | null): number | null {
   return Number.isNaN(atMs) ? null : Math.max(0, Math.ceil((atMs - Date.now()) / 1_000));
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 async function toError(response: Response): Promise<MgxApiError> {

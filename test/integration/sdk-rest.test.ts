@@ -16,15 +16,8 @@ beforeAll(async () => {
   });
 });
 
-async function untilEnded(id: string): Promise<Task> {
-  let task = await client.tasks.get(id);
-  // Local queues run one batch at a time, and other tests' tasks may be ahead of this one.
-  for (let i = 0; i < 250 && ["pending", "queued", "running"].includes(task.status); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    task = await client.tasks.get(id);
-  }
-  return task;
-}
+// Local queues run one batch at a time, and other tests' tasks may be ahead of this one.
+const untilEnded = (id: string): Promise<Task> => client.tasks.wait(id, { intervalMs: 100, timeoutMs: 25_000 });
 
 describe("MgxClient: tasks and artifacts", () => {
   it("submits once under an idempotency key, runs the task, and reads its runs, artifacts and file", async () => {

@@ -109,4 +109,37 @@ describe("MgxClient retries", () => {
     // Waited until about that date (whole seconds), not the 1–2 ms backoff.
     expect(Date.now() - startedMs).toBeGreaterThanOrEqual(900);
   });
+
+  it("stops a retry's wait when the request's signal aborts", async () => {
+    const { client, sent } = scripted(problem(503, { "Retry-After": "30" }), Response.json(task));
+    const controller = new AbortController();
+    const asked = client.request("GET", "/api/v1/tasks/task_1", { signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    controller.abort(new DOMException("the caller left", "AbortError"));
+    await expect(asked).rejects.toMatchObject({ name: "AbortError" });
+    expect(sent).toHaveLength(1);
+  });
+});
+
+describe("MgxClient tasks.wait", () => {
+  it("reads the task until it ends, and answers it as it ended", async () => {
+    const { client, sent } = scripted(
+      Response.json({ ...task, status: "queued" }),
+      Response.json({ ...task, status: "running" }),
+      Response.json({ ...task, status: "completed" }),
+    );
+    await expect(client.tasks.wait("task_1", { intervalMs: 1 })).resolves.toMatchObject({ status: "completed" });
+    expect(sent).toHaveLength(3);
+  });
+
+  it("throws a TimeoutError when the task has not ended by timeoutMs", async () => {
+    const { client, sent } = scripted(
+      ...Array.from({ length: 50 }, () => Response.json({ ...task, status: "running" })),
+    );
+    await expect(client.tasks.wait("task_1", { intervalMs: 10, timeoutMs: 50 })).rejects.toMatchObject({
+      name: "TimeoutError",
+    });
+    expect(sent.length).toBeGreaterThanOrEqual(2);
+    expect(sent.length).toBeLessThan(50);
+  });
 });
