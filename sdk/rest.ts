@@ -212,7 +212,9 @@ export class MgxClient {
       ...(options.signal ? { signal: options.signal } : {}),
     };
     // Sent again, a POST without a key could do its work twice (two tasks): only these are retried.
-    const retryable = IDEMPOTENT_METHODS.has(method.toUpperCase()) || headers["Idempotency-Key"] !== undefined;
+    const retryable =
+      IDEMPOTENT_METHODS.has(method.toUpperCase()) ||
+      Object.keys(headers).some((name) => name.toLowerCase() === "idempotency-key");
     for (let attempt = 0; ; attempt++) {
       const canRetry = retryable && attempt < this.maxRetries;
       let response: Response;

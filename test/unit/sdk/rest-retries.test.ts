@@ -62,6 +62,11 @@ describe("MgxClient retries", () => {
     expect(keyed.sent.map((request) => request.headers["Idempotency-Key"])).toEqual(["k-1", "k-1"]);
     expect(keyed.sent[1].body).toBe(keyed.sent[0].body);
 
+    // A key the caller sets itself, in any case, counts as well.
+    const ownKey = scripted(problem(503), Response.json(task, { status: 202 }));
+    await ownKey.client.request("POST", "/api/v1/tasks", { body: {}, headers: { "idempotency-key": "k-2" } });
+    expect(ownKey.sent).toHaveLength(2);
+
     // Without a key a second POST could make a second task: the 503 is the caller's to handle.
     const unkeyed = scripted(problem(503), Response.json(task, { status: 202 }));
     await expect(unkeyed.client.tasks.create({ title: "t", type: "testing" })).rejects.toMatchObject({ status: 503 });
