@@ -121,3 +121,28 @@ describe("EventClient against wrangler dev", () => {
     expect(errors.filter((error) => /invalid event/.test(error.message))).toEqual([]);
   }, 90_000);
 });
+
+describe("MgxClient against wrangler dev", () => {
+  it("submits a task, waits for its end, downloads its report and reads the usage it charged", async () => {
+    const owner = await createTestWorkspace(fetch, worker.baseUrl, { name: "sdk e2e" });
+    const api = new MgxClient({ baseUrl: worker.baseUrl, apiKey: owner.key });
+    const task = await api.tasks.create({ title: "From Node", type: "documentation" }, { idempotencyKey: "e2e-1" });
+    const ended = await api.tasks.wait(task.id, { intervalMs: 200, timeoutMs: 60_000 });
+    expect(ended).toMatchObject({ id: task.id, status: "completed" });
+    expect(ended.tokens.total).toBeGreaterThan(0);
+
+    const { data: files } = await api.tasks.artifacts(task.id);
+    const report = files.find((file) => file.path === "REPORT.md");
+    const content = await api.artifacts.content(report!.id);
+    expect(content.headers.get("ETag")).toBeTruthy();
+    expect(Buffer.byteLength(await content.text())).toBe(report!.size_bytes);
+
+    // Usage rows are written in batches, about half a second after the call.
+    let usage = await api.usage({ provider: "simulated" });
+    for (let i = 0; i < 50 && usage.totals.total_tokens < ended.tokens.total; i++) {
+      await new Promise((wake) => setTimeout(wake, 100));
+      usage = await api.usage({ provider: "simulated" });
+    }
+    expect(usage.totals.total_tokens).toBe(ended.tokens.total);
+  }, 90_000);
+});
