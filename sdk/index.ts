@@ -50,6 +50,7 @@ export {
   type TaskRun,
   type Usage,
   type UsageQuery,
+  type Whoami,
   type Workspace,
   type WorkspacePatch,
 } from "./rest.ts";

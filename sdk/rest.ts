@@ -5,6 +5,7 @@ import type { AuditLogSchema, AuditLogStatsSchema, AuditVerificationSchema } fro
 import type { BudgetStatusSchema } from "../src/routes/budgets.ts";
 import type { ProviderSchema } from "../src/routes/providers.ts";
 import type { UsageSchema } from "../src/routes/usage.ts";
+import type { WhoamiSchema } from "../src/routes/whoami.ts";
 import type {
   ArtifactSchema,
   DeadLetterSchema,
@@ -44,6 +45,8 @@ export type Budgets = z.infer<typeof BudgetsSchema>;
 export type BudgetStatus = z.infer<typeof BudgetStatusSchema>;
 export type Provider = z.infer<typeof ProviderSchema>;
 export type Workspace = z.infer<typeof WorkspaceSchema>;
+/** The calling credential: its kind, workspace, scopes and rate limits. */
+export type Whoami = z.infer<typeof WhoamiSchema>;
 /** What a workspace changes of itself: its name, its LLM routing (null: the deployment's default chain). */
 export interface WorkspacePatch {
   name?: string;
@@ -255,6 +258,11 @@ export class MgxClient {
 
   health(): Promise<{ status: "ok"; version: string; time: string }> {
     return this.request("GET", "/health");
+  }
+
+  /** The credential this client calls with, as the API sees it. */
+  whoami(): Promise<Whoami> {
+    return this.request("GET", "/api/v1/whoami");
   }
 
   ready(): Promise<{ status: "ready"; checks: Record<string, { ok: boolean; latency_ms: number; error?: string }> }> {

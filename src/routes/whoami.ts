@@ -7,6 +7,18 @@ import { LimitsSchema, ScopeSchema } from "../workspaces/schemas.ts";
 
 /** Who the credential is, from authentication alone: no storage read. */
 
+/** The calling credential (the client SDK's `Whoami` type too). */
+export const WhoamiSchema = z
+  .object({
+    kind: z.enum(["api_key", "user", "operator"]),
+    id: z.string(),
+    display: z.string(),
+    workspace_id: z.string().nullable(),
+    scopes: z.array(ScopeSchema),
+    limits: LimitsSchema.nullable(),
+  })
+  .openapi("Whoami");
+
 const whoamiRoute = createRoute({
   method: "get",
   path: "/api/v1/whoami",
@@ -20,16 +32,7 @@ const whoamiRoute = createRoute({
       description: "The caller.",
       content: {
         "application/json": {
-          schema: z
-            .object({
-              kind: z.enum(["api_key", "user", "operator"]),
-              id: z.string(),
-              display: z.string(),
-              workspace_id: z.string().nullable(),
-              scopes: z.array(ScopeSchema),
-              limits: LimitsSchema.nullable(),
-            })
-            .openapi("Whoami"),
+          schema: WhoamiSchema,
         },
       },
     },

@@ -144,6 +144,7 @@ describe("MgxClient: the workspace, its keys and its dead letters", () => {
       apiKey: created.key,
       fetch: (input, init) => fetcher(String(input), init),
     });
+    expect(await reader.whoami()).toMatchObject({ kind: "api_key", id: created.id, scopes: ["tasks:read"] });
     expect((await reader.workspace.get()).name).toBe((await client.workspace.get()).name);
     // Its scope is read-only.
     await expect(reader.tasks.create({ title: "Not allowed", type: "testing" })).rejects.toMatchObject({ status: 403 });
