@@ -127,6 +127,8 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   /** Stops the request, and the wait before a retry. */
   signal?: AbortSignal;
+  /** This request's own limit on retries, in place of the client's `maxRetries` (0: none). */
+  maxRetries?: number;
 }
 
 export interface Page<T> {
@@ -219,7 +221,7 @@ export class MgxClient {
       IDEMPOTENT_METHODS.has(method.toUpperCase()) ||
       Object.keys(headers).some((name) => name.toLowerCase() === "idempotency-key");
     for (let attempt = 0; ; attempt++) {
-      const canRetry = retryable && attempt < this.maxRetries;
+      const canRetry = retryable && attempt < (options.maxRetries ?? this.maxRetries);
       let response: Response;
       try {
         response = await this.fetchImpl(url, init);
@@ -265,8 +267,9 @@ export class MgxClient {
     return this.request("GET", "/api/v1/whoami");
   }
 
+  /** Whether every dependency answers; a 503 (the problem's `checks` name what failed) is thrown at once, not retried. */
   ready(): Promise<{ status: "ready"; checks: Record<string, { ok: boolean; latency_ms: number; error?: string }> }> {
-    return this.request("GET", "/ready");
+    return this.request("GET", "/ready", { maxRetries: 0 });
   }
 
   readonly events = {

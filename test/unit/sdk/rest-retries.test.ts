@@ -104,6 +104,17 @@ describe("MgxClient retries", () => {
     expect(never.sent).toHaveLength(1);
   });
 
+  it("takes a request's own maxRetries, and asks ready() once: its 503 is the answer", async () => {
+    const own = scripted(problem(503), Response.json(task));
+    await expect(own.client.request("GET", "/api/v1/tasks/task_1", { maxRetries: 0 })).rejects.toMatchObject({
+      status: 503,
+    });
+    expect(own.sent).toHaveLength(1);
+    const probe = scripted(problem(503), Response.json({ status: "ready", checks: {} }));
+    await expect(probe.client.ready()).rejects.toMatchObject({ status: 503 });
+    expect(probe.sent).toHaveLength(1);
+  });
+
   it("reads a Retry-After given as an HTTP date", async () => {
     // A whole second at least a second ahead: an HTTP date has no milliseconds.
     const soon = new Date(Math.ceil(Date.now() / 1_000) * 1_000 + 1_000).toUTCString();
