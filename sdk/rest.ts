@@ -1,6 +1,7 @@
 import type { z } from "zod";
 import type { AuditFilterSchema } from "../src/audit/filters.ts";
 import type { PublishedEvent } from "../src/events/catalog.ts";
+import { sleepMs } from "../src/lib/sleep.ts";
 import type { AuditLogSchema, AuditLogStatsSchema, AuditVerificationSchema } from "../src/routes/audit-logs.ts";
 import type { BudgetStatusSchema } from "../src/routes/budgets.ts";
 import type { ProviderSchema } from "../src/routes/providers.ts";
@@ -227,14 +228,14 @@ export class MgxClient {
         response = await this.fetchImpl(url, init);
       } catch (error) {
         if (!canRetry || options.signal?.aborted) throw error;
-        await sleep(backoffDelayMs(attempt, this.retryBackoff), options.signal);
+        await sleepMs(backoffDelayMs(attempt, this.retryBackoff), options.signal);
         continue;
       }
       if (response.ok) return response;
       const waitMs = canRetry ? this.retryWaitMs(response, attempt) : undefined;
       if (waitMs === undefined) throw await toError(response);
       await response.body?.cancel();
-      await sleep(waitMs, options.signal);
+      await sleepMs(waitMs, options.signal);
     }
   }
 
@@ -327,7 +328,7 @@ export class MgxClient {
         if (waitMs <= 0) {
           throw new DOMException(`task ${id} had not ended after ${options.timeoutMs ?? 600_000} ms`, "TimeoutError");
         }
-        await sleep(waitMs, options.signal);
+        await sleepMs(waitMs, options.signal);
       }
     },
 
@@ -417,21 +418,6 @@ function parseRetryAfterSeconds(header: string | null): number | null {
   if (/^\d+$/.test(header.trim())) return Number(header.trim());
   const atMs = Date.parse(header);
   return Number.isNaN(atMs) ? null : Math.max(0, Math.ceil((atMs - Date.now()) / 1_000));
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 async function toError(response: Response): Promise<MgxApiError> {

@@ -5,22 +5,7 @@ import type { RouterDeps } from "./router-deps.ts";
 import { modelName, type RouteTarget } from "./routing.ts";
 import { type CallContext, LlmError, type TokenUsage } from "./types.ts";
 
-/** Small pieces of a router attempt: its timer, the sleep between attempts, usage clean-up. */
-
-export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
+/** Small pieces of a router attempt: its timer, usage clean-up, and how a failed one is told. */
 
 export function hasAnyBudget(budgets: WorkspaceBudgets): boolean {
   return Object.values(budgets).some((value) => value !== null && value !== undefined);

@@ -1,6 +1,6 @@
 import type { WorkspaceBudgets } from "../db/schema.ts";
+import { sleepMs } from "../lib/sleep.ts";
 import type { BudgetLease, LeasedCharge } from "../limits/budget-types.ts";
-import { sleepMs } from "./attempt.ts";
 import { Coalescer } from "./coalesce.ts";
 import type { CallContext } from "./types.ts";
 

@@ -1,5 +1,6 @@
+import { sleepMs } from "../lib/sleep.ts";
 import { AttemptSpan } from "../observability/llm-spans.ts";
-import { AttemptClock, reportIfUnexpected, sleepMs, tellFailedAttempt } from "./attempt.ts";
+import { AttemptClock, reportIfUnexpected, tellFailedAttempt } from "./attempt.ts";
 import { coverUnfinished } from "./budget-room.ts";
 import { type CallPlanner, type PreparedCall, prepareCall } from "./call-plan.ts";
 import { CallCharger, CancelledInFlight, type UnfinishedAttempt } from "./charging.ts";
@@ -441,6 +442,7 @@ export class Router implements LlmRouter {
   }
 }
 
-export { AttemptClock, hasAnyBudget, sleepMs } from "./attempt.ts";
+export { sleepMs } from "../lib/sleep.ts";
+export { AttemptClock, hasAnyBudget } from "./attempt.ts";
 export type * from "./router-deps.ts";
 export { BudgetExhaustedError };

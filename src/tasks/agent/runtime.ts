@@ -1,6 +1,6 @@
 import { activeTraceId } from "../../events/index.ts";
 import type { Logger } from "../../lib/logger.ts";
-import { sleepMs } from "../../llm/attempt.ts";
+import { sleepMs } from "../../lib/sleep.ts";
 import { BudgetExhaustedError } from "../../llm/errors.ts";
 import { type ChargedCall, type ChatMessage, type ChatResult, LlmError, type LlmRouter } from "../../llm/types.ts";
 import type { TaskFiles } from "../artifacts.ts";
