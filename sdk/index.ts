@@ -29,6 +29,7 @@ export {
   type AuditVerification,
   type BudgetStatus,
   type Budgets,
+  type CallOptions,
   type CreatedApiKey,
   type DeadLetter,
   type DeadLetterListQuery,

@@ -132,6 +132,12 @@ export interface RequestOptions {
   maxRetries?: number;
 }
 
+/**
+ * What every typed method takes last: a signal that stops it (and its waits before retries), headers of its own,
+ * and its own limit on retries.
+ */
+export type CallOptions = Pick<RequestOptions, "headers" | "signal" | "maxRetries">;
+
 export interface Page<T> {
   data: T[];
   next_cursor: string | null;
@@ -250,64 +256,83 @@ export class MgxClient {
   }
 
   /** Every item of a list route, page by page (`next_cursor`), 100 a page unless `limit` says otherwise. */
-  async *pages<T>(path: string, query: Query & PageQuery = {}): AsyncGenerator<T> {
+  async *pages<T>(path: string, query: Query & PageQuery = {}, options?: CallOptions): AsyncGenerator<T> {
     let cursor: string | undefined;
     do {
-      const page: Page<T> = await this.request("GET", path, { query: { ...query, limit: query.limit ?? 100, cursor } });
+      const page: Page<T> = await this.request(
+        "GET",
+        path,
+        withCall(options, { query: { ...query, limit: query.limit ?? 100, cursor } }),
+      );
       yield* page.data;
       cursor = page.next_cursor ?? undefined;
     } while (cursor);
   }
 
-  health(): Promise<{ status: "ok"; version: string; time: string }> {
-    return this.request("GET", "/health");
+  health(options?: CallOptions): Promise<{ status: "ok"; version: string; time: string }> {
+    return this.request("GET", "/health", withCall(options));
   }
 
   /** The credential this client calls with, as the API sees it. */
-  whoami(): Promise<Whoami> {
-    return this.request("GET", "/api/v1/whoami");
+  whoami(options?: CallOptions): Promise<Whoami> {
+    return this.request("GET", "/api/v1/whoami", withCall(options));
   }
 
-  /** Whether every dependency answers; a 503 (the problem's `checks` name what failed) is thrown at once, not retried. */
-  ready(): Promise<{ status: "ready"; checks: Record<string, { ok: boolean; latency_ms: number; error?: string }> }> {
-    return this.request("GET", "/ready", { maxRetries: 0 });
+  /**
+   * Whether every dependency answers; a 503 (the problem's `checks` name what failed) is thrown at once, not retried
+   * unless `options.maxRetries` says so.
+   */
+  ready(
+    options?: CallOptions,
+  ): Promise<{ status: "ready"; checks: Record<string, { ok: boolean; latency_ms: number; error?: string }> }> {
+    return this.request("GET", "/ready", withCall({ maxRetries: 0, ...options }));
   }
 
   readonly events = {
     /** One page of history, in seq order. */
-    list: (query: EventListQuery = {}): Promise<Page<PublishedEvent>> =>
-      this.request("GET", "/api/v1/events", { query: { ...query } }),
+    list: (query: EventListQuery = {}, options?: CallOptions): Promise<Page<PublishedEvent>> =>
+      this.request("GET", "/api/v1/events", withCall(options, { query: { ...query } })),
 
     /** Every event after `after`, page by page. */
-    listAll: (query: Omit<EventListQuery, "cursor"> = {}): AsyncGenerator<PublishedEvent> =>
-      this.pages("/api/v1/events", { ...query }),
+    listAll: (query: Omit<EventListQuery, "cursor"> = {}, options?: CallOptions): AsyncGenerator<PublishedEvent> =>
+      this.pages("/api/v1/events", { ...query }, options),
 
     /** A single-use, 60-second ticket for the WebSocket (what a browser should use). */
-    createTicket: (): Promise<{ ticket: string; expires_at: string }> => this.request("POST", "/api/v1/events/tickets"),
+    createTicket: (options?: CallOptions): Promise<{ ticket: string; expires_at: string }> =>
+      this.request("POST", "/api/v1/events/tickets", withCall(options)),
 
     /** The event contract as JSON Schema. */
-    schema: (): Promise<Record<string, unknown>> => this.request("GET", "/api/v1/events/schema"),
+    schema: (options?: CallOptions): Promise<Record<string, unknown>> =>
+      this.request("GET", "/api/v1/events/schema", withCall(options)),
   };
 
   readonly tasks = {
     /**
      * Submits a task: `queued`, or `pending` behind the workspace's running tasks. With `idempotencyKey`, sending
-     * it again (a retry after a lost answer) gives back the first task rather than a second one.
+     * it again (a retry after a lost answer) gives back the first task rather than a second one, and the client
+     * itself retries it after a 429 or 5xx like a GET.
      */
-    create: (task: NewTask, options: { idempotencyKey?: string } = {}): Promise<Task> =>
-      this.request("POST", "/api/v1/tasks", {
-        body: task,
-        ...(options.idempotencyKey !== undefined ? { headers: { "Idempotency-Key": options.idempotencyKey } } : {}),
-      }),
+    create: (task: NewTask, options: CallOptions & { idempotencyKey?: string } = {}): Promise<Task> => {
+      const { idempotencyKey, ...call } = options;
+      return this.request(
+        "POST",
+        "/api/v1/tasks",
+        withCall(call, {
+          body: task,
+          ...(idempotencyKey !== undefined ? { headers: { "Idempotency-Key": idempotencyKey } } : {}),
+        }),
+      );
+    },
 
-    get: (id: string): Promise<Task> => this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}`),
+    get: (id: string, options?: CallOptions): Promise<Task> =>
+      this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}`, withCall(options)),
 
     /** One page, newest first. */
-    list: (query: TaskListQuery = {}): Promise<Page<Task>> =>
-      this.request("GET", "/api/v1/tasks", { query: { ...query } }),
+    list: (query: TaskListQuery = {}, options?: CallOptions): Promise<Page<Task>> =>
+      this.request("GET", "/api/v1/tasks", withCall(options, { query: { ...query } })),
 
-    listAll: (query: Omit<TaskListQuery, "cursor"> = {}): AsyncGenerator<Task> =>
-      this.pages("/api/v1/tasks", { ...query }),
+    listAll: (query: Omit<TaskListQuery, "cursor"> = {}, options?: CallOptions): AsyncGenerator<Task> =>
+      this.pages("/api/v1/tasks", { ...query }, options),
 
     /**
      * Reads the task every `intervalMs` (default 1 s) until it ends (completed, failed, cancelled or dead-lettered),
@@ -316,99 +341,134 @@ export class MgxClient {
      */
     wait: async (
       id: string,
-      options: { intervalMs?: number; timeoutMs?: number; signal?: AbortSignal } = {},
+      options: CallOptions & { intervalMs?: number; timeoutMs?: number } = {},
     ): Promise<Task> => {
-      const deadlineMs = Date.now() + (options.timeoutMs ?? 600_000);
+      const { intervalMs = 1_000, timeoutMs = 600_000, ...call } = options;
+      const deadlineMs = Date.now() + timeoutMs;
       for (;;) {
-        const task: Task = await this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}`, {
-          ...(options.signal ? { signal: options.signal } : {}),
-        });
+        const task: Task = await this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}`, withCall(call));
         if ((TERMINAL_STATUSES as readonly string[]).includes(task.status)) return task;
-        const waitMs = Math.min(options.intervalMs ?? 1_000, deadlineMs - Date.now());
-        if (waitMs <= 0) {
-          throw new DOMException(`task ${id} had not ended after ${options.timeoutMs ?? 600_000} ms`, "TimeoutError");
-        }
-        await sleepMs(waitMs, options.signal);
+        const waitMs = Math.min(intervalMs, deadlineMs - Date.now());
+        if (waitMs <= 0) throw new DOMException(`task ${id} had not ended after ${timeoutMs} ms`, "TimeoutError");
+        await sleepMs(waitMs, call.signal);
       }
     },
 
     /** Cancels at once a task not yet running; a running one stops within about a second (`cancel_requested_at`). */
-    cancel: (id: string): Promise<Task> => this.request("POST", `/api/v1/tasks/${encodeURIComponent(id)}/cancel`),
+    cancel: (id: string, options?: CallOptions): Promise<Task> =>
+      this.request("POST", `/api/v1/tasks/${encodeURIComponent(id)}/cancel`, withCall(options)),
 
     /** Its attempts: status, timings, tokens, cost, error. */
-    runs: (id: string, query: PageQuery = {}): Promise<Page<TaskRun>> =>
-      this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}/runs`, { query: { ...query } }),
+    runs: (id: string, query: PageQuery = {}, options?: CallOptions): Promise<Page<TaskRun>> =>
+      this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}/runs`, withCall(options, { query: { ...query } })),
 
     /** The files its agent wrote. */
-    artifacts: (id: string, query: PageQuery = {}): Promise<Page<Artifact>> =>
-      this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}/artifacts`, { query: { ...query } }),
+    artifacts: (id: string, query: PageQuery = {}, options?: CallOptions): Promise<Page<Artifact>> =>
+      this.request(
+        "GET",
+        `/api/v1/tasks/${encodeURIComponent(id)}/artifacts`,
+        withCall(options, { query: { ...query } }),
+      ),
   };
 
   readonly artifacts = {
-    /** The file, streamed: read its body (`text()`, `arrayBuffer()`, or as a stream); `Content-Type` is its type. */
-    content: (id: string): Promise<Response> =>
-      this.fetchResponse("GET", `/api/v1/artifacts/${encodeURIComponent(id)}/content`, { headers: { Accept: "*/*" } }),
+    /**
+     * The file, streamed: read its body (`text()`, `arrayBuffer()`, or as a stream); `Content-Type` is its type.
+     * A part of it: `headers: { Range: "bytes=0-1023" }` (a 206).
+     */
+    content: (id: string, options?: CallOptions): Promise<Response> =>
+      this.fetchResponse(
+        "GET",
+        `/api/v1/artifacts/${encodeURIComponent(id)}/content`,
+        withCall(options, { headers: { Accept: "*/*" } }),
+      ),
   };
 
   /** Tokens and cost by UTC day, provider and model, with totals. */
-  usage(query: UsageQuery = {}): Promise<Usage> {
-    return this.request("GET", "/api/v1/usage", { query: { ...query } });
+  usage(query: UsageQuery = {}, options?: CallOptions): Promise<Usage> {
+    return this.request("GET", "/api/v1/usage", withCall(options, { query: { ...query } }));
   }
 
   readonly budgets = {
     /** The budgets, what each period has used and holds, and whether calls are refused for it. */
-    get: (): Promise<BudgetStatus> => this.request("GET", "/api/v1/budgets"),
+    get: (options?: CallOptions): Promise<BudgetStatus> => this.request("GET", "/api/v1/budgets", withCall(options)),
     /** Replaces all four (null is none); needs the `admin` scope. */
-    set: (budgets: Budgets): Promise<BudgetStatus> => this.request("PUT", "/api/v1/budgets", { body: budgets }),
+    set: (budgets: Budgets, options?: CallOptions): Promise<BudgetStatus> =>
+      this.request("PUT", "/api/v1/budgets", withCall(options, { body: budgets })),
   };
 
   /** Every LLM provider, whether this deployment has it, and its models' circuit breakers and prices. */
-  providers(): AsyncGenerator<Provider> {
-    return this.pages("/api/v1/providers");
+  providers(options?: CallOptions): AsyncGenerator<Provider> {
+    return this.pages("/api/v1/providers", {}, options);
   }
 
   readonly workspace = {
     /** The caller's workspace: plan, limits, budgets, queue depth and LLM routing. */
-    get: (): Promise<Workspace> => this.request("GET", "/api/v1/workspace"),
+    get: (options?: CallOptions): Promise<Workspace> => this.request("GET", "/api/v1/workspace", withCall(options)),
     /** Its name or LLM routing; needs the `admin` scope. */
-    update: (patch: WorkspacePatch): Promise<Workspace> => this.request("PATCH", "/api/v1/workspace", { body: patch }),
+    update: (patch: WorkspacePatch, options?: CallOptions): Promise<Workspace> =>
+      this.request("PATCH", "/api/v1/workspace", withCall(options, { body: patch })),
   };
 
   readonly apiKeys = {
     /** A new key of the caller's workspace; its secret `key` is in this answer only. Needs the `admin` scope. */
-    create: (key: NewApiKey): Promise<CreatedApiKey> => this.request("POST", "/api/v1/api-keys", { body: key }),
-    list: (query: PageQuery = {}): Promise<Page<ApiKey>> =>
-      this.request("GET", "/api/v1/api-keys", { query: { ...query } }),
+    create: (key: NewApiKey, options?: CallOptions): Promise<CreatedApiKey> =>
+      this.request("POST", "/api/v1/api-keys", withCall(options, { body: key })),
+    list: (query: PageQuery = {}, options?: CallOptions): Promise<Page<ApiKey>> =>
+      this.request("GET", "/api/v1/api-keys", withCall(options, { query: { ...query } })),
     /** Revoked at once: its streams close, and its next request is refused. */
-    revoke: (id: string): Promise<ApiKey> => this.request("DELETE", `/api/v1/api-keys/${encodeURIComponent(id)}`),
+    revoke: (id: string, options?: CallOptions): Promise<ApiKey> =>
+      this.request("DELETE", `/api/v1/api-keys/${encodeURIComponent(id)}`, withCall(options)),
   };
 
   readonly auditLogs = {
     /** One page, newest first; needs `audit:read`. */
-    list: (query: AuditFilter & PageQuery = {}): Promise<Page<AuditLog>> =>
-      this.request("GET", "/api/v1/audit-logs", { query: { ...query } }),
-    listAll: (query: AuditFilter & { limit?: number } = {}): AsyncGenerator<AuditLog> =>
-      this.pages("/api/v1/audit-logs", { ...query }),
+    list: (query: AuditFilter & PageQuery = {}, options?: CallOptions): Promise<Page<AuditLog>> =>
+      this.request("GET", "/api/v1/audit-logs", withCall(options, { query: { ...query } })),
+    listAll: (query: AuditFilter & { limit?: number } = {}, options?: CallOptions): AsyncGenerator<AuditLog> =>
+      this.pages("/api/v1/audit-logs", { ...query }, options),
     /** Every matching entry, streamed: NDJSON (`json`, the default) or CSV; read the response's body. */
-    export: (query: AuditFilter & { format?: "json" | "csv" } = {}): Promise<Response> =>
-      this.fetchResponse("GET", "/api/v1/audit-logs/export", { query: { ...query }, headers: { Accept: "*/*" } }),
+    export: (query: AuditFilter & { format?: "json" | "csv" } = {}, options?: CallOptions): Promise<Response> =>
+      this.fetchResponse(
+        "GET",
+        "/api/v1/audit-logs/export",
+        withCall(options, { query: { ...query }, headers: { Accept: "*/*" } }),
+      ),
     /** Counts by action, actor and UTC day (default: the last 30 days). */
-    stats: (query: AuditFilter = {}): Promise<AuditLogStats> =>
-      this.request("GET", "/api/v1/audit-logs/stats", { query: { ...query } }),
+    stats: (query: AuditFilter = {}, options?: CallOptions): Promise<AuditLogStats> =>
+      this.request("GET", "/api/v1/audit-logs/stats", withCall(options, { query: { ...query } })),
     /**
      * Walks the hash chain; while `complete` is false, call again with `next` (`after_seq`, `after_hash`).
      */
-    verify: (query: { after_seq?: number; after_hash?: string; limit?: number } = {}): Promise<AuditVerification> =>
-      this.request("GET", "/api/v1/audit-logs/verify", { query: { ...query } }),
+    verify: (
+      query: { after_seq?: number; after_hash?: string; limit?: number } = {},
+      options?: CallOptions,
+    ): Promise<AuditVerification> =>
+      this.request("GET", "/api/v1/audit-logs/verify", withCall(options, { query: { ...query } })),
   };
 
   readonly deadLetters = {
     /** Tasks that exhausted their retries. */
-    list: (query: DeadLetterListQuery = {}): Promise<Page<DeadLetter>> =>
-      this.request("GET", "/api/v1/dead-letters", { query: { ...query } }),
+    list: (query: DeadLetterListQuery = {}, options?: CallOptions): Promise<Page<DeadLetter>> =>
+      this.request("GET", "/api/v1/dead-letters", withCall(options, { query: { ...query } })),
     /** Submits them again; what could not be replayed is in `skipped`, with why. */
-    replay: (replay: DeadLetterReplay): Promise<DeadLetterReplayResult> =>
-      this.request("POST", "/api/v1/dead-letters/replay", { body: replay }),
+    replay: (replay: DeadLetterReplay, options?: CallOptions): Promise<DeadLetterReplayResult> =>
+      this.request("POST", "/api/v1/dead-letters/replay", withCall(options, { body: replay })),
+  };
+}
+
+/**
+ * A typed method's request with the caller's options laid over it: their signal and retry limit, and their headers
+ * over the method's own (a `Range`, an `Accept`).
+ */
+function withCall(options: CallOptions | undefined, request: RequestOptions = {}): RequestOptions {
+  if (!options) return request;
+  const { headers, signal, maxRetries } = options;
+  return {
+    ...request,
+    ...(headers ? { headers: { ...request.headers, ...headers } } : {}),
+    ...(signal ? { signal } : {}),
+    ...(maxRetries !== undefined ? { maxRetries } : {}),
   };
 }
 

@@ -159,3 +159,51 @@ describe("MgxClient tasks.wait", () => {
     expect(sent.length).toBeLessThan(50);
   });
 });
+
+describe("MgxClient typed methods' own options", () => {
+  it("stop a typed method's retry wait with its signal", async () => {
+    const { client, sent } = scripted(problem(503, { "Retry-After": "30" }), Response.json({ data: [] }));
+    const controller = new AbortController();
+    const asked = client.tasks.list({ status: "queued" }, { signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    controller.abort(new DOMException("the caller left", "AbortError"));
+    await expect(asked).rejects.toMatchObject({ name: "AbortError" });
+    expect(sent).toHaveLength(1);
+    expect(sent[0].url).toBe("http://api.test/api/v1/tasks?status=queued");
+  });
+
+  it("send a typed method's own headers over its defaults, and take its own maxRetries", async () => {
+    const { client, sent } = scripted(
+      new Response("part", { status: 206, headers: { "Content-Range": "bytes 0-3/10" } }),
+      problem(503),
+      Response.json(task, { status: 202 }),
+    );
+    const part = await client.artifacts.content("art_1", { headers: { Range: "bytes=0-3" } });
+    expect(part.status).toBe(206);
+    expect(sent[0].headers).toMatchObject({ Range: "bytes=0-3", Accept: "*/*", Authorization: "Bearer mgx_test" });
+
+    // A keyed create with headers of its own: both sent, and its own maxRetries of 0 gives the 503 back at once.
+    await expect(
+      client.tasks.create(
+        { title: "t", type: "testing" },
+        { idempotencyKey: "k-3", headers: { "X-Client": "cli" }, maxRetries: 0 },
+      ),
+    ).rejects.toMatchObject({ status: 503 });
+    expect(sent).toHaveLength(2);
+    expect(sent[1].headers).toMatchObject({ "Idempotency-Key": "k-3", "X-Client": "cli" });
+  });
+
+  it("pass a list's options to every page it reads", async () => {
+    const { client, sent } = scripted(
+      Response.json({ data: [{ provider: "openai" }], next_cursor: "c2" }),
+      Response.json({ data: [{ provider: "anthropic" }], next_cursor: null }),
+    );
+    const names: string[] = [];
+    for await (const provider of client.providers({ headers: { "X-Client": "cli" } })) names.push(provider.provider);
+    expect(names).toEqual(["openai", "anthropic"]);
+    expect(sent.map((request) => [request.url, request.headers["X-Client"]])).toEqual([
+      ["http://api.test/api/v1/providers?limit=100", "cli"],
+      ["http://api.test/api/v1/providers?limit=100&cursor=c2", "cli"],
+    ]);
+  });
+});
