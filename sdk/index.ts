@@ -31,6 +31,7 @@ export {
   type Budgets,
   type CallOptions,
   type CreatedApiKey,
+  type CreatedWorkspace,
   type DeadLetter,
   type DeadLetterListQuery,
   type DeadLetterReplay,
@@ -41,6 +42,7 @@ export {
   type MgxClientOptions,
   type NewApiKey,
   type NewTask,
+  type NewWorkspace,
   type Page,
   type PageQuery,
   type Problem,
@@ -53,5 +55,6 @@ export {
   type UsageQuery,
   type Whoami,
   type Workspace,
+  type WorkspaceOperatorPatch,
   type WorkspacePatch,
 } from "./rest.ts";

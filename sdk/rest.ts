@@ -8,6 +8,11 @@ import type { ProviderSchema } from "../src/routes/providers.ts";
 import type { UsageSchema } from "../src/routes/usage.ts";
 import type { WhoamiSchema } from "../src/routes/whoami.ts";
 import type {
+  CreatedWorkspaceSchema,
+  NewWorkspaceSchema,
+  WorkspaceOperatorPatchSchema,
+} from "../src/routes/workspaces.ts";
+import type {
   ArtifactSchema,
   DeadLetterSchema,
   NewTaskSchema,
@@ -53,6 +58,12 @@ export interface WorkspacePatch {
   name?: string;
   llm?: z.input<typeof LlmRoutingSchema> | null;
 }
+/** What the operator creates a workspace with: its name, plan (default `free`), limits and first key. */
+export type NewWorkspace = z.input<typeof NewWorkspaceSchema>;
+/** A new workspace and its first key, whose secret `key` is in this answer only. */
+export type CreatedWorkspace = z.infer<typeof CreatedWorkspaceSchema>;
+/** What the operator changes of a workspace: name, plan (its limits reset to the plan's), limits. */
+export type WorkspaceOperatorPatch = z.input<typeof WorkspaceOperatorPatchSchema>;
 export type ApiKey = z.infer<typeof ApiKeySchema>;
 /** A new key: with its secret `key`, shown this once. */
 export type CreatedApiKey = z.infer<typeof CreatedApiKeySchema>;
@@ -408,6 +419,18 @@ export class MgxClient {
     /** Its name or LLM routing; needs the `admin` scope. */
     update: (patch: WorkspacePatch, options?: CallOptions): Promise<Workspace> =>
       this.request("PATCH", "/api/v1/workspace", withCall(options, { body: patch })),
+  };
+
+  /** The operator's routes: a client whose `apiKey` is the deployment's ADMIN_TOKEN. */
+  readonly workspaces = {
+    /** A workspace and its first API key (an admin key unless `api_key` says otherwise). */
+    create: (workspace: NewWorkspace, options?: CallOptions): Promise<CreatedWorkspace> =>
+      this.request("POST", "/api/v1/workspaces", withCall(options, { body: workspace })),
+    get: (id: string, options?: CallOptions): Promise<Workspace> =>
+      this.request("GET", `/api/v1/workspaces/${encodeURIComponent(id)}`, withCall(options)),
+    /** Its name, plan or limits; a new plan resets the limits to the plan's before `limits` apply. */
+    update: (id: string, patch: WorkspaceOperatorPatch, options?: CallOptions): Promise<Workspace> =>
+      this.request("PATCH", `/api/v1/workspaces/${encodeURIComponent(id)}`, withCall(options, { body: patch })),
   };
 
   readonly apiKeys = {

@@ -29,6 +29,29 @@ import {
 
 const WorkspaceIdParam = IdParamSchema("ws", "ws_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3");
 
+export const NewWorkspaceSchema = z
+  .object({
+    name: WorkspaceNameSchema,
+    plan: z.enum(PLANS).default("free"),
+    limits: LimitsPatchSchema.optional(),
+    api_key: NewApiKeySchema.optional().openapi({ description: "The first key; default: an admin key." }),
+  })
+  .strict()
+  .openapi("NewWorkspace");
+
+export const CreatedWorkspaceSchema = z
+  .object({ workspace: WorkspaceSchema, api_key: CreatedApiKeySchema })
+  .openapi("CreatedWorkspace");
+
+export const WorkspaceOperatorPatchSchema = z
+  .object({
+    name: WorkspaceNameSchema.optional(),
+    plan: z.enum(PLANS).optional(),
+    limits: LimitsPatchSchema.optional(),
+  })
+  .strict()
+  .openapi("WorkspaceOperatorPatch");
+
 const createWorkspaceRoute = createRoute({
   method: "post",
   path: "/api/v1/workspaces",
@@ -39,23 +62,10 @@ const createWorkspaceRoute = createRoute({
   "x-audit-action": "workspace.create",
   middleware: [requireOperator] as const,
   request: {
-    body: jsonBody(
-      z
-        .object({
-          name: WorkspaceNameSchema,
-          plan: z.enum(PLANS).default("free"),
-          limits: LimitsPatchSchema.optional(),
-          api_key: NewApiKeySchema.optional().openapi({ description: "The first key; default: an admin key." }),
-        })
-        .strict()
-        .openapi("NewWorkspace"),
-    ),
+    body: jsonBody(NewWorkspaceSchema),
   },
   responses: {
-    201: jsonResponse(
-      "Created.",
-      z.object({ workspace: WorkspaceSchema, api_key: CreatedApiKeySchema }).openapi("CreatedWorkspace"),
-    ),
+    201: jsonResponse("Created.", CreatedWorkspaceSchema),
     ...API_PROBLEMS,
     ...problemResponses("VALIDATION_FAILED"),
   },
@@ -88,16 +98,7 @@ const patchWorkspaceRoute = createRoute({
   middleware: [requireOperator] as const,
   request: {
     params: WorkspaceIdParam,
-    body: jsonBody(
-      z
-        .object({
-          name: WorkspaceNameSchema.optional(),
-          plan: z.enum(PLANS).optional(),
-          limits: LimitsPatchSchema.optional(),
-        })
-        .strict()
-        .openapi("WorkspaceOperatorPatch"),
-    ),
+    body: jsonBody(WorkspaceOperatorPatchSchema),
   },
   responses: {
     200: jsonResponse("The changed workspace.", WorkspaceSchema),

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { MgxApiError, MgxClient, type Task } from "../../sdk/index.ts";
-import { createTestWorkspace } from "../support/workspaces.ts";
+import { createTestWorkspace, TEST_ADMIN_TOKEN } from "../support/workspaces.ts";
 import { BASE, fetcher } from "../unit/tasks/fakes.ts";
 
 /** The SDK's typed REST methods against the API inside workerd: what a program using the client sees. */
@@ -133,6 +133,35 @@ describe("MgxClient: the workspace, its keys and its dead letters", () => {
       strategy: "fallback",
       chain: [{ provider: "simulated" }],
     });
+  });
+
+  it("lets the operator create a workspace, read it and change its plan; a workspace key may not", async () => {
+    const operator = new MgxClient({
+      baseUrl: BASE,
+      apiKey: TEST_ADMIN_TOKEN,
+      fetch: (input, init) => fetcher(String(input), init),
+    });
+    const created = await operator.workspaces.create({
+      name: "sdk operator",
+      limits: { max_running_tasks: 2 },
+      api_key: { name: "reader", scopes: ["tasks:read"] },
+    });
+    expect(created.workspace).toMatchObject({ name: "sdk operator", plan: "free", limits: { max_running_tasks: 2 } });
+    expect(created.api_key).toMatchObject({ name: "reader", scopes: ["tasks:read"] });
+
+    const ownClient = new MgxClient({
+      baseUrl: BASE,
+      apiKey: created.api_key.key,
+      fetch: (input, init) => fetcher(String(input), init),
+    });
+    expect(await ownClient.whoami()).toMatchObject({ workspace_id: created.workspace.id });
+
+    const changed = await operator.workspaces.update(created.workspace.id, { plan: "team", limits: { burst: 7 } });
+    expect(changed).toMatchObject({ id: created.workspace.id, plan: "team", limits: { burst: 7 } });
+    expect(changed.limits.max_running_tasks).not.toBe(2);
+    expect(await operator.workspaces.get(created.workspace.id)).toEqual(changed);
+
+    await expect(client.workspaces.get(created.workspace.id)).rejects.toMatchObject({ status: 403 });
   });
 
   it("creates a key that works, lists it, and revokes it", async () => {
