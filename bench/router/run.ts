@@ -33,7 +33,7 @@
  * printed against Portkey's figure (and block by block, sequentially). Under
  * wrangler dev that includes miniflare's outbound interceptor, a Worker of its
  * own that every outbound fetch passes through (it sets CF-Worker): about
- * 0.35 ms of the sequential (d3)−(d), measured by bypassing it (see README);
+ * 0.35 ms of the sequential (d3)−(d), measured by bypassing it (see docs/llm-router.md);
  * production has no such step.
  * Goal: our router adds no more p50 latency than Portkey adds. The last line
  * prints it as a ratio, ours over Portkey's, at 20 connections and sequentially.

@@ -1,5 +1,5 @@
 /**
- * Chaos soak of the LLM router under `wrangler dev`, judged by invariants (README, "LLM router"): two
+ * Chaos soak of the LLM router under `wrangler dev`, judged by invariants (docs/llm-router.md): two
  * fault-injecting fake upstreams (OpenAI and Anthropic, test/fakes) answer a seeded random mix of
  * successes, 429s with Retry-After, 5xx, hangs, resets, streams cut or stalled mid-answer and slow streams;
  * five workspaces with chains over both (budgeted tightly, roomily, or only while the calls run) send a
@@ -217,7 +217,7 @@ async function main(): Promise<void> {
         budgets: NO_BUDGETS,
         raise: { afterCalls: Math.floor(CALLS * 0.4), budgets: { ...NO_BUDGETS, daily_tokens: 1_000_000 } },
       },
-      // Raised while its calls run: steps it no longer reaches are armed again (README, budgets).
+      // Raised while its calls run: steps it no longer reaches are armed again (docs/llm-router.md, budgets).
       {
         name: "tight-tokens",
         chain: [OPENAI, ANTHROPIC],
