@@ -162,7 +162,8 @@ export class MgxClient {
         await sleepMs(backoffDelayMs(attempt, this.retryBackoff), options.signal);
         continue;
       }
-      if (response.ok) return response;
+      // A 304 answers the caller's own conditional request (`If-None-Match`): its copy is current, which is no error.
+      if (response.ok || response.status === 304) return response;
       const waitMs = canRetry ? this.retryWaitMs(response, attempt) : undefined;
       if (waitMs === undefined) throw await toError(response);
       await response.body?.cancel();
@@ -299,7 +300,8 @@ export class MgxClient {
   readonly artifacts = {
     /**
      * The file, streamed: read its body (`text()`, `arrayBuffer()`, or as a stream); `Content-Type` is its type.
-     * A part of it: `headers: { Range: "bytes=0-1023" }` (a 206).
+     * A part of it: `headers: { Range: "bytes=0-1023" }` (a 206). With `headers: { "If-None-Match": etag }`, the
+     * `ETag` of a copy the caller has, a 304 without a body says that copy is current.
      */
     content: (id: string, options?: CallOptions): Promise<Response> =>
       this.fetchResponse(

@@ -46,6 +46,12 @@ describe("MgxClient: tasks and artifacts", () => {
     expect(content.headers.get("Content-Type")).toContain("text/markdown");
     const text = await content.text();
     expect(new TextEncoder().encode(text).byteLength).toBe(report!.size_bytes);
+    // Asked with the ETag of the copy the caller has, the answer is that it is current: a 304, not an error.
+    const etag = content.headers.get("ETag");
+    expect(etag).toBe(`"${report!.sha256}"`);
+    const unchanged = await client.artifacts.content(report!.id, { headers: { "If-None-Match": etag! } });
+    expect(unchanged.status).toBe(304);
+    expect(unchanged.headers.get("ETag")).toBe(etag);
   });
 
   it("cancels a task, queued or already running", async () => {
