@@ -122,10 +122,14 @@ export class MgxClient {
     this.retryBackoff = { ...DEFAULT_RETRY_BACKOFF, ...options.retryBackoff };
   }
 
-  /** Any route: JSON in, JSON out, problems thrown as MgxApiError. */
+  /** Any route: JSON in, JSON out (undefined for a HEAD, a 204 or a 304), problems thrown as MgxApiError. */
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     const response = await this.fetchResponse(method, path, options);
-    if (response.status === 204) return undefined as T;
+    // These have no body to read (RFC 9110 §6.4.1): parsing one failed with "Unexpected end of JSON input".
+    if (method.toUpperCase() === "HEAD" || response.status === 204 || response.status === 304) {
+      await response.body?.cancel();
+      return undefined as T;
+    }
     return (await response.json()) as T;
   }
 

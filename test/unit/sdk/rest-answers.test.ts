@@ -33,4 +33,17 @@ describe("MgxClient answers", () => {
     expect(answer.headers.get("ETag")).toBe(etag);
     expect(sent[0].headers["If-None-Match"]).toBe(etag);
   });
+
+  it("answers undefined for an answer without a body (HEAD, 204, 304) to request(), rather than a SyntaxError", async () => {
+    const { client } = scripted(
+      new Response(null, { status: 200, headers: { "Content-Type": "text/csv" } }),
+      new Response(null, { status: 204 }),
+      new Response(null, { status: 304, headers: { ETag: '"v1"' } }),
+    );
+    await expect(client.request("HEAD", "/api/v1/audit-logs/export")).resolves.toBeUndefined();
+    await expect(client.request("DELETE", "/api/v1/things/1")).resolves.toBeUndefined();
+    await expect(
+      client.request("GET", "/api/v1/things/1", { headers: { "If-None-Match": '"v1"' } }),
+    ).resolves.toBeUndefined();
+  });
 });
