@@ -425,18 +425,24 @@ function parseRetryAfterSeconds(header: string | null): number | null {
 
 async function toError(response: Response): Promise<MgxApiError> {
   const retryAfterSeconds = parseRetryAfterSeconds(response.headers.get("Retry-After"));
-  let problem: Problem;
+  let body: unknown = null;
   try {
-    problem = (await response.json()) as Problem;
+    body = await response.json();
   } catch {
-    problem = {
-      type: "about:blank",
-      title: response.statusText,
-      status: response.status,
-      detail: `HTTP ${response.status}`,
-      code: "UNKNOWN",
-      request_id: response.headers.get("X-Request-Id") ?? "",
-    };
+    // Not JSON: a proxy's or load balancer's page.
   }
+  // Nor need JSON be a whole problem (a proxy's `{"error": …}`, a `null`): what it lacks comes from the answer itself,
+  // so `status` and the message are never undefined (a `null` body threw a TypeError in place of the error).
+  const given = body !== null && typeof body === "object" && !Array.isArray(body) ? (body as Partial<Problem>) : {};
+  const text = (value: unknown, fallback: string): string => (typeof value === "string" ? value : fallback);
+  const problem: Problem = {
+    ...given,
+    type: text(given.type, "about:blank"),
+    title: text(given.title, response.statusText),
+    status: response.status,
+    detail: text(given.detail, `HTTP ${response.status}`),
+    code: text(given.code, "UNKNOWN"),
+    request_id: text(given.request_id, response.headers.get("X-Request-Id") ?? ""),
+  };
   return new MgxApiError(problem, retryAfterSeconds);
 }

@@ -46,4 +46,35 @@ describe("MgxClient answers", () => {
       client.request("GET", "/api/v1/things/1", { headers: { "If-None-Match": '"v1"' } }),
     ).resolves.toBeUndefined();
   });
+
+  it("throws an MgxApiError with the answer's status, code and request id when the body is not a whole problem", async () => {
+    const { client } = scripted(
+      // A proxy's JSON, no problem at all.
+      Response.json({ error: "body too large" }, { status: 413, headers: { "X-Request-Id": "req_proxy" } }),
+      Response.json(null, { status: 400, headers: { "X-Request-Id": "req_null" } }),
+      // A problem without its code, detail and request id.
+      Response.json(
+        { type: "/problems/x", title: "Conflict", status: 409 },
+        { status: 409, headers: { "Content-Type": "application/problem+json", "X-Request-Id": "req_3" } },
+      ),
+      new Response("<html>Bad gateway</html>", { status: 502, headers: { "Content-Type": "text/html" } }),
+    );
+    const errors = [];
+    for (let i = 0; i < 4; i++) {
+      errors.push(await client.request("POST", "/api/v1/tasks", { body: {} }).catch((error: unknown) => error));
+    }
+    for (const error of errors) expect(error).toBeInstanceOf(MgxApiError);
+    expect(errors[0]).toMatchObject({
+      status: 413,
+      message: "413 UNKNOWN: HTTP 413",
+      problem: { status: 413, code: "UNKNOWN", request_id: "req_proxy", error: "body too large" },
+    });
+    expect(errors[1]).toMatchObject({ status: 400, problem: { status: 400, code: "UNKNOWN", request_id: "req_null" } });
+    expect(errors[2]).toMatchObject({
+      status: 409,
+      message: "409 UNKNOWN: HTTP 409",
+      problem: { type: "/problems/x", title: "Conflict", status: 409, code: "UNKNOWN", request_id: "req_3" },
+    });
+    expect(errors[3]).toMatchObject({ status: 502, problem: { status: 502, code: "UNKNOWN", detail: "HTTP 502" } });
+  });
 });
