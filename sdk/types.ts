@@ -101,6 +101,8 @@ export interface TaskListQuery extends PageQuery {
 }
 
 export interface DeadLetterListQuery extends PageQuery {
+  /** Only those replayed already (true), or only those not yet (false). */
+  replayed?: boolean;
   error_type?: string;
   task_id?: string;
 }

@@ -230,6 +230,12 @@ describe("MgxClient: the workspace, its keys and its dead letters", () => {
   it("lists dead letters and tells why an unknown one is not replayed", async () => {
     const letters = await client.deadLetters.list({ limit: 5 });
     expect(letters).toMatchObject({ data: [], next_cursor: null });
+    // The route's filters, `replayed` among them (sent as `true` or `false`).
+    for (const replayed of [true, false]) {
+      await expect(
+        client.deadLetters.list({ replayed, error_type: "timeout", task_id: "task_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }),
+      ).resolves.toMatchObject({ data: [], next_cursor: null });
+    }
     const replay = await client.deadLetters.replay({ ids: ["dlq_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3"] });
     expect(replay.replayed).toEqual([]);
     expect(replay.skipped).toMatchObject([{ dead_letter_id: "dlq_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3" }]);
