@@ -274,13 +274,29 @@ export class MgxClient {
       options: CallOptions & { intervalMs?: number; timeoutMs?: number } = {},
     ): Promise<Task> => {
       const { intervalMs = 1_000, timeoutMs = 600_000, ...call } = options;
-      const deadlineMs = Date.now() + timeoutMs;
-      for (;;) {
-        const task: Task = await this.request("GET", `/api/v1/tasks/${encodeURIComponent(id)}`, withCall(call));
-        if ((TERMINAL_STATUSES as readonly string[]).includes(task.status)) return task;
-        const waitMs = Math.min(intervalMs, deadlineMs - Date.now());
-        if (waitMs <= 0) throw new DOMException(`task ${id} had not ended after ${timeoutMs} ms`, "TimeoutError");
-        await sleepMs(waitMs, call.signal);
+      // The deadline stops a read too, and its waits before retries (a Retry-After of 30 s outlived a timeoutMs of
+      // 5 s), as the caller's signal does: both through this one.
+      const stop = new AbortController();
+      const timer = setTimeout(
+        () => stop.abort(new DOMException(`task ${id} had not ended after ${timeoutMs} ms`, "TimeoutError")),
+        timeoutMs,
+      );
+      const onAbort = () => stop.abort(call.signal?.reason);
+      if (call.signal?.aborted) onAbort();
+      call.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        for (;;) {
+          const task: Task = await this.request(
+            "GET",
+            `/api/v1/tasks/${encodeURIComponent(id)}`,
+            withCall({ ...call, signal: stop.signal }),
+          );
+          if ((TERMINAL_STATUSES as readonly string[]).includes(task.status)) return task;
+          await sleepMs(intervalMs, stop.signal);
+        }
+      } finally {
+        clearTimeout(timer);
+        call.signal?.removeEventListener("abort", onAbort);
       }
     },
 

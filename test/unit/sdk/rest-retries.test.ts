@@ -160,6 +160,42 @@ describe("MgxClient tasks.wait", () => {
   });
 });
 
+describe("MgxClient tasks.wait, bounded", () => {
+  it("reads again at once with intervalMs 0, rather than throwing a TimeoutError after the first read", async () => {
+    const { client, sent } = scripted(
+      Response.json({ ...task, status: "queued" }),
+      Response.json({ ...task, status: "completed" }),
+    );
+    await expect(client.tasks.wait("task_1", { intervalMs: 0, timeoutMs: 5_000 })).resolves.toMatchObject({
+      status: "completed",
+    });
+    expect(sent).toHaveLength(2);
+  });
+
+  it("throws its TimeoutError at timeoutMs even while a read waits out a Retry-After", async () => {
+    const { client, sent } = scripted(
+      problem(503, { "Retry-After": "10" }),
+      Response.json({ ...task, status: "running" }),
+    );
+    const startedMs = Date.now();
+    await expect(client.tasks.wait("task_1", { intervalMs: 10, timeoutMs: 100 })).rejects.toMatchObject({
+      name: "TimeoutError",
+      message: "task task_1 had not ended after 100 ms",
+    });
+    expect(Date.now() - startedMs).toBeLessThan(2_000);
+    expect(sent).toHaveLength(1);
+  });
+
+  it("still stops at once when the caller's signal aborts, with the caller's reason", async () => {
+    const { client } = scripted(...Array.from({ length: 10 }, () => Response.json({ ...task, status: "running" })));
+    const controller = new AbortController();
+    const waited = client.tasks.wait("task_1", { intervalMs: 1_000, signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    controller.abort(new DOMException("the caller left", "AbortError"));
+    await expect(waited).rejects.toMatchObject({ name: "AbortError", message: "the caller left" });
+  });
+});
+
 describe("MgxClient typed methods' own options", () => {
   it("stop a typed method's retry wait with its signal", async () => {
     const { client, sent } = scripted(problem(503, { "Retry-After": "30" }), Response.json({ data: [] }));
