@@ -215,7 +215,8 @@ export class MgxClient {
   ready(
     options?: CallOptions,
   ): Promise<{ status: "ready"; checks: Record<string, { ok: boolean; latency_ms: number; error?: string }> }> {
-    return this.request("GET", "/ready", withCall({ maxRetries: 0, ...options }));
+    // Not `{ maxRetries: 0, ...options }`: options whose maxRetries is there but undefined undid the 0.
+    return this.request("GET", "/ready", withCall({ ...options, maxRetries: options?.maxRetries ?? 0 }));
   }
 
   readonly events = {

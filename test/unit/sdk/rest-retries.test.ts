@@ -113,6 +113,10 @@ describe("MgxClient retries", () => {
     const probe = scripted(problem(503), Response.json({ status: "ready", checks: {} }));
     await expect(probe.client.ready()).rejects.toMatchObject({ status: 503 });
     expect(probe.sent).toHaveLength(1);
+    // Options that leave maxRetries undefined (`{ signal, maxRetries: flags.retries }`) leave it at none as well.
+    const passed = scripted(problem(503), Response.json({ status: "ready", checks: {} }));
+    await expect(passed.client.ready({ maxRetries: undefined })).rejects.toMatchObject({ status: 503 });
+    expect(passed.sent).toHaveLength(1);
   });
 
   it("reads a Retry-After given as an HTTP date", async () => {
