@@ -185,9 +185,12 @@ export class MgxClient {
     return waitMs <= this.maxRetryWaitMs ? waitMs : undefined;
   }
 
-  /** Every item of a list route, page by page (`next_cursor`), 100 a page unless `limit` says otherwise. */
+  /**
+   * Every item of a list route, page by page (`next_cursor`), 100 a page unless `limit` says otherwise; from
+   * `cursor` when given, so that a walk stopped part-way resumes where it stopped.
+   */
   async *pages<T>(path: string, query: Query & PageQuery = {}, options?: CallOptions): AsyncGenerator<T> {
-    let cursor: string | undefined;
+    let cursor = query.cursor;
     do {
       const page: Page<T> = await this.request(
         "GET",

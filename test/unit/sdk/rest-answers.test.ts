@@ -77,4 +77,23 @@ describe("MgxClient answers", () => {
     });
     expect(errors[3]).toMatchObject({ status: 502, problem: { status: 502, code: "UNKNOWN", detail: "HTTP 502" } });
   });
+
+  it("pages() goes on from the cursor it is given, with the filters on every page, and stops at next_cursor null", async () => {
+    const { client, sent } = scripted(
+      Response.json({ data: [{ id: "task_3" }], next_cursor: "c3" }),
+      Response.json({ data: [{ id: "task_4" }], next_cursor: null }),
+    );
+    const ids: string[] = [];
+    for await (const item of client.pages<{ id: string }>("/api/v1/tasks", {
+      status: "queued",
+      cursor: "c2",
+      limit: 1,
+    }))
+      ids.push(item.id);
+    expect(ids).toEqual(["task_3", "task_4"]);
+    expect(sent.map((request) => request.url)).toEqual([
+      "http://api.test/api/v1/tasks?status=queued&cursor=c2&limit=1",
+      "http://api.test/api/v1/tasks?status=queued&cursor=c3&limit=1",
+    ]);
+  });
 });
