@@ -83,6 +83,8 @@ const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
 /** Answers worth a retry: limited, or a gateway or the service briefly unavailable. */
 const RETRYABLE_STATUSES = new Set([429, 502, 503, 504]);
 const DEFAULT_RETRY_BACKOFF: BackoffOptions = { baseDelayMs: 500, maxDelayMs: 8_000 };
+/** The longest delay setTimeout keeps (a signed 32-bit count of milliseconds, about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 export type Query = Record<string, string | number | boolean | readonly string[] | undefined>;
 
@@ -281,10 +283,14 @@ export class MgxClient {
       // The deadline stops a read too, and its waits before retries (a Retry-After of 30 s outlived a timeoutMs of
       // 5 s), as the caller's signal does: both through this one.
       const stop = new AbortController();
-      const timer = setTimeout(
-        () => stop.abort(new DOMException(`task ${id} had not ended after ${timeoutMs} ms`, "TimeoutError")),
-        timeoutMs,
-      );
+      // A timer longer than 2^31 − 1 ms fires at once (Node, browsers): Infinity, or anything that long, waits on.
+      const timer =
+        timeoutMs <= MAX_TIMER_MS
+          ? setTimeout(
+              () => stop.abort(new DOMException(`task ${id} had not ended after ${timeoutMs} ms`, "TimeoutError")),
+              timeoutMs,
+            )
+          : undefined;
       const onAbort = () => stop.abort(call.signal?.reason);
       if (call.signal?.aborted) onAbort();
       call.signal?.addEventListener("abort", onAbort, { once: true });
