@@ -145,9 +145,14 @@ export class MgxClient {
       if (value === undefined) continue;
       url.searchParams.set(name, Array.isArray(value) ? value.join(",") : String(value));
     }
-    const headers: Record<string, string> = { Accept: "application/json", ...this.headers, ...options.headers };
-    if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
-    if (options.body !== undefined) headers["Content-Type"] = "application/json";
+    // The request's own headers last: a call may send another credential, or ask for another type.
+    const headers = mergeHeaders(
+      { Accept: "application/json" },
+      this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : undefined,
+      options.body !== undefined ? { "Content-Type": "application/json" } : undefined,
+      this.headers,
+      options.headers,
+    );
     const init = {
       method,
       headers,
@@ -435,10 +440,29 @@ function withCall(options: CallOptions | undefined, request: RequestOptions = {}
   const { headers, signal, maxRetries } = options;
   return {
     ...request,
-    ...(headers ? { headers: { ...request.headers, ...headers } } : {}),
+    ...(headers ? { headers: mergeHeaders(request.headers, headers) } : {}),
     ...(signal ? { signal } : {}),
     ...(maxRetries !== undefined ? { maxRetries } : {}),
   };
+}
+
+/**
+ * Header layers merged as HTTP reads them, names ignoring case: a later layer's value replaces an earlier one's
+ * (`authorization` over `Authorization`). Merged as plain keys, both were sent and fetch joined them into one
+ * value, `Bearer a, Bearer b`, which the API refuses.
+ */
+function mergeHeaders(...layers: (Record<string, string> | undefined)[]): Record<string, string> {
+  const merged: Record<string, string> = {};
+  const spellings = new Map<string, string>();
+  for (const layer of layers) {
+    for (const [name, value] of Object.entries(layer ?? {})) {
+      const earlier = spellings.get(name.toLowerCase());
+      if (earlier !== undefined) delete merged[earlier];
+      spellings.set(name.toLowerCase(), name);
+      merged[name] = value;
+    }
+  }
+  return merged;
 }
 
 /** `Retry-After` in seconds: as a number of seconds, or as an HTTP date (RFC 9110 §10.2.3). */

@@ -233,6 +233,20 @@ describe("MgxClient typed methods' own options", () => {
     expect(sent[1].headers).toMatchObject({ "Idempotency-Key": "k-3", "X-Client": "cli" });
   });
 
+  it("replace a header of the client's or the method's whatever its letter case, rather than send both", async () => {
+    const { client, sent } = scripted(
+      Response.json(task),
+      new Response("x", { headers: { "Content-Type": "text/x" } }),
+    );
+    await client.tasks.get("task_1", { headers: { authorization: "Bearer mgx_other" } });
+    await client.artifacts.content("art_1", { headers: { accept: "text/plain" } });
+    const named = (headers: Record<string, string>, name: string) =>
+      Object.entries(headers).filter(([key]) => key.toLowerCase() === name);
+    expect(named(sent[0].headers, "authorization")).toEqual([["authorization", "Bearer mgx_other"]]);
+    expect(named(sent[1].headers, "accept")).toEqual([["accept", "text/plain"]]);
+    expect(named(sent[1].headers, "authorization")).toEqual([["Authorization", "Bearer mgx_test"]]);
+  });
+
   it("pass a list's options to every page it reads", async () => {
     const { client, sent } = scripted(
       Response.json({ data: [{ provider: "openai" }], next_cursor: "c2" }),
