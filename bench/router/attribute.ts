@@ -16,10 +16,19 @@
  * I/O, GC). Prints each process's CPU per request and the functions whose
  * share differs most between (b) and (d3).
  *
+ * Read the figures as shares, not as what a request costs unprofiled:
+ * sampling call graphs 4,000 times a second costs the sampled processes CPU of
+ * its own, which /proc counts too (each case's line gives both, and they
+ * agree). On 2026-11-28 the Worker's (b) − (d3) read 0.94–1.10 ms here, and
+ * 0.54 ms from /proc in a run without perf, where the dev proxy cost (b) and
+ * (d3) the same (2.05 ms per request); here the proxy read 0.17–0.61 ms
+ * dearer for (b), perf's own cost growing with the time (b) holds it.
+ *
  * Needs `perf` (Debian: linux-perf) and root or perf_event_paranoid ≤ 1.
  * Not part of CI. Line numbers refer to the bundle wrangler dev built,
  * copied to ATTRIBUTE_BUNDLE (default /tmp/mgx-attribute-bundle.js).
- *   node bench/router/attribute.ts        (ATTRIBUTE_REQUESTS, default 4000)
+ *   node bench/router/attribute.ts        (ATTRIBUTE_REQUESTS, default 4000, in
+ *                                          ATTRIBUTE_STRETCHES alternating stretches, default 4)
  */
 
 import { execFileSync, spawn } from "node:child_process";
@@ -29,9 +38,17 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { startFakeOpenAi } from "../../test/fakes/openai.ts";
+import { cpuSpent, groupCpu } from "../lib/process-cpu.ts";
 import { type Case, checkCases, send, startRouterWorker, workerCases } from "./setup.ts";
 
 const REQUESTS = Number(process.env.ATTRIBUTE_REQUESTS ?? 4_000);
+/**
+ * Each case's requests run in this many stretches, the two cases alternating (b, d3, d3, b, b, …), and their
+ * figures are averaged: this VM's speed drifts by tens of percent within minutes, and one stretch per case put
+ * all of that drift between the two (the dev proxy's own functions, the same work for both cases, read 15–40%
+ * dearer in the (b) stretch).
+ */
+const STRETCHES = Number(process.env.ATTRIBUTE_STRETCHES ?? 4);
 const WARMUP_REQUESTS = 1_500;
 const SAMPLES_PER_SECOND = 4_000;
 const SAMPLE_MS = 1_000 / SAMPLES_PER_SECOND;
@@ -89,11 +106,20 @@ async function attribute(perfData: string, requests: number): Promise<Attributio
   return byProcess;
 }
 
+/** A stretch's figures: perf's, by function, and the kernel's own account of each process's CPU (/proc). */
+interface Profiled {
+  p50Ms: number;
+  cpu: Attribution;
+  kernelMsPerRequest: Map<number, number>;
+}
+
 async function profile(
   testCase: Case,
   pids: number[],
+  processGroup: number,
   directory: string,
-): Promise<{ p50Ms: number; cpu: Attribution }> {
+  requests: number,
+): Promise<Profiled> {
   const output = join(directory, "perf.data");
   const recorder = spawn(
     "perf",
@@ -104,7 +130,11 @@ async function profile(
   let stoppedEarly = false;
   void exited.then(() => (stoppedEarly = true));
   await new Promise((wake) => setTimeout(wake, 500));
-  const p50Ms = await sequentialP50(testCase, REQUESTS);
+  const before = groupCpu([processGroup]);
+  const p50Ms = await sequentialP50(testCase, requests);
+  const kernelMsPerRequest = new Map(
+    [...cpuSpent(before, groupCpu([processGroup]))].map(([pid, spent]) => [pid, spent.cpuMs / requests]),
+  );
   // perf record ends at once when a process it is given is gone (wrangler dev restarts the Worker's workerd
   // when a source file changes): waiting for an exit that had already happened hung the run.
   if (stoppedEarly) {
@@ -112,7 +142,24 @@ async function profile(
   }
   recorder.kill("SIGINT");
   await exited;
-  return { p50Ms, cpu: await attribute(output, REQUESTS) };
+  return { p50Ms, cpu: await attribute(output, requests), kernelMsPerRequest };
+}
+
+/** The mean of equal stretches: each function's CPU per request, each process's, and the p50. */
+function averaged(runs: Profiled[]): Profiled {
+  const cpu: Attribution = new Map();
+  const kernelMsPerRequest = new Map<number, number>();
+  for (const run of runs) {
+    for (const [pid, functions] of run.cpu) {
+      const sums = cpu.get(pid) ?? new Map<string, number>();
+      for (const [name, ms] of functions) sums.set(name, (sums.get(name) ?? 0) + ms / runs.length);
+      cpu.set(pid, sums);
+    }
+    for (const [pid, ms] of run.kernelMsPerRequest) {
+      kernelMsPerRequest.set(pid, (kernelMsPerRequest.get(pid) ?? 0) + ms / runs.length);
+    }
+  }
+  return { p50Ms: runs.reduce((sum, run) => sum + run.p50Ms, 0) / runs.length, cpu, kernelMsPerRequest };
 }
 
 const total = (functions: Map<string, number> | undefined) =>
@@ -155,17 +202,29 @@ async function main(): Promise<void> {
       .split("\n")
       .map(Number);
     for (const testCase of [routed, hop]) await sequentialP50(testCase, WARMUP_REQUESTS);
-    const ours = await profile(routed, pids, directory);
-    const theirs = await profile(hop, pids, directory);
+    const stretches = new Map<Case, Profiled[]>([
+      [routed, []],
+      [hop, []],
+    ]);
+    for (let stretch = 0; stretch < STRETCHES; stretch++) {
+      for (const testCase of stretch % 2 === 0 ? [routed, hop] : [hop, routed]) {
+        const requests = Math.ceil(REQUESTS / STRETCHES);
+        stretches.get(testCase)?.push(await profile(testCase, pids, worker.processGroup, directory, requests));
+      }
+    }
+    const [ours, theirs] = [averaged(stretches.get(routed) ?? []), averaged(stretches.get(hop) ?? [])];
     const workerPid = workerProcess(ours.cpu);
     const proxyPid = pids.find((pid) => pid !== workerPid && ours.cpu.has(pid));
-    console.log(`${REQUESTS} sequential requests each; bundle copied to ${BUNDLE_COPY}`);
+    console.log(
+      `${REQUESTS} sequential requests each, in ${STRETCHES} alternating stretches; bundle copied to ${BUNDLE_COPY}`,
+    );
     for (const [label, run] of [
       [routed.name, ours],
       [hop.name, theirs],
     ] as const) {
+      const kernel = (pid: number | undefined) => (pid === undefined ? 0 : (run.kernelMsPerRequest.get(pid) ?? 0));
       console.log(
-        `${label}: p50 ${run.p50Ms.toFixed(2)} ms; CPU per request: the Worker's workerd ${total(run.cpu.get(workerPid)).toFixed(3)} ms, the dev proxy's ${total(proxyPid === undefined ? undefined : run.cpu.get(proxyPid)).toFixed(3)} ms`,
+        `${label}: p50 ${run.p50Ms.toFixed(2)} ms; CPU per request: the Worker's workerd ${total(run.cpu.get(workerPid)).toFixed(3)} ms, the dev proxy's ${total(proxyPid === undefined ? undefined : run.cpu.get(proxyPid)).toFixed(3)} ms (by /proc: ${kernel(workerPid).toFixed(3)} and ${kernel(proxyPid).toFixed(3)} ms)`,
       );
     }
     // The dev proxy too: it relays every request and answer, so what (b) sends through it costs there as well.
