@@ -1,28 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { MgxApiError, MgxClient } from "../../../sdk/index.ts";
+import { MgxApiError } from "../../../sdk/index.ts";
+import { scripted } from "./scripted-fetch.ts";
 
 /** What MgxClient makes of the answers it gets: bodies, empty ones, and problems, against a scripted fetch. */
-
-function scripted(...answers: Response[]) {
-  const sent: { method: string; url: string; headers: Record<string, string> }[] = [];
-  const fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
-    sent.push({
-      method: init?.method ?? "GET",
-      url: String(input),
-      headers: { ...(init?.headers as Record<string, string>) },
-    });
-    const answer = answers.shift();
-    if (!answer) throw new Error("no answer scripted for this request");
-    return answer;
-  };
-  const client = new MgxClient({
-    baseUrl: "http://api.test",
-    apiKey: "mgx_test",
-    fetch: fetch as typeof globalThis.fetch,
-    retryBackoff: { baseDelayMs: 1, maxDelayMs: 2 },
-  });
-  return { client, sent };
-}
 
 describe("MgxClient answers", () => {
   it("answers an artifact's 304 (the caller's copy is current) as the response, not as an error", async () => {

@@ -1,37 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { MgxApiError, MgxClient } from "../../../sdk/index.ts";
+import { scripted } from "./scripted-fetch.ts";
 
 /** When MgxClient asks again, and when it must not: against a scripted fetch that records what it was sent. */
-
-interface Sent {
-  method: string;
-  url: string;
-  headers: Record<string, string>;
-  body: string | null;
-}
-
-function scripted(...answers: (Response | Error)[]) {
-  const sent: Sent[] = [];
-  const fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
-    sent.push({
-      method: init?.method ?? "GET",
-      url: String(input),
-      headers: { ...(init?.headers as Record<string, string>) },
-      body: (init?.body as string | undefined) ?? null,
-    });
-    const answer = answers.shift();
-    if (!answer) throw new Error("no answer scripted for this request");
-    if (answer instanceof Error) throw answer;
-    return answer;
-  };
-  const client = new MgxClient({
-    baseUrl: "http://api.test",
-    apiKey: "mgx_test",
-    fetch: fetch as typeof globalThis.fetch,
-    retryBackoff: { baseDelayMs: 1, maxDelayMs: 2 },
-  });
-  return { client, sent, fetch: fetch as typeof globalThis.fetch };
-}
 
 function problem(status: number, headers: Record<string, string> = {}): Response {
   return Response.json(
