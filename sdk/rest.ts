@@ -140,6 +140,7 @@ export class MgxClient {
    * thrown as MgxApiError.
    */
   async fetchResponse(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    if (hasBlankOrDotSegment(path)) throw new TypeError(`an empty, "." or ".." segment in ${path}: is an id empty?`);
     const url = new URL(`${this.baseUrl}${path}`);
     for (const [name, value] of Object.entries(options.query ?? {})) {
       if (value === undefined) continue;
@@ -429,6 +430,15 @@ export class MgxClient {
     replay: (replay: DeadLetterReplay, options?: CallOptions): Promise<DeadLetterReplayResult> =>
       this.request("POST", "/api/v1/dead-letters/replay", withCall(options, { body: replay })),
   };
+}
+
+/**
+ * What an id that is empty, "." or ".." makes of a route's path. The URL would drop or resolve that segment
+ * (`tasks.get("..")` asked GET /api/v1/), so such a request is refused before it is sent.
+ */
+function hasBlankOrDotSegment(path: string): boolean {
+  const segments = path.split("?")[0].split("/").slice(1);
+  return segments.some((segment) => segment === "" || segment === "." || segment === "..");
 }
 
 /**

@@ -76,4 +76,15 @@ describe("MgxClient answers", () => {
       "http://api.test/api/v1/tasks?status=queued&cursor=c3&limit=1",
     ]);
   });
+
+  it("refuses an empty, '.' or '..' id before asking, which the URL would resolve to another path", async () => {
+    const { client, sent } = scripted(Response.json({}));
+    for (const id of ["", ".", ".."]) {
+      await expect(client.tasks.get(id)).rejects.toThrow(TypeError);
+      await expect(client.apiKeys.revoke(id)).rejects.toThrow("is an id empty?");
+    }
+    expect(sent).toHaveLength(0);
+    await client.tasks.get("...");
+    expect(sent.map((request) => request.url)).toEqual(["http://api.test/api/v1/tasks/..."]);
+  });
 });
