@@ -44,9 +44,8 @@ import { type Case, checkCases, send, startRouterWorker, workerCases } from "./s
 const REQUESTS = Number(process.env.ATTRIBUTE_REQUESTS ?? 4_000);
 /**
  * Each case's requests run in this many stretches, the two cases alternating (b, d3, d3, b, b, …), and their
- * figures are averaged: this VM's speed drifts by tens of percent within minutes, and one stretch per case put
- * all of that drift between the two (the dev proxy's own functions, the same work for both cases, read 15–40%
- * dearer in the (b) stretch).
+ * figures are averaged: this VM's speed drifts by tens of percent within minutes, and with one stretch per case
+ * all of that drift fell between the two.
  */
 const STRETCHES = Number(process.env.ATTRIBUTE_STRETCHES ?? 4);
 const WARMUP_REQUESTS = 1_500;
