@@ -442,7 +442,6 @@ export class Router implements LlmRouter {
   }
 }
 
-export { sleepMs } from "../lib/sleep.ts";
 export { AttemptClock, hasAnyBudget } from "./attempt.ts";
 export type * from "./router-deps.ts";
 export { BudgetExhaustedError };
