@@ -143,7 +143,8 @@ export class MgxClient {
     if (hasBlankOrDotSegment(path)) throw new TypeError(`an empty, "." or ".." segment in ${path}: is an id empty?`);
     const url = new URL(`${this.baseUrl}${path}`);
     for (const [name, value] of Object.entries(options.query ?? {})) {
-      if (value === undefined) continue;
+      // An empty list filters nothing, as the API reads `types=`: left out rather than sent blank.
+      if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
       url.searchParams.set(name, Array.isArray(value) ? value.join(",") : String(value));
     }
     // The request's own headers last: a call may send another credential, or ask for another type.
@@ -170,7 +171,7 @@ export class MgxClient {
       try {
         response = await this.fetchImpl(url, init);
       } catch (error) {
-        if (!canRetry || options.signal?.aborted) throw error;
+        if (!canRetry || options.signal?.aborted || isProgrammingError(error)) throw error;
         await sleepMs(backoffDelayMs(attempt, this.retryBackoff), options.signal);
         continue;
       }
@@ -439,6 +440,20 @@ export class MgxClient {
 function hasBlankOrDotSegment(path: string): boolean {
   const segments = path.split("?")[0].split("/").slice(1);
   return segments.some((segment) => segment === "" || segment === "." || segment === "..");
+}
+
+/**
+ * An exception of a custom `fetch` that no failed connection throws (fetch's own are TypeErrors, or workerd's
+ * Error "Network connection lost"): a bug in that fetch, the same on every try, so it is thrown at once.
+ */
+function isProgrammingError(error: unknown): boolean {
+  return (
+    error instanceof ReferenceError ||
+    error instanceof SyntaxError ||
+    error instanceof RangeError ||
+    error instanceof EvalError ||
+    error instanceof URIError
+  );
 }
 
 /**

@@ -77,6 +77,17 @@ describe("MgxClient answers", () => {
     ]);
   });
 
+  it("sends a list filter as comma-separated values, and an empty one not at all", async () => {
+    const page = () => Response.json({ data: [], next_cursor: null });
+    const { client, sent } = scripted(page(), page());
+    await client.events.list({ types: ["task.*", "llm.provider.error"] });
+    await client.events.list({ types: [], after: "5" });
+    expect(sent.map((request) => request.url)).toEqual([
+      "http://api.test/api/v1/events?types=task.*%2Cllm.provider.error",
+      "http://api.test/api/v1/events?after=5",
+    ]);
+  });
+
   it("refuses an empty, '.' or '..' id before asking, which the URL would resolve to another path", async () => {
     const { client, sent } = scripted(Response.json({}));
     for (const id of ["", ".", ".."]) {

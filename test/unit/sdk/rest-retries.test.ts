@@ -24,6 +24,17 @@ describe("MgxClient retries", () => {
     const { client, sent } = scripted(new TypeError("fetch failed"), Response.json(task));
     await expect(client.tasks.get("task_1")).resolves.toMatchObject({ id: "task_1" });
     expect(sent).toHaveLength(2);
+
+    // workerd's own words for a connection that broke.
+    const lost = scripted(new Error("Network connection lost."), Response.json(task));
+    await expect(lost.client.tasks.get("task_1")).resolves.toMatchObject({ id: "task_1" });
+    expect(lost.sent).toHaveLength(2);
+  });
+
+  it("does not ask again when a custom fetch throws what no connection does (a bug in it, the same every time)", async () => {
+    const { client, sent } = scripted(new ReferenceError("signer is not defined"), Response.json(task));
+    await expect(client.tasks.get("task_1")).rejects.toThrow(ReferenceError);
+    expect(sent).toHaveLength(1);
   });
 
   it("sends a task again only under its Idempotency-Key, with the same key and body", async () => {
