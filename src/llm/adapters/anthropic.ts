@@ -7,6 +7,7 @@ import {
   type ProviderAdapter,
   ProviderError,
   type StreamEvent,
+  wholeAnswerAsStream,
 } from "../provider.ts";
 import { retryAfterMs } from "../retry.ts";
 import { readSse } from "../sse.ts";
@@ -96,6 +97,26 @@ function usageOf(usage: AnthropicUsage): TokenUsage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
+const USAGE_COUNTS = [
+  "input_tokens",
+  "output_tokens",
+  "cache_creation_input_tokens",
+  "cache_read_input_tokens",
+] as const satisfies readonly (keyof AnthropicUsage)[];
+
+/**
+ * message_delta's usage, into what message_start told. Its counts are cumulative, and each may be null or left
+ * out (Anthropic's SDKs take one only when it is `!= null`; gateways send 0 for what they do not count): copied
+ * over as they came, a null `input_tokens` charged a whole stream's prompt as 0 tokens, unmarked. A count is
+ * taken where it is a number, and never lowers one already told, as a cumulative count cannot.
+ */
+function addDeltaUsage(usage: AnthropicUsage, delta: AnthropicUsage | undefined): void {
+  for (const key of USAGE_COUNTS) {
+    const value = delta?.[key];
+    if (typeof value === "number" && Number.isFinite(value)) usage[key] = Math.max(usage[key] ?? 0, value);
+  }
+}
+
 export class AnthropicAdapter implements ProviderAdapter {
   readonly name = "anthropic";
   readonly simulated = false;
@@ -173,8 +194,9 @@ export class AnthropicAdapter implements ProviderAdapter {
     const response = await this.#post(call, true);
     // A gateway in front of Anthropic may answer a stream whole, as JSON (as servers behind the OpenAI-compatible
     // adapter do): read as events, it was a stream that "ended before its answer did", failed and asked again.
+    // It is told in one piece, then ended: a caller's stream is its deltas, and with none it read an empty answer.
     if (/^application\/json/i.test(response.headers.get("Content-Type") ?? "")) {
-      yield { type: "done", result: await this.#whole(call, response) };
+      yield* wholeAnswerAsStream(await this.#whole(call, response));
       return;
     }
     if (!response.body) throw new ProviderError("protocol", "the provider sent no stream");
@@ -280,7 +302,7 @@ export class AnthropicAdapter implements ProviderAdapter {
           }
           case "message_delta":
             if (data.delta?.stop_reason) stop = data.delta.stop_reason;
-            Object.assign(usage, data.usage ?? {});
+            addDeltaUsage(usage, data.usage);
             break;
           case "message_stop":
             stopped = true;
