@@ -12,16 +12,20 @@ import type { ChatMessage } from "../types.ts";
  * and before without any (ollama#7881): read as sent, the calls of a parallel answer ran together into
  * one (names and arguments concatenated, unparseable) or were lost, for us and for the caller's SDK. A
  * delta naming an id other than its slot's starts a new call; one without an index continues the last.
- * A call's arguments and id are as OpenAI sends them too (see toolArguments and newCallId).
+ * A call's arguments and id are as OpenAI sends them too (see toolArguments and newCallId), and its name comes
+ * once: MiniMax through NVIDIA NIM sends the whole name again in each delta of a call, which joined as OpenAI's
+ * pieces are (by us, openai-python, LangChain) named it `read_fileread_file…`, a tool no one offered.
  */
 export class ToolCallIndexer {
   /** Each call's id so far, by our index. */
   readonly #ids: (string | undefined)[] = [];
   /** The provider's index → ours, for the call it last started there. */
   readonly #ours = new Map<number, number>();
+  /** Each call's name so far, by our index. */
+  readonly #names: string[] = [];
 
   map(parts: ToolCallDelta[]): ToolCallDelta[] {
-    return parts.map((part) => {
+    return parts.flatMap((part) => {
       const id = typeof part.id === "string" && part.id !== "" ? part.id : undefined;
       const theirs = typeof part.index === "number" ? part.index : undefined;
       let index = theirs === undefined ? this.#ids.length - 1 : this.#ours.get(theirs);
@@ -34,15 +38,24 @@ export class ToolCallIndexer {
       } else if (known === undefined && id !== undefined) this.#ids[index] = id;
       if (theirs !== undefined) this.#ours.set(theirs, index);
       const args = toolArguments(part.function?.arguments);
-      return {
-        ...part,
-        index,
-        // A call's first delta names it, as OpenAI's does, with our id when the server gave none.
-        ...(started ? { id: this.#ids[index], type: "function" as const } : {}),
-        ...(part.function
-          ? { function: { ...part.function, ...(args !== undefined ? { arguments: args } : {}) } }
-          : {}),
-      };
+      const name = typeof part.function?.name === "string" ? part.function.name : undefined;
+      const named = this.#names[index] ?? "";
+      // The whole name again, on a delta of a call already so named, says nothing new: not passed on (a name a
+      // server sends in pieces still is, each piece once).
+      const repeatsName = !started && name !== undefined && name !== "" && name === named;
+      if (!repeatsName && name) this.#names[index] = named + name;
+      if (repeatsName && !args) return [];
+      const fn = part.function ? { ...part.function, ...(args !== undefined ? { arguments: args } : {}) } : undefined;
+      if (fn && repeatsName) delete fn.name;
+      return [
+        {
+          ...part,
+          index,
+          // A call's first delta names it, as OpenAI's does, with our id when the server gave none.
+          ...(started ? { id: this.#ids[index], type: "function" as const } : {}),
+          ...(fn ? { function: fn } : {}),
+        },
+      ];
     });
   }
 }
