@@ -35,10 +35,18 @@ export function periodEndMs(period: "daily" | "monthly", nowMs: number): number 
 
 export function used(counters: PeriodCounters, metric: "tokens" | "cost_usd", withReserved: boolean): number {
   if (metric === "tokens") return counters.tokens + (withReserved ? counters.reservedTokens : 0);
-  return counters.costUsd + (withReserved ? counters.reservedCostUsd : 0);
+  // Each is stored rounded, but not their sum: 0.11359234 + 0.68640766 is 0.7999999999999999.
+  return withReserved ? round(counters.costUsd + counters.reservedCostUsd) : counters.costUsd;
 }
 
 export const round = (value: number) => Math.round(value * 1e8) / 1e8;
+
+/**
+ * An amount leaves nothing of a limit: no room, as headroom counts room (to 1e-8). Not `amount >= limit`: a dollar
+ * sum a hair under its limit left a room of 0 that refused nothing, and the call it let through was cut to a token
+ * of answer and spent its prompt past the limit, where it should have been refused as held (or spent).
+ */
+export const reaches = (amount: number, limit: number) => round(limit - amount) <= 0;
 
 /**
  * Use as a percentage of a limit, to a millionth of a percent: dollar amounts are binary fractions, so a use of
@@ -99,11 +107,11 @@ export function refusalOf(
     const limit = limits?.[rule.field];
     if (limit === null || limit === undefined) continue;
     const current = used(counters[rule.period], rule.metric, true);
-    if (current < limit) continue;
+    if (!reaches(current, limit)) continue;
     const refusal = { ok: false, period: rule.period, metric: rule.metric, limit, used: round(current) } as const;
     const spent = used(counters[rule.period], rule.metric, false);
     // Spent: what was spent is the reason, whatever calls in flight hold beside it.
-    if (spent >= limit) {
+    if (reaches(spent, limit)) {
       const untilResetMs = periodEndMs(rule.period, nowMs) - nowMs;
       // On the month's last day both end at midnight: the month's budget is named, as it resets then too.
       if (!spentRefusal || untilResetMs >= spentRefusal.retryAfterMs)

@@ -3,7 +3,7 @@ import type { AppConfig } from "../env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { withWriteRetries } from "../lib/retry-write.ts";
 import type { BudgetEventContext } from "../limits/budget-events.ts";
-import { periodEndMs } from "../limits/budget-rules.ts";
+import { periodEndMs, reaches } from "../limits/budget-rules.ts";
 import type { PeriodStatus, UnbudgetedCharge } from "../limits/budget-types.ts";
 import { type Keep, type Lease, type LeaseBatchItem, LeaseBook, LeaseHold } from "./budget-leases.ts";
 import { Coalescer } from "./coalesce.ts";
@@ -339,7 +339,8 @@ export async function budgetStatus(
   });
   const exhausted: ExhaustedBudget[] = [];
   for (const check of checks) {
-    if (check.limit !== null && check.used >= check.limit) exhausted.push({ ...check, limit: check.limit });
+    // As the limiter refuses a call (refusalOf): spent when no room is left, to 1e-8.
+    if (check.limit !== null && reaches(check.used, check.limit)) exhausted.push({ ...check, limit: check.limit });
   }
   const retryAfterSeconds =
     exhausted.length === 0
