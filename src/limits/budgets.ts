@@ -243,7 +243,12 @@ export class BudgetBook {
         } else this.#store.holdCharge(input.leaseKey, held.tokens, held.costUsd, input.close);
       }
       periods.write();
-      const crossings = this.#crossings(keys, input.limits, nowMs, periods, input.batchKey ?? null);
+      // A batch with no call's charge (the lease's close, or what its calls in flight keep) reaches no threshold.
+      // Its limits are the budgets the lease was lent under (writeLeaseBatch): judged against them after a PUT
+      // raised them, it told a step of the old budget that the raise had armed again, and marked it reported, so
+      // the new budget's own step was never told.
+      const crossings =
+        input.charges.length > 0 ? this.#crossings(keys, input.limits, nowMs, periods, input.batchKey ?? null) : [];
       this.#announce(crossings, input.events, nowMs);
       return { crossings };
     });
