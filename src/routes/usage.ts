@@ -13,6 +13,8 @@ const DAY = z.iso.date("must be a calendar day, YYYY-MM-DD");
 const DAY_MS = 86_400_000;
 const DEFAULT_DAYS = 30;
 const MAX_DAYS = 366;
+/** The first day `DAY` takes: a default range that would begin before it begins there (an earlier one is no YYYY-MM-DD). */
+const FIRST_DAY_MS = Date.parse("0000-01-01");
 
 const UsageRowSchema = z.object({
   day: z.string(),
@@ -98,7 +100,9 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(usageRoute, async (c) => {
     const query = c.req.valid("query");
     const to = query.to ?? new Date().toISOString().slice(0, 10);
-    const from = query.from ?? new Date(Date.parse(to) - (DEFAULT_DAYS - 1) * DAY_MS).toISOString().slice(0, 10);
+    const from =
+      query.from ??
+      new Date(Math.max(FIRST_DAY_MS, Date.parse(to) - (DEFAULT_DAYS - 1) * DAY_MS)).toISOString().slice(0, 10);
     const spanDays = (Date.parse(to) - Date.parse(from)) / DAY_MS + 1;
     if (Number.isNaN(spanDays) || spanDays < 1 || spanDays > MAX_DAYS) {
       throw new ApiError("VALIDATION_FAILED", "Invalid date range.", {
