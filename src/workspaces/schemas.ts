@@ -35,12 +35,27 @@ const budgetAmount = () =>
     error: (issue) => (issue.input === undefined ? "is required: a number, or null for no budget" : undefined),
   });
 
+/** Far above any workspace's spend, and low enough that the room left and the percentages used stay finite. */
+const MAX_COST_BUDGET_USD = 1_000_000_000_000;
+/**
+ * Dollars are counted to 1e-8 (src/limits/budget-rules.ts): a positive budget under that is none to count in, and
+ * one near Number.MIN_VALUE made its threshold percentage Infinity, an event the contract refuses and drops.
+ */
+const MIN_POSITIVE_COST_BUDGET_USD = 1e-8;
+const costBudget = () =>
+  budgetAmount()
+    .min(0)
+    .max(MAX_COST_BUDGET_USD)
+    .refine((usd) => usd === 0 || usd >= MIN_POSITIVE_COST_BUDGET_USD, {
+      message: "must be 0 or at least 0.00000001: dollars are counted to 1e-8",
+    });
+
 export const BudgetsSchema = z
   .object({
     daily_tokens: budgetAmount().int().min(0).nullable(),
     monthly_tokens: budgetAmount().int().min(0).nullable(),
-    daily_cost_usd: budgetAmount().min(0).nullable(),
-    monthly_cost_usd: budgetAmount().min(0).nullable(),
+    daily_cost_usd: costBudget().nullable(),
+    monthly_cost_usd: costBudget().nullable(),
   })
   .openapi("Budgets", { description: "Token and cost budgets; null means none." });
 

@@ -889,6 +889,24 @@ describe("budget routes", () => {
       body: JSON.stringify({ daily_tokens: -1, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null }),
     });
     expect(invalid.status).toBe(422);
+    // Dollars are counted to 1e-8, and a budget past a trillion is a slip: both named at their path.
+    const put = (budgets: object) =>
+      fetcher(`${BASE}/api/v1/budgets`, {
+        method: "PUT",
+        headers: { ...workspace.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ ...NONE, ...budgets }),
+      });
+    const tiny = await put({ daily_cost_usd: 1e-308 });
+    expect(tiny.status).toBe(422);
+    expect(((await tiny.json()) as { errors: unknown }).errors).toEqual([
+      { path: "daily_cost_usd", message: "must be 0 or at least 0.00000001: dollars are counted to 1e-8" },
+    ]);
+    const huge = await put({ monthly_cost_usd: 1e308 });
+    expect(huge.status).toBe(422);
+    expect(((await huge.json()) as { errors: { path: string }[] }).errors.map((error) => error.path)).toEqual([
+      "monthly_cost_usd",
+    ]);
+    expect((await put({ daily_cost_usd: 0.00000001, monthly_cost_usd: 0 })).status).toBe(200);
     const reader = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
     expect((await fetcher(`${BASE}/api/v1/budgets`, { headers: reader.headers })).status).toBe(200);
     const forbidden = await fetcher(`${BASE}/api/v1/budgets`, {
