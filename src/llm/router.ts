@@ -201,8 +201,10 @@ export class Router implements LlmRouter {
         previous ??= { target, reason: "error_rate" };
         continue;
       }
-      // Out of time, no attempt follows (see below): told, the fallback event named a target never tried.
+      // Out of time, no attempt follows (see below): told, the fallback event named a target never tried. So for a
+      // call cancelled before it (its client gone while the call was planned, or between two targets).
       if (outOfTime) throw tally.final(true);
+      this.#checkCancelled(context);
       if (previous) {
         events.fallback(context, {
           from_provider: previous.target.provider,
