@@ -80,7 +80,7 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
     ...(body.seed != null ? { seed: body.seed } : {}),
     ...(body.presence_penalty != null ? { presence_penalty: body.presence_penalty } : {}),
     ...(body.frequency_penalty != null ? { frequency_penalty: body.frequency_penalty } : {}),
-    ...(body.response_format != null ? { response_format: body.response_format as ResponseFormat } : {}),
+    ...(body.response_format != null ? { response_format: responseFormatOf(body.response_format) } : {}),
     ...(body.parallel_tool_calls != null ? { parallel_tool_calls: body.parallel_tool_calls } : {}),
     ...(body.reasoning_effort != null ? { reasoning_effort: body.reasoning_effort } : {}),
     ...(body.tool_choice != null
@@ -89,6 +89,19 @@ export function toChatRequest(body: ChatCompletionRequest): ChatRequest {
             typeof body.tool_choice === "string" ? body.tool_choice : { name: body.tool_choice.function.name },
         }
       : {}),
+  };
+}
+
+/**
+ * The format as providers are sent it: a JSON schema's null fields (`description`, `schema`, `strict`) left out, as
+ * absent, which is what the request meant by them.
+ */
+function responseFormatOf(format: NonNullable<ChatCompletionRequest["response_format"]>): ResponseFormat {
+  if (format.type !== "json_schema") return format;
+  const jsonSchema = Object.fromEntries(Object.entries(format.json_schema).filter(([, value]) => value !== null));
+  return {
+    type: "json_schema",
+    json_schema: jsonSchema as Extract<ResponseFormat, { type: "json_schema" }>["json_schema"],
   };
 }
 

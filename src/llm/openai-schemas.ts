@@ -24,10 +24,12 @@ const MessageSchema = z
           'must be a string, null, or a list of text parts ({"type": "text", "text": …}), an assistant\'s also of refusal parts: image, audio and file parts are not supported',
       })
       .optional(),
-    name: z.string().max(256).optional(),
+    // Null is absent here as in the request's own fields: openai-python's `message.model_dump()` and LiteLLM's
+    // messages send an answer back with `tool_calls`, `function_call` and `audio` null, which OpenAI takes.
+    name: z.string().max(256).nullable().optional(),
     /** An assistant's refusal, as OpenAI answered it: the SDK sends the message back as it came, content null. */
     refusal: z.string().nullable().optional(),
-    tool_call_id: z.string().max(256).optional(),
+    tool_call_id: z.string().max(256).nullable().optional(),
     tool_calls: z
       .array(
         z.object({
@@ -36,6 +38,7 @@ const MessageSchema = z
           function: z.object({ name: z.string().max(256), arguments: z.string() }),
         }),
       )
+      .nullable()
       .optional(),
   })
   .loose();
@@ -60,8 +63,8 @@ const ToolSchema = z
           ),
         // Not bounded but by the body's size, as OpenAI's (which dropped its 1,024 characters) and Anthropic's are
         // not: agents' tools (a coding agent's shell tool, MCP servers') describe themselves in thousands.
-        description: z.string().optional(),
-        parameters: z.record(z.string(), z.unknown()).optional(),
+        description: z.string().nullable().optional(),
+        parameters: z.record(z.string(), z.unknown()).nullable().optional(),
         strict: z.boolean().nullable().optional(),
       })
       .loose(),
@@ -132,8 +135,8 @@ const ResponseFormatSchema = z.discriminatedUnion("type", [
       .object({
         name: z.string().min(1).max(64),
         // Bounded by the body's size alone, as a tool's description is.
-        description: z.string().optional(),
-        schema: z.record(z.string(), z.unknown()).optional(),
+        description: z.string().nullable().optional(),
+        schema: z.record(z.string(), z.unknown()).nullable().optional(),
         strict: z.boolean().nullable().optional(),
       })
       .loose(),
@@ -202,7 +205,7 @@ export const ChatCompletionRequestSchema = z
         "Only empty: a bias is refused with 422, as token ids are one tokenizer's and no provider but OpenAI takes them.",
     }),
     stream: z.boolean().nullable().optional(),
-    stream_options: z.object({ include_usage: z.boolean().optional() }).loose().nullable().optional(),
+    stream_options: z.object({ include_usage: z.boolean().nullable().optional() }).loose().nullable().optional(),
     store: ignored(z.boolean(), "no completion is stored for OpenAI's evals or distillation, whoever serves the call."),
     metadata: ignored(z.record(z.string(), z.string()), "tags of a stored completion (see `store`)."),
     user: ignored(
