@@ -3,6 +3,7 @@ import type { AdapterCall, AdapterResult, ProviderAdapter, StreamEvent } from ".
 import { ProviderError } from "../provider.ts";
 import { estimatePromptTokens } from "../tokens.ts";
 import type { ChatMessage, ResponseFormat, ToolCall, ToolDefinition } from "../types.ts";
+import { schemaExample } from "./schema-example.ts";
 import { StopCutter } from "./stop-cutter.ts";
 
 /**
@@ -251,53 +252,15 @@ function answerText(last: ChatMessage | undefined, tokens: number): string {
  * parameter (the SDK's zodFunction parses the arguments before calling, so under `npm run dev` the tool never ran).
  */
 function toolArguments(tool: ToolDefinition): string {
-  return JSON.stringify(exampleOf(tool.function.parameters ?? {}, "[simulated]", 0));
+  const schema = tool.function.parameters ?? {};
+  return JSON.stringify(schemaExample(schema, "[simulated]"));
 }
 
-/** `{"answer": …}`, or for a JSON Schema the plainest value it allows (first enum, empty array, zero, false). */
+/** `{"answer": …}`, or for a JSON Schema the plainest value it allows (see schema-example.ts). */
 function jsonAnswer(format: Exclude<ResponseFormat, { type: "text" }>, words: string): string {
   if (format.type === "json_object" || !format.json_schema.schema) return JSON.stringify({ answer: words });
-  return JSON.stringify(exampleOf(format.json_schema.schema, words, 0));
-}
-
-/**
- * A schema node as an object. `true` and `false` are schemas too (any value, none), and a caller's schema may
- * hold nodes that are no schema at all (`"string"`): each is read as `{}`, any value, rather than throw for the
- * call (a 503 after three tries).
- */
-function asSchema(node: unknown): Record<string, unknown> {
-  return typeof node === "object" && node !== null && !Array.isArray(node) ? (node as Record<string, unknown>) : {};
-}
-
-function exampleOf(node: unknown, words: string, depth: number): unknown {
-  // Deeper nodes, and alternatives nested without end (anyOf in anyOf…), are any value: the depth bounds the recursion.
-  if (depth > 8) return {};
-  const schema = asSchema(node);
-  if (Array.isArray(schema.enum)) return schema.enum[0];
-  if ("const" in schema) return schema.const;
-  const alternatives = (schema.anyOf ?? schema.oneOf) as unknown[] | undefined;
-  if (Array.isArray(alternatives) && alternatives.length > 0) return exampleOf(alternatives[0], words, depth + 1);
-  const type = Array.isArray(schema.type) ? schema.type.find((name) => name !== "null") : schema.type;
-  switch (type) {
-    case "string":
-      return words;
-    case "number":
-    case "integer":
-      return typeof schema.minimum === "number" ? schema.minimum : 0;
-    case "boolean":
-      return false;
-    case "array":
-      return [];
-    case "null":
-      return null;
-    default:
-      return Object.fromEntries(
-        Object.entries(asSchema(schema.properties)).map(([name, property]) => [
-          name,
-          exampleOf(property, words, depth + 1),
-        ]),
-      );
-  }
+  const schema = format.json_schema.schema;
+  return JSON.stringify(schemaExample(schema, words));
 }
 
 function splitInto(text: string, pieces: number): string[] {
