@@ -40,6 +40,11 @@ const MessageSchema = z
       )
       .nullable()
       .optional(),
+    // Null only (model_dump()'s): dropped, a legacy call left the message empty, and OpenAI refused it as content null.
+    function_call: z
+      .null({ error: "legacy function calls are not supported: send them as tool_calls, as OpenAI's SDKs do" })
+      .optional(),
+    audio: z.null({ error: "audio answers are not supported: send their transcript as content" }).optional(),
   })
   .loose();
 

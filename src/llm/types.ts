@@ -81,7 +81,8 @@ export interface GenerationSettings {
   reasoning_effort?: ReasoningEffort;
 }
 
-export const REASONING_EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh"] as const;
+/** As the openai SDK's ReasoningEffort names them (7.57); which a model takes is its provider's to say. */
+export const REASONING_EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh", "max"] as const;
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 
 export interface ChatRequest extends GenerationSettings {

@@ -56,6 +56,20 @@ describe("toChatRequest", () => {
     expect(parse({ parallel_tool_calls: null, reasoning_effort: null })).toEqual({
       messages: [{ role: "user", content: "hi" }],
     });
+    // A legacy function call, or an audio answer, would be dropped and leave the message empty: named instead.
+    const legacy = ChatCompletionRequestSchema.safeParse({
+      messages: [
+        { role: "user", content: "hi" },
+        { role: "assistant", content: null, function_call: { name: "f", arguments: "{}" }, audio: { id: "audio_1" } },
+      ],
+    });
+    expect(legacy.error?.issues.map((issue) => issue.path.join("."))).toEqual([
+      "messages.1.function_call",
+      "messages.1.audio",
+    ]);
+    // Every effort the openai SDK's ReasoningEffort names (7.57: none … xhigh, max) is passed on.
+    for (const effort of ["none", "minimal", "low", "medium", "high", "xhigh", "max"])
+      expect(parse({ reasoning_effort: effort })).toMatchObject({ reasoning_effort: effort });
     // Clients that fill every field send `tools: null` for none, as for any other unset field.
     expect(parse({ tools: null, tool_choice: null })).toEqual({ messages: [{ role: "user", content: "hi" }] });
     expect(parse({ stop: [] })).not.toHaveProperty("stop");
