@@ -45,6 +45,16 @@ function inputMessages(input: readonly ResponsesInputItem[]): ChatMessage[] {
     } else {
       const refusal = item.role === "assistant" ? partsRefusal(item.content) : undefined;
       const text = partsText(item.content);
+      const last = messages.at(-1);
+      if (item.role === "assistant" && last?.role === "assistant" && last.tool_calls?.length) {
+        // Text after a call of the same answer (a streamed answer whose text goes on after a call stores it as a
+        // message of its own, as OpenAI streams it): still that answer, so that assistant message's. Pushed as a
+        // message of its own, it parted the calls from their outputs, which OpenAI refuses (400: tool_calls
+        // "must be followed by tool messages").
+        if (text !== "") last.content = (last.content ?? "") + text;
+        if (refusal) last.refusal = (last.refusal ?? "") + refusal;
+        continue;
+      }
       messages.push({
         // `developer` is OpenAI's newer name for the system role.
         role: item.role === "developer" ? "system" : item.role,
