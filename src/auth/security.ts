@@ -5,7 +5,7 @@ import { publish } from "../events/publish.ts";
 import { ApiError } from "../lib/problem.ts";
 import type { HonoEnv } from "../types.ts";
 import type { AuthResult } from "./authenticate.ts";
-import { actorOf } from "./principal.ts";
+import { actorOf, type Principal } from "./principal.ts";
 
 /**
  * Watches for clients that keep failing: repeated authentication failures from
@@ -18,7 +18,11 @@ import { actorOf } from "./principal.ts";
  *
  * The block is enforced on every failing attempt (each one asks the limiter)
  * and, in an isolate that has seen the block, on every request from that
- * address until the cool-down ends.
+ * address until the cool-down ends. A credential blocked for probing is
+ * likewise refused on every id it asks for that is not its own (missing or
+ * another workspace's: both ask the limiter, so the 403 tells nothing of which
+ * ids exist elsewhere) and, in an isolate that has seen the block, on every
+ * request it sends until the cool-down ends.
  */
 
 export const AUTH_FAILURE_POLICY = { threshold: 10, windowMs: 60_000, cooldownMs: 5 * 60_000 };
@@ -27,6 +31,33 @@ export const PROBE_POLICY = { threshold: 20, windowMs: 60_000, cooldownMs: 5 * 6
 const STALE_KEY_REPORT_MS = 10 * 60_000;
 
 const blockedUntilByClient = new Map<string, number>();
+/** Credentials this isolate knows to be blocked for probing, by `<workspace id> <actor id>`: until when. */
+const probeBlockedUntilByCredential = new Map<string, number>();
+
+function credentialKey(principal: Principal): string | null {
+  return principal.workspaceId === null ? null : `${principal.workspaceId} ${actorOf(principal).id}`;
+}
+
+function probeBlockedError(): ApiError {
+  return new ApiError("FORBIDDEN", "This credential is blocked after repeated requests for other workspaces' ids.", {
+    extensions: { blocked: true },
+  });
+}
+
+/**
+ * Cheap, local: refuses a credential this isolate knows to be blocked for probing, whatever it asks for (the
+ * authentication middleware calls it on every request). Other isolates learn of the block on the credential's
+ * next request for an id that is not its own (refuseIfProbeBlocked).
+ */
+export function refuseIfCredentialBlocked(principal: Principal, nowMs = Date.now()): void {
+  if (probeBlockedUntilByCredential.size === 0) return;
+  const key = credentialKey(principal);
+  if (key === null) return;
+  const untilMs = probeBlockedUntilByCredential.get(key);
+  if (untilMs === undefined) return;
+  if (untilMs > nowMs) throw probeBlockedError();
+  probeBlockedUntilByCredential.delete(key);
+}
 
 export function clientIp(request: Request): string {
   return request.headers.get("CF-Connecting-IP") ?? request.headers.get("X-Real-IP") ?? "unknown";
@@ -185,6 +216,10 @@ export function securityMonitor(c: Context<HonoEnv>) {
         resource_id: resourceId,
         strikes: strike.strikes,
       });
+      const key = credentialKey(principal);
+      if (strike.blocked && strike.blockedUntilMs !== null && key !== null) {
+        probeBlockedUntilByCredential.set(key, strike.blockedUntilMs);
+      }
       if (strike.newlyBlocked) {
         report({
           workspaceId,
@@ -199,24 +234,25 @@ export function securityMonitor(c: Context<HonoEnv>) {
       }
     },
 
-    /** Refuses a principal blocked for probing (checked on the 404 path only, where it costs nothing extra). */
+    /**
+     * Refuses a principal blocked for probing. Called on every miss of an id lookup, whether the id is missing or
+     * another workspace's: asked only for the latter, a blocked credential got 403 for another workspace's ids and
+     * 404 for missing ones, which told it which ids exist elsewhere.
+     */
     async refuseIfProbeBlocked(): Promise<void> {
       const principal = c.get("principal");
       const workspaceId = c.get("workspaceId");
       if (!principal || !workspaceId) return;
       const nowMs = Date.now();
+      refuseIfCredentialBlocked(principal, nowMs);
       const untilMs = await config.WORKSPACE_LIMITER.getByName(workspaceId).blockedUntil(
         `probe:${actorOf(principal).id}`,
         nowMs,
       );
       if (untilMs !== null && untilMs > nowMs) {
-        throw new ApiError(
-          "FORBIDDEN",
-          "This credential is blocked after repeated requests for other workspaces' ids.",
-          {
-            extensions: { blocked: true },
-          },
-        );
+        const key = credentialKey(principal);
+        if (key !== null) probeBlockedUntilByCredential.set(key, untilMs);
+        throw probeBlockedError();
       }
     },
   };

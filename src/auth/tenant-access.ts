@@ -14,7 +14,9 @@ export function tenantDb(c: Context<HonoEnv>): TenantDb {
 
 /**
  * The caller's row or a 404 that reads exactly like a missing id. A miss that
- * is another workspace's id counts as a probe for the security monitor.
+ * is another workspace's id counts as a probe for the security monitor; a
+ * credential blocked for probing is refused (403) on every miss, a missing id's
+ * as another workspace's, so the refusal tells nothing of which ids exist.
  */
 export async function findOwnedOr404<T extends TenantTable>(
   c: Context<HonoEnv>,
@@ -25,10 +27,8 @@ export async function findOwnedOr404<T extends TenantTable>(
   const tenant = tenantDb(c);
   const row = await tenant.findById(table, id);
   if (row) return row;
-  if (await tenant.belongsToAnotherWorkspace(table, id)) {
-    const monitor = securityMonitor(c);
-    await monitor.foreignIdProbed(resourceType, id);
-    await monitor.refuseIfProbeBlocked();
-  }
+  const monitor = securityMonitor(c);
+  if (await tenant.belongsToAnotherWorkspace(table, id)) await monitor.foreignIdProbed(resourceType, id);
+  await monitor.refuseIfProbeBlocked();
   throw new ApiError("NOT_FOUND", `No ${resourceType} ${id}.`);
 }

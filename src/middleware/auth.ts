@@ -2,7 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import { touchLastUsed } from "../auth/api-keys.ts";
 import { authenticate } from "../auth/authenticate.ts";
 import type { Scope } from "../auth/principal.ts";
-import { clientIp, securityMonitor } from "../auth/security.ts";
+import { clientIp, refuseIfCredentialBlocked, securityMonitor } from "../auth/security.ts";
 import { createDb } from "../db/client.ts";
 import type { AppConfig } from "../env.ts";
 import { EVENTS_WS_PATH, isTicketAuthenticatedRequest } from "../events/tickets.ts";
@@ -68,6 +68,8 @@ export const authenticateApi: MiddlewareHandler<HonoEnv> = async (c, next) => {
   }
 
   const { principal } = result;
+  // A credential this isolate has seen blocked for probing other workspaces' ids is refused whatever it asks.
+  refuseIfCredentialBlocked(principal);
   c.set("principal", principal);
   c.set("limits", result.limits);
   if (principal.workspaceId) c.set("workspaceId", principal.workspaceId);
