@@ -9,6 +9,8 @@ const SECRET_IN_TEXT = [
   new RegExp(`\\b${API_KEY_PREFIX}[A-Za-z0-9_-]{${DISPLAY_PREFIX_CHARS - API_KEY_PREFIX.length + 1},}`, "g"),
   // JWTs: three base64url segments, the first one a JSON header.
   /\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g,
+  // Provider keys: OpenAI's (`sk-…`, `sk-proj-…`) and Anthropic's (`sk-ant-…`), as an answer refusing one may quote it.
+  /\bsk-[A-Za-z0-9_-]{16,}/g,
 ];
 export const REDACTED = "[REDACTED]";
 const MAX_DEPTH = 6;

@@ -1,9 +1,12 @@
 import { Toucan } from "toucan-js";
 import { checkEnv, type WorkerEnv } from "../env.ts";
-import { redactText } from "../lib/redact.ts";
+import { redact, redactText } from "../lib/redact.ts";
 
 /** Headers worth seeing in an error report; Authorization and cookies never leave. */
 const ALLOWED_HEADERS = ["user-agent", "content-type", "content-length", "x-request-id", "traceparent", "cf-ray"];
+
+/** Query parameters sent on: not one whose name says it carries a secret (`ticket`, `api_key`, `access_token`…). */
+const NOT_SECRET_PARAM = /^(?!.*(?:ticket|token|key|secret|password|signature|credential|auth)).*$/i;
 
 export interface ErrorReportContext {
   request?: Request;
@@ -30,9 +33,18 @@ export function reportError(
     request: context.request,
     environment: config.SENTRY_ENVIRONMENT ?? config.ENVIRONMENT,
     release: config.SENTRY_RELEASE,
-    requestDataOptions: { allowedHeaders: ALLOWED_HEADERS, allowedSearchParams: /^(?!ticket$|token$|key$).*/ },
+    requestDataOptions: { allowedHeaders: ALLOWED_HEADERS, allowedSearchParams: NOT_SECRET_PARAM },
+    // What an error says may quote a credential (a provider's answer echoing the key it refused, a header in a
+    // message): its message, its exception's text, the extras and the breadcrumbs are redacted as log lines are.
     beforeSend: (event) => {
       if (event.message) event.message = redactText(event.message);
+      for (const exception of event.exception?.values ?? []) {
+        if (exception.value) exception.value = redactText(exception.value);
+      }
+      if (event.extra) event.extra = redact(event.extra) as Record<string, unknown>;
+      for (const breadcrumb of event.breadcrumbs ?? []) {
+        if (breadcrumb.message) breadcrumb.message = redactText(breadcrumb.message);
+      }
       return event;
     },
   });
