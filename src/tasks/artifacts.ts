@@ -152,10 +152,17 @@ export class TaskFiles {
     const path = sanitizePath(rawPath, this.#limits);
     const row = this.#byPath.get(path);
     if (!row) throw new ArtifactError(404, `no file ${path}`);
+    // A character takes at most 4 bytes: enough for maxChars of them, whatever they are.
     const object = await this.#bucket.get(row.r2Key, { range: { offset: 0, length: maxChars * 4 } });
     if (!object) throw new ArtifactError(404, `no content for ${path}`);
-    const text = await object.text();
-    return { path, content: text.slice(0, maxChars), truncated: row.sizeBytes > text.length || text.length > maxChars };
+    const bytes = await object.arrayBuffer();
+    const text = new TextDecoder().decode(bytes);
+    // Cut by characters, not in the middle of a surrogate pair (a lone half the provider may refuse).
+    const highSurrogateLast = (text.charCodeAt(maxChars - 1) & 0xfc00) === 0xd800;
+    const end = text.length > maxChars && highSurrogateLast ? maxChars - 1 : maxChars;
+    // Bytes against bytes: the file's size is in bytes and its text's length in UTF-16 units, so comparing those
+    // told the model that every whole file with a character outside ASCII was truncated.
+    return { path, content: text.slice(0, end), truncated: bytes.byteLength < row.sizeBytes || text.length > end };
   }
 
   async write(rawPath: unknown, content: unknown, mimeType?: unknown): Promise<WrittenArtifact> {

@@ -60,9 +60,17 @@ export async function executeRun(input: ExecuteInput): Promise<Executed> {
   const stopRequested = async (): Promise<Error | null> => {
     if (Date.now() - lastPollMs < CANCEL_POLL_INTERVAL_MS) return null;
     lastPollMs = Date.now();
-    const row = await config.DB.prepare("SELECT cancel_requested_at AS at, attempts FROM tasks WHERE id = ?")
-      .bind(task.id)
-      .first<{ at: string | null; attempts: number }>();
+    let row: { at: string | null; attempts: number } | null;
+    try {
+      row = await config.DB.prepare("SELECT cancel_requested_at AS at, attempts FROM tasks WHERE id = ?")
+        .bind(task.id)
+        .first<{ at: string | null; attempts: number }>();
+    } catch (error) {
+      // A read that failed (D1 drops a connection now and then) asks for no stop: the next step reads again, and the
+      // batch's cancel watch reads meanwhile. Thrown, it ended the run as an internal error, to be run again whole.
+      input.logger.warn("reading the task's cancel and attempts failed", { error });
+      return null;
+    }
     if (row && row.attempts !== attempt) return new SupersededError();
     return row?.at != null ? new CancelledError() : null;
   };

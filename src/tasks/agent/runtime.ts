@@ -160,6 +160,9 @@ export class AgentRun {
       }
       emptyAnswers = 0;
       if (toolCalls.length === 0) return this.#finish(result.message.content ?? "", "success");
+      // The calls of a turn are parallel: a `finish` among them ends the run once the turn's other calls have run,
+      // whatever their order. Ended at once, a write_file the model put after it was never made (nor announced).
+      let finished: { summary: string; status: AgentOutcome["status"] } | undefined;
       for (const call of toolCalls) {
         await this.#checkpoint();
         let args: Record<string, unknown> = {};
@@ -211,9 +214,9 @@ export class AgentRun {
             outcome.status === "success" ? outcome.result : { error: outcome.error, status: outcome.code },
           ),
         });
-        if (outcome.status === "success" && outcome.finish)
-          return this.#finish(outcome.finish.summary, outcome.finish.status);
+        if (outcome.status === "success" && outcome.finish) finished ??= outcome.finish;
       }
+      if (finished) return this.#finish(finished.summary, finished.status);
     }
     return this.#finish(`Stopped after ${maxSteps} steps without finishing.`, "partial_success");
   }
@@ -278,6 +281,10 @@ export class AgentRun {
 
   async #finish(summary: string, status: AgentOutcome["status"]): Promise<AgentOutcome> {
     const { task, runId, agentId, files, events } = this.#input;
+    // A REPORT.md the agent wrote itself this run is its report (a task may ask for one): replaced by the summary,
+    // what the agent wrote was lost.
+    if (files.written().some((row) => row.path === REPORT_PATH))
+      return { status, summary, steps: this.steps, artifactIds: files.ids() };
     const report = `# ${task.title}\n\n${summary.trim() || "(no summary)"}\n`;
     try {
       await writeFile(
@@ -295,8 +302,18 @@ function positiveInt(value: unknown): number | undefined {
   return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : undefined;
 }
 
-/** File content can be large: events carry its size, not the content itself. */
+/** How much of arguments that are not JSON a tool.call event shows. */
+const RAW_ARGUMENTS_SHOWN_CHARS = 200;
+
+/**
+ * File content can be large: events carry its size, not the content itself. So do arguments that are not JSON, as
+ * those of a write_file cut off by max_tokens are (its whole content but the end): their start, then their size.
+ */
 function redactContent(args: Record<string, unknown>): Record<string, unknown> {
+  if (typeof args.raw === "string" && args.raw.length > RAW_ARGUMENTS_SHOWN_CHARS) {
+    const shown = args.raw.slice(0, RAW_ARGUMENTS_SHOWN_CHARS).replace(/[\ud800-\udbff]$/, "");
+    return { ...args, raw: `${shown}… <${new TextEncoder().encode(args.raw).byteLength} bytes>` };
+  }
   if (typeof args.content !== "string") return args;
   return { ...args, content: `<${new TextEncoder().encode(args.content).byteLength} bytes>` };
 }

@@ -82,14 +82,17 @@ export interface ToolEnv {
 }
 
 export async function runTool(name: string, rawArguments: string, env: ToolEnv): Promise<ToolOutcome> {
-  let args: Record<string, unknown>;
+  let parsed: unknown;
   try {
-    const parsed = rawArguments.trim() === "" ? {} : JSON.parse(rawArguments);
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not an object");
-    args = parsed as Record<string, unknown>;
-  } catch {
-    return { status: "error", error: "arguments must be a JSON object", code: 400 };
+    parsed = rawArguments.trim() === "" ? {} : JSON.parse(rawArguments);
+  } catch (error) {
+    // Where it broke tells the model what to fix; at the very end, its answer was cut off (max_tokens).
+    const why = error instanceof SyntaxError ? ` (${error.message.slice(0, 200)})` : "";
+    return { status: "error", error: `arguments are not valid JSON${why}: send a JSON object`, code: 400 };
   }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    return { status: "error", error: "arguments must be a JSON object", code: 400 };
+  const args = parsed as Record<string, unknown>;
   try {
     switch (name) {
       case "list_files":
