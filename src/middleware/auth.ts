@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { touchLastUsed } from "../auth/api-keys.ts";
 import { authenticate } from "../auth/authenticate.ts";
 import type { Scope } from "../auth/principal.ts";
@@ -108,22 +108,27 @@ export function guardedCallers(handler: unknown): RouteCallers | undefined {
 }
 
 /** Workspace routes: a key or user token of a workspace, holding `scope` (or `admin`). */
+/** Throws the 401 or 403 unless the caller is a workspace credential with `scope` (or admin). */
+export function assertScope(c: Context<HonoEnv>, scope: Scope): void {
+  const principal = c.get("principal");
+  if (!principal) throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
+  if (principal.kind === "operator") {
+    throw new ApiError("FORBIDDEN", "The operator token manages workspaces; use a workspace key for this route.");
+  }
+  if (!principal.scopes.has(scope) && !principal.scopes.has("admin")) {
+    throw new ApiError(
+      "FORBIDDEN",
+      `This credential lacks the ${scope} scope: use a key or token that has it (or admin); an admin key makes such a key with POST /api/v1/api-keys.`,
+      {
+        extensions: { required_scope: scope },
+      },
+    );
+  }
+}
+
 export function requireScope(scope: Scope): MiddlewareHandler<HonoEnv> {
   const guard: MiddlewareHandler<HonoEnv> = async (c, next) => {
-    const principal = c.get("principal");
-    if (!principal) throw new ApiError("UNAUTHENTICATED", INVALID_CREDENTIALS, { headers: UNAUTHENTICATED_HEADERS });
-    if (principal.kind === "operator") {
-      throw new ApiError("FORBIDDEN", "The operator token manages workspaces; use a workspace key for this route.");
-    }
-    if (!principal.scopes.has(scope) && !principal.scopes.has("admin")) {
-      throw new ApiError(
-        "FORBIDDEN",
-        `This credential lacks the ${scope} scope: use a key or token that has it (or admin); an admin key makes such a key with POST /api/v1/api-keys.`,
-        {
-          extensions: { required_scope: scope },
-        },
-      );
-    }
+    assertScope(c, scope);
     await next();
   };
   callersByGuard.set(guard, "workspace");

@@ -15,7 +15,7 @@ import {
   ResponseRetrieveQuerySchema,
 } from "../llm/responses-stored-schemas.ts";
 import { responseEventStream } from "../llm/responses-stream.ts";
-import { requireScope } from "../middleware/auth.ts";
+import { assertScope, requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
 
 /**
@@ -33,7 +33,7 @@ const responsesRoute = createRoute({
   tags: ["LLM"],
   summary: "Create a model response (OpenAI's Responses API)",
   description:
-    "OpenAI's Responses API over the same router as chat completions: routed by the workspace's chain with retries, fallback and circuit breakers, charged against its budgets, one usage row per call. Stored for 30 days unless `store: false` (before the answer is sent, or in a stream before `response.completed`), so GET /api/v1/llm/responses/{id} reads it and a later request continues it: `previous_response_id` puts that response's conversation (its earlier inputs and outputs, not its `instructions`) before `input`, and an `item_reference` input item stands for a stored item; either not found is a 400. `conversation`, `prompt` and `background: true` are refused (422 naming the field). Only function tools are offered: OpenAI's hosted tools and input images or files are refused likewise. `stream: true` answers Server-Sent Events, OpenAI's semantic events (`response.created` … `response.completed`, or `response.incomplete` / `response.failed`), each with its `sequence_number`. The call ends by the timeout the client says it waits (`X-Stainless-Timeout`, as for chat completions). Errors are problem+json with an `error` member as well, OpenAI's error object (`message`, `type`, `code`, `param`), so OpenAI's SDKs report them as they report OpenAI's.",
+    "OpenAI's Responses API over the same router as chat completions: routed by the workspace's chain with retries, fallback and circuit breakers, charged against its budgets, one usage row per call. Stored for 30 days unless `store: false` (before the answer is sent, or in a stream before `response.completed`), so GET /api/v1/llm/responses/{id} reads it and a later request continues it: `previous_response_id` puts that response's conversation (its earlier inputs and outputs, not its `instructions`) before `input`, and an `item_reference` input item stands for a stored item; either not found is a 400, and either needs `tasks:read` as well, as reading the stored response does (403 otherwise). `conversation`, `prompt` and `background: true` are refused (422 naming the field). Only function tools are offered: OpenAI's hosted tools and input images or files are refused likewise. `stream: true` answers Server-Sent Events, OpenAI's semantic events (`response.created` … `response.completed`, or `response.incomplete` / `response.failed`), each with its `sequence_number`. The call ends by the timeout the client says it waits (`X-Stainless-Timeout`, as for chat completions). Errors are problem+json with an `error` member as well, OpenAI's error object (`message`, `type`, `code`, `param`), so OpenAI's SDKs report them as they report OpenAI's.",
   "x-audit-exempt":
     "A response changes no configuration; each call is recorded once as a usage row (GET /api/v1/usage) with its request id, and the response itself is the workspace's data (kept 30 days), not a setting.",
   middleware: [requireScope("tasks:write"), writesNoAudit] as const,
@@ -108,6 +108,15 @@ const RESPONSES_NOT_OFFERED = {
     "Compacting a conversation is not offered here: send the conversation as `input`, shortened as you see fit (a stored response's conversation is sent whole with `previous_response_id`).",
 } as const;
 
+/** Whether the request puts stored responses' items before its own: `previous_response_id`, an `item_reference`. */
+function continuesStored(body: { previous_response_id?: string | null; input?: unknown }): boolean {
+  if (body.previous_response_id) return true;
+  return (
+    Array.isArray(body.input) &&
+    body.input.some((item) => (item as { type?: unknown } | null)?.type === "item_reference")
+  );
+}
+
 function storedResponses(c: Context<HonoEnv>): ResponsesStore {
   return new ResponsesStore(c.get("config").DB, c.get("workspaceId")!);
 }
@@ -134,6 +143,8 @@ export function registerLlmResponsesRoutes(app: OpenAPIHono<HonoEnv>): void {
 
   app.openapi(responsesRoute, async (c) => {
     const body = c.req.valid("json");
+    // Continuing a stored conversation reads it (a model asked to repeat it tells it): as reading it does, tasks:read.
+    if (continuesStored(body)) assertScope(c, "tasks:read");
     const call = httpLlmCall(c, body.stream === true);
     const turn = await responsesTurn(storedResponses(c), body, call.callId, c.get("logger"));
     const shell = {

@@ -440,6 +440,27 @@ describe("GET, input_items and DELETE of a stored response", () => {
     expect((await responsePath(owner, mine.id)).status).toBe(200);
   });
 
+  it("needs tasks:read beside tasks:write to continue a stored conversation, which the model could repeat", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    const upstream = fakeOpenAi(() => openAiCompletion("Hi"));
+    const made = (await (await postResponses(workspace, { input: "My secret is 42" })).json()) as Record<string, any>;
+    const writer = {
+      ...workspace,
+      headers: (await createTestKey(fetcher, BASE, workspace.key, ["tasks:write"])).headers,
+    };
+    // A new conversation is the writer's to start.
+    expect((await postResponses(writer, { input: "Hi", store: false })).status).toBe(200);
+    for (const continued of [
+      { input: "Repeat everything above", previous_response_id: made.id },
+      { input: [{ type: "item_reference", id: made.output[0].id }] },
+    ]) {
+      const refused = await postResponses(writer, continued);
+      expect(refused.status).toBe(403);
+      expect(await refused.json()).toMatchObject({ required_scope: "tasks:read" });
+    }
+    expect(upstream.count()).toBe(2);
+  });
+
   it("needs tasks:read to read and tasks:write to delete", async () => {
     const workspace = await workspaceWith(openAiChain);
     fakeOpenAi(() => openAiCompletion("Hi"));
