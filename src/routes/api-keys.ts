@@ -10,12 +10,13 @@ import {
   unrevokedKey,
 } from "../auth/api-keys.ts";
 import { forgetApiKey } from "../auth/authenticate.ts";
-import { actorOf } from "../auth/principal.ts";
+import { actorOf, type Principal } from "../auth/principal.ts";
 import { findOwnedOr404, tenantDb } from "../auth/tenant-access.ts";
 import { apiKeys } from "../db/schema.ts";
 import { revokeKeyStreams } from "../events/service.ts";
 import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { decodeCursor, PageQuerySchema, pageSchema, toPage } from "../lib/pagination.ts";
+import { ApiError } from "../lib/problem.ts";
 import { requireScope } from "../middleware/auth.ts";
 import type { HonoEnv } from "../types.ts";
 import { ApiKeySchema, CreatedApiKeySchema, IdParamSchema, NewApiKeySchema } from "../workspaces/schemas.ts";
@@ -30,7 +31,8 @@ const createKeyRoute = createRoute({
   operationId: "createApiKey",
   tags: ["API keys"],
   summary: "Create an API key",
-  description: "The secret `key` is in this response only. Stored as a SHA-256 hash.",
+  description:
+    "The secret `key` is in this response only. Stored as a SHA-256 hash. A key made with a key that expires expires no later: without `expires_at` it gets its maker's, and a later one is a 422.",
   "x-audit-action": "api_key.create",
   middleware: [requireScope("admin")] as const,
   request: { body: jsonBody(NewApiKeySchema) },
@@ -79,12 +81,29 @@ const revokeKeyRoute = createRoute({
   },
 });
 
+/**
+ * A key made by a key that expires ends no later than its maker: without an `expires_at` it gets the maker's, and a
+ * later one is a 422. Otherwise a short-lived admin key (one handed to a contractor for a day) could mint itself an
+ * admin key that never expires. A user's token (a JWT session) makes keys as it asks: that is what keys are for.
+ */
+function withinCreatorsLife(expiresAt: string | null, principal: Principal): string | null {
+  if (principal.kind !== "api_key" || !principal.expiresAtMs) return expiresAt;
+  const makerEnds = new Date(principal.expiresAtMs).toISOString();
+  if (expiresAt === null) return makerEnds;
+  if (Date.parse(expiresAt) <= principal.expiresAtMs) return expiresAt;
+  throw new ApiError("VALIDATION_FAILED", "The key would outlive the key that creates it.", {
+    errors: [{ path: "expires_at", message: `must be no later than ${makerEnds}, when the key creating it expires` }],
+  });
+}
+
 export function registerApiKeyRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(createKeyRoute, async (c) => {
     const { db, workspaceId } = tenantDb(c);
     const body = c.req.valid("json");
     const principal = c.get("principal")!;
-    const created = await newApiKey({ workspaceId, ...newApiKeyFields(body), createdBy: actorOf(principal).id });
+    const fields = newApiKeyFields(body);
+    fields.expiresAt = withinCreatorsLife(fields.expiresAt, principal);
+    const created = await newApiKey({ workspaceId, ...fields, createdBy: actorOf(principal).id });
     await db.batch([
       db.insert(apiKeys).values(created.row),
       auditInsert(db, {

@@ -69,6 +69,37 @@ describe("API keys", () => {
     ]);
   });
 
+  it("made by a key that expires, expire no later than it", async () => {
+    const workspace = await createTestWorkspace(fetcher, BASE);
+    const makerEnds = new Date(Date.now() + 3_600_000).toISOString();
+    const maker = await createTestKey(fetcher, BASE, workspace.key, ["admin"], { expiresAt: makerEnds });
+    const create = (body: object) =>
+      fetcher(`${BASE}/api/v1/api-keys`, {
+        method: "POST",
+        headers: { ...maker.headers, "Content-Type": "application/json" },
+        body: JSON.stringify({ name: "made by a day key", scopes: ["admin"], ...body }),
+      });
+    const unbounded = await create({});
+    expect(unbounded.status).toBe(201);
+    expect(((await unbounded.json()) as { expires_at: string | null }).expires_at).toBe(makerEnds);
+    const later = await create({ expires_at: new Date(Date.now() + 7_200_000).toISOString() });
+    expect(later.status).toBe(422);
+    expect(((await later.json()) as { errors: unknown }).errors).toEqual([
+      { path: "expires_at", message: `must be no later than ${makerEnds}, when the key creating it expires` },
+    ]);
+    const sooner = new Date(Date.now() + 600_000).toISOString();
+    const within = await create({ expires_at: sooner });
+    expect(within.status).toBe(201);
+    expect(((await within.json()) as { expires_at: string | null }).expires_at).toBe(sooner);
+    // A key that never expires makes keys as it asks.
+    const lasting = await fetcher(`${BASE}/api/v1/api-keys`, {
+      method: "POST",
+      headers: { ...workspace.headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ name: "lasting", scopes: ["tasks:read"] }),
+    });
+    expect(((await lasting.json()) as { expires_at: string | null }).expires_at).toBeNull();
+  });
+
   it("record when they were last used", async () => {
     const workspace = await createTestWorkspace(fetcher, BASE);
     const key = await createTestKey(fetcher, BASE, workspace.key, ["tasks:read"]);
