@@ -13,6 +13,26 @@ const SECRET_IN_TEXT = [
   /\bsk-[A-Za-z0-9_-]{16,}/g,
 ];
 export const REDACTED = "[REDACTED]";
+
+/** Words that mark a query parameter as a secret (`ticket`, `api_key`, `access_token`, `X-Amz-Signature`…). */
+const SECRET_PARAM_WORDS = "ticket|token|key|secret|password|signature|credential|auth";
+export const SECRET_PARAM_NAME = new RegExp(SECRET_PARAM_WORDS, "i");
+/** Names that are no secret's, for filters that take what they keep (Sentry's `allowedSearchParams`). */
+export const NOT_SECRET_PARAM_NAME = new RegExp(`^(?!.*(?:${SECRET_PARAM_WORDS})).*$`, "i");
+
+/** A URL, or a query string (`?a=1`), with the values of secret-named parameters redacted; anything else as it was. */
+export function redactUrlQuery(value: string): string {
+  const queryStart = value.indexOf("?");
+  if (queryStart === -1) return value;
+  const params = new URLSearchParams(value.slice(queryStart + 1));
+  let changed = false;
+  for (const name of new Set(params.keys())) {
+    if (!SECRET_PARAM_NAME.test(name)) continue;
+    params.set(name, REDACTED);
+    changed = true;
+  }
+  return changed ? `${value.slice(0, queryStart)}?${params.toString()}` : value;
+}
 const MAX_DEPTH = 6;
 
 export function redactText(text: string): string {

@@ -1,12 +1,9 @@
 import { Toucan } from "toucan-js";
 import { checkEnv, type WorkerEnv } from "../env.ts";
-import { redact, redactText } from "../lib/redact.ts";
+import { NOT_SECRET_PARAM_NAME, redact, redactText } from "../lib/redact.ts";
 
 /** Headers worth seeing in an error report; Authorization and cookies never leave. */
 const ALLOWED_HEADERS = ["user-agent", "content-type", "content-length", "x-request-id", "traceparent", "cf-ray"];
-
-/** Query parameters sent on: not one whose name says it carries a secret (`ticket`, `api_key`, `access_token`…). */
-const NOT_SECRET_PARAM = /^(?!.*(?:ticket|token|key|secret|password|signature|credential|auth)).*$/i;
 
 export interface ErrorReportContext {
   request?: Request;
@@ -33,7 +30,7 @@ export function reportError(
     request: context.request,
     environment: config.SENTRY_ENVIRONMENT ?? config.ENVIRONMENT,
     release: config.SENTRY_RELEASE,
-    requestDataOptions: { allowedHeaders: ALLOWED_HEADERS, allowedSearchParams: NOT_SECRET_PARAM },
+    requestDataOptions: { allowedHeaders: ALLOWED_HEADERS, allowedSearchParams: NOT_SECRET_PARAM_NAME },
     // What an error says may quote a credential (a provider's answer echoing the key it refused, a header in a
     // message): its message, its exception's text, the extras and the breadcrumbs are redacted as log lines are.
     beforeSend: (event) => {

@@ -1,5 +1,6 @@
-import type { ResolveConfigFn } from "@microlabs/otel-cf-workers";
+import type { PostProcessorFn, ResolveConfigFn } from "@microlabs/otel-cf-workers";
 import type { WorkerEnv } from "../env.ts";
+import { redactUrlQuery } from "../lib/redact.ts";
 
 /**
  * OpenTelemetry export settings from the standard OTEL_* variables. When no
@@ -35,6 +36,24 @@ export function isTracingEnabled(env: WorkerEnv): boolean {
   return typeof env.OTEL_EXPORTER_OTLP_ENDPOINT === "string" && env.OTEL_EXPORTER_OTLP_ENDPOINT !== "";
 }
 
+/** The span attributes that hold a request's URL or query, as otel-cf-workers records them. */
+const URL_ATTRIBUTES = ["url.full", "url.query", "http.url"];
+
+/**
+ * Spans as exported: a URL's secret-named query parameters redacted. An event stream's `?ticket=` opens the
+ * workspace's events to whoever holds it (single-use, for 60 s), and a collector's readers are not the workspace.
+ */
+export const redactSpanUrls: PostProcessorFn = (spans) => {
+  for (const span of spans) {
+    const attributes = span.attributes as Record<string, unknown>;
+    for (const name of URL_ATTRIBUTES) {
+      const value = attributes[name];
+      if (typeof value === "string") attributes[name] = redactUrlQuery(value);
+    }
+  }
+  return spans;
+};
+
 export const resolveTraceConfig: ResolveConfigFn<WorkerEnv> = (env) => ({
   exporter: {
     url: otlpTracesUrl(String(env.OTEL_EXPORTER_OTLP_ENDPOINT)),
@@ -46,4 +65,5 @@ export const resolveTraceConfig: ResolveConfigFn<WorkerEnv> = (env) => ({
     version: (env.SENTRY_RELEASE as string | undefined) || undefined,
   },
   handlers: { fetch: { acceptTraceContext: true } },
+  postProcessor: redactSpanUrls,
 });

@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { continueOrStartTrace, formatTraceparent, parseTraceparent } from "../../src/lib/trace-context.ts";
-import { otlpTracesUrl, parseOtlpHeaders } from "../../src/observability/tracing.ts";
+import {
+  otlpTracesUrl,
+  parseOtlpHeaders,
+  redactSpanUrls,
+  resolveTraceConfig,
+} from "../../src/observability/tracing.ts";
 
 describe("W3C traceparent", () => {
   it("continues a valid caller trace with a new span", () => {
@@ -45,5 +50,29 @@ describe("OTLP settings", () => {
       "x-team": "edge",
     });
     expect(parseOtlpHeaders(undefined)).toEqual({});
+  });
+});
+
+describe("spans as exported", () => {
+  it("carry no event-stream ticket or other secret-named query value, and every other parameter as it was", () => {
+    const span = {
+      attributes: {
+        "url.full": "https://api.test/api/v1/events/ws?ticket=tkt_live_secret&types=task.*",
+        "url.query": "?ticket=tkt_live_secret&types=task.*",
+        "http.url": "https://upstream.test/v1?api_key=sk-abc&x=1",
+        "url.path": "/api/v1/events/ws",
+      },
+    };
+    const [exported] = redactSpanUrls([span as never]) as unknown as (typeof span)[];
+    expect(JSON.stringify(exported.attributes)).not.toContain("secret");
+    expect(exported.attributes).toEqual({
+      "url.full": "https://api.test/api/v1/events/ws?ticket=%5BREDACTED%5D&types=task.*",
+      "url.query": "?ticket=%5BREDACTED%5D&types=task.*",
+      "http.url": "https://upstream.test/v1?api_key=%5BREDACTED%5D&x=1",
+      "url.path": "/api/v1/events/ws",
+    });
+    expect(
+      resolveTraceConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector.test" } as never, undefined as never),
+    ).toMatchObject({ postProcessor: redactSpanUrls });
   });
 });
