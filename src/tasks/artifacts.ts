@@ -24,6 +24,8 @@ export class ArtifactError extends Error {
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what is refused.
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+/** Unicode's format characters (category Cf): zero-width spaces and joiners, bidi marks and overrides, BOMs. */
+const FORMAT_CHARS = /\p{Cf}/u;
 
 /** `src/./a.ts` → `src/a.ts`; refuses absolute paths, `..`, backslashes, control characters, empty names. */
 export function sanitizePath(raw: unknown, limits: Pick<ArtifactLimits, "maxPathChars"> = ARTIFACT_LIMITS): string {
@@ -35,9 +37,20 @@ export function sanitizePath(raw: unknown, limits: Pick<ArtifactLimits, "maxPath
   if (raw.startsWith("/") || raw.startsWith("~") || /^[a-zA-Z]:/.test(raw)) {
     throw new ArtifactError(400, "path must be relative to the task's files");
   }
-  const parts = raw.split("/").filter((part) => part !== "" && part !== ".");
-  if (parts.some((part) => part === "..")) throw new ArtifactError(400, "path must not contain ..");
+  // Invisible and direction-changing characters (zero-width spaces, bidi overrides) make a name read as another.
+  if (FORMAT_CHARS.test(raw)) throw new ArtifactError(400, "path contains invisible or direction-changing characters");
+  // One spelling per name: "é" composed and decomposed were two files that list and download alike.
+  const parts = raw
+    .normalize("NFC")
+    .split("/")
+    .filter((part) => part !== "" && part !== ".");
+  // Full-width dots (．．) read as .. once compatibility-normalised, as some tools do.
+  if (parts.some((part) => part.normalize("NFKC") === "..")) throw new ArtifactError(400, "path must not contain ..");
   if (parts.length === 0 || raw.endsWith("/")) throw new ArtifactError(400, "path must name a file");
+  // "a.txt " and "a.txt." are "a.txt" once on Windows, and look it in a listing.
+  if (parts.some((part) => /[. ]$/.test(part))) {
+    throw new ArtifactError(400, "a path's names must not end with a dot or a space");
+  }
   return parts.join("/");
 }
 

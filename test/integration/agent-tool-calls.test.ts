@@ -146,6 +146,22 @@ describe("parallel tool calls", () => {
   });
 });
 
+describe("finish", () => {
+  it("takes a summary given as lines, and answers a status it does not know with a tool error to mend", async () => {
+    const row = await insertTask(workspace.id);
+    const router = scriptedRouter(
+      toolCalls({ name: "finish", args: { summary: "Done", status: "done" } }),
+      toolCalls({ name: "finish", args: { summary: ["Wrote a.ts", "Tested it"], status: "partial_success" } }),
+    );
+    await deliver(router, row.id);
+    expect(toolResults(router)[0]).toEqual({ error: 'status must be "success" or "partial_success"', status: 400 });
+    expect(await task(row.id)).toMatchObject({
+      status: "completed",
+      result: { summary: "Wrote a.ts\nTested it", status: "partial_success" },
+    });
+  });
+});
+
 describe("the run's report", () => {
   it("keeps a REPORT.md the agent wrote itself rather than replacing it with the summary", async () => {
     const row = await insertTask(workspace.id, { type: "documentation" });

@@ -81,6 +81,21 @@ export interface ToolEnv {
   agentId: string;
 }
 
+/**
+ * `finish` as its schema asks: a summary (a list of lines is taken as those lines) and a status of the two. Anything
+ * else is a tool error the model can mend: taken as it came, a summary of bullet points was lost ("(no summary)")
+ * and an unknown status became success.
+ */
+function finishOutcome(args: Record<string, unknown>): ToolOutcome {
+  const lines = Array.isArray(args.summary) && args.summary.every((line) => typeof line === "string");
+  const summary = args.summary === undefined ? "" : lines ? (args.summary as string[]).join("\n") : args.summary;
+  if (typeof summary !== "string") return { status: "error", error: "summary must be a string", code: 400 };
+  if (args.status !== undefined && args.status !== "success" && args.status !== "partial_success")
+    return { status: "error", error: 'status must be "success" or "partial_success"', code: 400 };
+  const status = args.status === "partial_success" ? "partial_success" : "success";
+  return { status: "success", result: { finished: true }, finish: { summary, status } };
+}
+
 export async function runTool(name: string, rawArguments: string, env: ToolEnv): Promise<ToolOutcome> {
   let parsed: unknown;
   try {
@@ -101,11 +116,8 @@ export async function runTool(name: string, rawArguments: string, env: ToolEnv):
         return { status: "success", result: await env.files.read(args.path, READ_MAX_CHARS) };
       case "write_file":
         return { status: "success", result: await writeFile(args, env) };
-      case "finish": {
-        const summary = typeof args.summary === "string" ? args.summary : "";
-        const status = args.status === "partial_success" ? "partial_success" : "success";
-        return { status: "success", result: { finished: true }, finish: { summary, status } };
-      }
+      case "finish":
+        return finishOutcome(args);
       default:
         return { status: "error", error: `unknown tool ${name}`, code: 404 };
     }

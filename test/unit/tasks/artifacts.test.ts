@@ -8,6 +8,9 @@ describe("artifact paths", () => {
     expect(sanitizePath("src/./index.ts")).toBe("src/index.ts");
     expect(sanitizePath("docs//guide.md")).toBe("docs/guide.md");
     expect(sanitizePath("a b/ü.txt")).toBe("a b/ü.txt");
+    // One spelling per name: a decomposed "é" is the composed one's file.
+    expect(sanitizePath("caf\u0065\u0301.md")).toBe("caf\u00e9.md");
+    expect(sanitizePath("v1.2/notes.md")).toBe("v1.2/notes.md");
   });
 
   it.each([
@@ -22,6 +25,13 @@ describe("artifact paths", () => {
     ["ok\u0000.txt", 400],
     ["new\nline", 400],
     ["x".repeat(513), 400],
+    // Names that read as another: a bidi override (invoice\u202Efdp.exe shows as "invoiceexe.pdf"), zero-width space.
+    ["invoice\u202Efdp.exe", 400],
+    ["read\u200Bme.md", 400],
+    // Full-width dots, ".." once compatibility-normalised; a name ending in a dot or a space.
+    ["\uff0e\uff0e/x", 400],
+    ["a.txt ", 400],
+    ["dir./a.txt", 400],
   ])("refuses %j", (path, status) => {
     expect(() => sanitizePath(path)).toThrow(ArtifactError);
     try {
