@@ -35,6 +35,15 @@ export function redactUrlQuery(value: string): string {
 }
 const MAX_DEPTH = 6;
 
+/**
+ * A count of LLM tokens (`daily_tokens`, `prompt_tokens`: a budget or usage figure), which the key test's `token`
+ * would hide, and with it what a `budget.update` changed. Only a number or null: a string or a list under such a
+ * key (`refresh_tokens`) is still redacted.
+ */
+function isTokenCount(key: string, value: unknown): boolean {
+  return /tokens$/i.test(key) && (value === null || typeof value === "number");
+}
+
 export function redactText(text: string): string {
   let result = text;
   for (const pattern of SECRET_IN_TEXT) result = result.replace(pattern, REDACTED);
@@ -49,7 +58,7 @@ export function redact(value: unknown, depth = 0): unknown {
   if (Array.isArray(value)) return value.map((item) => redact(item, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [key, inner] of Object.entries(value)) {
-    out[key] = SECRET_KEY.test(key) ? REDACTED : redact(inner, depth + 1);
+    out[key] = SECRET_KEY.test(key) && !isTokenCount(key, inner) ? REDACTED : redact(inner, depth + 1);
   }
   return out;
 }
