@@ -1,4 +1,4 @@
-import { and, asc, eq, gte, isNotNull, isNull, sql } from "drizzle-orm";
+import { and, asc, eq, gt, gte, isNotNull, isNull, lte, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { jsonRowsSql } from "../db/json-rows.ts";
 import { auditChains, auditLogs } from "../db/schema.ts";
@@ -85,10 +85,24 @@ const SEAL_ENTRIES_SQL = `UPDATE audit_logs SET prev_hash = s.prev_hash, hash = 
   WHERE audit_logs.id = s.id AND audit_logs.hash IS NULL`;
 
 /**
+ * The head's seq (0 before the first seal), as a subquery. Sealed entries are
+ * always a prefix of the chain and the head is its last one (it moves in the
+ * same batch as the seals), so an entry at or below it without a hash was
+ * sealed once and lost its hash: edited behind the API's back, the hash
+ * cleared. Sealing it again would give the edit a valid hash and move the
+ * break to the entry after it (or, at the head, hide it); it is left for
+ * verify to name (`unsealed`).
+ */
+function headSeqSql(workspaceId: string) {
+  return sql<number>`COALESCE((SELECT head_seq FROM audit_chains WHERE workspace_id = ${workspaceId}), 0)`;
+}
+
+/**
  * Hashes a workspace's unsealed entries in seq order, from the last sealed
  * hash. Idempotent: every sealer computes the same hashes, and an update only
  * applies to a row that is still unsealed. Stops at a gap (a deleted entry),
- * which verify then reports. Returns how many entries it sealed.
+ * which verify then reports, and never reseals an entry at or below the head.
+ * Returns how many entries it sealed.
  */
 export async function sealChain(db: Database, workspaceId: string): Promise<number> {
   let sealed = 0;
@@ -96,7 +110,9 @@ export async function sealChain(db: Database, workspaceId: string): Promise<numb
     const pending: ChainedRow[] = await db
       .select(CHAINED_COLUMNS)
       .from(auditLogs)
-      .where(and(eq(auditLogs.workspaceId, workspaceId), isNull(auditLogs.hash)))
+      .where(
+        and(eq(auditLogs.workspaceId, workspaceId), isNull(auditLogs.hash), gt(auditLogs.seq, headSeqSql(workspaceId))),
+      )
       .orderBy(asc(auditLogs.seq))
       .limit(SEAL_PAGE_ROWS);
     if (pending.length === 0) return sealed;
@@ -195,11 +211,32 @@ export async function verifyChain(
   let broken: ChainBreak | null = null;
   let complete = true;
 
+  // The chain starts after the retention anchor (or at 1). An entry at or below that (seq 0 or less, or a seq
+  // retention archived) is on no chain, and the walk below would never see it, yet the list and stats show it:
+  // it was inserted behind the API's back.
+  const stray = await db
+    .select({ seq: auditLogs.seq, id: auditLogs.id })
+    .from(auditLogs)
+    .where(and(eq(auditLogs.workspaceId, workspaceId), lte(auditLogs.seq, state.anchorSeq)))
+    .orderBy(asc(auditLogs.seq))
+    .limit(1);
+  if (stray.length > 0) {
+    broken = {
+      seq: stray[0].seq,
+      id: stray[0].id,
+      reason: "link_mismatch",
+      detail:
+        state.anchorSeq > 0
+          ? `Entry ${stray[0].seq} is on no chain: the chain starts after entry ${state.anchorSeq}, archived by retention.`
+          : `Entry ${stray[0].seq} is on no chain: the chain starts at entry 1.`,
+    };
+  }
+
   if (options.from && options.from.after_seq > state.anchorSeq) {
     // Going on from a checkpoint: the entry there must still be the one verified then.
     const { after_seq: afterSeq, after_hash: afterHash } = options.from;
     const stored = await hashAt(db, workspaceId, afterSeq);
-    if (stored !== afterHash) {
+    if (!broken && stored !== afterHash) {
       broken = {
         seq: afterSeq,
         id: null,
@@ -253,6 +290,14 @@ export async function verifyChain(
             id: row.id,
             reason: "unsealed",
             detail: `Entry ${row.seq} has no hash but entry ${laterSealed[0].seq} after it does.`,
+          };
+        } else if (row.seq <= state.headSeq) {
+          // The newest sealed entry (or one below it, with everything after it) lost its hash.
+          broken = {
+            seq: row.seq,
+            id: row.id,
+            reason: "unsealed",
+            detail: `Entry ${row.seq} has no hash but was sealed: the chain's head is entry ${state.headSeq}.`,
           };
         }
         break walk;
