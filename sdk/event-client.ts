@@ -84,6 +84,8 @@ export class EventClient {
   private currentState: ConnectionState = "idle";
   private lastId: string | null;
   private lastSeq = 0;
+  /** Bumped by close(): a connection attempt begun before it (awaiting its ticket) opens no socket after it. */
+  private generation = 0;
 
   constructor(options: EventClientOptions) {
     this.options = options;
@@ -175,6 +177,7 @@ export class EventClient {
   }
 
   close(): void {
+    this.generation += 1;
     this.setState("closed");
     clearTimeout(this.reconnectTimer);
     clearInterval(this.pingTimer);
@@ -195,10 +198,12 @@ export class EventClient {
   }
 
   private async open(): Promise<void> {
+    const generation = this.generation;
     let url: string;
     try {
       url = await this.streamUrl();
     } catch (error) {
+      if (generation !== this.generation) return;
       this.emitError(error);
       // A key the API refuses (wrong, revoked, expired, or without events:read) stays refused: trying again only
       // counts failures against this address until the API blocks it (429), every other key from it too.
@@ -206,7 +211,8 @@ export class EventClient {
       else this.scheduleReconnect();
       return;
     }
-    if (this.currentState === "closed") return;
+    // Closed meanwhile, and perhaps connected again (a component unmounted and mounted): that attempt is the one.
+    if (this.currentState === "closed" || generation !== this.generation) return;
     const factory = this.options.WebSocket ?? ((target: string) => new WebSocket(target));
     const socket = factory(url);
     this.socket = socket;
@@ -214,7 +220,9 @@ export class EventClient {
     this.sinceAckBytes = 0;
     socket.addEventListener("open", () => {
       if (socket !== this.socket) return;
-      this.attempt = 0;
+      // The backoff starts again only once the server answers with more than an error (see onFrame): a full hub
+      // accepts the upgrade and closes at once (CONNECTION_LIMIT, 1013), and reset here, every client over its cap
+      // came back within a second, forever.
       this.lastMessageAtMs = Date.now();
       this.setState("open");
       // The URL carried the current subscription; "nothing" cannot be said there, so say it now.
@@ -260,13 +268,25 @@ export class EventClient {
       this.emitError(new Error("the server sent a frame that is not JSON"));
       return;
     }
+    // Thrown out of the socket's listener, a TypeError on `null` would end a Node process (an uncaught exception).
+    if (typeof frame !== "object" || frame === null) {
+      this.emitError(new Error("the server sent a frame that is not a JSON object"));
+      return;
+    }
+    // The server answered with more than a refusal: the connection works, so the next drop retries soon again.
+    if (frame.type === "event" || frame.type === "replay" || frame.type === "pong" || frame.type === "subscribed")
+      this.attempt = 0;
     switch (frame.type) {
       case "event":
         this.onEvent(socket, frame.event, text.length);
         return;
       case "replay":
-        if (frame.recovered === false)
+        if (frame.recovered === false) {
+          // The log may have started again (a hub whose state was lost: local dev): seqs from 1 are new events, not
+          // ones already seen, which event_id still tells apart.
+          this.lastSeq = 0;
           for (const handler of this.gapHandlers) this.safely(handler, { lastEventId: this.lastId });
+        }
         return;
       case "error":
         this.emitError(new Error(`${String(frame.code)}: ${String(frame.message)}`));
@@ -277,6 +297,10 @@ export class EventClient {
   }
 
   private onEvent(socket: SocketLike, raw: unknown, frameBytes: number): void {
+    if (typeof raw !== "object" || raw === null) {
+      this.emitError(new Error("the server sent an event frame without an event"));
+      return;
+    }
     const check = validateEvent(raw);
     const candidate = raw as { event_id?: unknown; seq?: unknown };
     const eventId = typeof candidate.event_id === "string" ? candidate.event_id : null;
