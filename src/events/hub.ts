@@ -130,7 +130,9 @@ export interface HistoryQuery {
 /** Events as JSON text: stored that way, and plain strings cross the RPC boundary cheaply. */
 export type HistoryResult =
   | { ok: true; events: string[]; nextSeq: number | null }
-  | { ok: false; reason: "unknown_after" };
+  | { ok: false; reason: "unknown_after" }
+  /** Events after the cursor were trimmed (older than the retention window): paging on would skip them. */
+  | { ok: false; reason: "trimmed" };
 
 /** Kept in the socket's attachment, so it survives hibernation. */
 interface Attachment {
@@ -437,6 +439,10 @@ export class EventHubCore {
     const matcher = new Matcher(initialSubscription(query.types, query.channels));
     const events: string[] = [];
     const rows = this.log.after(afterSeq, HISTORY_SCAN_ROWS);
+    // seq has no holes (appendMany), so a first row past afterSeq + 1, or none while the log goes further, means the
+    // alarm trimmed events after this point since the cursor was given: told, as a resume or `?after=` would be.
+    if (afterSeq > 0 && (rows[0]?.seq ?? this.log.lastSeq() + 1) > afterSeq + 1)
+      return { ok: false, reason: "trimmed" };
     let lastScanned = afterSeq;
     for (const row of rows) {
       lastScanned = row.seq;

@@ -84,7 +84,9 @@ export async function listEvents(
   if (!result.ok)
     throw new ApiError(
       "NOT_FOUND",
-      `Event ${query.after} is not in this workspace's log (unknown, or older than the retention window); reload state instead.`,
+      result.reason === "trimmed"
+        ? "Events after this cursor are older than the retention window and were deleted; reload state instead."
+        : `Event ${query.after} is not in this workspace's log (unknown, or older than the retention window); reload state instead.`,
     );
   return {
     data: result.events.map((json) => JSON.parse(json) as PublishedEvent),

@@ -47,7 +47,8 @@ const listRoute = createRoute({
   summary: "Event history",
   description:
     "The workspace's events in `seq` order from the hub's log (7-day window), after `?after=<event_id>` " +
-    "or from the oldest kept. Full per-type shapes: `GET /api/v1/events/schema`.",
+    "or from the oldest kept. An `after` or `cursor` whose next events were trimmed answers 404: reload state. " +
+    "Full per-type shapes: `GET /api/v1/events/schema`.",
   request: {
     query: z.object({
       after: z.string().regex(EVENT_ID_PATTERN).optional().openapi({ description: "Return events after this one." }),
