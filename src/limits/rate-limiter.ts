@@ -15,6 +15,8 @@ export type { RateLimitRule } from "./types.ts";
  * start with no lease outstanding, at most burst + rate·t requests pass,
  * across any number of isolates; over an arbitrary window a lease can shift
  * admissions by at most its TTL, so the bound there is burst + rate·(t + TTL).
+ * (A request that asked the object spends a token of its grant even when the
+ * answer took longer than the TTL, so there the shift is that call's latency.)
  */
 
 export interface RateLimitDecision {
@@ -117,18 +119,26 @@ export class RateLimiter {
       try {
         const running = lease.refill;
         if (running && nowMs - running.startedAtMs < STALE_REFILL_MS) await this.#awaitRefill(lease, running);
-        else await this.#runRefill(lease, nowMs);
+        else if ((await this.#runRefill(lease, nowMs)) > 0 && lease.tokens > 0) {
+          // The caller spends a token of its own grant at once, even one that came back after the lease's time (a
+          // limiter slower than leaseTtlMs): else each grant expired on arrival, went back and was asked for again,
+          // and the request never ended. Admitted at most the call's latency after the object deducted the token.
+          lease.tokens -= 1;
+          lease.spentSinceRefill += 1;
+          return allowed(lease, this.#now());
+        }
       } finally {
         lease.waiting -= 1;
       }
     }
   }
 
-  async #runRefill(lease: Lease, nowMs: number): Promise<void> {
+  /** Answers the tokens granted. */
+  async #runRefill(lease: Lease, nowMs: number): Promise<number> {
     const refill: Refill = { startedAtMs: nowMs };
     lease.refill = refill;
     try {
-      await this.#refill(lease);
+      return await this.#refill(lease);
     } finally {
       if (lease.refill === refill) lease.refill = null;
     }
@@ -141,7 +151,7 @@ export class RateLimiter {
     }
   }
 
-  async #refill(lease: Lease): Promise<void> {
+  async #refill(lease: Lease): Promise<number> {
     // The lease is timed from before the call: the object deducts the tokens somewhere inside it.
     const askedAtMs = this.#now();
     const wanted = this.#leaseSize(lease, askedAtMs);
@@ -159,6 +169,7 @@ export class RateLimiter {
     } else {
       lease.refusedUntilMs = answeredAtMs + Math.max(1, result.retryAfterMs, refusalHoldMs(lease.rules));
     }
+    return result.granted;
   }
 
   /**
