@@ -81,6 +81,8 @@ export class TaskAdmission {
   readonly #store: AdmissionStore;
   /** Finish times (ms), newest last: in memory only, an eviction merely resets the estimate. */
   readonly #finishesMs: number[] = [];
+  /** When this instance first saw the clock: finishes before it went unseen, so the drain is counted from then. */
+  #watchingSinceMs: number | null = null;
 
   constructor(storage: LimiterStorage) {
     this.#store = new AdmissionStore(storage);
@@ -90,6 +92,7 @@ export class TaskAdmission {
     assertCaps(input.maxRunning, input.maxPending);
     if (!(input.priority in PRIORITY_RANK)) throw new RangeError(`unknown priority ${input.priority}`);
     const { nowMs } = input;
+    this.#watch(nowMs);
     return this.#store.atomically(() => {
       this.#store.saveSetting("max_running", input.maxRunning);
       this.#store.saveSetting("max_pending", input.maxPending);
@@ -120,6 +123,7 @@ export class TaskAdmission {
 
   /** Tasks that ended (or were cancelled or never existed): their slots or places are freed. */
   finish(input: { taskIds: string[] } & Clock): { dispatch: Dispatch[]; released: number; depth: Depth } {
+    this.#watch(input.nowMs);
     return this.#store.atomically(() => {
       const released = this.#store.deleteMany(input.taskIds);
       for (let index = 0; index < released; index++) this.#noteFinish(input.nowMs);
@@ -188,16 +192,25 @@ export class TaskAdmission {
     return next.map(toDispatch);
   }
 
+  #watch(nowMs: number): void {
+    this.#watchingSinceMs ??= nowMs;
+  }
+
   #noteFinish(nowMs: number): void {
     this.#finishesMs.push(nowMs);
     if (this.#finishesMs.length > MAX_DRAIN_SAMPLES) this.#finishesMs.shift();
   }
 
-  /** Time until one pending place frees, from the recent finish rate. */
+  /**
+   * Time until one pending place frees, from the recent finish rate: the finishes over the time watched (the
+   * window, or this instance's life if shorter). Measured from the oldest finish instead, one finish a second ago
+   * read as one a second, and a workspace draining one task a minute told its clients to come back in 1 s.
+   */
   #retryAfterMs(nowMs: number): number {
     const recent = this.#finishesMs.filter((atMs) => nowMs - atMs <= DRAIN_WINDOW_MS);
     if (recent.length === 0) return DEFAULT_RETRY_AFTER_MS;
-    const spanMs = Math.max(1_000, nowMs - recent[0]);
+    const watchedMs = Math.min(DRAIN_WINDOW_MS, nowMs - (this.#watchingSinceMs ?? recent[0]));
+    const spanMs = Math.max(1_000, watchedMs, nowMs - recent[0]);
     const perMs = recent.length / spanMs;
     return Math.min(MAX_RETRY_AFTER_MS, Math.max(1_000, Math.ceil(1 / perMs)));
   }

@@ -120,7 +120,7 @@ describe("task admission", () => {
       // The same task again is not a second place in line.
       expect(submit(admission, "c", "medium", 0, small)).toEqual({ status: "pending", duplicate: true, dispatch: [] });
 
-      // Four finishes over 2 s: about 2 per second, so a place frees in about half a second (at least 1 s).
+      // Two finishes over the 2 s watched: one a second, so a place frees in about a second (at least 1 s).
       admission.finish({ taskIds: ["a"], nowMs: 0 });
       admission.finish({ taskIds: ["b"], nowMs: 1_000 });
       submit(admission, "f", "medium", 1_000, small);
