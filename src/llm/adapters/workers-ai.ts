@@ -1,3 +1,4 @@
+import { abortableBody, abortion } from "../../lib/abortable.ts";
 import {
   type AdapterCall,
   type AdapterResult,
@@ -140,7 +141,10 @@ const STATUS_BY_ERROR_CODE: Readonly<Record<string, number>> = {
   "3003": 400,
   "3039": 400,
   "5004": 400,
-  "5007": 400,
+  // "No such model … or task": documented as a 400, but it is the binding's model-not-found (as 3042 is), the 404
+  // OpenAI, Azure and local servers answer. As a 400, a chain entry naming a model the account lacks (misspelt,
+  // retired) was the caller's fault, "every provider refused the request", rather than the chain's to mend (a 503).
+  "5007": 404,
   "3023": 403,
   "3041": 403,
   "5016": 403,
@@ -216,8 +220,9 @@ export class WorkersAiAdapter implements ProviderAdapter {
       yield* wholeAnswerAsStream(await this.complete(call));
       return;
     }
-    const body = await this.#run(call, true);
-    if (!(body instanceof ReadableStream)) throw new ProviderError("protocol", "Workers AI sent no stream");
+    const answer = await this.#run(call, true);
+    if (!(answer instanceof ReadableStream)) throw new ProviderError("protocol", "Workers AI sent no stream");
+    const body = abortableBody(answer as ReadableStream<Uint8Array>, call.signal);
     const assembler = new MessageAssembler();
     let usage: Partial<TokenUsage> | undefined;
     let finishReason: string | undefined;
@@ -230,7 +235,7 @@ export class WorkersAiAdapter implements ProviderAdapter {
     /** The thinking written so far, by an estimate: paid for, though the caller is sent none of it. */
     let thinkingTokens = 0;
     try {
-      for await (const message of readSse(body as ReadableStream<Uint8Array>)) {
+      for await (const message of readSse(body)) {
         if (message.data === "[DONE]") {
           done = true;
           const held = cutter.flush();
@@ -306,8 +311,11 @@ export class WorkersAiAdapter implements ProviderAdapter {
   }
 
   async #run(call: AdapterCall, stream: boolean): Promise<unknown> {
+    const aborted = abortion(call.signal);
     try {
-      return await this.#ai.run(
+      // Not started for an attempt given up already, as fetch does not start a request whose signal has aborted.
+      if (call.signal.aborted) throw call.signal.reason;
+      const running = this.#ai.run(
         call.model,
         {
           messages: bindingMessages(call.messages),
@@ -324,12 +332,22 @@ export class WorkersAiAdapter implements ProviderAdapter {
         },
         { signal: call.signal },
       );
+      // A stream the binding opens after the attempt was given up is cancelled, not left running.
+      running.then(
+        (late) => {
+          if (call.signal.aborted && late instanceof ReadableStream) late.cancel().catch(() => {});
+        },
+        () => {},
+      );
+      return await Promise.race([running, aborted.promise]);
     } catch (error) {
       if (call.signal.aborted) throw fetchFailure(error, call.signal);
       const { status, code } = bindingFailure(error);
       if (status !== undefined)
         throw new ProviderError("http", `Workers AI failed: ${String(error)}`, { status, code });
       throw fetchFailure(error, call.signal);
+    } finally {
+      aborted.dispose();
     }
   }
 
