@@ -112,9 +112,23 @@ export function chainProblems(text: string): string[] {
       problems.push(`entry ${index + 1}: unknown provider; known: ${Object.keys(DEFAULT_MODELS).join(", ")}`);
     } else if (model === "") {
       problems.push(`entry ${index + 1}: no model after its ":" (a bare provider takes its default model)`);
+    } else if (model !== undefined) {
+      const settings = modelSettingsProblem(provider, model);
+      if (settings) problems.push(`entry ${index + 1}: its model ${settings}`);
     }
   }
   return problems;
+}
+
+/**
+ * What is wrong with a model name's query string (`sim-1?failure_rate=1`): the simulated provider's settings, and
+ * nothing to any other provider, which is sent it as part of the name (`gpt-4o-mini?temperature=0` to OpenAI, to
+ * the Workers AI binding, in an Azure deployment's path) and has no such model: every call to it failed, while its
+ * price was read without the query, as the model it is not. Undefined when the name is one a provider may have.
+ */
+export function modelSettingsProblem(provider: string, model: string): string | undefined {
+  if (provider === "simulated" || !model.includes("?")) return undefined;
+  return `has a query string ("${model.slice(model.indexOf("?"))}"): only the simulated provider's models take settings so; ${provider} would be sent it as part of the model's name`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { SCOPES } from "../auth/principal.ts";
 import { hasLoneSurrogate, LONE_SURROGATE_MODEL_MESSAGE, LONE_SURROGATE_TEXT_MESSAGE } from "../lib/unicode.ts";
-import { DEFAULT_MODELS } from "../llm/routing.ts";
+import { DEFAULT_MODELS, modelSettingsProblem } from "../llm/routing.ts";
 import { PLANS } from "./plans.ts";
 
 /** Request and response schemas shared by the operator and workspace routes. */
@@ -109,6 +109,12 @@ function refuseConflictingPrices(chain: ChainEntry[], ctx: z.RefinementCtx): voi
   }
 }
 
+/** A query string is the simulated provider's settings; any other provider is sent it as part of the model's name. */
+function refuseModelSettings(entry: { provider: string; model: string }, ctx: z.RefinementCtx): void {
+  const problem = modelSettingsProblem(entry.provider, entry.model);
+  if (problem) ctx.addIssue({ code: "custom", path: ["model"], message: problem });
+}
+
 export const LlmRoutingSchema = z
   .object({
     strategy: z.enum(["fallback", "cost", "latency", "weighted"]).openapi({
@@ -136,7 +142,8 @@ export const LlmRoutingSchema = z
             price: ChainPriceSchema.nullable().optional(),
           })
           // A misspelt `weight` would be dropped without a word, leaving every entry the same weight.
-          .strict(),
+          .strict()
+          .superRefine(refuseModelSettings),
       )
       .min(1)
       .max(10)
