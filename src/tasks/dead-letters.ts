@@ -284,8 +284,12 @@ async function selectForReplay(ctx: TaskContext, selection: ReplaySelection): Pr
   if (filter) {
     if (!filter.include_replayed) conditions.push(isNull(deadLetters.replayedAt));
     if (filter.error_type) conditions.push(eq(deadLetters.errorType, filter.error_type));
-    if (filter.created_after) conditions.push(gt(deadLetters.createdAt, filter.created_after));
-    if (filter.created_before) conditions.push(lt(deadLetters.createdAt, filter.created_before));
+    // As stored (toISOString: milliseconds, `Z`), so text order is time order: `…T05:06:07Z` sorted after
+    // `…T05:06:07.500Z` ('Z' > '.'), and a letter half a second past a whole-second bound fell outside created_after
+    // and inside created_before.
+    if (filter.created_after) conditions.push(gt(deadLetters.createdAt, new Date(filter.created_after).toISOString()));
+    if (filter.created_before)
+      conditions.push(lt(deadLetters.createdAt, new Date(filter.created_before).toISOString()));
     if (filter.task_type) {
       conditions.push(
         inArray(
