@@ -169,8 +169,10 @@ export async function createTask(
       }),
     ]);
   } catch (error) {
-    // Give the place back first, whatever happened: the task does not exist.
-    await limiter.finishTasks([taskId]).catch(() => undefined);
+    // Give the place back first, whatever happened: the task does not exist. A slot it held may let a waiting task
+    // start: sent, or that task stayed pending until its lease lapsed (two minutes, one of its three lapses).
+    const freed = await limiter.finishTasks([taskId]).catch(() => undefined);
+    if (freed) await sendDispatches(config, db, workspaceId, freed.dispatch, ctx.logger);
     if (idempotencyKey) {
       // Another request with the same key won the unique index.
       const existing = await findByIdempotencyKey(db, workspaceId, idempotencyKey);
