@@ -23,6 +23,7 @@ import {
   usageWhenWritten,
   workspaceWith,
 } from "../support/llm.ts";
+import { recordSentryReports, TEST_SENTRY_DSN } from "../support/sentry.ts";
 import { insertTask, taskBody } from "../unit/tasks/fakes.ts";
 
 /** What an operator and a caller can tell of an LLM call: its events, and a bug's report. */
@@ -108,19 +109,12 @@ describe("a task run's unexpected error", () => {
     const row = await insertTask(workspace.id);
     // A bug in the call path (not a provider's failure, which the router turns into an LlmError).
     vi.spyOn(Router.prototype, "chat").mockRejectedValue(new TypeError("settings.chain is not iterable"));
-    const reports: string[] = [];
-    const realFetch = globalThis.fetch;
-    vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
-      const request = new Request(input, init);
-      if (new URL(request.url).hostname !== "sentry.test") return realFetch(input, init);
-      reports.push(await request.text());
-      return new Response('{"id":"0"}', { status: 200 });
-    });
+    const reports = recordSentryReports();
     const batch = createMessageBatch("tasks", [
       { id: "msg-unexpected", timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, row.id) },
     ]);
     const ctx = createExecutionContext();
-    await handleQueueBatch(batch, { ...env, SENTRY_DSN: "https://publickey@sentry.test/42" }, ctx);
+    await handleQueueBatch(batch, { ...env, SENTRY_DSN: TEST_SENTRY_DSN }, ctx);
     await waitOnExecutionContext(ctx);
     // The run is retried, as an unexplained failure is.
     expect((await getQueueResult(batch, ctx)).retryMessages).toEqual([{ msgId: "msg-unexpected" }]);
@@ -150,14 +144,7 @@ describe("a bug in a call's attempt", () => {
         throw new TypeError("Cannot read properties of undefined (reading 'text')");
       return realComplete.call(this, call);
     });
-    const reports: string[] = [];
-    const realFetch = globalThis.fetch;
-    vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
-      const request = new Request(input, init);
-      if (new URL(request.url).hostname !== "sentry.test") return realFetch(input, init);
-      reports.push(await request.text());
-      return new Response('{"id":"0"}', { status: 200 });
-    });
+    const reports = recordSentryReports();
     const requestId = "caller-request-bug-0001";
     const ctx = createExecutionContext();
     const response = await createApp().fetch(
@@ -167,7 +154,7 @@ describe("a bug in a call's attempt", () => {
         // A short answer, asked whole (complete), as the spy above expects.
         body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }], max_tokens: 16 }),
       }),
-      { ...env, SENTRY_DSN: "https://publickey@sentry.test/42" },
+      { ...env, SENTRY_DSN: TEST_SENTRY_DSN },
       ctx,
     );
     expect(response.status).toBe(200);
@@ -295,14 +282,7 @@ describe("the upstream call", () => {
 describe("a model named by its settings alone", () => {
   it("is told as its provider's default model: its events are published, not refused as invalid and reported", async () => {
     const workspace = await workspaceWith(null);
-    const reports: string[] = [];
-    const realFetch = globalThis.fetch;
-    vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
-      const request = new Request(input, init);
-      if (new URL(request.url).hostname !== "sentry.test") return realFetch(input, init);
-      reports.push(await request.text());
-      return new Response('{"id":"0"}', { status: 200 });
-    });
+    const reports = recordSentryReports();
     const send = async (model: string) => {
       const ctx = createExecutionContext();
       const response = await createApp().fetch(
@@ -311,7 +291,7 @@ describe("a model named by its settings alone", () => {
           headers: { ...workspace.headers, "Content-Type": "application/json" },
           body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }] }),
         }),
-        { ...env, SENTRY_DSN: "https://publickey@sentry.test/42" },
+        { ...env, SENTRY_DSN: TEST_SENTRY_DSN },
         ctx,
       );
       const body = (await response.json()) as { model: string };

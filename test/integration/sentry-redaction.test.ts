@@ -2,6 +2,7 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { reportError } from "../../src/observability/sentry.ts";
+import { recordSentryReports, TEST_SENTRY_DSN } from "../support/sentry.ts";
 
 /** What an error report sends Sentry: never a credential, wherever in the report it would have been. */
 
@@ -12,16 +13,9 @@ const BEARER = "Bearer mgx_live_0123456789abcdefghij";
 afterEach(() => vi.restoreAllMocks());
 
 async function reported(error: unknown, context: Parameters<typeof reportError>[3]): Promise<string> {
-  const reports: string[] = [];
-  const realFetch = globalThis.fetch;
-  vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
-    const request = new Request(input, init);
-    if (new URL(request.url).hostname !== "sentry.test") return realFetch(input, init);
-    reports.push(await request.text());
-    return new Response('{"id":"0"}', { status: 200 });
-  });
+  const reports = recordSentryReports();
   const ctx = createExecutionContext();
-  reportError({ ...env, SENTRY_DSN: "https://publickey@sentry.test/42" }, ctx, error, context);
+  reportError({ ...env, SENTRY_DSN: TEST_SENTRY_DSN }, ctx, error, context);
   await waitOnExecutionContext(ctx);
   expect(reports).toHaveLength(1);
   return reports[0];
