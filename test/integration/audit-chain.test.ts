@@ -5,23 +5,13 @@ import { type ChainedRow, entryHash } from "../../src/audit/canonical.ts";
 import { type AuditEntryInput, auditInsert, recordAudit, sealChain, verifyChain } from "../../src/audit/index.ts";
 import { runAuditRetention } from "../../src/audit/retention.ts";
 import { createDb } from "../../src/db/client.ts";
-import { auditLogs, tasks, workspaces } from "../../src/db/schema.ts";
+import { auditLogs, tasks } from "../../src/db/schema.ts";
 import { newId } from "../../src/lib/ids.ts";
 import { handleScheduled } from "../../src/scheduled.ts";
+import { newAuditWorkspace, writeAuditEntries } from "../support/audit.ts";
 
 const db = createDb(env.DB);
 const silent = { info() {}, warn() {}, error() {} };
-
-async function newWorkspace(retentionDays = 365): Promise<string> {
-  const id = newId("workspace");
-  await db.insert(workspaces).values({
-    id,
-    name: "audit test",
-    limits: { requests_per_second: 10, burst: 20, max_running_tasks: 5, max_pending_tasks: 100 },
-    auditRetentionDays: retentionDays,
-  });
-  return id;
-}
 
 function entry(workspaceId: string, overrides: Partial<AuditEntryInput> = {}): AuditEntryInput {
   return {
@@ -39,17 +29,13 @@ function taskInsert(workspaceId: string, id = newId("task")) {
   return db.insert(tasks).values({ id, workspaceId, title: "t", type: "testing" });
 }
 
-async function writeEntries(workspaceId: string, count: number): Promise<void> {
-  for (let i = 0; i < count; i++) await db.batch([auditInsert(db, entry(workspaceId))]);
-}
-
 async function rows(workspaceId: string) {
   return db.select().from(auditLogs).where(eq(auditLogs.workspaceId, workspaceId)).orderBy(auditLogs.seq);
 }
 
 describe("atomic with the mutation", () => {
   it("the entry commits with its mutation in one batch", async () => {
-    const ws = await newWorkspace();
+    const ws = await newAuditWorkspace();
     const taskId = newId("task");
     await db.batch([taskInsert(ws, taskId), auditInsert(db, entry(ws, { resourceId: taskId }))]);
     const written = await rows(ws);
@@ -58,7 +44,7 @@ describe("atomic with the mutation", () => {
   });
 
   it("a failing batch leaves neither the change nor its entry", async () => {
-    const ws = await newWorkspace();
+    const ws = await newAuditWorkspace();
     const taskId = newId("task");
     await expect(
       db.batch([taskInsert(ws, taskId), auditInsert(db, entry(ws)), taskInsert(ws, taskId)]),
@@ -70,7 +56,7 @@ describe("atomic with the mutation", () => {
 
 describe("hash chain", () => {
   it("200 concurrent mutations form one line that verifies, however many sealers race", async () => {
-    const ws = await newWorkspace();
+    const ws = await newAuditWorkspace();
     await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
         db.batch([taskInsert(ws), auditInsert(db, entry(ws, { metadata: { writer: i } }))]),
@@ -89,8 +75,8 @@ describe("hash chain", () => {
   });
 
   it("names an entry edited directly in D1", async () => {
-    const ws = await newWorkspace();
-    await writeEntries(ws, 10);
+    const ws = await newAuditWorkspace();
+    await writeAuditEntries(ws, 10);
     expect((await verifyChain(db, ws)).ok).toBe(true);
     await env.DB.prepare("UPDATE audit_logs SET actor_id = 'someone_else' WHERE workspace_id = ? AND seq = 4")
       .bind(ws)
@@ -102,22 +88,22 @@ describe("hash chain", () => {
   });
 
   it("names a deleted entry, in the middle or at the end", async () => {
-    const ws = await newWorkspace();
-    await writeEntries(ws, 8);
+    const ws = await newAuditWorkspace();
+    await writeAuditEntries(ws, 8);
     await verifyChain(db, ws);
     await env.DB.prepare("DELETE FROM audit_logs WHERE workspace_id = ? AND seq = 5").bind(ws).run();
     expect((await verifyChain(db, ws)).first_broken).toMatchObject({ seq: 5, id: null, reason: "missing" });
 
-    const tail = await newWorkspace();
-    await writeEntries(tail, 6);
+    const tail = await newAuditWorkspace();
+    await writeAuditEntries(tail, 6);
     await verifyChain(db, tail);
     await env.DB.prepare("DELETE FROM audit_logs WHERE workspace_id = ? AND seq >= 5").bind(tail).run();
     expect((await verifyChain(db, tail)).first_broken).toMatchObject({ seq: 5, reason: "missing" });
   });
 
   it("an edit whose hash was recomputed still breaks the link to the next entry", async () => {
-    const ws = await newWorkspace();
-    await writeEntries(ws, 5);
+    const ws = await newAuditWorkspace();
+    await writeAuditEntries(ws, 5);
     await verifyChain(db, ws);
     await env.DB.prepare(
       "UPDATE audit_logs SET action = 'task.cancel', hash = 'f' || substr(hash, 2) WHERE workspace_id = ? AND seq = 2",
@@ -139,8 +125,8 @@ describe("hash chain", () => {
   });
 
   it("walks a long chain in several calls from checkpoints, and notices what changed between them", async () => {
-    const ws = await newWorkspace();
-    await writeEntries(ws, 12);
+    const ws = await newAuditWorkspace();
+    await writeAuditEntries(ws, 12);
     const first = await verifyChain(db, ws, { maxEntries: 5 });
     expect(first).toMatchObject({ ok: true, complete: false, checked_entries: 5, first_seq: 1, last_seq: 5 });
     const stored = await rows(ws);
@@ -172,7 +158,7 @@ describe("hash chain", () => {
   });
 
   it("entries of different workspaces are separate chains", async () => {
-    const [a, b] = [await newWorkspace(), await newWorkspace()];
+    const [a, b] = [await newAuditWorkspace(), await newAuditWorkspace()];
     await db.batch([auditInsert(db, entry(a)), auditInsert(db, entry(b)), auditInsert(db, entry(a))]);
     expect((await rows(a)).map((row) => row.seq)).toEqual([1, 2]);
     expect((await rows(b)).map((row) => row.seq)).toEqual([1]);
@@ -182,7 +168,7 @@ describe("hash chain", () => {
 
 describe("what an entry keeps", () => {
   it("redacts secrets in changes and metadata, and records the request's fields", async () => {
-    const ws = await newWorkspace();
+    const ws = await newAuditWorkspace();
     await recordAudit(db, {
       ...entry(ws, { action: "api_key.create", resourceType: "api_key" }),
       ip: "203.0.113.9",
@@ -224,9 +210,9 @@ describe("retention", () => {
   }
 
   it("archives expired entries to R2 as NDJSON, deletes them, and the chain verifies across the cut", async () => {
-    const ws = await newWorkspace(30);
+    const ws = await newAuditWorkspace(30);
     const nowMs = Date.now();
-    await writeEntries(ws, 12);
+    await writeAuditEntries(ws, 12);
     await backdate(ws, 7, nowMs - 60 * DAY_MS);
     await runAuditRetention(env, silent, nowMs);
 
@@ -253,21 +239,21 @@ describe("retention", () => {
   });
 
   it("when every entry expires, new entries continue the chain after the anchor", async () => {
-    const ws = await newWorkspace(1);
+    const ws = await newAuditWorkspace(1);
     const nowMs = Date.now();
-    await writeEntries(ws, 3);
+    await writeAuditEntries(ws, 3);
     await backdate(ws, 3, nowMs - 10 * DAY_MS);
     await runAuditRetention(env, silent, nowMs);
     await env.DB.prepare("DELETE FROM audit_logs WHERE workspace_id = ? AND action = 'audit.archive'").bind(ws).run();
     await db.run(sql`UPDATE audit_chains SET head_seq = 3 WHERE workspace_id = ${ws}`);
-    await writeEntries(ws, 2);
+    await writeAuditEntries(ws, 2);
     expect((await rows(ws)).map((row) => row.seq)).toEqual([4, 5]);
     expect(await verifyChain(db, ws)).toMatchObject({ ok: true, anchor: { seq: 3 }, first_seq: 4, last_seq: 5 });
   });
 
   it("runs from the daily cron trigger", async () => {
-    const ws = await newWorkspace(30);
-    await writeEntries(ws, 3);
+    const ws = await newAuditWorkspace(30);
+    await writeAuditEntries(ws, 3);
     await backdate(ws, 2, Date.now() - 45 * DAY_MS);
     const waits: Promise<unknown>[] = [];
     const ctx = { waitUntil: (work: Promise<unknown>) => waits.push(work), passThroughOnException() {} };
@@ -284,9 +270,9 @@ describe("retention", () => {
   });
 
   it("does not archive past a broken link", async () => {
-    const ws = await newWorkspace(30);
+    const ws = await newAuditWorkspace(30);
     const nowMs = Date.now();
-    await writeEntries(ws, 6);
+    await writeAuditEntries(ws, 6);
     await backdate(ws, 6, nowMs - 90 * DAY_MS);
     await sealChain(db, ws);
     await env.DB.prepare("UPDATE audit_logs SET resource_id = 'forged' WHERE workspace_id = ? AND seq = 3")

@@ -1,40 +1,17 @@
 import { env } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { auditInsert, verifyChain } from "../../src/audit/index.ts";
+import { verifyChain } from "../../src/audit/index.ts";
 import { runAuditRetention } from "../../src/audit/retention.ts";
 import { createDb } from "../../src/db/client.ts";
-import { auditLogs, workspaces } from "../../src/db/schema.ts";
+import { auditLogs } from "../../src/db/schema.ts";
 import { newId } from "../../src/lib/ids.ts";
+import { newAuditWorkspace, writeAuditEntries } from "../support/audit.ts";
 import { createTestWorkspace } from "../support/workspaces.ts";
 import { BASE, fetcher } from "../unit/tasks/fakes.ts";
 
 const db = createDb(env.DB);
 const silent = { info() {}, warn() {}, error() {} };
-
-async function newWorkspace(retentionDays = 365): Promise<string> {
-  const id = newId("workspace");
-  await db.insert(workspaces).values({
-    id,
-    name: "audit test",
-    limits: { requests_per_second: 10, burst: 20, max_running_tasks: 5, max_pending_tasks: 100 },
-    auditRetentionDays: retentionDays,
-  });
-  return id;
-}
-
-async function writeEntries(workspaceId: string, count: number): Promise<void> {
-  for (let i = 0; i < count; i++)
-    await db.batch([
-      auditInsert(db, {
-        workspaceId,
-        actor: { type: "api_key", id: "key_test" },
-        action: "task.create",
-        resourceType: "task",
-        resourceId: newId("task"),
-      }),
-    ]);
-}
 
 async function row(workspaceId: string, seq: number) {
   const found = await db.select().from(auditLogs).where(eq(auditLogs.workspaceId, workspaceId));
@@ -55,8 +32,8 @@ async function insertBehindTheApi(workspaceId: string, seq: number, createdAt: s
 
 describe("an entry edited behind the API's back with its hash cleared", () => {
   it("is named itself, and the sealer does not give the edited content a fresh hash", async () => {
-    const ws = await newWorkspace();
-    await writeEntries(ws, 6);
+    const ws = await newAuditWorkspace();
+    await writeAuditEntries(ws, 6);
     expect((await verifyChain(db, ws)).ok).toBe(true);
     const original = await row(ws, 3);
     await env.DB.prepare(
@@ -75,24 +52,24 @@ describe("an entry edited behind the API's back with its hash cleared", () => {
   });
 
   it("the newest sealed entry too, and entries written after it stay unsealed behind it", async () => {
-    const ws = await newWorkspace();
-    await writeEntries(ws, 4);
+    const ws = await newAuditWorkspace();
+    await writeAuditEntries(ws, 4);
     expect((await verifyChain(db, ws)).ok).toBe(true);
     await env.DB.prepare(
       "UPDATE audit_logs SET resource_id = 'forged', hash = NULL, prev_hash = NULL WHERE workspace_id = ? AND seq = 4",
     )
       .bind(ws)
       .run();
-    await writeEntries(ws, 2);
+    await writeAuditEntries(ws, 2);
     const report = await verifyChain(db, ws);
     expect(report.first_broken).toMatchObject({ seq: 4, reason: "unsealed" });
     expect((await row(ws, 4))?.hash).toBeNull();
   });
 
   it("retention keeps the edited entry, and verify still names it afterwards", async () => {
-    const ws = await newWorkspace(30);
+    const ws = await newAuditWorkspace(30);
     const nowMs = Date.now();
-    await writeEntries(ws, 5);
+    await writeAuditEntries(ws, 5);
     for (let seq = 1; seq <= 5; seq++)
       await env.DB.prepare("UPDATE audit_logs SET created_at = ? WHERE workspace_id = ? AND seq = ?")
         .bind(new Date(nowMs - 90 * 86_400_000 + seq * 1000).toISOString(), ws, seq)
@@ -114,7 +91,7 @@ describe("an entry edited behind the API's back with its hash cleared", () => {
 describe("an entry inserted behind the API's back before the chain's first entry", () => {
   it("at seq 0 or below: listed by GET /audit-logs, so verify names it", async () => {
     const ws = await createTestWorkspace(fetcher, BASE);
-    await writeEntries(ws.id, 3);
+    await writeAuditEntries(ws.id, 3);
     const before = (await (await fetcher(`${BASE}/api/v1/audit-logs/verify`, { headers: ws.headers })).json()) as {
       ok: boolean;
     };
@@ -138,9 +115,9 @@ describe("an entry inserted behind the API's back before the chain's first entry
   });
 
   it("at a seq retention archived: the anchor is where the chain starts, so the entry is on no chain", async () => {
-    const ws = await newWorkspace(30);
+    const ws = await newAuditWorkspace(30);
     const nowMs = Date.now();
-    await writeEntries(ws, 6);
+    await writeAuditEntries(ws, 6);
     // Entries 1..4 were written long ago (backdated before sealing); 5..6 are recent.
     for (let seq = 1; seq <= 4; seq++)
       await env.DB.prepare("UPDATE audit_logs SET created_at = ? WHERE workspace_id = ? AND seq = ?")
