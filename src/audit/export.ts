@@ -59,8 +59,17 @@ function csvRow(row: StoredRow): string {
   return csvRecord(CSV_COLUMNS.map((column) => row[column]));
 }
 
+/**
+ * One NDJSON line. JSON leaves U+2028 and U+2029 raw inside strings, but many line readers split on them
+ * (Python's `str.splitlines`, editors, JavaScript's own line terminators): an entry whose metadata held one
+ * read as two broken lines. Escaped, each entry is one line to every reader and parses to the same value.
+ */
+export function ndjsonLine(value: unknown): string {
+  return `${JSON.stringify(value).replace(/[\u2028\u2029]/g, (separator) => (separator === "\u2028" ? "\\u2028" : "\\u2029"))}\n`;
+}
+
 function ndjsonRow(row: StoredRow): string {
-  return `${JSON.stringify(toItem(row))}\n`;
+  return ndjsonLine(toItem(row));
 }
 
 /** Up to `limit` entries with seq above `afterSeq`, in seq order. */

@@ -6,6 +6,7 @@ import type { Logger } from "../lib/logger.ts";
 import { recordAudit } from "./audit-logger.ts";
 import { entryHash } from "./canonical.ts";
 import { chainState, STORED_COLUMNS, type StoredRow, sealChain } from "./chain.ts";
+import { ndjsonLine } from "./export.ts";
 import { toItem } from "./query.ts";
 
 /**
@@ -89,8 +90,7 @@ export async function archiveExpired(
     const first = rows[0];
     const last = rows[rows.length - 1];
     const key = archiveKey(workspaceId, first.seq, last.seq);
-    const body = rows.map((row) => JSON.stringify(toItem(row))).join("\n");
-    await bucket.put(key, `${body}\n`, {
+    await bucket.put(key, rows.map((row) => ndjsonLine(toItem(row))).join(""), {
       httpMetadata: { contentType: "application/x-ndjson" },
       customMetadata: {
         workspace_id: workspaceId,

@@ -137,6 +137,27 @@ describe("GET /api/v1/audit-logs", () => {
 });
 
 describe("export, stats and verify", () => {
+  it("writes U+2028 and U+2029 escaped, so a reader splitting lines on them (Python's splitlines) sees one entry per line", async () => {
+    const ws = await workspaceWithEntries(0);
+    const note = "first\u2028second\u2029third";
+    await db.batch([
+      auditInsert(db, {
+        workspaceId: ws.id,
+        actor: { type: "user", id: "user_1" },
+        action: "workspace.update",
+        resourceType: "workspace",
+        resourceId: ws.id,
+        metadata: { note },
+      }),
+    ]);
+    const text = new TextDecoder().decode(
+      await (await get("/api/v1/audit-logs/export?format=json&action=workspace.update", ws.headers)).arrayBuffer(),
+    );
+    const lines = text.split(/\r\n|\n|\u2028|\u2029/).filter((line) => line !== "");
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]).metadata).toEqual({ note });
+  });
+
   it("exports NDJSON and CSV, oldest first, with formula cells neutralised, and records the export", async () => {
     const ws = await workspaceWithEntries(3);
     await db.batch([
