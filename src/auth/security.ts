@@ -31,11 +31,25 @@ export const PROBE_POLICY = { threshold: 20, windowMs: 60_000, cooldownMs: 5 * 6
 const STALE_KEY_REPORT_MS = 10 * 60_000;
 
 const blockedUntilByClient = new Map<string, number>();
-/** Credentials this isolate knows to be blocked for probing, by `<workspace id> <actor id>`: until when. */
+/** Credentials this isolate knows to be blocked for probing, by `<workspace id> <actor type>:<actor id>`: until when. */
 const probeBlockedUntilByCredential = new Map<string, number>();
 
+/**
+ * The credential, named by its actor's type as well as its id: a key id and a JWT `sub` come from different
+ * places, and a user whose `sub` happened to equal a blocked key's id shared that key's strikes and block.
+ */
+function actorKey(principal: Principal): string {
+  const actor = actorOf(principal);
+  return `${actor.type}:${actor.id}`;
+}
+
 function credentialKey(principal: Principal): string | null {
-  return principal.workspaceId === null ? null : `${principal.workspaceId} ${actorOf(principal).id}`;
+  return principal.workspaceId === null ? null : `${principal.workspaceId} ${actorKey(principal)}`;
+}
+
+/** The WorkspaceLimiter strike counter of a credential's probes. */
+function probeStrikeKey(principal: Principal): string {
+  return `probe:${actorKey(principal)}`;
 }
 
 function probeBlockedError(): ApiError {
@@ -207,7 +221,7 @@ export function securityMonitor(c: Context<HonoEnv>) {
       const ip = clientIp(c.req.raw);
       const nowMs = Date.now();
       const strike = await config.WORKSPACE_LIMITER.getByName(workspaceId).recordStrike({
-        key: `probe:${actor.id}`,
+        key: probeStrikeKey(principal),
         ...PROBE_POLICY,
         nowMs,
       });
@@ -246,7 +260,7 @@ export function securityMonitor(c: Context<HonoEnv>) {
       const nowMs = Date.now();
       refuseIfCredentialBlocked(principal, nowMs);
       const untilMs = await config.WORKSPACE_LIMITER.getByName(workspaceId).blockedUntil(
-        `probe:${actorOf(principal).id}`,
+        probeStrikeKey(principal),
         nowMs,
       );
       if (untilMs !== null && untilMs > nowMs) {

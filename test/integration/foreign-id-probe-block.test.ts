@@ -1,4 +1,5 @@
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
+import { SignJWT } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { PROBE_POLICY } from "../../src/auth/security.ts";
 import { createTestKey, createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
@@ -75,5 +76,25 @@ describe("a credential blocked for probing other workspaces' ids", () => {
     // The block is the credential's, not its workspace's.
     const list = await fetcher(`${BASE}/api/v1/tasks`, { headers: other.headers });
     expect(list.status).toBe(200);
+  });
+
+  it("is the credential's own: a user whose token's sub is the blocked key's id is not refused", async () => {
+    const prober = await createTestWorkspace(fetcher, BASE, { name: "prober" });
+    const foreign = await insertTask(theirs.id);
+    await probeUntilBlocked(prober, foreign.id);
+
+    const userToken = await new SignJWT({ workspace_id: prober.id, scope: "tasks:read" })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(prober.keyId)
+      .setIssuer(env.JWT_ISSUER as string)
+      .setAudience(env.JWT_AUDIENCE as string)
+      .setIssuedAt()
+      .setExpirationTime("5m")
+      .sign(new TextEncoder().encode(env.JWT_SECRET as string));
+    const userHeaders = { Authorization: `Bearer ${userToken}` };
+    expect((await fetcher(`${BASE}/api/v1/tasks`, { headers: userHeaders })).status).toBe(200);
+    expect((await fetcher(`${BASE}/api/v1/tasks/${MISSING_TASK}`, { headers: userHeaders })).status).toBe(404);
+    // The key itself stays blocked.
+    expect((await fetcher(`${BASE}/api/v1/tasks`, { headers: prober.headers })).status).toBe(403);
   });
 });
