@@ -1,5 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
+import type { Context } from "hono";
 import { auditContext, auditInsert } from "../audit/index.ts";
 import { tenantDb } from "../auth/tenant-access.ts";
 import { workspaces } from "../db/schema.ts";
@@ -97,12 +98,31 @@ const putRoute = createRoute({
   },
 });
 
+/**
+ * The limiter's answer, or a retryable 503 saying what did and did not happen: the budgets live in D1, their use
+ * and thresholds in the WorkspaceLimiter, and a limiter that fails (overloaded, being reset) is no 500 of ours.
+ */
+async function fromLimiter<T>(c: Context<HonoEnv>, answer: Promise<T>, unavailable: string): Promise<T> {
+  try {
+    return await answer;
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    c.get("logger").error("budget limiter unavailable", { error });
+    throw new ApiError("DEPENDENCY_UNAVAILABLE", unavailable, { headers: { "Retry-After": "1" } });
+  }
+}
+
 export function registerBudgetRoutes(app: OpenAPIHono<HonoEnv>): void {
   app.openapi(getRoute, async (c) => {
     const { db, workspaceId } = tenantDb(c);
     const row = await findWorkspace(db, workspaceId);
     if (!row) throw new ApiError("NOT_FOUND", "Your workspace no longer exists.");
-    return c.json(await budgetStatus(c.get("config"), workspaceId, row.budgets), 200);
+    const status = fromLimiter(
+      c,
+      budgetStatus(c.get("config"), workspaceId, row.budgets),
+      "The budgets' use is unavailable for the moment (the workspace's limiter did not answer); retry shortly.",
+    );
+    return c.json(await status, 200);
   });
 
   app.openapi(putRoute, async (c) => {
@@ -123,6 +143,11 @@ export function registerBudgetRoutes(app: OpenAPIHono<HonoEnv>): void {
     ]);
     forgetWorkspaceSettings(workspaceId);
     const justSetBy = { workspaceId, correlationId: c.get("trace")?.traceId, requestId: c.get("requestId") };
-    return c.json(await budgetStatus(c.get("config"), workspaceId, budgets, justSetBy), 200);
+    const status = fromLimiter(
+      c,
+      budgetStatus(c.get("config"), workspaceId, budgets, justSetBy),
+      "The budgets were saved, but the workspace's limiter did not answer, so the thresholds they reach were not yet reported or armed again. Repeat this PUT (it is idempotent) to finish.",
+    );
+    return c.json(await status, 200);
   });
 }
