@@ -226,6 +226,8 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     closing.length > 0 ? config.DB.batch(closing) : Promise.resolve([]),
   ]);
   const started = claims.filter((claim) => claimed.has(claim.task.id));
+  // As claimRuns stored it: a task's started_at is its first attempt's start (task.completed's duration counts from it).
+  for (const claim of started) claim.task.startedAt ??= nowIso;
   for (const claim of claims) {
     // Lost the race (another consumer, or a cancel in between): the next delivery sees the truth.
     if (!claimed.has(claim.task.id)) byTask.get(claim.task.id)?.message.retry({ delaySeconds: 5 });
@@ -342,7 +344,7 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     }
     work.message.ack();
     releaseSlot(claim.task.workspaceId, claim.task.id);
-    if (end.kind === "completed") chain.emit(completedEvent(claim, result));
+    if (end.kind === "completed") chain.emit(completedEvent(claim, result, endNowIso));
     else chain.emit(errorEvent(claim, end.error, work.message.attempts - 1, true));
   }
 
@@ -481,7 +483,13 @@ function startedEvent(claim: ClaimInput, config: AppConfig, settings: WorkspaceS
   };
 }
 
-function completedEvent(claim: ClaimInput, result: Executed) {
+function completedEvent(claim: ClaimInput, result: Executed, endedAtIso: string) {
+  // The task's, as tokens_used and cost_usd are: from its first attempt's start to this end, the started_at and
+  // finished_at GET /api/v1/tasks/{id} shows. This attempt's alone, a task retried after a long failed attempt
+  // read as done in seconds. (task_runs, and GET /api/v1/tasks/{id}/runs, keep each attempt's own.)
+  const startedAtMs = claim.task.startedAt
+    ? Date.parse(claim.task.startedAt)
+    : Date.parse(endedAtIso) - result.durationMs;
   const prompt = claim.task.promptTokens + result.run.promptTokens;
   const completion = claim.task.completionTokens + result.run.completionTokens;
   const outcome = result.end.kind === "completed" ? result.end.result : {};
@@ -490,7 +498,7 @@ function completedEvent(claim: ClaimInput, result: Executed) {
     ...runEnvelope(claim),
     data: {
       task_id: claim.task.id,
-      duration_seconds: result.durationMs / 1000,
+      duration_seconds: Math.max(0, Date.parse(endedAtIso) - startedAtMs) / 1000,
       tokens_used: { prompt, completion, total: prompt + completion },
       cost_usd: claim.task.costUsd + result.run.costUsd,
       result: {

@@ -945,6 +945,19 @@ describe("recovery from a consumer that died mid-run", () => {
     expect(completed.data.cost_usd).toBeCloseTo(done.costUsd, 12);
   });
 
+  it("task.completed's duration_seconds is the task's, from its first attempt's start, as started_at and finished_at say", async () => {
+    const startedAt = new Date(Date.now() - 10 * 60_000).toISOString();
+    const row = await crashedRun({ startedAt });
+    await deliver(scriptedRouter(answer("recovered")), [{ id: `msg-crash-${row.id}`, taskId: row.id, attempts: 2 }]);
+    const done = await task(row.id);
+    expect(done).toMatchObject({ status: "completed", startedAt });
+    const completed = (await eventsOf(workspace.headers, row.id)).find(
+      (event) => event.event_type === "task.completed",
+    )!;
+    expect(completed.data.duration_seconds).toBe((Date.parse(done.finishedAt!) - Date.parse(startedAt)) / 1000);
+    expect(completed.data.duration_seconds).toBeGreaterThanOrEqual(600);
+  });
+
   it("leaves a live run alone when another message for its task arrives", async () => {
     const row = await crashedRun();
     const router = scriptedRouter(answer("should not run"));
