@@ -94,7 +94,10 @@ const OtherItem = z.object({ type: z.string().optional() }).loose().openapi({
 const InputItem = z.union([
   MessageItem.openapi("ResponseInputMessage"),
   FunctionCallItem.openapi("ResponseInputFunctionCall"),
-  FunctionCallOutputItem.openapi("ResponseInputFunctionCallOutput"),
+  FunctionCallOutputItem.openapi("ResponseInputFunctionCallOutput", {
+    description:
+      "A tool's result for a function_call made before it in the conversation (earlier in `input`, or in `previous_response_id`'s stored conversation): one whose `call_id` matches no such call is refused with 422 naming `input.N.call_id`, before any provider is called.",
+  }),
   ReasoningItem.openapi({ description: "A reasoning model's earlier thinking: accepted and dropped." }),
   ItemReference.openapi("ResponseInputItemReference", {
     description:

@@ -1,5 +1,5 @@
 import type { Logger } from "../lib/logger.ts";
-import { ApiError } from "../lib/problem.ts";
+import { ApiError, type FieldError } from "../lib/problem.ts";
 import { ownInputItems, type responseObject, responsesToChatRequest } from "./responses-compat.ts";
 import type {
   ResponseCreateRequest,
@@ -240,6 +240,28 @@ export interface ResponsesTurn {
   keep(response: StoredResponseObject): Promise<StoredResponseObject>;
 }
 
+/**
+ * Refuses (422, naming `input.N.call_id`) a function_call_output of the request's own input (`own`, in the order of
+ * `input`) that no function_call before it in the conversation made: neither an earlier item of the input nor one of
+ * the stored conversation (`earlier`). Sent on, every provider refuses it (OpenAI: 400 "No tool call found for function
+ * call output"), and the router may try the chain's other providers too; refused here, nothing is called or charged.
+ */
+function refuseUnmatchedCallOutputs(earlier: readonly ResponsesInputItem[], own: readonly ResponsesInputItem[]): void {
+  const calls = new Set<string>();
+  for (const item of earlier) if (item.type === "function_call") calls.add(item.call_id);
+  const errors: FieldError[] = [];
+  own.forEach((item, index) => {
+    if (item.type === "function_call") calls.add(item.call_id);
+    else if (item.type === "function_call_output" && !calls.has(item.call_id)) {
+      errors.push({
+        path: `input.${index}.call_id`,
+        message: `no function_call with call_id '${item.call_id}' comes before it in the conversation (the input, or the stored conversation of previous_response_id): a function_call_output answers a call the model made`,
+      });
+    }
+  });
+  if (errors.length > 0) throw new ApiError("VALIDATION_FAILED", "The request body is invalid.", { errors });
+}
+
 export async function responsesTurn(
   store: ResponsesStore,
   body: ResponseCreateRequest,
@@ -251,6 +273,7 @@ export async function responsesTurn(
   const sent = typeof input === "string" ? input : await store.resolveReferences(input);
   const own = ownInputItems(sent, callId);
   const earlier = body.previous_response_id ? await store.conversation(body.previous_response_id) : [];
+  refuseUnmatchedCallOutputs(earlier, own);
   return {
     request: responsesToChatRequest(body, [...earlier, ...own]),
     async keep(response) {
