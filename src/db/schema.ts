@@ -438,7 +438,8 @@ export const llmResponses = sqliteTable(
 /**
  * Where each stored item is, by its id (`msg_…`, `fc_…`, or the id a client gave an input item), so that an
  * `item_reference` input item finds it: in its response's `input_items` or `response.output`, at `position`.
- * An id is registered once per workspace (the first response that carried it), and deleted with that response.
+ * An id is registered for each response that carries it (a client may send its items again), and deleted with
+ * that response: a reference resolves to the newest unexpired response's, so one that carried it first may go.
  */
 export const llmResponseItems = sqliteTable(
   "llm_response_items",
@@ -449,5 +450,5 @@ export const llmResponseItems = sqliteTable(
     source: text("source").$type<"input" | "output">().notNull(),
     position: integer("position").notNull(),
   },
-  (table) => [primaryKey({ columns: [table.workspaceId, table.itemId] })],
+  (table) => [primaryKey({ columns: [table.workspaceId, table.itemId, table.responseId] })],
 );

@@ -43,7 +43,7 @@ function previousResponseNotFound(id: string, detail = `Previous response with i
 
 /**
  * Deletes the item index rows of `responses` (a condition on `r`): each of their items' ids, looked up by the key
- * (CROSS JOIN keeps that order; a row-value IN scanned the table). An id another response registered first stays.
+ * (CROSS JOIN keeps that order; a row-value IN scanned the table). Other responses' rows for the same ids stay.
  */
 function deleteItemsOf(db: D1Database, responses: string): D1PreparedStatement {
   const rowsOf = (items: string) =>
@@ -138,10 +138,13 @@ export class ResponsesStore {
                 CASE i.source WHEN 'output' THEN json_extract(r.response, '$.output[' || i.position || ']')
                               ELSE json_extract(r.input_items, '$[' || i.position || ']') END AS item
          FROM llm_response_items i JOIN llm_responses r ON r.workspace_id = i.workspace_id AND r.id = i.response_id
-         WHERE i.workspace_id = ?1 AND i.item_id IN (SELECT value FROM json_each(?2)) AND r.expires_at > ?3`,
+         WHERE i.workspace_id = ?1 AND i.item_id IN (SELECT value FROM json_each(?2)) AND r.expires_at > ?3
+         ORDER BY r.created_at, r.id`,
       )
       .bind(this.workspaceId, JSON.stringify(ids), this.nowIso())
       .all<{ item_id: string; item: string | null }>();
+    // An id several stored responses carry (a client sent its items again) resolves to the newest one's: rows
+    // come oldest first, and a later one replaces an earlier one's in the map.
     const found = new Map(
       results.flatMap((row) => (row.item ? [[row.item_id, JSON.parse(row.item) as ResponsesInputItem]] : [])),
     );

@@ -81,4 +81,25 @@ describe("stored responses whose input repeats an earlier response's items, ids 
       .first<{ n: number }>();
     expect(left?.n).toBe(0);
   });
+
+  it("resolves an item_reference to the newest response that carries the id, also once the first is deleted", async () => {
+    const workspace = await workspaceWith(openAiChain);
+    const sent: unknown[] = [];
+    const fake = fakeUpstreams({
+      "openai.test": async (request) => {
+        sent.push(((await request.json()) as { messages: unknown[] }).messages);
+        return openAiCompletion("ok");
+      },
+    });
+    vi.spyOn(globalThis, "fetch").mockImplementation(fake.impl);
+
+    const first = await create(workspace, { input: [{ type: "message", id: "msg_c1", role: "user", content: "v1" }] });
+    await create(workspace, { input: [{ type: "message", id: "msg_c1", role: "user", content: "v2" }] });
+    await create(workspace, { input: [{ type: "item_reference", id: "msg_c1" }] });
+    expect(sent.at(-1)).toEqual([{ role: "user", content: "v2" }]);
+
+    await get(workspace, first.id, "DELETE");
+    await create(workspace, { input: [{ type: "item_reference", id: "msg_c1" }] });
+    expect(sent.at(-1)).toEqual([{ role: "user", content: "v2" }]);
+  });
 });
