@@ -10,6 +10,7 @@ import {
   fetcher,
   OPENAI_URL,
   openAiCompletion,
+  openAiToolCallCompletion,
   problem,
   sdkAgainstApp,
   usageWhenWritten,
@@ -53,25 +54,6 @@ function fakeOpenAi(...answers: (() => Response)[]) {
     messages: async (index: number) =>
       ((await fake.calls["openai.test"][index].clone().json()) as { messages: unknown[] }).messages,
   };
-}
-
-function toolCallCompletion(callId: string, name: string, args: string) {
-  return Response.json({
-    id: "chatcmpl-tool",
-    object: "chat.completion",
-    choices: [
-      {
-        index: 0,
-        message: {
-          role: "assistant",
-          content: "Let me look.",
-          tool_calls: [{ id: callId, type: "function", function: { name, arguments: args } }],
-        },
-        finish_reason: "tool_calls",
-      },
-    ],
-    usage: { prompt_tokens: 20, completion_tokens: 10, total_tokens: 30 },
-  });
 }
 
 async function storedRows(workspace: TestWorkspace) {
@@ -141,7 +123,7 @@ describe("previous_response_id", () => {
   it("continues a tool loop: the earlier function call goes back as the assistant's tool call", async () => {
     const workspace = await workspaceWith(openAiChain);
     const upstream = fakeOpenAi(
-      () => toolCallCompletion("call_w", "weather", '{"city":"Oslo"}'),
+      () => openAiToolCallCompletion([["call_w", "weather", '{"city":"Oslo"}']], "Let me look."),
       () => openAiCompletion("Sunny."),
     );
     const sdk = sdkAgainstApp(workspace.key);
@@ -511,7 +493,7 @@ describe("item_reference", () => {
   it("stands for the stored item: an earlier answer's message and function call, as the AI SDK sends them", async () => {
     const workspace = await workspaceWith(openAiChain);
     const upstream = fakeOpenAi(
-      () => toolCallCompletion("call_r", "lookup", '{"q":"x"}'),
+      () => openAiToolCallCompletion([["call_r", "lookup", '{"q":"x"}']], "Let me look."),
       () => openAiCompletion("Found it."),
     );
     const first = (await (

@@ -3,7 +3,15 @@ import { env } from "cloudflare:workers";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { BASE, fakeUpstreams, OPENAI_URL, openAiCompletion, sdkAgainstApp, workspaceWith } from "../support/llm.ts";
+import {
+  BASE,
+  fakeUpstreams,
+  OPENAI_URL,
+  openAiCompletion,
+  openAiToolCallCompletion,
+  sdkAgainstApp,
+  workspaceWith,
+} from "../support/llm.ts";
 import type { TestWorkspace } from "../support/workspaces.ts";
 
 /**
@@ -57,29 +65,6 @@ function fakeOpenAi(...answers: (() => Response)[]) {
     messages: async (index: number) =>
       ((await fake.calls["openai.test"][index].clone().json()) as { messages: unknown[] }).messages,
   };
-}
-
-function toolCallCompletion(calls: [string, string][]) {
-  return Response.json({
-    id: "chatcmpl-tool",
-    object: "chat.completion",
-    choices: [
-      {
-        index: 0,
-        message: {
-          role: "assistant",
-          content: null,
-          tool_calls: calls.map(([id, args]) => ({
-            id,
-            type: "function",
-            function: { name: "lookup", arguments: args },
-          })),
-        },
-        finish_reason: "tool_calls",
-      },
-    ],
-    usage: { prompt_tokens: 20, completion_tokens: 10, total_tokens: 30 },
-  });
 }
 
 async function usageRows(workspace: TestWorkspace): Promise<number> {
@@ -142,7 +127,7 @@ describe("POST /api/v1/llm/responses, a function_call_output whose call is not i
 
   it("is refused when previous_response_id's conversation made no such call, with nothing stored", async () => {
     const workspace = await workspaceWith(chain);
-    const upstream = fakeOpenAi(() => toolCallCompletion([["call_w", '{"q":"w"}']]));
+    const upstream = fakeOpenAi(() => openAiToolCallCompletion([["call_w", "lookup", '{"q":"w"}']]));
     const first = (await (await postResponses(workspace, { input: "Weather?", tools })).json()) as Record<string, any>;
     expect(first.output.map((item: { type: string }) => item.type)).toEqual(["function_call"]);
     const response = await postResponses(workspace, {
@@ -188,12 +173,12 @@ describe("POST /api/v1/llm/responses, function_call_outputs that answer a call",
     const workspace = await workspaceWith(chain);
     const upstream = fakeOpenAi(
       () =>
-        toolCallCompletion([
-          ["call_1", '{"q":"a"}'],
-          ["call_2", '{"q":"b"}'],
+        openAiToolCallCompletion([
+          ["call_1", "lookup", '{"q":"a"}'],
+          ["call_2", "lookup", '{"q":"b"}'],
         ]),
       () => openAiCompletion("One of them is a."),
-      () => toolCallCompletion([["call_3", '{"q":"c"}']]),
+      () => openAiToolCallCompletion([["call_3", "lookup", '{"q":"c"}']]),
       () => openAiCompletion("Done."),
     );
     const sdk = sdkAgainstApp(workspace.key);

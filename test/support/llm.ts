@@ -136,6 +136,26 @@ export function openAiCompletion(content: string, usage = { prompt_tokens: 12, c
   );
 }
 
+/** An OpenAI chat completion that calls tools, each given as [call id, function name, arguments JSON]. */
+export function openAiToolCallCompletion(calls: [string, string, string][], content: string | null = null) {
+  return Response.json({
+    id: "chatcmpl-tool",
+    object: "chat.completion",
+    choices: [
+      {
+        index: 0,
+        message: {
+          role: "assistant",
+          content,
+          tool_calls: calls.map(([id, name, args]) => ({ id, type: "function", function: { name, arguments: args } })),
+        },
+        finish_reason: "tool_calls",
+      },
+    ],
+    usage: { prompt_tokens: 20, completion_tokens: 10, total_tokens: 30 },
+  });
+}
+
 export function anthropicMessage(text: string, usage = { input_tokens: 1_200, output_tokens: 350 }) {
   return Response.json({
     id: "msg_fake",
