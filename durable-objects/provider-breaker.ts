@@ -22,8 +22,13 @@ export class ProviderBreaker extends DurableObject {
     return this.#book.sync(model, outcomes, Date.now(), policy);
   }
 
-  async tryTrial(model: string, policy?: BreakerPolicy): Promise<{ granted: boolean; state: BreakerState }> {
-    return this.#book.tryTrial(model, Date.now(), policy);
+  /** `leaseMs`: how long the trial's attempt may run, which its slot is held for (see acquireTrial). */
+  async tryTrial(
+    model: string,
+    policy?: BreakerPolicy,
+    leaseMs?: number,
+  ): Promise<{ granted: boolean; state: BreakerState }> {
+    return this.#book.tryTrial(model, Date.now(), policy, leaseMs);
   }
 
   /** The breakers of these models (all, without a list). */

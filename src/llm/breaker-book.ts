@@ -75,9 +75,10 @@ export class BreakerBook {
     model: string,
     nowMs: number,
     policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
+    leaseMs?: number,
   ): { granted: boolean; state: BreakerState } {
     const current = this.#read(model);
-    const outcome = acquireTrial(current, nowMs, policy);
+    const outcome = acquireTrial(current, nowMs, policy, leaseMs);
     if (outcome.state !== current) this.#write(model, outcome.state, nowMs);
     return outcome;
   }

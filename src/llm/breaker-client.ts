@@ -26,7 +26,7 @@ import type { BreakerGate, CallOutcome } from "./router.ts";
 
 export interface BreakerRemote {
   sync(provider: string, model: string, outcomes: Outcome[]): Promise<BreakerState>;
-  tryTrial(provider: string, model: string): Promise<{ granted: boolean; state: BreakerState }>;
+  tryTrial(provider: string, model: string, leaseMs?: number): Promise<{ granted: boolean; state: BreakerState }>;
 }
 
 export type { Outcome };
@@ -106,7 +106,7 @@ export class BreakerClient {
     return {
       state: (key) => this.state(key, background),
       known: (keys) => this.known(keys),
-      tryTrial: (key) => this.tryTrial(key, background),
+      tryTrial: (key, leaseMs?: number) => this.tryTrial(key, background, leaseMs),
       record: (key, ok, error, call) => this.record(key, ok, error, background, call),
       releaseTrial: (key) => this.releaseTrial(key, background),
       proveTrial: (key, call) => this.proveTrial(key, call, background),
@@ -157,12 +157,20 @@ export class BreakerClient {
     return stateNameOf(entry.state, this.#now(), this.#policy);
   }
 
-  async tryTrial(key: string, background: (work: Promise<unknown>) => void = () => {}): Promise<boolean> {
+  /**
+   * Asks for the half-open trial. `leaseMs`: how long the trial's attempt may run, which the slot is held for (at
+   * least the policy's trialTimeoutMs; see acquireTrial).
+   */
+  async tryTrial(
+    key: string,
+    background: (work: Promise<unknown>) => void = () => {},
+    leaseMs?: number,
+  ): Promise<boolean> {
     const entry = this.#entry(key);
     const remote = this.#remote;
     if (remote) {
       const [provider, model] = split(key);
-      const asked = remote.tryTrial(provider, model);
+      const asked = remote.tryTrial(provider, model, leaseMs);
       const answer = await answerWithin(asked, TRIAL_ANSWER_TIMEOUT_MS);
       if (answer) {
         entry.state = answer.state;
@@ -180,7 +188,7 @@ export class BreakerClient {
       );
     }
     // The shared breaker is unreachable or too slow (or there is none): decide locally rather than block the call.
-    const outcome = acquireTrial(entry.state, this.#now(), this.#policy);
+    const outcome = acquireTrial(entry.state, this.#now(), this.#policy, leaseMs);
     entry.state = outcome.state;
     return outcome.granted;
   }

@@ -3,9 +3,10 @@
  * the Durable Object, the isolate's cache and the tests share one definition.
  *
  * Opens after 5 consecutive failures, or at ≥50% failures over ≥10 calls in
- * the last 60 s. After 30 s it is half-open: one trial call is let through;
- * its success closes the breaker (a streamed trial's first delta does), its
- * failure opens it for another 30 s.
+ * the last 60 s. After 30 s it is half-open: one trial call is let through,
+ * its slot leased for as long as its attempt may run; its success closes the
+ * breaker (a streamed trial's first delta does), its failure opens it for
+ * another 30 s.
  * Outcomes that say nothing about the provider's health (400, 401, 404) are
  * never recorded.
  */
@@ -18,7 +19,10 @@ export interface BreakerPolicy {
   failureRatio: number;
   windowMs: number;
   openMs: number;
-  /** A trial that never reports back (its isolate died) frees the slot after this long. */
+  /**
+   * A trial that never reports back (its isolate died) frees the slot after this long, unless its caller leased it
+   * for longer (an attempt that may run past it: see acquireTrial); never sooner.
+   */
   trialTimeoutMs: number;
 }
 
@@ -31,6 +35,13 @@ export const DEFAULT_BREAKER_POLICY: BreakerPolicy = {
   trialTimeoutMs: 60_000,
 };
 
+/**
+ * The longest a half-open trial's slot is leased: 15 minutes, the longest deadline an OpenAI-compatible caller may
+ * state (X-Stainless-Timeout, 900 s) and above the longest attempt timeout (LLM_ATTEMPT_TIMEOUT_MS, 600 s). A lease
+ * asked beyond it is held this long: a trial whose isolate died keeps every other call off the target no longer.
+ */
+export const MAX_TRIAL_LEASE_MS = 15 * 60_000;
+
 /** The window keeps at most this many outcomes: enough for the ratio, bounded under load. */
 const MAX_OUTCOMES = 200;
 
@@ -42,6 +53,11 @@ export interface BreakerState {
   /** [epoch ms, 1 = success | 0 = failure], oldest first, within the window. */
   outcomes: [number, 0 | 1][];
   trialStartedAtMs: number | null;
+  /**
+   * How long the trial started at trialStartedAtMs holds the slot (see acquireTrial); absent or null (rows stored
+   * before leases, a trial granted without one): the policy's trialTimeoutMs.
+   */
+  trialLeaseMs?: number | null;
   lastError: string | null;
   /**
    * When a success last closed the open breaker (a streamed trial's first delta: when that trial was sent; absent
@@ -88,6 +104,7 @@ export const CLOSED: BreakerState = {
   consecutiveFailures: 0,
   outcomes: [],
   trialStartedAtMs: null,
+  trialLeaseMs: null,
   lastError: null,
   closedAtMs: null,
 };
@@ -179,7 +196,10 @@ export function recordOutcomes(
     const closedAtMs = next.closedAtMs ?? null;
     if (closedAtMs !== null && outcome.startedAtMs !== undefined && outcome.startedAtMs < closedAtMs) continue;
     insertByTime(next.outcomes, [outcome.atMs, 0]);
-    next.consecutiveFailures += 1;
+    // Answered before a success already recorded (another isolate's failure, batched up to a second late), it
+    // takes its place in the window, and so in the error rate, but ends no run of failures: the provider answered
+    // since. Counted, five such stragglers opened the breaker of a provider that was answering.
+    if (!succeededAfter(next.outcomes, outcome.atMs)) next.consecutiveFailures += 1;
     next.lastError = outcome.error ?? next.lastError;
     // Only the trial's own failure reopens it: another call's (one tried anyway, or sent before the trial and
     // arriving late) reopened it from its own time, maybe half-open at once, and freed the slot for a second trial
@@ -250,6 +270,14 @@ function answeredBeforeLastFailure(state: BreakerState, atMs: number): boolean {
   return false;
 }
 
+/** A success answered after `atMs` is in the window (kept in time order, so read from its newest end). */
+function succeededAfter(outcomes: [number, 0 | 1][], atMs: number): boolean {
+  for (let index = outcomes.length - 1; index >= 0 && outcomes[index][0] > atMs; index--) {
+    if (outcomes[index][1] === 1) return true;
+  }
+  return false;
+}
+
 /** Keeps the window in time order (pruning reads it from the oldest), though outcomes may arrive late. */
 function insertByTime(outcomes: [number, 0 | 1][], outcome: [number, 0 | 1]): void {
   let at = outcomes.length;
@@ -276,16 +304,35 @@ function windowSaysOpen(state: BreakerState, window: [number, 0 | 1][], policy: 
   return calls >= policy.minCalls && failures / calls >= policy.failureRatio;
 }
 
-/** Half-open: grants the one trial call, unless another is in flight. */
+/** A trial's lease as held: at least trialTimeoutMs, at most MAX_TRIAL_LEASE_MS. */
+function leaseWithin(leaseMs: number | null | undefined, policy: BreakerPolicy): number {
+  return Math.min(MAX_TRIAL_LEASE_MS, Math.max(policy.trialTimeoutMs, leaseMs ?? 0));
+}
+
+/**
+ * Half-open: grants the one trial call, unless another is in flight. The slot is held for `leaseMs` (at least the
+ * policy's trialTimeoutMs), as long as the trial's attempt may run: held for a fixed 60 s, a second trial was granted
+ * while the first, a reasoning model's, still legitimately ran. A trial that never reports back (its isolate died)
+ * frees the slot once its lease is up.
+ */
 export function acquireTrial(
   state: BreakerState,
   nowMs: number,
   policy: BreakerPolicy = DEFAULT_BREAKER_POLICY,
+  leaseMs?: number,
 ): { granted: boolean; state: BreakerState } {
-  const view = viewOf(state, nowMs, policy);
-  if (view.state === "closed") return { granted: true, state };
-  if (view.state === "open") return { granted: false, state };
-  const trialBusy = state.trialStartedAtMs !== null && nowMs - state.trialStartedAtMs < policy.trialTimeoutMs;
+  const name = stateNameOf(state, nowMs, policy);
+  if (name === "closed") return { granted: true, state };
+  if (name === "open") return { granted: false, state };
+  const trialBusy =
+    state.trialStartedAtMs !== null && nowMs - state.trialStartedAtMs < leaseWithin(state.trialLeaseMs, policy);
   if (trialBusy) return { granted: false, state };
-  return { granted: true, state: { ...state, trialStartedAtMs: nowMs } };
+  return {
+    granted: true,
+    state: {
+      ...state,
+      trialStartedAtMs: nowMs,
+      trialLeaseMs: leaseMs === undefined ? null : leaseWithin(leaseMs, policy),
+    },
+  };
 }

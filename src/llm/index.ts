@@ -51,8 +51,8 @@ export function breakerClientFor(config: AppConfig, policy?: BreakerPolicy): Bre
             // RPC types turn tuples into arrays; the values are the object's own BreakerState.
             sync: async (provider, model, outcomes) =>
               (await namespace.getByName(provider).sync(model, outcomes, policy)) as unknown as BreakerState,
-            tryTrial: async (provider, model) =>
-              (await namespace.getByName(provider).tryTrial(model, policy)) as unknown as {
+            tryTrial: async (provider, model, leaseMs) =>
+              (await namespace.getByName(provider).tryTrial(model, policy, leaseMs)) as unknown as {
                 granted: boolean;
                 state: BreakerState;
               },

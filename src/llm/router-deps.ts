@@ -42,8 +42,11 @@ export interface BreakerGate {
   known(keys: readonly string[]): Promise<void> | undefined;
   /** From a local cache: no round trip. */
   state(key: string): BreakerStateName;
-  /** Half-open: asks the shared breaker for the single trial call. */
-  tryTrial(key: string): Promise<boolean>;
+  /**
+   * Half-open: asks the shared breaker for the single trial call, its slot held for `leaseMs` (how long its attempt
+   * may run; at least the policy's trialTimeoutMs).
+   */
+  tryTrial(key: string, leaseMs?: number): Promise<boolean>;
   record(key: string, ok: boolean, error?: string, call?: CallOutcome): void;
   /** The trial tryTrial granted ended without a verdict (an outcome record ignores): the next call may have it. */
   releaseTrial(key: string): void;

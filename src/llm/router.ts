@@ -46,6 +46,11 @@ const MIN_ATTEMPT_MS = 250;
  * timeout at that pace is asked as a stream (see #serve).
  */
 const WRITE_MS_PER_TOKEN = 3_600_000 / 128_000;
+/**
+ * A half-open trial's lease beyond its attempt's longest wait (see #trialLeaseMs): the trial's answer from the
+ * shared breaker (up to a second), and its outcome's way back there, over clocks that differ a little.
+ */
+const TRIAL_LEASE_SLACK_MS = 10_000;
 
 const sharedLatency = new LatencyTracker();
 
@@ -144,6 +149,20 @@ export class Router implements LlmRouter {
     return longest * WRITE_MS_PER_TOKEN;
   }
 
+  /**
+   * How long a half-open trial of this target holds its slot: as long as its attempt may wait for the answer to
+   * begin (the attempt timeout; for a model silent while it thinks, or a server that will not stream, as long as the
+   * answer may take to write), within the call's deadline, plus TRIAL_LEASE_SLACK_MS. The trial ends by then: at
+   * its outcome, or at its first delta (proveTrial). Held a fixed 60 s, a second trial was granted while a reasoning
+   * model's first one still ran, or under an LLM_ATTEMPT_TIMEOUT_MS above 60 s.
+   */
+  #trialLeaseMs(adapter: ProviderAdapter, target: RouteTarget, request: ChatRequest, call: PreparedCall): number {
+    const attemptTimeoutMs = this.#deps.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
+    const writeMs = this.#longestWriteMs(adapter, target, this.#payload(request, target, call).max_tokens);
+    const attemptMs = Math.min(Math.max(attemptTimeoutMs, writeMs), call.deadlineMs - this.#now());
+    return Math.max(0, attemptMs) + TRIAL_LEASE_SLACK_MS;
+  }
+
   async #serve<T>(
     call: PreparedCall,
     request: ChatRequest,
@@ -181,26 +200,42 @@ export class Router implements LlmRouter {
       !allOpen && states.get(targetKey(targets[0])) === "open"
         ? { target: targets[0], reason: "error_rate" }
         : undefined;
+    /**
+     * The first candidate from `from` on that this call will try, and whether it holds that target's half-open
+     * trial: one whose trial another call holds is passed over, unless it is the last and nothing was tried, since
+     * failing without a single call helps nobody (as when every target is open). Undefined: none is left. Asked
+     * before a failure decides between retrying and failing over, not after: a call that gave up a Retry-After it
+     * could wait out, for a target whose trial it then could not have, failed with nothing tried after.
+     */
+    const nextTried = async (from: number): Promise<{ index: number; holdsTrial: boolean } | undefined> => {
+      for (let index = from; index < candidates.length; index++) {
+        const target = candidates[index];
+        const key = targetKey(target);
+        if (allOpen || states.get(key) !== "half_open") return { index, holdsTrial: false };
+        const adapter = this.#deps.adapters.get(target.provider)!;
+        const leaseMs = this.#trialLeaseMs(adapter, target, request, call);
+        if (await breaker.tryTrial(key, leaseMs)) return { index, holdsTrial: true };
+        if (attempts === 0 && index === candidates.length - 1) return { index, holdsTrial: false };
+        // Passed over before any attempt: the call falls back from it. After one, from the target that failed.
+        if (attempts === 0) previous ??= { target, reason: "error_rate" };
+      }
+      return undefined;
+    };
 
-    for (const [index, target] of candidates.entries()) {
+    let turn = await nextTried(0);
+    while (turn) {
+      const { index } = turn;
+      const target = candidates[index];
       const key = targetKey(target);
       const adapter = this.#deps.adapters.get(target.provider)!;
-      const halfOpen = !allOpen && states.get(key) === "half_open";
       // This call's attempts are the target's one trial: an end that records no outcome frees it (see below).
       // False again once a whole answer read from a stream proved the target with its first delta (see answered).
-      let holdsTrial = halfOpen && (await breaker.tryTrial(key));
+      let holdsTrial = turn.holdsTrial;
+      turn = undefined;
       // Cancelled, or out of time, while the shared breaker was asked: the trial it granted is freed at once, not
       // held by a call that will make no attempt.
       const outOfTime = this.#now() >= deadlineMs;
       if (holdsTrial && (context.signal?.aborted || outOfTime)) breaker.releaseTrial(key);
-      const trialHeldElsewhere = halfOpen && !holdsTrial;
-      // Another call holds this target's one trial: skip it, unless it is the last and nothing was tried,
-      // since failing without a single call helps nobody (as when every target is open).
-      const lastChance = attempts === 0 && index === candidates.length - 1;
-      if (trialHeldElsewhere && !lastChance) {
-        previous ??= { target, reason: "error_rate" };
-        continue;
-      }
       // Out of time, no attempt follows (see below): told, the fallback event named a target never tried. So for a
       // call cancelled before it (its client gone while the call was planned, or between two targets).
       if (outOfTime) throw tally.final(true);
@@ -333,6 +368,9 @@ export class Router implements LlmRouter {
               ...(written.promptTokens !== undefined ? { promptTokens: written.promptTokens } : {}),
             });
           }
+          // A failed attempt's time says how slow the target is, never how fast (see LatencyTracker.observeFailure):
+          // measured by its successes alone, a target whose attempts timed out stayed first for the latency strategy.
+          this.#latency.observeFailure(key, this.#now() - attemptStartedMs, error.failure === "timeout");
           // Timed out, the provider bills the prompt it read, and what it wrote (a whole answer read from a stream
           // that stalled): charged its prompt alone, a long answer that stalled near its end cost next to nothing.
           // Broken after it began writing (the connection dropped, an error event in the stream), it bills the same,
@@ -375,32 +413,42 @@ export class Router implements LlmRouter {
           const waitMs = error.retryAfterMs ?? backoffDelayMs(retry, this.#deps.random);
           const timeLeftMs = deadlineMs - this.#now();
           const endsCall = failure.cause === "content_policy";
-          // Past the call's deadline no next target is tried (see the loop's start): told as a fallback, the event
-          // said one was triggered, and none followed.
-          const hasNext = index < candidates.length - 1 && !endsCall && timeLeftMs > 0;
-          // Sleeping past the deadline, or through a Retry-After longer than our own backoff would ever wait while
-          // another target could answer now, is worse than trying the next target now.
-          const retryHere =
+          const mayRetry =
             failure.retryable &&
             retry + 1 < maxAttempts &&
             waitMs + MIN_ATTEMPT_MS <= timeLeftMs &&
-            !(hasNext && waitMs > MAX_DELAY_MS) &&
             breaker.state(key) !== "open";
+          // The target a failover would try, asked (its half-open trial taken) only where the choice turns on it: a
+          // retry within our own backoff's cap is made whatever follows. Past the call's deadline no next target is
+          // tried (see the loop's start): told as a fallback, the event said one was triggered, and none followed.
+          const failover =
+            !endsCall && timeLeftMs > 0 && !(mayRetry && waitMs <= MAX_DELAY_MS)
+              ? await nextTried(index + 1)
+              : undefined;
+          // Sleeping past the deadline, or through a Retry-After longer than our own backoff would ever wait while
+          // another target could answer now, is worse than trying the next target now; with none to try (the rest
+          // half-open, their trials held by other calls), waiting it out is the call's only answer.
+          const retryHere = mayRetry && !(failover && waitMs > MAX_DELAY_MS);
           // Another attempt may spend the whole reservation again: what this one spent must first find room in the
           // budget, or the call ends here (told with the attempt's event: no retry, no fallback).
           const outOfBudget =
-            unfinishedAttempt && !endsCall && (retryHere || hasNext)
+            unfinishedAttempt && !endsCall && (retryHere || failover)
               ? await coverUnfinished(this.#deps.budgets, call, unfinishedAttempt, request, context, this.#now())
               : undefined;
           const retriesHere = retryHere && !outOfBudget;
           tellFailedAttempt(this.#deps, context, { target, simulated: adapter.simulated, retry }, error, failure, {
             retryInMs: retriesHere ? waitMs : null,
-            fallbackTriggered: !retryHere && hasNext && !outOfBudget,
+            fallbackTriggered: !retryHere && failover !== undefined && !outOfBudget,
           });
           if (endsCall) throw tally.final(false);
-          if (outOfBudget) throw outOfBudget;
+          if (outOfBudget) {
+            // The next target's trial, taken for a failover that will not happen, goes back at once.
+            if (failover?.holdsTrial) breaker.releaseTrial(targetKey(candidates[failover.index]));
+            throw outOfBudget;
+          }
           if (!retryHere) {
             previous = { target, reason: fallbackReason(failure) };
+            turn = failover;
             break;
           }
           try {

@@ -169,7 +169,10 @@ export function targetKey(target: { provider: string; model: string }): string {
   return `${target.provider}:${target.model}`;
 }
 
-/** Per-target latency, an exponential moving average over this isolate's successful calls. */
+/**
+ * Per-target latency, an exponential moving average over this isolate's attempts: each success's time, and failed
+ * attempts' times where they say the target is slow (observeFailure).
+ */
 export class LatencyTracker {
   static readonly SMOOTHING = 0.2;
   readonly #averages = new Map<string, number>();
@@ -177,6 +180,18 @@ export class LatencyTracker {
   observe(key: string, ms: number): void {
     const previous = this.#averages.get(key);
     this.#averages.set(key, previous === undefined ? ms : previous + LatencyTracker.SMOOTHING * (ms - previous));
+  }
+
+  /**
+   * A failed attempt's time, a floor of the target's latency (it answered no sooner), never a sign of speed: it
+   * raises the average when slower than it, and leaves it otherwise. A timed-out attempt (one that hung until the
+   * attempt timeout or the call's deadline) also measures an unmeasured target; another failure does not, since a
+   * fast error (a 500 in 40 ms) would read as a fast target and put it first. Measured by successes alone, a target
+   * whose attempts timed out never registered as slow, and the latency strategy kept trying it first.
+   */
+  observeFailure(key: string, ms: number, timedOut: boolean): void {
+    const previous = this.#averages.get(key);
+    if (previous === undefined ? timedOut : ms > previous) this.observe(key, ms);
   }
 
   averageMs(key: string): number | undefined {
