@@ -165,7 +165,10 @@ const LEGACY_MODELS_2026_11_28: PriceTableVersion = {
     "openai:gpt-4-turbo": price(10, 30, 128_000),
     "openai:gpt-4.5-preview": withCachedInput(price(75, 150, 128_000), 37.5),
     "openai:gpt-3.5-turbo": price(0.5, 1.5, 16_385),
-    "openai:o1-mini": withCachedInput(price(1.1, 4.4, 128_000), 0.55),
+    // Takes no tools: OpenAI answers a call offering some with 400 `unsupported_parameter`. Said so in place, as
+    // it is no price (this version's costs are unchanged): marked as taking them, the `cost` strategy sent it
+    // every call with tools first, each refused and failed over, and GET /api/v1/llm/models said `tools: true`.
+    "openai:o1-mini": withCachedInput(price(1.1, 4.4, 128_000, false), 0.55),
     "openai:o1-pro": price(150, 600, 200_000),
     "openai:o3-pro": price(20, 80, 200_000),
     "anthropic:claude-3-opus-latest": price(15, 75, 200_000),
