@@ -59,6 +59,8 @@ const ACK_AFTER_BYTES = 512 * 1024;
 const DEFAULT_PING_INTERVAL_MS = 25_000;
 const DEFAULT_MAX_BUFFERED_FRAMES = 1_000;
 const OPEN = 1;
+/** The longest delay setTimeout keeps (a signed 32-bit count of milliseconds); a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 export class EventClient {
   private readonly options: EventClientOptions;
@@ -208,16 +210,31 @@ export class EventClient {
       // A key the API refuses (wrong, revoked, expired, or without events:read) stays refused: trying again only
       // counts failures against this address until the API blocks it (429), every other key from it too.
       if (error instanceof MgxApiError && (error.status === 401 || error.status === 403)) this.close();
-      else this.scheduleReconnect();
+      // A 429 or 503 says when to ask again: sooner, the ticket is refused again (and counts against the limit).
+      else this.scheduleReconnect(error instanceof MgxApiError ? (error.retryAfterSeconds ?? 0) * 1_000 : 0);
       return;
     }
     // Closed meanwhile, and perhaps connected again (a component unmounted and mounted): that attempt is the one.
     if (this.currentState === "closed" || generation !== this.generation) return;
     const factory = this.options.WebSocket ?? ((target: string) => new WebSocket(target));
-    const socket = factory(url);
+    let socket: SocketLike;
+    try {
+      socket = factory(url);
+    } catch (error) {
+      // WebSocket's constructor throws only what no retry mends (a SyntaxError for its URL, a SecurityError for an
+      // insecure ws: from an https: page). Left to reject open()'s promise, it was an unhandled rejection (the end
+      // of a Node process) and the client stayed "connecting", onError never told.
+      this.emitError(error);
+      this.close();
+      return;
+    }
     this.socket = socket;
     this.sinceAck = 0;
     this.sinceAckBytes = 0;
+    // Watched from now, not from "open": an upgrade that never answers (a proxy holding it, a network gone quiet)
+    // fires neither open nor close, and left unwatched the client stayed "reconnecting" for good.
+    this.lastMessageAtMs = Date.now();
+    this.startPings(socket);
     socket.addEventListener("open", () => {
       if (socket !== this.socket) return;
       // The backoff starts again only once the server answers with more than an error (see onFrame): a full hub
@@ -251,7 +268,10 @@ export class EventClient {
     const ticket = this.options.getTicket
       ? await this.options.getTicket()
       : (await this.rest.events.createTicket()).ticket;
-    const url = new URL("/api/v1/events/ws", this.options.baseUrl.replace(/^http/, "ws"));
+    // Under the base URL's own path, as the ticket was asked (`https://gw.example/mgx` → `wss://gw.example/mgx/api/v1/…`),
+    // not at the host's root.
+    const url = new URL(`${this.rest.baseUrl}/api/v1/events/ws`);
+    url.protocol = url.protocol === "https:" ? "wss:" : url.protocol === "http:" ? "ws:" : url.protocol;
     url.searchParams.set("ticket", ticket);
     if (this.lastId) url.searchParams.set("last_event_id", this.lastId);
     if (this.types.length) url.searchParams.set("types", this.types.join(","));
@@ -358,10 +378,14 @@ export class EventClient {
     }, intervalMs);
   }
 
-  private scheduleReconnect(): void {
+  /** After backoff, or `atLeastMs` when the server said to wait that long (Retry-After). */
+  private scheduleReconnect(atLeastMs = 0): void {
     if (this.currentState === "closed") return;
     this.setState("reconnecting");
-    const delayMs = backoffDelayMs(this.attempt, this.backoff, this.options.random);
+    const delayMs = Math.min(
+      Math.max(backoffDelayMs(this.attempt, this.backoff, this.options.random), atLeastMs),
+      MAX_TIMER_MS,
+    );
     this.attempt += 1;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => void this.open(), delayMs);

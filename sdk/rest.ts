@@ -86,7 +86,7 @@ const DEFAULT_RETRY_BACKOFF: BackoffOptions = { baseDelayMs: 500, maxDelayMs: 8_
 /** The longest delay setTimeout keeps (a signed 32-bit count of milliseconds, about 24.8 days). */
 const MAX_TIMER_MS = 2_147_483_647;
 
-export type Query = Record<string, string | number | boolean | readonly string[] | undefined>;
+export type Query = Record<string, string | number | boolean | readonly string[] | null | undefined>;
 
 export interface RequestOptions {
   query?: Query;
@@ -140,11 +140,14 @@ export class MgxClient {
    * thrown as MgxApiError.
    */
   async fetchResponse(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    // Appended to the base URL, "api/v1/tasks" named another host (`http://api.testapi/v1/tasks`), key and all.
+    if (!path.startsWith("/")) throw new TypeError(`the path ${path} does not start with "/"`);
     if (hasBlankOrDotSegment(path)) throw new TypeError(`an empty, "." or ".." segment in ${path}: is an id empty?`);
     const url = new URL(`${this.baseUrl}${path}`);
     for (const [name, value] of Object.entries(options.query ?? {})) {
-      // An empty list filters nothing, as the API reads `types=`: left out rather than sent blank.
-      if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
+      // An empty list filters nothing, as the API reads `types=`: left out rather than sent blank. A null (a page's
+      // `next_cursor: null` passed on as `cursor`) is none too: sent, it was the string "null", a cursor refused.
+      if (value === undefined || value === null || (Array.isArray(value) && value.length === 0)) continue;
       url.searchParams.set(name, Array.isArray(value) ? value.join(",") : String(value));
     }
     // The request's own headers last: a call may send another credential, or ask for another type.
@@ -224,9 +227,10 @@ export class MgxClient {
    * Whether every dependency answers; a 503 (the problem's `checks` name what failed) is thrown at once, not retried
    * unless `options.maxRetries` says so.
    */
-  ready(
-    options?: CallOptions,
-  ): Promise<{ status: "ready"; checks: Record<string, { ok: boolean; latency_ms: number; error?: string }> }> {
+  ready(options?: CallOptions): Promise<{
+    status: "ready";
+    checks: Record<string, { ok: boolean; latency_ms: number; error?: string; warning?: string }>;
+  }> {
     // Not `{ maxRetries: 0, ...options }`: options whose maxRetries is there but undefined undid the 0.
     return this.request("GET", "/ready", withCall({ ...options, maxRetries: options?.maxRetries ?? 0 }));
   }

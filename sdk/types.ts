@@ -91,7 +91,8 @@ export interface Page<T> {
 export interface PageQuery {
   /** 1..100, default 20. */
   limit?: number;
-  cursor?: string;
+  /** A page's `next_cursor`. None, or null (what the last page has), asks for the first page. */
+  cursor?: string | null;
 }
 
 export interface TaskListQuery extends PageQuery {
@@ -118,7 +119,7 @@ export interface UsageQuery {
 
 export interface EventListQuery {
   after?: string;
-  cursor?: string;
+  cursor?: string | null;
   limit?: number;
   types?: readonly string[];
   channels?: readonly string[];
