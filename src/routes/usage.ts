@@ -107,7 +107,11 @@ export function registerUsageRoutes(app: OpenAPIHono<HonoEnv>): void {
     if (Number.isNaN(spanDays) || spanDays < 1 || spanDays > MAX_DAYS) {
       throw new ApiError("VALIDATION_FAILED", "Invalid date range.", {
         errors: [
-          { path: "from", message: `must be a valid day on or before \`to\`, at most ${MAX_DAYS} days earlier` },
+          {
+            path: "from",
+            // A `to` left out is today: said so, since a caller who sent none was told of a `to` it never sent.
+            message: `must be a valid day on or before \`to\` (${query.to === undefined ? `today, ${to}, when not given` : to}), at most ${MAX_DAYS} days earlier`,
+          },
         ],
       });
     }

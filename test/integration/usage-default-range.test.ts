@@ -17,4 +17,15 @@ describe("GET /api/v1/usage, its default range", () => {
     const usage = await fetcher(`${BASE}/api/v1/usage?to=0000-01-30`, { headers: workspace.headers });
     expect(await usage.json()).toMatchObject({ from: "0000-01-01", to: "0000-01-30" });
   });
+
+  it("says which `to` a `from` after it was judged against, today's when the caller sent none", async () => {
+    const workspace = await workspaceWith(null);
+    const today = new Date().toISOString().slice(0, 10);
+    const usage = await fetcher(`${BASE}/api/v1/usage?from=9999-01-01`, { headers: workspace.headers });
+    expect(usage.status).toBe(422);
+    const problem = (await usage.json()) as { errors: { path: string; message: string }[] };
+    expect(problem.errors).toHaveLength(1);
+    expect(problem.errors[0].path).toBe("from");
+    expect(problem.errors[0].message).toContain(`today, ${today}, when not given`);
+  });
 });
