@@ -61,7 +61,7 @@ interface Entry {
 }
 
 /** The promise's value, or null when it fails or has not settled within `ms`. */
-async function answerWithin<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+export async function answerWithin<T>(promise: Promise<T>, ms: number): Promise<T | null> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
     promise,

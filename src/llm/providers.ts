@@ -1,6 +1,7 @@
 import type { AppConfig } from "../env.ts";
 import { buildAdapters, PROVIDER_SETTINGS } from "./adapters/index.ts";
 import type { BreakerSnapshot } from "./breaker-book.ts";
+import { answerWithin, TRIAL_ANSWER_TIMEOUT_MS } from "./breaker-client.ts";
 import type { BreakerView } from "./breaker-core.ts";
 import { breakerClientFor } from "./index.ts";
 import { type PriceSource, priceInForce } from "./prices.ts";
@@ -77,12 +78,16 @@ export async function providerOverview(
       const shown = [...new Set([...chainModels, ...used])];
       let snapshot: BreakerSnapshot[] = [];
       if (shown.length > 0) {
-        try {
-          // Only the rows shown are read: the book holds every model any workspace named.
-          snapshot = (await config.PROVIDER_BREAKER.getByName(provider).snapshot(undefined, shown)) as typeof snapshot;
-        } catch {
-          // The breaker object is unreachable: this isolate's copies (the router's, which decide its calls
-          // meanwhile), where it has them. Shown closed, a breaker open here read as healthy through the outage.
+        // Only the rows shown are read: the book holds every model any workspace named. Waited for as long as a
+        // call waits for its trial: an object that hangs rather than fails held the whole overview with it.
+        const shared = await answerWithin(
+          config.PROVIDER_BREAKER.getByName(provider).snapshot(undefined, shown),
+          TRIAL_ANSWER_TIMEOUT_MS,
+        );
+        if (shared) snapshot = shared as typeof snapshot;
+        else {
+          // The breaker object is unreachable or silent: this isolate's copies (the router's, which decide its
+          // calls meanwhile), where it has them. Shown closed, a breaker open here read as healthy through the outage.
           const local = breakerClientFor(config);
           snapshot = shown.flatMap((model) => {
             const view = local.copyOf(`${provider}:${model}`);

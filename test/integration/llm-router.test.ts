@@ -926,6 +926,23 @@ describe("the shared breaker slow or silent", () => {
     ]);
   });
 
+  it("with the breaker object silent, the providers overview answers in about a second from this isolate's copies", async () => {
+    const model = `gpt-4o-mini-object-silent-${crypto.randomUUID().slice(0, 6)}`;
+    const never = () => new Promise<never>(() => {});
+    const config = llmConfig({
+      PROVIDER_BREAKER: { getByName: () => ({ sync: never, tryTrial: never, snapshot: never }) },
+    });
+    const startedMs = Date.now();
+    const overview = await Promise.race([
+      providerOverview(config, [{ provider: "openai", model }], [], ["openai"]),
+      new Promise((resolve) => setTimeout(() => resolve("still waiting after 5 s"), 5_000)),
+    ]);
+    expect(overview).toEqual([
+      expect.objectContaining({ models: [expect.objectContaining({ model, state: "closed", calls_last_minute: 0 })] }),
+    ]);
+    expect(Date.now() - startedMs).toBeLessThan(3_000);
+  }, 10_000);
+
   it("a call cancelled while the breaker object grants it the trial frees the trial for the next call", async () => {
     const model = `gpt-4o-mini-cancel-trial-${crypto.randomUUID().slice(0, 6)}`;
     const workspace = await openAiThenHaiku(model);
