@@ -211,7 +211,8 @@ async function contentResponse(
   if (!object) return null;
   const content = {
     ...headers,
-    "Content-Type": row.mimeType,
+    // A type written before the write tool checked it may hold what a header cannot: a 500 on every download.
+    "Content-Type": /^[\x20-\x7e]+$/.test(row.mimeType) ? row.mimeType : "application/octet-stream",
     "Content-Disposition": contentDisposition(name),
   };
   if (range.kind === "partial") {

@@ -204,8 +204,12 @@ export class TaskFiles {
     const id = previous?.id ?? newId("artifact");
     const writtenBefore = this.#dirty.has(path);
     const r2Key = writtenBefore ? previous!.r2Key : r2KeyOf(this.#workspaceId, this.#taskId, id, this.#runId);
+    // Parameters in printable ASCII only: the type is the download's Content-Type, which a control character made
+    // a 500 and text outside ASCII raw UTF-8 bytes.
     const type =
-      typeof mimeType === "string" && /^[\w.+-]+\/[\w.+-]+(;.*)?$/.test(mimeType) ? mimeType : mimeTypeFor(path);
+      typeof mimeType === "string" && /^[\w.+-]+\/[\w.+-]+(;[\x20-\x7e]*)?$/.test(mimeType)
+        ? mimeType
+        : mimeTypeFor(path);
     // A run taken over by another delivery writes nothing more: its files are not kept. One cancelled or timed out
     // still writes what it was writing: its end is recorded with its files, such as the REPORT.md of an answer that
     // came in as it was stopped (the task then reads completed).
