@@ -27,6 +27,20 @@ function nestsDeeperThan(value: unknown, limit: number): boolean {
 }
 
 /**
+ * Whether `value` holds a number JSON cannot write: a literal past the double range (`1e400`) parses as Infinity,
+ * which was stored and answered as null (and hashed as null, so a replay of `{"x": null}` matched it).
+ */
+function holdsNonFiniteNumber(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const current = stack.pop();
+    if (typeof current === "number" && !Number.isFinite(current)) return true;
+    if (current !== null && typeof current === "object") for (const inner of Object.values(current)) stack.push(inner);
+  }
+  return false;
+}
+
+/**
  * A key named `__proto__` at the top of agent_config: parsed into an object, it sets the object's prototype
  * instead of being kept, so it was dropped without a word (and an object under it read as the config's fields).
  */
@@ -53,6 +67,7 @@ const AgentConfigObjectSchema = z
   .refine((config) => !nestsDeeperThan(config, MAX_AGENT_CONFIG_DEPTH), {
     message: `nests objects and arrays more than ${MAX_AGENT_CONFIG_DEPTH} levels deep`,
   })
+  .refine((config) => !holdsNonFiniteNumber(config), { message: "holds a number too large for JSON" })
   .openapi("AgentConfig", {
     description: `How the agent runs; unknown keys are kept for the agent (nested at most ${MAX_AGENT_CONFIG_DEPTH} levels deep).`,
   });
