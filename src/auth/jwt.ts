@@ -1,5 +1,13 @@
-import { createRemoteJWKSet, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from "jose";
+import {
+  createRemoteJWKSet,
+  errors,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  type JWTVerifyOptions,
+  jwtVerify,
+} from "jose";
 import type { AppConfig } from "../env.ts";
+import { ApiError } from "../lib/problem.ts";
 import { hasLoneSurrogate } from "../lib/unicode.ts";
 import { SCOPES, type Scope } from "./principal.ts";
 
@@ -26,8 +34,58 @@ export interface VerifiedToken {
 
 const jwksByUrl = new Map<string, JWTVerifyGetKey>();
 
+/** The JWKS could not be had (unreachable, timed out, not a 200, not a key set): no verdict on the token. */
+class KeySetUnavailable extends Error {}
+
+/**
+ * The remote key set, with its fetch failing told apart from the token not matching it. A failed fetch was answered
+ * 401 like a forged token, and counted against the caller's address: while the identity provider was down, every
+ * user behind one address had it blocked after ten tries, and stayed refused after the provider came back.
+ */
+function remoteKeySet(url: string): JWTVerifyGetKey {
+  let jwks = jwksByUrl.get(url);
+  if (!jwks) {
+    const remote = createRemoteJWKSet(new URL(url), { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000 });
+    jwks = async (header, token) => {
+      try {
+        return await remote(header, token);
+      } catch (error) {
+        // The fetch's failures: a network error (not jose's), its timeout, a status or body that is no key set.
+        const unavailable =
+          !(error instanceof errors.JOSEError) ||
+          error instanceof errors.JWKSTimeout ||
+          error instanceof errors.JWKSInvalid ||
+          error.code === errors.JOSEError.code;
+        throw unavailable ? new KeySetUnavailable("JWKS unavailable", { cause: error }) : error;
+      }
+    };
+    jwksByUrl.set(url, jwks);
+  }
+  return jwks;
+}
+
 export function isJwtConfigured(config: AppConfig): boolean {
   return Boolean(config.JWT_JWKS_URL || config.JWT_SECRET);
+}
+
+/**
+ * Verifies against a key set. A token naming no `kid` (it is optional) that more than one key could have signed, as
+ * during a key rotation, is tried with each: jose leaves that to its caller, and such tokens were all refused.
+ */
+async function verifyWithKeySet(token: string, jwks: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTPayload> {
+  try {
+    return (await jwtVerify(token, jwks, options)).payload;
+  } catch (error) {
+    if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
+    for await (const key of error) {
+      try {
+        return (await jwtVerify(token, key, options)).payload;
+      } catch (keyError) {
+        if (!(keyError instanceof errors.JWSSignatureVerificationFailed)) throw keyError;
+      }
+    }
+    throw new errors.JWSSignatureVerificationFailed();
+  }
 }
 
 /** Looks like a compact JWS (three base64url parts); anything else is not tried as a JWT. */
@@ -42,7 +100,10 @@ function scopesFrom(payload: JWTPayload): Scope[] {
   return requested.filter((scope): scope is Scope => (SCOPES as readonly string[]).includes(scope));
 }
 
-/** Verified claims, or null for any failure: callers say only "invalid credentials". */
+/**
+ * Verified claims, or null for any failure of the token's: callers say only "invalid credentials". A JWKS that cannot
+ * be fetched is a 503 (DEPENDENCY_UNAVAILABLE), thrown: it says nothing of the token.
+ */
 export async function verifyAccessToken(config: AppConfig, token: string): Promise<VerifiedToken | null> {
   if (!isJwtConfigured(config)) return null;
   const options = {
@@ -54,12 +115,8 @@ export async function verifyAccessToken(config: AppConfig, token: string): Promi
   try {
     let payload: JWTPayload;
     if (config.JWT_JWKS_URL) {
-      let jwks = jwksByUrl.get(config.JWT_JWKS_URL);
-      if (!jwks) {
-        jwks = createRemoteJWKSet(new URL(config.JWT_JWKS_URL), { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000 });
-        jwksByUrl.set(config.JWT_JWKS_URL, jwks);
-      }
-      ({ payload } = await jwtVerify(token, jwks, { ...options, algorithms: ASYMMETRIC_ALGORITHMS }));
+      const jwks = remoteKeySet(config.JWT_JWKS_URL);
+      payload = await verifyWithKeySet(token, jwks, { ...options, algorithms: ASYMMETRIC_ALGORITHMS });
     } else {
       const secret = new TextEncoder().encode(config.JWT_SECRET);
       ({ payload } = await jwtVerify(token, secret, { ...options, algorithms: ["HS256"] }));
@@ -74,7 +131,11 @@ export async function verifyAccessToken(config: AppConfig, token: string): Promi
     // requiredClaims has jose check `exp` is there and a number.
     const expiresAtMs = ((payload.exp as number) + CLOCK_SKEW_SECONDS) * 1000;
     return { userId: payload.sub, workspaceId, scopes: scopesFrom(payload), email, expiresAtMs };
-  } catch {
+  } catch (error) {
+    if (error instanceof KeySetUnavailable) {
+      const detail = "The identity provider's signing keys cannot be fetched; retry shortly.";
+      throw new ApiError("DEPENDENCY_UNAVAILABLE", detail, { headers: { "Retry-After": "5" } });
+    }
     return null;
   }
 }
