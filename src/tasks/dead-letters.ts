@@ -7,6 +7,7 @@ import { EventBatcher } from "../events/batcher.ts";
 import { newId } from "../lib/ids.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { PageKey } from "../lib/pagination.ts";
+import { ApiError } from "../lib/problem.ts";
 import {
   CANCELLED_WHILE_RUNNING,
   closeRunStatement,
@@ -302,12 +303,13 @@ async function selectForReplay(ctx: TaskContext, selection: ReplaySelection): Pr
       );
     }
   }
+  // `limit` bounds a filter: named ids (at most 100) are all taken; those past it were answered `not_found`.
   return db
     .select()
     .from(deadLetters)
     .where(and(...conditions))
     .orderBy(asc(deadLetters.createdAt), asc(deadLetters.id))
-    .limit(selection.limit);
+    .limit(selection.ids ? selection.ids.length : selection.limit);
 }
 
 /**
@@ -323,7 +325,8 @@ export async function replayDeadLetters(
   const { db, workspaceId, config } = ctx;
   const selected = await selectForReplay(ctx, selection);
   const outcome: ReplayOutcome = { replayed: [], skipped: [] };
-  for (const id of selection.ids ?? []) {
+  // Each id once: one named twice was skipped twice.
+  for (const id of new Set(selection.ids)) {
     if (!selected.some((row) => row.id === id))
       outcome.skipped.push({ dead_letter_id: id, task_id: null, reason: "not_found" });
   }
@@ -341,13 +344,24 @@ export async function replayDeadLetters(
       outcome.skipped.push({ dead_letter_id: letter.id, task_id: task.id, reason: `task_${task.status}` });
       continue;
     }
-    const admission = await limiter.submitTask({
-      taskId: task.id,
-      priority: task.priority,
-      message: taskMessage(workspaceId, task.id),
-      maxRunning: limits.max_running_tasks,
-      maxPending: limits.max_pending_tasks,
-    });
+    let admission: Awaited<ReturnType<typeof limiter.submitTask>>;
+    try {
+      admission = await limiter.submitTask({
+        taskId: task.id,
+        priority: task.priority,
+        message: taskMessage(workspaceId, task.id),
+        maxRunning: limits.max_running_tasks,
+        maxPending: limits.max_pending_tasks,
+      });
+    } catch (error) {
+      // As POST /tasks answers then: a 503, not a 500. This letter and those after it are unchanged; those replayed
+      // already are sent, and the same request repeated skips them (`task_pending`, `task_queued`, …).
+      ctx.logger.error("task admission unavailable", { error });
+      await sendDispatches(config, db, workspaceId, dispatch, ctx.logger);
+      throw new ApiError("DEPENDENCY_UNAVAILABLE", "Task admission is unavailable; retry shortly.", {
+        headers: { "Retry-After": "1" },
+      });
+    }
     if (admission.status === "refused") {
       outcome.skipped.push({ dead_letter_id: letter.id, task_id: task.id, reason: "pending_cap_reached" });
       continue;
