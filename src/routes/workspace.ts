@@ -87,8 +87,8 @@ export function registerOwnWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
     if (!row) throw new ApiError("NOT_FOUND", "Your workspace no longer exists.");
     const changes = c.req.valid("json");
     const next = applyWorkspaceChanges(row, changes);
-    await db.batch([
-      updateWorkspaceStatement(db, next),
+    const [[stored]] = await db.batch([
+      updateWorkspaceStatement(db, next, changes),
       auditInsert(db, {
         ...auditContext(c),
         workspaceId,
@@ -107,6 +107,6 @@ export function registerOwnWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
         unpriced,
       });
     }
-    return c.json(toWorkspaceView(next, await queueDepth(db, workspaceId)), 200);
+    return c.json(toWorkspaceView(stored ?? next, await queueDepth(db, workspaceId)), 200);
   });
 }

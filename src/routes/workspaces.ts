@@ -132,7 +132,8 @@ export function registerWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
         action: "api_key.create",
         resourceType: "api_key",
         resourceId: created.row.id,
-        changes: { after: { name: created.row.name, scopes: created.row.scopes } },
+        // As POST /api/v1/api-keys records a key's creation: with when it expires.
+        changes: { after: { name: created.row.name, scopes: created.row.scopes, expires_at: created.row.expiresAt } },
       }),
     ]);
     const row = await findWorkspace(db, workspace.id);
@@ -159,9 +160,10 @@ export function registerWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
     const { id } = c.req.valid("param");
     const row = await findWorkspace(db, id);
     if (!row) throw new ApiError("NOT_FOUND", `No workspace ${id}.`);
-    const next = applyWorkspaceChanges(row, c.req.valid("json"));
-    await db.batch([
-      updateWorkspaceStatement(db, next),
+    const changes = c.req.valid("json");
+    const next = applyWorkspaceChanges(row, changes);
+    const [[stored]] = await db.batch([
+      updateWorkspaceStatement(db, next, changes),
       auditInsert(db, {
         ...auditContext(c),
         workspaceId: id,
@@ -174,6 +176,6 @@ export function registerWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
         },
       }),
     ]);
-    return c.json(toWorkspaceView(next, await queueDepth(db, id)), 200);
+    return c.json(toWorkspaceView(stored ?? next, await queueDepth(db, id)), 200);
   });
 }

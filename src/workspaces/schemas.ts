@@ -13,21 +13,33 @@ import { PLANS } from "./plans.ts";
  */
 const MIN_REQUESTS_PER_SECOND = 0.001;
 
+const keyRequestsPerSecond = () => z.number().min(MIN_REQUESTS_PER_SECOND).max(100_000);
+const keyBurst = () => z.number().int().min(1).max(1_000_000);
+
 export const LimitsSchema = z
   .object({
     requests_per_second: z.number().min(MIN_REQUESTS_PER_SECOND).max(100_000),
     burst: z.number().int().min(1).max(1_000_000),
     max_running_tasks: z.number().int().min(1).max(10_000),
     max_pending_tasks: z.number().int().min(0).max(1_000_000),
-    key_requests_per_second: z.number().min(MIN_REQUESTS_PER_SECOND).max(100_000).optional(),
-    key_burst: z.number().int().min(1).max(1_000_000).optional(),
+    key_requests_per_second: keyRequestsPerSecond().optional(),
+    key_burst: keyBurst().optional(),
   })
   .openapi("WorkspaceLimits", {
     description:
       "Rate limit (token bucket: rate and burst) and task caps. `key_*` bound one key or user; default: the workspace's.",
   });
 
-export const LimitsPatchSchema = LimitsSchema.partial().strict();
+/**
+ * Absent: unchanged. The `key_*` limits may also be null (as in a JSON merge patch): taken away, so a key's bucket is
+ * the workspace's again. Without it, one set once could only be undone by moving the workspace to another plan.
+ */
+export const LimitsPatchSchema = LimitsSchema.partial()
+  .extend({
+    key_requests_per_second: keyRequestsPerSecond().nullable().optional(),
+    key_burst: keyBurst().nullable().optional(),
+  })
+  .strict();
 
 /** A budget left out of a PUT is named with what it takes: zod's "expected number" did not say null was one. */
 const budgetAmount = () =>
@@ -199,6 +211,9 @@ export const WorkspaceNameSchema = z
   .max(100)
   .refine((text) => !hasLoneSurrogate(text), LONE_SURROGATE_TEXT_MESSAGE);
 
+/** The last instant with a four-digit year in UTC: 9999-12-31T23:59:59.999Z. */
+const LAST_ISO_INSTANT_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
 export const NewApiKeySchema = z
   .object({
     name: z
@@ -212,6 +227,12 @@ export const NewApiKeySchema = z
       .datetime({ offset: true })
       // Not a date at all is the error above alone, not also "in the past".
       .refine((value) => !(Date.parse(value) <= Date.now()), "must be in the future")
+      // Stored and shown in UTC: past year 9999 there (9999-12-31T23:59:59-05:00) it had a six-digit year,
+      // `+010000-…`, no ISO 8601 date-time that strict parsers read.
+      .refine(
+        (value) => !(Date.parse(value) > LAST_ISO_INSTANT_MS),
+        `must be no later than ${new Date(LAST_ISO_INSTANT_MS).toISOString()} (UTC)`,
+      )
       .optional()
       .openapi({ description: "When the key stops working (ISO 8601). Default: never." }),
   })

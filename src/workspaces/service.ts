@@ -29,13 +29,25 @@ export function toWorkspaceView(row: WorkspaceRow, queue?: QueueDepth) {
   };
 }
 
-export function newWorkspaceRow(input: { name: string; plan: Plan; limits?: Partial<WorkspaceLimits> }) {
+/** Limits as a PATCH names them: absent is unchanged, null (the optional `key_*` ones only) is taken away. */
+export type LimitsPatch = { [Name in keyof WorkspaceLimits]?: WorkspaceLimits[Name] | null };
+
+function patchLimits(base: WorkspaceLimits, patch: LimitsPatch = {}): WorkspaceLimits {
+  const limits: Record<string, number> = { ...base };
+  for (const [name, value] of Object.entries(patch)) {
+    if (value === null) delete limits[name];
+    else if (value !== undefined) limits[name] = value;
+  }
+  return limits as unknown as WorkspaceLimits;
+}
+
+export function newWorkspaceRow(input: { name: string; plan: Plan; limits?: LimitsPatch }) {
   const nowIso = new Date().toISOString();
   return {
     id: newId("workspace"),
     name: input.name,
     plan: input.plan,
-    limits: { ...PLAN_LIMITS[input.plan], ...input.limits },
+    limits: patchLimits(PLAN_LIMITS[input.plan], input.limits),
     createdAt: nowIso,
     updatedAt: nowIso,
   } satisfies typeof workspaces.$inferInsert;
@@ -61,7 +73,7 @@ export async function queueDepth(db: Database, workspaceId: string): Promise<Que
 export interface WorkspaceChanges {
   name?: string;
   plan?: Plan;
-  limits?: Partial<WorkspaceLimits>;
+  limits?: LimitsPatch;
   llm?: LlmRouting | null;
 }
 
@@ -73,15 +85,25 @@ export function applyWorkspaceChanges(row: WorkspaceRow, changes: WorkspaceChang
     ...row,
     name: changes.name ?? row.name,
     plan,
-    limits: { ...baseLimits, ...changes.limits },
+    limits: patchLimits(baseLimits, changes.limits),
     llm: changes.llm === undefined ? row.llm : changes.llm,
     updatedAt: new Date().toISOString(),
   };
 }
 
-export function updateWorkspaceStatement(db: Database, next: WorkspaceRow) {
+/**
+ * Writes what `changes` names (and updated_at), returning the stored row. Writing every field put back what another
+ * PATCH had changed since the row was read: a rename by the workspace undid the operator's plan change made meanwhile.
+ */
+export function updateWorkspaceStatement(db: Database, next: WorkspaceRow, changes: WorkspaceChanges) {
   return db
     .update(workspaces)
-    .set({ name: next.name, plan: next.plan, limits: next.limits, llm: next.llm, updatedAt: next.updatedAt })
-    .where(eq(workspaces.id, next.id));
+    .set({
+      ...(changes.name === undefined ? {} : { name: next.name }),
+      ...(changes.plan === undefined && changes.limits === undefined ? {} : { plan: next.plan, limits: next.limits }),
+      ...(changes.llm === undefined ? {} : { llm: next.llm }),
+      updatedAt: next.updatedAt,
+    })
+    .where(eq(workspaces.id, next.id))
+    .returning();
 }
