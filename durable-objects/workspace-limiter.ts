@@ -158,6 +158,13 @@ export class WorkspaceLimiter extends DurableObject {
     return result;
   }
 
+  /** The workspace's task caps changed; the caller sends the pending tasks a raised cap releases. */
+  async setTaskCaps(maxRunning: number, maxPending: number): Promise<{ dispatch: Dispatch[]; depth: Depth }> {
+    const result = this.#admission.setCaps({ maxRunning, maxPending, nowMs: Date.now() });
+    await this.#scheduleAlarm();
+    return result;
+  }
+
   /** Ended tasks give back their slots; the caller sends the pending tasks released into them. */
   async finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number; depth: Depth }> {
     const result = this.#admission.finish({ taskIds, nowMs: Date.now() });

@@ -121,6 +121,21 @@ export class TaskAdmission {
     });
   }
 
+  /**
+   * The workspace's caps changed (an operator's PATCH): saved now, and the pending tasks a raised max_running
+   * makes room for are released. Saved only at the next submission, a raised cap freed no slot until then, even as
+   * running tasks ended (each end refilled up to the old cap).
+   */
+  setCaps(input: { maxRunning: number; maxPending: number } & Clock): { dispatch: Dispatch[]; depth: Depth } {
+    assertCaps(input.maxRunning, input.maxPending);
+    this.#watch(input.nowMs);
+    return this.#store.atomically(() => {
+      this.#store.saveSetting("max_running", input.maxRunning);
+      this.#store.saveSetting("max_pending", input.maxPending);
+      return { dispatch: this.#fill(input.nowMs), depth: this.#depth() };
+    });
+  }
+
   /** Tasks that ended (or were cancelled or never existed): their slots or places are freed. */
   finish(input: { taskIds: string[] } & Clock): { dispatch: Dispatch[]; released: number; depth: Depth } {
     this.#watch(input.nowMs);

@@ -6,6 +6,7 @@ import { apiKeys, workspaces } from "../db/schema.ts";
 import { API_PROBLEMS, jsonBody, jsonResponse, problemResponses } from "../lib/openapi.ts";
 import { ApiError } from "../lib/problem.ts";
 import { requireOperator } from "../middleware/auth.ts";
+import { applyTaskCaps } from "../tasks/dispatch.ts";
 import type { HonoEnv } from "../types.ts";
 import { PLANS } from "../workspaces/plans.ts";
 import {
@@ -176,6 +177,13 @@ export function registerWorkspaceRoutes(app: OpenAPIHono<HonoEnv>): void {
         },
       }),
     ]);
+    const limits = (stored ?? next).limits;
+    if (
+      limits.max_running_tasks !== row.limits.max_running_tasks ||
+      limits.max_pending_tasks !== row.limits.max_pending_tasks
+    ) {
+      await applyTaskCaps(c.get("config"), db, id, limits, c.get("logger"));
+    }
     return c.json(toWorkspaceView(stored ?? next, await queueDepth(db, id)), 200);
   });
 }

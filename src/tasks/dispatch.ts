@@ -21,6 +21,7 @@ export interface Admission {
   finishTasks(taskIds: string[]): Promise<{ dispatch: Dispatch[]; released: number; depth: Depth }>;
   renewTasks(taskIds: string[], leaseMs: number): Promise<{ renewed: string[] }>;
   admissionSnapshot(): Promise<AdmissionSnapshot>;
+  setTaskCaps(maxRunning: number, maxPending: number): Promise<{ dispatch: Dispatch[]; depth: Depth }>;
 }
 
 export function limiterOf(config: Pick<AppConfig, "WORKSPACE_LIMITER">, workspaceId: string): Admission {
@@ -31,7 +32,31 @@ export function limiterOf(config: Pick<AppConfig, "WORKSPACE_LIMITER">, workspac
       (await stub.finishTasks(taskIds)) as { dispatch: Dispatch[]; released: number; depth: Depth },
     renewTasks: async (taskIds, leaseMs) => (await stub.renewTasks(taskIds, leaseMs)) as { renewed: string[] },
     admissionSnapshot: async () => (await stub.admissionSnapshot()) as AdmissionSnapshot,
+    setTaskCaps: async (maxRunning, maxPending) =>
+      (await stub.setTaskCaps(maxRunning, maxPending)) as { dispatch: Dispatch[]; depth: Depth },
   };
+}
+
+/**
+ * The workspace's task caps changed: the limiter takes them now, and the pending tasks a raised
+ * `max_running_tasks` makes room for are sent. It never fails the change, which D1 already holds: a limiter that
+ * does not answer takes the caps with the workspace's next submission, as it did before.
+ */
+export async function applyTaskCaps(
+  config: Pick<AppConfig, "WORKSPACE_LIMITER" | "TASKS_QUEUE">,
+  db: Database,
+  workspaceId: string,
+  caps: { max_running_tasks: number; max_pending_tasks: number },
+  logger: Logger,
+): Promise<void> {
+  let dispatch: Dispatch[];
+  try {
+    ({ dispatch } = await limiterOf(config, workspaceId).setTaskCaps(caps.max_running_tasks, caps.max_pending_tasks));
+  } catch (error) {
+    logger.error("task caps not applied to the limiter", { error, workspace_id: workspaceId });
+    return;
+  }
+  await sendDispatches(config, db, workspaceId, dispatch, logger);
 }
 
 export async function sendDispatches(

@@ -1,6 +1,12 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createTestKey, createTestWorkspace, TEST_ADMIN_TOKEN, type TestWorkspace } from "../support/workspaces.ts";
+import {
+  bearer,
+  createTestKey,
+  createTestWorkspace,
+  TEST_ADMIN_TOKEN,
+  type TestWorkspace,
+} from "../support/workspaces.ts";
 import { BASE, eventsOf, fetcher } from "../unit/tasks/fakes.ts";
 
 /** The tasks API inside workerd: submission, idempotency, admission, listing, cancellation, queue depth. */
@@ -173,6 +179,40 @@ describe("POST /api/v1/tasks", () => {
       detail:
         "This credential lacks the tasks:write scope: use a key or token that has it (or admin); an admin key makes such a key with POST /api/v1/api-keys.",
     });
+  });
+
+  it("releases tasks waiting in line at once when the operator raises the running cap", async () => {
+    const small = await createTestWorkspace(fetcher, BASE, {
+      name: "raised caps",
+      limits: { max_running_tasks: 1, max_pending_tasks: 5 },
+    });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const response = await submit(small, { ...basic, agent_config: SLOW });
+      ids.push(((await response.json()) as { id: string }).id);
+    }
+    expect(await env.WORKSPACE_LIMITER.getByName(small.id).admissionSnapshot()).toMatchObject({
+      pending: 2,
+      leased: 1,
+    });
+
+    const raised = await fetcher(`${BASE}/api/v1/workspaces/${small.id}`, {
+      method: "PATCH",
+      headers: { ...bearer(TEST_ADMIN_TOKEN), "Content-Type": "application/json" },
+      body: JSON.stringify({ limits: { max_running_tasks: 3 } }),
+    });
+    expect(raised.status).toBe(200);
+    expect(await env.WORKSPACE_LIMITER.getByName(small.id).admissionSnapshot()).toMatchObject({
+      pending: 0,
+      leased: 3,
+      maxRunning: 3,
+    });
+    for (const id of ids) {
+      const task = (await (await fetcher(`${BASE}/api/v1/tasks/${id}`, { headers: small.headers })).json()) as {
+        status: string;
+      };
+      expect(task.status, id).not.toBe("pending");
+    }
   });
 
   it("lines tasks up over the running cap and refuses over the pending cap with 429 + Retry-After", async () => {
