@@ -2,6 +2,7 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
+import { limiterFailing } from "../support/limiter.ts";
 import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
 
 /**
@@ -13,25 +14,10 @@ import { BASE, fetcher, workspaceWith } from "../support/llm.ts";
 const app = createApp();
 const LIMITS = { daily_tokens: 1_000, monthly_tokens: null, daily_cost_usd: null, monthly_cost_usd: null };
 
-/** The real limiter, except that its budget methods throw, as a Durable Object call that fails does. */
-const budgetMethodsFail = new Proxy(env.WORKSPACE_LIMITER, {
-  get(namespace, property) {
-    if (property !== "getByName") return Reflect.get(namespace, property);
-    return (name: string) => {
-      const stub = namespace.getByName(name);
-      return new Proxy(stub, {
-        get(target, method) {
-          if (method === "reviewBudgets" || method === "budgetStatus")
-            return () => Promise.reject(new Error("Durable Object reset because its code was updated."));
-          if (method === "id" || method === "name" || typeof method === "symbol") return Reflect.get(target, method);
-          // Every other name is an RPC method of the stub's, called on the stub (an RPC stub has no `bind`).
-          return (...args: unknown[]) =>
-            (target as unknown as Record<string, (...a: unknown[]) => unknown>)[method](...args);
-        },
-      });
-    };
-  },
-});
+const budgetMethodsFail = limiterFailing(
+  ["reviewBudgets", "budgetStatus"],
+  "Durable Object reset because its code was updated.",
+);
 
 async function withFailingLimiter(path: string, init: RequestInit): Promise<Response> {
   const ctx = createExecutionContext();

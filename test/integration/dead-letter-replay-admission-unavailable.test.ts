@@ -5,9 +5,9 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { createDb } from "../../src/db/client.ts";
 import { deadLetters, tasks } from "../../src/db/schema.ts";
-import { newId } from "../../src/lib/ids.ts";
+import { limiterFailing } from "../support/limiter.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
-import { BASE, fetcher, insertTask, taskBody } from "../unit/tasks/fakes.ts";
+import { BASE, fetcher, insertDeadLetter } from "../unit/tasks/fakes.ts";
 
 /**
  * POST /api/v1/dead-letters/replay while task admission (the workspace's limiter) fails to answer: a retryable 503
@@ -22,25 +22,9 @@ beforeAll(async () => {
   workspace = await createTestWorkspace(fetcher, BASE, { name: "replay without admission" });
 });
 
-/** The real limiter, except that task admission throws, as a Durable Object call that fails does. */
-const admissionFails = new Proxy(env.WORKSPACE_LIMITER, {
-  get(namespace, property) {
-    if (property !== "getByName") return Reflect.get(namespace, property);
-    return (name: string) => {
-      const stub = namespace.getByName(name);
-      return new Proxy(stub, {
-        get(target, method) {
-          if (method === "submitTask") return () => Promise.reject(new Error("Durable Object is overloaded."));
-          if (method === "id" || method === "name" || typeof method === "symbol") return Reflect.get(target, method);
-          return (...args: unknown[]) =>
-            (target as unknown as Record<string, (...a: unknown[]) => unknown>)[method](...args);
-        },
-      });
-    };
-  },
-});
+const admissionFails = limiterFailing(["submitTask"]);
 
-async function replay(ids: string[], limiter: DurableObjectNamespace | undefined): Promise<Response> {
+async function replay(ids: string[], limiter: typeof env.WORKSPACE_LIMITER | undefined): Promise<Response> {
   const ctx = createExecutionContext();
   const response = await app.fetch(
     new Request(`${BASE}/api/v1/dead-letters/replay`, {
@@ -57,40 +41,22 @@ async function replay(ids: string[], limiter: DurableObjectNamespace | undefined
 
 describe("replaying dead letters while task admission is unavailable", () => {
   it("answers a retryable 503 problem, changes nothing, and the repeated request replays", async () => {
-    const task = await insertTask(workspace.id, {
-      status: "dead_lettered",
-      queuedAt: null,
-      finishedAt: "2025-02-01T00:00:00.000Z",
-      error: { type: "retries_exhausted", message: "Failed 4 deliveries." },
-    });
-    const letterId = newId("deadLetter");
-    await db.insert(deadLetters).values({
-      id: letterId,
-      workspaceId: workspace.id,
-      taskId: task.id,
-      messageId: `msg-unavailable-${letterId}`,
-      queue: "tasks",
-      attempts: 4,
-      errorType: "retries_exhausted",
-      errorMessage: "Failed 4 deliveries.",
-      payload: taskBody(workspace.id, task.id),
-      createdAt: "2025-02-01T00:00:00.000Z",
-    });
+    const { id: letterId, taskId } = await insertDeadLetter(workspace.id, "2025-02-01T00:00:00.000Z");
 
-    const refused = await replay([letterId], admissionFails as unknown as DurableObjectNamespace);
+    const refused = await replay([letterId], admissionFails);
     expect(refused.status).toBe(503);
     expect(refused.headers.get("Content-Type")).toBe("application/problem+json");
     expect(refused.headers.get("Retry-After")).toMatch(/^\d+$/);
     expect(await refused.json()).toMatchObject({ status: 503, code: "DEPENDENCY_UNAVAILABLE" });
     const [letter] = await db.select().from(deadLetters).where(eq(deadLetters.id, letterId));
     expect(letter.replayedAt).toBeNull();
-    const [row] = await db.select().from(tasks).where(eq(tasks.id, task.id));
+    const [row] = await db.select().from(tasks).where(eq(tasks.id, taskId));
     expect(row.status).toBe("dead_lettered");
 
     const replayed = await replay([letterId], undefined);
     expect(replayed.status).toBe(200);
     expect(((await replayed.json()) as { replayed: { dead_letter_id: string }[] }).replayed).toEqual([
-      expect.objectContaining({ dead_letter_id: letterId, task_id: task.id }),
+      expect.objectContaining({ dead_letter_id: letterId, task_id: taskId }),
     ]);
   });
 });

@@ -2,10 +2,9 @@ import { env } from "cloudflare:workers";
 import { inArray } from "drizzle-orm";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client.ts";
-import { deadLetters, tasks } from "../../src/db/schema.ts";
-import { newId } from "../../src/lib/ids.ts";
+import { tasks } from "../../src/db/schema.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
-import { BASE, fetcher, insertTask, taskBody } from "../unit/tasks/fakes.ts";
+import { BASE, fetcher, insertDeadLetter } from "../unit/tasks/fakes.ts";
 
 /** POST /api/v1/dead-letters/replay with `ids`: every id named is replayed or skipped for what it is. */
 
@@ -15,35 +14,12 @@ beforeAll(async () => {
   workspace = await createTestWorkspace(fetcher, BASE, { name: "dead-letter replay by id" });
 });
 
-async function deadLetter(createdAt: string) {
-  const task = await insertTask(workspace.id, {
-    status: "dead_lettered",
-    queuedAt: null,
-    finishedAt: createdAt,
-    error: { type: "retries_exhausted", message: "Failed 4 deliveries." },
-  });
-  const id = newId("deadLetter");
-  await db.insert(deadLetters).values({
-    id,
-    workspaceId: workspace.id,
-    taskId: task.id,
-    messageId: `msg-ids-${id}`,
-    queue: "tasks",
-    attempts: 4,
-    errorType: "retries_exhausted",
-    errorMessage: "Failed 4 deliveries.",
-    payload: taskBody(workspace.id, task.id),
-    createdAt,
-  });
-  return { id, taskId: task.id };
-}
-
 describe("replaying dead letters by id", () => {
   it("replays every id named, whatever `limit` says (it bounds a filter), and never calls one that exists not_found", async () => {
     const letters = [
-      await deadLetter("2025-01-01T00:00:01.000Z"),
-      await deadLetter("2025-01-01T00:00:02.000Z"),
-      await deadLetter("2025-01-01T00:00:03.000Z"),
+      await insertDeadLetter(workspace.id, "2025-01-01T00:00:01.000Z"),
+      await insertDeadLetter(workspace.id, "2025-01-01T00:00:02.000Z"),
+      await insertDeadLetter(workspace.id, "2025-01-01T00:00:03.000Z"),
     ];
     const response = await fetcher(`${BASE}/api/v1/dead-letters/replay`, {
       method: "POST",
@@ -72,7 +48,7 @@ describe("replaying dead letters by id", () => {
   });
 
   it("answers an id named twice once: replayed once, or skipped once", async () => {
-    const letter = await deadLetter("2025-01-02T00:00:00.000Z");
+    const letter = await insertDeadLetter(workspace.id, "2025-01-02T00:00:00.000Z");
     const missing = "dlq_01JD3Y8T1V8R9ZJ6M0Q5H1N2K3";
     const response = await fetcher(`${BASE}/api/v1/dead-letters/replay`, {
       method: "POST",

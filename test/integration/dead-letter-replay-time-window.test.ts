@@ -3,9 +3,8 @@ import { eq } from "drizzle-orm";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client.ts";
 import { deadLetters } from "../../src/db/schema.ts";
-import { newId } from "../../src/lib/ids.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
-import { BASE, fetcher, insertTask, taskBody } from "../unit/tasks/fakes.ts";
+import { BASE, fetcher, insertDeadLetter } from "../unit/tasks/fakes.ts";
 
 /**
  * POST /api/v1/dead-letters/replay with `filter.created_after` / `created_before` given as a client writes a time
@@ -17,30 +16,6 @@ let workspace: TestWorkspace;
 beforeAll(async () => {
   workspace = await createTestWorkspace(fetcher, BASE, { name: "dead-letter replay window" });
 });
-
-/** A dead-lettered task and its letter, recorded at `createdAt` (the stored form: milliseconds, `Z`). */
-async function letterAt(createdAt: string) {
-  const task = await insertTask(workspace.id, {
-    status: "dead_lettered",
-    queuedAt: null,
-    finishedAt: createdAt,
-    error: { type: "retries_exhausted", message: "Failed 4 deliveries." },
-  });
-  const id = newId("deadLetter");
-  await db.insert(deadLetters).values({
-    id,
-    workspaceId: workspace.id,
-    taskId: task.id,
-    messageId: `msg-window-${id}`,
-    queue: "tasks",
-    attempts: 4,
-    errorType: "retries_exhausted",
-    errorMessage: "Failed 4 deliveries.",
-    payload: taskBody(workspace.id, task.id),
-    createdAt,
-  });
-  return { id, taskId: task.id };
-}
 
 async function replay(filter: Record<string, unknown>) {
   const response = await fetcher(`${BASE}/api/v1/dead-letters/replay`, {
@@ -58,7 +33,7 @@ async function replay(filter: Record<string, unknown>) {
 
 describe("replaying dead letters by a time window", () => {
   it("compares times as times: a letter half a second past a whole-second bound is after it, not before", async () => {
-    const letter = await letterAt("2025-03-04T05:06:07.500Z");
+    const letter = await insertDeadLetter(workspace.id, "2025-03-04T05:06:07.500Z");
     // Before 05:06:07 (whole seconds, as most clients write a time): the letter, recorded half a second later, is not.
     expect(await replay({ created_before: "2025-03-04T05:06:07Z" })).not.toContain(letter.id);
     expect(await replay({ created_after: "2025-03-04T05:06:08Z" })).not.toContain(letter.id);
@@ -71,7 +46,7 @@ describe("replaying dead letters by a time window", () => {
   });
 
   it("takes a bound with fewer fraction digits than the stored milliseconds as the same instant", async () => {
-    const letter = await letterAt("2025-06-07T08:09:10.510Z");
+    const letter = await insertDeadLetter(workspace.id, "2025-06-07T08:09:10.510Z");
     expect(await replay({ created_after: "2025-06-07T08:09:10.5Z", created_before: "2025-06-07T08:09:11Z" })).toEqual([
       letter.id,
     ]);

@@ -1,6 +1,6 @@
 import { env, exports } from "cloudflare:workers";
 import { createDb } from "../../../src/db/client.ts";
-import { tasks } from "../../../src/db/schema.ts";
+import { deadLetters, tasks } from "../../../src/db/schema.ts";
 import { checkEnv } from "../../../src/env.ts";
 import { newId } from "../../../src/lib/ids.ts";
 import { Logger } from "../../../src/lib/logger.ts";
@@ -97,6 +97,35 @@ export async function insertTask(workspaceId: string, overrides: Partial<TaskRow
   };
   const [inserted] = await db.insert(tasks).values(row).returning();
   return inserted;
+}
+
+/** A dead-lettered task and its letter, recorded at `createdAt` (the stored form: milliseconds, `Z`). */
+export async function insertDeadLetter(
+  workspaceId: string,
+  createdAt: string,
+): Promise<{ id: string; taskId: string }> {
+  const task = await insertTask(workspaceId, {
+    status: "dead_lettered",
+    queuedAt: null,
+    finishedAt: createdAt,
+    error: { type: "retries_exhausted", message: "Failed 4 deliveries." },
+  });
+  const id = newId("deadLetter");
+  await createDb(env.DB)
+    .insert(deadLetters)
+    .values({
+      id,
+      workspaceId,
+      taskId: task.id,
+      messageId: `msg-${id}`,
+      queue: "tasks",
+      attempts: 4,
+      errorType: "retries_exhausted",
+      errorMessage: "Failed 4 deliveries.",
+      payload: taskBody(workspaceId, task.id),
+      createdAt,
+    });
+  return { id, taskId: task.id };
 }
 
 export function taskBody(workspaceId: string, taskId: string) {
