@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type ConnectionState, EventClient, type EventClientOptions } from "../../../sdk/index.ts";
+import { recordDelays } from "./timer-delays.ts";
 
 /**
  * How the EventClient opens a connection: the address it asks a ticket and opens the socket at, how long it waits
@@ -54,17 +55,6 @@ function setup(options: Partial<EventClientOptions>, ...answers: Response[]) {
   client.onStateChange((state) => states.push(state));
   client.onError((error) => errors.push(error.message));
   return { client, asked, sockets, states, errors, fetchMock };
-}
-
-/** The delays the client asks of setTimeout (the tests' own 1 ms waits left out). */
-function recordDelays(): number[] {
-  const delays: number[] = [];
-  const original = globalThis.setTimeout;
-  vi.spyOn(globalThis, "setTimeout").mockImplementation(((handler: () => void, ms?: number) => {
-    if (ms !== undefined && ms > 1) delays.push(ms);
-    return original(handler, ms);
-  }) as typeof setTimeout);
-  return delays;
 }
 
 const ticket = () => Response.json({ ticket: "tkt_1", expires_at: new Date().toISOString() }, { status: 201 });

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { EventClient, type PublishedEvent } from "../../../sdk/index.ts";
 import { SEED_EXAMPLES } from "../events/examples.ts";
+import { recordDelays } from "./timer-delays.ts";
 
 /**
  * The EventClient against servers that misbehave: one that accepts the upgrade and closes at once (a full hub,
@@ -74,17 +75,6 @@ function setup() {
     return sockets[count - 1];
   };
   return { client, sockets, next };
-}
-
-/** The delays the client asks of setTimeout for its reconnections (the test's own 1 ms waits left out). */
-function recordDelays(): number[] {
-  const delays: number[] = [];
-  const original = globalThis.setTimeout;
-  vi.spyOn(globalThis, "setTimeout").mockImplementation(((handler: () => void, ms?: number) => {
-    if (ms !== undefined && ms > 1) delays.push(ms);
-    return original(handler, ms);
-  }) as typeof setTimeout);
-  return delays;
 }
 
 afterEach(() => {
