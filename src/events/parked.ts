@@ -19,8 +19,10 @@ import type { EventEnvelope } from "./catalog.ts";
 
 /** Past this, an event the hub still refuses is dropped and logged with its id: a hub down this long is an incident. */
 export const PARKED_EVENT_GIVE_UP_DAYS = 7;
-/** Rows one delivery takes at most: a long outage drains over a few cron runs instead of one long one. */
+/** Rows one delivery page takes at most: a long outage drains over a few cron runs instead of one long one. */
 const DELIVERY_MAX_ROWS = 1_000;
+/** Pages one cron run takes at most (each after the workspaces refused so far). */
+const DELIVERY_MAX_PAGES = 5;
 /** D1 binds at most 100 parameters per statement; one is the UPDATE's reason. */
 const IDS_PER_STATEMENT = 99;
 const DAY_MS = 86_400_000;
@@ -105,20 +107,37 @@ export interface ParkedDelivery {
   givenUp: number;
 }
 
-/** Delivers the oldest parked events, one publishMany per workspace, and forgets those that landed. */
+/**
+ * Delivers the oldest parked events, one publishMany per workspace, and forgets those that landed. A full
+ * page is followed by the next, without the workspaces refused so far (their later events stay behind
+ * theirs): a hub that stays down holds back its own events, not every other workspace's.
+ */
 export async function deliverParkedEvents(
   config: Pick<AppConfig, "DB" | "EVENT_HUB">,
   logger: Logger,
   nowMs = Date.now(),
 ): Promise<ParkedDelivery> {
-  const { results } = await config.DB.prepare(
-    "SELECT id, event_id, workspace_id, event, parked_at FROM parked_events ORDER BY id LIMIT ?",
-  )
-    .bind(DELIVERY_MAX_ROWS)
-    .all<ParkedRow>();
-  const { outcome } = await deliverRows(config, logger, results, nowMs);
-  if (results.length > 0) logger.info("parked events delivered", { ...outcome });
-  return outcome;
+  const total: ParkedDelivery = { delivered: 0, refused: 0, givenUp: 0 };
+  const refused = new Set<string>();
+  let afterId = 0;
+  for (let page = 0; page < DELIVERY_MAX_PAGES; page++) {
+    const { results } = await config.DB.prepare(
+      `SELECT id, event_id, workspace_id, event, parked_at FROM parked_events
+       WHERE id > ?1 AND workspace_id NOT IN (SELECT value FROM json_each(?2)) ORDER BY id LIMIT ?3`,
+    )
+      .bind(afterId, JSON.stringify([...refused]), DELIVERY_MAX_ROWS)
+      .all<ParkedRow>();
+    if (results.length === 0) break;
+    const delivery = await deliverRows(config, logger, results, nowMs);
+    total.delivered += delivery.outcome.delivered;
+    total.refused += delivery.outcome.refused;
+    total.givenUp += delivery.outcome.givenUp;
+    for (const workspaceId of delivery.refused) refused.add(workspaceId);
+    afterId = results[results.length - 1].id;
+    if (results.length < DELIVERY_MAX_ROWS) break;
+  }
+  if (afterId > 0) logger.info("parked events delivered", { ...total });
+  return total;
 }
 
 /**
