@@ -75,6 +75,15 @@ export async function archiveExpired(
         row.hash !== null &&
         row.prev_hash === prevHash &&
         (await entryHash(prevHash, row)) === row.hash;
+      if (!intact && row.seq === expectedSeq && row.hash === null && row.seq > state.headSeq) {
+        // Past the sealed head: written, not sealed yet (a sealer failed or stopped at its bound). Not a break.
+        result.stoppedAt = `seq ${expectedSeq}`;
+        logger.warn("audit retention paused: entries here are not sealed yet; the next run continues", {
+          workspace_id: workspaceId,
+          seq: expectedSeq,
+        });
+        return result;
+      }
       if (!intact) {
         result.stoppedAt = `seq ${expectedSeq}`;
         logger.error("audit retention stopped: the chain does not verify here; nothing past it is archived", {
@@ -125,40 +134,71 @@ export async function archiveExpired(
   return result;
 }
 
-/** The daily job: seal every workspace with unsealed entries, then apply each workspace's retention. */
+/**
+ * The daily job: seal every workspace with unsealed entries, then apply each workspace's retention. A
+ * workspace that fails (R2 or D1 erring) is logged and skipped, never costing the others their run; the
+ * job then fails naming them, for the cron to report.
+ */
 export async function runAuditRetention(
   env: Pick<WorkerEnv, "DB" | "ARTIFACTS">,
   logger: ArchiveLogger,
   nowMs = Date.now(),
 ): Promise<void> {
   const db = createDb(env.DB as D1Database);
+  const failed = new Set<string>();
   const unsealed = await db
     .selectDistinct({ workspaceId: auditLogs.workspaceId })
     .from(auditLogs)
     .where(isNull(auditLogs.hash));
-  for (const { workspaceId } of unsealed) await sealChain(db, workspaceId);
+  for (const { workspaceId } of unsealed) {
+    try {
+      await sealChain(db, workspaceId);
+    } catch (error) {
+      // Its archive then stops where its unsealed entries start; the other workspaces go on.
+      failed.add(workspaceId);
+      logger.error("audit retention could not seal a workspace's chain", { workspace_id: workspaceId, error });
+    }
+  }
 
   const all = await db.select({ id: workspaces.id, retentionDays: workspaces.auditRetentionDays }).from(workspaces);
   for (const workspace of all) {
-    const cutoffIso = new Date(nowMs - workspace.retentionDays * DAY_MS).toISOString();
-    const result = await archiveExpired(db, env.ARTIFACTS as R2Bucket, workspace.id, cutoffIso, logger);
-    if (result.archived === 0) continue;
-    logger.info("audit entries archived", {
-      workspace_id: workspace.id,
-      archived: result.archived,
-      objects: result.keys.length,
-    });
-    await recordAudit(db, {
-      workspaceId: workspace.id,
-      actor: { type: "system", id: "audit-retention", display: "audit retention" },
-      action: "audit.archive",
-      resourceType: "audit_log",
-      metadata: {
-        archived_entries: result.archived,
-        cutoff: cutoffIso,
-        retention_days: workspace.retentionDays,
-        r2_keys: result.keys,
-      },
-    });
+    try {
+      await applyRetention(db, env.ARTIFACTS as R2Bucket, workspace, nowMs, logger);
+    } catch (error) {
+      failed.add(workspace.id);
+      logger.error("audit retention failed for a workspace", { workspace_id: workspace.id, error });
+    }
   }
+  if (failed.size > 0) {
+    throw new Error(`audit retention failed for ${failed.size} workspace(s): ${[...failed].join(", ")}`);
+  }
+}
+
+async function applyRetention(
+  db: Database,
+  bucket: R2Bucket,
+  workspace: { id: string; retentionDays: number },
+  nowMs: number,
+  logger: ArchiveLogger,
+): Promise<void> {
+  const cutoffIso = new Date(nowMs - workspace.retentionDays * DAY_MS).toISOString();
+  const result = await archiveExpired(db, bucket, workspace.id, cutoffIso, logger);
+  if (result.archived === 0) return;
+  logger.info("audit entries archived", {
+    workspace_id: workspace.id,
+    archived: result.archived,
+    objects: result.keys.length,
+  });
+  await recordAudit(db, {
+    workspaceId: workspace.id,
+    actor: { type: "system", id: "audit-retention", display: "audit retention" },
+    action: "audit.archive",
+    resourceType: "audit_log",
+    metadata: {
+      archived_entries: result.archived,
+      cutoff: cutoffIso,
+      retention_days: workspace.retentionDays,
+      r2_keys: result.keys,
+    },
+  });
 }
