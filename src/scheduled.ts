@@ -8,24 +8,36 @@ import { backgroundLogger } from "./observability/worker-logger.ts";
 
 export type ScheduledJob = (env: WorkerEnv, logger: ReturnType<typeof backgroundLogger>) => Promise<void>;
 
+/** A job and the name its log lines and error reports carry (a cron runs several). */
+export interface NamedScheduledJob {
+  name: string;
+  run: ScheduledJob;
+}
+
 /** Jobs per cron expression (wrangler.toml [triggers]). */
-export const SCHEDULED_JOBS: Record<string, ScheduledJob[]> = {
+export const SCHEDULED_JOBS: Record<string, NamedScheduledJob[]> = {
   // Every minute: a subscriber waits at most that long for events parked while its hub was down (one
   // indexed read when nothing is parked).
   "* * * * *": [
-    async (env, logger) => {
-      await deliverParkedEvents(checkedConfig(env), logger);
+    {
+      name: "deliver-parked-events",
+      run: async (env, logger) => {
+        await deliverParkedEvents(checkedConfig(env), logger);
+      },
     },
   ],
   "*/5 * * * *": [
-    (env, logger) => anchorRecentChains(checkedConfig(env), logger),
+    { name: "anchor-audit-chains", run: (env, logger) => anchorRecentChains(checkedConfig(env), logger) },
     // Stored responses past their 30 days, in bounded batches (one indexed read when none is): often, so that
     // a busy day's expiries never pile up behind a daily run's bound.
-    async (env, logger) => {
-      await purgeExpiredResponses(env.DB as D1Database, logger);
+    {
+      name: "purge-expired-responses",
+      run: async (env, logger) => {
+        await purgeExpiredResponses(env.DB as D1Database, logger);
+      },
     },
   ],
-  "17 3 * * *": [(env, logger) => runAuditRetention(env, logger)],
+  "17 3 * * *": [{ name: "audit-retention", run: (env, logger) => runAuditRetention(env, logger) }],
 };
 
 function checkedConfig(env: WorkerEnv): AppConfig {
@@ -40,13 +52,25 @@ export async function handleScheduled(
   ctx: ExecutionContext,
 ): Promise<void> {
   const logger = backgroundLogger(env, { cron: controller.cron });
-  const jobs = SCHEDULED_JOBS[controller.cron] ?? [];
-  logger.info("scheduled run started", { jobs: jobs.length });
-  const results = await Promise.allSettled(jobs.map((job) => job(env, logger)));
-  for (const result of results) {
-    if (result.status === "rejected") {
-      logger.error("scheduled job failed", { error: result.reason });
-      reportError(env, ctx, result.reason, { tags: { cron: controller.cron } });
-    }
+  const jobs = SCHEDULED_JOBS[controller.cron];
+  if (!jobs) {
+    // A trigger in wrangler.toml without its jobs here: nothing runs, and it should not go unnoticed.
+    logger.warn("no scheduled jobs for this cron", { known_crons: Object.keys(SCHEDULED_JOBS) });
+    return;
   }
+  logger.info("scheduled run started", { jobs: jobs.length });
+  // Each job on its own: one that fails never keeps the others from running.
+  await Promise.all(
+    jobs.map(async (job) => {
+      const jobLogger = logger.child({ job: job.name });
+      const startedMs = Date.now();
+      try {
+        await job.run(env, jobLogger);
+        jobLogger.info("scheduled job finished", { duration_ms: Date.now() - startedMs });
+      } catch (error) {
+        jobLogger.error("scheduled job failed", { error, duration_ms: Date.now() - startedMs });
+        reportError(env, ctx, error, { tags: { cron: controller.cron, job: job.name } });
+      }
+    }),
+  );
 }
