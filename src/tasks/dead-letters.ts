@@ -70,10 +70,13 @@ export async function consumeDeadLetterBatch(
   }[] = [];
   const cancelled: { task: NonNullable<ReturnType<typeof rows.get>>; index: number }[] = [];
   const statements: D1PreparedStatement[] = [];
+  // Acknowledged once what they decided is written: acknowledged before, a letter whose write failed was never
+  // delivered again, and its task stayed queued for good, its slot held, no task.error told.
+  const decided: Message[] = [];
   for (const { message, body } of messages) {
     const task = rows.get(body.task_id);
     if (!task || task.workspaceId !== body.workspace_id || isTerminal(task.status)) {
-      message.ack();
+      decided.push(message);
       release.set(body.workspace_id, [...(release.get(body.workspace_id) ?? []), body.task_id]);
       continue;
     }
@@ -84,7 +87,7 @@ export async function consumeDeadLetterBatch(
       Date.parse(run.startedAt) + taskTimeoutSeconds(config, task.type) * 1000 + STALE_RUN_GRACE_MS > Date.now()
     ) {
       // A consumer is still running it: that consumer ends it.
-      message.ack();
+      decided.push(message);
       continue;
     }
     if (task.cancelRequestedAt) {
@@ -98,7 +101,7 @@ export async function consumeDeadLetterBatch(
           closeRunStatement(config.DB, run.id, "cancelled", CANCELLED_WHILE_RUNNING, nowIso),
         );
       }
-      message.ack();
+      decided.push(message);
       release.set(task.workspaceId, [...(release.get(task.workspaceId) ?? []), task.id]);
       continue;
     }
@@ -149,10 +152,11 @@ export async function consumeDeadLetterBatch(
         metadata: { dead_letter_id: deadLetterId, message_id: message.id, error_type: error.type },
       }),
     );
-    message.ack();
+    decided.push(message);
     release.set(task.workspaceId, [...(release.get(task.workspaceId) ?? []), task.id]);
   }
   const results = statements.length > 0 ? await config.DB.batch(statements) : [];
+  for (const message of decided) message.ack();
 
   // Those recorded by an earlier delivery were announced then.
   const announced = recorded.filter((entry) => (results[entry.index]?.meta.changes ?? 0) > 0);
