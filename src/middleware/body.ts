@@ -7,6 +7,12 @@ import type { HonoEnv } from "../types.ts";
 export const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 /** The methods whose body is checked; a GET or HEAD body is never read, so never refused either. */
 export const METHODS_WITH_BODY = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+/**
+ * The JSON Content-Type a route's own body check (zod-openapi's) takes: narrower than the standard, it refused
+ * `application/json ; charset=utf-8` (a space before `;`), `application/json;` and a digit in a `+json` prefix,
+ * each answered 400 "Unsupported Media Type" although JSON_MEDIA_TYPE took the body for JSON.
+ */
+const ROUTE_JSON_CONTENT_TYPE = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i;
 
 function hasBody(request: Request): boolean {
   const length = request.headers.get("content-length");
@@ -27,6 +33,18 @@ export const requireJsonBody: MiddlewareHandler<HonoEnv> = async (c, next) => {
           ? `Content-Type ${mediaType} is not supported; send application/json.`
           : "Content-Type is missing; send application/json.",
       );
+    }
+    // Nothing here decompresses a body: a gzip one was a 400 quoting its bytes as malformed JSON (RFC 9110 §15.5.16).
+    const coding = (c.req.header("Content-Encoding") ?? "").trim().toLowerCase();
+    if (coding !== "" && coding !== "identity") {
+      const detail = `Content-Encoding ${coding} is not supported; send the body uncompressed.`;
+      throw new ApiError("UNSUPPORTED_MEDIA_TYPE", detail, { headers: { "Accept-Encoding": "identity" } });
+    }
+    if (!ROUTE_JSON_CONTENT_TYPE.test(contentType)) {
+      // A JSON body is read as UTF-8 JSON whatever its media type's form: say so in the form the routes read.
+      const headers = new Headers(c.req.raw.headers);
+      headers.set("Content-Type", "application/json");
+      c.req.raw = new Request(c.req.raw, { headers });
     }
   }
   await next();

@@ -116,6 +116,7 @@ export function refuseUndeclaredQueries(app: OpenAPIHono<HonoEnv>): void {
 function fromHttpException(error: HTTPException): ApiError {
   if (error.status === 400 && /json/i.test(error.message)) return new ApiError("MALFORMED_JSON");
   if (error.status === 413) return new ApiError("PAYLOAD_TOO_LARGE");
+  if (error.status === 415) return new ApiError("UNSUPPORTED_MEDIA_TYPE");
   if (error.status === 401) return new ApiError("UNAUTHENTICATED");
   if (error.status === 403) return new ApiError("FORBIDDEN");
   if (error.status === 404) return new ApiError("NOT_FOUND");
@@ -204,7 +205,8 @@ function openAiPathMeant(path: string): string | null {
 }
 
 /**
- * Unknown path → 404; known path with another method → 405 with `Allow`.
+ * Unknown path → 404; known path with another method → 405 with `Allow`
+ * (OPTIONS, not a preflight, → 204 with it).
  * Hono has no 405 of its own, so the registered routes are matched here.
  * A path that only differs from a route by a trailing slash is a 404 that
  * names the route meant (`did_you_mean`).
@@ -221,6 +223,8 @@ export function notFoundHandler(app: Hono<HonoEnv>): NotFoundHandler<HonoEnv> {
       if (allowed.has("GET")) allowed.add("HEAD");
       allowed.add("OPTIONS");
       const allow = [...allowed].sort().join(", ");
+      // OPTIONS asks what a path takes (a browser's preflight, which sends Origin, is answered by cors instead).
+      if (c.req.method === "OPTIONS") return c.body(null, 204, { Allow: allow });
       return respond(
         c,
         new ApiError("METHOD_NOT_ALLOWED", `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow}.`, {
