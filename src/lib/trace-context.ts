@@ -13,7 +13,8 @@ export interface TraceIds {
   sampled: boolean;
 }
 
-const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+// A later version may add fields after the flags, each after a dash; a parser of version 00 reads the first four.
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
 const INVALID_TRACE_ID = "0".repeat(32);
 const INVALID_SPAN_ID = "0".repeat(16);
 
@@ -21,8 +22,9 @@ export function parseTraceparent(header: string | null | undefined): Omit<TraceI
   if (!header) return null;
   const match = TRACEPARENT.exec(header.trim().toLowerCase());
   if (!match) return null;
-  const [, version, traceId, parentSpanId, flags] = match;
-  if (version === "ff" || traceId === INVALID_TRACE_ID || parentSpanId === INVALID_SPAN_ID) return null;
+  const [, version, traceId, parentSpanId, flags, laterFields] = match;
+  if (version === "ff" || (version === "00" && laterFields !== undefined)) return null;
+  if (traceId === INVALID_TRACE_ID || parentSpanId === INVALID_SPAN_ID) return null;
   return { traceId, parentSpanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 };
 }
 

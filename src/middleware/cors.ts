@@ -73,13 +73,14 @@ function corsFor(csv: string): MiddlewareHandler {
 /**
  * CORS for the origins in CORS_ORIGINS only; other origins get no CORS headers.
  * A request without Origin is not a CORS request (browsers send it on every
- * cross-origin request and preflight): it gets only `Vary: Origin`, and the
- * handler's response is left alone. Hono's middleware writes its headers to
- * `c.res` before the handler runs, which makes Hono copy the handler's
- * response and its headers once more.
+ * cross-origin request and preflight), an OPTIONS one included: it gets only
+ * `Vary: Origin`, and the handler's response is left alone (an OPTIONS one is
+ * answered 204 with `Allow` by notFoundHandler, or 404 where no route is).
+ * Hono's middleware writes its headers to `c.res` before the handler runs,
+ * which makes Hono copy the handler's response and its headers once more.
  */
 export const cors: MiddlewareHandler<HonoEnv> = async (c, next) => {
-  if (c.req.method !== "OPTIONS" && c.req.header("Origin") === undefined) {
+  if (c.req.header("Origin") === undefined) {
     await next();
     setResponseHeaders(c, { Vary: "Origin" }, { append: true });
     return;
