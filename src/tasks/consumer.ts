@@ -127,6 +127,9 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     renew.set(workspaceId, list);
   };
   const closing: D1PreparedStatement[] = [];
+  // Messages of tasks ended by `closing` (cancelled while waiting): acknowledged once that is written. Acknowledged
+  // before, a failed write left the task waiting for good, its message never delivered again.
+  const ackWhenClosed: Message[] = [];
   const chains = new Map<string, EventChain>();
   const chainOf = (taskId: string) => {
     let chain = chains.get(taskId);
@@ -169,7 +172,7 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
       const error = cancelledWaiting(task.attempts);
       closing.push(closeUnstartedStatement(config.DB, task.id, "cancelled", error, nowIso));
       chainOf(task.id).emit(cancelledEvent(task, error.message));
-      message.ack();
+      ackWhenClosed.push(message);
       releaseSlot(task.workspaceId, task.id);
     } else if (task.status === "running") running.push({ message, body, task });
     else runnable.push({ message, body, task });
@@ -203,7 +206,7 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
         );
       }
       chainOf(work.task.id).emit(cancelledEvent(work.task, cancelled.message));
-      work.message.ack();
+      ackWhenClosed.push(work.message);
       releaseSlot(work.task.workspaceId, work.task.id);
       continue;
     }
@@ -225,6 +228,7 @@ async function consumeBatch(batch: MessageBatch<unknown>, config: AppConfig, dep
     claimRuns(config.DB, claims, nowIso),
     closing.length > 0 ? config.DB.batch(closing) : Promise.resolve([]),
   ]);
+  for (const message of ackWhenClosed) message.ack();
   const started = claims.filter((claim) => claimed.has(claim.task.id));
   // As claimRuns stored it: a task's started_at is its first attempt's start (task.completed's duration counts from it).
   for (const claim of started) claim.task.startedAt ??= nowIso;

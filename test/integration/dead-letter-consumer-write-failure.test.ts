@@ -2,6 +2,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { consumeDeadLetterBatch } from "../../src/tasks/dead-letters.ts";
+import { withFailingBatches } from "../support/failing-d1.ts";
 import { createTestWorkspace, type TestWorkspace } from "../support/workspaces.ts";
 import { appConfig, BASE, fetcher, insertTask, quietLogger, taskBody } from "../unit/tasks/fakes.ts";
 
@@ -22,18 +23,10 @@ describe("the dead-letter consumer when its write fails", () => {
       { id: `msg-dlq-write-${task.id}`, timestamp: new Date(), attempts: 1, body: taskBody(workspace.id, task.id) },
     ];
     const config = appConfig();
-    const failingDb = new Proxy(config.DB, {
-      get(db, property) {
-        if (property === "batch") return () => Promise.reject(new Error("D1_ERROR: database is locked"));
-        const value = Reflect.get(db, property);
-        return typeof value === "function" ? value.bind(db) : value;
-      },
-    });
-
     const failed = createMessageBatch("tasks-dlq", messages);
-    await expect(consumeDeadLetterBatch(failed, { ...config, DB: failingDb }, quietLogger)).rejects.toThrow(
-      "database is locked",
-    );
+    await expect(
+      consumeDeadLetterBatch(failed, { ...config, DB: withFailingBatches(config.DB) }, quietLogger),
+    ).rejects.toThrow("database is locked");
     expect((await getQueueResult(failed, createExecutionContext())).explicitAcks).toEqual([]);
 
     const again = createMessageBatch("tasks-dlq", messages);
