@@ -2,28 +2,16 @@ import { env } from "cloudflare:workers";
 import { eq, sql } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { type ChainedRow, entryHash } from "../../src/audit/canonical.ts";
-import { type AuditEntryInput, auditInsert, recordAudit, sealChain, verifyChain } from "../../src/audit/index.ts";
+import { auditInsert, recordAudit, sealChain, verifyChain } from "../../src/audit/index.ts";
 import { runAuditRetention } from "../../src/audit/retention.ts";
 import { createDb } from "../../src/db/client.ts";
 import { auditLogs, tasks } from "../../src/db/schema.ts";
 import { newId } from "../../src/lib/ids.ts";
 import { handleScheduled } from "../../src/scheduled.ts";
-import { newAuditWorkspace, writeAuditEntries } from "../support/audit.ts";
+import { auditEntry, newAuditWorkspace, writeAuditEntries } from "../support/audit.ts";
 
 const db = createDb(env.DB);
 const silent = { info() {}, warn() {}, error() {} };
-
-function entry(workspaceId: string, overrides: Partial<AuditEntryInput> = {}): AuditEntryInput {
-  return {
-    workspaceId,
-    actor: { type: "api_key", id: "key_test", display: "test key" },
-    action: "task.create",
-    resourceType: "task",
-    resourceId: newId("task"),
-    requestId: `req-${crypto.randomUUID()}`,
-    ...overrides,
-  };
-}
 
 function taskInsert(workspaceId: string, id = newId("task")) {
   return db.insert(tasks).values({ id, workspaceId, title: "t", type: "testing" });
@@ -37,7 +25,7 @@ describe("atomic with the mutation", () => {
   it("the entry commits with its mutation in one batch", async () => {
     const ws = await newAuditWorkspace();
     const taskId = newId("task");
-    await db.batch([taskInsert(ws, taskId), auditInsert(db, entry(ws, { resourceId: taskId }))]);
+    await db.batch([taskInsert(ws, taskId), auditInsert(db, auditEntry(ws, { resourceId: taskId }))]);
     const written = await rows(ws);
     expect(written).toHaveLength(1);
     expect(written[0]).toMatchObject({ seq: 1, resourceId: taskId, hash: null });
@@ -47,7 +35,7 @@ describe("atomic with the mutation", () => {
     const ws = await newAuditWorkspace();
     const taskId = newId("task");
     await expect(
-      db.batch([taskInsert(ws, taskId), auditInsert(db, entry(ws)), taskInsert(ws, taskId)]),
+      db.batch([taskInsert(ws, taskId), auditInsert(db, auditEntry(ws)), taskInsert(ws, taskId)]),
     ).rejects.toThrow();
     expect(await rows(ws)).toHaveLength(0);
     expect(await db.select().from(tasks).where(eq(tasks.id, taskId))).toHaveLength(0);
@@ -59,7 +47,7 @@ describe("hash chain", () => {
     const ws = await newAuditWorkspace();
     await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
-        db.batch([taskInsert(ws), auditInsert(db, entry(ws, { metadata: { writer: i } }))]),
+        db.batch([taskInsert(ws), auditInsert(db, auditEntry(ws, { metadata: { writer: i } }))]),
       ),
     );
     const written = await rows(ws);
@@ -159,7 +147,7 @@ describe("hash chain", () => {
 
   it("entries of different workspaces are separate chains", async () => {
     const [a, b] = [await newAuditWorkspace(), await newAuditWorkspace()];
-    await db.batch([auditInsert(db, entry(a)), auditInsert(db, entry(b)), auditInsert(db, entry(a))]);
+    await db.batch([auditInsert(db, auditEntry(a)), auditInsert(db, auditEntry(b)), auditInsert(db, auditEntry(a))]);
     expect((await rows(a)).map((row) => row.seq)).toEqual([1, 2]);
     expect((await rows(b)).map((row) => row.seq)).toEqual([1]);
     expect((await verifyChain(db, a)).ok && (await verifyChain(db, b)).ok).toBe(true);
@@ -170,7 +158,7 @@ describe("what an entry keeps", () => {
   it("redacts secrets in changes and metadata, and records the request's fields", async () => {
     const ws = await newAuditWorkspace();
     await recordAudit(db, {
-      ...entry(ws, { action: "api_key.create", resourceType: "api_key" }),
+      ...auditEntry(ws, { action: "api_key.create", resourceType: "api_key" }),
       ip: "203.0.113.9",
       userAgent: "curl/8.5",
       traceId: "0af7651916cd43dd8448eb211c80319c",
@@ -193,7 +181,9 @@ describe("what an entry keeps", () => {
   });
 
   it("refuses an action outside the catalogue", () => {
-    expect(() => auditInsert(db, entry("ws_x", { action: "task.explode" as never }))).toThrow(/unknown audit action/);
+    expect(() => auditInsert(db, auditEntry("ws_x", { action: "task.explode" as never }))).toThrow(
+      /unknown audit action/,
+    );
   });
 });
 

@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { auditInsert } from "../../src/audit/index.ts";
+import { type AuditEntryInput, auditInsert } from "../../src/audit/index.ts";
 import { createDb } from "../../src/db/client.ts";
 import { workspaces } from "../../src/db/schema.ts";
 import { newId } from "../../src/lib/ids.ts";
@@ -19,17 +19,20 @@ export async function newAuditWorkspace(retentionDays = 365): Promise<string> {
   return id;
 }
 
+/** A task.create entry by a test key, as the API writes one; `overrides` changes any part of it. */
+export function auditEntry(workspaceId: string, overrides: Partial<AuditEntryInput> = {}): AuditEntryInput {
+  return {
+    workspaceId,
+    actor: { type: "api_key", id: "key_test", display: "test key" },
+    action: "task.create",
+    resourceType: "task",
+    resourceId: newId("task"),
+    requestId: `req-${crypto.randomUUID()}`,
+    ...overrides,
+  };
+}
+
 /** `count` task.create entries, each in its own batch, as `count` requests would write them. */
 export async function writeAuditEntries(workspaceId: string, count: number): Promise<void> {
-  for (let i = 0; i < count; i++)
-    await db.batch([
-      auditInsert(db, {
-        workspaceId,
-        actor: { type: "api_key", id: "key_test", display: "test key" },
-        action: "task.create",
-        resourceType: "task",
-        resourceId: newId("task"),
-        requestId: `req-${crypto.randomUUID()}`,
-      }),
-    ]);
+  for (let i = 0; i < count; i++) await db.batch([auditInsert(db, auditEntry(workspaceId))]);
 }
